@@ -1,0 +1,59 @@
+//! Time for the datapath, injected so tables can be tested with a manual clock.
+//!
+//! The datapath core never reads a clock itself: the worker reads a [`Clock`] once per loop
+//! iteration and passes the value (whole seconds, monotonic) down.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A monotonic time source in whole seconds.
+pub trait Clock: Send + Sync {
+    /// Seconds since an arbitrary fixed origin.
+    fn now_secs(&self) -> u64;
+}
+
+/// The real monotonic clock.
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        MonotonicClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_secs(&self) -> u64 {
+        // Start at 1 so that 0 can mean "never" in tables.
+        self.origin.elapsed().as_secs() + 1
+    }
+}
+
+/// A clock moved by hand (tests).
+#[derive(Default)]
+pub struct ManualClock {
+    now: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock at `secs`.
+    pub fn at(secs: u64) -> Self {
+        ManualClock {
+            now: AtomicU64::new(secs),
+        }
+    }
+
+    /// Move forward by `secs`.
+    pub fn advance(&self, secs: u64) {
+        self.now.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_secs(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+}

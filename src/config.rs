@@ -1,0 +1,328 @@
+//! Configuration: bridge and port specs, from a TOML file or from `key=value` control-command
+//! arguments, validated before anything is applied.
+//!
+//! File format (every key documented on its field below; unknown keys are errors):
+//! ```toml
+//! [[bridge]]
+//! name = "br0"            # 1-15 chars [A-Za-z0-9_.-]
+//! fdb_capacity = 8192     # most MACs learned (per bridge); when full, unknown MACs flood
+//! aging = 300             # seconds a learned MAC lives without traffic
+//!
+//! [[bridge.port]]
+//! name = "veth1"          # netdev name (afxdp: must exist; tap: uvs creates it)
+//! type = "afxdp"          # afxdp | tap
+//! vlan = 10               # access port in VLAN 10 (omit for a trunk)
+//! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
+//! # xdp_mode = "auto"     # afxdp only: auto | native | generic
+//! # mtu = 1500            # tap only: set the device MTU
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::datapath::{
+    BridgeOptions, DEFAULT_AGING, DEFAULT_FDB_CAPACITY, VlanMode, validate_name,
+};
+use crate::port::PortKind;
+
+/// How to attach the XDP program of an afxdp port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSpec {
+    /// Native (driver) mode if the driver has it, else generic.
+    #[default]
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Bridges, in order.
+    #[serde(default)]
+    pub bridge: Vec<BridgeSpec>,
+}
+
+/// One bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    /// Bridge name.
+    pub name: String,
+    /// FDB capacity (default 8192).
+    #[serde(default = "default_capacity")]
+    pub fdb_capacity: usize,
+    /// FDB aging time in seconds (default 300).
+    #[serde(default = "default_aging")]
+    pub aging: u32,
+    /// Ports of this bridge.
+    #[serde(default)]
+    pub port: Vec<PortSpec>,
+}
+
+fn default_capacity() -> usize {
+    DEFAULT_FDB_CAPACITY
+}
+fn default_aging() -> u32 {
+    DEFAULT_AGING
+}
+
+/// One port.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Netdev name.
+    pub name: String,
+    /// Port type.
+    #[serde(rename = "type")]
+    pub kind: PortKind,
+    /// Access VLAN.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Trunk VLANs.
+    #[serde(default)]
+    pub trunks: Option<Vec<u16>>,
+    /// XDP attach mode (afxdp).
+    #[serde(default)]
+    pub xdp_mode: XdpModeSpec,
+    /// Device MTU to set (tap).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+impl BridgeSpec {
+    /// The datapath options.
+    pub fn options(&self) -> BridgeOptions {
+        BridgeOptions {
+            fdb_capacity: self.fdb_capacity,
+            aging: self.aging,
+        }
+    }
+
+    /// Parse `add-br NAME [fdb_capacity=N] [aging=S]` arguments.
+    pub fn from_args(name: &str, args: &[String]) -> Result<BridgeSpec, String> {
+        let mut b = BridgeSpec {
+            name: name.to_string(),
+            fdb_capacity: DEFAULT_FDB_CAPACITY,
+            aging: DEFAULT_AGING,
+            port: Vec::new(),
+        };
+        for (k, v) in kv_pairs(args)? {
+            match k {
+                "fdb_capacity" => b.fdb_capacity = num(k, v)?,
+                "aging" => b.aging = num(k, v)?,
+                _ => return Err(format!("unknown bridge option '{k}' (fdb_capacity, aging)")),
+            }
+        }
+        b.validate()?;
+        Ok(b)
+    }
+
+    /// Check the values.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name(&self.name, "bridge")?;
+        if self.fdb_capacity == 0 || self.fdb_capacity > 16 << 20 {
+            return Err(format!(
+                "fdb_capacity: {} out of range (1 to 16777216)",
+                self.fdb_capacity
+            ));
+        }
+        if self.aging == 0 {
+            return Err("aging: must be at least 1 second".into());
+        }
+        for p in &self.port {
+            p.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl PortSpec {
+    /// Parse `add-port BRIDGE NAME [type=afxdp|tap] [vlan=N] [trunks=N,M] [xdp_mode=M] [mtu=N]`
+    /// option arguments (type defaults to afxdp).
+    pub fn from_args(name: &str, args: &[String]) -> Result<PortSpec, String> {
+        let mut p = PortSpec {
+            name: name.to_string(),
+            kind: PortKind::Afxdp,
+            vlan: None,
+            trunks: None,
+            xdp_mode: XdpModeSpec::Auto,
+            mtu: None,
+        };
+        for (k, v) in kv_pairs(args)? {
+            match k {
+                "type" => {
+                    p.kind = match v {
+                        "afxdp" => PortKind::Afxdp,
+                        "tap" => PortKind::Tap,
+                        _ => return Err(format!("type: '{v}' is not a port type (afxdp, tap)")),
+                    }
+                }
+                "vlan" | "tag" => p.vlan = Some(num("vlan", v)?),
+                "trunks" => {
+                    p.trunks = Some(
+                        v.split(',')
+                            .map(|x| num("trunks", x))
+                            .collect::<Result<_, _>>()?,
+                    )
+                }
+                "xdp_mode" => {
+                    p.xdp_mode = match v {
+                        "auto" => XdpModeSpec::Auto,
+                        "native" => XdpModeSpec::Native,
+                        "generic" => XdpModeSpec::Generic,
+                        _ => return Err(format!("xdp_mode: '{v}' (auto, native, generic)")),
+                    }
+                }
+                "mtu" => p.mtu = Some(num(k, v)?),
+                _ => {
+                    return Err(format!(
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu)"
+                    ));
+                }
+            }
+        }
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// The VLAN mode.
+    pub fn vlan_mode(&self) -> Result<VlanMode, String> {
+        let a = self.vlan.map(|v| v.to_string());
+        let t = self.trunks.as_ref().map(|t| {
+            t.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        VlanMode::parse(a.as_deref(), t.as_deref())
+    }
+
+    /// Check the values.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name(&self.name, "port")?;
+        self.vlan_mode()?;
+        if self.kind == PortKind::Mem {
+            return Err(format!("port '{}': type mem is for tests only", self.name));
+        }
+        if self.mtu.is_some() && self.kind != PortKind::Tap {
+            return Err(format!(
+                "port '{}': mtu= applies to tap ports only",
+                self.name
+            ));
+        }
+        if let Some(m) = self.mtu
+            && !(68..=(crate::packet::MAX_FRAME_LEN as u32 - 18)).contains(&m)
+        {
+            return Err(format!(
+                "mtu: {m} out of range (68 to {})",
+                crate::packet::MAX_FRAME_LEN - 18
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parse and validate TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Read, parse and validate a file; errors name the file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Check names are unique and every spec is valid.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut bridges = std::collections::HashSet::new();
+        let mut ports = std::collections::HashSet::new();
+        for b in &self.bridge {
+            b.validate()?;
+            if !bridges.insert(&b.name) {
+                return Err(format!("bridge '{}' defined twice", b.name));
+            }
+            for p in &b.port {
+                if !ports.insert(&p.name) {
+                    return Err(format!("port '{}' defined twice", p.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("'{a}' is not key=value"))
+        })
+        .collect()
+}
+
+fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{field}: '{v}' is not a valid number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_and_rejects_unknown_keys() {
+        let c = Config::parse(
+            r#"
+            [[bridge]]
+            name = "br0"
+            aging = 60
+            [[bridge.port]]
+            name = "veth1"
+            type = "afxdp"
+            vlan = 10
+            [[bridge.port]]
+            name = "tap0"
+            type = "tap"
+            trunks = [10, 20]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.bridge[0].aging, 60);
+        assert_eq!(
+            c.bridge[0].port[1].vlan_mode().unwrap().describe(),
+            "trunks=10,20"
+        );
+        let e = Config::parse("[[bridge]]\nname = \"b\"\ncolour = 1\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        let e = Config::parse("[[bridge]]\nname=\"b\"\n[[bridge]]\nname=\"b\"\n").unwrap_err();
+        assert!(e.contains("defined twice"), "{e}");
+    }
+
+    #[test]
+    fn port_args() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = PortSpec::from_args("tap0", &a(&["type=tap", "vlan=5"])).unwrap();
+        assert_eq!(p.kind, PortKind::Tap);
+        assert_eq!(p.vlan, Some(5));
+        let e = PortSpec::from_args("x", &a(&["type=gre"])).unwrap_err();
+        assert!(e.starts_with("type:"), "{e}");
+        let e = PortSpec::from_args("x", &a(&["vlan"])).unwrap_err();
+        assert!(e.contains("not key=value"), "{e}");
+        let e = PortSpec::from_args("x", &a(&["vlan=5000"])).unwrap_err();
+        assert!(e.contains("vlan"), "{e}");
+        let e = BridgeSpec::from_args("b", &a(&["aging=x"])).unwrap_err();
+        assert!(e.starts_with("aging:"), "{e}");
+    }
+}

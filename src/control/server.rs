@@ -1,0 +1,499 @@
+//! The control socket server: a unix stream socket, one thread per connection.
+//!
+//! [`serve`] binds the socket and starts an accept thread; each connection gets its own thread
+//! that answers requests one after another ([`handle_connection`], which does no socket setup
+//! and can be driven from memory by tests and fuzzers).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fs::{self, DirBuilder};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::jsonrpc::{Request, Response};
+use super::registry::Registry;
+
+/// The largest request accepted, in bytes; a larger one gets an error and the connection closes.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// A connection that sends nothing for this long is closed (also bounds a blocked reply write).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections served at once; further ones get an error reply and are closed.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How a connection ended (returned by [`handle_connection`], mostly for tests).
+#[derive(Debug)]
+pub enum ConnectionEnd {
+    /// The client closed the connection between requests.
+    Closed,
+    /// The client closed the connection in the middle of a request.
+    Truncated,
+    /// A request was not valid JSON; an error response was sent.
+    Malformed,
+    /// A request exceeded [`MAX_REQUEST_BYTES`]; an error response was sent.
+    TooLarge,
+    /// Reading or writing failed (idle timeout, reset, `EPIPE`).
+    Io(io::Error),
+}
+
+/// A [`Read`] that fails once more than a budget of bytes is read; the budget is reset by the
+/// reader's owner after each complete request.
+struct Budgeted<R> {
+    inner: R,
+    budget: Rc<Cell<usize>>,
+    exceeded: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.budget.get();
+        if left == 0 {
+            self.exceeded.set(true);
+            return Err(io::Error::other("request too large"));
+        }
+        let take = buf.len().min(left);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.budget.set(left - n);
+        Ok(n)
+    }
+}
+
+/// Answers the requests read from `reader` on `writer` until the client leaves or errs.
+///
+/// Requests are a stream of JSON values with or without whitespace between them. A value that
+/// is valid JSON but not a valid request gets an error response and the connection goes on; a
+/// syntax error or an oversized request gets an error response and ends the connection (the
+/// stream cannot be resynchronised).
+pub fn handle_connection<R: Read, W: Write>(
+    reader: R,
+    mut writer: W,
+    registry: &Registry,
+) -> ConnectionEnd {
+    let budget = Rc::new(Cell::new(MAX_REQUEST_BYTES));
+    let exceeded = Rc::new(Cell::new(false));
+    let reader = Budgeted {
+        inner: BufReader::new(reader),
+        budget: budget.clone(),
+        exceeded: exceeded.clone(),
+    };
+    let mut requests = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+    loop {
+        let (response, end) = match requests.next() {
+            None => return ConnectionEnd::Closed,
+            Some(Ok(value)) => {
+                budget.set(MAX_REQUEST_BYTES);
+                (respond(&value, registry), None)
+            }
+            Some(Err(_)) if exceeded.get() => (
+                Response::err(
+                    Value::Null,
+                    format!("request exceeds the {MAX_REQUEST_BYTES}-byte limit"),
+                ),
+                Some(ConnectionEnd::TooLarge),
+            ),
+            Some(Err(e)) if e.is_eof() => return ConnectionEnd::Truncated,
+            Some(Err(e)) if e.is_io() => return ConnectionEnd::Io(e.into()),
+            Some(Err(e)) => (
+                Response::err(Value::Null, format!("malformed JSON-RPC request: {e}")),
+                Some(ConnectionEnd::Malformed),
+            ),
+        };
+        if let Err(e) = writer
+            .write_all(&response.to_line())
+            .and_then(|()| writer.flush())
+        {
+            return ConnectionEnd::Io(e);
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+/// The response to one well-formed JSON value.
+fn respond(value: &Value, registry: &Registry) -> Response {
+    match Request::from_json(value) {
+        Ok(request) => {
+            Response::from_outcome(request.id, registry.call(&request.method, &request.params))
+        }
+        Err(e) => {
+            let id = value.get("id").cloned().unwrap_or(Value::Null);
+            Response::err(id, format!("invalid JSON-RPC request: {e}"))
+        }
+    }
+}
+
+/// State shared by the accept thread, the connection threads and the handle.
+struct Shared {
+    registry: Arc<Registry>,
+    stop: AtomicBool,
+    active: AtomicUsize,
+    next_id: AtomicU64,
+    /// Clones of the live connections, so shutdown can close them.
+    connections: Mutex<HashMap<u64, UnixStream>>,
+}
+
+/// A running control socket server. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct ServerHandle {
+    path: PathBuf,
+    /// Device and inode of the socket file we created, so we never remove another's.
+    ident: (u64, u64),
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("active", &self.active.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The number of connections being served.
+    pub fn connections(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, closes live connections and removes the socket file (if it is still
+    /// ours). Idempotent; also done on drop.
+    pub fn shutdown(&mut self) {
+        if self.shared.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let ours = self.is_our_socket();
+        if let Some(thread) = self.accept_thread.take() {
+            // Wake the blocked accept() with a connection of our own; if the file is no longer
+            // ours we cannot, and the thread ends with the process.
+            if ours && UnixStream::connect(&self.path).is_ok() {
+                let _ = thread.join();
+            }
+        }
+        if let Ok(connections) = self.shared.connections.lock() {
+            for stream in connections.values() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+
+    fn is_our_socket(&self) -> bool {
+        fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.ident)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Serves `registry` on a unix socket at `path` with permissions `mode` (usually 0o600).
+///
+/// Creates the parent directory (0755) if missing. If `path` exists and something answers on
+/// it, fails with "another uvs is listening on PATH"; a stale socket is replaced; any other
+/// kind of file is left alone and is an error. The socket appears at `path` already carrying
+/// `mode` (it is bound in a private directory, then linked into place), so no client can
+/// connect through looser permissions first.
+pub fn serve(path: &Path, registry: Arc<Registry>, mode: u32) -> io::Result<ServerHandle> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
+        .map_err(|e| context(e, format!("cannot create directory {}", parent.display())))?;
+    remove_stale(path)?;
+    let listener = bind_with_mode(path, parent, mode)?;
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| context(e, format!("cannot stat {}", path.display())))?;
+    let shared = Arc::new(Shared {
+        registry,
+        stop: AtomicBool::new(false),
+        active: AtomicUsize::new(0),
+        next_id: AtomicU64::new(0),
+        connections: Mutex::new(HashMap::new()),
+    });
+    let accept_shared = shared.clone();
+    let accept_thread = thread::Builder::new()
+        .name("uvs-ctl-accept".into())
+        .spawn(move || accept_loop(listener, accept_shared));
+    let accept_thread = match accept_thread {
+        Ok(thread) => thread,
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    Ok(ServerHandle {
+        path: path.to_path_buf(),
+        ident: (meta.dev(), meta.ino()),
+        shared,
+        accept_thread: Some(accept_thread),
+    })
+}
+
+/// Checks what is at `path`: nothing, a live server (error), a stale socket (removed) or
+/// something else (error).
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(context(e, format!("cannot stat {}", path.display()))),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not replacing it",
+                path.display()
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(another_listening(path)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context(
+                e,
+                format!("cannot remove stale socket {}", path.display()),
+            )),
+            _ => Ok(()),
+        },
+        Err(e) => Err(context(
+            e,
+            format!("cannot check existing socket {}", path.display()),
+        )),
+    }
+}
+
+fn another_listening(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("another uvs is listening on {}", path.display()),
+    )
+}
+
+/// Binds in a fresh 0700 directory next to `path`, applies `mode`, then hard-links the socket
+/// to `path` (which fails rather than replaces if a server appeared meanwhile).
+fn bind_with_mode(path: &Path, parent: &Path, mode: u32) -> io::Result<UnixListener> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let private = parent.join(format!(".uvs{}.{n}", std::process::id()));
+    let temp = private.join("s");
+    let result = DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .and_then(|()| {
+            let listener = UnixListener::bind(&temp)?;
+            fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
+            match fs::hard_link(&temp, path) {
+                Ok(()) => Ok(listener),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(another_listening(path)),
+                // A filesystem without hard links: rename instead.
+                Err(_) => fs::rename(&temp, path).map(|()| listener),
+            }
+        });
+    let _ = fs::remove_file(&temp);
+    let _ = fs::remove_dir(&private);
+    match result {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(e),
+        // The private path may be too long for sun_path where `path` is not: bind directly.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => bind_direct(path, mode),
+        Err(e) => Err(context(e, format!("cannot bind {}", path.display()))),
+    }
+}
+
+fn bind_direct(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    let listener = UnixListener::bind(path)
+        .map_err(|e| context(e, format!("cannot bind {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| context(e, format!("cannot chmod {}", path.display())))?;
+    Ok(listener)
+}
+
+fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match stream {
+            Ok(stream) => start_connection(stream, &shared),
+            // Out of fds or similar: back off instead of spinning.
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        let message = format!("too many control connections (limit {MAX_CONNECTIONS})");
+        let _ = (&stream).write_all(&Response::err(Value::Null, message).to_line());
+        return;
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    if let (Ok(clone), Ok(mut connections)) = (stream.try_clone(), shared.connections.lock()) {
+        connections.insert(id, clone);
+    }
+    let conn_shared = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("uvs-ctl-conn".into())
+        .spawn(move || {
+            handle_connection(&stream, &stream, &conn_shared.registry);
+            finish_connection(&conn_shared, id);
+        });
+    if spawned.is_err() {
+        finish_connection(shared, id);
+    }
+}
+
+fn finish_connection(shared: &Shared, id: u64) {
+    if let Ok(mut connections) = shared.connections.lock() {
+        connections.remove(&id);
+    }
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn context(e: io::Error, what: String) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::registry::Reply;
+    use serde_json::json;
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register("echo", "A [B]", 1, 2, |args| {
+            Ok(Reply::new(args.join(" "), json!(args)))
+        });
+        r
+    }
+
+    fn run(input: &[u8]) -> (Vec<Value>, ConnectionEnd) {
+        let mut out = Vec::new();
+        let end = handle_connection(input, &mut out, &registry());
+        assert!(out.is_empty() || out.ends_with(b"\n"));
+        let values = serde_json::Deserializer::from_slice(&out)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        (values, end)
+    }
+
+    #[test]
+    fn answers_a_stream_without_separators() {
+        let (out, end) =
+            run(br#"{"method":"echo","params":["a"],"id":1}{"method":"echo","params":["b","c"],"id":"x"}"#);
+        assert!(matches!(end, ConnectionEnd::Closed), "{end:?}");
+        assert_eq!(
+            out[0],
+            json!({"result": {"text": "a", "data": ["a"]}, "error": null, "id": 1})
+        );
+        assert_eq!(out[1]["result"]["text"], "b c");
+        assert_eq!(out[1]["id"], "x");
+    }
+
+    #[test]
+    fn invalid_request_continues() {
+        let (out, end) = run(
+            b"{\"method\": 5, \"id\": 3}\n[1]\n{\"method\":\"echo\",\"params\":[\"z\"],\"id\":4}\n",
+        );
+        assert!(matches!(end, ConnectionEnd::Closed), "{end:?}");
+        assert_eq!(
+            out[0]["error"],
+            "invalid JSON-RPC request: \"method\" must be a string, got number"
+        );
+        assert_eq!(out[0]["id"], 3);
+        assert_eq!(
+            out[1]["error"],
+            "invalid JSON-RPC request: request must be a JSON object, got array"
+        );
+        assert_eq!(out[2]["result"]["text"], "z");
+    }
+
+    #[test]
+    fn malformed_json_ends_connection() {
+        let (out, end) = run(b"{\"method\":\"version\"}\n{{{ {\"method\":\"version\"}");
+        assert!(matches!(end, ConnectionEnd::Malformed), "{end:?}");
+        assert_eq!(out.len(), 2);
+        let error = out[1]["error"].as_str().unwrap();
+        assert!(
+            error
+                .starts_with("malformed JSON-RPC request: key must be a string at line 2 column 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn truncated_request_is_quiet() {
+        let (out, end) = run(br#"{"method":"ec"#);
+        assert!(out.is_empty());
+        assert!(matches!(end, ConnectionEnd::Truncated), "{end:?}");
+    }
+
+    #[test]
+    fn oversized_request_rejected() {
+        let mut big = br#"{"method":"echo","params":[""#.to_vec();
+        big.extend(std::iter::repeat_n(b'x', MAX_REQUEST_BYTES));
+        big.extend(br#""]}"#);
+        let (out, end) = run(&big);
+        assert!(matches!(end, ConnectionEnd::TooLarge), "{end:?}");
+        assert_eq!(
+            out[0]["error"],
+            format!("request exceeds the {MAX_REQUEST_BYTES}-byte limit")
+        );
+    }
+
+    #[test]
+    fn budget_resets_per_request() {
+        // Several requests whose total exceeds the limit, none of which does alone.
+        let arg = "y".repeat(MAX_REQUEST_BYTES / 3);
+        let one = Request::new("echo", vec![arg], json!(1)).to_line();
+        let input: Vec<u8> = one.iter().copied().cycle().take(one.len() * 5).collect();
+        let (out, end) = run(&input);
+        assert!(matches!(end, ConnectionEnd::Closed), "{end:?}");
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn write_failure_ends_connection() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let end = handle_connection(&br#"{"method":"version"}"#[..], Broken, &registry());
+        assert!(matches!(end, ConnectionEnd::Io(e) if e.kind() == io::ErrorKind::BrokenPipe));
+    }
+}

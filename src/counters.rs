@@ -1,0 +1,146 @@
+//! Counters: per-port packet/byte counts and drops by reason.
+//!
+//! Drop reasons are declared once here, each with a name (used by `stats` and scripts) and a
+//! description. Counters are plain u64s owned by the worker; the control plane reads a snapshot
+//! through the worker's request channel, so no atomics are touched per packet.
+
+use serde::Serialize;
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $desc:literal;)*) => {
+        /// Why a frame was dropped.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $(#[doc = $desc] $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Short name, as shown by `stats`.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One-line description.
+            pub fn description(self) -> &'static str {
+                match self { $(DropReason::$variant => $desc,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Runt => "runt", "frame shorter than an Ethernet header (14 bytes, 18 if VLAN-tagged)";
+    SrcMulticast => "src-mac-multicast", "source MAC is a group (multicast/broadcast) address";
+    SrcZero => "src-mac-zero", "source MAC is 00:00:00:00:00:00";
+    VlanDenied => "vlan-denied", "VLAN not carried by the ingress port (tag on an access port, VLAN not in trunks)";
+    QinQ => "qinq", "802.1ad (QinQ) frames are not supported";
+    SamePort => "same-port", "destination MAC was learned on the ingress port (filtered, as a bridge does)";
+    NoBridge => "no-bridge", "ingress port is not attached to a bridge";
+    MtuExceeded => "mtu-exceeded", "frame larger than the egress port's MTU";
+    NoBuffer => "no-buffer", "frame pool empty when copying a flooded frame";
+    TxRingFull => "tx-full", "egress port could not take the frame (ring full or device gone)";
+}
+
+/// Counters of one port.
+#[derive(Debug, Clone, Default)]
+pub struct PortCounters {
+    /// Frames received (all, including ones dropped later).
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames handed to the port for transmission.
+    pub tx_packets: u64,
+    /// Bytes handed to the port for transmission.
+    pub tx_bytes: u64,
+    /// L4 checksums completed in software for frames received with a partial checksum.
+    pub csum_completed: u64,
+    /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    /// Count one drop.
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+
+    /// Total drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// A serialisable snapshot (only non-zero drop reasons).
+    pub fn snapshot(&self) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets,
+            rx_bytes: self.rx_bytes,
+            tx_packets: self.tx_packets,
+            tx_bytes: self.tx_bytes,
+            csum_completed: self.csum_completed,
+            drops: DropReason::ALL
+                .iter()
+                .filter(|r| self.drops[**r as usize] != 0)
+                .map(|r| (r.name().to_string(), self.drops[*r as usize]))
+                .collect(),
+        }
+    }
+}
+
+/// What `stats` reports for a port.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Partial checksums completed.
+    pub csum_completed: u64,
+    /// Drops by reason name.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Counters of one bridge's learning.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BridgeCounters {
+    /// New MACs learned.
+    pub learned: u64,
+    /// MACs that moved to another port.
+    pub moves: u64,
+    /// MACs not learned because the FDB was full.
+    pub fdb_full: u64,
+    /// Entries removed by aging.
+    pub aged: u64,
+    /// Frames flooded (broadcast, multicast, unknown unicast).
+    pub flooded: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_snapshot_skips_zero() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        let mut c = PortCounters::default();
+        c.drop(DropReason::Runt);
+        c.drop(DropReason::Runt);
+        let s = c.snapshot();
+        assert_eq!(s.drops.get("runt"), Some(&2));
+        assert_eq!(s.drops.len(), 1);
+        assert_eq!(c.total_drops(), 2);
+    }
+}

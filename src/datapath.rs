@@ -1,0 +1,458 @@
+//! The datapath's state: bridges, the ports attached to them, their FDBs and counters, and the
+//! per-port output queues. IO-free: ports' kernel resources live in the worker.
+//!
+//! Contract:
+//! - Bridge and port ids are small integers (indices), stable while the object exists and reused
+//!   after it is removed. Names are unique.
+//! - Every mutation validates first and changes nothing when it fails; errors name the offending
+//!   value.
+//! - Packet processing lives in `pipeline`; this module owns the tables it reads.
+
+use serde::Serialize;
+
+use crate::counters::{BridgeCounters, PortCounters};
+use crate::fdb::{Fdb, PortId};
+use crate::packet::Desc;
+use crate::port::PortKind;
+use crate::wire::vlan::MAX_VID;
+
+/// Frames processed per burst.
+pub const BATCH: usize = 64;
+/// Default FDB aging time (seconds), as the Linux bridge and OVS.
+pub const DEFAULT_AGING: u32 = 300;
+/// Default FDB capacity per bridge.
+pub const DEFAULT_FDB_CAPACITY: usize = 8192;
+/// Most ports the datapath holds.
+pub const MAX_PORTS: usize = 1024;
+
+/// A port's VLAN mode (OVS semantics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VlanMode {
+    /// Untagged frames belong to VLAN `0`; tagged frames are dropped (priority tags, VID 0,
+    /// are accepted as untagged). Frames leave untagged.
+    Access(u16),
+    /// Tagged frames of the allowed VLANs are accepted; untagged frames belong to VLAN 0 (the
+    /// untagged domain). With `allowed` empty, every VLAN is allowed (OVS's default port).
+    Trunk(Box<VlanSet>),
+}
+
+/// A set of VLAN ids (bitmap); empty means "all".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanSet {
+    bits: [u64; 64],
+    any: bool,
+}
+
+impl VlanSet {
+    /// Every VLAN.
+    pub fn all() -> VlanSet {
+        VlanSet {
+            bits: [0; 64],
+            any: true,
+        }
+    }
+
+    /// Exactly these VLANs.
+    pub fn of(ids: &[u16]) -> VlanSet {
+        let mut s = VlanSet {
+            bits: [0; 64],
+            any: false,
+        };
+        for &v in ids {
+            s.bits[(v >> 6) as usize] |= 1 << (v & 63);
+        }
+        s
+    }
+
+    /// True if `vid` is in the set.
+    #[inline]
+    pub fn contains(&self, vid: u16) -> bool {
+        self.any || self.bits[(vid as usize >> 6) & 63] & (1 << (vid & 63)) != 0
+    }
+
+    /// The ids in the set (empty for "all").
+    pub fn ids(&self) -> Vec<u16> {
+        (0..4096u16)
+            .filter(|v| !self.any && self.contains(*v))
+            .collect()
+    }
+}
+
+impl VlanMode {
+    /// The default: a trunk of every VLAN.
+    pub fn default_trunk() -> VlanMode {
+        VlanMode::Trunk(Box::new(VlanSet::all()))
+    }
+
+    /// Parse `vlan=N` / `trunks=N,M,...` option values.
+    pub fn parse(access: Option<&str>, trunks: Option<&str>) -> Result<VlanMode, String> {
+        let vid = |s: &str, field: &str| -> Result<u16, String> {
+            match s.trim().parse::<u16>() {
+                Ok(v) if (1..=MAX_VID).contains(&v) => Ok(v),
+                _ => Err(format!("{field}: '{s}' is not a VLAN id (1-{MAX_VID})")),
+            }
+        };
+        match (access, trunks) {
+            (Some(_), Some(_)) => Err("vlan= and trunks= cannot both be set".into()),
+            (Some(a), None) => Ok(VlanMode::Access(vid(a, "vlan")?)),
+            (None, Some(t)) => {
+                let ids = t
+                    .split(',')
+                    .map(|s| vid(s, "trunks"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(VlanMode::Trunk(Box::new(VlanSet::of(&ids))))
+            }
+            (None, None) => Ok(VlanMode::default_trunk()),
+        }
+    }
+
+    /// Text for `show`.
+    pub fn describe(&self) -> String {
+        match self {
+            VlanMode::Access(v) => format!("vlan={v}"),
+            VlanMode::Trunk(s) if s.any => "trunk=all".into(),
+            VlanMode::Trunk(s) => format!(
+                "trunks={}",
+                s.ids()
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+}
+
+/// A port as the datapath sees it.
+#[derive(Debug)]
+pub struct PortState {
+    /// Name (the netdev's, for afxdp and tap).
+    pub name: String,
+    /// Kind.
+    pub kind: PortKind,
+    /// The bridge it is attached to.
+    pub bridge: u16,
+    /// VLAN mode.
+    pub vlan: VlanMode,
+    /// L3 MTU of the device.
+    pub mtu: u32,
+    /// Frames from this port may carry partial checksums.
+    pub partial_csum_in: bool,
+    /// Counters.
+    pub counters: PortCounters,
+}
+
+/// A bridge: an isolated L2 domain.
+pub struct Bridge {
+    /// Name.
+    pub name: String,
+    /// Learned and static MACs.
+    pub fdb: Fdb,
+    /// Aging time in seconds.
+    pub aging: u32,
+    /// Member ports, in the order they were added.
+    pub ports: Vec<PortId>,
+    /// Learning counters.
+    pub counters: BridgeCounters,
+}
+
+/// Options for a new bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// FDB capacity.
+    pub fdb_capacity: usize,
+    /// Aging time in seconds.
+    pub aging: u32,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            fdb_capacity: DEFAULT_FDB_CAPACITY,
+            aging: DEFAULT_AGING,
+        }
+    }
+}
+
+/// A row of `fdb-show`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FdbRow {
+    /// Port name.
+    pub port: String,
+    /// VLAN id (0 = untagged).
+    pub vlan: u16,
+    /// MAC, as text.
+    pub mac: String,
+    /// Seconds since last seen.
+    pub age: u32,
+    /// Static entry.
+    #[serde(rename = "static")]
+    pub is_static: bool,
+}
+
+/// Bridges, ports and output queues.
+#[derive(Default)]
+pub struct Datapath {
+    pub(crate) bridges: Vec<Option<Bridge>>,
+    pub(crate) ports: Vec<Option<PortState>>,
+    /// Frames queued for each port's next tx burst (index = port id).
+    pub out: Vec<Vec<Desc>>,
+}
+
+impl Datapath {
+    /// An empty datapath.
+    pub fn new() -> Datapath {
+        Datapath::default()
+    }
+
+    /// The id of bridge `name`.
+    pub fn bridge_id(&self, name: &str) -> Option<u16> {
+        self.bridges
+            .iter()
+            .position(|b| b.as_ref().is_some_and(|b| b.name == name))
+            .map(|i| i as u16)
+    }
+
+    /// The id of port `name`.
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.name == name))
+            .map(|i| i as PortId)
+    }
+
+    /// Bridge by id.
+    pub fn bridge(&self, id: u16) -> Option<&Bridge> {
+        self.bridges.get(id as usize).and_then(|b| b.as_ref())
+    }
+
+    /// Bridge by id, mutable.
+    pub fn bridge_mut(&mut self, id: u16) -> Option<&mut Bridge> {
+        self.bridges.get_mut(id as usize).and_then(|b| b.as_mut())
+    }
+
+    /// Port by id.
+    pub fn port(&self, id: PortId) -> Option<&PortState> {
+        self.ports.get(id as usize).and_then(|p| p.as_ref())
+    }
+
+    /// Port by id, mutable.
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut PortState> {
+        self.ports.get_mut(id as usize).and_then(|p| p.as_mut())
+    }
+
+    /// Bridges with their ids.
+    pub fn bridges(&self) -> impl Iterator<Item = (u16, &Bridge)> {
+        self.bridges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.as_ref().map(|b| (i as u16, b)))
+    }
+
+    /// Ports with their ids.
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &PortState)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i as PortId, p)))
+    }
+
+    /// Add a bridge. Fails if the name is taken or invalid.
+    pub fn add_bridge(&mut self, name: &str, opts: &BridgeOptions) -> Result<u16, String> {
+        validate_name(name, "bridge")?;
+        if self.bridge_id(name).is_some() {
+            return Err(format!("bridge '{name}' already exists"));
+        }
+        if opts.fdb_capacity == 0 || opts.fdb_capacity > 16 << 20 {
+            return Err(format!(
+                "fdb_capacity: {} out of range (1 to 16777216)",
+                opts.fdb_capacity
+            ));
+        }
+        let b = Bridge {
+            name: name.to_string(),
+            fdb: Fdb::new(opts.fdb_capacity),
+            aging: opts.aging,
+            ports: Vec::new(),
+            counters: BridgeCounters::default(),
+        };
+        let slot = self.bridges.iter().position(|b| b.is_none());
+        Ok(match slot {
+            Some(i) => {
+                self.bridges[i] = Some(b);
+                i as u16
+            }
+            None => {
+                self.bridges.push(Some(b));
+                (self.bridges.len() - 1) as u16
+            }
+        })
+    }
+
+    /// Remove a bridge. Fails while it still has ports (the caller removes them first, since
+    /// their kernel resources live elsewhere).
+    pub fn del_bridge(&mut self, id: u16) -> Result<(), String> {
+        let b = self.bridge(id).ok_or_else(|| format!("no bridge #{id}"))?;
+        if !b.ports.is_empty() {
+            return Err(format!("bridge '{}' still has ports", b.name));
+        }
+        self.bridges[id as usize] = None;
+        Ok(())
+    }
+
+    /// The id a new port would get.
+    pub fn next_port_id(&self) -> Result<PortId, String> {
+        match self.ports.iter().position(|p| p.is_none()) {
+            Some(i) => Ok(i as PortId),
+            None if self.ports.len() < MAX_PORTS => Ok(self.ports.len() as PortId),
+            None => Err(format!("too many ports (limit {MAX_PORTS})")),
+        }
+    }
+
+    /// Attach a port (whose IO object the caller holds) under id `id` from `next_port_id`.
+    pub fn add_port(&mut self, id: PortId, state: PortState) -> Result<(), String> {
+        validate_name(&state.name, "port")?;
+        if self.port_id(&state.name).is_some() {
+            return Err(format!("port '{}' already exists", state.name));
+        }
+        let bridge = state.bridge;
+        if self.bridge(bridge).is_none() {
+            return Err(format!("no bridge #{bridge}"));
+        }
+        let i = id as usize;
+        if i > self.ports.len() || self.ports.get(i).is_some_and(|p| p.is_some()) {
+            return Err(format!("port id {id} is not free"));
+        }
+        if i == self.ports.len() {
+            self.ports.push(None);
+            self.out.push(Vec::with_capacity(BATCH * 2));
+        }
+        self.ports[i] = Some(state);
+        if let Some(b) = self.bridge_mut(bridge) {
+            b.ports.push(id);
+        }
+        Ok(())
+    }
+
+    /// Detach a port: forget it and the MACs learned on it. Its queued output is returned so the
+    /// caller can free the frames.
+    pub fn del_port(&mut self, id: PortId) -> Result<Vec<Desc>, String> {
+        let p = self
+            .ports
+            .get_mut(id as usize)
+            .and_then(|p| p.take())
+            .ok_or_else(|| format!("no port #{id}"))?;
+        if let Some(b) = self.bridge_mut(p.bridge) {
+            b.ports.retain(|&x| x != id);
+            b.fdb.flush(Some(id));
+        }
+        Ok(std::mem::take(&mut self.out[id as usize]))
+    }
+
+    /// FDB rows of a bridge, sorted by port, VLAN, MAC.
+    pub fn fdb_rows(&self, bridge: u16, now: u32) -> Vec<FdbRow> {
+        let Some(b) = self.bridge(bridge) else {
+            return Vec::new();
+        };
+        let mut rows: Vec<FdbRow> = b
+            .fdb
+            .iter()
+            .map(|e| FdbRow {
+                port: self
+                    .port(e.port)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| format!("#{}", e.port)),
+                vlan: e.vlan,
+                mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
+                age: now.saturating_sub(e.stamp),
+                is_static: e.is_static,
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+        rows
+    }
+
+    /// Age every bridge's FDB by `budget` slots. Returns entries removed.
+    pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
+        let mut n = 0;
+        for b in self.bridges.iter_mut().flatten() {
+            let r = b.fdb.age(now, b.aging, budget);
+            b.counters.aged += r as u64;
+            n += r;
+        }
+        n
+    }
+}
+
+/// Names are 1 to 15 bytes (a netdev name's limit) of [A-Za-z0-9_.-].
+pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("{what} name '{name}' must be 1 to 15 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+    {
+        return Err(format!(
+            "{what} name '{name}' may only contain letters, digits, '_', '.', '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_mode_parse() {
+        assert_eq!(VlanMode::parse(Some("10"), None), Ok(VlanMode::Access(10)));
+        assert!(
+            VlanMode::parse(Some("0"), None)
+                .unwrap_err()
+                .contains("vlan")
+        );
+        assert!(VlanMode::parse(Some("4095"), None).is_err());
+        let t = VlanMode::parse(None, Some("10,20")).unwrap();
+        assert_eq!(t.describe(), "trunks=10,20");
+        assert!(VlanMode::parse(Some("1"), Some("2")).is_err());
+        assert!(
+            VlanMode::parse(None, Some("10,x"))
+                .unwrap_err()
+                .contains("trunks: 'x'")
+        );
+        assert_eq!(VlanMode::default_trunk().describe(), "trunk=all");
+    }
+
+    #[test]
+    fn bridge_and_port_bookkeeping() {
+        let mut dp = Datapath::new();
+        let b = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+        assert!(dp.add_bridge("br0", &BridgeOptions::default()).is_err());
+        assert!(
+            dp.add_bridge("bad name", &BridgeOptions::default())
+                .is_err()
+        );
+        let id = dp.next_port_id().unwrap();
+        let st = |n: &str| PortState {
+            name: n.into(),
+            kind: PortKind::Mem,
+            bridge: b,
+            vlan: VlanMode::default_trunk(),
+            mtu: 1500,
+            partial_csum_in: false,
+            counters: Default::default(),
+        };
+        dp.add_port(id, st("p1")).unwrap();
+        assert!(dp.add_port(dp.next_port_id().unwrap(), st("p1")).is_err());
+        assert!(dp.del_bridge(b).is_err(), "bridge with ports");
+        dp.bridge_mut(b).unwrap().fdb.learn(0, 42, id, 1);
+        dp.del_port(id).unwrap();
+        assert!(
+            dp.bridge(b).unwrap().fdb.is_empty(),
+            "MACs of a removed port go"
+        );
+        dp.del_bridge(b).unwrap();
+        assert!(dp.bridge_id("br0").is_none());
+    }
+}

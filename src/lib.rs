@@ -1,0 +1,17 @@
+//! uvs: a poll-mode userspace virtual switch.
+//!
+//! The datapath core (`wire`, `fdb`, `pipeline`, `datapath`) is IO-free and deterministic: time is
+//! passed in, frames live in a `packet::Frames` region, and ports are reached only through the
+//! `port::Port` trait. Only `port/` (and the mapping in `packet/`) talks to the kernel.
+
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod datapath;
+pub mod fdb;
+pub mod packet;
+pub mod pipeline;
+pub mod port;
+pub mod wire;
+pub mod worker;

@@ -1,0 +1,166 @@
+//! The frame pool: region + free list + owner tags.
+
+use std::io;
+
+use super::{Desc, FRAME_SIZE, HEADROOM, Owner, Region};
+
+/// All frames of one worker: the region, the free chunks, and who holds each chunk.
+pub struct Frames {
+    region: Region,
+    free: Vec<u64>,
+    owner: Vec<u16>,
+}
+
+impl Frames {
+    /// Map `count` frames, all free.
+    pub fn new(count: u32) -> io::Result<Frames> {
+        let region = Region::new(count)?;
+        let free = (0..count as u64)
+            .rev()
+            .map(|i| i * FRAME_SIZE as u64)
+            .collect();
+        let owner = vec![Owner::Free.encode(); count as usize];
+        Ok(Frames {
+            region,
+            free,
+            owner,
+        })
+    }
+
+    /// The region (for UMEM registration).
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Number of frames in the region.
+    pub fn capacity(&self) -> usize {
+        self.owner.len()
+    }
+
+    /// Number of free frames.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Take a free chunk for `owner`; returns the chunk's start offset.
+    #[inline]
+    pub fn alloc_chunk(&mut self, owner: Owner) -> Option<u64> {
+        let chunk = self.free.pop()?;
+        self.owner[(chunk / FRAME_SIZE as u64) as usize] = owner.encode();
+        Some(chunk)
+    }
+
+    /// Take a free frame for the worker, positioned after the standard headroom, length 0.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Desc> {
+        self.alloc_chunk(Owner::Worker).map(|c| Desc {
+            addr: c + HEADROOM as u64,
+            len: 0,
+        })
+    }
+
+    /// Return the frame containing `addr` to the free list.
+    #[inline]
+    pub fn free(&mut self, addr: u64) {
+        let chunk = addr & !(FRAME_SIZE as u64 - 1);
+        let idx = (chunk / FRAME_SIZE as u64) as usize;
+        debug_assert_ne!(
+            self.owner[idx],
+            Owner::Free.encode(),
+            "double free of {chunk}"
+        );
+        self.owner[idx] = Owner::Free.encode();
+        self.free.push(chunk);
+    }
+
+    /// Record that the frame containing `addr` is now held by `owner`.
+    #[inline]
+    pub fn set_owner(&mut self, addr: u64, owner: Owner) {
+        let idx = (addr / FRAME_SIZE as u64) as usize;
+        self.owner[idx] = owner.encode();
+    }
+
+    /// Who holds the frame containing `addr`.
+    pub fn owner_of(&self, addr: u64) -> Owner {
+        Owner::decode(self.owner[(addr / FRAME_SIZE as u64) as usize])
+    }
+
+    /// Return every frame held by `owner` to the free list (a removed port's rings). Returns the
+    /// number reclaimed.
+    pub fn reclaim(&mut self, owner: Owner) -> usize {
+        let tag = owner.encode();
+        let mut n = 0;
+        for (i, o) in self.owner.iter_mut().enumerate() {
+            if *o == tag {
+                *o = Owner::Free.encode();
+                self.free.push(i as u64 * FRAME_SIZE as u64);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The data bytes of a frame the caller owns.
+    #[inline]
+    pub fn data_mut(&mut self, d: Desc) -> &mut [u8] {
+        self.region.bytes_mut(d.addr, d.len as usize)
+    }
+
+    /// The data bytes of a frame the caller owns, read-only.
+    #[inline]
+    pub fn data(&self, d: Desc) -> &[u8] {
+        self.region.bytes(d.addr, d.len as usize)
+    }
+
+    /// The whole chunk of a frame, from its start: for writing received data or prepending.
+    #[inline]
+    pub fn chunk_mut(&mut self, chunk: u64) -> &mut [u8] {
+        self.region.bytes_mut(chunk, FRAME_SIZE)
+    }
+
+    /// Copy a frame into a newly allocated one (for flooding). None when the pool is empty.
+    pub fn clone_frame(&mut self, d: Desc) -> Option<Desc> {
+        let n = self.alloc()?;
+        let n = Desc {
+            addr: n.chunk() + d.headroom() as u64,
+            len: d.len,
+        };
+        self.region.copy(d.addr, n.addr, d.len as usize);
+        Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_reclaim() {
+        let mut f = Frames::new(8).unwrap();
+        assert_eq!(f.free_count(), 8);
+        let a = f.alloc().unwrap();
+        assert_eq!(a.headroom(), HEADROOM);
+        assert_eq!(f.owner_of(a.addr), Owner::Worker);
+        let c = f.alloc_chunk(Owner::Port(3)).unwrap();
+        let d = f.alloc_chunk(Owner::Port(3)).unwrap();
+        assert_eq!(f.free_count(), 5);
+        assert_eq!(f.reclaim(Owner::Port(3)), 2);
+        assert_eq!(f.free_count(), 7);
+        assert_eq!(f.owner_of(c), Owner::Free);
+        assert_eq!(f.owner_of(d), Owner::Free);
+        f.free(a.addr + 10);
+        assert_eq!(f.free_count(), 8);
+    }
+
+    #[test]
+    fn clone_copies_bytes_and_headroom() {
+        let mut f = Frames::new(4).unwrap();
+        let mut a = f.alloc().unwrap();
+        a.len = 5;
+        f.data_mut(a).copy_from_slice(b"hello");
+        let b = f.clone_frame(a).unwrap();
+        assert_ne!(a.chunk(), b.chunk());
+        assert_eq!(f.data(b), b"hello");
+        assert_eq!(b.headroom(), a.headroom());
+    }
+}

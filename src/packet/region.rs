@@ -1,0 +1,118 @@
+//! The mmap'd frame region (the AF_XDP UMEM).
+
+use std::io;
+use std::ptr::NonNull;
+
+use super::FRAME_SIZE;
+
+/// A page-aligned, pre-faulted anonymous mapping of `frames * FRAME_SIZE` bytes.
+///
+/// The kernel may write into chunks that sit in an AF_XDP fill ring at any time, so this type
+/// never hands out a slice over the whole region: only over one frame the caller owns.
+pub struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is plain memory; ownership of its frames is tracked by `Frames`, and the
+// raw pointer is only dereferenced for frames the caller owns.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// Map `frames` frames. Fails if the mapping fails (e.g. out of memory).
+    pub fn new(frames: u32) -> io::Result<Region> {
+        let len = frames as usize * FRAME_SIZE;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero frames"));
+        }
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Region { ptr, len })
+    }
+
+    /// Base address (for UMEM registration).
+    pub fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a region has at least one frame.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes `addr .. addr + len`. Panics if the range leaves the region.
+    ///
+    /// Callers must own the frame (see `Frames`); `&mut self` makes Rust's borrow rules hold
+    /// between frames handed out by this process.
+    #[inline]
+    pub fn bytes_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
+        let start = addr as usize;
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "frame outside region"
+        );
+        // SAFETY: the range was checked to lie inside the mapping, which lives as long as self;
+        // `&mut self` prevents two live slices from this process, and the kernel only writes
+        // chunks the caller does not own.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), len) }
+    }
+
+    /// Copy `len` bytes from offset `src` to offset `dst` (distinct frames the caller owns).
+    /// Panics if either range leaves the region or the ranges overlap.
+    #[inline]
+    pub fn copy(&mut self, src: u64, dst: u64, len: usize) {
+        let (s, d) = (src as usize, dst as usize);
+        assert!(
+            s <= self.len && len <= self.len - s,
+            "copy source outside region"
+        );
+        assert!(
+            d <= self.len && len <= self.len - d,
+            "copy destination outside region"
+        );
+        assert!(s + len <= d || d + len <= s, "overlapping frame copy");
+        // SAFETY: both ranges lie inside the mapping and do not overlap (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(s), self.ptr.as_ptr().add(d), len);
+        }
+    }
+
+    /// Read-only view of `addr .. addr + len`. Panics if the range leaves the region.
+    #[inline]
+    pub fn bytes(&self, addr: u64, len: usize) -> &[u8] {
+        let start = addr as usize;
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "frame outside region"
+        );
+        // SAFETY: as in `bytes_mut`; shared access only.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned; no slice outlives self.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Ingress stage: count, parse the Ethernet header and VLAN tag, classify into a VLAN by the
+//! port's mode, refuse bad source MACs, complete partial checksums.
+
+use super::{Dest, Meta, csum};
+use crate::counters::DropReason;
+use crate::datapath::{Datapath, VlanMode};
+use crate::fdb::PortId;
+use crate::packet::{Desc, Frames};
+use crate::wire::{EtherType, MacAddr, ethernet};
+
+/// Parse `batch` into `meta`. Returns the port's bridge, or None (all frames dropped) when the
+/// port is unknown.
+pub(super) fn run(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    in_port: PortId,
+    batch: &mut Vec<Desc>,
+    meta: &mut Vec<Meta>,
+) -> Option<u16> {
+    let Some(port) = dp.ports.get_mut(in_port as usize).and_then(|p| p.as_mut()) else {
+        for d in batch.drain(..) {
+            frames.free(d.addr);
+        }
+        return None;
+    };
+    let bridge = port.bridge;
+    let c = &mut port.counters;
+    for d in batch.drain(..) {
+        c.rx_packets += 1;
+        c.rx_bytes += d.len as u64;
+        match classify(frames.data_mut(d), &port.vlan, port.partial_csum_in) {
+            Ok((m, completed)) => {
+                c.csum_completed += completed as u64;
+                meta.push(Meta { desc: d, ..m });
+            }
+            Err(r) => {
+                c.drop(r);
+                frames.free(d.addr);
+            }
+        }
+    }
+    Some(bridge)
+}
+
+/// Parse one frame. Returns its metadata (desc left default) and whether a checksum was
+/// completed.
+#[inline]
+fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, bool), DropReason> {
+    let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
+    let src = eth.src();
+    if src.is_multicast() {
+        return Err(DropReason::SrcMulticast);
+    }
+    if src.is_zero() {
+        return Err(DropReason::SrcZero);
+    }
+    let dst = eth.dst();
+    let (tagged, vid, l3_off, ethertype) = match eth.ethertype() {
+        EtherType::VLAN => {
+            if data.len() < 18 {
+                return Err(DropReason::Runt);
+            }
+            let tci = u16::from_be_bytes([data[14], data[15]]);
+            (
+                true,
+                tci & 0x0fff,
+                18,
+                u16::from_be_bytes([data[16], data[17]]),
+            )
+        }
+        EtherType::QINQ => return Err(DropReason::QinQ),
+        t => (false, 0, 14, t),
+    };
+    let vlan = match mode {
+        // Untagged or priority-tagged frames join the access VLAN.
+        VlanMode::Access(v) if vid == 0 => *v,
+        VlanMode::Access(_) => return Err(DropReason::VlanDenied),
+        VlanMode::Trunk(_) if vid == 0 => 0,
+        VlanMode::Trunk(set) if set.contains(vid) => vid,
+        VlanMode::Trunk(_) => return Err(DropReason::VlanDenied),
+    };
+    let completed = fix_csum && csum::complete(ethertype, &mut data[l3_off..]);
+    Ok((
+        Meta {
+            desc: Desc::default(),
+            vlan,
+            tagged,
+            dst: dst.to_u64(),
+            src: src.to_u64(),
+            dest: Dest::Pending,
+        },
+        completed,
+    ))
+}
+
+/// True if `mac` (as u64) is a group address.
+#[inline]
+pub(super) fn is_group(mac: u64) -> bool {
+    MacAddr::from_u64(mac).is_multicast()
+}

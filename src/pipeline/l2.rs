@@ -1,0 +1,59 @@
+//! L2 stages: learn source MACs, then decide each frame's destination from the FDB.
+
+use super::{Dest, Meta, ingress::is_group};
+use crate::counters::DropReason;
+use crate::datapath::Datapath;
+use crate::fdb::{Learn, PortId};
+use crate::packet::Frames;
+
+/// Learn every frame's (VLAN, source MAC) on `in_port`.
+pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
+    let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
+        return;
+    };
+    let now = now as u32;
+    for m in meta {
+        match b.fdb.learn(m.vlan, m.src, in_port, now) {
+            Learn::Refreshed | Learn::Static => {}
+            Learn::New => b.counters.learned += 1,
+            Learn::Moved { .. } => b.counters.moves += 1,
+            Learn::Full => b.counters.fdb_full += 1,
+        }
+    }
+}
+
+/// Set each frame's destination: flood for group and unknown destinations, the learned port
+/// otherwise; frames whose destination sits on the ingress port are dropped (`Dest::Pending`
+/// is left for them and the frame freed).
+pub(super) fn forward(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &mut [Meta],
+) {
+    let Some(b) = dp.bridges.get(bridge as usize).and_then(|b| b.as_ref()) else {
+        return;
+    };
+    let mut same_port = 0u64;
+    for m in meta.iter_mut() {
+        m.dest = if is_group(m.dst) {
+            Dest::Flood
+        } else {
+            match b.fdb.lookup(m.vlan, m.dst) {
+                Some(p) if p == in_port => {
+                    frames.free(m.desc.addr);
+                    same_port += 1;
+                    Dest::Pending
+                }
+                Some(p) => Dest::Port(p),
+                None => Dest::Flood,
+            }
+        };
+    }
+    if same_port != 0
+        && let Some(p) = dp.port_mut(in_port)
+    {
+        p.counters.drops[DropReason::SamePort as usize] += same_port;
+    }
+}

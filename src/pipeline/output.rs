@@ -1,0 +1,107 @@
+//! Output stage: egress VLAN handling (push/pop the tag in place), MTU check, and queueing on
+//! the destination ports. Flooding copies the frame for every port but the last.
+
+use super::{Dest, Meta};
+use crate::counters::DropReason;
+use crate::datapath::{Datapath, PortState, VlanMode};
+use crate::fdb::PortId;
+use crate::packet::{Desc, Frames};
+use crate::wire::vlan;
+
+/// Queue every frame in `meta` on its destination port(s).
+pub(super) fn run(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &[Meta],
+) {
+    let Datapath {
+        bridges,
+        ports,
+        out,
+        ..
+    } = dp;
+    let Some(b) = bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
+        return;
+    };
+    for m in meta {
+        match m.dest {
+            Dest::Pending => {}
+            Dest::Port(p) => {
+                if let Some(port) = ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
+                    emit(frames, port, &mut out[p as usize], m, m.desc);
+                } else {
+                    frames.free(m.desc.addr);
+                }
+            }
+            Dest::Flood => {
+                b.counters.flooded += 1;
+                let mut pending: Option<PortId> = None;
+                for &p in &b.ports {
+                    let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
+                        continue;
+                    };
+                    if p == in_port || !carries(&port.vlan, m.vlan) {
+                        continue;
+                    }
+                    // Send a copy to the previous candidate; the last one gets the original.
+                    if let Some(prev) = pending.replace(p) {
+                        let port = ports[prev as usize].as_mut().expect("checked above");
+                        match frames.clone_frame(m.desc) {
+                            Some(copy) => emit(frames, port, &mut out[prev as usize], m, copy),
+                            None => port.counters.drop(DropReason::NoBuffer),
+                        }
+                    }
+                }
+                match pending {
+                    Some(last) => {
+                        let port = ports[last as usize].as_mut().expect("checked above");
+                        emit(frames, port, &mut out[last as usize], m, m.desc);
+                    }
+                    None => frames.free(m.desc.addr),
+                }
+            }
+        }
+    }
+}
+
+/// True if a port carries VLAN `v`.
+#[inline]
+fn carries(mode: &VlanMode, v: u16) -> bool {
+    match mode {
+        VlanMode::Access(a) => *a == v,
+        VlanMode::Trunk(set) => v == 0 || set.contains(v),
+    }
+}
+
+/// Adjust the tag of frame `d` for `port`, check the MTU, and queue it.
+#[inline]
+fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, mut d: Desc) {
+    if !carries(&port.vlan, m.vlan) {
+        port.counters.drop(DropReason::VlanDenied);
+        frames.free(d.addr);
+        return;
+    }
+    let want_tag = matches!(port.vlan, VlanMode::Trunk(_)) && m.vlan != 0;
+    if want_tag != m.tagged {
+        let chunk = frames.chunk_mut(d.chunk());
+        let start = d.headroom();
+        if want_tag {
+            let n = vlan::push(chunk, start, m.vlan);
+            d.addr -= (start - n) as u64;
+            d.len += vlan::TAG_LEN as u32;
+        } else {
+            let n = vlan::pop(chunk, start);
+            d.addr += (n - start) as u64;
+            d.len -= vlan::TAG_LEN as u32;
+        }
+    }
+    let l3_len = d.len as usize - 14 - if want_tag { vlan::TAG_LEN } else { 0 };
+    if l3_len > port.mtu as usize {
+        port.counters.drop(DropReason::MtuExceeded);
+        frames.free(d.addr);
+        return;
+    }
+    queue.push(d);
+}

@@ -1,0 +1,94 @@
+//! Ports: where frames enter and leave the switch. The only module (with `packet/`) that talks to
+//! the kernel.
+//!
+//! Contract for every [`Port`]:
+//! - `rx_burst` appends up to `max` received frames to `out`; each one is owned by the worker
+//!   (`Owner::Worker`) when it is returned. It never blocks.
+//! - `tx_burst` takes every descriptor in `frames` (the vector is drained): frames it queued for
+//!   transmission belong to the port until done, frames it could not send are returned to the
+//!   pool and counted in `TxResult::dropped`. It never blocks.
+//! - `service` does periodic work that is not tied to a burst (completions, refilling rings,
+//!   kicking the kernel); the worker calls it once per loop iteration.
+//! - `close` returns every frame the port holds to the pool; the port is dropped afterwards.
+
+pub mod afxdp;
+pub mod mem;
+pub mod tap;
+pub mod wait;
+
+use std::os::fd::RawFd;
+
+use crate::packet::{Desc, Frames};
+
+/// What kind of port this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortKind {
+    /// AF_XDP sockets on an existing netdev.
+    Afxdp,
+    /// A TAP device created by uvs.
+    Tap,
+    /// An in-memory port (tests, benches, fuzzing).
+    Mem,
+}
+
+impl std::fmt::Display for PortKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortKind::Afxdp => "afxdp",
+            PortKind::Tap => "tap",
+            PortKind::Mem => "mem",
+        })
+    }
+}
+
+/// The outcome of one `tx_burst`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxResult {
+    /// Frames queued for transmission.
+    pub sent: u32,
+    /// Bytes queued for transmission.
+    pub bytes: u64,
+    /// Frames the port could not take (ring full, device gone): returned to the pool.
+    pub dropped: u32,
+}
+
+/// A port's I/O. Implementations hold kernel resources; the datapath core never sees them.
+pub trait Port: Send {
+    /// The port's kind.
+    fn kind(&self) -> PortKind;
+
+    /// Receive up to `max` frames into `out`.
+    fn rx_burst(&mut self, frames: &mut Frames, out: &mut Vec<Desc>, max: usize) -> usize;
+
+    /// Transmit and drain `batch`.
+    fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult;
+
+    /// Per-iteration upkeep: reap completions, refill rx buffers, wake the kernel if needed.
+    fn service(&mut self, frames: &mut Frames);
+
+    /// File descriptors to poll for readability while the worker sleeps.
+    fn poll_fds(&self, out: &mut Vec<RawFd>);
+
+    /// True if transmitted frames are still in flight (the worker should not sleep long).
+    fn tx_pending(&self) -> bool {
+        false
+    }
+
+    /// The device MTU (L3 bytes), as reported by the kernel.
+    fn mtu(&self) -> u32;
+
+    /// True if frames from this port may carry a partial (offloaded) L4 checksum that must be
+    /// completed before they leave through a port that will not complete it.
+    fn partial_csum_in(&self) -> bool {
+        false
+    }
+
+    /// Human-readable details for `show` (mode, queues, ...).
+    fn details(&self) -> String {
+        String::new()
+    }
+
+    /// Release every frame held by this port back to `frames`.
+    fn close(&mut self, frames: &mut Frames);
+}

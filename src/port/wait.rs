@@ -1,0 +1,82 @@
+//! Sleeping until a port has work: an eventfd to wake the worker from another thread, and
+//! poll(2) over the ports' file descriptors.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// An eventfd: `wake` from any thread makes the worker's `wait` return.
+pub struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    /// Create a non-blocking eventfd.
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Wake the waiting thread (idempotent until drained).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd; failure (counter overflow) is
+        // harmless since the fd is then readable anyway.
+        unsafe {
+            libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    /// Reset the counter after waking.
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN when not signalled is fine.
+        unsafe {
+            libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8);
+        }
+    }
+
+    /// The descriptor to poll.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Poll `fds` for readability for at most `timeout_ms`. `scratch` is reused between calls.
+/// Returns the number of ready descriptors (0 on timeout or EINTR).
+pub fn wait_readable(fds: &[RawFd], scratch: &mut Vec<libc::pollfd>, timeout_ms: i32) -> usize {
+    scratch.clear();
+    scratch.extend(fds.iter().map(|&fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }));
+    // SAFETY: scratch holds exactly `len` initialised pollfd structs for the call's duration.
+    let n = unsafe {
+        libc::poll(
+            scratch.as_mut_ptr(),
+            scratch.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
+    n.max(0) as usize
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,167 @@
+//! IPv4 header view (the fields the switch reads today).
+
+use super::{Result, WireError};
+
+mod field {
+    use std::ops::Range;
+    pub const VER_IHL: usize = 0;
+    pub const LENGTH: Range<usize> = 2..4;
+    pub const FLG_OFF: Range<usize> = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Range<usize> = 10..12;
+    pub const SRC: Range<usize> = 12..16;
+    pub const DST: Range<usize> = 16..20;
+}
+
+/// Minimum header length.
+pub const MIN_HEADER_LEN: usize = 20;
+
+/// A view of an IPv4 packet.
+#[derive(Debug)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap without checks.
+    pub fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wrap and check version, IHL and total length against the buffer.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Ok if the header and the total length fit the buffer and are consistent.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if self.version() != 4 {
+            return Err(WireError::Malformed);
+        }
+        let hl = self.header_len();
+        let tl = self.total_len() as usize;
+        if hl < MIN_HEADER_LEN || tl < hl {
+            return Err(WireError::Malformed);
+        }
+        if b.len() < tl {
+            return Err(WireError::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Version field.
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes.
+    pub fn header_len(&self) -> usize {
+        ((self.buffer.as_ref()[field::VER_IHL] & 0x0f) as usize) * 4
+    }
+
+    /// Total length field.
+    pub fn total_len(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::LENGTH];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// True for a fragment other than the whole packet (MF set or offset non-zero).
+    pub fn is_fragment(&self) -> bool {
+        let b = &self.buffer.as_ref()[field::FLG_OFF];
+        u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0
+    }
+
+    /// TTL.
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    /// Protocol number.
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    /// Header checksum field.
+    pub fn checksum(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::CHECKSUM];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// Source address bytes.
+    pub fn src(&self) -> [u8; 4] {
+        self.buffer.as_ref()[field::SRC]
+            .try_into()
+            .unwrap_or([0; 4])
+    }
+
+    /// Destination address bytes.
+    pub fn dst(&self) -> [u8; 4] {
+        self.buffer.as_ref()[field::DST]
+            .try_into()
+            .unwrap_or([0; 4])
+    }
+
+    /// True if the header checksum verifies.
+    pub fn verify_checksum(&self) -> bool {
+        let hl = self.header_len();
+        super::checksum::checksum(&self.buffer.as_ref()[..hl]) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 192.0.2.1 -> 192.0.2.2, UDP, total length 32, TTL 64, valid checksum.
+    static PACKET: [u8; 32] = [
+        0x45, 0x00, 0x00, 0x20, 0x00, 0x01, 0x40, 0x00, 0x40, 0x11, 0xb6, 0xc8, 0xc0, 0x00, 0x02,
+        0x01, 0xc0, 0x00, 0x02, 0x02, 0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 0x61, 0x62,
+        0x63, 0x64,
+    ];
+
+    #[test]
+    fn test_deconstruct() {
+        let p = Packet::new_checked(&PACKET[..]).unwrap();
+        assert_eq!(p.header_len(), 20);
+        assert_eq!(p.total_len(), 32);
+        assert_eq!(p.protocol(), 17);
+        assert_eq!(p.ttl(), 64);
+        assert_eq!(p.src(), [192, 0, 2, 1]);
+        assert_eq!(p.dst(), [192, 0, 2, 2]);
+        assert!(!p.is_fragment());
+        assert!(p.verify_checksum());
+        let e = etherparse::Ipv4HeaderSlice::from_slice(&PACKET).unwrap();
+        assert_eq!(e.header_checksum(), p.checksum());
+    }
+
+    #[test]
+    fn bad_lengths_are_errors() {
+        assert_eq!(
+            Packet::new_checked(&PACKET[..19]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&PACKET[..31]).unwrap_err(),
+            WireError::Truncated
+        );
+        let mut bad = PACKET;
+        bad[0] = 0x44; // IHL 16 bytes
+        assert_eq!(
+            Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
+        let mut bad = PACKET;
+        bad[0] = 0x65;
+        assert_eq!(
+            Packet::new_checked(&bad[..]).unwrap_err(),
+            WireError::Malformed
+        );
+    }
+}

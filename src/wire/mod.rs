@@ -1,0 +1,25 @@
+//! Wire formats: zero-copy views over frame bytes, one file per protocol (smoltcp's style).
+//!
+//! Each view is `Packet<T: AsRef<[u8]>>` with `new_unchecked`, `new_checked` (which runs
+//! `check_len`) and accessors that never panic once `check_len` passed. Reprs parse and emit.
+
+pub mod checksum;
+pub mod ethernet;
+pub mod ipv4;
+pub mod vlan;
+
+pub use ethernet::{EtherType, MacAddr};
+
+/// A frame or header too short, or with a field out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Fewer bytes than the header needs.
+    #[error("truncated")]
+    Truncated,
+    /// A field holds a value the format forbids.
+    #[error("malformed")]
+    Malformed,
+}
+
+/// Result of a wire parse.
+pub type Result<T> = core::result::Result<T, WireError>;

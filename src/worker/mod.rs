@@ -1,0 +1,271 @@
+//! The datapath worker: a poll-mode thread, pinned to a core, that owns the frame region, the
+//! ports, the datapath tables and the pipeline.
+//!
+//! Contract:
+//! - Everything the worker owns is touched only by the worker thread: no locks on the fast path.
+//!   The control plane talks to it through a channel of [`Request`]s and an eventfd that wakes it
+//!   from sleep; each request is applied between two loop iterations and answered on its own
+//!   reply channel. Ports are opened and closed by the worker itself, so a port's frames never
+//!   cross threads.
+//! - One loop iteration: apply pending requests, read the clock once, for every port service
+//!   it and receive a burst and run it through the pipeline, then flush every output queue with
+//!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
+//! - Idle back-off: after `SPIN_BEFORE_SLEEP` of empty iterations the worker sleeps in poll(2)
+//!   on every port's descriptors and the eventfd (at most 100 ms, for housekeeping), so an idle
+//!   switch uses almost no CPU.
+
+mod requests;
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+pub use requests::Command;
+
+use crate::clock::Clock;
+use crate::datapath::{BATCH, Datapath};
+use crate::packet::{DEFAULT_FRAME_COUNT, Desc, Frames};
+use crate::pipeline::Pipeline;
+use crate::port::Port;
+use crate::port::wait::{Waker, thread_cpu_ns, wait_readable};
+
+/// How long the worker spins on empty iterations before sleeping.
+pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// Longest sleep (housekeeping still runs this often when idle).
+const MAX_SLEEP_MS: i32 = 100;
+/// FDB slots aged per housekeeping pass per bridge.
+const AGE_BUDGET: usize = 4096;
+
+/// A request to the worker and where to send the answer.
+pub struct Request {
+    /// What to do.
+    pub cmd: Command,
+    /// Where the answer goes.
+    pub reply: Sender<Result<serde_json::Value, String>>,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Core to pin to (None: not pinned).
+    pub core: Option<usize>,
+    /// Frames in the region.
+    pub frames: u32,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            core: None,
+            frames: DEFAULT_FRAME_COUNT,
+        }
+    }
+}
+
+/// Loop statistics, for `stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LoopStats {
+    pub iterations: u64,
+    pub busy_iterations: u64,
+    pub sleeps: u64,
+}
+
+/// The control plane's handle on a running worker.
+pub struct WorkerHandle {
+    tx: Sender<Request>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Send `cmd` and wait for the answer (at most 30 s).
+    pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send(Request { cmd, reply })
+            .map_err(|_| "the datapath worker has stopped".to_string())?;
+        self.waker.wake();
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the datapath worker did not answer".to_string())?
+    }
+
+    /// Stop the worker, closing every port, and wait for it.
+    pub fn shutdown(mut self) {
+        let _ = self.call(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start a worker thread.
+pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<WorkerHandle> {
+    let frames = Frames::new(opts.frames)?;
+    let waker = Arc::new(Waker::new()?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    let thread = std::thread::Builder::new()
+        .name("uvs-worker".into())
+        .spawn(move || w.run())?;
+    Ok(WorkerHandle {
+        tx,
+        waker,
+        thread: Some(thread),
+    })
+}
+
+/// The worker's state. See the module documentation.
+pub struct Worker {
+    pub(crate) frames: Frames,
+    pub(crate) dp: Datapath,
+    pipeline: Pipeline,
+    pub(crate) ports: Vec<Option<Box<dyn Port>>>,
+    /// AF_XDP sockets that share the UMEM, for the next AF_XDP port to bind to.
+    pub(crate) umem_fds: Vec<(u16, RawFd)>,
+    rx: Receiver<Request>,
+    waker: Arc<Waker>,
+    clock: Arc<dyn Clock>,
+    pub(crate) core: Option<usize>,
+    pub(crate) stats: LoopStats,
+    pub(crate) started: Instant,
+    pub(crate) stop: bool,
+}
+
+impl Worker {
+    fn new(
+        frames: Frames,
+        rx: Receiver<Request>,
+        waker: Arc<Waker>,
+        clock: Arc<dyn Clock>,
+        core: Option<usize>,
+    ) -> Worker {
+        Worker {
+            frames,
+            dp: Datapath::new(),
+            pipeline: Pipeline::new(),
+            ports: Vec::new(),
+            umem_fds: Vec::new(),
+            rx,
+            waker,
+            clock,
+            core,
+            stats: LoopStats::default(),
+            started: Instant::now(),
+            stop: false,
+        }
+    }
+
+    fn run(mut self) {
+        if let Some(c) = self.core
+            && !core_affinity::set_for_current(core_affinity::CoreId { id: c })
+        {
+            eprintln!("uvs: could not pin the worker to core {c}; running unpinned");
+            self.core = None;
+        }
+        let mut batch: Vec<Desc> = Vec::with_capacity(BATCH);
+        let mut fds: Vec<RawFd> = Vec::new();
+        let mut pollfds = Vec::new();
+        let mut idle_since: Option<Instant> = None;
+        let mut now = self.clock.now_secs();
+        while !self.stop {
+            while let Ok(req) = self.rx.try_recv() {
+                let answer = self.apply(req.cmd, now);
+                let _ = req.reply.send(answer);
+            }
+            if self.stop {
+                break;
+            }
+            self.stats.iterations += 1;
+            if self.stats.iterations % 64 == 0 {
+                now = self.clock.now_secs();
+            }
+            let moved = self.poll_once(&mut batch, now);
+            if self.stats.iterations % 1024 == 0 {
+                self.dp.age_fdbs(now as u32, AGE_BUDGET);
+            }
+            if moved > 0 {
+                self.stats.busy_iterations += 1;
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < SPIN_BEFORE_SLEEP {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep until a port is readable, the control plane wakes us, or housekeeping.
+            let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending());
+            fds.clear();
+            fds.push(self.waker.fd());
+            for p in self.ports.iter().flatten() {
+                p.poll_fds(&mut fds);
+            }
+            self.stats.sleeps += 1;
+            wait_readable(
+                &fds,
+                &mut pollfds,
+                if pending_tx { 1 } else { MAX_SLEEP_MS },
+            );
+            self.waker.drain();
+            now = self.clock.now_secs();
+            self.dp.age_fdbs(now as u32, AGE_BUDGET);
+            idle_since = None;
+        }
+        self.close_all();
+    }
+
+    /// One pass over every port: service, receive and process a burst, then flush outputs.
+    /// Returns the number of frames received.
+    fn poll_once(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
+        let mut moved = 0;
+        for (id, slot) in self.ports.iter_mut().enumerate() {
+            let Some(port) = slot else { continue };
+            port.service(&mut self.frames);
+            let n = port.rx_burst(&mut self.frames, batch, BATCH);
+            if n > 0 {
+                moved += n;
+                self.pipeline
+                    .process(&mut self.dp, &mut self.frames, id as u16, batch, now);
+            }
+        }
+        flush(&mut self.dp, &mut self.ports, &mut self.frames);
+        moved
+    }
+
+    fn close_all(&mut self) {
+        for id in 0..self.ports.len() {
+            if self.ports[id].is_some() {
+                let _ = self.remove_port(id as u16);
+            }
+        }
+    }
+
+    /// The CPU time this thread has used, and the time since it started.
+    pub(crate) fn cpu_and_wall_ns(&self) -> (u64, u64) {
+        (thread_cpu_ns(), self.started.elapsed().as_nanos() as u64)
+    }
+}
+
+/// Hand every non-empty output queue to its port and count what was sent.
+pub fn flush(dp: &mut Datapath, ports: &mut [Option<Box<dyn Port>>], frames: &mut Frames) {
+    for (id, q) in dp.out.iter_mut().enumerate() {
+        if q.is_empty() {
+            continue;
+        }
+        let Some(Some(port)) = ports.get_mut(id) else {
+            for d in q.drain(..) {
+                frames.free(d.addr);
+            }
+            continue;
+        };
+        let r = port.tx_burst(frames, q);
+        if let Some(Some(st)) = dp.ports.get_mut(id) {
+            st.counters.tx_packets += r.sent as u64;
+            st.counters.tx_bytes += r.bytes;
+            st.counters.drops[crate::counters::DropReason::TxRingFull as usize] += r.dropped as u64;
+        }
+    }
+}

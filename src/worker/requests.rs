@@ -1,0 +1,316 @@
+//! Requests the control plane sends to the worker, and how the worker applies them.
+//!
+//! Every request is validated before it changes anything; an error leaves the datapath as it
+//! was. Answers are JSON values (the control layer renders them as text for people).
+
+use serde_json::{Value, json};
+
+use super::Worker;
+use crate::config::{BridgeSpec, PortSpec, XdpModeSpec};
+use crate::datapath::PortState;
+use crate::port::afxdp::{AfxdpOptions, AfxdpPort, XdpMode};
+use crate::port::tap::{TapOptions, TapPort};
+use crate::port::{Port, PortKind};
+
+/// What the control plane can ask of the worker.
+pub enum Command {
+    /// Create a bridge (and its ports, if the spec lists any).
+    AddBridge(BridgeSpec),
+    /// Remove a bridge and all its ports.
+    DelBridge(String),
+    /// Open a port and attach it to a bridge.
+    AddPort {
+        /// Bridge name.
+        bridge: String,
+        /// The port.
+        spec: PortSpec,
+    },
+    /// Attach an already built port (in-memory ports in tests).
+    AttachPort {
+        /// Bridge name.
+        bridge: String,
+        /// Port name.
+        name: String,
+        /// Builds the port given its id.
+        build: Box<dyn FnOnce(u16) -> Box<dyn Port> + Send>,
+    },
+    /// Detach and close a port.
+    DelPort(String),
+    /// Describe bridges and ports.
+    Show,
+    /// The FDB of a bridge.
+    FdbShow(String),
+    /// Flush a bridge's FDB (dynamic entries), or one port's entries.
+    FdbFlush {
+        /// Bridge name.
+        bridge: String,
+        /// Only this port's entries.
+        port: Option<String>,
+    },
+    /// Counters.
+    Stats,
+    /// Close every port and stop.
+    Shutdown,
+}
+
+impl Worker {
+    /// Apply one command. `now` is the worker's clock in seconds.
+    pub(crate) fn apply(&mut self, cmd: Command, now: u64) -> Result<Value, String> {
+        match cmd {
+            Command::AddBridge(spec) => self.add_bridge(spec),
+            Command::DelBridge(name) => self.del_bridge(&name),
+            Command::AddPort { bridge, spec } => self.add_port(&bridge, &spec),
+            Command::AttachPort {
+                bridge,
+                name,
+                build,
+            } => {
+                let b = self.bridge_id(&bridge)?;
+                self.check_port_name(&name)?;
+                let id = self.dp.next_port_id()?;
+                let port = build(id);
+                self.attach(
+                    id,
+                    b,
+                    name.clone(),
+                    crate::datapath::VlanMode::default_trunk(),
+                    port,
+                )?;
+                Ok(json!({"port": name, "id": id}))
+            }
+            Command::DelPort(name) => {
+                let id = self
+                    .dp
+                    .port_id(&name)
+                    .ok_or_else(|| format!("no port named '{name}'"))?;
+                self.remove_port(id)?;
+                Ok(json!({"deleted": name}))
+            }
+            Command::Show => Ok(self.show()),
+            Command::FdbShow(bridge) => {
+                let b = self.bridge_id(&bridge)?;
+                Ok(json!({
+                    "bridge": bridge,
+                    "entries": self.dp.fdb_rows(b, now as u32),
+                }))
+            }
+            Command::FdbFlush { bridge, port } => {
+                let b = self.bridge_id(&bridge)?;
+                let pid = match &port {
+                    Some(p) => Some(
+                        self.dp
+                            .port_id(p)
+                            .filter(|id| self.dp.port(*id).is_some_and(|s| s.bridge == b))
+                            .ok_or_else(|| format!("no port named '{p}' in bridge '{bridge}'"))?,
+                    ),
+                    None => None,
+                };
+                let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
+                let n = fdb.flush(pid);
+                Ok(json!({"bridge": bridge, "flushed": n}))
+            }
+            Command::Stats => Ok(self.stats_json()),
+            Command::Shutdown => {
+                self.stop = true;
+                Ok(json!({"stopped": true}))
+            }
+        }
+    }
+
+    fn bridge_id(&self, name: &str) -> Result<u16, String> {
+        self.dp
+            .bridge_id(name)
+            .ok_or_else(|| format!("no bridge named '{name}'"))
+    }
+
+    fn check_port_name(&self, name: &str) -> Result<(), String> {
+        if self.dp.port_id(name).is_some() {
+            return Err(format!("port '{name}' already exists"));
+        }
+        Ok(())
+    }
+
+    fn add_bridge(&mut self, spec: BridgeSpec) -> Result<Value, String> {
+        spec.validate()?;
+        for p in &spec.port {
+            self.check_port_name(&p.name)?;
+        }
+        let id = self.dp.add_bridge(&spec.name, &spec.options())?;
+        for p in &spec.port {
+            if let Err(e) = self.add_port(&spec.name, p) {
+                // All or nothing: undo the ports added so far and the bridge.
+                let _ = self.del_bridge(&spec.name);
+                return Err(e);
+            }
+        }
+        Ok(json!({"bridge": spec.name, "id": id}))
+    }
+
+    fn del_bridge(&mut self, name: &str) -> Result<Value, String> {
+        let b = self.bridge_id(name)?;
+        let ports = self
+            .dp
+            .bridge(b)
+            .map(|b| b.ports.clone())
+            .unwrap_or_default();
+        for p in ports {
+            self.remove_port(p)?;
+        }
+        self.dp.del_bridge(b)?;
+        Ok(json!({"deleted": name}))
+    }
+
+    fn add_port(&mut self, bridge: &str, spec: &PortSpec) -> Result<Value, String> {
+        spec.validate()?;
+        let b = self.bridge_id(bridge)?;
+        self.check_port_name(&spec.name)?;
+        let vlan = spec.vlan_mode()?;
+        let id = self.dp.next_port_id()?;
+        let port: Box<dyn Port> = match spec.kind {
+            PortKind::Afxdp => {
+                let opts = AfxdpOptions {
+                    mode: match spec.xdp_mode {
+                        XdpModeSpec::Auto => XdpMode::Auto,
+                        XdpModeSpec::Native => XdpMode::Native,
+                        XdpModeSpec::Generic => XdpMode::Generic,
+                    },
+                    ..AfxdpOptions::default()
+                };
+                let shared = self.umem_fds.first().map(|(_, fd)| *fd);
+                let p = AfxdpPort::open(&spec.name, id, &mut self.frames, shared, &opts)
+                    .map_err(|e| e.to_string())?;
+                self.umem_fds.push((id, p.umem_fd()));
+                Box::new(p)
+            }
+            PortKind::Tap => Box::new(
+                TapPort::create(&spec.name, id, &TapOptions { mtu: spec.mtu })
+                    .map_err(|e| e.to_string())?,
+            ),
+            PortKind::Mem => return Err("type mem is for tests only".into()),
+        };
+        let details = port.details();
+        self.attach(id, b, spec.name.clone(), vlan, port)?;
+        Ok(json!({"port": spec.name, "id": id, "details": details}))
+    }
+
+    fn attach(
+        &mut self,
+        id: u16,
+        bridge: u16,
+        name: String,
+        vlan: crate::datapath::VlanMode,
+        port: Box<dyn Port>,
+    ) -> Result<(), String> {
+        let state = PortState {
+            name,
+            kind: port.kind(),
+            bridge,
+            vlan,
+            mtu: port.mtu(),
+            partial_csum_in: port.partial_csum_in(),
+            counters: Default::default(),
+        };
+        let mut port = Some(port);
+        if let Err(e) = self.dp.add_port(id, state) {
+            if let Some(mut p) = port.take() {
+                p.close(&mut self.frames);
+            }
+            self.umem_fds.retain(|(p, _)| *p != id);
+            return Err(e);
+        }
+        let i = id as usize;
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        self.ports[i] = port;
+        Ok(())
+    }
+
+    /// Detach and close port `id`, returning its frames to the pool.
+    pub(crate) fn remove_port(&mut self, id: u16) -> Result<(), String> {
+        let queued = self.dp.del_port(id)?;
+        for d in queued {
+            self.frames.free(d.addr);
+        }
+        if let Some(mut p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
+            p.close(&mut self.frames);
+        }
+        self.umem_fds.retain(|(p, _)| *p != id);
+        Ok(())
+    }
+
+    fn show(&self) -> Value {
+        let bridges: Vec<Value> = self
+            .dp
+            .bridges()
+            .map(|(_, b)| {
+                let ports: Vec<Value> = b
+                    .ports
+                    .iter()
+                    .filter_map(|&p| {
+                        let st = self.dp.port(p)?;
+                        let io = self.ports.get(p as usize).and_then(|x| x.as_ref());
+                        Some(json!({
+                            "name": st.name,
+                            "id": p,
+                            "type": st.kind.to_string(),
+                            "vlan": st.vlan.describe(),
+                            "mtu": st.mtu,
+                            "details": io.map(|x| x.details()).unwrap_or_default(),
+                        }))
+                    })
+                    .collect();
+                json!({
+                    "name": b.name,
+                    "fdb_entries": b.fdb.len(),
+                    "fdb_capacity": b.fdb.capacity(),
+                    "aging": b.aging,
+                    "ports": ports,
+                })
+            })
+            .collect();
+        json!({
+            "bridges": bridges,
+            "worker": {
+                "core": self.core,
+                "frames": self.frames.capacity(),
+                "frames_free": self.frames.free_count(),
+            }
+        })
+    }
+
+    fn stats_json(&self) -> Value {
+        let ports: serde_json::Map<String, Value> = self
+            .dp
+            .ports()
+            .map(|(_, p)| {
+                let bridge = self.dp.bridge(p.bridge).map(|b| b.name.clone());
+                let mut v = serde_json::to_value(p.counters.snapshot()).unwrap_or(Value::Null);
+                v["bridge"] = json!(bridge);
+                (p.name.clone(), v)
+            })
+            .collect();
+        let bridges: serde_json::Map<String, Value> = self
+            .dp
+            .bridges()
+            .map(|(_, b)| {
+                let mut v = serde_json::to_value(&b.counters).unwrap_or(Value::Null);
+                v["fdb_entries"] = json!(b.fdb.len());
+                (b.name.clone(), v)
+            })
+            .collect();
+        let (cpu, wall) = self.cpu_and_wall_ns();
+        json!({
+            "ports": ports,
+            "bridges": bridges,
+            "worker": {
+                "iterations": self.stats.iterations,
+                "busy_iterations": self.stats.busy_iterations,
+                "sleeps": self.stats.sleeps,
+                "cpu_ns": cpu,
+                "wall_ns": wall,
+                "frames_free": self.frames.free_count(),
+            }
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! End-to-end test of AF_XDP ports (needs root): two namespaces, each behind a veth pair whose
+//! root-namespace ends are AF_XDP ports on one shared UMEM; a loop moves descriptors between the
+//! two ports and `ping` must cross it (ARP and ICMP both ways). Afterwards no XDP program may be
+//! left attached and every frame must be back in the pool.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uvs::packet::{Desc, Frames};
+use uvs::port::Port;
+use uvs::port::afxdp::{AfxdpError, AfxdpOptions, AfxdpPort, XdpMode};
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn run(args: &[&str]) {
+    let o = sh(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Namespaces and links created by this test; removed on drop, by name.
+struct Topo {
+    p: String,
+}
+
+impl Topo {
+    fn a(&self) -> String {
+        format!("{}A", self.p)
+    }
+    fn b(&self) -> String {
+        format!("{}B", self.p)
+    }
+    fn ns(&self, i: u8) -> String {
+        format!("{}n{i}", self.p)
+    }
+
+    /// `tag` keeps the names of tests running in parallel apart.
+    fn new(tag: char) -> Topo {
+        let t = Topo {
+            p: format!("axt{}{tag}", std::process::id() % 100_000),
+        };
+        for (end, i, ip) in [(t.a(), 1, "192.0.2.1/24"), (t.b(), 2, "192.0.2.2/24")] {
+            let ns = t.ns(i);
+            let peer = format!("{end}p");
+            run(&["ip", "netns", "add", &ns]);
+            run(&[
+                "ip",
+                "link",
+                "add",
+                &end,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer,
+                "netns",
+                &ns,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+            ]);
+            run(&[
+                "ip", "netns", "exec", &ns, "ip", "addr", "add", ip, "dev", &peer,
+            ]);
+            run(&["ip", "netns", "exec", &ns, "ip", "link", "set", &peer, "up"]);
+            run(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            run(&["ip", "link", "set", &end, "up"]);
+            // Steer the namespace end's sends from CPU 1 to its tx queue 1, which veth delivers
+            // on rx queue 1 of our end: the ping below runs on CPU 1, so queue 1 gets traffic.
+            if two_cpus() {
+                for (q, mask) in [(0, "1"), (1, "2")] {
+                    let f = format!("/sys/class/net/{peer}/queues/tx-{q}/xps_cpus");
+                    run(&[
+                        "ip",
+                        "netns",
+                        "exec",
+                        &ns,
+                        "sh",
+                        "-c",
+                        &format!("echo {mask} > {f}"),
+                    ]);
+                }
+            }
+        }
+        t
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for l in [self.a(), self.b()] {
+            let _ = sh(&["ip", "link", "del", &l]);
+        }
+        for i in [1, 2] {
+            let _ = sh(&["ip", "netns", "del", &self.ns(i)]);
+        }
+    }
+}
+
+fn two_cpus() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Move everything received on `from` to `to`.
+fn forward(
+    frames: &mut Frames,
+    from: &mut AfxdpPort,
+    to: &mut AfxdpPort,
+    buf: &mut Vec<Desc>,
+) -> usize {
+    let n = from.rx_burst(frames, buf, 64);
+    if n > 0 {
+        let r = to.tx_burst(frames, buf);
+        assert_eq!(r.sent + r.dropped, n as u32);
+    }
+    n
+}
+
+#[test]
+fn afxdp_ping_across_two_ports_auto() {
+    ping_across_two_ports(XdpMode::Auto, 'a');
+}
+
+#[test]
+fn afxdp_ping_across_two_ports_generic() {
+    ping_across_two_ports(XdpMode::Generic, 'g');
+}
+
+fn ping_across_two_ports(mode: XdpMode, tag: char) {
+    if !is_root() {
+        println!("SKIP: needs root");
+        return;
+    }
+    let topo = Topo::new(tag);
+    let mut frames = Frames::new(4096).unwrap();
+    let opts = AfxdpOptions {
+        mode,
+        ..AfxdpOptions::default()
+    };
+    let mut pa = AfxdpPort::open(&topo.a(), 1, &mut frames, None, &opts).unwrap();
+    let mut pb = AfxdpPort::open(&topo.b(), 2, &mut frames, Some(pa.umem_fd()), &opts).unwrap();
+    println!("A: {}  B: {}", pa.details(), pb.details());
+    assert_eq!(pa.queues(), 2);
+    assert!(pa.details().contains("queues=2 mtu=1500"));
+    assert_ne!(pa.xdp_mode(), XdpMode::Auto);
+    if mode == XdpMode::Generic {
+        assert!(
+            pa.details().starts_with("mode=generic copy"),
+            "{}",
+            pa.details()
+        );
+    }
+    let mut fds = Vec::new();
+    pa.poll_fds(&mut fds);
+    pb.poll_fds(&mut fds);
+    assert_eq!(fds.len(), 4);
+
+    let cpu = if two_cpus() { "1" } else { "0" };
+    let mut ping = Command::new("taskset")
+        .args(["-c", cpu, "ip", "netns", "exec", &topo.ns(1)])
+        .args(["ping", "-c", "3", "-i", "0.3", "-W", "1", "192.0.2.2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = Vec::with_capacity(64);
+    let (mut ab, mut ba) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        ab += forward(&mut frames, &mut pa, &mut pb, &mut buf);
+        ba += forward(&mut frames, &mut pb, &mut pa, &mut buf);
+        pa.service(&mut frames);
+        pb.service(&mut frames);
+        if let Some(st) = ping.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = ping.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let out = ping.wait_with_output().unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "forwarded A->B {ab}, B->A {ba}; A {:?}; B {:?}",
+        pa.stats(),
+        pb.stats()
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "ping across the AF_XDP loop failed"
+    );
+    assert!(ab >= 4 && ba >= 4, "ARP + 3 echo each way: {ab} {ba}");
+    let (mut qa, mut qb) = (Vec::new(), Vec::new());
+    pa.rx_per_queue(&mut qa);
+    pb.rx_per_queue(&mut qb);
+    println!("rx per queue: A {qa:?} B {qb:?}");
+    // Generic XDP on veth sees every packet as rx queue 0 (see the afxdp module doc).
+    if two_cpus() && pa.xdp_mode() == XdpMode::Native {
+        assert!(qa[1] > 0, "nothing received on queue 1 of A: {qa:?}");
+    }
+
+    pb.close(&mut frames);
+    pa.close(&mut frames);
+    drop(pb);
+    drop(pa);
+    assert_eq!(frames.free_count(), frames.capacity());
+    for l in [topo.a(), topo.b()] {
+        let o = sh(&["ip", "-d", "link", "show", &l]);
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success());
+        assert!(!s.contains("xdp"), "XDP program still attached to {l}: {s}");
+    }
+}
+
+#[test]
+fn afxdp_errors_name_interface_and_step() {
+    let mut frames = Frames::new(64).unwrap();
+    let e = AfxdpPort::open(
+        "axtnosuchdev0",
+        1,
+        &mut frames,
+        None,
+        &AfxdpOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, AfxdpError::NoDevice { .. }));
+    assert_eq!(e.to_string(), "axtnosuchdev0: netdev does not exist");
+    let bad = AfxdpOptions {
+        ring_size: 1000,
+        ..AfxdpOptions::default()
+    };
+    let e = AfxdpPort::open("lo", 1, &mut frames, None, &bad).unwrap_err();
+    assert!(e.to_string().contains("ring_size 1000"), "{e}");
+    // lo's MTU (65536) does not fit a frame.
+    let e = AfxdpPort::open("lo", 1, &mut frames, None, &AfxdpOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, AfxdpError::MtuTooLarge { mtu: 65536, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("1792"), "{e}");
+    assert_eq!(frames.free_count(), frames.capacity());
+}
