@@ -73,7 +73,8 @@ mod tests {
     fn completes_v4_tcp_to_what_etherparse_computes() {
         let mut v = tcp_v4_partial();
         assert!(complete(EtherType::IPV4, &mut v));
-        let s = etherparse::SlicedPacket::from_ip(&v).unwrap();
+        let copy = v.clone();
+        let s = etherparse::SlicedPacket::from_ip(&copy).unwrap();
         let (ip, tcp) = match (s.net.unwrap(), s.transport.unwrap()) {
             (etherparse::NetSlice::Ipv4(ip), etherparse::TransportSlice::Tcp(t)) => (ip, t),
             _ => panic!("not ipv4/tcp"),
