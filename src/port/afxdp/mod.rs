@@ -251,8 +251,13 @@ impl AfxdpPort {
         port.zero_copy = port.socks.first().is_some_and(|s| is_zero_copy(s.fd()));
         port.refill(frames);
         let xdp = port.xdp.as_ref().expect("just attached");
-        for s in &port.socks {
-            xdp.insert(ifname, s.queue, s.fd())?;
+        let inserted = port
+            .socks
+            .iter()
+            .try_for_each(|s| xdp.insert(ifname, s.queue, s.fd()));
+        if let Err(e) = inserted {
+            port.close(frames);
+            return Err(e);
         }
         Ok(port)
     }

@@ -159,6 +159,7 @@ impl XdpProgram {
             XdpMode::Native => &[XdpMode::Native],
             XdpMode::Generic => &[XdpMode::Generic],
         };
+        let mut earlier = String::new();
         let mut last = None;
         for &m in tries {
             let flags = if m == XdpMode::Native {
@@ -182,11 +183,20 @@ impl XdpProgram {
                         mode: m,
                     });
                 }
-                Err(e) => last = Some((m, e)),
+                Err(e) => {
+                    if let Some((pm, pe)) = last.replace((m, e)) {
+                        earlier = format!(" after native failed with \"{pe}\"");
+                        debug_assert_eq!(pm, XdpMode::Native);
+                    }
+                }
             }
         }
         let (m, e) = last.expect("at least one mode tried");
-        Err(AfxdpError::sys(ifname, format!("BPF_LINK_CREATE ({m})"), e))
+        Err(AfxdpError::sys(
+            ifname,
+            format!("BPF_LINK_CREATE ({m}){earlier}"),
+            e,
+        ))
     }
 
     /// Redirect queue `queue` to socket `xsk_fd`.

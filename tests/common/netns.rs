@@ -1,0 +1,183 @@
+//! Root-only helpers for end-to-end tests: network namespaces, veth pairs, the uvs daemon.
+//! Everything created is removed by Drop guards; processes are stopped by PID.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when running as root; otherwise prints an explicit skip line.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIP {test}: needs root (network namespaces, AF_XDP, TAP)");
+    }
+    root
+}
+
+/// Run a command, panicking with its stderr when it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect(args[0]);
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command; return success.
+pub fn try_sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A short unique prefix for names (netdev names are at most 15 bytes).
+pub fn prefix(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+/// Namespaces and links made by a test, removed on drop.
+#[derive(Default)]
+pub struct Topology {
+    pub namespaces: Vec<String>,
+    pub links: Vec<String>,
+}
+
+impl Topology {
+    /// A namespace with lo up.
+    pub fn netns(&mut self, name: &str) {
+        sh(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    /// A veth pair: `host` stays in the root namespace (up), `inner` goes into `ns` as `eth0`
+    /// with `addr` (CIDR), up.
+    pub fn container(&mut self, ns: &str, host: &str, addr: &str) {
+        self.netns(ns);
+        sh(&[
+            "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ]);
+        self.links.push(host.to_string());
+        sh(&["ip", "link", "set", host, "up"]);
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    /// Move a (TAP) device into `ns` as-is and give it `addr`.
+    pub fn adopt(&mut self, ns: &str, dev: &str, addr: &str) {
+        sh(&["ip", "link", "set", dev, "netns", ns]);
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+
+    /// `ip netns exec NS args...`, returning success.
+    pub fn exec_ok(&self, ns: &str, args: &[&str]) -> bool {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        try_sh(&v)
+    }
+
+    /// The MAC of `dev` in `ns`.
+    pub fn mac(&self, ns: &str, dev: &str) -> String {
+        let out = sh(&["ip", "-n", ns, "-br", "link", "show", dev]);
+        out.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for l in &self.links {
+            let _ = try_sh(&["ip", "link", "del", l]);
+        }
+        for n in &self.namespaces {
+            let _ = try_sh(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+/// A running `uvs run` daemon, killed by PID on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start `uvs run --socket <tmp> [extra...]` and wait for its socket.
+    pub fn start(tag: &str, extra: &[&str]) -> Daemon {
+        let socket = std::env::temp_dir().join(format!("uvs-{tag}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(env!("CARGO_BIN_EXE_uvs"))
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start uvs");
+        let d = Daemon { child, socket };
+        let t = Instant::now();
+        while !d.socket.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "uvs did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// `uvs ctl --socket S args...`: stdout on success, panics with stderr otherwise.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = self.ctl_raw(args);
+        assert!(
+            out.status.success(),
+            "uvs ctl {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `uvs ctl` without asserting success.
+    pub fn ctl_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_uvs"))
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run uvs ctl")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a pid and a signal; the pid is our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,303 @@
+//! In-memory integration tests of the L2 pipeline on mem ports: learning, flooding, unknown
+//! unicast, VLAN access/trunk, isolation between bridges, MAC moves, drops, FDB limits, aging.
+
+mod common;
+
+use common::*;
+use uvs::counters::DropReason;
+use uvs::datapath::{BridgeOptions, VlanMode};
+use uvs::wire::MacAddr;
+
+fn trunk() -> VlanMode {
+    VlanMode::default_trunk()
+}
+
+#[test]
+fn learns_floods_unknown_then_forwards_known() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let (p1, p2, p3) = (
+        h.port(b, "p1", trunk()),
+        h.port(b, "p2", trunk()),
+        h.port(b, "p3", trunk()),
+    );
+    let a_to_b = frame(mac(2), mac(1), 1);
+    h.send(p1, &a_to_b);
+    let out = h.outputs();
+    assert_eq!(
+        out[p1 as usize].len(),
+        0,
+        "never back out of the ingress port"
+    );
+    assert_eq!(
+        out[p2 as usize],
+        vec![a_to_b.clone()],
+        "unknown unicast floods"
+    );
+    assert_eq!(out[p3 as usize], vec![a_to_b.clone()]);
+    let b_to_a = frame(mac(1), mac(2), 2);
+    h.send(p2, &b_to_a);
+    let out = h.outputs();
+    assert_eq!(
+        out[p1 as usize],
+        vec![b_to_a],
+        "known unicast goes to one port"
+    );
+    assert!(out[p3 as usize].is_empty());
+    h.send(p1, &a_to_b);
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize], vec![a_to_b]);
+    assert!(out[p3 as usize].is_empty(), "now learned: no flood");
+    let rows = h.dp.fdb_rows(b, 1);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].port.as_str(), rows[0].mac.as_str()),
+        ("p1", "02:00:00:00:00:01")
+    );
+    assert_eq!(
+        (rows[1].port.as_str(), rows[1].mac.as_str()),
+        ("p2", "02:00:00:00:00:02")
+    );
+    assert_eq!(h.dp.bridge(b).unwrap().counters.learned, 2);
+}
+
+#[test]
+fn broadcast_and_multicast_flood_to_all_others() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let ports: Vec<u16> = (0..4)
+        .map(|i| h.port(b, &format!("p{i}"), trunk()))
+        .collect();
+    let bc = frame(BCAST, mac(9), 3);
+    h.send(ports[2], &bc);
+    let mc = frame([0x01, 0x00, 0x5e, 0, 0, 1], mac(9), 4);
+    h.send(ports[2], &mc);
+    let out = h.outputs();
+    for &p in &ports {
+        let want = if p == ports[2] {
+            vec![]
+        } else {
+            vec![bc.clone(), mc.clone()]
+        };
+        assert_eq!(out[p as usize], want, "port {p}");
+    }
+    assert_eq!(h.dp.port(ports[0]).unwrap().counters.tx_packets, 2);
+}
+
+#[test]
+fn bridges_are_isolated() {
+    let mut h = Harness::new();
+    let b0 = h.bridge("br0");
+    let b1 = h.bridge("br1");
+    let a = h.port(b0, "a", trunk());
+    let a2 = h.port(b0, "a2", trunk());
+    let c = h.port(b1, "c", trunk());
+    let c2 = h.port(b1, "c2", trunk());
+    h.send(a, &frame(BCAST, mac(1), 1));
+    let out = h.outputs();
+    assert_eq!(out[a2 as usize].len(), 1);
+    assert!(out[c as usize].is_empty() && out[c2 as usize].is_empty());
+    // Same MAC in both bridges is two separate entries.
+    h.send(c, &frame(BCAST, mac(1), 1));
+    assert_eq!(h.dp.fdb_rows(b0, 1)[0].port, "a");
+    assert_eq!(h.dp.fdb_rows(b1, 1)[0].port, "c");
+}
+
+#[test]
+fn access_and_trunk_vlans() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let a10 = h.port(b, "a10", VlanMode::Access(10));
+    let a20 = h.port(b, "a20", VlanMode::Access(20));
+    let t = h.port(b, "t", VlanMode::parse(None, Some("10,20")).unwrap());
+    let t30 = h.port(b, "t30", VlanMode::parse(None, Some("30")).unwrap());
+    let plain = h.port(b, "plain", trunk());
+
+    // Untagged broadcast on access 10: leaves the trunk tagged 10, nowhere else.
+    let f = frame(BCAST, mac(1), 7);
+    h.send(a10, &f);
+    let out = h.outputs();
+    assert_eq!(out[t as usize], vec![tagged(&f, 10)]);
+    assert_eq!(
+        out[plain as usize],
+        vec![tagged(&f, 10)],
+        "all-VLAN trunk carries 10"
+    );
+    assert!(out[a20 as usize].is_empty() && out[t30 as usize].is_empty());
+
+    // Tagged 20 from the trunk: arrives untagged on access 20.
+    let g = frame(BCAST, mac(2), 8);
+    h.send(t, &tagged(&g, 20));
+    let out = h.outputs();
+    assert_eq!(out[a20 as usize], vec![g.clone()]);
+    assert!(out[a10 as usize].is_empty());
+
+    // Learned per VLAN: unicast to mac(1) in VLAN 10 from the trunk goes to a10 untagged.
+    let u = frame(mac(1), mac(2), 9);
+    h.send(t, &tagged(&u, 10));
+    let out = h.outputs();
+    assert_eq!(out[a10 as usize], vec![u.clone()]);
+
+    // A tagged frame on an access port, and a VLAN the trunk does not carry: dropped, counted.
+    h.send(a10, &tagged(&u, 10));
+    h.send(t, &tagged(&u, 30));
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(a10, DropReason::VlanDenied), 1);
+    assert_eq!(h.drops(t, DropReason::VlanDenied), 1);
+
+    // Priority tag (VID 0) on an access port counts as untagged.
+    h.send(a20, &tagged(&frame(BCAST, mac(5), 1), 0));
+    let out = h.outputs();
+    assert_eq!(out[t as usize].len(), 1);
+    assert_eq!(
+        uvs::wire::vlan::tci(&out[t as usize][0]).map(|c| c & 0xfff),
+        Some(20)
+    );
+}
+
+#[test]
+fn mac_move_follows_the_station() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let (p1, p2, p3) = (
+        h.port(b, "p1", trunk()),
+        h.port(b, "p2", trunk()),
+        h.port(b, "p3", trunk()),
+    );
+    h.send(p1, &frame(BCAST, mac(1), 1));
+    h.send(p2, &frame(BCAST, mac(1), 1));
+    h.outputs();
+    assert_eq!(h.dp.bridge(b).unwrap().counters.moves, 1);
+    h.send(p3, &frame(mac(1), mac(3), 2));
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize].len(), 1);
+    assert!(out[p1 as usize].is_empty());
+}
+
+#[test]
+fn bad_frames_are_counted_not_forwarded() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    h.send(p1, &[0u8; 13]);
+    h.send(p1, &[]);
+    h.send(p1, &frame(BCAST, [0x01, 0, 0, 0, 0, 1], 1));
+    h.send(p1, &frame(BCAST, [0; 6], 1));
+    let mut qinq = frame(BCAST, mac(1), 1);
+    qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+    h.send(p1, &qinq);
+    let mut short_tag = frame(BCAST, mac(1), 1)[..16].to_vec();
+    short_tag[12..14].copy_from_slice(&[0x81, 0x00]);
+    h.send(p1, &short_tag);
+    // Destination learned on the ingress port: filtered.
+    h.send(p1, &frame(BCAST, mac(7), 1));
+    h.send(p1, &frame(mac(7), mac(8), 1));
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize].len(), 1, "only the good broadcast passes");
+    assert_eq!(h.drops(p1, DropReason::Runt), 3);
+    assert_eq!(h.drops(p1, DropReason::SrcMulticast), 1);
+    assert_eq!(h.drops(p1, DropReason::SrcZero), 1);
+    assert_eq!(h.drops(p1, DropReason::QinQ), 1);
+    assert_eq!(h.drops(p1, DropReason::SamePort), 1);
+    assert_eq!(h.dp.port(p1).unwrap().counters.rx_packets, 8);
+    assert_eq!(
+        h.frames.free_count(),
+        h.frames.capacity(),
+        "no frame leaked"
+    );
+}
+
+#[test]
+fn full_fdb_stops_learning_but_traffic_floods() {
+    let mut h = Harness::new();
+    let b = h.bridge_with(
+        "br0",
+        BridgeOptions {
+            fdb_capacity: 2,
+            aging: 300,
+        },
+    );
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    for n in 1..=3 {
+        h.send(p1, &frame(BCAST, mac(n), n));
+    }
+    h.outputs();
+    let br = h.dp.bridge(b).unwrap();
+    assert_eq!(br.fdb.len(), 2);
+    assert_eq!(br.counters.fdb_full, 1);
+    // mac(3) was not learned: traffic to it floods and still arrives.
+    h.send(p2, &frame(mac(3), mac(9), 5));
+    let out = h.outputs();
+    assert_eq!(out[p1 as usize].len(), 1);
+    assert_eq!(
+        h.dp.bridge(b).unwrap().counters.fdb_full,
+        2,
+        "mac(9) refused too"
+    );
+}
+
+#[test]
+fn entries_age_out_with_injected_time() {
+    let mut h = Harness::new();
+    let b = h.bridge_with(
+        "br0",
+        BridgeOptions {
+            fdb_capacity: 100,
+            aging: 10,
+        },
+    );
+    let p1 = h.port(b, "p1", trunk());
+    let _p2 = h.port(b, "p2", trunk());
+    h.now = 100;
+    h.send(p1, &frame(BCAST, mac(1), 1));
+    h.dp.age_fdbs(105, 1 << 20);
+    assert_eq!(h.dp.fdb_rows(b, 105).len(), 1);
+    assert_eq!(h.dp.fdb_rows(b, 105)[0].age, 5);
+    h.dp.age_fdbs(111, 1 << 20);
+    assert!(h.dp.fdb_rows(b, 111).is_empty());
+    assert_eq!(h.dp.bridge(b).unwrap().counters.aged, 1);
+}
+
+#[test]
+fn mtu_is_enforced_on_egress() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    h.dp.port_mut(p2).unwrap().mtu = 100;
+    let mut big = frame(BCAST, mac(1), 1);
+    big.resize(14 + 101, 0);
+    h.send(p1, &big);
+    let mut ok = frame(BCAST, mac(1), 1);
+    ok.resize(14 + 100, 0);
+    h.send(p1, &ok);
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize], vec![ok]);
+    assert_eq!(h.drops(p2, DropReason::MtuExceeded), 1);
+}
+
+#[test]
+fn partial_checksums_are_completed_from_flagged_ports() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    h.dp.port_mut(p1).unwrap().partial_csum_in = true;
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(1000, 2000)
+        .write(&mut f, b"payload!")
+        .unwrap();
+    let good = f.clone();
+    // What a veth with tx offload hands over: the folded pseudo-header sum.
+    let pseudo = uvs::wire::checksum::pseudo_v4(&f[26..30], &f[30..34], 17, 16);
+    f[40..42].copy_from_slice(&uvs::wire::checksum::fold(pseudo).to_be_bytes());
+    h.send(p1, &f);
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize], vec![good]);
+    assert_eq!(h.dp.port(p1).unwrap().counters.csum_completed, 1);
+    assert_eq!(MacAddr(mac(2)).to_string(), "02:00:00:00:00:02");
+}
