@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod datapath;
+pub mod demo;
 pub mod fdb;
 pub mod packet;
 pub mod pipeline;

@@ -1,1 +1,151 @@
-fn main() {}
+//! The `uvs` command: `run` (the daemon), `ctl` (the control client), `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::{Parser, Subcommand};
+
+use uvs::clock::MonotonicClock;
+use uvs::config::Config;
+use uvs::control::{self, Registry};
+use uvs::worker::{self, Command, WorkerOptions};
+
+#[derive(Parser)]
+#[command(name = "uvs", version, about = "A poll-mode userspace virtual switch")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the switch daemon.
+    Run {
+        /// Control socket path (default: $UVS_SOCKET or /run/uvs/uvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// TOML file of bridges and ports to create at start.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Core to pin the datapath worker to (e.g. `--cores 1`). Unpinned when omitted.
+        #[arg(long)]
+        cores: Option<String>,
+        /// Frames in the shared frame region (2 KiB each).
+        #[arg(long, default_value_t = uvs::packet::DEFAULT_FRAME_COUNT)]
+        frames: u32,
+    },
+    /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
+    Ctl {
+        /// Control socket path (default: $UVS_SOCKET or /run/uvs/uvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build a throwaway topology of namespace "containers" on a uvs bridge, show that they
+    /// reach each other, and remove it all (needs root).
+    Demo {
+        /// Keep the demo running this many seconds after the checks (0: clean up at once).
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run {
+            socket,
+            config,
+            cores,
+            frames,
+        } => run(socket, config, cores, frames),
+        Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
+        Cmd::Demo { hold } => uvs::demo::run(hold),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uvs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
+    let Some(c) = cores else { return Ok(None) };
+    let first = c.split(',').next().unwrap_or_default().trim();
+    let id: usize = first
+        .parse()
+        .map_err(|_| format!("--cores: '{c}' is not a core id (e.g. --cores 1)"))?;
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if id >= n {
+        return Err(format!("--cores: core {id} does not exist (this machine has {n})"));
+    }
+    if c.contains(',') {
+        eprintln!("uvs: one datapath worker per process for now; using core {id}");
+    }
+    Ok(Some(id))
+}
+
+fn run(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    cores: Option<String>,
+    frames: u32,
+) -> Result<(), String> {
+    let path = control::socket_path(socket.as_deref());
+    let config = match &config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let core = parse_core(cores)?;
+    let stop = uvs::port::wait::install_stop_handler();
+    let w = worker::spawn(WorkerOptions { core, frames }, Arc::new(MonotonicClock::default()))
+        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let w = Arc::new(w);
+    for b in config.bridge {
+        let name = b.name.clone();
+        if let Err(e) = w.call(Command::AddBridge(b)) {
+            w.shutdown();
+            return Err(format!("config: bridge '{name}': {e}"));
+        }
+    }
+    let mut reg = Registry::new();
+    control::commands::register(&mut reg, w.clone());
+    let server = control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
+        w.shutdown();
+        format!("control socket {}: {e}", path.display())
+    })?;
+    eprintln!("uvs: listening on {}", path.display());
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("uvs: stopping");
+    drop(server);
+    w.shutdown();
+    Ok(())
+}
+
+fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {
+    let path = control::socket_path(socket.as_deref());
+    let reply = control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply.data).unwrap_or_default()
+        );
+    } else if !reply.text.is_empty() {
+        print!("{}", reply.text);
+        if !reply.text.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@
 //!   data: `[{"name": ..., "usage": ...}]`, usage without the name) and `version` (data:
 //!   `{"version": "X.Y.Z"}`).
 
-// The lead adds `pub mod commands;` here once src/control/commands.rs exists.
+pub mod commands;
 pub mod client;
 pub mod jsonrpc;
 pub mod registry;

@@ -77,7 +77,7 @@ pub(crate) struct LoopStats {
 pub struct WorkerHandle {
     tx: Sender<Request>,
     waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl WorkerHandle {
@@ -93,9 +93,10 @@ impl WorkerHandle {
     }
 
     /// Stop the worker, closing every port, and wait for it.
-    pub fn shutdown(mut self) {
+    pub fn shutdown(&self) {
         let _ = self.call(Command::Shutdown);
-        if let Some(t) = self.thread.take() {
+        let t = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = t {
             let _ = t.join();
         }
     }
@@ -113,7 +114,7 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
     Ok(WorkerHandle {
         tx,
         waker,
-        thread: Some(thread),
+        thread: std::sync::Mutex::new(Some(thread)),
     })
 }
 

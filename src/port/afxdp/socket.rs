@@ -226,6 +226,24 @@ impl XskSocket {
         }
     }
 
+    /// True if the kernel runs this socket in zero-copy mode (`XDP_OPTIONS`).
+    pub fn is_zero_copy(&self) -> bool {
+        let fd = self.fd();
+        let mut o = libc::xdp_options { flags: 0 };
+        let mut len = size_of::<libc::xdp_options>() as libc::socklen_t;
+        // SAFETY: `o`/`len` are live and sized as declared.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_XDP,
+                libc::XDP_OPTIONS,
+                (&mut o as *mut libc::xdp_options).cast(),
+                &mut len,
+            )
+        };
+        r == 0 && o.flags & libc::XDP_OPTIONS_ZEROCOPY != 0
+    }
+
     /// The kernel's `XDP_STATISTICS` for this socket (zeros if the call fails).
     pub fn statistics(&self) -> libc::xdp_statistics {
         // SAFETY: plain integers; all-zero is valid.

@@ -1,0 +1,195 @@
+//! The daemon's commands: each parses its arguments, asks the worker, and renders the answer as
+//! text for people (the JSON `data` is the worker's answer, for scripts).
+//!
+//! Names follow ovs-vsctl / ovs-appctl where they overlap (`add-br`, `del-br`, `add-port`,
+//! `del-port`, `show`, `fdb/show` is `fdb-show`).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::registry::{CtlError, Registry, Reply};
+use crate::config::{BridgeSpec, PortSpec};
+use crate::worker::{Command, WorkerHandle};
+
+/// Register every datapath command on `reg`, answered by `worker`.
+pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
+    let w = worker.clone();
+    reg.register("show", "show", 0, 0, move |_| {
+        let v = ask(&w, Command::Show)?;
+        Ok(Reply::new(render_show(&v), v))
+    });
+    let w = worker.clone();
+    reg.register(
+        "add-br",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS]",
+        1,
+        3,
+        move |a| {
+            let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
+            let v = ask(&w, Command::AddBridge(spec))?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register("del-br", "del-br BRIDGE", 1, 1, move |a| {
+        let v = ask(&w, Command::DelBridge(a[0].clone()))?;
+        Ok(Reply::new(String::new(), v))
+    });
+    let w = worker.clone();
+    reg.register(
+        "add-port",
+        "add-port BRIDGE PORT [type=afxdp|tap] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N]",
+        2,
+        7,
+        move |a| {
+            let spec = PortSpec::from_args(&a[1], &a[2..]).map_err(CtlError::new)?;
+            let v = ask(
+                &w,
+                Command::AddPort {
+                    bridge: a[0].clone(),
+                    spec,
+                },
+            )?;
+            let text = v["details"].as_str().unwrap_or_default().to_string();
+            Ok(Reply::new(text, v))
+        },
+    );
+    let w = worker.clone();
+    reg.register("del-port", "del-port [BRIDGE] PORT", 1, 2, move |a| {
+        let v = ask(&w, Command::DelPort(a[a.len() - 1].clone()))?;
+        Ok(Reply::new(String::new(), v))
+    });
+    let w = worker.clone();
+    reg.register("fdb-show", "fdb-show BRIDGE", 1, 1, move |a| {
+        let v = ask(&w, Command::FdbShow(a[0].clone()))?;
+        Ok(Reply::new(render_fdb(&v), v))
+    });
+    let w = worker.clone();
+    reg.register("fdb-flush", "fdb-flush BRIDGE [PORT]", 1, 2, move |a| {
+        let v = ask(
+            &w,
+            Command::FdbFlush {
+                bridge: a[0].clone(),
+                port: a.get(1).cloned(),
+            },
+        )?;
+        let text = format!("flushed {} entries\n", v["flushed"]);
+        Ok(Reply::new(text, v))
+    });
+    let w = worker;
+    reg.register("stats", "stats", 0, 0, move |_| {
+        let v = ask(&w, Command::Stats)?;
+        Ok(Reply::new(render_stats(&v), v))
+    });
+}
+
+fn ask(w: &WorkerHandle, cmd: Command) -> Result<Value, CtlError> {
+    w.call(cmd).map_err(CtlError::new)
+}
+
+fn render_show(v: &Value) -> String {
+    let mut s = String::new();
+    for b in v["bridges"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "bridge {} (fdb {}/{}, aging {}s)",
+            str_of(&b["name"]),
+            b["fdb_entries"],
+            b["fdb_capacity"],
+            b["aging"]
+        );
+        for p in b["ports"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "    port {} (#{}): type={} {} mtu={} {}",
+                str_of(&p["name"]),
+                p["id"],
+                str_of(&p["type"]),
+                str_of(&p["vlan"]),
+                p["mtu"],
+                str_of(&p["details"])
+            );
+        }
+    }
+    let w = &v["worker"];
+    let core = if w["core"].is_null() {
+        "unpinned".to_string()
+    } else {
+        format!("core {}", w["core"])
+    };
+    let _ = writeln!(
+        s,
+        "worker: {core}, frames {} ({} free)",
+        w["frames"], w["frames_free"]
+    );
+    s
+}
+
+fn render_fdb(v: &Value) -> String {
+    let mut s = String::from(" port             VLAN  MAC                Age\n");
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let age = if e["static"].as_bool() == Some(true) {
+            "static".to_string()
+        } else {
+            e["age"].to_string()
+        };
+        let _ = writeln!(
+            s,
+            " {:<16} {:>4}  {}  {}",
+            str_of(&e["port"]),
+            e["vlan"].as_u64().unwrap_or(0),
+            str_of(&e["mac"]),
+            age
+        );
+    }
+    s
+}
+
+fn render_stats(v: &Value) -> String {
+    let mut s = String::new();
+    if let Some(ports) = v["ports"].as_object() {
+        for (name, p) in ports {
+            let _ = writeln!(
+                s,
+                "port {name} (bridge {}): rx {} pkts {} bytes, tx {} pkts {} bytes, csum completed {}",
+                str_of(&p["bridge"]),
+                p["rx_packets"],
+                p["rx_bytes"],
+                p["tx_packets"],
+                p["tx_bytes"],
+                p["csum_completed"]
+            );
+            if let Some(d) = p["drops"].as_object().filter(|d| !d.is_empty()) {
+                let list: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                let _ = writeln!(s, "    drops: {}", list.join(" "));
+            }
+        }
+    }
+    if let Some(bridges) = v["bridges"].as_object() {
+        for (name, b) in bridges {
+            let _ = writeln!(
+                s,
+                "bridge {name}: fdb {} entries, learned {}, moves {}, fdb-full {}, aged {}, flooded {}",
+                b["fdb_entries"], b["learned"], b["moves"], b["fdb_full"], b["aged"], b["flooded"]
+            );
+        }
+    }
+    let w = &v["worker"];
+    let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);
+    let wall = w["wall_ns"].as_f64().unwrap_or(1.0).max(1.0);
+    let _ = writeln!(
+        s,
+        "worker: {} iterations ({} busy), {} sleeps, cpu {:.1}% of one core since start",
+        w["iterations"],
+        w["busy_iterations"],
+        w["sleeps"],
+        100.0 * cpu / wall
+    );
+    s
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
