@@ -48,6 +48,11 @@ pub enum Learn {
     Static,
 }
 
+/// The table holds `capacity` entries already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("FDB full")]
+pub struct FdbFull;
+
 /// One entry, for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -172,13 +177,19 @@ impl Fdb {
     }
 
     /// Add or replace a static entry. Fails when the table is full.
-    pub fn add_static(&mut self, vlan: u16, mac: u64, port: PortId, now: u32) -> Result<(), ()> {
+    pub fn add_static(
+        &mut self,
+        vlan: u16,
+        mac: u64,
+        port: PortId,
+        now: u32,
+    ) -> Result<(), FdbFull> {
         let key = make_key(vlan, mac);
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
                 if self.len >= self.capacity {
-                    return Err(());
+                    return Err(FdbFull);
                 }
                 self.len += 1;
                 i

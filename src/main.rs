@@ -86,7 +86,9 @@ fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
         .map_err(|_| format!("--cores: '{c}' is not a core id (e.g. --cores 1)"))?;
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     if id >= n {
-        return Err(format!("--cores: core {id} does not exist (this machine has {n})"));
+        return Err(format!(
+            "--cores: core {id} does not exist (this machine has {n})"
+        ));
     }
     if c.contains(',') {
         eprintln!("uvs: one datapath worker per process for now; using core {id}");
@@ -107,8 +109,11 @@ fn run(
     };
     let core = parse_core(cores)?;
     let stop = uvs::port::wait::install_stop_handler();
-    let w = worker::spawn(WorkerOptions { core, frames }, Arc::new(MonotonicClock::default()))
-        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let w = worker::spawn(
+        WorkerOptions { core, frames },
+        Arc::new(MonotonicClock::default()),
+    )
+    .map_err(|e| format!("cannot start the worker: {e}"))?;
     let w = Arc::new(w);
     for b in config.bridge {
         let name = b.name.clone();
@@ -119,10 +124,11 @@ fn run(
     }
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
-    let server = control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
-        w.shutdown();
-        format!("control socket {}: {e}", path.display())
-    })?;
+    let server =
+        control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
+            w.shutdown();
+            format!("control socket {}: {e}", path.display())
+        })?;
     eprintln!("uvs: listening on {}", path.display());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -26,8 +26,8 @@
 //!   data: `[{"name": ..., "usage": ...}]`, usage without the name) and `version` (data:
 //!   `{"version": "X.Y.Z"}`).
 
-pub mod commands;
 pub mod client;
+pub mod commands;
 pub mod jsonrpc;
 pub mod registry;
 pub mod server;

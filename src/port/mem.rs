@@ -213,7 +213,9 @@ fn fill_replay(
     if n == REPLAY_REWRITE {
         // Fixed size: compiled to a few vector moves instead of a memcpy call.
         let dst: &mut [u8; REPLAY_REWRITE] = dst.try_into().expect("REPLAY_REWRITE bytes");
-        *dst = template[..REPLAY_REWRITE].try_into().expect("REPLAY_REWRITE bytes");
+        *dst = template[..REPLAY_REWRITE]
+            .try_into()
+            .expect("REPLAY_REWRITE bytes");
     } else {
         dst.copy_from_slice(&template[..n]);
     }

@@ -180,11 +180,11 @@ impl Worker {
                 break;
             }
             self.stats.iterations += 1;
-            if self.stats.iterations % 64 == 0 {
+            if self.stats.iterations.is_multiple_of(64) {
                 now = self.clock.now_secs();
             }
             let moved = self.poll_once(&mut batch, now);
-            if self.stats.iterations % 1024 == 0 {
+            if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
             }
             if moved > 0 {
