@@ -181,3 +181,64 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Run an iperf3 TCP test from `client_ns` to `server_ip` (server started in `server_ns`) for
+/// `secs` seconds; returns the receiver's bits per second. The server is stopped by PID.
+pub fn iperf3_tcp(server_ns: &str, client_ns: &str, server_ip: &str, secs: u32) -> f64 {
+    let port = 20000 + (std::process::id() % 20000) as u16 + (server_ip.len() as u16);
+    let pidfile = std::env::temp_dir().join(format!("uvs-iperf-{server_ns}.pid"));
+    let _ = std::fs::remove_file(&pidfile);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        server_ns,
+        "iperf3",
+        "-s",
+        "-1",
+        "-D",
+        "-p",
+        &port.to_string(),
+        "-I",
+        pidfile.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", client_ns, "timeout", "30", "iperf3", "-J", "-c", server_ip,
+        ])
+        .args(["-p", &port.to_string(), "-t", &secs.to_string()])
+        .output()
+        .expect("iperf3");
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        if let Ok(pid) = pid.trim().trim_end_matches('\0').parse::<i32>() {
+            // SAFETY: kill takes a pid and a signal; the pid is the server this call started.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// True if `ping -c COUNT` from `ns` to `ip` gets every reply.
+pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
+    try_sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        ip,
+    ])
+}
