@@ -9,16 +9,16 @@ use common::netns::*;
 
 /// Attach a container: afxdp => veth made by the test; tap => uvs makes the TAP device, which is
 /// then moved into the namespace. Returns the namespace's interface name.
+/// `at` is (bridge, namespace, port name).
 fn attach(
     t: &mut Topology,
     d: &Daemon,
-    br: &str,
-    ns: &str,
-    port: &str,
+    at: (&str, &str, &str),
     kind: &str,
     ip: &str,
     opts: &[&str],
 ) -> String {
+    let (br, ns, port) = at;
     let mut args = vec!["add-port", br, port];
     let ty = format!("type={kind}");
     args.push(&ty);
@@ -45,8 +45,8 @@ fn two_containers(kinds: (&str, &str), tag: &str) {
     d.ctl(&["add-br", "br0"]);
     let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
     let (v1, v2) = (format!("{p}p1"), format!("{p}p2"));
-    let i1 = attach(&mut t, &d, "br0", &n1, &v1, kinds.0, "192.0.2.1/24", &[]);
-    let i2 = attach(&mut t, &d, "br0", &n2, &v2, kinds.1, "192.0.2.2/24", &[]);
+    let i1 = attach(&mut t, &d, ("br0", &n1, &v1), kinds.0, "192.0.2.1/24", &[]);
+    let i2 = attach(&mut t, &d, ("br0", &n2, &v2), kinds.1, "192.0.2.2/24", &[]);
     assert!(ping(&n1, "192.0.2.2", 3), "ping c1 -> c2 through uvs");
     assert!(ping(&n2, "192.0.2.1", 3), "ping c2 -> c1 through uvs");
     let bps = iperf3_tcp(&n2, &n1, "192.0.2.2", 2);
@@ -96,9 +96,7 @@ fn second_bridge_is_isolated() {
     attach(
         &mut t,
         &d,
-        "br0",
-        &n("a"),
-        &n("pa"),
+        ("br0", &n("a"), &n("pa")),
         "afxdp",
         "192.0.2.1/24",
         &[],
@@ -106,9 +104,7 @@ fn second_bridge_is_isolated() {
     attach(
         &mut t,
         &d,
-        "br0",
-        &n("b"),
-        &n("pb"),
+        ("br0", &n("b"), &n("pb")),
         "tap",
         "192.0.2.2/24",
         &[],
@@ -116,9 +112,7 @@ fn second_bridge_is_isolated() {
     attach(
         &mut t,
         &d,
-        "br1",
-        &n("c"),
-        &n("pc"),
+        ("br1", &n("c"), &n("pc")),
         "afxdp",
         "192.0.2.3/24",
         &[],
@@ -126,9 +120,7 @@ fn second_bridge_is_isolated() {
     attach(
         &mut t,
         &d,
-        "br1",
-        &n("d"),
-        &n("pd"),
+        ("br1", &n("d"), &n("pd")),
         "afxdp",
         "192.0.2.4/24",
         &[],
@@ -157,9 +149,7 @@ fn vlan_access_and_trunk_carry_tags() {
     attach(
         &mut t,
         &d,
-        "br0",
-        &n("a"),
-        &n("pa"),
+        ("br0", &n("a"), &n("pa")),
         "afxdp",
         "192.0.2.1/24",
         &["vlan=10"],
@@ -167,9 +157,7 @@ fn vlan_access_and_trunk_carry_tags() {
     attach(
         &mut t,
         &d,
-        "br0",
-        &n("b"),
-        &n("pb"),
+        ("br0", &n("b"), &n("pb")),
         "tap",
         "192.0.2.2/24",
         &["vlan=20"],
