@@ -97,3 +97,9 @@ pub fn install_stop_handler() -> &'static std::sync::atomic::AtomicBool {
     }
     &STOP
 }
+
+/// True when the process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
