@@ -151,7 +151,9 @@ impl Fdb {
                 if s.flags & STATIC != 0 {
                     return Learn::Static;
                 }
-                s.stamp = now;
+                if s.stamp != now {
+                    s.stamp = now;
+                }
                 if s.port == port {
                     Learn::Refreshed
                 } else {

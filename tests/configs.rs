@@ -35,13 +35,26 @@ fn daemon_applies_tap_config() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/l2.toml");
     let d = Daemon::start("cfg", &["--config", path]);
     let show = d.ctl(&["show"]);
-    for want in ["bridge br0", "bridge br1", "uvs-tap0", "uvs-tap1", "uvs-tap2", "type=tap"] {
+    for want in [
+        "bridge br0",
+        "bridge br1",
+        "uvs-tap0",
+        "uvs-tap1",
+        "uvs-tap2",
+        "type=tap",
+    ] {
         assert!(show.contains(want), "{want} in:\n{show}");
     }
-    assert!(try_sh(&["ip", "link", "show", "uvs-tap2"]), "TAP device exists");
+    assert!(
+        try_sh(&["ip", "link", "show", "uvs-tap2"]),
+        "TAP device exists"
+    );
     drop(d);
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!try_sh(&["ip", "link", "show", "uvs-tap2"]), "TAP device removed at exit");
+    assert!(
+        !try_sh(&["ip", "link", "show", "uvs-tap2"]),
+        "TAP device removed at exit"
+    );
 }
 
 #[test]
@@ -49,7 +62,11 @@ fn bad_config_is_refused_at_start() {
     let dir = std::env::temp_dir().join(format!("uvs-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("bad.toml");
-    std::fs::write(&f, "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p\"\ntype = \"tap\"\nvlan = 5000\n").unwrap();
+    std::fs::write(
+        &f,
+        "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p\"\ntype = \"tap\"\nvlan = 5000\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_uvs"))
         .args(["run", "--socket"])
         .arg(dir.join("s.sock"))

@@ -25,7 +25,7 @@ pub(super) fn run(
     };
     let bridge = port.bridge;
     let c = &mut port.counters;
-    for d in batch.drain(..) {
+    for &d in batch.iter() {
         c.rx_packets += 1;
         c.rx_bytes += d.len as u64;
         match classify(frames.data_mut(d), &port.vlan, port.partial_csum_in) {
@@ -39,12 +39,13 @@ pub(super) fn run(
             }
         }
     }
+    batch.clear();
     Some(bridge)
 }
 
 /// Parse one frame. Returns its metadata (desc left default) and whether a checksum was
 /// completed.
-#[inline]
+#[inline(always)]
 fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, bool), DropReason> {
     let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
     let src = eth.src();

@@ -12,7 +12,15 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
         return;
     };
     let now = now as u32;
+    // One-entry cache (VPP's l2-learn does the same): frames of a burst often share a source,
+    // and re-learning the same key within one burst changes nothing.
+    let mut last = u64::MAX;
     for m in meta {
+        let key = m.src | (m.vlan as u64) << 48;
+        if key == last {
+            continue;
+        }
+        last = key;
         match b.fdb.learn(m.vlan, m.src, in_port, now) {
             Learn::Refreshed | Learn::Static => {}
             Learn::New => b.counters.learned += 1,
@@ -36,11 +44,17 @@ pub(super) fn forward(
         return;
     };
     let mut same_port = 0u64;
+    // One-entry cache of the last lookup in this burst: the FDB does not change during it.
+    let mut last: (u64, Option<PortId>) = (u64::MAX, None);
     for m in meta.iter_mut() {
         m.dest = if is_group(m.dst) {
             Dest::Flood
         } else {
-            match b.fdb.lookup(m.vlan, m.dst) {
+            let key = m.dst | (m.vlan as u64) << 48;
+            if key != last.0 {
+                last = (key, b.fdb.lookup(m.vlan, m.dst));
+            }
+            match last.1 {
                 Some(p) if p == in_port => {
                     frames.free(m.desc.addr);
                     same_port += 1;

@@ -76,7 +76,7 @@ fn carries(mode: &VlanMode, v: u16) -> bool {
 }
 
 /// Adjust the tag of frame `d` for `port`, check the MTU, and queue it.
-#[inline]
+#[inline(always)]
 fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, mut d: Desc) {
     if !carries(&port.vlan, m.vlan) {
         port.counters.drop(DropReason::VlanDenied);

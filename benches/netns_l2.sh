@@ -1,0 +1,525 @@
+#!/usr/bin/env bash
+# netns L2 benchmark: the same two namespace "containers" c1 -> c2 joined by, in one run,
+#   kernel     Linux bridge (veth host ends enslaved to a `bridge` device)
+#   ovs        Open vSwitch userspace datapath (datapath_type=netdev) with afxdp ports on the veths
+#   uvs-afxdp  uvs with afxdp ports on the veths (worker pinned to core 1)
+#   uvs-tap    uvs with TAP ports (uvs creates the TAPs; they are moved into c1/c2 as eth0)
+# and for each: 64-byte UDP pps delivered (trafgen in c1, counted in c2), delivered/sent, iperf3
+# TCP Gbit/s, ping avg RTT and the switch's CPU use during the pps test. Median of 3 repetitions.
+#
+# Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-tap]
+#                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
+#                                 [--switch-cpu N] [--wait-idle S]
+# Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
+set -euo pipefail
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    cat <<'EOF'
+Options:
+  --quick          1 repetition, 2 s traffic (CI smoke run)
+  --only LIST      comma-separated subset of: kernel,ovs,uvs-afxdp,uvs-tap (default: all)
+  --uvs PATH       uvs binary (default: target/release/uvs of this repo; built if missing)
+  --duration S     seconds of traffic per pps/TCP test (default 5, quick 2)
+  --reps N         repetitions per measurement, the median is reported (default 3, quick 1)
+  --app-cpu CPUS   CPU list the traffic tools run on (trafgen, iperf3, ping) (default 0)
+  --switch-cpu N   core for the uvs worker and the OVS PMD thread (default 1)
+  --wait-idle S    wait up to S seconds for the machine to be idle (<15% busy) before each
+                   switch (default 0: do not wait, only warn)
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Options
+QUICK=0
+ONLY="kernel,ovs,uvs-afxdp,uvs-tap"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+UVS="$REPO/target/release/uvs"
+UVS_GIVEN=0
+DUR=""
+REPS=""
+APP_CPU=0
+SW_CPU=1
+WAIT_IDLE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY="${2:?--only needs a list}"; shift ;;
+    --uvs) UVS="${2:?--uvs needs a path}"; UVS_GIVEN=1; shift ;;
+    --duration) DUR="${2:?}"; shift ;;
+    --reps) REPS="${2:?}"; shift ;;
+    --app-cpu) APP_CPU="${2:?}"; shift ;;
+    --switch-cpu) SW_CPU="${2:?}"; shift ;;
+    --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=10
+else
+    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=20
+fi
+ALL_SWITCHES="kernel ovs uvs-afxdp uvs-tap"
+SWITCHES=""
+for s in ${ONLY//,/ }; do
+    case " $ALL_SWITCHES " in
+    *" $s "*) SWITCHES="$SWITCHES $s" ;;
+    *) echo "netns_l2: unknown switch '$s' in --only (known: ${ALL_SWITCHES// /,})" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "[netns_l2 $(date +%T)] $*" >&2; }
+want() { case " $SWITCHES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+drop_switch() { SWITCHES="$(echo " $SWITCHES " | sed "s/ $1 / /")"; }
+
+# ---------------------------------------------------------------------------------------------
+# Preconditions: root and tools. A missing tool is not a failure (CI may lack it): say which and
+# exit 0. A missing OVS only drops the OVS row.
+if [ "$(id -u)" != 0 ]; then
+    echo "netns_l2: SKIP: needs root (network namespaces, veth, AF_XDP, TAP)" >&2
+    exit 0
+fi
+for t in ip iperf3 trafgen ethtool ping python3 taskset timeout sysctl; do
+    if ! command -v "$t" >/dev/null 2>&1; then
+        echo "netns_l2: SKIP: required tool '$t' is not installed" >&2
+        exit 0
+    fi
+done
+OVS_SCHEMA=/usr/share/openvswitch/vswitch.ovsschema
+if want ovs; then
+    for t in ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl; do
+        if ! command -v "$t" >/dev/null 2>&1; then
+            log "SKIP ovs: tool '$t' is not installed"
+            drop_switch ovs
+            break
+        fi
+    done
+    if want ovs && [ ! -r "$OVS_SCHEMA" ]; then
+        log "SKIP ovs: $OVS_SCHEMA not found"
+        drop_switch ovs
+    fi
+fi
+if want uvs-afxdp || want uvs-tap; then
+    if [ ! -x "$UVS" ] && [ "$UVS_GIVEN" = 0 ] && command -v cargo >/dev/null 2>&1; then
+        log "building uvs (cargo build --release)"
+        (cd "$REPO" && cargo build --release >&2)
+    fi
+    if [ ! -x "$UVS" ]; then
+        log "SKIP uvs-afxdp, uvs-tap: uvs binary '$UVS' not found (cargo build --release)"
+        drop_switch uvs-afxdp
+        drop_switch uvs-tap
+    fi
+fi
+if [ -z "${SWITCHES// /}" ]; then
+    echo "netns_l2: SKIP: nothing left to measure" >&2
+    exit 0
+fi
+NCPU=$(nproc)
+if [ "$SW_CPU" -ge "$NCPU" ]; then
+    log "only $NCPU CPUs: switch core $SW_CPU does not exist, using core $((NCPU - 1))"
+    SW_CPU=$((NCPU - 1))
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Names (unique per run: the PID; interface names <= 15 chars) and cleanup.
+ID=$$
+P="nb${ID}"                       # e.g. nb123456 (<= 10 chars)
+C1="${P}c1" C2="${P}c2"           # namespaces
+H1="${P}h1" H2="${P}h2"           # veth host ends (the ns ends are eth0)
+KBR="${P}kb"                      # kernel bridge
+OBR="${P}ob"                      # OVS bridge
+T1="${P}t1" T2="${P}t2"           # uvs TAP ports
+IP1=192.0.2.1 IP2=192.0.2.2
+MAC1=02:00:c0:00:02:01 MAC2=02:00:c0:00:02:02
+TMP="$(mktemp -d "/tmp/netns_l2.${ID}.XXXXXX")"
+CLK_TCK=$(getconf CLK_TCK)
+
+PIDS=()        # processes we started (killed by PID)
+OVSDB_PID="" OVSVS_PID="" UVS_PID=""
+
+kill_pid() { # PID: TERM, wait up to 3 s, then KILL
+    local pid="$1" i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 30); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    stop_ovs 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do kill_pid "$pid"; done
+    for l in "$H1" "$H2" "$KBR" "$OBR" "$T1" "$T2"; do
+        ip link show "$l" >/dev/null 2>&1 && ip link del "$l" 2>/dev/null || true
+    done
+    for ns in "$C1" "$C2"; do
+        ip netns pids "$ns" 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+nsx() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
+cnt() { nsx "$1" cat "/sys/class/net/eth0/statistics/$2"; } # NS COUNTER
+now_ns() { date +%s%N; }
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime of a process
+softirq_ticks() { awk '/^cpu /{print $8}' /proc/stat; }   # all CPUs
+busy_pct() { # busy % of all CPUs over 1 s
+    local a b
+    a=$(awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $5+$6}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $5+$6}' /proc/stat)
+    python3 -c "import sys; t0,i0,t1,i1=map(int,sys.argv[1:]); print(round(100*(1-(i1-i0)/max(1,t1-t0))))" $a $b
+}
+median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x not in ("","nan")]; print(s.median(v) if v else "nan")' "$@"; }
+fmt() { python3 -c 'import sys; f,v=sys.argv[1],sys.argv[2]; print("n/a" if v=="nan" else format(float(v), f))' "$@"; }
+
+wait_for() { # TIMEOUT_S CMD...: poll CMD until it succeeds
+    local t="$1" i; shift
+    for i in $(seq $((t * 10))); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+make_namespaces() {
+    local ns
+    for ns in "$C1" "$C2"; do
+        ip netns add "$ns"
+        nsx "$ns" ip link set lo up
+        nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    done
+}
+
+# Configure eth0 in a namespace (MAC, address, up).
+config_eth0() { # NS MAC IP
+    nsx "$1" ip link set eth0 address "$2"
+    nsx "$1" ip addr add "$3/24" dev eth0
+    nsx "$1" ip link set eth0 up
+}
+
+# A veth pair per container: host end $H1/$H2, container end eth0. Kernel default queue count.
+make_veths() {
+    ip link add "$H1" type veth peer name eth0 netns "$C1"
+    ip link add "$H2" type veth peer name eth0 netns "$C2"
+    for h in "$H1" "$H2"; do
+        sysctl -qw "net.ipv6.conf.$h.disable_ipv6=1" || true
+        ip link set "$h" up
+    done
+    config_eth0 "$C1" "$MAC1" "$IP1"
+    config_eth0 "$C2" "$MAC2" "$IP2"
+    log "veth queues: $H1 rx=$(ls -d /sys/class/net/$H1/queues/rx-* | wc -l) tx=$(ls -d /sys/class/net/$H1/queues/tx-* | wc -l)"
+}
+del_veths() {
+    ip link del "$H1" 2>/dev/null || true
+    ip link del "$H2" 2>/dev/null || true
+}
+
+reachable() { nsx "$C1" timeout 2 ping -c 1 -W 1 -q "$IP2"; }
+
+# ---------------------------------------------------------------------------------------------
+# Measurements. Each sets a global result.
+
+# trafgen config: 60-byte frames (64 on the wire with the FCS), UDP c1 -> c2 port 9 (discard).
+TG_CFG="$TMP/udp64.cfg"
+cat >"$TG_CFG" <<EOF
+{
+  eth(da=$MAC2, sa=$MAC1),
+  ipv4(saddr=$IP1, daddr=$IP2, ttl=64, df),
+  udp(sp=40000, dp=9),
+  fill(0x00, 18)
+}
+EOF
+
+# CPU counter of the switch: a PID's utime+stime, or (kernel) the softirq time of all CPUs.
+switch_ticks() { if [ -n "$CPU_PID" ]; then proc_ticks "$CPU_PID"; else softirq_ticks; fi; }
+
+# One pps run: sets R_PPS R_PCT R_CPU and logs where packets were lost.
+pps_once() {
+    local s0 d0 r0 c0 t0 s1 d1 r1 c1 t1 sent rcv el hd0 hd1
+    s0=$(cnt "$C1" tx_packets); d0=$(cnt "$C1" tx_dropped); r0=$(cnt "$C2" rx_packets)
+    hd0=$(host_rx_dropped)
+    c0=$(switch_ticks); t0=$(now_ns)
+    # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.
+    nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
+        trafgen -o eth0 -i "$TG_CFG" -P 1 -Q --no-sock-mem -C >"$TMP/trafgen.out" 2>&1 || true
+    t1=$(now_ns); c1=$(switch_ticks)
+    sleep 0.5 # let queued frames drain before reading the receiver
+    s1=$(cnt "$C1" tx_packets); d1=$(cnt "$C1" tx_dropped); r1=$(cnt "$C2" rx_packets)
+    hd1=$(host_rx_dropped)
+    sent=$(((s1 - s0) + (d1 - d0))); rcv=$((r1 - r0))
+    el=$(python3 -c "print(($t1-$t0)/1e9)")
+    R_PPS=$(python3 -c "print($rcv/$el)")
+    R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
+    R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
+    log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
+        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")%${hd0:+, host-veth rx_dropped $((hd1 - hd0))}"
+    if [ "$sent" -eq 0 ]; then
+        log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
+    fi
+}
+host_rx_dropped() { # drops on the veth host ends (XDP redirect failures show up here)
+    if ip link show "$H1" >/dev/null 2>&1; then cat "/sys/class/net/$H1/statistics/rx_dropped"; fi
+}
+
+tcp_once() { # sets R_TCP (Gbit/s or nan)
+    local port=$((5201 + RANDOM % 1000)) spid
+    nsx "$C2" timeout $((DUR + 20)) taskset -c "$APP_CPU" iperf3 -s -1 -B "$IP2" -p "$port" \
+        >"$TMP/iperf3s.out" 2>&1 &
+    spid=$!
+    PIDS+=("$spid")
+    wait_for 5 nsx "$C2" sh -c "ss -ltn | grep -q ':$port '" || true
+    if nsx "$C1" timeout $((DUR + 15)) taskset -c "$APP_CPU" iperf3 -c "$IP2" -p "$port" \
+        -t "$DUR" -J --connect-timeout 3000 >"$TMP/iperf3.json" 2>"$TMP/iperf3.err"; then
+        R_TCP=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"]/1e9)' "$TMP/iperf3.json" 2>/dev/null || echo nan)
+    else
+        R_TCP=nan
+        log "  iperf3 failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$TMP/iperf3.json" 2>/dev/null || true) $(head -c 300 "$TMP/iperf3.err")"
+    fi
+    kill_pid "$spid"
+    wait "$spid" 2>/dev/null || true
+    log "  tcp: $(fmt .2f "$R_TCP") Gbit/s"
+}
+
+ping_once() { # sets R_RTT (ms or nan)
+    local out
+    out=$(nsx "$C1" timeout 20 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.05 -q "$IP2" 2>&1 || true)
+    R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
+    R_RTT=${R_RTT:-nan}
+    log "  ping: avg $R_RTT ms ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+}
+
+declare -A RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG
+measure() { # NAME: run REPS x (pps, tcp, ping) and store medians
+    local name="$1" i pps=() pct=() cpu=() tcp=() rtt=()
+    for i in $(seq "$REPS"); do
+        log "[$name] repetition $i/$REPS"
+        pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU")
+        tcp_once; tcp+=("$R_TCP")
+        ping_once; rtt+=("$R_RTT")
+    done
+    RES_PPS[$name]=$(median "${pps[@]}")
+    RES_PCT[$name]=$(median "${pct[@]}")
+    RES_CPU[$name]=$(median "${cpu[@]}")
+    RES_TCP[$name]=$(median "${tcp[@]}")
+    RES_RTT[$name]=$(median "${rtt[@]}")
+}
+
+check_idle() { # NAME: wait (bounded) for an idle machine; record the background load
+    local name="$1" b waited=0
+    b=$(busy_pct)
+    while [ "$b" -gt 15 ] && [ "$waited" -lt "$WAIT_IDLE" ]; do
+        log "[$name] machine ${b}% busy before the run; waiting for idle ($waited/${WAIT_IDLE}s)"
+        sleep 4; waited=$((waited + 5))
+        b=$(busy_pct)
+    done
+    if [ "$b" -gt 15 ]; then
+        log "[$name] WARNING: machine ${b}% busy (other processes) before this switch's run: figures are disturbed"
+    fi
+    RES_BG[$name]=$b
+}
+
+# ---------------------------------------------------------------------------------------------
+# Switches: setup, measure, teardown.
+
+run_kernel() {
+    make_veths
+    ip link add "$KBR" type bridge stp_state 0 mcast_snooping 0
+    ip link set "$KBR" up
+    ip link set "$H1" master "$KBR"
+    ip link set "$H2" master "$KBR"
+    if [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+        log "[kernel] note: br_netfilter is loaded (bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables))"
+    fi
+    wait_for 10 reachable || log "[kernel] c1 cannot reach c2"
+    CPU_PID=""
+    RES_NOTE[kernel]="CPU: softirq time of all CPUs (the bridge runs in softirq on the sender CPU)"
+    measure kernel
+    ip link del "$KBR"
+    del_veths
+}
+
+OVSDIR="$TMP/ovs"
+ovs_vsctl() { ovs-vsctl --db="unix:$OVSDIR/run/db.sock" --timeout=30 "$@"; }
+start_ovs() {
+    mkdir -p "$OVSDIR/run" "$OVSDIR/db" "$OVSDIR/log" "$OVSDIR/etc"
+    export OVS_RUNDIR="$OVSDIR/run" OVS_DBDIR="$OVSDIR/db" OVS_LOGDIR="$OVSDIR/log" OVS_SYSCONFDIR="$OVSDIR/etc"
+    ovsdb-tool create "$OVSDIR/db/conf.db" "$OVS_SCHEMA"
+    ovsdb-server "$OVSDIR/db/conf.db" --remote="punix:$OVSDIR/run/db.sock" \
+        --unixctl="$OVSDIR/run/ovsdb-server.ctl" --pidfile="$OVSDIR/run/ovsdb-server.pid" \
+        --log-file="$OVSDIR/log/ovsdb-server.log" --no-chdir >/dev/null 2>&1 &
+    OVSDB_PID=$!; PIDS+=("$OVSDB_PID")
+    wait_for 10 test -S "$OVSDIR/run/db.sock" || { log "[ovs] ovsdb-server did not start"; return 1; }
+    ovs_vsctl --no-wait init
+    ovs_vsctl --no-wait set Open_vSwitch . "other_config:pmd-cpu-mask=$(printf '0x%x' $((1 << SW_CPU)))"
+    ovs-vswitchd "unix:$OVSDIR/run/db.sock" --unixctl="$OVSDIR/run/ovs-vswitchd.ctl" \
+        --pidfile="$OVSDIR/run/ovs-vswitchd.pid" --log-file="$OVSDIR/log/ovs-vswitchd.log" \
+        --no-chdir >/dev/null 2>&1 &
+    OVSVS_PID=$!; PIDS+=("$OVSVS_PID")
+    wait_for 10 test -S "$OVSDIR/run/ovs-vswitchd.ctl" || { log "[ovs] ovs-vswitchd did not start"; return 1; }
+}
+stop_ovs() {
+    [ -n "$OVSVS_PID" ] || return 0
+    if kill -0 "$OVSVS_PID" 2>/dev/null; then
+        timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" exit --cleanup >/dev/null 2>&1 || true
+        kill_pid "$OVSVS_PID"
+    fi
+    if [ -n "$OVSDB_PID" ] && kill -0 "$OVSDB_PID" 2>/dev/null; then
+        timeout 10 ovs-appctl -t "$OVSDIR/run/ovsdb-server.ctl" exit >/dev/null 2>&1 || true
+        kill_pid "$OVSDB_PID"
+    fi
+    OVSVS_PID="" OVSDB_PID=""
+}
+ovs_add_afxdp() { # PORT: add an afxdp port, native-with-copy first, generic if that fails
+    local port="$1" mode err
+    for mode in native-with-copy generic; do
+        ovs_vsctl add-port "$OBR" "$port" -- set interface "$port" type=afxdp "options:xdp-mode=$mode" || true
+        sleep 0.5
+        err=$(ovs_vsctl get interface "$port" error 2>/dev/null || echo '"?"')
+        if [ "$err" = "[]" ] && [ "$(ovs_vsctl get interface "$port" ofport)" != "-1" ]; then
+            log "[ovs] $port: afxdp xdp-mode=$mode"
+            OVS_MODE=$mode
+            return 0
+        fi
+        log "[ovs] $port: xdp-mode=$mode failed: $err"
+        ovs_vsctl --if-exists del-port "$OBR" "$port" || true
+    done
+    return 1
+}
+run_ovs() {
+    make_veths
+    if ! start_ovs; then
+        RES_NOTE[ovs]="OVS did not start (see log)"; stop_ovs; del_veths; return 0
+    fi
+    ovs_vsctl add-br "$OBR" -- set bridge "$OBR" datapath_type=netdev
+    if ! ovs_add_afxdp "$H1" || ! ovs_add_afxdp "$H2"; then
+        log "[ovs] could not add afxdp ports; tail of ovs-vswitchd.log:"
+        tail -n 20 "$OVSDIR/log/ovs-vswitchd.log" >&2 || true
+        RES_NOTE[ovs]="afxdp ports failed"; stop_ovs; del_veths; return 0
+    fi
+    # OVS's userspace datapath forwards CHECKSUM_PARTIAL frames from the veths unchanged and the
+    # receiver drops them (ARCHITECTURE.md section 7): turn TX checksum offload off, OVS only.
+    nsx "$C1" ethtool -K eth0 tx off >/dev/null
+    nsx "$C2" ethtool -K eth0 tx off >/dev/null
+    log "[ovs] 'ethtool -K eth0 tx off' in c1 and c2 (needed for TCP through OVS AF_XDP)"
+    wait_for 15 reachable || log "[ovs] c1 cannot reach c2"
+    CPU_PID=$OVSVS_PID
+    RES_NOTE[ovs]="afxdp xdp-mode=$OVS_MODE, PMD on core $SW_CPU; eth0 tx checksum offload OFF in c1, c2"
+    measure ovs
+    log "[ovs] pmd stats:"; timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null | sed 's/^/    /' | head -20 >&2 || true
+    stop_ovs
+    del_veths
+}
+
+uvs_ctl() { "$UVS" ctl --socket "$TMP/uvs.sock" "$@"; }
+start_uvs() {
+    "$UVS" run --socket "$TMP/uvs.sock" --cores "$SW_CPU" >"$TMP/uvs.log" 2>&1 &
+    UVS_PID=$!; PIDS+=("$UVS_PID")
+    if ! wait_for 10 uvs_ctl version; then
+        log "uvs did not start:"; sed 's/^/    /' "$TMP/uvs.log" >&2; return 1
+    fi
+    uvs_ctl add-br br0 >/dev/null
+}
+stop_uvs() {
+    if [ -n "$UVS_PID" ]; then
+        log "uvs stats: $(uvs_ctl stats 2>&1 | tr '\n' ';' | head -c 1500)"
+        kill_pid "$UVS_PID"; wait "$UVS_PID" 2>/dev/null || true
+    fi
+    UVS_PID=""
+}
+run_uvs_afxdp() {
+    make_veths
+    if ! start_uvs; then RES_NOTE[uvs-afxdp]="uvs did not start"; del_veths; return 0; fi
+    local ok=1
+    uvs_ctl add-port br0 "$H1" type=afxdp >&2 || ok=0
+    uvs_ctl add-port br0 "$H2" type=afxdp >&2 || ok=0
+    if [ "$ok" = 0 ]; then
+        RES_NOTE[uvs-afxdp]="add-port type=afxdp failed"; stop_uvs; del_veths; return 0
+    fi
+    wait_for 10 reachable || log "[uvs-afxdp] c1 cannot reach c2"
+    CPU_PID=$UVS_PID
+    RES_NOTE[uvs-afxdp]="worker on core $SW_CPU; default offloads in c1, c2"
+    measure uvs-afxdp
+    stop_uvs
+    del_veths
+}
+run_uvs_tap() {
+    if ! start_uvs; then RES_NOTE[uvs-tap]="uvs did not start"; return 0; fi
+    local ok=1
+    uvs_ctl add-port br0 "$T1" type=tap >&2 || ok=0
+    uvs_ctl add-port br0 "$T2" type=tap >&2 || ok=0
+    if [ "$ok" = 0 ]; then RES_NOTE[uvs-tap]="add-port type=tap failed"; stop_uvs; return 0; fi
+    ip link set "$T1" netns "$C1"
+    ip link set "$T2" netns "$C2"
+    nsx "$C1" ip link set "$T1" name eth0
+    nsx "$C2" ip link set "$T2" name eth0
+    config_eth0 "$C1" "$MAC1" "$IP1"
+    config_eth0 "$C2" "$MAC2" "$IP2"
+    wait_for 10 reachable || log "[uvs-tap] c1 cannot reach c2"
+    CPU_PID=$UVS_PID
+    RES_NOTE[uvs-tap]="worker on core $SW_CPU; TAP moved into c1, c2 as eth0"
+    measure uvs-tap
+    stop_uvs # closing the fds removes the TAPs
+    nsx "$C1" ip link del eth0 2>/dev/null || true
+    nsx "$C2" ip link del eth0 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------------------------
+log "switches:$SWITCHES; $REPS repetition(s), ${DUR}s traffic; traffic tools on CPU $APP_CPU, switch on core $SW_CPU; kernel $(uname -r)"
+make_namespaces
+for s in $SWITCHES; do
+    check_idle "$s"
+    log "[$s] setting up"
+    case "$s" in
+    kernel) run_kernel ;;
+    ovs) run_ovs ;;
+    uvs-afxdp) run_uvs_afxdp ;;
+    uvs-tap) run_uvs_tap ;;
+    esac
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+ratio() { # A B: A/B formatted, or n/a
+    python3 -c 'import sys,math; a,b=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:3]); print("n/a" if math.isnan(a) or math.isnan(b) or b==0 else f"{a/b:.2f}x")' "${1:-nan}" "${2:-nan}"
+}
+echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
+    "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU"
+echo
+echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | switch CPU % |"
+echo "|---|---:|---:|---:|---:|---:|"
+for s in $SWITCHES; do
+    if [ -z "${RES_PPS[$s]:-}" ]; then
+        echo "| $s | n/a | n/a | n/a | n/a | n/a |"
+        continue
+    fi
+    cpu="$(fmt .0f "${RES_CPU[$s]}")"
+    if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; fi
+    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .3f "${RES_RTT[$s]}") | $cpu |"
+done
+echo
+for s in $SWITCHES; do
+    echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
+done
+echo
+if want uvs-afxdp && want ovs; then
+    echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
+fi
+for u in uvs-afxdp uvs-tap; do
+    if want "$u" && want kernel; then
+        echo "- $u / kernel: pps $(ratio "${RES_PPS[$u]:-}" "${RES_PPS[kernel]:-}"), TCP $(ratio "${RES_TCP[$u]:-}" "${RES_TCP[kernel]:-}")"
+    fi
+done
