@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what uvs's demo, tests and benchmarks need on Debian (idempotent; needs root for apt).
+#   scripts/setup.sh          # demo + tests: iproute2, ping, iperf3, python3
+#   scripts/setup.sh --bench  # also trafgen (netsniff-ng), ethtool, valgrind, openvswitch-switch
+set -euo pipefail
+pkgs=(iproute2 iputils-ping iperf3 python3 procps)
+[[ ${1:-} == --bench ]] && pkgs+=(netsniff-ng ethtool valgrind openvswitch-switch tshark)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  [[ -x $HOME/.cargo/bin/cargo ]] && export PATH=$HOME/.cargo/bin:$PATH
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ok" >&2
