@@ -11,6 +11,8 @@ pub mod counters;
 pub mod datapath;
 pub mod demo;
 pub mod fdb;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
