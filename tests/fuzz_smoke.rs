@@ -22,7 +22,7 @@ impl Rng {
 fn frame_like(r: &mut Rng) -> Vec<u8> {
     let len = (r.next() % 120) as usize;
     let mut f = r.bytes(len);
-    if f.len() >= 14 && r.next() % 4 != 0 {
+    if f.len() >= 14 && !r.next().is_multiple_of(4) {
         f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, (r.next() % 4) as u8]);
         f[6] &= 0xfe;
         match r.next() % 4 {
@@ -32,7 +32,7 @@ fn frame_like(r: &mut Rng) -> Vec<u8> {
         }
         if f.len() >= 34 && f[12] == 0x08 {
             f[14] = 0x45;
-            f[23] = if r.next() % 2 == 0 { 17 } else { 6 };
+            f[23] = if r.next().is_multiple_of(2) { 17 } else { 6 };
         }
     }
     f
@@ -69,7 +69,7 @@ fn config_and_control_survive_random_input() {
             let i = (r.next() as usize) % d.len();
             d[i] = r.next() as u8;
         }
-        if r.next() % 3 == 0 {
+        if r.next().is_multiple_of(3) {
             d.truncate((r.next() as usize) % d.len());
         }
         uvs::fuzzing::config(&d);
