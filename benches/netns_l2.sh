@@ -26,6 +26,8 @@ Options:
   --switch-cpu N   core for the uvs worker and the OVS PMD thread (default 1)
   --wait-idle S    wait up to S seconds for the machine to be idle (<15% busy) before each
                    switch (default 0: do not wait, only warn)
+  --nice N         run everything (switches and traffic tools) at this nice value, e.g. -10 on a
+                   machine shared with builds (default 0: unchanged)
 EOF
 }
 
@@ -41,6 +43,7 @@ REPS=""
 APP_CPU=0
 SW_CPU=1
 WAIT_IDLE=0
+NICE=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
     --app-cpu) APP_CPU="${2:?}"; shift ;;
     --switch-cpu) SW_CPU="${2:?}"; shift ;;
     --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
+    --nice) NICE="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -117,6 +121,9 @@ if [ -z "${SWITCHES// /}" ]; then
     exit 0
 fi
 NCPU=$(nproc)
+if [ "$NICE" != 0 ]; then
+    renice -n "$NICE" -p $$ >/dev/null # children (switches, trafgen, iperf3, ping) inherit it
+fi
 if [ "$SW_CPU" -ge "$NCPU" ]; then
     log "only $NCPU CPUs: switch core $SW_CPU does not exist, using core $((NCPU - 1))"
     SW_CPU=$((NCPU - 1))
@@ -131,7 +138,10 @@ H1="${P}h1" H2="${P}h2"           # veth host ends (the ns ends are eth0)
 KBR="${P}kb"                      # kernel bridge
 OBR="${P}ob"                      # OVS bridge
 T1="${P}t1" T2="${P}t2"           # uvs TAP ports
-IP1=192.0.2.1 IP2=192.0.2.2
+# 198.18.0.0/15 (benchmarking range). Not 192.0.2.0/24: this machine's own eth0 is 192.0.2.2/24, and
+# the root namespace would answer ARP for it through a kernel bridge device.
+NET="198.18.$((ID % 250))"
+IP1="$NET.1" IP2="$NET.2"
 MAC1=02:00:c0:00:02:01 MAC2=02:00:c0:00:02:02
 TMP="$(mktemp -d "/tmp/netns_l2.${ID}.XXXXXX")"
 CLK_TCK=$(getconf CLK_TCK)
@@ -186,9 +196,9 @@ busy_pct() { # busy % of all CPUs over 1 s
 median() { python3 -c 'import sys,statistics as s; v=[float(x) for x in sys.argv[1:] if x not in ("","nan")]; print(s.median(v) if v else "nan")' "$@"; }
 fmt() { python3 -c 'import sys; f,v=sys.argv[1],sys.argv[2]; print("n/a" if v=="nan" else format(float(v), f))' "$@"; }
 
-wait_for() { # TIMEOUT_S CMD...: poll CMD until it succeeds
-    local t="$1" i; shift
-    for i in $(seq $((t * 10))); do
+wait_for() { # TIMEOUT_S CMD...: poll CMD until it succeeds or TIMEOUT_S seconds have passed
+    local end=$((SECONDS + $1)); shift
+    while [ "$SECONDS" -lt "$end" ]; do
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
@@ -394,7 +404,8 @@ ovs_add_afxdp() { # PORT: add an afxdp port, native-with-copy first, generic if 
             OVS_MODE=$mode
             return 0
         fi
-        log "[ovs] $port: xdp-mode=$mode failed: $err"
+        log "[ovs] $port: xdp-mode=$mode failed: $err; ovs-vswitchd.log says:"
+        grep -i "$port" "$OVSDIR/log/ovs-vswitchd.log" | grep -iv "info" | tail -n 4 | sed 's/^/    /' >&2 || true
         ovs_vsctl --if-exists del-port "$OBR" "$port" || true
     done
     return 1
@@ -497,7 +508,7 @@ ratio() { # A B: A/B formatted, or n/a
     python3 -c 'import sys,math; a,b=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:3]); print("n/a" if math.isnan(a) or math.isnan(b) or b==0 else f"{a/b:.2f}x")' "${1:-nan}" "${2:-nan}"
 }
 echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
-    "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU"
+    "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU; nice $NICE"
 echo
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | switch CPU % |"
 echo "|---|---:|---:|---:|---:|---:|"

@@ -6,7 +6,7 @@ use crate::counters::DropReason;
 use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
-use crate::wire::{EtherType, MacAddr, ethernet};
+use crate::wire::{EtherType, ethernet};
 
 /// Parse `batch` into `meta`. Returns the port's bridge, or None (all frames dropped) when the
 /// port is unknown.
@@ -97,5 +97,25 @@ fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, b
 /// True if `mac` (as u64) is a group address.
 #[inline]
 pub(super) fn is_group(mac: u64) -> bool {
-    MacAddr::from_u64(mac).is_multicast()
+    // The group bit is the lowest bit of the first byte: bit 40 of the packed address.
+    mac & (1 << 40) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_group;
+    use crate::wire::MacAddr;
+
+    #[test]
+    fn group_bit_matches_mac_addr() {
+        for m in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "02:00:00:00:00:01",
+            "00:11:22:33:44:55",
+        ] {
+            let m: MacAddr = m.parse().unwrap();
+            assert_eq!(is_group(m.to_u64()), m.is_multicast(), "{m}");
+        }
+    }
 }
