@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod datapath;
@@ -16,5 +17,6 @@ pub mod fuzzing;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod route;
 pub mod wire;
 pub mod worker;

@@ -1,0 +1,1 @@
+//! Routing table (being written).
