@@ -232,3 +232,82 @@ fn bad_commands_get_errors_and_daemon_keeps_serving() {
     );
     assert!(d.ctl(&["list-commands"]).contains("fdb-flush"));
 }
+
+#[test]
+fn ports_come_and_go_live() {
+    if !root_or_skip("ports_come_and_go_live") {
+        return;
+    }
+    let p = prefix("el");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    let n = |s: &str| format!("{p}{s}");
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "192.0.2.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("b"), &n("pb")),
+        "afxdp",
+        "192.0.2.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c"), &n("pc")),
+        "tap",
+        "192.0.2.3/24",
+        &[],
+    );
+    assert!(ping(&n("a"), "192.0.2.3", 2));
+    // A ping stream between a and b keeps flowing while c is removed and re-added.
+    let stream = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("a"),
+            "ping",
+            "-c",
+            "30",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "192.0.2.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping");
+    let ns_c = n("c");
+    let pc = n("pc");
+    let churn = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            d.ctl(&["del-port", "br0", &pc]);
+            let gone = !t.exec_ok(&ns_c, &["ip", "link", "show", &pc]);
+            d.ctl(&["add-port", "br0", &pc, "type=tap"]);
+            gone
+        });
+        h.join().unwrap()
+    });
+    let out = stream.wait_with_output().expect("ping output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(churn, "del-port removed the TAP device");
+    assert!(
+        text.contains(" 0% packet loss"),
+        "no loss between untouched ports:\n{text}"
+    );
+    // The re-added TAP is new: move it into c again and reach it.
+    t.adopt(&n("c"), &n("pc"), "192.0.2.3/24");
+    assert!(ping(&n("b"), "192.0.2.3", 2), "re-added port works");
+    let show = d.ctl(&["show"]);
+    assert!(show.contains(&n("pc")), "{show}");
+}
