@@ -136,3 +136,54 @@ mod tests {
         assert_eq!(udp, before);
     }
 }
+
+/// Incremental update (RFC 1624, eqn. 3): the new checksum after a 16-bit field changed from
+/// `old` to `new`. `csum` is the checksum field as stored.
+#[inline]
+pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
+    // HC' = ~(~HC + ~m + m')
+    let s = (!csum as u32) + (!old as u32 & 0xffff) + new as u32;
+    !fold(s as u64)
+}
+
+/// Incremental update for a 32-bit field (e.g. an IPv4 address) changing from `old` to `new`.
+#[inline]
+pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    let c = update16(
+        csum,
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    update16(
+        c,
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use super::*;
+
+    #[test]
+    fn incremental_matches_full_recompute() {
+        let mut hdr: Vec<u8> = vec![
+            0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 1, 2,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        // TTL 64 -> 63 (the TTL/protocol word changes).
+        let old = u16::from_be_bytes([hdr[8], hdr[9]]);
+        hdr[8] = 63;
+        let new = u16::from_be_bytes([hdr[8], hdr[9]]);
+        let inc = update16(c, old, new);
+        hdr[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc, checksum(&hdr));
+        // Source address change.
+        hdr[10..12].copy_from_slice(&inc.to_be_bytes());
+        let inc2 = update32(inc, [10, 0, 0, 1], [198, 51, 100, 7]);
+        hdr[12..16].copy_from_slice(&[198, 51, 100, 7]);
+        hdr[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(inc2, checksum(&hdr));
+    }
+}

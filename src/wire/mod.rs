@@ -3,6 +3,7 @@
 //! Each view is `Packet<T: AsRef<[u8]>>` with `new_unchecked`, `new_checked` (which runs
 //! `check_len`) and accessors that never panic once `check_len` passed. Reprs parse and emit.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
