@@ -45,6 +45,16 @@ drop_reasons! {
     MtuExceeded => "mtu-exceeded", "frame larger than the egress port's MTU";
     NoBuffer => "no-buffer", "frame pool empty when copying a flooded frame";
     TxRingFull => "tx-full", "egress port could not take the frame (ring full or device gone)";
+    IpMalformed => "ip-malformed", "IPv4 header truncated, bad version/IHL or total length";
+    IpBadChecksum => "ip-bad-checksum", "IPv4 header checksum does not verify";
+    IpNotUnicast => "ip-not-unicast", "broadcast/multicast IPv4 destination sent to the gateway MAC";
+    TtlExpired => "ttl-expired", "TTL 0 or 1 on a packet to route (ICMP time exceeded sent)";
+    NoRoute => "no-route", "no route to the destination (ICMP net unreachable sent)";
+    ArpPending => "arp-pending", "next hop not resolved yet (ARP request sent)";
+    GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
+    NoGateway => "no-gateway", "route's egress bridge has no gateway address";
+    LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (only ICMP echo)";
+    FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
 }
 
 /// Counters of one port.
@@ -108,6 +118,21 @@ pub struct PortStats {
     pub csum_completed: u64,
     /// Drops by reason name.
     pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Counters of the router (all bridges' gateways).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouterCounters {
+    /// Packets routed between or within bridges.
+    pub routed: u64,
+    /// ARP requests for a gateway address answered.
+    pub arp_replies: u64,
+    /// ARP requests sent to resolve next hops.
+    pub arp_requests: u64,
+    /// ICMP echo requests to a gateway answered.
+    pub echo_replies: u64,
+    /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).
+    pub icmp_errors: u64,
 }
 
 /// Counters of one bridge's learning.

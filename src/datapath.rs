@@ -10,10 +10,13 @@
 
 use serde::Serialize;
 
-use crate::counters::{BridgeCounters, PortCounters};
+use crate::counters::{BridgeCounters, PortCounters, RouterCounters};
 use crate::fdb::{Fdb, PortId};
+use crate::neigh::{DEFAULT_NEIGH_AGING, DEFAULT_NEIGH_CAPACITY, Neighbours};
 use crate::packet::Desc;
 use crate::port::PortKind;
+use crate::route::{Route, RouteKind, RouteTable};
+use crate::wire::MacAddr;
 use crate::wire::vlan::MAX_VID;
 
 /// Frames processed per burst.
@@ -142,6 +145,38 @@ pub struct PortState {
     pub counters: PortCounters,
 }
 
+/// A bridge's gateway interface (docker0's address, VPP's BVI): answers ARP and ICMP echo for
+/// `ip`, and routes frames sent to `mac`. It sits in the bridge's untagged domain (VLAN 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gateway {
+    /// Address.
+    pub ip: [u8; 4],
+    /// Prefix length of the connected subnet.
+    pub len: u8,
+    /// MAC of the gateway.
+    pub mac: MacAddr,
+}
+
+impl Gateway {
+    /// The gateway's MAC when none is configured: locally administered, stable for a bridge name
+    /// (02:75:76 followed by 24 bits of an FNV-1a hash of the name).
+    pub fn default_mac(bridge: &str) -> MacAddr {
+        let h = bridge.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        MacAddr([0x02, 0x75, 0x76, (h >> 16) as u8, (h >> 8) as u8, h as u8])
+    }
+
+    /// The subnet as `(network, len)`.
+    pub fn subnet(&self) -> (std::net::Ipv4Addr, u8) {
+        let m = crate::route::mask(self.len);
+        (
+            std::net::Ipv4Addr::from(u32::from_be_bytes(self.ip) & m),
+            self.len,
+        )
+    }
+}
+
 /// A bridge: an isolated L2 domain.
 pub struct Bridge {
     /// Name.
@@ -154,6 +189,8 @@ pub struct Bridge {
     pub ports: Vec<PortId>,
     /// Learning counters.
     pub counters: BridgeCounters,
+    /// The gateway interface, if the bridge has an address.
+    pub gateway: Option<Gateway>,
 }
 
 /// Options for a new bridge.
@@ -190,19 +227,99 @@ pub struct FdbRow {
     pub is_static: bool,
 }
 
-/// Bridges, ports and output queues.
-#[derive(Default)]
+/// Bridges, ports, the router's tables and output queues.
 pub struct Datapath {
     pub(crate) bridges: Vec<Option<Bridge>>,
     pub(crate) ports: Vec<Option<PortState>>,
     /// Frames queued for each port's next tx burst (index = port id).
     pub out: Vec<Vec<Desc>>,
+    /// Connected and static routes.
+    pub routes: RouteTable,
+    /// The ARP cache of every bridge's gateway.
+    pub neigh: Neighbours,
+    /// Router counters.
+    pub router: RouterCounters,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath {
+            bridges: Vec::new(),
+            ports: Vec::new(),
+            out: Vec::new(),
+            routes: RouteTable::new(),
+            neigh: Neighbours::new(DEFAULT_NEIGH_CAPACITY, DEFAULT_NEIGH_AGING),
+            router: RouterCounters::default(),
+        }
+    }
 }
 
 impl Datapath {
     /// An empty datapath.
     pub fn new() -> Datapath {
         Datapath::default()
+    }
+
+    /// Set, change or remove (`None`) the gateway of bridge `id`: the connected route follows.
+    /// Refused when the subnet's route already belongs to something else or the address is
+    /// another bridge's gateway.
+    pub fn set_gateway(&mut self, id: u16, gw: Option<Gateway>) -> Result<(), String> {
+        let b = self.bridge(id).ok_or_else(|| format!("no bridge #{id}"))?;
+        let old = b.gateway;
+        let name = b.name.clone();
+        if let Some(g) = gw {
+            let ip = std::net::Ipv4Addr::from(g.ip);
+            if g.len == 0 || g.len > 30 {
+                return Err(format!(
+                    "gateway: prefix length /{} out of range (1 to 30)",
+                    g.len
+                ));
+            }
+            let (net, len) = g.subnet();
+            let bcast = u32::from(net) | !crate::route::mask(len);
+            if u32::from(ip) == u32::from(net) || u32::from(ip) == bcast {
+                return Err(format!(
+                    "gateway: {ip}/{len} is the network or broadcast address"
+                ));
+            }
+            for (oid, other) in self.bridges() {
+                if oid != id && other.gateway.is_some_and(|o| o.ip == g.ip) {
+                    return Err(format!(
+                        "gateway: {ip} is already bridge '{}''s address",
+                        other.name
+                    ));
+                }
+            }
+            if let Some(r) = self.routes.get(net, len)
+                && r.kind != (RouteKind::Connected { bridge: id })
+            {
+                return Err(format!(
+                    "gateway: route {net}/{len} exists already ({r}); delete it first"
+                ));
+            }
+        }
+        if let Some(o) = old {
+            let (net, len) = o.subnet();
+            let _ = self.routes.del(net, len);
+        }
+        if let Some(g) = gw {
+            let (net, len) = g.subnet();
+            if self.routes.get(net, len).is_none() {
+                self.routes
+                    .add(Route {
+                        prefix: net,
+                        len,
+                        kind: RouteKind::Connected { bridge: id },
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let _ = name;
+        self.neigh.flush_bridge(id);
+        if let Some(b) = self.bridge_mut(id) {
+            b.gateway = gw;
+        }
+        Ok(())
     }
 
     /// The id of bridge `name`.
@@ -275,6 +392,7 @@ impl Datapath {
             aging: opts.aging,
             ports: Vec::new(),
             counters: BridgeCounters::default(),
+            gateway: None,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {
@@ -296,6 +414,20 @@ impl Datapath {
         if !b.ports.is_empty() {
             return Err(format!("bridge '{}' still has ports", b.name));
         }
+        let used: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| matches!(r.kind, RouteKind::Via { bridge, .. } if bridge == id))
+            .map(|r| r.to_string())
+            .collect();
+        if !used.is_empty() {
+            return Err(format!(
+                "bridge '{}' carries static routes ({}); delete them first",
+                b.name,
+                used.join(", ")
+            ));
+        }
+        self.set_gateway(id, None)?;
         self.bridges[id as usize] = None;
         Ok(())
     }

@@ -43,12 +43,16 @@ pub(super) fn forward(
     let Some(b) = dp.bridges.get(bridge as usize).and_then(|b| b.as_ref()) else {
         return;
     };
+    // Frames to the gateway's MAC go to the router (u64::MAX never matches a 48-bit MAC).
+    let gw_mac = b.gateway.map_or(u64::MAX, |g| g.mac.to_u64());
     let mut same_port = 0u64;
     // One-entry cache of the last lookup in this burst: the FDB does not change during it.
     let mut last: (u64, Option<PortId>) = (u64::MAX, None);
     for m in meta.iter_mut() {
         m.dest = if is_group(m.dst) {
             Dest::Flood
+        } else if m.dst == gw_mac {
+            Dest::Router
         } else {
             let key = m.dst | (m.vlan as u64) << 48;
             if key != last.0 {

@@ -1,6 +1,7 @@
 //! The packet pipeline: one burst from one port runs through each stage before the next (VPP's
 //! vector processing): ingress (parse, VLAN, checksum completion) -> learn -> forward (FDB
-//! lookup) -> output (egress VLAN, MTU, per-port queues).
+//! lookup, or to the gateway) -> l3 (gateway ARP/ICMP, routing) -> output (egress VLAN, MTU,
+//! per-port queues).
 //!
 //! Contract: `Pipeline::process` consumes every descriptor of the burst. Each frame ends up
 //! queued in `Datapath::out[port]` for one or more ports (flooding copies it) or is dropped:
@@ -9,6 +10,7 @@
 mod csum;
 mod ingress;
 mod l2;
+mod l3;
 mod output;
 
 use crate::datapath::{BATCH, Datapath};
@@ -24,6 +26,10 @@ pub(crate) enum Dest {
     Port(PortId),
     /// Every other port of the bridge carrying the VLAN.
     Flood,
+    /// To the bridge's gateway (the router stage takes it).
+    Router,
+    /// Routed or generated: deliver within this bridge by its FDB (no ingress port to skip).
+    Bridge(u16),
 }
 
 /// Per-frame metadata carried between stages.
@@ -36,18 +42,25 @@ pub(crate) struct Meta {
     pub tagged: bool,
     pub dst: u64,
     pub src: u64,
+    /// EtherType after any VLAN tag.
+    pub ethertype: u16,
+    /// Offset of the L3 header from the frame start (14 or 18).
+    pub l3: u8,
     pub dest: Dest,
 }
 
 /// Reusable per-worker scratch space for bursts.
 pub struct Pipeline {
     meta: Vec<Meta>,
+    /// Frames the router made during this burst (ARP, ICMP).
+    generated: Vec<Meta>,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Pipeline {
             meta: Vec::with_capacity(BATCH * 4),
+            generated: Vec::with_capacity(BATCH * 2),
         }
     }
 }
@@ -73,6 +86,17 @@ impl Pipeline {
         };
         l2::learn(dp, bridge, in_port, &self.meta, now);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
+        self.generated.clear();
+        l3::run(
+            dp,
+            frames,
+            bridge,
+            in_port,
+            &mut self.meta,
+            &mut self.generated,
+            now as u32,
+        );
         output::run(dp, frames, bridge, in_port, &self.meta);
+        output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
     }
 }

@@ -8,6 +8,9 @@ use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::vlan;
 
+/// No ingress port to skip (routed and generated frames).
+pub(super) const NO_PORT: PortId = PortId::MAX;
+
 /// Queue every frame in `meta` on its destination port(s).
 pub(super) fn run(
     dp: &mut Datapath,
@@ -16,6 +19,33 @@ pub(super) fn run(
     in_port: PortId,
     meta: &[Meta],
 ) {
+    for m in meta {
+        match m.dest {
+            Dest::Pending => {}
+            Dest::Router => frames.free(m.desc.addr),
+            Dest::Port(_) | Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
+            Dest::Bridge(b) => {
+                // Routed or generated: look the destination up in the egress bridge's FDB.
+                let dest = match dp.bridge(b).and_then(|br| br.fdb.lookup(m.vlan, m.dst)) {
+                    Some(p) if !super::ingress::is_group(m.dst) => Dest::Port(p),
+                    _ => Dest::Flood,
+                };
+                deliver(dp, frames, b, NO_PORT, m, dest);
+            }
+        }
+    }
+}
+
+/// Queue one frame for one port or flood it over `bridge` (skipping `in_port`).
+#[inline]
+fn deliver(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    m: &Meta,
+    dest: Dest,
+) {
     let Datapath {
         bridges,
         ports,
@@ -23,44 +53,42 @@ pub(super) fn run(
         ..
     } = dp;
     let Some(b) = bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
+        frames.free(m.desc.addr);
         return;
     };
-    for m in meta {
-        match m.dest {
-            Dest::Pending => {}
-            Dest::Port(p) => {
-                if let Some(port) = ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
-                    emit(frames, port, &mut out[p as usize], m, m.desc);
-                } else {
-                    frames.free(m.desc.addr);
+    match dest {
+        Dest::Port(p) => {
+            if let Some(port) = ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
+                emit(frames, port, &mut out[p as usize], m, m.desc);
+            } else {
+                frames.free(m.desc.addr);
+            }
+        }
+        _ => {
+            b.counters.flooded += 1;
+            let mut pending: Option<PortId> = None;
+            for &p in &b.ports {
+                let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
+                    continue;
+                };
+                if p == in_port || !carries(&port.vlan, m.vlan) {
+                    continue;
+                }
+                // Send a copy to the previous candidate; the last one gets the original.
+                if let Some(prev) = pending.replace(p) {
+                    let port = ports[prev as usize].as_mut().expect("checked above");
+                    match frames.clone_frame(m.desc) {
+                        Some(copy) => emit(frames, port, &mut out[prev as usize], m, copy),
+                        None => port.counters.drop(DropReason::NoBuffer),
+                    }
                 }
             }
-            Dest::Flood => {
-                b.counters.flooded += 1;
-                let mut pending: Option<PortId> = None;
-                for &p in &b.ports {
-                    let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
-                        continue;
-                    };
-                    if p == in_port || !carries(&port.vlan, m.vlan) {
-                        continue;
-                    }
-                    // Send a copy to the previous candidate; the last one gets the original.
-                    if let Some(prev) = pending.replace(p) {
-                        let port = ports[prev as usize].as_mut().expect("checked above");
-                        match frames.clone_frame(m.desc) {
-                            Some(copy) => emit(frames, port, &mut out[prev as usize], m, copy),
-                            None => port.counters.drop(DropReason::NoBuffer),
-                        }
-                    }
+            match pending {
+                Some(last) => {
+                    let port = ports[last as usize].as_mut().expect("checked above");
+                    emit(frames, port, &mut out[last as usize], m, m.desc);
                 }
-                match pending {
-                    Some(last) => {
-                        let port = ports[last as usize].as_mut().expect("checked above");
-                        emit(frames, port, &mut out[last as usize], m, m.desc);
-                    }
-                    None => frames.free(m.desc.addr),
-                }
+                None => frames.free(m.desc.addr),
             }
         }
     }

@@ -1,0 +1,410 @@
+//! L3 stage: the bridges' gateway interfaces and the router between them.
+//!
+//! Runs after the L2 forwarding decision and before output. It takes:
+//! - ARP frames on a bridge with a gateway: requests for the gateway's address are answered
+//!   (the request still floods, as on a Linux bridge with an address), and senders the router
+//!   asked about are learned into the neighbour table;
+//! - frames sent to a gateway's MAC (`Dest::Router`): ICMP echo to a gateway address is answered;
+//!   other IPv4 is routed: TTL check (ICMP time exceeded), longest-prefix match (ICMP net
+//!   unreachable), next-hop resolution by ARP (the packet is dropped and counted while the request
+//!   is out), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
+//!   (ICMP fragmentation needed). The routed frame continues as `Dest::Bridge(egress)`.
+//!
+//! Documented rules: gateways live in VLAN 0 (untagged); fragments are routed like any packet;
+//! IP options are kept (the header length is honoured); packets with a bad header checksum,
+//! broadcast/multicast destinations sent to the gateway MAC, and TTL 0/1 are counted drops.
+//! Frames the router creates (ARP, ICMP) are appended to `made` and delivered after the burst.
+
+use super::{Dest, Meta};
+use crate::counters::DropReason;
+use crate::datapath::{Datapath, Gateway};
+use crate::fdb::PortId;
+use crate::neigh::Resolve;
+use crate::packet::{Desc, Frames};
+use crate::wire::checksum::{checksum, update16};
+use crate::wire::{EtherType, MacAddr, arp, ipv4};
+
+/// ICMP types and codes the router sends.
+mod icmp {
+    pub const ECHO_REPLY: u8 = 0;
+    pub const DEST_UNREACH: u8 = 3;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
+    pub const NET_UNREACH: u8 = 0;
+    pub const FRAG_NEEDED: u8 = 4;
+}
+
+/// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`).
+pub(super) fn run(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &mut [Meta],
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
+        // No gateway on this bridge: nothing is addressed to a router.
+        return;
+    };
+    for m in meta.iter_mut() {
+        if m.ethertype == EtherType::ARP {
+            if m.vlan == 0 {
+                arp_in(dp, frames, bridge, gw, in_port, m, made, now);
+            }
+            if m.dest == Dest::Router {
+                frames.free(m.desc.addr);
+                m.dest = Dest::Pending;
+            }
+            continue;
+        }
+        if m.dest != Dest::Router {
+            continue;
+        }
+        let verdict = if m.vlan != 0 {
+            Err(DropReason::GatewayVlan)
+        } else if m.ethertype != EtherType::IPV4 {
+            Err(DropReason::LocalUnsupported)
+        } else {
+            ip_in(dp, frames, gw, in_port, m, made, now)
+        };
+        if let Err(r) = verdict {
+            count_drop(dp, in_port, r);
+            frames.free(m.desc.addr);
+            m.dest = Dest::Pending;
+        }
+    }
+}
+
+fn count_drop(dp: &mut Datapath, port: PortId, r: DropReason) {
+    if let Some(p) = dp.port_mut(port) {
+        p.counters.drop(r);
+    }
+}
+
+/// Handle an ARP frame seen on a bridge whose gateway is `gw`.
+#[allow(clippy::too_many_arguments)]
+fn arp_in(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    gw: Gateway,
+    in_port: PortId,
+    m: &Meta,
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    let data = frames.data(m.desc);
+    let Ok(a) = arp::Repr::parse(&data[m.l3 as usize..]) else {
+        return;
+    };
+    if a.target_ip == gw.ip {
+        // Someone talks to us: remember them (this is how replies to our requests land too).
+        dp.neigh.learn(bridge, a.sender_ip, a.sender_mac, now);
+    } else {
+        dp.neigh.refresh(bridge, a.sender_ip, a.sender_mac, now);
+    }
+    if a.op == arp::Operation::Request && a.target_ip == gw.ip && a.sender_ip != [0; 4] {
+        let reply = arp::Repr {
+            op: arp::Operation::Reply,
+            sender_mac: gw.mac,
+            sender_ip: gw.ip,
+            target_mac: a.sender_mac,
+            target_ip: a.sender_ip,
+        };
+        if let Some(d) = build_arp(frames, a.sender_mac, gw.mac, &reply) {
+            dp.router.arp_replies += 1;
+            made.push(generated(
+                d,
+                a.sender_mac,
+                gw.mac,
+                EtherType::ARP,
+                Dest::Port(in_port),
+            ));
+        }
+    }
+}
+
+/// Handle an IPv4 packet sent to the gateway MAC. Ok: the frame was consumed or re-targeted.
+#[allow(clippy::too_many_arguments)]
+fn ip_in(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    gw: Gateway,
+    in_port: PortId,
+    m: &mut Meta,
+    made: &mut Vec<Meta>,
+    now: u32,
+) -> Result<(), DropReason> {
+    let l3 = m.l3 as usize;
+    let (dst, ttl, hl, total, df, src) = {
+        let data = frames.data(m.desc);
+        let p = ipv4::Packet::new_checked(&data[l3..]).map_err(|_| DropReason::IpMalformed)?;
+        if !p.verify_checksum() {
+            return Err(DropReason::IpBadChecksum);
+        }
+        let df = data[l3 + 6] & 0x40 != 0;
+        (
+            p.dst(),
+            p.ttl(),
+            p.header_len(),
+            p.total_len() as usize,
+            df,
+            p.src(),
+        )
+    };
+    if dst[0] >= 224 || dst == [255; 4] || dst == [0; 4] {
+        return Err(DropReason::IpNotUnicast);
+    }
+    // Addressed to one of our gateways?
+    if dp
+        .bridges()
+        .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == dst))
+    {
+        return local_in(dp, frames, m, l3, hl, total, in_port);
+    }
+    if ttl <= 1 {
+        icmp_error(dp, frames, gw, m, in_port, icmp::TIME_EXCEEDED, 0, 0, made);
+        return Err(DropReason::TtlExpired);
+    }
+    let Some(route) = dp.routes.lookup(dst).copied() else {
+        icmp_error(
+            dp,
+            frames,
+            gw,
+            m,
+            in_port,
+            icmp::DEST_UNREACH,
+            icmp::NET_UNREACH,
+            0,
+            made,
+        );
+        return Err(DropReason::NoRoute);
+    };
+    let egress = route.bridge();
+    let Some(out_gw) = dp.bridge(egress).and_then(|b| b.gateway) else {
+        return Err(DropReason::NoGateway);
+    };
+    let next_hop = route.next_hop(dst.into()).octets();
+    if next_hop == out_gw.ip {
+        return Err(DropReason::NoRoute);
+    }
+    let mtu = egress_mtu(dp, egress);
+    if total > mtu {
+        if df {
+            icmp_error(
+                dp,
+                frames,
+                gw,
+                m,
+                in_port,
+                icmp::DEST_UNREACH,
+                icmp::FRAG_NEEDED,
+                mtu as u16,
+                made,
+            );
+            return Err(DropReason::FragNeeded);
+        }
+        // Fragmentation is not implemented: such packets are dropped like DF ones, counted.
+        return Err(DropReason::MtuExceeded);
+    }
+    let mac = match dp.neigh.resolve(egress, next_hop, now) {
+        Resolve::Mac(mac) => mac,
+        Resolve::SendRequest => {
+            arp_request(dp, frames, egress, out_gw, next_hop, made);
+            return Err(DropReason::ArpPending);
+        }
+        Resolve::Pending => return Err(DropReason::ArpPending),
+    };
+    let _ = src;
+    let data = frames.data_mut(m.desc);
+    data[0..6].copy_from_slice(&mac.0);
+    data[6..12].copy_from_slice(&out_gw.mac.0);
+    // TTL is the high byte of the TTL/protocol word at offset 8.
+    let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
+    data[l3 + 8] = ttl - 1;
+    let new = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
+    let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
+    data[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    m.dst = mac.to_u64();
+    m.src = out_gw.mac.to_u64();
+    m.dest = Dest::Bridge(egress);
+    dp.router.routed += 1;
+    Ok(())
+}
+
+/// The smallest MTU among the ports of `bridge` (what a routed packet must fit).
+fn egress_mtu(dp: &Datapath, bridge: u16) -> usize {
+    dp.bridge(bridge)
+        .map(|b| {
+            b.ports
+                .iter()
+                .filter_map(|&p| dp.port(p).map(|s| s.mtu as usize))
+                .min()
+                .unwrap_or(1500)
+        })
+        .unwrap_or(1500)
+}
+
+/// A packet for a gateway address: answer ICMP echo in place, refuse the rest.
+fn local_in(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    l3: usize,
+    hl: usize,
+    total: usize,
+    in_port: PortId,
+) -> Result<(), DropReason> {
+    let data = frames.data_mut(m.desc);
+    let proto = data[l3 + 9];
+    let icmp_at = l3 + hl;
+    if proto != 1 || total < hl + 8 || data[icmp_at] != icmp::ECHO_REQUEST {
+        return Err(DropReason::LocalUnsupported);
+    }
+    // Echo reply: swap MACs and addresses, type 8 -> 0, TTL 64, checksums updated.
+    let (dmac, smac) = (
+        MacAddr::from_bytes(&data[0..6]),
+        MacAddr::from_bytes(&data[6..12]),
+    );
+    data[0..6].copy_from_slice(&smac.0);
+    data[6..12].copy_from_slice(&dmac.0);
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&data[l3 + 12..l3 + 16]);
+    data.copy_within(l3 + 16..l3 + 20, l3 + 12);
+    data[l3 + 16..l3 + 20].copy_from_slice(&a);
+    data[l3 + 8] = 64;
+    data[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&data[l3..l3 + hl]);
+    data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    let old = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);
+    data[icmp_at] = icmp::ECHO_REPLY;
+    let new = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);
+    let c = u16::from_be_bytes([data[icmp_at + 2], data[icmp_at + 3]]);
+    data[icmp_at + 2..icmp_at + 4].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    m.dst = smac.to_u64();
+    m.src = dmac.to_u64();
+    m.dest = Dest::Port(in_port);
+    dp.router.echo_replies += 1;
+    Ok(())
+}
+
+/// Metadata of a frame the router made (untagged, VLAN 0).
+fn generated(d: Desc, dst: MacAddr, src: MacAddr, ethertype: u16, dest: Dest) -> Meta {
+    Meta {
+        desc: d,
+        vlan: 0,
+        tagged: false,
+        dst: dst.to_u64(),
+        src: src.to_u64(),
+        ethertype,
+        l3: 14,
+        dest,
+    }
+}
+
+/// A new frame holding an Ethernet header and an ARP packet.
+fn build_arp(frames: &mut Frames, dst: MacAddr, src: MacAddr, a: &arp::Repr) -> Option<Desc> {
+    let mut d = frames.alloc()?;
+    d.len = 60; // minimum Ethernet frame (without FCS), zero padded
+    let b = frames.data_mut(d);
+    b.fill(0);
+    b[0..6].copy_from_slice(&dst.0);
+    b[6..12].copy_from_slice(&src.0);
+    b[12..14].copy_from_slice(&EtherType::ARP.to_be_bytes());
+    a.emit(&mut b[14..14 + arp::PACKET_LEN]);
+    Some(d)
+}
+
+/// Broadcast an ARP request for `ip` from `gw` on `bridge`.
+fn arp_request(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    gw: Gateway,
+    ip: [u8; 4],
+    made: &mut Vec<Meta>,
+) {
+    let req = arp::Repr {
+        op: arp::Operation::Request,
+        sender_mac: gw.mac,
+        sender_ip: gw.ip,
+        target_mac: MacAddr::default(),
+        target_ip: ip,
+    };
+    if let Some(d) = build_arp(frames, MacAddr::BROADCAST, gw.mac, &req) {
+        dp.router.arp_requests += 1;
+        made.push(generated(
+            d,
+            MacAddr::BROADCAST,
+            gw.mac,
+            EtherType::ARP,
+            Dest::Bridge(bridge),
+        ));
+    }
+}
+
+/// Send an ICMP error about the packet in `m` back to its sender, from `gw`'s address. `extra`
+/// is the next-hop MTU for fragmentation needed. Errors are never sent about ICMP errors.
+#[allow(clippy::too_many_arguments)]
+fn icmp_error(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    gw: Gateway,
+    m: &Meta,
+    in_port: PortId,
+    ty: u8,
+    code: u8,
+    extra: u16,
+    made: &mut Vec<Meta>,
+) {
+    let l3 = m.l3 as usize;
+    let (orig_src, quote) = {
+        let data = frames.data(m.desc);
+        let ip = &data[l3..];
+        let hl = ((ip[0] & 0x0f) as usize) * 4;
+        if ip[9] == 1 && ip.len() > hl && ![icmp::ECHO_REQUEST, icmp::ECHO_REPLY].contains(&ip[hl])
+        {
+            return; // no error about an error
+        }
+        let q = (hl + 8).min(ip.len());
+        let mut quote = [0u8; 68];
+        quote[..q].copy_from_slice(&ip[..q]);
+        ([ip[12], ip[13], ip[14], ip[15]], (quote, q))
+    };
+    let Some(mut d) = frames.alloc() else { return };
+    let (quote, qlen) = quote;
+    let ip_len = 20 + 8 + qlen;
+    d.len = (14 + ip_len).max(60) as u32;
+    let src_mac = MacAddr::from_u64(m.src);
+    let b = frames.data_mut(d);
+    b.fill(0);
+    b[0..6].copy_from_slice(&src_mac.0);
+    b[6..12].copy_from_slice(&gw.mac.0);
+    b[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+    let ip = &mut b[14..14 + ip_len];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 1;
+    ip[12..16].copy_from_slice(&gw.ip);
+    ip[16..20].copy_from_slice(&orig_src);
+    let c = checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[20] = ty;
+    ip[21] = code;
+    ip[26..28].copy_from_slice(&extra.to_be_bytes());
+    ip[28..28 + qlen].copy_from_slice(&quote[..qlen]);
+    let c = checksum(&ip[20..]);
+    ip[22..24].copy_from_slice(&c.to_be_bytes());
+    dp.router.icmp_errors += 1;
+    // Back out of the port the offending packet came in on: its sender is behind it.
+    made.push(generated(
+        d,
+        src_mac,
+        gw.mac,
+        EtherType::IPV4,
+        Dest::Port(in_port),
+    ));
+}

@@ -1,0 +1,273 @@
+//! In-memory tests of the gateway and router on mem ports: ARP for the gateway, ICMP echo,
+//! routing between bridges with ARP resolution, TTL and checksums (checked with etherparse),
+//! ICMP errors, static routes, bad headers.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use uvs::counters::DropReason;
+use uvs::datapath::{Gateway, VlanMode};
+use uvs::route::{Route, RouteKind};
+use uvs::wire::MacAddr;
+
+const GW0: [u8; 4] = [10, 0, 1, 1];
+const GW1: [u8; 4] = [10, 0, 2, 1];
+const H_A: [u8; 4] = [10, 0, 1, 2];
+const H_B: [u8; 4] = [10, 0, 2, 2];
+
+struct Net {
+    h: Harness,
+    a: u16,
+    b: u16,
+    gw0: MacAddr,
+    gw1: MacAddr,
+}
+
+fn net() -> Net {
+    let mut h = Harness::new();
+    let b0 = h.bridge("br0");
+    let b1 = h.bridge("br1");
+    let a = h.port(b0, "a", VlanMode::default_trunk());
+    let b = h.port(b1, "b", VlanMode::default_trunk());
+    let gw0 = Gateway::default_mac("br0");
+    let gw1 = Gateway::default_mac("br1");
+    h.dp.set_gateway(
+        b0,
+        Some(Gateway {
+            ip: GW0,
+            len: 24,
+            mac: gw0,
+        }),
+    )
+    .unwrap();
+    h.dp.set_gateway(
+        b1,
+        Some(Gateway {
+            ip: GW1,
+            len: 24,
+            mac: gw1,
+        }),
+    )
+    .unwrap();
+    Net { h, a, b, gw0, gw1 }
+}
+
+fn arp(op: u16, smac: [u8; 6], sip: [u8; 4], tmac: [u8; 6], tip: [u8; 4], dst: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, op as u8]);
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&sip);
+    f.extend_from_slice(&tmac);
+    f.extend_from_slice(&tip);
+    f.resize(60, 0);
+    f
+}
+
+fn udp(dst_mac: MacAddr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(mac(2), dst_mac.0)
+        .ipv4(src, dst, ttl)
+        .udp(4000, 5000)
+        .write(&mut f, b"hello router")
+        .unwrap();
+    f
+}
+
+fn ip_of(f: &[u8]) -> (etherparse::Ipv4Header, Option<TransportSlice<'_>>) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    match s.net.unwrap() {
+        NetSlice::Ipv4(ip) => (ip.header().to_header(), s.transport),
+        _ => panic!("not ipv4"),
+    }
+}
+
+#[test]
+fn gateway_answers_arp_and_ping() {
+    let mut n = net();
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1, "ARP reply back to the asker");
+    let r = &out[n.a as usize][0];
+    assert_eq!(&r[0..6], &mac(2));
+    assert_eq!(&r[6..12], &n.gw0.0);
+    let a = etherparse::ArpPacketSlice::from_slice(&r[14..42]).unwrap();
+    assert_eq!(a.operation(), etherparse::ArpOperation::REPLY);
+    assert_eq!(a.sender_protocol_addr(), &GW0);
+    assert_eq!(a.sender_hw_addr(), &n.gw0.0);
+
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, GW0, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"abcdefgh")
+        .unwrap();
+    n.h.send(n.a, &ping);
+    let out = n.h.outputs();
+    let reply = &out[n.a as usize][0];
+    let (ip, t) = ip_of(reply);
+    assert_eq!((ip.source, ip.destination), (GW0, H_A));
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportSlice::Icmpv4(icmp)) = t else {
+        panic!("icmp")
+    };
+    assert_eq!(icmp.type_u8(), 0);
+    assert_eq!(
+        icmp.checksum(),
+        icmp.icmp_type().calc_checksum(icmp.payload())
+    );
+    assert_eq!(n.h.dp.router.echo_replies, 1);
+}
+
+#[test]
+fn routes_between_bridges_after_arp() {
+    let mut n = net();
+    let pkt = udp(n.gw0, H_A, H_B, 64);
+    n.h.send(n.a, &pkt);
+    let out = n.h.outputs();
+    // First packet: dropped while the router asks for H_B on br1.
+    assert_eq!(out[n.b as usize].len(), 1);
+    let req = etherparse::ArpPacketSlice::from_slice(&out[n.b as usize][0][14..42]).unwrap();
+    assert_eq!(req.operation(), etherparse::ArpOperation::REQUEST);
+    assert_eq!(req.target_protocol_addr(), &H_B);
+    assert_eq!(n.h.drops(n.a, DropReason::ArpPending), 1);
+    // B answers; the next packet is routed.
+    n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
+    n.h.send(n.a, &pkt);
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 1);
+    let f = &out[n.b as usize][0];
+    assert_eq!(&f[0..6], &mac(3), "to B's MAC");
+    assert_eq!(&f[6..12], &n.gw1.0, "from br1's gateway MAC");
+    let (ip, t) = ip_of(f);
+    assert_eq!(ip.time_to_live, 63);
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    assert_eq!(u.payload(), b"hello router");
+    assert_eq!(n.h.dp.router.routed, 1);
+    assert!(out[n.a as usize].is_empty());
+}
+
+#[test]
+fn ttl_expired_and_no_route_send_icmp_errors() {
+    let mut n = net();
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 1));
+    n.h.send(n.a, &udp(n.gw0, H_A, [192, 0, 2, 9], 64));
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 2);
+    for (f, ty) in out[n.a as usize].iter().zip([11u8, 3]) {
+        let (ip, t) = ip_of(f);
+        assert_eq!((ip.source, ip.destination), (GW0, H_A));
+        let Some(TransportSlice::Icmpv4(icmp)) = t else {
+            panic!("icmp")
+        };
+        assert_eq!(icmp.type_u8(), ty);
+        assert_eq!(
+            icmp.checksum(),
+            icmp.icmp_type().calc_checksum(icmp.payload())
+        );
+        // The quoted header is the original packet's.
+        assert_eq!(&icmp.payload()[12..16], &H_A);
+    }
+    assert_eq!(n.h.drops(n.a, DropReason::TtlExpired), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::NoRoute), 1);
+}
+
+#[test]
+fn static_route_resolves_its_next_hop() {
+    let mut n = net();
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp
+        .routes
+        .add(Route {
+            prefix: [10, 9, 0, 0].into(),
+            len: 24,
+            kind: RouteKind::Via {
+                gateway: [10, 0, 2, 254].into(),
+                bridge: b1,
+            },
+        })
+        .unwrap();
+    n.h.send(n.a, &udp(n.gw0, H_A, [10, 9, 0, 5], 64));
+    let out = n.h.outputs();
+    let req = etherparse::ArpPacketSlice::from_slice(&out[n.b as usize][0][14..42]).unwrap();
+    assert_eq!(req.target_protocol_addr(), &[10, 0, 2, 254]);
+    n.h.send(n.b, &arp(2, mac(9), [10, 0, 2, 254], n.gw1.0, GW1, n.gw1.0));
+    n.h.send(n.a, &udp(n.gw0, H_A, [10, 9, 0, 5], 64));
+    let out = n.h.outputs();
+    assert_eq!(
+        &out[n.b as usize][0][0..6],
+        &mac(9),
+        "sent to the next hop's MAC"
+    );
+}
+
+#[test]
+fn bad_headers_are_counted() {
+    let mut n = net();
+    let mut bad = udp(n.gw0, H_A, H_B, 64);
+    bad[24] ^= 0xff; // header checksum
+    n.h.send(n.a, &bad);
+    let mut short = udp(n.gw0, H_A, H_B, 64);
+    short.truncate(30);
+    n.h.send(n.a, &short);
+    n.h.send(n.a, &udp(n.gw0, H_A, [255, 255, 255, 255], 64));
+    n.h.send(n.a, &tagged(&udp(n.gw0, H_A, H_B, 64), 5));
+    assert!(n.h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(n.h.drops(n.a, DropReason::IpBadChecksum), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::IpMalformed), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::IpNotUnicast), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::GatewayVlan), 1);
+    assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
+}
+
+#[test]
+fn gateway_changes_keep_routes_consistent() {
+    let mut n = net();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    // Same address on two bridges, or a subnet already routed elsewhere: refused.
+    let e =
+        n.h.dp
+            .set_gateway(
+                b1,
+                Some(Gateway {
+                    ip: GW0,
+                    len: 24,
+                    mac: n.gw1,
+                }),
+            )
+            .unwrap_err();
+    assert!(e.contains("already"), "{e}");
+    let e =
+        n.h.dp
+            .set_gateway(
+                b0,
+                Some(Gateway {
+                    ip: [10, 0, 1, 0],
+                    len: 24,
+                    mac: n.gw0,
+                }),
+            )
+            .unwrap_err();
+    assert!(e.contains("network"), "{e}");
+    n.h.dp
+        .set_gateway(
+            b0,
+            Some(Gateway {
+                ip: [10, 0, 7, 1],
+                len: 24,
+                mac: n.gw0,
+            }),
+        )
+        .unwrap();
+    assert!(
+        n.h.dp.routes.lookup([10, 0, 1, 9]).is_none(),
+        "old connected route gone"
+    );
+    assert!(n.h.dp.routes.lookup([10, 0, 7, 9]).is_some());
+}
