@@ -46,6 +46,48 @@ pub struct Config {
     /// Bridges, in order.
     #[serde(default)]
     pub bridge: Vec<BridgeSpec>,
+    /// Static routes, added after the bridges.
+    #[serde(default)]
+    pub route: Vec<RouteSpec>,
+}
+
+/// A static route: `prefix` via `via`, resolved on the bridge whose subnet holds `via`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Destination prefix, e.g. "10.254.9.0/24".
+    pub prefix: String,
+    /// Next hop address, e.g. "10.250.0.2".
+    pub via: String,
+}
+
+impl RouteSpec {
+    /// Parse `route-add PREFIX via ADDR` arguments.
+    pub fn from_args(args: &[String]) -> Result<RouteSpec, String> {
+        match args {
+            [p, kw, via] if kw == "via" => {
+                let r = RouteSpec {
+                    prefix: p.clone(),
+                    via: via.clone(),
+                };
+                r.parsed()?;
+                Ok(r)
+            }
+            _ => Err("usage: route-add PREFIX via ADDRESS".into()),
+        }
+    }
+
+    /// The prefix, length and next hop.
+    pub fn parsed(&self) -> Result<(std::net::Ipv4Addr, u8, std::net::Ipv4Addr), String> {
+        let (p, l) =
+            crate::route::parse_prefix(&self.prefix).map_err(|e| format!("prefix: {e}"))?;
+        crate::route::check_prefix(p, l).map_err(|e| format!("prefix: {e}"))?;
+        let via = self
+            .via
+            .parse()
+            .map_err(|_| format!("via: '{}' is not an IPv4 address", self.via))?;
+        Ok((p, l, via))
+    }
 }
 
 /// One bridge.
@@ -60,6 +102,12 @@ pub struct BridgeSpec {
     /// FDB aging time in seconds (default 300).
     #[serde(default = "default_aging")]
     pub aging: u32,
+    /// Gateway address with prefix length, e.g. "172.31.5.1/24" (like docker0's address).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// Gateway MAC (default: 02:75:76 + a hash of the bridge name, stable across restarts).
+    #[serde(default)]
+    pub gateway_mac: Option<String>,
     /// Ports of this bridge.
     #[serde(default)]
     pub port: Vec<PortSpec>,
@@ -104,19 +152,36 @@ impl BridgeSpec {
         }
     }
 
+    /// The gateway, parsed (None when not configured).
+    pub fn gateway(&self) -> Result<Option<crate::datapath::Gateway>, String> {
+        parse_gateway(
+            &self.name,
+            self.gateway.as_deref(),
+            self.gateway_mac.as_deref(),
+        )
+    }
+
     /// Parse `add-br NAME [fdb_capacity=N] [aging=S]` arguments.
     pub fn from_args(name: &str, args: &[String]) -> Result<BridgeSpec, String> {
         let mut b = BridgeSpec {
             name: name.to_string(),
             fdb_capacity: DEFAULT_FDB_CAPACITY,
             aging: DEFAULT_AGING,
+            gateway: None,
+            gateway_mac: None,
             port: Vec::new(),
         };
         for (k, v) in kv_pairs(args)? {
             match k {
                 "fdb_capacity" => b.fdb_capacity = num(k, v)?,
                 "aging" => b.aging = num(k, v)?,
-                _ => return Err(format!("unknown bridge option '{k}' (fdb_capacity, aging)")),
+                "gateway" => b.gateway = Some(v.to_string()),
+                "gateway_mac" => b.gateway_mac = Some(v.to_string()),
+                _ => {
+                    return Err(format!(
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac)"
+                    ));
+                }
             }
         }
         b.validate()?;
@@ -135,6 +200,7 @@ impl BridgeSpec {
         if self.aging == 0 {
             return Err("aging: must be at least 1 second".into());
         }
+        self.gateway()?;
         for p in &self.port {
             p.validate()?;
         }
@@ -257,8 +323,51 @@ impl Config {
                 }
             }
         }
+        for r in &self.route {
+            r.parsed()?;
+        }
         Ok(())
     }
+}
+
+/// Parse `gateway=A.B.C.D/LEN` and `gateway_mac=` values for bridge `bridge`.
+pub fn parse_gateway(
+    bridge: &str,
+    gateway: Option<&str>,
+    mac: Option<&str>,
+) -> Result<Option<crate::datapath::Gateway>, String> {
+    let Some(g) = gateway else {
+        if mac.is_some() {
+            return Err("gateway_mac: needs gateway= too".into());
+        }
+        return Ok(None);
+    };
+    let (ip, len) = g
+        .split_once('/')
+        .ok_or_else(|| format!("gateway: '{g}' needs a prefix length (e.g. 172.31.5.1/24)"))?;
+    let ip: std::net::Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("gateway: '{ip}' is not an IPv4 address"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| (1..=30).contains(l))
+        .ok_or_else(|| format!("gateway: prefix length '/{len}' out of range (1 to 30)"))?;
+    let mac = match mac {
+        Some(m) => {
+            let m: crate::wire::MacAddr = m.parse().map_err(|e| format!("gateway_mac: {e}"))?;
+            if m.is_multicast() || m.is_zero() {
+                return Err(format!("gateway_mac: {m} must be a unicast address"));
+            }
+            m
+        }
+        None => crate::datapath::Gateway::default_mac(bridge),
+    };
+    Ok(Some(crate::datapath::Gateway {
+        ip: ip.octets(),
+        len,
+        mac,
+    }))
 }
 
 fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {

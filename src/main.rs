@@ -122,6 +122,13 @@ fn run(
             return Err(format!("config: bridge '{name}': {e}"));
         }
     }
+    for r in config.route {
+        let what = format!("{} via {}", r.prefix, r.via);
+        if let Err(e) = w.call(Command::RouteAdd(r)) {
+            w.shutdown();
+            return Err(format!("config: route {what}: {e}"));
+        }
+    }
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     let server =

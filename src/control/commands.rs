@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::registry::{CtlError, Registry, Reply};
-use crate::config::{BridgeSpec, PortSpec};
+use crate::config::{BridgeSpec, PortSpec, RouteSpec, parse_gateway};
 use crate::worker::{Command, WorkerHandle};
 
 /// Register every datapath command on `reg`, answered by `worker`.
@@ -23,9 +23,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS]",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC]",
         1,
-        3,
+        5,
         move |a| {
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
@@ -78,6 +78,98 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         let text = format!("flushed {} entries\n", v["flushed"]);
         Ok(Reply::new(text, v))
     });
+    let w = worker.clone();
+    reg.register(
+        "set-br",
+        "set-br BRIDGE gateway=A.B.C.D/LEN|none [gateway_mac=MAC]",
+        2,
+        3,
+        move |a| {
+            let mut gw = None;
+            let mut mac = None;
+            for kv in &a[1..] {
+                match kv.split_once('=') {
+                    Some(("gateway", v)) => gw = Some(v.to_string()),
+                    Some(("gateway_mac", v)) => mac = Some(v.to_string()),
+                    _ => {
+                        return Err(CtlError::new(format!(
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC]"
+                        )));
+                    }
+                }
+            }
+            let gw = gw.ok_or_else(|| CtlError::new("gateway=: missing"))?;
+            let gateway = if gw == "none" {
+                None
+            } else {
+                parse_gateway(&a[0], Some(&gw), mac.as_deref()).map_err(CtlError::new)?
+            };
+            let v = ask(
+                &w,
+                Command::SetGateway {
+                    bridge: a[0].clone(),
+                    gateway,
+                },
+            )?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register(
+        "route-add",
+        "route-add PREFIX via ADDRESS",
+        3,
+        3,
+        move |a| {
+            let spec = RouteSpec::from_args(a).map_err(CtlError::new)?;
+            let v = ask(&w, Command::RouteAdd(spec))?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register("route-del", "route-del PREFIX", 1, 1, move |a| {
+        let v = ask(&w, Command::RouteDel(a[0].clone()))?;
+        Ok(Reply::new(String::new(), v))
+    });
+    let w = worker.clone();
+    reg.register("route-show", "route-show", 0, 0, move |_| {
+        let v = ask(&w, Command::RouteShow)?;
+        let mut s = String::new();
+        for r in v["routes"].as_array().into_iter().flatten() {
+            let _ = match r["type"].as_str() {
+                Some("static") => writeln!(
+                    s,
+                    "{:<20} via {:<15} bridge {}",
+                    str_of(&r["prefix"]),
+                    str_of(&r["via"]),
+                    str_of(&r["bridge"])
+                ),
+                _ => writeln!(
+                    s,
+                    "{:<20} connected       bridge {}",
+                    str_of(&r["prefix"]),
+                    str_of(&r["bridge"])
+                ),
+            };
+        }
+        Ok(Reply::new(s, v))
+    });
+    let w = worker.clone();
+    reg.register("neigh-show", "neigh-show", 0, 0, move |_| {
+        let v = ask(&w, Command::NeighShow)?;
+        let mut s = String::from(" bridge           address          MAC                Age\n");
+        for r in v["neighbours"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                " {:<16} {:<16} {:<18} {}",
+                str_of(&r["bridge"]),
+                str_of(&r["ip"]),
+                r["mac"].as_str().unwrap_or("(incomplete)"),
+                r["age"]
+            );
+        }
+        Ok(Reply::new(s, v))
+    });
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;
@@ -92,9 +184,13 @@ fn ask(w: &WorkerHandle, cmd: Command) -> Result<Value, CtlError> {
 fn render_show(v: &Value) -> String {
     let mut s = String::new();
     for b in v["bridges"].as_array().into_iter().flatten() {
+        let gw = match b["gateway"].as_str() {
+            Some(g) => format!(", gateway {g} {}", str_of(&b["gateway_mac"])),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "bridge {} (fdb {}/{}, aging {}s)",
+            "bridge {} (fdb {}/{}, aging {}s{gw})",
             str_of(&b["name"]),
             b["fdb_entries"],
             b["fdb_capacity"],
@@ -175,6 +271,14 @@ fn render_stats(v: &Value) -> String {
                 b["fdb_entries"], b["learned"], b["moves"], b["fdb_full"], b["aged"], b["flooded"]
             );
         }
+    }
+    let r = &v["router"];
+    if r.is_object() {
+        let _ = writeln!(
+            s,
+            "router: routed {}, arp replies {}, arp requests {}, echo replies {}, icmp errors {}",
+            r["routed"], r["arp_replies"], r["arp_requests"], r["echo_replies"], r["icmp_errors"]
+        );
     }
     let w = &v["worker"];
     let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);

@@ -47,6 +47,21 @@ pub enum Command {
         /// Only this port's entries.
         port: Option<String>,
     },
+    /// Set or remove (None) a bridge's gateway.
+    SetGateway {
+        /// Bridge name.
+        bridge: String,
+        /// The new gateway.
+        gateway: Option<crate::datapath::Gateway>,
+    },
+    /// Add a static route.
+    RouteAdd(crate::config::RouteSpec),
+    /// Remove a static route (`PREFIX`).
+    RouteDel(String),
+    /// The routing table.
+    RouteShow,
+    /// The neighbour (ARP) table.
+    NeighShow,
     /// Counters.
     Stats,
     /// Close every port and stop.
@@ -109,12 +124,106 @@ impl Worker {
                 let n = fdb.flush(pid);
                 Ok(json!({"bridge": bridge, "flushed": n}))
             }
+            Command::SetGateway { bridge, gateway } => {
+                let b = self.bridge_id(&bridge)?;
+                self.dp.set_gateway(b, gateway)?;
+                Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
+            }
+            Command::RouteAdd(spec) => self.route_add(&spec),
+            Command::RouteDel(prefix) => {
+                let (p, l) = crate::route::parse_prefix(&prefix)?;
+                match self.dp.routes.get(p, l) {
+                    Some(r) if matches!(r.kind, crate::route::RouteKind::Connected { .. }) => {
+                        return Err(format!(
+                            "{prefix} is a connected route; change the bridge's gateway instead"
+                        ));
+                    }
+                    None => return Err(format!("no route {prefix}")),
+                    _ => {}
+                }
+                self.dp.routes.del(p, l).map_err(|e| e.to_string())?;
+                Ok(json!({"deleted": prefix}))
+            }
+            Command::RouteShow => Ok(self.route_rows()),
+            Command::NeighShow => {
+                let rows: Vec<Value> = self
+                    .dp
+                    .neigh
+                    .rows(now as u32)
+                    .into_iter()
+                    .map(|r| {
+                        json!({
+                            "bridge": self.dp.bridge(r.bridge).map(|b| b.name.clone()),
+                            "ip": r.ip.to_string(),
+                            "mac": r.mac,
+                            "age": r.age,
+                        })
+                    })
+                    .collect();
+                Ok(json!({"neighbours": rows}))
+            }
             Command::Stats => Ok(self.stats_json()),
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))
             }
         }
+    }
+
+    fn route_add(&mut self, spec: &crate::config::RouteSpec) -> Result<Value, String> {
+        let (prefix, len, via) = spec.parsed()?;
+        // The next hop must sit on a bridge's connected subnet: that bridge is the egress.
+        let bridge = match self.dp.routes.lookup(via.octets()) {
+            Some(r) if matches!(r.kind, crate::route::RouteKind::Connected { .. }) => r.bridge(),
+            _ => {
+                return Err(format!(
+                    "via: {via} is not on any bridge's subnet (set a gateway= on the bridge first)"
+                ));
+            }
+        };
+        if self
+            .dp
+            .bridge(bridge)
+            .and_then(|b| b.gateway)
+            .is_some_and(|g| g.ip == via.octets())
+        {
+            return Err(format!("via: {via} is the bridge's own gateway address"));
+        }
+        let route = crate::route::Route {
+            prefix,
+            len,
+            kind: crate::route::RouteKind::Via {
+                gateway: via,
+                bridge,
+            },
+        };
+        self.dp.routes.add(route).map_err(|e| e.to_string())?;
+        Ok(json!({"route": format!("{prefix}/{len}"), "via": via.to_string()}))
+    }
+
+    fn route_rows(&self) -> Value {
+        let rows: Vec<Value> = self
+            .dp
+            .routes
+            .iter()
+            .map(|r| {
+                let bridge = self.dp.bridge(r.bridge()).map(|b| b.name.clone());
+                match r.kind {
+                    crate::route::RouteKind::Connected { .. } => json!({
+                        "prefix": format!("{}/{}", r.prefix, r.len),
+                        "type": "connected",
+                        "bridge": bridge,
+                    }),
+                    crate::route::RouteKind::Via { gateway, .. } => json!({
+                        "prefix": format!("{}/{}", r.prefix, r.len),
+                        "type": "static",
+                        "via": gateway.to_string(),
+                        "bridge": bridge,
+                    }),
+                }
+            })
+            .collect();
+        json!({"routes": rows})
     }
 
     fn bridge_id(&self, name: &str) -> Result<u16, String> {
@@ -135,7 +244,12 @@ impl Worker {
         for p in &spec.port {
             self.check_port_name(&p.name)?;
         }
+        let gateway = spec.gateway()?;
         let id = self.dp.add_bridge(&spec.name, &spec.options())?;
+        if let Err(e) = self.dp.set_gateway(id, gateway) {
+            let _ = self.dp.del_bridge(id);
+            return Err(e);
+        }
         for p in &spec.port {
             if let Err(e) = self.add_port(&spec.name, p) {
                 // All or nothing: undo the ports added so far and the bridge.
@@ -262,6 +376,8 @@ impl Worker {
                     .collect();
                 json!({
                     "name": b.name,
+                    "gateway": b.gateway.map(gateway_text),
+                    "gateway_mac": b.gateway.map(|g| g.mac.to_string()),
                     "fdb_entries": b.fdb.len(),
                     "fdb_capacity": b.fdb.capacity(),
                     "aging": b.aging,
@@ -303,6 +419,7 @@ impl Worker {
         json!({
             "ports": ports,
             "bridges": bridges,
+            "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
             "worker": {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
@@ -313,4 +430,9 @@ impl Worker {
             }
         })
     }
+}
+
+/// `172.31.5.1/24`
+fn gateway_text(g: crate::datapath::Gateway) -> String {
+    format!("{}/{}", std::net::Ipv4Addr::from(g.ip), g.len)
 }

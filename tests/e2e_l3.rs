@@ -1,0 +1,118 @@
+//! End-to-end L3 tests in network namespaces (root; an explicit skip otherwise): the Docker
+//! bridge picture. Containers use their bridge's gateway as default route; uvs answers ping for
+//! the gateway, routes between bridges (TTL decremented by one), and follows a static route to a
+//! network behind a host on the `ext` bridge.
+
+mod common;
+
+use common::netns::*;
+
+fn ping_output(ns: &str, ip: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip,
+        ])
+        .output()
+        .expect("ping");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gateway_routing_and_static_route() {
+    if !root_or_skip("gateway_routing_and_static_route") {
+        return;
+    }
+    let p = prefix("er");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0", "gateway=172.31.5.1/24"]);
+    d.ctl(&["add-br", "br1", "gateway=10.9.0.1/24"]);
+    d.ctl(&["add-br", "ext", "gateway=10.250.0.1/24"]);
+    // c1 on AF_XDP in br0, c2 on TAP in br1, "outside" host o on AF_XDP in ext.
+    t.container(&n("c1"), &n("p1"), "172.31.5.2/24");
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    t.netns(&n("c2"));
+    d.ctl(&["add-port", "br1", &n("p2"), "type=tap"]);
+    t.adopt(&n("c2"), &n("p2"), "10.9.0.2/24");
+    t.container(&n("o"), &n("po"), "10.250.0.2/24");
+    d.ctl(&["add-port", "ext", &n("po"), "type=afxdp"]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("c1"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.31.5.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("c2"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.9.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("o"),
+        "route",
+        "add",
+        "172.31.5.0/24",
+        "via",
+        "10.250.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("o"),
+        "addr",
+        "add",
+        "10.254.9.1/32",
+        "dev",
+        "lo",
+    ]);
+
+    assert!(
+        ping(&n("c1"), "172.31.5.1", 2),
+        "container pings its gateway"
+    );
+    let out = ping_output(&n("c1"), "10.9.0.2");
+    assert!(out.contains("ttl=63"), "routed once, TTL 63:\n{out}");
+    let bps = iperf3_tcp(&n("c2"), &n("c1"), "10.9.0.2", 2);
+    eprintln!("routed TCP c1 -> c2: {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP across the router carried {bps} bit/s");
+
+    assert!(!ping(&n("c1"), "10.254.9.1", 1), "no route yet");
+    d.ctl(&["route-add", "10.254.9.0/24", "via", "10.250.0.2"]);
+    assert!(
+        ping(&n("c1"), "10.254.9.1", 2),
+        "static route via the ext host"
+    );
+    let routes = d.ctl(&["route-show"]);
+    assert!(
+        routes.contains("10.254.9.0/24") && routes.contains("via 10.250.0.2"),
+        "{routes}"
+    );
+    let neigh = d.ctl(&["neigh-show"]);
+    assert!(
+        neigh.contains("10.250.0.2") && neigh.contains("172.31.5.2"),
+        "{neigh}"
+    );
+    d.ctl(&["route-del", "10.254.9.0/24"]);
+    assert!(!ping(&n("c1"), "10.254.9.1", 1), "route removed");
+
+    // Bad requests name the field.
+    let err = |args: &[&str]| String::from_utf8_lossy(&d.ctl_raw(args).stderr).into_owned();
+    assert!(err(&["route-add", "10.0.0.1/24", "via", "10.250.0.2"]).contains("host bits"));
+    assert!(err(&["route-add", "10.1.0.0/16", "via", "192.0.2.1"]).contains("via"));
+    assert!(err(&["set-br", "br1", "gateway=10.9.0.300/24"]).contains("gateway"));
+    assert!(err(&["add-br", "br2", "gateway=172.31.5.1/24"]).contains("already"));
+    let stats = d.ctl(&["stats"]);
+    assert!(stats.contains("router: routed"), "{stats}");
+}
