@@ -1,0 +1,574 @@
+//! The connection table: a slot array of connections, the two-entry-per-connection index and
+//! the NAT port pools (see the module contract in `mod.rs`).
+
+use std::fmt;
+
+use super::index::Index;
+use super::key::{FlowKey, PROTO_TCP};
+use super::ports::PortAllocator;
+use super::state::{State, TcpMemo, Timeouts, other_next, tcp_next};
+use super::{CtConfig, CtError, Direction, EVICT_SCAN, MAX_LIMIT};
+
+/// A connection's slot number. Valid until the connection is removed (`remove`, `flush`,
+/// `expire`, a lookup that finds it expired, or an `insert` that evicts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u32);
+
+impl ConnId {
+    /// The slot number.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A NAT pool's number in its table.
+pub type PoolId = u16;
+
+/// Which address of the original direction NAT rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NatKind {
+    /// Source NAT (masquerade): the original packet's source becomes `addr:port`.
+    Snat,
+    /// Destination NAT (port mapping): the original packet's destination becomes `addr:port`.
+    Dnat,
+}
+
+/// The translation applied to a connection's original direction (the reply direction gets the
+/// inverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NatInfo {
+    /// What is rewritten.
+    pub kind: NatKind,
+    /// The new address.
+    pub addr: [u8; 4],
+    /// The new port (ICMP: identifier).
+    pub port: u16,
+    /// The pool the port was allocated from (released on removal); set only by
+    /// [`Conntrack::snat`].
+    pool: Option<PoolId>,
+}
+
+impl NatInfo {
+    /// Source NAT to `addr:port`.
+    pub fn snat(addr: [u8; 4], port: u16) -> NatInfo {
+        NatInfo {
+            kind: NatKind::Snat,
+            addr,
+            port,
+            pool: None,
+        }
+    }
+
+    /// Destination NAT to `addr:port`.
+    pub fn dnat(addr: [u8; 4], port: u16) -> NatInfo {
+        NatInfo {
+            kind: NatKind::Dnat,
+            addr,
+            port,
+            pool: None,
+        }
+    }
+
+    /// The pool owning the port, if it came from one.
+    pub fn pool(&self) -> Option<PoolId> {
+        self.pool
+    }
+
+    /// `orig` as it leaves after translation.
+    #[inline]
+    pub fn apply(&self, orig: &FlowKey) -> FlowKey {
+        let mut k = *orig;
+        match self.kind {
+            NatKind::Snat => {
+                k.src = self.addr;
+                k.sport = self.port;
+            }
+            NatKind::Dnat => {
+                k.dst = self.addr;
+                k.dport = self.port;
+            }
+        }
+        k
+    }
+
+    /// The reply tuple of a connection with original tuple `orig` under this translation.
+    #[inline]
+    pub fn reply_of(&self, orig: &FlowKey) -> FlowKey {
+        self.apply(orig).reverse()
+    }
+}
+
+/// One tracked connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conn {
+    /// The tuple of the first packet.
+    pub orig: FlowKey,
+    /// The tuple replies carry (after NAT).
+    pub reply: FlowKey,
+    /// Current state.
+    pub state: State,
+    /// Time (seconds) of creation.
+    pub created: u32,
+    /// Time (seconds) of the last packet accounted.
+    pub last_seen: u32,
+    /// The translation, if any.
+    pub nat: Option<NatInfo>,
+    /// Packets per direction (index: [`Direction::index`]).
+    pub packets: [u64; 2],
+    /// Bytes per direction.
+    pub bytes: [u64; 2],
+    memo: TcpMemo,
+}
+
+impl Conn {
+    /// The tuple a packet travelling in `dir` must carry after translation: the reverse of the
+    /// other direction's tuple (identity without NAT).
+    #[inline]
+    pub fn rewrite(&self, dir: Direction) -> FlowKey {
+        match dir {
+            Direction::Original => self.reply.reverse(),
+            Direction::Reply => self.orig.reverse(),
+        }
+    }
+
+    /// The tuple a packet in `dir` carries on arrival.
+    pub fn key(&self, dir: Direction) -> &FlowKey {
+        match dir {
+            Direction::Original => &self.orig,
+            Direction::Reply => &self.reply,
+        }
+    }
+}
+
+/// One connection, for `ct-show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Slot number.
+    pub id: ConnId,
+    /// Original tuple.
+    pub orig: FlowKey,
+    /// Reply tuple.
+    pub reply: FlowKey,
+    /// State.
+    pub state: State,
+    /// The translation, if any.
+    pub nat: Option<NatInfo>,
+    /// Seconds since creation.
+    pub age: u32,
+    /// Seconds left before expiry if no packet comes.
+    pub timeout_left: u32,
+    /// Packets per direction.
+    pub packets: [u64; 2],
+    /// Bytes per direction.
+    pub bytes: [u64; 2],
+}
+
+impl fmt::Display for ConnInfo {
+    /// conntrack-tools style: `tcp 7439 ESTABLISHED src=.. dst=.. sport=.. dport=.. packets=..
+    /// bytes=.. src=.. (reply tuple) .. age=.. [snat=A:P]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} packets={} bytes={} {} packets={} bytes={} age={}",
+            self.orig.proto_name(),
+            self.timeout_left,
+            self.state,
+            self.orig,
+            self.packets[0],
+            self.bytes[0],
+            self.reply,
+            self.packets[1],
+            self.bytes[1],
+            self.age
+        )?;
+        if let Some(n) = self.nat {
+            let [a, b, c, d] = n.addr;
+            let kind = match n.kind {
+                NatKind::Snat => "snat",
+                NatKind::Dnat => "dnat",
+            };
+            write!(f, " {kind}={a}.{b}.{c}.{d}:{}", n.port)?;
+        }
+        Ok(())
+    }
+}
+
+/// Table counters (one table per worker, so plain integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtStats {
+    /// Connections created.
+    pub inserted: u64,
+    /// Connections removed because their timeout passed (by `expire` or found by a lookup).
+    pub expired: u64,
+    /// Expired connections removed by a full table's `insert` to make room.
+    pub evicted: u64,
+    /// Inserts refused: table full (the caller drops the packet).
+    pub table_full: u64,
+    /// Inserts refused: a tuple clashed with a live connection.
+    pub clashes: u64,
+    /// NAT port allocations that found no free port (the caller drops the packet).
+    pub ports_exhausted: u64,
+}
+
+/// The connection table of one worker.
+pub struct Conntrack {
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    index: Index,
+    pools: Vec<PortAllocator>,
+    timeouts: Timeouts,
+    limit: usize,
+    len: usize,
+    cursor: usize,
+    stats: CtStats,
+}
+
+impl Conntrack {
+    /// A table for `cfg.limit` connections (slot array and index allocated here).
+    pub fn new(cfg: CtConfig) -> Result<Conntrack, CtError> {
+        if cfg.limit == 0 || cfg.limit > MAX_LIMIT {
+            return Err(CtError::BadLimit { limit: cfg.limit });
+        }
+        Ok(Conntrack {
+            conns: Vec::with_capacity(cfg.limit),
+            free: Vec::with_capacity(cfg.limit),
+            index: Index::new(cfg.limit * 2, cfg.hash_seed),
+            pools: Vec::new(),
+            timeouts: cfg.timeouts,
+            limit: cfg.limit,
+            len: 0,
+            cursor: 0,
+            stats: CtStats::default(),
+        })
+    }
+
+    /// Live connections (some may have expired and not been collected yet).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no connection is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The connection limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The timeouts in force.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Change the timeouts; they apply to existing connections at once.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CtStats {
+        &self.stats
+    }
+
+    /// Add a NAT port pool (control plane; may allocate). Returns its id.
+    pub fn add_pool(&mut self, pool: PortAllocator) -> PoolId {
+        self.pools.push(pool);
+        (self.pools.len() - 1) as PoolId
+    }
+
+    /// A pool, for display.
+    pub fn pool(&self, id: PoolId) -> Option<&PortAllocator> {
+        self.pools.get(id as usize)
+    }
+
+    /// The connection in slot `id`, if live.
+    #[inline]
+    pub fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.get(id.index())?.as_ref()
+    }
+
+    #[inline]
+    fn expired(&self, c: &Conn, now: u32) -> bool {
+        now.saturating_sub(c.last_seen) >= self.timeouts.of(c.orig.proto, c.state)
+    }
+
+    /// The connection `key` belongs to and the packet's direction. An expired connection found
+    /// here is removed and reported as absent.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, now: u32) -> Option<(ConnId, Direction)> {
+        let (slot, dir) = self.index.get(key.pack())?;
+        let c = self.conns.get(slot as usize)?.as_ref()?;
+        if self.expired(c, now) {
+            self.remove_expired(ConnId(slot));
+            return None;
+        }
+        Some((ConnId(slot), dir))
+    }
+
+    /// The rare path of `lookup`, kept out of line.
+    #[cold]
+    #[inline(never)]
+    fn remove_expired(&mut self, id: ConnId) {
+        self.remove(id);
+        self.stats.expired += 1;
+    }
+
+    /// True if `key` belongs to a connection that has not expired at `now` (read-only).
+    #[inline]
+    pub fn is_live(&self, key: &FlowKey, now: u32) -> bool {
+        match self.index.get(key.pack()) {
+            Some((slot, _)) => match self.conns.get(slot as usize) {
+                Some(Some(c)) => !self.expired(c, now),
+                _ => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Track a new connection without NAT (reply tuple: `orig` reversed).
+    pub fn insert(&mut self, orig: FlowKey, now: u32) -> Result<ConnId, CtError> {
+        self.insert_conn(orig, None, now)
+    }
+
+    /// Track a new connection translated by `nat`: computes the reply tuple and inserts both
+    /// index entries, or nothing on error.
+    pub fn create_nat_conn(
+        &mut self,
+        orig: FlowKey,
+        nat: NatInfo,
+        now: u32,
+    ) -> Result<ConnId, CtError> {
+        self.insert_conn(orig, Some(nat), now)
+    }
+
+    /// Masquerade: allocate a port from `pool` whose reply tuple is free and track the
+    /// connection with source NAT to the pool's address and that port.
+    pub fn snat(&mut self, orig: FlowKey, pool: PoolId, now: u32) -> Result<ConnId, CtError> {
+        let Some(p) = self.pools.get_mut(pool as usize) else {
+            return Err(CtError::NoSuchPool { pool });
+        };
+        if p.proto() != orig.proto {
+            let pool_proto = p.proto();
+            return Err(CtError::PoolProto {
+                pool,
+                pool_proto,
+                proto: orig.proto,
+            });
+        }
+        let addr = p.addr();
+        // Borrow the pool out so `is_live` can read the table (no allocation: the placeholder
+        // owns an empty slice).
+        let mut p = std::mem::replace(p, PortAllocator::placeholder());
+        let port = p.alloc(&orig, |port| {
+            self.is_live(&NatInfo::snat(addr, port).reply_of(&orig), now)
+        });
+        self.pools[pool as usize] = p;
+        let Some(port) = port else {
+            self.stats.ports_exhausted += 1;
+            return Err(CtError::PortsExhausted {
+                addr,
+                proto: orig.proto,
+                remote: orig.dst,
+                rport: orig.dport,
+            });
+        };
+        let mut nat = NatInfo::snat(addr, port);
+        nat.pool = Some(pool);
+        self.insert_conn(orig, Some(nat), now)
+    }
+
+    /// Insert both tuples or nothing. A pooled port in `nat` is owned by this call: released
+    /// on error, by the connection's removal otherwise.
+    fn insert_conn(
+        &mut self,
+        orig: FlowKey,
+        nat: Option<NatInfo>,
+        now: u32,
+    ) -> Result<ConnId, CtError> {
+        let reply = match &nat {
+            Some(n) => n.reply_of(&orig),
+            None => orig.reverse(),
+        };
+        if let Err(e) = self.make_room(&orig, &reply, now) {
+            self.release_nat(nat.as_ref());
+            return Err(e);
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.conns.push(None);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let state = if orig.proto == PROTO_TCP {
+            State::New
+        } else {
+            State::Unreplied
+        };
+        self.conns[slot as usize] = Some(Conn {
+            orig,
+            reply,
+            state,
+            created: now,
+            last_seen: now,
+            nat,
+            packets: [0; 2],
+            bytes: [0; 2],
+            memo: TcpMemo::default(),
+        });
+        let a = self.index.insert(orig.pack(), slot, Direction::Original);
+        let b = self.index.insert(reply.pack(), slot, Direction::Reply);
+        debug_assert!(a && b, "tuples checked free by make_room");
+        self.len += 1;
+        self.stats.inserted += 1;
+        Ok(ConnId(slot))
+    }
+
+    /// Check both tuples are free (removing expired holders) and that a slot is free
+    /// (evicting one expired connection if the table is full).
+    fn make_room(&mut self, orig: &FlowKey, reply: &FlowKey, now: u32) -> Result<(), CtError> {
+        for key in [orig, reply] {
+            if self.lookup(key, now).is_some() {
+                self.stats.clashes += 1;
+                return Err(CtError::Exists { key: *key });
+            }
+        }
+        if orig.pack() == reply.pack() {
+            // One index entry cannot tell the two directions apart.
+            self.stats.clashes += 1;
+            return Err(CtError::Exists { key: *orig });
+        }
+        if self.len >= self.limit && !self.evict_one(now) {
+            self.stats.table_full += 1;
+            return Err(CtError::TableFull { limit: self.limit });
+        }
+        Ok(())
+    }
+
+    /// Remove the first expired connection among the next [`EVICT_SCAN`] slots from the
+    /// expiry cursor (which advances, so repeated attempts look at new slots).
+    fn evict_one(&mut self, now: u32) -> bool {
+        let n = self.conns.len();
+        for _ in 0..EVICT_SCAN.min(n) {
+            let i = self.cursor % n;
+            self.cursor = (i + 1) % n;
+            let hit = matches!(&self.conns[i], Some(c) if self.expired(c, now));
+            if hit {
+                self.remove(ConnId(i as u32));
+                self.stats.evicted += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn release_nat(&mut self, nat: Option<&NatInfo>) {
+        if let Some(&NatInfo {
+            pool: Some(p),
+            port,
+            ..
+        }) = nat
+            && let Some(pool) = self.pools.get_mut(p as usize)
+        {
+            pool.release(port);
+        }
+    }
+
+    /// Account a packet of `len` bytes travelling in `dir`: counters, last-seen time and state
+    /// (`tcp_flags` is ignored for other protocols). Returns the new state, or None if `id` is
+    /// not a live connection.
+    #[inline]
+    pub fn update(
+        &mut self,
+        id: ConnId,
+        dir: Direction,
+        len: u32,
+        tcp_flags: u8,
+        now: u32,
+    ) -> Option<State> {
+        let c = self.conns.get_mut(id.index())?.as_mut()?;
+        c.packets[dir.index()] += 1;
+        c.bytes[dir.index()] += len as u64;
+        c.last_seen = now;
+        c.state = if c.orig.proto == PROTO_TCP {
+            tcp_next(c.state, &mut c.memo, dir, tcp_flags)
+        } else {
+            other_next(c.state, dir)
+        };
+        Some(c.state)
+    }
+
+    /// Advance a TCP connection's state for a segment with `flags` in `dir` and refresh its
+    /// last-seen time (no counters). Returns the new state, or None if `id` is not live.
+    #[inline]
+    pub fn update_tcp(&mut self, id: ConnId, dir: Direction, flags: u8, now: u32) -> Option<State> {
+        let c = self.conns.get_mut(id.index())?.as_mut()?;
+        c.last_seen = now;
+        c.state = tcp_next(c.state, &mut c.memo, dir, flags);
+        Some(c.state)
+    }
+
+    /// Remove a connection: both index entries, its slot, its NAT port. False if not live.
+    pub fn remove(&mut self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(id.index()).and_then(Option::take) else {
+            return false;
+        };
+        self.index.remove(c.orig.pack());
+        self.index.remove(c.reply.pack());
+        self.release_nat(c.nat.as_ref());
+        self.free.push(id.0);
+        self.len -= 1;
+        true
+    }
+
+    /// Remove connections whose timeout has passed at `now`, examining at most `budget` slots
+    /// from where the last call stopped. Returns the number removed.
+    pub fn expire(&mut self, now: u32, budget: usize) -> usize {
+        let n = self.conns.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.cursor % n;
+            self.cursor = (i + 1) % n;
+            let hit = matches!(&self.conns[i], Some(c) if self.expired(c, now));
+            if hit {
+                self.remove(ConnId(i as u32));
+                removed += 1;
+            }
+        }
+        self.stats.expired += removed as u64;
+        removed
+    }
+
+    /// Remove every connection (releasing NAT ports). Returns the number removed.
+    pub fn flush(&mut self) -> usize {
+        let mut removed = 0;
+        for i in 0..self.conns.len() {
+            removed += self.remove(ConnId(i as u32)) as usize;
+        }
+        debug_assert_eq!(self.index.len(), 0);
+        self.index.clear();
+        removed
+    }
+
+    /// Every connection not yet collected, described at time `now` (expired ones show a
+    /// `timeout_left` of 0).
+    pub fn iter(&self, now: u32) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.conns.iter().enumerate().filter_map(move |(i, c)| {
+            let c = c.as_ref()?;
+            let timeout = self.timeouts.of(c.orig.proto, c.state);
+            Some(ConnInfo {
+                id: ConnId(i as u32),
+                orig: c.orig,
+                reply: c.reply,
+                state: c.state,
+                nat: c.nat,
+                age: now.saturating_sub(c.created),
+                timeout_left: timeout.saturating_sub(now.saturating_sub(c.last_seen)),
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+        })
+    }
+}

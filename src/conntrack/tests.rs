@@ -1,0 +1,524 @@
+//! Table-level tests with a manual clock (plain `u32` seconds).
+
+use std::collections::{HashMap, HashSet};
+
+use super::*;
+
+const A: [u8; 4] = [172, 30, 0, 2];
+const B: [u8; 4] = [172, 30, 0, 3];
+const GW: [u8; 4] = [198, 18, 0, 1];
+const REMOTE: [u8; 4] = [93, 184, 216, 34];
+
+fn table(limit: usize) -> Conntrack {
+    Conntrack::new(CtConfig {
+        limit,
+        ..CtConfig::default()
+    })
+    .unwrap()
+}
+
+fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
+    FlowKey::new(PROTO_TCP, src, sport, dst, dport)
+}
+
+fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
+    FlowKey::new(PROTO_UDP, src, sport, dst, dport)
+}
+
+#[test]
+fn lookup_from_both_directions() {
+    let mut ct = table(16);
+    let k = tcp(A, 40000, B, 80);
+    let id = ct.insert(k, 1).unwrap();
+    assert_eq!(ct.lookup(&k, 1), Some((id, Direction::Original)));
+    assert_eq!(ct.lookup(&k.reverse(), 1), Some((id, Direction::Reply)));
+    assert_eq!(ct.lookup(&tcp(A, 40001, B, 80), 1), None);
+    let c = ct.conn(id).unwrap();
+    assert_eq!(c.rewrite(Direction::Original), k, "no NAT: identity");
+    assert_eq!(c.rewrite(Direction::Reply), k.reverse());
+    assert_eq!(ct.insert(k, 2), Err(CtError::Exists { key: k }));
+    assert_eq!(
+        ct.insert(k.reverse(), 2),
+        Err(CtError::Exists { key: k.reverse() })
+    );
+    assert_eq!(ct.len(), 1);
+}
+
+#[test]
+fn snat_and_dnat_tuples_and_rewrites() {
+    let mut ct = table(16);
+    // Masquerade: A:40000 -> REMOTE:443 leaves as GW:50000.
+    let k = tcp(A, 40000, REMOTE, 443);
+    let id = ct.create_nat_conn(k, NatInfo::snat(GW, 50000), 1).unwrap();
+    let reply = tcp(REMOTE, 443, GW, 50000);
+    assert_eq!(ct.conn(id).unwrap().reply, reply);
+    assert_eq!(ct.lookup(&reply, 1), Some((id, Direction::Reply)));
+    let c = ct.conn(id).unwrap();
+    assert_eq!(c.rewrite(Direction::Original), tcp(GW, 50000, REMOTE, 443));
+    assert_eq!(c.rewrite(Direction::Reply), tcp(REMOTE, 443, A, 40000));
+
+    // Port mapping -p 8080:80: REMOTE:5555 -> GW:8080 goes to B:80.
+    let k = tcp(REMOTE, 5555, GW, 8080);
+    let id = ct.create_nat_conn(k, NatInfo::dnat(B, 80), 1).unwrap();
+    let reply = tcp(B, 80, REMOTE, 5555);
+    assert_eq!(ct.lookup(&reply, 1), Some((id, Direction::Reply)));
+    let c = ct.conn(id).unwrap();
+    assert_eq!(c.rewrite(Direction::Original), tcp(REMOTE, 5555, B, 80));
+    assert_eq!(c.rewrite(Direction::Reply), tcp(GW, 8080, REMOTE, 5555));
+
+    // ICMP echo masquerade: the identifier is translated, replies keep it in sport.
+    let mut ct = table(4);
+    let pool = ct.add_pool(PortAllocator::new(GW, PROTO_ICMP, 0..=65535).unwrap());
+    let e = FlowKey::icmp_echo(A, REMOTE, 7);
+    let id = ct.snat(e, pool, 1).unwrap();
+    let c = ct.conn(id).unwrap().clone();
+    let ident = c.nat.unwrap().port;
+    assert_eq!(c.reply, FlowKey::icmp_echo(REMOTE, GW, ident));
+    assert_eq!(ct.lookup(&c.reply, 2), Some((id, Direction::Reply)));
+    assert_eq!(
+        c.rewrite(Direction::Reply),
+        FlowKey::icmp_echo(REMOTE, A, 7)
+    );
+}
+
+#[test]
+fn nat_insert_is_all_or_nothing() {
+    let mut ct = table(16);
+    let pool = ct.add_pool(PortAllocator::new(GW, PROTO_TCP, 1000..=1000).unwrap());
+    // A connection already owns the reply tuple the pool's only port would give.
+    let squatter = tcp(GW, 1000, REMOTE, 443);
+    ct.insert(squatter, 0).unwrap();
+    let k = tcp(A, 40000, REMOTE, 443);
+    assert!(matches!(
+        ct.snat(k, pool, 0),
+        Err(CtError::PortsExhausted { .. })
+    ));
+    assert_eq!(ct.stats().ports_exhausted, 1);
+    // Explicit translation onto a used reply tuple: nothing inserted.
+    let err = ct.create_nat_conn(k, NatInfo::snat(GW, 1000), 0);
+    assert_eq!(
+        err,
+        Err(CtError::Exists {
+            key: squatter.reverse()
+        })
+    );
+    assert_eq!(ct.lookup(&k, 0), None, "original tuple not left behind");
+    assert_eq!(ct.len(), 1);
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 0);
+    // The orig tuple already used: the allocated port is released again.
+    let mut ct = table(16);
+    let pool = ct.add_pool(PortAllocator::new(GW, PROTO_TCP, 1000..=1001).unwrap());
+    ct.snat(k, pool, 0).unwrap();
+    assert!(matches!(ct.snat(k, pool, 0), Err(CtError::Exists { .. })));
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 1);
+    assert!(matches!(
+        ct.snat(udp(A, 1, REMOTE, 2), pool, 0),
+        Err(CtError::PoolProto { .. })
+    ));
+    assert!(matches!(
+        ct.snat(k, 9, 0),
+        Err(CtError::NoSuchPool { pool: 9 })
+    ));
+}
+
+#[test]
+fn tcp_handshake_fin_fin_and_rst_through_table() {
+    let mut ct = table(16);
+    let k = tcp(A, 40000, B, 80);
+    let id = ct.insert(k, 0).unwrap();
+    let (o, r) = (Direction::Original, Direction::Reply);
+    assert_eq!(ct.update(id, o, 60, TCP_SYN, 0), Some(State::SynSent));
+    assert_eq!(
+        ct.update(id, r, 60, TCP_SYN | TCP_ACK, 0),
+        Some(State::SynRecv)
+    );
+    assert_eq!(ct.update(id, o, 52, TCP_ACK, 1), Some(State::Established));
+    assert_eq!(
+        ct.update(id, o, 52, TCP_FIN | TCP_ACK, 2),
+        Some(State::FinWait)
+    );
+    assert_eq!(
+        ct.update_tcp(id, r, TCP_FIN | TCP_ACK, 2),
+        Some(State::LastAck)
+    );
+    assert_eq!(ct.update_tcp(id, o, TCP_ACK, 2), Some(State::TimeWait));
+    let c = ct.conn(id).unwrap();
+    assert_eq!(c.packets, [3, 1]);
+    assert_eq!(c.bytes, [164, 60], "update_tcp does not count");
+
+    let k2 = tcp(A, 40001, B, 80);
+    let id2 = ct.insert(k2, 0).unwrap();
+    ct.update(id2, o, 60, TCP_SYN, 0);
+    assert_eq!(
+        ct.update(id2, r, 40, TCP_RST | TCP_ACK, 0),
+        Some(State::Close)
+    );
+    assert_eq!(ct.lookup(&k2, 9), Some((id2, o)));
+    assert_eq!(ct.lookup(&k2, 10), None, "CLOSE lasts 10 s");
+}
+
+/// Drive a fresh connection of `key` into `state` at time 0 (packets in `steps`).
+fn conn_in(ct: &mut Conntrack, key: FlowKey, steps: &[(Direction, u8)]) -> ConnId {
+    let id = ct.insert(key, 0).unwrap();
+    for &(d, f) in steps {
+        ct.update(id, d, 40, f, 0);
+    }
+    id
+}
+
+/// (key, packets from time 0, expected state, expected timeout).
+type TimeoutCase = (FlowKey, Vec<(Direction, u8)>, State, u32);
+
+#[test]
+fn every_timeout_expires_on_time() {
+    use Direction::{Original as O, Reply as R};
+    let t = Timeouts::default();
+    let syn = (O, TCP_SYN);
+    let synack = (R, TCP_SYN | TCP_ACK);
+    let ack = (O, TCP_ACK);
+    let cases: Vec<TimeoutCase> = vec![
+        (tcp(A, 1, B, 2), vec![], State::New, t.tcp_syn_sent),
+        (tcp(A, 1, B, 2), vec![syn], State::SynSent, t.tcp_syn_sent),
+        (
+            tcp(A, 1, B, 2),
+            vec![syn, synack],
+            State::SynRecv,
+            t.tcp_syn_recv,
+        ),
+        (
+            tcp(A, 1, B, 2),
+            vec![syn, synack, ack],
+            State::Established,
+            7440,
+        ),
+        (
+            tcp(A, 1, B, 2),
+            vec![syn, synack, ack, (O, TCP_FIN)],
+            State::FinWait,
+            120,
+        ),
+        (
+            tcp(A, 1, B, 2),
+            vec![syn, synack, ack, (O, TCP_FIN), (R, TCP_FIN)],
+            State::LastAck,
+            30,
+        ),
+        (
+            tcp(A, 1, B, 2),
+            vec![syn, synack, ack, (O, TCP_FIN), (R, TCP_FIN), ack],
+            State::TimeWait,
+            120,
+        ),
+        (tcp(A, 1, B, 2), vec![syn, (R, TCP_RST)], State::Close, 10),
+        (udp(A, 1, B, 53), vec![(O, 0)], State::Unreplied, 30),
+        (udp(A, 1, B, 53), vec![(O, 0), (R, 0)], State::Replied, 180),
+        (
+            FlowKey::icmp_echo(A, B, 9),
+            vec![(O, 0)],
+            State::Unreplied,
+            30,
+        ),
+        (
+            FlowKey::icmp_echo(A, B, 9),
+            vec![(R, 0)],
+            State::Replied,
+            30,
+        ),
+        (FlowKey::new(47, A, 0, B, 0), vec![], State::Unreplied, 600),
+    ];
+    for (key, steps, state, timeout) in cases {
+        let mut ct = table(4);
+        let id = conn_in(&mut ct, key, &steps);
+        assert_eq!(ct.conn(id).unwrap().state, state);
+        let info = ct.iter(1).next().unwrap();
+        assert_eq!(info.timeout_left, timeout - 1, "{state}");
+        assert_eq!(
+            ct.expire(timeout - 1, 10),
+            0,
+            "{state} alive at {}",
+            timeout - 1
+        );
+        assert!(ct.lookup(&key.reverse(), timeout - 1).is_some(), "{state}");
+        assert_eq!(ct.expire(timeout, 10), 1, "{state} expires at {timeout}");
+        assert!(ct.lookup(&key, timeout).is_none());
+        // Expiry on sight, without a scan.
+        let id = conn_in(&mut ct, key, &steps);
+        assert!(ct.conn(id).is_some());
+        assert!(ct.lookup(&key, timeout).is_none(), "{state} lazily expired");
+        assert!(ct.is_empty());
+    }
+}
+
+#[test]
+fn packets_restart_the_timer_and_timeouts_are_configurable() {
+    let mut ct = table(4);
+    let k = udp(A, 1, B, 53);
+    let id = ct.insert(k, 0).unwrap();
+    ct.update(id, Direction::Original, 100, 0, 25);
+    assert!(ct.lookup(&k, 54).is_some());
+    ct.set_timeouts(Timeouts {
+        udp_unreplied: 5,
+        ..Timeouts::default()
+    });
+    assert!(ct.lookup(&k, 30).is_none());
+}
+
+#[test]
+fn limit_table_full_then_evicts_an_expired_entry() {
+    let mut ct = table(4);
+    for i in 0..4 {
+        ct.insert(udp(A, i, B, 53), 0).unwrap();
+    }
+    let id0 = ct.lookup(&udp(A, 0, B, 53), 0).unwrap().0;
+    for i in 1..4 {
+        let id = ct.lookup(&udp(A, i, B, 53), 0).unwrap().0;
+        ct.update(id, Direction::Reply, 1, 0, 20); // REPLIED: 180 s from t=20
+    }
+    assert_eq!(
+        ct.insert(udp(A, 9, B, 53), 10),
+        Err(CtError::TableFull { limit: 4 })
+    );
+    assert_eq!(ct.stats().table_full, 1);
+    // At t=30 the unreplied one (30 s) has expired: insert evicts it.
+    let id = ct.insert(udp(A, 9, B, 53), 30).unwrap();
+    assert_eq!(id, id0, "slot reused");
+    assert_eq!(ct.stats().evicted, 1);
+    assert_eq!(ct.len(), 4);
+    assert!(ct.lookup(&udp(A, 0, B, 53), 30).is_none());
+    assert_eq!(
+        ct.insert(udp(A, 10, B, 53), 30),
+        Err(CtError::TableFull { limit: 4 })
+    );
+    assert!(
+        Conntrack::new(CtConfig {
+            limit: 0,
+            ..CtConfig::default()
+        })
+        .is_err()
+    );
+    assert!(
+        Conntrack::new(CtConfig {
+            limit: MAX_LIMIT + 1,
+            ..CtConfig::default()
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn expire_with_budget_covers_whole_table() {
+    let mut ct = table(1000);
+    for i in 0..1000 {
+        ct.insert(udp(A, i, B, 53), i as u32 % 7).unwrap();
+    }
+    // A few survivors refreshed late.
+    for i in 0..10 {
+        let id = ct.lookup(&udp(A, i * 100, B, 53), 10).unwrap().0;
+        ct.update(id, Direction::Original, 1, 0, 100);
+    }
+    let mut removed = 0;
+    for _ in 0..(1000 / 64 + 1) {
+        removed += ct.expire(100, 64);
+    }
+    assert_eq!(removed, 990);
+    assert_eq!(ct.len(), 10);
+    assert_eq!(ct.stats().expired, 990);
+    assert_eq!(ct.iter(100).count(), 10);
+}
+
+#[test]
+fn port_allocation_under_pressure() {
+    let mut ct = table(2000);
+    let pool = ct.add_pool(PortAllocator::new(GW, PROTO_UDP, 1000..=1015).unwrap());
+    let mut ports = HashSet::new();
+    let mut ok = 0;
+    for i in 0..1000u32 {
+        let src = [10, 0, (i >> 8) as u8, i as u8];
+        match ct.snat(udp(src, 5000, REMOTE, 53), pool, 0) {
+            Ok(id) => {
+                ok += 1;
+                let port = ct.conn(id).unwrap().nat.unwrap().port;
+                assert!((1000..=1015).contains(&port));
+                assert!(ports.insert(port), "port {port} handed twice");
+            }
+            Err(e) => assert!(matches!(e, CtError::PortsExhausted { rport: 53, .. })),
+        }
+    }
+    assert_eq!(ok, 16);
+    assert_eq!(ct.stats().ports_exhausted, 984);
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 16);
+    // Another remote can reuse the same ports (uniqueness is per reply tuple).
+    let other = ct.snat(udp(A, 5000, [1, 1, 1, 1], 53), pool, 0).unwrap();
+    assert!(ports.contains(&ct.conn(other).unwrap().nat.unwrap().port));
+    assert_eq!(
+        ct.pool(pool)
+            .unwrap()
+            .refs(ct.conn(other).unwrap().nat.unwrap().port),
+        2
+    );
+    // After expiry (UDP unreplied: 30 s), every port is free again.
+    assert_eq!(ct.expire(30, usize::MAX), 17);
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 0);
+    let mut again = HashSet::new();
+    for i in 0..16u32 {
+        let id = ct
+            .snat(udp([10, 1, 0, i as u8], 5000, REMOTE, 53), pool, 30)
+            .unwrap();
+        assert!(again.insert(ct.conn(id).unwrap().nat.unwrap().port));
+    }
+    // Expired-but-uncollected holders also give their port up (removed on sight).
+    let id = ct
+        .snat(udp([10, 2, 0, 0], 5000, REMOTE, 53), pool, 60)
+        .unwrap();
+    assert!(ct.conn(id).is_some());
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 16);
+    assert_eq!(ct.expire(60, usize::MAX), 15);
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 1);
+    assert_eq!(ct.flush(), 1);
+    assert_eq!(ct.pool(pool).unwrap().in_use(), 0);
+}
+
+#[test]
+fn ct_show_lines() {
+    let mut ct = table(4);
+    let id = ct
+        .create_nat_conn(tcp(A, 40000, REMOTE, 443), NatInfo::snat(GW, 50000), 100)
+        .unwrap();
+    ct.update(id, Direction::Original, 60, TCP_SYN, 100);
+    let line = ct.iter(105).next().unwrap().to_string();
+    assert_eq!(
+        line,
+        "tcp 115 SYN_SENT src=172.30.0.2 dst=93.184.216.34 sport=40000 dport=443 packets=1 \
+         bytes=60 src=93.184.216.34 dst=198.18.0.1 sport=443 dport=50000 packets=0 bytes=0 \
+         age=5 snat=198.18.0.1:50000"
+    );
+}
+
+/// xorshift64*: deterministic randomness without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn randomized_against_reference() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut ct = table(300);
+    // Reference: tuple -> (connection's original tuple, direction).
+    let mut reference: HashMap<FlowKey, (FlowKey, Direction)> = HashMap::new();
+    let key = |rng: &mut Rng| {
+        udp(
+            [10, 0, 0, rng.below(8) as u8],
+            rng.below(40) as u16,
+            [10, 0, 1, rng.below(4) as u8],
+            rng.below(4) as u16 + 1,
+        )
+    };
+    for step in 0..200_000 {
+        let k = key(&mut rng);
+        match rng.below(10) {
+            0..=3 => {
+                let nat = (rng.below(2) == 0).then(|| NatInfo::snat(GW, rng.below(64) as u16));
+                let reply = nat.map_or(k.reverse(), |n| n.reply_of(&k));
+                let res = match nat {
+                    Some(n) => ct.create_nat_conn(k, n, 0),
+                    None => ct.insert(k, 0),
+                };
+                let clash = reference.contains_key(&k) || reference.contains_key(&reply);
+                let full = reference.len() / 2 >= 300;
+                match res {
+                    Ok(_) => {
+                        assert!(!clash && !full, "step {step}");
+                        reference.insert(k, (k, Direction::Original));
+                        reference.insert(reply, (k, Direction::Reply));
+                    }
+                    Err(CtError::Exists { .. }) => assert!(clash, "step {step}"),
+                    Err(CtError::TableFull { .. }) => assert!(full && !clash, "step {step}"),
+                    Err(e) => panic!("step {step}: {e}"),
+                }
+            }
+            4..=5 => {
+                if let Some((id, _)) = ct.lookup(&k, 0) {
+                    let c = ct.conn(id).unwrap().clone();
+                    assert!(ct.remove(id));
+                    assert_eq!(
+                        reference.remove(&c.orig),
+                        Some((c.orig, Direction::Original))
+                    );
+                    assert_eq!(reference.remove(&c.reply), Some((c.orig, Direction::Reply)));
+                } else {
+                    assert!(!reference.contains_key(&k));
+                }
+            }
+            _ => {
+                let k = if rng.below(2) == 0 { k } else { k.reverse() };
+                let got = ct
+                    .lookup(&k, 0)
+                    .map(|(id, d)| (ct.conn(id).unwrap().orig, d));
+                assert_eq!(got, reference.get(&k).copied(), "step {step} {k}");
+            }
+        }
+        assert_eq!(ct.len() * 2, reference.len());
+    }
+    for (k, want) in &reference {
+        let (id, d) = ct.lookup(k, 0).unwrap();
+        assert_eq!((ct.conn(id).unwrap().orig, d), *want);
+    }
+}
+
+/// Lookup cost: `cargo test --release --lib conntrack::tests::bench_lookup -- --ignored
+/// --nocapture`. Prints ns per lookup (random keys, half of them reply tuples) for tables that
+/// fit in cache and tables that do not, next to the cost of picking the key alone.
+#[test]
+#[ignore]
+fn bench_lookup() {
+    for n in [1_024u32, 65_536, 262_144] {
+        let mut ct = table(n as usize);
+        let keys: Vec<FlowKey> = (0..n)
+            .map(|i| {
+                let src = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+                tcp(src, 40000 + (i % 7) as u16, REMOTE, 443)
+            })
+            .collect();
+        for k in &keys {
+            ct.insert(*k, 0).unwrap();
+        }
+        let lookups = 1_000_000u32;
+        let pick = |rng: &mut Rng| {
+            let k = keys[rng.below(n as u64) as usize];
+            if rng.0 & 1 == 0 { k } else { k.reverse() }
+        };
+        let mut rng = Rng(42);
+        let t = std::time::Instant::now();
+        for _ in 0..lookups {
+            std::hint::black_box(pick(&mut rng));
+        }
+        let base = t.elapsed();
+        let mut rng = Rng(42);
+        let mut hits = 0u64;
+        let t = std::time::Instant::now();
+        for _ in 0..lookups {
+            let k = pick(&mut rng);
+            hits += std::hint::black_box(ct.lookup(&k, 1)).is_some() as u64;
+        }
+        let el = t.elapsed();
+        assert_eq!(hits, lookups as u64);
+        let ns = |d: std::time::Duration| d.as_nanos() as f64 / lookups as f64;
+        println!(
+            "{n:>7} conns: {lookups} lookups {:.1} ns each incl. key pick ({:.1} ns); lookup alone ~{:.1} ns",
+            ns(el),
+            ns(base),
+            ns(el) - ns(base)
+        );
+    }
+}
