@@ -49,6 +49,136 @@ pub struct Config {
     /// Static routes, added after the bridges.
     #[serde(default)]
     pub route: Vec<RouteSpec>,
+    /// NAT rules, added after the routes.
+    #[serde(default)]
+    pub nat: Vec<NatSpec>,
+}
+
+/// A NAT rule: `kind` is masquerade | snat | dnat; the other fields as `nat-add` takes them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NatSpec {
+    /// masquerade | snat | dnat
+    pub kind: String,
+    /// Source prefix (masquerade, snat), e.g. "172.31.5.0/24".
+    #[serde(default)]
+    pub src: Option<String>,
+    /// Egress bridge (masquerade, snat).
+    #[serde(default)]
+    pub out: Option<String>,
+    /// Bridge whose gateway address is mapped (dnat).
+    #[serde(rename = "in", default)]
+    pub inb: Option<String>,
+    /// tcp | udp (dnat).
+    #[serde(default)]
+    pub proto: Option<String>,
+    /// Mapped port (dnat).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// snat: the address; dnat: ADDRESS:PORT.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl NatSpec {
+    /// Parse `nat-add KIND key=value...` arguments.
+    pub fn from_args(args: &[String]) -> Result<NatSpec, String> {
+        let (kind, rest) = args
+            .split_first()
+            .ok_or("usage: nat-add masquerade|snat|dnat ...")?;
+        let mut n = NatSpec {
+            kind: kind.clone(),
+            ..NatSpec::default()
+        };
+        for (k, v) in kv_pairs(rest)? {
+            let v = Some(v.to_string());
+            match k {
+                "src" => n.src = v,
+                "out" => n.out = v,
+                "in" => n.inb = v,
+                "proto" => n.proto = v,
+                "port" => n.port = Some(num("port", v.as_deref().unwrap_or_default())?),
+                "to" => n.to = v,
+                _ => {
+                    return Err(format!(
+                        "unknown NAT option '{k}' (src, out, in, proto, port, to)"
+                    ));
+                }
+            }
+        }
+        n.check()?;
+        Ok(n)
+    }
+
+    /// Check that the fields a kind needs are there and parse.
+    pub fn check(&self) -> Result<(), String> {
+        let need = |f: &Option<String>, name: &str| {
+            f.as_ref()
+                .map(|_| ())
+                .ok_or_else(|| format!("{name}: missing for {}", self.kind))
+        };
+        match self.kind.as_str() {
+            "masquerade" | "snat" => {
+                need(&self.src, "src")?;
+                need(&self.out, "out")?;
+                let (p, l) = crate::route::parse_prefix(self.src.as_deref().unwrap_or_default())
+                    .map_err(|e| format!("src: {e}"))?;
+                crate::route::check_prefix(p, l).map_err(|e| format!("src: {e}"))?;
+                if self.kind == "snat" {
+                    need(&self.to, "to")?;
+                    self.snat_to()?;
+                } else if self.to.is_some() {
+                    return Err("to: masquerade uses the bridge's gateway address; use snat".into());
+                }
+            }
+            "dnat" => {
+                need(&self.inb, "in")?;
+                need(&self.to, "to")?;
+                self.dnat_proto()?;
+                if self.port.unwrap_or(0) == 0 {
+                    return Err("port: missing or 0 for dnat".into());
+                }
+                self.dnat_to()?;
+            }
+            k => return Err(format!("kind: '{k}' (masquerade, snat, dnat)")),
+        }
+        Ok(())
+    }
+
+    /// snat's address.
+    pub fn snat_to(&self) -> Result<[u8; 4], String> {
+        let t = self.to.as_deref().unwrap_or_default();
+        t.parse::<std::net::Ipv4Addr>()
+            .map(|a| a.octets())
+            .map_err(|_| format!("to: '{t}' is not an IPv4 address"))
+    }
+
+    /// dnat's protocol number.
+    pub fn dnat_proto(&self) -> Result<u8, String> {
+        match self.proto.as_deref() {
+            Some("tcp") => Ok(6),
+            Some("udp") => Ok(17),
+            Some(p) => Err(format!("proto: '{p}' (tcp, udp)")),
+            None => Err("proto: missing for dnat (tcp, udp)".into()),
+        }
+    }
+
+    /// dnat's target.
+    pub fn dnat_to(&self) -> Result<([u8; 4], u16), String> {
+        let t = self.to.as_deref().unwrap_or_default();
+        let (a, p) = t
+            .rsplit_once(':')
+            .ok_or_else(|| format!("to: '{t}' must be ADDRESS:PORT"))?;
+        let a: std::net::Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("to: '{a}' is not an IPv4 address"))?;
+        let p: u16 = p
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("to: port '{p}' must be 1 to 65535"))?;
+        Ok((a.octets(), p))
+    }
 }
 
 /// A static route: `prefix` via `via`, resolved on the bridge whose subnet holds `via`.
@@ -325,6 +455,9 @@ impl Config {
         }
         for r in &self.route {
             r.parsed()?;
+        }
+        for n in &self.nat {
+            n.check()?;
         }
         Ok(())
     }

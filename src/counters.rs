@@ -55,6 +55,8 @@ drop_reasons! {
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
     LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (only ICMP echo)";
     FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
+    CtFull => "ct-full", "connection table full: a new translated connection was refused";
+    NatPortsExhausted => "nat-ports-exhausted", "no free NAT source port toward that destination";
 }
 
 /// Counters of one port.

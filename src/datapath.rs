@@ -239,6 +239,9 @@ pub struct Datapath {
     pub neigh: Neighbours,
     /// Router counters.
     pub router: RouterCounters,
+    /// NAT rules and tracked connections.
+    pub nat: crate::nat::Nat,
+    neigh_aged_at: u32,
 }
 
 impl Default for Datapath {
@@ -250,6 +253,8 @@ impl Default for Datapath {
             routes: RouteTable::new(),
             neigh: Neighbours::new(DEFAULT_NEIGH_CAPACITY, DEFAULT_NEIGH_AGING),
             router: RouterCounters::default(),
+            nat: crate::nat::Nat::default(),
+            neigh_aged_at: 0,
         }
     }
 }
@@ -428,6 +433,7 @@ impl Datapath {
             ));
         }
         self.set_gateway(id, None)?;
+        self.nat.del_bridge(id);
         self.bridges[id as usize] = None;
         Ok(())
     }
@@ -504,8 +510,15 @@ impl Datapath {
         rows
     }
 
-    /// Age every bridge's FDB by `budget` slots. Returns entries removed.
+    /// Housekeeping: age every bridge's FDB by `budget` slots, expire neighbours and tracked
+    /// connections. Returns FDB entries removed.
     pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
+        if now != self.neigh_aged_at {
+            // Whole-table scan: once per second is plenty.
+            self.neigh.age(now);
+            self.neigh_aged_at = now;
+        }
+        self.nat.ct.expire(now, budget);
         let mut n = 0;
         for b in self.bridges.iter_mut().flatten() {
             let r = b.fdb.age(now, b.aging, budget);

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod fdb;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod nat;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;

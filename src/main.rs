@@ -122,11 +122,19 @@ fn run(
             return Err(format!("config: bridge '{name}': {e}"));
         }
     }
+    let nats = config.nat;
     for r in config.route {
         let what = format!("{} via {}", r.prefix, r.via);
         if let Err(e) = w.call(Command::RouteAdd(r)) {
             w.shutdown();
             return Err(format!("config: route {what}: {e}"));
+        }
+    }
+    for n in nats {
+        let what = n.kind.clone();
+        if let Err(e) = w.call(Command::NatAdd(n)) {
+            w.shutdown();
+            return Err(format!("config: nat {what}: {e}"));
         }
     }
     let mut reg = Registry::new();

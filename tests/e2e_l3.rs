@@ -116,3 +116,132 @@ fn gateway_routing_and_static_route() {
     let stats = d.ctl(&["stats"]);
     assert!(stats.contains("router: routed"), "{stats}");
 }
+
+#[test]
+fn masquerade_and_port_mapping_like_docker() {
+    if !root_or_skip("masquerade_and_port_mapping_like_docker") {
+        return;
+    }
+    let p = prefix("en");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0", "gateway=172.31.5.1/24"]);
+    d.ctl(&["add-br", "ext", "gateway=10.250.0.1/24"]);
+    t.container(&n("c1"), &n("p1"), "172.31.5.2/24");
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    t.container(&n("o"), &n("po"), "10.250.0.2/24");
+    d.ctl(&["add-port", "ext", &n("po"), "type=afxdp"]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("c1"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.31.5.1",
+    ]);
+    // The outside host has no route back to 172.31.5.0/24: only masquerade lets replies return.
+    let outside = HttpServer::start(&n("o"), "10.250.0.2", 8000, "outside\n");
+    assert_eq!(
+        curl(&n("c1"), "http://10.250.0.2:8000/"),
+        None,
+        "no NAT yet: no way back"
+    );
+
+    d.ctl(&["nat-add", "masquerade", "src=172.31.5.0/24", "out=ext"]);
+    assert_eq!(
+        curl(&n("c1"), "http://10.250.0.2:8000/").as_deref(),
+        Some("outside\n")
+    );
+    let log = outside.requests();
+    assert!(
+        log.contains("10.250.0.1 - -"),
+        "the outside sees the gateway as client:\n{log}"
+    );
+    assert!(!log.contains("172.31.5.2"), "{log}");
+    assert!(
+        ping(&n("c1"), "10.250.0.2", 2),
+        "ICMP echo through masquerade"
+    );
+    let bps = iperf3_tcp(&n("o"), &n("c1"), "10.250.0.2", 2);
+    eprintln!("TCP through masquerade: {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP through masquerade carried {bps} bit/s");
+
+    // Docker's -p 8080:80: the container serves, the outside reaches it at the gateway address.
+    let inside = HttpServer::start(&n("c1"), "172.31.5.2", 80, "inside\n");
+    d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=tcp",
+        "port=8080",
+        "to=172.31.5.2:80",
+    ]);
+    assert_eq!(
+        curl(&n("o"), "http://10.250.0.1:8080/").as_deref(),
+        Some("inside\n")
+    );
+    assert!(
+        inside.requests().contains("10.250.0.2 - -"),
+        "{}",
+        inside.requests()
+    );
+    let ct = d.ctl(&["ct-show"]);
+    assert!(
+        ct.contains("172.31.5.2") && ct.contains("10.250.0.1"),
+        "{ct}"
+    );
+    let rules = d.ctl(&["nat-show"]);
+    assert!(
+        rules.contains("masquerade src=172.31.5.0/24 out=ext"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("dnat in=ext proto=tcp port=8080 to=172.31.5.2:80"),
+        "{rules}"
+    );
+
+    // Conflicts and bad fields are refused with the reason.
+    let err = |args: &[&str]| String::from_utf8_lossy(&d.ctl_raw(args).stderr).into_owned();
+    assert!(
+        err(&[
+            "nat-add",
+            "dnat",
+            "in=ext",
+            "proto=tcp",
+            "port=8080",
+            "to=172.31.5.3:80"
+        ])
+        .contains("already mapped")
+    );
+    assert!(err(&["nat-add", "masquerade", "src=172.31.0.0/16", "out=ext"]).contains("overlaps"));
+    assert!(
+        err(&[
+            "nat-add",
+            "dnat",
+            "in=ext",
+            "proto=sctp",
+            "port=1",
+            "to=1.2.3.4:5"
+        ])
+        .contains("proto")
+    );
+    assert!(
+        err(&[
+            "nat-add",
+            "snat",
+            "src=10.0.0.0/8",
+            "out=nope",
+            "to=1.2.3.4"
+        ])
+        .contains("out")
+    );
+    d.ctl(&["nat-del", "1"]);
+    assert_eq!(
+        curl(&n("o"), "http://10.250.0.1:8080/"),
+        None,
+        "mapping removed"
+    );
+}

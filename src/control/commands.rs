@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::registry::{CtlError, Registry, Reply};
-use crate::config::{BridgeSpec, PortSpec, RouteSpec, parse_gateway};
+use crate::config::{BridgeSpec, NatSpec, PortSpec, RouteSpec, parse_gateway};
 use crate::worker::{Command, WorkerHandle};
 
 /// Register every datapath command on `reg`, answered by `worker`.
@@ -168,6 +168,48 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 r["age"]
             );
         }
+        Ok(Reply::new(s, v))
+    });
+    let w = worker.clone();
+    reg.register(
+        "nat-add",
+        "nat-add masquerade src=PREFIX out=BRIDGE | snat src=PREFIX out=BRIDGE to=ADDRESS | dnat in=BRIDGE proto=tcp|udp port=N to=ADDRESS:PORT",
+        3,
+        5,
+        move |a| {
+            let spec = NatSpec::from_args(a).map_err(CtlError::new)?;
+            let v = ask(&w, Command::NatAdd(spec))?;
+            Ok(Reply::new(format!("rule #{}\n", v["index"]), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register("nat-del", "nat-del INDEX", 1, 1, move |a| {
+        let i = a[0].trim_start_matches('#').parse().map_err(|_| {
+            CtlError::new(format!(
+                "INDEX: '{}' is not a rule number (see nat-show)",
+                a[0]
+            ))
+        })?;
+        let v = ask(&w, Command::NatDel(i))?;
+        Ok(Reply::new(String::new(), v))
+    });
+    let w = worker.clone();
+    reg.register("nat-show", "nat-show", 0, 0, move |_| {
+        let v = ask(&w, Command::NatShow)?;
+        let mut s = String::new();
+        for r in v["rules"].as_array().into_iter().flatten() {
+            let _ = writeln!(s, "#{} {}", r["index"], str_of(&r["rule"]));
+        }
+        Ok(Reply::new(s, v))
+    });
+    let w = worker.clone();
+    reg.register("ct-show", "ct-show", 0, 0, move |_| {
+        let v = ask(&w, Command::CtShow)?;
+        let mut s = String::new();
+        for c in v["connections"].as_array().into_iter().flatten() {
+            let _ = writeln!(s, "{}", str_of(c));
+        }
+        let _ = writeln!(s, "{} connections (limit {})", v["count"], v["limit"]);
         Ok(Reply::new(s, v))
     });
     let w = worker;

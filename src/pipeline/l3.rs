@@ -15,7 +15,8 @@
 //! broadcast/multicast destinations sent to the gateway MAC, and TTL 0/1 are counted drops.
 //! Frames the router creates (ARP, ICMP) are appended to `made` and delivered after the burst.
 
-use super::{Dest, Meta};
+use super::{Dest, Meta, nat};
+use crate::conntrack::{CtError, Direction, NatInfo, PROTO_TCP, PROTO_UDP};
 use crate::counters::DropReason;
 use crate::datapath::{Datapath, Gateway};
 use crate::fdb::PortId;
@@ -157,10 +158,36 @@ fn ip_in(
     if dst[0] >= 224 || dst == [255; 4] || dst == [0; 4] {
         return Err(DropReason::IpNotUnicast);
     }
+    // NAT, first half: a packet of a tracked connection is translated now; a new one may match
+    // a port mapping (DNAT), applied once the route is known.
+    let key = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl);
+    let tracked = key.and_then(|(k, flags)| {
+        dp.nat
+            .ct
+            .lookup(&k, now)
+            .map(|(id, dir)| (k, flags, id, dir))
+    });
+    let mut dst = dst;
+    let mut dnat = None;
+    if let Some((k, flags, id, dir)) = tracked {
+        let to = dp.nat.ct.conn(id).map(|c| c.rewrite(dir)).unwrap_or(k);
+        dp.nat.ct.update(id, dir, total as u32, flags, now);
+        nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+        dst = to.dst;
+    } else if let Some((k, _)) = key {
+        dnat = dp.nat.dest_for(k.proto, k.dst, k.dport, |b| {
+            dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip)
+        });
+        if let Some((to, _)) = dnat {
+            dst = to;
+        }
+    }
     // Addressed to one of our gateways?
-    if dp
-        .bridges()
-        .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == dst))
+    if tracked.is_none()
+        && dnat.is_none()
+        && dp
+            .bridges()
+            .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == dst))
     {
         return local_in(dp, frames, m, l3, hl, total, in_port);
     }
@@ -186,6 +213,49 @@ fn ip_in(
     let Some(out_gw) = dp.bridge(egress).and_then(|b| b.gateway) else {
         return Err(DropReason::NoGateway);
     };
+    // NAT, second half: a new connection that a rule translates is tracked and rewritten.
+    if tracked.is_none()
+        && let Some((k, flags)) = key
+    {
+        let created = match dnat {
+            Some((to, to_port)) => Some(dp.nat.ct.create_nat_conn(
+                k,
+                NatInfo::dnat(to, to_port),
+                now,
+            )),
+            None => dp.nat.source_for(src, egress).map(|pools| {
+                let pool = match k.proto {
+                    PROTO_TCP => pools[0],
+                    PROTO_UDP => pools[1],
+                    _ => pools[2],
+                };
+                dp.nat.ct.snat(k, pool, now)
+            }),
+        };
+        match created {
+            Some(Ok(id)) => {
+                let to = dp
+                    .nat
+                    .ct
+                    .conn(id)
+                    .map(|c| c.rewrite(Direction::Original))
+                    .unwrap_or(k);
+                dp.nat
+                    .ct
+                    .update(id, Direction::Original, total as u32, flags, now);
+                nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+            }
+            Some(Err(e @ CtError::PortsExhausted { .. })) => {
+                log_limited(now, &e);
+                return Err(DropReason::NatPortsExhausted);
+            }
+            Some(Err(e)) => {
+                log_limited(now, &e);
+                return Err(DropReason::CtFull);
+            }
+            None => {}
+        }
+    }
     let next_hop = route.next_hop(dst.into()).octets();
     if next_hop == out_gw.ip {
         return Err(DropReason::NoRoute);
@@ -407,4 +477,14 @@ fn icmp_error(
         EtherType::IPV4,
         Dest::Port(in_port),
     ));
+}
+
+/// Print a NAT failure at most once per second (the drop counters count every one).
+#[cold]
+fn log_limited(now: u32, e: &CtError) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        eprintln!("uvs: NAT: {e} (packet dropped; see `uvs ctl stats`)");
+    }
 }

@@ -11,6 +11,7 @@ mod csum;
 mod ingress;
 mod l2;
 mod l3;
+mod nat;
 mod output;
 
 use crate::datapath::{BATCH, Datapath};

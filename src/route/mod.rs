@@ -297,6 +297,11 @@ impl RouteTable {
         self.lpm.memory() + self.slots.capacity() * std::mem::size_of::<Route>()
     }
 
+    /// The LPM index (values are route slot + 1), for benches and stats.
+    pub fn lpm(&self) -> &Lpm {
+        &self.lpm
+    }
+
     /// Second-level (tbl8) groups in use: one per /24 holding a prefix longer than /24.
     pub fn groups(&self) -> usize {
         self.lpm.groups()

@@ -165,6 +165,14 @@ fn boundary_addresses() {
         hit(&t, "255.255.255.255").as_deref(),
         Some("255.255.255.255/32")
     );
+    t.add(conn("0.0.0.0/2", 6)).unwrap();
+    assert_eq!(hit(&t, "1.0.0.0").as_deref(), Some("0.0.0.0/2"));
+    t.del(ip("0.0.0.0"), 2).unwrap();
+    assert_eq!(
+        hit(&t, "1.0.0.0").as_deref(),
+        Some("0.0.0.0/1"),
+        "a /1 covers again"
+    );
     t.del(ip("0.0.0.0"), 1).unwrap();
     assert_eq!(hit(&t, "0.0.0.1"), None);
     assert_eq!(hit(&t, "0.0.0.0").as_deref(), Some("0.0.0.0/32"));

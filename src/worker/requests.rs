@@ -62,6 +62,14 @@ pub enum Command {
     RouteShow,
     /// The neighbour (ARP) table.
     NeighShow,
+    /// Add a NAT rule.
+    NatAdd(crate::config::NatSpec),
+    /// Remove NAT rule #N.
+    NatDel(usize),
+    /// The NAT rules.
+    NatShow,
+    /// Tracked connections.
+    CtShow,
     /// Counters.
     Stats,
     /// Close every port and stop.
@@ -162,12 +170,78 @@ impl Worker {
                     .collect();
                 Ok(json!({"neighbours": rows}))
             }
+            Command::NatAdd(spec) => self.nat_add(&spec),
+            Command::NatDel(i) => {
+                self.dp.nat.del(i)?;
+                Ok(json!({"deleted": i}))
+            }
+            Command::NatShow => {
+                let rows = self.dp.nat.rows(|b| {
+                    self.dp
+                        .bridge(b)
+                        .map(|b| b.name.clone())
+                        .unwrap_or_default()
+                });
+                Ok(json!({"rules": rows}))
+            }
+            Command::CtShow => {
+                let conns: Vec<String> = self
+                    .dp
+                    .nat
+                    .ct
+                    .iter(now as u32)
+                    .map(|c| c.to_string())
+                    .collect();
+                Ok(
+                    json!({"connections": conns, "count": self.dp.nat.ct.len(), "limit": self.dp.nat.ct.limit()}),
+                )
+            }
             Command::Stats => Ok(self.stats_json()),
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))
             }
         }
+    }
+
+    fn nat_add(&mut self, spec: &crate::config::NatSpec) -> Result<Value, String> {
+        spec.check()?;
+        let bridge = |name: &Option<String>, field: &str| -> Result<u16, String> {
+            let n = name.as_deref().unwrap_or_default();
+            self.dp
+                .bridge_id(n)
+                .ok_or_else(|| format!("{field}: no bridge named '{n}'"))
+        };
+        let index = match spec.kind.as_str() {
+            "dnat" => {
+                let inb = bridge(&spec.inb, "in")?;
+                if self.dp.bridge(inb).and_then(|b| b.gateway).is_none() {
+                    return Err("in: the bridge has no gateway address to map".into());
+                }
+                let (to, to_port) = spec.dnat_to()?;
+                let proto = spec.dnat_proto()?;
+                self.dp
+                    .nat
+                    .add_dest(inb, proto, spec.port.unwrap_or(0), to, to_port)?
+            }
+            kind => {
+                let out = bridge(&spec.out, "out")?;
+                let (p, l) = crate::route::parse_prefix(spec.src.as_deref().unwrap_or_default())?;
+                let (to, addr) = if kind == "snat" {
+                    let a = spec.snat_to()?;
+                    (Some(a), a)
+                } else {
+                    let g = self
+                        .dp
+                        .bridge(out)
+                        .and_then(|b| b.gateway)
+                        .ok_or("out: masquerade needs a gateway address on the bridge")?;
+                    (None, g.ip)
+                };
+                self.dp.nat.add_source(u32::from(p), l, out, to, addr)?
+            }
+        };
+        Ok(json!({"index": index}))
     }
 
     fn route_add(&mut self, spec: &crate::config::RouteSpec) -> Result<Value, String> {

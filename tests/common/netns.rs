@@ -242,3 +242,69 @@ pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
         ip,
     ])
 }
+
+/// A python3 HTTP server in a namespace serving `dir`, logging requests to `log`; killed by PID
+/// on drop.
+pub struct HttpServer {
+    child: Child,
+    /// The request log (python's http.server writes one line per request to stderr).
+    pub log: PathBuf,
+}
+
+impl HttpServer {
+    /// Serve `body` as /index.html on `addr:port` in `ns`.
+    pub fn start(ns: &str, addr: &str, port: u16, body: &str) -> HttpServer {
+        let dir = std::env::temp_dir().join(format!("uvs-http-{ns}-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), body).unwrap();
+        let log = dir.join("requests.log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+            ])
+            .args(["--bind", addr, "--directory", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 http.server");
+        // Wait until it listens.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let ss = sh(&["ip", "netns", "exec", ns, "ss", "-ltn"]);
+            if ss.contains(&format!(":{port}")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, log }
+    }
+
+    /// What the log says so far.
+    pub fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl -s --max-time 5 URL` from `ns`: the body, or None on failure.
+pub fn curl(ns: &str, url: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
