@@ -62,6 +62,9 @@ pub struct Nat {
     pub rules: Vec<NatRule>,
     /// Tracked (translated) connections.
     pub ct: Conntrack,
+    /// Port pools on each bridge's gateway address for hairpin connections (made when a port
+    /// mapping targets a host on that bridge).
+    hairpin: Vec<(u16, [PoolId; 3])>,
 }
 
 impl Default for Nat {
@@ -69,6 +72,7 @@ impl Default for Nat {
         Nat {
             rules: Vec::new(),
             ct: Conntrack::new(CtConfig::default()).expect("default conntrack config is valid"),
+            hairpin: Vec::new(),
         }
     }
 }
@@ -128,6 +132,20 @@ impl Nat {
                 }
             }
         }
+        let pools = self.pools_for(addr)?;
+        self.rules.push(NatRule::Source {
+            src,
+            len,
+            out,
+            to,
+            pools,
+            addr,
+        });
+        Ok(self.rules.len() - 1)
+    }
+
+    /// TCP, UDP and ICMP port pools on `addr`.
+    fn pools_for(&mut self, addr: [u8; 4]) -> Result<[PoolId; 3], String> {
         let mut pools = [0; 3];
         for (i, proto) in [PROTO_TCP, PROTO_UDP, PROTO_ICMP].into_iter().enumerate() {
             let range = if proto == PROTO_ICMP {
@@ -138,15 +156,25 @@ impl Nat {
             let p = PortAllocator::new(addr, proto, range).map_err(|e| e.to_string())?;
             pools[i] = self.ct.add_pool(p);
         }
-        self.rules.push(NatRule::Source {
-            src,
-            len,
-            out,
-            to,
-            pools,
-            addr,
-        });
-        Ok(self.rules.len() - 1)
+        Ok(pools)
+    }
+
+    /// Make sure hairpin connections to hosts on `bridge` (gateway `addr`) have port pools.
+    pub fn ensure_hairpin(&mut self, bridge: u16, addr: [u8; 4]) -> Result<(), String> {
+        if self.hairpin.iter().all(|(b, _)| *b != bridge) {
+            let pools = self.pools_for(addr)?;
+            self.hairpin.push((bridge, pools));
+        }
+        Ok(())
+    }
+
+    /// The hairpin pools of `bridge`.
+    #[inline]
+    pub fn hairpin_pools(&self, bridge: u16) -> Option<[PoolId; 3]> {
+        self.hairpin
+            .iter()
+            .find(|(b, _)| *b == bridge)
+            .map(|(_, p)| *p)
     }
 
     /// Add a port mapping.

@@ -188,6 +188,24 @@ fn masquerade_and_port_mapping_like_docker() {
         "{}",
         inside.requests()
     );
+    // Hairpin: the container reaches its own mapped port through the ext gateway address.
+    assert_eq!(
+        curl(&n("c1"), "http://10.250.0.1:8080/").as_deref(),
+        Some("inside\n"),
+        "hairpin NAT"
+    );
+    // An ICMP error about a masqueraded packet (port unreachable from the outside host) reaches
+    // the container: its connected UDP socket sees ECONNREFUSED.
+    let probe = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('10.250.0.2',9))\ns.send(b'x')\ntry:\n    s.recv(10)\nexcept ConnectionRefusedError:\n    print('refused')\nexcept Exception as e:\n    print(e)\n";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &n("c1"), "python3", "-c", probe])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "ICMP error translated back"
+    );
     let ct = d.ctl(&["ct-show"]);
     assert!(
         ct.contains("172.31.5.2") && ct.contains("10.250.0.1"),

@@ -329,7 +329,7 @@ impl Conntrack {
 
     /// Track a new connection without NAT (reply tuple: `orig` reversed).
     pub fn insert(&mut self, orig: FlowKey, now: u32) -> Result<ConnId, CtError> {
-        self.insert_conn(orig, None, now)
+        self.insert_conn(orig, orig.reverse(), None, now)
     }
 
     /// Track a new connection translated by `nat`: computes the reply tuple and inserts both
@@ -340,12 +340,31 @@ impl Conntrack {
         nat: NatInfo,
         now: u32,
     ) -> Result<ConnId, CtError> {
-        self.insert_conn(orig, Some(nat), now)
+        self.insert_conn(orig, nat.reply_of(&orig), Some(nat), now)
     }
 
     /// Masquerade: allocate a port from `pool` whose reply tuple is free and track the
     /// connection with source NAT to the pool's address and that port.
     pub fn snat(&mut self, orig: FlowKey, pool: PoolId, now: u32) -> Result<ConnId, CtError> {
+        self.snat_after(orig, None, pool, now)
+    }
+
+    /// Source NAT after an optional destination NAT to `dnat` (address, port): both
+    /// translations on one connection, as hairpin NAT needs (a container reaching a port mapped
+    /// to itself or a neighbour through the gateway address: without the source rewrite the
+    /// answer would bypass the router).
+    pub fn snat_after(
+        &mut self,
+        orig: FlowKey,
+        dnat: Option<([u8; 4], u16)>,
+        pool: PoolId,
+        now: u32,
+    ) -> Result<ConnId, CtError> {
+        let mut target = orig;
+        if let Some((a, p)) = dnat {
+            target.dst = a;
+            target.dport = p;
+        }
         let Some(p) = self.pools.get_mut(pool as usize) else {
             return Err(CtError::NoSuchPool { pool });
         };
@@ -362,7 +381,7 @@ impl Conntrack {
         // owns an empty slice).
         let mut p = std::mem::replace(p, PortAllocator::placeholder());
         let port = p.alloc(&orig, |port| {
-            self.is_live(&NatInfo::snat(addr, port).reply_of(&orig), now)
+            self.is_live(&NatInfo::snat(addr, port).reply_of(&target), now)
         });
         self.pools[pool as usize] = p;
         let Some(port) = port else {
@@ -376,7 +395,7 @@ impl Conntrack {
         };
         let mut nat = NatInfo::snat(addr, port);
         nat.pool = Some(pool);
-        self.insert_conn(orig, Some(nat), now)
+        self.insert_conn(orig, nat.reply_of(&target), Some(nat), now)
     }
 
     /// Insert both tuples or nothing. A pooled port in `nat` is owned by this call: released
@@ -384,13 +403,10 @@ impl Conntrack {
     fn insert_conn(
         &mut self,
         orig: FlowKey,
+        reply: FlowKey,
         nat: Option<NatInfo>,
         now: u32,
     ) -> Result<ConnId, CtError> {
-        let reply = match &nat {
-            Some(n) => n.reply_of(&orig),
-            None => orig.reverse(),
-        };
         if let Err(e) = self.make_room(&orig, &reply, now) {
             self.release_nat(nat.as_ref());
             return Err(e);

@@ -68,7 +68,7 @@ pub(super) fn run(
         } else if m.ethertype != EtherType::IPV4 {
             Err(DropReason::LocalUnsupported)
         } else {
-            ip_in(dp, frames, gw, in_port, m, made, now)
+            ip_in(dp, frames, bridge, gw, in_port, m, made, now)
         };
         if let Err(r) = verdict {
             count_drop(dp, in_port, r);
@@ -132,6 +132,7 @@ fn arp_in(
 fn ip_in(
     dp: &mut Datapath,
     frames: &mut Frames,
+    bridge: u16,
     gw: Gateway,
     in_port: PortId,
     m: &mut Meta,
@@ -161,13 +162,20 @@ fn ip_in(
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
     // a port mapping (DNAT), applied once the route is known.
     let key = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl);
+    let mut dst = dst;
+    if key.is_none() {
+        // An ICMP error about a translated packet goes back to its real sender.
+        let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+        if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
+            dst = [ip[16], ip[17], ip[18], ip[19]];
+        }
+    }
     let tracked = key.and_then(|(k, flags)| {
         dp.nat
             .ct
             .lookup(&k, now)
             .map(|(id, dir)| (k, flags, id, dir))
     });
-    let mut dst = dst;
     let mut dnat = None;
     if let Some((k, flags, id, dir)) = tracked {
         let to = dp.nat.ct.conn(id).map(|c| c.rewrite(dir)).unwrap_or(k);
@@ -217,20 +225,27 @@ fn ip_in(
     if tracked.is_none()
         && let Some((k, flags)) = key
     {
+        let pool_of = |pools: [crate::conntrack::PoolId; 3]| match k.proto {
+            PROTO_TCP => pools[0],
+            PROTO_UDP => pools[1],
+            _ => pools[2],
+        };
         let created = match dnat {
+            // Hairpin: the mapped target sits on the bridge the client came from, so its answer
+            // would go straight back and bypass us: also rewrite the source to the gateway.
+            Some(to) if egress == bridge => Some(match dp.nat.hairpin_pools(egress) {
+                Some(pools) => dp.nat.ct.snat_after(k, Some(to), pool_of(pools), now),
+                None => Err(CtError::NoSuchPool { pool: u16::MAX }),
+            }),
             Some((to, to_port)) => Some(dp.nat.ct.create_nat_conn(
                 k,
                 NatInfo::dnat(to, to_port),
                 now,
             )),
-            None => dp.nat.source_for(src, egress).map(|pools| {
-                let pool = match k.proto {
-                    PROTO_TCP => pools[0],
-                    PROTO_UDP => pools[1],
-                    _ => pools[2],
-                };
-                dp.nat.ct.snat(k, pool, now)
-            }),
+            None => dp
+                .nat
+                .source_for(src, egress)
+                .map(|pools| dp.nat.ct.snat(k, pool_of(pools), now)),
         };
         match created {
             Some(Ok(id)) => {

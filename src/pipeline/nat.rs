@@ -1,8 +1,8 @@
 //! NAT on the router path: find a packet's connection (or create one when a rule applies) and
 //! rewrite addresses, ports and checksums in place (incremental updates, RFC 1624).
 
-use crate::conntrack::{FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::wire::checksum::{update16, update32};
+use crate::conntrack::{Conntrack, Direction, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::checksum::{checksum, update16, update32};
 
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -78,6 +78,74 @@ pub(super) fn rewrite(ip: &mut [u8], hl: usize, from: &FlowKey, to: &FlowKey) {
         }
         ip[o..o + 2].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// ICMP error types whose payload quotes the offending packet.
+const ICMP_ERRORS: [u8; 3] = [3, 11, 12];
+
+/// Translate an ICMP error about a packet of a translated connection: the quoted packet gets
+/// back its untranslated addresses and ports, the outer destination becomes the quoted packet's
+/// original sender (and the outer source the original destination, if the error came from the
+/// translated endpoint). Checksums are recomputed. Returns true if the packet was translated.
+/// `ip` is the whole IPv4 packet (header length `hl`).
+pub(super) fn translate_icmp_error(ct: &mut Conntrack, ip: &mut [u8], hl: usize, now: u32) -> bool {
+    if ip[9] != PROTO_ICMP || ip.len() < hl + 8 + 28 || !ICMP_ERRORS.contains(&ip[hl]) {
+        return false;
+    }
+    let q = hl + 8; // quoted IP header
+    let qhl = ((ip[q] & 0x0f) as usize) * 4;
+    if qhl < 20 || ip.len() < q + qhl + 8 {
+        return false;
+    }
+    let Some((quoted, _)) = flow_key_any(&ip[q..], qhl) else {
+        return false;
+    };
+    // The quoted packet went out translated; its answer direction is what the table knows.
+    let Some((id, dir)) = ct.lookup(&quoted.reverse(), now) else {
+        return false;
+    };
+    let Some(conn) = ct.conn(id) else {
+        return false;
+    };
+    let sent_dir = match dir {
+        Direction::Original => Direction::Reply,
+        Direction::Reply => Direction::Original,
+    };
+    let orig = *conn.key(sent_dir);
+    // Rewrite the quoted header and ports, then the outer addresses.
+    ip[q + 12..q + 16].copy_from_slice(&orig.src);
+    ip[q + 16..q + 20].copy_from_slice(&orig.dst);
+    if orig.proto == PROTO_ICMP {
+        ip[q + qhl + 4..q + qhl + 6].copy_from_slice(&orig.sport.to_be_bytes());
+    } else {
+        ip[q + qhl..q + qhl + 2].copy_from_slice(&orig.sport.to_be_bytes());
+        ip[q + qhl + 2..q + qhl + 4].copy_from_slice(&orig.dport.to_be_bytes());
+    }
+    ip[q + 10..q + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&ip[q..q + qhl]);
+    ip[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
+    if ip[12..16] == quoted.dst {
+        ip[12..16].copy_from_slice(&orig.dst);
+    }
+    ip[16..20].copy_from_slice(&orig.src);
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&ip[..hl]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip[hl + 2..hl + 4].copy_from_slice(&[0, 0]);
+    let c = checksum(&ip[hl..]);
+    ip[hl + 2..hl + 4].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Like `flow_key`, but for a quoted header: any ICMP type with an identifier is not needed,
+/// only echo; fragments' offset is not checked (a quote is the first fragment's header).
+fn flow_key_any(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
+    let mut first = [0u8; 60];
+    let n = ip.len().min(60);
+    first[..n].copy_from_slice(&ip[..n]);
+    first[6] &= 0xc0; // ignore fragment fields of the quote
+    first[7] = 0;
+    flow_key(&first[..n], hl)
 }
 
 #[cfg(test)]

@@ -220,6 +220,12 @@ impl Worker {
                 }
                 let (to, to_port) = spec.dnat_to()?;
                 let proto = spec.dnat_proto()?;
+                // Hairpin needs pools on the gateway of the target's bridge.
+                if let Some(r) = self.dp.routes.lookup(to)
+                    && let Some(g) = self.dp.bridge(r.bridge()).and_then(|b| b.gateway)
+                {
+                    self.dp.nat.ensure_hairpin(r.bridge(), g.ip)?;
+                }
                 self.dp
                     .nat
                     .add_dest(inb, proto, spec.port.unwrap_or(0), to, to_port)?
