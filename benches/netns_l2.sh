@@ -9,7 +9,7 @@
 #
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
-#                                 [--switch-cpu N] [--wait-idle S]
+#                                 [--switch-cpu N] [--wait-idle S] [--nice N] [--ovs-xdp-mode M]
 # Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
 set -euo pipefail
 
@@ -26,6 +26,8 @@ Options:
   --switch-cpu N   core for the uvs worker and the OVS PMD thread (default 1)
   --wait-idle S    wait up to S seconds for the machine to be idle (<15% busy) before each
                    switch (default 0: do not wait, only warn)
+  --ovs-xdp-mode M OVS afxdp options:xdp-mode to try first (native, generic, best-effort;
+                   default native = driver mode with copy; falls back to generic)
   --nice N         run everything (switches and traffic tools) at this nice value, e.g. -10 on a
                    machine shared with builds (default 0: unchanged)
 EOF
@@ -44,6 +46,7 @@ APP_CPU=0
 SW_CPU=1
 WAIT_IDLE=0
 NICE=0
+OVS_XDP_MODE=native
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --switch-cpu) SW_CPU="${2:?}"; shift ;;
     --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
     --nice) NICE="${2:?}"; shift ;;
+    --ovs-xdp-mode) OVS_XDP_MODE="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -393,9 +397,9 @@ stop_ovs() {
     fi
     OVSVS_PID="" OVSDB_PID=""
 }
-ovs_add_afxdp() { # PORT: add an afxdp port, native-with-copy first, generic if that fails
+ovs_add_afxdp() { # PORT: add an afxdp port, native (copy) mode first, generic if that fails
     local port="$1" mode err
-    for mode in native-with-copy generic; do
+    for mode in $(echo "$OVS_XDP_MODE generic" | tr " " "\n" | awk '!seen[$0]++'); do # OVS 3.1 names: native = driver mode, copy
         ovs_vsctl add-port "$OBR" "$port" -- set interface "$port" type=afxdp "options:xdp-mode=$mode" || true
         sleep 0.5
         err=$(ovs_vsctl get interface "$port" error 2>/dev/null || echo '"?"')
@@ -491,6 +495,18 @@ run_uvs_tap() {
 # ---------------------------------------------------------------------------------------------
 log "switches:$SWITCHES; $REPS repetition(s), ${DUR}s traffic; traffic tools on CPU $APP_CPU, switch on core $SW_CPU; kernel $(uname -r)"
 make_namespaces
+# The UDP sink in c2: a bound socket that never reads. Without it every 64-byte packet to a closed
+# port makes c2's kernel look up a route for an ICMP port-unreachable (rate-limited after the
+# lookup), which measured as ~40% of the delivering CPU: that is c2's cost, not the switch's.
+# With it, packets queue until the (small) receive buffer is full and are then dropped cheaply
+# (UDP RcvbufErrors); rx_packets of c2's eth0 counts them all the same.
+nsx "$C2" timeout 7200 python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.bind(("0.0.0.0", 9))
+time.sleep(7200)' &
+PIDS+=("$!")
 for s in $SWITCHES; do
     check_idle "$s"
     log "[$s] setting up"
@@ -509,6 +525,9 @@ ratio() { # A B: A/B formatted, or n/a
 }
 echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU; nice $NICE"
+if want uvs-afxdp || want uvs-tap; then
+    echo "uvs: $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+fi
 echo
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | switch CPU % |"
 echo "|---|---:|---:|---:|---:|---:|"

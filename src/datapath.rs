@@ -191,6 +191,9 @@ pub struct Bridge {
     pub counters: BridgeCounters,
     /// The gateway interface, if the bridge has an address.
     pub gateway: Option<Gateway>,
+    /// The smallest MTU of the bridge's ports (what a routed packet must fit), kept up to date
+    /// as ports come and go; 1500 without ports.
+    pub l3_mtu: u32,
 }
 
 /// Options for a new bridge.
@@ -398,6 +401,7 @@ impl Datapath {
             ports: Vec::new(),
             counters: BridgeCounters::default(),
             gateway: None,
+            l3_mtu: 1500,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {
@@ -469,6 +473,7 @@ impl Datapath {
         if let Some(b) = self.bridge_mut(bridge) {
             b.ports.push(id);
         }
+        self.update_l3_mtu(bridge);
         Ok(())
     }
 
@@ -484,7 +489,22 @@ impl Datapath {
             b.ports.retain(|&x| x != id);
             b.fdb.flush(Some(id));
         }
+        self.update_l3_mtu(p.bridge);
         Ok(std::mem::take(&mut self.out[id as usize]))
+    }
+
+    /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change).
+    pub fn update_l3_mtu(&mut self, bridge: u16) {
+        let Some(b) = self.bridge(bridge) else { return };
+        let mtu = b
+            .ports
+            .iter()
+            .filter_map(|&p| self.port(p).map(|s| s.mtu))
+            .min()
+            .unwrap_or(1500);
+        if let Some(b) = self.bridge_mut(bridge) {
+            b.l3_mtu = mtu;
+        }
     }
 
     /// FDB rows of a bridge, sorted by port, VLAN, MAC.

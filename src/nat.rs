@@ -99,6 +99,15 @@ fn proto_name(p: u8) -> &'static str {
 }
 
 impl Nat {
+    /// NAT state with a connection table of `config`.
+    pub fn with_config(config: CtConfig) -> Result<Nat, String> {
+        Ok(Nat {
+            rules: Vec::new(),
+            ct: Conntrack::new(config).map_err(|e| e.to_string())?,
+            hairpin: Vec::new(),
+        })
+    }
+
     /// Add a source rule (masquerade when `to` is None). `addr` is the translated address (the
     /// bridge's gateway for masquerade).
     pub fn add_source(

@@ -22,6 +22,7 @@ use crate::datapath::{Datapath, Gateway};
 use crate::fdb::PortId;
 use crate::neigh::Resolve;
 use crate::packet::{Desc, Frames};
+use crate::route::RouteKind;
 use crate::wire::checksum::{checksum, update16};
 use crate::wire::{EtherType, MacAddr, arp, ipv4};
 
@@ -161,9 +162,15 @@ fn ip_in(
     }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
     // a port mapping (DNAT), applied once the route is known.
-    let key = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl);
+    // Without rules or tracked connections there is nothing to translate: skip the lookups.
+    let nat_on = !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty();
+    let key = if nat_on {
+        nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl)
+    } else {
+        None
+    };
     let mut dst = dst;
-    if key.is_none() {
+    if nat_on && key.is_none() {
         // An ICMP error about a translated packet goes back to its real sender.
         let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
         if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
@@ -190,12 +197,16 @@ fn ip_in(
             dst = to;
         }
     }
-    // Addressed to one of our gateways?
+    let route = dp.routes.lookup(dst).copied();
+    // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
     if tracked.is_none()
         && dnat.is_none()
+        && let Some(r) = route
+        && let RouteKind::Connected { bridge: b } = r.kind
         && dp
-            .bridges()
-            .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == dst))
+            .bridge(b)
+            .and_then(|b| b.gateway)
+            .is_some_and(|g| g.ip == dst)
     {
         return local_in(dp, frames, m, l3, hl, total, in_port);
     }
@@ -203,7 +214,7 @@ fn ip_in(
         icmp_error(dp, frames, gw, m, in_port, icmp::TIME_EXCEEDED, 0, 0, made);
         return Err(DropReason::TtlExpired);
     }
-    let Some(route) = dp.routes.lookup(dst).copied() else {
+    let Some(route) = route else {
         icmp_error(
             dp,
             frames,
@@ -275,7 +286,7 @@ fn ip_in(
     if next_hop == out_gw.ip {
         return Err(DropReason::NoRoute);
     }
-    let mtu = egress_mtu(dp, egress);
+    let mtu = dp.bridge(egress).map_or(1500, |b| b.l3_mtu as usize);
     if total > mtu {
         if df {
             icmp_error(
@@ -317,19 +328,6 @@ fn ip_in(
     m.dest = Dest::Bridge(egress);
     dp.router.routed += 1;
     Ok(())
-}
-
-/// The smallest MTU among the ports of `bridge` (what a routed packet must fit).
-fn egress_mtu(dp: &Datapath, bridge: u16) -> usize {
-    dp.bridge(bridge)
-        .map(|b| {
-            b.ports
-                .iter()
-                .filter_map(|&p| dp.port(p).map(|s| s.mtu as usize))
-                .min()
-                .unwrap_or(1500)
-        })
-        .unwrap_or(1500)
 }
 
 /// A packet for a gateway address: answer ICMP echo in place, refuse the rest.

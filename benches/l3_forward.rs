@@ -1,0 +1,193 @@
+//! Routed and NAT'd forwarding on mem ports: 64-byte UDP frames from br0 to a host on br1 via
+//! the gateways, one core, batch 32.
+//!
+//!   cargo bench --bench l3_forward            # ns/frame table: routes 1/1k/1M, NAT 1k/1M conns
+//!   cargo bench --bench l3_forward -- --frames N --routes R [--nat --conns C] --quiet
+//!
+//! `benches/callgrind.sh l3_forward "--routes 1" "--routes 1000000" "--nat --conns 1000" ...`
+//! gives instructions per frame (setup cancels out: two runs, N and 2N frames).
+
+use std::time::Instant;
+
+use uvs::conntrack::{CtConfig, FlowKey};
+use uvs::datapath::{BridgeOptions, Datapath, Gateway, PortState, VlanMode};
+use uvs::nat::Nat;
+use uvs::packet::Frames;
+use uvs::pipeline::Pipeline;
+use uvs::port::mem::MemPort;
+use uvs::port::{Port, PortKind};
+use uvs::route::{Route, RouteKind};
+use uvs::wire::MacAddr;
+
+const BURST: usize = 32;
+const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const HOST_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
+
+fn template(gw0: MacAddr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&gw0.0);
+    f.extend_from_slice(&HOST_A);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [
+        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 1, 2, 10, 0, 2, 2, 0x30, 0x39, 0x00,
+        0x35, 0, 26, 0, 0,
+    ];
+    let c = uvs::wire::checksum::checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.resize(60, 0);
+    f
+}
+
+fn port(name: &str, bridge: u16) -> PortState {
+    PortState {
+        name: name.into(),
+        kind: PortKind::Mem,
+        bridge,
+        vlan: VlanMode::default_trunk(),
+        mtu: 1500,
+        partial_csum_in: false,
+        counters: Default::default(),
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
+    let mut frames = Frames::new(4096).unwrap();
+    let mut dp = Datapath::new();
+    let b0 = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+    let b1 = dp.add_bridge("br1", &BridgeOptions::default()).unwrap();
+    let gw0 = Gateway::default_mac("br0");
+    let gw1 = Gateway::default_mac("br1");
+    dp.set_gateway(
+        b0,
+        Some(Gateway {
+            ip: [10, 0, 1, 1],
+            len: 24,
+            mac: gw0,
+        }),
+    )
+    .unwrap();
+    dp.set_gateway(
+        b1,
+        Some(Gateway {
+            ip: [10, 0, 2, 1],
+            len: 24,
+            mac: gw1,
+        }),
+    )
+    .unwrap();
+    dp.add_port(0, port("in", b0)).unwrap();
+    dp.add_port(1, port("out", b1)).unwrap();
+    dp.neigh.learn(b1, [10, 0, 2, 2], HOST_B, 1);
+    dp.bridge_mut(b1)
+        .unwrap()
+        .fdb
+        .learn(0, HOST_B.to_u64(), 1, 1);
+    let mut r = Rng(0x9e37_79b9);
+    let mut added = 2; // the two connected routes
+    while added < routes {
+        let a = (r.next() as u32) & 0xffff_ff00;
+        if a >> 24 == 10 {
+            continue;
+        }
+        let route = Route {
+            prefix: a.into(),
+            len: 24,
+            kind: RouteKind::Via {
+                gateway: [10, 0, 2, 2].into(),
+                bridge: b1,
+            },
+        };
+        if dp.routes.add(route).is_ok() {
+            added += 1;
+        }
+    }
+    if nat {
+        let limit = (conns + 16).max(1024);
+        dp.nat = Nat::with_config(CtConfig {
+            limit,
+            ..CtConfig::default()
+        })
+        .unwrap();
+        dp.nat
+            .add_source(0x0a00_0100, 24, b1, None, [10, 0, 2, 1])
+            .unwrap();
+        for _ in 1..conns {
+            let k = FlowKey::new(
+                17,
+                (r.next() as u32).to_be_bytes(),
+                r.next() as u16,
+                [10, 0, 2, 2],
+                53,
+            );
+            let _ = dp.nat.ct.insert(k, 1);
+        }
+    }
+    let mut rx = MemPort::replay(0, &template(gw0), frames_n);
+    let mut sink = MemPort::sink(1);
+    let mut pipeline = Pipeline::new();
+    let mut batch = Vec::with_capacity(BURST);
+    let t = Instant::now();
+    loop {
+        if rx.rx_burst(&mut frames, &mut batch, BURST) == 0 {
+            break;
+        }
+        pipeline.process(&mut dp, &mut frames, 0, &mut batch, 1);
+        sink.tx_burst(&mut frames, &mut dp.out[1]);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / frames_n as f64;
+    assert_eq!(sink.tx_count(), frames_n, "every frame routed");
+    ns
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let nat = args.iter().any(|a| a == "--nat");
+    if let Some(n) = get("--frames") {
+        let ns = run(
+            n,
+            get("--routes").unwrap_or(2) as usize,
+            nat,
+            get("--conns").unwrap_or(1) as usize,
+        );
+        if !args.iter().any(|a| a == "--quiet") {
+            println!("{ns:.1} ns/frame");
+        }
+        return;
+    }
+    let median = |routes: usize, nat: bool, conns: usize| {
+        let mut v: Vec<f64> = (0..5).map(|_| run(1_000_000, routes, nat, conns)).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[2]
+    };
+    println!("| case | ns/frame (median of 5, 1M frames, mem ports included) |");
+    println!("|---|---|");
+    for routes in [2usize, 1_000, 1_000_000] {
+        println!(
+            "| routed, {routes} routes | {:.1} |",
+            median(routes, false, 1)
+        );
+    }
+    for conns in [1_000usize, 1_000_000] {
+        println!(
+            "| NAT (masquerade, established), {conns} tracked connections | {:.1} |",
+            median(2, true, conns)
+        );
+    }
+}
