@@ -271,6 +271,10 @@ pub struct PortSpec {
     /// Device MTU to set (tap).
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// VXLAN options (vxlan): `vni`, `local_ip`, `remote_ip` ("A,B"), `dst_port`, `learning`
+    /// ("on"/"off"), `ttl`, `df`, as `add-port` takes them.
+    #[serde(default, flatten)]
+    pub tunnel: std::collections::BTreeMap<String, toml::Value>,
 }
 
 impl BridgeSpec {
@@ -349,6 +353,7 @@ impl PortSpec {
             trunks: None,
             xdp_mode: XdpModeSpec::Auto,
             mtu: None,
+            tunnel: Default::default(),
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -356,7 +361,12 @@ impl PortSpec {
                     p.kind = match v {
                         "afxdp" => PortKind::Afxdp,
                         "tap" => PortKind::Tap,
-                        _ => return Err(format!("type: '{v}' is not a port type (afxdp, tap)")),
+                        "vxlan" => PortKind::Vxlan,
+                        _ => {
+                            return Err(format!(
+                                "type: '{v}' is not a port type (afxdp, tap, vxlan)"
+                            ));
+                        }
                     }
                 }
                 "vlan" | "tag" => p.vlan = Some(num("vlan", v)?),
@@ -376,15 +386,45 @@ impl PortSpec {
                     }
                 }
                 "mtu" => p.mtu = Some(num(k, v)?),
+                "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
+                    p.tunnel
+                        .insert(k.to_string(), toml::Value::String(v.to_string()));
+                }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
         }
         p.validate()?;
         Ok(p)
+    }
+
+    /// The tunnel settings of a `type=vxlan` port.
+    pub fn tunnel_conf(&self) -> Result<crate::vxlan::TunnelConf, String> {
+        let text: Vec<(String, String)> = self
+            .tunnel
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Array(a) => a
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    toml::Value::Boolean(b) => if *b { "on" } else { "off" }.to_string(),
+                    other => other.to_string(),
+                };
+                (k.clone(), s)
+            })
+            .collect();
+        crate::vxlan::TunnelConf::from_pairs(text.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
     /// The VLAN mode.
@@ -405,6 +445,11 @@ impl PortSpec {
         self.vlan_mode()?;
         if self.kind == PortKind::Mem {
             return Err(format!("port '{}': type mem is for tests only", self.name));
+        }
+        if self.kind == PortKind::Vxlan {
+            self.tunnel_conf()?;
+        } else if let Some(k) = self.tunnel.keys().next() {
+            return Err(format!("{k}: applies to type=vxlan ports only"));
         }
         if self.mtu.is_some() && self.kind != PortKind::Tap {
             return Err(format!(

@@ -57,6 +57,12 @@ drop_reasons! {
     FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
     CtFull => "ct-full", "connection table full: a new translated connection was refused";
     NatPortsExhausted => "nat-ports-exhausted", "no free NAT source port toward that destination";
+    VxlanBadFlags => "bad-vxlan-flags", "VXLAN header without the I (valid VNI) flag";
+    VxlanUnknownVni => "vxlan-unknown-vni", "VXLAN packet for a VNI no tunnel port on that address carries";
+    VxlanUnknownVtep => "vxlan-unknown-vtep", "VXLAN packet from a VTEP that is not one of the port's remotes";
+    VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame";
+    VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
+    VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
 }
 
 /// Counters of one port.

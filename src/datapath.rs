@@ -141,6 +141,10 @@ pub struct PortState {
     pub mtu: u32,
     /// Frames from this port may carry partial checksums.
     pub partial_csum_in: bool,
+    /// Learn source MACs of frames received on this port (off: `learning=off` on a tunnel).
+    pub learn: bool,
+    /// The VXLAN tunnel, for `type=vxlan` ports.
+    pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
     /// Counters.
     pub counters: PortCounters,
 }
@@ -228,6 +232,9 @@ pub struct FdbRow {
     /// Static entry.
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// For MACs behind a VXLAN port: the remote VTEP's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Bridges, ports, the router's tables and output queues.
@@ -244,6 +251,8 @@ pub struct Datapath {
     pub router: RouterCounters,
     /// NAT rules and tracked connections.
     pub nat: crate::nat::Nat,
+    /// Ports that are VXLAN tunnels (the encapsulation stage drains their queues).
+    pub tunnels: Vec<PortId>,
     neigh_aged_at: u32,
 }
 
@@ -257,6 +266,7 @@ impl Default for Datapath {
             neigh: Neighbours::new(DEFAULT_NEIGH_CAPACITY, DEFAULT_NEIGH_AGING),
             router: RouterCounters::default(),
             nat: crate::nat::Nat::default(),
+            tunnels: Vec::new(),
             neigh_aged_at: 0,
         }
     }
@@ -490,7 +500,49 @@ impl Datapath {
             b.fdb.flush(Some(id));
         }
         self.update_l3_mtu(p.bridge);
+        self.refresh_tunnels();
         Ok(std::mem::take(&mut self.out[id as usize]))
+    }
+
+    /// The MTU inner frames of tunnel port `p` can have: its underlay bridge's MTU minus the 50
+    /// bytes of encapsulation (the underlay is the bridge whose gateway is the local address).
+    pub fn inner_mtu(&self, p: PortId) -> Option<u32> {
+        let t = self.port(p)?.tunnel.as_ref()?;
+        let (_, b) = self
+            .bridges()
+            .find(|(_, b)| b.gateway.is_some_and(|g| g.ip == t.conf.local_ip))?;
+        Some(b.l3_mtu.saturating_sub(crate::wire::vxlan::OVERHEAD as u32))
+    }
+
+    /// Recompute the list of tunnel ports (after a port change).
+    pub fn refresh_tunnels(&mut self) {
+        self.tunnels = self
+            .ports()
+            .filter(|(_, p)| p.tunnel.is_some())
+            .map(|(id, _)| id)
+            .collect();
+    }
+
+    /// The tunnel port for VXLAN packets to `local:dst_port` with `vni`.
+    #[inline]
+    pub fn tunnel_for(&self, local: [u8; 4], dst_port: u16, vni: u32) -> Option<PortId> {
+        self.tunnels.iter().copied().find(|&p| {
+            self.port(p)
+                .and_then(|s| s.tunnel.as_ref())
+                .is_some_and(|t| {
+                    t.conf.local_ip == local && t.conf.dst_port == dst_port && t.conf.vni == vni
+                })
+        })
+    }
+
+    /// True if some tunnel listens on `local:dst_port`.
+    #[inline]
+    pub fn tunnel_listens(&self, local: [u8; 4], dst_port: u16) -> bool {
+        self.tunnels.iter().any(|&p| {
+            self.port(p)
+                .and_then(|s| s.tunnel.as_ref())
+                .is_some_and(|t| t.conf.local_ip == local && t.conf.dst_port == dst_port)
+        })
     }
 
     /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change).
@@ -524,6 +576,11 @@ impl Datapath {
                 mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
                 age: now.saturating_sub(e.stamp),
                 is_static: e.is_static,
+                remote: self
+                    .port(e.port)
+                    .and_then(|p| p.tunnel.as_ref())
+                    .and_then(|t| t.remote_of(e.vlan, e.mac))
+                    .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
             })
             .collect();
         rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
@@ -606,6 +663,8 @@ mod tests {
             vlan: VlanMode::default_trunk(),
             mtu: 1500,
             partial_csum_in: false,
+            learn: true,
+            tunnel: None,
             counters: Default::default(),
         };
         dp.add_port(id, st("p1")).unwrap();

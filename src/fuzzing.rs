@@ -43,6 +43,8 @@ pub fn pipeline(data: &[u8]) {
                 vlan: m,
                 mtu: if i == 3 { 100 } else { 1500 },
                 partial_csum_in: i == 2,
+                learn: true,
+                tunnel: None,
                 counters: Default::default(),
             },
         )

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod datapath;
 pub mod demo;
 pub mod fdb;
+pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod nat;
@@ -20,5 +21,6 @@ pub mod packet;
 pub mod pipeline;
 pub mod port;
 pub mod route;
+pub mod vxlan;
 pub mod wire;
 pub mod worker;

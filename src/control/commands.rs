@@ -40,9 +40,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port BRIDGE PORT [type=afxdp|tap] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N]",
+        "add-port BRIDGE PORT [type=afxdp|tap|vxlan] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
-        7,
+        14,
         move |a| {
             let spec = PortSpec::from_args(&a[1], &a[2..]).map_err(CtlError::new)?;
             let v = ask(
@@ -66,6 +66,58 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         let v = ask(&w, Command::FdbShow(a[0].clone()))?;
         Ok(Reply::new(render_fdb(&v), v))
     });
+    let w = worker.clone();
+    reg.register(
+        "fdb-add",
+        "fdb-add BRIDGE MAC PORT [vlan=N] [remote_ip=ADDRESS]",
+        3,
+        5,
+        move |a| {
+            let mac = a[1]
+                .parse()
+                .map_err(|e: String| CtlError::new(format!("MAC: {e}")))?;
+            let mut vlan = 0u16;
+            let mut remote = None;
+            for kv in &a[3..] {
+                match kv.split_once('=') {
+                    Some(("vlan", v)) => {
+                        vlan = v
+                            .parse()
+                            .ok()
+                            .filter(|n| *n <= 4094)
+                            .ok_or_else(|| CtlError::new(format!("vlan: '{v}' (0 to 4094)")))?
+                    }
+                    Some(("remote_ip", v)) => {
+                        remote = Some(
+                            v.parse::<std::net::Ipv4Addr>()
+                                .map_err(|_| {
+                                    CtlError::new(format!(
+                                        "remote_ip: '{v}' is not an IPv4 address"
+                                    ))
+                                })?
+                                .octets(),
+                        )
+                    }
+                    _ => {
+                        return Err(CtlError::new(format!(
+                            "'{kv}': fdb-add takes vlan=N and remote_ip=ADDRESS"
+                        )));
+                    }
+                }
+            }
+            let v = ask(
+                &w,
+                Command::FdbAdd {
+                    bridge: a[0].clone(),
+                    mac,
+                    port: a[2].clone(),
+                    vlan,
+                    remote,
+                },
+            )?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
     let w = worker.clone();
     reg.register("fdb-flush", "fdb-flush BRIDGE [PORT]", 1, 2, move |a| {
         let v = ask(
@@ -266,7 +318,7 @@ fn render_show(v: &Value) -> String {
 }
 
 fn render_fdb(v: &Value) -> String {
-    let mut s = String::from(" port             VLAN  MAC                Age\n");
+    let mut s = String::from(" port             VLAN  MAC                Age     remote VTEP\n");
     for e in v["entries"].as_array().into_iter().flatten() {
         let age = if e["static"].as_bool() == Some(true) {
             "static".to_string()
@@ -275,11 +327,12 @@ fn render_fdb(v: &Value) -> String {
         };
         let _ = writeln!(
             s,
-            " {:<16} {:>4}  {}  {}",
+            " {:<16} {:>4}  {}  {:<7} {}",
             str_of(&e["port"]),
             e["vlan"].as_u64().unwrap_or(0),
             str_of(&e["mac"]),
-            age
+            age,
+            str_of(&e["remote"])
         );
     }
     s

@@ -8,6 +8,9 @@ use crate::packet::Frames;
 
 /// Learn every frame's (VLAN, source MAC) on `in_port`.
 pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
+    if dp.port(in_port).is_some_and(|p| !p.learn) {
+        return;
+    }
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };

@@ -15,7 +15,7 @@
 //! broadcast/multicast destinations sent to the gateway MAC, and TTL 0/1 are counted drops.
 //! Frames the router creates (ARP, ICMP) are appended to `made` and delivered after the burst.
 
-use super::{Dest, Meta, nat};
+use super::{Dest, Meta, nat, vxlan};
 use crate::conntrack::{CtError, Direction, NatInfo, PROTO_TCP, PROTO_UDP};
 use crate::counters::DropReason;
 use crate::datapath::{Datapath, Gateway};
@@ -208,6 +208,13 @@ fn ip_in(
             .and_then(|b| b.gateway)
             .is_some_and(|g| g.ip == dst)
     {
+        if !dp.tunnels.is_empty()
+            && let Some((port, inner)) = vxlan::decap(dp, frames, m, hl, total)?
+        {
+            m.desc = inner;
+            m.dest = Dest::Decap(port);
+            return Ok(());
+        }
         return local_in(dp, frames, m, l3, hl, total, in_port);
     }
     if ttl <= 1 {
@@ -401,7 +408,7 @@ fn build_arp(frames: &mut Frames, dst: MacAddr, src: MacAddr, a: &arp::Repr) -> 
 }
 
 /// Broadcast an ARP request for `ip` from `gw` on `bridge`.
-fn arp_request(
+pub(super) fn arp_request(
     dp: &mut Datapath,
     frames: &mut Frames,
     bridge: u16,

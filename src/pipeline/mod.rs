@@ -13,6 +13,7 @@ mod l2;
 mod l3;
 mod nat;
 mod output;
+mod vxlan;
 
 use crate::datapath::{BATCH, Datapath};
 use crate::fdb::PortId;
@@ -31,6 +32,8 @@ pub(crate) enum Dest {
     Router,
     /// Routed or generated: deliver within this bridge by its FDB (no ingress port to skip).
     Bridge(u16),
+    /// Decapsulated: the inner frame enters its bridge through this tunnel port.
+    Decap(PortId),
 }
 
 /// Per-frame metadata carried between stages.
@@ -53,8 +56,15 @@ pub(crate) struct Meta {
 /// Reusable per-worker scratch space for bursts.
 pub struct Pipeline {
     meta: Vec<Meta>,
-    /// Frames the router made during this burst (ARP, ICMP).
+    /// Frames the router made during this burst (ARP, ICMP), and decapsulated inner frames.
     generated: Vec<Meta>,
+    /// Outer frames made by encapsulation.
+    encapped: Vec<Meta>,
+    /// Inner frames to run through the pipeline from their tunnel port.
+    decapped: Vec<(PortId, Desc)>,
+    /// Reused buffers.
+    scratch: Vec<Desc>,
+    inner_batch: Vec<Desc>,
 }
 
 impl Default for Pipeline {
@@ -62,6 +72,10 @@ impl Default for Pipeline {
         Pipeline {
             meta: Vec::with_capacity(BATCH * 4),
             generated: Vec::with_capacity(BATCH * 2),
+            encapped: Vec::with_capacity(BATCH * 2),
+            decapped: Vec::with_capacity(BATCH),
+            scratch: Vec::with_capacity(BATCH * 2),
+            inner_batch: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -74,6 +88,71 @@ impl Pipeline {
 
     /// Process one burst received on `in_port`; drains `batch`.
     pub fn process(
+        &mut self,
+        dp: &mut Datapath,
+        frames: &mut Frames,
+        in_port: PortId,
+        batch: &mut Vec<Desc>,
+        now: u64,
+    ) {
+        self.run(dp, frames, in_port, batch, now);
+        self.tunnels(dp, frames, now);
+    }
+
+    /// After a burst: run decapsulated frames through the pipeline as bursts from their tunnel
+    /// ports (once: VXLAN found inside is dropped), then encapsulate what was queued on tunnel
+    /// ports and deliver the outer frames on their underlay bridges.
+    fn tunnels(&mut self, dp: &mut Datapath, frames: &mut Frames, now: u64) {
+        if dp.tunnels.is_empty() {
+            return;
+        }
+        let mut inner = std::mem::take(&mut self.inner_batch);
+        let mut decapped = std::mem::take(&mut self.decapped);
+        decapped.sort_unstable_by_key(|(p, _)| *p);
+        let mut i = 0;
+        while i < decapped.len() {
+            let port = decapped[i].0;
+            inner.clear();
+            while i < decapped.len() && decapped[i].0 == port {
+                let d = decapped[i].1;
+                if vxlan::is_nested(dp, frames, d) {
+                    if let Some(s) = dp.port_mut(port) {
+                        s.counters.drop(crate::counters::DropReason::VxlanNested);
+                    }
+                    frames.free(d.addr);
+                } else {
+                    inner.push(d);
+                }
+                i += 1;
+            }
+            if !inner.is_empty() {
+                self.run(dp, frames, port, &mut inner, now);
+            }
+        }
+        // Frames decapsulated while running inner frames would be VXLAN in VXLAN.
+        for (p, d) in self.decapped.drain(..) {
+            if let Some(s) = dp.port_mut(p) {
+                s.counters.drop(crate::counters::DropReason::VxlanNested);
+            }
+            frames.free(d.addr);
+        }
+        decapped.clear();
+        self.decapped = decapped;
+        self.inner_batch = inner;
+        self.encapped.clear();
+        vxlan::encap(
+            dp,
+            frames,
+            &mut self.encapped,
+            &mut self.scratch,
+            now as u32,
+        );
+        if !self.encapped.is_empty() {
+            output::run(dp, frames, 0, output::NO_PORT, &self.encapped);
+        }
+    }
+
+    fn run(
         &mut self,
         dp: &mut Datapath,
         frames: &mut Frames,
@@ -99,5 +178,10 @@ impl Pipeline {
         );
         output::run(dp, frames, bridge, in_port, &self.meta);
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
+        for m in self.meta.iter().chain(self.generated.iter()) {
+            if let Dest::Decap(p) = m.dest {
+                self.decapped.push((p, m.desc));
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ pub(super) fn run(
 ) {
     for m in meta {
         match m.dest {
-            Dest::Pending => {}
+            Dest::Pending | Dest::Decap(_) => {}
             Dest::Router => frames.free(m.desc.addr),
             Dest::Port(_) | Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
             Dest::Bridge(b) => {

@@ -14,6 +14,7 @@
 pub mod afxdp;
 pub mod mem;
 pub mod tap;
+pub mod virt;
 pub mod wait;
 
 use std::os::fd::RawFd;
@@ -30,6 +31,8 @@ pub enum PortKind {
     Tap,
     /// An in-memory port (tests, benches, fuzzing).
     Mem,
+    /// A VXLAN tunnel port: no device; frames are encapsulated toward remote VTEPs.
+    Vxlan,
 }
 
 impl std::fmt::Display for PortKind {
@@ -38,6 +41,7 @@ impl std::fmt::Display for PortKind {
             PortKind::Afxdp => "afxdp",
             PortKind::Tap => "tap",
             PortKind::Mem => "mem",
+            PortKind::Vxlan => "vxlan",
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
 pub mod vlan;
+pub mod vxlan;
 
 pub use ethernet::{EtherType, MacAddr};
 

@@ -40,6 +40,19 @@ pub enum Command {
     Show,
     /// The FDB of a bridge.
     FdbShow(String),
+    /// Add a static FDB entry (with the remote VTEP for a tunnel port).
+    FdbAdd {
+        /// Bridge name.
+        bridge: String,
+        /// MAC address.
+        mac: crate::wire::MacAddr,
+        /// Port name.
+        port: String,
+        /// VLAN.
+        vlan: u16,
+        /// Remote VTEP (tunnel ports).
+        remote: Option<[u8; 4]>,
+    },
     /// Flush a bridge's FDB (dynamic entries), or one port's entries.
     FdbFlush {
         /// Bridge name.
@@ -195,6 +208,41 @@ impl Worker {
                 Ok(
                     json!({"connections": conns, "count": self.dp.nat.ct.len(), "limit": self.dp.nat.ct.limit()}),
                 )
+            }
+            Command::FdbAdd {
+                bridge,
+                mac,
+                port,
+                vlan,
+                remote,
+            } => {
+                let b = self.bridge_id(&bridge)?;
+                let pid = self
+                    .dp
+                    .port_id(&port)
+                    .filter(|id| self.dp.port(*id).is_some_and(|s| s.bridge == b))
+                    .ok_or_else(|| format!("no port named '{port}' in bridge '{bridge}'"))?;
+                if mac.is_multicast() || mac.is_zero() {
+                    return Err(format!("MAC: {mac} must be a unicast address"));
+                }
+                let is_tunnel = self.dp.port(pid).is_some_and(|s| s.tunnel.is_some());
+                match (remote, is_tunnel) {
+                    (Some(_), false) => return Err("remote_ip: only for vxlan ports".into()),
+                    (None, true) => {
+                        return Err("remote_ip: needed for an entry on a vxlan port".into());
+                    }
+                    _ => {}
+                }
+                let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
+                fdb.add_static(vlan, mac.to_u64(), pid, now as u32)
+                    .map_err(|_| format!("bridge '{bridge}': FDB full"))?;
+                if let (Some(r), Some(t)) = (
+                    remote,
+                    self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut()),
+                ) {
+                    t.add_static(vlan, mac.to_u64(), r);
+                }
+                Ok(json!({"bridge": bridge, "mac": mac.to_string(), "port": port}))
             }
             Command::Stats => Ok(self.stats_json()),
             Command::Shutdown => {
@@ -360,6 +408,7 @@ impl Worker {
         self.check_port_name(&spec.name)?;
         let vlan = spec.vlan_mode()?;
         let id = self.dp.next_port_id()?;
+        let mut tunnel = None;
         let port: Box<dyn Port> = match spec.kind {
             PortKind::Afxdp => {
                 let opts = AfxdpOptions {
@@ -380,10 +429,54 @@ impl Worker {
                 TapPort::create(&spec.name, id, &TapOptions { mtu: spec.mtu })
                     .map_err(|e| e.to_string())?,
             ),
+            PortKind::Vxlan => {
+                let conf = spec.tunnel_conf()?;
+                let owner = self
+                    .dp
+                    .bridges()
+                    .find(|(_, br)| br.gateway.is_some_and(|g| g.ip == conf.local_ip))
+                    .map(|(id, _)| id);
+                match owner {
+                    None => {
+                        return Err(format!(
+                            "local_ip: {} is not the gateway address of any bridge (the underlay is routed by uvs: add-br UPLINK gateway={}/LEN first)",
+                            std::net::Ipv4Addr::from(conf.local_ip),
+                            std::net::Ipv4Addr::from(conf.local_ip)
+                        ));
+                    }
+                    Some(u) if u == b => {
+                        return Err(
+                            "local_ip: the uplink bridge cannot carry its own tunnel".into()
+                        );
+                    }
+                    Some(_) => {}
+                }
+                if let Some((_, other)) = self.dp.ports().find(|(_, p)| {
+                    p.tunnel.as_ref().is_some_and(|t| {
+                        t.conf.local_ip == conf.local_ip
+                            && t.conf.vni == conf.vni
+                            && t.conf.dst_port == conf.dst_port
+                    })
+                }) {
+                    return Err(format!(
+                        "vni: {} on that address is already port '{}'",
+                        conf.vni, other.name
+                    ));
+                }
+                tunnel = Some(Box::new(crate::vxlan::Tunnel::new(conf)));
+                Box::new(crate::port::virt::TunnelPort)
+            }
             PortKind::Mem => return Err("type mem is for tests only".into()),
         };
         let details = port.details();
         self.attach(id, b, spec.name.clone(), vlan, port)?;
+        if let Some(t) = tunnel
+            && let Some(st) = self.dp.port_mut(id)
+        {
+            st.learn = t.conf.learning;
+            st.tunnel = Some(t);
+            self.dp.refresh_tunnels();
+        }
         Ok(json!({"port": spec.name, "id": id, "details": details}))
     }
 
@@ -402,6 +495,8 @@ impl Worker {
             vlan,
             mtu: port.mtu(),
             partial_csum_in: port.partial_csum_in(),
+            learn: true,
+            tunnel: None,
             counters: Default::default(),
         };
         let mut port = Some(port);
@@ -444,13 +539,17 @@ impl Worker {
                     .filter_map(|&p| {
                         let st = self.dp.port(p)?;
                         let io = self.ports.get(p as usize).and_then(|x| x.as_ref());
+                        let details = match &st.tunnel {
+                            Some(t) => t.conf.describe(self.dp.inner_mtu(p).unwrap_or(0)),
+                            None => io.map(|x| x.details()).unwrap_or_default(),
+                        };
                         Some(json!({
                             "name": st.name,
                             "id": p,
                             "type": st.kind.to_string(),
                             "vlan": st.vlan.describe(),
-                            "mtu": st.mtu,
-                            "details": io.map(|x| x.details()).unwrap_or_default(),
+                            "mtu": self.dp.inner_mtu(p).unwrap_or(st.mtu),
+                            "details": details,
                         }))
                     })
                     .collect();

@@ -53,6 +53,8 @@ impl Harness {
                     vlan,
                     mtu: p.mtu(),
                     partial_csum_in: false,
+                    learn: true,
+                    tunnel: None,
                     counters: Default::default(),
                 },
             )

@@ -1,0 +1,370 @@
+//! Flow actions: ovs-ofctl action syntax, parsed and displayed.
+//!
+//! Contract:
+//! - `parse_actions` takes the text after `actions=`: actions separated by commas (commas
+//!   inside parentheses belong to the action, as in `ct(commit,zone=1)`), names
+//!   case-insensitive (`NORMAL` or `normal`). An empty list or `drop` means drop and is stored
+//!   as an empty `Vec`; `drop` must be the only action.
+//! - Instruction order as OpenFlow: `meter:N` only first, `goto_table:T` only last, each at most
+//!   once. A bare number `N` is `output:N`.
+//! - Display is ovs-ofctl's spelling (`NORMAL`, `FLOOD`, `IN_PORT`, `output:p2`, `drop` for an
+//!   empty list), and `parse_actions(display(a)) == a`.
+//! - `ct(...)` is kept as text (`Action::Ct`): its arguments are checked (`commit`, `force`,
+//!   `zone=N`, `table=N`, `nat`, `nat(...)`), their execution belongs to the conntrack stage.
+//! - Prerequisites of rewrite actions are not checked against the match (ovs-ofctl accepts
+//!   `mod_nw_src` on any flow with OpenFlow 1.0): the datapath applies L3/L4 rewrites only to
+//!   packets that have those headers, and keeps checksums right.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use super::FlowError;
+use super::match_::PortRef;
+use super::parse::{parse_num, parse_port};
+use crate::wire::ethernet::MacAddr;
+
+/// A field `set_field` can write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SetField {
+    /// `eth_src` (`dl_src`).
+    DlSrc(MacAddr),
+    /// `eth_dst` (`dl_dst`).
+    DlDst(MacAddr),
+    /// `vlan_vid` (`dl_vlan`): 0-4095 (an OpenFlow 1.3 value with 0x1000 set is accepted).
+    VlanVid(u16),
+    /// `vlan_pcp` (`dl_vlan_pcp`): 0-7.
+    VlanPcp(u8),
+    /// `ip_src` (`nw_src`).
+    NwSrc(Ipv4Addr),
+    /// `ip_dst` (`nw_dst`).
+    NwDst(Ipv4Addr),
+    /// `nw_tos`: a multiple of 4.
+    NwTos(u8),
+    /// `tp_src` (`tcp_src`, `udp_src`).
+    TpSrc(u16),
+    /// `tp_dst` (`tcp_dst`, `udp_dst`).
+    TpDst(u16),
+    /// `tun_id` (`tunnel_id`).
+    TunId(u64),
+}
+
+/// One action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// The learning switch and router (`NORMAL`).
+    Normal,
+    /// Every port of the bridge but the ingress one (`FLOOD`).
+    Flood,
+    /// Back out of the ingress port (`IN_PORT`).
+    InPort,
+    /// `output:P`.
+    Output(PortRef),
+    /// `mod_vlan_vid:V`: set the VID, pushing a tag if there is none.
+    ModVlanVid(u16),
+    /// `mod_vlan_pcp:P`: set the priority, pushing a tag if there is none.
+    ModVlanPcp(u8),
+    /// `strip_vlan` (`pop_vlan`).
+    StripVlan,
+    /// `push_vlan:TPID` (0x8100 or 0x88a8).
+    PushVlan(u16),
+    /// `mod_dl_src:MAC`.
+    ModDlSrc(MacAddr),
+    /// `mod_dl_dst:MAC`.
+    ModDlDst(MacAddr),
+    /// `mod_nw_src:IP`.
+    ModNwSrc(Ipv4Addr),
+    /// `mod_nw_dst:IP`.
+    ModNwDst(Ipv4Addr),
+    /// `mod_tp_src:N`.
+    ModTpSrc(u16),
+    /// `mod_tp_dst:N`.
+    ModTpDst(u16),
+    /// `dec_ttl`: drop when the TTL reaches 0.
+    DecTtl,
+    /// `set_field:V->F`.
+    SetField(SetField),
+    /// `set_tunnel:N`: the VNI for a following output to a tunnel port.
+    SetTunnel(u64),
+    /// `resubmit(,T)`: look the packet up in table T, then continue here.
+    Resubmit(u8),
+    /// `goto_table:T`: continue in a later table T.
+    GotoTable(u8),
+    /// `meter:N`: pass the packet through meter N first.
+    Meter(u32),
+    /// `ct(ARGS)`: send through connection tracking; `ARGS` as written (checked).
+    Ct(String),
+}
+
+fn bad(action: &str, why: impl Into<String>) -> FlowError {
+    FlowError::BadAction {
+        action: action.to_string(),
+        why: why.into(),
+    }
+}
+
+fn mac(action: &str, s: &str) -> Result<MacAddr, FlowError> {
+    s.parse::<MacAddr>().map_err(|e| bad(action, e))
+}
+
+fn ip(action: &str, s: &str) -> Result<Ipv4Addr, FlowError> {
+    s.parse::<Ipv4Addr>()
+        .map_err(|_| bad(action, format!("'{s}' is not an IPv4 address")))
+}
+
+fn num<T: TryFrom<u64>>(action: &str, s: &str, max: u64) -> Result<T, FlowError> {
+    parse_num(action, s, max).map_err(|e| match e {
+        FlowError::BadValue { value, why, .. } => {
+            bad(action, format!("bad value '{value}' ({why})"))
+        }
+        e => e,
+    })
+}
+
+/// Split `s` at commas outside parentheses, trimming each piece and skipping empty ones.
+pub(crate) fn split_top(s: &str) -> Result<Vec<&str>, FlowError> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| bad(s[start..=i].trim(), "unbalanced ')'"))?;
+            }
+            ',' if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err(bad(s[start..].trim(), "unbalanced '('"));
+    }
+    out.push(s[start..].trim());
+    out.retain(|p| !p.is_empty());
+    Ok(out)
+}
+
+fn parse_set_field(t: &str, arg: &str) -> Result<SetField, FlowError> {
+    let (v, f) = arg
+        .split_once("->")
+        .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD"))?;
+    let (v, f) = (v.trim(), f.trim());
+    if v.contains('/') {
+        return Err(bad(t, "a masked set_field is not supported"));
+    }
+    Ok(match f {
+        "eth_src" | "dl_src" => SetField::DlSrc(mac(t, v)?),
+        "eth_dst" | "dl_dst" => SetField::DlDst(mac(t, v)?),
+        "vlan_vid" | "dl_vlan" => {
+            let n: u16 = num(t, v, 0x1fff)?;
+            if n > 0xfff && n & 0x1000 == 0 {
+                return Err(bad(t, format!("'{v}' is not a VLAN id (0-4095)")));
+            }
+            SetField::VlanVid(n & 0xfff)
+        }
+        "vlan_pcp" | "dl_vlan_pcp" => SetField::VlanPcp(num(t, v, 7)?),
+        "ip_src" | "nw_src" => SetField::NwSrc(ip(t, v)?),
+        "ip_dst" | "nw_dst" => SetField::NwDst(ip(t, v)?),
+        "nw_tos" => {
+            let n: u8 = num(t, v, 255)?;
+            if n & 3 != 0 {
+                return Err(bad(
+                    t,
+                    format!("'{v}' has ECN bits set (want a multiple of 4)"),
+                ));
+            }
+            SetField::NwTos(n)
+        }
+        "tp_src" | "tcp_src" | "udp_src" => SetField::TpSrc(num(t, v, 0xffff)?),
+        "tp_dst" | "tcp_dst" | "udp_dst" => SetField::TpDst(num(t, v, 0xffff)?),
+        "tun_id" | "tunnel_id" => SetField::TunId(num(t, v, u64::MAX)?),
+        _ => return Err(bad(t, format!("unknown or unsupported field '{f}'"))),
+    })
+}
+
+fn check_ct(t: &str, args: &str) -> Result<(), FlowError> {
+    for a in split_top(args)? {
+        let (k, v) = a.split_once('=').map_or((a, None), |(k, v)| (k, Some(v)));
+        match (k, v) {
+            ("commit" | "force", None) => {}
+            ("zone", Some(v)) => {
+                num::<u16>(t, v, 0xffff)?;
+            }
+            ("table", Some(v)) => {
+                num::<u8>(t, v, 254)?;
+            }
+            _ if a == "nat" || (a.starts_with("nat(") && a.ends_with(')')) => {}
+            _ => return Err(bad(t, format!("unknown argument '{a}'"))),
+        }
+    }
+    Ok(())
+}
+
+fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
+    let cut = t.find([':', '(']).unwrap_or(t.len());
+    let name = t[..cut].trim().to_ascii_lowercase();
+    let arg = t[cut..].strip_prefix(':').unwrap_or(&t[cut..]).trim();
+    let no_arg = |a: Action| {
+        if arg.is_empty() {
+            Ok(Some(a))
+        } else {
+            Err(bad(t, format!("{name} takes no argument")))
+        }
+    };
+    let need_arg = || {
+        if arg.is_empty() || t[cut..].starts_with('(') && name != "resubmit" && name != "ct" {
+            Err(bad(t, format!("want {name}:VALUE")))
+        } else {
+            Ok(arg)
+        }
+    };
+    Ok(Some(match name.as_str() {
+        "drop" if arg.is_empty() => return Ok(None),
+        "drop" => return Err(bad(t, "drop takes no argument")),
+        "normal" => return no_arg(Action::Normal),
+        "flood" => return no_arg(Action::Flood),
+        "in_port" => return no_arg(Action::InPort),
+        "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
+        "dec_ttl" => return no_arg(Action::DecTtl),
+        "output" => Action::Output(parse_port(need_arg()?).map_err(|e| bad(t, e.to_string()))?),
+        "mod_vlan_vid" => Action::ModVlanVid(num(t, need_arg()?, 4095)?),
+        "mod_vlan_pcp" => Action::ModVlanPcp(num(t, need_arg()?, 7)?),
+        "push_vlan" => match num::<u16>(t, need_arg()?, 0xffff)? {
+            tpid @ (0x8100 | 0x88a8) => Action::PushVlan(tpid),
+            _ => {
+                return Err(bad(
+                    t,
+                    format!("'{arg}' is not a VLAN TPID (0x8100 or 0x88a8)"),
+                ));
+            }
+        },
+        "mod_dl_src" => Action::ModDlSrc(mac(t, need_arg()?)?),
+        "mod_dl_dst" => Action::ModDlDst(mac(t, need_arg()?)?),
+        "mod_nw_src" => Action::ModNwSrc(ip(t, need_arg()?)?),
+        "mod_nw_dst" => Action::ModNwDst(ip(t, need_arg()?)?),
+        "mod_tp_src" => Action::ModTpSrc(num(t, need_arg()?, 0xffff)?),
+        "mod_tp_dst" => Action::ModTpDst(num(t, need_arg()?, 0xffff)?),
+        "set_field" => Action::SetField(parse_set_field(t, need_arg()?)?),
+        "set_tunnel" | "set_tunnel64" => Action::SetTunnel(num(t, need_arg()?, u64::MAX)?),
+        "goto_table" => Action::GotoTable(num(t, need_arg()?, 254)?),
+        "meter" => {
+            let n: u32 = num(t, need_arg()?, u64::from(u32::MAX))?;
+            if n == 0 {
+                return Err(bad(t, "meter ids start at 1"));
+            }
+            Action::Meter(n)
+        }
+        "resubmit" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .and_then(|a| a.trim().strip_prefix(','))
+                .ok_or_else(|| bad(t, "only resubmit(,TABLE) is supported"))?;
+            Action::Resubmit(num(t, inner.trim(), 254)?)
+        }
+        "ct" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| bad(t, "want ct(ARGS)"))?
+                .trim();
+            check_ct(t, inner)?;
+            Action::Ct(inner.to_string())
+        }
+        _ if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            Action::Output(parse_port(t).map_err(|e| bad(t, e.to_string()))?)
+        }
+        _ => return Err(FlowError::UnknownAction(t.to_string())),
+    }))
+}
+
+/// Parse the text after `actions=`. `table` is the flow's table (`goto_table` must go later).
+pub fn parse_actions(s: &str, table: u8) -> Result<Vec<Action>, FlowError> {
+    let pieces = split_top(s)?;
+    let mut out = Vec::with_capacity(pieces.len());
+    let n = pieces.len();
+    for (i, t) in pieces.iter().enumerate() {
+        match parse_one(t)? {
+            None if n > 1 => return Err(bad(t, "drop must be the only action")),
+            None => {}
+            Some(Action::Meter(_)) if i != 0 => {
+                return Err(bad(t, "meter must be the first action"));
+            }
+            Some(Action::GotoTable(_)) if i != n - 1 => {
+                return Err(bad(t, "goto_table must be the last action"));
+            }
+            Some(Action::GotoTable(g)) if g <= table => {
+                return Err(bad(t, format!("must go to a later table than {table}")));
+            }
+            Some(a) => out.push(a),
+        }
+    }
+    Ok(out)
+}
+
+impl fmt::Display for SetField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetField::DlSrc(m) => write!(f, "{m}->eth_src"),
+            SetField::DlDst(m) => write!(f, "{m}->eth_dst"),
+            SetField::VlanVid(v) => write!(f, "{v}->vlan_vid"),
+            SetField::VlanPcp(v) => write!(f, "{v}->vlan_pcp"),
+            SetField::NwSrc(a) => write!(f, "{a}->ip_src"),
+            SetField::NwDst(a) => write!(f, "{a}->ip_dst"),
+            SetField::NwTos(v) => write!(f, "{v}->nw_tos"),
+            SetField::TpSrc(v) => write!(f, "{v}->tp_src"),
+            SetField::TpDst(v) => write!(f, "{v}->tp_dst"),
+            SetField::TunId(v) => write!(f, "{v:#x}->tun_id"),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Normal => f.write_str("NORMAL"),
+            Action::Flood => f.write_str("FLOOD"),
+            Action::InPort => f.write_str("IN_PORT"),
+            Action::Output(p) => write!(f, "output:{p}"),
+            Action::ModVlanVid(v) => write!(f, "mod_vlan_vid:{v}"),
+            Action::ModVlanPcp(v) => write!(f, "mod_vlan_pcp:{v}"),
+            Action::StripVlan => f.write_str("strip_vlan"),
+            Action::PushVlan(t) => write!(f, "push_vlan:{t:#06x}"),
+            Action::ModDlSrc(m) => write!(f, "mod_dl_src:{m}"),
+            Action::ModDlDst(m) => write!(f, "mod_dl_dst:{m}"),
+            Action::ModNwSrc(a) => write!(f, "mod_nw_src:{a}"),
+            Action::ModNwDst(a) => write!(f, "mod_nw_dst:{a}"),
+            Action::ModTpSrc(p) => write!(f, "mod_tp_src:{p}"),
+            Action::ModTpDst(p) => write!(f, "mod_tp_dst:{p}"),
+            Action::DecTtl => f.write_str("dec_ttl"),
+            Action::SetField(s) => write!(f, "set_field:{s}"),
+            Action::SetTunnel(v) => write!(f, "set_tunnel:{v:#x}"),
+            Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
+            Action::GotoTable(t) => write!(f, "goto_table:{t}"),
+            Action::Meter(m) => write!(f, "meter:{m}"),
+            Action::Ct(a) => write!(f, "ct({a})"),
+        }
+    }
+}
+
+/// ovs-ofctl's spelling of an action list: comma-separated, `drop` when empty.
+pub struct Actions<'a>(pub &'a [Action]);
+
+impl fmt::Display for Actions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("drop");
+        }
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! A worker's exact-match cache (OVS's EMC) in front of the classifier.
+//!
+//! Contract:
+//! - Direct-mapped: `entries` (a power of two) slots of one cache line each, holding the full
+//!   packed key, its hash, the table, the classifier generation it was filled at, and the
+//!   result (a flow or "no flow").
+//! - A slot answers only when hash, table, key and generation all match; any change to the
+//!   classifier bumps its generation and so invalidates the whole cache at once, without a
+//!   walk. A miss asks the classifier and overwrites the slot.
+//! - Owned by one worker (`&mut self`), no locks, no allocation after `new`.
+//! - Every packet is inserted on a miss (OVS inserts with a probability to resist thrashing
+//!   under many flows; not done here yet).
+
+use super::Classifier;
+use super::classifier::{FlowId, NONE};
+use super::match_::{PacketKey, Words};
+use super::subtable::hash_words;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot {
+    words: Words,
+    hash: u64,
+    /// 0: empty (classifier generations start at 1).
+    generation: u64,
+    flow: u32,
+    table: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+
+const EMPTY: Slot = Slot {
+    words: [0; 5],
+    hash: 0,
+    generation: 0,
+    flow: NONE,
+    table: 0,
+};
+
+/// A per-worker exact-match cache.
+pub struct Emc {
+    slots: Box<[Slot]>,
+    mask: usize,
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that went to the classifier.
+    pub misses: u64,
+}
+
+impl Emc {
+    /// A cache of `entries` slots (rounded up to a power of two, at least 1).
+    pub fn new(entries: usize) -> Emc {
+        let n = entries.max(1).next_power_of_two();
+        Emc {
+            slots: vec![EMPTY; n].into_boxed_slice(),
+            mask: n - 1,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Slots in the cache.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The flow for `key` in `table`: from the cache if it holds a current answer, else from
+    /// `cls` (and then cached).
+    #[inline]
+    pub fn lookup(&mut self, cls: &Classifier, table: u8, key: &PacketKey) -> Option<FlowId> {
+        let words = key.words();
+        let h = hash_words(&words, u64::from(table));
+        let gen_now = cls.generation();
+        let slot = &mut self.slots[h as usize & self.mask];
+        let flow = if slot.hash == h
+            && slot.generation == gen_now
+            && slot.table == table
+            && slot.words == words
+        {
+            self.hits += 1;
+            slot.flow
+        } else {
+            self.misses += 1;
+            let flow = cls.lookup_words(table, &words);
+            *slot = Slot {
+                words,
+                hash: h,
+                generation: gen_now,
+                flow,
+                table,
+            };
+            flow
+        };
+        (flow != NONE).then_some(FlowId(flow))
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.slots.fill(EMPTY);
+    }
+}

@@ -1,0 +1,474 @@
+//! ovs-ofctl flow syntax: `add-flow` text to a `Flow`, `del-flows`/`dump-flows` text to a
+//! `FlowFilter`.
+//!
+//! Contract:
+//! - Fields are `key=value` or a shorthand (`ip, arp, icmp, tcp, udp`), separated by commas
+//!   and/or whitespace, in any order. Everything after the first `actions=` (at the start or
+//!   after a separator) is the action list, so `actions=` is last; it is required by
+//!   `parse_flow` and refused by `parse_filter`.
+//! - Numbers are decimal or `0x` hex. Masks: `dl_src/dl_dst` `MAC/MAC`; `nw_src/nw_dst`
+//!   `IP/PREFIX` or `IP/MASK`; `tp_src/tp_dst` and `tun_id` `N/MASK`; values are normalised
+//!   (`value &= mask`, a zero mask drops the field).
+//! - Prerequisites as OVS's normal form, checked after all fields are read (order does not
+//!   matter): `nw_src, nw_dst, nw_proto` need dl_type ip or arp, `nw_tos` ip, `tp_src, tp_dst`
+//!   tcp or udp (`tcp_*`, `udp_*`, `icmp_type`, `icmp_code` their protocol). A flow missing one
+//!   is refused, never widened.
+//! - A field given twice with different values (also through a shorthand) is refused.
+//! - The stats keys of a dump-flows line (`duration, n_packets, n_bytes, idle_age, hard_age`)
+//!   are accepted and ignored, so a dump-flows line parses back to its flow.
+//! - Every error names the offending text (`FlowError`).
+
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use super::action::parse_actions;
+use super::match_::{
+    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, PortRef,
+};
+use super::{Flow, FlowError};
+use crate::wire::ethernet::MacAddr;
+
+/// The match part of `del-flows` and `dump-flows` (and `--strict` deletes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlowFilter {
+    /// Only this table (`None`: every table).
+    pub table: Option<u8>,
+    /// For strict deletes (`None`: the default priority, 32768).
+    pub priority: Option<u16>,
+    /// `cookie=V/M`: flows whose cookie & M == V (`-1` is an all-ones mask).
+    pub cookie: Option<Masked<u64>>,
+    /// The fields.
+    pub m: Match,
+}
+
+fn bad_value(field: &str, value: &str, why: impl Into<String>) -> FlowError {
+    FlowError::BadValue {
+        field: field.to_string(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+fn bad_mask(field: &str, mask: &str, why: impl Into<String>) -> FlowError {
+    FlowError::BadMask {
+        field: field.to_string(),
+        mask: mask.to_string(),
+        why: why.into(),
+    }
+}
+
+/// A decimal or `0x` hex number no larger than `max`.
+pub fn parse_num<T: TryFrom<u64>>(field: &str, s: &str, max: u64) -> Result<T, FlowError> {
+    let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse::<u64>(),
+    }
+    .map_err(|_| bad_value(field, s, "not a number"))?;
+    if n > max {
+        return Err(bad_value(field, s, format!("out of range (max {max})")));
+    }
+    T::try_from(n).map_err(|_| bad_value(field, s, "out of range"))
+}
+
+/// A port: all digits is a number, otherwise a name of `[A-Za-z0-9_.-]`, at most 64 bytes.
+pub fn parse_port(s: &str) -> Result<PortRef, FlowError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_num("port", s, 0xffff).map(PortRef::Num);
+    }
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.';
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(ok) {
+        return Err(bad_value("port", s, "not a port name or number"));
+    }
+    Ok(PortRef::Name(s.to_string()))
+}
+
+fn parse_mac(field: &str, s: &str) -> Result<Option<Masked<u64>>, FlowError> {
+    let (v, m) = s.split_once('/').map_or((s, None), |(v, m)| (v, Some(m)));
+    let value = MacAddr::from_str(v)
+        .map_err(|e| bad_value(field, v, e))?
+        .to_u64();
+    let mask = match m {
+        None => MAC48,
+        Some(m) => MacAddr::from_str(m)
+            .map_err(|e| bad_mask(field, m, e))?
+            .to_u64(),
+    };
+    Ok((mask != 0).then_some(Masked {
+        value: value & mask,
+        mask,
+    }))
+}
+
+fn parse_ip(field: &str, s: &str) -> Result<Option<Masked<u32>>, FlowError> {
+    let (v, m) = s.split_once('/').map_or((s, None), |(v, m)| (v, Some(m)));
+    let value =
+        u32::from(Ipv4Addr::from_str(v).map_err(|_| bad_value(field, v, "not an IPv4 address"))?);
+    let mask = match m {
+        None => u32::MAX,
+        Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => {
+            let n: u32 = m.parse().unwrap_or(u32::MAX);
+            if n > 32 {
+                return Err(bad_mask(field, m, "prefix longer than 32"));
+            }
+            u32::MAX.checked_shl(32 - n).unwrap_or(0)
+        }
+        Some(m) => u32::from(
+            Ipv4Addr::from_str(m)
+                .map_err(|_| bad_mask(field, m, "not a prefix length or IPv4 mask"))?,
+        ),
+    };
+    Ok((mask != 0).then_some(Masked {
+        value: value & mask,
+        mask,
+    }))
+}
+
+/// `N` or `N/MASK`; `-1` as a mask is all ones (ovs-ofctl's cookie spelling).
+fn parse_masked<T>(field: &str, s: &str, max: u64) -> Result<Option<Masked<T>>, FlowError>
+where
+    T: TryFrom<u64> + Copy + PartialEq + Default + std::ops::BitAnd<Output = T>,
+{
+    let (v, m) = s.split_once('/').map_or((s, None), |(v, m)| (v, Some(m)));
+    let value: T = parse_num(field, v, max)?;
+    let mask: T = match m {
+        None | Some("-1") => parse_num(field, &max.to_string(), max)?,
+        Some(m) => parse_num(field, m, max)
+            .map_err(|_| bad_mask(field, m, format!("not a number up to {max:#x}")))?,
+    };
+    Ok((mask != T::default()).then_some(Masked {
+        value: value & mask,
+        mask,
+    }))
+}
+
+fn set<T: PartialEq>(
+    slot: &mut Option<T>,
+    v: Option<T>,
+    token: &str,
+    field: &str,
+) -> Result<(), FlowError> {
+    let Some(v) = v else { return Ok(()) };
+    match slot {
+        Some(old) if *old != v => Err(FlowError::Conflict {
+            token: token.to_string(),
+            field: field.to_string(),
+        }),
+        _ => {
+            *slot = Some(v);
+            Ok(())
+        }
+    }
+}
+
+/// The spelling of a field with prerequisites, and what it needs.
+#[derive(Clone, Copy)]
+struct Need<'a> {
+    name: &'a str,
+    dl_types: &'static [u16],
+    protos: &'static [u8],
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    table: Option<u8>,
+    priority: Option<u16>,
+    cookie: Option<Masked<u64>>,
+    idle: Option<u16>,
+    hard: Option<u16>,
+    m: Match,
+    needs: Vec<Need<'a>>,
+}
+
+const IP_OR_ARP: &[u16] = &[ETH_IP, ETH_ARP];
+
+impl<'a> Fields<'a> {
+    fn need(&mut self, name: &'a str, dl_types: &'static [u16], protos: &'static [u8]) {
+        self.needs.push(Need {
+            name,
+            dl_types,
+            protos,
+        });
+    }
+
+    fn shorthand(&mut self, tok: &str, dl_type: u16, proto: Option<u8>) -> Result<(), FlowError> {
+        set(&mut self.m.dl_type, Some(dl_type), tok, "dl_type")?;
+        set(&mut self.m.nw_proto, proto, tok, "nw_proto")
+    }
+
+    fn field(&mut self, tok: &'a str, filter: bool) -> Result<(), FlowError> {
+        let Some((k, v)) = tok.split_once('=') else {
+            return match tok {
+                "ip" => self.shorthand(tok, ETH_IP, None),
+                "arp" => self.shorthand(tok, ETH_ARP, None),
+                "icmp" => self.shorthand(tok, ETH_IP, Some(PROTO_ICMP)),
+                "tcp" => self.shorthand(tok, ETH_IP, Some(PROTO_TCP)),
+                "udp" => self.shorthand(tok, ETH_IP, Some(PROTO_UDP)),
+                _ => Err(FlowError::UnknownField(tok.to_string())),
+            };
+        };
+        let m = &mut self.m;
+        match k {
+            "ip" | "arp" | "icmp" | "tcp" | "udp" => {
+                return Err(bad_value(k, v, "a shorthand takes no value"));
+            }
+            "priority" => set(&mut self.priority, Some(parse_num(k, v, 0xffff)?), tok, k)?,
+            "table" => set(&mut self.table, Some(parse_num(k, v, 254)?), tok, k)?,
+            "cookie" => {
+                let c = parse_masked::<u64>(k, v, u64::MAX)?;
+                if !filter && c.is_some_and(|c| c.mask != u64::MAX) {
+                    let mask = v.split_once('/').map_or("", |x| x.1);
+                    return Err(bad_mask(
+                        k,
+                        mask,
+                        "cookie masks are for del-flows and dump-flows",
+                    ));
+                }
+                set(
+                    &mut self.cookie,
+                    Some(c.unwrap_or(Masked { value: 0, mask: 0 })),
+                    tok,
+                    k,
+                )?;
+            }
+            "idle_timeout" | "hard_timeout" if filter => {
+                return Err(FlowError::NotAllowed {
+                    field: k.to_string(),
+                });
+            }
+            "idle_timeout" => set(&mut self.idle, Some(parse_num(k, v, 0xffff)?), tok, k)?,
+            "hard_timeout" => set(&mut self.hard, Some(parse_num(k, v, 0xffff)?), tok, k)?,
+            "duration" | "n_packets" | "n_bytes" | "idle_age" | "hard_age" => {}
+            "in_port" => set(
+                &mut m.in_port,
+                Some(parse_port(v).map_err(|_| bad_value(k, v, "not a port name or number"))?),
+                tok,
+                k,
+            )?,
+            "dl_src" | "eth_src" => set(&mut m.dl_src, parse_mac(k, v)?, tok, "dl_src")?,
+            "dl_dst" | "eth_dst" => set(&mut m.dl_dst, parse_mac(k, v)?, tok, "dl_dst")?,
+            "dl_type" | "eth_type" => set(
+                &mut m.dl_type,
+                Some(parse_num(k, v, 0xffff)?),
+                tok,
+                "dl_type",
+            )?,
+            "dl_vlan" => {
+                let vid: u16 = parse_num(k, v, 0xffff)?;
+                if vid > 4095 && vid != NO_VLAN {
+                    return Err(bad_value(
+                        k,
+                        v,
+                        "want a VLAN id 0-4095, or 0xffff for no VLAN",
+                    ));
+                }
+                set(&mut m.dl_vlan, Some(vid), tok, k)?;
+            }
+            "dl_vlan_pcp" => set(&mut m.dl_vlan_pcp, Some(parse_num(k, v, 7)?), tok, k)?,
+            "nw_src" | "ip_src" | "arp_spa" => {
+                set(&mut m.nw_src, parse_ip(k, v)?, tok, "nw_src")?;
+                self.need(k, dl_types_for(k), &[]);
+            }
+            "nw_dst" | "ip_dst" | "arp_tpa" => {
+                set(&mut m.nw_dst, parse_ip(k, v)?, tok, "nw_dst")?;
+                self.need(k, dl_types_for(k), &[]);
+            }
+            "nw_proto" | "ip_proto" | "arp_op" => {
+                set(
+                    &mut m.nw_proto,
+                    Some(parse_num(k, v, 0xff)?),
+                    tok,
+                    "nw_proto",
+                )?;
+                self.need(k, dl_types_for(k), &[]);
+            }
+            "nw_tos" => {
+                let t: u8 = parse_num(k, v, 0xff)?;
+                if t & 3 != 0 {
+                    return Err(bad_value(k, v, "ECN bits set (want a multiple of 4)"));
+                }
+                set(&mut m.nw_tos, Some(t), tok, k)?;
+                self.need(k, &[ETH_IP], &[]);
+            }
+            "tp_src" | "tcp_src" | "udp_src" | "tp_dst" | "tcp_dst" | "udp_dst" => {
+                let p = parse_masked::<u16>(k, v, 0xffff)?;
+                let slot = if k.ends_with("src") {
+                    &mut m.tp_src
+                } else {
+                    &mut m.tp_dst
+                };
+                set(
+                    slot,
+                    p,
+                    tok,
+                    if k.ends_with("src") {
+                        "tp_src"
+                    } else {
+                        "tp_dst"
+                    },
+                )?;
+                let protos: &'static [u8] = match &k[..3] {
+                    "tcp" => &[PROTO_TCP],
+                    "udp" => &[PROTO_UDP],
+                    _ => &[PROTO_TCP, PROTO_UDP],
+                };
+                self.need(k, &[ETH_IP], protos);
+            }
+            "icmp_type" | "icmp_code" => {
+                let n: u16 = parse_num(k, v, 0xff)?;
+                let slot = if k == "icmp_type" {
+                    &mut m.tp_src
+                } else {
+                    &mut m.tp_dst
+                };
+                let f = if k == "icmp_type" { "tp_src" } else { "tp_dst" };
+                set(
+                    slot,
+                    Some(Masked {
+                        value: n,
+                        mask: 0xffff,
+                    }),
+                    tok,
+                    f,
+                )?;
+                self.need(k, &[ETH_IP], &[PROTO_ICMP]);
+            }
+            "tun_id" | "tunnel_id" => {
+                set(&mut m.tun_id, parse_masked(k, v, u64::MAX)?, tok, "tun_id")?
+            }
+            _ => return Err(FlowError::UnknownField(k.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Prerequisites and contradictions, after every field is read.
+    fn check(&self) -> Result<(), FlowError> {
+        for n in &self.needs {
+            let dl_ok = self.m.dl_type.is_some_and(|t| n.dl_types.contains(&t));
+            let proto_ok =
+                n.protos.is_empty() || self.m.nw_proto.is_some_and(|p| n.protos.contains(&p));
+            if !dl_ok || !proto_ok {
+                return Err(FlowError::Prerequisite {
+                    field: n.name.to_string(),
+                    needs: describe(n),
+                });
+            }
+        }
+        if self.m.dl_vlan == Some(NO_VLAN) && self.m.dl_vlan_pcp.is_some() {
+            return Err(FlowError::Conflict {
+                token: "dl_vlan_pcp".into(),
+                field: "dl_vlan=0xffff (no VLAN)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn dl_types_for(k: &str) -> &'static [u16] {
+    if k.starts_with("ip_") {
+        &[ETH_IP]
+    } else if k.starts_with("arp_") {
+        &[ETH_ARP]
+    } else {
+        IP_OR_ARP
+    }
+}
+
+fn describe(n: &Need<'_>) -> String {
+    let proto = |p: &u8| match *p {
+        PROTO_ICMP => "1 (icmp)",
+        PROTO_TCP => "6 (tcp)",
+        PROTO_UDP => "17 (udp)",
+        _ => "?",
+    };
+    if !n.protos.is_empty() {
+        let ps: Vec<&str> = n.protos.iter().map(proto).collect();
+        return format!("nw_proto={}", ps.join(" or "));
+    }
+    let ds: Vec<&str> = n
+        .dl_types
+        .iter()
+        .map(|d| {
+            if *d == ETH_IP {
+                "0x0800 (ip)"
+            } else {
+                "0x0806 (arp)"
+            }
+        })
+        .collect();
+    format!("dl_type={}", ds.join(" or "))
+}
+
+/// Split at the first `actions=` that starts a field.
+fn split_actions(s: &str) -> (&str, Option<&str>) {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("actions=") {
+        let at = from + i;
+        if at == 0 || s[..at].ends_with([',', ' ', '\t']) {
+            return (&s[..at], Some(&s[at + "actions=".len()..]));
+        }
+        from = at + 1;
+    }
+    (s, None)
+}
+
+fn read_fields(s: &str, filter: bool) -> Result<Fields<'_>, FlowError> {
+    let mut f = Fields::default();
+    for tok in s
+        .split([',', ' ', '\t', '\n', '\r'])
+        .filter(|t| !t.is_empty())
+    {
+        f.field(tok, filter)?;
+    }
+    f.check()?;
+    f.m.normalize();
+    Ok(f)
+}
+
+/// Parse an `add-flow` line (also a whole `dump-flows` line).
+pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
+    let (fields, actions) = split_actions(s.trim());
+    let f = read_fields(fields, false)?;
+    let actions = actions.ok_or(FlowError::MissingActions)?;
+    let table = f.table.unwrap_or(0);
+    Ok(Flow {
+        table,
+        priority: f.priority.unwrap_or(DEFAULT_PRIORITY),
+        cookie: f.cookie.map_or(0, |c| c.value),
+        idle_timeout: f.idle.unwrap_or(0),
+        hard_timeout: f.hard.unwrap_or(0),
+        m: f.m,
+        actions: parse_actions(actions, table)?,
+    })
+}
+
+/// Parse the match of `del-flows` / `dump-flows` (no `actions=`, no timeouts).
+pub fn parse_filter(s: &str) -> Result<FlowFilter, FlowError> {
+    let (fields, actions) = split_actions(s.trim());
+    if actions.is_some() {
+        return Err(FlowError::NotAllowed {
+            field: "actions".into(),
+        });
+    }
+    let f = read_fields(fields, true)?;
+    Ok(FlowFilter {
+        table: f.table,
+        priority: f.priority,
+        cookie: f.cookie.filter(|c| c.mask != 0),
+        m: f.m,
+    })
+}
+
+impl FromStr for Flow {
+    type Err = FlowError;
+    fn from_str(s: &str) -> Result<Flow, FlowError> {
+        parse_flow(s)
+    }
+}
+
+impl FromStr for FlowFilter {
+    type Err = FlowError;
+    fn from_str(s: &str) -> Result<FlowFilter, FlowError> {
+        parse_filter(s)
+    }
+}

@@ -1,0 +1,667 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::wire::ethernet::MacAddr;
+
+fn ports(p: &PortRef) -> Option<u16> {
+    match p {
+        PortRef::Num(n) => Some(*n),
+        PortRef::Name(n) => match n.as_str() {
+            "p1" => Some(1),
+            "p2" => Some(2),
+            "p3" => Some(3),
+            _ => None,
+        },
+    }
+}
+
+fn flow(s: &str) -> Flow {
+    parse_flow(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn err(s: &str) -> String {
+    match parse_flow(s) {
+        Ok(f) => panic!("{s}: accepted as {f}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn ip(s: &str) -> u32 {
+    u32::from(s.parse::<Ipv4Addr>().unwrap())
+}
+
+#[test]
+fn test_parse_issue_examples() {
+    let f = flow("priority=100,icmp,nw_src=10.0.0.1,nw_dst=10.0.0.2,actions=drop");
+    assert_eq!(f.priority, 100);
+    assert_eq!(f.m.dl_type, Some(0x0800));
+    assert_eq!(f.m.nw_proto, Some(1));
+    assert_eq!(
+        f.m.nw_src,
+        Some(Masked {
+            value: ip("10.0.0.1"),
+            mask: u32::MAX
+        })
+    );
+    assert!(f.actions.is_empty());
+    assert_eq!(
+        f.to_string(),
+        "priority=100,icmp,nw_src=10.0.0.1,nw_dst=10.0.0.2 actions=drop"
+    );
+
+    let f = flow("priority=50,in_port=p1,dl_vlan=10,actions=strip_vlan,output:p2");
+    assert_eq!(f.m.in_port, Some(PortRef::Name("p1".into())));
+    assert_eq!(f.m.dl_vlan, Some(10));
+    assert_eq!(
+        f.actions,
+        vec![
+            Action::StripVlan,
+            Action::Output(PortRef::Name("p2".into()))
+        ]
+    );
+    assert_eq!(
+        f.to_string(),
+        "priority=50,in_port=p1,dl_vlan=10 actions=strip_vlan,output:p2"
+    );
+
+    let f = flow("priority=0,actions=normal");
+    assert_eq!(f, Flow::default_normal());
+    assert_eq!(f.to_string(), "priority=0 actions=NORMAL");
+    assert_eq!(flow("actions=NORMAL").to_string(), "actions=NORMAL");
+}
+
+#[test]
+fn test_parse_separators_and_masks() {
+    let f =
+        flow("tcp  in_port=3 tp_dst=0x1000/0xf000 nw_src=10.1.0.0/255.255.0.0 actions=output:2");
+    assert_eq!(
+        f.m.tp_dst,
+        Some(Masked {
+            value: 0x1000,
+            mask: 0xf000
+        })
+    );
+    assert_eq!(
+        f.m.nw_src,
+        Some(Masked {
+            value: ip("10.1.0.0"),
+            mask: 0xffff_0000
+        })
+    );
+    assert_eq!(f.m.in_port, Some(PortRef::Num(3)));
+    assert_eq!(
+        f.to_string(),
+        "tcp,in_port=3,nw_src=10.1.0.0/16,tp_dst=0x1000/0xf000 actions=output:2"
+    );
+    // value normalised under its mask; /0 is a wildcard; non-CIDR masks kept.
+    let f = flow("ip,nw_dst=10.0.0.77/24,nw_src=1.2.3.4/0,actions=drop");
+    assert_eq!(
+        f.m.nw_dst,
+        Some(Masked {
+            value: ip("10.0.0.0"),
+            mask: 0xffff_ff00
+        })
+    );
+    assert_eq!(f.m.nw_src, None);
+    assert_eq!(
+        flow("ip,nw_src=10.0.3.4/255.0.255.0 actions=drop").to_string(),
+        "ip,nw_src=10.0.3.0/255.0.255.0 actions=drop"
+    );
+    let f = flow("dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions=flood");
+    assert_eq!(
+        f.m.dl_dst,
+        Some(Masked {
+            value: 0x0100_0000_0000,
+            mask: 0x0100_0000_0000
+        })
+    );
+    assert_eq!(
+        f.to_string(),
+        "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=FLOOD"
+    );
+    let f = flow("tun_id=0x5/0xff,dl_vlan=0xffff,actions=drop");
+    assert_eq!(f.to_string(), "tun_id=0x5/0xff,dl_vlan=0xffff actions=drop");
+    assert_eq!(
+        flow("udp,tp_src=53,tp_dst=1024/0xfc00 actions=drop").to_string(),
+        "udp,tp_src=53,tp_dst=0x400/0xfc00 actions=drop"
+    );
+    // arp: nw_src/nw_dst/nw_proto allowed, printed with arp_op.
+    assert_eq!(
+        flow("arp,nw_dst=10.0.0.1,nw_proto=1,actions=normal").to_string(),
+        "arp,nw_dst=10.0.0.1,arp_op=1 actions=NORMAL"
+    );
+    assert_eq!(
+        flow("icmp,icmp_type=8,icmp_code=0 actions=drop").to_string(),
+        "icmp,icmp_type=8,icmp_code=0 actions=drop"
+    );
+    assert_eq!(
+        flow("dl_type=0x86dd actions=drop").to_string(),
+        "dl_type=0x86dd actions=drop"
+    );
+    assert_eq!(
+        flow("ip,nw_proto=47,nw_tos=184 actions=drop").to_string(),
+        "ip,nw_proto=47,nw_tos=184 actions=drop"
+    );
+    // Order does not matter for prerequisites; a shorthand may repeat what a field says.
+    assert_eq!(
+        flow("tp_dst=80,tcp,dl_type=0x0800,actions=drop")
+            .m
+            .tp_dst
+            .unwrap()
+            .value,
+        80
+    );
+}
+
+#[test]
+fn test_parse_actions() {
+    let f = flow(
+        "table=1,actions=mod_vlan_vid:5,mod_vlan_pcp:3,push_vlan:0x8100,mod_dl_src:00:11:22:33:44:55,\
+         mod_dl_dst:00:11:22:33:44:66,mod_nw_src:1.2.3.4,mod_nw_dst:5.6.7.8,mod_tp_src:1,mod_tp_dst:2,\
+         dec_ttl,set_field:10.0.0.9->ip_dst,set_field:4196->vlan_vid,set_tunnel:42,resubmit(,3),\
+         in_port,pop_vlan,ct(commit,zone=5,nat(src=1.1.1.1)),7,goto_table:4",
+    );
+    assert_eq!(f.actions[0], Action::ModVlanVid(5));
+    assert_eq!(f.actions[11], Action::SetField(SetField::VlanVid(100)));
+    assert_eq!(f.actions[12], Action::SetTunnel(42));
+    assert_eq!(f.actions[13], Action::Resubmit(3));
+    assert_eq!(
+        f.actions[16],
+        Action::Ct("commit,zone=5,nat(src=1.1.1.1)".into())
+    );
+    assert_eq!(f.actions[17], Action::Output(PortRef::Num(7)));
+    assert_eq!(f.actions[18], Action::GotoTable(4));
+    assert_eq!(parse_flow(&f.to_string()), Ok(f.clone()));
+    assert!(f.to_string().contains("set_field:10.0.0.9->ip_dst,set_field:100->vlan_vid,set_tunnel:0x2a,resubmit(,3),IN_PORT,strip_vlan"));
+    assert_eq!(
+        flow("actions=meter:2,output:p1").actions[0],
+        Action::Meter(2)
+    );
+    assert_eq!(flow("actions=").actions, vec![]);
+    assert_eq!(
+        flow("actions=set_field:00:00:00:00:00:01->eth_dst").actions[0],
+        Action::SetField(SetField::DlDst(MacAddr([0, 0, 0, 0, 0, 1])))
+    );
+}
+
+#[test]
+fn test_refuse_unknown_field() {
+    assert_eq!(err("priority=1,foo=2,actions=drop"), "unknown field 'foo'");
+    assert_eq!(err("ipv7,actions=drop"), "unknown field 'ipv7'");
+}
+
+#[test]
+fn test_refuse_bad_value() {
+    assert_eq!(
+        err("ip,nw_src=10.0.0.300,actions=drop"),
+        "nw_src: bad value '10.0.0.300' (not an IPv4 address)"
+    );
+    assert_eq!(
+        err("priority=70000,actions=drop"),
+        "priority: bad value '70000' (out of range (max 65535))"
+    );
+    assert!(err("dl_vlan=4096,actions=drop").starts_with("dl_vlan: bad value '4096'"));
+    assert!(
+        err("dl_src=00:11:22:33:44,actions=drop").starts_with("dl_src: bad value '00:11:22:33:44'")
+    );
+    assert!(err("ip,nw_tos=3,actions=drop").starts_with("nw_tos: bad value '3'"));
+    assert!(err("in_port=p/1,actions=drop").starts_with("in_port: bad value 'p/1'"));
+    assert!(err("table=255,actions=drop").starts_with("table: bad value '255'"));
+}
+
+#[test]
+fn test_refuse_bad_mask() {
+    assert_eq!(
+        err("ip,nw_src=10.0.0.0/33,actions=drop"),
+        "nw_src: bad mask '33' (prefix longer than 32)"
+    );
+    assert!(
+        err("ip,nw_dst=10.0.0.0/255.0.x.0,actions=drop")
+            .starts_with("nw_dst: bad mask '255.0.x.0'")
+    );
+    assert!(err("tcp,tp_dst=80/0x1ffff,actions=drop").starts_with("tp_dst: bad mask '0x1ffff'"));
+    assert!(err("dl_src=00:00:00:00:00:01/zz,actions=drop").starts_with("dl_src: bad mask 'zz'"));
+    assert!(err("cookie=0x5/0xff,actions=drop").starts_with("cookie: bad mask '0xff'"));
+}
+
+#[test]
+fn test_refuse_prerequisite() {
+    assert_eq!(
+        err("tp_dst=80,actions=drop"),
+        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+    );
+    assert_eq!(
+        err("icmp,tp_dst=80,actions=drop"),
+        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+    );
+    assert_eq!(
+        err("nw_src=10.0.0.1,actions=drop"),
+        "nw_src: needs dl_type=0x0800 (ip) or 0x0806 (arp) (prerequisite)"
+    );
+    assert_eq!(
+        err("arp,nw_tos=4,actions=drop"),
+        "nw_tos: needs dl_type=0x0800 (ip) (prerequisite)"
+    );
+    assert_eq!(
+        err("udp,tcp_dst=1,actions=drop"),
+        "tcp_dst: needs nw_proto=6 (tcp) (prerequisite)"
+    );
+    assert_eq!(
+        err("tcp,icmp_type=1,actions=drop"),
+        "icmp_type: needs nw_proto=1 (icmp) (prerequisite)"
+    );
+    assert_eq!(
+        err("ip,arp_op=1,actions=drop"),
+        "arp_op: needs dl_type=0x0806 (arp) (prerequisite)"
+    );
+}
+
+#[test]
+fn test_refuse_conflict() {
+    assert_eq!(
+        err("tcp,udp,actions=drop"),
+        "'udp': conflicts with an earlier nw_proto"
+    );
+    assert_eq!(
+        err("ip,dl_type=0x0806,actions=drop"),
+        "'dl_type=0x0806': conflicts with an earlier dl_type"
+    );
+    assert!(err("dl_vlan=0xffff,dl_vlan_pcp=1,actions=drop").contains("dl_vlan_pcp"));
+}
+
+#[test]
+fn test_refuse_missing_actions() {
+    assert_eq!(
+        err("priority=1,ip"),
+        "missing 'actions=' (add-flow needs one, last, e.g. actions=drop)"
+    );
+    assert_eq!(
+        err(""),
+        "missing 'actions=' (add-flow needs one, last, e.g. actions=drop)"
+    );
+    // "actions=" inside another word is not the action list.
+    assert_eq!(err("apply_actions=drop"), "unknown field 'apply_actions'");
+}
+
+#[test]
+fn test_refuse_unknown_action() {
+    assert_eq!(err("actions=explode"), "unknown action 'explode'");
+    assert_eq!(
+        err("actions=output:1,priority=5"),
+        "unknown action 'priority=5'"
+    );
+}
+
+#[test]
+fn test_refuse_bad_action() {
+    assert_eq!(
+        err("actions=mod_vlan_vid:5000"),
+        "mod_vlan_vid:5000: bad value '5000' (out of range (max 4095))"
+    );
+    assert_eq!(
+        err("actions=drop,output:1"),
+        "drop: drop must be the only action"
+    );
+    assert_eq!(
+        err("actions=output:1,meter:1"),
+        "meter:1: meter must be the first action"
+    );
+    assert_eq!(
+        err("actions=goto_table:2,output:1"),
+        "goto_table:2: goto_table must be the last action"
+    );
+    assert_eq!(
+        err("table=3,actions=goto_table:2"),
+        "goto_table:2: must go to a later table than 3"
+    );
+    assert_eq!(
+        err("actions=resubmit:3"),
+        "resubmit:3: only resubmit(,TABLE) is supported"
+    );
+    assert_eq!(
+        err("actions=ct(commit,zone=1,bogus)"),
+        "ct(commit,zone=1,bogus): unknown argument 'bogus'"
+    );
+    assert_eq!(
+        err("actions=output:1,ct(commit"),
+        "ct(commit: unbalanced '('"
+    );
+    assert_eq!(
+        err("actions=push_vlan:0x0800"),
+        "push_vlan:0x0800: '0x0800' is not a VLAN TPID (0x8100 or 0x88a8)"
+    );
+    assert_eq!(
+        err("actions=set_field:1->nw_ttl"),
+        "set_field:1->nw_ttl: unknown or unsupported field 'nw_ttl'"
+    );
+    assert_eq!(err("actions=output:"), "output:: want output:VALUE");
+    assert_eq!(
+        err("actions=normal:1"),
+        "normal:1: normal takes no argument"
+    );
+}
+
+#[test]
+fn test_filter() {
+    let f = parse_filter("table=2 priority=7 tcp tp_dst=22 cookie=0x10/0xf0").unwrap();
+    assert_eq!(f.table, Some(2));
+    assert_eq!(f.priority, Some(7));
+    assert_eq!(
+        f.cookie,
+        Some(Masked {
+            value: 0x10,
+            mask: 0xf0
+        })
+    );
+    assert_eq!(parse_filter("").unwrap(), FlowFilter::default());
+    assert_eq!(
+        parse_filter("ip actions=drop").unwrap_err().to_string(),
+        "actions: not allowed in a match (del-flows, dump-flows)"
+    );
+    assert_eq!(
+        parse_filter("idle_timeout=5").unwrap_err().to_string(),
+        "idle_timeout: not allowed in a match (del-flows, dump-flows)"
+    );
+}
+
+#[test]
+fn test_dump_line_round_trip() {
+    let f = flow(
+        "cookie=0x2a,table=3,idle_timeout=10,hard_timeout=20,priority=100,icmp,nw_src=10.0.0.1 actions=drop",
+    );
+    assert_eq!(
+        f.to_string(),
+        "cookie=0x2a, table=3, idle_timeout=10, hard_timeout=20, priority=100,icmp,nw_src=10.0.0.1 actions=drop"
+    );
+    let st = FlowStats {
+        n_packets: 3,
+        n_bytes: 294,
+        created_ms: 1000,
+        used_ms: 1500,
+    };
+    let line = f.dump_line(&st, 2234);
+    assert_eq!(
+        line,
+        "cookie=0x2a, duration=1.234s, table=3, n_packets=3, n_bytes=294, idle_timeout=10, hard_timeout=20, idle_age=0, priority=100,icmp,nw_src=10.0.0.1 actions=drop"
+    );
+    assert_eq!(parse_flow(&line), Ok(f.clone()));
+    let d = Flow::default_normal();
+    let line = d.dump_line(&FlowStats::default(), 0);
+    assert_eq!(
+        line,
+        "cookie=0x0, duration=0.000s, table=0, n_packets=0, n_bytes=0, idle_age=0, priority=0 actions=NORMAL"
+    );
+    assert_eq!(parse_flow(&line), Ok(d));
+}
+
+fn key(in_port: u16, src: &str, dst: &str, proto: u8, tp_dst: u16) -> PacketKey {
+    PacketKey {
+        in_port,
+        dl_type: 0x0800,
+        nw_src: ip(src),
+        nw_dst: ip(dst),
+        nw_proto: proto,
+        tp_dst,
+        ..PacketKey::default()
+    }
+}
+
+#[test]
+fn test_classifier_priority_and_tiebreak() {
+    let mut c = Classifier::new();
+    let dflt = c.add(Flow::default_normal(), 0, ports).unwrap().id;
+    let drop = c
+        .add(
+            flow("priority=100,icmp,nw_src=10.0.0.1,nw_dst=10.0.0.2,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let k = key(1, "10.0.0.1", "10.0.0.2", 1, 0);
+    assert_eq!(c.lookup(0, &k), Some(drop));
+    assert_eq!(
+        c.lookup(0, &key(1, "10.0.0.1", "10.0.0.2", 6, 80)),
+        Some(dflt)
+    );
+    assert_eq!(c.lookup(1, &k), None);
+    // Equal priority, overlapping, different masks: the newest wins.
+    let a = c
+        .add(
+            flow("priority=100,ip,nw_src=10.0.0.0/8,actions=output:p1"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    assert_eq!(c.lookup(0, &k), Some(a));
+    let b = c
+        .add(flow("priority=100,in_port=p1,actions=output:p2"), 0, ports)
+        .unwrap()
+        .id;
+    assert_eq!(c.lookup(0, &k), Some(b));
+    // Re-adding an older one (same match+priority) replaces it and makes it the newest.
+    let r = c
+        .add(
+            flow("priority=100,ip,nw_src=10.0.0.0/8,actions=output:p3"),
+            0,
+            ports,
+        )
+        .unwrap();
+    assert_eq!(
+        r,
+        Added {
+            id: a,
+            replaced: true
+        }
+    );
+    assert_eq!(c.lookup(0, &k), Some(a));
+    assert_eq!(
+        c.get(a).unwrap().actions,
+        vec![Action::Output(PortRef::Name("p3".into()))]
+    );
+    assert_eq!(c.len(), 4);
+    assert_eq!(c.masks(0), 4);
+    let higher = c
+        .add(flow("priority=101,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    assert_eq!(c.lookup(0, &k), Some(higher));
+}
+
+#[test]
+fn test_classifier_vlan_and_tos() {
+    let mut c = Classifier::new();
+    let untagged = c
+        .add(flow("dl_vlan=0xffff,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let v10 = c.add(flow("dl_vlan=10,actions=drop"), 0, ports).unwrap().id;
+    let pcp = c
+        .add(flow("priority=40000,dl_vlan_pcp=5,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let tos = c
+        .add(flow("priority=50000,ip,nw_tos=8,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let mut k = PacketKey::default();
+    assert_eq!(c.lookup(0, &k), Some(untagged));
+    k.vlan = 10;
+    assert_eq!(c.lookup(0, &k), Some(v10));
+    k.vlan_pcp = 5;
+    assert_eq!(c.lookup(0, &k), Some(pcp));
+    k.vlan = 0;
+    assert_eq!(c.lookup(0, &k), Some(pcp));
+    k.vlan_pcp = 0;
+    assert_eq!(c.lookup(0, &k), None);
+    k.dl_type = 0x0800;
+    k.nw_tos = 8 | 3; // ECN bits ignored
+    assert_eq!(c.lookup(0, &k), Some(tos));
+}
+
+#[test]
+fn test_classifier_unknown_port() {
+    let mut c = Classifier::new();
+    let e = c
+        .add(flow("in_port=p9,actions=drop"), 0, ports)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "in_port: unknown port 'p9'");
+    let e = c.add(flow("actions=output:p8"), 0, ports).unwrap_err();
+    assert_eq!(e.to_string(), "output:p8: unknown port 'p8'");
+    assert!(c.is_empty());
+}
+
+#[test]
+fn test_classifier_del() {
+    let mut c = Classifier::new();
+    let a = c
+        .add(
+            flow("priority=10,tcp,nw_src=10.0.0.1,tp_dst=22,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let b = c
+        .add(
+            flow("priority=20,tcp,nw_src=10.0.0.0/24,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let d = c
+        .add(flow("priority=30,ip,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let t1 = c
+        .add(
+            flow("table=1,priority=10,tcp,nw_src=10.0.0.1,tp_dst=22,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    // Strict: exact match and priority only.
+    let f = parse_filter("priority=11,tcp,nw_src=10.0.0.1,tp_dst=22").unwrap();
+    assert_eq!(c.del(&f, true, ports).unwrap(), vec![]);
+    let f = parse_filter("table=0,priority=10,tcp,nw_src=10.0.0.1,tp_dst=22").unwrap();
+    assert_eq!(c.del(&f, true, ports).unwrap(), vec![a]);
+    assert_eq!(c.len(), 3);
+    // Non-strict: every flow at least as specific, any priority, every table.
+    let a = c
+        .add(
+            flow("priority=10,tcp,nw_src=10.0.0.1,tp_dst=22,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let f = parse_filter("tcp,nw_src=10.0.0.0/24").unwrap();
+    let mut got = c.del(&f, false, ports).unwrap();
+    got.sort();
+    let mut want = vec![a, b, t1];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(c.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![d]);
+    assert_eq!(
+        c.del(&FlowFilter::default(), false, ports).unwrap(),
+        vec![d]
+    );
+    assert!(c.is_empty());
+    assert_eq!(c.lookup(0, &key(1, "10.0.0.1", "1.1.1.1", 6, 22)), None);
+}
+
+#[test]
+fn test_classifier_timeouts_and_counters() {
+    let mut c = Classifier::new();
+    let idle = c
+        .add(
+            flow("idle_timeout=10,priority=5,ip,actions=drop"),
+            1_000,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let hard = c
+        .add(
+            flow("hard_timeout=30,priority=6,arp,actions=drop"),
+            1_000,
+            ports,
+        )
+        .unwrap()
+        .id;
+    c.credit(idle, 2, 200, 9_000);
+    c.credit(idle, 1, 60, 10_000);
+    let st = c.stats(idle).unwrap();
+    assert_eq!(
+        (st.n_packets, st.n_bytes, st.created_ms, st.used_ms),
+        (3, 260, 1_000, 10_000)
+    );
+    assert_eq!(c.expire(19_999), vec![]);
+    assert_eq!(c.expire(20_000), vec![idle]);
+    assert!(c.get(idle).is_none());
+    c.credit(hard, 1, 1, 30_000);
+    assert_eq!(c.expire(30_999), vec![]);
+    assert_eq!(c.expire(31_000), vec![hard]);
+    assert!(c.is_empty());
+    let d = c.add(Flow::default_normal(), 0, ports).unwrap().id;
+    assert_eq!(c.expire(u64::MAX), vec![]);
+    let dump = c.dump(None, ports).unwrap();
+    assert_eq!(dump.len(), 1);
+    assert_eq!(dump[0].0, d);
+}
+
+#[test]
+fn test_snapshot_shares_counters() {
+    let mut c = Classifier::new();
+    let id = c.add(Flow::default_normal(), 0, ports).unwrap().id;
+    let snap = c.clone();
+    snap.credit(id, 5, 500, 7);
+    assert_eq!(c.stats(id).unwrap().n_packets, 5);
+}
+
+#[test]
+fn test_emc_hit_miss_invalidate() {
+    let mut c = Classifier::new();
+    let dflt = c.add(Flow::default_normal(), 0, ports).unwrap().id;
+    let mut emc = Emc::new(1024);
+    let k = key(1, "10.0.0.1", "10.0.0.2", 1, 0);
+    assert_eq!(emc.lookup(&c, 0, &k), Some(dflt));
+    assert_eq!((emc.hits, emc.misses), (0, 1));
+    assert_eq!(emc.lookup(&c, 0, &k), Some(dflt));
+    assert_eq!((emc.hits, emc.misses), (1, 1));
+    // A different table is a different entry; "no flow" is cached too.
+    assert_eq!(emc.lookup(&c, 1, &k), None);
+    assert_eq!(emc.lookup(&c, 1, &k), None);
+    assert_eq!((emc.hits, emc.misses), (2, 2));
+    // Any change to the flows invalidates.
+    let drop = c
+        .add(flow("priority=100,icmp,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    assert_eq!(emc.lookup(&c, 0, &k), Some(drop));
+    assert_eq!((emc.hits, emc.misses), (2, 3));
+    c.remove(drop);
+    assert_eq!(emc.lookup(&c, 0, &k), Some(dflt));
+    assert_eq!(emc.misses, 4);
+    emc.clear();
+    assert_eq!(emc.lookup(&c, 0, &k), Some(dflt));
+    assert_eq!(emc.misses, 5);
+    assert_eq!(Emc::new(0).capacity(), 1);
+}
+
+#[test]
+fn test_to_packet_key_and_matches() {
+    let f = flow("in_port=p2,tcp,dl_vlan=7,dl_vlan_pcp=3,nw_src=10.0.0.1,tp_dst=80,actions=drop");
+    let k = f.m.to_packet_key(&ports).unwrap();
+    assert_eq!(
+        (k.in_port, k.vlan, k.vlan_pcp, k.nw_proto, k.tp_dst),
+        (2, 7, 3, 6, 80)
+    );
+    assert!(f.m.matches(&k, &ports));
+    let mut c = Classifier::new();
+    let id = c.add(f, 0, ports).unwrap().id;
+    assert_eq!(c.lookup(0, &k), Some(id));
+}

@@ -1,0 +1,284 @@
+//! VXLAN encapsulation and decapsulation (RFC 7348) over a underlay routed by uvs itself.
+//!
+//! - `encap` drains the queues of tunnel ports after a burst: each frame gets outer Ethernet,
+//!   IPv4, UDP and VXLAN headers written into its headroom (the payload does not move), toward
+//!   the VTEP behind its destination MAC, or one copy per remote VTEP (head-end replication) for
+//!   broadcast, multicast and unknown unicast. The outer destination MAC comes from the router's
+//!   ARP cache on the underlay bridge; the UDP source port is a hash of the inner headers (ECMP
+//!   entropy, as the Linux kernel does), the UDP checksum is zero (allowed for IPv4). Frames that
+//!   would exceed the underlay MTU are dropped and counted (`mtu-exceeded` on the tunnel port).
+//! - `decap` takes a UDP packet addressed to a gateway address: if a tunnel listens on that
+//!   address and port, the VXLAN header is checked (I flag, known VNI, listed remote VTEP,
+//!   lengths) and the inner frame is cut out by moving the frame start; it then enters the
+//!   tunnel's bridge through the tunnel port (the pipeline runs it as a burst from that port).
+
+use super::{Dest, Meta, l3};
+use crate::counters::DropReason;
+use crate::datapath::Datapath;
+use crate::fdb::PortId;
+use crate::neigh::Resolve;
+use crate::packet::{Desc, Frames};
+use crate::wire::checksum::checksum;
+use crate::wire::vxlan::{self, OVERHEAD};
+use crate::wire::{EtherType, MacAddr};
+
+/// Encapsulate every frame queued on a tunnel port; the outer frames are appended to `made`
+/// (to be delivered in their underlay bridge). `scratch` is reused between calls.
+pub(super) fn encap(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    made: &mut Vec<Meta>,
+    scratch: &mut Vec<Desc>,
+    now: u32,
+) {
+    for i in 0..dp.tunnels.len() {
+        let p = dp.tunnels[i];
+        if dp.out[p as usize].is_empty() {
+            continue;
+        }
+        std::mem::swap(&mut dp.out[p as usize], scratch);
+        for d in scratch.drain(..) {
+            encap_one(dp, frames, p, d, made, now);
+        }
+    }
+}
+
+fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
+    if let Some(s) = dp.port_mut(p) {
+        s.counters.drop(r);
+    }
+}
+
+/// Up to this many remote VTEPs get a copy of one flooded frame.
+const MAX_FANOUT: usize = 64;
+
+fn encap_one(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    p: PortId,
+    d: Desc,
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    let (dst, vlan) = {
+        let data = frames.data(d);
+        let vlan = crate::wire::vlan::tci(data).map_or(0, |t| t & 0x0fff);
+        (MacAddr::from_bytes(&data[0..6]).to_u64(), vlan)
+    };
+    let Some(t) = dp.port(p).and_then(|s| s.tunnel.as_ref()) else {
+        frames.free(d.addr);
+        return;
+    };
+    let mut remotes = [[0u8; 4]; MAX_FANOUT];
+    let n = match t.remote_of(vlan, dst) {
+        Some(r) if !super::ingress::is_group(dst) => {
+            remotes[0] = r;
+            1
+        }
+        _ => {
+            let n = t.conf.remotes.len().min(MAX_FANOUT);
+            remotes[..n].copy_from_slice(&t.conf.remotes[..n]);
+            n
+        }
+    };
+    let conf = (
+        t.conf.local_ip,
+        t.conf.vni,
+        t.conf.dst_port,
+        t.conf.ttl,
+        t.conf.df,
+    );
+    if n == 0 {
+        count(dp, p, DropReason::VxlanNoRemote);
+        frames.free(d.addr);
+        return;
+    }
+    let sport = source_port(frames.data(d));
+    for (i, remote) in remotes[..n].iter().enumerate() {
+        let copy = if i + 1 == n {
+            Some(d)
+        } else {
+            frames.clone_frame(d)
+        };
+        let Some(copy) = copy else {
+            count(dp, p, DropReason::NoBuffer);
+            continue;
+        };
+        match underlay(dp, frames, *remote, made, now) {
+            Ok((bridge, src_mac, dst_mac, mtu)) => {
+                if copy.len as usize + OVERHEAD - 14 > mtu {
+                    count(dp, p, DropReason::MtuExceeded);
+                    frames.free(copy.addr);
+                    continue;
+                }
+                let outer = write_outer(frames, copy, (src_mac, dst_mac), conf, *remote, sport);
+                if let Some(s) = dp.port_mut(p) {
+                    s.counters.tx_packets += 1;
+                    s.counters.tx_bytes += outer.len as u64;
+                }
+                made.push(Meta {
+                    desc: outer,
+                    vlan: 0,
+                    tagged: false,
+                    dst: dst_mac.to_u64(),
+                    src: src_mac.to_u64(),
+                    ethertype: EtherType::IPV4,
+                    l3: 14,
+                    dest: Dest::Bridge(bridge),
+                });
+            }
+            Err(r) => {
+                count(dp, p, r);
+                frames.free(copy.addr);
+            }
+        }
+    }
+}
+
+/// Where an outer packet to `remote` leaves: (underlay bridge, its gateway MAC, next-hop MAC,
+/// the bridge's MTU). Sends an ARP request when the next hop is unknown.
+fn underlay(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    remote: [u8; 4],
+    made: &mut Vec<Meta>,
+    now: u32,
+) -> Result<(u16, MacAddr, MacAddr, usize), DropReason> {
+    let route = dp
+        .routes
+        .lookup(remote)
+        .copied()
+        .ok_or(DropReason::NoRoute)?;
+    let bridge = route.bridge();
+    let b = dp.bridge(bridge).ok_or(DropReason::NoRoute)?;
+    let gw = b.gateway.ok_or(DropReason::NoGateway)?;
+    let mtu = b.l3_mtu as usize;
+    let nh = route.next_hop(remote.into()).octets();
+    match dp.neigh.resolve(bridge, nh, now) {
+        Resolve::Mac(m) => Ok((bridge, gw.mac, m, mtu)),
+        Resolve::SendRequest => {
+            l3::arp_request(dp, frames, bridge, gw, nh, made);
+            Err(DropReason::ArpPending)
+        }
+        Resolve::Pending => Err(DropReason::ArpPending),
+    }
+}
+
+/// 49152 + a hash of the inner Ethernet addresses and the next 24 bytes (IPv4 addresses and
+/// ports for IPv4/TCP/UDP), so one inner flow keeps one outer source port.
+fn source_port(inner: &[u8]) -> u16 {
+    let n = inner.len().min(14 + 24);
+    let h = inner[..n].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    49152 + ((h ^ (h >> 32)) as u16 & 0x3fff)
+}
+
+/// Prepend the outer headers to `inner` in its headroom. Returns the outer frame.
+fn write_outer(
+    frames: &mut Frames,
+    inner: Desc,
+    (src_mac, dst_mac): (MacAddr, MacAddr),
+    (local, vni, dst_port, ttl, df): ([u8; 4], u32, u16, u8, bool),
+    remote: [u8; 4],
+    sport: u16,
+) -> Desc {
+    let outer = Desc {
+        addr: inner.addr - OVERHEAD as u64,
+        len: inner.len + OVERHEAD as u32,
+    };
+    let ip_len = outer.len as usize - 14;
+    let b = frames.data_mut(outer);
+    b[0..6].copy_from_slice(&dst_mac.0);
+    b[6..12].copy_from_slice(&src_mac.0);
+    b[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+    let ip = &mut b[14..34];
+    ip.copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 0, 0, 0, ttl, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    if df {
+        ip[6] = 0x40;
+    }
+    ip[12..16].copy_from_slice(&local);
+    ip[16..20].copy_from_slice(&remote);
+    let c = checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let udp = &mut b[34..42];
+    udp[0..2].copy_from_slice(&sport.to_be_bytes());
+    udp[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    udp[4..6].copy_from_slice(&((ip_len - 20) as u16).to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]);
+    vxlan::Repr { vni }.emit(&mut b[42..50]);
+    outer
+}
+
+/// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)
+/// is VXLAN for one of our tunnels, check it and return the tunnel port and the inner frame.
+/// Ok(None): not for a tunnel (the caller handles it as local traffic).
+pub(super) fn decap(
+    dp: &mut Datapath,
+    frames: &Frames,
+    m: &Meta,
+    hl: usize,
+    total: usize,
+) -> Result<Option<(PortId, Desc)>, DropReason> {
+    let l3 = m.l3 as usize;
+    let data = frames.data(m.desc);
+    let ip = &data[l3..l3 + total];
+    if ip[9] != 17 || total < hl + 8 {
+        return Ok(None);
+    }
+    let local = [ip[16], ip[17], ip[18], ip[19]];
+    let udp = &ip[hl..];
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    if !dp.tunnel_listens(local, dport) {
+        return Ok(None);
+    }
+    let udp_len = (u16::from_be_bytes([udp[4], udp[5]]) as usize).min(udp.len());
+    if udp_len < 8 + vxlan::HEADER_LEN + 14 {
+        return Err(DropReason::VxlanTruncated);
+    }
+    let vx = vxlan::Repr::parse(&udp[8..]).map_err(|_| DropReason::VxlanBadFlags)?;
+    let port = dp
+        .tunnel_for(local, dport, vx.vni)
+        .ok_or(DropReason::VxlanUnknownVni)?;
+    let remote = [ip[12], ip[13], ip[14], ip[15]];
+    let inner_at = l3 + hl + 8 + vxlan::HEADER_LEN;
+    let inner = Desc {
+        addr: m.desc.addr + inner_at as u64,
+        len: (udp_len - 8 - vxlan::HEADER_LEN) as u32,
+    };
+    let inner_bytes = &data[inner_at..inner_at + inner.len as usize];
+    let src = MacAddr::from_bytes(&inner_bytes[6..12]).to_u64();
+    let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
+    let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut()) else {
+        return Err(DropReason::VxlanUnknownVni);
+    };
+    if !t.accepts(remote) {
+        return Err(DropReason::VxlanUnknownVtep);
+    }
+    if t.conf.learning {
+        t.learn(vlan, src, remote);
+    }
+    Ok(Some((port, inner)))
+}
+
+/// True if the inner frame `d` is itself VXLAN to one of our tunnels (nested tunnels are
+/// refused).
+pub(super) fn is_nested(dp: &Datapath, frames: &Frames, d: Desc) -> bool {
+    let b = frames.data(d);
+    if b.len() < 14 + 20 + 8 || b[12..14] != EtherType::IPV4.to_be_bytes() || b[23] != 17 {
+        return false;
+    }
+    let hl = ((b[14] & 0x0f) as usize) * 4;
+    if b.len() < 14 + hl + 4 {
+        return false;
+    }
+    let dport = u16::from_be_bytes([b[14 + hl + 2], b[14 + hl + 3]]);
+    dp.tunnels.iter().any(|&p| {
+        dp.port(p)
+            .and_then(|s| s.tunnel.as_ref())
+            .is_some_and(|t| t.conf.dst_port == dport)
+    })
+}

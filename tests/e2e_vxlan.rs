@@ -1,0 +1,268 @@
+//! End-to-end VXLAN tests in network namespaces (root; an explicit skip otherwise): a uvs VTEP
+//! interoperates with the Linux kernel's vxlan device on a kernel bridge, and with another uvs;
+//! containers on both sides ping and carry TCP; the underlay decodes as VXLAN with the right VNI
+//! in tshark; the FDB shows remote MACs with their VTEP.
+
+mod common;
+
+use common::netns::*;
+
+/// Host A is uvs in the root namespace with uplink bridge `ul` (10.252.0.1/24) and `br0` holding
+/// container c1 and the VXLAN port. Returns the uplink veth's host-B end name.
+fn uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) -> String {
+    let n = |s: &str| format!("{p}{s}");
+    d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
+    d.ctl(&["add-br", "br0"]);
+    // Underlay link: veth ul-a (uvs, AF_XDP) <-> eth0 in host B's namespace.
+    t.container(hb, &n("ua"), "10.252.0.2/24");
+    d.ctl(&["add-port", "ul", &n("ua"), "type=afxdp"]);
+    t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
+    sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "vni=42",
+        "local_ip=10.252.0.1",
+        "remote_ip=10.252.0.2",
+    ]);
+    "eth0".into()
+}
+
+#[test]
+fn interop_with_kernel_vxlan() {
+    if !root_or_skip("interop_with_kernel_vxlan") {
+        return;
+    }
+    let p = prefix("ex");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    uvs_side(&mut t, &d, &p, &hb);
+    // Host B: kernel vxlan 42 on a kernel bridge with container c2.
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "10.252.0.2",
+        "remote",
+        "10.252.0.1",
+    ]);
+    sh(&["ip", "-n", &hb, "link", "add", "kbr", "type", "bridge"]);
+    sh(&["ip", "-n", &hb, "link", "set", "vx42", "master", "kbr"]);
+    t.netns(&n("c2"));
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "link",
+        "add",
+        "c2v",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &n("c2"),
+    ]);
+    sh(&["ip", "-n", &hb, "link", "set", "c2v", "master", "kbr"]);
+    for dev in ["vx42", "kbr", "c2v"] {
+        sh(&["ip", "-n", &hb, "link", "set", dev, "up"]);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &n("c2"),
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "mtu", "1450"]);
+    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "up"]);
+
+    // Capture the underlay on host B while pinging: it must decode as VXLAN VNI 42.
+    let cap = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &hb, "timeout", "15", "tshark", "-i", "eth0", "-c", "4",
+        ])
+        .args([
+            "-f",
+            "udp port 4789",
+            "-T",
+            "fields",
+            "-e",
+            "vxlan.vni",
+            "-e",
+            "ip.src",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        ping(&n("c1"), "192.168.42.2", 3),
+        "c1 -> c2 across uvs VTEP <-> kernel vxlan"
+    );
+    let out = cap.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        lines.lines().count() >= 2,
+        "captured VXLAN packets:\n{lines}"
+    );
+    assert!(
+        lines.lines().all(|l| l.starts_with("42\t")),
+        "VNI 42 on the wire:\n{lines}"
+    );
+    assert!(
+        lines.contains("10.252.0.1") && lines.contains("10.252.0.2"),
+        "{lines}"
+    );
+
+    assert!(ping(&n("c2"), "192.168.42.1", 2), "c2 -> c1");
+    let bps = iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2);
+    eprintln!("TCP over VXLAN (uvs -> kernel): {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP across the overlay carried {bps} bit/s");
+    let fdb = d.ctl(&["fdb-show", "br0"]);
+    let c2_mac = t.mac(&n("c2"), "eth0");
+    let line = fdb
+        .lines()
+        .find(|l| l.contains(&c2_mac))
+        .unwrap_or_default();
+    assert!(
+        line.contains("vx0") && line.contains("10.252.0.2"),
+        "c2 learned behind the VTEP:\n{fdb}"
+    );
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("vni=42") && show.contains("inner_mtu=1450"),
+        "{show}"
+    );
+}
+
+#[test]
+fn two_uvs_vteps() {
+    if !root_or_skip("two_uvs_vteps") {
+        return;
+    }
+    let p = prefix("ey");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    uvs_side(&mut t, &d, &p, &hb);
+    // Host B runs its own uvs inside its namespace, on the other end of the underlay veth.
+    let sock = std::env::temp_dir().join(format!("uvs-{p}-b.sock"));
+    let _ = std::fs::remove_file(&sock);
+    let mut b = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hb,
+            env!("CARGO_BIN_EXE_uvs"),
+            "run",
+            "--socket",
+        ])
+        .arg(&sock)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !sock.exists() && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ctl_b = |args: &[&str]| {
+        let mut v = vec![
+            "netns",
+            "exec",
+            &hb,
+            env!("CARGO_BIN_EXE_uvs"),
+            "ctl",
+            "--socket",
+        ];
+        let s = sock.to_str().unwrap().to_string();
+        v.push(Box::leak(s.into_boxed_str()));
+        v.extend_from_slice(args);
+        let o = std::process::Command::new("ip").args(&v).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    sh(&["ip", "-n", &hb, "addr", "flush", "dev", "eth0"]);
+    ctl_b(&["add-br", "ul", "gateway=10.252.0.2/24"]);
+    ctl_b(&["add-port", "ul", "eth0", "type=afxdp"]);
+    ctl_b(&["add-br", "br0"]);
+    t.netns(&n("c2"));
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "link",
+        "add",
+        "c2v",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &n("c2"),
+    ]);
+    sh(&["ip", "-n", &hb, "link", "set", "c2v", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("c2"),
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "mtu", "1450"]);
+    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "up"]);
+    ctl_b(&["add-port", "br0", "c2v", "type=afxdp"]);
+    ctl_b(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "vni=42",
+        "local_ip=10.252.0.2",
+        "remote_ip=10.252.0.1",
+    ]);
+    let ok = ping(&n("c1"), "192.168.42.2", 3);
+    let bps = if ok {
+        iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2)
+    } else {
+        0.0
+    };
+    // SAFETY: kill takes a pid and a signal; the pid is the `ip netns exec` child we started,
+    // which exec'd uvs.
+    unsafe {
+        libc::kill(b.id() as i32, libc::SIGTERM);
+    }
+    let _ = b.wait();
+    assert!(ok, "c1 -> c2 across two uvs VTEPs");
+    eprintln!("TCP over VXLAN (uvs -> uvs): {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP across two uvs VTEPs carried {bps} bit/s");
+}
