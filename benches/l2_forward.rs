@@ -44,6 +44,8 @@ fn state(name: &str, bridge: u16) -> PortState {
         vlan: VlanMode::default_trunk(),
         mtu: 1500,
         partial_csum_in: false,
+        learn: true,
+        tunnel: None,
         counters: Default::default(),
     }
 }

@@ -47,6 +47,8 @@ fn port(name: &str, bridge: u16) -> PortState {
         vlan: VlanMode::default_trunk(),
         mtu: 1500,
         partial_csum_in: false,
+        learn: true,
+        tunnel: None,
         counters: Default::default(),
     }
 }
