@@ -63,6 +63,18 @@ impl Harness {
         id
     }
 
+    /// Add a VXLAN tunnel port (a mem port stands in for its IO side: it never receives).
+    pub fn tunnel(&mut self, bridge: u16, name: &str, conf: uvs::vxlan::TunnelConf) -> u16 {
+        let id = self.port(bridge, name, VlanMode::default_trunk());
+        let st = self.dp.port_mut(id).unwrap();
+        st.learn = conf.learning;
+        st.partial_csum_in = true;
+        st.mtu = u16::MAX as u32;
+        st.tunnel = Some(Box::new(uvs::vxlan::Tunnel::new(conf)));
+        self.dp.refresh_tunnels();
+        id
+    }
+
     /// Inject `frame` on port `p` and run one iteration.
     pub fn send(&mut self, p: u16, frame: &[u8]) {
         self.ports[p as usize].inject(frame);

@@ -1,0 +1,185 @@
+//! In-memory VXLAN tests: head-end replication, encapsulation headers (checked with etherparse),
+//! decapsulation and learning against the remote VTEP, unicast to a learned VTEP, MTU, and bad
+//! input counted by reason.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use uvs::counters::DropReason;
+use uvs::datapath::{Gateway, VlanMode};
+use uvs::vxlan::TunnelConf;
+use uvs::wire::MacAddr;
+
+const LOCAL: [u8; 4] = [10, 252, 0, 1];
+const R2: [u8; 4] = [10, 252, 0, 2];
+const R3: [u8; 4] = [10, 252, 0, 3];
+const R2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xee, 2];
+
+struct Net {
+    h: Harness,
+    ul: u16,
+    a: u16,
+    vx: u16,
+    gw: MacAddr,
+}
+
+fn net() -> Net {
+    let mut h = Harness::new();
+    let ulb = h.bridge("ul");
+    let br0 = h.bridge("br0");
+    let gw = Gateway::default_mac("ul");
+    h.dp.set_gateway(
+        ulb,
+        Some(Gateway {
+            ip: LOCAL,
+            len: 24,
+            mac: gw,
+        }),
+    )
+    .unwrap();
+    let ul = h.port(ulb, "uplink", VlanMode::default_trunk());
+    let a = h.port(br0, "a", VlanMode::default_trunk());
+    let vx = h.tunnel(
+        br0,
+        "vx0",
+        TunnelConf {
+            vni: 42,
+            local_ip: LOCAL,
+            remotes: vec![R2, R3],
+            ..TunnelConf::default()
+        },
+    );
+    for (ip, last) in [(R2, 2u8), (R3, 3)] {
+        let mut m = R2_MAC;
+        m[5] = last;
+        h.dp.neigh.learn(ulb, ip, MacAddr(m), 1);
+    }
+    Net { h, ul, a, vx, gw }
+}
+
+/// An outer VXLAN packet from `src` to LOCAL carrying `inner`.
+fn vxlan_pkt(gw: MacAddr, src: [u8; 4], flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![flags, 0, 0, 0];
+    payload.extend_from_slice(&vni.to_be_bytes()[1..]);
+    payload.push(0);
+    payload.extend_from_slice(inner);
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(R2_MAC, gw.0)
+        .ipv4(src, LOCAL, 64)
+        .udp(50000, 4789)
+        .write(&mut f, &payload)
+        .unwrap();
+    f
+}
+
+/// (outer dst ip, VNI, inner frame) of an encapsulated packet, checking the outer checksums.
+fn outer(f: &[u8]) -> ([u8; 4], u32, Vec<u8>) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let NetSlice::Ipv4(ip) = s.net.unwrap() else {
+        panic!("ipv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(h.source, LOCAL);
+    assert!(h.dont_fragment, "DF set by default");
+    let Some(TransportSlice::Udp(u)) = s.transport else {
+        panic!("udp")
+    };
+    assert_eq!(u.destination_port(), 4789);
+    assert!(u.source_port() >= 49152, "entropy source port");
+    let p = u.payload();
+    assert_eq!(p[0], 0x08, "I flag");
+    (
+        h.destination,
+        u32::from_be_bytes([0, p[4], p[5], p[6]]),
+        p[8..].to_vec(),
+    )
+}
+
+#[test]
+fn floods_to_every_remote_then_learns_and_unicasts() {
+    let mut n = net();
+    let bc = frame(BCAST, mac(1), 7);
+    n.h.send(n.a, &bc);
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.ul as usize].len(),
+        2,
+        "head-end replication to both VTEPs"
+    );
+    let mut dsts: Vec<[u8; 4]> = Vec::new();
+    for f in &out[n.ul as usize] {
+        let (dst, vni, inner) = outer(f);
+        assert_eq!(vni, 42);
+        assert_eq!(inner, bc, "inner frame unchanged");
+        dsts.push(dst);
+    }
+    dsts.sort();
+    assert_eq!(dsts, vec![R2, R3]);
+
+    // A frame from behind R2 to mac(1): decapsulated, delivered to a, learned against R2.
+    let inner = frame(mac(1), mac(9), 8);
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &inner));
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize], vec![inner]);
+    let rows = n.h.dp.fdb_rows(n.h.dp.bridge_id("br0").unwrap(), 1);
+    let r = rows
+        .iter()
+        .find(|r| r.mac == "02:00:00:00:00:09")
+        .expect("learned");
+    assert_eq!(
+        (r.port.as_str(), r.remote.as_deref()),
+        ("vx0", Some("10.252.0.2"))
+    );
+
+    // Unicast back to mac(9): one copy, to R2 only.
+    n.h.send(n.a, &frame(mac(9), mac(1), 9));
+    let out = n.h.outputs();
+    assert_eq!(out[n.ul as usize].len(), 1);
+    assert_eq!(outer(&out[n.ul as usize][0]).0, R2);
+    assert_eq!(n.h.dp.port(n.vx).unwrap().counters.tx_packets, 3);
+}
+
+#[test]
+fn inner_frames_over_the_underlay_mtu_are_dropped() {
+    let mut n = net();
+    let mut big = frame(BCAST, mac(1), 1);
+    big.resize(14 + 1451, 0); // 1465 bytes: + 36 of outer IP/UDP/VXLAN > 1500
+    n.h.send(n.a, &big);
+    let mut ok = frame(BCAST, mac(1), 1);
+    ok.resize(14 + 1450, 0);
+    n.h.send(n.a, &ok);
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.ul as usize].len(),
+        2,
+        "only the 1450-byte frame, to both VTEPs"
+    );
+    assert_eq!(n.h.drops(n.vx, DropReason::MtuExceeded), 2);
+    assert_eq!(n.h.dp.inner_mtu(n.vx), Some(1450));
+}
+
+#[test]
+fn bad_vxlan_is_counted() {
+    let mut n = net();
+    let inner = frame(mac(1), mac(9), 8);
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x00, 42, &inner));
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 43, &inner));
+    n.h.send(n.ul, &vxlan_pkt(n.gw, [10, 252, 0, 9], 0x08, 42, &inner));
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &inner[..10]));
+    // VXLAN inside VXLAN: the inner frame is itself VXLAN to our address.
+    let nested = vxlan_pkt(n.gw, R2, 0x08, 42, &inner);
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &nested));
+    assert!(n.h.outputs()[n.a as usize].is_empty());
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanBadFlags), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVni), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVtep), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 1);
+    assert_eq!(n.h.drops(n.vx, DropReason::VxlanNested), 1);
+    assert_eq!(
+        n.h.frames.free_count(),
+        n.h.frames.capacity(),
+        "no frame leaked"
+    );
+}
