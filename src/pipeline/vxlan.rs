@@ -164,14 +164,19 @@ fn underlay(
     }
 }
 
-/// 49152 + a hash of the inner Ethernet addresses and the next 24 bytes (IPv4 addresses and
-/// ports for IPv4/TCP/UDP), so one inner flow keeps one outer source port.
+/// 49152 + a hash of the inner Ethernet header and, when present, the next 24 bytes (IPv4
+/// addresses and ports for IPv4/TCP/UDP), so one inner flow keeps one outer source port.
+#[inline]
 fn source_port(inner: &[u8]) -> u16 {
-    let n = inner.len().min(14 + 24);
-    let h = inner[..n].iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    49152 + ((h ^ (h >> 32)) as u16 & 0x3fff)
+    let word = |at: usize| -> u64 {
+        inner.get(at..at + 8).map_or(0, |b| {
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        })
+    };
+    let mut h = word(0) ^ word(6).rotate_left(21) ^ word(26).rotate_left(43) ^ word(30);
+    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    49152 + (h as u16 & 0x3fff)
 }
 
 /// Prepend the outer headers to `inner` in its headroom. Returns the outer frame.
