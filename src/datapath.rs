@@ -198,6 +198,8 @@ pub struct Bridge {
     /// The smallest MTU of the bridge's ports (what a routed packet must fit), kept up to date
     /// as ports come and go; 1500 without ports.
     pub l3_mtu: u32,
+    /// The bridge's flow tables (default: one flow, `priority=0,actions=NORMAL`).
+    pub flows: crate::pipeline::flows::FlowTable,
 }
 
 /// Options for a new bridge.
@@ -253,6 +255,9 @@ pub struct Datapath {
     pub nat: crate::nat::Nat,
     /// Ports that are VXLAN tunnels (the encapsulation stage drains their queues).
     pub tunnels: Vec<PortId>,
+    /// Milliseconds on the worker's clock (flow counters, timeouts, meters), set before each
+    /// burst by the caller.
+    pub now_ms: u64,
     neigh_aged_at: u32,
 }
 
@@ -267,6 +272,7 @@ impl Default for Datapath {
             router: RouterCounters::default(),
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
+            now_ms: 0,
             neigh_aged_at: 0,
         }
     }
@@ -412,6 +418,7 @@ impl Datapath {
             counters: BridgeCounters::default(),
             gateway: None,
             l3_mtu: 1500,
+            flows: Default::default(),
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {
@@ -484,6 +491,7 @@ impl Datapath {
             b.ports.push(id);
         }
         self.update_l3_mtu(bridge);
+        self.refresh_port_names(bridge);
         Ok(())
     }
 
@@ -501,6 +509,7 @@ impl Datapath {
         }
         self.update_l3_mtu(p.bridge);
         self.refresh_tunnels();
+        self.refresh_port_names(p.bridge);
         Ok(std::mem::take(&mut self.out[id as usize]))
     }
 
@@ -512,6 +521,19 @@ impl Datapath {
             .bridges()
             .find(|(_, b)| b.gateway.is_some_and(|g| g.ip == t.conf.local_ip))?;
         Some(b.l3_mtu.saturating_sub(crate::wire::vxlan::OVERHEAD as u32))
+    }
+
+    /// Refresh the port-name table a bridge's flows resolve `output:NAME` with.
+    pub fn refresh_port_names(&mut self, bridge: u16) {
+        let Some(b) = self.bridge(bridge) else { return };
+        let names: Vec<(String, PortId)> = b
+            .ports
+            .iter()
+            .filter_map(|&p| self.port(p).map(|s| (s.name.clone(), p)))
+            .collect();
+        if let Some(b) = self.bridge_mut(bridge) {
+            b.flows.names = names;
+        }
     }
 
     /// Recompute the list of tunnel ports (after a port change).
@@ -591,9 +613,15 @@ impl Datapath {
     /// connections. Returns FDB entries removed.
     pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
         if now != self.neigh_aged_at {
-            // Whole-table scan: once per second is plenty.
+            // Whole-table scans: once per second is plenty.
             self.neigh.age(now);
             self.neigh_aged_at = now;
+            let now_ms = self.now_ms;
+            for b in self.bridges.iter_mut().flatten() {
+                if b.flows.active && !b.flows.cls.expire(now_ms).is_empty() {
+                    b.flows.refresh();
+                }
+            }
         }
         self.nat.ct.expire(now, budget);
         let mut n = 0;

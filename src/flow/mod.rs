@@ -17,6 +17,7 @@ mod action;
 mod classifier;
 mod emc;
 mod match_;
+pub mod meter;
 mod parse;
 mod subtable;
 #[cfg(test)]

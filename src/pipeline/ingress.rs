@@ -90,7 +90,8 @@ fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, b
             src: src.to_u64(),
             ethertype,
             l3: l3_off as u8,
-            dest: Dest::Pending,
+            dest: Dest::Normal,
+            raw: false,
         },
         completed,
     ))

@@ -19,6 +19,9 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
     // and re-learning the same key within one burst changes nothing.
     let mut last = u64::MAX;
     for m in meta {
+        if m.dest != Dest::Normal {
+            continue;
+        }
         let key = m.src | (m.vlan as u64) << 48;
         if key == last {
             continue;
@@ -52,6 +55,9 @@ pub(super) fn forward(
     // One-entry cache of the last lookup in this burst: the FDB does not change during it.
     let mut last: (u64, Option<PortId>) = (u64::MAX, None);
     for m in meta.iter_mut() {
+        if m.dest != Dest::Normal {
+            continue;
+        }
         m.dest = if is_group(m.dst) {
             Dest::Flood
         } else if m.dst == gw_mac {

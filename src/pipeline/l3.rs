@@ -51,6 +51,9 @@ pub(super) fn run(
         return;
     };
     for m in meta.iter_mut() {
+        if m.raw || m.dest == Dest::Pending {
+            continue;
+        }
         if m.ethertype == EtherType::ARP {
             if m.vlan == 0 {
                 arp_in(dp, frames, bridge, gw, in_port, m, made, now);
@@ -391,6 +394,7 @@ fn generated(d: Desc, dst: MacAddr, src: MacAddr, ethertype: u16, dest: Dest) ->
         ethertype,
         l3: 14,
         dest,
+        raw: false,
     }
 }
 

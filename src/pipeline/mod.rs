@@ -8,6 +8,7 @@
 //! freed and counted with a `DropReason`. No allocation, no IO, no clock: `now` is passed in.
 
 mod csum;
+pub mod flows;
 mod ingress;
 mod l2;
 mod l3;
@@ -22,8 +23,10 @@ use crate::packet::{Desc, Frames};
 /// Where a frame goes after the forwarding stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dest {
-    /// Not decided yet.
+    /// Consumed or dropped (the frame was freed or re-queued elsewhere).
     Pending,
+    /// Not decided yet: the learning switch and router decide (NORMAL).
+    Normal,
     /// One port.
     Port(PortId),
     /// Every other port of the bridge carrying the VLAN.
@@ -51,6 +54,8 @@ pub(crate) struct Meta {
     /// Offset of the L3 header from the frame start (14 or 18).
     pub l3: u8,
     pub dest: Dest,
+    /// Sent by an explicit flow output: leaves exactly as it is (no egress VLAN translation).
+    pub raw: bool,
 }
 
 /// Reusable per-worker scratch space for bursts.
@@ -164,9 +169,19 @@ impl Pipeline {
         let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta) else {
             return;
         };
+        self.generated.clear();
+        if dp.bridge(bridge).is_some_and(|b| b.flows.active) {
+            flows::run(
+                dp,
+                frames,
+                bridge,
+                in_port,
+                &mut self.meta,
+                &mut self.generated,
+            );
+        }
         l2::learn(dp, bridge, in_port, &self.meta, now);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
-        self.generated.clear();
         l3::run(
             dp,
             frames,

@@ -22,7 +22,7 @@ pub(super) fn run(
     for m in meta {
         match m.dest {
             Dest::Pending | Dest::Decap(_) => {}
-            Dest::Router => frames.free(m.desc.addr),
+            Dest::Router | Dest::Normal => frames.free(m.desc.addr),
             Dest::Port(_) | Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
             Dest::Bridge(b) => {
                 // Routed or generated: look the destination up in the egress bridge's FDB.
@@ -71,7 +71,7 @@ fn deliver(
                 let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
                     continue;
                 };
-                if p == in_port || !carries(&port.vlan, m.vlan) {
+                if p == in_port || (!m.raw && !carries(&port.vlan, m.vlan)) {
                     continue;
                 }
                 // Send a copy to the previous candidate; the last one gets the original.
@@ -106,6 +106,17 @@ fn carries(mode: &VlanMode, v: u16) -> bool {
 /// Adjust the tag of frame `d` for `port`, check the MTU, and queue it.
 #[inline(always)]
 fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, mut d: Desc) {
+    if m.raw {
+        // An explicit flow output: the frame leaves as the actions left it.
+        let l3_len = d.len as usize - 14 - if m.tagged { vlan::TAG_LEN } else { 0 };
+        if l3_len > port.mtu as usize {
+            port.counters.drop(DropReason::MtuExceeded);
+            frames.free(d.addr);
+            return;
+        }
+        queue.push(d);
+        return;
+    }
     if !carries(&port.vlan, m.vlan) {
         port.counters.drop(DropReason::VlanDenied);
         frames.free(d.addr);

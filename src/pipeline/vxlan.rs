@@ -125,6 +125,7 @@ fn encap_one(
                     ethertype: EtherType::IPV4,
                     l3: 14,
                     dest: Dest::Bridge(bridge),
+                    raw: false,
                 });
             }
             Err(r) => {

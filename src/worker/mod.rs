@@ -222,6 +222,7 @@ impl Worker {
     /// Returns the number of frames received.
     fn poll_once(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
         let mut moved = 0;
+        self.dp.now_ms = self.started.elapsed().as_millis() as u64;
         for (id, slot) in self.ports.iter_mut().enumerate() {
             let Some(port) = slot else { continue };
             port.service(&mut self.frames);

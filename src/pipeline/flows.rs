@@ -1,0 +1,443 @@
+//! The flow stage: each bridge's OpenFlow-style tables (ovs-ofctl syntax) in front of the
+//! learning switch and router.
+//!
+//! Contract:
+//! - A bridge starts with one flow, `priority=0,actions=NORMAL`; while that is its only flow the
+//!   stage is skipped (`FlowTable::active` is false), so plain switching pays nothing for it.
+//! - Otherwise every frame is looked up (per-bridge exact-match cache, then the tuple-space
+//!   classifier) in table 0, and its flow's actions run in order: header rewrites change the
+//!   frame in place (checksums updated incrementally), `resubmit(,T)`/`goto_table:T` continue in
+//!   table T (at most `MAX_DEPTH` lookups), `meter:N` drops what exceeds the meter's rate,
+//!   `NORMAL` hands the frame to the learning switch and router, `output:P`/`FLOOD`/`IN_PORT`
+//!   send it as it is (no VLAN translation: what the actions made is what leaves). A frame with no
+//!   matching flow, an empty action list or `drop` is dropped and counted (`flow-drop`).
+//! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
+//!   NORMAL).
+
+use super::{Dest, Meta};
+use crate::counters::DropReason;
+use crate::datapath::Datapath;
+use crate::fdb::PortId;
+use crate::flow::meter::Meters;
+use crate::flow::{Action, Classifier, Emc, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField};
+use crate::packet::Frames;
+use crate::wire::checksum::update16;
+use crate::wire::{EtherType, vlan};
+
+/// Most table lookups one frame may make (resubmit/goto chains).
+pub const MAX_DEPTH: usize = 16;
+/// Exact-match cache entries per bridge.
+pub const EMC_ENTRIES: usize = 8192;
+
+/// A bridge's flow tables, cache and meters.
+pub struct FlowTable {
+    /// The flows.
+    pub cls: Classifier,
+    /// Exact-match cache in front of `cls`.
+    pub emc: Emc,
+    /// Meters by id.
+    pub meters: Meters,
+    /// False while only the default NORMAL flow is installed (the stage is skipped).
+    pub active: bool,
+    /// Port names of the bridge and their ids, for `output:NAME`.
+    pub names: Vec<(String, PortId)>,
+}
+
+impl Default for FlowTable {
+    fn default() -> Self {
+        let mut cls = Classifier::new();
+        cls.add(Flow::default_normal(), 0, |_| None)
+            .expect("the default flow is valid");
+        FlowTable {
+            cls,
+            emc: Emc::new(EMC_ENTRIES),
+            meters: Meters::new(),
+            active: false,
+            names: Vec::new(),
+        }
+    }
+}
+
+impl FlowTable {
+    /// Recompute `active` after a change.
+    pub fn refresh(&mut self) {
+        let only_default =
+            self.cls.len() == 1 && self.cls.iter().all(|(_, f)| *f == Flow::default_normal());
+        self.active = !only_default;
+        self.emc.clear();
+    }
+
+    /// Resolve a port reference among this bridge's ports.
+    pub fn resolve(&self, r: &PortRef) -> Option<PortId> {
+        match r {
+            PortRef::Name(n) => self.names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
+            PortRef::Num(n) => self.names.iter().find(|(_, id)| id == n).map(|(_, id)| *id),
+        }
+    }
+}
+
+/// The packet key of frame `data` (metadata `m`) received on `in_port`.
+pub(crate) fn packet_key(data: &[u8], m: &Meta, in_port: PortId, tun_id: u64) -> PacketKey {
+    let mut k = PacketKey {
+        in_port,
+        dl_src: m.src,
+        dl_dst: m.dst,
+        dl_type: m.ethertype,
+        tun_id,
+        ..PacketKey::default()
+    };
+    match vlan::tci(data) {
+        Some(tci) => {
+            k.vlan = tci & 0x0fff;
+            k.vlan_pcp = (tci >> 13) as u8;
+        }
+        None => k.vlan = NO_VLAN,
+    }
+    let l3 = m.l3 as usize;
+    let ip = data.get(l3..).unwrap_or_default();
+    match m.ethertype {
+        EtherType::IPV4 if ip.len() >= 20 => {
+            k.nw_src = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
+            k.nw_dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+            k.nw_proto = ip[9];
+            k.nw_tos = ip[1];
+            let hl = ((ip[0] & 0x0f) as usize) * 4;
+            let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+            if first && ip.len() >= hl + 4 {
+                let l4 = &ip[hl..];
+                match k.nw_proto {
+                    6 | 17 => {
+                        k.tp_src = u16::from_be_bytes([l4[0], l4[1]]);
+                        k.tp_dst = u16::from_be_bytes([l4[2], l4[3]]);
+                    }
+                    1 => {
+                        k.tp_src = l4[0] as u16;
+                        k.tp_dst = l4[1] as u16;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        EtherType::ARP if ip.len() >= 28 => {
+            k.nw_proto = ip[7];
+            k.nw_src = u32::from_be_bytes([ip[14], ip[15], ip[16], ip[17]]);
+            k.nw_dst = u32::from_be_bytes([ip[24], ip[25], ip[26], ip[27]]);
+        }
+        _ => {}
+    }
+    k
+}
+
+/// Run the flow tables over `meta`.
+pub(super) fn run(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &mut [Meta],
+    made: &mut Vec<Meta>,
+) {
+    let now_ms = dp.now_ms;
+    let tun_id = dp
+        .port(in_port)
+        .and_then(|p| p.tunnel.as_ref())
+        .map_or(0, |t| t.conf.vni as u64);
+    let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
+        return;
+    };
+    let ft = &mut b.flows;
+    let mut drops = 0u64;
+    for m in meta.iter_mut() {
+        if m.dest != Dest::Normal {
+            continue;
+        }
+        if !execute(ft, frames, in_port, m, made, tun_id, now_ms) {
+            frames.free(m.desc.addr);
+            m.dest = Dest::Pending;
+            drops += 1;
+        }
+    }
+    if drops != 0
+        && let Some(p) = dp.port_mut(in_port)
+    {
+        p.counters.drops[DropReason::FlowDrop as usize] += drops;
+    }
+}
+
+/// Run one frame through the tables. Returns false if it is to be dropped.
+fn execute(
+    ft: &mut FlowTable,
+    frames: &mut Frames,
+    in_port: PortId,
+    m: &mut Meta,
+    made: &mut Vec<Meta>,
+    tun_id: u64,
+    now_ms: u64,
+) -> bool {
+    let FlowTable {
+        cls,
+        emc,
+        meters,
+        names,
+        ..
+    } = ft;
+    let resolve = |r: &PortRef| match r {
+        PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
+        PortRef::Num(n) => Some(*n),
+    };
+    let mut decided = false;
+    // (flow, next action) of flows waiting for a resubmit to finish.
+    let mut stack = [(FlowId(0), 0usize); MAX_DEPTH];
+    let mut depth = 0;
+    let mut lookups = 1;
+    let first = {
+        let key = packet_key(frames.data(m.desc), m, in_port, tun_id);
+        match emc.lookup(cls, 0, &key) {
+            Some(id) => id,
+            None => return false,
+        }
+    };
+    let mut cur = (first, 0usize);
+    loop {
+        let Some(flow) = cls.get(cur.0) else {
+            return decided;
+        };
+        if cur.1 == 0 {
+            cls.credit(cur.0, 1, m.desc.len as u64, now_ms);
+        }
+        let Some(action) = flow.actions.get(cur.1) else {
+            // This flow's actions are done: back to the flow that resubmitted, if any.
+            if depth == 0 {
+                return decided;
+            }
+            depth -= 1;
+            cur = stack[depth];
+            continue;
+        };
+        cur.1 += 1;
+        match action {
+            Action::Normal => {
+                if !decided {
+                    // NORMAL decides the rest of the path.
+                    m.raw = false;
+                    m.dest = Dest::Normal;
+                    return true;
+                }
+            }
+            Action::Output(p) => {
+                if let Some(p) = resolve(p) {
+                    send(frames, m, made, Dest::Port(p), &mut decided);
+                }
+            }
+            Action::Flood => send(frames, m, made, Dest::Flood, &mut decided),
+            Action::InPort => send(frames, m, made, Dest::Port(in_port), &mut decided),
+            Action::Meter(id) => {
+                if let Some(meter) = meters.get_mut(id)
+                    && !meter.admit(m.desc.len, now_ms)
+                {
+                    return false;
+                }
+            }
+            Action::Resubmit(t) | Action::GotoTable(t) => {
+                lookups += 1;
+                if lookups > MAX_DEPTH {
+                    return decided;
+                }
+                let key = packet_key(frames.data(m.desc), m, in_port, tun_id);
+                match (cls.lookup(*t, &key), action) {
+                    (Some(id), Action::Resubmit(_)) => {
+                        stack[depth] = cur;
+                        depth += 1;
+                        cur = (id, 0);
+                    }
+                    (Some(id), _) => cur = (id, 0),
+                    // A resubmit that matches nothing does nothing; goto to nothing ends here.
+                    (None, Action::Resubmit(_)) => {}
+                    (None, _) => return decided,
+                }
+                if depth >= MAX_DEPTH {
+                    return decided;
+                }
+            }
+            other => {
+                if !rewrite(frames, m, other) {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Send the frame (as it is now) to `dest`: the first decision re-targets the frame itself,
+/// later ones send copies.
+fn send(frames: &mut Frames, m: &mut Meta, made: &mut Vec<Meta>, dest: Dest, decided: &mut bool) {
+    if !*decided {
+        *decided = true;
+        m.dest = dest;
+        m.raw = true;
+        return;
+    }
+    // A second output: the frame as it is now, copied.
+    if let Some(copy) = frames.clone_frame(m.desc) {
+        made.push(Meta {
+            desc: copy,
+            dest,
+            raw: true,
+            ..*m
+        });
+    }
+}
+
+/// Apply a header rewrite. Returns false when the frame must be dropped (dec_ttl at 0/1).
+fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
+    match a {
+        Action::ModDlSrc(mac) | Action::SetField(SetField::DlSrc(mac)) => {
+            frames.data_mut(m.desc)[6..12].copy_from_slice(&mac.0);
+            m.src = mac.to_u64();
+        }
+        Action::ModDlDst(mac) | Action::SetField(SetField::DlDst(mac)) => {
+            frames.data_mut(m.desc)[0..6].copy_from_slice(&mac.0);
+            m.dst = mac.to_u64();
+        }
+        Action::ModVlanVid(v) | Action::SetField(SetField::VlanVid(v)) => {
+            set_vlan(frames, m, Some(*v & 0x0fff), None)
+        }
+        Action::ModVlanPcp(p) | Action::SetField(SetField::VlanPcp(p)) => {
+            set_vlan(frames, m, None, Some(*p))
+        }
+        Action::PushVlan(_) => {
+            if !m.tagged {
+                set_vlan(frames, m, Some(0), None);
+            }
+        }
+        Action::StripVlan => {
+            if m.tagged {
+                let chunk = frames.chunk_mut(m.desc.chunk());
+                let start = m.desc.headroom();
+                let n = vlan::pop(chunk, start);
+                m.desc.addr += (n - start) as u64;
+                m.desc.len -= vlan::TAG_LEN as u32;
+                m.tagged = false;
+                m.vlan = 0;
+                m.l3 -= vlan::TAG_LEN as u8;
+            }
+        }
+        Action::ModNwSrc(ip) | Action::SetField(SetField::NwSrc(ip)) => {
+            ip_field(frames, m, 12, Some(ip.octets()), None)
+        }
+        Action::ModNwDst(ip) | Action::SetField(SetField::NwDst(ip)) => {
+            ip_field(frames, m, 16, Some(ip.octets()), None)
+        }
+        Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
+            ip_field(frames, m, 0, None, Some(*p))
+        }
+        Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
+            ip_field(frames, m, 2, None, Some(*p))
+        }
+        Action::SetField(SetField::NwTos(t)) => {
+            if m.ethertype == EtherType::IPV4 {
+                let l3 = m.l3 as usize;
+                let d = frames.data_mut(m.desc);
+                if d.len() >= l3 + 20 {
+                    let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                    d[l3 + 1] = (d[l3 + 1] & 0x03) | (t & 0xfc);
+                    let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                    let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+                    d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+                }
+            }
+        }
+        Action::DecTtl => {
+            if m.ethertype != EtherType::IPV4 {
+                return true;
+            }
+            let l3 = m.l3 as usize;
+            let d = frames.data_mut(m.desc);
+            if d.len() < l3 + 20 || d[l3 + 8] <= 1 {
+                return false;
+            }
+            let old = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
+            d[l3 + 8] -= 1;
+            let new = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
+            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+            d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+        }
+        // Refused when the flow is added (set_tunnel, ct); nothing to do here.
+        _ => {}
+    }
+    true
+}
+
+/// Set the VID and/or PCP, pushing a tag if the frame has none.
+fn set_vlan(frames: &mut Frames, m: &mut Meta, vid: Option<u16>, pcp: Option<u8>) {
+    if !m.tagged {
+        let chunk = frames.chunk_mut(m.desc.chunk());
+        let start = m.desc.headroom();
+        let n = vlan::push(chunk, start, 0);
+        m.desc.addr -= (start - n) as u64;
+        m.desc.len += vlan::TAG_LEN as u32;
+        m.tagged = true;
+        m.l3 += vlan::TAG_LEN as u8;
+    }
+    let d = frames.data_mut(m.desc);
+    let mut tci = u16::from_be_bytes([d[14], d[15]]);
+    if let Some(v) = vid {
+        tci = (tci & 0xf000) | v;
+        m.vlan = v;
+    }
+    if let Some(p) = pcp {
+        tci = (tci & 0x1fff) | ((p as u16 & 7) << 13);
+    }
+    d[14..16].copy_from_slice(&tci.to_be_bytes());
+}
+
+/// Rewrite an IPv4 address (at `off` in the IP header) or a TCP/UDP port (at `off` in the L4
+/// header), updating the IP and L4 checksums. Frames that are not IPv4 (or not TCP/UDP for
+/// ports) are left alone, as OVS does for actions whose fields the packet lacks.
+fn ip_field(frames: &mut Frames, m: &Meta, off: usize, addr: Option<[u8; 4]>, port: Option<u16>) {
+    if m.ethertype != EtherType::IPV4 {
+        return;
+    }
+    let l3 = m.l3 as usize;
+    let d = frames.data_mut(m.desc);
+    if d.len() < l3 + 20 {
+        return;
+    }
+    let hl = ((d[l3] & 0x0f) as usize) * 4;
+    let proto = d[l3 + 9];
+    let first = u16::from_be_bytes([d[l3 + 6], d[l3 + 7]]) & 0x1fff == 0;
+    let l4 = l3 + hl;
+    let csum_at = match proto {
+        6 if first && d.len() >= l4 + 18 => Some(l4 + 16),
+        17 if first && d.len() >= l4 + 8 && d[l4 + 6..l4 + 8] != [0, 0] => Some(l4 + 6),
+        _ => None,
+    };
+    if let Some(a) = addr {
+        let old = [
+            d[l3 + off],
+            d[l3 + off + 1],
+            d[l3 + off + 2],
+            d[l3 + off + 3],
+        ];
+        let ipc = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+        d[l3 + 10..l3 + 12]
+            .copy_from_slice(&crate::wire::checksum::update32(ipc, old, a).to_be_bytes());
+        if let Some(c) = csum_at {
+            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
+            d[c..c + 2]
+                .copy_from_slice(&crate::wire::checksum::update32(l4c, old, a).to_be_bytes());
+        }
+        d[l3 + off..l3 + off + 4].copy_from_slice(&a);
+    }
+    if let Some(p) = port {
+        if !(proto == 6 || proto == 17) || !first || d.len() < l4 + 4 {
+            return;
+        }
+        let old = u16::from_be_bytes([d[l4 + off], d[l4 + off + 1]]);
+        if let Some(c) = csum_at {
+            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
+            d[c..c + 2].copy_from_slice(&update16(l4c, old, p).to_be_bytes());
+        }
+        d[l4 + off..l4 + off + 2].copy_from_slice(&p.to_be_bytes());
+    }
+}
