@@ -305,22 +305,16 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         Action::ModVlanPcp(p) | Action::SetField(SetField::VlanPcp(p)) => {
             set_vlan(frames, m, None, Some(*p))
         }
-        Action::PushVlan(_) => {
-            if !m.tagged {
-                set_vlan(frames, m, Some(0), None);
-            }
-        }
-        Action::StripVlan => {
-            if m.tagged {
-                let chunk = frames.chunk_mut(m.desc.chunk());
-                let start = m.desc.headroom();
-                let n = vlan::pop(chunk, start);
-                m.desc.addr += (n - start) as u64;
-                m.desc.len -= vlan::TAG_LEN as u32;
-                m.tagged = false;
-                m.vlan = 0;
-                m.l3 -= vlan::TAG_LEN as u8;
-            }
+        Action::PushVlan(_) if !m.tagged => set_vlan(frames, m, Some(0), None),
+        Action::StripVlan if m.tagged => {
+            let chunk = frames.chunk_mut(m.desc.chunk());
+            let start = m.desc.headroom();
+            let n = vlan::pop(chunk, start);
+            m.desc.addr += (n - start) as u64;
+            m.desc.len -= vlan::TAG_LEN as u32;
+            m.tagged = false;
+            m.vlan = 0;
+            m.l3 -= vlan::TAG_LEN as u8;
         }
         Action::ModNwSrc(ip) | Action::SetField(SetField::NwSrc(ip)) => {
             ip_field(frames, m, 12, Some(ip.octets()), None)
@@ -334,17 +328,15 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
             ip_field(frames, m, 2, None, Some(*p))
         }
-        Action::SetField(SetField::NwTos(t)) => {
-            if m.ethertype == EtherType::IPV4 {
-                let l3 = m.l3 as usize;
-                let d = frames.data_mut(m.desc);
-                if d.len() >= l3 + 20 {
-                    let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                    d[l3 + 1] = (d[l3 + 1] & 0x03) | (t & 0xfc);
-                    let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                    let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-                    d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-                }
+        Action::SetField(SetField::NwTos(t)) if m.ethertype == EtherType::IPV4 => {
+            let l3 = m.l3 as usize;
+            let d = frames.data_mut(m.desc);
+            if d.len() >= l3 + 20 {
+                let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                d[l3 + 1] = (d[l3 + 1] & 0x03) | (t & 0xfc);
+                let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+                let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+                d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
             }
         }
         Action::DecTtl => {
