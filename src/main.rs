@@ -156,6 +156,14 @@ fn run(
 
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
+    let mut args = args;
+    // The daemon reads add-flows files itself: give it an absolute path.
+    if args[0] == "add-flows"
+        && let Some(f) = args.get_mut(2)
+        && let Ok(abs) = std::path::absolute(&*f)
+    {
+        *f = abs.to_string_lossy().into_owned();
+    }
     let reply = control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?;
     if json {
         println!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::registry::{CtlError, Registry, Reply};
+use super::registry::{CtlError, Registry, Reply, UNLIMITED};
 use crate::config::{BridgeSpec, NatSpec, PortSpec, RouteSpec, parse_gateway};
 use crate::worker::{Command, WorkerHandle};
 
@@ -264,6 +264,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         let _ = writeln!(s, "{} connections (limit {})", v["count"], v["limit"]);
         Ok(Reply::new(s, v))
     });
+    register_flows(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;
@@ -391,4 +392,159 @@ fn render_stats(v: &Value) -> String {
 
 fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
+}
+
+/// The ovs-ofctl-like flow commands.
+fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
+    use crate::flow::{parse_filter, parse_flow};
+    let w = worker.clone();
+    reg.register("add-flow", "add-flow BRIDGE FLOW", 2, UNLIMITED, move |a| {
+        let text = a[1..].join(" ");
+        let flow = parse_flow(&text).map_err(|e| CtlError::new(e.to_string()))?;
+        let v = ask(
+            &w,
+            Command::FlowAdd {
+                bridge: a[0].clone(),
+                flows: vec![flow],
+            },
+        )?;
+        Ok(Reply::new(String::new(), v))
+    });
+    let w = worker.clone();
+    reg.register(
+        "add-flows",
+        "add-flows BRIDGE FILE (one flow a line; # comments)",
+        2,
+        2,
+        move |a| {
+            let text = std::fs::read_to_string(&a[1])
+                .map_err(|e| CtlError::new(format!("FILE: {}: {e}", a[1])))?;
+            let mut flows = Vec::new();
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let f = parse_flow(line)
+                    .map_err(|e| CtlError::new(format!("{}:{}: {e}", a[1], i + 1)))?;
+                flows.push(f);
+            }
+            let v = ask(
+                &w,
+                Command::FlowAdd {
+                    bridge: a[0].clone(),
+                    flows,
+                },
+            )?;
+            let text = format!("added {}, replaced {}\n", v["added"], v["replaced"]);
+            Ok(Reply::new(text, v))
+        },
+    );
+    let w = worker.clone();
+    reg.register(
+        "del-flows",
+        "del-flows BRIDGE [--strict] [MATCH]",
+        1,
+        UNLIMITED,
+        move |a| {
+            let strict = a.iter().any(|x| x == "--strict");
+            let rest: Vec<&str> = a[1..]
+                .iter()
+                .filter(|x| *x != "--strict")
+                .map(String::as_str)
+                .collect();
+            let filter = if rest.is_empty() {
+                None
+            } else {
+                Some(parse_filter(&rest.join(" ")).map_err(|e| CtlError::new(e.to_string()))?)
+            };
+            let v = ask(
+                &w,
+                Command::FlowDel {
+                    bridge: a[0].clone(),
+                    filter,
+                    strict,
+                },
+            )?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register(
+        "dump-flows",
+        "dump-flows BRIDGE [MATCH]",
+        1,
+        UNLIMITED,
+        move |a| {
+            let filter = if a.len() > 1 {
+                Some(parse_filter(&a[1..].join(" ")).map_err(|e| CtlError::new(e.to_string()))?)
+            } else {
+                None
+            };
+            let v = ask(
+                &w,
+                Command::FlowDump {
+                    bridge: a[0].clone(),
+                    filter,
+                },
+            )?;
+            let mut s = String::new();
+            for l in v["flows"].as_array().into_iter().flatten() {
+                let _ = writeln!(s, " {}", str_of(l));
+            }
+            Ok(Reply::new(s, v))
+        },
+    );
+    let w = worker.clone();
+    reg.register(
+        "add-meter",
+        "add-meter BRIDGE meter=N,kbps,band=type=drop,rate=R[,burst_size=B]",
+        2,
+        2,
+        move |a| {
+            let v = ask(
+                &w,
+                Command::MeterAdd {
+                    bridge: a[0].clone(),
+                    spec: a[1].clone(),
+                },
+            )?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    let w = worker.clone();
+    reg.register("dump-meters", "dump-meters BRIDGE", 1, 1, move |a| {
+        let v = ask(&w, Command::MeterDump(a[0].clone()))?;
+        let mut s = String::new();
+        for m in v["meters"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "meter={} kbps rate={} burst_size={} passed={} dropped={}",
+                m["meter"], m["rate_kbps"], m["burst_kbits"], m["passed"], m["dropped"]
+            );
+        }
+        Ok(Reply::new(s, v))
+    });
+    let w = worker;
+    reg.register(
+        "trace",
+        "trace BRIDGE PACKET (a match: in_port=P,icmp,dl_src=...,nw_dst=...)",
+        2,
+        UNLIMITED,
+        move |a| {
+            let f = parse_filter(&a[1..].join(" ")).map_err(|e| CtlError::new(e.to_string()))?;
+            let v = ask(
+                &w,
+                Command::Trace {
+                    bridge: a[0].clone(),
+                    packet: f.m,
+                },
+            )?;
+            let mut s = String::new();
+            for l in v["trace"].as_array().into_iter().flatten() {
+                let _ = writeln!(s, "{}", str_of(l));
+            }
+            Ok(Reply::new(s, v))
+        },
+    );
 }

@@ -14,6 +14,7 @@
 //!   on every port's descriptors and the eventfd (at most 100 ms, for housekeeping), so an idle
 //!   switch uses almost no CPU.
 
+mod flows;
 mod requests;
 
 use std::os::fd::RawFd;

@@ -83,6 +83,45 @@ pub enum Command {
     NatShow,
     /// Tracked connections.
     CtShow,
+    /// Add flows to a bridge (all or nothing).
+    FlowAdd {
+        /// Bridge name.
+        bridge: String,
+        /// Parsed flows.
+        flows: Vec<crate::flow::Flow>,
+    },
+    /// Delete flows.
+    FlowDel {
+        /// Bridge name.
+        bridge: String,
+        /// Which (None: all).
+        filter: Option<crate::flow::FlowFilter>,
+        /// Exact match and priority only.
+        strict: bool,
+    },
+    /// dump-flows.
+    FlowDump {
+        /// Bridge name.
+        bridge: String,
+        /// Which (None: all).
+        filter: Option<crate::flow::FlowFilter>,
+    },
+    /// add-meter.
+    MeterAdd {
+        /// Bridge name.
+        bridge: String,
+        /// `meter=N,kbps,band=type=drop,rate=R`.
+        spec: String,
+    },
+    /// dump-meters.
+    MeterDump(String),
+    /// trace.
+    Trace {
+        /// Bridge name.
+        bridge: String,
+        /// The packet, as a match.
+        packet: crate::flow::Match,
+    },
     /// Counters.
     Stats,
     /// Close every port and stop.
@@ -244,6 +283,16 @@ impl Worker {
                 }
                 Ok(json!({"bridge": bridge, "mac": mac.to_string(), "port": port}))
             }
+            Command::FlowAdd { bridge, flows } => self.flows_add(&bridge, flows),
+            Command::FlowDel {
+                bridge,
+                filter,
+                strict,
+            } => self.flows_del(&bridge, filter, strict),
+            Command::FlowDump { bridge, filter } => self.flows_dump(&bridge, filter),
+            Command::MeterAdd { bridge, spec } => self.meter_add(&bridge, &spec),
+            Command::MeterDump(bridge) => self.meters_dump(&bridge),
+            Command::Trace { bridge, packet } => self.trace(&bridge, &packet),
             Command::Stats => Ok(self.stats_json()),
             Command::Shutdown => {
                 self.stop = true;
