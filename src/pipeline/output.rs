@@ -23,7 +23,12 @@ pub(super) fn run(
         match m.dest {
             Dest::Pending | Dest::Decap(_) => {}
             Dest::Router | Dest::Normal => frames.free(m.desc.addr),
-            Dest::Port(_) | Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
+            // The common case, without touching the bridge.
+            Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
+                Some(port) => emit(frames, port, &mut dp.out[p as usize], m, m.desc),
+                None => frames.free(m.desc.addr),
+            },
+            Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
             Dest::Bridge(b) => {
                 // Routed or generated: look the destination up in the egress bridge's FDB.
                 let dest = match dp.bridge(b).and_then(|br| br.fdb.lookup(m.vlan, m.dst)) {
