@@ -268,11 +268,23 @@ fn ping_across_two_ports(mode: XdpMode, tag: char) {
     drop(pb);
     drop(pa);
     assert_eq!(frames.free_count(), frames.capacity());
+    // Closing the link fd detaches the program, but the kernel frees a BPF link from a
+    // workqueue (bpf_link_put defers it): poll for a moment.
     for l in [topo.a(), topo.b()] {
-        let o = sh(&["ip", "-d", "link", "show", &l]);
-        let s = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success());
-        assert!(!s.contains("xdp"), "XDP program still attached to {l}: {s}");
+        let t = std::time::Instant::now();
+        loop {
+            let o = sh(&["ip", "-d", "link", "show", &l]);
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success());
+            if !s.contains("xdp") {
+                break;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(3),
+                "XDP program still attached to {l}: {s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
