@@ -125,6 +125,10 @@ if [ -z "${SWITCHES// /}" ]; then
     exit 0
 fi
 NCPU=$(nproc)
+if want uvs-afxdp || want uvs-tap; then
+    # Run one binary for the whole run, even if target/ is rebuilt meanwhile (shared checkouts).
+    UVS_INFO="$UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+fi
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (switches, trafgen, iperf3, ping) inherit it
 fi
@@ -494,6 +498,10 @@ run_uvs_tap() {
 
 # ---------------------------------------------------------------------------------------------
 log "switches:$SWITCHES; $REPS repetition(s), ${DUR}s traffic; traffic tools on CPU $APP_CPU, switch on core $SW_CPU; kernel $(uname -r)"
+if want uvs-afxdp || want uvs-tap; then
+    cp "$UVS" "$TMP/uvs" # one binary for the whole run, even if target/ is rebuilt meanwhile
+    UVS="$TMP/uvs"
+fi
 make_namespaces
 # The UDP sink in c2: a bound socket that never reads. Without it every 64-byte packet to a closed
 # port makes c2's kernel look up a route for an ICMP port-unreachable (rate-limited after the
@@ -526,7 +534,7 @@ ratio() { # A B: A/B formatted, or n/a
 echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU; nice $NICE"
 if want uvs-afxdp || want uvs-tap; then
-    echo "uvs: $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    echo "uvs: $UVS_INFO"
 fi
 echo
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | switch CPU % |"
