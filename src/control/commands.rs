@@ -357,6 +357,14 @@ fn render_stats(v: &Value) -> String {
                 let list: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
                 let _ = writeln!(s, "    drops: {}", list.join(" "));
             }
+            if let Some(d) = p["kernel"].as_object().filter(|d| !d.is_empty()) {
+                let list: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                let _ = writeln!(
+                    s,
+                    "    lost before uvs (kernel counters): {}",
+                    list.join(" ")
+                );
+            }
         }
     }
     if let Some(bridges) = v["bridges"].as_object() {

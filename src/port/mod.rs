@@ -88,6 +88,12 @@ pub trait Port: Send {
         false
     }
 
+    /// Counters the kernel keeps for this port that uvs never sees (frames lost before they
+    /// reach uvs), for `stats`: name and value.
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Human-readable details for `show` (mode, queues, ...).
     fn details(&self) -> String {
         String::new()

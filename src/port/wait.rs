@@ -103,3 +103,38 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Ask the scheduler for a short time slice (EEVDF custom slice, Linux 6.12+) for the calling
+/// thread, so that when it wakes up it preempts a CPU-bound task sharing its core instead of
+/// waiting for that task's slice to end. Best effort: returns false if the kernel refuses.
+pub fn request_short_slice(slice_ns: u64) -> bool {
+    /// `struct sched_attr` (include/uapi/linux/sched/types.h), version 1 (56 bytes).
+    #[repr(C)]
+    struct SchedAttr {
+        size: u32,
+        sched_policy: u32,
+        sched_flags: u64,
+        sched_nice: i32,
+        sched_priority: u32,
+        sched_runtime: u64,
+        sched_deadline: u64,
+        sched_period: u64,
+        sched_util_min: u32,
+        sched_util_max: u32,
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: slice_ns,
+        sched_deadline: 0,
+        sched_period: 0,
+        sched_util_min: 0,
+        sched_util_max: 0,
+    };
+    // SAFETY: sched_setattr(0, attr, 0) reads `size` bytes from a live, initialised struct.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    r == 0
+}

@@ -33,8 +33,16 @@ use crate::pipeline::Pipeline;
 use crate::port::Port;
 use crate::port::wait::{Waker, thread_cpu_ns, wait_readable};
 
-/// How long the worker spins on empty iterations before sleeping.
+/// How long the worker spins on empty iterations before sleeping, when it has been idle a while.
 pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// How long it spins while traffic is recent (within `RECENT_TRAFFIC`): a sleeping worker on a
+/// core shared with a CPU-bound task can wake milliseconds late, and a burst then overruns the
+/// kernel's rings; spinning a little longer between packets of a live flow avoids that.
+pub const SPIN_WHEN_BUSY: Duration = Duration::from_millis(2);
+/// Traffic this recent makes the worker spin `SPIN_WHEN_BUSY` before sleeping.
+pub const RECENT_TRAFFIC: Duration = Duration::from_millis(100);
+/// Scheduler slice requested for the worker thread (see `request_short_slice`).
+const WORKER_SLICE_NS: u64 = 100_000;
 /// Longest sleep (housekeeping still runs this often when idle).
 const MAX_SLEEP_MS: i32 = 100;
 /// FDB slots aged per housekeeping pass per bridge.
@@ -167,6 +175,8 @@ impl Worker {
             eprintln!("uvs: could not pin the worker to core {c}; running unpinned");
             self.core = None;
         }
+        crate::port::wait::request_short_slice(WORKER_SLICE_NS);
+        let mut last_traffic = Instant::now() - RECENT_TRAFFIC;
         let mut batch: Vec<Desc> = Vec::with_capacity(BATCH);
         let mut fds: Vec<RawFd> = Vec::new();
         let mut pollfds = Vec::new();
@@ -191,10 +201,16 @@ impl Worker {
             if moved > 0 {
                 self.stats.busy_iterations += 1;
                 idle_since = None;
+                last_traffic = Instant::now();
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN_BEFORE_SLEEP {
+            let spin = if since.duration_since(last_traffic) < RECENT_TRAFFIC {
+                SPIN_WHEN_BUSY
+            } else {
+                SPIN_BEFORE_SLEEP
+            };
+            if since.elapsed() < spin {
                 std::hint::spin_loop();
                 continue;
             }

@@ -631,6 +631,16 @@ impl Worker {
                 let bridge = self.dp.bridge(p.bridge).map(|b| b.name.clone());
                 let mut v = serde_json::to_value(p.counters.snapshot()).unwrap_or(Value::Null);
                 v["bridge"] = json!(bridge);
+                let id = self.dp.port_id(&p.name).unwrap_or(u16::MAX);
+                if let Some(Some(io)) = self.ports.get(id as usize) {
+                    let k: serde_json::Map<String, Value> = io
+                        .kernel_counters()
+                        .into_iter()
+                        .filter(|(_, n)| *n != 0)
+                        .map(|(name, n)| (name.to_string(), json!(n)))
+                        .collect();
+                    v["kernel"] = Value::Object(k);
+                }
                 (p.name.clone(), v)
             })
             .collect();

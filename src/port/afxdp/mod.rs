@@ -368,6 +368,27 @@ impl Port for AfxdpPort {
         true
     }
 
+    fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        // The netdev's own rx_dropped: frames the veth could not even hand to XDP (its 256-entry
+        // XDP ring was full) or whose redirect into our socket failed.
+        let netdev_dropped = std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/rx_dropped",
+            self.ifname
+        ))
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+        vec![
+            ("netdev_rx_dropped", netdev_dropped),
+            ("xsk_rx_dropped", s.rx_dropped),
+            ("xsk_rx_ring_full", s.rx_ring_full),
+            ("xsk_fill_ring_empty", s.rx_fill_ring_empty_descs),
+            ("xsk_rx_invalid_descs", s.rx_invalid_descs),
+            ("xsk_tx_invalid_descs", s.tx_invalid_descs),
+        ]
+    }
+
     fn details(&self) -> String {
         format!(
             "mode={} {} queues={} mtu={}",
