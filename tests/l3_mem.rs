@@ -271,3 +271,21 @@ fn gateway_changes_keep_routes_consistent() {
     );
     assert!(n.h.dp.routes.lookup([10, 0, 7, 9]).is_some());
 }
+
+#[test]
+fn setting_a_gateway_sends_gratuitous_arp() {
+    let mut n = net();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    uvs::pipeline::announce_gateway(&mut n.h.dp, &mut n.h.frames, b0);
+    n.h.run();
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1);
+    let a = etherparse::ArpPacketSlice::from_slice(&out[n.a as usize][0][14..42]).unwrap();
+    assert_eq!(a.sender_protocol_addr(), &GW0);
+    assert_eq!(
+        a.target_protocol_addr(),
+        &GW0,
+        "gratuitous: target is the sender"
+    );
+    assert_eq!(&out[n.a as usize][0][0..6], &[0xff; 6]);
+}

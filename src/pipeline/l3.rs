@@ -512,3 +512,25 @@ fn log_limited(now: u32, e: &CtError) {
         eprintln!("uvs: NAT: {e} (packet dropped; see `uvs ctl stats`)");
     }
 }
+
+/// A gratuitous ARP for `bridge`'s gateway (sent when the address is set or changed, so hosts
+/// update caches that held an old MAC). Returns its metadata, or None without a gateway or a
+/// free frame.
+pub(super) fn gratuitous_arp(dp: &Datapath, frames: &mut Frames, bridge: u16) -> Option<Meta> {
+    let gw = dp.bridge(bridge)?.gateway?;
+    let a = arp::Repr {
+        op: arp::Operation::Request,
+        sender_mac: gw.mac,
+        sender_ip: gw.ip,
+        target_mac: MacAddr::default(),
+        target_ip: gw.ip,
+    };
+    let d = build_arp(frames, MacAddr::BROADCAST, gw.mac, &a)?;
+    Some(generated(
+        d,
+        MacAddr::BROADCAST,
+        gw.mac,
+        EtherType::ARP,
+        Dest::Bridge(bridge),
+    ))
+}

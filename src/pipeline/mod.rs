@@ -85,6 +85,14 @@ impl Default for Pipeline {
     }
 }
 
+/// Flood a gratuitous ARP for `bridge`'s gateway into the bridge (queued on its ports for the
+/// next tx burst).
+pub fn announce_gateway(dp: &mut Datapath, frames: &mut Frames, bridge: u16) {
+    if let Some(m) = l3::gratuitous_arp(dp, frames, bridge) {
+        output::run(dp, frames, bridge, output::NO_PORT, &[m]);
+    }
+}
+
 impl Pipeline {
     /// A pipeline with preallocated scratch space.
     pub fn new() -> Pipeline {

@@ -187,6 +187,7 @@ impl Worker {
             Command::SetGateway { bridge, gateway } => {
                 let b = self.bridge_id(&bridge)?;
                 self.dp.set_gateway(b, gateway)?;
+                crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
                 Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
             }
             Command::RouteAdd(spec) => self.route_add(&spec),
