@@ -252,7 +252,8 @@ fn default_aging() -> u32 {
 
 /// One port.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+// No deny_unknown_fields here: serde does not support it with `flatten`; `validate` refuses
+// unknown keys itself.
 pub struct PortSpec {
     /// Netdev name.
     pub name: String,
@@ -445,6 +446,26 @@ impl PortSpec {
         self.vlan_mode()?;
         if self.kind == PortKind::Mem {
             return Err(format!("port '{}': type mem is for tests only", self.name));
+        }
+        const TUNNEL_KEYS: [&str; 7] = [
+            "vni",
+            "local_ip",
+            "remote_ip",
+            "dst_port",
+            "learning",
+            "ttl",
+            "df",
+        ];
+        if let Some(k) = self
+            .tunnel
+            .keys()
+            .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu; vxlan: {})",
+                self.name,
+                TUNNEL_KEYS.join(", ")
+            ));
         }
         if self.kind == PortKind::Vxlan {
             self.tunnel_conf()?;

@@ -58,6 +58,29 @@ fn daemon_applies_tap_config() {
 }
 
 #[test]
+fn bad_vxlan_port_options_are_refused() {
+    for (text, field) in [
+        ("vni = \"x\"\nlocal_ip = \"10.0.0.1\"", "vni"),
+        ("vni = \"1\"", "local_ip"),
+        (
+            "vni = \"1\"\nlocal_ip = \"10.0.0.1\"\ncolour = \"red\"",
+            "colour",
+        ),
+    ] {
+        let cfg = format!(
+            "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"vx\"\ntype = \"vxlan\"\n{text}\n"
+        );
+        let e = Config::parse(&cfg).unwrap_err();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+    let e = Config::parse(
+        "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"t\"\ntype = \"tap\"\nvni = \"5\"\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("vni") && e.contains("vxlan"), "{e}");
+}
+
+#[test]
 fn bad_config_is_refused_at_start() {
     let dir = std::env::temp_dir().join(format!("uvs-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
