@@ -85,3 +85,17 @@ pub fn control(data: &[u8]) {
     let mut out = Vec::new();
     let _ = crate::control::server::handle_connection(data, &mut out, &reg);
 }
+
+/// Parse `data` as an ovs-ofctl flow; whatever parses must print and parse back to itself.
+pub fn flow(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(f) = crate::flow::parse_flow(s) {
+        let text = f.to_string();
+        let again = crate::flow::parse_flow(&text)
+            .unwrap_or_else(|e| panic!("display of a parsed flow does not parse: {text}: {e}"));
+        assert_eq!(again, f, "round trip changed the flow: {text}");
+    }
+    let _ = crate::flow::parse_filter(s);
+}

@@ -76,3 +76,29 @@ fn config_and_control_survive_random_input() {
         uvs::fuzzing::control(&d);
     }
 }
+
+#[test]
+fn flow_parser_round_trips_mutated_real_flows() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/flow");
+    let seeds: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(seeds.len() >= 10);
+    let mut r = Rng(7);
+    for s in &seeds {
+        uvs::fuzzing::flow(s);
+        assert!(
+            uvs::flow::parse_flow(std::str::from_utf8(s).unwrap()).is_ok(),
+            "seed parses"
+        );
+    }
+    for _ in 0..20000 {
+        let mut d = seeds[(r.next() as usize) % seeds.len()].clone();
+        for _ in 0..(r.next() % 3) {
+            let i = (r.next() as usize) % d.len();
+            d[i] = b",=:/-.0123456789abcdefxip_ "[(r.next() as usize) % 27];
+        }
+        uvs::fuzzing::flow(&d);
+    }
+}
