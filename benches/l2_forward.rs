@@ -37,17 +37,7 @@ fn template() -> Vec<u8> {
 }
 
 fn state(name: &str, bridge: u16) -> PortState {
-    PortState {
-        name: name.into(),
-        kind: PortKind::Mem,
-        bridge,
-        vlan: VlanMode::default_trunk(),
-        mtu: 1500,
-        partial_csum_in: false,
-        learn: true,
-        tunnel: None,
-        counters: Default::default(),
-    }
+    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
 }
 
 /// Forward `frames` frames with `macs` learned MACs; returns ns per frame. With `ports_only`

@@ -40,17 +40,7 @@ fn template(gw0: MacAddr) -> Vec<u8> {
 }
 
 fn port(name: &str, bridge: u16) -> PortState {
-    PortState {
-        name: name.into(),
-        kind: PortKind::Mem,
-        bridge,
-        vlan: VlanMode::default_trunk(),
-        mtu: 1500,
-        partial_csum_in: false,
-        learn: true,
-        tunnel: None,
-        counters: Default::default(),
-    }
+    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
 }
 
 struct Rng(u64);

@@ -59,17 +59,7 @@ fn outer(gw: MacAddr, payload: &[u8]) -> Vec<u8> {
 }
 
 fn port(name: &str, bridge: u16) -> PortState {
-    PortState {
-        name: name.into(),
-        kind: PortKind::Mem,
-        bridge,
-        vlan: VlanMode::default_trunk(),
-        mtu: 1500,
-        partial_csum_in: false,
-        learn: true,
-        tunnel: None,
-        counters: Default::default(),
-    }
+    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
 }
 
 fn run(frames_n: u64, mode: &str) -> f64 {

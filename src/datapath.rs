@@ -149,6 +149,23 @@ pub struct PortState {
     pub counters: PortCounters,
 }
 
+impl PortState {
+    /// A port in `bridge` with zeroed counters, learning on, no tunnel, complete checksums.
+    pub fn new(name: &str, kind: PortKind, bridge: u16, vlan: VlanMode, mtu: u32) -> PortState {
+        PortState {
+            name: name.to_string(),
+            kind,
+            bridge,
+            vlan,
+            mtu,
+            partial_csum_in: false,
+            learn: true,
+            tunnel: None,
+            counters: PortCounters::default(),
+        }
+    }
+}
+
 /// A bridge's gateway interface (docker0's address, VPP's BVI): answers ARP and ICMP echo for
 /// `ip`, and routes frames sent to `mac`. It sits in the bridge's untagged domain (VLAN 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,17 +701,7 @@ mod tests {
                 .is_err()
         );
         let id = dp.next_port_id().unwrap();
-        let st = |n: &str| PortState {
-            name: n.into(),
-            kind: PortKind::Mem,
-            bridge: b,
-            vlan: VlanMode::default_trunk(),
-            mtu: 1500,
-            partial_csum_in: false,
-            learn: true,
-            tunnel: None,
-            counters: Default::default(),
-        };
+        let st = |n: &str| PortState::new(n, PortKind::Mem, b, VlanMode::default_trunk(), 1500);
         dp.add_port(id, st("p1")).unwrap();
         assert!(dp.add_port(dp.next_port_id().unwrap(), st("p1")).is_err());
         assert!(dp.del_bridge(b).is_err(), "bridge with ports");

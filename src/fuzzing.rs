@@ -37,15 +37,9 @@ pub fn pipeline(data: &[u8]) {
         dp.add_port(
             i as u16,
             PortState {
-                name: format!("p{i}"),
-                kind: PortKind::Mem,
-                bridge: b,
-                vlan: m,
                 mtu: if i == 3 { 100 } else { 1500 },
                 partial_csum_in: i == 2,
-                learn: true,
-                tunnel: None,
-                counters: Default::default(),
+                ..PortState::new(&format!("p{i}"), PortKind::Mem, b, m, 1500)
             },
         )
         .expect("port");

@@ -539,15 +539,8 @@ impl Worker {
         port: Box<dyn Port>,
     ) -> Result<(), String> {
         let state = PortState {
-            name,
-            kind: port.kind(),
-            bridge,
-            vlan,
-            mtu: port.mtu(),
             partial_csum_in: port.partial_csum_in(),
-            learn: true,
-            tunnel: None,
-            counters: Default::default(),
+            ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);
         if let Err(e) = self.dp.add_port(id, state) {

@@ -46,17 +46,7 @@ impl Harness {
         self.dp
             .add_port(
                 id,
-                PortState {
-                    name: name.into(),
-                    kind: PortKind::Mem,
-                    bridge,
-                    vlan,
-                    mtu: p.mtu(),
-                    partial_csum_in: false,
-                    learn: true,
-                    tunnel: None,
-                    counters: Default::default(),
-                },
+                PortState::new(name, PortKind::Mem, bridge, vlan, p.mtu()),
             )
             .unwrap();
         self.ports.push(p);
