@@ -93,3 +93,115 @@ pub fn flow(data: &[u8]) {
     }
     let _ = crate::flow::parse_filter(s);
 }
+
+/// The router, NAT, VXLAN and flow stages under fuzz: bridge `br0` (gateway 10.0.1.1/24, a
+/// flow table with rewrites and a VXLAN port to 10.252.0.2) and bridge `ul` (gateway
+/// 10.252.0.1/24, masquerade out of it, a port mapping on it). `data` is split like
+/// [`pipeline`]; the length byte's low bit picks the port (br0's or ul's). Checks no panic and
+/// no leaked frame.
+pub fn router(data: &[u8]) {
+    use crate::datapath::Gateway;
+    let mut frames = Frames::new(512).expect("map frames");
+    let mut dp = Datapath::new();
+    let br0 = dp
+        .add_bridge("br0", &BridgeOptions::default())
+        .expect("br0");
+    let ul = dp.add_bridge("ul", &BridgeOptions::default()).expect("ul");
+    let gw0 = Gateway::default_mac("br0");
+    let gw1 = Gateway::default_mac("ul");
+    dp.set_gateway(
+        br0,
+        Some(Gateway {
+            ip: [10, 0, 1, 1],
+            len: 24,
+            mac: gw0,
+        }),
+    )
+    .expect("gw0");
+    dp.set_gateway(
+        ul,
+        Some(Gateway {
+            ip: [10, 252, 0, 1],
+            len: 24,
+            mac: gw1,
+        }),
+    )
+    .expect("gw1");
+    let mut a = PortState::new("a", PortKind::Mem, br0, VlanMode::default_trunk(), 1500);
+    a.partial_csum_in = true;
+    dp.add_port(0, a).expect("a");
+    dp.add_port(
+        1,
+        PortState::new("u", PortKind::Mem, ul, VlanMode::default_trunk(), 1400),
+    )
+    .expect("u");
+    let mut vx = PortState::new(
+        "vx0",
+        PortKind::Vxlan,
+        br0,
+        VlanMode::default_trunk(),
+        65535,
+    );
+    vx.partial_csum_in = true;
+    vx.tunnel = Some(Box::new(crate::vxlan::Tunnel::new(
+        crate::vxlan::TunnelConf {
+            vni: 42,
+            local_ip: [10, 252, 0, 1],
+            remotes: vec![[10, 252, 0, 2]],
+            ..crate::vxlan::TunnelConf::default()
+        },
+    )));
+    dp.add_port(2, vx).expect("vx0");
+    dp.refresh_tunnels();
+    dp.neigh.learn(
+        ul,
+        [10, 252, 0, 2],
+        crate::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+        1,
+    );
+    dp.nat
+        .add_source(0x0a00_0100, 24, ul, None, [10, 252, 0, 1])
+        .expect("masquerade");
+    dp.nat
+        .add_dest(ul, 6, 8080, [10, 0, 1, 2], 80)
+        .expect("dnat");
+    dp.nat.ensure_hairpin(br0, [10, 0, 1, 1]).expect("hairpin");
+    {
+        let ft = &mut dp.bridge_mut(br0).expect("br0").flows;
+        for text in [
+            "priority=10,udp,tp_dst=7,actions=mod_nw_dst:10.0.1.9,mod_tp_dst:9,dec_ttl,NORMAL",
+            "priority=9,dl_vlan=5,actions=strip_vlan,resubmit(,1),mod_vlan_vid:6,output:0",
+            "table=1,priority=1,actions=push_vlan:0x8100,mod_vlan_pcp:3,NORMAL",
+            "priority=8,tcp,actions=set_field:10.0.1.3->ip_src,mod_tp_src:1,NORMAL",
+            "priority=0,actions=NORMAL",
+        ] {
+            let f = crate::flow::parse_flow(text).expect("fuzz flow");
+            ft.cls.add(f, 0, |_| Some(0)).expect("add fuzz flow");
+        }
+        ft.refresh();
+    }
+    let mut ports = [MemPort::new(0), MemPort::new(1)];
+    let mut pipeline = Pipeline::new();
+    let mut batch = Vec::new();
+    let mut rest = data;
+    let mut now = 1;
+    while let Some((&len, tail)) = rest.split_first() {
+        let n = (len as usize).min(tail.len());
+        let (frame, tail) = tail.split_at(n);
+        rest = tail;
+        let port = (len & 1) as usize;
+        ports[port].inject(frame);
+        ports[port].rx_burst(&mut frames, &mut batch, 64);
+        pipeline.process(&mut dp, &mut frames, port as u16, &mut batch, now);
+        now += (len >> 7) as u64;
+        dp.now_ms = now * 1000;
+        for (i, p) in ports.iter_mut().enumerate() {
+            p.tx_burst(&mut frames, &mut dp.out[i]);
+        }
+        for d in dp.out[2].drain(..) {
+            frames.free(d.addr);
+        }
+        dp.age_fdbs(now as u32, 64);
+    }
+    assert_eq!(frames.free_count(), frames.capacity(), "frame leaked");
+}

@@ -102,3 +102,83 @@ fn flow_parser_round_trips_mutated_real_flows() {
         uvs::fuzzing::flow(&d);
     }
 }
+
+/// Frames that reach the router: to a gateway MAC, IPv4 with a valid header checksum most of the
+/// time, to addresses the router knows, TCP/UDP/ICMP, some VXLAN to the local VTEP.
+fn routed_like(r: &mut Rng) -> Vec<u8> {
+    let gw0 = uvs::datapath::Gateway::default_mac("br0").0;
+    let gw1 = uvs::datapath::Gateway::default_mac("ul").0;
+    let mut f = Vec::new();
+    f.extend_from_slice(if r.next().is_multiple_of(2) {
+        &gw0
+    } else {
+        &gw1
+    });
+    f.extend_from_slice(&[0x02, 0, 0, 0, 1, (r.next() % 4) as u8]);
+    if r.next().is_multiple_of(5) {
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let l3 = f.len();
+    let dsts: [[u8; 4]; 6] = [
+        [10, 0, 1, 1],
+        [10, 0, 1, 2],
+        [10, 252, 0, 1],
+        [10, 252, 0, 2],
+        [10, 0, 9, 9],
+        [224, 0, 0, 1],
+    ];
+    let src: [[u8; 4]; 3] = [[10, 0, 1, 2], [10, 252, 0, 2], [10, 252, 0, 9]];
+    let proto = [6u8, 17, 1, 47][(r.next() % 4) as usize];
+    let l4len = (r.next() % 80) as usize;
+    let total = 20 + l4len;
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0]);
+    f.push((r.next() % 4) as u8 * 40);
+    f.push(proto);
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&src[(r.next() % 3) as usize]);
+    f.extend_from_slice(&dsts[(r.next() % 6) as usize]);
+    let mut l4 = r.bytes(l4len);
+    if l4.len() >= 4 {
+        let dport: u16 = [80, 8080, 4789, 7, 53][(r.next() % 5) as usize];
+        l4[2..4].copy_from_slice(&dport.to_be_bytes());
+        if dport == 4789 && l4.len() >= 16 {
+            l4[8] = 0x08;
+            l4[12..15].copy_from_slice(&[0, 0, if r.next().is_multiple_of(3) { 43 } else { 42 }]);
+        }
+    }
+    if proto == 1 && !l4.is_empty() {
+        l4[0] = [0u8, 3, 8, 11][(r.next() % 4) as usize];
+    }
+    f.extend_from_slice(&l4);
+    if !r.next().is_multiple_of(8) {
+        let c = uvs::wire::checksum::checksum(&f[l3..l3 + 20]);
+        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    if r.next().is_multiple_of(10) {
+        let cut = (r.next() as usize) % f.len();
+        f.truncate(cut);
+    }
+    f
+}
+
+#[test]
+fn router_nat_vxlan_flows_survive_random_frames() {
+    let mut r = Rng(0xdead_beef);
+    for _ in 0..1500 {
+        let mut data = Vec::new();
+        for _ in 0..(r.next() % 24) {
+            let f = if r.next().is_multiple_of(3) {
+                frame_like(&mut r)
+            } else {
+                routed_like(&mut r)
+            };
+            let f = &f[..f.len().min(254)];
+            // Length byte: the frame length with its low bit choosing the port.
+            let len = (f.len() as u8 & !1) | (r.next() % 2) as u8;
+            data.push(len);
+            data.extend_from_slice(&f[..(len as usize).min(f.len())]);
+        }
+        uvs::fuzzing::router(&data);
+    }
+}
