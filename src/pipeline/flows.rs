@@ -147,16 +147,18 @@ pub(super) fn run(
     };
     let ft = &mut b.flows;
     let mut drops = 0u64;
+    let mut credit = Credit::default();
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        if !execute(ft, frames, in_port, m, made, tun_id, now_ms) {
+        if !execute(ft, frames, in_port, m, made, tun_id, now_ms, &mut credit) {
             frames.free(m.desc.addr);
             m.dest = Dest::Pending;
             drops += 1;
         }
     }
+    credit.flush(&ft.cls, now_ms);
     if drops != 0
         && let Some(p) = dp.port_mut(in_port)
     {
@@ -164,7 +166,37 @@ pub(super) fn run(
     }
 }
 
+/// Flow counters accumulated over consecutive frames of one flow and written to the (shared,
+/// atomic) counters once per run of frames instead of once per frame.
+#[derive(Default)]
+struct Credit {
+    flow: Option<FlowId>,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Credit {
+    #[inline]
+    fn add(&mut self, cls: &Classifier, id: FlowId, bytes: u64, now_ms: u64) {
+        if self.flow != Some(id) {
+            self.flush(cls, now_ms);
+            self.flow = Some(id);
+        }
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    fn flush(&mut self, cls: &Classifier, now_ms: u64) {
+        if let Some(id) = self.flow.take() {
+            cls.credit(id, self.packets, self.bytes, now_ms);
+        }
+        self.packets = 0;
+        self.bytes = 0;
+    }
+}
+
 /// Run one frame through the tables. Returns false if it is to be dropped.
+#[allow(clippy::too_many_arguments)]
 fn execute(
     ft: &mut FlowTable,
     frames: &mut Frames,
@@ -173,6 +205,7 @@ fn execute(
     made: &mut Vec<Meta>,
     tun_id: u64,
     now_ms: u64,
+    credit: &mut Credit,
 ) -> bool {
     let FlowTable {
         cls,
@@ -203,7 +236,7 @@ fn execute(
             return decided;
         };
         if cur.1 == 0 {
-            cls.credit(cur.0, 1, m.desc.len as u64, now_ms);
+            credit.add(cls, cur.0, m.desc.len as u64, now_ms);
         }
         let Some(action) = flow.actions.get(cur.1) else {
             // This flow's actions are done: back to the flow that resubmitted, if any.
