@@ -55,6 +55,17 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         hold: u64,
     },
+    /// Run a benchmark in network namespaces against the kernel (and OVS) on this machine, in
+    /// one run, and print the table (needs root; see docs/benchmarks.md):
+    /// `l2` (kernel bridge, OVS AF_XDP, uvs AF_XDP and TAP), `nat` (uvs masquerade vs iptables),
+    /// `encap` (VXLAN overhead: uvs and kernel VTEPs against their unencapsulated paths).
+    Bench {
+        /// Which: l2, nat, encap.
+        name: String,
+        /// Options for the script (`--quick`, `--only ...`, `--help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +79,7 @@ fn main() -> ExitCode {
         } => run(socket, config, cores, frames),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Demo { hold } => uvs::demo::run(hold),
+        Cmd::Bench { name, args } => bench(&name, &args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -177,4 +189,36 @@ fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// The netns benchmark scripts, built into the binary so `uvs bench` works from anywhere.
+const BENCHES: [(&str, &str); 3] = [
+    ("l2", include_str!("../benches/netns_l2.sh")),
+    ("nat", include_str!("../benches/netns_nat.sh")),
+    ("encap", include_str!("../benches/netns_encap.sh")),
+];
+
+fn bench(name: &str, args: &[String]) -> Result<(), String> {
+    let Some((_, script)) = BENCHES.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+        return Err(format!(
+            "bench: '{name}' is not a benchmark ({})",
+            names.join(", ")
+        ));
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("bench: cannot find uvs itself: {e}"))?;
+    let path = std::env::temp_dir().join(format!("uvs-bench-{name}-{}.sh", std::process::id()));
+    std::fs::write(&path, script).map_err(|e| format!("bench: {}: {e}", path.display()))?;
+    let status = std::process::Command::new("bash")
+        .arg(&path)
+        .arg("--uvs")
+        .arg(&exe)
+        .args(args)
+        .status();
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("bench {name}: the script exited with {s}")),
+        Err(e) => Err(format!("bench {name}: cannot run bash: {e}")),
+    }
 }
