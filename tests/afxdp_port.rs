@@ -194,7 +194,7 @@ fn ping_across_two_ports(mode: XdpMode, tag: char) {
         return;
     }
     let topo = Topo::new(tag);
-    let mut frames = Frames::new(4096).unwrap();
+    let mut frames = Frames::new(16384).unwrap();
     let opts = AfxdpOptions {
         mode,
         ..AfxdpOptions::default()

@@ -26,5 +26,6 @@ pub const FRAME_SIZE: usize = 2048;
 pub const HEADROOM: usize = 256;
 /// The largest frame (without FCS) that fits one frame after the headroom.
 pub const MAX_FRAME_LEN: usize = FRAME_SIZE - HEADROOM;
-/// Default number of frames in the region (64 MiB with 2 KiB frames).
-pub const DEFAULT_FRAME_COUNT: u32 = 32 * 1024;
+/// Default number of frames in the region (128 MiB with 2 KiB frames): each AF_XDP socket keeps
+/// 2048 in its fill ring.
+pub const DEFAULT_FRAME_COUNT: u32 = 64 * 1024;

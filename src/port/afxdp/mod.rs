@@ -180,11 +180,14 @@ impl AfxdpPort {
         t
     }
 
-    /// Top every fill ring up to `fill_frames` frames held for receiving.
+    /// Top every fill ring up to `fill_frames` frames not yet consumed by the kernel.
     fn refill(&mut self, frames: &mut Frames) {
         let owner = Owner::Port(self.port_id);
         for s in &mut self.socks {
-            let want = self.fill_frames.saturating_sub(s.rx_held);
+            // Top up what the kernel has not consumed yet, not everything it holds: frames
+            // waiting in the rx ring must not starve the fill ring while the worker catches up
+            // with a burst (measured with iperf3: every retransmit was a fill-ring-empty drop).
+            let want = self.fill_frames.saturating_sub(s.fill.in_flight());
             if want == 0 {
                 continue;
             }

@@ -47,6 +47,9 @@ pub struct XskSocket {
     pub rx_packets: u64,
 }
 
+/// `XDP_MAX_TX_SKB_BUDGET` from `linux/if_xdp.h` (Linux 6.17), not yet in the libc crate.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` is a live value of the size passed; the kernel only reads it.
     let r = unsafe {
@@ -107,6 +110,10 @@ impl XskSocket {
         ] {
             setsockopt(s, opt, &ring_size).map_err(|e| err(name, e))?;
         }
+        // Copy mode sends at most 32 descriptors per sendto unless told otherwise (Linux >= 6.17,
+        // XDP_MAX_TX_SKB_BUDGET, range 32..=tx ring size): let one kick drain the whole ring.
+        // Older kernels answer ENOPROTOOPT and keep 32, which only costs more kicks.
+        let _ = setsockopt(s, XDP_MAX_TX_SKB_BUDGET, &ring_size);
 
         // SAFETY: xdp_mmap_offsets is plain integers; all-zero is a valid value.
         let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };

@@ -51,8 +51,9 @@ pub struct AfxdpOptions {
     pub mode: XdpMode,
     /// Entries in each of a socket's four rings; a power of two.
     pub ring_size: u32,
-    /// Frames kept in each socket's fill ring (so a port holds up to queues * fill_frames
-    /// frames for receiving); at most `ring_size`.
+    /// Frames kept in each socket's fill ring, topped up every loop iteration whatever the rx
+    /// ring holds (so a port holds up to queues * (fill_frames + ring_size) frames for
+    /// receiving); at most `ring_size`.
     pub fill_frames: u32,
 }
 
@@ -60,8 +61,8 @@ impl Default for AfxdpOptions {
     fn default() -> Self {
         AfxdpOptions {
             mode: XdpMode::Auto,
-            ring_size: 2048,
-            fill_frames: 1024,
+            ring_size: 4096,
+            fill_frames: 2048,
         }
     }
 }
