@@ -102,5 +102,42 @@ fn icmp_drop_flow_round_trip_and_trace() {
     assert!(err(&["add-flow", "br0", "in_port=nope,actions=drop"]).contains("nope"));
     assert!(err(&["add-flow", "br0", "actions=explode"]).contains("explode"));
     assert!(err(&["add-flow", "br0", "nw_src=10.0.0.300,ip,actions=drop"]).contains("10.0.0.300"));
+    // A bulk install (applied in chunks) while traffic flows: no ping lost, all flows there.
+    let many: String = (1000..6000)
+        .map(|p| format!("priority=5,udp,tp_dst={p},actions=drop\n"))
+        .collect();
+    std::fs::write(&file, many).unwrap();
+    let stream = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("a"),
+            "ping",
+            "-c",
+            "20",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "10.0.0.2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = d.ctl(&["add-flows", "br0", file.to_str().unwrap()]);
+    assert!(out.contains("added 5000"), "{out}");
+    let ping_out = stream.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&ping_out.stdout);
+    assert!(
+        text.contains(" 0% packet loss"),
+        "forwarding went on during the install:\n{text}"
+    );
+    let dump: serde_json::Value =
+        serde_json::from_str(&d.ctl(&["--json", "dump-flows", "br0"])).unwrap();
+    assert_eq!(
+        dump["flows"].as_array().unwrap().len(),
+        5003,
+        "5000 + 2 from the file + NORMAL"
+    );
     let _ = std::fs::remove_file(&file);
 }

@@ -17,8 +17,9 @@ impl Worker {
             .ok_or_else(|| format!("no bridge named '{bridge}'"))
     }
 
-    /// Add flows to a bridge: every flow is checked first, then all are added.
-    pub(crate) fn flows_add(&mut self, bridge: &str, flows: Vec<Flow>) -> Result<Value, String> {
+    /// Check flows for a bridge (ports exist, actions this datapath executes, table in range).
+    /// Returns the bridge id.
+    pub(crate) fn flows_check(&self, bridge: &str, flows: &[Flow]) -> Result<u16, String> {
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
         for (i, f) in flows.iter().enumerate() {
@@ -52,7 +53,20 @@ impl Worker {
                     _ => {}
                 }
             }
+            if f.table == 255 {
+                return Err(format!("{at}table: 255 out of range (max 254)"));
+            }
         }
+        Ok(b)
+    }
+
+    /// Add checked flows to bridge `b` (one step of a possibly chunked add). Returns (added,
+    /// replaced).
+    pub(crate) fn flows_apply(
+        &mut self,
+        b: u16,
+        flows: impl Iterator<Item = Flow>,
+    ) -> Result<(u64, u64), String> {
         let now = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let names = ft.names.clone();
@@ -70,6 +84,15 @@ impl Worker {
             }
         }
         ft.refresh();
+        Ok((added, replaced))
+    }
+
+    /// Add flows to a bridge at once (requests of at most `FLOW_CHUNK` flows; larger ones are
+    /// applied in chunks by the worker loop).
+    pub(crate) fn flows_add(&mut self, bridge: &str, flows: Vec<Flow>) -> Result<Value, String> {
+        let b = self.flows_check(bridge, &flows)?;
+        let (added, replaced) = self.flows_apply(b, flows.into_iter())?;
+        let ft = &self.dp.bridge(b).expect("checked").flows;
         Ok(json!({"added": added, "replaced": replaced, "flows": ft.cls.len()}))
     }
 

@@ -47,6 +47,18 @@ const WORKER_SLICE_NS: u64 = 100_000;
 const MAX_SLEEP_MS: i32 = 100;
 /// FDB slots aged per housekeeping pass per bridge.
 const AGE_BUDGET: usize = 4096;
+/// Flows added per loop iteration by a large `add-flows` (about a millisecond of work), so a
+/// bulk install never stops forwarding for longer than that.
+const FLOW_CHUNK: usize = 1000;
+
+/// A large flow install in progress: applied `FLOW_CHUNK` flows per loop iteration.
+struct PendingFlows {
+    bridge: u16,
+    flows: std::vec::IntoIter<crate::flow::Flow>,
+    added: u64,
+    replaced: u64,
+    reply: Sender<Result<serde_json::Value, String>>,
+}
 
 /// A request to the worker and where to send the answer.
 pub struct Request {
@@ -142,6 +154,7 @@ pub struct Worker {
     pub(crate) stats: LoopStats,
     pub(crate) started: Instant,
     pub(crate) stop: bool,
+    pending_flows: Option<PendingFlows>,
 }
 
 impl Worker {
@@ -165,6 +178,7 @@ impl Worker {
             stats: LoopStats::default(),
             started: Instant::now(),
             stop: false,
+            pending_flows: None,
         }
     }
 
@@ -183,10 +197,34 @@ impl Worker {
         let mut idle_since: Option<Instant> = None;
         let mut now = self.clock.now_secs();
         while !self.stop {
-            while let Ok(req) = self.rx.try_recv() {
-                let answer = self.apply(req.cmd, now);
-                let _ = req.reply.send(answer);
+            // Requests wait while a bulk flow install is in progress, so they apply in order.
+            while self.pending_flows.is_none()
+                && let Ok(req) = self.rx.try_recv()
+            {
+                match req.cmd {
+                    Command::FlowAdd { bridge, flows } if flows.len() > FLOW_CHUNK => {
+                        match self.flows_check(&bridge, &flows) {
+                            Ok(b) => {
+                                self.pending_flows = Some(PendingFlows {
+                                    bridge: b,
+                                    flows: flows.into_iter(),
+                                    added: 0,
+                                    replaced: 0,
+                                    reply: req.reply,
+                                })
+                            }
+                            Err(e) => {
+                                let _ = req.reply.send(Err(e));
+                            }
+                        }
+                    }
+                    cmd => {
+                        let answer = self.apply(cmd, now);
+                        let _ = req.reply.send(answer);
+                    }
+                }
             }
+            self.flows_step();
             if self.stop {
                 break;
             }
@@ -202,6 +240,9 @@ impl Worker {
                 self.stats.busy_iterations += 1;
                 idle_since = None;
                 last_traffic = Instant::now();
+                continue;
+            }
+            if self.pending_flows.is_some() {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
@@ -252,6 +293,35 @@ impl Worker {
         }
         flush(&mut self.dp, &mut self.ports, &mut self.frames);
         moved
+    }
+
+    /// Apply the next chunk of a bulk flow install; answer when it is complete.
+    fn flows_step(&mut self) {
+        let Some(mut p) = self.pending_flows.take() else {
+            return;
+        };
+        let chunk: Vec<crate::flow::Flow> = p.flows.by_ref().take(FLOW_CHUNK).collect();
+        let done = chunk.len() < FLOW_CHUNK || p.flows.len() == 0;
+        match self.flows_apply(p.bridge, chunk.into_iter()) {
+            Ok((a, r)) => {
+                p.added += a;
+                p.replaced += r;
+            }
+            Err(e) => {
+                let _ = p
+                    .reply
+                    .send(Err(format!("after {} flows: {e}", p.added + p.replaced)));
+                return;
+            }
+        }
+        if done {
+            let flows = self.dp.bridge(p.bridge).map_or(0, |b| b.flows.cls.len());
+            let _ = p.reply.send(Ok(serde_json::json!({
+                "added": p.added, "replaced": p.replaced, "flows": flows
+            })));
+        } else {
+            self.pending_flows = Some(p);
+        }
     }
 
     fn close_all(&mut self) {
