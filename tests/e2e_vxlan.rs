@@ -31,6 +31,28 @@ fn uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) -> String {
     "eth0".into()
 }
 
+/// Container c2 behind host B: a veth `c2v` in host B's namespace whose peer is c2's `eth0`
+/// (192.168.42.2/24, MTU 1450 for the overlay), both up.
+fn host_b_container(t: &mut Topology, hb: &str, c2: &str) {
+    t.netns(c2);
+    sh(&[
+        "ip", "-n", hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", c2,
+    ]);
+    sh(&["ip", "-n", hb, "link", "set", "c2v", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        c2,
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", c2, "link", "set", "eth0", "mtu", "1450"]);
+    sh(&["ip", "-n", c2, "link", "set", "eth0", "up"]);
+}
+
 #[test]
 fn interop_with_kernel_vxlan() {
     if !root_or_skip("interop_with_kernel_vxlan") {
@@ -63,38 +85,11 @@ fn interop_with_kernel_vxlan() {
     ]);
     sh(&["ip", "-n", &hb, "link", "add", "kbr", "type", "bridge"]);
     sh(&["ip", "-n", &hb, "link", "set", "vx42", "master", "kbr"]);
-    t.netns(&n("c2"));
-    sh(&[
-        "ip",
-        "-n",
-        &hb,
-        "link",
-        "add",
-        "c2v",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &n("c2"),
-    ]);
+    host_b_container(&mut t, &hb, &n("c2"));
     sh(&["ip", "-n", &hb, "link", "set", "c2v", "master", "kbr"]);
     for dev in ["vx42", "kbr", "c2v"] {
         sh(&["ip", "-n", &hb, "link", "set", dev, "up"]);
     }
-    sh(&[
-        "ip",
-        "-n",
-        &n("c2"),
-        "addr",
-        "add",
-        "192.168.42.2/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "mtu", "1450"]);
-    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "up"]);
 
     // Capture the underlay on host B while pinging: it must decode as VXLAN VNI 42.
     let cap = std::process::Command::new("ip")
@@ -211,35 +206,7 @@ fn two_uvs_vteps() {
     ctl_b(&["add-br", "ul", "gateway=10.252.0.2/24"]);
     ctl_b(&["add-port", "ul", "eth0", "type=afxdp"]);
     ctl_b(&["add-br", "br0"]);
-    t.netns(&n("c2"));
-    sh(&[
-        "ip",
-        "-n",
-        &hb,
-        "link",
-        "add",
-        "c2v",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &n("c2"),
-    ]);
-    sh(&["ip", "-n", &hb, "link", "set", "c2v", "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("c2"),
-        "addr",
-        "add",
-        "192.168.42.2/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "mtu", "1450"]);
-    sh(&["ip", "-n", &n("c2"), "link", "set", "eth0", "up"]);
+    host_b_container(&mut t, &hb, &n("c2"));
     ctl_b(&["add-port", "br0", "c2v", "type=afxdp"]);
     ctl_b(&[
         "add-port",
