@@ -77,6 +77,7 @@ impl FlowTable {
 }
 
 /// The packet key of frame `data` (metadata `m`) received on `in_port`.
+#[inline]
 pub(crate) fn packet_key(data: &[u8], m: &Meta, in_port: PortId, tun_id: u64) -> PacketKey {
     let mut k = PacketKey {
         in_port,
