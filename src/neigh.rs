@@ -87,6 +87,9 @@ pub struct Neighbours {
     map: U64Map<Entry>,
     capacity: usize,
     aging: u32,
+    /// The last resolved (key, MAC): consecutive packets usually go to the same next hop.
+    /// Cleared by every change to the table.
+    last: Option<(u64, MacAddr)>,
 }
 
 #[inline]
@@ -101,6 +104,7 @@ impl Neighbours {
             map: U64Map::default(),
             capacity,
             aging,
+            last: None,
         }
     }
 
@@ -118,11 +122,19 @@ impl Neighbours {
     #[inline]
     pub fn resolve(&mut self, bridge: u16, ip: [u8; 4], now: u32) -> Resolve {
         let k = key(bridge, ip);
+        if let Some((lk, m)) = self.last
+            && lk == k
+        {
+            return Resolve::Mac(m);
+        }
         match self.map.get_mut(&k) {
             Some(Entry {
                 state: State::Reachable(m),
                 ..
-            }) => Resolve::Mac(*m),
+            }) => {
+                self.last = Some((k, *m));
+                Resolve::Mac(*m)
+            }
             Some(e) => {
                 if now.saturating_sub(e.stamp) >= 1 {
                     e.stamp = now;
@@ -150,6 +162,7 @@ impl Neighbours {
     /// Learn `ip` is at `mac` on `bridge` (from an ARP request or reply). Returns false when the
     /// table is full and the address is new.
     pub fn learn(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) -> bool {
+        self.last = None;
         let k = key(bridge, ip);
         if !self.map.contains_key(&k) && self.map.len() >= self.capacity {
             return false;
@@ -167,6 +180,7 @@ impl Neighbours {
     /// Refresh `ip` only if it is already known or being resolved (gratuitous ARP and requests
     /// from others must not fill the table).
     pub fn refresh(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) {
+        self.last = None;
         if let Some(e) = self.map.get_mut(&key(bridge, ip)) {
             *e = Entry {
                 state: State::Reachable(mac),
@@ -177,6 +191,7 @@ impl Neighbours {
 
     /// Remove expired entries. Returns how many.
     pub fn age(&mut self, now: u32) -> usize {
+        self.last = None;
         let before = self.map.len();
         let aging = self.aging;
         self.map.retain(|_, e| match e.state {
@@ -188,6 +203,7 @@ impl Neighbours {
 
     /// Forget every neighbour of `bridge`.
     pub fn flush_bridge(&mut self, bridge: u16) {
+        self.last = None;
         self.map.retain(|k, _| (k >> 32) as u16 != bridge);
     }
 
