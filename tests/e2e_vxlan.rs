@@ -7,30 +7,6 @@ mod common;
 
 use common::netns::*;
 
-/// Host A is uvs in the root namespace with uplink bridge `ul` (10.252.0.1/24) and `br0` holding
-/// container c1 and the VXLAN port. Returns the uplink veth's host-B end name.
-fn uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) -> String {
-    let n = |s: &str| format!("{p}{s}");
-    d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
-    d.ctl(&["add-br", "br0"]);
-    // Underlay link: veth ul-a (uvs, AF_XDP) <-> eth0 in host B's namespace.
-    t.container(hb, &n("ua"), "10.252.0.2/24");
-    d.ctl(&["add-port", "ul", &n("ua"), "type=afxdp"]);
-    t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
-    sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
-    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
-    d.ctl(&[
-        "add-port",
-        "br0",
-        "vx0",
-        "type=vxlan",
-        "vni=42",
-        "local_ip=10.252.0.1",
-        "remote_ip=10.252.0.2",
-    ]);
-    "eth0".into()
-}
-
 /// Container c2 behind host B: a veth `c2v` in host B's namespace whose peer is c2's `eth0`
 /// (192.168.42.2/24, MTU 1450 for the overlay), both up.
 fn host_b_container(t: &mut Topology, hb: &str, c2: &str) {
@@ -63,7 +39,7 @@ fn interop_with_kernel_vxlan() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     let hb = n("hb");
-    uvs_side(&mut t, &d, &p, &hb);
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
     // Host B: kernel vxlan 42 on a kernel bridge with container c2.
     sh(&[
         "ip",
@@ -161,7 +137,7 @@ fn two_uvs_vteps() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     let hb = n("hb");
-    uvs_side(&mut t, &d, &p, &hb);
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
     // Host B runs its own uvs inside its namespace, on the other end of the underlay veth.
     let sock = std::env::temp_dir().join(format!("uvs-{p}-b.sock"));
     let _ = std::fs::remove_file(&sock);

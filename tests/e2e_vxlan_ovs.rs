@@ -34,30 +34,6 @@ fn have_tool(tool: &str) -> bool {
         .any(|d| Path::new(d).join(tool).is_file())
 }
 
-/// Host A is uvs in the root namespace with uplink bridge `ul` (10.252.0.1/24) and `br0` holding
-/// container c1 and the VXLAN port, exactly as in tests/e2e_vxlan.rs. The underlay veth's host-B
-/// end is `eth0` in namespace `hb`.
-fn uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
-    let n = |s: &str| format!("{p}{s}");
-    d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
-    d.ctl(&["add-br", "br0"]);
-    // Underlay link: veth ul-a (uvs, AF_XDP) <-> eth0 in host B's namespace.
-    t.container(hb, &n("ua"), "10.252.0.2/24");
-    d.ctl(&["add-port", "ul", &n("ua"), "type=afxdp"]);
-    t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
-    sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
-    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
-    d.ctl(&[
-        "add-port",
-        "br0",
-        "vx0",
-        "type=vxlan",
-        "vni=42",
-        "local_ip=10.252.0.1",
-        "remote_ip=10.252.0.2",
-    ]);
-}
-
 /// Stop a child by PID: SIGTERM, up to 5 s, then SIGKILL; always reaped.
 fn stop_child(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
@@ -311,7 +287,7 @@ fn interop_with_ovs_userspace_vxlan() {
     // Drop order is the reverse of declaration: OVS stops before the namespaces go.
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    uvs_side(&mut t, &d, &p, &hb);
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
 
     // Container c2 behind host B: veth c2v (host B) <-> eth0 (c2), 192.168.42.2/24, MTU 1450.
     t.netns(&c2);

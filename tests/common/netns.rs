@@ -308,3 +308,27 @@ pub fn curl(ns: &str, url: &str) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// VXLAN host A: uvs with uplink bridge `ul` (gateway 10.252.0.1/24, the local VTEP) holding an
+/// AF_XDP port on a veth whose other end is `eth0` (10.252.0.2/24) in host B's namespace `hb`,
+/// and bridge `br0` holding container `{p}c1` (192.168.42.1/24, MTU 1450) and
+/// `vx0 type=vxlan vni=42` toward 10.252.0.2.
+pub fn vxlan_uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
+    let n = |s: &str| format!("{p}{s}");
+    d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(hb, &n("ua"), "10.252.0.2/24");
+    d.ctl(&["add-port", "ul", &n("ua"), "type=afxdp"]);
+    t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
+    sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "vni=42",
+        "local_ip=10.252.0.1",
+        "remote_ip=10.252.0.2",
+    ]);
+}
