@@ -638,6 +638,7 @@ impl Datapath {
                 if b.flows.active && !b.flows.cls.expire(now_ms).is_empty() {
                     b.flows.refresh();
                 }
+                b.flows.ct.expire(now, 4096);
             }
         }
         self.nat.ct.expire(now, budget);

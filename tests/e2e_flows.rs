@@ -141,3 +141,54 @@ fn icmp_drop_flow_round_trip_and_trace() {
     );
     let _ = std::fs::remove_file(&file);
 }
+
+/// A stateful firewall in ovs-ofctl flows: `a` may open connections to `b`, `b` only answers.
+#[test]
+fn ct_firewall_between_containers() {
+    if !root_or_skip("ct_firewall_between_containers") {
+        return;
+    }
+    let p = prefix("ec");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), "10.0.0.1/24");
+    t.container(&n("b"), &n("pb"), "10.0.0.2/24");
+    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    let pa = n("pa");
+    for f in [
+        "table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1)".to_string(),
+        "table=0,priority=10,arp,actions=NORMAL".to_string(),
+        format!("table=1,priority=100,in_port={pa},ip,ct_state=+trk+new,actions=ct(commit),NORMAL"),
+        "table=1,priority=100,ip,ct_state=+trk+est,actions=NORMAL".to_string(),
+        "table=1,priority=1,actions=drop".to_string(),
+    ] {
+        d.ctl(&["add-flow", "br0", &f]);
+    }
+    let dump = d.ctl(&["dump-flows", "br0"]);
+    assert!(
+        dump.contains("ct_state=-trk") && dump.contains("actions=ct(table=1)"),
+        "{dump}"
+    );
+    assert!(
+        ping(&n("a"), "10.0.0.2", 2),
+        "a -> b allowed (and its replies)"
+    );
+    assert!(
+        !ping(&n("b"), "10.0.0.1", 2),
+        "b -> a refused: new connections from b drop"
+    );
+    let bps = iperf3_tcp(&n("b"), &n("a"), "10.0.0.2", 1);
+    assert!(bps > 1e6, "TCP a -> b through the firewall: {bps} bit/s");
+    let ct = d.ctl(&["ct-show"]);
+    assert!(
+        ct.contains("bridge=br0 zone=0") && ct.contains("10.0.0.1"),
+        "{ct}"
+    );
+    // Round trip of the ct flows.
+    for line in dump.lines().filter(|l| l.contains("ct")) {
+        d.ctl(&["add-flow", "br0", line.trim()]);
+    }
+}

@@ -55,6 +55,18 @@ fn masked32(r: &mut Rng) -> Option<Masked<u32>> {
     })
 }
 
+fn masked8(r: &mut Rng) -> Option<Masked<u8>> {
+    let mask = if r.chance(20) {
+        u8::MAX
+    } else {
+        r.next() as u8
+    };
+    (mask != 0).then_some(Masked {
+        value: r.next() as u8 & mask,
+        mask,
+    })
+}
+
 fn masked16(r: &mut Rng) -> Option<Masked<u16>> {
     let mask = if r.chance(50) {
         u16::MAX
@@ -104,15 +116,7 @@ fn gen_action(r: &mut Rng) -> Action {
         14 => Action::DecTtl,
         15 => Action::SetTunnel(r.next()),
         16 => Action::Resubmit(r.below(255) as u8),
-        17 => Action::Ct(
-            r.pick(&[
-                "commit",
-                "commit,zone=5",
-                "table=1,nat",
-                "commit,nat(src=1.2.3.4)",
-            ])
-            .to_string(),
-        ),
+        17 => Action::Ct(gen_ct(r)),
         _ => Action::SetField(match r.below(10) {
             0 => SetField::DlSrc(mac(r)),
             1 => SetField::DlDst(mac(r)),
@@ -125,6 +129,40 @@ fn gen_action(r: &mut Rng) -> Action {
             8 => SetField::TpDst(r.next() as u16),
             _ => SetField::TunId(r.next()),
         }),
+    }
+}
+
+fn nat_port(r: &mut Rng) -> u16 {
+    1 + r.below(0xffff) as u16
+}
+
+fn gen_ct(r: &mut Rng) -> CtAction {
+    CtAction {
+        commit: r.chance(50),
+        zone: if r.chance(50) { 0 } else { r.next() as u16 },
+        table: r.chance(50).then(|| r.below(255) as u8),
+        nat: match r.below(5) {
+            0 | 1 => None,
+            2 => Some(CtNat::Existing),
+            3 => Some(CtNat::Src {
+                addr: ip(r),
+                ports: match r.below(3) {
+                    0 => None,
+                    1 => {
+                        let p = nat_port(r);
+                        Some((p, p))
+                    }
+                    _ => {
+                        let (a, b) = (nat_port(r), nat_port(r));
+                        Some((a.min(b), a.max(b)))
+                    }
+                },
+            }),
+            _ => Some(CtNat::Dst {
+                addr: ip(r),
+                port: r.chance(50).then(|| nat_port(r)),
+            }),
+        },
     }
 }
 
@@ -177,7 +215,13 @@ fn gen_flow(r: &mut Rng) -> Flow {
         m.dl_vlan_pcp = Some(r.below(8) as u8);
     }
     if r.chance(20) {
-        m.tun_id = masked64(r, u64::MAX);
+        m.tun_id = masked64(r, 0xffff_ffff);
+    }
+    if r.chance(20) {
+        m.ct_state = masked8(r);
+    }
+    if r.chance(20) {
+        m.ct_zone = Some(if r.chance(30) { 0 } else { r.next() as u16 });
     }
     if matches!(dl_type, Some(0x0800 | 0x0806)) {
         if r.chance(60) {
@@ -348,10 +392,26 @@ fn gen_rule(r: &mut Rng, templates: u64, tables: u64) -> Flow {
                 mask: 0x0100_0000_0000,
             })
         }
-        _ => {
+        9 => {
             m.dl_type = Some(0x0800);
             m.nw_tos = Some(*r.pick(&[0, 4, 8]));
             m.dl_vlan_pcp = Some(r.below(2) as u8);
+        }
+        10 => m.ct_state = Some(*r.pick(&CT_MATCHES)),
+        11 => {
+            m.ct_state = Some(*r.pick(&CT_MATCHES[1..]));
+            m.ct_zone = Some(*r.pick(&CT_ZONES));
+            m.dl_type = Some(0x0800);
+        }
+        _ => {
+            m.tun_id = Some(Masked {
+                value: r.below(2),
+                mask: *r.pick(&[1, 0xffff_ffff]),
+            });
+            m.ct_state = Some(Masked {
+                value: ct_state::TRK,
+                mask: ct_state::TRK | ct_state::INV,
+            });
         }
     }
     m.normalize();
@@ -368,6 +428,46 @@ fn gen_rule(r: &mut Rng, templates: u64, tables: u64) -> Flow {
     }
 }
 
+/// `-trk`, `+trk+new`, `+est+trk`, `+est-rpl+trk`, `+inv+trk`.
+const CT_MATCHES: [Masked<u8>; 5] = {
+    use ct_state::*;
+    [
+        Masked {
+            value: 0,
+            mask: TRK,
+        },
+        Masked {
+            value: TRK | NEW,
+            mask: TRK | NEW,
+        },
+        Masked {
+            value: TRK | EST,
+            mask: TRK | EST,
+        },
+        Masked {
+            value: TRK | EST,
+            mask: TRK | EST | RPL,
+        },
+        Masked {
+            value: TRK | INV,
+            mask: TRK | INV,
+        },
+    ]
+};
+const CT_ZONES: [u16; 3] = [0, 1, 5];
+/// Packet states: untracked, new, established both ways, invalid, related+snat.
+const CT_STATES: [u8; 6] = {
+    use ct_state::*;
+    [
+        0,
+        TRK | NEW,
+        TRK | EST,
+        TRK | EST | RPL,
+        TRK | INV,
+        TRK | REL | SNAT,
+    ]
+};
+
 fn gen_packet(r: &mut Rng) -> PacketKey {
     PacketKey {
         in_port: *r.pick(&[1, 2, 3, 101, 102, 7]),
@@ -382,7 +482,9 @@ fn gen_packet(r: &mut Rng) -> PacketKey {
         nw_tos: r.below(12) as u8,
         tp_src: *r.pick(&TPS),
         tp_dst: *r.pick(&TPS),
-        tun_id: r.below(2),
+        tun_id: *r.pick(&[0, 1, 0x1_0000_0001]),
+        ct_state: *r.pick(&CT_STATES),
+        ct_zone: *r.pick(&CT_ZONES),
     }
 }
 
@@ -451,6 +553,8 @@ impl Reference {
             && m(f.tp_src, g.tp_src)
             && m(f.tp_dst, g.tp_dst)
             && m(f.tun_id, g.tun_id)
+            && m(f.ct_state, g.ct_state)
+            && e(&f.ct_zone, &g.ct_zone)
     }
 
     fn del(&mut self, filter: &FlowFilter, strict: bool) -> Vec<FlowId> {
@@ -544,7 +648,7 @@ fn run_reference(seed: u64, templates: u64, tables: u64, steps: usize) {
 #[test]
 fn prop_classifier_matches_reference() {
     for seed in 1..=8u64 {
-        run_reference(seed * 0x9e37_79b9, 10, 2, 6_000);
+        run_reference(seed * 0x9e37_79b9, 13, 2, 6_000);
     }
     // Few masks, one table: long chains of equal keys with many priorities.
     run_reference(77, 3, 1, 10_000);
@@ -557,7 +661,7 @@ fn prop_classifier_many_flows() {
     let mut c = Classifier::new();
     let mut reference = Reference::default();
     for _ in 0..5_000 {
-        let f = gen_rule(&mut r, 10, 1);
+        let f = gen_rule(&mut r, 13, 1);
         let a = c.add(f.clone(), 0, resolve).unwrap();
         reference.add(a.id, f);
     }

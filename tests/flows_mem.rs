@@ -193,3 +193,108 @@ fn meter_drops_excess() {
     let passed = n.h.outputs()[n.p[1] as usize].len();
     assert!((100..250).contains(&passed), "meter passed {passed}");
 }
+
+fn tcp(src: u8, dst: u8, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(mac(src), mac(dst))
+        .ipv4([10, 0, 0, src], [10, 0, 0, dst], 64)
+        .tcp(sport, dport, 1, 1000);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    b.write(&mut v, b"").unwrap();
+    v
+}
+
+/// The classic OVS stateful firewall: p1 may open connections to p2; p2 may only answer.
+#[test]
+fn ct_stateful_firewall() {
+    let mut n = net();
+    n.add("table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add("table=0,priority=10,arp,actions=NORMAL");
+    n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+new,actions=ct(commit),NORMAL");
+    n.add("table=1,priority=100,ip,ct_state=+trk+est,actions=NORMAL");
+    n.add("table=1,priority=1,actions=drop");
+    // p2 cannot open a connection to p1.
+    n.h.send(n.p[1], &tcp(2, 1, 5555, 22, true));
+    assert!(
+        n.h.outputs()[n.p[0] as usize].is_empty(),
+        "new from p2: dropped"
+    );
+    // p1 opens one; p2's answer (reply direction) passes, and so does the rest.
+    n.h.send(n.p[0], &tcp(1, 2, 40000, 80, true));
+    assert_eq!(
+        n.h.outputs()[n.p[1] as usize].len(),
+        1,
+        "new from p1: committed, forwarded"
+    );
+    n.h.send(n.p[1], &tcp(2, 1, 80, 40000, false));
+    assert_eq!(
+        n.h.outputs()[n.p[0] as usize].len(),
+        1,
+        "reply: +est, forwarded"
+    );
+    n.h.send(n.p[0], &tcp(1, 2, 40000, 80, false));
+    assert_eq!(
+        n.h.outputs()[n.p[1] as usize].len(),
+        1,
+        "established: forwarded"
+    );
+    let ft = &n.h.dp.bridge(n.b).unwrap().flows;
+    assert_eq!(ft.ct.len(), 1, "one tracked connection");
+    assert!(
+        ft.ct.rows(1)[0].starts_with("zone=0 "),
+        "{:?}",
+        ft.ct.rows(1)
+    );
+}
+
+#[test]
+fn ct_nat_rewrites_both_directions() {
+    let mut n = net();
+    n.add("table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1,nat)");
+    n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+new,actions=ct(commit,nat(src=10.0.0.100:5000-5010)),output:p2");
+    n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+est,actions=output:p2");
+    n.add("table=1,priority=100,in_port=p2,ip,ct_state=+trk+est+rpl,actions=output:p1");
+    n.h.send(n.p[0], &tcp(1, 2, 40000, 80, true));
+    let out = n.h.outputs();
+    let f = &out[n.p[1] as usize][0];
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let NetSlice::Ipv4(ip) = s.net.unwrap() else {
+        panic!()
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.source, [10, 0, 0, 100], "source translated");
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    let Some(TransportSlice::Tcp(t)) = s.transport else {
+        panic!()
+    };
+    let port = t.source_port();
+    assert!((5000..=5010).contains(&port), "port from the range: {port}");
+    assert_eq!(
+        t.checksum(),
+        t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap()
+    );
+    // The answer to the translated address comes back untranslated.
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(mac(2), mac(1))
+        .ipv4([10, 0, 0, 2], [10, 0, 0, 100], 64)
+        .tcp(80, port, 1, 1000)
+        .ack(1)
+        .write(&mut reply, b"")
+        .unwrap();
+    n.h.send(n.p[1], &reply);
+    let out = n.h.outputs();
+    let f = &out[n.p[0] as usize][0];
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let NetSlice::Ipv4(ip) = s.net.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        ip.header().destination(),
+        [10, 0, 0, 1],
+        "reply translated back"
+    );
+    let Some(TransportSlice::Tcp(t)) = s.transport else {
+        panic!()
+    };
+    assert_eq!(t.destination_port(), 40000);
+}

@@ -9,8 +9,9 @@
 //!   once. A bare number `N` is `output:N`.
 //! - Display is ovs-ofctl's spelling (`NORMAL`, `FLOOD`, `IN_PORT`, `output:p2`, `drop` for an
 //!   empty list), and `parse_actions(display(a)) == a`.
-//! - `ct(...)` is kept as text (`Action::Ct`): its arguments are checked (`commit`, `force`,
-//!   `zone=N`, `table=N`, `nat`, `nat(...)`), their execution belongs to the conntrack stage.
+//! - `ct(...)` is parsed into a `CtAction` (see `ct.rs` for the arguments uvs takes and the
+//!   ones it refuses); its execution belongs to the conntrack stage. `ct(table=N)` may name any
+//!   table (a recirculation, unlike `goto_table`). A bare `ct` is `ct()`.
 //! - Prerequisites of rewrite actions are not checked against the match (ovs-ofctl accepts
 //!   `mod_nw_src` on any flow with OpenFlow 1.0): the datapath applies L3/L4 rewrites only to
 //!   packets that have those headers, and keeps checksums right.
@@ -19,6 +20,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::FlowError;
+use super::ct::{CtAction, parse_ct};
 use super::match_::PortRef;
 use super::parse::{parse_num, parse_port};
 use crate::wire::ethernet::MacAddr;
@@ -91,8 +93,8 @@ pub enum Action {
     GotoTable(u8),
     /// `meter:N`: pass the packet through meter N first.
     Meter(u32),
-    /// `ct(ARGS)`: send through connection tracking; `ARGS` as written (checked).
-    Ct(String),
+    /// `ct(ARGS)`: send through connection tracking.
+    Ct(CtAction),
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -186,24 +188,6 @@ fn parse_set_field(t: &str, arg: &str) -> Result<SetField, FlowError> {
     })
 }
 
-fn check_ct(t: &str, args: &str) -> Result<(), FlowError> {
-    for a in split_top(args)? {
-        let (k, v) = a.split_once('=').map_or((a, None), |(k, v)| (k, Some(v)));
-        match (k, v) {
-            ("commit" | "force", None) => {}
-            ("zone", Some(v)) => {
-                num::<u16>(t, v, 0xffff)?;
-            }
-            ("table", Some(v)) => {
-                num::<u8>(t, v, 254)?;
-            }
-            _ if a == "nat" || (a.starts_with("nat(") && a.ends_with(')')) => {}
-            _ => return Err(bad(t, format!("unknown argument '{a}'"))),
-        }
-    }
-    Ok(())
-}
-
 fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
     let cut = t.find([':', '(']).unwrap_or(t.len());
     let name = t[..cut].trim().to_ascii_lowercase();
@@ -267,13 +251,15 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
             Action::Resubmit(num(t, inner.trim(), 254)?)
         }
         "ct" => {
-            let inner = arg
-                .strip_prefix('(')
-                .and_then(|a| a.strip_suffix(')'))
-                .ok_or_else(|| bad(t, "want ct(ARGS)"))?
-                .trim();
-            check_ct(t, inner)?;
-            Action::Ct(inner.to_string())
+            let inner = if arg.is_empty() {
+                ""
+            } else {
+                arg.strip_prefix('(')
+                    .and_then(|a| a.strip_suffix(')'))
+                    .ok_or_else(|| bad(t, "want ct(ARGS)"))?
+                    .trim()
+            };
+            Action::Ct(parse_ct(t, inner)?)
         }
         _ if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
             Action::Output(parse_port(t).map_err(|e| bad(t, e.to_string()))?)
@@ -346,7 +332,7 @@ impl fmt::Display for Action {
             Action::Resubmit(t) => write!(f, "resubmit(,{t})"),
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
             Action::Meter(m) => write!(f, "meter:{m}"),
-            Action::Ct(a) => write!(f, "ct({a})"),
+            Action::Ct(a) => write!(f, "{a}"),
         }
     }
 }

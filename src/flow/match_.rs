@@ -14,6 +14,9 @@
 //!   `dl_vlan=V` matches tagged frames with VID V, `dl_vlan=0xffff` untagged frames, and
 //!   `dl_vlan_pcp=P` tagged frames with PCP P (so it implies a tag, as in OVS).
 //! - `nw_tos` matches the DSCP bits only (mask 0xfc); the ECN bits are ignored, as in OVS.
+//! - Conntrack: `ct_state` (flags of `ct_state::*`, with a mask) and `ct_zone` are set by the
+//!   datapath's `ct` action before a recirculation; they need no prerequisites. They share word
+//!   0 with `tun_id`, which is therefore at most 32 bits here (values and masks).
 //! - With `nw_proto=1` (icmp) `tp_src`/`tp_dst` hold the ICMP type and code and are displayed as
 //!   `icmp_type`/`icmp_code`.
 
@@ -97,8 +100,12 @@ pub struct PacketKey {
     pub tp_src: u16,
     /// TCP/UDP destination port; ICMP code.
     pub tp_dst: u16,
-    /// Tunnel id (VNI) the frame arrived with; 0 if none.
+    /// Tunnel id (VNI) the frame arrived with; 0 if none. Only the low 32 bits are matched.
     pub tun_id: u64,
+    /// Connection tracking state (`ct_state::*` flags); 0 before any `ct` action.
+    pub ct_state: u8,
+    /// Connection tracking zone of the last `ct` action; 0 if none.
+    pub ct_zone: u16,
 }
 
 impl Default for PacketKey {
@@ -117,11 +124,16 @@ impl Default for PacketKey {
             tp_src: 0,
             tp_dst: 0,
             tun_id: 0,
+            ct_state: 0,
+            ct_zone: 0,
         }
     }
 }
 
-/// The packed key: `[tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
+/// The bits of word 0 that hold `tun_id` (the rest: `ct_zone` at 32..48, `ct_state` at 48..56).
+pub(crate) const TUN_ID_BITS: u64 = 0xffff_ffff;
+
+/// The packed key: `[ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
 /// tp_src<<48|tp_dst<<32|tci<<16|nw_proto<<8|nw_tos]`.
 pub(crate) type Words = [u64; 5];
 
@@ -135,7 +147,9 @@ impl PacketKey {
             (u64::from(self.vlan_pcp & 7) << 13) | TCI_PRESENT | u64::from(self.vlan & 0xfff)
         };
         [
-            self.tun_id,
+            (self.tun_id & TUN_ID_BITS)
+                | (u64::from(self.ct_zone) << 32)
+                | (u64::from(self.ct_state) << 48),
             (self.dl_src & MAC48) | (u64::from(self.in_port) << 48),
             (self.dl_dst & MAC48) | (u64::from(self.dl_type) << 48),
             (u64::from(self.nw_src) << 32) | u64::from(self.nw_dst),
@@ -182,8 +196,13 @@ pub struct Match {
     pub tp_src: Option<Masked<u16>>,
     /// TCP/UDP destination port with mask; ICMP code (mask 0xffff).
     pub tp_dst: Option<Masked<u16>>,
-    /// Tunnel id with mask.
+    /// Tunnel id with mask, both at most 32 bits (`TUN_ID_BITS`); a full match has mask
+    /// 0xffff_ffff.
     pub tun_id: Option<Masked<u64>>,
+    /// Connection tracking state (`ct_state::*` flags) with mask.
+    pub ct_state: Option<Masked<u8>>,
+    /// Connection tracking zone.
+    pub ct_zone: Option<u16>,
 }
 
 /// Normalise one masked field: `value &= mask`, zero mask -> wildcard.
@@ -215,6 +234,7 @@ impl Match {
         self.tp_src = norm(self.tp_src);
         self.tp_dst = norm(self.tp_dst);
         self.tun_id = norm(self.tun_id);
+        self.ct_state = norm(self.ct_state);
         self.nw_tos = self.nw_tos.map(|t| t & 0xfc);
     }
 
@@ -230,7 +250,20 @@ impl Match {
             m[w] |= mask << shift;
         };
         if let Some(t) = self.tun_id {
+            if t.mask & !TUN_ID_BITS != 0 || t.value & !TUN_ID_BITS != 0 {
+                return Err(FlowError::BadValue {
+                    field: "tun_id".into(),
+                    value: format!("{:#x}/{:#x}", t.value, t.mask),
+                    why: "at most 32 bits in this datapath".into(),
+                });
+            }
             put(0, 0, t.value, t.mask);
+        }
+        if let Some(z) = self.ct_zone {
+            put(0, 32, u64::from(z), 0xffff);
+        }
+        if let Some(s) = self.ct_state {
+            put(0, 48, u64::from(s.value), u64::from(s.mask));
         }
         if let Some(p) = &self.in_port {
             let id = resolve(p).ok_or_else(|| FlowError::UnknownPort {
@@ -306,7 +339,9 @@ impl Match {
             && self.nw_tos.is_none_or(|t| t == key.nw_tos & 0xfc)
             && m(self.tp_src, key.tp_src)
             && m(self.tp_dst, key.tp_dst)
-            && m(self.tun_id, key.tun_id)
+            && m(self.tun_id, key.tun_id & TUN_ID_BITS)
+            && m(self.ct_state, key.ct_state)
+            && self.ct_zone.is_none_or(|z| z == key.ct_zone)
     }
 
     /// A packet key with every matched field set to its value (for `trace`): unmatched fields
@@ -327,7 +362,9 @@ impl Match {
             nw_tos: c.value[4] as u8,
             tp_src: (c.value[4] >> 48) as u16,
             tp_dst: (c.value[4] >> 32) as u16,
-            tun_id: c.value[0],
+            tun_id: c.value[0] & TUN_ID_BITS,
+            ct_zone: (c.value[0] >> 32) as u16,
+            ct_state: (c.value[0] >> 48) as u8,
             ..PacketKey::default()
         };
         let tci = (c.value[4] >> 16) as u16;
@@ -382,12 +419,18 @@ impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
         let short = self.shorthand();
+        if let Some(st) = self.ct_state {
+            let _ = write!(s, ",ct_state={}", super::ct::CtStateFlags(st));
+        }
+        if let Some(z) = self.ct_zone {
+            let _ = write!(s, ",ct_zone={z}");
+        }
         if let Some(sh) = short {
             let _ = write!(s, ",{sh}");
         }
         if let Some(t) = self.tun_id {
             let _ = write!(s, ",tun_id={:#x}", t.value);
-            if t.mask != u64::MAX {
+            if t.mask != TUN_ID_BITS {
                 let _ = write!(s, "/{:#x}", t.mask);
             }
         }

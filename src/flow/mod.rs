@@ -10,11 +10,14 @@
 //!   unspecified; ours is deterministic). Lookups take `&self` and never allocate.
 //! - `Emc` is a worker's exact-match cache in front of the classifier, invalidated by the
 //!   classifier's generation number.
+//! - Conntrack: `ct_state`/`ct_zone` matches and the `ct(...)` action (`CtAction`) are parsed
+//!   and displayed here (`ct.rs`); running them is the datapath's job.
 //! - Ports in flows are `PortRef`s (names or numbers); the caller resolves them to ids with a
 //!   closure when a flow is added, deleted or dumped with a filter.
 
 mod action;
 mod classifier;
+mod ct;
 mod emc;
 mod match_;
 pub mod meter;
@@ -27,6 +30,7 @@ use std::fmt;
 
 pub use action::{Action, Actions, SetField, parse_actions};
 pub use classifier::{Added, Classifier, FlowId, FlowStats};
+pub use ct::{CtAction, CtNat, ct_state};
 pub use emc::Emc;
 pub use match_::{DEFAULT_PRIORITY, Masked, Match, NO_VLAN, PacketKey, PortRef};
 pub use parse::{FlowFilter, parse_filter, parse_flow, parse_num, parse_port};

@@ -8,7 +8,10 @@
 //!   `parse_flow` and refused by `parse_filter`.
 //! - Numbers are decimal or `0x` hex. Masks: `dl_src/dl_dst` `MAC/MAC`; `nw_src/nw_dst`
 //!   `IP/PREFIX` or `IP/MASK`; `tp_src/tp_dst` and `tun_id` `N/MASK`; values are normalised
-//!   (`value &= mask`, a zero mask drops the field).
+//!   (`value &= mask`, a zero mask drops the field). `tun_id` values and masks are at most 32
+//!   bits (a 64-bit all-ones mask, OVS's exact match, is taken as 0xffffffff).
+//! - `ct_state` is `+FLAG-FLAG...` or `VALUE[/MASK]` (see `ct.rs`), `ct_zone` 0-65535; neither
+//!   has prerequisites.
 //! - Prerequisites as OVS's normal form, checked after all fields are read (order does not
 //!   matter): `nw_src, nw_dst, nw_proto` need dl_type ip or arp, `nw_tos` ip, `tp_src, tp_dst`
 //!   tcp or udp (`tcp_*`, `udp_*`, `icmp_type`, `icmp_code` their protocol). A flow missing one
@@ -22,9 +25,10 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use super::action::parse_actions;
+use super::ct::parse_ct_state;
 use super::match_::{
     DEFAULT_PRIORITY, ETH_ARP, ETH_IP, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PortRef,
+    PROTO_UDP, PortRef, TUN_ID_BITS,
 };
 use super::{Flow, FlowError};
 use crate::wire::ethernet::MacAddr;
@@ -137,6 +141,29 @@ where
             .map_err(|_| bad_mask(field, m, format!("not a number up to {max:#x}")))?,
     };
     Ok((mask != T::default()).then_some(Masked {
+        value: value & mask,
+        mask,
+    }))
+}
+
+/// `tun_id=N[/MASK]`, at most 32 bits (a 64-bit all-ones or `-1` mask is an exact match).
+fn parse_tun_id(field: &str, s: &str) -> Result<Option<Masked<u64>>, FlowError> {
+    const WHY: &str = "at most 32 bits in this datapath";
+    let (v, m) = s.split_once('/').map_or((s, None), |(v, m)| (v, Some(m)));
+    let value: u64 = parse_num(field, v, u64::MAX)?;
+    if value > TUN_ID_BITS {
+        return Err(bad_value(field, v, WHY));
+    }
+    let mask = match m {
+        None | Some("-1") => TUN_ID_BITS,
+        Some(m) => match parse_num::<u64>(field, m, u64::MAX) {
+            Ok(u64::MAX) => TUN_ID_BITS,
+            Ok(n) if n <= TUN_ID_BITS => n,
+            Ok(_) => return Err(bad_mask(field, m, WHY)),
+            Err(_) => return Err(bad_mask(field, m, "not a number")),
+        },
+    };
+    Ok((mask != 0).then_some(Masked {
         value: value & mask,
         mask,
     }))
@@ -333,9 +360,9 @@ impl<'a> Fields<'a> {
                 )?;
                 self.need(k, &[ETH_IP], &[PROTO_ICMP]);
             }
-            "tun_id" | "tunnel_id" => {
-                set(&mut m.tun_id, parse_masked(k, v, u64::MAX)?, tok, "tun_id")?
-            }
+            "tun_id" | "tunnel_id" => set(&mut m.tun_id, parse_tun_id(k, v)?, tok, "tun_id")?,
+            "ct_state" => set(&mut m.ct_state, parse_ct_state(k, v)?, tok, k)?,
+            "ct_zone" => set(&mut m.ct_zone, Some(parse_num(k, v, 0xffff)?), tok, k)?,
             _ => return Err(FlowError::UnknownField(k.to_string())),
         }
         Ok(())

@@ -167,7 +167,15 @@ fn test_parse_actions() {
     assert_eq!(f.actions[13], Action::Resubmit(3));
     assert_eq!(
         f.actions[16],
-        Action::Ct("commit,zone=5,nat(src=1.1.1.1)".into())
+        Action::Ct(CtAction {
+            commit: true,
+            zone: 5,
+            table: None,
+            nat: Some(CtNat::Src {
+                addr: Ipv4Addr::new(1, 1, 1, 1),
+                ports: None
+            })
+        })
     );
     assert_eq!(f.actions[17], Action::Output(PortRef::Num(7)));
     assert_eq!(f.actions[18], Action::GotoTable(4));
@@ -664,4 +672,374 @@ fn test_to_packet_key_and_matches() {
     let mut c = Classifier::new();
     let id = c.add(f, 0, ports).unwrap().id;
     assert_eq!(c.lookup(0, &k), Some(id));
+}
+
+// ---- conntrack: ct_state, ct_zone, ct(...) ---------------------------------------------------
+
+fn ct_state_of(s: &str) -> Option<Masked<u8>> {
+    flow(&format!("ct_state={s},actions=drop")).m.ct_state
+}
+
+#[test]
+fn test_parse_ct_state() {
+    use ct_state::*;
+    let ms = |value, mask| Some(Masked { value, mask });
+    assert_eq!(ct_state_of("+trk+new"), ms(TRK | NEW, TRK | NEW));
+    assert_eq!(ct_state_of("-trk"), ms(0, TRK));
+    assert_eq!(ct_state_of("+trk-new+est"), ms(TRK | EST, TRK | NEW | EST));
+    assert_eq!(ct_state_of("0x21/0x21"), ms(0x21, 0x21));
+    assert_eq!(ct_state_of("0x21"), ms(0x21, 0xff));
+    assert_eq!(ct_state_of("0x23/0x21"), ms(0x21, 0x21));
+    assert_eq!(ct_state_of("0x21/0"), None);
+    assert_eq!(
+        ct_state_of("+new+est+rel+rpl+inv+trk+snat+dnat"),
+        ms(0xff, 0xff)
+    );
+    assert_eq!(ct_state_of("-dnat+snat"), ms(SNAT, SNAT | DNAT));
+    // Display: flags in bit order, each with its sign; parses back.
+    for (text, shown) in [
+        ("ct_state=+trk+new", "ct_state=+new+trk"),
+        ("ct_state=-trk", "ct_state=-trk"),
+        ("ct_state=+trk-rel+est", "ct_state=+est-rel+trk"),
+        ("ct_state=0x21/0x21", "ct_state=+new+trk"),
+        ("ct_state=0x22/0x23", "ct_state=-new+est+trk"),
+        (
+            "ct_state=0x21",
+            "ct_state=+new-est-rel-rpl-inv+trk-snat-dnat",
+        ),
+    ] {
+        let f = flow(&format!("priority=10,{text},ip,actions=drop"));
+        assert_eq!(
+            f.to_string(),
+            format!("priority=10,{shown},ip actions=drop"),
+            "{text}"
+        );
+        assert_eq!(parse_flow(&f.to_string()), Ok(f));
+    }
+    // ct_zone, with no prerequisites; shown before the protocol shorthand, as OVS.
+    let f = flow("tcp,ct_zone=7,ct_state=+est+trk,actions=drop");
+    assert_eq!(f.m.ct_zone, Some(7));
+    assert_eq!(
+        f.to_string(),
+        "ct_state=+est+trk,ct_zone=7,tcp actions=drop"
+    );
+    assert_eq!(flow("ct_zone=0x10,actions=drop").m.ct_zone, Some(16));
+    assert_eq!(flow("ct_zone=65535,actions=drop").m.ct_zone, Some(65535));
+    assert_eq!(
+        parse_filter("ct_state=-trk").unwrap().m.ct_state,
+        ms(0, TRK)
+    );
+}
+
+#[test]
+fn test_refuse_ct_state_and_zone() {
+    assert_eq!(
+        err("ct_state=+foo,actions=drop"),
+        "ct_state: bad value '+foo' (unknown flag 'foo' (want new, est, rel, rpl, inv, trk, snat, dnat))"
+    );
+    assert!(err("ct_state=+trk-bar,actions=drop").contains("unknown flag 'bar'"));
+    assert!(err("ct_state=+trk+,actions=drop").contains("unknown flag ''"));
+    assert!(err("ct_state=trk,actions=drop").starts_with("ct_state: bad value 'trk'"));
+    assert!(err("ct_state=,actions=drop").starts_with("ct_state: bad value ''"));
+    assert!(err("ct_state=+trk-trk,actions=drop").contains("flag 'trk' both set and cleared"));
+    assert!(err("ct_state=0x100,actions=drop").starts_with("ct_state: bad value '0x100'"));
+    assert_eq!(
+        err("ct_state=0x1/0x100,actions=drop"),
+        "ct_state: bad mask '0x100' (not a number up to 0xff)"
+    );
+    assert_eq!(
+        err("ct_state=+trk,ct_state=-trk,actions=drop"),
+        "'ct_state=-trk': conflicts with an earlier ct_state"
+    );
+    assert_eq!(
+        err("ct_zone=65536,actions=drop"),
+        "ct_zone: bad value '65536' (out of range (max 65535))"
+    );
+    assert_eq!(
+        err("ct_zone=1/1,actions=drop"),
+        "ct_zone: bad value '1/1' (not a number)"
+    );
+}
+
+#[test]
+fn test_tun_id_32_bits() {
+    let f = flow("tun_id=0xffffffff,actions=drop");
+    assert_eq!(
+        f.m.tun_id,
+        Some(Masked {
+            value: 0xffff_ffff,
+            mask: 0xffff_ffff
+        })
+    );
+    assert_eq!(f.to_string(), "tun_id=0xffffffff actions=drop");
+    // OVS's 64-bit exact mask is our 32-bit one.
+    assert_eq!(
+        flow("tun_id=5/0xffffffffffffffff,actions=drop").m.tun_id,
+        flow("tun_id=5,actions=drop").m.tun_id
+    );
+    assert_eq!(
+        flow("tun_id=5/-1,actions=drop").to_string(),
+        "tun_id=0x5 actions=drop"
+    );
+    assert_eq!(
+        err("tun_id=0x100000000,actions=drop"),
+        "tun_id: bad value '0x100000000' (at most 32 bits in this datapath)"
+    );
+    assert_eq!(
+        err("tunnel_id=0x5/0xff00000000,actions=drop"),
+        "tunnel_id: bad mask '0xff00000000' (at most 32 bits in this datapath)"
+    );
+    // A hand-built match with a wider tun_id is refused when compiled.
+    let m = Match {
+        tun_id: Some(Masked {
+            value: 1 << 40,
+            mask: 1 << 40,
+        }),
+        ..Match::default()
+    };
+    let e = m.compile(&ports).unwrap_err().to_string();
+    assert!(e.contains("at most 32 bits in this datapath"), "{e}");
+}
+
+#[test]
+fn test_ct_match_packing() {
+    let f = flow("tun_id=0x1234/0xffff,ct_zone=9,ct_state=+trk-inv+est,actions=drop");
+    let k = f.m.to_packet_key(&ports).unwrap();
+    assert_eq!(
+        (k.tun_id, k.ct_zone, k.ct_state),
+        (0x1234, 9, ct_state::TRK | ct_state::EST)
+    );
+    assert!(f.m.matches(&k, &ports));
+    let mut c = Classifier::new();
+    let id = c.add(f.clone(), 0, ports).unwrap().id;
+    assert_eq!(c.lookup(0, &k), Some(id));
+    let other_bits = PacketKey {
+        tun_id: 0xabcd_1234,
+        ct_state: k.ct_state | ct_state::RPL | ct_state::SNAT,
+        ..k
+    };
+    assert!(f.m.matches(&other_bits, &ports));
+    assert_eq!(c.lookup(0, &other_bits), Some(id));
+    for bad in [
+        PacketKey { ct_zone: 8, ..k },
+        PacketKey {
+            ct_state: k.ct_state | ct_state::INV,
+            ..k
+        },
+        PacketKey {
+            ct_state: ct_state::EST,
+            ..k
+        },
+        PacketKey {
+            tun_id: 0x1235,
+            ..k
+        },
+    ] {
+        assert!(!f.m.matches(&bad, &ports), "{bad:?}");
+        assert_eq!(c.lookup(0, &bad), None, "{bad:?}");
+    }
+    // An untracked packet (ct_state 0) matches -trk, not +trk.
+    let untracked = flow("priority=5,ct_state=-trk,actions=drop");
+    let id2 = c.add(untracked, 0, ports).unwrap().id;
+    assert_eq!(c.lookup(0, &PacketKey::default()), Some(id2));
+    assert_eq!(
+        c.lookup(
+            0,
+            &PacketKey {
+                ct_state: ct_state::TRK,
+                ..PacketKey::default()
+            }
+        ),
+        None
+    );
+}
+
+fn ct_action(s: &str) -> CtAction {
+    match flow(&format!("actions={s}")).actions.as_slice() {
+        [Action::Ct(c)] => c.clone(),
+        a => panic!("{s}: {a:?}"),
+    }
+}
+
+#[test]
+fn test_parse_ct_action() {
+    let ct = |commit, zone, table, nat| CtAction {
+        commit,
+        zone,
+        table,
+        nat,
+    };
+    let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    for (text, want, shown) in [
+        (
+            "ct(commit,zone=5,table=2,nat(src=10.0.0.1:1024-2048))",
+            ct(
+                true,
+                5,
+                Some(2),
+                Some(CtNat::Src {
+                    addr: a("10.0.0.1"),
+                    ports: Some((1024, 2048)),
+                }),
+            ),
+            "ct(commit,zone=5,table=2,nat(src=10.0.0.1:1024-2048))",
+        ),
+        ("ct(table=1)", ct(false, 0, Some(1), None), "ct(table=1)"),
+        ("ct(commit)", ct(true, 0, None, None), "ct(commit)"),
+        (
+            "ct(nat)",
+            ct(false, 0, None, Some(CtNat::Existing)),
+            "ct(nat)",
+        ),
+        (
+            "ct(commit,nat(dst=10.0.0.2:80))",
+            ct(
+                true,
+                0,
+                None,
+                Some(CtNat::Dst {
+                    addr: a("10.0.0.2"),
+                    port: Some(80),
+                }),
+            ),
+            "ct(commit,nat(dst=10.0.0.2:80))",
+        ),
+        (
+            "ct(nat(dst=10.0.0.2))",
+            ct(
+                false,
+                0,
+                None,
+                Some(CtNat::Dst {
+                    addr: a("10.0.0.2"),
+                    port: None,
+                }),
+            ),
+            "ct(nat(dst=10.0.0.2))",
+        ),
+        (
+            "ct(nat(src=10.0.0.1:99),commit)",
+            ct(
+                true,
+                0,
+                None,
+                Some(CtNat::Src {
+                    addr: a("10.0.0.1"),
+                    ports: Some((99, 99)),
+                }),
+            ),
+            "ct(commit,nat(src=10.0.0.1:99))",
+        ),
+        (
+            "CT(table=0x10,zone=0,commit)",
+            ct(true, 0, Some(16), None),
+            "ct(commit,table=16)",
+        ),
+        (
+            "ct(zone=65535)",
+            ct(false, 65535, None, None),
+            "ct(zone=65535)",
+        ),
+        ("ct", ct(false, 0, None, None), "ct()"),
+        ("ct()", ct(false, 0, None, None), "ct()"),
+    ] {
+        let got = ct_action(text);
+        assert_eq!(got, want, "{text}");
+        assert_eq!(Action::Ct(got.clone()).to_string(), shown, "{text}");
+        assert_eq!(ct_action(shown), got, "{shown}");
+    }
+    // table may point anywhere, also back (a recirculation, not a goto_table).
+    let f = flow("table=5,actions=ct(table=0),ct(commit,table=254)");
+    assert_eq!(f.actions.len(), 2);
+    assert_eq!(parse_flow(&f.to_string()), Ok(f));
+}
+
+#[test]
+fn test_refuse_ct_action() {
+    for (text, want) in [
+        ("ct(commit,force)", "ct: 'force' is not supported"),
+        ("ct(force)", "ct: 'force' is not supported"),
+        (
+            "ct(commit,exec(set_field:1->ct_mark))",
+            "ct: 'exec' is not supported",
+        ),
+        ("ct(commit,alg=ftp)", "ct: 'alg' is not supported"),
+        (
+            "ct(commit,nat(src=10.0.0.1-10.0.0.9))",
+            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
+        ),
+        (
+            "ct(commit,nat(dst=10.0.0.1-10.0.0.9:80))",
+            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
+        ),
+        (
+            "ct(commit,nat(src))",
+            "ct: 'nat(src)' without an address is not supported",
+        ),
+        (
+            "ct(commit,nat(dst))",
+            "ct: 'nat(dst)' without an address is not supported",
+        ),
+        (
+            "ct(commit,nat(src=10.0.0.1,random))",
+            "ct: 'random' is not supported",
+        ),
+        (
+            "ct(commit,nat(dst=10.0.0.1:80-90))",
+            "ct: port ranges in nat(dst=...) are not supported ('80-90')",
+        ),
+        (
+            "ct(commit,zone=1,bogus)",
+            "ct(commit,zone=1,bogus): unknown argument 'bogus'",
+        ),
+        (
+            "ct(zone=65536)",
+            "ct(zone=65536): zone: bad value '65536' (out of range (max 65535))",
+        ),
+        (
+            "ct(table=255)",
+            "ct(table=255): table: bad value '255' (out of range (max 254))",
+        ),
+        ("ct(zone=1,zone=1)", "ct(zone=1,zone=1): 'zone' given twice"),
+        (
+            "ct(table=1,table=2)",
+            "ct(table=1,table=2): 'table' given twice",
+        ),
+        (
+            "ct(nat,nat(dst=1.2.3.4))",
+            "ct(nat,nat(dst=1.2.3.4)): 'nat' given twice",
+        ),
+        (
+            "ct(commit,commit)",
+            "ct(commit,commit): 'commit' given twice",
+        ),
+        (
+            "ct(nat(src=1.2.3.4:2048-1024))",
+            "ct(nat(src=1.2.3.4:2048-1024)): nat port range '2048-1024' is empty",
+        ),
+        (
+            "ct(nat(src=1.2.3.4:0))",
+            "ct(nat(src=1.2.3.4:0)): nat port '0' is 0",
+        ),
+        (
+            "ct(nat(src=1.2.3.4:x))",
+            "ct(nat(src=1.2.3.4:x)): nat port: bad value 'x' (not a number)",
+        ),
+        (
+            "ct(nat(src=fe80::1))",
+            "ct(nat(src=fe80::1)): 'fe80' is not an IPv4 address",
+        ),
+        (
+            "ct(nat(src=1.2.3.4,dst=5.6.7.8))",
+            "ct(nat(src=1.2.3.4,dst=5.6.7.8)): nat(...) takes one of src=... or dst=...",
+        ),
+        (
+            "ct(nat())",
+            "ct(nat()): want nat, nat(src=ADDR[:PORT[-PORT]]) or nat(dst=ADDR[:PORT])",
+        ),
+        ("ct:1", "ct:1: want ct(ARGS)"),
+        ("ct(commit", "ct(commit: unbalanced '('"),
+    ] {
+        assert_eq!(err(&format!("actions={text}")), want, "{text}");
+    }
 }

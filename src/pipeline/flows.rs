@@ -41,6 +41,8 @@ pub struct FlowTable {
     pub active: bool,
     /// Port names of the bridge and their ids, for `output:NAME`.
     pub names: Vec<(String, PortId)>,
+    /// Connection tracking for `ct(...)` actions, per zone.
+    pub ct: super::ct::FlowConntrack,
 }
 
 impl Default for FlowTable {
@@ -54,6 +56,7 @@ impl Default for FlowTable {
             meters: Meters::new(),
             active: false,
             names: Vec::new(),
+            ct: Default::default(),
         }
     }
 }
@@ -78,13 +81,21 @@ impl FlowTable {
 
 /// The packet key of frame `data` (metadata `m`) received on `in_port`.
 #[inline]
-pub(crate) fn packet_key(data: &[u8], m: &Meta, in_port: PortId, tun_id: u64) -> PacketKey {
+pub(crate) fn packet_key(
+    data: &[u8],
+    m: &Meta,
+    in_port: PortId,
+    tun_id: u64,
+    (ct_state, ct_zone): (u8, u16),
+) -> PacketKey {
     let mut k = PacketKey {
         in_port,
         dl_src: m.src,
         dl_dst: m.dst,
         dl_type: m.ethertype,
         tun_id,
+        ct_state,
+        ct_zone,
         ..PacketKey::default()
     };
     match vlan::tci(data) {
@@ -213,8 +224,11 @@ fn execute(
         emc,
         meters,
         names,
+        ct: conntrack,
         ..
     } = ft;
+    // (ct_state, ct_zone) after the last ct() action; 0 before any.
+    let mut ct = (0u8, 0u16);
     let resolve = |r: &PortRef| match r {
         PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
         PortRef::Num(n) => Some(*n),
@@ -225,7 +239,7 @@ fn execute(
     let mut depth = 0;
     let mut lookups = 1;
     let first = {
-        let key = packet_key(frames.data(m.desc), m, in_port, tun_id);
+        let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
         match emc.lookup(cls, 0, &key) {
             Some(id) => id,
             None => return false,
@@ -272,12 +286,34 @@ fn execute(
                     return false;
                 }
             }
+            Action::Ct(a) => {
+                ct = (
+                    conntrack.apply(frames, m, a, (now_ms / 1000) as u32),
+                    a.zone,
+                );
+                if let Some(t) = a.table {
+                    // Recirculate: the packet continues in table T with its ct_state; what
+                    // follows ct(table=T) in this flow is not run (put it in table T).
+                    lookups += 1;
+                    if lookups > MAX_DEPTH {
+                        return decided;
+                    }
+                    let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
+                    match cls.lookup(t, &key) {
+                        Some(id) => {
+                            depth = 0;
+                            cur = (id, 0);
+                        }
+                        None => return decided,
+                    }
+                }
+            }
             Action::Resubmit(t) | Action::GotoTable(t) => {
                 lookups += 1;
                 if lookups > MAX_DEPTH {
                     return decided;
                 }
-                let key = packet_key(frames.data(m.desc), m, in_port, tun_id);
+                let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
                 match (cls.lookup(*t, &key), action) {
                     (Some(id), Action::Resubmit(_)) => {
                         stack[depth] = cur;

@@ -42,11 +42,6 @@ impl Worker {
                             "{at}set_tunnel: not supported (a vxlan port carries its own VNI)"
                         ));
                     }
-                    Action::Ct(_) => {
-                        return Err(format!(
-                            "{at}ct: not supported in flows yet (use nat-add for NAT with connection tracking)"
-                        ));
-                    }
                     Action::Meter(m) if !ft.meters.contains_key(m) => {
                         return Err(format!("{at}meter:{m}: no such meter (add-meter first)"));
                     }

@@ -238,16 +238,24 @@ impl Worker {
                 Ok(json!({"rules": rows}))
             }
             Command::CtShow => {
-                let conns: Vec<String> = self
+                let mut conns: Vec<String> = self
                     .dp
                     .nat
                     .ct
                     .iter(now as u32)
                     .map(|c| c.to_string())
                     .collect();
-                Ok(
-                    json!({"connections": conns, "count": self.dp.nat.ct.len(), "limit": self.dp.nat.ct.limit()}),
-                )
+                for (_, b) in self.dp.bridges() {
+                    conns.extend(
+                        b.flows
+                            .ct
+                            .rows(now as u32)
+                            .into_iter()
+                            .map(|r| format!("bridge={} {r}", b.name)),
+                    );
+                }
+                let count = conns.len();
+                Ok(json!({"connections": conns, "count": count, "limit": self.dp.nat.ct.limit()}))
             }
             Command::FdbAdd {
                 bridge,

@@ -1,0 +1,183 @@
+//! The flow `ct(...)` action: connection tracking per zone for OpenFlow-style stateful rules
+//! (`ct_state=+trk+new`, `ct(commit)`, `ct(nat(src=...))`), as ovs-ofctl writes them.
+//!
+//! Contract:
+//! - Each bridge keeps one connection table per zone, made on first use. `ct` looks the packet
+//!   up and returns its `ct_state`: `+trk` always; `+inv` for packets it cannot track (not IPv4
+//!   TCP/UDP/ICMP echo, truncated, fragments); otherwise `+new` until the connection has seen a
+//!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
+//! - `commit` creates the connection if the packet is new (with `nat(src=...)`/`nat(dst=...)`
+//!   it is translated); `nat` alone applies the translation of an existing connection.
+//! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
+
+use std::collections::BTreeMap;
+
+use super::{Meta, nat};
+use crate::conntrack::{
+    Conntrack, CtConfig, Direction, FlowKey, NatInfo, NatKind, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    PoolId, PortAllocator,
+};
+use crate::flow::{CtAction, CtNat, ct_state};
+use crate::packet::Frames;
+use crate::wire::{EtherType, ipv4};
+
+/// Connections per zone: at most this many per zone table.
+pub const ZONE_LIMIT: usize = 65536;
+
+/// One bridge's connection tracking for flows.
+#[derive(Default)]
+pub struct FlowConntrack {
+    zones: BTreeMap<u16, Zone>,
+}
+
+/// A source-NAT pool set: (address, first port, last port) and its TCP, UDP, ICMP pools.
+type SnatPools = (([u8; 4], u16, u16), [PoolId; 3]);
+
+struct Zone {
+    ct: Conntrack,
+    /// Source-NAT pools made so far.
+    pools: Vec<SnatPools>,
+}
+
+impl FlowConntrack {
+    /// Connections tracked in all zones.
+    pub fn len(&self) -> usize {
+        self.zones.values().map(|z| z.ct.len()).sum()
+    }
+
+    /// True if nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Expire old connections (`budget` slots per zone).
+    pub fn expire(&mut self, now: u32, budget: usize) {
+        for z in self.zones.values_mut() {
+            z.ct.expire(now, budget);
+        }
+    }
+
+    /// `ct-show` lines: `zone=N <connection>`.
+    pub fn rows(&self, now: u32) -> Vec<String> {
+        self.zones
+            .iter()
+            .flat_map(|(zone, z)| z.ct.iter(now).map(move |c| format!("zone={zone} {c}")))
+            .collect()
+    }
+
+    /// Run `a` for the frame in `m`; returns the packet's ct_state.
+    pub(super) fn apply(&mut self, frames: &mut Frames, m: &Meta, a: &CtAction, now: u32) -> u8 {
+        if m.ethertype != EtherType::IPV4 {
+            return ct_state::TRK | ct_state::INV;
+        }
+        let l3 = m.l3 as usize;
+        let (hl, total) = {
+            let data = frames.data(m.desc);
+            match ipv4::Packet::new_checked(&data[l3.min(data.len())..]) {
+                Ok(p) => (p.header_len(), p.total_len() as usize),
+                Err(_) => return ct_state::TRK | ct_state::INV,
+            }
+        };
+        let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
+            return ct_state::TRK | ct_state::INV;
+        };
+        let zone = match self.zones.entry(a.zone) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let Ok(ct) = Conntrack::new(CtConfig {
+                    limit: ZONE_LIMIT,
+                    ..CtConfig::default()
+                }) else {
+                    return ct_state::TRK | ct_state::INV;
+                };
+                e.insert(Zone {
+                    ct,
+                    pools: Vec::new(),
+                })
+            }
+        };
+        let found = zone.ct.lookup(&key, now);
+        let (id, dir) = match found {
+            Some(hit) => hit,
+            None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
+                Some(id) => (id, Direction::Original),
+                // Table full or ports exhausted: the packet is new and stays untracked.
+                None => return ct_state::TRK | ct_state::NEW,
+            },
+            None => return ct_state::TRK | ct_state::NEW,
+        };
+        zone.ct.update(id, dir, total as u32, flags, now);
+        let Some(conn) = zone.ct.conn(id) else {
+            return ct_state::TRK | ct_state::NEW;
+        };
+        let mut st = ct_state::TRK;
+        st |= match dir {
+            Direction::Reply => ct_state::RPL | ct_state::EST,
+            Direction::Original if conn.packets[Direction::Reply.index()] > 0 => ct_state::EST,
+            Direction::Original => ct_state::NEW,
+        };
+        if a.nat.is_some()
+            && let Some(n) = conn.nat
+        {
+            let to = conn.rewrite(dir);
+            nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &key, &to);
+            st |= match n.kind {
+                NatKind::Snat => ct_state::SNAT,
+                NatKind::Dnat => ct_state::DNAT,
+            };
+        }
+        st
+    }
+}
+
+impl Zone {
+    /// Create the connection for `key`, translated as `nat` says.
+    fn commit(
+        &mut self,
+        key: FlowKey,
+        nat: Option<&CtNat>,
+        now: u32,
+    ) -> Option<crate::conntrack::ConnId> {
+        match nat {
+            Some(CtNat::Src { addr, ports }) => {
+                let range = ports.unwrap_or((32768, 60999));
+                let pools = self.pools_for(addr.octets(), range)?;
+                let pool = match key.proto {
+                    PROTO_TCP => pools[0],
+                    PROTO_UDP => pools[1],
+                    _ => pools[2],
+                };
+                self.ct.snat(key, pool, now).ok()
+            }
+            Some(CtNat::Dst { addr, port }) => {
+                let port = match key.proto {
+                    PROTO_ICMP => key.dport,
+                    _ => port.unwrap_or(key.dport),
+                };
+                self.ct
+                    .create_nat_conn(key, NatInfo::dnat(addr.octets(), port), now)
+                    .ok()
+            }
+            Some(CtNat::Existing) | None => self.ct.insert(key, now).ok(),
+        }
+    }
+
+    fn pools_for(&mut self, addr: [u8; 4], (lo, hi): (u16, u16)) -> Option<[PoolId; 3]> {
+        if let Some((_, p)) = self.pools.iter().find(|(k, _)| *k == (addr, lo, hi)) {
+            return Some(*p);
+        }
+        let mut ids = [0; 3];
+        for (i, proto) in [PROTO_TCP, PROTO_UDP, PROTO_ICMP].into_iter().enumerate() {
+            let range = if proto == PROTO_ICMP {
+                1..=65535
+            } else {
+                lo..=hi
+            };
+            ids[i] = self
+                .ct
+                .add_pool(PortAllocator::new(addr, proto, range).ok()?);
+        }
+        self.pools.push(((addr, lo, hi), ids));
+        Some(ids)
+    }
+}
