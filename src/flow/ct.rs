@@ -344,7 +344,8 @@ impl fmt::Display for CtNat {
 }
 
 impl fmt::Display for CtAction {
-    /// `ct(commit,zone=5,table=2,nat(src=10.0.0.1:1024-2048))`.
+    /// `ct(commit,table=2,zone=5,nat(src=10.0.0.1:1024-2048))`: the order `ovs-ofctl
+    /// parse-flow` prints (checked against Open vSwitch 3.1).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "";
         f.write_str("ct(")?;
@@ -352,12 +353,12 @@ impl fmt::Display for CtAction {
             f.write_str("commit")?;
             sep = ",";
         }
-        if self.zone != 0 {
-            write!(f, "{sep}zone={}", self.zone)?;
-            sep = ",";
-        }
         if let Some(t) = self.table {
             write!(f, "{sep}table={t}")?;
+            sep = ",";
+        }
+        if self.zone != 0 {
+            write!(f, "{sep}zone={}", self.zone)?;
             sep = ",";
         }
         if let Some(n) = &self.nat {

@@ -882,7 +882,7 @@ fn test_parse_ct_action() {
                     ports: Some((1024, 2048)),
                 }),
             ),
-            "ct(commit,zone=5,table=2,nat(src=10.0.0.1:1024-2048))",
+            "ct(commit,table=2,zone=5,nat(src=10.0.0.1:1024-2048))",
         ),
         ("ct(table=1)", ct(false, 0, Some(1), None), "ct(table=1)"),
         ("ct(commit)", ct(true, 0, None, None), "ct(commit)"),
