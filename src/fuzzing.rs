@@ -173,6 +173,10 @@ pub fn router(data: &[u8]) {
             "priority=9,dl_vlan=5,actions=strip_vlan,resubmit(,1),mod_vlan_vid:6,output:0",
             "table=1,priority=1,actions=push_vlan:0x8100,mod_vlan_pcp:3,NORMAL",
             "priority=8,tcp,actions=set_field:10.0.1.3->ip_src,mod_tp_src:1,NORMAL",
+            "priority=11,udp,ct_state=-trk,actions=ct(table=2,zone=3,nat)",
+            "table=2,priority=5,udp,ct_state=+trk+new,actions=ct(commit,zone=3,nat(src=10.0.1.77:2000-2003)),NORMAL",
+            "table=2,priority=4,ct_state=+trk+est,actions=NORMAL",
+            "table=2,priority=3,ct_state=+inv,actions=drop",
             "priority=0,actions=NORMAL",
         ] {
             let f = crate::flow::parse_flow(text).expect("fuzz flow");
