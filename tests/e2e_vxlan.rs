@@ -68,9 +68,9 @@ fn interop_with_kernel_vxlan() {
     }
 
     // Capture the underlay on host B while pinging: it must decode as VXLAN VNI 42.
-    let cap = std::process::Command::new("ip")
+    let mut cap = std::process::Command::new("ip")
         .args([
-            "netns", "exec", &hb, "timeout", "15", "tshark", "-i", "eth0", "-c", "4",
+            "netns", "exec", &hb, "timeout", "20", "tshark", "-i", "eth0", "-c", "12",
         ])
         .args([
             "-f",
@@ -83,12 +83,27 @@ fn interop_with_kernel_vxlan() {
             "ip.src",
         ])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("tshark");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Wait until tshark says it is capturing (a fixed sleep missed packets on a busy machine).
+    {
+        use std::io::BufRead;
+        let err = cap.stderr.take().expect("tshark stderr");
+        let mut lines = std::io::BufReader::new(err).lines();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(15) {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("Capturing on") => break,
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        // Keep draining tshark's stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+    }
     assert!(
-        ping(&n("c1"), "192.168.42.2", 3),
+        ping(&n("c1"), "192.168.42.2", 6),
         "c1 -> c2 across uvs VTEP <-> kernel vxlan"
     );
     let out = cap.wait_with_output().unwrap();
