@@ -91,6 +91,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_ovs 2>/dev/null || true
     for pid in "${PIDS[@]}"; do kill_pid "$pid"; done
+    ip netns del "$OVS_NS" 2>/dev/null || true
     if [ -n "$KEEP" ] && [ -f "$TMP/flows.txt" ]; then cp "$TMP/flows.txt" "$KEEP"; fi
     rm -rf "$TMP"
     exit "$rc"
@@ -188,7 +189,11 @@ run_uvs() {
 
 # ---------------------------------------------------------------------------------------------
 # OVS
+# ovs-vswitchd runs in a namespace of its own: its netdev datapath creates TAP devices
+# (ovs-netdev, one per bridge) that outlive it; deleting the namespace removes them.
+OVS_NS="fi$$ovs"
 start_ovs() {
+    ip netns add "$OVS_NS"
     mkdir -p "$OVSDIR/run" "$OVSDIR/db" "$OVSDIR/log" "$OVSDIR/etc"
     export OVS_RUNDIR="$OVSDIR/run" OVS_DBDIR="$OVSDIR/db" OVS_LOGDIR="$OVSDIR/log" OVS_SYSCONFDIR="$OVSDIR/etc"
     ovsdb-tool create "$OVSDIR/db/conf.db" "$OVS_SCHEMA"
@@ -198,7 +203,7 @@ start_ovs() {
     OVSDB_PID=$!; PIDS+=("$OVSDB_PID")
     wait_for 10 test -S "$OVSDIR/run/db.sock" || { log "[ovs] ovsdb-server did not start"; return 1; }
     ovs_vsctl --no-wait init
-    ovs-vswitchd "unix:$OVSDIR/run/db.sock" --unixctl="$OVSDIR/run/ovs-vswitchd.ctl" \
+    ip netns exec "$OVS_NS" ovs-vswitchd "unix:$OVSDIR/run/db.sock" --unixctl="$OVSDIR/run/ovs-vswitchd.ctl" \
         --pidfile="$OVSDIR/run/ovs-vswitchd.pid" --log-file="$OVSDIR/log/ovs-vswitchd.log" \
         --no-chdir >/dev/null 2>&1 &
     OVSVS_PID=$!; PIDS+=("$OVSVS_PID")

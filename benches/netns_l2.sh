@@ -145,6 +145,10 @@ C1="${P}c1" C2="${P}c2"           # namespaces
 H1="${P}h1" H2="${P}h2"           # veth host ends (the ns ends are eth0)
 KBR="${P}kb"                      # kernel bridge
 OBR="${P}ob"                      # OVS bridge
+# OVS's netdev datapath leaves a TAP device "ovs-netdev" behind; remove it at exit unless it was
+# there before this run.
+OVS_NETDEV_BEFORE=0
+ip link show ovs-netdev >/dev/null 2>&1 && OVS_NETDEV_BEFORE=1
 T1="${P}t1" T2="${P}t2"           # uvs TAP ports
 # 198.18.0.0/15 (benchmarking range). Not 192.0.2.0/24: this machine's own eth0 is 192.0.2.2/24, and
 # the root namespace would answer ARP for it through a kernel bridge device.
@@ -177,6 +181,9 @@ cleanup() {
     for l in "$H1" "$H2" "$KBR" "$OBR" "$T1" "$T2"; do
         ip link show "$l" >/dev/null 2>&1 && ip link del "$l" 2>/dev/null || true
     done
+    if [ "$OVS_NETDEV_BEFORE" = 0 ] && ip link show ovs-netdev >/dev/null 2>&1; then
+        ip link del ovs-netdev 2>/dev/null || true
+    fi
     for ns in "$C1" "$C2"; do
         ip netns pids "$ns" 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
