@@ -6,10 +6,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// A monotonic time source in whole seconds.
+/// A monotonic time source.
 pub trait Clock: Send + Sync {
     /// Seconds since an arbitrary fixed origin.
     fn now_secs(&self) -> u64;
+
+    /// Milliseconds since the same origin (`now_secs() * 1000` at whole seconds).
+    fn now_ms(&self) -> u64 {
+        self.now_secs() * 1000
+    }
 }
 
 /// The real monotonic clock.
@@ -27,8 +32,12 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now_secs(&self) -> u64 {
-        // Start at 1 so that 0 can mean "never" in tables.
-        self.origin.elapsed().as_secs() + 1
+        self.now_ms() / 1000
+    }
+
+    fn now_ms(&self) -> u64 {
+        // Start at 1 s so that 0 can mean "never" in tables.
+        self.origin.elapsed().as_millis() as u64 + 1000
     }
 }
 

@@ -190,12 +190,15 @@ impl Worker {
             self.core = None;
         }
         crate::port::wait::request_short_slice(WORKER_SLICE_NS);
-        let mut last_traffic = Instant::now() - RECENT_TRAFFIC;
+        // One clock read per iteration (milliseconds); seconds for the tables derive from it.
+        let recent_ms = RECENT_TRAFFIC.as_millis() as u64;
+        let mut last_traffic_ms = 0u64;
         let mut batch: Vec<Desc> = Vec::with_capacity(BATCH);
         let mut fds: Vec<RawFd> = Vec::new();
         let mut pollfds = Vec::new();
         let mut idle_since: Option<Instant> = None;
-        let mut now = self.clock.now_secs();
+        let mut now_ms = self.clock.now_ms();
+        let mut now = now_ms / 1000;
         while !self.stop {
             // Requests wait while a bulk flow install is in progress, so they apply in order.
             while self.pending_flows.is_none()
@@ -229,9 +232,9 @@ impl Worker {
                 break;
             }
             self.stats.iterations += 1;
-            if self.stats.iterations.is_multiple_of(64) {
-                now = self.clock.now_secs();
-            }
+            now_ms = self.clock.now_ms();
+            now = now_ms / 1000;
+            self.dp.now_ms = now_ms;
             let moved = self.poll_once(&mut batch, now);
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
@@ -239,14 +242,14 @@ impl Worker {
             if moved > 0 {
                 self.stats.busy_iterations += 1;
                 idle_since = None;
-                last_traffic = Instant::now();
+                last_traffic_ms = now_ms;
                 continue;
             }
             if self.pending_flows.is_some() {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            let spin = if since.duration_since(last_traffic) < RECENT_TRAFFIC {
+            let spin = if now_ms.saturating_sub(last_traffic_ms) < recent_ms {
                 SPIN_WHEN_BUSY
             } else {
                 SPIN_BEFORE_SLEEP
@@ -269,7 +272,9 @@ impl Worker {
                 if pending_tx { 1 } else { MAX_SLEEP_MS },
             );
             self.waker.drain();
-            now = self.clock.now_secs();
+            now_ms = self.clock.now_ms();
+            now = now_ms / 1000;
+            self.dp.now_ms = now_ms;
             self.dp.age_fdbs(now as u32, AGE_BUDGET);
             idle_since = None;
         }
@@ -280,7 +285,6 @@ impl Worker {
     /// Returns the number of frames received.
     fn poll_once(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
         let mut moved = 0;
-        self.dp.now_ms = self.started.elapsed().as_millis() as u64;
         for (id, slot) in self.ports.iter_mut().enumerate() {
             let Some(port) = slot else { continue };
             port.service(&mut self.frames);
