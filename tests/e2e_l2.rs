@@ -7,34 +7,6 @@ mod common;
 
 use common::netns::*;
 
-/// Attach a container: afxdp => veth made by the test; tap => uvs makes the TAP device, which is
-/// then moved into the namespace. Returns the namespace's interface name.
-/// `at` is (bridge, namespace, port name).
-fn attach(
-    t: &mut Topology,
-    d: &Daemon,
-    at: (&str, &str, &str),
-    kind: &str,
-    ip: &str,
-    opts: &[&str],
-) -> String {
-    let (br, ns, port) = at;
-    let mut args = vec!["add-port", br, port];
-    let ty = format!("type={kind}");
-    args.push(&ty);
-    args.extend_from_slice(opts);
-    if kind == "afxdp" {
-        t.container(ns, port, ip);
-        d.ctl(&args);
-        "eth0".into()
-    } else {
-        t.netns(ns);
-        d.ctl(&args);
-        t.adopt(ns, port, ip);
-        port.into()
-    }
-}
-
 fn two_containers(kinds: (&str, &str), tag: &str) {
     if !root_or_skip(tag) {
         return;

@@ -30,13 +30,25 @@ fn gateway_routing_and_static_route() {
     d.ctl(&["add-br", "br1", "gateway=10.9.0.1/24"]);
     d.ctl(&["add-br", "ext", "gateway=10.250.0.1/24"]);
     // c1 on AF_XDP in br0, c2 on TAP in br1, "outside" host o on AF_XDP in ext.
-    t.container(&n("c1"), &n("p1"), "172.31.5.2/24");
-    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c1"), &n("p1")),
+        "afxdp",
+        "172.31.5.2/24",
+        &[],
+    );
     t.netns(&n("c2"));
     d.ctl(&["add-port", "br1", &n("p2"), "type=tap"]);
     t.adopt(&n("c2"), &n("p2"), "10.9.0.2/24");
-    t.container(&n("o"), &n("po"), "10.250.0.2/24");
-    d.ctl(&["add-port", "ext", &n("po"), "type=afxdp"]);
+    attach(
+        &mut t,
+        &d,
+        ("ext", &n("o"), &n("po")),
+        "afxdp",
+        "10.250.0.2/24",
+        &[],
+    );
     sh(&[
         "ip",
         "-n",
@@ -128,10 +140,22 @@ fn masquerade_and_port_mapping_like_docker() {
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0", "gateway=172.31.5.1/24"]);
     d.ctl(&["add-br", "ext", "gateway=10.250.0.1/24"]);
-    t.container(&n("c1"), &n("p1"), "172.31.5.2/24");
-    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
-    t.container(&n("o"), &n("po"), "10.250.0.2/24");
-    d.ctl(&["add-port", "ext", &n("po"), "type=afxdp"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c1"), &n("p1")),
+        "afxdp",
+        "172.31.5.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("ext", &n("o"), &n("po")),
+        "afxdp",
+        "10.250.0.2/24",
+        &[],
+    );
     sh(&[
         "ip",
         "-n",

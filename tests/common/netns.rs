@@ -317,8 +317,7 @@ pub fn vxlan_uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
     let n = |s: &str| format!("{p}{s}");
     d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
     d.ctl(&["add-br", "br0"]);
-    t.container(hb, &n("ua"), "10.252.0.2/24");
-    d.ctl(&["add-port", "ul", &n("ua"), "type=afxdp"]);
+    attach(t, d, ("ul", hb, &n("ua")), "afxdp", "10.252.0.2/24", &[]);
     t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
     sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
     d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
@@ -331,4 +330,32 @@ pub fn vxlan_uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
         "local_ip=10.252.0.1",
         "remote_ip=10.252.0.2",
     ]);
+}
+
+/// Attach a container: afxdp => veth made by the test; tap => uvs makes the TAP device, which is
+/// then moved into the namespace. Returns the namespace's interface name.
+/// `at` is (bridge, namespace, port name).
+pub fn attach(
+    t: &mut Topology,
+    d: &Daemon,
+    at: (&str, &str, &str),
+    kind: &str,
+    ip: &str,
+    opts: &[&str],
+) -> String {
+    let (br, ns, port) = at;
+    let mut args = vec!["add-port", br, port];
+    let ty = format!("type={kind}");
+    args.push(&ty);
+    args.extend_from_slice(opts);
+    if kind == "afxdp" {
+        t.container(ns, port, ip);
+        d.ctl(&args);
+        "eth0".into()
+    } else {
+        t.netns(ns);
+        d.ctl(&args);
+        t.adopt(ns, port, ip);
+        port.into()
+    }
 }
