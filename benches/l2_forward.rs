@@ -12,11 +12,14 @@
 
 use std::time::Instant;
 
-use uvs::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
+mod common;
+
+use common::{median5, mem_port};
+use uvs::datapath::{BridgeOptions, Datapath};
 use uvs::packet::Frames;
 use uvs::pipeline::Pipeline;
+use uvs::port::Port;
 use uvs::port::mem::MemPort;
-use uvs::port::{Port, PortKind};
 
 const BURST: usize = 32;
 const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -36,10 +39,6 @@ fn template() -> Vec<u8> {
     f
 }
 
-fn state(name: &str, bridge: u16) -> PortState {
-    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
-}
-
 /// Forward `frames` frames with `macs` learned MACs; returns ns per frame. With `ports_only`
 /// the pipeline is skipped (replay straight to sink): the mem ports' own cost, to subtract.
 fn run(frames_n: u64, macs: usize, ports_only: bool) -> f64 {
@@ -54,8 +53,8 @@ fn run(frames_n: u64, macs: usize, ports_only: bool) -> f64 {
             },
         )
         .unwrap();
-    dp.add_port(0, state("in", b)).unwrap();
-    dp.add_port(1, state("out", b)).unwrap();
+    dp.add_port(0, mem_port("in", b)).unwrap();
+    dp.add_port(1, mem_port("out", b)).unwrap();
     let fdb = &mut dp.bridge_mut(b).unwrap().fdb;
     let dst = u64::from_be_bytes([0, 0, DST[0], DST[1], DST[2], DST[3], DST[4], DST[5]]);
     fdb.learn(0, dst, 1, 1);
@@ -105,11 +104,7 @@ fn main() {
         }
         return;
     }
-    let median = |macs: usize, ports_only: bool| {
-        let mut v: Vec<f64> = (0..5).map(|_| run(2_000_000, macs, ports_only)).collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[2]
-    };
+    let median = |macs: usize, ports_only: bool| median5(|| run(2_000_000, macs, ports_only));
     let io = median(10, true);
     println!("| learned MACs | ns/frame with mem ports | ns/frame pipeline only |");
     println!("|---|---|---|");

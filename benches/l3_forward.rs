@@ -7,19 +7,17 @@
 //! `benches/callgrind.sh l3_forward "--routes 1" "--routes 1000000" "--nat --conns 1000" ...`
 //! gives instructions per frame (setup cancels out: two runs, N and 2N frames).
 
-use std::time::Instant;
+mod common;
 
+use common::{forward_all, median5, mem_port};
 use uvs::conntrack::{CtConfig, FlowKey};
-use uvs::datapath::{BridgeOptions, Datapath, Gateway, PortState, VlanMode};
+use uvs::datapath::{BridgeOptions, Datapath, Gateway};
 use uvs::nat::Nat;
 use uvs::packet::Frames;
-use uvs::pipeline::Pipeline;
 use uvs::port::mem::MemPort;
-use uvs::port::{Port, PortKind};
 use uvs::route::{Route, RouteKind};
 use uvs::wire::MacAddr;
 
-const BURST: usize = 32;
 const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const HOST_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
 
@@ -37,10 +35,6 @@ fn template(gw0: MacAddr) -> Vec<u8> {
     f.extend_from_slice(&ip);
     f.resize(60, 0);
     f
-}
-
-fn port(name: &str, bridge: u16) -> PortState {
-    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
 }
 
 struct Rng(u64);
@@ -78,8 +72,8 @@ fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
         }),
     )
     .unwrap();
-    dp.add_port(0, port("in", b0)).unwrap();
-    dp.add_port(1, port("out", b1)).unwrap();
+    dp.add_port(0, mem_port("in", b0)).unwrap();
+    dp.add_port(1, mem_port("out", b1)).unwrap();
     dp.neigh.learn(b1, [10, 0, 2, 2], HOST_B, 1);
     dp.bridge_mut(b1)
         .unwrap()
@@ -127,19 +121,7 @@ fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
     }
     let mut rx = MemPort::replay(0, &template(gw0), frames_n);
     let mut sink = MemPort::sink(1);
-    let mut pipeline = Pipeline::new();
-    let mut batch = Vec::with_capacity(BURST);
-    let t = Instant::now();
-    loop {
-        if rx.rx_burst(&mut frames, &mut batch, BURST) == 0 {
-            break;
-        }
-        pipeline.process(&mut dp, &mut frames, 0, &mut batch, 1);
-        sink.tx_burst(&mut frames, &mut dp.out[1]);
-    }
-    let ns = t.elapsed().as_nanos() as f64 / frames_n as f64;
-    assert_eq!(sink.tx_count(), frames_n, "every frame routed");
-    ns
+    forward_all(&mut dp, &mut frames, &mut rx, &mut sink, (0, 1), frames_n)
 }
 
 fn main() {
@@ -163,11 +145,8 @@ fn main() {
         }
         return;
     }
-    let median = |routes: usize, nat: bool, conns: usize| {
-        let mut v: Vec<f64> = (0..5).map(|_| run(1_000_000, routes, nat, conns)).collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[2]
-    };
+    let median =
+        |routes: usize, nat: bool, conns: usize| median5(|| run(1_000_000, routes, nat, conns));
     println!("| case | ns/frame (median of 5, 1M frames, mem ports included) |");
     println!("|---|---|");
     for routes in [2usize, 1_000, 1_000_000] {

@@ -7,17 +7,15 @@
 //! uplink encapsulated. decap: VXLAN packets arriving on the uplink are decapsulated and leave
 //! port `a`. l2: the same inner frame switched between two plain ports (the baseline).
 
-use std::time::Instant;
+mod common;
 
-use uvs::datapath::{BridgeOptions, Datapath, Gateway, PortState, VlanMode};
+use common::{forward_all, median5, mem_port};
+use uvs::datapath::{BridgeOptions, Datapath, Gateway};
 use uvs::packet::Frames;
-use uvs::pipeline::Pipeline;
 use uvs::port::mem::MemPort;
-use uvs::port::{Port, PortKind};
 use uvs::vxlan::{Tunnel, TunnelConf};
 use uvs::wire::MacAddr;
 
-const BURST: usize = 32;
 const LOCAL: [u8; 4] = [10, 252, 0, 1];
 const REMOTE: [u8; 4] = [10, 252, 0, 2];
 const HOST_A: [u8; 6] = [2, 0, 0, 0, 0, 0x0a];
@@ -58,10 +56,6 @@ fn outer(gw: MacAddr, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn port(name: &str, bridge: u16) -> PortState {
-    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
-}
-
 fn run(frames_n: u64, mode: &str) -> f64 {
     let mut frames = Frames::new(4096).unwrap();
     let mut dp = Datapath::new();
@@ -77,9 +71,9 @@ fn run(frames_n: u64, mode: &str) -> f64 {
         }),
     )
     .unwrap();
-    dp.add_port(0, port("uplink", ul)).unwrap();
-    dp.add_port(1, port("a", br0)).unwrap();
-    let mut vx = port("vx0", br0);
+    dp.add_port(0, mem_port("uplink", ul)).unwrap();
+    dp.add_port(1, mem_port("a", br0)).unwrap();
+    let mut vx = mem_port("vx0", br0);
     vx.mtu = u16::MAX as u32;
     vx.partial_csum_in = mode != "l2";
     let mut t = Tunnel::new(TunnelConf {
@@ -114,19 +108,14 @@ fn run(frames_n: u64, mode: &str) -> f64 {
     };
     let mut rx = MemPort::replay(in_port, &template, frames_n);
     let mut sink = MemPort::sink(out_port as u16);
-    let mut pipeline = Pipeline::new();
-    let mut batch = Vec::with_capacity(BURST);
-    let t = Instant::now();
-    loop {
-        if rx.rx_burst(&mut frames, &mut batch, BURST) == 0 {
-            break;
-        }
-        pipeline.process(&mut dp, &mut frames, in_port, &mut batch, 1);
-        sink.tx_burst(&mut frames, &mut dp.out[out_port]);
-    }
-    let ns = t.elapsed().as_nanos() as f64 / frames_n as f64;
-    assert_eq!(sink.tx_count(), frames_n, "{mode}: every frame delivered");
-    ns
+    forward_all(
+        &mut dp,
+        &mut frames,
+        &mut rx,
+        &mut sink,
+        (in_port, out_port),
+        frames_n,
+    )
 }
 
 fn main() {
@@ -148,8 +137,6 @@ fn main() {
     println!("| path | ns/frame (median of 5, 1M frames, mem ports included) |");
     println!("|---|---|");
     for mode in ["l2", "encap", "decap"] {
-        let mut v: Vec<f64> = (0..5).map(|_| run(1_000_000, mode)).collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        println!("| {mode} | {:.1} |", v[2]);
+        println!("| {mode} | {:.1} |", median5(|| run(1_000_000, mode)));
     }
 }
