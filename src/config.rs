@@ -238,9 +238,21 @@ pub struct BridgeSpec {
     /// Gateway MAC (default: 02:75:76 + a hash of the bridge name, stable across restarts).
     #[serde(default)]
     pub gateway_mac: Option<String>,
+    /// Docker's isolation of user networks (default false): no routed traffic between this bridge
+    /// and any other isolated bridge; non-isolated bridges (an uplink) stay reachable.
+    #[serde(default)]
+    pub isolated: bool,
+    /// Inter-container communication inside the bridge (default true). `icc = false` drops
+    /// port-to-port traffic; the gateway and port mappings still work.
+    #[serde(default = "default_true")]
+    pub icc: bool,
     /// Ports of this bridge.
     #[serde(default)]
     pub port: Vec<PortSpec>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_capacity() -> usize {
@@ -272,6 +284,9 @@ pub struct PortSpec {
     /// Device MTU to set (tap).
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// The OpenFlow port number asked for (1..0xfeff); None: the lowest free one.
+    #[serde(default)]
+    pub ofport_request: Option<u16>,
     /// VXLAN options (vxlan): `vni`, `local_ip`, `remote_ip` ("A,B"), `dst_port`, `learning`
     /// ("on"/"off"), `ttl`, `df`, as `add-port` takes them.
     #[serde(default, flatten)]
@@ -304,6 +319,8 @@ impl BridgeSpec {
             aging: DEFAULT_AGING,
             gateway: None,
             gateway_mac: None,
+            isolated: false,
+            icc: true,
             port: Vec::new(),
         };
         for (k, v) in kv_pairs(args)? {
@@ -354,6 +371,7 @@ impl PortSpec {
             trunks: None,
             xdp_mode: XdpModeSpec::Auto,
             mtu: None,
+            ofport_request: None,
             tunnel: Default::default(),
         };
         for (k, v) in kv_pairs(args)? {

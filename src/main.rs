@@ -69,6 +69,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Run {
@@ -88,6 +89,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Log lines (control changes, port state changes) go to stderr, one line each, with a level;
+/// `UVS_LOG` (or `RUST_LOG`) filters them, e.g. `UVS_LOG=debug` (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("UVS_LOG")
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
