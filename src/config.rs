@@ -405,13 +405,14 @@ impl PortSpec {
                     }
                 }
                 "mtu" => p.mtu = Some(num(k, v)?),
+                "ofport_request" => p.ofport_request = Some(num(k, v)?),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -480,7 +481,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

@@ -64,6 +64,7 @@ drop_reasons! {
     VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
     FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
+    FlowOtherBridge => "flow-other-bridge", "frame a flow action sent to this port from another bridge (refused at output)";
 }
 
 /// Counters of one port.

@@ -147,6 +147,9 @@ pub struct PortState {
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
     /// Counters.
     pub counters: PortCounters,
+    /// OpenFlow port number in its bridge (see `ofport`); set by `Datapath::add_port`, which
+    /// takes a non-zero value here as the `ofport_request`.
+    pub ofport: u16,
 }
 
 impl PortState {
@@ -162,6 +165,7 @@ impl PortState {
             learn: true,
             tunnel: None,
             counters: PortCounters::default(),
+            ofport: 0,
         }
     }
 }
@@ -485,8 +489,28 @@ impl Datapath {
         }
     }
 
-    /// Attach a port (whose IO object the caller holds) under id `id` from `next_port_id`.
-    pub fn add_port(&mut self, id: PortId, state: PortState) -> Result<(), String> {
+    /// The OpenFlow port number a new port `name` of bridge `bridge` would get (`request`:
+    /// `ofport_request`), or why it cannot have one. Changes nothing.
+    pub fn choose_ofport(
+        &self,
+        bridge: u16,
+        name: &str,
+        request: Option<u16>,
+    ) -> Result<u16, String> {
+        let ft = &self
+            .bridge(bridge)
+            .ok_or_else(|| format!("no bridge #{bridge}"))?
+            .flows;
+        let used = ft.referenced();
+        ft.ports
+            .choose(name, request.map(u32::from), &|n| used.contains(&n))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Attach a port (whose IO object the caller holds) under id `id` from `next_port_id`. It
+    /// gets an OpenFlow port number in its bridge: `state.ofport` if non-zero (the request),
+    /// else as `OfPorts::choose` decides. Returns nothing; `port(id).ofport` has the number.
+    pub fn add_port(&mut self, id: PortId, mut state: PortState) -> Result<(), String> {
         validate_name(&state.name, "port")?;
         if self.port_id(&state.name).is_some() {
             return Err(format!("port '{}' already exists", state.name));
@@ -499,16 +523,20 @@ impl Datapath {
         if i > self.ports.len() || self.ports.get(i).is_some_and(|p| p.is_some()) {
             return Err(format!("port id {id} is not free"));
         }
+        let request = (state.ofport != 0).then_some(state.ofport);
+        state.ofport = self.choose_ofport(bridge, &state.name, request)?;
         if i == self.ports.len() {
             self.ports.push(None);
             self.out.push(Vec::with_capacity(BATCH * 2));
         }
+        let (name, ofport) = (state.name.clone(), state.ofport);
         self.ports[i] = Some(state);
         if let Some(b) = self.bridge_mut(bridge) {
             b.ports.push(id);
+            b.flows.ports.insert(&name, ofport, id);
+            b.flows.emc.clear();
         }
         self.update_l3_mtu(bridge);
-        self.refresh_port_names(bridge);
         Ok(())
     }
 
@@ -523,10 +551,11 @@ impl Datapath {
         if let Some(b) = self.bridge_mut(p.bridge) {
             b.ports.retain(|&x| x != id);
             b.fdb.flush(Some(id));
+            b.flows.ports.remove(&p.name);
+            b.flows.emc.clear();
         }
         self.update_l3_mtu(p.bridge);
         self.refresh_tunnels();
-        self.refresh_port_names(p.bridge);
         Ok(std::mem::take(&mut self.out[id as usize]))
     }
 
@@ -538,19 +567,6 @@ impl Datapath {
             .bridges()
             .find(|(_, b)| b.gateway.is_some_and(|g| g.ip == t.conf.local_ip))?;
         Some(b.l3_mtu.saturating_sub(crate::wire::vxlan::OVERHEAD as u32))
-    }
-
-    /// Refresh the port-name table a bridge's flows resolve `output:NAME` with.
-    pub fn refresh_port_names(&mut self, bridge: u16) {
-        let Some(b) = self.bridge(bridge) else { return };
-        let names: Vec<(String, PortId)> = b
-            .ports
-            .iter()
-            .filter_map(|&p| self.port(p).map(|s| (s.name.clone(), p)))
-            .collect();
-        if let Some(b) = self.bridge_mut(bridge) {
-            b.flows.names = names;
-        }
     }
 
     /// Recompute the list of tunnel ports (after a port change).

@@ -29,14 +29,9 @@ fn net() -> Net {
 impl Net {
     fn add(&mut self, text: &str) {
         let ft = &mut self.h.dp.bridge_mut(self.b).unwrap().flows;
-        let names = ft.names.clone();
-        let f = parse_flow(text).unwrap();
-        ft.cls
-            .add(f, 0, |r| match r {
-                uvs::flow::PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|x| x.1),
-                uvs::flow::PortRef::Num(n) => Some(*n),
-            })
-            .unwrap();
+        let mut f = parse_flow(text).unwrap();
+        ft.bind_ports(&mut f).unwrap();
+        ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
         ft.refresh();
     }
 

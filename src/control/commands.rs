@@ -480,20 +480,30 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "dump-flows",
-        "dump-flows BRIDGE [MATCH]",
+        "dump-flows [--names] BRIDGE [MATCH]",
         1,
         UNLIMITED,
         move |a| {
-            let filter = if a.len() > 1 {
-                Some(parse_filter(&a[1..].join(" ")).map_err(|e| CtlError::new(e.to_string()))?)
-            } else {
+            let names = a.iter().any(|x| x == "--names");
+            let a: Vec<&String> = a.iter().filter(|x| !x.starts_with("--")).collect();
+            if let Some(bad) = a.first().filter(|x| x.starts_with('-')) {
+                return Err(CtlError::new(format!("dump-flows: unknown option '{bad}'")));
+            }
+            let Some(bridge) = a.first() else {
+                return Err(CtlError::new("usage: dump-flows [--names] BRIDGE [MATCH]"));
+            };
+            let rest: Vec<&str> = a[1..].iter().map(|s| s.as_str()).collect();
+            let filter = if rest.is_empty() {
                 None
+            } else {
+                Some(parse_filter(&rest.join(" ")).map_err(|e| CtlError::new(e.to_string()))?)
             };
             let v = ask(
                 &w,
                 Command::FlowDump {
-                    bridge: a[0].clone(),
+                    bridge: bridge.to_string(),
                     filter,
+                    names,
                 },
             )?;
             let mut s = String::new();

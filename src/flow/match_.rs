@@ -36,6 +36,17 @@ pub enum PortRef {
     Num(u16),
 }
 
+impl PortRef {
+    /// The number (0 for a name: flows hold numbers once added to a bridge).
+    #[inline]
+    pub fn num(&self) -> u16 {
+        match self {
+            PortRef::Num(n) => *n,
+            PortRef::Name(_) => 0,
+        }
+    }
+}
+
 impl fmt::Display for PortRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

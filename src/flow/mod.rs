@@ -165,6 +165,16 @@ impl Flow {
             .chain(outs)
     }
 
+    /// Every port reference of the flow (in_port, outputs), to rewrite them (names to numbers
+    /// when a flow is added, numbers to names for `dump-flows --names`).
+    pub fn ports_mut(&mut self) -> impl Iterator<Item = &mut PortRef> {
+        let outs = self.actions.iter_mut().filter_map(|a| match a {
+            Action::Output(p) => Some(p),
+            _ => None,
+        });
+        self.m.in_port.as_mut().into_iter().chain(outs)
+    }
+
     /// The match and actions, ovs-ofctl style: `priority=100,icmp,nw_src=10.0.0.1 actions=drop`.
     fn write_body(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.m.to_string();

@@ -19,7 +19,10 @@ use crate::counters::DropReason;
 use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::flow::meter::Meters;
-use crate::flow::{Action, Classifier, Emc, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField};
+use crate::flow::{
+    Action, Actions, Classifier, Emc, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
+};
+use crate::ofport::{OFPP_MAX, OfPorts};
 use crate::packet::Frames;
 use crate::wire::checksum::update16;
 use crate::wire::{EtherType, vlan};
@@ -39,8 +42,9 @@ pub struct FlowTable {
     pub meters: Meters,
     /// False while only the default NORMAL flow is installed (the stage is skipped).
     pub active: bool,
-    /// Port names of the bridge and their ids, for `output:NAME`.
-    pub names: Vec<(String, PortId)>,
+    /// The bridge's OpenFlow port numbers: `in_port=N` and `output:N` mean these, and only
+    /// this bridge's ports can be reached through them.
+    pub ports: OfPorts,
     /// Connection tracking for `ct(...)` actions, per zone.
     pub ct: super::ct::FlowConntrack,
 }
@@ -55,7 +59,7 @@ impl Default for FlowTable {
             emc: Emc::new(EMC_ENTRIES),
             meters: Meters::new(),
             active: false,
-            names: Vec::new(),
+            ports: OfPorts::default(),
             ct: Default::default(),
         }
     }
@@ -70,21 +74,43 @@ impl FlowTable {
         self.emc.clear();
     }
 
-    /// Resolve a port reference among this bridge's ports.
-    pub fn resolve(&self, r: &PortRef) -> Option<PortId> {
+    /// The OpenFlow number a port reference means in this bridge: a number as it is (1 to
+    /// 0xfeff, whether or not a port has it now, as OVS allows), a name if a port has it.
+    pub fn resolve(&self, r: &PortRef) -> Option<u16> {
         match r {
-            PortRef::Name(n) => self.names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
-            PortRef::Num(n) => self.names.iter().find(|(_, id)| id == n).map(|(_, id)| *id),
+            PortRef::Name(n) => self.ports.by_name(n),
+            PortRef::Num(n) => (1..=OFPP_MAX).contains(n).then_some(*n),
         }
+    }
+
+    /// Rewrite the port names of flow `f` to this bridge's port numbers (what a flow holds once
+    /// added). Fails with the field and the reference that names no port of the bridge or is
+    /// out of range.
+    pub fn bind_ports(&self, f: &mut Flow) -> Result<(), (&'static str, PortRef)> {
+        if let Some((what, p)) = f.ports().find(|(_, p)| self.resolve(p).is_none()) {
+            return Err((what, p.clone()));
+        }
+        for p in f.ports_mut() {
+            *p = PortRef::Num(self.resolve(p).expect("checked above"));
+        }
+        Ok(())
+    }
+
+    /// The port numbers the flows of this bridge name (in_port or output).
+    pub fn referenced(&self) -> std::collections::BTreeSet<u16> {
+        self.cls
+            .iter()
+            .flat_map(|(_, f)| f.ports().map(|(_, p)| p.num()).collect::<Vec<_>>())
+            .collect()
     }
 }
 
-/// The packet key of frame `data` (metadata `m`) received on `in_port`.
+/// The packet key of frame `data` (metadata `m`) received on OpenFlow port `in_port`.
 #[inline]
 pub(crate) fn packet_key(
     data: &[u8],
     m: &Meta,
-    in_port: PortId,
+    in_port: u16,
     tun_id: u64,
     (ct_state, ct_zone): (u8, u16),
 ) -> PacketKey {
@@ -140,35 +166,56 @@ pub(crate) fn packet_key(
     k
 }
 
-/// Run the flow tables over `meta`.
+/// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
+/// actions send to NORMAL are appended to `meta` (the learning switch takes them next); copies
+/// sent to ports go to `made`.
 pub(super) fn run(
     dp: &mut Datapath,
     frames: &mut Frames,
     bridge: u16,
     in_port: PortId,
-    meta: &mut [Meta],
+    meta: &mut Vec<Meta>,
     made: &mut Vec<Meta>,
 ) {
     let now_ms = dp.now_ms;
-    let tun_id = dp
-        .port(in_port)
-        .and_then(|p| p.tunnel.as_ref())
-        .map_or(0, |t| t.conf.vni as u64);
+    let (tun_id, in_ofport) = dp.port(in_port).map_or((0, 0), |p| {
+        (p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64), p.ofport)
+    });
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
     let ft = &mut b.flows;
     let mut drops = 0u64;
     let mut credit = Credit::default();
-    for m in meta.iter_mut() {
+    let port = Ingress {
+        id: in_port,
+        ofport: in_ofport,
+        tun_id,
+    };
+    for i in 0..meta.len() {
+        let mut m = meta[i];
         if m.dest != Dest::Normal {
             continue;
         }
-        if !execute(ft, frames, in_port, m, made, tun_id, now_ms, &mut credit) {
+        let mut out = Emitted { made, meta };
+        let r = execute(
+            ft,
+            frames,
+            port,
+            &mut m,
+            &mut out,
+            now_ms,
+            &mut credit,
+            &mut NoTrace,
+        );
+        if !r.kept {
             frames.free(m.desc.addr);
             m.dest = Dest::Pending;
-            drops += 1;
+            if !r.emitted {
+                drops += 1;
+            }
         }
+        meta[i] = m;
     }
     credit.flush(&ft.cls, now_ms);
     if drops != 0
@@ -181,7 +228,7 @@ pub(super) fn run(
 /// Flow counters accumulated over consecutive frames of one flow and written to the (shared,
 /// atomic) counters once per run of frames instead of once per frame.
 #[derive(Default)]
-struct Credit {
+pub(crate) struct Credit {
     flow: Option<FlowId>,
     packets: u64,
     bytes: u64,
@@ -198,7 +245,7 @@ impl Credit {
         self.bytes += bytes;
     }
 
-    fn flush(&mut self, cls: &Classifier, now_ms: u64) {
+    pub(crate) fn flush(&mut self, cls: &Classifier, now_ms: u64) {
         if let Some(id) = self.flow.take() {
             cls.credit(id, self.packets, self.bytes, now_ms);
         }
@@ -207,56 +254,183 @@ impl Credit {
     }
 }
 
-/// Run one frame through the tables. Returns false if it is to be dropped.
+/// The port a frame arrived on, as the flow tables see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ingress {
+    /// Internal port id (`IN_PORT` sends back to it).
+    pub id: PortId,
+    /// Its OpenFlow number (what `in_port=` matches).
+    pub ofport: u16,
+    /// Its tunnel's VNI (`tun_id`), 0 for other ports.
+    pub tun_id: u64,
+}
+
+/// Where copies made by actions go: to ports (`made`), or to NORMAL (`meta`, behind the
+/// frames of the burst).
+pub(crate) struct Emitted<'a> {
+    /// Copies for ports, flood and in_port.
+    pub made: &'a mut Vec<Meta>,
+    /// Copies for NORMAL.
+    pub meta: &'a mut Vec<Meta>,
+}
+
+/// What `execute` did with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The frame itself carries the last decision in `m.dest` (else the caller frees it).
+    pub kept: bool,
+    /// At least one copy was sent before.
+    pub emitted: bool,
+}
+
+/// What `trace` learns from a run of `execute`. The datapath runs with `NoTrace`, which the
+/// compiler removes; `DRY` runs change no state (no counters, meters or connections).
+pub(crate) trait Tracer {
+    /// Run without side effects on tables.
+    const DRY: bool;
+    /// A line of the trace (built only when tracing).
+    fn line(&mut self, f: impl FnOnce() -> String);
+    /// A decision was carried out: the frame, as it is now, goes to `dest`.
+    fn sent(&mut self, dest: Dest);
+}
+
+/// The datapath's tracer: does nothing.
+pub(crate) struct NoTrace;
+
+impl Tracer for NoTrace {
+    const DRY: bool = false;
+    #[inline(always)]
+    fn line(&mut self, _: impl FnOnce() -> String) {}
+    #[inline(always)]
+    fn sent(&mut self, _: Dest) {}
+}
+
+/// The decision waiting to be carried out (the last output or NORMAL seen) and whether a copy
+/// was sent already. The decision is carried out on a copy when a later action changes the
+/// frame or decides again, and on the frame itself when the actions end, so every action runs
+/// in order on the frame as it is at that point, as in OVS.
+struct Pending(Option<Dest>, bool);
+
+impl Pending {
+    /// Carry out the waiting decision on a copy of the frame as it is now.
+    #[inline]
+    fn flush<T: Tracer>(&mut self, frames: &mut Frames, m: &Meta, out: &mut Emitted, t: &mut T) {
+        let Some(dest) = self.0.take() else { return };
+        self.1 = true;
+        t.sent(dest);
+        if T::DRY {
+            return;
+        }
+        let Some(copy) = frames.clone_frame(m.desc) else {
+            return;
+        };
+        let c = Meta {
+            desc: copy,
+            dest,
+            raw: dest != Dest::Normal,
+            ..*m
+        };
+        if dest == Dest::Normal {
+            out.meta.push(c);
+        } else {
+            out.made.push(c);
+        }
+    }
+
+    /// A new decision: the previous one is carried out first.
+    #[inline]
+    fn decide<T: Tracer>(
+        &mut self,
+        frames: &mut Frames,
+        m: &Meta,
+        out: &mut Emitted,
+        t: &mut T,
+        dest: Dest,
+    ) {
+        self.flush(frames, m, out, t);
+        self.0 = Some(dest);
+    }
+
+    /// The actions are over: the waiting decision takes the frame itself.
+    #[inline]
+    fn finish<T: Tracer>(self, m: &mut Meta, t: &mut T) -> Outcome {
+        match self.0 {
+            Some(dest) => {
+                t.sent(dest);
+                m.dest = dest;
+                m.raw = dest != Dest::Normal;
+                Outcome {
+                    kept: true,
+                    emitted: self.1,
+                }
+            }
+            None => {
+                if !self.1 {
+                    t.line(|| "    no output action -> drop".into());
+                }
+                Outcome {
+                    kept: false,
+                    emitted: self.1,
+                }
+            }
+        }
+    }
+}
+
+/// Run one frame through the tables and its flows' actions, in order (see `Pending`). The
+/// datapath (`NoTrace`) and `trace` both run this.
 #[allow(clippy::too_many_arguments)]
-fn execute(
+pub(crate) fn execute<T: Tracer>(
     ft: &mut FlowTable,
     frames: &mut Frames,
-    in_port: PortId,
+    port: Ingress,
     m: &mut Meta,
-    made: &mut Vec<Meta>,
-    tun_id: u64,
+    out: &mut Emitted,
     now_ms: u64,
     credit: &mut Credit,
-) -> bool {
+    t: &mut T,
+) -> Outcome {
     let FlowTable {
         cls,
         emc,
         meters,
-        names,
+        ports,
         ct: conntrack,
         ..
     } = ft;
     // (ct_state, ct_zone) after the last ct() action; 0 before any.
     let mut ct = (0u8, 0u16);
-    let resolve = |r: &PortRef| match r {
-        PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
-        PortRef::Num(n) => Some(*n),
-    };
-    let mut decided = false;
+    let mut pending = Pending(None, false);
     // (flow, next action) of flows waiting for a resubmit to finish.
     let mut stack = [(FlowId(0), 0usize); MAX_DEPTH];
     let mut depth = 0;
     let mut lookups = 1;
-    let first = {
-        let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
-        match emc.lookup(cls, 0, &key) {
-            Some(id) => id,
-            None => return false,
-        }
+    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+    let found = if T::DRY {
+        cls.lookup(0, &key)
+    } else {
+        emc.lookup(cls, 0, &key)
+    };
+    let Some(first) = found else {
+        t.line(|| "table 0: no matching flow -> drop".into());
+        return pending.finish(m, t);
     };
     let mut cur = (first, 0usize);
+    let mut table = 0u8;
     loop {
         let Some(flow) = cls.get(cur.0) else {
-            return decided;
+            return pending.finish(m, t);
         };
         if cur.1 == 0 {
-            credit.add(cls, cur.0, m.desc.len as u64, now_ms);
+            if !T::DRY {
+                credit.add(cls, cur.0, m.desc.len as u64, now_ms);
+            }
+            t.line(|| format!("table {table}: {flow}"));
         }
         let Some(action) = flow.actions.get(cur.1) else {
             // This flow's actions are done: back to the flow that resubmitted, if any.
             if depth == 0 {
-                return decided;
+                return pending.finish(m, t);
             }
             depth -= 1;
             cur = stack[depth];
@@ -264,97 +438,103 @@ fn execute(
         };
         cur.1 += 1;
         match action {
-            Action::Normal => {
-                if !decided {
-                    // NORMAL decides the rest of the path.
-                    m.raw = false;
-                    m.dest = Dest::Normal;
-                    return true;
-                }
-            }
-            Action::Output(p) => {
-                if let Some(p) = resolve(p) {
-                    send(frames, m, made, Dest::Port(p), &mut decided);
-                }
-            }
-            Action::Flood => send(frames, m, made, Dest::Flood, &mut decided),
-            Action::InPort => send(frames, m, made, Dest::Port(in_port), &mut decided),
+            Action::Normal => pending.decide(frames, m, out, t, Dest::Normal),
+            Action::Output(p) => match ports.port(p.num()) {
+                Some(id) => pending.decide(frames, m, out, t, Dest::Port(id)),
+                None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
+            },
+            Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
+            Action::InPort => pending.decide(frames, m, out, t, Dest::Port(port.id)),
             Action::Meter(id) => {
-                if let Some(meter) = meters.get_mut(id)
-                    && !meter.admit(m.desc.len, now_ms)
-                {
-                    return false;
+                let admit = T::DRY
+                    || meters
+                        .get_mut(id)
+                        .is_none_or(|meter| meter.admit(m.desc.len, now_ms));
+                if !admit {
+                    return pending.finish(m, t);
                 }
             }
             Action::Ct(a) => {
+                pending.flush(frames, m, out, t);
+                let dry;
+                let a = if T::DRY {
+                    // trace: look the connection up, create and translate nothing.
+                    dry = crate::flow::CtAction {
+                        commit: false,
+                        nat: None,
+                        ..a.clone()
+                    };
+                    &dry
+                } else {
+                    a
+                };
                 ct = (
                     conntrack.apply(frames, m, a, (now_ms / 1000) as u32),
                     a.zone,
                 );
-                if let Some(t) = a.table {
+                t.line(|| format!("    ct: ct_state={:#x} ct_zone={}", ct.0, ct.1));
+                if let Some(tb) = a.table {
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
                     lookups += 1;
                     if lookups > MAX_DEPTH {
-                        return decided;
+                        return pending.finish(m, t);
                     }
-                    let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
-                    match cls.lookup(t, &key) {
+                    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                    match cls.lookup(tb, &key) {
                         Some(id) => {
                             depth = 0;
                             cur = (id, 0);
+                            table = tb;
                         }
-                        None => return decided,
+                        None => {
+                            t.line(|| format!("table {tb}: no matching flow -> end"));
+                            return pending.finish(m, t);
+                        }
                     }
                 }
             }
-            Action::Resubmit(t) | Action::GotoTable(t) => {
+            Action::Resubmit(tb) | Action::GotoTable(tb) => {
                 lookups += 1;
                 if lookups > MAX_DEPTH {
-                    return decided;
+                    return pending.finish(m, t);
                 }
-                let key = packet_key(frames.data(m.desc), m, in_port, tun_id, ct);
-                match (cls.lookup(*t, &key), action) {
+                let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                match (cls.lookup(*tb, &key), action) {
                     (Some(id), Action::Resubmit(_)) => {
                         stack[depth] = cur;
                         depth += 1;
                         cur = (id, 0);
+                        table = *tb;
                     }
-                    (Some(id), _) => cur = (id, 0),
+                    (Some(id), _) => {
+                        cur = (id, 0);
+                        table = *tb;
+                    }
                     // A resubmit that matches nothing does nothing; goto to nothing ends here.
-                    (None, Action::Resubmit(_)) => {}
-                    (None, _) => return decided,
+                    (None, Action::Resubmit(_)) => {
+                        t.line(|| format!("table {tb}: no matching flow (resubmit does nothing)"))
+                    }
+                    (None, _) => {
+                        t.line(|| format!("table {tb}: no matching flow -> end"));
+                        return pending.finish(m, t);
+                    }
                 }
                 if depth >= MAX_DEPTH {
-                    return decided;
+                    return pending.finish(m, t);
                 }
             }
             other => {
+                pending.flush(frames, m, out, t);
+                if T::DRY {
+                    t.line(|| format!("    {}", Actions(std::slice::from_ref(other))));
+                }
                 if !rewrite(frames, m, other) {
-                    return false;
+                    t.line(|| "    dec_ttl: TTL expired -> stop".into());
+                    return pending.finish(m, t);
                 }
             }
         }
-    }
-}
-
-/// Send the frame (as it is now) to `dest`: the first decision re-targets the frame itself,
-/// later ones send copies.
-fn send(frames: &mut Frames, m: &mut Meta, made: &mut Vec<Meta>, dest: Dest, decided: &mut bool) {
-    if !*decided {
-        *decided = true;
-        m.dest = dest;
-        m.raw = true;
-        return;
-    }
-    // A second output: the frame as it is now, copied.
-    if let Some(copy) = frames.clone_frame(m.desc) {
-        made.push(Meta {
-            desc: copy,
-            dest,
-            raw: true,
-            ..*m
-        });
     }
 }
 

@@ -25,7 +25,14 @@ pub(super) fn run(
             Dest::Router | Dest::Normal => frames.free(m.desc.addr),
             // The common case, without touching the bridge.
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
-                Some(port) => emit(frames, port, &mut dp.out[p as usize], m, m.desc),
+                // A flow's output (raw) may only reach its own bridge's ports.
+                Some(port) if !m.raw || port.bridge == bridge => {
+                    emit(frames, port, &mut dp.out[p as usize], m, m.desc)
+                }
+                Some(port) => {
+                    port.counters.drop(DropReason::FlowOtherBridge);
+                    frames.free(m.desc.addr);
+                }
                 None => frames.free(m.desc.addr),
             },
             Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),

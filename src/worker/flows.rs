@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::Worker;
 use crate::flow::meter::parse_meter;
 use crate::flow::{Action, Flow, FlowFilter, PacketKey, PortRef};
+use crate::ofport::OFPP_MAX;
 use crate::wire::MacAddr;
 
 impl Worker {
@@ -17,24 +18,25 @@ impl Worker {
             .ok_or_else(|| format!("no bridge named '{bridge}'"))
     }
 
-    /// Check flows for a bridge (ports exist, actions this datapath executes, table in range).
-    /// Returns the bridge id.
-    pub(crate) fn flows_check(&self, bridge: &str, flows: &[Flow]) -> Result<u16, String> {
+    /// Check flows for a bridge (ports exist, actions this datapath executes, table in range)
+    /// and rewrite their port names to the bridge's OpenFlow port numbers, which is what they
+    /// hold from then on (as in OVS: a flow refers to a number). Returns the bridge id.
+    pub(crate) fn flows_check(&self, bridge: &str, flows: &mut [Flow]) -> Result<u16, String> {
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
-        for (i, f) in flows.iter().enumerate() {
-            let at = if flows.len() > 1 {
+        let many = flows.len() > 1;
+        for (i, f) in flows.iter_mut().enumerate() {
+            let at = if many {
                 format!("flow {}: ", i + 1)
             } else {
                 String::new()
             };
-            for (what, p) in f.ports() {
-                if ft.resolve(p).is_none() {
-                    return Err(format!(
-                        "{at}{what}: unknown port '{p}' in bridge '{bridge}'"
-                    ));
+            ft.bind_ports(f).map_err(|(what, p)| match p {
+                PortRef::Name(_) => format!("{at}{what}: unknown port '{p}' in bridge '{bridge}'"),
+                PortRef::Num(_) => {
+                    format!("{at}{what}: port number {p} out of range (1 to {OFPP_MAX})")
                 }
-            }
+            })?;
             for a in &f.actions {
                 match a {
                     Action::SetTunnel(_) | Action::SetField(crate::flow::SetField::TunId(_)) => {
@@ -64,14 +66,13 @@ impl Worker {
     ) -> Result<(u64, u64), String> {
         let now = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
-        let names = ft.names.clone();
-        let resolve = |r: &PortRef| match r {
-            PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
-            PortRef::Num(n) => names.iter().find(|(_, id)| id == n).map(|(_, id)| *id),
-        };
         let (mut added, mut replaced) = (0, 0);
         for f in flows {
-            let r = ft.cls.add(f, now, resolve).map_err(|e| e.to_string())?;
+            // Ports are numbers by now (flows_check).
+            let r = ft
+                .cls
+                .add(f, now, |p| Some(p.num()))
+                .map_err(|e| e.to_string())?;
             if r.replaced {
                 replaced += 1;
             } else {
@@ -84,8 +85,12 @@ impl Worker {
 
     /// Add flows to a bridge at once (requests of at most `FLOW_CHUNK` flows; larger ones are
     /// applied in chunks by the worker loop).
-    pub(crate) fn flows_add(&mut self, bridge: &str, flows: Vec<Flow>) -> Result<Value, String> {
-        let b = self.flows_check(bridge, &flows)?;
+    pub(crate) fn flows_add(
+        &mut self,
+        bridge: &str,
+        mut flows: Vec<Flow>,
+    ) -> Result<Value, String> {
+        let b = self.flows_check(bridge, &mut flows)?;
         let (added, replaced) = self.flows_apply(b, flows.into_iter())?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
         Ok(json!({"added": added, "replaced": replaced, "flows": ft.cls.len()}))
@@ -106,9 +111,9 @@ impl Worker {
             cookie: None,
             m: Default::default(),
         });
-        let names = ft.names.clone();
+        let ports = ft.ports.clone();
         let resolve = |r: &PortRef| match r {
-            PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|(_, id)| *id),
+            PortRef::Name(n) => ports.by_name(n),
             PortRef::Num(n) => Some(*n),
         };
         let removed = ft
@@ -119,11 +124,12 @@ impl Worker {
         Ok(json!({"deleted": removed.len(), "flows": ft.cls.len()}))
     }
 
-    /// dump-flows lines.
+    /// dump-flows lines; with `names`, ports that exist are shown by name (`--names`).
     pub(crate) fn flows_dump(
         &self,
         bridge: &str,
         filter: Option<FlowFilter>,
+        names: bool,
     ) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
@@ -133,7 +139,22 @@ impl Worker {
             .dump(filter.as_ref(), resolve)
             .map_err(|e| e.to_string())?;
         let now = self.dp.now_ms;
-        let lines: Vec<String> = rows.iter().map(|(_, f, s)| f.dump_line(s, now)).collect();
+        let named = |f: &Flow| {
+            let mut f = f.clone();
+            for p in f.ports_mut() {
+                if let Some(n) = ft.ports.name_of(p.num()) {
+                    *p = PortRef::Name(n.to_string());
+                }
+            }
+            f
+        };
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(_, f, s)| match names {
+                true => named(f).dump_line(s, now),
+                false => f.dump_line(s, now),
+            })
+            .collect();
         Ok(json!({"bridge": bridge, "flows": lines}))
     }
 
@@ -161,56 +182,89 @@ impl Worker {
         Ok(json!({"meters": rows}))
     }
 
-    /// `trace`: which flows a described packet hits, their actions, and where NORMAL sends it.
-    pub(crate) fn trace(&self, bridge: &str, m: &crate::flow::Match) -> Result<Value, String> {
+    /// `trace`: the packet a match describes is built as a frame and run through the bridge's
+    /// flow tables by the datapath's own code (`pipeline::flows::execute`), without changing any
+    /// state (no counters, meters or connections); every lookup, action and decision is
+    /// reported in order, and where NORMAL sends the frame.
+    pub(crate) fn trace(
+        &mut self,
+        bridge: &str,
+        m: &crate::flow::Match,
+        _now: u64,
+    ) -> Result<Value, String> {
+        use crate::pipeline::flows::{Credit, Emitted, Ingress, execute};
         let b = self.flow_bridge(bridge)?;
-        let br = self.dp.bridge(b).expect("checked");
-        let ft = &br.flows;
-        let resolve = |r: &PortRef| ft.resolve(r);
-        let key = m.to_packet_key(&resolve).map_err(|e| e.to_string())?;
-        let mut lines = Vec::new();
-        lines.push(format!("bridge {bridge}: {}", describe_key(&key, self)));
-        let mut table = 0u8;
-        let mut normal = false;
-        for _ in 0..crate::pipeline::flows::MAX_DEPTH {
-            let Some(id) = ft.cls.lookup(table, &key) else {
-                lines.push(format!("table {table}: no matching flow -> drop"));
-                break;
-            };
-            let f = ft.cls.get(id).expect("looked up");
-            lines.push(format!("table {table}: {f}"));
-            let mut next = None;
-            for a in &f.actions {
-                match a {
-                    Action::Normal => normal = true,
-                    Action::Output(p) => lines.push(format!(
-                        "    output to port {} ({p})",
-                        ft.resolve(p).map_or("?".into(), |id| self.port_name(id))
-                    )),
-                    Action::Flood => lines.push("    flood to every other port".into()),
-                    Action::InPort => lines.push("    back out of the ingress port".into()),
-                    Action::GotoTable(t) | Action::Resubmit(t) => next = Some(*t),
-                    other => lines.push(format!(
-                        "    {}",
-                        crate::flow::Actions(std::slice::from_ref(other))
-                    )),
-                }
-            }
-            if f.actions.is_empty() {
-                lines.push("    drop".into());
-            }
-            match next {
-                Some(t) if !normal => table = t,
-                _ => break,
-            }
-        }
-        if normal {
-            lines.push(self.trace_normal(b, &key));
-        }
+        let ft = &self.dp.bridge(b).expect("checked").flows;
+        let key = m
+            .to_packet_key(&|r: &PortRef| ft.resolve(r))
+            .map_err(|e| e.to_string())?;
+        let in_id = ft.ports.port(key.in_port);
+        let mut log = TraceLog::default();
+        log.items.push(Item::Line(format!(
+            "bridge {bridge}: {}",
+            describe_key(&key, ft)
+        )));
+        let (desc, mut meta) = trace_frame(&mut self.frames, &key)
+            .ok_or_else(|| "trace: no free frame to build the packet in".to_string())?;
+        let now_ms = self.dp.now_ms;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        let (mut made, mut extra) = (Vec::new(), Vec::new());
+        let port = Ingress {
+            id: in_id.unwrap_or(crate::fdb::PortId::MAX),
+            ofport: key.in_port,
+            tun_id: key.tun_id,
+        };
+        let mut out = Emitted {
+            made: &mut made,
+            meta: &mut extra,
+        };
+        execute(
+            ft,
+            &mut self.frames,
+            port,
+            &mut meta,
+            &mut out,
+            now_ms,
+            &mut Credit::default(),
+            &mut log,
+        );
+        self.frames.free(desc.addr);
+        let lines: Vec<String> = log
+            .items
+            .into_iter()
+            .map(|it| match it {
+                Item::Line(l) => l,
+                Item::Sent(d) => self.trace_dest(b, &key, in_id, d),
+            })
+            .collect();
         Ok(json!({"trace": lines}))
     }
 
-    fn trace_normal(&self, b: u16, key: &PacketKey) -> String {
+    /// A trace line for a decision carried out.
+    fn trace_dest(
+        &self,
+        b: u16,
+        key: &PacketKey,
+        in_id: Option<u16>,
+        d: crate::pipeline::Dest,
+    ) -> String {
+        use crate::pipeline::Dest;
+        match d {
+            Dest::Normal => format!("    -> {}", self.trace_normal(b, key, in_id)),
+            Dest::Port(p) if Some(p) == in_id => {
+                format!("    -> back out of the ingress port {}", self.port_name(p))
+            }
+            Dest::Port(p) => format!(
+                "    -> output to port {} ({})",
+                self.dp.port(p).map_or(0, |s| s.ofport),
+                self.port_name(p)
+            ),
+            Dest::Flood => "    -> flood to every other port".into(),
+            other => format!("    -> {other:?}"),
+        }
+    }
+
+    fn trace_normal(&self, b: u16, key: &PacketKey, in_id: Option<u16>) -> String {
         let br = self.dp.bridge(b).expect("checked");
         let vlan = if key.vlan == crate::flow::NO_VLAN {
             0
@@ -239,7 +293,7 @@ impl Worker {
             );
         }
         match br.fdb.lookup(vlan, key.dl_dst) {
-            Some(p) if p == key.in_port => {
+            Some(p) if Some(p) == in_id => {
                 "normal: destination learned on the ingress port -> drop".into()
             }
             Some(p) => format!(
@@ -262,10 +316,111 @@ impl Worker {
     }
 }
 
-fn describe_key(k: &PacketKey, w: &Worker) -> String {
+/// What a trace run reports, in order.
+#[derive(Default)]
+struct TraceLog {
+    items: Vec<Item>,
+}
+
+enum Item {
+    Line(String),
+    Sent(crate::pipeline::Dest),
+}
+
+impl crate::pipeline::flows::Tracer for TraceLog {
+    const DRY: bool = true;
+    fn line(&mut self, f: impl FnOnce() -> String) {
+        self.items.push(Item::Line(f()));
+    }
+    fn sent(&mut self, dest: crate::pipeline::Dest) {
+        self.items.push(Item::Sent(dest));
+    }
+}
+
+/// Build the frame a trace key describes (Ethernet, an 802.1Q tag if it has a VLAN, and IPv4
+/// with TCP/UDP/ICMP headers, or ARP), with its pipeline metadata.
+fn trace_frame(
+    frames: &mut crate::packet::Frames,
+    k: &PacketKey,
+) -> Option<(crate::packet::Desc, crate::pipeline::Meta)> {
+    let mut b = Vec::with_capacity(128);
+    b.extend_from_slice(&MacAddr::from_u64(k.dl_dst).0);
+    b.extend_from_slice(&MacAddr::from_u64(k.dl_src).0);
+    let tagged = k.vlan != crate::flow::NO_VLAN;
+    if tagged {
+        b.extend_from_slice(&0x8100u16.to_be_bytes());
+        b.extend_from_slice(&(((k.vlan_pcp as u16) << 13) | k.vlan).to_be_bytes());
+    }
+    b.extend_from_slice(&k.dl_type.to_be_bytes());
+    let l3 = b.len();
+    match k.dl_type {
+        crate::wire::EtherType::IPV4 => {
+            let l4: Vec<u8> = match k.nw_proto {
+                6 => {
+                    let mut t = vec![0u8; 20];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[12] = 0x50;
+                    t[13] = 0x02;
+                    t
+                }
+                17 => {
+                    let mut t = vec![0u8; 8];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    t
+                }
+                1 => vec![k.tp_src as u8, k.tp_dst as u8, 0, 0, 0, 0, 0, 0],
+                _ => Vec::new(),
+            };
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[1] = k.nw_tos;
+            ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            ip[8] = 64;
+            ip[9] = k.nw_proto;
+            ip[12..16].copy_from_slice(&k.nw_src.to_be_bytes());
+            ip[16..20].copy_from_slice(&k.nw_dst.to_be_bytes());
+            let c = crate::wire::checksum::checksum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            b.extend_from_slice(&ip);
+            b.extend_from_slice(&l4);
+        }
+        crate::wire::EtherType::ARP => {
+            let mut a = [0u8; 28];
+            a[0..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, (k.nw_proto as u8).max(1)]);
+            a[8..14].copy_from_slice(&MacAddr::from_u64(k.dl_src).0);
+            a[14..18].copy_from_slice(&k.nw_src.to_be_bytes());
+            a[24..28].copy_from_slice(&k.nw_dst.to_be_bytes());
+            b.extend_from_slice(&a);
+        }
+        _ => {}
+    }
+    b.resize(b.len().max(60), 0);
+    let mut d = frames.alloc()?;
+    d.len = b.len() as u32;
+    frames.data_mut(d).copy_from_slice(&b);
+    let m = crate::pipeline::Meta {
+        desc: d,
+        vlan: if tagged { k.vlan } else { 0 },
+        tagged,
+        dst: k.dl_dst,
+        src: k.dl_src,
+        ethertype: k.dl_type,
+        l3: l3 as u8,
+        dest: crate::pipeline::Dest::Normal,
+        raw: false,
+    };
+    Some((d, m))
+}
+
+fn describe_key(k: &PacketKey, ft: &crate::pipeline::flows::FlowTable) -> String {
     format!(
         "in_port={} dl_src={} dl_dst={} dl_type=0x{:04x} nw_src={} nw_dst={} nw_proto={} tp_src={} tp_dst={}",
-        w.port_name(k.in_port),
+        ft.ports
+            .name_of(k.in_port)
+            .map_or(k.in_port.to_string(), |n| format!("{}({n})", k.in_port)),
         MacAddr::from_u64(k.dl_src),
         MacAddr::from_u64(k.dl_dst),
         k.dl_type,

@@ -205,8 +205,8 @@ impl Worker {
                 && let Ok(req) = self.rx.try_recv()
             {
                 match req.cmd {
-                    Command::FlowAdd { bridge, flows } if flows.len() > FLOW_CHUNK => {
-                        match self.flows_check(&bridge, &flows) {
+                    Command::FlowAdd { bridge, mut flows } if flows.len() > FLOW_CHUNK => {
+                        match self.flows_check(&bridge, &mut flows) {
                             Ok(b) => {
                                 self.pending_flows = Some(PendingFlows {
                                     bridge: b,

@@ -105,6 +105,8 @@ pub enum Command {
         bridge: String,
         /// Which (None: all).
         filter: Option<crate::flow::FlowFilter>,
+        /// Show ports by name (`--names`) instead of by number.
+        names: bool,
     },
     /// add-meter.
     MeterAdd {
@@ -150,8 +152,10 @@ impl Worker {
                     name.clone(),
                     crate::datapath::VlanMode::default_trunk(),
                     port,
+                    0,
                 )?;
-                Ok(json!({"port": name, "id": id}))
+                let ofport = self.dp.port(id).map_or(0, |p| p.ofport);
+                Ok(json!({"port": name, "id": id, "ofport": ofport}))
             }
             Command::DelPort(name) => {
                 let id = self
@@ -298,10 +302,14 @@ impl Worker {
                 filter,
                 strict,
             } => self.flows_del(&bridge, filter, strict),
-            Command::FlowDump { bridge, filter } => self.flows_dump(&bridge, filter),
+            Command::FlowDump {
+                bridge,
+                filter,
+                names,
+            } => self.flows_dump(&bridge, filter, names),
             Command::MeterAdd { bridge, spec } => self.meter_add(&bridge, &spec),
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
-            Command::Trace { bridge, packet } => self.trace(&bridge, &packet),
+            Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
             Command::Shutdown => {
                 self.stop = true;
@@ -466,6 +474,8 @@ impl Worker {
         self.check_port_name(&spec.name)?;
         let vlan = spec.vlan_mode()?;
         let id = self.dp.next_port_id()?;
+        // The number is checked before any kernel resource is opened.
+        let ofport = self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
         let mut tunnel = None;
         let port: Box<dyn Port> = match spec.kind {
             PortKind::Afxdp => {
@@ -527,7 +537,7 @@ impl Worker {
             PortKind::Mem => return Err("type mem is for tests only".into()),
         };
         let details = port.details();
-        self.attach(id, b, spec.name.clone(), vlan, port)?;
+        self.attach(id, b, spec.name.clone(), vlan, port, ofport)?;
         if let Some(t) = tunnel
             && let Some(st) = self.dp.port_mut(id)
         {
@@ -535,7 +545,7 @@ impl Worker {
             st.tunnel = Some(t);
             self.dp.refresh_tunnels();
         }
-        Ok(json!({"port": spec.name, "id": id, "details": details}))
+        Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
     }
 
     fn attach(
@@ -545,9 +555,11 @@ impl Worker {
         name: String,
         vlan: crate::datapath::VlanMode,
         port: Box<dyn Port>,
+        ofport: u16,
     ) -> Result<(), String> {
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
+            ofport,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);
@@ -597,6 +609,7 @@ impl Worker {
                         Some(json!({
                             "name": st.name,
                             "id": p,
+                            "ofport": st.ofport,
                             "type": st.kind.to_string(),
                             "vlan": st.vlan.describe(),
                             "mtu": self.dp.inner_mtu(p).unwrap_or(st.mtu),
