@@ -127,6 +127,7 @@ fn state(name: &str, bridge: u16) -> PortState {
         learn: true,
         tunnel: None,
         counters: Default::default(),
+        ofport: 0,
     }
 }
 
@@ -173,11 +174,6 @@ fn setup(flows: usize, masks: usize, mode: Mode) -> Bench {
     let mut add_s = 0.0;
     if mode != Mode::Plain {
         let ft = &mut br.flows;
-        let names = ft.names.clone();
-        let resolve = |r: &PortRef| match r {
-            PortRef::Name(n) => names.iter().find(|(s, _)| s == n).map(|x| x.1),
-            PortRef::Num(n) => Some(*n),
-        };
         let masks = masks.clamp(1, MASKS.len());
         let mut texts = Vec::with_capacity(flows);
         for j in 0..flows {
@@ -189,11 +185,16 @@ fn setup(flows: usize, masks: usize, mode: Mode) -> Bench {
         }
         let parsed: Vec<_> = texts
             .iter()
-            .map(|t| parse_flow(t).unwrap_or_else(|e| panic!("{t}: {e}")))
+            .map(|t| {
+                let mut f = parse_flow(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+                ft.bind_ports(&mut f)
+                    .unwrap_or_else(|e| panic!("{t}: {e:?}"));
+                f
+            })
             .collect();
         let t = Instant::now();
         for f in parsed {
-            let a = ft.cls.add(f, 0, resolve).unwrap();
+            let a = ft.cls.add(f, 0, |r: &PortRef| Some(r.num())).unwrap();
             assert!(!a.replaced, "flows are distinct");
         }
         add_s = t.elapsed().as_secs_f64();

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use uvs::datapath::{PortState, VlanMode};
 use uvs::flow::parse_flow;
+use uvs::port::PortKind;
 use uvs::port::mem::MemPort;
-use uvs::port::{Port, PortKind};
 
 fn add_flow(h: &mut Harness, b: u16, text: &str) {
     let ft = &mut h.dp.bridge_mut(b).unwrap().flows;

@@ -40,7 +40,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port BRIDGE PORT [type=afxdp|tap|vxlan] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
+        "add-port BRIDGE PORT [type=afxdp|tap|vxlan] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
         14,
         move |a| {
@@ -294,9 +294,9 @@ fn render_show(v: &Value) -> String {
         for p in b["ports"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
-                "    port {} (#{}): type={} {} mtu={} {}",
+                "    port {}: ofport={} type={} {} mtu={} {}",
                 str_of(&p["name"]),
-                p["id"],
+                p["ofport"],
                 str_of(&p["type"]),
                 str_of(&p["vlan"]),
                 p["mtu"],

@@ -389,7 +389,7 @@ fn trace_frame(
         }
         crate::wire::EtherType::ARP => {
             let mut a = [0u8; 28];
-            a[0..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, (k.nw_proto as u8).max(1)]);
+            a[0..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, k.nw_proto.max(1)]);
             a[8..14].copy_from_slice(&MacAddr::from_u64(k.dl_src).0);
             a[14..18].copy_from_slice(&k.nw_src.to_be_bytes());
             a[24..28].copy_from_slice(&k.nw_dst.to_be_bytes());

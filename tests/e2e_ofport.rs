@@ -1,0 +1,158 @@
+//! End-to-end tests of OpenFlow port numbers and action lists in network namespaces (root; an
+//! explicit skip otherwise): flows by number stay in their bridge when ports come and go, a port
+//! that comes back gets its number again, `in_port=N` is accepted, `NORMAL,output:P` runs both
+//! actions and `trace` says so, `dump-flows --names` shows names.
+
+mod common;
+
+use common::netns::*;
+
+/// tx packets uvs sent on `port`, from `stats --json`.
+fn tx_packets(d: &Daemon, port: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    v["ports"][port]["tx_packets"].as_u64().unwrap_or(0)
+}
+
+/// The ofport `show --json` reports for `port`.
+fn ofport(d: &Daemon, port: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    v["bridges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["ports"].as_array().unwrap().iter())
+        .find(|p| p["name"] == port)
+        .and_then(|p| p["ofport"].as_u64())
+        .unwrap_or_else(|| panic!("no port {port}"))
+}
+
+#[test]
+fn flows_by_number_stay_in_their_bridge() {
+    if !root_or_skip("flows_by_number_stay_in_their_bridge") {
+        return;
+    }
+    let p = prefix("eo");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "a"]);
+    d.ctl(&["add-br", "b"]);
+    // a1 and a2 on bridge a; b1 on bridge b has a2's address, so a leak would be answered.
+    t.container(&n("a1"), &n("pa1"), "10.0.7.1/24");
+    t.container(&n("a2"), &n("pa2"), "10.0.7.2/24");
+    t.container(&n("b1"), &n("pb1"), "10.0.7.2/24");
+    d.ctl(&["add-port", "a", &n("pa1"), "type=afxdp"]);
+    d.ctl(&["add-port", "a", &n("pa2"), "type=afxdp", "ofport_request=7"]);
+    assert_eq!(ofport(&d, &n("pa1")), 1);
+    assert_eq!(ofport(&d, &n("pa2")), 7, "ofport_request");
+    let show = d.ctl(&["show"]);
+    assert!(show.contains("ofport=7"), "{show}");
+    // Numbers, both in_port= and output:.
+    d.ctl(&["add-flow", "a", "priority=10,in_port=1,actions=output:7"]);
+    d.ctl(&["add-flow", "a", "priority=10,in_port=7,actions=output:1"]);
+    assert!(ping(&n("a1"), "10.0.7.2", 2), "a1 <-> a2 by port numbers");
+    let dump = d.ctl(&["dump-flows", "a"]);
+    assert!(dump.contains("in_port=1 actions=output:7"), "{dump}");
+    let named = d.ctl(&["dump-flows", "--names", "a"]);
+    assert!(
+        named.contains(&format!("in_port={} actions=output:{}", n("pa1"), n("pa2"))),
+        "{named}"
+    );
+
+    // a2 goes, b1 comes on bridge b (it takes a2's internal slot): nothing may reach b1.
+    d.ctl(&["del-port", &n("pa2")]);
+    d.ctl(&["add-port", "b", &n("pb1"), "type=afxdp"]);
+    assert_eq!(ofport(&d, &n("pb1")), 1, "numbers are per bridge");
+    let before = tx_packets(&d, &n("pb1"));
+    assert!(
+        !ping(&n("a1"), "10.0.7.2", 2),
+        "a flow of bridge a must not reach bridge b"
+    );
+    let after = tx_packets(&d, &n("pb1"));
+    assert_eq!(before, after, "uvs sent nothing to b1");
+
+    // a2 comes back: same number, the flows work again without being touched.
+    t.exec_ok(&n("a2"), &["true"]);
+    d.ctl(&["add-port", "a", &n("pa2"), "type=afxdp"]);
+    assert_eq!(ofport(&d, &n("pa2")), 7, "same name, same number");
+    assert!(ping(&n("a1"), "10.0.7.2", 2));
+
+    // A new port does not take a number a flow refers to.
+    t.container(&n("a3"), &n("pa3"), "10.0.7.3/24");
+    d.ctl(&["add-flow", "a", "priority=5,in_port=2,actions=drop"]);
+    d.ctl(&["add-port", "a", &n("pa3"), "type=afxdp"]);
+    assert_eq!(
+        ofport(&d, &n("pa3")),
+        3,
+        "1 and 7 are ports', 2 is a flow's"
+    );
+    let o = d.ctl_raw(&["add-port", "b", &n("pa3"), "ofport_request=1"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already exists") || err.contains("ofport_request"),
+        "{err}"
+    );
+}
+
+#[test]
+fn normal_then_output_runs_both_and_trace_says_so() {
+    if !root_or_skip("normal_then_output_runs_both_and_trace_says_so") {
+        return;
+    }
+    let p = prefix("en");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), "10.0.8.1/24");
+    t.container(&n("b"), &n("pb"), "10.0.8.2/24");
+    t.container(&n("m"), &n("pm"), "10.0.8.3/24");
+    for port in ["pa", "pb", "pm"] {
+        d.ctl(&["add-port", "br0", &n(port), "type=afxdp"]);
+    }
+    assert!(ping(&n("a"), "10.0.8.2", 1), "learn the MACs");
+    let pa = n("pa");
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        &format!(
+            "priority=10,in_port={pa},icmp,actions=NORMAL,output:{}",
+            n("pm")
+        ),
+    ]);
+    let before = tx_packets(&d, &n("pm"));
+    assert!(ping(&n("a"), "10.0.8.2", 3), "NORMAL still switches");
+    let copies = tx_packets(&d, &n("pm")) - before;
+    assert!(copies >= 3, "output:pm ran after NORMAL: {copies} copies");
+
+    // The other order.
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        &format!(
+            "priority=10,in_port={pa},icmp,actions=output:{},NORMAL",
+            n("pm")
+        ),
+    ]);
+    let before = tx_packets(&d, &n("pm"));
+    assert!(ping(&n("a"), "10.0.8.2", 3), "NORMAL after output");
+    assert!(tx_packets(&d, &n("pm")) - before >= 3);
+
+    let mac_a = t.mac(&n("a"), "eth0");
+    let mac_b = t.mac(&n("b"), "eth0");
+    let tr = d.ctl(&[
+        "trace",
+        "br0",
+        &format!("in_port={pa},icmp,dl_src={mac_a},dl_dst={mac_b},nw_src=10.0.8.1,nw_dst=10.0.8.2"),
+    ]);
+    let out_line = tr
+        .lines()
+        .position(|l| l.contains("output to port 3"))
+        .unwrap_or_else(|| panic!("{tr}"));
+    let normal_line = tr
+        .lines()
+        .position(|l| l.contains(&format!("learned on port {}", n("pb"))))
+        .unwrap_or_else(|| panic!("{tr}"));
+    assert!(out_line < normal_line, "in action order:\n{tr}");
+}
