@@ -167,15 +167,15 @@ pub(crate) fn packet_key(
 }
 
 /// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
-/// actions send to NORMAL are appended to `meta` (the learning switch takes them next); copies
-/// sent to ports go to `made`.
+/// actions send to NORMAL go to `normal` (the caller appends them to the burst for the learning
+/// switch); copies sent to ports go to `made`.
 pub(super) fn run(
     dp: &mut Datapath,
     frames: &mut Frames,
     bridge: u16,
     in_port: PortId,
-    meta: &mut Vec<Meta>,
-    made: &mut Vec<Meta>,
+    meta: &mut [Meta],
+    out: &mut Emitted,
 ) {
     let now_ms = dp.now_ms;
     let (tun_id, in_ofport) = dp.port(in_port).map_or((0, 0), |p| {
@@ -187,25 +187,25 @@ pub(super) fn run(
     let ft = &mut b.flows;
     let mut drops = 0u64;
     let mut credit = Credit::default();
+    let mut resubmits = stack();
     let port = Ingress {
         id: in_port,
         ofport: in_ofport,
         tun_id,
     };
-    for i in 0..meta.len() {
-        let mut m = meta[i];
+    for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        let mut out = Emitted { made, meta };
         let r = execute(
             ft,
             frames,
             port,
-            &mut m,
-            &mut out,
+            m,
+            out,
             now_ms,
             &mut credit,
+            &mut resubmits,
             &mut NoTrace,
         );
         if !r.kept {
@@ -215,7 +215,6 @@ pub(super) fn run(
                 drops += 1;
             }
         }
-        meta[i] = m;
     }
     credit.flush(&ft.cls, now_ms);
     if drops != 0
@@ -265,13 +264,22 @@ pub(crate) struct Ingress {
     pub tun_id: u64,
 }
 
-/// Where copies made by actions go: to ports (`made`), or to NORMAL (`meta`, behind the
-/// frames of the burst).
+/// Where copies made by actions go: to ports (`made`), or to NORMAL (`normal`, which the
+/// pipeline appends to the burst).
 pub(crate) struct Emitted<'a> {
     /// Copies for ports, flood and in_port.
     pub made: &'a mut Vec<Meta>,
     /// Copies for NORMAL.
-    pub meta: &'a mut Vec<Meta>,
+    pub normal: &'a mut Vec<Meta>,
+}
+
+/// (flow, next action) of flows waiting for a resubmit to finish: scratch space for `execute`,
+/// made once per burst.
+pub(crate) type Stack = [(FlowId, usize); MAX_DEPTH];
+
+/// A fresh `Stack`.
+pub(crate) fn stack() -> Stack {
+    [(FlowId(0), 0usize); MAX_DEPTH]
 }
 
 /// What `execute` did with a frame.
@@ -313,10 +321,17 @@ struct Pending(Option<Dest>, bool);
 
 impl Pending {
     /// Carry out the waiting decision on a copy of the frame as it is now.
-    #[inline]
+    #[inline(always)]
     fn flush<T: Tracer>(&mut self, frames: &mut Frames, m: &Meta, out: &mut Emitted, t: &mut T) {
-        let Some(dest) = self.0.take() else { return };
-        self.1 = true;
+        if let Some(dest) = self.0.take() {
+            Self::copy(frames, m, out, t, dest);
+            self.1 = true;
+        }
+    }
+
+    /// Send a copy of the frame as it is now to `dest` (out of line: most flows decide once).
+    #[inline(never)]
+    fn copy<T: Tracer>(frames: &mut Frames, m: &Meta, out: &mut Emitted, t: &mut T, dest: Dest) {
         t.sent(dest);
         if T::DRY {
             return;
@@ -331,14 +346,14 @@ impl Pending {
             ..*m
         };
         if dest == Dest::Normal {
-            out.meta.push(c);
+            out.normal.push(c);
         } else {
             out.made.push(c);
         }
     }
 
     /// A new decision: the previous one is carried out first.
-    #[inline]
+    #[inline(always)]
     fn decide<T: Tracer>(
         &mut self,
         frames: &mut Frames,
@@ -352,7 +367,7 @@ impl Pending {
     }
 
     /// The actions are over: the waiting decision takes the frame itself.
-    #[inline]
+    #[inline(always)]
     fn finish<T: Tracer>(self, m: &mut Meta, t: &mut T) -> Outcome {
         match self.0 {
             Some(dest) => {
@@ -388,6 +403,7 @@ pub(crate) fn execute<T: Tracer>(
     out: &mut Emitted,
     now_ms: u64,
     credit: &mut Credit,
+    stack: &mut Stack,
     t: &mut T,
 ) -> Outcome {
     let FlowTable {
@@ -401,8 +417,6 @@ pub(crate) fn execute<T: Tracer>(
     // (ct_state, ct_zone) after the last ct() action; 0 before any.
     let mut ct = (0u8, 0u16);
     let mut pending = Pending(None, false);
-    // (flow, next action) of flows waiting for a resubmit to finish.
-    let mut stack = [(FlowId(0), 0usize); MAX_DEPTH];
     let mut depth = 0;
     let mut lookups = 1;
     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);

@@ -64,6 +64,8 @@ pub struct Pipeline {
     meta: Vec<Meta>,
     /// Frames the router made during this burst (ARP, ICMP), and decapsulated inner frames.
     generated: Vec<Meta>,
+    /// Copies that flow actions sent to NORMAL (appended to the burst after the flow stage).
+    normal: Vec<Meta>,
     /// Outer frames made by encapsulation.
     encapped: Vec<Meta>,
     /// Inner frames to run through the pipeline from their tunnel port.
@@ -78,6 +80,7 @@ impl Default for Pipeline {
         Pipeline {
             meta: Vec::with_capacity(BATCH * 4),
             generated: Vec::with_capacity(BATCH * 2),
+            normal: Vec::with_capacity(BATCH),
             encapped: Vec::with_capacity(BATCH * 2),
             decapped: Vec::with_capacity(BATCH),
             scratch: Vec::with_capacity(BATCH * 2),
@@ -180,14 +183,12 @@ impl Pipeline {
         };
         self.generated.clear();
         if dp.bridge(bridge).is_some_and(|b| b.flows.active) {
-            flows::run(
-                dp,
-                frames,
-                bridge,
-                in_port,
-                &mut self.meta,
-                &mut self.generated,
-            );
+            let mut out = flows::Emitted {
+                made: &mut self.generated,
+                normal: &mut self.normal,
+            };
+            flows::run(dp, frames, bridge, in_port, &mut self.meta, &mut out);
+            self.meta.append(&mut self.normal);
         }
         l2::learn(dp, bridge, in_port, &self.meta, now);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);

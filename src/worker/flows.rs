@@ -192,7 +192,7 @@ impl Worker {
         m: &crate::flow::Match,
         _now: u64,
     ) -> Result<Value, String> {
-        use crate::pipeline::flows::{Credit, Emitted, Ingress, execute};
+        use crate::pipeline::flows::{Credit, Emitted, Ingress, execute, stack};
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
         let key = m
@@ -216,7 +216,7 @@ impl Worker {
         };
         let mut out = Emitted {
             made: &mut made,
-            meta: &mut extra,
+            normal: &mut extra,
         };
         execute(
             ft,
@@ -226,6 +226,7 @@ impl Worker {
             &mut out,
             now_ms,
             &mut Credit::default(),
+            &mut stack(),
             &mut log,
         );
         self.frames.free(desc.addr);
