@@ -124,6 +124,8 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// The running configuration, as a [`crate::config::Config`] serialised to JSON.
+    RunningConfig,
     /// Close every port and stop.
     Shutdown,
 }
@@ -303,6 +305,9 @@ impl Worker {
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet),
             Command::Stats => Ok(self.stats_json()),
+            Command::RunningConfig => {
+                serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
+            }
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))
@@ -436,6 +441,7 @@ impl Worker {
             let _ = self.dp.del_bridge(id);
             return Err(e);
         }
+        self.specs.add_bridge(&spec);
         for p in &spec.port {
             if let Err(e) = self.add_port(&spec.name, p) {
                 // All or nothing: undo the ports added so far and the bridge.
@@ -457,6 +463,7 @@ impl Worker {
             self.remove_port(p)?;
         }
         self.dp.del_bridge(b)?;
+        self.specs.bridges.remove(name);
         Ok(json!({"deleted": name}))
     }
 
@@ -528,6 +535,7 @@ impl Worker {
         };
         let details = port.details();
         self.attach(id, b, spec.name.clone(), vlan, port)?;
+        self.specs.ports.insert(id, spec.clone());
         if let Some(t) = tunnel
             && let Some(st) = self.dp.port_mut(id)
         {
@@ -576,6 +584,7 @@ impl Worker {
             p.close(&mut self.frames);
         }
         self.umem_fds.retain(|(p, _)| *p != id);
+        self.specs.ports.remove(&id);
         Ok(())
     }
 
@@ -673,6 +682,6 @@ impl Worker {
 }
 
 /// `172.31.5.1/24`
-fn gateway_text(g: crate::datapath::Gateway) -> String {
+pub(crate) fn gateway_text(g: crate::datapath::Gateway) -> String {
     format!("{}/{}", std::net::Ipv4Addr::from(g.ip), g.len)
 }
