@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
 
+use tracing::{debug, info, warn};
 use uvs::clock::MonotonicClock;
 use uvs::config::Config;
-use tracing::{debug, info, warn};
 
 use uvs::control::db::Db;
 use uvs::control::store::Store;
@@ -113,6 +113,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -256,7 +256,9 @@ impl Registry {
     ) -> Result<Reply, CtlError> {
         let change = self.commands.contains_key(method) && !self.read_only.contains(method);
         let r = match &self.journal {
-            Some(j) if change => j.change(method, params, &mut || self.call_checked(method, params)),
+            Some(j) if change => {
+                j.change(method, params, &mut || self.call_checked(method, params))
+            }
             _ => self.call_checked(method, params),
         };
         let cmd = quote(&format!("{method} {}", params.join(" ")), MAX_LOGGED);

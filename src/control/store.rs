@@ -90,11 +90,21 @@ impl Store {
             for (_, s) in p.ports.iter().filter(|(x, _)| *x == b.name) {
                 b.port.push(s.clone());
             }
-            let flows: Vec<String> = p.flows.iter().filter(|(x, _)| *x == b.name).map(|(_, f)| f.clone()).collect();
+            let flows: Vec<String> = p
+                .flows
+                .iter()
+                .filter(|(x, _)| *x == b.name)
+                .map(|(_, f)| f.clone())
+                .collect();
             if !flows.is_empty() {
                 b.flows.get_or_insert_with(Vec::new).extend(flows);
             }
-            let fdb: Vec<FdbSpec> = p.fdb.iter().filter(|(x, _)| *x == b.name).map(|(_, f)| f.clone()).collect();
+            let fdb: Vec<FdbSpec> = p
+                .fdb
+                .iter()
+                .filter(|(x, _)| *x == b.name)
+                .map(|(_, f)| f.clone())
+                .collect();
             if !fdb.is_empty() {
                 b.fdb.get_or_insert_with(Vec::new).extend(fdb);
             }
@@ -154,7 +164,12 @@ impl Store {
 
     fn apply_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
         // NAT rules: keep the common leading run, remove the rest (from the end), add anew.
-        let keep = old.nat.iter().zip(&new.nat).take_while(|(a, b)| a == b).count();
+        let keep = old
+            .nat
+            .iter()
+            .zip(&new.nat)
+            .take_while(|(a, b)| a == b)
+            .count();
         for i in (keep..old.nat.len()).rev() {
             out.step(self.call(Command::NatDel(i)), format!("- nat #{i}"));
         }
@@ -226,7 +241,10 @@ impl Store {
             out.step(self.call(Command::RouteAdd(r.clone())), what);
         }
         for n in &new.nat[keep..] {
-            out.step(self.call(Command::NatAdd(n.clone())), format!("+ nat {}", n.kind));
+            out.step(
+                self.call(Command::NatAdd(n.clone())),
+                format!("+ nat {}", n.kind),
+            );
         }
         for nb in &new.bridge {
             let ob = find(old, &nb.name)
@@ -271,10 +289,21 @@ impl Store {
     }
 
     /// Flows, meters and static FDB entries of bridge `new` (see the module documentation).
-    fn tables_diff(&self, p: &mut Pending, old: Option<&BridgeSpec>, new: &BridgeSpec, out: &mut Applied) {
+    fn tables_diff(
+        &self,
+        p: &mut Pending,
+        old: Option<&BridgeSpec>,
+        new: &BridgeSpec,
+        out: &mut Applied,
+    ) {
         let b = &new.name;
         let old_meters = old.and_then(|o| o.meters.clone()).unwrap_or_default();
-        for m in new.meters.iter().flatten().filter(|m| !old_meters.contains(m)) {
+        for m in new
+            .meters
+            .iter()
+            .flatten()
+            .filter(|m| !old_meters.contains(m))
+        {
             let what = format!("+ meter {m} (bridge {b})");
             match self.call(Command::MeterAdd {
                 bridge: b.clone(),
@@ -343,7 +372,8 @@ impl Store {
                 Err(e) => out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}")),
             }
         }
-        out.changes.push(format!("~ flows (bridge {b}): {added} flows"));
+        out.changes
+            .push(format!("~ flows (bridge {b}): {added} flows"));
     }
 }
 
