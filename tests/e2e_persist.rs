@@ -112,12 +112,17 @@ impl Uvs {
         let _ = self.child.wait();
     }
 
-    /// Poll `cond` on the log for up to 10 s.
+    /// Poll the log for up to 10 s until it says `what`.
     fn wait_log(&self, what: &str) -> String {
+        self.wait_log_n(what, 1)
+    }
+
+    /// Poll the log for up to 10 s until it says `what` `n` times.
+    fn wait_log_n(&self, what: &str, n: usize) -> String {
         let t = Instant::now();
         loop {
             let l = self.log_text();
-            if l.contains(what) {
+            if l.matches(what).count() >= n {
                 return l;
             }
             assert!(
@@ -472,6 +477,26 @@ fn sighup_reloads_the_config_file() {
     a.wait_log("refusing");
     assert_eq!(a.ctl(&["save-config"]), before);
     assert_eq!(std::fs::read_to_string(&db).unwrap(), before);
+
+    // Changing a bridge's options re-creates it; the route through it comes back; a bridge
+    // made with ctl and absent from the file goes (the file is the whole configuration).
+    a.ctl(&["add-br", "byctl"]);
+    std::fs::write(
+        &cfg,
+        two.replace("name = \"up\"\n", "name = \"up\"\naging = 30\n"),
+    )
+    .unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log_n("reloaded", 2);
+    let show = a.ctl(&["show"]);
+    assert!(
+        show.contains("bridge up (fdb 0/8192, aging 30s"),
+        "{show}{}",
+        a.log_text()
+    );
+    assert!(!show.contains("byctl"), "{show}");
+    assert!(a.ctl(&["route-show"]).contains("10.7.0.0/16"));
+    assert!(a.ctl(&["save-config"]).contains("aging = 30"));
 }
 
 /// Every change is logged once at info level with the command, the client's pid and uid,

@@ -163,94 +163,104 @@ impl Store {
     }
 
     fn apply_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
-        // NAT rules: keep the common leading run, remove the rest (from the end), add anew.
-        let keep = old
+        // A bridge that goes, is re-created or changes its gateway must first lose the static
+        // routes through it (they come back below if the new configuration has them).
+        for r in &old.route {
+            let Ok((_, _, via)) = r.parsed() else {
+                continue;
+            };
+            let through = old.bridge.iter().find(|b| {
+                b.gateway().ok().flatten().is_some_and(|g| {
+                    let m = crate::route::mask(g.len);
+                    u32::from(via) & m == u32::from_be_bytes(g.ip) & m
+                })
+            });
+            if let Some(b) = through
+                && find(new, &b.name).is_none_or(|nb| bare(nb) != bare(b))
+            {
+                let what = format!("- route {} via {}", r.prefix, r.via);
+                out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
+            }
+        }
+        self.bridges_diff(p, old, new, out);
+        // Removing or re-creating a bridge also removed its routes and NAT rules: compare
+        // those (and the tables) with what runs now.
+        let now = match self.running_locked(p) {
+            Ok(c) => c,
+            Err(e) => return out.errors.push(e),
+        };
+        for r in now.route.iter().filter(|r| !new.route.contains(r)) {
+            let what = format!("- route {} via {}", r.prefix, r.via);
+            out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
+        }
+        for r in new.route.iter().filter(|r| !now.route.contains(r)) {
+            let what = format!("+ route {} via {}", r.prefix, r.via);
+            out.step(self.call(Command::RouteAdd(r.clone())), what);
+        }
+        // NAT rules apply in order: keep the common leading run, replace the rest.
+        let keep = now
             .nat
             .iter()
             .zip(&new.nat)
             .take_while(|(a, b)| a == b)
             .count();
-        for i in (keep..old.nat.len()).rev() {
+        for i in (keep..now.nat.len()).rev() {
             out.step(self.call(Command::NatDel(i)), format!("- nat #{i}"));
         }
-        for r in old.route.iter().filter(|r| !new.route.contains(r)) {
-            let what = format!("- route {} via {}", r.prefix, r.via);
-            out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
+        for n in &new.nat[keep..] {
+            let what = format!("+ nat {}", n.kind);
+            out.step(self.call(Command::NatAdd(n.clone())), what);
         }
-        let find = |c: &'_ Config, n: &str| c.bridge.iter().position(|b| b.name == n);
-        let mut fresh = Vec::new();
+        for nb in &new.bridge {
+            let ob = now.bridge.iter().find(|b| b.name == nb.name);
+            self.tables_diff(p, ob, nb, out);
+        }
+    }
+
+    /// Bridges and ports: remove what `new` lacks, re-create bridges whose options changed,
+    /// change gateways in place, add what is new.
+    fn bridges_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
+        let kept = |a: &BridgeSpec, b: &BridgeSpec| bare(a) == bare(b) || same_but_gateway(a, b);
         for b in &old.bridge {
-            match find(new, &b.name).map(|i| &new.bridge[i]) {
-                Some(nb) if bare(nb) == bare(b) || same_but_gateway(b, nb) => {
-                    self.ports_del(p, b, nb, out);
-                }
+            match find(new, &b.name) {
+                Some(nb) if kept(b, nb) => self.ports_del(p, b, nb, out),
                 _ => {
-                    let what = format!("- bridge {}", b.name);
                     let r = self.call(Command::DelBridge(b.name.clone()));
-                    match r {
-                        Ok(_) => out.changes.push(what),
-                        Err(e) => out.errors.push(format!("{what}: {e}")),
-                    }
+                    out.step(r, format!("- bridge {}", b.name));
                     p.ports.retain(|(x, _)| *x != b.name);
                     p.flows.retain(|(x, _)| *x != b.name);
                     p.fdb.retain(|(x, _)| *x != b.name);
                 }
             }
         }
+        let empty = |n: &str| BridgeSpec::new(n);
+        let mut base = Vec::new();
         for nb in &new.bridge {
-            let kept = find(old, &nb.name).is_some_and(|i| {
-                bare(&old.bridge[i]) == bare(nb) || same_but_gateway(&old.bridge[i], nb)
-            });
-            if kept {
-                continue;
-            }
-            let r = self.call(Command::AddBridge(bare(nb)));
-            match r {
-                Ok(_) => out.changes.push(format!("+ bridge {}", nb.name)),
-                Err(e) => {
-                    out.errors.push(format!("+ bridge {}: {e}", nb.name));
-                    continue;
+            match find(old, &nb.name).filter(|ob| kept(ob, nb)) {
+                Some(ob) => {
+                    if ob.gateway != nb.gateway || ob.gateway_mac != nb.gateway_mac {
+                        let what = format!("~ bridge {} gateway {:?}", nb.name, nb.gateway);
+                        let r = nb.gateway().and_then(|g| {
+                            self.call(Command::SetGateway {
+                                bridge: nb.name.clone(),
+                                gateway: g,
+                            })
+                        });
+                        out.step(r, what);
+                    }
+                    base.push(ob.clone());
+                }
+                None => {
+                    let r = self.call(Command::AddBridge(bare(nb)));
+                    let ok = r.is_ok();
+                    out.step(r, format!("+ bridge {}", nb.name));
+                    base.push(if ok { empty(&nb.name) } else { nb.clone() });
                 }
             }
-            fresh.push(nb.name.clone());
         }
-        // Gateways first (routes and vxlan ports need them), then every new bridge's ports.
-        for nb in &new.bridge {
-            if let Some(ob) = find(old, &nb.name).map(|i| &old.bridge[i])
-                && !fresh.contains(&nb.name)
-                && (ob.gateway != nb.gateway || ob.gateway_mac != nb.gateway_mac)
-            {
-                let what = format!("~ bridge {} gateway {:?}", nb.name, nb.gateway);
-                let r = nb.gateway().and_then(|g| {
-                    self.call(Command::SetGateway {
-                        bridge: nb.name.clone(),
-                        gateway: g,
-                    })
-                });
-                out.step(r, what);
-            }
-        }
-        for nb in &new.bridge {
-            match find(old, &nb.name).filter(|_| !fresh.contains(&nb.name)) {
-                Some(i) => self.ports_add(p, &old.bridge[i], nb, out),
-                None => self.ports_add(p, &BridgeSpec::new(&nb.name), nb, out),
-            }
-        }
-        for r in new.route.iter().filter(|r| !old.route.contains(r)) {
-            let what = format!("+ route {} via {}", r.prefix, r.via);
-            out.step(self.call(Command::RouteAdd(r.clone())), what);
-        }
-        for n in &new.nat[keep..] {
-            out.step(
-                self.call(Command::NatAdd(n.clone())),
-                format!("+ nat {}", n.kind),
-            );
-        }
-        for nb in &new.bridge {
-            let ob = find(old, &nb.name)
-                .filter(|_| !fresh.contains(&nb.name))
-                .map(|i| &old.bridge[i]);
-            self.tables_diff(p, ob, nb, out);
+        // Ports once every bridge and gateway is there (a vxlan port needs its uplink's).
+        for (ob, nb) in base.iter().zip(&new.bridge) {
+            self.ports_add(p, ob, nb, out);
         }
     }
 
@@ -375,6 +385,10 @@ impl Store {
         out.changes
             .push(format!("~ flows (bridge {b}): {added} flows"));
     }
+}
+
+fn find<'a>(c: &'a Config, name: &str) -> Option<&'a BridgeSpec> {
+    c.bridge.iter().find(|b| b.name == name)
 }
 
 /// A bridge spec without its ports and tables: what `AddBridge` is given.
