@@ -7,6 +7,8 @@
 //! name = "br0"            # 1-15 chars [A-Za-z0-9_.-]
 //! fdb_capacity = 8192     # most MACs learned (per bridge); when full, unknown MACs flood
 //! aging = 300             # seconds a learned MAC lives without traffic
+//! # flows = ["priority=10,in_port=veth1 actions=drop", "priority=0 actions=NORMAL"]
+//! # meters = ["meter=1,kbps,band=type=drop,rate=1000"]
 //!
 //! [[bridge.port]]
 //! name = "veth1"          # netdev name (afxdp: must exist; tap: uvs creates it)
@@ -15,7 +17,14 @@
 //! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
 //! # mtu = 1500            # tap only: set the device MTU
+//!
+//! # [[bridge.fdb]]         # a static FDB entry
+//! # mac = "02:00:00:00:00:0a"
+//! # port = "veth1"
+//! # vlan = 10             # remote_ip = "A.B.C.D" for a vxlan port
 //! ```
+//! `uvs ctl save-config` prints the running configuration in this format (see
+//! docs/persistence.md); [`Config::to_toml`] writes it.
 
 use std::path::Path;
 

@@ -496,4 +496,40 @@ mod tests {
         assert_eq!(args_usage("show", "show"), "");
         assert_eq!(args_usage("add", "add-port X"), "add-port X");
     }
+
+    /// Records what went through it; commits only successful changes.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl Journal for Recorder {
+        fn change(
+            &self,
+            method: &str,
+            _params: &[String],
+            run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+        ) -> Result<Reply, CtlError> {
+            let r = run();
+            let what = if r.is_ok() { "commit" } else { "no-commit" };
+            self.0.lock().unwrap().push(format!("{method}:{what}"));
+            r
+        }
+    }
+
+    #[test]
+    fn changes_go_through_the_journal_and_reads_do_not() {
+        let mut r = echo_registry();
+        r.set_read_only(&["one"]);
+        let j = Arc::new(Recorder::default());
+        r.set_journal(j.clone());
+        r.call_from("echo", &args(&["a"]), "pid 1 uid 0").unwrap();
+        r.call_from("one", &args(&["a"]), "pid 1 uid 0").unwrap();
+        r.call("version", &[]).unwrap();
+        r.call("list-commands", &[]).unwrap();
+        r.call("boom", &[]).unwrap_err();
+        r.call("nope", &[]).unwrap_err();
+        assert_eq!(
+            *j.0.lock().unwrap(),
+            vec!["echo:commit".to_string(), "boom:no-commit".to_string()]
+        );
+    }
 }
