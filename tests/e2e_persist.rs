@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{prefix, root_or_skip, try_sh};
+use common::netns::{Topology, prefix, root_or_skip, try_sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_uvs");
 
@@ -372,6 +372,48 @@ fn missing_netdev_is_kept_pending() {
         db_text.contains(&ghost) && db_text.contains("br2"),
         "{db_text}"
     );
+    if root_or_skip("missing_netdev_is_kept_pending (retry on SIGHUP)") {
+        // The netdev appears; SIGHUP tries the pending port, its flow and FDB entry again.
+        let mut t = Topology::default();
+        let peer = format!("{p}gp");
+        assert!(try_sh(&[
+            "ip",
+            "link",
+            "add",
+            &ghost,
+            "numrxqueues",
+            "1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "numrxqueues",
+            "1"
+        ]));
+        t.links.push(ghost.clone());
+        assert!(try_sh(&["ip", "link", "set", &ghost, "up"]));
+        assert!(try_sh(&["ip", "link", "set", &peer, "up"]));
+        a.signal(libc::SIGHUP);
+        let l = a.wait_log("reloaded");
+        assert!(a.ctl(&["show"]).contains(&format!("port {ghost} ")), "{l}");
+        assert!(
+            a.ctl(&["dump-flows", "br0"])
+                .contains(&format!("in_port={ghost}")),
+            "{l}"
+        );
+        assert!(
+            a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:cc"),
+            "{l}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&db).unwrap(),
+            a.ctl(&["save-config"])
+        );
+        a.ctl(&["del-port", &ghost]);
+        assert!(!a.ctl(&["show"]).contains(&format!("port {ghost} ")));
+        return;
+    }
     // del-port forgets it.
     a.ctl(&["del-port", &ghost]);
     assert!(

@@ -14,7 +14,8 @@
 //! - A port that cannot be opened (its netdev is missing), and the flows and static FDB
 //!   entries that need it, do not stop the rest: they are logged and kept *pending*, part of
 //!   the running configuration written to the database, until their bridge is deleted, the
-//!   port is deleted with `del-port`, or a port of that name is added.
+//!   port is deleted with `del-port`, or a port of that name is added; every apply (a SIGHUP
+//!   reload) tries them again.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -151,10 +152,30 @@ impl Store {
     pub fn apply(&self, new: &Config) -> Applied {
         let mut p = self.lock();
         let mut out = Applied::default();
-        match self.running_locked(&p) {
-            Ok(old) => self.apply_diff(&mut p, &old, new, &mut out),
-            Err(e) => out.errors.push(e),
+        let (merged, old) = match (
+            self.running_locked(&p),
+            self.running_locked(&Pending::default()),
+        ) {
+            (Ok(m), Ok(o)) => (m, o),
+            (Err(e), _) | (_, Err(e)) => {
+                out.errors.push(e);
+                return out;
+            }
+        };
+        // Pending parts are tried again: diff against what really runs; a bridge whose file
+        // entry leaves its flows or FDB entries alone keeps them, pending ones included.
+        let mut new = new.clone();
+        for nb in &mut new.bridge {
+            let mine = |b: &String| *b == nb.name;
+            if nb.flows.is_none() && p.flows.iter().any(|(b, _)| mine(b)) {
+                nb.flows = find(&merged, &nb.name).and_then(|b| b.flows.clone());
+            }
+            if nb.fdb.is_none() && p.fdb.iter().any(|(b, _)| mine(b)) {
+                nb.fdb = find(&merged, &nb.name).and_then(|b| b.fdb.clone());
+            }
         }
+        *p = Pending::default();
+        self.apply_diff(&mut p, &old, &new, &mut out);
         out
     }
 
