@@ -118,6 +118,7 @@ impl Store {
         let running = self.running_locked(p)?;
         // Forget pending parts whose bridge is gone or whose port now runs.
         let has_bridge = |b: &str| running.bridge.iter().any(|x| x.name == b);
+        // `running` lists a pending port that also runs twice (once from the worker).
         let runs = |n: &str| {
             running
                 .bridge
