@@ -151,10 +151,6 @@ fn run(
             path.display()
         ));
     }
-    let file = match &config_path {
-        Some(p) => Some(Config::load(p)?),
-        None => None,
-    };
     let db = match db_path(db, &path) {
         Some(p) => Some(Db::open(&p)?),
         None => {
@@ -162,25 +158,7 @@ fn run(
             None
         }
     };
-    let stored = match &db {
-        Some(d) => d.load()?,
-        None => None,
-    };
-    let config = match (stored, file) {
-        (Some(c), file) => {
-            let d = db.as_ref().map(|d| d.path().display().to_string());
-            info!("configuration from the database {}", d.unwrap_or_default());
-            if let (Some(_), Some(p)) = (file, &config_path) {
-                info!(
-                    "--config {} not applied: the database holds the running configuration (SIGHUP applies the file)",
-                    p.display()
-                );
-            }
-            c
-        }
-        (None, Some(c)) => c,
-        (None, None) => Config::default(),
-    };
+    let config = initial_config(config_path.as_deref(), db.as_ref())?;
     let core = parse_core(cores)?;
     let stop = uvs::port::wait::install_stop_handler();
     let hup = control::sys::install_hup_handler();
@@ -223,6 +201,33 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// The configuration to start with: the database's if it has one (the `--config` file is then
+/// not applied; an invalid one only warns), else the `--config` file (an invalid one is an
+/// error), else nothing.
+fn initial_config(file: Option<&std::path::Path>, db: Option<&Db>) -> Result<Config, String> {
+    let stored = match db {
+        Some(d) => d.load()?,
+        None => None,
+    };
+    let Some(stored) = stored else {
+        return file.map_or(Ok(Config::default()), Config::load);
+    };
+    let db = db
+        .map(|d| d.path().display().to_string())
+        .unwrap_or_default();
+    info!("configuration from the database {db}");
+    if let Some(p) = file {
+        match Config::load(p) {
+            Ok(_) => info!(
+                "--config {} not applied: the database holds the running configuration (SIGHUP applies the file)",
+                p.display()
+            ),
+            Err(e) => warn!("--config: {e}; not applied (starting from the database)"),
+        }
+    }
+    Ok(stored)
 }
 
 /// The database path: `--db`, else the default one when the socket is the default one.

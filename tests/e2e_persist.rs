@@ -539,6 +539,14 @@ fn sighup_reloads_the_config_file() {
     assert!(!show.contains("byctl"), "{show}");
     assert!(a.ctl(&["route-show"]).contains("10.7.0.0/16"));
     assert!(a.ctl(&["save-config"]).contains("aging = 30"));
+
+    // A restart with a database: the database is the state, the (changed) file is not applied.
+    let state = a.ctl(&["save-config"]);
+    drop(a);
+    std::fs::write(&cfg, one).unwrap();
+    let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(a.ctl(&["save-config"]), state);
+    a.wait_log("not applied");
 }
 
 /// Every change is logged once at info level with the command, the client's pid and uid,
