@@ -7,6 +7,8 @@
 //! name = "br0"            # 1-15 chars [A-Za-z0-9_.-]
 //! fdb_capacity = 8192     # most MACs learned (per bridge); when full, unknown MACs flood
 //! aging = 300             # seconds a learned MAC lives without traffic
+//! # flows = ["priority=10,in_port=veth1 actions=drop", "priority=0 actions=NORMAL"]
+//! # meters = ["meter=1,kbps,band=type=drop,rate=1000"]
 //!
 //! [[bridge.port]]
 //! name = "veth1"          # netdev name (afxdp: must exist; tap: uvs creates it)
@@ -15,11 +17,18 @@
 //! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
 //! # mtu = 1500            # tap only: set the device MTU
+//!
+//! # [[bridge.fdb]]         # a static FDB entry
+//! # mac = "02:00:00:00:00:0a"
+//! # port = "veth1"
+//! # vlan = 10             # remote_ip = "A.B.C.D" for a vxlan port
 //! ```
+//! `uvs ctl save-config` prints the running configuration in this format (see
+//! docs/persistence.md); [`Config::to_toml`] writes it.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::datapath::{
     BridgeOptions, DEFAULT_AGING, DEFAULT_FDB_CAPACITY, VlanMode, validate_name,
@@ -27,7 +36,7 @@ use crate::datapath::{
 use crate::port::PortKind;
 
 /// How to attach the XDP program of an afxdp port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpModeSpec {
     /// Native (driver) mode if the driver has it, else generic.
@@ -40,43 +49,43 @@ pub enum XdpModeSpec {
 }
 
 /// A whole configuration file.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Bridges, in order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bridge: Vec<BridgeSpec>,
     /// Static routes, added after the bridges.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteSpec>,
     /// NAT rules, added after the routes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat: Vec<NatSpec>,
 }
 
 /// A NAT rule: `kind` is masquerade | snat | dnat; the other fields as `nat-add` takes them.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NatSpec {
     /// masquerade | snat | dnat
     pub kind: String,
     /// Source prefix (masquerade, snat), e.g. "172.31.5.0/24".
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src: Option<String>,
     /// Egress bridge (masquerade, snat).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<String>,
     /// Bridge whose gateway address is mapped (dnat).
-    #[serde(rename = "in", default)]
+    #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub inb: Option<String>,
     /// tcp | udp (dnat).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<String>,
     /// Mapped port (dnat).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// snat: the address; dnat: ADDRESS:PORT.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
 
@@ -182,7 +191,7 @@ impl NatSpec {
 }
 
 /// A static route: `prefix` via `via`, resolved on the bridge whose subnet holds `via`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Destination prefix, e.g. "10.254.9.0/24".
@@ -221,7 +230,7 @@ impl RouteSpec {
 }
 
 /// One bridge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeSpec {
     /// Bridge name.
@@ -233,22 +242,65 @@ pub struct BridgeSpec {
     #[serde(default = "default_aging")]
     pub aging: u32,
     /// Gateway address with prefix length, e.g. "172.31.5.1/24" (like docker0's address).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
     /// Gateway MAC (default: 02:75:76 + a hash of the bridge name, stable across restarts).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_mac: Option<String>,
     /// Docker's isolation of user networks (default false): no routed traffic between this bridge
     /// and any other isolated bridge; non-isolated bridges (an uplink) stay reachable.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub isolated: bool,
     /// Inter-container communication inside the bridge (default true). `icc = false` drops
     /// port-to-port traffic; the gateway and port mappings still work.
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub icc: bool,
     /// Ports of this bridge.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port: Vec<PortSpec>,
+    /// The flow table in ovs-ofctl syntax, one flow a string (`dump-flows` lines without
+    /// counters). Present: the table holds exactly these flows (`[]`: an empty table, which
+    /// drops everything). Absent: a new bridge gets `priority=0,actions=normal` and a SIGHUP
+    /// reload leaves an existing bridge's flows as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows: Option<Vec<String>>,
+    /// Meters in `add-meter` syntax (`meter=1,kbps,band=type=drop,rate=1000`). Absent: none on
+    /// a new bridge; a reload leaves an existing bridge's meters as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meters: Option<Vec<String>>,
+    /// Static FDB entries (`fdb-add`). Absent: none on a new bridge; a reload leaves an
+    /// existing bridge's static entries as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdb: Option<Vec<FdbSpec>>,
+}
+
+/// A static FDB entry, as `fdb-add BRIDGE MAC PORT [vlan=N] [remote_ip=A]` takes it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FdbSpec {
+    /// The MAC address (unicast).
+    pub mac: String,
+    /// The port (a port of the same bridge).
+    pub port: String,
+    /// VLAN (0: untagged, the default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vlan: u16,
+    /// The remote VTEP (only and always for a vxlan port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
+fn is_auto(m: &XdpModeSpec) -> bool {
+    *m == XdpModeSpec::Auto
 }
 
 fn default_true() -> bool {
@@ -263,7 +315,7 @@ fn default_aging() -> u32 {
 }
 
 /// One port.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 // No deny_unknown_fields here: serde does not support it with `flatten`; `validate` refuses
 // unknown keys itself.
 pub struct PortSpec {
@@ -273,19 +325,19 @@ pub struct PortSpec {
     #[serde(rename = "type")]
     pub kind: PortKind,
     /// Access VLAN.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     /// Trunk VLANs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunks: Option<Vec<u16>>,
     /// XDP attach mode (afxdp).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_auto")]
     pub xdp_mode: XdpModeSpec,
     /// Device MTU to set (tap).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// The OpenFlow port number asked for (1..0xfeff); None: the lowest free one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ofport_request: Option<u16>,
     /// VXLAN options (vxlan): `vni`, `local_ip`, `remote_ip` ("A,B"), `dst_port`, `learning`
     /// ("on"/"off"), `ttl`, `df`, as `add-port` takes them.
@@ -322,6 +374,9 @@ impl BridgeSpec {
             isolated: false,
             icc: true,
             port: Vec::new(),
+            flows: None,
+            meters: None,
+            fdb: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -356,7 +411,8 @@ impl BridgeSpec {
         for p in &self.port {
             p.validate()?;
         }
-        Ok(())
+        self.validate_tables()
+            .map_err(|e| format!("bridge '{}': {e}", self.name))
     }
 }
 
@@ -544,7 +600,160 @@ impl Config {
         for n in &self.nat {
             n.check()?;
         }
+        self.check_references()
+    }
+}
+
+// ---- Persistence: flows, meters and static FDB entries in the file; cross-references ----
+
+impl FdbSpec {
+    /// The parsed entry: MAC, VLAN and remote VTEP.
+    pub fn parsed(&self) -> Result<(crate::wire::MacAddr, u16, Option<[u8; 4]>), String> {
+        let mac: crate::wire::MacAddr = self.mac.parse().map_err(|e| format!("fdb mac: {e}"))?;
+        if mac.is_multicast() || mac.is_zero() {
+            return Err(format!("fdb mac: {mac} must be a unicast address"));
+        }
+        if self.vlan > 4094 {
+            return Err(format!("fdb vlan: {} (0 to 4094)", self.vlan));
+        }
+        let remote = match &self.remote_ip {
+            Some(r) => Some(
+                r.parse::<std::net::Ipv4Addr>()
+                    .map_err(|_| format!("fdb remote_ip: '{r}' is not an IPv4 address"))?
+                    .octets(),
+            ),
+            None => None,
+        };
+        Ok((mac, self.vlan, remote))
+    }
+}
+
+impl BridgeSpec {
+    /// A bridge spec with the defaults and no ports, flows, meters or FDB entries.
+    pub fn new(name: &str) -> BridgeSpec {
+        BridgeSpec {
+            name: name.to_string(),
+            fdb_capacity: DEFAULT_FDB_CAPACITY,
+            aging: DEFAULT_AGING,
+            gateway: None,
+            gateway_mac: None,
+            isolated: false,
+            icc: true,
+            port: Vec::new(),
+            flows: None,
+            meters: None,
+            fdb: None,
+        }
+    }
+
+    /// Check `flows`, `meters` and `fdb` parse, and that FDB entries and flows name ports of
+    /// this bridge.
+    fn validate_tables(&self) -> Result<(), String> {
+        let has_port = |n: &str| self.port.iter().any(|p| p.name == n);
+        for (i, f) in self.flows.iter().flatten().enumerate() {
+            let flow = crate::flow::parse_flow(f).map_err(|e| format!("flows[{i}]: {e}"))?;
+            for (what, p) in flow.ports() {
+                if let crate::flow::PortRef::Name(n) = p
+                    && !has_port(n)
+                {
+                    return Err(format!("flows[{i}]: {what}: no port '{n}' in the bridge"));
+                }
+            }
+        }
+        for (i, m) in self.meters.iter().flatten().enumerate() {
+            crate::flow::meter::parse_meter(m).map_err(|e| format!("meters[{i}]: {e}"))?;
+        }
+        for e in self.fdb.iter().flatten() {
+            e.parsed()?;
+            let Some(p) = self.port.iter().find(|p| p.name == e.port) else {
+                return Err(format!("fdb port: no port '{}' in the bridge", e.port));
+            };
+            if (p.kind == PortKind::Vxlan) != e.remote_ip.is_some() {
+                return Err(format!(
+                    "fdb {}: remote_ip is needed for, and only for, a vxlan port",
+                    e.mac
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Check what the file's parts say about each other, as the switch would when applying it:
+    /// a route's next hop lies on a bridge's gateway subnet, NAT rules name bridges of the file
+    /// (with a gateway where the rule needs one), a vxlan port's `local_ip` is another bridge's
+    /// gateway address.
+    pub fn check_references(&self) -> Result<(), String> {
+        let mut gateways = Vec::new();
+        for b in &self.bridge {
+            if let Some(g) = b.gateway()? {
+                gateways.push((b.name.as_str(), g));
+            }
+        }
+        let on_subnet = |a: [u8; 4]| {
+            gateways.iter().find(|(_, g)| {
+                let m = crate::route::mask(g.len);
+                u32::from_be_bytes(a) & m == u32::from_be_bytes(g.ip) & m
+            })
+        };
+        for r in &self.route {
+            let (_, _, via) = r.parsed()?;
+            match on_subnet(via.octets()) {
+                None => {
+                    return Err(format!(
+                        "route {}: via {via} is not on any bridge's gateway subnet",
+                        r.prefix
+                    ));
+                }
+                Some((_, g)) if g.ip == via.octets() => {
+                    return Err(format!(
+                        "route {}: via {via} is the bridge's own gateway address",
+                        r.prefix
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let gw_of = |name: &Option<String>, field: &str| -> Result<bool, String> {
+            let n = name.as_deref().unwrap_or_default();
+            if !self.bridge.iter().any(|b| b.name == n) {
+                return Err(format!("nat {field}: no bridge named '{n}'"));
+            }
+            Ok(gateways.iter().any(|(b, _)| *b == n))
+        };
+        for n in &self.nat {
+            let ok = match n.kind.as_str() {
+                "dnat" => gw_of(&n.inb, "in")?,
+                "masquerade" => gw_of(&n.out, "out")?,
+                _ => gw_of(&n.out, "out").map(|_| true)?,
+            };
+            if !ok {
+                return Err(format!("nat {}: the bridge has no gateway address", n.kind));
+            }
+        }
+        for b in &self.bridge {
+            for p in b.port.iter().filter(|p| p.kind == PortKind::Vxlan) {
+                let conf = p.tunnel_conf()?;
+                match gateways.iter().find(|(_, g)| g.ip == conf.local_ip) {
+                    Some((owner, _)) if *owner != b.name => {}
+                    _ => {
+                        return Err(format!(
+                            "port '{}': local_ip {} is not the gateway address of another bridge",
+                            p.name,
+                            std::net::Ipv4Addr::from(conf.local_ip)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The file text: TOML in the `--config` format, which [`Config::parse`] reads back to an
+    /// equal value.
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot write the configuration: {e}"))
     }
 }
 
@@ -651,5 +860,76 @@ mod tests {
         assert!(e.contains("vlan"), "{e}");
         let e = BridgeSpec::from_args("b", &a(&["aging=x"])).unwrap_err();
         assert!(e.starts_with("aging:"), "{e}");
+    }
+
+    #[test]
+    fn file_round_trips_with_flows_meters_fdb() {
+        let text = r#"
+            [[bridge]]
+            name = "up"
+            gateway = "10.250.0.1/24"
+            [[bridge]]
+            name = "br0"
+            gateway = "172.31.5.1/24"
+            gateway_mac = "02:00:00:00:00:01"
+            icc = false
+            flows = ["priority=10,in_port=p1,actions=drop", "priority=0,actions=normal"]
+            meters = ["meter=1,kbps,band=type=drop,rate=1000"]
+            [[bridge.port]]
+            name = "p1"
+            type = "tap"
+            vlan = 5
+            ofport_request = 7
+            [[bridge.port]]
+            name = "vx"
+            type = "vxlan"
+            vni = "42"
+            local_ip = "10.250.0.1"
+            remote_ip = "10.250.0.2"
+            [[bridge.fdb]]
+            mac = "02:00:00:00:00:aa"
+            port = "p1"
+            vlan = 5
+            [[bridge.fdb]]
+            mac = "02:00:00:00:00:bb"
+            port = "vx"
+            remote_ip = "10.250.0.2"
+            [[route]]
+            prefix = "10.9.0.0/16"
+            via = "10.250.0.2"
+            [[nat]]
+            kind = "masquerade"
+            src = "172.31.5.0/24"
+            out = "up"
+        "#;
+        let c = Config::parse(text).unwrap();
+        let out = c.to_toml().unwrap();
+        let back = Config::parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(back, c);
+        assert_eq!(back.to_toml().unwrap(), out);
+        assert!(
+            !out.contains("icc = true") && out.contains("icc = false"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn references_are_checked() {
+        let e = Config::parse("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"10.250.0.2\"\n")
+            .unwrap_err();
+        assert!(e.contains("not on any bridge"), "{e}");
+        let e =
+            Config::parse("[[bridge]]\nname = \"b\"\nflows = [\"in_port=nope,actions=drop\"]\n")
+                .unwrap_err();
+        assert!(e.contains("no port 'nope'"), "{e}");
+        let e = Config::parse(
+            "[[bridge]]\nname = \"b\"\n[[bridge.fdb]]\nmac = \"02:00:00:00:00:01\"\nport = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("fdb port"), "{e}");
+        let e =
+            Config::parse("[[nat]]\nkind = \"masquerade\"\nsrc = \"10.0.0.0/8\"\nout = \"x\"\n")
+                .unwrap_err();
+        assert!(e.contains("no bridge named 'x'"), "{e}");
     }
 }

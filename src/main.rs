@@ -7,10 +7,14 @@ use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
 
+use tracing::{debug, info, warn};
 use uvs::clock::MonotonicClock;
 use uvs::config::Config;
+
+use uvs::control::db::Db;
+use uvs::control::store::Store;
 use uvs::control::{self, Registry};
-use uvs::worker::{self, Command, WorkerOptions};
+use uvs::worker::{self, WorkerOptions};
 
 #[derive(Parser)]
 #[command(name = "uvs", version, about = "A poll-mode userspace virtual switch")]
@@ -26,9 +30,14 @@ enum Cmd {
         /// Control socket path (default: $UVS_SOCKET or /run/uvs/uvs.sock).
         #[arg(long)]
         socket: Option<PathBuf>,
-        /// TOML file of bridges and ports to create at start.
+        /// TOML file of the configuration to start with when the database has none (SIGHUP
+        /// re-reads it and applies the difference).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Database of the running configuration, rewritten on every change (default:
+        /// /var/lib/uvs/conf.db with the default socket; none with another --socket).
+        #[arg(long)]
+        db: Option<PathBuf>,
         /// Core to pin the datapath worker to (e.g. `--cores 1`). Unpinned when omitted.
         #[arg(long)]
         cores: Option<String>,
@@ -75,9 +84,10 @@ fn main() -> ExitCode {
         Cmd::Run {
             socket,
             config,
+            db,
             cores,
             frames,
-        } => run(socket, config, cores, frames),
+        } => run(socket, config, db, cores, frames),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
@@ -103,6 +113,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -120,67 +131,146 @@ fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
         ));
     }
     if c.contains(',') {
-        eprintln!("uvs: one datapath worker per process for now; using core {id}");
+        warn!("one datapath worker per process for now; using core {id}");
     }
     Ok(Some(id))
 }
 
 fn run(
     socket: Option<PathBuf>,
-    config: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    db: Option<PathBuf>,
     cores: Option<String>,
     frames: u32,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
-    let config = match &config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
+    // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(format!(
+            "another uvs is already running on {}; not starting (nothing was changed)",
+            path.display()
+        ));
+    }
+    let db = match db_path(db, &path) {
+        Some(p) => Some(Db::open(&p)?),
+        None => {
+            warn!("no database (--db): changes made with `uvs ctl` will not survive a restart");
+            None
+        }
     };
+    let config = initial_config(config_path.as_deref(), db.as_ref())?;
     let core = parse_core(cores)?;
     let stop = uvs::port::wait::install_stop_handler();
+    let hup = control::sys::install_hup_handler();
     let w = worker::spawn(
         WorkerOptions { core, frames },
         Arc::new(MonotonicClock::default()),
     )
     .map_err(|e| format!("cannot start the worker: {e}"))?;
     let w = Arc::new(w);
-    for b in config.bridge {
-        let name = b.name.clone();
-        if let Err(e) = w.call(Command::AddBridge(b)) {
-            w.shutdown();
-            return Err(format!("config: bridge '{name}': {e}"));
-        }
+    let store = Arc::new(Store::new(w.clone(), db));
+    let applied = store.apply(&config);
+    for c in &applied.changes {
+        debug!("start: {c}");
     }
-    let nats = config.nat;
-    for r in config.route {
-        let what = format!("{} via {}", r.prefix, r.via);
-        if let Err(e) = w.call(Command::RouteAdd(r)) {
-            w.shutdown();
-            return Err(format!("config: route {what}: {e}"));
-        }
+    if let Some(e) = applied.errors.first() {
+        w.shutdown();
+        return Err(format!("config: {e}"));
     }
-    for n in nats {
-        let what = n.kind.clone();
-        if let Err(e) = w.call(Command::NatAdd(n)) {
-            w.shutdown();
-            return Err(format!("config: nat {what}: {e}"));
-        }
+    if let Err(e) = store.save() {
+        w.shutdown();
+        return Err(e);
     }
+    info!("started with {} configuration steps", applied.changes.len());
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
+    control::commands::register_store(&mut reg, store.clone());
     let server =
         control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
             w.shutdown();
             format!("control socket {}: {e}", path.display())
         })?;
-    eprintln!("uvs: listening on {}", path.display());
+    info!("listening on {}", path.display());
     while !stop.load(Ordering::SeqCst) {
+        if hup.swap(false, Ordering::SeqCst) {
+            reload(config_path.as_deref(), &store);
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    eprintln!("uvs: stopping");
+    info!("stopping");
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// The configuration to start with: the database's if it has one (the `--config` file is then
+/// not applied; an invalid one only warns), else the `--config` file (an invalid one is an
+/// error), else nothing.
+fn initial_config(file: Option<&std::path::Path>, db: Option<&Db>) -> Result<Config, String> {
+    let stored = match db {
+        Some(d) => d.load()?,
+        None => None,
+    };
+    let Some(stored) = stored else {
+        return file.map_or(Ok(Config::default()), Config::load);
+    };
+    let db = db
+        .map(|d| d.path().display().to_string())
+        .unwrap_or_default();
+    info!("configuration from the database {db}");
+    if let Some(p) = file {
+        match Config::load(p) {
+            Ok(_) => info!(
+                "--config {} not applied: the database holds the running configuration (SIGHUP applies the file)",
+                p.display()
+            ),
+            Err(e) => warn!("--config: {e}; not applied (starting from the database)"),
+        }
+    }
+    Ok(stored)
+}
+
+/// The database path: `--db`, else the default one when the socket is the default one.
+fn db_path(db: Option<PathBuf>, socket: &std::path::Path) -> Option<PathBuf> {
+    match db {
+        Some(p) => Some(p),
+        None if socket == std::path::Path::new(control::DEFAULT_SOCKET) => {
+            Some(PathBuf::from(control::db::DEFAULT_DB))
+        }
+        None => None,
+    }
+}
+
+/// SIGHUP: re-read the `--config` file; a file that does not validate is refused as a whole
+/// (nothing changes), a valid one becomes the running configuration (the difference applies).
+fn reload(path: Option<&std::path::Path>, store: &Store) {
+    let Some(path) = path else {
+        warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    };
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("SIGHUP: refusing {}: {e}; nothing changed", path.display());
+            return;
+        }
+    };
+    let a = store.apply(&c);
+    for ch in &a.changes {
+        info!("reload: {ch}");
+    }
+    for e in &a.errors {
+        warn!("reload: {e}");
+    }
+    if let Err(e) = store.save() {
+        warn!("reload: {e}");
+    }
+    info!(
+        "reloaded {}: {} changes, {} errors",
+        path.display(),
+        a.changes.len(),
+        a.errors.len()
+    );
 }
 
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {

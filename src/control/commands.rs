@@ -270,6 +270,35 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         let v = ask(&w, Command::Stats)?;
         Ok(Reply::new(render_stats(&v), v))
     });
+    reg.set_read_only(&READ_ONLY);
+}
+
+/// The commands that change nothing; every other one is a change (journalled and logged).
+pub const READ_ONLY: [&str; 11] = [
+    "show",
+    "fdb-show",
+    "route-show",
+    "neigh-show",
+    "nat-show",
+    "ct-show",
+    "dump-flows",
+    "dump-meters",
+    "trace",
+    "stats",
+    "save-config",
+];
+
+/// Make `store` the journal of every change and register `save-config`, which prints the
+/// running configuration in the `--config` file format.
+pub fn register_store(reg: &mut Registry, store: Arc<crate::control::store::Store>) {
+    reg.set_journal(store.clone());
+    reg.register("save-config", "save-config", 0, 0, move |_| {
+        let c = store.running().map_err(CtlError::new)?;
+        let text = c.to_toml().map_err(CtlError::new)?;
+        let data = serde_json::to_value(&c).unwrap_or(Value::Null);
+        Ok(Reply::new(text, data))
+    });
+    reg.set_read_only(&["save-config"]);
 }
 
 fn ask(w: &WorkerHandle, cmd: Command) -> Result<Value, CtlError> {

@@ -28,16 +28,19 @@
 
 pub mod client;
 pub mod commands;
+pub mod db;
 pub mod jsonrpc;
 pub mod registry;
 pub mod server;
+pub mod store;
+pub mod sys;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use client::{ClientError, call, call_with_timeout};
 pub use jsonrpc::{Request, Response};
-pub use registry::{CtlError, Handler, Registry, Reply, UNLIMITED};
+pub use registry::{CtlError, Handler, Journal, Registry, Reply, UNLIMITED};
 pub use server::{ServerHandle, serve};
 
 /// The control socket used when neither `--socket` nor `UVS_SOCKET` is given.

@@ -5,8 +5,9 @@
 //! handlers can index their arguments without checking the count again. A handler that panics
 //! is turned into an error reply; it never takes the connection or the daemon down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -71,6 +72,19 @@ impl From<&str> for CtlError {
     }
 }
 
+/// Runs the commands that change the switch (every command not marked read-only), one at a
+/// time, and makes each successful change durable before its reply goes out (the database
+/// store implements it).
+pub trait Journal: Send + Sync {
+    /// Run `run` (the change `method params`) and record its outcome; returns its result.
+    fn change(
+        &self,
+        method: &str,
+        params: &[String],
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+    ) -> Result<Reply, CtlError>;
+}
+
 /// A command handler. It receives the arguments (already checked against the bounds).
 pub type Handler = Box<dyn Fn(&[String]) -> Result<Reply, CtlError> + Send + Sync>;
 
@@ -79,6 +93,9 @@ pub const UNLIMITED: usize = usize::MAX;
 
 /// The longest command name quoted back in an "unknown command" error.
 const MAX_QUOTED_NAME: usize = 64;
+
+/// The longest command line (name and arguments) written to the log.
+const MAX_LOGGED: usize = 1024;
 
 enum Action {
     ListCommands,
@@ -109,6 +126,9 @@ impl Command {
 /// [`Registry::new`] registers the built-ins `list-commands` and `version`.
 pub struct Registry {
     commands: BTreeMap<String, Command>,
+    /// Commands that change nothing (not journalled, logged at debug level).
+    read_only: BTreeSet<String>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Default for Registry {
@@ -130,6 +150,8 @@ impl Registry {
     pub fn new() -> Self {
         let mut registry = Registry {
             commands: BTreeMap::new(),
+            read_only: ["list-commands", "version"].map(String::from).into(),
+            journal: None,
         };
         registry.insert("list-commands", "", 0, 0, Action::ListCommands);
         registry.insert("version", "", 0, 0, Action::Version);
@@ -193,6 +215,17 @@ impl Registry {
         self.commands.insert(name.to_string(), command);
     }
 
+    /// Mark commands as read-only: they change nothing, so they bypass the journal and are
+    /// logged at debug level only. Every other command is a change.
+    pub fn set_read_only(&mut self, names: &[&str]) {
+        self.read_only.extend(names.iter().map(|n| n.to_string()));
+    }
+
+    /// Route every change through `journal` (see [`Journal`]).
+    pub fn set_journal(&mut self, journal: Arc<dyn Journal>) {
+        self.journal = Some(journal);
+    }
+
     /// Whether `name` is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.commands.contains_key(name)
@@ -210,6 +243,35 @@ impl Registry {
 
     /// Runs `method` with `params` after checking that it exists and the argument count fits.
     pub fn call(&self, method: &str, params: &[String]) -> Result<Reply, CtlError> {
+        self.call_from(method, params, "internal")
+    }
+
+    /// [`Registry::call`] for client `peer` ("pid 12 uid 0"): a change is run through the
+    /// journal and logged at info level, one line with the command, the peer and the result.
+    pub fn call_from(
+        &self,
+        method: &str,
+        params: &[String],
+        peer: &str,
+    ) -> Result<Reply, CtlError> {
+        let change = self.commands.contains_key(method) && !self.read_only.contains(method);
+        let r = match &self.journal {
+            Some(j) if change => {
+                j.change(method, params, &mut || self.call_checked(method, params))
+            }
+            _ => self.call_checked(method, params),
+        };
+        let cmd = quote(&format!("{method} {}", params.join(" ")), MAX_LOGGED);
+        match &r {
+            Ok(_) if change => tracing::info!("ctl {} from {peer}: ok", cmd.trim_end()),
+            Err(e) if change => tracing::warn!("ctl {} from {peer}: error: {e}", cmd.trim_end()),
+            Ok(_) => tracing::debug!("ctl {} from {peer}: ok", cmd.trim_end()),
+            Err(e) => tracing::debug!("ctl {} from {peer}: error: {e}", cmd.trim_end()),
+        }
+        r
+    }
+
+    fn call_checked(&self, method: &str, params: &[String]) -> Result<Reply, CtlError> {
         let Some(command) = self.commands.get(method) else {
             return Err(CtlError::new(format!(
                 "unknown command '{}'; try list-commands",
@@ -291,9 +353,14 @@ fn describe_bounds(min: usize, max: usize) -> String {
 
 /// The command name as quoted in errors: control characters escaped, long names cut.
 fn quote_name(name: &str) -> String {
+    quote(name, MAX_QUOTED_NAME)
+}
+
+/// `text` with control characters escaped, cut after `limit` characters.
+fn quote(text: &str, limit: usize) -> String {
     let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if i == MAX_QUOTED_NAME {
+    for (i, c) in text.chars().enumerate() {
+        if i == limit {
             out.push_str("...");
             break;
         }
@@ -428,5 +495,41 @@ mod tests {
         assert_eq!(args_usage("add-port", "BRIDGE PORT"), "BRIDGE PORT");
         assert_eq!(args_usage("show", "show"), "");
         assert_eq!(args_usage("add", "add-port X"), "add-port X");
+    }
+
+    /// Records what went through it; commits only successful changes.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl Journal for Recorder {
+        fn change(
+            &self,
+            method: &str,
+            _params: &[String],
+            run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+        ) -> Result<Reply, CtlError> {
+            let r = run();
+            let what = if r.is_ok() { "commit" } else { "no-commit" };
+            self.0.lock().unwrap().push(format!("{method}:{what}"));
+            r
+        }
+    }
+
+    #[test]
+    fn changes_go_through_the_journal_and_reads_do_not() {
+        let mut r = echo_registry();
+        r.set_read_only(&["one"]);
+        let j = Arc::new(Recorder::default());
+        r.set_journal(j.clone());
+        r.call_from("echo", &args(&["a"]), "pid 1 uid 0").unwrap();
+        r.call_from("one", &args(&["a"]), "pid 1 uid 0").unwrap();
+        r.call("version", &[]).unwrap();
+        r.call("list-commands", &[]).unwrap();
+        r.call("boom", &[]).unwrap_err();
+        r.call("nope", &[]).unwrap_err();
+        assert_eq!(
+            *j.0.lock().unwrap(),
+            vec!["echo:commit".to_string(), "boom:no-commit".to_string()]
+        );
     }
 }

@@ -76,8 +76,18 @@ impl<R: Read> Read for Budgeted<R> {
 /// stream cannot be resynchronised).
 pub fn handle_connection<R: Read, W: Write>(
     reader: R,
+    writer: W,
+    registry: &Registry,
+) -> ConnectionEnd {
+    handle_connection_from(reader, writer, registry, "internal")
+}
+
+/// [`handle_connection`] for a client described as `peer` in the change log ("pid 12 uid 0").
+pub fn handle_connection_from<R: Read, W: Write>(
+    reader: R,
     mut writer: W,
     registry: &Registry,
+    peer: &str,
 ) -> ConnectionEnd {
     let budget = Rc::new(Cell::new(MAX_REQUEST_BYTES));
     let exceeded = Rc::new(Cell::new(false));
@@ -92,7 +102,7 @@ pub fn handle_connection<R: Read, W: Write>(
             None => return ConnectionEnd::Closed,
             Some(Ok(value)) => {
                 budget.set(MAX_REQUEST_BYTES);
-                (respond(&value, registry), None)
+                (respond(&value, registry, peer), None)
             }
             Some(Err(_)) if exceeded.get() => (
                 Response::err(
@@ -121,11 +131,12 @@ pub fn handle_connection<R: Read, W: Write>(
 }
 
 /// The response to one well-formed JSON value.
-fn respond(value: &Value, registry: &Registry) -> Response {
+fn respond(value: &Value, registry: &Registry, peer: &str) -> Response {
     match Request::from_json(value) {
-        Ok(request) => {
-            Response::from_outcome(request.id, registry.call(&request.method, &request.params))
-        }
+        Ok(request) => Response::from_outcome(
+            request.id,
+            registry.call_from(&request.method, &request.params, peer),
+        ),
         Err(e) => {
             let id = value.get("id").cloned().unwrap_or(Value::Null);
             Response::err(id, format!("invalid JSON-RPC request: {e}"))
@@ -363,7 +374,11 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
     let spawned = thread::Builder::new()
         .name("uvs-ctl-conn".into())
         .spawn(move || {
-            handle_connection(&stream, &stream, &conn_shared.registry);
+            let peer = match super::sys::peer_cred(&stream) {
+                Ok(c) => c.to_string(),
+                Err(e) => format!("unknown peer ({e})"),
+            };
+            handle_connection_from(&stream, &stream, &conn_shared.registry, &peer);
             finish_connection(&conn_shared, id);
         });
     if spawned.is_err() {

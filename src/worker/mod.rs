@@ -16,6 +16,7 @@
 
 mod flows;
 mod requests;
+mod running;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -155,6 +156,8 @@ pub struct Worker {
     pub(crate) started: Instant,
     pub(crate) stop: bool,
     pending_flows: Option<PendingFlows>,
+    /// What the running configuration needs that the datapath does not keep.
+    pub(crate) specs: running::Specs,
 }
 
 impl Worker {
@@ -179,6 +182,7 @@ impl Worker {
             started: Instant::now(),
             stop: false,
             pending_flows: None,
+            specs: running::Specs::default(),
         }
     }
 
@@ -186,7 +190,7 @@ impl Worker {
         if let Some(c) = self.core
             && !core_affinity::set_for_current(core_affinity::CoreId { id: c })
         {
-            eprintln!("uvs: could not pin the worker to core {c}; running unpinned");
+            tracing::warn!("could not pin the worker to core {c}; running unpinned");
             self.core = None;
         }
         crate::port::wait::request_short_slice(WORKER_SLICE_NS);

@@ -126,6 +126,8 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// The running configuration, as a [`crate::config::Config`] serialised to JSON.
+    RunningConfig,
     /// Close every port and stop.
     Shutdown,
 }
@@ -311,6 +313,9 @@ impl Worker {
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
+            Command::RunningConfig => {
+                serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
+            }
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))
@@ -444,6 +449,7 @@ impl Worker {
             let _ = self.dp.del_bridge(id);
             return Err(e);
         }
+        self.specs.add_bridge(&spec);
         for p in &spec.port {
             if let Err(e) = self.add_port(&spec.name, p) {
                 // All or nothing: undo the ports added so far and the bridge.
@@ -465,6 +471,7 @@ impl Worker {
             self.remove_port(p)?;
         }
         self.dp.del_bridge(b)?;
+        self.specs.bridges.remove(name);
         Ok(json!({"deleted": name}))
     }
 
@@ -538,6 +545,7 @@ impl Worker {
         };
         let details = port.details();
         self.attach(id, b, spec.name.clone(), vlan, port, ofport)?;
+        self.specs.ports.insert(id, spec.clone());
         if let Some(t) = tunnel
             && let Some(st) = self.dp.port_mut(id)
         {
@@ -588,6 +596,7 @@ impl Worker {
             p.close(&mut self.frames);
         }
         self.umem_fds.retain(|(p, _)| *p != id);
+        self.specs.ports.remove(&id);
         Ok(())
     }
 
@@ -686,6 +695,6 @@ impl Worker {
 }
 
 /// `172.31.5.1/24`
-fn gateway_text(g: crate::datapath::Gateway) -> String {
+pub(crate) fn gateway_text(g: crate::datapath::Gateway) -> String {
     format!("{}/{}", std::net::Ipv4Addr::from(g.ip), g.len)
 }

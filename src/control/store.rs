@@ -1,0 +1,468 @@
+//! The store: the one writer of the running configuration. Every change goes through it, one
+//! at a time; it applies configurations (at start and on reload) as a difference against what
+//! runs, and keeps the database equal to the last acknowledged state.
+//!
+//! Contract:
+//! - [`Store::change`] holds the store's lock while it runs a change and, if the change
+//!   succeeded, writes the running configuration to the database before it returns: a client
+//!   is answered only once its change is on disk, and changes never interleave.
+//! - [`Store::apply`] makes the running configuration equal to a validated [`Config`]: removes
+//!   what the file lacks (NAT rules, routes, ports, bridges), adds what is new, replaces what
+//!   changed. Per bridge, `flows`, `meters` and `fdb` apply only when the file has the key
+//!   (flows are replaced as a whole table; meters and static FDB entries are added or
+//!   replaced, never removed). Each step is logged.
+//! - A port that cannot be opened (its netdev is missing), and the flows and static FDB
+//!   entries that need it, do not stop the rest: they are logged and kept *pending*, part of
+//!   the running configuration written to the database, until their bridge is deleted, the
+//!   port is deleted with `del-port`, or a port of that name is added; every apply (a SIGHUP
+//!   reload) tries them again.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::db::Db;
+use super::registry::{CtlError, Journal, Reply};
+use crate::config::{BridgeSpec, Config, FdbSpec, PortSpec};
+use crate::worker::{Command, WorkerHandle};
+
+/// Configuration kept in the database that the switch could not apply (see the module docs).
+#[derive(Debug, Default)]
+struct Pending {
+    /// (bridge, port).
+    ports: Vec<(String, PortSpec)>,
+    /// (bridge, flow text).
+    flows: Vec<(String, String)>,
+    /// (bridge, entry).
+    fdb: Vec<(String, FdbSpec)>,
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// One line per change made ("+ bridge br1", "- route 10.9.0.0/16 via 10.0.0.2").
+    pub changes: Vec<String>,
+    /// Steps that failed and were not kept pending.
+    pub errors: Vec<String>,
+}
+
+impl Applied {
+    /// Record the outcome of one step.
+    fn step(&mut self, r: Result<Value, String>, what: String) {
+        match r {
+            Ok(_) => self.changes.push(what),
+            Err(e) => self.errors.push(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// The single writer of the configuration.
+pub struct Store {
+    worker: Arc<WorkerHandle>,
+    db: Option<Db>,
+    pending: Mutex<Pending>,
+}
+
+impl Store {
+    /// A store for `worker`, persisting to `db` (None: nothing persists).
+    pub fn new(worker: Arc<WorkerHandle>, db: Option<Db>) -> Store {
+        Store {
+            worker,
+            db,
+            pending: Mutex::new(Pending::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The running configuration, pending parts included.
+    pub fn running(&self) -> Result<Config, String> {
+        let p = self.lock();
+        self.running_locked(&p)
+    }
+
+    fn running_locked(&self, p: &Pending) -> Result<Config, String> {
+        let v = self.worker.call(Command::RunningConfig)?;
+        let mut c: Config = serde_json::from_value(v).map_err(|e| e.to_string())?;
+        for b in &mut c.bridge {
+            for (_, s) in p.ports.iter().filter(|(x, _)| *x == b.name) {
+                b.port.push(s.clone());
+            }
+            let flows: Vec<String> = p
+                .flows
+                .iter()
+                .filter(|(x, _)| *x == b.name)
+                .map(|(_, f)| f.clone())
+                .collect();
+            if !flows.is_empty() {
+                b.flows.get_or_insert_with(Vec::new).extend(flows);
+            }
+            let fdb: Vec<FdbSpec> = p
+                .fdb
+                .iter()
+                .filter(|(x, _)| *x == b.name)
+                .map(|(_, f)| f.clone())
+                .collect();
+            if !fdb.is_empty() {
+                b.fdb.get_or_insert_with(Vec::new).extend(fdb);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Write the running configuration to the database (no-op without one).
+    fn commit(&self, p: &mut Pending) -> Result<(), String> {
+        let running = self.running_locked(p)?;
+        // Forget pending parts whose bridge is gone or whose port now runs.
+        let has_bridge = |b: &str| running.bridge.iter().any(|x| x.name == b);
+        // `running` lists a pending port that also runs twice (once from the worker).
+        let runs = |n: &str| {
+            running
+                .bridge
+                .iter()
+                .flat_map(|b| &b.port)
+                .filter(|s| s.name == n)
+                .count()
+                > 1
+        };
+        let before = (p.ports.len(), p.flows.len(), p.fdb.len());
+        p.ports.retain(|(b, s)| has_bridge(b) && !runs(&s.name));
+        p.flows.retain(|(b, _)| has_bridge(b));
+        p.fdb.retain(|(b, _)| has_bridge(b));
+        let running = if before != (p.ports.len(), p.flows.len(), p.fdb.len()) {
+            self.running_locked(p)?
+        } else {
+            running
+        };
+        let Some(db) = &self.db else { return Ok(()) };
+        db.save(&running.to_toml()?)
+    }
+
+    /// Write the database now (after the start-up apply).
+    pub fn save(&self) -> Result<(), String> {
+        let mut p = self.lock();
+        self.commit(&mut p)
+    }
+
+    /// Make the running configuration equal to `new` (see the module documentation). The
+    /// caller writes the database afterwards with [`Store::save`] (at start only if it all
+    /// applied).
+    pub fn apply(&self, new: &Config) -> Applied {
+        let mut p = self.lock();
+        let mut out = Applied::default();
+        let (merged, old) = match (
+            self.running_locked(&p),
+            self.running_locked(&Pending::default()),
+        ) {
+            (Ok(m), Ok(o)) => (m, o),
+            (Err(e), _) | (_, Err(e)) => {
+                out.errors.push(e);
+                return out;
+            }
+        };
+        // Pending parts are tried again: diff against what really runs; a bridge whose file
+        // entry leaves its flows or FDB entries alone keeps them, pending ones included.
+        let mut new = new.clone();
+        for nb in &mut new.bridge {
+            let mine = |b: &String| *b == nb.name;
+            if nb.flows.is_none() && p.flows.iter().any(|(b, _)| mine(b)) {
+                nb.flows = find(&merged, &nb.name).and_then(|b| b.flows.clone());
+            }
+            if nb.fdb.is_none() && p.fdb.iter().any(|(b, _)| mine(b)) {
+                nb.fdb = find(&merged, &nb.name).and_then(|b| b.fdb.clone());
+            }
+        }
+        *p = Pending::default();
+        self.apply_diff(&mut p, &old, &new, &mut out);
+        out
+    }
+
+    fn call(&self, cmd: Command) -> Result<Value, String> {
+        self.worker.call(cmd)
+    }
+
+    fn apply_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
+        // A bridge that goes, is re-created or changes its gateway must first lose the static
+        // routes through it (they come back below if the new configuration has them).
+        for r in &old.route {
+            let Ok((_, _, via)) = r.parsed() else {
+                continue;
+            };
+            let through = old.bridge.iter().find(|b| {
+                b.gateway().ok().flatten().is_some_and(|g| {
+                    let m = crate::route::mask(g.len);
+                    u32::from(via) & m == u32::from_be_bytes(g.ip) & m
+                })
+            });
+            if let Some(b) = through
+                && find(new, &b.name).is_none_or(|nb| bare(nb) != bare(b))
+            {
+                let what = format!("- route {} via {}", r.prefix, r.via);
+                out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
+            }
+        }
+        self.bridges_diff(p, old, new, out);
+        // Removing or re-creating a bridge also removed its routes and NAT rules: compare
+        // those (and the tables) with what runs now.
+        let now = match self.running_locked(p) {
+            Ok(c) => c,
+            Err(e) => return out.errors.push(e),
+        };
+        for r in now.route.iter().filter(|r| !new.route.contains(r)) {
+            let what = format!("- route {} via {}", r.prefix, r.via);
+            out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
+        }
+        for r in new.route.iter().filter(|r| !now.route.contains(r)) {
+            let what = format!("+ route {} via {}", r.prefix, r.via);
+            out.step(self.call(Command::RouteAdd(r.clone())), what);
+        }
+        // NAT rules apply in order: keep the common leading run, replace the rest.
+        let keep = now
+            .nat
+            .iter()
+            .zip(&new.nat)
+            .take_while(|(a, b)| a == b)
+            .count();
+        for i in (keep..now.nat.len()).rev() {
+            out.step(self.call(Command::NatDel(i)), format!("- nat #{i}"));
+        }
+        for n in &new.nat[keep..] {
+            let what = format!("+ nat {}", n.kind);
+            out.step(self.call(Command::NatAdd(n.clone())), what);
+        }
+        for nb in &new.bridge {
+            let ob = now.bridge.iter().find(|b| b.name == nb.name);
+            self.tables_diff(p, ob, nb, out);
+        }
+    }
+
+    /// Bridges and ports: remove what `new` lacks, re-create bridges whose options changed,
+    /// change gateways in place, add what is new.
+    fn bridges_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
+        let kept = |a: &BridgeSpec, b: &BridgeSpec| bare(a) == bare(b) || same_but_gateway(a, b);
+        for b in &old.bridge {
+            match find(new, &b.name) {
+                Some(nb) if kept(b, nb) => self.ports_del(p, b, nb, out),
+                _ => {
+                    let r = self.call(Command::DelBridge(b.name.clone()));
+                    out.step(r, format!("- bridge {}", b.name));
+                    p.ports.retain(|(x, _)| *x != b.name);
+                    p.flows.retain(|(x, _)| *x != b.name);
+                    p.fdb.retain(|(x, _)| *x != b.name);
+                }
+            }
+        }
+        let empty = |n: &str| BridgeSpec::new(n);
+        let mut base = Vec::new();
+        for nb in &new.bridge {
+            match find(old, &nb.name).filter(|ob| kept(ob, nb)) {
+                Some(ob) => {
+                    if ob.gateway != nb.gateway || ob.gateway_mac != nb.gateway_mac {
+                        let what = format!("~ bridge {} gateway {:?}", nb.name, nb.gateway);
+                        let r = nb.gateway().and_then(|g| {
+                            self.call(Command::SetGateway {
+                                bridge: nb.name.clone(),
+                                gateway: g,
+                            })
+                        });
+                        out.step(r, what);
+                    }
+                    base.push(ob.clone());
+                }
+                None => {
+                    let r = self.call(Command::AddBridge(bare(nb)));
+                    let ok = r.is_ok();
+                    out.step(r, format!("+ bridge {}", nb.name));
+                    base.push(if ok { empty(&nb.name) } else { nb.clone() });
+                }
+            }
+        }
+        // Ports once every bridge and gateway is there (a vxlan port needs its uplink's).
+        for (ob, nb) in base.iter().zip(&new.bridge) {
+            self.ports_add(p, ob, nb, out);
+        }
+    }
+
+    /// Remove the ports of `old` that `new` lacks or changes.
+    fn ports_del(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
+        for s in old.port.iter().filter(|s| !new.port.contains(s)) {
+            let what = format!("- port {} (bridge {})", s.name, old.name);
+            let before = p.ports.len();
+            p.ports.retain(|(_, x)| x.name != s.name);
+            if p.ports.len() != before {
+                out.changes.push(what);
+                continue;
+            }
+            match self.call(Command::DelPort(s.name.clone())) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            }
+        }
+    }
+
+    /// Add the ports `new` adds or changes; one that cannot be opened stays pending.
+    fn ports_add(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
+        for s in new.port.iter().filter(|s| !old.port.contains(s)) {
+            let what = format!("+ port {} (bridge {})", s.name, new.name);
+            match self.call(Command::AddPort {
+                bridge: new.name.clone(),
+                spec: s.clone(),
+            }) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => {
+                    warn!("{what}: {e}; kept in the configuration, pending");
+                    p.ports.push((new.name.clone(), s.clone()));
+                }
+            }
+        }
+    }
+
+    /// Flows, meters and static FDB entries of bridge `new` (see the module documentation).
+    fn tables_diff(
+        &self,
+        p: &mut Pending,
+        old: Option<&BridgeSpec>,
+        new: &BridgeSpec,
+        out: &mut Applied,
+    ) {
+        let b = &new.name;
+        let old_meters = old.and_then(|o| o.meters.clone()).unwrap_or_default();
+        for m in new
+            .meters
+            .iter()
+            .flatten()
+            .filter(|m| !old_meters.contains(m))
+        {
+            let what = format!("+ meter {m} (bridge {b})");
+            match self.call(Command::MeterAdd {
+                bridge: b.clone(),
+                spec: m.clone(),
+            }) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            }
+        }
+        if let Some(flows) = &new.flows
+            && old.and_then(|o| o.flows.as_ref()) != Some(flows)
+        {
+            self.replace_flows(p, b, flows, out);
+        }
+        let old_fdb = old.and_then(|o| o.fdb.clone()).unwrap_or_default();
+        for e in new.fdb.iter().flatten().filter(|e| !old_fdb.contains(e)) {
+            let what = format!("+ fdb {} port {} (bridge {b})", e.mac, e.port);
+            let r = e.parsed().and_then(|(mac, vlan, remote)| {
+                self.call(Command::FdbAdd {
+                    bridge: b.clone(),
+                    mac,
+                    port: e.port.clone(),
+                    vlan,
+                    remote,
+                })
+            });
+            match r {
+                Ok(_) => out.changes.push(what),
+                Err(err) if p.ports.iter().any(|(_, s)| s.name == e.port) => {
+                    warn!("{what}: {err}; pending");
+                    p.fdb.push((b.clone(), e.clone()));
+                }
+                Err(err) => out.errors.push(format!("{what}: {err}")),
+            }
+        }
+    }
+
+    /// Replace bridge `b`'s flow table with `flows`; flows naming a pending port stay pending.
+    fn replace_flows(&self, p: &mut Pending, b: &str, flows: &[String], out: &mut Applied) {
+        let del = self.call(Command::FlowDel {
+            bridge: b.to_string(),
+            filter: None,
+            strict: false,
+        });
+        if let Err(e) = del {
+            out.errors.push(format!("~ flows (bridge {b}): {e}"));
+            return;
+        }
+        p.flows.retain(|(x, _)| x != b);
+        let mut added = 0;
+        for f in flows {
+            let r = crate::flow::parse_flow(f)
+                .map_err(|e| e.to_string())
+                .and_then(|flow| {
+                    self.call(Command::FlowAdd {
+                        bridge: b.to_string(),
+                        flows: vec![flow],
+                    })
+                });
+            match r {
+                Ok(_) => added += 1,
+                Err(e) if p.ports.iter().any(|(x, _)| x == b) => {
+                    warn!("flow '{f}' (bridge {b}): {e}; pending");
+                    p.flows.push((b.to_string(), f.clone()));
+                }
+                Err(e) => out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}")),
+            }
+        }
+        out.changes
+            .push(format!("~ flows (bridge {b}): {added} flows"));
+    }
+}
+
+fn find<'a>(c: &'a Config, name: &str) -> Option<&'a BridgeSpec> {
+    c.bridge.iter().find(|b| b.name == name)
+}
+
+/// A bridge spec without its ports and tables: what `AddBridge` is given.
+fn bare(b: &BridgeSpec) -> BridgeSpec {
+    let mut x = BridgeSpec::new(&b.name);
+    x.fdb_capacity = b.fdb_capacity;
+    x.aging = b.aging;
+    x.gateway = b.gateway.clone();
+    x.gateway_mac = b.gateway_mac.clone();
+    x.isolated = b.isolated;
+    x.icc = b.icc;
+    x
+}
+
+/// Whether two bridge specs differ at most in their gateway (changed in place with set-br).
+fn same_but_gateway(a: &BridgeSpec, b: &BridgeSpec) -> bool {
+    let (mut a, mut b) = (bare(a), bare(b));
+    a.gateway = None;
+    a.gateway_mac = None;
+    b.gateway = None;
+    b.gateway_mac = None;
+    a == b
+}
+
+impl Journal for Store {
+    fn change(
+        &self,
+        method: &str,
+        params: &[String],
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+    ) -> Result<Reply, CtlError> {
+        let mut p = self.lock();
+        let reply;
+        // A pending port is not in the switch: deleting it only forgets it.
+        if method == "del-port"
+            && let Some(name) = params.last()
+            && let Some(i) = p.ports.iter().position(|(_, s)| &s.name == name)
+        {
+            let (b, _) = p.ports.remove(i);
+            info!("forgot pending port {name} (bridge {b})");
+            reply = Reply::new("", serde_json::json!({"deleted": name}));
+        } else {
+            reply = run()?;
+            if method == "del-flows" && params.len() == 1 {
+                p.flows.retain(|(b, _)| *b != params[0]);
+            }
+        }
+        self.commit(&mut p).map_err(|e| {
+            CtlError::new(format!(
+                "the change was applied but the database could not be written: {e}"
+            ))
+        })?;
+        Ok(reply)
+    }
+}

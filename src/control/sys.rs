@@ -1,0 +1,80 @@
+//! The two system calls the control plane needs that std does not offer: the peer credentials
+//! of a unix socket connection (`SO_PEERCRED`, for the change log) and a SIGHUP flag (reload).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Who is at the other end of a control connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+}
+
+impl std::fmt::Display for PeerCred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} uid {}", self.pid, self.uid)
+    }
+}
+
+/// The credentials the kernel recorded for the peer of `stream` when it connected.
+pub fn peer_cred(stream: &UnixStream) -> std::io::Result<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the fd is a live socket owned by `stream`; `cred` and `len` are valid for writes
+    // and `len` holds the size of `cred`, so the kernel writes at most that many bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+    })
+}
+
+static HUP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hup(_: libc::c_int) {
+    HUP.store(true, Ordering::SeqCst);
+}
+
+/// Make SIGHUP set a flag instead of ending the process; the returned flag is set on every
+/// SIGHUP (the caller swaps it back to false when it acts on it).
+pub fn install_hup_handler() -> &'static AtomicBool {
+    let handler = on_hup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGHUP, handler);
+    }
+    &HUP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_cred_of_a_socketpair_is_ourselves() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let c = peer_cred(&a).unwrap();
+        assert_eq!(c.pid, std::process::id() as i32);
+        // SAFETY: getuid has no preconditions and cannot fail.
+        assert_eq!(c.uid, unsafe { libc::getuid() });
+    }
+}

@@ -1,0 +1,132 @@
+//! The running configuration: what the worker holds, written back as a [`Config`] in the
+//! `--config` file format (for the database and `uvs ctl save-config`).
+//!
+//! Contract: applying the returned `Config` to an empty switch (bridges, then ports, routes,
+//! NAT rules, meters, flows, static FDB entries) rebuilds the same configuration, and asking
+//! again gives an equal value. Learned state (dynamic FDB entries, neighbours, connections,
+//! counters) is not part of it. Bridges come in creation order, ports in the order they joined
+//! their bridge, routes in table order, NAT rules in rule order, flows in `dump-flows` order
+//! (without counters), meters by id, FDB entries sorted by port, VLAN, MAC.
+
+use std::collections::HashMap;
+
+use super::Worker;
+use crate::config::{BridgeSpec, Config, FdbSpec, NatSpec, PortSpec, RouteSpec};
+
+/// The specs the running configuration is made of that the datapath does not keep itself.
+#[derive(Default)]
+pub(crate) struct Specs {
+    /// Bridge specs by name, without ports, flows, meters or FDB entries (the datapath has
+    /// those); the gateway comes from the datapath too (`set-br` changes it).
+    pub bridges: HashMap<String, BridgeSpec>,
+    /// Port specs by port id.
+    pub ports: HashMap<u16, PortSpec>,
+}
+
+impl Specs {
+    /// Remember a bridge's spec (its options) when it is created.
+    pub fn add_bridge(&mut self, spec: &BridgeSpec) {
+        let mut b = spec.clone();
+        b.port.clear();
+        b.flows = None;
+        b.meters = None;
+        b.fdb = None;
+        self.bridges.insert(b.name.clone(), b);
+    }
+}
+
+impl Worker {
+    /// The running configuration (see the module documentation).
+    pub(crate) fn running_config(&self) -> Config {
+        let mut c = Config::default();
+        for (id, br) in self.dp.bridges() {
+            let mut b = self
+                .specs
+                .bridges
+                .get(&br.name)
+                .cloned()
+                .unwrap_or_else(|| BridgeSpec::new(&br.name));
+            b.aging = br.aging;
+            b.gateway = br.gateway.map(super::requests::gateway_text);
+            b.gateway_mac = br
+                .gateway
+                .map(|g| g.mac)
+                .filter(|m| *m != crate::datapath::Gateway::default_mac(&br.name))
+                .map(|m| m.to_string());
+            b.port = br
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    // The port's number is part of its configuration: flows refer to it.
+                    let mut spec = self.specs.ports.get(p).cloned()?;
+                    spec.ofport_request = self.dp.port(*p).map(|st| st.ofport);
+                    Some(spec)
+                })
+                .collect();
+            b.flows = Some(self.flow_lines(id));
+            let meters: Vec<String> = br
+                .flows
+                .meters
+                .iter()
+                .map(|(m, x)| {
+                    format!(
+                        "meter={m},kbps,band=type=drop,rate={},burst_size={}",
+                        x.rate_kbps, x.burst_kbits
+                    )
+                })
+                .collect();
+            b.meters = Some(meters).filter(|m| !m.is_empty());
+            let fdb: Vec<FdbSpec> = self
+                .dp
+                .fdb_rows(id, 0)
+                .into_iter()
+                .filter(|r| r.is_static)
+                .map(|r| FdbSpec {
+                    mac: r.mac,
+                    port: r.port,
+                    vlan: r.vlan,
+                    remote_ip: r.remote,
+                })
+                .collect();
+            b.fdb = Some(fdb).filter(|f| !f.is_empty());
+            c.bridge.push(b);
+        }
+        for r in self.dp.routes.iter() {
+            if let crate::route::RouteKind::Via { gateway, .. } = r.kind {
+                c.route.push(RouteSpec {
+                    prefix: format!("{}/{}", r.prefix, r.len),
+                    via: gateway.to_string(),
+                });
+            }
+        }
+        let names = |b: u16| {
+            self.dp
+                .bridge(b)
+                .map(|b| b.name.clone())
+                .unwrap_or_default()
+        };
+        for row in self.dp.nat.rows(names) {
+            let args: Vec<String> = row.rule.split_whitespace().map(str::to_string).collect();
+            match NatSpec::from_args(&args) {
+                Ok(n) => c.nat.push(n),
+                Err(e) => tracing::warn!("running config: NAT rule '{}': {e}", row.rule),
+            }
+        }
+        c
+    }
+
+    /// A bridge's flows as `add-flow` text, in `dump-flows` order, without counters.
+    fn flow_lines(&self, b: u16) -> Vec<String> {
+        let Some(br) = self.dp.bridge(b) else {
+            return Vec::new();
+        };
+        let ft = &br.flows;
+        match ft.cls.dump(None, |r| ft.resolve(r)) {
+            Ok(rows) => rows.iter().map(|(_, f, _)| f.to_string()).collect(),
+            Err(e) => {
+                tracing::warn!("running config: flows of bridge '{}': {e}", br.name);
+                Vec::new()
+            }
+        }
+    }
+}
