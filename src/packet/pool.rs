@@ -1,14 +1,18 @@
-//! The frame pool: region + free list + owner tags.
+//! The frame pool: region + free list + owner tags + the frame budget.
 
 use std::io;
 
+use super::budget::FrameBudget;
 use super::{Desc, FRAME_SIZE, HEADROOM, Owner, Region};
 
-/// All frames of one worker: the region, the free chunks, and who holds each chunk.
+/// All frames of one worker: the region, the free chunks, who holds each chunk, and how they are
+/// shared between receive rings (see [`FrameBudget`]).
 pub struct Frames {
     region: Region,
     free: Vec<u64>,
     owner: Vec<u16>,
+    /// The budget AF_XDP ports are admitted against.
+    pub budget: FrameBudget,
 }
 
 impl Frames {
@@ -24,6 +28,7 @@ impl Frames {
             region,
             free,
             owner,
+            budget: FrameBudget::new(count),
         })
     }
 
@@ -40,6 +45,21 @@ impl Frames {
     /// Number of free frames.
     pub fn free_count(&self) -> usize {
         self.free.len()
+    }
+
+    /// Frames not on the free list (in rings, in flight, queued).
+    pub fn in_use(&self) -> usize {
+        self.capacity() - self.free_count()
+    }
+
+    /// Take a free chunk for a receive (fill) ring of `owner`, unless the free list is down to
+    /// the budget's reserve (see [`FrameBudget`]).
+    #[inline]
+    pub fn alloc_fill(&mut self, owner: Owner) -> Option<u64> {
+        if self.free.len() <= self.budget.reserve() as usize {
+            return None;
+        }
+        self.alloc_chunk(owner)
     }
 
     /// Take a free chunk for `owner`; returns the chunk's start offset.
@@ -150,6 +170,21 @@ mod tests {
         assert_eq!(f.owner_of(d), Owner::Free);
         f.free(a.addr + 10);
         assert_eq!(f.free_count(), 8);
+    }
+
+    #[test]
+    fn fill_allocations_leave_the_reserve() {
+        let mut f = Frames::new(64).unwrap();
+        assert_eq!(f.budget.reserve(), 8);
+        let mut n = 0;
+        while f.alloc_fill(Owner::Port(1)).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 56);
+        assert_eq!(f.in_use(), 56);
+        // The worker still gets frames for itself.
+        assert!(f.alloc().is_some());
+        assert_eq!(f.reclaim(Owner::Port(1)), 56);
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! Port lifecycle: ports whose netdev goes down, disappears, comes back or changes MTU.
+//!
+//! Contract:
+//! - Every AF_XDP and TAP port has a [`PortLife`]: its configuration (to reopen it), its state
+//!   ([`LinkState`]: `up`, `down`, `gone`) and the reason for the last change. A port that is
+//!   not `up` keeps its name, id, bridge, VLAN mode, flows and counters in the datapath, but its
+//!   kernel resources are closed and its frames are back in the pool: frames sent to it are
+//!   freed at flush, the worker polls nothing of it and goes back to sleep.
+//! - Sources, all handled in housekeeping (never on the fast path): link events from the
+//!   netlink socket ([`LinkMonitor`]), a full reread of sysfs after the socket overflowed (or
+//!   every second if it could not be opened), and [`Port::fault`] (an fd error such as EBADFD on
+//!   a TAP whose namespace was deleted, ENXIO on an AF_XDP socket the kernel unbound).
+//! - AF_XDP: `RTM_DELLINK` of the port's ifindex -> `gone`; `IFF_UP` cleared -> `down`; a
+//!   netdev of the port's name that is up (a new ifindex: a container restarted with a new veth
+//!   of the same name, or the same one set up again) -> reopened (sockets and XDP on the new
+//!   ifindex) -> `up`. An MTU change is applied live; an MTU a frame cannot hold takes the port
+//!   `down` with the reason, and it reopens once the MTU fits again.
+//! - TAP: the state is `up` or `gone`. A TAP moved into a container's namespace leaves uvs's
+//!   namespace (an `RTM_DELLINK` here) while its fd keeps working, so only the fd says it is
+//!   gone. uvs does not recreate a gone TAP by itself (its container is gone; a new one is
+//!   handed a new TAP by `add-port`, which replaces a port that is not `up`), but a TAP device of
+//!   that name appearing in uvs's namespace (`ip tuntap add NAME mode tap`) is attached again.
+//! - Each change is logged once (tracing, `info`): port, bridge, old -> new state, reason.
+
+use crate::config::PortSpec;
+use crate::port::PortKind;
+use crate::port::link::{LinkChange, LinkEvent, LinkMonitor, query};
+
+use super::Worker;
+
+/// Without a netlink socket, sysfs is reread this often (ms).
+const RESYNC_MS: u64 = 1000;
+
+/// A port's state, as `show` and `stats` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Open and forwarding.
+    Up,
+    /// The netdev exists but is administratively down (or its MTU does not fit a frame).
+    Down,
+    /// The netdev is gone.
+    Gone,
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Gone => "gone",
+        })
+    }
+}
+
+/// What the worker knows about a port's device. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct PortLife {
+    /// How to reopen it (None: in-memory and tunnel ports, always up).
+    pub spec: Option<PortSpec>,
+    /// The state.
+    pub state: LinkState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// The ifindex of the device the port was opened on.
+    pub ifindex: u32,
+    /// The port's details when it was last open.
+    pub details: String,
+}
+
+impl PortLife {
+    /// An open port.
+    pub fn up(spec: Option<PortSpec>, ifindex: u32, details: String) -> PortLife {
+        PortLife {
+            spec,
+            state: LinkState::Up,
+            reason: "added".into(),
+            ifindex,
+            details,
+        }
+    }
+}
+
+/// The link-event side of the worker, kept together.
+#[derive(Default)]
+pub(crate) struct Links {
+    /// The netlink socket (None if it could not be opened: sysfs is polled instead).
+    pub monitor: Option<LinkMonitor>,
+    /// Reused event buffer.
+    events: Vec<LinkEvent>,
+    /// When sysfs was last reread (ms).
+    last_resync_ms: u64,
+}
+
+impl Links {
+    /// Open the netlink socket; without it, fall back to polling sysfs.
+    pub fn open() -> Links {
+        let monitor = match LinkMonitor::open() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("no netlink link events ({e}); polling sysfs every second");
+                None
+            }
+        };
+        Links {
+            monitor,
+            ..Links::default()
+        }
+    }
+}
+
+impl Worker {
+    /// The lifecycle record of port `id`.
+    pub(crate) fn life(&self, id: u16) -> Option<&PortLife> {
+        self.life.get(id as usize).and_then(|l| l.as_ref())
+    }
+
+    /// Housekeeping for ports: link events, faults, budgets. Called every 1024 iterations and
+    /// after every sleep.
+    pub(crate) fn housekeep_ports(&mut self, now_ms: u64) {
+        let mut evs = std::mem::take(&mut self.links.events);
+        let overflow = match self.links.monitor.as_mut() {
+            Some(m) => m.read(&mut evs),
+            None => now_ms.saturating_sub(self.links.last_resync_ms) >= RESYNC_MS,
+        };
+        for ev in evs.drain(..) {
+            self.on_link(ev);
+        }
+        self.links.events = evs;
+        if overflow {
+            self.links.last_resync_ms = now_ms;
+            self.resync();
+        }
+        for id in 0..self.ports.len() {
+            let fault = self.ports[id]
+                .as_ref()
+                .and_then(|p| p.fault().map(str::to_string));
+            if let Some(reason) = fault {
+                self.set_state(id as u16, LinkState::Gone, reason);
+            }
+        }
+        for p in self.ports.iter_mut().flatten() {
+            p.housekeep(&mut self.frames, now_ms);
+        }
+    }
+
+    /// Reread every port's device from sysfs (after lost events).
+    fn resync(&mut self) {
+        let names: Vec<(u16, String)> = self
+            .life
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i as u16, l.as_ref()?.spec.as_ref()?.name.clone())))
+            .collect();
+        for (id, name) in names {
+            match query(&name) {
+                Some((ifindex, up, mtu)) => self.on_link(LinkEvent {
+                    ifindex,
+                    name,
+                    change: LinkChange::New { up, mtu },
+                }),
+                None if self.life(id).is_some_and(|l| l.state != LinkState::Gone) => {
+                    // A TAP in a container's namespace is not in sysfs here: its fd decides.
+                    if self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp) {
+                        self.set_state(id, LinkState::Gone, "netdev not found".into());
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn port(&self, id: u16) -> Option<&crate::datapath::PortState> {
+        self.dp.port(id)
+    }
+
+    /// Apply one link event to the port of that name, if any.
+    fn on_link(&mut self, ev: LinkEvent) {
+        let Some(id) = self.dp.port_id(&ev.name) else {
+            return;
+        };
+        let Some(life) = self.life(id) else { return };
+        let Some(kind) = life.spec.as_ref().map(|s| s.kind) else {
+            return;
+        };
+        let (state, known) = (life.state, life.ifindex);
+        match (kind, ev.change) {
+            (PortKind::Afxdp, LinkChange::Del) if ev.ifindex == known => {
+                self.set_state(id, LinkState::Gone, "netdev deleted".into());
+            }
+            (PortKind::Afxdp, LinkChange::New { up, mtu }) => {
+                if state == LinkState::Up && ev.ifindex != known {
+                    self.set_state(id, LinkState::Gone, "netdev replaced".into());
+                }
+                let state = self.life(id).map_or(state, |l| l.state);
+                match (up, state) {
+                    (false, LinkState::Up) => {
+                        self.set_state(id, LinkState::Down, "netdev set down".into())
+                    }
+                    (false, LinkState::Gone) => {
+                        self.set_state(id, LinkState::Down, "netdev is back but down".into())
+                    }
+                    (false, LinkState::Down) => {}
+                    (true, LinkState::Up) => self.apply_mtu(id, mtu),
+                    (true, _) => self.reopen(id),
+                }
+            }
+            (PortKind::Tap, LinkChange::New { mtu, .. }) => {
+                if state == LinkState::Gone {
+                    self.reopen(id);
+                } else if ev.ifindex == known {
+                    self.apply_mtu(id, mtu);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A new MTU on an open port's device.
+    fn apply_mtu(&mut self, id: u16, mtu: u32) {
+        let Some(st) = self.dp.port(id) else { return };
+        if mtu == 0 || mtu == st.mtu {
+            return;
+        }
+        let (name, bridge, old) = (st.name.clone(), st.bridge, st.mtu);
+        if st.kind == PortKind::Afxdp
+            && let Err(e) = crate::port::afxdp::check_mtu(&name, mtu)
+        {
+            self.set_state(id, LinkState::Down, e.to_string());
+            return;
+        }
+        if let Some(Some(p)) = self.ports.get_mut(id as usize) {
+            p.set_mtu(mtu);
+        }
+        if let Some(st) = self.dp.port_mut(id) {
+            st.mtu = mtu;
+        }
+        self.dp.update_l3_mtu(bridge);
+        let b = self.bridge_name(bridge);
+        tracing::info!("port {name} (bridge {b}): mtu {old} -> {mtu}");
+    }
+
+    /// Open a port that is not up again, from its configuration.
+    fn reopen(&mut self, id: u16) {
+        let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
+            return;
+        };
+        match self.open_io(id, &spec) {
+            Ok(p) => {
+                let (ifindex, mtu, details) = (p.ifindex(), p.mtu(), p.details());
+                let bridge = self.dp.port(id).map(|s| s.bridge);
+                if let Some(st) = self.dp.port_mut(id) {
+                    st.mtu = mtu;
+                }
+                if let Some(b) = bridge {
+                    self.dp.update_l3_mtu(b);
+                }
+                self.ports[id as usize] = Some(p);
+                if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                    l.ifindex = ifindex;
+                    l.details = details;
+                }
+                self.set_state(id, LinkState::Up, format!("reattached (ifindex {ifindex})"));
+            }
+            Err(e) => {
+                let next = if query(&spec.name).is_some() {
+                    LinkState::Down
+                } else {
+                    LinkState::Gone
+                };
+                self.set_state(id, next, format!("reopen failed: {e}"));
+            }
+        }
+    }
+
+    /// Change port `id`'s state; leaving `up` closes its kernel resources, returns its frames
+    /// and forgets the MACs learned on it. Logs the change.
+    pub(crate) fn set_state(&mut self, id: u16, new: LinkState, reason: String) {
+        let Some(Some(life)) = self.life.get_mut(id as usize) else {
+            return;
+        };
+        let old = life.state;
+        if old == new && life.reason == reason {
+            return;
+        }
+        life.state = new;
+        life.reason = reason.clone();
+        if new != LinkState::Up
+            && let Some(mut p) = self.ports.get_mut(id as usize).and_then(Option::take)
+        {
+            life.details = p.details();
+            p.close(&mut self.frames);
+            self.umem_fds.retain(|(p, _)| *p != id);
+        }
+        let Some(st) = self.dp.port(id) else { return };
+        let (name, bridge) = (st.name.clone(), st.bridge);
+        if new != LinkState::Up
+            && let Some(b) = self.dp.bridge_mut(bridge)
+        {
+            b.fdb.flush(Some(id));
+        }
+        let b = self.bridge_name(bridge);
+        tracing::info!("port {name} (bridge {b}): {old} -> {new} ({reason})");
+    }
+
+    fn bridge_name(&self, b: u16) -> String {
+        self.dp.bridge(b).map(|b| b.name.clone()).unwrap_or_default()
+    }
+
+    /// After `add-port`: an AF_XDP port whose netdev is administratively down starts `down`.
+    pub(crate) fn check_initial_state(&mut self, id: u16, name: &str) {
+        if self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp)
+            && let Some((_, false, _)) = query(name)
+        {
+            self.set_state(id, LinkState::Down, "netdev is down".into());
+        }
+    }
+}
