@@ -258,7 +258,11 @@ fn ping_across_two_ports(mode: XdpMode, tag: char) {
     assert_eq!(frames.free_count(), frames.capacity() - held);
     let targets: u32 = pa.fill_targets().iter().chain(&pb.fill_targets()).sum();
     assert!(held as u32 <= targets, "held {held} > targets {targets}");
-    println!("fill targets after the flood: A {:?} B {:?}", pa.fill_targets(), pb.fill_targets());
+    println!(
+        "fill targets after the flood: A {:?} B {:?}",
+        pa.fill_targets(),
+        pb.fill_targets()
+    );
 
     for l in [topo.a(), topo.b()] {
         let o = sh(&["ip", "-d", "link", "show", &l]);

@@ -15,6 +15,10 @@
 //!   base and returns the difference. A grant is accounting: the frames enter the fill ring only
 //!   as the free list allows. Admission counts the elastic frames as taken, so an admitted
 //!   port's base is always there once the busy ports shrink (at most [`SHRINK_AFTER_MS`]).
+//! - Flood copies and frames in flight toward AF_XDP transmit rings stop at the **copy floor**:
+//!   half the reserve plus the frames receive rings are owed ([`FrameBudget::debt`]), so a
+//!   broadcast storm or a slow port can drop its own copies but never take the frames other
+//!   ports need to keep receiving.
 
 use std::fmt;
 
@@ -50,6 +54,8 @@ pub struct FrameBudget {
     reserve: u32,
     committed: u32,
     elastic: u32,
+    /// Frames now in receive (fill + rx) rings.
+    held: u32,
 }
 
 impl FrameBudget {
@@ -60,7 +66,32 @@ impl FrameBudget {
             reserve: total / 8,
             committed: 0,
             elastic: 0,
+            held: 0,
         }
+    }
+
+    /// Frames the receive rings are owed: committed and lent but not in a ring now (they sit on
+    /// the free list until the next refill). Copies and transmit queues must leave them there.
+    pub fn debt(&self) -> u32 {
+        (self.committed + self.elastic).saturating_sub(self.held)
+    }
+
+    /// How far the free list may fall for flood copies and transmit in flight: half the reserve
+    /// plus what receive rings are owed.
+    pub fn copy_floor(&self) -> u32 {
+        self.reserve / 2 + self.debt()
+    }
+
+    /// `n` frames entered receive rings.
+    #[inline]
+    pub fn ring_in(&mut self, n: u32) {
+        self.held += n;
+    }
+
+    /// `n` frames left receive rings (received, or reclaimed when the port closed).
+    #[inline]
+    pub fn ring_out(&mut self, n: u32) {
+        self.held = self.held.saturating_sub(n);
     }
 
     /// Frames never given to receive rings.
@@ -161,8 +192,7 @@ impl FillTarget {
     /// Housekeeping: a target that has not needed more for [`SHRINK_AFTER_MS`] halves toward
     /// its base and gives the difference back.
     pub fn maybe_shrink(&mut self, budget: &mut FrameBudget, now_ms: u64) {
-        if self.target > self.base && now_ms.saturating_sub(self.last_need_ms) >= SHRINK_AFTER_MS
-        {
+        if self.target > self.base && now_ms.saturating_sub(self.last_need_ms) >= SHRINK_AFTER_MS {
             let next = (self.target / 2).max(self.base);
             budget.give_back(self.target - next);
             self.target = next;
@@ -197,9 +227,15 @@ mod tests {
             b.admit(256).unwrap();
         }
         let e = b.admit(256).unwrap_err();
-        assert_eq!((e.need, e.available, e.reserve, e.committed), (256, 0, 1024, 7168));
+        assert_eq!(
+            (e.need, e.available, e.reserve, e.committed),
+            (256, 0, 1024, 7168)
+        );
         let s = e.to_string();
-        assert!(s.contains("needs 256 frames") && s.contains("of 8192"), "{s}");
+        assert!(
+            s.contains("needs 256 frames") && s.contains("of 8192"),
+            "{s}"
+        );
         b.retire(256, 0);
         b.admit(256).unwrap();
     }
@@ -233,6 +269,23 @@ mod tests {
         let before = b.available();
         b.retire(greedy.base, greedy.lent());
         assert_eq!(b.available(), before + greedy.target);
+    }
+
+    #[test]
+    fn copies_leave_what_rings_are_owed() {
+        let mut b = FrameBudget::new(1024);
+        assert_eq!(b.copy_floor(), 64);
+        b.admit(256).unwrap();
+        // Admitted, rings not stocked yet: copies must leave those 256 on the free list.
+        assert_eq!(b.copy_floor(), 64 + 256);
+        b.ring_in(256);
+        assert_eq!(b.copy_floor(), 64);
+        // 100 received and not yet refilled: owed again.
+        b.ring_out(100);
+        assert_eq!(b.debt(), 100);
+        b.retire(256, 0);
+        b.ring_out(156);
+        assert_eq!(b.debt(), 0);
     }
 
     #[test]

@@ -59,7 +59,18 @@ impl Frames {
         if self.free.len() <= self.budget.reserve() as usize {
             return None;
         }
-        self.alloc_chunk(owner)
+        let c = self.alloc_chunk(owner)?;
+        self.budget.ring_in(1);
+        Some(c)
+    }
+
+    /// Free frames above the copy floor (see [`FrameBudget::copy_floor`]): what flood copies
+    /// and transmit queues may still take.
+    #[inline]
+    pub fn spare(&self) -> usize {
+        self.free
+            .len()
+            .saturating_sub(self.budget.copy_floor() as usize)
     }
 
     /// Take a free chunk for `owner`; returns the chunk's start offset.
@@ -138,8 +149,12 @@ impl Frames {
         self.region.bytes_mut(chunk, FRAME_SIZE)
     }
 
-    /// Copy a frame into a newly allocated one (for flooding). None when the pool is empty.
+    /// Copy a frame into a newly allocated one (for flooding). None when the free list is down
+    /// to the copy floor (see [`FrameBudget`]): copies never take frames receive rings need.
     pub fn clone_frame(&mut self, d: Desc) -> Option<Desc> {
+        if self.spare() == 0 {
+            return None;
+        }
         let n = self.alloc()?;
         let n = Desc {
             addr: n.chunk() + d.headroom() as u64,
@@ -182,6 +197,8 @@ mod tests {
         }
         assert_eq!(n, 56);
         assert_eq!(f.in_use(), 56);
+        // Nothing was committed, so copies may go down to half the reserve.
+        assert_eq!(f.spare(), 4);
         // The worker still gets frames for itself.
         assert!(f.alloc().is_some());
         assert_eq!(f.reclaim(Owner::Port(1)), 56);

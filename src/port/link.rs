@@ -247,7 +247,10 @@ mod tests {
             RTM_NEWLINK,
             7,
             libc::IFF_UP as u32 | 0x1000,
-            &[(IFLA_MTU, &1400u32.to_ne_bytes()), (IFLA_IFNAME, b"veth-a\0")],
+            &[
+                (IFLA_MTU, &1400u32.to_ne_bytes()),
+                (IFLA_IFNAME, b"veth-a\0"),
+            ],
         );
         buf.extend(msg(RTM_NEWLINK, 8, 0, &[(IFLA_IFNAME, b"b\0")]));
         buf.extend(msg(20, 9, 0, &[(IFLA_IFNAME, b"addr\0")]));

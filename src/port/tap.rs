@@ -439,7 +439,10 @@ impl TapPort {
         let errno = e.raw_os_error().unwrap_or(0);
         self.stats.last_errno = errno;
         if self.fault.is_none()
-            && matches!(errno, libc::EBADFD | libc::ENXIO | libc::ENODEV | libc::EBADF)
+            && matches!(
+                errno,
+                libc::EBADFD | libc::ENXIO | libc::ENODEV | libc::EBADF
+            )
         {
             self.fault = Some(format!("device gone: {} ({e})", errno_name(e)));
         }

@@ -30,6 +30,8 @@ use super::Worker;
 
 /// Without a netlink socket, sysfs is reread this often (ms).
 const RESYNC_MS: u64 = 1000;
+/// A failed reopen of a netdev that is up is tried again this often (ms).
+pub const RETRY_MS: u64 = 500;
 
 /// A port's state, as `show` and `stats` report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,9 @@ pub struct PortLife {
     pub ifindex: u32,
     /// The port's details when it was last open.
     pub details: String,
+    /// Reopening failed while the netdev was up (EBUSY while the kernel still releases the old
+    /// sockets, ...): housekeeping tries again every [`RETRY_MS`].
+    pub retry: bool,
 }
 
 impl PortLife {
@@ -76,6 +81,7 @@ impl PortLife {
             reason: "added".into(),
             ifindex,
             details,
+            retry: false,
         }
     }
 }
@@ -89,6 +95,8 @@ pub(crate) struct Links {
     events: Vec<LinkEvent>,
     /// When sysfs was last reread (ms).
     last_resync_ms: u64,
+    /// When failed reopens were last retried (ms).
+    last_retry_ms: u64,
 }
 
 impl Links {
@@ -129,6 +137,15 @@ impl Worker {
         if overflow {
             self.links.last_resync_ms = now_ms;
             self.resync();
+        }
+        if now_ms.saturating_sub(self.links.last_retry_ms) >= RETRY_MS {
+            self.links.last_retry_ms = now_ms;
+            let retry: Vec<u16> = (0..self.life.len() as u16)
+                .filter(|&id| self.life(id).is_some_and(|l| l.retry))
+                .collect();
+            for id in retry {
+                self.reopen(id);
+            }
         }
         for id in 0..self.ports.len() {
             let fault = self.ports[id]
@@ -258,16 +275,21 @@ impl Worker {
                 if let Some(Some(l)) = self.life.get_mut(id as usize) {
                     l.ifindex = ifindex;
                     l.details = details;
+                    l.retry = false;
                 }
                 self.set_state(id, LinkState::Up, format!("reattached (ifindex {ifindex})"));
             }
             Err(e) => {
-                let next = if query(&spec.name).is_some() {
+                let now = query(&spec.name);
+                let next = if now.is_some() {
                     LinkState::Down
                 } else {
                     LinkState::Gone
                 };
                 self.set_state(id, next, format!("reopen failed: {e}"));
+                if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                    l.retry = matches!(now, Some((_, true, _)));
+                }
             }
         }
     }
@@ -284,6 +306,9 @@ impl Worker {
         }
         life.state = new;
         life.reason = reason.clone();
+        if new == LinkState::Up {
+            life.retry = false;
+        }
         if new != LinkState::Up
             && let Some(mut p) = self.ports.get_mut(id as usize).and_then(Option::take)
         {
@@ -303,7 +328,10 @@ impl Worker {
     }
 
     fn bridge_name(&self, b: u16) -> String {
-        self.dp.bridge(b).map(|b| b.name.clone()).unwrap_or_default()
+        self.dp
+            .bridge(b)
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
     }
 
     /// After `add-port`: an AF_XDP port whose netdev is administratively down starts `down`.

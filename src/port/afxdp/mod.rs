@@ -70,6 +70,9 @@ use crate::port::{Port, PortKind, TxResult};
 use socket::{Umem, XskSocket};
 use xdp::XdpProgram;
 
+/// Transmitted frames a port may always keep in flight, whatever the pool holds.
+const TX_MIN: u32 = 64;
+
 /// An AF_XDP port on an existing netdev.
 pub struct AfxdpPort {
     /// First field: dropped first, so the program detaches before the sockets close.
@@ -314,7 +317,11 @@ pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfxdpError> {
 
 /// Record a fault for errnos that mean the device is gone (the socket was unbound).
 fn note_fault(fault: &mut Option<String>, errno: i32) {
-    if fault.is_none() && matches!(errno, libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF)
+    if fault.is_none()
+        && matches!(
+            errno,
+            libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
+        )
     {
         *fault = Some(format!(
             "transmit kick failed: {}",
@@ -391,6 +398,7 @@ impl Port for AfxdpPort {
             }
             if avail > 0 {
                 s.rx.release(avail);
+                frames.budget.ring_out(avail);
                 s.rx_held -= avail;
                 s.rx_packets += avail as u64;
                 got += avail;
@@ -410,8 +418,14 @@ impl Port for AfxdpPort {
             }
             return res;
         };
-        let allowed = self.tx_max.saturating_sub(self.tx_outstanding);
-        let room = s.tx.reserve((batch.len().min(u32::MAX as usize) as u32).min(allowed));
+        // Up to TX_MIN in flight always; beyond that only while the pool has spare frames, so a
+        // slow device cannot hold what other ports' receive rings are owed.
+        let mut allowed = self.tx_max.saturating_sub(self.tx_outstanding);
+        if self.tx_outstanding >= TX_MIN {
+            allowed = allowed.min(frames.spare().min(u32::MAX as usize) as u32);
+        }
+        let room =
+            s.tx.reserve((batch.len().min(u32::MAX as usize) as u32).min(allowed));
         let mut k = 0;
         for d in batch.drain(..) {
             if k < room && tx_valid(&d) {
@@ -527,6 +541,9 @@ impl Port for AfxdpPort {
     }
 
     fn close(&mut self, frames: &mut Frames) {
+        frames
+            .budget
+            .ring_out(self.socks.iter().map(|s| s.rx_held).sum());
         self.xdp = None;
         self.socks.clear();
         self.tx_outstanding = 0;
