@@ -133,6 +133,8 @@ fn tap_namespace_deleted_goes_gone_and_worker_idles() {
     assert!(ping(&n("a"), "10.77.1.2", 3), "a -> b after the TAP went");
     let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
     assert_eq!(stats["ports"][n("pc")]["state"], "gone");
+    let text = d.ctl(&["stats"]);
+    assert!(text.contains("state gone, frames 0"), "{text}");
     // add-port of the same name replaces the gone port.
     t.netns(&n("c"));
     d.ctl(&["add-port", "br0", &n("pc"), "type=tap"]);
@@ -396,4 +398,37 @@ fn two_hundred_afxdp_containers_with_default_settings() {
         "{budget}"
     );
     eprintln!("total {:?}", start.elapsed());
+}
+
+#[test]
+fn small_frame_region_refuses_the_port_it_cannot_serve() {
+    if !root_or_skip("small_frame_region_refuses_the_port_it_cannot_serve") {
+        return;
+    }
+    let p = prefix("cb");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    // 512 frames: 64 in reserve, 448 to commit; a one-queue veth needs 128.
+    let d = Daemon::start(&p, &["--frames", "512"]);
+    d.ctl(&["add-br", "br0"]);
+    for (i, c) in ["a", "b", "c"].iter().enumerate() {
+        let ip = format!("10.77.4.{}/24", i + 1);
+        attach(&mut t, &d, ("br0", &n(c), &n(&format!("p{c}"))), "afxdp", &ip, &[]);
+    }
+    t.container(&n("d"), &n("pd"), "10.77.4.4/24");
+    let out = d.ctl_raw(&["add-port", "br0", &n("pd"), "type=afxdp"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the 4th port was accepted");
+    assert!(
+        err.contains("needs 128 frames") && err.contains("only 64 of 512"),
+        "{err}"
+    );
+    // The admitted ports are not starved.
+    assert!(ping(&n("a"), "10.77.4.2", 3), "a -> b");
+    assert!(ping(&n("c"), "10.77.4.1", 3), "c -> a");
+    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let w = &stats["worker"];
+    assert_eq!(w["budget"]["committed"], 384, "{w}");
+    assert!(w["frames_free"].as_u64().unwrap() >= 64, "{w}");
+    assert!(d.ctl(&["show"]).contains("frames 512"));
 }
