@@ -259,6 +259,15 @@ fn afxdp_link_down_up_and_mtu_follow_the_netdev() {
     );
 }
 
+/// `MemAvailable` from /proc/meminfo, KiB.
+fn mem_available_kib() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Run `f` over `items` on `threads` threads.
 fn parallel<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) + Sync) {
     let chunk = items.len().div_ceil(threads).max(1);
@@ -336,10 +345,15 @@ fn two_hundred_afxdp_containers_with_default_settings() {
     });
     eprintln!("{N} namespaces and veths in {:?}", start.elapsed());
     let t1 = Instant::now();
+    let mem0 = mem_available_kib();
     parallel(&ids, 4, |&i| {
         d.ctl(&["add-port", "br0", &host(i), "type=afxdp"]);
     });
-    eprintln!("{N} AF_XDP ports added in {:?}", t1.elapsed());
+    eprintln!(
+        "{N} AF_XDP ports added in {:?}; MemAvailable fell by {} MiB",
+        t1.elapsed(),
+        mem0.saturating_sub(mem_available_kib()) / 1024
+    );
     let show: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
     let ports = show["bridges"][0]["ports"].as_array().unwrap();
     assert_eq!(ports.len(), N);
@@ -413,7 +427,14 @@ fn small_frame_region_refuses_the_port_it_cannot_serve() {
     d.ctl(&["add-br", "br0"]);
     for (i, c) in ["a", "b", "c"].iter().enumerate() {
         let ip = format!("10.77.4.{}/24", i + 1);
-        attach(&mut t, &d, ("br0", &n(c), &n(&format!("p{c}"))), "afxdp", &ip, &[]);
+        attach(
+            &mut t,
+            &d,
+            ("br0", &n(c), &n(&format!("p{c}"))),
+            "afxdp",
+            &ip,
+            &[],
+        );
     }
     t.container(&n("d"), &n("pd"), "10.77.4.4/24");
     let out = d.ctl_raw(&["add-port", "br0", &n("pd"), "type=afxdp"]);

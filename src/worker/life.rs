@@ -175,11 +175,11 @@ impl Worker {
                     name,
                     change: LinkChange::New { up, mtu },
                 }),
-                None if self.life(id).is_some_and(|l| l.state != LinkState::Gone) => {
-                    // A TAP in a container's namespace is not in sysfs here: its fd decides.
-                    if self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp) {
-                        self.set_state(id, LinkState::Gone, "netdev not found".into());
-                    }
+                // A TAP in a container's namespace is not in sysfs here: its fd decides.
+                None if self.life(id).is_some_and(|l| l.state != LinkState::Gone)
+                    && self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp) =>
+                {
+                    self.set_state(id, LinkState::Gone, "netdev not found".into());
                 }
                 None => {}
             }
