@@ -194,6 +194,15 @@ fn afxdp_veth_gone_reclaims_frames_and_reattaches() {
     wait_state(&d, &n("pb"), "up", 5);
     assert!(ping(&n("a"), "10.77.2.2", 3), "a -> restarted b");
     assert_eq!(port(&d, &n("pb"))["id"], 1, "the port keeps its id");
+
+    // The port whose socket registered the shared UMEM goes too: b keeps forwarding on the
+    // UMEM its own sockets share, and a's new veth re-attaches to it.
+    sh(&["ip", "netns", "del", &n("a")]);
+    wait_state(&d, &n("pa"), "gone", 2);
+    t.container(&n("a"), &n("pa"), "10.77.2.1/24");
+    wait_state(&d, &n("pa"), "up", 5);
+    sh(&["ip", "-n", &n("b"), "neigh", "flush", "all"]);
+    assert!(ping(&n("b"), "10.77.2.1", 3), "b -> restarted a");
 }
 
 #[test]
@@ -384,6 +393,10 @@ fn two_hundred_afxdp_containers_with_default_settings() {
     eprintln!("{N} containers pinged the gateway in {:?}", t2.elapsed());
     let failed = failed.into_inner().unwrap();
     assert!(failed.is_empty(), "unreachable: {failed:?}");
+    // 200 idle ports: the worker sleeps.
+    let cpu = worker_cpu_percent(d.child.id(), 2);
+    eprintln!("worker cpu with {N} idle AF_XDP ports: {cpu:.1}%");
+    assert!(cpu < 10.0, "worker uses {cpu:.1}% of a core");
     // Two containers reach each other through the switch.
     assert!(ping(&ns(0), &ip(N - 1), 1), "first -> last container");
     let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();

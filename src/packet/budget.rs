@@ -16,7 +16,7 @@
 //!   as the free list allows. Admission counts the elastic frames as taken, so an admitted
 //!   port's base is always there once the busy ports shrink (at most [`SHRINK_AFTER_MS`]).
 //! - Flood copies and frames in flight toward AF_XDP transmit rings stop at the **copy floor**:
-//!   half the reserve plus the frames receive rings are owed ([`FrameBudget::debt`]), so a
+//!   the reserve plus the frames receive rings are owed ([`FrameBudget::debt`]), so a
 //!   broadcast storm or a slow port can drop its own copies but never take the frames other
 //!   ports need to keep receiving.
 
@@ -76,10 +76,10 @@ impl FrameBudget {
         (self.committed + self.elastic).saturating_sub(self.held)
     }
 
-    /// How far the free list may fall for flood copies and transmit in flight: half the reserve
-    /// plus what receive rings are owed.
+    /// How far the free list may fall for flood copies and transmit in flight: the reserve plus
+    /// what receive rings are owed.
     pub fn copy_floor(&self) -> u32 {
-        self.reserve / 2 + self.debt()
+        self.reserve + self.debt()
     }
 
     /// `n` frames entered receive rings.
@@ -274,12 +274,12 @@ mod tests {
     #[test]
     fn copies_leave_what_rings_are_owed() {
         let mut b = FrameBudget::new(1024);
-        assert_eq!(b.copy_floor(), 64);
+        assert_eq!(b.copy_floor(), 128);
         b.admit(256).unwrap();
         // Admitted, rings not stocked yet: copies must leave those 256 on the free list.
-        assert_eq!(b.copy_floor(), 64 + 256);
+        assert_eq!(b.copy_floor(), 128 + 256);
         b.ring_in(256);
-        assert_eq!(b.copy_floor(), 64);
+        assert_eq!(b.copy_floor(), 128);
         // 100 received and not yet refilled: owed again.
         b.ring_out(100);
         assert_eq!(b.debt(), 100);

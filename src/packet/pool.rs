@@ -197,11 +197,30 @@ mod tests {
         }
         assert_eq!(n, 56);
         assert_eq!(f.in_use(), 56);
-        // Nothing was committed, so copies may go down to half the reserve.
-        assert_eq!(f.spare(), 4);
+        // Copies stop at the reserve too.
+        assert_eq!(f.spare(), 0);
         // The worker still gets frames for itself.
         assert!(f.alloc().is_some());
         assert_eq!(f.reclaim(Owner::Port(1)), 56);
+    }
+
+    #[test]
+    fn copies_never_take_what_receive_rings_are_owed() {
+        let mut f = Frames::new(64).unwrap();
+        f.budget.admit(40).unwrap();
+        let mut a = f.alloc().unwrap();
+        a.len = 1;
+        // Floor: 8 (the reserve) + 40 owed; 63 free -> 15 copies, then refused.
+        let copies: Vec<Desc> = std::iter::from_fn(|| f.clone_frame(a)).collect();
+        assert_eq!(copies.len(), 15);
+        assert_eq!(f.free_count(), 48);
+        // The rings get every frame they are owed, and the reserve is still there.
+        let ring: Vec<u64> = (0..40)
+            .filter_map(|_| f.alloc_fill(Owner::Port(1)))
+            .collect();
+        assert_eq!(ring.len(), 40);
+        assert_eq!(f.free_count(), 8);
+        assert!(f.alloc().is_some(), "the worker still gets frames");
     }
 
     #[test]

@@ -275,6 +275,7 @@ impl Worker {
             fds.clear();
             fds.push(self.waker.fd());
             fds.extend(self.links.monitor.as_ref().map(|m| m.fd()));
+            let first_port = fds.len();
             for p in self.ports.iter().flatten() {
                 p.poll_fds(&mut fds);
             }
@@ -290,7 +291,13 @@ impl Worker {
             self.dp.now_ms = now_ms;
             self.dp.age_fdbs(now as u32, AGE_BUDGET);
             self.housekeep_ports(now_ms);
-            idle_since = None;
+            // Woken by a port (or waiting on completions): spin again. Woken by a timeout, a
+            // link event or a control request: one pass over the ports, then straight back to
+            // sleep, so link-event storms (hundreds of veths elsewhere) cost no spinning.
+            let port_ready = pollfds.iter().skip(first_port).any(|p| p.revents != 0);
+            if port_ready || pending_tx {
+                idle_since = None;
+            }
         }
         self.close_all();
     }
