@@ -21,6 +21,8 @@
 //!   handed a new TAP by `add-port`, which replaces a port that is not `up`), but a TAP device of
 //!   that name appearing in uvs's namespace (`ip tuntap add NAME mode tap`) is attached again.
 //! - Each change is logged once (tracing, `info`): port, bridge, old -> new state, reason.
+//! - The rules themselves are [`decide`], IO-free and unit-tested; the worker methods here only
+//!   carry out its steps (close, reopen, apply an MTU).
 
 use crate::config::PortSpec;
 use crate::port::PortKind;
@@ -116,6 +118,55 @@ impl Links {
     }
 }
 
+/// What a link event asks of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Move to this state (closing the port unless it is `Up`), for this reason.
+    State(LinkState, &'static str),
+    /// Open the port again on the device that now has its name.
+    Reopen,
+    /// The device's MTU is now this.
+    Mtu(u32),
+}
+
+/// The lifecycle rules (see the module documentation), IO-free: what event `ev` on the device of
+/// a port of `kind` in `state`, opened on ifindex `known`, asks for, in order.
+pub(crate) fn decide(kind: PortKind, state: LinkState, known: u32, ev: &LinkEvent) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match (kind, &ev.change) {
+        (PortKind::Afxdp, LinkChange::Del) if ev.ifindex == known && state != LinkState::Gone => {
+            steps.push(Step::State(LinkState::Gone, "netdev deleted"));
+        }
+        (PortKind::Afxdp, &LinkChange::New { up, mtu }) => {
+            let mut state = state;
+            if state == LinkState::Up && ev.ifindex != known {
+                steps.push(Step::State(LinkState::Gone, "netdev replaced"));
+                state = LinkState::Gone;
+            }
+            match (up, state) {
+                (false, LinkState::Up) => {
+                    steps.push(Step::State(LinkState::Down, "netdev set down"));
+                }
+                (false, LinkState::Gone) => {
+                    steps.push(Step::State(LinkState::Down, "netdev is back but down"));
+                }
+                (false, LinkState::Down) => {}
+                (true, LinkState::Up) => steps.push(Step::Mtu(mtu)),
+                (true, _) => steps.push(Step::Reopen),
+            }
+        }
+        (PortKind::Tap, &LinkChange::New { mtu, .. }) => {
+            if state == LinkState::Gone {
+                steps.push(Step::Reopen);
+            } else if ev.ifindex == known {
+                steps.push(Step::Mtu(mtu));
+            }
+        }
+        _ => {}
+    }
+    steps
+}
+
 impl Worker {
     /// The lifecycle record of port `id`.
     pub(crate) fn life(&self, id: u16) -> Option<&PortLife> {
@@ -199,36 +250,12 @@ impl Worker {
         let Some(kind) = life.spec.as_ref().map(|s| s.kind) else {
             return;
         };
-        let (state, known) = (life.state, life.ifindex);
-        match (kind, ev.change) {
-            (PortKind::Afxdp, LinkChange::Del) if ev.ifindex == known => {
-                self.set_state(id, LinkState::Gone, "netdev deleted".into());
+        for step in decide(kind, life.state, life.ifindex, &ev) {
+            match step {
+                Step::State(state, why) => self.set_state(id, state, why.into()),
+                Step::Reopen => self.reopen(id),
+                Step::Mtu(mtu) => self.apply_mtu(id, mtu),
             }
-            (PortKind::Afxdp, LinkChange::New { up, mtu }) => {
-                if state == LinkState::Up && ev.ifindex != known {
-                    self.set_state(id, LinkState::Gone, "netdev replaced".into());
-                }
-                let state = self.life(id).map_or(state, |l| l.state);
-                match (up, state) {
-                    (false, LinkState::Up) => {
-                        self.set_state(id, LinkState::Down, "netdev set down".into())
-                    }
-                    (false, LinkState::Gone) => {
-                        self.set_state(id, LinkState::Down, "netdev is back but down".into())
-                    }
-                    (false, LinkState::Down) => {}
-                    (true, LinkState::Up) => self.apply_mtu(id, mtu),
-                    (true, _) => self.reopen(id),
-                }
-            }
-            (PortKind::Tap, LinkChange::New { mtu, .. }) => {
-                if state == LinkState::Gone {
-                    self.reopen(id);
-                } else if ev.ifindex == known {
-                    self.apply_mtu(id, mtu);
-                }
-            }
-            _ => {}
         }
     }
 
@@ -341,5 +368,79 @@ impl Worker {
         {
             self.set_state(id, LinkState::Down, "netdev is down".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LinkState::{Down, Gone, Up};
+
+    fn new(ifindex: u32, up: bool, mtu: u32) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name: "p".into(),
+            change: LinkChange::New { up, mtu },
+        }
+    }
+
+    fn del(ifindex: u32) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name: "p".into(),
+            change: LinkChange::Del,
+        }
+    }
+
+    #[test]
+    fn afxdp_veth_deleted_then_recreated() {
+        let k = PortKind::Afxdp;
+        assert_eq!(
+            decide(k, Up, 7, &del(7)),
+            [Step::State(Gone, "netdev deleted")]
+        );
+        // Another device's deletion, or a second one, changes nothing.
+        assert!(decide(k, Up, 7, &del(9)).is_empty());
+        assert!(decide(k, Gone, 7, &del(7)).is_empty());
+        // The new veth appears down, then is set up: reopen on it.
+        assert_eq!(
+            decide(k, Gone, 7, &new(12, false, 1500)),
+            [Step::State(Down, "netdev is back but down")]
+        );
+        assert_eq!(decide(k, Down, 7, &new(12, true, 1500)), [Step::Reopen]);
+        // Replaced while we missed the deletion (netlink overflow): close, then reopen.
+        assert_eq!(
+            decide(k, Up, 7, &new(12, true, 1500)),
+            [Step::State(Gone, "netdev replaced"), Step::Reopen]
+        );
+    }
+
+    #[test]
+    fn afxdp_down_up_and_mtu() {
+        let k = PortKind::Afxdp;
+        assert_eq!(
+            decide(k, Up, 7, &new(7, false, 1500)),
+            [Step::State(Down, "netdev set down")]
+        );
+        assert!(decide(k, Down, 7, &new(7, false, 1500)).is_empty());
+        assert_eq!(decide(k, Down, 7, &new(7, true, 1500)), [Step::Reopen]);
+        assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
+    }
+
+    #[test]
+    fn tap_moves_are_not_deaths() {
+        let k = PortKind::Tap;
+        // Moving a TAP into a container's namespace looks like a deletion here.
+        assert!(decide(k, Up, 5, &del(5)).is_empty());
+        assert!(
+            decide(k, Up, 5, &new(5, false, 1500))
+                .iter()
+                .all(|s| *s == Step::Mtu(1500))
+        );
+        assert_eq!(decide(k, Up, 5, &new(5, true, 9000)), [Step::Mtu(9000)]);
+        // A TAP of that name appearing after the port went: attach it.
+        assert_eq!(decide(k, Gone, 5, &new(8, true, 1500)), [Step::Reopen]);
+        // Another namespace's device of another ifindex while up: ignored.
+        assert!(decide(k, Up, 5, &new(8, true, 1500)).is_empty());
     }
 }
