@@ -141,6 +141,27 @@ fn tap_namespace_deleted_goes_gone_and_worker_idles() {
     t.adopt(&n("c"), &n("pc"), "10.77.1.3/24");
     assert_eq!(port(&d, &n("pc"))["state"], "up");
     assert!(ping(&n("a"), "10.77.1.3", 2), "a -> new tap container");
+
+    // Gone again; this time a persistent TAP of that name is made in uvs's namespace (as an
+    // orchestrator would, to set its owner): the port attaches it by itself.
+    sh(&["ip", "netns", "del", &n("c")]);
+    wait_state(&d, &n("pc"), "gone", 2);
+    sh(&["ip", "tuntap", "add", &n("pc"), "mode", "tap"]);
+    t.links.push(n("pc"));
+    wait_state(&d, &n("pc"), "up", 3);
+    assert!(
+        port(&d, &n("pc"))["details"]
+            .as_str()
+            .unwrap()
+            .contains("attached")
+    );
+    t.netns(&n("c"));
+    t.adopt(&n("c"), &n("pc"), "10.77.1.3/24");
+    sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
+    assert!(
+        ping(&n("a"), "10.77.1.3", 2),
+        "a -> container on the attached TAP"
+    );
 }
 
 #[test]

@@ -307,15 +307,19 @@ impl Worker {
                 self.set_state(id, LinkState::Up, format!("reattached (ifindex {ifindex})"));
             }
             Err(e) => {
+                // A TAP is up or gone; an AF_XDP port whose device exists is down. Retry while
+                // the device is there (and up, for AF_XDP): EBUSY is common right after the
+                // previous owner let go (the kernel releasing old sockets, `ip tuntap add`
+                // still holding the TAP).
                 let now = query(&spec.name);
-                let next = if now.is_some() {
-                    LinkState::Down
-                } else {
-                    LinkState::Gone
+                let tap = spec.kind == PortKind::Tap;
+                let next = match now {
+                    Some(_) if !tap => LinkState::Down,
+                    _ => LinkState::Gone,
                 };
                 self.set_state(id, next, format!("reopen failed: {e}"));
                 if let Some(Some(l)) = self.life.get_mut(id as usize) {
-                    l.retry = matches!(now, Some((_, true, _)));
+                    l.retry = matches!(now, Some((_, up, _)) if up || tap);
                 }
             }
         }
