@@ -252,9 +252,17 @@ fn ping_across_two_ports(mode: XdpMode, tag: char) {
         !pa.tx_pending() && !pb.tx_pending(),
         "completions outstanding"
     );
-    // Two ports, two queues each, fill rings topped up: everything else is free.
-    let held = 2 * 2 * opts.fill_frames as usize;
+    // Everything not held in the two ports' rings is free, and what they hold for receiving
+    // stays within their budget targets.
+    let held = (pa.held() + pb.held()) as usize;
     assert_eq!(frames.free_count(), frames.capacity() - held);
+    let targets: u32 = pa.fill_targets().iter().chain(&pb.fill_targets()).sum();
+    assert!(held as u32 <= targets, "held {held} > targets {targets}");
+    println!(
+        "fill targets after the flood: A {:?} B {:?}",
+        pa.fill_targets(),
+        pb.fill_targets()
+    );
 
     for l in [topo.a(), topo.b()] {
         let o = sh(&["ip", "-d", "link", "show", &l]);

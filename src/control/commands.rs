@@ -374,8 +374,10 @@ fn render_stats(v: &Value) -> String {
         for (name, p) in ports {
             let _ = writeln!(
                 s,
-                "port {name} (bridge {}): rx {} pkts {} bytes, tx {} pkts {} bytes, csum completed {}",
+                "port {name} (bridge {}, state {}, frames {}): rx {} pkts {} bytes, tx {} pkts {} bytes, csum completed {}",
                 str_of(&p["bridge"]),
+                str_of(&p["state"]),
+                p["frames"],
                 p["rx_packets"],
                 p["rx_bytes"],
                 p["tx_packets"],

@@ -11,6 +11,7 @@
 //!   The owner tag records which port's kernel rings hold a frame, so that removing a port
 //!   returns exactly its frames to the pool.
 
+pub mod budget;
 mod desc;
 mod pool;
 mod region;
@@ -26,6 +27,6 @@ pub const FRAME_SIZE: usize = 2048;
 pub const HEADROOM: usize = 256;
 /// The largest frame (without FCS) that fits one frame after the headroom.
 pub const MAX_FRAME_LEN: usize = FRAME_SIZE - HEADROOM;
-/// Default number of frames in the region (128 MiB with 2 KiB frames): each AF_XDP socket keeps
-/// 2048 in its fill ring.
+/// Default number of frames in the region (128 MiB with 2 KiB frames). AF_XDP ports share them
+/// under a [`budget::FrameBudget`].
 pub const DEFAULT_FRAME_COUNT: u32 = 64 * 1024;

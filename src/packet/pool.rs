@@ -1,14 +1,18 @@
-//! The frame pool: region + free list + owner tags.
+//! The frame pool: region + free list + owner tags + the frame budget.
 
 use std::io;
 
+use super::budget::FrameBudget;
 use super::{Desc, FRAME_SIZE, HEADROOM, Owner, Region};
 
-/// All frames of one worker: the region, the free chunks, and who holds each chunk.
+/// All frames of one worker: the region, the free chunks, who holds each chunk, and how they are
+/// shared between receive rings (see [`FrameBudget`]).
 pub struct Frames {
     region: Region,
     free: Vec<u64>,
     owner: Vec<u16>,
+    /// The budget AF_XDP ports are admitted against.
+    pub budget: FrameBudget,
 }
 
 impl Frames {
@@ -24,6 +28,7 @@ impl Frames {
             region,
             free,
             owner,
+            budget: FrameBudget::new(count),
         })
     }
 
@@ -40,6 +45,32 @@ impl Frames {
     /// Number of free frames.
     pub fn free_count(&self) -> usize {
         self.free.len()
+    }
+
+    /// Frames not on the free list (in rings, in flight, queued).
+    pub fn in_use(&self) -> usize {
+        self.capacity() - self.free_count()
+    }
+
+    /// Take a free chunk for a receive (fill) ring of `owner`, unless the free list is down to
+    /// the budget's reserve (see [`FrameBudget`]).
+    #[inline]
+    pub fn alloc_fill(&mut self, owner: Owner) -> Option<u64> {
+        if self.free.len() <= self.budget.reserve() as usize {
+            return None;
+        }
+        let c = self.alloc_chunk(owner)?;
+        self.budget.ring_in(1);
+        Some(c)
+    }
+
+    /// Free frames above the copy floor (see [`FrameBudget::copy_floor`]): what flood copies
+    /// and transmit queues may still take.
+    #[inline]
+    pub fn spare(&self) -> usize {
+        self.free
+            .len()
+            .saturating_sub(self.budget.copy_floor() as usize)
     }
 
     /// Take a free chunk for `owner`; returns the chunk's start offset.
@@ -118,8 +149,12 @@ impl Frames {
         self.region.bytes_mut(chunk, FRAME_SIZE)
     }
 
-    /// Copy a frame into a newly allocated one (for flooding). None when the pool is empty.
+    /// Copy a frame into a newly allocated one (for flooding). None when the free list is down
+    /// to the copy floor (see [`FrameBudget`]): copies never take frames receive rings need.
     pub fn clone_frame(&mut self, d: Desc) -> Option<Desc> {
+        if self.spare() == 0 {
+            return None;
+        }
         let n = self.alloc()?;
         let n = Desc {
             addr: n.chunk() + d.headroom() as u64,
@@ -150,6 +185,42 @@ mod tests {
         assert_eq!(f.owner_of(d), Owner::Free);
         f.free(a.addr + 10);
         assert_eq!(f.free_count(), 8);
+    }
+
+    #[test]
+    fn fill_allocations_leave_the_reserve() {
+        let mut f = Frames::new(64).unwrap();
+        assert_eq!(f.budget.reserve(), 8);
+        let mut n = 0;
+        while f.alloc_fill(Owner::Port(1)).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 56);
+        assert_eq!(f.in_use(), 56);
+        // Copies stop at the reserve too.
+        assert_eq!(f.spare(), 0);
+        // The worker still gets frames for itself.
+        assert!(f.alloc().is_some());
+        assert_eq!(f.reclaim(Owner::Port(1)), 56);
+    }
+
+    #[test]
+    fn copies_never_take_what_receive_rings_are_owed() {
+        let mut f = Frames::new(64).unwrap();
+        f.budget.admit(40).unwrap();
+        let mut a = f.alloc().unwrap();
+        a.len = 1;
+        // Floor: 8 (the reserve) + 40 owed; 63 free -> 15 copies, then refused.
+        let copies: Vec<Desc> = std::iter::from_fn(|| f.clone_frame(a)).collect();
+        assert_eq!(copies.len(), 15);
+        assert_eq!(f.free_count(), 48);
+        // The rings get every frame they are owed, and the reserve is still there.
+        let ring: Vec<u64> = (0..40)
+            .filter_map(|_| f.alloc_fill(Owner::Port(1)))
+            .collect();
+        assert_eq!(ring.len(), 40);
+        assert_eq!(f.free_count(), 8);
+        assert!(f.alloc().is_some(), "the worker still gets frames");
     }
 
     #[test]

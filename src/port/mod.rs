@@ -9,7 +9,14 @@
 //!   pool and counted in `TxResult::dropped`. It never blocks.
 //! - `service` does periodic work that is not tied to a burst (completions, refilling rings,
 //!   kicking the kernel); the worker calls it once per loop iteration.
-//! - `close` returns every frame the port holds to the pool; the port is dropped afterwards.
+//! - `close` returns every frame the port holds to the pool (and its frame-budget commitment);
+//!   the port is dropped afterwards.
+//! - `fault` says the device is gone (an fd error such as EBADFD, ENXIO, ENODEV): the worker
+//!   then closes the port and marks it `gone` (see `worker::life`); a port never spins on a
+//!   dead descriptor.
+//! - `housekeep` runs off the fast path (every 1024 iterations and after each sleep).
+
+pub mod link;
 
 pub mod afxdp;
 pub mod mem;
@@ -81,6 +88,28 @@ pub trait Port: Send {
 
     /// The device MTU (L3 bytes), as reported by the kernel.
     fn mtu(&self) -> u32;
+
+    /// The kernel changed the device MTU (a link event): remember it.
+    fn set_mtu(&mut self, _mtu: u32) {}
+
+    /// The device's ifindex in uvs's namespace when it was opened (0: no device).
+    fn ifindex(&self) -> u32 {
+        0
+    }
+
+    /// Why the device stopped working, once an fd error says it is gone; None while healthy.
+    fn fault(&self) -> Option<&str> {
+        None
+    }
+
+    /// Frames the port holds now (receive rings, transmit in flight).
+    fn frames_held(&self) -> u32 {
+        0
+    }
+
+    /// Upkeep off the fast path: budget growth and shrink, kernel counters. `now_ms` is the
+    /// worker clock.
+    fn housekeep(&mut self, _frames: &mut Frames, _now_ms: u64) {}
 
     /// True if frames from this port may carry a partial (offloaded) L4 checksum that must be
     /// completed before they leave through a port that will not complete it.

@@ -11,7 +11,9 @@
 //!   ifindex are the values read at creation. The move takes the link down; the container side
 //!   brings it up. While it is down, writes fail with EIO and count as drops. If the device is
 //!   deleted (`ip link del`, or its namespace goes away), reads and writes fail with EBADFD and
-//!   count as errors ([`TapStats::last_errno`]).
+//!   count as errors ([`TapStats::last_errno`]), poll(2) reports the fd ready forever
+//!   (POLLERR), and [`Port::fault`] says so: the worker then closes the fd and marks the port
+//!   gone instead of spinning on it.
 //! - Frames are read straight into a pool frame after [`HEADROOM`] and written straight from the
 //!   frame's data: one `readv`/`writev` per frame, no heap allocation. A read has one extra byte
 //!   of room past [`MAX_FRAME_LEN`] so that an oversize frame is detected and dropped instead of
@@ -288,6 +290,8 @@ pub struct TapPort {
     attached: bool,
     overflow: [u8; 1],
     stats: TapStats,
+    /// Set when a read or write says the device is gone (EBADFD, ENXIO, ENODEV).
+    fault: Option<String>,
 }
 
 impl std::fmt::Debug for TapPort {
@@ -394,6 +398,7 @@ impl TapPort {
             attached: existed,
             overflow: [0],
             stats: TapStats::default(),
+            fault: None,
         })
     }
 
@@ -429,9 +434,18 @@ impl TapPort {
         self.fd.as_ref().map(|f| f.as_raw_fd())
     }
 
-    /// Count a failed read or write's errno.
+    /// Count a failed read or write's errno; errnos that mean the device is gone set the fault.
     fn note_errno(&mut self, e: &io::Error) {
-        self.stats.last_errno = e.raw_os_error().unwrap_or(0);
+        let errno = e.raw_os_error().unwrap_or(0);
+        self.stats.last_errno = errno;
+        if self.fault.is_none()
+            && matches!(
+                errno,
+                libc::EBADFD | libc::ENXIO | libc::ENODEV | libc::EBADF
+            )
+        {
+            self.fault = Some(format!("device gone: {} ({e})", errno_name(e)));
+        }
     }
 }
 
@@ -526,6 +540,18 @@ impl Port for TapPort {
 
     fn mtu(&self) -> u32 {
         self.mtu
+    }
+
+    fn set_mtu(&mut self, mtu: u32) {
+        self.mtu = mtu;
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    fn fault(&self) -> Option<&str> {
+        self.fault.as_deref()
     }
 
     fn details(&self) -> String {

@@ -11,10 +11,14 @@
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
 //! - Idle back-off: after `SPIN_BEFORE_SLEEP` of empty iterations the worker sleeps in poll(2)
-//!   on every port's descriptors and the eventfd (at most 100 ms, for housekeeping), so an idle
-//!   switch uses almost no CPU.
+//!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
+//!   for housekeeping), so an idle switch uses almost no CPU.
+//! - Housekeeping (every 1024 iterations and after every sleep) also runs the port lifecycle
+//!   (`life`): link events, fd faults, re-attach, frame-budget growth and shrink. A port whose
+//!   device is down or gone is closed there, so nothing dead is polled or kicked.
 
 mod flows;
+mod life;
 mod requests;
 mod running;
 
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use life::{LinkState, PortLife};
 pub use requests::Command;
 
 use crate::clock::Clock;
@@ -146,6 +151,10 @@ pub struct Worker {
     pub(crate) dp: Datapath,
     pipeline: Pipeline,
     pub(crate) ports: Vec<Option<Box<dyn Port>>>,
+    /// Lifecycle of each port (same index as `ports`): state, reason, how to reopen it.
+    pub(crate) life: Vec<Option<PortLife>>,
+    /// Link events (netlink) for the lifecycle.
+    links: life::Links,
     /// AF_XDP sockets that share the UMEM, for the next AF_XDP port to bind to.
     pub(crate) umem_fds: Vec<(u16, RawFd)>,
     rx: Receiver<Request>,
@@ -173,6 +182,8 @@ impl Worker {
             dp: Datapath::new(),
             pipeline: Pipeline::new(),
             ports: Vec::new(),
+            life: Vec::new(),
+            links: life::Links::open(),
             umem_fds: Vec::new(),
             rx,
             waker,
@@ -242,6 +253,7 @@ impl Worker {
             let moved = self.poll_once(&mut batch, now);
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
+                self.housekeep_ports(now_ms);
             }
             if moved > 0 {
                 self.stats.busy_iterations += 1;
@@ -266,6 +278,8 @@ impl Worker {
             let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending());
             fds.clear();
             fds.push(self.waker.fd());
+            fds.extend(self.links.monitor.as_ref().map(|m| m.fd()));
+            let first_port = fds.len();
             for p in self.ports.iter().flatten() {
                 p.poll_fds(&mut fds);
             }
@@ -280,7 +294,14 @@ impl Worker {
             now = now_ms / 1000;
             self.dp.now_ms = now_ms;
             self.dp.age_fdbs(now as u32, AGE_BUDGET);
-            idle_since = None;
+            self.housekeep_ports(now_ms);
+            // Woken by a port (or waiting on completions): spin again. Woken by a timeout, a
+            // link event or a control request: one pass over the ports, then straight back to
+            // sleep, so link-event storms (hundreds of veths elsewhere) cost no spinning.
+            let port_ready = pollfds.iter().skip(first_port).any(|p| p.revents != 0);
+            if port_ready || pending_tx {
+                idle_since = None;
+            }
         }
         self.close_all();
     }

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::Worker;
+use super::life::{LinkState, PortLife};
 use crate::config::{BridgeSpec, PortSpec, XdpModeSpec};
 use crate::datapath::PortState;
 use crate::port::afxdp::{AfxdpOptions, AfxdpPort, XdpMode};
@@ -151,7 +152,7 @@ impl Worker {
                 self.attach(
                     id,
                     b,
-                    name.clone(),
+                    (name.clone(), None),
                     crate::datapath::VlanMode::default_trunk(),
                     port,
                     0,
@@ -478,6 +479,7 @@ impl Worker {
     fn add_port(&mut self, bridge: &str, spec: &PortSpec) -> Result<Value, String> {
         spec.validate()?;
         let b = self.bridge_id(bridge)?;
+        self.replace_dead_port(&spec.name)?;
         self.check_port_name(&spec.name)?;
         let vlan = spec.vlan_mode()?;
         let id = self.dp.next_port_id()?;
@@ -485,25 +487,7 @@ impl Worker {
         let ofport = self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
         let mut tunnel = None;
         let port: Box<dyn Port> = match spec.kind {
-            PortKind::Afxdp => {
-                let opts = AfxdpOptions {
-                    mode: match spec.xdp_mode {
-                        XdpModeSpec::Auto => XdpMode::Auto,
-                        XdpModeSpec::Native => XdpMode::Native,
-                        XdpModeSpec::Generic => XdpMode::Generic,
-                    },
-                    ..AfxdpOptions::default()
-                };
-                let shared = self.umem_fds.first().map(|(_, fd)| *fd);
-                let p = AfxdpPort::open(&spec.name, id, &mut self.frames, shared, &opts)
-                    .map_err(|e| e.to_string())?;
-                self.umem_fds.push((id, p.umem_fd()));
-                Box::new(p)
-            }
-            PortKind::Tap => Box::new(
-                TapPort::create(&spec.name, id, &TapOptions { mtu: spec.mtu })
-                    .map_err(|e| e.to_string())?,
-            ),
+            PortKind::Afxdp | PortKind::Tap => self.open_io(id, spec)?,
             PortKind::Vxlan => {
                 let conf = spec.tunnel_conf()?;
                 let owner = self
@@ -544,8 +528,16 @@ impl Worker {
             PortKind::Mem => return Err("type mem is for tests only".into()),
         };
         let details = port.details();
-        self.attach(id, b, spec.name.clone(), vlan, port, ofport)?;
+        self.attach(
+            id,
+            b,
+            (spec.name.clone(), Some(spec.clone())),
+            vlan,
+            port,
+            ofport,
+        )?;
         self.specs.ports.insert(id, spec.clone());
+        self.check_initial_state(id, &spec.name);
         if let Some(t) = tunnel
             && let Some(st) = self.dp.port_mut(id)
         {
@@ -556,15 +548,59 @@ impl Worker {
         Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
     }
 
+    /// Open the kernel side of an AF_XDP or TAP port as port `id` (AF_XDP ports register their
+    /// socket for the next one to share the UMEM).
+    pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
+        match spec.kind {
+            PortKind::Afxdp => {
+                let opts = AfxdpOptions {
+                    mode: match spec.xdp_mode {
+                        XdpModeSpec::Auto => XdpMode::Auto,
+                        XdpModeSpec::Native => XdpMode::Native,
+                        XdpModeSpec::Generic => XdpMode::Generic,
+                    },
+                    ..AfxdpOptions::default()
+                };
+                let shared = self.umem_fds.first().map(|(_, fd)| *fd);
+                let p = AfxdpPort::open(&spec.name, id, &mut self.frames, shared, &opts)
+                    .map_err(|e| e.to_string())?;
+                self.umem_fds.push((id, p.umem_fd()));
+                Ok(Box::new(p))
+            }
+            PortKind::Tap => Ok(Box::new(
+                TapPort::create(&spec.name, id, &TapOptions { mtu: spec.mtu })
+                    .map_err(|e| e.to_string())?,
+            )),
+            k => Err(format!("type {k}: no device to open")),
+        }
+    }
+
+    /// `add-port` of a name whose port is down or gone replaces that port (a container
+    /// restarted and is handed its port again).
+    fn replace_dead_port(&mut self, name: &str) -> Result<(), String> {
+        let Some(id) = self.dp.port_id(name) else {
+            return Ok(());
+        };
+        if self
+            .life(id)
+            .is_some_and(|l| l.spec.is_some() && l.state != LinkState::Up)
+        {
+            tracing::info!("port {name}: replaced by add-port while not up");
+            self.remove_port(id)?;
+        }
+        Ok(())
+    }
+
     fn attach(
         &mut self,
         id: u16,
         bridge: u16,
-        name: String,
+        (name, spec): (String, Option<PortSpec>),
         vlan: crate::datapath::VlanMode,
         port: Box<dyn Port>,
         ofport: u16,
     ) -> Result<(), String> {
+        let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
             ofport,
@@ -583,6 +619,10 @@ impl Worker {
             self.ports.resize_with(i + 1, || None);
         }
         self.ports[i] = port;
+        if self.life.len() <= i {
+            self.life.resize_with(i + 1, || None);
+        }
+        self.life[i] = Some(life);
         Ok(())
     }
 
@@ -597,7 +637,31 @@ impl Worker {
         }
         self.umem_fds.retain(|(p, _)| *p != id);
         self.specs.ports.remove(&id);
+        if let Some(l) = self.life.get_mut(id as usize) {
+            *l = None;
+        }
         Ok(())
+    }
+
+    /// A port's state, why, the frames it holds, and its details (the last known ones while it
+    /// is closed).
+    fn port_life_json(&self, id: u16) -> (String, String, u32, String) {
+        let io = self.ports.get(id as usize).and_then(|x| x.as_ref());
+        let held = io.map_or(0, |p| p.frames_held());
+        match self.life(id) {
+            Some(l) => (
+                l.state.to_string(),
+                l.reason.clone(),
+                held,
+                io.map_or_else(|| l.details.clone(), |p| p.details()),
+            ),
+            None => (
+                "up".into(),
+                String::new(),
+                held,
+                io.map(|p| p.details()).unwrap_or_default(),
+            ),
+        }
     }
 
     fn show(&self) -> Value {
@@ -610,10 +674,14 @@ impl Worker {
                     .iter()
                     .filter_map(|&p| {
                         let st = self.dp.port(p)?;
-                        let io = self.ports.get(p as usize).and_then(|x| x.as_ref());
+                        let (state, reason, held, io_details) = self.port_life_json(p);
                         let details = match &st.tunnel {
                             Some(t) => t.conf.describe(self.dp.inner_mtu(p).unwrap_or(0)),
-                            None => io.map(|x| x.details()).unwrap_or_default(),
+                            None => io_details,
+                        };
+                        let why = match state.as_str() {
+                            "up" => String::new(),
+                            _ => format!(" ({reason})"),
                         };
                         Some(json!({
                             "name": st.name,
@@ -622,7 +690,10 @@ impl Worker {
                             "type": st.kind.to_string(),
                             "vlan": st.vlan.describe(),
                             "mtu": self.dp.inner_mtu(p).unwrap_or(st.mtu),
-                            "details": details,
+                            "state": state,
+                            "reason": reason,
+                            "frames": held,
+                            "details": format!("state={state}{why} frames={held} {details}"),
                         }))
                     })
                     .collect();
@@ -643,6 +714,8 @@ impl Worker {
                 "core": self.core,
                 "frames": self.frames.capacity(),
                 "frames_free": self.frames.free_count(),
+                "frames_in_use": self.frames.in_use(),
+                "budget": self.budget_json(),
             }
         })
     }
@@ -656,6 +729,10 @@ impl Worker {
                 let mut v = serde_json::to_value(p.counters.snapshot()).unwrap_or(Value::Null);
                 v["bridge"] = json!(bridge);
                 let id = self.dp.port_id(&p.name).unwrap_or(u16::MAX);
+                let (state, reason, held, _) = self.port_life_json(id);
+                v["state"] = json!(state);
+                v["reason"] = json!(reason);
+                v["frames"] = json!(held);
                 if let Some(Some(io)) = self.ports.get(id as usize) {
                     let k: serde_json::Map<String, Value> = io
                         .kernel_counters()
@@ -688,8 +765,24 @@ impl Worker {
                 "sleeps": self.stats.sleeps,
                 "cpu_ns": cpu,
                 "wall_ns": wall,
+                "frames": self.frames.capacity(),
                 "frames_free": self.frames.free_count(),
+                "frames_in_use": self.frames.in_use(),
+                "budget": self.budget_json(),
             }
+        })
+    }
+}
+
+impl Worker {
+    /// The frame budget's figures.
+    fn budget_json(&self) -> Value {
+        let b = &self.frames.budget;
+        json!({
+            "reserve": b.reserve(),
+            "committed": b.committed(),
+            "lent": b.elastic(),
+            "available": b.available(),
         })
     }
 }

@@ -3,9 +3,18 @@
 //! the `bpf()` syscall (no libbpf, no `afxdp` crate).
 //!
 //! Contract:
-//! - [`AfxdpPort::open`] checks the netdev and its MTU, attaches the XDP program (see [`xdp`]),
-//!   opens one socket per rx queue (see [`socket`]), stocks each fill ring with
-//!   `fill_frames` frames tagged `Owner::Port(port_id)` and inserts the sockets in the XSKMAP.
+//! - [`AfxdpPort::open`] checks the netdev and its MTU, commits `queues * fill_min` frames in the
+//!   frame budget (refusing the port with the numbers when they are not there, see
+//!   [`crate::packet::budget`]), attaches the XDP program (see [`xdp`]), opens one socket per rx
+//!   queue (see [`socket`]), stocks each fill ring with its receive target of frames tagged
+//!   `Owner::Port(port_id)` and inserts the sockets in the XSKMAP.
+//! - Receive targets: each socket holds at most its target in its fill and rx rings together,
+//!   `fill_min` when idle; it doubles (up to `fill_frames`, as the budget lends) when the kernel
+//!   emptied more than half its fill ring between two refills or reports `fill_ring_empty`, and
+//!   halves back after 2 s without need (`housekeep`). Fill rings never take the budget's
+//!   reserve. At most `tx_max` transmitted frames are in flight per port.
+//! - A kick answered ENXIO/ENODEV/EBADF(D) (the netdev went away and the kernel unbound the
+//!   socket) sets [`Port::fault`]; the worker then closes the port (see `worker::life`).
 //!   With `shared = None` the first socket registers the UMEM; otherwise every socket shares the
 //!   UMEM of the given fd. [`AfxdpPort::umem_fd`] is the fd for the next port to share; it stays
 //!   valid only while this port is open.
@@ -54,25 +63,40 @@ pub use types::{AfxdpError, AfxdpOptions, AfxdpStats, XdpMode};
 use std::fmt;
 use std::os::fd::RawFd;
 
+use crate::packet::budget::FillTarget;
 use crate::packet::{Desc, FRAME_SIZE, Frames, MAX_FRAME_LEN, Owner};
 use crate::port::{Port, PortKind, TxResult};
 
 use socket::{Umem, XskSocket};
 use xdp::XdpProgram;
 
+/// Transmitted frames a port may always keep in flight, whatever the pool holds.
+const TX_MIN: u32 = 64;
+
 /// An AF_XDP port on an existing netdev.
 pub struct AfxdpPort {
     /// First field: dropped first, so the program detaches before the sockets close.
     xdp: Option<XdpProgram>,
     socks: Vec<XskSocket>,
+    /// Receive target of each socket (same index as `socks`).
+    targets: Vec<FillTarget>,
     ifname: String,
+    ifindex: u32,
     port_id: u16,
     mode: XdpMode,
     mtu: u32,
     zero_copy: bool,
-    fill_frames: u32,
+    /// Frames committed in the budget at open (`queues * fill_min`); 0 once retired.
+    base: u32,
+    tx_max: u32,
     rx_next: usize,
     tx_outstanding: u32,
+    /// The worker clock at the last housekeeping (ms), for budget decisions.
+    now_ms: u64,
+    /// Why the device stopped working (a kick answered ENXIO, ...), if it did.
+    fault: Option<String>,
+    /// `xsk_fill_ring_empty` summed at the last housekeeping, per socket.
+    fill_empty_seen: Vec<u64>,
 }
 
 impl AfxdpPort {
@@ -87,44 +111,44 @@ impl AfxdpPort {
         opts.validate(ifname)?;
         let ifindex = netdev::ifindex(ifname)?;
         let mtu = netdev::read_mtu(ifname)?;
-        if (mtu + L2_OVERHEAD) as usize > MAX_FRAME_LEN {
-            return Err(AfxdpError::MtuTooLarge {
-                ifname: ifname.to_string(),
-                mtu,
-                limit: MAX_FRAME_LEN,
-            });
-        }
+        check_mtu(ifname, mtu)?;
         let queues = netdev::rx_queues(ifname)?;
-        let xdp = XdpProgram::attach(ifname, ifindex, queues, opts.mode)?;
+        let base = queues * opts.fill_min;
+        frames
+            .budget
+            .admit(base)
+            .map_err(|source| AfxdpError::Budget {
+                ifname: ifname.to_string(),
+                source,
+            })?;
+        let xdp = match XdpProgram::attach(ifname, ifindex, queues, opts.mode) {
+            Ok(x) => x,
+            Err(e) => {
+                frames.budget.retire(base, 0);
+                return Err(e);
+            }
+        };
         let mut port = AfxdpPort {
             mode: xdp.mode,
             xdp: Some(xdp),
             socks: Vec::with_capacity(queues as usize),
+            targets: Vec::with_capacity(queues as usize),
             ifname: ifname.to_string(),
+            ifindex,
             port_id,
             mtu,
             zero_copy: false,
-            fill_frames: opts.fill_frames,
+            base,
+            tx_max: opts.tx_max,
             rx_next: 0,
             tx_outstanding: 0,
+            now_ms: 0,
+            fault: None,
+            fill_empty_seen: vec![0; queues as usize],
         };
-        for q in 0..queues {
-            let sock = match (shared, port.socks.first()) {
-                (Some(fd), _) => open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?,
-                (None, Some(first)) => {
-                    let fd = first.fd();
-                    open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
-                }
-                (None, None) => {
-                    let r = frames.region();
-                    let umem = Umem::Register {
-                        base: r.base(),
-                        len: r.len(),
-                    };
-                    open_socket(ifname, ifindex, q, opts, umem, port.mode == XdpMode::Native)?
-                }
-            };
-            port.socks.push(sock);
+        if let Err(e) = port.open_sockets(frames, shared, opts, queues) {
+            port.close(frames);
+            return Err(e);
         }
         port.zero_copy = port.socks.first().is_some_and(|s| s.is_zero_copy());
         port.refill(frames);
@@ -138,6 +162,39 @@ impl AfxdpPort {
             return Err(e);
         }
         Ok(port)
+    }
+
+    /// Open one socket per queue: the first registers the UMEM unless `shared` names a socket
+    /// that has it.
+    fn open_sockets(
+        &mut self,
+        frames: &Frames,
+        shared: Option<RawFd>,
+        opts: &AfxdpOptions,
+        queues: u32,
+    ) -> Result<(), AfxdpError> {
+        let (ifname, ifindex) = (self.ifname.as_str(), self.ifindex);
+        for q in 0..queues {
+            let sock = match (shared, self.socks.first()) {
+                (Some(fd), _) => open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?,
+                (None, Some(first)) => {
+                    let fd = first.fd();
+                    open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
+                }
+                (None, None) => {
+                    let r = frames.region();
+                    let umem = Umem::Register {
+                        base: r.base(),
+                        len: r.len(),
+                    };
+                    open_socket(ifname, ifindex, q, opts, umem, self.mode == XdpMode::Native)?
+                }
+            };
+            self.socks.push(sock);
+            self.targets
+                .push(FillTarget::new(opts.fill_min, opts.fill_frames));
+        }
+        Ok(())
     }
 
     /// An fd of this port's bound sockets, for the next port to share the UMEM.
@@ -180,21 +237,33 @@ impl AfxdpPort {
         t
     }
 
-    /// Top every fill ring up to `fill_frames` frames not yet consumed by the kernel.
+    /// Frames this port holds: given to the kernel for receiving, or transmitted and not yet
+    /// completed.
+    pub fn held(&self) -> u32 {
+        self.socks.iter().map(|s| s.rx_held).sum::<u32>() + self.tx_outstanding
+    }
+
+    /// Each socket's receive target (frames it may hold in its fill and rx rings).
+    pub fn fill_targets(&self) -> Vec<u32> {
+        self.targets.iter().map(|t| t.target).collect()
+    }
+
+    /// Top every socket up to its receive target. A socket whose fill ring the kernel emptied
+    /// by more than half since the last refill asks the budget for more.
     fn refill(&mut self, frames: &mut Frames) {
         let owner = Owner::Port(self.port_id);
-        for s in &mut self.socks {
-            // Top up what the kernel has not consumed yet, not everything it holds: frames
-            // waiting in the rx ring must not starve the fill ring while the worker catches up
-            // with a burst (measured with iperf3: every retransmit was a fill-ring-empty drop).
-            let want = self.fill_frames.saturating_sub(s.fill.in_flight());
-            if want == 0 {
-                continue;
+        for (s, t) in self.socks.iter_mut().zip(self.targets.iter_mut()) {
+            let in_fill = s.fill.in_flight();
+            if t.filled.saturating_sub(in_fill) > t.target / 2 {
+                t.need_more(&mut frames.budget, self.now_ms);
             }
-            let n = s.fill.reserve(want);
+            // The target bounds what the socket holds, fill and rx ring together, so a socket
+            // whose rx ring backs up cannot take more than its share of the pool.
+            let want = t.target.saturating_sub(s.rx_held);
+            let n = if want == 0 { 0 } else { s.fill.reserve(want) };
             let mut k = 0;
             while k < n {
-                let Some(chunk) = frames.alloc_chunk(owner) else {
+                let Some(chunk) = frames.alloc_fill(owner) else {
                     break;
                 };
                 s.fill.write(k, chunk);
@@ -204,6 +273,7 @@ impl AfxdpPort {
                 s.fill.submit(k);
                 s.rx_held += k;
             }
+            t.filled = in_fill + k;
             if self.zero_copy && s.fill.needs_wakeup() {
                 s.kick_rx();
             }
@@ -226,9 +296,37 @@ impl AfxdpPort {
         if self.tx_outstanding > 0
             && s.tx.in_flight() > 0
             && (!self.zero_copy || s.tx.needs_wakeup())
+            && let Some(errno) = s.kick_tx()
         {
-            s.kick_tx();
+            note_fault(&mut self.fault, errno);
         }
+    }
+}
+
+/// The MTU fits one frame with an Ethernet and a VLAN header.
+pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfxdpError> {
+    if (mtu + L2_OVERHEAD) as usize > MAX_FRAME_LEN {
+        return Err(AfxdpError::MtuTooLarge {
+            ifname: ifname.to_string(),
+            mtu,
+            limit: MAX_FRAME_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Record a fault for errnos that mean the device is gone (the socket was unbound).
+fn note_fault(fault: &mut Option<String>, errno: i32) {
+    if fault.is_none()
+        && matches!(
+            errno,
+            libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
+        )
+    {
+        *fault = Some(format!(
+            "transmit kick failed: {}",
+            std::io::Error::from_raw_os_error(errno)
+        ));
     }
 }
 
@@ -300,6 +398,7 @@ impl Port for AfxdpPort {
             }
             if avail > 0 {
                 s.rx.release(avail);
+                frames.budget.ring_out(avail);
                 s.rx_held -= avail;
                 s.rx_packets += avail as u64;
                 got += avail;
@@ -319,7 +418,14 @@ impl Port for AfxdpPort {
             }
             return res;
         };
-        let room = s.tx.reserve(batch.len().min(u32::MAX as usize) as u32);
+        // Up to TX_MIN in flight always; beyond that only while the pool has spare frames, so a
+        // slow device cannot hold what other ports' receive rings are owed.
+        let mut allowed = self.tx_max.saturating_sub(self.tx_outstanding);
+        if self.tx_outstanding >= TX_MIN {
+            allowed = allowed.min(frames.spare().min(u32::MAX as usize) as u32);
+        }
+        let room =
+            s.tx.reserve((batch.len().min(u32::MAX as usize) as u32).min(allowed));
         let mut k = 0;
         for d in batch.drain(..) {
             if k < room && tx_valid(&d) {
@@ -343,8 +449,10 @@ impl Port for AfxdpPort {
             s.tx.submit(k);
             self.tx_outstanding += k;
             res.sent = k;
-            if !self.zero_copy || s.tx.needs_wakeup() {
-                s.kick_tx();
+            if (!self.zero_copy || s.tx.needs_wakeup())
+                && let Some(errno) = s.kick_tx()
+            {
+                note_fault(&mut self.fault, errno);
             }
         }
         res
@@ -365,6 +473,36 @@ impl Port for AfxdpPort {
 
     fn mtu(&self) -> u32 {
         self.mtu
+    }
+
+    fn set_mtu(&mut self, mtu: u32) {
+        self.mtu = mtu;
+    }
+
+    fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    fn fault(&self) -> Option<&str> {
+        self.fault.as_deref()
+    }
+
+    fn frames_held(&self) -> u32 {
+        self.held()
+    }
+
+    fn housekeep(&mut self, frames: &mut Frames, now_ms: u64) {
+        self.now_ms = now_ms;
+        for (i, s) in self.socks.iter().enumerate() {
+            let empty = s.statistics().rx_fill_ring_empty_descs;
+            let t = &mut self.targets[i];
+            if empty > self.fill_empty_seen[i] {
+                t.need_more(&mut frames.budget, now_ms);
+            } else {
+                t.maybe_shrink(&mut frames.budget, now_ms);
+            }
+            self.fill_empty_seen[i] = empty;
+        }
     }
 
     fn partial_csum_in(&self) -> bool {
@@ -403,9 +541,16 @@ impl Port for AfxdpPort {
     }
 
     fn close(&mut self, frames: &mut Frames) {
+        frames
+            .budget
+            .ring_out(self.socks.iter().map(|s| s.rx_held).sum());
         self.xdp = None;
         self.socks.clear();
         self.tx_outstanding = 0;
+        let lent = self.targets.iter().map(|t| t.lent()).sum();
+        frames.budget.retire(self.base, lent);
+        self.base = 0;
+        self.targets.clear();
         frames.reclaim(Owner::Port(self.port_id));
     }
 }

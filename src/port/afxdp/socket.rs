@@ -199,10 +199,11 @@ impl XskSocket {
         self.fd.as_raw_fd()
     }
 
-    /// Ask the kernel to transmit what is in the tx ring. Returns false only on an unexpected
-    /// error; EAGAIN/EBUSY/ENOBUFS/ENETDOWN mean "try again next iteration".
+    /// Ask the kernel to transmit what is in the tx ring. Returns the errno of an unexpected
+    /// error (ENXIO: the socket was unbound because its netdev went away); EAGAIN, EBUSY,
+    /// ENOBUFS and ENETDOWN mean "try again next iteration" and give None.
     #[inline]
-    pub fn kick_tx(&self) -> bool {
+    pub fn kick_tx(&self) -> Option<i32> {
         // SAFETY: a zero-length send with null buffers is the AF_XDP tx doorbell.
         let r = unsafe {
             libc::sendto(
@@ -214,7 +215,11 @@ impl XskSocket {
                 0,
             )
         };
-        r >= 0 || transient(io::Error::last_os_error())
+        if r >= 0 {
+            return None;
+        }
+        let e = io::Error::last_os_error();
+        (!transient(&e)).then(|| e.raw_os_error().unwrap_or(0))
     }
 
     /// Wake the kernel's rx path (needed when the fill ring has NEED_WAKEUP set, zero-copy).
@@ -270,7 +275,7 @@ impl XskSocket {
     }
 }
 
-fn transient(e: io::Error) -> bool {
+fn transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::ENETDOWN)

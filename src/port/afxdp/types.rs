@@ -51,10 +51,15 @@ pub struct AfxdpOptions {
     pub mode: XdpMode,
     /// Entries in each of a socket's four rings; a power of two.
     pub ring_size: u32,
-    /// Frames kept in each socket's fill ring, topped up every loop iteration whatever the rx
-    /// ring holds (so a port holds up to queues * (fill_frames + ring_size) frames for
-    /// receiving); at most `ring_size`.
+    /// The most frames one socket may hold for receiving (fill ring + rx ring), reached only
+    /// under load and only as the frame budget lends them; at most `ring_size`.
     pub fill_frames: u32,
+    /// Frames one socket holds for receiving when idle: its base in the frame budget. A port is
+    /// admitted only if `queues * fill_min` frames can be committed to it.
+    pub fill_min: u32,
+    /// The most transmitted frames a port keeps in flight (tx + completion rings); more are
+    /// dropped as `tx-ring-full`, so a stalled device cannot hold the pool.
+    pub tx_max: u32,
 }
 
 impl Default for AfxdpOptions {
@@ -62,7 +67,9 @@ impl Default for AfxdpOptions {
         AfxdpOptions {
             mode: XdpMode::Auto,
             ring_size: 4096,
-            fill_frames: 2048,
+            fill_frames: 4096,
+            fill_min: 128,
+            tx_max: 1024,
         }
     }
 }
@@ -85,6 +92,12 @@ pub enum AfxdpError {
     /// Bad [`AfxdpOptions`].
     #[error("{ifname}: invalid options: {reason}")]
     BadOptions { ifname: String, reason: String },
+    /// The frame budget cannot serve the port.
+    #[error("{ifname}: frame budget: {source}")]
+    Budget {
+        ifname: String,
+        source: crate::packet::budget::BudgetError,
+    },
     /// A system call failed.
     #[error("{ifname}: {step} failed: {source}")]
     Sys {
@@ -158,6 +171,18 @@ impl AfxdpOptions {
             return bad(format!(
                 "fill_frames {} must be in 1..={} (ring_size)",
                 o.fill_frames, o.ring_size
+            ));
+        }
+        if o.fill_min == 0 || o.fill_min > o.fill_frames {
+            return bad(format!(
+                "fill_min {} must be in 1..={} (fill_frames)",
+                o.fill_min, o.fill_frames
+            ));
+        }
+        if o.tx_max == 0 || o.tx_max > o.ring_size {
+            return bad(format!(
+                "tx_max {} must be in 1..={} (ring_size)",
+                o.tx_max, o.ring_size
             ));
         }
         Ok(())

@@ -1,0 +1,450 @@
+//! Port lifecycle: ports whose netdev goes down, disappears, comes back or changes MTU.
+//!
+//! Contract:
+//! - Every AF_XDP and TAP port has a [`PortLife`]: its configuration (to reopen it), its state
+//!   ([`LinkState`]: `up`, `down`, `gone`) and the reason for the last change. A port that is
+//!   not `up` keeps its name, id, bridge, VLAN mode, flows and counters in the datapath, but its
+//!   kernel resources are closed and its frames are back in the pool: frames sent to it are
+//!   freed at flush, the worker polls nothing of it and goes back to sleep.
+//! - Sources, all handled in housekeeping (never on the fast path): link events from the
+//!   netlink socket ([`LinkMonitor`]), a full reread of sysfs after the socket overflowed (or
+//!   every second if it could not be opened), and [`Port::fault`] (an fd error such as EBADFD on
+//!   a TAP whose namespace was deleted, ENXIO on an AF_XDP socket the kernel unbound).
+//! - AF_XDP: `RTM_DELLINK` of the port's ifindex -> `gone`; `IFF_UP` cleared -> `down`; a
+//!   netdev of the port's name that is up (a new ifindex: a container restarted with a new veth
+//!   of the same name, or the same one set up again) -> reopened (sockets and XDP on the new
+//!   ifindex) -> `up`. An MTU change is applied live; an MTU a frame cannot hold takes the port
+//!   `down` with the reason, and it reopens once the MTU fits again.
+//! - TAP: the state is `up` or `gone`. A TAP moved into a container's namespace leaves uvs's
+//!   namespace (an `RTM_DELLINK` here) while its fd keeps working, so only the fd says it is
+//!   gone. uvs does not recreate a gone TAP by itself (its container is gone; a new one is
+//!   handed a new TAP by `add-port`, which replaces a port that is not `up`), but a TAP device of
+//!   that name appearing in uvs's namespace (`ip tuntap add NAME mode tap`) is attached again.
+//! - Each change is logged once (tracing, `info`): port, bridge, old -> new state, reason.
+//! - The rules themselves are [`decide`], IO-free and unit-tested; the worker methods here only
+//!   carry out its steps (close, reopen, apply an MTU).
+
+use crate::config::PortSpec;
+use crate::port::PortKind;
+use crate::port::link::{LinkChange, LinkEvent, LinkMonitor, query};
+
+use super::Worker;
+
+/// Without a netlink socket, sysfs is reread this often (ms).
+const RESYNC_MS: u64 = 1000;
+/// A failed reopen of a netdev that is up is tried again this often (ms).
+pub const RETRY_MS: u64 = 500;
+
+/// A port's state, as `show` and `stats` report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Open and forwarding.
+    Up,
+    /// The netdev exists but is administratively down (or its MTU does not fit a frame).
+    Down,
+    /// The netdev is gone.
+    Gone,
+}
+
+impl std::fmt::Display for LinkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Gone => "gone",
+        })
+    }
+}
+
+/// What the worker knows about a port's device. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct PortLife {
+    /// How to reopen it (None: in-memory and tunnel ports, always up).
+    pub spec: Option<PortSpec>,
+    /// The state.
+    pub state: LinkState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// The ifindex of the device the port was opened on.
+    pub ifindex: u32,
+    /// The port's details when it was last open.
+    pub details: String,
+    /// Reopening failed while the netdev was up (EBUSY while the kernel still releases the old
+    /// sockets, ...): housekeeping tries again every [`RETRY_MS`].
+    pub retry: bool,
+}
+
+impl PortLife {
+    /// An open port.
+    pub fn up(spec: Option<PortSpec>, ifindex: u32, details: String) -> PortLife {
+        PortLife {
+            spec,
+            state: LinkState::Up,
+            reason: "added".into(),
+            ifindex,
+            details,
+            retry: false,
+        }
+    }
+}
+
+/// The link-event side of the worker, kept together.
+#[derive(Default)]
+pub(crate) struct Links {
+    /// The netlink socket (None if it could not be opened: sysfs is polled instead).
+    pub monitor: Option<LinkMonitor>,
+    /// Reused event buffer.
+    events: Vec<LinkEvent>,
+    /// When sysfs was last reread (ms).
+    last_resync_ms: u64,
+    /// When failed reopens were last retried (ms).
+    last_retry_ms: u64,
+}
+
+impl Links {
+    /// Open the netlink socket; without it, fall back to polling sysfs.
+    pub fn open() -> Links {
+        let monitor = match LinkMonitor::open() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("no netlink link events ({e}); polling sysfs every second");
+                None
+            }
+        };
+        Links {
+            monitor,
+            ..Links::default()
+        }
+    }
+}
+
+/// What a link event asks of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Move to this state (closing the port unless it is `Up`), for this reason.
+    State(LinkState, &'static str),
+    /// Open the port again on the device that now has its name.
+    Reopen,
+    /// The device's MTU is now this.
+    Mtu(u32),
+}
+
+/// The lifecycle rules (see the module documentation), IO-free: what event `ev` on the device of
+/// a port of `kind` in `state`, opened on ifindex `known`, asks for, in order.
+pub(crate) fn decide(kind: PortKind, state: LinkState, known: u32, ev: &LinkEvent) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match (kind, &ev.change) {
+        (PortKind::Afxdp, LinkChange::Del) if ev.ifindex == known && state != LinkState::Gone => {
+            steps.push(Step::State(LinkState::Gone, "netdev deleted"));
+        }
+        (PortKind::Afxdp, &LinkChange::New { up, mtu }) => {
+            let mut state = state;
+            if state == LinkState::Up && ev.ifindex != known {
+                steps.push(Step::State(LinkState::Gone, "netdev replaced"));
+                state = LinkState::Gone;
+            }
+            match (up, state) {
+                (false, LinkState::Up) => {
+                    steps.push(Step::State(LinkState::Down, "netdev set down"));
+                }
+                (false, LinkState::Gone) => {
+                    steps.push(Step::State(LinkState::Down, "netdev is back but down"));
+                }
+                (false, LinkState::Down) => {}
+                (true, LinkState::Up) => steps.push(Step::Mtu(mtu)),
+                (true, _) => steps.push(Step::Reopen),
+            }
+        }
+        (PortKind::Tap, &LinkChange::New { mtu, .. }) => {
+            if state == LinkState::Gone {
+                steps.push(Step::Reopen);
+            } else if ev.ifindex == known {
+                steps.push(Step::Mtu(mtu));
+            }
+        }
+        _ => {}
+    }
+    steps
+}
+
+impl Worker {
+    /// The lifecycle record of port `id`.
+    pub(crate) fn life(&self, id: u16) -> Option<&PortLife> {
+        self.life.get(id as usize).and_then(|l| l.as_ref())
+    }
+
+    /// Housekeeping for ports: link events, faults, budgets. Called every 1024 iterations and
+    /// after every sleep.
+    pub(crate) fn housekeep_ports(&mut self, now_ms: u64) {
+        let mut evs = std::mem::take(&mut self.links.events);
+        let overflow = match self.links.monitor.as_mut() {
+            Some(m) => m.read(&mut evs),
+            None => now_ms.saturating_sub(self.links.last_resync_ms) >= RESYNC_MS,
+        };
+        for ev in evs.drain(..) {
+            self.on_link(ev);
+        }
+        self.links.events = evs;
+        if overflow {
+            self.links.last_resync_ms = now_ms;
+            self.resync();
+        }
+        if now_ms.saturating_sub(self.links.last_retry_ms) >= RETRY_MS {
+            self.links.last_retry_ms = now_ms;
+            let retry: Vec<u16> = (0..self.life.len() as u16)
+                .filter(|&id| self.life(id).is_some_and(|l| l.retry))
+                .collect();
+            for id in retry {
+                self.reopen(id);
+            }
+        }
+        for id in 0..self.ports.len() {
+            let fault = self.ports[id]
+                .as_ref()
+                .and_then(|p| p.fault().map(str::to_string));
+            if let Some(reason) = fault {
+                self.set_state(id as u16, LinkState::Gone, reason);
+            }
+        }
+        for p in self.ports.iter_mut().flatten() {
+            p.housekeep(&mut self.frames, now_ms);
+        }
+    }
+
+    /// Reread every port's device from sysfs (after lost events).
+    fn resync(&mut self) {
+        let names: Vec<(u16, String)> = self
+            .life
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i as u16, l.as_ref()?.spec.as_ref()?.name.clone())))
+            .collect();
+        for (id, name) in names {
+            match query(&name) {
+                Some((ifindex, up, mtu)) => self.on_link(LinkEvent {
+                    ifindex,
+                    name,
+                    change: LinkChange::New { up, mtu },
+                }),
+                // A TAP in a container's namespace is not in sysfs here: its fd decides.
+                None if self.life(id).is_some_and(|l| l.state != LinkState::Gone)
+                    && self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp) =>
+                {
+                    self.set_state(id, LinkState::Gone, "netdev not found".into());
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn port(&self, id: u16) -> Option<&crate::datapath::PortState> {
+        self.dp.port(id)
+    }
+
+    /// Apply one link event to the port of that name, if any.
+    fn on_link(&mut self, ev: LinkEvent) {
+        let Some(id) = self.dp.port_id(&ev.name) else {
+            return;
+        };
+        let Some(life) = self.life(id) else { return };
+        let Some(kind) = life.spec.as_ref().map(|s| s.kind) else {
+            return;
+        };
+        for step in decide(kind, life.state, life.ifindex, &ev) {
+            match step {
+                Step::State(state, why) => self.set_state(id, state, why.into()),
+                Step::Reopen => self.reopen(id),
+                Step::Mtu(mtu) => self.apply_mtu(id, mtu),
+            }
+        }
+    }
+
+    /// A new MTU on an open port's device.
+    fn apply_mtu(&mut self, id: u16, mtu: u32) {
+        let Some(st) = self.dp.port(id) else { return };
+        if mtu == 0 || mtu == st.mtu {
+            return;
+        }
+        let (name, bridge, old) = (st.name.clone(), st.bridge, st.mtu);
+        if st.kind == PortKind::Afxdp
+            && let Err(e) = crate::port::afxdp::check_mtu(&name, mtu)
+        {
+            self.set_state(id, LinkState::Down, e.to_string());
+            return;
+        }
+        if let Some(Some(p)) = self.ports.get_mut(id as usize) {
+            p.set_mtu(mtu);
+        }
+        if let Some(st) = self.dp.port_mut(id) {
+            st.mtu = mtu;
+        }
+        self.dp.update_l3_mtu(bridge);
+        let b = self.bridge_name(bridge);
+        tracing::info!("port {name} (bridge {b}): mtu {old} -> {mtu}");
+    }
+
+    /// Open a port that is not up again, from its configuration.
+    fn reopen(&mut self, id: u16) {
+        let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
+            return;
+        };
+        match self.open_io(id, &spec) {
+            Ok(p) => {
+                let (ifindex, mtu, details) = (p.ifindex(), p.mtu(), p.details());
+                let bridge = self.dp.port(id).map(|s| s.bridge);
+                if let Some(st) = self.dp.port_mut(id) {
+                    st.mtu = mtu;
+                }
+                if let Some(b) = bridge {
+                    self.dp.update_l3_mtu(b);
+                }
+                self.ports[id as usize] = Some(p);
+                if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                    l.ifindex = ifindex;
+                    l.details = details;
+                    l.retry = false;
+                }
+                self.set_state(id, LinkState::Up, format!("reattached (ifindex {ifindex})"));
+            }
+            Err(e) => {
+                // A TAP is up or gone; an AF_XDP port whose device exists is down. Retry while
+                // the device is there (and up, for AF_XDP): EBUSY is common right after the
+                // previous owner let go (the kernel releasing old sockets, `ip tuntap add`
+                // still holding the TAP).
+                let now = query(&spec.name);
+                let tap = spec.kind == PortKind::Tap;
+                let next = match now {
+                    Some(_) if !tap => LinkState::Down,
+                    _ => LinkState::Gone,
+                };
+                self.set_state(id, next, format!("reopen failed: {e}"));
+                if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                    l.retry = matches!(now, Some((_, up, _)) if up || tap);
+                }
+            }
+        }
+    }
+
+    /// Change port `id`'s state; leaving `up` closes its kernel resources, returns its frames
+    /// and forgets the MACs learned on it. Logs the change.
+    pub(crate) fn set_state(&mut self, id: u16, new: LinkState, reason: String) {
+        let Some(Some(life)) = self.life.get_mut(id as usize) else {
+            return;
+        };
+        let old = life.state;
+        if old == new && life.reason == reason {
+            return;
+        }
+        life.state = new;
+        life.reason = reason.clone();
+        if new == LinkState::Up {
+            life.retry = false;
+        }
+        if new != LinkState::Up
+            && let Some(mut p) = self.ports.get_mut(id as usize).and_then(Option::take)
+        {
+            life.details = p.details();
+            p.close(&mut self.frames);
+            self.umem_fds.retain(|(p, _)| *p != id);
+        }
+        let Some(st) = self.dp.port(id) else { return };
+        let (name, bridge) = (st.name.clone(), st.bridge);
+        if new != LinkState::Up
+            && let Some(b) = self.dp.bridge_mut(bridge)
+        {
+            b.fdb.flush(Some(id));
+        }
+        let b = self.bridge_name(bridge);
+        tracing::info!("port {name} (bridge {b}): {old} -> {new} ({reason})");
+    }
+
+    fn bridge_name(&self, b: u16) -> String {
+        self.dp
+            .bridge(b)
+            .map(|b| b.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// After `add-port`: an AF_XDP port whose netdev is administratively down starts `down`.
+    pub(crate) fn check_initial_state(&mut self, id: u16, name: &str) {
+        if self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp)
+            && let Some((_, false, _)) = query(name)
+        {
+            self.set_state(id, LinkState::Down, "netdev is down".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LinkState::{Down, Gone, Up};
+
+    fn new(ifindex: u32, up: bool, mtu: u32) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name: "p".into(),
+            change: LinkChange::New { up, mtu },
+        }
+    }
+
+    fn del(ifindex: u32) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name: "p".into(),
+            change: LinkChange::Del,
+        }
+    }
+
+    #[test]
+    fn afxdp_veth_deleted_then_recreated() {
+        let k = PortKind::Afxdp;
+        assert_eq!(
+            decide(k, Up, 7, &del(7)),
+            [Step::State(Gone, "netdev deleted")]
+        );
+        // Another device's deletion, or a second one, changes nothing.
+        assert!(decide(k, Up, 7, &del(9)).is_empty());
+        assert!(decide(k, Gone, 7, &del(7)).is_empty());
+        // The new veth appears down, then is set up: reopen on it.
+        assert_eq!(
+            decide(k, Gone, 7, &new(12, false, 1500)),
+            [Step::State(Down, "netdev is back but down")]
+        );
+        assert_eq!(decide(k, Down, 7, &new(12, true, 1500)), [Step::Reopen]);
+        // Replaced while we missed the deletion (netlink overflow): close, then reopen.
+        assert_eq!(
+            decide(k, Up, 7, &new(12, true, 1500)),
+            [Step::State(Gone, "netdev replaced"), Step::Reopen]
+        );
+    }
+
+    #[test]
+    fn afxdp_down_up_and_mtu() {
+        let k = PortKind::Afxdp;
+        assert_eq!(
+            decide(k, Up, 7, &new(7, false, 1500)),
+            [Step::State(Down, "netdev set down")]
+        );
+        assert!(decide(k, Down, 7, &new(7, false, 1500)).is_empty());
+        assert_eq!(decide(k, Down, 7, &new(7, true, 1500)), [Step::Reopen]);
+        assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
+    }
+
+    #[test]
+    fn tap_moves_are_not_deaths() {
+        let k = PortKind::Tap;
+        // Moving a TAP into a container's namespace looks like a deletion here.
+        assert!(decide(k, Up, 5, &del(5)).is_empty());
+        assert!(
+            decide(k, Up, 5, &new(5, false, 1500))
+                .iter()
+                .all(|s| *s == Step::Mtu(1500))
+        );
+        assert_eq!(decide(k, Up, 5, &new(5, true, 9000)), [Step::Mtu(9000)]);
+        // A TAP of that name appearing after the port went: attach it.
+        assert_eq!(decide(k, Gone, 5, &new(8, true, 1500)), [Step::Reopen]);
+        // Another namespace's device of another ifindex while up: ignored.
+        assert!(decide(k, Up, 5, &new(8, true, 1500)).is_empty());
+    }
+}

@@ -1,0 +1,489 @@
+//! End-to-end port churn (root; an explicit skip otherwise): ports whose netdev goes away, goes
+//! down, comes back or changes MTU, and 200 containers on AF_XDP ports with default settings.
+//! The daemon is never told about any of it: it follows link events and fd errors by itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::netns::*;
+use serde_json::Value;
+
+/// `--json show`, then the port named `name`.
+fn port(d: &Daemon, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).expect("json");
+    v["bridges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["name"] == name)
+        .unwrap_or(Value::Null)
+}
+
+/// Poll `f` every 50 ms until it is true or `secs` pass.
+fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Wait until port `name` is in `state`; panics with `show` otherwise.
+fn wait_state(d: &Daemon, name: &str, state: &str, secs: u64) {
+    let ok = wait_for(secs, || port(d, name)["state"] == state);
+    assert!(
+        ok,
+        "{name} not {state} after {secs}s:\n{}",
+        d.ctl(&["show"])
+    );
+}
+
+/// CPU ticks (utime + stime, 1/100 s) of the daemon's worker thread.
+fn worker_ticks(pid: u32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if comm.ends_with("(uvs-worker") {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            // After "pid (comm) ": state is field 0, utime field 11, stime field 12.
+            total += f[11] + f[12];
+        }
+    }
+    total
+}
+
+/// Percent of one core the worker used over `secs` seconds.
+fn worker_cpu_percent(pid: u32, secs: u64) -> f64 {
+    let t0 = worker_ticks(pid);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let ticks = worker_ticks(pid) - t0;
+    ticks as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The worker's frames in use.
+fn frames_in_use(d: &Daemon) -> u64 {
+    let v: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
+    v["worker"]["frames_in_use"]
+        .as_u64()
+        .expect("frames_in_use")
+}
+
+#[test]
+fn tap_namespace_deleted_goes_gone_and_worker_idles() {
+    if !root_or_skip("tap_namespace_deleted_goes_gone_and_worker_idles") {
+        return;
+    }
+    let p = prefix("ct");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.77.1.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("b"), &n("pb")),
+        "afxdp",
+        "10.77.1.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c"), &n("pc")),
+        "tap",
+        "10.77.1.3/24",
+        &[],
+    );
+    assert!(ping(&n("a"), "10.77.1.3", 2), "a -> tap container");
+    assert_eq!(port(&d, &n("pc"))["state"], "up");
+
+    sh(&["ip", "netns", "del", &n("c")]);
+    // The next container of that name gets a new MAC: a's neighbour cache must not keep the old.
+    sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
+    let t0 = Instant::now();
+    wait_state(&d, &n("pc"), "gone", 2);
+    eprintln!("tap gone after {:?}", t0.elapsed());
+    let show = d.ctl(&["show"]);
+    assert!(show.contains("state=gone"), "{show}");
+    // The worker does not spin on the dead fd.
+    let cpu = worker_cpu_percent(d.child.id(), 2);
+    eprintln!("worker cpu with a gone TAP: {cpu:.1}%");
+    assert!(cpu < 5.0, "worker uses {cpu:.1}% of a core");
+    // The other ports of the bridge still forward.
+    assert!(ping(&n("a"), "10.77.1.2", 3), "a -> b after the TAP went");
+    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    assert_eq!(stats["ports"][n("pc")]["state"], "gone");
+    let text = d.ctl(&["stats"]);
+    assert!(text.contains("state gone, frames 0"), "{text}");
+    // add-port of the same name replaces the gone port.
+    t.netns(&n("c"));
+    d.ctl(&["add-port", "br0", &n("pc"), "type=tap"]);
+    t.adopt(&n("c"), &n("pc"), "10.77.1.3/24");
+    assert_eq!(port(&d, &n("pc"))["state"], "up");
+    assert!(ping(&n("a"), "10.77.1.3", 2), "a -> new tap container");
+
+    // Gone again; this time a persistent TAP of that name is made in uvs's namespace (as an
+    // orchestrator would, to set its owner): the port attaches it by itself.
+    sh(&["ip", "netns", "del", &n("c")]);
+    wait_state(&d, &n("pc"), "gone", 2);
+    sh(&["ip", "tuntap", "add", &n("pc"), "mode", "tap"]);
+    t.links.push(n("pc"));
+    wait_state(&d, &n("pc"), "up", 3);
+    assert!(
+        port(&d, &n("pc"))["details"]
+            .as_str()
+            .unwrap()
+            .contains("attached")
+    );
+    t.netns(&n("c"));
+    t.adopt(&n("c"), &n("pc"), "10.77.1.3/24");
+    sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
+    assert!(
+        ping(&n("a"), "10.77.1.3", 2),
+        "a -> container on the attached TAP"
+    );
+}
+
+#[test]
+fn afxdp_veth_gone_reclaims_frames_and_reattaches() {
+    if !root_or_skip("afxdp_veth_gone_reclaims_frames_and_reattaches") {
+        return;
+    }
+    let p = prefix("cx");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.77.2.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("b"), &n("pb")),
+        "afxdp",
+        "10.77.2.2/24",
+        &[],
+    );
+    assert!(ping(&n("a"), "10.77.2.2", 2), "a -> b");
+    let held = port(&d, &n("pb"))["frames"].as_u64().unwrap();
+    let in_use = frames_in_use(&d);
+    assert!(held > 0, "an open AF_XDP port holds frames");
+
+    sh(&["ip", "netns", "del", &n("b")]);
+    // The restarted container has a new MAC: a's neighbour cache must not keep the old one.
+    sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
+    wait_state(&d, &n("pb"), "gone", 2);
+    assert_eq!(port(&d, &n("pb"))["frames"], 0);
+    let after = frames_in_use(&d);
+    eprintln!("frames in use: {in_use} with b, {after} after b's veth went ({held} held by b)");
+    assert!(
+        after + held / 2 <= in_use,
+        "frames not reclaimed: {in_use} -> {after}"
+    );
+    let cpu = worker_cpu_percent(d.child.id(), 2);
+    eprintln!("worker cpu with a gone AF_XDP port: {cpu:.1}%");
+    assert!(cpu < 5.0, "worker uses {cpu:.1}% of a core");
+
+    // The container restarts: a new veth pair with the same name. No ctl command.
+    t.container(&n("b"), &n("pb"), "10.77.2.2/24");
+    wait_state(&d, &n("pb"), "up", 5);
+    assert!(ping(&n("a"), "10.77.2.2", 3), "a -> restarted b");
+    assert_eq!(port(&d, &n("pb"))["id"], 1, "the port keeps its id");
+
+    // The port whose socket registered the shared UMEM goes too: b keeps forwarding on the
+    // UMEM its own sockets share, and a's new veth re-attaches to it.
+    sh(&["ip", "netns", "del", &n("a")]);
+    wait_state(&d, &n("pa"), "gone", 2);
+    t.container(&n("a"), &n("pa"), "10.77.2.1/24");
+    wait_state(&d, &n("pa"), "up", 5);
+    sh(&["ip", "-n", &n("b"), "neigh", "flush", "all"]);
+    assert!(ping(&n("b"), "10.77.2.1", 3), "b -> restarted a");
+}
+
+#[test]
+fn afxdp_link_down_up_and_mtu_follow_the_netdev() {
+    if !root_or_skip("afxdp_link_down_up_and_mtu_follow_the_netdev") {
+        return;
+    }
+    let p = prefix("cd");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.77.3.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("b"), &n("pb")),
+        "afxdp",
+        "10.77.3.2/24",
+        &[],
+    );
+    assert!(ping(&n("a"), "10.77.3.2", 2), "a -> b");
+
+    sh(&["ip", "link", "set", "dev", &n("pb"), "down"]);
+    wait_state(&d, &n("pb"), "down", 2);
+    assert_eq!(port(&d, &n("pb"))["frames"], 0);
+    assert!(d.ctl(&["show"]).contains("state=down"));
+    sh(&["ip", "link", "set", "dev", &n("pb"), "up"]);
+    wait_state(&d, &n("pb"), "up", 3);
+    assert!(
+        wait_for(5, || ping(&n("a"), "10.77.3.2", 1)),
+        "a -> b after down/up"
+    );
+
+    // MTU: picked up live; one a frame cannot hold takes the port down with the reason.
+    sh(&["ip", "link", "set", "dev", &n("pa"), "mtu", "1400"]);
+    assert!(
+        wait_for(2, || port(&d, &n("pa"))["mtu"] == 1400),
+        "mtu not updated:\n{}",
+        d.ctl(&["show"])
+    );
+    assert!(d.ctl(&["show"]).contains("mtu=1400"));
+    assert_eq!(port(&d, &n("pa"))["state"], "up");
+    if try_sh(&["ip", "link", "set", "dev", &n("pb"), "mtu", "4000"]) {
+        wait_state(&d, &n("pb"), "down", 2);
+        let reason = port(&d, &n("pb"))["reason"].to_string();
+        assert!(reason.contains("MTU 4000"), "{reason}");
+        sh(&["ip", "link", "set", "dev", &n("pb"), "mtu", "1500"]);
+        wait_state(&d, &n("pb"), "up", 3);
+    } else {
+        eprintln!("the kernel refused MTU 4000 on a veth with XDP attached; not checked");
+    }
+    assert!(
+        wait_for(5, || ping(&n("a"), "10.77.3.2", 1)),
+        "a -> b at the end"
+    );
+}
+
+/// `MemAvailable` from /proc/meminfo, KiB.
+fn mem_available_kib() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Run `f` over `items` on `threads` threads.
+fn parallel<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T) + Sync) {
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for part in items.chunks(chunk) {
+            let f = &f;
+            s.spawn(move || part.iter().for_each(f));
+        }
+    });
+}
+
+/// `ip [-n NS] -batch -` with `lines` on stdin.
+fn ip_batch(ns: Option<&str>, lines: &str) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let mut child = cmd
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "ip -batch failed:\n{lines}"
+    );
+}
+
+#[test]
+fn two_hundred_afxdp_containers_with_default_settings() {
+    if !root_or_skip("two_hundred_afxdp_containers_with_default_settings") {
+        return;
+    }
+    const N: usize = 200;
+    let start = Instant::now();
+    let p = prefix("cm");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0", "gateway=10.78.0.1/16"]);
+    let ids: Vec<usize> = (0..N).collect();
+    let ns = |i: usize| format!("{p}n{i}");
+    let host = |i: usize| format!("{p}h{i}");
+    let ip = |i: usize| format!("10.78.{}.{}", 1 + i / 200, 2 + i % 200);
+    // Everything the Drop guard removes is registered before it is made.
+    for &i in &ids {
+        t.namespaces.push(ns(i));
+        t.links.push(host(i));
+    }
+    let mut root = String::new();
+    for &i in &ids {
+        root += &format!("netns add {}\n", ns(i));
+    }
+    for &i in &ids {
+        root += &format!(
+            "link add {} numtxqueues 1 numrxqueues 1 type veth peer name eth0 netns {}\nlink set {} up\n",
+            host(i),
+            ns(i),
+            host(i)
+        );
+    }
+    ip_batch(None, &root);
+    parallel(&ids, 8, |&i| {
+        let lines = format!(
+            "link set lo up\nlink set eth0 addrgenmode none\naddr add {}/16 dev eth0\nlink set eth0 up\n",
+            ip(i)
+        );
+        ip_batch(Some(&ns(i)), &lines);
+    });
+    eprintln!("{N} namespaces and veths in {:?}", start.elapsed());
+    let t1 = Instant::now();
+    let mem0 = mem_available_kib();
+    parallel(&ids, 4, |&i| {
+        d.ctl(&["add-port", "br0", &host(i), "type=afxdp"]);
+    });
+    eprintln!(
+        "{N} AF_XDP ports added in {:?}; MemAvailable fell by {} MiB",
+        t1.elapsed(),
+        mem0.saturating_sub(mem_available_kib()) / 1024
+    );
+    let show: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let ports = show["bridges"][0]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), N);
+    assert!(ports.iter().all(|p| p["state"] == "up"), "all up");
+    eprintln!("frames: {}", show["worker"]);
+    // Every container reaches the gateway (ARP + ICMP answered by the switch).
+    let t2 = Instant::now();
+    let failed = std::sync::Mutex::new(Vec::new());
+    parallel(&ids, 8, |&i| {
+        let ok = (0..3).any(|_| {
+            try_sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns(i),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "10.78.0.1",
+            ])
+        });
+        if !ok {
+            failed.lock().unwrap().push(i);
+        }
+    });
+    eprintln!("{N} containers pinged the gateway in {:?}", t2.elapsed());
+    let failed = failed.into_inner().unwrap();
+    assert!(failed.is_empty(), "unreachable: {failed:?}");
+    // 200 idle ports: the worker sleeps.
+    let cpu = worker_cpu_percent(d.child.id(), 2);
+    eprintln!("worker cpu with {N} idle AF_XDP ports: {cpu:.1}%");
+    assert!(cpu < 10.0, "worker uses {cpu:.1}% of a core");
+    // Two containers reach each other through the switch.
+    assert!(ping(&ns(0), &ip(N - 1), 1), "first -> last container");
+    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let drops = stats["ports"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|p| p["drops"]["no-buffer"].as_u64())
+        .sum::<u64>();
+    let held: u64 = stats["ports"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|p| p["frames"].as_u64())
+        .sum();
+    assert_eq!(
+        drops, 0,
+        "no-buffer drops; ports hold {held}: {}",
+        stats["worker"]
+    );
+    // One more port beyond the budget would be refused with the numbers, never starve others:
+    // the budget still has room for a few, and what is committed is what 200 ports need.
+    let budget = &stats["worker"]["budget"];
+    assert!(
+        budget["committed"].as_u64().unwrap() >= (N as u64) * 128,
+        "{budget}"
+    );
+    eprintln!("total {:?}", start.elapsed());
+}
+
+#[test]
+fn small_frame_region_refuses_the_port_it_cannot_serve() {
+    if !root_or_skip("small_frame_region_refuses_the_port_it_cannot_serve") {
+        return;
+    }
+    let p = prefix("cb");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    // 512 frames: 64 in reserve, 448 to commit; a one-queue veth needs 128.
+    let d = Daemon::start(&p, &["--frames", "512"]);
+    d.ctl(&["add-br", "br0"]);
+    for (i, c) in ["a", "b", "c"].iter().enumerate() {
+        let ip = format!("10.77.4.{}/24", i + 1);
+        attach(
+            &mut t,
+            &d,
+            ("br0", &n(c), &n(&format!("p{c}"))),
+            "afxdp",
+            &ip,
+            &[],
+        );
+    }
+    t.container(&n("d"), &n("pd"), "10.77.4.4/24");
+    let out = d.ctl_raw(&["add-port", "br0", &n("pd"), "type=afxdp"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the 4th port was accepted");
+    assert!(
+        err.contains("needs 128 frames") && err.contains("only 64 of 512"),
+        "{err}"
+    );
+    // The admitted ports are not starved.
+    assert!(ping(&n("a"), "10.77.4.2", 3), "a -> b");
+    assert!(ping(&n("c"), "10.77.4.1", 3), "c -> a");
+    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let w = &stats["worker"];
+    assert_eq!(w["budget"]["committed"], 384, "{w}");
+    assert!(w["frames_free"].as_u64().unwrap() >= 64, "{w}");
+    assert!(d.ctl(&["show"]).contains("frames 512"));
+}
