@@ -78,8 +78,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // The demo prints its own narrative; its daemon logs only warnings unless asked.
+    init_logging(if matches!(cli.cmd, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    });
     let r = match cli.cmd {
         Cmd::Run {
             socket,
@@ -102,14 +107,14 @@ fn main() -> ExitCode {
 }
 
 /// Log lines (control changes, port state changes) go to stderr, one line each, with a level;
-/// `UVS_LOG` (or `RUST_LOG`) filters them, e.g. `UVS_LOG=debug` (default `info`).
-fn init_logging() {
+/// `UVS_LOG` (or `RUST_LOG`) filters them, e.g. `UVS_LOG=debug` (default `level`).
+fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("UVS_LOG")
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
