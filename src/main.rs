@@ -35,6 +35,9 @@ enum Cmd {
         /// Frames in the shared frame region (2 KiB each).
         #[arg(long, default_value_t = uvs::packet::DEFAULT_FRAME_COUNT)]
         frames: u32,
+        /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -77,7 +80,8 @@ fn main() -> ExitCode {
             config,
             cores,
             frames,
-        } => run(socket, config, cores, frames),
+            metrics,
+        } => run(socket, config, cores, frames, metrics),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
@@ -130,6 +134,7 @@ fn run(
     config: Option<PathBuf>,
     cores: Option<String>,
     frames: u32,
+    metrics: Option<String>,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     let config = match &config {
@@ -174,6 +179,17 @@ fn run(
             format!("control socket {}: {e}", path.display())
         })?;
     eprintln!("uvs: listening on {}", path.display());
+    let _metrics = match metrics {
+        Some(a) => {
+            let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
+                w.shutdown();
+                format!("--metrics {a}: {e}")
+            })?;
+            eprintln!("uvs: metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -185,6 +201,9 @@ fn run(
 
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
+    if args[0] == "capture" {
+        return uvs::observe::capture::client(&path, &args[1..]);
+    }
     let mut args = args;
     // The daemon reads add-flows files itself: give it an absolute path.
     if args[0] == "add-flows"

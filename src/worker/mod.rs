@@ -155,6 +155,8 @@ pub struct Worker {
     pub(crate) started: Instant,
     pub(crate) stop: bool,
     pending_flows: Option<PendingFlows>,
+    /// Captures and mirrors (see `observe`).
+    pub(crate) observe: crate::observe::Observe,
 }
 
 impl Worker {
@@ -179,6 +181,7 @@ impl Worker {
             started: Instant::now(),
             stop: false,
             pending_flows: None,
+            observe: crate::observe::Observe::default(),
         }
     }
 
@@ -291,9 +294,16 @@ impl Worker {
             let n = port.rx_burst(&mut self.frames, batch, BATCH);
             if n > 0 {
                 moved += n;
+                if self.observe.rx_tapped(id as u16) {
+                    self.observe
+                        .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
+                }
                 self.pipeline
                     .process(&mut self.dp, &mut self.frames, id as u16, batch, now);
             }
+        }
+        if self.observe.tx_tapped() {
+            self.observe.before_flush(&mut self.dp, &mut self.frames);
         }
         flush(&mut self.dp, &mut self.ports, &mut self.frames);
         moved

@@ -126,6 +126,8 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// Captures, mirrors and counts for metrics (see `observe`).
+    Observe(crate::observe::ObserveCmd),
     /// Close every port and stop.
     Shutdown,
 }
@@ -311,6 +313,7 @@ impl Worker {
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
+            Command::Observe(c) => self.observe_apply(c),
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))
