@@ -289,3 +289,6 @@ impl Worker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
