@@ -196,9 +196,7 @@ impl Tap {
 
     /// True when the count or deadline is reached or the reader went away.
     pub fn finished(&self, now_ms: u64) -> bool {
-        self.gone
-            || self.remaining == Some(0)
-            || self.until_ms.is_some_and(|t| now_ms >= t)
+        self.gone || self.remaining == Some(0) || self.until_ms.is_some_and(|t| now_ms >= t)
     }
 }
 
@@ -264,7 +262,11 @@ impl StartArgs {
                 }
                 "snaplen" => s.snaplen = num("snaplen")?.min(u32::MAX as u64) as u32,
                 "filter" => s.filter = Filter::parse(v).map_err(|e| e.to_string())?,
-                _ => return Err(format!("'{k}': capture-start takes direction, count, duration, snaplen, filter")),
+                _ => {
+                    return Err(format!(
+                        "'{k}': capture-start takes direction, count, duration, snaplen, filter"
+                    ));
+                }
             }
         }
         Ok(s)
@@ -403,10 +405,14 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.strip_prefix("--") {
             Some(k @ ("count" | "duration" | "direction" | "filter" | "snaplen")) => {
-                let v = it.next().ok_or_else(|| format!("--{k}: a value is missing"))?;
+                let v = it
+                    .next()
+                    .ok_or_else(|| format!("--{k}: a value is missing"))?;
                 kv.push(format!("{k}={v}"));
             }
-            Some(k) if !k.is_empty() => return Err(format!("capture: unknown option '--{k}'; {USAGE}")),
+            Some(k) if !k.is_empty() => {
+                return Err(format!("capture: unknown option '--{k}'; {USAGE}"));
+            }
             _ => pos.push(a.clone()),
         }
     }
@@ -425,7 +431,9 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
     let r = call("capture-start", &start)?;
-    let id = r.data["id"].as_u64().ok_or("capture-start: no session id")?;
+    let id = r.data["id"]
+        .as_u64()
+        .ok_or("capture-start: no session id")?;
     let out: Box<dyn Write> = if file == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -465,7 +473,9 @@ pub fn pump(
         ],
     })
     .map_err(io)?;
-    w.get_mut().flush().map_err(|e| format!("writing pcapng: {e}"))?;
+    w.get_mut()
+        .flush()
+        .map_err(|e| format!("writing pcapng: {e}"))?;
     let (mut n, mut dropped) = (0u64, 0u64);
     loop {
         let v = read()?;
@@ -482,7 +492,9 @@ pub fn pump(
             .map_err(io)?;
             n += 1;
         }
-        w.get_mut().flush().map_err(|e| format!("writing pcapng: {e}"))?;
+        w.get_mut()
+            .flush()
+            .map_err(|e| format!("writing pcapng: {e}"))?;
         dropped = v["dropped"].as_u64().unwrap_or(dropped);
         if v["done"].as_bool() == Some(true) {
             return Ok((n, dropped));
@@ -556,6 +568,9 @@ mod tests {
         assert_eq!(seen[0].0, 60);
         assert_eq!(seen[1].1, 0xbb);
         assert_eq!(seen[0].2, 1_000_000_001);
-        assert_eq!(seen[1].3, vec![pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Flags(2)]);
+        assert_eq!(
+            seen[1].3,
+            vec![pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Flags(2)]
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! term    := factor (("and" | "&&") factor)*
 //! factor  := ("not" | "!") factor | "(" expr ")" | prim
 //! prim    := [src|dst] host A.B.C.D | [src|dst] net A.B.C.D/LEN | [src|dst] port N
+//!          | (tcp|udp) [src|dst] port N
 //!          | proto (icmp|tcp|udp|N) | icmp | tcp | udp | ip | arp | vlan [N]
 //! ```
 //! Frames are matched on their outer headers, through at most one 802.1Q/802.1ad tag (`vlan`
@@ -159,13 +160,15 @@ impl Prim {
                 };
                 side_matches(side, s, d, |x| x == a)
             }
-            Prim::Net(side, a, m) => v
-                .ip
-                .as_ref()
-                .is_some_and(|ip| side_matches(side, ip.src, ip.dst, |x| x & m == a)),
-            Prim::Port(side, p) => v.ip.as_ref().and_then(|ip| ip.ports).is_some_and(|(s, d)| {
-                side_matches(side, s as u32, d as u32, |x| x == p as u32)
-            }),
+            Prim::Net(side, a, m) => {
+                v.ip.as_ref()
+                    .is_some_and(|ip| side_matches(side, ip.src, ip.dst, |x| x & m == a))
+            }
+            Prim::Port(side, p) => {
+                v.ip.as_ref()
+                    .and_then(|ip| ip.ports)
+                    .is_some_and(|(s, d)| side_matches(side, s as u32, d as u32, |x| x == p as u32))
+            }
             Prim::Proto(n) => v.ip.as_ref().is_some_and(|ip| ip.proto == n),
             Prim::Ip => v.ip.is_some(),
             Prim::Arp => v.arp.is_some(),
@@ -275,6 +278,23 @@ impl Parser<'_> {
                     w => Err(FilterError(format!("')' expected, not '{w}'"))),
                 }
             }
+            // tcpdump's protocol qualifier: `udp port 53`, `tcp dst port 80`.
+            Some(w @ ("tcp" | "udp"))
+                if matches!(
+                    self.t.get(self.i + 1).map(String::as_str),
+                    Some("port" | "src" | "dst")
+                ) =>
+            {
+                let proto = Prim::Proto(if w == "tcp" { 6 } else { 17 });
+                self.i += 1;
+                match self.prim()? {
+                    p @ Prim::Port(..) => Ok(Filter::And(
+                        Box::new(Filter::Prim(proto)),
+                        Box::new(Filter::Prim(p)),
+                    )),
+                    _ => Err(FilterError("only 'port' may follow tcp/udp".into())),
+                }
+            }
             _ => Ok(Filter::Prim(self.prim()?)),
         }
     }
@@ -294,11 +314,10 @@ impl Parser<'_> {
             "net" => {
                 let v = self.next("A.B.C.D/LEN")?.to_string();
                 let (a, len) = v.split_once('/').unwrap_or((&v, "32"));
-                let len: u32 = len
-                    .parse()
-                    .ok()
-                    .filter(|l| *l <= 32)
-                    .ok_or_else(|| FilterError(format!("net: '{v}' has a bad prefix length")))?;
+                let len: u32 =
+                    len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| {
+                        FilterError(format!("net: '{v}' has a bad prefix length"))
+                    })?;
                 let a: Ipv4Addr = a
                     .parse()
                     .map_err(|_| FilterError(format!("net: '{v}' is not A.B.C.D/LEN")))?;
@@ -360,7 +379,13 @@ mod tests {
     use super::*;
 
     /// Ethernet + optional VLAN + IPv4 + 4 bytes of L4 ports.
-    fn ipv4(vlan: Option<u16>, src: [u8; 4], dst: [u8; 4], proto: u8, ports: (u16, u16)) -> Vec<u8> {
+    fn ipv4(
+        vlan: Option<u16>,
+        src: [u8; 4],
+        dst: [u8; 4],
+        proto: u8,
+        ports: (u16, u16),
+    ) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         if let Some(v) = vlan {
             f.extend_from_slice(&[0x81, 0x00]);
@@ -400,6 +425,10 @@ mod tests {
         assert!(m("net 10.0.1.0/24", &udp));
         assert!(!m("src net 10.0.1.0/24", &udp));
         assert!(m("port 53 and udp", &udp));
+        assert!(m("udp port 53", &udp));
+        assert!(m("udp dst port 53", &udp));
+        assert!(!m("tcp port 53", &udp));
+        assert!(!m("udp src port 53", &udp));
         assert!(m("dst port 53", &udp));
         assert!(!m("src port 53", &udp));
         assert!(!m("tcp or icmp", &udp));

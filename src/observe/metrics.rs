@@ -108,15 +108,26 @@ pub fn render(stats: &Value, counts: &Value) -> String {
         b.one_counter(&format!("uvs_router_{k}"), help, &r[k]);
     }
     let ct = &counts["conntrack"];
-    b.one_gauge("uvs_conntrack_connections", "Tracked NAT connections", &ct["connections"]);
-    b.one_gauge("uvs_conntrack_limit", "Connection table limit", &ct["limit"]);
+    b.one_gauge(
+        "uvs_conntrack_connections",
+        "Tracked NAT connections",
+        &ct["connections"],
+    );
+    b.one_gauge(
+        "uvs_conntrack_limit",
+        "Connection table limit",
+        &ct["limit"],
+    );
     for (k, help) in [
         ("inserted", "Connections created"),
         ("expired", "Connections removed by timeout"),
         ("evicted", "Expired connections evicted by a full table"),
         ("table_full", "Connections refused: table full"),
         ("clashes", "Connections refused: tuple clash"),
-        ("ports_exhausted", "NAT port allocations that found no free port"),
+        (
+            "ports_exhausted",
+            "NAT port allocations that found no free port",
+        ),
     ] {
         b.one_counter(&format!("uvs_conntrack_{k}"), help, &ct[k]);
     }
@@ -126,7 +137,11 @@ pub fn render(stats: &Value, counts: &Value) -> String {
         &counts["flow_conntrack"],
     );
     b.one_gauge("uvs_nat_rules", "NAT rules", &counts["nat_rules"]);
-    b.one_gauge("uvs_captures", "Running packet captures", &counts["captures"]);
+    b.one_gauge(
+        "uvs_captures",
+        "Running packet captures",
+        &counts["captures"],
+    );
     b.one_gauge("uvs_mirrors", "Port mirrors", &counts["mirrors"]);
     worker(&mut b, &stats["worker"], counts);
     let mut out = String::new();
@@ -154,7 +169,10 @@ fn ports(b: &mut Builder, stats: &Value) {
         ("rx_bytes", "Bytes received"),
         ("tx_packets", "Frames handed to the port for transmission"),
         ("tx_bytes", "Bytes handed to the port for transmission"),
-        ("csum_completed", "Partial L4 checksums completed in software"),
+        (
+            "csum_completed",
+            "Partial L4 checksums completed in software",
+        ),
     ] {
         b.counter(&format!("uvs_port_{k}"), help, per(k));
     }
@@ -169,7 +187,11 @@ fn ports(b: &mut Builder, stats: &Value) {
         }
         rows
     };
-    b.counter("uvs_port_drops", "Frames dropped, by reason", by("drops", "reason"));
+    b.counter(
+        "uvs_port_drops",
+        "Frames dropped, by reason",
+        by("drops", "reason"),
+    );
     b.counter(
         "uvs_port_kernel_drops",
         "Frames lost before uvs saw them (kernel counters)",
@@ -217,10 +239,21 @@ fn worker(b: &mut Builder, w: &Value, counts: &Value) {
         .register("uvs_worker_cpu_seconds", "CPU time used by the worker", cpu);
     let up = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     up.get_or_create(&Vec::new()).set(secs(&w["wall_ns"]));
-    b.reg
-        .register("uvs_worker_uptime_seconds", "Time since the worker started", up);
-    b.one_gauge("uvs_worker_frames", "Frames in the region", &counts["frames"]);
-    b.one_gauge("uvs_worker_frames_free", "Frames free in the region", &w["frames_free"]);
+    b.reg.register(
+        "uvs_worker_uptime_seconds",
+        "Time since the worker started",
+        up,
+    );
+    b.one_gauge(
+        "uvs_worker_frames",
+        "Frames in the region",
+        &counts["frames"],
+    );
+    b.one_gauge(
+        "uvs_worker_frames_free",
+        "Frames free in the region",
+        &w["frames_free"],
+    );
 }
 
 /// Ask the worker and render.

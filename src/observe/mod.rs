@@ -25,7 +25,6 @@ pub mod filter;
 pub mod metrics;
 pub mod mirror;
 
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -99,7 +98,11 @@ impl Observe {
         }
         let ts = wall_ns();
         let mut ended = false;
-        for t in self.taps.iter_mut().filter(|t| t.port == port && t.dir.rx()) {
+        for t in self
+            .taps
+            .iter_mut()
+            .filter(|t| t.port == port && t.dir.rx())
+        {
             for d in batch {
                 if !t.offer(ts, Dir::Rx, frames.data(*d), dp.now_ms) {
                     ended = true;
@@ -130,7 +133,11 @@ impl Observe {
             }
             let ts = *ts.get_or_insert_with(wall_ns);
             let q = std::mem::take(&mut dp.out[id]);
-            for t in self.taps.iter_mut().filter(|t| t.port == id as u16 && t.dir.tx()) {
+            for t in self
+                .taps
+                .iter_mut()
+                .filter(|t| t.port == id as u16 && t.dir.tx())
+            {
                 for d in &q {
                     if !t.offer(ts, Dir::Tx, frames.data(*d), dp.now_ms) {
                         ended = true;

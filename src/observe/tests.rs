@@ -15,7 +15,13 @@ fn setup() -> (Datapath, Frames) {
     let mut dp = Datapath::new();
     let b = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
     for i in 0..4u16 {
-        let st = PortState::new(&format!("p{i}"), PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+        let st = PortState::new(
+            &format!("p{i}"),
+            PortKind::Mem,
+            b,
+            VlanMode::default_trunk(),
+            1500,
+        );
         dp.add_port(i, st).unwrap();
     }
     (dp, Frames::new(64).unwrap())
@@ -45,7 +51,10 @@ fn mirror(dp: &Datapath, args: &[&str]) -> Mirror {
 fn mirror_copies_rx_of_src_and_tx_of_dst_ports() {
     let (mut dp, mut frames) = setup();
     let mut obs = Observe::default();
-    obs.mirrors.push(mirror(&dp, &["select_src=p0", "select_dst=p1", "output=p3"]));
+    obs.mirrors.push(mirror(
+        &dp,
+        &["select_src=p0", "select_dst=p1", "output=p3"],
+    ));
     obs.recompute();
     assert!(obs.rx_tapped(0) && !obs.rx_tapped(1) && !obs.rx_tapped(2));
     assert!(obs.tx_tapped());
@@ -80,8 +89,16 @@ fn mirror_spec_errors_name_the_problem() {
     };
     assert!(bad(&["select=p0"]).unwrap_err().contains("output"));
     assert!(bad(&["output=p3"]).unwrap_err().contains("select"));
-    assert!(bad(&["select=p0,p3", "output=p3"]).unwrap_err().contains("p3"));
-    assert!(bad(&["select=nope", "output=p3"]).unwrap_err().contains("nope"));
+    assert!(
+        bad(&["select=p0,p3", "output=p3"])
+            .unwrap_err()
+            .contains("p3")
+    );
+    assert!(
+        bad(&["select=nope", "output=p3"])
+            .unwrap_err()
+            .contains("nope")
+    );
     assert!(bad(&["colour=red"]).unwrap_err().contains("colour"));
 }
 
@@ -89,7 +106,8 @@ fn mirror_spec_errors_name_the_problem() {
 fn removed_ports_leave_mirrors_and_end_taps() {
     let (mut dp, mut frames) = setup();
     let mut obs = Observe::default();
-    obs.mirrors.push(mirror(&dp, &["select=p0,p1", "output=p3"]));
+    obs.mirrors
+        .push(mirror(&dp, &["select=p0,p1", "output=p3"]));
     let (tx, rx) = crossbeam_channel::bounded(16);
     let spec = TapSpec {
         id: 1,
@@ -110,7 +128,10 @@ fn removed_ports_leave_mirrors_and_end_taps() {
     dp.add_port(0, st).unwrap();
     let a = frame(&mut frames, &icmp(1, 2));
     obs.on_rx(0, &mut dp, &mut frames, &[a]);
-    assert!(rx.try_recv().is_err(), "the new port's frame is not captured");
+    assert!(
+        rx.try_recv().is_err(),
+        "the new port's frame is not captured"
+    );
     assert!(dp.out[3].is_empty());
     assert!(obs.taps.is_empty());
     assert!(!obs.rx_tapped(0) && obs.rx_tapped(1));
