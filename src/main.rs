@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A live view of port rates and worker load (`q` quits; `p`/`b`/`d`/`n` sort, `r` reverses).
+    Top {
+        /// Control socket path (default: $UVS_SOCKET or /run/uvs/uvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Build a throwaway topology of namespace "containers" on a uvs bridge, show that they
     /// reach each other, and remove it all (needs root).
     Demo {
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
             metrics,
         } => run(socket, config, cores, frames, metrics),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
+        Cmd::Top { socket, interval } => top(socket, interval),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
     };
@@ -197,6 +207,14 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+fn top(socket: Option<PathBuf>, interval: f64) -> Result<(), String> {
+    if !(0.1..=3600.0).contains(&interval) {
+        return Err(format!("--interval: {interval} (0.1 to 3600 seconds)"));
+    }
+    let path = control::socket_path(socket.as_deref());
+    uvs::observe::top::run(&path, std::time::Duration::from_secs_f64(interval))
 }
 
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {

@@ -497,3 +497,115 @@ fn mirror_copies_to_a_monitor_namespace() {
     let e = d.ctl_raw(&["add-mirror", "br0", "m1", "select=nope", "output=x"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("'x'"));
 }
+
+/// A private tmux server (`tmux -L NAME`), stopped by its PID on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .expect("tmux")
+    }
+
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let out = self.run(&["display-message", "-p", "#{pid}"]);
+        if let Ok(pid) = String::from_utf8_lossy(&out.stdout).trim().parse::<i32>() {
+            // SAFETY: kill takes a pid and a signal; the pid is the tmux server this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// The rx pkt/s cell of `port`'s row in a `uvs top` screen.
+fn top_rx_pps(screen: &str, port: &str) -> Option<String> {
+    screen.lines().find_map(|l| {
+        let l = l.replace('│', " ");
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == port)?;
+        w.get(i + 2).map(|s| s.to_string())
+    })
+}
+
+#[test]
+fn top_renders_rates_under_tmux() {
+    let test = "top_renders_rates_under_tmux";
+    if !root_or_skip(test) || !have("tmux", test) {
+        return;
+    }
+    let p = prefix("ot");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let (n1, _n2, p1, p2) = two(&mut t, &d, &p, 4);
+    let _ping = pinging(&n1, "10.231.4.2", 30);
+    let tmux = Tmux(format!("uvs-test-{p}"));
+    let cmd = format!(
+        "{} top --socket {}",
+        env!("CARGO_BIN_EXE_uvs"),
+        d.socket.display()
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    let screen = loop {
+        let s = tmux.pane();
+        if top_rx_pps(&s, &p1).is_some_and(|v| v != "0") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no rate for {p1}:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{test}: screen:\n{screen}");
+    assert!(
+        screen.contains("uvs top") && screen.contains("by pkts/s"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&p2) && screen.contains("worker 0: cpu"),
+        "{screen}"
+    );
+    // Sort by name, then quit.
+    tmux.run(&["send-keys", "-t", "top", "n"]);
+    let t0 = Instant::now();
+    while !tmux.pane().contains("by name") {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{}", tmux.pane());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = tmux.pane();
+    let (a, b) = (s.find(&p1), s.find(&p2));
+    assert!(a.is_some() && a < b, "{p1} above {p2} by name:\n{s}");
+    tmux.run(&["send-keys", "-t", "top", "q"]);
+    let t0 = Instant::now();
+    while tmux.run(&["has-session", "-t", "top"]).status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(5), "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

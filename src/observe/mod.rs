@@ -24,7 +24,7 @@ pub mod commands;
 pub mod filter;
 pub mod metrics;
 pub mod mirror;
-
+pub mod top;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
