@@ -263,6 +263,17 @@ fn capture_icmp_read_by_tshark() {
         .unwrap();
     assert_eq!(out, "10.231.2.1\t8\n".repeat(3), "live pipe");
 
+    // --duration ends a capture that sees nothing.
+    let t0 = Instant::now();
+    let out = d.ctl_raw(&["capture", "--duration", "1", "--filter", "port 9", &p1, "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("captured 0 packets"));
+
     // Errors name the problem.
     let bad = d.ctl_raw(&["capture", "--filter", "host nowhere", &p1, "-"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("nowhere"));

@@ -439,7 +439,12 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     } else {
         Box::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?)
     };
+    // Ctrl-C ends the capture cleanly (the file stays complete, the session is stopped).
+    let stop = crate::port::wait::install_stop_handler();
     let result = pump(out, port, snaplen, || {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(json!({"packets": [], "done": true}));
+        }
         call("capture-read", &[id.to_string()]).map(|r| r.data)
     });
     let _ = call("capture-stop", &[id.to_string()]);
