@@ -5,7 +5,7 @@
 //! `select_src_port` and `select_dst_port` together); `select_src=` and `select_dst=` choose one
 //! way. Copies are taken as the frames cross the selected port (received frames before any
 //! processing, sent frames as handed to the port) and leave the output port unchanged (tags
-//! included). The output port must not be selected. Frames that the output port itself sends
+//! included). The output port must not be selected and cannot be a VXLAN port. Frames that the output port itself sends
 //! or receives are never mirrored. A copy that finds the frame pool empty is counted in the
 //! mirror's `dropped`.
 
@@ -102,6 +102,15 @@ impl Mirror {
                 .ok_or_else(|| format!("{what}: no port named '{n}' on bridge '{}'", spec.bridge))
         };
         let out = resolve(&spec.output, "output")?;
+        if dp
+            .port(out.0)
+            .is_some_and(|p| p.kind == crate::port::PortKind::Vxlan)
+        {
+            return Err(format!(
+                "output: '{}' is a VXLAN port (mirror to a port with a device)",
+                out.1
+            ));
+        }
         let mut src = Vec::new();
         let mut dst = Vec::new();
         for n in &spec.select_src {

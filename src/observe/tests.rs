@@ -100,6 +100,12 @@ fn mirror_spec_errors_name_the_problem() {
             .contains("nope")
     );
     assert!(bad(&["colour=red"]).unwrap_err().contains("colour"));
+    let mut dp = dp;
+    let vx = PortState::new("vx", PortKind::Vxlan, 0, VlanMode::default_trunk(), 1500);
+    dp.add_port(4, vx).unwrap();
+    let a: Vec<String> = vec!["select=p0".into(), "output=vx".into()];
+    let e = Mirror::new(MirrorSpec::from_args("br0", "m", &a).unwrap(), &dp).unwrap_err();
+    assert!(e.contains("VXLAN"), "{e}");
 }
 
 #[test]
