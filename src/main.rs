@@ -60,6 +60,10 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Read `ping` output on stdin; print RTT percentiles `p50 p99 p99.9 max count` (ms) from an
+    /// HDR histogram (used by the bench scripts).
+    #[command(hide = true)]
+    Latency,
     /// Build a throwaway topology of namespace "containers" on a uvs bridge, show that they
     /// reach each other, and remove it all (needs root).
     Demo {
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         } => run(socket, config, cores, frames, metrics),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
+        Cmd::Latency => latency(),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
     };
@@ -215,6 +220,22 @@ fn top(socket: Option<PathBuf>, interval: f64) -> Result<(), String> {
     }
     let path = control::socket_path(socket.as_deref());
     uvs::observe::top::run(&path, std::time::Duration::from_secs_f64(interval))
+}
+
+fn latency() -> Result<(), String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("latency: stdin: {e}"))?;
+    let samples = uvs::observe::latency::ping_rtts(&text);
+    match uvs::observe::latency::percentiles(&samples) {
+        Some(p) => {
+            println!("{p}");
+            Ok(())
+        }
+        None => Err("latency: no `time=X ms` lines on stdin".into()),
+    }
 }
 
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {

@@ -1,5 +1,6 @@
 //! Observing the switch: packet capture and port mirroring taken in the datapath, Prometheus
-//! metrics and the `uvs top` live view built on the worker's counters.
+//! metrics and the `uvs top` live view built on the worker's counters; latency percentiles for
+//! the benchmarks.
 //!
 //! Contract:
 //! - [`Observe`] is owned by the worker (no locks). The worker calls [`Observe::rx_tapped`]
@@ -22,6 +23,7 @@
 pub mod capture;
 pub mod commands;
 pub mod filter;
+pub mod latency;
 pub mod metrics;
 pub mod mirror;
 pub mod top;
