@@ -60,6 +60,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Draw the first results table of a saved benchmark run (markdown) as SVG bar charts.
+    Plot {
+        /// The benchmark's output (or any markdown with a results table).
+        table: PathBuf,
+        /// The SVG to write.
+        svg: PathBuf,
+        /// Chart title (default: the table file's name).
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// Read `ping` output on stdin; print RTT percentiles `p50 p99 p99.9 max count` (ms) from an
     /// HDR histogram (used by the bench scripts).
     #[command(hide = true)]
@@ -78,7 +88,8 @@ enum Cmd {
     Bench {
         /// Which: l2, nat, encap.
         name: String,
-        /// Options for the script (`--quick`, `--only ...`, `--help`).
+        /// Options for the script (`--quick`, `--only ...`, `--help`); `--plot FILE.svg` also
+        /// draws the results table as bar charts.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -98,6 +109,7 @@ fn main() -> ExitCode {
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
         Cmd::Latency => latency(),
+        Cmd::Plot { table, svg, title } => plot(&table, &svg, title),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
     };
@@ -282,18 +294,69 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
         ));
     };
     let exe = std::env::current_exe().map_err(|e| format!("bench: cannot find uvs itself: {e}"))?;
+    // `--plot FILE.svg` is ours: the script's table is drawn once it has finished.
+    let mut args = args.to_vec();
+    let plot = match args.iter().position(|a| a == "--plot") {
+        Some(i) if i + 1 < args.len() => {
+            let f = args.remove(i + 1);
+            args.remove(i);
+            Some(PathBuf::from(f))
+        }
+        Some(_) => return Err("bench: --plot needs a file name (FILE.svg)".into()),
+        None => None,
+    };
     let path = std::env::temp_dir().join(format!("uvs-bench-{name}-{}.sh", std::process::id()));
     std::fs::write(&path, script).map_err(|e| format!("bench: {}: {e}", path.display()))?;
-    let status = std::process::Command::new("bash")
-        .arg(&path)
-        .arg("--uvs")
-        .arg(&exe)
-        .args(args)
-        .status();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&path).arg("--uvs").arg(&exe).args(&args);
+    let result = match &plot {
+        None => cmd.status().map(|s| (s, String::new())),
+        Some(_) => tee_stdout(&mut cmd),
+    };
     let _ = std::fs::remove_file(&path);
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("bench {name}: the script exited with {s}")),
-        Err(e) => Err(format!("bench {name}: cannot run bash: {e}")),
+    let (status, out) = result.map_err(|e| format!("bench {name}: cannot run bash: {e}"))?;
+    if !status.success() {
+        return Err(format!("bench {name}: the script exited with {status}"));
     }
+    if let Some(svg) = plot {
+        plot_table(&out, &format!("uvs bench {name}"), &svg)?;
+    }
+    Ok(())
+}
+
+/// Run `cmd`, copying its stdout to ours line by line, and return it too.
+fn tee_stdout(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<(std::process::ExitStatus, String)> {
+    use std::io::{BufRead, Write};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut text = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    Ok((child.wait()?, text))
+}
+
+fn plot_table(text: &str, title: &str, svg: &std::path::Path) -> Result<(), String> {
+    let t = uvs::observe::plot::first_table(text)
+        .ok_or("plot: no table with numbers in the benchmark's output")?;
+    uvs::observe::plot::draw(&t, title, svg)?;
+    eprintln!("uvs: plot written to {}", svg.display());
+    Ok(())
+}
+
+fn plot(
+    table: &std::path::Path,
+    svg: &std::path::Path,
+    title: Option<String>,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(table).map_err(|e| format!("{}: {e}", table.display()))?;
+    let title = title.unwrap_or_else(|| table.display().to_string());
+    plot_table(&text, &title, svg)
 }

@@ -26,6 +26,7 @@ pub mod filter;
 pub mod latency;
 pub mod metrics;
 pub mod mirror;
+pub mod plot;
 pub mod top;
 use std::time::{SystemTime, UNIX_EPOCH};
 
