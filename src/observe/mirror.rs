@@ -7,7 +7,8 @@
 //! processing, sent frames as handed to the port) and leave the output port unchanged (tags
 //! included). The output port must not be selected and cannot be a VXLAN port. Frames that the output port itself sends
 //! or receives are never mirrored. A copy that finds the frame pool empty is counted in the
-//! mirror's `dropped`.
+//! mirror's `dropped`. Unlike OVS, the output port still takes part in normal switching (it
+//! learns and receives floods); give the monitor a port of its own that nothing else uses.
 
 use serde_json::{Value, json};
 
