@@ -46,25 +46,35 @@ pub fn first_table(text: &str) -> Option<Table> {
             continue;
         }
         let header = cells(lines[i]);
+        // Columns after expanding `a p50 / p99 / p99.9 b` headers into one column per part.
+        let mut columns = Vec::new();
+        let mut source = Vec::new(); // (cell index, part)
+        for (k, h) in header.iter().enumerate().skip(1) {
+            let parts = split_header(h);
+            for (n, name) in parts.iter().enumerate() {
+                columns.push(name.clone());
+                source.push((k, (parts.len() > 1).then_some(n)));
+            }
+        }
         let mut rows = Vec::new();
         let mut j = i + 2;
         while j < lines.len() && lines[j].trim_start().starts_with('|') {
             let c = cells(lines[j]);
             if !c[0].contains('/') {
-                let vals = (1..header.len())
-                    .map(|k| c.get(k).and_then(|x| number(x)))
+                let vals = source
+                    .iter()
+                    .map(|(k, part)| {
+                        let cell = c.get(*k)?;
+                        match part {
+                            Some(n) => cell.split(" / ").nth(*n).and_then(number),
+                            None => number(cell),
+                        }
+                    })
                     .collect();
                 rows.push((c[0].clone(), vals));
             }
             j += 1;
         }
-        let columns: Vec<String> = header[1..]
-            .iter()
-            .map(|h| match h.split_once(" / ") {
-                Some((first, _)) if h.contains("p50") => format!("{first} (median)"),
-                _ => h.clone(),
-            })
-            .collect();
         let t = Table { columns, rows };
         if t.numeric_columns().next().is_some() {
             return Some(t);
@@ -72,6 +82,37 @@ pub fn first_table(text: &str) -> Option<Table> {
         i = j;
     }
     None
+}
+
+/// `ping p50 / p99 / p99.9 ms` -> `ping p50 ms`, `ping p99 ms`, `ping p99.9 ms`; any other
+/// header stays one column.
+fn split_header(h: &str) -> Vec<String> {
+    let parts: Vec<&str> = h.split(" / ").collect();
+    if parts.len() < 2 || !h.contains("p50") {
+        return vec![h.to_string()];
+    }
+    let first: Vec<&str> = parts[0].split_whitespace().collect();
+    let last: Vec<&str> = parts[parts.len() - 1].split_whitespace().collect();
+    let prefix = first[..first.len().saturating_sub(1)].join(" ");
+    let suffix = last.get(1..).unwrap_or_default().join(" ");
+    let n = parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let core = match i {
+                0 => first.last().copied().unwrap_or(""),
+                _ if i == n - 1 => last.first().copied().unwrap_or(""),
+                _ => p.trim(),
+            };
+            [prefix.as_str(), core, suffix.as_str()]
+                .iter()
+                .filter(|x| !x.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 impl Table {
@@ -181,15 +222,18 @@ mod tests {
     #[test]
     fn parses_the_results_table() {
         let t = first_table(RUN).unwrap();
-        assert_eq!(t.columns.len(), 6);
-        assert_eq!(t.columns[4], "ping p50 (median)");
+        assert_eq!(t.columns.len(), 8);
+        assert_eq!(
+            t.columns[4..7],
+            ["ping p50 ms", "ping p99 ms", "ping p99.9 ms"].map(String::from)
+        );
         assert_eq!(t.rows.len(), 3, "ratio rows are left out");
         assert_eq!(t.rows[0].1[0], Some(204_315.0));
         assert_eq!(t.rows[0].1[1], Some(100.0));
-        assert_eq!(t.rows[0].1[4], Some(0.05));
-        assert_eq!(t.rows[0].1[5], Some(68.0));
+        assert_eq!(t.rows[2].1[4..7], [Some(0.3), Some(0.9), Some(1.5)]);
+        assert_eq!(t.rows[0].1[7], Some(68.0));
         assert_eq!(t.rows[1].1[0], None);
-        assert_eq!(t.numeric_columns().count(), 6);
+        assert_eq!(t.numeric_columns().count(), 8);
         assert!(first_table("| a | b |\n|---|---|\n| x | y |\n").is_none());
     }
 
@@ -211,7 +255,8 @@ mod tests {
         ] {
             assert!(svg.contains(want), "{want} missing");
         }
-        assert!(svg.matches("<rect").count() >= 6 * 2, "bars drawn");
+        assert!(svg.contains("ping p99.9 ms"));
+        assert!(svg.matches("<rect").count() >= 8 * 2, "bars drawn");
         // One row, all zero: still a chart.
         let one = first_table("| s | pps |\n|---|---:|\n| uvs | 0 |\n").unwrap();
         draw(&one, "one", &out).unwrap();
