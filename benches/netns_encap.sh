@@ -8,7 +8,7 @@
 #   4 uvsvx   uvs VTEP pair: uvs A (root namespace) <-> uvs B (inside host B's namespace)
 #   5 uvskvx  uvs VTEP (host A) <-> kernel vxlan VTEP (host B)
 # and for each: iperf3 TCP c1 -> c2 Gbit/s, 64-byte UDP pps delivered at c2 (trafgen) and the
-# share of sent, ping avg RTT, CPU of the uvs processes. Then the overhead ratios
+# share of sent, ping avg RTT and p50/p99/p99.9 (HDR histogram), CPU of the uvs processes. Then the overhead ratios
 # (encapsulated / own non-encapsulated path) for the kernel and for uvs.
 #
 # Usage: sudo benches/netns_encap.sh [--quick] [--uvs PATH] [--only 1,2,3,4,5] [--duration S]
@@ -68,9 +68,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=10
+    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=200
 else
-    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=20
+    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000
 fi
 B_CPU="${B_CPU:-$SW_CPU}"
 
@@ -454,17 +454,20 @@ tcp_once() { # sets R_TCP (Gbit/s or nan), R_RETR, R_TA R_TB (uvs CPU % during t
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, $R_RETR retransmits; rx_dropped on the path: $(drops_delta "$x0" "$x1"); cpu: $(cpu_str)"
 }
 
-ping_once() { # sets R_RTT (ms or nan)
-    local out
-    out=$(nsx "$C1" timeout 20 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.05 -q "$IP2" 2>&1 || true)
+ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
+    local out pct
+    out=$(nsx "$C1" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$IP2" 2>&1 || true)
     R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
     R_RTT=${R_RTT:-nan}
-    log "  ping: avg $R_RTT ms ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    pct=""
+    if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
+    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
-declare -A RES_PPS RES_PCT RES_TCP RES_RTT RES_CPUP RES_CPUT RES_NOTE RES_BG RES_REPS RES_DROPS
+declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPUP RES_CPUT RES_NOTE RES_BG RES_REPS RES_DROPS
 measure() { # NAME: REPS x (TCP, pps, ping); store medians and the repetitions
-    local name="$1" i tag mark pps=() pct=() tcp=() rtt=() cpup=() cput=() reps=""
+    local name="$1" i tag mark pps=() pct=() tcp=() rtt=() p50=() p99=() p999=() cpup=() cput=() reps=""
     tag="[${NUM[$name]}/5] ${TITLE[$name]}"
     for i in $(seq "$REPS"); do
         log "$tag: TCP run $i/$REPS ..."
@@ -474,7 +477,7 @@ measure() { # NAME: REPS x (TCP, pps, ping); store medians and the repetitions
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT")
         cpup+=("$(uvs_cpu_sum "$R_CA" "$R_CB" "$R_CS")")
         log "$tag: ping run $i/$REPS ..."
-        ping_once; rtt+=("$R_RTT")
+        ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
         # A uvs worker that is not near 100% of its core while it drops frames did not get the
         # core (other processes; see "Noise" in docs/benchmarks.md): mark the repetition.
         mark=""
@@ -485,6 +488,9 @@ measure() { # NAME: REPS x (TCP, pps, ping); store medians and the repetitions
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
+    RES_P50[$name]=$(median "${p50[@]}")
+    RES_P99[$name]=$(median "${p99[@]}")
+    RES_P999[$name]=$(median "${p999[@]}")
     RES_CPUP[$name]=$(median "${cpup[@]}")
     RES_CPUT[$name]=$(median "${cput[@]}")
     RES_REPS[$name]="$reps"
@@ -669,16 +675,17 @@ echo "netns VXLAN encapsulation benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $
     "median of $REPS x ${DUR}s; tools on CPU $APP_CPU, uvs A on core $SW_CPU, uvs B on core $B_CPU; nice $NICE"
 [ -z "$UVS_INFO" ] || echo "uvs: $UVS_INFO"
 echo
-echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | CPU % (pps) | CPU % (TCP) |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
+echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | CPU % (pps) | CPU % (TCP) |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for s in $PATHS; do
     if [ -z "${RES_PPS[$s]:-}" ]; then
-        echo "| ${NUM[$s]} | ${TITLE[$s]} | n/a | n/a | n/a | n/a | n/a | n/a |"
+        echo "| ${NUM[$s]} | ${TITLE[$s]} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     suf=""; case "$s" in kbr | kvx) suf=" (softirq)" ;; esac
     echo "| ${NUM[$s]} | ${TITLE[$s]} | $(fmt .2f "${RES_TCP[$s]}") | $(fmt ,.0f "${RES_PPS[$s]}") |" \
-        "$(fmt .1f "${RES_PCT[$s]}")% | $(fmt .3f "${RES_RTT[$s]}") | $(fmt .0f "${RES_CPUP[$s]}")$suf | $(fmt .0f "${RES_CPUT[$s]}")$suf |"
+        "$(fmt .1f "${RES_PCT[$s]}")% | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $(fmt .0f "${RES_CPUP[$s]}")$suf | $(fmt .0f "${RES_CPUT[$s]}")$suf |"
 done
 echo
 for s in $PATHS; do

@@ -5,7 +5,7 @@
 #   uvs-afxdp  uvs with afxdp ports on the veths (worker pinned to core 1)
 #   uvs-tap    uvs with TAP ports (uvs creates the TAPs; they are moved into c1/c2 as eth0)
 # and for each: 64-byte UDP pps delivered (trafgen in c1, counted in c2), delivered/sent, iperf3
-# TCP Gbit/s, ping avg RTT and the switch's CPU use during the pps test. Median of 3 repetitions.
+# TCP Gbit/s, ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`) and the switch's CPU use during the pps test. Median of 3 repetitions.
 #
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
@@ -65,9 +65,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=10
+    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=200
 else
-    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=20
+    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000
 fi
 ALL_SWITCHES="kernel ovs uvs-afxdp uvs-tap"
 SWITCHES=""
@@ -319,28 +319,34 @@ tcp_once() { # sets R_TCP (Gbit/s or nan)
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s"
 }
 
-ping_once() { # sets R_RTT (ms or nan)
-    local out
-    out=$(nsx "$C1" timeout 20 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.05 -q "$IP2" 2>&1 || true)
+ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
+    local out pct
+    out=$(nsx "$C1" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$IP2" 2>&1 || true)
     R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
     R_RTT=${R_RTT:-nan}
-    log "  ping: avg $R_RTT ms ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    pct=""
+    if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
+    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
-declare -A RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG
+declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG
 measure() { # NAME: run REPS x (pps, tcp, ping) and store medians
-    local name="$1" i pps=() pct=() cpu=() tcp=() rtt=()
+    local name="$1" i pps=() pct=() cpu=() tcp=() rtt=() p50=() p99=() p999=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU")
         tcp_once; tcp+=("$R_TCP")
-        ping_once; rtt+=("$R_RTT")
+        ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
     done
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_CPU[$name]=$(median "${cpu[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
+    RES_P50[$name]=$(median "${p50[@]}")
+    RES_P99[$name]=$(median "${p99[@]}")
+    RES_P999[$name]=$(median "${p999[@]}")
 }
 
 check_idle() { # NAME: wait (bounded) for an idle machine; record the background load
@@ -544,16 +550,17 @@ if want uvs-afxdp || want uvs-tap; then
     echo "uvs: $UVS_INFO"
 fi
 echo
-echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | switch CPU % |"
-echo "|---|---:|---:|---:|---:|---:|"
+pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
+echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for s in $SWITCHES; do
     if [ -z "${RES_PPS[$s]:-}" ]; then
-        echo "| $s | n/a | n/a | n/a | n/a | n/a |"
+        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     cpu="$(fmt .0f "${RES_CPU[$s]}")"
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; fi
-    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .3f "${RES_RTT[$s]}") | $cpu |"
+    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu |"
 done
 echo
 for s in $SWITCHES; do

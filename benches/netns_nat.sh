@@ -6,7 +6,7 @@
 #           afxdp ports on the veths' host ends, `nat-add masquerade src=172.31.5.0/24 out=ext`
 # c is 172.31.5.2/24 (default route via 172.31.5.1); o is 10.250.0.2/24 with NO route back to
 # 172.31.5.0/24, so only NAT lets replies return. For each: iperf3 TCP c -> o (1 stream, 4 streams),
-# 64-byte UDP pps delivered at o (trafgen in c) and delivered/sent, ping avg RTT, the router's CPU
+# 64-byte UDP pps delivered at o (trafgen in c) and delivered/sent, ping avg RTT and p50/p99/p99.9 (HDR histogram), the router's CPU
 # during the 1-stream TCP test. NAT is verified (o sees 10.250.0.1 as the peer; uvs ct-show).
 #
 # Usage: sudo benches/netns_nat.sh [--quick] [--only kernel,uvs] [--uvs PATH] [--duration S]
@@ -63,9 +63,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=10
+    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=200
 else
-    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=20
+    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000
 fi
 ALL_ROUTERS="kernel uvs"
 ROUTERS=""
@@ -375,12 +375,15 @@ pps_once() {
     [ -z "$v1" ] || log "  veth host-end drops (ethtool -S) during udp 64B: $(drops_delta "$v0" "$v1")"
 }
 
-ping_once() { # sets R_RTT (ms or nan)
-    local out
-    out=$(nsx "$NS_C" timeout 20 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.05 -q "$O_IP" 2>&1 || true)
+ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
+    local out pct
+    out=$(nsx "$NS_C" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$O_IP" 2>&1 || true)
     R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
     R_RTT=${R_RTT:-nan}
-    log "  ping: avg $R_RTT ms ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    pct=""
+    if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
+    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
 # trafgen config for the current c: 60-byte frames (64 on the wire), UDP c:40000 -> o:9, sent to
@@ -404,9 +407,9 @@ make_tg_cfg() {
 EOF
 }
 
-declare -A RES_TCP RES_TCP4 RES_PPS RES_PCT RES_RTT RES_CPU RES_SIRQ RES_NOTE RES_BG RES_NAT
+declare -A RES_P50 RES_P99 RES_P999 RES_TCP RES_TCP4 RES_PPS RES_PCT RES_RTT RES_CPU RES_SIRQ RES_NOTE RES_BG RES_NAT
 measure() { # NAME: REPS x (tcp 1 stream, tcp 4 streams, pps, ping), medians
-    local name="$1" i tcp=() tcp4=() pps=() pct=() rtt=() cpu=() sirq=() peer
+    local name="$1" i tcp=() tcp4=() pps=() pct=() rtt=() p50=() p99=() p999=() cpu=() sirq=() peer
     NAT_SEEN=0 NAT_BAD=0 CT_SEEN=0
     peer=$(verify_nat_once "$NS_C" "$NS_O")
     log "[$name] NAT check: o's TCP server saw the client as '${peer:-nothing (no connection)}'"
@@ -417,7 +420,7 @@ measure() { # NAME: REPS x (tcp 1 stream, tcp 4 streams, pps, ping), medians
         tcp_once 1; tcp+=("$R_TCP"); cpu+=("$R_CPU"); sirq+=("$R_SIRQ")
         tcp_once 4; tcp4+=("$R_TCP")
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT")
-        ping_once; rtt+=("$R_RTT")
+        ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
     done
     kill_pid "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
     RES_TCP[$name]=$(median "${tcp[@]}")
@@ -425,6 +428,9 @@ measure() { # NAME: REPS x (tcp 1 stream, tcp 4 streams, pps, ping), medians
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
+    RES_P50[$name]=$(median "${p50[@]}")
+    RES_P99[$name]=$(median "${p99[@]}")
+    RES_P999[$name]=$(median "${p999[@]}")
     RES_CPU[$name]=$(median "${cpu[@]}")
     RES_SIRQ[$name]=$(median "${sirq[@]}")
     local v="o saw"
@@ -538,19 +544,20 @@ if want uvs; then
     echo "uvs: $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
 fi
 echo
-echo "| router | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 64B UDP pps delivered | delivered/sent | ping avg ms | router CPU % (TCP 1 stream) | softirq % (TCP 1 stream) | NAT verified |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
+echo "| router | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 64B UDP pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | router CPU % (TCP 1 stream) | softirq % (TCP 1 stream) | NAT verified |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for s in $ROUTERS; do
     if [ -z "${RES_TCP[$s]:-}" ]; then
-        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     cpu="$(fmt .0f "${RES_CPU[$s]}")"
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; else cpu="$cpu (process)"; fi
-    echo "| $s | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .2f "${RES_TCP4[$s]}") | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .3f "${RES_RTT[$s]}") | $cpu | $(fmt .0f "${RES_SIRQ[$s]}") | ${RES_NATOK[$s]:-?} |"
+    echo "| $s | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .2f "${RES_TCP4[$s]}") | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .0f "${RES_SIRQ[$s]}") | ${RES_NATOK[$s]:-?} |"
 done
 if want uvs && want kernel && [ -n "${RES_TCP[uvs]:-}" ] && [ -n "${RES_TCP[kernel]:-}" ]; then
-    echo "| uvs / kernel | $(ratio "${RES_TCP[uvs]}" "${RES_TCP[kernel]}") | $(ratio "${RES_TCP4[uvs]}" "${RES_TCP4[kernel]}") | $(ratio "${RES_PPS[uvs]}" "${RES_PPS[kernel]}") | | $(ratio "${RES_RTT[uvs]}" "${RES_RTT[kernel]}") | $(ratio "${RES_CPU[uvs]}" "${RES_CPU[kernel]}") | $(ratio "${RES_SIRQ[uvs]}" "${RES_SIRQ[kernel]}") | |"
+    echo "| uvs / kernel | $(ratio "${RES_TCP[uvs]}" "${RES_TCP[kernel]}") | $(ratio "${RES_TCP4[uvs]}" "${RES_TCP4[kernel]}") | $(ratio "${RES_PPS[uvs]}" "${RES_PPS[kernel]}") | | $(ratio "${RES_RTT[uvs]}" "${RES_RTT[kernel]}") | $(ratio "${RES_P99[uvs]}" "${RES_P99[kernel]}") (p99) | $(ratio "${RES_CPU[uvs]}" "${RES_CPU[kernel]}") | $(ratio "${RES_SIRQ[uvs]}" "${RES_SIRQ[kernel]}") | |"
 fi
 echo
 echo "CPU columns are % of one core over the 1-stream TCP test; softirq is summed over all CPUs."

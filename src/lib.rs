@@ -17,6 +17,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod nat;
 pub mod neigh;
+pub mod observe;
 pub mod ofport;
 pub mod packet;
 pub mod pipeline;

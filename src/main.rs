@@ -44,6 +44,9 @@ enum Cmd {
         /// Frames in the shared frame region (2 KiB each).
         #[arg(long, default_value_t = uvs::packet::DEFAULT_FRAME_COUNT)]
         frames: u32,
+        /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
+        #[arg(long)]
+        metrics: Option<String>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -57,6 +60,29 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A live view of port rates and worker load (`q` quits; `p`/`b`/`d`/`n` sort, `r` reverses).
+    Top {
+        /// Control socket path (default: $UVS_SOCKET or /run/uvs/uvs.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Draw the first results table of a saved benchmark run (markdown) as SVG bar charts.
+    Plot {
+        /// The benchmark's output (or any markdown with a results table).
+        table: PathBuf,
+        /// The SVG to write.
+        svg: PathBuf,
+        /// Chart title (default: the table file's name).
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Read `ping` output on stdin; print RTT percentiles `p50 p99 p99.9 max count` (ms) from an
+    /// HDR histogram (used by the bench scripts).
+    #[command(hide = true)]
+    Latency,
     /// Build a throwaway topology of namespace "containers" on a uvs bridge, show that they
     /// reach each other, and remove it all (needs root).
     Demo {
@@ -71,7 +97,8 @@ enum Cmd {
     Bench {
         /// Which: l2, nat, encap.
         name: String,
-        /// Options for the script (`--quick`, `--only ...`, `--help`).
+        /// Options for the script (`--quick`, `--only ...`, `--help`); `--plot FILE.svg` also
+        /// draws the results table as bar charts.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -92,8 +119,12 @@ fn main() -> ExitCode {
             db,
             cores,
             frames,
-        } => run(socket, config, db, cores, frames),
+            metrics,
+        } => run(socket, config, db, cores, frames, metrics),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
+        Cmd::Top { socket, interval } => top(socket, interval),
+        Cmd::Latency => latency(),
+        Cmd::Plot { table, svg, title } => plot(&table, &svg, title),
         Cmd::Demo { hold } => uvs::demo::run(hold),
         Cmd::Bench { name, args } => bench(&name, &args),
     };
@@ -147,6 +178,7 @@ fn run(
     db: Option<PathBuf>,
     cores: Option<String>,
     frames: u32,
+    metrics: Option<String>,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
@@ -196,6 +228,17 @@ fn run(
             format!("control socket {}: {e}", path.display())
         })?;
     info!("listening on {}", path.display());
+    let _metrics = match metrics {
+        Some(a) => {
+            let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
+                w.shutdown();
+                format!("--metrics {a}: {e}")
+            })?;
+            info!("metrics on http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     while !stop.load(Ordering::SeqCst) {
         if hup.swap(false, Ordering::SeqCst) {
             reload(config_path.as_deref(), &store);
@@ -278,8 +321,35 @@ fn reload(path: Option<&std::path::Path>, store: &Store) {
     );
 }
 
+fn top(socket: Option<PathBuf>, interval: f64) -> Result<(), String> {
+    if !(0.1..=3600.0).contains(&interval) {
+        return Err(format!("--interval: {interval} (0.1 to 3600 seconds)"));
+    }
+    let path = control::socket_path(socket.as_deref());
+    uvs::observe::top::run(&path, std::time::Duration::from_secs_f64(interval))
+}
+
+fn latency() -> Result<(), String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("latency: stdin: {e}"))?;
+    let samples = uvs::observe::latency::ping_rtts(&text);
+    match uvs::observe::latency::percentiles(&samples) {
+        Some(p) => {
+            println!("{p}");
+            Ok(())
+        }
+        None => Err("latency: no `time=X ms` lines on stdin".into()),
+    }
+}
+
 fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
+    if args[0] == "capture" {
+        return uvs::observe::capture::client(&path, &args[1..]);
+    }
     let mut args = args;
     // The daemon reads add-flows files itself: give it an absolute path.
     if args[0] == "add-flows"
@@ -319,18 +389,69 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
         ));
     };
     let exe = std::env::current_exe().map_err(|e| format!("bench: cannot find uvs itself: {e}"))?;
+    // `--plot FILE.svg` is ours: the script's table is drawn once it has finished.
+    let mut args = args.to_vec();
+    let plot = match args.iter().position(|a| a == "--plot") {
+        Some(i) if i + 1 < args.len() => {
+            let f = args.remove(i + 1);
+            args.remove(i);
+            Some(PathBuf::from(f))
+        }
+        Some(_) => return Err("bench: --plot needs a file name (FILE.svg)".into()),
+        None => None,
+    };
     let path = std::env::temp_dir().join(format!("uvs-bench-{name}-{}.sh", std::process::id()));
     std::fs::write(&path, script).map_err(|e| format!("bench: {}: {e}", path.display()))?;
-    let status = std::process::Command::new("bash")
-        .arg(&path)
-        .arg("--uvs")
-        .arg(&exe)
-        .args(args)
-        .status();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&path).arg("--uvs").arg(&exe).args(&args);
+    let result = match &plot {
+        None => cmd.status().map(|s| (s, String::new())),
+        Some(_) => tee_stdout(&mut cmd),
+    };
     let _ = std::fs::remove_file(&path);
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("bench {name}: the script exited with {s}")),
-        Err(e) => Err(format!("bench {name}: cannot run bash: {e}")),
+    let (status, out) = result.map_err(|e| format!("bench {name}: cannot run bash: {e}"))?;
+    if !status.success() {
+        return Err(format!("bench {name}: the script exited with {status}"));
     }
+    if let Some(svg) = plot {
+        plot_table(&out, &format!("uvs bench {name}"), &svg)?;
+    }
+    Ok(())
+}
+
+/// Run `cmd`, copying its stdout to ours line by line, and return it too.
+fn tee_stdout(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<(std::process::ExitStatus, String)> {
+    use std::io::{BufRead, Write};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut text = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    Ok((child.wait()?, text))
+}
+
+fn plot_table(text: &str, title: &str, svg: &std::path::Path) -> Result<(), String> {
+    let t = uvs::observe::plot::first_table(text)
+        .ok_or("plot: no table with numbers in the benchmark's output")?;
+    uvs::observe::plot::draw(&t, title, svg)?;
+    eprintln!("uvs: plot written to {}", svg.display());
+    Ok(())
+}
+
+fn plot(
+    table: &std::path::Path,
+    svg: &std::path::Path,
+    title: Option<String>,
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(table).map_err(|e| format!("{}: {e}", table.display()))?;
+    let title = title.unwrap_or_else(|| table.display().to_string());
+    plot_table(&text, &title, svg)
 }

@@ -17,8 +17,10 @@ use crate::worker::{Command, WorkerHandle};
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("show", "show", 0, 0, move |_| {
-        let v = ask(&w, Command::Show)?;
-        Ok(Reply::new(render_show(&v), v))
+        let mut v = ask(&w, Command::Show)?;
+        v["mirrors"] = crate::observe::commands::mirrors_json(&w);
+        let text = render_show(&v) + &crate::observe::commands::render_mirrors(&v["mirrors"]);
+        Ok(Reply::new(text, v))
     });
     let w = worker.clone();
     reg.register(
@@ -265,6 +267,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(s, v))
     });
     register_flows(reg, worker.clone());
+    crate::observe::commands::register(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;

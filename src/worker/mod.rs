@@ -167,6 +167,8 @@ pub struct Worker {
     pending_flows: Option<PendingFlows>,
     /// What the running configuration needs that the datapath does not keep.
     pub(crate) specs: running::Specs,
+    /// Captures and mirrors (see `observe`).
+    pub(crate) observe: crate::observe::Observe,
 }
 
 impl Worker {
@@ -194,6 +196,7 @@ impl Worker {
             stop: false,
             pending_flows: None,
             specs: running::Specs::default(),
+            observe: crate::observe::Observe::default(),
         }
     }
 
@@ -316,9 +319,16 @@ impl Worker {
             let n = port.rx_burst(&mut self.frames, batch, BATCH);
             if n > 0 {
                 moved += n;
+                if self.observe.rx_tapped(id as u16) {
+                    self.observe
+                        .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
+                }
                 self.pipeline
                     .process(&mut self.dp, &mut self.frames, id as u16, batch, now);
             }
+        }
+        if self.observe.tx_tapped() {
+            self.observe.before_flush(&mut self.dp, &mut self.frames);
         }
         flush(&mut self.dp, &mut self.ports, &mut self.frames);
         moved

@@ -129,6 +129,8 @@ pub enum Command {
     Stats,
     /// The running configuration, as a [`crate::config::Config`] serialised to JSON.
     RunningConfig,
+    /// Captures, mirrors and counts for metrics (see `observe`).
+    Observe(crate::observe::ObserveCmd),
     /// Close every port and stop.
     Shutdown,
 }
@@ -317,6 +319,7 @@ impl Worker {
             Command::RunningConfig => {
                 serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
             }
+            Command::Observe(c) => self.observe_apply(c),
             Command::Shutdown => {
                 self.stop = true;
                 Ok(json!({"stopped": true}))

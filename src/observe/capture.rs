@@ -1,0 +1,581 @@
+//! Packet capture: the worker's taps, the daemon's capture sessions, and the `uvs ctl capture`
+//! client that writes pcapng.
+//!
+//! How frames travel (the control socket answers one request with one response, so a capture
+//! is a poll loop, which needs no new protocol mode and works through any JSON-RPC client):
+//! 1. `capture-start PORT [direction=rx|tx|both] [count=N] [duration=S] [snaplen=N]
+//!    [filter=EXPR]` parses the filter, creates a bounded channel ([`QUEUE`] frames) and hands
+//!    its sending end to the worker in a [`TapSpec`]; the answer is a session id and the port.
+//! 2. `capture-read ID` waits up to [`READ_WAIT`] for the first frame, then returns every frame
+//!    queued (at most [`READ_MAX`]), hex-encoded with its wall-clock timestamp, direction and
+//!    original length, the number of frames the capture dropped because the queue was full, and
+//!    `done` once the count or duration is reached (or the port was removed).
+//! 3. `capture-stop ID` ends it early. A session nobody reads for [`ABANDONED`] is stopped.
+//!
+//! The client (`uvs ctl capture ... FILE|-`) loops on `capture-read` and writes each frame as a
+//! pcapng Enhanced Packet Block with its direction flag (inbound/outbound), flushing after
+//! every read, so `uvs ctl capture p1 - | tshark -r -` shows packets live. The daemon never
+//! opens FILE.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde_json::{Value, json};
+
+use super::filter::Filter;
+use crate::datapath::Datapath;
+use crate::port::PortKind;
+
+/// Frames queued between the worker and the control plane per capture.
+pub const QUEUE: usize = 8192;
+/// How long `capture-read` waits for a first frame.
+pub const READ_WAIT: Duration = Duration::from_millis(250);
+/// Most frames returned by one `capture-read`.
+pub const READ_MAX: usize = 2048;
+/// A session not read for this long is stopped (its client went away).
+pub const ABANDONED: Duration = Duration::from_secs(10);
+/// Default bytes kept of each frame.
+pub const DEFAULT_SNAPLEN: u32 = 262_144;
+
+/// Which frames of a port a capture takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received frames.
+    Rx,
+    /// Transmitted frames.
+    Tx,
+    /// Both.
+    Both,
+}
+
+impl Direction {
+    /// Takes received frames.
+    pub fn rx(self) -> bool {
+        self != Direction::Tx
+    }
+
+    /// Takes transmitted frames.
+    pub fn tx(self) -> bool {
+        self != Direction::Rx
+    }
+
+    fn parse(s: &str) -> Result<Direction, String> {
+        match s {
+            "rx" | "in" => Ok(Direction::Rx),
+            "tx" | "out" => Ok(Direction::Tx),
+            "both" | "inout" => Ok(Direction::Both),
+            _ => Err(format!("direction: '{s}' (rx, tx or both)")),
+        }
+    }
+}
+
+/// The direction of one captured frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Received by the port.
+    Rx,
+    /// Sent by the port.
+    Tx,
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Wall-clock nanoseconds since the epoch.
+    pub ts_ns: u64,
+    /// Received or sent.
+    pub dir: Dir,
+    /// The frame's length on the wire.
+    pub orig_len: u32,
+    /// The first `snaplen` bytes.
+    pub data: Vec<u8>,
+}
+
+/// What the control plane gives the worker to start a capture.
+pub struct TapSpec {
+    /// Session id.
+    pub id: u64,
+    /// Port name.
+    pub port: String,
+    /// Which frames.
+    pub dir: Direction,
+    /// Which of them.
+    pub filter: Filter,
+    /// Stop after this many frames.
+    pub count: Option<u64>,
+    /// Stop at this time on the worker's clock (ms), set by the worker from `duration`.
+    pub duration: Option<Duration>,
+    /// Bytes kept of each frame.
+    pub snaplen: u32,
+    /// Where frames go.
+    pub tx: Sender<Captured>,
+    /// Frames lost because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// A capture running in the worker.
+pub struct Tap {
+    /// Session id.
+    pub id: u64,
+    /// Port id.
+    pub port: u16,
+    /// Port name (the tap ends when the id no longer names it).
+    pub port_name: String,
+    /// Which frames.
+    pub dir: Direction,
+    filter: Filter,
+    remaining: Option<u64>,
+    until_ms: Option<u64>,
+    snaplen: usize,
+    tx: Sender<Captured>,
+    dropped: Arc<AtomicU64>,
+    gone: bool,
+}
+
+impl Tap {
+    /// Resolve the spec's port; refuse tunnel ports (capture their uplink instead).
+    pub fn start(spec: TapSpec, dp: &Datapath) -> Result<Tap, String> {
+        let port = dp
+            .port_id(&spec.port)
+            .ok_or_else(|| format!("no port named '{}'", spec.port))?;
+        if dp.port(port).is_some_and(|p| p.kind == PortKind::Vxlan) {
+            return Err(format!(
+                "'{}' is a VXLAN port: capture its uplink port to see the encapsulated frames",
+                spec.port
+            ));
+        }
+        Ok(Tap {
+            id: spec.id,
+            port,
+            port_name: spec.port,
+            dir: spec.dir,
+            filter: spec.filter,
+            remaining: spec.count,
+            until_ms: spec.duration.map(|d| dp.now_ms + d.as_millis() as u64),
+            snaplen: spec.snaplen as usize,
+            tx: spec.tx,
+            dropped: spec.dropped,
+            gone: false,
+        })
+    }
+
+    /// Offer one frame; false once the capture is finished (then it takes no more).
+    pub fn offer(&mut self, ts_ns: u64, dir: Dir, data: &[u8], now_ms: u64) -> bool {
+        if self.finished(now_ms) {
+            return false;
+        }
+        if !self.filter.matches(data) {
+            return true;
+        }
+        let c = Captured {
+            ts_ns,
+            dir,
+            orig_len: data.len() as u32,
+            data: data[..data.len().min(self.snaplen)].to_vec(),
+        };
+        match self.tx.try_send(c) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.gone = true;
+                return false;
+            }
+        }
+        if let Some(n) = &mut self.remaining {
+            *n = n.saturating_sub(1);
+        }
+        !self.finished(now_ms)
+    }
+
+    /// True when the count or deadline is reached or the reader went away.
+    pub fn finished(&self, now_ms: u64) -> bool {
+        self.gone || self.remaining == Some(0) || self.until_ms.is_some_and(|t| now_ms >= t)
+    }
+}
+
+/// A capture as the control plane sees it.
+struct Session {
+    rx: Receiver<Captured>,
+    dropped: Arc<AtomicU64>,
+    until: Option<Instant>,
+    last_read: Instant,
+}
+
+/// The daemon's capture sessions (shared by the control connections).
+#[derive(Default)]
+pub struct Sessions {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Session>>,
+}
+
+/// Parsed `capture-start` arguments (after the port).
+pub struct StartArgs {
+    /// Which frames.
+    pub dir: Direction,
+    /// Stop after this many.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Bytes kept.
+    pub snaplen: u32,
+    /// The filter.
+    pub filter: Filter,
+}
+
+impl StartArgs {
+    /// Parse `key=value` arguments; errors name the key.
+    pub fn parse(args: &[String]) -> Result<StartArgs, String> {
+        let mut s = StartArgs {
+            dir: Direction::Both,
+            count: None,
+            duration: None,
+            snaplen: DEFAULT_SNAPLEN,
+            filter: Filter::All,
+        };
+        for kv in args {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}': capture-start takes KEY=VALUE arguments"))?;
+            let num = |what: &str| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{what}: '{v}' is not a positive integer"))
+            };
+            match k {
+                "direction" => s.dir = Direction::parse(v)?,
+                "count" => s.count = Some(num("count")?),
+                "duration" => {
+                    let secs: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| *x > 0.0 && *x < 1e7)
+                        .ok_or_else(|| format!("duration: '{v}' is not a number of seconds"))?;
+                    s.duration = Some(Duration::from_secs_f64(secs));
+                }
+                "snaplen" => s.snaplen = num("snaplen")?.min(u32::MAX as u64) as u32,
+                "filter" => s.filter = Filter::parse(v).map_err(|e| e.to_string())?,
+                _ => {
+                    return Err(format!(
+                        "'{k}': capture-start takes direction, count, duration, snaplen, filter"
+                    ));
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Sessions {
+    /// A new session: its id and the spec to hand to the worker.
+    pub fn open(&self, port: &str, a: StartArgs) -> (u64, TapSpec) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let session = Session {
+            rx,
+            dropped: dropped.clone(),
+            until: a.duration.map(|d| Instant::now() + d),
+            last_read: Instant::now(),
+        };
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(id, session);
+        }
+        let spec = TapSpec {
+            id,
+            port: port.to_string(),
+            dir: a.dir,
+            filter: a.filter,
+            count: a.count,
+            duration: a.duration,
+            snaplen: a.snaplen,
+            tx,
+            dropped,
+        };
+        (id, spec)
+    }
+
+    /// Forget a session (its tap ends when the worker next sees the channel closed).
+    pub fn close(&self, id: u64) -> bool {
+        self.map.lock().is_ok_and(|mut m| m.remove(&id).is_some())
+    }
+
+    /// Ids of sessions nobody read for [`ABANDONED`]; they are forgotten.
+    pub fn reap(&self) -> Vec<u64> {
+        let Ok(mut m) = self.map.lock() else {
+            return Vec::new();
+        };
+        let old: Vec<u64> = m
+            .iter()
+            .filter(|(_, s)| s.last_read.elapsed() > ABANDONED)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            m.remove(id);
+        }
+        old
+    }
+
+    /// The frames of session `id` queued so far (see the module documentation).
+    pub fn read(&self, id: u64) -> Result<Value, String> {
+        let (rx, dropped, until) = {
+            let mut m = self.map.lock().map_err(|_| "capture sessions poisoned")?;
+            let s = m
+                .get_mut(&id)
+                .ok_or_else(|| format!("no capture session {id}"))?;
+            s.last_read = Instant::now();
+            (s.rx.clone(), s.dropped.clone(), s.until)
+        };
+        let mut packets = Vec::new();
+        let mut closed = false;
+        match rx.recv_timeout(READ_WAIT) {
+            Ok(c) => packets.push(c),
+            Err(RecvTimeoutError::Disconnected) => closed = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while packets.len() < READ_MAX {
+            match rx.try_recv() {
+                Ok(c) => packets.push(c),
+                Err(e) => {
+                    closed |= e.is_disconnected();
+                    break;
+                }
+            }
+        }
+        let expired = until.is_some_and(|t| Instant::now() >= t);
+        let done = (closed || expired) && rx.is_empty();
+        let rows: Vec<Value> = packets.iter().map(packet_json).collect();
+        Ok(json!({
+            "packets": rows,
+            "dropped": dropped.load(Ordering::Relaxed),
+            "done": done,
+        }))
+    }
+}
+
+fn packet_json(c: &Captured) -> Value {
+    json!({
+        "t": c.ts_ns,
+        "dir": match c.dir { Dir::Rx => "rx", Dir::Tx => "tx" },
+        "len": c.orig_len,
+        "data": hex(&c.data),
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(D[(x >> 4) as usize] as char);
+        s.push(D[(x & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return Err("odd-length hex".into());
+    }
+    let nib = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(format!("bad hex digit '{}'", c as char)),
+    };
+    b.chunks(2)
+        .map(|p| Ok(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
+}
+
+/// `uvs ctl capture PORT [--count N] [--duration S] [--direction rx|tx|both] [--filter EXPR]
+/// [--snaplen N] FILE|-`: run a capture and write pcapng to FILE (or stdout for `-`).
+pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: capture PORT [--count N] [--duration S] [--direction rx|tx|both] [--filter EXPR] [--snaplen N] FILE|-";
+    let mut kv = Vec::new();
+    let mut pos = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.strip_prefix("--") {
+            Some(k @ ("count" | "duration" | "direction" | "filter" | "snaplen")) => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| format!("--{k}: a value is missing"))?;
+                kv.push(format!("{k}={v}"));
+            }
+            Some(k) if !k.is_empty() => {
+                return Err(format!("capture: unknown option '--{k}'; {USAGE}"));
+            }
+            _ => pos.push(a.clone()),
+        }
+    }
+    let [port, file] = pos.as_slice() else {
+        return Err(USAGE.to_string());
+    };
+    let snaplen = kv
+        .iter()
+        .find_map(|s| s.strip_prefix("snaplen="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_SNAPLEN);
+    let mut start = vec![port.clone()];
+    start.extend(kv);
+    let call = |m: &str, p: &[String]| {
+        crate::control::client::call_with_timeout(socket, m, p, Duration::from_secs(10))
+            .map_err(|e| e.to_string())
+    };
+    let r = call("capture-start", &start)?;
+    let id = r.data["id"]
+        .as_u64()
+        .ok_or("capture-start: no session id")?;
+    let out: Box<dyn Write> = if file == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?)
+    };
+    // Ctrl-C ends the capture cleanly (the file stays complete, the session is stopped).
+    let stop = crate::port::wait::install_stop_handler();
+    let result = pump(out, port, snaplen, || {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(json!({"packets": [], "done": true}));
+        }
+        call("capture-read", &[id.to_string()]).map(|r| r.data)
+    });
+    let _ = call("capture-stop", &[id.to_string()]);
+    let (n, dropped) = result?;
+    eprintln!("uvs: captured {n} packets on {port} ({dropped} dropped by the capture queue)");
+    Ok(())
+}
+
+/// Write pcapng from successive `capture-read` answers until one says done; returns the
+/// number of packets written and the capture's drop count.
+pub fn pump(
+    out: Box<dyn Write>,
+    port: &str,
+    snaplen: u32,
+    mut read: impl FnMut() -> Result<Value, String>,
+) -> Result<(u64, u64), String> {
+    use pcap_file::DataLink;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    let io = |e: pcap_file::PcapError| format!("writing pcapng: {e}");
+    let mut w = PcapNgWriter::new(out).map_err(io)?;
+    w.write_pcapng_block(InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen,
+        options: vec![
+            InterfaceDescriptionOption::IfName(port.to_string().into()),
+            InterfaceDescriptionOption::IfTsResol(9),
+        ],
+    })
+    .map_err(io)?;
+    w.get_mut()
+        .flush()
+        .map_err(|e| format!("writing pcapng: {e}"))?;
+    let (mut n, mut dropped) = (0u64, 0u64);
+    loop {
+        let v = read()?;
+        for p in v["packets"].as_array().into_iter().flatten() {
+            let data = unhex(p["data"].as_str().unwrap_or_default())?;
+            let flags = if p["dir"] == "tx" { 2 } else { 1 };
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: Duration::from_nanos(p["t"].as_u64().unwrap_or(0)),
+                original_len: p["len"].as_u64().unwrap_or(data.len() as u64) as u32,
+                data: data.into(),
+                options: vec![EnhancedPacketOption::Flags(flags)],
+            })
+            .map_err(io)?;
+            n += 1;
+        }
+        w.get_mut()
+            .flush()
+            .map_err(|e| format!("writing pcapng: {e}"))?;
+        dropped = v["dropped"].as_u64().unwrap_or(dropped);
+        if v["done"].as_bool() == Some(true) {
+            return Ok((n, dropped));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let b: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+    }
+
+    #[test]
+    fn start_args_errors_name_the_key() {
+        let a = |v: &[&str]| StartArgs::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(a(&["direction=rx", "count=3", "filter=icmp and host 10.0.0.1"]).is_ok());
+        for (bad, key) in [
+            (&["count=0"][..], "count"),
+            (&["direction=up"], "direction"),
+            (&["duration=x"], "duration"),
+            (&["filter=host x"], "filter"),
+            (&["colour=red"], "colour"),
+        ] {
+            let e = a(bad).err().unwrap();
+            assert!(e.contains(key), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn pump_writes_pcapng_with_directions() {
+        let buf = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.borrow_mut().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut answers = vec![
+            json!({"packets": [], "dropped": 1, "done": true}),
+            json!({"packets": [
+                {"t": 1_000_000_001u64, "dir": "rx", "len": 60, "data": hex(&[0xaa; 14])},
+                {"t": 1_000_000_002u64, "dir": "tx", "len": 14, "data": hex(&[0xbb; 14])}
+            ], "dropped": 1, "done": false}),
+        ];
+        let (n, d) = pump(Box::new(Shared(buf.clone())), "p1", 64, || {
+            Ok(answers.pop().unwrap())
+        })
+        .unwrap();
+        assert_eq!((n, d), (2, 1));
+        let bytes = buf.borrow().clone();
+        let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+        let mut seen = Vec::new();
+        while let Some(b) = r.next_block() {
+            if let pcap_file::pcapng::Block::EnhancedPacket(p) = b.unwrap() {
+                let opts: Vec<_> = p.options.iter().map(|o| o.clone().into_owned()).collect();
+                seen.push((p.original_len, p.data[0], p.timestamp.as_nanos(), opts));
+            }
+        }
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].0, 60);
+        assert_eq!(seen[1].1, 0xbb);
+        assert_eq!(seen[0].2, 1_000_000_001);
+        assert_eq!(
+            seen[1].3,
+            vec![pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Flags(2)]
+        );
+    }
+}

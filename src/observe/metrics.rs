@@ -1,0 +1,392 @@
+//! Prometheus metrics: `uvs run --metrics ADDR:PORT` serves `GET /metrics` in the OpenMetrics
+//! text format (`prometheus-client`), built at each scrape from the worker's `stats` answer and
+//! its observation counts: the datapath is asked through its request channel, exactly as
+//! `uvs ctl stats` asks it, so the fast path is untouched.
+//!
+//! A plain HTTP/1.1 responder on a std `TcpListener` (one thread; one request per connection,
+//! then `Connection: close`); requests longer than 8 KiB or slower than 5 s are dropped. Any
+//! path other than `/metrics` (and `/`, a pointer to it) is a 404.
+//!
+//! Metrics (counters end in `_total`; labels in braces):
+//! - `uvs_build_info{version}`: 1.
+//! - `uvs_port_{rx,tx}_{packets,bytes}_total{port,bridge}`, `uvs_port_csum_completed_total`,
+//!   `uvs_port_drops_total{port,bridge,reason}` (reasons as `uvs ctl stats` names them),
+//!   `uvs_port_kernel_drops_total{port,bridge,counter}` (lost before uvs saw them).
+//! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,aged,
+//!   flooded}_total{bridge}`.
+//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors}_total`.
+//! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
+//!   expired,evicted,table_full,clashes,ports_exhausted}_total`; `uvs_flow_conntrack_connections`;
+//!   `uvs_nat_rules`.
+//! - `uvs_worker_{iterations,busy_iterations,sleeps}_total`, `uvs_worker_cpu_seconds_total`,
+//!   `uvs_worker_uptime_seconds`, `uvs_worker_frames`, `uvs_worker_frames_free`.
+//! - `uvs_captures`, `uvs_mirrors` (gauges).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+
+use super::ObserveCmd;
+use crate::worker::{Command, WorkerHandle};
+
+type Labels = Vec<(String, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge>;
+
+/// The OpenMetrics content type.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A registry filled from JSON snapshots.
+struct Builder {
+    reg: Registry,
+}
+
+impl Builder {
+    fn counter(&mut self, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
+        let f = Counters::default();
+        for (l, v) in rows {
+            f.get_or_create(&l).inc_by(v);
+        }
+        self.reg.register(name, help, f);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
+        let f = Gauges::default();
+        for (l, v) in rows {
+            f.get_or_create(&l).set(v);
+        }
+        self.reg.register(name, help, f);
+    }
+
+    fn one_counter(&mut self, name: &str, help: &str, v: &Value) {
+        self.counter(name, help, vec![(Vec::new(), v.as_u64().unwrap_or(0))]);
+    }
+
+    fn one_gauge(&mut self, name: &str, help: &str, v: &Value) {
+        self.gauge(name, help, vec![(Vec::new(), v.as_i64().unwrap_or(0))]);
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Render the metrics from a `stats` answer and an observation `Counts` answer.
+pub fn render(stats: &Value, counts: &Value) -> String {
+    let mut b = Builder {
+        reg: Registry::default(),
+    };
+    b.reg.register(
+        "uvs_build",
+        "uvs build information",
+        Info::new(labels(&[("version", env!("CARGO_PKG_VERSION"))])),
+    );
+    ports(&mut b, stats);
+    bridges(&mut b, stats);
+    let r = &stats["router"];
+    for (k, help) in [
+        ("routed", "Packets routed"),
+        ("arp_replies", "ARP requests for a gateway answered"),
+        ("arp_requests", "ARP requests sent to resolve next hops"),
+        ("echo_replies", "ICMP echo requests to a gateway answered"),
+        ("icmp_errors", "ICMP errors sent"),
+    ] {
+        b.one_counter(&format!("uvs_router_{k}"), help, &r[k]);
+    }
+    let ct = &counts["conntrack"];
+    b.one_gauge(
+        "uvs_conntrack_connections",
+        "Tracked NAT connections",
+        &ct["connections"],
+    );
+    b.one_gauge(
+        "uvs_conntrack_limit",
+        "Connection table limit",
+        &ct["limit"],
+    );
+    for (k, help) in [
+        ("inserted", "Connections created"),
+        ("expired", "Connections removed by timeout"),
+        ("evicted", "Expired connections evicted by a full table"),
+        ("table_full", "Connections refused: table full"),
+        ("clashes", "Connections refused: tuple clash"),
+        (
+            "ports_exhausted",
+            "NAT port allocations that found no free port",
+        ),
+    ] {
+        b.one_counter(&format!("uvs_conntrack_{k}"), help, &ct[k]);
+    }
+    b.one_gauge(
+        "uvs_flow_conntrack_connections",
+        "Connections tracked by flow ct() actions",
+        &counts["flow_conntrack"],
+    );
+    b.one_gauge("uvs_nat_rules", "NAT rules", &counts["nat_rules"]);
+    b.one_gauge(
+        "uvs_captures",
+        "Running packet captures",
+        &counts["captures"],
+    );
+    b.one_gauge("uvs_mirrors", "Port mirrors", &counts["mirrors"]);
+    worker(&mut b, &stats["worker"], counts);
+    let mut out = String::new();
+    let _ = encode(&mut out, &b.reg);
+    out
+}
+
+fn ports(b: &mut Builder, stats: &Value) {
+    let empty = serde_json::Map::new();
+    let ports = stats["ports"].as_object().unwrap_or(&empty);
+    let per = |k: &str| -> Vec<(Labels, u64)> {
+        ports
+            .iter()
+            .map(|(n, p)| {
+                let br = p["bridge"].as_str().unwrap_or("");
+                (
+                    labels(&[("port", n), ("bridge", br)]),
+                    p[k].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    for (k, help) in [
+        ("rx_packets", "Frames received"),
+        ("rx_bytes", "Bytes received"),
+        ("tx_packets", "Frames handed to the port for transmission"),
+        ("tx_bytes", "Bytes handed to the port for transmission"),
+        (
+            "csum_completed",
+            "Partial L4 checksums completed in software",
+        ),
+    ] {
+        b.counter(&format!("uvs_port_{k}"), help, per(k));
+    }
+    let by = |field: &str, label: &str| -> Vec<(Labels, u64)> {
+        let mut rows = Vec::new();
+        for (n, p) in ports {
+            let br = p["bridge"].as_str().unwrap_or("");
+            for (r, v) in p[field].as_object().into_iter().flatten() {
+                let l = labels(&[("port", n), ("bridge", br), (label, r)]);
+                rows.push((l, v.as_u64().unwrap_or(0)));
+            }
+        }
+        rows
+    };
+    b.counter(
+        "uvs_port_drops",
+        "Frames dropped, by reason",
+        by("drops", "reason"),
+    );
+    b.counter(
+        "uvs_port_kernel_drops",
+        "Frames lost before uvs saw them (kernel counters)",
+        by("kernel", "counter"),
+    );
+}
+
+fn bridges(b: &mut Builder, stats: &Value) {
+    let empty = serde_json::Map::new();
+    let bridges = stats["bridges"].as_object().unwrap_or(&empty);
+    let per = |k: &str| -> Vec<(Labels, u64)> {
+        bridges
+            .iter()
+            .map(|(n, v)| (labels(&[("bridge", n)]), v[k].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    let entries = per("fdb_entries")
+        .into_iter()
+        .map(|(l, v)| (l, v as i64))
+        .collect();
+    b.gauge("uvs_bridge_fdb_entries", "MACs in the FDB", entries);
+    for (k, help) in [
+        ("learned", "New MACs learned"),
+        ("moves", "MACs that moved to another port"),
+        ("fdb_full", "MACs not learned: FDB full"),
+        ("aged", "FDB entries aged out"),
+        ("flooded", "Frames flooded"),
+    ] {
+        b.counter(&format!("uvs_bridge_{k}"), help, per(k));
+    }
+}
+
+fn worker(b: &mut Builder, w: &Value, counts: &Value) {
+    for (k, help) in [
+        ("iterations", "Worker loop iterations"),
+        ("busy_iterations", "Loop iterations that received frames"),
+        ("sleeps", "Times the worker slept in poll(2)"),
+    ] {
+        b.one_counter(&format!("uvs_worker_{k}"), help, &w[k]);
+    }
+    let secs = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e9;
+    let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    cpu.get_or_create(&Vec::new()).inc_by(secs(&w["cpu_ns"]));
+    b.reg
+        .register("uvs_worker_cpu_seconds", "CPU time used by the worker", cpu);
+    let up = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    up.get_or_create(&Vec::new()).set(secs(&w["wall_ns"]));
+    b.reg.register(
+        "uvs_worker_uptime_seconds",
+        "Time since the worker started",
+        up,
+    );
+    b.one_gauge(
+        "uvs_worker_frames",
+        "Frames in the region",
+        &counts["frames"],
+    );
+    b.one_gauge(
+        "uvs_worker_frames_free",
+        "Frames free in the region",
+        &w["frames_free"],
+    );
+}
+
+/// Ask the worker and render.
+pub fn scrape(w: &WorkerHandle) -> Result<String, String> {
+    let stats = w.call(Command::Stats)?;
+    let counts = w.call(Command::Observe(ObserveCmd::Counts))?;
+    Ok(render(&stats, &counts))
+}
+
+/// A running metrics listener; dropping it stops it.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// The address it listens on (the port is chosen by the kernel for `:0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok()
+            && let Some(t) = self.thread.take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serve metrics for `worker` on `addr` (e.g. `127.0.0.1:9477`).
+pub fn serve(addr: &str, worker: Arc<WorkerHandle>) -> io::Result<MetricsServer> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("uvs-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(c) = conn {
+                    let _ = answer(c, &worker);
+                }
+            }
+        })?;
+    Ok(MetricsServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Read one request head and answer it.
+fn answer(c: TcpStream, worker: &WorkerHandle) -> io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut r = BufReader::new((&c).take(8192));
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    // Skip the headers up to the blank line.
+    let mut h = String::new();
+    while r.read_line(&mut h)? > 2 {
+        h.clear();
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => match scrape(worker) {
+            Ok(b) => ("200 OK", CONTENT_TYPE, b),
+            Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
+        },
+        ("GET" | "HEAD", "/") => ("200 OK", "text/plain", "uvs: see /metrics\n".into()),
+        _ => ("404 Not Found", "text/plain", "not found\n".into()),
+    };
+    let mut w = &c;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        w.write_all(body.as_bytes())?;
+    }
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn render_names_and_labels() {
+        let stats = json!({
+            "ports": {"p1": {"bridge": "br0", "rx_packets": 7, "rx_bytes": 700, "tx_packets": 3,
+                "tx_bytes": 300, "csum_completed": 0, "drops": {"no-route": 2},
+                "kernel": {"rx_dropped": 1}}},
+            "bridges": {"br0": {"fdb_entries": 2, "learned": 2, "moves": 0, "fdb_full": 0,
+                "aged": 0, "flooded": 5}},
+            "router": {"routed": 9, "arp_replies": 1, "arp_requests": 0, "echo_replies": 4,
+                "icmp_errors": 0},
+            "worker": {"iterations": 100, "busy_iterations": 10, "sleeps": 3,
+                "cpu_ns": 1_500_000_000u64, "wall_ns": 3_000_000_000u64, "frames_free": 10}
+        });
+        let counts = json!({"conntrack": {"connections": 3, "limit": 65536, "inserted": 5},
+            "nat_rules": 1, "flow_conntrack": 0, "captures": 0, "mirrors": 1, "frames": 64});
+        let text = render(&stats, &counts);
+        for line in [
+            "uvs_build_info{version=\"",
+            "uvs_port_rx_packets_total{port=\"p1\",bridge=\"br0\"} 7",
+            "uvs_port_tx_bytes_total{port=\"p1\",bridge=\"br0\"} 300",
+            "uvs_port_drops_total{port=\"p1\",bridge=\"br0\",reason=\"no-route\"} 2",
+            "uvs_port_kernel_drops_total{port=\"p1\",bridge=\"br0\",counter=\"rx_dropped\"} 1",
+            "uvs_bridge_fdb_entries{bridge=\"br0\"} 2",
+            "uvs_bridge_flooded_total{bridge=\"br0\"} 5",
+            "uvs_router_routed_total 9",
+            "uvs_conntrack_connections 3",
+            "uvs_conntrack_limit 65536",
+            "uvs_conntrack_inserted_total 5",
+            "uvs_worker_busy_iterations_total 10",
+            "uvs_worker_cpu_seconds_total 1.5",
+            "uvs_mirrors 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
+}
