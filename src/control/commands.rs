@@ -450,22 +450,18 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(String::new(), v))
     });
     let w = worker.clone();
+    // The flows come as arguments: `uvs ctl add-flows BRIDGE FILE` reads FILE itself and sends
+    // its lines (the daemon never opens a path a client names).
     reg.register(
         "add-flows",
-        "add-flows BRIDGE FILE (one flow a line; # comments)",
+        "add-flows BRIDGE FLOW... (uvs ctl add-flows BRIDGE FILE|- reads the file)",
         2,
-        2,
+        UNLIMITED,
         move |a| {
-            let text = std::fs::read_to_string(&a[1])
-                .map_err(|e| CtlError::new(format!("FILE: {}: {e}", a[1])))?;
-            let mut flows = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
+            let mut flows = Vec::with_capacity(a.len() - 1);
+            for (i, line) in a[1..].iter().enumerate() {
                 let f = parse_flow(line)
-                    .map_err(|e| CtlError::new(format!("{}:{}: {e}", a[1], i + 1)))?;
+                    .map_err(|e| CtlError::new(format!("flow {}: {e}", i + 1)))?;
                 flows.push(f);
             }
             let v = ask(
