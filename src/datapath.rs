@@ -143,6 +143,9 @@ pub struct PortState {
     pub partial_csum_in: bool,
     /// Learn source MACs of frames received on this port (off: `learning=off` on a tunnel).
     pub learn: bool,
+    /// Most source MACs learned on this port (`mac_limit=N`; `u32::MAX`: no limit). Further
+    /// ones are not learned (frames to them flood) and counted in `mac_limit_refused`.
+    pub mac_limit: u32,
     /// The VXLAN tunnel, for `type=vxlan` ports.
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
     /// Counters.
@@ -163,6 +166,7 @@ impl PortState {
             mtu,
             partial_csum_in: false,
             learn: true,
+            mac_limit: u32::MAX,
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,
