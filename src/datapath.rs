@@ -27,6 +27,11 @@ pub const DEFAULT_AGING: u32 = 300;
 pub const DEFAULT_FDB_CAPACITY: usize = 8192;
 /// Most ports the datapath holds.
 pub const MAX_PORTS: usize = 1024;
+/// Most bridges the datapath holds (bridge ids are u16; each bridge costs ~520 KiB with the
+/// default FDB).
+pub const MAX_BRIDGES: usize = 1024;
+/// Most FDB entries of all bridges together (the slots take 32 bytes an entry: 512 MiB).
+pub const MAX_FDB_TOTAL: usize = 1 << 24;
 
 /// A port's VLAN mode (OVS semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -435,6 +440,14 @@ impl Datapath {
                 opts.fdb_capacity
             ));
         }
+        let count = self.bridges.iter().flatten().count();
+        if count >= MAX_BRIDGES {
+            return Err(format!(
+                "too many bridges (limit {MAX_BRIDGES}); delete one first"
+            ));
+        }
+        let total: usize = self.bridges().map(|(_, b)| b.fdb.capacity()).sum();
+        check_fdb_total(total, opts.fdb_capacity)?;
         let b = Bridge {
             name: name.to_string(),
             fdb: Fdb::new(opts.fdb_capacity),
@@ -672,6 +685,17 @@ impl Datapath {
     }
 }
 
+/// Whether FDBs of `total` entries can take one of `add` more (see [`MAX_FDB_TOTAL`]).
+fn check_fdb_total(total: usize, add: usize) -> Result<(), String> {
+    if total + add > MAX_FDB_TOTAL {
+        return Err(format!(
+            "fdb_capacity: {add} would bring the bridges' FDBs to {} entries (limit {MAX_FDB_TOTAL}, 512 MiB); lower it or delete a bridge",
+            total + add
+        ));
+    }
+    Ok(())
+}
+
 /// Names are 1 to 15 bytes (a netdev name's limit) of [A-Za-z0-9_.-].
 pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
@@ -734,5 +758,37 @@ mod tests {
         );
         dp.del_bridge(b).unwrap();
         assert!(dp.bridge_id("br0").is_none());
+    }
+
+    #[test]
+    fn bridge_and_port_counts_are_bounded() {
+        let mut dp = Datapath::new();
+        let small = BridgeOptions {
+            fdb_capacity: 16,
+            ..Default::default()
+        };
+        for i in 0..MAX_BRIDGES {
+            dp.add_bridge(&format!("b{i}"), &small).unwrap();
+        }
+        let e = dp.add_bridge("one-more", &small).unwrap_err();
+        assert_eq!(e, format!("too many bridges (limit {MAX_BRIDGES}); delete one first"));
+        let b = dp.bridge_id("b0").unwrap();
+        dp.del_bridge(b).unwrap();
+        dp.add_bridge("one-more", &small).unwrap();
+        check_fdb_total(MAX_FDB_TOTAL - 16, 16).unwrap();
+        let e = check_fdb_total(MAX_FDB_TOTAL - 15, 16).unwrap_err();
+        assert!(e.starts_with("fdb_capacity: 16 would bring"), "{e}");
+        // Ports: ids run out at MAX_PORTS with a clear error.
+        let mut dp = Datapath::new();
+        let b = dp.add_bridge("br0", &small).unwrap();
+        for i in 0..MAX_PORTS {
+            let id = dp.next_port_id().unwrap();
+            let st = PortState::new(&format!("p{i}"), PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+            dp.add_port(id, st).unwrap();
+        }
+        assert_eq!(
+            dp.next_port_id().unwrap_err(),
+            format!("too many ports (limit {MAX_PORTS})")
+        );
     }
 }

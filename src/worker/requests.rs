@@ -600,10 +600,12 @@ impl Worker {
         port: Box<dyn Port>,
         ofport: u16,
     ) -> Result<(), String> {
+        let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
             ofport,
+            mac_limit,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);
