@@ -631,32 +631,63 @@ impl Datapath {
         }
     }
 
-    /// FDB rows of a bridge, sorted by port, VLAN, MAC.
+    /// FDB rows of a bridge, sorted by port, VLAN, MAC (the whole table at once: tests and
+    /// small tables; `fdb_rows_page` for the worker).
     pub fn fdb_rows(&self, bridge: u16, now: u32) -> Vec<FdbRow> {
+        let mut rows = self.fdb_rows_page(bridge, now, 0, usize::MAX).0;
+        sort_fdb_rows(&mut rows);
+        rows
+    }
+
+    /// Unsorted FDB rows of at most `slots` table slots from `from`, and where the next page
+    /// starts (see `Fdb::page`): bounded work per call, so showing a large FDB never stalls
+    /// the worker.
+    pub fn fdb_rows_page(
+        &self,
+        bridge: u16,
+        now: u32,
+        from: usize,
+        slots: usize,
+    ) -> (Vec<FdbRow>, Option<usize>) {
         let Some(b) = self.bridge(bridge) else {
+            return (Vec::new(), None);
+        };
+        let (entries, next) = b.fdb.page(from, slots);
+        (entries.iter().map(|e| self.fdb_row(e, now)).collect(), next)
+    }
+
+    /// The static FDB entries of a bridge (for the running configuration), without building
+    /// rows for the learned ones.
+    pub fn fdb_static_rows(&self, bridge: u16) -> Vec<FdbRow> {
+        let Some(b) = self.bridge(bridge).filter(|b| b.fdb.static_count() != 0) else {
             return Vec::new();
         };
         let mut rows: Vec<FdbRow> = b
             .fdb
             .iter()
-            .map(|e| FdbRow {
-                port: self
-                    .port(e.port)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| format!("#{}", e.port)),
-                vlan: e.vlan,
-                mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
-                age: now.saturating_sub(e.stamp),
-                is_static: e.is_static,
-                remote: self
-                    .port(e.port)
-                    .and_then(|p| p.tunnel.as_ref())
-                    .and_then(|t| t.remote_of(e.vlan, e.mac))
-                    .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
-            })
+            .filter(|e| e.is_static)
+            .map(|e| self.fdb_row(&e, 0))
             .collect();
-        rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+        sort_fdb_rows(&mut rows);
         rows
+    }
+
+    fn fdb_row(&self, e: &crate::fdb::Entry, now: u32) -> FdbRow {
+        FdbRow {
+            port: self
+                .port(e.port)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| format!("#{}", e.port)),
+            vlan: e.vlan,
+            mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
+            age: now.saturating_sub(e.stamp),
+            is_static: e.is_static,
+            remote: self
+                .port(e.port)
+                .and_then(|p| p.tunnel.as_ref())
+                .and_then(|t| t.remote_of(e.vlan, e.mac))
+                .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
+        }
     }
 
     /// Housekeeping: age every bridge's FDB by `budget` slots, expire neighbours and tracked
@@ -683,6 +714,11 @@ impl Datapath {
         }
         n
     }
+}
+
+/// Sorts `fdb-show` rows by port, VLAN, MAC.
+pub fn sort_fdb_rows(rows: &mut [FdbRow]) {
+    rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
 }
 
 /// Whether FDBs of `total` entries can take one of `add` more (see [`MAX_FDB_TOTAL`]).
@@ -771,7 +807,10 @@ mod tests {
             dp.add_bridge(&format!("b{i}"), &small).unwrap();
         }
         let e = dp.add_bridge("one-more", &small).unwrap_err();
-        assert_eq!(e, format!("too many bridges (limit {MAX_BRIDGES}); delete one first"));
+        assert_eq!(
+            e,
+            format!("too many bridges (limit {MAX_BRIDGES}); delete one first")
+        );
         let b = dp.bridge_id("b0").unwrap();
         dp.del_bridge(b).unwrap();
         dp.add_bridge("one-more", &small).unwrap();
@@ -783,7 +822,13 @@ mod tests {
         let b = dp.add_bridge("br0", &small).unwrap();
         for i in 0..MAX_PORTS {
             let id = dp.next_port_id().unwrap();
-            let st = PortState::new(&format!("p{i}"), PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+            let st = PortState::new(
+                &format!("p{i}"),
+                PortKind::Mem,
+                b,
+                VlanMode::default_trunk(),
+                1500,
+            );
             dp.add_port(id, st).unwrap();
         }
         assert_eq!(

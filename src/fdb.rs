@@ -232,7 +232,9 @@ impl Fdb {
 
     /// Dynamic (learned) entries on `port`.
     pub fn learned_on(&self, port: PortId) -> usize {
-        self.per_port.get(port as usize).map_or(0, |c| c.dynamic as usize)
+        self.per_port
+            .get(port as usize)
+            .map_or(0, |c| c.dynamic as usize)
     }
 
     /// Flushes whose entries are not all removed yet (0 once the sweep caught up).
@@ -554,6 +556,31 @@ impl Fdb {
         }
     }
 
+    /// Static entries in the table (visible ones).
+    pub fn static_count(&self) -> usize {
+        self.per_port.iter().map(|c| c.statics as usize).sum()
+    }
+
+    /// One page of [`Fdb::iter`]: the visible entries of at most `slots` slots from slot `from`,
+    /// and where the next page starts (`None`: this was the last). Lets a caller show a large
+    /// table in bounded steps; entries that move between calls may be missed or seen twice.
+    pub fn page(&self, from: usize, slots: usize) -> (Vec<Entry>, Option<usize>) {
+        let end = from.saturating_add(slots).min(self.slots.len());
+        let from = from.min(end);
+        let entries = self.slots[from..end]
+            .iter()
+            .filter(|s| s.key != 0 && !self.hidden_slot(s))
+            .map(|s| Entry {
+                vlan: ((s.key >> 48) & 0xfff) as u16,
+                mac: s.key & 0xffff_ffff_ffff,
+                port: s.port,
+                stamp: s.stamp,
+                is_static: s.is_static(),
+            })
+            .collect();
+        (entries, (end < self.slots.len()).then_some(end))
+    }
+
     /// All visible entries, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
         self.slots
@@ -704,7 +731,11 @@ mod tests {
         }
         f.add_static(0, 1 << 40, 1, 0).unwrap();
         assert_eq!(f.learned_on(1), 25_000);
-        assert_eq!(f.flush(Some(1)), 25_001, "dynamic and static entries of the port");
+        assert_eq!(
+            f.flush(Some(1)),
+            25_001,
+            "dynamic and static entries of the port"
+        );
         assert_eq!(f.len(), 75_000);
         assert_eq!(f.lookup(0, 1), None, "hidden at once");
         assert_eq!(f.lookup(0, 1 << 40), None);
@@ -753,14 +784,48 @@ mod tests {
     }
 
     #[test]
+    fn pages_cover_the_table_once() {
+        let mut f = Fdb::with_seed(1000, 6);
+        for m in 0..1000u64 {
+            f.learn(0, m, 1, 0);
+        }
+        f.flush(None);
+        for m in 0..500u64 {
+            f.learn(0, m, 2, 0);
+        }
+        f.add_static(0, 5000, 3, 0).unwrap();
+        assert_eq!(f.static_count(), 1);
+        let (mut all, mut next) = (Vec::new(), Some(0));
+        while let Some(from) = next {
+            let (page, n) = f.page(from, 100);
+            assert!(page.len() <= 100);
+            all.extend(page);
+            next = n;
+        }
+        let mut macs: Vec<u64> = all.iter().map(|e| e.mac).collect();
+        macs.sort();
+        let mut want: Vec<u64> = (0..500).collect();
+        want.push(5000);
+        assert_eq!(macs, want, "every visible entry once, no flushed one");
+    }
+
+    #[test]
     fn per_port_limit_refuses_new_and_moved_in_macs() {
         let mut f = Fdb::with_seed(100, 4);
         assert_eq!(f.learn_limited(0, 1, 1, 0, 2), Learn::New);
         assert_eq!(f.learn_limited(0, 2, 1, 0, 2), Learn::New);
         assert_eq!(f.learn_limited(0, 3, 1, 0, 2), Learn::PortLimit);
-        assert_eq!(f.learn_limited(0, 1, 1, 5, 2), Learn::Refreshed, "known MACs refresh");
+        assert_eq!(
+            f.learn_limited(0, 1, 1, 5, 2),
+            Learn::Refreshed,
+            "known MACs refresh"
+        );
         assert_eq!(f.learn(0, 4, 2, 0), Learn::New);
-        assert_eq!(f.learn_limited(0, 4, 1, 0, 2), Learn::PortLimit, "no move into a full port");
+        assert_eq!(
+            f.learn_limited(0, 4, 1, 0, 2),
+            Learn::PortLimit,
+            "no move into a full port"
+        );
         assert_eq!(f.lookup(0, 4), Some(2));
         f.add_static(0, 10, 1, 0).unwrap();
         assert_eq!(f.learned_on(1), 2, "static entries do not count");

@@ -468,16 +468,25 @@ fn connections_per_uid_are_limited_by_evicting_the_oldest() {
 fn long_names_in_errors_are_capped() {
     let (_dir, server) = start("cap");
     let name = "n".repeat(900_000);
-    let err = control::call(server.path(), &name, &[]).unwrap_err().to_string();
+    let err = control::call(server.path(), &name, &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.len() < 2048, "{} bytes", err.len());
     let mut r = Registry::new();
     r.register("named", "NAME", 1, 1, |a| {
-        Err(control::CtlError::new(format!("bridge name '{}' is bad", a[0])))
+        Err(control::CtlError::new(format!(
+            "bridge name '{}' is bad",
+            a[0]
+        )))
     });
     let dir = TempDir::new("cap2");
     let s = control::serve(&dir.sock(), Arc::new(r), 0o600).unwrap();
     let err = control::call(s.path(), "named", &["x".repeat(900_000)])
         .unwrap_err()
         .to_string();
-    assert!(err.len() <= 1100 && err.ends_with("' is bad"), "{} bytes", err.len());
+    assert!(
+        err.len() <= 1100 && err.ends_with("' is bad"),
+        "{} bytes",
+        err.len()
+    );
 }

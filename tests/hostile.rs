@@ -29,7 +29,9 @@ impl Victim {
     fn start(what: &str, ns: &str, ip: &str, secs: u32) -> Victim {
         let count = (secs * 100).to_string();
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-n", "-q", "-i", "0.01", "-W", "1"])
+            .args([
+                "netns", "exec", ns, "ping", "-n", "-q", "-i", "0.01", "-W", "1",
+            ])
             .args(["-c", &count, ip])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -196,7 +198,10 @@ fn check(attack: &str, v: [Victim; 2], max_loss: f64, max_rtt_ms: f64) {
     for v in v {
         let (loss, max) = v.finish(attack);
         assert!(loss <= max_loss, "{attack}: loss {loss}% > {max_loss}%");
-        assert!(max <= max_rtt_ms, "{attack}: max RTT {max} ms > {max_rtt_ms} ms");
+        assert!(
+            max <= max_rtt_ms,
+            "{attack}: max RTT {max} ms > {max_rtt_ms} ms"
+        );
     }
 }
 
@@ -212,7 +217,14 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     d.ctl(&["add-br", "br0"]);
     victims(&mut t, &d, &n);
     // Attacker a: crafted collisions, no limit. Attacker b: a MAC flood on a limited port.
-    attach(&mut t, &d, ("br0", &n("a"), &n("pa")), "afxdp", "10.91.0.1/24", &[]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.91.0.1/24",
+        &[],
+    );
     attach(
         &mut t,
         &d,
@@ -223,7 +235,11 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     );
     let t0 = Instant::now();
     let crafted = old_hash_collisions(2000);
-    println!("found {} colliding MACs in {:?}", crafted.len(), t0.elapsed());
+    println!(
+        "found {} colliding MACs in {:?}",
+        crafted.len(),
+        t0.elapsed()
+    );
 
     let secs = 3;
     let v = start_victims(&n, secs);
@@ -275,7 +291,14 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0", "fdb_capacity=200000"]);
     victims(&mut t, &d, &n);
-    attach(&mut t, &d, ("br0", &n("a"), &n("pa")), "afxdp", "10.91.0.1/24", &[]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.91.0.1/24",
+        &[],
+    );
     // Fill the FDB from the attacker's port for up to 4 s.
     let a = blast(&n("a"), "eth0", 0, 4.0, |i, buf| {
         frame_from(0x0200_0000_0000 | (i + 1), buf)
@@ -286,8 +309,15 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
     println!("filled br0's FDB with {filled} entries ({sent} frames sent)");
     assert!(filled > 20_000, "only {filled} entries");
 
+    // fdb-show of the whole table: built page by page, sorted off the worker.
+    let v = start_victims(&n, 2);
+    let t0 = Instant::now();
+    let shown = d.ctl(&["fdb-show", "br0"]).lines().count();
+    println!("fdb-show of {shown} lines: {:?}", t0.elapsed());
+    check("fdb-show", v, 2.0, 200.0);
+
     let v = start_victims(&n, 3);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     d.ctl(&["fdb-flush", "br0"]);
     let flush = t0.elapsed();
@@ -342,11 +372,18 @@ fn control_socket_attacks_fail_and_others_are_served() {
     std::fs::write(&secret, "TOPSECRET-LINE\n").unwrap();
     let fifo = dir.join("fifo");
     sh(&["mkfifo", fifo.to_str().unwrap()]);
-    for path in [secret.to_str().unwrap(), fifo.to_str().unwrap(), "/dev/zero"] {
+    for path in [
+        secret.to_str().unwrap(),
+        fifo.to_str().unwrap(),
+        "/dev/zero",
+    ] {
         let t0 = Instant::now();
         let r = call_raw("add-flows", &["br0", path]);
         let e = r["error"].as_str().unwrap_or_default().to_string();
-        println!("add-flows br0 {path} over the socket: {:?}: {e}", t0.elapsed());
+        println!(
+            "add-flows br0 {path} over the socket: {:?}: {e}",
+            t0.elapsed()
+        );
         assert!(e.starts_with("flow 1:"), "{e}");
         assert!(!e.contains("TOPSECRET"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(2));

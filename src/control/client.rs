@@ -241,10 +241,16 @@ mod tests {
 
     #[test]
     fn chunks_stay_under_the_size_and_keep_every_line() {
-        let lines: Vec<String> = (0..1000).map(|i| format!("priority={i},actions=drop")).collect();
+        let lines: Vec<String> = (0..1000)
+            .map(|i| format!("priority={i},actions=drop"))
+            .collect();
         let parts = chunks(&lines, 1000);
         assert!(parts.len() > 20);
-        assert!(parts.iter().all(|c| c.iter().map(|l| l.len() + 3).sum::<usize>() <= 1000));
+        assert!(
+            parts
+                .iter()
+                .all(|c| c.iter().map(|l| l.len() + 3).sum::<usize>() <= 1000)
+        );
         assert_eq!(parts.concat(), lines);
         let long = vec!["x".repeat(5000), "y".into()];
         assert_eq!(chunks(&long, 1000).len(), 2, "an oversized line goes alone");
@@ -260,9 +266,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("uvs-client-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("flows.txt");
-        std::fs::write(&f, "# c\npriority=1,actions=drop\n\npriority=2,foo=1,actions=drop\n").unwrap();
-        let e = add_flows(Path::new("/nonexistent/uvs.sock"), "br0", f.to_str().unwrap())
-            .unwrap_err();
+        std::fs::write(
+            &f,
+            "# c\npriority=1,actions=drop\n\npriority=2,foo=1,actions=drop\n",
+        )
+        .unwrap();
+        let e = add_flows(
+            Path::new("/nonexistent/uvs.sock"),
+            "br0",
+            f.to_str().unwrap(),
+        )
+        .unwrap_err();
         assert!(e.starts_with(&format!("{}:4: ", f.display())), "{e}");
         assert!(e.contains("foo"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
