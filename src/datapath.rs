@@ -690,8 +690,8 @@ impl Datapath {
         }
     }
 
-    /// Housekeeping: age every bridge's FDB by `budget` slots, expire neighbours and tracked
-    /// connections. Returns FDB entries removed.
+    /// Housekeeping: age every bridge's FDB by `budget` slots (fewer each with more than 8
+    /// bridges), expire neighbours and tracked connections. Returns FDB entries removed.
     pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
         if now != self.neigh_aged_at {
             // Whole-table scans: once per second is plenty.
@@ -706,9 +706,13 @@ impl Datapath {
             }
         }
         self.nat.ct.expire(now, budget);
+        // `budget` slots per bridge, but at most ~8 budgets in all however many bridges there
+        // are (at least 64 slots each), so one pass stays bounded with a thousand bridges.
+        let bridges = self.bridges.iter().flatten().count().max(1);
+        let per = (budget * 8 / bridges).clamp(64.min(budget), budget);
         let mut n = 0;
         for b in self.bridges.iter_mut().flatten() {
-            let r = b.fdb.age(now, b.aging, budget);
+            let r = b.fdb.age(now, b.aging, per);
             b.counters.aged += r as u64;
             n += r;
         }

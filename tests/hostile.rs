@@ -84,11 +84,8 @@ fn blast(
         use std::os::fd::AsRawFd;
         // SAFETY: setns on this thread with a namespace fd we hold open; it only changes this
         // thread's network namespace, which ends with the thread.
-        assert_eq!(
-            unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
+        let rc = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns");
         let name = std::ffi::CString::new(dev).unwrap();
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -247,7 +244,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
         frame_from(crafted[i as usize % crafted.len()], buf)
     });
     let b = blast(&n("b"), "eth0", 7500, secs as f64, |i, buf| {
-        frame_from(0x0200_0000_0000 | (i * 7919 & 0xff_ffff_ffff), buf)
+        frame_from(0x0200_0000_0000 | ((i * 7919) & 0xff_ffff_ffff), buf)
     });
     let (sa, sb) = (a.join().unwrap(), b.join().unwrap());
     println!("attack: {sa} crafted-collision frames, {sb} MAC-flood frames in {secs} s");

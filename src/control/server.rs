@@ -553,7 +553,8 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
         .min_by_key(|(t, _)| *t);
     match victim {
         Some((_, c)) => {
-            tracing::info!(
+            // Debug level: a client making connections in a loop must not flood the log.
+            tracing::debug!(
                 "control socket: closing the longest-waiting connection (uid {:?}) to admit a new one",
                 c.uid
             );
@@ -584,7 +585,7 @@ fn reap_loop(shared: &Shared) {
                 Phase::Running => false,
             };
             if overdue {
-                tracing::info!(
+                tracing::debug!(
                     "control socket: closing a connection (uid {:?}): {}",
                     c.uid,
                     if matches!(c.phase, Phase::Reading(_)) {
