@@ -801,6 +801,27 @@ mod tests {
     }
 
     #[test]
+    fn housekeeping_work_is_shared_across_bridges() {
+        let mut dp = Datapath::new();
+        let opts = BridgeOptions {
+            fdb_capacity: 1000,
+            aging: 10,
+        };
+        for i in 0..100 {
+            let b = dp.add_bridge(&format!("b{i}"), &opts).unwrap();
+            let f = &mut dp.bridge_mut(b).unwrap().fdb;
+            for m in 0..1000 {
+                f.learn(0, m, 1, 0);
+            }
+        }
+        // Everything has expired; one pass may touch ~8 budgets of slots in all.
+        let removed = dp.age_fdbs(100, 4096);
+        assert!(removed > 0 && removed <= 8 * 4096, "{removed}");
+        let per: Vec<usize> = dp.bridges().map(|(_, b)| 1000 - b.fdb.len()).collect();
+        assert!(per.iter().all(|&n| n <= 4096 * 8 / 100), "{per:?}");
+    }
+
+    #[test]
     fn bridge_and_port_counts_are_bounded() {
         let mut dp = Datapath::new();
         let small = BridgeOptions {
