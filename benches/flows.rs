@@ -125,6 +125,7 @@ fn state(name: &str, bridge: u16) -> PortState {
         mtu: 1500,
         partial_csum_in: false,
         learn: true,
+        mac_limit: u32::MAX,
         tunnel: None,
         counters: Default::default(),
         ofport: 0,

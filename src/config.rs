@@ -343,6 +343,10 @@ pub struct PortSpec {
     /// ("on"/"off"), `ttl`, `df`, as `add-port` takes them.
     #[serde(default, flatten)]
     pub tunnel: std::collections::BTreeMap<String, toml::Value>,
+    /// Most source MACs learned on this port (port security; 1..=16777216); further new
+    /// MACs are not learned and counted in `mac_limit_refused`. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
 }
 
 impl BridgeSpec {
@@ -429,6 +433,7 @@ impl PortSpec {
             mtu: None,
             ofport_request: None,
             tunnel: Default::default(),
+            mac_limit: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -462,13 +467,14 @@ impl PortSpec {
                 }
                 "mtu" => p.mtu = Some(num(k, v)?),
                 "ofport_request" => p.ofport_request = Some(num(k, v)?),
+                "mac_limit" => p.mac_limit = Some(num(k, v)?),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -522,6 +528,12 @@ impl PortSpec {
         if self.kind == PortKind::Mem {
             return Err(format!("port '{}': type mem is for tests only", self.name));
         }
+        if let Some(n) = self.mac_limit.filter(|n| !(1..=1 << 24).contains(n)) {
+            return Err(format!(
+                "port '{}': mac_limit: {n} out of range (1 to 16777216)",
+                self.name
+            ));
+        }
         const TUNNEL_KEYS: [&str; 7] = [
             "vni",
             "local_ip",
@@ -537,7 +549,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));
@@ -816,6 +828,26 @@ fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_mac_limit_from_args_and_toml() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p = PortSpec::from_args("p1", &a(&["type=tap", "mac_limit=16"])).unwrap();
+        assert_eq!(p.mac_limit, Some(16));
+        let e = PortSpec::from_args("p1", &a(&["mac_limit=0"])).unwrap_err();
+        assert!(e.contains("mac_limit: 0 out of range"), "{e}");
+        assert!(PortSpec::from_args("p1", &a(&["mac_limit=x"])).is_err());
+        let c: Config = toml::from_str(
+            "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p1\"\ntype = \"tap\"\nmac_limit = 4\n",
+        )
+        .unwrap();
+        let p = &c.bridge[0].port[0];
+        assert_eq!(p.mac_limit, Some(4));
+        assert!(p.tunnel.is_empty(), "not taken for a tunnel option");
+        p.validate().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("mac_limit = 4"), "{text}");
+    }
 
     #[test]
     fn parses_file_and_rejects_unknown_keys() {

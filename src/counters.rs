@@ -80,6 +80,8 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// L4 checksums completed in software for frames received with a partial checksum.
     pub csum_completed: u64,
+    /// Source MACs not learned because the port holds its `mac_limit` (the frames still go on).
+    pub mac_limit_refused: u64,
     /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -104,6 +106,7 @@ impl PortCounters {
             tx_packets: self.tx_packets,
             tx_bytes: self.tx_bytes,
             csum_completed: self.csum_completed,
+            mac_limit_refused: self.mac_limit_refused,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops[**r as usize] != 0)
@@ -126,6 +129,9 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Partial checksums completed.
     pub csum_completed: u64,
+    /// Source MACs not learned because of the port's `mac_limit`.
+    #[serde(default)]
+    pub mac_limit_refused: u64,
     /// Drops by reason name.
     pub drops: std::collections::BTreeMap<String, u64>,
 }
@@ -154,6 +160,10 @@ pub struct BridgeCounters {
     pub moves: u64,
     /// MACs not learned because the FDB was full.
     pub fdb_full: u64,
+    /// MACs not learned because no free slot was near their hash (see `fdb::MAX_PROBE`).
+    pub fdb_collisions: u64,
+    /// MACs not learned because their port held its `mac_limit` (summed over ports).
+    pub mac_limit: u64,
     /// Entries removed by aging.
     pub aged: u64,
     /// Frames flooded (broadcast, multicast, unknown unicast).

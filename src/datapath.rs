@@ -27,6 +27,11 @@ pub const DEFAULT_AGING: u32 = 300;
 pub const DEFAULT_FDB_CAPACITY: usize = 8192;
 /// Most ports the datapath holds.
 pub const MAX_PORTS: usize = 1024;
+/// Most bridges the datapath holds (bridge ids are u16; each bridge costs ~520 KiB with the
+/// default FDB).
+pub const MAX_BRIDGES: usize = 1024;
+/// Most FDB entries of all bridges together (the slots take 32 bytes an entry: 512 MiB).
+pub const MAX_FDB_TOTAL: usize = 1 << 24;
 
 /// A port's VLAN mode (OVS semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +148,9 @@ pub struct PortState {
     pub partial_csum_in: bool,
     /// Learn source MACs of frames received on this port (off: `learning=off` on a tunnel).
     pub learn: bool,
+    /// Most source MACs learned on this port (`mac_limit=N`; `u32::MAX`: no limit). Further
+    /// ones are not learned (frames to them flood) and counted in `mac_limit_refused`.
+    pub mac_limit: u32,
     /// The VXLAN tunnel, for `type=vxlan` ports.
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
     /// Counters.
@@ -163,6 +171,7 @@ impl PortState {
             mtu,
             partial_csum_in: false,
             learn: true,
+            mac_limit: u32::MAX,
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,
@@ -431,6 +440,14 @@ impl Datapath {
                 opts.fdb_capacity
             ));
         }
+        let count = self.bridges.iter().flatten().count();
+        if count >= MAX_BRIDGES {
+            return Err(format!(
+                "too many bridges (limit {MAX_BRIDGES}); delete one first"
+            ));
+        }
+        let total: usize = self.bridges().map(|(_, b)| b.fdb.capacity()).sum();
+        check_fdb_total(total, opts.fdb_capacity)?;
         let b = Bridge {
             name: name.to_string(),
             fdb: Fdb::new(opts.fdb_capacity),
@@ -614,36 +631,67 @@ impl Datapath {
         }
     }
 
-    /// FDB rows of a bridge, sorted by port, VLAN, MAC.
+    /// FDB rows of a bridge, sorted by port, VLAN, MAC (the whole table at once: tests and
+    /// small tables; `fdb_rows_page` for the worker).
     pub fn fdb_rows(&self, bridge: u16, now: u32) -> Vec<FdbRow> {
+        let mut rows = self.fdb_rows_page(bridge, now, 0, usize::MAX).0;
+        sort_fdb_rows(&mut rows);
+        rows
+    }
+
+    /// Unsorted FDB rows of at most `slots` table slots from `from`, and where the next page
+    /// starts (see `Fdb::page`): bounded work per call, so showing a large FDB never stalls
+    /// the worker.
+    pub fn fdb_rows_page(
+        &self,
+        bridge: u16,
+        now: u32,
+        from: usize,
+        slots: usize,
+    ) -> (Vec<FdbRow>, Option<usize>) {
         let Some(b) = self.bridge(bridge) else {
+            return (Vec::new(), None);
+        };
+        let (entries, next) = b.fdb.page(from, slots);
+        (entries.iter().map(|e| self.fdb_row(e, now)).collect(), next)
+    }
+
+    /// The static FDB entries of a bridge (for the running configuration), without building
+    /// rows for the learned ones.
+    pub fn fdb_static_rows(&self, bridge: u16) -> Vec<FdbRow> {
+        let Some(b) = self.bridge(bridge).filter(|b| b.fdb.static_count() != 0) else {
             return Vec::new();
         };
         let mut rows: Vec<FdbRow> = b
             .fdb
             .iter()
-            .map(|e| FdbRow {
-                port: self
-                    .port(e.port)
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| format!("#{}", e.port)),
-                vlan: e.vlan,
-                mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
-                age: now.saturating_sub(e.stamp),
-                is_static: e.is_static,
-                remote: self
-                    .port(e.port)
-                    .and_then(|p| p.tunnel.as_ref())
-                    .and_then(|t| t.remote_of(e.vlan, e.mac))
-                    .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
-            })
+            .filter(|e| e.is_static)
+            .map(|e| self.fdb_row(&e, 0))
             .collect();
-        rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+        sort_fdb_rows(&mut rows);
         rows
     }
 
-    /// Housekeeping: age every bridge's FDB by `budget` slots, expire neighbours and tracked
-    /// connections. Returns FDB entries removed.
+    fn fdb_row(&self, e: &crate::fdb::Entry, now: u32) -> FdbRow {
+        FdbRow {
+            port: self
+                .port(e.port)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| format!("#{}", e.port)),
+            vlan: e.vlan,
+            mac: crate::wire::MacAddr::from_u64(e.mac).to_string(),
+            age: now.saturating_sub(e.stamp),
+            is_static: e.is_static,
+            remote: self
+                .port(e.port)
+                .and_then(|p| p.tunnel.as_ref())
+                .and_then(|t| t.remote_of(e.vlan, e.mac))
+                .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
+        }
+    }
+
+    /// Housekeeping: age every bridge's FDB by `budget` slots (fewer each with more than 8
+    /// bridges), expire neighbours and tracked connections. Returns FDB entries removed.
     pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
         if now != self.neigh_aged_at {
             // Whole-table scans: once per second is plenty.
@@ -658,14 +706,34 @@ impl Datapath {
             }
         }
         self.nat.ct.expire(now, budget);
+        // `budget` slots per bridge, but at most ~8 budgets in all however many bridges there
+        // are (at least 64 slots each), so one pass stays bounded with a thousand bridges.
+        let bridges = self.bridges.iter().flatten().count().max(1);
+        let per = (budget * 8 / bridges).clamp(64.min(budget), budget);
         let mut n = 0;
         for b in self.bridges.iter_mut().flatten() {
-            let r = b.fdb.age(now, b.aging, budget);
+            let r = b.fdb.age(now, b.aging, per);
             b.counters.aged += r as u64;
             n += r;
         }
         n
     }
+}
+
+/// Sorts `fdb-show` rows by port, VLAN, MAC.
+pub fn sort_fdb_rows(rows: &mut [FdbRow]) {
+    rows.sort_by(|a, b| (&a.port, a.vlan, &a.mac).cmp(&(&b.port, b.vlan, &b.mac)));
+}
+
+/// Whether FDBs of `total` entries can take one of `add` more (see [`MAX_FDB_TOTAL`]).
+fn check_fdb_total(total: usize, add: usize) -> Result<(), String> {
+    if total + add > MAX_FDB_TOTAL {
+        return Err(format!(
+            "fdb_capacity: {add} would bring the bridges' FDBs to {} entries (limit {MAX_FDB_TOTAL}, 512 MiB); lower it or delete a bridge",
+            total + add
+        ));
+    }
+    Ok(())
 }
 
 /// Names are 1 to 15 bytes (a netdev name's limit) of [A-Za-z0-9_.-].
@@ -730,5 +798,67 @@ mod tests {
         );
         dp.del_bridge(b).unwrap();
         assert!(dp.bridge_id("br0").is_none());
+    }
+
+    #[test]
+    fn housekeeping_work_is_shared_across_bridges() {
+        let mut dp = Datapath::new();
+        let opts = BridgeOptions {
+            fdb_capacity: 1000,
+            aging: 10,
+        };
+        for i in 0..100 {
+            let b = dp.add_bridge(&format!("b{i}"), &opts).unwrap();
+            let f = &mut dp.bridge_mut(b).unwrap().fdb;
+            for m in 0..1000 {
+                f.learn(0, m, 1, 0);
+            }
+        }
+        // Everything has expired; one pass may touch ~8 budgets of slots in all.
+        let removed = dp.age_fdbs(100, 4096);
+        assert!(removed > 0 && removed <= 8 * 4096, "{removed}");
+        let per: Vec<usize> = dp.bridges().map(|(_, b)| 1000 - b.fdb.len()).collect();
+        assert!(per.iter().all(|&n| n <= 4096 * 8 / 100), "{per:?}");
+    }
+
+    #[test]
+    fn bridge_and_port_counts_are_bounded() {
+        let mut dp = Datapath::new();
+        let small = BridgeOptions {
+            fdb_capacity: 16,
+            ..Default::default()
+        };
+        for i in 0..MAX_BRIDGES {
+            dp.add_bridge(&format!("b{i}"), &small).unwrap();
+        }
+        let e = dp.add_bridge("one-more", &small).unwrap_err();
+        assert_eq!(
+            e,
+            format!("too many bridges (limit {MAX_BRIDGES}); delete one first")
+        );
+        let b = dp.bridge_id("b0").unwrap();
+        dp.del_bridge(b).unwrap();
+        dp.add_bridge("one-more", &small).unwrap();
+        check_fdb_total(MAX_FDB_TOTAL - 16, 16).unwrap();
+        let e = check_fdb_total(MAX_FDB_TOTAL - 15, 16).unwrap_err();
+        assert!(e.starts_with("fdb_capacity: 16 would bring"), "{e}");
+        // Ports: ids run out at MAX_PORTS with a clear error.
+        let mut dp = Datapath::new();
+        let b = dp.add_bridge("br0", &small).unwrap();
+        for i in 0..MAX_PORTS {
+            let id = dp.next_port_id().unwrap();
+            let st = PortState::new(
+                &format!("p{i}"),
+                PortKind::Mem,
+                b,
+                VlanMode::default_trunk(),
+                1500,
+            );
+            dp.add_port(id, st).unwrap();
+        }
+        assert_eq!(
+            dp.next_port_id().unwrap_err(),
+            format!("too many ports (limit {MAX_PORTS})")
+        );
     }
 }

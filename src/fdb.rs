@@ -3,19 +3,39 @@
 //! Contract:
 //! - Keys pack the MAC (48 bits) and VLAN id (12 bits) into one u64; the table is open
 //!   addressing with linear probing over a power-of-two slot array sized for a load factor of at
-//!   most 1/2 at `capacity`, so a lookup is a multiply, a shift and (almost always) one cache line.
+//!   most 1/2 at `capacity`.
+//! - The slot of a key comes from a keyed hash: a per-table random seed and two random odd
+//!   multipliers with a xor-shift between them, so MACs crafted to collide on one switch do
+//!   not collide on another (or on another bridge). No entry lies more than [`MAX_PROBE`] slots
+//!   from its home: a lookup reads at most that many slots, and a new key whose free slot would
+//!   be farther is refused (`Learn::Collision`) like a full table.
 //! - At most `capacity` entries: when full, `learn` refuses new MACs (`Learn::Full`) and the
-//!   caller floods; existing entries are still refreshed and moved.
-//! - Time is passed in (seconds). `age` removes dynamic entries idle longer than the aging time,
-//!   `budget` slots at a time, so the worker can spread the scan over many iterations.
-//! - Static entries (added by the control plane) never age and are not moved by learning.
-//! - No allocation after construction.
+//!   caller floods; existing entries are still refreshed and moved. A per-port limit
+//!   (`learn_limited`) refuses new MACs of a port that holds that many (`Learn::PortLimit`).
+//! - Time is passed in (seconds). Maintenance is incremental: `flush` takes O(ports) time
+//!   whatever the table's size. Flushed entries become invisible at once (a lookup, learn or
+//!   remove treats them as absent; each slot records the flush epoch it was written in, and a
+//!   pending flush hides the older ones of its port), and `age` removes them, with the expired
+//!   dynamic entries, `budget` slots per call, so the worker spreads the work over many loop
+//!   iterations. `len` counts visible entries only.
+//! - Static entries (added by the control plane) never age, are not moved by learning, and go
+//!   only when their port is flushed.
+//! - No allocation after construction except the per-port counters (grown to the largest port
+//!   id seen) and the list of pending flushes (at most [`MAX_PENDING`]).
 
 /// Ports are u16 ids.
 pub type PortId = u16;
 
+/// The farthest (in slots) an entry may lie from its home slot.
+pub const MAX_PROBE: usize = 64;
+
+/// Flushes in progress at once; one more first finishes the oldest (a whole-table pass).
+pub const MAX_PENDING: usize = 32;
+
 const OCCUPIED: u64 = 1 << 63;
 const STATIC: u16 = 1;
+/// Epochs are 15 bits (the rest of `flags`).
+const EPOCH_MASK: u16 = 0x7fff;
 
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
@@ -25,10 +45,23 @@ struct Slot {
     /// Last time (seconds) this MAC was seen as a source.
     stamp: u32,
     port: PortId,
+    /// `STATIC | epoch << 1`: the flush epoch the slot was written in (or last swept in).
     flags: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 16);
+
+impl Slot {
+    #[inline]
+    fn epoch(&self) -> u16 {
+        self.flags >> 1
+    }
+
+    #[inline]
+    fn is_static(&self) -> bool {
+        self.flags & STATIC != 0
+    }
+}
 
 /// What `learn` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +79,23 @@ pub enum Learn {
     Full,
     /// Not learned: a static entry owns this key.
     Static,
+    /// Not learned: the port already holds its limit of learned MACs.
+    PortLimit,
+    /// Not learned: no free slot within [`MAX_PROBE`] of the key's home (a hash collision
+    /// flood, or a table crowded with flushed entries not yet swept).
+    Collision,
 }
 
-/// The table holds `capacity` entries already.
+/// Why a static entry could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("FDB full")]
-pub struct FdbFull;
+pub enum FdbFull {
+    /// The table holds `capacity` entries already.
+    #[error("FDB full")]
+    Full,
+    /// No free slot near the key's home.
+    #[error("FDB full near this MAC's slot (more than {MAX_PROBE} colliding entries)")]
+    Collision,
+}
 
 /// One entry, for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +112,59 @@ pub struct Entry {
     pub is_static: bool,
 }
 
+/// A flush whose entries are hidden but not all removed yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The port flushed (all its entries), or `None`: every dynamic entry.
+    port: Option<PortId>,
+    /// Slots written before this epoch are flushed.
+    epoch: u16,
+    /// The flush is complete when the sweep has advanced past this many slots in all.
+    until: u64,
+}
+
+impl Pending {
+    #[inline]
+    fn hides(&self, s: &Slot) -> bool {
+        let mine = match self.port {
+            Some(p) => s.port == p,
+            None => !s.is_static(),
+        };
+        // Written before the flush: epoch difference in 1..2^14 (modulo 2^15).
+        let d = self.epoch.wrapping_sub(s.epoch()) & EPOCH_MASK;
+        mine && d != 0 && d < 0x4000
+    }
+}
+
+/// Entries per port (for the per-port limit and for O(1) flush accounting).
+#[derive(Debug, Clone, Copy, Default)]
+struct PortCount {
+    dynamic: u32,
+    statics: u32,
+}
+
 /// A bridge's FDB.
 pub struct Fdb {
     slots: Box<[Slot]>,
     mask: usize,
     shift: u32,
+    /// Hash key: xor seed and two odd multipliers.
+    seed: u64,
+    mul1: u64,
+    mul2: u64,
+    /// Visible entries.
     len: usize,
+    /// Flushed entries still in slots.
+    hidden: usize,
     capacity: usize,
+    /// Where `age` goes on from.
     age_cursor: usize,
+    /// Slots `age` has advanced past, in all.
+    swept: u64,
+    /// The current flush epoch (15 bits).
+    epoch: u16,
+    pending: Vec<Pending>,
+    per_port: Vec<PortCount>,
 }
 
 #[inline]
@@ -83,22 +172,50 @@ fn make_key(vlan: u16, mac: u64) -> u64 {
     OCCUPIED | ((vlan as u64 & 0xfff) << 48) | (mac & 0xffff_ffff_ffff)
 }
 
+/// A random u64 from the standard library's per-process random keys.
+fn random_u64(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.finish()
+}
+
 impl Fdb {
-    /// A table holding at most `capacity` entries (at least 1).
+    /// A table holding at most `capacity` entries (at least 1), with a random hash key.
     pub fn new(capacity: usize) -> Fdb {
+        Fdb::with_seed(capacity, random_u64(capacity as u64))
+    }
+
+    /// [`Fdb::new`] with the hash key derived from `seed` (tests, fuzzing).
+    pub fn with_seed(capacity: usize, seed: u64) -> Fdb {
         let capacity = capacity.max(1);
         let slots = (capacity * 2).next_power_of_two().max(16);
+        let mix = |x: u64| {
+            // splitmix64: spreads one seed into independent-looking words.
+            let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
         Fdb {
             slots: vec![Slot::default(); slots].into_boxed_slice(),
             mask: slots - 1,
             shift: 64 - slots.trailing_zeros(),
+            seed: mix(seed),
+            mul1: mix(seed ^ 1) | 1,
+            mul2: mix(seed ^ 2) | 1,
             len: 0,
+            hidden: 0,
             capacity,
             age_cursor: 0,
+            swept: 0,
+            epoch: 0,
+            pending: Vec::new(),
+            per_port: Vec::new(),
         }
     }
 
-    /// Entries in use.
+    /// Entries in use (flushed ones not counted).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -113,72 +230,151 @@ impl Fdb {
         self.capacity
     }
 
-    #[inline]
-    fn home(&self, key: u64) -> usize {
-        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    /// Dynamic (learned) entries on `port`.
+    pub fn learned_on(&self, port: PortId) -> usize {
+        self.per_port
+            .get(port as usize)
+            .map_or(0, |c| c.dynamic as usize)
+    }
+
+    /// Flushes whose entries are not all removed yet (0 once the sweep caught up).
+    pub fn pending_flushes(&self) -> usize {
+        self.pending.len()
     }
 
     #[inline]
-    fn find(&self, key: u64) -> Result<usize, usize> {
+    fn home(&self, key: u64) -> usize {
+        let mut h = (key ^ self.seed).wrapping_mul(self.mul1);
+        h ^= h >> 29;
+        (h.wrapping_mul(self.mul2) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn hidden_slot(&self, s: &Slot) -> bool {
+        !self.pending.is_empty() && self.pending.iter().any(|f| f.hides(s))
+    }
+
+    /// `Ok(slot)` of `key`, or `Err(Some(free slot))` within [`MAX_PROBE`] of its home, or
+    /// `Err(None)`. A hidden (flushed) slot of `key` is returned as `Ok`; callers check.
+    #[inline]
+    fn find(&self, key: u64) -> Result<usize, Option<usize>> {
         let mut i = self.home(key);
-        loop {
+        for _ in 0..MAX_PROBE {
             let k = self.slots[i].key;
             if k == key {
                 return Ok(i);
             }
             if k == 0 {
-                return Err(i);
+                return Err(Some(i));
             }
             i = (i + 1) & self.mask;
         }
+        Err(None)
+    }
+
+    fn count(&mut self, port: PortId) -> &mut PortCount {
+        let i = port as usize;
+        if i >= self.per_port.len() {
+            self.per_port.resize(i + 1, PortCount::default());
+        }
+        &mut self.per_port[i]
+    }
+
+    #[inline]
+    fn flags(&self, is_static: bool) -> u16 {
+        (self.epoch << 1) | if is_static { STATIC } else { 0 }
     }
 
     /// The port for (vlan, mac), if known.
     #[inline]
     pub fn lookup(&self, vlan: u16, mac: u64) -> Option<PortId> {
-        self.find(make_key(vlan, mac))
-            .ok()
-            .map(|i| self.slots[i].port)
+        let i = self.find(make_key(vlan, mac)).ok()?;
+        let s = &self.slots[i];
+        (!self.hidden_slot(s)).then_some(s.port)
     }
 
     /// Learn that (vlan, mac) was seen on `port` at `now`.
     #[inline]
     pub fn learn(&mut self, vlan: u16, mac: u64, port: PortId, now: u32) -> Learn {
+        self.learn_limited(vlan, mac, port, now, u32::MAX)
+    }
+
+    /// [`Fdb::learn`] refusing a new (or moved-in) MAC when `port` already holds `limit`
+    /// learned entries.
+    #[inline]
+    pub fn learn_limited(
+        &mut self,
+        vlan: u16,
+        mac: u64,
+        port: PortId,
+        now: u32,
+        limit: u32,
+    ) -> Learn {
         let key = make_key(vlan, mac);
-        match self.find(key) {
-            Ok(i) => {
-                let s = &mut self.slots[i];
-                if s.flags & STATIC != 0 {
-                    return Learn::Static;
-                }
-                if s.stamp != now {
-                    s.stamp = now;
-                }
-                if s.port == port {
-                    Learn::Refreshed
-                } else {
-                    let from = s.port;
-                    s.port = port;
-                    Learn::Moved { from }
-                }
-            }
-            Err(i) => {
+        let i = match self.find(key) {
+            Ok(i) if self.hidden_slot(&self.slots[i]) => {
+                // A flushed entry of this key: reuse its slot for the new one.
                 if self.len >= self.capacity {
                     return Learn::Full;
                 }
-                self.slots[i] = Slot {
-                    key,
-                    stamp: now,
-                    port,
-                    flags: 0,
-                };
-                self.len += 1;
-                Learn::New
+                if self.learned_on(port) >= limit as usize {
+                    return Learn::PortLimit;
+                }
+                self.hidden -= 1;
+                i
             }
-        }
+            Ok(i) => return self.refresh(i, port, now, limit),
+            Err(Some(i)) => {
+                if self.len >= self.capacity {
+                    return Learn::Full;
+                }
+                if self.learned_on(port) >= limit as usize {
+                    return Learn::PortLimit;
+                }
+                i
+            }
+            Err(None) => return Learn::Collision,
+        };
+        self.slots[i] = Slot {
+            key,
+            stamp: now,
+            port,
+            flags: self.flags(false),
+        };
+        self.len += 1;
+        self.count(port).dynamic += 1;
+        Learn::New
     }
 
-    /// Add or replace a static entry. Fails when the table is full.
+    #[inline]
+    fn refresh(&mut self, i: usize, port: PortId, now: u32, limit: u32) -> Learn {
+        let s = self.slots[i];
+        if s.is_static() {
+            return Learn::Static;
+        }
+        if s.port == port {
+            if s.stamp != now {
+                self.slots[i].stamp = now;
+            }
+            return Learn::Refreshed;
+        }
+        if self.learned_on(port) >= limit as usize {
+            return Learn::PortLimit;
+        }
+        self.count(s.port).dynamic -= 1;
+        self.count(port).dynamic += 1;
+        let flags = self.flags(false);
+        let s = &mut self.slots[i];
+        let from = s.port;
+        s.stamp = now;
+        s.port = port;
+        // Moved after any pending flush of its new port: not hidden by it.
+        s.flags = flags;
+        Learn::Moved { from }
+    }
+
+    /// Add or replace a static entry. Fails when the table (or the key's neighbourhood) is
+    /// full.
     pub fn add_static(
         &mut self,
         vlan: u16,
@@ -188,21 +384,40 @@ impl Fdb {
     ) -> Result<(), FdbFull> {
         let key = make_key(vlan, mac);
         let i = match self.find(key) {
-            Ok(i) => i,
-            Err(i) => {
+            Ok(i) if self.hidden_slot(&self.slots[i]) => {
                 if self.len >= self.capacity {
-                    return Err(FdbFull);
+                    return Err(FdbFull::Full);
+                }
+                self.hidden -= 1;
+                self.len += 1;
+                i
+            }
+            Ok(i) => {
+                let old = self.slots[i];
+                let c = self.count(old.port);
+                if old.is_static() {
+                    c.statics -= 1;
+                } else {
+                    c.dynamic -= 1;
+                }
+                i
+            }
+            Err(Some(i)) => {
+                if self.len >= self.capacity {
+                    return Err(FdbFull::Full);
                 }
                 self.len += 1;
                 i
             }
+            Err(None) => return Err(FdbFull::Collision),
         };
         self.slots[i] = Slot {
             key,
             stamp: now,
             port,
-            flags: STATIC,
+            flags: self.flags(true),
         };
+        self.count(port).statics += 1;
         Ok(())
     }
 
@@ -210,19 +425,35 @@ impl Fdb {
     pub fn remove(&mut self, vlan: u16, mac: u64) -> bool {
         match self.find(make_key(vlan, mac)) {
             Ok(i) => {
+                let visible = !self.hidden_slot(&self.slots[i]);
                 self.remove_at(i);
-                true
+                visible
             }
             Err(_) => false,
         }
     }
 
-    /// Backward-shift deletion: keeps every probe chain unbroken without tombstones.
-    fn remove_at(&mut self, mut hole: usize) {
+    /// Remove slot `hole` (visible or hidden, with the counts), then backward-shift the entries
+    /// after it: keeps every probe chain unbroken without tombstones, and only ever moves an
+    /// entry closer to its home.
+    fn remove_at(&mut self, mut hole: usize) -> usize {
+        let s = self.slots[hole];
+        if self.hidden_slot(&s) {
+            self.hidden -= 1;
+        } else {
+            self.len -= 1;
+            let c = self.count(s.port);
+            if s.is_static() {
+                c.statics -= 1;
+            } else {
+                c.dynamic -= 1;
+            }
+        }
         self.slots[hole] = Slot::default();
-        self.len -= 1;
         let mut i = (hole + 1) & self.mask;
+        let mut scanned = 1;
         while self.slots[i].key != 0 {
+            scanned += 1;
             let home = self.home(self.slots[i].key);
             // Move slot i into the hole if its home is not in (hole, i] (cyclically).
             let dist_i = i.wrapping_sub(home) & self.mask;
@@ -234,64 +465,134 @@ impl Fdb {
             }
             i = (i + 1) & self.mask;
         }
+        scanned
     }
 
-    /// Remove dynamic entries older than `max_age` seconds, scanning at most `budget` slots from
-    /// where the last call stopped. Returns the number removed.
+    /// Maintenance, bounded: about `budget` slot visits (a removal's backward shift counts the
+    /// slots it moves through) from where the last call stopped, removing flushed entries and
+    /// dynamic entries older than `max_age` seconds. Returns the number of entries removed by
+    /// aging (flushed ones are not counted).
     pub fn age(&mut self, now: u32, max_age: u32, budget: usize) -> usize {
         let mut removed = 0;
-        for _ in 0..budget.min(self.slots.len()) {
+        let epoch_flags = self.epoch << 1;
+        let mut work = 0;
+        while work < budget.min(self.slots.len()) {
+            work += 1;
             let i = self.age_cursor;
             let s = self.slots[i];
-            if s.key != 0 && s.flags & STATIC == 0 && now.saturating_sub(s.stamp) > max_age {
-                self.remove_at(i);
-                removed += 1;
-                // A later entry may have shifted into slot i: look at it again.
-                continue;
+            if s.key != 0 {
+                if self.hidden_slot(&s) {
+                    work += self.remove_at(i);
+                    // A later entry may have shifted into slot i: look at it again.
+                    continue;
+                }
+                if !s.is_static() && now.saturating_sub(s.stamp) > max_age {
+                    work += self.remove_at(i);
+                    removed += 1;
+                    continue;
+                }
+                if !self.pending.is_empty() {
+                    // Visible now: keep its epoch recent so that epochs never wrap around it.
+                    self.slots[i].flags = (s.flags & STATIC) | epoch_flags;
+                }
             }
             self.age_cursor = (i + 1) & self.mask;
+            self.swept += 1;
+        }
+        if !self.pending.is_empty() {
+            let swept = self.swept;
+            self.pending.retain(|f| f.until > swept);
         }
         removed
     }
 
-    /// Remove every entry on `port` (or every dynamic entry when `port` is None). Static entries
-    /// go only when their port is flushed. Returns the number removed.
+    /// Flush every entry on `port` (or every dynamic entry when `port` is None): they vanish
+    /// from lookups at once and are removed by later `age` calls. Static entries go only when
+    /// their port is flushed. Takes O(ports) time (O(table) only when [`MAX_PENDING`] flushes
+    /// are in progress already). Returns the number of entries flushed.
     pub fn flush(&mut self, port: Option<PortId>) -> usize {
-        let mut removed = 0;
-        let mut i = 0;
-        while i < self.slots.len() {
-            let s = self.slots[i];
-            let hit = s.key != 0
-                && match port {
-                    Some(p) => s.port == p,
-                    None => s.flags & STATIC == 0,
-                };
-            if hit {
-                self.remove_at(i);
-                removed += 1;
-                // Re-examine slot i, which may have received a shifted entry; a shift can also
-                // wrap an entry from the start of the array to the end, which we then meet later.
-            } else {
-                i += 1;
+        if self.pending.len() >= MAX_PENDING {
+            self.finish_oldest_flush();
+        }
+        let n = match port {
+            Some(p) => {
+                let c = std::mem::take(self.count(p));
+                (c.dynamic + c.statics) as usize
             }
+            None => self
+                .per_port
+                .iter_mut()
+                .map(|c| std::mem::take(&mut c.dynamic) as usize)
+                .sum(),
+        };
+        self.len -= n;
+        self.hidden += n;
+        // The epoch moves only with a pending flush, whose sweep pass then refreshes every
+        // visible slot's epoch: no slot falls more than ~MAX_PENDING epochs behind.
+        if n != 0 {
+            self.epoch = (self.epoch + 1) & EPOCH_MASK;
+            self.pending.push(Pending {
+                port,
+                epoch: self.epoch,
+                until: self.swept + self.slots.len() as u64,
+            });
         }
-        // Entries shifted across the wrap point into slots < i were examined already only if
-        // they were there before; one extra pass catches any that moved there.
-        if port.is_some() && self.iter().any(|e| Some(e.port) == port) {
-            removed += self.flush(port);
-        }
-        removed
+        n
     }
 
-    /// All entries, in slot order.
+    /// Runs the sweep until the oldest pending flush is complete.
+    fn finish_oldest_flush(&mut self) {
+        let before = self.pending.len();
+        while before != 0 && self.pending.len() == before {
+            // Aging with an age limit nothing reaches removes only flushed entries.
+            self.age(0, u32::MAX, 4096);
+        }
+    }
+
+    /// Removes every flushed entry now (a whole-table pass); for tests and shutdown.
+    pub fn complete_flushes(&mut self) {
+        while !self.pending.is_empty() {
+            self.finish_oldest_flush();
+        }
+    }
+
+    /// Static entries in the table (visible ones).
+    pub fn static_count(&self) -> usize {
+        self.per_port.iter().map(|c| c.statics as usize).sum()
+    }
+
+    /// One page of [`Fdb::iter`]: the visible entries of at most `slots` slots from slot `from`,
+    /// and where the next page starts (`None`: this was the last). Lets a caller show a large
+    /// table in bounded steps; entries that move between calls may be missed or seen twice.
+    pub fn page(&self, from: usize, slots: usize) -> (Vec<Entry>, Option<usize>) {
+        let end = from.saturating_add(slots).min(self.slots.len());
+        let from = from.min(end);
+        let entries = self.slots[from..end]
+            .iter()
+            .filter(|s| s.key != 0 && !self.hidden_slot(s))
+            .map(|s| Entry {
+                vlan: ((s.key >> 48) & 0xfff) as u16,
+                mac: s.key & 0xffff_ffff_ffff,
+                port: s.port,
+                stamp: s.stamp,
+                is_static: s.is_static(),
+            })
+            .collect();
+        (entries, (end < self.slots.len()).then_some(end))
+    }
+
+    /// All visible entries, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
-        self.slots.iter().filter(|s| s.key != 0).map(|s| Entry {
-            vlan: ((s.key >> 48) & 0xfff) as u16,
-            mac: s.key & 0xffff_ffff_ffff,
-            port: s.port,
-            stamp: s.stamp,
-            is_static: s.flags & STATIC != 0,
-        })
+        self.slots
+            .iter()
+            .filter(|s| s.key != 0 && !self.hidden_slot(s))
+            .map(|s| Entry {
+                vlan: ((s.key >> 48) & 0xfff) as u16,
+                mac: s.key & 0xffff_ffff_ffff,
+                port: s.port,
+                stamp: s.stamp,
+                is_static: s.is_static(),
+            })
     }
 }
 
@@ -384,5 +685,190 @@ mod tests {
         }
         assert_eq!(removed, 1000);
         assert!(f.is_empty());
+    }
+
+    /// `n` keys whose home slot is the same in `f` (found by brute force, as an attacker who
+    /// knew the table's hash key would).
+    fn colliding_keys(f: &Fdb, n: usize) -> Vec<u64> {
+        let target = f.home(make_key(0, 0));
+        (0u64..)
+            .filter(|&m| f.home(make_key(0, m)) == target)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn crafted_collisions_are_bounded_and_do_not_transfer() {
+        let mut a = Fdb::with_seed(8192, 1);
+        let keys = colliding_keys(&a, 200);
+        let mut collisions = 0;
+        for &m in &keys {
+            match a.learn(0, m, 1, 0) {
+                Learn::New => {}
+                Learn::Collision => collisions += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(a.len(), MAX_PROBE, "only MAX_PROBE keys fit near one home");
+        assert_eq!(collisions, 200 - MAX_PROBE);
+        // A lookup reads at most MAX_PROBE slots, even for a key in the crowded area.
+        assert_eq!(a.lookup(0, keys[199]), None);
+        // Another table (another seed, as every bridge gets) spreads the same keys.
+        let b = Fdb::with_seed(8192, 2);
+        let mut homes: Vec<usize> = keys.iter().map(|&m| b.home(make_key(0, m))).collect();
+        homes.sort();
+        homes.dedup();
+        assert!(homes.len() > 180, "{} distinct homes of 200", homes.len());
+        // Random seeds differ between tables.
+        assert_ne!(Fdb::new(64).seed, Fdb::new(64).seed);
+    }
+
+    #[test]
+    fn flush_hides_at_once_and_the_sweep_removes_in_bounded_steps() {
+        let mut f = Fdb::with_seed(200_000, 7);
+        for m in 0..100_000u64 {
+            assert_eq!(f.learn(0, m, (m % 4) as PortId, 0), Learn::New);
+        }
+        f.add_static(0, 1 << 40, 1, 0).unwrap();
+        assert_eq!(f.learned_on(1), 25_000);
+        assert_eq!(
+            f.flush(Some(1)),
+            25_001,
+            "dynamic and static entries of the port"
+        );
+        assert_eq!(f.len(), 75_000);
+        assert_eq!(f.lookup(0, 1), None, "hidden at once");
+        assert_eq!(f.lookup(0, 1 << 40), None);
+        assert_eq!(f.lookup(0, 2), Some(2));
+        assert!(f.iter().all(|e| e.port != 1));
+        assert_eq!(f.learned_on(1), 0);
+        // A new port with the same id learns afresh, even a MAC that was hidden.
+        assert_eq!(f.learn(0, 5, 1, 1), Learn::New);
+        assert_eq!(f.learn(0, 1_000_001, 1, 1), Learn::New);
+        assert_eq!(f.lookup(0, 5), Some(1));
+        assert_eq!(f.learn(0, 6, 1, 1), Learn::Moved { from: 2 });
+        // flush(None): every dynamic entry; the static one of port 3 stays.
+        f.add_static(0, 2 << 40, 3, 0).unwrap();
+        assert_eq!(f.flush(None), 75_002);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.lookup(0, 2 << 40), Some(3));
+        assert_eq!(f.pending_flushes(), 2);
+        // The sweep: bounded steps until every hidden slot is gone.
+        let mut steps = 0;
+        while f.pending_flushes() != 0 {
+            assert_eq!(f.age(1, 300, 4096), 0, "nothing ages");
+            steps += 1;
+            assert!(steps < 1000);
+        }
+        assert_eq!(f.hidden, 0);
+        assert_eq!(f.slots.iter().filter(|s| s.key != 0).count(), 1);
+        assert_eq!(f.lookup(0, 2 << 40), Some(3));
+        println!("swept 100k flushed entries in {steps} steps of 4096 slots");
+    }
+
+    #[test]
+    fn epochs_never_wrap_around_a_live_entry() {
+        let mut f = Fdb::with_seed(8, 3);
+        assert_eq!(f.learn(0, 99, 2, 0), Learn::New);
+        for round in 0..40_000u64 {
+            assert_eq!(f.learn(0, 1000 + round, 1, 0), Learn::New);
+            assert_eq!(f.flush(Some(1)), 1);
+            assert_eq!(f.lookup(0, 1000 + round), None, "round {round}");
+            f.age(0, 300, 3);
+        }
+        assert_eq!(f.lookup(0, 99), Some(2));
+        assert!(f.pending_flushes() <= MAX_PENDING);
+        f.complete_flushes();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f.iter().count(), 1);
+    }
+
+    #[test]
+    fn pages_cover_the_table_once() {
+        let mut f = Fdb::with_seed(1000, 6);
+        for m in 0..1000u64 {
+            f.learn(0, m, 1, 0);
+        }
+        f.flush(None);
+        for m in 0..500u64 {
+            f.learn(0, m, 2, 0);
+        }
+        f.add_static(0, 5000, 3, 0).unwrap();
+        assert_eq!(f.static_count(), 1);
+        let (mut all, mut next) = (Vec::new(), Some(0));
+        while let Some(from) = next {
+            let (page, n) = f.page(from, 100);
+            assert!(page.len() <= 100);
+            all.extend(page);
+            next = n;
+        }
+        let mut macs: Vec<u64> = all.iter().map(|e| e.mac).collect();
+        macs.sort();
+        let mut want: Vec<u64> = (0..500).collect();
+        want.push(5000);
+        assert_eq!(macs, want, "every visible entry once, no flushed one");
+    }
+
+    #[test]
+    fn per_port_limit_refuses_new_and_moved_in_macs() {
+        let mut f = Fdb::with_seed(100, 4);
+        assert_eq!(f.learn_limited(0, 1, 1, 0, 2), Learn::New);
+        assert_eq!(f.learn_limited(0, 2, 1, 0, 2), Learn::New);
+        assert_eq!(f.learn_limited(0, 3, 1, 0, 2), Learn::PortLimit);
+        assert_eq!(
+            f.learn_limited(0, 1, 1, 5, 2),
+            Learn::Refreshed,
+            "known MACs refresh"
+        );
+        assert_eq!(f.learn(0, 4, 2, 0), Learn::New);
+        assert_eq!(
+            f.learn_limited(0, 4, 1, 0, 2),
+            Learn::PortLimit,
+            "no move into a full port"
+        );
+        assert_eq!(f.lookup(0, 4), Some(2));
+        f.add_static(0, 10, 1, 0).unwrap();
+        assert_eq!(f.learned_on(1), 2, "static entries do not count");
+        assert!(f.remove(0, 2));
+        assert_eq!(f.learn_limited(0, 3, 1, 0, 2), Learn::New);
+        f.flush(Some(1));
+        assert_eq!(f.learned_on(1), 0);
+        assert_eq!(f.learn_limited(0, 7, 1, 0, 2), Learn::New);
+    }
+
+    #[test]
+    fn maintenance_of_a_large_table_is_bounded_per_call() {
+        // 1M entries; the worker calls age() with a budget of 4096 slots per housekeeping pass.
+        let n = 1 << 20;
+        let mut f = Fdb::with_seed(n, 5);
+        for m in 0..n as u64 {
+            f.learn(0, m * 0x1_0001, (m % 8) as PortId, 0);
+        }
+        let t = std::time::Instant::now();
+        let flushed = f.flush(Some(3)) + f.flush(None);
+        let flush = t.elapsed();
+        assert_eq!(flushed, n);
+        let mut worst = std::time::Duration::ZERO;
+        let mut calls = 0;
+        while f.pending_flushes() != 0 {
+            let t = std::time::Instant::now();
+            f.age(1, 300, 4096);
+            worst = worst.max(t.elapsed());
+            calls += 1;
+        }
+        // Then aging a full table that expires at once.
+        for m in 0..n as u64 {
+            f.learn(0, m, (m % 8) as PortId, 0);
+        }
+        let mut worst_age = std::time::Duration::ZERO;
+        while !f.is_empty() {
+            let t = std::time::Instant::now();
+            f.age(1000, 300, 4096);
+            worst_age = worst_age.max(t.elapsed());
+        }
+        println!(
+            "1M entries: flush {flush:?}; sweep {calls} calls, worst {worst:?}; aging worst {worst_age:?} per call (this build)"
+        );
+        assert!(flush < std::time::Duration::from_millis(1), "{flush:?}");
     }
 }

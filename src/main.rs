@@ -350,27 +350,17 @@ fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), Str
     if args[0] == "capture" {
         return uvs::observe::capture::client(&path, &args[1..]);
     }
-    let mut args = args;
-    // The daemon reads add-flows files itself: give it an absolute path.
-    if args[0] == "add-flows"
-        && let Some(f) = args.get_mut(2)
-        && let Ok(abs) = std::path::absolute(&*f)
-    {
-        *f = abs.to_string_lossy().into_owned();
+    // Files are read here, never by the daemon.
+    let reply = if args[0] == "add-flows" && args.len() == 3 {
+        control::client::add_flows(&path, &args[1], &args[2])?
+    } else {
+        control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?
+    };
+    match control::client::print_reply(&mut std::io::stdout().lock(), &reply, json) {
+        // `uvs ctl ... | head`: the reader left; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(|e| format!("stdout: {e}")),
     }
-    let reply = control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply.data).unwrap_or_default()
-        );
-    } else if !reply.text.is_empty() {
-        print!("{}", reply.text);
-        if !reply.text.ends_with('\n') {
-            println!();
-        }
-    }
-    Ok(())
 }
 
 /// The netns benchmark scripts, built into the binary so `uvs bench` works from anywhere.

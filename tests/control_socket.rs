@@ -388,3 +388,105 @@ fn many_concurrent_clients() {
         t.join().unwrap();
     }
 }
+
+/// Whether the server closed `stream` within `within` (a read returns end of file or an error).
+fn closed_within(stream: &UnixStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn start_limited(tag: &str, limits: control::server::Limits) -> (TempDir, ServerHandle) {
+    let dir = TempDir::new(tag);
+    let server = control::server::serve_with(&dir.sock(), registry(), 0o600, limits).unwrap();
+    (dir, server)
+}
+
+#[test]
+fn slow_requests_cannot_lock_others_out() {
+    let limits = control::server::Limits {
+        request_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 4,
+        max_per_uid: 4,
+    };
+    let (_dir, server) = start_limited("slowloris", limits);
+    let t0 = std::time::Instant::now();
+    // Every slot taken by a client that sends one byte of a request and then nothing.
+    let slow: Vec<UnixStream> = (0..4)
+        .map(|_| {
+            let mut s = UnixStream::connect(server.path()).unwrap();
+            s.write_all(b"{").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // A new client still gets in (the longest-waiting slow one makes room) ...
+    assert_serves(server.path());
+    let evicted = slow
+        .iter()
+        .filter(|s| closed_within(s, Duration::from_millis(100)))
+        .count();
+    assert_eq!(evicted, 1, "one slow connection made room");
+    // ... and the rest are closed once their request is overdue, however slowly they trickle.
+    for s in &slow {
+        let _ = (&*s).write_all(b" ");
+        assert!(closed_within(s, Duration::from_secs(3)), "slow request cut");
+    }
+    let took = t0.elapsed();
+    println!("slow requests cut after {took:?} (limit 1 s)");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_serves(server.path());
+}
+
+#[test]
+fn connections_per_uid_are_limited_by_evicting_the_oldest() {
+    let limits = control::server::Limits {
+        max_per_uid: 2,
+        ..Default::default()
+    };
+    let (_dir, server) = start_limited("peruid", limits);
+    let a = UnixStream::connect(server.path()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let b = UnixStream::connect(server.path()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // A third connection of this uid evicts the idle one that waited longest (a).
+    assert_serves(server.path());
+    assert!(closed_within(&a, Duration::from_secs(2)));
+    assert!(!closed_within(&b, Duration::from_millis(200)), "b stays");
+}
+
+#[test]
+fn long_names_in_errors_are_capped() {
+    let (_dir, server) = start("cap");
+    let name = "n".repeat(900_000);
+    let err = control::call(server.path(), &name, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 2048, "{} bytes", err.len());
+    let mut r = Registry::new();
+    r.register("named", "NAME", 1, 1, |a| {
+        Err(control::CtlError::new(format!(
+            "bridge name '{}' is bad",
+            a[0]
+        )))
+    });
+    let dir = TempDir::new("cap2");
+    let s = control::serve(&dir.sock(), Arc::new(r), 0o600).unwrap();
+    let err = control::call(s.path(), "named", &["x".repeat(900_000)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.len() <= 1100 && err.ends_with("' is bad"),
+        "{} bytes",
+        err.len()
+    );
+}

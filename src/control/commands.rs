@@ -65,7 +65,26 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     reg.register("fdb-show", "fdb-show BRIDGE", 1, 1, move |a| {
-        let v = ask(&w, Command::FdbShow(a[0].clone()))?;
+        // Page by page (bounded work per worker request), sorted here.
+        let mut rows = Vec::new();
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let bridge = a[0].clone();
+            let mut v = ask(&w, Command::FdbShow { bridge, from: f })?;
+            from = v["next"].as_u64().map(|n| n as usize);
+            if let Value::Array(page) = v["entries"].take() {
+                rows.extend(page);
+            }
+        }
+        let key = |r: &Value| {
+            (
+                str_of(&r["port"]).to_string(),
+                r["vlan"].as_u64(),
+                str_of(&r["mac"]).to_string(),
+            )
+        };
+        rows.sort_by_cached_key(key);
+        let v = serde_json::json!({"bridge": a[0], "entries": rows});
         Ok(Reply::new(render_fdb(&v), v))
     });
     let w = worker.clone();
@@ -453,22 +472,18 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(String::new(), v))
     });
     let w = worker.clone();
+    // The flows come as arguments: `uvs ctl add-flows BRIDGE FILE` reads FILE itself and sends
+    // its lines (the daemon never opens a path a client names).
     reg.register(
         "add-flows",
-        "add-flows BRIDGE FILE (one flow a line; # comments)",
+        "add-flows BRIDGE FLOW... (uvs ctl add-flows BRIDGE FILE|- reads the file)",
         2,
-        2,
+        UNLIMITED,
         move |a| {
-            let text = std::fs::read_to_string(&a[1])
-                .map_err(|e| CtlError::new(format!("FILE: {}: {e}", a[1])))?;
-            let mut flows = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let f = parse_flow(line)
-                    .map_err(|e| CtlError::new(format!("{}:{}: {e}", a[1], i + 1)))?;
+            let mut flows = Vec::with_capacity(a.len() - 1);
+            for (i, line) in a[1..].iter().enumerate() {
+                let f =
+                    parse_flow(line).map_err(|e| CtlError::new(format!("flow {}: {e}", i + 1)))?;
                 flows.push(f);
             }
             let v = ask(

@@ -20,8 +20,14 @@
 //!   request ("invalid JSON-RPC request: params[1] must be a string, got number").
 //! - Errors that close the connection after the error response (id `null`): malformed JSON
 //!   ("malformed JSON-RPC request: ... at line L column C"), a request over
-//!   [`server::MAX_REQUEST_BYTES`], more than [`server::MAX_CONNECTIONS`] connections.
-//!   Connections idle for [`server::IDLE_TIMEOUT`] are closed without a response.
+//!   [`server::MAX_REQUEST_BYTES`], a connection when all [`server::MAX_CONNECTIONS`] (or the
+//!   uid's [`server::MAX_CONNECTIONS_PER_UID`]) are running commands; otherwise a new
+//!   connection evicts the longest-waiting one. A request not complete within
+//!   [`server::REQUEST_TIMEOUT`] of its first byte, or a connection idle for
+//!   [`server::IDLE_TIMEOUT`], is closed without a response.
+//! - Error messages are capped at [`registry::MAX_ERROR_CHARS`] characters (start and end kept).
+//! - The daemon never opens a file a client names: `uvs ctl add-flows BRIDGE FILE` reads the
+//!   file and sends `add-flows BRIDGE FLOW...` requests below the size limit.
 //! - Built-in commands: `list-commands` (text: one `"  name usage"` line per command, sorted;
 //!   data: `[{"name": ..., "usage": ...}]`, usage without the name) and `version` (data:
 //!   `{"version": "X.Y.Z"}`).

@@ -97,6 +97,11 @@ const MAX_QUOTED_NAME: usize = 64;
 /// The longest command line (name and arguments) written to the log.
 const MAX_LOGGED: usize = 1024;
 
+/// The longest error message sent to a client, in characters: a longer one keeps its start and
+/// its end (which says what was wrong) and says how much was cut from the middle, so a
+/// 900 KB name does not come back as a 900 KB error.
+pub const MAX_ERROR_CHARS: usize = 1024;
+
 enum Action {
     ListCommands,
     Version,
@@ -261,6 +266,7 @@ impl Registry {
             }
             _ => self.call_checked(method, params),
         };
+        let r = r.map_err(|e| CtlError::new(cap_message(e.message(), MAX_ERROR_CHARS)));
         let cmd = quote(&format!("{method} {}", params.join(" ")), MAX_LOGGED);
         match &r {
             Ok(_) if change => tracing::info!("ctl {} from {peer}: ok", cmd.trim_end()),
@@ -356,6 +362,19 @@ fn quote_name(name: &str) -> String {
     quote(name, MAX_QUOTED_NAME)
 }
 
+/// `text` if it has at most `limit` characters, else its first and last `limit / 2 - 20`
+/// characters around a note of how many were cut.
+pub fn cap_message(text: &str, limit: usize) -> String {
+    let n = text.chars().count();
+    if n <= limit {
+        return text.to_string();
+    }
+    let keep = (limit / 2).saturating_sub(20);
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(n - keep).collect();
+    format!("{head}...[{} characters cut]...{tail}", n - 2 * keep)
+}
+
 /// `text` with control characters escaped, cut after `limit` characters.
 fn quote(text: &str, limit: usize) -> String {
     let mut out = String::new();
@@ -376,6 +395,21 @@ fn quote(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_errors_are_capped_keeping_both_ends() {
+        let mut r = Registry::new();
+        r.register("named", "NAME", 1, 1, |a| {
+            Err(CtlError::new(format!("bridge name '{}' is too long", a[0])))
+        });
+        let e = r.call("named", &["x".repeat(900_000)]).unwrap_err();
+        let m = e.message();
+        assert!(m.chars().count() <= MAX_ERROR_CHARS, "{} chars", m.len());
+        assert!(m.starts_with("bridge name 'xxx"), "{m}");
+        assert!(m.ends_with("xxx' is too long"), "{m}");
+        assert!(m.contains("characters cut]"), "{m}");
+        assert_eq!(cap_message("short", 10), "short");
+    }
 
     fn echo_registry() -> Registry {
         let mut r = Registry::new();

@@ -3,6 +3,16 @@
 //! [`serve`] binds the socket and starts an accept thread; each connection gets its own thread
 //! that answers requests one after another ([`handle_connection`], which does no socket setup
 //! and can be driven from memory by tests and fuzzers).
+//!
+//! Limits (see [`Limits`]; a client cannot hold the socket against the others):
+//! - a request is at most [`MAX_REQUEST_BYTES`] and must arrive whole within
+//!   `request_timeout` of its first byte (a byte every few seconds does not keep it alive);
+//!   a connection idle between requests for `idle_timeout` is closed;
+//! - at most `max_connections` connections, at most `max_per_uid` of them from one user
+//!   (`SO_PEERCRED`); when either is reached, a new connection evicts the one of that user
+//!   (or of anyone) that has waited longest without a command running, so a new client always
+//!   gets in unless every connection is running a command;
+//! - a reaper thread checks the deadlines four times a second and shuts overdue connections.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -15,7 +25,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -28,8 +38,52 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// A connection that sends nothing for this long is closed (also bounds a blocked reply write).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connections served at once; further ones get an error reply and are closed.
+/// Connections served at once (see [`Limits`]).
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Connections one user (peer uid) may hold at once (see [`Limits`]).
+pub const MAX_CONNECTIONS_PER_UID: usize = 32;
+
+/// A request must arrive whole within this time of its first byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the reaper looks for overdue connections.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// The server's limits; [`Limits::default`] uses the constants of this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request must arrive whole within this time of its first byte.
+    pub request_timeout: Duration,
+    /// A connection idle this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections one peer uid may hold at once.
+    pub max_per_uid: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: REQUEST_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_per_uid: MAX_CONNECTIONS_PER_UID,
+        }
+    }
+}
+
+/// What a connection is doing, for the reaper and for eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a request since the instant.
+    Idle(Instant),
+    /// Reading a request whose first byte came at the instant.
+    Reading(Instant),
+    /// Running a command or writing its reply (never evicted; the write timeout bounds it).
+    Running,
+}
 
 /// How a connection ended (returned by [`handle_connection`], mostly for tests).
 #[derive(Debug)]
@@ -48,13 +102,16 @@ pub enum ConnectionEnd {
 
 /// A [`Read`] that fails once more than a budget of bytes is read; the budget is reset by the
 /// reader's owner after each complete request.
-struct Budgeted<R> {
+struct Budgeted<'t, R> {
     inner: R,
     budget: Rc<Cell<usize>>,
     exceeded: Rc<Cell<bool>>,
+    /// True while a request is being read (set on the first read after a request completed).
+    reading: Rc<Cell<bool>>,
+    track: &'t dyn Fn(Phase),
 }
 
-impl<R: Read> Read for Budgeted<R> {
+impl<R: Read> Read for Budgeted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.budget.get();
         if left == 0 {
@@ -64,6 +121,11 @@ impl<R: Read> Read for Budgeted<R> {
         let take = buf.len().min(left);
         let n = self.inner.read(&mut buf[..take])?;
         self.budget.set(left - n);
+        // A request starts at its first byte that is not whitespace between requests.
+        if !self.reading.get() && buf[..n].iter().any(|b| !b.is_ascii_whitespace()) {
+            self.reading.set(true);
+            (self.track)(Phase::Reading(Instant::now()));
+        }
         Ok(n)
     }
 }
@@ -85,16 +147,31 @@ pub fn handle_connection<R: Read, W: Write>(
 /// [`handle_connection`] for a client described as `peer` in the change log ("pid 12 uid 0").
 pub fn handle_connection_from<R: Read, W: Write>(
     reader: R,
-    mut writer: W,
+    writer: W,
     registry: &Registry,
     peer: &str,
 ) -> ConnectionEnd {
+    handle_connection_tracked(reader, writer, registry, peer, &|_| {})
+}
+
+/// [`handle_connection_from`] that reports each change of [`Phase`] to `track` (the server's
+/// reaper and eviction use it).
+pub fn handle_connection_tracked<R: Read, W: Write>(
+    reader: R,
+    mut writer: W,
+    registry: &Registry,
+    peer: &str,
+    track: &dyn Fn(Phase),
+) -> ConnectionEnd {
     let budget = Rc::new(Cell::new(MAX_REQUEST_BYTES));
     let exceeded = Rc::new(Cell::new(false));
+    let reading = Rc::new(Cell::new(false));
     let reader = Budgeted {
         inner: BufReader::new(reader),
         budget: budget.clone(),
         exceeded: exceeded.clone(),
+        reading: reading.clone(),
+        track,
     };
     let mut requests = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
     loop {
@@ -102,6 +179,8 @@ pub fn handle_connection_from<R: Read, W: Write>(
             None => return ConnectionEnd::Closed,
             Some(Ok(value)) => {
                 budget.set(MAX_REQUEST_BYTES);
+                reading.set(false);
+                track(Phase::Running);
                 (respond(&value, registry, peer), None)
             }
             Some(Err(_)) if exceeded.get() => (
@@ -127,6 +206,7 @@ pub fn handle_connection_from<R: Read, W: Write>(
         if let Some(end) = end {
             return end;
         }
+        track(Phase::Idle(Instant::now()));
     }
 }
 
@@ -144,16 +224,33 @@ fn respond(value: &Value, registry: &Registry, peer: &str) -> Response {
     }
 }
 
-/// State shared by the accept thread, the connection threads and the handle.
+/// One live connection, as the accept thread and the reaper see it.
+struct Conn {
+    /// A clone of the stream, so the server can shut it.
+    stream: UnixStream,
+    /// The peer's uid (`None` when `SO_PEERCRED` failed).
+    uid: Option<u32>,
+    phase: Phase,
+    /// Shut by eviction or the reaper; no longer counted against the limits.
+    closing: bool,
+}
+
+/// State shared by the accept thread, the connection threads, the reaper and the handle.
 struct Shared {
     registry: Arc<Registry>,
+    limits: Limits,
     stop: AtomicBool,
     active: AtomicUsize,
     next_id: AtomicU64,
-    /// Clones of the live connections, so shutdown can close them.
-    connections: Mutex<HashMap<u64, UnixStream>>,
+    /// The live connections.
+    connections: Mutex<HashMap<u64, Conn>>,
 }
 
+impl Shared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 /// A running control socket server. Dropping it shuts it down.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -162,6 +259,7 @@ pub struct ServerHandle {
     ident: (u64, u64),
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
+    reaper_thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -197,10 +295,11 @@ impl ServerHandle {
                 let _ = thread.join();
             }
         }
-        if let Ok(connections) = self.shared.connections.lock() {
-            for stream in connections.values() {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-            }
+        for c in self.shared.conns().values() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(thread) = self.reaper_thread.take() {
+            let _ = thread.join();
         }
         if ours {
             let _ = fs::remove_file(&self.path);
@@ -226,6 +325,16 @@ impl Drop for ServerHandle {
 /// `mode` (it is bound in a private directory, then linked into place), so no client can
 /// connect through looser permissions first.
 pub fn serve(path: &Path, registry: Arc<Registry>, mode: u32) -> io::Result<ServerHandle> {
+    serve_with(path, registry, mode, Limits::default())
+}
+
+/// [`serve`] with explicit [`Limits`].
+pub fn serve_with(
+    path: &Path,
+    registry: Arc<Registry>,
+    mode: u32,
+    limits: Limits,
+) -> io::Result<ServerHandle> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -241,6 +350,7 @@ pub fn serve(path: &Path, registry: Arc<Registry>, mode: u32) -> io::Result<Serv
         .map_err(|e| context(e, format!("cannot stat {}", path.display())))?;
     let shared = Arc::new(Shared {
         registry,
+        limits,
         stop: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         next_id: AtomicU64::new(0),
@@ -257,11 +367,17 @@ pub fn serve(path: &Path, registry: Arc<Registry>, mode: u32) -> io::Result<Serv
             return Err(e);
         }
     };
+    let reaper_shared = shared.clone();
+    let reaper_thread = thread::Builder::new()
+        .name("uvs-ctl-reaper".into())
+        .spawn(move || reap_loop(&reaper_shared))
+        .ok();
     Ok(ServerHandle {
         path: path.to_path_buf(),
         ident: (meta.dev(), meta.ino()),
         shared,
         accept_thread: Some(accept_thread),
+        reaper_thread,
     })
 }
 
@@ -358,27 +474,48 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 }
 
 fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
-    if shared.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-        let message = format!("too many control connections (limit {MAX_CONNECTIONS})");
-        let _ = (&stream).write_all(&Response::err(Value::Null, message).to_line());
-        return;
-    }
+    let limits = shared.limits;
+    let _ = stream.set_read_timeout(Some(limits.idle_timeout));
+    let _ = stream.set_write_timeout(Some(limits.idle_timeout));
+    let cred = super::sys::peer_cred(&stream);
+    let uid = cred.as_ref().ok().map(|c| c.uid);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    if let (Ok(clone), Ok(mut connections)) = (stream.try_clone(), shared.connections.lock()) {
-        connections.insert(id, clone);
+    {
+        let mut conns = shared.conns();
+        if let Err(message) = admit(&mut conns, uid, &limits) {
+            drop(conns);
+            tracing::warn!("control socket: refused a connection: {message}");
+            let _ = (&stream).write_all(&Response::err(Value::Null, message).to_line());
+            return;
+        }
+        let Ok(clone) = stream.try_clone() else {
+            return;
+        };
+        conns.insert(
+            id,
+            Conn {
+                stream: clone,
+                uid,
+                phase: Phase::Idle(Instant::now()),
+                closing: false,
+            },
+        );
+        shared.active.fetch_add(1, Ordering::SeqCst);
     }
     let conn_shared = shared.clone();
     let spawned = thread::Builder::new()
         .name("uvs-ctl-conn".into())
         .spawn(move || {
-            let peer = match super::sys::peer_cred(&stream) {
+            let peer = match cred {
                 Ok(c) => c.to_string(),
                 Err(e) => format!("unknown peer ({e})"),
             };
-            handle_connection_from(&stream, &stream, &conn_shared.registry, &peer);
+            let track = |phase: Phase| {
+                if let Some(c) = conn_shared.conns().get_mut(&id) {
+                    c.phase = phase;
+                }
+            };
+            handle_connection_tracked(&stream, &stream, &conn_shared.registry, &peer, &track);
             finish_connection(&conn_shared, id);
         });
     if spawned.is_err() {
@@ -386,11 +523,88 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
     }
 }
 
-fn finish_connection(shared: &Shared, id: u64) {
-    if let Ok(mut connections) = shared.connections.lock() {
-        connections.remove(&id);
+/// Makes room for a connection from `uid`: evicts the longest-waiting connection of that user
+/// when it holds `max_per_uid`, else the longest-waiting of all when `max_connections` are
+/// open. Fails (with the message for the client) when nothing can be evicted.
+fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> Result<(), String> {
+    // Connections whose client already left (their thread has not noticed yet) do not count.
+    for c in conns.values_mut() {
+        if !c.closing && c.phase != Phase::Running && super::sys::peer_gone(&c.stream) {
+            c.closing = true;
+        }
     }
-    shared.active.fetch_sub(1, Ordering::SeqCst);
+    let live = || conns.values().filter(|c| !c.closing);
+    let of_uid = live().filter(|c| c.uid == uid).count();
+    let total = live().count();
+    let (same_user, why) = if of_uid >= limits.max_per_uid {
+        (true, format!("uid {}", uid.map_or(-1, i64::from)))
+    } else if total >= limits.max_connections {
+        (false, String::new())
+    } else {
+        return Ok(());
+    };
+    let victim = conns
+        .iter_mut()
+        .filter(|(_, c)| !c.closing && (!same_user || c.uid == uid))
+        .filter_map(|(_, c)| match c.phase {
+            Phase::Idle(t) | Phase::Reading(t) => Some((t, c)),
+            Phase::Running => None,
+        })
+        .min_by_key(|(t, _)| *t);
+    match victim {
+        Some((_, c)) => {
+            // Debug level: a client making connections in a loop must not flood the log.
+            tracing::debug!(
+                "control socket: closing the longest-waiting connection (uid {:?}) to admit a new one",
+                c.uid
+            );
+            c.closing = true;
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            Ok(())
+        }
+        None if same_user => Err(format!(
+            "too many control connections for {why} (limit {}), all running commands",
+            limits.max_per_uid
+        )),
+        None => Err(format!(
+            "too many control connections (limit {}), all running commands",
+            limits.max_connections
+        )),
+    }
+}
+
+/// Shuts connections whose request is overdue or that idled too long, until the server stops.
+fn reap_loop(shared: &Shared) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        thread::sleep(REAP_EVERY);
+        let limits = shared.limits;
+        for c in shared.conns().values_mut().filter(|c| !c.closing) {
+            let overdue = match c.phase {
+                Phase::Reading(t) => t.elapsed() > limits.request_timeout,
+                Phase::Idle(t) => t.elapsed() > limits.idle_timeout,
+                Phase::Running => false,
+            };
+            if overdue {
+                tracing::debug!(
+                    "control socket: closing a connection (uid {:?}): {}",
+                    c.uid,
+                    if matches!(c.phase, Phase::Reading(_)) {
+                        "request not complete in time"
+                    } else {
+                        "idle"
+                    }
+                );
+                c.closing = true;
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn finish_connection(shared: &Shared, id: u64) {
+    if shared.conns().remove(&id).is_some() {
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn context(e: io::Error, what: String) -> io::Error {

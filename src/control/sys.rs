@@ -1,5 +1,6 @@
-//! The two system calls the control plane needs that std does not offer: the peer credentials
-//! of a unix socket connection (`SO_PEERCRED`, for the change log) and a SIGHUP flag (reload).
+//! The system calls the control plane needs that std does not offer: the peer credentials of a
+//! unix socket connection (`SO_PEERCRED`, for the change log and the per-uid limit), whether a
+//! peer has hung up (a non-blocking peek), and a SIGHUP flag (reload).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -48,6 +49,23 @@ pub fn peer_cred(stream: &UnixStream) -> std::io::Result<PeerCred> {
     })
 }
 
+/// True when the peer of `stream` has closed its end and nothing is left to read (a
+/// non-blocking peek returns end of file); never blocks and leaves the stream's mode alone.
+pub fn peer_gone(stream: &UnixStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the fd is a live socket owned by `stream`; the buffer is one valid byte; with
+    // MSG_PEEK | MSG_DONTWAIT the call neither consumes data nor blocks.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
 static HUP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_hup(_: libc::c_int) {
@@ -68,6 +86,18 @@ pub fn install_hup_handler() -> &'static AtomicBool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_gone_after_close_only() {
+        let (a, b) = UnixStream::pair().unwrap();
+        assert!(!peer_gone(&a), "open, nothing to read");
+        std::io::Write::write_all(&mut &b, b"x").unwrap();
+        drop(b);
+        assert!(!peer_gone(&a), "unread data left");
+        let mut buf = [0u8; 1];
+        std::io::Read::read(&mut &a, &mut buf).unwrap();
+        assert!(peer_gone(&a));
+    }
 
     #[test]
     fn peer_cred_of_a_socketpair_is_ourselves() {

@@ -95,7 +95,12 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(render_mirrors(&v["mirrors"]), v))
     });
     // Captures change no configuration: not journalled (the poll runs 4 times a second).
-    reg.set_read_only(&["capture-start", "capture-read", "capture-stop", "mirror-show"]);
+    reg.set_read_only(&[
+        "capture-start",
+        "capture-read",
+        "capture-stop",
+        "mirror-show",
+    ]);
 }
 
 /// Mirrors ask the worker separately from `show`'s main answer.

@@ -8,9 +8,12 @@ use crate::packet::Frames;
 
 /// Learn every frame's (VLAN, source MAC) on `in_port`.
 pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
-    if dp.port(in_port).is_some_and(|p| !p.learn) {
-        return;
-    }
+    let limit = match dp.port(in_port) {
+        Some(p) if !p.learn => return,
+        Some(p) => p.mac_limit,
+        None => u32::MAX,
+    };
+    let mut refused = 0u64;
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
@@ -27,11 +30,19 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
             continue;
         }
         last = key;
-        match b.fdb.learn(m.vlan, m.src, in_port, now) {
+        match b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit) {
             Learn::Refreshed | Learn::Static => {}
             Learn::New => b.counters.learned += 1,
             Learn::Moved { .. } => b.counters.moves += 1,
             Learn::Full => b.counters.fdb_full += 1,
+            Learn::Collision => b.counters.fdb_collisions += 1,
+            Learn::PortLimit => refused += 1,
+        }
+    }
+    if refused != 0 {
+        b.counters.mac_limit += refused;
+        if let Some(p) = dp.port_mut(in_port) {
+            p.counters.mac_limit_refused += refused;
         }
     }
 }

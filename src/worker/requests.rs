@@ -13,6 +13,9 @@ use crate::port::afxdp::{AfxdpOptions, AfxdpPort, XdpMode};
 use crate::port::tap::{TapOptions, TapPort};
 use crate::port::{Port, PortKind};
 
+/// Table slots one `FdbShow` page covers (bounded work for the worker per request).
+pub const FDB_PAGE_SLOTS: usize = 4096;
+
 /// What the control plane can ask of the worker.
 pub enum Command {
     /// Create a bridge (and its ports, if the spec lists any).
@@ -39,8 +42,14 @@ pub enum Command {
     DelPort(String),
     /// Describe bridges and ports.
     Show,
-    /// The FDB of a bridge.
-    FdbShow(String),
+    /// One page of a bridge's FDB: the entries of [`FDB_PAGE_SLOTS`] table slots from slot
+    /// `from` (unsorted), and `next`, where the following page starts (null: done).
+    FdbShow {
+        /// Bridge name.
+        bridge: String,
+        /// First slot.
+        from: usize,
+    },
     /// Add a static FDB entry (with the remote VTEP for a tunnel port).
     FdbAdd {
         /// Bridge name.
@@ -171,12 +180,10 @@ impl Worker {
                 Ok(json!({"deleted": name}))
             }
             Command::Show => Ok(self.show()),
-            Command::FdbShow(bridge) => {
+            Command::FdbShow { bridge, from } => {
                 let b = self.bridge_id(&bridge)?;
-                Ok(json!({
-                    "bridge": bridge,
-                    "entries": self.dp.fdb_rows(b, now as u32),
-                }))
+                let (rows, next) = self.dp.fdb_rows_page(b, now as u32, from, FDB_PAGE_SLOTS);
+                Ok(json!({"bridge": bridge, "entries": rows, "next": next}))
             }
             Command::FdbFlush { bridge, port } => {
                 let b = self.bridge_id(&bridge)?;
@@ -603,10 +610,12 @@ impl Worker {
         port: Box<dyn Port>,
         ofport: u16,
     ) -> Result<(), String> {
+        let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
             ofport,
+            mac_limit,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);

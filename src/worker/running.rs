@@ -78,9 +78,8 @@ impl Worker {
             b.meters = Some(meters).filter(|m| !m.is_empty());
             let fdb: Vec<FdbSpec> = self
                 .dp
-                .fdb_rows(id, 0)
+                .fdb_static_rows(id)
                 .into_iter()
-                .filter(|r| r.is_static)
                 .map(|r| FdbSpec {
                     mac: r.mac,
                     port: r.port,
