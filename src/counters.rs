@@ -64,6 +64,8 @@ drop_reasons! {
     VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
     FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
+    ArpQueueFull => "arp-queue-full", "next hop unresolved and its hold queue (3 packets; 64 per bridge, 256 in all) full";
+    ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
 }
 
 /// Counters of one port.
@@ -138,6 +140,8 @@ pub struct RouterCounters {
     pub arp_replies: u64,
     /// ARP requests sent to resolve next hops.
     pub arp_requests: u64,
+    /// Packets held while their next hop was resolved.
+    pub arp_queued: u64,
     /// ICMP echo requests to a gateway answered.
     pub echo_replies: u64,
     /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).

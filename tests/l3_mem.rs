@@ -127,17 +127,22 @@ fn routes_between_bridges_after_arp() {
     let pkt = udp(n.gw0, H_A, H_B, 64);
     n.h.send(n.a, &pkt);
     let out = n.h.outputs();
-    // First packet: dropped while the router asks for H_B on br1.
+    // First packet: held while the router asks for H_B on br1.
     assert_eq!(out[n.b as usize].len(), 1);
     let req = etherparse::ArpPacketSlice::from_slice(&out[n.b as usize][0][14..42]).unwrap();
     assert_eq!(req.operation(), etherparse::ArpOperation::REQUEST);
     assert_eq!(req.target_protocol_addr(), &H_B);
-    assert_eq!(n.h.drops(n.a, DropReason::ArpPending), 1);
-    // B answers; the next packet is routed.
+    assert_eq!(n.h.dp.router.arp_queued, 1);
+    assert_eq!(n.h.dp.neigh.held(), 1);
+    // B answers: the held packet leaves, rewritten like any routed one.
     n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
+    let held = n.h.outputs();
+    assert_eq!(held[n.b as usize].len(), 1, "held packet released");
+    assert_eq!(n.h.dp.neigh.held(), 0);
     n.h.send(n.a, &pkt);
     let out = n.h.outputs();
     assert_eq!(out[n.b as usize].len(), 1);
+    assert_eq!(out[n.b as usize][0], held[n.b as usize][0], "same bytes");
     let f = &out[n.b as usize][0];
     assert_eq!(&f[0..6], &mac(3), "to B's MAC");
     assert_eq!(&f[6..12], &n.gw1.0, "from br1's gateway MAC");
@@ -148,7 +153,7 @@ fn routes_between_bridges_after_arp() {
         panic!("udp")
     };
     assert_eq!(u.payload(), b"hello router");
-    assert_eq!(n.h.dp.router.routed, 1);
+    assert_eq!(n.h.dp.router.routed, 2);
     assert!(out[n.a as usize].is_empty());
 }
 
@@ -288,4 +293,68 @@ fn setting_a_gateway_sends_gratuitous_arp() {
         "gratuitous: target is the sender"
     );
     assert_eq!(&out[n.a as usize][0][0..6], &[0xff; 6]);
+}
+
+fn udp_from(
+    src_mac: [u8; 6],
+    dst_mac: MacAddr,
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac.0)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut f, b"payload")
+        .unwrap();
+    f
+}
+
+/// Both hosts announce themselves to their gateways, so no packet waits for ARP.
+fn resolved(n: &mut Net) {
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    n.h.send(n.b, &arp(1, mac(3), H_B, [0; 6], GW1, BCAST));
+    n.h.outputs();
+}
+
+#[test]
+fn masquerade_leaves_inbound_routed_connections_untranslated() {
+    let mut n = net();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    // Without rules, routing is stateless.
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_A, 2)));
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1);
+    assert!(n.h.dp.nat.ct.is_empty(), "nothing tracked without rules");
+    // br1 plays the uplink: connections from br0's subnet leaving through it are masqueraded.
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    // The outside host B reaches A by address (it has a route to 10.0.1.0/24 via the gateway).
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 7000), (H_A, 53)));
+    let out = n.h.outputs();
+    let (ip, _) = ip_of(&out[n.a as usize][0]);
+    assert_eq!((ip.source, ip.destination), (H_B, H_A), "not translated");
+    // A's answer is a reply of that connection: it keeps A's address and port.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 53), (H_B, 7000)));
+    let out = n.h.outputs();
+    let (ip, t) = ip_of(&out[n.b as usize][0]);
+    assert_eq!(
+        (ip.source, ip.destination),
+        (H_A, H_B),
+        "reply not masqueraded"
+    );
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    assert_eq!((u.source_port(), u.destination_port()), (53, 7000));
+    assert_eq!(n.h.dp.nat.ct.len(), 1, "tracked untranslated");
+    // A connection A starts itself is still masqueraded.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 4444), (H_B, 80)));
+    let out = n.h.outputs();
+    let (ip, _) = ip_of(&out[n.b as usize][0]);
+    assert_eq!(ip.source, GW1, "new outbound connection masqueraded");
+    assert_eq!(n.h.dp.nat.ct.len(), 2);
 }

@@ -157,11 +157,16 @@ fn underlay(
     let nh = route.next_hop(remote.into()).octets();
     match dp.neigh.resolve(bridge, nh, now) {
         Resolve::Mac(m) => Ok((bridge, gw.mac, m, mtu)),
+        Resolve::Probe(m) => {
+            l3::send_request(dp, frames, bridge, gw, (nh, m), made);
+            Ok((bridge, gw.mac, m, mtu))
+        }
         Resolve::SendRequest => {
             l3::arp_request(dp, frames, bridge, gw, nh, made);
             Err(DropReason::ArpPending)
         }
         Resolve::Pending => Err(DropReason::ArpPending),
+        Resolve::Failed => Err(DropReason::ArpFailed),
     }
 }
 

@@ -238,6 +238,7 @@ impl Worker {
             let moved = self.poll_once(&mut batch, now);
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
+                crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
             }
             if moved > 0 {
                 self.stats.busy_iterations += 1;
@@ -276,6 +277,7 @@ impl Worker {
             now = now_ms / 1000;
             self.dp.now_ms = now_ms;
             self.dp.age_fdbs(now as u32, AGE_BUDGET);
+            crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
             idle_since = None;
         }
         self.close_all();
