@@ -94,3 +94,136 @@ fn masquerade_keeps_inbound_routed_connections() {
         "{ct}"
     );
 }
+
+/// Poll `f` every 200 ms until it is true or `secs` pass.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn first_packet_to_an_unresolved_host_is_delivered() {
+    if !root_or_skip("first_packet_to_an_unresolved_host_is_delivered") {
+        return;
+    }
+    let p = prefix("cq");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0", "gateway=172.30.0.1/24"]);
+    d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
+    // A port joining a bridge with a gateway hears a gratuitous ARP for it: with arp_accept the
+    // container's kernel makes a neighbour entry from it without ever asking.
+    t.container(&n("c1"), &n("p1"), "172.30.0.2/24");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &n("c1"),
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.eth0.arp_accept=1",
+    ]);
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    assert!(
+        eventually(5, || sh(&[
+            "ip",
+            "-n",
+            &n("c1"),
+            "neigh",
+            "show",
+            "172.30.0.1"
+        ])
+        .contains("lladdr 02:75:76")),
+        "gratuitous ARP on port join"
+    );
+    attach(
+        &mut t,
+        &d,
+        ("ext", &n("o"), &n("po")),
+        "afxdp",
+        "10.251.0.2/24",
+        &[],
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &n("c1"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "172.30.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &n("o"),
+        "route",
+        "add",
+        "172.30.0.0/24",
+        "via",
+        "10.251.0.1",
+    ]);
+    // Nothing resolved 10.251.0.2 yet: the first echo waits in the hold queue for the ARP reply.
+    assert!(
+        t.exec_ok(&n("c1"), &["ping", "-c", "1", "-W", "3", "10.251.0.2"]),
+        "the very first ping gets its reply"
+    );
+    let stats = d.ctl(&["stats"]);
+    assert!(!stats.contains("arp queued 0,"), "{stats}");
+    assert!(!stats.contains("arp-pending"), "{stats}");
+    let neigh = d.ctl(&["neigh-show"]);
+    assert!(
+        neigh
+            .lines()
+            .any(|l| l.contains("10.251.0.2") && l.contains("REACHABLE")),
+        "{neigh}"
+    );
+}
+
+#[test]
+fn neighbour_follows_a_host_replaced_behind_the_same_address() {
+    if !root_or_skip("neighbour_follows_a_host_replaced_behind_the_same_address") {
+        return;
+    }
+    let p = prefix("cr");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    two_bridges(&mut t, &d, &p);
+    assert!(ping(&n("c1"), "10.251.0.2", 2));
+    // The host behind 10.251.0.2 is replaced by one with another MAC that says nothing (Linux
+    // sends no gratuitous ARP for that by default).
+    sh(&[
+        "ip",
+        "-n",
+        &n("o"),
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:aa:bb:cc",
+    ]);
+    assert!(
+        !ping(&n("c1"), "10.251.0.2", 1),
+        "the router still uses the old MAC right after the change"
+    );
+    // REACHABLE (30 s) -> STALE -> DELAY (5 s) -> unicast probes to the old MAC (3 s) ->
+    // broadcast: the new host answers. Linux's timers, not the 300 s aging.
+    let t0 = std::time::Instant::now();
+    assert!(
+        eventually(50, || ping(&n("c1"), "10.251.0.2", 1)),
+        "reachable again well before the aging time: {}",
+        d.ctl(&["neigh-show"])
+    );
+    eprintln!("reachable again after {:.1} s", t0.elapsed().as_secs_f64());
+    let neigh = d.ctl(&["neigh-show"]);
+    assert!(neigh.contains("02:00:00:aa:bb:cc"), "{neigh}");
+}

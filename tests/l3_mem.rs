@@ -358,3 +358,74 @@ fn masquerade_leaves_inbound_routed_connections_untranslated() {
     assert_eq!(ip.source, GW1, "new outbound connection masqueraded");
     assert_eq!(n.h.dp.nat.ct.len(), 2);
 }
+
+#[test]
+fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
+    let mut n = net();
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    for _ in 0..5 {
+        n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    }
+    assert_eq!(n.h.dp.neigh.held(), 3, "Linux keeps 3");
+    assert_eq!(n.h.drops(n.a, DropReason::ArpQueueFull), 2);
+    assert_eq!(
+        n.h.dp.neigh.rows(n.h.now as u32)[1].state,
+        "INCOMPLETE",
+        "{:?}",
+        n.h.dp.neigh.rows(0)
+    );
+    // Nobody answers: the timers retransmit twice, then fail the entry and free what it held.
+    n.h.outputs();
+    for s in 2..=4 {
+        n.h.dp.age_fdbs(s, 64);
+        uvs::pipeline::neigh_timers(&mut n.h.dp, &mut n.h.frames);
+        n.h.run();
+    }
+    let reqs = n.h.outputs()[n.b as usize].len();
+    assert_eq!(reqs, 2, "broadcast requests retransmitted");
+    assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 3);
+    assert_eq!(n.h.dp.neigh.held(), 0);
+    assert_eq!(
+        n.h.frames.free_count(),
+        n.h.frames.capacity(),
+        "no frame leaked"
+    );
+    // While failed, new packets are dropped at once (no queue, no ARP storm).
+    n.h.now = 4;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 4);
+}
+
+#[test]
+fn stale_neighbour_is_probed_by_unicast_and_follows_a_new_mac() {
+    let mut n = net();
+    resolved(&mut n);
+    n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(&n.h.outputs()[n.b as usize][0][0..6], &mac(3));
+    // 36 s later (30 reachable + 5 delay): the packet still goes to the known MAC, and a
+    // unicast request checks it.
+    n.h.now = 32;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    n.h.now = 37;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    let out = n.h.outputs();
+    let b = &out[n.b as usize];
+    assert_eq!(b.len(), 3, "two packets and one probe");
+    let probe = b.iter().find(|f| f[12..14] == [8, 6]).expect("probe");
+    assert_eq!(&probe[0..6], &mac(3), "unicast to the known MAC");
+    // Another host took the address and says so (gratuitous ARP): followed at once.
+    n.h.send(n.b, &arp(1, mac(9), H_B, [0; 6], H_B, BCAST));
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    let out = n.h.outputs();
+    assert_eq!(&out[n.b as usize][0][0..6], &mac(9));
+    // A stranger off the subnet asking for the gateway is not learned.
+    n.h.send(n.b, &arp(1, mac(7), [10, 7, 7, 7], [0; 6], GW1, BCAST));
+    assert!(
+        n.h.dp
+            .neigh
+            .rows(0)
+            .iter()
+            .all(|r| r.ip.octets() != [10, 7, 7, 7])
+    );
+}

@@ -209,15 +209,19 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("neigh-show", "neigh-show", 0, 0, move |_| {
         let v = ask(&w, Command::NeighShow)?;
-        let mut s = String::from(" bridge           address          MAC                Age\n");
+        let mut s = String::from(
+            " bridge           address          MAC                state       age queued\n",
+        );
         for r in v["neighbours"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
-                " {:<16} {:<16} {:<18} {}",
+                " {:<16} {:<16} {:<18} {:<11} {:>3} {}",
                 str_of(&r["bridge"]),
                 str_of(&r["ip"]),
-                r["mac"].as_str().unwrap_or("(incomplete)"),
-                r["age"]
+                r["mac"].as_str().unwrap_or("-"),
+                str_of(&r["state"]),
+                r["age"],
+                r["queued"]
             );
         }
         Ok(Reply::new(s, v))
@@ -380,8 +384,13 @@ fn render_stats(v: &Value) -> String {
     if r.is_object() {
         let _ = writeln!(
             s,
-            "router: routed {}, arp replies {}, arp requests {}, echo replies {}, icmp errors {}",
-            r["routed"], r["arp_replies"], r["arp_requests"], r["echo_replies"], r["icmp_errors"]
+            "router: routed {}, arp replies {}, arp requests {}, arp queued {}, echo replies {}, icmp errors {}",
+            r["routed"],
+            r["arp_replies"],
+            r["arp_requests"],
+            r["arp_queued"],
+            r["echo_replies"],
+            r["icmp_errors"]
         );
     }
     let w = &v["worker"];

@@ -217,7 +217,9 @@ impl Worker {
                             "bridge": self.dp.bridge(r.bridge).map(|b| b.name.clone()),
                             "ip": r.ip.to_string(),
                             "mac": r.mac,
+                            "state": r.state,
                             "age": r.age,
+                            "queued": r.queued,
                         })
                     })
                     .collect();
@@ -563,6 +565,8 @@ impl Worker {
             self.ports.resize_with(i + 1, || None);
         }
         self.ports[i] = port;
+        // Tell the newcomer (and everyone) where the gateway is, as a host joining a LAN hears.
+        crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
         Ok(())
     }
 
