@@ -329,9 +329,11 @@ impl BridgeSpec {
                 "aging" => b.aging = num(k, v)?,
                 "gateway" => b.gateway = Some(v.to_string()),
                 "gateway_mac" => b.gateway_mac = Some(v.to_string()),
+                "isolated" => b.isolated = on_off(k, v)?,
+                "icc" => b.icc = on_off(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc)"
                     ));
                 }
             }
@@ -587,6 +589,15 @@ pub fn parse_gateway(
     }))
 }
 
+/// Parse an `on|off` (or `true|false`) option value.
+pub fn on_off(field: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{field}: '{v}' is not on or off")),
+    }
+}
+
 fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
     args.iter()
         .map(|a| {
@@ -606,6 +617,19 @@ fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_isolation_and_icc_options() {
+        let c = Config::parse("[[bridge]]\nname = \"a\"\nisolated = true\nicc = false\n").unwrap();
+        assert!(c.bridge[0].isolated && !c.bridge[0].icc);
+        let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+        assert!(!c.bridge[0].isolated && c.bridge[0].icc, "defaults");
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let b = BridgeSpec::from_args("a", &args(&["isolated=on", "icc=off"])).unwrap();
+        assert!(b.isolated && !b.icc);
+        let e = BridgeSpec::from_args("a", &args(&["icc=maybe"])).unwrap_err();
+        assert!(e.contains("icc: 'maybe'"), "{e}");
+    }
 
     #[test]
     fn parses_file_and_rejects_unknown_keys() {

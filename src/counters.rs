@@ -66,10 +66,12 @@ drop_reasons! {
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
     ArpQueueFull => "arp-queue-full", "next hop unresolved and its hold queue (3 packets; 64 per bridge, 256 in all) full";
     ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
+    BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
+    IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
 }
 
 /// Counters of one port.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PortCounters {
     /// Frames received (all, including ones dropped later).
     pub rx_packets: u64,
@@ -83,6 +85,20 @@ pub struct PortCounters {
     pub csum_completed: u64,
     /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
     pub drops: [u64; DropReason::COUNT],
+}
+
+// Manual: `Default` is not derived for arrays longer than 32.
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            csum_completed: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortCounters {

@@ -217,6 +217,12 @@ pub struct Bridge {
     pub l3_mtu: u32,
     /// The bridge's flow tables (default: one flow, `priority=0,actions=NORMAL`).
     pub flows: crate::pipeline::flows::FlowTable,
+    /// Docker's network isolation: no routed traffic to or from another isolated bridge
+    /// (counted `bridge-isolated`); non-isolated bridges stay reachable both ways.
+    pub isolated: bool,
+    /// Inter-container communication: off drops port-to-port frames inside the bridge, flooded
+    /// or unicast (counted `icc-denied`); frames to and from the gateway still pass.
+    pub icc: bool,
 }
 
 /// Options for a new bridge.
@@ -436,6 +442,8 @@ impl Datapath {
             gateway: None,
             l3_mtu: 1500,
             flows: Default::default(),
+            isolated: false,
+            icc: true,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {

@@ -227,3 +227,116 @@ fn neighbour_follows_a_host_replaced_behind_the_same_address() {
     let neigh = d.ctl(&["neigh-show"]);
     assert!(neigh.contains("02:00:00:aa:bb:cc"), "{neigh}");
 }
+
+#[test]
+fn isolated_bridges_and_icc_off_like_docker() {
+    if !root_or_skip("isolated_bridges_and_icc_off_like_docker") {
+        return;
+    }
+    let p = prefix("ci");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    // Two user networks (isolated, one with icc off) and a non-isolated uplink.
+    d.ctl(&[
+        "add-br",
+        "neta",
+        "gateway=172.30.1.1/24",
+        "isolated=on",
+        "icc=off",
+    ]);
+    d.ctl(&["add-br", "netb", "gateway=172.30.2.1/24", "isolated=on"]);
+    d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
+    attach(
+        &mut t,
+        &d,
+        ("neta", &n("a"), &n("pa")),
+        "afxdp",
+        "172.30.1.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("neta", &n("a2"), &n("pa2")),
+        "afxdp",
+        "172.30.1.3/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("netb", &n("b"), &n("pb")),
+        "afxdp",
+        "172.30.2.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("ext", &n("o"), &n("po")),
+        "afxdp",
+        "10.251.0.2/24",
+        &[],
+    );
+    for (ns, gw) in [
+        ("a", "172.30.1.1"),
+        ("a2", "172.30.1.1"),
+        ("b", "172.30.2.1"),
+    ] {
+        sh(&["ip", "-n", &n(ns), "route", "add", "default", "via", gw]);
+    }
+    d.ctl(&["nat-add", "masquerade", "src=172.30.1.0/24", "out=ext"]);
+    let show = d.ctl(&["show"]);
+    assert!(show.contains("isolated, icc=off"), "{show}");
+
+    assert!(
+        !ping(&n("a"), "172.30.2.2", 1),
+        "isolated from the other network"
+    );
+    assert!(
+        ping(&n("a"), "10.251.0.2", 1),
+        "masquerade out through the uplink"
+    );
+    let _web = HttpServer::start(&n("a"), "172.30.1.2", 80, "a\n");
+    d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=tcp",
+        "port=8080",
+        "to=172.30.1.2:80",
+    ]);
+    assert_eq!(
+        curl(&n("o"), "http://10.251.0.1:8080/").as_deref(),
+        Some("a\n"),
+        "port mapping in"
+    );
+    assert!(
+        !ping(&n("a"), "172.30.1.3", 1),
+        "icc=off: no container to container"
+    );
+    assert!(
+        ping(&n("a"), "172.30.1.1", 1),
+        "icc=off: the gateway answers"
+    );
+    let stats = d.ctl(&["stats"]);
+    assert!(
+        stats.contains("bridge-isolated=") && stats.contains("icc-denied="),
+        "{stats}"
+    );
+
+    d.ctl(&["set-br", "neta", "isolated=off", "icc=on"]);
+    // (The containers' kernels retry their failed ARP entries at their own pace.)
+    assert!(
+        eventually(10, || ping(&n("a"), "172.30.2.2", 1)),
+        "isolation lifted"
+    );
+    assert!(
+        eventually(10, || ping(&n("a"), "172.30.1.3", 1)),
+        "icc on again"
+    );
+    let err =
+        String::from_utf8_lossy(&d.ctl_raw(&["set-br", "neta", "icc=maybe"]).stderr).into_owned();
+    assert!(err.contains("icc"), "{err}");
+}

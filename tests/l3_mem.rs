@@ -429,3 +429,64 @@ fn stale_neighbour_is_probed_by_unicast_and_follows_a_new_mac() {
             .all(|r| r.ip.octets() != [10, 7, 7, 7])
     );
 }
+
+#[test]
+fn isolated_bridges_do_not_route_to_each_other() {
+    let mut n = net();
+    resolved(&mut n);
+    let (b0, b1) = (
+        n.h.dp.bridge_id("br0").unwrap(),
+        n.h.dp.bridge_id("br1").unwrap(),
+    );
+    n.h.dp.bridge_mut(b0).unwrap().isolated = true;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "to a non-isolated bridge"
+    );
+    n.h.dp.bridge_mut(b1).unwrap().isolated = true;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_A, 2)));
+    let out = n.h.outputs();
+    assert!(out[n.a as usize].is_empty() && out[n.b as usize].is_empty());
+    assert_eq!(n.h.drops(n.a, DropReason::BridgeIsolated), 1);
+    assert_eq!(n.h.drops(n.b, DropReason::BridgeIsolated), 1);
+    // The gateway itself still answers.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, GW0, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"abcdefgh")
+        .unwrap();
+    n.h.send(n.a, &ping);
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1);
+}
+
+#[test]
+fn icc_off_allows_only_the_gateway() {
+    let mut n = net();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    let c = n.h.port(b0, "c", VlanMode::default_trunk());
+    const H_C: [u8; 4] = [10, 0, 1, 3];
+    n.h.send(c, &arp(1, mac(4), H_C, [0; 6], GW0, BCAST));
+    resolved(&mut n);
+    n.h.dp.bridge_mut(b0).unwrap().icc = false;
+    // A to C: unicast (C's MAC is learned), broadcast, unknown unicast: all dropped.
+    n.h.send(n.a, &frame(mac(4), mac(2), 1));
+    n.h.send(n.a, &frame(BCAST, mac(2), 2));
+    n.h.send(n.a, &frame(mac(77), mac(2), 3));
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], H_C, BCAST));
+    let out = n.h.outputs();
+    assert!(out[c as usize].is_empty(), "nothing reaches C");
+    // (The ARP broadcast goes to the gateway only, which answers for its own address alone.)
+    assert_eq!(n.h.drops(n.a, DropReason::IccDenied), 3);
+    // ARP for the gateway is still answered, and routed traffic still reaches C.
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1, "ARP reply");
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_C, 2)));
+    let out = n.h.outputs();
+    assert_eq!(out[c as usize].len(), 1, "routed in through the gateway");
+    assert!(out[n.a as usize].is_empty());
+    assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
+}

@@ -250,6 +250,13 @@ fn ip_in(
         return Err(DropReason::NoRoute);
     };
     let egress = route.bridge();
+    if egress != bridge
+        && dp.bridge(bridge).is_some_and(|b| b.isolated)
+        && dp.bridge(egress).is_some_and(|b| b.isolated)
+    {
+        // Docker's isolation of user networks: two isolated bridges do not route to each other.
+        return Err(DropReason::BridgeIsolated);
+    }
     let Some(out_gw) = dp.bridge(egress).and_then(|b| b.gateway) else {
         return Err(DropReason::NoGateway);
     };

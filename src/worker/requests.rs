@@ -67,6 +67,15 @@ pub enum Command {
         /// The new gateway.
         gateway: Option<crate::datapath::Gateway>,
     },
+    /// Change a bridge's isolation and inter-container communication (None: unchanged).
+    SetBridgeOptions {
+        /// Bridge name.
+        bridge: String,
+        /// `isolated=on|off`.
+        isolated: Option<bool>,
+        /// `icc=on|off`.
+        icc: Option<bool>,
+    },
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
     /// Remove a static route (`PREFIX`).
@@ -189,6 +198,17 @@ impl Worker {
                 self.dp.set_gateway(b, gateway)?;
                 crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
                 Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
+            }
+            Command::SetBridgeOptions {
+                bridge,
+                isolated,
+                icc,
+            } => {
+                let b = self.bridge_id(&bridge)?;
+                let br = self.dp.bridge_mut(b).expect("checked");
+                br.isolated = isolated.unwrap_or(br.isolated);
+                br.icc = icc.unwrap_or(br.icc);
+                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc}))
             }
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
@@ -434,6 +454,10 @@ impl Worker {
         }
         let gateway = spec.gateway()?;
         let id = self.dp.add_bridge(&spec.name, &spec.options())?;
+        if let Some(b) = self.dp.bridge_mut(id) {
+            b.isolated = spec.isolated;
+            b.icc = spec.icc;
+        }
         if let Err(e) = self.dp.set_gateway(id, gateway) {
             let _ = self.dp.del_bridge(id);
             return Err(e);
@@ -615,6 +639,8 @@ impl Worker {
                     "fdb_entries": b.fdb.len(),
                     "fdb_capacity": b.fdb.capacity(),
                     "aging": b.aging,
+                    "isolated": b.isolated,
+                    "icc": b.icc,
                     "ports": ports,
                 })
             })
