@@ -235,7 +235,8 @@ pub struct BridgeSpec {
     /// Gateway address with prefix length, e.g. "172.31.5.1/24" (like docker0's address).
     #[serde(default)]
     pub gateway: Option<String>,
-    /// Gateway MAC (default: 02:75:76 + a hash of the bridge name, stable across restarts).
+    /// Gateway MAC (default: 02:75:76 + a hash of the host id and the bridge name, stable
+    /// across restarts, different between hosts; see `host`).
     #[serde(default)]
     pub gateway_mac: Option<String>,
     /// Docker's isolation of user networks (default false): no routed traffic between this bridge
@@ -580,7 +581,7 @@ pub fn parse_gateway(
             }
             m
         }
-        None => crate::datapath::Gateway::default_mac(bridge),
+        None => crate::datapath::Gateway::host_mac(crate::host::host_id(), bridge),
     };
     Ok(Some(crate::datapath::Gateway {
         ip: ip.octets(),

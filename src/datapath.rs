@@ -179,12 +179,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway's MAC when none is configured: locally administered, stable for a bridge name
-    /// (02:75:76 followed by 24 bits of an FNV-1a hash of the name).
+    /// A gateway MAC derived from the bridge name alone (02:75:76 followed by 24 bits of an
+    /// FNV-1a hash of the name): for tests and benches. The daemon uses [`Gateway::host_mac`].
     pub fn default_mac(bridge: &str) -> MacAddr {
-        let h = bridge.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
+        Gateway::host_mac(&[], bridge)
+    }
+
+    /// The gateway's MAC when none is configured: locally administered, stable for a host and a
+    /// bridge name, different between hosts (02:75:76 followed by 24 bits of an FNV-1a hash of
+    /// the host id and the name). `host` is [`crate::host::host_id`], passed in by the control
+    /// plane: two hosts naming their uplink bridge alike get different MACs on the underlay.
+    pub fn host_mac(host: &[u8], bridge: &str) -> MacAddr {
+        let fnv = |h: u64, b: &u8| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        let mut h = host.iter().fold(0xcbf2_9ce4_8422_2325u64, fnv);
+        if !host.is_empty() {
+            h = fnv(h, &0);
+        }
+        let h = bridge.as_bytes().iter().fold(h, fnv);
         MacAddr([0x02, 0x75, 0x76, (h >> 16) as u8, (h >> 8) as u8, h as u8])
     }
 
@@ -698,6 +709,16 @@ mod tests {
                 .contains("trunks: 'x'")
         );
         assert_eq!(VlanMode::default_trunk().describe(), "trunk=all");
+    }
+
+    #[test]
+    fn gateway_mac_is_per_host_and_stable() {
+        let a = Gateway::host_mac(b"host-a", "ul");
+        assert_eq!(a, Gateway::host_mac(b"host-a", "ul"), "stable");
+        assert_ne!(a, Gateway::host_mac(b"host-b", "ul"), "per host");
+        assert_ne!(a, Gateway::host_mac(b"host-a", "br0"), "per bridge");
+        assert_eq!(&a.0[..3], &[0x02, 0x75, 0x76], "locally administered");
+        assert_eq!(Gateway::default_mac("ul"), Gateway::host_mac(&[], "ul"));
     }
 
     #[test]

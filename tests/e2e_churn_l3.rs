@@ -340,3 +340,65 @@ fn isolated_bridges_and_icc_off_like_docker() {
         String::from_utf8_lossy(&d.ctl_raw(&["set-br", "neta", "icc=maybe"]).stderr).into_owned();
     assert!(err.contains("icc"), "{err}");
 }
+
+#[test]
+fn gateway_mac_is_unique_per_host_and_stable() {
+    if !root_or_skip("gateway_mac_is_unique_per_host_and_stable") {
+        return;
+    }
+    let p = prefix("ch");
+    let n = |s: &str| format!("{p}{s}");
+    let dir = std::env::temp_dir().join(format!("uvs-hostid-{p}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let id_a = dir.join("a/host-id");
+    let id_b = dir.join("b/host-id");
+    let gw_mac = |d: &Daemon| -> String {
+        let show = d.ctl(&["show"]);
+        let line = show
+            .lines()
+            .find(|l| l.starts_with("bridge ul"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .find(|w| w.starts_with("02:75:76"))
+            .unwrap_or_else(|| panic!("{show}"))
+            .trim_end_matches([')', ','])
+            .to_string()
+    };
+    // Two "hosts" name their uplink bridge alike.
+    let start = |tag: &str, file: &std::path::Path| {
+        let d = Daemon::start_env(
+            &n(tag),
+            &[],
+            &[("UVS_HOST_ID_FILE", file.to_str().unwrap())],
+        );
+        d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
+        d
+    };
+    let mut t = Topology::default();
+    let a = start("a", &id_a);
+    let mac_a = gw_mac(&a);
+    {
+        let b = start("b", &id_b);
+        assert_ne!(mac_a, gw_mac(&b), "two hosts, two gateway MACs");
+    }
+    assert!(id_a.exists() && id_b.exists(), "ids persisted");
+    // A container on host A resolves the gateway to that MAC.
+    attach(
+        &mut t,
+        &a,
+        ("ul", &n("c"), &n("pc")),
+        "afxdp",
+        "10.252.0.2/24",
+        &[],
+    );
+    assert!(ping(&n("c"), "10.252.0.1", 1));
+    let neigh = sh(&["ip", "-n", &n("c"), "neigh", "show", "10.252.0.1"]);
+    assert!(neigh.contains(&mac_a), "{neigh} vs {mac_a}");
+    drop(t);
+    drop(a);
+    // Restarted, host A keeps its MAC.
+    let a = start("a2", &id_a);
+    assert_eq!(gw_mac(&a), mac_a, "stable across restarts");
+    let _ = std::fs::remove_dir_all(&dir);
+}
