@@ -526,7 +526,7 @@ impl Datapath {
         if let Some(b) = self.bridge_mut(bridge) {
             b.ports.push(id);
         }
-        self.update_l3_mtu(bridge);
+        self.update_all_l3_mtu();
         self.refresh_port_names(bridge);
         Ok(())
     }
@@ -572,13 +572,26 @@ impl Datapath {
         }
     }
 
-    /// Recompute the list of tunnel ports (after a port change).
+    /// Recompute the list of tunnel ports (after a port change), and the routed MTUs that
+    /// depend on them.
     pub fn refresh_tunnels(&mut self) {
         self.tunnels = self
             .ports()
             .filter(|(_, p)| p.tunnel.is_some())
             .map(|(id, _)| id)
             .collect();
+        self.update_all_l3_mtu();
+    }
+
+    /// Recompute every bridge's routed MTU (a tunnel's inner MTU follows its underlay bridge).
+    /// Two passes: a tunnel's underlay is settled by the first.
+    fn update_all_l3_mtu(&mut self) {
+        let ids: Vec<u16> = self.bridges().map(|(id, _)| id).collect();
+        for _ in 0..2 {
+            for &b in &ids {
+                self.update_l3_mtu(b);
+            }
+        }
     }
 
     /// The tunnel port for VXLAN packets to `local:dst_port` with `vni`.
@@ -603,13 +616,21 @@ impl Datapath {
         })
     }
 
-    /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change).
+    /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change): the
+    /// smallest of its ports' MTUs, a VXLAN port counting with its inner MTU (underlay MTU - 50),
+    /// so a routed packet too big for the tunnel gets ICMP fragmentation needed with DF set.
     pub fn update_l3_mtu(&mut self, bridge: u16) {
         let Some(b) = self.bridge(bridge) else { return };
         let mtu = b
             .ports
             .iter()
-            .filter_map(|&p| self.port(p).map(|s| s.mtu))
+            .filter_map(|&p| {
+                let s = self.port(p)?;
+                Some(match s.tunnel {
+                    Some(_) => self.inner_mtu(p).unwrap_or(s.mtu),
+                    None => s.mtu,
+                })
+            })
             .min()
             .unwrap_or(1500);
         if let Some(b) = self.bridge_mut(bridge) {
@@ -719,6 +740,40 @@ mod tests {
         assert_ne!(a, Gateway::host_mac(b"host-a", "br0"), "per bridge");
         assert_eq!(&a.0[..3], &[0x02, 0x75, 0x76], "locally administered");
         assert_eq!(Gateway::default_mac("ul"), Gateway::host_mac(&[], "ul"));
+    }
+
+    #[test]
+    fn a_tunnel_lowers_its_bridge_routed_mtu_to_the_inner_mtu() {
+        let mut dp = Datapath::new();
+        let ul = dp.add_bridge("ul", &BridgeOptions::default()).unwrap();
+        let br = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+        let gw = Gateway {
+            ip: [10, 252, 0, 1],
+            len: 24,
+            mac: Gateway::default_mac("ul"),
+        };
+        dp.set_gateway(ul, Some(gw)).unwrap();
+        let st = |n: &str, b| PortState::new(n, PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+        dp.add_port(dp.next_port_id().unwrap(), st("up", ul))
+            .unwrap();
+        dp.add_port(dp.next_port_id().unwrap(), st("c1", br))
+            .unwrap();
+        let vx = dp.next_port_id().unwrap();
+        let mut t = st("vx0", br);
+        t.mtu = u16::MAX as u32;
+        t.tunnel = Some(Box::new(crate::vxlan::Tunnel::new(
+            crate::vxlan::TunnelConf {
+                vni: 42,
+                local_ip: gw.ip,
+                remotes: vec![[10, 252, 0, 2]],
+                ..Default::default()
+            },
+        )));
+        dp.add_port(vx, t).unwrap();
+        dp.refresh_tunnels();
+        assert_eq!(dp.bridge(br).unwrap().l3_mtu, 1450, "1500 underlay - 50");
+        dp.del_port(vx).unwrap();
+        assert_eq!(dp.bridge(br).unwrap().l3_mtu, 1500);
     }
 
     #[test]

@@ -402,3 +402,121 @@ fn gateway_mac_is_unique_per_host_and_stable() {
     assert_eq!(gw_mac(&a), mac_a, "stable across restarts");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn routed_packet_too_big_for_the_tunnel_gets_frag_needed() {
+    if !root_or_skip("routed_packet_too_big_for_the_tunnel_gets_frag_needed") {
+        return;
+    }
+    let p = prefix("cv");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
+    // Host B: a kernel vxlan device with an address in the overlay (its MTU: 1450).
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "10.252.0.2",
+        "remote",
+        "10.252.0.1",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "vx42",
+    ]);
+    sh(&["ip", "-n", &hb, "link", "set", "vx42", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &hb,
+        "route",
+        "add",
+        "10.9.0.0/24",
+        "via",
+        "192.168.42.254",
+    ]);
+    // The overlay bridge gets a gateway; container c2 (MTU 1500) on br1 is routed into it.
+    d.ctl(&["set-br", "br0", "gateway=192.168.42.254/24"]);
+    d.ctl(&["add-br", "br1", "gateway=10.9.0.1/24"]);
+    attach(
+        &mut t,
+        &d,
+        ("br1", &n("c2"), &n("p2")),
+        "afxdp",
+        "10.9.0.2/24",
+        &[],
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &n("c2"),
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.9.0.1",
+    ]);
+    assert!(ping(&n("c2"), "192.168.42.2", 2), "routed into the tunnel");
+    // 1472 + 28 = 1500 bytes of IP: 50 too many for the tunnel. DF set: the router says so.
+    let big = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("c2"),
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-c",
+            "1",
+        ])
+        .args(["-W", "2", "192.168.42.2"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&big.stdout).into_owned();
+    assert!(
+        out.contains("mtu = 1450"),
+        "ICMP fragmentation needed:\n{out}"
+    );
+    let stats = d.ctl(&["stats"]);
+    assert!(stats.contains("frag-needed=1"), "{stats}");
+    // The sender learned the path MTU: the largest packet that fits goes through.
+    assert!(
+        t.exec_ok(
+            &n("c2"),
+            &[
+                "ping",
+                "-M",
+                "do",
+                "-s",
+                "1422",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "192.168.42.2"
+            ]
+        ),
+        "1450 bytes fit"
+    );
+}
