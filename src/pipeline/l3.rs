@@ -342,6 +342,40 @@ fn ip_in(
         // Fragmentation is not implemented: such packets are dropped like DF ones, counted.
         return Err(DropReason::MtuExceeded);
     }
+    let hop = NextHop {
+        bridge: egress,
+        gw: out_gw,
+        ip: next_hop,
+    };
+    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)
+}
+
+/// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.
+#[derive(Clone, Copy)]
+struct NextHop {
+    bridge: u16,
+    gw: Gateway,
+    ip: [u8; 4],
+}
+
+/// Rewrite a routed packet for `hop` and send it there, or hold it while the next hop resolves.
+#[allow(clippy::too_many_arguments)]
+fn to_next_hop(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    ttl: u8,
+    hop: NextHop,
+    in_port: PortId,
+    made: &mut Vec<Meta>,
+    now: u32,
+) -> Result<(), DropReason> {
+    let NextHop {
+        bridge: egress,
+        gw: out_gw,
+        ip: next_hop,
+    } = hop;
+    let l3 = m.l3 as usize;
     // Rewrite for the egress: source MAC, TTL - 1 (the TTL is the high byte of the TTL/protocol
     // word at offset 8, checksum updated incrementally); the destination MAC once it is known.
     let data = frames.data_mut(m.desc);
