@@ -105,7 +105,7 @@ fn arp_in(
     let Ok(a) = arp::Repr::parse(&data[m.l3 as usize..]) else {
         return;
     };
-    if a.sender_ip != [0; 4] && a.sender_mac != gw.mac {
+    if a.sender_ip != [0; 4] && a.sender_ip != gw.ip {
         // Any ARP from a known sender updates it (a replaced host is followed at once); a reply
         // to us confirms; a new sender is learned only when it asks us and is on our subnet.
         let confirms = a.op == arp::Operation::Reply && a.target_ip == gw.ip;
