@@ -486,6 +486,19 @@ impl Neighbours {
         std::mem::replace(&mut self.dropped, Vec::with_capacity(QUEUE_TOTAL))
     }
 
+    /// Every packet held or waiting on the dropped list, taken out (the entries stay): for a
+    /// caller that stops, or a test that accounts for every frame.
+    pub fn take_all_held(&mut self) -> Vec<Held> {
+        let mut v = self.take_dropped();
+        for e in self.map.values_mut() {
+            v.extend_from_slice(&e.queue[..e.qlen as usize]);
+            e.qlen = 0;
+        }
+        self.held_total = 0;
+        self.held_bridge.iter_mut().for_each(|n| *n = 0);
+        v
+    }
+
     /// True when timers queued requests or dropped packets to hand out.
     pub fn has_work(&self) -> bool {
         !self.due.is_empty() || !self.dropped.is_empty()

@@ -490,3 +490,48 @@ fn icc_off_allows_only_the_gateway() {
     assert!(out[n.a as usize].is_empty());
     assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
 }
+
+#[test]
+fn vxlan_frame_to_an_unresolved_vtep_waits_for_the_underlay_arp() {
+    let mut h = Harness::new();
+    let ulb = h.bridge("ul");
+    let br0 = h.bridge("br0");
+    let gw = Gateway::default_mac("ul");
+    let local = [10, 252, 0, 1];
+    let remote = [10, 252, 0, 2];
+    h.dp.set_gateway(
+        ulb,
+        Some(Gateway {
+            ip: local,
+            len: 24,
+            mac: gw,
+        }),
+    )
+    .unwrap();
+    let ul = h.port(ulb, "uplink", VlanMode::default_trunk());
+    let a = h.port(br0, "a", VlanMode::default_trunk());
+    h.tunnel(
+        br0,
+        "vx0",
+        uvs::vxlan::TunnelConf {
+            vni: 42,
+            local_ip: local,
+            remotes: vec![remote],
+            ..Default::default()
+        },
+    );
+    h.send(a, &frame(BCAST, mac(2), 1));
+    let out = h.outputs();
+    assert_eq!(out[ul as usize].len(), 1, "only the ARP request so far");
+    assert_eq!(&out[ul as usize][0][12..14], &[8, 6]);
+    assert_eq!(h.dp.neigh.held(), 1);
+    h.send(ul, &arp(2, mac(9), remote, gw.0, local, gw.0));
+    let out = h.outputs();
+    assert_eq!(out[ul as usize].len(), 1, "the held outer packet leaves");
+    let f = &out[ul as usize][0];
+    assert_eq!(&f[0..6], &mac(9), "to the VTEP's MAC");
+    assert_eq!(&f[6..12], &gw.0);
+    let (ip, _) = ip_of(f);
+    assert_eq!((ip.source, ip.destination), (local, remote));
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+}
