@@ -186,6 +186,30 @@ fn first_packet_to_an_unresolved_host_is_delivered() {
             .any(|l| l.contains("10.251.0.2") && l.contains("REACHABLE")),
         "{neigh}"
     );
+    // Nobody at 10.251.0.99: after 3 requests the sender hears host unreachable, as from Linux.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("c1"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "6",
+            "10.251.0.99",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("Destination Host Unreachable"), "{out}");
+    let neigh = d.ctl(&["neigh-show"]);
+    assert!(
+        neigh
+            .lines()
+            .any(|l| l.contains("10.251.0.99") && l.contains("FAILED")),
+        "{neigh}"
+    );
 }
 
 #[test]

@@ -381,9 +381,25 @@ fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
         uvs::pipeline::neigh_timers(&mut n.h.dp, &mut n.h.frames);
         n.h.run();
     }
-    let reqs = n.h.outputs()[n.b as usize].len();
-    assert_eq!(reqs, 2, "broadcast requests retransmitted");
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.b as usize].len(),
+        2,
+        "broadcast requests retransmitted"
+    );
     assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 3);
+    // Each sender hears ICMP host unreachable, as from a Linux router.
+    assert_eq!(out[n.a as usize].len(), 3);
+    for f in &out[n.a as usize] {
+        assert_eq!(&f[0..6], &mac(2), "back to the sender");
+        let (ip, t) = ip_of(f);
+        assert_eq!((ip.source, ip.destination), (GW0, H_A));
+        let Some(TransportSlice::Icmpv4(icmp)) = t else {
+            panic!("icmp")
+        };
+        assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 1));
+        assert_eq!(&icmp.payload()[16..20], &H_B, "quotes the packet");
+    }
     assert_eq!(n.h.dp.neigh.held(), 0);
     assert_eq!(
         n.h.frames.free_count(),
@@ -394,6 +410,8 @@ fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
     n.h.now = 4;
     n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
     assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 4);
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1, "host unreachable");
+    assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
 }
 
 #[test]

@@ -34,6 +34,7 @@ mod icmp {
     pub const ECHO_REQUEST: u8 = 8;
     pub const TIME_EXCEEDED: u8 = 11;
     pub const NET_UNREACH: u8 = 0;
+    pub const HOST_UNREACH: u8 = 1;
     pub const FRAG_NEEDED: u8 = 4;
 }
 
@@ -376,23 +377,38 @@ fn to_next_hop(
         ip: next_hop,
     } = hop;
     let l3 = m.l3 as usize;
-    // Rewrite for the egress: source MAC, TTL - 1 (the TTL is the high byte of the TTL/protocol
-    // word at offset 8, checksum updated incrementally); the destination MAC once it is known.
+    // TTL - 1 (the TTL is the high byte of the TTL/protocol word at offset 8, checksum updated
+    // incrementally); the MACs once the next hop is known (a held packet keeps its sender's MAC
+    // so a failed resolution can answer it with ICMP host unreachable).
     let data = frames.data_mut(m.desc);
-    data[6..12].copy_from_slice(&out_gw.mac.0);
     let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     data[l3 + 8] = ttl - 1;
     let new = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
     data[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-    m.src = out_gw.mac.to_u64();
     let mac = match dp.neigh.resolve(egress, next_hop, now) {
         Resolve::Mac(mac) => mac,
         Resolve::Probe(mac) => {
             send_request(dp, frames, egress, out_gw, (next_hop, mac), made);
             mac
         }
-        Resolve::Failed => return Err(DropReason::ArpFailed),
+        Resolve::Failed => {
+            if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
+                let code = icmp::HOST_UNREACH;
+                icmp_error(
+                    dp,
+                    frames,
+                    gw,
+                    m,
+                    in_port,
+                    icmp::DEST_UNREACH,
+                    code,
+                    0,
+                    made,
+                );
+            }
+            return Err(DropReason::ArpFailed);
+        }
         r @ (Resolve::SendRequest | Resolve::Pending) => {
             if r == Resolve::SendRequest {
                 arp_request(dp, frames, egress, out_gw, next_hop, made);
@@ -411,15 +427,22 @@ fn to_next_hop(
             return Ok(());
         }
     };
-    frames.data_mut(m.desc)[0..6].copy_from_slice(&mac.0);
+    let data = frames.data_mut(m.desc);
+    data[0..6].copy_from_slice(&mac.0);
+    data[6..12].copy_from_slice(&out_gw.mac.0);
     m.dst = mac.to_u64();
+    m.src = out_gw.mac.to_u64();
     m.dest = Dest::Bridge(egress);
     dp.router.routed += 1;
     Ok(())
 }
 
+fn bridge_of(dp: &Datapath, port: PortId) -> u16 {
+    dp.port(port).map_or(u16::MAX, |p| p.bridge)
+}
+
 /// Send the packets a resolution released on `bridge` (they were rewritten when held, but for
-/// the destination MAC).
+/// the MACs).
 fn release(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -434,7 +457,9 @@ fn release(
         return;
     };
     for h in r.frames() {
-        frames.data_mut(h.desc)[0..6].copy_from_slice(&r.mac.0);
+        let data = frames.data_mut(h.desc);
+        data[0..6].copy_from_slice(&r.mac.0);
+        data[6..12].copy_from_slice(&gw.mac.0);
         let mut g = generated(h.desc, r.mac, gw.mac, EtherType::IPV4, Dest::Bridge(bridge));
         g.l3 = h.l3;
         g.tagged = h.l3 as usize != 14;
@@ -558,7 +583,7 @@ pub(super) fn send_request(
 /// Send an ICMP error about the packet in `m` back to its sender, from `gw`'s address. `extra`
 /// is the next-hop MTU for fragmentation needed. Errors are never sent about ICMP errors.
 #[allow(clippy::too_many_arguments)]
-fn icmp_error(
+pub(super) fn icmp_error(
     dp: &mut Datapath,
     frames: &mut Frames,
     gw: Gateway,
@@ -617,6 +642,34 @@ fn icmp_error(
         EtherType::IPV4,
         Dest::Port(in_port),
     ));
+}
+
+/// A held packet whose next hop failed to resolve: answer its sender with ICMP host
+/// unreachable from the ingress bridge's gateway (as Linux does), then free it. VXLAN outer
+/// packets (held for a tunnel port) are only freed.
+pub(super) fn unreachable(dp: &mut Datapath, frames: &mut Frames, h: Held, made: &mut Vec<Meta>) {
+    let port = dp.port(h.in_port);
+    let gw = port
+        .filter(|p| p.tunnel.is_none())
+        .and_then(|p| dp.bridge(p.bridge))
+        .and_then(|b| b.gateway);
+    if let Some(gw) = gw {
+        let src = MacAddr::from_bytes(&frames.data(h.desc)[6..12]);
+        let mut m = generated(h.desc, gw.mac, src, EtherType::IPV4, Dest::Pending);
+        m.l3 = h.l3;
+        icmp_error(
+            dp,
+            frames,
+            gw,
+            &m,
+            h.in_port,
+            icmp::DEST_UNREACH,
+            icmp::HOST_UNREACH,
+            0,
+            made,
+        );
+    }
+    frames.free(h.desc.addr);
 }
 
 /// Print a NAT failure at most once per second (the drop counters count every one).

@@ -94,21 +94,21 @@ pub fn announce_gateway(dp: &mut Datapath, frames: &mut Frames, bridge: u16) {
     }
 }
 
-/// Neighbour timers' output: free the packets whose next hop failed to resolve (counted
-/// `arp-failed` on their ingress port) and send the ARP requests and probes that are due (queued
+/// Neighbour timers' output: answer and free the packets whose next hop failed to resolve
+/// (counted `arp-failed` on their ingress port, ICMP host unreachable to their senders) and send the ARP requests and probes that are due (queued
 /// on the bridges' ports for the next tx burst). Call after `Datapath::age_fdbs`; cheap when
 /// there is nothing to do.
 pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
     if !dp.neigh.has_work() {
         return;
     }
+    let mut made = Vec::new();
     for h in dp.neigh.take_dropped() {
-        frames.free(h.desc.addr);
         if let Some(p) = dp.port_mut(h.in_port) {
             p.counters.drop(crate::counters::DropReason::ArpFailed);
         }
+        l3::unreachable(dp, frames, h, &mut made);
     }
-    let mut made = Vec::new();
     for (b, ip, mac) in dp.neigh.take_due() {
         if let Some(gw) = dp.bridge(b).and_then(|x| x.gateway) {
             let dst = mac.unwrap_or(crate::wire::MacAddr::BROADCAST);
