@@ -361,6 +361,7 @@ struct NextHop {
 
 /// Rewrite a routed packet for `hop` and send it there, or hold it while the next hop resolves.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn to_next_hop(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -371,69 +372,72 @@ fn to_next_hop(
     made: &mut Vec<Meta>,
     now: u32,
 ) -> Result<(), DropReason> {
-    let NextHop {
-        bridge: egress,
-        gw: out_gw,
-        ip: next_hop,
-    } = hop;
-    let l3 = m.l3 as usize;
-    // TTL - 1 (the TTL is the high byte of the TTL/protocol word at offset 8, checksum updated
-    // incrementally); the MACs once the next hop is known (a held packet keeps its sender's MAC
-    // so a failed resolution can answer it with ICMP host unreachable).
+    let mac = match dp.neigh.resolve(hop.bridge, hop.ip, now) {
+        Resolve::Mac(mac) => mac,
+        Resolve::Probe(mac) => {
+            send_request(dp, frames, hop.bridge, hop.gw, (hop.ip, mac), made);
+            mac
+        }
+        r => return unresolved(dp, frames, m, ttl, hop, in_port, made, r),
+    };
     let data = frames.data_mut(m.desc);
+    dec_ttl(data, m.l3 as usize, ttl);
+    data[0..6].copy_from_slice(&mac.0);
+    data[6..12].copy_from_slice(&hop.gw.mac.0);
+    m.dst = mac.to_u64();
+    m.src = hop.gw.mac.to_u64();
+    m.dest = Dest::Bridge(hop.bridge);
+    dp.router.routed += 1;
+    Ok(())
+}
+
+/// TTL - 1: the TTL is the high byte of the TTL/protocol word at offset 8 of the IPv4 header
+/// at `l3`; the header checksum is updated incrementally.
+#[inline(always)]
+fn dec_ttl(data: &mut [u8], l3: usize, ttl: u8) {
     let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     data[l3 + 8] = ttl - 1;
     let new = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
     data[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-    let mac = match dp.neigh.resolve(egress, next_hop, now) {
-        Resolve::Mac(mac) => mac,
-        Resolve::Probe(mac) => {
-            send_request(dp, frames, egress, out_gw, (next_hop, mac), made);
-            mac
+}
+
+/// The next hop is not resolved (`r`): hold the packet (TTL already decremented, MACs written
+/// on release; it keeps its sender's MAC so a failed resolution can answer it), or, when
+/// resolution failed, answer ICMP host unreachable and drop.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn unresolved(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    ttl: u8,
+    hop: NextHop,
+    in_port: PortId,
+    made: &mut Vec<Meta>,
+    r: Resolve,
+) -> Result<(), DropReason> {
+    if r == Resolve::Failed {
+        if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
+            let (ty, code) = (icmp::DEST_UNREACH, icmp::HOST_UNREACH);
+            icmp_error(dp, frames, gw, m, in_port, ty, code, 0, made);
         }
-        Resolve::Failed => {
-            if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
-                let code = icmp::HOST_UNREACH;
-                icmp_error(
-                    dp,
-                    frames,
-                    gw,
-                    m,
-                    in_port,
-                    icmp::DEST_UNREACH,
-                    code,
-                    0,
-                    made,
-                );
-            }
-            return Err(DropReason::ArpFailed);
-        }
-        r @ (Resolve::SendRequest | Resolve::Pending) => {
-            if r == Resolve::SendRequest {
-                arp_request(dp, frames, egress, out_gw, next_hop, made);
-            }
-            // Held until the reply (or dropped when resolution fails): see `release`.
-            let h = Held {
-                desc: m.desc,
-                l3: m.l3,
-                in_port,
-            };
-            dp.neigh
-                .hold(egress, next_hop, h)
-                .map_err(|_| DropReason::ArpQueueFull)?;
-            dp.router.arp_queued += 1;
-            m.dest = Dest::Pending;
-            return Ok(());
-        }
+        return Err(DropReason::ArpFailed);
+    }
+    if r == Resolve::SendRequest {
+        arp_request(dp, frames, hop.bridge, hop.gw, hop.ip, made);
+    }
+    dec_ttl(frames.data_mut(m.desc), m.l3 as usize, ttl);
+    let h = Held {
+        desc: m.desc,
+        l3: m.l3,
+        in_port,
     };
-    let data = frames.data_mut(m.desc);
-    data[0..6].copy_from_slice(&mac.0);
-    data[6..12].copy_from_slice(&out_gw.mac.0);
-    m.dst = mac.to_u64();
-    m.src = out_gw.mac.to_u64();
-    m.dest = Dest::Bridge(egress);
-    dp.router.routed += 1;
+    dp.neigh
+        .hold(hop.bridge, hop.ip, h)
+        .map_err(|_| DropReason::ArpQueueFull)?;
+    dp.router.arp_queued += 1;
+    m.dest = Dest::Pending;
     Ok(())
 }
 
