@@ -263,6 +263,12 @@ impl Neighbours {
         {
             return Resolve::Mac(m);
         }
+        self.resolve_entry(k, now)
+    }
+
+    /// `resolve` past the one-entry cache: the table and the state machine.
+    #[inline(never)]
+    fn resolve_entry(&mut self, k: u64, now: u32) -> Resolve {
         let Some(e) = self.map.get_mut(&k) else {
             if self.map.len() >= self.capacity {
                 return Resolve::Failed;
