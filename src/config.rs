@@ -244,7 +244,8 @@ pub struct BridgeSpec {
     /// Gateway address with prefix length, e.g. "172.31.5.1/24" (like docker0's address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// Gateway MAC (default: 02:75:76 + a hash of the bridge name, stable across restarts).
+    /// Gateway MAC (default: 02:75:76 + a hash of the host id and the bridge name, stable
+    /// across restarts, different between hosts; see `host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_mac: Option<String>,
     /// Docker's isolation of user networks (default false): no routed traffic between this bridge
@@ -388,9 +389,11 @@ impl BridgeSpec {
                 "aging" => b.aging = num(k, v)?,
                 "gateway" => b.gateway = Some(v.to_string()),
                 "gateway_mac" => b.gateway_mac = Some(v.to_string()),
+                "isolated" => b.isolated = on_off(k, v)?,
+                "icc" => b.icc = on_off(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc)"
                     ));
                 }
             }
@@ -800,13 +803,22 @@ pub fn parse_gateway(
             }
             m
         }
-        None => crate::datapath::Gateway::default_mac(bridge),
+        None => crate::datapath::Gateway::host_mac(crate::host::host_id(), bridge),
     };
     Ok(Some(crate::datapath::Gateway {
         ip: ip.octets(),
         len,
         mac,
     }))
+}
+
+/// Parse an `on|off` (or `true|false`) option value.
+pub fn on_off(field: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{field}: '{v}' is not on or off")),
+    }
 }
 
 fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
@@ -847,6 +859,19 @@ mod tests {
         p.validate().unwrap();
         let text = toml::to_string(&c).unwrap();
         assert!(text.contains("mac_limit = 4"), "{text}");
+    }
+
+    #[test]
+    fn bridge_isolation_and_icc_options() {
+        let c = Config::parse("[[bridge]]\nname = \"a\"\nisolated = true\nicc = false\n").unwrap();
+        assert!(c.bridge[0].isolated && !c.bridge[0].icc);
+        let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+        assert!(!c.bridge[0].isolated && c.bridge[0].icc, "defaults");
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let b = BridgeSpec::from_args("a", &args(&["isolated=on", "icc=off"])).unwrap();
+        assert!(b.isolated && !b.icc);
+        let e = BridgeSpec::from_args("a", &args(&["icc=maybe"])).unwrap_err();
+        assert!(e.contains("icc: 'maybe'"), "{e}");
     }
 
     #[test]

@@ -65,10 +65,14 @@ drop_reasons! {
     FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
     FlowOtherBridge => "flow-other-bridge", "frame a flow action sent to this port from another bridge (refused at output)";
+    ArpQueueFull => "arp-queue-full", "next hop unresolved and its hold queue (3 packets; 64 per bridge, 256 in all) full";
+    ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
+    BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
+    IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
 }
 
 /// Counters of one port.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PortCounters {
     /// Frames received (all, including ones dropped later).
     pub rx_packets: u64,
@@ -84,6 +88,21 @@ pub struct PortCounters {
     pub mac_limit_refused: u64,
     /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
     pub drops: [u64; DropReason::COUNT],
+}
+
+// Manual: `Default` is not derived for arrays longer than 32.
+impl Default for PortCounters {
+    fn default() -> Self {
+        PortCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            csum_completed: 0,
+            mac_limit_refused: 0,
+            drops: [0; DropReason::COUNT],
+        }
+    }
 }
 
 impl PortCounters {
@@ -145,6 +164,8 @@ pub struct RouterCounters {
     pub arp_replies: u64,
     /// ARP requests sent to resolve next hops.
     pub arp_requests: u64,
+    /// Packets held while their next hop was resolved.
+    pub arp_queued: u64,
     /// ICMP echo requests to a gateway answered.
     pub echo_replies: u64,
     /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).

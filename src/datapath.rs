@@ -192,12 +192,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway's MAC when none is configured: locally administered, stable for a bridge name
-    /// (02:75:76 followed by 24 bits of an FNV-1a hash of the name).
+    /// A gateway MAC derived from the bridge name alone (02:75:76 followed by 24 bits of an
+    /// FNV-1a hash of the name): for tests and benches. The daemon uses [`Gateway::host_mac`].
     pub fn default_mac(bridge: &str) -> MacAddr {
-        let h = bridge.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
+        Gateway::host_mac(&[], bridge)
+    }
+
+    /// The gateway's MAC when none is configured: locally administered, stable for a host and a
+    /// bridge name, different between hosts (02:75:76 followed by 24 bits of an FNV-1a hash of
+    /// the host id and the name). `host` is [`crate::host::host_id`], passed in by the control
+    /// plane: two hosts naming their uplink bridge alike get different MACs on the underlay.
+    pub fn host_mac(host: &[u8], bridge: &str) -> MacAddr {
+        let fnv = |h: u64, b: &u8| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        let mut h = host.iter().fold(0xcbf2_9ce4_8422_2325u64, fnv);
+        if !host.is_empty() {
+            h = fnv(h, &0);
+        }
+        let h = bridge.as_bytes().iter().fold(h, fnv);
         MacAddr([0x02, 0x75, 0x76, (h >> 16) as u8, (h >> 8) as u8, h as u8])
     }
 
@@ -230,6 +241,12 @@ pub struct Bridge {
     pub l3_mtu: u32,
     /// The bridge's flow tables (default: one flow, `priority=0,actions=NORMAL`).
     pub flows: crate::pipeline::flows::FlowTable,
+    /// Docker's network isolation: no routed traffic to or from another isolated bridge
+    /// (counted `bridge-isolated`); non-isolated bridges stay reachable both ways.
+    pub isolated: bool,
+    /// Inter-container communication: off drops port-to-port frames inside the bridge, flooded
+    /// or unicast (counted `icc-denied`); frames to and from the gateway still pass.
+    pub icc: bool,
 }
 
 /// Options for a new bridge.
@@ -457,6 +474,8 @@ impl Datapath {
             gateway: None,
             l3_mtu: 1500,
             flows: Default::default(),
+            isolated: false,
+            icc: true,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {
@@ -553,7 +572,7 @@ impl Datapath {
             b.flows.ports.insert(&name, ofport, id);
             b.flows.emc.clear();
         }
-        self.update_l3_mtu(bridge);
+        self.update_all_l3_mtu();
         Ok(())
     }
 
@@ -586,13 +605,26 @@ impl Datapath {
         Some(b.l3_mtu.saturating_sub(crate::wire::vxlan::OVERHEAD as u32))
     }
 
-    /// Recompute the list of tunnel ports (after a port change).
+    /// Recompute the list of tunnel ports (after a port change), and the routed MTUs that
+    /// depend on them.
     pub fn refresh_tunnels(&mut self) {
         self.tunnels = self
             .ports()
             .filter(|(_, p)| p.tunnel.is_some())
             .map(|(id, _)| id)
             .collect();
+        self.update_all_l3_mtu();
+    }
+
+    /// Recompute every bridge's routed MTU (a tunnel's inner MTU follows its underlay bridge).
+    /// Two passes: a tunnel's underlay is settled by the first.
+    fn update_all_l3_mtu(&mut self) {
+        let ids: Vec<u16> = self.bridges().map(|(id, _)| id).collect();
+        for _ in 0..2 {
+            for &b in &ids {
+                self.update_l3_mtu(b);
+            }
+        }
     }
 
     /// The tunnel port for VXLAN packets to `local:dst_port` with `vni`.
@@ -617,13 +649,21 @@ impl Datapath {
         })
     }
 
-    /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change).
+    /// Recompute a bridge's routed MTU (after a port change, or a port's MTU change): the
+    /// smallest of its ports' MTUs, a VXLAN port counting with its inner MTU (underlay MTU - 50),
+    /// so a routed packet too big for the tunnel gets ICMP fragmentation needed with DF set.
     pub fn update_l3_mtu(&mut self, bridge: u16) {
         let Some(b) = self.bridge(bridge) else { return };
         let mtu = b
             .ports
             .iter()
-            .filter_map(|&p| self.port(p).map(|s| s.mtu))
+            .filter_map(|&p| {
+                let s = self.port(p)?;
+                Some(match s.tunnel {
+                    Some(_) => self.inner_mtu(p).unwrap_or(s.mtu),
+                    None => s.mtu,
+                })
+            })
             .min()
             .unwrap_or(1500);
         if let Some(b) = self.bridge_mut(bridge) {
@@ -774,6 +814,50 @@ mod tests {
                 .contains("trunks: 'x'")
         );
         assert_eq!(VlanMode::default_trunk().describe(), "trunk=all");
+    }
+
+    #[test]
+    fn gateway_mac_is_per_host_and_stable() {
+        let a = Gateway::host_mac(b"host-a", "ul");
+        assert_eq!(a, Gateway::host_mac(b"host-a", "ul"), "stable");
+        assert_ne!(a, Gateway::host_mac(b"host-b", "ul"), "per host");
+        assert_ne!(a, Gateway::host_mac(b"host-a", "br0"), "per bridge");
+        assert_eq!(&a.0[..3], &[0x02, 0x75, 0x76], "locally administered");
+        assert_eq!(Gateway::default_mac("ul"), Gateway::host_mac(&[], "ul"));
+    }
+
+    #[test]
+    fn a_tunnel_lowers_its_bridge_routed_mtu_to_the_inner_mtu() {
+        let mut dp = Datapath::new();
+        let ul = dp.add_bridge("ul", &BridgeOptions::default()).unwrap();
+        let br = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+        let gw = Gateway {
+            ip: [10, 252, 0, 1],
+            len: 24,
+            mac: Gateway::default_mac("ul"),
+        };
+        dp.set_gateway(ul, Some(gw)).unwrap();
+        let st = |n: &str, b| PortState::new(n, PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+        dp.add_port(dp.next_port_id().unwrap(), st("up", ul))
+            .unwrap();
+        dp.add_port(dp.next_port_id().unwrap(), st("c1", br))
+            .unwrap();
+        let vx = dp.next_port_id().unwrap();
+        let mut t = st("vx0", br);
+        t.mtu = u16::MAX as u32;
+        t.tunnel = Some(Box::new(crate::vxlan::Tunnel::new(
+            crate::vxlan::TunnelConf {
+                vni: 42,
+                local_ip: gw.ip,
+                remotes: vec![[10, 252, 0, 2]],
+                ..Default::default()
+            },
+        )));
+        dp.add_port(vx, t).unwrap();
+        dp.refresh_tunnels();
+        assert_eq!(dp.bridge(br).unwrap().l3_mtu, 1450, "1500 underlay - 50");
+        dp.del_port(vx).unwrap();
+        assert_eq!(dp.bridge(br).unwrap().l3_mtu, 1500);
     }
 
     #[test]

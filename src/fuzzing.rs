@@ -207,5 +207,9 @@ pub fn router(data: &[u8]) {
         }
         dp.age_fdbs(now as u32, 64);
     }
+    // Packets waiting for a next hop are held, not leaked.
+    for h in dp.neigh.take_all_held() {
+        frames.free(h.desc.addr);
+    }
     assert_eq!(frames.free_count(), frames.capacity(), "frame leaked");
 }

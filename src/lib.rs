@@ -15,6 +15,7 @@ pub mod fdb;
 pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod host;
 pub mod nat;
 pub mod neigh;
 pub mod observe;

@@ -8,8 +8,10 @@
 //!   `BRIDGE`, port N, go to ADDR:PORT instead, whichever bridge they arrive on.
 //! - Rules are validated when added: overlapping source rules for one egress bridge and two
 //!   mappings of one (bridge, protocol, port) are refused with the reason.
-//! - Only connections that a rule translates are tracked (the forwarding path of untranslated
-//!   traffic stays stateless). Fragments are not translated: a fragment that matches no
+//! - Tracked: connections that a rule translates, and connections that arrive untranslated but
+//!   whose answers a source rule would match (an outside host reaching a container by address
+//!   through a route to its subnet): those are tracked untranslated so their answers are replies,
+//!   not new connections to masquerade. Other forwarding stays stateless. Fragments are not translated: a fragment that matches no
 //!   connection is routed as is, as the first packet of a flow it would carry no ports anyway.
 //! - The first packet of a connection picks the rule; later packets (both directions) follow the
 //!   connection table until it expires, even if rules change.

@@ -1,25 +1,56 @@
-//! The neighbour table (ARP cache): (bridge, IPv4 address) -> MAC, learned from ARP and aged.
+//! The neighbour table (ARP cache): (bridge, IPv4 address) -> MAC, with Linux's states, a short
+//! queue of packets per unresolved entry, and aging.
 //!
 //! Contract:
 //! - Lookups hash a packed u64 key with one multiply (no SipHash) and never allocate; inserting
-//!   a new neighbour may grow the table (bounded by `capacity`, then refused and counted).
-//! - An entry is `Reachable` once a MAC is known and `Incomplete` while a request is out; an
-//!   incomplete entry remembers when the last request was sent so requests are rate-limited
-//!   (one per second per address).
-//! - Time is passed in (seconds). `age` removes reachable entries idle longer than the
-//!   configured time and incomplete ones after `INCOMPLETE_TIMEOUT`.
+//!   a new neighbour may grow the table (bounded by `capacity`, then refused).
+//! - States follow Linux's neighbour state machine (`ip neigh`): `INCOMPLETE` while broadcast
+//!   requests are out (up to [`MCAST_PROBES`], one per [`RETRANS_TIME`]), `REACHABLE` for
+//!   [`REACHABLE_TIME`] after a confirmation (an ARP reply to the router), then `STALE`; a stale
+//!   entry is still used, and its first use starts `DELAY`; after [`DELAY_TIME`] without a
+//!   confirmation it goes to `PROBE`: up to [`UCAST_PROBES`] unicast requests to the known MAC
+//!   (packets still go to it), then broadcast requests again (`INCOMPLETE`), then `FAILED`:
+//!   packets are dropped for [`FAILED_HOLD`] seconds, then resolution starts again.
+//! - Any ARP packet (request, reply, gratuitous) whose sender address is already in the table
+//!   updates it: a reply to the router confirms (`REACHABLE`); any other ARP with a new MAC makes
+//!   the entry `STALE` with that MAC (so a replaced host is followed at once). New entries are
+//!   only created by the caller's choice (`may_create`: senders on the gateway's subnet).
+//! - An unresolved entry holds up to [`QUEUE_LEN`] packets (Linux keeps 3); at most
+//!   [`QUEUE_PER_BRIDGE`] per bridge and [`QUEUE_TOTAL`] in all are held, so one bridge cannot
+//!   pin the frame pool. Held frames are returned by the update that resolves the entry, or put
+//!   on the `dropped` list when it fails or is removed (the caller frees and counts them).
+//! - Time is passed in (seconds). `age` runs the timers: it queues requests that are due
+//!   (`take_due`), fails entries out of probes, and removes entries unused for `aging` seconds.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::fdb::PortId;
+use crate::packet::Desc;
 use crate::wire::MacAddr;
 
-/// Default neighbour aging time (seconds).
+/// Default neighbour aging time (seconds): an entry unused this long is removed.
 pub const DEFAULT_NEIGH_AGING: u32 = 300;
-/// An unanswered request is forgotten after this many seconds.
-pub const INCOMPLETE_TIMEOUT: u32 = 3;
 /// Default most neighbours.
 pub const DEFAULT_NEIGH_CAPACITY: usize = 65536;
+/// Seconds an entry stays `REACHABLE` after a confirmation (Linux: base_reachable_time 30 s).
+pub const REACHABLE_TIME: u32 = 30;
+/// Seconds in `DELAY` before unicast probes start (Linux: delay_first_probe_time 5 s).
+pub const DELAY_TIME: u32 = 5;
+/// Seconds between two requests for one address (Linux: retrans_time 1 s).
+pub const RETRANS_TIME: u32 = 1;
+/// Unicast probes in `PROBE` before broadcasting (Linux: ucast_solicit 3).
+pub const UCAST_PROBES: u8 = 3;
+/// Broadcast requests before `FAILED` (Linux: mcast_solicit 3).
+pub const MCAST_PROBES: u8 = 3;
+/// Seconds a `FAILED` entry drops packets before resolution is tried again.
+pub const FAILED_HOLD: u32 = 3;
+/// Packets held per unresolved entry (Linux: unres_qlen_bytes, about 3 packets).
+pub const QUEUE_LEN: usize = 3;
+/// Packets held per bridge, all entries together.
+pub const QUEUE_PER_BRIDGE: usize = 64;
+/// Packets held in all.
+pub const QUEUE_TOTAL: usize = 256;
 
 /// A multiply-shift hasher for packed u64 keys.
 #[derive(Default)]
@@ -42,20 +73,91 @@ impl Hasher for U64Hasher {
 /// A `HashMap` keyed by packed u64s, hashed with one multiply.
 pub type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
 
-/// Resolution state.
+/// Resolution state (Linux's NUD_* states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// MAC known.
-    Reachable(MacAddr),
-    /// Request sent at `since`, no answer yet.
+    /// Broadcast requests out, no MAC yet.
     Incomplete,
+    /// Confirmed within [`REACHABLE_TIME`].
+    Reachable,
+    /// MAC known but not confirmed lately; still used.
+    Stale,
+    /// Used while stale: waiting [`DELAY_TIME`] for a confirmation before probing.
+    Delay,
+    /// Unicast requests to the known MAC.
+    Probe,
+    /// Resolution failed: packets dropped for [`FAILED_HOLD`] seconds.
+    Failed,
+}
+
+impl State {
+    /// Upper-case name, as `ip neigh` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Incomplete => "INCOMPLETE",
+            State::Reachable => "REACHABLE",
+            State::Stale => "STALE",
+            State::Delay => "DELAY",
+            State::Probe => "PROBE",
+            State::Failed => "FAILED",
+        }
+    }
+}
+
+/// A packet waiting for its next hop: the frame (rewritten except the destination MAC), its L3
+/// offset, and the port it came from (charged if it is dropped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// The frame.
+    pub desc: Desc,
+    /// Offset of the IPv4 header.
+    pub l3: u8,
+    /// Ingress port.
+    pub in_port: PortId,
+}
+
+/// Packets released by a resolution, to send to `mac`.
+#[derive(Debug, Clone, Copy)]
+pub struct Released {
+    /// The resolved MAC.
+    pub mac: MacAddr,
+    held: [Held; QUEUE_LEN],
+    n: usize,
+}
+
+impl Released {
+    /// The released packets, oldest first.
+    pub fn frames(&self) -> &[Held] {
+        &self.held[..self.n]
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     state: State,
-    /// Last confirmation (reachable) or last request sent (incomplete).
+    mac: MacAddr,
+    /// Reachable: last confirmation. Delay: since. Incomplete/Probe: last request. Failed: since.
     stamp: u32,
+    /// Last time a packet used the entry (or it was created/updated).
+    used: u32,
+    /// Requests sent in the current Incomplete or Probe phase.
+    probes: u8,
+    qlen: u8,
+    queue: [Held; QUEUE_LEN],
+}
+
+impl Entry {
+    fn new(state: State, mac: MacAddr, now: u32) -> Entry {
+        Entry {
+            state,
+            mac,
+            stamp: now,
+            used: now,
+            probes: if state == State::Incomplete { 1 } else { 0 },
+            qlen: 0,
+            queue: [Held::default(); QUEUE_LEN],
+        }
+    }
 }
 
 /// What the caller should do for a packet to (bridge, ip).
@@ -63,11 +165,18 @@ struct Entry {
 pub enum Resolve {
     /// Send to this MAC.
     Mac(MacAddr),
-    /// Unknown: send an ARP request now (and drop or hold the packet).
+    /// Send to this MAC, and send a unicast ARP request to it (the entry is being probed).
+    Probe(MacAddr),
+    /// Unknown: broadcast an ARP request now, and hold the packet.
     SendRequest,
-    /// A request is already out: drop or hold the packet.
+    /// A request is already out: hold the packet.
     Pending,
+    /// Resolution failed lately (or the table is full): drop the packet.
+    Failed,
 }
+
+/// An ARP request the timers want sent: (bridge, address, Some(MAC) for a unicast probe).
+pub type Due = (u16, [u8; 4], Option<MacAddr>);
 
 /// One row for `neigh-show`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,10 +185,14 @@ pub struct NeighRow {
     pub bridge: u16,
     /// Address.
     pub ip: std::net::Ipv4Addr,
-    /// MAC, or None while incomplete.
+    /// MAC, or None while incomplete or failed.
     pub mac: Option<String>,
-    /// Seconds since last confirmed / requested.
+    /// State name (REACHABLE, STALE, ...).
+    pub state: &'static str,
+    /// Seconds since the state's stamp (confirmation, last request, ...).
     pub age: u32,
+    /// Packets held for this neighbour.
+    pub queued: u8,
 }
 
 /// The neighbour table of all bridges.
@@ -87,14 +200,22 @@ pub struct Neighbours {
     map: U64Map<Entry>,
     capacity: usize,
     aging: u32,
-    /// The last resolved (key, MAC): consecutive packets usually go to the same next hop.
-    /// Cleared by every change to the table.
-    last: Option<(u64, MacAddr)>,
+    /// The last resolved (key, MAC, valid until): consecutive packets usually go to the same
+    /// next hop. Cleared by every change to the table.
+    last: Option<(u64, MacAddr, u32)>,
+    held_total: usize,
+    held_bridge: Vec<u16>,
+    dropped: Vec<Held>,
+    due: Vec<Due>,
 }
 
 #[inline]
 fn key(bridge: u16, ip: [u8; 4]) -> u64 {
     (bridge as u64) << 32 | u32::from_be_bytes(ip) as u64
+}
+
+fn unkey(k: u64) -> (u16, [u8; 4]) {
+    ((k >> 32) as u16, (k as u32).to_be_bytes())
 }
 
 impl Neighbours {
@@ -105,6 +226,10 @@ impl Neighbours {
             capacity,
             aging,
             last: None,
+            held_total: 0,
+            held_bridge: Vec::new(),
+            dropped: Vec::with_capacity(QUEUE_TOTAL),
+            due: Vec::new(),
         }
     }
 
@@ -118,93 +243,289 @@ impl Neighbours {
         self.map.is_empty()
     }
 
+    /// Packets held in all.
+    pub fn held(&self) -> usize {
+        self.held_total
+    }
+
+    /// The state of (bridge, ip), if known.
+    pub fn state(&self, bridge: u16, ip: [u8; 4]) -> Option<State> {
+        self.map.get(&key(bridge, ip)).map(|e| e.state)
+    }
+
     /// Decide how to reach `ip` on `bridge` at `now`.
     #[inline]
     pub fn resolve(&mut self, bridge: u16, ip: [u8; 4], now: u32) -> Resolve {
         let k = key(bridge, ip);
-        if let Some((lk, m)) = self.last
+        if let Some((lk, m, until)) = self.last
             && lk == k
+            && now < until
         {
             return Resolve::Mac(m);
         }
-        match self.map.get_mut(&k) {
-            Some(Entry {
-                state: State::Reachable(m),
-                ..
-            }) => {
-                self.last = Some((k, *m));
-                Resolve::Mac(*m)
+        self.resolve_entry(k, now)
+    }
+
+    /// `resolve` past the one-entry cache: the table and the state machine.
+    #[inline(never)]
+    fn resolve_entry(&mut self, k: u64, now: u32) -> Resolve {
+        let Some(e) = self.map.get_mut(&k) else {
+            if self.map.len() >= self.capacity {
+                return Resolve::Failed;
             }
-            Some(e) => {
-                if now.saturating_sub(e.stamp) >= 1 {
-                    e.stamp = now;
-                    Resolve::SendRequest
-                } else {
-                    Resolve::Pending
-                }
+            self.map
+                .insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));
+            return Resolve::SendRequest;
+        };
+        e.used = now;
+        let since = now.saturating_sub(e.stamp);
+        match e.state {
+            State::Reachable if since < REACHABLE_TIME => {
+                self.last = Some((k, e.mac, e.stamp + REACHABLE_TIME));
+                Resolve::Mac(e.mac)
             }
-            None => {
-                if self.map.len() >= self.capacity {
-                    return Resolve::Pending;
-                }
-                self.map.insert(
-                    k,
-                    Entry {
-                        state: State::Incomplete,
-                        stamp: now,
-                    },
-                );
+            State::Reachable | State::Stale => {
+                e.state = State::Delay;
+                e.stamp = now;
+                Resolve::Mac(e.mac)
+            }
+            State::Delay if since < DELAY_TIME => Resolve::Mac(e.mac),
+            State::Delay => {
+                e.state = State::Probe;
+                e.stamp = now;
+                e.probes = 1;
+                Resolve::Probe(e.mac)
+            }
+            State::Probe if since < RETRANS_TIME => Resolve::Mac(e.mac),
+            State::Probe if e.probes < UCAST_PROBES => {
+                e.stamp = now;
+                e.probes += 1;
+                Resolve::Probe(e.mac)
+            }
+            State::Probe => {
+                *e = Entry::new(State::Incomplete, e.mac, now);
+                Resolve::SendRequest
+            }
+            State::Incomplete if since < RETRANS_TIME => Resolve::Pending,
+            State::Incomplete if e.probes < MCAST_PROBES => {
+                e.stamp = now;
+                e.probes += 1;
+                Resolve::SendRequest
+            }
+            State::Incomplete => {
+                self.fail(k, now);
+                Resolve::Failed
+            }
+            State::Failed if since < FAILED_HOLD => Resolve::Failed,
+            State::Failed => {
+                *e = Entry::new(State::Incomplete, MacAddr::default(), now);
                 Resolve::SendRequest
             }
         }
     }
 
-    /// Learn `ip` is at `mac` on `bridge` (from an ARP request or reply). Returns false when the
-    /// table is full and the address is new.
-    pub fn learn(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) -> bool {
+    /// Hold a packet for an unresolved (bridge, ip). Err gives it back when the entry is not
+    /// unresolved or a queue bound is reached (the caller drops and counts it).
+    pub fn hold(&mut self, bridge: u16, ip: [u8; 4], h: Held) -> Result<(), Held> {
+        let b = bridge as usize;
+        if self.held_total >= QUEUE_TOTAL
+            || self
+                .held_bridge
+                .get(b)
+                .is_some_and(|n| *n as usize >= QUEUE_PER_BRIDGE)
+        {
+            return Err(h);
+        }
+        let Some(e) = self.map.get_mut(&key(bridge, ip)) else {
+            return Err(h);
+        };
+        if e.state != State::Incomplete || e.qlen as usize >= QUEUE_LEN {
+            return Err(h);
+        }
+        e.queue[e.qlen as usize] = h;
+        e.qlen += 1;
+        if self.held_bridge.len() <= b {
+            self.held_bridge.resize(b + 1, 0);
+        }
+        self.held_bridge[b] += 1;
+        self.held_total += 1;
+        Ok(())
+    }
+
+    /// An ARP packet from `ip` at `mac` was seen on `bridge`. `confirms`: a reply addressed to
+    /// the router (the entry becomes REACHABLE); otherwise a changed MAC makes it STALE.
+    /// `may_create`: add the sender if unknown. Returns the packets the entry held, if it was
+    /// unresolved, to be sent to `mac`.
+    pub fn arp_seen(
+        &mut self,
+        bridge: u16,
+        ip: [u8; 4],
+        mac: MacAddr,
+        now: u32,
+        confirms: bool,
+        may_create: bool,
+    ) -> Option<Released> {
         self.last = None;
+        let k = key(bridge, ip);
+        let state = if confirms {
+            State::Reachable
+        } else {
+            State::Stale
+        };
+        let Some(e) = self.map.get_mut(&k) else {
+            if may_create && self.map.len() < self.capacity {
+                self.map.insert(k, Entry::new(state, mac, now));
+            }
+            return None;
+        };
+        let unresolved = matches!(e.state, State::Incomplete | State::Failed);
+        if confirms || unresolved || e.mac != mac {
+            e.state = state;
+            e.mac = mac;
+            e.stamp = now;
+            e.probes = 0;
+        }
+        if e.qlen == 0 {
+            return None;
+        }
+        let r = Released {
+            mac,
+            held: e.queue,
+            n: e.qlen as usize,
+        };
+        e.qlen = 0;
+        self.unheld(bridge, r.n);
+        Some(r)
+    }
+
+    fn unheld(&mut self, bridge: u16, n: usize) {
+        self.held_total -= n;
+        if let Some(c) = self.held_bridge.get_mut(bridge as usize) {
+            *c -= n as u16;
+        }
+    }
+
+    /// Move an entry to FAILED and its held packets to the dropped list.
+    fn fail(&mut self, k: u64, now: u32) {
+        let Some(e) = self.map.get_mut(&k) else {
+            return;
+        };
+        e.state = State::Failed;
+        e.stamp = now;
+        let n = e.qlen as usize;
+        self.dropped.extend_from_slice(&e.queue[..n]);
+        e.qlen = 0;
+        self.unheld(unkey(k).0, n);
+    }
+
+    /// Learn `ip` is at `mac` on `bridge` as a confirmed (REACHABLE) entry, creating it if
+    /// there is room (static set-up in tests and benches). Packets it held are dropped. Returns
+    /// false when the table is full and the address is new.
+    pub fn learn(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) -> bool {
         let k = key(bridge, ip);
         if !self.map.contains_key(&k) && self.map.len() >= self.capacity {
             return false;
         }
-        self.map.insert(
-            k,
-            Entry {
-                state: State::Reachable(mac),
-                stamp: now,
-            },
-        );
+        if let Some(r) = self.arp_seen(bridge, ip, mac, now, true, true) {
+            self.dropped.extend_from_slice(r.frames());
+        }
         true
     }
 
-    /// Refresh `ip` only if it is already known or being resolved (gratuitous ARP and requests
-    /// from others must not fill the table).
-    pub fn refresh(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) {
-        self.last = None;
-        if let Some(e) = self.map.get_mut(&key(bridge, ip)) {
-            *e = Entry {
-                state: State::Reachable(mac),
-                stamp: now,
-            };
-        }
-    }
-
-    /// Remove expired entries. Returns how many.
+    /// Run the timers at `now`: probes and requests that are due go to the `take_due` list,
+    /// entries out of probes fail (their packets go to the dropped list), failed entries past
+    /// [`FAILED_HOLD`] and entries unused for the aging time are removed. Returns how many
+    /// entries were removed.
     pub fn age(&mut self, now: u32) -> usize {
         self.last = None;
         let before = self.map.len();
         let aging = self.aging;
+        let mut failed = Vec::new();
+        for (k, e) in self.map.iter_mut() {
+            let since = now.saturating_sub(e.stamp);
+            let (b, ip) = unkey(*k);
+            match e.state {
+                State::Delay if since >= DELAY_TIME => {
+                    e.state = State::Probe;
+                    e.stamp = now;
+                    e.probes = 1;
+                    self.due.push((b, ip, Some(e.mac)));
+                }
+                State::Probe if since >= RETRANS_TIME && e.probes < UCAST_PROBES => {
+                    e.stamp = now;
+                    e.probes += 1;
+                    self.due.push((b, ip, Some(e.mac)));
+                }
+                State::Probe if since >= RETRANS_TIME => {
+                    *e = Entry::new(State::Incomplete, e.mac, now);
+                    self.due.push((b, ip, None));
+                }
+                State::Incomplete if since >= RETRANS_TIME && e.probes < MCAST_PROBES => {
+                    e.stamp = now;
+                    e.probes += 1;
+                    self.due.push((b, ip, None));
+                }
+                State::Incomplete if since >= RETRANS_TIME => failed.push(*k),
+                State::Reachable if since >= REACHABLE_TIME => e.state = State::Stale,
+                _ => {}
+            }
+        }
+        for k in failed {
+            self.fail(k, now);
+        }
         self.map.retain(|_, e| match e.state {
-            State::Reachable(_) => now.saturating_sub(e.stamp) <= aging,
-            State::Incomplete => now.saturating_sub(e.stamp) <= INCOMPLETE_TIMEOUT,
+            State::Failed => now.saturating_sub(e.stamp) < FAILED_HOLD,
+            State::Incomplete | State::Probe => true,
+            _ => now.saturating_sub(e.used) <= aging,
         });
         before - self.map.len()
     }
 
-    /// Forget every neighbour of `bridge`.
+    /// Requests the timers want sent (drained).
+    pub fn take_due(&mut self) -> Vec<Due> {
+        std::mem::take(&mut self.due)
+    }
+
+    /// Held packets that were dropped (resolution failed, entry flushed); the caller frees
+    /// them and counts `arp-failed` on their ingress port. Drained.
+    pub fn take_dropped(&mut self) -> Vec<Held> {
+        std::mem::replace(&mut self.dropped, Vec::with_capacity(QUEUE_TOTAL))
+    }
+
+    /// Every packet held or waiting on the dropped list, taken out (the entries stay): for a
+    /// caller that stops, or a test that accounts for every frame.
+    pub fn take_all_held(&mut self) -> Vec<Held> {
+        let mut v = self.take_dropped();
+        for e in self.map.values_mut() {
+            v.extend_from_slice(&e.queue[..e.qlen as usize]);
+            e.qlen = 0;
+        }
+        self.held_total = 0;
+        self.held_bridge.iter_mut().for_each(|n| *n = 0);
+        v
+    }
+
+    /// True when timers queued requests or dropped packets to hand out.
+    pub fn has_work(&self) -> bool {
+        !self.due.is_empty() || !self.dropped.is_empty()
+    }
+
+    /// Forget every neighbour of `bridge` (their held packets go to the dropped list).
     pub fn flush_bridge(&mut self, bridge: u16) {
         self.last = None;
-        self.map.retain(|k, _| (k >> 32) as u16 != bridge);
+        let keys: Vec<u64> = self
+            .map
+            .keys()
+            .copied()
+            .filter(|k| unkey(*k).0 == bridge)
+            .collect();
+        for k in keys {
+            if let Some(e) = self.map.remove(&k) {
+                let n = e.qlen as usize;
+                self.dropped.extend_from_slice(&e.queue[..n]);
+                self.unheld(bridge, n);
+            }
+        }
     }
 
     /// All entries, sorted by bridge then address.
@@ -213,13 +534,13 @@ impl Neighbours {
             .map
             .iter()
             .map(|(k, e)| NeighRow {
-                bridge: (k >> 32) as u16,
+                bridge: unkey(*k).0,
                 ip: std::net::Ipv4Addr::from(*k as u32),
-                mac: match e.state {
-                    State::Reachable(m) => Some(m.to_string()),
-                    State::Incomplete => None,
-                },
+                mac: (!matches!(e.state, State::Incomplete | State::Failed))
+                    .then(|| e.mac.to_string()),
+                state: e.state.name(),
                 age: now.saturating_sub(e.stamp),
+                queued: e.qlen,
             })
             .collect();
         v.sort_by_key(|r| (r.bridge, r.ip));
@@ -228,47 +549,4 @@ impl Neighbours {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const M: MacAddr = MacAddr([2, 0, 0, 0, 0, 7]);
-
-    #[test]
-    fn resolve_requests_once_per_second_then_learns() {
-        let mut n = Neighbours::new(16, 300);
-        assert_eq!(n.resolve(1, [10, 0, 0, 2], 100), Resolve::SendRequest);
-        assert_eq!(n.resolve(1, [10, 0, 0, 2], 100), Resolve::Pending);
-        assert_eq!(n.resolve(1, [10, 0, 0, 2], 101), Resolve::SendRequest);
-        n.refresh(1, [10, 0, 0, 2], M, 101);
-        assert_eq!(n.resolve(1, [10, 0, 0, 2], 102), Resolve::Mac(M));
-        assert_eq!(
-            n.resolve(2, [10, 0, 0, 2], 102),
-            Resolve::SendRequest,
-            "per bridge"
-        );
-    }
-
-    #[test]
-    fn refresh_does_not_add_and_aging_removes() {
-        let mut n = Neighbours::new(16, 10);
-        n.refresh(0, [10, 0, 0, 9], M, 1);
-        assert!(n.is_empty());
-        n.learn(0, [10, 0, 0, 9], M, 1);
-        n.resolve(0, [10, 0, 0, 8], 1);
-        assert_eq!(n.age(5), 1, "incomplete entry timed out");
-        assert_eq!(n.age(11), 0);
-        assert_eq!(n.age(12), 1);
-        assert!(n.is_empty());
-    }
-
-    #[test]
-    fn capacity_is_enforced() {
-        let mut n = Neighbours::new(2, 300);
-        assert!(n.learn(0, [1, 1, 1, 1], M, 0));
-        assert!(n.learn(0, [1, 1, 1, 2], M, 0));
-        assert!(!n.learn(0, [1, 1, 1, 3], M, 0));
-        assert!(n.learn(0, [1, 1, 1, 2], M, 5), "existing entry updates");
-        assert_eq!(n.resolve(0, [1, 1, 1, 4], 0), Resolve::Pending);
-        assert_eq!(n.rows(0).len(), 2);
-    }
-}
+mod tests;

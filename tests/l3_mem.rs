@@ -127,17 +127,22 @@ fn routes_between_bridges_after_arp() {
     let pkt = udp(n.gw0, H_A, H_B, 64);
     n.h.send(n.a, &pkt);
     let out = n.h.outputs();
-    // First packet: dropped while the router asks for H_B on br1.
+    // First packet: held while the router asks for H_B on br1.
     assert_eq!(out[n.b as usize].len(), 1);
     let req = etherparse::ArpPacketSlice::from_slice(&out[n.b as usize][0][14..42]).unwrap();
     assert_eq!(req.operation(), etherparse::ArpOperation::REQUEST);
     assert_eq!(req.target_protocol_addr(), &H_B);
-    assert_eq!(n.h.drops(n.a, DropReason::ArpPending), 1);
-    // B answers; the next packet is routed.
+    assert_eq!(n.h.dp.router.arp_queued, 1);
+    assert_eq!(n.h.dp.neigh.held(), 1);
+    // B answers: the held packet leaves, rewritten like any routed one.
     n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
+    let held = n.h.outputs();
+    assert_eq!(held[n.b as usize].len(), 1, "held packet released");
+    assert_eq!(n.h.dp.neigh.held(), 0);
     n.h.send(n.a, &pkt);
     let out = n.h.outputs();
     assert_eq!(out[n.b as usize].len(), 1);
+    assert_eq!(out[n.b as usize][0], held[n.b as usize][0], "same bytes");
     let f = &out[n.b as usize][0];
     assert_eq!(&f[0..6], &mac(3), "to B's MAC");
     assert_eq!(&f[6..12], &n.gw1.0, "from br1's gateway MAC");
@@ -148,7 +153,7 @@ fn routes_between_bridges_after_arp() {
         panic!("udp")
     };
     assert_eq!(u.payload(), b"hello router");
-    assert_eq!(n.h.dp.router.routed, 1);
+    assert_eq!(n.h.dp.router.routed, 2);
     assert!(out[n.a as usize].is_empty());
 }
 
@@ -288,4 +293,263 @@ fn setting_a_gateway_sends_gratuitous_arp() {
         "gratuitous: target is the sender"
     );
     assert_eq!(&out[n.a as usize][0][0..6], &[0xff; 6]);
+}
+
+fn udp_from(
+    src_mac: [u8; 6],
+    dst_mac: MacAddr,
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac.0)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut f, b"payload")
+        .unwrap();
+    f
+}
+
+/// Both hosts announce themselves to their gateways, so no packet waits for ARP.
+fn resolved(n: &mut Net) {
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    n.h.send(n.b, &arp(1, mac(3), H_B, [0; 6], GW1, BCAST));
+    n.h.outputs();
+}
+
+#[test]
+fn masquerade_leaves_inbound_routed_connections_untranslated() {
+    let mut n = net();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    // Without rules, routing is stateless.
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_A, 2)));
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1);
+    assert!(n.h.dp.nat.ct.is_empty(), "nothing tracked without rules");
+    // br1 plays the uplink: connections from br0's subnet leaving through it are masqueraded.
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    // The outside host B reaches A by address (it has a route to 10.0.1.0/24 via the gateway).
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 7000), (H_A, 53)));
+    let out = n.h.outputs();
+    let (ip, _) = ip_of(&out[n.a as usize][0]);
+    assert_eq!((ip.source, ip.destination), (H_B, H_A), "not translated");
+    // A's answer is a reply of that connection: it keeps A's address and port.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 53), (H_B, 7000)));
+    let out = n.h.outputs();
+    let (ip, t) = ip_of(&out[n.b as usize][0]);
+    assert_eq!(
+        (ip.source, ip.destination),
+        (H_A, H_B),
+        "reply not masqueraded"
+    );
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    assert_eq!((u.source_port(), u.destination_port()), (53, 7000));
+    assert_eq!(n.h.dp.nat.ct.len(), 1, "tracked untranslated");
+    // A connection A starts itself is still masqueraded.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 4444), (H_B, 80)));
+    let out = n.h.outputs();
+    let (ip, _) = ip_of(&out[n.b as usize][0]);
+    assert_eq!(ip.source, GW1, "new outbound connection masqueraded");
+    assert_eq!(n.h.dp.nat.ct.len(), 2);
+}
+
+#[test]
+fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
+    let mut n = net();
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    for _ in 0..5 {
+        n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    }
+    assert_eq!(n.h.dp.neigh.held(), 3, "Linux keeps 3");
+    assert_eq!(n.h.drops(n.a, DropReason::ArpQueueFull), 2);
+    assert_eq!(
+        n.h.dp.neigh.rows(n.h.now as u32)[1].state,
+        "INCOMPLETE",
+        "{:?}",
+        n.h.dp.neigh.rows(0)
+    );
+    // Nobody answers: the timers retransmit twice, then fail the entry and free what it held.
+    n.h.outputs();
+    for s in 2..=4 {
+        n.h.dp.age_fdbs(s, 64);
+        uvs::pipeline::neigh_timers(&mut n.h.dp, &mut n.h.frames);
+        n.h.run();
+    }
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.b as usize].len(),
+        2,
+        "broadcast requests retransmitted"
+    );
+    assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 3);
+    // Each sender hears ICMP host unreachable, as from a Linux router.
+    assert_eq!(out[n.a as usize].len(), 3);
+    for f in &out[n.a as usize] {
+        assert_eq!(&f[0..6], &mac(2), "back to the sender");
+        let (ip, t) = ip_of(f);
+        assert_eq!((ip.source, ip.destination), (GW0, H_A));
+        let Some(TransportSlice::Icmpv4(icmp)) = t else {
+            panic!("icmp")
+        };
+        assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 1));
+        assert_eq!(&icmp.payload()[16..20], &H_B, "quotes the packet");
+    }
+    assert_eq!(n.h.dp.neigh.held(), 0);
+    assert_eq!(
+        n.h.frames.free_count(),
+        n.h.frames.capacity(),
+        "no frame leaked"
+    );
+    // While failed, new packets are dropped at once (no queue, no ARP storm).
+    n.h.now = 4;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(n.h.drops(n.a, DropReason::ArpFailed), 4);
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1, "host unreachable");
+    assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
+}
+
+#[test]
+fn stale_neighbour_is_probed_by_unicast_and_follows_a_new_mac() {
+    let mut n = net();
+    resolved(&mut n);
+    n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(&n.h.outputs()[n.b as usize][0][0..6], &mac(3));
+    // 36 s later (30 reachable + 5 delay): the packet still goes to the known MAC, and a
+    // unicast request checks it.
+    n.h.now = 32;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    n.h.now = 37;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    let out = n.h.outputs();
+    let b = &out[n.b as usize];
+    assert_eq!(b.len(), 3, "two packets and one probe");
+    let probe = b.iter().find(|f| f[12..14] == [8, 6]).expect("probe");
+    assert_eq!(&probe[0..6], &mac(3), "unicast to the known MAC");
+    // Another host took the address and says so (gratuitous ARP): followed at once.
+    n.h.send(n.b, &arp(1, mac(9), H_B, [0; 6], H_B, BCAST));
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    let out = n.h.outputs();
+    assert_eq!(&out[n.b as usize][0][0..6], &mac(9));
+    // A stranger off the subnet asking for the gateway is not learned.
+    n.h.send(n.b, &arp(1, mac(7), [10, 7, 7, 7], [0; 6], GW1, BCAST));
+    assert!(
+        n.h.dp
+            .neigh
+            .rows(0)
+            .iter()
+            .all(|r| r.ip.octets() != [10, 7, 7, 7])
+    );
+}
+
+#[test]
+fn isolated_bridges_do_not_route_to_each_other() {
+    let mut n = net();
+    resolved(&mut n);
+    let (b0, b1) = (
+        n.h.dp.bridge_id("br0").unwrap(),
+        n.h.dp.bridge_id("br1").unwrap(),
+    );
+    n.h.dp.bridge_mut(b0).unwrap().isolated = true;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "to a non-isolated bridge"
+    );
+    n.h.dp.bridge_mut(b1).unwrap().isolated = true;
+    n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_A, 2)));
+    let out = n.h.outputs();
+    assert!(out[n.a as usize].is_empty() && out[n.b as usize].is_empty());
+    assert_eq!(n.h.drops(n.a, DropReason::BridgeIsolated), 1);
+    assert_eq!(n.h.drops(n.b, DropReason::BridgeIsolated), 1);
+    // The gateway itself still answers.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, GW0, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"abcdefgh")
+        .unwrap();
+    n.h.send(n.a, &ping);
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1);
+}
+
+#[test]
+fn icc_off_allows_only_the_gateway() {
+    let mut n = net();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    let c = n.h.port(b0, "c", VlanMode::default_trunk());
+    const H_C: [u8; 4] = [10, 0, 1, 3];
+    n.h.send(c, &arp(1, mac(4), H_C, [0; 6], GW0, BCAST));
+    resolved(&mut n);
+    n.h.dp.bridge_mut(b0).unwrap().icc = false;
+    // A to C: unicast (C's MAC is learned), broadcast, unknown unicast: all dropped.
+    n.h.send(n.a, &frame(mac(4), mac(2), 1));
+    n.h.send(n.a, &frame(BCAST, mac(2), 2));
+    n.h.send(n.a, &frame(mac(77), mac(2), 3));
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], H_C, BCAST));
+    let out = n.h.outputs();
+    assert!(out[c as usize].is_empty(), "nothing reaches C");
+    // (The ARP broadcast goes to the gateway only, which answers for its own address alone.)
+    assert_eq!(n.h.drops(n.a, DropReason::IccDenied), 3);
+    // ARP for the gateway is still answered, and routed traffic still reaches C.
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1, "ARP reply");
+    n.h.send(n.b, &udp_from(mac(3), n.gw1, (H_B, 1), (H_C, 2)));
+    let out = n.h.outputs();
+    assert_eq!(out[c as usize].len(), 1, "routed in through the gateway");
+    assert!(out[n.a as usize].is_empty());
+    assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
+}
+
+#[test]
+fn vxlan_frame_to_an_unresolved_vtep_waits_for_the_underlay_arp() {
+    let mut h = Harness::new();
+    let ulb = h.bridge("ul");
+    let br0 = h.bridge("br0");
+    let gw = Gateway::default_mac("ul");
+    let local = [10, 252, 0, 1];
+    let remote = [10, 252, 0, 2];
+    h.dp.set_gateway(
+        ulb,
+        Some(Gateway {
+            ip: local,
+            len: 24,
+            mac: gw,
+        }),
+    )
+    .unwrap();
+    let ul = h.port(ulb, "uplink", VlanMode::default_trunk());
+    let a = h.port(br0, "a", VlanMode::default_trunk());
+    h.tunnel(
+        br0,
+        "vx0",
+        uvs::vxlan::TunnelConf {
+            vni: 42,
+            local_ip: local,
+            remotes: vec![remote],
+            ..Default::default()
+        },
+    );
+    h.send(a, &frame(BCAST, mac(2), 1));
+    let out = h.outputs();
+    assert_eq!(out[ul as usize].len(), 1, "only the ARP request so far");
+    assert_eq!(&out[ul as usize][0][12..14], &[8, 6]);
+    assert_eq!(h.dp.neigh.held(), 1);
+    h.send(ul, &arp(2, mac(9), remote, gw.0, local, gw.0));
+    let out = h.outputs();
+    assert_eq!(out[ul as usize].len(), 1, "the held outer packet leaves");
+    let f = &out[ul as usize][0];
+    assert_eq!(&f[0..6], &mac(9), "to the VTEP's MAC");
+    assert_eq!(&f[6..12], &gw.0);
+    let (ip, _) = ip_of(f);
+    assert_eq!((ip.source, ip.destination), (local, remote));
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::registry::{CtlError, Registry, Reply, UNLIMITED};
-use crate::config::{BridgeSpec, NatSpec, PortSpec, RouteSpec, parse_gateway};
+use crate::config::{BridgeSpec, NatSpec, PortSpec, RouteSpec, on_off, parse_gateway};
 use crate::worker::{Command, WorkerHandle};
 
 /// Register every datapath command on `reg`, answered by `worker`.
@@ -25,9 +25,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC]",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off]",
         1,
-        5,
+        7,
         move |a| {
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
@@ -154,36 +154,52 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE gateway=A.B.C.D/LEN|none [gateway_mac=MAC]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off]",
         2,
-        3,
+        5,
         move |a| {
-            let mut gw = None;
-            let mut mac = None;
+            let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
             for kv in &a[1..] {
                 match kv.split_once('=') {
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
+                    Some((k @ "isolated", v)) => isolated = Some(on_off(k, v).map_err(CtlError::new)?),
+                    Some((k @ "icc", v)) => icc = Some(on_off(k, v).map_err(CtlError::new)?),
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC]"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off"
                         )));
                     }
                 }
             }
-            let gw = gw.ok_or_else(|| CtlError::new("gateway=: missing"))?;
-            let gateway = if gw == "none" {
-                None
-            } else {
-                parse_gateway(&a[0], Some(&gw), mac.as_deref()).map_err(CtlError::new)?
+            if gw.is_none() && mac.is_some() {
+                return Err(CtlError::new("gateway_mac: needs gateway= too"));
+            }
+            let gateway = match gw.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
-            let v = ask(
-                &w,
-                Command::SetGateway {
-                    bridge: a[0].clone(),
-                    gateway,
-                },
-            )?;
+            let mut v = Value::Null;
+            if isolated.is_some() || icc.is_some() {
+                v = ask(
+                    &w,
+                    Command::SetBridgeOptions {
+                        bridge: a[0].clone(),
+                        isolated,
+                        icc,
+                    },
+                )?;
+            }
+            if let Some(gateway) = gateway {
+                v = ask(
+                    &w,
+                    Command::SetGateway {
+                        bridge: a[0].clone(),
+                        gateway,
+                    },
+                )?;
+            }
             Ok(Reply::new(String::new(), v))
         },
     );
@@ -230,15 +246,19 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("neigh-show", "neigh-show", 0, 0, move |_| {
         let v = ask(&w, Command::NeighShow)?;
-        let mut s = String::from(" bridge           address          MAC                Age\n");
+        let mut s = String::from(
+            " bridge           address          MAC                state       age queued\n",
+        );
         for r in v["neighbours"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
-                " {:<16} {:<16} {:<18} {}",
+                " {:<16} {:<16} {:<18} {:<11} {:>3} {}",
                 str_of(&r["bridge"]),
                 str_of(&r["ip"]),
-                r["mac"].as_str().unwrap_or("(incomplete)"),
-                r["age"]
+                r["mac"].as_str().unwrap_or("-"),
+                str_of(&r["state"]),
+                r["age"],
+                r["queued"]
             );
         }
         Ok(Reply::new(s, v))
@@ -334,9 +354,16 @@ fn render_show(v: &Value) -> String {
             Some(g) => format!(", gateway {g} {}", str_of(&b["gateway_mac"])),
             None => String::new(),
         };
+        let mut flags = String::new();
+        if b["isolated"].as_bool() == Some(true) {
+            flags.push_str(", isolated");
+        }
+        if b["icc"].as_bool() == Some(false) {
+            flags.push_str(", icc=off");
+        }
         let _ = writeln!(
             s,
-            "bridge {} (fdb {}/{}, aging {}s{gw})",
+            "bridge {} (fdb {}/{}, aging {}s{gw}{flags})",
             str_of(&b["name"]),
             b["fdb_entries"],
             b["fdb_capacity"],
@@ -433,8 +460,13 @@ fn render_stats(v: &Value) -> String {
     if r.is_object() {
         let _ = writeln!(
             s,
-            "router: routed {}, arp replies {}, arp requests {}, echo replies {}, icmp errors {}",
-            r["routed"], r["arp_replies"], r["arp_requests"], r["echo_replies"], r["icmp_errors"]
+            "router: routed {}, arp replies {}, arp requests {}, arp queued {}, echo replies {}, icmp errors {}",
+            r["routed"],
+            r["arp_replies"],
+            r["arp_requests"],
+            r["arp_queued"],
+            r["echo_replies"],
+            r["icmp_errors"]
         );
     }
     let w = &v["worker"];

@@ -5,6 +5,7 @@ use crate::counters::DropReason;
 use crate::datapath::Datapath;
 use crate::fdb::{Learn, PortId};
 use crate::packet::Frames;
+use crate::wire::EtherType;
 
 /// Learn every frame's (VLAN, source MAC) on `in_port`.
 pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
@@ -49,7 +50,9 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
 
 /// Set each frame's destination: flood for group and unknown destinations, the learned port
 /// otherwise; frames whose destination sits on the ingress port are dropped (`Dest::Pending`
-/// is left for them and the frame freed).
+/// is left for them and the frame freed). With `icc` off only the gateway is reachable: frames
+/// to its MAC and ARP broadcasts (which the gateway answers) go to the router, every other
+/// frame is dropped and counted `icc-denied`.
 pub(super) fn forward(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -62,17 +65,27 @@ pub(super) fn forward(
     };
     // Frames to the gateway's MAC go to the router (u64::MAX never matches a 48-bit MAC).
     let gw_mac = b.gateway.map_or(u64::MAX, |g| g.mac.to_u64());
+    let icc = b.icc;
     let mut same_port = 0u64;
+    let mut icc_denied = 0u64;
     // One-entry cache of the last lookup in this burst: the FDB does not change during it.
     let mut last: (u64, Option<PortId>) = (u64::MAX, None);
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        m.dest = if is_group(m.dst) {
-            Dest::Flood
-        } else if m.dst == gw_mac {
+        m.dest = if m.dst == gw_mac {
             Dest::Router
+        } else if !icc {
+            if b.gateway.is_some() && m.dst == u64::MAX >> 16 && m.ethertype == EtherType::ARP {
+                Dest::Router
+            } else {
+                frames.free(m.desc.addr);
+                icc_denied += 1;
+                Dest::Pending
+            }
+        } else if is_group(m.dst) {
+            Dest::Flood
         } else {
             let key = m.dst | (m.vlan as u64) << 48;
             if key != last.0 {
@@ -89,9 +102,10 @@ pub(super) fn forward(
             }
         };
     }
-    if same_port != 0
+    if same_port + icc_denied != 0
         && let Some(p) = dp.port_mut(in_port)
     {
         p.counters.drops[DropReason::SamePort as usize] += same_port;
+        p.counters.drops[DropReason::IccDenied as usize] += icc_denied;
     }
 }

@@ -6,8 +6,9 @@
 //!   asked about are learned into the neighbour table;
 //! - frames sent to a gateway's MAC (`Dest::Router`): ICMP echo to a gateway address is answered;
 //!   other IPv4 is routed: TTL check (ICMP time exceeded), longest-prefix match (ICMP net
-//!   unreachable), next-hop resolution by ARP (the packet is dropped and counted while the request
-//!   is out), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
+//!   unreachable), next-hop resolution by ARP (while the request is out the packet is held in
+//!   the neighbour's short queue and sent when the reply arrives; overflow and failed resolutions
+//!   are counted drops), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
 //!   (ICMP fragmentation needed). The routed frame continues as `Dest::Bridge(egress)`.
 //!
 //! Documented rules: gateways live in VLAN 0 (untagged); fragments are routed like any packet;
@@ -20,7 +21,7 @@ use crate::conntrack::{CtError, Direction, NatInfo, PROTO_TCP, PROTO_UDP};
 use crate::counters::DropReason;
 use crate::datapath::{Datapath, Gateway};
 use crate::fdb::PortId;
-use crate::neigh::Resolve;
+use crate::neigh::{Held, Released, Resolve};
 use crate::packet::{Desc, Frames};
 use crate::route::RouteKind;
 use crate::wire::checksum::{checksum, update16};
@@ -33,6 +34,7 @@ mod icmp {
     pub const ECHO_REQUEST: u8 = 8;
     pub const TIME_EXCEEDED: u8 = 11;
     pub const NET_UNREACH: u8 = 0;
+    pub const HOST_UNREACH: u8 = 1;
     pub const FRAG_NEEDED: u8 = 4;
 }
 
@@ -104,11 +106,19 @@ fn arp_in(
     let Ok(a) = arp::Repr::parse(&data[m.l3 as usize..]) else {
         return;
     };
-    if a.target_ip == gw.ip {
-        // Someone talks to us: remember them (this is how replies to our requests land too).
-        dp.neigh.learn(bridge, a.sender_ip, a.sender_mac, now);
-    } else {
-        dp.neigh.refresh(bridge, a.sender_ip, a.sender_mac, now);
+    if a.sender_ip != [0; 4] && a.sender_ip != gw.ip {
+        // Any ARP from a known sender updates it (a replaced host is followed at once); a reply
+        // to us confirms; a new sender is learned only when it asks us and is on our subnet.
+        let confirms = a.op == arp::Operation::Reply && a.target_ip == gw.ip;
+        let mask = crate::route::mask(gw.len);
+        let on_subnet = u32::from_be_bytes(a.sender_ip) & mask == u32::from_be_bytes(gw.ip) & mask;
+        let may_create = a.target_ip == gw.ip && on_subnet;
+        if let Some(r) =
+            dp.neigh
+                .arp_seen(bridge, a.sender_ip, a.sender_mac, now, confirms, may_create)
+        {
+            release(dp, frames, bridge, &r, made);
+        }
     }
     if a.op == arp::Operation::Request && a.target_ip == gw.ip && a.sender_ip != [0; 4] {
         let reply = arp::Repr {
@@ -190,7 +200,9 @@ fn ip_in(
     if let Some((k, flags, id, dir)) = tracked {
         let to = dp.nat.ct.conn(id).map(|c| c.rewrite(dir)).unwrap_or(k);
         dp.nat.ct.update(id, dir, total as u32, flags, now);
-        nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+        if to != k {
+            nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+        }
         dst = to.dst;
     } else if let Some((k, _)) = key {
         dnat = dp.nat.dest_for(k.proto, k.dst, k.dport, |b| {
@@ -239,6 +251,13 @@ fn ip_in(
         return Err(DropReason::NoRoute);
     };
     let egress = route.bridge();
+    if egress != bridge
+        && dp.bridge(bridge).is_some_and(|b| b.isolated)
+        && dp.bridge(egress).is_some_and(|b| b.isolated)
+    {
+        // Docker's isolation of user networks: two isolated bridges do not route to each other.
+        return Err(DropReason::BridgeIsolated);
+    }
     let Some(out_gw) = dp.bridge(egress).and_then(|b| b.gateway) else {
         return Err(DropReason::NoGateway);
     };
@@ -263,10 +282,17 @@ fn ip_in(
                 NatInfo::dnat(to, to_port),
                 now,
             )),
-            None => dp
-                .nat
-                .source_for(src, egress)
-                .map(|pools| dp.nat.ct.snat(k, pool_of(pools), now)),
+            None => match dp.nat.source_for(src, egress) {
+                Some(pools) => Some(dp.nat.ct.snat(k, pool_of(pools), now)),
+                // Arrives untranslated, but its answers would match a source rule on the way
+                // back: track it untranslated so they are seen as replies and left alone (the
+                // first packet of a connection decides, as with Linux conntrack). Only such
+                // connections are tracked, so the table holds nothing for plain routing.
+                None if dp.nat.source_for(k.dst, bridge).is_some() => {
+                    Some(dp.nat.ct.insert(k, now))
+                }
+                None => None,
+            },
         };
         match created {
             Some(Ok(id)) => {
@@ -279,7 +305,9 @@ fn ip_in(
                 dp.nat
                     .ct
                     .update(id, Direction::Original, total as u32, flags, now);
-                nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+                if to != k {
+                    nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+                }
             }
             Some(Err(e @ CtError::PortsExhausted { .. })) => {
                 log_limited(now, &e);
@@ -315,29 +343,133 @@ fn ip_in(
         // Fragmentation is not implemented: such packets are dropped like DF ones, counted.
         return Err(DropReason::MtuExceeded);
     }
-    let mac = match dp.neigh.resolve(egress, next_hop, now) {
-        Resolve::Mac(mac) => mac,
-        Resolve::SendRequest => {
-            arp_request(dp, frames, egress, out_gw, next_hop, made);
-            return Err(DropReason::ArpPending);
-        }
-        Resolve::Pending => return Err(DropReason::ArpPending),
+    let hop = NextHop {
+        bridge: egress,
+        gw: out_gw,
+        ip: next_hop,
     };
-    let _ = src;
+    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)
+}
+
+/// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.
+#[derive(Clone, Copy)]
+struct NextHop {
+    bridge: u16,
+    gw: Gateway,
+    ip: [u8; 4],
+}
+
+/// Rewrite a routed packet for `hop` and send it there, or hold it while the next hop resolves.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn to_next_hop(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    ttl: u8,
+    hop: NextHop,
+    in_port: PortId,
+    made: &mut Vec<Meta>,
+    now: u32,
+) -> Result<(), DropReason> {
+    let mac = match dp.neigh.resolve(hop.bridge, hop.ip, now) {
+        Resolve::Mac(mac) => mac,
+        Resolve::Probe(mac) => {
+            send_request(dp, frames, hop.bridge, hop.gw, (hop.ip, mac), made);
+            mac
+        }
+        r => return unresolved(dp, frames, m, ttl, hop, in_port, made, r),
+    };
     let data = frames.data_mut(m.desc);
+    dec_ttl(data, m.l3 as usize, ttl);
     data[0..6].copy_from_slice(&mac.0);
-    data[6..12].copy_from_slice(&out_gw.mac.0);
-    // TTL is the high byte of the TTL/protocol word at offset 8.
+    data[6..12].copy_from_slice(&hop.gw.mac.0);
+    m.dst = mac.to_u64();
+    m.src = hop.gw.mac.to_u64();
+    m.dest = Dest::Bridge(hop.bridge);
+    dp.router.routed += 1;
+    Ok(())
+}
+
+/// TTL - 1: the TTL is the high byte of the TTL/protocol word at offset 8 of the IPv4 header
+/// at `l3`; the header checksum is updated incrementally.
+#[inline(always)]
+fn dec_ttl(data: &mut [u8], l3: usize, ttl: u8) {
     let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     data[l3 + 8] = ttl - 1;
     let new = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
     let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
     data[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-    m.dst = mac.to_u64();
-    m.src = out_gw.mac.to_u64();
-    m.dest = Dest::Bridge(egress);
-    dp.router.routed += 1;
+}
+
+/// The next hop is not resolved (`r`): hold the packet (TTL already decremented, MACs written
+/// on release; it keeps its sender's MAC so a failed resolution can answer it), or, when
+/// resolution failed, answer ICMP host unreachable and drop.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn unresolved(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    ttl: u8,
+    hop: NextHop,
+    in_port: PortId,
+    made: &mut Vec<Meta>,
+    r: Resolve,
+) -> Result<(), DropReason> {
+    if r == Resolve::Failed {
+        if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
+            let (ty, code) = (icmp::DEST_UNREACH, icmp::HOST_UNREACH);
+            icmp_error(dp, frames, gw, m, in_port, ty, code, 0, made);
+        }
+        return Err(DropReason::ArpFailed);
+    }
+    if r == Resolve::SendRequest {
+        arp_request(dp, frames, hop.bridge, hop.gw, hop.ip, made);
+    }
+    dec_ttl(frames.data_mut(m.desc), m.l3 as usize, ttl);
+    let h = Held {
+        desc: m.desc,
+        l3: m.l3,
+        in_port,
+    };
+    dp.neigh
+        .hold(hop.bridge, hop.ip, h)
+        .map_err(|_| DropReason::ArpQueueFull)?;
+    dp.router.arp_queued += 1;
+    m.dest = Dest::Pending;
     Ok(())
+}
+
+fn bridge_of(dp: &Datapath, port: PortId) -> u16 {
+    dp.port(port).map_or(u16::MAX, |p| p.bridge)
+}
+
+/// Send the packets a resolution released on `bridge` (they were rewritten when held, but for
+/// the MACs).
+fn release(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    r: &Released,
+    made: &mut Vec<Meta>,
+) {
+    let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
+        for h in r.frames() {
+            frames.free(h.desc.addr);
+        }
+        return;
+    };
+    for h in r.frames() {
+        let data = frames.data_mut(h.desc);
+        data[0..6].copy_from_slice(&r.mac.0);
+        data[6..12].copy_from_slice(&gw.mac.0);
+        let mut g = generated(h.desc, r.mac, gw.mac, EtherType::IPV4, Dest::Bridge(bridge));
+        g.l3 = h.l3;
+        g.tagged = h.l3 as usize != 14;
+        made.push(g);
+        dp.router.routed += 1;
+    }
 }
 
 /// A packet for a gateway address: answer ICMP echo in place, refuse the rest.
@@ -420,6 +552,19 @@ pub(super) fn arp_request(
     ip: [u8; 4],
     made: &mut Vec<Meta>,
 ) {
+    send_request(dp, frames, bridge, gw, (ip, MacAddr::BROADCAST), made);
+}
+
+/// Send an ARP request for `ip` from `gw` on `bridge` to `dst` (broadcast, or the known MAC for
+/// a unicast probe).
+pub(super) fn send_request(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    gw: Gateway,
+    (ip, dst): ([u8; 4], MacAddr),
+    made: &mut Vec<Meta>,
+) {
     let req = arp::Repr {
         op: arp::Operation::Request,
         sender_mac: gw.mac,
@@ -427,11 +572,11 @@ pub(super) fn arp_request(
         target_mac: MacAddr::default(),
         target_ip: ip,
     };
-    if let Some(d) = build_arp(frames, MacAddr::BROADCAST, gw.mac, &req) {
+    if let Some(d) = build_arp(frames, dst, gw.mac, &req) {
         dp.router.arp_requests += 1;
         made.push(generated(
             d,
-            MacAddr::BROADCAST,
+            dst,
             gw.mac,
             EtherType::ARP,
             Dest::Bridge(bridge),
@@ -442,7 +587,7 @@ pub(super) fn arp_request(
 /// Send an ICMP error about the packet in `m` back to its sender, from `gw`'s address. `extra`
 /// is the next-hop MTU for fragmentation needed. Errors are never sent about ICMP errors.
 #[allow(clippy::too_many_arguments)]
-fn icmp_error(
+pub(super) fn icmp_error(
     dp: &mut Datapath,
     frames: &mut Frames,
     gw: Gateway,
@@ -501,6 +646,34 @@ fn icmp_error(
         EtherType::IPV4,
         Dest::Port(in_port),
     ));
+}
+
+/// A held packet whose next hop failed to resolve: answer its sender with ICMP host
+/// unreachable from the ingress bridge's gateway (as Linux does), then free it. VXLAN outer
+/// packets (held for a tunnel port) are only freed.
+pub(super) fn unreachable(dp: &mut Datapath, frames: &mut Frames, h: Held, made: &mut Vec<Meta>) {
+    let port = dp.port(h.in_port);
+    let gw = port
+        .filter(|p| p.tunnel.is_none())
+        .and_then(|p| dp.bridge(p.bridge))
+        .and_then(|b| b.gateway);
+    if let Some(gw) = gw {
+        let src = MacAddr::from_bytes(&frames.data(h.desc)[6..12]);
+        let mut m = generated(h.desc, gw.mac, src, EtherType::IPV4, Dest::Pending);
+        m.l3 = h.l3;
+        icmp_error(
+            dp,
+            frames,
+            gw,
+            &m,
+            h.in_port,
+            icmp::DEST_UNREACH,
+            icmp::HOST_UNREACH,
+            0,
+            made,
+        );
+    }
+    frames.free(h.desc.addr);
 }
 
 /// Print a NAT failure at most once per second (the drop counters count every one).

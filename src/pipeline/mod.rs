@@ -97,6 +97,32 @@ pub fn announce_gateway(dp: &mut Datapath, frames: &mut Frames, bridge: u16) {
     }
 }
 
+/// Neighbour timers' output: answer and free the packets whose next hop failed to resolve
+/// (counted `arp-failed` on their ingress port, ICMP host unreachable to their senders) and send the ARP requests and probes that are due (queued
+/// on the bridges' ports for the next tx burst). Call after `Datapath::age_fdbs`; cheap when
+/// there is nothing to do.
+pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
+    if !dp.neigh.has_work() {
+        return;
+    }
+    let mut made = Vec::new();
+    for h in dp.neigh.take_dropped() {
+        if let Some(p) = dp.port_mut(h.in_port) {
+            p.counters.drop(crate::counters::DropReason::ArpFailed);
+        }
+        l3::unreachable(dp, frames, h, &mut made);
+    }
+    for (b, ip, mac) in dp.neigh.take_due() {
+        if let Some(gw) = dp.bridge(b).and_then(|x| x.gateway) {
+            let dst = mac.unwrap_or(crate::wire::MacAddr::BROADCAST);
+            l3::send_request(dp, frames, b, gw, (ip, dst), &mut made);
+        }
+    }
+    if !made.is_empty() {
+        output::run(dp, frames, 0, output::NO_PORT, &made);
+    }
+}
+
 impl Pipeline {
     /// A pipeline with preallocated scratch space.
     pub fn new() -> Pipeline {
@@ -112,6 +138,7 @@ impl Pipeline {
         batch: &mut Vec<Desc>,
         now: u64,
     ) {
+        neigh_timers(dp, frames);
         self.run(dp, frames, in_port, batch, now);
         self.tunnels(dp, frames, now);
     }

@@ -4,9 +4,11 @@
 //!   IPv4, UDP and VXLAN headers written into its headroom (the payload does not move), toward
 //!   the VTEP behind its destination MAC, or one copy per remote VTEP (head-end replication) for
 //!   broadcast, multicast and unknown unicast. The outer destination MAC comes from the router's
-//!   ARP cache on the underlay bridge; the UDP source port is a hash of the inner headers (ECMP
-//!   entropy, as the Linux kernel does), the UDP checksum is zero (allowed for IPv4). Frames that
-//!   would exceed the underlay MTU are dropped and counted (`mtu-exceeded` on the tunnel port).
+//!   ARP cache on the underlay bridge (while it resolves, the outer packet waits in the
+//!   neighbour's hold queue, as routed packets do); the UDP source port is a hash of the inner
+//!   headers (ECMP entropy, as the Linux kernel does), the UDP checksum is zero (allowed for
+//!   IPv4). Frames that would exceed the underlay MTU are dropped and counted (`mtu-exceeded` on
+//!   the tunnel port).
 //! - `decap` takes a UDP packet addressed to a gateway address: if a tunnel listens on that
 //!   address and port, the VXLAN header is checked (I flag, known VNI, listed remote VTEP,
 //!   lengths) and the inner frame is cut out by moving the frame start; it then enters the
@@ -16,7 +18,7 @@ use super::{Dest, Meta, l3};
 use crate::counters::DropReason;
 use crate::datapath::Datapath;
 use crate::fdb::PortId;
-use crate::neigh::Resolve;
+use crate::neigh::{Held, Resolve};
 use crate::packet::{Desc, Frames};
 use crate::wire::checksum::checksum;
 use crate::wire::vxlan::{self, OVERHEAD};
@@ -105,17 +107,32 @@ fn encap_one(
             continue;
         };
         match underlay(dp, frames, *remote, made, now) {
-            Ok((bridge, src_mac, dst_mac, mtu)) => {
+            Ok((bridge, src_mac, dst_mac, mtu, nh)) => {
                 if copy.len as usize + OVERHEAD - 14 > mtu {
                     count(dp, p, DropReason::MtuExceeded);
                     frames.free(copy.addr);
                     continue;
                 }
-                let outer = write_outer(frames, copy, (src_mac, dst_mac), conf, *remote, sport);
+                let to = dst_mac.unwrap_or_default();
+                let outer = write_outer(frames, copy, (src_mac, to), conf, *remote, sport);
                 if let Some(s) = dp.port_mut(p) {
                     s.counters.tx_packets += 1;
                     s.counters.tx_bytes += outer.len as u64;
                 }
+                let Some(dst_mac) = dst_mac else {
+                    // The VTEP's next hop is resolving: the outer packet waits for the reply
+                    // (the release writes its destination MAC), like a routed packet.
+                    let h = Held {
+                        desc: outer,
+                        l3: 14,
+                        in_port: p,
+                    };
+                    if dp.neigh.hold(bridge, nh, h).is_err() {
+                        count(dp, p, DropReason::ArpQueueFull);
+                        frames.free(outer.addr);
+                    }
+                    continue;
+                };
                 made.push(Meta {
                     desc: outer,
                     vlan: 0,
@@ -136,15 +153,19 @@ fn encap_one(
     }
 }
 
-/// Where an outer packet to `remote` leaves: (underlay bridge, its gateway MAC, next-hop MAC,
-/// the bridge's MTU). Sends an ARP request when the next hop is unknown.
+/// The underlay route of an outer packet to `remote`.
+type Underlay = (u16, MacAddr, Option<MacAddr>, usize, [u8; 4]);
+
+/// Where an outer packet to `remote` leaves: (underlay bridge, its gateway MAC, next-hop MAC or
+/// None while it resolves, the bridge's MTU, the next hop's address). Sends the ARP request or
+/// probe the neighbour entry asks for.
 fn underlay(
     dp: &mut Datapath,
     frames: &mut Frames,
     remote: [u8; 4],
     made: &mut Vec<Meta>,
     now: u32,
-) -> Result<(u16, MacAddr, MacAddr, usize), DropReason> {
+) -> Result<Underlay, DropReason> {
     let route = dp
         .routes
         .lookup(remote)
@@ -155,14 +176,20 @@ fn underlay(
     let gw = b.gateway.ok_or(DropReason::NoGateway)?;
     let mtu = b.l3_mtu as usize;
     let nh = route.next_hop(remote.into()).octets();
-    match dp.neigh.resolve(bridge, nh, now) {
-        Resolve::Mac(m) => Ok((bridge, gw.mac, m, mtu)),
+    let dst = match dp.neigh.resolve(bridge, nh, now) {
+        Resolve::Mac(m) => Some(m),
+        Resolve::Probe(m) => {
+            l3::send_request(dp, frames, bridge, gw, (nh, m), made);
+            Some(m)
+        }
         Resolve::SendRequest => {
             l3::arp_request(dp, frames, bridge, gw, nh, made);
-            Err(DropReason::ArpPending)
+            None
         }
-        Resolve::Pending => Err(DropReason::ArpPending),
-    }
+        Resolve::Pending => None,
+        Resolve::Failed => return Err(DropReason::ArpFailed),
+    };
+    Ok((bridge, gw.mac, dst, mtu, nh))
 }
 
 /// 49152 + a hash of the inner Ethernet header and, when present, the next 24 bytes (IPv4

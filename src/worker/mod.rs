@@ -257,6 +257,7 @@ impl Worker {
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
                 self.housekeep_ports(now_ms);
+                crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
             }
             if moved > 0 {
                 self.stats.busy_iterations += 1;
@@ -305,6 +306,7 @@ impl Worker {
             if port_ready || pending_tx {
                 idle_since = None;
             }
+            crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
         }
         self.close_all();
     }

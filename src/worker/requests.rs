@@ -77,6 +77,15 @@ pub enum Command {
         /// The new gateway.
         gateway: Option<crate::datapath::Gateway>,
     },
+    /// Change a bridge's isolation and inter-container communication (None: unchanged).
+    SetBridgeOptions {
+        /// Bridge name.
+        bridge: String,
+        /// `isolated=on|off`.
+        isolated: Option<bool>,
+        /// `icc=on|off`.
+        icc: Option<bool>,
+    },
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
     /// Remove a static route (`PREFIX`).
@@ -206,6 +215,17 @@ impl Worker {
                 crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
                 Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
             }
+            Command::SetBridgeOptions {
+                bridge,
+                isolated,
+                icc,
+            } => {
+                let b = self.bridge_id(&bridge)?;
+                let br = self.dp.bridge_mut(b).expect("checked");
+                br.isolated = isolated.unwrap_or(br.isolated);
+                br.icc = icc.unwrap_or(br.icc);
+                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc}))
+            }
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
                 let (p, l) = crate::route::parse_prefix(&prefix)?;
@@ -233,7 +253,9 @@ impl Worker {
                             "bridge": self.dp.bridge(r.bridge).map(|b| b.name.clone()),
                             "ip": r.ip.to_string(),
                             "mac": r.mac,
+                            "state": r.state,
                             "age": r.age,
+                            "queued": r.queued,
                         })
                     })
                     .collect();
@@ -456,6 +478,10 @@ impl Worker {
         }
         let gateway = spec.gateway()?;
         let id = self.dp.add_bridge(&spec.name, &spec.options())?;
+        if let Some(b) = self.dp.bridge_mut(id) {
+            b.isolated = spec.isolated;
+            b.icc = spec.icc;
+        }
         if let Err(e) = self.dp.set_gateway(id, gateway) {
             let _ = self.dp.del_bridge(id);
             return Err(e);
@@ -635,6 +661,8 @@ impl Worker {
             self.life.resize_with(i + 1, || None);
         }
         self.life[i] = Some(life);
+        // Tell the newcomer (and everyone) where the gateway is, as a host joining a LAN hears.
+        crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
         Ok(())
     }
 
@@ -716,6 +744,8 @@ impl Worker {
                     "fdb_entries": b.fdb.len(),
                     "fdb_capacity": b.fdb.capacity(),
                     "aging": b.aging,
+                    "isolated": b.isolated,
+                    "icc": b.icc,
                     "ports": ports,
                 })
             })

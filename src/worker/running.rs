@@ -47,11 +47,15 @@ impl Worker {
                 .cloned()
                 .unwrap_or_else(|| BridgeSpec::new(&br.name));
             b.aging = br.aging;
+            b.isolated = br.isolated;
+            b.icc = br.icc;
             b.gateway = br.gateway.map(super::requests::gateway_text);
             b.gateway_mac = br
                 .gateway
                 .map(|g| g.mac)
-                .filter(|m| *m != crate::datapath::Gateway::default_mac(&br.name))
+                .filter(|m| {
+                    *m != crate::datapath::Gateway::host_mac(crate::host::host_id(), &br.name)
+                })
                 .map(|m| m.to_string());
             b.port = br
                 .ports

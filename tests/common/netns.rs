@@ -118,6 +118,11 @@ pub struct Daemon {
 impl Daemon {
     /// Start `uvs run --socket <tmp> [extra...]` and wait for its socket.
     pub fn start(tag: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_env(tag, extra, &[])
+    }
+
+    /// `start` with extra environment variables for the daemon.
+    pub fn start_env(tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let socket = std::env::temp_dir().join(format!("uvs-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(env!("CARGO_BIN_EXE_uvs"))
@@ -125,6 +130,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("start uvs");
