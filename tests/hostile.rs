@@ -191,6 +191,10 @@ fn start_victims(n: &dyn Fn(&str) -> String, secs: u32) -> [Victim; 2] {
     ]
 }
 
+/// Victims' loss and max RTT against bounds that separate the failure being guarded against
+/// (stalls of seconds: an 11.7 s flush, 18.7 s del-port, 0.73 s unpaged fdb-show; a locked-out
+/// socket) from the noise of a loaded 2-core machine (max RTTs of ~300 ms seen in CI while
+/// other builds ran). The printed figures are the measurement; these are regression guards.
 fn check(attack: &str, v: [Victim; 2], max_loss: f64, max_rtt_ms: f64) {
     for v in v {
         let (loss, max) = v.finish(attack);
@@ -248,7 +252,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     });
     let (sa, sb) = (a.join().unwrap(), b.join().unwrap());
     println!("attack: {sa} crafted-collision frames, {sb} MAC-flood frames in {secs} s");
-    check("mac flood + collisions", v, 2.0, 200.0);
+    check("mac flood + collisions", v, 2.0, 1000.0);
 
     let s = stats(&d);
     let br0 = &s["bridges"]["br0"];
@@ -311,7 +315,7 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
     let t0 = Instant::now();
     let shown = d.ctl(&["fdb-show", "br0"]).lines().count();
     println!("fdb-show of {shown} lines: {:?}", t0.elapsed());
-    check("fdb-show", v, 2.0, 200.0);
+    check("fdb-show", v, 2.0, 600.0);
 
     let v = start_victims(&n, 3);
     std::thread::sleep(Duration::from_millis(300));
@@ -332,7 +336,7 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
         "fdb-flush of {filled} entries: {flush:?} round trip; del-port with {before} entries ({refilled} frames): {del:?}"
     );
     assert!(entries() < 10);
-    check("fdb-flush + del-port", v, 2.0, 200.0);
+    check("fdb-flush + del-port", v, 2.0, 1500.0);
 }
 
 #[test]
@@ -424,5 +428,5 @@ fn control_socket_attacks_fail_and_others_are_served() {
     let out = d.ctl(&["add-flows", "br0", f.to_str().unwrap()]);
     let _ = std::fs::remove_file(&f);
     assert!(out.contains("added 1"), "{out}");
-    check("control socket", v, 2.0, 200.0);
+    check("control socket", v, 2.0, 1000.0);
 }
