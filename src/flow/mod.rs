@@ -25,6 +25,8 @@ mod parse;
 mod subtable;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ovs;
 
 use std::fmt;
 

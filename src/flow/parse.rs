@@ -3,8 +3,8 @@
 //!
 //! Contract:
 //! - Fields are `key=value` or a shorthand (`ip, arp, icmp, tcp, udp`), separated by commas
-//!   and/or whitespace, in any order. Everything after the first `actions=` (at the start or
-//!   after a separator) is the action list, so `actions=` is last; it is required by
+//!   and/or whitespace, in any order. Everything after the first `actions=` (or `action=`, as
+//!   ovs-ofctl; at the start or after a separator) is the action list, so `actions=` is last; it is required by
 //!   `parse_flow` and refused by `parse_filter`.
 //! - Numbers are decimal or `0x` hex. Masks: `dl_src/dl_dst` `MAC/MAC`; `nw_src/nw_dst`
 //!   `IP/PREFIX` or `IP/MASK`; `tp_src/tp_dst` and `tun_id` `N/MASK`; values are normalised
@@ -426,13 +426,22 @@ fn describe(n: &Need<'_>) -> String {
     format!("dl_type={}", ds.join(" or "))
 }
 
-/// Split at the first `actions=` that starts a field.
+/// Split at the first `actions=` (or `action=`, which ovs-ofctl takes as the same key) that
+/// starts a field.
 fn split_actions(s: &str) -> (&str, Option<&str>) {
     let mut from = 0;
-    while let Some(i) = s[from..].find("actions=") {
+    while let Some(i) = s[from..].find("action") {
         let at = from + i;
-        if at == 0 || s[..at].ends_with([',', ' ', '\t']) {
-            return (&s[..at], Some(&s[at + "actions=".len()..]));
+        let rest = &s[at + "action".len()..];
+        let key = if rest.starts_with("s=") {
+            "actions=".len()
+        } else if rest.starts_with('=') {
+            "action=".len()
+        } else {
+            0
+        };
+        if key != 0 && (at == 0 || s[..at].ends_with([',', ' ', '\t'])) {
+            return (&s[..at], Some(&s[at + key..]));
         }
         from = at + 1;
     }
