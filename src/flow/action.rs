@@ -21,8 +21,10 @@ use std::net::Ipv4Addr;
 
 use super::FlowError;
 use super::ct::{CtAction, parse_ct};
+use super::ext::{ExtField, parse_masked_bits};
 use super::match_::PortRef;
 use super::parse::{parse_num, parse_port};
+use super::regs::{Subfield, parse_load, parse_move};
 use crate::wire::ethernet::MacAddr;
 
 /// A field `set_field` can write.
@@ -48,6 +50,8 @@ pub enum SetField {
     TpDst(u16),
     /// `tun_id` (`tunnel_id`).
     TunId(u64),
+    /// A register or metadata: (field, value, mask), `value & mask == value`.
+    Ext(ExtField, u128, u128),
 }
 
 /// One action.
@@ -95,6 +99,18 @@ pub enum Action {
     Meter(u32),
     /// `ct(ARGS)`: send through connection tracking.
     Ct(CtAction),
+    /// `ct_clear`: forget the connection tracking state (ct_state, ct_zone back to 0).
+    CtClear,
+    /// `mod_nw_tos:TOS`: set the DSCP bits of IPv4 (a multiple of 4; ECN kept).
+    ModNwTos(u8),
+    /// `mod_nw_ecn:ECN`: set the ECN bits of IPv4 (0-3; DSCP kept).
+    ModNwEcn(u8),
+    /// `note:HEX.HEX...`: does nothing (a comment for controllers).
+    Note(Vec<u8>),
+    /// `load:VALUE->DST[BITS]` (value already shifted into the destination's bits).
+    Load(u128, Subfield),
+    /// `move:SRC[BITS]->DST[BITS]`.
+    Move(Subfield, Subfield),
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -155,6 +171,13 @@ fn parse_set_field(t: &str, arg: &str) -> Result<SetField, FlowError> {
         .split_once("->")
         .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD"))?;
     let (v, f) = (v.trim(), f.trim());
+    if let Some(e) = ExtField::by_name(f) {
+        let m = parse_masked_bits(t, v, e.bits())?;
+        if m.mask == 0 {
+            return Err(bad(t, "a zero mask sets nothing"));
+        }
+        return Ok(SetField::Ext(e, m.value & m.mask, m.mask));
+    }
     if v.contains('/') {
         return Err(bad(t, "a masked set_field is not supported"));
     }
@@ -214,6 +237,27 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "in_port" => return no_arg(Action::InPort),
         "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
         "dec_ttl" => return no_arg(Action::DecTtl),
+        "ct_clear" => return no_arg(Action::CtClear),
+        "mod_nw_tos" => {
+            let n: u8 = num(t, need_arg()?, 255)?;
+            if n & 3 != 0 {
+                return Err(bad(
+                    t,
+                    format!("'{arg}' has ECN bits set (want a multiple of 4)"),
+                ));
+            }
+            Action::ModNwTos(n)
+        }
+        "mod_nw_ecn" => Action::ModNwEcn(num(t, need_arg()?, 3)?),
+        "note" => Action::Note(parse_note(t, arg)?),
+        "load" => {
+            let (v, d) = parse_load(t, need_arg()?)?;
+            Action::Load(v, d)
+        }
+        "move" => {
+            let (src, dst) = parse_move(t, need_arg()?)?;
+            Action::Move(src, dst)
+        }
         "output" => Action::Output(parse_port(need_arg()?).map_err(|e| bad(t, e.to_string()))?),
         "mod_vlan_vid" => Action::ModVlanVid(num(t, need_arg()?, 4095)?),
         "mod_vlan_pcp" => Action::ModVlanPcp(num(t, need_arg()?, 7)?),
@@ -268,6 +312,18 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
     }))
 }
 
+/// `note:` bytes: hex pairs, optionally separated by dots (`01.02.ab`); may be empty.
+fn parse_note(t: &str, arg: &str) -> Result<Vec<u8>, FlowError> {
+    let hex: String = arg.chars().filter(|c| *c != '.').collect();
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(t, format!("'{arg}' is not hex bytes (01.02.ab)")));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad(t, "bad hex")))
+        .collect()
+}
+
 /// Parse the text after `actions=`. `table` is the flow's table (`goto_table` must go later).
 pub fn parse_actions(s: &str, table: u8) -> Result<Vec<Action>, FlowError> {
     let pieces = split_top(s)?;
@@ -305,6 +361,8 @@ impl fmt::Display for SetField {
             SetField::TpSrc(v) => write!(f, "{v}->tp_src"),
             SetField::TpDst(v) => write!(f, "{v}->tp_dst"),
             SetField::TunId(v) => write!(f, "{v:#x}->tun_id"),
+            SetField::Ext(e, v, m) if *m == e.full() => write!(f, "{v:#x}->{e}"),
+            SetField::Ext(e, v, m) => write!(f, "{v:#x}/{m:#x}->{e}"),
         }
     }
 }
@@ -333,6 +391,18 @@ impl fmt::Display for Action {
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
             Action::Meter(m) => write!(f, "meter:{m}"),
             Action::Ct(a) => write!(f, "{a}"),
+            Action::CtClear => f.write_str("ct_clear"),
+            Action::ModNwTos(v) => write!(f, "mod_nw_tos:{v}"),
+            Action::ModNwEcn(v) => write!(f, "mod_nw_ecn:{v}"),
+            Action::Note(b) => {
+                f.write_str("note:")?;
+                for (i, x) in b.iter().enumerate() {
+                    write!(f, "{}{x:02x}", if i == 0 { "" } else { "." })?;
+                }
+                Ok(())
+            }
+            Action::Load(v, d) => write!(f, "load:{:#x}->{d}", v >> d.ofs),
+            Action::Move(s, d) => write!(f, "move:{s}->{d}"),
         }
     }
 }

@@ -24,6 +24,7 @@ use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 
 use super::FlowError;
+use super::ext::{ExtField, ExtKey, ExtMatch};
 use crate::wire::ethernet::MacAddr;
 
 /// A port named in a flow: a uvs port name or an OpenFlow-style number. Callers resolve it to a
@@ -73,6 +74,12 @@ pub const DEFAULT_PRIORITY: u16 = 32768;
 pub const ETH_IP: u16 = 0x0800;
 /// EtherType ARP.
 pub const ETH_ARP: u16 = 0x0806;
+/// EtherType IPv6.
+pub const ETH_IPV6: u16 = 0x86dd;
+/// ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+/// SCTP (matched by protocol only: no SCTP ports).
+pub const PROTO_SCTP: u8 = 132;
 /// IP protocol numbers with shorthands.
 pub const PROTO_ICMP: u8 = 1;
 /// TCP.
@@ -214,6 +221,8 @@ pub struct Match {
     pub ct_state: Option<Masked<u8>>,
     /// Connection tracking zone.
     pub ct_zone: Option<u16>,
+    /// Registers, metadata and IPv6 fields (checked after the packed key, see `ext.rs`).
+    pub ext: ExtMatch,
 }
 
 /// Normalise one masked field: `value &= mask`, zero mask -> wildcard.
@@ -322,8 +331,18 @@ impl Match {
     }
 
     /// Whether `key` matches, field by field (`in_port` resolved with `resolve`; an unknown port
-    /// matches nothing).
+    /// matches nothing), with every ext field (registers, metadata, IPv6) 0.
     pub fn matches(&self, key: &PacketKey, resolve: &dyn Fn(&PortRef) -> Option<u16>) -> bool {
+        self.matches_ext(key, &ExtKey::ZERO, resolve)
+    }
+
+    /// `matches` with the ext fields of `ext`.
+    pub fn matches_ext(
+        &self,
+        key: &PacketKey,
+        ext: &ExtKey,
+        resolve: &dyn Fn(&PortRef) -> Option<u16>,
+    ) -> bool {
         fn m<T: Copy + PartialEq + std::ops::BitAnd<Output = T>>(
             f: Option<Masked<T>>,
             k: T,
@@ -353,6 +372,7 @@ impl Match {
             && m(self.tun_id, key.tun_id & TUN_ID_BITS)
             && m(self.ct_state, key.ct_state)
             && self.ct_zone.is_none_or(|z| z == key.ct_zone)
+            && self.ext.matches(ext)
     }
 
     /// A packet key with every matched field set to its value (for `trace`): unmatched fields
@@ -394,6 +414,10 @@ impl Match {
             (ETH_IP, Some(PROTO_UDP)) => Some("udp"),
             (ETH_IP, _) => Some("ip"),
             (ETH_ARP, _) => Some("arp"),
+            (ETH_IPV6, Some(PROTO_ICMPV6)) => Some("icmp6"),
+            (ETH_IPV6, Some(PROTO_TCP)) => Some("tcp6"),
+            (ETH_IPV6, Some(PROTO_UDP)) => Some("udp6"),
+            (ETH_IPV6, _) => Some("ipv6"),
             _ => None,
         }
     }
@@ -445,9 +469,11 @@ impl fmt::Display for Match {
                 let _ = write!(s, "/{:#x}", t.mask);
             }
         }
+        self.ext.write(&mut s, |f| f == ExtField::Metadata);
         if let Some(p) = &self.in_port {
             let _ = write!(s, ",in_port={p}");
         }
+        self.ext.write(&mut s, |f| matches!(f, ExtField::Reg(_)));
         match self.dl_vlan {
             Some(NO_VLAN) => s.push_str(",dl_vlan=0xffff"),
             Some(v) => {
@@ -473,11 +499,17 @@ impl fmt::Display for Match {
         if let Some(a) = self.nw_dst {
             write_ip(&mut s, "nw_dst", a);
         }
+        self.ext.write(&mut s, |f| {
+            matches!(
+                f,
+                ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::Ipv6Label
+            )
+        });
         match (self.nw_proto, short) {
             (Some(p), Some("arp")) => {
                 let _ = write!(s, ",arp_op={p}");
             }
-            (Some(p), Some("ip") | None) => {
+            (Some(p), Some("ip" | "ipv6") | None) => {
                 let _ = write!(s, ",nw_proto={p}");
             }
             _ => {}
@@ -485,13 +517,14 @@ impl fmt::Display for Match {
         if let Some(t) = self.nw_tos {
             let _ = write!(s, ",nw_tos={t}");
         }
-        let icmp = short == Some("icmp");
+        let icmp = matches!(short, Some("icmp" | "icmp6"));
         if let Some(p) = self.tp_src {
             write_tp(&mut s, if icmp { "icmp_type" } else { "tp_src" }, p);
         }
         if let Some(p) = self.tp_dst {
             write_tp(&mut s, if icmp { "icmp_code" } else { "tp_dst" }, p);
         }
+        self.ext.write(&mut s, |f| f == ExtField::NdTarget);
         f.write_str(s.strip_prefix(',').unwrap_or(&s))
     }
 }

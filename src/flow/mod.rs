@@ -19,9 +19,11 @@ mod action;
 mod classifier;
 mod ct;
 mod emc;
+mod ext;
 mod match_;
 pub mod meter;
 mod parse;
+mod regs;
 mod subtable;
 #[cfg(test)]
 mod tests;
@@ -34,8 +36,10 @@ pub use action::{Action, Actions, SetField, parse_actions};
 pub use classifier::{Added, Classifier, FlowId, FlowStats};
 pub use ct::{CtAction, CtNat, ct_state};
 pub use emc::Emc;
+pub use ext::{ExtField, ExtKey, ExtMatch};
 pub use match_::{DEFAULT_PRIORITY, Masked, Match, NO_VLAN, PacketKey, PortRef};
 pub use parse::{FlowFilter, parse_filter, parse_flow, parse_num, parse_port};
+pub use regs::{Field, PktField, Subfield};
 
 /// Why a flow (or a filter) was refused. Every message names the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

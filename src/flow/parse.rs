@@ -24,11 +24,12 @@
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use super::action::parse_actions;
+use super::action::{Action, parse_actions};
 use super::ct::parse_ct_state;
+use super::ext::{ExtField, parse_ipv6, parse_masked_bits, parse_xreg};
 use super::match_::{
-    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PortRef, TUN_ID_BITS,
+    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRef, TUN_ID_BITS,
 };
 use super::{Flow, FlowError};
 use crate::wire::ethernet::MacAddr;
@@ -188,12 +189,13 @@ fn set<T: PartialEq>(
     }
 }
 
-/// The spelling of a field with prerequisites, and what it needs.
+/// The spelling of a field with prerequisites, and what it needs: one of `dl_types`, and (if
+/// `protos` is not empty) one of the (dl_type, nw_proto) pairs of `protos`.
 #[derive(Clone, Copy)]
 struct Need<'a> {
     name: &'a str,
     dl_types: &'static [u16],
-    protos: &'static [u8],
+    protos: &'static [(u16, u8)],
 }
 
 #[derive(Default)]
@@ -205,12 +207,25 @@ struct Fields<'a> {
     hard: Option<u16>,
     m: Match,
     needs: Vec<Need<'a>>,
+    /// `nd_target` as written, if given (it needs icmp_type 135 or 136).
+    nd: Option<&'a str>,
 }
 
 const IP_OR_ARP: &[u16] = &[ETH_IP, ETH_ARP];
+const IP_ANY: &[u16] = &[ETH_IP, ETH_IPV6];
+const TCP: &[(u16, u8)] = &[(ETH_IP, PROTO_TCP), (ETH_IPV6, PROTO_TCP)];
+const UDP: &[(u16, u8)] = &[(ETH_IP, PROTO_UDP), (ETH_IPV6, PROTO_UDP)];
+const TCP_UDP: &[(u16, u8)] = &[
+    (ETH_IP, PROTO_TCP),
+    (ETH_IPV6, PROTO_TCP),
+    (ETH_IP, PROTO_UDP),
+    (ETH_IPV6, PROTO_UDP),
+];
+const ICMP_ANY: &[(u16, u8)] = &[(ETH_IP, PROTO_ICMP), (ETH_IPV6, PROTO_ICMPV6)];
+const ICMPV6: &[(u16, u8)] = &[(ETH_IPV6, PROTO_ICMPV6)];
 
 impl<'a> Fields<'a> {
-    fn need(&mut self, name: &'a str, dl_types: &'static [u16], protos: &'static [u8]) {
+    fn need(&mut self, name: &'a str, dl_types: &'static [u16], protos: &'static [(u16, u8)]) {
         self.needs.push(Need {
             name,
             dl_types,
@@ -231,12 +246,19 @@ impl<'a> Fields<'a> {
                 "icmp" => self.shorthand(tok, ETH_IP, Some(PROTO_ICMP)),
                 "tcp" => self.shorthand(tok, ETH_IP, Some(PROTO_TCP)),
                 "udp" => self.shorthand(tok, ETH_IP, Some(PROTO_UDP)),
+                "sctp" => self.shorthand(tok, ETH_IP, Some(PROTO_SCTP)),
+                "ipv6" | "ip6" => self.shorthand(tok, ETH_IPV6, None),
+                "icmp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_ICMPV6)),
+                "tcp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_TCP)),
+                "udp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_UDP)),
+                "sctp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_SCTP)),
                 _ => Err(FlowError::UnknownField(tok.to_string())),
             };
         };
         let m = &mut self.m;
         match k {
-            "ip" | "arp" | "icmp" | "tcp" | "udp" => {
+            "ip" | "arp" | "icmp" | "tcp" | "udp" | "sctp" | "ipv6" | "ip6" | "icmp6" | "tcp6"
+            | "udp6" | "sctp6" => {
                 return Err(bad_value(k, v, "a shorthand takes no value"));
             }
             "priority" => set(&mut self.priority, Some(parse_num(k, v, 0xffff)?), tok, k)?,
@@ -315,7 +337,7 @@ impl<'a> Fields<'a> {
                     return Err(bad_value(k, v, "ECN bits set (want a multiple of 4)"));
                 }
                 set(&mut m.nw_tos, Some(t), tok, k)?;
-                self.need(k, &[ETH_IP], &[]);
+                self.need(k, IP_ANY, &[]);
             }
             "tp_src" | "tcp_src" | "udp_src" | "tp_dst" | "tcp_dst" | "udp_dst" => {
                 let p = parse_masked::<u16>(k, v, 0xffff)?;
@@ -334,21 +356,25 @@ impl<'a> Fields<'a> {
                         "tp_dst"
                     },
                 )?;
-                let protos: &'static [u8] = match &k[..3] {
-                    "tcp" => &[PROTO_TCP],
-                    "udp" => &[PROTO_UDP],
-                    _ => &[PROTO_TCP, PROTO_UDP],
+                let protos = match &k[..3] {
+                    "tcp" => TCP,
+                    "udp" => UDP,
+                    _ => TCP_UDP,
                 };
-                self.need(k, &[ETH_IP], protos);
+                self.need(k, IP_ANY, protos);
             }
-            "icmp_type" | "icmp_code" => {
+            "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
                 let n: u16 = parse_num(k, v, 0xff)?;
-                let slot = if k == "icmp_type" {
+                let slot = if k.ends_with("type") {
                     &mut m.tp_src
                 } else {
                     &mut m.tp_dst
                 };
-                let f = if k == "icmp_type" { "tp_src" } else { "tp_dst" };
+                let f = if k.ends_with("type") {
+                    "tp_src"
+                } else {
+                    "tp_dst"
+                };
                 set(
                     slot,
                     Some(Masked {
@@ -358,7 +384,41 @@ impl<'a> Fields<'a> {
                     tok,
                     f,
                 )?;
-                self.need(k, &[ETH_IP], &[PROTO_ICMP]);
+                let v6 = k.starts_with("icmpv6");
+                self.need(
+                    k,
+                    if v6 { &[ETH_IPV6] } else { IP_ANY },
+                    if v6 { ICMPV6 } else { ICMP_ANY },
+                );
+            }
+            "ipv6_src" | "ipv6_dst" | "nd_target" => {
+                let f = match k {
+                    "ipv6_src" => ExtField::Ipv6Src,
+                    "ipv6_dst" => ExtField::Ipv6Dst,
+                    _ => ExtField::NdTarget,
+                };
+                m.ext.set(f, parse_ipv6(k, v)?, tok)?;
+                self.need(k, &[ETH_IPV6], if k == "nd_target" { ICMPV6 } else { &[] });
+                if k == "nd_target" {
+                    self.nd = Some(k);
+                }
+            }
+            "ipv6_label" => {
+                m.ext
+                    .set(ExtField::Ipv6Label, parse_masked_bits(k, v, 20)?, tok)?;
+                self.need(k, &[ETH_IPV6], &[]);
+            }
+            "metadata" => m
+                .ext
+                .set(ExtField::Metadata, parse_masked_bits(k, v, 64)?, tok)?,
+            _ if k.starts_with("xreg") => {
+                for (f, x) in parse_xreg(k, &k[4..], v)? {
+                    m.ext.set(f, x, tok)?;
+                }
+            }
+            _ if ExtField::by_name(k).is_some_and(|f| matches!(f, ExtField::Reg(_))) => {
+                let f = ExtField::by_name(k).expect("checked");
+                m.ext.set(f, parse_masked_bits(k, v, 32)?, tok)?;
             }
             "tun_id" | "tunnel_id" => set(&mut m.tun_id, parse_tun_id(k, v)?, tok, "tun_id")?,
             "ct_state" => set(&mut m.ct_state, parse_ct_state(k, v)?, tok, k)?,
@@ -372,14 +432,28 @@ impl<'a> Fields<'a> {
     fn check(&self) -> Result<(), FlowError> {
         for n in &self.needs {
             let dl_ok = self.m.dl_type.is_some_and(|t| n.dl_types.contains(&t));
-            let proto_ok =
-                n.protos.is_empty() || self.m.nw_proto.is_some_and(|p| n.protos.contains(&p));
+            let proto_ok = n.protos.is_empty()
+                || self
+                    .m
+                    .dl_type
+                    .zip(self.m.nw_proto)
+                    .is_some_and(|p| n.protos.contains(&p));
             if !dl_ok || !proto_ok {
                 return Err(FlowError::Prerequisite {
                     field: n.name.to_string(),
                     needs: describe(n),
                 });
             }
+        }
+        let nd_type = self
+            .m
+            .tp_src
+            .is_some_and(|t| t.mask == 0xffff && (t.value == 135 || t.value == 136));
+        if let (Some(nd), false) = (self.nd, nd_type) {
+            return Err(FlowError::Prerequisite {
+                field: nd.to_string(),
+                needs: "icmp_type=135 or 136 (neighbour solicitation or advertisement)".into(),
+            });
         }
         if self.m.dl_vlan == Some(NO_VLAN) && self.m.dl_vlan_pcp.is_some() {
             return Err(FlowError::Conflict {
@@ -392,35 +466,36 @@ impl<'a> Fields<'a> {
 }
 
 fn dl_types_for(k: &str) -> &'static [u16] {
-    if k.starts_with("ip_") {
-        &[ETH_IP]
-    } else if k.starts_with("arp_") {
-        &[ETH_ARP]
-    } else {
-        IP_OR_ARP
+    match k {
+        "ip_proto" => IP_ANY,
+        "nw_proto" => &[ETH_IP, ETH_ARP, ETH_IPV6],
+        _ if k.starts_with("ip_") => &[ETH_IP],
+        _ if k.starts_with("arp_") => &[ETH_ARP],
+        _ => IP_OR_ARP,
     }
 }
 
 fn describe(n: &Need<'_>) -> String {
-    let proto = |p: &u8| match *p {
-        PROTO_ICMP => "1 (icmp)",
-        PROTO_TCP => "6 (tcp)",
-        PROTO_UDP => "17 (udp)",
+    let proto = |&(d, p): &(u16, u8)| match (d, p) {
+        (ETH_IP, PROTO_ICMP) => "icmp",
+        (ETH_IP, PROTO_TCP) => "tcp",
+        (ETH_IP, PROTO_UDP) => "udp",
+        (ETH_IPV6, PROTO_ICMPV6) => "icmp6",
+        (ETH_IPV6, PROTO_TCP) => "tcp6",
+        (ETH_IPV6, PROTO_UDP) => "udp6",
         _ => "?",
     };
     if !n.protos.is_empty() {
         let ps: Vec<&str> = n.protos.iter().map(proto).collect();
-        return format!("nw_proto={}", ps.join(" or "));
+        return ps.join(" or ");
     }
     let ds: Vec<&str> = n
         .dl_types
         .iter()
-        .map(|d| {
-            if *d == ETH_IP {
-                "0x0800 (ip)"
-            } else {
-                "0x0806 (arp)"
-            }
+        .map(|d| match *d {
+            ETH_IP => "0x0800 (ip)",
+            ETH_IPV6 => "0x86dd (ipv6)",
+            _ => "0x0806 (arp)",
         })
         .collect();
     format!("dl_type={}", ds.join(" or "))
@@ -467,7 +542,7 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
     let f = read_fields(fields, false)?;
     let actions = actions.ok_or(FlowError::MissingActions)?;
     let table = f.table.unwrap_or(0);
-    Ok(Flow {
+    let flow = Flow {
         table,
         priority: f.priority.unwrap_or(DEFAULT_PRIORITY),
         cookie: f.cookie.map_or(0, |c| c.value),
@@ -475,7 +550,16 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
         hard_timeout: f.hard.unwrap_or(0),
         m: f.m,
         actions: parse_actions(actions, table)?,
-    })
+    };
+    if flow.m.dl_type == Some(ETH_IPV6)
+        && let Some(a) = flow.actions.iter().find(|a| matches!(a, Action::Ct(_)))
+    {
+        return Err(FlowError::BadAction {
+            action: a.to_string(),
+            why: "connection tracking of IPv6 is not supported".into(),
+        });
+    }
+    Ok(flow)
 }
 
 /// Parse the match of `del-flows` / `dump-flows` (no `actions=`, no timeouts).

@@ -22,7 +22,10 @@ fn round_trip(s: &str) -> Flow {
 
 #[test]
 fn test_action_is_actions() {
-    assert_eq!(flow("priority=1,action=drop"), flow("priority=1,actions=drop"));
+    assert_eq!(
+        flow("priority=1,action=drop"),
+        flow("priority=1,actions=drop")
+    );
     assert_eq!(
         flow("table=0 priority=10 arp action=normal"),
         flow("table=0,priority=10,arp,actions=NORMAL")

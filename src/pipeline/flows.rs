@@ -20,7 +20,8 @@ use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::flow::meter::Meters;
 use crate::flow::{
-    Action, Actions, Classifier, Emc, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
+    Action, Actions, Classifier, Emc, ExtField, ExtKey, Field, Flow, FlowId, NO_VLAN, PacketKey,
+    PktField, PortRef, SetField, Subfield,
 };
 use crate::ofport::{OFPP_MAX, OfPorts};
 use crate::packet::Frames;
@@ -156,6 +157,22 @@ pub(crate) fn packet_key(
                 }
             }
         }
+        EtherType::IPV6 if ip.len() >= 40 => {
+            k.nw_tos = (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8;
+            k.nw_proto = ip[6];
+            let l4 = &ip[40..];
+            match k.nw_proto {
+                6 | 17 if l4.len() >= 4 => {
+                    k.tp_src = u16::from_be_bytes([l4[0], l4[1]]);
+                    k.tp_dst = u16::from_be_bytes([l4[2], l4[3]]);
+                }
+                58 if l4.len() >= 2 => {
+                    k.tp_src = l4[0] as u16;
+                    k.tp_dst = l4[1] as u16;
+                }
+                _ => {}
+            }
+        }
         EtherType::ARP if ip.len() >= 28 => {
             k.nw_proto = ip[7];
             k.nw_src = u32::from_be_bytes([ip[14], ip[15], ip[16], ip[17]]);
@@ -164,6 +181,25 @@ pub(crate) fn packet_key(
         _ => {}
     }
     k
+}
+
+/// The IPv6 ext fields of frame `data` (addresses, flow label, ND target) into `x`. The
+/// packet key's `nw_proto` is the first next-header (extension headers are not walked).
+#[inline(never)]
+fn ipv6_ext(data: &[u8], m: &Meta, x: &mut ExtKey) {
+    let ip = data.get(m.l3 as usize..).unwrap_or_default();
+    if ip.len() < 40 {
+        return;
+    }
+    let word = |i: usize| u128::from_be_bytes(ip[i..i + 16].try_into().expect("16 bytes"));
+    x.ipv6_label = u32::from_be_bytes([0, ip[1] & 0x0f, ip[2], ip[3]]);
+    x.ipv6_src = word(8);
+    x.ipv6_dst = word(24);
+    // Neighbour solicitation (135) / advertisement (136): the target follows 8 bytes of
+    // ICMPv6 header.
+    if ip[6] == 58 && ip.len() >= 64 && (ip[40] == 135 || ip[40] == 136) {
+        x.nd_target = word(48);
+    }
 }
 
 /// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
@@ -273,13 +309,22 @@ pub(crate) struct Emitted<'a> {
     pub normal: &'a mut Vec<Meta>,
 }
 
-/// (flow, next action) of flows waiting for a resubmit to finish: scratch space for `execute`,
-/// made once per burst.
-pub(crate) type Stack = [(FlowId, usize); MAX_DEPTH];
+/// Scratch space for `execute`, made once per burst: (flow, next action) of flows waiting for
+/// a resubmit to finish, and the ext fields (registers, metadata, IPv6) of the frame.
+pub(crate) struct Stack {
+    frames: [(FlowId, usize); MAX_DEPTH],
+    ext: ExtKey,
+    /// `ext` is not all zero.
+    dirty: bool,
+}
 
 /// A fresh `Stack`.
 pub(crate) fn stack() -> Stack {
-    [(FlowId(0), 0usize); MAX_DEPTH]
+    Stack {
+        frames: [(FlowId(0), 0usize); MAX_DEPTH],
+        ext: ExtKey::ZERO,
+        dirty: false,
+    }
 }
 
 /// What `execute` did with a frame.
@@ -419,9 +464,17 @@ pub(crate) fn execute<T: Tracer>(
     let mut pending = Pending(None, false);
     let mut depth = 0;
     let mut lookups = 1;
+    if stack.dirty {
+        stack.ext = ExtKey::ZERO;
+        stack.dirty = false;
+    }
+    if m.ethertype == EtherType::IPV6 {
+        ipv6_ext(frames.data(m.desc), m, &mut stack.ext);
+        stack.dirty = true;
+    }
     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-    let found = if T::DRY {
-        cls.lookup(0, &key)
+    let found = if T::DRY || !cls.cacheable(&key) {
+        cls.lookup_ext(0, &key, &stack.ext)
     } else {
         emc.lookup(cls, 0, &key)
     };
@@ -447,7 +500,7 @@ pub(crate) fn execute<T: Tracer>(
                 return pending.finish(m, t);
             }
             depth -= 1;
-            cur = stack[depth];
+            cur = stack.frames[depth];
             continue;
         };
         cur.1 += 1;
@@ -495,7 +548,7 @@ pub(crate) fn execute<T: Tracer>(
                         return pending.finish(m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-                    match cls.lookup(tb, &key) {
+                    match cls.lookup_ext(tb, &key, &stack.ext) {
                         Some(id) => {
                             depth = 0;
                             cur = (id, 0);
@@ -514,9 +567,9 @@ pub(crate) fn execute<T: Tracer>(
                     return pending.finish(m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-                match (cls.lookup(*tb, &key), action) {
+                match (cls.lookup_ext(*tb, &key, &stack.ext), action) {
                     (Some(id), Action::Resubmit(_)) => {
-                        stack[depth] = cur;
+                        stack.frames[depth] = cur;
                         depth += 1;
                         cur = (id, 0);
                         table = *tb;
@@ -538,6 +591,18 @@ pub(crate) fn execute<T: Tracer>(
                     return pending.finish(m, t);
                 }
             }
+            Action::CtClear => {
+                ct = (0, 0);
+                t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
+            }
+            Action::Note(_) => {}
+            Action::Load(..) | Action::Move(..) | Action::SetField(SetField::Ext(..)) => {
+                let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                let (f, v, mask) = register_write(action, &key, &stack.ext);
+                stack.ext.set(f, v, mask);
+                stack.dirty = true;
+                t.line(|| format!("    {action}: {f}={:#x}", stack.ext.get(f)));
+            }
             other => {
                 pending.flush(frames, m, out, t);
                 if T::DRY {
@@ -550,6 +615,48 @@ pub(crate) fn execute<T: Tracer>(
             }
         }
     }
+}
+
+/// What a register action writes: (field, value, mask), the value already in the field's bits.
+fn register_write(a: &Action, key: &PacketKey, ext: &ExtKey) -> (ExtField, u128, u128) {
+    let ext_of = |d: &Subfield| match d.field {
+        Field::Ext(f) => f,
+        // Refused by the parser (destinations are registers or metadata).
+        Field::Pkt(_) => ExtField::Reg(0),
+    };
+    match a {
+        Action::Load(v, d) => (ext_of(d), *v, d.mask()),
+        Action::Move(src, d) => {
+            let whole = match src.field {
+                Field::Ext(f) => ext.get(f),
+                Field::Pkt(p) => pkt_field(key, p),
+            };
+            let bits = (whole & src.mask()) >> src.ofs;
+            (ext_of(d), bits << d.ofs, d.mask())
+        }
+        Action::SetField(SetField::Ext(f, v, m)) => (*f, *v, *m),
+        _ => (ExtField::Reg(0), 0, 0),
+    }
+}
+
+/// The value of a packet field for `move`.
+fn pkt_field(k: &PacketKey, p: PktField) -> u128 {
+    u128::from(match p {
+        PktField::InPort => u64::from(k.in_port),
+        PktField::EthSrc => k.dl_src,
+        PktField::EthDst => k.dl_dst,
+        PktField::EthType => u64::from(k.dl_type),
+        PktField::VlanTci if k.vlan == NO_VLAN => 0,
+        PktField::VlanTci => {
+            u64::from((u16::from(k.vlan_pcp & 7) << 13) | 0x1000 | (k.vlan & 0xfff))
+        }
+        PktField::IpSrc => u64::from(k.nw_src),
+        PktField::IpDst => u64::from(k.nw_dst),
+        PktField::NwProto => u64::from(k.nw_proto),
+        PktField::TpSrc => u64::from(k.tp_src),
+        PktField::TpDst => u64::from(k.tp_dst),
+        PktField::TunId => k.tun_id,
+    })
 }
 
 /// Apply a header rewrite. Returns false when the frame must be dropped (dec_ttl at 0/1).
@@ -592,17 +699,8 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
             ip_field(frames, m, 2, None, Some(*p))
         }
-        Action::SetField(SetField::NwTos(t)) if m.ethertype == EtherType::IPV4 => {
-            let l3 = m.l3 as usize;
-            let d = frames.data_mut(m.desc);
-            if d.len() >= l3 + 20 {
-                let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                d[l3 + 1] = (d[l3 + 1] & 0x03) | (t & 0xfc);
-                let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-                d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-            }
-        }
+        Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => tos_bits(frames, m, 0xfc, *t),
+        Action::ModNwEcn(e) => tos_bits(frames, m, 0x03, *e),
         Action::DecTtl => {
             if m.ethertype != EtherType::IPV4 {
                 return true;
@@ -622,6 +720,23 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         _ => {}
     }
     true
+}
+
+/// Set the `mask` bits of the IPv4 ToS byte (DSCP 0xfc, ECN 0x03) to `v`, updating the header
+/// checksum. Other frames are left alone.
+fn tos_bits(frames: &mut Frames, m: &Meta, mask: u8, v: u8) {
+    if m.ethertype != EtherType::IPV4 {
+        return;
+    }
+    let l3 = m.l3 as usize;
+    let d = frames.data_mut(m.desc);
+    if d.len() >= l3 + 20 {
+        let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+        d[l3 + 1] = (d[l3 + 1] & !mask) | (v & mask);
+        let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
+        let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
+        d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    }
 }
 
 /// Set the VID and/or PCP, pushing a tag if the frame has none.
