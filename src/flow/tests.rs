@@ -136,7 +136,7 @@ fn test_parse_separators_and_masks() {
     );
     assert_eq!(
         flow("dl_type=0x86dd actions=drop").to_string(),
-        "dl_type=0x86dd actions=drop"
+        "ipv6 actions=drop"
     );
     assert_eq!(
         flow("ip,nw_proto=47,nw_tos=184 actions=drop").to_string(),
@@ -236,11 +236,11 @@ fn test_refuse_bad_mask() {
 fn test_refuse_prerequisite() {
     assert_eq!(
         err("tp_dst=80,actions=drop"),
-        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+        "tp_dst: needs tcp or tcp6 or udp or udp6 (prerequisite)"
     );
     assert_eq!(
         err("icmp,tp_dst=80,actions=drop"),
-        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+        "tp_dst: needs tcp or tcp6 or udp or udp6 (prerequisite)"
     );
     assert_eq!(
         err("nw_src=10.0.0.1,actions=drop"),
@@ -248,15 +248,15 @@ fn test_refuse_prerequisite() {
     );
     assert_eq!(
         err("arp,nw_tos=4,actions=drop"),
-        "nw_tos: needs dl_type=0x0800 (ip) (prerequisite)"
+        "nw_tos: needs dl_type=0x0800 (ip) or 0x86dd (ipv6) (prerequisite)"
     );
     assert_eq!(
         err("udp,tcp_dst=1,actions=drop"),
-        "tcp_dst: needs nw_proto=6 (tcp) (prerequisite)"
+        "tcp_dst: needs tcp or tcp6 (prerequisite)"
     );
     assert_eq!(
         err("tcp,icmp_type=1,actions=drop"),
-        "icmp_type: needs nw_proto=1 (icmp) (prerequisite)"
+        "icmp_type: needs icmp or icmp6 (prerequisite)"
     );
     assert_eq!(
         err("ip,arp_op=1,actions=drop"),

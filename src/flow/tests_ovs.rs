@@ -38,3 +38,92 @@ fn test_action_is_actions() {
     ));
     round_trip("in_port=1,action=output:2");
 }
+
+#[test]
+fn test_ipv6_matches() {
+    let f = round_trip(
+        "icmp6,icmp_type=136,nd_target=2001::1:0:9,ipv6_src=2001::/64,ipv6_label=5,actions=drop",
+    );
+    assert_eq!(
+        f.to_string(),
+        "icmp6,ipv6_src=2001::/64,ipv6_label=0x5,icmp_type=136,nd_target=2001::1:0:9 actions=drop"
+    );
+    assert_eq!(flow("ip6,actions=drop"), flow("ipv6,actions=drop"));
+    assert_eq!(
+        flow("tcp6,tp_dst=80,actions=drop").to_string(),
+        "tcp6,tp_dst=80 actions=drop"
+    );
+    assert_eq!(
+        flow("icmp6,icmpv6_type=135,icmpv6_code=0,actions=drop").to_string(),
+        "icmp6,icmp_type=135,icmp_code=0 actions=drop"
+    );
+    round_trip("ipv6,nw_proto=4,nw_tos=4,ipv6_dst=fc00::1/ffff::ffff,actions=normal");
+    round_trip("sctp,actions=drop");
+    // Prerequisites.
+    assert!(err("ipv6_src=::1,actions=drop").contains("ipv6_src: needs dl_type=0x86dd"));
+    assert!(err("icmp6,nd_target=::1,actions=drop").contains("icmp_type=135 or 136"));
+    assert!(err("tcp,icmpv6_type=1,actions=drop").contains("icmp6"));
+    assert!(err("ip,icmp_type=1,nw_proto=58,actions=drop").contains("icmp_type"));
+    assert!(err("ipv6,ipv6_src=1.2.3.4,actions=drop").contains("not an IPv6 address"));
+    // Conntrack of IPv6 is refused by name rather than tracked as invalid.
+    assert!(err("tcp6,actions=ct(commit),2").contains("IPv6 is not supported"));
+}
+
+#[test]
+fn test_registers() {
+    let f = round_trip("reg0=5,reg3=0x10/0xf0,metadata=0x7,actions=drop");
+    assert_eq!(
+        f.to_string(),
+        "metadata=0x7,reg0=0x5,reg3=0x10/0xf0 actions=drop"
+    );
+    // xregN is reg(2N) high, reg(2N+1) low, as in OVS.
+    assert_eq!(
+        flow("xreg0=0x100000002,actions=drop"),
+        flow("reg0=1,reg1=2,actions=drop")
+    );
+    assert_eq!(flow("xreg0=0,actions=drop").m.ext.iter().count(), 2);
+    assert!(matches!(
+        parse_flow("reg0=1,reg0=2,actions=drop"),
+        Err(FlowError::Conflict { .. })
+    ));
+    assert!(err("reg16=1,actions=drop").contains("reg16"));
+    assert!(err("reg0=0x100000000,actions=drop").contains("wider than 32 bits"));
+    let mut key = ExtKey::default();
+    assert!(!f.m.ext.matches(&key));
+    key.regs[0] = 5;
+    key.regs[3] = 0x1f;
+    key.metadata = 7;
+    assert!(f.m.ext.matches(&key));
+}
+
+#[test]
+fn test_register_actions() {
+    let f = round_trip(
+        "actions=load:0x5->NXM_NX_REG0[0..7],move:NXM_OF_ETH_SRC[0..31]->reg1[],\
+         set_field:0x3/0xf->reg2,set_field:5->metadata,load:1->reg4[3],move:reg0[]->xreg3[32..63]",
+    );
+    assert_eq!(
+        Actions(&f.actions).to_string(),
+        "load:0x5->reg0[0..7],move:eth_src[0..31]->reg1[],set_field:0x3/0xf->reg2,\
+         set_field:0x5->metadata,load:0x1->reg4[3],move:reg0[]->reg6[]"
+    );
+    assert!(err("actions=load:0x100->reg0[0..7]").contains("does not fit in 8 bits"));
+    assert!(err("actions=load:1->reg0[0..32]").contains("do not fit"));
+    assert!(err("actions=move:reg0[0..3]->reg1[0..4]").contains("source has 4 bits"));
+    assert!(err("actions=load:1->eth_src[]").contains("use set_field"));
+    assert!(err("actions=move:reg0[]->xreg0[16..47]").contains("spans both"));
+}
+
+#[test]
+fn test_small_actions() {
+    let f = round_trip("ip,actions=mod_nw_tos:8,mod_nw_ecn:2,note:01.02.ab,ct_clear,output:1");
+    assert_eq!(
+        Actions(&f.actions).to_string(),
+        "mod_nw_tos:8,mod_nw_ecn:2,note:01.02.ab,ct_clear,output:1"
+    );
+    assert_eq!(flow("actions=note:0102ab").actions, f.actions[2..3]);
+    assert!(err("actions=mod_nw_tos:5").contains("ECN bits"));
+    assert!(err("actions=mod_nw_ecn:4").contains("out of range"));
+    assert!(err("actions=note:1").contains("not hex bytes"));
+    assert!(err("actions=ct_clear:1").contains("takes no argument"));
+}

@@ -1,0 +1,207 @@
+//! In-memory tests of the flow features taken from OVS's flow language (see
+//! tests/ovs_flow_corpus.rs): IPv6 matches, registers and metadata with load/move/set_field,
+//! mod_nw_tos/mod_nw_ecn, ct_clear and note, each checked on the frames that leave.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
+use uvs::datapath::VlanMode;
+use uvs::flow::parse_flow;
+
+struct Net {
+    h: Harness,
+    b: u16,
+    p: [u16; 3],
+}
+
+fn net() -> Net {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p = [
+        h.port(b, "p1", VlanMode::default_trunk()),
+        h.port(b, "p2", VlanMode::default_trunk()),
+        h.port(b, "p3", VlanMode::default_trunk()),
+    ];
+    Net { h, b, p }
+}
+
+impl Net {
+    fn add(&mut self, text: &str) {
+        let ft = &mut self.h.dp.bridge_mut(self.b).unwrap().flows;
+        let mut f = parse_flow(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        ft.bind_ports(&mut f).unwrap();
+        ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
+        ft.refresh();
+    }
+
+    /// Send `f` on port `from` and return which ports (0, 1, 2) got it, and the frames.
+    fn send(&mut self, from: usize, f: &[u8]) -> Vec<(usize, Vec<u8>)> {
+        self.h.send(self.p[from], f);
+        let out = self.h.outputs();
+        (0..3)
+            .flat_map(|i| {
+                out[self.p[i] as usize]
+                    .iter()
+                    .map(move |f| (i, f.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn ports(&mut self, from: usize, f: &[u8]) -> Vec<usize> {
+        self.send(from, f).into_iter().map(|(i, _)| i).collect()
+    }
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+fn tcp6(src: &str, dst: &str, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv6(v6(src), v6(dst), 64)
+        .tcp(1000, dport, 1, 100)
+        .write(&mut v, b"data")
+        .unwrap();
+    v
+}
+
+fn udp6(src: &str, dst: &str, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv6(v6(src), v6(dst), 64)
+        .udp(1000, dport)
+        .write(&mut v, b"data")
+        .unwrap();
+    v
+}
+
+/// An ICMPv6 neighbour advertisement (136) for `target`.
+fn na(src: &str, target: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv6(v6(src), v6("ff02::1"), 255)
+        .icmpv6_raw(136, 0, [0x60, 0, 0, 0])
+        .write(&mut v, &v6(target))
+        .unwrap();
+    v
+}
+
+fn udp4(src: u8, tos: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut ip = etherparse::Ipv4Header::new(
+        12,
+        64,
+        etherparse::IpNumber::UDP,
+        [10, 0, 0, src],
+        [10, 0, 0, 2],
+    )
+    .unwrap();
+    ip.dscp = etherparse::IpDscp::try_new(tos >> 2).unwrap();
+    ip.ecn = etherparse::IpEcn::try_new(tos & 3).unwrap();
+    PacketBuilder::ethernet2(mac(src), mac(2))
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .udp(1000, 53)
+        .write(&mut v, b"data")
+        .unwrap();
+    v
+}
+
+#[test]
+fn ipv6_matches_select_ports() {
+    let mut n = net();
+    n.add("priority=100,tcp6,tp_dst=80,actions=output:p2");
+    n.add("priority=90,ipv6,ipv6_src=fc00::/64,actions=output:p3");
+    n.add("priority=80,icmp6,icmp_type=136,nd_target=fc00::9,actions=output:p2");
+    n.add("priority=70,ipv6,ipv6_label=0x12345,actions=output:p3");
+    n.add("priority=1,actions=drop");
+    assert_eq!(n.ports(0, &tcp6("fd00::1", "fd00::2", 80)), vec![1]);
+    assert_eq!(
+        n.ports(0, &tcp6("fd00::1", "fd00::2", 81)),
+        Vec::<usize>::new()
+    );
+    // Same packed key (ports, protocol) with another source: the exact-match cache must not
+    // answer for IPv6 frames while flows match IPv6 addresses.
+    for _ in 0..3 {
+        assert_eq!(n.ports(0, &udp6("fc00::1", "fd00::2", 9)), vec![2]);
+        assert_eq!(
+            n.ports(0, &udp6("fd00::1", "fd00::2", 9)),
+            Vec::<usize>::new()
+        );
+    }
+    assert_eq!(n.ports(0, &na("fd00::1", "fc00::9")), vec![1]);
+    assert_eq!(n.ports(0, &na("fd00::1", "fc00::8")), Vec::<usize>::new());
+    // IPv6 header at 14: version and traffic class, then the 20-bit flow label.
+    let mut labelled = udp6("fd00::1", "fd00::2", 9);
+    labelled[15..18].copy_from_slice(&[0x02, 0x34, 0x56]);
+    assert_eq!(n.ports(0, &labelled), Vec::<usize>::new(), "label 0x23456");
+    labelled[15..18].copy_from_slice(&[0x01, 0x23, 0x45]);
+    assert_eq!(n.ports(0, &labelled), vec![2], "label 0x12345");
+    // The frames leave unchanged.
+    let f = tcp6("fd00::1", "fd00::2", 80);
+    assert_eq!(n.send(0, &f), vec![(1, f)]);
+}
+
+#[test]
+fn registers_carry_state_between_tables() {
+    let mut n = net();
+    n.add("table=0,in_port=p1,actions=load:0x2a->NXM_NX_REG0[],resubmit(,1)");
+    // mac(n) is 02:00:00:00:00:0n: the low 16 bits of the source are n.
+    n.add("table=0,in_port=p2,actions=move:NXM_OF_ETH_SRC[0..15]->reg0[16..31],goto_table:1");
+    n.add("table=0,in_port=p3,actions=set_field:0x5->metadata,load:0x1->xreg2[33],goto_table:1");
+    n.add("table=1,priority=10,reg0=0x2a,actions=output:p3");
+    n.add("table=1,priority=10,reg0=0x70000/0xffff0000,actions=output:p1");
+    n.add("table=1,priority=10,metadata=0x5,reg4=0x2,actions=output:p2");
+    n.add("table=1,priority=0,actions=drop");
+    let f = frame(mac(2), mac(7), 1);
+    assert_eq!(n.ports(0, &f), vec![2], "reg0=0x2a from load");
+    assert_eq!(
+        n.ports(1, &f),
+        vec![0],
+        "reg0[16..31]=7 from the source MAC"
+    );
+    let g = frame(mac(2), mac(8), 1);
+    assert_eq!(
+        n.ports(1, &g),
+        Vec::<usize>::new(),
+        "reg0[16..31]=8: no flow"
+    );
+    assert_eq!(
+        n.ports(2, &f),
+        vec![1],
+        "metadata and xreg2 bit 33 (reg4 bit 1)"
+    );
+    // Registers start at 0 for every frame: in_port=p3 no longer loads them.
+    n.add("table=0,in_port=p3,actions=goto_table:1");
+    assert_eq!(n.ports(2, &f), Vec::<usize>::new());
+}
+
+#[test]
+fn tos_and_ecn_rewrites_keep_the_checksum() {
+    let mut n = net();
+    n.add("priority=10,ip,actions=mod_nw_tos:0x20,mod_nw_ecn:3,note:01.02,output:p2");
+    let out = n.send(0, &udp4(1, 0x41));
+    assert_eq!(out.len(), 1);
+    let s = SlicedPacket::from_ethernet(&out[0].1).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = s.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.dscp.value(), 0x20 >> 2);
+    assert_eq!(h.ecn.value(), 3);
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+}
+
+#[test]
+fn ct_clear_forgets_the_ct_state() {
+    let mut n = net();
+    n.add("table=0,ip,actions=ct(table=1)");
+    n.add("table=1,ct_state=+trk,ip,actions=ct_clear,resubmit(,2)");
+    n.add("table=2,priority=10,ct_state=-trk,actions=output:p2");
+    n.add("table=2,priority=10,ct_state=+trk,actions=output:p3");
+    assert_eq!(n.ports(0, &udp4(1, 0)), vec![1]);
+    n.add("table=1,ct_state=+trk,ip,actions=resubmit(,2)");
+    assert_eq!(n.ports(0, &udp4(1, 0)), vec![2], "without ct_clear: +trk");
+}
