@@ -97,7 +97,82 @@ fn ip(r: &mut Rng) -> Ipv4Addr {
     Ipv4Addr::from(r.next() as u32)
 }
 
+/// A register or metadata subfield (`xregN` ranges land on one register, as the parser maps
+/// them).
+fn gen_subfield(r: &mut Rng, writable: bool) -> Subfield {
+    let field = if writable || r.chance(50) {
+        Field::Ext(if r.chance(20) {
+            ExtField::Metadata
+        } else {
+            ExtField::Reg(r.below(16) as u8)
+        })
+    } else {
+        *r.pick(&[
+            Field::Pkt(PktField::InPort),
+            Field::Pkt(PktField::EthSrc),
+            Field::Pkt(PktField::VlanTci),
+            Field::Pkt(PktField::IpDst),
+            Field::Pkt(PktField::TpSrc),
+            Field::Pkt(PktField::TunId),
+        ])
+    };
+    let bits: u64 = match field {
+        Field::Ext(f) => u64::from(f.bits()),
+        Field::Pkt(PktField::EthSrc) => 48,
+        Field::Pkt(PktField::IpDst) => 32,
+        Field::Pkt(PktField::TunId) => 64,
+        Field::Pkt(_) => 16,
+    };
+    let ofs = r.below(bits);
+    let n_bits = 1 + r.below(bits - ofs);
+    Subfield {
+        field,
+        ofs: ofs as u8,
+        n_bits: n_bits as u8,
+    }
+}
+
+/// An action on registers, metadata or the other additions from OVS's flow language.
+fn gen_ovs_action(r: &mut Rng) -> Action {
+    match r.below(7) {
+        0 => {
+            let d = gen_subfield(r, true);
+            Action::Load((u128::from(r.next()) << d.ofs) & d.mask(), d)
+        }
+        1 => {
+            let src = gen_subfield(r, false);
+            let mut dst = gen_subfield(r, true);
+            let width = match dst.field {
+                Field::Ext(f) => f.bits() as u8,
+                Field::Pkt(_) => unreachable!(),
+            };
+            dst.n_bits = src.n_bits.min(width);
+            dst.ofs = dst.ofs.min(width - dst.n_bits);
+            let mut src = src;
+            src.n_bits = dst.n_bits;
+            Action::Move(src, dst)
+        }
+        2 => {
+            let f = if r.chance(30) {
+                ExtField::Metadata
+            } else {
+                ExtField::Reg(r.below(16) as u8)
+            };
+            let mask = (u128::from(r.next()) & f.full()) | 1;
+            let mask = if r.chance(50) { f.full() } else { mask };
+            Action::SetField(SetField::Ext(f, u128::from(r.next()) & mask, mask))
+        }
+        3 => Action::ModNwTos(r.next() as u8 & 0xfc),
+        4 => Action::ModNwEcn(r.below(4) as u8),
+        5 => Action::Note((0..r.below(6)).map(|_| r.next() as u8).collect()),
+        _ => Action::CtClear,
+    }
+}
+
 fn gen_action(r: &mut Rng) -> Action {
+    if r.chance(20) {
+        return gen_ovs_action(r);
+    }
     match r.below(20) {
         0 => Action::Normal,
         1 => Action::Flood,
@@ -166,6 +241,72 @@ fn gen_ct(r: &mut Rng) -> CtAction {
     }
 }
 
+/// IPv6 ext fields for a flow matching `ipv6` (nd_target only with icmp6).
+fn gen_ipv6(r: &mut Rng, m: &mut Match) {
+    let addr = |r: &mut Rng| (u128::from(r.next()) << 64) | u128::from(r.next());
+    let mask = |r: &mut Rng| match r.below(3) {
+        0 => u128::MAX,
+        1 => u128::MAX.checked_shl(r.below(129) as u32).unwrap_or(0) | (1 << 127),
+        _ => addr(r) | 1,
+    };
+    for f in [ExtField::Ipv6Src, ExtField::Ipv6Dst] {
+        if r.chance(40) {
+            let (a, k) = (addr(r), mask(r));
+            m.ext.set(f, Masked { value: a, mask: k }, "gen").unwrap();
+        }
+    }
+    if r.chance(20) {
+        let k = if r.chance(50) {
+            0xf_ffff
+        } else {
+            u128::from(r.next()) & 0xf_ffff | 1
+        };
+        m.ext
+            .set(
+                ExtField::Ipv6Label,
+                Masked {
+                    value: u128::from(r.next()),
+                    mask: k,
+                },
+                "gen",
+            )
+            .unwrap();
+    }
+    if m.nw_proto == Some(58) && r.chance(30) {
+        m.ext
+            .set(
+                ExtField::NdTarget,
+                Masked {
+                    value: addr(r),
+                    mask: u128::MAX,
+                },
+                "gen",
+            )
+            .unwrap();
+    }
+}
+
+/// Register and metadata matches.
+fn gen_regs(r: &mut Rng, m: &mut Match) {
+    for _ in 0..r.below(3) {
+        let f = if r.chance(25) {
+            ExtField::Metadata
+        } else {
+            ExtField::Reg(r.below(16) as u8)
+        };
+        let mask = if r.chance(50) {
+            f.full()
+        } else {
+            u128::from(r.next()) & f.full()
+        };
+        let v = Masked {
+            value: u128::from(r.next()) & mask,
+            mask,
+        };
+        let _ = m.ext.set(f, v, "gen");
+    }
+}
+
 /// A random valid flow in normal form.
 fn gen_flow(r: &mut Rng) -> Flow {
     let mut m = Match::default();
@@ -191,6 +332,10 @@ fn gen_flow(r: &mut Rng) -> Flow {
         3 => (Some(0x0800), Some(6)),
         4 => (Some(0x0800), Some(17)),
         5 => (Some(0x0800), Some(1)),
+        6 if r.chance(70) => (
+            Some(0x86dd),
+            r.chance(80).then(|| *r.pick(&[6, 17, 58, 132, 4])),
+        ),
         _ => (Some(*r.pick(&[0x86dd, 0x88cc, 0x1234])), None),
     };
     m.dl_type = dl_type;
@@ -231,15 +376,35 @@ fn gen_flow(r: &mut Rng) -> Flow {
             m.nw_dst = masked32(r);
         }
     }
-    if dl_type == Some(0x0800) && r.chance(30) {
+    if matches!(dl_type, Some(0x0800 | 0x86dd)) && r.chance(30) {
         m.nw_tos = Some(r.next() as u8 & 0xfc);
     }
+    if dl_type == Some(0x86dd) {
+        gen_ipv6(r, &mut m);
+    }
+    gen_regs(r, &mut m);
     match proto {
-        Some(6 | 17) if dl_type == Some(0x0800) => {
+        Some(6 | 17) if matches!(dl_type, Some(0x0800 | 0x86dd)) => {
             m.tp_src = if r.chance(50) { masked16(r) } else { None };
             m.tp_dst = if r.chance(50) { masked16(r) } else { None };
         }
+        Some(58) if dl_type == Some(0x86dd) && m.ext.get(ExtField::NdTarget).is_some() => {
+            m.tp_src = Some(Masked {
+                value: *r.pick(&[135, 136]),
+                mask: 0xffff,
+            });
+        }
         Some(1) if dl_type == Some(0x0800) => {
+            m.tp_src = r.chance(50).then(|| Masked {
+                value: r.below(256) as u16,
+                mask: 0xffff,
+            });
+            m.tp_dst = r.chance(50).then(|| Masked {
+                value: r.below(256) as u16,
+                mask: 0xffff,
+            });
+        }
+        Some(58) if dl_type == Some(0x86dd) => {
             m.tp_src = r.chance(50).then(|| Masked {
                 value: r.below(256) as u16,
                 mask: 0xffff,
@@ -254,6 +419,10 @@ fn gen_flow(r: &mut Rng) -> Flow {
     m.normalize();
     let table = if r.chance(50) { 0 } else { r.below(255) as u8 };
     let mut actions: Vec<Action> = (0..r.below(5)).map(|_| gen_action(r)).collect();
+    if dl_type == Some(0x86dd) {
+        // ct on IPv6 is refused.
+        actions.retain(|a| !matches!(a, Action::Ct(_)));
+    }
     if r.chance(10) {
         actions.insert(0, Action::Meter(1 + r.below(1000) as u32));
     }

@@ -127,3 +127,55 @@ fn test_small_actions() {
     assert!(err("actions=note:1").contains("not hex bytes"));
     assert!(err("actions=ct_clear:1").contains("takes no argument"));
 }
+
+#[test]
+fn test_classifier_ext_chain() {
+    let mut c = Classifier::new();
+    let none = |_: &PortRef| None;
+    let a = c
+        .add(flow("priority=5,reg0=1,actions=drop"), 0, none)
+        .unwrap();
+    let b = c
+        .add(flow("priority=5,reg0=2,actions=drop"), 0, none)
+        .unwrap();
+    let lo = c.add(flow("priority=1,actions=drop"), 0, none).unwrap();
+    assert!(
+        !a.replaced && !b.replaced,
+        "same packed key, other registers: two flows"
+    );
+    let k = PacketKey::default();
+    let mut x = ExtKey::ZERO;
+    assert_eq!(c.lookup_ext(0, &k, &x), Some(lo.id));
+    x.regs[0] = 2;
+    assert_eq!(c.lookup_ext(0, &k, &x), Some(b.id));
+    x.regs[0] = 1;
+    assert_eq!(c.lookup_ext(0, &k, &x), Some(a.id));
+    // Same match again replaces only its own flow.
+    let a2 = c
+        .add(flow("priority=5,reg0=1,actions=NORMAL"), 0, none)
+        .unwrap();
+    assert!(a2.replaced);
+    assert_eq!(a2.id, a.id);
+    // Strict delete names the registers; non-strict deletes what is at least as specific.
+    let gone = c
+        .del(&parse_filter("priority=5,reg0=2").unwrap(), true, none)
+        .unwrap();
+    assert_eq!(gone, vec![b.id]);
+    let gone = c
+        .del(&parse_filter("reg0=1").unwrap(), false, none)
+        .unwrap();
+    assert_eq!(gone, vec![a.id]);
+    assert_eq!(c.len(), 1);
+    // IPv6 address matches turn the exact-match cache off for IPv6 frames only.
+    let v6 = PacketKey {
+        dl_type: 0x86dd,
+        ..PacketKey::default()
+    };
+    assert!(c.cacheable(&v6));
+    c.add(flow("ipv6,ipv6_src=::1,actions=drop"), 0, none)
+        .unwrap();
+    assert!(!c.cacheable(&v6));
+    assert!(c.cacheable(&PacketKey::default()));
+    c.del(&parse_filter("ipv6").unwrap(), false, none).unwrap();
+    assert!(c.cacheable(&v6));
+}
