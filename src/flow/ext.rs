@@ -1,9 +1,11 @@
 //! Fields beyond the packed classifier key: registers (`reg0`..`reg15`, `xreg0`..`xreg7`),
-//! `metadata`, and the IPv6 addresses, flow label and ND target.
+//! `metadata`, the connection's `ct_mark`/`ct_label`, and the IPv6 addresses, flow label and
+//! ND target.
 //!
 //! Contract:
-//! - `ExtKey` holds their values for one packet: the IPv6 ones come from the frame, the others
-//!   start at 0 and are written by actions (`load:`, `move:`, `set_field:`).
+//! - `ExtKey` holds their values for one packet: the IPv6 ones come from the frame,
+//!   `ct_mark`/`ct_label` from the connection a `ct` action found (0 before), registers and
+//!   metadata start at 0 and are written by actions (`load:`, `move:`, `set_field:`).
 //! - `ExtMatch` is a flow's matches on them: a list sorted by field, each `Masked<u128>` in normal
 //!   form (`value & mask == value`, `mask != 0`), so two spellings of a match compare equal.
 //!   The classifier hashes the packed key only; a rule with an `ExtMatch` is checked against the
@@ -25,6 +27,10 @@ use super::parse::parse_num;
 /// A field of `ExtKey`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExtField {
+    /// `ct_mark` (32 bits): the connection's mark, set by `ct(commit,exec(...))`.
+    CtMark,
+    /// `ct_label` (128 bits): the connection's label.
+    CtLabel,
     /// `metadata` (64 bits).
     Metadata,
     /// `regN` (32 bits), N 0-15.
@@ -44,7 +50,8 @@ impl ExtField {
     pub fn bits(self) -> u32 {
         match self {
             ExtField::Metadata => 64,
-            ExtField::Reg(_) => 32,
+            ExtField::Reg(_) | ExtField::CtMark => 32,
+            ExtField::CtLabel => 128,
             ExtField::Ipv6Label => 20,
             ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::NdTarget => 128,
         }
@@ -60,13 +67,18 @@ impl ExtField {
         matches!(self, ExtField::Metadata | ExtField::Reg(_))
     }
 
-    /// Whether its value comes from the packet (IPv6 fields).
+    /// Whether its value comes from the packet (IPv6 fields): the only ext fields that can be
+    /// non-zero at the first lookup.
     pub fn from_packet(self) -> bool {
-        !self.writable()
+        matches!(
+            self,
+            ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::Ipv6Label | ExtField::NdTarget
+        )
     }
 
-    /// The field of a register or metadata name (`reg3`, `NXM_NX_REG3`, `metadata`,
-    /// `OXM_OF_METADATA`); `xregN` is not one field (see `parse_xreg`).
+    /// The field of a register, metadata or connection mark/label name (`reg3`,
+    /// `NXM_NX_REG3`, `metadata`, `OXM_OF_METADATA`, `ct_mark`, `NXM_NX_CT_MARK`, `ct_label`,
+    /// `NXM_NX_CT_LABEL`); `xregN` is not one field (see `parse_xreg`).
     pub fn by_name(name: &str) -> Option<ExtField> {
         let reg = name
             .strip_prefix("reg")
@@ -74,6 +86,8 @@ impl ExtField {
             .and_then(|n| n.parse::<u8>().ok().filter(|n| *n < 16));
         match name {
             "metadata" | "OXM_OF_METADATA" => Some(ExtField::Metadata),
+            "ct_mark" | "NXM_NX_CT_MARK" => Some(ExtField::CtMark),
+            "ct_label" | "NXM_NX_CT_LABEL" => Some(ExtField::CtLabel),
             _ => reg.map(ExtField::Reg),
         }
     }
@@ -82,6 +96,8 @@ impl ExtField {
 impl fmt::Display for ExtField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ExtField::CtMark => f.write_str("ct_mark"),
+            ExtField::CtLabel => f.write_str("ct_label"),
             ExtField::Metadata => f.write_str("metadata"),
             ExtField::Reg(n) => write!(f, "reg{n}"),
             ExtField::Ipv6Src => f.write_str("ipv6_src"),
@@ -95,6 +111,10 @@ impl fmt::Display for ExtField {
 /// The values of the `ExtField`s for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExtKey {
+    /// The connection's mark (after a `ct` action).
+    pub ct_mark: u32,
+    /// The connection's label.
+    pub ct_label: u128,
     /// `reg0`..`reg15`.
     pub regs: [u32; 16],
     /// `metadata`.
@@ -112,6 +132,8 @@ pub struct ExtKey {
 impl ExtKey {
     /// All zero (a packet before any action, not IPv6).
     pub const ZERO: ExtKey = ExtKey {
+        ct_mark: 0,
+        ct_label: 0,
         regs: [0; 16],
         metadata: 0,
         ipv6_src: 0,
@@ -124,6 +146,8 @@ impl ExtKey {
     #[inline]
     pub fn get(&self, f: ExtField) -> u128 {
         match f {
+            ExtField::CtMark => u128::from(self.ct_mark),
+            ExtField::CtLabel => self.ct_label,
             ExtField::Metadata => u128::from(self.metadata),
             ExtField::Reg(n) => u128::from(self.regs[n as usize & 15]),
             ExtField::Ipv6Src => self.ipv6_src,
@@ -138,6 +162,8 @@ impl ExtKey {
     pub fn set(&mut self, f: ExtField, value: u128, mask: u128) {
         let v = (self.get(f) & !mask) | (value & mask);
         match f {
+            ExtField::CtMark => self.ct_mark = v as u32,
+            ExtField::CtLabel => self.ct_label = v,
             ExtField::Metadata => self.metadata = v as u64,
             ExtField::Reg(n) => self.regs[n as usize & 15] = v as u32,
             ExtField::Ipv6Src => self.ipv6_src = v,

@@ -460,6 +460,9 @@ impl fmt::Display for Match {
         if let Some(z) = self.ct_zone {
             let _ = write!(s, ",ct_zone={z}");
         }
+        self.ext.write(&mut s, |f| {
+            matches!(f, ExtField::CtMark | ExtField::CtLabel)
+        });
         if let Some(sh) = short {
             let _ = write!(s, ",{sh}");
         }

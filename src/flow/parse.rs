@@ -408,6 +408,12 @@ impl<'a> Fields<'a> {
                     .set(ExtField::Ipv6Label, parse_masked_bits(k, v, 20)?, tok)?;
                 self.need(k, &[ETH_IPV6], &[]);
             }
+            "ct_mark" => m
+                .ext
+                .set(ExtField::CtMark, parse_masked_bits(k, v, 32)?, tok)?,
+            "ct_label" => m
+                .ext
+                .set(ExtField::CtLabel, parse_masked_bits(k, v, 128)?, tok)?,
             "metadata" => m
                 .ext
                 .set(ExtField::Metadata, parse_masked_bits(k, v, 64)?, tok)?,

@@ -167,6 +167,18 @@ fn bad(action: &str, why: impl Into<String>) -> FlowError {
 
 /// Parse `NAME[...]`; `dst` restricts it to registers and metadata.
 pub(crate) fn parse_subfield(t: &str, s: &str, dst: bool) -> Result<Subfield, FlowError> {
+    let sf = parse_subfield_any(t, s, dst)?;
+    match sf.field {
+        Field::Ext(f) if dst && !f.writable() => Err(bad(
+            t,
+            format!("{f} can only be written inside ct(commit,exec(...))"),
+        )),
+        _ => Ok(sf),
+    }
+}
+
+/// `parse_subfield` that also takes `ct_mark`/`ct_label` as destinations (for `ct(exec(...))`).
+pub(crate) fn parse_subfield_any(t: &str, s: &str, dst: bool) -> Result<Subfield, FlowError> {
     let s = s.trim();
     let (name, range) = match s.find('[') {
         Some(i) if s.ends_with(']') => (&s[..i], &s[i + 1..s.len() - 1]),
@@ -237,10 +249,19 @@ pub(crate) fn parse_subfield(t: &str, s: &str, dst: bool) -> Result<Subfield, Fl
 
 /// `load:VALUE->DST[..]`: (value already shifted to the subfield's bits, destination).
 pub(crate) fn parse_load(t: &str, arg: &str) -> Result<(u128, Subfield), FlowError> {
+    parse_load_into(t, arg, false)
+}
+
+/// `parse_load`; `ct` also allows `ct_mark`/`ct_label` destinations.
+pub(crate) fn parse_load_into(t: &str, arg: &str, ct: bool) -> Result<(u128, Subfield), FlowError> {
     let (v, d) = arg
         .split_once("->")
         .ok_or_else(|| bad(t, "want load:VALUE->DST[BITS]"))?;
-    let dst = parse_subfield(t, d, true)?;
+    let dst = if ct {
+        parse_subfield_any(t, d, true)?
+    } else {
+        parse_subfield(t, d, true)?
+    };
     let v = v.trim();
     let value = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
         Some(h) => u128::from_str_radix(h, 16),

@@ -107,7 +107,7 @@ impl FlowTable {
 }
 
 /// The packet key of frame `data` (metadata `m`) received on OpenFlow port `in_port`.
-#[inline]
+#[inline(always)]
 pub(crate) fn packet_key(
     data: &[u8],
     m: &Meta,
@@ -597,10 +597,7 @@ pub(crate) fn execute<T: Tracer>(
             }
             Action::Note(_) => {}
             Action::Load(..) | Action::Move(..) | Action::SetField(SetField::Ext(..)) => {
-                let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-                let (f, v, mask) = register_write(action, &key, &stack.ext);
-                stack.ext.set(f, v, mask);
-                stack.dirty = true;
+                let f = register_write(frames.data(m.desc), m, port, ct, action, stack);
                 t.line(|| format!("    {action}: {f}={:#x}", stack.ext.get(f)));
             }
             other => {
@@ -617,8 +614,27 @@ pub(crate) fn execute<T: Tracer>(
     }
 }
 
+/// Run a register action (`load`, `move`, `set_field` into a register or metadata) on the
+/// scratch ext key; returns the field written. Out of line: the packet key it may read is
+/// rebuilt here, so the hot path's `packet_key` stays inlined.
+#[inline(never)]
+fn register_write(
+    data: &[u8],
+    m: &Meta,
+    port: Ingress,
+    ct: (u8, u16),
+    a: &Action,
+    stack: &mut Stack,
+) -> ExtField {
+    let key = packet_key(data, m, port.ofport, port.tun_id, ct);
+    let (f, v, mask) = register_value(a, &key, &stack.ext);
+    stack.ext.set(f, v, mask);
+    stack.dirty = true;
+    f
+}
+
 /// What a register action writes: (field, value, mask), the value already in the field's bits.
-fn register_write(a: &Action, key: &PacketKey, ext: &ExtKey) -> (ExtField, u128, u128) {
+fn register_value(a: &Action, key: &PacketKey, ext: &ExtKey) -> (ExtField, u128, u128) {
     let ext_of = |d: &Subfield| match d.field {
         Field::Ext(f) => f,
         // Refused by the parser (destinations are registers or metadata).
