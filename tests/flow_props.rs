@@ -212,7 +212,7 @@ fn nat_port(r: &mut Rng) -> u16 {
 }
 
 fn gen_ct(r: &mut Rng) -> CtAction {
-    CtAction {
+    let mut ct = CtAction {
         commit: r.chance(50),
         zone: if r.chance(50) { 0 } else { r.next() as u16 },
         table: r.chance(50).then(|| r.below(255) as u8),
@@ -238,7 +238,25 @@ fn gen_ct(r: &mut Rng) -> CtAction {
                 port: r.chance(50).then(|| nat_port(r)),
             }),
         },
+        mark: None,
+        label: None,
+    };
+    if ct.commit && r.chance(40) {
+        let m = r.next() as u32 | 1;
+        ct.mark = Some(Masked {
+            value: r.next() as u32 & m,
+            mask: if r.chance(50) { u32::MAX } else { m },
+        });
     }
+    if ct.commit && r.chance(30) {
+        let m = (u128::from(r.next()) << 64 | u128::from(r.next())) | 1;
+        let m = if r.chance(50) { u128::MAX } else { m };
+        ct.label = Some(Masked {
+            value: u128::from(r.next()) & m,
+            mask: m,
+        });
+    }
+    ct
 }
 
 /// IPv6 ext fields for a flow matching `ipv6` (nd_target only with icmp6).
@@ -286,21 +304,23 @@ fn gen_ipv6(r: &mut Rng, m: &mut Match) {
     }
 }
 
-/// Register and metadata matches.
+/// Register, metadata, ct_mark and ct_label matches.
 fn gen_regs(r: &mut Rng, m: &mut Match) {
     for _ in 0..r.below(3) {
-        let f = if r.chance(25) {
-            ExtField::Metadata
-        } else {
-            ExtField::Reg(r.below(16) as u8)
+        let f = match r.below(8) {
+            0 | 1 => ExtField::Metadata,
+            2 => ExtField::CtMark,
+            3 => ExtField::CtLabel,
+            _ => ExtField::Reg(r.below(16) as u8),
         };
+        let wide = (u128::from(r.next()) << 64) | u128::from(r.next());
         let mask = if r.chance(50) {
             f.full()
         } else {
-            u128::from(r.next()) & f.full()
+            wide & f.full()
         };
         let v = Masked {
-            value: u128::from(r.next()) & mask,
+            value: wide.rotate_left(7) & mask,
             mask,
         };
         let _ = m.ext.set(f, v, "gen");

@@ -205,3 +205,46 @@ fn ct_clear_forgets_the_ct_state() {
     n.add("table=1,ct_state=+trk,ip,actions=resubmit(,2)");
     assert_eq!(n.ports(0, &udp4(1, 0)), vec![2], "without ct_clear: +trk");
 }
+
+fn udp(src: u8, dst: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(src), mac(dst))
+        .ipv4([10, 0, 0, src], [10, 0, 0, dst], 64)
+        .udp(sport, dport)
+        .write(&mut v, b"data")
+        .unwrap();
+    v
+}
+
+#[test]
+fn ct_mark_and_label_follow_the_connection() {
+    let mut n = net();
+    n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add(
+        "table=1,priority=20,in_port=p1,udp,tp_dst=53,ct_state=+trk+new,\
+         actions=ct(commit,exec(set_field:0x5->ct_mark,set_field:0x1/0x1->ct_label)),output:p2",
+    );
+    n.add("table=1,priority=10,in_port=p1,udp,ct_state=+trk+new,actions=ct(commit),output:p2");
+    n.add("table=1,priority=10,in_port=p1,ct_state=+trk+est,ct_mark=5,actions=output:p2");
+    n.add(
+        "table=1,priority=20,in_port=p2,ct_state=+trk+est,ct_mark=5,ct_label=1,actions=output:p1",
+    );
+    n.add("table=1,priority=10,in_port=p2,ct_state=+trk+est,actions=output:p3");
+    n.add("table=1,priority=0,actions=drop");
+    // A connection committed with a mark: its replies and later packets carry it.
+    assert_eq!(n.ports(0, &udp(1, 2, 1000, 53)), vec![1]);
+    assert_eq!(
+        n.ports(1, &udp(2, 1, 53, 1000)),
+        vec![0],
+        "reply: ct_mark=5"
+    );
+    assert_eq!(n.ports(0, &udp(1, 2, 1000, 53)), vec![1], "est: ct_mark=5");
+    // One committed without: mark 0.
+    assert_eq!(n.ports(0, &udp(1, 2, 1001, 54)), vec![1]);
+    assert_eq!(
+        n.ports(1, &udp(2, 1, 54, 1001)),
+        vec![2],
+        "reply: ct_mark=0"
+    );
+    assert_eq!(n.ports(0, &udp(1, 2, 1001, 54)), Vec::<usize>::new());
+}

@@ -174,7 +174,8 @@ fn test_parse_actions() {
             nat: Some(CtNat::Src {
                 addr: Ipv4Addr::new(1, 1, 1, 1),
                 ports: None
-            })
+            }),
+            ..CtAction::default()
         })
     );
     assert_eq!(f.actions[17], Action::Output(PortRef::Num(7)));
@@ -868,6 +869,7 @@ fn test_parse_ct_action() {
         zone,
         table,
         nat,
+        ..CtAction::default()
     };
     let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
     for (text, want, shown) in [
@@ -960,8 +962,8 @@ fn test_refuse_ct_action() {
         ("ct(commit,force)", "ct: 'force' is not supported"),
         ("ct(force)", "ct: 'force' is not supported"),
         (
-            "ct(commit,exec(set_field:1->ct_mark))",
-            "ct: 'exec' is not supported",
+            "ct(commit,exec(output:1))",
+            "ct(commit,exec(output:1)): 'output' in exec(...) is not supported (only set_field and load)",
         ),
         ("ct(commit,alg=ftp)", "ct: 'alg' is not supported"),
         (

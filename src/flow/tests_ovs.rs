@@ -179,3 +179,47 @@ fn test_classifier_ext_chain() {
     c.del(&parse_filter("ipv6").unwrap(), false, none).unwrap();
     assert!(c.cacheable(&v6));
 }
+
+#[test]
+fn test_ct_mark_label() {
+    let f = round_trip("ct_state=+trk,ct_mark=1/3,ct_label=0x5/0x5,ip,actions=drop");
+    assert_eq!(
+        f.to_string(),
+        "ct_state=+trk,ct_mark=0x1/0x3,ct_label=0x5/0x5,ip actions=drop"
+    );
+    round_trip("ct_label=0x0a000d000005000001,ip,actions=drop");
+    let f = round_trip(
+        "ip,actions=ct(commit,zone=1,exec(set_field:0x5/0x5->ct_mark,set_field:0x2->ct_mark,\
+         load:1->NXM_NX_CT_LABEL[33]),table=2)",
+    );
+    let Action::Ct(ct) = &f.actions[0] else {
+        panic!("{f}")
+    };
+    // The second set_field overwrites the whole mark.
+    assert_eq!(
+        ct.mark,
+        Some(Masked {
+            value: 2,
+            mask: u32::MAX
+        })
+    );
+    assert_eq!(
+        ct.label,
+        Some(Masked {
+            value: 1 << 33,
+            mask: 1 << 33
+        })
+    );
+    assert_eq!(
+        f.to_string(),
+        "ip actions=ct(commit,table=2,zone=1,exec(set_field:0x2->ct_mark,\
+         set_field:0x200000000/0x200000000->ct_label))"
+    );
+    assert!(err("ip,actions=ct(exec(set_field:1->ct_mark))").contains("needs commit"));
+    assert!(err("ip,actions=ct(commit,exec(set_field:1->reg0))").contains("only set ct_mark"));
+    assert!(err("ip,actions=ct(commit,exec(output:1))").contains("not supported"));
+    assert!(err("actions=set_field:1->ct_mark").contains("inside ct(commit,exec"));
+    assert!(err("actions=load:1->ct_mark[]").contains("inside ct(commit,exec"));
+    // ct_mark is readable by move.
+    round_trip("actions=move:ct_mark[]->reg0[]");
+}

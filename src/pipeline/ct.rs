@@ -8,6 +8,11 @@
 //!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
 //! - `commit` creates the connection if the packet is new (with `nat(src=...)`/`nat(dst=...)`
 //!   it is translated); `nat` alone applies the translation of an existing connection.
+//! - `exec(set_field:...->ct_mark|ct_label)` (with `commit`) writes the connection's mark and
+//!   label; every packet of a tracked connection then carries them (`CtResult`), untracked or
+//!   uncommitted packets carry 0. They are kept here, beside the connection table, keyed by the
+//!   connection's slot and checked against its original tuple and creation time, so a slot
+//!   reused by another connection starts at 0.
 //! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
 
 use std::collections::BTreeMap;
@@ -30,6 +35,34 @@ pub struct FlowConntrack {
     zones: BTreeMap<u16, Zone>,
 }
 
+/// What a `ct` action tells the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtResult {
+    /// `ct_state` flags.
+    pub state: u8,
+    /// The connection's `ct_mark` (0 if none).
+    pub mark: u32,
+    /// The connection's `ct_label` (0 if none).
+    pub label: u128,
+}
+
+impl CtResult {
+    fn only(state: u8) -> CtResult {
+        CtResult {
+            state,
+            ..CtResult::default()
+        }
+    }
+}
+
+/// A connection's mark and label, with what identifies the connection in its slot.
+struct Marks {
+    orig: FlowKey,
+    created: u32,
+    mark: u32,
+    label: u128,
+}
+
 /// A source-NAT pool set: (address, first port, last port) and its TCP, UDP, ICMP pools.
 type SnatPools = (([u8; 4], u16, u16), [PoolId; 3]);
 
@@ -37,6 +70,8 @@ struct Zone {
     ct: Conntrack,
     /// Source-NAT pools made so far.
     pools: Vec<SnatPools>,
+    /// Marks and labels of connections that have one.
+    marks: std::collections::HashMap<crate::conntrack::ConnId, Marks>,
 }
 
 impl FlowConntrack {
@@ -65,21 +100,28 @@ impl FlowConntrack {
             .collect()
     }
 
-    /// Run `a` for the frame in `m`; returns the packet's ct_state.
-    pub(super) fn apply(&mut self, frames: &mut Frames, m: &Meta, a: &CtAction, now: u32) -> u8 {
+    /// Run `a` for the frame in `m`; returns the packet's ct_state, mark and label.
+    pub(super) fn apply(
+        &mut self,
+        frames: &mut Frames,
+        m: &Meta,
+        a: &CtAction,
+        now: u32,
+    ) -> CtResult {
+        let inv = CtResult::only(ct_state::TRK | ct_state::INV);
         if m.ethertype != EtherType::IPV4 {
-            return ct_state::TRK | ct_state::INV;
+            return inv;
         }
         let l3 = m.l3 as usize;
         let (hl, total) = {
             let data = frames.data(m.desc);
             match ipv4::Packet::new_checked(&data[l3.min(data.len())..]) {
                 Ok(p) => (p.header_len(), p.total_len() as usize),
-                Err(_) => return ct_state::TRK | ct_state::INV,
+                Err(_) => return inv,
             }
         };
         let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
-            return ct_state::TRK | ct_state::INV;
+            return inv;
         };
         let zone = match self.zones.entry(a.zone) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -88,11 +130,12 @@ impl FlowConntrack {
                     limit: ZONE_LIMIT,
                     ..CtConfig::default()
                 }) else {
-                    return ct_state::TRK | ct_state::INV;
+                    return inv;
                 };
                 e.insert(Zone {
                     ct,
                     pools: Vec::new(),
+                    marks: Default::default(),
                 })
             }
         };
@@ -102,14 +145,15 @@ impl FlowConntrack {
             None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
                 Some(id) => (id, Direction::Original),
                 // Table full or ports exhausted: the packet is new and stays untracked.
-                None => return ct_state::TRK | ct_state::NEW,
+                None => return CtResult::only(ct_state::TRK | ct_state::NEW),
             },
-            None => return ct_state::TRK | ct_state::NEW,
+            None => return CtResult::only(ct_state::TRK | ct_state::NEW),
         };
         zone.ct.update(id, dir, total as u32, flags, now);
         let Some(conn) = zone.ct.conn(id) else {
-            return ct_state::TRK | ct_state::NEW;
+            return CtResult::only(ct_state::TRK | ct_state::NEW);
         };
+        let ident = (conn.orig, conn.created);
         let mut st = ct_state::TRK;
         st |= match dir {
             Direction::Reply => ct_state::RPL | ct_state::EST,
@@ -126,11 +170,55 @@ impl FlowConntrack {
                 NatKind::Dnat => ct_state::DNAT,
             };
         }
-        st
+        let (mark, label) = zone.marks(id, ident, a);
+        CtResult {
+            state: st,
+            mark,
+            label,
+        }
     }
 }
 
 impl Zone {
+    /// The mark and label of connection `id` after `a`'s `exec(...)` (applied when `a`
+    /// commits).
+    fn marks(
+        &mut self,
+        id: crate::conntrack::ConnId,
+        (orig, created): (FlowKey, u32),
+        a: &CtAction,
+    ) -> (u32, u128) {
+        let same = |m: &Marks| m.orig == orig && m.created == created;
+        let cur = self
+            .marks
+            .get(&id)
+            .filter(|m| same(m))
+            .map_or((0, 0), |m| (m.mark, m.label));
+        if !a.commit || (a.mark.is_none() && a.label.is_none()) {
+            return cur;
+        }
+        let mark = a.mark.map_or(cur.0, |m| (cur.0 & !m.mask) | m.value);
+        let label = a.label.map_or(cur.1, |l| (cur.1 & !l.mask) | l.value);
+        if self.marks.len() >= ZONE_LIMIT {
+            // Forget the marks of connections that are gone.
+            let ct = &self.ct;
+            self.marks.retain(|i, m| {
+                ct.conn(*i)
+                    .is_some_and(|c| c.orig == m.orig && c.created == m.created)
+            });
+        }
+        self.marks.insert(
+            id,
+            Marks {
+                orig,
+                created,
+                mark,
+                label,
+            },
+        );
+        (mark, label)
+    }
+
     /// Create the connection for `key`, translated as `nat` says.
     fn commit(
         &mut self,

@@ -535,11 +535,19 @@ pub(crate) fn execute<T: Tracer>(
                 } else {
                     a
                 };
-                ct = (
-                    conntrack.apply(frames, m, a, (now_ms / 1000) as u32),
-                    a.zone,
-                );
-                t.line(|| format!("    ct: ct_state={:#x} ct_zone={}", ct.0, ct.1));
+                let r = conntrack.apply(frames, m, a, (now_ms / 1000) as u32);
+                ct = (r.state, a.zone);
+                if r.mark != 0 || r.label != 0 || stack.dirty {
+                    stack.ext.ct_mark = r.mark;
+                    stack.ext.ct_label = r.label;
+                    stack.dirty = true;
+                }
+                t.line(|| {
+                    format!(
+                        "    ct: ct_state={:#x} ct_zone={} ct_mark={:#x} ct_label={:#x}",
+                        ct.0, ct.1, r.mark, r.label
+                    )
+                });
                 if let Some(tb) = a.table {
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
@@ -593,6 +601,8 @@ pub(crate) fn execute<T: Tracer>(
             }
             Action::CtClear => {
                 ct = (0, 0);
+                stack.ext.ct_mark = 0;
+                stack.ext.ct_label = 0;
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
