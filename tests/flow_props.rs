@@ -402,6 +402,13 @@ fn gen_flow(r: &mut Rng) -> Flow {
     if dl_type == Some(0x86dd) {
         gen_ipv6(r, &mut m);
     }
+    if matches!(dl_type, Some(0x0800 | 0x86dd)) && r.chance(20) {
+        let (value, mask) = *r.pick(&[(0, 1), (1, 1), (1, 3), (3, 3), (0, 2), (2, 2)]);
+        m.nw_frag = Some(Masked { value, mask });
+    }
+    if m.dl_vlan.is_none() && m.dl_vlan_pcp.is_none() && r.chance(15) {
+        m.vlan_tci = masked16(r);
+    }
     gen_regs(r, &mut m);
     match proto {
         Some(6 | 17) if matches!(dl_type, Some(0x0800 | 0x86dd)) => {
@@ -603,6 +610,36 @@ fn gen_rule(r: &mut Rng, templates: u64, tables: u64) -> Flow {
             });
         }
     }
+    // Fields added for OVS's flow language, on top of any template: fragment bits, a TCI
+    // mask dl_vlan cannot say, and registers (0 in every looked-up packet: rules with equal
+    // packed keys and different registers share a chain).
+    if r.chance(10) {
+        let (value, mask) = *r.pick(&[(0, 1), (1, 1), (1, 3), (3, 3)]);
+        m.nw_frag = Some(Masked { value, mask });
+    }
+    if m.dl_vlan.is_none() && m.dl_vlan_pcp.is_none() && r.chance(10) {
+        m.vlan_tci = Some(*r.pick(&[
+            Masked {
+                value: 0x1000,
+                mask: 0x1000,
+            },
+            Masked {
+                value: 0,
+                mask: 0x1000,
+            },
+            Masked {
+                value: 0x100a,
+                mask: 0x10ff,
+            },
+        ]));
+    }
+    if r.chance(15) {
+        let v = Masked {
+            value: r.below(2) as u128,
+            mask: 0xffff_ffff,
+        };
+        m.ext.set(ExtField::Reg(0), v, "gen").unwrap();
+    }
     m.normalize();
     Flow {
         table: r.below(tables) as u8,
@@ -674,7 +711,39 @@ fn gen_packet(r: &mut Rng) -> PacketKey {
         tun_id: *r.pick(&[0, 1, 0x1_0000_0001]),
         ct_state: *r.pick(&CT_STATES),
         ct_zone: *r.pick(&CT_ZONES),
+        nw_frag: *r.pick(&[0, 0, 1, 3]),
     }
+}
+
+/// The TCI bits a match constrains (`dl_vlan`, `dl_vlan_pcp`, `vlan_tci` together; the CFI
+/// bit 0x1000 means tagged).
+fn tci_of(m: &Match) -> Option<Masked<u16>> {
+    let mut t = Masked {
+        value: 0u16,
+        mask: 0u16,
+    };
+    match m.dl_vlan {
+        Some(NO_VLAN) => {
+            t = Masked {
+                value: 0,
+                mask: 0xffff,
+            }
+        }
+        Some(v) => {
+            t.value |= 0x1000 | v;
+            t.mask |= 0x1fff;
+        }
+        None => {}
+    }
+    if let Some(p) = m.dl_vlan_pcp {
+        t.value |= 0x1000 | (u16::from(p) << 13);
+        t.mask |= 0xf000;
+    }
+    if let Some(x) = m.vlan_tci {
+        t.value |= x.value;
+        t.mask |= x.mask;
+    }
+    (t.mask != 0).then_some(t)
 }
 
 #[derive(Default)]
@@ -733,8 +802,7 @@ impl Reference {
         ) && m(f.dl_src, g.dl_src)
             && m(f.dl_dst, g.dl_dst)
             && e(&f.dl_type, &g.dl_type)
-            && e(&f.dl_vlan, &g.dl_vlan)
-            && e(&f.dl_vlan_pcp, &g.dl_vlan_pcp)
+            && m(tci_of(f), tci_of(g))
             && m(f.nw_src, g.nw_src)
             && m(f.nw_dst, g.nw_dst)
             && e(&f.nw_proto, &g.nw_proto)
@@ -744,6 +812,8 @@ impl Reference {
             && m(f.tun_id, g.tun_id)
             && m(f.ct_state, g.ct_state)
             && e(&f.ct_zone, &g.ct_zone)
+            && m(f.nw_frag, g.nw_frag)
+            && f.ext.within(&g.ext)
     }
 
     fn del(&mut self, filter: &FlowFilter, strict: bool) -> Vec<FlowId> {
@@ -826,7 +896,14 @@ fn run_reference(seed: u64, templates: u64, tables: u64, steps: usize) {
                 let k = gen_packet(&mut r);
                 let t = r.below(tables) as u8;
                 let want = reference.lookup(t, &k);
-                assert_eq!(c.lookup(t, &k), want, "step {step} key {k:?} table {t}");
+                let got = c.lookup(t, &k);
+                assert_eq!(
+                    got,
+                    want,
+                    "step {step} key {k:?} table {t}: got {:?}, want {:?}",
+                    got.and_then(|i| c.get(i)).map(|f| f.to_string()),
+                    want.and_then(|i| c.get(i)).map(|f| f.to_string())
+                );
                 assert_eq!(emc.lookup(&c, t, &k), want, "step {step} emc");
             }
         }

@@ -248,3 +248,45 @@ fn ct_mark_and_label_follow_the_connection() {
     );
     assert_eq!(n.ports(0, &udp(1, 2, 1001, 54)), Vec::<usize>::new());
 }
+
+/// UDP from 10.0.0.1 with the IPv4 MF flag and fragment offset (in 8-byte units) given.
+fn fragment(mf: bool, offset: u16) -> Vec<u8> {
+    let mut f = udp(1, 2, 1000, 53);
+    let ff = (u16::from(mf) << 13) | offset;
+    f[20..22].copy_from_slice(&ff.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&f[14..])
+        .unwrap()
+        .to_header();
+    f[24..26].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+    f
+}
+
+#[test]
+fn ip_frag_and_vlan_tci_select_ports() {
+    let mut n = net();
+    n.add("priority=10,ip,ip_frag=no,actions=output:p2");
+    n.add("priority=10,ip,ip_frag=first,actions=output:p3");
+    n.add("priority=10,ip,ip_frag=later,actions=drop");
+    n.add("priority=20,in_port=p2,vlan_tci=0x1000/0x1000,actions=pop_vlan,output:p3");
+    n.add("priority=1,actions=drop");
+    assert_eq!(n.ports(0, &fragment(false, 0)), vec![1], "not a fragment");
+    assert_eq!(n.ports(0, &fragment(true, 0)), vec![2], "first fragment");
+    assert_eq!(
+        n.ports(0, &fragment(true, 100)),
+        Vec::<usize>::new(),
+        "later"
+    );
+    assert_eq!(
+        n.ports(0, &fragment(false, 100)),
+        Vec::<usize>::new(),
+        "last"
+    );
+    let f = udp(2, 1, 53, 1000);
+    assert_eq!(
+        n.send(1, &tagged(&f, 7)),
+        vec![(2, f.clone())],
+        "tagged: popped"
+    );
+    assert_eq!(n.ports(1, &f), vec![1], "untagged: not a fragment flow");
+}

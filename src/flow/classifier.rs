@@ -236,11 +236,11 @@ impl Classifier {
                 cur = self.rules[cur as usize].next;
             }
             if cur != NONE {
-                let r = &mut self.rules[cur as usize];
-                st.ranks.remove(&(r.prio, r.seq));
-                r.seq = seq;
-                st.ranks.insert((prio, seq));
-                st.bound = st.ranks.last().copied().unwrap_or((0, 0));
+                // Take it out of its chain and put it back with its new rank: flows with one
+                // packed key and priority but other ext fields share the chain, newest first.
+                st.remove(cur, &mut self.rules);
+                self.rules[cur as usize].seq = seq;
+                st.insert(cur, &mut self.rules);
                 t.reorder();
                 self.entries[cur as usize] = Some(entry);
                 self.set_timed(cur, timed);

@@ -124,6 +124,16 @@ pub struct PacketKey {
     pub ct_state: u8,
     /// Connection tracking zone of the last `ct` action; 0 if none.
     pub ct_zone: u16,
+    /// IP fragment bits (`frag::*`): fragment, later fragment; 0 for other packets.
+    pub nw_frag: u8,
+}
+
+/// The bits of `PacketKey::nw_frag` and of an `ip_frag` match (OVS's `FLOW_NW_FRAG_*`).
+pub mod frag {
+    /// The packet is a fragment.
+    pub const ANY: u8 = 1;
+    /// The packet is a fragment with a non-zero offset.
+    pub const LATER: u8 = 2;
 }
 
 impl Default for PacketKey {
@@ -144,18 +154,49 @@ impl Default for PacketKey {
             tun_id: 0,
             ct_state: 0,
             ct_zone: 0,
+            nw_frag: 0,
         }
     }
 }
 
-/// The bits of word 0 that hold `tun_id` (the rest: `ct_zone` at 32..48, `ct_state` at 48..56).
+/// The bits of word 0 that hold `tun_id` (the rest: `ct_zone` at 32..48, `ct_state` at 48..56,
+/// `nw_frag` at 56..58).
 pub(crate) const TUN_ID_BITS: u64 = 0xffff_ffff;
 
-/// The packed key: `[ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
+/// The packed key: `[nw_frag<<56|ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
 /// tp_src<<48|tp_dst<<32|tci<<16|nw_proto<<8|nw_tos]`.
 pub(crate) type Words = [u64; 5];
 
+/// `ip_frag` spellings: (name, value, mask).
+pub(crate) const FRAG_NAMES: [(&str, u8, u8); 5] = [
+    ("no", 0, frag::ANY),
+    ("yes", frag::ANY, frag::ANY),
+    ("first", frag::ANY, frag::ANY | frag::LATER),
+    ("later", frag::ANY | frag::LATER, frag::ANY | frag::LATER),
+    ("not_later", 0, frag::LATER),
+];
+
+fn frag_name(f: Masked<u8>) -> String {
+    FRAG_NAMES
+        .iter()
+        .find(|(_, v, m)| *v == f.value && *m == f.mask)
+        .map_or_else(
+            || format!("{:#x}/{:#x}", f.value, f.mask),
+            |n| n.0.to_string(),
+        )
+}
+
 impl PacketKey {
+    /// The 802.1Q TCI as OVS's `vlan_tci` (CFI bit set when tagged, 0 when untagged).
+    #[inline]
+    pub fn tci(&self) -> u16 {
+        if self.vlan == NO_VLAN {
+            0
+        } else {
+            ((self.vlan_pcp as u16 & 7) << 13) | TCI_PRESENT as u16 | (self.vlan & 0xfff)
+        }
+    }
+
     /// The packed form the classifier and the exact-match cache hash.
     #[inline]
     pub(crate) fn words(&self) -> Words {
@@ -167,7 +208,8 @@ impl PacketKey {
         [
             (self.tun_id & TUN_ID_BITS)
                 | (u64::from(self.ct_zone) << 32)
-                | (u64::from(self.ct_state) << 48),
+                | (u64::from(self.ct_state) << 48)
+                | (u64::from(self.nw_frag) << 56),
             (self.dl_src & MAC48) | (u64::from(self.in_port) << 48),
             (self.dl_dst & MAC48) | (u64::from(self.dl_type) << 48),
             (u64::from(self.nw_src) << 32) | u64::from(self.nw_dst),
@@ -202,6 +244,9 @@ pub struct Match {
     pub dl_vlan: Option<u16>,
     /// VLAN priority 0-7 (implies a tag).
     pub dl_vlan_pcp: Option<u8>,
+    /// `vlan_tci=TCI/MASK` where `dl_vlan`/`dl_vlan_pcp` cannot say it (the CFI bit 0x1000
+    /// means "tagged"); `normalize` turns the other cases into `dl_vlan`/`dl_vlan_pcp`.
+    pub vlan_tci: Option<Masked<u16>>,
     /// IPv4 (or ARP sender) address with mask.
     pub nw_src: Option<Masked<u32>>,
     /// IPv4 (or ARP target) address with mask.
@@ -221,6 +266,8 @@ pub struct Match {
     pub ct_state: Option<Masked<u8>>,
     /// Connection tracking zone.
     pub ct_zone: Option<u16>,
+    /// `ip_frag` (`frag::*` bits with a mask).
+    pub nw_frag: Option<Masked<u8>>,
     /// Registers, metadata and IPv6 fields (checked after the packed key, see `ext.rs`).
     pub ext: ExtMatch,
 }
@@ -255,7 +302,29 @@ impl Match {
         self.tp_dst = norm(self.tp_dst);
         self.tun_id = norm(self.tun_id);
         self.ct_state = norm(self.ct_state);
+        self.nw_frag = norm(self.nw_frag.map(|f| Masked {
+            value: f.value & 3,
+            mask: f.mask & 3,
+        }));
         self.nw_tos = self.nw_tos.map(|t| t & 0xfc);
+        self.vlan_tci = norm(self.vlan_tci);
+        if let Some(t) = self.vlan_tci
+            && self.dl_vlan.is_none()
+            && self.dl_vlan_pcp.is_none()
+        {
+            let tagged = t.value & 0x1000 != 0;
+            match (t.mask, tagged) {
+                (0xffff, false) if t.value == 0 => self.dl_vlan = Some(NO_VLAN),
+                (0x1fff, true) => self.dl_vlan = Some(t.value & 0xfff),
+                (0xf000, true) => self.dl_vlan_pcp = Some((t.value >> 13) as u8),
+                (0xffff, true) => {
+                    self.dl_vlan = Some(t.value & 0xfff);
+                    self.dl_vlan_pcp = Some((t.value >> 13) as u8);
+                }
+                _ => return,
+            }
+            self.vlan_tci = None;
+        }
     }
 
     /// Compile to the packed (value, mask) form, resolving `in_port` with `resolve`.
@@ -321,6 +390,12 @@ impl Match {
         if let Some(pcp) = self.dl_vlan_pcp {
             put(4, 16, (u64::from(pcp & 7) << 13) | TCI_PRESENT, 0xf000);
         }
+        if let Some(t) = self.vlan_tci {
+            put(4, 16, u64::from(t.value), u64::from(t.mask));
+        }
+        if let Some(f) = self.nw_frag {
+            put(0, 56, u64::from(f.value), u64::from(f.mask));
+        }
         if let Some(p) = self.nw_proto {
             put(4, 8, u64::from(p), 0xff);
         }
@@ -363,6 +438,8 @@ impl Match {
             && self
                 .dl_vlan_pcp
                 .is_none_or(|p| tagged && key.vlan_pcp & 7 == p)
+            && m(self.vlan_tci, key.tci())
+            && m(self.nw_frag, key.nw_frag)
             && m(self.nw_src, key.nw_src)
             && m(self.nw_dst, key.nw_dst)
             && self.nw_proto.is_none_or(|p| p == key.nw_proto)
@@ -396,6 +473,7 @@ impl Match {
             tun_id: c.value[0] & TUN_ID_BITS,
             ct_zone: (c.value[0] >> 32) as u16,
             ct_state: (c.value[0] >> 48) as u8,
+            nw_frag: (c.value[0] >> 56) as u8 & 3,
             ..PacketKey::default()
         };
         let tci = (c.value[4] >> 16) as u16;
@@ -487,6 +565,9 @@ impl fmt::Display for Match {
         if let Some(p) = self.dl_vlan_pcp {
             let _ = write!(s, ",dl_vlan_pcp={p}");
         }
+        if let Some(t) = self.vlan_tci {
+            let _ = write!(s, ",vlan_tci={:#06x}/{:#06x}", t.value, t.mask);
+        }
         if let Some(a) = self.dl_src {
             write_mac(&mut s, "dl_src", a);
         }
@@ -519,6 +600,9 @@ impl fmt::Display for Match {
         }
         if let Some(t) = self.nw_tos {
             let _ = write!(s, ",nw_tos={t}");
+        }
+        if let Some(f) = self.nw_frag {
+            let _ = write!(s, ",ip_frag={}", frag_name(f));
         }
         let icmp = matches!(short, Some("icmp" | "icmp6"));
         if let Some(p) = self.tp_src {

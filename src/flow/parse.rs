@@ -28,8 +28,8 @@ use super::action::{Action, parse_actions};
 use super::ct::parse_ct_state;
 use super::ext::{ExtField, parse_ipv6, parse_masked_bits, parse_xreg};
 use super::match_::{
-    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRef, TUN_ID_BITS,
+    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, FRAG_NAMES, MAC48, Masked, Match, NO_VLAN,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRef, TUN_ID_BITS,
 };
 use super::{Flow, FlowError};
 use crate::wire::ethernet::MacAddr;
@@ -314,6 +314,24 @@ impl<'a> Fields<'a> {
                 set(&mut m.dl_vlan, Some(vid), tok, k)?;
             }
             "dl_vlan_pcp" => set(&mut m.dl_vlan_pcp, Some(parse_num(k, v, 7)?), tok, k)?,
+            "vlan_tci" => {
+                let t = parse_masked::<u16>(k, v, 0xffff)?;
+                set(&mut m.vlan_tci, t, tok, k)?;
+            }
+            "ip_frag" | "nw_frag" => {
+                let f = match FRAG_NAMES.iter().find(|n| n.0 == v) {
+                    Some(&(_, value, mask)) => Some(Masked { value, mask }),
+                    None => parse_masked::<u8>(k, v, 3).map_err(|_| {
+                        bad_value(
+                            k,
+                            v,
+                            "want no, yes, first, later, not_later or VALUE/MASK (0-3)",
+                        )
+                    })?,
+                };
+                set(&mut m.nw_frag, f, tok, "ip_frag")?;
+                self.need(k, IP_ANY, &[]);
+            }
             "nw_src" | "ip_src" | "arp_spa" => {
                 set(&mut m.nw_src, parse_ip(k, v)?, tok, "nw_src")?;
                 self.need(k, dl_types_for(k), &[]);
@@ -459,6 +477,12 @@ impl<'a> Fields<'a> {
             return Err(FlowError::Prerequisite {
                 field: nd.to_string(),
                 needs: "icmp_type=135 or 136 (neighbour solicitation or advertisement)".into(),
+            });
+        }
+        if self.m.vlan_tci.is_some() && (self.m.dl_vlan.is_some() || self.m.dl_vlan_pcp.is_some()) {
+            return Err(FlowError::Conflict {
+                token: "vlan_tci".into(),
+                field: "dl_vlan/dl_vlan_pcp (give one spelling)".into(),
             });
         }
         if self.m.dl_vlan == Some(NO_VLAN) && self.m.dl_vlan_pcp.is_some() {

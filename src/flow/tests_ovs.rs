@@ -223,3 +223,61 @@ fn test_ct_mark_label() {
     // ct_mark is readable by move.
     round_trip("actions=move:ct_mark[]->reg0[]");
 }
+
+#[test]
+fn test_vlan_tci_and_ip_frag() {
+    // vlan_tci says what dl_vlan/dl_vlan_pcp say when it can: one normal form.
+    assert_eq!(
+        flow("vlan_tci=0x1005/0x1fff,actions=drop"),
+        flow("dl_vlan=5,actions=drop")
+    );
+    assert_eq!(
+        flow("vlan_tci=0,actions=drop"),
+        flow("dl_vlan=0xffff,actions=drop")
+    );
+    assert_eq!(
+        flow("vlan_tci=0xb005,actions=drop"),
+        flow("dl_vlan=5,dl_vlan_pcp=5,actions=drop")
+    );
+    let f = round_trip("priority=100,in_port=1,vlan_tci=0x1000/0x1000,actions=pop_vlan,NORMAL");
+    assert_eq!(
+        f.to_string(),
+        "priority=100,in_port=1,vlan_tci=0x1000/0x1000 actions=strip_vlan,NORMAL"
+    );
+    let tagged = PacketKey {
+        vlan: 7,
+        ..PacketKey::default()
+    };
+    assert!(f.m.matches(
+        &PacketKey {
+            in_port: 1,
+            ..tagged
+        },
+        &|p| Some(p.num())
+    ));
+    assert!(!f.m.matches(
+        &PacketKey {
+            in_port: 1,
+            ..PacketKey::default()
+        },
+        &|p| Some(p.num())
+    ));
+    assert!(matches!(
+        parse_flow("dl_vlan=5,vlan_tci=0x1000/0x1000,actions=drop"),
+        Err(FlowError::Conflict { .. })
+    ));
+    for (name, v, m) in [
+        ("no", 0, 1),
+        ("yes", 1, 1),
+        ("first", 1, 3),
+        ("later", 3, 3),
+        ("not_later", 0, 2),
+    ] {
+        let f = round_trip(&format!("ip,ip_frag={name},actions=drop"));
+        assert_eq!(f.m.nw_frag, Some(Masked { value: v, mask: m }), "{name}");
+        assert!(f.to_string().contains(&format!("ip_frag={name}")));
+    }
+    round_trip("ipv6,ip_frag=0x2/0x2,actions=drop");
+    assert!(err("ip_frag=no,actions=drop").contains("prerequisite"));
+    assert!(err("ip,ip_frag=maybe,actions=drop").contains("want no, yes"));
+}

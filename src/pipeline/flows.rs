@@ -141,7 +141,10 @@ pub(crate) fn packet_key(
             k.nw_proto = ip[9];
             k.nw_tos = ip[1];
             let hl = ((ip[0] & 0x0f) as usize) * 4;
-            let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+            let ff = u16::from_be_bytes([ip[6], ip[7]]);
+            let first = ff & 0x1fff == 0;
+            // MF set or an offset: a fragment; an offset: a later one.
+            k.nw_frag = u8::from(ff & 0x3fff != 0) | (u8::from(!first) << 1);
             if first && ip.len() >= hl + 4 {
                 let l4 = &ip[hl..];
                 match k.nw_proto {
@@ -160,7 +163,18 @@ pub(crate) fn packet_key(
         EtherType::IPV6 if ip.len() >= 40 => {
             k.nw_tos = (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8;
             k.nw_proto = ip[6];
-            let l4 = &ip[40..];
+            let mut l4 = &ip[40..];
+            if k.nw_proto == 44 && l4.len() >= 8 {
+                // A fragment header: OVS reports the protocol after it, and the ports of the
+                // first fragment.
+                let later = u16::from_be_bytes([l4[2], l4[3]]) & 0xfff8 != 0;
+                k.nw_frag = 1 | (u8::from(later) << 1);
+                k.nw_proto = l4[0];
+                if later {
+                    return k;
+                }
+                l4 = &l4[8..];
+            }
             match k.nw_proto {
                 6 | 17 if l4.len() >= 4 => {
                     k.tp_src = u16::from_be_bytes([l4[0], l4[1]]);
