@@ -134,7 +134,9 @@ fn gen_subfield(r: &mut Rng, writable: bool) -> Subfield {
 
 /// An action on registers, metadata or the other additions from OVS's flow language.
 fn gen_ovs_action(r: &mut Rng) -> Action {
-    match r.below(7) {
+    match r.below(9) {
+        7 => Action::OutputTrunc(port(r), 14 + r.below(65522) as u16),
+        8 => Action::Clone((0..r.below(3)).map(|_| gen_action(r)).collect()),
         0 => {
             let d = gen_subfield(r, true);
             Action::Load((u128::from(r.next()) << d.ofs) & d.mask(), d)

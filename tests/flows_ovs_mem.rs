@@ -290,3 +290,52 @@ fn ip_frag_and_vlan_tci_select_ports() {
     );
     assert_eq!(n.ports(1, &f), vec![1], "untagged: not a fragment flow");
 }
+
+#[test]
+fn clone_runs_on_a_copy() {
+    let mut n = net();
+    n.add(
+        "table=0,in_port=p1,ip,actions=clone(mod_dl_dst(02:00:00:00:00:09),\
+         set_field:10.0.0.9->ip_dst,output:p3),output:p2",
+    );
+    let f = udp(1, 2, 1000, 53);
+    let out = n.send(0, &f);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.contains(&(1, f.clone())),
+        "the original leaves unchanged"
+    );
+    let (_, c) = out.iter().find(|(p, _)| *p == 2).unwrap();
+    assert_eq!(&c[0..6], &mac(9));
+    let s = SlicedPacket::from_ethernet(c).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = s.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.destination, [10, 0, 0, 9]);
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    // Registers set inside the clone stay there; resubmit works inside it.
+    n.add("table=0,in_port=p2,actions=clone(load:1->reg0[],resubmit(,1)),resubmit(,1)");
+    n.add("table=1,priority=10,reg0=1,actions=output:p3");
+    n.add("table=1,priority=10,reg0=0,actions=output:p1");
+    let mut got = n.ports(1, &f);
+    got.sort();
+    assert_eq!(got, vec![0, 2]);
+}
+
+#[test]
+fn output_with_max_len_truncates_a_copy() {
+    let mut n = net();
+    n.add("in_port=p1,actions=output(port=p2,max_len=20),output:p3");
+    let f = udp(1, 2, 1000, 53);
+    let out = n.send(0, &f);
+    assert_eq!(out, vec![(1, f[..20].to_vec()), (2, f.clone())]);
+    let short = &f[..14];
+    let mut g = short.to_vec();
+    g.extend_from_slice(&[0; 4]);
+    assert_eq!(
+        n.send(0, &g),
+        vec![(1, g.clone()), (2, g.clone())],
+        "shorter: as is"
+    );
+}

@@ -5,6 +5,8 @@
 //!   inside parentheses belong to the action, as in `ct(commit,zone=1)`), names
 //!   case-insensitive (`NORMAL` or `normal`). An empty list or `drop` means drop and is stored
 //!   as an empty `Vec`; `drop` must be the only action.
+//! - `name(VALUE)` is the same as `name:VALUE` (`mod_dl_dst(50:54:00:00:00:0a)`), as in
+//!   ovs-ofctl; `clone(ACTIONS)` holds a nested list (no `goto_table` or `meter` in it).
 //! - Instruction order as OpenFlow: `meter:N` only first, `goto_table:T` only last, each at most
 //!   once. A bare number `N` is `output:N`.
 //! - Display is ovs-ofctl's spelling (`NORMAL`, `FLOOD`, `IN_PORT`, `output:p2`, `drop` for an
@@ -65,6 +67,8 @@ pub enum Action {
     InPort,
     /// `output:P`.
     Output(PortRef),
+    /// `output(port=P,max_len=N)`: a copy of the frame cut to at most N bytes (14-65535) to P.
+    OutputTrunc(PortRef, u16),
     /// `mod_vlan_vid:V`: set the VID, pushing a tag if there is none.
     ModVlanVid(u16),
     /// `mod_vlan_pcp:P`: set the priority, pushing a tag if there is none.
@@ -111,6 +115,8 @@ pub enum Action {
     Load(u128, Subfield),
     /// `move:SRC[BITS]->DST[BITS]`.
     Move(Subfield, Subfield),
+    /// `clone(ACTIONS)`: run ACTIONS on a copy of the frame (no `goto_table`, `meter`).
+    Clone(Vec<Action>),
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -221,6 +227,13 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
     let cut = t.find([':', '(']).unwrap_or(t.len());
     let name = t[..cut].trim().to_ascii_lowercase();
     let arg = t[cut..].strip_prefix(':').unwrap_or(&t[cut..]).trim();
+    // `name(VALUE)` is `name:VALUE` (ovs-ofctl takes both), except for actions whose
+    // parentheses hold a list.
+    let paren = !matches!(name.as_str(), "resubmit" | "ct" | "clone" | "output");
+    let arg = match arg.strip_prefix('(').and_then(|a| a.strip_suffix(')')) {
+        Some(inner) if paren => inner.trim(),
+        _ => arg,
+    };
     let no_arg = |a: Action| {
         if arg.is_empty() {
             Ok(Some(a))
@@ -229,7 +242,7 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         }
     };
     let need_arg = || {
-        if arg.is_empty() || t[cut..].starts_with('(') && name != "resubmit" && name != "ct" {
+        if arg.is_empty() {
             Err(bad(t, format!("want {name}:VALUE")))
         } else {
             Ok(arg)
@@ -263,6 +276,21 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "move" => {
             let (src, dst) = parse_move(t, need_arg()?)?;
             Action::Move(src, dst)
+        }
+        "output" if t[cut..].starts_with('(') => parse_output_trunc(t, arg)?,
+        "clone" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| bad(t, "want clone(ACTIONS)"))?;
+            let list = parse_actions(inner, 0)?;
+            if let Some(a) = list
+                .iter()
+                .find(|a| matches!(a, Action::GotoTable(_) | Action::Meter(_)))
+            {
+                return Err(bad(t, format!("'{a}' is not allowed inside clone(...)")));
+            }
+            Action::Clone(list)
         }
         "output" => Action::Output(parse_port(need_arg()?).map_err(|e| bad(t, e.to_string()))?),
         "mod_vlan_vid" => Action::ModVlanVid(num(t, need_arg()?, 4095)?),
@@ -316,6 +344,34 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         }
         _ => return Err(FlowError::UnknownAction(t.to_string())),
     }))
+}
+
+/// `output(port=P,max_len=N)` (`arg` with its parentheses).
+fn parse_output_trunc(t: &str, arg: &str) -> Result<Action, FlowError> {
+    let inner = arg
+        .strip_prefix('(')
+        .and_then(|a| a.strip_suffix(')'))
+        .ok_or_else(|| bad(t, "want output(port=P,max_len=N)"))?;
+    let (mut port, mut max_len) = (None, None);
+    for kv in inner.split(',').map(str::trim) {
+        match kv.split_once('=') {
+            Some(("port", p)) if port.is_none() => {
+                port = Some(parse_port(p.trim()).map_err(|e| bad(t, e.to_string()))?);
+            }
+            Some(("max_len", n)) if max_len.is_none() => {
+                let n: u16 = num(t, n.trim(), 0xffff)?;
+                if n < 14 {
+                    return Err(bad(t, format!("max_len {n} is less than 14")));
+                }
+                max_len = Some(n);
+            }
+            _ => return Err(bad(t, format!("unknown or repeated argument '{kv}'"))),
+        }
+    }
+    match (port, max_len) {
+        (Some(p), Some(n)) => Ok(Action::OutputTrunc(p, n)),
+        _ => Err(bad(t, "want output(port=P,max_len=N)")),
+    }
 }
 
 /// `note:` bytes: hex pairs, optionally separated by dots (`01.02.ab`); may be empty.
@@ -380,6 +436,7 @@ impl fmt::Display for Action {
             Action::Flood => f.write_str("FLOOD"),
             Action::InPort => f.write_str("IN_PORT"),
             Action::Output(p) => write!(f, "output:{p}"),
+            Action::OutputTrunc(p, n) => write!(f, "output(port={p},max_len={n})"),
             Action::ModVlanVid(v) => write!(f, "mod_vlan_vid:{v}"),
             Action::ModVlanPcp(v) => write!(f, "mod_vlan_pcp:{v}"),
             Action::StripVlan => f.write_str("strip_vlan"),
@@ -409,6 +466,7 @@ impl fmt::Display for Action {
             }
             Action::Load(v, d) => write!(f, "load:{:#x}->{d}", v >> d.ofs),
             Action::Move(s, d) => write!(f, "move:{s}->{d}"),
+            Action::Clone(a) => write!(f, "clone({})", Actions(a)),
         }
     }
 }

@@ -581,8 +581,15 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
         m: f.m,
         actions: parse_actions(actions, table)?,
     };
+    fn find_ct(list: &[Action]) -> Option<&Action> {
+        list.iter().find_map(|a| match a {
+            Action::Ct(_) => Some(a),
+            Action::Clone(inner) => find_ct(inner),
+            _ => None,
+        })
+    }
     if flow.m.dl_type == Some(ETH_IPV6)
-        && let Some(a) = flow.actions.iter().find(|a| matches!(a, Action::Ct(_)))
+        && let Some(a) = find_ct(&flow.actions)
     {
         return Err(FlowError::BadAction {
             action: a.to_string(),

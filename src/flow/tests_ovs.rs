@@ -281,3 +281,36 @@ fn test_vlan_tci_and_ip_frag() {
     assert!(err("ip_frag=no,actions=drop").contains("prerequisite"));
     assert!(err("ip,ip_frag=maybe,actions=drop").contains("want no, yes"));
 }
+
+#[test]
+fn test_clone_and_output_max_len() {
+    let f = round_trip(
+        "ip,actions=clone(mod_dl_dst(50:54:00:00:00:0a),set_field:192.168.3.3->ip_dst),output:2",
+    );
+    assert_eq!(
+        f.to_string(),
+        "ip actions=clone(mod_dl_dst:50:54:00:00:00:0a,set_field:192.168.3.3->ip_dst),output:2"
+    );
+    round_trip("actions=clone(resubmit(,1),clone(output:3)),resubmit(,2)");
+    round_trip("actions=clone()");
+    assert!(err("actions=clone(goto_table:3)").contains("not allowed inside clone"));
+    assert!(err("actions=clone(meter:1)").contains("not allowed inside clone"));
+    let f = round_trip("in_port=1,actions=output(port=2,max_len=100),output:4");
+    assert_eq!(
+        f.to_string(),
+        "in_port=1 actions=output(port=2,max_len=100),output:4"
+    );
+    assert_eq!(f.ports().count(), 3, "in_port and both outputs");
+    assert!(err("actions=output(port=2,max_len=10)").contains("less than 14"));
+    assert!(err("actions=output(port=2)").contains("want output(port=P,max_len=N)"));
+    assert!(err("actions=output(port=2,max_len=20,foo=1)").contains("foo=1"));
+    assert_eq!(
+        flow("actions=mod_vlan_vid(5)"),
+        flow("actions=mod_vlan_vid:5")
+    );
+}
+
+#[test]
+fn test_ipv6_ct_refused_inside_clone() {
+    assert!(err("ipv6,actions=clone(ct(commit)),output:1").contains("IPv6 is not supported"));
+}

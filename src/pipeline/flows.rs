@@ -234,7 +234,14 @@ pub(super) fn run(
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
-    let ft = &mut b.flows;
+    let FlowTable {
+        cls,
+        emc,
+        meters,
+        ports,
+        ct: conntrack,
+        ..
+    } = &mut b.flows;
     let mut drops = 0u64;
     let mut credit = Credit::default();
     let mut resubmits = stack();
@@ -243,17 +250,24 @@ pub(super) fn run(
         ofport: in_ofport,
         tun_id,
     };
+    let mut env = Env {
+        cls,
+        meters,
+        ports,
+        conntrack,
+        port,
+        now_ms,
+    };
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        let r = execute(
-            ft,
+        let r = execute_in(
+            &mut env,
+            emc,
             frames,
-            port,
             m,
             out,
-            now_ms,
             &mut credit,
             &mut resubmits,
             &mut NoTrace,
@@ -266,7 +280,7 @@ pub(super) fn run(
             }
         }
     }
-    credit.flush(&ft.cls, now_ms);
+    credit.flush(cls, now_ms);
     if drops != 0
         && let Some(p) = dp.port_mut(in_port)
     {
@@ -473,11 +487,31 @@ pub(crate) fn execute<T: Tracer>(
         ct: conntrack,
         ..
     } = ft;
-    // (ct_state, ct_zone) after the last ct() action; 0 before any.
-    let mut ct = (0u8, 0u16);
-    let mut pending = Pending(None, false);
-    let mut depth = 0;
-    let mut lookups = 1;
+    let mut env = Env {
+        cls,
+        meters,
+        ports,
+        conntrack,
+        port,
+        now_ms,
+    };
+    execute_in(&mut env, emc, frames, m, out, credit, stack, t)
+}
+
+/// `execute` with the bridge's tables already taken apart (once per burst).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn execute_in<T: Tracer>(
+    env: &mut Env,
+    emc: &mut Emc,
+    frames: &mut Frames,
+    m: &mut Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+) -> Outcome {
+    let (cls, port) = (env.cls, env.port);
     if stack.dirty {
         stack.ext = ExtKey::ZERO;
         stack.dirty = false;
@@ -486,7 +520,7 @@ pub(crate) fn execute<T: Tracer>(
         ipv6_ext(frames.data(m.desc), m, &mut stack.ext);
         stack.dirty = true;
     }
-    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, (0, 0));
     let found = if T::DRY || !cls.cacheable(&key) {
         cls.lookup_ext(0, &key, &stack.ext)
     } else {
@@ -494,41 +528,123 @@ pub(crate) fn execute<T: Tracer>(
     };
     let Some(first) = found else {
         t.line(|| "table 0: no matching flow -> drop".into());
-        return pending.finish(m, t);
+        return Pending(None, false).finish(m, t);
     };
-    let mut cur = (first, 0usize);
-    let mut table = 0u8;
-    loop {
-        let Some(flow) = cls.get(cur.0) else {
-            return pending.finish(m, t);
-        };
-        if cur.1 == 0 {
+    let start = Start {
+        prog: (first, 0),
+        list: &[],
+        table: 0,
+        ct: (0, 0),
+        base: 0,
+    };
+    run_actions(env, frames, m, out, credit, stack, t, start)
+}
+
+/// What `run_actions` works with besides the frame: the bridge's tables and where the frame came in.
+struct Env<'a> {
+    cls: &'a Classifier,
+    meters: &'a mut Meters,
+    ports: &'a OfPorts,
+    conntrack: &'a mut super::ct::FlowConntrack,
+    port: Ingress,
+    now_ms: u64,
+}
+
+/// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.
+const LIST: FlowId = FlowId(u32::MAX);
+
+/// Where `run` starts: a flow (`prog = (id, 0)`), or the action list `list` (`prog = (LIST,
+/// 0)`), in `table`, with the frame's `ct` (ct_state, ct_zone), using the resubmit stack from
+/// `base` up.
+struct Start<'l> {
+    prog: (FlowId, usize),
+    list: &'l [Action],
+    table: u8,
+    ct: (u8, u16),
+    base: usize,
+}
+
+/// The action loop of `execute` (and of `clone(...)`, which runs it on a copy). Inlined into
+/// `execute` so the datapath's loop keeps its registers; `clone` calls an out-of-line copy.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_actions<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &mut Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+    start: Start,
+) -> Outcome {
+    let (cls, port, now_ms) = (env.cls, env.port, env.now_ms);
+    // (ct_state, ct_zone) after the last ct() action; 0 before any.
+    let mut ct = start.ct;
+    let mut pending = Pending(None, false);
+    let base = start.base;
+    let mut depth = base;
+    let mut lookups = 1;
+    let mut cur = start.prog;
+    let mut table = start.table;
+    // The actions of `cur.0` (a flow, or `start.list`); entering a flow credits it.
+    let list = start.list;
+    let actions_of = |id: FlowId| -> &[Action] {
+        if id == LIST {
+            list
+        } else {
+            cls.get(id).map_or(&[], |f| &f.actions)
+        }
+    };
+    let enter = |id: FlowId, table: u8, len: u32, credit: &mut Credit, t: &mut T| {
+        if let Some(flow) = cls.get(id) {
             if !T::DRY {
-                credit.add(cls, cur.0, m.desc.len as u64, now_ms);
+                credit.add(cls, id, u64::from(len), now_ms);
             }
             t.line(|| format!("table {table}: {flow}"));
         }
-        let Some(action) = flow.actions.get(cur.1) else {
+        actions_of(id)
+    };
+    let mut actions = if cur.0 == LIST {
+        list
+    } else {
+        enter(cur.0, table, m.desc.len, credit, t)
+    };
+    loop {
+        let Some(action) = actions.get(cur.1) else {
             // This flow's actions are done: back to the flow that resubmitted, if any.
-            if depth == 0 {
+            if depth == base {
                 return pending.finish(m, t);
             }
             depth -= 1;
             cur = stack.frames[depth];
+            actions = actions_of(cur.0);
             continue;
         };
         cur.1 += 1;
         match action {
             Action::Normal => pending.decide(frames, m, out, t, Dest::Normal),
-            Action::Output(p) => match ports.port(p.num()) {
+            Action::Output(p) => match env.ports.port(p.num()) {
                 Some(id) => pending.decide(frames, m, out, t, Dest::Port(id)),
                 None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
             },
             Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
+            Action::OutputTrunc(p, max_len) => match env.ports.port(p.num()) {
+                Some(id) => {
+                    pending.flush(frames, m, out, t);
+                    pending.1 = true;
+                    t.sent(Dest::Port(id));
+                    if !T::DRY {
+                        truncated_copy(frames, m, out, id, *max_len);
+                    }
+                }
+                None => t.line(|| format!("    {action}: no such port in this bridge, skipped")),
+            },
             Action::InPort => pending.decide(frames, m, out, t, Dest::Port(port.id)),
             Action::Meter(id) => {
                 let admit = T::DRY
-                    || meters
+                    || env
+                        .meters
                         .get_mut(id)
                         .is_none_or(|meter| meter.admit(m.desc.len, now_ms));
                 if !admit {
@@ -537,31 +653,7 @@ pub(crate) fn execute<T: Tracer>(
             }
             Action::Ct(a) => {
                 pending.flush(frames, m, out, t);
-                let dry;
-                let a = if T::DRY {
-                    // trace: look the connection up, create and translate nothing.
-                    dry = crate::flow::CtAction {
-                        commit: false,
-                        nat: None,
-                        ..a.clone()
-                    };
-                    &dry
-                } else {
-                    a
-                };
-                let r = conntrack.apply(frames, m, a, (now_ms / 1000) as u32);
-                ct = (r.state, a.zone);
-                if r.mark != 0 || r.label != 0 || stack.dirty {
-                    stack.ext.ct_mark = r.mark;
-                    stack.ext.ct_label = r.label;
-                    stack.dirty = true;
-                }
-                t.line(|| {
-                    format!(
-                        "    ct: ct_state={:#x} ct_zone={} ct_mark={:#x} ct_label={:#x}",
-                        ct.0, ct.1, r.mark, r.label
-                    )
-                });
+                ct = (run_ct(env, frames, m, a, stack, t), a.zone);
                 if let Some(tb) = a.table {
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
@@ -572,9 +664,10 @@ pub(crate) fn execute<T: Tracer>(
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                     match cls.lookup_ext(tb, &key, &stack.ext) {
                         Some(id) => {
-                            depth = 0;
+                            depth = base;
                             cur = (id, 0);
                             table = tb;
+                            actions = enter(id, tb, m.desc.len, credit, t);
                         }
                         None => {
                             t.line(|| format!("table {tb}: no matching flow -> end"));
@@ -595,10 +688,12 @@ pub(crate) fn execute<T: Tracer>(
                         depth += 1;
                         cur = (id, 0);
                         table = *tb;
+                        actions = enter(id, *tb, m.desc.len, credit, t);
                     }
                     (Some(id), _) => {
                         cur = (id, 0);
                         table = *tb;
+                        actions = enter(id, *tb, m.desc.len, credit, t);
                     }
                     // A resubmit that matches nothing does nothing; goto to nothing ends here.
                     (None, Action::Resubmit(_)) => {
@@ -611,6 +706,19 @@ pub(crate) fn execute<T: Tracer>(
                 }
                 if depth >= MAX_DEPTH {
                     return pending.finish(m, t);
+                }
+            }
+            Action::Clone(list) => {
+                pending.flush(frames, m, out, t);
+                let start = Start {
+                    prog: (LIST, 0),
+                    list,
+                    table,
+                    ct,
+                    base: depth + 1,
+                };
+                if run_clone(env, frames, m, out, credit, stack, t, start) {
+                    pending.1 = true;
                 }
             }
             Action::CtClear => {
@@ -636,6 +744,97 @@ pub(crate) fn execute<T: Tracer>(
             }
         }
     }
+}
+
+/// `ct(...)`: run connection tracking on the frame, set `ct_mark`/`ct_label` in the ext key;
+/// returns the ct_state.
+#[inline(never)]
+fn run_ct<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &Meta,
+    a: &crate::flow::CtAction,
+    stack: &mut Stack,
+    t: &mut T,
+) -> u8 {
+    let dry;
+    let a = if T::DRY {
+        // trace: look the connection up, create and translate nothing.
+        dry = crate::flow::CtAction {
+            commit: false,
+            nat: None,
+            ..a.clone()
+        };
+        &dry
+    } else {
+        a
+    };
+    let r = env
+        .conntrack
+        .apply(frames, m, a, (env.now_ms / 1000) as u32);
+    if r.mark != 0 || r.label != 0 || stack.dirty {
+        stack.ext.ct_mark = r.mark;
+        stack.ext.ct_label = r.label;
+        stack.dirty = true;
+    }
+    t.line(|| {
+        format!(
+            "    ct: ct_state={:#x} ct_zone={} ct_mark={:#x} ct_label={:#x}",
+            r.state, a.zone, r.mark, r.label
+        )
+    });
+    r.state
+}
+
+/// `clone(ACTIONS)`: run the actions on a copy of the frame (with a copy of its registers and
+/// ct state); the copy goes where they decide, the frame and its registers stay as they are.
+/// Returns whether the copy was sent somewhere.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn run_clone<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+    start: Start,
+) -> bool {
+    if start.base >= MAX_DEPTH {
+        t.line(|| "    clone: too deep, skipped".into());
+        return false;
+    }
+    let Some(desc) = frames.clone_frame(m.desc) else {
+        return false;
+    };
+    t.line(|| "    clone: start".into());
+    let mut c = Meta { desc, ..*m };
+    let (ext, dirty) = (stack.ext, stack.dirty);
+    let r = run_actions(env, frames, &mut c, out, credit, stack, t, start);
+    (stack.ext, stack.dirty) = (ext, dirty);
+    t.line(|| "    clone: end".into());
+    match (r.kept, T::DRY) {
+        (true, false) if c.dest == Dest::Normal => out.normal.push(c),
+        (true, false) => out.made.push(c),
+        _ => frames.free(c.desc.addr),
+    }
+    r.kept || r.emitted
+}
+
+/// Send a copy of the frame, cut to `max_len` bytes, to port `id` (`output(port,max_len)`).
+#[inline(never)]
+fn truncated_copy(frames: &mut Frames, m: &Meta, out: &mut Emitted, id: PortId, max_len: u16) {
+    let Some(mut copy) = frames.clone_frame(m.desc) else {
+        return;
+    };
+    copy.len = copy.len.min(u32::from(max_len));
+    out.made.push(Meta {
+        desc: copy,
+        dest: Dest::Port(id),
+        raw: true,
+        ..*m
+    });
 }
 
 /// Run a register action (`load`, `move`, `set_field` into a register or metadata) on the
