@@ -213,6 +213,16 @@ fn nat_port(r: &mut Rng) -> u16 {
     1 + r.below(0xffff) as u16
 }
 
+/// A NAT address below 128.0.0.0 and maybe the end of a range above it.
+fn nat_addr(r: &mut Rng) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip(r)) & 0x7fff_ffff)
+}
+
+fn last(r: &mut Rng) -> Option<Ipv4Addr> {
+    r.chance(30)
+        .then(|| Ipv4Addr::from(0x8000_0000 | r.next() as u32))
+}
+
 fn gen_ct(r: &mut Rng) -> CtAction {
     let mut ct = CtAction {
         commit: r.chance(50),
@@ -222,7 +232,8 @@ fn gen_ct(r: &mut Rng) -> CtAction {
             0 | 1 => None,
             2 => Some(CtNat::Existing),
             3 => Some(CtNat::Src {
-                addr: ip(r),
+                addr: nat_addr(r),
+                last: last(r),
                 ports: match r.below(3) {
                     0 => None,
                     1 => {
@@ -236,7 +247,8 @@ fn gen_ct(r: &mut Rng) -> CtAction {
                 },
             }),
             _ => Some(CtNat::Dst {
-                addr: ip(r),
+                addr: nat_addr(r),
+                last: last(r),
                 port: r.chance(50).then(|| nat_port(r)),
             }),
         },
@@ -449,8 +461,16 @@ fn gen_flow(r: &mut Rng) -> Flow {
     let table = if r.chance(50) { 0 } else { r.below(255) as u8 };
     let mut actions: Vec<Action> = (0..r.below(5)).map(|_| gen_action(r)).collect();
     if dl_type == Some(0x86dd) {
-        // ct on IPv6 is refused.
-        actions.retain(|a| !matches!(a, Action::Ct(_)));
+        // ct on IPv6 is refused (also inside clone).
+        fn no_ct(list: &mut Vec<Action>) {
+            list.retain(|a| !matches!(a, Action::Ct(_)));
+            for a in list {
+                if let Action::Clone(inner) = a {
+                    no_ct(inner);
+                }
+            }
+        }
+        no_ct(&mut actions);
     }
     if r.chance(10) {
         actions.insert(0, Action::Meter(1 + r.below(1000) as u32));

@@ -339,3 +339,55 @@ fn output_with_max_len_truncates_a_copy() {
         "shorter: as is"
     );
 }
+
+/// (source address, source port) of an IPv4 UDP frame, and whether its checksums are right.
+fn udp_src(f: &[u8]) -> ([u8; 4], u16, bool) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &s.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    let Some(etherparse::TransportSlice::Udp(u)) = &s.transport else {
+        panic!("not UDP")
+    };
+    let ok = h.header_checksum == h.calc_header_checksum()
+        && u.checksum() == u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+    (h.source, u.source_port(), ok)
+}
+
+#[test]
+fn snat_from_an_address_range() {
+    let mut n = net();
+    n.add("in_port=p1,ip,actions=ct(commit,nat(src=10.1.1.240-10.1.1.243)),output:p2");
+    n.add("in_port=p2,ip,actions=ct(nat),output:p1");
+    let range = [10, 1, 1, 240]..=[10, 1, 1, 243];
+    let out = n.send(0, &udp(1, 2, 1000, 53));
+    let (a, port, ok) = udp_src(&out[0].1);
+    assert!(ok && range.contains(&a), "{a:?}");
+    // The same host keeps its address on another connection.
+    let again = n.send(0, &udp(1, 2, 1001, 53));
+    assert_eq!(udp_src(&again[0].1).0, a);
+    // The reply is translated back.
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(mac(2), mac(1))
+        .ipv4([10, 0, 0, 2], a, 64)
+        .udp(53, port)
+        .write(&mut reply, b"data")
+        .unwrap();
+    let back = n.send(1, &reply);
+    assert_eq!(back.len(), 1);
+    let s = SlicedPacket::from_ethernet(&back[0].1).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = s.net else {
+        panic!()
+    };
+    assert_eq!(ip.header().destination(), [10, 0, 0, 1]);
+    // Hosts spread over the range.
+    let mut used = std::collections::BTreeSet::new();
+    for h in 3..40 {
+        let out = n.send(0, &udp(h, 2, 1000, 53));
+        let (a, _, ok) = udp_src(&out[0].1);
+        assert!(ok && range.contains(&a));
+        used.insert(a);
+    }
+    assert!(used.len() > 1, "{used:?}");
+}

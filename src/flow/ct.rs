@@ -8,8 +8,8 @@
 //!   (new, est, rel, rpl, inv, trk, snat, dnat), each with its sign.
 //! - `ct(ARGS)` takes `commit`, `zone=N` (0-65535, default 0), `table=N` (0-254, any table: a
 //!   recirculation may go back), `nat`, `nat(src=ADDR[:PORT[-PORT]])`,
-//!   `nat(dst=ADDR[:PORT])`, `exec(...)` with `set_field`/`load` into `ct_mark`/`ct_label`
-//!   (needs `commit`), each at most once. `force`, `alg=...`, address ranges,
+//!   `nat(dst=ADDR[:PORT])` (both with `ADDR-ADDR` ranges), `exec(...)` with `set_field`/`load` into `ct_mark`/`ct_label`
+//!   (needs `commit`), each at most once. `force`, `alg=...`,
 //!   `nat(src)`/`nat(dst)` without an address, nat flags and other actions in `exec` are
 //!   refused by name. Display order: commit, table, zone (when not 0), nat, exec;
 //!   `parse(display(a)) == a`.
@@ -135,17 +135,21 @@ impl fmt::Display for CtStateFlags {
 pub enum CtNat {
     /// `nat`: apply the connection's existing translation
     Existing,
-    /// `nat(src=ADDR[:PORT[-PORT]])`
+    /// `nat(src=ADDR[-ADDR][:PORT[-PORT]])`
     Src {
-        /// The new source address.
+        /// The new source address (the first of the range).
         addr: Ipv4Addr,
+        /// The last address of the range, if one (`addr < last`).
+        last: Option<Ipv4Addr>,
         /// The source port range (inclusive, `lo <= hi`; `:P` is `(P, P)`), if any.
         ports: Option<(u16, u16)>,
     },
-    /// `nat(dst=ADDR[:PORT])`
+    /// `nat(dst=ADDR[-ADDR][:PORT])`
     Dst {
-        /// The new destination address.
+        /// The new destination address (the first of the range).
         addr: Ipv4Addr,
+        /// The last address of the range, if one (`addr < last`).
+        last: Option<Ipv4Addr>,
         /// The new destination port, if any.
         port: Option<u16>,
     },
@@ -192,14 +196,21 @@ fn num<T: TryFrom<u64>>(t: &str, key: &str, s: &str, max: u64) -> Result<T, Flow
 }
 
 fn addr(t: &str, s: &str) -> Result<Ipv4Addr, FlowError> {
-    if s.contains('-') {
-        return Err(bad(
-            "ct",
-            format!("address ranges are not supported ('{s}')"),
-        ));
-    }
     s.parse::<Ipv4Addr>()
         .map_err(|_| bad(t, format!("'{s}' is not an IPv4 address")))
+}
+
+/// `ADDR` or `ADDR-ADDR` (first, last if a range).
+fn addr_range(t: &str, s: &str) -> Result<(Ipv4Addr, Option<Ipv4Addr>), FlowError> {
+    let Some((a, b)) = s.split_once('-') else {
+        return Ok((addr(t, s)?, None));
+    };
+    let (a, b) = (addr(t, a)?, addr(t, b)?);
+    match a.cmp(&b) {
+        std::cmp::Ordering::Less => Ok((a, Some(b))),
+        std::cmp::Ordering::Equal => Ok((a, None)),
+        std::cmp::Ordering::Greater => Err(bad(t, format!("nat address range '{s}' is empty"))),
+    }
 }
 
 fn port(t: &str, s: &str) -> Result<u16, FlowError> {
@@ -229,7 +240,7 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
             }
             ("src" | "dst", Some(v)) => {
                 let (a, ports) = v.split_once(':').map_or((v, None), |(a, p)| (a, Some(p)));
-                let addr = addr(t, a)?;
+                let (addr, last) = addr_range(t, a)?;
                 if k == "src" {
                     let ports = match ports {
                         None => None,
@@ -242,7 +253,7 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                             Some((lo, hi))
                         }
                     };
-                    CtNat::Src { addr, ports }
+                    CtNat::Src { addr, last, ports }
                 } else {
                     let port = match ports {
                         None => None,
@@ -254,7 +265,7 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                         }
                         Some(ps) => Some(port(t, ps)?),
                     };
-                    CtNat::Dst { addr, port }
+                    CtNat::Dst { addr, last, port }
                 }
             }
             ("random" | "hash" | "persistent" | "port_hash" | "port_random", None) => {
@@ -405,8 +416,11 @@ impl fmt::Display for CtNat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CtNat::Existing => f.write_str("nat"),
-            CtNat::Src { addr, ports } => {
+            CtNat::Src { addr, last, ports } => {
                 write!(f, "nat(src={addr}")?;
+                if let Some(l) = last {
+                    write!(f, "-{l}")?;
+                }
                 match ports {
                     Some((lo, hi)) if lo == hi => write!(f, ":{lo}")?,
                     Some((lo, hi)) => write!(f, ":{lo}-{hi}")?,
@@ -414,8 +428,11 @@ impl fmt::Display for CtNat {
                 }
                 f.write_str(")")
             }
-            CtNat::Dst { addr, port } => {
+            CtNat::Dst { addr, last, port } => {
                 write!(f, "nat(dst={addr}")?;
+                if let Some(l) = last {
+                    write!(f, "-{l}")?;
+                }
                 if let Some(p) = port {
                     write!(f, ":{p}")?;
                 }

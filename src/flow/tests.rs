@@ -173,6 +173,7 @@ fn test_parse_actions() {
             table: None,
             nat: Some(CtNat::Src {
                 addr: Ipv4Addr::new(1, 1, 1, 1),
+                last: None,
                 ports: None
             }),
             ..CtAction::default()
@@ -881,6 +882,7 @@ fn test_parse_ct_action() {
                 Some(2),
                 Some(CtNat::Src {
                     addr: a("10.0.0.1"),
+                    last: None,
                     ports: Some((1024, 2048)),
                 }),
             ),
@@ -901,6 +903,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Dst {
                     addr: a("10.0.0.2"),
+                    last: None,
                     port: Some(80),
                 }),
             ),
@@ -914,6 +917,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Dst {
                     addr: a("10.0.0.2"),
+                    last: None,
                     port: None,
                 }),
             ),
@@ -927,6 +931,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Src {
                     addr: a("10.0.0.1"),
+                    last: None,
                     ports: Some((99, 99)),
                 }),
             ),
@@ -967,12 +972,8 @@ fn test_refuse_ct_action() {
         ),
         ("ct(commit,alg=ftp)", "ct: 'alg' is not supported"),
         (
-            "ct(commit,nat(src=10.0.0.1-10.0.0.9))",
-            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
-        ),
-        (
-            "ct(commit,nat(dst=10.0.0.1-10.0.0.9:80))",
-            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
+            "ct(commit,nat(src=10.0.0.9-10.0.0.1))",
+            "ct(commit,nat(src=10.0.0.9-10.0.0.1)): nat address range '10.0.0.9-10.0.0.1' is empty",
         ),
         (
             "ct(commit,nat(src))",

@@ -314,3 +314,19 @@ fn test_clone_and_output_max_len() {
 fn test_ipv6_ct_refused_inside_clone() {
     assert!(err("ipv6,actions=clone(ct(commit)),output:1").contains("IPv6 is not supported"));
 }
+
+#[test]
+fn test_nat_address_ranges() {
+    let f = round_trip("ip,actions=ct(commit,zone=1,nat(src=10.1.1.240-10.1.1.254:20000)),2");
+    assert_eq!(
+        f.to_string(),
+        "ip actions=ct(commit,zone=1,nat(src=10.1.1.240-10.1.1.254:20000)),output:2"
+    );
+    round_trip("tcp,actions=ct(commit,nat(dst=10.1.1.2-10.1.1.3:80))");
+    // A one-address range is that address.
+    assert_eq!(
+        flow("ip,actions=ct(commit,nat(src=10.0.0.1-10.0.0.1))"),
+        flow("ip,actions=ct(commit,nat(src=10.0.0.1))")
+    );
+    assert!(err("ip,actions=ct(commit,nat(src=10.0.0.1-10.0.0.300))").contains("not an IPv4"));
+}

@@ -7,7 +7,8 @@
 //!   TCP/UDP/ICMP echo, truncated, fragments); otherwise `+new` until the connection has seen a
 //!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
 //! - `commit` creates the connection if the packet is new (with `nat(src=...)`/`nat(dst=...)`
-//!   it is translated); `nat` alone applies the translation of an existing connection.
+//!   it is translated; from an address range, by a hash of the source address for SNAT, so a
+//!   host keeps one address, and of the source address and port for DNAT); `nat` alone applies the translation of an existing connection.
 //! - `exec(set_field:...->ct_mark|ct_label)` (with `commit`) writes the connection's mark and
 //!   label; every packet of a tracked connection then carries them (`CtResult`), untracked or
 //!   uncommitted packets carry 0. They are kept here, beside the connection table, keyed by the
@@ -16,6 +17,7 @@
 //! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use super::{Meta, nat};
 use crate::conntrack::{
@@ -179,6 +181,15 @@ impl FlowConntrack {
     }
 }
 
+/// The address of `first..=last` (just `first` without a range) for a connection whose
+/// `seed` is given: a hash of it, so the choice is spread and repeatable.
+fn pick(first: Ipv4Addr, last: Option<Ipv4Addr>, seed: u32) -> Ipv4Addr {
+    let Some(last) = last else { return first };
+    let n = u64::from(u32::from(last) - u32::from(first)) + 1;
+    let h = u64::from(seed.wrapping_mul(0x9e37_79b1) ^ (seed >> 16));
+    Ipv4Addr::from(u32::from(first) + (h % n) as u32)
+}
+
 impl Zone {
     /// The mark and label of connection `id` after `a`'s `exec(...)` (applied when `a`
     /// commits).
@@ -227,8 +238,10 @@ impl Zone {
         now: u32,
     ) -> Option<crate::conntrack::ConnId> {
         match nat {
-            Some(CtNat::Src { addr, ports }) => {
+            Some(CtNat::Src { addr, last, ports }) => {
                 let range = ports.unwrap_or((32768, 60999));
+                // An address range: each source address keeps one address of it.
+                let addr = pick(*addr, *last, u32::from_be_bytes(key.src));
                 let pools = self.pools_for(addr.octets(), range)?;
                 let pool = match key.proto {
                     PROTO_TCP => pools[0],
@@ -237,7 +250,12 @@ impl Zone {
                 };
                 self.ct.snat(key, pool, now).ok()
             }
-            Some(CtNat::Dst { addr, port }) => {
+            Some(CtNat::Dst { addr, last, port }) => {
+                let addr = &pick(
+                    *addr,
+                    *last,
+                    u32::from_be_bytes(key.src) ^ u32::from(key.sport).rotate_left(16),
+                );
                 let port = match key.proto {
                     PROTO_ICMP => key.dport,
                     _ => port.unwrap_or(key.dport),
