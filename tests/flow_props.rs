@@ -134,7 +134,13 @@ fn gen_subfield(r: &mut Rng, writable: bool) -> Subfield {
 
 /// An action on registers, metadata or the other additions from OVS's flow language.
 fn gen_ovs_action(r: &mut Rng) -> Action {
-    match r.below(9) {
+    match r.below(15) {
+        9 => Action::PushMpls(*r.pick(&[0x8847, 0x8848])),
+        10 => Action::PopMpls(*r.pick(&[0x0800, 0x8847, 0x86dd])),
+        11 => Action::SetMplsLabel(r.below(1 << 20) as u32),
+        12 => Action::SetMplsTc(r.below(8) as u8),
+        13 => Action::SetMplsTtl(r.next() as u8),
+        14 => Action::DecMplsTtl,
         7 => Action::OutputTrunc(port(r), 14 + r.below(65522) as u16),
         8 => Action::Clone((0..r.below(3)).map(|_| gen_action(r)).collect()),
         0 => {
@@ -370,6 +376,7 @@ fn gen_flow(r: &mut Rng) -> Flow {
             Some(0x86dd),
             r.chance(80).then(|| *r.pick(&[6, 17, 58, 132, 4])),
         ),
+        6 if r.chance(50) => (Some(*r.pick(&[0x8847, 0x8848])), None),
         _ => (Some(*r.pick(&[0x86dd, 0x88cc, 0x1234])), None),
     };
     m.dl_type = dl_type;
@@ -415,6 +422,15 @@ fn gen_flow(r: &mut Rng) -> Flow {
     }
     if dl_type == Some(0x86dd) {
         gen_ipv6(r, &mut m);
+    }
+    if matches!(dl_type, Some(0x8847 | 0x8848)) && r.chance(70) {
+        // Whole parts of the label stack entry: label, tc, bos, ttl.
+        let parts = [0xffff_f000u32, 0xe00, 0x100, 0xff];
+        let mask = parts.iter().filter(|_| r.chance(50)).fold(0, |a, p| a | p);
+        m.mpls = (mask != 0).then(|| Masked {
+            value: r.next() as u32 & mask,
+            mask,
+        });
     }
     if matches!(dl_type, Some(0x0800 | 0x86dd)) && r.chance(20) {
         let (value, mask) = *r.pick(&[(0, 1), (1, 1), (1, 3), (3, 3), (0, 2), (2, 2)]);

@@ -391,3 +391,40 @@ fn snat_from_an_address_range() {
     }
     assert!(used.len() > 1, "{used:?}");
 }
+
+#[test]
+fn mpls_push_match_pop() {
+    let mut n = net();
+    n.add("in_port=p1,ip,actions=push_mpls:0x8847,set_mpls_label:4,output:p2");
+    n.add("in_port=p2,mpls,mpls_label=4,mpls_bos=1,actions=pop_mpls:0x0800,output:p1");
+    let f = udp4(1, 0x41); // DSCP 0x10: TC 0x10 & 7 = 0
+    let out = n.send(0, &f);
+    assert_eq!(out.len(), 1);
+    let g = &out[0].1;
+    let mut want = f[..12].to_vec();
+    want.extend_from_slice(&[0x88, 0x47]);
+    // label 4, TC 0, bottom of stack, TTL 64 (the IP TTL).
+    want.extend_from_slice(&((4u32 << 12) | 0x100 | 64).to_be_bytes());
+    want.extend_from_slice(&f[14..]);
+    assert_eq!(g, &want);
+    // Back in through p2: popped to the original frame.
+    assert_eq!(n.send(1, g), vec![(0, f.clone())]);
+    // Two labels, matched table by table on the top one (OVS's system test).
+    n.add(
+        "table=0,in_port=p3,ip,actions=push_mpls:0x8847,set_mpls_label:4,\
+         push_mpls:0x8847,set_field:2->mpls_label,resubmit(,1)",
+    );
+    n.add("table=1,mpls,mpls_label=2,mpls_bos=0,actions=pop_mpls:0x8847,resubmit(,2)");
+    n.add("table=2,mpls,mpls_label=4,mpls_bos=1,actions=pop_mpls:0x0800,output:p1");
+    assert_eq!(n.send(2, &f), vec![(0, f.clone())]);
+    // dec_mpls_ttl drops at TTL 1.
+    n.add("in_port=p2,mpls,mpls_ttl=1,actions=dec_mpls_ttl,output:p3");
+    n.add("in_port=p2,mpls,mpls_ttl=9,actions=dec_mpls_ttl,output:p3");
+    let mut t1 = want.clone();
+    t1[17] = 1;
+    assert_eq!(n.ports(1, &t1), Vec::<usize>::new());
+    t1[17] = 9;
+    let out = n.send(1, &t1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[17], 8);
+}

@@ -117,6 +117,21 @@ pub enum Action {
     Move(Subfield, Subfield),
     /// `clone(ACTIONS)`: run ACTIONS on a copy of the frame (no `goto_table`, `meter`).
     Clone(Vec<Action>),
+    /// `push_mpls:ETHERTYPE` (0x8847 or 0x8848): add an MPLS label stack entry (a copy of the
+    /// top one without bottom-of-stack, or label 0 (IPv6: 2) with the IP TTL and DSCP-derived
+    /// TC, as OVS).
+    PushMpls(u16),
+    /// `pop_mpls:ETHERTYPE`: remove the top MPLS label stack entry; the frame's EtherType
+    /// becomes ETHERTYPE.
+    PopMpls(u16),
+    /// `set_mpls_label:L` (`set_field:L->mpls_label`), 20 bits.
+    SetMplsLabel(u32),
+    /// `set_mpls_tc:TC` (`set_field:TC->mpls_tc`), 0-7.
+    SetMplsTc(u8),
+    /// `set_mpls_ttl:TTL`.
+    SetMplsTtl(u8),
+    /// `dec_mpls_ttl`: drop when the MPLS TTL reaches 0.
+    DecMplsTtl,
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -257,6 +272,23 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
         "dec_ttl" => return no_arg(Action::DecTtl),
         "ct_clear" => return no_arg(Action::CtClear),
+        "dec_mpls_ttl" => return no_arg(Action::DecMplsTtl),
+        "push_mpls" | "pop_mpls" => {
+            let e: u16 = num(t, need_arg()?, 0xffff)?;
+            match (name.as_str(), e) {
+                ("push_mpls", 0x8847 | 0x8848) => Action::PushMpls(e),
+                ("push_mpls", _) => {
+                    return Err(bad(
+                        t,
+                        format!("'{arg}' is not an MPLS EtherType (0x8847 or 0x8848)"),
+                    ));
+                }
+                _ => Action::PopMpls(e),
+            }
+        }
+        "set_mpls_label" => Action::SetMplsLabel(num(t, need_arg()?, 0xf_ffff)?),
+        "set_mpls_tc" => Action::SetMplsTc(num(t, need_arg()?, 7)?),
+        "set_mpls_ttl" => Action::SetMplsTtl(num(t, need_arg()?, 255)?),
         "mod_nw_tos" => {
             let n: u8 = num(t, need_arg()?, 255)?;
             if n & 3 != 0 {
@@ -310,6 +342,14 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "mod_nw_dst" => Action::ModNwDst(ip(t, need_arg()?)?),
         "mod_tp_src" => Action::ModTpSrc(num(t, need_arg()?, 0xffff)?),
         "mod_tp_dst" => Action::ModTpDst(num(t, need_arg()?, 0xffff)?),
+        "set_field" if need_arg()?.trim_end().ends_with("->mpls_label") => {
+            let v = arg.rsplit_once("->").map_or("", |x| x.0).trim();
+            Action::SetMplsLabel(num(t, v, 0xf_ffff)?)
+        }
+        "set_field" if need_arg()?.trim_end().ends_with("->mpls_tc") => {
+            let v = arg.rsplit_once("->").map_or("", |x| x.0).trim();
+            Action::SetMplsTc(num(t, v, 7)?)
+        }
         "set_field" => Action::SetField(parse_set_field(t, need_arg()?)?),
         "set_tunnel" | "set_tunnel64" => Action::SetTunnel(num(t, need_arg()?, u64::MAX)?),
         "goto_table" => Action::GotoTable(num(t, need_arg()?, 254)?),
@@ -467,6 +507,12 @@ impl fmt::Display for Action {
             Action::Load(v, d) => write!(f, "load:{:#x}->{d}", v >> d.ofs),
             Action::Move(s, d) => write!(f, "move:{s}->{d}"),
             Action::Clone(a) => write!(f, "clone({})", Actions(a)),
+            Action::PushMpls(e) => write!(f, "push_mpls:{e:#06x}"),
+            Action::PopMpls(e) => write!(f, "pop_mpls:{e:#06x}"),
+            Action::SetMplsLabel(l) => write!(f, "set_mpls_label:{l}"),
+            Action::SetMplsTc(v) => write!(f, "set_mpls_tc:{v}"),
+            Action::SetMplsTtl(v) => write!(f, "set_mpls_ttl:{v}"),
+            Action::DecMplsTtl => f.write_str("dec_mpls_ttl"),
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - VLAN: the packed form holds an 802.1Q TCI whose CFI bit means "tagged" (OVS's vlan_tci):
 //!   `dl_vlan=V` matches tagged frames with VID V, `dl_vlan=0xffff` untagged frames, and
 //!   `dl_vlan_pcp=P` tagged frames with PCP P (so it implies a tag, as in OVS).
+//! - MPLS (`mpls`, `mplsm`): the top label stack entry is matched in the packed key's `nw_src`
+//!   bits (an MPLS frame has no IPv4 header there; prerequisites keep `nw_src` and the
+//!   `mpls_*` fields in different flows).
 //! - `nw_tos` matches the DSCP bits only (mask 0xfc); the ECN bits are ignored, as in OVS.
 //! - Conntrack: `ct_state` (flags of `ct_state::*`, with a mask) and `ct_zone` are set by the
 //!   datapath's `ct` action before a recirculation; they need no prerequisites. They share word
@@ -76,6 +79,10 @@ pub const ETH_IP: u16 = 0x0800;
 pub const ETH_ARP: u16 = 0x0806;
 /// EtherType IPv6.
 pub const ETH_IPV6: u16 = 0x86dd;
+/// EtherType MPLS unicast.
+pub const ETH_MPLS: u16 = 0x8847;
+/// EtherType MPLS multicast.
+pub const ETH_MPLSM: u16 = 0x8848;
 /// ICMPv6.
 pub const PROTO_ICMPV6: u8 = 58;
 /// SCTP (matched by protocol only: no SCTP ports).
@@ -106,7 +113,7 @@ pub struct PacketKey {
     pub vlan: u16,
     /// VLAN priority 0-7 (ignored when untagged).
     pub vlan_pcp: u8,
-    /// IPv4 source (ARP: sender protocol address).
+    /// IPv4 source (ARP: sender protocol address; MPLS: the top label stack entry).
     pub nw_src: u32,
     /// IPv4 destination (ARP: target protocol address).
     pub nw_dst: u32,
@@ -166,6 +173,14 @@ pub(crate) const TUN_ID_BITS: u64 = 0xffff_ffff;
 /// The packed key: `[nw_frag<<56|ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
 /// tp_src<<48|tp_dst<<32|tci<<16|nw_proto<<8|nw_tos]`.
 pub(crate) type Words = [u64; 5];
+
+/// The parts of an MPLS label stack entry: (field, shift, bits).
+pub(crate) const MPLS_PARTS: [(&str, u32, u32); 4] = [
+    ("mpls_label", 12, 20),
+    ("mpls_tc", 9, 3),
+    ("mpls_ttl", 0, 8),
+    ("mpls_bos", 8, 1),
+];
 
 /// `ip_frag` spellings: (name, value, mask).
 pub(crate) const FRAG_NAMES: [(&str, u8, u8); 5] = [
@@ -268,6 +283,10 @@ pub struct Match {
     pub ct_zone: Option<u16>,
     /// `ip_frag` (`frag::*` bits with a mask).
     pub nw_frag: Option<Masked<u8>>,
+    /// The top MPLS label stack entry (`mpls_label`, `mpls_tc`, `mpls_bos`, `mpls_ttl`: label
+    /// << 12 | tc << 9 | bos << 8 | ttl) with a mask; it lives where `nw_src` does for IP,
+    /// the prerequisites keep the two apart.
+    pub mpls: Option<Masked<u32>>,
     /// Registers, metadata and IPv6 fields (checked after the packed key, see `ext.rs`).
     pub ext: ExtMatch,
 }
@@ -307,6 +326,7 @@ impl Match {
             mask: f.mask & 3,
         }));
         self.nw_tos = self.nw_tos.map(|t| t & 0xfc);
+        self.mpls = norm(self.mpls);
         self.vlan_tci = norm(self.vlan_tci);
         if let Some(t) = self.vlan_tci
             && self.dl_vlan.is_none()
@@ -372,6 +392,9 @@ impl Match {
         }
         if let Some(a) = self.nw_src {
             put(3, 32, u64::from(a.value), u64::from(a.mask));
+        }
+        if let Some(l) = self.mpls {
+            put(3, 32, u64::from(l.value), u64::from(l.mask));
         }
         if let Some(a) = self.nw_dst {
             put(3, 0, u64::from(a.value), u64::from(a.mask));
@@ -441,6 +464,7 @@ impl Match {
             && m(self.vlan_tci, key.tci())
             && m(self.nw_frag, key.nw_frag)
             && m(self.nw_src, key.nw_src)
+            && m(self.mpls, key.nw_src)
             && m(self.nw_dst, key.nw_dst)
             && self.nw_proto.is_none_or(|p| p == key.nw_proto)
             && self.nw_tos.is_none_or(|t| t == key.nw_tos & 0xfc)
@@ -496,6 +520,8 @@ impl Match {
             (ETH_IPV6, Some(PROTO_TCP)) => Some("tcp6"),
             (ETH_IPV6, Some(PROTO_UDP)) => Some("udp6"),
             (ETH_IPV6, _) => Some("ipv6"),
+            (ETH_MPLS, _) => Some("mpls"),
+            (ETH_MPLSM, _) => Some("mplsm"),
             _ => None,
         }
     }
@@ -603,6 +629,14 @@ impl fmt::Display for Match {
         }
         if let Some(f) = self.nw_frag {
             let _ = write!(s, ",ip_frag={}", frag_name(f));
+        }
+        if let Some(l) = self.mpls {
+            for (name, shift, bits) in MPLS_PARTS {
+                let mask = ((1u32 << bits) - 1) << shift;
+                if l.mask & mask != 0 {
+                    let _ = write!(s, ",{name}={}", (l.value & mask) >> shift);
+                }
+            }
         }
         let icmp = matches!(short, Some("icmp" | "icmp6"));
         if let Some(p) = self.tp_src {

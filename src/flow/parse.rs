@@ -28,8 +28,9 @@ use super::action::{Action, parse_actions};
 use super::ct::parse_ct_state;
 use super::ext::{ExtField, parse_ipv6, parse_masked_bits, parse_xreg};
 use super::match_::{
-    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, FRAG_NAMES, MAC48, Masked, Match, NO_VLAN,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRef, TUN_ID_BITS,
+    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, ETH_MPLS, ETH_MPLSM, FRAG_NAMES, MAC48,
+    MPLS_PARTS, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PortRef, TUN_ID_BITS,
 };
 use super::{Flow, FlowError};
 use crate::wire::ethernet::MacAddr;
@@ -252,13 +253,15 @@ impl<'a> Fields<'a> {
                 "tcp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_TCP)),
                 "udp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_UDP)),
                 "sctp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_SCTP)),
+                "mpls" => self.shorthand(tok, ETH_MPLS, None),
+                "mplsm" => self.shorthand(tok, ETH_MPLSM, None),
                 _ => Err(FlowError::UnknownField(tok.to_string())),
             };
         };
         let m = &mut self.m;
         match k {
             "ip" | "arp" | "icmp" | "tcp" | "udp" | "sctp" | "ipv6" | "ip6" | "icmp6" | "tcp6"
-            | "udp6" | "sctp6" => {
+            | "udp6" | "sctp6" | "mpls" | "mplsm" => {
                 return Err(bad_value(k, v, "a shorthand takes no value"));
             }
             "priority" => set(&mut self.priority, Some(parse_num(k, v, 0xffff)?), tok, k)?,
@@ -432,6 +435,26 @@ impl<'a> Fields<'a> {
             "ct_label" => m
                 .ext
                 .set(ExtField::CtLabel, parse_masked_bits(k, v, 128)?, tok)?,
+            "mpls_label" | "mpls_tc" | "mpls_bos" | "mpls_ttl" => {
+                let &(_, shift, bits) = MPLS_PARTS.iter().find(|p| p.0 == k).expect("listed");
+                let n: u32 = parse_num(k, v, (1 << bits) - 1)?;
+                let part = Masked {
+                    value: n << shift,
+                    mask: ((1u32 << bits) - 1) << shift,
+                };
+                let cur = m.mpls.unwrap_or(Masked { value: 0, mask: 0 });
+                if cur.mask & part.mask != 0 && cur.value & part.mask != part.value {
+                    return Err(FlowError::Conflict {
+                        token: tok.to_string(),
+                        field: k.to_string(),
+                    });
+                }
+                m.mpls = Some(Masked {
+                    value: cur.value | part.value,
+                    mask: cur.mask | part.mask,
+                });
+                self.need(k, &[ETH_MPLS, ETH_MPLSM], &[]);
+            }
             "metadata" => m
                 .ext
                 .set(ExtField::Metadata, parse_masked_bits(k, v, 64)?, tok)?,
@@ -525,6 +548,8 @@ fn describe(n: &Need<'_>) -> String {
         .map(|d| match *d {
             ETH_IP => "0x0800 (ip)",
             ETH_IPV6 => "0x86dd (ipv6)",
+            ETH_MPLS => "0x8847 (mpls)",
+            ETH_MPLSM => "0x8848 (mplsm)",
             _ => "0x0806 (arp)",
         })
         .collect();

@@ -330,3 +330,28 @@ fn test_nat_address_ranges() {
     );
     assert!(err("ip,actions=ct(commit,nat(src=10.0.0.1-10.0.0.300))").contains("not an IPv4"));
 }
+
+#[test]
+fn test_mpls() {
+    let f = round_trip(
+        "mpls,mpls_label=4,mpls_tc=3,mpls_bos=1,mpls_ttl=5,actions=pop_mpls:0x0800,output:1",
+    );
+    assert_eq!(
+        f.to_string(),
+        "mpls,mpls_label=4,mpls_tc=3,mpls_ttl=5,mpls_bos=1 actions=pop_mpls:0x0800,output:1"
+    );
+    assert_eq!(
+        flow("dl_type=0x8848,actions=drop").to_string(),
+        "mplsm actions=drop"
+    );
+    let f = round_trip(
+        "ip,actions=push_mpls:0x8847,set_field:2->mpls_label,set_mpls_tc:2,set_mpls_ttl:9,\
+         dec_mpls_ttl,set_field:3->mpls_tc",
+    );
+    assert_eq!(f.actions[1], Action::SetMplsLabel(2));
+    assert_eq!(f.actions[5], Action::SetMplsTc(3));
+    assert!(err("mpls_label=4,actions=drop").contains("prerequisite"));
+    assert!(err("mpls,mpls_label=4,mpls_label=5,actions=drop").contains("conflicts"));
+    assert!(err("actions=push_mpls:0x0800").contains("not an MPLS EtherType"));
+    assert!(err("actions=set_mpls_label:0x100000").contains("out of range"));
+}

@@ -28,6 +28,11 @@ use crate::packet::Frames;
 use crate::wire::checksum::update16;
 use crate::wire::{EtherType, vlan};
 
+/// EtherType MPLS unicast.
+const MPLS: u16 = 0x8847;
+/// EtherType MPLS multicast.
+const MPLSM: u16 = 0x8848;
+
 /// Most table lookups one frame may make (resubmit/goto chains).
 pub const MAX_DEPTH: usize = 16;
 /// Exact-match cache entries per bridge.
@@ -186,6 +191,10 @@ pub(crate) fn packet_key(
                 }
                 _ => {}
             }
+        }
+        MPLS | MPLSM if ip.len() >= 4 => {
+            // The top label stack entry, in the nw_src slot (see `flow::Match::mpls`).
+            k.nw_src = u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]]);
         }
         EtherType::ARP if ip.len() >= 28 => {
             k.nw_proto = ip[7];
@@ -940,6 +949,19 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         }
         Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => tos_bits(frames, m, 0xfc, *t),
         Action::ModNwEcn(e) => tos_bits(frames, m, 0x03, *e),
+        Action::PushMpls(e) => return push_mpls(frames, m, *e),
+        Action::PopMpls(e) => pop_mpls(frames, m, *e),
+        Action::SetMplsLabel(l) => set_lse(frames, m, |x| (x & 0xfff) | (l << 12)),
+        Action::SetMplsTc(tc) => set_lse(frames, m, |x| (x & !0xe00) | (u32::from(*tc) << 9)),
+        Action::SetMplsTtl(ttl) => set_lse(frames, m, |x| (x & !0xff) | u32::from(*ttl)),
+        Action::DecMplsTtl if is_mpls(m) => {
+            let d = frames.data(m.desc);
+            let l3 = m.l3 as usize;
+            if d.len() < l3 + 4 || d[l3 + 3] <= 1 {
+                return false;
+            }
+            set_lse(frames, m, |x| x - 1);
+        }
         Action::DecTtl => {
             if m.ethertype != EtherType::IPV4 {
                 return true;
@@ -959,6 +981,78 @@ fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         _ => {}
     }
     true
+}
+
+fn is_mpls(m: &Meta) -> bool {
+    m.ethertype == MPLS || m.ethertype == MPLSM
+}
+
+/// Rewrite the top MPLS label stack entry of an MPLS frame with `f` (others: left alone).
+fn set_lse(frames: &mut Frames, m: &Meta, f: impl Fn(u32) -> u32) {
+    let l3 = m.l3 as usize;
+    let d = frames.data_mut(m.desc);
+    if is_mpls(m) && d.len() >= l3 + 4 {
+        let x = u32::from_be_bytes([d[l3], d[l3 + 1], d[l3 + 2], d[l3 + 3]]);
+        d[l3..l3 + 4].copy_from_slice(&f(x).to_be_bytes());
+    }
+}
+
+/// `push_mpls`: insert a label stack entry before the L3 header, moving the Ethernet (and
+/// VLAN) header 4 bytes into the headroom, and set the EtherType to `etype`. The new entry is
+/// a copy of the top one without bottom-of-stack, or for other frames label 0 (IPv6: 2), TC
+/// from the DSCP, TTL from the IP TTL (64 for non-IP), bottom of stack (OVS's
+/// `flow_push_mpls`). False (drop) when there is no headroom.
+fn push_mpls(frames: &mut Frames, m: &mut Meta, etype: u16) -> bool {
+    let l3 = m.l3 as usize;
+    let lse = {
+        let d = frames.data(m.desc);
+        let ip = d.get(l3..).unwrap_or_default();
+        match m.ethertype {
+            _ if is_mpls(m) && ip.len() >= 4 => {
+                u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]]) & !0x100
+            }
+            EtherType::IPV4 if ip.len() >= 20 => {
+                let tc = u32::from(ip[1] >> 2) & 7;
+                (tc << 9) | 0x100 | u32::from(if ip[8] == 0 { 64 } else { ip[8] })
+            }
+            EtherType::IPV6 if ip.len() >= 40 => {
+                let tclass = (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8;
+                let tc = u32::from(tclass >> 2) & 7;
+                (2 << 12) | (tc << 9) | 0x100 | u32::from(if ip[7] == 0 { 64 } else { ip[7] })
+            }
+            _ => 0x100 | 64,
+        }
+    };
+    let start = m.desc.headroom();
+    if start < 4 || frames.data(m.desc).len() < l3 {
+        return false;
+    }
+    let chunk = frames.chunk_mut(m.desc.chunk());
+    chunk.copy_within(start..start + l3, start - 4);
+    let at = start - 4 + l3;
+    chunk[at..at + 4].copy_from_slice(&lse.to_be_bytes());
+    chunk[at - 2..at].copy_from_slice(&etype.to_be_bytes());
+    m.desc.addr -= 4;
+    m.desc.len += 4;
+    m.ethertype = etype;
+    true
+}
+
+/// `pop_mpls`: remove the top label stack entry of an MPLS frame and set the EtherType to
+/// `etype` (other frames: left alone).
+fn pop_mpls(frames: &mut Frames, m: &mut Meta, etype: u16) {
+    let l3 = m.l3 as usize;
+    if !is_mpls(m) || frames.data(m.desc).len() < l3 + 4 {
+        return;
+    }
+    let start = m.desc.headroom();
+    let chunk = frames.chunk_mut(m.desc.chunk());
+    chunk.copy_within(start..start + l3, start + 4);
+    let at = start + 4 + l3;
+    chunk[at - 2..at].copy_from_slice(&etype.to_be_bytes());
+    m.desc.addr += 4;
+    m.desc.len -= 4;
+    m.ethertype = etype;
 }
 
 /// Set the `mask` bits of the IPv4 ToS byte (DSCP 0xfc, ECN 0x03) to `v`, updating the header
