@@ -142,7 +142,17 @@ fn gen_ovs_action(r: &mut Rng) -> Action {
         13 => Action::SetMplsTtl(r.next() as u8),
         14 => Action::DecMplsTtl,
         7 => Action::OutputTrunc(port(r), 14 + r.below(65522) as u16),
-        8 => Action::Clone((0..r.below(3)).map(|_| gen_action(r)).collect()),
+        8 => Action::Clone(
+            (0..r.below(3))
+                .map(|_| gen_action(r))
+                .filter(|a| {
+                    !matches!(
+                        a,
+                        Action::SetTunnel(_) | Action::SetField(SetField::TunId(_))
+                    )
+                })
+                .collect(),
+        ),
         0 => {
             let d = gen_subfield(r, true);
             Action::Load((u128::from(r.next()) << d.ofs) & d.mask(), d)

@@ -6,7 +6,8 @@
 //!   case-insensitive (`NORMAL` or `normal`). An empty list or `drop` means drop and is stored
 //!   as an empty `Vec`; `drop` must be the only action.
 //! - `name(VALUE)` is the same as `name:VALUE` (`mod_dl_dst(50:54:00:00:00:0a)`), as in
-//!   ovs-ofctl; `clone(ACTIONS)` holds a nested list (no `goto_table` or `meter` in it).
+//!   ovs-ofctl; `clone(ACTIONS)` holds a nested list (no `goto_table`, `meter` or tunnel id
+//!   writes in it).
 //! - Instruction order as OpenFlow: `meter:N` only first, `goto_table:T` only last, each at most
 //!   once. A bare number `N` is `output:N`.
 //! - Display is ovs-ofctl's spelling (`NORMAL`, `FLOOD`, `IN_PORT`, `output:p2`, `drop` for an
@@ -316,10 +317,15 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
                 .and_then(|a| a.strip_suffix(')'))
                 .ok_or_else(|| bad(t, "want clone(ACTIONS)"))?;
             let list = parse_actions(inner, 0)?;
-            if let Some(a) = list
-                .iter()
-                .find(|a| matches!(a, Action::GotoTable(_) | Action::Meter(_)))
-            {
+            if let Some(a) = list.iter().find(|a| {
+                matches!(
+                    a,
+                    Action::GotoTable(_)
+                        | Action::Meter(_)
+                        | Action::SetTunnel(_)
+                        | Action::SetField(SetField::TunId(_))
+                )
+            }) {
                 return Err(bad(t, format!("'{a}' is not allowed inside clone(...)")));
             }
             Action::Clone(list)

@@ -295,6 +295,7 @@ fn test_clone_and_output_max_len() {
     round_trip("actions=clone()");
     assert!(err("actions=clone(goto_table:3)").contains("not allowed inside clone"));
     assert!(err("actions=clone(meter:1)").contains("not allowed inside clone"));
+    assert!(err("actions=clone(set_tunnel:5,output:1)").contains("not allowed inside clone"));
     let f = round_trip("in_port=1,actions=output(port=2,max_len=100),output:4");
     assert_eq!(
         f.to_string(),
