@@ -423,7 +423,7 @@ fn parse_output_trunc(t: &str, arg: &str) -> Result<Action, FlowError> {
 /// `note:` bytes: hex pairs, optionally separated by dots (`01.02.ab`); may be empty.
 fn parse_note(t: &str, arg: &str) -> Result<Vec<u8>, FlowError> {
     let hex: String = arg.chars().filter(|c| *c != '.').collect();
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad(t, format!("'{arg}' is not hex bytes (01.02.ab)")));
     }
     (0..hex.len())
