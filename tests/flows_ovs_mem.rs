@@ -288,7 +288,7 @@ fn ip_frag_and_vlan_tci_select_ports() {
         vec![(2, f.clone())],
         "tagged: popped"
     );
-    assert_eq!(n.ports(1, &f), vec![1], "untagged: not a fragment flow");
+    assert_eq!(n.ports(2, &f), vec![1], "untagged: not a fragment flow");
 }
 
 #[test]
@@ -427,4 +427,14 @@ fn mpls_push_match_pop() {
     let out = n.send(1, &t1);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1[17], 8);
+}
+
+#[test]
+fn output_to_the_ingress_port_is_skipped() {
+    let mut n = net();
+    n.add("in_port=p1,actions=output:p1,output:p2");
+    n.add("in_port=p2,actions=in_port");
+    let f = udp(1, 2, 1000, 53);
+    assert_eq!(n.ports(0, &f), vec![1], "output:p1 from p1 does nothing");
+    assert_eq!(n.ports(1, &f), vec![1], "in_port sends back");
 }

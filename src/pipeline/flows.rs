@@ -9,7 +9,8 @@
 //!   frame in place (checksums updated incrementally), `resubmit(,T)`/`goto_table:T` continue in
 //!   table T (at most `MAX_DEPTH` lookups), `meter:N` drops what exceeds the meter's rate,
 //!   `NORMAL` hands the frame to the learning switch and router, `output:P`/`FLOOD`/`IN_PORT`
-//!   send it as it is (no VLAN translation: what the actions made is what leaves). A frame with no
+//!   send it as it is (no VLAN translation: what the actions made is what leaves; `output:P`
+//!   to the ingress port is skipped, as OpenFlow says: `IN_PORT` sends there). A frame with no
 //!   matching flow, an empty action list or `drop` is dropped and counted (`flow-drop`).
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
@@ -635,11 +636,18 @@ fn run_actions<T: Tracer>(
         match action {
             Action::Normal => pending.decide(frames, m, out, t, Dest::Normal),
             Action::Output(p) => match env.ports.port(p.num()) {
+                // OpenFlow: output to the ingress port is dropped (IN_PORT sends there).
+                Some(id) if id == port.id => {
+                    t.line(|| format!("    output:{p}: the ingress port, skipped (use in_port)"))
+                }
                 Some(id) => pending.decide(frames, m, out, t, Dest::Port(id)),
                 None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
             },
             Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
             Action::OutputTrunc(p, max_len) => match env.ports.port(p.num()) {
+                Some(id) if id == port.id => {
+                    t.line(|| format!("    {action}: the ingress port, skipped (use in_port)"))
+                }
                 Some(id) => {
                     pending.flush(frames, m, out, t);
                     pending.1 = true;
