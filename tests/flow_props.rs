@@ -132,9 +132,77 @@ fn gen_subfield(r: &mut Rng, writable: bool) -> Subfield {
     }
 }
 
+/// A `learn(...)` over registers, MACs, the VLAN and constants.
+fn gen_learn(r: &mut Rng) -> Learn {
+    let whole = |f: Field, bits: u8| Subfield {
+        field: f,
+        ofs: 0,
+        n_bits: bits,
+    };
+    let specs = (0..1 + r.below(4))
+        .map(|_| match r.below(6) {
+            0 => LearnSpec::Match {
+                dst: whole(Field::Pkt(PktField::EthDst), 48),
+                src: LearnSrc::Field(whole(Field::Pkt(PktField::EthSrc), 48)),
+            },
+            1 => {
+                let d = Subfield {
+                    field: Field::Pkt(PktField::VlanTci),
+                    ofs: 0,
+                    n_bits: 12,
+                };
+                LearnSpec::Match {
+                    dst: d,
+                    src: LearnSrc::Field(d),
+                }
+            }
+            2 => LearnSpec::Match {
+                dst: whole(Field::Pkt(PktField::InPort), 16),
+                src: LearnSrc::Imm(1 + r.below(0xfeff) as u128),
+            },
+            3 => {
+                let d = gen_subfield(r, true);
+                LearnSpec::Load {
+                    dst: d,
+                    src: LearnSrc::Imm(u128::from(r.next()) & (d.mask() >> d.ofs)),
+                }
+            }
+            4 => LearnSpec::Output(whole(Field::Pkt(PktField::InPort), 16)),
+            _ => {
+                let d = Subfield {
+                    field: Field::Ext(ExtField::Reg(r.below(16) as u8)),
+                    ofs: r.below(16) as u8,
+                    n_bits: 1 + r.below(16) as u8,
+                };
+                LearnSpec::Match {
+                    dst: d,
+                    src: LearnSrc::Field(Subfield {
+                        field: Field::Pkt(PktField::EthSrc),
+                        ofs: 0,
+                        n_bits: d.n_bits,
+                    }),
+                }
+            }
+        })
+        .collect();
+    Learn {
+        table: r.below(255) as u8,
+        priority: if r.chance(50) {
+            DEFAULT_PRIORITY
+        } else {
+            r.next() as u16
+        },
+        idle_timeout: if r.chance(50) { 0 } else { r.next() as u16 },
+        hard_timeout: if r.chance(70) { 0 } else { r.next() as u16 },
+        cookie: if r.chance(70) { 0 } else { r.next() },
+        specs,
+    }
+}
+
 /// An action on registers, metadata or the other additions from OVS's flow language.
 fn gen_ovs_action(r: &mut Rng) -> Action {
-    match r.below(15) {
+    match r.below(16) {
+        15 => Action::Learn(Box::new(gen_learn(r))),
         9 => Action::PushMpls(*r.pick(&[0x8847, 0x8848])),
         10 => Action::PopMpls(*r.pick(&[0x0800, 0x8847, 0x86dd])),
         11 => Action::SetMplsLabel(r.below(1 << 20) as u32),

@@ -438,3 +438,103 @@ fn output_to_the_ingress_port_is_skipped() {
     assert_eq!(n.ports(0, &f), vec![1], "output:p1 from p1 does nothing");
     assert_eq!(n.ports(1, &f), vec![1], "in_port sends back");
 }
+
+/// The multi-table VLAN switch of Open vSwitch's advanced tutorial (Documentation/tutorials/
+/// ovs-advanced.rst): table 0 admission, table 1 VLAN input, table 2 MAC learning with
+/// `learn(...)` into table 10 and register 0, table 3 lookup, table 4 output by reg0.
+const TUTORIAL: &[&str] = &[
+    "table=0,dl_src=01:00:00:00:00:00/01:00:00:00:00:00,actions=drop",
+    "table=0,dl_dst=01:80:c2:00:00:00/ff:ff:ff:ff:ff:f0,actions=drop",
+    "table=0,priority=0,actions=resubmit(,1)",
+    "table=1,priority=0,actions=drop",
+    "table=1,priority=99,in_port=1,actions=resubmit(,2)",
+    "table=1,priority=99,in_port=2,vlan_tci=0,actions=mod_vlan_vid:20,resubmit(,2)",
+    "table=1,priority=99,in_port=3,vlan_tci=0,actions=mod_vlan_vid:30,resubmit(,2)",
+    "table=1,priority=99,in_port=4,vlan_tci=0,actions=mod_vlan_vid:30,resubmit(,2)",
+    "table=2 actions=learn(table=10, NXM_OF_VLAN_TCI[0..11], NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[], \
+     load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]), resubmit(,3)",
+    "table=3 priority=50 actions=resubmit(,10), resubmit(,4)",
+    "table=3 priority=99 dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=resubmit(,4)",
+    "table=4 reg0=1 actions=1",
+    "table=4 reg0=2 actions=strip_vlan,2",
+    "table=4 reg0=3 actions=strip_vlan,3",
+    "table=4 reg0=4 actions=strip_vlan,4",
+    "table=4 reg0=0 priority=99 dl_vlan=20 actions=1,strip_vlan,2",
+    "table=4 reg0=0 priority=99 dl_vlan=30 actions=1,strip_vlan,3,4",
+    "table=4 reg0=0 priority=50 actions=1",
+];
+
+#[test]
+fn tutorial_vlan_switch_learns() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p: Vec<u16> = (1..=4)
+        .map(|i| h.port(b, &format!("p{i}"), VlanMode::default_trunk()))
+        .collect();
+    let mut n = Net {
+        h,
+        b,
+        p: [p[0], p[1], p[2]],
+    };
+    for f in TUTORIAL {
+        n.add(f);
+    }
+    let ofport = |n: &Net, i: usize| n.h.dp.port(p[i]).unwrap().ofport;
+    assert_eq!(
+        (1..=4).collect::<Vec<u16>>(),
+        (0..4).map(|i| ofport(&n, i)).collect::<Vec<_>>()
+    );
+    let send = |n: &mut Net, i: usize, f: &[u8]| {
+        n.h.send(p[i], f);
+        let out = n.h.outputs();
+        (0..4)
+            .flat_map(|j| {
+                out[p[j] as usize]
+                    .iter()
+                    .map(move |f| (j + 1, f.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    // A (untagged on access port 2, VLAN 20) to an unknown B: flooded in VLAN 20, i.e. tagged
+    // to trunk port 1 only (port 2 is the ingress).
+    let a_to_b = udp(0xa, 0xb, 1000, 53);
+    assert_eq!(send(&mut n, 1, &a_to_b), vec![(1, tagged(&a_to_b, 20))]);
+    // The learned flow: VLAN 20, dl_dst=A -> reg0=2.
+    let learned: Vec<String> = {
+        let ft = &n.h.dp.bridge(n.b).unwrap().flows;
+        ft.cls
+            .iter()
+            .filter(|(_, f)| f.table == 10)
+            .map(|(_, f)| f.to_string())
+            .collect()
+    };
+    assert_eq!(
+        learned,
+        vec![
+            "table=10, vlan_tci=0x0014/0x0fff,dl_dst=02:00:00:00:00:0a actions=load:0x2->reg0[0..15]"
+        ]
+    );
+    // B answers tagged 20 on the trunk: delivered to A only, untagged.
+    let b_to_a = udp(0xb, 0xa, 53, 1000);
+    assert_eq!(
+        send(&mut n, 0, &tagged(&b_to_a, 20)),
+        vec![(2, b_to_a.clone())]
+    );
+    // And now B is known too: A to B goes to the trunk only, tagged.
+    assert_eq!(send(&mut n, 1, &a_to_b), vec![(1, tagged(&a_to_b, 20))]);
+    let ft = &n.h.dp.bridge(n.b).unwrap().flows;
+    assert_eq!(ft.cls.iter().filter(|(_, f)| f.table == 10).count(), 2);
+    // VLAN 30 does not see VLAN 20's hosts: C on port 3 to A floods in VLAN 30 (trunk, port 4).
+    let c_to_a = udp(0xc, 0xa, 1000, 53);
+    let mut got = send(&mut n, 2, &c_to_a);
+    got.sort();
+    assert_eq!(got, vec![(1, tagged(&c_to_a, 30)), (4, c_to_a.clone())]);
+    // Learning the same host again changes nothing (no new flow, the cache stays valid).
+    let generation = n.h.dp.bridge(n.b).unwrap().flows.cls.generation();
+    send(&mut n, 1, &a_to_b);
+    assert_eq!(
+        n.h.dp.bridge(n.b).unwrap().flows.cls.generation(),
+        generation
+    );
+}

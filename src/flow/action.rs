@@ -25,6 +25,7 @@ use std::net::Ipv4Addr;
 use super::FlowError;
 use super::ct::{CtAction, parse_ct};
 use super::ext::{ExtField, parse_masked_bits};
+use super::learn::{Learn, parse_learn};
 use super::match_::PortRef;
 use super::parse::{parse_num, parse_port};
 use super::regs::{Subfield, parse_load, parse_move};
@@ -133,6 +134,8 @@ pub enum Action {
     SetMplsTtl(u8),
     /// `dec_mpls_ttl`: drop when the MPLS TTL reaches 0.
     DecMplsTtl,
+    /// `learn(...)`: add a flow built from this packet (see `learn.rs`).
+    Learn(Box<Learn>),
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -245,7 +248,10 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
     let arg = t[cut..].strip_prefix(':').unwrap_or(&t[cut..]).trim();
     // `name(VALUE)` is `name:VALUE` (ovs-ofctl takes both), except for actions whose
     // parentheses hold a list.
-    let paren = !matches!(name.as_str(), "resubmit" | "ct" | "clone" | "output");
+    let paren = !matches!(
+        name.as_str(),
+        "resubmit" | "ct" | "clone" | "output" | "learn"
+    );
     let arg = match arg.strip_prefix('(').and_then(|a| a.strip_suffix(')')) {
         Some(inner) if paren => inner.trim(),
         _ => arg,
@@ -311,6 +317,13 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
             Action::Move(src, dst)
         }
         "output" if t[cut..].starts_with('(') => parse_output_trunc(t, arg)?,
+        "learn" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| bad(t, "want learn(ARGS)"))?;
+            Action::Learn(Box::new(parse_learn(t, inner)?))
+        }
         "clone" => {
             let inner = arg
                 .strip_prefix('(')
@@ -519,6 +532,7 @@ impl fmt::Display for Action {
             Action::SetMplsTc(v) => write!(f, "set_mpls_tc:{v}"),
             Action::SetMplsTtl(v) => write!(f, "set_mpls_ttl:{v}"),
             Action::DecMplsTtl => f.write_str("dec_mpls_ttl"),
+            Action::Learn(l) => write!(f, "{l}"),
         }
     }
 }

@@ -284,6 +284,51 @@ impl Classifier {
         })
     }
 
+    /// Add a flow made by `learn(...)` at `now_ms`: when an identical flow (table, match,
+    /// priority, cookie, timeouts, actions) is there already, only its timers restart (its
+    /// counters stay and the generation does not change, so the exact-match caches stay
+    /// valid); otherwise as `add`. Port numbers in it must be valid numbers.
+    pub fn learn(&mut self, flow: Flow, now_ms: u64) -> Result<Added, FlowError> {
+        let mut flow = flow;
+        flow.m.normalize();
+        let c = flow.m.compile(&|p: &PortRef| Some(p.num()))?;
+        let same = self
+            .tables
+            .get(flow.table as usize)
+            .and_then(|t| t.by_mask.get(&c.mask).map(|&si| &t.subs[si as usize]))
+            .and_then(|st| {
+                let i = st
+                    .find(&c.value, hash_words(&c.value, 0), &self.rules)
+                    .ok()?;
+                let mut cur = st.slots[i].head;
+                while cur != NONE {
+                    let hit = self.entries[cur as usize]
+                        .as_ref()
+                        .is_some_and(|e| e.flow == flow);
+                    if hit {
+                        return Some(cur);
+                    }
+                    cur = self.rules[cur as usize].next;
+                }
+                None
+            });
+        if let Some(id) = same
+            && let Some(e) = self.entries[id as usize].as_mut()
+        {
+            e.created_ms = now_ms;
+            e.counters.used_ms.fetch_max(now_ms, Relaxed);
+            return Ok(Added {
+                id: FlowId(id),
+                replaced: true,
+            });
+        }
+        self.add(flow, now_ms, |p| {
+            (1..=crate::ofport::OFPP_MAX)
+                .contains(&p.num())
+                .then_some(p.num())
+        })
+    }
+
     fn set_timed(&mut self, id: u32, timed: bool) {
         if timed {
             self.timed.insert(id);

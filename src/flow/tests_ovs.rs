@@ -356,3 +356,58 @@ fn test_mpls() {
     assert!(err("actions=push_mpls:0x0800").contains("not an MPLS EtherType"));
     assert!(err("actions=set_mpls_label:0x100000").contains("out of range"));
 }
+
+#[test]
+fn test_learn() {
+    let f = round_trip(
+        "table=2 actions=learn(table=10, NXM_OF_VLAN_TCI[0..11], \
+         NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[], load:NXM_OF_IN_PORT[]->NXM_NX_REG0[0..15]), \
+         resubmit(,3)",
+    );
+    assert_eq!(
+        f.to_string(),
+        "table=2, actions=learn(table=10,vlan_tci[0..11],eth_dst[]=eth_src[],\
+         load:in_port[]->reg0[0..15]),resubmit(,3)"
+    );
+    let Action::Learn(l) = &f.actions[0] else {
+        panic!()
+    };
+    let k = PacketKey {
+        in_port: 2,
+        dl_src: 0x0200_0000_0007,
+        vlan: 20,
+        ..PacketKey::default()
+    };
+    let learned = l.flow(&k, &ExtKey::ZERO);
+    assert_eq!(
+        learned.to_string(),
+        "table=10, vlan_tci=0x0014/0x0fff,dl_dst=02:00:00:00:00:07 actions=load:0x2->reg0[0..15]"
+    );
+    let f = round_trip(
+        "actions=learn(table=3,priority=7,idle_timeout=10,hard_timeout=20,cookie=0x5,\
+         eth_type=0x800,nw_proto=6,ip_dst=ip_src,tcp_dst[]=tcp_src[],in_port=99,\
+         dl_dst=ff:ff:ff:ff:ff:ff,load:5->reg1[],output:NXM_OF_IN_PORT[])",
+    );
+    let Action::Learn(l) = &f.actions[0] else {
+        panic!()
+    };
+    let k = PacketKey {
+        in_port: 4,
+        dl_type: 0x800,
+        nw_proto: 6,
+        nw_src: 0x0a00_0001,
+        tp_src: 1234,
+        ..PacketKey::default()
+    };
+    assert_eq!(
+        l.flow(&k, &ExtKey::ZERO).to_string(),
+        "cookie=0x5, table=3, idle_timeout=10, hard_timeout=20, priority=7,tcp,in_port=99,\
+         dl_dst=ff:ff:ff:ff:ff:ff,nw_dst=10.0.0.1,tp_dst=1234 actions=load:0x5->reg1[],output:4"
+    );
+    assert!(err("actions=learn(ip_src=ip_dst)").contains("eth_type=0x800"));
+    assert!(err("actions=learn(eth_type=0x800,tp_src)").contains("nw_proto"));
+    assert!(err("actions=learn(limit=5)").contains("'limit' is not supported"));
+    assert!(err("actions=learn(in_port[0..7])").contains("whole field"));
+    assert!(err("actions=learn(reg0[0..7]=reg1[0..3])").contains("widths differ"));
+    assert!(err("actions=learn(ct_mark=1)").contains("cannot be learned"));
+}

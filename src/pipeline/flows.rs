@@ -55,6 +55,8 @@ pub struct FlowTable {
     pub ports: OfPorts,
     /// Connection tracking for `ct(...)` actions, per zone.
     pub ct: super::ct::FlowConntrack,
+    /// Flows `learn(...)` made during the current burst (added after it).
+    pub learned: Vec<Flow>,
 }
 
 impl Default for FlowTable {
@@ -69,6 +71,7 @@ impl Default for FlowTable {
             active: false,
             ports: OfPorts::default(),
             ct: Default::default(),
+            learned: Vec::new(),
         }
     }
 }
@@ -251,6 +254,7 @@ pub(super) fn run(
         meters,
         ports,
         ct: conntrack,
+        learned,
         ..
     } = &mut b.flows;
     let mut drops = 0u64;
@@ -266,6 +270,7 @@ pub(super) fn run(
         meters,
         ports,
         conntrack,
+        learned,
         port,
         now_ms,
     };
@@ -292,10 +297,30 @@ pub(super) fn run(
         }
     }
     credit.flush(cls, now_ms);
+    if !learned.is_empty() {
+        learn_flows(&mut b.flows, now_ms);
+    }
     if drops != 0
         && let Some(p) = dp.port_mut(in_port)
     {
         p.counters.drops[DropReason::FlowDrop as usize] += drops;
+    }
+}
+
+/// Add the flows `learn(...)` made in this burst (an identical flow only has its timers
+/// restarted); a flow that cannot be added (an output or in_port number 0) is dropped with a
+/// log line.
+#[inline(never)]
+fn learn_flows(ft: &mut FlowTable, now_ms: u64) {
+    let mut added = false;
+    for f in std::mem::take(&mut ft.learned) {
+        match ft.cls.learn(f, now_ms) {
+            Ok(a) => added |= !a.replaced,
+            Err(e) => tracing::debug!("learn: flow not added: {e}"),
+        }
+    }
+    if added {
+        ft.active = true;
     }
 }
 
@@ -496,6 +521,7 @@ pub(crate) fn execute<T: Tracer>(
         meters,
         ports,
         ct: conntrack,
+        learned,
         ..
     } = ft;
     let mut env = Env {
@@ -503,6 +529,7 @@ pub(crate) fn execute<T: Tracer>(
         meters,
         ports,
         conntrack,
+        learned,
         port,
         now_ms,
     };
@@ -557,6 +584,7 @@ struct Env<'a> {
     meters: &'a mut Meters,
     ports: &'a OfPorts,
     conntrack: &'a mut super::ct::FlowConntrack,
+    learned: &'a mut Vec<Flow>,
     port: Ingress,
     now_ms: u64,
 }
@@ -746,6 +774,14 @@ fn run_actions<T: Tracer>(
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
+            Action::Learn(l) => {
+                let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                let f = l.flow(&key, &stack.ext);
+                t.line(|| format!("    learn: {f}"));
+                if !T::DRY {
+                    env.learned.push(f);
+                }
+            }
             Action::Load(..) | Action::Move(..) | Action::SetField(SetField::Ext(..)) => {
                 let f = register_write(frames.data(m.desc), m, port, ct, action, stack);
                 t.line(|| format!("    {action}: {f}={:#x}", stack.ext.get(f)));
