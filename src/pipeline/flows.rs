@@ -307,6 +307,55 @@ pub(super) fn run(
     }
 }
 
+/// The L3 (and L4) headers `trace` builds for a packet key that is IPv6 or MPLS (the IPv4
+/// and ARP ones are built by the caller): addresses, flow label and ND target come from the
+/// match's ext fields `ext`.
+pub(crate) fn trace_l3(k: &PacketKey, ext: &crate::flow::ExtMatch) -> Vec<u8> {
+    use crate::flow::ExtField;
+    let get = |f: ExtField| ext.get(f).map_or(0, |m| m.value);
+    match k.dl_type {
+        MPLS | MPLSM => k.nw_src.to_be_bytes().to_vec(),
+        EtherType::IPV6 => {
+            let l4: Vec<u8> = match k.nw_proto {
+                6 => {
+                    let mut t = vec![0u8; 20];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[12] = 0x50;
+                    t[13] = 0x02;
+                    t
+                }
+                17 => {
+                    let mut t = vec![0u8; 8];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    t
+                }
+                58 => {
+                    let mut t = vec![k.tp_src as u8, k.tp_dst as u8, 0, 0, 0, 0, 0, 0];
+                    if matches!(k.tp_src, 135 | 136) {
+                        t.extend_from_slice(&get(ExtField::NdTarget).to_be_bytes());
+                    }
+                    t
+                }
+                _ => Vec::new(),
+            };
+            let label = get(ExtField::Ipv6Label) as u32 & 0xf_ffff;
+            let first = (6u32 << 28) | (u32::from(k.nw_tos) << 20) | label;
+            let mut ip = Vec::with_capacity(40 + l4.len());
+            ip.extend_from_slice(&first.to_be_bytes());
+            ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            ip.extend_from_slice(&[k.nw_proto, 64]);
+            ip.extend_from_slice(&get(ExtField::Ipv6Src).to_be_bytes());
+            ip.extend_from_slice(&get(ExtField::Ipv6Dst).to_be_bytes());
+            ip.extend_from_slice(&l4);
+            ip
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Add the flows `learn(...)` made in this burst (an identical flow only has its timers
 /// restarted); a flow that cannot be added (an output or in_port number 0) is dropped with a
 /// log line.
