@@ -405,10 +405,12 @@ fn gen_ipv6(r: &mut Rng, m: &mut Match) {
 /// Register, metadata, ct_mark and ct_label matches.
 fn gen_regs(r: &mut Rng, m: &mut Match) {
     for _ in 0..r.below(3) {
-        let f = match r.below(8) {
+        let f = match r.below(9) {
             0 | 1 => ExtField::Metadata,
             2 => ExtField::CtMark,
             3 => ExtField::CtLabel,
+            // ct_tp_* only with ct_nw_proto, and only with a valid ct_state (below).
+            4 => *r.pick(&[ExtField::CtNwProto, ExtField::CtTpSrc, ExtField::CtTpDst]),
             _ => ExtField::Reg(r.below(16) as u8),
         };
         let wide = (u128::from(r.next()) << 64) | u128::from(r.next());
@@ -421,6 +423,33 @@ fn gen_regs(r: &mut Rng, m: &mut Match) {
             value: wide.rotate_left(7) & mask,
             mask,
         };
+        let v = if f == ExtField::CtNwProto {
+            Masked {
+                value: v.value & 0xff,
+                mask: 0xff,
+            }
+        } else {
+            v
+        };
+        if matches!(
+            f,
+            ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst
+        ) {
+            if !matches!(m.dl_type, Some(0x0800 | 0x86dd)) {
+                continue;
+            }
+            if f != ExtField::CtNwProto && m.ext.get(ExtField::CtNwProto).is_none() {
+                let p = Masked {
+                    value: 6,
+                    mask: 0xff,
+                };
+                let _ = m.ext.set(ExtField::CtNwProto, p, "gen");
+            }
+            m.ct_state = Some(Masked {
+                value: ct_state::TRK | ct_state::EST,
+                mask: ct_state::TRK | ct_state::EST,
+            });
+        }
         let _ = m.ext.set(f, v, "gen");
     }
 }

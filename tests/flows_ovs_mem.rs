@@ -538,3 +538,48 @@ fn tutorial_vlan_switch_learns() {
         generation
     );
 }
+
+fn ping(src: u8, dst: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(src), mac(dst))
+        .ipv4([10, 0, 0, src], [10, 0, 0, dst], 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut v, b"ping")
+        .unwrap();
+    v
+}
+
+#[test]
+fn ct_original_tuple_matches() {
+    let mut n = net();
+    n.add("table=0,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add(
+        "table=1,priority=10,ip,ct_nw_proto=17,ct_tp_src=1000,ct_tp_dst=53,\
+         ct_state=+new+trk,actions=ct(commit),output:p2",
+    );
+    n.add(
+        "table=1,priority=10,ip,ct_nw_src=10.0.0.1,ct_nw_dst=10.0.0.0/24,\
+         ct_state=+est+trk,actions=output:p1",
+    );
+    n.add(
+        "table=1,priority=10,ip,ct_nw_proto=1,ct_tp_src=8,ct_tp_dst=0,ct_state=+new+trk,\
+         actions=ct(commit),output:p3",
+    );
+    n.add("table=1,priority=0,actions=drop");
+    assert_eq!(
+        n.ports(0, &udp(1, 2, 1000, 53)),
+        vec![1],
+        "new: the packet's tuple"
+    );
+    assert_eq!(
+        n.ports(0, &udp(1, 2, 1001, 53)),
+        Vec::<usize>::new(),
+        "other port"
+    );
+    assert_eq!(
+        n.ports(1, &udp(2, 1, 53, 1000)),
+        vec![0],
+        "reply: the connection's original tuple"
+    );
+    assert_eq!(n.ports(0, &ping(1, 2)), vec![2], "ICMP: type 8, code 0");
+}

@@ -197,11 +197,14 @@ fn parse_set_field(t: &str, arg: &str) -> Result<SetField, FlowError> {
         .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD"))?;
     let (v, f) = (v.trim(), f.trim());
     if let Some(e) = ExtField::by_name(f) {
-        if !e.writable() {
+        if matches!(e, ExtField::CtMark | ExtField::CtLabel) {
             return Err(bad(
                 t,
                 format!("{e} can only be set inside ct(commit,exec(...))"),
             ));
+        }
+        if !e.writable() {
+            return Err(bad(t, format!("{e} is read-only")));
         }
         let m = parse_masked_bits(t, v, e.bits())?;
         if m.mask == 0 {

@@ -362,7 +362,8 @@ fn parse_exec(t: &str, inner: &str, ct: &mut CtAction) -> Result<(), FlowError> 
                 let (v, f) = arg
                     .split_once("->")
                     .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD in exec(...)"))?;
-                let field = ExtField::by_name(f.trim()).filter(|f| !f.writable());
+                let field = ExtField::by_name(f.trim())
+                    .filter(|f| matches!(f, ExtField::CtMark | ExtField::CtLabel));
                 let field = field.ok_or_else(|| {
                     bad(
                         t,

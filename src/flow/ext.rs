@@ -31,6 +31,16 @@ pub enum ExtField {
     CtMark,
     /// `ct_label` (128 bits): the connection's label.
     CtLabel,
+    /// `ct_nw_src`: source address of the connection's original direction.
+    CtNwSrc,
+    /// `ct_nw_dst`: its destination address.
+    CtNwDst,
+    /// `ct_nw_proto`: its IP protocol.
+    CtNwProto,
+    /// `ct_tp_src`: its source port (ICMP: type).
+    CtTpSrc,
+    /// `ct_tp_dst`: its destination port (ICMP: code).
+    CtTpDst,
     /// `metadata` (64 bits).
     Metadata,
     /// `regN` (32 bits), N 0-15.
@@ -50,7 +60,9 @@ impl ExtField {
     pub fn bits(self) -> u32 {
         match self {
             ExtField::Metadata => 64,
-            ExtField::Reg(_) | ExtField::CtMark => 32,
+            ExtField::Reg(_) | ExtField::CtMark | ExtField::CtNwSrc | ExtField::CtNwDst => 32,
+            ExtField::CtNwProto => 8,
+            ExtField::CtTpSrc | ExtField::CtTpDst => 16,
             ExtField::CtLabel => 128,
             ExtField::Ipv6Label => 20,
             ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::NdTarget => 128,
@@ -88,6 +100,11 @@ impl ExtField {
             "metadata" | "OXM_OF_METADATA" => Some(ExtField::Metadata),
             "ct_mark" | "NXM_NX_CT_MARK" => Some(ExtField::CtMark),
             "ct_label" | "NXM_NX_CT_LABEL" => Some(ExtField::CtLabel),
+            "ct_nw_src" | "NXM_NX_CT_NW_SRC" => Some(ExtField::CtNwSrc),
+            "ct_nw_dst" | "NXM_NX_CT_NW_DST" => Some(ExtField::CtNwDst),
+            "ct_nw_proto" | "NXM_NX_CT_NW_PROTO" => Some(ExtField::CtNwProto),
+            "ct_tp_src" | "NXM_NX_CT_TP_SRC" => Some(ExtField::CtTpSrc),
+            "ct_tp_dst" | "NXM_NX_CT_TP_DST" => Some(ExtField::CtTpDst),
             _ => reg.map(ExtField::Reg),
         }
     }
@@ -98,6 +115,11 @@ impl fmt::Display for ExtField {
         match self {
             ExtField::CtMark => f.write_str("ct_mark"),
             ExtField::CtLabel => f.write_str("ct_label"),
+            ExtField::CtNwSrc => f.write_str("ct_nw_src"),
+            ExtField::CtNwDst => f.write_str("ct_nw_dst"),
+            ExtField::CtNwProto => f.write_str("ct_nw_proto"),
+            ExtField::CtTpSrc => f.write_str("ct_tp_src"),
+            ExtField::CtTpDst => f.write_str("ct_tp_dst"),
             ExtField::Metadata => f.write_str("metadata"),
             ExtField::Reg(n) => write!(f, "reg{n}"),
             ExtField::Ipv6Src => f.write_str("ipv6_src"),
@@ -115,6 +137,10 @@ pub struct ExtKey {
     pub ct_mark: u32,
     /// The connection's label.
     pub ct_label: u128,
+    /// The connection's original direction (after a `ct` action; the packet's own tuple for a
+    /// new, uncommitted one): (source, destination, protocol, source port or ICMP type,
+    /// destination port or ICMP code).
+    pub ct_orig: (u32, u32, u8, u16, u16),
     /// `reg0`..`reg15`.
     pub regs: [u32; 16],
     /// `metadata`.
@@ -134,6 +160,7 @@ impl ExtKey {
     pub const ZERO: ExtKey = ExtKey {
         ct_mark: 0,
         ct_label: 0,
+        ct_orig: (0, 0, 0, 0, 0),
         regs: [0; 16],
         metadata: 0,
         ipv6_src: 0,
@@ -148,6 +175,11 @@ impl ExtKey {
         match f {
             ExtField::CtMark => u128::from(self.ct_mark),
             ExtField::CtLabel => self.ct_label,
+            ExtField::CtNwSrc => u128::from(self.ct_orig.0),
+            ExtField::CtNwDst => u128::from(self.ct_orig.1),
+            ExtField::CtNwProto => u128::from(self.ct_orig.2),
+            ExtField::CtTpSrc => u128::from(self.ct_orig.3),
+            ExtField::CtTpDst => u128::from(self.ct_orig.4),
             ExtField::Metadata => u128::from(self.metadata),
             ExtField::Reg(n) => u128::from(self.regs[n as usize & 15]),
             ExtField::Ipv6Src => self.ipv6_src,
@@ -164,6 +196,11 @@ impl ExtKey {
         match f {
             ExtField::CtMark => self.ct_mark = v as u32,
             ExtField::CtLabel => self.ct_label = v,
+            ExtField::CtNwSrc => self.ct_orig.0 = v as u32,
+            ExtField::CtNwDst => self.ct_orig.1 = v as u32,
+            ExtField::CtNwProto => self.ct_orig.2 = v as u8,
+            ExtField::CtTpSrc => self.ct_orig.3 = v as u16,
+            ExtField::CtTpDst => self.ct_orig.4 = v as u16,
             ExtField::Metadata => self.metadata = v as u64,
             ExtField::Reg(n) => self.regs[n as usize & 15] = v as u32,
             ExtField::Ipv6Src => self.ipv6_src = v,
@@ -250,6 +287,22 @@ impl ExtMatch {
                             let _ = write!(s, "/{}", Ipv6Addr::from(m.mask));
                         }
                     }
+                }
+                ExtField::CtNwSrc | ExtField::CtNwDst => {
+                    let (v, k) = (m.value as u32, m.mask as u32);
+                    let _ = write!(s, "{}", std::net::Ipv4Addr::from(v));
+                    if k != u32::MAX {
+                        if k.leading_ones() + k.trailing_zeros() == 32 {
+                            let _ = write!(s, "/{}", k.leading_ones());
+                        } else {
+                            let _ = write!(s, "/{}", std::net::Ipv4Addr::from(k));
+                        }
+                    }
+                }
+                ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst
+                    if m.mask == f.full() =>
+                {
+                    let _ = write!(s, "{}", m.value);
                 }
                 _ => {
                     let _ = write!(s, "{:#x}", m.value);

@@ -565,7 +565,16 @@ impl fmt::Display for Match {
             let _ = write!(s, ",ct_zone={z}");
         }
         self.ext.write(&mut s, |f| {
-            matches!(f, ExtField::CtMark | ExtField::CtLabel)
+            matches!(
+                f,
+                ExtField::CtMark
+                    | ExtField::CtLabel
+                    | ExtField::CtNwSrc
+                    | ExtField::CtNwDst
+                    | ExtField::CtNwProto
+                    | ExtField::CtTpSrc
+                    | ExtField::CtTpDst
+            )
         });
         if let Some(sh) = short {
             let _ = write!(s, ",{sh}");

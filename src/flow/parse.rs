@@ -210,6 +210,11 @@ struct Fields<'a> {
     needs: Vec<Need<'a>>,
     /// `nd_target` as written, if given (it needs icmp_type 135 or 136).
     nd: Option<&'a str>,
+    /// A `ct_nw_*`/`ct_tp_*` field as written, if given (it needs a ct_state that implies a
+    /// connection).
+    ct_tuple: Option<&'a str>,
+    /// A `ct_tp_*` field as written, if given (it needs ct_nw_proto).
+    ct_ports: Option<&'a str>,
 }
 
 const IP_OR_ARP: &[u16] = &[ETH_IP, ETH_ARP];
@@ -435,6 +440,34 @@ impl<'a> Fields<'a> {
             "ct_label" => m
                 .ext
                 .set(ExtField::CtLabel, parse_masked_bits(k, v, 128)?, tok)?,
+            "ct_nw_src" | "ct_nw_dst" => {
+                let f = ExtField::by_name(k).expect("named");
+                let a = parse_ip(k, v)?.unwrap_or(Masked { value: 0, mask: 0 });
+                let x = Masked {
+                    value: u128::from(a.value),
+                    mask: u128::from(a.mask),
+                };
+                m.ext.set(f, x, tok)?;
+                self.need(k, &[ETH_IP], &[]);
+                self.ct_tuple = Some(k);
+            }
+            "ct_nw_proto" => {
+                let p: u8 = parse_num(k, v, 0xff)?;
+                let x = Masked {
+                    value: u128::from(p),
+                    mask: 0xff,
+                };
+                m.ext.set(ExtField::CtNwProto, x, tok)?;
+                self.need(k, IP_ANY, &[]);
+                self.ct_tuple = Some(k);
+            }
+            "ct_tp_src" | "ct_tp_dst" => {
+                let f = ExtField::by_name(k).expect("named");
+                m.ext.set(f, parse_masked_bits(k, v, 16)?, tok)?;
+                self.need(k, IP_ANY, &[]);
+                self.ct_tuple = Some(k);
+                self.ct_ports = Some(k);
+            }
             "mpls_label" | "mpls_tc" | "mpls_bos" | "mpls_ttl" => {
                 let &(_, shift, bits) = MPLS_PARTS.iter().find(|p| p.0 == k).expect("listed");
                 let n: u32 = parse_num(k, v, (1 << bits) - 1)?;
@@ -500,6 +533,29 @@ impl<'a> Fields<'a> {
             return Err(FlowError::Prerequisite {
                 field: nd.to_string(),
                 needs: "icmp_type=135 or 136 (neighbour solicitation or advertisement)".into(),
+            });
+        }
+        if let Some(k) = self.ct_tuple {
+            // OVS: the ct_state match must imply a connection (one of new, est, rel, rpl,
+            // snat, dnat set, or +trk-inv).
+            use super::ct::ct_state as cs;
+            let st = self.m.ct_state.unwrap_or(Masked { value: 0, mask: 0 });
+            let implied = cs::NEW | cs::EST | cs::REL | cs::RPL | cs::SNAT | cs::DNAT;
+            let trk_not_inv =
+                st.value & cs::TRK != 0 && st.mask & cs::INV != 0 && st.value & cs::INV == 0;
+            if st.value & implied == 0 && !trk_not_inv {
+                return Err(FlowError::Prerequisite {
+                    field: k.to_string(),
+                    needs: "a ct_state with +trk and one of +new, +est, +rel, +rpl, or -inv".into(),
+                });
+            }
+        }
+        if let Some(k) = self.ct_ports
+            && self.m.ext.get(ExtField::CtNwProto).is_none()
+        {
+            return Err(FlowError::Prerequisite {
+                field: k.to_string(),
+                needs: "ct_nw_proto".into(),
             });
         }
         if self.m.vlan_tci.is_some() && (self.m.dl_vlan.is_some() || self.m.dl_vlan_pcp.is_some()) {

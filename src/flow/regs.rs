@@ -169,10 +169,11 @@ fn bad(action: &str, why: impl Into<String>) -> FlowError {
 pub(crate) fn parse_subfield(t: &str, s: &str, dst: bool) -> Result<Subfield, FlowError> {
     let sf = parse_subfield_any(t, s, dst)?;
     match sf.field {
-        Field::Ext(f) if dst && !f.writable() => Err(bad(
+        Field::Ext(f @ (ExtField::CtMark | ExtField::CtLabel)) if dst => Err(bad(
             t,
             format!("{f} can only be written inside ct(commit,exec(...))"),
         )),
+        Field::Ext(f) if dst && !f.writable() => Err(bad(t, format!("{f} is read-only"))),
         _ => Ok(sf),
     }
 }

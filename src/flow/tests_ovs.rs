@@ -411,3 +411,24 @@ fn test_learn() {
     assert!(err("actions=learn(reg0[0..7]=reg1[0..3])").contains("widths differ"));
     assert!(err("actions=learn(ct_mark=1)").contains("cannot be learned"));
 }
+
+#[test]
+fn test_ct_original_tuple() {
+    let f = round_trip(
+        "priority=100,in_port=1,ip,ct_nw_proto=17,ct_tp_src=1,ct_tp_dst=2,ct_state=+new+trk,\
+         action=ct(commit)",
+    );
+    assert_eq!(
+        f.to_string(),
+        "priority=100,ct_state=+new+trk,ct_nw_proto=17,ct_tp_src=1,ct_tp_dst=2,ip,in_port=1 \
+         actions=ct(commit)"
+    );
+    round_trip("ip,ct_state=+trk-inv,ct_nw_src=10.0.0.0/8,ct_nw_dst=1.2.3.4,actions=drop");
+    round_trip("ip,ct_state=+est,ct_nw_proto=6,ct_tp_dst=0x50/0xfff0,actions=drop");
+    assert!(err("ip,ct_state=+trk,ct_nw_proto=6,actions=drop").contains("ct_state with +trk"));
+    assert!(err("ip,ct_nw_proto=6,actions=drop").contains("ct_state"));
+    assert!(err("ip,ct_state=+new,ct_tp_src=1,actions=drop").contains("ct_nw_proto"));
+    assert!(err("ipv6,ct_state=+new,ct_nw_src=1.2.3.4,actions=drop").contains("prerequisite"));
+    assert!(err("actions=load:1->ct_nw_src[]").contains("read-only"));
+    assert!(err("ip,actions=ct(commit,exec(set_field:1->ct_nw_proto))").contains("only set"));
+}

@@ -46,6 +46,12 @@ pub struct CtResult {
     pub mark: u32,
     /// The connection's `ct_label` (0 if none).
     pub label: u128,
+    /// The original direction's (source, destination, protocol, source port or ICMP type,
+    /// destination port or ICMP code): the connection's, or the packet's own when it has none
+    /// yet (OVS's `ct_nw_*`/`ct_tp_*`); zeros for invalid packets. An ICMP connection's
+    /// original direction is its echo request (type 8, code 0), as OVS only starts ICMP
+    /// connections from requests.
+    pub orig: (u32, u32, u8, u16, u16),
 }
 
 impl CtResult {
@@ -55,6 +61,17 @@ impl CtResult {
             ..CtResult::default()
         }
     }
+}
+
+/// (source, destination, protocol, `sp`, `dp`) of `k`.
+fn tuple(k: &FlowKey, sp: u16, dp: u16) -> (u32, u32, u8, u16, u16) {
+    (
+        u32::from_be_bytes(k.src),
+        u32::from_be_bytes(k.dst),
+        k.proto,
+        sp,
+        dp,
+    )
 }
 
 /// A connection's mark and label, with what identifies the connection in its slot.
@@ -125,6 +142,18 @@ impl FlowConntrack {
         let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
             return inv;
         };
+        let own = {
+            let l4 = &frames.data(m.desc)[l3 + hl..];
+            let (sp, dp) = match key.proto {
+                PROTO_ICMP => (u16::from(l4[0]), u16::from(l4[1])),
+                _ => (key.sport, key.dport),
+            };
+            tuple(&key, sp, dp)
+        };
+        let new = CtResult {
+            orig: own,
+            ..CtResult::only(ct_state::TRK | ct_state::NEW)
+        };
         let zone = match self.zones.entry(a.zone) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
@@ -147,15 +176,19 @@ impl FlowConntrack {
             None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
                 Some(id) => (id, Direction::Original),
                 // Table full or ports exhausted: the packet is new and stays untracked.
-                None => return CtResult::only(ct_state::TRK | ct_state::NEW),
+                None => return new,
             },
-            None => return CtResult::only(ct_state::TRK | ct_state::NEW),
+            None => return new,
         };
         zone.ct.update(id, dir, total as u32, flags, now);
         let Some(conn) = zone.ct.conn(id) else {
-            return CtResult::only(ct_state::TRK | ct_state::NEW);
+            return new;
         };
         let ident = (conn.orig, conn.created);
+        let orig = match conn.orig.proto {
+            PROTO_ICMP => tuple(&conn.orig, 8, 0),
+            _ => tuple(&conn.orig, conn.orig.sport, conn.orig.dport),
+        };
         let mut st = ct_state::TRK;
         st |= match dir {
             Direction::Reply => ct_state::RPL | ct_state::EST,
@@ -177,6 +210,7 @@ impl FlowConntrack {
             state: st,
             mark,
             label,
+            orig,
         }
     }
 }

@@ -820,6 +820,7 @@ fn run_actions<T: Tracer>(
                 ct = (0, 0);
                 stack.ext.ct_mark = 0;
                 stack.ext.ct_label = 0;
+                stack.ext.ct_orig = (0, 0, 0, 0, 0);
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
@@ -875,11 +876,10 @@ fn run_ct<T: Tracer>(
     let r = env
         .conntrack
         .apply(frames, m, a, (env.now_ms / 1000) as u32);
-    if r.mark != 0 || r.label != 0 || stack.dirty {
-        stack.ext.ct_mark = r.mark;
-        stack.ext.ct_label = r.label;
-        stack.dirty = true;
-    }
+    stack.ext.ct_mark = r.mark;
+    stack.ext.ct_label = r.label;
+    stack.ext.ct_orig = r.orig;
+    stack.dirty = true;
     t.line(|| {
         format!(
             "    ct: ct_state={:#x} ct_zone={} ct_mark={:#x} ct_label={:#x}",
