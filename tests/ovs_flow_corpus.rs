@@ -22,13 +22,19 @@ const MIN_ACCEPTED: usize = 374;
 const MIN_SAME: usize = 374;
 
 const CORPUS: &str = include_str!("data/ovs-system-traffic-flows.txt");
+const TUTORIAL: &str = include_str!("data/ovs-tutorial-flows.txt");
 
 /// (line in system-traffic.at, flow).
 fn corpus() -> Vec<(String, &'static str)> {
+    flows_of(CORPUS, "# system-traffic.at:")
+}
+
+/// (origin, flow) of a corpus file whose comments `PREFIX LINE` name each flow's origin.
+fn flows_of(text: &'static str, prefix: &str) -> Vec<(String, &'static str)> {
     let mut out = Vec::new();
     let mut origin = String::new();
-    for l in CORPUS.lines() {
-        if let Some(c) = l.strip_prefix("# system-traffic.at:") {
+    for l in text.lines() {
+        if let Some(c) = l.strip_prefix(prefix) {
             origin = c.to_string();
         } else if !l.starts_with('#') && !l.trim().is_empty() {
             out.push((origin.clone(), l));
@@ -130,6 +136,23 @@ struct Tally {
     same: usize,
     differ: Vec<String>,
     refused: BTreeMap<String, Vec<String>>,
+}
+
+/// OVS's advanced tutorial (a VLAN switch built from learn() and registers): every flow
+/// accepted, with the same meaning.
+#[test]
+fn ovs_tutorial_flows() {
+    let flows = flows_of(TUTORIAL, "# ovs-advanced.rst:");
+    assert_eq!(flows.len(), 19);
+    let check = ofctl_available();
+    for (origin, text) in &flows {
+        let f = parse_flow(text).unwrap_or_else(|e| panic!("{origin}: {text}: {e}"));
+        let s = f.to_string();
+        assert_eq!(parse_flow(&s).as_ref(), Ok(&f), "{origin}: {s}");
+        if check {
+            assert_eq!(same_meaning(text, &s), Ok(()), "{origin}: {text} -> {s}");
+        }
+    }
 }
 
 #[test]
