@@ -569,3 +569,62 @@ fn ct_original_tuple_matches() {
     );
     assert_eq!(n.ports(0, &ping(1, 2)), vec![2], "ICMP: type 8, code 0");
 }
+
+fn tcp6_ports(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ipv6(v6(src), v6(dst), 64)
+        .tcp(sport, dport, 1, 100)
+        .syn()
+        .write(&mut v, b"data")
+        .unwrap();
+    v
+}
+
+fn ping6(src: &str, dst: &str, reply: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    let b = PacketBuilder::ethernet2(mac(1), mac(2)).ipv6(v6(src), v6(dst), 64);
+    if reply {
+        b.icmpv6_echo_reply(9, 1).write(&mut v, b"ping").unwrap();
+    } else {
+        b.icmpv6_echo_request(9, 1).write(&mut v, b"ping").unwrap();
+    }
+    v
+}
+
+#[test]
+fn ipv6_stateful_firewall() {
+    let mut n = net();
+    n.add("table=0,ipv6,ct_state=-trk,actions=ct(table=1,zone=3)");
+    n.add(
+        "table=1,priority=10,in_port=p1,tcp6,ct_state=+trk+new,\
+         actions=ct(commit,zone=3,exec(set_field:0x7->ct_mark)),output:p2",
+    );
+    n.add("table=1,priority=10,in_port=p1,icmp6,ct_state=+trk+new,ct_nw_proto=58,ct_tp_src=128,actions=ct(commit,zone=3),output:p2");
+    n.add("table=1,priority=10,in_port=p2,ipv6,ct_state=+trk+est+rpl,ct_zone=3,actions=output:p1");
+    n.add(
+        "table=1,priority=20,in_port=p2,tcp6,ct_state=+trk+est+rpl,ct_mark=0x7,actions=output:p3",
+    );
+    n.add("table=1,priority=10,in_port=p1,ipv6,ct_state=+trk+est-rpl,actions=output:p2");
+    n.add("table=1,priority=0,actions=drop");
+    // p1 opens a TCP connection; the reply comes back with the connection's mark.
+    let syn = tcp6_ports("fc00::1", "fc00::2", 40000, 80);
+    assert_eq!(n.ports(0, &syn), vec![1]);
+    let back = tcp6_ports("fc00::2", "fc00::1", 80, 40000);
+    assert_eq!(n.ports(1, &back), vec![2], "reply, ct_mark=7");
+    assert_eq!(n.ports(0, &syn), vec![1], "established");
+    // p2 cannot open one.
+    let other = tcp6_ports("fc00::2", "fc00::1", 81, 40000);
+    assert_eq!(n.ports(1, &other), Vec::<usize>::new());
+    // Ping: request from p1 is new (ICMPv6 type 128 as the original tuple), the reply is +rpl.
+    assert_eq!(n.ports(0, &ping6("fc00::1", "fc00::2", false)), vec![1]);
+    assert_eq!(n.ports(1, &ping6("fc00::2", "fc00::1", true)), vec![0]);
+    // Unsolicited reply, and ND (not tracked: +inv): dropped.
+    assert_eq!(
+        n.ports(1, &ping6("fc00::2", "fc00::9", true)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(n.ports(1, &na("fc00::2", "fc00::1")), Vec::<usize>::new());
+    let ct = &n.h.dp.bridge(n.b).unwrap().flows.ct;
+    assert_eq!(ct.len(), 2, "{:?}", ct.rows(0));
+}

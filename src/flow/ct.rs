@@ -196,6 +196,9 @@ fn num<T: TryFrom<u64>>(t: &str, key: &str, s: &str, max: u64) -> Result<T, Flow
 }
 
 fn addr(t: &str, s: &str) -> Result<Ipv4Addr, FlowError> {
+    if s.contains(':') || s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(bad(t, "NAT of IPv6 is not supported"));
+    }
     s.parse::<Ipv4Addr>()
         .map_err(|_| bad(t, format!("'{s}' is not an IPv4 address")))
 }
@@ -239,6 +242,9 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                 ));
             }
             ("src" | "dst", Some(v)) => {
+                if v.starts_with('[') || v.matches(':').count() > 1 {
+                    return Err(bad(t, "NAT of IPv6 is not supported"));
+                }
                 let (a, ports) = v.split_once(':').map_or((v, None), |(a, p)| (a, Some(p)));
                 let (addr, last) = addr_range(t, a)?;
                 if k == "src" {

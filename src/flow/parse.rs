@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use super::action::{Action, parse_actions};
-use super::ct::parse_ct_state;
+use super::ct::{CtNat, parse_ct_state};
 use super::ext::{ExtField, parse_ipv6, parse_masked_bits, parse_xreg};
 use super::match_::{
     DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, ETH_MPLS, ETH_MPLSM, FRAG_NAMES, MAC48,
@@ -662,19 +662,21 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
         m: f.m,
         actions: parse_actions(actions, table)?,
     };
-    fn find_ct(list: &[Action]) -> Option<&Action> {
+    fn find_nat(list: &[Action]) -> Option<&Action> {
         list.iter().find_map(|a| match a {
-            Action::Ct(_) => Some(a),
-            Action::Clone(inner) => find_ct(inner),
+            Action::Ct(c) if matches!(c.nat, Some(CtNat::Src { .. } | CtNat::Dst { .. })) => {
+                Some(a)
+            }
+            Action::Clone(inner) => find_nat(inner),
             _ => None,
         })
     }
     if flow.m.dl_type == Some(ETH_IPV6)
-        && let Some(a) = find_ct(&flow.actions)
+        && let Some(a) = find_nat(&flow.actions)
     {
         return Err(FlowError::BadAction {
             action: a.to_string(),
-            why: "connection tracking of IPv6 is not supported".into(),
+            why: "NAT of IPv6 is not supported".into(),
         });
     }
     Ok(flow)

@@ -1030,7 +1030,7 @@ fn test_refuse_ct_action() {
         ),
         (
             "ct(nat(src=fe80::1))",
-            "ct(nat(src=fe80::1)): 'fe80' is not an IPv4 address",
+            "ct(nat(src=fe80::1)): NAT of IPv6 is not supported",
         ),
         (
             "ct(nat(src=1.2.3.4,dst=5.6.7.8))",

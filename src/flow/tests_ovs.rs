@@ -65,8 +65,10 @@ fn test_ipv6_matches() {
     assert!(err("tcp,icmpv6_type=1,actions=drop").contains("icmp6"));
     assert!(err("ip,icmp_type=1,nw_proto=58,actions=drop").contains("icmp_type"));
     assert!(err("ipv6,ipv6_src=1.2.3.4,actions=drop").contains("not an IPv6 address"));
-    // Conntrack of IPv6 is refused by name rather than tracked as invalid.
-    assert!(err("tcp6,actions=ct(commit),2").contains("IPv6 is not supported"));
+    // Conntrack of IPv6 works; its NAT is refused by name.
+    round_trip("tcp6,actions=ct(commit),2");
+    assert!(err("ip6,actions=ct(commit,nat(src=fc00::240-fc00::241)),2").contains("NAT of IPv6"));
+    assert!(err("ipv6,actions=ct(commit,nat(dst=1.2.3.4)),2").contains("NAT of IPv6"));
 }
 
 #[test]
@@ -312,8 +314,10 @@ fn test_clone_and_output_max_len() {
 }
 
 #[test]
-fn test_ipv6_ct_refused_inside_clone() {
-    assert!(err("ipv6,actions=clone(ct(commit)),output:1").contains("IPv6 is not supported"));
+fn test_ipv6_nat_refused_inside_clone() {
+    assert!(
+        err("ipv6,actions=clone(ct(commit,nat(src=1.2.3.4))),output:1").contains("NAT of IPv6")
+    );
 }
 
 #[test]

@@ -14,7 +14,10 @@
 //!   uncommitted packets carry 0. They are kept here, beside the connection table, keyed by the
 //!   connection's slot and checked against its original tuple and creation time, so a slot
 //!   reused by another connection starts at 0.
+//! - IPv6 is tracked by `v6.rs` with the same `ct_state` meaning (no NAT).
 //! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
+
+mod v6;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -91,12 +94,14 @@ struct Zone {
     pools: Vec<SnatPools>,
     /// Marks and labels of connections that have one.
     marks: std::collections::HashMap<crate::conntrack::ConnId, Marks>,
+    /// IPv6 connections.
+    v6: v6::Table6,
 }
 
 impl FlowConntrack {
     /// Connections tracked in all zones.
     pub fn len(&self) -> usize {
-        self.zones.values().map(|z| z.ct.len()).sum()
+        self.zones.values().map(|z| z.ct.len() + z.v6.len()).sum()
     }
 
     /// True if nothing is tracked.
@@ -108,6 +113,7 @@ impl FlowConntrack {
     pub fn expire(&mut self, now: u32, budget: usize) {
         for z in self.zones.values_mut() {
             z.ct.expire(now, budget);
+            z.v6.expire(now);
         }
     }
 
@@ -115,8 +121,32 @@ impl FlowConntrack {
     pub fn rows(&self, now: u32) -> Vec<String> {
         self.zones
             .iter()
-            .flat_map(|(zone, z)| z.ct.iter(now).map(move |c| format!("zone={zone} {c}")))
+            .flat_map(|(zone, z)| {
+                z.ct.iter(now)
+                    .map(move |c| format!("zone={zone} {c}"))
+                    .chain(z.v6.rows(*zone))
+            })
             .collect()
+    }
+
+    /// Zone `id`'s tables, made on first use (None if they cannot be made).
+    fn zone(&mut self, id: u16) -> Option<&mut Zone> {
+        match self.zones.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let ct = Conntrack::new(CtConfig {
+                    limit: ZONE_LIMIT,
+                    ..CtConfig::default()
+                })
+                .ok()?;
+                Some(e.insert(Zone {
+                    ct,
+                    pools: Vec::new(),
+                    marks: Default::default(),
+                    v6: Default::default(),
+                }))
+            }
+        }
     }
 
     /// Run `a` for the frame in `m`; returns the packet's ct_state, mark and label.
@@ -128,6 +158,15 @@ impl FlowConntrack {
         now: u32,
     ) -> CtResult {
         let inv = CtResult::only(ct_state::TRK | ct_state::INV);
+        if m.ethertype == EtherType::IPV6 {
+            let Some(zone) = self.zone(a.zone) else {
+                return inv;
+            };
+            let data = frames.data(m.desc);
+            return zone
+                .v6
+                .apply(&data[(m.l3 as usize).min(data.len())..], a, now);
+        }
         if m.ethertype != EtherType::IPV4 {
             return inv;
         }
@@ -154,21 +193,8 @@ impl FlowConntrack {
             orig: own,
             ..CtResult::only(ct_state::TRK | ct_state::NEW)
         };
-        let zone = match self.zones.entry(a.zone) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let Ok(ct) = Conntrack::new(CtConfig {
-                    limit: ZONE_LIMIT,
-                    ..CtConfig::default()
-                }) else {
-                    return inv;
-                };
-                e.insert(Zone {
-                    ct,
-                    pools: Vec::new(),
-                    marks: Default::default(),
-                })
-            }
+        let Some(zone) = self.zone(a.zone) else {
+            return inv;
         };
         let found = zone.ct.lookup(&key, now);
         let (id, dir) = match found {
