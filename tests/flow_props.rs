@@ -97,7 +97,168 @@ fn ip(r: &mut Rng) -> Ipv4Addr {
     Ipv4Addr::from(r.next() as u32)
 }
 
+/// A register or metadata subfield (`xregN` ranges land on one register, as the parser maps
+/// them).
+fn gen_subfield(r: &mut Rng, writable: bool) -> Subfield {
+    let field = if writable || r.chance(50) {
+        Field::Ext(if r.chance(20) {
+            ExtField::Metadata
+        } else {
+            ExtField::Reg(r.below(16) as u8)
+        })
+    } else {
+        *r.pick(&[
+            Field::Pkt(PktField::InPort),
+            Field::Pkt(PktField::EthSrc),
+            Field::Pkt(PktField::VlanTci),
+            Field::Pkt(PktField::IpDst),
+            Field::Pkt(PktField::TpSrc),
+            Field::Pkt(PktField::TunId),
+        ])
+    };
+    let bits: u64 = match field {
+        Field::Ext(f) => u64::from(f.bits()),
+        Field::Pkt(PktField::EthSrc) => 48,
+        Field::Pkt(PktField::IpDst) => 32,
+        Field::Pkt(PktField::TunId) => 64,
+        Field::Pkt(_) => 16,
+    };
+    let ofs = r.below(bits);
+    let n_bits = 1 + r.below(bits - ofs);
+    Subfield {
+        field,
+        ofs: ofs as u8,
+        n_bits: n_bits as u8,
+    }
+}
+
+/// A `learn(...)` over registers, MACs, the VLAN and constants.
+fn gen_learn(r: &mut Rng) -> Learn {
+    let whole = |f: Field, bits: u8| Subfield {
+        field: f,
+        ofs: 0,
+        n_bits: bits,
+    };
+    let specs = (0..1 + r.below(4))
+        .map(|_| match r.below(6) {
+            0 => LearnSpec::Match {
+                dst: whole(Field::Pkt(PktField::EthDst), 48),
+                src: LearnSrc::Field(whole(Field::Pkt(PktField::EthSrc), 48)),
+            },
+            1 => {
+                let d = Subfield {
+                    field: Field::Pkt(PktField::VlanTci),
+                    ofs: 0,
+                    n_bits: 12,
+                };
+                LearnSpec::Match {
+                    dst: d,
+                    src: LearnSrc::Field(d),
+                }
+            }
+            2 => LearnSpec::Match {
+                dst: whole(Field::Pkt(PktField::InPort), 16),
+                src: LearnSrc::Imm(1 + r.below(0xfeff) as u128),
+            },
+            3 => {
+                let d = gen_subfield(r, true);
+                LearnSpec::Load {
+                    dst: d,
+                    src: LearnSrc::Imm(u128::from(r.next()) & (d.mask() >> d.ofs)),
+                }
+            }
+            4 => LearnSpec::Output(whole(Field::Pkt(PktField::InPort), 16)),
+            _ => {
+                let d = Subfield {
+                    field: Field::Ext(ExtField::Reg(r.below(16) as u8)),
+                    ofs: r.below(16) as u8,
+                    n_bits: 1 + r.below(16) as u8,
+                };
+                LearnSpec::Match {
+                    dst: d,
+                    src: LearnSrc::Field(Subfield {
+                        field: Field::Pkt(PktField::EthSrc),
+                        ofs: 0,
+                        n_bits: d.n_bits,
+                    }),
+                }
+            }
+        })
+        .collect();
+    Learn {
+        table: r.below(255) as u8,
+        priority: if r.chance(50) {
+            DEFAULT_PRIORITY
+        } else {
+            r.next() as u16
+        },
+        idle_timeout: if r.chance(50) { 0 } else { r.next() as u16 },
+        hard_timeout: if r.chance(70) { 0 } else { r.next() as u16 },
+        cookie: if r.chance(70) { 0 } else { r.next() },
+        specs,
+    }
+}
+
+/// An action on registers, metadata or the other additions from OVS's flow language.
+fn gen_ovs_action(r: &mut Rng) -> Action {
+    match r.below(16) {
+        15 => Action::Learn(Box::new(gen_learn(r))),
+        9 => Action::PushMpls(*r.pick(&[0x8847, 0x8848])),
+        10 => Action::PopMpls(*r.pick(&[0x0800, 0x8847, 0x86dd])),
+        11 => Action::SetMplsLabel(r.below(1 << 20) as u32),
+        12 => Action::SetMplsTc(r.below(8) as u8),
+        13 => Action::SetMplsTtl(r.next() as u8),
+        14 => Action::DecMplsTtl,
+        7 => Action::OutputTrunc(port(r), 14 + r.below(65522) as u16),
+        8 => Action::Clone(
+            (0..r.below(3))
+                .map(|_| gen_action(r))
+                .filter(|a| {
+                    !matches!(
+                        a,
+                        Action::SetTunnel(_) | Action::SetField(SetField::TunId(_))
+                    )
+                })
+                .collect(),
+        ),
+        0 => {
+            let d = gen_subfield(r, true);
+            Action::Load((u128::from(r.next()) << d.ofs) & d.mask(), d)
+        }
+        1 => {
+            let src = gen_subfield(r, false);
+            let mut dst = gen_subfield(r, true);
+            let width = match dst.field {
+                Field::Ext(f) => f.bits() as u8,
+                Field::Pkt(_) => unreachable!(),
+            };
+            dst.n_bits = src.n_bits.min(width);
+            dst.ofs = dst.ofs.min(width - dst.n_bits);
+            let mut src = src;
+            src.n_bits = dst.n_bits;
+            Action::Move(src, dst)
+        }
+        2 => {
+            let f = if r.chance(30) {
+                ExtField::Metadata
+            } else {
+                ExtField::Reg(r.below(16) as u8)
+            };
+            let mask = (u128::from(r.next()) & f.full()) | 1;
+            let mask = if r.chance(50) { f.full() } else { mask };
+            Action::SetField(SetField::Ext(f, u128::from(r.next()) & mask, mask))
+        }
+        3 => Action::ModNwTos(r.next() as u8 & 0xfc),
+        4 => Action::ModNwEcn(r.below(4) as u8),
+        5 => Action::Note((0..r.below(6)).map(|_| r.next() as u8).collect()),
+        _ => Action::CtClear,
+    }
+}
+
 fn gen_action(r: &mut Rng) -> Action {
+    if r.chance(20) {
+        return gen_ovs_action(r);
+    }
     match r.below(20) {
         0 => Action::Normal,
         1 => Action::Flood,
@@ -136,8 +297,18 @@ fn nat_port(r: &mut Rng) -> u16 {
     1 + r.below(0xffff) as u16
 }
 
+/// A NAT address below 128.0.0.0 and maybe the end of a range above it.
+fn nat_addr(r: &mut Rng) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip(r)) & 0x7fff_ffff)
+}
+
+fn last(r: &mut Rng) -> Option<Ipv4Addr> {
+    r.chance(30)
+        .then(|| Ipv4Addr::from(0x8000_0000 | r.next() as u32))
+}
+
 fn gen_ct(r: &mut Rng) -> CtAction {
-    CtAction {
+    let mut ct = CtAction {
         commit: r.chance(50),
         zone: if r.chance(50) { 0 } else { r.next() as u16 },
         table: r.chance(50).then(|| r.below(255) as u8),
@@ -145,7 +316,8 @@ fn gen_ct(r: &mut Rng) -> CtAction {
             0 | 1 => None,
             2 => Some(CtNat::Existing),
             3 => Some(CtNat::Src {
-                addr: ip(r),
+                addr: nat_addr(r),
+                last: last(r),
                 ports: match r.below(3) {
                     0 => None,
                     1 => {
@@ -159,10 +331,126 @@ fn gen_ct(r: &mut Rng) -> CtAction {
                 },
             }),
             _ => Some(CtNat::Dst {
-                addr: ip(r),
+                addr: nat_addr(r),
+                last: last(r),
                 port: r.chance(50).then(|| nat_port(r)),
             }),
         },
+        mark: None,
+        label: None,
+    };
+    if ct.commit && r.chance(40) {
+        let m = r.next() as u32 | 1;
+        ct.mark = Some(Masked {
+            value: r.next() as u32 & m,
+            mask: if r.chance(50) { u32::MAX } else { m },
+        });
+    }
+    if ct.commit && r.chance(30) {
+        let m = (u128::from(r.next()) << 64 | u128::from(r.next())) | 1;
+        let m = if r.chance(50) { u128::MAX } else { m };
+        ct.label = Some(Masked {
+            value: u128::from(r.next()) & m,
+            mask: m,
+        });
+    }
+    ct
+}
+
+/// IPv6 ext fields for a flow matching `ipv6` (nd_target only with icmp6).
+fn gen_ipv6(r: &mut Rng, m: &mut Match) {
+    let addr = |r: &mut Rng| (u128::from(r.next()) << 64) | u128::from(r.next());
+    let mask = |r: &mut Rng| match r.below(3) {
+        0 => u128::MAX,
+        1 => u128::MAX.checked_shl(r.below(129) as u32).unwrap_or(0) | (1 << 127),
+        _ => addr(r) | 1,
+    };
+    for f in [ExtField::Ipv6Src, ExtField::Ipv6Dst] {
+        if r.chance(40) {
+            let (a, k) = (addr(r), mask(r));
+            m.ext.set(f, Masked { value: a, mask: k }, "gen").unwrap();
+        }
+    }
+    if r.chance(20) {
+        let k = if r.chance(50) {
+            0xf_ffff
+        } else {
+            u128::from(r.next()) & 0xf_ffff | 1
+        };
+        m.ext
+            .set(
+                ExtField::Ipv6Label,
+                Masked {
+                    value: u128::from(r.next()),
+                    mask: k,
+                },
+                "gen",
+            )
+            .unwrap();
+    }
+    if m.nw_proto == Some(58) && r.chance(30) {
+        m.ext
+            .set(
+                ExtField::NdTarget,
+                Masked {
+                    value: addr(r),
+                    mask: u128::MAX,
+                },
+                "gen",
+            )
+            .unwrap();
+    }
+}
+
+/// Register, metadata, ct_mark and ct_label matches.
+fn gen_regs(r: &mut Rng, m: &mut Match) {
+    for _ in 0..r.below(3) {
+        let f = match r.below(9) {
+            0 | 1 => ExtField::Metadata,
+            2 => ExtField::CtMark,
+            3 => ExtField::CtLabel,
+            // ct_tp_* only with ct_nw_proto, and only with a valid ct_state (below).
+            4 => *r.pick(&[ExtField::CtNwProto, ExtField::CtTpSrc, ExtField::CtTpDst]),
+            _ => ExtField::Reg(r.below(16) as u8),
+        };
+        let wide = (u128::from(r.next()) << 64) | u128::from(r.next());
+        let mask = if r.chance(50) {
+            f.full()
+        } else {
+            wide & f.full()
+        };
+        let v = Masked {
+            value: wide.rotate_left(7) & mask,
+            mask,
+        };
+        let v = if f == ExtField::CtNwProto {
+            Masked {
+                value: v.value & 0xff,
+                mask: 0xff,
+            }
+        } else {
+            v
+        };
+        if matches!(
+            f,
+            ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst
+        ) {
+            if !matches!(m.dl_type, Some(0x0800 | 0x86dd)) {
+                continue;
+            }
+            if f != ExtField::CtNwProto && m.ext.get(ExtField::CtNwProto).is_none() {
+                let p = Masked {
+                    value: 6,
+                    mask: 0xff,
+                };
+                let _ = m.ext.set(ExtField::CtNwProto, p, "gen");
+            }
+            m.ct_state = Some(Masked {
+                value: ct_state::TRK | ct_state::EST,
+                mask: ct_state::TRK | ct_state::EST,
+            });
+        }
+        let _ = m.ext.set(f, v, "gen");
     }
 }
 
@@ -191,6 +479,11 @@ fn gen_flow(r: &mut Rng) -> Flow {
         3 => (Some(0x0800), Some(6)),
         4 => (Some(0x0800), Some(17)),
         5 => (Some(0x0800), Some(1)),
+        6 if r.chance(70) => (
+            Some(0x86dd),
+            r.chance(80).then(|| *r.pick(&[6, 17, 58, 132, 4])),
+        ),
+        6 if r.chance(50) => (Some(*r.pick(&[0x8847, 0x8848])), None),
         _ => (Some(*r.pick(&[0x86dd, 0x88cc, 0x1234])), None),
     };
     m.dl_type = dl_type;
@@ -231,15 +524,51 @@ fn gen_flow(r: &mut Rng) -> Flow {
             m.nw_dst = masked32(r);
         }
     }
-    if dl_type == Some(0x0800) && r.chance(30) {
+    if matches!(dl_type, Some(0x0800 | 0x86dd)) && r.chance(30) {
         m.nw_tos = Some(r.next() as u8 & 0xfc);
     }
+    if dl_type == Some(0x86dd) {
+        gen_ipv6(r, &mut m);
+    }
+    if matches!(dl_type, Some(0x8847 | 0x8848)) && r.chance(70) {
+        // Whole parts of the label stack entry: label, tc, bos, ttl.
+        let parts = [0xffff_f000u32, 0xe00, 0x100, 0xff];
+        let mask = parts.iter().filter(|_| r.chance(50)).fold(0, |a, p| a | p);
+        m.mpls = (mask != 0).then(|| Masked {
+            value: r.next() as u32 & mask,
+            mask,
+        });
+    }
+    if matches!(dl_type, Some(0x0800 | 0x86dd)) && r.chance(20) {
+        let (value, mask) = *r.pick(&[(0, 1), (1, 1), (1, 3), (3, 3), (0, 2), (2, 2)]);
+        m.nw_frag = Some(Masked { value, mask });
+    }
+    if m.dl_vlan.is_none() && m.dl_vlan_pcp.is_none() && r.chance(15) {
+        m.vlan_tci = masked16(r);
+    }
+    gen_regs(r, &mut m);
     match proto {
-        Some(6 | 17) if dl_type == Some(0x0800) => {
+        Some(6 | 17) if matches!(dl_type, Some(0x0800 | 0x86dd)) => {
             m.tp_src = if r.chance(50) { masked16(r) } else { None };
             m.tp_dst = if r.chance(50) { masked16(r) } else { None };
         }
+        Some(58) if dl_type == Some(0x86dd) && m.ext.get(ExtField::NdTarget).is_some() => {
+            m.tp_src = Some(Masked {
+                value: *r.pick(&[135, 136]),
+                mask: 0xffff,
+            });
+        }
         Some(1) if dl_type == Some(0x0800) => {
+            m.tp_src = r.chance(50).then(|| Masked {
+                value: r.below(256) as u16,
+                mask: 0xffff,
+            });
+            m.tp_dst = r.chance(50).then(|| Masked {
+                value: r.below(256) as u16,
+                mask: 0xffff,
+            });
+        }
+        Some(58) if dl_type == Some(0x86dd) => {
             m.tp_src = r.chance(50).then(|| Masked {
                 value: r.below(256) as u16,
                 mask: 0xffff,
@@ -254,6 +583,18 @@ fn gen_flow(r: &mut Rng) -> Flow {
     m.normalize();
     let table = if r.chance(50) { 0 } else { r.below(255) as u8 };
     let mut actions: Vec<Action> = (0..r.below(5)).map(|_| gen_action(r)).collect();
+    if dl_type == Some(0x86dd) {
+        // ct on IPv6 is refused (also inside clone).
+        fn no_ct(list: &mut Vec<Action>) {
+            list.retain(|a| !matches!(a, Action::Ct(_)));
+            for a in list {
+                if let Action::Clone(inner) = a {
+                    no_ct(inner);
+                }
+            }
+        }
+        no_ct(&mut actions);
+    }
     if r.chance(10) {
         actions.insert(0, Action::Meter(1 + r.below(1000) as u32));
     }
@@ -414,6 +755,36 @@ fn gen_rule(r: &mut Rng, templates: u64, tables: u64) -> Flow {
             });
         }
     }
+    // Fields added for OVS's flow language, on top of any template: fragment bits, a TCI
+    // mask dl_vlan cannot say, and registers (0 in every looked-up packet: rules with equal
+    // packed keys and different registers share a chain).
+    if r.chance(10) {
+        let (value, mask) = *r.pick(&[(0, 1), (1, 1), (1, 3), (3, 3)]);
+        m.nw_frag = Some(Masked { value, mask });
+    }
+    if m.dl_vlan.is_none() && m.dl_vlan_pcp.is_none() && r.chance(10) {
+        m.vlan_tci = Some(*r.pick(&[
+            Masked {
+                value: 0x1000,
+                mask: 0x1000,
+            },
+            Masked {
+                value: 0,
+                mask: 0x1000,
+            },
+            Masked {
+                value: 0x100a,
+                mask: 0x10ff,
+            },
+        ]));
+    }
+    if r.chance(15) {
+        let v = Masked {
+            value: r.below(2) as u128,
+            mask: 0xffff_ffff,
+        };
+        m.ext.set(ExtField::Reg(0), v, "gen").unwrap();
+    }
     m.normalize();
     Flow {
         table: r.below(tables) as u8,
@@ -485,7 +856,39 @@ fn gen_packet(r: &mut Rng) -> PacketKey {
         tun_id: *r.pick(&[0, 1, 0x1_0000_0001]),
         ct_state: *r.pick(&CT_STATES),
         ct_zone: *r.pick(&CT_ZONES),
+        nw_frag: *r.pick(&[0, 0, 1, 3]),
     }
+}
+
+/// The TCI bits a match constrains (`dl_vlan`, `dl_vlan_pcp`, `vlan_tci` together; the CFI
+/// bit 0x1000 means tagged).
+fn tci_of(m: &Match) -> Option<Masked<u16>> {
+    let mut t = Masked {
+        value: 0u16,
+        mask: 0u16,
+    };
+    match m.dl_vlan {
+        Some(NO_VLAN) => {
+            t = Masked {
+                value: 0,
+                mask: 0xffff,
+            }
+        }
+        Some(v) => {
+            t.value |= 0x1000 | v;
+            t.mask |= 0x1fff;
+        }
+        None => {}
+    }
+    if let Some(p) = m.dl_vlan_pcp {
+        t.value |= 0x1000 | (u16::from(p) << 13);
+        t.mask |= 0xf000;
+    }
+    if let Some(x) = m.vlan_tci {
+        t.value |= x.value;
+        t.mask |= x.mask;
+    }
+    (t.mask != 0).then_some(t)
 }
 
 #[derive(Default)]
@@ -544,8 +947,7 @@ impl Reference {
         ) && m(f.dl_src, g.dl_src)
             && m(f.dl_dst, g.dl_dst)
             && e(&f.dl_type, &g.dl_type)
-            && e(&f.dl_vlan, &g.dl_vlan)
-            && e(&f.dl_vlan_pcp, &g.dl_vlan_pcp)
+            && m(tci_of(f), tci_of(g))
             && m(f.nw_src, g.nw_src)
             && m(f.nw_dst, g.nw_dst)
             && e(&f.nw_proto, &g.nw_proto)
@@ -555,6 +957,8 @@ impl Reference {
             && m(f.tun_id, g.tun_id)
             && m(f.ct_state, g.ct_state)
             && e(&f.ct_zone, &g.ct_zone)
+            && m(f.nw_frag, g.nw_frag)
+            && f.ext.within(&g.ext)
     }
 
     fn del(&mut self, filter: &FlowFilter, strict: bool) -> Vec<FlowId> {
@@ -637,7 +1041,14 @@ fn run_reference(seed: u64, templates: u64, tables: u64, steps: usize) {
                 let k = gen_packet(&mut r);
                 let t = r.below(tables) as u8;
                 let want = reference.lookup(t, &k);
-                assert_eq!(c.lookup(t, &k), want, "step {step} key {k:?} table {t}");
+                let got = c.lookup(t, &k);
+                assert_eq!(
+                    got,
+                    want,
+                    "step {step} key {k:?} table {t}: got {:?}, want {:?}",
+                    got.and_then(|i| c.get(i)).map(|f| f.to_string()),
+                    want.and_then(|i| c.get(i)).map(|f| f.to_string())
+                );
                 assert_eq!(emc.lookup(&c, t, &k), want, "step {step} emc");
             }
         }

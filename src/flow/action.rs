@@ -5,6 +5,9 @@
 //!   inside parentheses belong to the action, as in `ct(commit,zone=1)`), names
 //!   case-insensitive (`NORMAL` or `normal`). An empty list or `drop` means drop and is stored
 //!   as an empty `Vec`; `drop` must be the only action.
+//! - `name(VALUE)` is the same as `name:VALUE` (`mod_dl_dst(50:54:00:00:00:0a)`), as in
+//!   ovs-ofctl; `clone(ACTIONS)` holds a nested list (no `goto_table`, `meter` or tunnel id
+//!   writes in it).
 //! - Instruction order as OpenFlow: `meter:N` only first, `goto_table:T` only last, each at most
 //!   once. A bare number `N` is `output:N`.
 //! - Display is ovs-ofctl's spelling (`NORMAL`, `FLOOD`, `IN_PORT`, `output:p2`, `drop` for an
@@ -21,8 +24,11 @@ use std::net::Ipv4Addr;
 
 use super::FlowError;
 use super::ct::{CtAction, parse_ct};
+use super::ext::{ExtField, parse_masked_bits};
+use super::learn::{Learn, parse_learn};
 use super::match_::PortRef;
 use super::parse::{parse_num, parse_port};
+use super::regs::{Subfield, parse_load, parse_move};
 use crate::wire::ethernet::MacAddr;
 
 /// A field `set_field` can write.
@@ -48,6 +54,8 @@ pub enum SetField {
     TpDst(u16),
     /// `tun_id` (`tunnel_id`).
     TunId(u64),
+    /// A register or metadata: (field, value, mask), `value & mask == value`.
+    Ext(ExtField, u128, u128),
 }
 
 /// One action.
@@ -61,6 +69,8 @@ pub enum Action {
     InPort,
     /// `output:P`.
     Output(PortRef),
+    /// `output(port=P,max_len=N)`: a copy of the frame cut to at most N bytes (14-65535) to P.
+    OutputTrunc(PortRef, u16),
     /// `mod_vlan_vid:V`: set the VID, pushing a tag if there is none.
     ModVlanVid(u16),
     /// `mod_vlan_pcp:P`: set the priority, pushing a tag if there is none.
@@ -95,6 +105,37 @@ pub enum Action {
     Meter(u32),
     /// `ct(ARGS)`: send through connection tracking.
     Ct(CtAction),
+    /// `ct_clear`: forget the connection tracking state (ct_state, ct_zone back to 0).
+    CtClear,
+    /// `mod_nw_tos:TOS`: set the DSCP bits of IPv4 (a multiple of 4; ECN kept).
+    ModNwTos(u8),
+    /// `mod_nw_ecn:ECN`: set the ECN bits of IPv4 (0-3; DSCP kept).
+    ModNwEcn(u8),
+    /// `note:HEX.HEX...`: does nothing (a comment for controllers).
+    Note(Vec<u8>),
+    /// `load:VALUE->DST[BITS]` (value already shifted into the destination's bits).
+    Load(u128, Subfield),
+    /// `move:SRC[BITS]->DST[BITS]`.
+    Move(Subfield, Subfield),
+    /// `clone(ACTIONS)`: run ACTIONS on a copy of the frame (no `goto_table`, `meter`).
+    Clone(Vec<Action>),
+    /// `push_mpls:ETHERTYPE` (0x8847 or 0x8848): add an MPLS label stack entry (a copy of the
+    /// top one without bottom-of-stack, or label 0 (IPv6: 2) with the IP TTL and DSCP-derived
+    /// TC, as OVS).
+    PushMpls(u16),
+    /// `pop_mpls:ETHERTYPE`: remove the top MPLS label stack entry; the frame's EtherType
+    /// becomes ETHERTYPE.
+    PopMpls(u16),
+    /// `set_mpls_label:L` (`set_field:L->mpls_label`), 20 bits.
+    SetMplsLabel(u32),
+    /// `set_mpls_tc:TC` (`set_field:TC->mpls_tc`), 0-7.
+    SetMplsTc(u8),
+    /// `set_mpls_ttl:TTL`.
+    SetMplsTtl(u8),
+    /// `dec_mpls_ttl`: drop when the MPLS TTL reaches 0.
+    DecMplsTtl,
+    /// `learn(...)`: add a flow built from this packet (see `learn.rs`).
+    Learn(Box<Learn>),
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -155,6 +196,22 @@ fn parse_set_field(t: &str, arg: &str) -> Result<SetField, FlowError> {
         .split_once("->")
         .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD"))?;
     let (v, f) = (v.trim(), f.trim());
+    if let Some(e) = ExtField::by_name(f) {
+        if matches!(e, ExtField::CtMark | ExtField::CtLabel) {
+            return Err(bad(
+                t,
+                format!("{e} can only be set inside ct(commit,exec(...))"),
+            ));
+        }
+        if !e.writable() {
+            return Err(bad(t, format!("{e} is read-only")));
+        }
+        let m = parse_masked_bits(t, v, e.bits())?;
+        if m.mask == 0 {
+            return Err(bad(t, "a zero mask sets nothing"));
+        }
+        return Ok(SetField::Ext(e, m.value & m.mask, m.mask));
+    }
     if v.contains('/') {
         return Err(bad(t, "a masked set_field is not supported"));
     }
@@ -192,6 +249,16 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
     let cut = t.find([':', '(']).unwrap_or(t.len());
     let name = t[..cut].trim().to_ascii_lowercase();
     let arg = t[cut..].strip_prefix(':').unwrap_or(&t[cut..]).trim();
+    // `name(VALUE)` is `name:VALUE` (ovs-ofctl takes both), except for actions whose
+    // parentheses hold a list.
+    let paren = !matches!(
+        name.as_str(),
+        "resubmit" | "ct" | "clone" | "output" | "learn"
+    );
+    let arg = match arg.strip_prefix('(').and_then(|a| a.strip_suffix(')')) {
+        Some(inner) if paren => inner.trim(),
+        _ => arg,
+    };
     let no_arg = |a: Action| {
         if arg.is_empty() {
             Ok(Some(a))
@@ -200,7 +267,7 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         }
     };
     let need_arg = || {
-        if arg.is_empty() || t[cut..].starts_with('(') && name != "resubmit" && name != "ct" {
+        if arg.is_empty() {
             Err(bad(t, format!("want {name}:VALUE")))
         } else {
             Ok(arg)
@@ -214,6 +281,71 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "in_port" => return no_arg(Action::InPort),
         "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
         "dec_ttl" => return no_arg(Action::DecTtl),
+        "ct_clear" => return no_arg(Action::CtClear),
+        "dec_mpls_ttl" => return no_arg(Action::DecMplsTtl),
+        "push_mpls" | "pop_mpls" => {
+            let e: u16 = num(t, need_arg()?, 0xffff)?;
+            match (name.as_str(), e) {
+                ("push_mpls", 0x8847 | 0x8848) => Action::PushMpls(e),
+                ("push_mpls", _) => {
+                    return Err(bad(
+                        t,
+                        format!("'{arg}' is not an MPLS EtherType (0x8847 or 0x8848)"),
+                    ));
+                }
+                _ => Action::PopMpls(e),
+            }
+        }
+        "set_mpls_label" => Action::SetMplsLabel(num(t, need_arg()?, 0xf_ffff)?),
+        "set_mpls_tc" => Action::SetMplsTc(num(t, need_arg()?, 7)?),
+        "set_mpls_ttl" => Action::SetMplsTtl(num(t, need_arg()?, 255)?),
+        "mod_nw_tos" => {
+            let n: u8 = num(t, need_arg()?, 255)?;
+            if n & 3 != 0 {
+                return Err(bad(
+                    t,
+                    format!("'{arg}' has ECN bits set (want a multiple of 4)"),
+                ));
+            }
+            Action::ModNwTos(n)
+        }
+        "mod_nw_ecn" => Action::ModNwEcn(num(t, need_arg()?, 3)?),
+        "note" => Action::Note(parse_note(t, arg)?),
+        "load" => {
+            let (v, d) = parse_load(t, need_arg()?)?;
+            Action::Load(v, d)
+        }
+        "move" => {
+            let (src, dst) = parse_move(t, need_arg()?)?;
+            Action::Move(src, dst)
+        }
+        "output" if t[cut..].starts_with('(') => parse_output_trunc(t, arg)?,
+        "learn" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| bad(t, "want learn(ARGS)"))?;
+            Action::Learn(Box::new(parse_learn(t, inner)?))
+        }
+        "clone" => {
+            let inner = arg
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'))
+                .ok_or_else(|| bad(t, "want clone(ACTIONS)"))?;
+            let list = parse_actions(inner, 0)?;
+            if let Some(a) = list.iter().find(|a| {
+                matches!(
+                    a,
+                    Action::GotoTable(_)
+                        | Action::Meter(_)
+                        | Action::SetTunnel(_)
+                        | Action::SetField(SetField::TunId(_))
+                )
+            }) {
+                return Err(bad(t, format!("'{a}' is not allowed inside clone(...)")));
+            }
+            Action::Clone(list)
+        }
         "output" => Action::Output(parse_port(need_arg()?).map_err(|e| bad(t, e.to_string()))?),
         "mod_vlan_vid" => Action::ModVlanVid(num(t, need_arg()?, 4095)?),
         "mod_vlan_pcp" => Action::ModVlanPcp(num(t, need_arg()?, 7)?),
@@ -232,6 +364,14 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "mod_nw_dst" => Action::ModNwDst(ip(t, need_arg()?)?),
         "mod_tp_src" => Action::ModTpSrc(num(t, need_arg()?, 0xffff)?),
         "mod_tp_dst" => Action::ModTpDst(num(t, need_arg()?, 0xffff)?),
+        "set_field" if need_arg()?.trim_end().ends_with("->mpls_label") => {
+            let v = arg.rsplit_once("->").map_or("", |x| x.0).trim();
+            Action::SetMplsLabel(num(t, v, 0xf_ffff)?)
+        }
+        "set_field" if need_arg()?.trim_end().ends_with("->mpls_tc") => {
+            let v = arg.rsplit_once("->").map_or("", |x| x.0).trim();
+            Action::SetMplsTc(num(t, v, 7)?)
+        }
         "set_field" => Action::SetField(parse_set_field(t, need_arg()?)?),
         "set_tunnel" | "set_tunnel64" => Action::SetTunnel(num(t, need_arg()?, u64::MAX)?),
         "goto_table" => Action::GotoTable(num(t, need_arg()?, 254)?),
@@ -266,6 +406,46 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         }
         _ => return Err(FlowError::UnknownAction(t.to_string())),
     }))
+}
+
+/// `output(port=P,max_len=N)` (`arg` with its parentheses).
+fn parse_output_trunc(t: &str, arg: &str) -> Result<Action, FlowError> {
+    let inner = arg
+        .strip_prefix('(')
+        .and_then(|a| a.strip_suffix(')'))
+        .ok_or_else(|| bad(t, "want output(port=P,max_len=N)"))?;
+    let (mut port, mut max_len) = (None, None);
+    for kv in inner.split(',').map(str::trim) {
+        match kv.split_once('=') {
+            Some(("port", p)) if port.is_none() => {
+                port = Some(parse_port(p.trim()).map_err(|e| bad(t, e.to_string()))?);
+            }
+            Some(("max_len", n)) if max_len.is_none() => {
+                let n: u16 = num(t, n.trim(), 0xffff)?;
+                if n < 14 {
+                    return Err(bad(t, format!("max_len {n} is less than 14")));
+                }
+                max_len = Some(n);
+            }
+            _ => return Err(bad(t, format!("unknown or repeated argument '{kv}'"))),
+        }
+    }
+    match (port, max_len) {
+        (Some(p), Some(n)) => Ok(Action::OutputTrunc(p, n)),
+        _ => Err(bad(t, "want output(port=P,max_len=N)")),
+    }
+}
+
+/// `note:` bytes: hex pairs, optionally separated by dots (`01.02.ab`); may be empty.
+fn parse_note(t: &str, arg: &str) -> Result<Vec<u8>, FlowError> {
+    let hex: String = arg.chars().filter(|c| *c != '.').collect();
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(t, format!("'{arg}' is not hex bytes (01.02.ab)")));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad(t, "bad hex")))
+        .collect()
 }
 
 /// Parse the text after `actions=`. `table` is the flow's table (`goto_table` must go later).
@@ -305,6 +485,8 @@ impl fmt::Display for SetField {
             SetField::TpSrc(v) => write!(f, "{v}->tp_src"),
             SetField::TpDst(v) => write!(f, "{v}->tp_dst"),
             SetField::TunId(v) => write!(f, "{v:#x}->tun_id"),
+            SetField::Ext(e, v, m) if *m == e.full() => write!(f, "{v:#x}->{e}"),
+            SetField::Ext(e, v, m) => write!(f, "{v:#x}/{m:#x}->{e}"),
         }
     }
 }
@@ -316,6 +498,7 @@ impl fmt::Display for Action {
             Action::Flood => f.write_str("FLOOD"),
             Action::InPort => f.write_str("IN_PORT"),
             Action::Output(p) => write!(f, "output:{p}"),
+            Action::OutputTrunc(p, n) => write!(f, "output(port={p},max_len={n})"),
             Action::ModVlanVid(v) => write!(f, "mod_vlan_vid:{v}"),
             Action::ModVlanPcp(v) => write!(f, "mod_vlan_pcp:{v}"),
             Action::StripVlan => f.write_str("strip_vlan"),
@@ -333,6 +516,26 @@ impl fmt::Display for Action {
             Action::GotoTable(t) => write!(f, "goto_table:{t}"),
             Action::Meter(m) => write!(f, "meter:{m}"),
             Action::Ct(a) => write!(f, "{a}"),
+            Action::CtClear => f.write_str("ct_clear"),
+            Action::ModNwTos(v) => write!(f, "mod_nw_tos:{v}"),
+            Action::ModNwEcn(v) => write!(f, "mod_nw_ecn:{v}"),
+            Action::Note(b) => {
+                f.write_str("note:")?;
+                for (i, x) in b.iter().enumerate() {
+                    write!(f, "{}{x:02x}", if i == 0 { "" } else { "." })?;
+                }
+                Ok(())
+            }
+            Action::Load(v, d) => write!(f, "load:{:#x}->{d}", v >> d.ofs),
+            Action::Move(s, d) => write!(f, "move:{s}->{d}"),
+            Action::Clone(a) => write!(f, "clone({})", Actions(a)),
+            Action::PushMpls(e) => write!(f, "push_mpls:{e:#06x}"),
+            Action::PopMpls(e) => write!(f, "pop_mpls:{e:#06x}"),
+            Action::SetMplsLabel(l) => write!(f, "set_mpls_label:{l}"),
+            Action::SetMplsTc(v) => write!(f, "set_mpls_tc:{v}"),
+            Action::SetMplsTtl(v) => write!(f, "set_mpls_ttl:{v}"),
+            Action::DecMplsTtl => f.write_str("dec_mpls_ttl"),
+            Action::Learn(l) => write!(f, "{l}"),
         }
     }
 }

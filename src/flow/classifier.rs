@@ -26,7 +26,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::match_::{Compiled, PacketKey, PortRef, Words};
+use super::ext::ExtKey;
+use super::match_::{Compiled, ETH_IPV6, PacketKey, PortRef, Words};
 use super::subtable::{Rule, Subtable, and, hash_words};
 use super::{DEFAULT_PRIORITY, Flow, FlowError, FlowFilter};
 
@@ -105,6 +106,10 @@ pub struct Classifier {
     len: usize,
     /// Flows with an idle or hard timeout.
     timed: BTreeSet<u32>,
+    /// Flows matching ext fields that come from the packet (IPv6 addresses, label, ND
+    /// target): the exact-match cache, which keys on the packed key only, is not used for IPv6
+    /// frames while there are any.
+    packet_ext: usize,
 }
 
 impl Default for Classifier {
@@ -131,6 +136,7 @@ impl Classifier {
             generation: 1,
             len: 0,
             timed: BTreeSet::new(),
+            packet_ext: 0,
         }
     }
 
@@ -220,15 +226,21 @@ impl Classifier {
         // Replace an identical flow in place.
         if let Ok(i) = st.find(&c.value, hash_words(&c.value, 0), &self.rules) {
             let mut cur = st.slots[i].head;
-            while cur != NONE && self.rules[cur as usize].prio != prio {
+            let same = |id: u32| {
+                self.rules[id as usize].prio == prio
+                    && self.entries[id as usize]
+                        .as_ref()
+                        .is_some_and(|e| e.flow.m.ext == entry.flow.m.ext)
+            };
+            while cur != NONE && !same(cur) {
                 cur = self.rules[cur as usize].next;
             }
             if cur != NONE {
-                let r = &mut self.rules[cur as usize];
-                st.ranks.remove(&(r.prio, r.seq));
-                r.seq = seq;
-                st.ranks.insert((prio, seq));
-                st.bound = st.ranks.last().copied().unwrap_or((0, 0));
+                // Take it out of its chain and put it back with its new rank: flows with one
+                // packed key and priority but other ext fields share the chain, newest first.
+                st.remove(cur, &mut self.rules);
+                self.rules[cur as usize].seq = seq;
+                st.insert(cur, &mut self.rules);
                 t.reorder();
                 self.entries[cur as usize] = Some(entry);
                 self.set_timed(cur, timed);
@@ -238,6 +250,8 @@ impl Classifier {
                 });
             }
         }
+        let ext = &entry.flow.m.ext;
+        self.packet_ext += usize::from(ext.uses_packet());
         let rule = Rule {
             key: c.value,
             seq,
@@ -245,6 +259,7 @@ impl Classifier {
             table: ti as u8,
             sub: si,
             next: NONE,
+            ext: !ext.is_empty(),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -269,6 +284,51 @@ impl Classifier {
         })
     }
 
+    /// Add a flow made by `learn(...)` at `now_ms`: when an identical flow (table, match,
+    /// priority, cookie, timeouts, actions) is there already, only its timers restart (its
+    /// counters stay and the generation does not change, so the exact-match caches stay
+    /// valid); otherwise as `add`. Port numbers in it must be valid numbers.
+    pub fn learn(&mut self, flow: Flow, now_ms: u64) -> Result<Added, FlowError> {
+        let mut flow = flow;
+        flow.m.normalize();
+        let c = flow.m.compile(&|p: &PortRef| Some(p.num()))?;
+        let same = self
+            .tables
+            .get(flow.table as usize)
+            .and_then(|t| t.by_mask.get(&c.mask).map(|&si| &t.subs[si as usize]))
+            .and_then(|st| {
+                let i = st
+                    .find(&c.value, hash_words(&c.value, 0), &self.rules)
+                    .ok()?;
+                let mut cur = st.slots[i].head;
+                while cur != NONE {
+                    let hit = self.entries[cur as usize]
+                        .as_ref()
+                        .is_some_and(|e| e.flow == flow);
+                    if hit {
+                        return Some(cur);
+                    }
+                    cur = self.rules[cur as usize].next;
+                }
+                None
+            });
+        if let Some(id) = same
+            && let Some(e) = self.entries[id as usize].as_mut()
+        {
+            e.created_ms = now_ms;
+            e.counters.used_ms.fetch_max(now_ms, Relaxed);
+            return Ok(Added {
+                id: FlowId(id),
+                replaced: true,
+            });
+        }
+        self.add(flow, now_ms, |p| {
+            (1..=crate::ofport::OFPP_MAX)
+                .contains(&p.num())
+                .then_some(p.num())
+        })
+    }
+
     fn set_timed(&mut self, id: u32, timed: bool) {
         if timed {
             self.timed.insert(id);
@@ -286,6 +346,7 @@ impl Classifier {
         t.reorder();
         self.free.push(id.0);
         self.timed.remove(&id.0);
+        self.packet_ext -= usize::from(e.flow.m.ext.uses_packet());
         self.len -= 1;
         self.generation += 1;
         Some(e.flow)
@@ -306,6 +367,7 @@ impl Classifier {
             if filter.table.is_none_or(|t| t == r.table)
                 && Self::cookie_ok(filter, &e.flow)
                 && covers(c, &r.key, &e.mask)
+                && e.flow.m.ext.within(&filter.m.ext)
             {
                 out.push(i as u32);
             }
@@ -339,7 +401,9 @@ impl Classifier {
                 while cur != NONE {
                     let e = self.entries[cur as usize].as_ref();
                     if self.rules[cur as usize].prio == prio
-                        && e.is_some_and(|e| Self::cookie_ok(filter, &e.flow))
+                        && e.is_some_and(|e| {
+                            Self::cookie_ok(filter, &e.flow) && e.flow.m.ext == filter.m.ext
+                        })
                     {
                         ids.push(cur);
                     }
@@ -359,13 +423,44 @@ impl Classifier {
     /// The best flow for `key` in `table`, if any.
     #[inline]
     pub fn lookup(&self, table: u8, key: &PacketKey) -> Option<FlowId> {
-        let id = self.lookup_words(table, &key.words());
+        self.lookup_ext(table, key, &ExtKey::ZERO)
+    }
+
+    /// `lookup` with the ext fields (registers, metadata, IPv6) of `ext`.
+    #[inline]
+    pub fn lookup_ext(&self, table: u8, key: &PacketKey, ext: &ExtKey) -> Option<FlowId> {
+        let id = self.lookup_words(table, &key.words(), ext);
         (id != NONE).then_some(FlowId(id))
+    }
+
+    /// Whether the exact-match cache (keyed on the packed key, ext fields taken as 0) may
+    /// answer for `key`: not for IPv6 frames while flows match IPv6 ext fields.
+    #[inline]
+    pub fn cacheable(&self, key: &PacketKey) -> bool {
+        self.packet_ext == 0 || key.dl_type != ETH_IPV6
+    }
+
+    /// The first rule of the chain from `id` (rules with one packed key, best first) whose ext
+    /// fields match `ext`; NONE if none.
+    #[inline(never)]
+    fn walk_ext(&self, mut id: u32, ext: &ExtKey) -> u32 {
+        while id != NONE {
+            let r = &self.rules[id as usize];
+            let ok = !r.ext
+                || self.entries[id as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.flow.m.ext.matches(ext));
+            if ok {
+                return id;
+            }
+            id = r.next;
+        }
+        NONE
     }
 
     /// `lookup` over a packed key; NONE for no match.
     #[inline]
-    pub(crate) fn lookup_words(&self, table: u8, w: &Words) -> u32 {
+    pub(crate) fn lookup_words(&self, table: u8, w: &Words, ext: &ExtKey) -> u32 {
         let Some(t) = self.tables.get(table as usize) else {
             return NONE;
         };
@@ -380,7 +475,13 @@ impl Classifier {
             }
             let m = and(w, &st.mask);
             if let Ok(i) = st.find(&m, hash_words(&m, 0), &self.rules) {
-                let id = st.slots[i].head;
+                let mut id = st.slots[i].head;
+                if self.rules[id as usize].ext {
+                    id = self.walk_ext(id, ext);
+                    if id == NONE {
+                        continue;
+                    }
+                }
                 let r = &self.rules[id as usize];
                 if (r.prio, r.seq) > best {
                     best = (r.prio, r.seq);

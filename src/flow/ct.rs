@@ -8,16 +8,20 @@
 //!   (new, est, rel, rpl, inv, trk, snat, dnat), each with its sign.
 //! - `ct(ARGS)` takes `commit`, `zone=N` (0-65535, default 0), `table=N` (0-254, any table: a
 //!   recirculation may go back), `nat`, `nat(src=ADDR[:PORT[-PORT]])`,
-//!   `nat(dst=ADDR[:PORT])`, each at most once. `force`, `exec(...)`, `alg=...`, address
-//!   ranges, `nat(src)`/`nat(dst)` without an address and nat flags are refused by name.
-//!   Display order: commit, zone (when not 0), table, nat; `parse(display(a)) == a`.
+//!   `nat(dst=ADDR[:PORT])` (both with `ADDR-ADDR` ranges), `exec(...)` with `set_field`/`load` into `ct_mark`/`ct_label`
+//!   (needs `commit`), each at most once. `force`, `alg=...`,
+//!   `nat(src)`/`nat(dst)` without an address, nat flags and other actions in `exec` are
+//!   refused by name. Display order: commit, table, zone (when not 0), nat, exec;
+//!   `parse(display(a)) == a`.
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::FlowError;
+use super::ext::{ExtField, parse_masked_bits};
 use super::match_::Masked;
 use super::parse::parse_num;
+use super::regs::{Field, parse_load_into};
 
 /// The `ct_state` flags (OVS's `CS_*` bits).
 pub mod ct_state {
@@ -131,24 +135,28 @@ impl fmt::Display for CtStateFlags {
 pub enum CtNat {
     /// `nat`: apply the connection's existing translation
     Existing,
-    /// `nat(src=ADDR[:PORT[-PORT]])`
+    /// `nat(src=ADDR[-ADDR][:PORT[-PORT]])`
     Src {
-        /// The new source address.
+        /// The new source address (the first of the range).
         addr: Ipv4Addr,
+        /// The last address of the range, if one (`addr < last`).
+        last: Option<Ipv4Addr>,
         /// The source port range (inclusive, `lo <= hi`; `:P` is `(P, P)`), if any.
         ports: Option<(u16, u16)>,
     },
-    /// `nat(dst=ADDR[:PORT])`
+    /// `nat(dst=ADDR[-ADDR][:PORT])`
     Dst {
-        /// The new destination address.
+        /// The new destination address (the first of the range).
         addr: Ipv4Addr,
+        /// The last address of the range, if one (`addr < last`).
+        last: Option<Ipv4Addr>,
         /// The new destination port, if any.
         port: Option<u16>,
     },
 }
 
 /// `ct(...)`: send the packet through connection tracking.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct CtAction {
     /// `commit`: create the connection entry if there is none.
     pub commit: bool,
@@ -159,6 +167,10 @@ pub struct CtAction {
     pub table: Option<u8>,
     /// `nat` / `nat(...)`.
     pub nat: Option<CtNat>,
+    /// `exec(set_field:V/M->ct_mark)`: bits of the connection's mark to set on commit.
+    pub mark: Option<Masked<u32>>,
+    /// `exec(set_field:V/M->ct_label)`: bits of the connection's label to set on commit.
+    pub label: Option<Masked<u128>>,
 }
 
 /// An error about the whole `ct(...)` action `t`.
@@ -184,14 +196,24 @@ fn num<T: TryFrom<u64>>(t: &str, key: &str, s: &str, max: u64) -> Result<T, Flow
 }
 
 fn addr(t: &str, s: &str) -> Result<Ipv4Addr, FlowError> {
-    if s.contains('-') {
-        return Err(bad(
-            "ct",
-            format!("address ranges are not supported ('{s}')"),
-        ));
+    if s.contains(':') || s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(bad(t, "NAT of IPv6 is not supported"));
     }
     s.parse::<Ipv4Addr>()
         .map_err(|_| bad(t, format!("'{s}' is not an IPv4 address")))
+}
+
+/// `ADDR` or `ADDR-ADDR` (first, last if a range).
+fn addr_range(t: &str, s: &str) -> Result<(Ipv4Addr, Option<Ipv4Addr>), FlowError> {
+    let Some((a, b)) = s.split_once('-') else {
+        return Ok((addr(t, s)?, None));
+    };
+    let (a, b) = (addr(t, a)?, addr(t, b)?);
+    match a.cmp(&b) {
+        std::cmp::Ordering::Less => Ok((a, Some(b))),
+        std::cmp::Ordering::Equal => Ok((a, None)),
+        std::cmp::Ordering::Greater => Err(bad(t, format!("nat address range '{s}' is empty"))),
+    }
 }
 
 fn port(t: &str, s: &str) -> Result<u16, FlowError> {
@@ -220,8 +242,11 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                 ));
             }
             ("src" | "dst", Some(v)) => {
+                if v.starts_with('[') || v.matches(':').count() > 1 {
+                    return Err(bad(t, "NAT of IPv6 is not supported"));
+                }
                 let (a, ports) = v.split_once(':').map_or((v, None), |(a, p)| (a, Some(p)));
-                let addr = addr(t, a)?;
+                let (addr, last) = addr_range(t, a)?;
                 if k == "src" {
                     let ports = match ports {
                         None => None,
@@ -234,7 +259,7 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                             Some((lo, hi))
                         }
                     };
-                    CtNat::Src { addr, ports }
+                    CtNat::Src { addr, last, ports }
                 } else {
                     let port = match ports {
                         None => None,
@@ -246,7 +271,7 @@ fn parse_nat(t: &str, inner: &str) -> Result<CtNat, FlowError> {
                         }
                         Some(ps) => Some(port(t, ps)?),
                     };
-                    CtNat::Dst { addr, port }
+                    CtNat::Dst { addr, last, port }
                 }
             }
             ("random" | "hash" | "persistent" | "port_hash" | "port_random", None) => {
@@ -273,7 +298,10 @@ pub(crate) fn parse_ct(t: &str, args: &str) -> Result<CtAction, FlowError> {
         zone: 0,
         table: None,
         nat: None,
+        mark: None,
+        label: None,
     };
+    let mut exec = false;
     let (mut zone, mut seen_commit) = (false, false);
     for a in super::action::split_top(args)? {
         let (k, v) = a.split_once('=').map_or((a, None), |(k, v)| (k, Some(v)));
@@ -312,19 +340,94 @@ pub(crate) fn parse_ct(t: &str, args: &str) -> Result<CtAction, FlowError> {
                 }
                 ct.nat = Some(parse_nat(t, &a[4..a.len() - 1])?);
             }
+            _ if a.starts_with("exec(") && a.ends_with(')') => {
+                if exec {
+                    return Err(twice("exec"));
+                }
+                exec = true;
+                parse_exec(t, &a[5..a.len() - 1], &mut ct)?;
+            }
             _ if matches!(name, "force" | "exec" | "alg") => return Err(unsupported(name)),
             _ => return Err(bad(t, format!("unknown argument '{a}'"))),
         }
     }
+    if (ct.mark.is_some() || ct.label.is_some()) && !ct.commit {
+        return Err(bad(t, "exec(...) needs commit"));
+    }
     Ok(ct)
+}
+
+/// The actions of `exec(...)`: `set_field:V[/M]->ct_mark|ct_label` and
+/// `load:V->ct_mark[BITS]|ct_label[BITS]` (also `NXM_NX_CT_MARK`/`NXM_NX_CT_LABEL`), merged
+/// into `ct.mark`/`ct.label` in order (a later write wins on the bits it sets).
+fn parse_exec(t: &str, inner: &str, ct: &mut CtAction) -> Result<(), FlowError> {
+    for a in super::action::split_top(inner)? {
+        let (name, arg) = a.split_once(':').unwrap_or((a, ""));
+        let (field, value, mask) = match name.trim() {
+            "set_field" => {
+                let (v, f) = arg
+                    .split_once("->")
+                    .ok_or_else(|| bad(t, "want set_field:VALUE->FIELD in exec(...)"))?;
+                let field = ExtField::by_name(f.trim())
+                    .filter(|f| matches!(f, ExtField::CtMark | ExtField::CtLabel));
+                let field = field.ok_or_else(|| {
+                    bad(
+                        t,
+                        format!(
+                            "exec(...) can only set ct_mark or ct_label, not '{}'",
+                            f.trim()
+                        ),
+                    )
+                })?;
+                let m = parse_masked_bits(t, v.trim(), field.bits())?;
+                (field, m.value & m.mask, m.mask)
+            }
+            "load" => {
+                let (v, d) = parse_load_into(t, arg, true)?;
+                match d.field {
+                    Field::Ext(f @ (ExtField::CtMark | ExtField::CtLabel)) => (f, v, d.mask()),
+                    other => {
+                        return Err(bad(
+                            t,
+                            format!("exec(...) can only set ct_mark or ct_label, not '{other}'"),
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(bad(
+                    t,
+                    format!("'{other}' in exec(...) is not supported (only set_field and load)"),
+                ));
+            }
+        };
+        if field == ExtField::CtMark {
+            let old = ct.mark.unwrap_or(Masked { value: 0, mask: 0 });
+            let (v, m) = (value as u32, mask as u32);
+            ct.mark = Some(Masked {
+                value: (old.value & !m) | v,
+                mask: old.mask | m,
+            });
+        } else {
+            let old = ct.label.unwrap_or(Masked { value: 0, mask: 0 });
+            ct.label = Some(Masked {
+                value: (old.value & !mask) | value,
+                mask: old.mask | mask,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for CtNat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CtNat::Existing => f.write_str("nat"),
-            CtNat::Src { addr, ports } => {
+            CtNat::Src { addr, last, ports } => {
                 write!(f, "nat(src={addr}")?;
+                if let Some(l) = last {
+                    write!(f, "-{l}")?;
+                }
                 match ports {
                     Some((lo, hi)) if lo == hi => write!(f, ":{lo}")?,
                     Some((lo, hi)) => write!(f, ":{lo}-{hi}")?,
@@ -332,8 +435,11 @@ impl fmt::Display for CtNat {
                 }
                 f.write_str(")")
             }
-            CtNat::Dst { addr, port } => {
+            CtNat::Dst { addr, last, port } => {
                 write!(f, "nat(dst={addr}")?;
+                if let Some(l) = last {
+                    write!(f, "-{l}")?;
+                }
                 if let Some(p) = port {
                     write!(f, ":{p}")?;
                 }
@@ -363,6 +469,27 @@ impl fmt::Display for CtAction {
         }
         if let Some(n) = &self.nat {
             write!(f, "{sep}{n}")?;
+            sep = ",";
+        }
+        if self.mark.is_some() || self.label.is_some() {
+            write!(f, "{sep}exec(")?;
+            let mut s2 = "";
+            if let Some(m) = self.mark {
+                write!(f, "set_field:{:#x}", m.value)?;
+                if m.mask != u32::MAX {
+                    write!(f, "/{:#x}", m.mask)?;
+                }
+                f.write_str("->ct_mark")?;
+                s2 = ",";
+            }
+            if let Some(l) = self.label {
+                write!(f, "{s2}set_field:{:#x}", l.value)?;
+                if l.mask != u128::MAX {
+                    write!(f, "/{:#x}", l.mask)?;
+                }
+                f.write_str("->ct_label")?;
+            }
+            f.write_str(")")?;
         }
         f.write_str(")")
     }

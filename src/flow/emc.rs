@@ -8,6 +8,8 @@
 //!   classifier bumps its generation and so invalidates the whole cache at once, without a
 //!   walk. A miss asks the classifier and overwrites the slot.
 //! - Owned by one worker (`&mut self`), no locks, no allocation after `new`.
+//! - Answers as if every ext field (registers, metadata, IPv6) were 0: callers ask the
+//!   classifier directly when `Classifier::cacheable` says no.
 //! - Every packet is inserted on a miss (OVS inserts with a probability to resist thrashing
 //!   under many flows; not done here yet).
 
@@ -82,7 +84,7 @@ impl Emc {
             slot.flow
         } else {
             self.misses += 1;
-            let flow = cls.lookup_words(table, &words);
+            let flow = cls.lookup_words(table, &words, &super::ext::ExtKey::ZERO);
             *slot = Slot {
                 words,
                 hash: h,

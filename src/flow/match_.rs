@@ -13,6 +13,9 @@
 //! - VLAN: the packed form holds an 802.1Q TCI whose CFI bit means "tagged" (OVS's vlan_tci):
 //!   `dl_vlan=V` matches tagged frames with VID V, `dl_vlan=0xffff` untagged frames, and
 //!   `dl_vlan_pcp=P` tagged frames with PCP P (so it implies a tag, as in OVS).
+//! - MPLS (`mpls`, `mplsm`): the top label stack entry is matched in the packed key's `nw_src`
+//!   bits (an MPLS frame has no IPv4 header there; prerequisites keep `nw_src` and the
+//!   `mpls_*` fields in different flows).
 //! - `nw_tos` matches the DSCP bits only (mask 0xfc); the ECN bits are ignored, as in OVS.
 //! - Conntrack: `ct_state` (flags of `ct_state::*`, with a mask) and `ct_zone` are set by the
 //!   datapath's `ct` action before a recirculation; they need no prerequisites. They share word
@@ -24,6 +27,7 @@ use std::fmt::{self, Write as _};
 use std::net::Ipv4Addr;
 
 use super::FlowError;
+use super::ext::{ExtField, ExtKey, ExtMatch};
 use crate::wire::ethernet::MacAddr;
 
 /// A port named in a flow: a uvs port name or an OpenFlow-style number. Callers resolve it to a
@@ -73,6 +77,16 @@ pub const DEFAULT_PRIORITY: u16 = 32768;
 pub const ETH_IP: u16 = 0x0800;
 /// EtherType ARP.
 pub const ETH_ARP: u16 = 0x0806;
+/// EtherType IPv6.
+pub const ETH_IPV6: u16 = 0x86dd;
+/// EtherType MPLS unicast.
+pub const ETH_MPLS: u16 = 0x8847;
+/// EtherType MPLS multicast.
+pub const ETH_MPLSM: u16 = 0x8848;
+/// ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+/// SCTP (matched by protocol only: no SCTP ports).
+pub const PROTO_SCTP: u8 = 132;
 /// IP protocol numbers with shorthands.
 pub const PROTO_ICMP: u8 = 1;
 /// TCP.
@@ -99,7 +113,7 @@ pub struct PacketKey {
     pub vlan: u16,
     /// VLAN priority 0-7 (ignored when untagged).
     pub vlan_pcp: u8,
-    /// IPv4 source (ARP: sender protocol address).
+    /// IPv4 source (ARP: sender protocol address; MPLS: the top label stack entry).
     pub nw_src: u32,
     /// IPv4 destination (ARP: target protocol address).
     pub nw_dst: u32,
@@ -117,6 +131,16 @@ pub struct PacketKey {
     pub ct_state: u8,
     /// Connection tracking zone of the last `ct` action; 0 if none.
     pub ct_zone: u16,
+    /// IP fragment bits (`frag::*`): fragment, later fragment; 0 for other packets.
+    pub nw_frag: u8,
+}
+
+/// The bits of `PacketKey::nw_frag` and of an `ip_frag` match (OVS's `FLOW_NW_FRAG_*`).
+pub mod frag {
+    /// The packet is a fragment.
+    pub const ANY: u8 = 1;
+    /// The packet is a fragment with a non-zero offset.
+    pub const LATER: u8 = 2;
 }
 
 impl Default for PacketKey {
@@ -137,18 +161,57 @@ impl Default for PacketKey {
             tun_id: 0,
             ct_state: 0,
             ct_zone: 0,
+            nw_frag: 0,
         }
     }
 }
 
-/// The bits of word 0 that hold `tun_id` (the rest: `ct_zone` at 32..48, `ct_state` at 48..56).
+/// The bits of word 0 that hold `tun_id` (the rest: `ct_zone` at 32..48, `ct_state` at 48..56,
+/// `nw_frag` at 56..58).
 pub(crate) const TUN_ID_BITS: u64 = 0xffff_ffff;
 
-/// The packed key: `[ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
+/// The packed key: `[nw_frag<<56|ct_state<<48|ct_zone<<32|tun_id, in_port<<48|dl_src, dl_type<<48|dl_dst, nw_src<<32|nw_dst,
 /// tp_src<<48|tp_dst<<32|tci<<16|nw_proto<<8|nw_tos]`.
 pub(crate) type Words = [u64; 5];
 
+/// The parts of an MPLS label stack entry: (field, shift, bits).
+pub(crate) const MPLS_PARTS: [(&str, u32, u32); 4] = [
+    ("mpls_label", 12, 20),
+    ("mpls_tc", 9, 3),
+    ("mpls_ttl", 0, 8),
+    ("mpls_bos", 8, 1),
+];
+
+/// `ip_frag` spellings: (name, value, mask).
+pub(crate) const FRAG_NAMES: [(&str, u8, u8); 5] = [
+    ("no", 0, frag::ANY),
+    ("yes", frag::ANY, frag::ANY),
+    ("first", frag::ANY, frag::ANY | frag::LATER),
+    ("later", frag::ANY | frag::LATER, frag::ANY | frag::LATER),
+    ("not_later", 0, frag::LATER),
+];
+
+fn frag_name(f: Masked<u8>) -> String {
+    FRAG_NAMES
+        .iter()
+        .find(|(_, v, m)| *v == f.value && *m == f.mask)
+        .map_or_else(
+            || format!("{:#x}/{:#x}", f.value, f.mask),
+            |n| n.0.to_string(),
+        )
+}
+
 impl PacketKey {
+    /// The 802.1Q TCI as OVS's `vlan_tci` (CFI bit set when tagged, 0 when untagged).
+    #[inline]
+    pub fn tci(&self) -> u16 {
+        if self.vlan == NO_VLAN {
+            0
+        } else {
+            ((self.vlan_pcp as u16 & 7) << 13) | TCI_PRESENT as u16 | (self.vlan & 0xfff)
+        }
+    }
+
     /// The packed form the classifier and the exact-match cache hash.
     #[inline]
     pub(crate) fn words(&self) -> Words {
@@ -160,7 +223,8 @@ impl PacketKey {
         [
             (self.tun_id & TUN_ID_BITS)
                 | (u64::from(self.ct_zone) << 32)
-                | (u64::from(self.ct_state) << 48),
+                | (u64::from(self.ct_state) << 48)
+                | (u64::from(self.nw_frag) << 56),
             (self.dl_src & MAC48) | (u64::from(self.in_port) << 48),
             (self.dl_dst & MAC48) | (u64::from(self.dl_type) << 48),
             (u64::from(self.nw_src) << 32) | u64::from(self.nw_dst),
@@ -195,6 +259,9 @@ pub struct Match {
     pub dl_vlan: Option<u16>,
     /// VLAN priority 0-7 (implies a tag).
     pub dl_vlan_pcp: Option<u8>,
+    /// `vlan_tci=TCI/MASK` where `dl_vlan`/`dl_vlan_pcp` cannot say it (the CFI bit 0x1000
+    /// means "tagged"); `normalize` turns the other cases into `dl_vlan`/`dl_vlan_pcp`.
+    pub vlan_tci: Option<Masked<u16>>,
     /// IPv4 (or ARP sender) address with mask.
     pub nw_src: Option<Masked<u32>>,
     /// IPv4 (or ARP target) address with mask.
@@ -214,6 +281,14 @@ pub struct Match {
     pub ct_state: Option<Masked<u8>>,
     /// Connection tracking zone.
     pub ct_zone: Option<u16>,
+    /// `ip_frag` (`frag::*` bits with a mask).
+    pub nw_frag: Option<Masked<u8>>,
+    /// The top MPLS label stack entry (`mpls_label`, `mpls_tc`, `mpls_bos`, `mpls_ttl`: label
+    /// << 12 | tc << 9 | bos << 8 | ttl) with a mask; it lives where `nw_src` does for IP,
+    /// the prerequisites keep the two apart.
+    pub mpls: Option<Masked<u32>>,
+    /// Registers, metadata and IPv6 fields (checked after the packed key, see `ext.rs`).
+    pub ext: ExtMatch,
 }
 
 /// Normalise one masked field: `value &= mask`, zero mask -> wildcard.
@@ -246,7 +321,30 @@ impl Match {
         self.tp_dst = norm(self.tp_dst);
         self.tun_id = norm(self.tun_id);
         self.ct_state = norm(self.ct_state);
+        self.nw_frag = norm(self.nw_frag.map(|f| Masked {
+            value: f.value & 3,
+            mask: f.mask & 3,
+        }));
         self.nw_tos = self.nw_tos.map(|t| t & 0xfc);
+        self.mpls = norm(self.mpls);
+        self.vlan_tci = norm(self.vlan_tci);
+        if let Some(t) = self.vlan_tci
+            && self.dl_vlan.is_none()
+            && self.dl_vlan_pcp.is_none()
+        {
+            let tagged = t.value & 0x1000 != 0;
+            match (t.mask, tagged) {
+                (0xffff, false) if t.value == 0 => self.dl_vlan = Some(NO_VLAN),
+                (0x1fff, true) => self.dl_vlan = Some(t.value & 0xfff),
+                (0xf000, true) => self.dl_vlan_pcp = Some((t.value >> 13) as u8),
+                (0xffff, true) => {
+                    self.dl_vlan = Some(t.value & 0xfff);
+                    self.dl_vlan_pcp = Some((t.value >> 13) as u8);
+                }
+                _ => return,
+            }
+            self.vlan_tci = None;
+        }
     }
 
     /// Compile to the packed (value, mask) form, resolving `in_port` with `resolve`.
@@ -295,6 +393,9 @@ impl Match {
         if let Some(a) = self.nw_src {
             put(3, 32, u64::from(a.value), u64::from(a.mask));
         }
+        if let Some(l) = self.mpls {
+            put(3, 32, u64::from(l.value), u64::from(l.mask));
+        }
         if let Some(a) = self.nw_dst {
             put(3, 0, u64::from(a.value), u64::from(a.mask));
         }
@@ -312,6 +413,12 @@ impl Match {
         if let Some(pcp) = self.dl_vlan_pcp {
             put(4, 16, (u64::from(pcp & 7) << 13) | TCI_PRESENT, 0xf000);
         }
+        if let Some(t) = self.vlan_tci {
+            put(4, 16, u64::from(t.value), u64::from(t.mask));
+        }
+        if let Some(f) = self.nw_frag {
+            put(0, 56, u64::from(f.value), u64::from(f.mask));
+        }
         if let Some(p) = self.nw_proto {
             put(4, 8, u64::from(p), 0xff);
         }
@@ -322,8 +429,18 @@ impl Match {
     }
 
     /// Whether `key` matches, field by field (`in_port` resolved with `resolve`; an unknown port
-    /// matches nothing).
+    /// matches nothing), with every ext field (registers, metadata, IPv6) 0.
     pub fn matches(&self, key: &PacketKey, resolve: &dyn Fn(&PortRef) -> Option<u16>) -> bool {
+        self.matches_ext(key, &ExtKey::ZERO, resolve)
+    }
+
+    /// `matches` with the ext fields of `ext`.
+    pub fn matches_ext(
+        &self,
+        key: &PacketKey,
+        ext: &ExtKey,
+        resolve: &dyn Fn(&PortRef) -> Option<u16>,
+    ) -> bool {
         fn m<T: Copy + PartialEq + std::ops::BitAnd<Output = T>>(
             f: Option<Masked<T>>,
             k: T,
@@ -344,7 +461,10 @@ impl Match {
             && self
                 .dl_vlan_pcp
                 .is_none_or(|p| tagged && key.vlan_pcp & 7 == p)
+            && m(self.vlan_tci, key.tci())
+            && m(self.nw_frag, key.nw_frag)
             && m(self.nw_src, key.nw_src)
+            && m(self.mpls, key.nw_src)
             && m(self.nw_dst, key.nw_dst)
             && self.nw_proto.is_none_or(|p| p == key.nw_proto)
             && self.nw_tos.is_none_or(|t| t == key.nw_tos & 0xfc)
@@ -353,6 +473,7 @@ impl Match {
             && m(self.tun_id, key.tun_id & TUN_ID_BITS)
             && m(self.ct_state, key.ct_state)
             && self.ct_zone.is_none_or(|z| z == key.ct_zone)
+            && self.ext.matches(ext)
     }
 
     /// A packet key with every matched field set to its value (for `trace`): unmatched fields
@@ -376,6 +497,7 @@ impl Match {
             tun_id: c.value[0] & TUN_ID_BITS,
             ct_zone: (c.value[0] >> 32) as u16,
             ct_state: (c.value[0] >> 48) as u8,
+            nw_frag: (c.value[0] >> 56) as u8 & 3,
             ..PacketKey::default()
         };
         let tci = (c.value[4] >> 16) as u16;
@@ -394,6 +516,12 @@ impl Match {
             (ETH_IP, Some(PROTO_UDP)) => Some("udp"),
             (ETH_IP, _) => Some("ip"),
             (ETH_ARP, _) => Some("arp"),
+            (ETH_IPV6, Some(PROTO_ICMPV6)) => Some("icmp6"),
+            (ETH_IPV6, Some(PROTO_TCP)) => Some("tcp6"),
+            (ETH_IPV6, Some(PROTO_UDP)) => Some("udp6"),
+            (ETH_IPV6, _) => Some("ipv6"),
+            (ETH_MPLS, _) => Some("mpls"),
+            (ETH_MPLSM, _) => Some("mplsm"),
             _ => None,
         }
     }
@@ -436,6 +564,18 @@ impl fmt::Display for Match {
         if let Some(z) = self.ct_zone {
             let _ = write!(s, ",ct_zone={z}");
         }
+        self.ext.write(&mut s, |f| {
+            matches!(
+                f,
+                ExtField::CtMark
+                    | ExtField::CtLabel
+                    | ExtField::CtNwSrc
+                    | ExtField::CtNwDst
+                    | ExtField::CtNwProto
+                    | ExtField::CtTpSrc
+                    | ExtField::CtTpDst
+            )
+        });
         if let Some(sh) = short {
             let _ = write!(s, ",{sh}");
         }
@@ -445,9 +585,11 @@ impl fmt::Display for Match {
                 let _ = write!(s, "/{:#x}", t.mask);
             }
         }
+        self.ext.write(&mut s, |f| f == ExtField::Metadata);
         if let Some(p) = &self.in_port {
             let _ = write!(s, ",in_port={p}");
         }
+        self.ext.write(&mut s, |f| matches!(f, ExtField::Reg(_)));
         match self.dl_vlan {
             Some(NO_VLAN) => s.push_str(",dl_vlan=0xffff"),
             Some(v) => {
@@ -457,6 +599,9 @@ impl fmt::Display for Match {
         }
         if let Some(p) = self.dl_vlan_pcp {
             let _ = write!(s, ",dl_vlan_pcp={p}");
+        }
+        if let Some(t) = self.vlan_tci {
+            let _ = write!(s, ",vlan_tci={:#06x}/{:#06x}", t.value, t.mask);
         }
         if let Some(a) = self.dl_src {
             write_mac(&mut s, "dl_src", a);
@@ -473,11 +618,17 @@ impl fmt::Display for Match {
         if let Some(a) = self.nw_dst {
             write_ip(&mut s, "nw_dst", a);
         }
+        self.ext.write(&mut s, |f| {
+            matches!(
+                f,
+                ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::Ipv6Label
+            )
+        });
         match (self.nw_proto, short) {
             (Some(p), Some("arp")) => {
                 let _ = write!(s, ",arp_op={p}");
             }
-            (Some(p), Some("ip") | None) => {
+            (Some(p), Some("ip" | "ipv6") | None) => {
                 let _ = write!(s, ",nw_proto={p}");
             }
             _ => {}
@@ -485,13 +636,25 @@ impl fmt::Display for Match {
         if let Some(t) = self.nw_tos {
             let _ = write!(s, ",nw_tos={t}");
         }
-        let icmp = short == Some("icmp");
+        if let Some(f) = self.nw_frag {
+            let _ = write!(s, ",ip_frag={}", frag_name(f));
+        }
+        if let Some(l) = self.mpls {
+            for (name, shift, bits) in MPLS_PARTS {
+                let mask = ((1u32 << bits) - 1) << shift;
+                if l.mask & mask != 0 {
+                    let _ = write!(s, ",{name}={}", (l.value & mask) >> shift);
+                }
+            }
+        }
+        let icmp = matches!(short, Some("icmp" | "icmp6"));
         if let Some(p) = self.tp_src {
             write_tp(&mut s, if icmp { "icmp_type" } else { "tp_src" }, p);
         }
         if let Some(p) = self.tp_dst {
             write_tp(&mut s, if icmp { "icmp_code" } else { "tp_dst" }, p);
         }
+        self.ext.write(&mut s, |f| f == ExtField::NdTarget);
         f.write_str(s.strip_prefix(',').unwrap_or(&s))
     }
 }

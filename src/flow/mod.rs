@@ -19,12 +19,17 @@ mod action;
 mod classifier;
 mod ct;
 mod emc;
+mod ext;
+mod learn;
 mod match_;
 pub mod meter;
 mod parse;
+mod regs;
 mod subtable;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ovs;
 
 use std::fmt;
 
@@ -32,8 +37,11 @@ pub use action::{Action, Actions, SetField, parse_actions};
 pub use classifier::{Added, Classifier, FlowId, FlowStats};
 pub use ct::{CtAction, CtNat, ct_state};
 pub use emc::Emc;
+pub use ext::{ExtField, ExtKey, ExtMatch};
+pub use learn::{Learn, LearnSpec, LearnSrc};
 pub use match_::{DEFAULT_PRIORITY, Masked, Match, NO_VLAN, PacketKey, PortRef};
 pub use parse::{FlowFilter, parse_filter, parse_flow, parse_num, parse_port};
+pub use regs::{Field, PktField, Subfield};
 
 /// Why a flow (or a filter) was refused. Every message names the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,28 +159,43 @@ impl Flow {
         }
     }
 
-    /// Every port the flow names (in_port, outputs), for validation against a bridge.
+    /// Every port the flow names (in_port, outputs, also inside `clone(...)`), for validation
+    /// against a bridge.
     pub fn ports(&self) -> impl Iterator<Item = (&'static str, &PortRef)> {
-        let outs = self.actions.iter().filter_map(|a| match a {
-            Action::Output(p) => Some(("output", p)),
-            _ => None,
-        });
+        fn outs<'a>(list: &'a [Action], v: &mut Vec<(&'static str, &'a PortRef)>) {
+            for a in list {
+                match a {
+                    Action::Output(p) | Action::OutputTrunc(p, _) => v.push(("output", p)),
+                    Action::Clone(inner) => outs(inner, v),
+                    _ => {}
+                }
+            }
+        }
+        let mut v = Vec::new();
+        outs(&self.actions, &mut v);
         self.m
             .in_port
             .as_ref()
             .map(|p| ("in_port", p))
             .into_iter()
-            .chain(outs)
+            .chain(v)
     }
 
     /// Every port reference of the flow (in_port, outputs), to rewrite them (names to numbers
     /// when a flow is added, numbers to names for `dump-flows --names`).
     pub fn ports_mut(&mut self) -> impl Iterator<Item = &mut PortRef> {
-        let outs = self.actions.iter_mut().filter_map(|a| match a {
-            Action::Output(p) => Some(p),
-            _ => None,
-        });
-        self.m.in_port.as_mut().into_iter().chain(outs)
+        fn outs<'a>(list: &'a mut [Action], v: &mut Vec<&'a mut PortRef>) {
+            for a in list {
+                match a {
+                    Action::Output(p) | Action::OutputTrunc(p, _) => v.push(p),
+                    Action::Clone(inner) => outs(inner, v),
+                    _ => {}
+                }
+            }
+        }
+        let mut v = Vec::new();
+        outs(&mut self.actions, &mut v);
+        self.m.in_port.as_mut().into_iter().chain(v)
     }
 
     /// The match and actions, ovs-ofctl style: `priority=100,icmp,nw_src=10.0.0.1 actions=drop`.

@@ -3,8 +3,8 @@
 //!
 //! Contract:
 //! - Fields are `key=value` or a shorthand (`ip, arp, icmp, tcp, udp`), separated by commas
-//!   and/or whitespace, in any order. Everything after the first `actions=` (at the start or
-//!   after a separator) is the action list, so `actions=` is last; it is required by
+//!   and/or whitespace, in any order. Everything after the first `actions=` (or `action=`, as
+//!   ovs-ofctl; at the start or after a separator) is the action list, so `actions=` is last; it is required by
 //!   `parse_flow` and refused by `parse_filter`.
 //! - Numbers are decimal or `0x` hex. Masks: `dl_src/dl_dst` `MAC/MAC`; `nw_src/nw_dst`
 //!   `IP/PREFIX` or `IP/MASK`; `tp_src/tp_dst` and `tun_id` `N/MASK`; values are normalised
@@ -24,11 +24,13 @@
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use super::action::parse_actions;
-use super::ct::parse_ct_state;
+use super::action::{Action, parse_actions};
+use super::ct::{CtNat, parse_ct_state};
+use super::ext::{ExtField, parse_ipv6, parse_masked_bits, parse_xreg};
 use super::match_::{
-    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, MAC48, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PortRef, TUN_ID_BITS,
+    DEFAULT_PRIORITY, ETH_ARP, ETH_IP, ETH_IPV6, ETH_MPLS, ETH_MPLSM, FRAG_NAMES, MAC48,
+    MPLS_PARTS, Masked, Match, NO_VLAN, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PortRef, TUN_ID_BITS,
 };
 use super::{Flow, FlowError};
 use crate::wire::ethernet::MacAddr;
@@ -188,12 +190,13 @@ fn set<T: PartialEq>(
     }
 }
 
-/// The spelling of a field with prerequisites, and what it needs.
+/// The spelling of a field with prerequisites, and what it needs: one of `dl_types`, and (if
+/// `protos` is not empty) one of the (dl_type, nw_proto) pairs of `protos`.
 #[derive(Clone, Copy)]
 struct Need<'a> {
     name: &'a str,
     dl_types: &'static [u16],
-    protos: &'static [u8],
+    protos: &'static [(u16, u8)],
 }
 
 #[derive(Default)]
@@ -205,12 +208,30 @@ struct Fields<'a> {
     hard: Option<u16>,
     m: Match,
     needs: Vec<Need<'a>>,
+    /// `nd_target` as written, if given (it needs icmp_type 135 or 136).
+    nd: Option<&'a str>,
+    /// A `ct_nw_*`/`ct_tp_*` field as written, if given (it needs a ct_state that implies a
+    /// connection).
+    ct_tuple: Option<&'a str>,
+    /// A `ct_tp_*` field as written, if given (it needs ct_nw_proto).
+    ct_ports: Option<&'a str>,
 }
 
 const IP_OR_ARP: &[u16] = &[ETH_IP, ETH_ARP];
+const IP_ANY: &[u16] = &[ETH_IP, ETH_IPV6];
+const TCP: &[(u16, u8)] = &[(ETH_IP, PROTO_TCP), (ETH_IPV6, PROTO_TCP)];
+const UDP: &[(u16, u8)] = &[(ETH_IP, PROTO_UDP), (ETH_IPV6, PROTO_UDP)];
+const TCP_UDP: &[(u16, u8)] = &[
+    (ETH_IP, PROTO_TCP),
+    (ETH_IPV6, PROTO_TCP),
+    (ETH_IP, PROTO_UDP),
+    (ETH_IPV6, PROTO_UDP),
+];
+const ICMP_ANY: &[(u16, u8)] = &[(ETH_IP, PROTO_ICMP), (ETH_IPV6, PROTO_ICMPV6)];
+const ICMPV6: &[(u16, u8)] = &[(ETH_IPV6, PROTO_ICMPV6)];
 
 impl<'a> Fields<'a> {
-    fn need(&mut self, name: &'a str, dl_types: &'static [u16], protos: &'static [u8]) {
+    fn need(&mut self, name: &'a str, dl_types: &'static [u16], protos: &'static [(u16, u8)]) {
         self.needs.push(Need {
             name,
             dl_types,
@@ -231,12 +252,21 @@ impl<'a> Fields<'a> {
                 "icmp" => self.shorthand(tok, ETH_IP, Some(PROTO_ICMP)),
                 "tcp" => self.shorthand(tok, ETH_IP, Some(PROTO_TCP)),
                 "udp" => self.shorthand(tok, ETH_IP, Some(PROTO_UDP)),
+                "sctp" => self.shorthand(tok, ETH_IP, Some(PROTO_SCTP)),
+                "ipv6" | "ip6" => self.shorthand(tok, ETH_IPV6, None),
+                "icmp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_ICMPV6)),
+                "tcp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_TCP)),
+                "udp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_UDP)),
+                "sctp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_SCTP)),
+                "mpls" => self.shorthand(tok, ETH_MPLS, None),
+                "mplsm" => self.shorthand(tok, ETH_MPLSM, None),
                 _ => Err(FlowError::UnknownField(tok.to_string())),
             };
         };
         let m = &mut self.m;
         match k {
-            "ip" | "arp" | "icmp" | "tcp" | "udp" => {
+            "ip" | "arp" | "icmp" | "tcp" | "udp" | "sctp" | "ipv6" | "ip6" | "icmp6" | "tcp6"
+            | "udp6" | "sctp6" | "mpls" | "mplsm" => {
                 return Err(bad_value(k, v, "a shorthand takes no value"));
             }
             "priority" => set(&mut self.priority, Some(parse_num(k, v, 0xffff)?), tok, k)?,
@@ -292,6 +322,24 @@ impl<'a> Fields<'a> {
                 set(&mut m.dl_vlan, Some(vid), tok, k)?;
             }
             "dl_vlan_pcp" => set(&mut m.dl_vlan_pcp, Some(parse_num(k, v, 7)?), tok, k)?,
+            "vlan_tci" => {
+                let t = parse_masked::<u16>(k, v, 0xffff)?;
+                set(&mut m.vlan_tci, t, tok, k)?;
+            }
+            "ip_frag" | "nw_frag" => {
+                let f = match FRAG_NAMES.iter().find(|n| n.0 == v) {
+                    Some(&(_, value, mask)) => Some(Masked { value, mask }),
+                    None => parse_masked::<u8>(k, v, 3).map_err(|_| {
+                        bad_value(
+                            k,
+                            v,
+                            "want no, yes, first, later, not_later or VALUE/MASK (0-3)",
+                        )
+                    })?,
+                };
+                set(&mut m.nw_frag, f, tok, "ip_frag")?;
+                self.need(k, IP_ANY, &[]);
+            }
             "nw_src" | "ip_src" | "arp_spa" => {
                 set(&mut m.nw_src, parse_ip(k, v)?, tok, "nw_src")?;
                 self.need(k, dl_types_for(k), &[]);
@@ -315,7 +363,7 @@ impl<'a> Fields<'a> {
                     return Err(bad_value(k, v, "ECN bits set (want a multiple of 4)"));
                 }
                 set(&mut m.nw_tos, Some(t), tok, k)?;
-                self.need(k, &[ETH_IP], &[]);
+                self.need(k, IP_ANY, &[]);
             }
             "tp_src" | "tcp_src" | "udp_src" | "tp_dst" | "tcp_dst" | "udp_dst" => {
                 let p = parse_masked::<u16>(k, v, 0xffff)?;
@@ -334,21 +382,25 @@ impl<'a> Fields<'a> {
                         "tp_dst"
                     },
                 )?;
-                let protos: &'static [u8] = match &k[..3] {
-                    "tcp" => &[PROTO_TCP],
-                    "udp" => &[PROTO_UDP],
-                    _ => &[PROTO_TCP, PROTO_UDP],
+                let protos = match &k[..3] {
+                    "tcp" => TCP,
+                    "udp" => UDP,
+                    _ => TCP_UDP,
                 };
-                self.need(k, &[ETH_IP], protos);
+                self.need(k, IP_ANY, protos);
             }
-            "icmp_type" | "icmp_code" => {
+            "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
                 let n: u16 = parse_num(k, v, 0xff)?;
-                let slot = if k == "icmp_type" {
+                let slot = if k.ends_with("type") {
                     &mut m.tp_src
                 } else {
                     &mut m.tp_dst
                 };
-                let f = if k == "icmp_type" { "tp_src" } else { "tp_dst" };
+                let f = if k.ends_with("type") {
+                    "tp_src"
+                } else {
+                    "tp_dst"
+                };
                 set(
                     slot,
                     Some(Masked {
@@ -358,7 +410,95 @@ impl<'a> Fields<'a> {
                     tok,
                     f,
                 )?;
-                self.need(k, &[ETH_IP], &[PROTO_ICMP]);
+                let v6 = k.starts_with("icmpv6");
+                self.need(
+                    k,
+                    if v6 { &[ETH_IPV6] } else { IP_ANY },
+                    if v6 { ICMPV6 } else { ICMP_ANY },
+                );
+            }
+            "ipv6_src" | "ipv6_dst" | "nd_target" => {
+                let f = match k {
+                    "ipv6_src" => ExtField::Ipv6Src,
+                    "ipv6_dst" => ExtField::Ipv6Dst,
+                    _ => ExtField::NdTarget,
+                };
+                m.ext.set(f, parse_ipv6(k, v)?, tok)?;
+                self.need(k, &[ETH_IPV6], if k == "nd_target" { ICMPV6 } else { &[] });
+                if k == "nd_target" {
+                    self.nd = Some(k);
+                }
+            }
+            "ipv6_label" => {
+                m.ext
+                    .set(ExtField::Ipv6Label, parse_masked_bits(k, v, 20)?, tok)?;
+                self.need(k, &[ETH_IPV6], &[]);
+            }
+            "ct_mark" => m
+                .ext
+                .set(ExtField::CtMark, parse_masked_bits(k, v, 32)?, tok)?,
+            "ct_label" => m
+                .ext
+                .set(ExtField::CtLabel, parse_masked_bits(k, v, 128)?, tok)?,
+            "ct_nw_src" | "ct_nw_dst" => {
+                let f = ExtField::by_name(k).expect("named");
+                let a = parse_ip(k, v)?.unwrap_or(Masked { value: 0, mask: 0 });
+                let x = Masked {
+                    value: u128::from(a.value),
+                    mask: u128::from(a.mask),
+                };
+                m.ext.set(f, x, tok)?;
+                self.need(k, &[ETH_IP], &[]);
+                self.ct_tuple = Some(k);
+            }
+            "ct_nw_proto" => {
+                let p: u8 = parse_num(k, v, 0xff)?;
+                let x = Masked {
+                    value: u128::from(p),
+                    mask: 0xff,
+                };
+                m.ext.set(ExtField::CtNwProto, x, tok)?;
+                self.need(k, IP_ANY, &[]);
+                self.ct_tuple = Some(k);
+            }
+            "ct_tp_src" | "ct_tp_dst" => {
+                let f = ExtField::by_name(k).expect("named");
+                m.ext.set(f, parse_masked_bits(k, v, 16)?, tok)?;
+                self.need(k, IP_ANY, &[]);
+                self.ct_tuple = Some(k);
+                self.ct_ports = Some(k);
+            }
+            "mpls_label" | "mpls_tc" | "mpls_bos" | "mpls_ttl" => {
+                let &(_, shift, bits) = MPLS_PARTS.iter().find(|p| p.0 == k).expect("listed");
+                let n: u32 = parse_num(k, v, (1 << bits) - 1)?;
+                let part = Masked {
+                    value: n << shift,
+                    mask: ((1u32 << bits) - 1) << shift,
+                };
+                let cur = m.mpls.unwrap_or(Masked { value: 0, mask: 0 });
+                if cur.mask & part.mask != 0 && cur.value & part.mask != part.value {
+                    return Err(FlowError::Conflict {
+                        token: tok.to_string(),
+                        field: k.to_string(),
+                    });
+                }
+                m.mpls = Some(Masked {
+                    value: cur.value | part.value,
+                    mask: cur.mask | part.mask,
+                });
+                self.need(k, &[ETH_MPLS, ETH_MPLSM], &[]);
+            }
+            "metadata" => m
+                .ext
+                .set(ExtField::Metadata, parse_masked_bits(k, v, 64)?, tok)?,
+            _ if k.starts_with("xreg") => {
+                for (f, x) in parse_xreg(k, &k[4..], v)? {
+                    m.ext.set(f, x, tok)?;
+                }
+            }
+            _ if ExtField::by_name(k).is_some_and(|f| matches!(f, ExtField::Reg(_))) => {
+                let f = ExtField::by_name(k).expect("checked");
+                m.ext.set(f, parse_masked_bits(k, v, 32)?, tok)?;
             }
             "tun_id" | "tunnel_id" => set(&mut m.tun_id, parse_tun_id(k, v)?, tok, "tun_id")?,
             "ct_state" => set(&mut m.ct_state, parse_ct_state(k, v)?, tok, k)?,
@@ -372,14 +512,57 @@ impl<'a> Fields<'a> {
     fn check(&self) -> Result<(), FlowError> {
         for n in &self.needs {
             let dl_ok = self.m.dl_type.is_some_and(|t| n.dl_types.contains(&t));
-            let proto_ok =
-                n.protos.is_empty() || self.m.nw_proto.is_some_and(|p| n.protos.contains(&p));
+            let proto_ok = n.protos.is_empty()
+                || self
+                    .m
+                    .dl_type
+                    .zip(self.m.nw_proto)
+                    .is_some_and(|p| n.protos.contains(&p));
             if !dl_ok || !proto_ok {
                 return Err(FlowError::Prerequisite {
                     field: n.name.to_string(),
                     needs: describe(n),
                 });
             }
+        }
+        let nd_type = self
+            .m
+            .tp_src
+            .is_some_and(|t| t.mask == 0xffff && (t.value == 135 || t.value == 136));
+        if let (Some(nd), false) = (self.nd, nd_type) {
+            return Err(FlowError::Prerequisite {
+                field: nd.to_string(),
+                needs: "icmp_type=135 or 136 (neighbour solicitation or advertisement)".into(),
+            });
+        }
+        if let Some(k) = self.ct_tuple {
+            // OVS: the ct_state match must imply a connection (one of new, est, rel, rpl,
+            // snat, dnat set, or +trk-inv).
+            use super::ct::ct_state as cs;
+            let st = self.m.ct_state.unwrap_or(Masked { value: 0, mask: 0 });
+            let implied = cs::NEW | cs::EST | cs::REL | cs::RPL | cs::SNAT | cs::DNAT;
+            let trk_not_inv =
+                st.value & cs::TRK != 0 && st.mask & cs::INV != 0 && st.value & cs::INV == 0;
+            if st.value & implied == 0 && !trk_not_inv {
+                return Err(FlowError::Prerequisite {
+                    field: k.to_string(),
+                    needs: "a ct_state with +trk and one of +new, +est, +rel, +rpl, or -inv".into(),
+                });
+            }
+        }
+        if let Some(k) = self.ct_ports
+            && self.m.ext.get(ExtField::CtNwProto).is_none()
+        {
+            return Err(FlowError::Prerequisite {
+                field: k.to_string(),
+                needs: "ct_nw_proto".into(),
+            });
+        }
+        if self.m.vlan_tci.is_some() && (self.m.dl_vlan.is_some() || self.m.dl_vlan_pcp.is_some()) {
+            return Err(FlowError::Conflict {
+                token: "vlan_tci".into(),
+                field: "dl_vlan/dl_vlan_pcp (give one spelling)".into(),
+            });
         }
         if self.m.dl_vlan == Some(NO_VLAN) && self.m.dl_vlan_pcp.is_some() {
             return Err(FlowError::Conflict {
@@ -392,47 +575,59 @@ impl<'a> Fields<'a> {
 }
 
 fn dl_types_for(k: &str) -> &'static [u16] {
-    if k.starts_with("ip_") {
-        &[ETH_IP]
-    } else if k.starts_with("arp_") {
-        &[ETH_ARP]
-    } else {
-        IP_OR_ARP
+    match k {
+        "ip_proto" => IP_ANY,
+        "nw_proto" => &[ETH_IP, ETH_ARP, ETH_IPV6],
+        _ if k.starts_with("ip_") => &[ETH_IP],
+        _ if k.starts_with("arp_") => &[ETH_ARP],
+        _ => IP_OR_ARP,
     }
 }
 
 fn describe(n: &Need<'_>) -> String {
-    let proto = |p: &u8| match *p {
-        PROTO_ICMP => "1 (icmp)",
-        PROTO_TCP => "6 (tcp)",
-        PROTO_UDP => "17 (udp)",
+    let proto = |&(d, p): &(u16, u8)| match (d, p) {
+        (ETH_IP, PROTO_ICMP) => "icmp",
+        (ETH_IP, PROTO_TCP) => "tcp",
+        (ETH_IP, PROTO_UDP) => "udp",
+        (ETH_IPV6, PROTO_ICMPV6) => "icmp6",
+        (ETH_IPV6, PROTO_TCP) => "tcp6",
+        (ETH_IPV6, PROTO_UDP) => "udp6",
         _ => "?",
     };
     if !n.protos.is_empty() {
         let ps: Vec<&str> = n.protos.iter().map(proto).collect();
-        return format!("nw_proto={}", ps.join(" or "));
+        return ps.join(" or ");
     }
     let ds: Vec<&str> = n
         .dl_types
         .iter()
-        .map(|d| {
-            if *d == ETH_IP {
-                "0x0800 (ip)"
-            } else {
-                "0x0806 (arp)"
-            }
+        .map(|d| match *d {
+            ETH_IP => "0x0800 (ip)",
+            ETH_IPV6 => "0x86dd (ipv6)",
+            ETH_MPLS => "0x8847 (mpls)",
+            ETH_MPLSM => "0x8848 (mplsm)",
+            _ => "0x0806 (arp)",
         })
         .collect();
     format!("dl_type={}", ds.join(" or "))
 }
 
-/// Split at the first `actions=` that starts a field.
+/// Split at the first `actions=` (or `action=`, which ovs-ofctl takes as the same key) that
+/// starts a field.
 fn split_actions(s: &str) -> (&str, Option<&str>) {
     let mut from = 0;
-    while let Some(i) = s[from..].find("actions=") {
+    while let Some(i) = s[from..].find("action") {
         let at = from + i;
-        if at == 0 || s[..at].ends_with([',', ' ', '\t']) {
-            return (&s[..at], Some(&s[at + "actions=".len()..]));
+        let rest = &s[at + "action".len()..];
+        let key = if rest.starts_with("s=") {
+            "actions=".len()
+        } else if rest.starts_with('=') {
+            "action=".len()
+        } else {
+            0
+        };
+        if key != 0 && (at == 0 || s[..at].ends_with([',', ' ', '\t'])) {
+            return (&s[..at], Some(&s[at + key..]));
         }
         from = at + 1;
     }
@@ -458,7 +653,7 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
     let f = read_fields(fields, false)?;
     let actions = actions.ok_or(FlowError::MissingActions)?;
     let table = f.table.unwrap_or(0);
-    Ok(Flow {
+    let flow = Flow {
         table,
         priority: f.priority.unwrap_or(DEFAULT_PRIORITY),
         cookie: f.cookie.map_or(0, |c| c.value),
@@ -466,7 +661,25 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
         hard_timeout: f.hard.unwrap_or(0),
         m: f.m,
         actions: parse_actions(actions, table)?,
-    })
+    };
+    fn find_nat(list: &[Action]) -> Option<&Action> {
+        list.iter().find_map(|a| match a {
+            Action::Ct(c) if matches!(c.nat, Some(CtNat::Src { .. } | CtNat::Dst { .. })) => {
+                Some(a)
+            }
+            Action::Clone(inner) => find_nat(inner),
+            _ => None,
+        })
+    }
+    if flow.m.dl_type == Some(ETH_IPV6)
+        && let Some(a) = find_nat(&flow.actions)
+    {
+        return Err(FlowError::BadAction {
+            action: a.to_string(),
+            why: "NAT of IPv6 is not supported".into(),
+        });
+    }
+    Ok(flow)
 }
 
 /// Parse the match of `del-flows` / `dump-flows` (no `actions=`, no timeouts).

@@ -26,6 +26,8 @@ pub(crate) struct Rule {
     pub(crate) sub: u16,
     /// Next rule with the same mask and key (lower priority), or NONE.
     pub(crate) next: u32,
+    /// The flow also matches ext fields (registers, metadata, IPv6): check them too.
+    pub(crate) ext: bool,
 }
 
 #[derive(Clone, Copy)]

@@ -136,7 +136,7 @@ fn test_parse_separators_and_masks() {
     );
     assert_eq!(
         flow("dl_type=0x86dd actions=drop").to_string(),
-        "dl_type=0x86dd actions=drop"
+        "ipv6 actions=drop"
     );
     assert_eq!(
         flow("ip,nw_proto=47,nw_tos=184 actions=drop").to_string(),
@@ -173,8 +173,10 @@ fn test_parse_actions() {
             table: None,
             nat: Some(CtNat::Src {
                 addr: Ipv4Addr::new(1, 1, 1, 1),
+                last: None,
                 ports: None
-            })
+            }),
+            ..CtAction::default()
         })
     );
     assert_eq!(f.actions[17], Action::Output(PortRef::Num(7)));
@@ -236,11 +238,11 @@ fn test_refuse_bad_mask() {
 fn test_refuse_prerequisite() {
     assert_eq!(
         err("tp_dst=80,actions=drop"),
-        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+        "tp_dst: needs tcp or tcp6 or udp or udp6 (prerequisite)"
     );
     assert_eq!(
         err("icmp,tp_dst=80,actions=drop"),
-        "tp_dst: needs nw_proto=6 (tcp) or 17 (udp) (prerequisite)"
+        "tp_dst: needs tcp or tcp6 or udp or udp6 (prerequisite)"
     );
     assert_eq!(
         err("nw_src=10.0.0.1,actions=drop"),
@@ -248,15 +250,15 @@ fn test_refuse_prerequisite() {
     );
     assert_eq!(
         err("arp,nw_tos=4,actions=drop"),
-        "nw_tos: needs dl_type=0x0800 (ip) (prerequisite)"
+        "nw_tos: needs dl_type=0x0800 (ip) or 0x86dd (ipv6) (prerequisite)"
     );
     assert_eq!(
         err("udp,tcp_dst=1,actions=drop"),
-        "tcp_dst: needs nw_proto=6 (tcp) (prerequisite)"
+        "tcp_dst: needs tcp or tcp6 (prerequisite)"
     );
     assert_eq!(
         err("tcp,icmp_type=1,actions=drop"),
-        "icmp_type: needs nw_proto=1 (icmp) (prerequisite)"
+        "icmp_type: needs icmp or icmp6 (prerequisite)"
     );
     assert_eq!(
         err("ip,arp_op=1,actions=drop"),
@@ -868,6 +870,7 @@ fn test_parse_ct_action() {
         zone,
         table,
         nat,
+        ..CtAction::default()
     };
     let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
     for (text, want, shown) in [
@@ -879,6 +882,7 @@ fn test_parse_ct_action() {
                 Some(2),
                 Some(CtNat::Src {
                     addr: a("10.0.0.1"),
+                    last: None,
                     ports: Some((1024, 2048)),
                 }),
             ),
@@ -899,6 +903,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Dst {
                     addr: a("10.0.0.2"),
+                    last: None,
                     port: Some(80),
                 }),
             ),
@@ -912,6 +917,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Dst {
                     addr: a("10.0.0.2"),
+                    last: None,
                     port: None,
                 }),
             ),
@@ -925,6 +931,7 @@ fn test_parse_ct_action() {
                 None,
                 Some(CtNat::Src {
                     addr: a("10.0.0.1"),
+                    last: None,
                     ports: Some((99, 99)),
                 }),
             ),
@@ -960,17 +967,13 @@ fn test_refuse_ct_action() {
         ("ct(commit,force)", "ct: 'force' is not supported"),
         ("ct(force)", "ct: 'force' is not supported"),
         (
-            "ct(commit,exec(set_field:1->ct_mark))",
-            "ct: 'exec' is not supported",
+            "ct(commit,exec(output:1))",
+            "ct(commit,exec(output:1)): 'output' in exec(...) is not supported (only set_field and load)",
         ),
         ("ct(commit,alg=ftp)", "ct: 'alg' is not supported"),
         (
-            "ct(commit,nat(src=10.0.0.1-10.0.0.9))",
-            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
-        ),
-        (
-            "ct(commit,nat(dst=10.0.0.1-10.0.0.9:80))",
-            "ct: address ranges are not supported ('10.0.0.1-10.0.0.9')",
+            "ct(commit,nat(src=10.0.0.9-10.0.0.1))",
+            "ct(commit,nat(src=10.0.0.9-10.0.0.1)): nat address range '10.0.0.9-10.0.0.1' is empty",
         ),
         (
             "ct(commit,nat(src))",
@@ -1027,7 +1030,7 @@ fn test_refuse_ct_action() {
         ),
         (
             "ct(nat(src=fe80::1))",
-            "ct(nat(src=fe80::1)): 'fe80' is not an IPv4 address",
+            "ct(nat(src=fe80::1)): NAT of IPv6 is not supported",
         ),
         (
             "ct(nat(src=1.2.3.4,dst=5.6.7.8))",

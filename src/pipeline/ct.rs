@@ -7,10 +7,20 @@
 //!   TCP/UDP/ICMP echo, truncated, fragments); otherwise `+new` until the connection has seen a
 //!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
 //! - `commit` creates the connection if the packet is new (with `nat(src=...)`/`nat(dst=...)`
-//!   it is translated); `nat` alone applies the translation of an existing connection.
+//!   it is translated; from an address range, by a hash of the source address for SNAT, so a
+//!   host keeps one address, and of the source address and port for DNAT); `nat` alone applies the translation of an existing connection.
+//! - `exec(set_field:...->ct_mark|ct_label)` (with `commit`) writes the connection's mark and
+//!   label; every packet of a tracked connection then carries them (`CtResult`), untracked or
+//!   uncommitted packets carry 0. They are kept here, beside the connection table, keyed by the
+//!   connection's slot and checked against its original tuple and creation time, so a slot
+//!   reused by another connection starts at 0.
+//! - IPv6 is tracked by `v6.rs` with the same `ct_state` meaning (no NAT).
 //! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
 
+mod v6;
+
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use super::{Meta, nat};
 use crate::conntrack::{
@@ -30,6 +40,51 @@ pub struct FlowConntrack {
     zones: BTreeMap<u16, Zone>,
 }
 
+/// What a `ct` action tells the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtResult {
+    /// `ct_state` flags.
+    pub state: u8,
+    /// The connection's `ct_mark` (0 if none).
+    pub mark: u32,
+    /// The connection's `ct_label` (0 if none).
+    pub label: u128,
+    /// The original direction's (source, destination, protocol, source port or ICMP type,
+    /// destination port or ICMP code): the connection's, or the packet's own when it has none
+    /// yet (OVS's `ct_nw_*`/`ct_tp_*`); zeros for invalid packets. An ICMP connection's
+    /// original direction is its echo request (type 8, code 0), as OVS only starts ICMP
+    /// connections from requests.
+    pub orig: (u32, u32, u8, u16, u16),
+}
+
+impl CtResult {
+    fn only(state: u8) -> CtResult {
+        CtResult {
+            state,
+            ..CtResult::default()
+        }
+    }
+}
+
+/// (source, destination, protocol, `sp`, `dp`) of `k`.
+fn tuple(k: &FlowKey, sp: u16, dp: u16) -> (u32, u32, u8, u16, u16) {
+    (
+        u32::from_be_bytes(k.src),
+        u32::from_be_bytes(k.dst),
+        k.proto,
+        sp,
+        dp,
+    )
+}
+
+/// A connection's mark and label, with what identifies the connection in its slot.
+struct Marks {
+    orig: FlowKey,
+    created: u32,
+    mark: u32,
+    label: u128,
+}
+
 /// A source-NAT pool set: (address, first port, last port) and its TCP, UDP, ICMP pools.
 type SnatPools = (([u8; 4], u16, u16), [PoolId; 3]);
 
@@ -37,12 +92,16 @@ struct Zone {
     ct: Conntrack,
     /// Source-NAT pools made so far.
     pools: Vec<SnatPools>,
+    /// Marks and labels of connections that have one.
+    marks: std::collections::HashMap<crate::conntrack::ConnId, Marks>,
+    /// IPv6 connections.
+    v6: v6::Table6,
 }
 
 impl FlowConntrack {
     /// Connections tracked in all zones.
     pub fn len(&self) -> usize {
-        self.zones.values().map(|z| z.ct.len()).sum()
+        self.zones.values().map(|z| z.ct.len() + z.v6.len()).sum()
     }
 
     /// True if nothing is tracked.
@@ -54,6 +113,7 @@ impl FlowConntrack {
     pub fn expire(&mut self, now: u32, budget: usize) {
         for z in self.zones.values_mut() {
             z.ct.expire(now, budget);
+            z.v6.expire(now);
         }
     }
 
@@ -61,40 +121,80 @@ impl FlowConntrack {
     pub fn rows(&self, now: u32) -> Vec<String> {
         self.zones
             .iter()
-            .flat_map(|(zone, z)| z.ct.iter(now).map(move |c| format!("zone={zone} {c}")))
+            .flat_map(|(zone, z)| {
+                z.ct.iter(now)
+                    .map(move |c| format!("zone={zone} {c}"))
+                    .chain(z.v6.rows(*zone))
+            })
             .collect()
     }
 
-    /// Run `a` for the frame in `m`; returns the packet's ct_state.
-    pub(super) fn apply(&mut self, frames: &mut Frames, m: &Meta, a: &CtAction, now: u32) -> u8 {
+    /// Zone `id`'s tables, made on first use (None if they cannot be made).
+    fn zone(&mut self, id: u16) -> Option<&mut Zone> {
+        match self.zones.entry(id) {
+            std::collections::btree_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let ct = Conntrack::new(CtConfig {
+                    limit: ZONE_LIMIT,
+                    ..CtConfig::default()
+                })
+                .ok()?;
+                Some(e.insert(Zone {
+                    ct,
+                    pools: Vec::new(),
+                    marks: Default::default(),
+                    v6: Default::default(),
+                }))
+            }
+        }
+    }
+
+    /// Run `a` for the frame in `m`; returns the packet's ct_state, mark and label.
+    pub(super) fn apply(
+        &mut self,
+        frames: &mut Frames,
+        m: &Meta,
+        a: &CtAction,
+        now: u32,
+    ) -> CtResult {
+        let inv = CtResult::only(ct_state::TRK | ct_state::INV);
+        if m.ethertype == EtherType::IPV6 {
+            let Some(zone) = self.zone(a.zone) else {
+                return inv;
+            };
+            let data = frames.data(m.desc);
+            return zone
+                .v6
+                .apply(&data[(m.l3 as usize).min(data.len())..], a, now);
+        }
         if m.ethertype != EtherType::IPV4 {
-            return ct_state::TRK | ct_state::INV;
+            return inv;
         }
         let l3 = m.l3 as usize;
         let (hl, total) = {
             let data = frames.data(m.desc);
             match ipv4::Packet::new_checked(&data[l3.min(data.len())..]) {
                 Ok(p) => (p.header_len(), p.total_len() as usize),
-                Err(_) => return ct_state::TRK | ct_state::INV,
+                Err(_) => return inv,
             }
         };
         let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
-            return ct_state::TRK | ct_state::INV;
+            return inv;
         };
-        let zone = match self.zones.entry(a.zone) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let Ok(ct) = Conntrack::new(CtConfig {
-                    limit: ZONE_LIMIT,
-                    ..CtConfig::default()
-                }) else {
-                    return ct_state::TRK | ct_state::INV;
-                };
-                e.insert(Zone {
-                    ct,
-                    pools: Vec::new(),
-                })
-            }
+        let own = {
+            let l4 = &frames.data(m.desc)[l3 + hl..];
+            let (sp, dp) = match key.proto {
+                PROTO_ICMP => (u16::from(l4[0]), u16::from(l4[1])),
+                _ => (key.sport, key.dport),
+            };
+            tuple(&key, sp, dp)
+        };
+        let new = CtResult {
+            orig: own,
+            ..CtResult::only(ct_state::TRK | ct_state::NEW)
+        };
+        let Some(zone) = self.zone(a.zone) else {
+            return inv;
         };
         let found = zone.ct.lookup(&key, now);
         let (id, dir) = match found {
@@ -102,13 +202,18 @@ impl FlowConntrack {
             None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
                 Some(id) => (id, Direction::Original),
                 // Table full or ports exhausted: the packet is new and stays untracked.
-                None => return ct_state::TRK | ct_state::NEW,
+                None => return new,
             },
-            None => return ct_state::TRK | ct_state::NEW,
+            None => return new,
         };
         zone.ct.update(id, dir, total as u32, flags, now);
         let Some(conn) = zone.ct.conn(id) else {
-            return ct_state::TRK | ct_state::NEW;
+            return new;
+        };
+        let ident = (conn.orig, conn.created);
+        let orig = match conn.orig.proto {
+            PROTO_ICMP => tuple(&conn.orig, 8, 0),
+            _ => tuple(&conn.orig, conn.orig.sport, conn.orig.dport),
         };
         let mut st = ct_state::TRK;
         st |= match dir {
@@ -126,11 +231,65 @@ impl FlowConntrack {
                 NatKind::Dnat => ct_state::DNAT,
             };
         }
-        st
+        let (mark, label) = zone.marks(id, ident, a);
+        CtResult {
+            state: st,
+            mark,
+            label,
+            orig,
+        }
     }
 }
 
+/// The address of `first..=last` (just `first` without a range) for a connection whose
+/// `seed` is given: a hash of it, so the choice is spread and repeatable.
+fn pick(first: Ipv4Addr, last: Option<Ipv4Addr>, seed: u32) -> Ipv4Addr {
+    let Some(last) = last else { return first };
+    let n = u64::from(u32::from(last) - u32::from(first)) + 1;
+    let h = u64::from(seed.wrapping_mul(0x9e37_79b1) ^ (seed >> 16));
+    Ipv4Addr::from(u32::from(first) + (h % n) as u32)
+}
+
 impl Zone {
+    /// The mark and label of connection `id` after `a`'s `exec(...)` (applied when `a`
+    /// commits).
+    fn marks(
+        &mut self,
+        id: crate::conntrack::ConnId,
+        (orig, created): (FlowKey, u32),
+        a: &CtAction,
+    ) -> (u32, u128) {
+        let same = |m: &Marks| m.orig == orig && m.created == created;
+        let cur = self
+            .marks
+            .get(&id)
+            .filter(|m| same(m))
+            .map_or((0, 0), |m| (m.mark, m.label));
+        if !a.commit || (a.mark.is_none() && a.label.is_none()) {
+            return cur;
+        }
+        let mark = a.mark.map_or(cur.0, |m| (cur.0 & !m.mask) | m.value);
+        let label = a.label.map_or(cur.1, |l| (cur.1 & !l.mask) | l.value);
+        if self.marks.len() >= ZONE_LIMIT {
+            // Forget the marks of connections that are gone.
+            let ct = &self.ct;
+            self.marks.retain(|i, m| {
+                ct.conn(*i)
+                    .is_some_and(|c| c.orig == m.orig && c.created == m.created)
+            });
+        }
+        self.marks.insert(
+            id,
+            Marks {
+                orig,
+                created,
+                mark,
+                label,
+            },
+        );
+        (mark, label)
+    }
+
     /// Create the connection for `key`, translated as `nat` says.
     fn commit(
         &mut self,
@@ -139,8 +298,10 @@ impl Zone {
         now: u32,
     ) -> Option<crate::conntrack::ConnId> {
         match nat {
-            Some(CtNat::Src { addr, ports }) => {
+            Some(CtNat::Src { addr, last, ports }) => {
                 let range = ports.unwrap_or((32768, 60999));
+                // An address range: each source address keeps one address of it.
+                let addr = pick(*addr, *last, u32::from_be_bytes(key.src));
                 let pools = self.pools_for(addr.octets(), range)?;
                 let pool = match key.proto {
                     PROTO_TCP => pools[0],
@@ -149,7 +310,12 @@ impl Zone {
                 };
                 self.ct.snat(key, pool, now).ok()
             }
-            Some(CtNat::Dst { addr, port }) => {
+            Some(CtNat::Dst { addr, last, port }) => {
+                let addr = &pick(
+                    *addr,
+                    *last,
+                    u32::from_be_bytes(key.src) ^ u32::from(key.sport).rotate_left(16),
+                );
                 let port = match key.proto {
                     PROTO_ICMP => key.dport,
                     _ => port.unwrap_or(key.dport),

@@ -9,23 +9,31 @@
 //!   frame in place (checksums updated incrementally), `resubmit(,T)`/`goto_table:T` continue in
 //!   table T (at most `MAX_DEPTH` lookups), `meter:N` drops what exceeds the meter's rate,
 //!   `NORMAL` hands the frame to the learning switch and router, `output:P`/`FLOOD`/`IN_PORT`
-//!   send it as it is (no VLAN translation: what the actions made is what leaves). A frame with no
+//!   send it as it is (no VLAN translation: what the actions made is what leaves; `output:P`
+//!   to the ingress port is skipped, as OpenFlow says: `IN_PORT` sends there). A frame with no
 //!   matching flow, an empty action list or `drop` is dropped and counted (`flow-drop`).
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
 
+mod rewrite;
+
+use self::rewrite::{register_write, rewrite, truncated_copy};
 use super::{Dest, Meta};
 use crate::counters::DropReason;
 use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::flow::meter::Meters;
 use crate::flow::{
-    Action, Actions, Classifier, Emc, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
+    Action, Actions, Classifier, Emc, ExtKey, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
 };
 use crate::ofport::{OFPP_MAX, OfPorts};
 use crate::packet::Frames;
-use crate::wire::checksum::update16;
 use crate::wire::{EtherType, vlan};
+
+/// EtherType MPLS unicast.
+const MPLS: u16 = 0x8847;
+/// EtherType MPLS multicast.
+const MPLSM: u16 = 0x8848;
 
 /// Most table lookups one frame may make (resubmit/goto chains).
 pub const MAX_DEPTH: usize = 16;
@@ -47,6 +55,8 @@ pub struct FlowTable {
     pub ports: OfPorts,
     /// Connection tracking for `ct(...)` actions, per zone.
     pub ct: super::ct::FlowConntrack,
+    /// Flows `learn(...)` made during the current burst (added after it).
+    pub learned: Vec<Flow>,
 }
 
 impl Default for FlowTable {
@@ -61,6 +71,7 @@ impl Default for FlowTable {
             active: false,
             ports: OfPorts::default(),
             ct: Default::default(),
+            learned: Vec::new(),
         }
     }
 }
@@ -106,7 +117,7 @@ impl FlowTable {
 }
 
 /// The packet key of frame `data` (metadata `m`) received on OpenFlow port `in_port`.
-#[inline]
+#[inline(always)]
 pub(crate) fn packet_key(
     data: &[u8],
     m: &Meta,
@@ -140,7 +151,10 @@ pub(crate) fn packet_key(
             k.nw_proto = ip[9];
             k.nw_tos = ip[1];
             let hl = ((ip[0] & 0x0f) as usize) * 4;
-            let first = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
+            let ff = u16::from_be_bytes([ip[6], ip[7]]);
+            let first = ff & 0x1fff == 0;
+            // MF set or an offset: a fragment; an offset: a later one.
+            k.nw_frag = u8::from(ff & 0x3fff != 0) | (u8::from(!first) << 1);
             if first && ip.len() >= hl + 4 {
                 let l4 = &ip[hl..];
                 match k.nw_proto {
@@ -156,6 +170,37 @@ pub(crate) fn packet_key(
                 }
             }
         }
+        EtherType::IPV6 if ip.len() >= 40 => {
+            k.nw_tos = (u16::from_be_bytes([ip[0], ip[1]]) >> 4) as u8;
+            k.nw_proto = ip[6];
+            let mut l4 = &ip[40..];
+            if k.nw_proto == 44 && l4.len() >= 8 {
+                // A fragment header: OVS reports the protocol after it, and the ports of the
+                // first fragment.
+                let later = u16::from_be_bytes([l4[2], l4[3]]) & 0xfff8 != 0;
+                k.nw_frag = 1 | (u8::from(later) << 1);
+                k.nw_proto = l4[0];
+                if later {
+                    return k;
+                }
+                l4 = &l4[8..];
+            }
+            match k.nw_proto {
+                6 | 17 if l4.len() >= 4 => {
+                    k.tp_src = u16::from_be_bytes([l4[0], l4[1]]);
+                    k.tp_dst = u16::from_be_bytes([l4[2], l4[3]]);
+                }
+                58 if l4.len() >= 2 => {
+                    k.tp_src = l4[0] as u16;
+                    k.tp_dst = l4[1] as u16;
+                }
+                _ => {}
+            }
+        }
+        MPLS | MPLSM if ip.len() >= 4 => {
+            // The top label stack entry, in the nw_src slot (see `flow::Match::mpls`).
+            k.nw_src = u32::from_be_bytes([ip[0], ip[1], ip[2], ip[3]]);
+        }
         EtherType::ARP if ip.len() >= 28 => {
             k.nw_proto = ip[7];
             k.nw_src = u32::from_be_bytes([ip[14], ip[15], ip[16], ip[17]]);
@@ -164,6 +209,25 @@ pub(crate) fn packet_key(
         _ => {}
     }
     k
+}
+
+/// The IPv6 ext fields of frame `data` (addresses, flow label, ND target) into `x`. The
+/// packet key's `nw_proto` is the first next-header (extension headers are not walked).
+#[inline(never)]
+fn ipv6_ext(data: &[u8], m: &Meta, x: &mut ExtKey) {
+    let ip = data.get(m.l3 as usize..).unwrap_or_default();
+    if ip.len() < 40 {
+        return;
+    }
+    let word = |i: usize| u128::from_be_bytes(ip[i..i + 16].try_into().expect("16 bytes"));
+    x.ipv6_label = u32::from_be_bytes([0, ip[1] & 0x0f, ip[2], ip[3]]);
+    x.ipv6_src = word(8);
+    x.ipv6_dst = word(24);
+    // Neighbour solicitation (135) / advertisement (136): the target follows 8 bytes of
+    // ICMPv6 header.
+    if ip[6] == 58 && ip.len() >= 64 && (ip[40] == 135 || ip[40] == 136) {
+        x.nd_target = word(48);
+    }
 }
 
 /// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
@@ -184,7 +248,15 @@ pub(super) fn run(
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
-    let ft = &mut b.flows;
+    let FlowTable {
+        cls,
+        emc,
+        meters,
+        ports,
+        ct: conntrack,
+        learned,
+        ..
+    } = &mut b.flows;
     let mut drops = 0u64;
     let mut credit = Credit::default();
     let mut resubmits = stack();
@@ -193,17 +265,25 @@ pub(super) fn run(
         ofport: in_ofport,
         tun_id,
     };
+    let mut env = Env {
+        cls,
+        meters,
+        ports,
+        conntrack,
+        learned,
+        port,
+        now_ms,
+    };
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        let r = execute(
-            ft,
+        let r = execute_in(
+            &mut env,
+            emc,
             frames,
-            port,
             m,
             out,
-            now_ms,
             &mut credit,
             &mut resubmits,
             &mut NoTrace,
@@ -216,11 +296,80 @@ pub(super) fn run(
             }
         }
     }
-    credit.flush(&ft.cls, now_ms);
+    credit.flush(cls, now_ms);
+    if !learned.is_empty() {
+        learn_flows(&mut b.flows, now_ms);
+    }
     if drops != 0
         && let Some(p) = dp.port_mut(in_port)
     {
         p.counters.drops[DropReason::FlowDrop as usize] += drops;
+    }
+}
+
+/// The L3 (and L4) headers `trace` builds for a packet key that is IPv6 or MPLS (the IPv4
+/// and ARP ones are built by the caller): addresses, flow label and ND target come from the
+/// match's ext fields `ext`.
+pub(crate) fn trace_l3(k: &PacketKey, ext: &crate::flow::ExtMatch) -> Vec<u8> {
+    use crate::flow::ExtField;
+    let get = |f: ExtField| ext.get(f).map_or(0, |m| m.value);
+    match k.dl_type {
+        MPLS | MPLSM => k.nw_src.to_be_bytes().to_vec(),
+        EtherType::IPV6 => {
+            let l4: Vec<u8> = match k.nw_proto {
+                6 => {
+                    let mut t = vec![0u8; 20];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[12] = 0x50;
+                    t[13] = 0x02;
+                    t
+                }
+                17 => {
+                    let mut t = vec![0u8; 8];
+                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
+                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
+                    t[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    t
+                }
+                58 => {
+                    let mut t = vec![k.tp_src as u8, k.tp_dst as u8, 0, 0, 0, 0, 0, 0];
+                    if matches!(k.tp_src, 135 | 136) {
+                        t.extend_from_slice(&get(ExtField::NdTarget).to_be_bytes());
+                    }
+                    t
+                }
+                _ => Vec::new(),
+            };
+            let label = get(ExtField::Ipv6Label) as u32 & 0xf_ffff;
+            let first = (6u32 << 28) | (u32::from(k.nw_tos) << 20) | label;
+            let mut ip = Vec::with_capacity(40 + l4.len());
+            ip.extend_from_slice(&first.to_be_bytes());
+            ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            ip.extend_from_slice(&[k.nw_proto, 64]);
+            ip.extend_from_slice(&get(ExtField::Ipv6Src).to_be_bytes());
+            ip.extend_from_slice(&get(ExtField::Ipv6Dst).to_be_bytes());
+            ip.extend_from_slice(&l4);
+            ip
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Add the flows `learn(...)` made in this burst (an identical flow only has its timers
+/// restarted); a flow that cannot be added (an output or in_port number 0) is dropped with a
+/// log line.
+#[inline(never)]
+fn learn_flows(ft: &mut FlowTable, now_ms: u64) {
+    let mut added = false;
+    for f in std::mem::take(&mut ft.learned) {
+        match ft.cls.learn(f, now_ms) {
+            Ok(a) => added |= !a.replaced,
+            Err(e) => tracing::debug!("learn: flow not added: {e}"),
+        }
+    }
+    if added {
+        ft.active = true;
     }
 }
 
@@ -273,13 +422,22 @@ pub(crate) struct Emitted<'a> {
     pub normal: &'a mut Vec<Meta>,
 }
 
-/// (flow, next action) of flows waiting for a resubmit to finish: scratch space for `execute`,
-/// made once per burst.
-pub(crate) type Stack = [(FlowId, usize); MAX_DEPTH];
+/// Scratch space for `execute`, made once per burst: (flow, next action) of flows waiting for
+/// a resubmit to finish, and the ext fields (registers, metadata, IPv6) of the frame.
+pub(crate) struct Stack {
+    frames: [(FlowId, usize); MAX_DEPTH],
+    ext: ExtKey,
+    /// `ext` is not all zero.
+    dirty: bool,
+}
 
 /// A fresh `Stack`.
 pub(crate) fn stack() -> Stack {
-    [(FlowId(0), 0usize); MAX_DEPTH]
+    Stack {
+        frames: [(FlowId(0), 0usize); MAX_DEPTH],
+        ext: ExtKey::ZERO,
+        dirty: false,
+    }
 }
 
 /// What `execute` did with a frame.
@@ -412,56 +570,176 @@ pub(crate) fn execute<T: Tracer>(
         meters,
         ports,
         ct: conntrack,
+        learned,
         ..
     } = ft;
-    // (ct_state, ct_zone) after the last ct() action; 0 before any.
-    let mut ct = (0u8, 0u16);
-    let mut pending = Pending(None, false);
-    let mut depth = 0;
-    let mut lookups = 1;
-    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-    let found = if T::DRY {
-        cls.lookup(0, &key)
+    let mut env = Env {
+        cls,
+        meters,
+        ports,
+        conntrack,
+        learned,
+        port,
+        now_ms,
+    };
+    execute_in(&mut env, emc, frames, m, out, credit, stack, t)
+}
+
+/// `execute` with the bridge's tables already taken apart (once per burst).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn execute_in<T: Tracer>(
+    env: &mut Env,
+    emc: &mut Emc,
+    frames: &mut Frames,
+    m: &mut Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+) -> Outcome {
+    let (cls, port) = (env.cls, env.port);
+    if stack.dirty {
+        stack.ext = ExtKey::ZERO;
+        stack.dirty = false;
+    }
+    if m.ethertype == EtherType::IPV6 {
+        ipv6_ext(frames.data(m.desc), m, &mut stack.ext);
+        stack.dirty = true;
+    }
+    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, (0, 0));
+    let found = if T::DRY || !cls.cacheable(&key) {
+        cls.lookup_ext(0, &key, &stack.ext)
     } else {
         emc.lookup(cls, 0, &key)
     };
     let Some(first) = found else {
         t.line(|| "table 0: no matching flow -> drop".into());
-        return pending.finish(m, t);
+        return Pending(None, false).finish(m, t);
     };
-    let mut cur = (first, 0usize);
-    let mut table = 0u8;
-    loop {
-        let Some(flow) = cls.get(cur.0) else {
-            return pending.finish(m, t);
-        };
-        if cur.1 == 0 {
+    let start = Start {
+        prog: (first, 0),
+        list: &[],
+        table: 0,
+        ct: (0, 0),
+        base: 0,
+    };
+    run_actions(env, frames, m, out, credit, stack, t, start)
+}
+
+/// What `run_actions` works with besides the frame: the bridge's tables and where the frame came in.
+struct Env<'a> {
+    cls: &'a Classifier,
+    meters: &'a mut Meters,
+    ports: &'a OfPorts,
+    conntrack: &'a mut super::ct::FlowConntrack,
+    learned: &'a mut Vec<Flow>,
+    port: Ingress,
+    now_ms: u64,
+}
+
+/// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.
+const LIST: FlowId = FlowId(u32::MAX);
+
+/// Where `run` starts: a flow (`prog = (id, 0)`), or the action list `list` (`prog = (LIST,
+/// 0)`), in `table`, with the frame's `ct` (ct_state, ct_zone), using the resubmit stack from
+/// `base` up.
+struct Start<'l> {
+    prog: (FlowId, usize),
+    list: &'l [Action],
+    table: u8,
+    ct: (u8, u16),
+    base: usize,
+}
+
+/// The action loop of `execute` (and of `clone(...)`, which runs it on a copy). Inlined into
+/// `execute` so the datapath's loop keeps its registers; `clone` calls an out-of-line copy.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_actions<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &mut Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+    start: Start,
+) -> Outcome {
+    let (cls, port, now_ms) = (env.cls, env.port, env.now_ms);
+    // (ct_state, ct_zone) after the last ct() action; 0 before any.
+    let mut ct = start.ct;
+    let mut pending = Pending(None, false);
+    let base = start.base;
+    let mut depth = base;
+    let mut lookups = 1;
+    let mut cur = start.prog;
+    let mut table = start.table;
+    // The actions of `cur.0` (a flow, or `start.list`); entering a flow credits it.
+    let list = start.list;
+    let actions_of = |id: FlowId| -> &[Action] {
+        if id == LIST {
+            list
+        } else {
+            cls.get(id).map_or(&[], |f| &f.actions)
+        }
+    };
+    let enter = |id: FlowId, table: u8, len: u32, credit: &mut Credit, t: &mut T| {
+        if let Some(flow) = cls.get(id) {
             if !T::DRY {
-                credit.add(cls, cur.0, m.desc.len as u64, now_ms);
+                credit.add(cls, id, u64::from(len), now_ms);
             }
             t.line(|| format!("table {table}: {flow}"));
         }
-        let Some(action) = flow.actions.get(cur.1) else {
+        actions_of(id)
+    };
+    let mut actions = if cur.0 == LIST {
+        list
+    } else {
+        enter(cur.0, table, m.desc.len, credit, t)
+    };
+    loop {
+        let Some(action) = actions.get(cur.1) else {
             // This flow's actions are done: back to the flow that resubmitted, if any.
-            if depth == 0 {
+            if depth == base {
                 return pending.finish(m, t);
             }
             depth -= 1;
-            cur = stack[depth];
+            cur = stack.frames[depth];
+            actions = actions_of(cur.0);
             continue;
         };
         cur.1 += 1;
         match action {
             Action::Normal => pending.decide(frames, m, out, t, Dest::Normal),
-            Action::Output(p) => match ports.port(p.num()) {
+            Action::Output(p) => match env.ports.port(p.num()) {
+                // OpenFlow: output to the ingress port is dropped (IN_PORT sends there).
+                Some(id) if id == port.id => {
+                    t.line(|| format!("    output:{p}: the ingress port, skipped (use in_port)"))
+                }
                 Some(id) => pending.decide(frames, m, out, t, Dest::Port(id)),
                 None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
             },
             Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
+            Action::OutputTrunc(p, max_len) => match env.ports.port(p.num()) {
+                Some(id) if id == port.id => {
+                    t.line(|| format!("    {action}: the ingress port, skipped (use in_port)"))
+                }
+                Some(id) => {
+                    pending.flush(frames, m, out, t);
+                    pending.1 = true;
+                    t.sent(Dest::Port(id));
+                    if !T::DRY {
+                        truncated_copy(frames, m, out, id, *max_len);
+                    }
+                }
+                None => t.line(|| format!("    {action}: no such port in this bridge, skipped")),
+            },
             Action::InPort => pending.decide(frames, m, out, t, Dest::Port(port.id)),
             Action::Meter(id) => {
                 let admit = T::DRY
-                    || meters
+                    || env
+                        .meters
                         .get_mut(id)
                         .is_none_or(|meter| meter.admit(m.desc.len, now_ms));
                 if !admit {
@@ -470,23 +748,7 @@ pub(crate) fn execute<T: Tracer>(
             }
             Action::Ct(a) => {
                 pending.flush(frames, m, out, t);
-                let dry;
-                let a = if T::DRY {
-                    // trace: look the connection up, create and translate nothing.
-                    dry = crate::flow::CtAction {
-                        commit: false,
-                        nat: None,
-                        ..a.clone()
-                    };
-                    &dry
-                } else {
-                    a
-                };
-                ct = (
-                    conntrack.apply(frames, m, a, (now_ms / 1000) as u32),
-                    a.zone,
-                );
-                t.line(|| format!("    ct: ct_state={:#x} ct_zone={}", ct.0, ct.1));
+                ct = (run_ct(env, frames, m, a, stack, t), a.zone);
                 if let Some(tb) = a.table {
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
@@ -495,11 +757,12 @@ pub(crate) fn execute<T: Tracer>(
                         return pending.finish(m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-                    match cls.lookup(tb, &key) {
+                    match cls.lookup_ext(tb, &key, &stack.ext) {
                         Some(id) => {
-                            depth = 0;
+                            depth = base;
                             cur = (id, 0);
                             table = tb;
+                            actions = enter(id, tb, m.desc.len, credit, t);
                         }
                         None => {
                             t.line(|| format!("table {tb}: no matching flow -> end"));
@@ -514,16 +777,18 @@ pub(crate) fn execute<T: Tracer>(
                     return pending.finish(m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-                match (cls.lookup(*tb, &key), action) {
+                match (cls.lookup_ext(*tb, &key, &stack.ext), action) {
                     (Some(id), Action::Resubmit(_)) => {
-                        stack[depth] = cur;
+                        stack.frames[depth] = cur;
                         depth += 1;
                         cur = (id, 0);
                         table = *tb;
+                        actions = enter(id, *tb, m.desc.len, credit, t);
                     }
                     (Some(id), _) => {
                         cur = (id, 0);
                         table = *tb;
+                        actions = enter(id, *tb, m.desc.len, credit, t);
                     }
                     // A resubmit that matches nothing does nothing; goto to nothing ends here.
                     (None, Action::Resubmit(_)) => {
@@ -537,6 +802,39 @@ pub(crate) fn execute<T: Tracer>(
                 if depth >= MAX_DEPTH {
                     return pending.finish(m, t);
                 }
+            }
+            Action::Clone(list) => {
+                pending.flush(frames, m, out, t);
+                let start = Start {
+                    prog: (LIST, 0),
+                    list,
+                    table,
+                    ct,
+                    base: depth + 1,
+                };
+                if run_clone(env, frames, m, out, credit, stack, t, start) {
+                    pending.1 = true;
+                }
+            }
+            Action::CtClear => {
+                ct = (0, 0);
+                stack.ext.ct_mark = 0;
+                stack.ext.ct_label = 0;
+                stack.ext.ct_orig = (0, 0, 0, 0, 0);
+                t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
+            }
+            Action::Note(_) => {}
+            Action::Learn(l) => {
+                let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                let f = l.flow(&key, &stack.ext);
+                t.line(|| format!("    learn: {f}"));
+                if !T::DRY {
+                    env.learned.push(f);
+                }
+            }
+            Action::Load(..) | Action::Move(..) | Action::SetField(SetField::Ext(..)) => {
+                let f = register_write(frames.data(m.desc), m, port, ct, action, stack);
+                t.line(|| format!("    {action}: {f}={:#x}", stack.ext.get(f)));
             }
             other => {
                 pending.flush(frames, m, out, t);
@@ -552,148 +850,77 @@ pub(crate) fn execute<T: Tracer>(
     }
 }
 
-/// Apply a header rewrite. Returns false when the frame must be dropped (dec_ttl at 0/1).
-fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
-    match a {
-        Action::ModDlSrc(mac) | Action::SetField(SetField::DlSrc(mac)) => {
-            frames.data_mut(m.desc)[6..12].copy_from_slice(&mac.0);
-            m.src = mac.to_u64();
-        }
-        Action::ModDlDst(mac) | Action::SetField(SetField::DlDst(mac)) => {
-            frames.data_mut(m.desc)[0..6].copy_from_slice(&mac.0);
-            m.dst = mac.to_u64();
-        }
-        Action::ModVlanVid(v) | Action::SetField(SetField::VlanVid(v)) => {
-            set_vlan(frames, m, Some(*v & 0x0fff), None)
-        }
-        Action::ModVlanPcp(p) | Action::SetField(SetField::VlanPcp(p)) => {
-            set_vlan(frames, m, None, Some(*p))
-        }
-        Action::PushVlan(_) if !m.tagged => set_vlan(frames, m, Some(0), None),
-        Action::StripVlan if m.tagged => {
-            let chunk = frames.chunk_mut(m.desc.chunk());
-            let start = m.desc.headroom();
-            let n = vlan::pop(chunk, start);
-            m.desc.addr += (n - start) as u64;
-            m.desc.len -= vlan::TAG_LEN as u32;
-            m.tagged = false;
-            m.vlan = 0;
-            m.l3 -= vlan::TAG_LEN as u8;
-        }
-        Action::ModNwSrc(ip) | Action::SetField(SetField::NwSrc(ip)) => {
-            ip_field(frames, m, 12, Some(ip.octets()), None)
-        }
-        Action::ModNwDst(ip) | Action::SetField(SetField::NwDst(ip)) => {
-            ip_field(frames, m, 16, Some(ip.octets()), None)
-        }
-        Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
-            ip_field(frames, m, 0, None, Some(*p))
-        }
-        Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
-            ip_field(frames, m, 2, None, Some(*p))
-        }
-        Action::SetField(SetField::NwTos(t)) if m.ethertype == EtherType::IPV4 => {
-            let l3 = m.l3 as usize;
-            let d = frames.data_mut(m.desc);
-            if d.len() >= l3 + 20 {
-                let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                d[l3 + 1] = (d[l3 + 1] & 0x03) | (t & 0xfc);
-                let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-                let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-                d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-            }
-        }
-        Action::DecTtl => {
-            if m.ethertype != EtherType::IPV4 {
-                return true;
-            }
-            let l3 = m.l3 as usize;
-            let d = frames.data_mut(m.desc);
-            if d.len() < l3 + 20 || d[l3 + 8] <= 1 {
-                return false;
-            }
-            let old = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-            d[l3 + 8] -= 1;
-            let new = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-            d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
-        }
-        // Refused when the flow is added (set_tunnel, ct); nothing to do here.
-        _ => {}
-    }
-    true
-}
-
-/// Set the VID and/or PCP, pushing a tag if the frame has none.
-fn set_vlan(frames: &mut Frames, m: &mut Meta, vid: Option<u16>, pcp: Option<u8>) {
-    if !m.tagged {
-        let chunk = frames.chunk_mut(m.desc.chunk());
-        let start = m.desc.headroom();
-        let n = vlan::push(chunk, start, 0);
-        m.desc.addr -= (start - n) as u64;
-        m.desc.len += vlan::TAG_LEN as u32;
-        m.tagged = true;
-        m.l3 += vlan::TAG_LEN as u8;
-    }
-    let d = frames.data_mut(m.desc);
-    let mut tci = u16::from_be_bytes([d[14], d[15]]);
-    if let Some(v) = vid {
-        tci = (tci & 0xf000) | v;
-        m.vlan = v;
-    }
-    if let Some(p) = pcp {
-        tci = (tci & 0x1fff) | ((p as u16 & 7) << 13);
-    }
-    d[14..16].copy_from_slice(&tci.to_be_bytes());
-}
-
-/// Rewrite an IPv4 address (at `off` in the IP header) or a TCP/UDP port (at `off` in the L4
-/// header), updating the IP and L4 checksums. Frames that are not IPv4 (or not TCP/UDP for
-/// ports) are left alone, as OVS does for actions whose fields the packet lacks.
-fn ip_field(frames: &mut Frames, m: &Meta, off: usize, addr: Option<[u8; 4]>, port: Option<u16>) {
-    if m.ethertype != EtherType::IPV4 {
-        return;
-    }
-    let l3 = m.l3 as usize;
-    let d = frames.data_mut(m.desc);
-    if d.len() < l3 + 20 {
-        return;
-    }
-    let hl = ((d[l3] & 0x0f) as usize) * 4;
-    let proto = d[l3 + 9];
-    let first = u16::from_be_bytes([d[l3 + 6], d[l3 + 7]]) & 0x1fff == 0;
-    let l4 = l3 + hl;
-    let csum_at = match proto {
-        6 if first && d.len() >= l4 + 18 => Some(l4 + 16),
-        17 if first && d.len() >= l4 + 8 && d[l4 + 6..l4 + 8] != [0, 0] => Some(l4 + 6),
-        _ => None,
+/// `ct(...)`: run connection tracking on the frame, set `ct_mark`/`ct_label` in the ext key;
+/// returns the ct_state.
+#[inline(never)]
+fn run_ct<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &Meta,
+    a: &crate::flow::CtAction,
+    stack: &mut Stack,
+    t: &mut T,
+) -> u8 {
+    let dry;
+    let a = if T::DRY {
+        // trace: look the connection up, create and translate nothing.
+        dry = crate::flow::CtAction {
+            commit: false,
+            nat: None,
+            ..a.clone()
+        };
+        &dry
+    } else {
+        a
     };
-    if let Some(a) = addr {
-        let old = [
-            d[l3 + off],
-            d[l3 + off + 1],
-            d[l3 + off + 2],
-            d[l3 + off + 3],
-        ];
-        let ipc = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-        d[l3 + 10..l3 + 12]
-            .copy_from_slice(&crate::wire::checksum::update32(ipc, old, a).to_be_bytes());
-        if let Some(c) = csum_at {
-            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
-            d[c..c + 2]
-                .copy_from_slice(&crate::wire::checksum::update32(l4c, old, a).to_be_bytes());
-        }
-        d[l3 + off..l3 + off + 4].copy_from_slice(&a);
+    let r = env
+        .conntrack
+        .apply(frames, m, a, (env.now_ms / 1000) as u32);
+    stack.ext.ct_mark = r.mark;
+    stack.ext.ct_label = r.label;
+    stack.ext.ct_orig = r.orig;
+    stack.dirty = true;
+    t.line(|| {
+        format!(
+            "    ct: ct_state={:#x} ct_zone={} ct_mark={:#x} ct_label={:#x}",
+            r.state, a.zone, r.mark, r.label
+        )
+    });
+    r.state
+}
+
+/// `clone(ACTIONS)`: run the actions on a copy of the frame (with a copy of its registers and
+/// ct state); the copy goes where they decide, the frame and its registers stay as they are.
+/// Returns whether the copy was sent somewhere.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn run_clone<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+    start: Start,
+) -> bool {
+    if start.base >= MAX_DEPTH {
+        t.line(|| "    clone: too deep, skipped".into());
+        return false;
     }
-    if let Some(p) = port {
-        if !(proto == 6 || proto == 17) || !first || d.len() < l4 + 4 {
-            return;
-        }
-        let old = u16::from_be_bytes([d[l4 + off], d[l4 + off + 1]]);
-        if let Some(c) = csum_at {
-            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
-            d[c..c + 2].copy_from_slice(&update16(l4c, old, p).to_be_bytes());
-        }
-        d[l4 + off..l4 + off + 2].copy_from_slice(&p.to_be_bytes());
+    let Some(desc) = frames.clone_frame(m.desc) else {
+        return false;
+    };
+    t.line(|| "    clone: start".into());
+    let mut c = Meta { desc, ..*m };
+    let (ext, dirty) = (stack.ext, stack.dirty);
+    let r = run_actions(env, frames, &mut c, out, credit, stack, t, start);
+    (stack.ext, stack.dirty) = (ext, dirty);
+    t.line(|| "    clone: end".into());
+    match (r.kept, T::DRY) {
+        (true, false) if c.dest == Dest::Normal => out.normal.push(c),
+        (true, false) => out.made.push(c),
+        _ => frames.free(c.desc.addr),
     }
+    r.kept || r.emitted
 }

@@ -204,7 +204,7 @@ impl Worker {
             "bridge {bridge}: {}",
             describe_key(&key, ft)
         )));
-        let (desc, mut meta) = trace_frame(&mut self.frames, &key)
+        let (desc, mut meta) = trace_frame(&mut self.frames, &key, &m.ext)
             .ok_or_else(|| "trace: no free frame to build the packet in".to_string())?;
         let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
@@ -343,6 +343,7 @@ impl crate::pipeline::flows::Tracer for TraceLog {
 fn trace_frame(
     frames: &mut crate::packet::Frames,
     k: &PacketKey,
+    ext: &crate::flow::ExtMatch,
 ) -> Option<(crate::packet::Desc, crate::pipeline::Meta)> {
     let mut b = Vec::with_capacity(128);
     b.extend_from_slice(&MacAddr::from_u64(k.dl_dst).0);
@@ -381,6 +382,13 @@ fn trace_frame(
             ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
             ip[8] = 64;
             ip[9] = k.nw_proto;
+            // ip_frag: a first fragment has MF set, a later one an offset.
+            ip[6] = if k.nw_frag & 2 != 0 {
+                0
+            } else {
+                (k.nw_frag & 1) << 5
+            };
+            ip[7] = (k.nw_frag >> 1) & 1;
             ip[12..16].copy_from_slice(&k.nw_src.to_be_bytes());
             ip[16..20].copy_from_slice(&k.nw_dst.to_be_bytes());
             let c = crate::wire::checksum::checksum(&ip);
@@ -396,7 +404,7 @@ fn trace_frame(
             a[24..28].copy_from_slice(&k.nw_dst.to_be_bytes());
             b.extend_from_slice(&a);
         }
-        _ => {}
+        _ => b.extend(crate::pipeline::flows::trace_l3(k, ext)),
     }
     b.resize(b.len().max(60), 0);
     let mut d = frames.alloc()?;
