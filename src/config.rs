@@ -269,6 +269,10 @@ pub struct BridgeSpec {
     /// a new bridge; a reload leaves an existing bridge's meters as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meters: Option<Vec<String>>,
+    /// Port mirrors as `add-mirror` takes them after the bridge: `NAME select_src=P,Q
+    /// select_dst=P output=M` (absent or empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors: Option<Vec<String>>,
     /// Static FDB entries (`fdb-add`). Absent: none on a new bridge; a reload leaves an
     /// existing bridge's static entries as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +385,7 @@ impl BridgeSpec {
             port: Vec::new(),
             flows: None,
             meters: None,
+            mirrors: None,
             fdb: None,
         };
         for (k, v) in kv_pairs(args)? {
@@ -657,6 +662,7 @@ impl BridgeSpec {
             port: Vec::new(),
             flows: None,
             meters: None,
+            mirrors: None,
             fdb: None,
         }
     }
@@ -677,6 +683,10 @@ impl BridgeSpec {
         }
         for (i, m) in self.meters.iter().flatten().enumerate() {
             crate::flow::meter::parse_meter(m).map_err(|e| format!("meters[{i}]: {e}"))?;
+        }
+        for (i, m) in self.mirrors.iter().flatten().enumerate() {
+            crate::observe::mirror::MirrorSpec::parse_text(&self.name, m)
+                .map_err(|e| format!("mirrors[{i}]: {e}"))?;
         }
         for e in self.fdb.iter().flatten() {
             e.parsed()?;

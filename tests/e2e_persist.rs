@@ -585,7 +585,8 @@ fn changes_are_logged_with_the_client() {
     assert!(!l.contains("\x1b["), "no colour codes in a log file: {l}");
 }
 
-/// OpenFlow port numbers survive a restart, and flows keep pointing at the same ports.
+/// OpenFlow port numbers survive a restart, flows keep pointing at the same ports, mirrors
+/// are kept.
 #[test]
 fn port_numbers_survive_a_restart() {
     if !root_or_skip("port_numbers_survive_a_restart") {
@@ -604,6 +605,13 @@ fn port_numbers_survive_a_restart() {
         "br0",
         &format!("in_port={t1},actions=output:{t2}"),
     ]);
+    a.ctl(&[
+        "add-mirror",
+        "br0",
+        "m0",
+        &format!("select={t1}"),
+        &format!("output={t2}"),
+    ]);
     let before = a.ctl(&["dump-flows", "br0"]);
     assert!(before.contains("in_port=1 actions=output:9"), "{before}");
     a.kill9();
@@ -613,6 +621,11 @@ fn port_numbers_survive_a_restart() {
         show.contains(&format!("port {t1}: ofport=1 "))
             && show.contains(&format!("port {t2}: ofport=9 ")),
         "{show}"
+    );
+    let mirrors = b.ctl(&["mirror-show"]);
+    assert!(
+        mirrors.contains("m0") && mirrors.contains(&t2),
+        "mirror kept: {mirrors}"
     );
     let after = b.ctl(&["dump-flows", "--names", "br0"]);
     assert!(

@@ -350,6 +350,7 @@ impl Store {
         {
             self.replace_flows(p, b, flows, out);
         }
+        self.mirrors_diff(old, new, out);
         let old_fdb = old.and_then(|o| o.fdb.clone()).unwrap_or_default();
         for e in new.fdb.iter().flatten().filter(|e| !old_fdb.contains(e)) {
             let what = format!("+ fdb {} port {} (bridge {b})", e.mac, e.port);
@@ -369,6 +370,36 @@ impl Store {
                     p.fdb.push((b.clone(), e.clone()));
                 }
                 Err(err) => out.errors.push(format!("{what}: {err}")),
+            }
+        }
+    }
+
+    /// Mirrors: those the old spec had and the new one lacks go, new ones are added (after
+    /// ports and flows, since a mirror names ports).
+    fn mirrors_diff(&self, old: Option<&BridgeSpec>, new: &BridgeSpec, out: &mut Applied) {
+        use crate::observe::{ObserveCmd, mirror::MirrorSpec};
+        let b = &new.name;
+        let old_m = old.and_then(|o| o.mirrors.clone()).unwrap_or_default();
+        let new_m = new.mirrors.clone().unwrap_or_default();
+        for m in old_m.iter().filter(|m| !new_m.contains(m)) {
+            let name = m.split_whitespace().next().unwrap_or_default().to_string();
+            let what = format!("- mirror {name} (bridge {b})");
+            let cmd = ObserveCmd::MirrorDel {
+                bridge: b.clone(),
+                name,
+            };
+            match self.call(Command::Observe(cmd)) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            }
+        }
+        for m in new_m.iter().filter(|m| !old_m.contains(m)) {
+            let what = format!("+ mirror {m} (bridge {b})");
+            let r = MirrorSpec::parse_text(b, m)
+                .and_then(|s| self.call(Command::Observe(ObserveCmd::MirrorAdd(s))));
+            match r {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
             }
         }
     }

@@ -31,6 +31,15 @@ pub struct MirrorSpec {
 }
 
 impl MirrorSpec {
+    /// Parse the configuration file's form, `NAME select_src=P,Q select_dst=P output=M`.
+    pub fn parse_text(bridge: &str, text: &str) -> Result<MirrorSpec, String> {
+        let mut words = text.split_whitespace().map(str::to_string);
+        let name = words
+            .next()
+            .ok_or_else(|| "empty mirror: NAME select=PORTS output=PORT".to_string())?;
+        MirrorSpec::from_args(bridge, &name, &words.collect::<Vec<_>>())
+    }
+
     /// Parse `select=P,Q select_src=.. select_dst=.. output=P`; errors name the key.
     pub fn from_args(bridge: &str, name: &str, args: &[String]) -> Result<MirrorSpec, String> {
         let mut s = MirrorSpec {
@@ -197,6 +206,24 @@ impl Mirror {
             tracing::info!(mirror = %self.name, "mirror removed: its ports are gone");
         }
         keep
+    }
+
+    /// The configuration file's form (`MirrorSpec::parse_text` reads it back).
+    pub fn spec_text(&self) -> String {
+        let list = |v: &[(u16, String)]| {
+            v.iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut t = self.name.clone();
+        if !self.src.is_empty() {
+            t += &format!(" select_src={}", list(&self.src));
+        }
+        if !self.dst.is_empty() {
+            t += &format!(" select_dst={}", list(&self.dst));
+        }
+        t + &format!(" output={}", self.out.1)
     }
 
     /// The mirror as `show` lists it.

@@ -221,6 +221,15 @@ impl Observe {
     pub fn mirror_rows(&self, dp: &Datapath) -> Vec<Value> {
         self.mirrors.iter().map(|m| m.row(dp)).collect()
     }
+
+    /// The mirrors of bridge `bridge` in the configuration file's form (running config).
+    pub fn mirror_specs(&self, bridge: u16) -> Vec<String> {
+        self.mirrors
+            .iter()
+            .filter(|m| m.bridge == bridge)
+            .map(|m| m.spec_text())
+            .collect()
+    }
 }
 
 impl Worker {

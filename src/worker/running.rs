@@ -80,6 +80,7 @@ impl Worker {
                 })
                 .collect();
             b.meters = Some(meters).filter(|m| !m.is_empty());
+            b.mirrors = Some(self.observe.mirror_specs(id)).filter(|m| !m.is_empty());
             let fdb: Vec<FdbSpec> = self
                 .dp
                 .fdb_static_rows(id)
