@@ -465,7 +465,11 @@ impl Neighbours {
     pub fn remove_permanent(&mut self, bridge: u16, ip: [u8; 4]) -> bool {
         self.last = None;
         let k = key(bridge, ip);
-        if self.map.get(&k).is_some_and(|e| e.state == State::Permanent) {
+        if self
+            .map
+            .get(&k)
+            .is_some_and(|e| e.state == State::Permanent)
+        {
             self.map.remove(&k);
             return true;
         }

@@ -183,7 +183,11 @@ fn permanent_entries_are_never_aged_probed_or_changed_by_arp() {
     assert_eq!(n.resolve(1, IP, 100_000), Resolve::Mac(M));
     assert!(n.arp_seen(1, IP, M2, 100_001, true, true).is_none());
     n.age(1_000_000);
-    assert_eq!(n.resolve(1, IP, 1_000_000), Resolve::Mac(M), "not aged, not moved");
+    assert_eq!(
+        n.resolve(1, IP, 1_000_000),
+        Resolve::Mac(M),
+        "not aged, not moved"
+    );
     assert_eq!(n.rows(0)[0].state, "PERMANENT");
     assert!(n.set_permanent(1, IP, M2, 1_000_001));
     assert_eq!(n.resolve(1, IP, 1_000_001), Resolve::Mac(M2), "replaced");
@@ -192,5 +196,8 @@ fn permanent_entries_are_never_aged_probed_or_changed_by_arp() {
     assert_eq!(n.state(1, IP), None);
     let mut full = Neighbours::new(1, 300);
     assert!(full.set_permanent(1, IP, M, 0));
-    assert!(!full.set_permanent(1, [10, 0, 0, 3], M, 0), "capacity bounds it");
+    assert!(
+        !full.set_permanent(1, [10, 0, 0, 3], M, 0),
+        "capacity bounds it"
+    );
 }

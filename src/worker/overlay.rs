@@ -1,0 +1,248 @@
+//! Derived state a control-plane adapter (the etcd overlay, `crate::etcd`) programs into the
+//! datapath: gateways, routes, PERMANENT neighbours and static FDB entries with their VTEP.
+//!
+//! Contract:
+//! - Ops are applied in order; each one that fails is reported by index and message, the
+//!   others still apply (the adapter resyncs from its own view of what should be).
+//! - Everything an op adds is remembered as *derived* ([`Derived`]): the running configuration
+//!   (database, `save-config`) leaves it out, so a reload never removes it and a restart does
+//!   not bring back a peer that left while the switch was down: the adapter programs it again
+//!   from etcd.
+//! - Adds replace: a route, neighbour or FDB entry that exists is overwritten with the new
+//!   value (a peer that came back with a new VTEP MAC or address).
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::Worker;
+use crate::datapath::Gateway;
+use crate::route::{Route, RouteKind};
+use crate::wire::MacAddr;
+
+/// One change to derived state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayOp {
+    /// Set `bridge`'s gateway to `ip/len`, keeping its MAC (or the host's default MAC for the
+    /// bridge when it has none). The answer carries the MAC.
+    Gateway {
+        /// Bridge name.
+        bridge: String,
+        /// Address.
+        ip: Ipv4Addr,
+        /// Prefix length of the connected subnet.
+        len: u8,
+    },
+    /// Route `prefix/len` via `via` (the egress bridge is the one whose subnet holds `via`).
+    Route {
+        /// Network.
+        prefix: Ipv4Addr,
+        /// Length.
+        len: u8,
+        /// Next hop.
+        via: Ipv4Addr,
+    },
+    /// Remove a derived route.
+    RouteDel {
+        /// Network.
+        prefix: Ipv4Addr,
+        /// Length.
+        len: u8,
+    },
+    /// A PERMANENT neighbour `ip` -> `mac` on `bridge`.
+    Neigh {
+        /// Bridge name.
+        bridge: String,
+        /// Address.
+        ip: Ipv4Addr,
+        /// MAC.
+        mac: MacAddr,
+    },
+    /// Remove a PERMANENT neighbour.
+    NeighDel {
+        /// Bridge name.
+        bridge: String,
+        /// Address.
+        ip: Ipv4Addr,
+    },
+    /// A static FDB entry `mac` on vxlan `port` of `bridge`, behind VTEP `remote` (which is
+    /// also accepted as a sender on the port, without joining its flood list).
+    Fdb {
+        /// Bridge name.
+        bridge: String,
+        /// MAC.
+        mac: MacAddr,
+        /// VXLAN port name.
+        port: String,
+        /// Remote VTEP.
+        remote: Ipv4Addr,
+    },
+    /// Remove a derived FDB entry (and stop accepting its VTEP when no other entry uses it).
+    FdbDel {
+        /// Bridge name.
+        bridge: String,
+        /// MAC.
+        mac: MacAddr,
+        /// VXLAN port name.
+        port: String,
+        /// Remote VTEP it had.
+        remote: Ipv4Addr,
+    },
+}
+
+/// What the adapters programmed, left out of the running configuration.
+#[derive(Debug, Default)]
+pub(crate) struct Derived {
+    /// Bridges whose gateway is derived.
+    pub gateways: HashSet<String>,
+    /// Derived routes (prefix, len).
+    pub routes: HashSet<(u32, u8)>,
+    /// Derived FDB entries (bridge, MAC).
+    pub fdb: HashSet<(u16, u64)>,
+}
+
+impl Worker {
+    /// Apply `ops` (see the module contract); answers `{"applied": N, "errors": [...],
+    /// "gateway_macs": {bridge: MAC}}`.
+    pub(crate) fn overlay_apply(&mut self, ops: Vec<OverlayOp>, now: u64) -> Value {
+        let mut errors = Vec::new();
+        let mut macs = serde_json::Map::new();
+        let mut applied = 0;
+        for (i, op) in ops.into_iter().enumerate() {
+            match self.overlay_op(op, now as u32) {
+                Ok(Some((b, m))) => {
+                    macs.insert(b, json!(m.to_string()));
+                    applied += 1;
+                }
+                Ok(None) => applied += 1,
+                Err(e) => errors.push(json!({"op": i, "error": e})),
+            }
+        }
+        json!({"applied": applied, "errors": errors, "gateway_macs": macs})
+    }
+
+    fn overlay_op(&mut self, op: OverlayOp, now: u32) -> Result<Option<(String, MacAddr)>, String> {
+        match op {
+            OverlayOp::Gateway { bridge, ip, len } => {
+                let b = self.bridge_id_of(&bridge)?;
+                let br = self.dp.bridge(b).expect("checked");
+                let mac = br
+                    .gateway
+                    .map(|g| g.mac)
+                    .unwrap_or_else(|| Gateway::host_mac(crate::host::host_id(), &bridge));
+                let g = Gateway {
+                    ip: ip.octets(),
+                    len,
+                    mac,
+                };
+                if br.gateway != Some(g) {
+                    self.dp.set_gateway(b, Some(g))?;
+                    crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+                }
+                self.specs.derived.gateways.insert(bridge.clone());
+                Ok(Some((bridge, mac)))
+            }
+            OverlayOp::Route { prefix, len, via } => {
+                let bridge = match self.dp.routes.lookup(via.octets()) {
+                    Some(r) if matches!(r.kind, RouteKind::Connected { .. }) => r.bridge(),
+                    _ => return Err(format!("via: {via} is not on any bridge's subnet")),
+                };
+                let key = (u32::from(prefix), len);
+                if let Some(r) = self.dp.routes.get(prefix, len) {
+                    if matches!(r.kind, RouteKind::Connected { .. }) {
+                        return Err(format!("{prefix}/{len} is a connected route here"));
+                    }
+                    self.dp.routes.del(prefix, len).map_err(|e| e.to_string())?;
+                }
+                let kind = RouteKind::Via {
+                    gateway: via,
+                    bridge,
+                };
+                self.dp
+                    .routes
+                    .add(Route { prefix, len, kind })
+                    .map_err(|e| e.to_string())?;
+                self.specs.derived.routes.insert(key);
+                Ok(None)
+            }
+            OverlayOp::RouteDel { prefix, len } => {
+                if self.specs.derived.routes.remove(&(u32::from(prefix), len)) {
+                    self.dp.routes.del(prefix, len).map_err(|e| e.to_string())?;
+                }
+                Ok(None)
+            }
+            OverlayOp::Neigh { bridge, ip, mac } => {
+                let b = self.bridge_id_of(&bridge)?;
+                if !self.dp.neigh.set_permanent(b, ip.octets(), mac, now) {
+                    return Err(format!("neighbour {ip}: table full"));
+                }
+                Ok(None)
+            }
+            OverlayOp::NeighDel { bridge, ip } => {
+                let b = self.bridge_id_of(&bridge)?;
+                self.dp.neigh.remove_permanent(b, ip.octets());
+                Ok(None)
+            }
+            OverlayOp::Fdb {
+                bridge,
+                mac,
+                port,
+                remote,
+            } => {
+                let (b, pid) = self.tunnel_port(&bridge, &port)?;
+                let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
+                fdb.remove(0, mac.to_u64());
+                fdb.add_static(0, mac.to_u64(), pid, now)
+                    .map_err(|_| format!("bridge '{bridge}': FDB full"))?;
+                let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
+                let t = t.expect("checked tunnel");
+                t.add_static(0, mac.to_u64(), remote.octets());
+                t.add_peer(remote.octets());
+                self.specs.derived.fdb.insert((b, mac.to_u64()));
+                Ok(None)
+            }
+            OverlayOp::FdbDel {
+                bridge,
+                mac,
+                port,
+                remote,
+            } => {
+                let (b, pid) = self.tunnel_port(&bridge, &port)?;
+                if self.specs.derived.fdb.remove(&(b, mac.to_u64())) {
+                    self.dp
+                        .bridge_mut(b)
+                        .expect("checked")
+                        .fdb
+                        .remove(0, mac.to_u64());
+                }
+                let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
+                let t = t.expect("checked tunnel");
+                t.forget(0, mac.to_u64());
+                t.remove_peer(remote.octets());
+                Ok(None)
+            }
+        }
+    }
+
+    fn bridge_id_of(&self, name: &str) -> Result<u16, String> {
+        self.dp
+            .bridge_id(name)
+            .ok_or_else(|| format!("no bridge named '{name}'"))
+    }
+
+    /// (bridge id, port id) of vxlan port `port` in `bridge`.
+    fn tunnel_port(&self, bridge: &str, port: &str) -> Result<(u16, u16), String> {
+        let b = self.bridge_id_of(bridge)?;
+        let pid = self
+            .dp
+            .port_id(port)
+            .filter(|id| {
+                self.dp
+                    .port(*id)
+                    .is_some_and(|s| s.bridge == b && s.tunnel.is_some())
+            })
+            .ok_or_else(|| format!("no vxlan port named '{port}' in bridge '{bridge}'"))?;
+        Ok((b, pid))
+    }
+}
