@@ -1,0 +1,433 @@
+//! End-to-end test of the etcd overlay (root and Debian's `etcd-server`; an explicit skip
+//! otherwise): a real etcd on loopback, two uvs "hosts" whose underlay ports are the two ends of
+//! one veth, each with a container. Each host leases a distinct subnet in flannel's schema and
+//! programs the other; the containers ping across the VXLAN overlay. Then: the derived routes
+//! stay out of `save-config`; etcd stopped -> the ping still works and `overlay-show` reports
+//! it; etcd restarted -> a hand-written flannel-format lease (as a kernel flannel host writes
+//! it) is programmed, and removed when its etcd lease expires; host B gone and its lease
+//! deleted -> A's route, FDB and neighbour entries for it go; A restarted -> same subnet.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::*;
+
+/// An etcd server on loopback with a private data dir, killed by PID and removed on drop.
+struct Etcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    client: u16,
+    peer: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    fn start(tag: &str) -> Etcd {
+        let dir = std::env::temp_dir().join(format!("uvs-etcd-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut e = Etcd {
+            child: None,
+            dir,
+            client: free_port(),
+            peer: free_port(),
+        };
+        e.restart();
+        e
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client)
+    }
+
+    fn restart(&mut self) {
+        let c = self.url();
+        let p = format!("http://127.0.0.1:{}", self.peer);
+        let child = Command::new("etcd")
+            .args([
+                "--data-dir",
+                self.dir.to_str().unwrap(),
+                "--name",
+                "uvs-test",
+            ])
+            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+            .args([
+                "--listen-peer-urls",
+                &p,
+                "--initial-advertise-peer-urls",
+                &p,
+            ])
+            .args(["--initial-cluster", &format!("uvs-test={p}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd");
+        self.child = Some(child);
+        wait_for("etcd to answer", 20, || {
+            self.ctl_ok(&["endpoint", "health"])
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill takes a pid and a signal; the pid is the etcd this test started.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
+    fn ctl_out(&self, args: &[&str]) -> std::process::Output {
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url(), "--dial-timeout", "2s"])
+            .args(args)
+            .output()
+            .expect("etcdctl")
+    }
+
+    fn ctl_ok(&self, args: &[&str]) -> bool {
+        self.ctl_out(args).status.success()
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        let o = self.ctl_out(args);
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Poll `f` every 100 ms until it holds or `secs` pass (then panic naming `what`).
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn overlay(d: &Daemon) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_uvs"))
+        .args(["ctl", "--json", "--socket"])
+        .arg(&d.socket)
+        .arg("overlay-show")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    if v["data"].is_object() {
+        v["data"].clone()
+    } else {
+        v
+    }
+}
+
+/// One uvs host: its config file (underlay port, containers' bridge, overlay bridge with the
+/// flannel-style vxlan port, `[etcd]`), started with its own host id.
+struct Host {
+    name: String,
+    conf: PathBuf,
+    hostid: PathBuf,
+    state: PathBuf,
+}
+
+impl Host {
+    fn new(p: &str, h: &str, ul_port: &str, ul_ip: &str, ctr_port: &str, etcd: &str) -> Host {
+        let dir = std::env::temp_dir();
+        let conf = dir.join(format!("uvs-{p}-{h}.toml"));
+        let hostid = dir.join(format!("uvs-{p}-{h}.hostid"));
+        let state = dir.join(format!("uvs-{p}-{h}.subnet.env"));
+        let _ = std::fs::remove_file(&state);
+        std::fs::write(&hostid, format!("host-{p}-{h}\n")).unwrap();
+        let text = format!(
+            r#"[[bridge]]
+name = "ul"
+gateway = "{ul_ip}/24"
+[[bridge.port]]
+name = "{ul_port}"
+type = "afxdp"
+
+[[bridge]]
+name = "br0"
+[[bridge.port]]
+name = "{ctr_port}"
+type = "afxdp"
+
+[[bridge]]
+name = "flannel"
+[[bridge.port]]
+name = "flannel.1"
+type = "vxlan"
+vni = 1
+local_ip = "{ul_ip}"
+dst_port = 8472
+learning = false
+
+[etcd]
+endpoints = ["{etcd}"]
+ttl = 30
+state_file = "{}"
+"#,
+            state.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        Host {
+            name: format!("{p}{h}"),
+            conf,
+            hostid,
+            state,
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start_env(
+            &self.name,
+            &["--config", self.conf.to_str().unwrap()],
+            &[("UVS_HOST_ID_FILE", self.hostid.to_str().unwrap())],
+        )
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for f in [&self.conf, &self.hostid, &self.state] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Wait until `d` holds a lease and sees `peers` programmed peers; returns its subnet.
+fn leased(d: &Daemon, peers: usize) -> String {
+    let mut subnet = String::new();
+    wait_for("a lease and the peers", 30, || {
+        let v = overlay(d);
+        let n = v["peers"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|p| p["programmed"] == true).count());
+        subnet = v["lease"]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        !subnet.is_empty() && n == peers
+    });
+    subnet
+}
+
+/// "10.5.1.0/24" -> "10.5.1.N".
+fn host_in(subnet: &str, n: u8) -> String {
+    let net = subnet.split('/').next().unwrap();
+    let mut o: Vec<u8> = net.split('.').map(|x| x.parse().unwrap()).collect();
+    o[3] += n;
+    format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
+}
+
+/// A container namespace whose eth0 (MTU 1450) peers `host_end` in the root namespace; no
+/// address yet (it comes from the lease).
+fn container(t: &mut Topology, ns: &str, host_end: &str) {
+    t.netns(ns);
+    sh(&[
+        "ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ]);
+    t.links.push(host_end.to_string());
+    sh(&["ip", "link", "set", host_end, "up"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "mtu", "1450", "up"]);
+}
+
+fn address(ns: &str, subnet: &str) {
+    let ip = format!("{}/24", host_in(subnet, 2));
+    sh(&["ip", "-n", ns, "addr", "add", &ip, "dev", "eth0"]);
+    sh(&[
+        "ip",
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &host_in(subnet, 1),
+    ]);
+}
+
+#[test]
+fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
+    if !root_or_skip("two_uvs_hosts_share_a_flannel_overlay_through_etcd") {
+        return;
+    }
+    if !try_sh(&["etcd", "--version"]) || !try_sh(&["etcdctl", "version"]) {
+        eprintln!(
+            "SKIP two_uvs_hosts_share_a_flannel_overlay_through_etcd: needs etcd-server and etcd-client (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("et");
+    let n = |s: &str| format!("{p}{s}");
+    let mut etcd = Etcd::start(&p);
+    etcd.ctl(&[
+        "put",
+        "/coreos.com/network/config",
+        r#"{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}"#,
+    ]);
+    let mut t = Topology::default();
+    // The underlay: one veth, one end per host (both in the root namespace; XDP takes all).
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &n("ua"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &n("ub"),
+    ]);
+    t.links.push(n("ua"));
+    for l in [n("ua"), n("ub")] {
+        sh(&["ip", "link", "set", &l, "up"]);
+    }
+    container(&mut t, &n("ca"), &n("pa"));
+    container(&mut t, &n("cb"), &n("pb"));
+    let ha = Host::new(&p, "a", &n("ua"), "10.252.0.1", &n("pa"), &etcd.url());
+    let hb = Host::new(&p, "b", &n("ub"), "10.252.0.2", &n("pb"), &etcd.url());
+    let da = ha.start();
+    let db = hb.start();
+    let sa = leased(&da, 1);
+    let sb = leased(&db, 1);
+    assert_ne!(sa, sb, "two hosts never take the same subnet");
+    address(&n("ca"), &sa);
+    address(&n("cb"), &sb);
+    let (ipa, ipb) = (host_in(&sa, 2), host_in(&sb, 2));
+    assert!(
+        ping(&n("ca"), &ipb, 3),
+        "ca {ipa} -> cb {ipb} across the etcd overlay"
+    );
+    assert!(ping(&n("cb"), &ipa, 2), "cb -> ca");
+
+    // What A programmed for B, as flannel would.
+    let vb = overlay(&db);
+    let mac_b = vb["lease"]["vtep_mac"].as_str().unwrap().to_string();
+    let mac_a = overlay(&da)["lease"]["vtep_mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(mac_a, mac_b, "host ids give distinct VTEP MACs");
+    let stored = etcd.ctl(&[
+        "get",
+        &format!("/coreos.com/network/subnets/{}", sb.replace('/', "-")),
+        "--print-value-only",
+    ]);
+    assert!(
+        stored.contains(r#""PublicIP":"10.252.0.2""#) && stored.contains(&mac_b),
+        "{stored}"
+    );
+    let net_b = host_in(&sb, 0);
+    let routes = da.ctl(&["route-show"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(&sb) && l.contains(&net_b) && l.contains("flannel")),
+        "{routes}"
+    );
+    let neigh = da.ctl(&["neigh-show"]);
+    assert!(
+        neigh
+            .lines()
+            .any(|l| l.contains(&net_b) && l.contains(&mac_b) && l.contains("PERMANENT")),
+        "{neigh}"
+    );
+    let fdb = da.ctl(&["fdb-show", "flannel"]);
+    assert!(
+        fdb.lines()
+            .any(|l| l.contains(&mac_b) && l.contains("10.252.0.2")),
+        "{fdb}"
+    );
+    // Derived state is not configuration.
+    let saved = da.ctl(&["save-config"]);
+    assert!(
+        !saved.contains(&net_b) && !saved.contains(&mac_b),
+        "{saved}"
+    );
+
+    // etcd stopped: forwarding goes on with what is programmed; overlay-show says so.
+    etcd.stop();
+    assert!(ping(&n("ca"), &ipb, 3), "ping with etcd down");
+    wait_for("overlay-show to report etcd down", 30, || {
+        overlay(&da)["connected"] == false
+    });
+    let text = da.ctl(&["overlay-show"]);
+    assert!(text.contains("DISCONNECTED"), "{text}");
+
+    // etcd back: a kernel flannel host's lease (hand-written in flannel's format, with a
+    // short etcd lease) is picked up, then removed when it expires.
+    etcd.restart();
+    let grant = etcd.ctl(&["lease", "grant", "8"]);
+    let id = grant.split_whitespace().nth(1).unwrap().to_string();
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &id,
+        "/coreos.com/network/subnets/10.5.200.0-24",
+        r#"{"PublicIP":"10.252.0.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"a6:1c:2d:3e:4f:50"}}"#,
+    ]);
+    wait_for("A to program the flannel host", 30, || {
+        da.ctl(&["route-show"]).contains("10.5.200.0/24")
+    });
+    wait_for("B to program the flannel host", 30, || {
+        db.ctl(&["route-show"]).contains("10.5.200.0/24")
+    });
+    assert!(
+        da.ctl(&["fdb-show", "flannel"])
+            .contains("a6:1c:2d:3e:4f:50")
+    );
+    assert!(ping(&n("ca"), &ipb, 2), "ping after etcd came back");
+    assert_eq!(overlay(&da)["connected"], true);
+    wait_for("the flannel host's lease to expire on A", 30, || {
+        !da.ctl(&["route-show"]).contains("10.5.200.0/24")
+    });
+    assert!(
+        !da.ctl(&["fdb-show", "flannel"])
+            .contains("a6:1c:2d:3e:4f:50")
+    );
+    assert!(!da.ctl(&["neigh-show"]).contains("10.5.200.0"));
+
+    // Host B gone and its lease deleted: A removes its route, FDB entry and neighbour.
+    drop(db);
+    etcd.ctl(&[
+        "del",
+        &format!("/coreos.com/network/subnets/{}", sb.replace('/', "-")),
+    ]);
+    wait_for("A to remove B", 30, || {
+        !da.ctl(&["route-show"]).contains(&sb)
+    });
+    assert!(!da.ctl(&["fdb-show", "flannel"]).contains(&mac_b));
+    assert!(!da.ctl(&["neigh-show"]).contains(&mac_b));
+    assert!(!ping(&n("ca"), &ipb, 1), "B is unreachable");
+
+    // A restarts: same subnet (state file + its own lease in etcd), no peers left.
+    drop(da);
+    let da = ha.start();
+    assert_eq!(leased(&da, 0), sa, "the lease survives a restart");
+    assert!(da.ctl(&["overlay-show"]).contains("renewed"));
+}
