@@ -244,6 +244,147 @@ fn host_in(subnet: &str, n: u8) -> String {
     format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
 }
 
+/// The kernel flannel host's subnet.
+const FLANNEL_C: &str = "10.5.100.0/24";
+
+/// Make `hc` a flannel vxlan node for 10.5.100.0/24 (as flanneld sets one up: `flannel.1`
+/// VNI 1 dstport 8472 nolearning with 10.5.100.0/32, cni0 10.5.100.1/24, a container `cc` at
+/// .2) and write its lease in flannel's format. Returns flannel.1's MAC.
+fn flannel_node(t: &mut Topology, etcd: &Etcd, hc: &str, cc: &str) -> String {
+    let ip = |args: &[&str]| {
+        let mut v = vec!["ip", "-n", hc];
+        v.extend_from_slice(args);
+        sh(&v);
+    };
+    ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        "10.252.0.3",
+        "dev",
+        "eth0",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    ip(&["link", "set", "flannel.1", "mtu", "1450", "up"]);
+    ip(&["addr", "add", "10.5.100.0/32", "dev", "flannel.1"]);
+    ip(&["link", "add", "cni0", "type", "bridge"]);
+    ip(&["addr", "add", "10.5.100.1/24", "dev", "cni0"]);
+    ip(&["link", "set", "cni0", "up"]);
+    t.netns(cc);
+    ip(&[
+        "link", "add", "vc", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", cc,
+    ]);
+    ip(&["link", "set", "vc", "master", "cni0", "up"]);
+    sh(&["ip", "-n", cc, "link", "set", "eth0", "mtu", "1450", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        cc,
+        "addr",
+        "add",
+        "10.5.100.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        cc,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.5.100.1",
+    ]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        hc,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let mac = t.mac(hc, "flannel.1");
+    let lease = format!(
+        r#"{{"PublicIP":"10.252.0.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+    );
+    let id = etcd.ctl(&["lease", "grant", "300"]);
+    let id = id.split_whitespace().nth(1).unwrap().to_string();
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &id,
+        "/coreos.com/network/subnets/10.5.100.0-24",
+        &lease,
+    ]);
+    mac
+}
+
+/// What flanneld does on `hc` for every other lease: an on-link route via the subnet's
+/// address, a permanent neighbour to the VtepMAC, an FDB entry VtepMAC -> PublicIP.
+fn flanneld_programs(etcd: &Etcd, hc: &str) {
+    let out = etcd.ctl(&["get", "--prefix", "/coreos.com/network/subnets/"]);
+    let lines: Vec<&str> = out.lines().collect();
+    for kv in lines.chunks(2) {
+        let name = kv[0].rsplit('/').next().unwrap();
+        if name == "10.5.100.0-24" {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(kv[1]).unwrap();
+        let (net, len) = name.split_once('-').unwrap();
+        let mac = v["BackendData"]["VtepMAC"].as_str().unwrap();
+        let public = v["PublicIP"].as_str().unwrap();
+        let pfx = format!("{net}/{len}");
+        sh(&[
+            "ip",
+            "-n",
+            hc,
+            "neigh",
+            "replace",
+            net,
+            "lladdr",
+            mac,
+            "dev",
+            "flannel.1",
+            "nud",
+            "permanent",
+        ]);
+        sh(&[
+            "bridge",
+            "-n",
+            hc,
+            "fdb",
+            "append",
+            mac,
+            "dev",
+            "flannel.1",
+            "dst",
+            public,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            hc,
+            "route",
+            "replace",
+            &pfx,
+            "via",
+            net,
+            "dev",
+            "flannel.1",
+            "onlink",
+        ]);
+    }
+}
+
 /// A container namespace whose eth0 (MTU 1450) peers `host_end` in the root namespace; no
 /// address yet (it comes from the lease).
 fn container(t: &mut Topology, ns: &str, host_end: &str) {
@@ -291,22 +432,38 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         r#"{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}"#,
     ]);
     let mut t = Topology::default();
-    // The underlay: one veth, one end per host (both in the root namespace; XDP takes all).
+    // The underlay: one L2 segment (a kernel bridge in its own namespace); uvs hosts A and B
+    // attach veths whose root-namespace ends are their uplink ports, the kernel flannel host
+    // C is a namespace on it.
+    let seg = n("seg");
+    t.netns(&seg);
+    sh(&["ip", "-n", &seg, "link", "add", "sw", "type", "bridge"]);
+    sh(&["ip", "-n", &seg, "link", "set", "sw", "up"]);
+    for (end, peer) in [(n("ua"), "sa"), (n("ub"), "sb")] {
+        sh(&[
+            "ip", "link", "add", &end, "type", "veth", "peer", "name", peer, "netns", &seg,
+        ]);
+        t.links.push(end.clone());
+        sh(&["ip", "link", "set", &end, "up"]);
+        sh(&["ip", "-n", &seg, "link", "set", peer, "master", "sw", "up"]);
+    }
+    let hc = n("hc");
+    t.netns(&hc);
+    sh(&[
+        "ip", "-n", &seg, "link", "add", "sc", "type", "veth", "peer", "name", "eth0", "netns", &hc,
+    ]);
+    sh(&["ip", "-n", &seg, "link", "set", "sc", "master", "sw", "up"]);
     sh(&[
         "ip",
-        "link",
+        "-n",
+        &hc,
+        "addr",
         "add",
-        &n("ua"),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &n("ub"),
+        "10.252.0.3/24",
+        "dev",
+        "eth0",
     ]);
-    t.links.push(n("ua"));
-    for l in [n("ua"), n("ub")] {
-        sh(&["ip", "link", "set", &l, "up"]);
-    }
+    sh(&["ip", "-n", &hc, "link", "set", "eth0", "up"]);
     container(&mut t, &n("ca"), &n("pa"));
     container(&mut t, &n("cb"), &n("pb"));
     let ha = Host::new(&p, "a", &n("ua"), "10.252.0.1", &n("pa"), &etcd.url());
@@ -324,6 +481,35 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         "ca {ipa} -> cb {ipb} across the etcd overlay"
     );
     assert!(ping(&n("cb"), &ipa, 2), "cb -> ca");
+    let bps = iperf3_tcp(&n("cb"), &n("ca"), &ipb, 2);
+    eprintln!(
+        "TCP over the etcd overlay (uvs -> uvs): {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 10e6, "TCP across the overlay carried {bps} bit/s");
+
+    // Host C: the Linux kernel configured exactly as flanneld configures a vxlan node, with
+    // the test acting for flanneld (its lease written in flannel's format, the peers' entries
+    // written from their leases).
+    let cc = n("cc");
+    let mac_c = flannel_node(&mut t, &etcd, &hc, &cc);
+    wait_for("A and B to program C", 30, || {
+        da.ctl(&["route-show"]).contains(FLANNEL_C) && db.ctl(&["route-show"]).contains(FLANNEL_C)
+    });
+    flanneld_programs(&etcd, &hc);
+    assert!(
+        ping(&cc, &ipa, 3),
+        "kernel flannel host's container -> uvs host A's container"
+    );
+    assert!(ping(&n("ca"), "10.5.100.2", 2), "A -> C");
+    assert!(ping(&n("cb"), "10.5.100.2", 2), "B -> C");
+    let bps = iperf3_tcp(&cc, &n("ca"), "10.5.100.2", 2);
+    eprintln!(
+        "TCP over the etcd overlay (uvs -> kernel flannel): {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 10e6, "TCP uvs -> kernel flannel carried {bps} bit/s");
+    assert!(da.ctl(&["fdb-show", "flannel"]).contains(&mac_c));
 
     // What A programmed for B, as flannel would.
     let vb = overlay(&db);
@@ -370,7 +556,25 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         "{saved}"
     );
 
-    // etcd stopped: forwarding goes on with what is programmed; overlay-show says so.
+    // etcd stopped: forwarding goes on with what is programmed; overlay-show says so. A ping
+    // stream runs across the stop and the restart and loses nothing.
+    let stream = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("ca"),
+            "ping",
+            "-c",
+            "40",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &ipb,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     etcd.stop();
     assert!(ping(&n("ca"), &ipb, 3), "ping with etcd down");
     wait_for("overlay-show to report etcd down", 30, || {
@@ -402,6 +606,12 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
             .contains("a6:1c:2d:3e:4f:50")
     );
     assert!(ping(&n("ca"), &ipb, 2), "ping after etcd came back");
+    let out = stream.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("60 received") && out.contains(" 0% packet loss"),
+        "{out}"
+    );
     assert_eq!(overlay(&da)["connected"], true);
     wait_for("the flannel host's lease to expire on A", 30, || {
         !da.ctl(&["route-show"]).contains("10.5.200.0/24")
@@ -425,9 +635,10 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     assert!(!da.ctl(&["neigh-show"]).contains(&mac_b));
     assert!(!ping(&n("ca"), &ipb, 1), "B is unreachable");
 
-    // A restarts: same subnet (state file + its own lease in etcd), no peers left.
+    // A restarts: same subnet (state file + its own lease in etcd); C is programmed again.
     drop(da);
     let da = ha.start();
-    assert_eq!(leased(&da, 0), sa, "the lease survives a restart");
+    assert_eq!(leased(&da, 1), sa, "the lease survives a restart");
     assert!(da.ctl(&["overlay-show"]).contains("renewed"));
+    assert!(ping(&n("ca"), "10.5.100.2", 2), "A -> C after A's restart");
 }
