@@ -642,3 +642,136 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     assert!(da.ctl(&["overlay-show"]).contains("renewed"));
     assert!(ping(&n("ca"), "10.5.100.2", 2), "A -> C after A's restart");
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
+/// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
+/// growth; then deleting them all removes every route. Needs etcd, not root (no ports).
+#[test]
+fn a_thousand_leases_are_programmed_in_bounded_time_and_memory() {
+    const N: usize = 1000;
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_thousand_leases_are_programmed_in_bounded_time_and_memory: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("es");
+    let etcd = Etcd::start(&p);
+    etcd.ctl(&[
+        "put",
+        "/coreos.com/network/config",
+        r#"{"Network":"10.64.0.0/10","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#,
+    ]);
+    let dir = std::env::temp_dir();
+    let conf = dir.join(format!("uvs-{p}.toml"));
+    let state = dir.join(format!("uvs-{p}.subnet.env"));
+    let _ = std::fs::remove_file(&state);
+    std::fs::write(
+        &conf,
+        format!(
+            r#"[[bridge]]
+name = "ul"
+gateway = "10.252.0.1/16"
+[[bridge]]
+name = "br0"
+[[bridge]]
+name = "flannel"
+[[bridge.port]]
+name = "flannel.1"
+type = "vxlan"
+vni = 1
+local_ip = "10.252.0.1"
+dst_port = 8472
+learning = false
+[etcd]
+endpoints = ["{}"]
+ttl = 60
+state_file = "{}"
+"#,
+            etcd.url(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    leased(&d, 0);
+    let rss0 = rss_kib(d.child.id());
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = etcd.url();
+    let key = |i: usize| {
+        let i = i + 16; // leave the first subnets to the daemon
+        format!(
+            "/coreos.com/network/subnets/10.{}.{}.0-24",
+            64 + i / 256,
+            i % 256
+        )
+    };
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([url.as_str()], None).await.unwrap();
+        for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> = chunk
+                .iter()
+                .map(|&i| {
+                    let v = format!(
+                        r#"{{"PublicIP":"10.253.{}.{}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:aa:00:00:{:02x}:{:02x}"}}}}"#,
+                        i / 250,
+                        i % 250 + 1,
+                        i / 256,
+                        i % 256
+                    );
+                    etcd_client::TxnOp::put(key(i), v, None)
+                })
+                .collect();
+            c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+        }
+    });
+    let written = t0.elapsed();
+    let routes = |d: &Daemon| {
+        d.ctl(&["route-show"])
+            .lines()
+            .filter(|l| l.contains(" via "))
+            .count()
+    };
+    wait_for("1,000 leases programmed", 120, || routes(&d) == N);
+    let programmed = t0.elapsed();
+    let rss1 = rss_kib(d.child.id());
+    let v = overlay(&d);
+    let ok = v["peers"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|p| p["programmed"] == true).count());
+    assert_eq!(ok, N, "every peer programmed");
+    let fdb = d.ctl(&["fdb-show", "flannel"]);
+    assert!(
+        fdb.contains("02:aa:00:00:03:e7") && fdb.contains("10.253.3.250"),
+        "last lease's FDB entry"
+    );
+    let grown = rss1.saturating_sub(rss0);
+    eprintln!(
+        "etcd overlay scale: {N} leases written in {:.2} s, all programmed {:.2} s after the first write; daemon RSS {rss0} -> {rss1} KiB (+{grown} KiB, {} B per lease)",
+        written.as_secs_f64(),
+        programmed.as_secs_f64(),
+        grown * 1024 / N as u64
+    );
+    assert!(programmed < Duration::from_secs(60), "{programmed:?}");
+    assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
+    // One range delete removes every lease: every route goes.
+    etcd.ctl(&["del", "--prefix", "/coreos.com/network/subnets/10."]);
+    wait_for("every peer removed", 60, || routes(&d) == 0);
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
