@@ -775,3 +775,83 @@ state_file = "{}"
     let _ = std::fs::remove_file(&conf);
     let _ = std::fs::remove_file(&state);
 }
+
+/// host-gw backend: no encapsulation, each host routes a peer's subnet via its PublicIP on the
+/// underlay bridge; containers on two uvs hosts ping.
+#[test]
+fn host_gw_backend_routes_via_the_public_ip() {
+    if !root_or_skip("host_gw_backend_routes_via_the_public_ip") {
+        return;
+    }
+    if !try_sh(&["etcd", "--version"]) || !try_sh(&["etcdctl", "version"]) {
+        eprintln!(
+            "SKIP host_gw_backend_routes_via_the_public_ip: needs etcd-server and etcd-client (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("eg");
+    let n = |s: &str| format!("{p}{s}");
+    let etcd = Etcd::start(&p);
+    etcd.ctl(&[
+        "put",
+        "/coreos.com/network/config",
+        r#"{"Network":"10.6.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    ]);
+    let mut t = Topology::default();
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &n("ua"),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &n("ub"),
+    ]);
+    t.links.push(n("ua"));
+    for l in [n("ua"), n("ub")] {
+        sh(&["ip", "link", "set", &l, "up"]);
+    }
+    container(&mut t, &n("ca"), &n("pa"));
+    container(&mut t, &n("cb"), &n("pb"));
+    let ha = Host::new(&p, "a", &n("ua"), "10.252.0.1", &n("pa"), &etcd.url());
+    let hb = Host::new(&p, "b", &n("ub"), "10.252.0.2", &n("pb"), &etcd.url());
+    let da = ha.start();
+    let db = hb.start();
+    let sa = leased(&da, 1);
+    let sb = leased(&db, 1);
+    assert_ne!(sa, sb);
+    let stored = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "/coreos.com/network/subnets/",
+        "--print-value-only",
+    ]);
+    assert!(
+        stored.contains(r#""BackendType":"host-gw""#) && !stored.contains("VtepMAC"),
+        "{stored}"
+    );
+    address(&n("ca"), &sa);
+    address(&n("cb"), &sb);
+    assert!(
+        ping(&n("ca"), &host_in(&sb, 2), 3),
+        "ca -> cb routed via B's PublicIP"
+    );
+    let routes = da.ctl(&["route-show"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with(&sb) && l.contains("10.252.0.2") && l.contains("ul")),
+        "{routes}"
+    );
+    let stats = da.ctl(&["--json", "stats"]);
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+    let vx = &v["ports"]["flannel.1"];
+    assert!(vx.is_object(), "{stats}");
+    assert!(
+        vx["tx_packets"].as_u64().unwrap_or(0) == 0,
+        "nothing encapsulated: {vx}"
+    );
+    drop(db);
+}

@@ -193,7 +193,8 @@ impl State {
             .await
             .map_err(|e| format!("watch: {e}"))?;
         let period = Duration::from_secs((self.spec.ttl / 3).max(1));
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // The first tick is at once: renewing confirms the lease at every (re)connect.
+        let mut tick = tokio::time::interval(period);
         self.last_error = None;
         self.publish();
         loop {
