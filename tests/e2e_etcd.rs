@@ -565,7 +565,7 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
             &n("ca"),
             "ping",
             "-c",
-            "40",
+            "60",
             "-i",
             "0.2",
             "-W",

@@ -199,52 +199,68 @@ impl State {
         self.publish();
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    let r = match keeper.keep_alive().await {
-                        Ok(()) => acks.message().await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let o = self.own.as_mut().expect("acquired");
-                    match r {
-                        Ok(Some(a)) if a.ttl() > 0 => {
-                            o.renewed = unix_now();
-                            o.renew_error = None;
-                        }
-                        Ok(_) => {
-                            o.renew_error = Some("lease expired".into());
-                            return Err("our lease expired; taking it again".into());
-                        }
-                        Err(e) => {
-                            o.renew_error = Some(e.clone());
-                            return Err(format!("lease renewal: {e}"));
-                        }
-                    }
-                    self.publish();
-                }
+                _ = tick.tick() => self.renew(&mut keeper, &mut acks).await?,
                 m = watch.message() => {
                     let m = m.map_err(|e| format!("watch: {e}"))?;
-                    let m = m.ok_or("watch: closed by etcd")?;
-                    if m.canceled() {
-                        return Err(format!("watch cancelled (compacted at {})", m.compact_revision()));
-                    }
-                    let mut ops = Vec::new();
-                    for ev in m.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let k = kv.key_str().unwrap_or_default().to_string();
-                        match ev.event_type() {
-                            EventType::Put => self.upsert(&k, kv.value(), &mut ops),
-                            EventType::Delete => self.remove(&k, &mut ops),
-                        }
-                        self.revision = self.revision.max(kv.mod_revision());
-                    }
-                    self.apply(ops);
-                    if self.lost_own_subnet() {
-                        return Err("our subnet's lease was deleted; taking it again".into());
-                    }
-                    self.publish();
+                    self.on_watch(m.ok_or("watch: closed by etcd")?)?;
                 }
             }
         }
+    }
+
+    /// Renew our lease once (over the keep-alive stream).
+    async fn renew(
+        &mut self,
+        keeper: &mut etcd_client::LeaseKeeper,
+        acks: &mut etcd_client::LeaseKeepAliveStream,
+    ) -> Result<(), String> {
+        let r = match keeper.keep_alive().await {
+            Ok(()) => acks.message().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let o = self.own.as_mut().expect("acquired");
+        match r {
+            Ok(Some(a)) if a.ttl() > 0 => {
+                o.renewed = unix_now();
+                o.renew_error = None;
+            }
+            Ok(_) => {
+                o.renew_error = Some("lease expired".into());
+                return Err("our lease expired; taking it again".into());
+            }
+            Err(e) => {
+                o.renew_error = Some(e.clone());
+                return Err(format!("lease renewal: {e}"));
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Apply one watch response's events.
+    fn on_watch(&mut self, m: etcd_client::WatchResponse) -> Result<(), String> {
+        if m.canceled() {
+            return Err(format!(
+                "watch cancelled (compacted at {})",
+                m.compact_revision()
+            ));
+        }
+        let mut ops = Vec::new();
+        for ev in m.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let k = kv.key_str().unwrap_or_default().to_string();
+            match ev.event_type() {
+                EventType::Put => self.upsert(&k, kv.value(), &mut ops),
+                EventType::Delete => self.remove(&k, &mut ops),
+            }
+            self.revision = self.revision.max(kv.mod_revision());
+        }
+        self.apply(ops);
+        if self.lost_own_subnet() {
+            return Err("our subnet's lease was deleted or taken; leasing again".into());
+        }
+        self.publish();
+        Ok(())
     }
 
     /// Make sure we hold a lease: ours if etcd still has it, else the subnet of the state file
@@ -257,129 +273,120 @@ impl State {
                 .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(|e| format!("list subnets: {e}"))?;
-            let mut taken = Vec::new();
-            let mut mine = None;
-            for kv in r.kvs() {
-                let Some((s, l)) =
-                    schema::parse_subnet_key(&self.spec.prefix, kv.key_str().unwrap_or_default())
-                else {
-                    continue;
-                };
-                taken.push(s);
-                let attrs = LeaseAttrs::parse(kv.value()).ok();
-                let wanted = self
-                    .own
-                    .as_ref()
-                    .map(|o| (o.subnet, o.len))
-                    .or_else(|| self.saved_subnet());
-                if wanted == Some((s, l)) {
-                    mine = Some((kv.lease(), kv.mod_revision(), attrs));
-                }
-            }
-            if let (Some(o), Some((lease, _, _))) = (&self.own, &mine)
-                && *lease == o.lease_id
-            {
-                return Ok(()); // etcd kept our lease (it was only unreachable).
-            }
             let wanted = self
                 .own
                 .as_ref()
                 .map(|o| (o.subnet, o.len))
                 .or_else(|| self.saved_subnet());
+            let mut taken = Vec::new();
+            let mut mine = None;
+            for kv in r.kvs() {
+                let key = kv.key_str().unwrap_or_default();
+                let Some((s, l)) = schema::parse_subnet_key(&self.spec.prefix, key) else {
+                    continue;
+                };
+                taken.push(s);
+                if wanted == Some((s, l)) {
+                    let attrs = LeaseAttrs::parse(kv.value()).ok();
+                    mine = Some((kv.lease(), kv.mod_revision(), attrs));
+                }
+            }
+            if let (Some(o), Some((lease, _, Some(a)))) = (&self.own, &mine)
+                && *lease == o.lease_id
+                && a.public_ip == self.public_ip
+            {
+                return Ok(()); // etcd kept our lease (it was only unreachable).
+            }
+            let key = |s| schema::subnet_key(&self.spec.prefix, s, cfg.subnet_len);
             let (subnet, cmp) = match (wanted, &mine) {
-                (Some((s, l)), None) if cfg.owns(s, l) => (
-                    s,
-                    Compare::create_revision(
-                        schema::subnet_key(&self.spec.prefix, s, l),
-                        CompareOp::Equal,
-                        0,
-                    ),
-                ),
+                // Our subnet, free: create it.
+                (Some((s, l)), None) if cfg.owns(s, l) => {
+                    (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
+                }
+                // Our subnet, still held under our PublicIP (a lease before a restart).
                 (Some((s, l)), Some((_, modrev, Some(a))))
                     if cfg.owns(s, l) && a.public_ip == self.public_ip =>
                 {
-                    (
-                        s,
-                        Compare::mod_revision(
-                            schema::subnet_key(&self.spec.prefix, s, l),
-                            CompareOp::Equal,
-                            *modrev,
-                        ),
-                    )
+                    (s, Compare::mod_revision(key(s), CompareOp::Equal, *modrev))
                 }
                 _ => {
                     let s = cfg
                         .first_free(&taken)
                         .ok_or("no free subnet left in the Network")?;
-                    (
-                        s,
-                        Compare::create_revision(
-                            schema::subnet_key(&self.spec.prefix, s, cfg.subnet_len),
-                            CompareOp::Equal,
-                            0,
-                        ),
-                    )
+                    (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
                 }
             };
-            let len = cfg.subnet_len;
-            let vtep_mac = self.program_own(&cfg, subnet)?;
-            let ttl = self.spec.ttl as i64;
-            let g = c
-                .lease_grant(ttl, None)
-                .await
-                .map_err(|e| format!("lease grant: {e}"))?;
-            let attrs = LeaseAttrs {
-                public_ip: self.public_ip,
-                backend_type: cfg.backend_type().into(),
-                backend_data: match cfg.backend {
-                    schema::Backend::Vxlan { vni, .. } => Some(BackendData {
-                        vni,
-                        vtep_mac: vtep_mac.clone(),
-                    }),
-                    schema::Backend::HostGw => None,
-                },
-            };
-            let key = schema::subnet_key(&self.spec.prefix, subnet, len);
-            let put = TxnOp::put(
-                key.clone(),
-                attrs.to_json(),
-                Some(PutOptions::new().with_lease(g.id())),
-            );
-            let t = c
-                .txn(Txn::new().when(vec![cmp]).and_then(vec![put]))
-                .await
-                .map_err(|e| format!("lease txn: {e}"))?;
-            if !t.succeeded() {
-                let _ = c.lease_revoke(g.id()).await;
-                info!("etcd: {key} was taken meanwhile; trying another subnet");
-                self.own = None;
-                continue;
+            if self.take(c, &cfg, subnet, cmp).await? {
+                return Ok(());
             }
-            info!(
-                "etcd: leased {subnet}/{len} (lease {:x}, ttl {ttl}s) as {}",
-                g.id(),
-                self.public_ip
-            );
-            let mtu = if cfg.backend_type() == "vxlan" {
-                1450
-            } else {
-                1500
-            };
-            if let Err(e) = std::fs::write(&self.state_file, schema::subnet_env(&cfg, subnet, mtu))
-            {
-                warn!("etcd: state file {}: {e}", self.state_file.display());
-            }
-            self.own = Some(Own {
-                subnet,
-                len,
-                lease_id: g.id(),
-                vtep_mac,
-                renewed: unix_now(),
-                renew_error: None,
-            });
-            return Ok(());
         }
         Err("could not lease a subnet after 16 attempts".into())
+    }
+
+    /// Program our gateways for `subnet` and write its lease if `cmp` holds; false when
+    /// another host got there first.
+    async fn take(
+        &mut self,
+        c: &mut Client,
+        cfg: &NetConfig,
+        subnet: Ipv4Addr,
+        cmp: Compare,
+    ) -> Result<bool, String> {
+        let len = cfg.subnet_len;
+        let vtep_mac = self.program_own(cfg, subnet)?;
+        let ttl = self.spec.ttl as i64;
+        let g = c
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|e| format!("lease grant: {e}"))?;
+        let attrs = LeaseAttrs {
+            public_ip: self.public_ip,
+            backend_type: cfg.backend_type().into(),
+            backend_data: match cfg.backend {
+                schema::Backend::Vxlan { vni, .. } => Some(BackendData {
+                    vni,
+                    vtep_mac: vtep_mac.clone(),
+                }),
+                schema::Backend::HostGw => None,
+            },
+        };
+        let key = schema::subnet_key(&self.spec.prefix, subnet, len);
+        let put = TxnOp::put(
+            key.clone(),
+            attrs.to_json(),
+            Some(PutOptions::new().with_lease(g.id())),
+        );
+        let t = c
+            .txn(Txn::new().when(vec![cmp]).and_then(vec![put]))
+            .await
+            .map_err(|e| format!("lease txn: {e}"))?;
+        if !t.succeeded() {
+            let _ = c.lease_revoke(g.id()).await;
+            info!("etcd: {key} was taken meanwhile; trying another subnet");
+            self.own = None;
+            return Ok(false);
+        }
+        info!(
+            "etcd: leased {subnet}/{len} (lease {:x}, ttl {ttl}s) as {}",
+            g.id(),
+            self.public_ip
+        );
+        let mtu = match cfg.backend {
+            schema::Backend::Vxlan { .. } => 1450,
+            schema::Backend::HostGw => 1500,
+        };
+        if let Err(e) = std::fs::write(&self.state_file, schema::subnet_env(cfg, subnet, mtu)) {
+            warn!("etcd: state file {}: {e}", self.state_file.display());
+        }
+        self.own = Some(Own {
+            subnet,
+            len,
+            lease_id: g.id(),
+            vtep_mac,
+            renewed: unix_now(),
+            renew_error: None,
+        });
+        Ok(true)
     }
 
     /// Set our gateways for `subnet`; returns the VtepMAC (the overlay bridge's gateway MAC).
@@ -451,6 +458,11 @@ impl State {
             .as_ref()
             .is_some_and(|o| o.subnet == subnet && o.len == len)
         {
+            let ours = LeaseAttrs::parse(value).is_ok_and(|a| a.public_ip == self.public_ip);
+            if !ours {
+                warn!("etcd: {key}, our subnet, was written by another host");
+                self.own_lost = true;
+            }
             return;
         }
         let attrs = match LeaseAttrs::parse(value) {

@@ -125,22 +125,7 @@ impl Worker {
     fn overlay_op(&mut self, op: OverlayOp, now: u32) -> Result<Option<(String, MacAddr)>, String> {
         match op {
             OverlayOp::Gateway { bridge, ip, len } => {
-                let b = self.bridge_id_of(&bridge)?;
-                let br = self.dp.bridge(b).expect("checked");
-                let mac = br
-                    .gateway
-                    .map(|g| g.mac)
-                    .unwrap_or_else(|| Gateway::host_mac(crate::host::host_id(), &bridge));
-                let g = Gateway {
-                    ip: ip.octets(),
-                    len,
-                    mac,
-                };
-                if br.gateway != Some(g) {
-                    self.dp.set_gateway(b, Some(g))?;
-                    crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
-                }
-                self.specs.derived.gateways.insert(bridge.clone());
+                let mac = self.overlay_gateway(&bridge, ip, len)?;
                 Ok(Some((bridge, mac)))
             }
             OverlayOp::Route { prefix, len, via } => {
@@ -189,19 +174,9 @@ impl Worker {
                 mac,
                 port,
                 remote,
-            } => {
-                let (b, pid) = self.tunnel_port(&bridge, &port)?;
-                let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
-                fdb.remove(0, mac.to_u64());
-                fdb.add_static(0, mac.to_u64(), pid, now)
-                    .map_err(|_| format!("bridge '{bridge}': FDB full"))?;
-                let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
-                let t = t.expect("checked tunnel");
-                t.add_static(0, mac.to_u64(), remote.octets());
-                t.add_peer(remote.octets());
-                self.specs.derived.fdb.insert((b, mac.to_u64()));
-                Ok(None)
-            }
+            } => self
+                .overlay_fdb(&bridge, mac, &port, remote, now)
+                .map(|_| None),
             OverlayOp::FdbDel {
                 bridge,
                 mac,
@@ -210,11 +185,8 @@ impl Worker {
             } => {
                 let (b, pid) = self.tunnel_port(&bridge, &port)?;
                 if self.specs.derived.fdb.remove(&(b, mac.to_u64())) {
-                    self.dp
-                        .bridge_mut(b)
-                        .expect("checked")
-                        .fdb
-                        .remove(0, mac.to_u64());
+                    let br = self.dp.bridge_mut(b).expect("checked");
+                    br.fdb.remove(0, mac.to_u64());
                 }
                 let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
                 let t = t.expect("checked tunnel");
@@ -223,6 +195,51 @@ impl Worker {
                 Ok(None)
             }
         }
+    }
+
+    /// Set `bridge`'s gateway to `ip/len` keeping its MAC (or the host's default one);
+    /// returns the MAC.
+    fn overlay_gateway(&mut self, bridge: &str, ip: Ipv4Addr, len: u8) -> Result<MacAddr, String> {
+        let b = self.bridge_id_of(bridge)?;
+        let br = self.dp.bridge(b).expect("checked");
+        let mac = br
+            .gateway
+            .map(|g| g.mac)
+            .unwrap_or_else(|| Gateway::host_mac(crate::host::host_id(), bridge));
+        let g = Gateway {
+            ip: ip.octets(),
+            len,
+            mac,
+        };
+        if br.gateway != Some(g) {
+            self.dp.set_gateway(b, Some(g))?;
+            crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+        }
+        self.specs.derived.gateways.insert(bridge.to_string());
+        Ok(mac)
+    }
+
+    /// A derived static FDB entry `mac` -> vxlan `port` behind `remote` (replacing any entry
+    /// for the MAC); the remote is accepted as a sender.
+    fn overlay_fdb(
+        &mut self,
+        bridge: &str,
+        mac: MacAddr,
+        port: &str,
+        remote: Ipv4Addr,
+        now: u32,
+    ) -> Result<(), String> {
+        let (b, pid) = self.tunnel_port(bridge, port)?;
+        let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
+        fdb.remove(0, mac.to_u64());
+        fdb.add_static(0, mac.to_u64(), pid, now)
+            .map_err(|_| format!("bridge '{bridge}': FDB full"))?;
+        let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
+        let t = t.expect("checked tunnel");
+        t.add_static(0, mac.to_u64(), remote.octets());
+        t.add_peer(remote.octets());
+        self.specs.derived.fdb.insert((b, mac.to_u64()));
+        Ok(())
     }
 
     fn bridge_id_of(&self, name: &str) -> Result<u16, String> {
