@@ -4,7 +4,8 @@
 //! programs the other; the containers ping across the VXLAN overlay. Then: the derived routes
 //! stay out of `save-config`; etcd stopped -> the ping still works and `overlay-show` reports
 //! it; etcd restarted -> a hand-written flannel-format lease (as a kernel flannel host writes
-//! it) is programmed, and removed when its etcd lease expires; host B gone and its lease
+//! it) is programmed, replaced when it comes back with a new VtepMAC and address, and removed
+//! when its etcd lease expires; host B gone and its lease
 //! deleted -> A's route, FDB and neighbour entries for it go; A restarted -> same subnet.
 
 mod common;
@@ -586,7 +587,7 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     // etcd back: a kernel flannel host's lease (hand-written in flannel's format, with a
     // short etcd lease) is picked up, then removed when it expires.
     etcd.restart();
-    let grant = etcd.ctl(&["lease", "grant", "8"]);
+    let grant = etcd.ctl(&["lease", "grant", "10"]);
     let id = grant.split_whitespace().nth(1).unwrap().to_string();
     etcd.ctl(&[
         "put",
@@ -605,6 +606,21 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         da.ctl(&["fdb-show", "flannel"])
             .contains("a6:1c:2d:3e:4f:50")
     );
+    // The host comes back with a new VtepMAC and address: A replaces its entries.
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &id,
+        "/coreos.com/network/subnets/10.5.200.0-24",
+        r#"{"PublicIP":"10.252.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"a6:1c:2d:3e:4f:51"}}"#,
+    ]);
+    wait_for("A to follow the new VtepMAC", 10, || {
+        let fdb = da.ctl(&["fdb-show", "flannel"]);
+        fdb.contains("a6:1c:2d:3e:4f:51")
+            && fdb.contains("10.252.0.4")
+            && !fdb.contains("a6:1c:2d:3e:4f:50")
+    });
+    assert!(da.ctl(&["neigh-show"]).contains("a6:1c:2d:3e:4f:51"));
     assert!(ping(&n("ca"), &ipb, 2), "ping after etcd came back");
     let out = stream.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
@@ -618,7 +634,7 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     });
     assert!(
         !da.ctl(&["fdb-show", "flannel"])
-            .contains("a6:1c:2d:3e:4f:50")
+            .contains("a6:1c:2d:3e:4f:51")
     );
     assert!(!da.ctl(&["neigh-show"]).contains("10.5.200.0"));
 

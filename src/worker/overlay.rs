@@ -129,17 +129,23 @@ impl Worker {
                 Ok(Some((bridge, mac)))
             }
             OverlayOp::Route { prefix, len, via } => {
-                let bridge = match self.dp.routes.lookup(via.octets()) {
-                    Some(r) if matches!(r.kind, RouteKind::Connected { .. }) => r.bridge(),
-                    _ => return Err(format!("via: {via} is not on any bridge's subnet")),
-                };
-                let key = (u32::from(prefix), len);
-                if let Some(r) = self.dp.routes.get(prefix, len) {
-                    if matches!(r.kind, RouteKind::Connected { .. }) {
+                // A route being replaced goes first: it may cover its own next hop.
+                let old = match self.dp.routes.get(prefix, len) {
+                    Some(r) if matches!(r.kind, RouteKind::Connected { .. }) => {
                         return Err(format!("{prefix}/{len} is a connected route here"));
                     }
-                    self.dp.routes.del(prefix, len).map_err(|e| e.to_string())?;
-                }
+                    Some(_) => Some(self.dp.routes.del(prefix, len).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                let bridge = match self.dp.routes.lookup(via.octets()) {
+                    Some(r) if matches!(r.kind, RouteKind::Connected { .. }) => r.bridge(),
+                    _ => {
+                        if let Some(o) = old {
+                            let _ = self.dp.routes.add(o);
+                        }
+                        return Err(format!("via: {via} is not on any bridge's subnet"));
+                    }
+                };
                 let kind = RouteKind::Via {
                     gateway: via,
                     bridge,
@@ -148,7 +154,7 @@ impl Worker {
                     .routes
                     .add(Route { prefix, len, kind })
                     .map_err(|e| e.to_string())?;
-                self.specs.derived.routes.insert(key);
+                self.specs.derived.routes.insert((u32::from(prefix), len));
                 Ok(None)
             }
             OverlayOp::RouteDel { prefix, len } => {
@@ -261,5 +267,187 @@ impl Worker {
             })
             .ok_or_else(|| format!("no vxlan port named '{port}' in bridge '{bridge}'"))?;
         Ok((b, pid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BridgeSpec, PortSpec};
+    use crate::worker::{Command, WorkerOptions, spawn};
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// Every page of the overlay bridge's FDB, as JSON text.
+    fn fdb_all(w: &crate::worker::WorkerHandle) -> String {
+        let mut all = String::new();
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let bridge = "flannel".to_string();
+            let v = w.call(Command::FdbShow { bridge, from: f }).unwrap();
+            from = v["next"].as_u64().map(|n| n as usize);
+            all += &v["entries"].to_string();
+        }
+        all
+    }
+
+    #[test]
+    fn derived_entries_are_programmed_replaced_removed_and_never_saved() {
+        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
+        let w = spawn(
+            WorkerOptions {
+                core: None,
+                frames: 1024,
+            },
+            clock,
+        )
+        .unwrap();
+        let ul = BridgeSpec::from_args("ul", &s(&["gateway=10.252.0.1/24"])).unwrap();
+        w.call(Command::AddBridge(ul)).unwrap();
+        w.call(Command::AddBridge(
+            BridgeSpec::from_args("br0", &[]).unwrap(),
+        ))
+        .unwrap();
+        w.call(Command::AddBridge(
+            BridgeSpec::from_args("flannel", &[]).unwrap(),
+        ))
+        .unwrap();
+        let vx = PortSpec::from_args(
+            "flannel.1",
+            &s(&[
+                "type=vxlan",
+                "vni=1",
+                "local_ip=10.252.0.1",
+                "dst_port=8472",
+            ]),
+        )
+        .unwrap();
+        w.call(Command::AddPort {
+            bridge: "flannel".into(),
+            spec: vx,
+        })
+        .unwrap();
+        let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
+        let mac: MacAddr = "02:00:00:00:00:42".parse().unwrap();
+        let mac2: MacAddr = "02:00:00:00:00:43".parse().unwrap();
+        let peer = |mac: MacAddr, public: &str| {
+            vec![
+                OverlayOp::Neigh {
+                    bridge: "flannel".into(),
+                    ip: ip("10.5.2.0"),
+                    mac,
+                },
+                OverlayOp::Fdb {
+                    bridge: "flannel".into(),
+                    mac,
+                    port: "flannel.1".into(),
+                    remote: ip(public),
+                },
+                OverlayOp::Route {
+                    prefix: ip("10.5.2.0"),
+                    len: 24,
+                    via: ip("10.5.2.0"),
+                },
+            ]
+        };
+        let mut ops = vec![
+            OverlayOp::Gateway {
+                bridge: "br0".into(),
+                ip: ip("10.5.1.1"),
+                len: 24,
+            },
+            OverlayOp::Gateway {
+                bridge: "flannel".into(),
+                ip: ip("10.5.1.0"),
+                len: 16,
+            },
+        ];
+        ops.extend(peer(mac, "10.252.0.2"));
+        let v = w.call(Command::Overlay(ops)).unwrap();
+        assert_eq!(v["applied"], 5, "{v}");
+        assert!(v["gateway_macs"]["flannel"].is_string(), "{v}");
+        let routes = w.call(Command::RouteShow).unwrap().to_string();
+        assert!(
+            routes.contains("10.5.2.0/24") && routes.contains("10.5.0.0/16"),
+            "{routes}"
+        );
+        let neigh = w.call(Command::NeighShow).unwrap().to_string();
+        assert!(
+            neigh.contains("PERMANENT") && neigh.contains(&mac.to_string()),
+            "{neigh}"
+        );
+        let fdb = fdb_all(&w);
+        assert!(
+            fdb.contains("10.252.0.2") && fdb.contains(&mac.to_string()),
+            "{fdb}"
+        );
+        let saved = w.call(Command::RunningConfig).unwrap().to_string();
+        assert!(
+            !saved.contains("10.5.") && !saved.contains(&mac.to_string()),
+            "derived state is not configuration: {saved}"
+        );
+        // The peer comes back with a new VtepMAC and address: replaced.
+        let mut ops = vec![OverlayOp::FdbDel {
+            bridge: "flannel".into(),
+            mac,
+            port: "flannel.1".into(),
+            remote: ip("10.252.0.2"),
+        }];
+        ops.extend(peer(mac2, "10.252.0.9"));
+        let v = w.call(Command::Overlay(ops)).unwrap();
+        assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v}");
+        let fdb = fdb_all(&w);
+        assert!(
+            fdb.contains("10.252.0.9") && !fdb.contains(&mac.to_string()),
+            "{fdb}"
+        );
+        // Removed.
+        let del = vec![
+            OverlayOp::RouteDel {
+                prefix: ip("10.5.2.0"),
+                len: 24,
+            },
+            OverlayOp::NeighDel {
+                bridge: "flannel".into(),
+                ip: ip("10.5.2.0"),
+            },
+            OverlayOp::FdbDel {
+                bridge: "flannel".into(),
+                mac: mac2,
+                port: "flannel.1".into(),
+                remote: ip("10.252.0.9"),
+            },
+        ];
+        w.call(Command::Overlay(del)).unwrap();
+        let routes = w.call(Command::RouteShow).unwrap().to_string();
+        assert!(!routes.contains("10.5.2.0/24"), "{routes}");
+        let neigh = w.call(Command::NeighShow).unwrap().to_string();
+        assert!(!neigh.contains("PERMANENT"), "{neigh}");
+        // Errors are reported per op; the rest still applies.
+        let bad = vec![
+            OverlayOp::Route {
+                prefix: ip("10.7.0.0"),
+                len: 24,
+                via: ip("10.99.0.1"),
+            },
+            OverlayOp::Neigh {
+                bridge: "nope".into(),
+                ip: ip("10.5.3.0"),
+                mac,
+            },
+            OverlayOp::RouteDel {
+                prefix: ip("10.7.0.0"),
+                len: 24,
+            },
+        ];
+        let v = w.call(Command::Overlay(bad)).unwrap();
+        assert_eq!(v["applied"], 1, "{v}");
+        assert!(
+            v["errors"][0]["error"].as_str().unwrap().contains("via"),
+            "{v}"
+        );
+        w.shutdown();
     }
 }
