@@ -1,12 +1,18 @@
-//! End-to-end test of the etcd overlay (root and Debian's `etcd-server`; an explicit skip
-//! otherwise): a real etcd on loopback, two uvs "hosts" whose underlay ports are the two ends of
-//! one veth, each with a container. Each host leases a distinct subnet in flannel's schema and
-//! programs the other; the containers ping across the VXLAN overlay. Then: the derived routes
-//! stay out of `save-config`; etcd stopped -> the ping still works and `overlay-show` reports
-//! it; etcd restarted -> a hand-written flannel-format lease (as a kernel flannel host writes
-//! it) is programmed, replaced when it comes back with a new VtepMAC and address, and removed
-//! when its etcd lease expires; host B gone and its lease
-//! deleted -> A's route, FDB and neighbour entries for it go; A restarted -> same subnet.
+//! End-to-end tests of the etcd overlay (root and Debian's `etcd-server`/`etcd-client`; an
+//! explicit skip otherwise), against a real etcd on loopback started and killed by the test.
+//!
+//! `two_uvs_hosts_share_a_flannel_overlay_through_etcd`: three hosts on one underlay segment:
+//! two uvs hosts (each with a container) and a Linux host configured exactly as flanneld
+//! configures a vxlan node (the test plays flanneld: it writes that host's lease and programs
+//! its `flannel.1` from the others' leases; flannel is not packaged in Debian). Each uvs host
+//! leases a distinct subnet and programs the others; containers on all three ping and carry TCP
+//! (iperf3). Then: derived entries stay out of `save-config`; a ping stream loses nothing while
+//! etcd is stopped (`overlay-show` says DISCONNECTED) and restarted; a flannel-format lease is
+//! programmed, followed when it changes VtepMAC and address, and removed when its etcd lease
+//! expires; host B gone and its lease deleted -> A's route, FDB and neighbour entries go; A
+//! restarted -> same subnet, peers programmed again.
+//! `host_gw_backend_routes_via_the_public_ip`: the host-gw backend between two uvs hosts.
+//! `a_thousand_leases_are_programmed_in_bounded_time_and_memory`: scale (no root needed).
 
 mod common;
 
