@@ -61,6 +61,10 @@ pub struct Config {
     /// NAT rules, added after the routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat: Vec<NatSpec>,
+    /// The etcd overlay (`[etcd]`, see [`crate::etcd::EtcdSpec`]): read from the `--config`
+    /// file at start; never part of the running configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::etcd::EtcdSpec>,
 }
 
 /// A NAT rule: `kind` is masquerade | snat | dnat; the other fields as `nat-add` takes them.

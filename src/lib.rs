@@ -11,6 +11,7 @@ pub mod control;
 pub mod counters;
 pub mod datapath;
 pub mod demo;
+pub mod etcd;
 pub mod fdb;
 pub mod flow;
 #[doc(hidden)]

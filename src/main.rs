@@ -47,6 +47,13 @@ enum Cmd {
         /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
         #[arg(long)]
         metrics: Option<String>,
+        /// Join the etcd overlay at this etcd URL (flannel's schema; `[etcd]` in --config sets
+        /// the rest), e.g. `--etcd http://127.0.0.1:2379`.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// The overlay's etcd key prefix (default /coreos.com/network, as flannel).
+        #[arg(long)]
+        etcd_prefix: Option<String>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -120,7 +127,17 @@ fn main() -> ExitCode {
             cores,
             frames,
             metrics,
-        } => run(socket, config, db, cores, frames, metrics),
+            etcd,
+            etcd_prefix,
+        } => run(
+            socket,
+            config,
+            db,
+            cores,
+            frames,
+            metrics,
+            (etcd, etcd_prefix),
+        ),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
         Cmd::Latency => latency(),
@@ -179,8 +196,10 @@ fn run(
     cores: Option<String>,
     frames: u32,
     metrics: Option<String>,
+    etcd: (Option<String>, Option<String>),
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
+    let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
     // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(format!(
@@ -222,6 +241,19 @@ fn run(
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
+    let overlay = match etcd_spec {
+        Some(spec) => {
+            let state = spec
+                .state_file
+                .clone()
+                .unwrap_or_else(|| path.with_extension("subnet.env"));
+            let a =
+                uvs::etcd::agent::start(spec, state, w.clone()).inspect_err(|_| w.shutdown())?;
+            Some(a.status)
+        }
+        None => None,
+    };
+    uvs::etcd::register(&mut reg, overlay);
     let server =
         control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
             w.shutdown();
@@ -249,6 +281,33 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// The etcd overlay's settings: the `--config` file's `[etcd]` table (read even when the
+/// database holds the running configuration), with `--etcd`/`--etcd-prefix` on top.
+fn etcd_spec(
+    (url, prefix): (Option<String>, Option<String>),
+    file: Option<&std::path::Path>,
+) -> Result<Option<uvs::etcd::EtcdSpec>, String> {
+    let from_file = match file {
+        Some(p) => Config::load(p).ok().and_then(|c| c.etcd),
+        None => None,
+    };
+    let mut spec = match (from_file, &url) {
+        (Some(mut s), Some(u)) => {
+            s.endpoints = vec![u.clone()];
+            s
+        }
+        (Some(s), None) => s,
+        (None, Some(u)) => uvs::etcd::EtcdSpec::new(u),
+        (None, None) if prefix.is_some() => return Err("--etcd-prefix needs --etcd".into()),
+        (None, None) => return Ok(None),
+    };
+    if let Some(p) = prefix {
+        spec.prefix = p;
+    }
+    spec.validate()?;
+    Ok(Some(spec))
 }
 
 /// The configuration to start with: the database's if it has one (the `--config` file is then

@@ -88,6 +88,9 @@ pub enum State {
     Probe,
     /// Resolution failed: packets dropped for [`FAILED_HOLD`] seconds.
     Failed,
+    /// Static (`ip neigh replace ... nud permanent`): set by the control plane, never aged,
+    /// probed or changed by ARP; removed only by [`Neighbours::remove_permanent`].
+    Permanent,
 }
 
 impl State {
@@ -100,6 +103,7 @@ impl State {
             State::Delay => "DELAY",
             State::Probe => "PROBE",
             State::Failed => "FAILED",
+            State::Permanent => "PERMANENT",
         }
     }
 }
@@ -280,6 +284,7 @@ impl Neighbours {
         e.used = now;
         let since = now.saturating_sub(e.stamp);
         match e.state {
+            State::Permanent => Resolve::Mac(e.mac),
             State::Reachable if since < REACHABLE_TIME => {
                 self.last = Some((k, e.mac, e.stamp + REACHABLE_TIME));
                 Resolve::Mac(e.mac)
@@ -378,6 +383,9 @@ impl Neighbours {
             }
             return None;
         };
+        if e.state == State::Permanent {
+            return None;
+        }
         let unresolved = matches!(e.state, State::Incomplete | State::Failed);
         if confirms || unresolved || e.mac != mac {
             e.state = state;
@@ -432,6 +440,42 @@ impl Neighbours {
         true
     }
 
+    /// Make `ip` on `bridge` a PERMANENT entry at `mac` (created, or replacing whatever state
+    /// it had; packets it held go to the dropped list). Returns false when the table is full
+    /// and the address is new.
+    pub fn set_permanent(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) -> bool {
+        self.last = None;
+        let k = key(bridge, ip);
+        if let Some(e) = self.map.get_mut(&k) {
+            let n = e.qlen as usize;
+            self.dropped.extend_from_slice(&e.queue[..n]);
+            *e = Entry::new(State::Permanent, mac, now);
+            self.unheld(bridge, n);
+            return true;
+        }
+        if self.map.len() >= self.capacity {
+            return false;
+        }
+        self.map.insert(k, Entry::new(State::Permanent, mac, now));
+        true
+    }
+
+    /// Remove the PERMANENT entry for `ip` on `bridge`; true if there was one (entries in
+    /// other states are left alone).
+    pub fn remove_permanent(&mut self, bridge: u16, ip: [u8; 4]) -> bool {
+        self.last = None;
+        let k = key(bridge, ip);
+        if self
+            .map
+            .get(&k)
+            .is_some_and(|e| e.state == State::Permanent)
+        {
+            self.map.remove(&k);
+            return true;
+        }
+        false
+    }
+
     /// Run the timers at `now`: probes and requests that are due go to the `take_due` list,
     /// entries out of probes fail (their packets go to the dropped list), failed entries past
     /// [`FAILED_HOLD`] and entries unused for the aging time are removed. Returns how many
@@ -475,7 +519,7 @@ impl Neighbours {
         }
         self.map.retain(|_, e| match e.state {
             State::Failed => now.saturating_sub(e.stamp) < FAILED_HOLD,
-            State::Incomplete | State::Probe => true,
+            State::Incomplete | State::Probe | State::Permanent => true,
             _ => now.saturating_sub(e.used) <= aging,
         });
         before - self.map.len()

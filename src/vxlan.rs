@@ -151,6 +151,9 @@ pub struct Tunnel {
     /// Settings.
     pub conf: TunnelConf,
     remote_of: U64Map<([u8; 4], bool)>,
+    /// VTEPs accepted besides `conf.remotes` without being flooded to (overlay peers a
+    /// control-plane adapter programs, as flannel's `nolearning` device accepts any sender).
+    peers: std::collections::HashSet<[u8; 4]>,
 }
 
 #[inline]
@@ -164,6 +167,7 @@ impl Tunnel {
         Tunnel {
             conf,
             remote_of: U64Map::default(),
+            peers: Default::default(),
         }
     }
 
@@ -201,7 +205,17 @@ impl Tunnel {
     /// True if `ip` is one of the configured remotes.
     #[inline]
     pub fn accepts(&self, ip: [u8; 4]) -> bool {
-        self.conf.remotes.contains(&ip)
+        self.conf.remotes.contains(&ip) || (!self.peers.is_empty() && self.peers.contains(&ip))
+    }
+
+    /// Accept VXLAN from `ip` (an overlay peer; not flooded to).
+    pub fn add_peer(&mut self, ip: [u8; 4]) {
+        self.peers.insert(ip);
+    }
+
+    /// Stop accepting `ip` as an overlay peer.
+    pub fn remove_peer(&mut self, ip: [u8; 4]) {
+        self.peers.remove(&ip);
     }
 }
 

@@ -171,3 +171,33 @@ fn flush_drops_held_packets() {
     assert_eq!(n.held(), 0);
     assert!(n.is_empty());
 }
+
+#[test]
+fn permanent_entries_are_never_aged_probed_or_changed_by_arp() {
+    let mut n = Neighbours::new(16, 300);
+    assert_eq!(n.resolve(1, IP, 100), Resolve::SendRequest);
+    n.hold(1, IP, held(1)).unwrap();
+    assert!(n.set_permanent(1, IP, M, 100));
+    assert_eq!(n.take_dropped().len(), 1, "what it held is dropped");
+    assert_eq!(n.held(), 0);
+    assert_eq!(n.resolve(1, IP, 100_000), Resolve::Mac(M));
+    assert!(n.arp_seen(1, IP, M2, 100_001, true, true).is_none());
+    n.age(1_000_000);
+    assert_eq!(
+        n.resolve(1, IP, 1_000_000),
+        Resolve::Mac(M),
+        "not aged, not moved"
+    );
+    assert_eq!(n.rows(0)[0].state, "PERMANENT");
+    assert!(n.set_permanent(1, IP, M2, 1_000_001));
+    assert_eq!(n.resolve(1, IP, 1_000_001), Resolve::Mac(M2), "replaced");
+    assert!(n.remove_permanent(1, IP));
+    assert!(!n.remove_permanent(1, IP));
+    assert_eq!(n.state(1, IP), None);
+    let mut full = Neighbours::new(1, 300);
+    assert!(full.set_permanent(1, IP, M, 0));
+    assert!(
+        !full.set_permanent(1, [10, 0, 0, 3], M, 0),
+        "capacity bounds it"
+    );
+}

@@ -19,6 +19,7 @@
 
 mod flows;
 mod life;
+mod overlay;
 mod requests;
 mod running;
 
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use life::{LinkState, PortLife};
+pub use overlay::OverlayOp;
 pub use requests::Command;
 
 use crate::clock::Clock;

@@ -149,6 +149,8 @@ pub enum Command {
     RunningConfig,
     /// Captures, mirrors and counts for metrics (see `observe`).
     Observe(crate::observe::ObserveCmd),
+    /// Program derived state for a control-plane adapter (the etcd overlay).
+    Overlay(Vec<super::OverlayOp>),
     /// Close every port and stop.
     Shutdown,
 }
@@ -242,6 +244,7 @@ impl Worker {
                 Ok(json!({"deleted": prefix}))
             }
             Command::RouteShow => Ok(self.route_rows()),
+            Command::Overlay(ops) => Ok(self.overlay_apply(ops, now)),
             Command::NeighShow => {
                 let rows: Vec<Value> = self
                     .dp

@@ -21,6 +21,8 @@ pub(crate) struct Specs {
     pub bridges: HashMap<String, BridgeSpec>,
     /// Port specs by port id.
     pub ports: HashMap<u16, PortSpec>,
+    /// What control-plane adapters programmed (left out of the running configuration).
+    pub derived: super::overlay::Derived,
 }
 
 impl Specs {
@@ -49,9 +51,14 @@ impl Worker {
             b.aging = br.aging;
             b.isolated = br.isolated;
             b.icc = br.icc;
-            b.gateway = br.gateway.map(super::requests::gateway_text);
+            let derived_gw = self.specs.derived.gateways.contains(&br.name);
+            b.gateway = br
+                .gateway
+                .filter(|_| !derived_gw)
+                .map(super::requests::gateway_text);
             b.gateway_mac = br
                 .gateway
+                .filter(|_| !derived_gw)
                 .map(|g| g.mac)
                 .filter(|m| {
                     *m != crate::datapath::Gateway::host_mac(crate::host::host_id(), &br.name)
@@ -85,6 +92,10 @@ impl Worker {
                 .dp
                 .fdb_static_rows(id)
                 .into_iter()
+                .filter(|r| {
+                    let mac = r.mac.parse::<crate::wire::MacAddr>().map(|m| m.to_u64());
+                    !mac.is_ok_and(|m| self.specs.derived.fdb.contains(&(id, m)))
+                })
                 .map(|r| FdbSpec {
                     mac: r.mac,
                     port: r.port,
@@ -96,6 +107,14 @@ impl Worker {
             c.bridge.push(b);
         }
         for r in self.dp.routes.iter() {
+            if self
+                .specs
+                .derived
+                .routes
+                .contains(&(u32::from(r.prefix), r.len))
+            {
+                continue;
+            }
             if let crate::route::RouteKind::Via { gateway, .. } = r.kind {
                 c.route.push(RouteSpec {
                     prefix: format!("{}/{}", r.prefix, r.len),

@@ -1,0 +1,434 @@
+//! The etcd overlay: uvs hosts (and kernel flannel hosts) find each other through etcd, in
+//! flannel's schema ([`schema`]), and each host programs routes to the others.
+//!
+//! Contract:
+//! - `uvs run --etcd URL` (or an `[etcd]` table in the `--config` file) starts one thread with
+//!   a current-thread tokio runtime ([`agent`]); it never runs on the datapath worker and talks
+//!   to it only through [`Command::Overlay`](crate::worker::Command::Overlay), like the control
+//!   socket does.
+//! - The agent reads `PREFIX/config`, leases a subnet `PREFIX/subnets/A.B.C.D-LEN` with an etcd
+//!   lease of `ttl` seconds renewed every `ttl/3`, holding `PublicIP` and `BackendData {VNI,
+//!   VtepMAC}`; the subnet is written to `state_file` (flannel's `subnet.env` format) and asked
+//!   for again at the next start. Creating a lease is a transaction on the key's create revision
+//!   (two hosts never hold one subnet); taking back our own subnet is a transaction on its mod
+//!   revision and needs our `PublicIP` in it.
+//! - For every other lease it programs what flannel programs ([`peer_ops`]) as derived state
+//!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
+//!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
+//!   port, a route to the subnet via that address; host-gw: a route via PublicIP. A deleted or
+//!   expired lease removes them; a changed lease replaces them.
+//! - It lists the subnets (a revision R) and watches from R+1: no event is missed. On any error
+//!   (etcd down, watch cancelled, lease lost) what is programmed stays (forwarding continues),
+//!   the agent retries with back-off (0.5 s doubling to 30 s) and resyncs from a new list.
+//! - `uvs ctl overlay-show` shows the lease, its renewal state and every peer with its age and
+//!   what was programmed (or the error).
+
+pub mod agent;
+pub mod schema;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::worker::OverlayOp;
+use schema::{Backend, LeaseAttrs, NetConfig};
+
+/// Default lease TTL in seconds (flannel's: 24 h).
+pub const DEFAULT_TTL: u64 = 86_400;
+
+fn default_prefix() -> String {
+    schema::DEFAULT_PREFIX.to_string()
+}
+fn default_bridge() -> String {
+    "br0".into()
+}
+fn default_overlay() -> String {
+    "flannel".into()
+}
+fn default_port() -> String {
+    "flannel.1".into()
+}
+fn default_ttl() -> u64 {
+    DEFAULT_TTL
+}
+
+/// The `[etcd]` table of the configuration file (`--etcd`/`--etcd-prefix` override the first
+/// two keys).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSpec {
+    /// etcd client URLs, e.g. `["http://127.0.0.1:2379"]`.
+    pub endpoints: Vec<String>,
+    /// Key prefix (flannel's `--etcd-prefix`), default `/coreos.com/network`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The containers' bridge: its gateway becomes the leased subnet's first host address.
+    #[serde(default = "default_bridge")]
+    pub bridge: String,
+    /// vxlan backend: the bridge holding the vxlan port (flannel's `flannel.1` device); its
+    /// gateway becomes the subnet's network address on the whole Network, its gateway MAC is
+    /// the VtepMAC announced.
+    #[serde(default = "default_overlay")]
+    pub overlay_bridge: String,
+    /// vxlan backend: the vxlan port in `overlay_bridge` (`vni` and `dst_port` must match the
+    /// network's Backend).
+    #[serde(default = "default_port")]
+    pub vxlan_port: String,
+    /// This host's underlay address (default: the vxlan port's `local_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Ipv4Addr>,
+    /// Lease TTL in seconds (renewed every third of it).
+    #[serde(default = "default_ttl")]
+    pub ttl: u64,
+    /// Where the leased subnet is kept across restarts (flannel's subnet.env format); default:
+    /// the control socket's path with the extension `subnet.env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+}
+
+impl EtcdSpec {
+    /// A spec with defaults for `endpoint`.
+    pub fn new(endpoint: &str) -> EtcdSpec {
+        EtcdSpec {
+            endpoints: vec![endpoint.to_string()],
+            prefix: default_prefix(),
+            bridge: default_bridge(),
+            overlay_bridge: default_overlay(),
+            vxlan_port: default_port(),
+            public_ip: None,
+            ttl: DEFAULT_TTL,
+            state_file: None,
+        }
+    }
+
+    /// Check the values (errors name the field).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err("etcd.endpoints: empty".into());
+        }
+        for e in &self.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(format!("etcd.endpoints: '{e}' is not an http:// URL"));
+            }
+        }
+        if !self.prefix.starts_with('/') {
+            return Err(format!("etcd.prefix: '{}' must start with /", self.prefix));
+        }
+        if !(5..=1_000_000).contains(&self.ttl) {
+            return Err(format!("etcd.ttl: {} (5 to 1000000 seconds)", self.ttl));
+        }
+        Ok(())
+    }
+}
+
+/// A peer's lease, as programmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLease {
+    /// Its subnet.
+    pub subnet: Ipv4Addr,
+    /// Subnet length.
+    pub len: u8,
+    /// Its value.
+    pub attrs: LeaseAttrs,
+}
+
+/// What flannel programs for a peer's lease (and what removes it: [`peer_del_ops`]).
+pub fn peer_ops(cfg: &NetConfig, spec: &EtcdSpec, p: &PeerLease) -> Result<Vec<OverlayOp>, String> {
+    if p.attrs.backend_type != cfg.backend_type() {
+        return Err(format!(
+            "BackendType: '{}' but the network uses '{}'",
+            p.attrs.backend_type,
+            cfg.backend_type()
+        ));
+    }
+    match cfg.backend {
+        Backend::Vxlan { vni, .. } => {
+            let mac = p.attrs.vtep_mac()?;
+            let data_vni = p.attrs.backend_data.as_ref().map_or(vni, |d| d.vni);
+            if data_vni != vni {
+                return Err(format!(
+                    "BackendData.VNI: {data_vni} but the network uses {vni}"
+                ));
+            }
+            Ok(vec![
+                OverlayOp::Neigh {
+                    bridge: spec.overlay_bridge.clone(),
+                    ip: p.subnet,
+                    mac,
+                },
+                OverlayOp::Fdb {
+                    bridge: spec.overlay_bridge.clone(),
+                    mac,
+                    port: spec.vxlan_port.clone(),
+                    remote: p.attrs.public_ip,
+                },
+                OverlayOp::Route {
+                    prefix: p.subnet,
+                    len: p.len,
+                    via: p.subnet,
+                },
+            ])
+        }
+        Backend::HostGw => Ok(vec![OverlayOp::Route {
+            prefix: p.subnet,
+            len: p.len,
+            via: p.attrs.public_ip,
+        }]),
+    }
+}
+
+/// The ops that undo [`peer_ops`] (route first, so nothing routes to a half-removed peer).
+pub fn peer_del_ops(cfg: &NetConfig, spec: &EtcdSpec, p: &PeerLease) -> Vec<OverlayOp> {
+    let mut v = vec![OverlayOp::RouteDel {
+        prefix: p.subnet,
+        len: p.len,
+    }];
+    if let (Backend::Vxlan { .. }, Ok(mac)) = (cfg.backend, p.attrs.vtep_mac()) {
+        v.push(OverlayOp::NeighDel {
+            bridge: spec.overlay_bridge.clone(),
+            ip: p.subnet,
+        });
+        v.push(OverlayOp::FdbDel {
+            bridge: spec.overlay_bridge.clone(),
+            mac,
+            port: spec.vxlan_port.clone(),
+            remote: p.attrs.public_ip,
+        });
+    }
+    v
+}
+
+/// The gateways our own lease gives: the containers' bridge gets the subnet's first host
+/// address; with vxlan the overlay bridge gets the subnet's network address on the whole
+/// Network (flannel gives `flannel.1` `10.5.1.0/32` and routes on-link; the connected Network
+/// makes every peer's `.0` address a next hop on the overlay bridge).
+pub fn own_gateway_ops(cfg: &NetConfig, spec: &EtcdSpec, subnet: Ipv4Addr) -> Vec<OverlayOp> {
+    let mut v = vec![OverlayOp::Gateway {
+        bridge: spec.bridge.clone(),
+        ip: Ipv4Addr::from(u32::from(subnet) + 1),
+        len: cfg.subnet_len,
+    }];
+    if matches!(cfg.backend, Backend::Vxlan { .. }) {
+        v.push(OverlayOp::Gateway {
+            bridge: spec.overlay_bridge.clone(),
+            ip: subnet,
+            len: cfg.network.1,
+        });
+    }
+    v
+}
+
+/// Register `overlay-show`: the lease, its renewal, the peers and what was programmed for
+/// each (`status` is None when the daemon runs without etcd).
+pub fn register(reg: &mut crate::control::registry::Registry, status: Option<agent::Status>) {
+    use crate::control::registry::{CtlError, Reply};
+    reg.register("overlay-show", "overlay-show", 0, 0, move |_| {
+        let Some(st) = &status else {
+            return Err(CtlError::new(
+                "no etcd overlay (start with uvs run --etcd URL)",
+            ));
+        };
+        let mut v = st
+            .lock()
+            .map_err(|_| CtlError::new("etcd status poisoned"))?
+            .clone();
+        let now = agent::unix_now();
+        if let Some(l) = v["lease"].as_object_mut() {
+            let at = l.get("renewed_at").and_then(Value::as_u64).unwrap_or(now);
+            l.insert("renewed_ago".into(), now.saturating_sub(at).into());
+        }
+        for p in v["peers"].as_array_mut().into_iter().flatten() {
+            let at = p["seen_at"].as_u64().unwrap_or(now);
+            p["age"] = now.saturating_sub(at).into();
+        }
+        Ok(Reply::new(render(&v), v))
+    });
+    reg.set_read_only(&["overlay-show"]);
+}
+
+fn render(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let s_ = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut s = format!(
+        "etcd {} prefix {}: {}, revision {}, resyncs {}\n",
+        v["endpoints"],
+        s_(&v["prefix"]),
+        if v["connected"] == true {
+            "connected"
+        } else {
+            "DISCONNECTED"
+        },
+        v["revision"],
+        v["resyncs"]
+    );
+    if let Some(c) = v["config"].as_object() {
+        let _ = writeln!(
+            s,
+            "network {} subnet_len {} backend {}",
+            s_(&c["network"]),
+            c["subnet_len"],
+            s_(&c["backend"])
+        );
+    }
+    match v["lease"].as_object() {
+        Some(l) => {
+            let renew = match l["renew_error"].as_str() {
+                Some(e) => format!("NOT RENEWED: {e}"),
+                None => "renewed".into(),
+            };
+            let _ = writeln!(
+                s,
+                "lease {} public_ip {} vtep_mac {} ttl {}s: {renew} {}s ago",
+                s_(&l["subnet"]),
+                s_(&l["public_ip"]),
+                s_(&l["vtep_mac"]),
+                l["ttl"],
+                l["renewed_ago"]
+            );
+        }
+        None => s.push_str("lease: none yet\n"),
+    }
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let what = match p["error"].as_str() {
+            Some(e) => format!("not programmed: {e}"),
+            None => "programmed".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  peer {:<18} public_ip {:<15} vtep_mac {:<17} age {:>5}s {what}",
+            s_(&p["subnet"]),
+            s_(&p["public_ip"]),
+            p["vtep_mac"].as_str().unwrap_or("-"),
+            p["age"]
+        );
+    }
+    if let Some(e) = v["last_error"].as_str() {
+        let _ = writeln!(s, "last error: {e}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::BackendData;
+
+    fn cfg(j: &str) -> NetConfig {
+        NetConfig::parse(j.as_bytes()).unwrap()
+    }
+
+    fn lease(t: &str, mac: Option<&str>) -> PeerLease {
+        PeerLease {
+            subnet: Ipv4Addr::new(10, 5, 2, 0),
+            len: 24,
+            attrs: LeaseAttrs {
+                public_ip: Ipv4Addr::new(10, 252, 0, 2),
+                backend_type: t.into(),
+                backend_data: mac.map(|m| BackendData {
+                    vni: 1,
+                    vtep_mac: m.into(),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn vxlan_peer_gets_what_flannel_programs() {
+        let c = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        let s = EtcdSpec::new("http://127.0.0.1:2379");
+        let p = lease("vxlan", Some("02:00:00:00:00:42"));
+        let ops = peer_ops(&c, &s, &p).unwrap();
+        let mac: crate::wire::MacAddr = "02:00:00:00:00:42".parse().unwrap();
+        let net = Ipv4Addr::new(10, 5, 2, 0);
+        assert_eq!(
+            ops[0],
+            OverlayOp::Neigh {
+                bridge: "flannel".into(),
+                ip: net,
+                mac
+            }
+        );
+        assert_eq!(
+            ops[1],
+            OverlayOp::Fdb {
+                bridge: "flannel".into(),
+                mac,
+                port: "flannel.1".into(),
+                remote: Ipv4Addr::new(10, 252, 0, 2)
+            }
+        );
+        assert_eq!(
+            ops[2],
+            OverlayOp::Route {
+                prefix: net,
+                len: 24,
+                via: net
+            }
+        );
+        let del = peer_del_ops(&c, &s, &p);
+        assert_eq!(del.len(), 3);
+        assert_eq!(
+            del[0],
+            OverlayOp::RouteDel {
+                prefix: net,
+                len: 24
+            }
+        );
+        let own = own_gateway_ops(&c, &s, Ipv4Addr::new(10, 5, 1, 0));
+        assert_eq!(
+            own,
+            vec![
+                OverlayOp::Gateway {
+                    bridge: "br0".into(),
+                    ip: Ipv4Addr::new(10, 5, 1, 1),
+                    len: 24
+                },
+                OverlayOp::Gateway {
+                    bridge: "flannel".into(),
+                    ip: Ipv4Addr::new(10, 5, 1, 0),
+                    len: 16
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn host_gw_routes_via_the_public_ip_and_mismatches_are_refused() {
+        let c = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let s = EtcdSpec::new("http://127.0.0.1:2379");
+        let ops = peer_ops(&c, &s, &lease("host-gw", None)).unwrap();
+        assert_eq!(
+            ops,
+            vec![OverlayOp::Route {
+                prefix: Ipv4Addr::new(10, 5, 2, 0),
+                len: 24,
+                via: Ipv4Addr::new(10, 252, 0, 2)
+            }]
+        );
+        let e = peer_ops(&c, &s, &lease("vxlan", Some("02:00:00:00:00:42"))).unwrap_err();
+        assert!(e.contains("BackendType"), "{e}");
+        let v = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":9}}"#);
+        let e = peer_ops(&v, &s, &lease("vxlan", Some("02:00:00:00:00:42"))).unwrap_err();
+        assert!(e.contains("VNI"), "{e}");
+        let e = peer_ops(&v, &s, &lease("vxlan", Some("nope"))).unwrap_err();
+        assert!(e.contains("VtepMAC") || e.contains("VNI"), "{e}");
+    }
+
+    #[test]
+    fn spec_validation_names_the_field() {
+        let mut s = EtcdSpec::new("127.0.0.1:2379");
+        assert!(s.validate().unwrap_err().contains("etcd.endpoints"));
+        s.endpoints = vec!["http://127.0.0.1:2379".into()];
+        s.ttl = 1;
+        assert!(s.validate().unwrap_err().contains("etcd.ttl"));
+        s.ttl = 60;
+        s.prefix = "x".into();
+        assert!(s.validate().unwrap_err().contains("etcd.prefix"));
+        let t: EtcdSpec =
+            toml::from_str("endpoints = [\"http://127.0.0.1:2379\"]\nttl = 30\n").unwrap();
+        assert_eq!(t.prefix, "/coreos.com/network");
+        assert_eq!(t.ttl, 30);
+    }
+}

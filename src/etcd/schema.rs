@@ -1,0 +1,360 @@
+//! flannel's etcd schema, IO-free: the network configuration at `PREFIX/config`, the subnet
+//! lease keys `PREFIX/subnets/A.B.C.D-LEN` and their JSON values, and subnet allocation.
+//!
+//! Field names and defaults are flannel's (`pkg/subnet/config.go`, `pkg/lease/lease.go`,
+//! `pkg/subnet/etcd/registry.go`): `Network`, `SubnetLen` (default 24), `SubnetMin`
+//! (default: the second subnet), `SubnetMax` (default: the last subnet),
+//! `Backend: {Type, VNI, Port}` (vxlan defaults: VNI 1, UDP 8472); a lease value is
+//! `{"PublicIP", "BackendType", "BackendData": {"VNI", "VtepMAC"}}`. Unknown fields are
+//! ignored, as flannel does (newer flannels add `PublicIPv6`, `EnableIPv6`, ...).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::MacAddr;
+
+/// flannel's default key prefix.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
+/// flannel's default VXLAN VNI.
+pub const DEFAULT_VNI: u32 = 1;
+/// flannel's default VXLAN UDP port (the Linux kernel's default, not IANA's 4789).
+pub const DEFAULT_PORT: u16 = 8472;
+
+/// The backend a network uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// VXLAN encapsulation: route via the peer subnet's first address on the overlay.
+    Vxlan {
+        /// VNI.
+        vni: u32,
+        /// UDP destination port.
+        port: u16,
+    },
+    /// No encapsulation: route via the peer's PublicIP (peers share an L2 underlay).
+    HostGw,
+}
+
+/// The network configuration at `PREFIX/config`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The overlay network.
+    pub network: (Ipv4Addr, u8),
+    /// Length of each host's subnet.
+    pub subnet_len: u8,
+    /// First subnet handed out.
+    pub subnet_min: Ipv4Addr,
+    /// Last subnet handed out.
+    pub subnet_max: Ipv4Addr,
+    /// Backend.
+    pub backend: Backend,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(rename = "Network")]
+    network: Option<String>,
+    #[serde(rename = "SubnetLen", default)]
+    subnet_len: Option<u8>,
+    #[serde(rename = "SubnetMin", default)]
+    subnet_min: Option<Ipv4Addr>,
+    #[serde(rename = "SubnetMax", default)]
+    subnet_max: Option<Ipv4Addr>,
+    #[serde(rename = "Backend", default)]
+    backend: Option<RawBackend>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawBackend {
+    #[serde(rename = "Type", default)]
+    kind: Option<String>,
+    #[serde(rename = "VNI", default)]
+    vni: Option<u32>,
+    #[serde(rename = "Port", default)]
+    port: Option<u16>,
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - len) }
+}
+
+impl NetConfig {
+    /// Parse and validate flannel's JSON. Errors name the field.
+    pub fn parse(json: &[u8]) -> Result<NetConfig, String> {
+        let raw: RawConfig =
+            serde_json::from_slice(json).map_err(|e| format!("config: not flannel JSON: {e}"))?;
+        let net = raw.network.ok_or("config: Network missing")?;
+        let (addr, len) = crate::route::parse_prefix(&net).map_err(|e| format!("Network: {e}"))?;
+        if len > 28 {
+            return Err(format!(
+                "Network: {net} is too small (flannel needs /28 or larger)"
+            ));
+        }
+        let subnet_len = raw.subnet_len.unwrap_or(24);
+        if subnet_len <= len || subnet_len > 30 {
+            return Err(format!(
+                "SubnetLen: {subnet_len} must be longer than the Network's /{len} and at most 30"
+            ));
+        }
+        let base = u32::from(addr) & mask(len);
+        let step = 1u32 << (32 - subnet_len);
+        let last = (base | !mask(len)) & mask(subnet_len);
+        let min = raw.subnet_min.unwrap_or(Ipv4Addr::from(base + step));
+        let max = raw.subnet_max.unwrap_or(Ipv4Addr::from(last));
+        for (f, v) in [("SubnetMin", min), ("SubnetMax", max)] {
+            let v = u32::from(v);
+            if v & mask(len) != base || v & !mask(subnet_len) != 0 {
+                return Err(format!(
+                    "{f}: {} is not a /{subnet_len} subnet of {net}",
+                    Ipv4Addr::from(v)
+                ));
+            }
+        }
+        let b = raw.backend.unwrap_or_default();
+        let backend = match b.kind.as_deref().unwrap_or("udp") {
+            "vxlan" => Backend::Vxlan {
+                vni: b.vni.unwrap_or(DEFAULT_VNI),
+                port: b.port.unwrap_or(DEFAULT_PORT),
+            },
+            "host-gw" => Backend::HostGw,
+            other => {
+                return Err(format!(
+                    "Backend.Type: '{other}' (uvs speaks vxlan, host-gw)"
+                ));
+            }
+        };
+        Ok(NetConfig {
+            network: (Ipv4Addr::from(base), len),
+            subnet_len,
+            subnet_min: min,
+            subnet_max: max,
+            backend,
+        })
+    }
+
+    /// flannel's `BackendType` text.
+    pub fn backend_type(&self) -> &'static str {
+        match self.backend {
+            Backend::Vxlan { .. } => "vxlan",
+            Backend::HostGw => "host-gw",
+        }
+    }
+
+    /// The first free subnet from `SubnetMin` to `SubnetMax`, given the subnets taken.
+    pub fn first_free(&self, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        let step = 1u32 << (32 - self.subnet_len);
+        let mut s = u32::from(self.subnet_min);
+        let max = u32::from(self.subnet_max);
+        while s <= max {
+            if !taken.iter().any(|t| u32::from(*t) == s) {
+                return Some(Ipv4Addr::from(s));
+            }
+            s = s.checked_add(step)?;
+        }
+        None
+    }
+
+    /// True if `subnet` is one this network hands out.
+    pub fn owns(&self, subnet: Ipv4Addr, len: u8) -> bool {
+        let s = u32::from(subnet);
+        len == self.subnet_len
+            && s >= u32::from(self.subnet_min)
+            && s <= u32::from(self.subnet_max)
+            && s & !mask(len) == 0
+    }
+}
+
+/// The key of a subnet lease: `PREFIX/subnets/10.5.1.0-24`.
+pub fn subnet_key(prefix: &str, subnet: Ipv4Addr, len: u8) -> String {
+    format!("{}/subnets/{subnet}-{len}", prefix.trim_end_matches('/'))
+}
+
+/// The subnet a lease key names, or None when the key is not one.
+pub fn parse_subnet_key(prefix: &str, key: &str) -> Option<(Ipv4Addr, u8)> {
+    let rest = key.strip_prefix(prefix.trim_end_matches('/'))?;
+    let name = rest.strip_prefix("/subnets/")?;
+    let (ip, len) = name.split_once('-')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    (u32::from(ip) & !mask(len) == 0).then_some((ip, len))
+}
+
+/// flannel's `BackendData` for vxlan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BackendData {
+    /// VNI.
+    #[serde(rename = "VNI", default)]
+    pub vni: u32,
+    /// The host's VTEP MAC, "aa:bb:cc:dd:ee:ff".
+    #[serde(rename = "VtepMAC", default)]
+    pub vtep_mac: String,
+}
+
+/// A subnet lease's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAttrs {
+    /// The host's underlay address.
+    #[serde(rename = "PublicIP")]
+    pub public_ip: Ipv4Addr,
+    /// "vxlan" or "host-gw".
+    #[serde(rename = "BackendType", default)]
+    pub backend_type: String,
+    /// VXLAN data (absent for host-gw).
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backend_data: Option<BackendData>,
+}
+
+impl LeaseAttrs {
+    /// Parse a lease value.
+    pub fn parse(json: &[u8]) -> Result<LeaseAttrs, String> {
+        serde_json::from_slice(json).map_err(|e| format!("lease: not flannel JSON: {e}"))
+    }
+
+    /// The VTEP MAC of a vxlan lease.
+    pub fn vtep_mac(&self) -> Result<MacAddr, String> {
+        let d = self
+            .backend_data
+            .as_ref()
+            .ok_or("BackendData: missing (vxlan)")?;
+        d.vtep_mac
+            .parse()
+            .map_err(|e: String| format!("BackendData.VtepMAC: {e}"))
+    }
+
+    /// JSON text, as flannel writes it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// flannel's `subnet.env` (`/run/flannel/subnet.env`): what CNI plugins read, and what uvs
+/// reads back at start to ask for the same subnet again.
+pub fn subnet_env(cfg: &NetConfig, subnet: Ipv4Addr, mtu: u32) -> String {
+    format!(
+        "FLANNEL_NETWORK={}/{}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n",
+        cfg.network.0,
+        cfg.network.1,
+        Ipv4Addr::from(u32::from(subnet) + 1),
+        cfg.subnet_len
+    )
+}
+
+/// The subnet a `subnet.env` text names (`FLANNEL_SUBNET=10.5.1.1/24` -> 10.5.1.0/24).
+pub fn parse_subnet_env(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let v = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("FLANNEL_SUBNET="))?;
+    let (ip, len) = v.split_once('/')?;
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    Some((Ipv4Addr::from(u32::from(ip) & mask(len)), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flannel_config_with_defaults() {
+        let c =
+            NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        assert_eq!(c.network, (Ipv4Addr::new(10, 5, 0, 0), 16));
+        assert_eq!(c.subnet_len, 24);
+        assert_eq!(
+            c.subnet_min,
+            Ipv4Addr::new(10, 5, 1, 0),
+            "flannel skips the first"
+        );
+        assert_eq!(c.subnet_max, Ipv4Addr::new(10, 5, 255, 0));
+        assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472 });
+        let c = NetConfig::parse(
+            br#"{"Network":"10.6.0.0/16","SubnetLen":26,"Backend":{"Type":"vxlan","VNI":7,"Port":4789},"EnableIPv6":false}"#,
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Vxlan { vni: 7, port: 4789 });
+        assert_eq!(c.subnet_min, Ipv4Addr::new(10, 6, 0, 64));
+        let c = NetConfig::parse(br#"{"Network":"10.7.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        assert_eq!(c.unwrap().backend, Backend::HostGw);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let e = |j: &str| NetConfig::parse(j.as_bytes()).unwrap_err();
+        assert!(e(r#"{"SubnetLen":24}"#).contains("Network"));
+        assert!(e(r#"{"Network":"10.5.0.0/16","SubnetLen":16}"#).contains("SubnetLen"));
+        assert!(
+            e(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#).contains("Backend.Type")
+        );
+        assert!(
+            e(r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0","Backend":{"Type":"vxlan"}}"#)
+                .contains("SubnetMin")
+        );
+        assert!(e("not json").contains("config"));
+    }
+
+    #[test]
+    fn lease_keys() {
+        let p = DEFAULT_PREFIX;
+        let k = subnet_key(p, Ipv4Addr::new(10, 5, 1, 0), 24);
+        assert_eq!(k, "/coreos.com/network/subnets/10.5.1.0-24");
+        assert_eq!(
+            parse_subnet_key(p, &k),
+            Some((Ipv4Addr::new(10, 5, 1, 0), 24))
+        );
+        assert_eq!(parse_subnet_key("/coreos.com/network/", &k).unwrap().1, 24);
+        assert_eq!(parse_subnet_key(p, "/coreos.com/network/config"), None);
+        assert_eq!(
+            parse_subnet_key(p, "/coreos.com/network/subnets/10.5.1.1-24"),
+            None
+        );
+        assert_eq!(
+            parse_subnet_key(p, "/coreos.com/network/subnets/x-24"),
+            None
+        );
+        assert_eq!(parse_subnet_key("/other", &k), None);
+    }
+
+    #[test]
+    fn lease_values_as_flannel_writes_them() {
+        // Verbatim from a flannel v0.22 host's etcd.
+        let v = br#"{"PublicIP":"10.252.0.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"a6:1c:2d:3e:4f:50"}}"#;
+        let l = LeaseAttrs::parse(v).unwrap();
+        assert_eq!(l.public_ip, Ipv4Addr::new(10, 252, 0, 3));
+        assert_eq!(l.backend_type, "vxlan");
+        assert_eq!(l.vtep_mac().unwrap().to_string(), "a6:1c:2d:3e:4f:50");
+        let back = LeaseAttrs::parse(l.to_json().as_bytes()).unwrap();
+        assert_eq!(back, l);
+        assert!(l.to_json().contains(r#""VtepMAC":"a6:1c:2d:3e:4f:50""#));
+        let hg = LeaseAttrs::parse(br#"{"PublicIP":"10.252.0.4","BackendType":"host-gw"}"#);
+        assert!(hg.unwrap().vtep_mac().unwrap_err().contains("BackendData"));
+        assert!(LeaseAttrs::parse(br#"{"BackendType":"vxlan"}"#).is_err());
+    }
+
+    #[test]
+    fn allocation_skips_taken_subnets_and_stops_at_max() {
+        let c = NetConfig::parse(
+            br#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap();
+        let s = |n: u8| Ipv4Addr::new(10, 5, n, 0);
+        assert_eq!(c.first_free(&[]), Some(s(1)));
+        assert_eq!(c.first_free(&[s(1), s(3)]), Some(s(2)));
+        assert_eq!(c.first_free(&[s(1), s(2), s(3)]), None);
+        assert!(c.owns(s(2), 24) && !c.owns(s(4), 24) && !c.owns(s(2), 25));
+    }
+
+    #[test]
+    fn subnet_env_round_trip() {
+        let c =
+            NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        let t = subnet_env(&c, Ipv4Addr::new(10, 5, 7, 0), 1450);
+        assert!(t.contains("FLANNEL_NETWORK=10.5.0.0/16\n"));
+        assert!(t.contains("FLANNEL_SUBNET=10.5.7.1/24\n"));
+        assert_eq!(parse_subnet_env(&t), Some((Ipv4Addr::new(10, 5, 7, 0), 24)));
+        assert_eq!(parse_subnet_env("junk"), None);
+    }
+}
