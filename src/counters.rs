@@ -50,7 +50,7 @@ drop_reasons! {
     IpNotUnicast => "ip-not-unicast", "broadcast/multicast IPv4 destination sent to the gateway MAC";
     TtlExpired => "ttl-expired", "TTL 0 or 1 on a packet to route (ICMP time exceeded sent)";
     NoRoute => "no-route", "no route to the destination (ICMP net unreachable sent)";
-    ArpPending => "arp-pending", "next hop not resolved yet (ARP request sent)";
+    ArpPending => "arp-pending", "next hop unresolved and no ARP request may go out for it now (the egress bridge's neighbour bound or ARP rate limit reached)";
     GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
     LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (only ICMP echo)";

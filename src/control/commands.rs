@@ -264,6 +264,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(s, v))
     });
     let w = worker.clone();
+    reg.register("neigh-flush", "neigh-flush [BRIDGE]", 0, 1, move |a| {
+        let v = ask(&w, Command::NeighFlush(a.first().cloned()))?;
+        Ok(Reply::new(format!("flushed {} neighbours\n", v["flushed"]), v))
+    });
+    let w = worker.clone();
     reg.register(
         "nat-add",
         "nat-add masquerade src=PREFIX out=BRIDGE | snat src=PREFIX out=BRIDGE to=ADDRESS | dnat in=BRIDGE proto=tcp|udp port=N to=ADDRESS:PORT",
@@ -468,6 +473,14 @@ fn render_stats(v: &Value) -> String {
             r["echo_replies"],
             r["icmp_errors"]
         );
+        let n = &v["neigh"];
+        if n.is_object() {
+            let _ = writeln!(
+                s,
+                "neighbours: evicted {}, full {}, arp rate-limited {}",
+                n["evicted"], n["full"], n["rate_limited"]
+            );
+        }
     }
     let w = &v["worker"];
     let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);

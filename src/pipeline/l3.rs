@@ -417,6 +417,9 @@ fn unresolved(
     made: &mut Vec<Meta>,
     r: Resolve,
 ) -> Result<(), DropReason> {
+    if r == Resolve::Refused {
+        return Err(DropReason::ArpPending);
+    }
     if r == Resolve::Failed {
         if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
             let (ty, code) = (icmp::DEST_UNREACH, icmp::HOST_UNREACH);

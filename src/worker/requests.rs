@@ -94,6 +94,8 @@ pub enum Command {
     RouteShow,
     /// The neighbour (ARP) table.
     NeighShow,
+    /// Forget the neighbours of one bridge (by name), or of all.
+    NeighFlush(Option<String>),
     /// Add a NAT rule.
     NatAdd(crate::config::NatSpec),
     /// Remove NAT rule #N.
@@ -260,6 +262,14 @@ impl Worker {
                     })
                     .collect();
                 Ok(json!({"neighbours": rows}))
+            }
+            Command::NeighFlush(bridge) => {
+                let ids: Vec<u16> = match bridge {
+                    Some(name) => vec![self.bridge_id(&name)?],
+                    None => self.dp.bridges().map(|(id, _)| id).collect(),
+                };
+                let flushed: usize = ids.iter().map(|b| self.dp.neigh.flush_bridge(*b)).sum();
+                Ok(json!({"flushed": flushed}))
             }
             Command::NatAdd(spec) => self.nat_add(&spec),
             Command::NatDel(i) => {
@@ -801,6 +811,7 @@ impl Worker {
             "ports": ports,
             "bridges": bridges,
             "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
+            "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
             "worker": {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
