@@ -273,6 +273,13 @@ pub struct BridgeSpec {
     /// existing bridge's static entries as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdb: Option<Vec<FdbSpec>>,
+    /// Reverse-path filtering of what the gateway routes: `strict` (default), `loose`, `off`.
+    #[serde(default, skip_serializing_if = "is_strict")]
+    pub rp_filter: crate::route::RpFilter,
+}
+
+fn is_strict(v: &crate::route::RpFilter) -> bool {
+    *v == crate::route::RpFilter::Strict
 }
 
 /// A static FDB entry, as `fdb-add BRIDGE MAC PORT [vlan=N] [remote_ip=A]` takes it.
@@ -382,6 +389,7 @@ impl BridgeSpec {
             flows: None,
             meters: None,
             fdb: None,
+            rp_filter: Default::default(),
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -391,9 +399,10 @@ impl BridgeSpec {
                 "gateway_mac" => b.gateway_mac = Some(v.to_string()),
                 "isolated" => b.isolated = on_off(k, v)?,
                 "icc" => b.icc = on_off(k, v)?,
+                "rp_filter" => b.rp_filter = crate::route::RpFilter::parse(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter)"
                     ));
                 }
             }
@@ -658,6 +667,7 @@ impl BridgeSpec {
             flows: None,
             meters: None,
             fdb: None,
+            rp_filter: Default::default(),
         }
     }
 

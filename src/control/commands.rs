@@ -25,9 +25,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off]",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
         1,
-        7,
+        8,
         move |a| {
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
@@ -154,20 +154,24 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
         2,
-        5,
+        6,
         move |a| {
             let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
+            let mut rp_filter = None;
             for kv in &a[1..] {
                 match kv.split_once('=') {
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
                     Some((k @ "isolated", v)) => isolated = Some(on_off(k, v).map_err(CtlError::new)?),
                     Some((k @ "icc", v)) => icc = Some(on_off(k, v).map_err(CtlError::new)?),
+                    Some((k @ "rp_filter", v)) => {
+                        rp_filter = Some(crate::route::RpFilter::parse(k, v).map_err(CtlError::new)?)
+                    }
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off"
                         )));
                     }
                 }
@@ -181,13 +185,14 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
             let mut v = Value::Null;
-            if isolated.is_some() || icc.is_some() {
+            if isolated.is_some() || icc.is_some() || rp_filter.is_some() {
                 v = ask(
                     &w,
                     Command::SetBridgeOptions {
                         bridge: a[0].clone(),
                         isolated,
                         icc,
+                        rp_filter,
                     },
                 )?;
             }
@@ -365,6 +370,9 @@ fn render_show(v: &Value) -> String {
         }
         if b["icc"].as_bool() == Some(false) {
             flags.push_str(", icc=off");
+        }
+        if b["rp_filter"].as_str().is_some_and(|m| m != "strict") {
+            let _ = write!(flags, ", rp_filter={}", str_of(&b["rp_filter"]));
         }
         let _ = writeln!(
             s,

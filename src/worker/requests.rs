@@ -85,6 +85,8 @@ pub enum Command {
         isolated: Option<bool>,
         /// `icc=on|off`.
         icc: Option<bool>,
+        /// `rp_filter=strict|loose|off`.
+        rp_filter: Option<crate::route::RpFilter>,
     },
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
@@ -221,12 +223,15 @@ impl Worker {
                 bridge,
                 isolated,
                 icc,
+                rp_filter,
             } => {
                 let b = self.bridge_id(&bridge)?;
                 let br = self.dp.bridge_mut(b).expect("checked");
                 br.isolated = isolated.unwrap_or(br.isolated);
                 br.icc = icc.unwrap_or(br.icc);
-                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc}))
+                br.rp_filter = rp_filter.unwrap_or(br.rp_filter);
+                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc,
+                    "rp_filter": br.rp_filter.name()}))
             }
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
@@ -491,6 +496,7 @@ impl Worker {
         if let Some(b) = self.dp.bridge_mut(id) {
             b.isolated = spec.isolated;
             b.icc = spec.icc;
+            b.rp_filter = spec.rp_filter;
         }
         if let Err(e) = self.dp.set_gateway(id, gateway) {
             let _ = self.dp.del_bridge(id);
@@ -756,6 +762,7 @@ impl Worker {
                     "aging": b.aging,
                     "isolated": b.isolated,
                     "icc": b.icc,
+                    "rp_filter": b.rp_filter.name(),
                     "ports": ports,
                 })
             })

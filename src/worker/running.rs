@@ -49,6 +49,7 @@ impl Worker {
             b.aging = br.aging;
             b.isolated = br.isolated;
             b.icc = br.icc;
+            b.rp_filter = br.rp_filter;
             b.gateway = br.gateway.map(super::requests::gateway_text);
             b.gateway_mac = br
                 .gateway
