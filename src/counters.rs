@@ -69,6 +69,7 @@ drop_reasons! {
     ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
     BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
     IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
+    CtSourceLimit => "ct-source-limit", "new translated connection refused: its source address holds its per-source limit";
     RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
 }
 

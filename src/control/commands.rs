@@ -307,12 +307,28 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     reg.register("ct-show", "ct-show", 0, 0, move |_| {
-        let v = ask(&w, Command::CtShow)?;
+        // Page by page: bounded work per worker request.
+        let (mut conns, mut from, mut v) = (Vec::new(), Some(0), Value::Null);
+        while let Some(f) = from {
+            v = ask(&w, Command::CtShow { from: f })?;
+            from = v["next"].as_u64().map(|n| n as usize);
+            if let Value::Array(page) = v["connections"].take() {
+                conns.extend(page);
+            }
+        }
         let mut s = String::new();
-        for c in v["connections"].as_array().into_iter().flatten() {
+        for c in &conns {
             let _ = writeln!(s, "{}", str_of(c));
         }
-        let _ = writeln!(s, "{} connections (limit {})", v["count"], v["limit"]);
+        let _ = writeln!(
+            s,
+            "{} connections (limit {}, {} per source)",
+            conns.len(),
+            v["limit"],
+            v["per_source"]
+        );
+        let v = serde_json::json!({"count": conns.len(), "connections": conns,
+            "limit": v["limit"], "per_source": v["per_source"]});
         Ok(Reply::new(s, v))
     });
     register_flows(reg, worker.clone());

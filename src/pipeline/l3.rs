@@ -322,6 +322,10 @@ fn ip_in(
                 log_limited(now, &e);
                 return Err(DropReason::NatPortsExhausted);
             }
+            Some(Err(e @ CtError::SourceLimit { .. })) => {
+                log_limited(now, &e);
+                return Err(DropReason::CtSourceLimit);
+            }
             Some(Err(e)) => {
                 log_limited(now, &e);
                 return Err(DropReason::CtFull);

@@ -15,6 +15,8 @@ use crate::port::{Port, PortKind};
 
 /// Table slots one `FdbShow` page covers (bounded work for the worker per request).
 pub const FDB_PAGE_SLOTS: usize = 4096;
+/// Connection slots one `CtShow` page covers (each formatted on the worker: ~0.5 µs).
+pub const CT_PAGE_SLOTS: usize = 1024;
 
 /// What the control plane can ask of the worker.
 pub enum Command {
@@ -104,8 +106,12 @@ pub enum Command {
     NatDel(usize),
     /// The NAT rules.
     NatShow,
-    /// Tracked connections.
-    CtShow,
+    /// One page of tracked connections: the NAT table's slots from `from` (the flow tables'
+    /// connections come with the first page), and `next` (null: done).
+    CtShow {
+        /// First slot.
+        from: usize,
+    },
     /// Add flows to a bridge (all or nothing).
     FlowAdd {
         /// Bridge name.
@@ -290,15 +296,10 @@ impl Worker {
                 });
                 Ok(json!({"rules": rows}))
             }
-            Command::CtShow => {
-                let mut conns: Vec<String> = self
-                    .dp
-                    .nat
-                    .ct
-                    .iter(now as u32)
-                    .map(|c| c.to_string())
-                    .collect();
-                for (_, b) in self.dp.bridges() {
+            Command::CtShow { from } => {
+                let (page, next) = self.dp.nat.ct.page(now as u32, from, CT_PAGE_SLOTS);
+                let mut conns: Vec<String> = page.iter().map(|c| c.to_string()).collect();
+                for (_, b) in self.dp.bridges().filter(|_| from == 0) {
                     conns.extend(
                         b.flows
                             .ct
@@ -308,7 +309,8 @@ impl Worker {
                     );
                 }
                 let count = conns.len();
-                Ok(json!({"connections": conns, "count": count, "limit": self.dp.nat.ct.limit()}))
+                Ok(json!({"connections": conns, "count": count, "next": next,
+                    "limit": self.dp.nat.ct.limit(), "per_source": self.dp.nat.ct.per_source()}))
             }
             Command::FdbAdd {
                 bridge,
