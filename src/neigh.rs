@@ -308,7 +308,9 @@ impl Neighbours {
 
     /// Entries of `bridge`.
     pub fn bridge_len(&self, bridge: u16) -> usize {
-        self.bridges.get(bridge as usize).map_or(0, |b| b.keys.len())
+        self.bridges
+            .get(bridge as usize)
+            .map_or(0, |b| b.keys.len())
     }
 
     fn per_bridge(&mut self, bridge: u16) -> &mut PerBridge {

@@ -574,7 +574,11 @@ fn spoofed_sources_are_not_routed_strict_by_default() {
     n.h.dp.bridge_mut(b0).unwrap().rp_filter = RpFilter::Loose;
     n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_B, 1), (H_B, 2)));
     n.h.send(n.a, &martian);
-    assert_eq!(n.h.outputs()[n.b as usize].len(), 1, "only the routable one");
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "only the routable one"
+    );
     assert_eq!(n.h.drops(n.a, DropReason::RpFilter), 3);
     // Off: no check.
     n.h.dp.bridge_mut(b0).unwrap().rp_filter = RpFilter::Off;
@@ -593,9 +597,15 @@ fn neighbours_are_learned_only_from_on_subnet_senders_asking_us() {
     // Off-subnet sender asking for the gateway: answered (as Linux does) but not learned.
     n.h.send(n.a, &arp(1, mac(7), [10, 0, 9, 9], [0; 6], GW0, BCAST));
     // On-subnet sender asking for someone else: not learned.
-    n.h.send(n.a, &arp(1, mac(8), [10, 0, 1, 8], [0; 6], [10, 0, 1, 77], BCAST));
+    n.h.send(
+        n.a,
+        &arp(1, mac(8), [10, 0, 1, 8], [0; 6], [10, 0, 1, 77], BCAST),
+    );
     // A reply to someone else: not learned.
-    n.h.send(n.a, &arp(2, mac(9), [10, 0, 1, 9], mac(8), [10, 0, 1, 8], mac(8)));
+    n.h.send(
+        n.a,
+        &arp(2, mac(9), [10, 0, 1, 9], mac(8), [10, 0, 1, 8], mac(8)),
+    );
     n.h.outputs();
     let b0 = n.h.dp.bridge_id("br0").unwrap();
     assert_eq!(n.h.dp.neigh.bridge_len(b0), 0, "{:?}", n.h.dp.neigh.rows(1));

@@ -48,7 +48,12 @@ impl Index {
             slots: vec![0u128; n].into_boxed_slice(),
             mask: n - 1,
             shift: 64 - n.trailing_zeros(),
-            k: [mix(seed), mix(seed ^ 1), mix(seed ^ 2) | 1, mix(seed ^ 3) | 1],
+            k: [
+                mix(seed),
+                mix(seed ^ 1),
+                mix(seed ^ 2) | 1,
+                mix(seed ^ 3) | 1,
+            ],
             len: 0,
         }
     }
@@ -83,7 +88,6 @@ impl Index {
         }
         Err(None)
     }
-
 
     /// The connection number and direction stored for `packed`.
     #[inline]

@@ -271,7 +271,10 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("neigh-flush", "neigh-flush [BRIDGE]", 0, 1, move |a| {
         let v = ask(&w, Command::NeighFlush(a.first().cloned()))?;
-        Ok(Reply::new(format!("flushed {} neighbours\n", v["flushed"]), v))
+        Ok(Reply::new(
+            format!("flushed {} neighbours\n", v["flushed"]),
+            v,
+        ))
     });
     let w = worker.clone();
     reg.register(

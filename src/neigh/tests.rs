@@ -213,7 +213,11 @@ fn a_bridge_at_its_bound_evicts_its_own_unused_entries_only() {
     }
     assert_eq!(n.state(1, ip(100)), Some(State::Failed));
     assert!(n.learn(1, ip(200), M, 74));
-    assert_eq!(n.state(1, ip(100)), None, "the failed entry was evicted first");
+    assert_eq!(
+        n.state(1, ip(100)),
+        None,
+        "the failed entry was evicted first"
+    );
 }
 
 #[test]
@@ -236,8 +240,16 @@ fn broadcast_requests_are_rate_limited_per_bridge() {
     );
     // Retransmissions of the pending ones share the next second's rate with new ones.
     n.age(8);
-    assert_eq!(n.take_due().len(), ARP_RATE as usize + 1, "bridge 1 and bridge 2");
-    assert_eq!(n.resolve(1, ip(5000), 8), Resolve::Refused, "spent by retransmissions");
+    assert_eq!(
+        n.take_due().len(),
+        ARP_RATE as usize + 1,
+        "bridge 1 and bridge 2"
+    );
+    assert_eq!(
+        n.resolve(1, ip(5000), 8),
+        Resolve::Refused,
+        "spent by retransmissions"
+    );
     // One per second per entry: a known pending address never sends twice in a second.
     assert_eq!(n.resolve(1, ip(0), 8), Resolve::Pending);
 }

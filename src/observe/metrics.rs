@@ -129,7 +129,10 @@ pub fn render(stats: &Value, counts: &Value) -> String {
             "ports_exhausted",
             "NAT port allocations that found no free port",
         ),
-        ("early_dropped", "Unassured connections dropped by a full table"),
+        (
+            "early_dropped",
+            "Unassured connections dropped by a full table",
+        ),
         ("source_limited", "Connections refused: source at its limit"),
         ("collisions", "Connections refused: hash collision"),
     ] {

@@ -236,8 +236,10 @@ impl Worker {
                 br.isolated = isolated.unwrap_or(br.isolated);
                 br.icc = icc.unwrap_or(br.icc);
                 br.rp_filter = rp_filter.unwrap_or(br.rp_filter);
-                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc,
-                    "rp_filter": br.rp_filter.name()}))
+                Ok(
+                    json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc,
+                    "rp_filter": br.rp_filter.name()}),
+                )
             }
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
