@@ -641,11 +641,10 @@ impl Neighbours {
                     e.probes += 1;
                     self.due.push((b, ip, Some(e.mac)));
                 }
-                State::Probe if since >= RETRANS_TIME => {
-                    if token(b) {
-                        *e = Entry::new(State::Incomplete, e.mac, now);
-                        self.due.push((b, ip, None));
-                    }
+                // No token this second: retried on the next pass.
+                State::Probe if since >= RETRANS_TIME && token(b) => {
+                    *e = Entry::new(State::Incomplete, e.mac, now);
+                    self.due.push((b, ip, None));
                 }
                 State::Incomplete if since >= RETRANS_TIME && e.probes < MCAST_PROBES => {
                     if !token(b) {

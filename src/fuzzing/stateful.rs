@@ -454,7 +454,7 @@ fn frame(inp: &mut Input, b: Option<u16>) -> Vec<u8> {
     let mut f = Vec::with_capacity(80);
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
-    if kind % 4 == 0 {
+    if kind.is_multiple_of(4) {
         // Requests (mostly for the gateway) and replies (mostly to it).
         let op = 1 + (kind >> 2) % 2;
         let gw = [10, 0, own, 1];
