@@ -872,6 +872,26 @@ mod tests {
     }
 
     #[test]
+    fn bridge_rp_filter_option() {
+        use crate::route::RpFilter;
+        let c = Config::parse("[[bridge]]\nname = \"a\"\nrp_filter = \"loose\"\n").unwrap();
+        assert_eq!(c.bridge[0].rp_filter, RpFilter::Loose);
+        let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+        assert_eq!(c.bridge[0].rp_filter, RpFilter::Strict, "default");
+        let b = BridgeSpec::from_args("a", &args(&["rp_filter=off"])).unwrap();
+        assert_eq!(b.rp_filter, RpFilter::Off);
+        let e = BridgeSpec::from_args("a", &args(&["rp_filter=maybe"])).unwrap_err();
+        assert!(e.contains("rp_filter: 'maybe'"), "{e}");
+        let out = toml::to_string(&BridgeSpec::new("a")).unwrap();
+        assert!(
+            !out.contains("rp_filter"),
+            "the default is not written: {out}"
+        );
+        let out = toml::to_string(&b).unwrap();
+        assert!(out.contains("rp_filter = \"off\""), "{out}");
+    }
+
+    #[test]
     fn bridge_isolation_and_icc_options() {
         let c = Config::parse("[[bridge]]\nname = \"a\"\nisolated = true\nicc = false\n").unwrap();
         assert!(c.bridge[0].isolated && !c.bridge[0].icc);

@@ -429,11 +429,12 @@ impl Neighbours {
     fn resolve_entry(&mut self, k: u64, now: u32) -> Resolve {
         let bridge = unkey(k).0;
         if !self.map.contains_key(&k) {
-            if !self.room(bridge) {
-                return Resolve::Refused;
-            }
+            // The rate first: a refused resolution must not evict anything.
             if !self.per_bridge(bridge).token(now) {
                 self.counters.rate_limited += 1;
+                return Resolve::Refused;
+            }
+            if !self.room(bridge) {
                 return Resolve::Refused;
             }
             self.insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));

@@ -64,8 +64,9 @@ struct Sim {
     injected: [u64; PORTS],
     /// Source MACs injected into each bridge, and MACs its gateway has had.
     macs: [HashSet<[u8; 6]>; 3],
-    /// Broadcast ARP requests a gateway sent, per (bridge, second).
-    requests: HashMap<(u16, u64), u32>,
+    /// Broadcast ARP requests a gateway sent, per (bridge, second, port): each request is
+    /// flooded to every port of the bridge.
+    requests: HashMap<(u16, u64, usize), u32>,
     now: u64,
     batch: Vec<crate::packet::Desc>,
 }
@@ -321,7 +322,7 @@ impl Sim {
                 let from_gw = f[6..9] == [2, 0x75, 0x76];
                 if from_gw && is_arp && f[21] == 1 && f[0..6] == [0xff; 6] && f[28..32] != f[38..42]
                 {
-                    *self.requests.entry((b, self.now)).or_default() += 1;
+                    *self.requests.entry((b, self.now, p)).or_default() += 1;
                 }
                 let target: [u8; 4] = f.get(38..42).map_or([0; 4], |t| t.try_into().expect("4"));
                 if is_arp && f[21] == 1 && target[3] > 1 && target[3] < 6 && p % 2 == 0 {
@@ -370,8 +371,11 @@ impl Sim {
         for c in ct.iter(self.now as u32) {
             assert!(ct.source_count(c.orig.src) <= CT_PER_SOURCE);
         }
-        for ((b, t), n) in &self.requests {
-            assert!(*n <= ARP_RATE, "{n} ARP requests on bridge {b} at {t}");
+        for ((b, t, p), n) in &self.requests {
+            assert!(
+                *n <= ARP_RATE,
+                "{n} ARP requests to port {p} of bridge {b} at {t}"
+            );
         }
     }
 
