@@ -878,6 +878,7 @@ mod tests {
         assert_eq!(c.bridge[0].rp_filter, RpFilter::Loose);
         let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
         assert_eq!(c.bridge[0].rp_filter, RpFilter::Strict, "default");
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let b = BridgeSpec::from_args("a", &args(&["rp_filter=off"])).unwrap();
         assert_eq!(b.rp_filter, RpFilter::Off);
         let e = BridgeSpec::from_args("a", &args(&["rp_filter=maybe"])).unwrap_err();
