@@ -281,6 +281,13 @@ pub struct BridgeSpec {
     /// existing bridge's static entries as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdb: Option<Vec<FdbSpec>>,
+    /// Reverse-path filtering of what the gateway routes: `strict` (default), `loose`, `off`.
+    #[serde(default, skip_serializing_if = "is_strict")]
+    pub rp_filter: crate::route::RpFilter,
+}
+
+fn is_strict(v: &crate::route::RpFilter) -> bool {
+    *v == crate::route::RpFilter::Strict
 }
 
 /// A static FDB entry, as `fdb-add BRIDGE MAC PORT [vlan=N] [remote_ip=A]` takes it.
@@ -391,6 +398,7 @@ impl BridgeSpec {
             meters: None,
             mirrors: None,
             fdb: None,
+            rp_filter: Default::default(),
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -400,9 +408,10 @@ impl BridgeSpec {
                 "gateway_mac" => b.gateway_mac = Some(v.to_string()),
                 "isolated" => b.isolated = on_off(k, v)?,
                 "icc" => b.icc = on_off(k, v)?,
+                "rp_filter" => b.rp_filter = crate::route::RpFilter::parse(k, v)?,
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter)"
                     ));
                 }
             }
@@ -668,6 +677,7 @@ impl BridgeSpec {
             meters: None,
             mirrors: None,
             fdb: None,
+            rp_filter: Default::default(),
         }
     }
 
@@ -873,6 +883,27 @@ mod tests {
         p.validate().unwrap();
         let text = toml::to_string(&c).unwrap();
         assert!(text.contains("mac_limit = 4"), "{text}");
+    }
+
+    #[test]
+    fn bridge_rp_filter_option() {
+        use crate::route::RpFilter;
+        let c = Config::parse("[[bridge]]\nname = \"a\"\nrp_filter = \"loose\"\n").unwrap();
+        assert_eq!(c.bridge[0].rp_filter, RpFilter::Loose);
+        let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+        assert_eq!(c.bridge[0].rp_filter, RpFilter::Strict, "default");
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let b = BridgeSpec::from_args("a", &args(&["rp_filter=off"])).unwrap();
+        assert_eq!(b.rp_filter, RpFilter::Off);
+        let e = BridgeSpec::from_args("a", &args(&["rp_filter=maybe"])).unwrap_err();
+        assert!(e.contains("rp_filter: 'maybe'"), "{e}");
+        let out = toml::to_string(&BridgeSpec::new("a")).unwrap();
+        assert!(
+            !out.contains("rp_filter"),
+            "the default is not written: {out}"
+        );
+        let out = toml::to_string(&b).unwrap();
+        assert!(out.contains("rp_filter = \"off\""), "{out}");
     }
 
     #[test]

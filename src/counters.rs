@@ -50,7 +50,7 @@ drop_reasons! {
     IpNotUnicast => "ip-not-unicast", "broadcast/multicast IPv4 destination sent to the gateway MAC";
     TtlExpired => "ttl-expired", "TTL 0 or 1 on a packet to route (ICMP time exceeded sent)";
     NoRoute => "no-route", "no route to the destination (ICMP net unreachable sent)";
-    ArpPending => "arp-pending", "next hop not resolved yet (ARP request sent)";
+    ArpPending => "arp-pending", "next hop unresolved and no ARP request may go out for it now (the egress bridge's neighbour bound or ARP rate limit reached)";
     GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
     LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (only ICMP echo)";
@@ -69,6 +69,8 @@ drop_reasons! {
     ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
     BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
     IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
+    CtSourceLimit => "ct-source-limit", "new translated connection refused: its source address holds its per-source limit";
+    RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
 }
 
 /// Counters of one port.

@@ -247,6 +247,8 @@ pub struct Bridge {
     /// Inter-container communication: off drops port-to-port frames inside the bridge, flooded
     /// or unicast (counted `icc-denied`); frames to and from the gateway still pass.
     pub icc: bool,
+    /// Reverse-path filtering of routed packets from this bridge (counted `rp-filter`).
+    pub rp_filter: crate::route::RpFilter,
 }
 
 /// Options for a new bridge.
@@ -476,6 +478,7 @@ impl Datapath {
             flows: Default::default(),
             isolated: false,
             icc: true,
+            rp_filter: Default::default(),
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {

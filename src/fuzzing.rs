@@ -4,6 +4,10 @@
 //! Each function must never panic on any input; the assertions inside check invariants (no frame
 //! leaked, counters add up), so a violation is a finding.
 
+mod stateful;
+
+pub use stateful::stateful;
+
 use crate::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
 use crate::packet::Frames;
 use crate::pipeline::Pipeline;

@@ -3,7 +3,16 @@
 //!
 //! Contract:
 //! - Lookups hash a packed u64 key with one multiply (no SipHash) and never allocate; inserting
-//!   a new neighbour may grow the table (bounded by `capacity`, then refused).
+//!   a new neighbour may grow the table, bounded per bridge (`bridge_limit`, default
+//!   [`DEFAULT_NEIGH_PER_BRIDGE`]) and in all (`capacity`). A bridge at its bound first evicts
+//!   an unused entry of its own (`FAILED`, then the least recently used `STALE` one, among at
+//!   most [`EVICT_SCAN`] looked at), else the new neighbour is refused: one bridge's tenants
+//!   cannot push out another bridge's neighbours. (Keys are addresses the caller already
+//!   checked against a subnet, so the fixed hash is not a flooding target past that bound.)
+//! - Broadcast requests (a new resolution, retransmissions) are limited to one per second per
+//!   entry (Linux's retrans_time) and [`ARP_RATE`] per second per bridge: past that a new
+//!   resolution is refused (`Resolve::Refused`, counted `rate_limited`) and retransmissions
+//!   wait. Unicast probes to a known MAC are only limited per entry.
 //! - States follow Linux's neighbour state machine (`ip neigh`): `INCOMPLETE` while broadcast
 //!   requests are out (up to [`MCAST_PROBES`], one per [`RETRANS_TIME`]), `REACHABLE` for
 //!   [`REACHABLE_TIME`] after a confirmation (an ARP reply to the router), then `STALE`; a stale
@@ -51,6 +60,12 @@ pub const QUEUE_LEN: usize = 3;
 pub const QUEUE_PER_BRIDGE: usize = 64;
 /// Packets held in all.
 pub const QUEUE_TOTAL: usize = 256;
+/// Default most neighbours per bridge (Linux: gc_thresh3 1024 per table).
+pub const DEFAULT_NEIGH_PER_BRIDGE: usize = 4096;
+/// Broadcast ARP requests per second per bridge, all entries together.
+pub const ARP_RATE: u32 = 100;
+/// Entries looked at to find one to evict when a bridge is at its bound.
+pub const EVICT_SCAN: usize = 64;
 
 /// A multiply-shift hasher for packed u64 keys.
 #[derive(Default)]
@@ -175,8 +190,11 @@ pub enum Resolve {
     SendRequest,
     /// A request is already out: hold the packet.
     Pending,
-    /// Resolution failed lately (or the table is full): drop the packet.
+    /// Resolution failed lately: drop the packet (and tell its sender).
     Failed,
+    /// No resolution could start: the bridge's neighbour bound is reached with nothing to
+    /// evict, or its ARP request rate is spent. Drop the packet (counted `arp-pending`).
+    Refused,
 }
 
 /// An ARP request the timers want sent: (bridge, address, Some(MAC) for a unicast probe).
@@ -199,10 +217,51 @@ pub struct NeighRow {
     pub queued: u8,
 }
 
+/// Events counted by the table (shown by `stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NeighCounters {
+    /// Unused entries evicted to make room on a bridge at its bound.
+    pub evicted: u64,
+    /// New neighbours refused: the bridge (or the table) full of entries in use.
+    pub full: u64,
+    /// Broadcast requests not sent (a new resolution refused, a retransmission postponed)
+    /// because the bridge's [`ARP_RATE`] was spent.
+    pub rate_limited: u64,
+}
+
+/// Per-bridge bookkeeping: its keys (for bounded eviction and flush) and request rate.
+#[derive(Debug, Default)]
+struct PerBridge {
+    keys: Vec<u64>,
+    /// Where the next eviction scan starts in `keys`.
+    cursor: usize,
+    /// The second `sent` counts requests for.
+    rate_at: u32,
+    sent: u32,
+}
+
+impl PerBridge {
+    /// Take one broadcast request out of this second's [`ARP_RATE`].
+    fn token(&mut self, now: u32) -> bool {
+        if self.rate_at != now {
+            self.rate_at = now;
+            self.sent = 0;
+        }
+        if self.sent >= ARP_RATE {
+            return false;
+        }
+        self.sent += 1;
+        true
+    }
+}
+
 /// The neighbour table of all bridges.
 pub struct Neighbours {
     map: U64Map<Entry>,
     capacity: usize,
+    bridge_limit: usize,
+    bridges: Vec<PerBridge>,
+    counters: NeighCounters,
     aging: u32,
     /// The last resolved (key, MAC, valid until): consecutive packets usually go to the same
     /// next hop. Cleared by every change to the table.
@@ -228,12 +287,111 @@ impl Neighbours {
         Neighbours {
             map: U64Map::default(),
             capacity,
+            bridge_limit: DEFAULT_NEIGH_PER_BRIDGE.min(capacity),
+            bridges: Vec::new(),
+            counters: NeighCounters::default(),
             aging,
             last: None,
             held_total: 0,
             held_bridge: Vec::new(),
             dropped: Vec::with_capacity(QUEUE_TOTAL),
             due: Vec::new(),
+        }
+    }
+
+    /// The same, with at most `limit` entries per bridge.
+    pub fn with_bridge_limit(mut self, limit: usize) -> Neighbours {
+        self.bridge_limit = limit;
+        self
+    }
+
+    /// What the table counted.
+    pub fn counters(&self) -> NeighCounters {
+        self.counters
+    }
+
+    /// Entries of `bridge`.
+    pub fn bridge_len(&self, bridge: u16) -> usize {
+        self.bridges
+            .get(bridge as usize)
+            .map_or(0, |b| b.keys.len())
+    }
+
+    fn per_bridge(&mut self, bridge: u16) -> &mut PerBridge {
+        let b = bridge as usize;
+        if self.bridges.len() <= b {
+            self.bridges.resize_with(b + 1, PerBridge::default);
+        }
+        &mut self.bridges[b]
+    }
+
+    /// Make room for one new entry of `bridge`: true when there is (an unused entry may have
+    /// been evicted), false (counted `full`) when its bound or the table's is reached with
+    /// nothing to evict.
+    fn room(&mut self, bridge: u16) -> bool {
+        let bridge_full = self.bridge_len(bridge) >= self.bridge_limit;
+        if !bridge_full && self.map.len() < self.capacity {
+            return true;
+        }
+        if self.evict(bridge) {
+            self.counters.evicted += 1;
+            return !bridge_full || self.bridge_len(bridge) < self.bridge_limit;
+        }
+        self.counters.full += 1;
+        false
+    }
+
+    /// Remove one unused entry of `bridge`: a FAILED one, else the least recently used STALE
+    /// one, among at most [`EVICT_SCAN`] entries from a rotating cursor.
+    fn evict(&mut self, bridge: u16) -> bool {
+        let Some(pb) = self.bridges.get_mut(bridge as usize) else {
+            return false;
+        };
+        let n = pb.keys.len();
+        let mut best: Option<(usize, bool, u32)> = None;
+        for i in 0..n.min(EVICT_SCAN) {
+            let at = (pb.cursor + i) % n;
+            let Some(e) = self.map.get(&pb.keys[at]) else {
+                continue;
+            };
+            let cand = match e.state {
+                State::Failed => (at, true, e.used),
+                State::Stale if e.qlen == 0 => (at, false, e.used),
+                _ => continue,
+            };
+            if cand.1 {
+                best = Some(cand);
+                break;
+            }
+            if best.is_none_or(|b| !b.1 && cand.2 < b.2) {
+                best = Some(cand);
+            }
+        }
+        pb.cursor = (pb.cursor + EVICT_SCAN) % n.max(1);
+        let Some((at, _, _)) = best else {
+            return false;
+        };
+        let k = pb.keys.swap_remove(at);
+        self.map.remove(&k);
+        self.last = None;
+        true
+    }
+
+    /// Insert a new entry (room was made).
+    fn insert(&mut self, k: u64, e: Entry) {
+        self.map.insert(k, e);
+        self.per_bridge(unkey(k).0).keys.push(k);
+    }
+
+    /// Rebuild the per-bridge key lists after entries were removed in bulk.
+    fn rebuild_keys(&mut self) {
+        for pb in &mut self.bridges {
+            pb.keys.clear();
+            pb.cursor = 0;
+        }
+        let keys: Vec<u64> = self.map.keys().copied().collect();
+        for k in keys {
+            self.per_bridge(unkey(k).0).keys.push(k);
         }
     }
 
@@ -273,13 +431,22 @@ impl Neighbours {
     /// `resolve` past the one-entry cache: the table and the state machine.
     #[inline(never)]
     fn resolve_entry(&mut self, k: u64, now: u32) -> Resolve {
-        let Some(e) = self.map.get_mut(&k) else {
-            if self.map.len() >= self.capacity {
-                return Resolve::Failed;
+        let bridge = unkey(k).0;
+        if !self.map.contains_key(&k) {
+            // The rate first: a refused resolution must not evict anything.
+            if !self.per_bridge(bridge).token(now) {
+                self.counters.rate_limited += 1;
+                return Resolve::Refused;
             }
-            self.map
-                .insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));
+            if !self.room(bridge) {
+                return Resolve::Refused;
+            }
+            self.insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));
             return Resolve::SendRequest;
+        }
+        let pb = &mut self.bridges[bridge as usize];
+        let Some(e) = self.map.get_mut(&k) else {
+            return Resolve::Refused;
         };
         e.used = now;
         let since = now.saturating_sub(e.stamp);
@@ -307,12 +474,20 @@ impl Neighbours {
                 e.probes += 1;
                 Resolve::Probe(e.mac)
             }
+            State::Probe if !pb.token(now) => {
+                self.counters.rate_limited += 1;
+                Resolve::Mac(e.mac)
+            }
             State::Probe => {
                 *e = Entry::new(State::Incomplete, e.mac, now);
                 Resolve::SendRequest
             }
             State::Incomplete if since < RETRANS_TIME => Resolve::Pending,
             State::Incomplete if e.probes < MCAST_PROBES => {
+                if !pb.token(now) {
+                    self.counters.rate_limited += 1;
+                    return Resolve::Pending;
+                }
                 e.stamp = now;
                 e.probes += 1;
                 Resolve::SendRequest
@@ -322,6 +497,10 @@ impl Neighbours {
                 Resolve::Failed
             }
             State::Failed if since < FAILED_HOLD => Resolve::Failed,
+            State::Failed if !pb.token(now) => {
+                self.counters.rate_limited += 1;
+                Resolve::Refused
+            }
             State::Failed => {
                 *e = Entry::new(State::Incomplete, MacAddr::default(), now);
                 Resolve::SendRequest
@@ -378,8 +557,8 @@ impl Neighbours {
             State::Stale
         };
         let Some(e) = self.map.get_mut(&k) else {
-            if may_create && self.map.len() < self.capacity {
-                self.map.insert(k, Entry::new(state, mac, now));
+            if may_create && self.room(bridge) {
+                self.insert(k, Entry::new(state, mac, now));
             }
             return None;
         };
@@ -431,7 +610,7 @@ impl Neighbours {
     /// false when the table is full and the address is new.
     pub fn learn(&mut self, bridge: u16, ip: [u8; 4], mac: MacAddr, now: u32) -> bool {
         let k = key(bridge, ip);
-        if !self.map.contains_key(&k) && self.map.len() >= self.capacity {
+        if !self.map.contains_key(&k) && !self.room(bridge) {
             return false;
         }
         if let Some(r) = self.arp_seen(bridge, ip, mac, now, true, true) {
@@ -453,10 +632,10 @@ impl Neighbours {
             self.unheld(bridge, n);
             return true;
         }
-        if self.map.len() >= self.capacity {
+        if !self.room(bridge) {
             return false;
         }
-        self.map.insert(k, Entry::new(State::Permanent, mac, now));
+        self.insert(k, Entry::new(State::Permanent, mac, now));
         true
     }
 
@@ -471,6 +650,11 @@ impl Neighbours {
             .is_some_and(|e| e.state == State::Permanent)
         {
             self.map.remove(&k);
+            if let Some(pb) = self.bridges.get_mut(bridge as usize)
+                && let Some(i) = pb.keys.iter().position(|x| *x == k)
+            {
+                pb.keys.swap_remove(i);
+            }
             return true;
         }
         false
@@ -485,6 +669,13 @@ impl Neighbours {
         let before = self.map.len();
         let aging = self.aging;
         let mut failed = Vec::new();
+        let bridges = &mut self.bridges;
+        let counters = &mut self.counters;
+        let mut token = |b: u16| {
+            let ok = bridges.get_mut(b as usize).is_some_and(|pb| pb.token(now));
+            counters.rate_limited += u64::from(!ok);
+            ok
+        };
         for (k, e) in self.map.iter_mut() {
             let since = now.saturating_sub(e.stamp);
             let (b, ip) = unkey(*k);
@@ -500,11 +691,15 @@ impl Neighbours {
                     e.probes += 1;
                     self.due.push((b, ip, Some(e.mac)));
                 }
-                State::Probe if since >= RETRANS_TIME => {
+                // No token this second: retried on the next pass.
+                State::Probe if since >= RETRANS_TIME && token(b) => {
                     *e = Entry::new(State::Incomplete, e.mac, now);
                     self.due.push((b, ip, None));
                 }
                 State::Incomplete if since >= RETRANS_TIME && e.probes < MCAST_PROBES => {
+                    if !token(b) {
+                        continue;
+                    }
                     e.stamp = now;
                     e.probes += 1;
                     self.due.push((b, ip, None));
@@ -522,7 +717,11 @@ impl Neighbours {
             State::Incomplete | State::Probe | State::Permanent => true,
             _ => now.saturating_sub(e.used) <= aging,
         });
-        before - self.map.len()
+        let removed = before - self.map.len();
+        if removed > 0 {
+            self.rebuild_keys();
+        }
+        removed
     }
 
     /// Requests the timers want sent (drained).
@@ -554,15 +753,16 @@ impl Neighbours {
         !self.due.is_empty() || !self.dropped.is_empty()
     }
 
-    /// Forget every neighbour of `bridge` (their held packets go to the dropped list).
-    pub fn flush_bridge(&mut self, bridge: u16) {
+    /// Forget every neighbour of `bridge` (their held packets go to the dropped list); O(the
+    /// bridge's entries). Returns how many were removed.
+    pub fn flush_bridge(&mut self, bridge: u16) -> usize {
         self.last = None;
-        let keys: Vec<u64> = self
-            .map
-            .keys()
-            .copied()
-            .filter(|k| unkey(*k).0 == bridge)
-            .collect();
+        let Some(pb) = self.bridges.get_mut(bridge as usize) else {
+            return 0;
+        };
+        let keys = std::mem::take(&mut pb.keys);
+        pb.cursor = 0;
+        let n = keys.len();
         for k in keys {
             if let Some(e) = self.map.remove(&k) {
                 let n = e.qlen as usize;
@@ -570,6 +770,7 @@ impl Neighbours {
                 self.unheld(bridge, n);
             }
         }
+        n
     }
 
     /// All entries, sorted by bridge then address.

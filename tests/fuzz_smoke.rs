@@ -182,3 +182,26 @@ fn router_nat_vxlan_flows_survive_random_frames() {
         uvs::fuzzing::router(&data);
     }
 }
+
+/// The stateful target over random operation sequences: `UVS_FUZZ_ITERS` inputs (default 300,
+/// each up to 600 bytes: ~100 operations).
+#[test]
+fn stateful_switch_keeps_its_invariants() {
+    let iters: usize = std::env::var("UVS_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut r = Rng(0x57a7_e001);
+    let t = std::time::Instant::now();
+    let mut ops = 0usize;
+    for _ in 0..iters {
+        let n = (r.next() % 600) as usize;
+        let data = r.bytes(n);
+        ops += n / 6;
+        uvs::fuzzing::stateful(&data);
+    }
+    eprintln!(
+        "stateful: {iters} inputs, ~{ops} operations, {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}

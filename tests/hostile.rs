@@ -5,9 +5,9 @@
 //!
 //! Covered here: MAC flooding (with `mac_limit`), source MACs crafted to collide in the old
 //! fixed FDB hash, `fdb-flush` and `del-port` of a large FDB, and the control socket attacks
-//! (paths named to the daemon, slow connections, huge names, `uvs ctl | head`). Not yet covered
-//! (not done in this slice): neighbour table exhaustion, ARP amplification, conntrack/NAT
-//! exhaustion, spoofed sources (rp_filter).
+//! (paths named to the daemon, slow connections, huge names, `uvs ctl | head`), and on a routed
+//! picture (gateways, masquerade): neighbour table exhaustion, ARP amplification, conntrack/NAT
+//! exhaustion with `ct-show` of the filled table, and spoofed sources (rp_filter).
 
 mod common;
 
@@ -429,4 +429,232 @@ fn control_socket_attacks_fail_and_others_are_served() {
     let _ = std::fs::remove_file(&f);
     assert!(out.contains("added 1"), "{out}");
     check("control socket", v, 2.0, 1000.0);
+}
+
+// ---- Routed attacks: neighbour table, ARP amplification, conntrack/NAT, spoofed sources ----
+
+/// The routed picture: attacker `a` (10.91.0.2) and victim `c1` (10.91.0.11) on `br0`
+/// (10.91.0.1/16), victim `c3` (10.92.0.13) on `br1` (10.92.0.1/16), the outside host `x`
+/// (10.93.0.20) on `ext` (10.93.0.1/24); both container bridges masquerade out of `ext`.
+/// Returns br0's gateway MAC and the attacker's MAC.
+fn routed(t: &mut Topology, d: &Daemon, n: &dyn Fn(&str) -> String) -> ([u8; 6], [u8; 6]) {
+    d.ctl(&["add-br", "br0", "gateway=10.91.0.1/16"]);
+    d.ctl(&["add-br", "br1", "gateway=10.92.0.1/16"]);
+    d.ctl(&["add-br", "ext", "gateway=10.93.0.1/24"]);
+    for (br, c, ip, gw) in [
+        ("br0", "a", "10.91.0.2/16", "10.91.0.1"),
+        ("br0", "c1", "10.91.0.11/16", "10.91.0.1"),
+        ("br1", "c3", "10.92.0.13/16", "10.92.0.1"),
+        ("ext", "x", "10.93.0.20/24", "10.93.0.1"),
+    ] {
+        attach(t, d, (br, &n(c), &n(&format!("p{c}"))), "afxdp", ip, &[]);
+        if c != "x" {
+            sh(&["ip", "-n", &n(c), "route", "add", "default", "via", gw]);
+        }
+    }
+    d.ctl(&["nat-add", "masquerade", "src=10.91.0.0/16", "out=ext"]);
+    d.ctl(&["nat-add", "masquerade", "src=10.92.0.0/16", "out=ext"]);
+    assert!(ping(&n("c1"), "10.93.0.20", 2), "c1 reaches x");
+    assert!(ping(&n("c3"), "10.93.0.20", 2), "c3 reaches x");
+    assert!(ping(&n("a"), "10.93.0.20", 2), "a reaches x");
+    let show: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let gw = show["bridges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "br0")
+        .and_then(|b| b["gateway_mac"].as_str())
+        .expect("br0 gateway MAC")
+        .to_string();
+    (parse_mac(&gw), parse_mac(&t.mac(&n("a"), "eth0")))
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').enumerate().take(6) {
+        m[i] = u8::from_str_radix(p, 16).expect("hex");
+    }
+    m
+}
+
+/// Routed victims: c1 (the attacker's bridge, another port) and c3 (another bridge) ping the
+/// outside host through the gateways and NAT.
+fn start_routed_victims(n: &dyn Fn(&str) -> String, secs: u32) -> [Victim; 2] {
+    [
+        Victim::start("br0 c1->x (routed, NAT)", &n("c1"), "10.93.0.20", secs),
+        Victim::start("br1 c3->x (routed, NAT)", &n("c3"), "10.93.0.20", secs),
+    ]
+}
+
+/// An IPv4/UDP frame from `src_mac` to `dst_mac` (valid header checksum, UDP checksum 0).
+fn udp_frame(buf: &mut [u8; 60], macs: ([u8; 6], [u8; 6]), src: [u8; 4], dst: [u8; 4], sport: u16) {
+    buf.fill(0);
+    buf[..6].copy_from_slice(&macs.0);
+    buf[6..12].copy_from_slice(&macs.1);
+    buf[12..14].copy_from_slice(&[0x08, 0x00]);
+    buf[14..24].copy_from_slice(&[0x45, 0, 0, 32, 0, 1, 0x40, 0, 64, 17]);
+    buf[26..30].copy_from_slice(&src);
+    buf[30..34].copy_from_slice(&dst);
+    let mut sum = 0u32;
+    for i in (14..34).step_by(2) {
+        sum += u16::from_be_bytes([buf[i], buf[i + 1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    buf[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    buf[34..36].copy_from_slice(&sport.to_be_bytes());
+    buf[36..38].copy_from_slice(&9u16.to_be_bytes());
+    buf[38..40].copy_from_slice(&12u16.to_be_bytes());
+}
+
+/// An ARP request for `target` from `mac`/`ip`, broadcast.
+fn arp_request(buf: &mut [u8; 60], mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) {
+    buf.fill(0);
+    buf[..6].copy_from_slice(&[0xff; 6]);
+    buf[6..12].copy_from_slice(&mac);
+    buf[12..22].copy_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    buf[22..28].copy_from_slice(&mac);
+    buf[28..32].copy_from_slice(&ip);
+    buf[38..42].copy_from_slice(&target);
+}
+
+fn drops_of(s: &Value, port: &str, reason: &str) -> u64 {
+    s["ports"][port]["drops"][reason].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn neighbour_and_arp_floods_spare_the_victims() {
+    if !root_or_skip("neighbour_and_arp_floods_spare_the_victims") {
+        return;
+    }
+    let p = prefix("hn");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let (gw, amac) = routed(&mut t, &d, &n);
+    let secs = 3;
+
+    // 1. Neighbour table exhaustion: ARP requests for the gateway from 65k senders of br0's
+    //    /16 and from off-subnet senders, as fast as the attacker can.
+    let v = start_routed_victims(&n, secs);
+    let a = blast(&n("a"), "eth0", 0, secs as f64, move |i, buf| {
+        let ip = if i % 4 == 3 {
+            [172, 20, (i >> 8) as u8, i as u8]
+        } else {
+            [10, 91, (i >> 8) as u8 | 1, i as u8]
+        };
+        let mut mac = amac;
+        mac[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+        arp_request(buf, mac, ip, [10, 91, 0, 1]);
+    });
+    let sent = a.join().unwrap();
+    let rows: Value = serde_json::from_str(&d.ctl(&["--json", "neigh-show"])).unwrap();
+    let rows = rows["neighbours"].as_array().unwrap();
+    let on = |b: &str| rows.iter().filter(|r| r["bridge"] == b).count();
+    println!(
+        "neighbour flood: {sent} ARP requests; neighbours br0 {}, br1 {}, ext {}",
+        on("br0"),
+        on("br1"),
+        on("ext")
+    );
+    check("neighbour flood", v, 2.0, 200.0);
+    assert!(on("br0") <= 4096, "br0 bounded");
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["ip"].as_str().unwrap().starts_with("172.20.")),
+        "off-subnet senders are not learned"
+    );
+    // New resolutions on the other bridges still work: forget ext's neighbours and ping again.
+    let flushed = d.ctl(&["neigh-flush", "ext"]);
+    println!("neigh-flush ext: {}", flushed.trim());
+    assert!(ping(&n("c3"), "10.93.0.20", 2), "c3 resolves x again");
+    let f = d.ctl(&["neigh-flush", "br0"]);
+    assert!(f.contains("flushed"), "{f}");
+
+    // 2. ARP amplification: UDP to 50k unresolved addresses of br1's /16.
+    let before = stats(&d)["router"]["arp_requests"].as_u64().unwrap();
+    let v = start_routed_victims(&n, secs);
+    let a = blast(&n("a"), "eth0", 0, secs as f64, move |i, buf| {
+        let dst = [10, 92, 1 + (i >> 8) as u8 % 200, i as u8];
+        udp_frame(buf, (gw, amac), [10, 91, 0, 2], dst, 4000);
+    });
+    let sent = a.join().unwrap();
+    let s = stats(&d);
+    let requests = s["router"]["arp_requests"].as_u64().unwrap() - before;
+    println!(
+        "ARP amplification: {sent} packets to unresolved addresses -> {requests} ARP requests \
+         into br1 in {secs} s; arp-pending {}, neighbours {}",
+        drops_of(&s, &n("pa"), "arp-pending"),
+        s["neigh"]
+    );
+    check("ARP amplification", v, 2.0, 200.0);
+    // 100 a second per bridge, plus retransmissions' share: never one per packet.
+    assert!(
+        requests <= 100 * (secs as u64 + 2),
+        "{requests} requests for {sent} packets"
+    );
+}
+
+#[test]
+fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
+    if !root_or_skip("conntrack_exhaustion_and_spoofing_spare_the_victims") {
+        return;
+    }
+    let p = prefix("hk");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let (gw, amac) = routed(&mut t, &d, &n);
+    let secs = 3;
+
+    // 1. Conntrack/NAT exhaustion: new UDP flows to x from every source port, as fast as the
+    //    attacker can (each one a masqueraded connection).
+    let v = start_routed_victims(&n, secs);
+    let a = blast(&n("a"), "eth0", 0, secs as f64, move |i, buf| {
+        let sport = 1024 + (i % 60000) as u16;
+        udp_frame(buf, (gw, amac), [10, 91, 0, 2], [10, 93, 0, 20], sport);
+    });
+    let sent = a.join().unwrap();
+    let s = stats(&d);
+    let limited = drops_of(&s, &n("pa"), "ct-source-limit");
+    println!("conntrack flood: {sent} new flows; ct-source-limit drops {limited}");
+    check("conntrack flood", v, 2.0, 200.0);
+    if sent > 20_000 {
+        assert!(limited > 0, "the per-source limit stopped the attacker");
+    }
+    // ct-show of the whole table while the victims ping: paged, the worker never stalls.
+    let v = start_routed_victims(&n, 2);
+    let t0 = Instant::now();
+    let shown = d.ctl(&["ct-show"]);
+    let last = shown.lines().last().unwrap_or_default().to_string();
+    println!(
+        "ct-show of {} lines: {:?} ({last})",
+        shown.lines().count(),
+        t0.elapsed()
+    );
+    assert!(last.contains("per source"), "{last}");
+    check("ct-show", v, 2.0, 200.0);
+
+    // 2. Spoofed sources: the attacker sends as c3 (another bridge's address) and as an
+    //    address no route leads back to. Nothing is routed; the drops are counted.
+    let before = drops_of(&stats(&d), &n("pa"), "rp-filter");
+    let v = start_routed_victims(&n, secs);
+    let a = blast(&n("a"), "eth0", 5000, secs as f64, move |i, buf| {
+        let src = if i % 2 == 0 {
+            [10, 92, 0, 13]
+        } else {
+            [198, 51, 100, 7]
+        };
+        udp_frame(buf, (gw, amac), src, [10, 93, 0, 20], 5000);
+    });
+    let sent = a.join().unwrap();
+    let spoofed = drops_of(&stats(&d), &n("pa"), "rp-filter") - before;
+    println!("spoofed sources: {sent} sent, {spoofed} dropped by rp_filter");
+    check("spoofed sources", v, 2.0, 200.0);
+    assert!(spoofed * 10 >= sent * 9, "{spoofed} of {sent} dropped");
+    let show = d.ctl(&["set-br", "br0", "rp_filter=loose"]);
+    println!("set-br br0 rp_filter=loose: {}", show.trim());
+    assert!(d.ctl(&["show"]).contains("rp_filter=loose"));
 }

@@ -553,3 +553,88 @@ fn vxlan_frame_to_an_unresolved_vtep_waits_for_the_underlay_arp() {
     assert_eq!((ip.source, ip.destination), (local, remote));
     assert_eq!(ip.header_checksum, ip.calc_header_checksum());
 }
+
+#[test]
+fn spoofed_sources_are_not_routed_strict_by_default() {
+    use uvs::route::RpFilter;
+    let mut n = net();
+    resolved(&mut n);
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    // A container on br0 claims an address of br1's subnet, or one no route leads back to.
+    let spoofed = udp_from(mac(2), n.gw0, (H_B, 1), ([10, 0, 2, 3], 2));
+    let martian = udp_from(mac(2), n.gw0, ([172, 16, 0, 9], 1), (H_B, 2));
+    n.h.send(n.a, &spoofed);
+    n.h.send(n.a, &martian);
+    assert!(n.h.outputs()[n.b as usize].is_empty(), "nothing routed");
+    assert_eq!(n.h.drops(n.a, DropReason::RpFilter), 2);
+    // Its own address still routes.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 1), (H_B, 2)));
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
+    // Loose: any source with a route back passes.
+    n.h.dp.bridge_mut(b0).unwrap().rp_filter = RpFilter::Loose;
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_B, 1), (H_B, 2)));
+    n.h.send(n.a, &martian);
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "only the routable one"
+    );
+    assert_eq!(n.h.drops(n.a, DropReason::RpFilter), 3);
+    // Off: no check.
+    n.h.dp.bridge_mut(b0).unwrap().rp_filter = RpFilter::Off;
+    n.h.send(n.a, &martian);
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::RpFilter), 3);
+    assert_eq!(
+        n.h.frames.free_count() + n.h.dp.neigh.held(),
+        n.h.frames.capacity()
+    );
+}
+
+#[test]
+fn neighbours_are_learned_only_from_on_subnet_senders_asking_us() {
+    let mut n = net();
+    // Off-subnet sender asking for the gateway: answered (as Linux does) but not learned.
+    n.h.send(n.a, &arp(1, mac(7), [10, 0, 9, 9], [0; 6], GW0, BCAST));
+    // On-subnet sender asking for someone else: not learned.
+    n.h.send(
+        n.a,
+        &arp(1, mac(8), [10, 0, 1, 8], [0; 6], [10, 0, 1, 77], BCAST),
+    );
+    // A reply to someone else: not learned.
+    n.h.send(
+        n.a,
+        &arp(2, mac(9), [10, 0, 1, 9], mac(8), [10, 0, 1, 8], mac(8)),
+    );
+    n.h.outputs();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    assert_eq!(n.h.dp.neigh.bridge_len(b0), 0, "{:?}", n.h.dp.neigh.rows(1));
+    // An on-subnet sender asking for the gateway is.
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    assert_eq!(n.h.dp.neigh.bridge_len(b0), 1);
+}
+
+#[test]
+fn arp_requests_into_a_bridge_are_rate_limited() {
+    let mut n = net();
+    resolved(&mut n);
+    // 250 packets to 250 unresolved addresses of br1 in one second.
+    for i in 3..253u8 {
+        n.h.ports[n.a as usize].inject(&udp_from(mac(2), n.gw0, (H_A, 1), ([10, 0, 2, i], 2)));
+        if i % 32 == 0 {
+            n.h.run();
+        }
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let requests = out[n.b as usize].len();
+    assert_eq!(requests, uvs::neigh::ARP_RATE as usize, "one second's rate");
+    assert_eq!(
+        n.h.drops(n.a, DropReason::ArpPending),
+        250 - uvs::neigh::ARP_RATE as u64
+    );
+    assert_eq!(n.h.dp.neigh.counters().rate_limited, 150);
+    // A known neighbour on br1 keeps working meanwhile.
+    n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 1), (H_B, 2)));
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
+}

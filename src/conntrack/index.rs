@@ -4,9 +4,17 @@
 //! power-of-two array of u128 slots sized for a load factor of at most 1/2. One slot is 16 bytes:
 //! the 104-bit key, a 22-bit connection number, a direction bit and an occupied bit, so a probe
 //! compares one u128 and four slots share a cache line. No allocation after construction.
+//!
+//! The home slot comes from a keyed hash (two seed words and two odd multipliers spread from the
+//! table's seed, random in production), and no key lies more than [`MAX_PROBE`] slots from its
+//! home: a lookup reads at most that many slots and an insert that finds no free slot that near
+//! fails (counted by the table), so tuples crafted to collide cost bounded work.
 
 use super::Direction;
-use super::key::{KEY_BITS, KEY_MASK, hash};
+use super::key::{KEY_BITS, KEY_MASK};
+
+/// The farthest a key may lie from its home slot.
+pub(crate) const MAX_PROBE: usize = 64;
 
 const OCCUPIED: u128 = 1 << 127;
 const REPLY: u128 = 1 << 126;
@@ -19,8 +27,17 @@ pub(crate) struct Index {
     slots: Box<[u128]>,
     mask: usize,
     shift: u32,
-    seed: u64,
+    /// Hash key: two xor words and two odd multipliers.
+    k: [u64; 4],
     len: usize,
+}
+
+/// splitmix64: spreads one seed into independent-looking words.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Index {
@@ -31,7 +48,12 @@ impl Index {
             slots: vec![0u128; n].into_boxed_slice(),
             mask: n - 1,
             shift: 64 - n.trailing_zeros(),
-            seed,
+            k: [
+                mix(seed),
+                mix(seed ^ 1),
+                mix(seed ^ 2) | 1,
+                mix(seed ^ 3) | 1,
+            ],
             len: 0,
         }
     }
@@ -42,24 +64,29 @@ impl Index {
 
     #[inline]
     fn home(&self, packed: u128) -> usize {
-        (hash(packed, self.seed) >> self.shift) as usize
+        let a = (packed as u64 ^ self.k[0]).wrapping_mul(self.k[2]);
+        let b = ((packed >> 64) as u64 ^ self.k[1]).wrapping_mul(self.k[3]);
+        let h = a ^ b.rotate_left(29);
+        ((h ^ (h >> 32)).wrapping_mul(0x1656_67B1_9E37_79F9) >> self.shift) as usize
     }
 
-    /// `Ok(slot)` holding `packed`, or `Err(slot)`: the empty slot ending its probe chain.
+    /// `Ok(slot)` holding `packed`, or `Err(Some(slot))`: the empty slot ending its probe chain
+    /// within [`MAX_PROBE`] of its home, or `Err(None)` when there is none that near.
     #[inline]
-    fn find(&self, packed: u128) -> Result<usize, usize> {
+    fn find(&self, packed: u128) -> Result<usize, Option<usize>> {
         let want = OCCUPIED | packed;
         let mut i = self.home(packed);
-        loop {
+        for _ in 0..MAX_PROBE {
             let s = self.slots[i];
             if s & MATCH_MASK == want {
                 return Ok(i);
             }
             if s == 0 {
-                return Err(i);
+                return Err(Some(i));
             }
             i = (i + 1) & self.mask;
         }
+        Err(None)
     }
 
     /// The connection number and direction stored for `packed`.
@@ -75,14 +102,15 @@ impl Index {
         Some((conn, dir))
     }
 
-    /// Add `packed` -> (conn, dir). Returns false (and changes nothing) if the key is present.
-    /// The caller keeps `len` under half the slots and `conn < MAX_CONNS`.
+    /// Add `packed` -> (conn, dir). Returns false (and changes nothing) if the key is present
+    /// or no slot within [`MAX_PROBE`] of its home is free. The caller keeps `len` under half
+    /// the slots and `conn < MAX_CONNS`.
     pub(crate) fn insert(&mut self, packed: u128, conn: u32, dir: Direction) -> bool {
         debug_assert!((conn as usize) < MAX_CONNS);
         debug_assert!(self.len < self.slots.len() / 2 + 1);
         match self.find(packed) {
-            Ok(_) => false,
-            Err(i) => {
+            Ok(_) | Err(None) => false,
+            Err(Some(i)) => {
                 let d = if dir == Direction::Reply { REPLY } else { 0 };
                 self.slots[i] = OCCUPIED | d | (conn as u128) << KEY_BITS | packed;
                 self.len += 1;

@@ -6,8 +6,14 @@
 //!   are entries of one hash index pointing at one connection slot, so a packet finds its
 //!   connection from either direction with one lookup ([`Conntrack::lookup`]).
 //! - At most [`CtConfig::limit`] connections. A full table makes `insert` look for one expired
-//!   connection (a bounded scan) and otherwise fail with [`CtError::TableFull`]; the caller counts
-//!   a drop. Both index entries are inserted together or not at all.
+//!   connection among [`EVICT_SCAN`] slots, else drop the oldest unassured one among them
+//!   (Linux's early_drop: TCP not yet established or closing, UDP/ICMP without a reply), and
+//!   otherwise fail with [`CtError::TableFull`]; the caller counts a drop. Both index entries
+//!   are inserted together or not at all (a tuple with no free index slot within
+//!   `MAX_PROBE` of its home fails with [`CtError::Collision`]).
+//! - At most [`CtConfig::per_source`] connections per original source address (Linux's
+//!   connlimit): one container cannot take the table or a peer's NAT ports
+//!   ([`CtError::SourceLimit`]). Counted per source in a map sized at construction.
 //! - Time is passed in (whole seconds). Each state has an idle timeout ([`Timeouts`]); an
 //!   expired connection is invisible to lookups (removed on sight) and [`Conntrack::expire`]
 //!   removes them `budget` slots at a time so the worker spreads the scan.
@@ -41,6 +47,9 @@ pub const DEFAULT_LIMIT: usize = 65_536;
 
 /// How many connection slots a full table's `insert` examines for an expired one to evict.
 pub const EVICT_SCAN: usize = 16;
+
+/// Default most connections per original source address (a quarter of [`DEFAULT_LIMIT`]).
+pub const DEFAULT_PER_SOURCE: usize = DEFAULT_LIMIT / 4;
 
 /// Which way a packet travels relative to the connection's first packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +110,20 @@ pub enum CtError {
         /// The requested limit.
         limit: usize,
     },
+    /// The source address holds its [`CtConfig::per_source`] connections.
+    #[error("{}.{}.{}.{} holds its {limit} connections", src[0], src[1], src[2], src[3])]
+    SourceLimit {
+        /// The source address.
+        src: [u8; 4],
+        /// The per-source limit.
+        limit: usize,
+    },
+    /// No index slot near one of the tuples' hash (crafted collisions).
+    #[error("conntrack hash collision: no free slot near {} {key}", key.proto_name())]
+    Collision {
+        /// The tuple.
+        key: FlowKey,
+    },
     /// No pool with this id.
     #[error("no NAT pool {pool}")]
     NoSuchPool {
@@ -126,9 +149,20 @@ pub struct CtConfig {
     pub limit: usize,
     /// Idle timeouts per state.
     pub timeouts: Timeouts,
-    /// Seed of the index hash. Default 0 (deterministic); pass a random value in production so
-    /// colliding tuples are harder to aim at.
+    /// Seed of the index hash. Default: random per table (the standard library's
+    /// `RandomState`), so colliding tuples cannot be computed from outside; fix it in tests.
     pub hash_seed: u64,
+    /// Most connections per original source address (clamped to `limit`). Default
+    /// [`DEFAULT_PER_SOURCE`].
+    pub per_source: usize,
+}
+
+/// A random u64 from the standard library's per-process random keys.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6374);
+    h.finish()
 }
 
 impl Default for CtConfig {
@@ -136,7 +170,8 @@ impl Default for CtConfig {
         CtConfig {
             limit: DEFAULT_LIMIT,
             timeouts: Timeouts::default(),
-            hash_seed: 0,
+            hash_seed: random_seed(),
+            per_source: DEFAULT_PER_SOURCE,
         }
     }
 }

@@ -72,6 +72,22 @@ impl State {
     }
 }
 
+impl State {
+    /// Not assured (Linux's !IPS_ASSURED): TCP before ESTABLISHED or after a reset or the
+    /// last ACK, UDP/ICMP/other without a reply. A full table may drop these early.
+    pub fn unassured(self) -> bool {
+        matches!(
+            self,
+            State::New
+                | State::SynSent
+                | State::SynRecv
+                | State::TimeWait
+                | State::Close
+                | State::Unreplied
+        )
+    }
+}
+
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -82,9 +98,11 @@ impl fmt::Display for State {
 /// current state. Every packet accounted with `update` restarts the timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TCP NEW and SYN_SENT. Default 120 s (Linux `nf_conntrack_tcp_timeout_syn_sent`).
+    /// TCP NEW and SYN_SENT. Default 40 s (Linux 120 s): longer than a client's longest SYN
+    /// retransmission gap (32 s), short enough that unanswered SYNs (a scan, a SYN flood)
+    /// leave the table three times sooner.
     pub tcp_syn_sent: u32,
-    /// TCP SYN_RECV. Default 60 s (Linux `nf_conntrack_tcp_timeout_syn_recv`).
+    /// TCP SYN_RECV. Default 30 s (Linux 60 s).
     pub tcp_syn_recv: u32,
     /// TCP ESTABLISHED. Default 7440 s (2 h 4 min), the minimum RFC 5382 (REQ-5) allows a NAT;
     /// Linux uses 432000 s (5 days), which keeps dead flows and their NAT ports for too long.
@@ -110,8 +128,8 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            tcp_syn_sent: 120,
-            tcp_syn_recv: 60,
+            tcp_syn_sent: 40,
+            tcp_syn_recv: 30,
             tcp_established: 7440,
             tcp_fin_wait: 120,
             tcp_last_ack: 30,

@@ -1,6 +1,7 @@
 //! The connection table: a slot array of connections, the two-entry-per-connection index and
 //! the NAT port pools (see the module contract in `mod.rs`).
 
+use std::collections::HashMap;
 use std::fmt;
 
 use super::index::Index;
@@ -208,6 +209,13 @@ pub struct CtStats {
     pub clashes: u64,
     /// NAT port allocations that found no free port (the caller drops the packet).
     pub ports_exhausted: u64,
+    /// Unassured connections (no reply yet, or closing) dropped by a full table's `insert` to
+    /// make room (Linux's early_drop).
+    pub early_dropped: u64,
+    /// Inserts refused: the source address held its `per_source` connections.
+    pub source_limited: u64,
+    /// Inserts refused: no free index slot near a tuple's hash.
+    pub collisions: u64,
 }
 
 /// The connection table of one worker.
@@ -218,6 +226,9 @@ pub struct Conntrack {
     pools: Vec<PortAllocator>,
     timeouts: Timeouts,
     limit: usize,
+    per_source: usize,
+    /// Live connections per original source address.
+    sources: HashMap<[u8; 4], u32>,
     len: usize,
     cursor: usize,
     stats: CtStats,
@@ -236,6 +247,8 @@ impl Conntrack {
             pools: Vec::new(),
             timeouts: cfg.timeouts,
             limit: cfg.limit,
+            per_source: cfg.per_source.clamp(1, cfg.limit),
+            sources: HashMap::with_capacity(cfg.limit.min(1 << 16)),
             len: 0,
             cursor: 0,
             stats: CtStats::default(),
@@ -255,6 +268,16 @@ impl Conntrack {
     /// The connection limit.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The per-source connection limit.
+    pub fn per_source(&self) -> usize {
+        self.per_source
+    }
+
+    /// Live connections whose original source is `src`.
+    pub fn source_count(&self, src: [u8; 4]) -> usize {
+        self.sources.get(&src).map_or(0, |n| *n as usize)
     }
 
     /// The timeouts in force.
@@ -435,8 +458,19 @@ impl Conntrack {
             memo: TcpMemo::default(),
         });
         let a = self.index.insert(orig.pack(), slot, Direction::Original);
-        let b = self.index.insert(reply.pack(), slot, Direction::Reply);
-        debug_assert!(a && b, "tuples checked free by make_room");
+        if !a || !self.index.insert(reply.pack(), slot, Direction::Reply) {
+            // No free index slot near a tuple's hash (tuples checked absent by make_room).
+            if a {
+                self.index.remove(orig.pack());
+            }
+            let c = self.conns[slot as usize].take();
+            self.free.push(slot);
+            self.release_nat(c.and_then(|c| c.nat).as_ref());
+            self.stats.collisions += 1;
+            let key = if a { reply } else { orig };
+            return Err(CtError::Collision { key });
+        }
+        *self.sources.entry(orig.src).or_insert(0) += 1;
         self.len += 1;
         self.stats.inserted += 1;
         Ok(ConnId(slot))
@@ -456,6 +490,13 @@ impl Conntrack {
             self.stats.clashes += 1;
             return Err(CtError::Exists { key: *orig });
         }
+        if self.source_count(orig.src) >= self.per_source {
+            self.stats.source_limited += 1;
+            return Err(CtError::SourceLimit {
+                src: orig.src,
+                limit: self.per_source,
+            });
+        }
         if self.len >= self.limit && !self.evict_one(now) {
             self.stats.table_full += 1;
             return Err(CtError::TableFull { limit: self.limit });
@@ -464,20 +505,32 @@ impl Conntrack {
     }
 
     /// Remove the first expired connection among the next [`EVICT_SCAN`] slots from the
-    /// expiry cursor (which advances, so repeated attempts look at new slots).
+    /// expiry cursor (which advances, so repeated attempts look at new slots); if none expired,
+    /// the least recently seen unassured one among them (early drop).
     fn evict_one(&mut self, now: u32) -> bool {
         let n = self.conns.len();
+        let mut early: Option<(usize, u32)> = None;
         for _ in 0..EVICT_SCAN.min(n) {
             let i = self.cursor % n;
             self.cursor = (i + 1) % n;
-            let hit = matches!(&self.conns[i], Some(c) if self.expired(c, now));
-            if hit {
+            let Some(c) = &self.conns[i] else {
+                continue;
+            };
+            if self.expired(c, now) {
                 self.remove(ConnId(i as u32));
                 self.stats.evicted += 1;
                 return true;
             }
+            if c.state.unassured() && early.is_none_or(|(_, t)| c.last_seen < t) {
+                early = Some((i, c.last_seen));
+            }
         }
-        false
+        let Some((i, _)) = early else {
+            return false;
+        };
+        self.remove(ConnId(i as u32));
+        self.stats.early_dropped += 1;
+        true
     }
 
     fn release_nat(&mut self, nat: Option<&NatInfo>) {
@@ -534,6 +587,12 @@ impl Conntrack {
         self.index.remove(c.orig.pack());
         self.index.remove(c.reply.pack());
         self.release_nat(c.nat.as_ref());
+        if let Some(n) = self.sources.get_mut(&c.orig.src) {
+            *n -= 1;
+            if *n == 0 {
+                self.sources.remove(&c.orig.src);
+            }
+        }
         self.free.push(id.0);
         self.len -= 1;
         true
@@ -568,23 +627,35 @@ impl Conntrack {
         removed
     }
 
+    /// One page of `iter`: the connections in slots `from..from + slots`, and where the next
+    /// page starts (None: done). Bounded work for a worker answering `ct-show`.
+    pub fn page(&self, now: u32, from: usize, slots: usize) -> (Vec<ConnInfo>, Option<usize>) {
+        let end = from.saturating_add(slots).min(self.conns.len());
+        let v = (from.min(end)..end)
+            .filter_map(|i| self.info(i, now))
+            .collect();
+        (v, (end < self.conns.len()).then_some(end))
+    }
+
     /// Every connection not yet collected, described at time `now` (expired ones show a
     /// `timeout_left` of 0).
     pub fn iter(&self, now: u32) -> impl Iterator<Item = ConnInfo> + '_ {
-        self.conns.iter().enumerate().filter_map(move |(i, c)| {
-            let c = c.as_ref()?;
-            let timeout = self.timeouts.of(c.orig.proto, c.state);
-            Some(ConnInfo {
-                id: ConnId(i as u32),
-                orig: c.orig,
-                reply: c.reply,
-                state: c.state,
-                nat: c.nat,
-                age: now.saturating_sub(c.created),
-                timeout_left: timeout.saturating_sub(now.saturating_sub(c.last_seen)),
-                packets: c.packets,
-                bytes: c.bytes,
-            })
+        (0..self.conns.len()).filter_map(move |i| self.info(i, now))
+    }
+
+    fn info(&self, i: usize, now: u32) -> Option<ConnInfo> {
+        let c = self.conns[i].as_ref()?;
+        let timeout = self.timeouts.of(c.orig.proto, c.state);
+        Some(ConnInfo {
+            id: ConnId(i as u32),
+            orig: c.orig,
+            reply: c.reply,
+            state: c.state,
+            nat: c.nat,
+            age: now.saturating_sub(c.created),
+            timeout_left: timeout.saturating_sub(now.saturating_sub(c.last_seen)),
+            packets: c.packets,
+            bytes: c.bytes,
         })
     }
 }

@@ -274,21 +274,22 @@ fn limit_table_full_then_evicts_an_expired_entry() {
         let id = ct.lookup(&udp(A, i, B, 53), 0).unwrap().0;
         ct.update(id, Direction::Reply, 1, 0, 20); // REPLIED: 180 s from t=20
     }
+    // Full, nothing expired: the unreplied one is dropped early (Linux's early_drop).
+    let id = ct.insert(udp(REMOTE, 9, B, 53), 10).unwrap();
+    assert_eq!(id, id0, "slot reused");
+    assert_eq!(ct.stats().early_dropped, 1);
+    assert!(ct.lookup(&udp(A, 0, B, 53), 10).is_none());
+    ct.update(id, Direction::Reply, 1, 0, 10); // REPLIED until t=190
+    // Full of assured connections: refused.
     assert_eq!(
-        ct.insert(udp(A, 9, B, 53), 10),
+        ct.insert(udp(REMOTE, 10, B, 53), 30),
         Err(CtError::TableFull { limit: 4 })
     );
     assert_eq!(ct.stats().table_full, 1);
-    // At t=30 the unreplied one (30 s) has expired: insert evicts it.
-    let id = ct.insert(udp(A, 9, B, 53), 30).unwrap();
-    assert_eq!(id, id0, "slot reused");
+    // At t=190 the first replied one has expired: insert evicts it.
+    ct.insert(udp(REMOTE, 10, B, 53), 190).unwrap();
     assert_eq!(ct.stats().evicted, 1);
     assert_eq!(ct.len(), 4);
-    assert!(ct.lookup(&udp(A, 0, B, 53), 30).is_none());
-    assert_eq!(
-        ct.insert(udp(A, 10, B, 53), 30),
-        Err(CtError::TableFull { limit: 4 })
-    );
     assert!(
         Conntrack::new(CtConfig {
             limit: 0,
@@ -388,7 +389,7 @@ fn ct_show_lines() {
     let line = ct.iter(105).next().unwrap().to_string();
     assert_eq!(
         line,
-        "tcp 115 SYN_SENT src=172.30.0.2 dst=93.184.216.34 sport=40000 dport=443 packets=1 \
+        "tcp 35 SYN_SENT src=172.30.0.2 dst=93.184.216.34 sport=40000 dport=443 packets=1 \
          bytes=60 src=93.184.216.34 dst=198.18.0.1 sport=443 dport=50000 packets=0 bytes=0 \
          age=5 snat=198.18.0.1:50000"
     );
@@ -437,8 +438,10 @@ fn randomized_against_reference() {
                 let clash = reference.contains_key(&k) || reference.contains_key(&reply);
                 let full = reference.len() / 2 >= 300;
                 match res {
-                    Ok(_) => {
+                    Ok(id) => {
                         assert!(!clash && !full, "step {step}");
+                        // Answered (assured): a full table refuses rather than drops early.
+                        ct.update(id, Direction::Reply, 1, 0, 0);
                         reference.insert(k, (k, Direction::Original));
                         reference.insert(reply, (k, Direction::Reply));
                     }
@@ -521,4 +524,97 @@ fn bench_lookup() {
             ns(el) - ns(base)
         );
     }
+}
+
+#[test]
+fn per_source_limit_keeps_room_for_others() {
+    let mut ct = Conntrack::new(CtConfig {
+        limit: 100,
+        per_source: 10,
+        ..CtConfig::default()
+    })
+    .unwrap();
+    for i in 0..10 {
+        ct.insert(udp(A, i, REMOTE, 53), 0).unwrap();
+    }
+    assert_eq!(
+        ct.insert(udp(A, 99, REMOTE, 53), 0),
+        Err(CtError::SourceLimit { src: A, limit: 10 })
+    );
+    assert_eq!(ct.stats().source_limited, 1);
+    assert_eq!(ct.source_count(A), 10);
+    ct.insert(udp(B, 1, REMOTE, 53), 0).expect("another source");
+    // Removing one (here by expiry) gives the source room again.
+    assert_eq!(ct.expire(30, 1000), 11);
+    assert_eq!(ct.source_count(A), 0);
+    ct.insert(udp(A, 99, REMOTE, 53), 30).unwrap();
+}
+
+#[test]
+fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
+    let mut ct = table(64);
+    // The victim: 8 answered connections.
+    let mut victims = Vec::new();
+    for i in 0..8 {
+        let k = udp(B, i, REMOTE, 53);
+        let id = ct.insert(k, 0).unwrap();
+        ct.update(id, Direction::Reply, 1, 0, 0);
+        victims.push(k);
+    }
+    // The attacker: a flood of new connections that are never answered.
+    let mut ok = 0;
+    for i in 0..10_000u16 {
+        ok += ct.insert(udp(A, i, REMOTE, 53), 1).is_ok() as usize;
+    }
+    assert!(ok > 9_000, "new connections still get in: {ok}");
+    assert!(ct.stats().early_dropped >= 9_000);
+    for k in &victims {
+        assert!(ct.lookup(k, 1).is_some(), "assured connection kept");
+    }
+    // Unanswered TCP leaves sooner than Linux's 120 s.
+    let t = Timeouts::default();
+    assert!(t.tcp_syn_sent <= 40 && t.tcp_syn_recv <= 30);
+    assert!(State::SynSent.unassured() && !State::Established.unassured());
+    assert!(State::Unreplied.unassured() && !State::Replied.unassured());
+}
+
+#[test]
+fn page_covers_the_table_in_bounded_steps() {
+    let mut ct = table(1000);
+    for i in 0..1000 {
+        ct.insert(udp(A, i, B, 53), 0).unwrap();
+    }
+    let id = ct.lookup(&udp(A, 5, B, 53), 0).unwrap().0;
+    ct.remove(id);
+    let (mut all, mut from, mut pages) = (Vec::new(), Some(0), 0);
+    while let Some(f) = from {
+        let (v, next) = ct.page(0, f, 128);
+        assert!(v.len() <= 128);
+        all.extend(v);
+        from = next;
+        pages += 1;
+    }
+    assert_eq!(pages, 8);
+    assert_eq!(all.len(), 999);
+    assert_eq!(all, ct.iter(0).collect::<Vec<_>>());
+}
+
+#[test]
+fn crafted_collisions_cost_bounded_probes() {
+    // Keys chosen to collide under seed 0 do not collide under another seed, and an index
+    // never probes past MAX_PROBE: a tuple with no room near its home is refused, counted.
+    let mut ct = Conntrack::new(CtConfig {
+        limit: 4096,
+        hash_seed: 42,
+        ..CtConfig::default()
+    })
+    .unwrap();
+    for i in 0..4096u16 {
+        match ct.insert(udp(A, i, B, 53), 0) {
+            Ok(_) | Err(CtError::Collision { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(ct.len() + ct.stats().collisions as usize == 4096);
+    assert!(ct.stats().collisions < 8, "{:?}", ct.stats());
 }

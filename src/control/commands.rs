@@ -25,9 +25,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off]",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
         1,
-        7,
+        8,
         move |a| {
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
@@ -154,20 +154,24 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
         2,
-        5,
+        6,
         move |a| {
             let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
+            let mut rp_filter = None;
             for kv in &a[1..] {
                 match kv.split_once('=') {
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
                     Some((k @ "isolated", v)) => isolated = Some(on_off(k, v).map_err(CtlError::new)?),
                     Some((k @ "icc", v)) => icc = Some(on_off(k, v).map_err(CtlError::new)?),
+                    Some((k @ "rp_filter", v)) => {
+                        rp_filter = Some(crate::route::RpFilter::parse(k, v).map_err(CtlError::new)?)
+                    }
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off"
                         )));
                     }
                 }
@@ -181,13 +185,14 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
             let mut v = Value::Null;
-            if isolated.is_some() || icc.is_some() {
+            if isolated.is_some() || icc.is_some() || rp_filter.is_some() {
                 v = ask(
                     &w,
                     Command::SetBridgeOptions {
                         bridge: a[0].clone(),
                         isolated,
                         icc,
+                        rp_filter,
                     },
                 )?;
             }
@@ -264,6 +269,14 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(s, v))
     });
     let w = worker.clone();
+    reg.register("neigh-flush", "neigh-flush [BRIDGE]", 0, 1, move |a| {
+        let v = ask(&w, Command::NeighFlush(a.first().cloned()))?;
+        Ok(Reply::new(
+            format!("flushed {} neighbours\n", v["flushed"]),
+            v,
+        ))
+    });
+    let w = worker.clone();
     reg.register(
         "nat-add",
         "nat-add masquerade src=PREFIX out=BRIDGE | snat src=PREFIX out=BRIDGE to=ADDRESS | dnat in=BRIDGE proto=tcp|udp port=N to=ADDRESS:PORT",
@@ -297,12 +310,28 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     reg.register("ct-show", "ct-show", 0, 0, move |_| {
-        let v = ask(&w, Command::CtShow)?;
+        // Page by page: bounded work per worker request.
+        let (mut conns, mut from, mut v) = (Vec::new(), Some(0), Value::Null);
+        while let Some(f) = from {
+            v = ask(&w, Command::CtShow { from: f })?;
+            from = v["next"].as_u64().map(|n| n as usize);
+            if let Value::Array(page) = v["connections"].take() {
+                conns.extend(page);
+            }
+        }
         let mut s = String::new();
-        for c in v["connections"].as_array().into_iter().flatten() {
+        for c in &conns {
             let _ = writeln!(s, "{}", str_of(c));
         }
-        let _ = writeln!(s, "{} connections (limit {})", v["count"], v["limit"]);
+        let _ = writeln!(
+            s,
+            "{} connections (limit {}, {} per source)",
+            conns.len(),
+            v["limit"],
+            v["per_source"]
+        );
+        let v = serde_json::json!({"count": conns.len(), "connections": conns,
+            "limit": v["limit"], "per_source": v["per_source"]});
         Ok(Reply::new(s, v))
     });
     register_flows(reg, worker.clone());
@@ -360,6 +389,9 @@ fn render_show(v: &Value) -> String {
         }
         if b["icc"].as_bool() == Some(false) {
             flags.push_str(", icc=off");
+        }
+        if b["rp_filter"].as_str().is_some_and(|m| m != "strict") {
+            let _ = write!(flags, ", rp_filter={}", str_of(&b["rp_filter"]));
         }
         let _ = writeln!(
             s,
@@ -468,6 +500,14 @@ fn render_stats(v: &Value) -> String {
             r["echo_replies"],
             r["icmp_errors"]
         );
+        let n = &v["neigh"];
+        if n.is_object() {
+            let _ = writeln!(
+                s,
+                "neighbours: evicted {}, full {}, arp rate-limited {}",
+                n["evicted"], n["full"], n["rate_limited"]
+            );
+        }
     }
     let w = &v["worker"];
     let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);

@@ -157,7 +157,8 @@ fn capacity_is_enforced() {
     assert!(n.learn(0, [1, 1, 1, 2], M, 0));
     assert!(!n.learn(0, [1, 1, 1, 3], M, 0));
     assert!(n.learn(0, [1, 1, 1, 2], M, 5), "existing entry updates");
-    assert_eq!(n.resolve(0, [1, 1, 1, 4], 0), Resolve::Failed);
+    assert_eq!(n.resolve(0, [1, 1, 1, 4], 0), Resolve::Refused);
+    assert_eq!(n.counters().full, 2);
     assert_eq!(n.rows(0).len(), 2);
 }
 
@@ -200,4 +201,96 @@ fn permanent_entries_are_never_aged_probed_or_changed_by_arp() {
         !full.set_permanent(1, [10, 0, 0, 3], M, 0),
         "capacity bounds it"
     );
+}
+
+fn ip(i: u32) -> [u8; 4] {
+    (0x0a00_0000 + i).to_be_bytes()
+}
+
+#[test]
+fn a_bridge_at_its_bound_evicts_its_own_unused_entries_only() {
+    let mut n = Neighbours::new(1000, 300).with_bridge_limit(10);
+    // Bridge 2 (the victim) has neighbours in use.
+    for i in 0..5 {
+        assert!(n.learn(2, ip(i), M, 0));
+    }
+    // Bridge 1 fills its bound with entries in use (reachable): nothing to evict.
+    for i in 0..10 {
+        assert!(n.learn(1, ip(i), M, 0));
+    }
+    assert!(!n.learn(1, ip(10), M, 0), "bound reached, all in use");
+    assert_eq!(n.resolve(1, ip(11), 0), Resolve::Refused);
+    assert_eq!(n.bridge_len(1), 10);
+    assert_eq!(n.bridge_len(2), 5, "the other bridge is untouched");
+    assert!(n.learn(2, ip(5), M, 0), "and can still learn");
+    // Entries go stale (unused ones first) and make room again.
+    n.age(31);
+    n.resolve(1, ip(3), 31); // in use again: DELAY
+    assert!(n.learn(1, ip(20), M, 31), "a stale entry was evicted");
+    assert_eq!(n.state(1, ip(3)), Some(State::Delay), "not the one in use");
+    assert_eq!(n.bridge_len(1), 10);
+    assert_eq!(n.counters().evicted, 1);
+    // Failed entries go first.
+    assert!(n.flush_bridge(1) == 10);
+    for i in 0..10 {
+        assert!(n.learn(1, ip(i), M, 40));
+    }
+    n.age(71);
+    n.resolve(1, ip(100), 71); // full of stale entries: one is evicted
+    assert_eq!(n.state(1, ip(100)), Some(State::Incomplete));
+    for t in 72..=74 {
+        n.age(t);
+    }
+    assert_eq!(n.state(1, ip(100)), Some(State::Failed));
+    assert!(n.learn(1, ip(200), M, 74));
+    assert_eq!(
+        n.state(1, ip(100)),
+        None,
+        "the failed entry was evicted first"
+    );
+}
+
+#[test]
+fn broadcast_requests_are_rate_limited_per_bridge() {
+    let mut n = Neighbours::new(100_000, 300);
+    let mut sent = 0;
+    for i in 0..1000 {
+        match n.resolve(1, ip(i), 7) {
+            Resolve::SendRequest => sent += 1,
+            r => assert_eq!(r, Resolve::Refused),
+        }
+    }
+    assert_eq!(sent, ARP_RATE as usize, "one second's worth");
+    assert_eq!(n.counters().rate_limited, 1000 - ARP_RATE as u64);
+    assert_eq!(n.len(), ARP_RATE as usize, "refused addresses are not kept");
+    assert_eq!(
+        n.resolve(2, ip(0), 7),
+        Resolve::SendRequest,
+        "another bridge has its own rate"
+    );
+    // Retransmissions of the pending ones share the next second's rate with new ones.
+    n.age(8);
+    assert_eq!(
+        n.take_due().len(),
+        ARP_RATE as usize + 1,
+        "bridge 1 and bridge 2"
+    );
+    assert_eq!(
+        n.resolve(1, ip(5000), 8),
+        Resolve::Refused,
+        "spent by retransmissions"
+    );
+    // One per second per entry: a known pending address never sends twice in a second.
+    assert_eq!(n.resolve(1, ip(0), 8), Resolve::Pending);
+}
+
+#[test]
+fn flush_of_one_bridge_keeps_the_others() {
+    let mut n = Neighbours::new(100, 300);
+    n.learn(1, ip(1), M, 0);
+    n.learn(2, ip(1), M, 0);
+    assert_eq!(n.flush_bridge(1), 1);
+    assert_eq!(n.state(1, ip(1)), None);
+    assert_eq!(n.state(2, ip(1)), Some(State::Reachable));
+    assert_eq!(n.flush_bridge(9), 0);
 }

@@ -16,7 +16,8 @@
 //!   flooded}_total{bridge}`.
 //! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors}_total`.
 //! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
-//!   expired,evicted,table_full,clashes,ports_exhausted}_total`; `uvs_flow_conntrack_connections`;
+//!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
+//!   collisions}_total`; `uvs_flow_conntrack_connections`;
 //!   `uvs_nat_rules`.
 //! - `uvs_worker_{iterations,busy_iterations,sleeps}_total`, `uvs_worker_cpu_seconds_total`,
 //!   `uvs_worker_uptime_seconds`, `uvs_worker_frames`, `uvs_worker_frames_free`.
@@ -128,6 +129,12 @@ pub fn render(stats: &Value, counts: &Value) -> String {
             "ports_exhausted",
             "NAT port allocations that found no free port",
         ),
+        (
+            "early_dropped",
+            "Unassured connections dropped by a full table",
+        ),
+        ("source_limited", "Connections refused: source at its limit"),
+        ("collisions", "Connections refused: hash collision"),
     ] {
         b.one_counter(&format!("uvs_conntrack_{k}"), help, &ct[k]);
     }

@@ -11,6 +11,10 @@
 //!   are counted drops), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
 //!   (ICMP fragmentation needed). The routed frame continues as `Dest::Bridge(egress)`.
 //!
+//! Reverse-path filtering (the bridge's `rp_filter`, strict by default) runs before anything
+//! else on a packet sent to the gateway MAC: strict wants the route back to the source to
+//! leave by the ingress bridge, loose wants some route back (counted `rp-filter`).
+//!
 //! Documented rules: gateways live in VLAN 0 (untagged); fragments are routed like any packet;
 //! IP options are kept (the header length is honoured); packets with a bad header checksum,
 //! broadcast/multicast destinations sent to the gateway MAC, and TTL 0/1 are counted drops.
@@ -23,7 +27,7 @@ use crate::datapath::{Datapath, Gateway};
 use crate::fdb::PortId;
 use crate::neigh::{Held, Released, Resolve};
 use crate::packet::{Desc, Frames};
-use crate::route::RouteKind;
+use crate::route::{RouteKind, RpFilter};
 use crate::wire::checksum::{checksum, update16};
 use crate::wire::{EtherType, MacAddr, arp, ipv4};
 
@@ -173,6 +177,11 @@ fn ip_in(
     if dst[0] >= 224 || dst == [255; 4] || dst == [0; 4] {
         return Err(DropReason::IpNotUnicast);
     }
+    // Reverse-path filter: a source another bridge owns (a spoofed address) is not routed.
+    let rp = dp.bridge(bridge).map_or(RpFilter::Off, |b| b.rp_filter);
+    if !dp.routes.rp_ok(rp, bridge, src) {
+        return Err(DropReason::RpFilter);
+    }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
     // a port mapping (DNAT), applied once the route is known.
     // Without rules or tracked connections there is nothing to translate: skip the lookups.
@@ -313,6 +322,10 @@ fn ip_in(
                 log_limited(now, &e);
                 return Err(DropReason::NatPortsExhausted);
             }
+            Some(Err(e @ CtError::SourceLimit { .. })) => {
+                log_limited(now, &e);
+                return Err(DropReason::CtSourceLimit);
+            }
             Some(Err(e)) => {
                 log_limited(now, &e);
                 return Err(DropReason::CtFull);
@@ -417,6 +430,9 @@ fn unresolved(
     made: &mut Vec<Meta>,
     r: Resolve,
 ) -> Result<(), DropReason> {
+    if r == Resolve::Refused {
+        return Err(DropReason::ArpPending);
+    }
     if r == Resolve::Failed {
         if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
             let (ty, code) = (icmp::DEST_UNREACH, icmp::HOST_UNREACH);

@@ -188,6 +188,7 @@ fn underlay(
         }
         Resolve::Pending => None,
         Resolve::Failed => return Err(DropReason::ArpFailed),
+        Resolve::Refused => return Err(DropReason::ArpPending),
     };
     Ok((bridge, gw.mac, dst, mtu, nh))
 }

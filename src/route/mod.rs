@@ -308,6 +308,55 @@ impl RouteTable {
     }
 }
 
+/// Reverse-path filtering of packets a gateway routes (Linux's `rp_filter`), per bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpFilter {
+    /// The route back to the source must leave by the bridge the packet came from (RFC 3704
+    /// strict mode; the default).
+    #[default]
+    Strict,
+    /// Some route back to the source must exist (RFC 3704 loose mode).
+    Loose,
+    /// No check.
+    Off,
+}
+
+impl RpFilter {
+    /// The option's name (`strict`, `loose`, `off`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RpFilter::Strict => "strict",
+            RpFilter::Loose => "loose",
+            RpFilter::Off => "off",
+        }
+    }
+
+    /// Parse `strict|loose|off` for the option `field`.
+    pub fn parse(field: &str, v: &str) -> Result<RpFilter, String> {
+        match v {
+            "strict" => Ok(RpFilter::Strict),
+            "loose" => Ok(RpFilter::Loose),
+            "off" => Ok(RpFilter::Off),
+            _ => Err(format!("{field}: '{v}' is not strict, loose or off")),
+        }
+    }
+}
+
+impl RouteTable {
+    /// True when a packet from `src` that arrived on `bridge` passes reverse-path filtering
+    /// `mode`: one more LPM lookup (strict: the route back leaves by `bridge`; loose: there is
+    /// a route back).
+    #[inline]
+    pub fn rp_ok(&self, mode: RpFilter, bridge: BridgeId, src: [u8; 4]) -> bool {
+        match mode {
+            RpFilter::Off => true,
+            RpFilter::Loose => self.lookup(src).is_some(),
+            RpFilter::Strict => self.lookup(src).is_some_and(|r| r.bridge() == bridge),
+        }
+    }
+}
+
 impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()

@@ -15,6 +15,8 @@ use crate::port::{Port, PortKind};
 
 /// Table slots one `FdbShow` page covers (bounded work for the worker per request).
 pub const FDB_PAGE_SLOTS: usize = 4096;
+/// Connection slots one `CtShow` page covers (each formatted on the worker: ~0.5 µs).
+pub const CT_PAGE_SLOTS: usize = 1024;
 
 /// What the control plane can ask of the worker.
 pub enum Command {
@@ -85,6 +87,8 @@ pub enum Command {
         isolated: Option<bool>,
         /// `icc=on|off`.
         icc: Option<bool>,
+        /// `rp_filter=strict|loose|off`.
+        rp_filter: Option<crate::route::RpFilter>,
     },
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
@@ -94,14 +98,20 @@ pub enum Command {
     RouteShow,
     /// The neighbour (ARP) table.
     NeighShow,
+    /// Forget the neighbours of one bridge (by name), or of all.
+    NeighFlush(Option<String>),
     /// Add a NAT rule.
     NatAdd(crate::config::NatSpec),
     /// Remove NAT rule #N.
     NatDel(usize),
     /// The NAT rules.
     NatShow,
-    /// Tracked connections.
-    CtShow,
+    /// One page of tracked connections: the NAT table's slots from `from` (the flow tables'
+    /// connections come with the first page), and `next` (null: done).
+    CtShow {
+        /// First slot.
+        from: usize,
+    },
     /// Add flows to a bridge (all or nothing).
     FlowAdd {
         /// Bridge name.
@@ -221,12 +231,17 @@ impl Worker {
                 bridge,
                 isolated,
                 icc,
+                rp_filter,
             } => {
                 let b = self.bridge_id(&bridge)?;
                 let br = self.dp.bridge_mut(b).expect("checked");
                 br.isolated = isolated.unwrap_or(br.isolated);
                 br.icc = icc.unwrap_or(br.icc);
-                Ok(json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc}))
+                br.rp_filter = rp_filter.unwrap_or(br.rp_filter);
+                Ok(
+                    json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc,
+                    "rp_filter": br.rp_filter.name()}),
+                )
             }
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
@@ -264,6 +279,14 @@ impl Worker {
                     .collect();
                 Ok(json!({"neighbours": rows}))
             }
+            Command::NeighFlush(bridge) => {
+                let ids: Vec<u16> = match bridge {
+                    Some(name) => vec![self.bridge_id(&name)?],
+                    None => self.dp.bridges().map(|(id, _)| id).collect(),
+                };
+                let flushed: usize = ids.iter().map(|b| self.dp.neigh.flush_bridge(*b)).sum();
+                Ok(json!({"flushed": flushed}))
+            }
             Command::NatAdd(spec) => self.nat_add(&spec),
             Command::NatDel(i) => {
                 self.dp.nat.del(i)?;
@@ -278,15 +301,10 @@ impl Worker {
                 });
                 Ok(json!({"rules": rows}))
             }
-            Command::CtShow => {
-                let mut conns: Vec<String> = self
-                    .dp
-                    .nat
-                    .ct
-                    .iter(now as u32)
-                    .map(|c| c.to_string())
-                    .collect();
-                for (_, b) in self.dp.bridges() {
+            Command::CtShow { from } => {
+                let (page, next) = self.dp.nat.ct.page(now as u32, from, CT_PAGE_SLOTS);
+                let mut conns: Vec<String> = page.iter().map(|c| c.to_string()).collect();
+                for (_, b) in self.dp.bridges().filter(|_| from == 0) {
                     conns.extend(
                         b.flows
                             .ct
@@ -296,7 +314,8 @@ impl Worker {
                     );
                 }
                 let count = conns.len();
-                Ok(json!({"connections": conns, "count": count, "limit": self.dp.nat.ct.limit()}))
+                Ok(json!({"connections": conns, "count": count, "next": next,
+                    "limit": self.dp.nat.ct.limit(), "per_source": self.dp.nat.ct.per_source()}))
             }
             Command::FdbAdd {
                 bridge,
@@ -484,6 +503,7 @@ impl Worker {
         if let Some(b) = self.dp.bridge_mut(id) {
             b.isolated = spec.isolated;
             b.icc = spec.icc;
+            b.rp_filter = spec.rp_filter;
         }
         if let Err(e) = self.dp.set_gateway(id, gateway) {
             let _ = self.dp.del_bridge(id);
@@ -749,6 +769,7 @@ impl Worker {
                     "aging": b.aging,
                     "isolated": b.isolated,
                     "icc": b.icc,
+                    "rp_filter": b.rp_filter.name(),
                     "ports": ports,
                 })
             })
@@ -804,6 +825,7 @@ impl Worker {
             "ports": ports,
             "bridges": bridges,
             "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
+            "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
             "worker": {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,

@@ -51,6 +51,7 @@ impl Worker {
             b.aging = br.aging;
             b.isolated = br.isolated;
             b.icc = br.icc;
+            b.rp_filter = br.rp_filter;
             let derived_gw = self.specs.derived.gateways.contains(&br.name);
             b.gateway = br
                 .gateway
