@@ -8,6 +8,7 @@
 //! freed and counted with a `DropReason`. No allocation, no IO, no clock: `now` is passed in.
 
 mod csum;
+mod gso;
 pub mod ct;
 pub mod flows;
 mod ingress;
