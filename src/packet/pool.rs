@@ -17,7 +17,10 @@ impl BigPool {
     fn new() -> io::Result<BigPool> {
         Ok(BigPool {
             region: Region::map(BIG_COUNT as usize * BIG_SIZE, false)?,
-            free: (0..BIG_COUNT as u64).rev().map(|i| i * BIG_SIZE as u64).collect(),
+            free: (0..BIG_COUNT as u64)
+                .rev()
+                .map(|i| i * BIG_SIZE as u64)
+                .collect(),
             used: vec![false; BIG_COUNT as usize],
         })
     }
@@ -170,7 +173,10 @@ impl Frames {
     #[inline]
     fn bytes_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
         if addr >= BIG_BASE {
-            let big = self.big.as_mut().expect("a large descriptor implies the large pool");
+            let big = self
+                .big
+                .as_mut()
+                .expect("a large descriptor implies the large pool");
             return big.region.bytes_mut(addr - BIG_BASE, len);
         }
         self.region.bytes_mut(addr, len)
@@ -180,7 +186,10 @@ impl Frames {
     #[inline]
     pub fn data(&self, d: Desc) -> &[u8] {
         if d.addr >= BIG_BASE {
-            let big = self.big.as_ref().expect("a large descriptor implies the large pool");
+            let big = self
+                .big
+                .as_ref()
+                .expect("a large descriptor implies the large pool");
             return big.region.bytes(d.addr - BIG_BASE, d.len as usize);
         }
         self.region.bytes(d.addr, d.len as usize)
@@ -189,7 +198,11 @@ impl Frames {
     /// The whole chunk of a frame, from its start: for writing received data or prepending.
     #[inline]
     pub fn chunk_mut(&mut self, chunk: u64) -> &mut [u8] {
-        let size = if chunk >= BIG_BASE { BIG_SIZE } else { FRAME_SIZE };
+        let size = if chunk >= BIG_BASE {
+            BIG_SIZE
+        } else {
+            FRAME_SIZE
+        };
         self.bytes_mut(chunk, size)
     }
 
@@ -208,11 +221,16 @@ impl Frames {
 
     /// Free large buffers (all of them before the first [`Frames::alloc_big`]).
     pub fn big_free_count(&self) -> usize {
-        self.big.as_ref().map_or(BIG_COUNT as usize, |b| b.free.len())
+        self.big
+            .as_ref()
+            .map_or(BIG_COUNT as usize, |b| b.free.len())
     }
 
     fn free_big(&mut self, addr: u64) {
-        let big = self.big.as_mut().expect("a large descriptor implies the large pool");
+        let big = self
+            .big
+            .as_mut()
+            .expect("a large descriptor implies the large pool");
         let off = (addr - BIG_BASE) & !(BIG_SIZE as u64 - 1);
         let i = (off / BIG_SIZE as u64) as usize;
         debug_assert!(big.used[i], "double free of large buffer {i}");
@@ -226,7 +244,10 @@ impl Frames {
         match (src >= BIG_BASE, dst >= BIG_BASE) {
             (false, false) => self.region.copy(src, dst, len),
             (s_big, d_big) => {
-                let big = self.big.as_mut().expect("a large descriptor implies the large pool");
+                let big = self
+                    .big
+                    .as_mut()
+                    .expect("a large descriptor implies the large pool");
                 if s_big && d_big {
                     return big.region.copy(src - BIG_BASE, dst - BIG_BASE, len);
                 }

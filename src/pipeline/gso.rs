@@ -44,7 +44,8 @@ impl L4At {
         if self.v6 {
             u16::from_be_bytes([data[self.l3 + 4], data[self.l3 + 5]]) as usize
         } else {
-            u16::from_be_bytes([data[self.l3 + 2], data[self.l3 + 3]]) as usize - (self.l4 - self.l3)
+            u16::from_be_bytes([data[self.l3 + 2], data[self.l3 + 3]]) as usize
+                - (self.l4 - self.l3)
         }
     }
 
@@ -52,9 +53,19 @@ impl L4At {
     fn pseudo(&self, data: &[u8], l4_len: usize) -> u64 {
         let l3 = self.l3;
         if self.v6 {
-            pseudo_v6(&data[l3 + 8..l3 + 24], &data[l3 + 24..l3 + 40], self.proto, l4_len as u32)
+            pseudo_v6(
+                &data[l3 + 8..l3 + 24],
+                &data[l3 + 24..l3 + 40],
+                self.proto,
+                l4_len as u32,
+            )
         } else {
-            pseudo_v4(&data[l3 + 12..l3 + 16], &data[l3 + 16..l3 + 20], self.proto, l4_len as u16)
+            pseudo_v4(
+                &data[l3 + 12..l3 + 16],
+                &data[l3 + 16..l3 + 20],
+                self.proto,
+                l4_len as u16,
+            )
         }
     }
 }
@@ -162,7 +173,9 @@ fn segment_into(
     out: &mut Vec<Desc>,
 ) -> Result<usize, DropReason> {
     let data = frames.data(d);
-    let at = locate(data).filter(|a| a.proto == 6).ok_or(DropReason::Runt)?;
+    let at = locate(data)
+        .filter(|a| a.proto == 6)
+        .ok_or(DropReason::Runt)?;
     let thl = (data[at.l4 + 12] >> 4) as usize * 4;
     let hdr = at.l4 + thl;
     let end = at.l4 + at.l4_len(data);

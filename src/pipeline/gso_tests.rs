@@ -4,8 +4,7 @@
 use super::*;
 use crate::packet::{GsoType, Offload};
 use etherparse::{
-    EtherType as Et, Ethernet2Header, IpNumber, Ipv4Header, Ipv6Header, TcpHeader,
-    TcpOptionElement,
+    EtherType as Et, Ethernet2Header, IpNumber, Ipv4Header, Ipv6Header, TcpHeader, TcpOptionElement,
 };
 
 const SRC4: [u8; 4] = [10, 1, 0, 2];
@@ -95,7 +94,14 @@ fn check_segments(v6: bool, total: usize, mss: usize, gso_size: u16) {
         let chunk = &data[off..(off + mss).min(total)];
         let (first, last) = (i == 0, i + 1 == n);
         let seq = 0xffff_f000u32.wrapping_add(off as u32);
-        let want = tcp_frame(v6, seq, 0xfffeu16.wrapping_add(i as u16), (last, last, first), chunk, false);
+        let want = tcp_frame(
+            v6,
+            seq,
+            0xfffeu16.wrapping_add(i as u16),
+            (last, last, first),
+            chunk,
+            false,
+        );
         assert!(!s.is_big() && s.ol.is_none());
         assert_eq!(frames.data(*s), &want[..], "segment {i} of {n}");
         // And etherparse finds it well formed.
@@ -134,7 +140,14 @@ fn segments_a_vlan_tagged_super_frame() {
         let off = i * 1448;
         let last = i == 2;
         let chunk = &data[off..(off + 1448).min(4000)];
-        let mut want = tcp_frame(false, 1 + off as u32, 5 + i as u16, (last, false, false), chunk, false);
+        let mut want = tcp_frame(
+            false,
+            1 + off as u32,
+            5 + i as u16,
+            (last, false, false),
+            chunk,
+            false,
+        );
         want.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
         assert_eq!(frames.data(*s), &want[..]);
     }

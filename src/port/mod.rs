@@ -117,6 +117,13 @@ pub trait Port: Send {
         false
     }
 
+    /// True if the port takes frames with offload state as they are (partial checksums, TCP
+    /// super-frames in large buffers, see `packet::Offload`); others get them finished at
+    /// output.
+    fn offload_out(&self) -> bool {
+        false
+    }
+
     /// Counters the kernel keeps for this port that uvs never sees (frames lost before they
     /// reach uvs), for `stats`: name and value.
     fn kernel_counters(&self) -> Vec<(&'static str, u64)> {

@@ -367,7 +367,9 @@ fn open_socket(
 /// A tx descriptor the kernel will accept: non-empty and inside one chunk.
 #[inline]
 fn tx_valid(d: &Desc) -> bool {
-    d.len > 0 && !d.is_big() && (d.addr & (FRAME_SIZE as u64 - 1)) + d.len as u64 <= FRAME_SIZE as u64
+    d.len > 0
+        && !d.is_big()
+        && (d.addr & (FRAME_SIZE as u64 - 1)) + d.len as u64 <= FRAME_SIZE as u64
 }
 
 impl Port for AfxdpPort {
