@@ -175,3 +175,149 @@ fn tap_super_frames_routed_and_masqueraded() {
     );
     assert!(by / pk.max(1) > 1600, "super-frames routed out: {j}");
 }
+
+/// Run `tshark` on `dev` in `ns` until it says it is capturing; returns the child.
+fn tshark(ns: &str, dev: &str, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut cap = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "25", "tshark", "-i", dev])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tshark");
+    let err = cap.stderr.take().expect("tshark stderr");
+    let mut lines = std::io::BufReader::new(err).lines();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(15) {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Capturing on") => break,
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    cap
+}
+
+#[test]
+fn tap_super_frames_segmented_before_vxlan_with_good_checksums_on_the_wire() {
+    if !root_or_skip("tap_super_frames_segmented_before_vxlan") {
+        return;
+    }
+    let p = prefix("ov");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
+    d.ctl(&["add-br", "br0"]);
+    attach(
+        &mut t,
+        &d,
+        ("ul", &hb, &n("ua")),
+        "afxdp",
+        "10.252.0.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c1"), &n("p1")),
+        "tap",
+        "192.168.42.1/24",
+        &["mtu=1450"],
+    );
+    d.ctl(&[
+        "add-port",
+        "br0",
+        "vx0",
+        "type=vxlan",
+        "vni=42",
+        "local_ip=10.252.0.1",
+        "remote_ip=10.252.0.2",
+    ]);
+    // Host B: kernel vxlan 42 on a kernel bridge with container c2 (MTU 1450).
+    for cmd in [
+        "link add vx42 type vxlan id 42 dstport 4789 local 10.252.0.2 remote 10.252.0.1",
+        "link add kbr type bridge",
+        "link set vx42 master kbr",
+    ] {
+        let mut a = vec!["ip", "-n", &hb];
+        a.extend(cmd.split(' '));
+        sh(&a);
+    }
+    let c2 = n("c2");
+    t.netns(&c2);
+    sh(&[
+        "ip", "-n", &hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", &c2,
+    ]);
+    sh(&["ip", "-n", &hb, "link", "set", "c2v", "master", "kbr"]);
+    for dev in ["vx42", "kbr", "c2v"] {
+        sh(&["ip", "-n", &hb, "link", "set", dev, "up"]);
+    }
+    sh(&[
+        "ip",
+        "-n",
+        &c2,
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", &c2, "link", "set", "eth0", "mtu", "1450"]);
+    sh(&["ip", "-n", &c2, "link", "set", "eth0", "up"]);
+    assert!(
+        ping(&n("c1"), "192.168.42.2", 3),
+        "c1 -> c2 across the overlay"
+    );
+
+    // The underlay on host B: inner TCP checksums must verify (segments made by uvs).
+    let cap = tshark(
+        &hb,
+        "eth0",
+        &[
+            "-c",
+            "300",
+            "-f",
+            "udp port 4789 and src host 10.252.0.1",
+            "-o",
+            "tcp.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.checksum.status",
+            "-e",
+            "frame.len",
+        ],
+    );
+    let bps = iperf3_tcp(&c2, &n("c1"), "192.168.42.2", 2);
+    eprintln!(
+        "tap -> vxlan (software GSO): iperf3 TCP {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 10e6, "TCP across the overlay carried {bps} bit/s");
+    let out = cap.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let tcp: Vec<&str> = lines.lines().filter(|l| !l.starts_with('\t')).collect();
+    assert!(tcp.len() >= 100, "captured inner TCP:\n{lines}");
+    // tshark: 1 = good, 0 = bad.
+    assert!(
+        tcp.iter().all(|l| l.starts_with("1\t")),
+        "bad checksums:\n{lines}"
+    );
+    let longest = tcp
+        .iter()
+        .filter_map(|l| l.split('\t').nth(1)?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(longest <= 1514, "outer frames fit the underlay: {longest}");
+    let j = port_json(&d, &n("p1"));
+    let (pk, by) = (
+        j["rx_packets"].as_u64().unwrap(),
+        j["rx_bytes"].as_u64().unwrap(),
+    );
+    eprintln!("{j}");
+    assert!(by / pk.max(1) > 1600, "TAP received super-frames: {j}");
+}
