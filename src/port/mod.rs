@@ -22,6 +22,7 @@ pub mod afxdp;
 pub mod mem;
 pub mod tap;
 pub mod virt;
+pub mod vnet;
 pub mod wait;
 
 use std::os::fd::RawFd;

@@ -18,7 +18,7 @@
 //!   `TUNSETOFFLOAD` (CSUM, TSO4, TSO6, TSO_ECN), so the container's stack hands over TCP
 //!   super-frames of up to 64 KiB with partial checksums, and every frame read or written
 //!   carries a 10-byte `virtio_net_hdr` in a second iovec. [`virtio_net_hdr`] becomes the
-//!   descriptor's [`Offload`] state on receive and is rebuilt from it on transmit, so
+//!   descriptor's [`Offload`](crate::packet::Offload) state on receive and is rebuilt from it on transmit, so
 //!   TAP-to-TAP forwarding passes super-frames and partial checksums through untouched; other
 //!   ports get them finished at output (`pipeline::gso`). UDP segmentation (USO) is not enabled:
 //!   the pipeline cuts only TCP.
@@ -41,8 +41,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
-use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN, Offload};
+use crate::packet::{Desc, Frames, MAX_BIG_LEN, MAX_FRAME_LEN};
 
 /// The largest MTU a TAP port accepts: a frame of this MTU with an Ethernet header and one VLAN
 /// tag fits [`MAX_FRAME_LEN`].
@@ -257,127 +258,6 @@ fn if_index(name: &str) -> u32 {
     let Ok(c) = CString::new(name) else { return 0 };
     // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
-
-/// `struct virtio_net_hdr` (10 bytes, native byte order: the tun default without
-/// `TUNSETVNETLE`/`BE`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(non_camel_case_types)]
-pub struct virtio_net_hdr {
-    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` (1), `_DATA_VALID` (2).
-    pub flags: u8,
-    /// `VIRTIO_NET_HDR_GSO_NONE` (0), `_TCPV4` (1), `_UDP` (3), `_TCPV6` (4), `_UDP_L4` (5),
-    /// `| _ECN` (0x80).
-    pub gso_type: u8,
-    /// Bytes of headers (Ethernet to the end of TCP) in front of the payload.
-    pub hdr_len: u16,
-    /// Payload bytes per segment.
-    pub gso_size: u16,
-    /// Where checksumming starts (the L4 header), from the frame start.
-    pub csum_start: u16,
-    /// Where the checksum goes, from `csum_start`.
-    pub csum_offset: u16,
-}
-
-/// Size of [`virtio_net_hdr`] on the wire.
-pub const VNET_HDR_LEN: usize = 10;
-const NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
-const GSO_ECN: u8 = 0x80;
-
-impl virtio_net_hdr {
-    /// Decode the wire bytes.
-    pub fn from_bytes(b: &[u8; VNET_HDR_LEN]) -> virtio_net_hdr {
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        virtio_net_hdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u(2),
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
-        }
-    }
-
-    /// Encode to wire bytes.
-    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
-        let mut b = [0; VNET_HDR_LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        for (i, v) in [
-            self.hdr_len,
-            self.gso_size,
-            self.csum_start,
-            self.csum_offset,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            b[2 + 2 * i..4 + 2 * i].copy_from_slice(&v.to_ne_bytes());
-        }
-        b
-    }
-
-    /// The header that describes frame `data` with offload state `ol` (which output made
-    /// consistent: the L4 header parses).
-    pub fn for_frame(data: &[u8], ol: Offload) -> virtio_net_hdr {
-        let mut h = virtio_net_hdr::default();
-        if !ol.is_partial() {
-            return h;
-        }
-        let Some(at) = crate::pipeline::l4_offsets(data) else {
-            return h;
-        };
-        h.flags = NEEDS_CSUM;
-        h.csum_start = at.0 as u16;
-        h.csum_offset = at.1 as u16;
-        if let Some(t) = ol.gso_type() {
-            h.gso_type = match t {
-                GsoType::Tcp4 => GSO_TCPV4,
-                GsoType::Tcp6 => GSO_TCPV6,
-            };
-            h.gso_size = ol.gso_size();
-            let thl = data.get(at.0 + 12).map_or(20, |b| (b >> 4) as usize * 4);
-            h.hdr_len = (at.0 + thl) as u16;
-        }
-        h
-    }
-}
-
-/// What a received `virtio_net_hdr` means for frame `data`: its offload state, or None when it
-/// cannot be honoured (the frame is dropped). A partial checksum the pipeline could not find
-/// again (`csum_start` is not where parsing puts the L4 header) is completed here.
-fn offload_of(h: &virtio_net_hdr, data: &mut [u8]) -> Option<Offload> {
-    let gso = match h.gso_type & !GSO_ECN {
-        0 => None,
-        GSO_TCPV4 => Some(GsoType::Tcp4),
-        GSO_TCPV6 => Some(GsoType::Tcp6),
-        _ => return None,
-    };
-    if h.flags & NEEDS_CSUM == 0 {
-        return if gso.is_some() {
-            None
-        } else {
-            Some(Offload::NONE)
-        };
-    }
-    let (start, off) = (h.csum_start as usize, h.csum_offset as usize);
-    if crate::pipeline::l4_offsets(data) == Some((start, off)) {
-        return Some(match gso {
-            Some(t) if h.gso_size > 0 => Offload::gso(t, h.gso_size),
-            Some(_) => return None,
-            None => Offload::partial(),
-        });
-    }
-    if gso.is_some() || start + off + 2 > data.len() {
-        return None;
-    }
-    // Finish it the way a device would: sum from csum_start (the field holds the
-    // pseudo-header sum), store the complement.
-    let c = crate::wire::checksum::checksum(&data[start..]);
-    data[start + off..start + off + 2].copy_from_slice(&c.to_be_bytes());
-    Some(Offload::NONE)
 }
 
 /// `readv(fd, iov)`: the one place where frames are read.
