@@ -17,11 +17,11 @@
 //! - Offloads (unless [`TapOptions::no_vnet_hdr`]): the fd is opened with `IFF_VNET_HDR` and
 //!   `TUNSETOFFLOAD` (CSUM, TSO4, TSO6, TSO_ECN), so the container's stack hands over TCP
 //!   super-frames of up to 64 KiB with partial checksums, and every frame read or written
-//!   carries a 10-byte `virtio_net_hdr` in a second iovec. [`virtio_net_hdr`] becomes the
-//!   descriptor's [`Offload`](crate::packet::Offload) state on receive and is rebuilt from it on transmit, so
-//!   TAP-to-TAP forwarding passes super-frames and partial checksums through untouched; other
-//!   ports get them finished at output (`pipeline::gso`). UDP segmentation (USO) is not enabled:
-//!   the pipeline cuts only TCP.
+//!   carries a 10-byte `virtio_net_hdr` in a second iovec ([`super::vnet`]). It becomes the
+//!   descriptor's [`Offload`](crate::packet::Offload) state on receive and is rebuilt from it
+//!   on transmit, so TAP-to-TAP forwarding passes super-frames and partial checksums through
+//!   untouched; other ports get them finished at output (`pipeline::gso`). UDP segmentation
+//!   (USO) is not enabled: the pipeline cuts only TCP.
 //! - Frames are read straight into a pool frame after [`HEADROOM`](crate::packet::HEADROOM),
 //!   with the port's spare large buffer as the next iovec: a frame that fits a 2 KiB frame
 //!   stays there (no copy); a larger one continues in the large buffer, the first
