@@ -331,7 +331,7 @@ pub struct TapPort {
     offloads: libc::c_uint,
     /// The received `virtio_net_hdr`.
     hdr: [u8; VNET_HDR_LEN],
-    /// A large buffer that the next read may continue into.
+    /// A large buffer that the next read may continue into (held during a burst only).
     spare_big: Option<Desc>,
     overflow: [u8; 1],
     stats: TapStats,
@@ -617,6 +617,11 @@ impl Port for TapPort {
                     }
                 },
             }
+        }
+        // The spare large buffer is held for one burst only: idle ports hold none, so the
+        // large pool is shared by the frames in flight, however many TAP ports there are.
+        if let Some(b) = self.spare_big.take() {
+            frames.free(b.addr);
         }
         n
     }
