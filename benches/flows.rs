@@ -124,6 +124,7 @@ fn state(name: &str, bridge: u16) -> PortState {
         vlan: VlanMode::default_trunk(),
         mtu: 1500,
         partial_csum_in: false,
+        offload_out: false,
         learn: true,
         mac_limit: u32::MAX,
         tunnel: None,

@@ -146,6 +146,9 @@ pub struct PortState {
     pub mtu: u32,
     /// Frames from this port may carry partial checksums.
     pub partial_csum_in: bool,
+    /// The port takes frames with offload state as they are (partial checksums, TCP
+    /// super-frames): TAP with `IFF_VNET_HDR`. Others get them finished at output.
+    pub offload_out: bool,
     /// Learn source MACs of frames received on this port (off: `learning=off` on a tunnel).
     pub learn: bool,
     /// Most source MACs learned on this port (`mac_limit=N`; `u32::MAX`: no limit). Further
@@ -170,6 +173,7 @@ impl PortState {
             vlan,
             mtu,
             partial_csum_in: false,
+            offload_out: false,
             learn: true,
             mac_limit: u32::MAX,
             tunnel: None,

@@ -383,7 +383,15 @@ fn mtu_option_and_drop_removes_device() {
     need_root!();
     let dev = name("c");
     {
-        let port = TapPort::create(&dev, 2, &TapOptions { mtu: Some(1400) }).unwrap();
+        let port = TapPort::create(
+            &dev,
+            2,
+            &TapOptions {
+                mtu: Some(1400),
+                ..TapOptions::default()
+            },
+        )
+        .unwrap();
         assert_eq!(port.mtu(), 1400);
         let s = must(&["ip", "link", "show", &dev]);
         assert!(s.contains("mtu 1400") && s.contains(",UP"), "{s}");

@@ -8,7 +8,7 @@ const IP: [u8; 4] = [10, 0, 0, 2];
 
 fn held(n: u64) -> Held {
     Held {
-        desc: Desc { addr: n, len: 60 },
+        desc: Desc::new(n, 60),
         l3: 14,
         in_port: 1,
     }

@@ -3,7 +3,28 @@
 use std::io;
 
 use super::budget::FrameBudget;
-use super::{Desc, FRAME_SIZE, HEADROOM, Owner, Region};
+use super::{BIG_BASE, BIG_COUNT, BIG_SIZE, Desc, FRAME_SIZE, HEADROOM, Owner, Region};
+
+/// The large buffers (see the module documentation): a mapping, its free offsets, and which
+/// are in use (to catch double frees).
+struct BigPool {
+    region: Region,
+    free: Vec<u64>,
+    used: Vec<bool>,
+}
+
+impl BigPool {
+    fn new() -> io::Result<BigPool> {
+        Ok(BigPool {
+            region: Region::map(BIG_COUNT as usize * BIG_SIZE, false)?,
+            free: (0..BIG_COUNT as u64)
+                .rev()
+                .map(|i| i * BIG_SIZE as u64)
+                .collect(),
+            used: vec![false; BIG_COUNT as usize],
+        })
+    }
+}
 
 /// All frames of one worker: the region, the free chunks, who holds each chunk, and how they are
 /// shared between receive rings (see [`FrameBudget`]).
@@ -11,6 +32,7 @@ pub struct Frames {
     region: Region,
     free: Vec<u64>,
     owner: Vec<u16>,
+    big: Option<BigPool>,
     /// The budget AF_XDP ports are admitted against.
     pub budget: FrameBudget,
 }
@@ -28,6 +50,7 @@ impl Frames {
             region,
             free,
             owner,
+            big: None,
             budget: FrameBudget::new(count),
         })
     }
@@ -84,15 +107,16 @@ impl Frames {
     /// Take a free frame for the worker, positioned after the standard headroom, length 0.
     #[inline]
     pub fn alloc(&mut self) -> Option<Desc> {
-        self.alloc_chunk(Owner::Worker).map(|c| Desc {
-            addr: c + HEADROOM as u64,
-            len: 0,
-        })
+        self.alloc_chunk(Owner::Worker)
+            .map(|c| Desc::new(c + HEADROOM as u64, 0))
     }
 
     /// Return the frame containing `addr` to the free list.
     #[inline]
     pub fn free(&mut self, addr: u64) {
+        if addr >= BIG_BASE {
+            return self.free_big(addr);
+        }
         let chunk = addr & !(FRAME_SIZE as u64 - 1);
         let idx = (chunk / FRAME_SIZE as u64) as usize;
         debug_assert_ne!(
@@ -107,12 +131,20 @@ impl Frames {
     /// Record that the frame containing `addr` is now held by `owner`.
     #[inline]
     pub fn set_owner(&mut self, addr: u64, owner: Owner) {
+        if addr >= BIG_BASE {
+            return;
+        }
         let idx = (addr / FRAME_SIZE as u64) as usize;
         self.owner[idx] = owner.encode();
     }
 
     /// Who holds the frame containing `addr`.
     pub fn owner_of(&self, addr: u64) -> Owner {
+        if addr >= BIG_BASE {
+            let i = ((addr - BIG_BASE) / BIG_SIZE as u64) as usize;
+            let used = self.big.as_ref().is_some_and(|b| b.used[i]);
+            return if used { Owner::Worker } else { Owner::Free };
+        }
         Owner::decode(self.owner[(addr / FRAME_SIZE as u64) as usize])
     }
 
@@ -134,19 +166,102 @@ impl Frames {
     /// The data bytes of a frame the caller owns.
     #[inline]
     pub fn data_mut(&mut self, d: Desc) -> &mut [u8] {
-        self.region.bytes_mut(d.addr, d.len as usize)
+        self.bytes_mut(d.addr, d.len as usize)
+    }
+
+    /// The bytes `addr .. addr + len` of either mapping.
+    #[inline]
+    fn bytes_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
+        if addr >= BIG_BASE {
+            let big = self
+                .big
+                .as_mut()
+                .expect("a large descriptor implies the large pool");
+            return big.region.bytes_mut(addr - BIG_BASE, len);
+        }
+        self.region.bytes_mut(addr, len)
     }
 
     /// The data bytes of a frame the caller owns, read-only.
     #[inline]
     pub fn data(&self, d: Desc) -> &[u8] {
+        if d.addr >= BIG_BASE {
+            let big = self
+                .big
+                .as_ref()
+                .expect("a large descriptor implies the large pool");
+            return big.region.bytes(d.addr - BIG_BASE, d.len as usize);
+        }
         self.region.bytes(d.addr, d.len as usize)
     }
 
     /// The whole chunk of a frame, from its start: for writing received data or prepending.
     #[inline]
     pub fn chunk_mut(&mut self, chunk: u64) -> &mut [u8] {
-        self.region.bytes_mut(chunk, FRAME_SIZE)
+        let size = if chunk >= BIG_BASE {
+            BIG_SIZE
+        } else {
+            FRAME_SIZE
+        };
+        self.bytes_mut(chunk, size)
+    }
+
+    /// Take a free large buffer for the worker, positioned after the standard headroom, length
+    /// 0. The large pool is mapped on the first call; None when it is exhausted (or cannot be
+    /// mapped).
+    pub fn alloc_big(&mut self) -> Option<Desc> {
+        if self.big.is_none() {
+            self.big = Some(BigPool::new().ok()?);
+        }
+        let big = self.big.as_mut().expect("made above");
+        let off = big.free.pop()?;
+        big.used[(off / BIG_SIZE as u64) as usize] = true;
+        Some(Desc::new(BIG_BASE + off + HEADROOM as u64, 0))
+    }
+
+    /// Free large buffers (all of them before the first [`Frames::alloc_big`]).
+    pub fn big_free_count(&self) -> usize {
+        self.big
+            .as_ref()
+            .map_or(BIG_COUNT as usize, |b| b.free.len())
+    }
+
+    fn free_big(&mut self, addr: u64) {
+        let big = self
+            .big
+            .as_mut()
+            .expect("a large descriptor implies the large pool");
+        let off = (addr - BIG_BASE) & !(BIG_SIZE as u64 - 1);
+        let i = (off / BIG_SIZE as u64) as usize;
+        debug_assert!(big.used[i], "double free of large buffer {i}");
+        big.used[i] = false;
+        big.free.push(off);
+    }
+
+    /// Copy `len` bytes from `src` to `dst` (offsets of distinct frames the caller owns, in
+    /// either mapping). Panics if a range leaves its mapping.
+    pub fn copy_bytes(&mut self, src: u64, dst: u64, len: usize) {
+        match (src >= BIG_BASE, dst >= BIG_BASE) {
+            (false, false) => self.region.copy(src, dst, len),
+            (s_big, d_big) => {
+                let big = self
+                    .big
+                    .as_mut()
+                    .expect("a large descriptor implies the large pool");
+                if s_big && d_big {
+                    return big.region.copy(src - BIG_BASE, dst - BIG_BASE, len);
+                }
+                let (small, big) = (&mut self.region, &mut big.region);
+                if s_big {
+                    small
+                        .bytes_mut(dst, len)
+                        .copy_from_slice(big.bytes(src - BIG_BASE, len));
+                } else {
+                    big.bytes_mut(dst - BIG_BASE, len)
+                        .copy_from_slice(small.bytes(src, len));
+                }
+            }
+        }
     }
 
     /// Copy a frame into a newly allocated one (for flooding). None when the free list is down
@@ -155,12 +270,17 @@ impl Frames {
         if self.spare() == 0 {
             return None;
         }
-        let n = self.alloc()?;
+        let n = if d.is_big() {
+            self.alloc_big()?
+        } else {
+            self.alloc()?
+        };
         let n = Desc {
             addr: n.chunk() + d.headroom() as u64,
             len: d.len,
+            ol: d.ol,
         };
-        self.region.copy(d.addr, n.addr, d.len as usize);
+        self.copy_bytes(d.addr, n.addr, d.len as usize);
         Some(n)
     }
 }
@@ -233,5 +353,29 @@ mod tests {
         assert_ne!(a.chunk(), b.chunk());
         assert_eq!(f.data(b), b"hello");
         assert_eq!(b.headroom(), a.headroom());
+    }
+
+    #[test]
+    fn large_buffers_are_separate_and_copyable() {
+        let mut f = Frames::new(4).unwrap();
+        let mut big = f.alloc_big().unwrap();
+        assert!(big.is_big());
+        assert_eq!(big.headroom(), HEADROOM);
+        big.len = 60_000;
+        big.ol = crate::packet::Offload::partial();
+        f.data_mut(big)[59_999] = 7;
+        let c = f.clone_frame(big).unwrap();
+        assert!(c.is_big() && c.chunk() != big.chunk());
+        assert_eq!((f.data(c)[59_999], c.ol), (7, big.ol));
+        let mut small = f.alloc().unwrap();
+        small.len = 100;
+        f.copy_bytes(big.addr + 59_900, small.addr, 100);
+        assert_eq!(f.data(small)[99], 7);
+        assert_eq!(f.owner_of(big.addr), Owner::Worker);
+        f.free(big.addr);
+        f.free(c.addr);
+        assert_eq!(f.owner_of(big.addr), Owner::Free);
+        assert_eq!(f.big_free_count(), crate::packet::BIG_COUNT as usize);
+        assert_eq!(f.free_count(), 3, "small frames untouched by large ones");
     }
 }

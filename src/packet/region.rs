@@ -21,7 +21,12 @@ unsafe impl Send for Region {}
 impl Region {
     /// Map `frames` frames. Fails if the mapping fails (e.g. out of memory).
     pub fn new(frames: u32) -> io::Result<Region> {
-        let len = frames as usize * FRAME_SIZE;
+        Region::map(frames as usize * FRAME_SIZE, true)
+    }
+
+    /// Map `len` bytes; `populate` faults every page in now (the UMEM), otherwise pages are
+    /// faulted in on first touch (large buffers).
+    pub fn map(len: usize, populate: bool) -> io::Result<Region> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero frames"));
         }
@@ -31,7 +36,13 @@ impl Region {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE
+                    | libc::MAP_ANONYMOUS
+                    | if populate {
+                        libc::MAP_POPULATE
+                    } else {
+                        libc::MAP_NORESERVE
+                    },
                 -1,
                 0,
             )

@@ -338,6 +338,11 @@ fn ip_in(
         return Err(DropReason::NoRoute);
     }
     let mtu = dp.bridge(egress).map_or(1500, |b| b.l3_mtu as usize);
+    // A TCP super-frame leaves as segments: those must fit (see `gso`).
+    let total = match m.desc.ol.gso_type() {
+        Some(_) => super::gso::seg_l3_len(frames.data(m.desc), m.desc, l3),
+        None => total,
+    };
     if total > mtu {
         if df {
             icmp_error(

@@ -10,6 +10,7 @@
 mod csum;
 pub mod ct;
 pub mod flows;
+mod gso;
 mod ingress;
 mod l2;
 mod l3;
@@ -121,6 +122,12 @@ pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
     if !made.is_empty() {
         output::run(dp, frames, 0, output::NO_PORT, &made);
     }
+}
+
+/// Offsets of a TCP/UDP frame's L4 header and of the checksum field inside it, as output finds
+/// them (see `gso`): for ports that describe offloads to the kernel (TAP's `virtio_net_hdr`).
+pub fn l4_offsets(data: &[u8]) -> Option<(usize, usize)> {
+    gso::locate(data).map(|a| (a.l4, a.csum_off))
 }
 
 impl Pipeline {

@@ -1,7 +1,12 @@
 //! Output stage: egress VLAN handling (push/pop the tag in place), MTU check, and queueing on
 //! the destination ports. Flooding copies the frame for every port but the last.
+//!
+//! Frames with offload state (partial checksum, TCP super-frame) leave as they are toward
+//! ports that take offloads (`PortState::offload_out`: TAP with `IFF_VNET_HDR`), their
+//! pseudo-header sum refreshed; toward every other port they are finished here, once (see
+//! [`super::gso`]): checksums completed, super-frames cut to the egress MTU.
 
-use super::{Dest, Meta};
+use super::{Dest, Meta, gso};
 use crate::counters::DropReason;
 use crate::datapath::{Datapath, PortState, VlanMode};
 use crate::fdb::PortId;
@@ -118,6 +123,9 @@ fn carries(mode: &VlanMode, v: u16) -> bool {
 /// Adjust the tag of frame `d` for `port`, check the MTU, and queue it.
 #[inline(always)]
 fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, mut d: Desc) {
+    if !d.ol.is_none() {
+        return emit_offloaded(frames, port, queue, m, d);
+    }
     if m.raw {
         // An explicit flow output: the frame leaves as the actions left it.
         let l3_len = d.len as usize - 14 - if m.tagged { vlan::TAG_LEN } else { 0 };
@@ -161,4 +169,60 @@ fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Me
         return;
     }
     queue.push(d);
+}
+
+/// `emit` for a frame with offload state: adjust the tag as for any frame, then pass it on to a
+/// port that takes offloads or finish it for one that does not.
+#[cold]
+#[inline(never)]
+fn emit_offloaded(
+    frames: &mut Frames,
+    port: &mut PortState,
+    queue: &mut Vec<Desc>,
+    m: &Meta,
+    d: Desc,
+) {
+    let mut plain = Vec::with_capacity(1);
+    let mut d0 = d;
+    d0.ol = crate::packet::Offload::NONE;
+    // Reuse the VLAN and MTU logic on a copy of the descriptor without offload state, with an
+    // MTU large enough for a super-frame; the real MTU check follows.
+    let mtu = std::mem::replace(&mut port.mtu, u32::MAX);
+    emit(frames, port, &mut plain, m, d0);
+    port.mtu = mtu;
+    let Some(mut d1) = plain.pop() else { return };
+    d1.ol = d.ol;
+    let data = frames.data_mut(d1);
+    let Some(at) = gso::locate(data) else {
+        // Not TCP/UDP over IP any more (a flow rewrote it): nothing we can finish.
+        port.counters.drop(DropReason::Runt);
+        frames.free(d1.addr);
+        return;
+    };
+    let seg = gso::seg_l3_len(data, d1, at.l3);
+    if port.offload_out {
+        if seg > port.mtu as usize {
+            port.counters.drop(DropReason::MtuExceeded);
+            frames.free(d1.addr);
+            return;
+        }
+        gso::refresh_partial(data, &at);
+        queue.push(d1);
+    } else if d1.ol.gso_type().is_some() {
+        let thl = (data[at.l4 + 12] >> 4) as usize * 4;
+        let mss = (port.mtu as usize).saturating_sub(at.l4 - at.l3 + thl);
+        let mss = mss.min(d1.ol.gso_size() as usize);
+        if let Err(r) = gso::segment(frames, d1, mss, queue) {
+            port.counters.drop(r);
+        }
+    } else {
+        gso::complete(data, &at);
+        d1.ol = crate::packet::Offload::NONE;
+        if d1.is_big() || seg > port.mtu as usize {
+            port.counters.drop(DropReason::MtuExceeded);
+            frames.free(d1.addr);
+            return;
+        }
+        queue.push(d1);
+    }
 }

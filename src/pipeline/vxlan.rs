@@ -217,10 +217,7 @@ fn write_outer(
     remote: [u8; 4],
     sport: u16,
 ) -> Desc {
-    let outer = Desc {
-        addr: inner.addr - OVERHEAD as u64,
-        len: inner.len + OVERHEAD as u32,
-    };
+    let outer = Desc::new(inner.addr - OVERHEAD as u64, inner.len + OVERHEAD as u32);
     let ip_len = outer.len as usize - 14;
     let b = frames.data_mut(outer);
     b[0..6].copy_from_slice(&dst_mac.0);
@@ -279,10 +276,10 @@ pub(super) fn decap(
         .ok_or(DropReason::VxlanUnknownVni)?;
     let remote = [ip[12], ip[13], ip[14], ip[15]];
     let inner_at = l3 + hl + 8 + vxlan::HEADER_LEN;
-    let inner = Desc {
-        addr: m.desc.addr + inner_at as u64,
-        len: (udp_len - 8 - vxlan::HEADER_LEN) as u32,
-    };
+    let inner = Desc::new(
+        m.desc.addr + inner_at as u64,
+        (udp_len - 8 - vxlan::HEADER_LEN) as u32,
+    );
     let inner_bytes = &data[inner_at..inner_at + inner.len as usize];
     let src = MacAddr::from_bytes(&inner_bytes[6..12]).to_u64();
     let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);

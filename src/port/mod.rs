@@ -22,6 +22,7 @@ pub mod afxdp;
 pub mod mem;
 pub mod tap;
 pub mod virt;
+pub mod vnet;
 pub mod wait;
 
 use std::os::fd::RawFd;
@@ -114,6 +115,13 @@ pub trait Port: Send {
     /// True if frames from this port may carry a partial (offloaded) L4 checksum that must be
     /// completed before they leave through a port that will not complete it.
     fn partial_csum_in(&self) -> bool {
+        false
+    }
+
+    /// True if the port takes frames with offload state as they are (partial checksums, TCP
+    /// super-frames in large buffers, see `packet::Offload`); others get them finished at
+    /// output.
+    fn offload_out(&self) -> bool {
         false
     }
 

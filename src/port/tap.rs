@@ -14,25 +14,36 @@
 //!   count as errors ([`TapStats::last_errno`]), poll(2) reports the fd ready forever
 //!   (POLLERR), and [`Port::fault`] says so: the worker then closes the fd and marks the port
 //!   gone instead of spinning on it.
-//! - Frames are read straight into a pool frame after [`HEADROOM`] and written straight from the
-//!   frame's data: one `readv`/`writev` per frame, no heap allocation. A read has one extra byte
-//!   of room past [`MAX_FRAME_LEN`] so that an oversize frame is detected and dropped instead of
-//!   being passed on truncated.
-//! - Checksums: without `IFF_VNET_HDR` the kernel completes every checksum before a frame reaches
-//!   the TAP fd (`partial_csum_in` is false), and expects complete checksums in what we write.
-//!
-//! Offloads, later: `IFF_VNET_HDR` with checksum offload (`VIRTIO_NET_HDR_F_NEEDS_CSUM`,
-//! `TUNSETOFFLOAD`) and TSO with frames up to 64 KiB. All device I/O goes through [`read_frame`]
-//! and [`write_frame`]; a `virtio_net_hdr` becomes a second iovec in front of the frame there (the
-//! header can live in the frame's headroom or in a per-port scratch array), and large frames will
-//! need chained or larger frames from the pool. Nothing else in this file assumes the wire format.
+//! - Offloads (unless [`TapOptions::no_vnet_hdr`]): the fd is opened with `IFF_VNET_HDR` and
+//!   `TUNSETOFFLOAD` (CSUM, TSO4, TSO6, TSO_ECN), so the container's stack hands over TCP
+//!   super-frames of up to 64 KiB with partial checksums, and every frame read or written
+//!   carries a 10-byte `virtio_net_hdr` in a second iovec ([`super::vnet`]). It becomes the
+//!   descriptor's [`Offload`](crate::packet::Offload) state on receive and is rebuilt from it
+//!   on transmit, so TAP-to-TAP forwarding passes super-frames and partial checksums through
+//!   untouched; other ports get them finished at output (`pipeline::gso`). UDP segmentation
+//!   (USO) is not enabled: the pipeline cuts only TCP.
+//! - Frames are read straight into a pool frame after [`HEADROOM`](crate::packet::HEADROOM),
+//!   with the port's spare large buffer as the next iovec: a frame that fits a 2 KiB frame
+//!   stays there (no copy); a larger one continues in the large buffer, the first
+//!   [`MAX_FRAME_LEN`] bytes are copied in front (1.8 KiB per 64 KiB) and the frame is handed on
+//!   in the large buffer. Without offloads (or when the large pool is exhausted) one extra byte
+//!   of room detects an oversize frame. A frame larger than [`MAX_FRAME_LEN`] that is not a
+//!   super-frame (the device MTU was raised behind our back) is dropped, not passed on
+//!   truncated. Frames are written straight from the frame's data. One `readv`/`writev` per
+//!   frame (a tun fd takes one frame per call); each burst reads until EAGAIN, and with
+//!   offloads one call moves up to 64 KiB.
+//! - Checksums: without `IFF_VNET_HDR` the kernel completes every checksum before a frame
+//!   reaches the TAP fd, and expects complete checksums in what we write. With it, a frame
+//!   whose `csum_start` is not the L4 header the pipeline finds (IPv6 extension headers, say)
+//!   has its checksum completed here on receive.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
-use crate::packet::{Desc, Frames, MAX_FRAME_LEN};
+use crate::packet::{Desc, Frames, MAX_BIG_LEN, MAX_FRAME_LEN};
 
 /// The largest MTU a TAP port accepts: a frame of this MTU with an Ethernet header and one VLAN
 /// tag fits [`MAX_FRAME_LEN`].
@@ -47,6 +58,8 @@ const ETH_HLEN: usize = 14;
 pub struct TapOptions {
     /// Set this MTU on the device (`SIOCSIFMTU`); `None` keeps the kernel's (1500).
     pub mtu: Option<u32>,
+    /// Open without `IFF_VNET_HDR` (no checksum or segmentation offload).
+    pub no_vnet_hdr: bool,
 }
 
 /// Why a TAP port could not be created. Every message names the device and, for system errors,
@@ -138,6 +151,17 @@ pub struct TapStats {
     /// Writes that failed otherwise (EINVAL: frame shorter than 14 bytes; EBADFD: the device was
     /// deleted; or the port was closed): dropped.
     pub tx_errors: u64,
+    /// TCP super-frames read (more than one segment's worth, in a large buffer or not).
+    pub rx_gso: u64,
+    /// Frames read with a partial checksum (super-frames included).
+    pub rx_csum_partial: u64,
+    /// Frames read whose `virtio_net_hdr` could not be honoured (UDP segmentation, a
+    /// super-frame the pipeline cannot parse): dropped.
+    pub rx_bad_vnet: u64,
+    /// TCP super-frames written.
+    pub tx_gso: u64,
+    /// Frames written with a partial checksum (super-frames included).
+    pub tx_csum_partial: u64,
     /// errno of the last failed read or write, 0 if none failed.
     pub last_errno: i32,
 }
@@ -236,24 +260,12 @@ fn if_index(name: &str) -> u32 {
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
-/// Read one frame from the device into `buf` (room for [`MAX_FRAME_LEN`] bytes). Returns the
-/// frame's length, which is larger than `buf` if the frame did not fit (the excess is lost).
-///
-/// The one place where frames are read: a `virtio_net_hdr` iovec goes in front here.
+/// `readv(fd, iov)`: the one place where frames are read.
 #[inline]
-fn read_frame(fd: RawFd, buf: &mut [u8], overflow: &mut [u8; 1]) -> io::Result<usize> {
-    let iov = [
-        libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        },
-        libc::iovec {
-            iov_base: overflow.as_mut_ptr().cast(),
-            iov_len: overflow.len(),
-        },
-    ];
-    // SAFETY: both iovecs describe writable memory borrowed mutably for the duration of the
-    // call; the kernel writes at most their lengths.
+fn read_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: every iovec passed here describes writable memory the caller owns for the
+    // duration of the call (a pool frame, the port's large buffer or scratch arrays); the
+    // kernel writes at most their lengths.
     let n = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
     if n < 0 {
         Err(io::Error::last_os_error())
@@ -262,22 +274,47 @@ fn read_frame(fd: RawFd, buf: &mut [u8], overflow: &mut [u8; 1]) -> io::Result<u
     }
 }
 
-/// Write one frame to the device. The one place where frames are written: a `virtio_net_hdr`
-/// iovec goes in front here.
+/// Write one frame to the device, behind `hdr` when the fd has `IFF_VNET_HDR`. Returns the
+/// bytes of the frame written (the header not counted). The one place where frames are written.
 #[inline]
-fn write_frame(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let iov = [libc::iovec {
+fn write_frame(fd: RawFd, hdr: Option<&[u8; VNET_HDR_LEN]>, data: &[u8]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
-    }];
-    // SAFETY: the iovec describes `data`, borrowed for the duration of the call; writev only
-    // reads from it.
-    let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
-    if n < 0 {
+    }; 2];
+    let n = match hdr {
+        Some(h) => {
+            iov[0] = libc::iovec {
+                iov_base: h.as_ptr() as *mut libc::c_void,
+                iov_len: h.len(),
+            };
+            iov[1].iov_base = data.as_ptr() as *mut libc::c_void;
+            2
+        }
+        None => 1,
+    };
+    // SAFETY: the iovecs describe `hdr` and `data`, borrowed for the duration of the call;
+    // writev only reads from them.
+    let r = unsafe { libc::writev(fd, iov.as_ptr(), n) };
+    if r < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(n as usize)
+        Ok((r as usize).saturating_sub(if hdr.is_some() { VNET_HDR_LEN } else { 0 }))
     }
+}
+
+/// Ask for checksum and TCP segmentation offload (`TUNSETOFFLOAD`); returns what was granted
+/// (0 when the kernel refused: frames still carry a `virtio_net_hdr`, without offloads).
+fn set_offloads(fd: &OwnedFd, name: &str) -> libc::c_uint {
+    let want = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, want as libc::c_ulong) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        tracing::warn!("TAP device {name}: TUNSETOFFLOAD failed ({e}): no checksum/TSO offload");
+        return 0;
+    }
+    want
 }
 
 /// A TAP device created (or attached) by uvs. See the module documentation.
@@ -288,6 +325,14 @@ pub struct TapPort {
     ifindex: u32,
     mtu: u32,
     attached: bool,
+    /// The fd has `IFF_VNET_HDR`.
+    vnet: bool,
+    /// The offloads `TUNSETOFFLOAD` accepted (`TUN_F_*`), 0 without.
+    offloads: libc::c_uint,
+    /// The received `virtio_net_hdr`.
+    hdr: [u8; VNET_HDR_LEN],
+    /// A large buffer that the next read may continue into (held during a burst only).
+    spare_big: Option<Desc>,
     overflow: [u8; 1],
     stats: TapStats,
     /// Set when a read or write says the device is gone (EBADFD, ENXIO, ENODEV).
@@ -342,7 +387,12 @@ impl TapPort {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         let mut ifr = IfReq::new(ifname);
-        ifr.set_flags((libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short);
+        let vnet = if opts.no_vnet_hdr {
+            0
+        } else {
+            libc::IFF_VNET_HDR
+        };
+        ifr.set_flags((libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short);
         if let Err(e) = ioctl_ifreq(&fd, libc::TUNSETIFF as libc::c_ulong, &mut ifr) {
             // TUNSETIFF answers EINVAL when the name belongs to a device of another type.
             if e.raw_os_error() == Some(libc::EINVAL) && if_index(ifname) != 0 {
@@ -353,6 +403,11 @@ impl TapPort {
             return Err(sys("TUNSETIFF")(e));
         }
         let name = ifr.name();
+        let offloads = if opts.no_vnet_hdr {
+            0
+        } else {
+            set_offloads(&fd, &name)
+        };
         if !existed {
             // SAFETY: TUNSETPERSIST takes its argument by value; no memory is passed.
             let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 0 as libc::c_ulong) };
@@ -396,6 +451,10 @@ impl TapPort {
             ifindex,
             mtu,
             attached: existed,
+            vnet: !opts.no_vnet_hdr,
+            offloads,
+            hdr: [0; VNET_HDR_LEN],
+            spare_big: None,
             overflow: [0],
             stats: TapStats::default(),
             fault: None,
@@ -434,6 +493,85 @@ impl TapPort {
         self.fd.as_ref().map(|f| f.as_raw_fd())
     }
 
+    /// Read one frame into `d` (a fresh pool frame), continuing into the spare large buffer if
+    /// there is one. Ok(None): the frame was dropped (counted) and `d` freed; Err: nothing was
+    /// read and `d` was freed.
+    fn read_one(
+        &mut self,
+        fd: RawFd,
+        frames: &mut Frames,
+        mut d: Desc,
+    ) -> io::Result<Option<Desc>> {
+        let small = frames.chunk_mut(d.chunk())[d.headroom()..].as_mut_ptr();
+        let mut iov = [libc::iovec {
+            iov_base: self.hdr.as_mut_ptr().cast(),
+            iov_len: VNET_HDR_LEN,
+        }; 3];
+        iov[1] = libc::iovec {
+            iov_base: small.cast(),
+            iov_len: MAX_FRAME_LEN,
+        };
+        iov[2] = match self.spare_big {
+            Some(b) => libc::iovec {
+                iov_base: frames.chunk_mut(b.chunk())[b.headroom() + MAX_FRAME_LEN..]
+                    .as_mut_ptr()
+                    .cast(),
+                iov_len: MAX_BIG_LEN - MAX_FRAME_LEN,
+            },
+            None => libc::iovec {
+                iov_base: self.overflow.as_mut_ptr().cast(),
+                iov_len: self.overflow.len(),
+            },
+        };
+        let iov = if self.vnet { &iov[..] } else { &iov[1..] };
+        let n = match read_iov(fd, iov) {
+            Ok(n) => n,
+            Err(e) => {
+                frames.free(d.addr);
+                return Err(e);
+            }
+        };
+        let len = n.saturating_sub(if self.vnet { VNET_HDR_LEN } else { 0 });
+        let h = virtio_net_hdr::from_bytes(&self.hdr);
+        let gso = self.vnet && h.gso_type != 0;
+        if len > MAX_FRAME_LEN {
+            match self.spare_big.take() {
+                Some(mut b) if gso => {
+                    frames.copy_bytes(d.addr, b.addr, MAX_FRAME_LEN);
+                    frames.free(d.addr);
+                    b.len = len as u32;
+                    d = b;
+                }
+                big => {
+                    self.spare_big = big;
+                    frames.free(d.addr);
+                    self.stats.rx_oversize += 1;
+                    return Ok(None);
+                }
+            }
+        } else {
+            d.len = len as u32;
+        }
+        if self.vnet {
+            match offload_of(&h, frames.data_mut(d)) {
+                Some(ol) => d.ol = ol,
+                None => {
+                    frames.free(d.addr);
+                    self.stats.rx_bad_vnet += 1;
+                    return Ok(None);
+                }
+            }
+            self.stats.rx_csum_partial += u64::from(d.ol.is_partial());
+            self.stats.rx_gso += u64::from(d.ol.gso_type().is_some());
+        }
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += len as u64;
+        if len < ETH_HLEN {
+            self.stats.rx_runts += 1;
+        }
+        Ok(Some(d))
+    }
+
     /// Count a failed read or write's errno; errnos that mean the device is gone set the fault.
     fn note_errno(&mut self, e: &io::Error) {
         let errno = e.raw_os_error().unwrap_or(0);
@@ -459,37 +597,31 @@ impl Port for TapPort {
         let mut n = 0;
         let mut eintr = 0;
         while n < max {
-            let Some(mut d) = frames.alloc() else { break };
-            let off = d.headroom();
-            let buf = &mut frames.chunk_mut(d.chunk())[off..off + MAX_FRAME_LEN];
-            match read_frame(fd, buf, &mut self.overflow) {
-                Ok(len) if len > MAX_FRAME_LEN => {
-                    frames.free(d.addr);
-                    self.stats.rx_oversize += 1;
-                }
-                Ok(len) => {
-                    d.len = len as u32;
-                    self.stats.rx_packets += 1;
-                    self.stats.rx_bytes += len as u64;
-                    if len < ETH_HLEN {
-                        self.stats.rx_runts += 1;
-                    }
+            let Some(d) = frames.alloc() else { break };
+            if self.vnet && self.spare_big.is_none() {
+                self.spare_big = frames.alloc_big();
+            }
+            match self.read_one(fd, frames, d) {
+                Ok(Some(d)) => {
                     out.push(d);
                     n += 1;
                 }
-                Err(e) => {
-                    frames.free(d.addr);
-                    match e.raw_os_error() {
-                        Some(libc::EAGAIN) => break,
-                        Some(libc::EINTR) if eintr < 3 => eintr += 1,
-                        _ => {
-                            self.stats.rx_errors += 1;
-                            self.note_errno(&e);
-                            break;
-                        }
+                Ok(None) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) if eintr < 3 => eintr += 1,
+                    _ => {
+                        self.stats.rx_errors += 1;
+                        self.note_errno(&e);
+                        break;
                     }
-                }
+                },
             }
+        }
+        // The spare large buffer is held for one burst only: idle ports hold none, so the
+        // large pool is shared by the frames in flight, however many TAP ports there are.
+        if let Some(b) = self.spare_big.take() {
+            frames.free(b.addr);
         }
         n
     }
@@ -505,15 +637,22 @@ impl Port for TapPort {
                 continue;
             };
             let data = frames.data(d);
-            let mut r = write_frame(fd, data);
+            let hdr = self
+                .vnet
+                .then(|| virtio_net_hdr::for_frame(data, d.ol).to_bytes());
+            let mut r = write_frame(fd, hdr.as_ref(), data);
             if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINTR)) {
-                r = write_frame(fd, data);
+                r = write_frame(fd, hdr.as_ref(), data);
             }
             frames.free(d.addr);
             match r {
                 Ok(len) => {
                     res.sent += 1;
                     res.bytes += len as u64;
+                    if let Some(h) = hdr {
+                        self.stats.tx_csum_partial += u64::from(h[0] & NEEDS_CSUM);
+                        self.stats.tx_gso += u64::from(h[1] != 0);
+                    }
                 }
                 Err(e) => {
                     res.dropped += 1;
@@ -542,6 +681,10 @@ impl Port for TapPort {
         self.mtu
     }
 
+    fn offload_out(&self) -> bool {
+        self.vnet
+    }
+
     fn set_mtu(&mut self, mtu: u32) {
         self.mtu = mtu;
     }
@@ -556,6 +699,13 @@ impl Port for TapPort {
 
     fn details(&self) -> String {
         let mut s = format!("ifindex={} mtu={}", self.ifindex, self.mtu);
+        if self.vnet {
+            s.push_str(if self.offloads != 0 {
+                " offload=csum,tso"
+            } else {
+                " vnet_hdr"
+            });
+        }
         if self.attached {
             s.push_str(" attached");
         }
@@ -567,8 +717,11 @@ impl Port for TapPort {
 
     /// A TAP port holds no frames between bursts; this closes the fd (the device goes away
     /// unless it is persistent).
-    fn close(&mut self, _frames: &mut Frames) {
+    fn close(&mut self, frames: &mut Frames) {
         self.fd = None;
+        if let Some(b) = self.spare_big.take() {
+            frames.free(b.addr);
+        }
     }
 }
 
@@ -597,7 +750,15 @@ mod tests {
 
     #[test]
     fn mtu_is_checked_before_anything_is_created() {
-        let e = TapPort::create("uvsmtu0", 1, &TapOptions { mtu: Some(9000) }).unwrap_err();
+        let e = TapPort::create(
+            "uvsmtu0",
+            1,
+            &TapOptions {
+                mtu: Some(9000),
+                ..TapOptions::default()
+            },
+        )
+        .unwrap_err();
         assert!(matches!(e, TapError::BadMtu { mtu: 9000, .. }), "{e}");
         assert!(e.to_string().contains("uvsmtu0"), "{e}");
         assert_eq!(if_index("uvsmtu0"), 0);

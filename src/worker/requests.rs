@@ -627,8 +627,15 @@ impl Worker {
                 Ok(Box::new(p))
             }
             PortKind::Tap => Ok(Box::new(
-                TapPort::create(&spec.name, id, &TapOptions { mtu: spec.mtu })
-                    .map_err(|e| e.to_string())?,
+                TapPort::create(
+                    &spec.name,
+                    id,
+                    &TapOptions {
+                        mtu: spec.mtu,
+                        ..TapOptions::default()
+                    },
+                )
+                .map_err(|e| e.to_string())?,
             )),
             k => Err(format!("type {k}: no device to open")),
         }
@@ -663,6 +670,7 @@ impl Worker {
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
+            offload_out: port.offload_out(),
             ofport,
             mac_limit,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())

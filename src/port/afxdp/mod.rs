@@ -367,7 +367,9 @@ fn open_socket(
 /// A tx descriptor the kernel will accept: non-empty and inside one chunk.
 #[inline]
 fn tx_valid(d: &Desc) -> bool {
-    d.len > 0 && (d.addr & (FRAME_SIZE as u64 - 1)) + d.len as u64 <= FRAME_SIZE as u64
+    d.len > 0
+        && !d.is_big()
+        && (d.addr & (FRAME_SIZE as u64 - 1)) + d.len as u64 <= FRAME_SIZE as u64
 }
 
 impl Port for AfxdpPort {
@@ -391,10 +393,7 @@ impl Port for AfxdpPort {
             for i in 0..avail {
                 let d = s.rx.read(i);
                 frames.set_owner(d.addr, Owner::Worker);
-                out.push(Desc {
-                    addr: d.addr,
-                    len: d.len,
-                });
+                out.push(Desc::new(d.addr, d.len));
             }
             if avail > 0 {
                 s.rx.release(avail);

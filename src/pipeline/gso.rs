@@ -1,0 +1,241 @@
+//! Offload fallback at output (VPP's `gso` node): frames that carry offload state (a partial
+//! checksum, a TCP super-frame) are passed on as they are to ports that take them (TAP with
+//! `IFF_VNET_HDR`) and finished here, once, for every other port (AF_XDP, mem, VXLAN tunnels).
+//!
+//! Contract:
+//! - [`locate`] finds the L4 header by parsing (Ethernet, one optional VLAN tag, IPv4 without
+//!   fragmentation or IPv6 without extension headers); frames it cannot parse are not
+//!   offloadable (TAP rx completes those at once).
+//! - [`refresh_partial`] rewrites a partial checksum field to the pseudo-header sum of the
+//!   header as it is now, so nodes that rewrote addresses (NAT, flows' `set_field`) or lengths
+//!   need not know about offloads: the field is recomputed from the header, never updated
+//!   incrementally.
+//! - [`complete`] turns a partial checksum into a complete one; [`segment`] cuts a TCP
+//!   super-frame into frames of the pool with `mss` payload bytes each: the IPv4 total length,
+//!   id (+1 per segment) and header checksum, the IPv6 payload length, the TCP sequence number,
+//!   flags (FIN and PSH on the last segment only, CWR on the first only) and a complete TCP
+//!   checksum per segment. The super-frame is freed.
+//! - TCP may be cut finer than the sender's segment size (a smaller egress MTU): that is legal
+//!   TCP, unlike refragmenting UDP, which is why only TCP super-frames are accepted (no USO).
+
+use crate::counters::DropReason;
+use crate::packet::{Desc, Frames, MAX_FRAME_LEN};
+use crate::wire::EtherType;
+use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
+
+/// Where the headers of an offloadable frame are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct L4At {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
+    /// Offset of the checksum field inside the L4 header (16 or 6).
+    pub csum_off: usize,
+}
+
+impl L4At {
+    /// L4 bytes (header and payload) according to the IP header.
+    fn l4_len(&self, data: &[u8]) -> usize {
+        if self.v6 {
+            u16::from_be_bytes([data[self.l3 + 4], data[self.l3 + 5]]) as usize
+        } else {
+            u16::from_be_bytes([data[self.l3 + 2], data[self.l3 + 3]]) as usize
+                - (self.l4 - self.l3)
+        }
+    }
+
+    /// The pseudo-header sum for `l4_len` L4 bytes.
+    fn pseudo(&self, data: &[u8], l4_len: usize) -> u64 {
+        let l3 = self.l3;
+        if self.v6 {
+            pseudo_v6(
+                &data[l3 + 8..l3 + 24],
+                &data[l3 + 24..l3 + 40],
+                self.proto,
+                l4_len as u32,
+            )
+        } else {
+            pseudo_v4(
+                &data[l3 + 12..l3 + 16],
+                &data[l3 + 16..l3 + 20],
+                self.proto,
+                l4_len as u16,
+            )
+        }
+    }
+}
+
+/// Find the L4 header of a TCP/UDP frame, or None if the frame is something else, malformed, or
+/// shorter than its IP header says.
+pub(crate) fn locate(data: &[u8]) -> Option<L4At> {
+    if data.len() < 14 {
+        return None;
+    }
+    let (mut l3, mut et) = (14, u16::from_be_bytes([data[12], data[13]]));
+    if et == EtherType::VLAN {
+        if data.len() < 18 {
+            return None;
+        }
+        (l3, et) = (18, u16::from_be_bytes([data[16], data[17]]));
+    }
+    let ip = data.get(l3..)?;
+    let (l4, proto, v6, end) = match et {
+        EtherType::IPV4 if ip.len() >= 20 && ip[0] >> 4 == 4 => {
+            let hl = (ip[0] & 0x0f) as usize * 4;
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+            let tl = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            if hl < 20 || frag != 0 || tl < hl {
+                return None;
+            }
+            (l3 + hl, ip[9], false, l3 + tl)
+        }
+        EtherType::IPV6 if ip.len() >= 40 && ip[0] >> 4 == 6 => {
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            (l3 + 40, ip[6], true, l3 + 40 + plen)
+        }
+        _ => return None,
+    };
+    let csum_off = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    let min = if proto == 6 { 20 } else { 8 };
+    if end > data.len() || end < l4 + min {
+        return None;
+    }
+    Some(L4At {
+        l3,
+        l4,
+        proto,
+        v6,
+        csum_off,
+    })
+}
+
+/// Set a partial checksum field to the pseudo-header sum of the header as it is now.
+pub(crate) fn refresh_partial(data: &mut [u8], at: &L4At) {
+    let p = fold(at.pseudo(data, at.l4_len(data)));
+    let o = at.l4 + at.csum_off;
+    data[o..o + 2].copy_from_slice(&p.to_be_bytes());
+}
+
+/// Compute the complete L4 checksum of the frame (whatever the field held).
+pub(crate) fn complete(data: &mut [u8], at: &L4At) {
+    let len = at.l4_len(data);
+    let o = at.l4 + at.csum_off;
+    data[o..o + 2].fill(0);
+    let mut c = !fold(sum(at.pseudo(data, len), &data[at.l4..at.l4 + len]));
+    if at.proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    data[o..o + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The L3 length of the largest segment a GSO frame makes (the MTU check's figure), or the
+/// frame's own L3 length when it is not GSO or cannot be parsed.
+pub(crate) fn seg_l3_len(data: &[u8], d: Desc, l3: usize) -> usize {
+    let whole = data.len().saturating_sub(l3);
+    if d.ol.gso_type().is_none() {
+        return whole;
+    }
+    match locate(data) {
+        Some(at) if at.proto == 6 => {
+            let thl = (data[at.l4 + 12] >> 4) as usize * 4;
+            (at.l4 - at.l3 + thl + d.ol.gso_size() as usize).min(whole)
+        }
+        _ => whole,
+    }
+}
+
+/// Cut the TCP super-frame `d` into segments of at most `mss` payload bytes, appended to `out`
+/// (see the module documentation). `d` is freed whatever the outcome.
+pub(crate) fn segment(
+    frames: &mut Frames,
+    d: Desc,
+    mss: usize,
+    out: &mut Vec<Desc>,
+) -> Result<usize, DropReason> {
+    let r = segment_into(frames, d, mss, out);
+    frames.free(d.addr);
+    r
+}
+
+fn segment_into(
+    frames: &mut Frames,
+    d: Desc,
+    mss: usize,
+    out: &mut Vec<Desc>,
+) -> Result<usize, DropReason> {
+    let data = frames.data(d);
+    let at = locate(data)
+        .filter(|a| a.proto == 6)
+        .ok_or(DropReason::Runt)?;
+    let thl = (data[at.l4 + 12] >> 4) as usize * 4;
+    let hdr = at.l4 + thl;
+    let end = at.l4 + at.l4_len(data);
+    if thl < 20 || end < hdr || mss == 0 {
+        return Err(DropReason::Runt);
+    }
+    if hdr + mss.min(end - hdr) > MAX_FRAME_LEN {
+        return Err(DropReason::MtuExceeded);
+    }
+    let payload = end - hdr;
+    let n = payload.div_ceil(mss).max(1);
+    if frames.spare() < n {
+        return Err(DropReason::NoBuffer);
+    }
+    let seq0 = u32::from_be_bytes(data[at.l4 + 4..at.l4 + 8].try_into().expect("4 bytes"));
+    for i in 0..n {
+        let off = i * mss;
+        let plen = mss.min(payload - off);
+        let Some(mut s) = frames.alloc() else {
+            return Err(DropReason::NoBuffer);
+        };
+        s.len = (hdr + plen) as u32;
+        frames.copy_bytes(d.addr, s.addr, hdr);
+        frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
+        let b = frames.data_mut(s);
+        let seq = seq0.wrapping_add(off as u32);
+        b[at.l4 + 4..at.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        fix_segment(b, &at, thl, plen, (i as u32, i == 0, i + 1 == n));
+        out.push(s);
+    }
+    Ok(n)
+}
+
+/// Fix the headers of one segment (`plen` payload bytes): lengths, IPv4 id and checksum, TCP
+/// flags and checksum. `pos` is (index, first, last).
+fn fix_segment(b: &mut [u8], at: &L4At, thl: usize, plen: usize, pos: (u32, bool, bool)) {
+    let (i, first, last) = pos;
+    let l3 = at.l3;
+    if at.v6 {
+        b[l3 + 4..l3 + 6].copy_from_slice(&((thl + plen) as u16).to_be_bytes());
+    } else {
+        let hl = at.l4 - l3;
+        let tl = (hl + thl + plen) as u16;
+        b[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
+        let id = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]).wrapping_add(i as u16);
+        b[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+        b[l3 + 10..l3 + 12].fill(0);
+        let c = !fold(sum(0, &b[l3..l3 + hl]));
+        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    let f = &mut b[at.l4 + 13];
+    if !last {
+        *f &= !(0x01 | 0x08); // FIN, PSH
+    }
+    if !first {
+        *f &= !0x80; // CWR
+    }
+    complete(b, at);
+}
+
+#[cfg(test)]
+#[path = "gso_tests.rs"]
+mod tests;
