@@ -774,20 +774,45 @@ impl Neighbours {
     }
 
     /// All entries, sorted by bridge then address.
+    /// At most `max` rows from position `from` (bridge in the high 32 bits, index in its key
+    /// list in the low 32), unsorted, and where the next page starts (None: done). Bounded
+    /// work per call, so `neigh-show` of a full table never stalls the worker; entries that
+    /// change between pages may be missed or seen twice, as with `fdb-show`.
+    pub fn rows_page(&self, from: u64, max: usize, now: u32) -> (Vec<NeighRow>, Option<u64>) {
+        let (mut b, mut i) = ((from >> 32) as usize, (from & 0xffff_ffff) as usize);
+        let mut out = Vec::with_capacity(max.min(1024));
+        while b < self.bridges.len() {
+            let keys = &self.bridges[b].keys;
+            while i < keys.len() {
+                if out.len() == max {
+                    return (out, Some(((b as u64) << 32) | i as u64));
+                }
+                if let Some(e) = self.map.get(&keys[i]) {
+                    out.push(self.row(keys[i], e, now));
+                }
+                i += 1;
+            }
+            b += 1;
+            i = 0;
+        }
+        (out, None)
+    }
+
+    fn row(&self, k: u64, e: &Entry, now: u32) -> NeighRow {
+        NeighRow {
+            bridge: unkey(k).0,
+            ip: std::net::Ipv4Addr::from(k as u32),
+            mac: (!matches!(e.state, State::Incomplete | State::Failed)).then(|| e.mac.to_string()),
+            state: e.state.name(),
+            age: now.saturating_sub(e.stamp),
+            queued: e.qlen,
+        }
+    }
+
+    /// Every row, sorted by bridge and address (tests and small tables; `rows_page` for the
+    /// control socket).
     pub fn rows(&self, now: u32) -> Vec<NeighRow> {
-        let mut v: Vec<NeighRow> = self
-            .map
-            .iter()
-            .map(|(k, e)| NeighRow {
-                bridge: unkey(*k).0,
-                ip: std::net::Ipv4Addr::from(*k as u32),
-                mac: (!matches!(e.state, State::Incomplete | State::Failed))
-                    .then(|| e.mac.to_string()),
-                state: e.state.name(),
-                age: now.saturating_sub(e.stamp),
-                queued: e.qlen,
-            })
-            .collect();
+        let mut v: Vec<NeighRow> = self.map.iter().map(|(k, e)| self.row(*k, e, now)).collect();
         v.sort_by_key(|r| (r.bridge, r.ip));
         v
     }

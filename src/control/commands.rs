@@ -250,7 +250,25 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     reg.register("neigh-show", "neigh-show", 0, 0, move |_| {
-        let v = ask(&w, Command::NeighShow)?;
+        // Page by page (bounded work per worker request), sorted here.
+        let (mut rows, mut from) = (Vec::new(), Some(0u64));
+        while let Some(f) = from {
+            let mut v = ask(&w, Command::NeighShow { from: f })?;
+            from = v["next"].as_u64();
+            if let Value::Array(page) = v["neighbours"].take() {
+                rows.extend(page);
+            }
+        }
+        let key = |r: &Value| {
+            let ip: std::net::Ipv4Addr = r["ip"]
+                .as_str()
+                .unwrap_or("0.0.0.0")
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            (str_of(&r["bridge"]).to_string(), ip)
+        };
+        rows.sort_by_key(key);
+        let v = serde_json::json!({"neighbours": rows});
         let mut s = String::from(
             " bridge           address          MAC                state       age queued\n",
         );

@@ -294,3 +294,25 @@ fn flush_of_one_bridge_keeps_the_others() {
     assert_eq!(n.state(2, ip(1)), Some(State::Reachable));
     assert_eq!(n.flush_bridge(9), 0);
 }
+
+#[test]
+fn pages_cover_every_entry_once_in_bounded_steps() {
+    let mut n = Neighbours::new(10_000, 300);
+    for b in 1..=3u16 {
+        for i in 0..700 {
+            assert!(n.learn(b, ip(i), M, 0));
+        }
+    }
+    let (mut seen, mut from, mut pages) = (Vec::new(), Some(0u64), 0);
+    while let Some(f) = from {
+        let (rows, next) = n.rows_page(f, 500, 1);
+        assert!(rows.len() <= 500, "a page is bounded");
+        seen.extend(rows.into_iter().map(|r| (r.bridge, r.ip)));
+        from = next;
+        pages += 1;
+    }
+    assert_eq!(pages, 5, "2,100 entries in pages of 500");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2100, "every entry exactly once");
+}

@@ -373,7 +373,7 @@ mod tests {
             routes.contains("10.5.2.0/24") && routes.contains("10.5.0.0/16"),
             "{routes}"
         );
-        let neigh = w.call(Command::NeighShow).unwrap().to_string();
+        let neigh = w.call(Command::NeighShow { from: 0 }).unwrap().to_string();
         assert!(
             neigh.contains("PERMANENT") && neigh.contains(&mac.to_string()),
             "{neigh}"
@@ -423,7 +423,7 @@ mod tests {
         w.call(Command::Overlay(del)).unwrap();
         let routes = w.call(Command::RouteShow).unwrap().to_string();
         assert!(!routes.contains("10.5.2.0/24"), "{routes}");
-        let neigh = w.call(Command::NeighShow).unwrap().to_string();
+        let neigh = w.call(Command::NeighShow { from: 0 }).unwrap().to_string();
         assert!(!neigh.contains("PERMANENT"), "{neigh}");
         // Errors are reported per op; the rest still applies.
         let bad = vec![

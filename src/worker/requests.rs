@@ -15,6 +15,8 @@ use crate::port::{Port, PortKind};
 
 /// Table slots one `FdbShow` page covers (bounded work for the worker per request).
 pub const FDB_PAGE_SLOTS: usize = 4096;
+/// Neighbours one `NeighShow` page covers (each formatted on the worker: well under 1 ms a page).
+const NEIGH_PAGE: usize = 1024;
 /// Connection slots one `CtShow` page covers (each formatted on the worker: ~0.5 µs).
 pub const CT_PAGE_SLOTS: usize = 1024;
 
@@ -97,7 +99,10 @@ pub enum Command {
     /// The routing table.
     RouteShow,
     /// The neighbour (ARP) table.
-    NeighShow,
+    NeighShow {
+        /// Where the page starts (0 first; then the previous answer's `next`).
+        from: u64,
+    },
     /// Forget the neighbours of one bridge (by name), or of all.
     NeighFlush(Option<String>),
     /// Add a NAT rule.
@@ -260,11 +265,9 @@ impl Worker {
             }
             Command::RouteShow => Ok(self.route_rows()),
             Command::Overlay(ops) => Ok(self.overlay_apply(ops, now)),
-            Command::NeighShow => {
-                let rows: Vec<Value> = self
-                    .dp
-                    .neigh
-                    .rows(now as u32)
+            Command::NeighShow { from } => {
+                let (rows, next) = self.dp.neigh.rows_page(from, NEIGH_PAGE, now as u32);
+                let rows: Vec<Value> = rows
                     .into_iter()
                     .map(|r| {
                         json!({
@@ -277,7 +280,7 @@ impl Worker {
                         })
                     })
                     .collect();
-                Ok(json!({"neighbours": rows}))
+                Ok(json!({"neighbours": rows, "next": next}))
             }
             Command::NeighFlush(bridge) => {
                 let ids: Vec<u16> = match bridge {
