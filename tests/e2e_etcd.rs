@@ -589,6 +589,11 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     });
     let text = da.ctl(&["overlay-show"]);
     assert!(text.contains("DISCONNECTED"), "{text}");
+    let show = da.ctl(&["show"]);
+    assert!(
+        show.contains("overlay: etcd DISCONNECTED"),
+        "show reports it: {show}"
+    );
 
     // etcd back: a kernel flannel host's lease (hand-written in flannel's format, with a
     // short etcd lease) is picked up, then removed when it expires.
@@ -662,6 +667,11 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     let da = ha.start();
     assert_eq!(leased(&da, 1), sa, "the lease survives a restart");
     assert!(da.ctl(&["overlay-show"]).contains("renewed"));
+    let show = da.ctl(&["show"]);
+    assert!(
+        show.contains("overlay: etcd connected, lease 10.5."),
+        "{show}"
+    );
     assert!(ping(&n("ca"), "10.5.100.2", 2), "A -> C after A's restart");
 }
 

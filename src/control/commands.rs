@@ -19,7 +19,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     reg.register("show", "show", 0, 0, move |_| {
         let mut v = ask(&w, Command::Show)?;
         v["mirrors"] = crate::observe::commands::mirrors_json(&w);
-        let text = render_show(&v) + &crate::observe::commands::render_mirrors(&v["mirrors"]);
+        let mut text = render_show(&v) + &crate::observe::commands::render_mirrors(&v["mirrors"]);
+        if let Some(line) = crate::etcd::show_line() {
+            v["overlay"] = Value::String(line.trim_end().to_string());
+            text += &line;
+        }
         Ok(Reply::new(text, v))
     });
     let w = worker.clone();

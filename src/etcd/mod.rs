@@ -220,10 +220,40 @@ pub fn own_gateway_ops(cfg: &NetConfig, spec: &EtcdSpec, subnet: Ipv4Addr) -> Ve
     v
 }
 
+/// The overlay's status, for `show` (set by `register` when the daemon runs with etcd).
+static SHOWN: std::sync::OnceLock<agent::Status> = std::sync::OnceLock::new();
+
+/// One line for `show`: the etcd connection and our lease, flagged when it is not renewed
+/// (None when the daemon runs without etcd).
+pub fn show_line() -> Option<String> {
+    let v = SHOWN.get()?.lock().ok()?.clone();
+    let lease = match v["lease"].as_object() {
+        Some(l) => match l["renew_error"].as_str() {
+            Some(e) => format!(
+                "lease {} NOT RENEWED: {e}",
+                l["subnet"].as_str().unwrap_or("?")
+            ),
+            None => format!("lease {} renewed", l["subnet"].as_str().unwrap_or("?")),
+        },
+        None => "no lease yet".into(),
+    };
+    let conn = if v["connected"] == true {
+        "connected"
+    } else {
+        "DISCONNECTED"
+    };
+    Some(format!(
+        "overlay: etcd {conn}, {lease} (overlay-show for peers)\n"
+    ))
+}
+
 /// Register `overlay-show`: the lease, its renewal, the peers and what was programmed for
 /// each (`status` is None when the daemon runs without etcd).
 pub fn register(reg: &mut crate::control::registry::Registry, status: Option<agent::Status>) {
     use crate::control::registry::{CtlError, Reply};
+    if let Some(st) = &status {
+        let _ = SHOWN.set(st.clone());
+    }
     reg.register("overlay-show", "overlay-show", 0, 0, move |_| {
         let Some(st) = &status else {
             return Err(CtlError::new(
