@@ -703,7 +703,7 @@ fn log_limited(now: u32, e: &CtError) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static LAST: AtomicU32 = AtomicU32::new(0);
     if LAST.swap(now, Ordering::Relaxed) != now {
-        eprintln!("uvs: NAT: {e} (packet dropped; see `uvs ctl stats`)");
+        tracing::warn!("NAT: {e} (packet dropped; see `uvs ctl stats`)");
     }
 }
 
