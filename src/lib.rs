@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod nat;
 pub mod neigh;
 pub mod observe;
+pub mod openflow;
 pub mod ofport;
 pub mod packet;
 pub mod pipeline;
