@@ -47,6 +47,10 @@ enum Cmd {
         /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
         #[arg(long)]
         metrics: Option<String>,
+        /// Directory of the per-bridge OpenFlow sockets `BRIDGE.mgmt` (default: the control
+        /// socket's directory, /run/uvs with the default socket); `none` serves no OpenFlow.
+        #[arg(long)]
+        mgmt_dir: Option<PathBuf>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -120,7 +124,8 @@ fn main() -> ExitCode {
             cores,
             frames,
             metrics,
-        } => run(socket, config, db, cores, frames, metrics),
+            mgmt_dir,
+        } => run(socket, config, db, cores, frames, metrics, mgmt_dir),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
         Cmd::Latency => latency(),
@@ -179,6 +184,7 @@ fn run(
     cores: Option<String>,
     frames: u32,
     metrics: Option<String>,
+    mgmt_dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
@@ -222,12 +228,13 @@ fn run(
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
-    let server =
-        control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
-            w.shutdown();
-            format!("control socket {}: {e}", path.display())
-        })?;
+    let reg = Arc::new(reg);
+    let server = control::serve(&path, reg.clone(), control::DEFAULT_SOCKET_MODE).map_err(|e| {
+        w.shutdown();
+        format!("control socket {}: {e}", path.display())
+    })?;
     info!("listening on {}", path.display());
+    let _openflow = openflow(mgmt_dir, &path, reg);
     let _metrics = match metrics {
         Some(a) => {
             let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
@@ -249,6 +256,30 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// Start the per-bridge OpenFlow listeners (`--mgmt-dir`, default the control socket's
+/// directory); a failure only warns: the switch runs without OpenFlow.
+fn openflow(
+    dir: Option<PathBuf>,
+    socket: &std::path::Path,
+    reg: Arc<Registry>,
+) -> Option<uvs::openflow::Manager> {
+    let dir = match dir {
+        Some(d) if d.as_os_str() == "none" => return None,
+        Some(d) => d,
+        None => socket.parent()?.to_path_buf(),
+    };
+    match uvs::openflow::Manager::start(dir.clone(), reg) {
+        Ok(m) => {
+            info!("openflow: bridges served as {}/BRIDGE.mgmt", dir.display());
+            Some(m)
+        }
+        Err(e) => {
+            warn!("openflow: cannot serve in {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// The configuration to start with: the database's if it has one (the `--config` file is then

@@ -14,8 +14,8 @@ use crate::flow::{FlowFilter, Masked};
 
 /// Largest body put in one reply message before REPLY_MORE splits it.
 const MAX_BODY: usize = 60_000;
-/// Tables uvs has.
-const N_TABLES: u8 = 254;
+/// Tables uvs has (0 to 254).
+const N_TABLES: u8 = 255;
 
 fn sw_err(sw: &dyn Switch, e: String) -> OfErr {
     tracing::warn!("openflow {}: {e}", sw.bridge());
@@ -165,6 +165,13 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
             flow_reply(k, xid, &req, sw)
         }
         3 => Ok(replies(k, xid, table_stats(v, sw)?)),
+        12 if v != OF10 => {
+            if r.left() > 0 {
+                // Setting table features is not supported.
+                return Err(OfErr::Eperm);
+            }
+            Ok(replies(k, xid, table_features()))
+        }
         4 => {
             let p = if v == OF10 {
                 u32::from(r.u16()?)
@@ -308,6 +315,95 @@ fn desc(sw: &dyn Switch) -> Vec<u8> {
     w.str_field("None", 32);
     w.str_field(sw.bridge(), 256);
     w.buf
+}
+
+/// OXM headers (class 0x8000, field, length) of the fields uvs matches (OFPMP_TABLE_FEATURES).
+const MATCH_FIELDS: &[(u8, u8)] = &[
+    (0, 4),
+    (3, 6),
+    (4, 6),
+    (5, 2),
+    (6, 2),
+    (7, 1),
+    (8, 1),
+    (10, 1),
+    (11, 4),
+    (12, 4),
+    (13, 2),
+    (14, 2),
+    (15, 2),
+    (16, 2),
+    (19, 1),
+    (20, 1),
+    (21, 2),
+    (22, 4),
+    (23, 4),
+];
+/// The fields `set_field` writes.
+const SET_FIELDS: &[(u8, u8)] = &[
+    (3, 6),
+    (4, 6),
+    (6, 2),
+    (7, 1),
+    (8, 1),
+    (11, 4),
+    (12, 4),
+    (13, 2),
+    (14, 2),
+    (15, 2),
+    (16, 2),
+];
+
+fn prop(w: &mut Writer, typ: u16, body: impl FnOnce(&mut Writer)) {
+    let start = w.len();
+    w.u16(typ).u16(0);
+    body(w);
+    let n = (w.len() - start) as u16;
+    w.put_u16(start + 2, n);
+    w.pad8_from(start);
+}
+
+fn oxm_list(w: &mut Writer, list: &[(u8, u8)]) {
+    for &(f, len) in list {
+        w.u16(0x8000).u8(f << 1).u8(len);
+    }
+}
+
+/// OFPMP_TABLE_FEATURES reply entries: every table with the properties OVS requires.
+fn table_features() -> Vec<Vec<u8>> {
+    (0..N_TABLES)
+        .map(|t| {
+            let mut w = Writer::default();
+            w.u16(0).u8(t).zeros(5);
+            w.str_field(&format!("table{t}"), 32);
+            w.u64(0).u64(0).u32(0).u32(1_000_000);
+            // INSTRUCTIONS: GOTO_TABLE, APPLY_ACTIONS, CLEAR_ACTIONS, METER.
+            prop(&mut w, 0, |w| {
+                for i in [1u16, 4, 5, 6] {
+                    w.u16(i).u16(4);
+                }
+            });
+            prop(&mut w, 2, |w| {
+                for n in t.saturating_add(1)..N_TABLES {
+                    w.u8(n);
+                }
+            });
+            prop(&mut w, 4, |_| {});
+            // APPLY_ACTIONS: OUTPUT, PUSH_VLAN, POP_VLAN, DEC_NW_TTL, SET_FIELD.
+            prop(&mut w, 6, |w| {
+                for a in [0u16, 17, 18, 24, 25] {
+                    w.u16(a).u16(4);
+                }
+            });
+            prop(&mut w, 8, |w| oxm_list(w, MATCH_FIELDS));
+            prop(&mut w, 10, |w| oxm_list(w, MATCH_FIELDS));
+            prop(&mut w, 12, |_| {});
+            prop(&mut w, 14, |w| oxm_list(w, SET_FIELDS));
+            let n = w.len() as u16;
+            w.put_u16(0, n);
+            w.buf
+        })
+        .collect()
 }
 
 fn table_stats(v: u8, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
