@@ -21,6 +21,8 @@ pub mod listener;
 pub mod ofmatch;
 mod session;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use listener::{Manager, RegistrySwitch};
 pub use session::Session;
