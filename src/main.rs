@@ -47,8 +47,8 @@ enum Cmd {
         /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
         #[arg(long)]
         metrics: Option<String>,
-        /// Directory of the per-bridge OpenFlow sockets `BRIDGE.mgmt` (default: the control
-        /// socket's directory, /run/uvs with the default socket); `none` serves no OpenFlow.
+        /// Directory of the per-bridge OpenFlow sockets `BRIDGE.mgmt` (default: /run/uvs with
+        /// the default control socket; none with another --socket); `none`: no OpenFlow.
         #[arg(long)]
         mgmt_dir: Option<PathBuf>,
     },
@@ -258,8 +258,8 @@ fn run(
     Ok(())
 }
 
-/// Start the per-bridge OpenFlow listeners (`--mgmt-dir`, default the control socket's
-/// directory); a failure only warns: the switch runs without OpenFlow.
+/// Start the per-bridge OpenFlow listeners (`--mgmt-dir`; by default /run/uvs with the default
+/// socket, none with another one, as for the database); a failure only warns.
 fn openflow(
     dir: Option<PathBuf>,
     socket: &std::path::Path,
@@ -268,7 +268,10 @@ fn openflow(
     let dir = match dir {
         Some(d) if d.as_os_str() == "none" => return None,
         Some(d) => d,
-        None => socket.parent()?.to_path_buf(),
+        None if socket == std::path::Path::new(control::DEFAULT_SOCKET) => {
+            socket.parent()?.to_path_buf()
+        }
+        None => return None,
     };
     match uvs::openflow::Manager::start(dir.clone(), reg) {
         Ok(m) => {

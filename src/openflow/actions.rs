@@ -265,7 +265,16 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
         }
         _ => return Err(OfErr::BadActionArg),
     };
-    Ok(Action::SetField(sf))
+    // uvs's own spelling where it has one (the same rewrite): mod_dl_src, mod_nw_dst, ...
+    Ok(match sf {
+        SetField::DlSrc(m) => Action::ModDlSrc(m),
+        SetField::DlDst(m) => Action::ModDlDst(m),
+        SetField::NwSrc(a) => Action::ModNwSrc(a),
+        SetField::NwDst(a) => Action::ModNwDst(a),
+        SetField::TpSrc(p) => Action::ModTpSrc(p),
+        SetField::TpDst(p) => Action::ModTpDst(p),
+        sf => Action::SetField(sf),
+    })
 }
 
 fn out_port(a: &Action) -> Option<u32> {
@@ -457,7 +466,7 @@ mod tests {
 
     #[test]
     fn of13_roundtrip() {
-        let a = acts("meter:1,push_vlan:0x8100,set_field:7->vlan_vid,pop_vlan,set_field:10.0.0.9->ip_src,output:3,goto_table:2");
+        let a = acts("meter:1,push_vlan:0x8100,set_field:7->vlan_vid,pop_vlan,mod_nw_src:10.0.0.9,set_field:8->nw_tos,output:3,goto_table:2");
         let mut w = Writer::default();
         encode13(&mut w, &a);
         let got = decode13_instructions(Reader::new(&w.buf)).unwrap();
