@@ -2,7 +2,6 @@
 //! `ovs-ofctl` is the flow `uvs ctl dump-flows` shows, and it survives a restart (journalled in
 //! the database like `uvs ctl add-flow`). No root needed; skipped without `ovs-ofctl`.
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -70,7 +69,11 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
         let d = Daemon::start("ofd", &args);
         d.ctl(&["add-br", "br0"]);
         wait_for(&sock);
-        ofctl(&["add-flow", &target, "table=3,cookie=0x7,priority=20,udp,tp_dst=53,actions=drop"]);
+        ofctl(&[
+            "add-flow",
+            &target,
+            "table=3,cookie=0x7,priority=20,udp,tp_dst=53,actions=drop",
+        ]);
         ofctl(&[
             "-O",
             "OpenFlow13",

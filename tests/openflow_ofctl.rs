@@ -79,7 +79,9 @@ impl Switch {
     fn attach(&self, name: &str, n: u64) {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
         // IPv4, 20-byte header, UDP to 10.1.2.3.
-        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 2, 3]);
+        f.extend_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 2, 3,
+        ]);
         f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 8, 0, 0]);
         f.resize(60, 0);
         self.w
@@ -164,7 +166,11 @@ fn ofctl_add_dump_del_openflow10_nxm() {
     let s = start("of10");
     let t = s.target();
     // Plain OpenFlow 1.0 flow_mod, and one that needs NXM + table ids (cookie, table 1).
-    ok(&["add-flow", &t, "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8,actions=output:2"]);
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8,actions=output:2",
+    ]);
     ok(&[
         "add-flow",
         &t,
@@ -193,9 +199,19 @@ fn ofctl_add_dump_del_openflow10_nxm() {
     // Filtered dump and delete by match; strict delete needs the priority.
     let d = ok(&["dump-flows", &t, "table=1"]);
     assert_eq!(flows_of(&d).len(), 1, "{d}");
-    ok(&["--strict", "del-flows", &t, "priority=99,in_port=1,ip,nw_dst=10.0.0.0/8"]);
+    ok(&[
+        "--strict",
+        "del-flows",
+        &t,
+        "priority=99,in_port=1,ip,nw_dst=10.0.0.0/8",
+    ]);
     assert_eq!(no_stats(flows_of(&ok(&["dump-flows", &t]))).len(), 2);
-    ok(&["--strict", "del-flows", &t, "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8"]);
+    ok(&[
+        "--strict",
+        "del-flows",
+        &t,
+        "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8",
+    ]);
     assert_eq!(no_stats(flows_of(&ok(&["dump-flows", &t]))).len(), 1);
     // mod-flows replaces actions.
     ok(&["mod-flows", &t, "table=1,tcp,actions=drop"]);
@@ -217,9 +233,8 @@ fn ofctl_openflow13_flows_show_and_ports() {
     s.attach("p1", 7);
     s.attach("p2", 0);
     let o = ["-O", "OpenFlow13"];
-    let with = |a: &[&str]| -> Vec<String> {
-        o.iter().chain(a.iter()).map(|x| x.to_string()).collect()
-    };
+    let with =
+        |a: &[&str]| -> Vec<String> { o.iter().chain(a.iter()).map(|x| x.to_string()).collect() };
     let run = |a: &[&str]| {
         let v = with(a);
         let r: Vec<&str> = v.iter().map(String::as_str).collect();
@@ -230,7 +245,11 @@ fn ofctl_openflow13_flows_show_and_ports() {
         &t,
         "table=0,priority=10,in_port=1,actions=push_vlan:0x8100,set_field:10->vlan_vid,goto_table:2",
     ]);
-    run(&["add-flow", &t, "table=2,priority=5,dl_vlan=10,actions=pop_vlan,output:2"]);
+    run(&[
+        "add-flow",
+        &t,
+        "table=2,priority=5,dl_vlan=10,actions=pop_vlan,output:2",
+    ]);
     let dump = run(&["dump-flows", &t]);
     let ours = no_stats(flows_of(&s.uvs_flows().join("\n")));
     assert_eq!(ours.len(), 2, "{ours:?}");
@@ -263,7 +282,13 @@ fn ofctl_errors_name_the_problem() {
     let s = start("err");
     let t = s.target();
     // A field uvs does not match on (IPv6): OFPBMC_BAD_FIELD in OpenFlow 1.3.
-    let (good, _, err) = ofctl(&["-O", "OpenFlow13", "add-flow", &t, "ipv6,ipv6_src=2001:db8::1,actions=drop"]);
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        &t,
+        "ipv6,ipv6_src=2001:db8::1,actions=drop",
+    ]);
     assert!(!good);
     assert!(err.contains("OFPBMC_BAD_FIELD"), "{err}");
     // An output to the controller: not supported yet.

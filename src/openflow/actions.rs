@@ -102,12 +102,20 @@ pub fn decode10(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
             4 | 5 => {
                 check_len(len, 16)?;
                 let m = mac(&mut b)?;
-                if typ == 4 { Action::ModDlSrc(m) } else { Action::ModDlDst(m) }
+                if typ == 4 {
+                    Action::ModDlSrc(m)
+                } else {
+                    Action::ModDlDst(m)
+                }
             }
             6 | 7 => {
                 check_len(len, 8)?;
                 let a = Ipv4Addr::from(b.u32()?);
-                if typ == 6 { Action::ModNwSrc(a) } else { Action::ModNwDst(a) }
+                if typ == 6 {
+                    Action::ModNwSrc(a)
+                } else {
+                    Action::ModNwDst(a)
+                }
             }
             8 => {
                 check_len(len, 8)?;
@@ -116,7 +124,11 @@ pub fn decode10(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
             9 | 10 => {
                 check_len(len, 8)?;
                 let p = b.u16()?;
-                if typ == 9 { Action::ModTpSrc(p) } else { Action::ModTpDst(p) }
+                if typ == 9 {
+                    Action::ModTpSrc(p)
+                } else {
+                    Action::ModTpDst(p)
+                }
             }
             0xffff => decode_nx(&mut b, len)?,
             _ => return Err(OfErr::BadActionType),
@@ -227,12 +239,22 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
     }
     let v = b.bytes(len).map_err(|_| OfErr::BadActionLen)?;
     let n = v.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
-    let want = |l: usize| if len == l { Ok(()) } else { Err(OfErr::BadActionLen) };
+    let want = |l: usize| {
+        if len == l {
+            Ok(())
+        } else {
+            Err(OfErr::BadActionLen)
+        }
+    };
     let sf = match (class, fh >> 1) {
         (0x8000, 3) | (0x8000, 4) => {
             want(6)?;
             let m = MacAddr::from_u64(n);
-            if fh >> 1 == 3 { SetField::DlDst(m) } else { SetField::DlSrc(m) }
+            if fh >> 1 == 3 {
+                SetField::DlDst(m)
+            } else {
+                SetField::DlSrc(m)
+            }
         }
         (0x8000, 6) => {
             want(2)?;
@@ -249,7 +271,11 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
         (0x8000, 11) | (0x8000, 12) => {
             want(4)?;
             let a = Ipv4Addr::from(n as u32);
-            if fh >> 1 == 11 { SetField::NwSrc(a) } else { SetField::NwDst(a) }
+            if fh >> 1 == 11 {
+                SetField::NwSrc(a)
+            } else {
+                SetField::NwDst(a)
+            }
         }
         (0x8000, 13 | 15) => {
             want(2)?;
@@ -429,12 +455,20 @@ fn encode13_action(w: &mut Writer, a: &Action) {
 /// Decode the actions of a version's flow_mod / stats entry (1.0: action list; 1.3:
 /// instructions).
 pub fn decode(version: u8, r: Reader<'_>) -> OfResult<Vec<Action>> {
-    if version == OF10 { decode10(r) } else { decode13_instructions(r) }
+    if version == OF10 {
+        decode10(r)
+    } else {
+        decode13_instructions(r)
+    }
 }
 
 /// Encode actions for a version (1.0: action list; 1.3: instructions).
 pub fn encode(version: u8, w: &mut Writer, actions: &[Action]) {
-    if version == OF10 { encode10(w, actions) } else { encode13(w, actions) }
+    if version == OF10 {
+        encode10(w, actions)
+    } else {
+        encode13(w, actions)
+    }
 }
 
 /// The match dialect of a version's TLV matches.
@@ -458,7 +492,9 @@ mod tests {
 
     #[test]
     fn of10_roundtrip() {
-        let a = acts("mod_vlan_vid:5,strip_vlan,mod_dl_src:00:11:22:33:44:55,mod_nw_dst:10.0.0.1,mod_tp_dst:80,resubmit(,3),dec_ttl,output:2,NORMAL");
+        let a = acts(
+            "mod_vlan_vid:5,strip_vlan,mod_dl_src:00:11:22:33:44:55,mod_nw_dst:10.0.0.1,mod_tp_dst:80,resubmit(,3),dec_ttl,output:2,NORMAL",
+        );
         let mut w = Writer::default();
         encode10(&mut w, &a);
         assert_eq!(decode10(Reader::new(&w.buf)).unwrap(), a);
@@ -466,7 +502,9 @@ mod tests {
 
     #[test]
     fn of13_roundtrip() {
-        let a = acts("meter:1,push_vlan:0x8100,set_field:7->vlan_vid,pop_vlan,mod_nw_src:10.0.0.9,set_field:8->nw_tos,output:3,goto_table:2");
+        let a = acts(
+            "meter:1,push_vlan:0x8100,set_field:7->vlan_vid,pop_vlan,mod_nw_src:10.0.0.9,set_field:8->nw_tos,output:3,goto_table:2",
+        );
         let mut w = Writer::default();
         encode13(&mut w, &a);
         let got = decode13_instructions(Reader::new(&w.buf)).unwrap();
@@ -483,7 +521,9 @@ mod tests {
         encode13(&mut w, &acts("output:2"));
         assert_eq!(
             w.buf,
-            [0, 4, 0, 24, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0]
+            [
+                0, 4, 0, 24, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0
+            ]
         );
     }
 

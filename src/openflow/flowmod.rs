@@ -35,6 +35,29 @@ pub struct FlowMod {
     pub flags: u16,
 }
 
+/// A flow from its parts. `..Flow::default()` keeps this compiling, with defaults, when the
+/// flow language gains fields.
+#[allow(clippy::needless_update)]
+fn make_flow(
+    table: u8,
+    priority: u16,
+    cookie: u64,
+    (idle, hard): (u16, u16),
+    m: crate::flow::Match,
+    actions: Vec<crate::flow::Action>,
+) -> Flow {
+    Flow {
+        table,
+        priority,
+        cookie,
+        idle_timeout: idle,
+        hard_timeout: hard,
+        m,
+        actions,
+        ..Flow::default()
+    }
+}
+
 fn command(c: u16, table_ext: bool) -> OfResult<(u8, Option<u8>)> {
     let (table, cmd) = if table_ext {
         ((c >> 8) as u8, c & 0xff)
@@ -77,16 +100,14 @@ pub fn decode(version: u8, table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowM
         let table = table.unwrap_or(0);
         return Ok(FlowMod {
             command: cmd,
-            flow: Flow {
-                table: if table == 255 { 0 } else { table },
-                priority: prio,
+            flow: make_flow(
+                if table == 255 { 0 } else { table },
+                prio,
                 cookie,
-                idle_timeout: idle,
-                hard_timeout: hard,
+                (idle, hard),
                 m,
-                actions: acts,
-                ..Flow::default()
-            },
+                acts,
+            ),
             all_tables: table == 255 || (!table_ext && cmd >= 1),
             cookie_mask: 0,
             out_port,
@@ -120,16 +141,14 @@ pub fn decode(version: u8, table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowM
     };
     Ok(FlowMod {
         command: cmd,
-        flow: Flow {
-            table: if table == 255 { 0 } else { table },
-            priority: prio,
+        flow: make_flow(
+            if table == 255 { 0 } else { table },
+            prio,
             cookie,
-            idle_timeout: idle,
-            hard_timeout: hard,
+            (idle, hard),
             m,
-            actions: acts,
-            ..Flow::default()
-        },
+            acts,
+        ),
         all_tables: table == 255,
         cookie_mask,
         out_port,
@@ -178,16 +197,14 @@ pub fn decode_nx(table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowMod> {
     let ck = ck.unwrap_or(Masked { value: 0, mask: 0 });
     Ok(FlowMod {
         command: cmd,
-        flow: Flow {
-            table: if table == 255 { 0 } else { table },
-            priority: prio,
-            cookie: if cmd == 0 { cookie } else { ck.value },
-            idle_timeout: idle,
-            hard_timeout: hard,
+        flow: make_flow(
+            if table == 255 { 0 } else { table },
+            prio,
+            if cmd == 0 { cookie } else { ck.value },
+            (idle, hard),
             m,
-            actions: acts,
-            ..Flow::default()
-        },
+            acts,
+        ),
         all_tables: table == 255 || (!table_ext && cmd >= 1),
         cookie_mask: if cmd == 0 { 0 } else { ck.mask },
         out_port,
@@ -229,9 +246,7 @@ fn failed(sw: &dyn Switch, what: &str, e: String) -> OfErr {
 /// The flows a modify or delete selects.
 fn selected(fm: &FlowMod, strict: bool, sw: &dyn Switch) -> OfResult<Vec<Flow>> {
     let filter = filter_of(fm, strict);
-    let rows = sw
-        .dump_flows(&filter)
-        .map_err(|e| failed(sw, "dump", e))?;
+    let rows = sw.dump_flows(&filter).map_err(|e| failed(sw, "dump", e))?;
     Ok(rows
         .into_iter()
         .map(|e| e.flow)

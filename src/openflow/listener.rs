@@ -365,7 +365,10 @@ fn manage(dir: &Path, reg: &Arc<Registry>, stop: &AtomicBool) {
                         open.insert(b, l);
                     }
                     Err(e) => {
-                        tracing::warn!("openflow: bridge {b}: cannot listen in {}: {e}", dir.display());
+                        tracing::warn!(
+                            "openflow: bridge {b}: cannot listen in {}: {e}",
+                            dir.display()
+                        );
                         failed.insert(b, e.to_string());
                     }
                 }

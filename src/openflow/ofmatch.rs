@@ -177,7 +177,9 @@ pub fn encode_of10(w: &mut Writer, m: &Match) {
     w.u16(m.dl_vlan.unwrap_or(0));
     w.u8(m.dl_vlan_pcp.unwrap_or(0)).u8(0);
     w.u16(m.dl_type.unwrap_or(0));
-    w.u8(m.nw_tos.unwrap_or(0)).u8(m.nw_proto.unwrap_or(0)).u16(0);
+    w.u8(m.nw_tos.unwrap_or(0))
+        .u8(m.nw_proto.unwrap_or(0))
+        .u16(0);
     w.u32(m.nw_src.map_or(0, |x| x.value));
     w.u32(m.nw_dst.map_or(0, |x| x.value));
     w.u16(m.tp_src.map_or(0, |x| x.value));
@@ -364,9 +366,7 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
                 let (v, mk) = (v as u16, mk as u16);
                 match (v, mk) {
                     (0, 0xffff) | (0, 0x1fff) => set(&mut m.dl_vlan, NO_VLAN)?,
-                    (v, 0xffff | 0x1fff) if v & 0x1000 != 0 => {
-                        set(&mut m.dl_vlan, v & 0xfff)?
-                    }
+                    (v, 0xffff | 0x1fff) if v & 0x1000 != 0 => set(&mut m.dl_vlan, v & 0xfff)?,
                     // Any tagged frame: uvs holds that only as implied by a vlan_pcp match.
                     (0x1000, 0x1000) => any_tag = true,
                     _ => return Err(OfErr::BadMask),
@@ -387,7 +387,10 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
             }
             F::ArpOp => {
                 need_exact(exact)?;
-                set(&mut m.nw_proto, u8::try_from(v).map_err(|_| OfErr::BadValue)?)?;
+                set(
+                    &mut m.nw_proto,
+                    u8::try_from(v).map_err(|_| OfErr::BadValue)?,
+                )?;
             }
             F::IpSrc | F::ArpSpa => set(&mut m.nw_src, masked(v, mk)?)?,
             F::IpDst | F::ArpTpa => set(&mut m.nw_dst, masked(v, mk)?)?,
@@ -395,7 +398,11 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
             F::TcpDst | F::UdpDst => set(&mut m.tp_dst, masked(v, mk)?)?,
             F::IcmpType | F::IcmpCode => {
                 need_exact(exact)?;
-                let slot = if f == F::IcmpType { &mut m.tp_src } else { &mut m.tp_dst };
+                let slot = if f == F::IcmpType {
+                    &mut m.tp_src
+                } else {
+                    &mut m.tp_dst
+                };
                 set(slot, masked(v, 0xffff)?)?;
             }
             F::TunId => set(&mut m.tun_id, masked(v, mk)?)?,
@@ -500,16 +507,34 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
         _ => (F::IcmpType, F::IcmpCode, 0xff),
     };
     if let Some(x) = m.tp_src {
-        put(w, d, s, u64::from(x.value & bits), Some(u64::from(x.mask & bits)));
+        put(
+            w,
+            d,
+            s,
+            u64::from(x.value & bits),
+            Some(u64::from(x.mask & bits)),
+        );
     }
     if let Some(x) = m.tp_dst {
-        put(w, d, t, u64::from(x.value & bits), Some(u64::from(x.mask & bits)));
+        put(
+            w,
+            d,
+            t,
+            u64::from(x.value & bits),
+            Some(u64::from(x.mask & bits)),
+        );
     }
     if let Some(x) = m.tun_id {
         put(w, d, F::TunId, x.value, Some(x.mask));
     }
     if let Some(x) = m.ct_state {
-        put(w, d, F::CtState, u64::from(x.value), Some(u64::from(x.mask)));
+        put(
+            w,
+            d,
+            F::CtState,
+            u64::from(x.value),
+            Some(u64::from(x.mask)),
+        );
     }
     if let Some(z) = m.ct_zone {
         put(w, d, F::CtZone, u64::from(z), None);
@@ -590,7 +615,10 @@ mod tests {
     #[test]
     fn oxm_errors() {
         // OXM_OF_IPV6_SRC: not a field uvs has.
-        let b = [0x80, 0, 26 << 1, 16].iter().chain([0u8; 16].iter()).copied();
+        let b = [0x80, 0, 26 << 1, 16]
+            .iter()
+            .chain([0u8; 16].iter())
+            .copied();
         let b: Vec<u8> = b.collect();
         assert_eq!(decode_tlv(Tlv::Oxm, Reader::new(&b)), Err(OfErr::BadField));
         // ETH_TYPE twice.

@@ -95,7 +95,10 @@ impl Session {
         };
         if common == 0 {
             let v = h.version.clamp(OF10, OF13);
-            let why = format!("we support versions 0x01 and 0x04, peer sent 0x{:02x}", h.version);
+            let why = format!(
+                "we support versions 0x01 and 0x04, peer sent 0x{:02x}",
+                h.version
+            );
             return (vec![hello_failed(v, h.xid, &why)], true);
         }
         let v = 31 - common.leading_zeros() as u8;

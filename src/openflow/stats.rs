@@ -252,7 +252,8 @@ fn flow_reply(k: Kind, xid: u32, req: &FlowReq, sw: &dyn Switch) -> OfResult<Vec
 }
 
 fn duration(w: &mut Writer, ms: u64) {
-    w.u32((ms / 1000) as u32).u32(((ms % 1000) * 1_000_000) as u32);
+    w.u32((ms / 1000) as u32)
+        .u32(((ms % 1000) * 1_000_000) as u32);
 }
 
 /// OFPST_FLOW (1.0) / OFPMP_FLOW (1.3) reply entry.
@@ -263,7 +264,10 @@ fn flow_stats(v: u8, e: &FlowEntry) -> Vec<u8> {
     if v == OF10 {
         ofmatch::encode_of10(&mut w, &f.m);
         duration(&mut w, e.duration_ms);
-        w.u16(f.priority).u16(f.idle_timeout).u16(f.hard_timeout).zeros(6);
+        w.u16(f.priority)
+            .u16(f.idle_timeout)
+            .u16(f.hard_timeout)
+            .zeros(6);
         w.u64(f.cookie).u64(e.n_packets).u64(e.n_bytes);
     } else {
         duration(&mut w, e.duration_ms);
@@ -449,7 +453,10 @@ fn port_stats(v: u8, p: u32, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
             } else {
                 w.u32(u32::from(c.ofport)).zeros(4);
             }
-            w.u64(c.rx_packets).u64(c.tx_packets).u64(c.rx_bytes).u64(c.tx_bytes);
+            w.u64(c.rx_packets)
+                .u64(c.tx_packets)
+                .u64(c.rx_bytes)
+                .u64(c.tx_bytes);
             w.u64(c.rx_dropped).u64(c.tx_dropped);
             // rx/tx errors, frame, overrun, crc errors, collisions: uvs counts none of these.
             w.zeros(6 * 8);

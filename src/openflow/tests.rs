@@ -95,7 +95,8 @@ fn captured_add_flow_with_table_id() {
     assert_eq!(s.handle(&hex(CAP_TABLE_ID), &sw), (vec![], false));
     assert!(s.table_id_ext);
     assert_eq!(s.handle(&hex(CAP_FLOW_MOD), &sw), (vec![], false));
-    let want = parse_flow("table=1,cookie=0x42,priority=50,tcp,tp_dst=80,actions=output:2").unwrap();
+    let want =
+        parse_flow("table=1,cookie=0x42,priority=50,tcp,tp_dst=80,actions=output:2").unwrap();
     assert_eq!(*sw.flows.borrow(), vec![want]);
     // The barrier is answered with the same xid.
     let (out, _) = s.handle(&hex("0112000800000009"), &sw);
@@ -236,7 +237,7 @@ fn fuzz_never_panics_and_answers_errors() {
         let len = m.len() as u16;
         m[2..4].copy_from_slice(&len.to_be_bytes());
         let mut s = session(v);
-        s.table_id_ext = rng.next() % 2 == 0;
+        s.table_id_ext = rng.next().is_multiple_of(2);
         let (out, close) = s.handle(&m, &sw);
         assert!(!close, "{m:02x?}");
         for o in &out {
@@ -245,5 +246,8 @@ fn fuzz_never_panics_and_answers_errors() {
             errors += usize::from(o[1] == 1);
         }
     }
-    assert!(errors > 1000, "only {errors} errors in 20000 mangled messages");
+    assert!(
+        errors > 1000,
+        "only {errors} errors in 20000 mangled messages"
+    );
 }
