@@ -217,6 +217,19 @@ fn ofctl_add_dump_del_openflow10_nxm() {
     ok(&["mod-flows", &t, "table=1,tcp,actions=drop"]);
     let d = ok(&["dump-flows", &t, "table=1"]);
     assert!(d.contains("actions=drop"), "{d}");
+    // add-flows from a file (ovs-ofctl reads it and sends one flow_mod per line).
+    let file = s.dir.join("flows.txt");
+    std::fs::write(
+        &file,
+        "priority=5,arp,actions=FLOOD\ntable=2,priority=6,udp,tp_src=0x100/0xff00,actions=strip_vlan,output:1\n",
+    )
+    .unwrap();
+    ok(&["add-flows", &t, file.to_str().unwrap()]);
+    assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 3);
+    assert_eq!(
+        no_stats(flows_of(&ok(&["dump-flows", &t]))),
+        no_stats(flows_of(&s.uvs_flows().join("\n")))
+    );
     ok(&["del-flows", &t]);
     assert!(flows_of(&ok(&["dump-flows", &t])).is_empty());
     assert!(s.uvs_flows().is_empty());
@@ -267,6 +280,13 @@ fn ofctl_openflow13_flows_show_and_ports() {
     );
     let p = ok(&["dump-ports", &t]);
     assert!(p.contains("port  1: rx pkts=7"), "{p}");
+    let desc = run(&["dump-desc", &t]);
+    assert!(desc.contains("Manufacturer: uvs"), "{desc}");
+    assert!(desc.contains("DP Description: br0"), "{desc}");
+    let pd = run(&["dump-ports-desc", &t]);
+    assert!(pd.contains("2(p2)"), "{pd}");
+    let tables = run(&["dump-tables", &t]);
+    assert!(tables.contains("table 2"), "{tables}");
     let a = run(&["dump-aggregate", &t]);
     // The two flows and the bridge's default priority=0,actions=NORMAL.
     assert!(a.contains("flow_count=3"), "{a}");
