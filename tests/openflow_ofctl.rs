@@ -280,6 +280,25 @@ fn ofctl_openflow13_flows_show_and_ports() {
     );
     let p = ok(&["dump-ports", &t]);
     assert!(p.contains("port  1: rx pkts=7"), "{p}");
+    // A meter over OpenFlow 1.3, then a flow through it.
+    run(&[
+        "add-meter",
+        &t,
+        "meter=1,kbps,burst,band=type=drop,rate=1000,burst_size=100",
+    ]);
+    let m = s
+        .reg
+        .call("dump-meters", &["br0".to_string()])
+        .unwrap()
+        .text;
+    assert!(m.contains("meter=1 kbps rate=1000 burst_size=100"), "{m}");
+    run(&[
+        "add-flow",
+        &t,
+        "table=3,priority=1,actions=meter:1,output:2",
+    ]);
+    assert!(run(&["dump-flows", &t, "table=3"]).contains("meter:1,output:2"));
+    run(&["del-flows", &t, "table=3"]);
     let desc = run(&["dump-desc", &t]);
     assert!(desc.contains("Manufacturer: uvs"), "{desc}");
     assert!(desc.contains("DP Description: br0"), "{desc}");

@@ -75,6 +75,12 @@ pub enum OfErr {
     BadCommand,
     /// A meter_mod the switch cannot carry out.
     MeterFailed,
+    /// A meter_mod with flags uvs does not support (packets per second).
+    MeterBadFlags,
+    /// A meter_mod whose bands are not one drop band.
+    MeterBadBand,
+    /// A meter_mod command uvs does not carry out (delete).
+    MeterBadCommand,
 }
 
 impl OfErr {
@@ -123,8 +129,11 @@ impl OfErr {
             FlowModFailed => (5, 0),
             BadCommand if v10 => (3, 4),
             BadCommand => (5, 6),
-            MeterFailed if v10 => (1, 1),
+            MeterFailed | MeterBadFlags | MeterBadBand | MeterBadCommand if v10 => (1, 1),
             MeterFailed => (12, 0),
+            MeterBadCommand => (12, 4),
+            MeterBadFlags => (12, 5),
+            MeterBadBand => (12, 8),
         }
     }
 }

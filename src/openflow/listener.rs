@@ -184,6 +184,11 @@ impl Switch for RegistrySwitch {
         self.call("del-flows", params).map(|_| ())
     }
 
+    fn add_meter(&self, spec: &str) -> Result<(), String> {
+        self.call("add-meter", vec![self.bridge.clone(), spec.to_string()])
+            .map(|_| ())
+    }
+
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
         let mut params = vec![self.bridge.clone()];
         let t = filter_text(filter);

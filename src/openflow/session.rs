@@ -138,6 +138,10 @@ impl Session {
             }
             (OF10, 16) | (OF13, 18) => stats::request(v, h.xid, body, sw),
             (OF10, 18) | (OF13, 20) => one(finish(start(v, h.typ + 1, h.xid))),
+            (OF13, 29) => {
+                meter_mod(body, sw)?;
+                Ok(Vec::new())
+            }
             _ => Err(OfErr::BadType),
         }
     }
@@ -168,6 +172,36 @@ impl Session {
         }
         Ok(Vec::new())
     }
+}
+
+/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`.
+fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+    let cmd = r.u16()?;
+    let flags = r.u16()?;
+    let id = r.u32()?;
+    if cmd > 1 {
+        return Err(OfErr::MeterBadCommand);
+    }
+    // OFPMF_KBPS required; PKTPS unsupported; BURST and STATS are fine.
+    if flags & 1 == 0 || flags & 2 != 0 {
+        return Err(OfErr::MeterBadFlags);
+    }
+    let typ = r.u16()?;
+    let len = r.u16()?;
+    let rate = r.u32()?;
+    let burst = r.u32()?;
+    r.skip(4)?;
+    if typ != 1 || len != 16 || r.left() != 0 {
+        return Err(OfErr::MeterBadBand);
+    }
+    let mut spec = format!("meter={id},kbps,band=type=drop,rate={rate}");
+    if flags & 4 != 0 {
+        spec.push_str(&format!(",burst_size={burst}"));
+    }
+    sw.add_meter(&spec).map_err(|e| {
+        tracing::warn!("openflow {}: meter: {e}", sw.bridge());
+        OfErr::MeterFailed
+    })
 }
 
 /// The version bitmap of a HELLO body (None: no bitmap element).

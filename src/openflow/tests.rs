@@ -13,6 +13,7 @@ struct Fake {
     flows: RefCell<Vec<Flow>>,
     deletes: RefCell<Vec<(FlowFilter, bool)>>,
     dumps: RefCell<Vec<FlowFilter>>,
+    meters: RefCell<Vec<String>>,
 }
 
 impl Switch for Fake {
@@ -43,6 +44,10 @@ impl Switch for Fake {
     }
     fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String> {
         self.deletes.borrow_mut().push((filter.clone(), strict));
+        Ok(())
+    }
+    fn add_meter(&self, spec: &str) -> Result<(), String> {
+        self.meters.borrow_mut().push(spec.to_string());
         Ok(())
     }
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
@@ -179,6 +184,24 @@ fn errors_keep_the_connection() {
     // Echo still answered.
     let (out, _) = s.handle(&hex("04020008000000ac"), &sw);
     assert_eq!(out, vec![hex("04030008000000ac")]);
+}
+
+#[test]
+fn meter_mod_adds_a_drop_meter() {
+    let sw = Fake::default();
+    let mut s = session(OF13);
+    // OFPT_METER_MOD ADD, KBPS|BURST, meter 1, one drop band: rate 1000, burst 100.
+    let m = hex("041d002000000005000000050000000100010010000003e80000006400000000");
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(
+        *sw.meters.borrow(),
+        vec!["meter=1,kbps,band=type=drop,rate=1000,burst_size=100".to_string()]
+    );
+    // Packets per second: OFPMMFC_BAD_FLAGS.
+    let mut p = m.clone();
+    p[11] = 2;
+    let (out, _) = s.handle(&p, &sw);
+    assert_eq!(&out[0][8..12], &[0, 12, 0, 5]);
 }
 
 /// A small deterministic generator (xorshift).
