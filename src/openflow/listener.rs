@@ -217,21 +217,17 @@ pub fn serve_connection<S: Read + Write>(mut s: S, sw: &dyn Switch) {
             return;
         }
         let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-        let n = if len < HEADER_LEN {
-            HEADER_LEN
-        } else {
-            if s.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
-                return;
-            }
-            len
-        };
-        let (out, close) = if len < HEADER_LEN {
-            let (mut o, _) = session.handle(&buf[..0], sw);
-            o.truncate(1);
-            (o, true)
-        } else {
-            session.handle(&buf[..n], sw)
-        };
+        if len < HEADER_LEN {
+            // The stream cannot be resynchronised: say why and close.
+            let v = session.version.unwrap_or(buf[0]);
+            let e = super::codec::error_msg(v, 0, super::codec::OfErr::BadLen, &buf[..HEADER_LEN]);
+            let _ = s.write_all(&e);
+            return;
+        }
+        if s.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
+            return;
+        }
+        let (out, close) = session.handle(&buf[..len], sw);
         for m in out {
             if s.write_all(&m).is_err() {
                 return;

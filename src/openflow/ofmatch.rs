@@ -320,10 +320,7 @@ pub fn decode_tlv(d: Tlv, r: Reader<'_>) -> OfResult<Match> {
 
 /// `decode_tlv`, also returning an NXM_NX_COOKIE entry (flow_mod and stats request matches).
 pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<Masked<u64>>)> {
-    let mut m = Match::default();
-    let mut cookie = None;
-    let mut any_tag = false;
-    let mut tci: Option<(u16, u16)> = None;
+    let mut st = TlvState::default();
     while r.left() > 0 {
         let class = r.u16()?;
         let fh = r.u8()?;
@@ -342,86 +339,80 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
             (1u64 << (vlen * 8)) - 1
         };
         let mk = if has_mask { be(&body[vlen..]) } else { all };
-        let exact = mk == all;
-        let need_exact = |ok: bool| if ok { Ok(()) } else { Err(OfErr::BadMask) };
-        match f {
-            F::InPort => {
-                need_exact(exact)?;
-                let p = u16::try_from(v).map_err(|_| OfErr::BadPort)?;
-                set(&mut m.in_port, port10(p)?)?;
-            }
-            F::EthDst => set(&mut m.dl_dst, masked(v, mk)?)?,
-            F::EthSrc => set(&mut m.dl_src, masked(v, mk)?)?,
-            F::EthType => {
-                need_exact(exact)?;
-                set(&mut m.dl_type, v as u16)?;
-            }
-            F::VlanTci => {
-                if tci.is_some() {
-                    return Err(OfErr::DupField);
-                }
-                tci = Some((v as u16, mk as u16));
-            }
-            F::VlanVid => {
-                let (v, mk) = (v as u16, mk as u16);
-                match (v, mk) {
-                    (0, 0xffff) | (0, 0x1fff) => set(&mut m.dl_vlan, NO_VLAN)?,
-                    (v, 0xffff | 0x1fff) if v & 0x1000 != 0 => set(&mut m.dl_vlan, v & 0xfff)?,
-                    // Any tagged frame: uvs holds that only as implied by a vlan_pcp match.
-                    (0x1000, 0x1000) => any_tag = true,
-                    _ => return Err(OfErr::BadMask),
-                }
-            }
-            F::VlanPcp => set(&mut m.dl_vlan_pcp, (v & 7) as u8)?,
-            F::IpTos => {
-                need_exact(exact)?;
-                set(&mut m.nw_tos, (v & 0xfc) as u8)?;
-            }
-            F::IpDscp => {
-                need_exact(exact)?;
-                set(&mut m.nw_tos, ((v & 0x3f) << 2) as u8)?;
-            }
-            F::IpProto => {
-                need_exact(exact)?;
-                set(&mut m.nw_proto, v as u8)?;
-            }
-            F::ArpOp => {
-                need_exact(exact)?;
-                set(
-                    &mut m.nw_proto,
-                    u8::try_from(v).map_err(|_| OfErr::BadValue)?,
-                )?;
-            }
-            F::IpSrc | F::ArpSpa => set(&mut m.nw_src, masked(v, mk)?)?,
-            F::IpDst | F::ArpTpa => set(&mut m.nw_dst, masked(v, mk)?)?,
-            F::TcpSrc | F::UdpSrc => set(&mut m.tp_src, masked(v, mk)?)?,
-            F::TcpDst | F::UdpDst => set(&mut m.tp_dst, masked(v, mk)?)?,
-            F::IcmpType | F::IcmpCode => {
-                need_exact(exact)?;
-                let slot = if f == F::IcmpType {
-                    &mut m.tp_src
-                } else {
-                    &mut m.tp_dst
-                };
-                set(slot, masked(v, 0xffff)?)?;
-            }
-            F::TunId => set(&mut m.tun_id, masked(v, mk)?)?,
-            F::Cookie => set(&mut cookie, masked(v, mk)?)?,
-            F::CtState => set(&mut m.ct_state, masked(v, mk)?)?,
-            F::CtZone => {
-                need_exact(exact)?;
-                set(&mut m.ct_zone, v as u16)?;
-            }
-        }
+        st.field(f, v, mk, mk == all)?;
     }
-    if let Some((v, mk)) = tci {
+    let mut m = st.m;
+    if let Some((v, mk)) = st.tci {
         apply_tci(&mut m, v, mk)?;
     }
-    if any_tag && m.dl_vlan_pcp.is_none() {
+    if st.any_tag && m.dl_vlan_pcp.is_none() {
         return Err(OfErr::BadMask);
     }
     m.normalize();
-    Ok((m, cookie))
+    Ok((m, st.cookie))
+}
+
+/// What a TLV match has set so far.
+#[derive(Default)]
+struct TlvState {
+    m: Match,
+    cookie: Option<Masked<u64>>,
+    any_tag: bool,
+    tci: Option<(u16, u16)>,
+}
+
+impl TlvState {
+    /// One field with its value and mask (`exact`: the mask is all ones).
+    fn field(&mut self, f: F, v: u64, mk: u64, exact: bool) -> OfResult<()> {
+        let m = &mut self.m;
+        let need_exact = || if exact { Ok(()) } else { Err(OfErr::BadMask) };
+        match f {
+            F::InPort => {
+                need_exact()?;
+                let p = u16::try_from(v).map_err(|_| OfErr::BadPort)?;
+                set(&mut m.in_port, port10(p)?)
+            }
+            F::EthDst => set(&mut m.dl_dst, masked(v, mk)?),
+            F::EthSrc => set(&mut m.dl_src, masked(v, mk)?),
+            F::EthType => need_exact().and_then(|_| set(&mut m.dl_type, v as u16)),
+            F::VlanTci if self.tci.is_some() => Err(OfErr::DupField),
+            F::VlanTci => {
+                self.tci = Some((v as u16, mk as u16));
+                Ok(())
+            }
+            F::VlanVid => match (v as u16, mk as u16) {
+                (0, 0xffff) | (0, 0x1fff) => set(&mut m.dl_vlan, NO_VLAN),
+                (v, 0xffff | 0x1fff) if v & 0x1000 != 0 => set(&mut m.dl_vlan, v & 0xfff),
+                // Any tagged frame: uvs holds that only as implied by a vlan_pcp match.
+                (0x1000, 0x1000) => {
+                    self.any_tag = true;
+                    Ok(())
+                }
+                _ => Err(OfErr::BadMask),
+            },
+            F::VlanPcp => set(&mut m.dl_vlan_pcp, (v & 7) as u8),
+            F::IpTos => need_exact().and_then(|_| set(&mut m.nw_tos, (v & 0xfc) as u8)),
+            F::IpDscp => need_exact().and_then(|_| set(&mut m.nw_tos, ((v & 0x3f) << 2) as u8)),
+            F::IpProto => need_exact().and_then(|_| set(&mut m.nw_proto, v as u8)),
+            F::ArpOp => {
+                need_exact()?;
+                set(
+                    &mut m.nw_proto,
+                    u8::try_from(v).map_err(|_| OfErr::BadValue)?,
+                )
+            }
+            F::IpSrc | F::ArpSpa => set(&mut m.nw_src, masked(v, mk)?),
+            F::IpDst | F::ArpTpa => set(&mut m.nw_dst, masked(v, mk)?),
+            F::TcpSrc | F::UdpSrc => set(&mut m.tp_src, masked(v, mk)?),
+            F::TcpDst | F::UdpDst => set(&mut m.tp_dst, masked(v, mk)?),
+            F::IcmpType => need_exact().and_then(|_| set(&mut m.tp_src, masked(v, 0xffff)?)),
+            F::IcmpCode => need_exact().and_then(|_| set(&mut m.tp_dst, masked(v, 0xffff)?)),
+            F::TunId => set(&mut m.tun_id, masked(v, mk)?),
+            F::Cookie => set(&mut self.cookie, masked(v, mk)?),
+            F::CtState => set(&mut m.ct_state, masked(v, mk)?),
+            F::CtZone => need_exact().and_then(|_| set(&mut m.ct_zone, v as u16)),
+        }
+    }
 }
 
 /// NXM_OF_VLAN_TCI value/mask → dl_vlan / dl_vlan_pcp (the forms ovs-ofctl writes).

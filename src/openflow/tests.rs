@@ -274,3 +274,46 @@ fn fuzz_never_panics_and_answers_errors() {
         "only {errors} errors in 20000 mangled messages"
     );
 }
+
+/// A stream that reads `input` and collects what is written.
+struct Pipe {
+    input: std::io::Cursor<Vec<u8>>,
+    output: Vec<u8>,
+}
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn framing_hello_echo_then_a_bad_length_closes() {
+    let mut input = hex("0100000800000001"); // HELLO 1.0
+    input.extend(hex("0102000c00000002cafef00d")); // ECHO_REQUEST with 4 bytes
+    input.extend(hex("0102000400000003")); // length 4: unframeable
+    input.extend(hex("0102000800000004")); // never read
+    let mut p = Pipe {
+        input: std::io::Cursor::new(input),
+        output: Vec::new(),
+    };
+    listener::serve_connection(&mut p, &Fake::default());
+    let mut want = Session::hello();
+    want.extend(hex("0103000c00000002cafef00d"));
+    want.extend(hex("0101001400000000000100060102000400000003"));
+    assert_eq!(hex_of(&p.output), hex_of(&want));
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
