@@ -29,7 +29,7 @@ use crate::control::Registry;
 use crate::flow::{Flow, FlowFilter, parse_flow};
 
 /// How often the manager looks for new or removed bridges.
-pub const POLL: Duration = Duration::from_millis(200);
+pub const POLL: Duration = Duration::from_millis(500);
 /// Connections one bridge serves at a time.
 pub const MAX_CONNS: usize = 64;
 
