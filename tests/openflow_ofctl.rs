@@ -280,6 +280,28 @@ fn ofctl_openflow13_flows_show_and_ports() {
     );
     let p = ok(&["dump-ports", &t]);
     assert!(p.contains("port  1: rx pkts=7"), "{p}");
+    // PACKET_OUT (1.0 and 1.3): a frame sent out of port 2 shows in its tx counter.
+    let tx2 = || s.reg.call("stats", &[]).unwrap().data["ports"]["p2"]["tx_packets"].as_u64();
+    let before = tx2().unwrap();
+    let pkt = "packet=0200000000020200000000010800450000140000000040ff0000c0a80001c0a80002";
+    ok(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:2"),
+    ]);
+    run(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:2"),
+    ]);
+    wait_for(|| tx2() == Some(before + 2), "2 more frames sent on p2");
+    // Output to a port the bridge does not have: refused.
+    let (good, _, err) = ofctl(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:9"),
+    ]);
+    assert!(!good && err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
     // A meter over OpenFlow 1.3, then a flow through it.
     run(&[
         "add-meter",

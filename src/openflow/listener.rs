@@ -184,6 +184,16 @@ impl Switch for RegistrySwitch {
         self.call("del-flows", params).map(|_| ())
     }
 
+    fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String> {
+        let ports: Vec<String> = outputs.iter().map(u16::to_string).collect();
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        self.call(
+            "packet-out",
+            vec![self.bridge.clone(), ports.join(","), hex],
+        )
+        .map(|_| ())
+    }
+
     fn add_meter(&self, spec: &str) -> Result<(), String> {
         self.call("add-meter", vec![self.bridge.clone(), spec.to_string()])
             .map(|_| ())

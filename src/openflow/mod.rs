@@ -92,6 +92,8 @@ pub trait Switch {
     fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String>;
     /// The flows `filter` selects, with statistics.
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String>;
+    /// Send `frame` out of the ports numbered `outputs`.
+    fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
     /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
     fn add_meter(&self, spec: &str) -> Result<(), String>;
 }

@@ -8,7 +8,7 @@ use super::codec::{
     self, HEADER_LEN, Header, NX_VENDOR, OF10, OF13, OfErr, OfResult, Reader, error_msg, finish,
     start,
 };
-use super::{Switch, flowmod, stats};
+use super::{Switch, actions, flowmod, stats};
 
 /// The versions uvs speaks, as a HELLO bitmap (bits 1 and 4).
 const BITMAP: u32 = (1 << OF10) | (1 << OF13);
@@ -22,6 +22,7 @@ const VENDOR: u8 = 4;
 const FEATURES_REQUEST: u8 = 5;
 const GET_CONFIG_REQUEST: u8 = 7;
 const SET_CONFIG: u8 = 9;
+const PACKET_OUT: u8 = 13;
 const FLOW_MOD: u8 = 14;
 
 /// One connection's state.
@@ -138,6 +139,10 @@ impl Session {
             }
             (OF10, 16) | (OF13, 18) => stats::request(v, h.xid, body, sw),
             (OF10, 18) | (OF13, 20) => one(finish(start(v, h.typ + 1, h.xid))),
+            (_, PACKET_OUT) => {
+                packet_out(v, body, sw)?;
+                Ok(Vec::new())
+            }
             (OF13, 29) => {
                 meter_mod(body, sw)?;
                 Ok(Vec::new())
@@ -172,6 +177,45 @@ impl Session {
         }
         Ok(Vec::new())
     }
+}
+
+/// OFPT_PACKET_OUT: a frame (no buffer ids: uvs buffers nothing) sent out of the ports its
+/// output actions name; other actions are refused (BadActionType / BadOutPort).
+fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+    let buffer = r.u32()?;
+    let _in_port = if v == OF10 {
+        u32::from(r.u16()?)
+    } else {
+        r.u32()?
+    };
+    let alen = usize::from(r.u16()?);
+    if v != OF10 {
+        r.skip(6)?;
+    }
+    let acts = r.bytes(alen)?;
+    let acts = if v == OF10 {
+        actions::decode10(Reader::new(acts))?
+    } else {
+        actions::decode13_actions(Reader::new(acts))?
+    };
+    if buffer != u32::MAX {
+        return Err(OfErr::BufferUnknown);
+    }
+    let frame = r.rest();
+    if frame.len() < 14 {
+        return Err(OfErr::BadLen);
+    }
+    let outputs = acts
+        .iter()
+        .map(|a| match a {
+            crate::flow::Action::Output(p) => Ok(p.num()),
+            _ => Err(OfErr::BadActionType),
+        })
+        .collect::<OfResult<Vec<u16>>>()?;
+    sw.packet_out(&outputs, frame).map_err(|e| {
+        tracing::debug!("openflow {}: packet-out: {e}", sw.bridge());
+        OfErr::BadOutPort
+    })
 }
 
 /// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`.

@@ -14,6 +14,7 @@ struct Fake {
     deletes: RefCell<Vec<(FlowFilter, bool)>>,
     dumps: RefCell<Vec<FlowFilter>>,
     meters: RefCell<Vec<String>>,
+    sent: RefCell<Vec<(Vec<u16>, Vec<u8>)>>,
 }
 
 impl Switch for Fake {
@@ -44,6 +45,12 @@ impl Switch for Fake {
     }
     fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String> {
         self.deletes.borrow_mut().push((filter.clone(), strict));
+        Ok(())
+    }
+    fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String> {
+        self.sent
+            .borrow_mut()
+            .push((outputs.to_vec(), frame.to_vec()));
         Ok(())
     }
     fn add_meter(&self, spec: &str) -> Result<(), String> {
@@ -202,6 +209,26 @@ fn meter_mod_adds_a_drop_meter() {
     p[11] = 2;
     let (out, _) = s.handle(&p, &sw);
     assert_eq!(&out[0][8..12], &[0, 12, 0, 5]);
+}
+
+#[test]
+fn packet_out_sends_the_frame_to_its_outputs() {
+    let sw = Fake::default();
+    let mut s = session(OF10);
+    // OFPT_PACKET_OUT 1.0: no buffer, in_port 1, output:2 (8 bytes), a 14-byte frame.
+    let frame = "ffffffffffff0200000000010806";
+    let m = hex(&format!(
+        "010d0026000000aaffffffff00010008000000080002ffff{frame}"
+    ));
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(*sw.sent.borrow(), vec![(vec![2], hex(frame))]);
+    // To the controller: refused, nothing sent.
+    let m = hex(&format!(
+        "010d0026000000abffffffff0001000800000008fffdffff{frame}"
+    ));
+    let (out, _) = s.handle(&m, &sw);
+    assert_eq!(&out[0][8..12], &[0, 2, 0, 4]);
+    assert_eq!(sw.sent.borrow().len(), 1);
 }
 
 /// A small deterministic generator (xorshift).
