@@ -21,6 +21,7 @@ pub mod nat;
 pub mod neigh;
 pub mod observe;
 pub mod ofport;
+pub mod openflow;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

@@ -54,6 +54,10 @@ enum Cmd {
         /// The overlay's etcd key prefix (default /coreos.com/network, as flannel).
         #[arg(long)]
         etcd_prefix: Option<String>,
+        /// Directory of the per-bridge OpenFlow sockets `BRIDGE.mgmt` (default: /run/uvs with
+        /// the default control socket; none with another --socket); `none`: no OpenFlow.
+        #[arg(long)]
+        mgmt_dir: Option<PathBuf>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             metrics,
             etcd,
             etcd_prefix,
+            mgmt_dir,
         } => run(
             socket,
             config,
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
             frames,
             metrics,
             (etcd, etcd_prefix),
+            mgmt_dir,
         ),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
@@ -189,6 +195,7 @@ fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
     Ok(Some(id))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     socket: Option<PathBuf>,
     config_path: Option<PathBuf>,
@@ -197,6 +204,7 @@ fn run(
     frames: u32,
     metrics: Option<String>,
     etcd: (Option<String>, Option<String>),
+    mgmt_dir: Option<PathBuf>,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
@@ -254,12 +262,13 @@ fn run(
         None => None,
     };
     uvs::etcd::register(&mut reg, overlay);
-    let server =
-        control::serve(&path, Arc::new(reg), control::DEFAULT_SOCKET_MODE).map_err(|e| {
-            w.shutdown();
-            format!("control socket {}: {e}", path.display())
-        })?;
+    let reg = Arc::new(reg);
+    let server = control::serve(&path, reg.clone(), control::DEFAULT_SOCKET_MODE).map_err(|e| {
+        w.shutdown();
+        format!("control socket {}: {e}", path.display())
+    })?;
     info!("listening on {}", path.display());
+    let _openflow = openflow(mgmt_dir, &path, reg);
     let _metrics = match metrics {
         Some(a) => {
             let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
@@ -308,6 +317,33 @@ fn etcd_spec(
     }
     spec.validate()?;
     Ok(Some(spec))
+}
+
+/// Start the per-bridge OpenFlow listeners (`--mgmt-dir`; by default /run/uvs with the default
+/// socket, none with another one, as for the database); a failure only warns.
+fn openflow(
+    dir: Option<PathBuf>,
+    socket: &std::path::Path,
+    reg: Arc<Registry>,
+) -> Option<uvs::openflow::Manager> {
+    let dir = match dir {
+        Some(d) if d.as_os_str() == "none" => return None,
+        Some(d) => d,
+        None if socket == std::path::Path::new(control::DEFAULT_SOCKET) => {
+            socket.parent()?.to_path_buf()
+        }
+        None => return None,
+    };
+    match uvs::openflow::Manager::start(dir.clone(), reg) {
+        Ok(m) => {
+            info!("openflow: bridges served as {}/BRIDGE.mgmt", dir.display());
+            Some(m)
+        }
+        Err(e) => {
+            warn!("openflow: cannot serve in {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// The configuration to start with: the database's if it has one (the `--config` file is then

@@ -357,6 +357,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(s, v))
     });
     register_flows(reg, worker.clone());
+    register_packet_out(reg, worker.clone());
     crate::observe::commands::register(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
@@ -547,6 +548,46 @@ fn render_stats(v: &Value) -> String {
 
 fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
+}
+
+/// `packet-out BRIDGE PORT[,PORT...] HEX`: send a frame out of ports (OpenFlow PACKET_OUT uses
+/// it). It changes no configuration, so it is not journalled.
+fn register_packet_out(reg: &mut Registry, worker: Arc<WorkerHandle>) {
+    reg.register(
+        "packet-out",
+        "packet-out BRIDGE PORT[,PORT...] HEX (OpenFlow port numbers; the frame in hex)",
+        3,
+        3,
+        move |a| {
+            let outputs = a[1]
+                .split(',')
+                .map(|p| p.parse::<u16>())
+                .collect::<Result<Vec<u16>, _>>()
+                .map_err(|_| {
+                    CtlError::new(format!("PORT: '{}' is not a list of port numbers", a[1]))
+                })?;
+            let hex = a[2].as_bytes();
+            if hex.len() % 2 != 0 || !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(CtlError::new("HEX: not an even number of hex digits"));
+            }
+            let frame = hex
+                .chunks(2)
+                .map(|c| {
+                    u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0)
+                })
+                .collect();
+            let v = ask(
+                &worker,
+                Command::PacketOut {
+                    bridge: a[0].clone(),
+                    outputs,
+                    frame,
+                },
+            )?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
+    reg.set_read_only(&["packet-out"]);
 }
 
 /// The ovs-ofctl-like flow commands.

@@ -158,6 +158,42 @@ impl Worker {
         Ok(json!({"bridge": bridge, "flows": lines}))
     }
 
+    /// Queue `frame` on the ports of `bridge` numbered `outputs` (sent at the next flush). All
+    /// ports are checked before anything is queued.
+    pub(crate) fn packet_out(
+        &mut self,
+        bridge: &str,
+        outputs: &[u16],
+        frame: &[u8],
+    ) -> Result<Value, String> {
+        let b = self.flow_bridge(bridge)?;
+        if frame.len() < 14 || frame.len() > crate::packet::MAX_FRAME_LEN {
+            return Err(format!("packet-out: a frame of {} bytes", frame.len()));
+        }
+        let ft = &self.dp.bridge(b).expect("checked").flows;
+        let ids = outputs
+            .iter()
+            .map(|&n| {
+                ft.ports
+                    .port(n)
+                    .ok_or_else(|| format!("packet-out: no port {n} in bridge '{bridge}'"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for id in ids {
+            let mut d = self
+                .frames
+                .alloc()
+                .ok_or_else(|| "packet-out: no free frame".to_string())?;
+            d.len = frame.len() as u32;
+            self.frames.data_mut(d).copy_from_slice(frame);
+            match self.dp.out.get_mut(id as usize) {
+                Some(q) => q.push(d),
+                None => self.frames.free(d.addr),
+            }
+        }
+        Ok(json!({"sent": outputs.len()}))
+    }
+
     /// add-meter.
     pub(crate) fn meter_add(&mut self, bridge: &str, text: &str) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;

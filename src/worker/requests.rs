@@ -160,6 +160,15 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// Send a frame out of ports of a bridge (OpenFlow PACKET_OUT with output actions).
+    PacketOut {
+        /// Bridge name.
+        bridge: String,
+        /// OpenFlow port numbers to send it to.
+        outputs: Vec<u16>,
+        /// The frame.
+        frame: Vec<u8>,
+    },
     /// The running configuration, as a [`crate::config::Config`] serialised to JSON.
     RunningConfig,
     /// Captures, mirrors and counts for metrics (see `observe`).
@@ -370,6 +379,11 @@ impl Worker {
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
+            Command::PacketOut {
+                bridge,
+                outputs,
+                frame,
+            } => self.packet_out(&bridge, &outputs, &frame),
             Command::RunningConfig => {
                 serde_json::to_value(self.running_config()).map_err(|e| e.to_string())
             }

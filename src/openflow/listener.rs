@@ -1,0 +1,390 @@
+//! The OpenFlow listeners: one unix socket per bridge, `DIR/BRIDGE.mgmt`, kept in step with the
+//! bridges that exist, and `RegistrySwitch`, the `Switch` that acts through the control registry.
+//!
+//! Contract:
+//! - `Manager::start(dir, registry)` checks the bridges every `POLL` and opens or closes their
+//!   sockets (mode 0600, a stale socket file is replaced, a live one is left alone with a
+//!   warning). Dropping the manager closes the listeners and removes their files.
+//! - Each connection is served by its own thread (at most `MAX_CONNS` per bridge): HELLO first,
+//!   then one message at a time through `Session`. A length below 8 ends the connection (the
+//!   stream cannot be resynchronised).
+//! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
+//!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::codec::HEADER_LEN;
+use super::{FlowEntry, PortCounters, PortInfo, Session, Switch, datapath_id};
+use crate::control::Registry;
+use crate::flow::{Flow, FlowFilter, parse_flow};
+
+/// How often the manager looks for new or removed bridges.
+pub const POLL: Duration = Duration::from_millis(500);
+/// Connections one bridge serves at a time.
+pub const MAX_CONNS: usize = 64;
+
+/// The `Switch` of one bridge, acting through the control registry.
+pub struct RegistrySwitch {
+    reg: Arc<Registry>,
+    bridge: String,
+    peer: String,
+}
+
+impl RegistrySwitch {
+    /// The switch for `bridge`.
+    pub fn new(reg: Arc<Registry>, bridge: &str) -> Self {
+        RegistrySwitch {
+            reg,
+            bridge: bridge.to_string(),
+            peer: format!("openflow {bridge}"),
+        }
+    }
+
+    fn call(&self, method: &str, params: Vec<String>) -> Result<Value, String> {
+        self.reg
+            .call_from(method, &params, &self.peer)
+            .map(|r| r.data)
+            .map_err(|e| e.message().to_string())
+    }
+
+    fn bridge_json(&self) -> Result<Value, String> {
+        let v = self.call("show", Vec::new())?;
+        v["bridges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["name"] == self.bridge.as_str())
+            .cloned()
+            .ok_or_else(|| format!("no bridge named '{}'", self.bridge))
+    }
+}
+
+/// The text of a filter, as `del-flows` / `dump-flows` read it.
+pub fn filter_text(f: &FlowFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = f.table {
+        parts.push(format!("table={t}"));
+    }
+    if let Some(p) = f.priority {
+        parts.push(format!("priority={p}"));
+    }
+    if let Some(c) = f.cookie {
+        parts.push(format!("cookie={:#x}/{:#x}", c.value, c.mask));
+    }
+    let m = f.m.to_string();
+    if !m.is_empty() {
+        parts.push(m);
+    }
+    parts.join(",")
+}
+
+/// A `dump-flows` line's flow and statistics.
+pub fn parse_dump_line(line: &str) -> Result<FlowEntry, String> {
+    let flow = parse_flow(line).map_err(|e| format!("dump line '{line}': {e}"))?;
+    let mut e = FlowEntry {
+        flow,
+        n_packets: 0,
+        n_bytes: 0,
+        duration_ms: 0,
+        idle_age_s: 0,
+    };
+    for tok in line.split([',', ' ']).filter(|t| !t.is_empty()) {
+        let Some((k, v)) = tok.split_once('=') else {
+            continue;
+        };
+        match k {
+            "n_packets" => e.n_packets = v.parse().unwrap_or(0),
+            "n_bytes" => e.n_bytes = v.parse().unwrap_or(0),
+            "idle_age" => e.idle_age_s = v.parse().unwrap_or(0),
+            "duration" => {
+                let secs: f64 = v.trim_end_matches('s').parse().unwrap_or(0.0);
+                e.duration_ms = (secs * 1000.0) as u64;
+            }
+            _ => {}
+        }
+    }
+    Ok(e)
+}
+
+impl Switch for RegistrySwitch {
+    fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    fn datapath_id(&self) -> u64 {
+        datapath_id(&self.bridge)
+    }
+
+    fn ports(&self) -> Result<Vec<PortInfo>, String> {
+        let b = self.bridge_json()?;
+        let mut ports: Vec<PortInfo> = b["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| PortInfo {
+                ofport: p["ofport"].as_u64().unwrap_or(0) as u16,
+                name: p["name"].as_str().unwrap_or("").to_string(),
+                up: p["state"] == "up",
+                mac: 0,
+            })
+            .collect();
+        ports.sort_by_key(|p| p.ofport);
+        Ok(ports)
+    }
+
+    fn port_stats(&self) -> Result<Vec<PortCounters>, String> {
+        let ports = self.ports()?;
+        let stats = self.call("stats", Vec::new())?;
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        Ok(ports
+            .iter()
+            .map(|p| {
+                let s = &stats["ports"][&p.name];
+                let drops = s["drops"]
+                    .as_object()
+                    .map_or(0, |d| d.values().map(n).sum());
+                PortCounters {
+                    ofport: p.ofport,
+                    rx_packets: n(&s["rx_packets"]),
+                    tx_packets: n(&s["tx_packets"]),
+                    rx_bytes: n(&s["rx_bytes"]),
+                    tx_bytes: n(&s["tx_bytes"]),
+                    rx_dropped: drops,
+                    tx_dropped: 0,
+                }
+            })
+            .collect())
+    }
+
+    fn add_flows(&self, flows: &[Flow]) -> Result<(), String> {
+        let mut params = vec![self.bridge.clone()];
+        params.extend(flows.iter().map(Flow::to_string));
+        self.call("add-flows", params).map(|_| ())
+    }
+
+    fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String> {
+        let mut params = vec![self.bridge.clone()];
+        if strict {
+            params.push("--strict".into());
+        }
+        let t = filter_text(filter);
+        if !t.is_empty() {
+            params.push(t);
+        }
+        self.call("del-flows", params).map(|_| ())
+    }
+
+    fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String> {
+        let ports: Vec<String> = outputs.iter().map(u16::to_string).collect();
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        self.call(
+            "packet-out",
+            vec![self.bridge.clone(), ports.join(","), hex],
+        )
+        .map(|_| ())
+    }
+
+    fn add_meter(&self, spec: &str) -> Result<(), String> {
+        self.call("add-meter", vec![self.bridge.clone(), spec.to_string()])
+            .map(|_| ())
+    }
+
+    fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
+        let mut params = vec![self.bridge.clone()];
+        let t = filter_text(filter);
+        if !t.is_empty() {
+            params.push(t);
+        }
+        let v = self.call("dump-flows", params)?;
+        v["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| parse_dump_line(l.as_str().unwrap_or("")))
+            .collect()
+    }
+}
+
+/// Serve one connection until the peer closes it or the framing breaks.
+pub fn serve_connection<S: Read + Write>(mut s: S, sw: &dyn Switch) {
+    let mut session = Session::default();
+    if s.write_all(&Session::hello()).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 65536];
+    loop {
+        if s.read_exact(&mut buf[..HEADER_LEN]).is_err() {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+        if len < HEADER_LEN {
+            // The stream cannot be resynchronised: say why and close.
+            let v = session.version.unwrap_or(buf[0]);
+            let e = super::codec::error_msg(v, 0, super::codec::OfErr::BadLen, &buf[..HEADER_LEN]);
+            let _ = s.write_all(&e);
+            return;
+        }
+        if s.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
+            return;
+        }
+        let (out, close) = session.handle(&buf[..len], sw);
+        for m in out {
+            if s.write_all(&m).is_err() {
+                return;
+            }
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+struct Listener {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn open(dir: &Path, bridge: &str, reg: Arc<Registry>) -> std::io::Result<Listener> {
+        let path = dir.join(format!("{bridge}.mgmt"));
+        if path.exists() {
+            if UnixStream::connect(&path).is_ok() {
+                return Err(std::io::Error::other("another process serves it"));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let l = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let bridge = bridge.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("of-{bridge}"))
+            .spawn(move || accept_loop(l, &bridge, reg, &st))?;
+        Ok(Listener {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(l: UnixListener, bridge: &str, reg: Arc<Registry>, stop: &AtomicBool) {
+    let conns = Arc::new(AtomicUsize::new(0));
+    for s in l.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(s) = s else { continue };
+        if conns.load(Ordering::SeqCst) >= MAX_CONNS {
+            tracing::warn!("openflow {bridge}: {MAX_CONNS} connections already; refusing one");
+            continue;
+        }
+        conns.fetch_add(1, Ordering::SeqCst);
+        let sw = RegistrySwitch::new(reg.clone(), bridge);
+        let c = conns.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("of-{bridge}-conn"))
+            .spawn(move || {
+                serve_connection(s, &sw);
+                c.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            conns.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Keeps one listener per bridge.
+pub struct Manager {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Manager {
+    /// Serve every bridge of `reg` under `dir` (created if missing).
+    pub fn start(dir: PathBuf, reg: Arc<Registry>) -> std::io::Result<Manager> {
+        std::fs::create_dir_all(&dir)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("openflow".into())
+            .spawn(move || manage(&dir, &reg, &st))?;
+        Ok(Manager {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn bridge_names(reg: &Registry) -> Option<Vec<String>> {
+    let v = reg.call("show", &[]).ok()?.data;
+    Some(
+        v["bridges"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["name"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+fn manage(dir: &Path, reg: &Arc<Registry>, stop: &AtomicBool) {
+    let mut open: HashMap<String, Listener> = HashMap::new();
+    let mut failed: HashMap<String, String> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(names) = bridge_names(reg) {
+            open.retain(|b, _| names.contains(b));
+            failed.retain(|b, _| names.contains(b));
+            for b in names {
+                if open.contains_key(&b) || failed.contains_key(&b) {
+                    continue;
+                }
+                match Listener::open(dir, &b, reg.clone()) {
+                    Ok(l) => {
+                        tracing::info!("openflow: serving bridge {b} on {}", l.path.display());
+                        open.insert(b, l);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "openflow: bridge {b}: cannot listen in {}: {e}",
+                            dir.display()
+                        );
+                        failed.insert(b, e.to_string());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}

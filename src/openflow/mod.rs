@@ -1,0 +1,114 @@
+//! OpenFlow on the wire: each bridge is served on a unix socket (`DIR/BRIDGE.mgmt`, as OVS's
+//! `/run/openvswitch/br0.mgmt`), so `ovs-ofctl add-flow unix:/run/uvs/br0.mgmt ...` works.
+//!
+//! Contract:
+//! - Versions: OpenFlow 1.0 (with the Nicira extensions `ovs-ofctl` uses by default: NXM flow
+//!   format, NXT_FLOW_MOD, NXT_FLOW_MOD_TABLE_ID, NXST_FLOW / NXST_AGGREGATE) and OpenFlow 1.3,
+//!   negotiated by HELLO (version bitmaps understood).
+//! - The protocol core (`Session`) is IO-free: it takes one framed message and returns the
+//!   messages to send back, acting on the bridge through the `Switch` trait. The listener
+//!   (`listener.rs`) does the socket IO and implements `Switch` on top of the control registry,
+//!   so a flow added over OpenFlow is journalled, logged and persisted like `uvs ctl add-flow`.
+//! - A malformed or unsupported message gets an OFPT_ERROR with OVS's type and code for the
+//!   negotiated version (`codec::OfErr`); the connection survives unless the framing itself is
+//!   broken (a length below 8) or HELLO fails.
+//! - Ports in flows are the bridge's OpenFlow port numbers (`crate::ofport`).
+
+pub mod actions;
+pub mod codec;
+mod flowmod;
+pub mod listener;
+pub mod ofmatch;
+mod session;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use listener::{Manager, RegistrySwitch};
+pub use session::Session;
+
+use crate::flow::{Flow, FlowFilter};
+
+/// One port as OpenFlow describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// OpenFlow port number.
+    pub ofport: u16,
+    /// Port name.
+    pub name: String,
+    /// Link up.
+    pub up: bool,
+    /// Hardware address (low 48 bits; 0 when unknown).
+    pub mac: u64,
+}
+
+/// One port's counters (OFPST_PORT).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    /// OpenFlow port number.
+    pub ofport: u16,
+    /// Received packets.
+    pub rx_packets: u64,
+    /// Sent packets.
+    pub tx_packets: u64,
+    /// Received bytes.
+    pub rx_bytes: u64,
+    /// Sent bytes.
+    pub tx_bytes: u64,
+    /// Received packets dropped (any drop reason of the port).
+    pub rx_dropped: u64,
+    /// Packets that could not be sent.
+    pub tx_dropped: u64,
+}
+
+/// One flow with its statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowEntry {
+    /// The flow (ports as numbers).
+    pub flow: Flow,
+    /// Packets matched.
+    pub n_packets: u64,
+    /// Bytes matched.
+    pub n_bytes: u64,
+    /// Milliseconds since the flow was added.
+    pub duration_ms: u64,
+    /// Seconds since the flow was last hit.
+    pub idle_age_s: u64,
+}
+
+/// What the protocol core needs from one bridge. Errors are messages for the log.
+pub trait Switch {
+    /// The bridge's name.
+    fn bridge(&self) -> &str;
+    /// Its datapath id.
+    fn datapath_id(&self) -> u64;
+    /// Its ports.
+    fn ports(&self) -> Result<Vec<PortInfo>, String>;
+    /// Its ports' counters.
+    fn port_stats(&self) -> Result<Vec<PortCounters>, String>;
+    /// Add (or replace) flows, all or nothing.
+    fn add_flows(&self, flows: &[Flow]) -> Result<(), String>;
+    /// Delete the flows `filter` selects.
+    fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String>;
+    /// The flows `filter` selects, with statistics.
+    fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String>;
+    /// Send `frame` out of the ports numbered `outputs`.
+    fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
+    /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
+    fn add_meter(&self, spec: &str) -> Result<(), String>;
+}
+
+/// A filter that selects every flow.
+pub fn any_flow() -> FlowFilter {
+    crate::flow::parse_filter("").expect("an empty filter parses")
+}
+
+/// A datapath id for a bridge name (48 bits of FNV-1a, stable across restarts).
+pub fn datapath_id(bridge: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bridge.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h & 0xffff_ffff_ffff
+}

@@ -1,0 +1,274 @@
+//! One OpenFlow connection's protocol state: version negotiation and message dispatch.
+//!
+//! Contract: `Session::hello` is the first message to send; `Session::handle` takes one whole
+//! message (header included, its length already checked by the framing) and returns the replies
+//! and whether the connection must close. It never panics on any input (fuzzed in tests).
+
+use super::codec::{
+    self, HEADER_LEN, Header, NX_VENDOR, OF10, OF13, OfErr, OfResult, Reader, error_msg, finish,
+    start,
+};
+use super::{Switch, actions, flowmod, stats};
+
+/// The versions uvs speaks, as a HELLO bitmap (bits 1 and 4).
+const BITMAP: u32 = (1 << OF10) | (1 << OF13);
+
+/// Message types shared by 1.0 and 1.3.
+const HELLO: u8 = 0;
+const ERROR: u8 = 1;
+const ECHO_REQUEST: u8 = 2;
+const ECHO_REPLY: u8 = 3;
+const VENDOR: u8 = 4;
+const FEATURES_REQUEST: u8 = 5;
+const GET_CONFIG_REQUEST: u8 = 7;
+const SET_CONFIG: u8 = 9;
+const PACKET_OUT: u8 = 13;
+const FLOW_MOD: u8 = 14;
+
+/// One connection's state.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The negotiated version (None until the peer's HELLO).
+    pub version: Option<u8>,
+    /// NXT_SET_FLOW_FORMAT chose NXM (affects nothing uvs sends unasked).
+    pub nxm: bool,
+    /// NXT_FLOW_MOD_TABLE_ID: the high byte of an OpenFlow 1.0 flow_mod command is a table.
+    pub table_id_ext: bool,
+    /// OFPT_SET_CONFIG flags.
+    pub config_flags: u16,
+    /// OFPT_SET_CONFIG miss_send_len.
+    pub miss_send_len: u16,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            version: None,
+            nxm: false,
+            table_id_ext: false,
+            config_flags: 0,
+            miss_send_len: 128,
+        }
+    }
+}
+
+/// What `handle` returns: messages to send, and whether to close afterwards.
+pub type Outcome = (Vec<Vec<u8>>, bool);
+
+impl Session {
+    /// Our HELLO: version 1.3 with a bitmap of 1.0 and 1.3.
+    pub fn hello() -> Vec<u8> {
+        let mut w = start(OF13, HELLO, 0);
+        w.u16(1).u16(8).u32(BITMAP);
+        finish(w)
+    }
+
+    /// Handle one message.
+    pub fn handle(&mut self, msg: &[u8], sw: &dyn Switch) -> Outcome {
+        let Some(h) = Header::parse(msg) else {
+            return (vec![error_msg(OF10, 0, OfErr::BadLen, msg)], true);
+        };
+        let Some(v) = self.version else {
+            return self.negotiate(h, msg);
+        };
+        if h.version != v {
+            return (vec![error_msg(v, h.xid, OfErr::BadVersion, msg)], false);
+        }
+        match self.dispatch(h, msg, sw) {
+            Ok(out) => (out, false),
+            Err(e) => (vec![error_msg(v, h.xid, e, msg)], false),
+        }
+    }
+
+    fn negotiate(&mut self, h: Header, msg: &[u8]) -> Outcome {
+        if h.typ != HELLO {
+            let v = h.version.clamp(OF10, OF13);
+            return (vec![hello_failed(v, h.xid, "expected HELLO first")], true);
+        }
+        let theirs = hello_bitmap(&msg[HEADER_LEN..]);
+        let common = match theirs {
+            Some(b) => b & BITMAP,
+            None => match h.version {
+                OF10 => 1 << OF10,
+                v if v >= OF13 => 1 << OF13,
+                _ => 0,
+            },
+        };
+        if common == 0 {
+            let v = h.version.clamp(OF10, OF13);
+            let why = format!(
+                "we support versions 0x01 and 0x04, peer sent 0x{:02x}",
+                h.version
+            );
+            return (vec![hello_failed(v, h.xid, &why)], true);
+        }
+        let v = 31 - common.leading_zeros() as u8;
+        tracing::debug!("openflow: negotiated version 0x{v:02x}");
+        self.version = Some(v);
+        (Vec::new(), false)
+    }
+
+    fn dispatch(&mut self, h: Header, msg: &[u8], sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
+        let v = h.version;
+        let body = Reader::new(&msg[HEADER_LEN..]);
+        let one = |m: Vec<u8>| Ok(vec![m]);
+        match (v, h.typ) {
+            (_, HELLO) | (_, ERROR) | (_, ECHO_REPLY) => Ok(Vec::new()),
+            (_, ECHO_REQUEST) => {
+                let mut w = start(v, ECHO_REPLY, h.xid);
+                w.bytes(&msg[HEADER_LEN..]);
+                one(finish(w))
+            }
+            (_, VENDOR) => self.vendor(h, body, sw),
+            (_, FEATURES_REQUEST) => one(stats::features_reply(v, h.xid, sw)?),
+            (_, GET_CONFIG_REQUEST) => {
+                let mut w = start(v, GET_CONFIG_REQUEST + 1, h.xid);
+                w.u16(self.config_flags).u16(self.miss_send_len);
+                one(finish(w))
+            }
+            (_, SET_CONFIG) => {
+                let mut r = body;
+                self.config_flags = r.u16()?;
+                self.miss_send_len = r.u16()?;
+                Ok(Vec::new())
+            }
+            (_, FLOW_MOD) => {
+                let fm = flowmod::decode(v, self.table_id_ext, body)?;
+                flowmod::apply(v, &fm, sw)?;
+                Ok(Vec::new())
+            }
+            (OF10, 16) | (OF13, 18) => stats::request(v, h.xid, body, sw),
+            (OF10, 18) | (OF13, 20) => one(finish(start(v, h.typ + 1, h.xid))),
+            (_, PACKET_OUT) => {
+                packet_out(v, body, sw)?;
+                Ok(Vec::new())
+            }
+            (OF13, 29) => {
+                meter_mod(body, sw)?;
+                Ok(Vec::new())
+            }
+            _ => Err(OfErr::BadType),
+        }
+    }
+
+    /// Nicira vendor (1.0) / experimenter (1.3) messages.
+    fn vendor(&mut self, h: Header, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
+        if r.u32()? != NX_VENDOR {
+            return Err(OfErr::BadVendor);
+        }
+        match r.u32()? {
+            // NXT_SET_FLOW_FORMAT: 0 = OpenFlow 1.0, 2 = NXM.
+            12 => match r.u32()? {
+                0 => self.nxm = false,
+                2 => self.nxm = true,
+                _ => return Err(OfErr::Eperm),
+            },
+            // NXT_FLOW_MOD.
+            13 => {
+                let fm = flowmod::decode_nx(self.table_id_ext, r)?;
+                flowmod::apply(h.version, &fm, sw)?;
+            }
+            // NXT_FLOW_MOD_TABLE_ID.
+            15 => self.table_id_ext = r.u8()? != 0,
+            // NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID: accepted (uvs sends no
+            // packet-ins yet).
+            16 | 20 => {}
+            _ => return Err(OfErr::BadSubtype),
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// OFPT_PACKET_OUT: a frame (no buffer ids: uvs buffers nothing) sent out of the ports its
+/// output actions name; other actions are refused (BadActionType / BadOutPort).
+fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+    let buffer = r.u32()?;
+    let _in_port = if v == OF10 {
+        u32::from(r.u16()?)
+    } else {
+        r.u32()?
+    };
+    let alen = usize::from(r.u16()?);
+    if v != OF10 {
+        r.skip(6)?;
+    }
+    let acts = r.bytes(alen)?;
+    let acts = if v == OF10 {
+        actions::decode10(Reader::new(acts))?
+    } else {
+        actions::decode13_actions(Reader::new(acts))?
+    };
+    if buffer != u32::MAX {
+        return Err(OfErr::BufferUnknown);
+    }
+    let frame = r.rest();
+    if frame.len() < 14 {
+        return Err(OfErr::BadLen);
+    }
+    let outputs = acts
+        .iter()
+        .map(|a| match a {
+            crate::flow::Action::Output(p) => Ok(p.num()),
+            _ => Err(OfErr::BadActionType),
+        })
+        .collect::<OfResult<Vec<u16>>>()?;
+    sw.packet_out(&outputs, frame).map_err(|e| {
+        tracing::debug!("openflow {}: packet-out: {e}", sw.bridge());
+        OfErr::BadOutPort
+    })
+}
+
+/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`.
+fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+    let cmd = r.u16()?;
+    let flags = r.u16()?;
+    let id = r.u32()?;
+    if cmd > 1 {
+        return Err(OfErr::MeterBadCommand);
+    }
+    // OFPMF_KBPS required; PKTPS unsupported; BURST and STATS are fine.
+    if flags & 1 == 0 || flags & 2 != 0 {
+        return Err(OfErr::MeterBadFlags);
+    }
+    let typ = r.u16()?;
+    let len = r.u16()?;
+    let rate = r.u32()?;
+    let burst = r.u32()?;
+    r.skip(4)?;
+    if typ != 1 || len != 16 || r.left() != 0 {
+        return Err(OfErr::MeterBadBand);
+    }
+    let mut spec = format!("meter={id},kbps,band=type=drop,rate={rate}");
+    if flags & 4 != 0 {
+        spec.push_str(&format!(",burst_size={burst}"));
+    }
+    sw.add_meter(&spec).map_err(|e| {
+        tracing::warn!("openflow {}: meter: {e}", sw.bridge());
+        OfErr::MeterFailed
+    })
+}
+
+/// The version bitmap of a HELLO body (None: no bitmap element).
+fn hello_bitmap(body: &[u8]) -> Option<u32> {
+    let mut r = Reader::new(body);
+    while r.left() >= 4 {
+        let typ = r.u16().ok()?;
+        let len = usize::from(r.u16().ok()?);
+        if len < 4 {
+            return None;
+        }
+        let b = r.bytes(len - 4).ok()?;
+        if typ == 1 && b.len() >= 4 {
+            return Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        r.skip((8 - len % 8) % 8).ok()?;
+    }
+    None
+}
+
+fn hello_failed(v: u8, xid: u32, why: &str) -> Vec<u8> {
+    let mut w = start(v, ERROR, xid);
+    let (t, c) = OfErr::HelloIncompatible.code(v);
+    w.u16(t).u16(c).bytes(why.as_bytes());
+    codec::finish(w)
+}

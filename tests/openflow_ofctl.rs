@@ -1,0 +1,362 @@
+//! Real `ovs-ofctl` (Debian's 3.1) against uvs's per-bridge OpenFlow socket, OpenFlow 1.0 with
+//! Nicira extensions (its default) and `-O OpenFlow13`. No root: the switch runs in-process with
+//! in-memory ports; skipped when `ovs-ofctl` is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command as Proc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uvs::clock::MonotonicClock;
+use uvs::control::Registry;
+use uvs::flow::{Flow, parse_flow};
+use uvs::port::mem::MemPort;
+use uvs::worker::{self, Command, WorkerHandle, WorkerOptions};
+
+struct Switch {
+    dir: PathBuf,
+    reg: Arc<Registry>,
+    w: Arc<WorkerHandle>,
+    of: Option<uvs::openflow::Manager>,
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        // The listeners first: they ask the worker for its bridges.
+        self.of.take();
+        self.w.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn have_ofctl() -> bool {
+    let ok = Proc::new("ovs-ofctl").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipped: ovs-ofctl is not installed");
+    }
+    ok
+}
+
+fn start(tag: &str) -> Switch {
+    let dir = std::env::temp_dir().join(format!("uvs-of-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = Arc::new(
+        worker::spawn(
+            WorkerOptions {
+                core: None,
+                frames: 4096,
+            },
+            Arc::new(MonotonicClock::default()),
+        )
+        .unwrap(),
+    );
+    let mut reg = Registry::new();
+    uvs::control::commands::register(&mut reg, w.clone());
+    let reg = Arc::new(reg);
+    reg.call("add-br", &["br0".to_string()]).unwrap();
+    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone()).unwrap();
+    let s = Switch {
+        dir,
+        reg,
+        w,
+        of: Some(of),
+    };
+    wait_for(|| s.sock().exists(), "the br0.mgmt socket");
+    s
+}
+
+impl Switch {
+    fn sock(&self) -> PathBuf {
+        self.dir.join("br0.mgmt")
+    }
+
+    fn target(&self) -> String {
+        format!("unix:{}", self.sock().display())
+    }
+
+    /// Attach a port that receives `n` IPv4 frames to 10.1.2.3 (port `name`, next ofport).
+    fn attach(&self, name: &str, n: u64) {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        // IPv4, 20-byte header, UDP to 10.1.2.3.
+        f.extend_from_slice(&[
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 2, 3,
+        ]);
+        f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 8, 0, 0]);
+        f.resize(60, 0);
+        self.w
+            .call(Command::AttachPort {
+                bridge: "br0".into(),
+                name: name.into(),
+                build: Box::new(move |id| {
+                    if n == 0 {
+                        Box::new(MemPort::sink(id))
+                    } else {
+                        Box::new(MemPort::replay(id, &f, n))
+                    }
+                }),
+            })
+            .unwrap();
+    }
+
+    fn uvs_flows(&self) -> Vec<String> {
+        let r = self.reg.call("dump-flows", &["br0".to_string()]).unwrap();
+        r.data["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run ovs-ofctl; (success, stdout, stderr).
+fn ofctl(args: &[&str]) -> (bool, String, String) {
+    let out = Proc::new("ovs-ofctl")
+        .arg("--timeout=10")
+        .args(args)
+        .output()
+        .expect("run ovs-ofctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, err) = ofctl(args);
+    assert!(good, "ovs-ofctl {args:?} failed: {err}{out}");
+    out
+}
+
+/// The flows of a dump-flows output, as uvs reads them (stats ignored).
+fn flows_of(dump: &str) -> Vec<Flow> {
+    let mut v: Vec<Flow> = dump
+        .lines()
+        .filter(|l| l.contains("actions="))
+        .map(|l| parse_flow(l.trim()).unwrap_or_else(|e| panic!("'{l}': {e}")))
+        .collect();
+    v.sort_by_key(|f| (f.table, f.priority, f.to_string()));
+    v
+}
+
+fn no_stats(mut v: Vec<Flow>) -> Vec<Flow> {
+    v.retain(|f| f.priority != 0 || f.table != 0 || f.m != Default::default());
+    v
+}
+
+fn sock_exists(p: &Path) -> bool {
+    p.exists()
+}
+
+#[test]
+fn ofctl_add_dump_del_openflow10_nxm() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("of10");
+    let t = s.target();
+    // Plain OpenFlow 1.0 flow_mod, and one that needs NXM + table ids (cookie, table 1).
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8,actions=output:2",
+    ]);
+    ok(&[
+        "add-flow",
+        &t,
+        "table=1,cookie=0x42,priority=50,idle_timeout=30,tcp,tp_dst=80,dl_src=02:00:00:00:00:00/ff:ff:00:00:00:00,actions=mod_vlan_vid:5,output:2",
+    ]);
+    s.attach("p1", 5);
+    s.attach("p2", 0);
+    // The counters move: 5 frames from port 1 to 10.1.2.3 hit the first flow.
+    wait_for(
+        || ok(&["dump-flows", &t]).contains("n_packets=5,"),
+        "n_packets=5 in ovs-ofctl dump-flows",
+    );
+    let dump = ok(&["dump-flows", &t]);
+    assert!(
+        dump.contains("priority=100,ip,in_port=1,nw_dst=10.0.0.0/8 actions=output:2"),
+        "{dump}"
+    );
+    assert!(dump.contains("cookie=0x42,"), "{dump}");
+    assert!(dump.contains("table=1,"), "{dump}");
+    assert!(dump.contains("idle_timeout=30,"), "{dump}");
+    assert!(dump.contains("n_bytes=300,"), "{dump}");
+    // Same meaning on both sides: uvs's own dump-flows reads back to the same flows.
+    let ours = no_stats(flows_of(&s.uvs_flows().join("\n")));
+    assert_eq!(no_stats(flows_of(&dump)), ours, "ovs-ofctl:\n{dump}");
+    assert_eq!(ours.len(), 2);
+    // Filtered dump and delete by match; strict delete needs the priority.
+    let d = ok(&["dump-flows", &t, "table=1"]);
+    assert_eq!(flows_of(&d).len(), 1, "{d}");
+    ok(&[
+        "--strict",
+        "del-flows",
+        &t,
+        "priority=99,in_port=1,ip,nw_dst=10.0.0.0/8",
+    ]);
+    assert_eq!(no_stats(flows_of(&ok(&["dump-flows", &t]))).len(), 2);
+    ok(&[
+        "--strict",
+        "del-flows",
+        &t,
+        "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8",
+    ]);
+    assert_eq!(no_stats(flows_of(&ok(&["dump-flows", &t]))).len(), 1);
+    // mod-flows replaces actions.
+    ok(&["mod-flows", &t, "table=1,tcp,actions=drop"]);
+    let d = ok(&["dump-flows", &t, "table=1"]);
+    assert!(d.contains("actions=drop"), "{d}");
+    // add-flows from a file (ovs-ofctl reads it and sends one flow_mod per line).
+    let file = s.dir.join("flows.txt");
+    std::fs::write(
+        &file,
+        "priority=5,arp,actions=FLOOD\ntable=2,priority=6,udp,tp_src=0x100/0xff00,actions=strip_vlan,output:1\n",
+    )
+    .unwrap();
+    ok(&["add-flows", &t, file.to_str().unwrap()]);
+    assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 3);
+    assert_eq!(
+        no_stats(flows_of(&ok(&["dump-flows", &t]))),
+        no_stats(flows_of(&s.uvs_flows().join("\n")))
+    );
+    ok(&["del-flows", &t]);
+    assert!(flows_of(&ok(&["dump-flows", &t])).is_empty());
+    assert!(s.uvs_flows().is_empty());
+    assert!(sock_exists(&s.sock()));
+}
+
+#[test]
+fn ofctl_openflow13_flows_show_and_ports() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("of13");
+    let t = s.target();
+    s.attach("p1", 7);
+    s.attach("p2", 0);
+    let o = ["-O", "OpenFlow13"];
+    let with =
+        |a: &[&str]| -> Vec<String> { o.iter().chain(a.iter()).map(|x| x.to_string()).collect() };
+    let run = |a: &[&str]| {
+        let v = with(a);
+        let r: Vec<&str> = v.iter().map(String::as_str).collect();
+        ok(&r)
+    };
+    run(&[
+        "add-flow",
+        &t,
+        "table=0,priority=10,in_port=1,actions=push_vlan:0x8100,set_field:10->vlan_vid,goto_table:2",
+    ]);
+    run(&[
+        "add-flow",
+        &t,
+        "table=2,priority=5,dl_vlan=10,actions=pop_vlan,output:2",
+    ]);
+    let dump = run(&["dump-flows", &t]);
+    let ours = no_stats(flows_of(&s.uvs_flows().join("\n")));
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    assert!(dump.contains("goto_table:2"), "{dump}");
+    assert!(dump.contains("table=2"), "{dump}");
+    // show: both ports with their OpenFlow numbers, in 1.0 (features) and 1.3 (port desc).
+    for out in [ok(&["show", &t]), run(&["show", &t])] {
+        assert!(out.contains(" 1(p1): "), "{out}");
+        assert!(out.contains(" 2(p2): "), "{out}");
+    }
+    // dump-ports: the 7 frames port 1 received.
+    wait_for(
+        || run(&["dump-ports", &t, "1"]).contains("rx pkts=7"),
+        "rx pkts=7 in dump-ports",
+    );
+    let p = ok(&["dump-ports", &t]);
+    assert!(p.contains("port  1: rx pkts=7"), "{p}");
+    // PACKET_OUT (1.0 and 1.3): a frame sent out of port 2 shows in its tx counter.
+    let tx2 = || s.reg.call("stats", &[]).unwrap().data["ports"]["p2"]["tx_packets"].as_u64();
+    let before = tx2().unwrap();
+    let pkt = "packet=0200000000020200000000010800450000140000000040ff0000c0a80001c0a80002";
+    ok(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:2"),
+    ]);
+    run(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:2"),
+    ]);
+    wait_for(|| tx2() == Some(before + 2), "2 more frames sent on p2");
+    // Output to a port the bridge does not have: refused.
+    let (good, _, err) = ofctl(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:9"),
+    ]);
+    assert!(!good && err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
+    // A meter over OpenFlow 1.3, then a flow through it.
+    run(&[
+        "add-meter",
+        &t,
+        "meter=1,kbps,burst,band=type=drop,rate=1000,burst_size=100",
+    ]);
+    let m = s
+        .reg
+        .call("dump-meters", &["br0".to_string()])
+        .unwrap()
+        .text;
+    assert!(m.contains("meter=1 kbps rate=1000 burst_size=100"), "{m}");
+    run(&[
+        "add-flow",
+        &t,
+        "table=3,priority=1,actions=meter:1,output:2",
+    ]);
+    assert!(run(&["dump-flows", &t, "table=3"]).contains("meter:1,output:2"));
+    run(&["del-flows", &t, "table=3"]);
+    let desc = run(&["dump-desc", &t]);
+    assert!(desc.contains("Manufacturer: uvs"), "{desc}");
+    assert!(desc.contains("DP Description: br0"), "{desc}");
+    let pd = run(&["dump-ports-desc", &t]);
+    assert!(pd.contains("2(p2)"), "{pd}");
+    let tables = run(&["dump-tables", &t]);
+    assert!(tables.contains("table 2"), "{tables}");
+    let a = run(&["dump-aggregate", &t]);
+    // The two flows and the bridge's default priority=0,actions=NORMAL.
+    assert!(a.contains("flow_count=3"), "{a}");
+    run(&["del-flows", &t, "table=2"]);
+    assert_eq!(no_stats(flows_of(&run(&["dump-flows", &t]))).len(), 1);
+}
+
+#[test]
+fn ofctl_errors_name_the_problem() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("err");
+    let t = s.target();
+    // A field uvs does not match on (IPv6): OFPBMC_BAD_FIELD in OpenFlow 1.3.
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        &t,
+        "ipv6,ipv6_src=2001:db8::1,actions=drop",
+    ]);
+    assert!(!good);
+    assert!(err.contains("OFPBMC_BAD_FIELD"), "{err}");
+    // An output to the controller: not supported yet.
+    let (good, _, err) = ofctl(&["add-flow", &t, "actions=controller"]);
+    assert!(!good);
+    assert!(err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
+    // Nothing was half-applied and the socket still serves.
+    assert!(s.uvs_flows().iter().all(|l| l.contains("priority=0")));
+    ok(&["dump-flows", &t]);
+}
