@@ -138,3 +138,6 @@ pub fn main_with(vars: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String
         Err(e) => (e.to_json(&version).to_string(), 1),
     }
 }
+
+#[cfg(test)]
+mod tests;

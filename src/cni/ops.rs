@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::conf::{Env, NetConf, network, parse_cidr};
-use super::sys::{self, ip, ip_in, ipam, open_netns, uvs};
+use super::sys::{ip, ip_in, ipam, open_netns, uvs};
 use super::{CniError, E_CHECK, E_IPAM, E_UVS};
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
@@ -127,7 +127,8 @@ pub fn add(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
         Ok(v) => Ok(v),
         Err(e) => {
             // Undo: whatever DEL removes, and the lease.
-            let _ = teardown(env, c);
+            let addr = lease_of(&ipam_result).ok().map(|l| l.addr);
+            let _ = teardown(env, c, addr);
             let _ = ipam(env, c.ipam_type(), "DEL", stdin);
             Err(e)
         }
@@ -219,12 +220,15 @@ fn link_mac(json_text: String) -> String {
         .unwrap_or_default()
 }
 
-/// Removes what ADD made in uvs and the host (not the lease); missing pieces are fine.
-fn teardown(env: &Env, c: &NetConf) -> Result<(), CniError> {
+/// Removes what ADD made in uvs and the host (not the lease); missing pieces are fine. Port
+/// mappings are removed only when the container's address `addr` is known (from prevResult or
+/// the lease): a mapping of the same host port to another container is never touched.
+fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
     let sock = c.socket();
     let host = env.host_ifname();
-    for prefix in dnat_prefixes(c) {
-        while let Some(i) = nat_index(&sock, |r| r.starts_with(&prefix))? {
+    for prefix in addr.map(|_| dnat_prefixes(c)).unwrap_or_default() {
+        let want = format!("{prefix}{}:", addr.unwrap_or(Ipv4Addr::UNSPECIFIED));
+        while let Some(i) = nat_index(&sock, |r| r.starts_with(&want))? {
             uvs(&sock, "nat-del", &[i.to_string()])?;
         }
     }
@@ -248,7 +252,12 @@ fn has_port(bridge: &Value, port: &str) -> bool {
 
 /// DEL: idempotent.
 pub fn del(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
-    teardown(env, c)?;
+    let addr = c
+        .prev_result
+        .as_ref()
+        .and_then(|p| lease_of(p).ok())
+        .map(|l| l.addr);
+    teardown(env, c, addr)?;
     ipam(env, c.ipam_type(), "DEL", stdin)?;
     Ok(())
 }
@@ -310,6 +319,5 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         }
     }
     ipam(env, c.ipam_type(), "CHECK", stdin)?;
-    let _ = sys::find_plugin;
     Ok(())
 }
