@@ -165,24 +165,7 @@ fn add_with_lease(
     ])?;
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
-    if let Some(m) = &mac {
-        ip_in(ns, &["link", "set", ifn, "address", m])?;
-    }
-    let cidr = format!("{}/{}", lease.addr, lease.len);
-    ip_in(ns, &["addr", "add", &cidr, "dev", ifn])?;
-    ip_in(ns, &["link", "set", ifn, "up"])?;
-    ip_in(
-        ns,
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            &lease.gateway.to_string(),
-            "dev",
-            ifn,
-        ],
-    )?;
+    let default_route = setup_container(ns, ifn, &lease, mac.as_deref())?;
     ip(&["link", "set", &host, "up"])?;
     uvs(
         &sock,
@@ -196,6 +179,11 @@ fn add_with_lease(
     }
     let cmac = link_mac(ip_in(ns, &["-j", "link", "show", "dev", ifn])?);
     let hmac = link_mac(ip(&["-j", "link", "show", "dev", &host])?);
+    let cidr = format!("{}/{}", lease.addr, lease.len);
+    let routes: Vec<Value> = default_route
+        .then(|| json!({"dst": "0.0.0.0/0", "gw": lease.gateway.to_string()}))
+        .into_iter()
+        .collect();
     let mut ipe = json!({"address": cidr, "gateway": lease.gateway.to_string(), "interface": 1});
     if c.cni_version != "1.0.0" {
         ipe["version"] = json!("4");
@@ -207,9 +195,41 @@ fn add_with_lease(
             {"name": ifn, "mac": cmac, "sandbox": env.netns},
         ],
         "ips": [ipe],
-        "routes": [{"dst": "0.0.0.0/0", "gw": lease.gateway.to_string()}],
+        "routes": routes,
         "dns": ipam_result.get("dns").cloned().unwrap_or(json!({})),
     }))
+}
+
+/// The container side: MAC, address, up, and the default route via the gateway unless the
+/// namespace has one already (a container on a second network keeps its first default route).
+/// Returns whether the default route was added.
+fn setup_container(
+    ns: &File,
+    ifn: &str,
+    lease: &Lease,
+    mac: Option<&str>,
+) -> Result<bool, CniError> {
+    if let Some(m) = mac {
+        ip_in(ns, &["link", "set", ifn, "address", m])?;
+    }
+    let cidr = format!("{}/{}", lease.addr, lease.len);
+    ip_in(ns, &["addr", "add", &cidr, "dev", ifn])?;
+    ip_in(ns, &["link", "set", ifn, "up"])?;
+    if !default_routes(ns)?.is_empty() {
+        return Ok(false);
+    }
+    let gw = lease.gateway.to_string();
+    ip_in(ns, &["route", "add", "default", "via", &gw, "dev", ifn])?;
+    Ok(true)
+}
+
+/// The namespace's IPv4 default routes (`ip -j route show default`).
+fn default_routes(ns: &File) -> Result<Vec<Value>, CniError> {
+    let text = ip_in(ns, &["-j", "route", "show", "default"])?;
+    Ok(serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default())
 }
 
 /// The `address` of `ip -j link show` output.
@@ -288,16 +308,16 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     if !has_addr {
         return Err(fail(format!("{ifn} lacks {want}/{}", lease.len)));
     }
-    let routes = ip_in(&ns, &["-j", "route", "show", "default"])?;
     let gw = lease.gateway.to_string();
-    let has_route = serde_json::from_str::<Value>(&routes)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .is_some_and(|rs| {
-            rs.iter()
-                .any(|r| r["gateway"] == gw.as_str() && r["dev"] == ifn)
-        });
-    if !has_route {
+    let wants_route = prev["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["dst"] == "0.0.0.0/0");
+    let has_route = default_routes(&ns)?
+        .iter()
+        .any(|r| r["gateway"] == gw.as_str() && r["dev"] == ifn);
+    if wants_route && !has_route {
         return Err(fail(format!("no default route via {gw} on {ifn}")));
     }
     let host = env.host_ifname();
