@@ -384,3 +384,95 @@ fn cni_add_check_del_direct() {
     assert!(!d.ctl(&["show"]).contains("port uv"));
     let _ = std::fs::remove_dir_all(&ipam_dir);
 }
+
+#[test]
+fn cni_parallel_add_del_keeps_rules_straight() {
+    let test = "cni_parallel_add_del_keeps_rules_straight";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    const N: usize = 6;
+    let p = prefix("cp");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnip", &[]);
+    d.ctl(&["add-br", "ext", "gateway=10.237.0.1/24"]);
+    let names: Vec<String> = (0..=N).map(|i| format!("{p}n{i}")).collect();
+    for n in &names {
+        t.netns(n);
+    }
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnip-ipam-{}", std::process::id()));
+    let conf = |port: u16| {
+        json!({
+            "cniVersion": "0.4.0", "name": "par", "type": "uvs-cni", "uplink": "ext",
+            "uvs_socket": d.socket,
+            "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                     "ranges": [[{"subnet": "10.237.1.0/24"}]]},
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80}]}
+        })
+    };
+    // N ADDs at once on a network whose bridge does not exist yet.
+    let results: Vec<(i32, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..N)
+            .map(|i| {
+                let (c, ns) = (conf(9001 + i as u16), format!("/run/netns/{}", names[i]));
+                s.spawn(move || cni("ADD", &format!("par-{i}"), &ns, &c))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips = Vec::new();
+    for (i, (rc, v)) in results.iter().enumerate() {
+        assert_eq!(*rc, 0, "ADD {i}: {v}");
+        assert_eq!(
+            v["ips"][0]["version"], "4",
+            "0.4.0 results carry the version: {v}"
+        );
+        ips.push(
+            v["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let nat = d.ctl(&["nat-show"]);
+    assert_eq!(
+        nat.matches("masquerade src=10.237.1.0/24 out=ext").count(),
+        1,
+        "{nat}"
+    );
+    for (i, ip) in ips.iter().enumerate() {
+        let rule = format!("dnat in=ext proto=tcp port={} to={ip}:80", 9001 + i);
+        assert!(nat.contains(&rule), "{rule} missing:\n{nat}");
+    }
+    assert_eq!(d.ctl(&["show"]).matches("port uv").count(), N);
+
+    // A failed ADD (host port 9001 is taken) rolls back without touching container 0's mapping.
+    let (rc, v) = cni(
+        "ADD",
+        "par-dup",
+        &format!("/run/netns/{}", names[N]),
+        &conf(9001),
+    );
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(100)), "{v}");
+    assert!(
+        d.ctl(&["nat-show"])
+            .contains(&format!("port=9001 to={}:80", ips[0]))
+    );
+
+    // N DELs at once: every mapping and port goes, the masquerade rule stays.
+    std::thread::scope(|s| {
+        for (i, (_, prev)) in results.iter().enumerate() {
+            let mut c = conf(9001 + i as u16);
+            c["prevResult"] = prev.clone();
+            let ns = format!("/run/netns/{}", names[i]);
+            s.spawn(move || assert_eq!(cni("DEL", &format!("par-{i}"), &ns, &c).0, 0));
+        }
+    });
+    let nat = d.ctl(&["nat-show"]);
+    assert!(!nat.contains("dnat") && nat.contains("masquerade"), "{nat}");
+    assert!(!d.ctl(&["show"]).contains("port uv"));
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}

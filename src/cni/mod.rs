@@ -23,6 +23,7 @@
 //! CHECK verifies the interface, its address and default route in the namespace, and the uvs
 //! port, then runs the IPAM plugin's CHECK.
 //!
+//! Invocations on one daemon are serialised by a lock file beside its socket ([`sys::lock`]).
 //! Netlink work is done by running `ip` (iproute2), for the container side in a child that
 //! `setns`es into `CNI_NETNS` before exec (see [`sys`]).
 
@@ -116,6 +117,16 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         return Ok(Some(version_result()));
     }
     let conf = NetConf::parse(stdin)?;
+    if !matches!(env.command.as_str(), "ADD" | "DEL" | "CHECK") {
+        return Err(CniError::new(
+            E_INVALID_ENV,
+            format!(
+                "CNI_COMMAND: '{}' is not ADD, DEL, CHECK or VERSION",
+                env.command
+            ),
+        ));
+    }
+    let _lock = sys::lock(&conf.socket())?;
     match env.command.as_str() {
         "ADD" => ops::add(env, &conf, stdin).map(Some),
         "DEL" => ops::del(env, &conf, stdin).map(|()| None),

@@ -77,7 +77,10 @@ fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<Value, CniEr
         );
         if nat_index(sock, |r| r == rule)?.is_none() {
             let parts: Vec<String> = rule.split(' ').map(str::to_string).collect();
-            uvs(sock, "nat-add", &parts)?;
+            // Someone (`uvs ctl`) may have added it meanwhile: then it is there, which is fine.
+            if let Err(e) = uvs(sock, "nat-add", &parts) {
+                nat_index(sock, |r| r == rule)?.ok_or(e)?;
+            }
         }
     }
     find_bridge(&uvs(sock, "show", &[])?, name)

@@ -135,3 +135,45 @@ pub fn uvs(socket: &Path, method: &str, params: &[String]) -> Result<Value, CniE
                 .details(e.to_string())
         })
 }
+
+/// How long an invocation waits for another one on the same daemon.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An exclusive `flock` on `SOCKET.cni-lock`, held until dropped: invocations on one daemon run
+/// one at a time, so that a rule's `nat-show` index is still its index at `nat-del`, and two
+/// ADDs never both create a network's bridge and masquerade rule. Waits up to [`LOCK_WAIT`],
+/// then fails with "try again later" (code 11).
+pub fn lock(socket: &Path) -> Result<File, CniError> {
+    let mut path = socket.as_os_str().to_owned();
+    path.push(".cni-lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            CniError::new(
+                E_IO,
+                format!("cannot open lock file {}", Path::new(&path).display()),
+            )
+            .details(e.to_string())
+        })?;
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if start.elapsed() > LOCK_WAIT {
+            return Err(CniError::new(
+                super::E_TRY_AGAIN,
+                format!(
+                    "another uvs-cni holds {} for over {}s",
+                    Path::new(&path).display(),
+                    LOCK_WAIT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

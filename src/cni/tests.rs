@@ -18,7 +18,7 @@ fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
 fn conf(extra: Value) -> Vec<u8> {
     let mut c = json!({
         "cniVersion": "1.0.0", "name": "n1", "type": "uvs-cni",
-        "uvs_socket": "/nonexistent/uvs.sock",
+        "uvs_socket": std::env::temp_dir().join("uvs-cni-unit-no-daemon.sock"),
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}
     });
     for (k, v) in extra.as_object().unwrap() {
@@ -117,6 +117,12 @@ fn del_without_the_daemon_is_code_100_and_check_needs_prev_result() {
     e.retain(|(k, _)| *k != "CNI_NETNS");
     assert_eq!(code(&e, &conf(json!({}))), u64::from(E_UVS));
     assert_eq!(code(&env("CHECK"), &conf(json!({}))), 7);
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_made_is_code_5() {
+    let c = conf(json!({"uvs_socket": "/nonexistent/dir/uvs.sock"}));
+    assert_eq!(code(&env("ADD"), &c), 5);
 }
 
 #[test]
