@@ -216,7 +216,8 @@ fn podman_containers_on_uvs_networks() {
         &["-p", "8080:80"],
         &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
     );
-    pm.start("c2", &["uvsnet1"], &[], &[]);
+    let static_ip = ["--ip", "10.235.1.50", "--mac-address", "02:00:00:00:35:50"];
+    pm.start("c2", &["uvsnet1"], &static_ip, &[]);
     pm.start("c3", &["uvsnet2"], &[], &[]);
     let (web, c2) = (pm.ip_of("web", "uvsnet1"), pm.ip_of("c2", "uvsnet1"));
     let c3 = pm.ip_of("c3", "uvsnet2");
@@ -231,6 +232,12 @@ fn podman_containers_on_uvs_networks() {
         "{show}"
     );
 
+    assert_eq!(c2, "10.235.1.50", "--ip (the ips capability)");
+    let link = pm.ok(&["exec", "c2", "ip", "link", "show", "eth0"]);
+    assert!(
+        link.contains("02:00:00:00:35:50"),
+        "--mac-address (mac): {link}"
+    );
     assert!(pm.pings("c2", &web), "c2 -> web on the same uvs network");
     assert!(pm.pings("web", "10.235.1.1"), "web -> its gateway");
     assert!(pm.pings("c3", "10.235.2.1"), "c3 -> its gateway");
@@ -254,6 +261,15 @@ fn podman_containers_on_uvs_networks() {
             .is_some_and(|b| b.contains("served-by-podman"))
     });
     assert!(body, "published port 8080 not reachable from outside");
+
+    // A restart is DEL then ADD: same address, same uvs port name, reachable again.
+    pm.ok(&["restart", "-t", "0", "c2"]);
+    assert_eq!(pm.ip_of("c2", "uvsnet1"), "10.235.1.50");
+    assert!(
+        eventually(10, || pm.pings("web", "10.235.1.50")),
+        "web -> c2 after restart"
+    );
+    assert_eq!(d.ctl(&["show"]).matches("port uv").count(), 3);
 
     // A container on both networks: two interfaces, both gateways answer.
     pm.start("both", &["uvsnet1", "uvsnet2"], &[], &[]);
