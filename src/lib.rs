@@ -5,6 +5,7 @@
 //! `port::Port` trait. Only `port/` (and the mapping in `packet/`) talks to the kernel.
 
 pub mod clock;
+pub mod cni;
 pub mod config;
 pub mod conntrack;
 pub mod control;

@@ -1,0 +1,179 @@
+//! The plugin's side effects: `ip` (iproute2) in the host or in the container's namespace, the
+//! IPAM plugin, and the uvs control socket. Each failure becomes a [`CniError`] naming what ran.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use super::conf::Env;
+use super::{CniError, E_IO, E_IPAM, E_UNKNOWN_CONTAINER, E_UVS};
+use crate::control::client;
+
+/// Opens the container's namespace file.
+pub fn open_netns(path: &str) -> Result<File, CniError> {
+    File::open(path).map_err(|e| {
+        CniError::new(
+            E_UNKNOWN_CONTAINER,
+            format!("CNI_NETNS: cannot open '{path}'"),
+        )
+        .details(e.to_string())
+    })
+}
+
+fn output(mut cmd: Command, what: &str) -> Result<String, CniError> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| CniError::new(E_IO, format!("{what}: cannot run")).details(e.to_string()))?;
+    if !out.status.success() {
+        return Err(CniError::new(E_IO, format!("{what} failed"))
+            .details(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip ARGS` in the host namespace.
+pub fn ip(args: &[&str]) -> Result<String, CniError> {
+    let mut c = Command::new("ip");
+    c.args(args);
+    output(c, &format!("ip {}", args.join(" ")))
+}
+
+/// `ip ARGS` run in the namespace `ns` (a child `setns`es into it before exec).
+pub fn ip_in(ns: &File, args: &[&str]) -> Result<String, CniError> {
+    let fd = ns.as_raw_fd();
+    let mut c = Command::new("ip");
+    c.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only makes the setns
+    // syscall (async-signal-safe) on an fd the parent keeps open for the call's duration.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    output(c, &format!("ip (in CNI_NETNS) {}", args.join(" ")))
+}
+
+/// Finds `name` in `CNI_PATH`.
+pub fn find_plugin(env: &Env, name: &str) -> Result<std::path::PathBuf, CniError> {
+    env.path
+        .iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CniError::new(
+                E_IPAM,
+                format!("ipam.type: plugin '{name}' not found in CNI_PATH"),
+            )
+            .details(format!("{:?}", env.path))
+        })
+}
+
+/// Runs the IPAM plugin with `command` (ADD/DEL/CHECK), the environment of this invocation and
+/// `stdin`; returns its stdout parsed (`null` when empty).
+pub fn ipam(env: &Env, plugin: &str, command: &str, stdin: &[u8]) -> Result<Value, CniError> {
+    let exe = find_plugin(env, plugin)?;
+    let mut child = Command::new(&exe)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &env.container_id)
+        .env("CNI_NETNS", &env.netns)
+        .env("CNI_IFNAME", &env.ifname)
+        .env("CNI_ARGS", &env.args)
+        .env(
+            "CNI_PATH",
+            std::env::join_paths(&env.path).unwrap_or_default(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CniError::new(E_IPAM, format!("{}: cannot run", exe.display())).details(e.to_string())
+        })?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::new(E_IPAM, format!("{plugin} {command}")).details(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // The IPAM plugin's own error JSON: pass its code and message on.
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let code = v["code"].as_u64().unwrap_or(u64::from(E_IPAM)) as u32;
+        let msg = v["msg"].as_str().unwrap_or("failed");
+        return Err(
+            CniError::new(code, format!("ipam {plugin} {command}: {msg}")).details(format!(
+                "{} {}",
+                v["details"].as_str().unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        );
+    }
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        CniError::new(E_IPAM, format!("ipam {plugin}: result is not JSON")).details(e.to_string())
+    })
+}
+
+/// One control request; the daemon's error becomes [`E_UVS`] naming the command.
+pub fn uvs(socket: &Path, method: &str, params: &[String]) -> Result<Value, CniError> {
+    client::call(socket, method, params)
+        .map(|r| r.data)
+        .map_err(|e| {
+            CniError::new(E_UVS, format!("uvs {method} {}", params.join(" ")))
+                .details(e.to_string())
+        })
+}
+
+/// How long an invocation waits for another one on the same daemon.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An exclusive `flock` on `SOCKET.cni-lock`, held until dropped: invocations on one daemon run
+/// one at a time, so that a rule's `nat-show` index is still its index at `nat-del`, and two
+/// ADDs never both create a network's bridge and masquerade rule. Waits up to [`LOCK_WAIT`],
+/// then fails with "try again later" (code 11).
+pub fn lock(socket: &Path) -> Result<File, CniError> {
+    let mut path = socket.as_os_str().to_owned();
+    path.push(".cni-lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            CniError::new(
+                E_IO,
+                format!("cannot open lock file {}", Path::new(&path).display()),
+            )
+            .details(e.to_string())
+        })?;
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if start.elapsed() > LOCK_WAIT {
+            return Err(CniError::new(
+                super::E_TRY_AGAIN,
+                format!(
+                    "another uvs-cni holds {} for over {}s",
+                    Path::new(&path).display(),
+                    LOCK_WAIT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

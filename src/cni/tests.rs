@@ -1,0 +1,167 @@
+//! Every command and error code that needs no root: VERSION, the checks of environment and
+//! configuration, and the failures of IPAM and of the control socket.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| m.get(k).cloned()
+}
+
+fn conf(extra: Value) -> Vec<u8> {
+    let mut c = json!({
+        "cniVersion": "1.0.0", "name": "n1", "type": "uvs-cni",
+        "uvs_socket": std::env::temp_dir().join("uvs-cni-unit-no-daemon.sock"),
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.9.0.0/24"}]]}
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    serde_json::to_vec(&c).unwrap()
+}
+
+fn env(cmd: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", "c0ffee"),
+        ("CNI_NETNS", "/proc/self/ns/net"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/nonexistent"),
+    ]
+}
+
+/// Runs the plugin; returns (stdout JSON or Null, exit status).
+fn invoke(e: &[(&str, &str)], stdin: &[u8]) -> (Value, i32) {
+    let (out, rc) = main_with(vars(e), stdin);
+    (serde_json::from_str(&out).unwrap_or(Value::Null), rc)
+}
+
+fn code(e: &[(&str, &str)], stdin: &[u8]) -> u64 {
+    let (v, rc) = invoke(e, stdin);
+    assert_eq!(rc, 1, "{v}");
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["cniVersion"].is_string(), "{v}");
+    v["code"].as_u64().unwrap()
+}
+
+#[test]
+fn version_lists_supported_versions() {
+    let (v, rc) = invoke(&[("CNI_COMMAND", "VERSION")], b"");
+    assert_eq!(rc, 0);
+    assert_eq!(v["cniVersion"], "1.0.0");
+    assert!(
+        v["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("1.0.0"))
+    );
+}
+
+#[test]
+fn environment_errors_are_code_4() {
+    assert_eq!(code(&[], b""), 4);
+    assert_eq!(code(&env("FROB"), &conf(json!({}))), 4);
+    let mut e = env("ADD");
+    e.retain(|(k, _)| *k != "CNI_CONTAINERID");
+    assert_eq!(code(&e, &conf(json!({}))), 4);
+    let mut e = env("ADD");
+    e.retain(|(k, _)| *k != "CNI_NETNS");
+    assert_eq!(code(&e, &conf(json!({}))), 4);
+    let mut e = env("ADD");
+    e[3] = ("CNI_IFNAME", "a-very-long-interface-name");
+    assert_eq!(code(&e, &conf(json!({}))), 4);
+}
+
+#[test]
+fn config_errors_have_the_spec_codes() {
+    assert_eq!(code(&env("ADD"), b"{not json"), 6);
+    assert_eq!(code(&env("ADD"), &conf(json!({"cniVersion": "9.9.9"}))), 1);
+    assert_eq!(code(&env("ADD"), &conf(json!({"ipam": {}}))), 7);
+    assert_eq!(code(&env("ADD"), &conf(json!({"mtu": 9000}))), 7);
+    let sctp = json!({"runtimeConfig": {"portMappings": [
+        {"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]}});
+    assert_eq!(code(&env("ADD"), &conf(sctp)), 2);
+    let host_ip = json!({"runtimeConfig": {"portMappings": [
+        {"hostPort": 1, "containerPort": 2, "hostIP": "127.0.0.1"}]}});
+    assert_eq!(code(&env("ADD"), &conf(host_ip)), 2);
+    // The error reply carries the config's version.
+    let (v, _) = invoke(
+        &env("ADD"),
+        &conf(json!({"cniVersion": "0.4.0", "ipam": {}})),
+    );
+    assert_eq!(v["cniVersion"], "0.4.0");
+}
+
+#[test]
+fn add_with_missing_netns_is_code_3() {
+    let mut e = env("ADD");
+    e[2] = ("CNI_NETNS", "/nonexistent/netns");
+    assert_eq!(code(&e, &conf(json!({}))), 3);
+}
+
+#[test]
+fn add_without_the_ipam_plugin_is_code_101() {
+    assert_eq!(code(&env("ADD"), &conf(json!({}))), u64::from(E_IPAM));
+}
+
+#[test]
+fn del_without_the_daemon_is_code_100_and_check_needs_prev_result() {
+    let mut e = env("DEL");
+    e.retain(|(k, _)| *k != "CNI_NETNS");
+    assert_eq!(code(&e, &conf(json!({}))), u64::from(E_UVS));
+    assert_eq!(code(&env("CHECK"), &conf(json!({}))), 7);
+}
+
+#[test]
+fn a_lock_file_that_cannot_be_made_is_code_5() {
+    let c = conf(json!({"uvs_socket": "/nonexistent/dir/uvs.sock"}));
+    assert_eq!(code(&env("ADD"), &c), 5);
+}
+
+#[test]
+fn host_names_are_stable_short_and_distinct() {
+    let e = |id: &str, ifn: &str| {
+        Env::from_vars(&vars(&[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", ifn),
+        ]))
+        .unwrap()
+    };
+    let a = e("abc", "eth0").host_ifname();
+    assert_eq!(a, e("abc", "eth0").host_ifname());
+    assert!(a.len() <= 15 && a.starts_with("uv"));
+    assert_ne!(a, e("abc", "eth1").host_ifname());
+    assert_ne!(a, e("abd", "eth0").host_ifname());
+}
+
+#[test]
+fn lease_gateway_defaults_to_the_first_address() {
+    let l = ops::lease_of(&json!({"ips": [{"address": "10.9.0.7/24"}]})).unwrap();
+    assert_eq!(l.gateway.to_string(), "10.9.0.1");
+    let l = ops::lease_of(&json!({"ips": [{"address": "10.9.0.7/24", "gateway": "10.9.0.254"}]}))
+        .unwrap();
+    assert_eq!((l.addr.to_string(), l.len), ("10.9.0.7".into(), 24));
+    assert_eq!(l.gateway.to_string(), "10.9.0.254");
+    assert!(ops::lease_of(&json!({"ips": []})).is_err());
+}
+
+#[test]
+fn runtime_config_capabilities_parse() {
+    let c = NetConf::parse(&conf(json!({"runtimeConfig": {
+        "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}],
+        "ips": ["10.9.0.9/24"], "mac": "02:00:00:00:00:09"}})))
+    .unwrap();
+    assert_eq!(c.runtime_config.port_mappings[0].host_port, 8080);
+    assert_eq!(c.runtime_config.mac.as_deref(), Some("02:00:00:00:00:09"));
+    assert_eq!(c.runtime_config.ips, vec!["10.9.0.9/24".to_string()]);
+    assert_eq!(c.bridge(), "n1");
+    assert_eq!(c.dnat_bridge(), "n1");
+}

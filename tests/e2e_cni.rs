@@ -1,0 +1,494 @@
+//! End-to-end tests of the `uvs-cni` plugin (root; an explicit skip otherwise).
+//!
+//! `podman_containers_on_uvs_networks` drives real podman 4.3 (CNI backend, runc) with a
+//! test-owned containers.conf, storage root and CNI config dir, and an image built offline from
+//! busybox-static: containers on one uvs network get addresses and ping each other, their
+//! gateway and (masqueraded) a host beyond the uplink; a container on a second network cannot
+//! reach them; `-p 8080:80` answers from outside; a container joins both networks; `podman rm`
+//! leaves no port or rule in uvs. `cni_add_check_del_direct` invokes the plugin as a runtime
+//! would (environment + stdin) against namespaces the test creates: the MTU of a VXLAN-extended
+//! bridge, the `mac` capability, CHECK, and DEL's idempotence.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::*;
+use serde_json::{Value, json};
+
+/// True when podman, runc, host-local and busybox are installed; otherwise prints why.
+fn tools_or_skip(test: &str) -> bool {
+    let need = [
+        "/usr/bin/podman",
+        "/usr/sbin/runc",
+        "/usr/lib/cni/host-local",
+        "/bin/busybox",
+    ];
+    let missing: Vec<&str> = need
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("SKIP {test}: missing {missing:?} (run scripts/setup.sh as root)");
+    }
+    missing.is_empty()
+}
+
+/// Polls `f` until it is true or `secs` pass.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// A test-owned podman: its own containers.conf, storage, CNI config dir and plugin dir.
+/// Drop removes every container (`rm -af`) and the directory.
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn new(tag: &str) -> Podman {
+        let dir = std::env::temp_dir().join(format!("uvs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["cni", "bin", "tmp", "rootfs/bin", "rootfs/www"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_uvs-cni"), dir.join("bin/uvs-cni")).unwrap();
+        let conf = format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{d}/bin\", \"/usr/lib/cni\"]\n\
+             network_config_dir = \"{d}/cni\"\n[engine]\nruntime = \"runc\"\n\
+             cgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+             events_logfile_path = \"{d}/events.log\"\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("containers.conf"), conf).unwrap();
+        let p = Podman { dir };
+        p.build_image();
+        p
+    }
+
+    /// busybox-static in a rootfs tarball, `podman import`ed as localhost/uvs-bb.
+    fn build_image(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+        for a in ["sh", "sleep", "httpd", "ping", "ip", "wget", "cat"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+        }
+        std::fs::write(root.join("www/index.html"), "served-by-podman\n").unwrap();
+        let tar = self.dir.join("rootfs.tar");
+        sh(&[
+            "tar",
+            "-C",
+            root.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ]);
+        let out = self.run(&[
+            "import",
+            "--change",
+            "CMD=[\"/bin/sleep\",\"3600\"]",
+            tar.to_str().unwrap(),
+            "localhost/uvs-bb",
+        ]);
+        assert!(out.0, "podman import: {}", out.1);
+    }
+
+    /// `podman ARGS` with this instance's storage and config, bounded to 60 s: (ok, output).
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let d = self.dir.display();
+        let out = Command::new("timeout")
+            .args(["60", "podman"])
+            .args([
+                "--root",
+                &format!("{d}/root"),
+                "--runroot",
+                &format!("{d}/runroot"),
+            ])
+            .args(["--tmpdir", &format!("{d}/tmp"), "--storage-driver", "vfs"])
+            .args(args)
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.run(args);
+        assert!(ok, "podman {args:?}: {text}");
+        text
+    }
+
+    /// `podman run -d` of the test image with the ulimits runc needs here.
+    fn start(&self, name: &str, nets: &[&str], extra: &[&str], cmd: &[&str]) {
+        let mut a = vec!["run", "-d", "--name", name];
+        for n in nets {
+            a.extend(["--network", n]);
+        }
+        a.extend([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ]);
+        a.extend_from_slice(extra);
+        a.push("localhost/uvs-bb");
+        a.extend_from_slice(cmd);
+        self.ok(&a);
+    }
+
+    fn ip_of(&self, name: &str, net: &str) -> String {
+        let f = format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}");
+        self.ok(&["inspect", "-f", &f, name]).trim().to_string()
+    }
+
+    fn pings(&self, name: &str, ip: &str) -> bool {
+        self.run(&["exec", name, "ping", "-c", "2", "-W", "1", ip])
+            .0
+    }
+
+    /// A conflist for network `name` on subnet `10.235.N.0/24`.
+    fn network(&self, name: &str, n: u8, socket: &Path, extra: Value) {
+        let mut plugin = json!({
+            "type": "uvs-cni",
+            "uvs_socket": socket,
+            "capabilities": {"portMappings": true, "ips": true, "mac": true},
+            "ipam": {"type": "host-local", "dataDir": self.dir.join("ipam"),
+                     "ranges": [[{"subnet": format!("10.235.{n}.0/24")}]]}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            plugin[k] = v.clone();
+        }
+        let list = json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
+        std::fs::write(
+            self.dir.join("cni").join(format!("{name}.conflist")),
+            list.to_string(),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "-af", "-t", "0"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn podman_containers_on_uvs_networks() {
+    let test = "podman_containers_on_uvs_networks";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("pc");
+    let mut t = Topology::default();
+    let d = Daemon::start("cni", &[]);
+    // The uplink `ext` and a host beyond it ("outside", 10.235.0.2).
+    d.ctl(&["add-br", "ext", "gateway=10.235.0.1/24"]);
+    let outside = format!("{p}out");
+    attach(
+        &mut t,
+        &d,
+        ("ext", &outside, &format!("{p}x")),
+        "afxdp",
+        "10.235.0.2/24",
+        &[],
+    );
+    let pm = Podman::new("podman");
+    pm.network("uvsnet1", 1, &d.socket, json!({"uplink": "ext"}));
+    pm.network("uvsnet2", 2, &d.socket, json!({"uplink": "ext"}));
+
+    pm.start(
+        "web",
+        &["uvsnet1"],
+        &["-p", "8080:80"],
+        &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+    );
+    let static_ip = ["--ip", "10.235.1.50", "--mac-address", "02:00:00:00:35:50"];
+    pm.start("c2", &["uvsnet1"], &static_ip, &[]);
+    pm.start("c3", &["uvsnet2"], &[], &[]);
+    let (web, c2) = (pm.ip_of("web", "uvsnet1"), pm.ip_of("c2", "uvsnet1"));
+    let c3 = pm.ip_of("c3", "uvsnet2");
+    assert!(
+        web.starts_with("10.235.1.") && c2.starts_with("10.235.1."),
+        "{web} {c2}"
+    );
+    assert!(c3.starts_with("10.235.2."), "{c3}");
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("bridge uvsnet1") && show.contains("isolated"),
+        "{show}"
+    );
+
+    assert_eq!(c2, "10.235.1.50", "--ip (the ips capability)");
+    let link = pm.ok(&["exec", "c2", "ip", "link", "show", "eth0"]);
+    assert!(
+        link.contains("02:00:00:00:35:50"),
+        "--mac-address (mac): {link}"
+    );
+    assert!(pm.pings("c2", &web), "c2 -> web on the same uvs network");
+    assert!(pm.pings("web", "10.235.1.1"), "web -> its gateway");
+    assert!(pm.pings("c3", "10.235.2.1"), "c3 -> its gateway");
+    assert!(
+        pm.pings("c2", "10.235.0.2"),
+        "c2 -> outside, masqueraded out of ext"
+    );
+    assert!(
+        !pm.pings("c3", &web),
+        "uvsnet2 must not reach uvsnet1 (isolated=on)"
+    );
+
+    // -p 8080:80: a client beyond the uplink reaches busybox httpd in `web`.
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        nat.contains(&format!("dnat in=ext proto=tcp port=8080 to={web}:80")),
+        "{nat}"
+    );
+    let body = eventually(10, || {
+        curl(&outside, "http://10.235.0.1:8080/index.html")
+            .is_some_and(|b| b.contains("served-by-podman"))
+    });
+    assert!(body, "published port 8080 not reachable from outside");
+
+    // A restart is DEL then ADD: same address, same uvs port name, reachable again.
+    pm.ok(&["restart", "-t", "0", "c2"]);
+    assert_eq!(pm.ip_of("c2", "uvsnet1"), "10.235.1.50");
+    assert!(
+        eventually(10, || pm.pings("web", "10.235.1.50")),
+        "web -> c2 after restart"
+    );
+    assert_eq!(d.ctl(&["show"]).matches("port uv").count(), 3);
+
+    // A container on both networks: two interfaces, both gateways answer.
+    pm.start("both", &["uvsnet1", "uvsnet2"], &[], &[]);
+    let links = pm.ok(&["exec", "both", "ip", "-o", "addr", "show"]);
+    assert!(
+        links.contains("10.235.1.") && links.contains("10.235.2."),
+        "{links}"
+    );
+    assert!(pm.pings("both", "10.235.1.1") && pm.pings("both", "10.235.2.1"));
+
+    // podman rm leaves nothing in uvs: no container port, no port mapping.
+    pm.ok(&["rm", "-f", "-t", "0", "web", "c2", "c3", "both"]);
+    let show = d.ctl(&["show"]);
+    assert!(!show.contains("port uv"), "ports left behind:\n{show}");
+    let nat = d.ctl(&["nat-show"]);
+    assert!(!nat.contains("dnat"), "port mapping left behind:\n{nat}");
+    drop(pm);
+}
+
+/// Runs the plugin binary as a runtime would.
+fn cni(cmd: &str, id: &str, netns: &str, conf: &Value) -> (i32, Value) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uvs-cni"))
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("uvs-cni");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn cni_add_check_del_direct() {
+    let test = "cni_add_check_del_direct";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("cd");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnid", &[]);
+    // A VXLAN-extended bridge: containers get MTU 1450.
+    d.ctl(&["add-br", "ul", "gateway=10.236.9.1/24"]);
+    d.ctl(&["add-br", "vxb", "gateway=10.236.1.1/24", "isolated=on"]);
+    d.ctl(&[
+        "add-port",
+        "vxb",
+        "vx0",
+        "type=vxlan",
+        "vni=7",
+        "local_ip=10.236.9.1",
+        "remote_ip=10.236.9.2",
+    ]);
+    let (n1, n2) = (format!("{p}a"), format!("{p}b"));
+    t.netns(&n1);
+    t.netns(&n2);
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnid-ipam-{}", std::process::id()));
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "vxnet", "type": "uvs-cni", "bridge": "vxb",
+        "uvs_socket": d.socket,
+        "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                 "ranges": [[{"subnet": "10.236.1.0/24", "gateway": "10.236.1.1"}]]},
+        "runtimeConfig": {"mac": "02:00:00:00:36:01",
+                          "portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "udp"}]}
+    });
+    let ns1 = format!("/run/netns/{n1}");
+    let (rc, res) = cni("ADD", "cid-one", &ns1, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    assert_eq!(res["cniVersion"], "1.0.0");
+    assert_eq!(res["interfaces"][1]["mac"], "02:00:00:00:36:01", "{res}");
+    assert_eq!(res["interfaces"][1]["sandbox"], ns1.as_str());
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    assert!(
+        addr.starts_with("10.236.1.") && addr.ends_with("/24"),
+        "{res}"
+    );
+    let link = sh(&["ip", "-n", &n1, "link", "show", "eth0"]);
+    assert!(
+        link.contains("mtu 1450") && link.contains("02:00:00:00:36:01"),
+        "{link}"
+    );
+    assert!(ping(&n1, "10.236.1.1", 2), "container -> gateway");
+    let ip1 = addr.split('/').next().unwrap().to_string();
+    assert!(
+        d.ctl(&["nat-show"])
+            .contains(&format!("dnat in=vxb proto=udp port=9090 to={ip1}:90"))
+    );
+
+    // A second container pings the first.
+    let mut conf2 = conf.clone();
+    conf2["runtimeConfig"] = json!({});
+    let (rc, res2) = cni("ADD", "cid-two", &format!("/run/netns/{n2}"), &conf2);
+    assert_eq!(rc, 0, "ADD 2: {res2}");
+    assert!(ping(&n2, &ip1, 2), "container 2 -> container 1");
+
+    // CHECK passes, then fails (code 102) once the address is gone.
+    let mut checked = conf.clone();
+    checked["prevResult"] = res.clone();
+    let (rc, v) = cni("CHECK", "cid-one", &ns1, &checked);
+    assert_eq!(rc, 0, "CHECK: {v}");
+    sh(&["ip", "-n", &n1, "addr", "flush", "dev", "eth0"]);
+    let (rc, v) = cni("CHECK", "cid-one", &ns1, &checked);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(102)), "{v}");
+
+    // DEL removes port, veth and mapping; again, and with the namespace gone, it still succeeds.
+    let (rc, v) = cni("DEL", "cid-one", &ns1, &checked);
+    assert_eq!(rc, 0, "DEL: {v}");
+    let show = d.ctl(&["show"]);
+    assert_eq!(show.matches("port uv").count(), 1, "{show}");
+    assert!(!d.ctl(&["nat-show"]).contains("dnat"));
+    assert_eq!(cni("DEL", "cid-one", &ns1, &checked).0, 0);
+    assert_eq!(cni("DEL", "cid-one", "/run/netns/gone-away", &checked).0, 0);
+    assert_eq!(
+        cni("DEL", "cid-two", &format!("/run/netns/{n2}"), &conf2).0,
+        0
+    );
+    assert!(!d.ctl(&["show"]).contains("port uv"));
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}
+
+#[test]
+fn cni_parallel_add_del_keeps_rules_straight() {
+    let test = "cni_parallel_add_del_keeps_rules_straight";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    const N: usize = 6;
+    let p = prefix("cp");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnip", &[]);
+    d.ctl(&["add-br", "ext", "gateway=10.237.0.1/24"]);
+    let names: Vec<String> = (0..=N).map(|i| format!("{p}n{i}")).collect();
+    for n in &names {
+        t.netns(n);
+    }
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnip-ipam-{}", std::process::id()));
+    let conf = |port: u16| {
+        json!({
+            "cniVersion": "0.4.0", "name": "par", "type": "uvs-cni", "uplink": "ext",
+            "uvs_socket": d.socket,
+            "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                     "ranges": [[{"subnet": "10.237.1.0/24"}]]},
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80}]}
+        })
+    };
+    // N ADDs at once on a network whose bridge does not exist yet.
+    let results: Vec<(i32, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..N)
+            .map(|i| {
+                let (c, ns) = (conf(9001 + i as u16), format!("/run/netns/{}", names[i]));
+                s.spawn(move || cni("ADD", &format!("par-{i}"), &ns, &c))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips = Vec::new();
+    for (i, (rc, v)) in results.iter().enumerate() {
+        assert_eq!(*rc, 0, "ADD {i}: {v}");
+        assert_eq!(
+            v["ips"][0]["version"], "4",
+            "0.4.0 results carry the version: {v}"
+        );
+        ips.push(
+            v["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let nat = d.ctl(&["nat-show"]);
+    assert_eq!(
+        nat.matches("masquerade src=10.237.1.0/24 out=ext").count(),
+        1,
+        "{nat}"
+    );
+    for (i, ip) in ips.iter().enumerate() {
+        let rule = format!("dnat in=ext proto=tcp port={} to={ip}:80", 9001 + i);
+        assert!(nat.contains(&rule), "{rule} missing:\n{nat}");
+    }
+    assert_eq!(d.ctl(&["show"]).matches("port uv").count(), N);
+
+    // A failed ADD (host port 9001 is taken) rolls back without touching container 0's mapping.
+    let (rc, v) = cni(
+        "ADD",
+        "par-dup",
+        &format!("/run/netns/{}", names[N]),
+        &conf(9001),
+    );
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(100)), "{v}");
+    assert!(
+        d.ctl(&["nat-show"])
+            .contains(&format!("port=9001 to={}:80", ips[0]))
+    );
+
+    // N DELs at once: every mapping and port goes, the masquerade rule stays.
+    std::thread::scope(|s| {
+        for (i, (_, prev)) in results.iter().enumerate() {
+            let mut c = conf(9001 + i as u16);
+            c["prevResult"] = prev.clone();
+            let ns = format!("/run/netns/{}", names[i]);
+            s.spawn(move || assert_eq!(cni("DEL", &format!("par-{i}"), &ns, &c).0, 0));
+        }
+    });
+    let nat = d.ctl(&["nat-show"]);
+    assert!(!nat.contains("dnat") && nat.contains("masquerade"), "{nat}");
+    assert!(!d.ctl(&["show"]).contains("port uv"));
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}
