@@ -280,10 +280,21 @@ fn masquerade_and_port_mapping_like_docker() {
         ])
         .contains("out")
     );
-    d.ctl(&["nat-del", "1"]);
+    // nat-del by the rule's text (as nat-show prints it): found and removed in one step.
+    let rules: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "nat-show"])).unwrap();
+    let mapping = rules["rules"][1]["rule"].as_str().unwrap().to_string();
+    assert!(mapping.contains("8080"), "{rules}");
+    let words: Vec<&str> = mapping.split_whitespace().collect();
+    let mut args = vec!["nat-del"];
+    args.extend(&words);
+    d.ctl(&args);
     assert_eq!(
         curl(&n("o"), "http://10.250.0.1:8080/"),
         None,
         "mapping removed"
+    );
+    assert!(
+        !d.ctl_raw(&args).status.success(),
+        "a second delete names no rule"
     );
 }

@@ -311,16 +311,21 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         },
     );
     let w = worker.clone();
-    reg.register("nat-del", "nat-del INDEX", 1, 1, move |a| {
-        let i = a[0].trim_start_matches('#').parse().map_err(|_| {
-            CtlError::new(format!(
-                "INDEX: '{}' is not a rule number (see nat-show)",
-                a[0]
-            ))
-        })?;
-        let v = ask(&w, Command::NatDel(i))?;
-        Ok(Reply::new(String::new(), v))
-    });
+    reg.register(
+        "nat-del",
+        "nat-del INDEX | nat-del RULE (as nat-show prints it)",
+        1,
+        UNLIMITED,
+        move |a| {
+            // A rule number, or the rule's text, which the worker finds and removes in one step
+            // (an index can move between a client's nat-show and its nat-del).
+            let v = match a[0].trim_start_matches('#').parse::<usize>() {
+                Ok(i) if a.len() == 1 => ask(&w, Command::NatDel(i))?,
+                _ => ask(&w, Command::NatDelRule(a.join(" ")))?,
+            };
+            Ok(Reply::new(String::new(), v))
+        },
+    );
     let w = worker.clone();
     reg.register("nat-show", "nat-show", 0, 0, move |_| {
         let v = ask(&w, Command::NatShow)?;

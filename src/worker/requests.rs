@@ -109,6 +109,9 @@ pub enum Command {
     NatAdd(crate::config::NatSpec),
     /// Remove NAT rule #N.
     NatDel(usize),
+    /// Remove the NAT rule whose `nat-show` text is this (atomic: no index can move between a
+    /// client's `nat-show` and its delete).
+    NatDelRule(String),
     /// The NAT rules.
     NatShow,
     /// One page of tracked connections: the NAT table's slots from `from` (the flow tables'
@@ -303,6 +306,25 @@ impl Worker {
             Command::NatDel(i) => {
                 self.dp.nat.del(i)?;
                 Ok(json!({"deleted": i}))
+            }
+            Command::NatDelRule(text) => {
+                let names = |b: u16| {
+                    self.dp
+                        .bridge(b)
+                        .map(|b| b.name.clone())
+                        .unwrap_or_default()
+                };
+                let want = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                let i = self
+                    .dp
+                    .nat
+                    .rows(names)
+                    .into_iter()
+                    .find(|r| r.rule == want)
+                    .map(|r| r.index)
+                    .ok_or_else(|| format!("RULE: no NAT rule '{want}' (see nat-show)"))?;
+                self.dp.nat.del(i)?;
+                Ok(json!({"deleted": i, "rule": want}))
             }
             Command::NatShow => {
                 let rows = self.dp.nat.rows(|b| {
@@ -882,4 +904,65 @@ impl Worker {
 /// `172.31.5.1/24`
 pub(crate) fn gateway_text(g: crate::datapath::Gateway) -> String {
     format!("{}/{}", std::net::Ipv4Addr::from(g.ip), g.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+    use crate::config::{BridgeSpec, NatSpec};
+    use crate::worker::{WorkerOptions, spawn};
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// `nat-del RULE` finds the rule by its `nat-show` text and removes it in one worker step;
+    /// a text that names no rule is an error naming it.
+    #[test]
+    fn nat_rules_are_deleted_by_their_text() {
+        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
+        let w = spawn(
+            WorkerOptions {
+                core: None,
+                frames: 1024,
+            },
+            clock,
+        )
+        .unwrap();
+        for (name, gw) in [("ext", "10.250.0.1/24"), ("br0", "172.31.5.1/24")] {
+            let b = BridgeSpec::from_args(name, &s(&[&format!("gateway={gw}")])).unwrap();
+            w.call(Command::AddBridge(b)).unwrap();
+        }
+        for rule in [
+            s(&["masquerade", "src=172.31.5.0/24", "out=ext"]),
+            s(&[
+                "dnat",
+                "in=ext",
+                "proto=tcp",
+                "port=8080",
+                "to=172.31.5.2:80",
+            ]),
+        ] {
+            w.call(Command::NatAdd(NatSpec::from_args(&rule).unwrap()))
+                .unwrap();
+        }
+        let rules = w.call(Command::NatShow).unwrap();
+        let texts: Vec<String> = rules["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(texts.len(), 2, "{rules}");
+        // Delete the first rule by its text: the second one is what is left.
+        let v = w.call(Command::NatDelRule(texts[0].clone())).unwrap();
+        assert_eq!(v["deleted"], 0, "{v}");
+        let left = w.call(Command::NatShow).unwrap();
+        let left = left["rules"].as_array().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["rule"], texts[1]);
+        let e = w.call(Command::NatDelRule(texts[0].clone())).unwrap_err();
+        assert!(e.contains("no NAT rule") && e.contains("RULE"), "{e}");
+        w.shutdown();
+    }
 }
