@@ -29,26 +29,8 @@ fn two_bridges(t: &mut Topology, d: &Daemon, p: &str) {
         "10.251.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.30.0.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("o"),
-        "route",
-        "add",
-        "172.30.0.0/24",
-        "via",
-        "10.251.0.1",
-    ]);
+    route_add(&n("c1"), "default", "172.30.0.1");
+    route_add(&n("o"), "172.30.0.0/24", "10.251.0.1");
 }
 
 #[test]
@@ -151,26 +133,8 @@ fn first_packet_to_an_unresolved_host_is_delivered() {
         "10.251.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.30.0.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("o"),
-        "route",
-        "add",
-        "172.30.0.0/24",
-        "via",
-        "10.251.0.1",
-    ]);
+    route_add(&n("c1"), "default", "172.30.0.1");
+    route_add(&n("o"), "172.30.0.0/24", "10.251.0.1");
     // Nothing resolved 10.251.0.2 yet: the first echo waits in the hold queue for the ARP reply.
     assert!(
         t.exec_ok(&n("c1"), &["ping", "-c", "1", "-W", "3", "10.251.0.2"]),
@@ -308,7 +272,7 @@ fn isolated_bridges_and_icc_off_like_docker() {
         ("a2", "172.30.1.1"),
         ("b", "172.30.2.1"),
     ] {
-        sh(&["ip", "-n", &n(ns), "route", "add", "default", "via", gw]);
+        route_add(&n(ns), "default", gw);
     }
     d.ctl(&["nat-add", "masquerade", "src=172.30.1.0/24", "out=ext"]);
     let show = d.ctl(&["show"]);
@@ -468,16 +432,7 @@ fn routed_packet_too_big_for_the_tunnel_gets_frag_needed() {
         "vx42",
     ]);
     sh(&["ip", "-n", &hb, "link", "set", "vx42", "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        &hb,
-        "route",
-        "add",
-        "10.9.0.0/24",
-        "via",
-        "192.168.42.254",
-    ]);
+    route_add(&hb, "10.9.0.0/24", "192.168.42.254");
     // The overlay bridge gets a gateway; container c2 (MTU 1500) on br1 is routed into it.
     d.ctl(&["set-br", "br0", "gateway=192.168.42.254/24"]);
     d.ctl(&["add-br", "br1", "gateway=10.9.0.1/24"]);
@@ -489,16 +444,7 @@ fn routed_packet_too_big_for_the_tunnel_gets_frag_needed() {
         "10.9.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c2"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.9.0.1",
-    ]);
+    route_add(&n("c2"), "default", "10.9.0.1");
     assert!(ping(&n("c2"), "192.168.42.2", 2), "routed into the tunnel");
     // 1472 + 28 = 1500 bytes of IP: 50 too many for the tunnel. DF set: the router says so.
     let big = std::process::Command::new("ip")

@@ -300,16 +300,7 @@ fn flannel_node(t: &mut Topology, etcd: &Etcd, hc: &str, cc: &str) -> String {
         "dev",
         "eth0",
     ]);
-    sh(&[
-        "ip",
-        "-n",
-        cc,
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.5.100.1",
-    ]);
+    route_add(cc, "default", "10.5.100.1");
     sh(&[
         "ip",
         "netns",

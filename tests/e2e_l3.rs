@@ -49,36 +49,9 @@ fn gateway_routing_and_static_route() {
         "10.250.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.31.5.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("c2"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.9.0.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("o"),
-        "route",
-        "add",
-        "172.31.5.0/24",
-        "via",
-        "10.250.0.1",
-    ]);
+    route_add(&n("c1"), "default", "172.31.5.1");
+    route_add(&n("c2"), "default", "10.9.0.1");
+    route_add(&n("o"), "172.31.5.0/24", "10.250.0.1");
     sh(&[
         "ip",
         "-n",
@@ -156,16 +129,7 @@ fn masquerade_and_port_mapping_like_docker() {
         "10.250.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.31.5.1",
-    ]);
+    route_add(&n("c1"), "default", "172.31.5.1");
     // The outside host has no route back to 172.31.5.0/24: only masquerade lets replies return.
     let outside = HttpServer::start(&n("o"), "10.250.0.2", 8000, "outside\n");
     assert_eq!(

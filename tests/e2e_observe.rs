@@ -309,16 +309,7 @@ fn capture_shows_nat_translation() {
         "10.251.0.2/24",
         &[],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.31.6.1",
-    ]);
+    route_add(&n("c1"), "default", "172.31.6.1");
     d.ctl(&["nat-add", "masquerade", "src=172.31.6.0/24", "out=ext"]);
     // Sent on the outside port: the request leaves with the gateway's address as source.
     let file = std::env::temp_dir().join(format!("uvs-nat-{p}.pcapng"));

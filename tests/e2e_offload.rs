@@ -135,26 +135,8 @@ fn tap_super_frames_routed_and_masqueraded() {
         &[],
     );
     let _ = c1;
-    sh(&[
-        "ip",
-        "-n",
-        &n("c1"),
-        "route",
-        "add",
-        "default",
-        "via",
-        "172.31.77.1",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &n("o"),
-        "route",
-        "add",
-        "172.31.77.0/24",
-        "via",
-        "10.251.0.1",
-    ]);
+    route_add(&n("c1"), "default", "172.31.77.1");
+    route_add(&n("o"), "172.31.77.0/24", "10.251.0.1");
     assert!(ping(&n("c1"), "10.251.0.2", 2), "routed ping");
     tcp_both_ways(
         "tap routed",

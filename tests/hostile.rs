@@ -481,7 +481,7 @@ fn routed(t: &mut Topology, d: &Daemon, n: &dyn Fn(&str) -> String) -> ([u8; 6],
     ] {
         attach(t, d, (br, &n(c), &n(&format!("p{c}"))), "afxdp", ip, &[]);
         if c != "x" {
-            sh(&["ip", "-n", &n(c), "route", "add", "default", "via", gw]);
+            route_add(&n(c), "default", gw);
         }
     }
     d.ctl(&["nat-add", "masquerade", "src=10.91.0.0/16", "out=ext"]);

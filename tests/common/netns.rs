@@ -30,6 +30,11 @@ pub fn sh(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ip -n NS route add DEST via VIA`, panicking with ip's error when it fails.
+pub fn route_add(ns: &str, dest: &str, via: &str) {
+    sh(&["ip", "-n", ns, "route", "add", dest, "via", via]);
+}
+
 /// Run a command; return success.
 pub fn try_sh(args: &[&str]) -> bool {
     Command::new(args[0])
