@@ -122,25 +122,40 @@ fn carries(mode: &VlanMode, v: u16) -> bool {
 
 /// Adjust the tag of frame `d` for `port`, check the MTU, and queue it.
 #[inline(always)]
-fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, mut d: Desc) {
+fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Meta, d: Desc) {
     if !d.ol.is_none() {
         return emit_offloaded(frames, port, queue, m, d);
     }
-    if m.raw {
-        // An explicit flow output: the frame leaves as the actions left it.
-        let l3_len = d.len as usize - 14 - if m.tagged { vlan::TAG_LEN } else { 0 };
-        if l3_len > port.mtu as usize {
-            port.counters.drop(DropReason::MtuExceeded);
-            frames.free(d.addr);
-            return;
-        }
-        queue.push(d);
+    let Some((d, l3_len)) = retag(frames, port, m, d) else {
         return;
+    };
+    if l3_len > port.mtu as usize {
+        port.counters.drop(DropReason::MtuExceeded);
+        frames.free(d.addr);
+        return;
+    }
+    queue.push(d);
+}
+
+/// Frame `d` as it leaves toward `port`, and its L3 length: the tag pushed, popped or
+/// rewritten as the port's VLAN mode wants (an explicit flow output leaves as the actions left
+/// it). None, counted and freed, when the port does not carry the frame's VLAN. Offload state
+/// is kept; no MTU check.
+#[inline(always)]
+fn retag(
+    frames: &mut Frames,
+    port: &mut PortState,
+    m: &Meta,
+    mut d: Desc,
+) -> Option<(Desc, usize)> {
+    if m.raw {
+        let l3_len = d.len as usize - 14 - if m.tagged { vlan::TAG_LEN } else { 0 };
+        return Some((d, l3_len));
     }
     if !carries(&port.vlan, m.vlan) {
         port.counters.drop(DropReason::VlanDenied);
         frames.free(d.addr);
-        return;
+        return None;
     }
     let want_tag = matches!(port.vlan, VlanMode::Trunk(_)) && m.vlan != 0;
     if want_tag && m.tagged {
@@ -162,13 +177,10 @@ fn emit(frames: &mut Frames, port: &mut PortState, queue: &mut Vec<Desc>, m: &Me
             d.len -= vlan::TAG_LEN as u32;
         }
     }
-    let l3_len = d.len as usize - 14 - if want_tag { vlan::TAG_LEN } else { 0 };
-    if l3_len > port.mtu as usize {
-        port.counters.drop(DropReason::MtuExceeded);
-        frames.free(d.addr);
-        return;
-    }
-    queue.push(d);
+    Some((
+        d,
+        d.len as usize - 14 - if want_tag { vlan::TAG_LEN } else { 0 },
+    ))
 }
 
 /// `emit` for a frame with offload state: adjust the tag as for any frame, then pass it on to a
@@ -182,16 +194,10 @@ fn emit_offloaded(
     m: &Meta,
     d: Desc,
 ) {
-    let mut plain = Vec::with_capacity(1);
-    let mut d0 = d;
-    d0.ol = crate::packet::Offload::NONE;
-    // Reuse the VLAN and MTU logic on a copy of the descriptor without offload state, with an
-    // MTU large enough for a super-frame; the real MTU check follows.
-    let mtu = std::mem::replace(&mut port.mtu, u32::MAX);
-    emit(frames, port, &mut plain, m, d0);
-    port.mtu = mtu;
-    let Some(mut d1) = plain.pop() else { return };
-    d1.ol = d.ol;
+    // The tag as for any frame; the MTU check depends on what happens to the frame below.
+    let Some((mut d1, _)) = retag(frames, port, m, d) else {
+        return;
+    };
     let data = frames.data_mut(d1);
     let Some(at) = gso::locate(data) else {
         // Not TCP/UDP over IP any more (a flow rewrote it): nothing we can finish.
