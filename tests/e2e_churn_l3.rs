@@ -403,24 +403,7 @@ fn routed_packet_too_big_for_the_tunnel_gets_frag_needed() {
     let hb = n("hb");
     vxlan_uvs_side(&mut t, &d, &p, &hb);
     // Host B: a kernel vxlan device with an address in the overlay (its MTU: 1450).
-    sh(&[
-        "ip",
-        "-n",
-        &hb,
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "local",
-        "10.252.0.2",
-        "remote",
-        "10.252.0.1",
-    ]);
+    kernel_vtep(&hb);
     sh(&[
         "ip",
         "-n",

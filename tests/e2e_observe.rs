@@ -355,21 +355,7 @@ fn capture_shows_vxlan_encapsulation() {
         v.extend_from_slice(args);
         sh(&v);
     };
-    ip(&[
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "local",
-        "10.252.0.2",
-        "remote",
-        "10.252.0.1",
-    ]);
+    kernel_vtep(&hb);
     ip(&["addr", "add", "192.168.42.2/24", "dev", "vx42"]);
     ip(&["link", "set", "vx42", "up"]);
     // Sent on the uplink port: VXLAN VNI 42 around the container's echo request.

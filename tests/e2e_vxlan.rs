@@ -41,24 +41,7 @@ fn interop_with_kernel_vxlan() {
     let hb = n("hb");
     vxlan_uvs_side(&mut t, &d, &p, &hb);
     // Host B: kernel vxlan 42 on a kernel bridge with container c2.
-    sh(&[
-        "ip",
-        "-n",
-        &hb,
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "dstport",
-        "4789",
-        "local",
-        "10.252.0.2",
-        "remote",
-        "10.252.0.1",
-    ]);
+    kernel_vtep(&hb);
     sh(&["ip", "-n", &hb, "link", "add", "kbr", "type", "bridge"]);
     sh(&["ip", "-n", &hb, "link", "set", "vx42", "master", "kbr"]);
     host_b_container(&mut t, &hb, &n("c2"));

@@ -343,6 +343,29 @@ pub fn vxlan_uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
     ]);
 }
 
+/// Host B's kernel VTEP `vx42` (VNI 42, port 4789, 10.252.0.2 -> 10.252.0.1) in namespace
+/// `hb`, the peer of [`vxlan_uvs_side`]; down and without an address.
+pub fn kernel_vtep(hb: &str) {
+    sh(&[
+        "ip",
+        "-n",
+        hb,
+        "link",
+        "add",
+        "vx42",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "dstport",
+        "4789",
+        "local",
+        "10.252.0.2",
+        "remote",
+        "10.252.0.1",
+    ]);
+}
+
 /// Attach a container: afxdp => veth made by the test; tap => uvs makes the TAP device, which is
 /// then moved into the namespace. Returns the namespace's interface name.
 /// `at` is (bridge, namespace, port name).
