@@ -410,15 +410,21 @@ fn address(ns: &str, subnet: &str) {
     ]);
 }
 
+/// True when etcd and etcdctl are installed; otherwise prints an explicit skip line.
+fn etcd_or_skip(test: &str) -> bool {
+    let ok = try_sh(&["etcd", "--version"]) && try_sh(&["etcdctl", "version"]);
+    if !ok {
+        eprintln!("SKIP {test}: needs etcd-server and etcd-client (scripts/setup.sh)");
+    }
+    ok
+}
+
 #[test]
 fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     if !root_or_skip("two_uvs_hosts_share_a_flannel_overlay_through_etcd") {
         return;
     }
-    if !try_sh(&["etcd", "--version"]) || !try_sh(&["etcdctl", "version"]) {
-        eprintln!(
-            "SKIP two_uvs_hosts_share_a_flannel_overlay_through_etcd: needs etcd-server and etcd-client (scripts/setup.sh)"
-        );
+    if !etcd_or_skip("two_uvs_hosts_share_a_flannel_overlay_through_etcd") {
         return;
     }
     let p = prefix("et");
@@ -806,10 +812,7 @@ fn host_gw_backend_routes_via_the_public_ip() {
     if !root_or_skip("host_gw_backend_routes_via_the_public_ip") {
         return;
     }
-    if !try_sh(&["etcd", "--version"]) || !try_sh(&["etcdctl", "version"]) {
-        eprintln!(
-            "SKIP host_gw_backend_routes_via_the_public_ip: needs etcd-server and etcd-client (scripts/setup.sh)"
-        );
+    if !etcd_or_skip("host_gw_backend_routes_via_the_public_ip") {
         return;
     }
     let p = prefix("eg");
