@@ -225,7 +225,7 @@ fn run(
     let config = initial_config(config_path.as_deref(), db.as_ref())?;
     let core = parse_core(cores)?;
     let stop = uvs::port::wait::install_stop_handler();
-    let hup = control::sys::install_hup_handler();
+    let hup = uvs::port::wait::install_hup_handler();
     let w = worker::spawn(
         WorkerOptions { core, frames },
         Arc::new(MonotonicClock::default()),

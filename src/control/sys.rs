@@ -1,10 +1,9 @@
 //! The system calls the control plane needs that std does not offer: the peer credentials of a
 //! unix socket connection (`SO_PEERCRED`, for the change log and the per-uid limit), whether a
-//! peer has hung up (a non-blocking peek), and a SIGHUP flag (reload).
+//! peer has hung up (a non-blocking peek). Signal flags (stop, SIGHUP) live in `port::wait`.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Who is at the other end of a control connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,23 +63,6 @@ pub fn peer_gone(stream: &UnixStream) -> bool {
         )
     };
     n == 0
-}
-
-static HUP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_hup(_: libc::c_int) {
-    HUP.store(true, Ordering::SeqCst);
-}
-
-/// Make SIGHUP set a flag instead of ending the process; the returned flag is set on every
-/// SIGHUP (the caller swaps it back to false when it acts on it).
-pub fn install_hup_handler() -> &'static AtomicBool {
-    let handler = on_hup as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGHUP, handler);
-    }
-    &HUP
 }
 
 #[cfg(test)]

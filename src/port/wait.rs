@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// An eventfd: `wake` from any thread makes the worker's `wait` return.
 pub struct Waker {
@@ -80,22 +81,40 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
+static HUP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_sig: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_hup(_sig: libc::c_int) {
+    HUP.store(true, Ordering::SeqCst);
+}
+
+/// Point `signals` at `handler`, which only stores to an atomic.
+fn set_flag_handler(signals: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
+    let handler = handler as libc::sighandler_t;
+    for &sig in signals {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, handler);
+        }
+    }
 }
 
 /// Make SIGINT and SIGTERM set a flag instead of killing the process (so ports are closed and
 /// XDP programs detached on the way out). Returns the flag.
-pub fn install_stop_handler() -> &'static std::sync::atomic::AtomicBool {
-    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
+pub fn install_stop_handler() -> &'static AtomicBool {
+    set_flag_handler(&[libc::SIGINT, libc::SIGTERM], on_stop_signal);
     &STOP
+}
+
+/// Make SIGHUP set a flag instead of ending the process; the returned flag is set on every
+/// SIGHUP (the caller swaps it back to false when it acts on it).
+pub fn install_hup_handler() -> &'static AtomicBool {
+    set_flag_handler(&[libc::SIGHUP], on_hup);
+    &HUP
 }
 
 /// True when the process runs as root (effective uid 0).
