@@ -61,6 +61,10 @@ pub struct Config {
     /// NAT rules, added after the routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat: Vec<NatSpec>,
+    /// Host ports `nat-add dnat ... port=0` picks from, `A-B` (default 32768-60999, as Docker;
+    /// `uvs ctl set-nat port_range=A-B` changes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_port_range: Option<String>,
     /// The etcd overlay (`[etcd]`, see [`crate::etcd::EtcdSpec`]): read from the `--config`
     /// file at start; never part of the running configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +89,8 @@ pub struct NatSpec {
     /// tcp | udp (dnat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<String>,
-    /// Mapped port (dnat).
+    /// Mapped port (dnat); 0 or missing in `nat-add`: pick a free one from the DNAT port range
+    /// (a file names the port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// snat: the address; dnat: ADDRESS:PORT.
@@ -148,9 +153,6 @@ impl NatSpec {
                 need(&self.inb, "in")?;
                 need(&self.to, "to")?;
                 self.dnat_proto()?;
-                if self.port.unwrap_or(0) == 0 {
-                    return Err("port: missing or 0 for dnat".into());
-                }
                 self.dnat_to()?;
             }
             k => return Err(format!("kind: '{k}' (masquerade, snat, dnat)")),
@@ -761,7 +763,13 @@ impl Config {
             }
             Ok(gateways.iter().any(|(b, _)| *b == n))
         };
+        if let Some(r) = &self.nat_port_range {
+            crate::nat::parse_port_range("nat_port_range", r)?;
+        }
         for n in &self.nat {
+            if n.kind == "dnat" && n.port.unwrap_or(0) == 0 {
+                return Err("nat dnat: port: a file names the host port (0 picks one only in nat-add)".into());
+            }
             let ok = match n.kind.as_str() {
                 "dnat" => gw_of(&n.inb, "in")?,
                 "masquerade" => gw_of(&n.out, "out")?,

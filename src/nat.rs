@@ -13,10 +13,16 @@
 //!   through a route to its subnet): those are tracked untranslated so their answers are replies,
 //!   not new connections to masquerade. Other forwarding stays stateless. Fragments are not translated: a fragment that matches no
 //!   connection is routed as is, as the first packet of a flow it would carry no ports anyway.
+//! - `dnat` with port 0 picks the host port: the next port of the DNAT port range (Docker's
+//!   32768-60999 by default; `set-nat port_range=A-B`) after the last one picked, wrapping,
+//!   that no other mapping of that protocol uses on the same gateway address. The rule keeps
+//!   the concrete port (so `nat-show` and the database show it); a full range is an error
+//!   naming the range.
 //! - The first packet of a connection picks the rule; later packets (both directions) follow the
 //!   connection table until it expires, even if rules change.
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use serde::Serialize;
 
@@ -67,6 +73,31 @@ pub struct Nat {
     /// Port pools on each bridge's gateway address for hairpin connections (made when a port
     /// mapping targets a host on that bridge).
     hairpin: Vec<(u16, [PoolId; 3])>,
+    /// Host ports that `dnat ... port=0` picks from.
+    dnat_ports: RangeInclusive<u16>,
+    /// Where the next pick starts looking (just after the last port picked).
+    dnat_next: u16,
+}
+
+/// The host ports `dnat ... port=0` picks from unless `set-nat port_range=` says otherwise
+/// (Docker's default, the kernel's ephemeral range).
+pub const DEFAULT_DNAT_PORTS: RangeInclusive<u16> = 32768..=60999;
+
+/// Parse a port range `A-B` (1 <= A <= B <= 65535); errors name `field`.
+pub fn parse_port_range(field: &str, s: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("{field}: '{s}' is not a port range A-B (1 <= A <= B <= 65535)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+/// `A-B`, as [`parse_port_range`] reads it.
+pub fn port_range_text(r: &RangeInclusive<u16>) -> String {
+    format!("{}-{}", r.start(), r.end())
 }
 
 impl Default for Nat {
@@ -75,6 +106,8 @@ impl Default for Nat {
             rules: Vec::new(),
             ct: Conntrack::new(CtConfig::default()).expect("default conntrack config is valid"),
             hairpin: Vec::new(),
+            dnat_ports: DEFAULT_DNAT_PORTS,
+            dnat_next: *DEFAULT_DNAT_PORTS.start(),
         }
     }
 }
@@ -107,7 +140,54 @@ impl Nat {
             rules: Vec::new(),
             ct: Conntrack::new(config).map_err(|e| e.to_string())?,
             hairpin: Vec::new(),
+            dnat_ports: DEFAULT_DNAT_PORTS,
+            dnat_next: *DEFAULT_DNAT_PORTS.start(),
         })
+    }
+
+    /// The host ports `dnat ... port=0` picks from.
+    pub fn dnat_ports(&self) -> RangeInclusive<u16> {
+        self.dnat_ports.clone()
+    }
+
+    /// Set the range `dnat ... port=0` picks from (rules already made keep their ports).
+    pub fn set_dnat_ports(&mut self, r: RangeInclusive<u16>) {
+        self.dnat_next = *r.start();
+        self.dnat_ports = r;
+    }
+
+    /// Pick a free host port for a `proto` mapping: the first port of the range, starting just
+    /// after the last one picked and wrapping, that no mapping of `proto` on a bridge for which
+    /// `same_addr` holds (one with the same gateway address) uses. Errors name the range.
+    pub fn pick_dest_port(
+        &mut self,
+        proto: u8,
+        same_addr: impl Fn(u16) -> bool,
+    ) -> Result<u16, String> {
+        let used: std::collections::HashSet<u16> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                NatRule::Dest {
+                    inb, proto: p, port, ..
+                } if *p == proto && same_addr(*inb) => Some(*port),
+                _ => None,
+            })
+            .collect();
+        let (lo, hi) = (*self.dnat_ports.start(), *self.dnat_ports.end());
+        let start = self.dnat_next.clamp(lo, hi);
+        let candidates = (start..=hi).chain(lo..start);
+        for p in candidates {
+            if !used.contains(&p) {
+                self.dnat_next = if p == hi { lo } else { p + 1 };
+                return Ok(p);
+            }
+        }
+        Err(format!(
+            "port: every {} port of the range {} is mapped on that address (set-nat port_range=A-B)",
+            proto_name(proto),
+            port_range_text(&self.dnat_ports)
+        ))
     }
 
     /// Add a source rule (masquerade when `to` is None). `addr` is the translated address (the
@@ -321,5 +401,43 @@ impl Nat {
                 },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_parse_and_name_the_field() {
+        assert_eq!(parse_port_range("f", "32768-60999").unwrap(), 32768..=60999);
+        assert_eq!(parse_port_range("f", "80-80").unwrap(), 80..=80);
+        for bad in ["", "80", "0-10", "10-9", "1-65536", "a-b"] {
+            let e = parse_port_range("port_range", bad).unwrap_err();
+            assert!(e.starts_with("port_range:"), "{e}");
+        }
+    }
+
+    /// Picks go round the range after the last pick (a freed port is not reused at once) and
+    /// skip ports mapped on bridges that share the address; other bridges do not count.
+    #[test]
+    fn picks_wrap_and_skip_mapped_ports_on_the_same_address() {
+        let mut n = Nat::default();
+        n.set_dnat_ports(100..=103);
+        n.add_dest(1, PROTO_TCP, 101, [10, 0, 0, 2], 80).unwrap();
+        n.add_dest(2, PROTO_TCP, 102, [10, 0, 0, 2], 80).unwrap();
+        let same = |b: u16| b == 1;
+        assert_eq!(n.pick_dest_port(PROTO_TCP, same).unwrap(), 100);
+        assert_eq!(n.pick_dest_port(PROTO_TCP, same).unwrap(), 102);
+        assert_eq!(n.pick_dest_port(PROTO_TCP, same).unwrap(), 103);
+        // Wrapped: 100 again (it was never added as a rule), 101 stays taken.
+        assert_eq!(n.pick_dest_port(PROTO_TCP, same).unwrap(), 100);
+        n.add_dest(1, PROTO_TCP, 100, [10, 0, 0, 2], 80).unwrap();
+        n.add_dest(1, PROTO_TCP, 102, [10, 0, 0, 2], 80).unwrap();
+        n.add_dest(1, PROTO_TCP, 103, [10, 0, 0, 2], 80).unwrap();
+        let e = n.pick_dest_port(PROTO_TCP, same).unwrap_err();
+        assert!(e.contains("100-103"), "{e}");
+        // One cursor for both protocols: UDP starts after the last pick.
+        assert_eq!(n.pick_dest_port(PROTO_UDP, same).unwrap(), 101);
     }
 }

@@ -301,15 +301,25 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "nat-add",
-        "nat-add masquerade src=PREFIX out=BRIDGE | snat src=PREFIX out=BRIDGE to=ADDRESS | dnat in=BRIDGE proto=tcp|udp port=N to=ADDRESS:PORT",
+        "nat-add masquerade src=PREFIX out=BRIDGE | snat src=PREFIX out=BRIDGE to=ADDRESS | dnat in=BRIDGE proto=tcp|udp [port=N|0] to=ADDRESS:PORT",
         3,
         5,
         move |a| {
             let spec = NatSpec::from_args(a).map_err(CtlError::new)?;
             let v = ask(&w, Command::NatAdd(spec))?;
-            Ok(Reply::new(format!("rule #{}\n", v["index"]), v))
+            Ok(Reply::new(format!("rule #{} {}\n", v["index"], str_of(&v["rule"])), v))
         },
     );
+    let w = worker.clone();
+    reg.register("set-nat", "set-nat port_range=A-B", 1, 1, move |a| {
+        let r = match a[0].split_once('=') {
+            Some(("port_range", v)) => crate::nat::parse_port_range("port_range", v),
+            _ => Err(format!("'{}': set-nat takes port_range=A-B", a[0])),
+        }
+        .map_err(CtlError::new)?;
+        let v = ask(&w, Command::SetNatPorts(r))?;
+        Ok(Reply::new(format!("port=0 picks from {}\n", str_of(&v["port_range"])), v))
+    });
     let w = worker.clone();
     reg.register(
         "nat-del",
@@ -333,6 +343,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         for r in v["rules"].as_array().into_iter().flatten() {
             let _ = writeln!(s, "#{} {}", r["index"], str_of(&r["rule"]));
         }
+        let _ = writeln!(s, "port=0 picks from {}", str_of(&v["port_range"]));
         Ok(Reply::new(s, v))
     });
     let w = worker.clone();

@@ -19,6 +19,7 @@
 
 mod flows;
 mod life;
+mod nat;
 mod overlay;
 mod requests;
 mod running;

@@ -114,6 +114,8 @@ pub enum Command {
     NatDelRule(String),
     /// The NAT rules.
     NatShow,
+    /// Set the host port range `dnat ... port=0` picks from.
+    SetNatPorts(std::ops::RangeInclusive<u16>),
     /// One page of tracked connections: the NAT table's slots from `from` (the flow tables'
     /// connections come with the first page), and `next` (null: done).
     CtShow {
@@ -333,7 +335,12 @@ impl Worker {
                         .map(|b| b.name.clone())
                         .unwrap_or_default()
                 });
-                Ok(json!({"rules": rows}))
+                let range = crate::nat::port_range_text(&self.dp.nat.dnat_ports());
+                Ok(json!({"rules": rows, "port_range": range}))
+            }
+            Command::SetNatPorts(r) => {
+                self.dp.nat.set_dnat_ports(r.clone());
+                Ok(json!({"port_range": crate::nat::port_range_text(&r)}))
             }
             Command::CtShow { from } => {
                 let (page, next) = self.dp.nat.ct.page(now as u32, from, CT_PAGE_SLOTS);
@@ -415,52 +422,6 @@ impl Worker {
                 Ok(json!({"stopped": true}))
             }
         }
-    }
-
-    fn nat_add(&mut self, spec: &crate::config::NatSpec) -> Result<Value, String> {
-        spec.check()?;
-        let bridge = |name: &Option<String>, field: &str| -> Result<u16, String> {
-            let n = name.as_deref().unwrap_or_default();
-            self.dp
-                .bridge_id(n)
-                .ok_or_else(|| format!("{field}: no bridge named '{n}'"))
-        };
-        let index = match spec.kind.as_str() {
-            "dnat" => {
-                let inb = bridge(&spec.inb, "in")?;
-                if self.dp.bridge(inb).and_then(|b| b.gateway).is_none() {
-                    return Err("in: the bridge has no gateway address to map".into());
-                }
-                let (to, to_port) = spec.dnat_to()?;
-                let proto = spec.dnat_proto()?;
-                // Hairpin needs pools on the gateway of the target's bridge.
-                if let Some(r) = self.dp.routes.lookup(to)
-                    && let Some(g) = self.dp.bridge(r.bridge()).and_then(|b| b.gateway)
-                {
-                    self.dp.nat.ensure_hairpin(r.bridge(), g.ip)?;
-                }
-                self.dp
-                    .nat
-                    .add_dest(inb, proto, spec.port.unwrap_or(0), to, to_port)?
-            }
-            kind => {
-                let out = bridge(&spec.out, "out")?;
-                let (p, l) = crate::route::parse_prefix(spec.src.as_deref().unwrap_or_default())?;
-                let (to, addr) = if kind == "snat" {
-                    let a = spec.snat_to()?;
-                    (Some(a), a)
-                } else {
-                    let g = self
-                        .dp
-                        .bridge(out)
-                        .and_then(|b| b.gateway)
-                        .ok_or("out: masquerade needs a gateway address on the bridge")?;
-                    (None, g.ip)
-                };
-                self.dp.nat.add_source(u32::from(p), l, out, to, addr)?
-            }
-        };
-        Ok(json!({"index": index}))
     }
 
     fn route_add(&mut self, spec: &crate::config::RouteSpec) -> Result<Value, String> {

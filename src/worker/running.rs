@@ -136,6 +136,9 @@ impl Worker {
                 Err(e) => tracing::warn!("running config: NAT rule '{}': {e}", row.rule),
             }
         }
+        let ports = self.dp.nat.dnat_ports();
+        c.nat_port_range = (ports != crate::nat::DEFAULT_DNAT_PORTS)
+            .then(|| crate::nat::port_range_text(&ports));
         c
     }
 
