@@ -768,7 +768,10 @@ impl Config {
         }
         for n in &self.nat {
             if n.kind == "dnat" && n.port.unwrap_or(0) == 0 {
-                return Err("nat dnat: port: a file names the host port (0 picks one only in nat-add)".into());
+                return Err(
+                    "nat dnat: port: a file names the host port (0 picks one only in nat-add)"
+                        .into(),
+                );
             }
             let ok = match n.kind.as_str() {
                 "dnat" => gw_of(&n.inb, "in")?,

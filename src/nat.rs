@@ -169,7 +169,10 @@ impl Nat {
             .iter()
             .filter_map(|r| match r {
                 NatRule::Dest {
-                    inb, proto: p, port, ..
+                    inb,
+                    proto: p,
+                    port,
+                    ..
                 } if *p == proto && same_addr(*inb) => Some(*port),
                 _ => None,
             })

@@ -492,3 +492,116 @@ fn cni_parallel_add_del_keeps_rules_straight() {
     assert!(!d.ctl(&["show"]).contains("port uv"));
     let _ = std::fs::remove_dir_all(&ipam_dir);
 }
+
+/// `hostPort` omitted: uvs picks a free host port from its DNAT range (skipping one a fixed
+/// mapping holds), the ADD result names it, a client beyond the uplink reaches the container
+/// through it, the rule keeps its concrete port across a daemon restart (database), and DEL
+/// removes it while leaving the fixed mapping alone. `uvs ctl nat-add` without `port=` answers
+/// the next pick too.
+#[test]
+fn cni_host_port_zero_is_picked_and_reachable() {
+    let test = "cni_host_port_zero_is_picked_and_reachable";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("cz");
+    let mut t = Topology::default();
+    let db = std::env::temp_dir().join(format!("uvs-cniz-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let dbs = db.to_str().unwrap();
+    let d = Daemon::start("cniz", &["--db", dbs]);
+    d.ctl(&["add-br", "ext", "gateway=10.238.0.1/24"]);
+    let outside = format!("{p}out");
+    attach(
+        &mut t,
+        &d,
+        ("ext", &outside, &format!("{p}x")),
+        "afxdp",
+        "10.238.0.2/24",
+        &[],
+    );
+    d.ctl(&["set-nat", "port_range=41000-41009"]);
+    let fixed = "dnat in=ext proto=tcp port=41000 to=10.238.1.99:80";
+    d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=tcp",
+        "port=41000",
+        "to=10.238.1.99:80",
+    ]);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cniz-ipam-{}", std::process::id()));
+    let mut conf = json!({
+        "cniVersion": "1.0.0", "name": "zn", "type": "uvs-cni", "uplink": "ext",
+        "uvs_socket": d.socket,
+        "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                 "ranges": [[{"subnet": "10.238.1.0/24"}]]},
+        "runtimeConfig": {"portMappings": [{"containerPort": 80, "protocol": "tcp"}]}
+    });
+    let (rc, res) = cni("ADD", "cid-zero", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    assert_eq!(res["portMappings"][0]["hostPort"], 41001, "{res}");
+    let ip = res["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let rule = format!("dnat in=ext proto=tcp port=41001 to={ip}:80");
+    assert!(d.ctl(&["nat-show"]).contains(&rule));
+    let _web = HttpServer::start(&ns, &ip, 80, "picked-port-body");
+    let url = "http://10.238.0.1:41001/index.html";
+    let reach = || {
+        eventually(10, || {
+            curl(&outside, url).is_some_and(|b| b.contains("picked-port-body"))
+        })
+    };
+    assert!(reach(), "picked port 41001 not reachable from outside");
+
+    // The control socket answers the port it picked, in JSON and text.
+    let v: Value = serde_json::from_str(&d.ctl(&[
+        "--json",
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=udp",
+        "to=10.238.1.99:53",
+    ]))
+    .unwrap();
+    assert_eq!(v["port"], 41002, "{v}");
+    let text = d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=tcp",
+        "port=0",
+        "to=10.238.1.99:81",
+    ]);
+    assert!(text.contains("port=41003 to=10.238.1.99:81"), "{text}");
+
+    // Restart: the database keeps the concrete ports and the range.
+    drop(d);
+    let d = Daemon::start("cniz", &["--db", dbs]);
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        nat.contains(&rule) && nat.contains("port=0 picks from 41000-41009"),
+        "{nat}"
+    );
+    assert!(reach(), "picked port 41001 not reachable after a restart");
+
+    conf["prevResult"] = res.clone();
+    let (rc, v) = cni("DEL", "cid-zero", &nspath, &conf);
+    assert_eq!(rc, 0, "DEL: {v}");
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        !nat.contains(&format!("to={ip}:80")) && nat.contains(fixed),
+        "{nat}"
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+    let _ = std::fs::remove_file(&db);
+}

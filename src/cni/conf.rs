@@ -98,7 +98,9 @@ impl Env {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
-    /// Host port (on the uplink's gateway address).
+    /// Host port (on the uplink's gateway address); 0 or missing: uvs picks a free one from
+    /// its DNAT port range and the ADD result's `portMappings` says which.
+    #[serde(default)]
     pub host_port: u16,
     /// Port in the container.
     pub container_port: u16,

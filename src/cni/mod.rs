@@ -14,12 +14,14 @@
 //! else the network name) through the control socket (`uvs_socket`, default
 //! `/run/uvs/uvs.sock`). A missing bridge is created with the IPAM gateway, `isolated=on`
 //! unless `isolated: false`, and masquerade out of `uplink` when the config names one. The
-//! `portMappings` capability becomes `dnat` rules on the uplink (else on the bridge itself);
+//! `portMappings` capability becomes `dnat` rules on the uplink (else on the bridge itself); a
+//! mapping with `hostPort` 0 (or none) gets a free host port picked by uvs (`nat-add dnat`
+//! without `port=`), and the result carries `portMappings` with the host ports as made;
 //! `mac` sets the container's MAC; `ips` is passed to the IPAM plugin (host-local reads it).
 //!
 //! DEL is idempotent: a missing namespace, port, link or rule is success; it removes the port
-//! mappings (matched by their text in `nat-show`: `dnat in=B proto=P port=N to=`, unique per
-//! bridge and port), the uvs port, the veth, and releases the IPAM lease.
+//! mappings (matched by their text in `nat-show`: `dnat in=B proto=P port=N to=ADDR:C`, any
+//! `N` for a picked port), the uvs port, the veth, and releases the IPAM lease.
 //! CHECK verifies the interface, its address and default route in the namespace, and the uvs
 //! port, then runs the IPAM plugin's CHECK.
 //!

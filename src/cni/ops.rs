@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::conf::{Env, NetConf, network, parse_cidr};
+use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
 use super::sys::{ip, ip_in, ipam, open_netns, uvs};
 use super::{CniError, E_CHECK, E_IPAM, E_UVS};
 
@@ -95,20 +95,44 @@ fn nat_index(sock: &Path, f: impl Fn(&str) -> bool) -> Result<Option<u64>, CniEr
     }))
 }
 
-/// The port mappings' rule prefixes (`dnat in=B proto=P port=N to=`), unique per bridge.
-fn dnat_prefixes(c: &NetConf) -> Vec<String> {
-    c.runtime_config
-        .port_mappings
-        .iter()
-        .map(|p| {
-            format!(
-                "dnat in={} proto={} port={} to=",
-                c.dnat_bridge(),
-                p.proto(),
-                p.host_port
-            )
-        })
-        .collect()
+/// Whether `rule` (as `nat-show` prints it) is mapping `p` of the container at `addr`:
+/// `dnat in=B proto=P port=N to=ADDR:C`, with any `N` when the mapping's host port is 0 (uvs
+/// picked it). Unique per bridge, protocol and host port, so another container's mapping of
+/// the same host port never matches.
+pub(super) fn is_mapping(c: &NetConf, p: &PortMapping, addr: Ipv4Addr, rule: &str) -> bool {
+    let head = format!("dnat in={} proto={} port=", c.dnat_bridge(), p.proto());
+    let tail = format!(" to={addr}:{}", p.container_port);
+    let Some(n) = rule.strip_prefix(&head).and_then(|r| r.strip_suffix(&tail)) else {
+        return false;
+    };
+    match p.host_port {
+        0 => n.parse::<u16>().is_ok(),
+        h => n == h.to_string(),
+    }
+}
+
+/// The `portMappings` capability: one `dnat` rule per mapping (a host port of 0 lets uvs pick
+/// one from its DNAT port range). Returns the mappings with their host ports as made.
+fn map_ports(c: &NetConf, sock: &Path, addr: Ipv4Addr) -> Result<Vec<Value>, CniError> {
+    let mut made = Vec::new();
+    for p in &c.runtime_config.port_mappings {
+        let mut args = vec![
+            "dnat".to_string(),
+            format!("in={}", c.dnat_bridge()),
+            format!("proto={}", p.proto()),
+            format!("to={addr}:{}", p.container_port),
+        ];
+        if p.host_port != 0 {
+            args.push(format!("port={}", p.host_port));
+        }
+        let v = uvs(sock, "nat-add", &args)?;
+        let host_port = v["port"].as_u64().unwrap_or(u64::from(p.host_port));
+        made.push(
+            json!({"hostPort": host_port, "containerPort": p.container_port,
+                         "protocol": p.proto()}),
+        );
+    }
+    Ok(made)
 }
 
 /// The container MTU for bridge `b`.
@@ -175,11 +199,7 @@ fn add_with_lease(
         "add-port",
         &[c.bridge().into(), host.clone(), "type=afxdp".into()],
     )?;
-    for (p, prefix) in c.runtime_config.port_mappings.iter().zip(dnat_prefixes(c)) {
-        let rule = format!("{prefix}{}:{}", lease.addr, p.container_port);
-        let parts: Vec<String> = rule.split(' ').map(str::to_string).collect();
-        uvs(&sock, "nat-add", &parts)?;
-    }
+    let mapped = map_ports(c, &sock, lease.addr)?;
     let cmac = link_mac(ip_in(ns, &["-j", "link", "show", "dev", ifn])?);
     let hmac = link_mac(ip(&["-j", "link", "show", "dev", &host])?);
     let cidr = format!("{}/{}", lease.addr, lease.len);
@@ -191,7 +211,7 @@ fn add_with_lease(
     if c.cni_version != "1.0.0" {
         ipe["version"] = json!("4");
     }
-    Ok(json!({
+    let mut result = json!({
         "cniVersion": c.cni_version,
         "interfaces": [
             {"name": host, "mac": hmac},
@@ -200,7 +220,12 @@ fn add_with_lease(
         "ips": [ipe],
         "routes": routes,
         "dns": ipam_result.get("dns").cloned().unwrap_or(json!({})),
-    }))
+    });
+    if !mapped.is_empty() {
+        // Not in the spec's result: how a caller learns the host ports uvs picked.
+        result["portMappings"] = json!(mapped);
+    }
+    Ok(result)
 }
 
 /// The container side: MAC, address, up, and the default route via the gateway unless the
@@ -249,9 +274,9 @@ fn link_mac(json_text: String) -> String {
 fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
     let sock = c.socket();
     let host = env.host_ifname();
-    for prefix in addr.map(|_| dnat_prefixes(c)).unwrap_or_default() {
-        let want = format!("{prefix}{}:", addr.unwrap_or(Ipv4Addr::UNSPECIFIED));
-        while let Some(i) = nat_index(&sock, |r| r.starts_with(&want))? {
+    for p in addr.map_or(&[][..], |_| &c.runtime_config.port_mappings) {
+        let addr = addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        while let Some(i) = nat_index(&sock, |r| is_mapping(c, p, addr, r))? {
             uvs(&sock, "nat-del", &[i.to_string()])?;
         }
     }
@@ -332,12 +357,14 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
             c.bridge()
         )));
     }
-    for prefix in dnat_prefixes(c) {
-        let want = format!("{prefix}{}:", lease.addr);
-        if nat_index(&c.socket(), |r| r.starts_with(&want))?.is_none() {
+    for p in &c.runtime_config.port_mappings {
+        if nat_index(&c.socket(), |r| is_mapping(c, p, lease.addr, r))?.is_none() {
             return Err(fail(format!(
-                "port mapping missing: {prefix}{}",
-                lease.addr
+                "port mapping missing: {}/{} -> {}:{}",
+                p.proto(),
+                p.host_port,
+                lease.addr,
+                p.container_port
             )));
         }
     }

@@ -165,3 +165,39 @@ fn runtime_config_capabilities_parse() {
     assert_eq!(c.bridge(), "n1");
     assert_eq!(c.dnat_bridge(), "n1");
 }
+
+/// A mapping without `hostPort` parses as 0 (uvs picks); DEL and CHECK find a picked port's
+/// rule by bridge, protocol and target, a given port's only by that port too.
+#[test]
+fn port_mappings_with_host_port_zero_match_any_picked_port() {
+    let c = NetConf::parse(&conf(
+        json!({"uplink": "ext", "runtimeConfig": {"portMappings": [
+        {"containerPort": 80, "protocol": "tcp"}, {"hostPort": 8080, "containerPort": 80}]}}),
+    ))
+    .unwrap();
+    let pm = &c.runtime_config.port_mappings;
+    assert_eq!(pm[0].host_port, 0);
+    let a: std::net::Ipv4Addr = "10.9.0.2".parse().unwrap();
+    let is = |p, r| ops::is_mapping(&c, p, a, r);
+    assert!(is(
+        &pm[0],
+        "dnat in=ext proto=tcp port=32768 to=10.9.0.2:80"
+    ));
+    assert!(!is(
+        &pm[0],
+        "dnat in=ext proto=tcp port=32768 to=10.9.0.22:80"
+    ));
+    assert!(!is(
+        &pm[0],
+        "dnat in=ext proto=udp port=32768 to=10.9.0.2:80"
+    ));
+    assert!(!is(
+        &pm[0],
+        "dnat in=n1 proto=tcp port=32768 to=10.9.0.2:80"
+    ));
+    assert!(is(&pm[1], "dnat in=ext proto=tcp port=8080 to=10.9.0.2:80"));
+    assert!(!is(
+        &pm[1],
+        "dnat in=ext proto=tcp port=8081 to=10.9.0.2:80"
+    ));
+}

@@ -318,7 +318,10 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         }
         .map_err(CtlError::new)?;
         let v = ask(&w, Command::SetNatPorts(r))?;
-        Ok(Reply::new(format!("port=0 picks from {}\n", str_of(&v["port_range"])), v))
+        Ok(Reply::new(
+            format!("port=0 picks from {}\n", str_of(&v["port_range"])),
+            v,
+        ))
     });
     let w = worker.clone();
     reg.register(

@@ -127,7 +127,10 @@ mod tests {
         add("port=40001", "proto=tcp").unwrap();
         let a = add("", "proto=tcp").unwrap();
         assert_eq!(a["port"], 40000, "{a}");
-        assert_eq!(a["rule"], "dnat in=ext proto=tcp port=40000 to=172.31.5.2:80");
+        assert_eq!(
+            a["rule"],
+            "dnat in=ext proto=tcp port=40000 to=172.31.5.2:80"
+        );
         let b = add("port=0", "proto=tcp").unwrap();
         assert_eq!(b["port"], 40002, "{b}");
         // UDP has its own port space.
@@ -145,7 +148,11 @@ mod tests {
         let c: crate::config::Config =
             serde_json::from_value(w.call(Command::RunningConfig).unwrap()).unwrap();
         assert_eq!(c.nat_port_range.as_deref(), Some("40000-40002"));
-        assert!(c.nat.iter().all(|n| n.port.unwrap_or(0) != 0), "{:?}", c.nat);
+        assert!(
+            c.nat.iter().all(|n| n.port.unwrap_or(0) != 0),
+            "{:?}",
+            c.nat
+        );
         // The running configuration reads back as a valid file.
         crate::config::Config::parse(&c.to_toml().unwrap()).unwrap();
         w.shutdown();
