@@ -365,6 +365,13 @@ pub struct PortSpec {
     /// MACs are not learned and counted in `mac_limit_refused`. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
+    /// Police what the switch receives from this port: `KBPS[/BURST_KBIT]` (see
+    /// [`crate::pipeline::police`]). None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub police_rx: Option<String>,
+    /// Police what the switch sends to this port: `KBPS[/BURST_KBIT]`. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub police_tx: Option<String>,
 }
 
 impl BridgeSpec {
@@ -457,6 +464,8 @@ impl PortSpec {
             ofport_request: None,
             tunnel: Default::default(),
             mac_limit: None,
+            police_rx: None,
+            police_tx: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -491,13 +500,15 @@ impl PortSpec {
                 "mtu" => p.mtu = Some(num(k, v)?),
                 "ofport_request" => p.ofport_request = Some(num(k, v)?),
                 "mac_limit" => p.mac_limit = Some(num(k, v)?),
+                "police_rx" => p.police_rx = Some(v.to_string()),
+                "police_tx" => p.police_tx = Some(v.to_string()),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, police_rx, police_tx; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -544,6 +555,27 @@ impl PortSpec {
         VlanMode::parse(a.as_deref(), t.as_deref())
     }
 
+    /// The rx and tx policers, parsed.
+    pub fn policers(
+        &self,
+    ) -> Result<
+        (
+            Option<crate::pipeline::police::Policer>,
+            Option<crate::pipeline::police::Policer>,
+        ),
+        String,
+    > {
+        let parse = |f: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| crate::pipeline::police::Policer::parse(f, s))
+                .transpose()
+        };
+        Ok((
+            parse("police_rx", &self.police_rx)?,
+            parse("police_tx", &self.police_tx)?,
+        ))
+    }
+
     /// Check the values.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name, "port")?;
@@ -557,6 +589,8 @@ impl PortSpec {
                 self.name
             ));
         }
+        self.policers()
+            .map_err(|e| format!("port '{}': {e}", self.name))?;
         const TUNNEL_KEYS: [&str; 7] = [
             "vni",
             "local_ip",
@@ -572,7 +606,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, police_rx, police_tx; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

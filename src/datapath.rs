@@ -156,6 +156,10 @@ pub struct PortState {
     pub mac_limit: u32,
     /// The VXLAN tunnel, for `type=vxlan` ports.
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
+    /// Policer of the frames received from this port (`police_rx=`).
+    pub police_rx: Option<crate::pipeline::police::Policer>,
+    /// Policer of the frames sent to this port (`police_tx=`).
+    pub police_tx: Option<crate::pipeline::police::Policer>,
     /// Counters.
     pub counters: PortCounters,
     /// OpenFlow port number in its bridge (see `ofport`); set by `Datapath::add_port`, which
@@ -176,6 +180,8 @@ impl PortState {
             offload_out: false,
             learn: true,
             mac_limit: u32::MAX,
+            police_rx: None,
+            police_tx: None,
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,

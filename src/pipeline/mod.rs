@@ -16,6 +16,7 @@ mod l2;
 mod l3;
 mod nat;
 mod output;
+pub mod police;
 mod vxlan;
 
 use crate::datapath::{BATCH, Datapath};

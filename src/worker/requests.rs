@@ -667,12 +667,18 @@ impl Worker {
         ofport: u16,
     ) -> Result<(), String> {
         let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
+        let (police_rx, police_tx) = match &spec {
+            Some(s) => s.policers()?,
+            None => (None, None),
+        };
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
             offload_out: port.offload_out(),
             ofport,
             mac_limit,
+            police_rx,
+            police_tx,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);

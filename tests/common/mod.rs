@@ -86,6 +86,7 @@ impl Harness {
                 );
             }
         }
+        uvs::pipeline::police::police_tx(&mut self.dp, &mut self.frames);
         for id in 0..self.ports.len() {
             let q = &mut self.dp.out[id];
             if !q.is_empty() {
