@@ -127,6 +127,8 @@ fn state(name: &str, bridge: u16) -> PortState {
         offload_out: false,
         learn: true,
         mac_limit: u32::MAX,
+        rate_rx: None,
+        rate_tx: None,
         tunnel: None,
         counters: Default::default(),
         ofport: 0,

@@ -366,12 +366,12 @@ pub struct PortSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
     /// Police what the switch receives from this port: `KBPS[/BURST_KBIT]` (see
-    /// [`crate::pipeline::police`]). None: no limit.
+    /// [`crate::pipeline::ratelimit`]). None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub police_rx: Option<String>,
+    pub rate_rx: Option<String>,
     /// Police what the switch sends to this port: `KBPS[/BURST_KBIT]`. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub police_tx: Option<String>,
+    pub rate_tx: Option<String>,
 }
 
 impl BridgeSpec {
@@ -464,8 +464,8 @@ impl PortSpec {
             ofport_request: None,
             tunnel: Default::default(),
             mac_limit: None,
-            police_rx: None,
-            police_tx: None,
+            rate_rx: None,
+            rate_tx: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -500,15 +500,15 @@ impl PortSpec {
                 "mtu" => p.mtu = Some(num(k, v)?),
                 "ofport_request" => p.ofport_request = Some(num(k, v)?),
                 "mac_limit" => p.mac_limit = Some(num(k, v)?),
-                "police_rx" => p.police_rx = Some(v.to_string()),
-                "police_tx" => p.police_tx = Some(v.to_string()),
+                "rate_rx" => p.rate_rx = Some(v.to_string()),
+                "rate_tx" => p.rate_tx = Some(v.to_string()),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, police_rx, police_tx; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -555,24 +555,24 @@ impl PortSpec {
         VlanMode::parse(a.as_deref(), t.as_deref())
     }
 
-    /// The rx and tx policers, parsed.
-    pub fn policers(
+    /// The rx and tx shapers, parsed.
+    pub fn shapers(
         &self,
     ) -> Result<
         (
-            Option<crate::pipeline::police::Policer>,
-            Option<crate::pipeline::police::Policer>,
+            Option<crate::pipeline::ratelimit::Shaper>,
+            Option<crate::pipeline::ratelimit::Shaper>,
         ),
         String,
     > {
         let parse = |f: &str, v: &Option<String>| {
             v.as_deref()
-                .map(|s| crate::pipeline::police::Policer::parse(f, s))
+                .map(|s| crate::pipeline::ratelimit::Shaper::parse(f, s))
                 .transpose()
         };
         Ok((
-            parse("police_rx", &self.police_rx)?,
-            parse("police_tx", &self.police_tx)?,
+            parse("rate_rx", &self.rate_rx)?,
+            parse("rate_tx", &self.rate_tx)?,
         ))
     }
 
@@ -589,7 +589,7 @@ impl PortSpec {
                 self.name
             ));
         }
-        self.policers()
+        self.shapers()
             .map_err(|e| format!("port '{}': {e}", self.name))?;
         const TUNNEL_KEYS: [&str; 7] = [
             "vni",
@@ -606,7 +606,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, police_rx, police_tx; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

@@ -70,8 +70,8 @@ drop_reasons! {
     BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
     IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
     CtSourceLimit => "ct-source-limit", "new translated connection refused: its source address holds its per-source limit";
-    PoliceRx => "police-rx", "received from a port beyond its police_rx rate (the CNI bandwidth capability's egressRate)";
-    PoliceTx => "police-tx", "queued toward a port beyond its police_tx rate (the CNI bandwidth capability's ingressRate)";
+    RateRx => "rate-rx", "received from a port beyond its rate_rx rate (the CNI bandwidth capability's egressRate)";
+    RateTx => "rate-tx", "queued toward a port beyond its rate_tx rate (the CNI bandwidth capability's ingressRate)";
     RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
 }
 

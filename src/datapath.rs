@@ -156,10 +156,10 @@ pub struct PortState {
     pub mac_limit: u32,
     /// The VXLAN tunnel, for `type=vxlan` ports.
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
-    /// Policer of the frames received from this port (`police_rx=`).
-    pub police_rx: Option<crate::pipeline::police::Policer>,
-    /// Policer of the frames sent to this port (`police_tx=`).
-    pub police_tx: Option<crate::pipeline::police::Policer>,
+    /// Shaper of the frames received from this port (`rate_rx=`).
+    pub rate_rx: Option<crate::pipeline::ratelimit::Shaper>,
+    /// Shaper of the frames sent to this port (`rate_tx=`).
+    pub rate_tx: Option<crate::pipeline::ratelimit::Shaper>,
     /// Counters.
     pub counters: PortCounters,
     /// OpenFlow port number in its bridge (see `ofport`); set by `Datapath::add_port`, which
@@ -180,8 +180,8 @@ impl PortState {
             offload_out: false,
             learn: true,
             mac_limit: u32::MAX,
-            police_rx: None,
-            police_tx: None,
+            rate_rx: None,
+            rate_tx: None,
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,
@@ -605,7 +605,19 @@ impl Datapath {
         }
         self.update_l3_mtu(p.bridge);
         self.refresh_tunnels();
-        Ok(std::mem::take(&mut self.out[id as usize]))
+        let mut left = std::mem::take(&mut self.out[id as usize]);
+        for s in [p.rate_rx, p.rate_tx].iter_mut().flatten() {
+            left.extend(s.drain());
+        }
+        Ok(left)
+    }
+
+    /// Whether frames wait in a port's rate limit (the worker then sleeps at most 1 ms).
+    pub fn rate_limited_waiting(&self) -> bool {
+        self.ports.iter().flatten().any(|p| {
+            p.rate_rx.as_ref().is_some_and(|s| s.is_waiting())
+                || p.rate_tx.as_ref().is_some_and(|s| s.is_waiting())
+        })
     }
 
     /// The MTU inner frames of tunnel port `p` can have: its underlay bridge's MTU minus the 50

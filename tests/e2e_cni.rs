@@ -605,3 +605,95 @@ fn cni_host_port_zero_is_picked_and_reachable() {
     let _ = std::fs::remove_dir_all(&ipam_dir);
     let _ = std::fs::remove_file(&db);
 }
+
+/// The `bandwidth` capability: a container limited to 10 Mbit/s each way (1 Mbit bursts)
+/// measures within 30% of it with iperf3 in both directions to a host beyond the uplink, an
+/// unlimited one on the same network is several times faster, and DEL takes the limit away
+/// with the port. Prints the figures.
+#[test]
+fn cni_bandwidth_limits_a_container() {
+    let test = "cni_bandwidth_limits_a_container";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    const LIMIT: f64 = 10e6;
+    let p = prefix("cb");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnib", &[]);
+    d.ctl(&["add-br", "ext", "gateway=10.239.0.1/24"]);
+    let outside = format!("{p}out");
+    attach(
+        &mut t,
+        &d,
+        ("ext", &outside, &format!("{p}x")),
+        "afxdp",
+        "10.239.0.2/24",
+        &[],
+    );
+    route_add(&outside, "10.239.1.0/24", "10.239.0.1");
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnib-ipam-{}", std::process::id()));
+    let conf = |bw: Value| {
+        json!({
+            "cniVersion": "1.0.0", "name": "bw", "type": "uvs-cni", "uplink": "ext",
+            "uvs_socket": d.socket,
+            "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                     "ranges": [[{"subnet": "10.239.1.0/24"}]]},
+            "runtimeConfig": {"bandwidth": bw}
+        })
+    };
+    let limited = conf(
+        json!({"ingressRate": LIMIT as u64, "ingressBurst": 1_000_000,
+                              "egressRate": LIMIT as u64, "egressBurst": 1_000_000}),
+    );
+    let (lim, free) = (format!("{p}l"), format!("{p}f"));
+    t.netns(&lim);
+    t.netns(&free);
+    let add = |ns: &str, id: &str, c: &Value| {
+        let (rc, res) = cni("ADD", id, &format!("/run/netns/{ns}"), c);
+        assert_eq!(rc, 0, "ADD {id}: {res}");
+        let ip = res["ips"][0]["address"].as_str().unwrap();
+        (ip.split('/').next().unwrap().to_string(), res)
+    };
+    let (lim_ip, lim_res) = add(&lim, "bw-lim", &limited);
+    let (free_ip, _) = add(&free, "bw-free", &conf(json!({})));
+    assert!(ping(&lim, "10.239.0.2", 2) && ping(&free, "10.239.0.2", 2));
+    let saved = d.ctl(&["save-config"]);
+    assert!(saved.contains("rate_tx = \"10000/1000\""), "{saved}");
+
+    let egress = iperf3_tcp(&outside, &lim, "10.239.0.2", 3);
+    let ingress = iperf3_tcp(&lim, &outside, &lim_ip, 3);
+    let free_in = iperf3_tcp(&free, &outside, &free_ip, 3);
+    eprintln!(
+        "bandwidth: limit {:.1} Mbit/s; limited egress {:.1}, ingress {:.1}; unlimited ingress {:.1}",
+        LIMIT / 1e6,
+        egress / 1e6,
+        ingress / 1e6,
+        free_in / 1e6
+    );
+    for (what, bps) in [("egress", egress), ("ingress", ingress)] {
+        assert!(
+            (bps - LIMIT).abs() <= 0.3 * LIMIT,
+            "limited {what}: {:.2} Mbit/s, want 10 +- 3",
+            bps / 1e6
+        );
+    }
+    assert!(
+        free_in > 3.0 * LIMIT,
+        "unlimited: {:.1} Mbit/s",
+        free_in / 1e6
+    );
+    let stats = d.ctl(&["--json", "stats"]);
+    assert!(
+        stats.contains("rate-tx") && stats.contains("rate-rx"),
+        "{stats}"
+    );
+
+    let mut del = limited.clone();
+    del["prevResult"] = lim_res;
+    assert_eq!(
+        cni("DEL", "bw-lim", &format!("/run/netns/{lim}"), &del).0,
+        0
+    );
+    assert!(!d.ctl(&["save-config"]).contains("rate_"));
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}

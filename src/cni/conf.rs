@@ -136,6 +136,66 @@ pub struct RuntimeConfig {
     /// Requested container MAC.
     #[serde(default)]
     pub mac: Option<String>,
+    /// Rate limits (the reference `bandwidth` plugin's capability).
+    #[serde(default)]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// The `bandwidth` capability: rates in bit/s, bursts in bits, each direction seen from the
+/// container (ingress: into it). A direction needs both rate and burst, or neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bandwidth {
+    /// Into the container, bit/s.
+    #[serde(default)]
+    pub ingress_rate: u64,
+    /// Into the container, bits.
+    #[serde(default)]
+    pub ingress_burst: u64,
+    /// Out of the container, bit/s.
+    #[serde(default)]
+    pub egress_rate: u64,
+    /// Out of the container, bits.
+    #[serde(default)]
+    pub egress_burst: u64,
+}
+
+impl Bandwidth {
+    /// The uvs port options: `rate_tx=` for ingress, `rate_rx=` for egress (kbit/s and
+    /// kbit, rounded up; bursts at least 16 kbit, one full-size frame).
+    pub fn port_options(&self) -> Vec<String> {
+        let kbit = |b: u64| b.div_ceil(1000);
+        let mut o = Vec::new();
+        for (key, rate, burst) in [
+            ("rate_tx", self.ingress_rate, self.ingress_burst),
+            ("rate_rx", self.egress_rate, self.egress_burst),
+        ] {
+            if rate > 0 {
+                o.push(format!("{key}={}/{}", kbit(rate), kbit(burst).max(16)));
+            }
+        }
+        o
+    }
+
+    fn check(&self) -> Result<(), CniError> {
+        for (dir, rate, burst) in [
+            ("ingress", self.ingress_rate, self.ingress_burst),
+            ("egress", self.egress_rate, self.egress_burst),
+        ] {
+            let bad = |m: String| Err(CniError::new(E_INVALID_CONFIG, m));
+            if (rate == 0) != (burst == 0) {
+                return bad(format!(
+                    "runtimeConfig.bandwidth: {dir}Rate and {dir}Burst go together (both or neither)"
+                ));
+            }
+            if rate > 100_000_000_000 || burst > 100_000_000_000 {
+                return bad(format!(
+                    "runtimeConfig.bandwidth: {dir}Rate/{dir}Burst: at most 100 Gbit/s and 100 Gbit"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The network configuration (one plugin of a conflist, as the runtime hands it over).
@@ -206,6 +266,9 @@ impl NetConf {
                 E_INVALID_CONFIG,
                 "mtu: must be 576..=1774 (an AF_XDP port holds 2 KiB frames)",
             ));
+        }
+        if let Some(b) = &c.runtime_config.bandwidth {
+            b.check()?;
         }
         for pm in &c.runtime_config.port_mappings {
             if !matches!(pm.proto(), "tcp" | "udp") {

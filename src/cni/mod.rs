@@ -17,7 +17,10 @@
 //! `portMappings` capability becomes `dnat` rules on the uplink (else on the bridge itself); a
 //! mapping with `hostPort` 0 (or none) gets a free host port picked by uvs (`nat-add dnat`
 //! without `port=`), and the result carries `portMappings` with the host ports as made;
-//! `mac` sets the container's MAC; `ips` is passed to the IPAM plugin (host-local reads it).
+//! `mac` sets the container's MAC; `ips` is passed to the IPAM plugin (host-local reads it);
+//! `bandwidth` (the reference plugin's `ingressRate`/`ingressBurst`/`egressRate`/`egressBurst`,
+//! bit/s and bits) becomes the uvs port's shapers: `rate_tx` for what enters the container,
+//! `rate_rx` for what leaves it (gone with the port on DEL).
 //!
 //! DEL is idempotent: a missing namespace, port, link or rule is success; it removes the port
 //! mappings (matched by their text in `nat-show`: `dnat in=B proto=P port=N to=ADDR:C`, any

@@ -194,11 +194,11 @@ fn add_with_lease(
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
     let default_route = setup_container(ns, ifn, &lease, mac.as_deref())?;
     ip(&["link", "set", &host, "up"])?;
-    uvs(
-        &sock,
-        "add-port",
-        &[c.bridge().into(), host.clone(), "type=afxdp".into()],
-    )?;
+    let mut port_args = vec![c.bridge().into(), host.clone(), "type=afxdp".into()];
+    if let Some(b) = &c.runtime_config.bandwidth {
+        port_args.extend(b.port_options());
+    }
+    uvs(&sock, "add-port", &port_args)?;
     let mapped = map_ports(c, &sock, lease.addr)?;
     let cmac = link_mac(ip_in(ns, &["-j", "link", "show", "dev", ifn])?);
     let hmac = link_mac(ip(&["-j", "link", "show", "dev", &host])?);

@@ -201,3 +201,26 @@ fn port_mappings_with_host_port_zero_match_any_picked_port() {
         "dnat in=ext proto=tcp port=8081 to=10.9.0.2:80"
     ));
 }
+
+/// `bandwidth` becomes port shapers in kbit/s and kbit (rounded up, bursts at least 16 kbit);
+/// a rate without a burst (or the reverse) is an invalid config naming the field.
+#[test]
+fn bandwidth_becomes_port_shapers() {
+    let bw = |b: Value| NetConf::parse(&conf(json!({"runtimeConfig": {"bandwidth": b}})));
+    let c = bw(json!({"ingressRate": 10_000_000, "ingressBurst": 1_000_000,
+                      "egressRate": 2_500_500, "egressBurst": 100}))
+    .unwrap();
+    let opts = c.runtime_config.bandwidth.unwrap().port_options();
+    assert_eq!(opts, ["rate_tx=10000/1000", "rate_rx=2501/16"]);
+    let c = bw(json!({"egressRate": 8000, "egressBurst": 16000})).unwrap();
+    assert_eq!(
+        c.runtime_config.bandwidth.unwrap().port_options(),
+        ["rate_rx=8/16"]
+    );
+    for bad in [json!({"ingressRate": 1000}), json!({"egressBurst": 1000})] {
+        let e = bw(bad).unwrap_err();
+        assert_eq!(e.code, E_INVALID_CONFIG);
+        assert!(e.msg.contains("runtimeConfig.bandwidth"), "{e}");
+    }
+    assert!(bw(json!({"ingressRate": 200_000_000_000u64, "ingressBurst": 1})).is_err());
+}

@@ -25,17 +25,9 @@ pub(super) fn run(
     };
     let bridge = port.bridge;
     let c = &mut port.counters;
-    let now_ms = dp.now_ms;
     for &d in batch.iter() {
         c.rx_packets += 1;
         c.rx_bytes += d.len as u64;
-        if let Some(p) = port.police_rx.as_mut()
-            && !p.admit(d.len, now_ms)
-        {
-            c.drop(DropReason::PoliceRx);
-            frames.free(d.addr);
-            continue;
-        }
         match classify(frames.data_mut(d), &port.vlan, port.partial_csum_in) {
             Ok((m, completed)) => {
                 c.csum_completed += completed as u64;

@@ -16,7 +16,7 @@ mod l2;
 mod l3;
 mod nat;
 mod output;
-pub mod police;
+pub mod ratelimit;
 mod vxlan;
 
 use crate::datapath::{BATCH, Datapath};

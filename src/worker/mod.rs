@@ -282,7 +282,8 @@ impl Worker {
                 continue;
             }
             // Sleep until a port is readable, the control plane wakes us, or housekeeping.
-            let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending());
+            let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending())
+                || self.dp.rate_limited_waiting();
             fds.clear();
             fds.push(self.waker.fd());
             fds.extend(self.links.monitor.as_ref().map(|m| m.fd()));
@@ -321,7 +322,9 @@ impl Worker {
         for (id, slot) in self.ports.iter_mut().enumerate() {
             let Some(port) = slot else { continue };
             port.service(&mut self.frames);
-            let n = port.rx_burst(&mut self.frames, batch, BATCH);
+            port.rx_burst(&mut self.frames, batch, BATCH);
+            crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
+            let n = batch.len();
             if n > 0 {
                 moved += n;
                 if self.observe.rx_tapped(id as u16) {
@@ -384,7 +387,7 @@ impl Worker {
 
 /// Hand every non-empty output queue to its port and count what was sent.
 pub fn flush(dp: &mut Datapath, ports: &mut [Option<Box<dyn Port>>], frames: &mut Frames) {
-    crate::pipeline::police::police_tx(dp, frames);
+    crate::pipeline::ratelimit::shape_tx(dp, frames);
     for (id, q) in dp.out.iter_mut().enumerate() {
         if q.is_empty() {
             continue;

@@ -667,8 +667,8 @@ impl Worker {
         ofport: u16,
     ) -> Result<(), String> {
         let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
-        let (police_rx, police_tx) = match &spec {
-            Some(s) => s.policers()?,
+        let (rate_rx, rate_tx) = match &spec {
+            Some(s) => s.shapers()?,
             None => (None, None),
         };
         let life = PortLife::up(spec, port.ifindex(), port.details());
@@ -677,8 +677,8 @@ impl Worker {
             offload_out: port.offload_out(),
             ofport,
             mac_limit,
-            police_rx,
-            police_tx,
+            rate_rx,
+            rate_tx,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);

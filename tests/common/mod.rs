@@ -76,6 +76,12 @@ impl Harness {
         let mut batch = Vec::new();
         for id in 0..self.ports.len() {
             self.ports[id].rx_burst(&mut self.frames, &mut batch, 64);
+            uvs::pipeline::ratelimit::shape_rx(
+                &mut self.dp,
+                &mut self.frames,
+                id as u16,
+                &mut batch,
+            );
             if !batch.is_empty() {
                 self.pipeline.process(
                     &mut self.dp,
@@ -86,7 +92,7 @@ impl Harness {
                 );
             }
         }
-        uvs::pipeline::police::police_tx(&mut self.dp, &mut self.frames);
+        uvs::pipeline::ratelimit::shape_tx(&mut self.dp, &mut self.frames);
         for id in 0..self.ports.len() {
             let q = &mut self.dp.out[id];
             if !q.is_empty() {
