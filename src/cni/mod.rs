@@ -29,10 +29,11 @@
 //! port, then runs the IPAM plugin's CHECK.
 //!
 //! Invocations on one daemon are serialised by a lock file beside its socket ([`sys::lock`]).
-//! Netlink work is done by running `ip` (iproute2), for the container side in a child that
-//! `setns`es into `CNI_NETNS` before exec (see [`sys`]).
+//! Links, addresses and routes are made with rtnetlink requests ([`netlink`]), for the
+//! container side on a socket opened by a helper thread that `setns`es into `CNI_NETNS`.
 
 pub mod conf;
+pub mod netlink;
 pub mod ops;
 pub mod sys;
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
-use super::sys::{ip, ip_in, ipam, open_netns, uvs};
+use super::netlink::{Rtnl, parse_mac};
+use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
 use super::{CniError, E_CHECK, E_IPAM, E_UVS};
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
@@ -171,37 +172,27 @@ fn add_with_lease(
     let lease = lease_of(ipam_result)?;
     let sock = c.socket();
     let bridge = ensure_bridge(c, &sock, &lease)?;
-    let mtu = mtu_for(c, &bridge).to_string();
+    let mtu = mtu_for(c, &bridge);
     let host = env.host_ifname();
-    let nspath = env.netns.as_str();
-    ip(&[
-        "link",
-        "add",
-        &host,
-        "mtu",
-        &mtu,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &env.ifname,
-        "mtu",
-        &mtu,
-        "netns",
-        nspath,
-    ])?;
+    let mut hnl = rtnl()?;
+    let mut cnl = rtnl_in(ns)?;
+    nl(
+        &format!("add veth {host} (peer {} in CNI_NETNS)", env.ifname),
+        hnl.add_veth(&host, &env.ifname, mtu, ns),
+    )?;
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
-    let default_route = setup_container(ns, ifn, &lease, mac.as_deref())?;
-    ip(&["link", "set", &host, "up"])?;
+    let default_route = setup_container(&mut cnl, ifn, &lease, mac.as_deref())?;
+    nl(&format!("set {host} up"), hnl.set_up(&host, None))?;
     let mut port_args = vec![c.bridge().into(), host.clone(), "type=afxdp".into()];
     if let Some(b) = &c.runtime_config.bandwidth {
         port_args.extend(b.port_options());
     }
     uvs(&sock, "add-port", &port_args)?;
     let mapped = map_ports(c, &sock, lease.addr)?;
-    let cmac = link_mac(ip_in(ns, &["-j", "link", "show", "dev", ifn])?);
-    let hmac = link_mac(ip(&["-j", "link", "show", "dev", &host])?);
+    let mac_of = |r: std::io::Result<Option<(u32, String)>>| r.ok().flatten().map(|l| l.1);
+    let cmac = mac_of(cnl.link(ifn)).unwrap_or_default();
+    let hmac = mac_of(hnl.link(&host)).unwrap_or_default();
     let cidr = format!("{}/{}", lease.addr, lease.len);
     let routes: Vec<Value> = default_route
         .then(|| json!({"dst": "0.0.0.0/0", "gw": lease.gateway.to_string()}))
@@ -232,40 +223,34 @@ fn add_with_lease(
 /// namespace has one already (a container on a second network keeps its first default route).
 /// Returns whether the default route was added.
 fn setup_container(
-    ns: &File,
+    cnl: &mut Rtnl,
     ifn: &str,
     lease: &Lease,
     mac: Option<&str>,
 ) -> Result<bool, CniError> {
     if let Some(m) = mac {
-        ip_in(ns, &["link", "set", ifn, "address", m])?;
+        let bytes = parse_mac(m).ok_or_else(|| {
+            CniError::new(
+                super::E_INVALID_CONFIG,
+                format!("mac: '{m}' is not a MAC address"),
+            )
+        })?;
+        nl(&format!("set {ifn} address {m}"), cnl.set_mac(ifn, bytes))?;
     }
     let cidr = format!("{}/{}", lease.addr, lease.len);
-    ip_in(ns, &["addr", "add", &cidr, "dev", ifn])?;
-    ip_in(ns, &["link", "set", ifn, "up"])?;
-    if !default_routes(ns)?.is_empty() {
+    nl(
+        &format!("add {cidr} to {ifn}"),
+        cnl.add_addr(ifn, lease.addr, lease.len),
+    )?;
+    nl(&format!("set {ifn} up"), cnl.set_up(ifn, None))?;
+    if !nl("list default routes", cnl.default_routes())?.is_empty() {
         return Ok(false);
     }
-    let gw = lease.gateway.to_string();
-    ip_in(ns, &["route", "add", "default", "via", &gw, "dev", ifn])?;
+    nl(
+        &format!("add default route via {} dev {ifn}", lease.gateway),
+        cnl.add_default_route(lease.gateway, ifn),
+    )?;
     Ok(true)
-}
-
-/// The namespace's IPv4 default routes (`ip -j route show default`).
-fn default_routes(ns: &File) -> Result<Vec<Value>, CniError> {
-    let text = ip_in(ns, &["-j", "route", "show", "default"])?;
-    Ok(serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default())
-}
-
-/// The `address` of `ip -j link show` output.
-fn link_mac(json_text: String) -> String {
-    serde_json::from_str::<Value>(&json_text)
-        .ok()
-        .and_then(|v| v.get(0)?.get("address")?.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Removes what ADD made in uvs and the host (not the lease); missing pieces are fine. Port
@@ -284,8 +269,9 @@ fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniErr
     if find_bridge(&show, c.bridge()).is_some_and(|b| has_port(&b, &host)) {
         uvs(&sock, "del-port", &[c.bridge().into(), host.clone()])?;
     }
-    if ip(&["link", "show", "dev", &host]).is_ok() {
-        ip(&["link", "del", "dev", &host])?;
+    let mut hnl = rtnl()?;
+    if nl(&format!("look up {host}"), hnl.index(&host))?.is_some() {
+        nl(&format!("delete {host}"), hnl.del(&host))?;
     }
     Ok(())
 }
@@ -320,31 +306,23 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let ns = open_netns(&env.netns)?;
     let ifn = env.ifname.as_str();
     let fail = |m: String| CniError::new(E_CHECK, m);
-    let addrs = ip_in(&ns, &["-j", "addr", "show", "dev", ifn])
-        .map_err(|e| fail(format!("interface {ifn} missing in CNI_NETNS")).details(e.msg))?;
-    let want = lease.addr.to_string();
-    let has_addr = serde_json::from_str::<Value>(&addrs)
-        .ok()
-        .and_then(|v| v.get(0).cloned())
-        .is_some_and(|l| {
-            l["addr_info"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|a| a["local"] == want.as_str() && a["prefixlen"] == u64::from(lease.len))
-        });
-    if !has_addr {
-        return Err(fail(format!("{ifn} lacks {want}/{}", lease.len)));
+    let mut cnl = rtnl_in(&ns)?;
+    let Some(index) = nl(&format!("look up {ifn}"), cnl.index(ifn))? else {
+        return Err(fail(format!("interface {ifn} missing in CNI_NETNS")));
+    };
+    let addrs = nl(&format!("list addresses of {ifn}"), cnl.addrs(ifn))?;
+    if !addrs.contains(&(lease.addr, lease.len)) {
+        return Err(fail(format!("{ifn} lacks {}/{}", lease.addr, lease.len)));
     }
-    let gw = lease.gateway.to_string();
+    let gw = lease.gateway;
     let wants_route = prev["routes"]
         .as_array()
         .into_iter()
         .flatten()
         .any(|r| r["dst"] == "0.0.0.0/0");
-    let has_route = default_routes(&ns)?
+    let has_route = nl("list default routes", cnl.default_routes())?
         .iter()
-        .any(|r| r["gateway"] == gw.as_str() && r["dev"] == ifn);
+        .any(|(g, oif)| *g == Some(gw) && *oif == index);
     if wants_route && !has_route {
         return Err(fail(format!("no default route via {gw} on {ifn}")));
     }

@@ -1,16 +1,17 @@
-//! The plugin's side effects: `ip` (iproute2) in the host or in the container's namespace, the
-//! IPAM plugin, and the uvs control socket. Each failure becomes a [`CniError`] naming what ran.
+//! The plugin's side effects: netlink in the host or in the container's namespace (see
+//! [`super::netlink`]), the IPAM plugin, and the uvs control socket. Each failure becomes a
+//! [`CniError`] naming what ran.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 use super::conf::Env;
+use super::netlink::Rtnl;
 use super::{CniError, E_IO, E_IPAM, E_UNKNOWN_CONTAINER, E_UVS};
 use crate::control::client;
 
@@ -25,41 +26,22 @@ pub fn open_netns(path: &str) -> Result<File, CniError> {
     })
 }
 
-fn output(mut cmd: Command, what: &str) -> Result<String, CniError> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| CniError::new(E_IO, format!("{what}: cannot run")).details(e.to_string()))?;
-    if !out.status.success() {
-        return Err(CniError::new(E_IO, format!("{what} failed"))
-            .details(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// A netlink socket in the host's namespace.
+pub fn rtnl() -> Result<Rtnl, CniError> {
+    nl("open a NETLINK_ROUTE socket", Rtnl::open())
 }
 
-/// `ip ARGS` in the host namespace.
-pub fn ip(args: &[&str]) -> Result<String, CniError> {
-    let mut c = Command::new("ip");
-    c.args(args);
-    output(c, &format!("ip {}", args.join(" ")))
+/// A netlink socket in the container's namespace `ns`.
+pub fn rtnl_in(ns: &File) -> Result<Rtnl, CniError> {
+    nl(
+        "open a NETLINK_ROUTE socket in CNI_NETNS",
+        Rtnl::open_in(ns),
+    )
 }
 
-/// `ip ARGS` run in the namespace `ns` (a child `setns`es into it before exec).
-pub fn ip_in(ns: &File, args: &[&str]) -> Result<String, CniError> {
-    let fd = ns.as_raw_fd();
-    let mut c = Command::new("ip");
-    c.args(args);
-    // SAFETY: the closure runs in the forked child before exec and only makes the setns
-    // syscall (async-signal-safe) on an fd the parent keeps open for the call's duration.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    output(c, &format!("ip (in CNI_NETNS) {}", args.join(" ")))
+/// A netlink failure of `what` as an I/O error (code 5) naming it.
+pub fn nl<T>(what: &str, r: std::io::Result<T>) -> Result<T, CniError> {
+    r.map_err(|e| CniError::new(E_IO, format!("netlink: {what}")).details(e.to_string()))
 }
 
 /// Finds `name` in `CNI_PATH`.
