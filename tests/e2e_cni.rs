@@ -659,6 +659,20 @@ fn cni_bandwidth_limits_a_container() {
     assert!(ping(&lim, "10.239.0.2", 2) && ping(&free, "10.239.0.2", 2));
     let saved = d.ctl(&["save-config"]);
     assert!(saved.contains("rate_tx = \"10000/1000\""), "{saved}");
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("rate_rx=10000/1000 rate_tx=10000/1000"),
+        "{show}"
+    );
+    // CHECK compares the port's limits with the capability: equal passes, different is 102.
+    let mut chk = limited.clone();
+    chk["prevResult"] = lim_res.clone();
+    let lim_ns = format!("/run/netns/{lim}");
+    assert_eq!(cni("CHECK", "bw-lim", &lim_ns, &chk).0, 0);
+    chk["runtimeConfig"]["bandwidth"]["ingressRate"] = json!(20_000_000);
+    let (rc, v) = cni("CHECK", "bw-lim", &lim_ns, &chk);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(102)), "{v}");
+    assert!(v["msg"].as_str().unwrap_or("").contains("rate_tx"), "{v}");
 
     let egress = iperf3_tcp(&outside, &lim, "10.239.0.2", 3);
     let ingress = iperf3_tcp(&lim, &outside, &lim_ip, 3);

@@ -276,6 +276,36 @@ fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniErr
     Ok(())
 }
 
+/// The uvs port's rate limits are what the `bandwidth` capability asks (none without it).
+fn check_rates(c: &NetConf, show: &Value, host: &str) -> Result<(), String> {
+    let port = find_bridge(show, c.bridge())
+        .and_then(|b| {
+            b["ports"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == host)
+                .cloned()
+        })
+        .unwrap_or(Value::Null);
+    let want = c
+        .runtime_config
+        .bandwidth
+        .map(|b| b.port_options())
+        .unwrap_or_default();
+    for key in ["rate_rx", "rate_tx"] {
+        let w = want.iter().find_map(|o| o.strip_prefix(&format!("{key}=")));
+        let have = port[key].as_str();
+        if have != w {
+            return Err(format!(
+                "port {host}: {key} is {} (bandwidth asks {})",
+                have.unwrap_or("none"),
+                w.unwrap_or("none")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn has_port(bridge: &Value, port: &str) -> bool {
     bridge["ports"]
         .as_array()
@@ -335,6 +365,7 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
             c.bridge()
         )));
     }
+    check_rates(c, &show, &host).map_err(fail)?;
     for p in &c.runtime_config.port_mappings {
         if nat_index(&c.socket(), |r| is_mapping(c, p, lease.addr, r))?.is_none() {
             return Err(fail(format!(

@@ -760,6 +760,14 @@ impl Worker {
                             "up" => String::new(),
                             _ => format!(" ({reason})"),
                         };
+                        let rate = |s: &Option<crate::pipeline::ratelimit::Shaper>| {
+                            s.as_ref().map(|s| s.text())
+                        };
+                        let (rx, tx) = (rate(&st.rate_rx), rate(&st.rate_tx));
+                        let limits: String = [("rate_rx", &rx), ("rate_tx", &tx)]
+                            .iter()
+                            .filter_map(|(k, v)| Some(format!(" {k}={}", v.as_ref()?)))
+                            .collect();
                         Some(json!({
                             "name": st.name,
                             "id": p,
@@ -770,7 +778,9 @@ impl Worker {
                             "state": state,
                             "reason": reason,
                             "frames": held,
-                            "details": format!("state={state}{why} frames={held} {details}"),
+                            "rate_rx": rx,
+                            "rate_tx": tx,
+                            "details": format!("state={state}{why} frames={held} {details}{limits}"),
                         }))
                     })
                     .collect();
