@@ -222,7 +222,13 @@ fn one_attack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn check(attack: &str, v: [Victim; 2], max_loss: f64, max_rtt_ms: f64) {
+/// Loss bound for ping victims: a stall of the kind guarded against (a second or more) loses
+/// >= 20% of a 5 s, 100/s ping; scheduler noise on a loaded 2-core machine (load average 10,
+/// five builds) has cost up to 2.7%, so the bound sits well between the two.
+const MAX_LOSS: f64 = 6.0;
+
+fn check(attack: &str, v: [Victim; 2], max_rtt_ms: f64) {
+    let max_loss = MAX_LOSS;
     for v in v {
         let (loss, max) = v.finish(attack);
         assert!(loss <= max_loss, "{attack}: loss {loss}% > {max_loss}%");
@@ -281,7 +287,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     });
     let (sa, sb) = (a.join().unwrap(), b.join().unwrap());
     println!("attack: {sa} crafted-collision frames, {sb} MAC-flood frames in {secs} s");
-    check("mac flood + collisions", v, 2.0, 1000.0);
+    check("mac flood + collisions", v, 1000.0);
     tcp.check("mac flood + collisions");
 
     let s = stats(&d);
@@ -346,7 +352,7 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
     let t0 = Instant::now();
     let shown = d.ctl(&["fdb-show", "br0"]).lines().count();
     println!("fdb-show of {shown} lines: {:?}", t0.elapsed());
-    check("fdb-show", v, 2.0, 600.0);
+    check("fdb-show", v, 600.0);
 
     let v = start_victims(&n, 3);
     std::thread::sleep(Duration::from_millis(300));
@@ -367,7 +373,7 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
         "fdb-flush of {filled} entries: {flush:?} round trip; del-port with {before} entries ({refilled} frames): {del:?}"
     );
     assert!(entries() < 10);
-    check("fdb-flush + del-port", v, 2.0, 1500.0);
+    check("fdb-flush + del-port", v, 1500.0);
 }
 
 #[test]
@@ -460,7 +466,7 @@ fn control_socket_attacks_fail_and_others_are_served() {
     let out = d.ctl(&["add-flows", "br0", f.to_str().unwrap()]);
     let _ = std::fs::remove_file(&f);
     assert!(out.contains("added 1"), "{out}");
-    check("control socket", v, 2.0, 1000.0);
+    check("control socket", v, 1000.0);
 }
 
 // ---- Routed attacks: neighbour table, ARP amplification, conntrack/NAT, spoofed sources ----
@@ -591,7 +597,7 @@ fn neighbour_and_arp_floods_spare_the_victims() {
         on("br1"),
         on("ext")
     );
-    check("neighbour flood", v, 2.0, 1000.0);
+    check("neighbour flood", v, 1000.0);
     assert!(on("br0") <= 4096, "br0 bounded");
     assert!(
         !rows
@@ -622,7 +628,7 @@ fn neighbour_and_arp_floods_spare_the_victims() {
         drops_of(&s, &n("pa"), "arp-pending"),
         s["neigh"]
     );
-    check("ARP amplification", v, 2.0, 1000.0);
+    check("ARP amplification", v, 1000.0);
     // 100 a second per bridge, plus retransmissions' share: never one per packet.
     assert!(
         requests <= 100 * (secs as u64 + 2),
@@ -655,7 +661,7 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
     let s = stats(&d);
     let limited = drops_of(&s, &n("pa"), "ct-source-limit");
     println!("conntrack flood: {sent} new flows; ct-source-limit drops {limited}");
-    check("conntrack flood", v, 2.0, 1000.0);
+    check("conntrack flood", v, 1000.0);
     tcp.check("conntrack flood");
     if sent > 20_000 {
         assert!(limited > 0, "the per-source limit stopped the attacker");
@@ -671,7 +677,7 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
         t0.elapsed()
     );
     assert!(last.contains("per source"), "{last}");
-    check("ct-show", v, 2.0, 1000.0);
+    check("ct-show", v, 1000.0);
 
     // 2. Spoofed sources: the attacker sends as c3 (another bridge's address) and as an
     //    address no route leads back to. Nothing is routed; the drops are counted.
@@ -688,7 +694,7 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
     let sent = a.join().unwrap();
     let spoofed = drops_of(&stats(&d), &n("pa"), "rp-filter") - before;
     println!("spoofed sources: {sent} sent, {spoofed} dropped by rp_filter");
-    check("spoofed sources", v, 2.0, 1000.0);
+    check("spoofed sources", v, 1000.0);
     assert!(spoofed * 10 >= sent * 9, "{spoofed} of {sent} dropped");
     let show = d.ctl(&["set-br", "br0", "rp_filter=loose"]);
     println!("set-br br0 rp_filter=loose: {}", show.trim());
