@@ -134,6 +134,9 @@ pub struct RuntimeConfig {
     /// Requested container MAC.
     #[serde(default)]
     pub mac: Option<String>,
+    /// DNS aliases by network name (podman's `--network-alias`).
+    #[serde(default)]
+    pub aliases: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// The network configuration (one plugin of a conflist, as the runtime hands it over).

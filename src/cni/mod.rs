@@ -28,6 +28,7 @@
 //! `setns`es into `CNI_NETNS` before exec (see [`sys`]).
 
 pub mod conf;
+pub mod dns;
 pub mod ops;
 pub mod sys;
 

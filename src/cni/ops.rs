@@ -180,6 +180,7 @@ fn add_with_lease(
         let parts: Vec<String> = rule.split(' ').map(str::to_string).collect();
         uvs(&sock, "nat-add", &parts)?;
     }
+    let named = super::dns::register(env, c, lease.addr)?;
     let cmac = link_mac(ip_in(ns, &["-j", "link", "show", "dev", ifn])?);
     let hmac = link_mac(ip(&["-j", "link", "show", "dev", &host])?);
     let cidr = format!("{}/{}", lease.addr, lease.len);
@@ -199,7 +200,7 @@ fn add_with_lease(
         ],
         "ips": [ipe],
         "routes": routes,
-        "dns": ipam_result.get("dns").cloned().unwrap_or(json!({})),
+        "dns": super::dns::result_dns(ipam_result, lease.gateway, named),
     }))
 }
 
@@ -249,6 +250,7 @@ fn link_mac(json_text: String) -> String {
 fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
     let sock = c.socket();
     let host = env.host_ifname();
+    super::dns::unregister(env, c, addr);
     for prefix in addr.map(|_| dnat_prefixes(c)).unwrap_or_default() {
         let want = format!("{prefix}{}:", addr.unwrap_or(Ipv4Addr::UNSPECIFIED));
         while let Some(i) = nat_index(&sock, |r| r.starts_with(&want))? {

@@ -136,6 +136,7 @@ impl Worker {
                 Err(e) => tracing::warn!("running config: NAT rule '{}': {e}", row.rule),
             }
         }
+        c.dns = self.dns_specs();
         c
     }
 
