@@ -8,6 +8,9 @@
 //! leaves no port or rule in uvs. `cni_add_check_del_direct` invokes the plugin as a runtime
 //! would (environment + stdin) against namespaces the test creates: the MTU of a VXLAN-extended
 //! bridge, the `mac` capability, CHECK, and DEL's idempotence.
+//! `podman_containers_resolve_each_other_by_name` checks DNS by name through the gateways:
+//! container names and `--network-alias` (the `aliases` capability) resolve within a network
+//! only, a re-created container is found at its new address, and `podman rm` removes the names.
 
 mod common;
 
@@ -315,10 +318,12 @@ fn podman_containers_resolve_each_other_by_name() {
     }
     let d = Daemon::start("cnidns", &["--dns-upstream", "none"]);
     let pm = Podman::new("pdns");
-    pm.network("dnsnet1", 3, &d.socket, json!({}));
-    pm.network("dnsnet2", 4, &d.socket, json!({}));
+    let caps = json!({"capabilities": {"ips": true, "aliases": true}});
+    pm.network("dnsnet1", 3, &d.socket, caps.clone());
+    pm.network("dnsnet2", 4, &d.socket, caps);
     pm.start("c1", &["dnsnet1"], &[], &[]);
-    pm.start("c2", &["dnsnet1"], &["--ip", "10.235.3.20"], &[]);
+    let c2_opts = ["--ip", "10.235.3.20", "--network-alias", "db"];
+    pm.start("c2", &["dnsnet1"], &c2_opts, &[]);
     pm.start("c3", &["dnsnet2"], &[], &[]);
     let lookup = |from: &str, name: &str, server: &str| {
         let mut a = vec!["exec", from, "nslookup", name];

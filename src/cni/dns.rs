@@ -65,3 +65,57 @@ pub fn result_dns(ipam: &Value, gateway: Ipv4Addr, registered: bool) -> Value {
         other => other.cloned().unwrap_or(serde_json::json!({})),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn env(args: &str) -> Env {
+        let vars = |k: &str| match k {
+            "CNI_COMMAND" => Some("ADD".to_string()),
+            "CNI_CONTAINERID" => Some("c0ffee".into()),
+            "CNI_NETNS" => Some("/proc/self/ns/net".into()),
+            "CNI_IFNAME" => Some("eth0".into()),
+            "CNI_PATH" => Some("/nonexistent".into()),
+            "CNI_ARGS" => Some(args.to_string()),
+            _ => None,
+        };
+        Env::from_vars(&vars).unwrap()
+    }
+
+    fn conf(rc: serde_json::Value) -> NetConf {
+        let c = json!({"cniVersion": "1.0.0", "name": "n1", "type": "uvs-cni",
+            "ipam": {"type": "host-local"}, "runtimeConfig": rc});
+        NetConf::parse(&serde_json::to_vec(&c).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_name_comes_from_k8s_pod_name_and_aliases_from_the_capability() {
+        let e = env("IgnoreUnknown=1;K8S_POD_NAME=Web-1");
+        assert_eq!(name(&e).as_deref(), Some("web-1"));
+        assert_eq!(name(&env("IgnoreUnknown=1")), None);
+        assert_eq!(
+            name(&env("K8S_POD_NAME=bad name!")),
+            None,
+            "invalid: skipped"
+        );
+        let c = conf(json!({"aliases": {"n1": ["db", "no good", "cache"], "n2": ["x"]}}));
+        assert_eq!(aliases(&c), ["db", "cache"], "this network's valid aliases");
+        assert!(aliases(&conf(json!({}))).is_empty());
+    }
+
+    #[test]
+    fn the_result_names_the_gateway_as_nameserver_when_a_name_was_registered() {
+        let gw = Ipv4Addr::new(10, 9, 0, 1);
+        let ipam = json!({"ips": []});
+        assert_eq!(
+            result_dns(&ipam, gw, true),
+            json!({"nameservers": ["10.9.0.1"]})
+        );
+        assert_eq!(result_dns(&ipam, gw, false), json!({}));
+        let own = json!({"dns": {"nameservers": ["10.0.0.53"]}});
+        assert_eq!(result_dns(&own, gw, true), own["dns"], "IPAM's dns wins");
+    }
+}
