@@ -14,6 +14,8 @@
 //! - Bytes that do not parse as a DNS query are counted (`malformed`) and dropped, never
 //!   answered; a query with other than one question or another opcode gets FORMERR / NOTIMP.
 //! - At most [`MAX_PENDING`] forwarded queries wait at once; more get SERVFAIL at once.
+//! - A forwarded query's EDNS buffer size is capped at [`MAX_UDP_PAYLOAD`], so the upstream's
+//!   answer fits one frame back to the client (a larger one comes back truncated).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +31,8 @@ use super::registry::Registry;
 pub const TTL: u32 = 600;
 /// Most forwarded queries waiting for the upstream at once.
 pub const MAX_PENDING: usize = 1024;
+/// Largest UDP answer asked of the upstream (EDNS buffer size; DNS flag day 2020's value).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Default wait for the upstream's answer before SERVFAIL (milliseconds).
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
 
@@ -144,6 +148,13 @@ impl<T> Core<T> {
         let new_id = self.fresh_id();
         let mut fwd = req.clone();
         fwd.metadata.id = new_id;
+        // The answer must fit one frame on its way back (no IP fragmentation): a larger one
+        // comes back truncated and the client retries over TCP.
+        if let Some(e) = fwd.edns.as_mut()
+            && e.max_payload() > MAX_UDP_PAYLOAD
+        {
+            e.set_max_payload(MAX_UDP_PAYLOAD);
+        }
         let Ok(out) = fwd.to_vec() else {
             self.counters.servfail += 1;
             return self.error(&req, ResponseCode::ServFail);

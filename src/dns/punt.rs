@@ -6,7 +6,8 @@
 //!   TCP port 53 ([`Punt::offer`]): its IPv4 packet is copied into a [`Punted`] and sent on a
 //!   bounded channel to the service; the frame itself is freed. A full channel drops it
 //!   (`dns-queue-full` on the ingress port), and a source over its rate
-//!   ([`RATE_PER_S`] packets a second, bursts of [`BURST`]) is dropped before that
+//!   ([`RATE_PER_S`] packets a second, bursts of [`BURST`], per bridge and source address) is
+//!   dropped before that
 //!   (`dns-rate-limited`), so one tenant cannot fill the queue for the others.
 //! - The service answers with [`Reply`]s on a second channel and wakes the worker; the worker
 //!   sends each from the gateway's MAC to the client's MAC out of the port the query came in on
@@ -78,7 +79,8 @@ pub struct PuntCounters {
 #[derive(Default)]
 pub struct Punt {
     tx: Option<Sender<Punted>>,
-    sources: HashMap<[u8; 4], Bucket>,
+    /// Token buckets by (bridge, source address): tenants of two bridges never share one.
+    sources: HashMap<(u16, [u8; 4]), Bucket>,
     /// Counters.
     pub counters: PuntCounters,
 }
@@ -106,7 +108,7 @@ impl Punt {
         let Some(tx) = &self.tx else {
             return Err(DropReason::LocalUnsupported);
         };
-        if !take_token(&mut self.sources, src, now_ms) {
+        if !take_token(&mut self.sources, (p.bridge, src), now_ms) {
             return Err(DropReason::DnsRateLimited);
         }
         match tx.try_send(p) {
@@ -124,7 +126,11 @@ impl Punt {
 }
 
 /// Token bucket per source address.
-fn take_token(sources: &mut HashMap<[u8; 4], Bucket>, src: [u8; 4], now_ms: u64) -> bool {
+fn take_token(
+    sources: &mut HashMap<(u16, [u8; 4]), Bucket>,
+    src: (u16, [u8; 4]),
+    now_ms: u64,
+) -> bool {
     if sources.len() >= MAX_SOURCES && !sources.contains_key(&src) {
         // Forget sources that have been quiet long enough to be full again.
         let full_after = (BURST as u64 * 1000).div_ceil(RATE_PER_S as u64);

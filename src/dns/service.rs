@@ -74,6 +74,8 @@ pub struct ServiceStatus {
     pub waiting: usize,
     /// TCP sockets open.
     pub tcp_sockets: usize,
+    /// Answers dropped because the worker's reply queue was full.
+    pub reply_queue_full: u64,
 }
 
 /// A running service.
@@ -173,6 +175,7 @@ pub fn start(
         replies,
         wake,
         started: Instant::now(),
+        reply_queue_full: 0,
     };
     let (st, stat) = (stop.clone(), status.clone());
     let thread = std::thread::Builder::new()
@@ -211,6 +214,7 @@ struct Service {
     replies: Sender<Reply>,
     wake: Arc<dyn Fn() + Send + Sync>,
     started: Instant,
+    reply_queue_full: u64,
 }
 
 impl Service {
@@ -229,7 +233,7 @@ impl Service {
                     Ok(p) => self.packet(p, &mut out),
                     Err(_) => break,
                 },
-                recv(upstream) -> m => if let Ok(m) = m { self.from_upstream(&m, &mut out) },
+                recv(upstream) -> m => if let Ok(m) = m { self.upstream_answer(&m, &mut out) },
                 default(tick) => {}
             }
             // Take whatever else is queued, bounded, before answering.
@@ -237,7 +241,7 @@ impl Service {
                 self.packet(p, &mut out);
             }
             for m in upstream.try_iter().take(256) {
-                self.from_upstream(&m, &mut out);
+                self.upstream_answer(&m, &mut out);
             }
             let now = self.now_ms();
             self.tcp_poll(now, &mut out);
@@ -249,6 +253,7 @@ impl Service {
                 s.counters = self.core.counters.clone();
                 s.waiting = self.core.waiting();
                 s.tcp_sockets = self.tcp.sockets();
+                s.reply_queue_full = self.reply_queue_full;
             }
         }
     }
@@ -257,13 +262,16 @@ impl Service {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn send(&self, out: Vec<Reply>) {
+    fn send(&mut self, out: Vec<Reply>) {
         if out.is_empty() {
             return;
         }
         for r in out {
             if self.replies.try_send(r).is_err() {
-                warn!("dns: the worker's reply queue is full; an answer was dropped");
+                if self.reply_queue_full == 0 {
+                    warn!("dns: the worker's reply queue is full; answers are dropped (counted)");
+                }
+                self.reply_queue_full += 1;
             }
         }
         (self.wake)();
@@ -322,7 +330,7 @@ impl Service {
         }
     }
 
-    fn from_upstream(&mut self, m: &[u8], out: &mut Vec<Reply>) {
+    fn upstream_answer(&mut self, m: &[u8], out: &mut Vec<Reply>) {
         if let Some((c, b)) = self.core.upstream_reply(m) {
             let now = self.now_ms();
             self.answer(c, &b, now, out);

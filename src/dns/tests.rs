@@ -333,3 +333,25 @@ fn service_answers_over_channels_and_forwards_to_a_fake_upstream() {
     assert_eq!(s.counters.relayed, 1);
     assert_eq!(s.counters.servfail, 1);
 }
+
+#[test]
+fn forwarded_queries_ask_for_answers_that_fit_a_frame() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let mut m = Message::new(11, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("big.example.").unwrap(),
+        RecordType::TXT,
+    ));
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(4096);
+    m.set_edns(e);
+    let Outcome::Forward(fwd) = core.query(&reg, "br0", &m.to_vec().unwrap(), 1, 0, true) else {
+        panic!("not forwarded");
+    };
+    let sent = Message::from_vec(&fwd).unwrap();
+    assert_eq!(
+        sent.edns.map(|e| e.max_payload()),
+        Some(super::answer::MAX_UDP_PAYLOAD)
+    );
+}
