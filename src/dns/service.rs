@@ -151,15 +151,16 @@ pub fn start(
             } else {
                 "[::]:0".parse().expect("literal")
             };
+            // Not connected: an upstream that is unreachable now (no route yet) must not stop
+            // the daemon; each send says so, and its query gets SERVFAIL.
             let s = UdpSocket::bind(bind)?;
-            s.connect(a)?;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             let r = s.try_clone()?;
             let st = stop.clone();
             std::thread::Builder::new()
                 .name("uvs-dns-up".into())
-                .spawn(move || upstream_reader(r, up_tx, st))?;
-            Some(s)
+                .spawn(move || upstream_reader(r, a, up_tx, st))?;
+            Some((s, a))
         }
         None => None,
     };
@@ -188,13 +189,15 @@ pub fn start(
     })
 }
 
-fn upstream_reader(s: UdpSocket, tx: Sender<Vec<u8>>, stop: Arc<AtomicBool>) {
+/// Reads the upstream's answers (from its address only) into `tx`.
+fn upstream_reader(s: UdpSocket, upstream: SocketAddr, tx: Sender<Vec<u8>>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 65_535];
     while !stop.load(Ordering::SeqCst) {
-        match s.recv(&mut buf) {
-            Ok(n) => {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) if from == upstream => {
                 let _ = tx.try_send(buf[..n].to_vec());
             }
+            Ok(_) => {}
             Err(e)
                 if matches!(
                     e.kind(),
@@ -210,7 +213,8 @@ struct Service {
     core: Core<Client>,
     tcp: TcpDns,
     registry: Arc<RwLock<Registry>>,
-    sock: Option<UdpSocket>,
+    /// The socket toward the upstream, and its address.
+    sock: Option<(UdpSocket, SocketAddr)>,
     replies: Sender<Reply>,
     wake: Arc<dyn Fn() + Send + Sync>,
     started: Instant,
@@ -324,7 +328,10 @@ impl Service {
     }
 
     fn forward(&mut self, q: &[u8], now: u64, out: &mut Vec<Reply>) {
-        let sent = self.sock.as_ref().is_some_and(|s| s.send(q).is_ok());
+        let sent = self
+            .sock
+            .as_ref()
+            .is_some_and(|(s, a)| s.send_to(q, a).is_ok());
         if !sent && let Some((c, b)) = self.core.upstream_failed(q) {
             self.answer(c, &b, now, out);
         }
