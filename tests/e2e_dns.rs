@@ -296,3 +296,122 @@ fn gateways_answer_dns_by_name_udp_and_tcp() {
     drop(d);
     let _ = std::fs::remove_file(&db);
 }
+
+/// `n` sequential UDP queries for `name` from namespace `ns` to `server`:53 (1 s timeout each):
+/// the round-trip times of those answered with an A record.
+fn udp_rtts(ns: &str, server: Ipv4Addr, name: &'static str, n: usize) -> Vec<Duration> {
+    in_netns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut rtts = Vec::new();
+        let mut buf = [0u8; 1500];
+        for i in 0..n {
+            let mut q = Message::new(i as u16, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            let t = Instant::now();
+            s.send_to(&q.to_vec().unwrap(), (server, 53)).unwrap();
+            // Skip late answers to earlier queries.
+            while let Ok(len) = s.recv(&mut buf) {
+                let Ok(m) = Message::from_vec(&buf[..len]) else {
+                    continue;
+                };
+                if m.metadata.id == i as u16 {
+                    if !a_of(&m).is_empty() {
+                        rtts.push(t.elapsed());
+                    }
+                    break;
+                }
+            }
+        }
+        rtts
+    })
+}
+
+fn percentile(v: &mut [Duration], p: usize) -> Duration {
+    v.sort();
+    v[(v.len() - 1) * p / 100]
+}
+
+#[test]
+fn a_tenant_flooding_dns_does_not_starve_another() {
+    if !root_or_skip("a_tenant_flooding_dns_does_not_starve_another") {
+        return;
+    }
+    let p = prefix("ef");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--dns-upstream", "none"]);
+    d.ctl(&["add-br", "br0", "gateway=10.63.0.1/24"]);
+    let (flooder, victim) = (n("c1"), n("c2"));
+    attach(
+        &mut t,
+        &d,
+        ("br0", &flooder, &n("p1")),
+        "afxdp",
+        "10.63.0.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &victim, &n("p2")),
+        "afxdp",
+        "10.63.0.3/24",
+        &[],
+    );
+    d.ctl(&["dns-add", "br0", "web", "10.63.0.9"]);
+    let gw = Ipv4Addr::new(10, 63, 0, 1);
+    assert!(ping(&victim, "10.63.0.1", 1), "the gateway answers ping");
+    let mut quiet = udp_rtts(&victim, gw, "web.", 200);
+    assert!(quiet.len() >= 195, "{} of 200 answered", quiet.len());
+    let (q50, q99) = (percentile(&mut quiet, 50), percentile(&mut quiet, 99));
+
+    // The flooder sends queries as fast as it can for 3 s while the victim asks 100 times.
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let f = flooder.clone();
+    let flood = std::thread::spawn(move || {
+        in_netns(&f, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_nonblocking(true).unwrap();
+            let mut q = Message::new(1, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(
+                Name::from_ascii("web.").unwrap(),
+                RecordType::A,
+            ));
+            let q = q.to_vec().unwrap();
+            let (mut sent, t) = (0u64, Instant::now());
+            let mut buf = [0u8; 1500];
+            while !st.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(3) {
+                if s.send_to(&q, (gw, 53)).is_ok() {
+                    sent += 1;
+                }
+                while s.recv(&mut buf).is_ok() {}
+            }
+            sent
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut busy = udp_rtts(&victim, gw, "web.", 100);
+    stop.store(true, Ordering::SeqCst);
+    let sent = flood.join().unwrap();
+    let s: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let limited = s["ports"][n("p1")]["drops"]["dns-rate-limited"]
+        .as_u64()
+        .unwrap_or(0);
+    let victim_limited = s["ports"][n("p2")]["drops"]["dns-rate-limited"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        busy.len() >= 95,
+        "victim: {} of 100 answered during the flood",
+        busy.len()
+    );
+    let (b50, b99) = (percentile(&mut busy, 50), percentile(&mut busy, 99));
+    eprintln!(
+        "dns over udp: quiet p50 {q50:?} p99 {q99:?}; during a {sent}-query flood p50 {b50:?} \
+         p99 {b99:?}; flooder rate-limited {limited}, victim {victim_limited}"
+    );
+    assert!(limited > 0, "the flooder was rate-limited ({sent} sent)");
+    assert_eq!(victim_limited, 0);
+}

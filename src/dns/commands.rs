@@ -26,11 +26,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>, service: Option<A
         move |a| {
             let spec = DnsSpec::from_args(a).map_err(CtlError::new)?;
             let v = ask(&w, DnsCmd::Add(spec))?;
-            let text = match v["replaced"].as_str() {
-                Some(old) => format!("{} now {} (was {old})\n", v["name"], v["ip"]),
-                None => String::new(),
+            let text = match (v["replaced"].as_str(), v["name"].as_str(), v["ip"].as_str()) {
+                (Some(old), Some(name), Some(ip)) => format!("{name} now {ip} (was {old})\n"),
+                _ => String::new(),
             };
-            Ok(Reply::new(text.replace('"', ""), v))
+            Ok(Reply::new(text, v))
         },
     );
     let w = worker.clone();
