@@ -42,15 +42,15 @@ pub struct TcpClient {
     pub socket: SocketHandle,
 }
 
-/// A queue device: punted packets in, packets for the worker out.
+/// A queue device: punted packets in, packets for the worker out (tests drive a client with it).
 #[derive(Default)]
-struct Queue {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+pub(super) struct Queue {
+    pub(super) rx: VecDeque<Vec<u8>>,
+    pub(super) tx: VecDeque<Vec<u8>>,
 }
 
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+pub(super) struct Rx(Vec<u8>);
+pub(super) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
 
 impl RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {

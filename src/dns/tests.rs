@@ -355,3 +355,78 @@ fn forwarded_queries_ask_for_answers_that_fit_a_frame() {
         Some(super::answer::MAX_UDP_PAYLOAD)
     );
 }
+
+/// A smoltcp client on 10.1.0.2 talks DNS over TCP to br0's gateway 10.1.0.1 through
+/// `TcpDns`, its segments carried as punted packets and replies: a registered name is answered,
+/// the connection is closed cleanly.
+#[test]
+fn tcp_queries_are_answered_through_the_smoltcp_endpoint() {
+    use smoltcp::iface::{Config, Interface, SocketSet};
+    use smoltcp::socket::tcp;
+    use smoltcp::time::Instant as SInstant;
+    use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+    let reg = registry();
+    let mut core = Core::<service::Client>::default();
+    let mut server = super::tcp::TcpDns::default();
+    let mut dev = super::tcp::Queue::default();
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ip),
+        &mut dev,
+        SInstant::from_millis(0),
+    );
+    iface.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::v4(10, 1, 0, 2), 24)).unwrap();
+    });
+    let mut sockets = SocketSet::new(Vec::new());
+    let h = sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 4096]),
+        tcp::SocketBuffer::new(vec![0; 4096]),
+    ));
+    let remote = (IpAddress::v4(10, 1, 0, 1), 53);
+    let sock = sockets.get_mut::<tcp::Socket>(h);
+    sock.connect(iface.context(), remote, 40001).unwrap();
+    let q = query(0x7777, "www.", RecordType::A);
+    let (mut sent, mut got) = (false, Vec::new());
+    for step in 0..200u64 {
+        let now = step * 10;
+        iface.poll(SInstant::from_millis(now as i64), &mut dev, &mut sockets);
+        let sock = sockets.get_mut::<tcp::Socket>(h);
+        if sock.may_send() && !sent {
+            sock.send_slice(&(q.len() as u16).to_be_bytes()).unwrap();
+            sock.send_slice(&q).unwrap();
+            sent = true;
+        }
+        let mut buf = [0u8; 512];
+        while sock.can_recv() {
+            let n = sock.recv_slice(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() >= 2 && got.len() >= 2 + u16::from_be_bytes([got[0], got[1]]) as usize {
+            sock.close();
+        }
+        iface.poll(SInstant::from_millis(now as i64), &mut dev, &mut sockets);
+        while let Some(packet) = dev.tx.pop_front() {
+            let p = Punted {
+                packet,
+                ..punted_udp("br0", b"")
+            };
+            server.input(p, Ipv4Addr::new(10, 1, 0, 1), 24, now);
+        }
+        let (replies, forwards) = server.poll(&mut core, &reg, false, now);
+        assert!(forwards.is_empty());
+        for r in replies {
+            assert_eq!((r.port, r.dst_mac), (5, [2, 0, 0, 0, 0, 2]));
+            dev.rx.push_back(r.packet);
+        }
+        let state = sockets.get::<tcp::Socket>(h).state();
+        if !got.is_empty() && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            break;
+        }
+    }
+    assert!(got.len() > 2, "an answer over TCP");
+    let m = Message::from_vec(&got[2..]).unwrap();
+    assert_eq!(m.metadata.id, 0x7777);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    assert_eq!(core.counters.answered_local, 1);
+}
