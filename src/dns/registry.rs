@@ -12,7 +12,7 @@
 //! - Bounded: at most [`MAX_RECORDS`] records in all, [`MAX_ALIASES`] aliases a record.
 //!   IO-free; the worker owns the writes (control requests), the DNS service reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -109,11 +109,68 @@ pub struct Record {
     pub aliases: Vec<String>,
 }
 
+/// One bridge's records, indexed by name, alias and address (lookups never scan).
+#[derive(Debug, Default)]
+struct Zone {
+    /// name -> record (ordered: stable `dns-show` and running configuration).
+    names: BTreeMap<String, Record>,
+    /// alias -> the names carrying it.
+    aliases: HashMap<String, BTreeSet<String>>,
+    /// address -> the names that have it.
+    addrs: HashMap<Ipv4Addr, BTreeSet<String>>,
+}
+
+impl Zone {
+    fn insert(&mut self, name: String, r: Record) -> Option<Record> {
+        let old = self.remove(&name);
+        for a in &r.aliases {
+            self.aliases
+                .entry(a.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.addrs.entry(r.ip).or_default().insert(name.clone());
+        self.names.insert(name, r);
+        old
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Record> {
+        let r = self.names.remove(name)?;
+        for a in &r.aliases {
+            unindex(&mut self.aliases, a, name);
+        }
+        unindex(&mut self.addrs, &r.ip, name);
+        Some(r)
+    }
+
+    /// The addresses of the record named `q` and of every record with alias `q`.
+    fn find(&self, q: &str) -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = self.names.get(q).map(|r| r.ip).into_iter().collect();
+        for n in self.aliases.get(q).into_iter().flatten() {
+            if let Some(r) = self.names.get(n)
+                && !out.contains(&r.ip)
+            {
+                out.push(r.ip);
+            }
+        }
+        out
+    }
+}
+
+/// Take `name` out of the index entry `k` of `m` (the entry goes when it empties).
+fn unindex<K: std::hash::Hash + Eq>(m: &mut HashMap<K, BTreeSet<String>>, k: &K, name: &str) {
+    if let Some(set) = m.get_mut(k) {
+        set.remove(name);
+        if set.is_empty() {
+            m.remove(k);
+        }
+    }
+}
+
 /// Names per bridge.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// bridge -> name -> record (ordered: stable `dns-show` and running configuration).
-    bridges: BTreeMap<String, BTreeMap<String, Record>>,
+    bridges: BTreeMap<String, Zone>,
     count: usize,
 }
 
@@ -121,39 +178,36 @@ impl Registry {
     /// Register (or replace) `spec`. Returns the address it replaced, if any.
     pub fn add(&mut self, spec: &DnsSpec) -> Result<Option<Ipv4Addr>, String> {
         let (ip, name, aliases) = spec.validate()?;
-        let names = self.bridges.entry(spec.bridge.clone()).or_default();
-        let old = names.get(&name).map(|r| r.ip);
-        if old.is_none() && self.count >= MAX_RECORDS {
+        let zone = self.bridges.entry(spec.bridge.clone()).or_default();
+        let exists = zone.names.contains_key(&name);
+        if !exists && self.count >= MAX_RECORDS {
             return Err(format!("at most {MAX_RECORDS} DNS records"));
         }
-        if old.is_none() {
+        if !exists {
             self.count += 1;
         }
-        names.insert(name, Record { ip, aliases });
-        Ok(old)
+        Ok(zone.insert(name, Record { ip, aliases }).map(|r| r.ip))
     }
 
     /// Remove `name` of `bridge`; with `ip`, only if it still has that address (a late removal
     /// of a container's old registration leaves its new one alone). Returns the removed address.
     pub fn del(&mut self, bridge: &str, name: &str, ip: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let name = name.to_ascii_lowercase();
-        let names = self.bridges.get_mut(bridge)?;
-        let r = names.get(&name)?;
-        if ip.is_some_and(|ip| ip != r.ip) {
+        let zone = self.bridges.get_mut(bridge)?;
+        if ip.is_some_and(|ip| zone.names.get(&name).is_some_and(|r| r.ip != ip)) {
             return None;
         }
-        let ip = r.ip;
-        names.remove(&name);
+        let r = zone.remove(&name)?;
         self.count -= 1;
-        if names.is_empty() {
+        if zone.names.is_empty() {
             self.bridges.remove(bridge);
         }
-        Some(ip)
+        Some(r.ip)
     }
 
     /// Forget every record of `bridge` (the bridge was deleted).
     pub fn del_bridge(&mut self, bridge: &str) -> usize {
-        let n = self.bridges.remove(bridge).map_or(0, |m| m.len());
+        let n = self.bridges.remove(bridge).map_or(0, |z| z.names.len());
         self.count -= n;
         n
     }
@@ -161,35 +215,23 @@ impl Registry {
     /// Addresses of `qname` (lower-case, no trailing dot) on `bridge`: the record of that name
     /// and every record carrying it as an alias; `NAME.BRIDGE` is `NAME`.
     pub fn lookup(&self, bridge: &str, qname: &str) -> Vec<Ipv4Addr> {
-        let Some(names) = self.bridges.get(bridge) else {
+        let Some(zone) = self.bridges.get(bridge) else {
             return Vec::new();
         };
-        let find = |q: &str| -> Vec<Ipv4Addr> {
-            let mut out: Vec<Ipv4Addr> = names.get(q).map(|r| r.ip).into_iter().collect();
-            for r in names.values() {
-                if r.aliases.iter().any(|a| a == q) && !out.contains(&r.ip) {
-                    out.push(r.ip);
-                }
-            }
-            out
-        };
-        let found = find(qname);
+        let found = zone.find(qname);
         if !found.is_empty() {
             return found;
         }
         match qname.strip_suffix(bridge) {
-            Some(n) if n.ends_with('.') => find(&n[..n.len() - 1]),
+            Some(n) if n.ends_with('.') => zone.find(&n[..n.len() - 1]),
             _ => Vec::new(),
         }
     }
 
-    /// The name of `ip` on `bridge` (for PTR), if one is registered.
+    /// The name of `ip` on `bridge` (for PTR), if one is registered (the first by name).
     pub fn reverse(&self, bridge: &str, ip: Ipv4Addr) -> Option<&str> {
-        self.bridges
-            .get(bridge)?
-            .iter()
-            .find(|(_, r)| r.ip == ip)
-            .map(|(n, _)| n.as_str())
+        let zone = self.bridges.get(bridge)?;
+        zone.addrs.get(&ip)?.iter().next().map(String::as_str)
     }
 
     /// Every record, as specs (bridge order, then name order); of one bridge with `bridge`.
@@ -197,8 +239,8 @@ impl Registry {
         self.bridges
             .iter()
             .filter(|(b, _)| bridge.is_none_or(|x| x == b.as_str()))
-            .flat_map(|(b, names)| {
-                names.iter().map(move |(n, r)| DnsSpec {
+            .flat_map(|(b, zone)| {
+                zone.names.iter().map(move |(n, r)| DnsSpec {
                     bridge: b.clone(),
                     name: n.clone(),
                     ip: r.ip.to_string(),
@@ -249,6 +291,12 @@ mod tests {
         let old = r.add(&spec("br0", "web", "10.1.0.9", &[])).unwrap();
         assert_eq!(old, Some(ip("10.1.0.2")));
         assert_eq!(r.lookup("br0", "web"), vec![ip("10.1.0.9")]);
+        assert!(
+            r.lookup("br0", "www").is_empty(),
+            "the old alias went with the old record"
+        );
+        assert_eq!(r.reverse("br0", ip("10.1.0.2")), None);
+        assert_eq!(r.reverse("br0", ip("10.1.0.9")), Some("web"));
         assert_eq!(r.del("br0", "web", Some(ip("10.1.0.2"))), None);
         assert_eq!(r.len(), 2);
         assert_eq!(r.del("br0", "web", None), Some(ip("10.1.0.9")));
