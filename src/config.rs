@@ -65,6 +65,13 @@ pub struct Config {
     /// `uvs ctl set-nat port_range=A-B` changes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_port_range: Option<String>,
+    /// DNS names (`[[dns]]`: bridge, name, ip, aliases; see [`crate::dns::DnsSpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<crate::dns::DnsSpec>,
+    /// The DNS service's upstream (`ADDRESS[:PORT]` or `none`): read from the `--config` file
+    /// at start (`--dns-upstream` wins); never part of the running configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_upstream: Option<String>,
     /// The etcd overlay (`[etcd]`, see [`crate::etcd::EtcdSpec`]): read from the `--config`
     /// file at start; never part of the running configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -668,6 +675,15 @@ impl Config {
         }
         for n in &self.nat {
             n.check()?;
+        }
+        for d in &self.dns {
+            d.validate().map_err(|e| format!("dns {}: {e}", d.name))?;
+            if !self.bridge.iter().any(|b| b.name == d.bridge) {
+                return Err(format!(
+                    "dns {}: bridge: no bridge named '{}'",
+                    d.name, d.bridge
+                ));
+            }
         }
         self.check_references()
     }

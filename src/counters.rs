@@ -53,7 +53,7 @@ drop_reasons! {
     ArpPending => "arp-pending", "next hop unresolved and no ARP request may go out for it now (the egress bridge's neighbour bound or ARP rate limit reached)";
     GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
-    LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (only ICMP echo)";
+    LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (ICMP echo, and DNS on port 53 when the DNS service runs)";
     FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
     CtFull => "ct-full", "connection table full: a new translated connection was refused";
     NatPortsExhausted => "nat-ports-exhausted", "no free NAT source port toward that destination";
@@ -73,6 +73,8 @@ drop_reasons! {
     RateRx => "rate-rx", "received from a port beyond its rate_rx rate (the CNI bandwidth capability's egressRate)";
     RateTx => "rate-tx", "queued toward a port beyond its rate_tx rate (the CNI bandwidth capability's ingressRate)";
     RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
+    DnsQueueFull => "dns-queue-full", "DNS query to a gateway dropped: the DNS service's queue is full";
+    DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";
 }
 
 /// Counters of one port.

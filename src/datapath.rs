@@ -314,6 +314,8 @@ pub struct Datapath {
     pub nat: crate::nat::Nat,
     /// Ports that are VXLAN tunnels (the encapsulation stage drains their queues).
     pub tunnels: Vec<PortId>,
+    /// DNS queries to gateways, handed to the DNS service (see `dns::punt`).
+    pub punt: crate::dns::punt::Punt,
     /// Milliseconds on the worker's clock (flow counters, timeouts, meters), set before each
     /// burst by the caller.
     pub now_ms: u64,
@@ -331,6 +333,7 @@ impl Default for Datapath {
             router: RouterCounters::default(),
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
+            punt: Default::default(),
             now_ms: 0,
             neigh_aged_at: 0,
         }

@@ -217,3 +217,55 @@ pub fn router(data: &[u8]) {
     }
     assert_eq!(frames.free_count(), frames.capacity(), "frame leaked");
 }
+
+/// DNS messages through the gateways' answering core (`dns::answer`): the first byte picks
+/// whether an upstream exists, the rest is split like `pipeline`'s frames (a length byte, then
+/// the bytes) into queries; every forwarded query is answered back by an "upstream" that echoes
+/// it with the QR bit set and its tail mutated by the next chunk. Checks: no panic; an answer
+/// parses and carries the query's id; no more than `MAX_PENDING` queries wait; expiry empties
+/// the table.
+pub fn dns(data: &[u8]) {
+    use crate::dns::answer::{Core, MAX_PENDING, Outcome};
+    use hickory_proto::op::Message;
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mut reg = crate::dns::Registry::default();
+    for (n, ip) in [("web", "10.1.0.2"), ("db", "10.1.0.3")] {
+        let spec = crate::dns::DnsSpec {
+            bridge: "br0".into(),
+            name: n.into(),
+            ip: ip.into(),
+            aliases: vec!["svc".into()],
+        };
+        reg.add(&spec).expect("valid record");
+    }
+    let mut core = Core::<usize>::default();
+    let mut i = 0;
+    while let Some((&len, tail)) = rest.split_first() {
+        let chunk = &tail[..(len as usize).min(tail.len())];
+        rest = &tail[chunk.len()..];
+        i += 1;
+        match core.query(&reg, "br0", chunk, i, i as u64, mode & 1 == 1) {
+            Outcome::Answer(a) => {
+                let m = Message::from_vec(&a).expect("an answer parses");
+                assert_eq!(&a[..2], &chunk[..2], "the answer keeps the query's id");
+                assert!(m.metadata.message_type == hickory_proto::op::MessageType::Response);
+            }
+            Outcome::Forward(mut f) => {
+                f[2] |= 0x80;
+                let n = f.len().min(rest.len()).min(4);
+                let at = f.len() - n;
+                f[at..].copy_from_slice(&rest[..n]);
+                if let Some((c, a)) = core.upstream_reply(&f) {
+                    assert_eq!(c, i, "relayed to the client that asked");
+                    assert_eq!(&a[..2], &chunk[..2]);
+                }
+            }
+            Outcome::Drop => {}
+        }
+        assert!(core.waiting() <= MAX_PENDING);
+    }
+    core.expire(u64::MAX);
+    assert_eq!(core.waiting(), 0);
+}

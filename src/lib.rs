@@ -12,6 +12,7 @@ pub mod control;
 pub mod counters;
 pub mod datapath;
 pub mod demo;
+pub mod dns;
 pub mod etcd;
 pub mod fdb;
 pub mod flow;

@@ -58,6 +58,11 @@ enum Cmd {
         /// the default control socket; none with another --socket); `none`: no OpenFlow.
         #[arg(long)]
         mgmt_dir: Option<PathBuf>,
+        /// Where gateways forward DNS queries for names not registered (`ADDRESS[:PORT]`;
+        /// default: `dns_upstream` in --config, else the first nameserver of /etc/resolv.conf;
+        /// `none`: answer NXDOMAIN; `off`: no DNS service at all).
+        #[arg(long)]
+        dns_upstream: Option<String>,
     },
     /// Send a command to a running daemon (`uvs ctl list-commands` lists them).
     Ctl {
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
             etcd,
             etcd_prefix,
             mgmt_dir,
+            dns_upstream,
         } => run(
             socket,
             config,
@@ -142,7 +148,7 @@ fn main() -> ExitCode {
             frames,
             metrics,
             (etcd, etcd_prefix),
-            mgmt_dir,
+            (mgmt_dir, dns_upstream),
         ),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
@@ -204,10 +210,11 @@ fn run(
     frames: u32,
     metrics: Option<String>,
     etcd: (Option<String>, Option<String>),
-    mgmt_dir: Option<PathBuf>,
+    (mgmt_dir, dns_upstream): (Option<PathBuf>, Option<String>),
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
+    let dns_opts = dns_options(dns_upstream, config_path.as_deref())?;
     // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(format!(
@@ -249,6 +256,13 @@ fn run(
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
+    let dns = match dns_opts {
+        Some(o) => Some(Arc::new(
+            uvs::dns::start(&w, o).inspect_err(|_| w.shutdown())?,
+        )),
+        None => None,
+    };
+    uvs::dns::commands::register(&mut reg, w.clone(), dns.clone());
     let overlay = match etcd_spec {
         Some(spec) => {
             let state = spec
@@ -290,6 +304,26 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// The DNS service's settings: `--dns-upstream`, else `dns_upstream` in the `--config` file,
+/// else /etc/resolv.conf; None (no service) for `off`.
+fn dns_options(
+    flag: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<uvs::dns::service::ServiceOptions>, String> {
+    let spec = flag.or_else(|| {
+        file.and_then(|p| Config::load(p).ok())
+            .and_then(|c| c.dns_upstream)
+    });
+    if spec.as_deref() == Some("off") {
+        return Ok(None);
+    }
+    let upstream = uvs::dns::service::upstream_from(spec.as_deref())?;
+    Ok(Some(uvs::dns::service::ServiceOptions {
+        upstream,
+        timeout_ms: uvs::dns::answer::DEFAULT_UPSTREAM_TIMEOUT_MS,
+    }))
 }
 
 /// The etcd overlay's settings: the `--config` file's `[etcd]` table (read even when the

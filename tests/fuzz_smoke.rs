@@ -183,6 +183,34 @@ fn router_nat_vxlan_flows_survive_random_frames() {
     }
 }
 
+/// The DNS core over real queries with random corruption and over random bytes.
+#[test]
+fn dns_core_survives_mutated_queries() {
+    let mut r = Rng(0xd05e_0053);
+    // A real query for "web." (id 0x1234, RD), then mutated copies and random chunks.
+    let q: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01";
+    for _ in 0..1000 {
+        let mut data = vec![r.next() as u8];
+        for _ in 0..(r.next() % 16) {
+            let mut m = if r.next().is_multiple_of(4) {
+                let n = (r.next() % 60) as usize;
+                r.bytes(n)
+            } else {
+                q.to_vec()
+            };
+            for _ in 0..(r.next() % 4) {
+                if !m.is_empty() {
+                    let i = r.next() as usize % m.len();
+                    m[i] = r.next() as u8;
+                }
+            }
+            data.push(m.len() as u8);
+            data.extend_from_slice(&m);
+        }
+        uvs::fuzzing::dns(&data);
+    }
+}
+
 /// The stateful target over random operation sequences: `UVS_FUZZ_ITERS` inputs (default 300,
 /// each up to 600 bytes: ~100 operations).
 #[test]

@@ -139,6 +139,9 @@ pub struct RuntimeConfig {
     /// Rate limits (the reference `bandwidth` plugin's capability).
     #[serde(default)]
     pub bandwidth: Option<Bandwidth>,
+    /// DNS aliases by network name (podman's `--network-alias`).
+    #[serde(default)]
+    pub aliases: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// The `bandwidth` capability: rates in bit/s, bursts in bits, each direction seen from the

@@ -33,6 +33,7 @@
 //! container side on a socket opened by a helper thread that `setns`es into `CNI_NETNS`.
 
 pub mod conf;
+pub mod dns;
 pub mod netlink;
 pub mod ops;
 pub mod sys;

@@ -190,6 +190,7 @@ fn add_with_lease(
     }
     uvs(&sock, "add-port", &port_args)?;
     let mapped = map_ports(c, &sock, lease.addr)?;
+    let named = super::dns::register(env, c, lease.addr)?;
     let mac_of = |r: std::io::Result<Option<(u32, String)>>| r.ok().flatten().map(|l| l.1);
     let cmac = mac_of(cnl.link(ifn)).unwrap_or_default();
     let hmac = mac_of(hnl.link(&host)).unwrap_or_default();
@@ -210,7 +211,7 @@ fn add_with_lease(
         ],
         "ips": [ipe],
         "routes": routes,
-        "dns": ipam_result.get("dns").cloned().unwrap_or(json!({})),
+        "dns": super::dns::result_dns(ipam_result, lease.gateway, named),
     });
     if !mapped.is_empty() {
         // Not in the spec's result: how a caller learns the host ports uvs picked.
@@ -259,6 +260,7 @@ fn setup_container(
 fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
     let sock = c.socket();
     let host = env.host_ifname();
+    super::dns::unregister(env, c, addr);
     for p in addr.map_or(&[][..], |_| &c.runtime_config.port_mappings) {
         let addr = addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
         while let Some(i) = nat_index(&sock, |r| is_mapping(c, p, addr, r))? {

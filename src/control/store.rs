@@ -243,6 +243,32 @@ impl Store {
             let ob = now.bridge.iter().find(|b| b.name == nb.name);
             self.tables_diff(p, ob, nb, out);
         }
+        self.dns_diff(&now, new, out);
+    }
+
+    /// DNS names: remove those `new` lacks, add or replace the rest.
+    fn dns_diff(&self, now: &Config, new: &Config, out: &mut Applied) {
+        use crate::worker::DnsCmd;
+        let same = |a: &crate::dns::DnsSpec, b: &crate::dns::DnsSpec| {
+            a.bridge == b.bridge && a.name.eq_ignore_ascii_case(&b.name)
+        };
+        for d in now
+            .dns
+            .iter()
+            .filter(|d| !new.dns.iter().any(|n| same(d, n)))
+        {
+            let cmd = DnsCmd::Del {
+                bridge: d.bridge.clone(),
+                name: d.name.clone(),
+                ip: None,
+            };
+            let what = format!("- dns {} on {}", d.name, d.bridge);
+            out.step(self.call(Command::Dns(cmd)), what);
+        }
+        for d in new.dns.iter().filter(|d| !now.dns.contains(d)) {
+            let what = format!("+ dns {} {} on {}", d.name, d.ip, d.bridge);
+            out.step(self.call(Command::Dns(DnsCmd::Add(d.clone()))), what);
+        }
     }
 
     /// Bridges and ports: remove what `new` lacks, re-create bridges whose options changed,

@@ -239,6 +239,9 @@ fn ip_in(
             m.dest = Dest::Decap(port);
             return Ok(());
         }
+        if gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {
+            return punt_dns(dp, frames, bridge, gw, in_port, m, (l3, total));
+        }
         return local_in(dp, frames, m, l3, hl, total, in_port);
     }
     if ttl <= 1 {
@@ -533,6 +536,49 @@ fn local_in(
     m.src = dmac.to_u64();
     m.dest = Dest::Port(in_port);
     dp.router.echo_replies += 1;
+    Ok(())
+}
+
+/// A whole (unfragmented) UDP or TCP packet to port 53.
+fn is_dns(data: &[u8], l3: usize, hl: usize, total: usize) -> bool {
+    let proto = data[l3 + 9];
+    let unfragmented = u16::from_be_bytes([data[l3 + 6], data[l3 + 7]]) & 0x3fff == 0;
+    (proto == PROTO_UDP || proto == PROTO_TCP)
+        && unfragmented
+        && total >= hl + 4
+        && u16::from_be_bytes([data[l3 + hl + 2], data[l3 + hl + 3]]) == 53
+}
+
+/// A DNS query to the ingress bridge's own gateway: copied to the DNS service (see
+/// `dns::punt`), the frame freed.
+fn punt_dns(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    gw: Gateway,
+    in_port: PortId,
+    m: &mut Meta,
+    (l3, total): (usize, usize),
+) -> Result<(), DropReason> {
+    let data = frames.data(m.desc);
+    let ip = &data[l3..l3 + total];
+    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let p = crate::dns::punt::Punted {
+        bridge,
+        bridge_name: dp
+            .bridge(bridge)
+            .map(|b| b.name.clone())
+            .unwrap_or_default(),
+        in_port,
+        client_mac: MacAddr::from_bytes(&data[6..12]).0,
+        gw_mac: gw.mac.0,
+        gw_len: gw.len,
+        packet: ip.to_vec(),
+    };
+    let now_ms = dp.now_ms;
+    dp.punt.offer(src, p, now_ms)?;
+    frames.free(m.desc.addr);
+    m.dest = Dest::Pending;
     Ok(())
 }
 

@@ -125,6 +125,39 @@ pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
     }
 }
 
+/// Send a DNS service reply (see `dns::punt`) from the gateway of its bridge out of its port:
+/// false (nothing sent) if the port left that bridge, the packet does not fit a frame, or no
+/// frame is free.
+pub fn send_reply(dp: &mut Datapath, frames: &mut Frames, r: &crate::dns::punt::Reply) -> bool {
+    let on_bridge = dp.port(r.port).is_some_and(|p| p.bridge == r.bridge);
+    if !on_bridge || r.packet.len() + 14 > crate::packet::MAX_FRAME_LEN {
+        return false;
+    }
+    let Some(mut d) = frames.alloc() else {
+        return false;
+    };
+    d.len = (14 + r.packet.len()).max(60) as u32;
+    let b = frames.data_mut(d);
+    b.fill(0);
+    b[0..6].copy_from_slice(&r.dst_mac);
+    b[6..12].copy_from_slice(&r.src_mac);
+    b[12..14].copy_from_slice(&crate::wire::EtherType::IPV4.to_be_bytes());
+    b[14..14 + r.packet.len()].copy_from_slice(&r.packet);
+    let m = Meta {
+        desc: d,
+        vlan: 0,
+        tagged: false,
+        dst: crate::wire::MacAddr(r.dst_mac).to_u64(),
+        src: crate::wire::MacAddr(r.src_mac).to_u64(),
+        ethertype: crate::wire::EtherType::IPV4,
+        l3: 14,
+        dest: Dest::Port(r.port),
+        raw: false,
+    };
+    output::run(dp, frames, r.bridge, output::NO_PORT, &[m]);
+    true
+}
+
 /// Offsets of a TCP/UDP frame's L4 header and of the checksum field inside it, as output finds
 /// them (see `gso`): for ports that describe offloads to the kernel (TAP's `virtio_net_hdr`).
 pub fn l4_offsets(data: &[u8]) -> Option<(usize, usize)> {

@@ -17,6 +17,7 @@
 //!   (`life`): link events, fd faults, re-attach, frame-budget growth and shrink. A port whose
 //!   device is down or gone is closed there, so nothing dead is polled or kicked.
 
+mod dns;
 mod flows;
 mod life;
 mod nat;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use dns::DnsCmd;
 pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
 pub use requests::Command;
@@ -107,6 +109,7 @@ pub(crate) struct LoopStats {
 pub struct WorkerHandle {
     tx: Sender<Request>,
     waker: Arc<Waker>,
+    dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -120,6 +123,16 @@ impl WorkerHandle {
         self.waker.wake();
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the datapath worker did not answer".to_string())?
+    }
+
+    /// The worker's eventfd waker (the DNS service wakes it when replies wait).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The DNS names (written by the worker on `dns-add`/`dns-del`; read by the DNS service).
+    pub fn dns_names(&self) -> Arc<std::sync::RwLock<crate::dns::Registry>> {
+        self.dns_names.clone()
     }
 
     /// Stop the worker, closing every port, and wait for it.
@@ -138,12 +151,14 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
     let waker = Arc::new(Waker::new()?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    let dns_names = w.dns_names.clone();
     let thread = std::thread::Builder::new()
         .name("uvs-worker".into())
         .spawn(move || w.run())?;
     Ok(WorkerHandle {
         tx,
         waker,
+        dns_names,
         thread: std::sync::Mutex::new(Some(thread)),
     })
 }
@@ -172,6 +187,10 @@ pub struct Worker {
     pub(crate) specs: running::Specs,
     /// Captures and mirrors (see `observe`).
     pub(crate) observe: crate::observe::Observe,
+    /// Registered DNS names (shared with the DNS service, which reads them).
+    pub(crate) dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
+    /// Answers from the DNS service, to send from the gateways.
+    pub(crate) dns_replies: Option<Receiver<crate::dns::punt::Reply>>,
 }
 
 impl Worker {
@@ -200,6 +219,8 @@ impl Worker {
             pending_flows: None,
             specs: running::Specs::default(),
             observe: crate::observe::Observe::default(),
+            dns_names: Arc::default(),
+            dns_replies: None,
         }
     }
 
@@ -318,7 +339,7 @@ impl Worker {
     /// One pass over every port: service, receive and process a burst, then flush outputs.
     /// Returns the number of frames received.
     fn poll_once(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
-        let mut moved = 0;
+        let mut moved = self.dns_replies();
         for (id, slot) in self.ports.iter_mut().enumerate() {
             let Some(port) = slot else { continue };
             port.service(&mut self.frames);

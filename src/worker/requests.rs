@@ -180,6 +180,8 @@ pub enum Command {
     Observe(crate::observe::ObserveCmd),
     /// Program derived state for a control-plane adapter (the etcd overlay).
     Overlay(Vec<super::OverlayOp>),
+    /// DNS names and the DNS service's channels.
+    Dns(super::DnsCmd),
     /// Close every port and stop.
     Shutdown,
 }
@@ -305,6 +307,7 @@ impl Worker {
                 Ok(json!({"flushed": flushed}))
             }
             Command::NatAdd(spec) => self.nat_add(&spec),
+            Command::Dns(c) => self.dns_apply(c),
             Command::NatDel(i) => {
                 self.dp.nat.del(i)?;
                 Ok(json!({"deleted": i}))
@@ -480,7 +483,7 @@ impl Worker {
         json!({"routes": rows})
     }
 
-    fn bridge_id(&self, name: &str) -> Result<u16, String> {
+    pub(crate) fn bridge_id(&self, name: &str) -> Result<u16, String> {
         self.dp
             .bridge_id(name)
             .ok_or_else(|| format!("no bridge named '{name}'"))
@@ -532,6 +535,7 @@ impl Worker {
         }
         self.dp.del_bridge(b)?;
         self.specs.bridges.remove(name);
+        self.dns_forget_bridge(name);
         Ok(json!({"deleted": name}))
     }
 

@@ -139,6 +139,7 @@ impl Worker {
         let ports = self.dp.nat.dnat_ports();
         c.nat_port_range =
             (ports != crate::nat::DEFAULT_DNAT_PORTS).then(|| crate::nat::port_range_text(&ports));
+        c.dns = self.dns_specs();
         c
     }
 

@@ -1,0 +1,315 @@
+//! The DNS answering core: a query's bytes in, what to send out. IO-free, time injected, generic
+//! over the token `T` that says where an answer goes (a UDP client, a TCP connection).
+//!
+//! Contract:
+//! - Messages are parsed and built with `hickory-proto` only.
+//! - A query for a name registered on the asking bridge is answered here: A records (TTL
+//!   [`TTL`]) for `A`/`ANY`, an empty NOERROR answer for other types; `PTR` for
+//!   `in-addr.arpa` names of registered addresses answers the name. Names of other bridges are
+//!   not seen (the registry is asked per bridge).
+//! - Any other query is forwarded to the upstream resolver with a fresh message id
+//!   ([`Outcome::Forward`]); the upstream's answer goes back to the client with the client's
+//!   id ([`Core::upstream_reply`]); one not answered within the timeout gets SERVFAIL
+//!   ([`Core::expire`]). Without an upstream the answer is NXDOMAIN.
+//! - Bytes that do not parse as a DNS query are counted (`malformed`) and dropped, never
+//!   answered; a query with other than one question or another opcode gets FORMERR / NOTIMP.
+//! - At most [`MAX_PENDING`] forwarded queries wait at once; more get SERVFAIL at once.
+//! - A forwarded query's EDNS buffer size is capped at [`MAX_UDP_PAYLOAD`], so the upstream's
+//!   answer fits one frame back to the client (a larger one comes back truncated).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::Serialize;
+
+use super::registry::Registry;
+
+/// TTL of the answers for registered names (Docker's embedded DNS uses 600 s).
+pub const TTL: u32 = 600;
+/// Most forwarded queries waiting for the upstream at once.
+pub const MAX_PENDING: usize = 1024;
+/// Largest UDP answer asked of the upstream (EDNS buffer size; DNS flag day 2020's value).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Default wait for the upstream's answer before SERVFAIL (milliseconds).
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 2000;
+
+/// What to do with a query.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send these bytes back to the client.
+    Answer(Vec<u8>),
+    /// Send these bytes to the upstream resolver (the answer comes back via `upstream_reply`).
+    Forward(Vec<u8>),
+    /// Nothing to send (malformed, counted).
+    Drop,
+}
+
+/// Counters of the DNS service (`dns-show --json` prints them).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DnsCounters {
+    /// Queries received (parsed).
+    pub queries: u64,
+    /// Answered from the registry.
+    pub answered_local: u64,
+    /// Forwarded to the upstream.
+    pub forwarded: u64,
+    /// Upstream answers relayed to clients.
+    pub relayed: u64,
+    /// Answered NXDOMAIN (no upstream).
+    pub nxdomain: u64,
+    /// Answered SERVFAIL (upstream timeout, too many waiting, upstream unreachable).
+    pub servfail: u64,
+    /// Bytes that were not a DNS query (dropped).
+    pub malformed: u64,
+    /// Upstream messages matching no waiting query (late, spoofed or malformed; dropped).
+    pub upstream_unmatched: u64,
+}
+
+struct Pending<T> {
+    client: T,
+    id: u16,
+    query: Query,
+    rd: bool,
+    deadline_ms: u64,
+}
+
+/// See the module documentation.
+pub struct Core<T> {
+    pending: HashMap<u16, Pending<T>>,
+    next_id: u16,
+    /// Wait for the upstream before SERVFAIL (milliseconds).
+    pub timeout_ms: u64,
+    /// Counters.
+    pub counters: DnsCounters,
+}
+
+impl<T> Default for Core<T> {
+    fn default() -> Self {
+        Core {
+            pending: HashMap::new(),
+            // Not zero: ids start away from what a client is likely to use itself.
+            next_id: 0x3c5a,
+            timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
+            counters: DnsCounters::default(),
+        }
+    }
+}
+
+impl<T> Core<T> {
+    /// A core that waits `timeout_ms` for the upstream.
+    pub fn with_timeout(timeout_ms: u64) -> Core<T> {
+        Core {
+            timeout_ms,
+            ..Core::default()
+        }
+    }
+
+    /// Answer or forward `bytes`, a query from `client` on `bridge`; `upstream`: whether there
+    /// is an upstream to forward to.
+    pub fn query(
+        &mut self,
+        reg: &Registry,
+        bridge: &str,
+        bytes: &[u8],
+        client: T,
+        now_ms: u64,
+        upstream: bool,
+    ) -> Outcome {
+        let req = match Message::from_vec(bytes) {
+            Ok(m) if m.metadata.message_type == MessageType::Query => m,
+            _ => {
+                self.counters.malformed += 1;
+                return Outcome::Drop;
+            }
+        };
+        self.counters.queries += 1;
+        let id = req.metadata.id;
+        if req.metadata.op_code != OpCode::Query {
+            return self.error(&req, ResponseCode::NotImp);
+        }
+        let [q] = req.queries.as_slice() else {
+            return self.error(&req, ResponseCode::FormErr);
+        };
+        if let Some(answers) = local_answers(reg, bridge, q) {
+            self.counters.answered_local += 1;
+            return encode(response(&req, q, ResponseCode::NoError, answers));
+        }
+        if !upstream {
+            self.counters.nxdomain += 1;
+            return self.error(&req, ResponseCode::NXDomain);
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.counters.servfail += 1;
+            return self.error(&req, ResponseCode::ServFail);
+        }
+        let new_id = self.fresh_id();
+        let mut fwd = req.clone();
+        fwd.metadata.id = new_id;
+        // The answer must fit one frame on its way back (no IP fragmentation): a larger one
+        // comes back truncated and the client retries over TCP.
+        if let Some(e) = fwd.edns.as_mut()
+            && e.max_payload() > MAX_UDP_PAYLOAD
+        {
+            e.set_max_payload(MAX_UDP_PAYLOAD);
+        }
+        let Ok(out) = fwd.to_vec() else {
+            self.counters.servfail += 1;
+            return self.error(&req, ResponseCode::ServFail);
+        };
+        self.pending.insert(
+            new_id,
+            Pending {
+                client,
+                id,
+                query: q.clone(),
+                rd: req.metadata.recursion_desired,
+                deadline_ms: now_ms + self.timeout_ms,
+            },
+        );
+        self.counters.forwarded += 1;
+        Outcome::Forward(out)
+    }
+
+    /// An answer from the upstream: the client it belongs to and the bytes to send it (the
+    /// upstream's message with the client's id), or None if it matches no waiting query.
+    pub fn upstream_reply(&mut self, bytes: &[u8]) -> Option<(T, Vec<u8>)> {
+        let m = match Message::from_vec(bytes) {
+            Ok(m) if m.metadata.message_type == MessageType::Response => m,
+            _ => {
+                self.counters.upstream_unmatched += 1;
+                return None;
+            }
+        };
+        let same = |p: &Pending<T>| m.queries.first() == Some(&p.query);
+        match self.pending.get(&m.metadata.id) {
+            Some(p) if same(p) => {}
+            _ => {
+                self.counters.upstream_unmatched += 1;
+                return None;
+            }
+        }
+        let p = self.pending.remove(&m.metadata.id)?;
+        let mut out = bytes.to_vec();
+        // The header's first two bytes are the message id (RFC 1035 4.1.1): the client's.
+        out[0..2].copy_from_slice(&p.id.to_be_bytes());
+        self.counters.relayed += 1;
+        Some((p.client, out))
+    }
+
+    /// The upstream could not be asked for the query sent as `forwarded`: SERVFAIL now.
+    pub fn upstream_failed(&mut self, forwarded: &[u8]) -> Option<(T, Vec<u8>)> {
+        let id = u16::from_be_bytes([*forwarded.first()?, *forwarded.get(1)?]);
+        let p = self.pending.remove(&id)?;
+        self.counters.servfail += 1;
+        let b = servfail(&p);
+        Some((p.client, b))
+    }
+
+    /// Queries whose upstream answer is overdue at `now_ms`: SERVFAIL for each.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<(T, Vec<u8>)> {
+        let late: Vec<u16> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for id in late {
+            if let Some(p) = self.pending.remove(&id) {
+                self.counters.servfail += 1;
+                let b = servfail(&p);
+                out.push((p.client, b));
+            }
+        }
+        out
+    }
+
+    /// Queries waiting for the upstream.
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn fresh_id(&mut self) -> u16 {
+        // A Weyl sequence over u16 (odd step): every id once per 65536, skipping ones in use.
+        loop {
+            self.next_id = self.next_id.wrapping_add(0x9e37);
+            if !self.pending.contains_key(&self.next_id) {
+                return self.next_id;
+            }
+        }
+    }
+
+    fn error(&mut self, req: &Message, code: ResponseCode) -> Outcome {
+        let mut r = Message::error_msg(req.metadata.id, req.metadata.op_code, code);
+        r.metadata.recursion_desired = req.metadata.recursion_desired;
+        r.metadata.recursion_available = true;
+        r.add_queries(req.queries.iter().cloned());
+        encode(r)
+    }
+}
+
+/// SERVFAIL for a waiting query.
+fn servfail<T>(p: &Pending<T>) -> Vec<u8> {
+    let mut r = Message::error_msg(p.id, OpCode::Query, ResponseCode::ServFail);
+    r.metadata.recursion_desired = p.rd;
+    r.metadata.recursion_available = true;
+    r.add_query(p.query.clone());
+    r.to_vec().unwrap_or_default()
+}
+
+/// The answer records for `q` if its name is registered on `bridge` (None: not ours).
+fn local_answers(reg: &Registry, bridge: &str, q: &Query) -> Option<Vec<Record>> {
+    let name = q.name().to_lowercase();
+    let text = name.to_ascii();
+    let text = text.trim_end_matches('.');
+    if q.query_type() == RecordType::PTR {
+        let Ok(net) = name.parse_arpa_name() else {
+            return None;
+        };
+        let IpAddr::V4(ip) = net.addr() else {
+            return None;
+        };
+        if net.prefix_len() != 32 {
+            return None;
+        }
+        let host = reg.reverse(bridge, ip)?;
+        let target = Name::from_ascii(format!("{host}.")).ok()?;
+        return Some(vec![Record::from_rdata(
+            q.name().clone(),
+            TTL,
+            RData::PTR(PTR(target)),
+        )]);
+    }
+    let ips: Vec<Ipv4Addr> = reg.lookup(bridge, text);
+    if ips.is_empty() {
+        return None;
+    }
+    if !matches!(q.query_type(), RecordType::A | RecordType::ANY) {
+        return Some(Vec::new());
+    }
+    Some(
+        ips.into_iter()
+            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))))
+            .collect(),
+    )
+}
+
+fn response(req: &Message, q: &Query, code: ResponseCode, answers: Vec<Record>) -> Message {
+    let mut r = Message::response(req.metadata.id, OpCode::Query);
+    r.metadata.response_code = code;
+    r.metadata.recursion_desired = req.metadata.recursion_desired;
+    r.metadata.recursion_available = true;
+    r.add_query(q.clone());
+    r.add_answers(answers);
+    r
+}
+
+fn encode(m: Message) -> Outcome {
+    match m.to_vec() {
+        Ok(b) => Outcome::Answer(b),
+        Err(_) => Outcome::Drop,
+    }
+}

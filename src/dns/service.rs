@@ -1,0 +1,400 @@
+//! The DNS service thread: takes punted packets from the worker, answers them (UDP here, TCP
+//! through [`super::tcp`]), forwards the rest to the upstream resolver over a UDP socket, and
+//! sends the answers back to the worker, waking it.
+//!
+//! Contract:
+//! - Control-plane side: this thread does socket IO (the upstream), never the worker.
+//! - One upstream (`--dns-upstream ADDR:PORT`, default the first `nameserver` of
+//!   /etc/resolv.conf; `none`: answer NXDOMAIN for names not registered). A nameserver on
+//!   loopback (systemd-resolved's 127.0.0.53) is used as it is: the daemon runs on the host.
+//! - Counters are published after every batch for `dns-show`.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr};
+use tracing::{info, warn};
+
+use super::answer::{Core, DnsCounters, Outcome};
+use super::punt::{Punted, Reply};
+use super::registry::Registry;
+use super::tcp::{TcpClient, TcpDns};
+
+/// Where an answer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// A UDP client.
+    Udp(UdpClient),
+    /// A TCP connection.
+    Tcp(TcpClient),
+}
+
+/// A UDP client: its address and where its frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpClient {
+    /// Bridge id.
+    pub bridge: u16,
+    /// Port the query came in on.
+    pub port: u16,
+    /// Client MAC.
+    pub mac: [u8; 6],
+    /// Gateway MAC.
+    pub gw_mac: [u8; 6],
+    /// Gateway address (the answer's source).
+    pub gw: Ipv4Addr,
+    /// Client address.
+    pub ip: Ipv4Addr,
+    /// Client UDP port.
+    pub udp_port: u16,
+}
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The upstream resolver (None: NXDOMAIN for names not registered).
+    pub upstream: Option<SocketAddr>,
+    /// Wait for the upstream before SERVFAIL (milliseconds).
+    pub timeout_ms: u64,
+}
+
+/// What `dns-show` prints of the service.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The upstream, as text ("none" without).
+    pub upstream: String,
+    /// Counters.
+    pub counters: DnsCounters,
+    /// Forwarded queries waiting.
+    pub waiting: usize,
+    /// TCP sockets open.
+    pub tcp_sockets: usize,
+    /// Answers dropped because the worker's reply queue was full.
+    pub reply_queue_full: u64,
+}
+
+/// A running service.
+pub struct DnsService {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    status: Arc<Mutex<ServiceStatus>>,
+}
+
+impl DnsService {
+    /// Counters and state, as of the last batch.
+    pub fn status(&self) -> ServiceStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for DnsService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The upstream named by `spec` (`ADDR[:PORT]`, `none`), or by /etc/resolv.conf's first
+/// `nameserver` when `spec` is None.
+pub fn upstream_from(spec: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    let parse = |s: &str| -> Result<SocketAddr, String> {
+        s.parse::<SocketAddr>()
+            .or_else(|_| {
+                s.parse::<std::net::IpAddr>()
+                    .map(|a| SocketAddr::new(a, 53))
+            })
+            .map_err(|_| format!("dns upstream: '{s}' is not ADDRESS[:PORT] or none"))
+    };
+    match spec {
+        Some("none") => Ok(None),
+        Some(s) => parse(s).map(Some),
+        None => Ok(std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| first_nameserver(&t))),
+    }
+}
+
+/// The first `nameserver` line of a resolv.conf text.
+pub fn first_nameserver(text: &str) -> Option<SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|a| SocketAddr::new(a, 53))
+        .next()
+}
+
+/// Start the service thread.
+pub fn start(
+    punted: Receiver<Punted>,
+    replies: Sender<Reply>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    registry: Arc<RwLock<Registry>>,
+    opts: ServiceOptions,
+) -> std::io::Result<DnsService> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Mutex::new(ServiceStatus {
+        upstream: opts.upstream.map_or("none".into(), |a| a.to_string()),
+        ..ServiceStatus::default()
+    }));
+    let (up_tx, up_rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let sock = match opts.upstream {
+        Some(a) => {
+            let bind: SocketAddr = if a.is_ipv4() {
+                "0.0.0.0:0".parse().expect("literal")
+            } else {
+                "[::]:0".parse().expect("literal")
+            };
+            // Not connected: an upstream that is unreachable now (no route yet) must not stop
+            // the daemon; each send says so, and its query gets SERVFAIL.
+            let s = UdpSocket::bind(bind)?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            let r = s.try_clone()?;
+            let st = stop.clone();
+            std::thread::Builder::new()
+                .name("uvs-dns-up".into())
+                .spawn(move || upstream_reader(r, a, up_tx, st))?;
+            Some((s, a))
+        }
+        None => None,
+    };
+    info!(
+        "dns: answering on gateway addresses, upstream {}",
+        opts.upstream.map_or("none".into(), |a| a.to_string())
+    );
+    let mut svc = Service {
+        core: Core::with_timeout(opts.timeout_ms),
+        tcp: TcpDns::default(),
+        registry,
+        sock,
+        replies,
+        wake,
+        started: Instant::now(),
+        reply_queue_full: 0,
+    };
+    let (st, stat) = (stop.clone(), status.clone());
+    let thread = std::thread::Builder::new()
+        .name("uvs-dns".into())
+        .spawn(move || svc.run(&punted, &up_rx, &st, &stat))?;
+    Ok(DnsService {
+        stop,
+        thread: Some(thread),
+        status,
+    })
+}
+
+/// Reads the upstream's answers (from its address only) into `tx`.
+fn upstream_reader(s: UdpSocket, upstream: SocketAddr, tx: Sender<Vec<u8>>, stop: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 65_535];
+    while !stop.load(Ordering::SeqCst) {
+        match s.recv_from(&mut buf) {
+            Ok((n, from)) if from == upstream => {
+                let _ = tx.try_send(buf[..n].to_vec());
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // ICMP port unreachable from the upstream shows up here: keep reading.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+struct Service {
+    core: Core<Client>,
+    tcp: TcpDns,
+    registry: Arc<RwLock<Registry>>,
+    /// The socket toward the upstream, and its address.
+    sock: Option<(UdpSocket, SocketAddr)>,
+    replies: Sender<Reply>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    started: Instant,
+    reply_queue_full: u64,
+}
+
+impl Service {
+    fn run(
+        &mut self,
+        punted: &Receiver<Punted>,
+        upstream: &Receiver<Vec<u8>>,
+        stop: &AtomicBool,
+        status: &Mutex<ServiceStatus>,
+    ) {
+        let tick = Duration::from_millis(50);
+        while !stop.load(Ordering::SeqCst) {
+            let mut out = Vec::new();
+            crossbeam_channel::select! {
+                recv(punted) -> p => match p {
+                    Ok(p) => self.packet(p, &mut out),
+                    Err(_) => break,
+                },
+                recv(upstream) -> m => if let Ok(m) = m { self.upstream_answer(&m, &mut out) },
+                default(tick) => {}
+            }
+            // Take whatever else is queued, bounded, before answering.
+            for p in punted.try_iter().take(256) {
+                self.packet(p, &mut out);
+            }
+            for m in upstream.try_iter().take(256) {
+                self.upstream_answer(&m, &mut out);
+            }
+            let now = self.now_ms();
+            self.tcp_poll(now, &mut out);
+            for (c, b) in self.core.expire(now) {
+                self.answer(c, &b, now, &mut out);
+            }
+            self.send(out);
+            if let Ok(mut s) = status.lock() {
+                s.counters = self.core.counters.clone();
+                s.waiting = self.core.waiting();
+                s.tcp_sockets = self.tcp.sockets();
+                s.reply_queue_full = self.reply_queue_full;
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn send(&mut self, out: Vec<Reply>) {
+        if out.is_empty() {
+            return;
+        }
+        for r in out {
+            if self.replies.try_send(r).is_err() {
+                if self.reply_queue_full == 0 {
+                    warn!("dns: the worker's reply queue is full; answers are dropped (counted)");
+                }
+                self.reply_queue_full += 1;
+            }
+        }
+        (self.wake)();
+    }
+
+    /// One punted packet.
+    fn packet(&mut self, p: Punted, out: &mut Vec<Reply>) {
+        let now = self.now_ms();
+        let (src, dst, proto) = match Ipv4Packet::new_checked(&p.packet[..]) {
+            Ok(ip) => (ip.src_addr(), ip.dst_addr(), ip.next_header()),
+            Err(_) => {
+                self.core.counters.malformed += 1;
+                return;
+            }
+        };
+        match proto {
+            IpProtocol::Tcp => {
+                let len = p.gw_len;
+                self.tcp.input(p, dst, len, now);
+            }
+            IpProtocol::Udp => {
+                let ip = Ipv4Packet::new_unchecked(&p.packet[..]);
+                let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                    self.core.counters.malformed += 1;
+                    return;
+                };
+                let client = Client::Udp(UdpClient {
+                    bridge: p.bridge,
+                    port: p.in_port,
+                    mac: p.client_mac,
+                    gw_mac: p.gw_mac,
+                    gw: dst,
+                    ip: src,
+                    udp_port: udp.src_port(),
+                });
+                let outcome = {
+                    let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+                    let up = self.sock.is_some();
+                    self.core
+                        .query(&reg, &p.bridge_name, udp.payload(), client, now, up)
+                };
+                match outcome {
+                    Outcome::Answer(b) => self.answer(client, &b, now, out),
+                    Outcome::Forward(b) => self.forward(&b, now, out),
+                    Outcome::Drop => {}
+                }
+            }
+            _ => self.core.counters.malformed += 1,
+        }
+    }
+
+    fn forward(&mut self, q: &[u8], now: u64, out: &mut Vec<Reply>) {
+        let sent = self
+            .sock
+            .as_ref()
+            .is_some_and(|(s, a)| s.send_to(q, a).is_ok());
+        if !sent && let Some((c, b)) = self.core.upstream_failed(q) {
+            self.answer(c, &b, now, out);
+        }
+    }
+
+    fn upstream_answer(&mut self, m: &[u8], out: &mut Vec<Reply>) {
+        if let Some((c, b)) = self.core.upstream_reply(m) {
+            let now = self.now_ms();
+            self.answer(c, &b, now, out);
+        }
+    }
+
+    fn answer(&mut self, c: Client, msg: &[u8], now: u64, out: &mut Vec<Reply>) {
+        match c {
+            Client::Udp(u) => out.push(Reply {
+                bridge: u.bridge,
+                port: u.port,
+                dst_mac: u.mac,
+                src_mac: u.gw_mac,
+                packet: udp_packet((u.gw, 53), (u.ip, u.udp_port), msg),
+            }),
+            Client::Tcp(t) => out.extend(self.tcp.deliver(t, msg, now)),
+        }
+    }
+
+    fn tcp_poll(&mut self, now: u64, out: &mut Vec<Reply>) {
+        let (replies, forward) = {
+            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            let up = self.sock.is_some();
+            self.tcp.poll(&mut self.core, &reg, up, now)
+        };
+        out.extend(replies);
+        for q in forward {
+            self.forward(&q, now, out);
+        }
+    }
+}
+
+/// An IPv4/UDP packet (TTL 64, checksums filled).
+pub fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let udp = UdpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src.0,
+        dst_addr: dst.0,
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; ip.buffer_len() + ip.payload_len];
+    let caps = ChecksumCapabilities::default();
+    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip.emit(&mut p, &caps);
+    let mut u = UdpPacket::new_unchecked(p.payload_mut());
+    udp.emit(
+        &mut u,
+        &IpAddress::Ipv4(src.0),
+        &IpAddress::Ipv4(dst.0),
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        &caps,
+    );
+    buf
+}

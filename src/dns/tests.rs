@@ -1,0 +1,432 @@
+//! Tests of the DNS core and service: query bytes in, answers parsed back with hickory-proto.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use smoltcp::wire::{Ipv4Packet, UdpPacket};
+
+use super::answer::{Core, Outcome};
+use super::punt::Punted;
+use super::registry::{DnsSpec, Registry};
+use super::service::{self, ServiceOptions};
+
+fn registry() -> Registry {
+    let mut r = Registry::default();
+    let add = |r: &mut Registry, b: &str, n: &str, ip: &str, al: &[&str]| {
+        r.add(&DnsSpec {
+            bridge: b.into(),
+            name: n.into(),
+            ip: ip.into(),
+            aliases: al.iter().map(|s| s.to_string()).collect(),
+        })
+        .unwrap();
+    };
+    add(&mut r, "br0", "web", "10.1.0.2", &["www"]);
+    add(&mut r, "br1", "db", "10.2.0.2", &[]);
+    r
+}
+
+fn query(id: u16, name: &str, t: RecordType) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    m.to_vec().unwrap()
+}
+
+fn answer(o: Outcome) -> Message {
+    match o {
+        Outcome::Answer(b) => Message::from_vec(&b).unwrap(),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+fn a_records(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registered_names_resolve_with_a_and_ptr() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let m = answer(core.query(&reg, "br0", &query(7, "web.", RecordType::A), 1, 0, true));
+    assert_eq!(m.metadata.id, 7);
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    // Case-insensitive, aliases, NAME.BRIDGE.
+    for n in ["WWW.", "web.br0."] {
+        let m = answer(core.query(&reg, "br0", &query(8, n, RecordType::A), 1, 0, true));
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)], "{n}");
+    }
+    // PTR for a registered address.
+    let q = query(9, "2.0.1.10.in-addr.arpa.", RecordType::PTR);
+    let m = answer(core.query(&reg, "br0", &q, 1, 0, true));
+    match &m.answers[0].data {
+        RData::PTR(p) => assert_eq!(p.0.to_ascii(), "web."),
+        other => panic!("not a PTR: {other:?}"),
+    }
+    // AAAA of a registered name: NOERROR without records (not forwarded).
+    let m = answer(core.query(
+        &reg,
+        "br0",
+        &query(10, "web.", RecordType::AAAA),
+        1,
+        0,
+        true,
+    ));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    assert_eq!(core.counters.answered_local, 5);
+}
+
+#[test]
+fn another_bridge_names_are_not_answered() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    // With an upstream: forwarded, not answered from br1's records.
+    let o = core.query(&reg, "br0", &query(1, "db.", RecordType::A), 1, 0, true);
+    assert!(matches!(o, Outcome::Forward(_)));
+    // Without: NXDOMAIN.
+    let m = answer(core.query(&reg, "br0", &query(2, "db.", RecordType::A), 1, 0, false));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    assert!(m.answers.is_empty());
+    let q = query(3, "2.0.2.10.in-addr.arpa.", RecordType::PTR);
+    let m = answer(core.query(&reg, "br0", &q, 1, 0, false));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+/// What a resolver would answer to `fwd`: its id and question, one A record.
+fn upstream_answer(fwd: &[u8], ip: Ipv4Addr) -> Vec<u8> {
+    let q = Message::from_vec(fwd).unwrap();
+    let mut r = Message::response(q.metadata.id, OpCode::Query);
+    r.add_query(q.queries[0].clone());
+    r.add_answer(Record::from_rdata(
+        q.queries[0].name().clone(),
+        60,
+        RData::A(A(ip)),
+    ));
+    r.to_vec().unwrap()
+}
+
+#[test]
+fn forwarded_answers_are_relayed_and_timeouts_servfail() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let Outcome::Forward(fwd) = core.query(
+        &reg,
+        "br0",
+        &query(0x1234, "example.org.", RecordType::A),
+        42,
+        0,
+        true,
+    ) else {
+        panic!("not forwarded");
+    };
+    let sent = Message::from_vec(&fwd).unwrap();
+    assert_ne!(sent.metadata.id, 0x1234, "a fresh id goes upstream");
+    // A spoofed answer (wrong id) is not relayed.
+    let mut wrong = upstream_answer(&fwd, Ipv4Addr::new(6, 6, 6, 6));
+    wrong[0] ^= 0xff;
+    assert!(core.upstream_reply(&wrong).is_none());
+    let (client, bytes) = core
+        .upstream_reply(&upstream_answer(&fwd, Ipv4Addr::new(198, 51, 100, 7)))
+        .expect("relayed");
+    assert_eq!(client, 42);
+    let m = Message::from_vec(&bytes).unwrap();
+    assert_eq!(m.metadata.id, 0x1234);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(198, 51, 100, 7)]);
+    // Late duplicate: nothing waits for it any more.
+    assert!(
+        core.upstream_reply(&upstream_answer(&fwd, Ipv4Addr::LOCALHOST))
+            .is_none()
+    );
+    // No answer in time: SERVFAIL with the client's id.
+    let o = core.query(
+        &reg,
+        "br0",
+        &query(77, "slow.example.", RecordType::A),
+        43,
+        1000,
+        true,
+    );
+    assert!(matches!(o, Outcome::Forward(_)));
+    assert!(core.expire(1000 + core.timeout_ms - 1).is_empty());
+    let late = core.expire(1000 + core.timeout_ms);
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].0, 43);
+    let m = Message::from_vec(&late[0].1).unwrap();
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (77, ResponseCode::ServFail)
+    );
+    assert_eq!(core.waiting(), 0);
+    assert_eq!(core.counters.servfail, 1);
+    assert_eq!(core.counters.upstream_unmatched, 2);
+}
+
+#[test]
+fn malformed_queries_are_counted_and_dropped() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let mut bad: Vec<Vec<u8>> = vec![vec![], vec![0; 5], vec![0xff; 12]];
+    // A truncated query and a response are not queries either.
+    let q = query(5, "web.", RecordType::A);
+    bad.push(q[..q.len() - 3].to_vec());
+    bad.push(upstream_answer(&q, Ipv4Addr::LOCALHOST));
+    for b in &bad {
+        assert_eq!(core.query(&reg, "br0", b, 1, 0, true), Outcome::Drop);
+    }
+    assert_eq!(core.counters.malformed, bad.len() as u64);
+    // Random bytes: never a panic; whatever parses gets some answer.
+    let mut x = 0x1234_5678u32;
+    for _ in 0..2000 {
+        let mut b = q.clone();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let i = x as usize % b.len();
+            b[i] = (x >> 8) as u8;
+        }
+        let _ = core.query(&reg, "br0", &b, 1, 0, false);
+    }
+    // Two questions: FORMERR.
+    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii("a.").unwrap(), RecordType::A));
+    m.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
+    let m = answer(core.query(&reg, "br0", &m.to_vec().unwrap(), 1, 0, true));
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+}
+
+#[test]
+fn resolv_conf_and_upstream_flags_parse() {
+    let t = "# comment\nsearch example\nnameserver 10.0.0.53\nnameserver 10.0.0.54\n";
+    assert_eq!(
+        service::first_nameserver(t),
+        Some("10.0.0.53:53".parse().unwrap())
+    );
+    assert_eq!(service::upstream_from(Some("none")), Ok(None));
+    assert_eq!(
+        service::upstream_from(Some("127.0.0.1:5353")),
+        Ok(Some("127.0.0.1:5353".parse().unwrap()))
+    );
+    assert_eq!(
+        service::upstream_from(Some("10.0.0.1")),
+        Ok(Some("10.0.0.1:53".parse().unwrap()))
+    );
+    assert!(
+        service::upstream_from(Some("nope"))
+            .unwrap_err()
+            .contains("nope")
+    );
+}
+
+fn punted_udp(bridge: &str, payload: &[u8]) -> Punted {
+    let packet = service::udp_packet(
+        (Ipv4Addr::new(10, 1, 0, 2), 40000),
+        (Ipv4Addr::new(10, 1, 0, 1), 53),
+        payload,
+    );
+    Punted {
+        bridge: 3,
+        bridge_name: bridge.into(),
+        in_port: 5,
+        client_mac: [2, 0, 0, 0, 0, 2],
+        gw_mac: [2, 0, 0, 0, 0, 1],
+        gw_len: 24,
+        packet,
+    }
+}
+
+/// The DNS payload of a reply packet, after checking its addressing.
+fn reply_payload(r: &super::punt::Reply) -> Message {
+    assert_eq!((r.bridge, r.port), (3, 5));
+    assert_eq!(r.dst_mac, [2, 0, 0, 0, 0, 2]);
+    assert_eq!(r.src_mac, [2, 0, 0, 0, 0, 1]);
+    let ip = Ipv4Packet::new_checked(&r.packet[..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 1, 0, 1));
+    assert_eq!(ip.dst_addr(), Ipv4Addr::new(10, 1, 0, 2));
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!((udp.src_port(), udp.dst_port()), (53, 40000));
+    Message::from_vec(udp.payload()).unwrap()
+}
+
+#[test]
+fn service_answers_over_channels_and_forwards_to_a_fake_upstream() {
+    // The fake upstream: answers every query with 198.51.100.9, except "mute." (never).
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        for _ in 0..2 {
+            let Ok((n, from)) = up.recv_from(&mut buf) else {
+                return;
+            };
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            if q.queries[0].name().to_ascii() != "mute." {
+                let a = upstream_answer(&buf[..n], Ipv4Addr::new(198, 51, 100, 9));
+                up.send_to(&a, from).unwrap();
+            }
+        }
+    });
+    let (ptx, prx) = crossbeam_channel::bounded(16);
+    let (rtx, rrx) = crossbeam_channel::bounded(16);
+    let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = woken.clone();
+    let svc = service::start(
+        prx,
+        rtx,
+        Arc::new(move || {
+            w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }),
+        Arc::new(RwLock::new(registry())),
+        ServiceOptions {
+            upstream: Some(up_addr),
+            timeout_ms: 300,
+        },
+    )
+    .unwrap();
+    let t = Duration::from_secs(5);
+    ptx.send(punted_udp("br0", &query(1, "web.", RecordType::A)))
+        .unwrap();
+    let m = reply_payload(&rrx.recv_timeout(t).unwrap());
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    ptx.send(punted_udp("br0", &query(2, "example.org.", RecordType::A)))
+        .unwrap();
+    let m = reply_payload(&rrx.recv_timeout(t).unwrap());
+    assert_eq!(m.metadata.id, 2);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(198, 51, 100, 9)]);
+    ptx.send(punted_udp("br0", &query(3, "mute.", RecordType::A)))
+        .unwrap();
+    let m = reply_payload(&rrx.recv_timeout(t).unwrap());
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (3, ResponseCode::ServFail)
+    );
+    // Garbage in a UDP packet: counted, no answer, the service lives on.
+    ptx.send(punted_udp("br0", b"\x00\x01garbage")).unwrap();
+    ptx.send(punted_udp("br0", &query(4, "www.", RecordType::A)))
+        .unwrap();
+    let m = reply_payload(&rrx.recv_timeout(t).unwrap());
+    assert_eq!(m.metadata.id, 4);
+    fake.join().unwrap();
+    assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+    let deadline = std::time::Instant::now() + t;
+    while svc.status().counters.malformed == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = svc.status();
+    assert_eq!(s.counters.malformed, 1);
+    assert_eq!(s.counters.forwarded, 2);
+    assert_eq!(s.counters.relayed, 1);
+    assert_eq!(s.counters.servfail, 1);
+}
+
+#[test]
+fn forwarded_queries_ask_for_answers_that_fit_a_frame() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let mut m = Message::new(11, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("big.example.").unwrap(),
+        RecordType::TXT,
+    ));
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(4096);
+    m.set_edns(e);
+    let Outcome::Forward(fwd) = core.query(&reg, "br0", &m.to_vec().unwrap(), 1, 0, true) else {
+        panic!("not forwarded");
+    };
+    let sent = Message::from_vec(&fwd).unwrap();
+    assert_eq!(
+        sent.edns.map(|e| e.max_payload()),
+        Some(super::answer::MAX_UDP_PAYLOAD)
+    );
+}
+
+/// A smoltcp client on 10.1.0.2 talks DNS over TCP to br0's gateway 10.1.0.1 through
+/// `TcpDns`, its segments carried as punted packets and replies: a registered name is answered,
+/// the connection is closed cleanly.
+#[test]
+fn tcp_queries_are_answered_through_the_smoltcp_endpoint() {
+    use smoltcp::iface::{Config, Interface, SocketSet};
+    use smoltcp::socket::tcp;
+    use smoltcp::time::Instant as SInstant;
+    use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+    let reg = registry();
+    let mut core = Core::<service::Client>::default();
+    let mut server = super::tcp::TcpDns::default();
+    let mut dev = super::tcp::Queue::default();
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ip),
+        &mut dev,
+        SInstant::from_millis(0),
+    );
+    iface.update_ip_addrs(|a| {
+        a.push(IpCidr::new(IpAddress::v4(10, 1, 0, 2), 24)).unwrap();
+    });
+    let mut sockets = SocketSet::new(Vec::new());
+    let h = sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 4096]),
+        tcp::SocketBuffer::new(vec![0; 4096]),
+    ));
+    let remote = (IpAddress::v4(10, 1, 0, 1), 53);
+    let sock = sockets.get_mut::<tcp::Socket>(h);
+    sock.connect(iface.context(), remote, 40001).unwrap();
+    let q = query(0x7777, "www.", RecordType::A);
+    let (mut sent, mut got) = (false, Vec::new());
+    for step in 0..200u64 {
+        let now = step * 10;
+        iface.poll(SInstant::from_millis(now as i64), &mut dev, &mut sockets);
+        let sock = sockets.get_mut::<tcp::Socket>(h);
+        if sock.may_send() && !sent {
+            sock.send_slice(&(q.len() as u16).to_be_bytes()).unwrap();
+            sock.send_slice(&q).unwrap();
+            sent = true;
+        }
+        let mut buf = [0u8; 512];
+        while sock.can_recv() {
+            let n = sock.recv_slice(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() >= 2 && got.len() >= 2 + u16::from_be_bytes([got[0], got[1]]) as usize {
+            sock.close();
+        }
+        iface.poll(SInstant::from_millis(now as i64), &mut dev, &mut sockets);
+        while let Some(packet) = dev.tx.pop_front() {
+            let p = Punted {
+                packet,
+                ..punted_udp("br0", b"")
+            };
+            server.input(p, Ipv4Addr::new(10, 1, 0, 1), 24, now);
+        }
+        let (replies, forwards) = server.poll(&mut core, &reg, false, now);
+        assert!(forwards.is_empty());
+        for r in replies {
+            assert_eq!((r.port, r.dst_mac), (5, [2, 0, 0, 0, 0, 2]));
+            dev.rx.push_back(r.packet);
+        }
+        let state = sockets.get::<tcp::Socket>(h).state();
+        if !got.is_empty() && matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            break;
+        }
+    }
+    assert!(got.len() > 2, "an answer over TCP");
+    let m = Message::from_vec(&got[2..]).unwrap();
+    assert_eq!(m.metadata.id, 0x7777);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    assert_eq!(core.counters.answered_local, 1);
+}
