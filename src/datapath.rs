@@ -312,6 +312,8 @@ pub struct Datapath {
     /// burst by the caller.
     pub now_ms: u64,
     neigh_aged_at: u32,
+    /// Events for the control plane (packet-in, flow removed, port status).
+    pub events: crate::events::EventSink,
 }
 
 impl Default for Datapath {
@@ -327,6 +329,7 @@ impl Default for Datapath {
             tunnels: Vec::new(),
             now_ms: 0,
             neigh_aged_at: 0,
+            events: crate::events::EventSink::default(),
         }
     }
 }
@@ -746,8 +749,14 @@ impl Datapath {
             self.neigh_aged_at = now;
             let now_ms = self.now_ms;
             for b in self.bridges.iter_mut().flatten() {
-                if b.flows.active && !b.flows.cls.expire(now_ms).is_empty() {
+                let gone = if b.flows.active {
+                    b.flows.cls.expire_flows(now_ms)
+                } else {
+                    Vec::new()
+                };
+                if !gone.is_empty() {
                     b.flows.refresh();
+                    crate::events::flows_removed(&self.events, &b.name, gone, now_ms);
                 }
                 b.flows.ct.expire(now, 4096);
             }

@@ -13,6 +13,7 @@ pub mod counters;
 pub mod datapath;
 pub mod demo;
 pub mod etcd;
+pub mod events;
 pub mod fdb;
 pub mod flow;
 #[doc(hidden)]

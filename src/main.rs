@@ -268,7 +268,7 @@ fn run(
         format!("control socket {}: {e}", path.display())
     })?;
     info!("listening on {}", path.display());
-    let _openflow = openflow(mgmt_dir, &path, reg);
+    let _openflow = openflow(mgmt_dir, &path, reg, w.events());
     let _metrics = match metrics {
         Some(a) => {
             let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
@@ -325,6 +325,7 @@ fn openflow(
     dir: Option<PathBuf>,
     socket: &std::path::Path,
     reg: Arc<Registry>,
+    events: uvs::events::EventSource,
 ) -> Option<uvs::openflow::Manager> {
     let dir = match dir {
         Some(d) if d.as_os_str() == "none" => return None,
@@ -334,7 +335,7 @@ fn openflow(
         }
         None => return None,
     };
-    match uvs::openflow::Manager::start(dir.clone(), reg) {
+    match uvs::openflow::Manager::start(dir.clone(), reg, Some(events)) {
         Ok(m) => {
             info!("openflow: bridges served as {}/BRIDGE.mgmt", dir.display());
             Some(m)

@@ -55,7 +55,7 @@ fn start(tag: &str) -> Switch {
     uvs::control::commands::register(&mut reg, w.clone());
     let reg = Arc::new(reg);
     reg.call("add-br", &["br0".to_string()]).unwrap();
-    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone()).unwrap();
+    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone(), Some(w.events())).unwrap();
     let s = Switch {
         dir,
         reg,

@@ -15,12 +15,16 @@
 //! - Ports in flows are the bridge's OpenFlow port numbers (`crate::ofport`).
 
 pub mod actions;
+pub mod async_msg;
 pub mod codec;
 mod flowmod;
+pub mod hub;
 pub mod listener;
 pub mod ofmatch;
 mod session;
 mod stats;
+#[cfg(test)]
+mod async_tests;
 #[cfg(test)]
 mod tests;
 

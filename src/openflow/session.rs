@@ -170,9 +170,15 @@ impl Session {
             }
             // NXT_FLOW_MOD_TABLE_ID.
             15 => self.table_id_ext = r.u8()? != 0,
-            // NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID: accepted (uvs sends no
-            // packet-ins yet).
-            16 | 20 => {}
+            // NXT_SET_PACKET_IN_FORMAT: only the standard format (0); NXT_PACKET_IN(2) are
+            // refused, so clients such as `ovs-ofctl monitor` fall back to OFPT_PACKET_IN.
+            16 => {
+                if r.u32()? != 0 {
+                    return Err(OfErr::Eperm);
+                }
+            }
+            // NXT_SET_CONTROLLER_ID: accepted (one controller id).
+            20 => {}
             _ => return Err(OfErr::BadSubtype),
         }
         Ok(Vec::new())
@@ -209,6 +215,7 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
         .iter()
         .map(|a| match a {
             crate::flow::Action::Output(p) => Ok(p.num()),
+            crate::flow::Action::Controller(_) => Err(OfErr::BadOutPort),
             _ => Err(OfErr::BadActionType),
         })
         .collect::<OfResult<Vec<u16>>>()?;

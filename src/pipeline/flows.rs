@@ -245,9 +245,11 @@ pub(super) fn run(
     let (tun_id, in_ofport) = dp.port(in_port).map_or((0, 0), |p| {
         (p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64), p.ofport)
     });
+    let events = &dp.events;
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
+    let bridge_name = b.name.as_str();
     let FlowTable {
         cls,
         emc,
@@ -273,6 +275,8 @@ pub(super) fn run(
         learned,
         port,
         now_ms,
+        events,
+        bridge: bridge_name,
     };
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
@@ -573,6 +577,7 @@ pub(crate) fn execute<T: Tracer>(
         learned,
         ..
     } = ft;
+    let events = crate::events::EventSink::default();
     let mut env = Env {
         cls,
         meters,
@@ -581,6 +586,8 @@ pub(crate) fn execute<T: Tracer>(
         learned,
         port,
         now_ms,
+        events: &events,
+        bridge: "",
     };
     execute_in(&mut env, emc, frames, m, out, credit, stack, t)
 }
@@ -636,6 +643,10 @@ struct Env<'a> {
     learned: &'a mut Vec<Flow>,
     port: Ingress,
     now_ms: u64,
+    /// Where `controller` copies go.
+    events: &'a crate::events::EventSink,
+    /// The bridge's name (for those events).
+    bridge: &'a str,
 }
 
 /// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.
@@ -824,6 +835,13 @@ fn run_actions<T: Tracer>(
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
+            Action::Controller(c) => {
+                t.line(|| format!("    {action}"));
+                if !T::DRY {
+                    to_controller(env, frames, m, c, (cur.0, table));
+                }
+                pending.1 = true;
+            }
             Action::Learn(l) => {
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                 let f = l.flow(&key, &stack.ext);
@@ -848,6 +866,39 @@ fn run_actions<T: Tracer>(
             }
         }
     }
+}
+
+/// `controller(...)`: a PACKET_IN event with the frame as it is now (cut to `max_len`), from
+/// flow `flow` of `table`; nothing is copied while no OpenFlow connection listens.
+#[inline(never)]
+fn to_controller(
+    env: &Env,
+    frames: &Frames,
+    m: &Meta,
+    c: &crate::flow::ToController,
+    (flow, table): (FlowId, u8),
+) {
+    if !env.events.listening() {
+        env.events.unheard();
+        return;
+    }
+    let data = frames.data(m.desc);
+    let (cookie, table_miss) = env.cls.get(flow).map_or((0, false), |f| {
+        (f.cookie, f.priority == 0 && f.m == crate::flow::Match::default())
+    });
+    let n = data.len().min(usize::from(c.max_len));
+    env.events
+        .send(crate::events::Event::PacketIn(crate::events::PacketIn {
+            bridge: env.bridge.to_string(),
+            table,
+            cookie,
+            reason: c.reason,
+            table_miss,
+            in_port: env.port.ofport,
+            tun_id: env.port.tun_id,
+            total_len: u16::try_from(data.len()).unwrap_or(u16::MAX),
+            data: data[..n].to_vec(),
+        }));
 }
 
 /// `ct(...)`: run connection tracking on the frame, set `ct_mark`/`ct_label` in the ext key;

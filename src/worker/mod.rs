@@ -17,6 +17,7 @@
 //!   (`life`): link events, fd faults, re-attach, frame-budget growth and shrink. A port whose
 //!   device is down or gone is closed there, so nothing dead is polled or kicked.
 
+mod events;
 mod flows;
 mod life;
 mod overlay;
@@ -105,6 +106,7 @@ pub(crate) struct LoopStats {
 /// The control plane's handle on a running worker.
 pub struct WorkerHandle {
     tx: Sender<Request>,
+    events: crate::events::EventSource,
     waker: Arc<Waker>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -119,6 +121,12 @@ impl WorkerHandle {
         self.waker.wake();
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the datapath worker did not answer".to_string())?
+    }
+
+    /// The worker's events (packet-in, flow removed, port status) and their counters. The
+    /// receiver is shared: each event goes to one of its clones.
+    pub fn events(&self) -> crate::events::EventSource {
+        self.events.clone()
     }
 
     /// Stop the worker, closing every port, and wait for it.
@@ -136,12 +144,15 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
     let frames = Frames::new(opts.frames)?;
     let waker = Arc::new(Waker::new()?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    let (sink, events) = crate::events::channel(crate::events::CAPACITY);
+    let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    w.dp.events = sink;
     let thread = std::thread::Builder::new()
         .name("uvs-worker".into())
         .spawn(move || w.run())?;
     Ok(WorkerHandle {
         tx,
+        events,
         waker,
         thread: std::sync::Mutex::new(Some(thread)),
     })

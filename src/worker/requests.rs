@@ -731,6 +731,7 @@ impl Worker {
             self.life.resize_with(i + 1, || None);
         }
         self.life[i] = Some(life);
+        self.port_status(id, crate::events::PORT_ADD);
         // Tell the newcomer (and everyone) where the gateway is, as a host joining a LAN hears.
         crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
         Ok(())
@@ -738,6 +739,7 @@ impl Worker {
 
     /// Detach and close port `id`, returning its frames to the pool.
     pub(crate) fn remove_port(&mut self, id: u16) -> Result<(), String> {
+        self.port_status(id, crate::events::PORT_DELETE);
         let queued = self.dp.del_port(id)?;
         for d in queued {
             self.frames.free(d.addr);
@@ -873,6 +875,7 @@ impl Worker {
             "bridges": bridges,
             "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
             "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
+            "events": self.dp.events.json(),
             "worker": {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
