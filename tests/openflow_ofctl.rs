@@ -352,11 +352,54 @@ fn ofctl_errors_name_the_problem() {
     ]);
     assert!(!good);
     assert!(err.contains("OFPBMC_BAD_FIELD"), "{err}");
-    // An output to the controller: not supported yet.
-    let (good, _, err) = ofctl(&["add-flow", &t, "actions=controller"]);
+    // An output to LOCAL: uvs has no local port.
+    let (good, _, err) = ofctl(&["add-flow", &t, "actions=LOCAL"]);
     assert!(!good);
     assert!(err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
     // Nothing was half-applied and the socket still serves.
     assert!(s.uvs_flows().iter().all(|l| l.contains("priority=0")));
     ok(&["dump-flows", &t]);
+}
+
+#[test]
+fn ofctl_controller_actions_round_trip() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("ctl");
+    let t = s.target();
+    ok(&["add-flow", &t, "priority=5,arp,actions=controller"]);
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=6,udp,actions=controller(reason=no_match,max_len=64)",
+    ]);
+    ok(&[
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        &t,
+        "send_flow_rem,priority=7,tcp,actions=CONTROLLER:128,output:2",
+    ]);
+    let ours = s.uvs_flows().join("\n");
+    assert!(ours.contains("priority=5,arp actions=CONTROLLER:65535"), "{ours}");
+    assert!(
+        ours.contains("priority=6,udp actions=controller(reason=no_match,max_len=64)"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("send_flow_rem idle_age=") && ours.contains("actions=CONTROLLER:128,output:2"),
+        "{ours}"
+    );
+    for v in [None, Some("OpenFlow13")] {
+        let mut args = v.map_or(vec![], |v| vec!["-O", v]);
+        args.extend(["dump-flows", t.as_str()]);
+        let d = ok(&args);
+        assert!(d.contains("arp actions=CONTROLLER:65535"), "{d}");
+        assert!(d.contains("udp actions=controller(reason=no_match,max_len=64)"), "{d}");
+        assert!(d.contains("tcp actions=CONTROLLER:128,output:2"), "{d}");
+        if v.is_some() {
+            assert!(d.contains("send_flow_rem"), "{d}");
+        }
+    }
 }

@@ -175,7 +175,7 @@ fn parse_controller(t: &str, arg: &str) -> Result<ToController, FlowError> {
     if arg.is_empty() {
         return Ok(c);
     }
-    if !arg.contains('=') {
+    if arg.bytes().all(|b| b.is_ascii_digit()) || arg.starts_with("0x") {
         c.max_len = num(t, arg, 0xffff)?;
         return Ok(c);
     }
