@@ -284,6 +284,15 @@ pub struct BridgeSpec {
     /// Reverse-path filtering of what the gateway routes: `strict` (default), `loose`, `off`.
     #[serde(default, skip_serializing_if = "is_strict")]
     pub rp_filter: crate::route::RpFilter,
+    /// OpenFlow datapath id, hex (`0x00000000000000a1`); absent: derived from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_id: Option<String>,
+    /// OpenFlow controllers to connect to (`tcp:IP:PORT`, `unix:PATH`), as `set-controller`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controller: Vec<String>,
+    /// `standalone` (absent: the default) or `secure`, as `set-fail-mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_mode: Option<String>,
 }
 
 fn is_strict(v: &crate::route::RpFilter) -> bool {
@@ -399,6 +408,9 @@ impl BridgeSpec {
             mirrors: None,
             fdb: None,
             rp_filter: Default::default(),
+            datapath_id: None,
+            controller: Vec::new(),
+            fail_mode: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -409,9 +421,10 @@ impl BridgeSpec {
                 "isolated" => b.isolated = on_off(k, v)?,
                 "icc" => b.icc = on_off(k, v)?,
                 "rp_filter" => b.rp_filter = crate::route::RpFilter::parse(k, v)?,
+                "datapath_id" => b.datapath_id = Some(v.to_string()),
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter, datapath_id)"
                     ));
                 }
             }
@@ -433,6 +446,7 @@ impl BridgeSpec {
             return Err("aging: must be at least 1 second".into());
         }
         self.gateway()?;
+        crate::openflow::control::validate_bridge(self)?;
         for p in &self.port {
             p.validate()?;
         }
@@ -678,6 +692,9 @@ impl BridgeSpec {
             mirrors: None,
             fdb: None,
             rp_filter: Default::default(),
+            datapath_id: None,
+            controller: Vec::new(),
+            fail_mode: None,
         }
     }
 

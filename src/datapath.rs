@@ -253,6 +253,9 @@ pub struct Bridge {
     pub icc: bool,
     /// Reverse-path filtering of routed packets from this bridge (counted `rp-filter`).
     pub rp_filter: crate::route::RpFilter,
+    /// OpenFlow fail-open: the bridge has controllers, fail mode standalone and none is
+    /// connected, so its flows are bypassed and it is a learning switch (NORMAL).
+    pub fail_open: bool,
 }
 
 /// Options for a new bridge.
@@ -486,6 +489,7 @@ impl Datapath {
             isolated: false,
             icc: true,
             rp_filter: Default::default(),
+            fail_open: false,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {

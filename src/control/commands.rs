@@ -158,14 +158,15 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX|default]",
         2,
-        6,
+        7,
         move |a| {
             let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
-            let mut rp_filter = None;
+            let (mut rp_filter, mut dpid) = (None, None);
             for kv in &a[1..] {
                 match kv.split_once('=') {
+                    Some(("datapath_id", v)) => dpid = Some(v.to_string()),
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
                     Some((k @ "isolated", v)) => isolated = Some(on_off(k, v).map_err(CtlError::new)?),
@@ -175,7 +176,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     }
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off datapath_id=0xHEX|default"
                         )));
                     }
                 }
@@ -189,6 +190,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
             let mut v = Value::Null;
+            if let Some(d) = dpid {
+                v = crate::openflow::control::set_datapath_id(&w, &a[0], &d)?;
+            }
             if isolated.is_some() || icc.is_some() || rp_filter.is_some() {
                 v = ask(
                     &w,
@@ -364,6 +368,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     register_flows(reg, worker.clone());
     register_packet_out(reg, worker.clone());
     crate::observe::commands::register(reg, worker.clone());
+    crate::openflow::control::register(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;

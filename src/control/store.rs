@@ -453,6 +453,9 @@ fn bare(b: &BridgeSpec) -> BridgeSpec {
     x.gateway_mac = b.gateway_mac.clone();
     x.isolated = b.isolated;
     x.icc = b.icc;
+    x.datapath_id = b.datapath_id.clone();
+    x.controller = b.controller.clone();
+    x.fail_mode = b.fail_mode.clone();
     x
 }
 

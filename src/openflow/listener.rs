@@ -125,7 +125,11 @@ impl Switch for RegistrySwitch {
     }
 
     fn datapath_id(&self) -> u64 {
-        datapath_id(&self.bridge)
+        self.bridge_json()
+            .ok()
+            .and_then(|b| b["datapath_id"].as_str().map(str::to_string))
+            .and_then(|d| u64::from_str_radix(&d, 16).ok())
+            .unwrap_or_else(|| datapath_id(&self.bridge))
     }
 
     fn ports(&self) -> Result<Vec<PortInfo>, String> {
@@ -434,22 +438,22 @@ impl Drop for Manager {
     }
 }
 
-fn bridge_names(reg: &Registry) -> Option<Vec<String>> {
+fn bridges(reg: &Registry) -> Option<Vec<Value>> {
     let v = reg.call("show", &[]).ok()?.data;
-    Some(
-        v["bridges"]
-            .as_array()?
-            .iter()
-            .filter_map(|b| b["name"].as_str().map(str::to_string))
-            .collect(),
-    )
+    v["bridges"].as_array().cloned()
 }
 
 fn manage(dir: &Path, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
     let mut open: HashMap<String, Listener> = HashMap::new();
     let mut failed: HashMap<String, String> = HashMap::new();
+    let mut controllers = super::connect::Controllers::default();
     while !stop.load(Ordering::SeqCst) {
-        if let Some(names) = bridge_names(reg) {
+        if let Some(list) = bridges(reg) {
+            controllers.sync(&list, reg, hub);
+            let names: Vec<String> = list
+                .iter()
+                .filter_map(|b| b["name"].as_str().map(str::to_string))
+                .collect();
             open.retain(|b, _| names.contains(b));
             failed.retain(|b, _| names.contains(b));
             for b in names {

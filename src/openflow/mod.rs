@@ -17,6 +17,8 @@
 pub mod actions;
 pub mod async_msg;
 pub mod codec;
+mod connect;
+pub mod control;
 mod flowmod;
 pub mod hub;
 pub mod listener;

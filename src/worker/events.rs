@@ -1,5 +1,8 @@
-//! PORT_STATUS events from the worker (see `crate::events`): a port added, deleted, or whose
-//! link state changed. Made only while an OpenFlow connection listens.
+//! The worker's OpenFlow side: PORT_STATUS events (see `crate::events`) when a port is added,
+//! deleted or its link state changes (made only while an OpenFlow connection listens), and a
+//! bridge's OpenFlow settings (datapath id, controllers, fail mode: kept in its spec, so in the
+//! running configuration) with the controllers' connection state and fail-open flag that the
+//! OpenFlow manager reports.
 
 use super::{LinkState, Worker};
 use crate::events::{Event, PortStatus};
@@ -30,5 +33,80 @@ impl Worker {
                 mac: 0,
             },
         }));
+    }
+}
+
+impl Worker {
+    /// `SetOpenflow`: change the bridge's spec (the running configuration keeps it).
+    pub(crate) fn set_openflow(
+        &mut self,
+        bridge: &str,
+        datapath_id: Option<Option<String>>,
+        controller: Option<Vec<String>>,
+        fail_mode: Option<Option<String>>,
+    ) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let spec = self
+            .specs
+            .bridges
+            .entry(bridge.to_string())
+            .or_insert_with(|| crate::config::BridgeSpec::new(bridge));
+        let mut next = spec.clone();
+        if let Some(d) = datapath_id {
+            next.datapath_id = d;
+        }
+        if let Some(c) = controller {
+            next.controller = c;
+        }
+        if let Some(f) = fail_mode {
+            next.fail_mode = f;
+        }
+        crate::openflow::control::validate_bridge(&next)?;
+        *spec = next;
+        if spec.controller.is_empty()
+            && let Some(br) = self.dp.bridge_mut(b)
+        {
+            br.fail_open = false;
+        }
+        let mut v = serde_json::json!({"bridge": bridge});
+        if let Some(br) = self.dp.bridge(b) {
+            self.openflow_json(br, &mut v);
+        }
+        Ok(v)
+    }
+
+    /// `ControllerState`: which controllers are connected, and fail-open.
+    pub(crate) fn controller_state(
+        &mut self,
+        bridge: &str,
+        connected: Vec<String>,
+        fail_open: bool,
+    ) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let br = self.dp.bridge_mut(b).expect("checked");
+        if br.fail_open != fail_open {
+            let how = if fail_open {
+                "no controller connected: standalone, working as a learning switch"
+            } else {
+                "back under its flows"
+            };
+            tracing::info!("bridge {bridge}: {how}");
+            br.fail_open = fail_open;
+            br.flows.emc.clear();
+        }
+        self.specs.connected.insert(bridge.to_string(), connected);
+        Ok(serde_json::json!({"bridge": bridge, "fail_open": fail_open}))
+    }
+
+    /// The OpenFlow fields of a bridge's `show` entry.
+    pub(crate) fn openflow_json(&self, br: &crate::datapath::Bridge, v: &mut serde_json::Value) {
+        let spec = self.specs.bridges.get(&br.name);
+        let dpid = crate::openflow::control::bridge_dpid(&br.name, spec);
+        v["datapath_id"] = serde_json::json!(format!("{dpid:016x}"));
+        v["controller"] = serde_json::json!(spec.map_or(&[][..], |s| &s.controller[..]));
+        v["fail_mode"] = serde_json::json!(spec.and_then(|s| s.fail_mode.clone()));
+        v["controller_connected"] =
+            serde_json::json!(self.specs.connected.get(&br.name).cloned().unwrap_or_default());
+        v["fail_open"] = serde_json::json!(br.fail_open);
     }
 }

@@ -23,6 +23,8 @@ pub(crate) struct Specs {
     pub ports: HashMap<u16, PortSpec>,
     /// What control-plane adapters programmed (left out of the running configuration).
     pub derived: super::overlay::Derived,
+    /// Connected OpenFlow controllers by bridge (derived, not configuration).
+    pub connected: HashMap<String, Vec<String>>,
 }
 
 impl Specs {
