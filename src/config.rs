@@ -421,7 +421,10 @@ impl BridgeSpec {
                 "isolated" => b.isolated = on_off(k, v)?,
                 "icc" => b.icc = on_off(k, v)?,
                 "rp_filter" => b.rp_filter = crate::route::RpFilter::parse(k, v)?,
-                "datapath_id" => b.datapath_id = Some(v.to_string()),
+                "datapath_id" => {
+                    let d = crate::openflow::control::parse_dpid(v)?;
+                    b.datapath_id = Some(format!("{d:#018x}"));
+                }
                 _ => {
                     return Err(format!(
                         "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter, datapath_id)"

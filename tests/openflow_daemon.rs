@@ -92,3 +92,32 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
     assert_eq!(flow_lines(&d.ctl(&["dump-flows", "br0"])), want);
     assert_eq!(flow_lines(&ofctl(&["dump-flows", &target])), want);
 }
+
+#[test]
+fn controller_fail_mode_and_datapath_id_persist() {
+    let dir = Dir(std::env::temp_dir().join(format!("uvs-ofp-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("conf.db");
+    let args = ["--db", db.to_str().unwrap(), "--mgmt-dir", "none"];
+    let want = {
+        let d = Daemon::start("ofp", &args);
+        d.ctl(&["add-br", "br0", "datapath_id=0xa1"]);
+        d.ctl(&["set-controller", "br0", "tcp:127.0.0.1:1", "unix:/nonexistent/c.sock"]);
+        d.ctl(&["set-fail-mode", "br0", "secure"]);
+        let saved = d.ctl(&["save-config"]);
+        assert!(saved.contains("datapath_id = \"0x00000000000000a1\""), "{saved}");
+        assert!(saved.contains("fail_mode = \"secure\""), "{saved}");
+        saved
+    };
+    let d = Daemon::start("ofp", &args);
+    assert_eq!(d.ctl(&["save-config"]), want);
+    let got = d.ctl(&["get-controller", "br0"]);
+    assert!(
+        got.contains("Controller \"tcp:127.0.0.1:1\"\n    is_connected: false"),
+        "{got}"
+    );
+    assert_eq!(d.ctl(&["get-fail-mode", "br0"]), "secure\n");
+    let show = d.ctl(&["--json", "show"]);
+    assert!(show.contains("\"datapath_id\": \"00000000000000a1\""), "{show}");
+}

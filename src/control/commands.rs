@@ -434,6 +434,7 @@ fn render_show(v: &Value) -> String {
             b["fdb_capacity"],
             b["aging"]
         );
+        s.push_str(&crate::openflow::control::show_line(b));
         for p in b["ports"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,

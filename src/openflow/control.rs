@@ -191,6 +191,30 @@ fn bridge_show(w: &WorkerHandle, bridge: &str) -> Result<Value, CtlError> {
         .ok_or_else(|| CtlError::new(format!("bridge: no bridge named '{bridge}'")))
 }
 
+/// The OpenFlow line of a bridge in `show`'s text: `    openflow: datapath_id=...,
+/// controller tcp:IP:PORT (connected), fail_mode=secure, fail-open` (controllers, fail mode and
+/// fail-open only when there are some).
+pub fn show_line(b: &Value) -> String {
+    let mut s = format!(
+        "    openflow: datapath_id=0x{}",
+        b["datapath_id"].as_str().unwrap_or("")
+    );
+    let connected = &b["controller_connected"];
+    for c in b["controller"].as_array().into_iter().flatten() {
+        let up = connected.as_array().is_some_and(|v| v.contains(c));
+        let state = if up { "connected" } else { "not connected" };
+        s.push_str(&format!(", controller {} ({state})", c.as_str().unwrap_or("")));
+    }
+    if let Some(m) = b["fail_mode"].as_str() {
+        s.push_str(&format!(", fail_mode={m}"));
+    }
+    if b["fail_open"] == true {
+        s.push_str(", fail-open (learning switch)");
+    }
+    s.push('\n');
+    s
+}
+
 /// Register the commands (see the module documentation).
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
