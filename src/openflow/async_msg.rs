@@ -11,7 +11,9 @@
 //!   explicit miss: reason `no_match` on OpenFlow 1.3, `action` on 1.0; its data is cut to the
 //!   connection's miss_send_len (OFPT_SET_CONFIG, default 128). Other packets are cut to the
 //!   action's max_len only.
-//! - Asynchronous messages have xid 0.
+//! - Asynchronous messages have xid 0. OpenFlow 1.3's role and async config (OFPT_ROLE_REQUEST,
+//!   OFPT_SET_ASYNC) choose which a connection gets; the defaults pass everything but
+//!   invalid-TTL packet-ins, and a slave gets port status only.
 
 use super::codec::{NX_VENDOR, OF10, Writer, finish, start};
 use super::ofmatch::{self, Tlv};
@@ -34,6 +36,30 @@ pub struct Prefs {
     pub nxm: bool,
     /// OFPT_SET_CONFIG's miss_send_len.
     pub miss_send_len: u16,
+    /// OpenFlow 1.3 role (3: slave).
+    pub role: u32,
+    /// OpenFlow 1.3 async config (see `Session::async_masks`).
+    pub async_masks: [u32; 6],
+}
+
+impl Prefs {
+    /// A connection of `version` with the defaults.
+    pub fn new(version: u8) -> Prefs {
+        Prefs {
+            version,
+            nxm: false,
+            miss_send_len: 128,
+            role: 1,
+            async_masks: super::session::DEFAULT_ASYNC,
+        }
+    }
+
+    /// The async config lets through a message of kind `k` (0 packet-in, 1 port status,
+    /// 2 flow removed) with `reason`.
+    fn wants(&self, k: usize, reason: u8) -> bool {
+        let slave = usize::from(self.role == 3);
+        reason < 32 && self.async_masks[2 * k + slave] & (1 << reason) != 0
+    }
 }
 
 /// The message for event `e` on a connection with `p`, if it takes one.
@@ -41,11 +67,18 @@ pub fn encode(e: &Event, p: &Prefs) -> Option<Vec<u8>> {
     if p.version == 0 {
         return None;
     }
-    Some(match e {
-        Event::PacketIn(pi) => packet_in(pi, p),
-        Event::FlowRemoved(fr) => flow_removed(fr, p),
-        Event::PortStatus(ps) => port_status(ps, p.version),
-    })
+    match e {
+        Event::PacketIn(pi) => {
+            let reason = if pi.table_miss && p.version != OF10 && pi.reason == REASON_ACTION {
+                REASON_NO_MATCH
+            } else {
+                pi.reason
+            };
+            p.wants(0, reason).then(|| packet_in(pi, p))
+        }
+        Event::FlowRemoved(fr) => p.wants(2, fr.reason).then(|| flow_removed(fr, p)),
+        Event::PortStatus(ps) => p.wants(1, ps.reason).then(|| port_status(ps, p.version)),
+    }
 }
 
 fn packet_in(pi: &PacketIn, p: &Prefs) -> Vec<u8> {

@@ -15,9 +15,8 @@ fn hex_of(b: &[u8]) -> String {
 
 fn prefs(version: u8, nxm: bool) -> Prefs {
     Prefs {
-        version,
         nxm,
-        miss_send_len: 128,
+        ..Prefs::new(version)
     }
 }
 
@@ -155,4 +154,45 @@ fn port_status_bytes() {
         "040c005000000000000000000000000000000001000000000200000000010000703100000000000000000000000000000000000000000004000000000000000000000000000000000000000000000000"
     );
     assert_eq!(encode(&e, &prefs(0, false)), None, "nothing before HELLO");
+}
+
+#[test]
+fn role_and_async_config_choose_what_a_connection_gets() {
+    use super::Session;
+    use super::session::DEFAULT_ASYNC;
+    let sw = super::tests::fake();
+    let mut s = Session::default();
+    assert_eq!(s.handle(&[4, 0, 0, 8, 0, 0, 0, 1], &sw), (vec![], false));
+    // ROLE_REQUEST slave, generation 7 -> ROLE_REPLY slave, 7.
+    let req = [4, 24, 0, 24, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let (out, _) = s.handle(&req, &sw);
+    assert_eq!(
+        hex_of(&out[0]),
+        "041900180000000900000003000000000000000000000007"
+    );
+    assert_eq!(s.role, 3);
+    // GET_ASYNC_REQUEST -> the defaults.
+    let (out, _) = s.handle(&[4, 26, 0, 8, 0, 0, 0, 10], &sw);
+    assert_eq!(out[0].len(), 32);
+    assert_eq!(&out[0][8..12], &DEFAULT_ASYNC[0].to_be_bytes());
+    let slave = Prefs {
+        role: 3,
+        ..Prefs::new(OF13)
+    };
+    let pi = packet_in(false, frame());
+    assert_eq!(encode(&pi, &slave), None, "a slave gets no packet-in");
+    assert!(encode(&removed(REMOVED_HARD), &slave).is_none());
+    // SET_ASYNC: no flow-removed for master/equal, packet-in of action only.
+    let mut set = vec![4, 28, 0, 32, 0, 0, 0, 11];
+    for m in [0x2u32, 0, 0x7, 0x7, 0, 0] {
+        set.extend_from_slice(&m.to_be_bytes());
+    }
+    s.handle(&set, &sw);
+    let p = Prefs {
+        async_masks: s.async_masks,
+        ..Prefs::new(OF13)
+    };
+    assert!(encode(&pi, &p).is_some());
+    assert!(encode(&packet_in(true, frame()), &p).is_none(), "no_match is off");
+    assert!(encode(&removed(REMOVED_HARD), &p).is_none());
 }

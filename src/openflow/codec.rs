@@ -81,6 +81,8 @@ pub enum OfErr {
     MeterBadBand,
     /// A meter_mod command uvs does not carry out (delete).
     MeterBadCommand,
+    /// A role request with a role that does not exist.
+    BadRole,
 }
 
 impl OfErr {
@@ -134,6 +136,8 @@ impl OfErr {
             MeterBadCommand => (12, 4),
             MeterBadFlags => (12, 5),
             MeterBadBand => (12, 8),
+            BadRole if v10 => (1, 1),
+            BadRole => (11, 2),
         }
     }
 }

@@ -37,11 +37,7 @@ impl Conn {
         Conn {
             bridge: bridge.to_string(),
             out: Mutex::new(out),
-            prefs: Mutex::new(Prefs {
-                version: 0,
-                nxm: false,
-                miss_send_len: 128,
-            }),
+            prefs: Mutex::new(Prefs::new(0)),
             dead: AtomicBool::new(false),
         }
     }
@@ -74,11 +70,7 @@ impl Conn {
     }
 
     fn prefs(&self) -> Prefs {
-        self.prefs.lock().map(|g| *g).unwrap_or(Prefs {
-            version: 0,
-            nxm: false,
-            miss_send_len: 0,
-        })
+        self.prefs.lock().map(|g| *g).unwrap_or(Prefs::new(0))
     }
 }
 

@@ -241,6 +241,8 @@ pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switc
                 version,
                 nxm: s.nxm,
                 miss_send_len: s.miss_send_len,
+                role: s.role,
+                async_masks: s.async_masks,
             });
             if !joined.replace(true) {
                 hub.join(conn.clone());

@@ -74,6 +74,11 @@ impl Switch for Fake {
     }
 }
 
+/// A fake bridge for other test modules.
+pub(super) fn fake() -> impl Switch {
+    Fake::default()
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
