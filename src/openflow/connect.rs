@@ -8,7 +8,8 @@
 //! - `Controllers::sync` runs in the manager's loop: it starts and stops connections as the
 //!   bridges' settings change, and reports to the worker (`controller-state`) which targets
 //!   are connected and whether the bridge fails open (standalone, controllers set, none
-//!   connected), only when that changes.
+//!   connected), only when that changes; a link that connects reports at once that the bridge
+//!   no longer fails open, so a controller's flows apply from its first message.
 //! - Dropping a connection's handle shuts its socket down and joins its thread.
 
 use std::collections::HashMap;
@@ -86,6 +87,12 @@ fn run_link(c: LinkCtx) {
                 backoff = Duration::from_secs(1);
                 failed_before = false;
                 c.connected.store(true, Ordering::SeqCst);
+                // A connected controller ends fail-open at once (the manager's next pass
+                // completes the list of connected targets).
+                let args = [c.bridge.clone(), "fail_open=off".into(), c.text.clone()];
+                if let Err(e) = c.reg.call("controller-state", &args) {
+                    tracing::debug!("openflow {}: controller-state: {}", c.bridge, e.message());
+                }
                 let conn = Arc::new(Conn::new(&c.bridge, w));
                 let sw = RegistrySwitch::new(c.reg.clone(), &c.bridge);
                 serve_joined(r, conn, &c.hub, &sw);

@@ -394,14 +394,18 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Serve every bridge of `reg` under `dir` (created if missing); `events` (the worker's,
+    /// Serve every bridge of `reg` under `dir` (created if missing; None: no sockets, only
+    /// controllers), connect to the bridges' controllers; `events` (the worker's,
     /// `WorkerHandle::events`) go to the bridges' connections.
     pub fn start(
-        dir: PathBuf,
+        dir: impl Into<Option<PathBuf>>,
         reg: Arc<Registry>,
         events: Option<crate::events::EventSource>,
     ) -> std::io::Result<Manager> {
-        std::fs::create_dir_all(&dir)?;
+        let dir: Option<PathBuf> = dir.into();
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let hub = Hub::new(
             events
@@ -416,7 +420,7 @@ impl Manager {
         let h = hub.clone();
         let thread = std::thread::Builder::new()
             .name("openflow".into())
-            .spawn(move || manage(&dir, &reg, &h, &st))?;
+            .spawn(move || manage(dir.as_deref(), &reg, &h, &st))?;
         Ok(Manager {
             stop,
             thread: Some(thread),
@@ -445,7 +449,7 @@ fn bridges(reg: &Registry) -> Option<Vec<Value>> {
     v["bridges"].as_array().cloned()
 }
 
-fn manage(dir: &Path, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
+fn manage(dir: Option<&Path>, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
     let mut open: HashMap<String, Listener> = HashMap::new();
     let mut failed: HashMap<String, String> = HashMap::new();
     let mut controllers = super::connect::Controllers::default();
@@ -458,6 +462,10 @@ fn manage(dir: &Path, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
                 .collect();
             open.retain(|b, _| names.contains(b));
             failed.retain(|b, _| names.contains(b));
+            let Some(dir) = dir else {
+                std::thread::sleep(POLL);
+                continue;
+            };
             for b in names {
                 if open.contains_key(&b) || failed.contains_key(&b) {
                     continue;
