@@ -94,8 +94,8 @@ pub const PORT_MODIFY: u8 = 2;
 pub enum Event {
     /// PACKET_IN.
     PacketIn(PacketIn),
-    /// FLOW_REMOVED.
-    FlowRemoved(FlowRemoved),
+    /// FLOW_REMOVED (boxed: a flow is large, and these are rare).
+    FlowRemoved(Box<FlowRemoved>),
     /// PORT_STATUS.
     PortStatus(PortStatus),
 }
@@ -204,24 +204,19 @@ impl EventSink {
 }
 
 /// FLOW_REMOVED events for the `send_flow_rem` flows among `gone` (expired at `now_ms`).
-pub fn flows_removed(
-    sink: &EventSink,
-    bridge: &str,
-    gone: Vec<crate::flow::Expired>,
-    now_ms: u64,
-) {
+pub fn flows_removed(sink: &EventSink, bridge: &str, gone: Vec<crate::flow::Expired>, now_ms: u64) {
     if !sink.listening() {
         return;
     }
     for e in gone.into_iter().filter(|e| e.flow.send_flow_rem) {
-        sink.send(Event::FlowRemoved(FlowRemoved {
+        sink.send(Event::FlowRemoved(Box::new(FlowRemoved {
             bridge: bridge.to_string(),
             reason: if e.hard { REMOVED_HARD } else { REMOVED_IDLE },
             duration_ms: now_ms.saturating_sub(e.stats.created_ms),
             packets: e.stats.n_packets,
             bytes: e.stats.n_bytes,
             flow: e.flow,
-        }));
+        })));
     }
 }
 

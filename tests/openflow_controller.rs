@@ -70,7 +70,9 @@ impl Switch {
 
     fn attach(&self, name: &str, n: u64) {
         // Broadcast UDP frames: NORMAL floods them to every other port.
-        let mut f = vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let mut f = vec![
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
+        ];
         f.extend_from_slice(&[
             0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 255,
         ]);
@@ -177,7 +179,9 @@ fn switch_connects_out_with_its_datapath_id_and_reconnects() {
     assert_eq!(s.bridge()["datapath_id"], "000000000000002a");
     let e = s.call(&["set-br", "br0", "datapath_id=xyz"]).unwrap_err();
     assert!(e.contains("datapath_id"), "{e}");
-    let e = s.call(&["set-controller", "br0", "ssl:1.2.3.4:1"]).unwrap_err();
+    let e = s
+        .call(&["set-controller", "br0", "ssl:1.2.3.4:1"])
+        .unwrap_err();
     assert!(e.contains("controller: 'ssl:1.2.3.4:1'"), "{e}");
     s.ok(&["del-controller", "br0"]);
     assert_eq!(s.bridge()["controller"], serde_json::json!([]));

@@ -103,10 +103,18 @@ fn controller_fail_mode_and_datapath_id_persist() {
     let want = {
         let d = Daemon::start("ofp", &args);
         d.ctl(&["add-br", "br0", "datapath_id=0xa1"]);
-        d.ctl(&["set-controller", "br0", "tcp:127.0.0.1:1", "unix:/nonexistent/c.sock"]);
+        d.ctl(&[
+            "set-controller",
+            "br0",
+            "tcp:127.0.0.1:1",
+            "unix:/nonexistent/c.sock",
+        ]);
         d.ctl(&["set-fail-mode", "br0", "secure"]);
         let saved = d.ctl(&["save-config"]);
-        assert!(saved.contains("datapath_id = \"0x00000000000000a1\""), "{saved}");
+        assert!(
+            saved.contains("datapath_id = \"0x00000000000000a1\""),
+            "{saved}"
+        );
         assert!(saved.contains("fail_mode = \"secure\""), "{saved}");
         saved
     };
@@ -119,5 +127,8 @@ fn controller_fail_mode_and_datapath_id_persist() {
     );
     assert_eq!(d.ctl(&["get-fail-mode", "br0"]), "secure\n");
     let show = d.ctl(&["--json", "show"]);
-    assert!(show.contains("\"datapath_id\": \"00000000000000a1\""), "{show}");
+    assert!(
+        show.contains("\"datapath_id\": \"00000000000000a1\""),
+        "{show}"
+    );
 }

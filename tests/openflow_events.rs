@@ -59,7 +59,11 @@ fn have_ofctl() -> bool {
 fn wait_for(mut ok: impl FnMut() -> bool, what: &str, log: impl Fn() -> String) {
     let end = Instant::now() + Duration::from_secs(10);
     while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}:\n{}", log());
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}:\n{}",
+            log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -142,7 +146,11 @@ impl Switch {
             .expect("run ovs-ofctl monitor");
         let m = Monitor { child, out };
         let hub = self.of.as_ref().unwrap().hub();
-        wait_for(|| hub.count("br0") >= 1, "the monitor to connect", || m.text());
+        wait_for(
+            || hub.count("br0") >= 1,
+            "the monitor to connect",
+            || m.text(),
+        );
         // ovs-ofctl discards what arrives while it sets itself up (it waits for replies to
         // its own requests); the flow monitor's reply is the last step.
         wait_for(
@@ -174,11 +182,19 @@ fn scenario(version: Option<&str>, tag: &str, want: &[&str]) {
         "3 packet-ins",
         || m.text(),
     );
-    wait_for(|| m.text().contains("FLOW_REMOVED"), "flow removed", || m.text());
+    wait_for(
+        || m.text().contains("FLOW_REMOVED"),
+        "flow removed",
+        || m.text(),
+    );
     s.call(&["del-port", "p1"]);
     wait_for(|| m.text().contains("DEL:"), "port deleted", || m.text());
     // A delete of a send_flow_rem flow says so too (and one without the flag says nothing).
-    s.call(&["add-flow", "br0", "send_flow_rem,priority=7,icmp,actions=drop"]);
+    s.call(&[
+        "add-flow",
+        "br0",
+        "send_flow_rem,priority=7,icmp,actions=drop",
+    ]);
     s.call(&["add-flow", "br0", "priority=8,tcp,actions=drop"]);
     s.call(&["del-flows", "br0", "ip"]);
     wait_for(

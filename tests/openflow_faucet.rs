@@ -98,7 +98,11 @@ fn faucet_drives_two_vlans_on_a_uvs_bridge() {
     d.ctl(&["add-br", "br0", "datapath_id=0xa1"]);
     // h1, h2 in VLAN office (ports 1, 2); h3 in VLAN guest (port 3), same subnet.
     for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        t.container(&n(h), &n(&format!("p{h}")), &format!("10.0.51.{}/24", i + 1));
+        t.container(
+            &n(h),
+            &n(&format!("p{h}")),
+            &format!("10.0.51.{}/24", i + 1),
+        );
         d.ctl(&[
             "add-port",
             "br0",
@@ -155,9 +159,13 @@ fn faucet_drives_two_vlans_on_a_uvs_bridge() {
     }
     let h2 = t.mac(&n("h2"), "eth0");
     assert!(
-        dump.lines().any(|l| l.contains("table=2,") && l.contains(&h2)),
+        dump.lines()
+            .any(|l| l.contains("table=2,") && l.contains(&h2)),
         "h2 ({h2}) learned in the eth_dst table:\n{dump}"
     );
     let logs = f.logs();
-    assert!(!logs.contains("OFError"), "Faucet saw OpenFlow errors:\n{logs}");
+    assert!(
+        !logs.contains("OFError"),
+        "Faucet saw OpenFlow errors:\n{logs}"
+    );
 }

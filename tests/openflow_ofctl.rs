@@ -382,13 +382,17 @@ fn ofctl_controller_actions_round_trip() {
         "send_flow_rem,priority=7,tcp,actions=CONTROLLER:128,output:2",
     ]);
     let ours = s.uvs_flows().join("\n");
-    assert!(ours.contains("priority=5,arp actions=CONTROLLER:65535"), "{ours}");
+    assert!(
+        ours.contains("priority=5,arp actions=CONTROLLER:65535"),
+        "{ours}"
+    );
     assert!(
         ours.contains("priority=6,udp actions=controller(reason=no_match,max_len=64)"),
         "{ours}"
     );
     assert!(
-        ours.contains("send_flow_rem idle_age=") && ours.contains("actions=CONTROLLER:128,output:2"),
+        ours.contains("send_flow_rem idle_age=")
+            && ours.contains("actions=CONTROLLER:128,output:2"),
         "{ours}"
     );
     for v in [None, Some("OpenFlow13")] {
@@ -396,7 +400,10 @@ fn ofctl_controller_actions_round_trip() {
         args.extend(["dump-flows", t.as_str()]);
         let d = ok(&args);
         assert!(d.contains("arp actions=CONTROLLER:65535"), "{d}");
-        assert!(d.contains("udp actions=controller(reason=no_match,max_len=64)"), "{d}");
+        assert!(
+            d.contains("udp actions=controller(reason=no_match,max_len=64)"),
+            "{d}"
+        );
         assert!(d.contains("tcp actions=CONTROLLER:128,output:2"), "{d}");
         if v.is_some() {
             assert!(d.contains("send_flow_rem"), "{d}");

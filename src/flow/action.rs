@@ -184,7 +184,12 @@ fn parse_controller(t: &str, arg: &str) -> Result<ToController, FlowError> {
             Some(("max_len", v)) => c.max_len = num(t, v, 0xffff)?,
             Some(("reason", v)) => {
                 c.reason = REASONS.iter().position(|r| *r == v.trim()).ok_or_else(|| {
-                    bad(t, format!("reason '{v}' is not supported (want action, no_match or invalid_ttl)"))
+                    bad(
+                        t,
+                        format!(
+                            "reason '{v}' is not supported (want action, no_match or invalid_ttl)"
+                        ),
+                    )
                 })? as u8;
             }
             Some(("id", "0")) => {}

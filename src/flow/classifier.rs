@@ -547,7 +547,10 @@ impl Classifier {
 
     /// Remove flows whose idle or hard timeout has passed at `now_ms`; returns their ids.
     pub fn expire(&mut self, now_ms: u64) -> Vec<FlowId> {
-        self.expire_flows(now_ms).into_iter().map(|e| e.id).collect()
+        self.expire_flows(now_ms)
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
     }
 
     /// `expire`, returning each removed flow with its counters and why it expired.

@@ -16,9 +16,7 @@ use std::net::Ipv4Addr;
 
 use super::codec::{NX_VENDOR, OF10, OfErr, OfResult, Reader, Writer};
 use super::ofmatch::Tlv;
-use crate::flow::{
-    Action, PortRef, REASON_ACTION, REASON_INVALID_TTL, SetField, ToController,
-};
+use crate::flow::{Action, PortRef, REASON_ACTION, REASON_INVALID_TTL, SetField, ToController};
 use crate::wire::MacAddr;
 
 /// Reserved port numbers (OpenFlow 1.0 values; 1.3 ones are 0xffff_ff00 higher).
@@ -557,7 +555,10 @@ mod tests {
         let mut w = Writer::default();
         encode10(&mut w, &acts("controller:128"));
         assert_eq!(w.buf, [0, 0, 0, 8, 0xff, 0xfd, 0, 128]);
-        assert_eq!(decode10(Reader::new(&w.buf)).unwrap(), acts("CONTROLLER:128"));
+        assert_eq!(
+            decode10(Reader::new(&w.buf)).unwrap(),
+            acts("CONTROLLER:128")
+        );
         let mut w = Writer::default();
         encode13(&mut w, &acts("controller"));
         assert_eq!(

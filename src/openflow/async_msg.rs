@@ -135,7 +135,10 @@ fn flow_removed(fr: &FlowRemoved, p: &Prefs) -> Vec<u8> {
         let mlen = ofmatch::encode_tlv(&mut m, Tlv::Nxm, &f.m);
         let mut w = start(OF10, 4, 0);
         w.u32(NX_VENDOR).u32(14);
-        w.u64(f.cookie).u16(f.priority).u8(fr.reason).u8(f.table.wrapping_add(1));
+        w.u64(f.cookie)
+            .u16(f.priority)
+            .u8(fr.reason)
+            .u8(f.table.wrapping_add(1));
         duration(&mut w, fr.duration_ms);
         w.u16(f.idle_timeout).u16(mlen as u16);
         w.u64(fr.packets).u64(fr.bytes);

@@ -84,17 +84,17 @@ fn table_miss_packet_in_is_no_match_on_13_and_cut_to_miss_send_len() {
 }
 
 fn removed(reason: u8) -> Event {
-    let mut flow = parse_flow("table=1,cookie=0x7,priority=5,hard_timeout=9,arp,actions=drop")
-        .unwrap();
+    let mut flow =
+        parse_flow("table=1,cookie=0x7,priority=5,hard_timeout=9,arp,actions=drop").unwrap();
     flow.send_flow_rem = true;
-    Event::FlowRemoved(FlowRemoved {
+    Event::FlowRemoved(Box::new(FlowRemoved {
         bridge: "br0".into(),
         flow,
         reason,
         duration_ms: 9_250,
         packets: 4,
         bytes: 240,
-    })
+    }))
 }
 
 #[test]
@@ -164,7 +164,9 @@ fn role_and_async_config_choose_what_a_connection_gets() {
     let mut s = Session::default();
     assert_eq!(s.handle(&[4, 0, 0, 8, 0, 0, 0, 1], &sw), (vec![], false));
     // ROLE_REQUEST slave, generation 7 -> ROLE_REPLY slave, 7.
-    let req = [4, 24, 0, 24, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+    let req = [
+        4, 24, 0, 24, 0, 0, 0, 9, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7,
+    ];
     let (out, _) = s.handle(&req, &sw);
     assert_eq!(
         hex_of(&out[0]),
@@ -193,6 +195,9 @@ fn role_and_async_config_choose_what_a_connection_gets() {
         ..Prefs::new(OF13)
     };
     assert!(encode(&pi, &p).is_some());
-    assert!(encode(&packet_in(true, frame()), &p).is_none(), "no_match is off");
+    assert!(
+        encode(&packet_in(true, frame()), &p).is_none(),
+        "no_match is off"
+    );
     assert!(encode(&removed(REMOVED_HARD), &p).is_none());
 }

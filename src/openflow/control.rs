@@ -141,9 +141,7 @@ pub fn validate_bridge(b: &BridgeSpec) -> Result<(), String> {
     }
     match b.fail_mode.as_deref() {
         None | Some("standalone") | Some("secure") => Ok(()),
-        Some(m) => Err(format!(
-            "fail_mode: '{m}' is not standalone or secure"
-        )),
+        Some(m) => Err(format!("fail_mode: '{m}' is not standalone or secure")),
     }
 }
 
@@ -203,7 +201,10 @@ pub fn show_line(b: &Value) -> String {
     for c in b["controller"].as_array().into_iter().flatten() {
         let up = connected.as_array().is_some_and(|v| v.contains(c));
         let state = if up { "connected" } else { "not connected" };
-        s.push_str(&format!(", controller {} ({state})", c.as_str().unwrap_or("")));
+        s.push_str(&format!(
+            ", controller {} ({state})",
+            c.as_str().unwrap_or("")
+        ));
     }
     if let Some(m) = b["fail_mode"].as_str() {
         s.push_str(&format!(", fail_mode={m}"));
@@ -254,7 +255,10 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             text.push_str(&format!("Controller \"{c}\"\n    is_connected: {up}\n"));
             list.push(json!({"target": c, "is_connected": up}));
         }
-        Ok(Reply::new(text, json!({"bridge": a[0], "controllers": list})))
+        Ok(Reply::new(
+            text,
+            json!({"bridge": a[0], "controllers": list}),
+        ))
     });
     let w = worker.clone();
     reg.register(
@@ -282,8 +286,15 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     reg.register("get-fail-mode", "get-fail-mode BRIDGE", 1, 1, move |a| {
         let b = bridge_show(&w, &a[0])?;
         let m = b["fail_mode"].as_str().unwrap_or("");
-        let text = if m.is_empty() { String::new() } else { format!("{m}\n") };
-        Ok(Reply::new(text, json!({"bridge": a[0], "fail_mode": b["fail_mode"]})))
+        let text = if m.is_empty() {
+            String::new()
+        } else {
+            format!("{m}\n")
+        };
+        Ok(Reply::new(
+            text,
+            json!({"bridge": a[0], "fail_mode": b["fail_mode"]}),
+        ))
     });
     let w = worker;
     reg.register(
@@ -329,7 +340,11 @@ mod tests {
             parse_target("tcp:127.0.0.1:6633").unwrap(),
             Target::Tcp("127.0.0.1:6633".parse().unwrap())
         );
-        assert!(parse_target("ssl:1.2.3.4:6653").unwrap_err().contains("'ssl:1.2.3.4:6653'"));
+        assert!(
+            parse_target("ssl:1.2.3.4:6653")
+                .unwrap_err()
+                .contains("'ssl:1.2.3.4:6653'")
+        );
         assert!(parse_target("tcp:host:1").is_err());
         assert!(parse_target("unix:rel").is_err());
         assert_eq!(parse_dpid("0x00000000000000a1"), Ok(0xa1));
@@ -343,6 +358,9 @@ mod tests {
         b.fail_mode = Some("secure".into());
         b.datapath_id = Some("0x2a".into());
         assert_eq!(bridge_dpid("br0", Some(&b)), 0x2a);
-        assert_eq!(bridge_dpid("br0", None), crate::openflow::datapath_id("br0"));
+        assert_eq!(
+            bridge_dpid("br0", None),
+            crate::openflow::datapath_id("br0")
+        );
     }
 }

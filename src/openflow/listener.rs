@@ -438,7 +438,10 @@ impl Manager {
 impl Drop for Manager {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        for t in [self.thread.take(), self.events.take()].into_iter().flatten() {
+        for t in [self.thread.take(), self.events.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
     }

@@ -16,6 +16,8 @@
 
 pub mod actions;
 pub mod async_msg;
+#[cfg(test)]
+mod async_tests;
 pub mod codec;
 mod connect;
 pub mod control;
@@ -25,8 +27,6 @@ pub mod listener;
 pub mod ofmatch;
 mod session;
 mod stats;
-#[cfg(test)]
-mod async_tests;
 #[cfg(test)]
 mod tests;
 

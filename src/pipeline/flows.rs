@@ -884,7 +884,10 @@ fn to_controller(
     }
     let data = frames.data(m.desc);
     let (cookie, table_miss) = env.cls.get(flow).map_or((0, false), |f| {
-        (f.cookie, f.priority == 0 && f.m == crate::flow::Match::default())
+        (
+            f.cookie,
+            f.priority == 0 && f.m == crate::flow::Match::default(),
+        )
     });
     let n = data.len().min(usize::from(c.max_len));
     env.events

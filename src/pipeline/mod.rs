@@ -216,7 +216,10 @@ impl Pipeline {
             return;
         };
         self.generated.clear();
-        if dp.bridge(bridge).is_some_and(|b| b.flows.active && !b.fail_open) {
+        if dp
+            .bridge(bridge)
+            .is_some_and(|b| b.flows.active && !b.fail_open)
+        {
             let mut out = flows::Emitted {
                 made: &mut self.generated,
                 normal: &mut self.normal,

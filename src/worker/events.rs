@@ -105,8 +105,13 @@ impl Worker {
         v["datapath_id"] = serde_json::json!(format!("{dpid:016x}"));
         v["controller"] = serde_json::json!(spec.map_or(&[][..], |s| &s.controller[..]));
         v["fail_mode"] = serde_json::json!(spec.and_then(|s| s.fail_mode.clone()));
-        v["controller_connected"] =
-            serde_json::json!(self.specs.connected.get(&br.name).cloned().unwrap_or_default());
+        v["controller_connected"] = serde_json::json!(
+            self.specs
+                .connected
+                .get(&br.name)
+                .cloned()
+                .unwrap_or_default()
+        );
         v["fail_open"] = serde_json::json!(br.fail_open);
     }
 }

@@ -131,14 +131,16 @@ impl Worker {
         ft.refresh();
         let (deleted, left) = (removed.len(), ft.cls.len());
         for (flow, st) in gone {
-            events.send(crate::events::Event::FlowRemoved(crate::events::FlowRemoved {
-                bridge: bridge.to_string(),
-                reason: crate::events::REMOVED_DELETE,
-                duration_ms: now_ms.saturating_sub(st.created_ms),
-                packets: st.n_packets,
-                bytes: st.n_bytes,
-                flow,
-            }));
+            events.send(crate::events::Event::FlowRemoved(Box::new(
+                crate::events::FlowRemoved {
+                    bridge: bridge.to_string(),
+                    reason: crate::events::REMOVED_DELETE,
+                    duration_ms: now_ms.saturating_sub(st.created_ms),
+                    packets: st.n_packets,
+                    bytes: st.n_bytes,
+                    flow,
+                },
+            )));
         }
         Ok(json!({"deleted": deleted, "flows": left}))
     }
