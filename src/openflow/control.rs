@@ -5,13 +5,13 @@
 //!
 //! Contract:
 //! - Settings are validated here (errors name the field and the value), kept in the bridge's
-//!   spec by the worker (`Command::SetOpenflow`), so they are journalled, persisted with
+//!   spec by the worker (`OfCommand::Set`), so they are journalled, persisted with
 //!   `--db` and shown by `show` / `save-config`.
 //! - Fail modes as OVS: `standalone` (the default) makes a bridge whose controllers are all
 //!   disconnected a plain learning switch (its flows are bypassed until one connects again);
 //!   `secure` keeps its flows and never falls back. A bridge without controllers uses its flows.
 //! - The connections themselves belong to the OpenFlow manager (`listener::Manager`), which
-//!   reports them back with `Command::ControllerState`.
+//!   reports them back with `OfCommand::ControllerState`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::config::BridgeSpec;
 use crate::control::{CtlError, Registry, Reply};
-use crate::worker::{Command, WorkerHandle};
+use crate::worker::{Command, OfCommand, WorkerHandle};
 
 /// The port of `tcp:IP` without one (OpenFlow's IANA port).
 pub const DEFAULT_PORT: u16 = 6653;
@@ -158,12 +158,12 @@ fn set(
 ) -> Result<Value, CtlError> {
     ask(
         w,
-        Command::SetOpenflow {
+        Command::Openflow(OfCommand::Set {
             bridge: bridge.to_string(),
             datapath_id,
             controller,
             fail_mode,
-        },
+        }),
     )
 }
 
@@ -314,11 +314,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             };
             let v = ask(
                 &w,
-                Command::ControllerState {
+                Command::Openflow(OfCommand::ControllerState {
                     bridge: a[0].clone(),
                     connected: a[2..].to_vec(),
                     fail_open,
-                },
+                }),
             )?;
             Ok(Reply::new(String::new(), v))
         },

@@ -36,8 +36,53 @@ impl Worker {
     }
 }
 
+/// The OpenFlow requests to the worker (`Command::Openflow`).
+#[derive(Debug)]
+pub enum OfCommand {
+    /// Change a bridge's OpenFlow settings (None: unchanged), kept in its spec so they are
+    /// part of the running configuration.
+    Set {
+        /// Bridge name.
+        bridge: String,
+        /// `datapath_id` (Some(None): back to the default).
+        datapath_id: Option<Option<String>>,
+        /// Controller targets.
+        controller: Option<Vec<String>>,
+        /// `fail_mode` (Some(None): back to the default, standalone).
+        fail_mode: Option<Option<String>>,
+    },
+    /// The controllers of a bridge that are connected now, and whether the bridge fails open
+    /// (standalone with none connected: flows are bypassed, it is a learning switch). Derived
+    /// state from the OpenFlow manager, not configuration.
+    ControllerState {
+        /// Bridge name.
+        bridge: String,
+        /// Connected targets.
+        connected: Vec<String>,
+        /// Fail open.
+        fail_open: bool,
+    },
+}
+
 impl Worker {
-    /// `SetOpenflow`: change the bridge's spec (the running configuration keeps it).
+    /// Carry out an `OfCommand`.
+    pub(crate) fn openflow(&mut self, c: OfCommand) -> Result<serde_json::Value, String> {
+        match c {
+            OfCommand::Set {
+                bridge,
+                datapath_id,
+                controller,
+                fail_mode,
+            } => self.set_openflow(&bridge, datapath_id, controller, fail_mode),
+            OfCommand::ControllerState {
+                bridge,
+                connected,
+                fail_open,
+            } => self.controller_state(&bridge, connected, fail_open),
+        }
+    }
+
+    /// `OfCommand::Set`: change the bridge's spec (the running configuration keeps it).
     pub(crate) fn set_openflow(
         &mut self,
         bridge: &str,
@@ -75,7 +120,7 @@ impl Worker {
         Ok(v)
     }
 
-    /// `ControllerState`: which controllers are connected, and fail-open.
+    /// `OfCommand::ControllerState`: which controllers are connected, and fail-open.
     pub(crate) fn controller_state(
         &mut self,
         bridge: &str,

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use events::OfCommand;
 pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
 pub use requests::Command;

@@ -92,29 +92,8 @@ pub enum Command {
         /// `rp_filter=strict|loose|off`.
         rp_filter: Option<crate::route::RpFilter>,
     },
-    /// Change a bridge's OpenFlow settings (None: unchanged), kept in its spec so they are
-    /// part of the running configuration.
-    SetOpenflow {
-        /// Bridge name.
-        bridge: String,
-        /// `datapath_id` (Some(None): back to the default).
-        datapath_id: Option<Option<String>>,
-        /// Controller targets.
-        controller: Option<Vec<String>>,
-        /// `fail_mode` (Some(None): back to the default, standalone).
-        fail_mode: Option<Option<String>>,
-    },
-    /// The controllers of a bridge that are connected now, and whether the bridge fails open
-    /// (standalone with none connected: flows are bypassed, it is a learning switch). Derived
-    /// state from the OpenFlow manager, not configuration.
-    ControllerState {
-        /// Bridge name.
-        bridge: String,
-        /// Connected targets.
-        connected: Vec<String>,
-        /// Fail open.
-        fail_open: bool,
-    },
+    /// OpenFlow settings and controller state (see `worker::events`).
+    Openflow(super::events::OfCommand),
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
     /// Remove a static route (`PREFIX`).
@@ -283,17 +262,7 @@ impl Worker {
                     "rp_filter": br.rp_filter.name()}),
                 )
             }
-            Command::SetOpenflow {
-                bridge,
-                datapath_id,
-                controller,
-                fail_mode,
-            } => self.set_openflow(&bridge, datapath_id, controller, fail_mode),
-            Command::ControllerState {
-                bridge,
-                connected,
-                fail_open,
-            } => self.controller_state(&bridge, connected, fail_open),
+            Command::Openflow(c) => self.openflow(c),
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
                 let (p, l) = crate::route::parse_prefix(&prefix)?;
