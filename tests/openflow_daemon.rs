@@ -132,3 +132,43 @@ fn controller_fail_mode_and_datapath_id_persist() {
         "{show}"
     );
 }
+
+#[test]
+fn sighup_changes_controllers_in_place() {
+    let dir = Dir(std::env::temp_dir().join(format!("uvs-ofh-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let cfg = dir.0.join("c.toml");
+    std::fs::write(&cfg, "[[bridge]]\nname = \"br0\"\n").unwrap();
+    let d = Daemon::start("ofh", &["--config", cfg.to_str().unwrap()]);
+    // A flow made with ctl: the file has no `flows`, so a reload keeps the bridge's table
+    // unless the bridge is re-created.
+    d.ctl(&["add-flow", "br0", "priority=7,icmp,actions=drop"]);
+    std::fs::write(
+        &cfg,
+        "[[bridge]]\nname = \"br0\"\ndatapath_id = \"0x00000000000000b2\"\n\
+         controller = [\"tcp:127.0.0.1:1\"]\nfail_mode = \"secure\"\n",
+    )
+    .unwrap();
+    // SAFETY: kill takes a pid and a signal; the pid is our own child.
+    unsafe {
+        libc::kill(d.child.id() as i32, libc::SIGHUP);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !d
+        .ctl(&["get-controller", "br0"])
+        .contains("tcp:127.0.0.1:1")
+    {
+        assert!(
+            Instant::now() < end,
+            "the reload did not set the controller"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.ctl(&["get-fail-mode", "br0"]), "secure\n");
+    assert!(d.ctl(&["show"]).contains("datapath_id=0x00000000000000b2"));
+    assert!(
+        d.ctl(&["dump-flows", "br0"]).contains("priority=7,icmp"),
+        "the bridge was changed in place, not re-created"
+    );
+}

@@ -198,7 +198,7 @@ impl Store {
                 })
             });
             if let Some(b) = through
-                && find(new, &b.name).is_none_or(|nb| bare(nb) != bare(b))
+                && find(new, &b.name).is_none_or(|nb| without_openflow(nb) != without_openflow(b))
             {
                 let what = format!("- route {} via {}", r.prefix, r.via);
                 out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
@@ -269,6 +269,10 @@ impl Store {
                             })
                         });
                         out.step(r, what);
+                    }
+                    if let Some(c) = openflow_change(ob, nb) {
+                        let what = format!("~ bridge {} openflow", nb.name);
+                        out.step(self.call(c), what);
                     }
                     base.push(ob.clone());
                 }
@@ -459,14 +463,39 @@ fn bare(b: &BridgeSpec) -> BridgeSpec {
     x
 }
 
-/// Whether two bridge specs differ at most in their gateway (changed in place with set-br).
+/// Whether two bridge specs differ at most in their gateway and OpenFlow settings (changed in
+/// place with set-br / set-controller / set-fail-mode).
 fn same_but_gateway(a: &BridgeSpec, b: &BridgeSpec) -> bool {
-    let (mut a, mut b) = (bare(a), bare(b));
-    a.gateway = None;
-    a.gateway_mac = None;
-    b.gateway = None;
-    b.gateway_mac = None;
+    let (mut a, mut b) = (without_openflow(a), without_openflow(b));
+    for x in [&mut a, &mut b] {
+        x.gateway = None;
+        x.gateway_mac = None;
+    }
     a == b
+}
+
+/// `bare(b)` without its OpenFlow settings (which change in place).
+fn without_openflow(b: &BridgeSpec) -> BridgeSpec {
+    let mut x = bare(b);
+    x.datapath_id = None;
+    x.controller.clear();
+    x.fail_mode = None;
+    x
+}
+
+/// The command that changes `old`'s OpenFlow settings to `new`'s, if they differ.
+fn openflow_change(old: &BridgeSpec, new: &BridgeSpec) -> Option<Command> {
+    let same = old.datapath_id == new.datapath_id
+        && old.controller == new.controller
+        && old.fail_mode == new.fail_mode;
+    (!same).then(|| {
+        Command::Openflow(crate::worker::OfCommand::Set {
+            bridge: new.name.clone(),
+            datapath_id: Some(new.datapath_id.clone()),
+            controller: Some(new.controller.clone()),
+            fail_mode: Some(new.fail_mode.clone()),
+        })
+    })
 }
 
 impl Journal for Store {
