@@ -293,6 +293,10 @@ pub struct BridgeSpec {
     /// `standalone` (absent: the default) or `secure`, as `set-fail-mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_mode: Option<String>,
+    /// OpenFlow groups as `add-group` takes them (`group_id=1,type=all,bucket=output:1,...`).
+    /// Absent: none on a new bridge; a reload adds or replaces the listed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 fn is_strict(v: &crate::route::RpFilter) -> bool {
@@ -411,6 +415,7 @@ impl BridgeSpec {
             datapath_id: None,
             controller: Vec::new(),
             fail_mode: None,
+            groups: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -698,6 +703,7 @@ impl BridgeSpec {
             datapath_id: None,
             controller: Vec::new(),
             fail_mode: None,
+            groups: None,
         }
     }
 

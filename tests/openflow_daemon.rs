@@ -94,7 +94,7 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
 }
 
 #[test]
-fn controller_fail_mode_and_datapath_id_persist() {
+fn controller_fail_mode_datapath_id_and_groups_persist() {
     let dir = Dir(std::env::temp_dir().join(format!("uvs-ofp-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
@@ -110,7 +110,17 @@ fn controller_fail_mode_and_datapath_id_persist() {
             "unix:/nonexistent/c.sock",
         ]);
         d.ctl(&["set-fail-mode", "br0", "secure"]);
+        d.ctl(&[
+            "add-group",
+            "br0",
+            "group_id=4,type=select,bucket=weight:3,actions=drop,bucket=drop",
+        ]);
+        d.ctl(&["add-flow", "br0", "priority=5,udp,actions=group:4"]);
         let saved = d.ctl(&["save-config"]);
+        assert!(
+            saved.contains("groups = [\"group_id=4,type=select,bucket=weight:3,actions=drop,bucket=actions=drop\"]"),
+            "{saved}"
+        );
         assert!(
             saved.contains("datapath_id = \"0x00000000000000a1\""),
             "{saved}"
@@ -126,6 +136,14 @@ fn controller_fail_mode_and_datapath_id_persist() {
         "{got}"
     );
     assert_eq!(d.ctl(&["get-fail-mode", "br0"]), "secure\n");
+    assert_eq!(
+        d.ctl(&["dump-groups", "br0"]),
+        " group_id=4,type=select,bucket=weight:3,actions=drop,bucket=actions=drop\n"
+    );
+    assert!(
+        d.ctl(&["dump-flows", "br0"])
+            .contains("udp actions=group:4")
+    );
     let show = d.ctl(&["--json", "show"]);
     assert!(
         show.contains("\"datapath_id\": \"00000000000000a1\""),

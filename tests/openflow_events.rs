@@ -242,3 +242,66 @@ fn monitor_openflow13_sees_packet_in_port_status_flow_removed() {
         ],
     );
 }
+
+/// A controller connection that stops reading cannot stall forwarding: the worker keeps
+/// switching every frame, the events it cannot queue are dropped and counted, and the
+/// connection is closed once a write has waited `hub::WRITE_TIMEOUT`.
+#[test]
+fn a_controller_that_stops_reading_does_not_stall_forwarding() {
+    use std::io::{Read, Write};
+    let s = start("slow");
+    let mut c = std::os::unix::net::UnixStream::connect(s.dir.join("br0.mgmt")).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hello = [0u8; 16];
+    c.read_exact(&mut hello).unwrap();
+    c.write_all(&[4, 0, 0, 8, 0, 0, 0, 1]).unwrap();
+    let hub = s.of.as_ref().unwrap().hub();
+    wait_for(
+        || hub.count("br0") == 1,
+        "the connection to join",
+        String::new,
+    );
+    // Every frame goes to the controller and is switched.
+    s.call(&["add-flow", "br0", "priority=0,actions=controller,NORMAL"]);
+    let n = 200_000u64;
+    s.w.call(Command::AttachPort {
+        bridge: "br0".into(),
+        name: "sink".into(),
+        build: Box::new(|id| Box::new(MemPort::sink(id))),
+    })
+    .unwrap();
+    let t = Instant::now();
+    s.attach("p1", n);
+    let tx = || {
+        s.call(&["stats"])["ports"]["sink"]["tx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while tx() < n {
+        assert!(Instant::now() < end, "only {} of {n} frames switched", tx());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    let ev = s.call(&["stats"])["events"].clone();
+    eprintln!("{n} frames switched in {took:?} with a stalled controller; events {ev}");
+    let count = |k: &str| ev[k].as_u64().unwrap();
+    assert!(count("dropped") > 0, "{ev}");
+    // n packet-ins and the two ports' PORT_STATUS.
+    assert_eq!(
+        count("sent") + count("dropped") + count("no_listener"),
+        n + 2,
+        "every event queued, or dropped and counted: {ev}"
+    );
+    // The stalled controller is disconnected (as OVS does), and leaves the bridge.
+    wait_for(
+        || hub.count("br0") == 0,
+        "the stalled connection to close",
+        String::new,
+    );
+    let mut rest = Vec::new();
+    assert!(
+        c.read_to_end(&mut rest).is_ok(),
+        "EOF after the queued messages"
+    );
+}

@@ -410,3 +410,85 @@ fn ofctl_controller_actions_round_trip() {
         }
     }
 }
+
+#[test]
+fn ofctl_groups_openflow13() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("grp");
+    let t = s.target();
+    let o13 = |args: &[&str]| {
+        let mut v = vec!["-O", "OpenFlow13"];
+        v.extend_from_slice(args);
+        ok(&v)
+    };
+    s.attach("p2", 0);
+    s.attach("p3", 0);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=1,type=all,bucket=output:1,bucket=output:2",
+    ]);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=2,type=select,bucket=weight:2,actions=output:1,bucket=weight:1,actions=output:2",
+    ]);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=3,type=indirect,bucket=mod_vlan_vid:7,output:2",
+    ]);
+    let d = o13(&["dump-groups", &t]);
+    assert!(
+        d.contains("group_id=1,type=all,bucket=actions=output:1,bucket=actions=output:2"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "group_id=2,type=select,bucket=weight:2,actions=output:1,bucket=actions=output:2"
+        ),
+        "{d}"
+    );
+    // ovs-ofctl sends mod_vlan_vid as push_vlan + set_field in OpenFlow 1.3.
+    assert!(
+        d.contains("group_id=3,type=indirect,bucket=actions=push_vlan:0x8100,set_field:4103->vlan_vid,output:2"),
+        "{d}"
+    );
+    // uvs's own view is the same.
+    let ours = s
+        .reg
+        .call("dump-groups", &["br0".to_string()])
+        .unwrap()
+        .data;
+    assert_eq!(ours["groups"].as_array().unwrap().len(), 3, "{ours}");
+    // A flow through group 1 (all): the frames of a third port reach both.
+    o13(&["add-flow", &t, "priority=5,in_port=3,actions=group:1"]);
+    let f = o13(&["dump-flows", &t]);
+    assert!(f.contains("in_port=3 actions=group:1"), "{f}");
+    s.attach("p4", 4);
+    let tx = |p: &str| {
+        s.reg.call("stats", &[]).unwrap().data["ports"][p]["tx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for(
+        || tx("p2") == 4 && tx("p3") == 4,
+        "4 frames on each bucket's port",
+    );
+    // Errors: fast failover is not a type uvs has.
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "add-group",
+        &t,
+        "group_id=9,type=ff,bucket=watch_port:1,output:1",
+    ]);
+    assert!(!good && err.contains("OFPGMFC_BAD_TYPE"), "{err}");
+    o13(&["del-groups", &t, "group_id=2"]);
+    let d = o13(&["dump-groups", &t]);
+    assert!(!d.contains("group_id=2") && d.contains("group_id=3"), "{d}");
+    o13(&["del-groups", &t]);
+    assert!(!o13(&["dump-groups", &t]).contains("group_id"));
+}

@@ -349,6 +349,23 @@ impl Store {
                 Err(e) => out.errors.push(format!("{what}: {e}")),
             }
         }
+        let old_groups = old.and_then(|o| o.groups.clone()).unwrap_or_default();
+        for g in new
+            .groups
+            .iter()
+            .flatten()
+            .filter(|g| !old_groups.contains(g))
+        {
+            let what = format!("+ group {g} (bridge {b})");
+            let c = crate::worker::OfCommand::GroupAdd {
+                bridge: b.clone(),
+                group: g.clone(),
+            };
+            match self.call(Command::Openflow(c)) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            }
+        }
         if let Some(flows) = &new.flows
             && old.and_then(|o| o.flows.as_ref()) != Some(flows)
         {

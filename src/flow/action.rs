@@ -136,6 +136,8 @@ pub enum Action {
     DecMplsTtl,
     /// `learn(...)`: add a flow built from this packet (see `learn.rs`).
     Learn(Box<Learn>),
+    /// `group:N`: send the packet through group N (see `group.rs`); no group N: nothing.
+    Group(u32),
     /// `controller`, `controller:MAX_LEN`, `controller(max_len=N,reason=R)`: a copy of the
     /// frame (its first `max_len` bytes) goes to the bridge's OpenFlow controllers as a
     /// PACKET_IN with reason R (`action`, `no_match` or `invalid_ttl`).
@@ -376,6 +378,7 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "mod_nw_ecn" => Action::ModNwEcn(num(t, need_arg()?, 3)?),
         "note" => Action::Note(parse_note(t, arg)?),
         "controller" => Action::Controller(parse_controller(t, arg)?),
+        "group" => Action::Group(num(t, need_arg()?, u64::from(super::group::GROUP_MAX))?),
         "load" => {
             let (v, d) = parse_load(t, need_arg()?)?;
             Action::Load(v, d)
@@ -601,6 +604,7 @@ impl fmt::Display for Action {
             Action::SetMplsTtl(v) => write!(f, "set_mpls_ttl:{v}"),
             Action::DecMplsTtl => f.write_str("dec_mpls_ttl"),
             Action::Learn(l) => write!(f, "{l}"),
+            Action::Group(g) => write!(f, "group:{g}"),
             Action::Controller(c) if c.reason == REASON_ACTION => {
                 write!(f, "CONTROLLER:{}", c.max_len)
             }

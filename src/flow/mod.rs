@@ -20,6 +20,7 @@ mod classifier;
 mod ct;
 mod emc;
 mod ext;
+pub mod group;
 mod learn;
 mod match_;
 pub mod meter;

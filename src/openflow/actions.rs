@@ -236,6 +236,14 @@ pub fn decode13_actions(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
                 _ => return Err(OfErr::BadActionArg),
             },
             18 => Action::StripVlan,
+            22 => {
+                check_len(len, 8)?;
+                let g = b.u32()?;
+                if g > crate::flow::group::GROUP_MAX {
+                    return Err(OfErr::BadActionArg);
+                }
+                Action::Group(g)
+            }
             24 => Action::DecTtl,
             25 => set_field(&mut b)?,
             0xffff => decode_nx(&mut b, len)?,
@@ -440,6 +448,11 @@ pub fn encode13(w: &mut Writer, actions: &[Action]) {
     }
 }
 
+/// One OpenFlow 1.3 action (as in an apply_actions instruction or a group bucket).
+pub fn encode13_one(w: &mut Writer, a: &Action) {
+    encode13_action(w, a)
+}
+
 fn encode13_action(w: &mut Writer, a: &Action) {
     if let Some(p) = out_port(a) {
         w.u16(0).u16(16).u32(port_to13(p)).u16(0xffff).zeros(6);
@@ -483,6 +496,9 @@ fn encode13_action(w: &mut Writer, a: &Action) {
         }
         Action::Resubmit(t) => nx_resubmit(w, *t),
         Action::Controller(c) => controller(w, c, true),
+        Action::Group(g) => {
+            w.u16(22).u16(8).u32(*g);
+        }
         _ => tracing::debug!("openflow: no OpenFlow 1.3 encoding for action {a}"),
     }
 }

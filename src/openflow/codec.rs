@@ -83,6 +83,12 @@ pub enum OfErr {
     MeterBadCommand,
     /// A role request with a role that does not exist.
     BadRole,
+    /// A group_mod command out of range.
+    GroupBadCommand,
+    /// A group type uvs does not have (fast failover).
+    GroupBadType,
+    /// A group the bridge refused.
+    GroupInvalid,
 }
 
 impl OfErr {
@@ -138,6 +144,10 @@ impl OfErr {
             MeterBadBand => (12, 8),
             BadRole if v10 => (1, 1),
             BadRole => (11, 2),
+            GroupBadCommand | GroupBadType | GroupInvalid if v10 => (1, 1),
+            GroupBadCommand => (6, 11),
+            GroupBadType => (6, 10),
+            GroupInvalid => (6, 1),
         }
     }
 }

@@ -30,7 +30,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Longest a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Shutdown = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+type Shutdown = Arc<Mutex<Option<super::hub::ShutdownFn>>>;
 
 struct Link {
     stop: Arc<AtomicBool>,
@@ -78,7 +78,7 @@ fn run_link(c: LinkCtx) {
         match c.target.connect(CONNECT_TIMEOUT) {
             Ok((r, w, shut)) => {
                 if let Ok(mut s) = c.shutdown.lock() {
-                    *s = Some(shut);
+                    *s = Some(shut.clone());
                 }
                 if c.stop.load(Ordering::SeqCst) {
                     break;
@@ -93,7 +93,7 @@ fn run_link(c: LinkCtx) {
                 if let Err(e) = c.reg.call("controller-state", &args) {
                     tracing::debug!("openflow {}: controller-state: {}", c.bridge, e.message());
                 }
-                let conn = Arc::new(Conn::new(&c.bridge, w));
+                let conn = Arc::new(Conn::new(&c.bridge, w, Some(shut)));
                 let sw = RegistrySwitch::new(c.reg.clone(), &c.bridge);
                 serve_joined(r, conn, &c.hub, &sw);
                 c.connected.store(false, Ordering::SeqCst);

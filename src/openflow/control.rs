@@ -32,7 +32,7 @@ pub const MAX_CONTROLLERS: usize = 8;
 pub type Connected = (
     Box<dyn std::io::Read + Send>,
     Box<dyn std::io::Write + Send>,
-    Box<dyn FnOnce() + Send>,
+    super::hub::ShutdownFn,
 );
 
 /// Where a controller listens.
@@ -88,7 +88,7 @@ impl Target {
                 let shut = move || {
                     let _ = k.shutdown(std::net::Shutdown::Both);
                 };
-                Ok((Box::new(s), Box::new(w), Box::new(shut)))
+                Ok((Box::new(s), Box::new(w), Arc::new(shut)))
             }
             Target::Unix(p) => {
                 let s = std::os::unix::net::UnixStream::connect(p)?;
@@ -97,7 +97,7 @@ impl Target {
                 let shut = move || {
                     let _ = k.shutdown(std::net::Shutdown::Both);
                 };
-                Ok((Box::new(s), Box::new(w), Box::new(shut)))
+                Ok((Box::new(s), Box::new(w), Arc::new(shut)))
             }
         }
     }
@@ -138,6 +138,9 @@ pub fn validate_bridge(b: &BridgeSpec) -> Result<(), String> {
     }
     for c in &b.controller {
         parse_target(c)?;
+    }
+    for g in b.groups.iter().flatten() {
+        crate::flow::group::parse_group(g).map_err(|e| format!("groups: '{g}': {e}"))?;
     }
     match b.fail_mode.as_deref() {
         None | Some("standalone") | Some("secure") => Ok(()),
@@ -296,6 +299,52 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             json!({"bridge": a[0], "fail_mode": b["fail_mode"]}),
         ))
     });
+    let w = worker.clone();
+    reg.register("add-group", "add-group BRIDGE GROUP", 2, 2, move |a| {
+        crate::flow::group::parse_group(&a[1]).map_err(|e| CtlError::new(e.to_string()))?;
+        let c = OfCommand::GroupAdd {
+            bridge: a[0].clone(),
+            group: a[1].clone(),
+        };
+        Ok(Reply::new(String::new(), ask(&w, Command::Openflow(c))?))
+    });
+    let w = worker.clone();
+    reg.register(
+        "del-groups",
+        "del-groups BRIDGE [group_id=N]",
+        1,
+        2,
+        move |a| {
+            let id = match a.get(1).map(|s| s.split_once('=')) {
+                None => None,
+                Some(Some(("group_id", v))) => Some(
+                    crate::flow::group::parse_group(&format!("group_id={v},type=all"))
+                        .map_err(|e| CtlError::new(e.to_string()))?
+                        .id,
+                ),
+                Some(_) => return Err(CtlError::new(format!("'{}': want group_id=N", a[1]))),
+            };
+            let c = OfCommand::GroupDel {
+                bridge: a[0].clone(),
+                id,
+            };
+            Ok(Reply::new(String::new(), ask(&w, Command::Openflow(c))?))
+        },
+    );
+    let w = worker.clone();
+    reg.register("dump-groups", "dump-groups BRIDGE", 1, 1, move |a| {
+        let c = OfCommand::GroupDump {
+            bridge: a[0].clone(),
+        };
+        let v = ask(&w, Command::Openflow(c))?;
+        let text: String = v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| format!(" {}\n", g.as_str().unwrap_or("")))
+            .collect();
+        Ok(Reply::new(text, v))
+    });
     let w = worker;
     reg.register(
         "controller-state",
@@ -323,7 +372,12 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(String::new(), v))
         },
     );
-    reg.set_read_only(&["get-controller", "get-fail-mode", "controller-state"]);
+    reg.set_read_only(&[
+        "get-controller",
+        "get-fail-mode",
+        "controller-state",
+        "dump-groups",
+    ]);
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use std::time::Duration;
 use super::async_msg::{self, Prefs};
 use crate::events::{Event, EventSource};
 
+/// Shuts a connection's socket down (its reader then ends).
+pub type ShutdownFn = Arc<dyn Fn() + Send + Sync>;
+
 /// Longest a write to one connection may block.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -29,16 +32,20 @@ pub struct Conn {
     out: Mutex<Box<dyn Write + Send>>,
     prefs: Mutex<Prefs>,
     dead: AtomicBool,
+    shutdown: Option<ShutdownFn>,
 }
 
 impl Conn {
-    /// A connection writing to `out` (version 0 until negotiated).
-    pub fn new(bridge: &str, out: Box<dyn Write + Send>) -> Conn {
+    /// A connection writing to `out` (version 0 until negotiated); `shutdown`, if given, is
+    /// called when a write fails, so the connection closes (a controller that stops reading
+    /// is disconnected, as OVS does).
+    pub fn new(bridge: &str, out: Box<dyn Write + Send>, shutdown: Option<ShutdownFn>) -> Conn {
         Conn {
             bridge: bridge.to_string(),
             out: Mutex::new(out),
             prefs: Mutex::new(Prefs::new(0)),
             dead: AtomicBool::new(false),
+            shutdown,
         }
     }
 
@@ -51,8 +58,14 @@ impl Conn {
             Ok(mut w) => w.write_all(m).and_then(|_| w.flush()).is_ok(),
             Err(_) => false,
         };
-        if !ok {
-            self.dead.store(true, Ordering::Relaxed);
+        if !ok && !self.dead.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "openflow {}: a connection stopped taking messages; closing it",
+                self.bridge
+            );
+            if let Some(f) = &self.shutdown {
+                f();
+            }
         }
         ok
     }

@@ -206,6 +206,27 @@ impl Switch for RegistrySwitch {
             .map(|_| ())
     }
 
+    fn add_group(&self, spec: &str) -> Result<(), String> {
+        self.call("add-group", vec![self.bridge.clone(), spec.to_string()])
+            .map(|_| ())
+    }
+
+    fn del_groups(&self, id: Option<u32>) -> Result<(), String> {
+        let mut params = vec![self.bridge.clone()];
+        params.extend(id.map(|i| format!("group_id={i}")));
+        self.call("del-groups", params).map(|_| ())
+    }
+
+    fn dump_groups(&self) -> Result<Vec<String>, String> {
+        let v = self.call("dump-groups", vec![self.bridge.clone()])?;
+        Ok(v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect())
+    }
+
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
         let mut params = vec![self.bridge.clone()];
         let t = filter_text(filter);
@@ -366,12 +387,17 @@ fn accept_loop(
             tracing::warn!("openflow {bridge}: {MAX_CONNS} connections already; refusing one");
             continue;
         }
-        let Ok(w) = s.try_clone() else { continue };
+        let (Ok(w), Ok(k)) = (s.try_clone(), s.try_clone()) else {
+            continue;
+        };
         let _ = w.set_write_timeout(Some(WRITE_TIMEOUT));
+        let shut: super::hub::ShutdownFn = Arc::new(move || {
+            let _ = k.shutdown(std::net::Shutdown::Both);
+        });
         conns.fetch_add(1, Ordering::SeqCst);
         let sw = RegistrySwitch::new(reg.clone(), bridge);
         let c = conns.clone();
-        let conn = Arc::new(Conn::new(bridge, Box::new(w)));
+        let conn = Arc::new(Conn::new(bridge, Box::new(w), Some(shut)));
         let hub = hub.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("of-{bridge}-conn"))

@@ -22,6 +22,7 @@ pub mod codec;
 mod connect;
 pub mod control;
 mod flowmod;
+mod groups;
 pub mod hub;
 pub mod listener;
 pub mod ofmatch;
@@ -102,6 +103,18 @@ pub trait Switch {
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
     /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
     fn add_meter(&self, spec: &str) -> Result<(), String>;
+    /// Add or replace a group, in `add-group` syntax.
+    fn add_group(&self, _spec: &str) -> Result<(), String> {
+        Err("groups are not supported here".into())
+    }
+    /// Remove group `id` (None: every group).
+    fn del_groups(&self, _id: Option<u32>) -> Result<(), String> {
+        Err("groups are not supported here".into())
+    }
+    /// The groups, as `dump-groups` lines.
+    fn dump_groups(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// A filter that selects every flow.

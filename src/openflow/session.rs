@@ -158,6 +158,10 @@ impl Session {
                 meter_mod(body, sw)?;
                 Ok(Vec::new())
             }
+            (OF13, 15) => {
+                super::groups::group_mod(body, sw)?;
+                Ok(Vec::new())
+            }
             (OF13, 24) => one(self.role_request(h.xid, body)?),
             (OF13, 26) => {
                 let mut w = start(v, 27, h.xid);

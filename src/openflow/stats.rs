@@ -165,6 +165,7 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
             flow_reply(k, xid, &req, sw)
         }
         3 => Ok(replies(k, xid, table_stats(v, sw)?)),
+        7 if v != OF10 => Ok(replies(k, xid, super::groups::desc(sw)?)),
         12 if v != OF10 => {
             if r.left() > 0 {
                 // Setting table features is not supported.

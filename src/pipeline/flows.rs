@@ -15,6 +15,7 @@
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
 
+mod groups;
 mod rewrite;
 
 use self::rewrite::{register_write, rewrite, truncated_copy};
@@ -57,6 +58,8 @@ pub struct FlowTable {
     pub ct: super::ct::FlowConntrack,
     /// Flows `learn(...)` made during the current burst (added after it).
     pub learned: Vec<Flow>,
+    /// Groups by id (`group:N`).
+    pub groups: std::collections::BTreeMap<u32, crate::flow::group::Group>,
 }
 
 impl Default for FlowTable {
@@ -72,6 +75,7 @@ impl Default for FlowTable {
             ports: OfPorts::default(),
             ct: Default::default(),
             learned: Vec::new(),
+            groups: Default::default(),
         }
     }
 }
@@ -257,6 +261,7 @@ pub(super) fn run(
         ports,
         ct: conntrack,
         learned,
+        groups,
         ..
     } = &mut b.flows;
     let mut drops = 0u64;
@@ -277,6 +282,7 @@ pub(super) fn run(
         now_ms,
         events,
         bridge: bridge_name,
+        groups,
     };
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
@@ -575,6 +581,7 @@ pub(crate) fn execute<T: Tracer>(
         ports,
         ct: conntrack,
         learned,
+        groups,
         ..
     } = ft;
     let events = crate::events::EventSink::default();
@@ -588,6 +595,7 @@ pub(crate) fn execute<T: Tracer>(
         now_ms,
         events: &events,
         bridge: "",
+        groups,
     };
     execute_in(&mut env, emc, frames, m, out, credit, stack, t)
 }
@@ -647,6 +655,8 @@ struct Env<'a> {
     events: &'a crate::events::EventSink,
     /// The bridge's name (for those events).
     bridge: &'a str,
+    /// The bridge's groups.
+    groups: &'a std::collections::BTreeMap<u32, crate::flow::group::Group>,
 }
 
 /// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.
@@ -835,6 +845,13 @@ fn run_actions<T: Tracer>(
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
+            Action::Group(g) => {
+                pending.flush(frames, m, out, t);
+                let at = (table, ct, depth);
+                if groups::run(env, frames, m, out, credit, stack, t, *g, at) {
+                    pending.1 = true;
+                }
+            }
             Action::Controller(c) => {
                 t.line(|| format!("    {action}"));
                 if !T::DRY {

@@ -62,11 +62,55 @@ pub enum OfCommand {
         /// Fail open.
         fail_open: bool,
     },
+    /// `add-group BRIDGE GROUP`: add or replace a group.
+    GroupAdd {
+        /// Bridge name.
+        bridge: String,
+        /// The group in ovs-ofctl syntax.
+        group: String,
+    },
+    /// `del-groups BRIDGE [group_id=N]`: remove one group or all.
+    GroupDel {
+        /// Bridge name.
+        bridge: String,
+        /// The group (None: all).
+        id: Option<u32>,
+    },
+    /// `dump-groups BRIDGE`.
+    GroupDump {
+        /// Bridge name.
+        bridge: String,
+    },
+}
+
+/// The groups of a bridge as `dump-groups` lines (id order).
+fn group_lines(ft: &crate::pipeline::flows::FlowTable) -> Vec<String> {
+    ft.groups.values().map(|g| g.to_string()).collect()
 }
 
 impl Worker {
+    /// `OfCommand::GroupAdd`: add or replace a group (its bucket ports bound to numbers).
+    fn group_add(&mut self, bridge: &str, text: &str) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let mut g = crate::flow::group::parse_group(text).map_err(|e| e.to_string())?;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        for bucket in &mut g.buckets {
+            let mut f = crate::flow::Flow {
+                actions: std::mem::take(&mut bucket.actions),
+                ..Default::default()
+            };
+            ft.bind_ports(&mut f)
+                .map_err(|(what, p)| format!("group {}: {what}: unknown port '{p}'", g.id))?;
+            bucket.actions = f.actions;
+        }
+        let replaced = ft.groups.insert(g.id, g).is_some();
+        ft.emc.clear();
+        Ok(serde_json::json!({"bridge": bridge, "replaced": replaced, "groups": ft.groups.len()}))
+    }
+
     /// Carry out an `OfCommand`.
     pub(crate) fn openflow(&mut self, c: OfCommand) -> Result<serde_json::Value, String> {
+        // Groups change what flows do: frames in flight are re-looked-up (EMC cleared above).
         match c {
             OfCommand::Set {
                 bridge,
@@ -79,6 +123,21 @@ impl Worker {
                 connected,
                 fail_open,
             } => self.controller_state(&bridge, connected, fail_open),
+            OfCommand::GroupAdd { bridge, group } => self.group_add(&bridge, &group),
+            OfCommand::GroupDel { bridge, id } => {
+                let b = self.bridge_id(&bridge)?;
+                let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+                let n = match id {
+                    Some(id) => usize::from(ft.groups.remove(&id).is_some()),
+                    None => std::mem::take(&mut ft.groups).len(),
+                };
+                Ok(serde_json::json!({"bridge": bridge, "deleted": n}))
+            }
+            OfCommand::GroupDump { bridge } => {
+                let b = self.bridge_id(&bridge)?;
+                let ft = &self.dp.bridge(b).expect("checked").flows;
+                Ok(serde_json::json!({"bridge": bridge, "groups": group_lines(ft)}))
+            }
         }
     }
 
