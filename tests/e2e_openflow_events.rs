@@ -93,6 +93,10 @@ fn monitors_see_packet_in_port_status_and_flow_removed() {
     for m in [&m13, &m10] {
         m.wait("ADD: 1(", 1);
     }
+    // With the port's hardware address (the veth's).
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", n("p1"))).unwrap();
+    let add = format!("ADD: 1({}): addr:{}", n("p1"), mac.trim());
+    assert!(m13.text().contains(&add), "{add}\n{}", m13.text());
     d.ctl(&["add-flow", "br0", "priority=0,actions=controller"]);
     d.ctl(&[
         "add-flow",

@@ -131,6 +131,17 @@ impl Hub {
 
     /// Write `e` to every live connection of its bridge; returns how many got it.
     pub fn deliver(&self, e: &Event) -> usize {
+        // The worker does no IO: a port's hardware address is looked up here.
+        let filled;
+        let e = match e {
+            Event::PortStatus(ps) if ps.port.mac == 0 => {
+                let mut ps = ps.clone();
+                ps.port.mac = super::netdev_mac(&ps.port.name);
+                filled = Event::PortStatus(ps);
+                &filled
+            }
+            _ => e,
+        };
         let targets: Vec<Arc<Conn>> = match self.conns.lock() {
             Ok(v) => v
                 .iter()

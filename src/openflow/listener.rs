@@ -142,7 +142,7 @@ impl Switch for RegistrySwitch {
                 ofport: p["ofport"].as_u64().unwrap_or(0) as u16,
                 name: p["name"].as_str().unwrap_or("").to_string(),
                 up: p["state"] == "up",
-                mac: 0,
+                mac: super::netdev_mac(p["name"].as_str().unwrap_or("")),
             })
             .collect();
         ports.sort_by_key(|p| p.ofport);

@@ -117,6 +117,18 @@ pub trait Switch {
     }
 }
 
+/// The hardware address of netdev `name` (sysfs; 0 when it has none, e.g. a port that is not
+/// a kernel device or is gone). Read by the control plane, never the worker.
+pub fn netdev_mac(name: &str) -> u64 {
+    if name.is_empty() || name.contains(['/', '.']) {
+        return 0;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .ok()
+        .and_then(|t| t.trim().parse::<crate::wire::MacAddr>().ok())
+        .map_or(0, |m| m.to_u64())
+}
+
 /// A filter that selects every flow.
 pub fn any_flow() -> FlowFilter {
     crate::flow::parse_filter("").expect("an empty filter parses")
