@@ -109,7 +109,9 @@ fn packet_in(pi: &PacketIn, p: &Prefs) -> Vec<u8> {
         w.pad8_from(at);
         w.zeros(2);
     }
-    w.bytes(data);
+    // A message's length is 16 bits: a super-frame (TSO) is cut to what fits.
+    let room = usize::from(u16::MAX) - w.len();
+    w.bytes(&data[..data.len().min(room)]);
     finish(w)
 }
 

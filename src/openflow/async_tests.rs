@@ -201,3 +201,22 @@ fn role_and_async_config_choose_what_a_connection_gets() {
     );
     assert!(encode(&removed(REMOVED_HARD), &p).is_none());
 }
+
+#[test]
+fn a_packet_in_never_outgrows_a_message() {
+    let mut big = frame();
+    big.resize(70_000, 0);
+    let e = Event::PacketIn(PacketIn {
+        total_len: u16::MAX,
+        data: big,
+        ..match packet_in(false, Vec::new()) {
+            Event::PacketIn(p) => p,
+            _ => unreachable!(),
+        }
+    });
+    for v in [OF10, OF13] {
+        let m = encode(&e, &prefs(v, false)).unwrap();
+        assert_eq!(m.len(), 65535);
+        assert_eq!(u16::from_be_bytes([m[2], m[3]]), 65535);
+    }
+}
