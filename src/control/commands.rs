@@ -554,6 +554,12 @@ fn render_stats(v: &Value) -> String {
         w["sleeps"],
         100.0 * cpu / wall
     );
+    let e = &v["events"];
+    let _ = writeln!(
+        s,
+        "openflow events: {} sent, {} dropped (controllers lagging), {} with no listener",
+        e["sent"], e["dropped"], e["no_listener"]
+    );
     s
 }
 
