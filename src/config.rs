@@ -293,6 +293,19 @@ pub struct BridgeSpec {
     /// Reverse-path filtering of what the gateway routes: `strict` (default), `loose`, `off`.
     #[serde(default, skip_serializing_if = "is_strict")]
     pub rp_filter: crate::route::RpFilter,
+    /// OpenFlow datapath id, hex (`0x00000000000000a1`); absent: derived from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath_id: Option<String>,
+    /// OpenFlow controllers to connect to (`tcp:IP:PORT`, `unix:PATH`), as `set-controller`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controller: Vec<String>,
+    /// `standalone` (absent: the default) or `secure`, as `set-fail-mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_mode: Option<String>,
+    /// OpenFlow groups as `add-group` takes them (`group_id=1,type=all,bucket=output:1,...`).
+    /// Absent: none on a new bridge; a reload adds or replaces the listed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 fn is_strict(v: &crate::route::RpFilter) -> bool {
@@ -415,6 +428,10 @@ impl BridgeSpec {
             mirrors: None,
             fdb: None,
             rp_filter: Default::default(),
+            datapath_id: None,
+            controller: Vec::new(),
+            fail_mode: None,
+            groups: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -425,9 +442,13 @@ impl BridgeSpec {
                 "isolated" => b.isolated = on_off(k, v)?,
                 "icc" => b.icc = on_off(k, v)?,
                 "rp_filter" => b.rp_filter = crate::route::RpFilter::parse(k, v)?,
+                "datapath_id" => {
+                    let d = crate::openflow::control::parse_dpid(v)?;
+                    b.datapath_id = Some(format!("{d:#018x}"));
+                }
                 _ => {
                     return Err(format!(
-                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter)"
+                        "unknown bridge option '{k}' (fdb_capacity, aging, gateway, gateway_mac, isolated, icc, rp_filter, datapath_id)"
                     ));
                 }
             }
@@ -449,6 +470,7 @@ impl BridgeSpec {
             return Err("aging: must be at least 1 second".into());
         }
         self.gateway()?;
+        crate::openflow::control::validate_bridge(self)?;
         for p in &self.port {
             p.validate()?;
         }
@@ -730,6 +752,10 @@ impl BridgeSpec {
             mirrors: None,
             fdb: None,
             rp_filter: Default::default(),
+            datapath_id: None,
+            controller: Vec::new(),
+            fail_mode: None,
+            groups: None,
         }
     }
 

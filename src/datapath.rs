@@ -259,6 +259,9 @@ pub struct Bridge {
     pub icc: bool,
     /// Reverse-path filtering of routed packets from this bridge (counted `rp-filter`).
     pub rp_filter: crate::route::RpFilter,
+    /// OpenFlow fail-open: the bridge has controllers, fail mode standalone and none is
+    /// connected, so its flows are bypassed and it is a learning switch (NORMAL).
+    pub fail_open: bool,
 }
 
 /// Options for a new bridge.
@@ -320,6 +323,8 @@ pub struct Datapath {
     /// burst by the caller.
     pub now_ms: u64,
     neigh_aged_at: u32,
+    /// Events for the control plane (packet-in, flow removed, port status).
+    pub events: crate::events::EventSink,
 }
 
 impl Default for Datapath {
@@ -336,6 +341,7 @@ impl Default for Datapath {
             punt: Default::default(),
             now_ms: 0,
             neigh_aged_at: 0,
+            events: crate::events::EventSink::default(),
         }
     }
 }
@@ -492,6 +498,7 @@ impl Datapath {
             isolated: false,
             icc: true,
             rp_filter: Default::default(),
+            fail_open: false,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {
@@ -767,8 +774,14 @@ impl Datapath {
             self.neigh_aged_at = now;
             let now_ms = self.now_ms;
             for b in self.bridges.iter_mut().flatten() {
-                if b.flows.active && !b.flows.cls.expire(now_ms).is_empty() {
+                let gone = if b.flows.active {
+                    b.flows.cls.expire_flows(now_ms)
+                } else {
+                    Vec::new()
+                };
+                if !gone.is_empty() {
                     b.flows.refresh();
+                    crate::events::flows_removed(&self.events, &b.name, gone, now_ms);
                 }
                 b.flows.ct.expire(now, 4096);
             }

@@ -14,6 +14,7 @@ pub mod datapath;
 pub mod demo;
 pub mod dns;
 pub mod etcd;
+pub mod events;
 pub mod fdb;
 pub mod flow;
 #[doc(hidden)]

@@ -282,7 +282,7 @@ fn run(
         format!("control socket {}: {e}", path.display())
     })?;
     info!("listening on {}", path.display());
-    let _openflow = openflow(mgmt_dir, &path, reg);
+    let _openflow = openflow(mgmt_dir, &path, reg, w.events());
     let _metrics = match metrics {
         Some(a) => {
             let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
@@ -359,22 +359,27 @@ fn openflow(
     dir: Option<PathBuf>,
     socket: &std::path::Path,
     reg: Arc<Registry>,
+    events: uvs::events::EventSource,
 ) -> Option<uvs::openflow::Manager> {
+    // Controllers (`set-controller`) are served whether or not bridges get sockets.
     let dir = match dir {
-        Some(d) if d.as_os_str() == "none" => return None,
-        Some(d) => d,
+        Some(d) if d.as_os_str() == "none" => None,
+        Some(d) => Some(d),
         None if socket == std::path::Path::new(control::DEFAULT_SOCKET) => {
-            socket.parent()?.to_path_buf()
+            socket.parent().map(std::path::Path::to_path_buf)
         }
-        None => return None,
+        None => None,
     };
-    match uvs::openflow::Manager::start(dir.clone(), reg) {
+    match uvs::openflow::Manager::start(dir.clone(), reg, Some(events)) {
         Ok(m) => {
-            info!("openflow: bridges served as {}/BRIDGE.mgmt", dir.display());
+            if let Some(d) = &dir {
+                info!("openflow: bridges served as {}/BRIDGE.mgmt", d.display());
+            }
             Some(m)
         }
         Err(e) => {
-            warn!("openflow: cannot serve in {}: {e}", dir.display());
+            let d = dir.map(|d| d.display().to_string()).unwrap_or_default();
+            warn!("openflow: cannot serve in {d}: {e}");
             None
         }
     }

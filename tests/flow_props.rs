@@ -615,6 +615,7 @@ fn gen_flow(r: &mut Rng) -> Flow {
         hard_timeout: if r.chance(70) { 0 } else { r.next() as u16 },
         m,
         actions,
+        send_flow_rem: r.chance(10),
     }
 }
 

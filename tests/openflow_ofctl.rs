@@ -55,7 +55,7 @@ fn start(tag: &str) -> Switch {
     uvs::control::commands::register(&mut reg, w.clone());
     let reg = Arc::new(reg);
     reg.call("add-br", &["br0".to_string()]).unwrap();
-    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone()).unwrap();
+    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone(), Some(w.events())).unwrap();
     let s = Switch {
         dir,
         reg,
@@ -352,11 +352,143 @@ fn ofctl_errors_name_the_problem() {
     ]);
     assert!(!good);
     assert!(err.contains("OFPBMC_BAD_FIELD"), "{err}");
-    // An output to the controller: not supported yet.
-    let (good, _, err) = ofctl(&["add-flow", &t, "actions=controller"]);
+    // An output to LOCAL: uvs has no local port.
+    let (good, _, err) = ofctl(&["add-flow", &t, "actions=LOCAL"]);
     assert!(!good);
     assert!(err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
     // Nothing was half-applied and the socket still serves.
     assert!(s.uvs_flows().iter().all(|l| l.contains("priority=0")));
     ok(&["dump-flows", &t]);
+}
+
+#[test]
+fn ofctl_controller_actions_round_trip() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("ctl");
+    let t = s.target();
+    ok(&["add-flow", &t, "priority=5,arp,actions=controller"]);
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=6,udp,actions=controller(reason=no_match,max_len=64)",
+    ]);
+    ok(&[
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        &t,
+        "send_flow_rem,priority=7,tcp,actions=CONTROLLER:128,output:2",
+    ]);
+    let ours = s.uvs_flows().join("\n");
+    assert!(
+        ours.contains("priority=5,arp actions=CONTROLLER:65535"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("priority=6,udp actions=controller(reason=no_match,max_len=64)"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("send_flow_rem idle_age=")
+            && ours.contains("actions=CONTROLLER:128,output:2"),
+        "{ours}"
+    );
+    for v in [None, Some("OpenFlow13")] {
+        let mut args = v.map_or(vec![], |v| vec!["-O", v]);
+        args.extend(["dump-flows", t.as_str()]);
+        let d = ok(&args);
+        assert!(d.contains("arp actions=CONTROLLER:65535"), "{d}");
+        assert!(
+            d.contains("udp actions=controller(reason=no_match,max_len=64)"),
+            "{d}"
+        );
+        assert!(d.contains("tcp actions=CONTROLLER:128,output:2"), "{d}");
+        if v.is_some() {
+            assert!(d.contains("send_flow_rem"), "{d}");
+        }
+    }
+}
+
+#[test]
+fn ofctl_groups_openflow13() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = start("grp");
+    let t = s.target();
+    let o13 = |args: &[&str]| {
+        let mut v = vec!["-O", "OpenFlow13"];
+        v.extend_from_slice(args);
+        ok(&v)
+    };
+    s.attach("p2", 0);
+    s.attach("p3", 0);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=1,type=all,bucket=output:1,bucket=output:2",
+    ]);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=2,type=select,bucket=weight:2,actions=output:1,bucket=weight:1,actions=output:2",
+    ]);
+    o13(&[
+        "add-group",
+        &t,
+        "group_id=3,type=indirect,bucket=mod_vlan_vid:7,output:2",
+    ]);
+    let d = o13(&["dump-groups", &t]);
+    assert!(
+        d.contains("group_id=1,type=all,bucket=actions=output:1,bucket=actions=output:2"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "group_id=2,type=select,bucket=weight:2,actions=output:1,bucket=actions=output:2"
+        ),
+        "{d}"
+    );
+    // ovs-ofctl sends mod_vlan_vid as push_vlan + set_field in OpenFlow 1.3.
+    assert!(
+        d.contains("group_id=3,type=indirect,bucket=actions=push_vlan:0x8100,set_field:4103->vlan_vid,output:2"),
+        "{d}"
+    );
+    // uvs's own view is the same.
+    let ours = s
+        .reg
+        .call("dump-groups", &["br0".to_string()])
+        .unwrap()
+        .data;
+    assert_eq!(ours["groups"].as_array().unwrap().len(), 3, "{ours}");
+    // A flow through group 1 (all): the frames of a third port reach both.
+    o13(&["add-flow", &t, "priority=5,in_port=3,actions=group:1"]);
+    let f = o13(&["dump-flows", &t]);
+    assert!(f.contains("in_port=3 actions=group:1"), "{f}");
+    s.attach("p4", 4);
+    let tx = |p: &str| {
+        s.reg.call("stats", &[]).unwrap().data["ports"][p]["tx_packets"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for(
+        || tx("p2") == 4 && tx("p3") == 4,
+        "4 frames on each bucket's port",
+    );
+    // Errors: fast failover is not a type uvs has.
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "add-group",
+        &t,
+        "group_id=9,type=ff,bucket=watch_port:1,output:1",
+    ]);
+    assert!(!good && err.contains("OFPGMFC_BAD_TYPE"), "{err}");
+    o13(&["del-groups", &t, "group_id=2"]);
+    let d = o13(&["dump-groups", &t]);
+    assert!(!d.contains("group_id=2") && d.contains("group_id=3"), "{d}");
+    o13(&["del-groups", &t]);
+    assert!(!o13(&["dump-groups", &t]).contains("group_id"));
 }

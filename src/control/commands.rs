@@ -158,14 +158,15 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX|default]",
         2,
-        6,
+        7,
         move |a| {
             let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
-            let mut rp_filter = None;
+            let (mut rp_filter, mut dpid) = (None, None);
             for kv in &a[1..] {
                 match kv.split_once('=') {
+                    Some(("datapath_id", v)) => dpid = Some(v.to_string()),
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
                     Some((k @ "isolated", v)) => isolated = Some(on_off(k, v).map_err(CtlError::new)?),
@@ -175,7 +176,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     }
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off datapath_id=0xHEX|default"
                         )));
                     }
                 }
@@ -189,6 +190,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
             let mut v = Value::Null;
+            if let Some(d) = dpid {
+                v = crate::openflow::control::set_datapath_id(&w, &a[0], &d)?;
+            }
             if isolated.is_some() || icc.is_some() || rp_filter.is_some() {
                 v = ask(
                     &w,
@@ -378,6 +382,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     register_flows(reg, worker.clone());
     register_packet_out(reg, worker.clone());
     crate::observe::commands::register(reg, worker.clone());
+    crate::openflow::control::register(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;
@@ -443,6 +448,7 @@ fn render_show(v: &Value) -> String {
             b["fdb_capacity"],
             b["aging"]
         );
+        s.push_str(&crate::openflow::control::show_line(b));
         for p in b["ports"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
@@ -561,6 +567,12 @@ fn render_stats(v: &Value) -> String {
         w["busy_iterations"],
         w["sleeps"],
         100.0 * cpu / wall
+    );
+    let e = &v["events"];
+    let _ = writeln!(
+        s,
+        "openflow events: {} sent, {} dropped (controllers lagging), {} with no listener",
+        e["sent"], e["dropped"], e["no_listener"]
     );
     s
 }

@@ -198,7 +198,7 @@ impl Store {
                 })
             });
             if let Some(b) = through
-                && find(new, &b.name).is_none_or(|nb| bare(nb) != bare(b))
+                && find(new, &b.name).is_none_or(|nb| without_openflow(nb) != without_openflow(b))
             {
                 let what = format!("- route {} via {}", r.prefix, r.via);
                 out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
@@ -302,6 +302,10 @@ impl Store {
                         });
                         out.step(r, what);
                     }
+                    if let Some(c) = openflow_change(ob, nb) {
+                        let what = format!("~ bridge {} openflow", nb.name);
+                        out.step(self.call(c), what);
+                    }
                     base.push(ob.clone());
                 }
                 None => {
@@ -373,6 +377,23 @@ impl Store {
                 bridge: b.clone(),
                 spec: m.clone(),
             }) {
+                Ok(_) => out.changes.push(what),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            }
+        }
+        let old_groups = old.and_then(|o| o.groups.clone()).unwrap_or_default();
+        for g in new
+            .groups
+            .iter()
+            .flatten()
+            .filter(|g| !old_groups.contains(g))
+        {
+            let what = format!("+ group {g} (bridge {b})");
+            let c = crate::worker::OfCommand::GroupAdd {
+                bridge: b.clone(),
+                group: g.clone(),
+            };
+            match self.call(Command::Openflow(c)) {
                 Ok(_) => out.changes.push(what),
                 Err(e) => out.errors.push(format!("{what}: {e}")),
             }
@@ -485,17 +506,45 @@ fn bare(b: &BridgeSpec) -> BridgeSpec {
     x.gateway_mac = b.gateway_mac.clone();
     x.isolated = b.isolated;
     x.icc = b.icc;
+    x.datapath_id = b.datapath_id.clone();
+    x.controller = b.controller.clone();
+    x.fail_mode = b.fail_mode.clone();
     x
 }
 
-/// Whether two bridge specs differ at most in their gateway (changed in place with set-br).
+/// Whether two bridge specs differ at most in their gateway and OpenFlow settings (changed in
+/// place with set-br / set-controller / set-fail-mode).
 fn same_but_gateway(a: &BridgeSpec, b: &BridgeSpec) -> bool {
-    let (mut a, mut b) = (bare(a), bare(b));
-    a.gateway = None;
-    a.gateway_mac = None;
-    b.gateway = None;
-    b.gateway_mac = None;
+    let (mut a, mut b) = (without_openflow(a), without_openflow(b));
+    for x in [&mut a, &mut b] {
+        x.gateway = None;
+        x.gateway_mac = None;
+    }
     a == b
+}
+
+/// `bare(b)` without its OpenFlow settings (which change in place).
+fn without_openflow(b: &BridgeSpec) -> BridgeSpec {
+    let mut x = bare(b);
+    x.datapath_id = None;
+    x.controller.clear();
+    x.fail_mode = None;
+    x
+}
+
+/// The command that changes `old`'s OpenFlow settings to `new`'s, if they differ.
+fn openflow_change(old: &BridgeSpec, new: &BridgeSpec) -> Option<Command> {
+    let same = old.datapath_id == new.datapath_id
+        && old.controller == new.controller
+        && old.fail_mode == new.fail_mode;
+    (!same).then(|| {
+        Command::Openflow(crate::worker::OfCommand::Set {
+            bridge: new.name.clone(),
+            datapath_id: Some(new.datapath_id.clone()),
+            controller: Some(new.controller.clone()),
+            fail_mode: Some(new.fail_mode.clone()),
+        })
+    })
 }
 
 impl Journal for Store {

@@ -136,6 +136,72 @@ pub enum Action {
     DecMplsTtl,
     /// `learn(...)`: add a flow built from this packet (see `learn.rs`).
     Learn(Box<Learn>),
+    /// `group:N`: send the packet through group N (see `group.rs`); no group N: nothing.
+    Group(u32),
+    /// `controller`, `controller:MAX_LEN`, `controller(max_len=N,reason=R)`: a copy of the
+    /// frame (its first `max_len` bytes) goes to the bridge's OpenFlow controllers as a
+    /// PACKET_IN with reason R (`action`, `no_match` or `invalid_ttl`).
+    Controller(ToController),
+}
+
+/// What `controller(...)` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ToController {
+    /// Bytes of the frame sent (65535: all of it).
+    pub max_len: u16,
+    /// OFPR_* reason: 0 no_match, 1 action, 2 invalid_ttl.
+    pub reason: u8,
+}
+
+impl Default for ToController {
+    fn default() -> Self {
+        ToController {
+            max_len: u16::MAX,
+            reason: REASON_ACTION,
+        }
+    }
+}
+
+/// OFPR_NO_MATCH.
+pub const REASON_NO_MATCH: u8 = 0;
+/// OFPR_ACTION.
+pub const REASON_ACTION: u8 = 1;
+/// OFPR_INVALID_TTL.
+pub const REASON_INVALID_TTL: u8 = 2;
+
+const REASONS: [&str; 3] = ["no_match", "action", "invalid_ttl"];
+
+/// `controller:N` or the inside of `controller(...)`.
+fn parse_controller(t: &str, arg: &str) -> Result<ToController, FlowError> {
+    let mut c = ToController::default();
+    if arg.is_empty() {
+        return Ok(c);
+    }
+    if arg.bytes().all(|b| b.is_ascii_digit()) || arg.starts_with("0x") {
+        c.max_len = num(t, arg, 0xffff)?;
+        return Ok(c);
+    }
+    for kv in arg.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("max_len", v)) => c.max_len = num(t, v, 0xffff)?,
+            Some(("reason", v)) => {
+                c.reason = REASONS.iter().position(|r| *r == v.trim()).ok_or_else(|| {
+                    bad(
+                        t,
+                        format!(
+                            "reason '{v}' is not supported (want action, no_match or invalid_ttl)"
+                        ),
+                    )
+                })? as u8;
+            }
+            Some(("id", "0")) => {}
+            _ => {
+                let k = kv.split_once('=').map_or(kv, |x| x.0);
+                return Err(bad(t, format!("'{k}' is not supported")));
+            }
+        }
+    }
+    Ok(c)
 }
 
 fn bad(action: &str, why: impl Into<String>) -> FlowError {
@@ -311,6 +377,8 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         }
         "mod_nw_ecn" => Action::ModNwEcn(num(t, need_arg()?, 3)?),
         "note" => Action::Note(parse_note(t, arg)?),
+        "controller" => Action::Controller(parse_controller(t, arg)?),
+        "group" => Action::Group(num(t, need_arg()?, u64::from(super::group::GROUP_MAX))?),
         "load" => {
             let (v, d) = parse_load(t, need_arg()?)?;
             Action::Load(v, d)
@@ -536,6 +604,17 @@ impl fmt::Display for Action {
             Action::SetMplsTtl(v) => write!(f, "set_mpls_ttl:{v}"),
             Action::DecMplsTtl => f.write_str("dec_mpls_ttl"),
             Action::Learn(l) => write!(f, "{l}"),
+            Action::Group(g) => write!(f, "group:{g}"),
+            Action::Controller(c) if c.reason == REASON_ACTION => {
+                write!(f, "CONTROLLER:{}", c.max_len)
+            }
+            Action::Controller(c) => {
+                write!(f, "controller(reason={}", REASONS[usize::from(c.reason)])?;
+                if c.max_len != u16::MAX {
+                    write!(f, ",max_len={}", c.max_len)?;
+                }
+                f.write_str(")")
+            }
         }
     }
 }

@@ -50,6 +50,19 @@ pub struct FlowStats {
     pub used_ms: u64,
 }
 
+/// A flow `expire_flows` removed.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    /// Its id (now free).
+    pub id: FlowId,
+    /// The flow.
+    pub flow: Flow,
+    /// Its counters when it was removed.
+    pub stats: FlowStats,
+    /// The hard timeout ended it (else the idle timeout).
+    pub hard: bool,
+}
+
 /// What `add` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Added {
@@ -382,6 +395,17 @@ impl Classifier {
         strict: bool,
         resolve: impl Fn(&PortRef) -> Option<u16>,
     ) -> Result<Vec<FlowId>, FlowError> {
+        self.del_with(filter, strict, resolve, |_, _| {})
+    }
+
+    /// `del`, handing each removed flow and its last counters to `gone`.
+    pub fn del_with(
+        &mut self,
+        filter: &FlowFilter,
+        strict: bool,
+        resolve: impl Fn(&PortRef) -> Option<u16>,
+        mut gone: impl FnMut(Flow, FlowStats),
+    ) -> Result<Vec<FlowId>, FlowError> {
         let c = filter.m.compile(&resolve)?;
         let ids = if strict {
             let prio = filter.priority.unwrap_or(DEFAULT_PRIORITY);
@@ -415,7 +439,10 @@ impl Classifier {
             self.select(filter, &c)
         };
         for &id in &ids {
-            self.remove(FlowId(id));
+            let stats = self.stats(FlowId(id));
+            if let (Some(f), Some(st)) = (self.remove(FlowId(id)), stats) {
+                gone(f, st);
+            }
         }
         Ok(ids.into_iter().map(FlowId).collect())
     }
@@ -520,6 +547,14 @@ impl Classifier {
 
     /// Remove flows whose idle or hard timeout has passed at `now_ms`; returns their ids.
     pub fn expire(&mut self, now_ms: u64) -> Vec<FlowId> {
+        self.expire_flows(now_ms)
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// `expire`, returning each removed flow with its counters and why it expired.
+    pub fn expire_flows(&mut self, now_ms: u64) -> Vec<Expired> {
         let mut out = Vec::new();
         for &id in &self.timed {
             let Some(Some(e)) = self.entries.get(id as usize) else {
@@ -530,16 +565,23 @@ impl Classifier {
                 u64::from(e.flow.hard_timeout),
             );
             let used = e.counters.used_ms.load(Relaxed);
-            if (hard != 0 && now_ms >= e.created_ms.saturating_add(hard * 1000))
-                || (idle != 0 && now_ms >= used.saturating_add(idle * 1000))
-            {
-                out.push(FlowId(id));
+            let hard_hit = hard != 0 && now_ms >= e.created_ms.saturating_add(hard * 1000);
+            if hard_hit || (idle != 0 && now_ms >= used.saturating_add(idle * 1000)) {
+                out.push((FlowId(id), hard_hit));
             }
         }
-        for &id in &out {
-            self.remove(id);
-        }
-        out
+        out.into_iter()
+            .filter_map(|(id, hard)| {
+                let stats = self.stats(id)?;
+                let flow = self.remove(id)?;
+                Some(Expired {
+                    id,
+                    flow,
+                    stats,
+                    hard,
+                })
+            })
+            .collect()
     }
 
     /// Every flow, in id order.

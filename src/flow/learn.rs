@@ -285,6 +285,7 @@ impl Learn {
             hard_timeout: self.hard_timeout,
             m,
             actions,
+            send_flow_rem: false,
         }
     }
 }

@@ -20,6 +20,7 @@ mod classifier;
 mod ct;
 mod emc;
 mod ext;
+pub mod group;
 mod learn;
 mod match_;
 pub mod meter;
@@ -33,8 +34,11 @@ mod tests_ovs;
 
 use std::fmt;
 
-pub use action::{Action, Actions, SetField, parse_actions};
-pub use classifier::{Added, Classifier, FlowId, FlowStats};
+pub use action::{
+    Action, Actions, REASON_ACTION, REASON_INVALID_TTL, REASON_NO_MATCH, SetField, ToController,
+    parse_actions,
+};
+pub use classifier::{Added, Classifier, Expired, FlowId, FlowStats};
 pub use ct::{CtAction, CtNat, ct_state};
 pub use emc::Emc;
 pub use ext::{ExtField, ExtKey, ExtMatch};
@@ -132,6 +136,9 @@ pub struct Flow {
     pub m: Match,
     /// The actions (empty: drop).
     pub actions: Vec<Action>,
+    /// `send_flow_rem` (OFPFF_SEND_FLOW_REM): a FLOW_REMOVED goes to the bridge's OpenFlow
+    /// connections when the flow expires or is deleted.
+    pub send_flow_rem: bool,
 }
 
 impl Default for Flow {
@@ -145,6 +152,7 @@ impl Default for Flow {
             hard_timeout: 0,
             m: Match::default(),
             actions: Vec::new(),
+            send_flow_rem: false,
         }
     }
 }
@@ -238,6 +246,9 @@ impl Flow {
                 if fl.hard_timeout != 0 {
                     write!(f, "hard_timeout={}, ", fl.hard_timeout)?;
                 }
+                if fl.send_flow_rem {
+                    f.write_str("send_flow_rem ")?;
+                }
                 write!(f, "idle_age={}, ", now.saturating_sub(st.used_ms) / 1000)?;
                 fl.write_body(f)
             }
@@ -261,6 +272,9 @@ impl fmt::Display for Flow {
         }
         if self.hard_timeout != 0 {
             write!(f, "hard_timeout={}, ", self.hard_timeout)?;
+        }
+        if self.send_flow_rem {
+            f.write_str("send_flow_rem ")?;
         }
         self.write_body(f)
     }

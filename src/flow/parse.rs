@@ -206,6 +206,7 @@ struct Fields<'a> {
     cookie: Option<Masked<u64>>,
     idle: Option<u16>,
     hard: Option<u16>,
+    send_flow_rem: bool,
     m: Match,
     needs: Vec<Need<'a>>,
     /// `nd_target` as written, if given (it needs icmp_type 135 or 136).
@@ -260,6 +261,10 @@ impl<'a> Fields<'a> {
                 "sctp6" => self.shorthand(tok, ETH_IPV6, Some(PROTO_SCTP)),
                 "mpls" => self.shorthand(tok, ETH_MPLS, None),
                 "mplsm" => self.shorthand(tok, ETH_MPLSM, None),
+                "send_flow_rem" if !filter => {
+                    self.send_flow_rem = true;
+                    Ok(())
+                }
                 _ => Err(FlowError::UnknownField(tok.to_string())),
             };
         };
@@ -661,6 +666,7 @@ pub fn parse_flow(s: &str) -> Result<Flow, FlowError> {
         hard_timeout: f.hard.unwrap_or(0),
         m: f.m,
         actions: parse_actions(actions, table)?,
+        send_flow_rem: f.send_flow_rem,
     };
     fn find_nat(list: &[Action]) -> Option<&Action> {
         list.iter().find_map(|a| match a {

@@ -6,8 +6,8 @@
 //!   DEC_NW_TTL, and Nicira experimenter actions) decode to a `Vec<Action>` in uvs's order:
 //!   `meter` first, `goto_table` last.
 //! - What uvs cannot execute is refused with the error OVS uses (unknown type: BadActionType,
-//!   WRITE_ACTIONS: UnsupInst, output to CONTROLLER/LOCAL/ALL/TABLE: BadOutPort, a bad length:
-//!   BadActionLen). Nothing is half-applied: the whole flow_mod is refused.
+//!   WRITE_ACTIONS: UnsupInst, output to LOCAL/ALL/TABLE: BadOutPort, a bad length:
+//!   BadActionLen). Output to CONTROLLER and NXAST_CONTROLLER are `Action::Controller`. Nothing is half-applied: the whole flow_mod is refused.
 //! - Encoding writes the same actions back. Actions with no OpenFlow encoding in the version
 //!   (`ct(...)`, and `meter`/`goto_table` in OpenFlow 1.0) are left out of stats replies; the
 //!   README lists them.
@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use super::codec::{NX_VENDOR, OF10, OfErr, OfResult, Reader, Writer};
 use super::ofmatch::Tlv;
-use crate::flow::{Action, PortRef, SetField};
+use crate::flow::{Action, PortRef, REASON_ACTION, REASON_INVALID_TTL, SetField, ToController};
 use crate::wire::MacAddr;
 
 /// Reserved port numbers (OpenFlow 1.0 values; 1.3 ones are 0xffff_ff00 higher).
@@ -49,8 +49,12 @@ pub fn port_to13(p: u32) -> u32 {
     if p >= 0xff00 { p + 0xffff_0000 } else { p }
 }
 
-fn output(p: u32) -> OfResult<Action> {
+fn output(p: u32, max_len: u16) -> OfResult<Action> {
     Ok(match p {
+        port::CONTROLLER => Action::Controller(ToController {
+            max_len,
+            reason: REASON_ACTION,
+        }),
         port::IN_PORT => Action::InPort,
         port::NORMAL => Action::Normal,
         port::FLOOD => Action::Flood,
@@ -84,7 +88,7 @@ pub fn decode10(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
         let a = match typ {
             0 => {
                 check_len(len, 8)?;
-                output(u32::from(b.u16()?))?
+                output(u32::from(b.u16()?), b.u16()?)?
             }
             1 => {
                 check_len(len, 8)?;
@@ -157,6 +161,17 @@ fn decode_nx(b: &mut Reader<'_>, len: usize) -> OfResult<Action> {
         }
         // NXAST_DEC_TTL.
         18 => Action::DecTtl,
+        // NXAST_CONTROLLER: max_len, controller id, reason.
+        20 => {
+            check_len(len, 16)?;
+            let max_len = b.u16()?;
+            let _id = b.u16()?;
+            let reason = b.u8()?;
+            if reason > REASON_INVALID_TTL {
+                return Err(OfErr::BadActionArg);
+            }
+            Action::Controller(ToController { max_len, reason })
+        }
         // NXAST_SET_TUNNEL (32 bits) / NXAST_SET_TUNNEL64.
         2 => {
             b.skip(2)?;
@@ -214,13 +229,21 @@ pub fn decode13_actions(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
         out.push(match typ {
             0 => {
                 check_len(len, 16)?;
-                output(port_from13(b.u32()?))?
+                output(port_from13(b.u32()?), b.u16()?)?
             }
             17 => match b.u16()? {
                 t @ (0x8100 | 0x88a8) => Action::PushVlan(t),
                 _ => return Err(OfErr::BadActionArg),
             },
             18 => Action::StripVlan,
+            22 => {
+                check_len(len, 8)?;
+                let g = b.u32()?;
+                if g > crate::flow::group::GROUP_MAX {
+                    return Err(OfErr::BadActionArg);
+                }
+                Action::Group(g)
+            }
             24 => Action::DecTtl,
             25 => set_field(&mut b)?,
             0xffff => decode_nx(&mut b, len)?,
@@ -318,6 +341,24 @@ fn nx_resubmit(w: &mut Writer, t: u8) {
     w.u16(port::IN_PORT as u16).u8(t).zeros(3);
 }
 
+/// `controller(...)`: an output to CONTROLLER (reason `action`, in the version's output
+/// format: `port13`), else NXAST_CONTROLLER.
+fn controller(w: &mut Writer, c: &ToController, port13: bool) {
+    match (c.reason == REASON_ACTION, port13) {
+        (true, false) => {
+            w.u16(0).u16(8).u16(port::CONTROLLER as u16).u16(c.max_len);
+        }
+        (true, true) => {
+            w.u16(0).u16(16).u32(port_to13(port::CONTROLLER));
+            w.u16(c.max_len).zeros(6);
+        }
+        (false, _) => {
+            w.u16(0xffff).u16(16).u32(NX_VENDOR).u16(20);
+            w.u16(c.max_len).u16(0).u8(c.reason).u8(0);
+        }
+    }
+}
+
 fn nx_simple(w: &mut Writer, sub: u16) {
     w.u16(0xffff).u16(16).u32(NX_VENDOR).u16(sub).zeros(6);
 }
@@ -361,6 +402,7 @@ pub fn encode10(w: &mut Writer, actions: &[Action]) {
                 w.u16(10).u16(8).u16(*p).u16(0);
             }
             Action::Resubmit(t) => nx_resubmit(w, *t),
+            Action::Controller(c) => controller(w, c, false),
             Action::DecTtl => nx_simple(w, 18),
             Action::SetTunnel(v) | Action::SetField(SetField::TunId(v)) => {
                 w.u16(0xffff).u16(24).u32(NX_VENDOR).u16(9).zeros(6).u64(*v);
@@ -406,6 +448,11 @@ pub fn encode13(w: &mut Writer, actions: &[Action]) {
     }
 }
 
+/// One OpenFlow 1.3 action (as in an apply_actions instruction or a group bucket).
+pub fn encode13_one(w: &mut Writer, a: &Action) {
+    encode13_action(w, a)
+}
+
 fn encode13_action(w: &mut Writer, a: &Action) {
     if let Some(p) = out_port(a) {
         w.u16(0).u16(16).u32(port_to13(p)).u16(0xffff).zeros(6);
@@ -448,6 +495,10 @@ fn encode13_action(w: &mut Writer, a: &Action) {
             w.u16(24).u16(8).zeros(4);
         }
         Action::Resubmit(t) => nx_resubmit(w, *t),
+        Action::Controller(c) => controller(w, c, true),
+        Action::Group(g) => {
+            w.u16(22).u16(8).u32(*g);
+        }
         _ => tracing::debug!("openflow: no OpenFlow 1.3 encoding for action {a}"),
     }
 }
@@ -478,7 +529,9 @@ pub fn tlv_of(version: u8) -> Tlv {
 
 /// Does `a` output to OpenFlow port `p` (1.0 numbering)? For out_port filters.
 pub fn outputs_to(actions: &[Action], p: u32) -> bool {
-    actions.iter().any(|a| out_port(a) == Some(p))
+    actions.iter().any(|a| {
+        out_port(a) == Some(p) || (p == port::CONTROLLER && matches!(a, Action::Controller(_)))
+    })
 }
 
 #[cfg(test)]
@@ -512,6 +565,39 @@ mod tests {
     }
 
     #[test]
+    fn controller_bytes() {
+        // What ovs-ofctl 3.1 sends: `CONTROLLER:128` as OFPAT_OUTPUT to 0xfffd with max_len
+        // 128 (1.0) / 0xfffffffd (1.3); `controller(reason=no_match)` as NXAST_CONTROLLER.
+        let mut w = Writer::default();
+        encode10(&mut w, &acts("controller:128"));
+        assert_eq!(w.buf, [0, 0, 0, 8, 0xff, 0xfd, 0, 128]);
+        assert_eq!(
+            decode10(Reader::new(&w.buf)).unwrap(),
+            acts("CONTROLLER:128")
+        );
+        let mut w = Writer::default();
+        encode13(&mut w, &acts("controller"));
+        assert_eq!(
+            w.buf,
+            [
+                0, 4, 0, 24, 0, 0, 0, 0, 0, 0, 0, 16, 0xff, 0xff, 0xff, 0xfd, 0xff, 0xff, 0, 0, 0,
+                0, 0, 0
+            ]
+        );
+        let nx = acts("controller(reason=no_match,max_len=64)");
+        let mut w = Writer::default();
+        encode10(&mut w, &nx);
+        assert_eq!(
+            w.buf,
+            [
+                0xff, 0xff, 0, 16, 0, 0, 0x23, 0x20, 0, 20, 0, 64, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(decode10(Reader::new(&w.buf)).unwrap(), nx);
+        assert_eq!(nx[0].to_string(), "controller(reason=no_match,max_len=64)");
+    }
+
+    #[test]
     fn output_bytes() {
         // OFPAT_OUTPUT port 2, max_len 0xffff (what ovs-ofctl sends for `output:2`).
         let mut w = Writer::default();
@@ -529,9 +615,9 @@ mod tests {
 
     #[test]
     fn refusals() {
-        // Output to CONTROLLER, unknown action type, bad length.
-        let ctl = [0, 0, 0, 8, 0xff, 0xfd, 0, 0];
-        assert_eq!(decode10(Reader::new(&ctl)), Err(OfErr::BadOutPort));
+        // Output to LOCAL, unknown action type, bad length.
+        let local = [0, 0, 0, 8, 0xff, 0xfe, 0, 0];
+        assert_eq!(decode10(Reader::new(&local)), Err(OfErr::BadOutPort));
         assert_eq!(
             decode10(Reader::new(&[0, 42, 0, 8, 0, 0, 0, 0])),
             Err(OfErr::BadActionType)

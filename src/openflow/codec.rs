@@ -81,6 +81,14 @@ pub enum OfErr {
     MeterBadBand,
     /// A meter_mod command uvs does not carry out (delete).
     MeterBadCommand,
+    /// A role request with a role that does not exist.
+    BadRole,
+    /// A group_mod command out of range.
+    GroupBadCommand,
+    /// A group type uvs does not have (fast failover).
+    GroupBadType,
+    /// A group the bridge refused.
+    GroupInvalid,
 }
 
 impl OfErr {
@@ -134,6 +142,12 @@ impl OfErr {
             MeterBadCommand => (12, 4),
             MeterBadFlags => (12, 5),
             MeterBadBand => (12, 8),
+            BadRole if v10 => (1, 1),
+            BadRole => (11, 2),
+            GroupBadCommand | GroupBadType | GroupInvalid if v10 => (1, 1),
+            GroupBadCommand => (6, 11),
+            GroupBadType => (6, 10),
+            GroupInvalid => (6, 1),
         }
     }
 }

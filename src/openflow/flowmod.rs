@@ -9,14 +9,19 @@
 //! - Every flow is checked by the flow parser (`parse_flow` of its text) before it reaches the
 //!   bridge, so prerequisites and action order are the ones `uvs ctl add-flow` enforces
 //!   (missing prerequisite: BadPrereq).
-//! - Not supported: buffer ids (no packet is buffered: BufferUnknown), OFPFF_SEND_FLOW_REM
-//!   (accepted, no FLOW_REMOVED is sent), OFPFF_CHECK_OVERLAP (accepted, not checked).
+//! - OFPFF_SEND_FLOW_REM on an add becomes the flow's `send_flow_rem` (a FLOW_REMOVED is sent
+//!   when it expires or is deleted).
+//! - Not supported: buffer ids (no packet is buffered: BufferUnknown), OFPFF_CHECK_OVERLAP
+//!   (accepted, not checked).
 
 use super::actions::{self, port};
 use super::codec::{OF10, OfErr, OfResult, Reader};
 use super::ofmatch::{self, Tlv};
 use super::{Switch, any_flow};
 use crate::flow::{Flow, FlowError, FlowFilter, Masked, parse_flow};
+
+/// OFPFF_SEND_FLOW_REM.
+pub const SEND_FLOW_REM: u16 = 1;
 
 /// One decoded flow_mod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +264,9 @@ fn selected(fm: &FlowMod, strict: bool, sw: &dyn Switch) -> OfResult<Vec<Flow>> 
 pub fn apply(version: u8, fm: &FlowMod, sw: &dyn Switch) -> OfResult<()> {
     match fm.command {
         0 => {
-            let f = check(&fm.flow)?;
+            let mut f = fm.flow.clone();
+            f.send_flow_rem = fm.flags & SEND_FLOW_REM != 0;
+            let f = check(&f)?;
             sw.add_flows(&[f]).map_err(|e| failed(sw, "add", e))
         }
         1 | 2 => {

@@ -11,6 +11,7 @@
 //! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
 //!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -23,7 +24,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::async_msg::Prefs;
 use super::codec::HEADER_LEN;
+use super::hub::{Conn, Hub, WRITE_TIMEOUT};
 use super::{FlowEntry, PortCounters, PortInfo, Session, Switch, datapath_id};
 use crate::control::Registry;
 use crate::flow::{Flow, FlowFilter, parse_flow};
@@ -122,7 +125,11 @@ impl Switch for RegistrySwitch {
     }
 
     fn datapath_id(&self) -> u64 {
-        datapath_id(&self.bridge)
+        self.bridge_json()
+            .ok()
+            .and_then(|b| b["datapath_id"].as_str().map(str::to_string))
+            .and_then(|d| u64::from_str_radix(&d, 16).ok())
+            .unwrap_or_else(|| datapath_id(&self.bridge))
     }
 
     fn ports(&self) -> Result<Vec<PortInfo>, String> {
@@ -135,7 +142,7 @@ impl Switch for RegistrySwitch {
                 ofport: p["ofport"].as_u64().unwrap_or(0) as u16,
                 name: p["name"].as_str().unwrap_or("").to_string(),
                 up: p["state"] == "up",
-                mac: 0,
+                mac: super::netdev_mac(p["name"].as_str().unwrap_or("")),
             })
             .collect();
         ports.sort_by_key(|p| p.ofport);
@@ -199,6 +206,27 @@ impl Switch for RegistrySwitch {
             .map(|_| ())
     }
 
+    fn add_group(&self, spec: &str) -> Result<(), String> {
+        self.call("add-group", vec![self.bridge.clone(), spec.to_string()])
+            .map(|_| ())
+    }
+
+    fn del_groups(&self, id: Option<u32>) -> Result<(), String> {
+        let mut params = vec![self.bridge.clone()];
+        params.extend(id.map(|i| format!("group_id={i}")));
+        self.call("del-groups", params).map(|_| ())
+    }
+
+    fn dump_groups(&self) -> Result<Vec<String>, String> {
+        let v = self.call("dump-groups", vec![self.bridge.clone()])?;
+        Ok(v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect())
+    }
+
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
         let mut params = vec![self.bridge.clone()];
         let t = filter_text(filter);
@@ -215,15 +243,60 @@ impl Switch for RegistrySwitch {
     }
 }
 
-/// Serve one connection until the peer closes it or the framing breaks.
-pub fn serve_connection<S: Read + Write>(mut s: S, sw: &dyn Switch) {
+/// Serve one connection until the peer closes it or the framing breaks (replies only: no
+/// events reach it).
+pub fn serve_connection<S: Read + Write>(s: S, sw: &dyn Switch) {
+    let cell = RefCell::new(s);
+    let send = |m: &[u8]| cell.borrow_mut().write_all(m).is_ok();
+    serve_loop(&mut CellRead(&cell), &send, sw, &|_| {});
+}
+
+/// Serve a connection read from `r` and written through `conn`, which joins `hub` (and so
+/// receives the bridge's events) once HELLO has negotiated a version.
+pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switch) {
+    let joined = Cell::new(false);
+    let send = |m: &[u8]| conn.send(m);
+    let seen = |s: &Session| {
+        if let Some(version) = s.version {
+            conn.set_prefs(Prefs {
+                version,
+                nxm: s.nxm,
+                miss_send_len: s.miss_send_len,
+                role: s.role,
+                async_masks: s.async_masks,
+            });
+            if !joined.replace(true) {
+                hub.join(conn.clone());
+            }
+        }
+    };
+    serve_loop(&mut r, &send, sw, &seen);
+    if joined.get() {
+        hub.leave(&conn);
+    }
+}
+
+struct CellRead<'a, S>(&'a RefCell<S>);
+
+impl<S: Read> Read for CellRead<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+fn serve_loop(
+    r: &mut dyn Read,
+    send: &dyn Fn(&[u8]) -> bool,
+    sw: &dyn Switch,
+    seen: &dyn Fn(&Session),
+) {
     let mut session = Session::default();
-    if s.write_all(&Session::hello()).is_err() {
+    if !send(&Session::hello()) {
         return;
     }
     let mut buf = vec![0u8; 65536];
     loop {
-        if s.read_exact(&mut buf[..HEADER_LEN]).is_err() {
+        if r.read_exact(&mut buf[..HEADER_LEN]).is_err() {
             return;
         }
         let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
@@ -231,15 +304,16 @@ pub fn serve_connection<S: Read + Write>(mut s: S, sw: &dyn Switch) {
             // The stream cannot be resynchronised: say why and close.
             let v = session.version.unwrap_or(buf[0]);
             let e = super::codec::error_msg(v, 0, super::codec::OfErr::BadLen, &buf[..HEADER_LEN]);
-            let _ = s.write_all(&e);
+            send(&e);
             return;
         }
-        if s.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
+        if r.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
             return;
         }
         let (out, close) = session.handle(&buf[..len], sw);
+        seen(&session);
         for m in out {
-            if s.write_all(&m).is_err() {
+            if !send(&m) {
                 return;
             }
         }
@@ -256,7 +330,12 @@ struct Listener {
 }
 
 impl Listener {
-    fn open(dir: &Path, bridge: &str, reg: Arc<Registry>) -> std::io::Result<Listener> {
+    fn open(
+        dir: &Path,
+        bridge: &str,
+        reg: Arc<Registry>,
+        hub: Arc<Hub>,
+    ) -> std::io::Result<Listener> {
         let path = dir.join(format!("{bridge}.mgmt"));
         if path.exists() {
             if UnixStream::connect(&path).is_ok() {
@@ -271,7 +350,7 @@ impl Listener {
         let bridge = bridge.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("of-{bridge}"))
-            .spawn(move || accept_loop(l, &bridge, reg, &st))?;
+            .spawn(move || accept_loop(l, &bridge, reg, &hub, &st))?;
         Ok(Listener {
             path,
             stop,
@@ -291,7 +370,13 @@ impl Drop for Listener {
     }
 }
 
-fn accept_loop(l: UnixListener, bridge: &str, reg: Arc<Registry>, stop: &AtomicBool) {
+fn accept_loop(
+    l: UnixListener,
+    bridge: &str,
+    reg: Arc<Registry>,
+    hub: &Arc<Hub>,
+    stop: &AtomicBool,
+) {
     let conns = Arc::new(AtomicUsize::new(0));
     for s in l.incoming() {
         if stop.load(Ordering::SeqCst) {
@@ -302,13 +387,22 @@ fn accept_loop(l: UnixListener, bridge: &str, reg: Arc<Registry>, stop: &AtomicB
             tracing::warn!("openflow {bridge}: {MAX_CONNS} connections already; refusing one");
             continue;
         }
+        let (Ok(w), Ok(k)) = (s.try_clone(), s.try_clone()) else {
+            continue;
+        };
+        let _ = w.set_write_timeout(Some(WRITE_TIMEOUT));
+        let shut: super::hub::ShutdownFn = Arc::new(move || {
+            let _ = k.shutdown(std::net::Shutdown::Both);
+        });
         conns.fetch_add(1, Ordering::SeqCst);
         let sw = RegistrySwitch::new(reg.clone(), bridge);
         let c = conns.clone();
+        let conn = Arc::new(Conn::new(bridge, Box::new(w), Some(shut)));
+        let hub = hub.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("of-{bridge}-conn"))
             .spawn(move || {
-                serve_connection(s, &sw);
+                serve_joined(s, conn, &hub, &sw);
                 c.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -317,60 +411,95 @@ fn accept_loop(l: UnixListener, bridge: &str, reg: Arc<Registry>, stop: &AtomicB
     }
 }
 
-/// Keeps one listener per bridge.
+/// Keeps one listener per bridge, and delivers the worker's events to their connections.
 pub struct Manager {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    events: Option<JoinHandle<()>>,
+    hub: Arc<Hub>,
 }
 
 impl Manager {
-    /// Serve every bridge of `reg` under `dir` (created if missing).
-    pub fn start(dir: PathBuf, reg: Arc<Registry>) -> std::io::Result<Manager> {
-        std::fs::create_dir_all(&dir)?;
+    /// Serve every bridge of `reg` under `dir` (created if missing; None: no sockets, only
+    /// controllers), connect to the bridges' controllers; `events` (the worker's,
+    /// `WorkerHandle::events`) go to the bridges' connections.
+    pub fn start(
+        dir: impl Into<Option<PathBuf>>,
+        reg: Arc<Registry>,
+        events: Option<crate::events::EventSource>,
+    ) -> std::io::Result<Manager> {
+        let dir: Option<PathBuf> = dir.into();
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
+        let hub = Hub::new(
+            events
+                .as_ref()
+                .map_or_else(|| Arc::new(AtomicUsize::new(0)), |e| e.listeners.clone()),
+        );
+        let events = match events {
+            Some(src) => Some(super::hub::dispatch(hub.clone(), src, stop.clone())?),
+            None => None,
+        };
         let st = stop.clone();
+        let h = hub.clone();
         let thread = std::thread::Builder::new()
             .name("openflow".into())
-            .spawn(move || manage(&dir, &reg, &st))?;
+            .spawn(move || manage(dir.as_deref(), &reg, &h, &st))?;
         Ok(Manager {
             stop,
             thread: Some(thread),
+            events,
+            hub,
         })
+    }
+
+    /// The connections and their events.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 }
 
 impl Drop for Manager {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.events.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
     }
 }
 
-fn bridge_names(reg: &Registry) -> Option<Vec<String>> {
+fn bridges(reg: &Registry) -> Option<Vec<Value>> {
     let v = reg.call("show", &[]).ok()?.data;
-    Some(
-        v["bridges"]
-            .as_array()?
-            .iter()
-            .filter_map(|b| b["name"].as_str().map(str::to_string))
-            .collect(),
-    )
+    v["bridges"].as_array().cloned()
 }
 
-fn manage(dir: &Path, reg: &Arc<Registry>, stop: &AtomicBool) {
+fn manage(dir: Option<&Path>, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
     let mut open: HashMap<String, Listener> = HashMap::new();
     let mut failed: HashMap<String, String> = HashMap::new();
+    let mut controllers = super::connect::Controllers::default();
     while !stop.load(Ordering::SeqCst) {
-        if let Some(names) = bridge_names(reg) {
+        if let Some(list) = bridges(reg) {
+            controllers.sync(&list, reg, hub);
+            let names: Vec<String> = list
+                .iter()
+                .filter_map(|b| b["name"].as_str().map(str::to_string))
+                .collect();
             open.retain(|b, _| names.contains(b));
             failed.retain(|b, _| names.contains(b));
+            let Some(dir) = dir else {
+                std::thread::sleep(POLL);
+                continue;
+            };
             for b in names {
                 if open.contains_key(&b) || failed.contains_key(&b) {
                     continue;
                 }
-                match Listener::open(dir, &b, reg.clone()) {
+                match Listener::open(dir, &b, reg.clone(), hub.clone()) {
                     Ok(l) => {
                         tracing::info!("openflow: serving bridge {b} on {}", l.path.display());
                         open.insert(b, l);

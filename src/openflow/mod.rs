@@ -15,8 +15,15 @@
 //! - Ports in flows are the bridge's OpenFlow port numbers (`crate::ofport`).
 
 pub mod actions;
+pub mod async_msg;
+#[cfg(test)]
+mod async_tests;
 pub mod codec;
+mod connect;
+pub mod control;
 mod flowmod;
+mod groups;
+pub mod hub;
 pub mod listener;
 pub mod ofmatch;
 mod session;
@@ -96,6 +103,30 @@ pub trait Switch {
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
     /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
     fn add_meter(&self, spec: &str) -> Result<(), String>;
+    /// Add or replace a group, in `add-group` syntax.
+    fn add_group(&self, _spec: &str) -> Result<(), String> {
+        Err("groups are not supported here".into())
+    }
+    /// Remove group `id` (None: every group).
+    fn del_groups(&self, _id: Option<u32>) -> Result<(), String> {
+        Err("groups are not supported here".into())
+    }
+    /// The groups, as `dump-groups` lines.
+    fn dump_groups(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// The hardware address of netdev `name` (sysfs; 0 when it has none, e.g. a port that is not
+/// a kernel device or is gone). Read by the control plane, never the worker.
+pub fn netdev_mac(name: &str) -> u64 {
+    if name.is_empty() || name.contains(['/', '.']) {
+        return 0;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .ok()
+        .and_then(|t| t.trim().parse::<crate::wire::MacAddr>().ok())
+        .map_or(0, |m| m.to_u64())
 }
 
 /// A filter that selects every flow.

@@ -38,7 +38,16 @@ pub struct Session {
     pub config_flags: u16,
     /// OFPT_SET_CONFIG miss_send_len.
     pub miss_send_len: u16,
+    /// OpenFlow 1.3 role (OFPCR_ROLE_*: 1 equal, 2 master, 3 slave).
+    pub role: u32,
+    /// OpenFlow 1.3 async config: packet-in, port-status, flow-removed masks, each for
+    /// (master/equal, slave), as OFPT_SET_ASYNC carries them.
+    pub async_masks: [u32; 6],
 }
+
+/// OpenFlow 1.3's default async config (packet-in no_match|action, every port status, every
+/// flow removed for master/equal; only port status for slaves).
+pub const DEFAULT_ASYNC: [u32; 6] = [0x3, 0, 0x7, 0x7, 0xf, 0];
 
 impl Default for Session {
     fn default() -> Self {
@@ -48,6 +57,8 @@ impl Default for Session {
             table_id_ext: false,
             config_flags: 0,
             miss_send_len: 128,
+            role: 1,
+            async_masks: DEFAULT_ASYNC,
         }
     }
 }
@@ -147,8 +158,45 @@ impl Session {
                 meter_mod(body, sw)?;
                 Ok(Vec::new())
             }
+            (OF13, 15) => {
+                super::groups::group_mod(body, sw)?;
+                Ok(Vec::new())
+            }
+            (OF13, 24) => one(self.role_request(h.xid, body)?),
+            (OF13, 26) => {
+                let mut w = start(v, 27, h.xid);
+                for m in self.async_masks {
+                    w.u32(m);
+                }
+                one(finish(w))
+            }
+            (OF13, 28) => {
+                let mut r = body;
+                let mut masks = [0u32; 6];
+                for m in &mut masks {
+                    *m = r.u32()?;
+                }
+                self.async_masks = masks;
+                Ok(Vec::new())
+            }
             _ => Err(OfErr::BadType),
         }
+    }
+
+    /// OFPT_ROLE_REQUEST: take the role asked for (NOCHANGE keeps it) and say which it is.
+    /// uvs keeps no generation id across connections, so none is stale.
+    fn role_request(&mut self, xid: u32, mut r: Reader<'_>) -> OfResult<Vec<u8>> {
+        let role = r.u32()?;
+        r.skip(4)?;
+        let generation = r.u64()?;
+        match role {
+            0 => {}
+            1..=3 => self.role = role,
+            _ => return Err(OfErr::BadRole),
+        }
+        let mut w = start(OF13, 25, xid);
+        w.u32(self.role).zeros(4).u64(generation);
+        Ok(finish(w))
     }
 
     /// Nicira vendor (1.0) / experimenter (1.3) messages.
@@ -170,9 +218,15 @@ impl Session {
             }
             // NXT_FLOW_MOD_TABLE_ID.
             15 => self.table_id_ext = r.u8()? != 0,
-            // NXT_SET_PACKET_IN_FORMAT, NXT_SET_CONTROLLER_ID: accepted (uvs sends no
-            // packet-ins yet).
-            16 | 20 => {}
+            // NXT_SET_PACKET_IN_FORMAT: only the standard format (0); NXT_PACKET_IN(2) are
+            // refused, so clients such as `ovs-ofctl monitor` fall back to OFPT_PACKET_IN.
+            16 => {
+                if r.u32()? != 0 {
+                    return Err(OfErr::Eperm);
+                }
+            }
+            // NXT_SET_CONTROLLER_ID: accepted (one controller id).
+            20 => {}
             _ => return Err(OfErr::BadSubtype),
         }
         Ok(Vec::new())
@@ -209,6 +263,7 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
         .iter()
         .map(|a| match a {
             crate::flow::Action::Output(p) => Ok(p.num()),
+            crate::flow::Action::Controller(_) => Err(OfErr::BadOutPort),
             _ => Err(OfErr::BadActionType),
         })
         .collect::<OfResult<Vec<u16>>>()?;

@@ -39,12 +39,12 @@ pub fn features_reply(v: u8, xid: u32, sw: &dyn Switch) -> OfResult<Vec<u8>> {
     Ok(finish(w))
 }
 
-fn phy_port10(w: &mut Writer, p: &PortInfo) {
+pub(super) fn phy_port10(w: &mut Writer, p: &PortInfo) {
     w.u16(p.ofport).mac(p.mac).str_field(&p.name, 16);
     w.u32(0).u32(u32::from(!p.up)).zeros(16);
 }
 
-fn port13(w: &mut Writer, p: &PortInfo) {
+pub(super) fn port13(w: &mut Writer, p: &PortInfo) {
     w.u32(u32::from(p.ofport)).zeros(4).mac(p.mac).zeros(2);
     w.str_field(&p.name, 16);
     let state = if p.up { 4 } else { 1 };
@@ -165,6 +165,7 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
             flow_reply(k, xid, &req, sw)
         }
         3 => Ok(replies(k, xid, table_stats(v, sw)?)),
+        7 if v != OF10 => Ok(replies(k, xid, super::groups::desc(sw)?)),
         12 if v != OF10 => {
             if r.left() > 0 {
                 // Setting table features is not supported.
@@ -201,13 +202,41 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
     }
 }
 
+/// The ONF experimenter id (ONFST_FLOW_MONITOR in OpenFlow 1.3).
+const ONF_VENDOR: u32 = 0x4f4e_4600;
+
 fn nx_request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
-    if r.u32()? != NX_VENDOR {
+    let vendor = r.u32()?;
+    if vendor == ONF_VENDOR && v != OF10 && r.u32()? == 1870 {
+        // ONFST_FLOW_MONITOR: as NXST_FLOW_MONITOR below.
+        let mut w = reply_start(
+            Kind {
+                v,
+                typ: 0xffff,
+                nx_sub: None,
+            },
+            xid,
+            false,
+        );
+        w.u32(ONF_VENDOR).u32(1870);
+        return Ok(vec![finish(w)]);
+    }
+    if vendor != NX_VENDOR {
         return Err(OfErr::BadVendor);
     }
     let sub = r.u32()?;
     if v == OF10 {
         r.skip(4)?;
+    }
+    let k = Kind {
+        v,
+        typ: 0xffff,
+        nx_sub: Some(sub),
+    };
+    if sub == 2 {
+        // NXST_FLOW_MONITOR (`ovs-ofctl monitor ... watch:`): accepted with an empty reply;
+        // uvs sends no flow updates (its events are PACKET_IN, FLOW_REMOVED, PORT_STATUS).
+        return Ok(replies(k, xid, Vec::new()));
     }
     if sub > 1 {
         return Err(OfErr::BadSubtype);
@@ -219,11 +248,6 @@ fn nx_request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<V
     let mb = r.bytes(match_len).map_err(|_| OfErr::BadMatchLen)?;
     let (m, cookie) = ofmatch::decode_tlv_cookie(Tlv::Nxm, Reader::new(mb))?;
     let req = FlowReq::new(table, out_port, m, cookie);
-    let k = Kind {
-        v,
-        typ: 0xffff,
-        nx_sub: Some(sub),
-    };
     flow_reply(k, xid, &req, sw)
 }
 
@@ -272,7 +296,7 @@ fn flow_stats(v: u8, e: &FlowEntry) -> Vec<u8> {
     } else {
         duration(&mut w, e.duration_ms);
         w.u16(f.priority).u16(f.idle_timeout).u16(f.hard_timeout);
-        w.u16(0).zeros(4);
+        w.u16(u16::from(f.send_flow_rem)).zeros(4);
         w.u64(f.cookie).u64(e.n_packets).u64(e.n_bytes);
         encode_oxm_match(&mut w, &f.m);
     }

@@ -74,6 +74,11 @@ impl Switch for Fake {
     }
 }
 
+/// A fake bridge for other test modules.
+pub(super) fn fake() -> impl Switch {
+    Fake::default()
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
@@ -257,6 +262,11 @@ fn fuzz_never_panics_and_answers_errors() {
         "0110000c0000000200030000",
         "0412001000000002000c000000000000",
         "0105000800000004",
+        // GROUP_MOD add all (bucket output:2), ROLE_REQUEST, SET_ASYNC, GROUP_DESC request.
+        "040f003000000009000000000000000100200000ffffffffffffffff000000000000001000000002ffff000000000000",
+        "041800180000000900000002000000000000000000000007",
+        "041c0020000000aa000000030000000000000007000000070000000f00000000",
+        "04120010000000020007000000000000",
     ];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut errors = 0;

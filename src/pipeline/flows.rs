@@ -15,6 +15,7 @@
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
 
+mod groups;
 mod rewrite;
 
 use self::rewrite::{register_write, rewrite, truncated_copy};
@@ -57,6 +58,8 @@ pub struct FlowTable {
     pub ct: super::ct::FlowConntrack,
     /// Flows `learn(...)` made during the current burst (added after it).
     pub learned: Vec<Flow>,
+    /// Groups by id (`group:N`).
+    pub groups: std::collections::BTreeMap<u32, crate::flow::group::Group>,
 }
 
 impl Default for FlowTable {
@@ -72,6 +75,7 @@ impl Default for FlowTable {
             ports: OfPorts::default(),
             ct: Default::default(),
             learned: Vec::new(),
+            groups: Default::default(),
         }
     }
 }
@@ -245,9 +249,11 @@ pub(super) fn run(
     let (tun_id, in_ofport) = dp.port(in_port).map_or((0, 0), |p| {
         (p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64), p.ofport)
     });
+    let events = &dp.events;
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
+    let bridge_name = b.name.as_str();
     let FlowTable {
         cls,
         emc,
@@ -255,6 +261,7 @@ pub(super) fn run(
         ports,
         ct: conntrack,
         learned,
+        groups,
         ..
     } = &mut b.flows;
     let mut drops = 0u64;
@@ -273,6 +280,9 @@ pub(super) fn run(
         learned,
         port,
         now_ms,
+        events,
+        bridge: bridge_name,
+        groups,
     };
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
@@ -571,8 +581,10 @@ pub(crate) fn execute<T: Tracer>(
         ports,
         ct: conntrack,
         learned,
+        groups,
         ..
     } = ft;
+    let events = crate::events::EventSink::default();
     let mut env = Env {
         cls,
         meters,
@@ -581,6 +593,9 @@ pub(crate) fn execute<T: Tracer>(
         learned,
         port,
         now_ms,
+        events: &events,
+        bridge: "",
+        groups,
     };
     execute_in(&mut env, emc, frames, m, out, credit, stack, t)
 }
@@ -636,6 +651,12 @@ struct Env<'a> {
     learned: &'a mut Vec<Flow>,
     port: Ingress,
     now_ms: u64,
+    /// Where `controller` copies go.
+    events: &'a crate::events::EventSink,
+    /// The bridge's name (for those events).
+    bridge: &'a str,
+    /// The bridge's groups.
+    groups: &'a std::collections::BTreeMap<u32, crate::flow::group::Group>,
 }
 
 /// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.
@@ -824,6 +845,20 @@ fn run_actions<T: Tracer>(
                 t.line(|| "    ct_clear: ct_state=0 ct_zone=0".into());
             }
             Action::Note(_) => {}
+            Action::Group(g) => {
+                pending.flush(frames, m, out, t);
+                let at = (table, ct, depth);
+                if groups::run(env, frames, m, out, credit, stack, t, *g, at) {
+                    pending.1 = true;
+                }
+            }
+            Action::Controller(c) => {
+                t.line(|| format!("    {action}"));
+                if !T::DRY {
+                    to_controller(env, frames, m, c, (cur.0, table));
+                }
+                pending.1 = true;
+            }
             Action::Learn(l) => {
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                 let f = l.flow(&key, &stack.ext);
@@ -848,6 +883,42 @@ fn run_actions<T: Tracer>(
             }
         }
     }
+}
+
+/// `controller(...)`: a PACKET_IN event with the frame as it is now (cut to `max_len`), from
+/// flow `flow` of `table`; nothing is copied while no OpenFlow connection listens.
+#[inline(never)]
+fn to_controller(
+    env: &Env,
+    frames: &Frames,
+    m: &Meta,
+    c: &crate::flow::ToController,
+    (flow, table): (FlowId, u8),
+) {
+    if !env.events.listening() {
+        env.events.unheard();
+        return;
+    }
+    let data = frames.data(m.desc);
+    let (cookie, table_miss) = env.cls.get(flow).map_or((0, false), |f| {
+        (
+            f.cookie,
+            f.priority == 0 && f.m == crate::flow::Match::default(),
+        )
+    });
+    let n = data.len().min(usize::from(c.max_len));
+    env.events
+        .send(crate::events::Event::PacketIn(crate::events::PacketIn {
+            bridge: env.bridge.to_string(),
+            table,
+            cookie,
+            reason: c.reason,
+            table_miss,
+            in_port: env.port.ofport,
+            tun_id: env.port.tun_id,
+            total_len: u16::try_from(data.len()).unwrap_or(u16::MAX),
+            data: data[..n].to_vec(),
+        }));
 }
 
 /// `ct(...)`: run connection tracking on the frame, set `ct_mark`/`ct_label` in the ext key;

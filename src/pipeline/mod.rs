@@ -250,7 +250,10 @@ impl Pipeline {
             return;
         };
         self.generated.clear();
-        if dp.bridge(bridge).is_some_and(|b| b.flows.active) {
+        if dp
+            .bridge(bridge)
+            .is_some_and(|b| b.flows.active && !b.fail_open)
+        {
             let mut out = flows::Emitted {
                 made: &mut self.generated,
                 normal: &mut self.normal,

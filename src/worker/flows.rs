@@ -104,6 +104,8 @@ impl Worker {
         strict: bool,
     ) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
+        let events = self.dp.events.clone();
+        let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let filter = filter.unwrap_or(FlowFilter {
             table: None,
@@ -116,12 +118,31 @@ impl Worker {
             PortRef::Name(n) => ports.by_name(n),
             PortRef::Num(n) => Some(*n),
         };
+        let listening = events.listening();
+        let mut gone = Vec::new();
         let removed = ft
             .cls
-            .del(&filter, strict, resolve)
+            .del_with(&filter, strict, resolve, |f, st| {
+                if listening && f.send_flow_rem {
+                    gone.push((f, st));
+                }
+            })
             .map_err(|e| e.to_string())?;
         ft.refresh();
-        Ok(json!({"deleted": removed.len(), "flows": ft.cls.len()}))
+        let (deleted, left) = (removed.len(), ft.cls.len());
+        for (flow, st) in gone {
+            events.send(crate::events::Event::FlowRemoved(Box::new(
+                crate::events::FlowRemoved {
+                    bridge: bridge.to_string(),
+                    reason: crate::events::REMOVED_DELETE,
+                    duration_ms: now_ms.saturating_sub(st.created_ms),
+                    packets: st.n_packets,
+                    bytes: st.n_bytes,
+                    flow,
+                },
+            )));
+        }
+        Ok(json!({"deleted": deleted, "flows": left}))
     }
 
     /// dump-flows lines; with `names`, ports that exist are shown by name (`--names`).

@@ -356,6 +356,9 @@ impl Worker {
         }
         let b = self.bridge_name(bridge);
         tracing::info!("port {name} (bridge {b}): {old} -> {new} ({reason})");
+        if old != new {
+            self.port_status(id, crate::events::PORT_MODIFY);
+        }
     }
 
     fn bridge_name(&self, b: u16) -> String {

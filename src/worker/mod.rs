@@ -18,6 +18,7 @@
 //!   device is down or gone is closed there, so nothing dead is polled or kicked.
 
 mod dns;
+mod events;
 mod flows;
 mod life;
 mod nat;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use dns::DnsCmd;
+pub use events::OfCommand;
 pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
 pub use requests::Command;
@@ -108,6 +110,7 @@ pub(crate) struct LoopStats {
 /// The control plane's handle on a running worker.
 pub struct WorkerHandle {
     tx: Sender<Request>,
+    events: crate::events::EventSource,
     waker: Arc<Waker>,
     dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -135,6 +138,12 @@ impl WorkerHandle {
         self.dns_names.clone()
     }
 
+    /// The worker's events (packet-in, flow removed, port status) and their counters. The
+    /// receiver is shared: each event goes to one of its clones.
+    pub fn events(&self) -> crate::events::EventSource {
+        self.events.clone()
+    }
+
     /// Stop the worker, closing every port, and wait for it.
     pub fn shutdown(&self) {
         let _ = self.call(Command::Shutdown);
@@ -150,13 +159,16 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
     let frames = Frames::new(opts.frames)?;
     let waker = Arc::new(Waker::new()?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    let w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    let (sink, events) = crate::events::channel(crate::events::CAPACITY);
+    let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     let dns_names = w.dns_names.clone();
+    w.dp.events = sink;
     let thread = std::thread::Builder::new()
         .name("uvs-worker".into())
         .spawn(move || w.run())?;
     Ok(WorkerHandle {
         tx,
+        events,
         waker,
         dns_names,
         thread: std::sync::Mutex::new(Some(thread)),

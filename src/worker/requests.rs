@@ -92,6 +92,8 @@ pub enum Command {
         /// `rp_filter=strict|loose|off`.
         rp_filter: Option<crate::route::RpFilter>,
     },
+    /// OpenFlow settings and controller state (see `worker::events`).
+    Openflow(super::events::OfCommand),
     /// Add a static route.
     RouteAdd(crate::config::RouteSpec),
     /// Remove a static route (`PREFIX`).
@@ -264,6 +266,7 @@ impl Worker {
                     "rp_filter": br.rp_filter.name()}),
                 )
             }
+            Command::Openflow(c) => self.openflow(c),
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
                 let (p, l) = crate::route::parse_prefix(&prefix)?;
@@ -702,6 +705,7 @@ impl Worker {
             self.life.resize_with(i + 1, || None);
         }
         self.life[i] = Some(life);
+        self.port_status(id, crate::events::PORT_ADD);
         // Tell the newcomer (and everyone) where the gateway is, as a host joining a LAN hears.
         crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
         Ok(())
@@ -709,6 +713,7 @@ impl Worker {
 
     /// Detach and close port `id`, returning its frames to the pool.
     pub(crate) fn remove_port(&mut self, id: u16) -> Result<(), String> {
+        self.port_status(id, crate::events::PORT_DELETE);
         let queued = self.dp.del_port(id)?;
         for d in queued {
             self.frames.free(d.addr);
@@ -788,7 +793,7 @@ impl Worker {
                         }))
                     })
                     .collect();
-                json!({
+                let mut v = json!({
                     "name": b.name,
                     "gateway": b.gateway.map(gateway_text),
                     "gateway_mac": b.gateway.map(|g| g.mac.to_string()),
@@ -799,7 +804,9 @@ impl Worker {
                     "icc": b.icc,
                     "rp_filter": b.rp_filter.name(),
                     "ports": ports,
-                })
+                });
+                self.openflow_json(b, &mut v);
+                v
             })
             .collect();
         json!({
@@ -854,6 +861,7 @@ impl Worker {
             "bridges": bridges,
             "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
             "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
+            "events": self.dp.events.json(),
             "worker": {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,

@@ -23,6 +23,8 @@ pub(crate) struct Specs {
     pub ports: HashMap<u16, PortSpec>,
     /// What control-plane adapters programmed (left out of the running configuration).
     pub derived: super::overlay::Derived,
+    /// Connected OpenFlow controllers by bridge (derived, not configuration).
+    pub connected: HashMap<String, Vec<String>>,
 }
 
 impl Specs {
@@ -32,6 +34,7 @@ impl Specs {
         b.port.clear();
         b.flows = None;
         b.meters = None;
+        b.groups = None;
         b.fdb = None;
         self.bridges.insert(b.name.clone(), b);
     }
@@ -88,6 +91,8 @@ impl Worker {
                 })
                 .collect();
             b.meters = Some(meters).filter(|m| !m.is_empty());
+            let groups: Vec<String> = br.flows.groups.values().map(|g| g.to_string()).collect();
+            b.groups = Some(groups).filter(|g| !g.is_empty());
             b.mirrors = Some(self.observe.mirror_specs(id)).filter(|m| !m.is_empty());
             let fdb: Vec<FdbSpec> = self
                 .dp

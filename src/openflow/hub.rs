@@ -1,0 +1,175 @@
+//! Delivery of the worker's events to OpenFlow connections: each connection joins the hub of
+//! its bridge once served; one dispatcher thread takes events off the channel and writes each to
+//! every connection of the event's bridge, encoded for that connection (`async_msg`).
+//!
+//! Contract:
+//! - The hub keeps the worker's listener count (`events::EventSource::listeners`) equal to the
+//!   number of joined connections, so the worker makes no events while none is open.
+//! - A connection's replies and its events share one writer under a lock, so messages never
+//!   interleave. Sockets have a write timeout (`WRITE_TIMEOUT`): a controller that stops reading
+//!   is cut off instead of stalling delivery to the others; the worker itself never waits (its
+//!   channel drops and counts what the dispatcher cannot take).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::async_msg::{self, Prefs};
+use crate::events::{Event, EventSource};
+
+/// Shuts a connection's socket down (its reader then ends).
+pub type ShutdownFn = Arc<dyn Fn() + Send + Sync>;
+
+/// Longest a write to one connection may block.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One served connection's writing side.
+pub struct Conn {
+    /// The bridge it controls.
+    pub bridge: String,
+    out: Mutex<Box<dyn Write + Send>>,
+    prefs: Mutex<Prefs>,
+    dead: AtomicBool,
+    shutdown: Option<ShutdownFn>,
+}
+
+impl Conn {
+    /// A connection writing to `out` (version 0 until negotiated); `shutdown`, if given, is
+    /// called when a write fails, so the connection closes (a controller that stops reading
+    /// is disconnected, as OVS does).
+    pub fn new(bridge: &str, out: Box<dyn Write + Send>, shutdown: Option<ShutdownFn>) -> Conn {
+        Conn {
+            bridge: bridge.to_string(),
+            out: Mutex::new(out),
+            prefs: Mutex::new(Prefs::new(0)),
+            dead: AtomicBool::new(false),
+            shutdown,
+        }
+    }
+
+    /// Write one message whole; false (and the connection marked dead) on an error.
+    pub fn send(&self, m: &[u8]) -> bool {
+        if self.dead.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ok = match self.out.lock() {
+            Ok(mut w) => w.write_all(m).and_then(|_| w.flush()).is_ok(),
+            Err(_) => false,
+        };
+        if !ok && !self.dead.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "openflow {}: a connection stopped taking messages; closing it",
+                self.bridge
+            );
+            if let Some(f) = &self.shutdown {
+                f();
+            }
+        }
+        ok
+    }
+
+    /// The connection is broken (a write failed).
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Record what the session negotiated.
+    pub fn set_prefs(&self, p: Prefs) {
+        if let Ok(mut g) = self.prefs.lock() {
+            *g = p;
+        }
+    }
+
+    fn prefs(&self) -> Prefs {
+        self.prefs.lock().map(|g| *g).unwrap_or(Prefs::new(0))
+    }
+}
+
+/// The connections of every bridge.
+pub struct Hub {
+    conns: Mutex<Vec<Arc<Conn>>>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Hub {
+    /// A hub keeping `listeners` up to date.
+    pub fn new(listeners: Arc<AtomicUsize>) -> Arc<Hub> {
+        Arc::new(Hub {
+            conns: Mutex::new(Vec::new()),
+            listeners,
+        })
+    }
+
+    /// Add a connection.
+    pub fn join(&self, c: Arc<Conn>) {
+        if let Ok(mut v) = self.conns.lock() {
+            v.push(c);
+            self.listeners.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Remove a connection.
+    pub fn leave(&self, c: &Arc<Conn>) {
+        if let Ok(mut v) = self.conns.lock() {
+            let before = v.len();
+            v.retain(|x| !Arc::ptr_eq(x, c));
+            if v.len() < before {
+                self.listeners.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Connections of `bridge` (negotiated or not).
+    pub fn count(&self, bridge: &str) -> usize {
+        self.conns
+            .lock()
+            .map(|v| v.iter().filter(|c| c.bridge == bridge).count())
+            .unwrap_or(0)
+    }
+
+    /// Write `e` to every live connection of its bridge; returns how many got it.
+    pub fn deliver(&self, e: &Event) -> usize {
+        // The worker does no IO: a port's hardware address is looked up here.
+        let filled;
+        let e = match e {
+            Event::PortStatus(ps) if ps.port.mac == 0 => {
+                let mut ps = ps.clone();
+                ps.port.mac = super::netdev_mac(&ps.port.name);
+                filled = Event::PortStatus(ps);
+                &filled
+            }
+            _ => e,
+        };
+        let targets: Vec<Arc<Conn>> = match self.conns.lock() {
+            Ok(v) => v
+                .iter()
+                .filter(|c| c.bridge == e.bridge() && !c.is_dead())
+                .cloned()
+                .collect(),
+            Err(_) => return 0,
+        };
+        targets
+            .iter()
+            .filter(|c| async_msg::encode(e, &c.prefs()).is_some_and(|m| c.send(&m)))
+            .count()
+    }
+}
+
+/// The dispatcher thread: events from `src` to `hub` until `stop`.
+pub fn dispatch(
+    hub: Arc<Hub>,
+    src: EventSource,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("of-events".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(e) = src.rx.recv_timeout(Duration::from_millis(200)) {
+                    hub.deliver(&e);
+                }
+            }
+        })
+}

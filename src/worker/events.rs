@@ -1,0 +1,221 @@
+//! The worker's OpenFlow side: PORT_STATUS events (see `crate::events`) when a port is added,
+//! deleted or its link state changes (made only while an OpenFlow connection listens), and a
+//! bridge's OpenFlow settings (datapath id, controllers, fail mode: kept in its spec, so in the
+//! running configuration) with the controllers' connection state and fail-open flag that the
+//! OpenFlow manager reports.
+
+use super::{LinkState, Worker};
+use crate::events::{Event, PortStatus};
+use crate::openflow::PortInfo;
+
+impl Worker {
+    /// Tell the control plane that port `id` was added, deleted or changed (`reason`, OFPPR_*).
+    /// For a delete, call it before the port is removed.
+    pub(crate) fn port_status(&self, id: u16, reason: u8) {
+        if !self.dp.events.listening() {
+            return;
+        }
+        let Some(st) = self.dp.port(id) else { return };
+        let up = self.life(id).is_none_or(|l| l.state == LinkState::Up)
+            && reason != crate::events::PORT_DELETE;
+        let bridge = self
+            .dp
+            .bridge(st.bridge)
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
+        self.dp.events.send(Event::PortStatus(PortStatus {
+            bridge,
+            reason,
+            port: PortInfo {
+                ofport: st.ofport,
+                name: st.name.clone(),
+                up,
+                mac: 0,
+            },
+        }));
+    }
+}
+
+/// The OpenFlow requests to the worker (`Command::Openflow`).
+#[derive(Debug)]
+pub enum OfCommand {
+    /// Change a bridge's OpenFlow settings (None: unchanged), kept in its spec so they are
+    /// part of the running configuration.
+    Set {
+        /// Bridge name.
+        bridge: String,
+        /// `datapath_id` (Some(None): back to the default).
+        datapath_id: Option<Option<String>>,
+        /// Controller targets.
+        controller: Option<Vec<String>>,
+        /// `fail_mode` (Some(None): back to the default, standalone).
+        fail_mode: Option<Option<String>>,
+    },
+    /// The controllers of a bridge that are connected now, and whether the bridge fails open
+    /// (standalone with none connected: flows are bypassed, it is a learning switch). Derived
+    /// state from the OpenFlow manager, not configuration.
+    ControllerState {
+        /// Bridge name.
+        bridge: String,
+        /// Connected targets.
+        connected: Vec<String>,
+        /// Fail open.
+        fail_open: bool,
+    },
+    /// `add-group BRIDGE GROUP`: add or replace a group.
+    GroupAdd {
+        /// Bridge name.
+        bridge: String,
+        /// The group in ovs-ofctl syntax.
+        group: String,
+    },
+    /// `del-groups BRIDGE [group_id=N]`: remove one group or all.
+    GroupDel {
+        /// Bridge name.
+        bridge: String,
+        /// The group (None: all).
+        id: Option<u32>,
+    },
+    /// `dump-groups BRIDGE`.
+    GroupDump {
+        /// Bridge name.
+        bridge: String,
+    },
+}
+
+/// The groups of a bridge as `dump-groups` lines (id order).
+fn group_lines(ft: &crate::pipeline::flows::FlowTable) -> Vec<String> {
+    ft.groups.values().map(|g| g.to_string()).collect()
+}
+
+impl Worker {
+    /// `OfCommand::GroupAdd`: add or replace a group (its bucket ports bound to numbers).
+    fn group_add(&mut self, bridge: &str, text: &str) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let mut g = crate::flow::group::parse_group(text).map_err(|e| e.to_string())?;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        for bucket in &mut g.buckets {
+            let mut f = crate::flow::Flow {
+                actions: std::mem::take(&mut bucket.actions),
+                ..Default::default()
+            };
+            ft.bind_ports(&mut f)
+                .map_err(|(what, p)| format!("group {}: {what}: unknown port '{p}'", g.id))?;
+            bucket.actions = f.actions;
+        }
+        let replaced = ft.groups.insert(g.id, g).is_some();
+        ft.emc.clear();
+        Ok(serde_json::json!({"bridge": bridge, "replaced": replaced, "groups": ft.groups.len()}))
+    }
+
+    /// Carry out an `OfCommand`.
+    pub(crate) fn openflow(&mut self, c: OfCommand) -> Result<serde_json::Value, String> {
+        // Groups change what flows do: frames in flight are re-looked-up (EMC cleared above).
+        match c {
+            OfCommand::Set {
+                bridge,
+                datapath_id,
+                controller,
+                fail_mode,
+            } => self.set_openflow(&bridge, datapath_id, controller, fail_mode),
+            OfCommand::ControllerState {
+                bridge,
+                connected,
+                fail_open,
+            } => self.controller_state(&bridge, connected, fail_open),
+            OfCommand::GroupAdd { bridge, group } => self.group_add(&bridge, &group),
+            OfCommand::GroupDel { bridge, id } => {
+                let b = self.bridge_id(&bridge)?;
+                let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+                let n = match id {
+                    Some(id) => usize::from(ft.groups.remove(&id).is_some()),
+                    None => std::mem::take(&mut ft.groups).len(),
+                };
+                Ok(serde_json::json!({"bridge": bridge, "deleted": n}))
+            }
+            OfCommand::GroupDump { bridge } => {
+                let b = self.bridge_id(&bridge)?;
+                let ft = &self.dp.bridge(b).expect("checked").flows;
+                Ok(serde_json::json!({"bridge": bridge, "groups": group_lines(ft)}))
+            }
+        }
+    }
+
+    /// `OfCommand::Set`: change the bridge's spec (the running configuration keeps it).
+    pub(crate) fn set_openflow(
+        &mut self,
+        bridge: &str,
+        datapath_id: Option<Option<String>>,
+        controller: Option<Vec<String>>,
+        fail_mode: Option<Option<String>>,
+    ) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let spec = self
+            .specs
+            .bridges
+            .entry(bridge.to_string())
+            .or_insert_with(|| crate::config::BridgeSpec::new(bridge));
+        let mut next = spec.clone();
+        if let Some(d) = datapath_id {
+            next.datapath_id = d;
+        }
+        if let Some(c) = controller {
+            next.controller = c;
+        }
+        if let Some(f) = fail_mode {
+            next.fail_mode = f;
+        }
+        crate::openflow::control::validate_bridge(&next)?;
+        *spec = next;
+        if spec.controller.is_empty()
+            && let Some(br) = self.dp.bridge_mut(b)
+        {
+            br.fail_open = false;
+        }
+        let mut v = serde_json::json!({"bridge": bridge});
+        if let Some(br) = self.dp.bridge(b) {
+            self.openflow_json(br, &mut v);
+        }
+        Ok(v)
+    }
+
+    /// `OfCommand::ControllerState`: which controllers are connected, and fail-open.
+    pub(crate) fn controller_state(
+        &mut self,
+        bridge: &str,
+        connected: Vec<String>,
+        fail_open: bool,
+    ) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let br = self.dp.bridge_mut(b).expect("checked");
+        if br.fail_open != fail_open {
+            let how = if fail_open {
+                "no controller connected: standalone, working as a learning switch"
+            } else {
+                "back under its flows"
+            };
+            tracing::info!("bridge {bridge}: {how}");
+            br.fail_open = fail_open;
+            br.flows.emc.clear();
+        }
+        self.specs.connected.insert(bridge.to_string(), connected);
+        Ok(serde_json::json!({"bridge": bridge, "fail_open": fail_open}))
+    }
+
+    /// The OpenFlow fields of a bridge's `show` entry.
+    pub(crate) fn openflow_json(&self, br: &crate::datapath::Bridge, v: &mut serde_json::Value) {
+        let spec = self.specs.bridges.get(&br.name);
+        let dpid = crate::openflow::control::bridge_dpid(&br.name, spec);
+        v["datapath_id"] = serde_json::json!(format!("{dpid:016x}"));
+        v["controller"] = serde_json::json!(spec.map_or(&[][..], |s| &s.controller[..]));
+        v["fail_mode"] = serde_json::json!(spec.and_then(|s| s.fail_mode.clone()));
+        v["controller_connected"] = serde_json::json!(
+            self.specs
+                .connected
+                .get(&br.name)
+                .cloned()
+                .unwrap_or_default()
+        );
+        v["fail_open"] = serde_json::json!(br.fail_open);
+    }
+}
