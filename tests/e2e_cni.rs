@@ -191,6 +191,12 @@ impl Drop for Podman {
     }
 }
 
+/// A TCP port no socket of the host namespace holds now (the kernel's pick for port 0).
+fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
 #[test]
 fn podman_containers_on_uvs_networks() {
     let test = "podman_containers_on_uvs_networks";
@@ -215,10 +221,14 @@ fn podman_containers_on_uvs_networks() {
     pm.network("uvsnet1", 1, &d.socket, json!({"uplink": "ext"}));
     pm.network("uvsnet2", 2, &d.socket, json!({"uplink": "ext"}));
 
+    // podman holds the published host port open in the host namespace: take one that is free
+    // now, so another podman on this machine holding 8080 cannot fail the test.
+    let hp = free_tcp_port();
+    let publish = format!("{hp}:80");
     pm.start(
         "web",
         &["uvsnet1"],
-        &["-p", "8080:80"],
+        &["-p", &publish],
         &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
     );
     let static_ip = ["--ip", "10.235.1.50", "--mac-address", "02:00:00:00:35:50"];
@@ -258,14 +268,14 @@ fn podman_containers_on_uvs_networks() {
     // -p 8080:80: a client beyond the uplink reaches busybox httpd in `web`.
     let nat = d.ctl(&["nat-show"]);
     assert!(
-        nat.contains(&format!("dnat in=ext proto=tcp port=8080 to={web}:80")),
+        nat.contains(&format!("dnat in=ext proto=tcp port={hp} to={web}:80")),
         "{nat}"
     );
     let body = eventually(10, || {
-        curl(&outside, "http://10.235.0.1:8080/index.html")
+        curl(&outside, &format!("http://10.235.0.1:{hp}/index.html"))
             .is_some_and(|b| b.contains("served-by-podman"))
     });
-    assert!(body, "published port 8080 not reachable from outside");
+    assert!(body, "published port {hp} not reachable from outside");
 
     // A restart is DEL then ADD: same address, same uvs port name, reachable again.
     pm.ok(&["restart", "-t", "0", "c2"]);

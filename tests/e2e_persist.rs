@@ -332,6 +332,27 @@ fn kill_9_loses_no_acknowledged_change() {
     );
 }
 
+/// Bridge options changed with set-br (rp_filter, isolated, icc) survive a restart.
+#[test]
+fn bridge_options_survive_a_restart() {
+    if !root_or_skip("bridge_options_survive_a_restart") {
+        return;
+    }
+    let dir = Dir::new("bopt");
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &[]);
+    a.ctl(&["add-br", "b1", "gateway=10.71.0.1/24"]);
+    a.ctl(&["set-br", "b1", "rp_filter=loose", "isolated=on", "icc=off"]);
+    let before = a.ctl(&["show"]);
+    assert!(before.contains("rp_filter=loose"), "{before}");
+    a.kill9();
+    let a = Uvs::start(&sock, &db, &log, &[]);
+    let show = a.ctl(&["show"]);
+    for want in ["rp_filter=loose", "isolated", "icc=off"] {
+        assert!(show.contains(want), "{want} lost after a restart:\n{show}");
+    }
+}
+
 /// A port whose netdev is missing does not stop the start: it is logged, kept in the
 /// database (with the flows and FDB entries that need it), and the rest applies.
 #[test]

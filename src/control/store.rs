@@ -302,6 +302,16 @@ impl Store {
                         });
                         out.step(r, what);
                     }
+                    if (ob.isolated, ob.icc, ob.rp_filter) != (nb.isolated, nb.icc, nb.rp_filter) {
+                        let what = format!("~ bridge {} options", nb.name);
+                        let r = self.call(Command::SetBridgeOptions {
+                            bridge: nb.name.clone(),
+                            isolated: Some(nb.isolated),
+                            icc: Some(nb.icc),
+                            rp_filter: Some(nb.rp_filter),
+                        });
+                        out.step(r, what);
+                    }
                     if let Some(c) = openflow_change(ob, nb) {
                         let what = format!("~ bridge {} openflow", nb.name);
                         out.step(self.call(c), what);
@@ -506,19 +516,23 @@ fn bare(b: &BridgeSpec) -> BridgeSpec {
     x.gateway_mac = b.gateway_mac.clone();
     x.isolated = b.isolated;
     x.icc = b.icc;
+    x.rp_filter = b.rp_filter;
     x.datapath_id = b.datapath_id.clone();
     x.controller = b.controller.clone();
     x.fail_mode = b.fail_mode.clone();
     x
 }
 
-/// Whether two bridge specs differ at most in their gateway and OpenFlow settings (changed in
-/// place with set-br / set-controller / set-fail-mode).
+/// Whether two bridge specs differ at most in their gateway, isolation, icc, rp_filter and
+/// OpenFlow settings (changed in place with set-br / set-controller / set-fail-mode).
 fn same_but_gateway(a: &BridgeSpec, b: &BridgeSpec) -> bool {
     let (mut a, mut b) = (without_openflow(a), without_openflow(b));
     for x in [&mut a, &mut b] {
         x.gateway = None;
         x.gateway_mac = None;
+        x.isolated = false;
+        x.icc = true;
+        x.rp_filter = Default::default();
     }
     a == b
 }
