@@ -11,8 +11,8 @@
 //! # meters = ["meter=1,kbps,band=type=drop,rate=1000"]
 //!
 //! [[bridge.port]]
-//! name = "veth1"          # netdev name (afxdp: must exist; tap: uvs creates it)
-//! type = "afxdp"          # afxdp | tap
+//! name = "veth1"          # netdev name (afxdp, afpacket: must exist; tap: uvs creates it)
+//! type = "afxdp"          # afxdp | afpacket (alias system) | tap
 //! vlan = 10               # access port in VLAN 10 (omit for a trunk)
 //! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
@@ -442,7 +442,7 @@ impl BridgeSpec {
 }
 
 impl PortSpec {
-    /// Parse `add-port BRIDGE NAME [type=afxdp|tap] [vlan=N] [trunks=N,M] [xdp_mode=M] [mtu=N]`
+    /// Parse `add-port BRIDGE NAME [type=afxdp|afpacket|tap] [vlan=N] [trunks=N,M] [xdp_mode=M] [mtu=N]`
     /// option arguments (type defaults to afxdp).
     pub fn from_args(name: &str, args: &[String]) -> Result<PortSpec, String> {
         let mut p = PortSpec {
@@ -461,11 +461,12 @@ impl PortSpec {
                 "type" => {
                     p.kind = match v {
                         "afxdp" => PortKind::Afxdp,
+                        "afpacket" | "system" => PortKind::Afpacket,
                         "tap" => PortKind::Tap,
                         "vxlan" => PortKind::Vxlan,
                         _ => {
                             return Err(format!(
-                                "type: '{v}' is not a port type (afxdp, tap, vxlan)"
+                                "type: '{v}' is not a port type (afxdp, afpacket, tap, vxlan)"
                             ));
                         }
                     }
