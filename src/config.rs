@@ -956,7 +956,18 @@ mod tests {
         assert_eq!(p.kind, PortKind::Tap);
         assert_eq!(p.vlan, Some(5));
         let e = PortSpec::from_args("x", &a(&["type=gre"])).unwrap_err();
-        assert!(e.starts_with("type:"), "{e}");
+        assert!(e.starts_with("type:") && e.contains("afpacket"), "{e}");
+        // OVS's name for a kernel netdev port is an alias; it is kept as afpacket.
+        for t in ["type=afpacket", "type=system"] {
+            let p = PortSpec::from_args("veth1", &a(&[t])).unwrap();
+            assert_eq!(p.kind, PortKind::Afpacket);
+        }
+        let c = Config::parse(
+            "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"v\"\ntype = \"system\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge[0].port[0].kind, PortKind::Afpacket);
+        assert_eq!(PortKind::Afpacket.to_string(), "afpacket");
         let e = PortSpec::from_args("x", &a(&["vlan"])).unwrap_err();
         assert!(e.contains("not key=value"), "{e}");
         let e = PortSpec::from_args("x", &a(&["vlan=5000"])).unwrap_err();

@@ -327,3 +327,17 @@ fn afpacket_port_follows_its_container() {
     wait_state(&d, &n("p2"), "up", 5);
     assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> n2 after down/up");
 }
+
+#[test]
+fn wire_check_tells_a_right_partial_sum_from_a_wrong_one() {
+    // 10.0.0.1 -> 10.0.0.2, TCP length 60040: 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + 60040.
+    let want = pseudo_sum("10.0.0.1", "10.0.0.2", 60040);
+    assert_eq!(want, (0x0a00 + 1 + 0x0a00 + 2 + 6 + 60040u32) as u16);
+    let line = |status: &str, csum: u16| {
+        format!("{status}\t10.0.0.1\t10.0.0.2\t60060\t20\t{csum:#06x}\t60074")
+    };
+    let out = [line("1", 0x1234), line("0", want), line("0", want ^ 1)].join("\n");
+    let w = check_wire(&out);
+    assert_eq!((w.frames, w.good, w.partial, w.bad.len()), (3, 1, 1, 1));
+    assert_eq!(w.longest, 60074);
+}
