@@ -16,7 +16,8 @@
 //!   [`Offload`](crate::packet::Offload) state, on transmit it is rebuilt from it, so the kernel
 //!   gets GSO super-frames and partial checksums as they are (the veth peer receives
 //!   super-frames; a device that cannot take them has them segmented by the kernel).
-//! - Receive is batched: one `recvmmsg` reads up to [`BATCH`] frames, each straight into a pool
+//! - Receive is batched: one `recvmmsg` reads up to [`BATCH`] frames (an idle port asks for
+//!   one, doubling while calls come back full, so that polling an idle port costs one frame), each straight into a pool
 //!   frame after the headroom with a spare large buffer as the next iovec, as TAP ports do (a
 //!   frame larger than [`MAX_FRAME_LEN`] continues into the large buffer and its first bytes are
 //!   copied in front). Large buffers are taken for a burst only while the large pool keeps
@@ -148,6 +149,8 @@ pub struct AfpacketPort {
     hdrs: Box<[[u8; VNET_HDR_LEN]; BATCH]>,
     cmsgs: Box<[[u64; CMSG_SPACE / 8]; BATCH]>,
     overflow: [u8; 1],
+    /// Frames the next `recvmmsg` asks for (see [`next_want`]).
+    rx_want: usize,
     stats: AfpacketStats,
     fault: Option<String>,
 }
@@ -246,6 +249,7 @@ impl AfpacketPort {
             hdrs: Box::new([[0; VNET_HDR_LEN]; BATCH]),
             cmsgs: Box::new([[0; CMSG_SPACE / 8]; BATCH]),
             overflow: [0],
+            rx_want: 1,
             stats: AfpacketStats::default(),
             fault: None,
         })
@@ -513,6 +517,20 @@ impl AfpacketPort {
     }
 }
 
+/// How many frames to ask the next `recvmmsg` for, after asking for `want` (the target was
+/// `target`) and getting `got`: double while calls come back full, fall to what came when they
+/// do not. An idle port asks for one, so an empty poll allocates one frame and one large
+/// buffer instead of [`BATCH`] of each.
+fn next_want(target: usize, want: usize, got: usize) -> usize {
+    if got == want && want == target {
+        (target * 2).min(BATCH)
+    } else if got < want {
+        got.clamp(1, BATCH)
+    } else {
+        target
+    }
+}
+
 /// `bind(fd, {AF_PACKET, ETH_P_ALL, ifindex})`.
 fn bind(fd: &OwnedFd, ifindex: u32) -> io::Result<()> {
     // SAFETY: all-zero is a valid sockaddr_ll.
@@ -588,9 +606,12 @@ impl Port for AfpacketPort {
             return 0;
         };
         let start = out.len();
-        while out.len() - start < max {
-            let want = (max - (out.len() - start)).min(BATCH);
+        let mut room = max;
+        while room > 0 {
+            let want = self.rx_want.min(room);
             let got = self.recv_batch(fd, frames, out, want);
+            room -= got.min(room);
+            self.rx_want = next_want(self.rx_want, want, got);
             if got < want {
                 break;
             }
@@ -702,6 +723,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("uvs-no-such0"), "{e}");
+    }
+
+    #[test]
+    fn receive_batches_grow_under_load_and_shrink_when_idle() {
+        let mut t = 1;
+        let mut seen = vec![];
+        for _ in 0..7 {
+            t = next_want(t, t, t); // every call full
+            seen.push(t);
+        }
+        assert_eq!(seen, [2, 4, 8, 16, 32, 32, 32]);
+        assert_eq!(next_want(32, 32, 5), 5);
+        assert_eq!(next_want(32, 32, 0), 1);
+        // The last call of a burst asked for less than the target (the burst's room): keep it.
+        assert_eq!(next_want(32, 10, 10), 32);
     }
 
     #[test]
