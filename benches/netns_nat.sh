@@ -118,6 +118,10 @@ fi
 NCPU=$(nproc)
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (uvs, trafgen, iperf3, ping) inherit it
+    # With autogroup scheduling (kernel.sched_autogroup_enabled=1) nice ranks threads only
+    # inside one session: other sessions (builds) compete as equals unless the autogroup of
+    # this session is reniced too (every process of this run is in it).
+    if [ -e "/proc/$$/autogroup" ]; then echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || true; fi
 fi
 if [ "$SW_CPU" -ge "$NCPU" ]; then
     log "only $NCPU CPUs: switch core $SW_CPU does not exist, using core $((NCPU - 1))"

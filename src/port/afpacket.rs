@@ -17,8 +17,9 @@
 //!   gets GSO super-frames and partial checksums as they are (the veth peer receives
 //!   super-frames; a device that cannot take them has them segmented by the kernel).
 //! - Receive is batched: one `recvmmsg` reads up to [`BATCH`] frames (an idle port asks for
-//!   one, doubling while calls come back full, so that polling an idle port costs one frame), each straight into a pool
-//!   frame after the headroom with a spare large buffer as the next iovec, as TAP ports do (a
+//!   one, doubling while calls come back full, so polling an idle port costs one frame), each
+//!   straight into a pool frame after the headroom with a spare large buffer as the next iovec,
+//!   as TAP ports do (a
 //!   frame larger than [`MAX_FRAME_LEN`] continues into the large buffer and its first bytes are
 //!   copied in front). Large buffers are taken for a burst only while the large pool keeps
 //!   [`BIG_KEEP`] free; without one, a super-frame is truncated by the kernel and dropped
