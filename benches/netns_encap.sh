@@ -4,7 +4,7 @@
 #   1 kbr     kernel bridge, no encapsulation (c1, c2 veths on one bridge in host A's namespace)
 #   2 kvx     kernel vxlan pair: host A and host B namespaces, each a bridge + vxlan id 42
 #             (dstport 4789) over an underlay veth pair; c1 behind A, c2 behind B
-#   3 uvs     uvs without encapsulation: c1, c2 on one uvs bridge (AF_XDP ports)
+#   3 uvs     uvs without encapsulation: c1, c2 on one uvs bridge (AF_XDP ports, or --port-type)
 #   4 uvsvx   uvs VTEP pair: uvs A (root namespace) <-> uvs B (inside host B's namespace)
 #   5 uvskvx  uvs VTEP (host A) <-> kernel vxlan VTEP (host B)
 # and for each: iperf3 TCP c1 -> c2 Gbit/s, 64-byte UDP pps delivered at c2 (trafgen) and the
@@ -567,7 +567,7 @@ run_uvs() {
     uvsa add-br br0 >&2 || ok=0
     uvsa add-port br0 "$H1" type=$PORT_TYPE >&2 || ok=0
     uvsa add-port br0 "$H2" type=$PORT_TYPE >&2 || ok=0
-    RES_NOTE[uvs]="one bridge, AF_XDP ports; worker on core $SW_CPU; MTU 1500"
+    RES_NOTE[uvs]="one bridge, $PORT_TYPE ports; worker on core $SW_CPU; MTU 1500"
     DROP_DEVS=("$H1" "$H2")
     if [ "$ok" = 1 ]; then
         connect_check uvs && measure uvs
