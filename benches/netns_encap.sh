@@ -4,7 +4,7 @@
 #   1 kbr     kernel bridge, no encapsulation (c1, c2 veths on one bridge in host A's namespace)
 #   2 kvx     kernel vxlan pair: host A and host B namespaces, each a bridge + vxlan id 42
 #             (dstport 4789) over an underlay veth pair; c1 behind A, c2 behind B
-#   3 uvs     uvs without encapsulation: c1, c2 on one uvs bridge (AF_XDP ports)
+#   3 uvs     uvs without encapsulation: c1, c2 on one uvs bridge (AF_XDP ports, or --port-type)
 #   4 uvsvx   uvs VTEP pair: uvs A (root namespace) <-> uvs B (inside host B's namespace)
 #   5 uvskvx  uvs VTEP (host A) <-> kernel vxlan VTEP (host B)
 # and for each: iperf3 TCP c1 -> c2 Gbit/s, 64-byte UDP pps delivered at c2 (trafgen) and the
@@ -34,6 +34,8 @@ Options:
   --wait-idle S    wait up to S seconds for the machine to be idle (<15% busy) before each
                    path (default 0: do not wait, only warn)
   --nice N         run everything at this nice value, e.g. -10 on a shared machine
+  --port-type T    uvs port type on the veths: afxdp (default) or afpacket (AF_PACKET with
+                   PACKET_VNET_HDR: TCP super-frames cross uvs whole)
 EOF
 }
 
@@ -50,6 +52,7 @@ SW_CPU=1
 B_CPU=""
 WAIT_IDLE=0
 NICE=0
+PORT_TYPE=afxdp
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -62,6 +65,7 @@ while [ $# -gt 0 ]; do
     --b-cpu) B_CPU="${2:?}"; shift ;;
     --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
     --nice) NICE="${2:?}"; shift ;;
+    --port-type) PORT_TYPE="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_encap: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -156,6 +160,10 @@ if [ "$B_CPU" != any ] && [ "$B_CPU" -ge "$NCPU" ]; then
 fi
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (uvs, trafgen, iperf3, ping) inherit it
+    # With autogroup scheduling (kernel.sched_autogroup_enabled=1) nice ranks threads only
+    # inside one session: other sessions (builds) compete as equals unless the autogroup of
+    # this session is reniced too (every process of this run is in it).
+    if [ -e "/proc/$$/autogroup" ]; then echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || true; fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -557,9 +565,9 @@ run_uvs() {
     if ! start_uvs_a; then RES_NOTE[uvs]="uvs did not start"; detach_containers; return 0; fi
     local ok=1
     uvsa add-br br0 >&2 || ok=0
-    uvsa add-port br0 "$H1" type=afxdp >&2 || ok=0
-    uvsa add-port br0 "$H2" type=afxdp >&2 || ok=0
-    RES_NOTE[uvs]="one bridge, AF_XDP ports; worker on core $SW_CPU; MTU 1500"
+    uvsa add-port br0 "$H1" type=$PORT_TYPE >&2 || ok=0
+    uvsa add-port br0 "$H2" type=$PORT_TYPE >&2 || ok=0
+    RES_NOTE[uvs]="one bridge, $PORT_TYPE ports; worker on core $SW_CPU; MTU 1500"
     DROP_DEVS=("$H1" "$H2")
     if [ "$ok" = 1 ]; then
         connect_check uvs && measure uvs
@@ -581,9 +589,9 @@ uvs_host_a() {
     attach_container "" "$H1" "$C1" "$MAC1" "$IP1" 1450
     start_uvs_a || return 1
     uvsa add-br ul "gateway=$U1/24" >&2 || ok=0
-    uvsa add-port ul "$UA" type=afxdp >&2 || ok=0
+    uvsa add-port ul "$UA" type=$PORT_TYPE >&2 || ok=0
     uvsa add-br br0 >&2 || ok=0
-    uvsa add-port br0 "$H1" type=afxdp >&2 || ok=0
+    uvsa add-port br0 "$H1" type=$PORT_TYPE >&2 || ok=0
     uvsa add-port br0 vx0 type=vxlan vni=42 "local_ip=$U1" "remote_ip=$U2" >&2 || ok=0
     [ "$ok" = 1 ]
 }
@@ -605,9 +613,9 @@ run_uvsvx() {
     fi
     if [ "$ok" = 1 ]; then
         uvsb add-br ul "gateway=$U2/24" >&2 || ok=0
-        uvsb add-port ul ul type=afxdp >&2 || ok=0
+        uvsb add-port ul ul type=$PORT_TYPE >&2 || ok=0
         uvsb add-br br0 >&2 || ok=0
-        uvsb add-port br0 b2 type=afxdp >&2 || ok=0
+        uvsb add-port br0 b2 type=$PORT_TYPE >&2 || ok=0
         uvsb add-port br0 vx0 type=vxlan vni=42 "local_ip=$U2" "remote_ip=$U1" >&2 || ok=0
     fi
     RES_NOTE[uvsvx]="uvs A (root ns, core $SW_CPU) <-> uvs B (host B ns, core $B_CPU); VNI 42 over a veth underlay; container MTU 1450; CPU = uvs A + uvs B"
@@ -673,7 +681,7 @@ rfmt() { fmt .2f "$1" | sed 's/$/x/; s/n\/ax/n\/a/'; }
 
 echo "netns VXLAN encapsulation benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; tools on CPU $APP_CPU, uvs A on core $SW_CPU, uvs B on core $B_CPU; nice $NICE"
-[ -z "$UVS_INFO" ] || echo "uvs: $UVS_INFO"
+[ -z "$UVS_INFO" ] || echo "uvs ($PORT_TYPE ports): $UVS_INFO"
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | CPU % (pps) | CPU % (TCP) |"

@@ -3,11 +3,12 @@
 #   kernel     Linux bridge (veth host ends enslaved to a `bridge` device)
 #   ovs        Open vSwitch userspace datapath (datapath_type=netdev) with afxdp ports on the veths
 #   uvs-afxdp  uvs with afxdp ports on the veths (worker pinned to core 1)
+#   uvs-afpacket uvs with afpacket ports (AF_PACKET + PACKET_VNET_HDR) on the veths
 #   uvs-tap    uvs with TAP ports (uvs creates the TAPs; they are moved into c1/c2 as eth0)
 # and for each: 64-byte UDP pps delivered (trafgen in c1, counted in c2), delivered/sent, iperf3
-# TCP Gbit/s, ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`) and the switch's CPU use during the pps test. Median of 3 repetitions.
+# TCP Gbit/s with the switch's CPU during it (and CPU % per Gbit/s), ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`) and the switch's CPU use during the pps test. Median of 3 repetitions.
 #
-# Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-tap]
+# Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
 #                                 [--switch-cpu N] [--wait-idle S] [--nice N] [--ovs-xdp-mode M]
 # Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
@@ -18,7 +19,8 @@ usage() {
     cat <<'EOF'
 Options:
   --quick          1 repetition, 2 s traffic (CI smoke run)
-  --only LIST      comma-separated subset of: kernel,ovs,uvs-afxdp,uvs-tap (default: all)
+  --only LIST      comma-separated subset of: kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap
+                   (default: all)
   --uvs PATH       uvs binary (default: target/release/uvs of this repo; built if missing)
   --duration S     seconds of traffic per pps/TCP test (default 5, quick 2)
   --reps N         repetitions per measurement, the median is reported (default 3, quick 1)
@@ -36,7 +38,7 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # Options
 QUICK=0
-ONLY="kernel,ovs,uvs-afxdp,uvs-tap"
+ONLY="kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 UVS="$REPO/target/release/uvs"
 UVS_GIVEN=0
@@ -69,7 +71,7 @@ if [ "$QUICK" = 1 ]; then
 else
     DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000
 fi
-ALL_SWITCHES="kernel ovs uvs-afxdp uvs-tap"
+ALL_SWITCHES="kernel ovs uvs-afxdp uvs-afpacket uvs-tap"
 SWITCHES=""
 for s in ${ONLY//,/ }; do
     case " $ALL_SWITCHES " in
@@ -109,14 +111,15 @@ if want ovs; then
         drop_switch ovs
     fi
 fi
-if want uvs-afxdp || want uvs-tap; then
+if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     if [ ! -x "$UVS" ] && [ "$UVS_GIVEN" = 0 ] && command -v cargo >/dev/null 2>&1; then
         log "building uvs (cargo build --release)"
         (cd "$REPO" && cargo build --release >&2)
     fi
     if [ ! -x "$UVS" ]; then
-        log "SKIP uvs-afxdp, uvs-tap: uvs binary '$UVS' not found (cargo build --release)"
+        log "SKIP uvs-afxdp, uvs-afpacket, uvs-tap: uvs binary '$UVS' not found (cargo build --release)"
         drop_switch uvs-afxdp
+        drop_switch uvs-afpacket
         drop_switch uvs-tap
     fi
 fi
@@ -125,12 +128,16 @@ if [ -z "${SWITCHES// /}" ]; then
     exit 0
 fi
 NCPU=$(nproc)
-if want uvs-afxdp || want uvs-tap; then
+if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     # Run one binary for the whole run, even if target/ is rebuilt meanwhile (shared checkouts).
     UVS_INFO="$UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
 fi
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (switches, trafgen, iperf3, ping) inherit it
+    # With autogroup scheduling (kernel.sched_autogroup_enabled=1) nice ranks threads only
+    # inside one session: other sessions (builds) compete as equals unless the autogroup of
+    # this session is reniced too (every process of this run is in it).
+    if [ -e "/proc/$$/autogroup" ]; then echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || true; fi
 fi
 if [ "$SW_CPU" -ge "$NCPU" ]; then
     log "only $NCPU CPUs: switch core $SW_CPU does not exist, using core $((NCPU - 1))"
@@ -300,13 +307,14 @@ host_rx_dropped() { # drops on the veth host ends (XDP redirect failures show up
     if ip link show "$H1" >/dev/null 2>&1; then cat "/sys/class/net/$H1/statistics/rx_dropped"; fi
 }
 
-tcp_once() { # sets R_TCP (Gbit/s or nan)
-    local port=$((5201 + RANDOM % 1000)) spid
+tcp_once() { # sets R_TCP (Gbit/s or nan) and R_TCPCPU (switch CPU % during it)
+    local port=$((5201 + RANDOM % 1000)) spid c0 c1 t0 t1
     nsx "$C2" timeout $((DUR + 20)) taskset -c "$APP_CPU" iperf3 -s -1 -B "$IP2" -p "$port" \
         >"$TMP/iperf3s.out" 2>&1 &
     spid=$!
     PIDS+=("$spid")
     wait_for 5 nsx "$C2" sh -c "ss -ltn | grep -q ':$port '" || true
+    c0=$(switch_ticks); t0=$(now_ns)
     if nsx "$C1" timeout $((DUR + 15)) taskset -c "$APP_CPU" iperf3 -c "$IP2" -p "$port" \
         -t "$DUR" -J --connect-timeout 3000 >"$TMP/iperf3.json" 2>"$TMP/iperf3.err"; then
         R_TCP=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"]/1e9)' "$TMP/iperf3.json" 2>/dev/null || echo nan)
@@ -314,9 +322,11 @@ tcp_once() { # sets R_TCP (Gbit/s or nan)
         R_TCP=nan
         log "  iperf3 failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$TMP/iperf3.json" 2>/dev/null || true) $(head -c 300 "$TMP/iperf3.err")"
     fi
+    t1=$(now_ns); c1=$(switch_ticks)
+    R_TCPCPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
     kill_pid "$spid"
     wait "$spid" 2>/dev/null || true
-    log "  tcp: $(fmt .2f "$R_TCP") Gbit/s"
+    log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, switch cpu $(fmt .0f "$R_TCPCPU")%"
 }
 
 ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
@@ -330,19 +340,20 @@ ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentil
     log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
-declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG
+declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
 measure() { # NAME: run REPS x (pps, tcp, ping) and store medians
-    local name="$1" i pps=() pct=() cpu=() tcp=() rtt=() p50=() p99=() p999=()
+    local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU")
-        tcp_once; tcp+=("$R_TCP")
+        tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
     done
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_CPU[$name]=$(median "${cpu[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
+    RES_TCPCPU[$name]=$(median "${tcpcpu[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
     RES_P50[$name]=$(median "${p50[@]}")
     RES_P99[$name]=$(median "${p99[@]}")
@@ -488,6 +499,22 @@ run_uvs_afxdp() {
     stop_uvs
     del_veths
 }
+run_uvs_afpacket() {
+    make_veths
+    if ! start_uvs; then RES_NOTE[uvs-afpacket]="uvs did not start"; del_veths; return 0; fi
+    local ok=1
+    uvs_ctl add-port br0 "$H1" type=afpacket >&2 || ok=0
+    uvs_ctl add-port br0 "$H2" type=afpacket >&2 || ok=0
+    if [ "$ok" = 0 ]; then
+        RES_NOTE[uvs-afpacket]="add-port type=afpacket failed"; stop_uvs; del_veths; return 0
+    fi
+    wait_for 10 reachable || log "[uvs-afpacket] c1 cannot reach c2"
+    CPU_PID=$UVS_PID
+    RES_NOTE[uvs-afpacket]="worker on core $SW_CPU; default offloads in c1, c2"
+    measure uvs-afpacket
+    stop_uvs
+    del_veths
+}
 run_uvs_tap() {
     if ! start_uvs; then RES_NOTE[uvs-tap]="uvs did not start"; return 0; fi
     local ok=1
@@ -511,7 +538,7 @@ run_uvs_tap() {
 
 # ---------------------------------------------------------------------------------------------
 log "switches:$SWITCHES; $REPS repetition(s), ${DUR}s traffic; traffic tools on CPU $APP_CPU, switch on core $SW_CPU; kernel $(uname -r)"
-if want uvs-afxdp || want uvs-tap; then
+if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     cp "$UVS" "$TMP/uvs" # one binary for the whole run, even if target/ is rebuilt meanwhile
     UVS="$TMP/uvs"
 fi
@@ -535,6 +562,7 @@ for s in $SWITCHES; do
     kernel) run_kernel ;;
     ovs) run_ovs ;;
     uvs-afxdp) run_uvs_afxdp ;;
+    uvs-afpacket) run_uvs_afpacket ;;
     uvs-tap) run_uvs_tap ;;
     esac
 done
@@ -546,31 +574,35 @@ ratio() { # A B: A/B formatted, or n/a
 }
 echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU; nice $NICE"
-if want uvs-afxdp || want uvs-tap; then
+if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     echo "uvs: $UVS_INFO"
 fi
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
-echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for s in $SWITCHES; do
     if [ -z "${RES_PPS[$s]:-}" ]; then
-        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a |"
+        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     cpu="$(fmt .0f "${RES_CPU[$s]}")"
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; fi
-    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu |"
+    tcpcpu="$(fmt .0f "${RES_TCPCPU[$s]:-nan}") ($(python3 -c 'import sys,math; c,g=float(sys.argv[1]),float(sys.argv[2]); print("n/a" if math.isnan(c) or math.isnan(g) or g==0 else f"{c/g:.1f}")' "${RES_TCPCPU[$s]:-nan}" "${RES_TCP[$s]:-nan}"))"
+    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu |"
 done
 echo
 for s in $SWITCHES; do
     echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
 done
 echo
+if want uvs-afpacket && want ovs; then
+    echo "- uvs-afpacket / ovs: pps $(ratio "${RES_PPS[uvs-afpacket]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afpacket]:-}" "${RES_TCP[ovs]:-}")"
+fi
 if want uvs-afxdp && want ovs; then
     echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
 fi
-for u in uvs-afxdp uvs-tap; do
+for u in uvs-afxdp uvs-afpacket uvs-tap; do
     if want "$u" && want kernel; then
         echo "- $u / kernel: pps $(ratio "${RES_PPS[$u]:-}" "${RES_PPS[kernel]:-}"), TCP $(ratio "${RES_TCP[$u]:-}" "${RES_TCP[kernel]:-}")"
     fi

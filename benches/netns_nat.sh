@@ -30,6 +30,8 @@ Options:
                    router (default 0: do not wait, only warn)
   --nice N         run everything (uvs and the traffic tools) at this nice value, e.g. -10 on a
                    machine shared with builds (default 0: unchanged)
+  --port-type T    uvs port type on the veths: afxdp (default) or afpacket (AF_PACKET with
+                   PACKET_VNET_HDR: TCP super-frames cross uvs whole)
 EOF
 }
 
@@ -46,6 +48,7 @@ APP_CPU=0
 SW_CPU=1
 WAIT_IDLE=0
 NICE=0
+PORT_TYPE=afxdp
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
     --switch-cpu) SW_CPU="${2:?}"; shift ;;
     --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
     --nice) NICE="${2:?}"; shift ;;
+    --port-type) PORT_TYPE="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_nat: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -114,6 +118,10 @@ fi
 NCPU=$(nproc)
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (uvs, trafgen, iperf3, ping) inherit it
+    # With autogroup scheduling (kernel.sched_autogroup_enabled=1) nice ranks threads only
+    # inside one session: other sessions (builds) compete as equals unless the autogroup of
+    # this session is reniced too (every process of this run is in it).
+    if [ -e "/proc/$$/autogroup" ]; then echo "$NICE" >"/proc/$$/autogroup" 2>/dev/null || true; fi
 fi
 if [ "$SW_CPU" -ge "$NCPU" ]; then
     log "only $NCPU CPUs: switch core $SW_CPU does not exist, using core $((NCPU - 1))"
@@ -501,15 +509,15 @@ run_uvs() {
     fi
     uvs_ctl add-br br0 "gateway=$GW_C/24" >&2 || ok=0
     uvs_ctl add-br ext "gateway=$GW_O/24" >&2 || ok=0
-    uvs_ctl add-port br0 "$HC" type=afxdp >&2 || ok=0
-    uvs_ctl add-port ext "$HO" type=afxdp >&2 || ok=0
+    uvs_ctl add-port br0 "$HC" type=$PORT_TYPE >&2 || ok=0
+    uvs_ctl add-port ext "$HO" type=$PORT_TYPE >&2 || ok=0
     uvs_ctl nat-add masquerade "src=$C_NET" out=ext >&2 || ok=0
     if [ "$ok" = 0 ]; then
         RES_NOTE[uvs]="uvs configuration failed (see log)"; kill_pid "$UVS_PID"; UVS_PID=""; return 0
     fi
     NS_C=$UC NS_O=$UO CPU_PID=$UVS_PID
     wait_for 10 nsx "$UC" timeout 2 ping -c 1 -W 1 -q "$O_IP" || log "[uvs] c cannot reach o"
-    RES_NOTE[uvs]="afxdp ports, worker on core $SW_CPU; CPU = uvs process (utime+stime; the worker busy-polls while frames flow and sleeps in poll(2) after 200 µs idle)"
+    RES_NOTE[uvs]="$PORT_TYPE ports, worker on core $SW_CPU; CPU = uvs process (utime+stime; the worker busy-polls while frames flow and sleeps in poll(2) after 200 µs idle)"
     measure uvs
     RES_NAT[uvs]="${RES_NAT[uvs]}; ct-show $([ "$CT_SEEN" = 1 ] && echo "listed $C_IP <-> $GW_O during the test" || echo "did NOT list the connection")"
     [ "$CT_SEEN" = 1 ] || RES_NATOK[uvs]=NO
@@ -541,7 +549,7 @@ ratio() { # A B: A/B formatted, or n/a
 echo "netns NAT benchmark (c -> router with masquerade -> o), $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker on core $SW_CPU; nice $NICE"
 if want uvs; then
-    echo "uvs: $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    echo "uvs ($PORT_TYPE ports): $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
 fi
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }

@@ -11,8 +11,8 @@
 //! # meters = ["meter=1,kbps,band=type=drop,rate=1000"]
 //!
 //! [[bridge.port]]
-//! name = "veth1"          # netdev name (afxdp: must exist; tap: uvs creates it)
-//! type = "afxdp"          # afxdp | tap
+//! name = "veth1"          # netdev name (afxdp, afpacket: must exist; tap: uvs creates it)
+//! type = "afxdp"          # afxdp | afpacket (alias system) | tap
 //! vlan = 10               # access port in VLAN 10 (omit for a trunk)
 //! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
@@ -480,7 +480,7 @@ impl BridgeSpec {
 }
 
 impl PortSpec {
-    /// Parse `add-port BRIDGE NAME [type=afxdp|tap] [vlan=N] [trunks=N,M] [xdp_mode=M] [mtu=N]`
+    /// Parse `add-port BRIDGE NAME [type=afxdp|afpacket|tap] [vlan=N] [trunks=N,M] [xdp_mode=M] [mtu=N]`
     /// option arguments (type defaults to afxdp).
     pub fn from_args(name: &str, args: &[String]) -> Result<PortSpec, String> {
         let mut p = PortSpec {
@@ -501,11 +501,12 @@ impl PortSpec {
                 "type" => {
                     p.kind = match v {
                         "afxdp" => PortKind::Afxdp,
+                        "afpacket" | "system" => PortKind::Afpacket,
                         "tap" => PortKind::Tap,
                         "vxlan" => PortKind::Vxlan,
                         _ => {
                             return Err(format!(
-                                "type: '{v}' is not a port type (afxdp, tap, vxlan)"
+                                "type: '{v}' is not a port type (afxdp, afpacket, tap, vxlan)"
                             ));
                         }
                     }
@@ -1042,7 +1043,18 @@ mod tests {
         assert_eq!(p.kind, PortKind::Tap);
         assert_eq!(p.vlan, Some(5));
         let e = PortSpec::from_args("x", &a(&["type=gre"])).unwrap_err();
-        assert!(e.starts_with("type:"), "{e}");
+        assert!(e.starts_with("type:") && e.contains("afpacket"), "{e}");
+        // OVS's name for a kernel netdev port is an alias; it is kept as afpacket.
+        for t in ["type=afpacket", "type=system"] {
+            let p = PortSpec::from_args("veth1", &a(&[t])).unwrap();
+            assert_eq!(p.kind, PortKind::Afpacket);
+        }
+        let c = Config::parse(
+            "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"v\"\ntype = \"system\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.bridge[0].port[0].kind, PortKind::Afpacket);
+        assert_eq!(PortKind::Afpacket.to_string(), "afpacket");
         let e = PortSpec::from_args("x", &a(&["vlan"])).unwrap_err();
         assert!(e.contains("not key=value"), "{e}");
         let e = PortSpec::from_args("x", &a(&["vlan=5000"])).unwrap_err();

@@ -158,30 +158,6 @@ fn tap_super_frames_routed_and_masqueraded() {
     assert!(by / pk.max(1) > 1600, "super-frames routed out: {j}");
 }
 
-/// Run `tshark` on `dev` in `ns` until it says it is capturing; returns the child.
-fn tshark(ns: &str, dev: &str, args: &[&str]) -> std::process::Child {
-    use std::io::BufRead;
-    let mut cap = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "25", "tshark", "-i", dev])
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tshark");
-    let err = cap.stderr.take().expect("tshark stderr");
-    let mut lines = std::io::BufReader::new(err).lines();
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < std::time::Duration::from_secs(15) {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("Capturing on") => break,
-            Some(_) => continue,
-            None => break,
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    cap
-}
-
 #[test]
 fn tap_super_frames_segmented_before_vxlan_with_good_checksums_on_the_wire() {
     if !root_or_skip("tap_super_frames_segmented_before_vxlan") {

@@ -18,6 +18,7 @@
 
 pub mod link;
 
+pub mod afpacket;
 pub mod afxdp;
 pub mod mem;
 pub mod tap;
@@ -35,6 +36,10 @@ use crate::packet::{Desc, Frames};
 pub enum PortKind {
     /// AF_XDP sockets on an existing netdev.
     Afxdp,
+    /// An AF_PACKET socket with `PACKET_VNET_HDR` on an existing netdev (OVS's `system`
+    /// ports): receives TCP super-frames from a veth.
+    #[serde(alias = "system")]
+    Afpacket,
     /// A TAP device created by uvs.
     Tap,
     /// An in-memory port (tests, benches, fuzzing).
@@ -43,10 +48,19 @@ pub enum PortKind {
     Vxlan,
 }
 
+impl PortKind {
+    /// True for ports on an existing netdev in uvs's namespace (AF_XDP, AF_PACKET): they go
+    /// down, disappear and are re-attached with their netdev (see `worker::life`).
+    pub fn on_netdev(self) -> bool {
+        matches!(self, PortKind::Afxdp | PortKind::Afpacket)
+    }
+}
+
 impl std::fmt::Display for PortKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             PortKind::Afxdp => "afxdp",
+            PortKind::Afpacket => "afpacket",
             PortKind::Tap => "tap",
             PortKind::Mem => "mem",
             PortKind::Vxlan => "vxlan",

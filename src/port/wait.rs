@@ -126,6 +126,8 @@ pub fn is_root() -> bool {
 /// Ask the scheduler for a short time slice (EEVDF custom slice, Linux 6.12+) for the calling
 /// thread, so that when it wakes up it preempts a CPU-bound task sharing its core instead of
 /// waiting for that task's slice to end. Best effort: returns false if the kernel refuses.
+/// The thread keeps its nice value (`sched_setattr` sets it too: passing 0 used to undo a
+/// `nice -n -19 uvs run`, which left the worker competing with builds as an equal).
 pub fn request_short_slice(slice_ns: u64) -> bool {
     /// `struct sched_attr` (include/uapi/linux/sched/types.h), version 1 (56 bytes).
     #[repr(C)]
@@ -145,7 +147,7 @@ pub fn request_short_slice(slice_ns: u64) -> bool {
         size: std::mem::size_of::<SchedAttr>() as u32,
         sched_policy: libc::SCHED_OTHER as u32,
         sched_flags: 0,
-        sched_nice: 0,
+        sched_nice: current_nice(),
         sched_priority: 0,
         sched_runtime: slice_ns,
         sched_deadline: 0,
@@ -156,4 +158,41 @@ pub fn request_short_slice(slice_ns: u64) -> bool {
     // SAFETY: sched_setattr(0, attr, 0) reads `size` bytes from a live, initialised struct.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
     r == 0
+}
+
+/// The calling thread's nice value (0 if it cannot be read).
+fn current_nice() -> i32 {
+    // SAFETY: errno is thread-local; clearing it and reading getpriority's result have no
+    // preconditions (who = 0: the calling thread).
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if n == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            n
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_slice_keeps_the_nice_value() {
+        // In a thread of its own: nice is per thread on Linux.
+        std::thread::spawn(|| {
+            // SAFETY: setpriority on the calling thread (who = 0); raising nice needs no
+            // privilege.
+            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 7) };
+            assert_eq!(set, 0);
+            assert_eq!(current_nice(), 7);
+            if request_short_slice(100_000) {
+                assert_eq!(current_nice(), 7, "sched_setattr kept the nice value");
+            }
+        })
+        .join()
+        .unwrap();
+    }
 }

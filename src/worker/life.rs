@@ -10,7 +10,7 @@
 //!   netlink socket ([`LinkMonitor`]), a full reread of sysfs after the socket overflowed (or
 //!   every second if it could not be opened), and [`Port::fault`] (an fd error such as EBADFD on
 //!   a TAP whose namespace was deleted, ENXIO on an AF_XDP socket the kernel unbound).
-//! - AF_XDP: `RTM_DELLINK` of the port's ifindex -> `gone`; `IFF_UP` cleared -> `down`; a
+//! - AF_XDP and AF_PACKET (the same rules): `RTM_DELLINK` of the port's ifindex -> `gone`; `IFF_UP` cleared -> `down`; a
 //!   netdev of the port's name that is up (a new ifindex: a container restarted with a new veth
 //!   of the same name, or the same one set up again) -> reopened (sockets and XDP on the new
 //!   ifindex) -> `up`. An MTU change is applied live; an MTU a frame cannot hold takes the port
@@ -134,10 +134,12 @@ pub(crate) enum Step {
 pub(crate) fn decide(kind: PortKind, state: LinkState, known: u32, ev: &LinkEvent) -> Vec<Step> {
     let mut steps = Vec::new();
     match (kind, &ev.change) {
-        (PortKind::Afxdp, LinkChange::Del) if ev.ifindex == known && state != LinkState::Gone => {
+        (k, LinkChange::Del)
+            if k.on_netdev() && ev.ifindex == known && state != LinkState::Gone =>
+        {
             steps.push(Step::State(LinkState::Gone, "netdev deleted"));
         }
-        (PortKind::Afxdp, &LinkChange::New { up, mtu }) => {
+        (k, &LinkChange::New { up, mtu }) if k.on_netdev() => {
             let mut state = state;
             if state == LinkState::Up && ev.ifindex != known {
                 steps.push(Step::State(LinkState::Gone, "netdev replaced"));
@@ -228,7 +230,7 @@ impl Worker {
                 }),
                 // A TAP in a container's namespace is not in sysfs here: its fd decides.
                 None if self.life(id).is_some_and(|l| l.state != LinkState::Gone)
-                    && self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp) =>
+                    && self.port(id).is_some_and(|s| s.kind.on_netdev()) =>
                 {
                     self.set_state(id, LinkState::Gone, "netdev not found".into());
                 }
@@ -266,10 +268,15 @@ impl Worker {
             return;
         }
         let (name, bridge, old) = (st.name.clone(), st.bridge, st.mtu);
-        if st.kind == PortKind::Afxdp
-            && let Err(e) = crate::port::afxdp::check_mtu(&name, mtu)
-        {
-            self.set_state(id, LinkState::Down, e.to_string());
+        let fits = match st.kind {
+            PortKind::Afxdp => crate::port::afxdp::check_mtu(&name, mtu).map_err(|e| e.to_string()),
+            PortKind::Afpacket => {
+                crate::port::afpacket::check_mtu(&name, mtu).map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = fits {
+            self.set_state(id, LinkState::Down, e);
             return;
         }
         if let Some(Some(p)) = self.ports.get_mut(id as usize) {
@@ -368,9 +375,9 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    /// After `add-port`: an AF_XDP port whose netdev is administratively down starts `down`.
+    /// After `add-port`: an AF_XDP or AF_PACKET port whose netdev is administratively down starts `down`.
     pub(crate) fn check_initial_state(&mut self, id: u16, name: &str) {
-        if self.port(id).is_some_and(|s| s.kind == PortKind::Afxdp)
+        if self.port(id).is_some_and(|s| s.kind.on_netdev())
             && let Some((_, false, _)) = query(name)
         {
             self.set_state(id, LinkState::Down, "netdev is down".into());
@@ -431,6 +438,21 @@ mod tests {
         );
         assert!(decide(k, Down, 7, &new(7, false, 1500)).is_empty());
         assert_eq!(decide(k, Down, 7, &new(7, true, 1500)), [Step::Reopen]);
+        assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
+    }
+
+    #[test]
+    fn afpacket_follows_its_netdev_like_afxdp() {
+        let k = PortKind::Afpacket;
+        assert_eq!(
+            decide(k, Up, 7, &del(7)),
+            [Step::State(Gone, "netdev deleted")]
+        );
+        assert_eq!(decide(k, Gone, 7, &new(12, true, 1500)), [Step::Reopen]);
+        assert_eq!(
+            decide(k, Up, 7, &new(7, false, 1500)),
+            [Step::State(Down, "netdev set down")]
+        );
         assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
     }
 

@@ -553,7 +553,7 @@ impl Worker {
         let ofport = self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
         let mut tunnel = None;
         let port: Box<dyn Port> = match spec.kind {
-            PortKind::Afxdp | PortKind::Tap => self.open_io(id, spec)?,
+            PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap => self.open_io(id, spec)?,
             PortKind::Vxlan => {
                 let conf = spec.tunnel_conf()?;
                 let owner = self
@@ -614,7 +614,7 @@ impl Worker {
         Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
     }
 
-    /// Open the kernel side of an AF_XDP or TAP port as port `id` (AF_XDP ports register their
+    /// Open the kernel side of an AF_XDP, AF_PACKET or TAP port as port `id` (AF_XDP ports register their
     /// socket for the next one to share the UMEM).
     pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
         match spec.kind {
@@ -633,6 +633,10 @@ impl Worker {
                 self.umem_fds.push((id, p.umem_fd()));
                 Ok(Box::new(p))
             }
+            PortKind::Afpacket => Ok(Box::new(
+                crate::port::afpacket::AfpacketPort::open(&spec.name, id)
+                    .map_err(|e| e.to_string())?,
+            )),
             PortKind::Tap => Ok(Box::new(
                 TapPort::create(
                     &spec.name,

@@ -366,7 +366,7 @@ pub fn kernel_vtep(hb: &str) {
     ]);
 }
 
-/// Attach a container: afxdp => veth made by the test; tap => uvs makes the TAP device, which is
+/// Attach a container: afxdp, afpacket => veth made by the test; tap => uvs makes the TAP device, which is
 /// then moved into the namespace. Returns the namespace's interface name.
 /// `at` is (bridge, namespace, port name).
 pub fn attach(
@@ -382,7 +382,7 @@ pub fn attach(
     let ty = format!("type={kind}");
     args.push(&ty);
     args.extend_from_slice(opts);
-    if kind == "afxdp" {
+    if kind == "afxdp" || kind == "afpacket" {
         t.container(ns, port, ip);
         d.ctl(&args);
         "eth0".into()
@@ -392,4 +392,28 @@ pub fn attach(
         t.adopt(ns, port, ip);
         port.into()
     }
+}
+
+/// Run `tshark` on `dev` in `ns` until it says it is capturing; returns the child.
+pub fn tshark(ns: &str, dev: &str, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut cap = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "25", "tshark", "-i", dev])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tshark");
+    let err = cap.stderr.take().expect("tshark stderr");
+    let mut lines = std::io::BufReader::new(err).lines();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(15) {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("Capturing on") => break,
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    cap
 }

@@ -1,0 +1,343 @@
+//! End-to-end tests of `type=afpacket` ports in network namespaces (root; an explicit skip
+//! otherwise). The containers sit on veth pairs as with AF_XDP, but the port is an AF_PACKET
+//! socket with `PACKET_VNET_HDR`, so the containers' TCP super-frames (64 KiB, partial
+//! checksums) cross uvs whole:
+//! - bridged afpacket <-> afpacket: tshark in the receiving container sees super-frames whose
+//!   TCP checksums are either complete and right or the right partial (pseudo-header) sum;
+//! - afpacket -> AF_XDP: output cuts super-frames and completes checksums (tshark: all good,
+//!   every frame fits the MTU);
+//! - routed and masqueraded: the router and NAT rewrite super-frames' headers, checked the same
+//!   way on the outside host's wire;
+//! - lifecycle: the container's namespace deleted -> port `gone`; a new veth of that name ->
+//!   `up` again and forwarding, without a ctl command.
+//!
+//! Throughput is printed, not asserted beyond "data moved".
+
+mod common;
+
+use common::netns::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Port `name`'s counters from `stats --json`.
+fn port_stats(d: &Daemon, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
+    v["ports"][name].clone()
+}
+
+/// Average bytes per frame of `dir` ("rx" or "tx") on port `name`.
+fn avg_frame(d: &Daemon, name: &str, dir: &str) -> u64 {
+    let j = port_stats(d, name);
+    let pk = j[format!("{dir}_packets")].as_u64().unwrap_or(0);
+    let by = j[format!("{dir}_bytes")].as_u64().unwrap_or(0);
+    by / pk.max(1)
+}
+
+/// tshark arguments that print, per captured TCP frame from `src`: checksum status, IP
+/// addresses, IP total and header length, TCP checksum, frame length.
+fn tcp_fields(filter: &str) -> Vec<String> {
+    [
+        "-c",
+        "300",
+        "-f",
+        filter,
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-e",
+        "tcp.checksum.status",
+        "-e",
+        "ip.src",
+        "-e",
+        "ip.dst",
+        "-e",
+        "ip.len",
+        "-e",
+        "ip.hdr_len",
+        "-e",
+        "tcp.checksum",
+        "-e",
+        "frame.len",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The folded pseudo-header sum a partial TCP checksum field holds (what the kernel writes
+/// with CHECKSUM_PARTIAL): source, destination, protocol 6, TCP length.
+fn pseudo_sum(src: &str, dst: &str, tcp_len: u32) -> u16 {
+    let mut s: u32 = 6 + tcp_len;
+    for a in [src, dst] {
+        let ip: std::net::Ipv4Addr = a.parse().expect("ipv4");
+        let o = ip.octets();
+        s += u32::from(u16::from_be_bytes([o[0], o[1]]))
+            + u32::from(u16::from_be_bytes([o[2], o[3]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// What a capture shows: (frames, frames with a complete right checksum, frames with the right
+/// partial sum, bad ones as text, longest frame, average frame length).
+struct Wire {
+    frames: usize,
+    good: usize,
+    partial: usize,
+    bad: Vec<String>,
+    longest: usize,
+    average: usize,
+}
+
+fn check_wire(out: &str) -> Wire {
+    let mut w = Wire {
+        frames: 0,
+        good: 0,
+        partial: 0,
+        bad: Vec::new(),
+        longest: 0,
+        average: 0,
+    };
+    let mut total = 0;
+    for l in out.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        if f.len() < 7 || f[1].is_empty() {
+            continue;
+        }
+        w.frames += 1;
+        let len: usize = f[6].parse().unwrap_or(0);
+        total += len;
+        w.longest = w.longest.max(len);
+        if f[0] == "1" {
+            w.good += 1;
+            continue;
+        }
+        let ip_len: u32 = f[3].parse().unwrap_or(0);
+        let hl: u32 = f[4].parse().unwrap_or(0);
+        let field = u16::from_str_radix(f[5].trim_start_matches("0x"), 16).unwrap_or(0);
+        let want = pseudo_sum(f[1], f[2], ip_len.saturating_sub(hl));
+        if field == want || (want == 0xffff && field == 0) {
+            w.partial += 1;
+        } else {
+            w.bad
+                .push(format!("{l} (partial sum would be {want:#06x})"));
+        }
+    }
+    w.average = total / w.frames.max(1);
+    w
+}
+
+/// Capture TCP frames matching `filter` on `dev` in `ns` while `load` runs; returns the
+/// capture's verdict and what `load` returned.
+fn capture_during<T>(ns: &str, dev: &str, filter: &str, load: impl FnOnce() -> T) -> (Wire, T) {
+    let args = tcp_fields(filter);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cap = tshark(ns, dev, &args);
+    let r = load();
+    let out = cap.wait_with_output().expect("tshark");
+    let w = check_wire(&String::from_utf8_lossy(&out.stdout));
+    eprintln!(
+        "{ns}/{dev}: {} TCP frames, {} complete, {} partial, {} bad, longest {} B, average {} B",
+        w.frames,
+        w.good,
+        w.partial,
+        w.bad.len(),
+        w.longest,
+        w.average
+    );
+    (w, r)
+}
+
+fn two_on_one_bridge(kinds: (&str, &str), tag: &str) -> Option<(Daemon, Topology, String)> {
+    if !root_or_skip(tag) {
+        return None;
+    }
+    let p = prefix(tag);
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
+    let (v1, v2) = (format!("{p}p1"), format!("{p}p2"));
+    attach(&mut t, &d, ("br0", &n1, &v1), kinds.0, "10.78.0.1/24", &[]);
+    attach(&mut t, &d, ("br0", &n2, &v2), kinds.1, "10.78.0.2/24", &[]);
+    assert!(ping(&n1, "10.78.0.2", 2), "ping through uvs");
+    Some((d, t, p))
+}
+
+#[test]
+fn afpacket_bridged_carries_super_frames_with_right_checksums() {
+    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "ka") else {
+        return;
+    };
+    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("afpacket") && show.contains("offload=csum,tso"),
+        "{show}"
+    );
+    let (w, bps) = capture_during(&n2, "eth0", "tcp and src host 10.78.0.1", || {
+        iperf3_tcp(&n2, &n1, "10.78.0.2", 2)
+    });
+    eprintln!("afpacket -> afpacket: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    assert!(w.frames >= 100, "captured {} frames", w.frames);
+    assert!(w.bad.is_empty(), "bad checksums:\n{}", w.bad.join("\n"));
+    assert!(
+        w.longest > 1514 && w.average > 1600,
+        "super-frames reached the container: longest {} average {}",
+        w.longest,
+        w.average
+    );
+    // uvs received and sent super-frames (the port counters, not only the capture).
+    let rx = avg_frame(&d, &format!("{p}p1"), "rx");
+    let tx = avg_frame(&d, &format!("{p}p2"), "tx");
+    eprintln!("average frame: {rx} B received on p1, {tx} B sent on p2");
+    assert!(rx > 1600 && tx > 1600, "rx {rx} tx {tx}");
+    let back = iperf3_tcp(&n1, &n2, "10.78.0.1", 2);
+    eprintln!("afpacket <- afpacket: iperf3 TCP {:.2} Gbit/s", back / 1e9);
+    assert!(back > 10e6, "reverse TCP carried {back} bit/s");
+}
+
+#[test]
+fn afpacket_to_afxdp_is_segmented_with_good_checksums() {
+    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afxdp"), "kx") else {
+        return;
+    };
+    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
+    let (w, bps) = capture_during(&n2, "eth0", "tcp and src host 10.78.0.1", || {
+        iperf3_tcp(&n2, &n1, "10.78.0.2", 2)
+    });
+    eprintln!("afpacket -> afxdp: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    assert!(w.frames >= 100, "captured {} frames", w.frames);
+    assert_eq!(w.good, w.frames, "bad:\n{}", w.bad.join("\n"));
+    assert!(w.longest <= 1514, "segments fit the MTU: {}", w.longest);
+    let rx = avg_frame(&d, &format!("{p}p1"), "rx");
+    assert!(rx > 1600, "afpacket received super-frames: {rx}");
+}
+
+#[test]
+fn afpacket_super_frames_routed_and_masqueraded() {
+    if !root_or_skip("afpacket_super_frames_routed_and_masqueraded") {
+        return;
+    }
+    let p = prefix("kr");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0", "gateway=172.31.78.1/24"]);
+    d.ctl(&["add-br", "ext", "gateway=10.251.8.1/24"]);
+    let c1 = ("br0", n("c1"), n("p1"));
+    attach(
+        &mut t,
+        &d,
+        (c1.0, &c1.1, &c1.2),
+        "afpacket",
+        "172.31.78.2/24",
+        &[],
+    );
+    let o = ("ext", n("o"), n("po"));
+    attach(
+        &mut t,
+        &d,
+        (o.0, &o.1, &o.2),
+        "afpacket",
+        "10.251.8.2/24",
+        &[],
+    );
+    route_add(&n("c1"), "default", "172.31.78.1");
+    route_add(&n("o"), "172.31.78.0/24", "10.251.8.1");
+    assert!(ping(&n("c1"), "10.251.8.2", 2), "routed ping");
+    let (w, bps) = capture_during(&n("o"), "eth0", "tcp and src host 172.31.78.2", || {
+        iperf3_tcp(&n("o"), &n("c1"), "10.251.8.2", 2)
+    });
+    eprintln!("afpacket routed: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "routed TCP carried {bps} bit/s");
+    assert!(w.frames >= 100 && w.bad.is_empty(), "{}", w.bad.join("\n"));
+    assert!(
+        w.average > 1600,
+        "routed super-frames: average {}",
+        w.average
+    );
+
+    // Masquerade: the outside has no route back; only NAT lets replies return.
+    sh(&["ip", "-n", &n("o"), "route", "del", "172.31.78.0/24"]);
+    d.ctl(&["nat-add", "masquerade", "src=172.31.78.0/24", "out=ext"]);
+    let (w, bps) = capture_during(&n("o"), "eth0", "tcp and src host 10.251.8.1", || {
+        iperf3_tcp(&n("o"), &n("c1"), "10.251.8.2", 2)
+    });
+    eprintln!("afpacket masquerade: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP through masquerade carried {bps} bit/s");
+    assert!(w.frames >= 100 && w.bad.is_empty(), "{}", w.bad.join("\n"));
+    assert!(
+        w.average > 1600,
+        "masqueraded super-frames: average {}",
+        w.average
+    );
+    let tx = avg_frame(&d, &n("po"), "tx");
+    assert!(tx > 1600, "super-frames sent on the outside port: {tx}");
+}
+
+/// Poll until port `name`'s state in `show --json` is `state`; panics with `show` otherwise.
+fn wait_state(d: &Daemon, name: &str, state: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).expect("json");
+        let now = v["bridges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["name"] == name)
+            .map(|p| p["state"].clone());
+        if now.as_ref().is_some_and(|s| s == state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not {state} after {secs}s:\n{}",
+            d.ctl(&["show"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn afpacket_port_follows_its_container() {
+    let Some((d, mut t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "kl") else {
+        return;
+    };
+    let n = |s: &str| format!("{p}{s}");
+    sh(&["ip", "netns", "del", &n("n2")]);
+    sh(&["ip", "-n", &n("n1"), "neigh", "flush", "all"]);
+    let t0 = Instant::now();
+    wait_state(&d, &n("p2"), "gone", 3);
+    eprintln!("afpacket port gone after {:?}", t0.elapsed());
+    // The container restarts: a new veth of the same name; no ctl command.
+    t.container(&n("n2"), &n("p2"), "10.78.0.2/24");
+    wait_state(&d, &n("p2"), "up", 5);
+    assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> restarted n2");
+    // Link down / up follows the netdev too.
+    sh(&["ip", "link", "set", "dev", &n("p2"), "down"]);
+    wait_state(&d, &n("p2"), "down", 3);
+    sh(&["ip", "link", "set", "dev", &n("p2"), "up"]);
+    wait_state(&d, &n("p2"), "up", 5);
+    assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> n2 after down/up");
+}
+
+#[test]
+fn wire_check_tells_a_right_partial_sum_from_a_wrong_one() {
+    // 10.0.0.1 -> 10.0.0.2, TCP length 60040: 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + 60040.
+    let want = pseudo_sum("10.0.0.1", "10.0.0.2", 60040);
+    assert_eq!(want, (0x0a00 + 1 + 0x0a00 + 2 + 6 + 60040u32) as u16);
+    let line = |status: &str, csum: u16| {
+        format!("{status}\t10.0.0.1\t10.0.0.2\t60060\t20\t{csum:#06x}\t60074")
+    };
+    let out = [line("1", 0x1234), line("0", want), line("0", want ^ 1)].join("\n");
+    let w = check_wire(&out);
+    assert_eq!((w.frames, w.good, w.partial, w.bad.len()), (3, 1, 1, 1));
+    assert_eq!(w.longest, 60074);
+}
