@@ -223,7 +223,7 @@ fn one_attack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Loss bound for ping victims: a stall of the kind guarded against (a second or more) loses
-/// >= 20% of a 5 s, 100/s ping; scheduler noise on a loaded 2-core machine (load average 10,
+/// at least 20% of a 5 s, 100/s ping; scheduler noise on a loaded 2-core machine (load average 10,
 /// five builds) has cost up to 2.7%, so the bound sits well between the two.
 const MAX_LOSS: f64 = 6.0;
 
