@@ -797,3 +797,49 @@ fn cni_bandwidth_limits_a_container() {
     assert!(!d.ctl(&["save-config"]).contains("rate_"));
     let _ = std::fs::remove_dir_all(&ipam_dir);
 }
+
+/// `podman rm` while uvs is down: DEL cannot reach the daemon (code 100, naming the port left
+/// in uvs and the command that removes it) but still deletes the host's veth and releases the
+/// host-local lease, so the address is not lost for good.
+#[test]
+fn cni_del_while_uvs_is_down_releases_the_lease() {
+    let test = "cni_del_while_uvs_is_down_releases_the_lease";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("cw");
+    let mut t = Topology::default();
+    let d = Daemon::start("cniw", &[]);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    let ipam_dir = std::env::temp_dir().join(format!("uvs-cniw-ipam-{}", std::process::id()));
+    let mut conf = json!({
+        "cniVersion": "1.0.0", "name": "wn", "type": "uvs-cni", "uvs_socket": d.socket,
+        "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                 "ranges": [[{"subnet": "10.234.1.0/24"}]]}
+    });
+    let (rc, res) = cni("ADD", "cid-down", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let ip = res["ips"][0]["address"].as_str().unwrap();
+    let ip = ip.split('/').next().unwrap().to_string();
+    let lease = ipam_dir.join("wn").join(&ip);
+    assert!(lease.exists(), "host-local lease {}", lease.display());
+    drop(d);
+
+    conf["prevResult"] = res;
+    let (rc, v) = cni("DEL", "cid-down", &nspath, &conf);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(100)), "{v}");
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("del-port wn {host}")),
+        "{v}"
+    );
+    assert!(!lease.exists(), "the lease of {ip} leaked");
+    let links = sh(&["ip", "-o", "link", "show"]);
+    assert!(!links.contains(&format!("{host}@")), "veth {host} left");
+    let _ = std::fs::remove_dir_all(&ipam_dir);
+}

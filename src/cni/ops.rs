@@ -256,11 +256,34 @@ fn setup_container(
 
 /// Removes what ADD made in uvs and the host (not the lease); missing pieces are fine. Port
 /// mappings are removed only when the container's address `addr` is known (from prevResult or
-/// the lease): a mapping of the same host port to another container is never touched.
+/// the lease): a mapping of the same host port to another container is never touched. The
+/// host end of the veth goes even when uvs cannot be reached; the error then names the uvs
+/// port left behind and the command that removes it.
 fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
-    let sock = c.socket();
     let host = env.host_ifname();
     super::dns::unregister(env, c, addr);
+    let in_uvs = teardown_uvs(c, &host, addr).map_err(|e| {
+        let hint = format!(
+            "uvs port {host} may be left on bridge {b}: once uvs runs, remove it with `uvs ctl \
+             del-port {b} {host}` (and its port mappings, if any, with `uvs ctl nat-del`)",
+            b = c.bridge()
+        );
+        let details = match e.details.as_str() {
+            "" => hint,
+            d => format!("{d}; {hint}"),
+        };
+        e.details(details)
+    });
+    let mut hnl = rtnl()?;
+    if nl(&format!("look up {host}"), hnl.index(&host))?.is_some() {
+        nl(&format!("delete {host}"), hnl.del(&host))?;
+    }
+    in_uvs
+}
+
+/// The uvs half of [`teardown`]: the port mappings, then the port.
+fn teardown_uvs(c: &NetConf, host: &str, addr: Option<Ipv4Addr>) -> Result<(), CniError> {
+    let sock = c.socket();
     for p in addr.map_or(&[][..], |_| &c.runtime_config.port_mappings) {
         let addr = addr.unwrap_or(Ipv4Addr::UNSPECIFIED);
         while let Some(i) = nat_index(&sock, |r| is_mapping(c, p, addr, r))? {
@@ -268,12 +291,8 @@ fn teardown(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) -> Result<(), CniErr
         }
     }
     let show = uvs(&sock, "show", &[])?;
-    if find_bridge(&show, c.bridge()).is_some_and(|b| has_port(&b, &host)) {
-        uvs(&sock, "del-port", &[c.bridge().into(), host.clone()])?;
-    }
-    let mut hnl = rtnl()?;
-    if nl(&format!("look up {host}"), hnl.index(&host))?.is_some() {
-        nl(&format!("delete {host}"), hnl.del(&host))?;
+    if find_bridge(&show, c.bridge()).is_some_and(|b| has_port(&b, host)) {
+        uvs(&sock, "del-port", &[c.bridge().into(), host.to_string()])?;
     }
     Ok(())
 }
@@ -323,9 +342,11 @@ pub fn del(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         .as_ref()
         .and_then(|p| lease_of(p).ok())
         .map(|l| l.addr);
-    teardown(env, c, addr)?;
-    ipam(env, c.ipam_type(), "DEL", stdin)?;
-    Ok(())
+    let torn = teardown(env, c, addr);
+    // The lease goes even when uvs is down (`podman rm` of a container then), else it leaks.
+    let released = ipam(env, c.ipam_type(), "DEL", stdin);
+    torn?;
+    released.map(|_| ())
 }
 
 /// CHECK: the container interface, address and default route, the uvs port, then IPAM.

@@ -224,3 +224,30 @@ fn bandwidth_becomes_port_shapers() {
     }
     assert!(bw(json!({"ingressRate": 200_000_000_000u64, "ingressBurst": 1})).is_err());
 }
+
+/// DEL with the daemon stopped (`podman rm` while uvs is down) still releases the IPAM lease,
+/// else the address leaks for good; the error (code 100) names the uvs port it could not
+/// remove and how to remove it.
+#[test]
+fn del_without_the_daemon_still_releases_the_lease() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("uvs-cni-unit-ipam-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let calls = dir.join("calls");
+    let _ = std::fs::remove_file(&calls);
+    let plugin = dir.join("rec-ipam");
+    let script = format!("#!/bin/sh\necho \"$CNI_COMMAND\" >> {}\n", calls.display());
+    std::fs::write(&plugin, script).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut e = env("DEL");
+    let path = dir.to_string_lossy().into_owned();
+    e[4] = ("CNI_PATH", &path);
+    let (v, rc) = invoke(&e, &conf(json!({"ipam": {"type": "rec-ipam"}})));
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(u64::from(E_UVS))), "{v}");
+    let host = Env::from_vars(&vars(&e)).unwrap().host_ifname();
+    let text = format!("{} {}", v["msg"], v["details"]);
+    assert!(text.contains(&format!("del-port n1 {host}")), "{v}");
+    let ran = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(ran.trim(), "DEL", "the IPAM plugin's DEL must run");
+    let _ = std::fs::remove_dir_all(&dir);
+}
