@@ -1,6 +1,6 @@
 //! `uvs demo` end to end (root; an explicit skip otherwise): the binary exits 0 within a
 //! minute, prints a PASS line for every check (same network, isolation, masquerade, published
-//! port, overlay) and "demo OK", and leaves none of its namespaces or links behind.
+//! port, DNS by name, overlay) and "demo OK", and leaves none of its namespaces or links behind.
 
 mod common;
 
@@ -56,6 +56,7 @@ fn demo_passes_every_check_and_cleans_up() {
         "isolation",
         "masquerade",
         "published port",
+        "DNS by name",
         "overlay",
     ] {
         assert!(
@@ -65,7 +66,7 @@ fn demo_passes_every_check_and_cleans_up() {
         );
     }
     assert!(!out.contains("FAIL "), "{out}");
-    assert!(out.contains("demo OK: 5 of 5 checks passed"), "{out}");
+    assert!(out.contains("demo OK: 6 of 6 checks passed"), "{out}");
     eprintln!("uvs demo took {:.1} s", t.elapsed().as_secs_f64());
     let ns = common::netns::sh(&["ip", "netns", "list"]);
     assert!(

@@ -1,8 +1,9 @@
 //! `uvs demo`: a throwaway two-host topology that shows what uvs is for (see [`topo`] for the
 //! picture): container networks with gateways, isolated from each other as Docker's user
 //! networks; a masqueraded container reaching a host "outside"; a published port (`-p 8080:80`)
-//! served by a container's web server; and a network extended to a second uvs "host" (a second
-//! daemon in its own namespace) over VXLAN.
+//! served by a container's web server; containers finding each other by name through their
+//! gateway's DNS, per network; and a network extended to a second uvs "host" (a second daemon in
+//! its own namespace) over VXLAN.
 //!
 //! Contract: each check in [`CHECKS`] runs (a failed one does not stop the others) and prints
 //! one line, `PASS name: detail` or `FAIL name: why`; the demo succeeds when all pass. Both
@@ -11,10 +12,9 @@
 //! topology up S seconds after the checks, for `uvs ctl --socket ...`.
 //!
 //! Adding a step: write a `fn(&Demo) -> Result<String, String>` and list it in [`CHECKS`]
-//! (setup it needs goes in [`topo`]). The DNS step belongs after "published port": register
-//! `web` on net1 (`dns-add`) on host A and resolve it from c2 with busybox `nslookup web
-//! 10.99.1.1`, expecting 10.99.1.2 (and c3, on net2, not resolving it).
+//! (setup it needs goes in [`topo`]).
 
+mod dns;
 mod sys;
 mod topo;
 
@@ -39,7 +39,7 @@ pub const CHECKS: &[Check] = &[
     ("isolation", isolation),
     ("masquerade", masquerade),
     ("published port", published_port),
-    // ("dns", dns_by_name): see the module docs.
+    ("DNS by name", dns_by_name),
     ("overlay", overlay),
 ];
 
@@ -105,6 +105,37 @@ fn published_port(d: &Demo) -> Result<String, String> {
     Ok(format!(
         "curl {url} from outside -> c1:80 answers {:?}",
         body.trim()
+    ))
+}
+
+/// `web` (c1, registered on net1) resolves from c2 through net1's gateway, `db` (c3, on net2)
+/// through net2's; net1's gateway does not know `db` (Docker's per-network DNS).
+fn dns_by_name(d: &Demo) -> Result<String, String> {
+    let (c2, c3) = (d.n.ns("c2"), d.n.ns("c3"));
+    let asks = [
+        ("c2", &c2, NET1_GW, "web", C1),
+        ("c3", &c3, NET2_GW, "db", C3),
+    ];
+    for (who, ns, gw, name, want) in asks {
+        let got = dns::lookup(ns, gw, name)?;
+        if got.addrs.iter().map(ToString::to_string).ne([want.to_string()]) {
+            return Err(format!(
+                "{who} asked {gw} for {name}: {} {:?}, want {want}",
+                got.code, got.addrs
+            ));
+        }
+    }
+    let cross = dns::lookup(&c2, NET1_GW, "db")?;
+    if !cross.addrs.is_empty() {
+        return Err(format!(
+            "net2's name db resolved on net1: {:?}",
+            cross.addrs
+        ));
+    }
+    Ok(format!(
+        "c2 asks its gateway {NET1_GW} for web: {C1} (c1); c3 gets db: {C3} from {NET2_GW}; \
+         net2's db is unknown on net1 ({})",
+        cross.code
     ))
 }
 
@@ -231,7 +262,7 @@ pub fn run(hold: u64) -> Result<(), String> {
         );
     }
     tools()?;
-    println!("== uvs demo: two uvs hosts, container networks, NAT, a published port, VXLAN ==");
+    println!("== uvs demo: two uvs hosts, container networks, NAT, a published port, DNS, VXLAN ==");
     let mut cleanup = Cleanup::default();
     let r = build_and_check(Names::new(), &mut cleanup, hold);
     drop(cleanup);

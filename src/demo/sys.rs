@@ -138,7 +138,10 @@ impl Host {
             }
             None => Command::new(&exe),
         };
+        // No DNS upstream: the demo's containers have no real outside world, and a name a
+        // gateway does not know gets NXDOMAIN at once, without asking the host's resolver.
         cmd.arg("run").arg("--socket").arg(&socket);
+        cmd.args(["--dns-upstream", "none"]);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

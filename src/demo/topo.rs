@@ -7,6 +7,7 @@
 //!  net1 10.99.1.1/24 isolated -- c1 .2 (web server), c2 .3     net1 (L2) -- c4 10.99.1.4
 //!       vx42 vxlan vni 42 ...................................... vx42
 //!  net2 10.99.2.1/24 isolated -- c3 .2 (TAP port)
+//!  DNS names: `web` (c1) on net1, `db` (c3) on net2, answered by each network's gateway
 //!  ul   10.99.9.1/24 (underlay, local VTEP) -- veth -- ulb 10.99.9.2/24 (host B's VTEP)
 //! ```
 
@@ -113,7 +114,8 @@ pub fn container(c: &mut Cleanup, k: &Container) -> Result<(), String> {
 }
 
 /// Host A: the uplink with the outside host, two isolated networks with gateways (c1 and c2 on
-/// AF_XDP ports, c3 on a TAP port uvs creates), masquerade and `-p 8080:80` to c1.
+/// AF_XDP ports, c3 on a TAP port uvs creates), masquerade, `-p 8080:80` to c1 and the DNS
+/// names `web` (c1, net1) and `db` (c3, net2).
 pub fn host_a(a: &Host, n: &Names, c: &mut Cleanup) -> Result<(), String> {
     println!("\n== host A: an uplink and two container networks with gateways ==");
     a.ctl(&["add-br", "ext", &format!("gateway={EXT_GW}/24")])?;
@@ -173,6 +175,8 @@ pub fn host_a(a: &Host, n: &Names, c: &mut Cleanup) -> Result<(), String> {
     let to = format!("to={C1}:80");
     let port = format!("port={PUBLISHED}");
     a.ctl(&["nat-add", "dnat", "in=ext", "proto=tcp", &port, &to])?;
+    a.ctl(&["dns-add", "net1", "web", C1])?;
+    a.ctl(&["dns-add", "net2", "db", C3])?;
     Ok(())
 }
 
