@@ -42,7 +42,8 @@ mod icmp {
     pub const FRAG_NEEDED: u8 = 4;
 }
 
-/// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`).
+/// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`). Returns the number
+/// of frames it handled (ARP, and frames sent to the router), for `show-runtime`.
 pub(super) fn run(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -51,16 +52,18 @@ pub(super) fn run(
     meta: &mut [Meta],
     made: &mut Vec<Meta>,
     now: u32,
-) {
+) -> usize {
     let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
         // No gateway on this bridge: nothing is addressed to a router.
-        return;
+        return 0;
     };
+    let mut handled = 0;
     for m in meta.iter_mut() {
         if m.raw || m.dest == Dest::Pending {
             continue;
         }
         if m.ethertype == EtherType::ARP {
+            handled += 1;
             if m.vlan == 0 {
                 arp_in(dp, frames, bridge, gw, in_port, m, made, now);
             }
@@ -73,6 +76,7 @@ pub(super) fn run(
         if m.dest != Dest::Router {
             continue;
         }
+        handled += 1;
         let verdict = if m.vlan != 0 {
             Err(DropReason::GatewayVlan)
         } else if m.ethertype != EtherType::IPV4 {
@@ -86,6 +90,7 @@ pub(super) fn run(
             m.dest = Dest::Pending;
         }
     }
+    handled
 }
 
 fn count_drop(dp: &mut Datapath, port: PortId, r: DropReason) {

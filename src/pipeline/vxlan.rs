@@ -25,24 +25,28 @@ use crate::wire::vxlan::{self, OVERHEAD};
 use crate::wire::{EtherType, MacAddr};
 
 /// Encapsulate every frame queued on a tunnel port; the outer frames are appended to `made`
-/// (to be delivered in their underlay bridge). `scratch` is reused between calls.
+/// (to be delivered in their underlay bridge). `scratch` is reused between calls. Returns the
+/// number of frames taken from the tunnel ports' queues.
 pub(super) fn encap(
     dp: &mut Datapath,
     frames: &mut Frames,
     made: &mut Vec<Meta>,
     scratch: &mut Vec<Desc>,
     now: u32,
-) {
+) -> usize {
+    let mut n = 0;
     for i in 0..dp.tunnels.len() {
         let p = dp.tunnels[i];
         if dp.out[p as usize].is_empty() {
             continue;
         }
         std::mem::swap(&mut dp.out[p as usize], scratch);
+        n += scratch.len();
         for d in scratch.drain(..) {
             encap_one(dp, frames, p, d, made, now);
         }
     }
+    n
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {

@@ -22,6 +22,7 @@ mod life;
 mod overlay;
 mod requests;
 mod running;
+mod runtime;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
