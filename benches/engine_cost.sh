@@ -27,7 +27,7 @@ done
 row() { # label bench args...
   local label=$1 bench=$2; shift 2
   BIN=${BIN[$bench]} benches/callgrind.sh "$bench" "$@" | tail -n +3 \
-    | sed "s/^| /| $label | /"
+    | sed "s|^\| |\| $label \| |"
 }
 echo "| case | bench arguments | instructions/frame |"
 echo "|---|---|---:|"

@@ -33,7 +33,10 @@ fn cpu_ticks(stat: &str) -> u64 {
 fn sample(pid: u32) -> (u64, u64) {
     let proc_stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let mut worker = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         if comm.trim() == "uvs-worker" {
             worker += cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap());
@@ -63,8 +66,7 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     assert!(ping(&names[0], "10.231.0.1", 2), "afxdp -> gateway");
 
     // show-runtime on the live daemon: the frames above went through ingress, the FDB and out.
-    let rt: serde_json::Value =
-        serde_json::from_str(&d.ctl(&["--json", "show-runtime"])).unwrap();
+    let rt: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "show-runtime"])).unwrap();
     let node = |n: &str| {
         rt["workers"][0]["nodes"]
             .as_array()
@@ -93,7 +95,10 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     eprintln!(
         "idle over {secs:.1} s: worker {worker_pct:.2}% of a core, process {process_pct:.2}%"
     );
-    assert!(worker_pct < 1.0, "idle worker used {worker_pct:.2}% of a core");
+    assert!(
+        worker_pct < 1.0,
+        "idle worker used {worker_pct:.2}% of a core"
+    );
     assert!(
         process_pct < 2.0,
         "idle daemon used {process_pct:.2}% of a core"

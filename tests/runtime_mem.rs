@@ -26,12 +26,22 @@ fn l2_frames_move_ingress_learn_fwd_output() {
         h.ports[p0 as usize].inject(&frame(mac(2), mac(1), i));
     }
     h.run();
-    for n in [Node::EthernetInput, Node::L2Learn, Node::L2Fwd, Node::Output] {
+    for n in [
+        Node::EthernetInput,
+        Node::L2Learn,
+        Node::L2Fwd,
+        Node::Output,
+    ] {
         let s = stats(&h, n);
         assert_eq!((s.calls, s.vectors), (1, 5), "{}", n.name());
     }
     // The bridge has no gateway and no flows: those nodes never ran.
-    for n in [Node::Ip4Input, Node::Flows, Node::Vxlan4Encap, Node::Vxlan4Input] {
+    for n in [
+        Node::Ip4Input,
+        Node::Flows,
+        Node::Vxlan4Encap,
+        Node::Vxlan4Input,
+    ] {
         assert_eq!(stats(&h, n), NodeStats::default(), "{}", n.name());
     }
     h.send(p1, &frame(mac(1), mac(2), 9));
@@ -176,7 +186,10 @@ fn show_runtime_over_the_control_socket() {
     assert!(ing["ticks"].as_u64().unwrap() > 0);
     assert_eq!(node(&v, "interface-output")["vectors"], 1000);
     let text = call(&["show-runtime", "clear"]).unwrap().text;
-    assert!(text.contains("ethernet-input") && text.contains("Vectors/Call"), "{text}");
+    assert!(
+        text.contains("ethernet-input") && text.contains("Vectors/Call"),
+        "{text}"
+    );
     assert!(text.contains("(counters cleared)"), "{text}");
     let v = call(&["show-runtime"]).unwrap().data;
     assert_eq!(node(&v, "ethernet-input")["vectors"], 0);

@@ -109,7 +109,10 @@ pub fn ticks() -> u64 {
     {
         use std::sync::OnceLock;
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
     }
 }
 
@@ -121,7 +124,11 @@ pub fn ticks_per_ns() -> f64 {
         let (t0, c0) = (std::time::Instant::now(), ticks());
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (ns, c) = (t0.elapsed().as_nanos() as f64, ticks().wrapping_sub(c0));
-        if ns > 0.0 && c > 0 { c as f64 / ns } else { 1.0 }
+        if ns > 0.0 && c > 0 {
+            c as f64 / ns
+        } else {
+            1.0
+        }
     })
 }
 
@@ -138,9 +145,8 @@ pub fn node_of(r: DropReason) -> Node {
         VxlanNoRemote => Node::Vxlan4Encap,
         MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge => Node::Output,
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
-        | GatewayVlan | NoGateway | LocalUnsupported | FragNeeded | CtFull
-        | NatPortsExhausted | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit
-        | RpFilter => Node::Ip4Input,
+        | GatewayVlan | NoGateway | LocalUnsupported | FragNeeded | CtFull | NatPortsExhausted
+        | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit | RpFilter => Node::Ip4Input,
     }
 }
 
@@ -181,7 +187,13 @@ pub fn report<'a>(
         .iter()
         .map(|&node| {
             let s = rt.get(node);
-            let per = |x: u64| if s.vectors == 0 { 0.0 } else { x as f64 / s.vectors as f64 };
+            let per = |x: u64| {
+                if s.vectors == 0 {
+                    0.0
+                } else {
+                    x as f64 / s.vectors as f64
+                }
+            };
             NodeReport {
                 name: node.name(),
                 calls: s.calls,
