@@ -220,7 +220,8 @@ impl Pipeline {
             now as u32,
         );
         let t1 = runtime::ticks();
-        self.runtime.add(Node::Vxlan4Encap, n_encap, t1.wrapping_sub(t0));
+        self.runtime
+            .add(Node::Vxlan4Encap, n_encap, t1.wrapping_sub(t0));
         if !self.encapped.is_empty() {
             output::run(dp, frames, 0, output::NO_PORT, &self.encapped);
             let n = self.encapped.len();
@@ -281,9 +282,12 @@ impl Pipeline {
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
         let n = self.meta.len() + self.generated.len();
         self.lap(Node::Output, n, t);
-        for m in self.meta.iter().chain(self.generated.iter()) {
-            if let Dest::Decap(p) = m.dest {
-                self.decapped.push((p, m.desc));
+        // Only the router's VXLAN decapsulation makes `Dest::Decap`, and only with tunnels.
+        if !dp.tunnels.is_empty() {
+            for m in self.meta.iter().chain(self.generated.iter()) {
+                if let Dest::Decap(p) = m.dest {
+                    self.decapped.push((p, m.desc));
+                }
             }
         }
     }
