@@ -9,7 +9,9 @@
 //!   unreachable), next-hop resolution by ARP (while the request is out the packet is held in
 //!   the neighbour's short queue and sent when the reply arrives; overflow and failed resolutions
 //!   are counted drops), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
-//!   (ICMP fragmentation needed). The routed frame continues as `Dest::Bridge(egress)`.
+//!   (ICMP fragmentation needed). The routed frame continues as `Dest::Port` of the egress
+//!   bridge's port that learned the next hop's MAC, or as `Dest::Bridge(egress)` (flooded
+//!   there) when the FDB does not know it.
 //!
 //! Reverse-path filtering (the bridge's `rp_filter`, strict by default) runs before anything
 //! else on a packet sent to the gateway MAC: strict wants the route back to the source to
@@ -71,6 +73,7 @@ pub(super) fn run(
         last_route: None,
         last_rp: None,
         last_ct: None,
+        last_fdb: None,
     };
     let mut handled = 0;
     for m in meta.iter_mut() {
@@ -125,6 +128,8 @@ struct Burst {
     last_rp: Option<([u8; 4], bool)>,
     /// Last tracked connection found: the packet's packed key, the connection, the direction.
     last_ct: Option<(u128, ConnId, Direction)>,
+    /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
+    last_fdb: Option<(u16, u64, Option<PortId>)>,
 }
 
 impl Burst {
@@ -160,6 +165,25 @@ impl Burst {
         let r = ct.lookup(k, now);
         self.last_ct = r.map(|(id, dir)| (packed, id, dir));
         r
+    }
+
+    /// The port of `bridge` that learned `mac` in `vlan` (None: unknown or a group address),
+    /// through the one-entry cache (the FDB does not change while the router runs).
+    #[inline(always)]
+    fn egress_port(&mut self, dp: &Datapath, bridge: u16, vlan: u16, mac: u64) -> Option<PortId> {
+        if super::ingress::is_group(mac) {
+            return None;
+        }
+        let key = mac | (vlan as u64) << 48;
+        if let Some((b, k, p)) = self.last_fdb
+            && b == bridge
+            && k == key
+        {
+            return p;
+        }
+        let p = dp.bridge(bridge).and_then(|b| b.fdb.lookup(vlan, mac));
+        self.last_fdb = Some((bridge, key, p));
+        p
     }
 
     /// The route to `dst`, and whether `dst` is a gateway's own address (it lies in that
@@ -450,7 +474,15 @@ fn ip_in(
         gw: out_gw,
         ip: next_hop,
     };
-    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)
+    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)?;
+    // The egress port now, from the egress bridge's FDB through the burst's cache (output would
+    // look the same MAC up for every frame otherwise); an unknown MAC floods there.
+    if let Dest::Bridge(b) = m.dest
+        && let Some(p) = burst.egress_port(dp, b, m.vlan, m.dst)
+    {
+        m.dest = Dest::Port(p);
+    }
+    Ok(())
 }
 
 /// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.
