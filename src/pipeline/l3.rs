@@ -126,8 +126,8 @@ struct Burst {
     last_route: Option<([u8; 4], Option<Route>, bool)>,
     /// Last source checked by the reverse-path filter, and the verdict.
     last_rp: Option<([u8; 4], bool)>,
-    /// Last tracked connection found: the packet's packed key, the connection, the direction.
-    last_ct: Option<(u128, ConnId, Direction)>,
+    /// Last tracked connection found: the packet's key, the connection and the direction.
+    last_ct: Option<(FlowKey, ConnId, Direction)>,
     /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
     last_fdb: Option<(u16, u64, Option<PortId>)>,
 }
@@ -155,15 +155,14 @@ impl Burst {
         k: &FlowKey,
         now: u32,
     ) -> Option<(ConnId, Direction)> {
-        let packed = k.pack();
         if let Some((ck, id, dir)) = self.last_ct
-            && ck == packed
-            && ct.still_holds(id, dir, packed, now)
+            && ck == *k
+            && ct.still_holds(id, dir, k, now)
         {
             return Some((id, dir));
         }
         let r = ct.lookup(k, now);
-        self.last_ct = r.map(|(id, dir)| (packed, id, dir));
+        self.last_ct = r.map(|(id, dir)| (*k, id, dir));
         r
     }
 
