@@ -4,11 +4,14 @@
 # setup (mapping frames, filling the FDB) cancels out.
 #
 #   benches/callgrind.sh l2_forward "--macs 10" "--macs 1000" "--macs 1000000"
+#   BIN=/path/to/saved/l2_forward-HASH benches/callgrind.sh l2_forward ...   # a kept binary
+#     (e.g. a baseline copied out of target/release/deps before a change), measured as is
 set -euo pipefail
 bench=${1:?bench name}; shift
 command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind not installed (apt-get install valgrind)"; exit 0; }
 cd "$(dirname "$0")/.."
-bin=$(cargo bench --bench "$bench" --no-run --message-format=json 2>/dev/null \
+bin=${BIN:-}
+[ -n "$bin" ] || bin=$(cargo bench --bench "$bench" --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json
 for l in sys.stdin:
     m=json.loads(l)

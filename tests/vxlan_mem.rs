@@ -183,3 +183,27 @@ fn bad_vxlan_is_counted() {
         "no frame leaked"
     );
 }
+
+/// `show-runtime`'s VXLAN nodes move: encapsulation counts the frames taken from the tunnel
+/// port's queue (one flooded frame, two outer copies), decapsulation the inner frames entering
+/// the bridge, and the outer packet is an `ip4-input` vector.
+#[test]
+fn runtime_counts_vxlan_nodes() {
+    use uvs::pipeline::runtime::Node;
+    let mut n = net();
+    n.h.send(n.a, &frame(BCAST, mac(1), 7));
+    assert_eq!(n.h.outputs()[n.ul as usize].len(), 2);
+    let rt = |h: &Harness, node: Node| {
+        let s = h.pipeline.runtime().get(node);
+        (s.calls, s.vectors)
+    };
+    assert_eq!(rt(&n.h, Node::Vxlan4Encap), (1, 1));
+    assert_eq!(rt(&n.h, Node::Vxlan4Input), (0, 0));
+    let inner = frame(mac(1), mac(9), 8);
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &inner));
+    assert_eq!(n.h.outputs()[n.a as usize], vec![inner]);
+    assert_eq!(rt(&n.h, Node::Vxlan4Input), (1, 1));
+    assert_eq!(rt(&n.h, Node::Ip4Input), (1, 1), "the outer packet");
+    // Two bursts from a and uplink, one inner burst from vx0.
+    assert_eq!(rt(&n.h, Node::EthernetInput), (3, 3));
+}

@@ -330,6 +330,15 @@ impl Conntrack {
         Some((ConnId(slot), dir))
     }
 
+    /// True if connection `id` is live at `now` and holds `key` in direction `dir`: a caller
+    /// that kept an earlier `lookup` answer (a one-entry cache) may reuse it without hashing.
+    /// When false, `lookup` gives the answer (and removes an expired connection).
+    #[inline]
+    pub fn still_holds(&self, id: ConnId, dir: Direction, key: &FlowKey, now: u32) -> bool {
+        self.conn(id)
+            .is_some_and(|c| c.key(dir) == key && !self.expired(c, now))
+    }
+
     /// The rare path of `lookup`, kept out of line.
     #[cold]
     #[inline(never)]

@@ -37,6 +37,7 @@ pub mod commands;
 pub mod db;
 pub mod jsonrpc;
 pub mod registry;
+pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod sys;

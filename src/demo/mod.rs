@@ -118,7 +118,12 @@ fn dns_by_name(d: &Demo) -> Result<String, String> {
     ];
     for (who, ns, gw, name, want) in asks {
         let got = dns::lookup(ns, gw, name)?;
-        if got.addrs.iter().map(ToString::to_string).ne([want.to_string()]) {
+        if got
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .ne([want.to_string()])
+        {
             return Err(format!(
                 "{who} asked {gw} for {name}: {} {:?}, want {want}",
                 got.code, got.addrs
@@ -262,7 +267,9 @@ pub fn run(hold: u64) -> Result<(), String> {
         );
     }
     tools()?;
-    println!("== uvs demo: two uvs hosts, container networks, NAT, a published port, DNS, VXLAN ==");
+    println!(
+        "== uvs demo: two uvs hosts, container networks, NAT, a published port, DNS, VXLAN =="
+    );
     let mut cleanup = Cleanup::default();
     let r = build_and_check(Names::new(), &mut cleanup, hold);
     drop(cleanup);

@@ -25,12 +25,35 @@ pub(super) fn run(
     };
     let bridge = port.bridge;
     let c = &mut port.counters;
-    for &d in batch.iter() {
-        c.rx_packets += 1;
-        c.rx_bytes += d.len as u64;
-        match classify(frames.data_mut(d), &port.vlan, port.partial_csum_in) {
-            Ok((m, completed)) => {
-                c.csum_completed += completed as u64;
+    // Counted once per burst; the checksum flag is checked once per burst too.
+    let (bytes, completed) = if port.partial_csum_in {
+        parse_all::<true>(frames, batch, &port.vlan, c, meta)
+    } else {
+        parse_all::<false>(frames, batch, &port.vlan, c, meta)
+    };
+    c.rx_packets += batch.len() as u64;
+    c.rx_bytes += bytes;
+    c.csum_completed += completed;
+    batch.clear();
+    Some(bridge)
+}
+
+/// Parse every frame of `batch` into `meta` (dropped ones counted in `c` and freed); returns
+/// the burst's bytes and the number of checksums completed. `FIX`: complete partial checksums.
+#[inline(always)]
+fn parse_all<const FIX: bool>(
+    frames: &mut Frames,
+    batch: &[Desc],
+    mode: &VlanMode,
+    c: &mut crate::counters::PortCounters,
+    meta: &mut Vec<Meta>,
+) -> (u64, u64) {
+    let (mut bytes, mut completed) = (0u64, 0u64);
+    for &d in batch {
+        bytes += d.len as u64;
+        match classify(frames.data_mut(d), mode, FIX) {
+            Ok((m, fixed)) => {
+                completed += fixed as u64;
                 meta.push(Meta { desc: d, ..m });
             }
             Err(r) => {
@@ -39,8 +62,7 @@ pub(super) fn run(
             }
         }
     }
-    batch.clear();
-    Some(bridge)
+    (bytes, completed)
 }
 
 /// Parse one frame. Returns its metadata (desc left default) and whether a checksum was

@@ -9,7 +9,9 @@
 //!   unreachable), next-hop resolution by ARP (while the request is out the packet is held in
 //!   the neighbour's short queue and sent when the reply arrives; overflow and failed resolutions
 //!   are counted drops), MAC rewrite, TTL decrement with an incremental checksum update, MTU check with DF
-//!   (ICMP fragmentation needed). The routed frame continues as `Dest::Bridge(egress)`.
+//!   (ICMP fragmentation needed). The routed frame continues as `Dest::Port` of the egress
+//!   bridge's port that learned the next hop's MAC, or as `Dest::Bridge(egress)` (flooded
+//!   there) when the FDB does not know it.
 //!
 //! Reverse-path filtering (the bridge's `rp_filter`, strict by default) runs before anything
 //! else on a packet sent to the gateway MAC: strict wants the route back to the source to
@@ -21,13 +23,15 @@
 //! Frames the router creates (ARP, ICMP) are appended to `made` and delivered after the burst.
 
 use super::{Dest, Meta, nat, vxlan};
-use crate::conntrack::{CtError, Direction, NatInfo, PROTO_TCP, PROTO_UDP};
+use crate::conntrack::{
+    ConnId, Conntrack, CtError, Direction, FlowKey, NatInfo, PROTO_TCP, PROTO_UDP,
+};
 use crate::counters::DropReason;
 use crate::datapath::{Datapath, Gateway};
 use crate::fdb::PortId;
 use crate::neigh::{Held, Released, Resolve};
 use crate::packet::{Desc, Frames};
-use crate::route::{RouteKind, RpFilter};
+use crate::route::{Route, RouteKind, RouteTable, RpFilter};
 use crate::wire::checksum::{checksum, update16};
 use crate::wire::{EtherType, MacAddr, arp, ipv4};
 
@@ -42,7 +46,8 @@ mod icmp {
     pub const FRAG_NEEDED: u8 = 4;
 }
 
-/// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`).
+/// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`). Returns the number
+/// of frames it handled (ARP, and frames sent to the router), for `show-runtime`.
 pub(super) fn run(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -51,16 +56,32 @@ pub(super) fn run(
     meta: &mut [Meta],
     made: &mut Vec<Meta>,
     now: u32,
-) {
-    let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
-        // No gateway on this bridge: nothing is addressed to a router.
-        return;
+) -> usize {
+    let Some(b) = dp.bridge(bridge) else {
+        return 0;
     };
+    let Some(gw) = b.gateway else {
+        // No gateway on this bridge: nothing is addressed to a router.
+        return 0;
+    };
+    let mut burst = Burst {
+        bridge,
+        gw,
+        in_port,
+        rp: b.rp_filter,
+        isolated: b.isolated,
+        last_route: None,
+        last_rp: None,
+        last_ct: None,
+        last_fdb: None,
+    };
+    let mut handled = 0;
     for m in meta.iter_mut() {
         if m.raw || m.dest == Dest::Pending {
             continue;
         }
         if m.ethertype == EtherType::ARP {
+            handled += 1;
             if m.vlan == 0 {
                 arp_in(dp, frames, bridge, gw, in_port, m, made, now);
             }
@@ -73,18 +94,116 @@ pub(super) fn run(
         if m.dest != Dest::Router {
             continue;
         }
+        handled += 1;
         let verdict = if m.vlan != 0 {
             Err(DropReason::GatewayVlan)
         } else if m.ethertype != EtherType::IPV4 {
             Err(DropReason::LocalUnsupported)
         } else {
-            ip_in(dp, frames, bridge, gw, in_port, m, made, now)
+            ip_in(dp, frames, &mut burst, m, made, now)
         };
         if let Err(r) = verdict {
             count_drop(dp, in_port, r);
             frames.free(m.desc.addr);
             m.dest = Dest::Pending;
         }
+    }
+    handled
+}
+
+/// The ingress side of one burst, read once, and one-entry caches of the burst's last route
+/// and reverse-path lookups (VPP's last-hit caches): the route table does not change during a
+/// burst, and the frames of a burst mostly belong to a few flows.
+struct Burst {
+    bridge: u16,
+    gw: Gateway,
+    in_port: PortId,
+    /// The ingress bridge's reverse-path filter mode.
+    rp: RpFilter,
+    /// The ingress bridge is isolated.
+    isolated: bool,
+    /// Last destination looked up: its route, and whether it is a gateway's own address.
+    last_route: Option<([u8; 4], Option<Route>, bool)>,
+    /// Last source checked by the reverse-path filter, and the verdict.
+    last_rp: Option<([u8; 4], bool)>,
+    /// Last tracked connection found: the packet's key, the connection and the direction.
+    last_ct: Option<(FlowKey, ConnId, Direction)>,
+    /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
+    last_fdb: Option<(u16, u64, Option<PortId>)>,
+}
+
+impl Burst {
+    /// `Routes::rp_ok` for this burst's bridge, through the one-entry cache.
+    #[inline(always)]
+    fn rp_ok(&mut self, routes: &RouteTable, src: [u8; 4]) -> bool {
+        match self.last_rp {
+            Some((s, ok)) if s == src => ok,
+            _ => {
+                let ok = routes.rp_ok(self.rp, self.bridge, src);
+                self.last_rp = Some((src, ok));
+                ok
+            }
+        }
+    }
+
+    /// `Conntrack::lookup` through the one-entry cache (re-checked with `still_holds`, so the
+    /// answer is the one `lookup` would give).
+    #[inline(always)]
+    fn ct_lookup(
+        &mut self,
+        ct: &mut Conntrack,
+        k: &FlowKey,
+        now: u32,
+    ) -> Option<(ConnId, Direction)> {
+        if let Some((ck, id, dir)) = self.last_ct
+            && ck == *k
+            && ct.still_holds(id, dir, k, now)
+        {
+            return Some((id, dir));
+        }
+        let r = ct.lookup(k, now);
+        self.last_ct = r.map(|(id, dir)| (*k, id, dir));
+        r
+    }
+
+    /// The port of `bridge` that learned `mac` in `vlan` (None: unknown or a group address),
+    /// through the one-entry cache (the FDB does not change while the router runs).
+    #[inline(always)]
+    fn egress_port(&mut self, dp: &Datapath, bridge: u16, vlan: u16, mac: u64) -> Option<PortId> {
+        if super::ingress::is_group(mac) {
+            return None;
+        }
+        let key = mac | (vlan as u64) << 48;
+        if let Some((b, k, p)) = self.last_fdb
+            && b == bridge
+            && k == key
+        {
+            return p;
+        }
+        let p = dp.bridge(bridge).and_then(|b| b.fdb.lookup(vlan, mac));
+        self.last_fdb = Some((bridge, key, p));
+        p
+    }
+
+    /// The route to `dst`, and whether `dst` is a gateway's own address (it lies in that
+    /// gateway's connected route), through the one-entry cache.
+    #[inline(always)]
+    fn route(&mut self, dp: &Datapath, dst: [u8; 4]) -> (Option<Route>, bool) {
+        if let Some((d, r, local)) = self.last_route
+            && d == dst
+        {
+            return (r, local);
+        }
+        let r = dp.routes.lookup(dst).copied();
+        let local = r.is_some_and(|r| match r.kind {
+            RouteKind::Connected { bridge: b } => dp
+                .bridge(b)
+                .and_then(|b| b.gateway)
+                .is_some_and(|g| g.ip == dst),
+            _ => false,
+        });
+        self.last_route = Some((dst, r, local));
+        (r, local)
     }
 }
 
@@ -146,17 +265,15 @@ fn arp_in(
 }
 
 /// Handle an IPv4 packet sent to the gateway MAC. Ok: the frame was consumed or re-targeted.
-#[allow(clippy::too_many_arguments)]
 fn ip_in(
     dp: &mut Datapath,
     frames: &mut Frames,
-    bridge: u16,
-    gw: Gateway,
-    in_port: PortId,
+    burst: &mut Burst,
     m: &mut Meta,
     made: &mut Vec<Meta>,
     now: u32,
 ) -> Result<(), DropReason> {
+    let (bridge, gw, in_port) = (burst.bridge, burst.gw, burst.in_port);
     let l3 = m.l3 as usize;
     let (dst, ttl, hl, total, df, src) = {
         let data = frames.data(m.desc);
@@ -178,8 +295,7 @@ fn ip_in(
         return Err(DropReason::IpNotUnicast);
     }
     // Reverse-path filter: a source another bridge owns (a spoofed address) is not routed.
-    let rp = dp.bridge(bridge).map_or(RpFilter::Off, |b| b.rp_filter);
-    if !dp.routes.rp_ok(rp, bridge, src) {
+    if !burst.rp_ok(&dp.routes, src) {
         return Err(DropReason::RpFilter);
     }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
@@ -200,9 +316,8 @@ fn ip_in(
         }
     }
     let tracked = key.and_then(|(k, flags)| {
-        dp.nat
-            .ct
-            .lookup(&k, now)
+        burst
+            .ct_lookup(&mut dp.nat.ct, &k, now)
             .map(|(id, dir)| (k, flags, id, dir))
     });
     let mut dnat = None;
@@ -221,17 +336,9 @@ fn ip_in(
             dst = to;
         }
     }
-    let route = dp.routes.lookup(dst).copied();
+    let (route, local) = burst.route(dp, dst);
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
-    if tracked.is_none()
-        && dnat.is_none()
-        && let Some(r) = route
-        && let RouteKind::Connected { bridge: b } = r.kind
-        && dp
-            .bridge(b)
-            .and_then(|b| b.gateway)
-            .is_some_and(|g| g.ip == dst)
-    {
+    if tracked.is_none() && dnat.is_none() && local {
         if !dp.tunnels.is_empty()
             && let Some((port, inner)) = vxlan::decap(dp, frames, m, hl, total)?
         {
@@ -263,14 +370,15 @@ fn ip_in(
         return Err(DropReason::NoRoute);
     };
     let egress = route.bridge();
-    if egress != bridge
-        && dp.bridge(bridge).is_some_and(|b| b.isolated)
-        && dp.bridge(egress).is_some_and(|b| b.isolated)
-    {
+    // The egress bridge's facts, read once.
+    let (egress_isolated, out_gw, mtu) = dp.bridge(egress).map_or((false, None, 1500), |b| {
+        (b.isolated, b.gateway, b.l3_mtu as usize)
+    });
+    if egress != bridge && burst.isolated && egress_isolated {
         // Docker's isolation of user networks: two isolated bridges do not route to each other.
         return Err(DropReason::BridgeIsolated);
     }
-    let Some(out_gw) = dp.bridge(egress).and_then(|b| b.gateway) else {
+    let Some(out_gw) = out_gw else {
         return Err(DropReason::NoGateway);
     };
     // NAT, second half: a new connection that a rule translates is tracked and rewritten.
@@ -340,7 +448,6 @@ fn ip_in(
     if next_hop == out_gw.ip {
         return Err(DropReason::NoRoute);
     }
-    let mtu = dp.bridge(egress).map_or(1500, |b| b.l3_mtu as usize);
     // A TCP super-frame leaves as segments: those must fit (see `gso`).
     let total = match m.desc.ol.gso_type() {
         Some(_) => super::gso::seg_l3_len(frames.data(m.desc), m.desc, l3),
@@ -369,7 +476,15 @@ fn ip_in(
         gw: out_gw,
         ip: next_hop,
     };
-    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)
+    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)?;
+    // The egress port now, from the egress bridge's FDB through the burst's cache (output would
+    // look the same MAC up for every frame otherwise); an unknown MAC floods there.
+    if let Dest::Bridge(b) = m.dest
+        && let Some(p) = burst.egress_port(dp, b, m.vlan, m.dst)
+    {
+        m.dest = Dest::Port(p);
+    }
+    Ok(())
 }
 
 /// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.

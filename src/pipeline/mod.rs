@@ -17,11 +17,13 @@ mod l3;
 mod nat;
 mod output;
 pub mod ratelimit;
+pub mod runtime;
 mod vxlan;
 
 use crate::datapath::{BATCH, Datapath};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
+use runtime::{Node, Runtime};
 
 /// Where a frame goes after the forwarding stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub struct Pipeline {
     /// Reused buffers.
     scratch: Vec<Desc>,
     inner_batch: Vec<Desc>,
+    /// Per-node runtime counters (`show-runtime`).
+    runtime: Runtime,
 }
 
 impl Default for Pipeline {
@@ -87,6 +91,7 @@ impl Default for Pipeline {
             decapped: Vec::with_capacity(BATCH),
             scratch: Vec::with_capacity(BATCH * 2),
             inner_batch: Vec::with_capacity(BATCH),
+            runtime: Runtime::default(),
         }
     }
 }
@@ -170,6 +175,16 @@ impl Pipeline {
         Pipeline::default()
     }
 
+    /// This worker's per-node runtime counters.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Zero the per-node runtime counters.
+    pub fn clear_runtime(&mut self) {
+        self.runtime.clear();
+    }
+
     /// Process one burst received on `in_port`; drains `batch`.
     pub fn process(
         &mut self,
@@ -191,6 +206,7 @@ impl Pipeline {
         if dp.tunnels.is_empty() {
             return;
         }
+        let mut t0 = runtime::ticks();
         let mut inner = std::mem::take(&mut self.inner_batch);
         let mut decapped = std::mem::take(&mut self.decapped);
         decapped.sort_unstable_by_key(|(p, _)| *p);
@@ -211,7 +227,11 @@ impl Pipeline {
                 i += 1;
             }
             if !inner.is_empty() {
+                let t = runtime::ticks();
+                self.runtime
+                    .add(Node::Vxlan4Input, inner.len(), t.wrapping_sub(t0));
                 self.run(dp, frames, port, &mut inner, now);
+                t0 = runtime::ticks();
             }
         }
         // Frames decapsulated while running inner frames would be VXLAN in VXLAN.
@@ -225,16 +245,31 @@ impl Pipeline {
         self.decapped = decapped;
         self.inner_batch = inner;
         self.encapped.clear();
-        vxlan::encap(
+        let t0 = runtime::ticks();
+        let n_encap = vxlan::encap(
             dp,
             frames,
             &mut self.encapped,
             &mut self.scratch,
             now as u32,
         );
+        let t1 = runtime::ticks();
+        self.runtime
+            .add(Node::Vxlan4Encap, n_encap, t1.wrapping_sub(t0));
         if !self.encapped.is_empty() {
             output::run(dp, frames, 0, output::NO_PORT, &self.encapped);
+            let n = self.encapped.len();
+            self.runtime
+                .add(Node::Output, n, runtime::ticks().wrapping_sub(t1));
         }
+    }
+
+    /// Charge `node` a call over `n` frames that began at tick `since`; returns the tick now.
+    #[inline(always)]
+    fn lap(&mut self, node: Node, n: usize, since: u64) -> u64 {
+        let t = runtime::ticks();
+        self.runtime.add(node, n, t.wrapping_sub(since));
+        t
     }
 
     fn run(
@@ -245,25 +280,32 @@ impl Pipeline {
         batch: &mut Vec<Desc>,
         now: u64,
     ) {
+        let t = runtime::ticks();
+        let received = batch.len();
         self.meta.clear();
         let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta) else {
             return;
         };
+        let mut t = self.lap(Node::EthernetInput, received, t);
         self.generated.clear();
         if dp
             .bridge(bridge)
             .is_some_and(|b| b.flows.active && !b.fail_open)
         {
+            let n = self.meta.len();
             let mut out = flows::Emitted {
                 made: &mut self.generated,
                 normal: &mut self.normal,
             };
             flows::run(dp, frames, bridge, in_port, &mut self.meta, &mut out);
             self.meta.append(&mut self.normal);
+            t = self.lap(Node::Flows, n, t);
         }
         l2::learn(dp, bridge, in_port, &self.meta, now);
+        t = self.lap(Node::L2Learn, self.meta.len(), t);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
-        l3::run(
+        t = self.lap(Node::L2Fwd, self.meta.len(), t);
+        let routed = l3::run(
             dp,
             frames,
             bridge,
@@ -272,11 +314,17 @@ impl Pipeline {
             &mut self.generated,
             now as u32,
         );
+        t = self.lap(Node::Ip4Input, routed, t);
         output::run(dp, frames, bridge, in_port, &self.meta);
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
-        for m in self.meta.iter().chain(self.generated.iter()) {
-            if let Dest::Decap(p) = m.dest {
-                self.decapped.push((p, m.desc));
+        let n = self.meta.len() + self.generated.len();
+        self.lap(Node::Output, n, t);
+        // Only the router's VXLAN decapsulation makes `Dest::Decap`, and only with tunnels.
+        if !dp.tunnels.is_empty() {
+            for m in self.meta.iter().chain(self.generated.iter()) {
+                if let Dest::Decap(p) = m.dest {
+                    self.decapped.push((p, m.desc));
+                }
             }
         }
     }

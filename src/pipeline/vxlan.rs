@@ -25,24 +25,28 @@ use crate::wire::vxlan::{self, OVERHEAD};
 use crate::wire::{EtherType, MacAddr};
 
 /// Encapsulate every frame queued on a tunnel port; the outer frames are appended to `made`
-/// (to be delivered in their underlay bridge). `scratch` is reused between calls.
+/// (to be delivered in their underlay bridge). `scratch` is reused between calls. Returns the
+/// number of frames taken from the tunnel ports' queues.
 pub(super) fn encap(
     dp: &mut Datapath,
     frames: &mut Frames,
     made: &mut Vec<Meta>,
     scratch: &mut Vec<Desc>,
     now: u32,
-) {
+) -> usize {
+    let mut n = 0;
     for i in 0..dp.tunnels.len() {
         let p = dp.tunnels[i];
         if dp.out[p as usize].is_empty() {
             continue;
         }
         std::mem::swap(&mut dp.out[p as usize], scratch);
+        n += scratch.len();
         for d in scratch.drain(..) {
             encap_one(dp, frames, p, d, made, now);
         }
     }
+    n
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
@@ -53,6 +57,9 @@ fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
 
 /// Up to this many remote VTEPs get a copy of one flooded frame.
 const MAX_FANOUT: usize = 64;
+
+/// The tunnel settings an outer header needs: local address, VNI, UDP port, TTL, DF.
+type Conf = ([u8; 4], u32, u16, u8, bool);
 
 fn encap_one(
     dp: &mut Datapath,
@@ -71,25 +78,43 @@ fn encap_one(
         frames.free(d.addr);
         return;
     };
-    let mut remotes = [[0u8; 4]; MAX_FANOUT];
-    let n = match t.remote_of(vlan, dst) {
-        Some(r) if !super::ingress::is_group(dst) => {
-            remotes[0] = r;
-            1
-        }
-        _ => {
-            let n = t.conf.remotes.len().min(MAX_FANOUT);
-            remotes[..n].copy_from_slice(&t.conf.remotes[..n]);
-            n
-        }
-    };
-    let conf = (
+    let conf: Conf = (
         t.conf.local_ip,
         t.conf.vni,
         t.conf.dst_port,
         t.conf.ttl,
         t.conf.df,
     );
+    match t.remote_of(vlan, dst) {
+        // The common case: one known VTEP, no copy of the remote list.
+        Some(r) if !super::ingress::is_group(dst) => {
+            let sport = source_port(frames.data(d));
+            send_to(dp, frames, (p, d), r, (conf, sport), made, now);
+        }
+        _ => flood(dp, frames, p, d, conf, made, now),
+    }
+}
+
+/// Head-end replication: one copy of `d` per remote VTEP of tunnel port `p`.
+#[inline(never)]
+fn flood(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    p: PortId,
+    d: Desc,
+    conf: Conf,
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    let mut remotes = [[0u8; 4]; MAX_FANOUT];
+    let n = match dp.port(p).and_then(|s| s.tunnel.as_ref()) {
+        Some(t) => {
+            let n = t.conf.remotes.len().min(MAX_FANOUT);
+            remotes[..n].copy_from_slice(&t.conf.remotes[..n]);
+            n
+        }
+        None => 0,
+    };
     if n == 0 {
         count(dp, p, DropReason::VxlanNoRemote);
         frames.free(d.addr);
@@ -106,49 +131,64 @@ fn encap_one(
             count(dp, p, DropReason::NoBuffer);
             continue;
         };
-        match underlay(dp, frames, *remote, made, now) {
-            Ok((bridge, src_mac, dst_mac, mtu, nh)) => {
-                if copy.len as usize + OVERHEAD - 14 > mtu {
-                    count(dp, p, DropReason::MtuExceeded);
-                    frames.free(copy.addr);
-                    continue;
-                }
-                let to = dst_mac.unwrap_or_default();
-                let outer = write_outer(frames, copy, (src_mac, to), conf, *remote, sport);
-                if let Some(s) = dp.port_mut(p) {
-                    s.counters.tx_packets += 1;
-                    s.counters.tx_bytes += outer.len as u64;
-                }
-                let Some(dst_mac) = dst_mac else {
-                    // The VTEP's next hop is resolving: the outer packet waits for the reply
-                    // (the release writes its destination MAC), like a routed packet.
-                    let h = Held {
-                        desc: outer,
-                        l3: 14,
-                        in_port: p,
-                    };
-                    if dp.neigh.hold(bridge, nh, h).is_err() {
-                        count(dp, p, DropReason::ArpQueueFull);
-                        frames.free(outer.addr);
-                    }
-                    continue;
-                };
-                made.push(Meta {
-                    desc: outer,
-                    vlan: 0,
-                    tagged: false,
-                    dst: dst_mac.to_u64(),
-                    src: src_mac.to_u64(),
-                    ethertype: EtherType::IPV4,
-                    l3: 14,
-                    dest: Dest::Bridge(bridge),
-                    raw: false,
-                });
-            }
-            Err(r) => {
-                count(dp, p, r);
+        send_to(dp, frames, (p, copy), *remote, (conf, sport), made, now);
+    }
+}
+
+/// Encapsulate frame `d` of tunnel port `p` toward `remote` and hand the outer frame on (or
+/// hold it while the underlay next hop resolves).
+#[inline(always)]
+fn send_to(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    (p, copy): (PortId, Desc),
+    remote: [u8; 4],
+    (conf, sport): (Conf, u16),
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    match underlay(dp, frames, remote, made, now) {
+        Ok((bridge, src_mac, dst_mac, mtu, nh)) => {
+            if copy.len as usize + OVERHEAD - 14 > mtu {
+                count(dp, p, DropReason::MtuExceeded);
                 frames.free(copy.addr);
+                return;
             }
+            let to = dst_mac.unwrap_or_default();
+            let outer = write_outer(frames, copy, (src_mac, to), conf, remote, sport);
+            if let Some(s) = dp.port_mut(p) {
+                s.counters.tx_packets += 1;
+                s.counters.tx_bytes += outer.len as u64;
+            }
+            let Some(dst_mac) = dst_mac else {
+                // The VTEP's next hop is resolving: the outer packet waits for the reply
+                // (the release writes its destination MAC), like a routed packet.
+                let h = Held {
+                    desc: outer,
+                    l3: 14,
+                    in_port: p,
+                };
+                if dp.neigh.hold(bridge, nh, h).is_err() {
+                    count(dp, p, DropReason::ArpQueueFull);
+                    frames.free(outer.addr);
+                }
+                return;
+            };
+            made.push(Meta {
+                desc: outer,
+                vlan: 0,
+                tagged: false,
+                dst: dst_mac.to_u64(),
+                src: src_mac.to_u64(),
+                ethertype: EtherType::IPV4,
+                l3: 14,
+                dest: Dest::Bridge(bridge),
+                raw: false,
+            });
+        }
+        Err(r) => {
+            count(dp, p, r);
+            frames.free(copy.addr);
         }
     }
 }

@@ -25,6 +25,7 @@ mod nat;
 mod overlay;
 mod requests;
 mod running;
+mod runtime;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

@@ -167,6 +167,11 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// Per-node runtime counters (`show-runtime`); `clear` zeroes them after reading.
+    Runtime {
+        /// Zero the counters after reading them.
+        clear: bool,
+    },
     /// Send a frame out of ports of a bridge (OpenFlow PACKET_OUT with output actions).
     PacketOut {
         /// Bridge name.
@@ -414,6 +419,7 @@ impl Worker {
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
+            Command::Runtime { clear } => Ok(self.runtime_json(clear)),
             Command::PacketOut {
                 bridge,
                 outputs,

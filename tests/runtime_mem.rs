@@ -1,0 +1,201 @@
+//! Per-node runtime counters (`show-runtime`), in memory: the counters of each pipeline node
+//! move as frames pass it (L2, routed, dropped, flows), `clear` zeroes them, and the control
+//! command answers through a real worker and registry over the unix socket.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use uvs::datapath::{Gateway, VlanMode};
+use uvs::pipeline::runtime::{Node, NodeStats};
+use uvs::wire::MacAddr;
+
+fn stats(h: &Harness, n: Node) -> NodeStats {
+    h.pipeline.runtime().get(n)
+}
+
+#[test]
+fn l2_frames_move_ingress_learn_fwd_output() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p0 = h.port(b, "p0", VlanMode::default_trunk());
+    let p1 = h.port(b, "p1", VlanMode::default_trunk());
+    for i in 0..5 {
+        h.ports[p0 as usize].inject(&frame(mac(2), mac(1), i));
+    }
+    h.run();
+    for n in [
+        Node::EthernetInput,
+        Node::L2Learn,
+        Node::L2Fwd,
+        Node::Output,
+    ] {
+        let s = stats(&h, n);
+        assert_eq!((s.calls, s.vectors), (1, 5), "{}", n.name());
+    }
+    // The bridge has no gateway and no flows: those nodes never ran.
+    for n in [
+        Node::Ip4Input,
+        Node::Flows,
+        Node::Vxlan4Encap,
+        Node::Vxlan4Input,
+    ] {
+        assert_eq!(stats(&h, n), NodeStats::default(), "{}", n.name());
+    }
+    h.send(p1, &frame(mac(1), mac(2), 9));
+    assert_eq!(stats(&h, Node::EthernetInput).calls, 2);
+    assert_eq!(stats(&h, Node::EthernetInput).vectors, 6);
+    assert_eq!(h.outputs()[p0 as usize].len(), 1);
+    // A runt is counted in ethernet-input's vectors and its drop reason belongs there.
+    h.send(p0, &[0u8; 10]);
+    assert_eq!(stats(&h, Node::EthernetInput).vectors, 7);
+    let drops = [h.dp.port(p0).unwrap().counters.drops];
+    let r = uvs::pipeline::runtime::report(h.pipeline.runtime(), drops.iter());
+    assert_eq!(r[Node::EthernetInput as usize].drops.get("runt"), Some(&1));
+    assert_eq!(r[Node::EthernetInput as usize].vectors_per_call, 7.0 / 3.0);
+    h.pipeline.clear_runtime();
+    assert_eq!(stats(&h, Node::EthernetInput), NodeStats::default());
+}
+
+#[test]
+fn routed_frames_move_ip4_input() {
+    let mut h = Harness::new();
+    let b0 = h.bridge("br0");
+    let b1 = h.bridge("br1");
+    let a = h.port(b0, "a", VlanMode::default_trunk());
+    let _b = h.port(b1, "b", VlanMode::default_trunk());
+    let gw0 = Gateway::default_mac("br0");
+    for (br, ip, name) in [(b0, [10, 0, 1, 1], "br0"), (b1, [10, 0, 2, 1], "br1")] {
+        let gw = Gateway {
+            ip,
+            len: 24,
+            mac: Gateway::default_mac(name),
+        };
+        h.dp.set_gateway(br, Some(gw)).unwrap();
+    }
+    h.dp.neigh
+        .learn(b1, [10, 0, 2, 2], MacAddr([2, 0, 0, 0, 0, 0x0b]), 1);
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(0x0a), gw0.0)
+        .ipv4([10, 0, 1, 2], [10, 0, 2, 2], 64)
+        .udp(4000, 53)
+        .write(&mut f, b"routed")
+        .unwrap();
+    for _ in 0..3 {
+        h.ports[a as usize].inject(&f);
+    }
+    h.run();
+    let ip = stats(&h, Node::Ip4Input);
+    assert_eq!((ip.calls, ip.vectors), (1, 3));
+    assert_eq!(h.dp.router.routed, 3);
+    assert_eq!(h.outputs()[1].len(), 3, "routed out of br1's port");
+    // L2 frames on a bridge with a gateway are not charged to ip4-input.
+    h.send(a, &frame(mac(7), mac(0x0a), 1));
+    assert_eq!(stats(&h, Node::Ip4Input).vectors, 3);
+    assert_eq!(stats(&h, Node::EthernetInput).vectors, 4);
+}
+
+#[test]
+fn flows_node_runs_only_with_flows() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p0 = h.port(b, "p0", VlanMode::default_trunk());
+    let _p1 = h.port(b, "p1", VlanMode::default_trunk());
+    h.send(p0, &frame(mac(2), mac(1), 1));
+    assert_eq!(stats(&h, Node::Flows).calls, 0);
+    let mut fl =
+        uvs::flow::parse_flow("priority=10,dl_src=02:00:00:00:00:01,actions=drop").unwrap();
+    let t = &mut h.dp.bridge_mut(b).unwrap().flows;
+    t.bind_ports(&mut fl).unwrap();
+    t.cls.add(fl, 0, |r| Some(r.num())).unwrap();
+    t.refresh();
+    h.send(p0, &frame(mac(2), mac(1), 2));
+    h.send(p0, &frame(mac(2), mac(3), 3));
+    let s = stats(&h, Node::Flows);
+    assert_eq!((s.calls, s.vectors), (2, 2));
+    // Output is charged the whole burst (a dropped frame passes it as a freed slot).
+    assert_eq!(stats(&h, Node::Output).vectors, 3);
+    assert_eq!(h.outputs()[1].len(), 2, "the dropped frame never left");
+}
+
+/// A daemon in-process: worker, registry, control socket; one replay port feeding a sink.
+#[test]
+fn show_runtime_over_the_control_socket() {
+    let w = Arc::new(
+        uvs::worker::spawn(
+            uvs::worker::WorkerOptions {
+                core: None,
+                frames: 4096,
+            },
+            Arc::new(uvs::clock::MonotonicClock::default()),
+        )
+        .unwrap(),
+    );
+    let mut reg = uvs::control::Registry::new();
+    uvs::control::commands::register(&mut reg, w.clone());
+    let reg = Arc::new(reg);
+    let dir = std::env::temp_dir().join(format!("uvs-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = uvs::control::serve(&dir.join("uvs.sock"), reg.clone(), 0o600).unwrap();
+    let call = |args: &[&str]| {
+        let (cmd, rest) = args.split_first().unwrap();
+        let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        uvs::control::call(server.path(), cmd, &rest)
+    };
+    call(&["add-br", "br0"]).unwrap();
+    let f = frame(mac(2), mac(1), 7);
+    for (name, n) in [("sink", 0u64), ("src", 1000)] {
+        let f = f.clone();
+        w.call(uvs::worker::Command::AttachPort {
+            bridge: "br0".into(),
+            name: name.into(),
+            build: Box::new(move |id| {
+                if n == 0 {
+                    Box::new(uvs::port::mem::MemPort::sink(id))
+                } else {
+                    Box::new(uvs::port::mem::MemPort::replay(id, &f, n))
+                }
+            }),
+        })
+        .unwrap();
+    }
+    let node = |v: &serde_json::Value, n: &str| {
+        v["workers"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .cloned()
+            .unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let v = call(&["show-runtime"]).unwrap().data;
+        if node(&v, "ethernet-input")["vectors"] == 1000 {
+            break v;
+        }
+        assert!(Instant::now() < end, "1000 frames never all counted: {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let ing = node(&v, "ethernet-input");
+    assert!(ing["calls"].as_u64().unwrap() >= 1000 / 64);
+    assert!(ing["vectors_per_call"].as_f64().unwrap() > 1.0);
+    assert!(ing["ticks"].as_u64().unwrap() > 0);
+    assert_eq!(node(&v, "interface-output")["vectors"], 1000);
+    let text = call(&["show-runtime", "clear"]).unwrap().text;
+    assert!(
+        text.contains("ethernet-input") && text.contains("Vectors/Call"),
+        "{text}"
+    );
+    assert!(text.contains("(counters cleared)"), "{text}");
+    let v = call(&["show-runtime"]).unwrap().data;
+    assert_eq!(node(&v, "ethernet-input")["vectors"], 0);
+    let e = call(&["show-runtime", "reset"]).unwrap_err().to_string();
+    assert!(e.contains("'reset'"), "{e}");
+    drop(server);
+    w.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
