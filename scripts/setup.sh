@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install what uvs's demo, tests and benchmarks need on Debian (idempotent; needs root for apt).
-#   scripts/setup.sh          # demo + tests: iproute2, ping, iperf3, python3, curl, tshark, openvswitch-switch, prometheus, tmux, etcd-server (multi-host overlay), protobuf-compiler (builds etcd-client),
+#   scripts/setup.sh          # demo + tests: iproute2, ping, iperf3, python3, curl, tshark, openvswitch-switch, prometheus, tmux, etcd-server and etcd-client (multi-host overlay; etcdctl in its tests), protobuf-compiler (builds etcd-client),
 #                             podman runc containernetworking-plugins busybox-static (the CNI plugin's podman test),
 #                             and the Faucet controller in a venv (/opt/uvs/faucet-venv, from PyPI)
 #   scripts/setup.sh --bench  # also trafgen (netsniff-ng), ethtool, valgrind, iptables
 set -euo pipefail
-pkgs=(iproute2 iputils-ping iperf3 python3 procps curl tshark openvswitch-switch prometheus tmux etcd-server protobuf-compiler
+pkgs=(iproute2 iputils-ping iperf3 python3 procps curl tshark openvswitch-switch prometheus tmux etcd-server etcd-client protobuf-compiler
   podman runc containernetworking-plugins busybox-static)
 [[ ${1:-} == --bench ]] && pkgs+=(netsniff-ng ethtool valgrind iptables)
 missing=()
