@@ -4,8 +4,10 @@
 //! Each function must never panic on any input; the assertions inside check invariants (no frame
 //! leaked, counters add up), so a violation is a finding.
 
+mod openflow;
 mod stateful;
 
+pub use openflow::{OfRun, openflow};
 pub use stateful::stateful;
 
 use crate::datapath::{BridgeOptions, Datapath, PortState, VlanMode};

@@ -92,6 +92,45 @@ pub enum OfErr {
 }
 
 impl OfErr {
+    /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
+    pub const ALL: [OfErr; 35] = [
+        OfErr::HelloIncompatible,
+        OfErr::BadVersion,
+        OfErr::BadType,
+        OfErr::BadStat,
+        OfErr::BadVendor,
+        OfErr::BadSubtype,
+        OfErr::Eperm,
+        OfErr::BadLen,
+        OfErr::BufferUnknown,
+        OfErr::BadTableId,
+        OfErr::BadPort,
+        OfErr::BadActionType,
+        OfErr::BadActionLen,
+        OfErr::BadActionExpType,
+        OfErr::BadOutPort,
+        OfErr::BadActionArg,
+        OfErr::UnknownInst,
+        OfErr::UnsupInst,
+        OfErr::BadMatchType,
+        OfErr::BadMatchLen,
+        OfErr::BadField,
+        OfErr::BadValue,
+        OfErr::BadMask,
+        OfErr::BadPrereq,
+        OfErr::DupField,
+        OfErr::FlowModFailed,
+        OfErr::BadCommand,
+        OfErr::MeterFailed,
+        OfErr::MeterBadFlags,
+        OfErr::MeterBadBand,
+        OfErr::MeterBadCommand,
+        OfErr::BadRole,
+        OfErr::GroupBadCommand,
+        OfErr::GroupBadType,
+        OfErr::GroupInvalid,
+    ];
+
     /// (type, code) for `version`.
     pub fn code(self, version: u8) -> (u16, u16) {
         use OfErr::*;

@@ -300,13 +300,8 @@ fn serve_loop(
             return;
         }
         let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-        if len < HEADER_LEN {
-            // The stream cannot be resynchronised: say why and close.
-            let v = session.version.unwrap_or(buf[0]);
-            let e = super::codec::error_msg(v, 0, super::codec::OfErr::BadLen, &buf[..HEADER_LEN]);
-            send(&e);
-            return;
-        }
+        // A length below 8 cannot be resynchronised: the session answers BAD_LEN and closes.
+        let len = len.max(HEADER_LEN);
         if r.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
             return;
         }

@@ -18,10 +18,12 @@ pub mod actions;
 pub mod async_msg;
 #[cfg(test)]
 mod async_tests;
+#[cfg(test)]
+mod bad_input_tests;
 pub mod codec;
 mod connect;
 pub mod control;
-mod flowmod;
+pub(crate) mod flowmod;
 mod groups;
 pub mod hub;
 pub mod listener;

@@ -1,8 +1,10 @@
 //! One OpenFlow connection's protocol state: version negotiation and message dispatch.
 //!
 //! Contract: `Session::hello` is the first message to send; `Session::handle` takes one whole
-//! message (header included, its length already checked by the framing) and returns the replies
-//! and whether the connection must close. It never panics on any input (fuzzed in tests).
+//! message (header included) and returns the replies and whether the connection must close. It
+//! never panics on any input (`uvs::fuzzing::openflow`, cargo fuzz target `openflow`). Every
+//! reply is one whole OpenFlow message of the negotiated version. Errors keep the connection
+//! except a header length below 8 (the stream cannot be resynchronised) and a failed HELLO.
 
 use super::codec::{
     self, HEADER_LEN, Header, NX_VENDOR, OF10, OF13, OfErr, OfResult, Reader, error_msg, finish,
@@ -74,16 +76,30 @@ impl Session {
         finish(w)
     }
 
-    /// Handle one message.
+    /// Handle one message. A header length below 8 (or fewer than 8 bytes) breaks the framing:
+    /// OFPBRC_BAD_LEN and close. A header length that is not the message's length, or a message
+    /// shorter than its type's fixed part (longer, for fixed-size types): OFPBRC_BAD_LEN, and
+    /// the connection goes on.
     pub fn handle(&mut self, msg: &[u8], sw: &dyn Switch) -> Outcome {
-        let Some(h) = Header::parse(msg) else {
-            return (vec![error_msg(OF10, 0, OfErr::BadLen, msg)], true);
+        let Some(h) = Header::parse(msg).filter(|h| usize::from(h.length) >= HEADER_LEN) else {
+            let v = self.version.unwrap_or_else(|| reply_version(msg.first()));
+            let xid = Header::parse(msg).map_or(0, |h| h.xid);
+            return (vec![error_msg(v, xid, OfErr::BadLen, msg)], true);
         };
+        if usize::from(h.length) != msg.len() {
+            // Before HELLO there is no version to go on with: close.
+            let v = self.version.unwrap_or_else(|| reply_version(msg.first()));
+            let e = error_msg(v, h.xid, OfErr::BadLen, msg);
+            return (vec![e], self.version.is_none());
+        }
         let Some(v) = self.version else {
             return self.negotiate(h, msg);
         };
         if h.version != v {
             return (vec![error_msg(v, h.xid, OfErr::BadVersion, msg)], false);
+        }
+        if !fixed_part_fits(v, h.typ, msg.len()) {
+            return (vec![error_msg(v, h.xid, OfErr::BadLen, msg)], false);
         }
         match self.dispatch(h, msg, sw) {
             Ok(out) => (out, false),
@@ -301,6 +317,38 @@ fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
         tracing::warn!("openflow {}: meter: {e}", sw.bridge());
         OfErr::MeterFailed
     })
+}
+
+/// The version to answer a peer with before negotiation: 1.3 for 1.3 and later, else 1.0.
+fn reply_version(peer: Option<&u8>) -> u8 {
+    match peer {
+        Some(&v) if v >= OF13 => OF13,
+        _ => OF10,
+    }
+}
+
+/// Does a message of `len` bytes hold type `typ`'s fixed part (OVS's `ofpraw` minimum; exactly
+/// it for the fixed-size types)? Types uvs does not handle pass, to be refused as BAD_TYPE.
+pub(crate) fn fixed_part_fits(v: u8, typ: u8, len: usize) -> bool {
+    let (min, exact) = match (v, typ) {
+        (_, HELLO | ERROR | ECHO_REQUEST | ECHO_REPLY) => (HEADER_LEN, false),
+        (OF10, VENDOR) => (12, false),
+        (_, VENDOR) => (16, false),
+        (_, FEATURES_REQUEST | GET_CONFIG_REQUEST) => (HEADER_LEN, true),
+        (_, SET_CONFIG) => (12, true),
+        (OF10, PACKET_OUT) => (16, false),
+        (_, PACKET_OUT) => (24, false),
+        (OF10, FLOW_MOD) => (72, false),
+        (_, FLOW_MOD) => (56, false),
+        (OF10, 16) => (12, false),
+        (OF13, 18) => (16, false),
+        (OF10, 18) | (OF13, 20) | (OF13, 26) => (HEADER_LEN, true),
+        (OF13, 15 | 29) => (16, false),
+        (OF13, 24) => (24, true),
+        (OF13, 28) => (32, true),
+        _ => (HEADER_LEN, false),
+    };
+    len >= min && (!exact || len == min)
 }
 
 /// The version bitmap of a HELLO body (None: no bitmap element).

@@ -334,6 +334,16 @@ impl std::io::Write for Pipe {
     }
 }
 
+/// What `serve_connection` writes back for `input` (against a fake bridge).
+pub(super) fn converse(input: Vec<u8>) -> Vec<u8> {
+    let mut p = Pipe {
+        input: std::io::Cursor::new(input),
+        output: Vec::new(),
+    };
+    listener::serve_connection(&mut p, &Fake::default());
+    p.output
+}
+
 #[test]
 fn framing_hello_echo_then_a_bad_length_closes() {
     let mut input = hex("0100000800000001"); // HELLO 1.0
@@ -347,7 +357,7 @@ fn framing_hello_echo_then_a_bad_length_closes() {
     listener::serve_connection(&mut p, &Fake::default());
     let mut want = Session::hello();
     want.extend(hex("0103000c00000002cafef00d"));
-    want.extend(hex("0101001400000000000100060102000400000003"));
+    want.extend(hex("0101001400000003000100060102000400000003"));
     assert_eq!(hex_of(&p.output), hex_of(&want));
 }
 
