@@ -246,6 +246,12 @@ fn podman_containers_on_uvs_networks() {
         show.contains("bridge uvsnet1") && show.contains("isolated"),
         "{show}"
     );
+    // Containers' veths are afpacket ports (the plugin's default portType).
+    let cports: Vec<&str> = show.lines().filter(|l| l.contains("port uv")).collect();
+    assert!(
+        !cports.is_empty() && cports.iter().all(|l| l.contains("type=afpacket")),
+        "{show}"
+    );
 
     assert_eq!(c2, "10.235.1.50", "--ip (the ips capability)");
     let link = pm.ok(&["exec", "c2", "ip", "link", "show", "eth0"]);

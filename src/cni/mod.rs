@@ -10,7 +10,8 @@
 //! plugin does. A veth pair is made: the container end, named `CNI_IFNAME`, goes into
 //! `CNI_NETNS` with the address, MTU (the config's `mtu`, else 1500, at most 1450 when the
 //! bridge has a VXLAN port) and a default route via the gateway; the host end (`uv` + a hash of
-//! container id and interface) becomes an AF_XDP port of the uvs bridge (the config's `bridge`,
+//! container id and interface) becomes a port of the uvs bridge (`type=afpacket`, or `afxdp` with
+//! `portType: "afxdp"`; IPv6 off and `arp_ignore=8` on it) (the config's `bridge`,
 //! else the network name) through the control socket (`uvs_socket`, default
 //! `/run/uvs/uvs.sock`). A missing bridge is created with the IPAM gateway, `isolated=on`
 //! unless `isolated: false`, and masquerade out of `uplink` when the config names one. The

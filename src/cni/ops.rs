@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
 use super::netlink::{Rtnl, parse_mac};
 use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
-use super::{CniError, E_CHECK, E_IPAM, E_UVS};
+use super::{CniError, E_CHECK, E_IO, E_IPAM, E_UVS};
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
 pub const VXLAN_MTU: u32 = 1450;
@@ -183,8 +183,10 @@ fn add_with_lease(
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
     let default_route = setup_container(&mut cnl, ifn, &lease, mac.as_deref())?;
+    quiet_host_end(&host)?;
     nl(&format!("set {host} up"), hnl.set_up(&host, None))?;
-    let mut port_args = vec![c.bridge().into(), host.clone(), "type=afxdp".into()];
+    let port_type = format!("type={}", c.port_type());
+    let mut port_args = vec![c.bridge().into(), host.clone(), port_type];
     if let Some(b) = &c.runtime_config.bandwidth {
         port_args.extend(b.port_options());
     }
@@ -252,6 +254,28 @@ fn setup_container(
         cnl.add_default_route(lease.gateway, ifn),
     )?;
     Ok(true)
+}
+
+/// Keeps the host's own stack off the veth's host end, which only uvs uses: no IPv6 (no
+/// link-local address, so no neighbour discovery sent into the container) and no ARP answers
+/// for the host's addresses (`arp_ignore=8`). An afpacket port only taps the host end, so the
+/// host stack sees its broadcasts too; with AF_XDP it sees nothing. Set before the link is up.
+fn quiet_host_end(host: &str) -> Result<(), CniError> {
+    for (path, value) in [
+        (format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{host}/arp_ignore"), "8"),
+    ] {
+        match std::fs::write(&path, value) {
+            Ok(()) => {}
+            // A kernel without IPv6 has no such file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.contains("ipv6") => {}
+            Err(e) => {
+                return Err(CniError::new(E_IO, format!("set {path} to {value}"))
+                    .details(e.to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes what ADD made in uvs and the host (not the lease); missing pieces are fine. Port

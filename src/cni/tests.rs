@@ -251,3 +251,16 @@ fn del_without_the_daemon_still_releases_the_lease() {
     assert_eq!(ran.trim(), "DEL", "the IPAM plugin's DEL must run");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `portType` picks the uvs port type of the host end: afpacket unless the config says afxdp;
+/// anything else is refused naming the field.
+#[test]
+fn port_type_defaults_to_afpacket_and_names_a_bad_value() {
+    let t = |extra: Value| NetConf::parse(&conf(extra)).map(|c| c.port_type().to_string());
+    assert_eq!(t(json!({})).unwrap(), "afpacket");
+    assert_eq!(t(json!({"portType": "system"})).unwrap(), "afpacket");
+    assert_eq!(t(json!({"portType": "afxdp"})).unwrap(), "afxdp");
+    let e = t(json!({"portType": "tap"})).unwrap_err();
+    assert_eq!(e.code, E_INVALID_CONFIG);
+    assert!(e.msg.starts_with("portType: 'tap'"), "{e}");
+}
