@@ -296,7 +296,11 @@ fn openflow_survives_mutated_real_messages() {
     assert!(seeds.len() >= 10);
     for s in &seeds {
         let run = uvs::fuzzing::openflow(s);
-        assert_eq!((run.errors, run.closed_early), (0, false), "seed answered cleanly");
+        assert_eq!(
+            (run.errors, run.closed_early),
+            (0, false),
+            "seed answered cleanly"
+        );
     }
     let t = std::time::Instant::now();
     let mut r = Rng(0x0f10_0f13);

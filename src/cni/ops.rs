@@ -270,8 +270,9 @@ fn quiet_host_end(host: &str) -> Result<(), CniError> {
             // A kernel without IPv6 has no such file.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.contains("ipv6") => {}
             Err(e) => {
-                return Err(CniError::new(E_IO, format!("set {path} to {value}"))
-                    .details(e.to_string()));
+                return Err(
+                    CniError::new(E_IO, format!("set {path} to {value}")).details(e.to_string())
+                );
             }
         }
     }

@@ -133,7 +133,12 @@ impl Switch for Bridge {
         Ok(())
     }
     fn dump_groups(&self) -> Result<Vec<String>, String> {
-        Ok(self.groups.borrow().iter().map(|(_, s)| s.clone()).collect())
+        Ok(self
+            .groups
+            .borrow()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 }
 
@@ -244,7 +249,13 @@ fn check_conversation(p: &Pipe) -> OfRun {
         let len = usize::from(h.length);
         assert!(len >= HEADER_LEN && at + len <= p.output.len(), "{h:?}");
         let msg = &p.output[at..at + len];
-        let wpos = p.writes.iter().rev().find(|w| w.0 <= at).expect("a write").1;
+        let wpos = p
+            .writes
+            .iter()
+            .rev()
+            .find(|w| w.0 <= at)
+            .expect("a write")
+            .1;
         at += len;
         if first {
             assert_eq!(msg, Session::hello(), "our HELLO first");
@@ -281,7 +292,10 @@ fn check_conversation(p: &Pipe) -> OfRun {
     }
     run.closed_early = p.pos < p.input.len();
     if run.closed_early {
-        assert!(closed_by.is_some(), "closed early without HELLO_FAILED or a framing error");
+        assert!(
+            closed_by.is_some(),
+            "closed early without HELLO_FAILED or a framing error"
+        );
     }
     run
 }
@@ -300,7 +314,11 @@ fn check_error(msg: &[u8], req: &[u8]) -> (u16, u16) {
         "unknown error ({t}, {c}) for version {}",
         msg[0]
     );
-    assert_eq!(&msg[12..], &req[..req.len().min(64)], "error data echoes the request");
+    assert_eq!(
+        &msg[12..],
+        &req[..req.len().min(64)],
+        "error data echoes the request"
+    );
     (t, c)
 }
 
@@ -364,7 +382,9 @@ fn check_stats(v: u8, msg: &[u8]) {
     let body = r.rest();
     match (typ, sub) {
         (0, _) => assert_eq!(body.len(), 1056, "desc"),
-        (1, _) => tiles(body, if v == OF10 { 88 } else { 56 }).into_iter().for_each(|e| flow_entry(v, e)),
+        (1, _) => tiles(body, if v == OF10 { 88 } else { 56 })
+            .into_iter()
+            .for_each(|e| flow_entry(v, e)),
         (2, _) | (0xffff, Some(1)) => assert_eq!(body.len(), 24, "aggregate"),
         (3, _) => fixed(body, if v == OF10 { 64 } else { 24 }),
         (4, _) => fixed(body, if v == OF10 { 104 } else { 112 }),

@@ -108,7 +108,13 @@ fn fixed_size_messages_with_extra_bytes_are_bad_len() {
         (OF13, 26),
     ] {
         let mut s = session(v, &sw);
-        let n = if typ == 9 { 16 } else if typ == 24 { 28 } else { 12 };
+        let n = if typ == 9 {
+            16
+        } else if typ == 24 {
+            28
+        } else {
+            12
+        };
         let mut m = vec![0u8; n];
         m[..8].copy_from_slice(&[v, typ, 0, n as u8, 0, 0, 0, 5]);
         let (out, close) = s.handle(&m, &sw);
@@ -172,7 +178,11 @@ fn a_bad_version_is_bad_version_or_hello_failed() {
         assert_eq!(out[0][0], v, "the error speaks the negotiated version");
     }
     // During negotiation: HELLO_FAILED / INCOMPATIBLE, and close.
-    for hello in ["0200000800000001", "0000000800000001", "0600001000000001000100080000000c"] {
+    for hello in [
+        "0200000800000001",
+        "0000000800000001",
+        "0600001000000001000100080000000c",
+    ] {
         let (out, close) = Session::default().handle(&hex(hello), &sw);
         assert!(close, "{hello}");
         assert_eq!(&out[0][8..12], &[0, 0, 0, 0], "{hello}");
