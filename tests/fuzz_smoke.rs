@@ -294,6 +294,7 @@ fn openflow_survives_mutated_real_messages() {
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     assert!(seeds.len() >= 10);
+    let mut seed_replies = Vec::new();
     for s in &seeds {
         let run = uvs::fuzzing::openflow(s);
         assert_eq!(
@@ -301,12 +302,15 @@ fn openflow_survives_mutated_real_messages() {
             (0, false),
             "seed answered cleanly"
         );
+        seed_replies.push(run.replies);
     }
     let t = std::time::Instant::now();
     let mut r = Rng(0x0f10_0f13);
-    let (mut total, mut closed) = (OfRunSum::default(), 0);
+    let (mut total, mut closed, mut unmangled) = (OfRunSum::default(), 0, 0);
     for _ in 0..4000 {
-        let seed = &seeds[(r.next() as usize) % seeds.len()];
+        let k = (r.next() as usize) % seeds.len();
+        let seed = &seeds[k];
+        unmangled += seed_replies[k];
         let mut msgs = of_messages(&seed[1..]);
         // Extra messages from other captures of the same version, then mangle a few.
         for _ in 0..r.next() % 3 {
@@ -332,9 +336,13 @@ fn openflow_survives_mutated_real_messages() {
         closed += usize::from(run.closed_early);
     }
     let secs = t.elapsed().as_secs_f64();
-    eprintln!("openflow: 4000 conversations, {total:?}, {closed} closed early, {secs:.1} s");
+    eprintln!(
+        "openflow: 4000 conversations, {total:?} ({unmangled} replies unmangled), {closed} closed early, {secs:.1} s"
+    );
     assert!(total.errors > 2000 && total.bad_len > 500, "{total:?}");
-    assert!(total.replies > 4000, "{total:?}");
+    // A mangled message costs its own reply, and a closed connection the rest; the others
+    // are still answered.
+    assert!(total.replies * 2 > unmangled, "{total:?} of {unmangled}");
     assert!(closed > 50 && closed < 1000, "{closed} closed early");
 }
 
