@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Install what uvs's demo, tests and benchmarks need on Debian (idempotent; needs root for apt).
-#   scripts/setup.sh          # demo + tests: iproute2, ping, iperf3, python3, curl, tshark, openvswitch-switch, prometheus, tmux, etcd-server and etcd-client (multi-host overlay; etcdctl in its tests), protobuf-compiler (builds etcd-client),
+#   scripts/setup.sh          # demo + tests: iproute2, ping, iperf3, python3, curl, tshark, openvswitch-switch, prometheus, tmux, etcd-server and etcd-client (multi-host overlay; etcdctl in its tests), protobuf-compiler (builds etcd-client), ethtool (e2e_offload reads offload flags),
 #                             podman runc containernetworking-plugins busybox-static (the CNI plugin's podman test),
 #                             and the Faucet controller in a venv (/opt/uvs/faucet-venv, from PyPI)
-#   scripts/setup.sh --bench  # also trafgen (netsniff-ng), ethtool, valgrind, iptables
+#   scripts/setup.sh --bench  # also trafgen (netsniff-ng), valgrind, iptables
 set -euo pipefail
-pkgs=(iproute2 iputils-ping iperf3 python3 procps curl tshark openvswitch-switch prometheus tmux etcd-server etcd-client protobuf-compiler
+pkgs=(iproute2 iputils-ping iperf3 python3 procps curl tshark openvswitch-switch prometheus tmux etcd-server etcd-client protobuf-compiler ethtool
   podman runc containernetworking-plugins busybox-static)
-[[ ${1:-} == --bench ]] && pkgs+=(netsniff-ng ethtool valgrind iptables)
+[[ ${1:-} == --bench ]] && pkgs+=(netsniff-ng valgrind iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
