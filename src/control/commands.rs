@@ -451,15 +451,20 @@ fn render_show(v: &Value) -> String {
         );
         s.push_str(&crate::openflow::control::show_line(b));
         for p in b["ports"].as_array().into_iter().flatten() {
+            // The port's own details repeat the MTU when it is the netdev's: print it once.
+            let mtu = format!("mtu={}", p["mtu"]);
+            let details: Vec<&str> = str_of(&p["details"])
+                .split(' ')
+                .filter(|t| *t != mtu)
+                .collect();
             let _ = writeln!(
                 s,
-                "    port {}: ofport={} type={} {} mtu={} {}",
+                "    port {}: ofport={} type={} {} {mtu} {}",
                 str_of(&p["name"]),
                 p["ofport"],
                 str_of(&p["type"]),
                 str_of(&p["vlan"]),
-                p["mtu"],
-                str_of(&p["details"])
+                details.join(" ")
             );
         }
     }
@@ -781,4 +786,29 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(s, v))
         },
     );
+}
+
+#[cfg(test)]
+mod show_tests {
+    use serde_json::json;
+
+    /// A port line names the MTU once, also when the port's details repeat it, and keeps a
+    /// different MTU in the details (the netdev's, when the port's was set lower).
+    #[test]
+    fn a_port_line_prints_the_mtu_once() {
+        let v = json!({"bridges": [{"name": "br0", "fdb_entries": 0, "fdb_capacity": 8192,
+            "aging": 300, "ports": [
+                {"name": "p1", "ofport": 1, "type": "afxdp", "vlan": "trunk=all", "mtu": 1500,
+                 "details": "mode=native copy queues=1 mtu=1500"},
+                {"name": "p2", "ofport": 2, "type": "tap", "vlan": "trunk=all", "mtu": 1400,
+                 "details": "ifindex=7 mtu=1500 offload=csum,tso"}]}],
+            "worker": {}});
+        let text = super::render_show(&v);
+        let line = |p: &str| text.lines().find(|l| l.contains(p)).unwrap().to_string();
+        assert_eq!(
+            line("port p1"),
+            "    port p1: ofport=1 type=afxdp trunk=all mtu=1500 mode=native copy queues=1"
+        );
+        assert_eq!(line("port p2").matches("mtu=").count(), 2, "{text}");
+    }
 }
