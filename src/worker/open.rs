@@ -1,0 +1,218 @@
+//! Opening and closing ports off the worker: the kernel work of `add-port` and `del-port` runs
+//! on the caller's thread (a control-socket connection, the store, the etcd agent), never on
+//! the worker, so adding or removing a port does not stall forwarding on the others.
+//!
+//! Contract (the threads: "caller" is whoever called [`WorkerHandle::call`]):
+//! - `add-port` of an AF_XDP, AF_PACKET or TAP port is three steps, serialised with every other
+//!   port change of this worker by `WorkerHandle::port_ops`:
+//!   1. worker, `Command::PortCheck`: everything that can be checked before a device is opened
+//!      (the spec, the bridge, the name, the VLAN mode, a free id, the OpenFlow number), in the
+//!      order and with the messages of the worker-side `add-port`. For AF_XDP it also hands
+//!      over a duplicate of a bound socket that owns the UMEM, if there is one.
+//!   2. caller, [`open_device`]: the kernel side (TAP creation, AF_PACKET socket and its
+//!      ioctls, AF_XDP: XDP program load and `BPF_LINK_CREATE`, socket creation, ring mmaps,
+//!      `bind` on the shared UMEM or registering the worker's frame region, XSKMAP inserts).
+//!      An error here leaves nothing behind and names the field (`port::*` errors do).
+//!   3. worker, `Command::AddOpened`: the checks again (another client may have changed the
+//!      bridge meanwhile), then [`crate::port::Port::attach`] (AF_XDP: frame-budget admission
+//!      and stocking the fill rings from the worker's pool: the only part that needs the pool),
+//!      then the datapath attach. If anything fails there the port comes back to the caller,
+//!      which releases it as below: no device, program or port is left.
+//! - Every request that removes ports (`del-port`, `del-br`, a failed attach) leaves them in
+//!   `Worker::retired` instead of closing them. After the request the worker hands them to the
+//!   caller (the request's `retire` channel) and keeps their ids reserved; the caller calls
+//!   [`crate::port::Port::release`] on each (XDP detach, socket and TAP close: the RCU waits of
+//!   `xsk_release`, `packet_release` and netdev unregistration happen here), then sends
+//!   `Command::Reclaim`, on which the worker calls `close` (returns the frames and the budget,
+//!   no syscall) and frees the ids. A request without a caller (shutdown) closes on the worker.
+//! - What still runs on the worker: `add-br` with ports listed in it (startup), and the port
+//!   lifecycle of `worker::life` (a port whose netdev went down is closed, one that came back is
+//!   reopened, both from housekeeping).
+//! - UMEM sharing: the duplicate fd of step 1 keeps the owning socket, and so the UMEM, alive
+//!   while step 2 binds to it, even if that port is removed meanwhile. `port_ops` keeps
+//!   `del-port` from removing it during step 2; the lifecycle can still close that port
+//!   (netdev set down) during the bind: its socket then lives, bound but without a program
+//!   redirecting to it, until the duplicate is dropped right after the bind.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crossbeam_channel::Sender;
+use serde_json::{Value, json};
+
+use super::life::LinkState;
+use super::{Command, Request, Worker, WorkerHandle};
+use crate::config::{PortSpec, XdpModeSpec};
+use crate::port::afxdp::{AfxdpOptions, AfxdpPort, Umem, XdpMode};
+use crate::port::tap::{TapOptions, TapPort};
+use crate::port::{Port, PortKind};
+
+/// A port taken out of the worker, to be released by the caller and closed by the worker (its
+/// id, if it was attached: reserved until then).
+pub type Retired = (Option<u16>, Box<dyn Port>);
+
+/// True for the port kinds whose device is opened off the worker.
+pub(crate) fn opens_device(kind: PortKind) -> bool {
+    matches!(kind, PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap)
+}
+
+/// How long an off-worker AF_XDP open retries a bind that answers EBUSY (see
+/// `AfxdpOptions::busy_wait`): a port deleted and added again at once meets it.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Open the kernel side of an AF_XDP, AF_PACKET or TAP port; AF_XDP binds to `umem` and
+/// retries an EBUSY bind for `busy_wait` (zero on the worker). The port is not attached yet
+/// (see [`crate::port::Port::attach`]).
+pub(crate) fn open_device(
+    spec: &PortSpec,
+    umem: Umem,
+    busy_wait: std::time::Duration,
+) -> Result<Box<dyn Port>, String> {
+    match spec.kind {
+        PortKind::Afxdp => {
+            let opts = AfxdpOptions {
+                mode: match spec.xdp_mode {
+                    XdpModeSpec::Auto => XdpMode::Auto,
+                    XdpModeSpec::Native => XdpMode::Native,
+                    XdpModeSpec::Generic => XdpMode::Generic,
+                },
+                busy_wait,
+                ..AfxdpOptions::default()
+            };
+            Ok(Box::new(
+                AfxdpPort::prepare(&spec.name, umem, &opts).map_err(|e| e.to_string())?,
+            ))
+        }
+        PortKind::Afpacket => Ok(Box::new(
+            crate::port::afpacket::AfpacketPort::open(&spec.name, 0).map_err(|e| e.to_string())?,
+        )),
+        PortKind::Tap => Ok(Box::new(
+            TapPort::create(
+                &spec.name,
+                0,
+                &TapOptions {
+                    mtu: spec.mtu,
+                    ..TapOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())?,
+        )),
+        k => Err(format!("type {k}: no device to open")),
+    }
+}
+
+impl WorkerHandle {
+    /// `add-port` of a port with a device: the three steps of the module documentation.
+    pub(super) fn add_port_off_worker(
+        &self,
+        bridge: String,
+        spec: PortSpec,
+    ) -> Result<Value, String> {
+        let (umem_tx, umem_rx) = crossbeam_channel::bounded(1);
+        self.call_raw(Command::PortCheck {
+            bridge: bridge.clone(),
+            spec: spec.clone(),
+            umem: umem_tx,
+        })?;
+        let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
+        let umem = match &shared {
+            Some(fd) => Umem::Shared(fd.as_raw_fd()),
+            None => Umem::Register {
+                base: self.region.0 as *mut u8,
+                len: self.region.1,
+            },
+        };
+        let port = open_device(&spec, umem, BUSY_WAIT);
+        drop(shared);
+        self.call_raw(Command::AddOpened {
+            bridge,
+            spec,
+            port: port?,
+        })
+    }
+
+    /// Release `ports` here, then have the worker take their frames back.
+    pub(super) fn give_back(&self, mut ports: Vec<Retired>) {
+        for (_, p) in &mut ports {
+            p.release();
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        let req = Request {
+            cmd: Command::Reclaim(ports),
+            reply,
+            retire: None,
+        };
+        if self.tx.send(req).is_ok() {
+            self.waker.wake();
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+        }
+    }
+}
+
+impl Worker {
+    /// Step 1 of an off-worker `add-port` (see the module documentation). Changes nothing.
+    pub(super) fn port_check(
+        &mut self,
+        bridge: &str,
+        spec: &PortSpec,
+        umem: Sender<OwnedFd>,
+    ) -> Result<Value, String> {
+        spec.validate()?;
+        let b = self.bridge_id(bridge)?;
+        if let Some(id) = self.dp.port_id(&spec.name)
+            && !self
+                .life(id)
+                .is_some_and(|l| l.spec.is_some() && l.state != LinkState::Up)
+        {
+            return Err(format!("port '{}' already exists", spec.name));
+        }
+        spec.vlan_mode()?;
+        self.free_port_id()?;
+        self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
+        if spec.kind == PortKind::Afxdp
+            && let Some((_, fd)) = self.umem_fds.first()
+        {
+            let dup = crate::port::afxdp::socket::dup_fd(*fd)
+                .map_err(|e| format!("could not share the UMEM: {e}"))?;
+            let _ = umem.send(dup);
+        }
+        Ok(Value::Null)
+    }
+
+    /// The first port id that is neither in use nor reserved by a port being closed.
+    pub(super) fn free_port_id(&self) -> Result<u16, String> {
+        self.dp.next_port_id_avoiding(&self.closing)
+    }
+
+    /// After a request: hand the ports it removed to its caller (`retire`), reserving their
+    /// ids, or close them here if there is no caller.
+    pub(super) fn hand_back(&mut self, retire: Option<Sender<Vec<Retired>>>) {
+        if self.retired.is_empty() {
+            return;
+        }
+        let ports = std::mem::take(&mut self.retired);
+        let ids: Vec<u16> = ports.iter().filter_map(|(id, _)| *id).collect();
+        let ports = match retire {
+            Some(r) => match r.send(ports) {
+                Ok(()) => {
+                    self.closing.extend(ids);
+                    return;
+                }
+                Err(e) => e.into_inner(),
+            },
+            None => ports,
+        };
+        self.reclaim(ports);
+    }
+
+    /// Close `ports` (released already, or released now) and free their ids.
+    pub(super) fn reclaim(&mut self, ports: Vec<Retired>) -> Value {
+        let n = ports.len();
+        for (id, mut p) in ports {
+            p.close(&mut self.frames);
+            if let Some(id) = id {
+                self.closing.retain(|c| *c != id);
+            }
+        }
+        json!({"reclaimed": n})
+    }
+}
