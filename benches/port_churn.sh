@@ -104,7 +104,8 @@ percentiles() {
         printf "%.2f %.2f %.2f\n", a[i50], a[i99], a[NR] }'
 }
 
-# One phase: ping for SECS seconds (-i 0.002), optionally with churn. Prints a table row.
+# One phase: ping for SECS seconds (-i 0.002), optionally with churn. Prints a table row;
+# the churn's per-operation times go to $TMP/ops.LABEL.
 phase() { # LABEL PHASE
     local label="$1" ph="$2" count=$((SECS * 500)) ops=0 errs=0
     if [ "$ph" = churn ]; then
@@ -113,10 +114,15 @@ phase() { # LABEL PHASE
             while :; do
                 for c in "${CHURN[@]}"; do
                     name="${c%%:*}" type="${c##*:}"
+                    t0=$(date +%s%N)
                     "$UVS_COPY" ctl --socket "$TMP/uvs.sock" add-port br0 "$name" "type=$type" \
                         >/dev/null 2>>"$TMP/churn.err" || e=$((e + 1))
+                    t1=$(date +%s%N)
                     "$UVS_COPY" ctl --socket "$TMP/uvs.sock" del-port "$name" \
                         >/dev/null 2>>"$TMP/churn.err" || e=$((e + 1))
+                    t2=$(date +%s%N)
+                    echo "$type add $(((t1 - t0) / 1000))" >>"$TMP/ops.$label"
+                    echo "$type del $(((t2 - t1) / 1000))" >>"$TMP/ops.$label"
                     n=$((n + 2))
                     echo "$n $e" >"$TMP/churn.count"
                 done
@@ -133,13 +139,14 @@ phase() { # LABEL PHASE
     local sent recv
     sent=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' "$TMP/ping.out")
     recv=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' "$TMP/ping.out")
-    local pct
+    local pct slow
     pct=$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$TMP/ping.out" | percentiles)
-    echo "| $label | $ph | ${sent:-?} | $((${sent:-0} - ${recv:-0})) | ${pct// / | } | $ops | $errs |"
+    slow=$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$TMP/ping.out" | awk '$1 > 20 {n++} END {print n + 0}')
+    echo "| $label | $ph | ${sent:-?} | $((${sent:-0} - ${recv:-0})) | ${pct// / | } | $slow | $ops | $errs |"
 }
 
-echo "| uvs | phase | pings | lost | p50 ms | p99 ms | max ms | churn ops | op errors |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| uvs | phase | pings | lost | p50 ms | p99 ms | max ms | > 20 ms | churn ops | op errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for u in "${UVSES[@]}"; do
     u="$(realpath "$u")"
     UVS_COPY="$TMP/uvs"
@@ -165,5 +172,14 @@ for u in "${UVSES[@]}"; do
     fi
     kill_pid "$UVS_PID"
     UVS_PID=""
+done
+# What one operation costs its client during the churn (uvs ctl process included).
+echo
+echo "| uvs | op | count | mean ms | max ms |"
+echo "|---|---|---|---|---|"
+for f in "$TMP"/ops.*; do
+    [ -e "$f" ] || continue
+    awk -v l="${f##*/ops.}" '{k = $1 " " $2; n[k]++; s[k] += $3; if ($3 > m[k]) m[k] = $3}
+        END {for (k in n) printf "| %s | %s | %d | %.1f | %.1f |\n", l, k, n[k], s[k] / n[k] / 1000, m[k] / 1000}' "$f" | sort
 done
 log "done (load $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -216,3 +216,113 @@ impl Worker {
         json!({"reclaimed": n})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::super::{WorkerOptions, spawn};
+    use crate::config::BridgeSpec;
+    use crate::packet::{Desc, Frames};
+    use crate::port::{Port, PortKind, TxResult};
+    use crate::worker::Command;
+
+    /// The threads `release` and `close` ran on.
+    type Log = Arc<Mutex<Vec<(&'static str, String)>>>;
+
+    /// A port that records where its kernel side was released and where it was closed.
+    struct Recorder(Log);
+
+    fn here() -> String {
+        std::thread::current().name().unwrap_or("?").to_string()
+    }
+
+    impl Port for Recorder {
+        fn kind(&self) -> PortKind {
+            PortKind::Mem
+        }
+        fn rx_burst(&mut self, _: &mut Frames, _: &mut Vec<Desc>, _: usize) -> usize {
+            0
+        }
+        fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+            for d in batch.drain(..) {
+                frames.free(d.addr);
+            }
+            TxResult::default()
+        }
+        fn service(&mut self, _: &mut Frames) {}
+        fn poll_fds(&self, _: &mut Vec<std::os::fd::RawFd>) {}
+        fn mtu(&self) -> u32 {
+            1500
+        }
+        fn release(&mut self) {
+            self.0.lock().unwrap().push(("release", here()));
+        }
+        fn close(&mut self, _: &mut Frames) {
+            self.0.lock().unwrap().push(("close", here()));
+        }
+    }
+
+    /// `del-port` and `del-br` release the port on the caller's thread and close it (return its
+    /// frames) on the worker, once; the id stays taken until then and is free again after.
+    #[test]
+    fn removed_ports_are_released_by_the_caller_and_closed_by_the_worker() {
+        let clock = Arc::new(crate::clock::MonotonicClock::default());
+        let opts = WorkerOptions {
+            core: None,
+            frames: 1024,
+        };
+        let w = spawn(opts, clock).unwrap();
+        let b = BridgeSpec::from_args("br0", &[]).unwrap();
+        w.call(Command::AddBridge(b)).unwrap();
+        let log: Log = Arc::default();
+        let attach = |name: &str| {
+            let l = log.clone();
+            let v = w
+                .call(Command::AttachPort {
+                    bridge: "br0".into(),
+                    name: name.into(),
+                    build: Box::new(move |_| Box::new(Recorder(l))),
+                })
+                .unwrap();
+            v["id"].as_u64().unwrap()
+        };
+        let id = attach("p0");
+        w.call(Command::DelPort("p0".into())).unwrap();
+        let me = here();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("release", me.clone()), ("close", "uvs-worker".into())]
+        );
+        // Reclaimed: the id is handed out again.
+        assert_eq!(attach("p1"), id);
+        log.lock().unwrap().clear();
+        w.call(Command::DelBridge("br0".into())).unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [("release", me), ("close", "uvs-worker".into())]
+        );
+        w.shutdown();
+    }
+
+    /// Without a caller to hand them to (shutdown), ports are closed on the worker.
+    #[test]
+    fn shutdown_closes_ports_on_the_worker() {
+        let clock = Arc::new(crate::clock::MonotonicClock::default());
+        let w = spawn(WorkerOptions::default(), clock).unwrap();
+        let b = BridgeSpec::from_args("br0", &[]).unwrap();
+        w.call(Command::AddBridge(b)).unwrap();
+        let log: Log = Arc::default();
+        let l = log.clone();
+        w.call(Command::AttachPort {
+            bridge: "br0".into(),
+            name: "p0".into(),
+            build: Box::new(move |_| Box::new(Recorder(l))),
+        })
+        .unwrap();
+        w.shutdown();
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0], ("close", "uvs-worker".to_string()));
+    }
+}
