@@ -32,7 +32,11 @@
 //!   while step 2 binds to it, even if that port is removed meanwhile. `port_ops` keeps
 //!   `del-port` from removing it during step 2; the lifecycle can still close that port
 //!   (netdev set down) during the bind: its socket then lives, bound but without a program
-//!   redirecting to it, until the duplicate is dropped right after the bind.
+//!   redirecting to it, until the duplicate is dropped right after the bind. If no AF_XDP port
+//!   is open at step 1 the caller registers the frame region as the UMEM itself; should the
+//!   lifecycle reopen an AF_XDP port in the same instant, the region is registered twice (two
+//!   UMEMs over the same memory: forwarding between them still works by offset, in copy mode
+//!   as in zero-copy, the pages are only pinned twice).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
