@@ -35,8 +35,8 @@
 //!   redirecting to it, until the duplicate is dropped right after the bind. If no AF_XDP port
 //!   is open at step 1 the caller registers the frame region as the UMEM itself; should the
 //!   lifecycle reopen an AF_XDP port in the same instant, the region is registered twice (two
-//!   UMEMs over the same memory: forwarding between them still works by offset, in copy mode
-//!   as in zero-copy, the pages are only pinned twice).
+//!   UMEMs over the same memory, pinned twice; frames are named by offset, so forwarding
+//!   between them should still work, but this corner is not tested).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
