@@ -16,6 +16,7 @@
 #   --secs S       seconds per phase (default 6)
 #   --ports N      churn ports of each kind (default 3: N afxdp + N afpacket + N tap)
 #   --ping-type T  port type of c1 and c2 (afxdp|afpacket|tap, default afxdp)
+#   --interval S   seconds between pings (default 0.002; a slow ping lets the worker sleep)
 # Progress goes to stderr, a Markdown table to stdout. See docs/benchmarks.md.
 set -euo pipefail
 
@@ -24,13 +25,15 @@ UVSES=()
 SECS=6
 NPORTS=3
 PTYPE=afxdp
+INTERVAL=0.002
 while [ $# -gt 0 ]; do
     case "$1" in
     --uvs) UVSES+=("${2:?--uvs needs a path}"); shift ;;
     --secs) SECS="${2:?--secs needs a number}"; shift ;;
     --ports) NPORTS="${2:?--ports needs a number}"; shift ;;
     --ping-type) PTYPE="${2:?--ping-type needs a type}"; shift ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --interval) INTERVAL="${2:?--interval needs seconds}"; shift ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "port_churn: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -107,7 +110,8 @@ percentiles() {
 # One phase: ping for SECS seconds (-i 0.002), optionally with churn. Prints a table row;
 # the churn's per-operation times go to $TMP/ops.LABEL.
 phase() { # LABEL PHASE
-    local label="$1" ph="$2" count=$((SECS * 500)) ops=0 errs=0
+    local label="$1" ph="$2" ops=0 errs=0 count
+    count=$(awk -v s="$SECS" -v i="$INTERVAL" 'BEGIN {print int(s / i)}')
     if [ "$ph" = churn ]; then
         (
             n=0 e=0
@@ -130,7 +134,7 @@ phase() { # LABEL PHASE
         ) &
         CHURN_PID=$!
     fi
-    ip netns exec "${NS[0]}" ping -n -i 0.002 -c "$count" -W 2 10.77.0.2 >"$TMP/ping.out" 2>&1 || true
+    ip netns exec "${NS[0]}" ping -n -i "$INTERVAL" -c "$count" -W 2 10.77.0.2 >"$TMP/ping.out" 2>&1 || true
     if [ -n "$CHURN_PID" ]; then
         kill_pid "$CHURN_PID"
         CHURN_PID=""
