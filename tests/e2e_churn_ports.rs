@@ -625,3 +625,86 @@ fn forwarding_continues_during_port_churn() {
     );
     assert!(ping(&n("a"), "10.77.5.2", 3), "a -> b after the churn");
 }
+
+/// The port lifecycle closes and reopens devices off the worker too: while a third port's veth
+/// goes down and up in a loop (each time uvs closes its sockets and XDP program, then opens
+/// them again by itself), forwarding between two other containers goes on. Same bound and
+/// reasoning as `forwarding_continues_during_port_churn`.
+#[test]
+fn forwarding_continues_while_a_port_flaps() {
+    if !root_or_skip("forwarding_continues_while_a_port_flaps") {
+        return;
+    }
+    let p = prefix("cf");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("a"), &n("pa")),
+        "afxdp",
+        "10.77.6.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("b"), &n("pb")),
+        "afxdp",
+        "10.77.6.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c"), &n("pc")),
+        "afxdp",
+        "10.77.6.3/24",
+        &[],
+    );
+    assert!(ping(&n("a"), "10.77.6.2", 3), "a -> b before");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (flaps, out) = std::thread::scope(|s| {
+        let flapper = s.spawn(|| {
+            let mut flaps = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sh(&["ip", "link", "set", "dev", &n("pc"), "down"]);
+                std::thread::sleep(Duration::from_millis(30));
+                sh(&["ip", "link", "set", "dev", &n("pc"), "up"]);
+                std::thread::sleep(Duration::from_millis(70));
+                flaps += 1;
+            }
+            flaps
+        });
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &n("a"), "timeout", "20", "ping", "-n"])
+            .args(["-i", "0.002", "-c", "1500", "-W", "2", "10.77.6.2"])
+            .output()
+            .expect("ping");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (flapper.join().expect("flap thread"), out)
+    });
+    let (rtts, sent) = ping_rtts(&String::from_utf8_lossy(&out.stdout));
+    let slow = rtts.iter().filter(|r| **r > 20.0).count();
+    let max = rtts.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "flaps: {flaps} down/up, {sent} pings, {} lost, {slow} over 20 ms, max {max:.2} ms",
+        sent - rtts.len()
+    );
+    assert!(flaps >= 10, "only {flaps} flaps");
+    assert_eq!(sent, 1500, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        slow <= 15 && rtts.len() + 15 >= sent,
+        "forwarding stalled while a port flapped: {slow} of {sent} pings over 20 ms, {} lost",
+        sent - rtts.len()
+    );
+    // The flapping port is reattached and forwards.
+    wait_state(&d, &n("pc"), "up", 5);
+    assert!(
+        wait_for(5, || ping(&n("c"), "10.77.6.1", 1)),
+        "c -> a after the flaps:\n{}",
+        d.ctl(&["show"])
+    );
+}

@@ -200,7 +200,15 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
     let waker = Arc::new(Waker::new()?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let (sink, events) = crate::events::channel(crate::events::CAPACITY);
+    let (jobs, job_rx) = crossbeam_channel::unbounded();
+    {
+        let (tx, waker) = (tx.clone(), waker.clone());
+        std::thread::Builder::new()
+            .name("uvs-ports".into())
+            .spawn(move || open::janitor(job_rx, tx, waker, region))?;
+    }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    w.jobs = jobs;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let thread = std::thread::Builder::new()
@@ -231,8 +239,13 @@ pub struct Worker {
     pub(crate) umem_fds: Vec<(u16, RawFd)>,
     /// Ports the current request removed, for its caller to release (see `open`).
     pub(crate) retired: Vec<open::Retired>,
-    /// Ids of ports being released by a caller: not handed out until they are reclaimed.
+    /// Ids of ports being released by a caller or the port thread: not handed out (nor
+    /// reopened) until they are reclaimed.
     pub(crate) closing: Vec<u16>,
+    /// The port thread's jobs (see `open::janitor`).
+    pub(crate) jobs: Sender<open::Job>,
+    /// Numbers the lifecycle's reopen attempts.
+    pub(crate) open_seq: u64,
     rx: Receiver<Request>,
     waker: Arc<Waker>,
     clock: Arc<dyn Clock>,
@@ -269,6 +282,9 @@ impl Worker {
             umem_fds: Vec::new(),
             retired: Vec::new(),
             closing: Vec::new(),
+            // Replaced by `spawn`; until then (no port thread) sends fail and ports close here.
+            jobs: crossbeam_channel::unbounded().0,
+            open_seq: 0,
             rx,
             waker,
             clock,

@@ -25,9 +25,16 @@
 //!   `xsk_release`, `packet_release` and netdev unregistration happen here), then sends
 //!   `Command::Reclaim`, on which the worker calls `close` (returns the frames and the budget,
 //!   no syscall) and frees the ids. A request without a caller (shutdown) closes on the worker.
-//! - What still runs on the worker: `add-br` with ports listed in it (startup), and the port
-//!   lifecycle of `worker::life` (a port whose netdev went down is closed, one that came back is
-//!   reopened, both from housekeeping).
+//! - The port lifecycle (`worker::life`) has no caller: it uses the worker's port thread
+//!   ([`janitor`], `uvs-ports`). A port whose netdev went down or away is taken out of the worker
+//!   and sent there to be released ([`Job::Release`]), its frames reclaimed when it comes back
+//!   (`Command::Reclaim`); a netdev that came back is opened there ([`Job::Open`], with the same
+//!   EBUSY wait as `add-port`) and the worker attaches the result (`Command::Reopened`), unless
+//!   the port changed meanwhile (deleted, replaced, or its netdev went again: the attempt's
+//!   number no longer matches), in which case the opened device is released again. A reopen
+//!   waits (housekeeping retries it) while the port's previous device is still being released,
+//!   so the port's frame owner tag is never shared by two devices.
+//! - What still runs on the worker: `add-br` with ports listed in it (startup).
 //! - UMEM sharing: the duplicate fd of step 1 keeps the owning socket, and so the UMEM, alive
 //!   while step 2 binds to it, even if that port is removed meanwhile. `port_ops` keeps
 //!   `del-port` from removing it during step 2; the lifecycle can still close that port
@@ -40,7 +47,9 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use crossbeam_channel::Sender;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use super::life::LinkState;
@@ -53,6 +62,71 @@ use crate::port::{Port, PortKind};
 /// A port taken out of the worker, to be released by the caller and closed by the worker (its
 /// id, if it was attached: reserved until then).
 pub type Retired = (Option<u16>, Box<dyn Port>);
+
+/// Work the worker hands to its port thread ([`janitor`]).
+pub(crate) enum Job {
+    /// Release these ports, then have the worker reclaim their frames (`Command::Reclaim`).
+    Release(Vec<Retired>),
+    /// Open the device of port `id` again (attempt `seq`) and hand it to the worker
+    /// (`Command::Reopened`). `umem`: a duplicate of a socket that owns the UMEM, if any.
+    Open {
+        /// The port.
+        id: u16,
+        /// The attempt.
+        seq: u64,
+        /// Its configuration.
+        spec: PortSpec,
+        /// A socket owning the UMEM (None: register the region).
+        umem: Option<OwnedFd>,
+    },
+}
+
+/// The worker's port thread: releases and opens devices for the lifecycle, answering through
+/// the worker's request channel. Ends when the worker drops its `Job` sender.
+pub(super) fn janitor(
+    jobs: Receiver<Job>,
+    worker: Sender<Request>,
+    waker: Arc<crate::port::wait::Waker>,
+    region: (usize, usize),
+) {
+    for job in jobs {
+        let cmd = match job {
+            Job::Release(mut ports) => {
+                for (_, p) in &mut ports {
+                    p.release();
+                }
+                Command::Reclaim(ports)
+            }
+            Job::Open {
+                id,
+                seq,
+                spec,
+                umem,
+            } => {
+                let u = match &umem {
+                    Some(fd) => Umem::Shared(fd.as_raw_fd()),
+                    None => Umem::Register {
+                        base: region.0 as *mut u8,
+                        len: region.1,
+                    },
+                };
+                let port = open_device(&spec, u, BUSY_WAIT);
+                drop(umem);
+                Command::Reopened { id, seq, port }
+            }
+        };
+        let (reply, _) = crossbeam_channel::bounded(1);
+        let req = Request {
+            cmd,
+            reply,
+            retire: None,
+        };
+        if worker.send(req).is_err() {
+            return;
+        }
+        waker.wake();
+    }
+}
 
 /// True for the port kinds whose device is opened off the worker.
 pub(crate) fn opens_device(kind: PortKind) -> bool {
@@ -173,13 +247,34 @@ impl Worker {
         self.free_port_id()?;
         self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
         if spec.kind == PortKind::Afxdp
-            && let Some((_, fd)) = self.umem_fds.first()
+            && let Some(dup) = self.umem_dup()?
         {
-            let dup = crate::port::afxdp::socket::dup_fd(*fd)
-                .map_err(|e| format!("could not share the UMEM: {e}"))?;
             let _ = umem.send(dup);
         }
         Ok(Value::Null)
+    }
+
+    /// Send `port` (taken out of port `id`, attached or not) to the port thread to be released
+    /// and reclaimed; closes it here if that thread is gone.
+    pub(super) fn release_later(&mut self, id: Option<u16>, port: Box<dyn Port>) {
+        match self.jobs.send(Job::Release(vec![(id, port)])) {
+            Ok(()) => self.closing.extend(id),
+            Err(e) => {
+                if let Job::Release(ports) = e.into_inner() {
+                    self.reclaim(ports);
+                }
+            }
+        }
+    }
+
+    /// A duplicate of a socket that owns the UMEM, if an AF_XDP port is open.
+    pub(super) fn umem_dup(&self) -> Result<Option<OwnedFd>, String> {
+        match self.umem_fds.first() {
+            Some((_, fd)) => crate::port::afxdp::socket::dup_fd(*fd)
+                .map(Some)
+                .map_err(|e| format!("could not share the UMEM: {e}")),
+            None => Ok(None),
+        }
     }
 
     /// The first port id that is neither in use nor reserved by a port being closed.
@@ -215,6 +310,13 @@ impl Worker {
             p.close(&mut self.frames);
             if let Some(id) = id {
                 self.closing.retain(|c| *c != id);
+                // A reopen that waited for this release goes ahead now.
+                if self
+                    .life(id)
+                    .is_some_and(|l| l.retry && l.state != LinkState::Up)
+                {
+                    self.reopen(id);
+                }
             }
         }
         json!({"reclaimed": n})

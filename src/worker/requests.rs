@@ -64,6 +64,15 @@ pub enum Command {
     },
     /// Take back the frames of ports released off the worker and free their ids.
     Reclaim(Vec<super::open::Retired>),
+    /// The port thread opened port `id`'s device again (lifecycle attempt `seq`).
+    Reopened {
+        /// The port.
+        id: u16,
+        /// The attempt.
+        seq: u64,
+        /// The opened device, or why it could not be opened.
+        port: Result<Box<dyn Port>, String>,
+    },
     /// Describe bridges and ports.
     Show,
     /// One page of a bridge's FDB: the entries of [`FDB_PAGE_SLOTS`] table slots from slot
@@ -230,6 +239,10 @@ impl Worker {
                 r
             }
             Command::Reclaim(ports) => Ok(self.reclaim(ports)),
+            Command::Reopened { id, seq, port } => {
+                self.reopened(id, seq, port);
+                Ok(Value::Null)
+            }
             Command::AttachPort {
                 bridge,
                 name,
