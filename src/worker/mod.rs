@@ -6,9 +6,10 @@
 //!   The control plane talks to it through a channel of [`Request`]s and an eventfd that wakes it
 //!   from sleep; each request is applied between two loop iterations and answered on its own
 //!   reply channel. The kernel side of a port (devices, sockets, XDP programs) is opened and
-//!   closed on the caller's thread, and the worker only attaches the opened port (giving it
-//!   frames) and takes its frames back after it was released (see `open`): a BPF load, bind or
-//!   ioctl never stalls forwarding. A port's frames never cross threads.
+//!   closed on the caller's thread (the lifecycle's on the worker's port thread), and the worker
+//!   only attaches the opened port (giving it frames) and takes its frames back after it was
+//!   released (see `open`): a BPF load, bind or ioctl never stalls forwarding. A port's frames
+//!   never cross threads.
 //! - One loop iteration: apply pending requests, read the clock once, for every port service
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
