@@ -277,6 +277,28 @@ impl Worker {
         }
     }
 
+    /// Open an AF_XDP, AF_PACKET or TAP port as port `id` on the worker itself (`add-br` with
+    /// ports, a worker without a port thread): [`open_device`] and `attach`. AF_XDP ports
+    /// register their socket for the next one to share the UMEM.
+    pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
+        let umem = match self.umem_fds.first() {
+            Some((_, fd)) => crate::port::afxdp::Umem::Shared(*fd),
+            None => crate::port::afxdp::Umem::Register {
+                base: self.frames.region().base(),
+                len: self.frames.region().len(),
+            },
+        };
+        let mut p = open_device(spec, umem, std::time::Duration::ZERO)?;
+        if let Err(e) = p.attach(id, &mut self.frames) {
+            p.close(&mut self.frames);
+            return Err(e);
+        }
+        if let Some(fd) = p.shared_umem_fd() {
+            self.umem_fds.push((id, fd));
+        }
+        Ok(p)
+    }
+
     /// The first port id that is neither in use nor reserved by a port being closed.
     pub(super) fn free_port_id(&self) -> Result<u16, String> {
         self.dp.next_port_id_avoiding(&self.closing)

@@ -686,28 +686,6 @@ impl Worker {
         Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
     }
 
-    /// Open an AF_XDP, AF_PACKET or TAP port as port `id` on the worker itself (the lifecycle's
-    /// reopen, `add-br` with ports): [`super::open::open_device`] and `attach`. AF_XDP ports
-    /// register their socket for the next one to share the UMEM.
-    pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
-        let umem = match self.umem_fds.first() {
-            Some((_, fd)) => crate::port::afxdp::Umem::Shared(*fd),
-            None => crate::port::afxdp::Umem::Register {
-                base: self.frames.region().base(),
-                len: self.frames.region().len(),
-            },
-        };
-        let mut p = super::open::open_device(spec, umem, std::time::Duration::ZERO)?;
-        if let Err(e) = p.attach(id, &mut self.frames) {
-            p.close(&mut self.frames);
-            return Err(e);
-        }
-        if let Some(fd) = p.shared_umem_fd() {
-            self.umem_fds.push((id, fd));
-        }
-        Ok(p)
-    }
-
     /// `add-port` of a name whose port is down or gone replaces that port (a container
     /// restarted and is handed its port again).
     fn replace_dead_port(&mut self, name: &str) -> Result<(), String> {
