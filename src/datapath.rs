@@ -541,10 +541,23 @@ impl Datapath {
 
     /// The id a new port would get.
     pub fn next_port_id(&self) -> Result<PortId, String> {
-        match self.ports.iter().position(|p| p.is_none()) {
+        self.next_port_id_avoiding(&[])
+    }
+
+    /// [`Datapath::next_port_id`], skipping the ids in `busy` (ports still being closed).
+    pub fn next_port_id_avoiding(&self, busy: &[PortId]) -> Result<PortId, String> {
+        let free = |i: usize| !busy.contains(&(i as PortId));
+        match self
+            .ports
+            .iter()
+            .enumerate()
+            .position(|(i, p)| p.is_none() && free(i))
+        {
             Some(i) => Ok(i as PortId),
-            None if self.ports.len() < MAX_PORTS => Ok(self.ports.len() as PortId),
-            None => Err(format!("too many ports (limit {MAX_PORTS})")),
+            None => (self.ports.len()..MAX_PORTS)
+                .find(|&i| free(i))
+                .map(|i| i as PortId)
+                .ok_or_else(|| format!("too many ports (limit {MAX_PORTS})")),
         }
     }
 

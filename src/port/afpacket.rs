@@ -704,7 +704,16 @@ impl Port for AfpacketPort {
     }
 
     fn close(&mut self, _frames: &mut Frames) {
+        self.release();
+    }
+
+    fn release(&mut self) {
         self.fd = None;
+    }
+
+    fn attach(&mut self, id: u16, _frames: &mut Frames) -> Result<(), String> {
+        self.port_id = id;
+        Ok(())
     }
 }
 

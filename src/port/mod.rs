@@ -9,8 +9,14 @@
 //!   pool and counted in `TxResult::dropped`. It never blocks.
 //! - `service` does periodic work that is not tied to a burst (completions, refilling rings,
 //!   kicking the kernel); the worker calls it once per loop iteration.
-//! - `close` returns every frame the port holds to the pool (and its frame-budget commitment);
-//!   the port is dropped afterwards.
+//! - Threads: a port is opened (its kernel side: sockets, XDP program, TAP device) on any
+//!   thread, then `attach`ed on the worker, which owns [`Frames`]: `attach` takes the port's id
+//!   and the frames it needs and makes no slow syscall. Symmetrically `release` closes the
+//!   kernel side on any thread and touches no frame; after it the kernel reads and writes no
+//!   frame of the port. `close`, on the worker, returns every frame the port holds to the pool
+//!   (and its frame-budget commitment), calling `release` first if nobody did; the port is
+//!   dropped afterwards. So BPF loads, binds, ioctls and the RCU waits of closing sockets never
+//!   run on the worker (see `worker::open`).
 //! - `fault` says the device is gone (an fd error such as EBADFD, ENXIO, ENODEV): the worker
 //!   then closes the port and marks it `gone` (see `worker::life`); a port never spins on a
 //!   dead descriptor.
@@ -150,6 +156,22 @@ pub trait Port: Send {
         String::new()
     }
 
-    /// Release every frame held by this port back to `frames`.
+    /// Take port id `id` and the frames the port needs (the worker, once, before the first
+    /// burst). On error no frame has moved and the port is released and closed.
+    fn attach(&mut self, _id: u16, _frames: &mut Frames) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Close the kernel side (sockets, XDP program, TAP fd) without touching any frame; any
+    /// thread. Idempotent.
+    fn release(&mut self) {}
+
+    /// A bound AF_XDP socket of this port whose UMEM the next AF_XDP port can share.
+    fn shared_umem_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Release every frame held by this port back to `frames` (after `release`; it calls it if
+    /// needed).
     fn close(&mut self, frames: &mut Frames);
 }

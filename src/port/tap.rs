@@ -718,10 +718,19 @@ impl Port for TapPort {
     /// A TAP port holds no frames between bursts; this closes the fd (the device goes away
     /// unless it is persistent).
     fn close(&mut self, frames: &mut Frames) {
-        self.fd = None;
+        self.release();
         if let Some(b) = self.spare_big.take() {
             frames.free(b.addr);
         }
+    }
+
+    fn release(&mut self) {
+        self.fd = None;
+    }
+
+    fn attach(&mut self, id: u16, _frames: &mut Frames) -> Result<(), String> {
+        self.port_id = id;
+        Ok(())
     }
 }
 

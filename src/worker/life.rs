@@ -22,11 +22,12 @@
 //!   that name appearing in uvs's namespace (`ip tuntap add NAME mode tap`) is attached again.
 //! - Each change is logged once (tracing, `info`): port, bridge, old -> new state, reason.
 //! - The rules themselves are [`decide`], IO-free and unit-tested; the worker methods here only
-//!   carry out its steps (close, reopen, apply an MTU).
+//!   carry out its steps (close, reopen, apply an MTU). Closing and reopening a device happen
+//!   on the worker's port thread; the worker only swaps the result in (see `worker::open`).
 
 use crate::config::PortSpec;
-use crate::port::PortKind;
 use crate::port::link::{LinkChange, LinkEvent, LinkMonitor, query};
+use crate::port::{Port, PortKind};
 
 use super::Worker;
 
@@ -70,8 +71,11 @@ pub struct PortLife {
     /// The port's details when it was last open.
     pub details: String,
     /// Reopening failed while the netdev was up (EBUSY while the kernel still releases the old
-    /// sockets, ...): housekeeping tries again every [`RETRY_MS`].
+    /// sockets, ...), or had to wait for the previous device's release: housekeeping tries
+    /// again every [`RETRY_MS`].
     pub retry: bool,
+    /// The reopen attempt the port thread is working on (see `worker::open`), if any.
+    pub opening: Option<u64>,
 }
 
 impl PortLife {
@@ -84,6 +88,7 @@ impl PortLife {
             ifindex,
             details,
             retry: false,
+            opening: None,
         }
     }
 }
@@ -290,12 +295,84 @@ impl Worker {
         tracing::info!("port {name} (bridge {b}): mtu {old} -> {mtu}");
     }
 
-    /// Open a port that is not up again, from its configuration.
-    fn reopen(&mut self, id: u16) {
+    /// Open a port that is not up again, from its configuration: on the port thread (see
+    /// `worker::open`), which answers with `Command::Reopened`. While the previous device is
+    /// still being released, or an attempt is under way, the reopen waits for housekeeping.
+    pub(crate) fn reopen(&mut self, id: u16) {
         let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
             return;
         };
-        match self.open_io(id, &spec) {
+        let busy = self.closing.contains(&id);
+        let Some(Some(l)) = self.life.get_mut(id as usize) else {
+            return;
+        };
+        if l.opening.is_some() {
+            return;
+        }
+        if busy {
+            l.retry = true;
+            return;
+        }
+        self.open_seq += 1;
+        let seq = self.open_seq;
+        l.opening = Some(seq);
+        let umem = match spec.kind {
+            PortKind::Afxdp => self.umem_dup().unwrap_or(None),
+            _ => None,
+        };
+        let job = super::open::Job::Open {
+            id,
+            seq,
+            spec,
+            umem,
+        };
+        if self.jobs.send(job).is_err() {
+            // No port thread (a worker not made by `spawn`): open here.
+            if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                l.opening = None;
+            }
+            let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
+                return;
+            };
+            let r = self.open_io(id, &spec);
+            self.reopen_done(id, &spec, r);
+        }
+    }
+
+    /// The port thread's answer to reopen attempt `seq` of port `id`. An answer the port no
+    /// longer waits for (deleted, replaced, its netdev gone again) is released again.
+    pub(crate) fn reopened(&mut self, id: u16, seq: u64, port: Result<Box<dyn Port>, String>) {
+        let wanted = self.life(id).is_some_and(|l| l.opening == Some(seq));
+        if !wanted {
+            if let Ok(p) = port {
+                self.release_later(None, p);
+            }
+            return;
+        }
+        if let Some(Some(l)) = self.life.get_mut(id as usize) {
+            l.opening = None;
+        }
+        let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
+            return;
+        };
+        let r = port.and_then(|mut p| match p.attach(id, &mut self.frames) {
+            Ok(()) => {
+                if let Some(fd) = p.shared_umem_fd() {
+                    self.umem_fds.push((id, fd));
+                }
+                Ok(p)
+            }
+            Err(e) => {
+                self.release_later(None, p);
+                Err(e)
+            }
+        });
+        self.reopen_done(id, &spec, r);
+    }
+
+    /// Swap a reopened port in, or record why it could not be reopened.
+    fn reopen_done(&mut self, id: u16, spec: &PortSpec, r: Result<Box<dyn Port>, String>) {
+        match r {
             Ok(p) => {
                 let (ifindex, mtu, details) = (p.ifindex(), p.mtu(), p.details());
                 let bridge = self.dp.port(id).map(|s| s.bridge);
@@ -339,6 +416,10 @@ impl Worker {
             return;
         };
         let old = life.state;
+        if new != LinkState::Up {
+            // An attempt under way is for a device that went again: its answer is dropped.
+            life.opening = None;
+        }
         if old == new && life.reason == reason {
             return;
         }
@@ -348,11 +429,12 @@ impl Worker {
             life.retry = false;
         }
         if new != LinkState::Up
-            && let Some(mut p) = self.ports.get_mut(id as usize).and_then(Option::take)
+            && let Some(p) = self.ports.get_mut(id as usize).and_then(Option::take)
         {
             life.details = p.details();
-            p.close(&mut self.frames);
             self.umem_fds.retain(|(p, _)| *p != id);
+            // Released on the port thread, reclaimed when it comes back (`worker::open`).
+            self.release_later(Some(id), p);
         }
         let Some(st) = self.dp.port(id) else { return };
         let (name, bridge) = (st.name.clone(), st.bridge);

@@ -5,8 +5,11 @@
 //! - Everything the worker owns is touched only by the worker thread: no locks on the fast path.
 //!   The control plane talks to it through a channel of [`Request`]s and an eventfd that wakes it
 //!   from sleep; each request is applied between two loop iterations and answered on its own
-//!   reply channel. Ports are opened and closed by the worker itself, so a port's frames never
-//!   cross threads.
+//!   reply channel. The kernel side of a port (devices, sockets, XDP programs) is opened and
+//!   closed on the caller's thread (the lifecycle's on the worker's port thread), and the worker
+//!   only attaches the opened port (giving it frames) and takes its frames back after it was
+//!   released (see `open`): a BPF load, bind or ioctl never stalls forwarding. A port's frames
+//!   never cross threads.
 //! - One loop iteration: apply pending requests, read the clock once, for every port service
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
@@ -22,6 +25,7 @@ mod events;
 mod flows;
 mod life;
 mod nat;
+mod open;
 mod overlay;
 mod requests;
 mod running;
@@ -80,6 +84,9 @@ pub struct Request {
     pub cmd: Command,
     /// Where the answer goes.
     pub reply: Sender<Result<serde_json::Value, String>>,
+    /// Where the ports the request removed go, to be released off the worker (see `open`);
+    /// None: the worker closes them itself.
+    pub retire: Option<Sender<Vec<open::Retired>>>,
 }
 
 /// Worker settings.
@@ -115,18 +122,50 @@ pub struct WorkerHandle {
     waker: Arc<Waker>,
     dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The worker's frame region (address, length), for the first AF_XDP socket to register
+    /// as its UMEM (see `open`).
+    region: (usize, usize),
+    /// Serialises port changes (`add-port`, `del-port`, `add-br`, `del-br`) across callers.
+    port_ops: std::sync::Mutex<()>,
 }
 
 impl WorkerHandle {
-    /// Send `cmd` and wait for the answer (at most 30 s).
+    /// Send `cmd` and wait for the answer (at most 30 s). Ports are opened and released on
+    /// this thread, not on the worker (see `open`).
     pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
+        match cmd {
+            Command::AddPort { bridge, spec } if open::opens_device(spec.kind) => {
+                let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
+                self.add_port_off_worker(bridge, spec)
+            }
+            cmd @ (Command::DelPort(_) | Command::DelBridge(_) | Command::AddBridge(_)) => {
+                let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
+                self.call_raw(cmd)
+            }
+            cmd => self.call_raw(cmd),
+        }
+    }
+
+    /// Send `cmd` as it is; release and give back the ports it removed.
+    fn call_raw(&self, cmd: Command) -> Result<serde_json::Value, String> {
         let (reply, rx) = crossbeam_channel::bounded(1);
+        let (retire, retired) = crossbeam_channel::unbounded();
         self.tx
-            .send(Request { cmd, reply })
+            .send(Request {
+                cmd,
+                reply,
+                retire: Some(retire),
+            })
             .map_err(|_| "the datapath worker has stopped".to_string())?;
         self.waker.wake();
-        rx.recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "the datapath worker did not answer".to_string())?
+        let answer = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the datapath worker did not answer".to_string())?;
+        let ports: Vec<open::Retired> = retired.try_iter().flatten().collect();
+        if !ports.is_empty() {
+            self.give_back(ports);
+        }
+        answer
     }
 
     /// The worker's eventfd waker (the DNS service wakes it when replies wait).
@@ -158,10 +197,19 @@ impl WorkerHandle {
 /// Start a worker thread.
 pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<WorkerHandle> {
     let frames = Frames::new(opts.frames)?;
+    let region = (frames.region().base() as usize, frames.region().len());
     let waker = Arc::new(Waker::new()?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let (sink, events) = crate::events::channel(crate::events::CAPACITY);
+    let (jobs, job_rx) = crossbeam_channel::unbounded();
+    {
+        let (tx, waker) = (tx.clone(), waker.clone());
+        std::thread::Builder::new()
+            .name("uvs-ports".into())
+            .spawn(move || open::janitor(job_rx, tx, waker, region))?;
+    }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
+    w.jobs = jobs;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let thread = std::thread::Builder::new()
@@ -173,6 +221,8 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
         waker,
         dns_names,
         thread: std::sync::Mutex::new(Some(thread)),
+        region,
+        port_ops: std::sync::Mutex::new(()),
     })
 }
 
@@ -188,6 +238,15 @@ pub struct Worker {
     links: life::Links,
     /// AF_XDP sockets that share the UMEM, for the next AF_XDP port to bind to.
     pub(crate) umem_fds: Vec<(u16, RawFd)>,
+    /// Ports the current request removed, for its caller to release (see `open`).
+    pub(crate) retired: Vec<open::Retired>,
+    /// Ids of ports being released by a caller or the port thread: not handed out (nor
+    /// reopened) until they are reclaimed.
+    pub(crate) closing: Vec<u16>,
+    /// The port thread's jobs (see `open::janitor`).
+    pub(crate) jobs: Sender<open::Job>,
+    /// Numbers the lifecycle's reopen attempts.
+    pub(crate) open_seq: u64,
     rx: Receiver<Request>,
     waker: Arc<Waker>,
     clock: Arc<dyn Clock>,
@@ -222,6 +281,11 @@ impl Worker {
             life: Vec::new(),
             links: life::Links::open(),
             umem_fds: Vec::new(),
+            retired: Vec::new(),
+            closing: Vec::new(),
+            // Replaced by `spawn`; until then (no port thread) sends fail and ports close here.
+            jobs: crossbeam_channel::unbounded().0,
+            open_seq: 0,
             rx,
             waker,
             clock,
@@ -278,6 +342,7 @@ impl Worker {
                     }
                     cmd => {
                         let answer = self.apply(cmd, now);
+                        self.hand_back(req.retire);
                         let _ = req.reply.send(answer);
                     }
                 }
@@ -411,6 +476,8 @@ impl Worker {
                 let _ = self.remove_port(id as u16);
             }
         }
+        let retired = std::mem::take(&mut self.retired);
+        self.reclaim(retired);
     }
 
     /// The CPU time this thread has used, and the time since it started.

@@ -7,10 +7,8 @@ use serde_json::{Value, json};
 
 use super::Worker;
 use super::life::{LinkState, PortLife};
-use crate::config::{BridgeSpec, PortSpec, XdpModeSpec};
+use crate::config::{BridgeSpec, PortSpec};
 use crate::datapath::PortState;
-use crate::port::afxdp::{AfxdpOptions, AfxdpPort, XdpMode};
-use crate::port::tap::{TapOptions, TapPort};
 use crate::port::{Port, PortKind};
 
 /// Table slots one `FdbShow` page covers (bounded work for the worker per request).
@@ -42,8 +40,39 @@ pub enum Command {
         /// Builds the port given its id.
         build: Box<dyn FnOnce(u16) -> Box<dyn Port> + Send>,
     },
-    /// Detach and close a port.
+    /// Detach a port; its caller releases it and sends it back with `Reclaim` (see
+    /// `worker::open`).
     DelPort(String),
+    /// Check an `add-port` before its device is opened off the worker; for AF_XDP, send a
+    /// duplicate of a socket that owns the UMEM on `umem` (see `worker::open`).
+    PortCheck {
+        /// Bridge name.
+        bridge: String,
+        /// The port.
+        spec: PortSpec,
+        /// Where the UMEM socket goes.
+        umem: crossbeam_channel::Sender<std::os::fd::OwnedFd>,
+    },
+    /// Attach a port whose device was opened off the worker (see `worker::open`).
+    AddOpened {
+        /// Bridge name.
+        bridge: String,
+        /// The port.
+        spec: PortSpec,
+        /// Its opened device.
+        port: Box<dyn Port>,
+    },
+    /// Take back the frames of ports released off the worker and free their ids.
+    Reclaim(Vec<super::open::Retired>),
+    /// The port thread opened port `id`'s device again (lifecycle attempt `seq`).
+    Reopened {
+        /// The port.
+        id: u16,
+        /// The attempt.
+        seq: u64,
+        /// The opened device, or why it could not be opened.
+        port: Result<Box<dyn Port>, String>,
+    },
     /// Describe bridges and ports.
     Show,
     /// One page of a bridge's FDB: the entries of [`FDB_PAGE_SLOTS`] table slots from slot
@@ -200,6 +229,20 @@ impl Worker {
             Command::AddBridge(spec) => self.add_bridge(spec),
             Command::DelBridge(name) => self.del_bridge(&name),
             Command::AddPort { bridge, spec } => self.add_port(&bridge, &spec),
+            Command::PortCheck { bridge, spec, umem } => self.port_check(&bridge, &spec, umem),
+            Command::AddOpened { bridge, spec, port } => {
+                let mut opened = Some(port);
+                let r = self.add_port_with(&bridge, &spec, &mut opened);
+                if let Some(p) = opened {
+                    self.retired.push((None, p));
+                }
+                r
+            }
+            Command::Reclaim(ports) => Ok(self.reclaim(ports)),
+            Command::Reopened { id, seq, port } => {
+                self.reopened(id, seq, port);
+                Ok(Value::Null)
+            }
             Command::AttachPort {
                 bridge,
                 name,
@@ -207,7 +250,7 @@ impl Worker {
             } => {
                 let b = self.bridge_id(&bridge)?;
                 self.check_port_name(&name)?;
-                let id = self.dp.next_port_id()?;
+                let id = self.free_port_id()?;
                 let port = build(id);
                 self.attach(
                     id,
@@ -549,18 +592,41 @@ impl Worker {
     }
 
     fn add_port(&mut self, bridge: &str, spec: &PortSpec) -> Result<Value, String> {
+        self.add_port_with(bridge, spec, &mut None)
+    }
+
+    /// `add-port`, with the port's device already `opened` off the worker (taken from it once
+    /// it is attached; left there on an error before) or opened here if None.
+    pub(super) fn add_port_with(
+        &mut self,
+        bridge: &str,
+        spec: &PortSpec,
+        opened: &mut Option<Box<dyn Port>>,
+    ) -> Result<Value, String> {
         spec.validate()?;
         let b = self.bridge_id(bridge)?;
         self.replace_dead_port(&spec.name)?;
         self.check_port_name(&spec.name)?;
         let vlan = spec.vlan_mode()?;
-        let id = self.dp.next_port_id()?;
+        let id = self.free_port_id()?;
         // The number is checked before any kernel resource is opened.
         let ofport = self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
         let mut tunnel = None;
-        let port: Box<dyn Port> = match spec.kind {
-            PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap => self.open_io(id, spec)?,
-            PortKind::Vxlan => {
+        let port: Box<dyn Port> = match (spec.kind, opened.take()) {
+            (_, Some(mut p)) => {
+                if let Err(e) = p.attach(id, &mut self.frames) {
+                    self.retired.push((None, p));
+                    return Err(e);
+                }
+                if let Some(fd) = p.shared_umem_fd() {
+                    self.umem_fds.push((id, fd));
+                }
+                p
+            }
+            (PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap, None) => {
+                self.open_io(id, spec)?
+            }
+            (PortKind::Vxlan, None) => {
                 let conf = spec.tunnel_conf()?;
                 let owner = self
                     .dp
@@ -597,7 +663,7 @@ impl Worker {
                 tunnel = Some(Box::new(crate::vxlan::Tunnel::new(conf)));
                 Box::new(crate::port::virt::TunnelPort)
             }
-            PortKind::Mem => return Err("type mem is for tests only".into()),
+            (PortKind::Mem, None) => return Err("type mem is for tests only".into()),
         };
         let details = port.details();
         self.attach(
@@ -618,44 +684,6 @@ impl Worker {
             self.dp.refresh_tunnels();
         }
         Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
-    }
-
-    /// Open the kernel side of an AF_XDP, AF_PACKET or TAP port as port `id` (AF_XDP ports register their
-    /// socket for the next one to share the UMEM).
-    pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
-        match spec.kind {
-            PortKind::Afxdp => {
-                let opts = AfxdpOptions {
-                    mode: match spec.xdp_mode {
-                        XdpModeSpec::Auto => XdpMode::Auto,
-                        XdpModeSpec::Native => XdpMode::Native,
-                        XdpModeSpec::Generic => XdpMode::Generic,
-                    },
-                    ..AfxdpOptions::default()
-                };
-                let shared = self.umem_fds.first().map(|(_, fd)| *fd);
-                let p = AfxdpPort::open(&spec.name, id, &mut self.frames, shared, &opts)
-                    .map_err(|e| e.to_string())?;
-                self.umem_fds.push((id, p.umem_fd()));
-                Ok(Box::new(p))
-            }
-            PortKind::Afpacket => Ok(Box::new(
-                crate::port::afpacket::AfpacketPort::open(&spec.name, id)
-                    .map_err(|e| e.to_string())?,
-            )),
-            PortKind::Tap => Ok(Box::new(
-                TapPort::create(
-                    &spec.name,
-                    id,
-                    &TapOptions {
-                        mtu: spec.mtu,
-                        ..TapOptions::default()
-                    },
-                )
-                .map_err(|e| e.to_string())?,
-            )),
-            k => Err(format!("type {k}: no device to open")),
-        }
     }
 
     /// `add-port` of a name whose port is down or gone replaces that port (a container
@@ -700,8 +728,9 @@ impl Worker {
         };
         let mut port = Some(port);
         if let Err(e) = self.dp.add_port(id, state) {
-            if let Some(mut p) = port.take() {
-                p.close(&mut self.frames);
+            if let Some(p) = port.take() {
+                // Attached: its frames come back once the caller released it.
+                self.retired.push((Some(id), p));
             }
             self.umem_fds.retain(|(p, _)| *p != id);
             return Err(e);
@@ -728,8 +757,9 @@ impl Worker {
         for d in queued {
             self.frames.free(d.addr);
         }
-        if let Some(mut p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
-            p.close(&mut self.frames);
+        if let Some(p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
+            // Closed after the request: released by its caller, then reclaimed (`open`).
+            self.retired.push((Some(id), p));
         }
         self.umem_fds.retain(|(p, _)| *p != id);
         self.specs.ports.remove(&id);

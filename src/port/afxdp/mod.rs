@@ -3,11 +3,25 @@
 //! the `bpf()` syscall (no libbpf, no `afxdp` crate).
 //!
 //! Contract:
-//! - [`AfxdpPort::open`] checks the netdev and its MTU, commits `queues * fill_min` frames in the
-//!   frame budget (refusing the port with the numbers when they are not there, see
-//!   [`crate::packet::budget`]), attaches the XDP program (see [`xdp`]), opens one socket per rx
-//!   queue (see [`socket`]), stocks each fill ring with its receive target of frames tagged
-//!   `Owner::Port(port_id)` and inserts the sockets in the XSKMAP.
+//! - Opening is split in two halves so that the kernel work stays off the worker thread (see
+//!   `worker::open`):
+//!   - [`AfxdpPort::prepare`] (any thread) checks the netdev and its MTU, attaches the XDP
+//!     program (see [`xdp`]: map create, program load, `BPF_LINK_CREATE`), opens and binds one
+//!     socket per rx queue (see [`socket`]: `bind` takes the RTNL lock, and zero-copy reconfigures
+//!     the driver) on the UMEM it is given, and inserts the sockets in the XSKMAP. It touches no
+//!     frame and no budget. Until the fill rings are stocked, frames the program redirects to a
+//!     socket are dropped by the kernel (counted in `xsk_fill_ring_empty`).
+//!   - [`Port::attach`] (the worker, which owns [`Frames`]) commits `queues * fill_min` frames in
+//!     the frame budget (refusing the port with the numbers when they are not there, see
+//!     [`crate::packet::budget`]; no frame has moved then) and stocks each fill ring with its
+//!     receive target of frames tagged `Owner::Port(port_id)`. It makes no syscall but the
+//!     fill-ring wakeup of a zero-copy socket.
+//!   - [`AfxdpPort::open`] does both on the calling thread (the worker's reopen of a port whose
+//!     netdev came back, tests).
+//! - Closing is split the same way: [`Port::release`] (any thread) detaches the program and
+//!   closes the sockets (`xsk_release` waits for an RCU grace period); after it the kernel
+//!   writes no frame of the port. [`Port::close`] (the worker) then returns the port's frames
+//!   and budget commitment; it calls `release` first if nobody did.
 //! - Receive targets: each socket holds at most its target in its fill and rx rings together,
 //!   `fill_min` when idle; it doubles (up to `fill_frames`, as the budget lends) when the kernel
 //!   emptied more than half its fill ring between two refills or reports `fill_ring_empty`, and
@@ -22,8 +36,8 @@
 //!   between ports by descriptor, never copied.
 //! - Frame accounting: in a fill/rx/tx/completion ring = `Port(port_id)`, returned by
 //!   `rx_burst` = `Worker`, reaped from the completion ring or refused by `tx_burst` = freed.
-//!   `close` detaches the program (drops the link), closes the sockets and reclaims every
-//!   `Port(port_id)` frame. Dropping the port without `close` also detaches and closes.
+//!   `close` (after `release`) reclaims every `Port(port_id)` frame. Dropping the port without
+//!   `close` also detaches and closes, but leaks its frames until the worker stops.
 //! - Steady state allocates nothing: rings are mmap'd at open, bursts write into caller vectors.
 //!
 //! Kernel facts found while building this (Linux 6.18, veth). "Measured" = seen in
@@ -67,7 +81,8 @@ use crate::packet::budget::FillTarget;
 use crate::packet::{Desc, FRAME_SIZE, Frames, MAX_FRAME_LEN, Owner};
 use crate::port::{Port, PortKind, TxResult};
 
-use socket::{Umem, XskSocket};
+pub use socket::Umem;
+use socket::XskSocket;
 use xdp::XdpProgram;
 
 /// Transmitted frames a port may always keep in flight, whatever the pool holds.
@@ -82,15 +97,20 @@ pub struct AfxdpPort {
     targets: Vec<FillTarget>,
     ifname: String,
     ifindex: u32,
-    port_id: u16,
+    /// Set by `attach` (the worker half of opening); None while only the kernel half is open.
+    port_id: Option<u16>,
     mode: XdpMode,
     mtu: u32,
     zero_copy: bool,
-    /// Frames committed in the budget at open (`queues * fill_min`); 0 once retired.
+    /// Frames committed in the budget at attach (`queues * fill_min`); 0 once retired.
     base: u32,
+    fill_min: u32,
     tx_max: u32,
     rx_next: usize,
     tx_outstanding: u32,
+    /// Frames the sockets held in their fill and rx rings when `release` closed them (for the
+    /// budget's ring count at `close`).
+    released_held: u32,
     /// The worker clock at the last housekeeping (ms), for budget decisions.
     now_ms: u64,
     /// Why the device stopped working (a kick answered ENXIO, ...), if it did.
@@ -100,7 +120,9 @@ pub struct AfxdpPort {
 }
 
 impl AfxdpPort {
-    /// Open `ifname` as port `port_id`. See the module doc.
+    /// Open `ifname` as port `port_id` on the worker's `frames`: [`AfxdpPort::prepare`] then
+    /// [`AfxdpPort::attach`] on the calling thread (the worker's reopen, tests). `shared` is a
+    /// bound socket whose UMEM to share (None: register `frames`' region).
     pub fn open(
         ifname: &str,
         port_id: u16,
@@ -108,26 +130,32 @@ impl AfxdpPort {
         shared: Option<RawFd>,
         opts: &AfxdpOptions,
     ) -> Result<AfxdpPort, AfxdpError> {
+        let umem = match shared {
+            Some(fd) => Umem::Shared(fd),
+            None => Umem::Register {
+                base: frames.region().base(),
+                len: frames.region().len(),
+            },
+        };
+        let mut port = AfxdpPort::prepare(ifname, umem, opts)?;
+        if let Err(e) = port.attach_frames(port_id, frames) {
+            port.release();
+            return Err(e);
+        }
+        Ok(port)
+    }
+
+    /// The kernel half of opening `ifname`, off the worker (see the module doc): check the
+    /// netdev and its MTU, attach the XDP program, open and bind one socket per rx queue on
+    /// `umem` and insert them in the XSKMAP. Touches no frame and no budget; on error nothing
+    /// is left behind (program detached, sockets closed).
+    pub fn prepare(ifname: &str, umem: Umem, opts: &AfxdpOptions) -> Result<AfxdpPort, AfxdpError> {
         opts.validate(ifname)?;
         let ifindex = netdev::ifindex(ifname)?;
         let mtu = netdev::read_mtu(ifname)?;
         check_mtu(ifname, mtu)?;
         let queues = netdev::rx_queues(ifname)?;
-        let base = queues * opts.fill_min;
-        frames
-            .budget
-            .admit(base)
-            .map_err(|source| AfxdpError::Budget {
-                ifname: ifname.to_string(),
-                source,
-            })?;
-        let xdp = match XdpProgram::attach(ifname, ifindex, queues, opts.mode) {
-            Ok(x) => x,
-            Err(e) => {
-                frames.budget.retire(base, 0);
-                return Err(e);
-            }
-        };
+        let xdp = XdpProgram::attach(ifname, ifindex, queues, opts.mode)?;
         let mut port = AfxdpPort {
             mode: xdp.mode,
             xdp: Some(xdp),
@@ -135,58 +163,73 @@ impl AfxdpPort {
             targets: Vec::with_capacity(queues as usize),
             ifname: ifname.to_string(),
             ifindex,
-            port_id,
+            port_id: None,
             mtu,
             zero_copy: false,
-            base,
+            base: 0,
+            fill_min: opts.fill_min,
             tx_max: opts.tx_max,
             rx_next: 0,
             tx_outstanding: 0,
+            released_held: 0,
             now_ms: 0,
             fault: None,
             fill_empty_seen: vec![0; queues as usize],
         };
-        if let Err(e) = port.open_sockets(frames, shared, opts, queues) {
-            port.close(frames);
+        if let Err(e) = port.open_sockets(umem, opts, queues) {
+            port.release();
             return Err(e);
         }
         port.zero_copy = port.socks.first().is_some_and(|s| s.is_zero_copy());
-        port.refill(frames);
         let xdp = port.xdp.as_ref().expect("just attached");
         let inserted = port
             .socks
             .iter()
             .try_for_each(|s| xdp.insert(ifname, s.queue, s.fd()));
         if let Err(e) = inserted {
-            port.close(frames);
+            port.release();
             return Err(e);
         }
         Ok(port)
+    }
+
+    /// The worker half of opening (see the module doc): commit `queues * fill_min` frames in
+    /// the budget (refusing the port with the numbers when they are not there) and stock each
+    /// fill ring with frames tagged `Owner::Port(port_id)`. On error no frame has moved.
+    fn attach_frames(&mut self, port_id: u16, frames: &mut Frames) -> Result<(), AfxdpError> {
+        let base = self.socks.len() as u32 * self.fill_min;
+        frames
+            .budget
+            .admit(base)
+            .map_err(|source| AfxdpError::Budget {
+                ifname: self.ifname.clone(),
+                source,
+            })?;
+        self.base = base;
+        self.port_id = Some(port_id);
+        self.refill(frames);
+        Ok(())
     }
 
     /// Open one socket per queue: the first registers the UMEM unless `shared` names a socket
     /// that has it.
     fn open_sockets(
         &mut self,
-        frames: &Frames,
-        shared: Option<RawFd>,
+        umem: Umem,
         opts: &AfxdpOptions,
         queues: u32,
     ) -> Result<(), AfxdpError> {
         let (ifname, ifindex) = (self.ifname.as_str(), self.ifindex);
         for q in 0..queues {
-            let sock = match (shared, self.socks.first()) {
-                (Some(fd), _) => open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?,
-                (None, Some(first)) => {
+            let sock = match (umem, self.socks.first()) {
+                (Umem::Shared(fd), _) => {
+                    open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
+                }
+                (Umem::Register { .. }, Some(first)) => {
                     let fd = first.fd();
                     open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
                 }
-                (None, None) => {
-                    let r = frames.region();
-                    let umem = Umem::Register {
-                        base: r.base(),
-                        len: r.len(),
-                    };
+                (Umem::Register { .. }, None) => {
                     open_socket(ifname, ifindex, q, opts, umem, self.mode == XdpMode::Native)?
                 }
             };
@@ -251,7 +294,8 @@ impl AfxdpPort {
     /// Top every socket up to its receive target. A socket whose fill ring the kernel emptied
     /// by more than half since the last refill asks the budget for more.
     fn refill(&mut self, frames: &mut Frames) {
-        let owner = Owner::Port(self.port_id);
+        let Some(id) = self.port_id else { return };
+        let owner = Owner::Port(id);
         for (s, t) in self.socks.iter_mut().zip(self.targets.iter_mut()) {
             let in_fill = s.fill.in_flight();
             if t.filled.saturating_sub(in_fill) > t.target / 2 {
@@ -330,8 +374,30 @@ fn note_fault(fault: &mut Option<String>, errno: i32) {
     }
 }
 
-/// Open one socket; the registering socket tries zero-copy first when `try_zc`.
+/// Open one socket; the registering socket tries zero-copy first when `try_zc`. A bind that
+/// answers EBUSY is tried again, with growing sleeps, for up to `opts.busy_wait`.
 fn open_socket(
+    ifname: &str,
+    ifindex: u32,
+    queue: u32,
+    opts: &AfxdpOptions,
+    umem: Umem,
+    try_zc: bool,
+) -> Result<XskSocket, AfxdpError> {
+    let deadline = std::time::Instant::now() + opts.busy_wait;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match open_socket_once(ifname, ifindex, queue, opts, umem, try_zc) {
+            Err(e) if e.errno() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
+fn open_socket_once(
     ifname: &str,
     ifindex: u32,
     queue: u32,
@@ -409,14 +475,14 @@ impl Port for AfxdpPort {
 
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
         let mut res = TxResult::default();
-        let owner = Owner::Port(self.port_id);
-        let Some(s) = self.socks.first_mut() else {
+        let (Some(id), Some(s)) = (self.port_id, self.socks.first_mut()) else {
             res.dropped = batch.len() as u32;
             for d in batch.drain(..) {
                 frames.free(d.addr);
             }
             return res;
         };
+        let owner = Owner::Port(id);
         // Up to TX_MIN in flight always; beyond that only while the pool has spare frames, so a
         // slow device cannot hold what other ports' receive rings are owed.
         let mut allowed = self.tx_max.saturating_sub(self.tx_outstanding);
@@ -540,17 +606,32 @@ impl Port for AfxdpPort {
     }
 
     fn close(&mut self, frames: &mut Frames) {
+        self.release();
         frames
             .budget
-            .ring_out(self.socks.iter().map(|s| s.rx_held).sum());
-        self.xdp = None;
-        self.socks.clear();
+            .ring_out(std::mem::take(&mut self.released_held));
         self.tx_outstanding = 0;
         let lent = self.targets.iter().map(|t| t.lent()).sum();
         frames.budget.retire(self.base, lent);
         self.base = 0;
         self.targets.clear();
-        frames.reclaim(Owner::Port(self.port_id));
+        if let Some(id) = self.port_id.take() {
+            frames.reclaim(Owner::Port(id));
+        }
+    }
+
+    fn release(&mut self) {
+        self.released_held += self.socks.iter().map(|s| s.rx_held).sum::<u32>();
+        self.xdp = None;
+        self.socks.clear();
+    }
+
+    fn shared_umem_fd(&self) -> Option<RawFd> {
+        self.socks.first().map(|s| s.fd())
+    }
+
+    fn attach(&mut self, id: u16, frames: &mut Frames) -> Result<(), String> {
+        self.attach_frames(id, frames).map_err(|e| e.to_string())
     }
 }
 
@@ -558,7 +639,7 @@ impl fmt::Debug for AfxdpPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AfxdpPort({} id={} {})",
+            "AfxdpPort({} id={:?} {})",
             self.ifname,
             self.port_id,
             self.details()

@@ -68,6 +68,19 @@ fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     }
 }
 
+/// A duplicate (close-on-exec) of the socket `fd`, to bind a socket of another thread to its
+/// UMEM: the duplicate keeps the socket, and so the UMEM registration, alive until it is
+/// dropped even if the port owning `fd` closes meanwhile.
+pub fn dup_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads no memory; an invalid fd is answered with EBADF.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
 impl XskSocket {
     /// Create, set up and bind a socket on `(ifindex, queue)` with `ring_size` entries per ring.
     /// `bind_flags` is used only with [`Umem::Register`]; a sharing socket binds with

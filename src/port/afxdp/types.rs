@@ -60,6 +60,11 @@ pub struct AfxdpOptions {
     /// The most transmitted frames a port keeps in flight (tx + completion rings); more are
     /// dropped as `tx-ring-full`, so a stalled device cannot hold the pool.
     pub tx_max: u32,
+    /// How long `bind` is retried while it answers EBUSY: a queue whose previous socket shared
+    /// a UMEM stays busy until a kernel work item releases its pool (`xp_release_deferred`,
+    /// which waits for the RTNL lock), so re-adding a port just deleted can meet it. Zero (the
+    /// default) on the worker, which must not sleep; the off-worker open waits.
+    pub busy_wait: std::time::Duration,
 }
 
 impl Default for AfxdpOptions {
@@ -70,6 +75,7 @@ impl Default for AfxdpOptions {
             fill_frames: 4096,
             fill_min: 128,
             tx_max: 1024,
+            busy_wait: std::time::Duration::ZERO,
         }
     }
 }
