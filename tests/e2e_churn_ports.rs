@@ -512,6 +512,15 @@ fn ping_rtts(out: &str) -> (Vec<f64>, usize) {
     (rtts, sent)
 }
 
+/// Pings over 20 ms (or lost) allowed of 1500 in the two timing tests (see the churn test).
+const MAX_SLOW: usize = 45;
+
+/// The two timing tests run one at a time: each one's churn is the other's noise.
+fn timed_one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Forwarding between two containers goes on while a client adds and deletes AF_XDP,
 /// AF_PACKET and TAP ports on the same bridge in a loop (container churn through uvs-cni): the
 /// devices are opened and released off the worker (`worker::open`), so the worker never stops
@@ -519,6 +528,7 @@ fn ping_rtts(out: &str) -> (Vec<f64>, usize) {
 /// no XDP program, no frame.
 #[test]
 fn forwarding_continues_during_port_churn() {
+    let _one = timed_one_at_a_time();
     if !root_or_skip("forwarding_continues_during_port_churn") {
         return;
     }
@@ -599,11 +609,12 @@ fn forwarding_continues_during_port_churn() {
     // The bound: a worker that opens and closes ports itself stops for 5-60 ms per operation
     // (XDP load and bind 30-55 ms, socket or TAP close 5-40 ms; measured with
     // benches/port_churn.sh), so at ~50 operations a second several percent of the pings wait
-    // over 20 ms. Off the worker, a quiet run on this 2-core machine sees none; 1% (15 pings)
-    // leaves room for a machine loaded by parallel builds, where the worker itself can be
-    // descheduled for a few milliseconds.
+    // over 20 ms: main's binary (the worker opening ports itself) had 142 of 1500 in this
+    // test. Off the worker, a quiet run on this 2-core machine sees none; under load (the
+    // other tests of this binary, parallel builds) up to 24 were seen, so the bound is
+    // MAX_SLOW (3%), still well under what a stalling worker gives.
     assert!(
-        slow <= 15 && rtts.len() + 15 >= sent,
+        slow <= MAX_SLOW && rtts.len() + MAX_SLOW >= sent,
         "forwarding stalled during churn: {slow} of {sent} pings over 20 ms, {} lost",
         sent - rtts.len()
     );
@@ -632,6 +643,7 @@ fn forwarding_continues_during_port_churn() {
 /// reasoning as `forwarding_continues_during_port_churn`.
 #[test]
 fn forwarding_continues_while_a_port_flaps() {
+    let _one = timed_one_at_a_time();
     if !root_or_skip("forwarding_continues_while_a_port_flaps") {
         return;
     }
@@ -696,7 +708,7 @@ fn forwarding_continues_while_a_port_flaps() {
     assert!(flaps >= 10, "only {flaps} flaps");
     assert_eq!(sent, 1500, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        slow <= 15 && rtts.len() + 15 >= sent,
+        slow <= MAX_SLOW && rtts.len() + MAX_SLOW >= sent,
         "forwarding stalled while a port flapped: {slow} of {sent} pings over 20 ms, {} lost",
         sent - rtts.len()
     );
