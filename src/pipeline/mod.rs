@@ -10,6 +10,7 @@
 mod csum;
 pub mod ct;
 pub mod flows;
+pub mod gro;
 mod gso;
 mod ingress;
 mod l2;

@@ -422,6 +422,7 @@ impl Worker {
 /// Hand every non-empty output queue to its port and count what was sent.
 pub fn flush(dp: &mut Datapath, ports: &mut [Option<Box<dyn Port>>], frames: &mut Frames) {
     crate::pipeline::ratelimit::shape_tx(dp, frames);
+    crate::pipeline::gro::run(dp, frames);
     for (id, q) in dp.out.iter_mut().enumerate() {
         if q.is_empty() {
             continue;
