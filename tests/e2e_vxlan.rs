@@ -130,12 +130,41 @@ fn two_uvs_vteps() {
     if !root_or_skip("two_uvs_vteps") {
         return;
     }
-    let p = prefix("ey");
+    two_uvs_vteps_on("afxdp", "ey");
+}
+
+/// The same pair with AF_PACKET ports: the containers' super-frames are cut into segments at
+/// host A (the tunnel takes no GSO) and merged again at host B toward c2 (`pipeline::gro`):
+/// B's c2 port counts merged segments and sends frames larger than the MTU.
+#[test]
+fn two_uvs_vteps_afpacket() {
+    if !root_or_skip("two_uvs_vteps_afpacket") {
+        return;
+    }
+    let c2 = two_uvs_vteps_on("afpacket", "ez");
+    let merged = c2["gro_merged"].as_u64().unwrap_or(0);
+    let (pk, by) = (
+        c2["tx_packets"].as_u64().unwrap_or(0),
+        c2["tx_bytes"].as_u64().unwrap_or(0),
+    );
+    eprintln!("host B, c2's port: {merged} segments merged; {pk} frames, {by} bytes sent");
+    assert!(merged > 1000, "segments merged toward c2: {merged}");
+    assert!(
+        by / pk.max(1) > 1514,
+        "frames toward c2 average {} bytes",
+        by / pk.max(1)
+    );
+}
+
+/// Host A's uvs and host B's own uvs, VTEPs of VNI 42, with ports of type `kind`; ping and 2 s
+/// of TCP c1 -> c2 must pass. Returns host B's `stats --json` counters of c2's port.
+fn two_uvs_vteps_on(kind: &str, pfx: &str) -> serde_json::Value {
+    let p = prefix(pfx);
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     let hb = n("hb");
-    vxlan_uvs_side(&mut t, &d, &p, &hb);
+    vxlan_uvs_side_on(&mut t, &d, &p, &hb, kind);
     // Host B runs its own uvs inside its namespace, on the other end of the underlay veth.
     let sock = std::env::temp_dir().join(format!("uvs-{p}-b.sock"));
     let _ = std::fs::remove_file(&sock);
@@ -178,10 +207,11 @@ fn two_uvs_vteps() {
     };
     sh(&["ip", "-n", &hb, "addr", "flush", "dev", "eth0"]);
     ctl_b(&["add-br", "ul", "gateway=10.252.0.2/24"]);
-    ctl_b(&["add-port", "ul", "eth0", "type=afxdp"]);
+    let ty = format!("type={kind}");
+    ctl_b(&["add-port", "ul", "eth0", &ty]);
     ctl_b(&["add-br", "br0"]);
     host_b_container(&mut t, &hb, &n("c2"));
-    ctl_b(&["add-port", "br0", "c2v", "type=afxdp"]);
+    ctl_b(&["add-port", "br0", "c2v", &ty]);
     ctl_b(&[
         "add-port",
         "br0",
@@ -197,6 +227,8 @@ fn two_uvs_vteps() {
     } else {
         0.0
     };
+    let stats: serde_json::Value =
+        serde_json::from_str(&ctl_b(&["--json", "stats"])).unwrap_or_default();
     // SAFETY: kill takes a pid and a signal; the pid is the `ip netns exec` child we started,
     // which exec'd uvs.
     unsafe {
@@ -206,4 +238,5 @@ fn two_uvs_vteps() {
     assert!(ok, "c1 -> c2 across two uvs VTEPs");
     eprintln!("TCP over VXLAN (uvs -> uvs): {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "TCP across two uvs VTEPs carried {bps} bit/s");
+    stats["ports"]["c2v"].clone()
 }
