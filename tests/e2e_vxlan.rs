@@ -6,6 +6,7 @@
 mod common;
 
 use common::netns::*;
+use common::wire::{Wire, capture_during};
 
 /// Container c2 behind host B: a veth `c2v` in host B's namespace whose peer is c2's `eth0`
 /// (192.168.42.2/24, MTU 1450 for the overlay), both up.
@@ -141,7 +142,7 @@ fn two_uvs_vteps_afpacket() {
     if !root_or_skip("two_uvs_vteps_afpacket") {
         return;
     }
-    let c2 = two_uvs_vteps_on("afpacket", "ez");
+    let (c2, wire) = two_uvs_vteps_on("afpacket", "ez");
     let merged = c2["gro_merged"].as_u64().unwrap_or(0);
     let (pk, by) = (
         c2["tx_packets"].as_u64().unwrap_or(0),
@@ -154,11 +155,24 @@ fn two_uvs_vteps_afpacket() {
         "frames toward c2 average {} bytes",
         by / pk.max(1)
     );
+    let w = wire.expect("captured");
+    assert!(w.frames > 0, "tshark saw no TCP frame on c2's eth0");
+    assert!(
+        w.bad.is_empty(),
+        "bad TCP checksums on c2's wire: {:?}",
+        w.bad
+    );
+    assert!(
+        w.longest > 1514,
+        "no super-frame reached c2 (longest {} B)",
+        w.longest
+    );
 }
 
 /// Host A's uvs and host B's own uvs, VTEPs of VNI 42, with ports of type `kind`; ping and 2 s
-/// of TCP c1 -> c2 must pass. Returns host B's `stats --json` counters of c2's port.
-fn two_uvs_vteps_on(kind: &str, pfx: &str) -> serde_json::Value {
+/// of TCP c1 -> c2 must pass. Returns host B's `stats --json` counters of c2's port, and for
+/// afpacket ports what a capture on c2's `eth0` saw during the TCP run.
+fn two_uvs_vteps_on(kind: &str, pfx: &str) -> (serde_json::Value, Option<Wire>) {
     let p = prefix(pfx);
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
@@ -222,10 +236,15 @@ fn two_uvs_vteps_on(kind: &str, pfx: &str) -> serde_json::Value {
         "remote_ip=10.252.0.1",
     ]);
     let ok = ping(&n("c1"), "192.168.42.2", 3);
-    let bps = if ok {
-        iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2)
-    } else {
-        0.0
+    let tcp = || iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2);
+    let (wire, bps) = match (ok, kind) {
+        (false, _) => (None, 0.0),
+        // c2's wire: what B's GRO made must carry right (partial) checksums.
+        (true, "afpacket") => {
+            let (w, b) = capture_during(&n("c2"), "eth0", "tcp and src host 192.168.42.1", tcp);
+            (Some(w), b)
+        }
+        (true, _) => (None, tcp()),
     };
     let stats: serde_json::Value =
         serde_json::from_str(&ctl_b(&["--json", "stats"])).unwrap_or_default();
@@ -238,5 +257,5 @@ fn two_uvs_vteps_on(kind: &str, pfx: &str) -> serde_json::Value {
     assert!(ok, "c1 -> c2 across two uvs VTEPs");
     eprintln!("TCP over VXLAN (uvs -> uvs): {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "TCP across two uvs VTEPs carried {bps} bit/s");
-    stats["ports"]["c2v"].clone()
+    (stats["ports"]["c2v"].clone(), wire)
 }
