@@ -83,6 +83,11 @@ pub enum GsoType {
     Tcp4,
     /// TCP over IPv6.
     Tcp6,
+    /// UDP over IPv4 (USO): the payload is cut into datagrams of `gso_size` bytes, each behind a
+    /// copy of the headers. uvs makes these only for the underlay of its VXLAN tunnels (the
+    /// encapsulated segments of one TCP super-frame laid back to back, see `pipeline::gro`)
+    /// and cuts received ones at once (`pipeline::split_udp`).
+    Udp4,
 }
 
 impl Offload {
@@ -91,6 +96,7 @@ impl Offload {
     const PARTIAL: u32 = 1 << 16;
     const TCP4: u32 = 1 << 17;
     const TCP6: u32 = 1 << 18;
+    const UDP4: u32 = 1 << 19;
 
     /// A partial checksum, no segmentation.
     pub const fn partial() -> Offload {
@@ -102,6 +108,7 @@ impl Offload {
         let bit = match t {
             GsoType::Tcp4 => Self::TCP4,
             GsoType::Tcp6 => Self::TCP6,
+            GsoType::Udp4 => Self::UDP4,
         };
         Offload(Self::PARTIAL | bit | size as u32)
     }
@@ -125,6 +132,8 @@ impl Offload {
             Some(GsoType::Tcp4)
         } else if self.0 & Self::TCP6 != 0 {
             Some(GsoType::Tcp6)
+        } else if self.0 & Self::UDP4 != 0 {
+            Some(GsoType::Udp4)
         } else {
             None
         }

@@ -27,6 +27,8 @@
 //!   total length and header checksum rewritten, PSH set if any segment had it, the TCP
 //!   checksum field holding the pseudo-header sum, offload state `gso(Tcp4, MSS)`. The
 //!   segments' frames are freed. Without a free large buffer the run stays unmerged.
+//! - Then, on ports with `uso_out`, the VXLAN datagrams that encapsulation queued are merged
+//!   into UDP GSO frames the same way (`super::uso`); `gro_merged` counts both.
 
 use super::gso;
 use crate::datapath::Datapath;
@@ -39,8 +41,25 @@ const PSH: u8 = 0x08;
 
 /// Merge segments in the output queue of every port that takes GSO frames; returns the number
 /// of segments that went into super-frames.
+/// On ports that also take UDP GSO (`uso_out`), VXLAN datagrams to this switch's tunnels are
+/// merged too (`super::uso`).
 pub fn run(dp: &mut Datapath, frames: &mut Frames) -> u64 {
     let mut merged = 0;
+    // The tunnels' UDP destination ports (a few at most; no allocation).
+    let mut vx = [0u16; 8];
+    let mut nvx = 0;
+    for &t in &dp.tunnels {
+        if let Some(c) = dp
+            .port(t)
+            .and_then(|s| s.tunnel.as_ref())
+            .map(|x| x.conf.dst_port)
+            && nvx < vx.len()
+            && !vx[..nvx].contains(&c)
+        {
+            vx[nvx] = c;
+            nvx += 1;
+        }
+    }
     let Datapath { ports, out, .. } = dp;
     for (id, slot) in ports.iter_mut().enumerate() {
         let Some(port) = slot.as_mut() else { continue };
@@ -48,7 +67,10 @@ pub fn run(dp: &mut Datapath, frames: &mut Frames) -> u64 {
         if !port.offload_out || q.len() < 2 {
             continue;
         }
-        let n = coalesce(frames, q);
+        let mut n = coalesce(frames, q);
+        if port.uso_out && nvx > 0 {
+            n += super::uso::coalesce(frames, q, &vx[..nvx]);
+        }
         port.counters.gro_merged += n;
         merged += n;
     }
