@@ -135,14 +135,29 @@ fn two_uvs_vteps() {
 }
 
 /// The same pair with AF_PACKET ports: the containers' super-frames are cut into segments at
-/// host A (the tunnel takes no GSO) and merged again at host B toward c2 (`pipeline::gro`):
-/// B's c2 port counts merged segments and sends frames larger than the MTU.
+/// host A (the tunnel takes no GSO), their VXLAN datagrams leave A's underlay port as UDP GSO
+/// frames (`pipeline::uso`), and B merges the segments again toward c2 (`pipeline::gro`): both
+/// ports count merged frames, c2 receives frames larger than the MTU with right checksums.
 #[test]
 fn two_uvs_vteps_afpacket() {
     if !root_or_skip("two_uvs_vteps_afpacket") {
         return;
     }
-    let (c2, wire) = two_uvs_vteps_on("afpacket", "ez");
+    let (c2, ua, wire) = two_uvs_vteps_on("afpacket", "ez");
+    // Host A sent the VXLAN datagrams of each super-frame as one UDP GSO message.
+    let (dgrams, msgs) = (
+        ua["gro_merged"].as_u64().unwrap_or(0),
+        ua["tx_packets"].as_u64().unwrap_or(0),
+    );
+    eprintln!("host A, underlay port: {dgrams} datagrams merged; {msgs} frames sent");
+    assert!(
+        dgrams > 1000,
+        "VXLAN datagrams merged toward the underlay: {dgrams}"
+    );
+    assert!(
+        msgs * 4 < dgrams,
+        "{msgs} frames for {dgrams} merged datagrams"
+    );
     let merged = c2["gro_merged"].as_u64().unwrap_or(0);
     let (pk, by) = (
         c2["tx_packets"].as_u64().unwrap_or(0),
@@ -171,8 +186,9 @@ fn two_uvs_vteps_afpacket() {
 
 /// Host A's uvs and host B's own uvs, VTEPs of VNI 42, with ports of type `kind`; ping and 2 s
 /// of TCP c1 -> c2 must pass. Returns host B's `stats --json` counters of c2's port, and for
-/// afpacket ports what a capture on c2's `eth0` saw during the TCP run.
-fn two_uvs_vteps_on(kind: &str, pfx: &str) -> (serde_json::Value, Option<Wire>) {
+/// afpacket ports what a capture on c2's `eth0` saw during the TCP run; also host A's counters of
+/// its underlay port.
+fn two_uvs_vteps_on(kind: &str, pfx: &str) -> (serde_json::Value, serde_json::Value, Option<Wire>) {
     let p = prefix(pfx);
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
@@ -257,5 +273,10 @@ fn two_uvs_vteps_on(kind: &str, pfx: &str) -> (serde_json::Value, Option<Wire>) 
     assert!(ok, "c1 -> c2 across two uvs VTEPs");
     eprintln!("TCP over VXLAN (uvs -> uvs): {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "TCP across two uvs VTEPs carried {bps} bit/s");
-    (stats["ports"]["c2v"].clone(), wire)
+    let a: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
+    (
+        stats["ports"]["c2v"].clone(),
+        a["ports"][n("ua")].clone(),
+        wire,
+    )
 }
