@@ -72,7 +72,9 @@ impl Desc {
 ///   frame completes it, or passes it to a device that will (TAP with `VIRTIO_NET_HDR_F_NEEDS_CSUM`).
 /// - **gso**: the frame is a TCP super-frame to be cut into segments of `gso_size` payload
 ///   bytes (IP ids, lengths, checksums and TCP sequence numbers and flags fixed per segment).
-///   A GSO frame is always partial too.
+///   A GSO frame is always partial too. `GsoType::Udp4` frames (one UDP payload to be cut into
+///   datagrams of `gso_size` bytes) exist only between `pipeline::uso` and an AF_PACKET port's
+///   transmit, and between an AF_PACKET port's receive and its cut (`pipeline::split_udp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Offload(u32);
 
