@@ -185,6 +185,35 @@ mod tests {
     }
 
     #[test]
+    fn udp_gso_header_round_trip() {
+        // Ethernet + IPv4 + UDP with 3000 payload bytes, to be cut into 1000-byte datagrams.
+        let mut f = vec![0u8; 42 + 3000];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(28u16 + 3000).to_be_bytes());
+        f[23] = 17;
+        f[38..40].copy_from_slice(&(8u16 + 3000).to_be_bytes());
+        let ol = Offload::gso(GsoType::Udp4, 1000);
+        let h = virtio_net_hdr::for_frame(&f, ol);
+        assert_eq!(
+            h,
+            virtio_net_hdr {
+                flags: NEEDS_CSUM,
+                gso_type: GSO_UDP_L4,
+                hdr_len: 42,
+                gso_size: 1000,
+                csum_start: 34,
+                csum_offset: 6,
+            }
+        );
+        assert_eq!(offload_of(&h, &mut f), Some(ol));
+        // UDP GSO over IPv6 is not taken.
+        let mut g = f.clone();
+        g[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(offload_of(&h, &mut g), None);
+    }
+
+    #[test]
     fn vnet_headers_we_cannot_honour() {
         let mut f = tcp4(100, 0);
         // UDP segmentation whose offsets are not where parsing finds UDP; a super-frame must
