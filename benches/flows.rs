@@ -125,6 +125,7 @@ fn state(name: &str, bridge: u16) -> PortState {
         mtu: 1500,
         partial_csum_in: false,
         offload_out: false,
+        uso_out: false,
         learn: true,
         mac_limit: u32::MAX,
         rate_rx: None,

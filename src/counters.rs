@@ -90,6 +90,8 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// L4 checksums completed in software for frames received with a partial checksum.
     pub csum_completed: u64,
+    /// TCP segments merged into super-frames on their way out of this port (`pipeline::gro`).
+    pub gro_merged: u64,
     /// Source MACs not learned because the port holds its `mac_limit` (the frames still go on).
     pub mac_limit_refused: u64,
     /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
@@ -105,6 +107,7 @@ impl Default for PortCounters {
             tx_packets: 0,
             tx_bytes: 0,
             csum_completed: 0,
+            gro_merged: 0,
             mac_limit_refused: 0,
             drops: [0; DropReason::COUNT],
         }
@@ -131,6 +134,7 @@ impl PortCounters {
             tx_packets: self.tx_packets,
             tx_bytes: self.tx_bytes,
             csum_completed: self.csum_completed,
+            gro_merged: self.gro_merged,
             mac_limit_refused: self.mac_limit_refused,
             drops: DropReason::ALL
                 .iter()
@@ -154,6 +158,9 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Partial checksums completed.
     pub csum_completed: u64,
+    /// TCP segments merged into super-frames toward this port.
+    #[serde(default)]
+    pub gro_merged: u64,
     /// Source MACs not learned because of the port's `mac_limit`.
     #[serde(default)]
     pub mac_limit_refused: u64,

@@ -149,6 +149,9 @@ pub struct PortState {
     /// The port takes frames with offload state as they are (partial checksums, TCP
     /// super-frames): TAP with `IFF_VNET_HDR`. Others get them finished at output.
     pub offload_out: bool,
+    /// The port also takes IPv4 UDP GSO frames (AF_PACKET): VXLAN datagrams toward it are
+    /// merged (`pipeline::gro`).
+    pub uso_out: bool,
     /// Learn source MACs of frames received on this port (off: `learning=off` on a tunnel).
     pub learn: bool,
     /// Most source MACs learned on this port (`mac_limit=N`; `u32::MAX`: no limit). Further
@@ -178,6 +181,7 @@ impl PortState {
             mtu,
             partial_csum_in: false,
             offload_out: false,
+            uso_out: false,
             learn: true,
             mac_limit: u32::MAX,
             rate_rx: None,

@@ -6,6 +6,7 @@
 mod common;
 
 use common::netns::*;
+use common::wire::{Wire, capture_during};
 
 /// Container c2 behind host B: a veth `c2v` in host B's namespace whose peer is c2's `eth0`
 /// (192.168.42.2/24, MTU 1450 for the overlay), both up.
@@ -130,12 +131,70 @@ fn two_uvs_vteps() {
     if !root_or_skip("two_uvs_vteps") {
         return;
     }
-    let p = prefix("ey");
+    two_uvs_vteps_on("afxdp", "ey");
+}
+
+/// The same pair with AF_PACKET ports: the containers' super-frames are cut into segments at
+/// host A (the tunnel takes no GSO), their VXLAN datagrams leave A's underlay port as UDP GSO
+/// frames (`pipeline::uso`), and B merges the segments again toward c2 (`pipeline::gro`): both
+/// ports count merged frames, c2 receives frames larger than the MTU with right checksums.
+#[test]
+fn two_uvs_vteps_afpacket() {
+    if !root_or_skip("two_uvs_vteps_afpacket") {
+        return;
+    }
+    let (c2, ua, wire) = two_uvs_vteps_on("afpacket", "ez");
+    // Host A sent the VXLAN datagrams of each super-frame as one UDP GSO message.
+    let (dgrams, msgs) = (
+        ua["gro_merged"].as_u64().unwrap_or(0),
+        ua["tx_packets"].as_u64().unwrap_or(0),
+    );
+    eprintln!("host A, underlay port: {dgrams} datagrams merged; {msgs} frames sent");
+    assert!(
+        dgrams > 1000,
+        "VXLAN datagrams merged toward the underlay: {dgrams}"
+    );
+    assert!(
+        msgs * 4 < dgrams,
+        "{msgs} frames for {dgrams} merged datagrams"
+    );
+    let merged = c2["gro_merged"].as_u64().unwrap_or(0);
+    let (pk, by) = (
+        c2["tx_packets"].as_u64().unwrap_or(0),
+        c2["tx_bytes"].as_u64().unwrap_or(0),
+    );
+    eprintln!("host B, c2's port: {merged} segments merged; {pk} frames, {by} bytes sent");
+    assert!(merged > 1000, "segments merged toward c2: {merged}");
+    assert!(
+        by / pk.max(1) > 1514,
+        "frames toward c2 average {} bytes",
+        by / pk.max(1)
+    );
+    let w = wire.expect("captured");
+    assert!(w.frames > 0, "tshark saw no TCP frame on c2's eth0");
+    assert!(
+        w.bad.is_empty(),
+        "bad TCP checksums on c2's wire: {:?}",
+        w.bad
+    );
+    assert!(
+        w.longest > 1514,
+        "no super-frame reached c2 (longest {} B)",
+        w.longest
+    );
+}
+
+/// Host A's uvs and host B's own uvs, VTEPs of VNI 42, with ports of type `kind`; ping and 2 s
+/// of TCP c1 -> c2 must pass. Returns host B's `stats --json` counters of c2's port, and for
+/// afpacket ports what a capture on c2's `eth0` saw during the TCP run; also host A's counters of
+/// its underlay port.
+fn two_uvs_vteps_on(kind: &str, pfx: &str) -> (serde_json::Value, serde_json::Value, Option<Wire>) {
+    let p = prefix(pfx);
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     let hb = n("hb");
-    vxlan_uvs_side(&mut t, &d, &p, &hb);
+    vxlan_uvs_side_on(&mut t, &d, &p, &hb, kind);
     // Host B runs its own uvs inside its namespace, on the other end of the underlay veth.
     let sock = std::env::temp_dir().join(format!("uvs-{p}-b.sock"));
     let _ = std::fs::remove_file(&sock);
@@ -178,10 +237,11 @@ fn two_uvs_vteps() {
     };
     sh(&["ip", "-n", &hb, "addr", "flush", "dev", "eth0"]);
     ctl_b(&["add-br", "ul", "gateway=10.252.0.2/24"]);
-    ctl_b(&["add-port", "ul", "eth0", "type=afxdp"]);
+    let ty = format!("type={kind}");
+    ctl_b(&["add-port", "ul", "eth0", &ty]);
     ctl_b(&["add-br", "br0"]);
     host_b_container(&mut t, &hb, &n("c2"));
-    ctl_b(&["add-port", "br0", "c2v", "type=afxdp"]);
+    ctl_b(&["add-port", "br0", "c2v", &ty]);
     ctl_b(&[
         "add-port",
         "br0",
@@ -192,11 +252,18 @@ fn two_uvs_vteps() {
         "remote_ip=10.252.0.1",
     ]);
     let ok = ping(&n("c1"), "192.168.42.2", 3);
-    let bps = if ok {
-        iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2)
-    } else {
-        0.0
+    let tcp = || iperf3_tcp(&n("c2"), &n("c1"), "192.168.42.2", 2);
+    let (wire, bps) = match (ok, kind) {
+        (false, _) => (None, 0.0),
+        // c2's wire: what B's GRO made must carry right (partial) checksums.
+        (true, "afpacket") => {
+            let (w, b) = capture_during(&n("c2"), "eth0", "tcp and src host 192.168.42.1", tcp);
+            (Some(w), b)
+        }
+        (true, _) => (None, tcp()),
     };
+    let stats: serde_json::Value =
+        serde_json::from_str(&ctl_b(&["--json", "stats"])).unwrap_or_default();
     // SAFETY: kill takes a pid and a signal; the pid is the `ip netns exec` child we started,
     // which exec'd uvs.
     unsafe {
@@ -206,4 +273,10 @@ fn two_uvs_vteps() {
     assert!(ok, "c1 -> c2 across two uvs VTEPs");
     eprintln!("TCP over VXLAN (uvs -> uvs): {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "TCP across two uvs VTEPs carried {bps} bit/s");
+    let a: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
+    (
+        stats["ports"]["c2v"].clone(),
+        a["ports"][n("ua")].clone(),
+        wire,
+    )
 }

@@ -72,7 +72,9 @@ impl Desc {
 ///   frame completes it, or passes it to a device that will (TAP with `VIRTIO_NET_HDR_F_NEEDS_CSUM`).
 /// - **gso**: the frame is a TCP super-frame to be cut into segments of `gso_size` payload
 ///   bytes (IP ids, lengths, checksums and TCP sequence numbers and flags fixed per segment).
-///   A GSO frame is always partial too.
+///   A GSO frame is always partial too. `GsoType::Udp4` frames (one UDP payload to be cut into
+///   datagrams of `gso_size` bytes) exist only between `pipeline::uso` and an AF_PACKET port's
+///   transmit, and between an AF_PACKET port's receive and its cut (`pipeline::split_udp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Offload(u32);
 
@@ -83,6 +85,11 @@ pub enum GsoType {
     Tcp4,
     /// TCP over IPv6.
     Tcp6,
+    /// UDP over IPv4 (USO): the payload is cut into datagrams of `gso_size` bytes, each behind a
+    /// copy of the headers. uvs makes these only for the underlay of its VXLAN tunnels (the
+    /// encapsulated segments of one TCP super-frame laid back to back, see `pipeline::gro`)
+    /// and cuts received ones at once (`pipeline::split_udp`).
+    Udp4,
 }
 
 impl Offload {
@@ -91,6 +98,7 @@ impl Offload {
     const PARTIAL: u32 = 1 << 16;
     const TCP4: u32 = 1 << 17;
     const TCP6: u32 = 1 << 18;
+    const UDP4: u32 = 1 << 19;
 
     /// A partial checksum, no segmentation.
     pub const fn partial() -> Offload {
@@ -102,6 +110,7 @@ impl Offload {
         let bit = match t {
             GsoType::Tcp4 => Self::TCP4,
             GsoType::Tcp6 => Self::TCP6,
+            GsoType::Udp4 => Self::UDP4,
         };
         Offload(Self::PARTIAL | bit | size as u32)
     }
@@ -125,6 +134,8 @@ impl Offload {
             Some(GsoType::Tcp4)
         } else if self.0 & Self::TCP6 != 0 {
             Some(GsoType::Tcp6)
+        } else if self.0 & Self::UDP4 != 0 {
+            Some(GsoType::Udp4)
         } else {
             None
         }

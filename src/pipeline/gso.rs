@@ -19,7 +19,7 @@
 //!   TCP, unlike refragmenting UDP, which is why only TCP super-frames are accepted (no USO).
 
 use crate::counters::DropReason;
-use crate::packet::{Desc, Frames, MAX_FRAME_LEN};
+use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
 use crate::wire::EtherType;
 use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
 
@@ -234,6 +234,63 @@ fn fix_segment(b: &mut [u8], at: &L4At, thl: usize, plen: usize, pos: (u32, bool
         *f &= !0x80; // CWR
     }
     complete(b, at);
+}
+
+/// Cut the IPv4 UDP GSO frame `d` (offload `gso(Udp4, size)`) into its datagrams of `size`
+/// payload bytes (the last may be shorter), appended to `out`: the headers copied in front of
+/// each, IPv4 total length, id (+1 per datagram) and header checksum, UDP length, and a partial
+/// UDP checksum (the pseudo-header sum; output completes it or passes it on). `d` is freed
+/// whatever the outcome.
+pub(crate) fn split_udp(
+    frames: &mut Frames,
+    d: Desc,
+    out: &mut Vec<Desc>,
+) -> Result<usize, DropReason> {
+    let r = split_udp_into(frames, d, out);
+    frames.free(d.addr);
+    r
+}
+
+fn split_udp_into(frames: &mut Frames, d: Desc, out: &mut Vec<Desc>) -> Result<usize, DropReason> {
+    let data = frames.data(d);
+    let at = locate(data)
+        .filter(|a| a.proto == 17 && !a.v6)
+        .ok_or(DropReason::Runt)?;
+    let size = d.ol.gso_size() as usize;
+    let hdr = at.l4 + 8;
+    let end = at.l4 + at.l4_len(data);
+    if size == 0 || end < hdr || hdr + size > MAX_FRAME_LEN {
+        return Err(DropReason::Runt);
+    }
+    let payload = end - hdr;
+    let n = payload.div_ceil(size).max(1);
+    if frames.spare() < n {
+        return Err(DropReason::NoBuffer);
+    }
+    for i in 0..n {
+        let off = i * size;
+        let plen = size.min(payload - off);
+        let Some(mut s) = frames.alloc() else {
+            return Err(DropReason::NoBuffer);
+        };
+        s.len = (hdr + plen) as u32;
+        s.ol = Offload::partial();
+        frames.copy_bytes(d.addr, s.addr, hdr);
+        frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
+        let b = frames.data_mut(s);
+        let l3 = at.l3;
+        let hl = at.l4 - l3;
+        b[l3 + 2..l3 + 4].copy_from_slice(&((hl + 8 + plen) as u16).to_be_bytes());
+        let id = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]).wrapping_add(i as u16);
+        b[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+        b[l3 + 10..l3 + 12].fill(0);
+        let c = !fold(sum(0, &b[l3..l3 + hl]));
+        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        b[at.l4 + 4..at.l4 + 6].copy_from_slice(&((8 + plen) as u16).to_be_bytes());
+        refresh_partial(b, &at);
+        out.push(s);
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 mod csum;
 pub mod ct;
 pub mod flows;
+pub mod gro;
 mod gso;
 mod ingress;
 mod l2;
@@ -18,6 +19,7 @@ mod nat;
 mod output;
 pub mod ratelimit;
 pub mod runtime;
+mod uso;
 mod vxlan;
 
 use crate::datapath::{BATCH, Datapath};
@@ -167,6 +169,18 @@ pub fn send_reply(dp: &mut Datapath, frames: &mut Frames, r: &crate::dns::punt::
 /// them (see `gso`): for ports that describe offloads to the kernel (TAP's `virtio_net_hdr`).
 pub fn l4_offsets(data: &[u8]) -> Option<(usize, usize)> {
     gso::locate(data).map(|a| (a.l4, a.csum_off))
+}
+
+/// Cut a received IPv4 UDP GSO frame into its datagrams (see `gso`), appended to `out`; `d`
+/// is freed. For ports whose kernel hands them such frames (AF_PACKET on a veth that carries a
+/// peer's UDP GSO): the rest of the pipeline sees only datagrams. Err: why nothing (or not
+/// everything) was made.
+pub fn split_udp(
+    frames: &mut Frames,
+    d: Desc,
+    out: &mut Vec<Desc>,
+) -> Result<usize, crate::counters::DropReason> {
+    gso::split_udp(frames, d, out)
 }
 
 impl Pipeline {

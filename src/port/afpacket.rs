@@ -23,7 +23,9 @@
 //!   frame larger than [`MAX_FRAME_LEN`] continues into the large buffer and its first bytes are
 //!   copied in front). Large buffers are taken for a burst only while the large pool keeps
 //!   [`BIG_KEEP`] free; without one, a super-frame is truncated by the kernel and dropped
-//!   (`rx_oversize`), as is a non-GSO frame larger than [`MAX_FRAME_LEN`]. Transmit is batched
+//!   (`rx_oversize`), as is a non-GSO frame larger than [`MAX_FRAME_LEN`]. A UDP GSO frame
+//!   (IPv4, `VIRTIO_NET_HDR_GSO_UDP_L4`: what a uvs VTEP peer sends, see `pipeline::gro`) is cut
+//!   into its datagrams at once, so one message may add up to 64 frames. Transmit is batched
 //!   with `sendmmsg`; the kernel copies each frame, so frames go back to the pool at once.
 //! - VLAN: the kernel removes an 802.1Q/802.1ad tag before a packet socket sees the frame and
 //!   reports it in `PACKET_AUXDATA`; the tag is put back in front (4 bytes of headroom), and the
@@ -39,7 +41,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
-use crate::packet::{Desc, Frames, MAX_BIG_LEN, MAX_FRAME_LEN};
+use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN};
 
 /// Frames per `recvmmsg`/`sendmmsg`.
 pub const BATCH: usize = 32;
@@ -368,7 +370,15 @@ impl AfpacketPort {
                 let (len, trunc) = (m.msg_len as usize, m.msg_hdr.msg_flags & libc::MSG_TRUNC);
                 let vlan = aux_vlan(&m.msg_hdr);
                 let big_i = big[i].take();
-                if let Some(d) = self.finish(frames, i, small[i], big_i, len, trunc != 0, vlan) {
+                let Some(d) = self.finish(frames, i, small[i], big_i, len, trunc != 0, vlan) else {
+                    continue;
+                };
+                if d.ol.gso_type() == Some(GsoType::Udp4) {
+                    // A UDP GSO frame (a peer VTEP's concatenated datagrams): cut at once.
+                    if crate::pipeline::split_udp(frames, d, out).is_err() {
+                        self.stats.rx_bad_vnet += 1;
+                    }
+                } else {
                     out.push(d);
                 }
             } else {
@@ -662,6 +672,10 @@ impl Port for AfpacketPort {
     }
 
     fn offload_out(&self) -> bool {
+        true
+    }
+
+    fn uso_out(&self) -> bool {
         true
     }
 

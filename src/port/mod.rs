@@ -145,6 +145,13 @@ pub trait Port: Send {
         false
     }
 
+    /// True if the port also takes IPv4 UDP GSO frames (`GsoType::Udp4`) and segments them in
+    /// the kernel (AF_PACKET with `PACKET_VNET_HDR`); the VXLAN underlay then carries one
+    /// message per encapsulated TCP super-frame (see `pipeline::gro`).
+    fn uso_out(&self) -> bool {
+        false
+    }
+
     /// Counters the kernel keeps for this port that uvs never sees (frames lost before they
     /// reach uvs), for `stats`: name and value.
     fn kernel_counters(&self) -> Vec<(&'static str, u64)> {

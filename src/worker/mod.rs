@@ -13,7 +13,8 @@
 //! - One loop iteration: apply pending requests, read the clock once, for every port service
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
-//! - Idle back-off: after `SPIN_BEFORE_SLEEP` of empty iterations the worker sleeps in poll(2)
+//! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
+//!   after `SPIN_BEFORE_SLEEP` of them the worker sleeps in poll(2)
 //!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
 //!   for housekeeping), so an idle switch uses almost no CPU.
 //! - Housekeeping (every 1024 iterations and after every sleep) also runs the port lifecycle
@@ -377,7 +378,11 @@ impl Worker {
                 SPIN_BEFORE_SLEEP
             };
             if since.elapsed() < spin {
-                std::hint::spin_loop();
+                // Give the core away if another thread wants it (a second switch, a VTEP peer,
+                // the application on a shared core): a spinning worker otherwise holds it for
+                // its whole slice while the frames it waits for cannot be produced. Alone on
+                // its core, this returns at once.
+                std::thread::yield_now();
                 continue;
             }
             // Sleep until a port is readable, the control plane wakes us, or housekeeping.
@@ -489,6 +494,7 @@ impl Worker {
 /// Hand every non-empty output queue to its port and count what was sent.
 pub fn flush(dp: &mut Datapath, ports: &mut [Option<Box<dyn Port>>], frames: &mut Frames) {
     crate::pipeline::ratelimit::shape_tx(dp, frames);
+    crate::pipeline::gro::run(dp, frames);
     for (id, q) in dp.out.iter_mut().enumerate() {
         if q.is_empty() {
             continue;

@@ -720,6 +720,7 @@ impl Worker {
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
             offload_out: port.offload_out(),
+            uso_out: port.uso_out(),
             ofport,
             mac_limit,
             rate_rx,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod wire;
 
 use uvs::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
 use uvs::packet::Frames;

@@ -325,13 +325,19 @@ pub fn curl(ns: &str, url: &str) -> Option<String> {
 /// and bridge `br0` holding container `{p}c1` (192.168.42.1/24, MTU 1450) and
 /// `vx0 type=vxlan vni=42` toward 10.252.0.2.
 pub fn vxlan_uvs_side(t: &mut Topology, d: &Daemon, p: &str, hb: &str) {
+    vxlan_uvs_side_on(t, d, p, hb, "afxdp");
+}
+
+/// [`vxlan_uvs_side`] with ports of type `kind` (afxdp or afpacket) on the two veths.
+pub fn vxlan_uvs_side_on(t: &mut Topology, d: &Daemon, p: &str, hb: &str, kind: &str) {
     let n = |s: &str| format!("{p}{s}");
     d.ctl(&["add-br", "ul", "gateway=10.252.0.1/24"]);
     d.ctl(&["add-br", "br0"]);
-    attach(t, d, ("ul", hb, &n("ua")), "afxdp", "10.252.0.2/24", &[]);
+    attach(t, d, ("ul", hb, &n("ua")), kind, "10.252.0.2/24", &[]);
     t.container(&n("c1"), &n("p1"), "192.168.42.1/24");
     sh(&["ip", "-n", &n("c1"), "link", "set", "eth0", "mtu", "1450"]);
-    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    let ty = format!("type={kind}");
+    d.ctl(&["add-port", "br0", &n("p1"), &ty]);
     d.ctl(&[
         "add-port",
         "br0",

@@ -1,0 +1,272 @@
+//! TCP receive offload at output (the kernel's GRO, VPP's `gro` node): consecutive TCP
+//! segments of one flow queued toward a port that takes GSO frames (`PortState::offload_out`:
+//! AF_PACKET with `PACKET_VNET_HDR`, TAP with `IFF_VNET_HDR`) are merged into one TCP
+//! super-frame, so the port makes one `sendmmsg`/`writev` entry and the receiving stack one
+//! skb instead of one per segment. It matters where segments arrive MTU-sized although the
+//! sender made super-frames: behind a VXLAN tunnel (the remote VTEP cut them to the underlay
+//! MTU) or from an AF_XDP port.
+//!
+//! Contract ([`coalesce`], run by [`run`] on every offload-capable port's queue just before it
+//! is flushed):
+//! - Only adjacent frames of the queue merge (no flow table): a run starts at a mergeable
+//!   segment and takes the following ones while each is the next segment of the same flow. A
+//!   run of one frame is left exactly as it was; frames that are not mergeable are left as they
+//!   are, in their place (the queue keeps its order).
+//! - Mergeable: Ethernet (one optional VLAN tag), IPv4 without options, DF set, no fragment,
+//!   and TCP with at least one payload byte and flags ACK and optionally PSH only (no
+//!   SYN/FIN/RST/URG/ECE/CWR); no offload state or a partial checksum (a super-frame is not
+//!   merged again); a complete checksum must verify (a corrupted segment is never hidden
+//!   behind a partial checksum: it goes on alone and the receiver drops it).
+//! - The next segment of a run (the kernel's `tcp_gro_receive` rules): the same Ethernet
+//!   header, IPv4 TOS, TTL, DF, addresses; the same ports, acknowledgement number, header
+//!   length, flags (PSH aside), window and option bytes (timestamps included); the sequence
+//!   number right after the run's last byte; at most as many payload bytes as the run's first
+//!   segment (its MSS). A segment shorter than the MSS or with PSH ends the run after it; the
+//!   run also ends before the IPv4 total length would exceed 65535.
+//! - A merged run becomes one frame in a large buffer with the first segment's headers: IPv4
+//!   total length and header checksum rewritten, PSH set if any segment had it, the TCP
+//!   checksum field holding the pseudo-header sum, offload state `gso(Tcp4, MSS)`. The
+//!   segments' frames are freed. Without a free large buffer the run stays unmerged.
+//! - Then, on ports with `uso_out`, the VXLAN datagrams that encapsulation queued are merged
+//!   into UDP GSO frames the same way (`super::uso`); `gro_merged` counts both.
+
+use super::gso;
+use crate::datapath::Datapath;
+use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, Offload};
+use crate::wire::checksum::{fold, pseudo_v4, sum};
+
+/// TCP flags a mergeable segment may carry: ACK and PSH.
+const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
+
+/// Merge segments in the output queue of every port that takes GSO frames; returns the number
+/// of segments that went into super-frames.
+/// On ports that also take UDP GSO (`uso_out`), VXLAN datagrams to this switch's tunnels are
+/// merged too (`super::uso`).
+pub fn run(dp: &mut Datapath, frames: &mut Frames) -> u64 {
+    let mut merged = 0;
+    // The tunnels' UDP destination ports (a few at most; no allocation).
+    let mut vx = [0u16; 8];
+    let mut nvx = 0;
+    for &t in &dp.tunnels {
+        if let Some(c) = dp
+            .port(t)
+            .and_then(|s| s.tunnel.as_ref())
+            .map(|x| x.conf.dst_port)
+            && nvx < vx.len()
+            && !vx[..nvx].contains(&c)
+        {
+            vx[nvx] = c;
+            nvx += 1;
+        }
+    }
+    let Datapath { ports, out, .. } = dp;
+    for (id, slot) in ports.iter_mut().enumerate() {
+        let Some(port) = slot.as_mut() else { continue };
+        let Some(q) = out.get_mut(id) else { continue };
+        if !port.offload_out || q.len() < 2 {
+            continue;
+        }
+        let mut n = coalesce(frames, q);
+        if port.uso_out && nvx > 0 {
+            n += super::uso::coalesce(frames, q, &vx[..nvx]);
+        }
+        port.counters.gro_merged += n;
+        merged += n;
+    }
+    merged
+}
+
+/// Where the headers of a mergeable segment are, and its payload.
+#[derive(Clone, Copy)]
+struct Seg {
+    /// Offset of the IPv4 header (14 or 18).
+    l3: usize,
+    /// Offset of the TCP header (`l3 + 20`).
+    l4: usize,
+    /// Offset of the payload.
+    payload: usize,
+    /// Payload bytes.
+    plen: usize,
+    seq: u32,
+    flags: u8,
+}
+
+/// The segment's layout if frame `d` may be merged (see the module documentation).
+fn mergeable(data: &[u8], d: Desc) -> Option<Seg> {
+    if d.ol.gso_type().is_some() {
+        return None;
+    }
+    let at = gso::locate(data)?;
+    if at.v6 || at.proto != 6 || at.l4 - at.l3 != 20 {
+        return None;
+    }
+    let ip = &data[at.l3..];
+    if ip[6] & 0x40 == 0 {
+        return None; // DF clear: ids would have to be checked.
+    }
+    let thl = (data[at.l4 + 12] >> 4) as usize * 4;
+    let flags = data[at.l4 + 13];
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let end = at.l3 + total;
+    let payload = at.l4 + thl;
+    if thl < 20 || payload >= end || flags & !PSH != ACK {
+        return None;
+    }
+    if !d.ol.is_partial() {
+        let l4_len = end - at.l4;
+        let p = pseudo_v4(&ip[12..16], &ip[16..20], 6, l4_len as u16);
+        if fold(sum(p, &data[at.l4..end])) != 0xffff {
+            return None;
+        }
+    }
+    let seq = u32::from_be_bytes(data[at.l4 + 4..at.l4 + 8].try_into().expect("4 bytes"));
+    Some(Seg {
+        l3: at.l3,
+        l4: at.l4,
+        payload,
+        plen: end - payload,
+        seq,
+        flags,
+    })
+}
+
+/// True if `next` (bytes `nb`) continues the run whose head is `head` (bytes `hb`), which holds
+/// `len` payload bytes so far with segment size `mss`.
+fn continues(hb: &[u8], head: &Seg, nb: &[u8], next: &Seg, len: usize, mss: usize) -> bool {
+    let (h3, n3) = (head.l3, next.l3);
+    let (h4, n4) = (head.l4, next.l4);
+    h3 == n3
+        && next.payload - n4 == head.payload - h4
+        && next.plen <= mss
+        && next.seq == head.seq.wrapping_add(len as u32)
+        && head.payload - h3 + len + next.plen <= 65535
+        && head.payload + len + next.plen <= MAX_BIG_LEN
+        // Ethernet (and VLAN tag); IPv4 version/IHL, TOS; flags/fragment, TTL, protocol;
+        // addresses.
+        && hb[..h3 + 2] == nb[..n3 + 2]
+        && hb[h3 + 6..h3 + 10] == nb[n3 + 6..n3 + 10]
+        && hb[h3 + 12..h3 + 20] == nb[n3 + 12..n3 + 20]
+        // Ports; acknowledgement number; header length; flags but PSH; window; options.
+        && hb[h4..h4 + 4] == nb[n4..n4 + 4]
+        && hb[h4 + 8..h4 + 13] == nb[n4 + 8..n4 + 13]
+        && (hb[h4 + 13] | PSH) == (nb[n4 + 13] | PSH)
+        && hb[h4 + 14..h4 + 16] == nb[n4 + 14..n4 + 16]
+        && hb[h4 + 20..head.payload] == nb[n4 + 20..next.payload]
+}
+
+/// An open run: where its head sits in the queue, its layout, and what it holds so far.
+struct Run {
+    /// Index of the head in the (compacted) queue.
+    at: usize,
+    head: Seg,
+    /// Payload bytes so far.
+    len: usize,
+    /// Segments merged (1: the head alone, still in its own frame).
+    count: usize,
+    /// PSH seen on any segment.
+    psh: bool,
+    /// No further segment may join (PSH or a short segment ended it).
+    closed: bool,
+}
+
+/// Merge runs of consecutive segments in `q` in place (see the module documentation); returns
+/// the number of segments that went into super-frames.
+pub(crate) fn coalesce(frames: &mut Frames, q: &mut Vec<Desc>) -> u64 {
+    let mut w = 0;
+    let mut run: Option<Run> = None;
+    let mut merged = 0;
+    for r in 0..q.len() {
+        let d = q[r];
+        let seg = mergeable(frames.data(d), d);
+        if let (Some(s), Some(cur)) = (seg, run.as_mut())
+            && !cur.closed
+            && join(frames, q, cur, d, &s)
+        {
+            continue;
+        }
+        if let Some(cur) = run.take() {
+            merged += finish(frames, q, &cur);
+        }
+        q[w] = d;
+        run = seg.map(|s| Run {
+            at: w,
+            head: s,
+            len: s.plen,
+            count: 1,
+            psh: s.flags & PSH != 0,
+            closed: s.flags & PSH != 0,
+        });
+        w += 1;
+    }
+    if let Some(cur) = run.take() {
+        merged += finish(frames, q, &cur);
+    }
+    q.truncate(w);
+    merged
+}
+
+/// Append segment `d` to run `cur` if it continues it; false (nothing changed) if not.
+fn join(frames: &mut Frames, q: &mut [Desc], cur: &mut Run, d: Desc, s: &Seg) -> bool {
+    let mss = cur.head.plen;
+    let head = q[cur.at];
+    if !continues(
+        frames.data(head),
+        &cur.head,
+        frames.data(d),
+        s,
+        cur.len,
+        mss,
+    ) {
+        return false;
+    }
+    if cur.count == 1 {
+        // The second segment: move the head into a large buffer.
+        let Some(mut big) = frames.alloc_big() else {
+            return false;
+        };
+        big.len = head.len;
+        frames.copy_bytes(head.addr, big.addr, head.len as usize);
+        frames.free(head.addr);
+        q[cur.at] = big;
+    }
+    let mut head = q[cur.at];
+    let tail = cur.head.payload + cur.len;
+    frames.copy_bytes(d.addr + s.payload as u64, head.addr + tail as u64, s.plen);
+    frames.free(d.addr);
+    head.len = (tail + s.plen) as u32;
+    q[cur.at] = head;
+    cur.len += s.plen;
+    cur.count += 1;
+    cur.psh |= s.flags & PSH != 0;
+    cur.closed = s.flags & PSH != 0 || s.plen < mss;
+    true
+}
+
+/// Rewrite the headers of a merged run; returns the segments it holds (0 for a lone segment,
+/// left as it was).
+fn finish(frames: &mut Frames, q: &mut [Desc], cur: &Run) -> u64 {
+    if cur.count < 2 {
+        return 0;
+    }
+    let mut d = q[cur.at];
+    let h = cur.head;
+    let b = frames.data_mut(d);
+    let total = (h.payload - h.l3 + cur.len) as u16;
+    b[h.l3 + 2..h.l3 + 4].copy_from_slice(&total.to_be_bytes());
+    b[h.l3 + 10..h.l3 + 12].fill(0);
+    let c = !fold(sum(0, &b[h.l3..h.l3 + 20]));
+    b[h.l3 + 10..h.l3 + 12].copy_from_slice(&c.to_be_bytes());
+    if cur.psh {
+        b[h.l4 + 13] |= PSH;
+    }
+    let at = gso::locate(b).expect("a merged run parses as its head did");
+    gso::refresh_partial(b, &at);
+    d.ol = Offload::gso(GsoType::Tcp4, h.plen as u16);
+    q[cur.at] = d;
+    cur.count as u64
+}
+
+#[cfg(test)]
+#[path = "gro_tests.rs"]
+mod tests;
