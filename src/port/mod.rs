@@ -60,6 +60,12 @@ impl PortKind {
     pub fn on_netdev(self) -> bool {
         matches!(self, PortKind::Afxdp | PortKind::Afpacket)
     }
+
+    /// True for ports with a kernel device (socket, XDP program, TAP fd), which `add-port`
+    /// opens off the worker (see `worker::open`).
+    pub fn has_device(self) -> bool {
+        matches!(self, PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap)
+    }
 }
 
 impl std::fmt::Display for PortKind {

@@ -135,7 +135,7 @@ impl WorkerHandle {
     /// this thread, not on the worker (see `open`).
     pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
         match cmd {
-            Command::AddPort { bridge, spec } if open::opens_device(spec.kind) => {
+            Command::AddPort { bridge, spec } if spec.kind.has_device() => {
                 let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
                 self.add_port_off_worker(bridge, spec)
             }

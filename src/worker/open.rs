@@ -128,11 +128,6 @@ pub(super) fn janitor(
     }
 }
 
-/// True for the port kinds whose device is opened off the worker.
-pub(crate) fn opens_device(kind: PortKind) -> bool {
-    matches!(kind, PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap)
-}
-
 /// How long an off-worker AF_XDP open retries a bind that answers EBUSY (see
 /// `AfxdpOptions::busy_wait`): a port deleted and added again at once meets it.
 pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
