@@ -159,9 +159,10 @@ impl WorkerHandle {
             })
             .map_err(|_| "the datapath worker has stopped".to_string())?;
         self.waker.wake();
-        let answer = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "the datapath worker did not answer".to_string())?;
+        let Ok(answer) = rx.recv_timeout(Duration::from_secs(30)) else {
+            self.give_back_late(retired);
+            return Err("the datapath worker did not answer".to_string());
+        };
         let ports: Vec<open::Retired> = retired.try_iter().flatten().collect();
         if !ports.is_empty() {
             self.give_back(ports);

@@ -53,7 +53,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use super::life::LinkState;
-use super::{Command, Request, Worker, WorkerHandle};
+use super::{Command, Request, Waker, Worker, WorkerHandle};
 use crate::config::{PortSpec, XdpModeSpec};
 use crate::port::afxdp::{AfxdpOptions, AfxdpPort, Umem, XdpMode};
 use crate::port::tap::{TapOptions, TapPort};
@@ -204,20 +204,42 @@ impl WorkerHandle {
     }
 
     /// Release `ports` here, then have the worker take their frames back.
-    pub(super) fn give_back(&self, mut ports: Vec<Retired>) {
-        for (_, p) in &mut ports {
-            p.release();
+    pub(super) fn give_back(&self, ports: Vec<Retired>) {
+        give_back_via(&self.tx, &self.waker, ports);
+    }
+
+    /// After a call that timed out: the worker may still finish the command and hand ports
+    /// back on `retired`; a thread releases them when it does (else their frames and ids would
+    /// stay taken until uvs stops). It ends when the worker drops the request.
+    pub(super) fn give_back_late(&self, retired: Receiver<Vec<Retired>>) {
+        let (tx, waker) = (self.tx.clone(), self.waker.clone());
+        let spawned = std::thread::Builder::new()
+            .name("uvs-retire".into())
+            .spawn(move || {
+                for ports in retired.iter() {
+                    give_back_via(&tx, &waker, ports);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a thread to release ports after a timeout: {e}");
         }
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        let req = Request {
-            cmd: Command::Reclaim(ports),
-            reply,
-            retire: None,
-        };
-        if self.tx.send(req).is_ok() {
-            self.waker.wake();
-            let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
-        }
+    }
+}
+
+/// [`WorkerHandle::give_back`] from the parts of a handle.
+fn give_back_via(tx: &Sender<Request>, waker: &Waker, mut ports: Vec<Retired>) {
+    for (_, p) in &mut ports {
+        p.release();
+    }
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    let req = Request {
+        cmd: Command::Reclaim(ports),
+        reply,
+        retire: None,
+    };
+    if tx.send(req).is_ok() {
+        waker.wake();
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
     }
 }
 
