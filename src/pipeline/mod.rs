@@ -171,6 +171,11 @@ pub fn l4_offsets(data: &[u8]) -> Option<(usize, usize)> {
     gso::locate(data).map(|a| (a.l4, a.csum_off))
 }
 
+/// True for an IPv4 UDP frame (after an optional 802.1Q tag), as output finds it (see `gso`).
+pub fn is_udp4(data: &[u8]) -> bool {
+    gso::locate(data).is_some_and(|a| !a.v6 && a.proto == 17)
+}
+
 /// Cut a received IPv4 UDP GSO frame into its datagrams (see `gso`), appended to `out`; `d`
 /// is freed. For ports whose kernel hands them such frames (AF_PACKET on a veth that carries a
 /// peer's UDP GSO): the rest of the pipeline sees only datagrams. Err: why nothing (or not

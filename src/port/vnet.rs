@@ -105,7 +105,7 @@ pub(super) fn offload_of(h: &virtio_net_hdr, data: &mut [u8]) -> Option<Offload>
         GSO_TCPV6 => Some(GsoType::Tcp6),
         // UDP segmentation (a tunnel underlay's, or an application's UDP_SEGMENT): IPv4 only,
         // cut into datagrams by the port at once.
-        GSO_UDP_L4 if data.len() > 14 && data[12..14] == [0x08, 0x00] => Some(GsoType::Udp4),
+        GSO_UDP_L4 if crate::pipeline::is_udp4(data) => Some(GsoType::Udp4),
         _ => return None,
     };
     if h.flags & NEEDS_CSUM == 0 {
@@ -207,6 +207,13 @@ mod tests {
             }
         );
         assert_eq!(offload_of(&h, &mut f), Some(ol));
+        // With an 802.1Q tag (an AF_PACKET port puts the tag the kernel stripped back first).
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        t.extend_from_slice(&f[12..]);
+        let ht = virtio_net_hdr::for_frame(&t, ol);
+        assert_eq!((ht.csum_start, ht.hdr_len), (38, 46));
+        assert_eq!(offload_of(&ht, &mut t), Some(ol));
         // UDP GSO over IPv6 is not taken.
         let mut g = f.clone();
         g[12..14].copy_from_slice(&[0x86, 0xdd]);
