@@ -23,6 +23,8 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 )));
             }
         };
+        // The tick rate is calibrated here, once (a 20 ms sleep), not on the worker.
+        crate::pipeline::runtime::ticks_per_ns();
         let v = worker
             .call(Command::Runtime { clear })
             .map_err(CtlError::new)?;

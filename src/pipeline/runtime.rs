@@ -117,6 +117,7 @@ pub fn ticks() -> u64 {
 }
 
 /// Ticks per nanosecond, measured once (about 20 ms against the monotonic clock) and cached.
+/// The first call sleeps: make it off the worker (`show-runtime` calls it before asking).
 pub fn ticks_per_ns() -> f64 {
     use std::sync::OnceLock;
     static RATE: OnceLock<f64> = OnceLock::new();
