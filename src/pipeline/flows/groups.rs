@@ -45,13 +45,14 @@ pub(super) fn run<T: Tracer>(
         t.line(|| format!("    group:{id}: no such group"));
         return false;
     };
-    let buckets: Vec<_> = match g.kind {
-        GroupType::All => g.buckets.iter().collect(),
-        GroupType::Indirect => g.buckets.first().into_iter().collect(),
+    // A slice of the group's buckets: nothing is allocated per packet.
+    let buckets = match g.kind {
+        GroupType::All => &g.buckets[..],
+        GroupType::Indirect => &g.buckets[..g.buckets.len().min(1)],
         GroupType::Select => {
             let port = env.port;
             let k = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-            g.select(flow_hash(&k)).into_iter().collect()
+            g.select(flow_hash(&k)).map_or(&[][..], std::slice::from_ref)
         }
     };
     t.line(|| {
