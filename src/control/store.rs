@@ -220,9 +220,12 @@ impl Store {
             out.step(self.call(Command::RouteAdd(r.clone())), what);
         }
         if now.nat_port_range != new.nat_port_range {
-            let text = new.nat_port_range.as_deref().unwrap_or("32768-60999");
-            let r = crate::nat::parse_port_range("nat_port_range", text)
-                .and_then(|r| self.call(Command::SetNatPorts(r)));
+            let text = new.nat_port_range.as_deref().unwrap_or("default");
+            let range = match &new.nat_port_range {
+                Some(t) => crate::nat::parse_port_range("nat_port_range", t),
+                None => Ok(crate::nat::DEFAULT_DNAT_PORTS),
+            };
+            let r = range.and_then(|r| self.call(Command::SetNatPorts(r)));
             out.step(r, format!("~ nat_port_range {text}"));
         }
         // NAT rules apply in order: keep the common leading run, replace the rest.

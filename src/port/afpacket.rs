@@ -31,7 +31,8 @@
 //!   reports it in `PACKET_AUXDATA`; the tag is put back in front (4 bytes of headroom), and the
 //!   partial checksum's `csum_start` moved with it.
 //! - Frames: a port holds no frame between bursts (like TAP), so the frame budget reserves
-//!   nothing for it; a burst allocates at most [`BATCH`] frames from the free list.
+//!   nothing for it; a `recvmmsg` allocates at most [`BATCH`] frames from the free list (a UDP
+//!   GSO message is then cut into up to 64 datagrams, see `rx_burst`).
 //! - Faults: ENXIO/ENODEV/EBADF(D) from a read or write (the netdev was deleted: the kernel
 //!   unbinds the socket) set [`Port::fault`]; ENETDOWN (link set down) is counted, and the
 //!   worker's link events take the port down (see `worker::life`).
@@ -616,12 +617,14 @@ impl Port for AfpacketPort {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return 0;
         };
+        // `room` counts frames, not messages: a UDP GSO message becomes up to 64 datagrams, so
+        // the last message read may take the burst past `max` by at most 63 frames.
         let start = out.len();
         let mut room = max;
         while room > 0 {
             let want = self.rx_want.min(room);
             let got = self.recv_batch(fd, frames, out, want);
-            room -= got.min(room);
+            room = max.saturating_sub(out.len() - start);
             self.rx_want = next_want(self.rx_want, want, got);
             if got < want {
                 break;

@@ -52,7 +52,8 @@ pub(super) fn run<T: Tracer>(
         GroupType::Select => {
             let port = env.port;
             let k = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
-            g.select(flow_hash(&k)).map_or(&[][..], std::slice::from_ref)
+            g.select(flow_hash(&k))
+                .map_or(&[][..], std::slice::from_ref)
         }
     };
     t.line(|| {
