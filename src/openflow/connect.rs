@@ -118,14 +118,10 @@ fn run_link(c: LinkCtx) {
     }
 }
 
-/// What was last reported for a bridge: (fail_open, connected targets).
-type Reported = (bool, Vec<String>);
-
 /// The controller connections of every bridge.
 #[derive(Default)]
 pub struct Controllers {
     links: HashMap<(String, String), Link>,
-    reported: HashMap<String, Reported>,
 }
 
 impl Controllers {
@@ -175,8 +171,6 @@ impl Controllers {
         for b in bridges {
             self.report(b, reg);
         }
-        self.reported
-            .retain(|name, _| bridges.iter().any(|b| b["name"] == name.as_str()));
     }
 
     fn report(&mut self, b: &Value, reg: &Registry) {
@@ -192,12 +186,18 @@ impl Controllers {
         let secure = b["fail_mode"] == "secure";
         let fail_open = has && !secure && connected.is_empty();
         let now = (fail_open, connected);
-        let before = self
-            .reported
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| (b["fail_open"].as_bool().unwrap_or(false), Vec::new()));
-        if before == now && self.reported.contains_key(name) {
+        // Compared with what the worker holds (this pass's `show`), not with what this manager
+        // last sent: a connection's own thread reports too (`run_link`), so a controller that
+        // connects and goes away between two passes would otherwise leave the worker's state
+        // stale (out of fail-open with nothing connected).
+        let mut held: Vec<String> = b["controller_connected"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        held.sort();
+        if (b["fail_open"].as_bool().unwrap_or(false), held) == now {
             return;
         }
         let mut args = vec![
@@ -205,11 +205,8 @@ impl Controllers {
             format!("fail_open={}", if now.0 { "on" } else { "off" }),
         ];
         args.extend(now.1.iter().cloned());
-        match reg.call("controller-state", &args) {
-            Ok(_) => {
-                self.reported.insert(name.to_string(), now);
-            }
-            Err(e) => tracing::debug!("openflow {name}: controller-state: {}", e.message()),
+        if let Err(e) = reg.call("controller-state", &args) {
+            tracing::debug!("openflow {name}: controller-state: {}", e.message());
         }
     }
 }
