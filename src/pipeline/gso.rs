@@ -16,7 +16,9 @@
 //!   flags (FIN and PSH on the last segment only, CWR on the first only) and a complete TCP
 //!   checksum per segment. The super-frame is freed.
 //! - TCP may be cut finer than the sender's segment size (a smaller egress MTU): that is legal
-//!   TCP, unlike refragmenting UDP, which is why only TCP super-frames are accepted (no USO).
+//!   TCP, unlike refragmenting UDP, which is why only TCP super-frames are cut at output. UDP
+//!   GSO frames (`Udp4`) are cut only where they arrive, at their own size (`split_udp`: an
+//!   afpacket port receiving a peer's VXLAN datagrams sent as one UDP GSO message).
 
 use crate::counters::DropReason;
 use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
