@@ -197,17 +197,17 @@ fn afpacket_port_follows_its_container() {
     sh(&["ip", "netns", "del", &n("n2")]);
     sh(&["ip", "-n", &n("n1"), "neigh", "flush", "all"]);
     let t0 = Instant::now();
-    wait_state(&d, &n("p2"), "gone", 3);
+    wait_state(&d, &n("p2"), "gone", 10);
     eprintln!("afpacket port gone after {:?}", t0.elapsed());
     // The container restarts: a new veth of the same name; no ctl command.
     t.container(&n("n2"), &n("p2"), "10.78.0.2/24");
-    wait_state(&d, &n("p2"), "up", 5);
+    wait_state(&d, &n("p2"), "up", 10);
     assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> restarted n2");
     // Link down / up follows the netdev too.
     sh(&["ip", "link", "set", "dev", &n("p2"), "down"]);
-    wait_state(&d, &n("p2"), "down", 3);
+    wait_state(&d, &n("p2"), "down", 10);
     sh(&["ip", "link", "set", "dev", &n("p2"), "up"]);
-    wait_state(&d, &n("p2"), "up", 5);
+    wait_state(&d, &n("p2"), "up", 10);
     assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> n2 after down/up");
 }
 

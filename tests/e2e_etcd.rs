@@ -778,11 +778,13 @@ state_file = "{}"
     wait_for("1,000 leases programmed", 120, || routes(&d) == N);
     let programmed = t0.elapsed();
     let rss1 = rss_kib(d.child.id());
-    let v = overlay(&d);
-    let ok = v["peers"]
-        .as_array()
-        .map_or(0, |a| a.iter().filter(|p| p["programmed"] == true).count());
-    assert_eq!(ok, N, "every peer programmed");
+    // The agent applies a batch to the datapath before it publishes `overlay-show`.
+    wait_for("every peer programmed in overlay-show", 10, || {
+        overlay(&d)["peers"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|p| p["programmed"] == true).count())
+            == N
+    });
     let fdb = d.ctl(&["fdb-show", "flannel"]);
     assert!(
         fdb.contains("02:aa:00:00:03:e7") && fdb.contains("10.253.3.250"),

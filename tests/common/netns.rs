@@ -213,7 +213,16 @@ pub fn iperf3_tcp(server_ns: &str, client_ns: &str, server_ip: &str, secs: u32) 
         "-I",
         pidfile.to_str().unwrap(),
     ]);
-    std::thread::sleep(Duration::from_millis(300));
+    // `-D` returns when it forks; the child listens a little later.
+    let t = Instant::now();
+    let listening = format!(":{port} ");
+    while !sh(&["ip", "netns", "exec", server_ns, "ss", "-Hltn"]).contains(&listening) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "iperf3 not listening in {server_ns} on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = Command::new("ip")
         .args([
             "netns", "exec", client_ns, "timeout", "30", "iperf3", "-J", "-c", server_ip,
