@@ -321,6 +321,9 @@ pub struct Datapath {
     pub nat: crate::nat::Nat,
     /// Ports that are VXLAN tunnels (the encapsulation stage drains their queues).
     pub tunnels: Vec<PortId>,
+    /// The tunnels' distinct UDP destination ports (for merging their datagrams at output:
+    /// `pipeline::uso`), kept with `tunnels`.
+    pub tunnel_udp_ports: Vec<u16>,
     /// DNS queries to gateways, handed to the DNS service (see `dns::punt`).
     pub punt: crate::dns::punt::Punt,
     /// Milliseconds on the worker's clock (flow counters, timeouts, meters), set before each
@@ -342,6 +345,7 @@ impl Default for Datapath {
             router: RouterCounters::default(),
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
+            tunnel_udp_ports: Vec::new(),
             punt: Default::default(),
             now_ms: 0,
             neigh_aged_at: 0,
@@ -665,6 +669,13 @@ impl Datapath {
             .filter(|(_, p)| p.tunnel.is_some())
             .map(|(id, _)| id)
             .collect();
+        let mut udp: Vec<u16> = self
+            .ports()
+            .filter_map(|(_, p)| p.tunnel.as_ref().map(|t| t.conf.dst_port))
+            .collect();
+        udp.sort_unstable();
+        udp.dedup();
+        self.tunnel_udp_ports = udp;
         self.update_all_l3_mtu();
     }
 

@@ -16,7 +16,8 @@
 //!   and TCP with at least one payload byte and flags ACK and optionally PSH only (no
 //!   SYN/FIN/RST/URG/ECE/CWR); no offload state or a partial checksum (a super-frame is not
 //!   merged again); a complete checksum must verify (a corrupted segment is never hidden
-//!   behind a partial checksum: it goes on alone and the receiver drops it).
+//!   behind a partial checksum: it goes on alone and the receiver drops it). The sum is
+//!   checked only when a segment would join a run (head and next), never for a lone one.
 //! - The next segment of a run (the kernel's `tcp_gro_receive` rules): the same Ethernet
 //!   header, IPv4 TOS, TTL, DF, addresses; the same ports, acknowledgement number, header
 //!   length, flags (PSH aside), window and option bytes (timestamps included); the sequence
@@ -45,31 +46,25 @@ const PSH: u8 = 0x08;
 /// merged too (`super::uso`).
 pub fn run(dp: &mut Datapath, frames: &mut Frames) -> u64 {
     let mut merged = 0;
-    // The tunnels' UDP destination ports (a few at most; no allocation).
-    let mut vx = [0u16; 8];
-    let mut nvx = 0;
-    for &t in &dp.tunnels {
-        if let Some(c) = dp
-            .port(t)
-            .and_then(|s| s.tunnel.as_ref())
-            .map(|x| x.conf.dst_port)
-            && nvx < vx.len()
-            && !vx[..nvx].contains(&c)
-        {
-            vx[nvx] = c;
-            nvx += 1;
+    let Datapath {
+        ports,
+        out,
+        tunnel_udp_ports: vx,
+        ..
+    } = dp;
+    for (id, q) in out.iter_mut().enumerate() {
+        if q.len() < 2 {
+            continue;
         }
-    }
-    let Datapath { ports, out, .. } = dp;
-    for (id, slot) in ports.iter_mut().enumerate() {
-        let Some(port) = slot.as_mut() else { continue };
-        let Some(q) = out.get_mut(id) else { continue };
-        if !port.offload_out || q.len() < 2 {
+        let Some(port) = ports.get_mut(id).and_then(|p| p.as_mut()) else {
+            continue;
+        };
+        if !port.offload_out {
             continue;
         }
         let mut n = coalesce(frames, q);
-        if port.uso_out && nvx > 0 {
-            n += super::uso::coalesce(frames, q, &vx[..nvx]);
+        if port.uso_out && !vx.is_empty() {
+            n += super::uso::coalesce(frames, q, vx);
         }
         port.counters.gro_merged += n;
         merged += n;
@@ -90,6 +85,8 @@ struct Seg {
     plen: usize,
     seq: u32,
     flags: u8,
+    /// Its TCP checksum is complete (not partial) and must verify before it is merged.
+    verify: bool,
 }
 
 /// The segment's layout if frame `d` may be merged (see the module documentation).
@@ -113,13 +110,6 @@ fn mergeable(data: &[u8], d: Desc) -> Option<Seg> {
     if thl < 20 || payload >= end || flags & !PSH != ACK {
         return None;
     }
-    if !d.ol.is_partial() {
-        let l4_len = end - at.l4;
-        let p = pseudo_v4(&ip[12..16], &ip[16..20], 6, l4_len as u16);
-        if fold(sum(p, &data[at.l4..end])) != 0xffff {
-            return None;
-        }
-    }
     let seq = u32::from_be_bytes(data[at.l4 + 4..at.l4 + 8].try_into().expect("4 bytes"));
     Some(Seg {
         l3: at.l3,
@@ -128,7 +118,20 @@ fn mergeable(data: &[u8], d: Desc) -> Option<Seg> {
         plen: end - payload,
         seq,
         flags,
+        verify: !d.ol.is_partial(),
     })
+}
+
+/// True if the segment's complete TCP checksum verifies (or it is partial: nothing to check).
+/// Checked only when a segment is about to be merged, so a lone segment costs no sum.
+fn verified(data: &[u8], s: &Seg) -> bool {
+    if !s.verify {
+        return true;
+    }
+    let ip = &data[s.l3..];
+    let end = s.payload + s.plen;
+    let p = pseudo_v4(&ip[12..16], &ip[16..20], 6, (end - s.l4) as u16);
+    fold(sum(p, &data[s.l4..end])) == 0xffff
 }
 
 /// True if `next` (bytes `nb`) continues the run whose head is `head` (bytes `hb`), which holds
@@ -217,11 +220,17 @@ fn join(frames: &mut Frames, q: &mut [Desc], cur: &mut Run, d: Desc, s: &Seg) ->
         s,
         cur.len,
         mss,
-    ) {
+    ) || !verified(frames.data(d), s)
+    {
         return false;
     }
     if cur.count == 1 {
-        // The second segment: move the head into a large buffer.
+        // The second segment: the head's checksum must verify too (else it goes on alone,
+        // and the run with it); then move the head into a large buffer.
+        if !verified(frames.data(head), &cur.head) {
+            cur.closed = true;
+            return false;
+        }
         let Some(mut big) = frames.alloc_big() else {
             return false;
         };

@@ -284,6 +284,36 @@ fn segments_with_other_flags_options_or_protocols_stay_whole() {
 }
 
 #[test]
+fn a_corrupted_head_goes_alone_and_the_segments_after_it_merge() {
+    let mut frames = Frames::new(64).unwrap();
+    let d = payload(3 * MSS);
+    let at = |i: usize, o: Opt| {
+        seg(
+            1 + (i * MSS) as u32,
+            i as u16,
+            o,
+            &d[i * MSS..(i + 1) * MSS],
+        )
+    };
+    let mut bad = at(0, Opt::default());
+    bad[100] ^= 1;
+    let segs = vec![bad.clone(), at(1, Opt::default()), at(2, Opt::default())];
+    let (q, bytes, n) = run_queue(&mut frames, &segs);
+    assert_eq!((q.len(), n), (2, 2));
+    assert_eq!(
+        bytes[0], bad,
+        "the corrupted head is left exactly as it was"
+    );
+    assert_eq!(q[1].ol.gso_type(), Some(GsoType::Tcp4));
+    // A corrupted segment in the middle: nothing merges across it, and it is not merged.
+    let mut mid = at(1, Opt::default());
+    mid[100] ^= 1;
+    let segs = vec![at(0, Opt::default()), mid, at(2, Opt::default())];
+    let (_, bytes, n) = run_queue(&mut frames, &segs);
+    assert_eq!((bytes, n), (segs, 0));
+}
+
+#[test]
 fn partial_checksums_merge_too() {
     let mut frames = Frames::new(64).unwrap();
     let p = Opt {
