@@ -294,10 +294,12 @@ fn run(
         }
         None => None,
     };
+    let mut pending = PendingRetry::default();
     while !stop.load(Ordering::SeqCst) {
         if hup.swap(false, Ordering::SeqCst) {
             reload(config_path.as_deref(), &store);
         }
+        pending.tick(&store);
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     info!("stopping");
@@ -420,6 +422,54 @@ fn db_path(db: Option<PathBuf>, socket: &std::path::Path) -> Option<PathBuf> {
             Some(PathBuf::from(control::db::DEFAULT_DB))
         }
         None => None,
+    }
+}
+
+/// When the daemon tries pending ports again by itself (see `control::store`): every 2 s
+/// while one of their netdevs exists, the wait doubling (to 64 s) while the retries leave
+/// ports pending, so a port that cannot open does not fill the log.
+struct PendingRetry {
+    next: std::time::Instant,
+    every: std::time::Duration,
+}
+
+impl Default for PendingRetry {
+    fn default() -> Self {
+        PendingRetry {
+            next: std::time::Instant::now(),
+            every: Self::FIRST,
+        }
+    }
+}
+
+impl PendingRetry {
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+    const LAST: std::time::Duration = std::time::Duration::from_secs(64);
+
+    fn tick(&mut self, store: &Store) {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.every;
+        if !store.pending_ready() {
+            self.every = Self::FIRST;
+            return;
+        }
+        match store.retry_pending() {
+            Ok(a) => {
+                for ch in &a.changes {
+                    info!("pending: {ch}");
+                }
+            }
+            Err(e) => warn!("pending: {e}"),
+        }
+        self.every = if store.pending_ready() {
+            (self.every * 2).min(Self::LAST)
+        } else {
+            Self::FIRST
+        };
+        self.next = now + self.every;
     }
 }
 

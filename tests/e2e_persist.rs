@@ -443,6 +443,65 @@ fn missing_netdev_is_kept_pending() {
     );
 }
 
+/// A pending port opens by itself once its netdev appears (a container's veth made after uvs
+/// started, or a previous socket on it still being released): no SIGHUP, no ctl command; its
+/// flow and FDB entry come with it and the database keeps them.
+#[test]
+fn pending_port_opens_by_itself_when_its_netdev_appears() {
+    if !root_or_skip("pending_port_opens_by_itself_when_its_netdev_appears") {
+        return;
+    }
+    let dir = Dir::new("selfretry");
+    let p = prefix("pr");
+    let late = format!("{p}late");
+    let cfg = dir.path("c.toml");
+    let text = format!(
+        "[[bridge]]\nname = \"br0\"\n\
+         flows = [\"priority=10,in_port={late} actions=drop\", \"priority=0 actions=NORMAL\"]\n\
+         [[bridge.port]]\nname = \"{late}\"\ntype = \"afxdp\"\n\
+         [[bridge.fdb]]\nmac = \"02:00:00:00:00:cd\"\nport = \"{late}\"\n"
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
+    assert!(!a.ctl(&["show"]).contains(&format!("port {late}:")));
+    let mut t = Topology::default();
+    let peer = format!("{p}lp");
+    assert!(try_sh(&[
+        "ip", "link", "add", &late, "type", "veth", "peer", "name", &peer
+    ]));
+    t.links.push(late.clone());
+    assert!(try_sh(&["ip", "link", "set", &late, "up"]));
+    assert!(try_sh(&["ip", "link", "set", &peer, "up"]));
+    let t0 = std::time::Instant::now();
+    while !a.ctl(&["show"]).contains(&format!("port {late}:")) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "the pending port did not open by itself:\n{}",
+            a.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        a.ctl(&["dump-flows", "--names", "br0"])
+            .contains(&format!("in_port={late}")),
+        "its flow"
+    );
+    assert!(
+        a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:cd"),
+        "its FDB entry"
+    );
+    assert!(a.log_text().contains(&format!("pending: + port {late}")));
+    assert!(
+        !a.log_text().contains("reloaded"),
+        "opened without a reload"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&db).unwrap(),
+        a.ctl(&["save-config"])
+    );
+}
+
 /// A second daemon on a live socket exits with a clear error before it creates anything; a
 /// second daemon on a locked database (other socket) too; the first keeps running.
 #[test]

@@ -15,7 +15,9 @@
 //!   entries that need it, do not stop the rest: they are logged and kept *pending*, part of
 //!   the running configuration written to the database, until their bridge is deleted, the
 //!   port is deleted with `del-port`, or a port of that name is added; every apply (a SIGHUP
-//!   reload) tries them again.
+//!   reload) tries them again, and so does the daemon by itself when a pending AF_XDP or
+//!   AF_PACKET port's netdev exists ([`Store::pending_ready`], every 2 s, backing off to a
+//!   minute while the retries fail).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -141,6 +143,30 @@ impl Store {
         db.save(&running.to_toml()?)
     }
 
+    /// True when a pending port could open now: its netdev exists (AF_XDP, AF_PACKET ports;
+    /// the container's veth appeared, or the previous socket on it is gone). The daemon asks
+    /// every few seconds and then calls [`Store::retry_pending`].
+    pub fn pending_ready(&self) -> bool {
+        self.lock().ports.iter().any(|(_, s)| {
+            s.kind.on_netdev()
+                && std::path::Path::new("/sys/class/net")
+                    .join(&s.name)
+                    .exists()
+        })
+    }
+
+    /// Apply the running configuration again, pending parts included (as a reload with an
+    /// unchanged file does), and write the database: pending ports, and the flows and FDB
+    /// entries waiting for them, are tried again.
+    /// One lock throughout, so no client change slips in between.
+    pub fn retry_pending(&self) -> Result<Applied, String> {
+        let mut p = self.lock();
+        let running = self.running_locked(&p)?;
+        let a = self.apply_locked(&mut p, &running);
+        self.commit(&mut p)?;
+        Ok(a)
+    }
+
     /// Write the database now (after the start-up apply).
     pub fn save(&self) -> Result<(), String> {
         let mut p = self.lock();
@@ -152,9 +178,13 @@ impl Store {
     /// applied).
     pub fn apply(&self, new: &Config) -> Applied {
         let mut p = self.lock();
+        self.apply_locked(&mut p, new)
+    }
+
+    fn apply_locked(&self, p: &mut Pending, new: &Config) -> Applied {
         let mut out = Applied::default();
         let (merged, old) = match (
-            self.running_locked(&p),
+            self.running_locked(p),
             self.running_locked(&Pending::default()),
         ) {
             (Ok(m), Ok(o)) => (m, o),
@@ -176,7 +206,7 @@ impl Store {
             }
         }
         *p = Pending::default();
-        self.apply_diff(&mut p, &old, &new, &mut out);
+        self.apply_diff(p, &old, &new, &mut out);
         out
     }
 
