@@ -70,6 +70,8 @@ pub const REMOVED_IDLE: u8 = 0;
 pub const REMOVED_HARD: u8 = 1;
 /// OFPRR_DELETE.
 pub const REMOVED_DELETE: u8 = 2;
+/// OFPRR_GROUP_DELETE: the group the flow sent packets to was deleted.
+pub const REMOVED_GROUP_DELETE: u8 = 3;
 
 /// A port that was added, deleted or changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

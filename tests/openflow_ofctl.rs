@@ -486,9 +486,59 @@ fn ofctl_groups_openflow13() {
         "group_id=9,type=ff,bucket=watch_port:1,output:1",
     ]);
     assert!(!good && err.contains("OFPGMFC_BAD_TYPE"), "{err}");
+    // As OVS: add-group of an id that exists is refused (the group stays as it was),
+    // mod-group replaces one that exists and refuses one that does not.
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "add-group",
+        &t,
+        "group_id=3,type=indirect,bucket=output:1",
+    ]);
+    assert!(!good && err.contains("OFPGMFC_GROUP_EXISTS"), "{err}");
+    let d = o13(&["dump-groups", &t]);
+    assert!(
+        d.contains("group_id=3,type=indirect,bucket=actions=push_vlan"),
+        "{d}"
+    );
+    o13(&["mod-group", &t, "group_id=3,type=indirect,bucket=output:1"]);
+    let d = o13(&["dump-groups", &t]);
+    assert!(
+        d.contains("group_id=3,type=indirect,bucket=actions=output:1"),
+        "{d}"
+    );
+    let (good, _, err) = ofctl(&[
+        "-O",
+        "OpenFlow13",
+        "mod-group",
+        &t,
+        "group_id=7,type=all,bucket=output:1",
+    ]);
+    assert!(!good && err.contains("OFPGMFC_UNKNOWN_GROUP"), "{err}");
+    // The same through uvs ctl, with the field named.
+    let add = |cmd: &str, g: &str| s.reg.call(cmd, &["br0".to_string(), g.to_string()]);
+    let e = add("add-group", "group_id=1,type=all,bucket=output:1").unwrap_err();
+    assert!(
+        e.message().contains("group_id: group 1 already exists"),
+        "{}",
+        e.message()
+    );
+    let e = add("mod-group", "group_id=8,type=all,bucket=output:1").unwrap_err();
+    assert!(
+        e.message().contains("group_id: no group 8"),
+        "{}",
+        e.message()
+    );
+    // Deleting a group deletes the flows that send packets to it, and only those.
+    o13(&["add-flow", &t, "priority=6,in_port=4,actions=group:3"]);
+    o13(&["del-groups", &t, "group_id=1"]);
+    let f = o13(&["dump-flows", &t]);
+    assert!(!f.contains("actions=group:1"), "{f}");
+    assert!(f.contains("actions=group:3"), "{f}");
     o13(&["del-groups", &t, "group_id=2"]);
     let d = o13(&["dump-groups", &t]);
     assert!(!d.contains("group_id=2") && d.contains("group_id=3"), "{d}");
     o13(&["del-groups", &t]);
     assert!(!o13(&["dump-groups", &t]).contains("group_id"));
+    assert!(!o13(&["dump-flows", &t]).contains("group:"));
 }

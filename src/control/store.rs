@@ -435,6 +435,7 @@ impl Store {
             let c = crate::worker::OfCommand::GroupAdd {
                 bridge: b.clone(),
                 group: g.clone(),
+                write: crate::flow::group::GroupWrite::AddOrModify,
             };
             match self.call(Command::Openflow(c)) {
                 Ok(_) => out.changes.push(what),

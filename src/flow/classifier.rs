@@ -447,6 +447,29 @@ impl Classifier {
         Ok(ids.into_iter().map(FlowId).collect())
     }
 
+    /// Remove every flow `pick` selects, handing each and its last counters to `gone`;
+    /// returns how many.
+    pub fn remove_where(
+        &mut self,
+        pick: impl Fn(&Flow) -> bool,
+        mut gone: impl FnMut(Flow, FlowStats),
+    ) -> usize {
+        let ids: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&i| {
+                self.entries[i as usize]
+                    .as_ref()
+                    .is_some_and(|e| pick(&e.flow))
+            })
+            .collect();
+        for &id in &ids {
+            let stats = self.stats(FlowId(id));
+            if let (Some(f), Some(st)) = (self.remove(FlowId(id)), stats) {
+                gone(f, st);
+            }
+        }
+        ids.len()
+    }
+
     /// The best flow for `key` in `table`, if any.
     #[inline]
     pub fn lookup(&self, table: u8, key: &PacketKey) -> Option<FlowId> {

@@ -18,6 +18,18 @@ use super::FlowError;
 use super::action::{Action, Actions, parse_actions};
 use super::parse::parse_num;
 
+/// How a group is written (OpenFlow's GROUP_MOD commands, ovs-ofctl's `add-group`,
+/// `mod-group` and `--may-create mod-group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupWrite {
+    /// OFPGC_ADD: refused when the id exists (OFPGMFC_GROUP_EXISTS).
+    Add,
+    /// OFPGC_MODIFY: refused when the id does not exist (OFPGMFC_UNKNOWN_GROUP).
+    Modify,
+    /// Add or replace (restoring the running configuration).
+    AddOrModify,
+}
+
 /// A group's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupType {
@@ -205,6 +217,17 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flow_uses_the_groups_its_actions_name() {
+        let f =
+            crate::flow::parse::parse_flow("priority=5,actions=clone(group:5),group:7").unwrap();
+        assert!(f.uses_group(5), "inside clone()");
+        assert!(f.uses_group(7));
+        assert!(!f.uses_group(6));
+        let f = crate::flow::parse::parse_flow("actions=output:1").unwrap();
+        assert!(!f.uses_group(1), "a port number is not a group");
+    }
 
     #[test]
     fn parse_and_display_round_trip() {

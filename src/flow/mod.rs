@@ -189,6 +189,19 @@ impl Flow {
             .chain(v)
     }
 
+    /// True if the flow sends packets to group `id` (`group:N`, also inside `clone(...)`):
+    /// deleting the group deletes the flow, as OpenFlow and OVS do.
+    pub fn uses_group(&self, id: u32) -> bool {
+        fn any(list: &[Action], id: u32) -> bool {
+            list.iter().any(|a| match a {
+                Action::Group(g) => *g == id,
+                Action::Clone(inner) => any(inner, id),
+                _ => false,
+            })
+        }
+        any(&self.actions, id)
+    }
+
     /// Every port reference of the flow (in_port, outputs), to rewrite them (names to numbers
     /// when a flow is added, numbers to names for `dump-flows --names`).
     pub fn ports_mut(&mut self) -> impl Iterator<Item = &mut PortRef> {

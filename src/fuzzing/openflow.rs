@@ -116,7 +116,7 @@ impl Switch for Bridge {
         assert!(spec.starts_with("meter="), "meter spec {spec:?}");
         Ok(())
     }
-    fn add_group(&self, spec: &str) -> Result<(), String> {
+    fn add_group(&self, spec: &str, _write: crate::flow::group::GroupWrite) -> Result<(), String> {
         let g = parse_group(spec).map_err(|e| e.to_string())?;
         let mut gs = self.groups.borrow_mut();
         gs.retain(|(id, _)| *id != g.id);

@@ -89,11 +89,15 @@ pub enum OfErr {
     GroupBadType,
     /// A group the bridge refused.
     GroupInvalid,
+    /// OFPGC_ADD of a group id that exists.
+    GroupExists,
+    /// OFPGC_MODIFY of a group id that does not exist.
+    GroupUnknown,
 }
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 35] = [
+    pub const ALL: [OfErr; 37] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -129,6 +133,8 @@ impl OfErr {
         OfErr::GroupBadCommand,
         OfErr::GroupBadType,
         OfErr::GroupInvalid,
+        OfErr::GroupExists,
+        OfErr::GroupUnknown,
     ];
 
     /// (type, code) for `version`.
@@ -183,10 +189,14 @@ impl OfErr {
             MeterBadBand => (12, 8),
             BadRole if v10 => (1, 1),
             BadRole => (11, 2),
-            GroupBadCommand | GroupBadType | GroupInvalid if v10 => (1, 1),
+            GroupBadCommand | GroupBadType | GroupInvalid | GroupExists | GroupUnknown if v10 => {
+                (1, 1)
+            }
             GroupBadCommand => (6, 11),
             GroupBadType => (6, 10),
             GroupInvalid => (6, 1),
+            GroupExists => (6, 0),
+            GroupUnknown => (6, 8),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - The connections themselves belong to the OpenFlow manager (`listener::Manager`), which
 //!   reports them back with `OfCommand::ControllerState`.
 
+use crate::flow::group::GroupWrite;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -300,14 +301,21 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         ))
     });
     let w = worker.clone();
-    reg.register("add-group", "add-group BRIDGE GROUP", 2, 2, move |a| {
-        crate::flow::group::parse_group(&a[1]).map_err(|e| CtlError::new(e.to_string()))?;
-        let c = OfCommand::GroupAdd {
-            bridge: a[0].clone(),
-            group: a[1].clone(),
-        };
-        Ok(Reply::new(String::new(), ask(&w, Command::Openflow(c))?))
-    });
+    for (name, usage, write) in [
+        ("add-group", "add-group BRIDGE GROUP", GroupWrite::Add),
+        ("mod-group", "mod-group BRIDGE GROUP", GroupWrite::Modify),
+    ] {
+        let w = w.clone();
+        reg.register(name, usage, 2, 2, move |a| {
+            crate::flow::group::parse_group(&a[1]).map_err(|e| CtlError::new(e.to_string()))?;
+            let c = OfCommand::GroupAdd {
+                bridge: a[0].clone(),
+                group: a[1].clone(),
+                write,
+            };
+            Ok(Reply::new(String::new(), ask(&w, Command::Openflow(c))?))
+        });
+    }
     let w = worker.clone();
     reg.register(
         "del-groups",

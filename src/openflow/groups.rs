@@ -1,18 +1,21 @@
 //! OpenFlow 1.3 groups: OFPT_GROUP_MOD (add, modify, delete) and the GROUP_DESC multipart
 //! (`ovs-ofctl -O OpenFlow13 add-group / mod-group / del-groups / dump-groups`).
 //!
-//! Contract: a GROUP_MOD becomes the bridge's `add-group` (add and modify both add or replace)
-//! or `del-groups` (OFPG_ALL: every group); types all, select and indirect; bucket watch ports
-//! and groups are ignored (no fast-failover). Errors: an unknown type is
-//! OFPGMFC_BAD_TYPE, an unknown command OFPGMFC_BAD_COMMAND, what the bridge refuses
-//! (an indirect group without exactly one bucket, a port it does not have)
-//! OFPGMFC_INVALID_GROUP, with the reason in the log. Add replaces an existing group (no
-//! OFPGMFC_GROUP_EXISTS).
+//! Contract: a GROUP_MOD becomes the bridge's `add-group` (OFPGC_ADD), `mod-group`
+//! (OFPGC_MODIFY) or `del-groups` (OFPGC_DELETE; OFPG_ALL: every group; the flows that send
+//! packets to a deleted group are deleted with it, as OVS does); types all, select and
+//! indirect; bucket watch ports and groups are ignored (no fast-failover). Errors, as OVS
+//! answers them: adding an id that exists is OFPGMFC_GROUP_EXISTS, modifying one that does not
+//! OFPGMFC_UNKNOWN_GROUP (checked against the bridge's groups first; two controllers racing on
+//! one id may instead get the bridge's refusal below), an unknown type OFPGMFC_BAD_TYPE, an
+//! unknown command OFPGMFC_BAD_COMMAND, what the bridge refuses (an indirect group without
+//! exactly one bucket, a port it does not have) OFPGMFC_INVALID_GROUP, with the reason in the
+//! log.
 
 use super::Switch;
 use super::actions;
 use super::codec::{OfErr, OfResult, Reader, Writer};
-use crate::flow::group::{Bucket, Group, GroupType, parse_group};
+use crate::flow::group::{Bucket, Group, GroupType, GroupWrite, parse_group};
 
 /// OFPG_ALL.
 const ALL: u32 = 0xffff_fffc;
@@ -56,7 +59,22 @@ pub fn group_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     // The text goes through the same parser (and checks) as `uvs ctl add-group`.
     let text = g.to_string();
     parse_group(&text).map_err(|e| failed(sw, e.to_string()))?;
-    sw.add_group(&text).map_err(|e| failed(sw, e))
+    let write = if cmd == 0 {
+        GroupWrite::Add
+    } else {
+        GroupWrite::Modify
+    };
+    let exists = sw
+        .dump_groups()
+        .map_err(|e| failed(sw, e))?
+        .iter()
+        .any(|l| parse_group(l).is_ok_and(|x| x.id == id));
+    match (write, exists) {
+        (GroupWrite::Add, true) => return Err(OfErr::GroupExists),
+        (GroupWrite::Modify, false) => return Err(OfErr::GroupUnknown),
+        _ => {}
+    }
+    sw.add_group(&text, write).map_err(|e| failed(sw, e))
 }
 
 fn failed(sw: &dyn Switch, e: String) -> OfErr {

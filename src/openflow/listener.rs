@@ -11,6 +11,7 @@
 //! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
 //!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
 
+use crate::flow::group::GroupWrite;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -206,8 +207,12 @@ impl Switch for RegistrySwitch {
             .map(|_| ())
     }
 
-    fn add_group(&self, spec: &str) -> Result<(), String> {
-        self.call("add-group", vec![self.bridge.clone(), spec.to_string()])
+    fn add_group(&self, spec: &str, write: GroupWrite) -> Result<(), String> {
+        let method = match write {
+            GroupWrite::Modify => "mod-group",
+            GroupWrite::Add | GroupWrite::AddOrModify => "add-group",
+        };
+        self.call(method, vec![self.bridge.clone(), spec.to_string()])
             .map(|_| ())
     }
 

@@ -105,8 +105,8 @@ pub trait Switch {
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
     /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
     fn add_meter(&self, spec: &str) -> Result<(), String>;
-    /// Add or replace a group, in `add-group` syntax.
-    fn add_group(&self, _spec: &str) -> Result<(), String> {
+    /// Write a group, in `add-group` syntax: `add-group` (Add) or `mod-group` (Modify).
+    fn add_group(&self, _spec: &str, _write: crate::flow::group::GroupWrite) -> Result<(), String> {
         Err("groups are not supported here".into())
     }
     /// Remove group `id` (None: every group).

@@ -6,6 +6,7 @@
 
 use super::{LinkState, Worker};
 use crate::events::{Event, PortStatus};
+use crate::flow::group::GroupWrite;
 use crate::openflow::PortInfo;
 
 impl Worker {
@@ -62,14 +63,17 @@ pub enum OfCommand {
         /// Fail open.
         fail_open: bool,
     },
-    /// `add-group BRIDGE GROUP`: add or replace a group.
+    /// `add-group` / `mod-group BRIDGE GROUP`: write a group.
     GroupAdd {
         /// Bridge name.
         bridge: String,
         /// The group in ovs-ofctl syntax.
         group: String,
+        /// Add (the id must be free), modify (it must exist), or either.
+        write: crate::flow::group::GroupWrite,
     },
-    /// `del-groups BRIDGE [group_id=N]`: remove one group or all.
+    /// `del-groups BRIDGE [group_id=N]`: remove one group or all, and the flows that send
+    /// packets to them (FLOW_REMOVED reason `group_delete` for those that asked).
     GroupDel {
         /// Bridge name.
         bridge: String,
@@ -89,11 +93,28 @@ fn group_lines(ft: &crate::pipeline::flows::FlowTable) -> Vec<String> {
 }
 
 impl Worker {
-    /// `OfCommand::GroupAdd`: add or replace a group (its bucket ports bound to numbers).
-    fn group_add(&mut self, bridge: &str, text: &str) -> Result<serde_json::Value, String> {
+    /// `OfCommand::GroupAdd`: write a group (its bucket ports bound to numbers).
+    fn group_add(
+        &mut self,
+        bridge: &str,
+        text: &str,
+        write: GroupWrite,
+    ) -> Result<serde_json::Value, String> {
         let b = self.bridge_id(bridge)?;
         let mut g = crate::flow::group::parse_group(text).map_err(|e| e.to_string())?;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        match (write, ft.groups.contains_key(&g.id)) {
+            (GroupWrite::Add, true) => {
+                return Err(format!(
+                    "group_id: group {} already exists on bridge '{bridge}' (mod-group replaces it)",
+                    g.id
+                ));
+            }
+            (GroupWrite::Modify, false) => {
+                return Err(format!("group_id: no group {} on bridge '{bridge}'", g.id));
+            }
+            _ => {}
+        }
         for bucket in &mut g.buckets {
             let mut f = crate::flow::Flow {
                 actions: std::mem::take(&mut bucket.actions),
@@ -106,6 +127,48 @@ impl Worker {
         let replaced = ft.groups.insert(g.id, g).is_some();
         ft.emc.clear();
         Ok(serde_json::json!({"bridge": bridge, "replaced": replaced, "groups": ft.groups.len()}))
+    }
+
+    /// `OfCommand::GroupDel`: remove group `id` (None: all) and the flows that use it.
+    fn group_del(&mut self, bridge: &str, id: Option<u32>) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let events = self.dp.events.clone();
+        let now_ms = self.dp.now_ms;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        let gone: Vec<u32> = match id {
+            Some(id) => ft.groups.remove(&id).map(|g| g.id).into_iter().collect(),
+            None => std::mem::take(&mut ft.groups).into_keys().collect(),
+        };
+        let listening = events.listening();
+        let mut removed = Vec::new();
+        let flows = if gone.is_empty() {
+            0
+        } else {
+            let n = ft.cls.remove_where(
+                |f| gone.iter().any(|&g| f.uses_group(g)),
+                |f, st| {
+                    if listening && f.send_flow_rem {
+                        removed.push((f, st));
+                    }
+                },
+            );
+            ft.refresh();
+            n
+        };
+        ft.emc.clear();
+        for (flow, st) in removed {
+            events.send(crate::events::Event::FlowRemoved(Box::new(
+                crate::events::FlowRemoved {
+                    bridge: bridge.to_string(),
+                    reason: crate::events::REMOVED_GROUP_DELETE,
+                    duration_ms: now_ms.saturating_sub(st.created_ms),
+                    packets: st.n_packets,
+                    bytes: st.n_bytes,
+                    flow,
+                },
+            )));
+        }
+        Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
     }
 
     /// Carry out an `OfCommand`.
@@ -123,16 +186,12 @@ impl Worker {
                 connected,
                 fail_open,
             } => self.controller_state(&bridge, connected, fail_open),
-            OfCommand::GroupAdd { bridge, group } => self.group_add(&bridge, &group),
-            OfCommand::GroupDel { bridge, id } => {
-                let b = self.bridge_id(&bridge)?;
-                let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
-                let n = match id {
-                    Some(id) => usize::from(ft.groups.remove(&id).is_some()),
-                    None => std::mem::take(&mut ft.groups).len(),
-                };
-                Ok(serde_json::json!({"bridge": bridge, "deleted": n}))
-            }
+            OfCommand::GroupAdd {
+                bridge,
+                group,
+                write,
+            } => self.group_add(&bridge, &group, write),
+            OfCommand::GroupDel { bridge, id } => self.group_del(&bridge, id),
             OfCommand::GroupDump { bridge } => {
                 let b = self.bridge_id(&bridge)?;
                 let ft = &self.dp.bridge(b).expect("checked").flows;
