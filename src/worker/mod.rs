@@ -139,6 +139,10 @@ impl WorkerHandle {
                 let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
                 self.add_port_off_worker(bridge, spec)
             }
+            Command::AddBridge(spec) if spec.port.iter().any(|p| p.kind.has_device()) => {
+                let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
+                self.add_bridge_off_worker(spec)
+            }
             cmd @ (Command::DelPort(_) | Command::DelBridge(_) | Command::AddBridge(_)) => {
                 let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
                 self.call_raw(cmd)

@@ -34,7 +34,9 @@
 //!   number no longer matches), in which case the opened device is released again. A reopen
 //!   waits (housekeeping retries it) while the port's previous device is still being released,
 //!   so the port's frame owner tag is never shared by two devices.
-//! - What still runs on the worker: `add-br` with ports listed in it (startup).
+//! - `add-br` with ports listed in it: the bridge alone on the worker, then each port as
+//!   `add-port` above (all or nothing: a port that fails deletes the bridge again, and with it
+//!   the ports added so far, released as for `del-br`).
 //! - UMEM sharing: the duplicate fd of step 1 keeps the owning socket, and so the UMEM, alive
 //!   while step 2 binds to it, even if that port is removed meanwhile. `port_ops` keeps
 //!   `del-port` from removing it during step 2; the lifecycle can still close that port
@@ -203,6 +205,31 @@ impl WorkerHandle {
         })
     }
 
+    /// `add-br` of a bridge that lists ports with devices (see the module documentation).
+    pub(super) fn add_bridge_off_worker(
+        &self,
+        mut spec: crate::config::BridgeSpec,
+    ) -> Result<Value, String> {
+        let ports = std::mem::take(&mut spec.port);
+        let name = spec.name.clone();
+        let made = self.call_raw(Command::AddBridge(spec))?;
+        for p in ports {
+            let r = if p.kind.has_device() {
+                self.add_port_off_worker(name.clone(), p)
+            } else {
+                self.call_raw(Command::AddPort {
+                    bridge: name.clone(),
+                    spec: p,
+                })
+            };
+            if let Err(e) = r {
+                let _ = self.call_raw(Command::DelBridge(name));
+                return Err(e);
+            }
+        }
+        Ok(made)
+    }
+
     /// Release `ports` here, then have the worker take their frames back.
     pub(super) fn give_back(&self, ports: Vec<Retired>) {
         give_back_via(&self.tx, &self.waker, ports);
@@ -367,7 +394,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::super::{WorkerOptions, spawn};
-    use crate::config::BridgeSpec;
+    use crate::config::{BridgeSpec, PortSpec};
     use crate::packet::{Desc, Frames};
     use crate::port::{Port, PortKind, TxResult};
     use crate::worker::Command;
@@ -447,6 +474,42 @@ mod tests {
             *log.lock().unwrap(),
             [("release", me), ("close", "uvs-worker".into())]
         );
+        w.shutdown();
+    }
+
+    /// `add-br` with ports: opened off the worker, all or nothing (root: TAP devices).
+    #[test]
+    fn add_br_with_ports_opens_them_off_the_worker_all_or_nothing() {
+        if !crate::port::wait::is_root() {
+            eprintln!("SKIP add_br_with_ports_opens_them_off_the_worker_all_or_nothing: not root");
+            return;
+        }
+        let exists = |n: &str| std::path::Path::new("/sys/class/net").join(n).exists();
+        let pid = std::process::id() % 100_000;
+        let (t1, t2) = (format!("uob{pid}a"), format!("uob{pid}b"));
+        let tap = |n: &str| PortSpec::from_args(n, &["type=tap".to_string()]).unwrap();
+        let clock = Arc::new(crate::clock::MonotonicClock::default());
+        let w = spawn(WorkerOptions::default(), clock).unwrap();
+        let mut b = BridgeSpec::from_args("br0", &[]).unwrap();
+        b.port = vec![tap(&t1), tap(&t2)];
+        w.call(Command::AddBridge(b)).unwrap();
+        assert!(exists(&t1) && exists(&t2));
+        let v = w.call(Command::RunningConfig).unwrap();
+        assert_eq!(
+            v["bridge"][0]["port"].as_array().map(Vec::len),
+            Some(2),
+            "{v}"
+        );
+        w.call(Command::DelBridge("br0".into())).unwrap();
+        assert!(!exists(&t1) && !exists(&t2));
+        // The second port cannot open (no such netdev): the bridge and the first port go.
+        let mut b = BridgeSpec::from_args("br1", &[]).unwrap();
+        let ghost = PortSpec::from_args(&format!("uob{pid}g"), &[]).unwrap();
+        b.port = vec![tap(&t1), ghost];
+        assert!(w.call(Command::AddBridge(b)).is_err());
+        assert!(!exists(&t1), "the first port's TAP is released again");
+        let v = w.call(Command::RunningConfig).unwrap();
+        assert!(v["bridge"].as_array().is_none_or(Vec::is_empty), "{v}");
         w.shutdown();
     }
 
