@@ -35,10 +35,11 @@ use super::gso;
 use crate::datapath::Datapath;
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, Offload};
 use crate::wire::checksum::{fold, pseudo_v4, sum};
+use crate::wire::{ipv4, tcp};
 
 /// TCP flags a mergeable segment may carry: ACK and PSH.
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
+const ACK: u8 = tcp::Flags::ACK;
+const PSH: u8 = tcp::Flags::PSH;
 
 /// Merge segments in the output queue of every port that takes GSO frames; returns the number
 /// of segments that went into super-frames.
@@ -102,15 +103,15 @@ fn mergeable(data: &[u8], d: Desc) -> Option<Seg> {
     if ip[6] & 0x40 == 0 {
         return None; // DF clear: ids would have to be checked.
     }
-    let thl = (data[at.l4 + 12] >> 4) as usize * 4;
-    let flags = data[at.l4 + 13];
+    let tcp = tcp::Segment::new_unchecked(&data[at.l4..]);
+    let (thl, flags) = (tcp.header_len(), tcp.flags());
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     let end = at.l3 + total;
     let payload = at.l4 + thl;
     if thl < 20 || payload >= end || flags & !PSH != ACK {
         return None;
     }
-    let seq = u32::from_be_bytes(data[at.l4 + 4..at.l4 + 8].try_into().expect("4 bytes"));
+    let seq = tcp.seq();
     Some(Seg {
         l3: at.l3,
         l4: at.l4,
@@ -261,13 +262,12 @@ fn finish(frames: &mut Frames, q: &mut [Desc], cur: &Run) -> u64 {
     let mut d = q[cur.at];
     let h = cur.head;
     let b = frames.data_mut(d);
-    let total = (h.payload - h.l3 + cur.len) as u16;
-    b[h.l3 + 2..h.l3 + 4].copy_from_slice(&total.to_be_bytes());
-    b[h.l3 + 10..h.l3 + 12].fill(0);
-    let c = !fold(sum(0, &b[h.l3..h.l3 + 20]));
-    b[h.l3 + 10..h.l3 + 12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
+    ip.set_total_len((h.payload - h.l3 + cur.len) as u16);
+    ip.fill_checksum();
     if cur.psh {
-        b[h.l4 + 13] |= PSH;
+        let mut tcp = tcp::Segment::new_unchecked(&mut b[h.l4..h.payload]);
+        tcp.set_flags(tcp.flags() | PSH);
     }
     let at = gso::locate(b).expect("a merged run parses as its head did");
     gso::refresh_partial(b, &at);

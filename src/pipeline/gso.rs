@@ -22,8 +22,9 @@
 
 use crate::counters::DropReason;
 use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
-use crate::wire::EtherType;
 use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
+use crate::wire::tcp::{self, Flags};
+use crate::wire::{EtherType, ipv4, udp};
 
 /// Where the headers of an offloadable frame are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +179,7 @@ fn segment_into(
     let at = locate(data)
         .filter(|a| a.proto == 6)
         .ok_or(DropReason::Runt)?;
-    let thl = (data[at.l4 + 12] >> 4) as usize * 4;
+    let thl = tcp::Segment::new_unchecked(&data[at.l4..]).header_len();
     let hdr = at.l4 + thl;
     let end = at.l4 + at.l4_len(data);
     if thl < 20 || end < hdr || mss == 0 {
@@ -192,7 +193,7 @@ fn segment_into(
     if frames.spare() < n {
         return Err(DropReason::NoBuffer);
     }
-    let seq0 = u32::from_be_bytes(data[at.l4 + 4..at.l4 + 8].try_into().expect("4 bytes"));
+    let seq0 = tcp::Segment::new_unchecked(&data[at.l4..]).seq();
     for i in 0..n {
         let off = i * mss;
         let plen = mss.min(payload - off);
@@ -203,8 +204,7 @@ fn segment_into(
         frames.copy_bytes(d.addr, s.addr, hdr);
         frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
         let b = frames.data_mut(s);
-        let seq = seq0.wrapping_add(off as u32);
-        b[at.l4 + 4..at.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        tcp::Segment::new_unchecked(&mut b[at.l4..]).set_seq(seq0.wrapping_add(off as u32));
         fix_segment(b, &at, thl, plen, (i as u32, i == 0, i + 1 == n));
         out.push(s);
     }
@@ -219,22 +219,23 @@ fn fix_segment(b: &mut [u8], at: &L4At, thl: usize, plen: usize, pos: (u32, bool
     if at.v6 {
         b[l3 + 4..l3 + 6].copy_from_slice(&((thl + plen) as u16).to_be_bytes());
     } else {
+        // The super-frame's header checksum may be anything (the sender's stack left it to
+        // segmentation): lengths and id set, then the sum computed whole.
         let hl = at.l4 - l3;
-        let tl = (hl + thl + plen) as u16;
-        b[l3 + 2..l3 + 4].copy_from_slice(&tl.to_be_bytes());
-        let id = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]).wrapping_add(i as u16);
-        b[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
-        b[l3 + 10..l3 + 12].fill(0);
-        let c = !fold(sum(0, &b[l3..l3 + hl]));
-        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[l3..at.l4]);
+        ip.set_total_len((hl + thl + plen) as u16);
+        ip.set_ident(ip.ident().wrapping_add(i as u16));
+        ip.fill_checksum();
     }
-    let f = &mut b[at.l4 + 13];
+    let mut seg = tcp::Segment::new_unchecked(&mut b[at.l4..]);
+    let mut f = seg.flags();
     if !last {
-        *f &= !(0x01 | 0x08); // FIN, PSH
+        f &= !(Flags::FIN | Flags::PSH);
     }
     if !first {
-        *f &= !0x80; // CWR
+        f &= !Flags::CWR;
     }
+    seg.set_flags(f);
     complete(b, at);
 }
 
@@ -280,15 +281,12 @@ fn split_udp_into(frames: &mut Frames, d: Desc, out: &mut Vec<Desc>) -> Result<u
         frames.copy_bytes(d.addr, s.addr, hdr);
         frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
         let b = frames.data_mut(s);
-        let l3 = at.l3;
-        let hl = at.l4 - l3;
-        b[l3 + 2..l3 + 4].copy_from_slice(&((hl + 8 + plen) as u16).to_be_bytes());
-        let id = u16::from_be_bytes([b[l3 + 4], b[l3 + 5]]).wrapping_add(i as u16);
-        b[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
-        b[l3 + 10..l3 + 12].fill(0);
-        let c = !fold(sum(0, &b[l3..l3 + hl]));
-        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        b[at.l4 + 4..at.l4 + 6].copy_from_slice(&((8 + plen) as u16).to_be_bytes());
+        let hl = at.l4 - at.l3;
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[at.l3..at.l4]);
+        ip.set_total_len((hl + udp::HEADER_LEN + plen) as u16);
+        ip.set_ident(ip.ident().wrapping_add(i as u16));
+        ip.fill_checksum();
+        udp::Datagram::new_unchecked(&mut b[at.l4..]).set_len((udp::HEADER_LEN + plen) as u16);
         refresh_partial(b, &at);
         out.push(s);
     }

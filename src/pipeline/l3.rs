@@ -527,15 +527,10 @@ fn to_next_hop(
     Ok(())
 }
 
-/// TTL - 1: the TTL is the high byte of the TTL/protocol word at offset 8 of the IPv4 header
-/// at `l3`; the header checksum is updated incrementally.
+/// TTL - 1 of the IPv4 header at `l3` (its checksum updated incrementally).
 #[inline(always)]
 fn dec_ttl(data: &mut [u8], l3: usize, ttl: u8) {
-    let old = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
-    data[l3 + 8] = ttl - 1;
-    let new = u16::from_be_bytes([data[l3 + 8], data[l3 + 9]]);
-    let c = u16::from_be_bytes([data[l3 + 10], data[l3 + 11]]);
-    data[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    ipv4::Packet::new_unchecked(&mut data[l3..]).set_ttl(ttl - 1);
 }
 
 /// The next hop is not resolved (`r`): hold the packet (TTL already decremented, MACs written
@@ -634,14 +629,12 @@ fn local_in(
     );
     data[0..6].copy_from_slice(&smac.0);
     data[6..12].copy_from_slice(&dmac.0);
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&data[l3 + 12..l3 + 16]);
-    data.copy_within(l3 + 16..l3 + 20, l3 + 12);
-    data[l3 + 16..l3 + 20].copy_from_slice(&a);
-    data[l3 + 8] = 64;
-    data[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-    let c = checksum(&data[l3..l3 + hl]);
-    data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = ipv4::Packet::new_unchecked(&mut data[l3..l3 + hl]);
+    let (src, dst) = (ip.src(), ip.dst());
+    ip.set_src(dst);
+    ip.set_dst(src);
+    ip.set_ttl(64);
+    // The request's header checksum was verified on the way in: the updates keep it right.
     let old = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);
     data[icmp_at] = icmp::ECHO_REPLY;
     let new = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);

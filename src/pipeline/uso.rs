@@ -23,6 +23,7 @@
 use super::gso;
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, Offload};
 use crate::wire::checksum::{fold, pseudo_v4, sum};
+use crate::wire::{ipv4, udp};
 
 /// Most datagrams in one UDP GSO frame (the kernel's `UDP_MAX_SEGMENTS`).
 pub(crate) const MAX_SEGS: usize = 64;
@@ -154,11 +155,10 @@ fn finish(frames: &mut Frames, q: &mut [Desc], cur: &Run) -> u64 {
     let mut d = q[cur.at];
     let h = cur.head;
     let b = frames.data_mut(d);
-    b[h.l3 + 2..h.l3 + 4].copy_from_slice(&((28 + cur.len) as u16).to_be_bytes());
-    b[h.l3 + 10..h.l3 + 12].fill(0);
-    let c = !fold(sum(0, &b[h.l3..h.l3 + 20]));
-    b[h.l3 + 10..h.l3 + 12].copy_from_slice(&c.to_be_bytes());
-    b[h.l4 + 4..h.l4 + 6].copy_from_slice(&((8 + cur.len) as u16).to_be_bytes());
+    let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
+    ip.set_total_len((28 + cur.len) as u16);
+    ip.fill_checksum();
+    udp::Datagram::new_unchecked(&mut b[h.l4..]).set_len((8 + cur.len) as u16);
     let at = gso::locate(b).expect("a merged run parses as its head did");
     gso::refresh_partial(b, &at);
     d.ol = Offload::gso(GsoType::Udp4, h.plen as u16);

@@ -1,11 +1,14 @@
-//! IPv4 header view (the fields the switch reads today).
+//! IPv4 header view: the fields the switch reads, and setters that keep the header checksum
+//! right (incrementally, RFC 1624, for one field; `fill_checksum` recomputes it whole).
 
+use super::checksum::{update16, update32};
 use super::{Result, WireError};
 
 mod field {
     use std::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const LENGTH: Range<usize> = 2..4;
+    pub const IDENT: Range<usize> = 4..6;
     pub const FLG_OFF: Range<usize> = 6..8;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
@@ -113,6 +116,109 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let hl = self.header_len();
         super::checksum::checksum(&self.buffer.as_ref()[..hl]) == 0
     }
+
+    /// Identification.
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::IDENT];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    /// DF (don't fragment) flag.
+    #[inline]
+    pub fn dont_frag(&self) -> bool {
+        self.buffer.as_ref()[field::FLG_OFF.start] & 0x40 != 0
+    }
+
+    /// The protocol as an [`IpProtocol`].
+    #[inline]
+    pub fn ip_protocol(&self) -> IpProtocol {
+        IpProtocol(self.protocol())
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline(always)]
+    fn word(&self, at: usize) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_be_bytes([b[at], b[at + 1]])
+    }
+
+    #[inline(always)]
+    fn put_checksum(&mut self, c: u16) {
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// Set the TTL; the header checksum follows (incremental).
+    #[inline]
+    pub fn set_ttl(&mut self, ttl: u8) {
+        let old = self.word(field::TTL);
+        self.buffer.as_mut()[field::TTL] = ttl;
+        let c = update16(self.checksum(), old, self.word(field::TTL));
+        self.put_checksum(c);
+    }
+
+    /// Set the total length; the header checksum follows (incremental).
+    #[inline]
+    pub fn set_total_len(&mut self, len: u16) {
+        let old = self.total_len();
+        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&len.to_be_bytes());
+        let c = update16(self.checksum(), old, len);
+        self.put_checksum(c);
+    }
+
+    /// Set the identification; the header checksum follows (incremental).
+    #[inline]
+    pub fn set_ident(&mut self, id: u16) {
+        let old = self.ident();
+        self.buffer.as_mut()[field::IDENT].copy_from_slice(&id.to_be_bytes());
+        let c = update16(self.checksum(), old, id);
+        self.put_checksum(c);
+    }
+
+    /// Set the source address; the header checksum follows (incremental). Transport checksums
+    /// cover the address too (pseudo-header): their owners update them.
+    #[inline]
+    pub fn set_src(&mut self, a: [u8; 4]) {
+        let old = self.src();
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&a);
+        let c = update32(self.checksum(), old, a);
+        self.put_checksum(c);
+    }
+
+    /// Set the destination address; as [`Packet::set_src`].
+    #[inline]
+    pub fn set_dst(&mut self, a: [u8; 4]) {
+        let old = self.dst();
+        self.buffer.as_mut()[field::DST].copy_from_slice(&a);
+        let c = update32(self.checksum(), old, a);
+        self.put_checksum(c);
+    }
+
+    /// Recompute the header checksum from the whole header (after several changes, or for a
+    /// header written from scratch).
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        let hl = self.header_len();
+        self.put_checksum(0);
+        let c = super::checksum::checksum(&self.buffer.as_ref()[..hl]);
+        self.put_checksum(c);
+    }
+}
+
+/// An IP protocol number (IPv4 `protocol`, IPv6 `next header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpProtocol(pub u8);
+
+impl IpProtocol {
+    /// ICMP.
+    pub const ICMP: IpProtocol = IpProtocol(1);
+    /// TCP.
+    pub const TCP: IpProtocol = IpProtocol(6);
+    /// UDP.
+    pub const UDP: IpProtocol = IpProtocol(17);
+    /// ICMPv6.
+    pub const ICMPV6: IpProtocol = IpProtocol(58);
 }
 
 #[cfg(test)]
@@ -139,6 +245,34 @@ mod tests {
         assert!(p.verify_checksum());
         let e = etherparse::Ipv4HeaderSlice::from_slice(&PACKET).unwrap();
         assert_eq!(e.header_checksum(), p.checksum());
+    }
+
+    /// Every setter leaves a header whose checksum etherparse computes the same way.
+    #[test]
+    fn setters_keep_the_header_checksum() {
+        let mut b = PACKET;
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.set_ttl(63);
+        p.set_total_len(28);
+        p.set_src([10, 1, 2, 3]);
+        p.set_dst([172, 16, 0, 9]);
+        p.set_ident(0xfffe);
+        assert!(p.verify_checksum());
+        assert_eq!(p.ident(), 0xfffe);
+        assert_eq!((p.ttl(), p.total_len()), (63, 28));
+        assert_eq!((p.src(), p.dst()), ([10, 1, 2, 3], [172, 16, 0, 9]));
+        let e = etherparse::Ipv4HeaderSlice::from_slice(&b)
+            .unwrap()
+            .to_header();
+        assert_eq!(e.calc_header_checksum(), e.header_checksum);
+        // A header scribbled on, then filled.
+        b[1] = 0xb8;
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        assert!(!p.verify_checksum());
+        p.fill_checksum();
+        assert!(p.verify_checksum());
+        assert!(p.dont_frag());
+        assert_eq!(p.ip_protocol(), IpProtocol::UDP);
     }
 
     #[test]

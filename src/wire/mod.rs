@@ -7,10 +7,13 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod tcp;
+pub mod udp;
 pub mod vlan;
 pub mod vxlan;
 
 pub use ethernet::{EtherType, MacAddr};
+pub use ipv4::IpProtocol;
 
 /// A frame or header too short, or with a field out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
