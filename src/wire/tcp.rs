@@ -182,9 +182,9 @@ mod tests {
             (s.seq(), s.ack(), s.window()),
             (0x1234_5678, 0x0bad_cafe, 501)
         );
-        assert_eq!(s.header_len(), h.header_len() as usize);
+        assert_eq!(s.header_len(), h.header_len());
         assert_eq!(s.flags(), Flags::ACK | Flags::PSH);
-        assert_eq!(s.options().len(), h.header_len() as usize - 20);
+        assert_eq!(s.options().len(), h.header_len() - 20);
         s.set_seq(7);
         s.set_flags(Flags::ACK | Flags::FIN);
         s.set_checksum(0xbeef);
