@@ -34,6 +34,7 @@ pub(super) fn encap(
     now: u32,
 ) -> usize {
     let mut n = 0;
+    let mut out = Encapped { made, last: None };
     for i in 0..dp.tunnels.len() {
         let p = dp.tunnels[i];
         if dp.out[p as usize].is_empty() {
@@ -42,10 +43,20 @@ pub(super) fn encap(
         std::mem::swap(&mut dp.out[p as usize], scratch);
         n += scratch.len();
         for d in scratch.drain(..) {
-            encap_one(dp, frames, p, d, made, now);
+            encap_one(dp, frames, p, d, &mut out, now);
         }
     }
     n
+}
+
+/// Where outer frames go, and a one-entry cache of the last remote VTEP's resolved underlay
+/// path (VPP's adjacency reuse): the frames drained in one call mostly go to a few VTEPs, and
+/// routes, neighbours and FDBs do not change during the call, so the route lookup, neighbour
+/// resolution and egress FDB lookup run once per remote, not once per frame.
+struct Encapped<'a> {
+    made: &'a mut Vec<Meta>,
+    /// (remote, its resolved underlay, the destination the outer frames take).
+    last: Option<([u8; 4], Underlay, Dest)>,
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
@@ -65,7 +76,7 @@ fn encap_one(
     frames: &mut Frames,
     p: PortId,
     d: Desc,
-    made: &mut Vec<Meta>,
+    out: &mut Encapped<'_>,
     now: u32,
 ) {
     let (dst, vlan) = {
@@ -88,9 +99,9 @@ fn encap_one(
         // The common case: one known VTEP, no copy of the remote list.
         Some(r) if !super::ingress::is_group(dst) => {
             let sport = source_port(frames.data(d));
-            send_to(dp, frames, (p, d), r, (conf, sport), made, now);
+            send_to(dp, frames, (p, d), r, (conf, sport), out, now);
         }
-        _ => flood(dp, frames, p, d, conf, made, now),
+        _ => flood(dp, frames, p, d, conf, out, now),
     }
 }
 
@@ -102,7 +113,7 @@ fn flood(
     p: PortId,
     d: Desc,
     conf: Conf,
-    made: &mut Vec<Meta>,
+    out: &mut Encapped<'_>,
     now: u32,
 ) {
     let mut remotes = [[0u8; 4]; MAX_FANOUT];
@@ -130,7 +141,7 @@ fn flood(
             count(dp, p, DropReason::NoBuffer);
             continue;
         };
-        send_to(dp, frames, (p, copy), *remote, (conf, sport), made, now);
+        send_to(dp, frames, (p, copy), *remote, (conf, sport), out, now);
     }
 }
 
@@ -143,11 +154,21 @@ fn send_to(
     (p, copy): (PortId, Desc),
     remote: [u8; 4],
     (conf, sport): (Conf, u16),
-    made: &mut Vec<Meta>,
+    out: &mut Encapped<'_>,
     now: u32,
 ) {
-    match underlay(dp, frames, remote, made, now) {
-        Ok((bridge, src_mac, dst_mac, mtu, nh)) => {
+    let resolved = match out.last {
+        Some((r, u, dest)) if r == remote => Ok((u, dest)),
+        _ => underlay(dp, frames, remote, out.made, now).map(|u| {
+            let dest = egress(dp, &u);
+            if u.2.is_some() {
+                out.last = Some((remote, u, dest));
+            }
+            (u, dest)
+        }),
+    };
+    match resolved {
+        Ok(((bridge, src_mac, dst_mac, mtu, nh), dest)) => {
             if copy.len as usize + OVERHEAD - 14 > mtu {
                 count(dp, p, DropReason::MtuExceeded);
                 frames.free(copy.addr);
@@ -173,7 +194,7 @@ fn send_to(
                 }
                 return;
             };
-            made.push(Meta {
+            out.made.push(Meta {
                 desc: outer,
                 vlan: 0,
                 tagged: false,
@@ -181,7 +202,7 @@ fn send_to(
                 src: src_mac.to_u64(),
                 ethertype: EtherType::IPV4,
                 l3: 14,
-                dest: Dest::Bridge(bridge),
+                dest,
                 raw: false,
             });
         }
@@ -230,6 +251,15 @@ fn underlay(
         Resolve::Refused => return Err(DropReason::ArpPending),
     };
     Ok((bridge, gw.mac, dst, mtu, nh))
+}
+
+/// The destination of outer frames on underlay `u`: the underlay bridge's port that learned the
+/// next hop's MAC, or the bridge (output floods there) while it is unknown or resolving.
+fn egress(dp: &Datapath, u: &Underlay) -> Dest {
+    let (bridge, _, dst_mac, _, _) = *u;
+    dst_mac
+        .and_then(|m| dp.bridge(bridge)?.fdb.lookup(0, m.to_u64()))
+        .map_or(Dest::Bridge(bridge), Dest::Port)
 }
 
 /// 49152 + a hash of the inner Ethernet header and, when present, the next 24 bytes (IPv4
