@@ -1,8 +1,9 @@
-//! Shared helpers for integration tests: an in-memory switch harness, frame builders, and
-//! root/netns helpers for end-to-end tests.
+//! Shared helpers for integration tests: an in-memory switch harness, frame builders,
+//! root/netns helpers for end-to-end tests, and an in-process OpenFlow switch.
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod openflow;
 pub mod wire;
 
 use uvs::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
