@@ -47,15 +47,6 @@ fn have(tool: &str, test: &str) -> bool {
     ok
 }
 
-/// A TCP port free on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Two containers on br0 (AF_XDP), `10.231.N.1` and `.2`; returns (ns1, ns2, port1, port2).
 fn two(t: &mut Topology, d: &Daemon, p: &str, net: u8) -> (String, String, String, String) {
     let n = |s: &str| format!("{p}{s}");

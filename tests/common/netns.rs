@@ -51,6 +51,15 @@ pub fn prefix(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
 }
 
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Poll `ok` every 100 ms until it holds or `secs` pass (checked once more at the end); true
 /// when it held.
 pub fn eventually(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
