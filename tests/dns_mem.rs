@@ -7,34 +7,8 @@ mod common;
 use common::*;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use uvs::counters::DropReason;
-use uvs::datapath::{Gateway, VlanMode};
 use uvs::dns::punt::{Punted, Reply};
 use uvs::wire::MacAddr;
-
-const GW0: [u8; 4] = [10, 0, 1, 1];
-const GW1: [u8; 4] = [10, 0, 2, 1];
-
-struct Net {
-    h: Harness,
-    a: u16,
-    b: u16,
-    gw0: MacAddr,
-    gw1: MacAddr,
-}
-
-fn net() -> Net {
-    let mut h = Harness::new();
-    let b0 = h.bridge("br0");
-    let b1 = h.bridge("br1");
-    let a = h.port(b0, "a", VlanMode::default_trunk());
-    let b = h.port(b1, "b", VlanMode::default_trunk());
-    let (gw0, gw1) = (Gateway::default_mac("br0"), Gateway::default_mac("br1"));
-    for (br, ip, mac) in [(b0, GW0, gw0), (b1, GW1, gw1)] {
-        let g = Gateway { ip, len: 24, mac };
-        h.dp.set_gateway(br, Some(g)).unwrap();
-    }
-    Net { h, a, b, gw0, gw1 }
-}
 
 fn udp(src_mac: [u8; 6], dst_mac: MacAddr, src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
     let mut f = Vec::new();
@@ -48,7 +22,7 @@ fn udp(src_mac: [u8; 6], dst_mac: MacAddr, src: [u8; 4], dst: [u8; 4], port: u16
 
 #[test]
 fn only_port_53_on_the_own_gateway_is_punted() {
-    let mut n = net();
+    let mut n = routed();
     let (tx, rx) = crossbeam_channel::bounded::<Punted>(2);
     n.h.dp.punt.connect(Some(tx));
     let q = udp(mac(2), n.gw0, [10, 0, 1, 2], GW0, 53);
@@ -76,7 +50,7 @@ fn only_port_53_on_the_own_gateway_is_punted() {
 
 #[test]
 fn replies_leave_from_the_gateway_out_of_the_query_port() {
-    let mut n = net();
+    let mut n = routed();
     let packet = uvs::dns::service::udp_packet(
         (GW0.into(), 53),
         ([10, 0, 1, 2].into(), 40000),

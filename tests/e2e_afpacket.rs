@@ -17,42 +17,19 @@ mod common;
 
 use common::netns::*;
 use common::wire::*;
-use serde_json::Value;
-use std::time::{Duration, Instant};
-
-/// Port `name`'s counters from `stats --json`.
-fn port_stats(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
-    v["ports"][name].clone()
-}
+use std::time::Instant;
 
 /// Average bytes per frame of `dir` ("rx" or "tx") on port `name`.
 fn avg_frame(d: &Daemon, name: &str, dir: &str) -> u64 {
-    let j = port_stats(d, name);
+    let j = d.port_stats(name);
     let pk = j[format!("{dir}_packets")].as_u64().unwrap_or(0);
     let by = j[format!("{dir}_bytes")].as_u64().unwrap_or(0);
     by / pk.max(1)
 }
 
-fn two_on_one_bridge(kinds: (&str, &str), tag: &str) -> Option<(Daemon, Topology, String)> {
-    if !root_or_skip(tag) {
-        return None;
-    }
-    let p = prefix(tag);
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
-    let (v1, v2) = (format!("{p}p1"), format!("{p}p2"));
-    attach(&mut t, &d, ("br0", &n1, &v1), kinds.0, "10.78.0.1/24", &[]);
-    attach(&mut t, &d, ("br0", &n2, &v2), kinds.1, "10.78.0.2/24", &[]);
-    assert!(ping(&n1, "10.78.0.2", 2), "ping through uvs");
-    Some((d, t, p))
-}
-
 #[test]
 fn afpacket_bridged_carries_super_frames_with_right_checksums() {
-    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "ka") else {
+    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "ka", "10.78.0") else {
         return;
     };
     let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
@@ -86,7 +63,7 @@ fn afpacket_bridged_carries_super_frames_with_right_checksums() {
 
 #[test]
 fn afpacket_to_afxdp_is_segmented_with_good_checksums() {
-    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afxdp"), "kx") else {
+    let Some((d, _t, p)) = two_on_one_bridge(("afpacket", "afxdp"), "kx", "10.78.0") else {
         return;
     };
     let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
@@ -111,27 +88,7 @@ fn afpacket_super_frames_routed_and_masqueraded() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0", "gateway=172.31.78.1/24"]);
-    d.ctl(&["add-br", "ext", "gateway=10.251.8.1/24"]);
-    let c1 = ("br0", n("c1"), n("p1"));
-    attach(
-        &mut t,
-        &d,
-        (c1.0, &c1.1, &c1.2),
-        "afpacket",
-        "172.31.78.2/24",
-        &[],
-    );
-    let o = ("ext", n("o"), n("po"));
-    attach(
-        &mut t,
-        &d,
-        (o.0, &o.1, &o.2),
-        "afpacket",
-        "10.251.8.2/24",
-        &[],
-    );
-    route_add(&n("c1"), "default", "172.31.78.1");
+    inside_outside(&mut t, &d, &p, "afpacket", "172.31.78", "10.251.8");
     route_add(&n("o"), "172.31.78.0/24", "10.251.8.1");
     assert!(ping(&n("c1"), "10.251.8.2", 2), "routed ping");
     let (w, bps) = capture_during(&n("o"), "eth0", "tcp and src host 172.31.78.2", || {
@@ -164,50 +121,26 @@ fn afpacket_super_frames_routed_and_masqueraded() {
     assert!(tx > 1600, "super-frames sent on the outside port: {tx}");
 }
 
-/// Poll until port `name`'s state in `show --json` is `state`; panics with `show` otherwise.
-fn wait_state(d: &Daemon, name: &str, state: &str, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let v: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).expect("json");
-        let now = v["bridges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
-            .find(|p| p["name"] == name)
-            .map(|p| p["state"].clone());
-        if now.as_ref().is_some_and(|s| s == state) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not {state} after {secs}s:\n{}",
-            d.ctl(&["show"])
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn afpacket_port_follows_its_container() {
-    let Some((d, mut t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "kl") else {
+    let Some((d, mut t, p)) = two_on_one_bridge(("afpacket", "afpacket"), "kl", "10.78.0") else {
         return;
     };
     let n = |s: &str| format!("{p}{s}");
     sh(&["ip", "netns", "del", &n("n2")]);
     sh(&["ip", "-n", &n("n1"), "neigh", "flush", "all"]);
     let t0 = Instant::now();
-    wait_state(&d, &n("p2"), "gone", 10);
+    d.wait_state(&n("p2"), "gone", 10);
     eprintln!("afpacket port gone after {:?}", t0.elapsed());
     // The container restarts: a new veth of the same name; no ctl command.
     t.container(&n("n2"), &n("p2"), "10.78.0.2/24");
-    wait_state(&d, &n("p2"), "up", 10);
+    d.wait_state(&n("p2"), "up", 10);
     assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> restarted n2");
     // Link down / up follows the netdev too.
     sh(&["ip", "link", "set", "dev", &n("p2"), "down"]);
-    wait_state(&d, &n("p2"), "down", 10);
+    d.wait_state(&n("p2"), "down", 10);
     sh(&["ip", "link", "set", "dev", &n("p2"), "up"]);
-    wait_state(&d, &n("p2"), "up", 10);
+    d.wait_state(&n("p2"), "up", 10);
     assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> n2 after down/up");
 }
 

@@ -10,27 +10,8 @@ use common::netns::*;
 /// Containers `c1` (172.30.0.2 on br0, gateway .1) and an outside host `o` (10.251.0.2 on ext,
 /// gateway 10.251.0.1), each with a route through uvs to the other's subnet.
 fn two_bridges(t: &mut Topology, d: &Daemon, p: &str) {
-    let n = |s: &str| format!("{p}{s}");
-    d.ctl(&["add-br", "br0", "gateway=172.30.0.1/24"]);
-    d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
-    attach(
-        t,
-        d,
-        ("br0", &n("c1"), &n("p1")),
-        "afxdp",
-        "172.30.0.2/24",
-        &[],
-    );
-    attach(
-        t,
-        d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.251.0.2/24",
-        &[],
-    );
-    route_add(&n("c1"), "default", "172.30.0.1");
-    route_add(&n("o"), "172.30.0.0/24", "10.251.0.1");
+    inside_outside(t, d, p, "afxdp", "172.30.0", "10.251.0");
+    route_add(&format!("{p}o"), "172.30.0.0/24", "10.251.0.1");
 }
 
 #[test]
@@ -77,18 +58,6 @@ fn masquerade_keeps_inbound_routed_connections() {
     );
 }
 
-/// Poll `f` every 200 ms until it is true or `secs` pass.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    false
-}
-
 #[test]
 fn first_packet_to_an_unresolved_host_is_delivered() {
     if !root_or_skip("first_packet_to_an_unresolved_host_is_delivered") {
@@ -125,14 +94,7 @@ fn first_packet_to_an_unresolved_host_is_delivered() {
         .contains("lladdr 02:75:76")),
         "gratuitous ARP on port join"
     );
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.251.0.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "ext", "o", "afxdp", "10.251.0.2/24");
     route_add(&n("c1"), "default", "172.30.0.1");
     route_add(&n("o"), "172.30.0.0/24", "10.251.0.1");
     // Nothing resolved 10.251.0.2 yet: the first echo waits in the hold queue for the ARP reply.
@@ -235,38 +197,10 @@ fn isolated_bridges_and_icc_off_like_docker() {
     ]);
     d.ctl(&["add-br", "netb", "gateway=172.30.2.1/24", "isolated=on"]);
     d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
-    attach(
-        &mut t,
-        &d,
-        ("neta", &n("a"), &n("pa")),
-        "afxdp",
-        "172.30.1.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("neta", &n("a2"), &n("pa2")),
-        "afxdp",
-        "172.30.1.3/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("netb", &n("b"), &n("pb")),
-        "afxdp",
-        "172.30.2.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.251.0.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "neta", "a", "afxdp", "172.30.1.2/24");
+    member(&mut t, &d, &p, "neta", "a2", "afxdp", "172.30.1.3/24");
+    member(&mut t, &d, &p, "netb", "b", "afxdp", "172.30.2.2/24");
+    member(&mut t, &d, &p, "ext", "o", "afxdp", "10.251.0.2/24");
     for (ns, gw) in [
         ("a", "172.30.1.1"),
         ("a2", "172.30.1.1"),

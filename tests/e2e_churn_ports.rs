@@ -4,44 +4,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::netns::*;
-use serde_json::Value;
-
-/// `--json show`, then the port named `name`.
-fn port(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).expect("json");
-    v["bridges"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
-        .find(|p| p["name"] == name)
-        .unwrap_or(Value::Null)
-}
-
-/// Poll `f` every 50 ms until it is true or `secs` pass.
-fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
-/// Wait until port `name` is in `state`; panics with `show` otherwise.
-fn wait_state(d: &Daemon, name: &str, state: &str, secs: u64) {
-    let ok = wait_for(secs, || port(d, name)["state"] == state);
-    assert!(
-        ok,
-        "{name} not {state} after {secs}s:\n{}",
-        d.ctl(&["show"])
-    );
-}
 
 /// CPU ticks (utime + stime, 1/100 s) of the daemon's worker thread.
 fn worker_ticks(pid: u32) -> u64 {
@@ -74,8 +40,7 @@ fn worker_cpu_percent(pid: u32, secs: u64) -> f64 {
 
 /// The worker's frames in use.
 fn frames_in_use(d: &Daemon) -> u64 {
-    let v: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("json");
-    v["worker"]["frames_in_use"]
+    d.json(&["stats"])["worker"]["frames_in_use"]
         .as_u64()
         .expect("frames_in_use")
 }
@@ -90,38 +55,17 @@ fn tap_namespace_deleted_goes_gone_and_worker_idles() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.77.1.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "10.77.1.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("c"), &n("pc")),
-        "tap",
-        "10.77.1.3/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.77.1.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "10.77.1.2/24");
+    member(&mut t, &d, &p, "br0", "c", "tap", "10.77.1.3/24");
     assert!(ping(&n("a"), "10.77.1.3", 2), "a -> tap container");
-    assert_eq!(port(&d, &n("pc"))["state"], "up");
+    assert_eq!(d.port_show(&n("pc"))["state"], "up");
 
     sh(&["ip", "netns", "del", &n("c")]);
     // The next container of that name gets a new MAC: a's neighbour cache must not keep the old.
     sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
     let t0 = Instant::now();
-    wait_state(&d, &n("pc"), "gone", 10);
+    d.wait_state(&n("pc"), "gone", 10);
     eprintln!("tap gone after {:?}", t0.elapsed());
     let show = d.ctl(&["show"]);
     assert!(show.contains("state=gone"), "{show}");
@@ -131,7 +75,7 @@ fn tap_namespace_deleted_goes_gone_and_worker_idles() {
     assert!(cpu < 5.0, "worker uses {cpu:.1}% of a core");
     // The other ports of the bridge still forward.
     assert!(ping(&n("a"), "10.77.1.2", 3), "a -> b after the TAP went");
-    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let stats = d.json(&["stats"]);
     assert_eq!(stats["ports"][n("pc")]["state"], "gone");
     let text = d.ctl(&["stats"]);
     assert!(text.contains("state gone, frames 0"), "{text}");
@@ -139,18 +83,18 @@ fn tap_namespace_deleted_goes_gone_and_worker_idles() {
     t.netns(&n("c"));
     d.ctl(&["add-port", "br0", &n("pc"), "type=tap"]);
     t.adopt(&n("c"), &n("pc"), "10.77.1.3/24");
-    assert_eq!(port(&d, &n("pc"))["state"], "up");
+    assert_eq!(d.port_show(&n("pc"))["state"], "up");
     assert!(ping(&n("a"), "10.77.1.3", 2), "a -> new tap container");
 
     // Gone again; this time a persistent TAP of that name is made in uvs's namespace (as an
     // orchestrator would, to set its owner): the port attaches it by itself.
     sh(&["ip", "netns", "del", &n("c")]);
-    wait_state(&d, &n("pc"), "gone", 10);
+    d.wait_state(&n("pc"), "gone", 10);
     sh(&["ip", "tuntap", "add", &n("pc"), "mode", "tap"]);
     t.links.push(n("pc"));
-    wait_state(&d, &n("pc"), "up", 10);
+    d.wait_state(&n("pc"), "up", 10);
     assert!(
-        port(&d, &n("pc"))["details"]
+        d.port_show(&n("pc"))["details"]
             .as_str()
             .unwrap()
             .contains("attached")
@@ -174,36 +118,22 @@ fn afxdp_veth_gone_reclaims_frames_and_reattaches() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.77.2.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "10.77.2.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.77.2.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "10.77.2.2/24");
     assert!(ping(&n("a"), "10.77.2.2", 2), "a -> b");
-    let held = port(&d, &n("pb"))["frames"].as_u64().unwrap();
+    let held = d.port_show(&n("pb"))["frames"].as_u64().unwrap();
     let in_use = frames_in_use(&d);
     assert!(held > 0, "an open AF_XDP port holds frames");
 
     sh(&["ip", "netns", "del", &n("b")]);
     // The restarted container has a new MAC: a's neighbour cache must not keep the old one.
     sh(&["ip", "-n", &n("a"), "neigh", "flush", "all"]);
-    wait_state(&d, &n("pb"), "gone", 10);
-    assert_eq!(port(&d, &n("pb"))["frames"], 0);
+    d.wait_state(&n("pb"), "gone", 10);
+    assert_eq!(d.port_show(&n("pb"))["frames"], 0);
     // The port is `gone` at once; its socket is released on the port thread (xsk_release
     // waits for an RCU grace period, longer on a loaded machine) and only then are its
     // frames reclaimed: wait for that, bounded.
-    let reclaimed = wait_for(10, || frames_in_use(&d) + held / 2 <= in_use);
+    let reclaimed = eventually(10, || frames_in_use(&d) + held / 2 <= in_use);
     let after = frames_in_use(&d);
     eprintln!("frames in use: {in_use} with b, {after} after b's veth went ({held} held by b)");
     assert!(
@@ -216,16 +146,16 @@ fn afxdp_veth_gone_reclaims_frames_and_reattaches() {
 
     // The container restarts: a new veth pair with the same name. No ctl command.
     t.container(&n("b"), &n("pb"), "10.77.2.2/24");
-    wait_state(&d, &n("pb"), "up", 10);
+    d.wait_state(&n("pb"), "up", 10);
     assert!(ping(&n("a"), "10.77.2.2", 3), "a -> restarted b");
-    assert_eq!(port(&d, &n("pb"))["id"], 1, "the port keeps its id");
+    assert_eq!(d.port_show(&n("pb"))["id"], 1, "the port keeps its id");
 
     // The port whose socket registered the shared UMEM goes too: b keeps forwarding on the
     // UMEM its own sockets share, and a's new veth re-attaches to it.
     sh(&["ip", "netns", "del", &n("a")]);
-    wait_state(&d, &n("pa"), "gone", 10);
+    d.wait_state(&n("pa"), "gone", 10);
     t.container(&n("a"), &n("pa"), "10.77.2.1/24");
-    wait_state(&d, &n("pa"), "up", 10);
+    d.wait_state(&n("pa"), "up", 10);
     sh(&["ip", "-n", &n("b"), "neigh", "flush", "all"]);
     assert!(ping(&n("b"), "10.77.2.1", 3), "b -> restarted a");
 }
@@ -240,55 +170,41 @@ fn afxdp_link_down_up_and_mtu_follow_the_netdev() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.77.3.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "10.77.3.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.77.3.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "10.77.3.2/24");
     assert!(ping(&n("a"), "10.77.3.2", 2), "a -> b");
 
     sh(&["ip", "link", "set", "dev", &n("pb"), "down"]);
-    wait_state(&d, &n("pb"), "down", 10);
-    assert_eq!(port(&d, &n("pb"))["frames"], 0);
+    d.wait_state(&n("pb"), "down", 10);
+    assert_eq!(d.port_show(&n("pb"))["frames"], 0);
     assert!(d.ctl(&["show"]).contains("state=down"));
     sh(&["ip", "link", "set", "dev", &n("pb"), "up"]);
-    wait_state(&d, &n("pb"), "up", 10);
+    d.wait_state(&n("pb"), "up", 10);
     assert!(
-        wait_for(5, || ping(&n("a"), "10.77.3.2", 1)),
+        eventually(5, || ping(&n("a"), "10.77.3.2", 1)),
         "a -> b after down/up"
     );
 
     // MTU: picked up live; one a frame cannot hold takes the port down with the reason.
     sh(&["ip", "link", "set", "dev", &n("pa"), "mtu", "1400"]);
     assert!(
-        wait_for(2, || port(&d, &n("pa"))["mtu"] == 1400),
+        eventually(2, || d.port_show(&n("pa"))["mtu"] == 1400),
         "mtu not updated:\n{}",
         d.ctl(&["show"])
     );
     assert!(d.ctl(&["show"]).contains("mtu=1400"));
-    assert_eq!(port(&d, &n("pa"))["state"], "up");
+    assert_eq!(d.port_show(&n("pa"))["state"], "up");
     if try_sh(&["ip", "link", "set", "dev", &n("pb"), "mtu", "4000"]) {
-        wait_state(&d, &n("pb"), "down", 10);
-        let reason = port(&d, &n("pb"))["reason"].to_string();
+        d.wait_state(&n("pb"), "down", 10);
+        let reason = d.port_show(&n("pb"))["reason"].to_string();
         assert!(reason.contains("MTU 4000"), "{reason}");
         sh(&["ip", "link", "set", "dev", &n("pb"), "mtu", "1500"]);
-        wait_state(&d, &n("pb"), "up", 10);
+        d.wait_state(&n("pb"), "up", 10);
     } else {
         eprintln!("the kernel refused MTU 4000 on a veth with XDP attached; not checked");
     }
     assert!(
-        wait_for(5, || ping(&n("a"), "10.77.3.2", 1)),
+        eventually(5, || ping(&n("a"), "10.77.3.2", 1)),
         "a -> b at the end"
     );
 }
@@ -391,7 +307,7 @@ fn two_hundred_afxdp_containers_with_default_settings() {
         t1.elapsed(),
         mem0.saturating_sub(mem_available_kib()) / 1024
     );
-    let show: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let show = d.json(&["show"]);
     let ports = show["bridges"][0]["ports"].as_array().unwrap();
     assert_eq!(ports.len(), N);
     assert!(ports.iter().all(|p| p["state"] == "up"), "all up");
@@ -427,7 +343,7 @@ fn two_hundred_afxdp_containers_with_default_settings() {
     assert!(cpu < 10.0, "worker uses {cpu:.1}% of a core");
     // Two containers reach each other through the switch.
     assert!(ping(&ns(0), &ip(N - 1), 1), "first -> last container");
-    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let stats = d.json(&["stats"]);
     let drops = stats["ports"]
         .as_object()
         .unwrap()
@@ -468,14 +384,7 @@ fn small_frame_region_refuses_the_port_it_cannot_serve() {
     d.ctl(&["add-br", "br0"]);
     for (i, c) in ["a", "b", "c"].iter().enumerate() {
         let ip = format!("10.77.4.{}/24", i + 1);
-        attach(
-            &mut t,
-            &d,
-            ("br0", &n(c), &n(&format!("p{c}"))),
-            "afxdp",
-            &ip,
-            &[],
-        );
+        member(&mut t, &d, &p, "br0", c, "afxdp", &ip);
     }
     t.container(&n("d"), &n("pd"), "10.77.4.4/24");
     let out = d.ctl_raw(&["add-port", "br0", &n("pd"), "type=afxdp"]);
@@ -492,7 +401,7 @@ fn small_frame_region_refuses_the_port_it_cannot_serve() {
     // The admitted ports are not starved.
     assert!(ping(&n("a"), "10.77.4.2", 3), "a -> b");
     assert!(ping(&n("c"), "10.77.4.1", 3), "c -> a");
-    let stats: Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
+    let stats = d.json(&["stats"]);
     let w = &stats["worker"];
     assert_eq!(w["budget"]["committed"], 384, "{w}");
     assert!(w["frames_free"].as_u64().unwrap() >= 64, "{w}");
@@ -528,6 +437,45 @@ fn timed_one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// 1500 echo requests from namespace `ns` to `ip`, one every 2 ms (3 s), while `busy` runs on
+/// another thread until they are done (it is told by its flag); returns what `busy` returns
+/// and ping's output.
+fn ping_while<B: Send>(
+    ns: &str,
+    ip: &str,
+    busy: impl FnOnce(&AtomicBool) -> B + Send,
+) -> (B, std::process::Output) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let busy = s.spawn(|| busy(&stop));
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "20", "ping", "-n"])
+            .args(["-i", "0.002", "-c", "1500", "-W", "2", ip])
+            .output()
+            .expect("ping");
+        stop.store(true, Ordering::Relaxed);
+        (busy.join().expect("busy thread"), out)
+    })
+}
+
+/// The bound of the two timing tests on `ping_while`'s output: all 1500 sent, at most
+/// `MAX_SLOW` over 20 ms and at most `MAX_SLOW` lost; `during` names what went on meanwhile.
+fn assert_forwarding_kept_pace(during: &str, out: &std::process::Output) {
+    let (rtts, sent) = ping_rtts(&String::from_utf8_lossy(&out.stdout));
+    let slow = rtts.iter().filter(|r| **r > 20.0).count();
+    let max = rtts.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "{during}: {sent} pings, {} lost, {slow} over 20 ms, max {max:.2} ms",
+        sent - rtts.len()
+    );
+    assert_eq!(sent, 1500, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        slow <= MAX_SLOW && rtts.len() + MAX_SLOW >= sent,
+        "forwarding stalled {during}: {slow} of {sent} pings over 20 ms, {} lost",
+        sent - rtts.len()
+    );
+}
+
 /// Forwarding between two containers goes on while a client adds and deletes AF_XDP,
 /// AF_PACKET and TAP ports on the same bridge in a loop (container churn through uvs-cni): the
 /// devices are opened and released off the worker (`worker::open`), so the worker never stops
@@ -544,22 +492,8 @@ fn forwarding_continues_during_port_churn() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.77.5.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "10.77.5.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.77.5.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "10.77.5.2/24");
     // Churn ports: two veths left in the root namespace, and a TAP uvs creates each time.
     let churn = [(n("x"), "afxdp"), (n("k"), "afpacket"), (n("t"), "tap")];
     for (dev, _) in &churn[..2] {
@@ -581,38 +515,20 @@ fn forwarding_continues_during_port_churn() {
     assert!(ping(&n("a"), "10.77.5.2", 3), "a -> b before the churn");
     let in_use = frames_in_use(&d);
 
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (ops, out) = std::thread::scope(|s| {
-        let churner = s.spawn(|| {
-            let mut ops = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for (dev, kind) in &churn {
-                    d.ctl(&["add-port", "br0", dev, &format!("type={kind}")]);
-                    d.ctl(&["del-port", dev]);
-                    ops += 2;
-                }
+    let (ops, out) = ping_while(&n("a"), "10.77.5.2", |stop| {
+        let mut ops = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            for (dev, kind) in &churn {
+                d.ctl(&["add-port", "br0", dev, &format!("type={kind}")]);
+                d.ctl(&["del-port", dev]);
+                ops += 2;
             }
-            ops
-        });
-        // 1500 echo requests, one every 2 ms: 3 s of churn.
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &n("a"), "timeout", "20", "ping", "-n"])
-            .args(["-i", "0.002", "-c", "1500", "-W", "2", "10.77.5.2"])
-            .output()
-            .expect("ping");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (churner.join().expect("churn thread"), out)
+        }
+        ops
     });
-    let (rtts, sent) = ping_rtts(&String::from_utf8_lossy(&out.stdout));
-    let slow = rtts.iter().filter(|r| **r > 20.0).count();
-    let max = rtts.iter().cloned().fold(0.0, f64::max);
-    eprintln!(
-        "churn: {ops} add/del, {sent} pings, {} lost, {slow} over 20 ms, max {max:.2} ms",
-        sent - rtts.len()
-    );
+    eprintln!("churn: {ops} add/del");
     // The churn really ran through the whole ping (each add+del cycle takes 5-60 ms).
     assert!(ops >= 30, "only {ops} churn operations");
-    assert_eq!(sent, 1500, "{}", String::from_utf8_lossy(&out.stderr));
     // The bound: a worker that opens and closes ports itself stops for 5-60 ms per operation
     // (XDP load and bind 30-55 ms, socket or TAP close 5-40 ms; measured with
     // benches/port_churn.sh), so at ~50 operations a second several percent of the pings wait
@@ -620,11 +536,7 @@ fn forwarding_continues_during_port_churn() {
     // test. Off the worker, a quiet run on this 2-core machine sees none; under load (the
     // other tests of this binary, parallel builds) up to 24 were seen, so the bound is
     // MAX_SLOW (3%), still well under what a stalling worker gives.
-    assert!(
-        slow <= MAX_SLOW && rtts.len() + MAX_SLOW >= sent,
-        "forwarding stalled during churn: {slow} of {sent} pings over 20 ms, {} lost",
-        sent - rtts.len()
-    );
+    assert_forwarding_kept_pace("during churn", &out);
 
     // Nothing left behind: no churn port, no TAP, no XDP program, every frame back.
     let show = d.ctl(&["show"]);
@@ -637,7 +549,7 @@ fn forwarding_continues_during_port_churn() {
         assert!(!link.contains("xdp"), "XDP program left on {dev}: {link}");
     }
     assert!(
-        wait_for(5, || frames_in_use(&d) <= in_use),
+        eventually(5, || frames_in_use(&d) <= in_use),
         "frames in use {} > {in_use} before the churn",
         frames_in_use(&d)
     );
@@ -659,70 +571,28 @@ fn forwarding_continues_while_a_port_flaps() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.77.6.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "10.77.6.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("c"), &n("pc")),
-        "afxdp",
-        "10.77.6.3/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.77.6.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "10.77.6.2/24");
+    member(&mut t, &d, &p, "br0", "c", "afxdp", "10.77.6.3/24");
     assert!(ping(&n("a"), "10.77.6.2", 3), "a -> b before");
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (flaps, out) = std::thread::scope(|s| {
-        let flapper = s.spawn(|| {
-            let mut flaps = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                sh(&["ip", "link", "set", "dev", &n("pc"), "down"]);
-                std::thread::sleep(Duration::from_millis(30));
-                sh(&["ip", "link", "set", "dev", &n("pc"), "up"]);
-                std::thread::sleep(Duration::from_millis(70));
-                flaps += 1;
-            }
-            flaps
-        });
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &n("a"), "timeout", "20", "ping", "-n"])
-            .args(["-i", "0.002", "-c", "1500", "-W", "2", "10.77.6.2"])
-            .output()
-            .expect("ping");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (flapper.join().expect("flap thread"), out)
+    let (flaps, out) = ping_while(&n("a"), "10.77.6.2", |stop| {
+        let mut flaps = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            sh(&["ip", "link", "set", "dev", &n("pc"), "down"]);
+            std::thread::sleep(Duration::from_millis(30));
+            sh(&["ip", "link", "set", "dev", &n("pc"), "up"]);
+            std::thread::sleep(Duration::from_millis(70));
+            flaps += 1;
+        }
+        flaps
     });
-    let (rtts, sent) = ping_rtts(&String::from_utf8_lossy(&out.stdout));
-    let slow = rtts.iter().filter(|r| **r > 20.0).count();
-    let max = rtts.iter().cloned().fold(0.0, f64::max);
-    eprintln!(
-        "flaps: {flaps} down/up, {sent} pings, {} lost, {slow} over 20 ms, max {max:.2} ms",
-        sent - rtts.len()
-    );
+    eprintln!("flaps: {flaps} down/up");
     assert!(flaps >= 10, "only {flaps} flaps");
-    assert_eq!(sent, 1500, "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        slow <= MAX_SLOW && rtts.len() + MAX_SLOW >= sent,
-        "forwarding stalled while a port flapped: {slow} of {sent} pings over 20 ms, {} lost",
-        sent - rtts.len()
-    );
+    assert_forwarding_kept_pace("while a port flapped", &out);
     // The flapping port is reattached and forwards.
-    wait_state(&d, &n("pc"), "up", 10);
+    d.wait_state(&n("pc"), "up", 10);
     assert!(
-        wait_for(5, || ping(&n("c"), "10.77.6.1", 1)),
+        eventually(5, || ping(&n("c"), "10.77.6.1", 1)),
         "c -> a after the flaps:\n{}",
         d.ctl(&["show"])
     );

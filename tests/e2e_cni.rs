@@ -16,7 +16,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::netns::*;
 use serde_json::{Value, json};
@@ -39,16 +38,25 @@ fn tools_or_skip(test: &str) -> bool {
     missing.is_empty()
 }
 
-/// Polls `f` until it is true or `secs` pass.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+/// A host-local IPAM store of one test: its directory, removed on drop.
+struct HostLocal(PathBuf);
+
+impl HostLocal {
+    fn new(tag: &str) -> HostLocal {
+        let dir = std::env::temp_dir().join(format!("uvs-{tag}-ipam-{}", std::process::id()));
+        HostLocal(dir)
     }
-    false
+
+    /// The `ipam` section of a network config: this store, addresses from `range`.
+    fn ipam(&self, range: Value) -> Value {
+        json!({"type": "host-local", "dataDir": self.0, "ranges": [[range]]})
+    }
+}
+
+impl Drop for HostLocal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A test-owned podman: its own containers.conf, storage, CNI config dir and plugin dir.
@@ -429,12 +437,11 @@ fn cni_add_check_del_direct() {
     let (n1, n2) = (format!("{p}a"), format!("{p}b"));
     t.netns(&n1);
     t.netns(&n2);
-    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnid-ipam-{}", std::process::id()));
+    let store = HostLocal::new("cnid");
     let conf = json!({
         "cniVersion": "1.0.0", "name": "vxnet", "type": "uvs-cni", "bridge": "vxb",
         "uvs_socket": d.socket,
-        "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                 "ranges": [[{"subnet": "10.236.1.0/24", "gateway": "10.236.1.1"}]]},
+        "ipam": store.ipam(json!({"subnet": "10.236.1.0/24", "gateway": "10.236.1.1"})),
         "runtimeConfig": {"mac": "02:00:00:00:36:01",
                           "portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "udp"}]}
     });
@@ -490,7 +497,6 @@ fn cni_add_check_del_direct() {
         0
     );
     assert!(!d.ctl(&["show"]).contains("port uv"));
-    let _ = std::fs::remove_dir_all(&ipam_dir);
 }
 
 #[test]
@@ -508,13 +514,12 @@ fn cni_parallel_add_del_keeps_rules_straight() {
     for n in &names {
         t.netns(n);
     }
-    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnip-ipam-{}", std::process::id()));
+    let store = HostLocal::new("cnip");
     let conf = |port: u16| {
         json!({
             "cniVersion": "0.4.0", "name": "par", "type": "uvs-cni", "uplink": "ext",
             "uvs_socket": d.socket,
-            "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                     "ranges": [[{"subnet": "10.237.1.0/24"}]]},
+            "ipam": store.ipam(json!({"subnet": "10.237.1.0/24"})),
             "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80}]}
         })
     };
@@ -582,7 +587,6 @@ fn cni_parallel_add_del_keeps_rules_straight() {
     let nat = d.ctl(&["nat-show"]);
     assert!(!nat.contains("dnat") && nat.contains("masquerade"), "{nat}");
     assert!(!d.ctl(&["show"]).contains("port uv"));
-    let _ = std::fs::remove_dir_all(&ipam_dir);
 }
 
 /// `hostPort` omitted: uvs picks a free host port from its DNAT range (skipping one a fixed
@@ -625,12 +629,11 @@ fn cni_host_port_zero_is_picked_and_reachable() {
     let ns = format!("{p}c");
     t.netns(&ns);
     let nspath = format!("/run/netns/{ns}");
-    let ipam_dir = std::env::temp_dir().join(format!("uvs-cniz-ipam-{}", std::process::id()));
+    let store = HostLocal::new("cniz");
     let mut conf = json!({
         "cniVersion": "1.0.0", "name": "zn", "type": "uvs-cni", "uplink": "ext",
         "uvs_socket": d.socket,
-        "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                 "ranges": [[{"subnet": "10.238.1.0/24"}]]},
+        "ipam": store.ipam(json!({"subnet": "10.238.1.0/24"})),
         "runtimeConfig": {"portMappings": [{"containerPort": 80, "protocol": "tcp"}]}
     });
     let (rc, res) = cni("ADD", "cid-zero", &nspath, &conf);
@@ -694,7 +697,6 @@ fn cni_host_port_zero_is_picked_and_reachable() {
         "{nat}"
     );
     drop(d);
-    let _ = std::fs::remove_dir_all(&ipam_dir);
     let _ = std::fs::remove_file(&db);
 }
 
@@ -723,13 +725,12 @@ fn cni_bandwidth_limits_a_container() {
         &[],
     );
     route_add(&outside, "10.239.1.0/24", "10.239.0.1");
-    let ipam_dir = std::env::temp_dir().join(format!("uvs-cnib-ipam-{}", std::process::id()));
+    let store = HostLocal::new("cnib");
     let conf = |bw: Value| {
         json!({
             "cniVersion": "1.0.0", "name": "bw", "type": "uvs-cni", "uplink": "ext",
             "uvs_socket": d.socket,
-            "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                     "ranges": [[{"subnet": "10.239.1.0/24"}]]},
+            "ipam": store.ipam(json!({"subnet": "10.239.1.0/24"})),
             "runtimeConfig": {"bandwidth": bw}
         })
     };
@@ -801,7 +802,6 @@ fn cni_bandwidth_limits_a_container() {
         0
     );
     assert!(!d.ctl(&["save-config"]).contains("rate_"));
-    let _ = std::fs::remove_dir_all(&ipam_dir);
 }
 
 /// `podman rm` while uvs is down: DEL cannot reach the daemon (code 100, naming the port left
@@ -819,18 +819,17 @@ fn cni_del_while_uvs_is_down_releases_the_lease() {
     let ns = format!("{p}c");
     t.netns(&ns);
     let nspath = format!("/run/netns/{ns}");
-    let ipam_dir = std::env::temp_dir().join(format!("uvs-cniw-ipam-{}", std::process::id()));
+    let store = HostLocal::new("cniw");
     let mut conf = json!({
         "cniVersion": "1.0.0", "name": "wn", "type": "uvs-cni", "uvs_socket": d.socket,
-        "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                 "ranges": [[{"subnet": "10.234.1.0/24"}]]}
+        "ipam": store.ipam(json!({"subnet": "10.234.1.0/24"}))
     });
     let (rc, res) = cni("ADD", "cid-down", &nspath, &conf);
     assert_eq!(rc, 0, "ADD: {res}");
     let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
     let ip = res["ips"][0]["address"].as_str().unwrap();
     let ip = ip.split('/').next().unwrap().to_string();
-    let lease = ipam_dir.join("wn").join(&ip);
+    let lease = store.0.join("wn").join(&ip);
     assert!(lease.exists(), "host-local lease {}", lease.display());
     drop(d);
 
@@ -847,5 +846,4 @@ fn cni_del_while_uvs_is_down_releases_the_lease() {
     assert!(!lease.exists(), "the lease of {ip} leaked");
     let links = sh(&["ip", "-o", "link", "show"]);
     assert!(!links.contains(&format!("{host}@")), "veth {host} left");
-    let _ = std::fs::remove_dir_all(&ipam_dir);
 }

@@ -30,14 +30,6 @@ struct Etcd {
     peer: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Etcd {
     fn start(tag: &str) -> Etcd {
         let dir = std::env::temp_dir().join(format!("uvs-etcd-{tag}"));
@@ -50,6 +42,13 @@ impl Etcd {
         };
         e.restart();
         e
+    }
+
+    /// [`Etcd::start`] with `config` (JSON) as flannel's network configuration.
+    fn with_network(tag: &str, config: &str) -> Etcd {
+        let etcd = Etcd::start(tag);
+        etcd.ctl(&["put", "/coreos.com/network/config", config]);
+        etcd
     }
 
     fn url(&self) -> String {
@@ -429,12 +428,10 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     }
     let p = prefix("et");
     let n = |s: &str| format!("{p}{s}");
-    let mut etcd = Etcd::start(&p);
-    etcd.ctl(&[
-        "put",
-        "/coreos.com/network/config",
+    let mut etcd = Etcd::with_network(
+        &p,
         r#"{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}"#,
-    ]);
+    );
     let mut t = Topology::default();
     // The underlay: one L2 segment (a kernel bridge in its own namespace); uvs hosts A and B
     // attach veths whose root-namespace ends are their uplink ports, the kernel flannel host
@@ -695,12 +692,10 @@ fn a_thousand_leases_are_programmed_in_bounded_time_and_memory() {
         return;
     }
     let p = prefix("es");
-    let etcd = Etcd::start(&p);
-    etcd.ctl(&[
-        "put",
-        "/coreos.com/network/config",
+    let etcd = Etcd::with_network(
+        &p,
         r#"{"Network":"10.64.0.0/10","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#,
-    ]);
+    );
     let dir = std::env::temp_dir();
     let conf = dir.join(format!("uvs-{p}.toml"));
     let state = dir.join(format!("uvs-{p}.subnet.env"));
@@ -819,12 +814,10 @@ fn host_gw_backend_routes_via_the_public_ip() {
     }
     let p = prefix("eg");
     let n = |s: &str| format!("{p}{s}");
-    let etcd = Etcd::start(&p);
-    etcd.ctl(&[
-        "put",
-        "/coreos.com/network/config",
+    let etcd = Etcd::with_network(
+        &p,
         r#"{"Network":"10.6.0.0/16","Backend":{"Type":"host-gw"}}"#,
-    ]);
+    );
     let mut t = Topology::default();
     sh(&[
         "ip",

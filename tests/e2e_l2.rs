@@ -35,8 +35,7 @@ fn two_containers(kinds: (&str, &str), tag: &str) {
     };
     assert!(line_of(&m1).contains(&v1), "{m1} on {v1} in:\n{fdb}");
     assert!(line_of(&m2).contains(&v2), "{m2} on {v2} in:\n{fdb}");
-    let stats: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
-    assert!(stats["ports"][&v1]["tx_packets"].as_u64().unwrap() > 100);
+    assert!(d.port_stats(&v1)["tx_packets"].as_u64().unwrap() > 100);
 }
 
 #[test]
@@ -65,38 +64,10 @@ fn second_bridge_is_isolated() {
     d.ctl(&["add-br", "br0"]);
     d.ctl(&["add-br", "br1"]);
     let n = |s: &str| format!("{p}{s}");
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "192.0.2.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "tap",
-        "192.0.2.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br1", &n("c"), &n("pc")),
-        "afxdp",
-        "192.0.2.3/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br1", &n("d"), &n("pd")),
-        "afxdp",
-        "192.0.2.4/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "192.0.2.1/24");
+    member(&mut t, &d, &p, "br0", "b", "tap", "192.0.2.2/24");
+    member(&mut t, &d, &p, "br1", "c", "afxdp", "192.0.2.3/24");
+    member(&mut t, &d, &p, "br1", "d", "afxdp", "192.0.2.4/24");
     assert!(ping(&n("a"), "192.0.2.2", 2));
     assert!(ping(&n("c"), "192.0.2.4", 2));
     assert!(!ping(&n("a"), "192.0.2.3", 2), "br0 must not reach br1");
@@ -215,30 +186,9 @@ fn ports_come_and_go_live() {
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0"]);
     let n = |s: &str| format!("{p}{s}");
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "192.0.2.1/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("b"), &n("pb")),
-        "afxdp",
-        "192.0.2.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("c"), &n("pc")),
-        "tap",
-        "192.0.2.3/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "192.0.2.1/24");
+    member(&mut t, &d, &p, "br0", "b", "afxdp", "192.0.2.2/24");
+    member(&mut t, &d, &p, "br0", "c", "tap", "192.0.2.3/24");
     assert!(ping(&n("a"), "192.0.2.3", 2));
     // A ping stream between a and b keeps flowing while c is removed and re-added.
     let stream = std::process::Command::new("ip")

@@ -41,14 +41,7 @@ fn gateway_routing_and_static_route() {
     t.netns(&n("c2"));
     d.ctl(&["add-port", "br1", &n("p2"), "type=tap"]);
     t.adopt(&n("c2"), &n("p2"), "10.9.0.2/24");
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.250.0.2/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "ext", "o", "afxdp", "10.250.0.2/24");
     route_add(&n("c1"), "default", "172.31.5.1");
     route_add(&n("c2"), "default", "10.9.0.1");
     route_add(&n("o"), "172.31.5.0/24", "10.250.0.1");
@@ -111,25 +104,7 @@ fn masquerade_and_port_mapping_like_docker() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0", "gateway=172.31.5.1/24"]);
-    d.ctl(&["add-br", "ext", "gateway=10.250.0.1/24"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("c1"), &n("p1")),
-        "afxdp",
-        "172.31.5.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.250.0.2/24",
-        &[],
-    );
-    route_add(&n("c1"), "default", "172.31.5.1");
+    inside_outside(&mut t, &d, &p, "afxdp", "172.31.5", "10.250.0");
     // The outside host has no route back to 172.31.5.0/24: only masquerade lets replies return.
     let outside = HttpServer::start(&n("o"), "10.250.0.2", 8000, "outside\n");
     assert_eq!(

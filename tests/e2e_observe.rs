@@ -47,15 +47,6 @@ fn have(tool: &str, test: &str) -> bool {
     ok
 }
 
-/// A TCP port free on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Two containers on br0 (AF_XDP), `10.231.N.1` and `.2`; returns (ns1, ns2, port1, port2).
 fn two(t: &mut Topology, d: &Daemon, p: &str, net: u8) -> (String, String, String, String) {
     let n = |s: &str| format!("{p}{s}");
@@ -291,25 +282,7 @@ fn capture_shows_nat_translation() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0", "gateway=172.31.6.1/24"]);
-    d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("c1"), &n("p1")),
-        "afxdp",
-        "172.31.6.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "afxdp",
-        "10.251.0.2/24",
-        &[],
-    );
-    route_add(&n("c1"), "default", "172.31.6.1");
+    inside_outside(&mut t, &d, &p, "afxdp", "172.31.6", "10.251.0");
     d.ctl(&["nat-add", "masquerade", "src=172.31.6.0/24", "out=ext"]);
     // Sent on the outside port: the request leaves with the gateway's address as source.
     let file = std::env::temp_dir().join(format!("uvs-nat-{p}.pcapng"));

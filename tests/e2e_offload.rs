@@ -26,31 +26,9 @@ fn tcp_both_ways(tag: &str, a: (&str, &str), b: (&str, &str)) -> (f64, f64) {
     (ab, ba)
 }
 
-/// The worker's TAP counters for `port`, from `show` (details) and `stats`.
-fn port_json(d: &Daemon, port: &str) -> serde_json::Value {
-    let stats: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
-    stats["ports"][port].clone()
-}
-
-fn two_on_one_bridge(kinds: (&str, &str), tag: &str) -> Option<(Daemon, Topology, String)> {
-    if !root_or_skip(tag) {
-        return None;
-    }
-    let p = prefix(tag);
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
-    let (v1, v2) = (format!("{p}p1"), format!("{p}p2"));
-    attach(&mut t, &d, ("br0", &n1, &v1), kinds.0, "10.77.0.1/24", &[]);
-    attach(&mut t, &d, ("br0", &n2, &v2), kinds.1, "10.77.0.2/24", &[]);
-    assert!(ping(&n1, "10.77.0.2", 2), "ping through uvs");
-    Some((d, t, p))
-}
-
 #[test]
 fn tap_to_tap_passes_super_frames_untouched() {
-    let Some((d, _t, p)) = two_on_one_bridge(("tap", "tap"), "oo") else {
+    let Some((d, _t, p)) = two_on_one_bridge(("tap", "tap"), "oo", "10.77.0") else {
         return;
     };
     let show = d.ctl(&["show"]);
@@ -70,7 +48,7 @@ fn tap_to_tap_passes_super_frames_untouched() {
         "the container's TAP end advertises TSO:\n{feat}"
     );
     tcp_both_ways("tap<->tap", (&n1, "10.77.0.1"), (&n2, "10.77.0.2"));
-    let j = port_json(&d, &format!("{p}p1"));
+    let j = d.port_stats(&format!("{p}p1"));
     eprintln!("{j}");
     // Frames of more than one MTU went out of uvs on p1: super-frames were passed through.
     let (pk, by) = (
@@ -86,13 +64,13 @@ fn tap_to_tap_passes_super_frames_untouched() {
 
 #[test]
 fn tap_to_afxdp_segments_in_software() {
-    let Some((d, _t, p)) = two_on_one_bridge(("tap", "afxdp"), "oa") else {
+    let Some((d, _t, p)) = two_on_one_bridge(("tap", "afxdp"), "oa", "10.77.0") else {
         return;
     };
     let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
     tcp_both_ways("tap<->afxdp", (&n1, "10.77.0.1"), (&n2, "10.77.0.2"));
-    let tap = port_json(&d, &format!("{p}p1"));
-    let xdp = port_json(&d, &format!("{p}p2"));
+    let tap = d.port_stats(&format!("{p}p1"));
+    let xdp = d.port_stats(&format!("{p}p2"));
     eprintln!("tap {tap}\nafxdp {xdp}");
     // Super-frames came in on the TAP port; the AF_XDP port only sent MTU-sized frames.
     let (pk, by) = (
@@ -116,26 +94,7 @@ fn tap_super_frames_routed_and_masqueraded() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0", "gateway=172.31.77.1/24"]);
-    d.ctl(&["add-br", "ext", "gateway=10.251.0.1/24"]);
-    let c1 = attach(
-        &mut t,
-        &d,
-        ("br0", &n("c1"), &n("p1")),
-        "tap",
-        "172.31.77.2/24",
-        &[],
-    );
-    attach(
-        &mut t,
-        &d,
-        ("ext", &n("o"), &n("po")),
-        "tap",
-        "10.251.0.2/24",
-        &[],
-    );
-    let _ = c1;
-    route_add(&n("c1"), "default", "172.31.77.1");
+    inside_outside(&mut t, &d, &p, "tap", "172.31.77", "10.251.0");
     route_add(&n("o"), "172.31.77.0/24", "10.251.0.1");
     assert!(ping(&n("c1"), "10.251.0.2", 2), "routed ping");
     tcp_both_ways(
@@ -149,7 +108,7 @@ fn tap_super_frames_routed_and_masqueraded() {
     let bps = iperf3_tcp(&n("o"), &n("c1"), "10.251.0.2", 2);
     eprintln!("tap masquerade: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
     assert!(bps > 10e6, "TCP through masquerade carried {bps} bit/s");
-    let j = port_json(&d, &n("po"));
+    let j = d.port_stats(&n("po"));
     eprintln!("{j}");
     let (pk, by) = (
         j["tx_packets"].as_u64().unwrap(),
@@ -196,36 +155,8 @@ fn tap_super_frames_segmented_before_vxlan_with_good_checksums_on_the_wire() {
         "remote_ip=10.252.0.2",
     ]);
     // Host B: kernel vxlan 42 on a kernel bridge with container c2 (MTU 1450).
-    for cmd in [
-        "link add vx42 type vxlan id 42 dstport 4789 local 10.252.0.2 remote 10.252.0.1",
-        "link add kbr type bridge",
-        "link set vx42 master kbr",
-    ] {
-        let mut a = vec!["ip", "-n", &hb];
-        a.extend(cmd.split(' '));
-        sh(&a);
-    }
     let c2 = n("c2");
-    t.netns(&c2);
-    sh(&[
-        "ip", "-n", &hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", &c2,
-    ]);
-    sh(&["ip", "-n", &hb, "link", "set", "c2v", "master", "kbr"]);
-    for dev in ["vx42", "kbr", "c2v"] {
-        sh(&["ip", "-n", &hb, "link", "set", dev, "up"]);
-    }
-    sh(&[
-        "ip",
-        "-n",
-        &c2,
-        "addr",
-        "add",
-        "192.168.42.2/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &c2, "link", "set", "eth0", "mtu", "1450"]);
-    sh(&["ip", "-n", &c2, "link", "set", "eth0", "up"]);
+    kernel_bridged_vtep(&mut t, &hb, &c2);
     assert!(
         ping(&n("c1"), "192.168.42.2", 3),
         "c1 -> c2 across the overlay"
@@ -271,7 +202,7 @@ fn tap_super_frames_segmented_before_vxlan_with_good_checksums_on_the_wire() {
         .max()
         .unwrap_or(0);
     assert!(longest <= 1514, "outer frames fit the underlay: {longest}");
-    let j = port_json(&d, &n("p1"));
+    let j = d.port_stats(&n("p1"));
     let (pk, by) = (
         j["rx_packets"].as_u64().unwrap(),
         j["rx_bytes"].as_u64().unwrap(),

@@ -9,20 +9,13 @@ use common::netns::*;
 
 /// tx packets uvs sent on `port`, from `stats --json`.
 fn tx_packets(d: &Daemon, port: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "stats"])).unwrap();
-    v["ports"][port]["tx_packets"].as_u64().unwrap_or(0)
+    d.port_stats(port)["tx_packets"].as_u64().unwrap_or(0)
 }
 
 /// The ofport `show --json` reports for `port`.
 fn ofport(d: &Daemon, port: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
-    v["bridges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|b| b["ports"].as_array().unwrap().iter())
-        .find(|p| p["name"] == port)
-        .and_then(|p| p["ofport"].as_u64())
+    d.port_show(port)["ofport"]
+        .as_u64()
         .unwrap_or_else(|| panic!("no port {port}"))
 }
 

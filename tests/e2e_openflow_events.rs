@@ -6,70 +6,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::netns::*;
-
-struct Monitor {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.out);
-    }
-}
-
-impl Monitor {
-    fn start(target: &str, rundir: &std::path::Path, version: Option<&str>, tag: &str) -> Monitor {
-        let out = rundir.join(format!("monitor-{tag}.txt"));
-        let f = std::fs::File::create(&out).unwrap();
-        let mut c = Command::new("ovs-ofctl");
-        if let Some(v) = version {
-            c.args(["-O", v]);
-        }
-        let child = c
-            .args(["monitor", target, "watch:"])
-            .env("OVS_RUNDIR", rundir)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("ovs-ofctl monitor");
-        let m = Monitor { child, out };
-        m.wait("FLOW_MONITOR reply", 1);
-        m
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn wait(&self, what: &str, n: usize) {
-        let end = Instant::now() + Duration::from_secs(20);
-        while self.text().matches(what).count() < n {
-            assert!(
-                Instant::now() < end,
-                "no {n} x '{what}' from the monitor:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
+use common::openflow::{Monitor, have_ofctl, wait_for};
 
 #[test]
 fn monitors_see_packet_in_port_status_and_flow_removed() {
     if !root_or_skip("monitors_see_packet_in_port_status_and_flow_removed") {
         return;
     }
-    if Command::new("ovs-ofctl").arg("--version").output().is_err() {
-        eprintln!("skipped: ovs-ofctl is not installed");
+    if !have_ofctl() {
         return;
     }
     let p = prefix("oe");
@@ -80,11 +25,7 @@ fn monitors_see_packet_in_port_status_and_flow_removed() {
     let d = Daemon::start(&p, &["--mgmt-dir", dir.to_str().unwrap()]);
     d.ctl(&["add-br", "br0"]);
     let sock = dir.join("br0.mgmt");
-    let end = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < end, "no {}", sock.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(|| sock.exists(), "the br0.mgmt socket");
     let target = format!("unix:{}", sock.display());
     let m13 = Monitor::start(&target, &dir, Some("OpenFlow13"), "13");
     let m10 = Monitor::start(&target, &dir, None, "10");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Topology, prefix, root_or_skip, try_sh};
+use common::netns::{Topology, prefix, root_or_skip, stop_child, try_sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_uvs");
 
@@ -136,19 +136,7 @@ impl Uvs {
 
 impl Drop for Uvs {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        self.signal(libc::SIGTERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 

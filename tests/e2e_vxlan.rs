@@ -8,28 +8,6 @@ mod common;
 use common::netns::*;
 use common::wire::{Wire, capture_during};
 
-/// Container c2 behind host B: a veth `c2v` in host B's namespace whose peer is c2's `eth0`
-/// (192.168.42.2/24, MTU 1450 for the overlay), both up.
-fn host_b_container(t: &mut Topology, hb: &str, c2: &str) {
-    t.netns(c2);
-    sh(&[
-        "ip", "-n", hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", c2,
-    ]);
-    sh(&["ip", "-n", hb, "link", "set", "c2v", "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        c2,
-        "addr",
-        "add",
-        "192.168.42.2/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", c2, "link", "set", "eth0", "mtu", "1450"]);
-    sh(&["ip", "-n", c2, "link", "set", "eth0", "up"]);
-}
-
 #[test]
 fn interop_with_kernel_vxlan() {
     if !root_or_skip("interop_with_kernel_vxlan") {
@@ -42,21 +20,15 @@ fn interop_with_kernel_vxlan() {
     let hb = n("hb");
     vxlan_uvs_side(&mut t, &d, &p, &hb);
     // Host B: kernel vxlan 42 on a kernel bridge with container c2.
-    kernel_vtep(&hb);
-    sh(&["ip", "-n", &hb, "link", "add", "kbr", "type", "bridge"]);
-    sh(&["ip", "-n", &hb, "link", "set", "vx42", "master", "kbr"]);
-    host_b_container(&mut t, &hb, &n("c2"));
-    sh(&["ip", "-n", &hb, "link", "set", "c2v", "master", "kbr"]);
-    for dev in ["vx42", "kbr", "c2v"] {
-        sh(&["ip", "-n", &hb, "link", "set", dev, "up"]);
-    }
+    kernel_bridged_vtep(&mut t, &hb, &n("c2"));
 
     // Capture the underlay on host B while pinging: it must decode as VXLAN VNI 42.
-    let mut cap = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &hb, "timeout", "20", "tshark", "-i", "eth0", "-c", "12",
-        ])
-        .args([
+    let cap = tshark(
+        &hb,
+        "eth0",
+        &[
+            "-c",
+            "12",
             "-f",
             "udp port 4789",
             "-T",
@@ -65,27 +37,8 @@ fn interop_with_kernel_vxlan() {
             "vxlan.vni",
             "-e",
             "ip.src",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tshark");
-    // Wait until tshark says it is capturing (a fixed sleep missed packets on a busy machine).
-    {
-        use std::io::BufRead;
-        let err = cap.stderr.take().expect("tshark stderr");
-        let mut lines = std::io::BufReader::new(err).lines();
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < std::time::Duration::from_secs(15) {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("Capturing on") => break,
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        // Keep draining tshark's stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-    }
+        ],
+    );
     assert!(
         ping(&n("c1"), "192.168.42.2", 6),
         "c1 -> c2 across uvs VTEP <-> kernel vxlan"

@@ -34,26 +34,6 @@ fn have_tool(tool: &str) -> bool {
         .any(|d| Path::new(d).join(tool).is_file())
 }
 
-/// Stop a child by PID: SIGTERM, up to 5 s, then SIGKILL; always reaped.
-fn stop_child(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    // SAFETY: kill takes a pid and a signal; the pid is our own (not yet reaped) child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// ovsdb-server + ovs-vswitchd running in namespace `ns` with everything (database, sockets,
 /// pidfiles, logs, the bridges' .mgmt/.snoop sockets) under a private directory. Drop stops both
 /// by PID and removes the directory.
@@ -256,20 +236,6 @@ impl Drop for Ovs {
     }
 }
 
-/// Poll `f` every 200 ms for up to `secs` seconds.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if t.elapsed() > Duration::from_secs(secs) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn interop_with_ovs_userspace_vxlan() {
     let name = "interop_with_ovs_userspace_vxlan";
@@ -290,22 +256,7 @@ fn interop_with_ovs_userspace_vxlan() {
     vxlan_uvs_side(&mut t, &d, &p, &hb);
 
     // Container c2 behind host B: veth c2v (host B) <-> eth0 (c2), 192.168.42.2/24, MTU 1450.
-    t.netns(&c2);
-    sh(&[
-        "ip", "-n", &hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", &c2,
-    ]);
-    sh(&["ip", "-n", &hb, "link", "set", "c2v", "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        &c2,
-        "addr",
-        "add",
-        "192.168.42.2/24",
-        "dev",
-        "eth0",
-    ]);
-    sh(&["ip", "-n", &c2, "link", "set", "eth0", "mtu", "1450", "up"]);
+    host_b_container(&mut t, &hb, &c2);
 
     // Host B: OVS userspace datapath. Underlay bridge br-phy owns eth0 (its address moves to
     // br-phy's LOCAL port, a TAP device in hb). OVS's tunnel code routes with its own table,

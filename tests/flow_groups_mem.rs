@@ -7,15 +7,6 @@ mod common;
 use common::*;
 use uvs::datapath::VlanMode;
 use uvs::flow::group::parse_group;
-use uvs::flow::parse_flow;
-
-fn add_flow(h: &mut Harness, b: u16, text: &str) {
-    let ft = &mut h.dp.bridge_mut(b).unwrap().flows;
-    let mut f = parse_flow(text).unwrap();
-    ft.bind_ports(&mut f).unwrap();
-    ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
-    ft.refresh();
-}
 
 fn add_group(h: &mut Harness, b: u16, text: &str) {
     let g = parse_group(text).unwrap();
@@ -52,7 +43,7 @@ fn all_group_copies_to_every_bucket_and_the_flow_goes_on() {
         b,
         "group_id=1,type=all,bucket=output:2,bucket=mod_vlan_vid:9,output:3",
     );
-    add_flow(&mut h, b, "priority=10,in_port=1,actions=group:1,output:4");
+    h.add_flow(b, "priority=10,in_port=1,actions=group:1,output:4");
     let f = udp(1000);
     h.send(0, &f);
     let out = h.outputs();
@@ -74,7 +65,7 @@ fn select_group_keeps_a_connection_on_one_bucket_and_spreads_connections() {
         b,
         "group_id=5,type=select,bucket=output:2,bucket=weight:1,output:3,bucket=weight:0,output:4",
     );
-    add_flow(&mut h, b, "priority=10,in_port=1,actions=group:5");
+    h.add_flow(b, "priority=10,in_port=1,actions=group:5");
     // One connection: always the same port.
     for _ in 0..10 {
         h.send(0, &udp(4242));
@@ -103,8 +94,8 @@ fn indirect_group_and_a_missing_group() {
         b,
         "group_id=2,type=indirect,bucket=mod_dl_dst:02:00:00:00:00:09,output:4",
     );
-    add_flow(&mut h, b, "priority=10,in_port=1,actions=group:2");
-    add_flow(&mut h, b, "priority=10,in_port=2,actions=group:77");
+    h.add_flow(b, "priority=10,in_port=1,actions=group:2");
+    h.add_flow(b, "priority=10,in_port=2,actions=group:77");
     h.send(0, &udp(1));
     let out = h.outputs();
     assert_eq!(out[3].len(), 1);

@@ -6,17 +6,8 @@ mod common;
 
 use common::*;
 use uvs::datapath::{PortState, VlanMode};
-use uvs::flow::parse_flow;
 use uvs::port::PortKind;
 use uvs::port::mem::MemPort;
-
-fn add_flow(h: &mut Harness, b: u16, text: &str) {
-    let ft = &mut h.dp.bridge_mut(b).unwrap().flows;
-    let mut f = parse_flow(text).unwrap();
-    ft.bind_ports(&mut f).unwrap();
-    ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
-    ft.refresh();
-}
 
 fn udp(src: u8, dst: u8) -> Vec<u8> {
     let mut v = Vec::new();
@@ -62,7 +53,7 @@ fn a_flow_never_reaches_another_bridge() {
     let a1 = h.port(a, "a1", VlanMode::default_trunk());
     let a2 = h.port(a, "a2", VlanMode::default_trunk());
     let a2_num = h.dp.port(a2).unwrap().ofport;
-    add_flow(&mut h, a, &format!("in_port=a1,actions=output:{a2_num}"));
+    h.add_flow(a, &format!("in_port=a1,actions=output:{a2_num}"));
     h.send(a1, &udp(1, 2));
     assert_eq!(h.outputs()[a2 as usize].len(), 1, "a1 -> a2 by number");
     // a2 goes; b1 is added and gets a2's internal id.
@@ -104,34 +95,25 @@ fn numbers_flows_refer_to_are_not_given_to_new_ports() {
     let mut h = Harness::new();
     let a = h.bridge("a");
     h.port(a, "a1", VlanMode::default_trunk());
-    add_flow(&mut h, a, "in_port=1,actions=output:2");
+    h.add_flow(a, "in_port=1,actions=output:2");
     let p = h.port(a, "a9", VlanMode::default_trunk());
     assert_eq!(h.dp.port(p).unwrap().ofport, 3, "2 is a flow's");
 }
 
 #[test]
 fn normal_then_output_runs_both() {
-    let mut h = Harness::new();
-    let b = h.bridge("br");
-    let p = [
-        h.port(b, "p1", VlanMode::default_trunk()),
-        h.port(b, "p2", VlanMode::default_trunk()),
-        h.port(b, "p3", VlanMode::default_trunk()),
-    ];
+    let mut n = FlowNet::new();
+    let (h, b, p) = (&mut n.h, n.b, n.p);
     // Teach the FDB where mac(2) is, then mirror everything p1 sends to p3 as well.
     h.send(p[1], &udp(2, 1));
     h.outputs();
-    add_flow(&mut h, b, "in_port=p1,actions=NORMAL,output:p3");
+    h.add_flow(b, "in_port=p1,actions=NORMAL,output:p3");
     h.send(p[0], &udp(1, 2));
     let out = h.outputs();
     assert_eq!(out[p[1] as usize], vec![udp(1, 2)], "NORMAL: learned port");
     assert_eq!(out[p[2] as usize], vec![udp(1, 2)], "then output:p3");
     // The other order.
-    add_flow(
-        &mut h,
-        b,
-        "priority=40000,in_port=p1,actions=output:p3,NORMAL",
-    );
+    h.add_flow(b, "priority=40000,in_port=p1,actions=output:p3,NORMAL");
     h.send(p[0], &udp(1, 2));
     let out = h.outputs();
     assert_eq!(out[p[1] as usize], vec![udp(1, 2)]);
@@ -140,18 +122,9 @@ fn normal_then_output_runs_both() {
 
 #[test]
 fn each_output_sends_the_frame_as_it_is_then() {
-    let mut h = Harness::new();
-    let b = h.bridge("br");
-    let p = [
-        h.port(b, "p1", VlanMode::default_trunk()),
-        h.port(b, "p2", VlanMode::default_trunk()),
-        h.port(b, "p3", VlanMode::default_trunk()),
-    ];
-    add_flow(
-        &mut h,
-        b,
-        "in_port=p1,actions=output:p2,mod_vlan_vid:5,output:p3",
-    );
+    let mut n = FlowNet::new();
+    let (h, b, p) = (&mut n.h, n.b, n.p);
+    h.add_flow(b, "in_port=p1,actions=output:p2,mod_vlan_vid:5,output:p3");
     h.send(p[0], &udp(1, 2));
     let out = h.outputs();
     assert_eq!(out[p[1] as usize], vec![udp(1, 2)], "before the rewrite");
@@ -175,7 +148,7 @@ fn output_stage_refuses_another_bridges_port() {
     let b1 = h.port(b, "b1", VlanMode::default_trunk());
     let ft = &mut h.dp.bridge_mut(a).unwrap().flows;
     ft.ports.insert("stale", 9, b1);
-    add_flow(&mut h, a, "in_port=a1,actions=output:9");
+    h.add_flow(a, "in_port=a1,actions=output:9");
     h.send(a1, &udp(1, 2));
     assert!(h.outputs()[b1 as usize].is_empty());
     assert_eq!(h.drops(b1, uvs::counters::DropReason::FlowOtherBridge), 1);

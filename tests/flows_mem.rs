@@ -6,35 +6,9 @@ mod common;
 
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use uvs::datapath::VlanMode;
-use uvs::flow::{parse_filter, parse_flow};
+use uvs::flow::parse_filter;
 
-struct Net {
-    h: Harness,
-    b: u16,
-    p: [u16; 3],
-}
-
-fn net() -> Net {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p = [
-        h.port(b, "p1", VlanMode::default_trunk()),
-        h.port(b, "p2", VlanMode::default_trunk()),
-        h.port(b, "p3", VlanMode::default_trunk()),
-    ];
-    Net { h, b, p }
-}
-
-impl Net {
-    fn add(&mut self, text: &str) {
-        let ft = &mut self.h.dp.bridge_mut(self.b).unwrap().flows;
-        let mut f = parse_flow(text).unwrap();
-        ft.bind_ports(&mut f).unwrap();
-        ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
-        ft.refresh();
-    }
-
+impl FlowNet {
     fn del(&mut self, text: &str) {
         let ft = &mut self.h.dp.bridge_mut(self.b).unwrap().flows;
         ft.cls
@@ -75,7 +49,7 @@ fn udp(src: u8, dst: u8, dport: u16) -> Vec<u8> {
 
 #[test]
 fn default_flow_is_normal_and_inactive() {
-    let n = net();
+    let n = FlowNet::new();
     let ft = &n.h.dp.bridge(n.b).unwrap().flows;
     assert!(!ft.active, "plain NORMAL switching skips the flow stage");
     assert_eq!(ft.cls.len(), 1);
@@ -87,7 +61,7 @@ fn default_flow_is_normal_and_inactive() {
 
 #[test]
 fn drop_flow_blocks_icmp_not_udp_and_counts() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=100,icmp,nw_src=10.0.0.1,nw_dst=10.0.0.2,actions=drop");
     n.h.send(n.p[0], &icmp(1, 2));
     n.h.send(n.p[0], &udp(1, 2, 53));
@@ -112,7 +86,7 @@ fn drop_flow_blocks_icmp_not_udp_and_counts() {
 
 #[test]
 fn output_strip_vlan_and_priority() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=50,in_port=p1,dl_vlan=10,actions=strip_vlan,output:p3");
     n.add("priority=40,in_port=p1,actions=output:p2");
     let f = udp(1, 2, 9);
@@ -133,7 +107,7 @@ fn output_strip_vlan_and_priority() {
 
 #[test]
 fn rewrites_keep_checksums_valid() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=10,udp,actions=mod_nw_dst:192.0.2.9,mod_tp_dst:8080,mod_dl_dst:02:00:00:00:00:09,dec_ttl,output:p2");
     n.h.send(n.p[0], &udp(1, 2, 53));
     let out = n.h.outputs();
@@ -159,7 +133,7 @@ fn rewrites_keep_checksums_valid() {
 
 #[test]
 fn resubmit_goto_and_multiple_outputs() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,priority=10,udp,actions=mod_vlan_vid:7,resubmit(,1),output:p3");
     n.add("table=1,priority=10,dl_vlan=7,actions=output:p2");
     n.add("table=0,priority=20,icmp,actions=goto_table:2");
@@ -177,7 +151,7 @@ fn resubmit_goto_and_multiple_outputs() {
 
 #[test]
 fn meter_drops_excess() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     let (id, m) = uvs::flow::meter::parse_meter("meter=1,kbps,band=type=drop,rate=64").unwrap();
     n.h.dp.bridge_mut(n.b).unwrap().flows.meters.insert(id, m);
     n.add("priority=10,udp,actions=meter:1,output:p2");
@@ -202,7 +176,7 @@ fn tcp(src: u8, dst: u8, sport: u16, dport: u16, syn: bool) -> Vec<u8> {
 /// The classic OVS stateful firewall: p1 may open connections to p2; p2 may only answer.
 #[test]
 fn ct_stateful_firewall() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1)");
     n.add("table=0,priority=10,arp,actions=NORMAL");
     n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+new,actions=ct(commit),NORMAL");
@@ -244,7 +218,7 @@ fn ct_stateful_firewall() {
 
 #[test]
 fn ct_nat_rewrites_both_directions() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1,nat)");
     n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+new,actions=ct(commit,nat(src=10.0.0.100:5000-5010)),output:p2");
     n.add("table=1,priority=100,in_port=p1,ip,ct_state=+trk+est,actions=output:p2");

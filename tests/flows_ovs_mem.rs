@@ -7,34 +7,8 @@ mod common;
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket};
 use uvs::datapath::VlanMode;
-use uvs::flow::parse_flow;
 
-struct Net {
-    h: Harness,
-    b: u16,
-    p: [u16; 3],
-}
-
-fn net() -> Net {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p = [
-        h.port(b, "p1", VlanMode::default_trunk()),
-        h.port(b, "p2", VlanMode::default_trunk()),
-        h.port(b, "p3", VlanMode::default_trunk()),
-    ];
-    Net { h, b, p }
-}
-
-impl Net {
-    fn add(&mut self, text: &str) {
-        let ft = &mut self.h.dp.bridge_mut(self.b).unwrap().flows;
-        let mut f = parse_flow(text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        ft.bind_ports(&mut f).unwrap();
-        ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
-        ft.refresh();
-    }
-
+impl FlowNet {
     /// Send `f` on port `from` and return which ports (0, 1, 2) got it, and the frames.
     fn send(&mut self, from: usize, f: &[u8]) -> Vec<(usize, Vec<u8>)> {
         self.h.send(self.p[from], f);
@@ -111,7 +85,7 @@ fn udp4(src: u8, tos: u8) -> Vec<u8> {
 
 #[test]
 fn ipv6_matches_select_ports() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=100,tcp6,tp_dst=80,actions=output:p2");
     n.add("priority=90,ipv6,ipv6_src=fc00::/64,actions=output:p3");
     n.add("priority=80,icmp6,icmp_type=136,nd_target=fc00::9,actions=output:p2");
@@ -146,7 +120,7 @@ fn ipv6_matches_select_ports() {
 
 #[test]
 fn registers_carry_state_between_tables() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,in_port=p1,actions=load:0x2a->NXM_NX_REG0[],resubmit(,1)");
     // mac(n) is 02:00:00:00:00:0n: the low 16 bits of the source are n.
     n.add("table=0,in_port=p2,actions=move:NXM_OF_ETH_SRC[0..15]->reg0[16..31],goto_table:1");
@@ -180,7 +154,7 @@ fn registers_carry_state_between_tables() {
 
 #[test]
 fn tos_and_ecn_rewrites_keep_the_checksum() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=10,ip,actions=mod_nw_tos:0x20,mod_nw_ecn:3,note:01.02,output:p2");
     let out = n.send(0, &udp4(1, 0x41));
     assert_eq!(out.len(), 1);
@@ -196,7 +170,7 @@ fn tos_and_ecn_rewrites_keep_the_checksum() {
 
 #[test]
 fn ct_clear_forgets_the_ct_state() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,ip,actions=ct(table=1)");
     n.add("table=1,ct_state=+trk,ip,actions=ct_clear,resubmit(,2)");
     n.add("table=2,priority=10,ct_state=-trk,actions=output:p2");
@@ -218,7 +192,7 @@ fn udp(src: u8, dst: u8, sport: u16, dport: u16) -> Vec<u8> {
 
 #[test]
 fn ct_mark_and_label_follow_the_connection() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1)");
     n.add(
         "table=1,priority=20,in_port=p1,udp,tp_dst=53,ct_state=+trk+new,\
@@ -264,7 +238,7 @@ fn fragment(mf: bool, offset: u16) -> Vec<u8> {
 
 #[test]
 fn ip_frag_and_vlan_tci_select_ports() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("priority=10,ip,ip_frag=no,actions=output:p2");
     n.add("priority=10,ip,ip_frag=first,actions=output:p3");
     n.add("priority=10,ip,ip_frag=later,actions=drop");
@@ -293,7 +267,7 @@ fn ip_frag_and_vlan_tci_select_ports() {
 
 #[test]
 fn clone_runs_on_a_copy() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add(
         "table=0,in_port=p1,ip,actions=clone(mod_dl_dst(02:00:00:00:00:09),\
          set_field:10.0.0.9->ip_dst,output:p3),output:p2",
@@ -325,7 +299,7 @@ fn clone_runs_on_a_copy() {
 
 #[test]
 fn output_with_max_len_truncates_a_copy() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("in_port=p1,actions=output(port=p2,max_len=20),output:p3");
     let f = udp(1, 2, 1000, 53);
     let out = n.send(0, &f);
@@ -357,7 +331,7 @@ fn udp_src(f: &[u8]) -> ([u8; 4], u16, bool) {
 
 #[test]
 fn snat_from_an_address_range() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("in_port=p1,ip,actions=ct(commit,nat(src=10.1.1.240-10.1.1.243)),output:p2");
     n.add("in_port=p2,ip,actions=ct(nat),output:p1");
     let range = [10, 1, 1, 240]..=[10, 1, 1, 243];
@@ -394,7 +368,7 @@ fn snat_from_an_address_range() {
 
 #[test]
 fn mpls_push_match_pop() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("in_port=p1,ip,actions=push_mpls:0x8847,set_mpls_label:4,output:p2");
     n.add("in_port=p2,mpls,mpls_label=4,mpls_bos=1,actions=pop_mpls:0x0800,output:p1");
     let f = udp4(1, 0x41); // DSCP 0x10: TC 0x10 & 7 = 0
@@ -431,7 +405,7 @@ fn mpls_push_match_pop() {
 
 #[test]
 fn output_to_the_ingress_port_is_skipped() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("in_port=p1,actions=output:p1,output:p2");
     n.add("in_port=p2,actions=in_port");
     let f = udp(1, 2, 1000, 53);
@@ -452,7 +426,7 @@ fn tutorial_vlan_switch_learns() {
     let p: Vec<u16> = (1..=4)
         .map(|i| h.port(b, &format!("p{i}"), VlanMode::default_trunk()))
         .collect();
-    let mut n = Net {
+    let mut n = FlowNet {
         h,
         b,
         p: [p[0], p[1], p[2]],
@@ -465,12 +439,12 @@ fn tutorial_vlan_switch_learns() {
     for f in &flows[..flows.len() - 1] {
         n.add(f);
     }
-    let ofport = |n: &Net, i: usize| n.h.dp.port(p[i]).unwrap().ofport;
+    let ofport = |n: &FlowNet, i: usize| n.h.dp.port(p[i]).unwrap().ofport;
     assert_eq!(
         (1..=4).collect::<Vec<u16>>(),
         (0..4).map(|i| ofport(&n, i)).collect::<Vec<_>>()
     );
-    let send = |n: &mut Net, i: usize, f: &[u8]| {
+    let send = |n: &mut FlowNet, i: usize, f: &[u8]| {
         n.h.send(p[i], f);
         let out = n.h.outputs();
         (0..4)
@@ -537,7 +511,7 @@ fn ping(src: u8, dst: u8) -> Vec<u8> {
 
 #[test]
 fn ct_original_tuple_matches() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,ip,ct_state=-trk,actions=ct(table=1)");
     n.add(
         "table=1,priority=10,ip,ct_nw_proto=17,ct_tp_src=1000,ct_tp_dst=53,\
@@ -594,7 +568,7 @@ fn ping6(src: &str, dst: &str, reply: bool) -> Vec<u8> {
 
 #[test]
 fn ipv6_stateful_firewall() {
-    let mut n = net();
+    let mut n = FlowNet::new();
     n.add("table=0,ipv6,ct_state=-trk,actions=ct(table=1,zone=3)");
     n.add(
         "table=1,priority=10,in_port=p1,tcp6,ct_state=+trk+new,\

@@ -165,10 +165,6 @@ fn old_hash_collisions(n: usize) -> Vec<u64> {
     out
 }
 
-fn stats(d: &Daemon) -> Value {
-    serde_json::from_str(&d.ctl(&["--json", "stats"])).expect("stats json")
-}
-
 /// Two victim pairs: c1 <-> c2 on `br0` (the attacker's bridge) and c3 <-> c4 on `br1`.
 fn victims(t: &mut Topology, d: &Daemon, n: &dyn Fn(&str) -> String) {
     d.ctl(&["add-br", "br1"]);
@@ -252,14 +248,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     d.ctl(&["add-br", "br0"]);
     victims(&mut t, &d, &n);
     // Attacker a: crafted collisions, no limit. Attacker b: a MAC flood on a limited port.
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.91.0.1/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.91.0.1/24");
     attach(
         &mut t,
         &d,
@@ -290,7 +279,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
     check("mac flood + collisions", v, 1000.0);
     tcp.check("mac flood + collisions");
 
-    let s = stats(&d);
+    let s = d.json(&["stats"]);
     let br0 = &s["bridges"]["br0"];
     println!(
         "br0: fdb_entries {} learned {} fdb_collisions {} mac_limit {}; pb mac_limit_refused {}",
@@ -301,7 +290,7 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
         s["ports"][&n("pb")]["mac_limit_refused"]
     );
     assert!(s["ports"][&n("pb")]["mac_limit_refused"].as_u64().unwrap() > 0);
-    let fdb: Value = serde_json::from_str(&d.ctl(&["--json", "fdb-show", "br0"])).unwrap();
+    let fdb = d.json(&["fdb-show", "br0"]);
     let on_b = fdb
         .as_array()
         .or_else(|| fdb["entries"].as_array())
@@ -329,20 +318,17 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
     let d = Daemon::start(&p, &[]);
     d.ctl(&["add-br", "br0", "fdb_capacity=200000"]);
     victims(&mut t, &d, &n);
-    attach(
-        &mut t,
-        &d,
-        ("br0", &n("a"), &n("pa")),
-        "afxdp",
-        "10.91.0.1/24",
-        &[],
-    );
+    member(&mut t, &d, &p, "br0", "a", "afxdp", "10.91.0.1/24");
     // Fill the FDB from the attacker's port for up to 4 s.
     let a = blast(&n("a"), "eth0", 0, 4.0, |i, buf| {
         frame_from(0x0200_0000_0000 | (i + 1), buf)
     });
     let sent = a.join().unwrap();
-    let entries = || stats(&d)["bridges"]["br0"]["fdb_entries"].as_u64().unwrap();
+    let entries = || {
+        d.json(&["stats"])["bridges"]["br0"]["fdb_entries"]
+            .as_u64()
+            .unwrap()
+    };
     let filled = entries();
     println!("filled br0's FDB with {filled} entries ({sent} frames sent)");
     assert!(filled > 20_000, "only {filled} entries");
@@ -495,7 +481,7 @@ fn routed(t: &mut Topology, d: &Daemon, n: &dyn Fn(&str) -> String) -> ([u8; 6],
     assert!(ping(&n("c1"), "10.93.0.20", 2), "c1 reaches x");
     assert!(ping(&n("c3"), "10.93.0.20", 2), "c3 reaches x");
     assert!(ping(&n("a"), "10.93.0.20", 2), "a reaches x");
-    let show: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let show = d.json(&["show"]);
     let gw = show["bridges"]
         .as_array()
         .unwrap()
@@ -522,6 +508,21 @@ fn start_routed_victims(n: &dyn Fn(&str) -> String, secs: u32) -> [Victim; 2] {
         Victim::start("br0 c1->x (routed, NAT)", &n("c1"), "10.93.0.20", secs),
         Victim::start("br1 c3->x (routed, NAT)", &n("c3"), "10.93.0.20", secs),
     ]
+}
+
+/// The routed victims ping for `secs` while attacker `a` sends what `frames` builds (at most
+/// `pps` a second; 0: as fast as it can); returns the victims, to check, and the frames sent.
+fn routed_attack(
+    n: &dyn Fn(&str) -> String,
+    pps: u64,
+    secs: u32,
+    frames: impl Fn(u64, &mut [u8; 60]) + Send + 'static,
+) -> ([Victim; 2], u64) {
+    let v = start_routed_victims(n, secs);
+    let sent = blast(&n("a"), "eth0", pps, secs as f64, frames)
+        .join()
+        .unwrap();
+    (v, sent)
 }
 
 /// An IPv4/UDP frame from `src_mac` to `dst_mac` (valid header checksum, UDP checksum 0).
@@ -576,8 +577,7 @@ fn neighbour_and_arp_floods_spare_the_victims() {
 
     // 1. Neighbour table exhaustion: ARP requests for the gateway from 65k senders of br0's
     //    /16 and from off-subnet senders, as fast as the attacker can.
-    let v = start_routed_victims(&n, secs);
-    let a = blast(&n("a"), "eth0", 0, secs as f64, move |i, buf| {
+    let (v, sent) = routed_attack(&n, 0, secs, move |i, buf| {
         let ip = if i % 4 == 3 {
             [172, 20, (i >> 8) as u8, i as u8]
         } else {
@@ -587,8 +587,7 @@ fn neighbour_and_arp_floods_spare_the_victims() {
         mac[4..6].copy_from_slice(&(i as u16).to_be_bytes());
         arp_request(buf, mac, ip, [10, 91, 0, 1]);
     });
-    let sent = a.join().unwrap();
-    let rows: Value = serde_json::from_str(&d.ctl(&["--json", "neigh-show"])).unwrap();
+    let rows = d.json(&["neigh-show"]);
     let rows = rows["neighbours"].as_array().unwrap();
     let on = |b: &str| rows.iter().filter(|r| r["bridge"] == b).count();
     println!(
@@ -613,14 +612,14 @@ fn neighbour_and_arp_floods_spare_the_victims() {
     assert!(f.contains("flushed"), "{f}");
 
     // 2. ARP amplification: UDP to 50k unresolved addresses of br1's /16.
-    let before = stats(&d)["router"]["arp_requests"].as_u64().unwrap();
-    let v = start_routed_victims(&n, secs);
-    let a = blast(&n("a"), "eth0", 0, secs as f64, move |i, buf| {
+    let before = d.json(&["stats"])["router"]["arp_requests"]
+        .as_u64()
+        .unwrap();
+    let (v, sent) = routed_attack(&n, 0, secs, move |i, buf| {
         let dst = [10, 92, 1 + (i >> 8) as u8 % 200, i as u8];
         udp_frame(buf, (gw, amac), [10, 91, 0, 2], dst, 4000);
     });
-    let sent = a.join().unwrap();
-    let s = stats(&d);
+    let s = d.json(&["stats"]);
     let requests = s["router"]["arp_requests"].as_u64().unwrap() - before;
     println!(
         "ARP amplification: {sent} packets to unresolved addresses -> {requests} ARP requests \
@@ -658,7 +657,7 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
         udp_frame(buf, (gw, amac), [10, 91, 0, 2], [10, 93, 0, 20], sport);
     });
     let sent = a.join().unwrap();
-    let s = stats(&d);
+    let s = d.json(&["stats"]);
     let limited = drops_of(&s, &n("pa"), "ct-source-limit");
     println!("conntrack flood: {sent} new flows; ct-source-limit drops {limited}");
     check("conntrack flood", v, 1000.0);
@@ -681,9 +680,8 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
 
     // 2. Spoofed sources: the attacker sends as c3 (another bridge's address) and as an
     //    address no route leads back to. Nothing is routed; the drops are counted.
-    let before = drops_of(&stats(&d), &n("pa"), "rp-filter");
-    let v = start_routed_victims(&n, secs);
-    let a = blast(&n("a"), "eth0", 5000, secs as f64, move |i, buf| {
+    let before = drops_of(&d.json(&["stats"]), &n("pa"), "rp-filter");
+    let (v, sent) = routed_attack(&n, 5000, secs, move |i, buf| {
         let src = if i % 2 == 0 {
             [10, 92, 0, 13]
         } else {
@@ -691,8 +689,7 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
         };
         udp_frame(buf, (gw, amac), src, [10, 93, 0, 20], 5000);
     });
-    let sent = a.join().unwrap();
-    let spoofed = drops_of(&stats(&d), &n("pa"), "rp-filter") - before;
+    let spoofed = drops_of(&d.json(&["stats"]), &n("pa"), "rp-filter") - before;
     println!("spoofed sources: {sent} sent, {spoofed} dropped by rp_filter");
     check("spoofed sources", v, 1000.0);
     assert!(spoofed * 10 >= sent * 9, "{spoofed} of {sent} dropped");

@@ -12,15 +12,22 @@ fn trunk() -> VlanMode {
     VlanMode::default_trunk()
 }
 
+/// Bridge `br0` with `opts` and two trunk ports: (harness, bridge, p1, p2).
+fn two_ports(opts: BridgeOptions) -> (Harness, u16, u16, u16) {
+    let mut h = Harness::new();
+    let b = h.bridge_with("br0", opts);
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    (h, b, p1, p2)
+}
+
 #[test]
 fn learns_floods_unknown_then_forwards_known() {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let (p1, p2, p3) = (
-        h.port(b, "p1", trunk()),
-        h.port(b, "p2", trunk()),
-        h.port(b, "p3", trunk()),
-    );
+    let FlowNet {
+        mut h,
+        b,
+        p: [p1, p2, p3],
+    } = FlowNet::new();
     let a_to_b = frame(mac(2), mac(1), 1);
     h.send(p1, &a_to_b);
     let out = h.outputs();
@@ -157,13 +164,11 @@ fn access_and_trunk_vlans() {
 
 #[test]
 fn mac_move_follows_the_station() {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let (p1, p2, p3) = (
-        h.port(b, "p1", trunk()),
-        h.port(b, "p2", trunk()),
-        h.port(b, "p3", trunk()),
-    );
+    let FlowNet {
+        mut h,
+        b,
+        p: [p1, p2, p3],
+    } = FlowNet::new();
     h.send(p1, &frame(BCAST, mac(1), 1));
     h.send(p2, &frame(BCAST, mac(1), 1));
     h.outputs();
@@ -176,10 +181,7 @@ fn mac_move_follows_the_station() {
 
 #[test]
 fn bad_frames_are_counted_not_forwarded() {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
+    let (mut h, _, p1, p2) = two_ports(BridgeOptions::default());
     h.send(p1, &[0u8; 13]);
     h.send(p1, &[]);
     h.send(p1, &frame(BCAST, [0x01, 0, 0, 0, 0, 1], 1));
@@ -210,16 +212,10 @@ fn bad_frames_are_counted_not_forwarded() {
 
 #[test]
 fn full_fdb_stops_learning_but_traffic_floods() {
-    let mut h = Harness::new();
-    let b = h.bridge_with(
-        "br0",
-        BridgeOptions {
-            fdb_capacity: 2,
-            aging: 300,
-        },
-    );
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
+    let (mut h, b, p1, p2) = two_ports(BridgeOptions {
+        fdb_capacity: 2,
+        aging: 300,
+    });
     for n in 1..=3 {
         h.send(p1, &frame(BCAST, mac(n), n));
     }
@@ -240,16 +236,10 @@ fn full_fdb_stops_learning_but_traffic_floods() {
 
 #[test]
 fn entries_age_out_with_injected_time() {
-    let mut h = Harness::new();
-    let b = h.bridge_with(
-        "br0",
-        BridgeOptions {
-            fdb_capacity: 100,
-            aging: 10,
-        },
-    );
-    let p1 = h.port(b, "p1", trunk());
-    let _p2 = h.port(b, "p2", trunk());
+    let (mut h, b, p1, _p2) = two_ports(BridgeOptions {
+        fdb_capacity: 100,
+        aging: 10,
+    });
     h.now = 100;
     h.send(p1, &frame(BCAST, mac(1), 1));
     h.dp.age_fdbs(105, 1 << 20);
@@ -262,10 +252,7 @@ fn entries_age_out_with_injected_time() {
 
 #[test]
 fn mtu_is_enforced_on_egress() {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
+    let (mut h, _, p1, p2) = two_ports(BridgeOptions::default());
     h.dp.port_mut(p2).unwrap().mtu = 100;
     let mut big = frame(BCAST, mac(1), 1);
     big.resize(14 + 101, 0);
@@ -280,10 +267,7 @@ fn mtu_is_enforced_on_egress() {
 
 #[test]
 fn partial_checksums_are_completed_from_flagged_ports() {
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
+    let (mut h, _, p1, p2) = two_ports(BridgeOptions::default());
     h.dp.port_mut(p1).unwrap().partial_csum_in = true;
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2(mac(1), mac(2))

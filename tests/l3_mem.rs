@@ -11,48 +11,6 @@ use uvs::datapath::{Gateway, VlanMode};
 use uvs::route::{Route, RouteKind};
 use uvs::wire::MacAddr;
 
-const GW0: [u8; 4] = [10, 0, 1, 1];
-const GW1: [u8; 4] = [10, 0, 2, 1];
-const H_A: [u8; 4] = [10, 0, 1, 2];
-const H_B: [u8; 4] = [10, 0, 2, 2];
-
-struct Net {
-    h: Harness,
-    a: u16,
-    b: u16,
-    gw0: MacAddr,
-    gw1: MacAddr,
-}
-
-fn net() -> Net {
-    let mut h = Harness::new();
-    let b0 = h.bridge("br0");
-    let b1 = h.bridge("br1");
-    let a = h.port(b0, "a", VlanMode::default_trunk());
-    let b = h.port(b1, "b", VlanMode::default_trunk());
-    let gw0 = Gateway::default_mac("br0");
-    let gw1 = Gateway::default_mac("br1");
-    h.dp.set_gateway(
-        b0,
-        Some(Gateway {
-            ip: GW0,
-            len: 24,
-            mac: gw0,
-        }),
-    )
-    .unwrap();
-    h.dp.set_gateway(
-        b1,
-        Some(Gateway {
-            ip: GW1,
-            len: 24,
-            mac: gw1,
-        }),
-    )
-    .unwrap();
-    Net { h, a, b, gw0, gw1 }
-}
-
 fn arp(op: u16, smac: [u8; 6], sip: [u8; 4], tmac: [u8; 6], tip: [u8; 4], dst: [u8; 6]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&dst);
@@ -86,7 +44,7 @@ fn ip_of(f: &[u8]) -> (etherparse::Ipv4Header, Option<TransportSlice<'_>>) {
 
 #[test]
 fn gateway_answers_arp_and_ping() {
-    let mut n = net();
+    let mut n = routed();
     n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
     let out = n.h.outputs();
     assert_eq!(out[n.a as usize].len(), 1, "ARP reply back to the asker");
@@ -123,7 +81,7 @@ fn gateway_answers_arp_and_ping() {
 
 #[test]
 fn routes_between_bridges_after_arp() {
-    let mut n = net();
+    let mut n = routed();
     let pkt = udp(n.gw0, H_A, H_B, 64);
     n.h.send(n.a, &pkt);
     let out = n.h.outputs();
@@ -159,7 +117,7 @@ fn routes_between_bridges_after_arp() {
 
 #[test]
 fn ttl_expired_and_no_route_send_icmp_errors() {
-    let mut n = net();
+    let mut n = routed();
     n.h.send(n.a, &udp(n.gw0, H_A, H_B, 1));
     n.h.send(n.a, &udp(n.gw0, H_A, [192, 0, 2, 9], 64));
     let out = n.h.outputs();
@@ -184,7 +142,7 @@ fn ttl_expired_and_no_route_send_icmp_errors() {
 
 #[test]
 fn static_route_resolves_its_next_hop() {
-    let mut n = net();
+    let mut n = routed();
     let b1 = n.h.dp.bridge_id("br1").unwrap();
     n.h.dp
         .routes
@@ -213,7 +171,7 @@ fn static_route_resolves_its_next_hop() {
 
 #[test]
 fn bad_headers_are_counted() {
-    let mut n = net();
+    let mut n = routed();
     let mut bad = udp(n.gw0, H_A, H_B, 64);
     bad[24] ^= 0xff; // header checksum
     n.h.send(n.a, &bad);
@@ -232,7 +190,7 @@ fn bad_headers_are_counted() {
 
 #[test]
 fn gateway_changes_keep_routes_consistent() {
-    let mut n = net();
+    let mut n = routed();
     let b0 = n.h.dp.bridge_id("br0").unwrap();
     let b1 = n.h.dp.bridge_id("br1").unwrap();
     // Same address on two bridges, or a subnet already routed elsewhere: refused.
@@ -279,7 +237,7 @@ fn gateway_changes_keep_routes_consistent() {
 
 #[test]
 fn setting_a_gateway_sends_gratuitous_arp() {
-    let mut n = net();
+    let mut n = routed();
     let b0 = n.h.dp.bridge_id("br0").unwrap();
     uvs::pipeline::announce_gateway(&mut n.h.dp, &mut n.h.frames, b0);
     n.h.run();
@@ -311,7 +269,7 @@ fn udp_from(
 }
 
 /// Both hosts announce themselves to their gateways, so no packet waits for ARP.
-fn resolved(n: &mut Net) {
+fn resolved(n: &mut Routed) {
     n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
     n.h.send(n.b, &arp(1, mac(3), H_B, [0; 6], GW1, BCAST));
     n.h.outputs();
@@ -319,7 +277,7 @@ fn resolved(n: &mut Net) {
 
 #[test]
 fn masquerade_leaves_inbound_routed_connections_untranslated() {
-    let mut n = net();
+    let mut n = routed();
     resolved(&mut n);
     let b1 = n.h.dp.bridge_id("br1").unwrap();
     // Without rules, routing is stateless.
@@ -361,7 +319,7 @@ fn masquerade_leaves_inbound_routed_connections_untranslated() {
 
 #[test]
 fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
-    let mut n = net();
+    let mut n = routed();
     n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
     for _ in 0..5 {
         n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
@@ -416,7 +374,7 @@ fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
 
 #[test]
 fn stale_neighbour_is_probed_by_unicast_and_follows_a_new_mac() {
-    let mut n = net();
+    let mut n = routed();
     resolved(&mut n);
     n.h.send(n.b, &arp(2, mac(3), H_B, n.gw1.0, GW1, n.gw1.0));
     n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));
@@ -450,7 +408,7 @@ fn stale_neighbour_is_probed_by_unicast_and_follows_a_new_mac() {
 
 #[test]
 fn isolated_bridges_do_not_route_to_each_other() {
-    let mut n = net();
+    let mut n = routed();
     resolved(&mut n);
     let (b0, b1) = (
         n.h.dp.bridge_id("br0").unwrap(),
@@ -483,7 +441,7 @@ fn isolated_bridges_do_not_route_to_each_other() {
 
 #[test]
 fn icc_off_allows_only_the_gateway() {
-    let mut n = net();
+    let mut n = routed();
     let b0 = n.h.dp.bridge_id("br0").unwrap();
     let c = n.h.port(b0, "c", VlanMode::default_trunk());
     const H_C: [u8; 4] = [10, 0, 1, 3];
@@ -557,7 +515,7 @@ fn vxlan_frame_to_an_unresolved_vtep_waits_for_the_underlay_arp() {
 #[test]
 fn spoofed_sources_are_not_routed_strict_by_default() {
     use uvs::route::RpFilter;
-    let mut n = net();
+    let mut n = routed();
     resolved(&mut n);
     let b0 = n.h.dp.bridge_id("br0").unwrap();
     // A container on br0 claims an address of br1's subnet, or one no route leads back to.
@@ -593,7 +551,7 @@ fn spoofed_sources_are_not_routed_strict_by_default() {
 
 #[test]
 fn neighbours_are_learned_only_from_on_subnet_senders_asking_us() {
-    let mut n = net();
+    let mut n = routed();
     // Off-subnet sender asking for the gateway: answered (as Linux does) but not learned.
     n.h.send(n.a, &arp(1, mac(7), [10, 0, 9, 9], [0; 6], GW0, BCAST));
     // On-subnet sender asking for someone else: not learned.
@@ -616,7 +574,7 @@ fn neighbours_are_learned_only_from_on_subnet_senders_asking_us() {
 
 #[test]
 fn arp_requests_into_a_bridge_are_rate_limited() {
-    let mut n = net();
+    let mut n = routed();
     resolved(&mut n);
     // 250 packets to 250 unresolved addresses of br1 in one second.
     for i in 3..253u8 {

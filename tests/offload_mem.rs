@@ -8,15 +8,9 @@ mod common;
 
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use uvs::datapath::{Gateway, VlanMode};
+use uvs::datapath::VlanMode;
 use uvs::packet::{Desc, GsoType, Offload};
-use uvs::wire::MacAddr;
 use uvs::wire::checksum::{fold, pseudo_v4};
-
-const GW0: [u8; 4] = [10, 0, 1, 1];
-const GW1: [u8; 4] = [10, 0, 2, 1];
-const H_A: [u8; 4] = [10, 0, 1, 2];
-const H_B: [u8; 4] = [10, 0, 2, 2];
 
 /// An Ethernet/IPv4/TCP frame whose checksum field holds the pseudo-header sum (partial).
 fn tcp_partial(dst: [u8; 6], src: [u8; 4], dstip: [u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -117,25 +111,10 @@ fn flooded_super_frame_passes_to_tap_and_is_segmented_for_others() {
     check_segment(&h.outputs()[plain as usize][0]);
 }
 
-struct Net {
-    h: Harness,
-    a: u16,
-    b: u16,
-    gw0: MacAddr,
-}
-
-fn net() -> Net {
-    let mut h = Harness::new();
-    let b0 = h.bridge("br0");
-    let b1 = h.bridge("br1");
-    let a = h.port(b0, "a", VlanMode::default_trunk());
-    let b = h.port(b1, "b", VlanMode::default_trunk());
-    let (gw0, gw1) = (Gateway::default_mac("br0"), Gateway::default_mac("br1"));
-    for (br, ip, mac) in [(b0, GW0, gw0), (b1, GW1, gw1)] {
-        let gw = Gateway { ip, len: 24, mac };
-        h.dp.set_gateway(br, Some(gw)).unwrap();
-    }
-    // Both hosts announce themselves, so nothing waits for ARP.
+/// [`routed`], with both hosts announced (nothing waits for ARP) and the outputs cleared.
+fn net() -> Routed {
+    let mut n = routed();
+    let (h, a, b) = (&mut n.h, n.a, n.b);
     for (p, m, ip, gw) in [(a, mac(2), H_A, GW0), (b, mac(3), H_B, GW1)] {
         let mut f = Vec::new();
         f.extend_from_slice(&[0xff; 6]);
@@ -149,7 +128,7 @@ fn net() -> Net {
         h.send(p, &f);
     }
     h.outputs();
-    Net { h, a, b, gw0 }
+    n
 }
 
 #[test]

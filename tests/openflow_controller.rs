@@ -4,112 +4,23 @@
 //! bridge without a connected controller a learning switch, `secure` keeps its flows. No root:
 //! in-process switch with in-memory ports.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use uvs::clock::MonotonicClock;
-use uvs::control::Registry;
-use uvs::port::mem::MemPort;
-use uvs::worker::{self, Command, WorkerHandle, WorkerOptions};
+use common::openflow::{Switch, udp_frame, wait_for};
 
-struct Switch {
-    dir: std::path::PathBuf,
-    reg: Arc<Registry>,
-    w: Arc<WorkerHandle>,
-    of: Option<uvs::openflow::Manager>,
+/// Attach to `br0` a port that receives `n` broadcast UDP frames (NORMAL floods them to every
+/// other port); a sink when `n` is 0.
+fn attach_broadcast(s: &Switch, name: &str, n: u64) {
+    s.attach_frame(name, udp_frame([0xff; 6], [10, 0, 0, 255]), n);
 }
 
-impl Drop for Switch {
-    fn drop(&mut self) {
-        self.of.take();
-        self.w.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(tag: &str) -> Switch {
-    let dir = std::env::temp_dir().join(format!("uvs-ofc-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let w = Arc::new(
-        worker::spawn(
-            WorkerOptions {
-                core: None,
-                frames: 4096,
-            },
-            Arc::new(MonotonicClock::default()),
-        )
-        .unwrap(),
-    );
-    let mut reg = Registry::new();
-    uvs::control::commands::register(&mut reg, w.clone());
-    let reg = Arc::new(reg);
-    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone(), Some(w.events())).unwrap();
-    Switch {
-        dir,
-        reg,
-        w,
-        of: Some(of),
-    }
-}
-
-impl Switch {
-    fn call(&self, args: &[&str]) -> Result<serde_json::Value, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        self.reg
-            .call(&args[0], &args[1..])
-            .map(|r| r.data)
-            .map_err(|e| e.message().to_string())
-    }
-
-    fn ok(&self, args: &[&str]) -> serde_json::Value {
-        self.call(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-
-    fn attach(&self, name: &str, n: u64) {
-        // Broadcast UDP frames: NORMAL floods them to every other port.
-        let mut f = vec![
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00,
-        ];
-        f.extend_from_slice(&[
-            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 255,
-        ]);
-        f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 8, 0, 0]);
-        f.resize(60, 0);
-        self.w
-            .call(Command::AttachPort {
-                bridge: "br0".into(),
-                name: name.into(),
-                build: Box::new(move |id| {
-                    if n == 0 {
-                        Box::new(MemPort::sink(id))
-                    } else {
-                        Box::new(MemPort::replay(id, &f, n))
-                    }
-                }),
-            })
-            .unwrap();
-    }
-
-    fn tx(&self, port: &str) -> u64 {
-        self.ok(&["stats"])["ports"][port]["tx_packets"]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    fn bridge(&self) -> serde_json::Value {
-        self.ok(&["show"])["bridges"][0].clone()
-    }
-}
-
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let end = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `br0` as `show` describes it.
+fn bridge(s: &Switch) -> serde_json::Value {
+    s.ok(&["show"])["bridges"][0].clone()
 }
 
 /// Read one OpenFlow message.
@@ -143,12 +54,12 @@ fn handshake(l: &TcpListener) -> (TcpStream, u64) {
 
 #[test]
 fn switch_connects_out_with_its_datapath_id_and_reconnects() {
-    let s = start("out");
+    let s = Switch::start("out");
     s.ok(&["add-br", "br0", "datapath_id=0xa1"]);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = format!("tcp:{}", l.local_addr().unwrap());
     s.ok(&["set-controller", "br0", &target]);
-    let b = s.bridge();
+    let b = bridge(&s);
     assert_eq!(b["controller"][0], target.as_str());
     assert_eq!(b["datapath_id"], "00000000000000a1");
     let (mut c, dpid) = handshake(&l);
@@ -158,7 +69,7 @@ fn switch_connects_out_with_its_datapath_id_and_reconnects() {
         "is_connected: true",
     );
     // Port events reach the controller.
-    s.attach("p1", 0);
+    attach_broadcast(&s, "p1", 0);
     loop {
         let m = read_msg(&mut c);
         if m[1] == 12 {
@@ -176,7 +87,7 @@ fn switch_connects_out_with_its_datapath_id_and_reconnects() {
     assert!(t.elapsed() < Duration::from_secs(5));
     // set-br changes the datapath id; a bad one is refused with the field's name.
     s.ok(&["set-br", "br0", "datapath_id=0x2a"]);
-    assert_eq!(s.bridge()["datapath_id"], "000000000000002a");
+    assert_eq!(bridge(&s)["datapath_id"], "000000000000002a");
     let e = s.call(&["set-br", "br0", "datapath_id=xyz"]).unwrap_err();
     assert!(e.contains("datapath_id"), "{e}");
     let e = s
@@ -184,15 +95,15 @@ fn switch_connects_out_with_its_datapath_id_and_reconnects() {
         .unwrap_err();
     assert!(e.contains("controller: 'ssl:1.2.3.4:1'"), "{e}");
     s.ok(&["del-controller", "br0"]);
-    assert_eq!(s.bridge()["controller"], serde_json::json!([]));
+    assert_eq!(bridge(&s)["controller"], serde_json::json!([]));
 }
 
 #[test]
 fn fail_mode_standalone_falls_back_to_learning_and_secure_keeps_flows() {
-    let s = start("fail");
+    let s = Switch::start("fail");
     s.ok(&["add-br", "br0"]);
     s.ok(&["add-flow", "br0", "priority=0,actions=drop"]);
-    s.attach("p2", 0);
+    attach_broadcast(&s, "p2", 0);
     // A controller nobody listens on.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = format!("tcp:{}", l.local_addr().unwrap());
@@ -200,8 +111,8 @@ fn fail_mode_standalone_falls_back_to_learning_and_secure_keeps_flows() {
     s.ok(&["set-fail-mode", "br0", "secure"]);
     s.ok(&["set-controller", "br0", &target]);
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(s.bridge()["fail_open"], false);
-    s.attach("p1", 20);
+    assert_eq!(bridge(&s)["fail_open"], false);
+    attach_broadcast(&s, "p1", 20);
     wait_for(
         || s.ok(&["stats"])["ports"]["p1"]["rx_packets"].as_u64() == Some(20),
         "20 frames in",
@@ -210,11 +121,11 @@ fn fail_mode_standalone_falls_back_to_learning_and_secure_keeps_flows() {
     s.ok(&["del-port", "p1"]);
     // Standalone: no controller connected, so the bridge is a learning switch.
     s.ok(&["set-fail-mode", "br0", "standalone"]);
-    wait_for(|| s.bridge()["fail_open"] == true, "fail_open");
-    s.attach("p1", 20);
+    wait_for(|| bridge(&s)["fail_open"] == true, "fail_open");
+    attach_broadcast(&s, "p1", 20);
     wait_for(|| s.tx("p2") == 20, "20 frames flooded to p2");
     // Without controllers the flows apply again.
     s.ok(&["del-controller", "br0"]);
-    wait_for(|| s.bridge()["fail_open"] == false, "fail_open off");
+    wait_for(|| bridge(&s)["fail_open"] == false, "fail_open off");
     assert_eq!(s.ok(&["get-fail-mode", "br0"])["fail_mode"], "standalone");
 }

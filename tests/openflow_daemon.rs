@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::netns::Daemon;
+use common::openflow::{have_ofctl, ofctl_ok as ofctl, wait_for};
 use uvs::flow::parse_flow;
 
 struct Dir(PathBuf);
@@ -17,28 +17,6 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn wait_for(p: &Path) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !p.exists() {
-        assert!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ofctl(args: &[&str]) -> String {
-    let out = Command::new("ovs-ofctl")
-        .arg("--timeout=10")
-        .args(args)
-        .output()
-        .expect("run ovs-ofctl");
-    assert!(
-        out.status.success(),
-        "ovs-ofctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn flow_lines(dump: &str) -> Vec<String> {
@@ -53,8 +31,7 @@ fn flow_lines(dump: &str) -> Vec<String> {
 
 #[test]
 fn ofctl_flows_are_uvs_flows_and_persist() {
-    if Command::new("ovs-ofctl").arg("--version").output().is_err() {
-        eprintln!("skipped: ovs-ofctl is not installed");
+    if !have_ofctl() {
         return;
     }
     let dir = Dir(std::env::temp_dir().join(format!("uvs-ofd-{}", std::process::id())));
@@ -68,7 +45,7 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
     let want = {
         let d = Daemon::start("ofd", &args);
         d.ctl(&["add-br", "br0"]);
-        wait_for(&sock);
+        wait_for(|| sock.exists(), "the br0.mgmt socket");
         ofctl(&[
             "add-flow",
             &target,
@@ -88,7 +65,7 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
     };
     // Restarted from the database: the same flows, served again.
     let d = Daemon::start("ofd", &args);
-    wait_for(&sock);
+    wait_for(|| sock.exists(), "the br0.mgmt socket");
     assert_eq!(flow_lines(&d.ctl(&["dump-flows", "br0"])), want);
     assert_eq!(flow_lines(&ofctl(&["dump-flows", &target])), want);
 }

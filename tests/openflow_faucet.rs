@@ -16,15 +16,6 @@ use common::netns::*;
 
 const VENV: &str = "/opt/uvs/faucet-venv";
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running Faucet, stopped by its own PID when dropped; its logs are in `dir`.
 struct Faucet {
     child: Child,

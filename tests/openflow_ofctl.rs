@@ -2,141 +2,12 @@
 //! Nicira extensions (its default) and `-O OpenFlow13`. No root: the switch runs in-process with
 //! in-memory ports; skipped when `ovs-ofctl` is not installed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command as Proc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use uvs::clock::MonotonicClock;
-use uvs::control::Registry;
+use std::path::Path;
+
+use common::openflow::{Switch, have_ofctl, ofctl, ofctl_ok as ok, wait_for};
 use uvs::flow::{Flow, parse_flow};
-use uvs::port::mem::MemPort;
-use uvs::worker::{self, Command, WorkerHandle, WorkerOptions};
-
-struct Switch {
-    dir: PathBuf,
-    reg: Arc<Registry>,
-    w: Arc<WorkerHandle>,
-    of: Option<uvs::openflow::Manager>,
-}
-
-impl Drop for Switch {
-    fn drop(&mut self) {
-        // The listeners first: they ask the worker for its bridges.
-        self.of.take();
-        self.w.shutdown();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn have_ofctl() -> bool {
-    let ok = Proc::new("ovs-ofctl").arg("--version").output().is_ok();
-    if !ok {
-        eprintln!("skipped: ovs-ofctl is not installed");
-    }
-    ok
-}
-
-fn start(tag: &str) -> Switch {
-    let dir = std::env::temp_dir().join(format!("uvs-of-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let w = Arc::new(
-        worker::spawn(
-            WorkerOptions {
-                core: None,
-                frames: 4096,
-            },
-            Arc::new(MonotonicClock::default()),
-        )
-        .unwrap(),
-    );
-    let mut reg = Registry::new();
-    uvs::control::commands::register(&mut reg, w.clone());
-    let reg = Arc::new(reg);
-    reg.call("add-br", &["br0".to_string()]).unwrap();
-    let of = uvs::openflow::Manager::start(dir.clone(), reg.clone(), Some(w.events())).unwrap();
-    let s = Switch {
-        dir,
-        reg,
-        w,
-        of: Some(of),
-    };
-    wait_for(|| s.sock().exists(), "the br0.mgmt socket");
-    s
-}
-
-impl Switch {
-    fn sock(&self) -> PathBuf {
-        self.dir.join("br0.mgmt")
-    }
-
-    fn target(&self) -> String {
-        format!("unix:{}", self.sock().display())
-    }
-
-    /// Attach a port that receives `n` IPv4 frames to 10.1.2.3 (port `name`, next ofport).
-    fn attach(&self, name: &str, n: u64) {
-        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-        // IPv4, 20-byte header, UDP to 10.1.2.3.
-        f.extend_from_slice(&[
-            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 1, 2, 3,
-        ]);
-        f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 8, 0, 0]);
-        f.resize(60, 0);
-        self.w
-            .call(Command::AttachPort {
-                bridge: "br0".into(),
-                name: name.into(),
-                build: Box::new(move |id| {
-                    if n == 0 {
-                        Box::new(MemPort::sink(id))
-                    } else {
-                        Box::new(MemPort::replay(id, &f, n))
-                    }
-                }),
-            })
-            .unwrap();
-    }
-
-    fn uvs_flows(&self) -> Vec<String> {
-        let r = self.reg.call("dump-flows", &["br0".to_string()]).unwrap();
-        r.data["flows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l.as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Run ovs-ofctl; (success, stdout, stderr).
-fn ofctl(args: &[&str]) -> (bool, String, String) {
-    let out = Proc::new("ovs-ofctl")
-        .arg("--timeout=10")
-        .args(args)
-        .output()
-        .expect("run ovs-ofctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out, err) = ofctl(args);
-    assert!(good, "ovs-ofctl {args:?} failed: {err}{out}");
-    out
-}
 
 /// The flows of a dump-flows output, as uvs reads them (stats ignored).
 fn flows_of(dump: &str) -> Vec<Flow> {
@@ -163,7 +34,7 @@ fn ofctl_add_dump_del_openflow10_nxm() {
     if !have_ofctl() {
         return;
     }
-    let s = start("of10");
+    let s = Switch::with_br0("of10");
     let t = s.target();
     // Plain OpenFlow 1.0 flow_mod, and one that needs NXM + table ids (cookie, table 1).
     ok(&[
@@ -241,7 +112,7 @@ fn ofctl_openflow13_flows_show_and_ports() {
     if !have_ofctl() {
         return;
     }
-    let s = start("of13");
+    let s = Switch::with_br0("of13");
     let t = s.target();
     s.attach("p1", 7);
     s.attach("p2", 0);
@@ -340,7 +211,7 @@ fn ofctl_errors_name_the_problem() {
     if !have_ofctl() {
         return;
     }
-    let s = start("err");
+    let s = Switch::with_br0("err");
     let t = s.target();
     // A field uvs does not match on (IPv6): OFPBMC_BAD_FIELD in OpenFlow 1.3.
     let (good, _, err) = ofctl(&[
@@ -366,7 +237,7 @@ fn ofctl_controller_actions_round_trip() {
     if !have_ofctl() {
         return;
     }
-    let s = start("ctl");
+    let s = Switch::with_br0("ctl");
     let t = s.target();
     ok(&["add-flow", &t, "priority=5,arp,actions=controller"]);
     ok(&[
@@ -416,7 +287,7 @@ fn ofctl_groups_openflow13() {
     if !have_ofctl() {
         return;
     }
-    let s = start("grp");
+    let s = Switch::with_br0("grp");
     let t = s.target();
     let o13 = |args: &[&str]| {
         let mut v = vec!["-O", "OpenFlow13"];
@@ -468,13 +339,8 @@ fn ofctl_groups_openflow13() {
     let f = o13(&["dump-flows", &t]);
     assert!(f.contains("in_port=3 actions=group:1"), "{f}");
     s.attach("p4", 4);
-    let tx = |p: &str| {
-        s.reg.call("stats", &[]).unwrap().data["ports"][p]["tx_packets"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     wait_for(
-        || tx("p2") == 4 && tx("p3") == 4,
+        || s.tx("p2") == 4 && s.tx("p3") == 4,
         "4 frames on each bucket's port",
     );
     // Errors: fast failover is not a type uvs has.

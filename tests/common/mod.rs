@@ -1,11 +1,12 @@
-//! Shared helpers for integration tests: an in-memory switch harness, frame builders, and
-//! root/netns helpers for end-to-end tests.
+//! Shared helpers for integration tests: an in-memory switch harness, frame builders,
+//! root/netns helpers for end-to-end tests, and an in-process OpenFlow switch.
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod openflow;
 pub mod wire;
 
-use uvs::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
+use uvs::datapath::{BridgeOptions, Datapath, Gateway, PortState, VlanMode};
 use uvs::packet::Frames;
 use uvs::pipeline::Pipeline;
 use uvs::port::mem::MemPort;
@@ -112,6 +113,75 @@ impl Harness {
     pub fn drops(&self, p: u16, reason: uvs::counters::DropReason) -> u64 {
         self.dp.port(p).unwrap().counters.drops[reason as usize]
     }
+
+    /// Add flow `text` to bridge `b`'s table, its ports bound by their OpenFlow numbers;
+    /// panics naming the flow when it is refused.
+    pub fn add_flow(&mut self, b: u16, text: &str) {
+        let ft = &mut self.dp.bridge_mut(b).unwrap().flows;
+        let mut f = uvs::flow::parse_flow(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        ft.bind_ports(&mut f).unwrap();
+        ft.cls.add(f, 0, |r| Some(r.num())).unwrap();
+        ft.refresh();
+    }
+}
+
+/// Bridge `br0` with ports `p1`, `p2`, `p3` (default trunks, `p[0..3]`), for flow tests.
+pub struct FlowNet {
+    pub h: Harness,
+    pub b: u16,
+    pub p: [u16; 3],
+}
+
+impl FlowNet {
+    pub fn new() -> FlowNet {
+        let mut h = Harness::new();
+        let b = h.bridge("br0");
+        let p = [
+            h.port(b, "p1", VlanMode::default_trunk()),
+            h.port(b, "p2", VlanMode::default_trunk()),
+            h.port(b, "p3", VlanMode::default_trunk()),
+        ];
+        FlowNet { h, b, p }
+    }
+
+    /// [`Harness::add_flow`] on `br0`.
+    pub fn add(&mut self, text: &str) {
+        self.h.add_flow(self.b, text);
+    }
+}
+
+/// The gateway of `br0` in [`routed`].
+pub const GW0: [u8; 4] = [10, 0, 1, 1];
+/// The gateway of `br1` in [`routed`].
+pub const GW1: [u8; 4] = [10, 0, 2, 1];
+/// A host behind port `a` (on `br0`) in [`routed`].
+pub const H_A: [u8; 4] = [10, 0, 1, 2];
+/// A host behind port `b` (on `br1`) in [`routed`].
+pub const H_B: [u8; 4] = [10, 0, 2, 2];
+
+/// Two bridges joined by their gateways; see [`routed`].
+pub struct Routed {
+    pub h: Harness,
+    pub a: u16,
+    pub b: u16,
+    pub gw0: uvs::wire::MacAddr,
+    pub gw1: uvs::wire::MacAddr,
+}
+
+/// Bridge `br0` (gateway [`GW0`]/24, its default MAC) with port `a`, and bridge `br1` (gateway
+/// [`GW1`]/24) with port `b`; both ports default trunks.
+pub fn routed() -> Routed {
+    let mut h = Harness::new();
+    let b0 = h.bridge("br0");
+    let b1 = h.bridge("br1");
+    let a = h.port(b0, "a", VlanMode::default_trunk());
+    let b = h.port(b1, "b", VlanMode::default_trunk());
+    let (gw0, gw1) = (Gateway::default_mac("br0"), Gateway::default_mac("br1"));
+    for (br, ip, mac) in [(b0, GW0, gw0), (b1, GW1, gw1)] {
+        h.dp.set_gateway(br, Some(Gateway { ip, len: 24, mac }))
+            .unwrap();
+    }
+    Routed { h, a, b, gw0, gw1 }
 }
 
 /// An Ethernet frame: dst, src, EtherType 0x0800 and a 46-byte payload tagged with `tag`.

@@ -51,6 +51,48 @@ pub fn prefix(tag: &str) -> String {
     format!("{tag}{}", std::process::id() % 100_000)
 }
 
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `ok` every 100 ms until it holds or `secs` pass (checked once more at the end); true
+/// when it held.
+pub fn eventually(secs: u64, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok()
+}
+
+/// Stop a child by PID: SIGTERM, up to 5 s, then SIGKILL; always reaped.
+pub fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: kill takes a pid and a signal; the pid is our own (not yet reaped) child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Namespaces and links made by a test, removed on drop.
 #[derive(Default)]
 pub struct Topology {
@@ -173,23 +215,46 @@ impl Daemon {
             .output()
             .expect("run uvs ctl")
     }
+
+    /// `uvs ctl --json args...`, parsed; panics when it fails or is not JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut v = vec!["--json"];
+        v.extend_from_slice(args);
+        serde_json::from_str(&self.ctl(&v)).expect("uvs ctl --json")
+    }
+
+    /// Port `name`'s counters from `stats` (null when it has none).
+    pub fn port_stats(&self, name: &str) -> serde_json::Value {
+        self.json(&["stats"])["ports"][name].clone()
+    }
+
+    /// Port `name` as `show` describes it, from whichever bridge holds it (null when none).
+    pub fn port_show(&self, name: &str) -> serde_json::Value {
+        let show = self.json(&["show"]);
+        show["bridges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b["ports"].as_array().cloned().unwrap_or_default())
+            .find(|p| p["name"] == name)
+            .unwrap_or_default()
+    }
+
+    /// Wait up to `secs` until port `name`'s state in `show` is `state`; panics with `show`
+    /// otherwise.
+    pub fn wait_state(&self, name: &str, state: &str, secs: u64) {
+        let ok = eventually(secs, || self.port_show(name)["state"] == state);
+        assert!(
+            ok,
+            "{name} not {state} after {secs}s:\n{}",
+            self.ctl(&["show"])
+        );
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // SAFETY: kill takes a pid and a signal; the pid is our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 
@@ -406,6 +471,127 @@ pub fn attach(
         d.ctl(&args);
         t.adopt(ns, port, ip);
         port.into()
+    }
+}
+
+/// [`attach`] container `{p}{name}` behind port `{p}p{name}` of type `kind` on bridge `br`,
+/// with address `addr` (CIDR) and no port options; returns the namespace's interface name.
+pub fn member(
+    t: &mut Topology,
+    d: &Daemon,
+    p: &str,
+    br: &str,
+    name: &str,
+    kind: &str,
+    addr: &str,
+) -> String {
+    let (ns, port) = (format!("{p}{name}"), format!("{p}p{name}"));
+    attach(t, d, (br, &ns, &port), kind, addr, &[])
+}
+
+/// A daemon with bridge `br0` holding containers `{p}n1` (`{net}.1/24`, port `{p}p1`) and
+/// `{p}n2` (`{net}.2/24`, port `{p}p2`) on ports of `kinds`, which ping each other; returns the
+/// daemon, the topology and the prefix `p`. None (after a skip line) without root.
+pub fn two_on_one_bridge(
+    kinds: (&str, &str),
+    tag: &str,
+    net: &str,
+) -> Option<(Daemon, Topology, String)> {
+    if !root_or_skip(tag) {
+        return None;
+    }
+    let p = prefix(tag);
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    let (n1, n2) = (format!("{p}n1"), format!("{p}n2"));
+    let (v1, v2) = (format!("{p}p1"), format!("{p}p2"));
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n1, &v1),
+        kinds.0,
+        &format!("{net}.1/24"),
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n2, &v2),
+        kinds.1,
+        &format!("{net}.2/24"),
+        &[],
+    );
+    assert!(ping(&n1, &format!("{net}.2"), 2), "ping through uvs");
+    Some((d, t, p))
+}
+
+/// A routed inside and outside: bridge `br0` (gateway `{inside}.1/24`) with container `{p}c1`
+/// at `{inside}.2` on port `{p}p1`, whose default route is that gateway, and bridge `ext`
+/// (gateway `{outside}.1/24`) with host `{p}o` at `{outside}.2` on port `{p}po`; both ports of
+/// type `kind`. The outside host has no route back: add one, or masquerade.
+pub fn inside_outside(
+    t: &mut Topology,
+    d: &Daemon,
+    p: &str,
+    kind: &str,
+    inside: &str,
+    outside: &str,
+) {
+    let n = |s: &str| format!("{p}{s}");
+    d.ctl(&["add-br", "br0", &format!("gateway={inside}.1/24")]);
+    d.ctl(&["add-br", "ext", &format!("gateway={outside}.1/24")]);
+    attach(
+        t,
+        d,
+        ("br0", &n("c1"), &n("p1")),
+        kind,
+        &format!("{inside}.2/24"),
+        &[],
+    );
+    attach(
+        t,
+        d,
+        ("ext", &n("o"), &n("po")),
+        kind,
+        &format!("{outside}.2/24"),
+        &[],
+    );
+    route_add(&n("c1"), "default", &format!("{inside}.1"));
+}
+
+/// Container `c2` behind VXLAN host B: a veth `c2v` in host B's namespace `hb` (up) whose peer
+/// is `c2`'s `eth0` (192.168.42.2/24, MTU 1450 for the overlay, up).
+pub fn host_b_container(t: &mut Topology, hb: &str, c2: &str) {
+    t.netns(c2);
+    sh(&[
+        "ip", "-n", hb, "link", "add", "c2v", "type", "veth", "peer", "name", "eth0", "netns", c2,
+    ]);
+    sh(&["ip", "-n", hb, "link", "set", "c2v", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        c2,
+        "addr",
+        "add",
+        "192.168.42.2/24",
+        "dev",
+        "eth0",
+    ]);
+    sh(&["ip", "-n", c2, "link", "set", "eth0", "mtu", "1450"]);
+    sh(&["ip", "-n", c2, "link", "set", "eth0", "up"]);
+}
+
+/// Host B as a kernel VTEP: [`kernel_vtep`] and [`host_b_container`] `c2` on a kernel bridge
+/// `kbr` in `hb`, all up.
+pub fn kernel_bridged_vtep(t: &mut Topology, hb: &str, c2: &str) {
+    kernel_vtep(hb);
+    sh(&["ip", "-n", hb, "link", "add", "kbr", "type", "bridge"]);
+    sh(&["ip", "-n", hb, "link", "set", "vx42", "master", "kbr"]);
+    host_b_container(t, hb, c2);
+    sh(&["ip", "-n", hb, "link", "set", "c2v", "master", "kbr"]);
+    for dev in ["vx42", "kbr", "c2v"] {
+        sh(&["ip", "-n", hb, "link", "set", dev, "up"]);
     }
 }
 
