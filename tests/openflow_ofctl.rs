@@ -395,6 +395,8 @@ fn ofctl_groups_openflow13() {
         "{}",
         e.message()
     );
+    let e = add("del-groups", "group_id=0xffffffff").unwrap_err();
+    assert!(e.message().contains("group_id"), "{}", e.message());
     // Deleting a group deletes the flows that send packets to it, and only those.
     o13(&["add-flow", &t, "priority=6,in_port=4,actions=group:3"]);
     o13(&["del-groups", &t, "group_id=1"]);

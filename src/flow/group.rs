@@ -140,6 +140,11 @@ fn parse_bucket(text: &str) -> Result<Bucket, FlowError> {
     Ok(Bucket { weight, actions })
 }
 
+/// Parse a group id (`group_id=N`'s value, `del-groups`): 0 to `GROUP_MAX`.
+pub fn parse_group_id(v: &str) -> Result<u32, FlowError> {
+    parse_num("group_id", v, u64::from(GROUP_MAX))
+}
+
 /// Parse `group_id=N,type=T,bucket=...,bucket=...` (the text `add-group` takes).
 pub fn parse_group(s: &str) -> Result<Group, FlowError> {
     let s = s.trim();
@@ -149,7 +154,7 @@ pub fn parse_group(s: &str) -> Result<Group, FlowError> {
     for kv in head.split([',', ' ']).filter(|t| !t.is_empty()) {
         match kv.split_once('=') {
             Some(("group_id", v)) => {
-                let n: u32 = parse_num("group_id", v, u64::from(GROUP_MAX))?;
+                let n = parse_group_id(v)?;
                 id = Some(n);
             }
             Some(("type", v)) => {

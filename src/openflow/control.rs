@@ -326,9 +326,8 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             let id = match a.get(1).map(|s| s.split_once('=')) {
                 None => None,
                 Some(Some(("group_id", v))) => Some(
-                    crate::flow::group::parse_group(&format!("group_id={v},type=all"))
-                        .map_err(|e| CtlError::new(e.to_string()))?
-                        .id,
+                    crate::flow::group::parse_group_id(v)
+                        .map_err(|e| CtlError::new(e.to_string()))?,
                 ),
                 Some(_) => return Err(CtlError::new(format!("'{}': want group_id=N", a[1]))),
             };
