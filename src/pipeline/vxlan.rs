@@ -20,6 +20,7 @@ use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::neigh::{Held, Resolve};
 use crate::packet::{Desc, Frames};
+use crate::wire::checksum::{fold, sum};
 use crate::wire::vxlan::{self, OVERHEAD};
 use crate::wire::{EtherType, IpProtocol, MacAddr, ipv4, udp};
 
@@ -55,8 +56,19 @@ pub(super) fn encap(
 /// resolution and egress FDB lookup run once per remote, not once per frame.
 struct Encapped<'a> {
     made: &'a mut Vec<Meta>,
-    /// (remote, its resolved underlay, the destination the outer frames take).
-    last: Option<([u8; 4], Underlay, Dest)>,
+    /// The last (tunnel port, remote) sent to: its resolved underlay, the destination the
+    /// outer frames take, and their headers.
+    last: Option<Cached>,
+}
+
+/// A resolved (tunnel port, remote VTEP) pair (see [`Encapped`]).
+#[derive(Clone, Copy)]
+struct Cached {
+    port: PortId,
+    remote: [u8; 4],
+    underlay: Underlay,
+    dest: Dest,
+    outer: Outer,
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
@@ -158,24 +170,35 @@ fn send_to(
     now: u32,
 ) {
     let resolved = match out.last {
-        Some((r, u, dest)) if r == remote => Ok((u, dest)),
+        Some(c) if c.port == p && c.remote == remote => Ok(c),
         _ => underlay(dp, frames, remote, out.made, now).map(|u| {
-            let dest = egress(dp, &u);
-            if u.2.is_some() {
-                out.last = Some((remote, u, dest));
+            let (_, src_mac, dst_mac, _, _) = u;
+            let c = Cached {
+                port: p,
+                remote,
+                underlay: u,
+                dest: egress(dp, &u),
+                outer: Outer::new((src_mac, dst_mac.unwrap_or_default()), conf, remote),
+            };
+            if dst_mac.is_some() {
+                out.last = Some(c);
             }
-            (u, dest)
+            c
         }),
     };
     match resolved {
-        Ok(((bridge, src_mac, dst_mac, mtu, nh), dest)) => {
+        Ok(Cached {
+            underlay: (bridge, src_mac, dst_mac, mtu, nh),
+            dest,
+            outer: hdr,
+            ..
+        }) => {
             if copy.len as usize + OVERHEAD - 14 > mtu {
                 count(dp, p, DropReason::MtuExceeded);
                 frames.free(copy.addr);
                 return;
             }
-            let to = dst_mac.unwrap_or_default();
-            let outer = write_outer(frames, copy, (src_mac, to), conf, remote, sport);
+            let outer = hdr.prepend(frames, copy, sport);
             if let Some(s) = dp.port_mut(p) {
                 s.counters.tx_packets += 1;
                 s.counters.tx_bytes += outer.len as u64;
@@ -277,54 +300,56 @@ fn source_port(inner: &[u8]) -> u16 {
     49152 + (h as u16 & 0x3fff)
 }
 
-/// Prepend the outer headers to `inner` in its headroom. Returns the outer frame.
-fn write_outer(
-    frames: &mut Frames,
-    inner: Desc,
-    (src_mac, dst_mac): (MacAddr, MacAddr),
-    (local, vni, dst_port, ttl, df): ([u8; 4], u32, u16, u8, bool),
-    remote: [u8; 4],
-    sport: u16,
-) -> Desc {
-    let outer = Desc::new(inner.addr - OVERHEAD as u64, inner.len + OVERHEAD as u32);
-    let ip_len = outer.len as usize - 14;
-    let b = frames.data_mut(outer);
-    b[0..6].copy_from_slice(&dst_mac.0);
-    b[6..12].copy_from_slice(&src_mac.0);
-    b[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
-    // IPv4 (no options, id 0, DF as configured, protocol UDP): the fields that vary are
-    // written into a template, then the header checksum is computed once.
-    let ip = &mut b[14..34];
-    ip.copy_from_slice(&[
-        0x45,
-        0,
-        (ip_len >> 8) as u8,
-        ip_len as u8,
-        0,
-        0,
-        if df { 0x40 } else { 0 },
-        0,
-        ttl,
-        IpProtocol::UDP.0,
-        0,
-        0,
-        local[0],
-        local[1],
-        local[2],
-        local[3],
-        remote[0],
-        remote[1],
-        remote[2],
-        remote[3],
-    ]);
-    ipv4::Packet::new_unchecked(ip).fill_checksum();
-    let mut udp = udp::Datagram::new_unchecked(&mut b[34..42]);
-    udp.set_ports(sport, dst_port);
-    udp.set_len((ip_len - 20) as u16);
-    // No UDP checksum (allowed over IPv4, RFC 7348).
-    udp.set_checksum(0);
-    vxlan::Repr { vni }.emit(&mut b[42..50]);
-    outer
+/// The outer headers toward one remote VTEP of one tunnel (OVS's tunnel push header): written
+/// once per (tunnel, remote) and drain, stamped in front of each frame with only its lengths,
+/// the IPv4 checksum and the UDP source port filled in.
+#[derive(Clone, Copy)]
+struct Outer {
+    /// Ethernet, IPv4 (total length and checksum 0), UDP (source port, length 0; checksum 0:
+    /// none, allowed over IPv4, RFC 7348), VXLAN.
+    hdr: [u8; OVERHEAD],
+    /// The IPv4 header's one's-complement sum without its total length.
+    ip_sum: u64,
+}
+
+impl Outer {
+    fn new(
+        (src_mac, dst_mac): (MacAddr, MacAddr),
+        (local, vni, dst_port, ttl, df): Conf,
+        remote: [u8; 4],
+    ) -> Outer {
+        let mut hdr = [0u8; OVERHEAD];
+        hdr[0..6].copy_from_slice(&dst_mac.0);
+        hdr[6..12].copy_from_slice(&src_mac.0);
+        hdr[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
+        let ip = &mut hdr[14..34];
+        ip[0] = 0x45;
+        ip[6] = if df { 0x40 } else { 0 };
+        ip[8] = ttl;
+        ip[9] = IpProtocol::UDP.0;
+        ip[12..16].copy_from_slice(&local);
+        ip[16..20].copy_from_slice(&remote);
+        let ip_sum = sum(0, ip);
+        udp::Datagram::new_unchecked(&mut hdr[34..42]).set_ports(0, dst_port);
+        vxlan::Repr { vni }.emit(&mut hdr[42..50]);
+        Outer { hdr, ip_sum }
+    }
+
+    /// Prepend the headers to `inner` in its headroom. Returns the outer frame.
+    #[inline]
+    fn prepend(&self, frames: &mut Frames, inner: Desc, sport: u16) -> Desc {
+        let outer = Desc::new(inner.addr - OVERHEAD as u64, inner.len + OVERHEAD as u32);
+        let ip_len = (outer.len as usize - 14) as u16;
+        let b = frames.data_mut(outer);
+        b[..OVERHEAD].copy_from_slice(&self.hdr);
+        b[16..18].copy_from_slice(&ip_len.to_be_bytes());
+        let c = !fold(self.ip_sum + u64::from(ip_len));
+        b[24..26].copy_from_slice(&c.to_be_bytes());
+        let mut udp = udp::Datagram::new_unchecked(&mut b[34..42]);
+        udp.set_src_port(sport);
+        udp.set_len(ip_len - 20);
+        outer
+    }
 }
 
 /// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)

@@ -85,6 +85,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
         b[field::DST_PORT].copy_from_slice(&dst.to_be_bytes());
     }
 
+    /// Set the source port.
+    #[inline]
+    pub fn set_src_port(&mut self, port: u16) {
+        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&port.to_be_bytes());
+    }
+
     /// Set the length field.
     #[inline]
     pub fn set_len(&mut self, len: u16) {
@@ -118,7 +124,8 @@ mod tests {
             (5353, 4789, 20, 0x1234)
         );
         assert!(!d.is_empty());
-        d.set_ports(1, 2);
+        d.set_ports(9, 2);
+        d.set_src_port(1);
         d.set_len(8);
         d.set_checksum(0);
         let e = etherparse::UdpHeaderSlice::from_slice(&b).unwrap();
