@@ -41,6 +41,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::sys::device_gone;
 use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN};
@@ -190,14 +191,6 @@ fn set_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) 
     }
 }
 
-/// True for errnos that mean the netdev is gone and the socket unbound.
-fn gone(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
-    )
-}
-
 impl AfpacketPort {
     /// Open an AF_PACKET port on the existing netdev `ifname`. Needs CAP_NET_RAW (and
     /// CAP_NET_ADMIN for the large socket buffers; without it the default sizes are kept).
@@ -274,7 +267,7 @@ impl AfpacketPort {
     fn note_errno(&mut self, e: &io::Error, op: &str) {
         let errno = e.raw_os_error().unwrap_or(0);
         self.stats.last_errno = errno;
-        if self.fault.is_none() && gone(errno) {
+        if self.fault.is_none() && device_gone(errno) {
             self.fault = Some(format!("netdev gone: {op} failed ({e})"));
         }
     }
@@ -515,7 +508,7 @@ impl AfpacketPort {
             self.note_errno(&e, "sendmmsg");
             // Message `at` failed; a full buffer or a down link fails the rest alike.
             let rest =
-                if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) || gone(errno) {
+                if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) || device_gone(errno) {
                     n - at
                 } else {
                     1

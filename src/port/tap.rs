@@ -41,6 +41,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::sys::device_gone;
 use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
 use crate::packet::{Desc, Frames, MAX_BIG_LEN, MAX_FRAME_LEN};
@@ -576,12 +577,7 @@ impl TapPort {
     fn note_errno(&mut self, e: &io::Error) {
         let errno = e.raw_os_error().unwrap_or(0);
         self.stats.last_errno = errno;
-        if self.fault.is_none()
-            && matches!(
-                errno,
-                libc::EBADFD | libc::ENXIO | libc::ENODEV | libc::EBADF
-            )
-        {
+        if self.fault.is_none() && device_gone(errno) {
             self.fault = Some(format!("device gone: {} ({e})", errno_name(e)));
         }
     }

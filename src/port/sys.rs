@@ -1,0 +1,31 @@
+//! Small kernel-facing helpers shared by the ports and by the other modules that talk to the
+//! kernel directly (`cni`, `demo`).
+//!
+//! Contract:
+//! - [`device_gone`] is the one list of errnos that mean a port's device is gone (the netdev was
+//!   deleted and the kernel unbound the socket, or the TAP device went away with its
+//!   namespace): a port that sees one from a read, write or kick sets [`super::Port::fault`].
+
+/// True for errnos that mean the device is gone: ENXIO, ENODEV (the netdev was deleted and the
+/// socket unbound), EBADFD, EBADF (the TAP device or the descriptor went away).
+pub fn device_gone(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gone_errnos() {
+        for e in [libc::ENXIO, libc::ENODEV, libc::EBADFD, libc::EBADF] {
+            assert!(device_gone(e), "{e}");
+        }
+        for e in [0, libc::EAGAIN, libc::ENOBUFS, libc::ENETDOWN, libc::EIO] {
+            assert!(!device_gone(e), "{e}");
+        }
+    }
+}
