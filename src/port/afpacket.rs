@@ -19,9 +19,8 @@
 //! - Receive is batched: one `recvmmsg` reads up to [`BATCH`] frames (an idle port asks for
 //!   one, doubling while calls come back full, so polling an idle port costs one frame), each
 //!   straight into a pool frame after the headroom with a spare large buffer as the next iovec,
-//!   as TAP ports do (a
-//!   frame larger than [`MAX_FRAME_LEN`] continues into the large buffer and its first bytes are
-//!   copied in front). Large buffers are taken for a burst only while the large pool keeps
+//!   as TAP ports do ([`super::frameio`]: a frame larger than [`MAX_FRAME_LEN`] continues into
+//!   the large buffer and its first bytes are copied in front). Large buffers are taken for a burst only while the large pool keeps
 //!   [`BIG_KEEP`] free; without one, a super-frame is truncated by the kernel and dropped
 //!   (`rx_oversize`), as is a non-GSO frame larger than [`MAX_FRAME_LEN`]. A UDP GSO frame
 //!   (IPv4, `VIRTIO_NET_HDR_GSO_UDP_L4`: what a uvs VTEP peer sends, see `pipeline::gro`) is cut
@@ -41,8 +40,9 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::frameio::{DeviceStats, into_big, rx_iovecs};
 use super::sys::device_gone;
-use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
+use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN};
 
@@ -102,48 +102,6 @@ pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfpacketError> {
     Ok(())
 }
 
-/// Counters of one AF_PACKET port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AfpacketStats {
-    /// Frames received and handed to the worker.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// `recvmmsg` calls that returned frames (rx_packets / rx_batches = frames per call).
-    pub rx_batches: u64,
-    /// TCP super-frames received.
-    pub rx_gso: u64,
-    /// Frames received with a partial checksum (super-frames included).
-    pub rx_csum_partial: u64,
-    /// Frames received with a VLAN tag the kernel had removed (put back).
-    pub rx_vlan: u64,
-    /// Frames too large for their buffers (truncated by the kernel): dropped.
-    pub rx_oversize: u64,
-    /// Frames whose `virtio_net_hdr` could not be honoured: dropped.
-    pub rx_bad_vnet: u64,
-    /// Reads that failed with an error other than EAGAIN/EINTR.
-    pub rx_errors: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// `sendmmsg` calls.
-    pub tx_batches: u64,
-    /// TCP super-frames sent.
-    pub tx_gso: u64,
-    /// Frames sent with a partial checksum (super-frames included).
-    pub tx_csum_partial: u64,
-    /// Frames the kernel refused for now (ENOBUFS, EAGAIN, ENETDOWN): dropped.
-    pub tx_dropped: u64,
-    /// Frames refused otherwise (EMSGSIZE, ENXIO, ...): dropped.
-    pub tx_errors: u64,
-    /// Frames the kernel dropped because the socket's receive buffer was full
-    /// (`PACKET_STATISTICS`, summed at housekeeping).
-    pub kernel_drops: u64,
-    /// errno of the last failed read or write, 0 if none failed.
-    pub last_errno: i32,
-}
-
 /// An AF_PACKET port. See the module documentation.
 pub struct AfpacketPort {
     fd: Option<OwnedFd>,
@@ -157,7 +115,7 @@ pub struct AfpacketPort {
     overflow: [u8; 1],
     /// Frames the next `recvmmsg` asks for (see [`next_want`]).
     rx_want: usize,
-    stats: AfpacketStats,
+    stats: DeviceStats,
     fault: Option<String>,
 }
 
@@ -248,13 +206,13 @@ impl AfpacketPort {
             cmsgs: Box::new([[0; CMSG_SPACE / 8]; BATCH]),
             overflow: [0],
             rx_want: 1,
-            stats: AfpacketStats::default(),
+            stats: DeviceStats::default(),
             fault: None,
         })
     }
 
-    /// The port's counters.
-    pub fn stats(&self) -> AfpacketStats {
+    /// The port's counters (those of [`DeviceStats`] that an AF_PACKET port keeps).
+    pub fn stats(&self) -> DeviceStats {
         self.stats
     }
 
@@ -265,11 +223,9 @@ impl AfpacketPort {
 
     /// Count a failed call's errno; errnos that mean the netdev is gone set the fault.
     fn note_errno(&mut self, e: &io::Error, op: &str) {
-        let errno = e.raw_os_error().unwrap_or(0);
-        self.stats.last_errno = errno;
-        if self.fault.is_none() && device_gone(errno) {
-            self.fault = Some(format!("netdev gone: {op} failed ({e})"));
-        }
+        self.stats.note_errno(&mut self.fault, e, |e| {
+            format!("netdev gone: {op} failed ({e})")
+        });
     }
 
     /// One `recvmmsg` of up to `want` frames into `out`. Returns how many messages the kernel
@@ -302,31 +258,13 @@ impl AfpacketPort {
         let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH] =
             [const { MaybeUninit::uninit() }; BATCH];
         for i in 0..n {
-            let s = small[i];
-            let v = iov[i].write([
-                libc::iovec {
-                    iov_base: self.hdrs[i].as_mut_ptr().cast(),
-                    iov_len: VNET_HDR_LEN,
-                },
-                libc::iovec {
-                    iov_base: frames.chunk_mut(s.chunk())[s.headroom()..]
-                        .as_mut_ptr()
-                        .cast(),
-                    iov_len: MAX_FRAME_LEN,
-                },
-                match big[i] {
-                    Some(b) => libc::iovec {
-                        iov_base: frames.chunk_mut(b.chunk())[b.headroom() + MAX_FRAME_LEN..]
-                            .as_mut_ptr()
-                            .cast(),
-                        iov_len: MAX_BIG_LEN - MAX_FRAME_LEN,
-                    },
-                    None => libc::iovec {
-                        iov_base: self.overflow.as_mut_ptr().cast(),
-                        iov_len: 1,
-                    },
-                },
-            ]);
+            let v = iov[i].write(rx_iovecs(
+                frames,
+                small[i],
+                big[i],
+                &mut self.hdrs[i],
+                &mut self.overflow,
+            ));
             // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value (null
             // pointers, zero lengths).
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
@@ -414,12 +352,7 @@ impl AfpacketPort {
             return None;
         }
         match big {
-            Some(mut b) if len > MAX_FRAME_LEN => {
-                frames.copy_bytes(d.addr, b.addr, MAX_FRAME_LEN);
-                frames.free(d.addr);
-                b.len = len as u32;
-                d = b;
-            }
+            Some(b) if len > MAX_FRAME_LEN => d = into_big(frames, d, b, len),
             Some(b) => {
                 frames.free(b.addr);
                 d.len = len as u32;
@@ -435,16 +368,7 @@ impl AfpacketPort {
             }
             self.stats.rx_vlan += 1;
         }
-        match offload_of(&h, frames.data_mut(d)) {
-            Some(ol) => d.ol = ol,
-            None => {
-                frames.free(d.addr);
-                self.stats.rx_bad_vnet += 1;
-                return None;
-            }
-        }
-        self.stats.rx_csum_partial += u64::from(d.ol.is_partial());
-        self.stats.rx_gso += u64::from(d.ol.gso_type().is_some());
+        let d = self.stats.rx_offload(frames, &h, d)?;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += u64::from(d.len);
         Some(d)
@@ -493,8 +417,7 @@ impl AfpacketPort {
                 for i in at..at + r as usize {
                     res.sent += 1;
                     res.bytes += u64::from(batch[i].len);
-                    self.stats.tx_csum_partial += u64::from(hdrs[i][0] & NEEDS_CSUM);
-                    self.stats.tx_gso += u64::from(hdrs[i][1] != 0);
+                    self.stats.tx_vnet(&hdrs[i]);
                 }
                 at += r as usize;
                 continue;

@@ -26,6 +26,7 @@ pub mod link;
 
 pub mod afpacket;
 pub mod afxdp;
+pub mod frameio;
 pub mod mem;
 pub mod sys;
 pub mod tap;

@@ -79,7 +79,7 @@ use std::os::fd::RawFd;
 
 use crate::packet::budget::FillTarget;
 use crate::packet::{Desc, FRAME_SIZE, Frames, MAX_FRAME_LEN, Owner};
-use crate::port::sys::device_gone;
+use crate::port::sys::note_gone;
 use crate::port::{Port, PortKind, TxResult};
 
 pub use socket::Umem;
@@ -362,12 +362,12 @@ pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfxdpError> {
 
 /// Record a fault for errnos that mean the device is gone (the socket was unbound).
 fn note_fault(fault: &mut Option<String>, errno: i32) {
-    if fault.is_none() && device_gone(errno) {
-        *fault = Some(format!(
+    note_gone(fault, errno, || {
+        format!(
             "transmit kick failed: {}",
             std::io::Error::from_raw_os_error(errno)
-        ));
-    }
+        )
+    });
 }
 
 /// Open one socket; the registering socket tries zero-copy first when `try_zc`. A bind that
