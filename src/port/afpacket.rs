@@ -45,6 +45,7 @@ use super::sys::device_gone;
 use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN};
+use crate::wire::vlan;
 
 /// Frames per `recvmmsg`/`sendmmsg`.
 pub const BATCH: usize = 32;
@@ -517,16 +518,17 @@ fn vlan_of(a: &libc::tpacket_auxdata) -> Option<(u16, u16)> {
     Some((tpid, a.tp_vlan_tci))
 }
 
-/// Put a VLAN tag back after the MAC addresses, using 4 bytes of headroom.
+/// Put a VLAN tag back after the MAC addresses, using 4 bytes of headroom: the 802.1Q push of
+/// the pipeline ([`vlan::push`]), then the TPID the kernel reported (802.1ad's 0x88a8, say).
 fn insert_tag(frames: &mut Frames, d: Desc, tpid: u16, tci: u16) -> Desc {
-    let mut t = d;
-    t.addr -= 4;
-    t.len += 4;
-    let b = frames.data_mut(t);
-    b.copy_within(4..16, 0);
-    b[12..14].copy_from_slice(&tpid.to_be_bytes());
-    b[14..16].copy_from_slice(&tci.to_be_bytes());
-    t
+    let chunk = frames.chunk_mut(d.chunk());
+    let start = vlan::push(chunk, d.headroom(), tci);
+    chunk[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+    Desc {
+        addr: d.addr - vlan::TAG_LEN as u64,
+        len: d.len + vlan::TAG_LEN as u32,
+        ..d
+    }
 }
 
 impl Port for AfpacketPort {
@@ -716,8 +718,18 @@ mod tests {
         let t = insert_tag(&mut frames, d, 0x8100, 7);
         let b = frames.data(t);
         assert_eq!(t.len, 64);
+        assert_eq!(t.addr, d.addr - 4);
         assert_eq!(&b[..12], &f[..12]);
         assert_eq!(&b[12..16], &[0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(&b[16..], &f[12..]);
+        // An 802.1ad tag keeps its TPID.
+        let mut d = frames.alloc().unwrap();
+        d.len = 60;
+        frames.data_mut(d).copy_from_slice(&f);
+        let t = insert_tag(&mut frames, d, 0x88a8, 0x2005);
+        let b = frames.data(t);
+        assert_eq!(&b[..12], &f[..12]);
+        assert_eq!(&b[12..16], &[0x88, 0xa8, 0x20, 0x05]);
         assert_eq!(&b[16..], &f[12..]);
     }
 }
