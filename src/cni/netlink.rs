@@ -354,15 +354,6 @@ impl Rtnl {
     }
 }
 
-/// Parse a MAC `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).ok())
-        .collect::<Option<_>>()?;
-    v.try_into().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,12 +384,5 @@ mod tests {
         let inner = attrs(a[1].1);
         assert_eq!(inner, vec![(IFLA_INFO_KIND, &b"veth"[..])]);
         assert_eq!(b.len() % 4, 0);
-    }
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(parse_mac("02:00:00:00:36:01"), Some([2, 0, 0, 0, 0x36, 1]));
-        assert_eq!(parse_mac("02:00:00:00:36"), None);
-        assert_eq!(parse_mac("zz:00:00:00:36:01"), None);
     }
 }
