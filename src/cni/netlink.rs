@@ -14,9 +14,10 @@
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use crate::port::rtnl::{self, NLMSG_HDRLEN as HDR, align};
+use crate::port::sys::in_netns;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -144,19 +145,7 @@ impl Rtnl {
     /// A socket in the namespace `ns` (opened by a helper thread that enters it; the socket
     /// stays in that namespace after the thread ends).
     pub fn open_in(ns: &File) -> io::Result<Rtnl> {
-        let raw = ns.as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this helper thread only, with a descriptor the caller keeps
-                // open for the call.
-                if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Rtnl::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netns helper thread panicked")))
-        })
+        in_netns(ns.as_fd(), Rtnl::open)?
     }
 
     /// Send `m` and collect the replies until the acknowledgement or the end of a dump.
