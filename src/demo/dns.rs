@@ -38,7 +38,9 @@ pub fn lookup(ns: &str, server: &str, name: &str) -> Result<Answer, String> {
     let query = query(id, name)?;
     let path = format!("/var/run/netns/{ns}");
     let nsf = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-    match in_netns(nsf.as_fd(), || ask(SocketAddr::from((server, 53)), id, &query)) {
+    match in_netns(nsf.as_fd(), || {
+        ask(SocketAddr::from((server, 53)), id, &query)
+    }) {
         Ok(answer) => answer,
         Err(NetnsError::Enter(e)) => Err(format!("entering {ns}: {e}")),
         Err(NetnsError::Panicked) => Err(format!("the DNS query thread in {ns} panicked")),

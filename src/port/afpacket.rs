@@ -431,12 +431,13 @@ impl AfpacketPort {
             }
             self.note_errno(&e, "sendmmsg");
             // Message `at` failed; a full buffer or a down link fails the rest alike.
-            let rest =
-                if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) || device_gone(errno) {
-                    n - at
-                } else {
-                    1
-                };
+            let rest = if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN)
+                || device_gone(errno)
+            {
+                n - at
+            } else {
+                1
+            };
             if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) {
                 self.stats.tx_dropped += rest as u64;
             } else {

@@ -95,8 +95,12 @@ mod tests {
     fn in_netns_reports_setns_failure_and_panics() {
         // A regular file is not a namespace: setns answers EINVAL and `f` does not run.
         let f = std::fs::File::open("/proc/self/stat").expect("open");
-        let r = in_netns(f.as_fd(), || -> u8 { unreachable!("ran outside the namespace") });
-        assert!(matches!(r, Err(NetnsError::Enter(ref e)) if e.raw_os_error() == Some(libc::EINVAL)));
+        let r = in_netns(f.as_fd(), || -> u8 {
+            unreachable!("ran outside the namespace")
+        });
+        assert!(
+            matches!(r, Err(NetnsError::Enter(ref e)) if e.raw_os_error() == Some(libc::EINVAL))
+        );
         // Our own namespace can always be entered (as root; otherwise EPERM).
         let own = std::fs::File::open("/proc/self/ns/net").expect("open");
         match in_netns(own.as_fd(), || 7) {

@@ -468,13 +468,7 @@ impl TapPort {
         frames: &mut Frames,
         mut d: Desc,
     ) -> io::Result<Option<Desc>> {
-        let iov = rx_iovecs(
-            frames,
-            d,
-            self.spare_big,
-            &mut self.hdr,
-            &mut self.overflow,
-        );
+        let iov = rx_iovecs(frames, d, self.spare_big, &mut self.hdr, &mut self.overflow);
         let iov = if self.vnet { &iov[..] } else { &iov[1..] };
         let n = match read_iov(fd, iov) {
             Ok(n) => n,

@@ -131,8 +131,7 @@ impl AfxdpPort {
         shared: Option<RawFd>,
         opts: &AfxdpOptions,
     ) -> Result<AfxdpPort, AfxdpError> {
-        let umem =
-            Umem::shared_or_register(shared, frames.region().base(), frames.region().len());
+        let umem = Umem::shared_or_register(shared, frames.region().base(), frames.region().len());
         let mut port = AfxdpPort::prepare(ifname, umem, opts)?;
         if let Err(e) = port.attach_frames(port_id, frames) {
             port.release();
