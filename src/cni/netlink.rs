@@ -8,12 +8,16 @@
 //! `io::Error` of its errno. Message building and parsing ([`Msg`], [`attrs`]) are IO-free.
 //!
 //! Why hand-written, as `port/link.rs`: eight message shapes are ~300 lines; the `rtnetlink`
-//! crate brings an async runtime, and `netlink-packet-route` a large tree, for that.
+//! crate brings an async runtime, and `netlink-packet-route` a large tree, for that. The
+//! socket and the message and attribute walks are `port::rtnl`'s, shared with the link monitor.
 
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use crate::port::rtnl::{self, NLMSG_HDRLEN as HDR, align};
+use crate::port::sys::in_netns;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -44,16 +48,11 @@ const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
 const RT_TABLE_MAIN: u8 = 254;
 const AF_INET: u8 = libc::AF_INET as u8;
-const HDR: usize = 16;
 
 /// One request being built: the header, a fixed family header, then attributes (nests are
 /// opened with [`Msg::nest`] and closed with [`Msg::end`]).
 pub struct Msg {
     buf: Vec<u8>,
-}
-
-fn align(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 impl Msg {
@@ -116,18 +115,8 @@ pub fn ifinfo(index: u32, flags: u32, change: u32) -> [u8; 16] {
 }
 
 /// The attributes in `buf` (after a family header): (kind without flag bits, payload).
-pub fn attrs(mut buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while buf.len() >= 4 {
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
-        if len < 4 || len > buf.len() {
-            break;
-        }
-        out.push((kind, &buf[4..len]));
-        buf = &buf[align(len).min(buf.len())..];
-    }
-    out
+pub fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
+    rtnl::attrs(buf).collect()
 }
 
 fn nul_name(name: &str) -> Vec<u8> {
@@ -149,38 +138,14 @@ pub struct Rtnl {
 impl Rtnl {
     /// A socket in this thread's network namespace.
     pub fn open() -> io::Result<Rtnl> {
-        // SAFETY: plain socket(2) call; the result is checked before it is owned.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a new descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = rtnl::socket(false)?;
         Ok(Rtnl { fd, seq: 1 })
     }
 
     /// A socket in the namespace `ns` (opened by a helper thread that enters it; the socket
     /// stays in that namespace after the thread ends).
     pub fn open_in(ns: &File) -> io::Result<Rtnl> {
-        let raw = ns.as_raw_fd();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this helper thread only, with a descriptor the caller keeps
-                // open for the call.
-                if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Rtnl::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("netns helper thread panicked")))
-        })
+        in_netns(ns.as_fd(), Rtnl::open)?
     }
 
     /// Send `m` and collect the replies until the acknowledgement or the end of a dump.
@@ -203,20 +168,12 @@ impl Rtnl {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let mut b = &buf[..n as usize];
-            while b.len() >= HDR {
-                let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                let kind = u16::from_ne_bytes([b[4], b[5]]);
-                let mseq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
-                if len < HDR || len > b.len() {
-                    break;
-                }
-                let body = &b[HDR..len];
-                b = &b[align(len).min(b.len())..];
-                if mseq != seq {
+            for m in rtnl::messages(&buf[..n as usize]) {
+                if m.seq != seq {
                     continue;
                 }
-                match kind {
+                let body = m.body;
+                match m.kind {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let err = i32::from_ne_bytes(body[..4].try_into().unwrap_or([0; 4]));
@@ -226,7 +183,7 @@ impl Rtnl {
                             Err(io::Error::from_raw_os_error(-err))
                         };
                     }
-                    _ => out.push((kind, body.to_vec())),
+                    _ => out.push((m.kind, body.to_vec())),
                 }
             }
         }
@@ -386,15 +343,6 @@ impl Rtnl {
     }
 }
 
-/// Parse a MAC `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).ok())
-        .collect::<Option<_>>()?;
-    v.try_into().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,12 +373,5 @@ mod tests {
         let inner = attrs(a[1].1);
         assert_eq!(inner, vec![(IFLA_INFO_KIND, &b"veth"[..])]);
         assert_eq!(b.len() % 4, 0);
-    }
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(parse_mac("02:00:00:00:36:01"), Some([2, 0, 0, 0, 0x36, 1]));
-        assert_eq!(parse_mac("02:00:00:00:36"), None);
-        assert_eq!(parse_mac("zz:00:00:00:36:01"), None);
     }
 }

@@ -7,9 +7,10 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
-use super::netlink::{Rtnl, parse_mac};
+use super::netlink::Rtnl;
 use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
 use super::{CniError, E_CHECK, E_IO, E_IPAM, E_UVS};
+use crate::wire::MacAddr;
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
 pub const VXLAN_MTU: u32 = 1450;
@@ -232,7 +233,7 @@ fn setup_container(
     mac: Option<&str>,
 ) -> Result<bool, CniError> {
     if let Some(m) = mac {
-        let bytes = parse_mac(m).ok_or_else(|| {
+        let MacAddr(bytes) = m.parse().map_err(|_: String| {
             CniError::new(
                 super::E_INVALID_CONFIG,
                 format!("mac: '{m}' is not a MAC address"),

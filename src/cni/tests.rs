@@ -264,3 +264,16 @@ fn port_type_defaults_to_afpacket_and_names_a_bad_value() {
     assert_eq!(e.code, E_INVALID_CONFIG);
     assert!(e.msg.starts_with("portType: 'tap'"), "{e}");
 }
+
+/// `runtimeConfig.mac` is parsed as a `wire::MacAddr` (see `ops::setup_container`): six hex
+/// bytes; a wrong count or digit is refused.
+#[test]
+fn mac_strings_parse_as_mac_addr() {
+    use crate::wire::MacAddr;
+    assert_eq!(
+        "02:00:00:00:36:01".parse::<MacAddr>(),
+        Ok(MacAddr([2, 0, 0, 0, 0x36, 1]))
+    );
+    assert!("02:00:00:00:36".parse::<MacAddr>().is_err());
+    assert!("zz:00:00:00:36:01".parse::<MacAddr>().is_err());
+}

@@ -3,18 +3,20 @@
 //! or on the host's search domains.
 //!
 //! Contract: [`lookup`] opens its socket on a helper thread that has entered the namespace
-//! (`setns` on that thread only; the demo's own threads never change namespace), sends the
-//! query up to [`TRIES`] times, one second apart, and returns the response code and the `A`
-//! addresses of the first reply from the server whose id matches. Err when the namespace
-//! cannot be entered or no reply came.
+//! (`port::sys::in_netns`: `setns` on that thread only; the demo's own threads never change
+//! namespace), sends the query up to [`TRIES`] times, one second apart, and returns the
+//! response code and the `A` addresses of the first reply from the server whose id matches.
+//! Err when the namespace cannot be entered or no reply came.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::port::sys::{NetnsError, in_netns};
 
 /// Queries sent before giving up.
 pub const TRIES: u32 = 3;
@@ -36,21 +38,13 @@ pub fn lookup(ns: &str, server: &str, name: &str) -> Result<Answer, String> {
     let query = query(id, name)?;
     let path = format!("/var/run/netns/{ns}");
     let nsf = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: setns takes a namespace descriptor that `nsf` keeps open for the call;
-            // it moves only this helper thread, which ends with the query.
-            if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "entering {ns}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            ask(SocketAddr::from((server, 53)), id, &query)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(format!("the DNS query thread in {ns} panicked")))
-    })
+    match in_netns(nsf.as_fd(), || {
+        ask(SocketAddr::from((server, 53)), id, &query)
+    }) {
+        Ok(answer) => answer,
+        Err(NetnsError::Enter(e)) => Err(format!("entering {ns}: {e}")),
+        Err(NetnsError::Panicked) => Err(format!("the DNS query thread in {ns} panicked")),
+    }
 }
 
 /// The query's bytes: one question, `name` `A`, recursion desired (as nslookup asks).

@@ -19,9 +19,8 @@
 //! - Receive is batched: one `recvmmsg` reads up to [`BATCH`] frames (an idle port asks for
 //!   one, doubling while calls come back full, so polling an idle port costs one frame), each
 //!   straight into a pool frame after the headroom with a spare large buffer as the next iovec,
-//!   as TAP ports do (a
-//!   frame larger than [`MAX_FRAME_LEN`] continues into the large buffer and its first bytes are
-//!   copied in front). Large buffers are taken for a burst only while the large pool keeps
+//!   as TAP ports do ([`super::frameio`]: a frame larger than [`MAX_FRAME_LEN`] continues into
+//!   the large buffer and its first bytes are copied in front). Large buffers are taken for a burst only while the large pool keeps
 //!   [`BIG_KEEP`] free; without one, a super-frame is truncated by the kernel and dropped
 //!   (`rx_oversize`), as is a non-GSO frame larger than [`MAX_FRAME_LEN`]. A UDP GSO frame
 //!   (IPv4, `VIRTIO_NET_HDR_GSO_UDP_L4`: what a uvs VTEP peer sends, see `pipeline::gro`) is cut
@@ -41,9 +40,12 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
+use super::frameio::{DeviceStats, into_big, rx_iovecs};
+use super::sys::device_gone;
+use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, MAX_FRAME_LEN};
+use crate::wire::vlan;
 
 /// Frames per `recvmmsg`/`sendmmsg`.
 pub const BATCH: usize = 32;
@@ -101,48 +103,6 @@ pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfpacketError> {
     Ok(())
 }
 
-/// Counters of one AF_PACKET port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AfpacketStats {
-    /// Frames received and handed to the worker.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// `recvmmsg` calls that returned frames (rx_packets / rx_batches = frames per call).
-    pub rx_batches: u64,
-    /// TCP super-frames received.
-    pub rx_gso: u64,
-    /// Frames received with a partial checksum (super-frames included).
-    pub rx_csum_partial: u64,
-    /// Frames received with a VLAN tag the kernel had removed (put back).
-    pub rx_vlan: u64,
-    /// Frames too large for their buffers (truncated by the kernel): dropped.
-    pub rx_oversize: u64,
-    /// Frames whose `virtio_net_hdr` could not be honoured: dropped.
-    pub rx_bad_vnet: u64,
-    /// Reads that failed with an error other than EAGAIN/EINTR.
-    pub rx_errors: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// `sendmmsg` calls.
-    pub tx_batches: u64,
-    /// TCP super-frames sent.
-    pub tx_gso: u64,
-    /// Frames sent with a partial checksum (super-frames included).
-    pub tx_csum_partial: u64,
-    /// Frames the kernel refused for now (ENOBUFS, EAGAIN, ENETDOWN): dropped.
-    pub tx_dropped: u64,
-    /// Frames refused otherwise (EMSGSIZE, ENXIO, ...): dropped.
-    pub tx_errors: u64,
-    /// Frames the kernel dropped because the socket's receive buffer was full
-    /// (`PACKET_STATISTICS`, summed at housekeeping).
-    pub kernel_drops: u64,
-    /// errno of the last failed read or write, 0 if none failed.
-    pub last_errno: i32,
-}
-
 /// An AF_PACKET port. See the module documentation.
 pub struct AfpacketPort {
     fd: Option<OwnedFd>,
@@ -156,7 +116,7 @@ pub struct AfpacketPort {
     overflow: [u8; 1],
     /// Frames the next `recvmmsg` asks for (see [`next_want`]).
     rx_want: usize,
-    stats: AfpacketStats,
+    stats: DeviceStats,
     fault: Option<String>,
 }
 
@@ -188,14 +148,6 @@ fn set_int(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) 
     } else {
         Ok(())
     }
-}
-
-/// True for errnos that mean the netdev is gone and the socket unbound.
-fn gone(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
-    )
 }
 
 impl AfpacketPort {
@@ -255,13 +207,13 @@ impl AfpacketPort {
             cmsgs: Box::new([[0; CMSG_SPACE / 8]; BATCH]),
             overflow: [0],
             rx_want: 1,
-            stats: AfpacketStats::default(),
+            stats: DeviceStats::default(),
             fault: None,
         })
     }
 
-    /// The port's counters.
-    pub fn stats(&self) -> AfpacketStats {
+    /// The port's counters (those of [`DeviceStats`] that an AF_PACKET port keeps).
+    pub fn stats(&self) -> DeviceStats {
         self.stats
     }
 
@@ -272,11 +224,9 @@ impl AfpacketPort {
 
     /// Count a failed call's errno; errnos that mean the netdev is gone set the fault.
     fn note_errno(&mut self, e: &io::Error, op: &str) {
-        let errno = e.raw_os_error().unwrap_or(0);
-        self.stats.last_errno = errno;
-        if self.fault.is_none() && gone(errno) {
-            self.fault = Some(format!("netdev gone: {op} failed ({e})"));
-        }
+        self.stats.note_errno(&mut self.fault, e, |e| {
+            format!("netdev gone: {op} failed ({e})")
+        });
     }
 
     /// One `recvmmsg` of up to `want` frames into `out`. Returns how many messages the kernel
@@ -309,31 +259,13 @@ impl AfpacketPort {
         let mut msgs: [MaybeUninit<libc::mmsghdr>; BATCH] =
             [const { MaybeUninit::uninit() }; BATCH];
         for i in 0..n {
-            let s = small[i];
-            let v = iov[i].write([
-                libc::iovec {
-                    iov_base: self.hdrs[i].as_mut_ptr().cast(),
-                    iov_len: VNET_HDR_LEN,
-                },
-                libc::iovec {
-                    iov_base: frames.chunk_mut(s.chunk())[s.headroom()..]
-                        .as_mut_ptr()
-                        .cast(),
-                    iov_len: MAX_FRAME_LEN,
-                },
-                match big[i] {
-                    Some(b) => libc::iovec {
-                        iov_base: frames.chunk_mut(b.chunk())[b.headroom() + MAX_FRAME_LEN..]
-                            .as_mut_ptr()
-                            .cast(),
-                        iov_len: MAX_BIG_LEN - MAX_FRAME_LEN,
-                    },
-                    None => libc::iovec {
-                        iov_base: self.overflow.as_mut_ptr().cast(),
-                        iov_len: 1,
-                    },
-                },
-            ]);
+            let v = iov[i].write(rx_iovecs(
+                frames,
+                small[i],
+                big[i],
+                &mut self.hdrs[i],
+                &mut self.overflow,
+            ));
             // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value (null
             // pointers, zero lengths).
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
@@ -421,12 +353,7 @@ impl AfpacketPort {
             return None;
         }
         match big {
-            Some(mut b) if len > MAX_FRAME_LEN => {
-                frames.copy_bytes(d.addr, b.addr, MAX_FRAME_LEN);
-                frames.free(d.addr);
-                b.len = len as u32;
-                d = b;
-            }
+            Some(b) if len > MAX_FRAME_LEN => d = into_big(frames, d, b, len),
             Some(b) => {
                 frames.free(b.addr);
                 d.len = len as u32;
@@ -442,16 +369,7 @@ impl AfpacketPort {
             }
             self.stats.rx_vlan += 1;
         }
-        match offload_of(&h, frames.data_mut(d)) {
-            Some(ol) => d.ol = ol,
-            None => {
-                frames.free(d.addr);
-                self.stats.rx_bad_vnet += 1;
-                return None;
-            }
-        }
-        self.stats.rx_csum_partial += u64::from(d.ol.is_partial());
-        self.stats.rx_gso += u64::from(d.ol.gso_type().is_some());
+        let d = self.stats.rx_offload(frames, &h, d)?;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += u64::from(d.len);
         Some(d)
@@ -500,8 +418,7 @@ impl AfpacketPort {
                 for i in at..at + r as usize {
                     res.sent += 1;
                     res.bytes += u64::from(batch[i].len);
-                    self.stats.tx_csum_partial += u64::from(hdrs[i][0] & NEEDS_CSUM);
-                    self.stats.tx_gso += u64::from(hdrs[i][1] != 0);
+                    self.stats.tx_vnet(&hdrs[i]);
                 }
                 at += r as usize;
                 continue;
@@ -514,12 +431,13 @@ impl AfpacketPort {
             }
             self.note_errno(&e, "sendmmsg");
             // Message `at` failed; a full buffer or a down link fails the rest alike.
-            let rest =
-                if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) || gone(errno) {
-                    n - at
-                } else {
-                    1
-                };
+            let rest = if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN)
+                || device_gone(errno)
+            {
+                n - at
+            } else {
+                1
+            };
             if matches!(errno, libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN) {
                 self.stats.tx_dropped += rest as u64;
             } else {
@@ -601,16 +519,17 @@ fn vlan_of(a: &libc::tpacket_auxdata) -> Option<(u16, u16)> {
     Some((tpid, a.tp_vlan_tci))
 }
 
-/// Put a VLAN tag back after the MAC addresses, using 4 bytes of headroom.
+/// Put a VLAN tag back after the MAC addresses, using 4 bytes of headroom: the 802.1Q push of
+/// the pipeline ([`vlan::push`]), then the TPID the kernel reported (802.1ad's 0x88a8, say).
 fn insert_tag(frames: &mut Frames, d: Desc, tpid: u16, tci: u16) -> Desc {
-    let mut t = d;
-    t.addr -= 4;
-    t.len += 4;
-    let b = frames.data_mut(t);
-    b.copy_within(4..16, 0);
-    b[12..14].copy_from_slice(&tpid.to_be_bytes());
-    b[14..16].copy_from_slice(&tci.to_be_bytes());
-    t
+    let chunk = frames.chunk_mut(d.chunk());
+    let start = vlan::push(chunk, d.headroom(), tci);
+    chunk[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+    Desc {
+        addr: d.addr - vlan::TAG_LEN as u64,
+        len: d.len + vlan::TAG_LEN as u32,
+        ..d
+    }
 }
 
 impl Port for AfpacketPort {
@@ -800,8 +719,18 @@ mod tests {
         let t = insert_tag(&mut frames, d, 0x8100, 7);
         let b = frames.data(t);
         assert_eq!(t.len, 64);
+        assert_eq!(t.addr, d.addr - 4);
         assert_eq!(&b[..12], &f[..12]);
         assert_eq!(&b[12..16], &[0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(&b[16..], &f[12..]);
+        // An 802.1ad tag keeps its TPID.
+        let mut d = frames.alloc().unwrap();
+        d.len = 60;
+        frames.data_mut(d).copy_from_slice(&f);
+        let t = insert_tag(&mut frames, d, 0x88a8, 0x2005);
+        let b = frames.data(t);
+        assert_eq!(&b[..12], &f[..12]);
+        assert_eq!(&b[12..16], &[0x88, 0xa8, 0x20, 0x05]);
         assert_eq!(&b[16..], &f[12..]);
     }
 }

@@ -14,9 +14,13 @@
 //!
 //! Why hand-written: one socket, two message types and two attributes are ~150 lines; the
 //! `rtnetlink`/`neli` crates would bring an async runtime or a large dependency tree for that.
+//! The socket and the message and attribute walks are [`super::rtnl`]'s, shared with the CNI
+//! plugin.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::rtnl;
 
 /// `RTM_NEWLINK`.
 const RTM_NEWLINK: u16 = 16;
@@ -26,8 +30,6 @@ const RTM_DELLINK: u16 = 17;
 const RTMGRP_LINK: u32 = 1;
 const IFLA_MTU: u16 = 4;
 const IFLA_IFNAME: u16 = 3;
-/// `sizeof(struct nlmsghdr)`.
-const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct ifinfomsg)`.
 const IFINFO_LEN: usize = 16;
 /// Receive buffer asked for: a burst of 200 veths being created is a few hundred messages.
@@ -60,18 +62,13 @@ pub struct LinkEvent {
 
 /// Parse a buffer of netlink messages; see the module documentation.
 pub fn parse(buf: &[u8], out: &mut Vec<LinkEvent>) {
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4")) as usize;
-        let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().expect("2"));
-        if len < NLMSG_HDRLEN || off + len > buf.len() {
-            return;
-        }
-        if (kind == RTM_NEWLINK || kind == RTM_DELLINK) && len >= NLMSG_HDRLEN + IFINFO_LEN {
-            let m = &buf[off + NLMSG_HDRLEN..off + len];
+    for msg in rtnl::messages(buf) {
+        let kind = msg.kind;
+        if (kind == RTM_NEWLINK || kind == RTM_DELLINK) && msg.body.len() >= IFINFO_LEN {
+            let m = msg.body;
             let ifindex = i32::from_ne_bytes(m[4..8].try_into().expect("4")) as u32;
             let flags = u32::from_ne_bytes(m[8..12].try_into().expect("4"));
-            let (name, mtu) = attrs(&m[IFINFO_LEN..]);
+            let (name, mtu) = name_and_mtu(&m[IFINFO_LEN..]);
             if let Some(name) = name {
                 let change = if kind == RTM_DELLINK {
                     LinkChange::Del
@@ -88,20 +85,13 @@ pub fn parse(buf: &[u8], out: &mut Vec<LinkEvent>) {
                 });
             }
         }
-        off += (len + 3) & !3;
     }
 }
 
 /// `IFLA_IFNAME` and `IFLA_MTU` from a list of `rtattr`s.
-fn attrs(mut a: &[u8]) -> (Option<String>, u32) {
+fn name_and_mtu(a: &[u8]) -> (Option<String>, u32) {
     let (mut name, mut mtu) = (None, 0);
-    while a.len() >= 4 {
-        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
-        let ty = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
-        if len < 4 || len > a.len() {
-            break;
-        }
-        let v = &a[4..len];
+    for (ty, v) in rtnl::attrs(a) {
         match ty {
             IFLA_IFNAME => {
                 let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
@@ -110,7 +100,6 @@ fn attrs(mut a: &[u8]) -> (Option<String>, u32) {
             IFLA_MTU if v.len() >= 4 => mtu = u32::from_ne_bytes(v[..4].try_into().expect("4")),
             _ => {}
         }
-        a = &a[((len + 3) & !3).min(a.len())..];
     }
     (name, mtu)
 }
@@ -124,19 +113,7 @@ pub struct LinkMonitor {
 impl LinkMonitor {
     /// Open and bind the socket (no privilege needed).
     pub fn open() -> io::Result<LinkMonitor> {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = rtnl::socket(true)?;
         // SAFETY: SO_RCVBUF reads one c_int from a live local; failure only keeps the default.
         unsafe {
             libc::setsockopt(
@@ -221,6 +198,7 @@ pub fn query(name: &str) -> Option<(u32, bool, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::rtnl::NLMSG_HDRLEN;
 
     /// One netlink message: header, ifinfomsg, attributes.
     fn msg(kind: u16, ifindex: i32, flags: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {

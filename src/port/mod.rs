@@ -17,16 +17,19 @@
 //!   (and its frame-budget commitment), calling `release` first if nobody did; the port is
 //!   dropped afterwards. So BPF loads, binds, ioctls and the RCU waits of closing sockets never
 //!   run on the worker (see `worker::open`).
-//! - `fault` says the device is gone (an fd error such as EBADFD, ENXIO, ENODEV): the worker
-//!   then closes the port and marks it `gone` (see `worker::life`); a port never spins on a
-//!   dead descriptor.
+//! - `fault` says the device is gone (an fd error such as EBADFD, ENXIO, ENODEV: the one list
+//!   is [`sys::device_gone`]): the worker then closes the port and marks it `gone` (see
+//!   `worker::life`); a port never spins on a dead descriptor.
 //! - `housekeep` runs off the fast path (every 1024 iterations and after each sleep).
 
 pub mod link;
 
 pub mod afpacket;
 pub mod afxdp;
+pub mod frameio;
 pub mod mem;
+pub mod rtnl;
+pub mod sys;
 pub mod tap;
 pub mod virt;
 pub mod vnet;

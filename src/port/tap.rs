@@ -11,9 +11,11 @@
 //!   ifindex are the values read at creation. The move takes the link down; the container side
 //!   brings it up. While it is down, writes fail with EIO and count as drops. If the device is
 //!   deleted (`ip link del`, or its namespace goes away), reads and writes fail with EBADFD and
-//!   count as errors ([`TapStats::last_errno`]), poll(2) reports the fd ready forever
+//!   count as errors ([`DeviceStats::last_errno`]), poll(2) reports the fd ready forever
 //!   (POLLERR), and [`Port::fault`] says so: the worker then closes the fd and marks the port
 //!   gone instead of spinning on it.
+//! - Receive buffers, offload state and counters are those of AF_PACKET ports
+//!   ([`super::frameio`]).
 //! - Offloads (unless [`TapOptions::no_vnet_hdr`]): the fd is opened with `IFF_VNET_HDR` and
 //!   `TUNSETOFFLOAD` (CSUM, TSO4, TSO6, TSO_ECN), so the container's stack hands over TCP
 //!   super-frames of up to 64 KiB with partial checksums, and every frame read or written
@@ -41,9 +43,10 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::vnet::{NEEDS_CSUM, VNET_HDR_LEN, offload_of, virtio_net_hdr};
+use super::frameio::{DeviceStats, into_big, rx_iovecs};
+use super::vnet::{VNET_HDR_LEN, virtio_net_hdr};
 use super::{Port, PortKind, TxResult};
-use crate::packet::{Desc, Frames, MAX_BIG_LEN, MAX_FRAME_LEN};
+use crate::packet::{Desc, Frames, MAX_FRAME_LEN};
 
 /// The largest MTU a TAP port accepts: a frame of this MTU with an Ethernet header and one VLAN
 /// tag fits [`MAX_FRAME_LEN`].
@@ -127,43 +130,6 @@ fn errno_name(e: &io::Error) -> String {
         None => return "error".to_string(),
     };
     name.to_string()
-}
-
-/// Counters of one TAP port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TapStats {
-    /// Frames read from the device and handed to the worker (runts included).
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Frames shorter than an Ethernet header, handed on all the same (the pipeline drops them).
-    pub rx_runts: u64,
-    /// Frames longer than [`MAX_FRAME_LEN`] (the device MTU was raised behind our back): dropped.
-    pub rx_oversize: u64,
-    /// Reads that failed with an error other than EAGAIN/EINTR (EBADFD: the device was deleted).
-    pub rx_errors: u64,
-    /// Frames written to the device.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// Frames the device refused for now (EIO: link down; EAGAIN, ENOBUFS): dropped.
-    pub tx_dropped: u64,
-    /// Writes that failed otherwise (EINVAL: frame shorter than 14 bytes; EBADFD: the device was
-    /// deleted; or the port was closed): dropped.
-    pub tx_errors: u64,
-    /// TCP super-frames read (more than one segment's worth, in a large buffer or not).
-    pub rx_gso: u64,
-    /// Frames read with a partial checksum (super-frames included).
-    pub rx_csum_partial: u64,
-    /// Frames read whose `virtio_net_hdr` could not be honoured (UDP segmentation, a
-    /// super-frame the pipeline cannot parse): dropped.
-    pub rx_bad_vnet: u64,
-    /// TCP super-frames written.
-    pub tx_gso: u64,
-    /// Frames written with a partial checksum (super-frames included).
-    pub tx_csum_partial: u64,
-    /// errno of the last failed read or write, 0 if none failed.
-    pub last_errno: i32,
 }
 
 /// A `struct ifreq` as the kernel reads it: the name, then a 24-byte union of which we use the
@@ -334,7 +300,7 @@ pub struct TapPort {
     /// A large buffer that the next read may continue into (held during a burst only).
     spare_big: Option<Desc>,
     overflow: [u8; 1],
-    stats: TapStats,
+    stats: DeviceStats,
     /// Set when a read or write says the device is gone (EBADFD, ENXIO, ENODEV).
     fault: Option<String>,
 }
@@ -456,7 +422,7 @@ impl TapPort {
             hdr: [0; VNET_HDR_LEN],
             spare_big: None,
             overflow: [0],
-            stats: TapStats::default(),
+            stats: DeviceStats::default(),
             fault: None,
         })
     }
@@ -483,8 +449,8 @@ impl TapPort {
         self.attached
     }
 
-    /// The port's counters.
-    pub fn stats(&self) -> TapStats {
+    /// The port's counters (those of [`DeviceStats`] that a TAP port keeps).
+    pub fn stats(&self) -> DeviceStats {
         self.stats
     }
 
@@ -502,27 +468,7 @@ impl TapPort {
         frames: &mut Frames,
         mut d: Desc,
     ) -> io::Result<Option<Desc>> {
-        let small = frames.chunk_mut(d.chunk())[d.headroom()..].as_mut_ptr();
-        let mut iov = [libc::iovec {
-            iov_base: self.hdr.as_mut_ptr().cast(),
-            iov_len: VNET_HDR_LEN,
-        }; 3];
-        iov[1] = libc::iovec {
-            iov_base: small.cast(),
-            iov_len: MAX_FRAME_LEN,
-        };
-        iov[2] = match self.spare_big {
-            Some(b) => libc::iovec {
-                iov_base: frames.chunk_mut(b.chunk())[b.headroom() + MAX_FRAME_LEN..]
-                    .as_mut_ptr()
-                    .cast(),
-                iov_len: MAX_BIG_LEN - MAX_FRAME_LEN,
-            },
-            None => libc::iovec {
-                iov_base: self.overflow.as_mut_ptr().cast(),
-                iov_len: self.overflow.len(),
-            },
-        };
+        let iov = rx_iovecs(frames, d, self.spare_big, &mut self.hdr, &mut self.overflow);
         let iov = if self.vnet { &iov[..] } else { &iov[1..] };
         let n = match read_iov(fd, iov) {
             Ok(n) => n,
@@ -536,12 +482,7 @@ impl TapPort {
         let gso = self.vnet && h.gso_type != 0;
         if len > MAX_FRAME_LEN {
             match self.spare_big.take() {
-                Some(mut b) if gso => {
-                    frames.copy_bytes(d.addr, b.addr, MAX_FRAME_LEN);
-                    frames.free(d.addr);
-                    b.len = len as u32;
-                    d = b;
-                }
+                Some(b) if gso => d = into_big(frames, d, b, len),
                 big => {
                     self.spare_big = big;
                     frames.free(d.addr);
@@ -553,16 +494,10 @@ impl TapPort {
             d.len = len as u32;
         }
         if self.vnet {
-            match offload_of(&h, frames.data_mut(d)) {
-                Some(ol) => d.ol = ol,
-                None => {
-                    frames.free(d.addr);
-                    self.stats.rx_bad_vnet += 1;
-                    return Ok(None);
-                }
-            }
-            self.stats.rx_csum_partial += u64::from(d.ol.is_partial());
-            self.stats.rx_gso += u64::from(d.ol.gso_type().is_some());
+            let Some(with_ol) = self.stats.rx_offload(frames, &h, d) else {
+                return Ok(None);
+            };
+            d = with_ol;
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += len as u64;
@@ -574,16 +509,9 @@ impl TapPort {
 
     /// Count a failed read or write's errno; errnos that mean the device is gone set the fault.
     fn note_errno(&mut self, e: &io::Error) {
-        let errno = e.raw_os_error().unwrap_or(0);
-        self.stats.last_errno = errno;
-        if self.fault.is_none()
-            && matches!(
-                errno,
-                libc::EBADFD | libc::ENXIO | libc::ENODEV | libc::EBADF
-            )
-        {
-            self.fault = Some(format!("device gone: {} ({e})", errno_name(e)));
-        }
+        self.stats.note_errno(&mut self.fault, e, |e| {
+            format!("device gone: {} ({e})", errno_name(e))
+        });
     }
 }
 
@@ -649,9 +577,8 @@ impl Port for TapPort {
                 Ok(len) => {
                     res.sent += 1;
                     res.bytes += len as u64;
-                    if let Some(h) = hdr {
-                        self.stats.tx_csum_partial += u64::from(h[0] & NEEDS_CSUM);
-                        self.stats.tx_gso += u64::from(h[1] != 0);
+                    if let Some(h) = &hdr {
+                        self.stats.tx_vnet(h);
                     }
                 }
                 Err(e) => {

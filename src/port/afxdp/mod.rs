@@ -79,6 +79,7 @@ use std::os::fd::RawFd;
 
 use crate::packet::budget::FillTarget;
 use crate::packet::{Desc, FRAME_SIZE, Frames, MAX_FRAME_LEN, Owner};
+use crate::port::sys::note_gone;
 use crate::port::{Port, PortKind, TxResult};
 
 pub use socket::Umem;
@@ -130,13 +131,7 @@ impl AfxdpPort {
         shared: Option<RawFd>,
         opts: &AfxdpOptions,
     ) -> Result<AfxdpPort, AfxdpError> {
-        let umem = match shared {
-            Some(fd) => Umem::Shared(fd),
-            None => Umem::Register {
-                base: frames.region().base(),
-                len: frames.region().len(),
-            },
-        };
+        let umem = Umem::shared_or_register(shared, frames.region().base(), frames.region().len());
         let mut port = AfxdpPort::prepare(ifname, umem, opts)?;
         if let Err(e) = port.attach_frames(port_id, frames) {
             port.release();
@@ -221,18 +216,13 @@ impl AfxdpPort {
     ) -> Result<(), AfxdpError> {
         let (ifname, ifindex) = (self.ifname.as_str(), self.ifindex);
         for q in 0..queues {
-            let sock = match (umem, self.socks.first()) {
-                (Umem::Shared(fd), _) => {
-                    open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
-                }
-                (Umem::Register { .. }, Some(first)) => {
-                    let fd = first.fd();
-                    open_socket(ifname, ifindex, q, opts, Umem::Shared(fd), false)?
-                }
-                (Umem::Register { .. }, None) => {
-                    open_socket(ifname, ifindex, q, opts, umem, self.mode == XdpMode::Native)?
-                }
+            // Only the socket that registers the UMEM may try zero-copy; the others share it.
+            let (u, try_zc) = match (umem, self.socks.first()) {
+                (Umem::Register { .. }, None) => (umem, self.mode == XdpMode::Native),
+                (Umem::Register { .. }, Some(first)) => (Umem::Shared(first.fd()), false),
+                (Umem::Shared(_), _) => (umem, false),
             };
+            let sock = open_socket(ifname, ifindex, q, opts, u, try_zc)?;
             self.socks.push(sock);
             self.targets
                 .push(FillTarget::new(opts.fill_min, opts.fill_frames));
@@ -361,17 +351,12 @@ pub fn check_mtu(ifname: &str, mtu: u32) -> Result<(), AfxdpError> {
 
 /// Record a fault for errnos that mean the device is gone (the socket was unbound).
 fn note_fault(fault: &mut Option<String>, errno: i32) {
-    if fault.is_none()
-        && matches!(
-            errno,
-            libc::ENXIO | libc::ENODEV | libc::EBADFD | libc::EBADF
-        )
-    {
-        *fault = Some(format!(
+    note_gone(fault, errno, || {
+        format!(
             "transmit kick failed: {}",
             std::io::Error::from_raw_os_error(errno)
-        ));
-    }
+        )
+    });
 }
 
 /// Open one socket; the registering socket tries zero-copy first when `try_zc`. A bind that

@@ -28,6 +28,17 @@ pub enum Umem {
     Shared(RawFd),
 }
 
+impl Umem {
+    /// Share the UMEM of the bound socket `shared` when there is one, else register the region
+    /// `base .. base + len` (the worker's frames).
+    pub fn shared_or_register(shared: Option<RawFd>, base: *mut u8, len: usize) -> Umem {
+        match shared {
+            Some(fd) => Umem::Shared(fd),
+            None => Umem::Register { base, len },
+        }
+    }
+}
+
 /// A bound XSK socket and its rings. Rings are declared before the fd so they unmap first.
 pub struct XskSocket {
     /// Received descriptors (kernel produces).
