@@ -105,13 +105,8 @@ pub(super) fn janitor(
                 spec,
                 umem,
             } => {
-                let u = match &umem {
-                    Some(fd) => Umem::Shared(fd.as_raw_fd()),
-                    None => Umem::Register {
-                        base: region.0 as *mut u8,
-                        len: region.1,
-                    },
-                };
+                let fd = umem.as_ref().map(|f| f.as_raw_fd());
+                let u = Umem::shared_or_register(fd, region.0 as *mut u8, region.1);
                 let port = open_device(&spec, u, BUSY_WAIT);
                 drop(umem);
                 Command::Reopened { id, seq, port }
@@ -189,13 +184,8 @@ impl WorkerHandle {
             umem: umem_tx,
         })?;
         let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
-        let umem = match &shared {
-            Some(fd) => Umem::Shared(fd.as_raw_fd()),
-            None => Umem::Register {
-                base: self.region.0 as *mut u8,
-                len: self.region.1,
-            },
-        };
+        let fd = shared.as_ref().map(|f| f.as_raw_fd());
+        let umem = Umem::shared_or_register(fd, self.region.0 as *mut u8, self.region.1);
         let port = open_device(&spec, umem, BUSY_WAIT);
         drop(shared);
         self.call_raw(Command::AddOpened {
@@ -325,13 +315,9 @@ impl Worker {
     /// ports, a worker without a port thread): [`open_device`] and `attach`. AF_XDP ports
     /// register their socket for the next one to share the UMEM.
     pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
-        let umem = match self.umem_fds.first() {
-            Some((_, fd)) => crate::port::afxdp::Umem::Shared(*fd),
-            None => crate::port::afxdp::Umem::Register {
-                base: self.frames.region().base(),
-                len: self.frames.region().len(),
-            },
-        };
+        let region = self.frames.region();
+        let fd = self.umem_fds.first().map(|(_, fd)| *fd);
+        let umem = Umem::shared_or_register(fd, region.base(), region.len());
         let mut p = open_device(spec, umem, std::time::Duration::ZERO)?;
         if let Err(e) = p.attach(id, &mut self.frames) {
             p.close(&mut self.frames);
