@@ -154,6 +154,9 @@ pub struct Tunnel {
     /// VTEPs accepted besides `conf.remotes` without being flooded to (overlay peers a
     /// control-plane adapter programs, as flannel's `nolearning` device accepts any sender).
     peers: std::collections::HashSet<[u8; 4]>,
+    /// The last (key, remote) `learn` found or put in `remote_of`: learning it again changes
+    /// nothing, so the frames of one inner flow skip the map. Cleared by every other change.
+    last_learned: Option<(u64, [u8; 4])>,
 }
 
 #[inline]
@@ -168,6 +171,7 @@ impl Tunnel {
             conf,
             remote_of: U64Map::default(),
             peers: Default::default(),
+            last_learned: None,
         }
     }
 
@@ -181,6 +185,9 @@ impl Tunnel {
     #[inline]
     pub fn learn(&mut self, vlan: u16, mac: u64, remote: [u8; 4]) {
         let k = mac_key(vlan, mac);
+        if self.last_learned == Some((k, remote)) {
+            return;
+        }
         let room = self.remote_of.len() < MAX_REMOTE_MACS;
         match self.remote_of.get_mut(&k) {
             Some((_, true)) => {}
@@ -188,17 +195,20 @@ impl Tunnel {
             None if room => {
                 self.remote_of.insert(k, (remote, false));
             }
-            None => {}
+            None => return,
         }
+        self.last_learned = Some((k, remote));
     }
 
     /// A static (vlan, mac) -> remote entry.
     pub fn add_static(&mut self, vlan: u16, mac: u64, remote: [u8; 4]) {
+        self.last_learned = None;
         self.remote_of.insert(mac_key(vlan, mac), (remote, true));
     }
 
     /// Forget a MAC (when the FDB ages it out, its VTEP goes too; stale entries are harmless).
     pub fn forget(&mut self, vlan: u16, mac: u64) {
+        self.last_learned = None;
         self.remote_of.remove(&mac_key(vlan, mac));
     }
 
@@ -271,5 +281,14 @@ mod tests {
         assert_eq!(t.remote_of(5, 7), None, "per VLAN");
         t.forget(0, 7);
         assert_eq!(t.remote_of(0, 7), None);
+        // Learning again after a forget puts it back (the last-learned shortcut is cleared).
+        t.learn(0, 9, [5, 5, 5, 5]);
+        t.forget(0, 9);
+        t.learn(0, 9, [5, 5, 5, 5]);
+        assert_eq!(t.remote_of(0, 9), Some([5, 5, 5, 5]));
+        // A static entry replacing a learned one is not overwritten by the same learn.
+        t.add_static(0, 9, [6, 6, 6, 6]);
+        t.learn(0, 9, [5, 5, 5, 5]);
+        assert_eq!(t.remote_of(0, 9), Some([6, 6, 6, 6]));
     }
 }
