@@ -285,7 +285,7 @@ fn run(
     let _openflow = openflow(mgmt_dir, &path, reg, w.events());
     let _metrics = match metrics {
         Some(a) => {
-            let m = uvs::observe::metrics::serve(&a, w.clone()).map_err(|e| {
+            let m = uvs::observe::metrics::serve(&a, w.clone(), dns.clone()).map_err(|e| {
                 w.shutdown();
                 format!("--metrics {a}: {e}")
             })?;

@@ -92,6 +92,8 @@ fn prometheus_scrapes_port_rates() {
         body.contains("uvs_build_info") && body.ends_with("# EOF\n"),
         "{body}"
     );
+    // The DNS service runs by default: its counters are there too.
+    assert!(body.contains("uvs_dns_queries_total "), "{body}");
 
     let dir = std::env::temp_dir().join(format!("uvs-prom-{p}"));
     let _ = std::fs::remove_dir_all(&dir);

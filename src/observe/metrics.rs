@@ -22,6 +22,9 @@
 //! - `uvs_worker_{iterations,busy_iterations,sleeps}_total`, `uvs_worker_cpu_seconds_total`,
 //!   `uvs_worker_uptime_seconds`, `uvs_worker_frames`, `uvs_worker_frames_free`.
 //! - `uvs_captures`, `uvs_mirrors` (gauges).
+//! - With the DNS service running: `uvs_dns_{queries,answered_local,forwarded,relayed,nxdomain,
+//!   servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting` (gauge),
+//!   as `uvs ctl dns-show` counts them.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -39,6 +42,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use super::ObserveCmd;
+use crate::dns::service::DnsService;
 use crate::worker::{Command, WorkerHandle};
 
 type Labels = Vec<(String, String)>;
@@ -87,7 +91,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// Render the metrics from a `stats` answer and an observation `Counts` answer.
-pub fn render(stats: &Value, counts: &Value) -> String {
+pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
     let mut b = Builder {
         reg: Registry::default(),
     };
@@ -151,9 +155,51 @@ pub fn render(stats: &Value, counts: &Value) -> String {
     );
     b.one_gauge("uvs_mirrors", "Port mirrors", &counts["mirrors"]);
     worker(&mut b, &stats["worker"], counts);
+    if let Some(d) = dns {
+        dns_service(&mut b, d);
+    }
     let mut out = String::new();
     let _ = encode(&mut out, &b.reg);
     out
+}
+
+/// The DNS service's counters (`ServiceStatus` as JSON).
+fn dns_service(b: &mut Builder, d: &Value) {
+    let c = &d["counters"];
+    for (k, help) in [
+        ("queries", "DNS queries received"),
+        (
+            "answered_local",
+            "DNS queries answered from the registered names",
+        ),
+        ("forwarded", "DNS queries forwarded to the upstream"),
+        ("relayed", "Upstream DNS answers relayed to clients"),
+        ("nxdomain", "DNS queries answered NXDOMAIN (no upstream)"),
+        (
+            "servfail",
+            "DNS queries answered SERVFAIL (upstream timeout or unreachable)",
+        ),
+        (
+            "malformed",
+            "Messages to the DNS service that were not DNS queries",
+        ),
+        (
+            "upstream_unmatched",
+            "Upstream messages matching no waiting query",
+        ),
+    ] {
+        b.one_counter(&format!("uvs_dns_{k}"), help, &c[k]);
+    }
+    b.one_counter(
+        "uvs_dns_reply_queue_full",
+        "DNS answers dropped: the worker's reply queue was full",
+        &d["reply_queue_full"],
+    );
+    b.one_gauge(
+        "uvs_dns_waiting",
+        "Forwarded DNS queries waiting for the upstream",
+        &d["waiting"],
+    );
 }
 
 fn ports(b: &mut Builder, stats: &Value) {
@@ -263,11 +309,12 @@ fn worker(b: &mut Builder, w: &Value, counts: &Value) {
     );
 }
 
-/// Ask the worker and render.
-pub fn scrape(w: &WorkerHandle) -> Result<String, String> {
+/// Ask the worker (and the DNS service, if it runs) and render.
+pub fn scrape(w: &WorkerHandle, dns: Option<&DnsService>) -> Result<String, String> {
     let stats = w.call(Command::Stats)?;
     let counts = w.call(Command::Observe(ObserveCmd::Counts))?;
-    Ok(render(&stats, &counts))
+    let dns = dns.and_then(|d| serde_json::to_value(d.status()).ok());
+    Ok(render(&stats, &counts, dns.as_ref()))
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -296,7 +343,11 @@ impl Drop for MetricsServer {
 }
 
 /// Serve metrics for `worker` on `addr` (e.g. `127.0.0.1:9477`).
-pub fn serve(addr: &str, worker: Arc<WorkerHandle>) -> io::Result<MetricsServer> {
+pub fn serve(
+    addr: &str,
+    worker: Arc<WorkerHandle>,
+    dns: Option<Arc<DnsService>>,
+) -> io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -309,7 +360,7 @@ pub fn serve(addr: &str, worker: Arc<WorkerHandle>) -> io::Result<MetricsServer>
                     break;
                 }
                 if let Ok(c) = conn {
-                    let _ = answer(c, &worker);
+                    let _ = answer(c, &worker, dns.as_deref());
                 }
             }
         })?;
@@ -321,7 +372,7 @@ pub fn serve(addr: &str, worker: Arc<WorkerHandle>) -> io::Result<MetricsServer>
 }
 
 /// Read one request head and answer it.
-fn answer(c: TcpStream, worker: &WorkerHandle) -> io::Result<()> {
+fn answer(c: TcpStream, worker: &WorkerHandle, dns: Option<&DnsService>) -> io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
     c.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut r = BufReader::new((&c).take(8192));
@@ -336,7 +387,7 @@ fn answer(c: TcpStream, worker: &WorkerHandle) -> io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => match scrape(worker) {
+        ("GET" | "HEAD", "/metrics") => match scrape(worker, dns) {
             Ok(b) => ("200 OK", CONTENT_TYPE, b),
             Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
         },
@@ -375,7 +426,9 @@ mod tests {
         });
         let counts = json!({"conntrack": {"connections": 3, "limit": 65536, "inserted": 5},
             "nat_rules": 1, "flow_conntrack": 0, "captures": 0, "mirrors": 1, "frames": 64});
-        let text = render(&stats, &counts);
+        let dnsv = json!({"counters": {"queries": 12, "answered_local": 9, "forwarded": 3},
+            "waiting": 1, "reply_queue_full": 0});
+        let text = render(&stats, &counts, Some(&dnsv));
         for line in [
             "uvs_build_info{version=\"",
             "uvs_port_rx_packets_total{port=\"p1\",bridge=\"br0\"} 7",
@@ -391,6 +444,9 @@ mod tests {
             "uvs_worker_busy_iterations_total 10",
             "uvs_worker_cpu_seconds_total 1.5",
             "uvs_mirrors 1",
+            "uvs_dns_queries_total 12",
+            "uvs_dns_answered_local_total 9",
+            "uvs_dns_waiting 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
