@@ -1,0 +1,181 @@
+//! Tests of `config` (TOML and `ctl` argument parsing, validation, round trips).
+use super::*;
+
+#[test]
+fn port_mac_limit_from_args_and_toml() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = PortSpec::from_args("p1", &a(&["type=tap", "mac_limit=16"])).unwrap();
+    assert_eq!(p.mac_limit, Some(16));
+    let e = PortSpec::from_args("p1", &a(&["mac_limit=0"])).unwrap_err();
+    assert!(e.contains("mac_limit: 0 out of range"), "{e}");
+    assert!(PortSpec::from_args("p1", &a(&["mac_limit=x"])).is_err());
+    let c: Config = toml::from_str(
+        "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p1\"\ntype = \"tap\"\nmac_limit = 4\n",
+    )
+    .unwrap();
+    let p = &c.bridge[0].port[0];
+    assert_eq!(p.mac_limit, Some(4));
+    assert!(p.tunnel.is_empty(), "not taken for a tunnel option");
+    p.validate().unwrap();
+    let text = toml::to_string(&c).unwrap();
+    assert!(text.contains("mac_limit = 4"), "{text}");
+}
+
+#[test]
+fn bridge_rp_filter_option() {
+    use crate::route::RpFilter;
+    let c = Config::parse("[[bridge]]\nname = \"a\"\nrp_filter = \"loose\"\n").unwrap();
+    assert_eq!(c.bridge[0].rp_filter, RpFilter::Loose);
+    let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+    assert_eq!(c.bridge[0].rp_filter, RpFilter::Strict, "default");
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let b = BridgeSpec::from_args("a", &args(&["rp_filter=off"])).unwrap();
+    assert_eq!(b.rp_filter, RpFilter::Off);
+    let e = BridgeSpec::from_args("a", &args(&["rp_filter=maybe"])).unwrap_err();
+    assert!(e.contains("rp_filter: 'maybe'"), "{e}");
+    let out = toml::to_string(&BridgeSpec::new("a")).unwrap();
+    assert!(
+        !out.contains("rp_filter"),
+        "the default is not written: {out}"
+    );
+    let out = toml::to_string(&b).unwrap();
+    assert!(out.contains("rp_filter = \"off\""), "{out}");
+}
+
+#[test]
+fn bridge_isolation_and_icc_options() {
+    let c = Config::parse("[[bridge]]\nname = \"a\"\nisolated = true\nicc = false\n").unwrap();
+    assert!(c.bridge[0].isolated && !c.bridge[0].icc);
+    let c = Config::parse("[[bridge]]\nname = \"a\"\n").unwrap();
+    assert!(!c.bridge[0].isolated && c.bridge[0].icc, "defaults");
+    let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let b = BridgeSpec::from_args("a", &args(&["isolated=on", "icc=off"])).unwrap();
+    assert!(b.isolated && !b.icc);
+    let e = BridgeSpec::from_args("a", &args(&["icc=maybe"])).unwrap_err();
+    assert!(e.contains("icc: 'maybe'"), "{e}");
+}
+
+#[test]
+fn parses_file_and_rejects_unknown_keys() {
+    let c = Config::parse(
+        r#"
+        [[bridge]]
+        name = "br0"
+        aging = 60
+        [[bridge.port]]
+        name = "veth1"
+        type = "afxdp"
+        vlan = 10
+        [[bridge.port]]
+        name = "tap0"
+        type = "tap"
+        trunks = [10, 20]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.bridge[0].aging, 60);
+    assert_eq!(
+        c.bridge[0].port[1].vlan_mode().unwrap().describe(),
+        "trunks=10,20"
+    );
+    let e = Config::parse("[[bridge]]\nname = \"b\"\ncolour = 1\n").unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+    let e = Config::parse("[[bridge]]\nname=\"b\"\n[[bridge]]\nname=\"b\"\n").unwrap_err();
+    assert!(e.contains("defined twice"), "{e}");
+}
+
+#[test]
+fn port_args() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = PortSpec::from_args("tap0", &a(&["type=tap", "vlan=5"])).unwrap();
+    assert_eq!(p.kind, PortKind::Tap);
+    assert_eq!(p.vlan, Some(5));
+    let e = PortSpec::from_args("x", &a(&["type=gre"])).unwrap_err();
+    assert!(e.starts_with("type:") && e.contains("afpacket"), "{e}");
+    // OVS's name for a kernel netdev port is an alias; it is kept as afpacket.
+    for t in ["type=afpacket", "type=system"] {
+        let p = PortSpec::from_args("veth1", &a(&[t])).unwrap();
+        assert_eq!(p.kind, PortKind::Afpacket);
+    }
+    let c = Config::parse(
+        "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"v\"\ntype = \"system\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.bridge[0].port[0].kind, PortKind::Afpacket);
+    assert_eq!(PortKind::Afpacket.to_string(), "afpacket");
+    let e = PortSpec::from_args("x", &a(&["vlan"])).unwrap_err();
+    assert!(e.contains("not key=value"), "{e}");
+    let e = PortSpec::from_args("x", &a(&["vlan=5000"])).unwrap_err();
+    assert!(e.contains("vlan"), "{e}");
+    let e = BridgeSpec::from_args("b", &a(&["aging=x"])).unwrap_err();
+    assert!(e.starts_with("aging:"), "{e}");
+}
+
+#[test]
+fn file_round_trips_with_flows_meters_fdb() {
+    let text = r#"
+        [[bridge]]
+        name = "up"
+        gateway = "10.250.0.1/24"
+        [[bridge]]
+        name = "br0"
+        gateway = "172.31.5.1/24"
+        gateway_mac = "02:00:00:00:00:01"
+        icc = false
+        flows = ["priority=10,in_port=p1,actions=drop", "priority=0,actions=normal"]
+        meters = ["meter=1,kbps,band=type=drop,rate=1000"]
+        [[bridge.port]]
+        name = "p1"
+        type = "tap"
+        vlan = 5
+        ofport_request = 7
+        [[bridge.port]]
+        name = "vx"
+        type = "vxlan"
+        vni = "42"
+        local_ip = "10.250.0.1"
+        remote_ip = "10.250.0.2"
+        [[bridge.fdb]]
+        mac = "02:00:00:00:00:aa"
+        port = "p1"
+        vlan = 5
+        [[bridge.fdb]]
+        mac = "02:00:00:00:00:bb"
+        port = "vx"
+        remote_ip = "10.250.0.2"
+        [[route]]
+        prefix = "10.9.0.0/16"
+        via = "10.250.0.2"
+        [[nat]]
+        kind = "masquerade"
+        src = "172.31.5.0/24"
+        out = "up"
+    "#;
+    let c = Config::parse(text).unwrap();
+    let out = c.to_toml().unwrap();
+    let back = Config::parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(back, c);
+    assert_eq!(back.to_toml().unwrap(), out);
+    assert!(
+        !out.contains("icc = true") && out.contains("icc = false"),
+        "{out}"
+    );
+}
+
+#[test]
+fn references_are_checked() {
+    let e =
+        Config::parse("[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"10.250.0.2\"\n").unwrap_err();
+    assert!(e.contains("not on any bridge"), "{e}");
+    let e = Config::parse("[[bridge]]\nname = \"b\"\nflows = [\"in_port=nope,actions=drop\"]\n")
+        .unwrap_err();
+    assert!(e.contains("no port 'nope'"), "{e}");
+    let e = Config::parse(
+        "[[bridge]]\nname = \"b\"\n[[bridge.fdb]]\nmac = \"02:00:00:00:00:01\"\nport = \"x\"\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("fdb port"), "{e}");
+    let e = Config::parse("[[nat]]\nkind = \"masquerade\"\nsrc = \"10.0.0.0/8\"\nout = \"x\"\n")
+        .unwrap_err();
+    assert!(e.contains("no bridge named 'x'"), "{e}");
+}
