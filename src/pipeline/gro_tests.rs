@@ -225,18 +225,21 @@ fn out_of_order_and_interleaved_flows_are_not_merged() {
     assert_eq!(u16::from_be_bytes([bytes[1][34], bytes[1][35]]), 40001);
 }
 
+/// Segment `i` (MSS bytes) of a flow whose payload is `d`, starting at sequence 1.
+fn nth_seg(d: &[u8], i: usize, o: Opt) -> Vec<u8> {
+    seg(
+        1 + (i * MSS) as u32,
+        i as u16,
+        o,
+        &d[i * MSS..(i + 1) * MSS],
+    )
+}
+
 #[test]
 fn segments_with_other_flags_options_or_protocols_stay_whole() {
     let mut frames = Frames::new(64).unwrap();
     let d = payload(3 * MSS);
-    let at = |i: usize, o: Opt| {
-        seg(
-            1 + (i * MSS) as u32,
-            i as u16,
-            o,
-            &d[i * MSS..(i + 1) * MSS],
-        )
-    };
+    let at = |i: usize, o: Opt| nth_seg(&d, i, o);
     for odd in [
         Opt {
             fin: true,
@@ -287,14 +290,7 @@ fn segments_with_other_flags_options_or_protocols_stay_whole() {
 fn a_corrupted_head_goes_alone_and_the_segments_after_it_merge() {
     let mut frames = Frames::new(64).unwrap();
     let d = payload(3 * MSS);
-    let at = |i: usize, o: Opt| {
-        seg(
-            1 + (i * MSS) as u32,
-            i as u16,
-            o,
-            &d[i * MSS..(i + 1) * MSS],
-        )
-    };
+    let at = |i: usize, o: Opt| nth_seg(&d, i, o);
     let mut bad = at(0, Opt::default());
     bad[100] ^= 1;
     let segs = vec![bad.clone(), at(1, Opt::default()), at(2, Opt::default())];

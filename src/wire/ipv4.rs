@@ -120,8 +120,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Identification.
     #[inline]
     pub fn ident(&self) -> u16 {
-        let b = &self.buffer.as_ref()[field::IDENT];
-        u16::from_be_bytes([b[0], b[1]])
+        super::be16(self.buffer.as_ref(), field::IDENT.start)
     }
 
     /// DF (don't fragment) flag.
@@ -140,8 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline(always)]
     fn word(&self, at: usize) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[at], b[at + 1]])
+        super::be16(self.buffer.as_ref(), at)
     }
 
     #[inline(always)]

@@ -26,5 +26,17 @@ pub enum WireError {
     Malformed,
 }
 
+/// The big-endian u16 at `b[at..at + 2]`.
+#[inline(always)]
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The big-endian u32 at `b[at..at + 4]`.
+#[inline(always)]
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
 /// Result of a wire parse.
 pub type Result<T> = core::result::Result<T, WireError>;

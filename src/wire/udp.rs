@@ -41,8 +41,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
 
     #[inline(always)]
     fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
+        super::be16(self.buffer.as_ref(), r.start)
     }
 
     /// Source port.
