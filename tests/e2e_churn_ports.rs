@@ -432,6 +432,25 @@ fn ping_rtts(out: &str) -> (Vec<f64>, usize) {
 const MAX_SLOW: usize = 45;
 
 /// The two timing tests run one at a time: each one's churn is the other's noise.
+/// `add-port` of a device just deleted from uvs: the kernel may still be tearing the old
+/// AF_XDP socket down (EBUSY past uvs's own 1 s wait on a loaded machine); retry that, for at
+/// most 5 s, and fail on anything else.
+fn add_port_retrying_busy(d: &Daemon, dev: &str, kind: &str) {
+    let t0 = Instant::now();
+    loop {
+        let out = d.ctl_raw(&["add-port", "br0", dev, &format!("type={kind}")]);
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.to_lowercase().contains("busy") && t0.elapsed() < Duration::from_secs(5),
+            "add-port {dev} type={kind}: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn timed_one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE.lock().unwrap_or_else(|e| e.into_inner())
@@ -519,7 +538,7 @@ fn forwarding_continues_during_port_churn() {
         let mut ops = 0u32;
         while !stop.load(Ordering::Relaxed) {
             for (dev, kind) in &churn {
-                d.ctl(&["add-port", "br0", dev, &format!("type={kind}")]);
+                add_port_retrying_busy(&d, dev, kind);
                 d.ctl(&["del-port", dev]);
                 ops += 2;
             }

@@ -136,7 +136,8 @@ fn prometheus_scrapes_port_rates() {
             .as_str()
             .and_then(|s| s.parse::<f64>().ok())
             .unwrap_or(0.0);
-        if r > 0.0 {
+        // The first non-zero rates come from two samples of a window that is still filling.
+        if r > 1.0 {
             break r;
         }
     };

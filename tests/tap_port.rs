@@ -317,7 +317,7 @@ fn link_down_oversize_and_deleted_device_are_counted() {
     let t = Instant::now();
     let r = tx_one(&mut port, &mut frames, &frame);
     assert_eq!((r.sent, r.dropped), (0, 1));
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(t.elapsed() < Duration::from_secs(1), "a blocked write");
     let st = port.stats();
     println!("down: {st:?}");
     assert_eq!((st.tx_dropped, st.tx_errors), (1, 0), "{st:?}");
