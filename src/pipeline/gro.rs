@@ -159,121 +159,55 @@ fn continues(hb: &[u8], head: &Seg, nb: &[u8], next: &Seg, len: usize, mss: usiz
         && hb[h4 + 20..head.payload] == nb[n4 + 20..next.payload]
 }
 
-/// An open run: where its head sits in the queue, its layout, and what it holds so far.
-struct Run {
-    /// Index of the head in the (compacted) queue.
-    at: usize,
-    head: Seg,
-    /// Payload bytes so far.
-    len: usize,
-    /// Segments merged (1: the head alone, still in its own frame).
-    count: usize,
-    /// PSH seen on any segment.
-    psh: bool,
-    /// No further segment may join (PSH or a short segment ended it).
-    closed: bool,
+/// GRO's rules for [`super::coalesce`].
+struct Tcp;
+
+impl super::coalesce::Merge for Tcp {
+    type Unit = Seg;
+
+    fn unit(&self, data: &[u8], d: Desc) -> Option<Seg> {
+        mergeable(data, d)
+    }
+
+    fn payload(s: &Seg) -> (usize, usize) {
+        (s.payload, s.plen)
+    }
+
+    fn joins(
+        &self,
+        (hb, head): (&[u8], &Seg),
+        (nb, next): (&[u8], &Seg),
+        len: usize,
+        count: usize,
+    ) -> bool {
+        continues(hb, head, nb, next, len, head.plen)
+            && verified(nb, next)
+            // The second segment: the head's checksum must verify too.
+            && (count > 1 || verified(hb, head))
+    }
+
+    fn ends(&self, head: &Seg, s: &Seg) -> bool {
+        s.flags & PSH != 0 || s.plen < head.plen
+    }
+
+    fn finish(&self, b: &mut [u8], h: &Seg, last: &Seg, len: usize) -> Offload {
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
+        ip.set_total_len((h.payload - h.l3 + len) as u16);
+        // PSH ends a run, so only its last segment can carry it.
+        if last.flags & PSH != 0 {
+            let mut tcp = tcp::Segment::new_unchecked(&mut b[h.l4..h.payload]);
+            tcp.set_flags(tcp.flags() | PSH);
+        }
+        let at = gso::locate(b).expect("a merged run parses as its head did");
+        gso::refresh_partial(b, &at);
+        Offload::gso(GsoType::Tcp4, h.plen as u16)
+    }
 }
 
 /// Merge runs of consecutive segments in `q` in place (see the module documentation); returns
 /// the number of segments that went into super-frames.
 pub(crate) fn coalesce(frames: &mut Frames, q: &mut Vec<Desc>) -> u64 {
-    let mut w = 0;
-    let mut run: Option<Run> = None;
-    let mut merged = 0;
-    for r in 0..q.len() {
-        let d = q[r];
-        let seg = mergeable(frames.data(d), d);
-        if let (Some(s), Some(cur)) = (seg, run.as_mut())
-            && !cur.closed
-            && join(frames, q, cur, d, &s)
-        {
-            continue;
-        }
-        if let Some(cur) = run.take() {
-            merged += finish(frames, q, &cur);
-        }
-        q[w] = d;
-        run = seg.map(|s| Run {
-            at: w,
-            head: s,
-            len: s.plen,
-            count: 1,
-            psh: s.flags & PSH != 0,
-            closed: s.flags & PSH != 0,
-        });
-        w += 1;
-    }
-    if let Some(cur) = run.take() {
-        merged += finish(frames, q, &cur);
-    }
-    q.truncate(w);
-    merged
-}
-
-/// Append segment `d` to run `cur` if it continues it; false (nothing changed) if not.
-fn join(frames: &mut Frames, q: &mut [Desc], cur: &mut Run, d: Desc, s: &Seg) -> bool {
-    let mss = cur.head.plen;
-    let head = q[cur.at];
-    if !continues(
-        frames.data(head),
-        &cur.head,
-        frames.data(d),
-        s,
-        cur.len,
-        mss,
-    ) || !verified(frames.data(d), s)
-    {
-        return false;
-    }
-    if cur.count == 1 {
-        // The second segment: the head's checksum must verify too (else it goes on alone,
-        // and the run with it); then move the head into a large buffer.
-        if !verified(frames.data(head), &cur.head) {
-            cur.closed = true;
-            return false;
-        }
-        let Some(mut big) = frames.alloc_big() else {
-            return false;
-        };
-        big.len = head.len;
-        frames.copy_bytes(head.addr, big.addr, head.len as usize);
-        frames.free(head.addr);
-        q[cur.at] = big;
-    }
-    let mut head = q[cur.at];
-    let tail = cur.head.payload + cur.len;
-    frames.copy_bytes(d.addr + s.payload as u64, head.addr + tail as u64, s.plen);
-    frames.free(d.addr);
-    head.len = (tail + s.plen) as u32;
-    q[cur.at] = head;
-    cur.len += s.plen;
-    cur.count += 1;
-    cur.psh |= s.flags & PSH != 0;
-    cur.closed = s.flags & PSH != 0 || s.plen < mss;
-    true
-}
-
-/// Rewrite the headers of a merged run; returns the segments it holds (0 for a lone segment,
-/// left as it was).
-fn finish(frames: &mut Frames, q: &mut [Desc], cur: &Run) -> u64 {
-    if cur.count < 2 {
-        return 0;
-    }
-    let mut d = q[cur.at];
-    let h = cur.head;
-    let b = frames.data_mut(d);
-    let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
-    ip.set_total_len((h.payload - h.l3 + cur.len) as u16);
-    ip.fill_checksum();
-    if cur.psh {
-        let mut tcp = tcp::Segment::new_unchecked(&mut b[h.l4..h.payload]);
-        tcp.set_flags(tcp.flags() | PSH);
-    }
-    let at = gso::locate(b).expect("a merged run parses as its head did");
-    gso::refresh_partial(b, &at);
-    d.ol = Offload::gso(GsoType::Tcp4, h.plen as u16);
-    q[cur.at] = d;
-    cur.count as u64
+    super::coalesce::coalesce(&Tcp, frames, q)
 }
 
 #[cfg(test)]

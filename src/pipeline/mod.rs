@@ -7,6 +7,7 @@
 //! queued in `Datapath::out[port]` for one or more ports (flooding copies it) or is dropped:
 //! freed and counted with a `DropReason`. No allocation, no IO, no clock: `now` is passed in.
 
+mod coalesce;
 mod csum;
 pub mod ct;
 pub mod flows;
@@ -169,6 +170,11 @@ pub fn send_reply(dp: &mut Datapath, frames: &mut Frames, r: &crate::dns::punt::
 /// them (see `gso`): for ports that describe offloads to the kernel (TAP's `virtio_net_hdr`).
 pub fn l4_offsets(data: &[u8]) -> Option<(usize, usize)> {
     gso::locate(data).map(|a| (a.l4, a.csum_off))
+}
+
+/// Most datagrams one received UDP GSO frame is cut into (the kernel's `UDP_MAX_SEGMENTS`).
+pub fn uso_max_segs() -> usize {
+    uso::MAX_SEGS
 }
 
 /// True for an IPv4 UDP frame (after an optional 802.1Q tag), as output finds it (see `gso`).

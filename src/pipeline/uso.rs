@@ -35,6 +35,8 @@ struct Dgram {
     l4: usize,
     /// UDP payload bytes.
     plen: usize,
+    /// It carries a UDP checksum, which must verify before it is merged.
+    csum: bool,
 }
 
 fn mergeable(data: &[u8], d: Desc, ports: &[u16]) -> Option<Dgram> {
@@ -52,18 +54,24 @@ fn mergeable(data: &[u8], d: Desc, ports: &[u16]) -> Option<Dgram> {
     if !ports.contains(&dport) || ulen <= 8 || ulen != total - 20 {
         return None;
     }
-    if u[6..8] != [0, 0] {
-        let ip = &data[at.l3..];
-        let p = pseudo_v4(&ip[12..16], &ip[16..20], 17, ulen as u16);
-        if fold(sum(p, &data[at.l4..at.l4 + ulen])) != 0xffff {
-            return None;
-        }
-    }
     Some(Dgram {
         l3: at.l3,
         l4: at.l4,
         plen: ulen - 8,
+        csum: u[6..8] != [0, 0],
     })
+}
+
+/// True if the datagram's UDP checksum verifies (or it has none). Checked only when it would
+/// be merged, so a lone datagram costs no sum.
+fn verified(data: &[u8], g: &Dgram) -> bool {
+    if !g.csum {
+        return true;
+    }
+    let ip = &data[g.l3..];
+    let ulen = 8 + g.plen;
+    let p = pseudo_v4(&ip[12..16], &ip[16..20], 17, ulen as u16);
+    fold(sum(p, &data[g.l4..g.l4 + ulen])) == 0xffff
 }
 
 fn continues(hb: &[u8], h: &Dgram, nb: &[u8], n: &Dgram, len: usize) -> bool {
@@ -78,92 +86,53 @@ fn continues(hb: &[u8], h: &Dgram, nb: &[u8], n: &Dgram, len: usize) -> bool {
         && hb[h.l4..h.l4 + 4] == nb[n.l4..n.l4 + 4]
 }
 
-struct Run {
-    at: usize,
-    head: Dgram,
-    len: usize,
-    count: usize,
-    closed: bool,
+/// USO's rules for [`super::coalesce`]: VXLAN datagrams to one of `ports`.
+struct Vxlan<'a> {
+    ports: &'a [u16],
+}
+
+impl super::coalesce::Merge for Vxlan<'_> {
+    type Unit = Dgram;
+
+    fn unit(&self, data: &[u8], d: Desc) -> Option<Dgram> {
+        mergeable(data, d, self.ports)
+    }
+
+    fn payload(g: &Dgram) -> (usize, usize) {
+        (g.l4 + 8, g.plen)
+    }
+
+    fn joins(
+        &self,
+        (hb, head): (&[u8], &Dgram),
+        (nb, next): (&[u8], &Dgram),
+        len: usize,
+        count: usize,
+    ) -> bool {
+        count < MAX_SEGS
+            && continues(hb, head, nb, next, len)
+            && verified(nb, next)
+            && (count > 1 || verified(hb, head))
+    }
+
+    fn ends(&self, head: &Dgram, g: &Dgram) -> bool {
+        g.plen < head.plen
+    }
+
+    fn finish(&self, b: &mut [u8], h: &Dgram, _last: &Dgram, len: usize) -> Offload {
+        let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
+        ip.set_total_len((28 + len) as u16);
+        udp::Datagram::new_unchecked(&mut b[h.l4..]).set_len((8 + len) as u16);
+        let at = gso::locate(b).expect("a merged run parses as its head did");
+        gso::refresh_partial(b, &at);
+        Offload::gso(GsoType::Udp4, h.plen as u16)
+    }
 }
 
 /// Merge runs of VXLAN datagrams (to one of `ports`) in `q` in place; returns the number of
 /// datagrams that went into UDP GSO frames.
 pub(crate) fn coalesce(frames: &mut Frames, q: &mut Vec<Desc>, ports: &[u16]) -> u64 {
-    let mut w = 0;
-    let mut run: Option<Run> = None;
-    let mut merged = 0;
-    for r in 0..q.len() {
-        let d = q[r];
-        let dg = mergeable(frames.data(d), d, ports);
-        if let (Some(g), Some(cur)) = (dg, run.as_mut())
-            && !cur.closed
-            && cur.count < MAX_SEGS
-            && join(frames, q, cur, d, &g)
-        {
-            continue;
-        }
-        if let Some(cur) = run.take() {
-            merged += finish(frames, q, &cur);
-        }
-        q[w] = d;
-        run = dg.map(|g| Run {
-            at: w,
-            head: g,
-            len: g.plen,
-            count: 1,
-            closed: false,
-        });
-        w += 1;
-    }
-    if let Some(cur) = run.take() {
-        merged += finish(frames, q, &cur);
-    }
-    q.truncate(w);
-    merged
-}
-
-fn join(frames: &mut Frames, q: &mut [Desc], cur: &mut Run, d: Desc, g: &Dgram) -> bool {
-    let head = q[cur.at];
-    if !continues(frames.data(head), &cur.head, frames.data(d), g, cur.len) {
-        return false;
-    }
-    if cur.count == 1 {
-        let Some(mut big) = frames.alloc_big() else {
-            return false;
-        };
-        big.len = head.len;
-        frames.copy_bytes(head.addr, big.addr, head.len as usize);
-        frames.free(head.addr);
-        q[cur.at] = big;
-    }
-    let mut head = q[cur.at];
-    let tail = cur.head.l4 + 8 + cur.len;
-    frames.copy_bytes(d.addr + (g.l4 + 8) as u64, head.addr + tail as u64, g.plen);
-    frames.free(d.addr);
-    head.len = (tail + g.plen) as u32;
-    q[cur.at] = head;
-    cur.len += g.plen;
-    cur.count += 1;
-    cur.closed = g.plen < cur.head.plen;
-    true
-}
-
-fn finish(frames: &mut Frames, q: &mut [Desc], cur: &Run) -> u64 {
-    if cur.count < 2 {
-        return 0;
-    }
-    let mut d = q[cur.at];
-    let h = cur.head;
-    let b = frames.data_mut(d);
-    let mut ip = ipv4::Packet::new_unchecked(&mut b[h.l3..h.l4]);
-    ip.set_total_len((28 + cur.len) as u16);
-    ip.fill_checksum();
-    udp::Datagram::new_unchecked(&mut b[h.l4..]).set_len((8 + cur.len) as u16);
-    let at = gso::locate(b).expect("a merged run parses as its head did");
-    gso::refresh_partial(b, &at);
-    d.ol = Offload::gso(GsoType::Udp4, h.plen as u16);
-    q[cur.at] = d;
-    cur.count as u64
+    super::coalesce::coalesce(&Vxlan { ports }, frames, q)
 }
 
 #[cfg(test)]
@@ -262,6 +231,21 @@ mod tests {
             for d in q {
                 frames.free(d.addr);
             }
+        }
+        // A head whose checksum fails goes alone; the datagrams after it still merge.
+        let mut bad_head = dgram(1, &body(0, 1000), 50000);
+        bad_head[40..42].copy_from_slice(&[0x12, 0x34]);
+        let segs = [
+            bad_head.clone(),
+            dgram(2, &body(1, 1000), 50000),
+            dgram(3, &body(2, 1000), 50000),
+        ];
+        let mut q: Vec<Desc> = segs.iter().map(|s| put(&mut frames, s)).collect();
+        assert_eq!(coalesce(&mut frames, &mut q, &[4789]), 2);
+        assert_eq!(frames.data(q[0]), &bad_head[..]);
+        assert_eq!(q[1].ol, Offload::gso(GsoType::Udp4, 1000));
+        for d in q {
+            frames.free(d.addr);
         }
         // A short datagram ends a run: 1000, 500 | 1000.
         let segs = [
