@@ -116,6 +116,9 @@ pub struct AfpacketPort {
     overflow: [u8; 1],
     /// Frames the next `recvmmsg` asks for (see [`next_want`]).
     rx_want: usize,
+    /// A UDP GSO message (up to 64 datagrams) has arrived on this port: bursts then read as
+    /// many messages as 64-datagram messages fit in the room left (at least one).
+    uso_seen: bool,
     stats: DeviceStats,
     fault: Option<String>,
 }
@@ -207,6 +210,7 @@ impl AfpacketPort {
             cmsgs: Box::new([[0; CMSG_SPACE / 8]; BATCH]),
             overflow: [0],
             rx_want: 1,
+            uso_seen: false,
             stats: DeviceStats::default(),
             fault: None,
         })
@@ -313,6 +317,7 @@ impl AfpacketPort {
                 };
                 if d.ol.gso_type() == Some(GsoType::Udp4) {
                     // A UDP GSO frame (a peer VTEP's concatenated datagrams): cut at once.
+                    self.uso_seen = true;
                     if crate::pipeline::split_udp(frames, d, out).is_err() {
                         self.stats.rx_bad_vnet += 1;
                     }
@@ -541,12 +546,19 @@ impl Port for AfpacketPort {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return 0;
         };
-        // `room` counts frames, not messages: a UDP GSO message becomes up to 64 datagrams, so
-        // the last message read may take the burst past `max` by at most 63 frames.
+        // `room` counts frames, not messages: a UDP GSO message becomes up to 64 datagrams.
+        // Once such messages arrive, a read asks for as many messages as 64-datagram ones fit
+        // (at least one), so a burst ends at most 63 frames past `max` (the first read of the
+        // first such message excepted).
         let start = out.len();
         let mut room = max;
         while room > 0 {
-            let want = self.rx_want.min(room);
+            let fit = if self.uso_seen {
+                (room / crate::pipeline::uso_max_segs()).max(1)
+            } else {
+                room
+            };
+            let want = self.rx_want.min(fit);
             let got = self.recv_batch(fd, frames, out, want);
             room = max.saturating_sub(out.len() - start);
             self.rx_want = next_want(self.rx_want, want, got);
