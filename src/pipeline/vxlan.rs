@@ -418,9 +418,5 @@ pub(super) fn is_nested(dp: &Datapath, frames: &Frames, d: Desc) -> bool {
         return false;
     }
     let dport = u16::from_be_bytes([b[14 + hl + 2], b[14 + hl + 3]]);
-    dp.tunnels.iter().any(|&p| {
-        dp.port(p)
-            .and_then(|s| s.tunnel.as_ref())
-            .is_some_and(|t| t.conf.dst_port == dport)
-    })
+    dp.tunnel_udp_ports.contains(&dport)
 }
