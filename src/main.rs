@@ -451,15 +451,20 @@ impl PendingRetry {
         if now < self.next {
             return;
         }
-        self.next = now + self.every;
         if !store.pending_ready() {
+            // Nothing to try: look again in 2 s (a veth that appears after a long back-off
+            // is not kept waiting).
             self.every = Self::FIRST;
+            self.next = now + Self::FIRST;
             return;
         }
         match store.retry_pending() {
             Ok(a) => {
                 for ch in &a.changes {
                     info!("pending: {ch}");
+                }
+                for e in &a.errors {
+                    warn!("pending: {e}");
                 }
             }
             Err(e) => warn!("pending: {e}"),
