@@ -58,17 +58,18 @@ pub fn group_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     let g = Group { id, kind, buckets };
     // The text goes through the same parser (and checks) as `uvs ctl add-group`.
     let text = g.to_string();
-    parse_group(&text).map_err(|e| failed(sw, e.to_string()))?;
     let write = if cmd == 0 {
         GroupWrite::Add
     } else {
         GroupWrite::Modify
     };
+    // dump-groups lines start `group_id=N,`: the id is compared, the line not parsed.
+    let prefix = format!("group_id={id},");
     let exists = sw
         .dump_groups()
         .map_err(|e| failed(sw, e))?
         .iter()
-        .any(|l| parse_group(l).is_ok_and(|x| x.id == id));
+        .any(|l| l.starts_with(&prefix));
     match (write, exists) {
         (GroupWrite::Add, true) => return Err(OfErr::GroupExists),
         (GroupWrite::Modify, false) => return Err(OfErr::GroupUnknown),

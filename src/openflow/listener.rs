@@ -209,8 +209,12 @@ impl Switch for RegistrySwitch {
 
     fn add_group(&self, spec: &str, write: GroupWrite) -> Result<(), String> {
         let method = match write {
+            GroupWrite::Add => "add-group",
             GroupWrite::Modify => "mod-group",
-            GroupWrite::Add | GroupWrite::AddOrModify => "add-group",
+            // GROUP_MOD has no add-or-modify command; only the configuration restore uses it.
+            GroupWrite::AddOrModify => {
+                return Err("add-or-modify is not an OpenFlow command".into());
+            }
         };
         self.call(method, vec![self.bridge.clone(), spec.to_string()])
             .map(|_| ())
