@@ -438,13 +438,18 @@ impl Classifier {
         } else {
             self.select(filter, &c)
         };
-        for &id in &ids {
+        self.remove_ids(&ids, &mut gone);
+        Ok(ids.into_iter().map(FlowId).collect())
+    }
+
+    /// Remove flows `ids`, handing each and its last counters to `gone`.
+    fn remove_ids(&mut self, ids: &[u32], gone: &mut impl FnMut(Flow, FlowStats)) {
+        for &id in ids {
             let stats = self.stats(FlowId(id));
             if let (Some(f), Some(st)) = (self.remove(FlowId(id)), stats) {
                 gone(f, st);
             }
         }
-        Ok(ids.into_iter().map(FlowId).collect())
     }
 
     /// Remove every flow `pick` selects, handing each and its last counters to `gone`;
@@ -461,12 +466,7 @@ impl Classifier {
                     .is_some_and(|e| pick(&e.flow))
             })
             .collect();
-        for &id in &ids {
-            let stats = self.stats(FlowId(id));
-            if let (Some(f), Some(st)) = (self.remove(FlowId(id)), stats) {
-                gone(f, st);
-            }
-        }
+        self.remove_ids(&ids, &mut gone);
         ids.len()
     }
 
