@@ -332,6 +332,9 @@ pub struct Datapath {
     neigh_aged_at: u32,
     /// Events for the control plane (packet-in, flow removed, port status).
     pub events: crate::events::EventSink,
+    /// What this worker learned during the current burst, for the other workers (see
+    /// `learned`); None: the only worker, nothing recorded.
+    pub learned_out: Option<Vec<crate::learned::Learned>>,
 }
 
 impl Default for Datapath {
@@ -350,6 +353,7 @@ impl Default for Datapath {
             now_ms: 0,
             neigh_aged_at: 0,
             events: crate::events::EventSink::default(),
+            learned_out: None,
         }
     }
 }

@@ -68,6 +68,9 @@ impl Slot {
 pub enum Learn {
     /// Already known on this port: timestamp refreshed.
     Refreshed,
+    /// Already known on this port, last seen at least [`crate::learned::RENEW_S`] seconds
+    /// ago: timestamp refreshed (workers share it again, see `learned`).
+    Renewed,
     /// A new entry.
     New,
     /// Known on another port: moved (a MAC move).
@@ -355,6 +358,9 @@ impl Fdb {
         if s.port == port {
             if s.stamp != now {
                 self.slots[i].stamp = now;
+                if now.wrapping_sub(s.stamp) >= crate::learned::RENEW_S {
+                    return Learn::Renewed;
+                }
             }
             return Learn::Refreshed;
         }

@@ -20,6 +20,7 @@ pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
+pub mod learned;
 pub mod nat;
 pub mod neigh;
 pub mod observe;

@@ -4,6 +4,7 @@ use super::{Dest, Meta, ingress::is_group};
 use crate::counters::DropReason;
 use crate::datapath::Datapath;
 use crate::fdb::{Learn, PortId};
+use crate::learned::Learned;
 use crate::packet::Frames;
 use crate::wire::EtherType;
 
@@ -31,13 +32,37 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
             continue;
         }
         last = key;
-        match b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit) {
-            Learn::Refreshed | Learn::Static => {}
-            Learn::New => b.counters.learned += 1,
-            Learn::Moved { .. } => b.counters.moves += 1,
-            Learn::Full => b.counters.fdb_full += 1,
-            Learn::Collision => b.counters.fdb_collisions += 1,
-            Learn::PortLimit => refused += 1,
+        let share = match b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit) {
+            Learn::Refreshed | Learn::Static => false,
+            Learn::Renewed => true,
+            Learn::New => {
+                b.counters.learned += 1;
+                true
+            }
+            Learn::Moved { .. } => {
+                b.counters.moves += 1;
+                true
+            }
+            Learn::Full => {
+                b.counters.fdb_full += 1;
+                false
+            }
+            Learn::Collision => {
+                b.counters.fdb_collisions += 1;
+                false
+            }
+            Learn::PortLimit => {
+                refused += 1;
+                false
+            }
+        };
+        if share && let Some(out) = dp.learned_out.as_mut() {
+            out.push(Learned::Mac {
+                bridge,
+                vlan: m.vlan,
+                mac: m.src,
+                port: in_port,
+            });
         }
     }
     if refused != 0 {

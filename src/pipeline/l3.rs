@@ -242,6 +242,16 @@ fn arp_in(
         {
             release(dp, frames, bridge, &r, made);
         }
+        crate::learned::record(
+            dp,
+            crate::learned::Learned::Arp {
+                bridge,
+                ip: a.sender_ip,
+                mac: a.sender_mac,
+                confirms,
+                may_create,
+            },
+        );
     }
     if a.op == arp::Operation::Request && a.target_ip == gw.ip && a.sender_ip != [0; 4] {
         let reply = arp::Repr {
@@ -581,7 +591,7 @@ fn bridge_of(dp: &Datapath, port: PortId) -> u16 {
 
 /// Send the packets a resolution released on `bridge` (they were rewritten when held, but for
 /// the MACs).
-fn release(
+pub(super) fn release(
     dp: &mut Datapath,
     frames: &mut Frames,
     bridge: u16,

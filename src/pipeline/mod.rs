@@ -133,6 +133,29 @@ pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
     }
 }
 
+/// Apply an ARP another worker's gateway saw (see `learned`): the neighbour entry as
+/// `Neighbours::arp_seen` makes it, and the packets it held go out.
+pub fn arp_learned(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    (ip, mac): ([u8; 4], crate::wire::MacAddr),
+    confirms: bool,
+    may_create: bool,
+    now: u32,
+) {
+    if let Some(r) = dp
+        .neigh
+        .arp_seen(bridge, ip, mac, now, confirms, may_create)
+    {
+        let mut made = Vec::new();
+        l3::release(dp, frames, bridge, &r, &mut made);
+        if !made.is_empty() {
+            output::run(dp, frames, 0, output::NO_PORT, &made);
+        }
+    }
+}
+
 /// Send a DNS service reply (see `dns::punt`) from the gateway of its bridge out of its port:
 /// false (nothing sent) if the port left that bridge, the packet does not fit a frame, or no
 /// frame is free.

@@ -157,6 +157,19 @@ impl AfpacketPort {
     /// Open an AF_PACKET port on the existing netdev `ifname`. Needs CAP_NET_RAW (and
     /// CAP_NET_ADMIN for the large socket buffers; without it the default sizes are kept).
     pub fn open(ifname: &str, port_id: u16) -> Result<AfpacketPort, AfpacketError> {
+        Self::open_shared(ifname, port_id, false)
+    }
+
+    /// [`AfpacketPort::open`]; with `fanout`, the socket joins the netdev's fanout group
+    /// (`PACKET_FANOUT_HASH`, group id = the low 16 bits of the ifindex): every worker opens
+    /// one and the kernel hands each received frame to one of them by a symmetric flow hash,
+    /// so both directions of a connection reach the same worker. Each socket transmits on its
+    /// own.
+    pub fn open_shared(
+        ifname: &str,
+        port_id: u16,
+        fanout: bool,
+    ) -> Result<AfpacketPort, AfpacketError> {
         let (ifindex, _up, mtu) = super::link::query(ifname)
             .ok_or_else(|| AfpacketError::NoDevice(ifname.to_string()))?;
         check_mtu(ifname, mtu)?;
@@ -200,6 +213,10 @@ impl AfpacketPort {
             }
         }
         bind(&fd, ifindex).map_err(sys("bind"))?;
+        if fanout {
+            let arg = (ifindex & 0xffff) as i32 | (libc::PACKET_FANOUT_HASH as i32) << 16;
+            set_int(&fd, sol, libc::PACKET_FANOUT, arg).map_err(sys("PACKET_FANOUT"))?;
+        }
         Ok(AfpacketPort {
             fd: Some(fd),
             ifname: ifname.to_string(),

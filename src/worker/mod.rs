@@ -31,6 +31,7 @@ mod overlay;
 mod requests;
 mod running;
 mod runtime;
+mod set;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use events::OfCommand;
 pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
 pub use requests::Command;
+pub use set::spawn_workers;
 
 use crate::clock::Clock;
 use crate::datapath::{BATCH, Datapath};
@@ -128,12 +130,26 @@ pub struct WorkerHandle {
     region: (usize, usize),
     /// Serialises port changes (`add-port`, `del-port`, `add-br`, `del-br`) across callers.
     port_ops: std::sync::Mutex<()>,
+    /// The other workers, when there are several (see `set`): this one is worker 0.
+    others: Vec<WorkerHandle>,
+    /// Serialises configuration commands across all workers (see `set`).
+    set_ops: std::sync::Mutex<()>,
+    /// How many workers share the ports (1: this one alone).
+    workers: usize,
 }
 
 impl WorkerHandle {
     /// Send `cmd` and wait for the answer (at most 30 s). Ports are opened and released on
     /// this thread, not on the worker (see `open`).
     pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
+        if !self.others.is_empty() {
+            return self.call_each(cmd);
+        }
+        self.call_one(cmd)
+    }
+
+    /// [`WorkerHandle::call`] on this worker alone.
+    fn call_one(&self, cmd: Command) -> Result<serde_json::Value, String> {
         match cmd {
             Command::AddPort { bridge, spec } if spec.kind.has_device() => {
                 let _g = self.port_ops.lock().unwrap_or_else(|e| e.into_inner());
@@ -190,9 +206,12 @@ impl WorkerHandle {
         self.events.clone()
     }
 
-    /// Stop the worker, closing every port, and wait for it.
+    /// Stop the workers, closing every port, and wait for them.
     pub fn shutdown(&self) {
-        let _ = self.call(Command::Shutdown);
+        for o in &self.others {
+            o.shutdown();
+        }
+        let _ = self.call_one(Command::Shutdown);
         let t = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = t {
             let _ = t.join();
@@ -202,6 +221,16 @@ impl WorkerHandle {
 
 /// Start a worker thread.
 pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<WorkerHandle> {
+    let (w, h) = prepare(opts, clock, 1)?;
+    start(w, h, "uvs-worker".into())
+}
+
+/// Build a worker (one of `workers`) and its handle, not started yet (see `set`).
+fn prepare(
+    opts: WorkerOptions,
+    clock: Arc<dyn Clock>,
+    workers: usize,
+) -> std::io::Result<(Worker, WorkerHandle)> {
     let frames = Frames::new(opts.frames)?;
     let region = (frames.region().base() as usize, frames.region().len());
     let waker = Arc::new(Waker::new()?);
@@ -212,24 +241,35 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
         let (tx, waker) = (tx.clone(), waker.clone());
         std::thread::Builder::new()
             .name("uvs-ports".into())
-            .spawn(move || open::janitor(job_rx, tx, waker, region))?;
+            .spawn(move || open::janitor(job_rx, tx, waker, region, workers))?;
     }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     w.jobs = jobs;
+    w.workers = workers;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
-    let thread = std::thread::Builder::new()
-        .name("uvs-worker".into())
-        .spawn(move || w.run())?;
-    Ok(WorkerHandle {
+    let h = WorkerHandle {
         tx,
         events,
         waker,
         dns_names,
-        thread: std::sync::Mutex::new(Some(thread)),
+        thread: std::sync::Mutex::new(None),
         region,
         port_ops: std::sync::Mutex::new(()),
-    })
+        others: Vec::new(),
+        set_ops: std::sync::Mutex::new(()),
+        workers,
+    };
+    Ok((w, h))
+}
+
+/// Start a prepared worker's thread.
+fn start(w: Worker, h: WorkerHandle, name: String) -> std::io::Result<WorkerHandle> {
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || w.run())?;
+    *h.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+    Ok(h)
 }
 
 /// The worker's state. See the module documentation.
@@ -269,6 +309,14 @@ pub struct Worker {
     pub(crate) dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
     /// Answers from the DNS service, to send from the gateways.
     pub(crate) dns_replies: Option<Receiver<crate::dns::punt::Reply>>,
+    /// What the other workers learned, to apply here (see `learned`); None: the only worker.
+    learned_rx: Option<Receiver<Vec<crate::learned::Learned>>>,
+    /// The other workers' channels for what this one learns, and their wakers.
+    peers: Vec<(Sender<Vec<crate::learned::Learned>>, Arc<Waker>)>,
+    /// How many workers share the ports (1: this one alone).
+    pub(crate) workers: usize,
+    /// This worker's number (0: the first).
+    pub(crate) index: usize,
 }
 
 impl Worker {
@@ -304,6 +352,10 @@ impl Worker {
             observe: crate::observe::Observe::default(),
             dns_names: Arc::default(),
             dns_replies: None,
+            learned_rx: None,
+            peers: Vec::new(),
+            workers: 1,
+            index: 0,
         }
     }
 
@@ -362,6 +414,9 @@ impl Worker {
             now = now_ms / 1000;
             self.dp.now_ms = now_ms;
             let moved = self.poll_once(&mut batch, now);
+            if self.learned_rx.is_some() {
+                self.exchange_learned(now);
+            }
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
                 self.housekeep_ports(now_ms);
@@ -449,6 +504,27 @@ impl Worker {
         }
         flush(&mut self.dp, &mut self.ports, &mut self.frames);
         moved
+    }
+
+    /// Apply what the other workers learned; send them what this one learned.
+    fn exchange_learned(&mut self, now: u64) {
+        if let Some(rx) = &self.learned_rx {
+            for records in rx.try_iter() {
+                crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32);
+            }
+        }
+        let Some(out) = self.dp.learned_out.as_mut() else {
+            return;
+        };
+        if out.is_empty() {
+            return;
+        }
+        let records = std::mem::take(out);
+        for (tx, waker) in &self.peers {
+            if tx.send(records.clone()).is_ok() {
+                waker.wake();
+            }
+        }
     }
 
     /// Apply the next chunk of a bulk flow install; answer when it is complete.

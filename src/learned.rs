@@ -1,0 +1,103 @@
+//! Learned state shared between workers: what one worker learns from the frames it receives
+//! (a new or moved MAC, a neighbour's ARP) is applied by every other worker.
+//!
+//! Contract:
+//! - With several workers each one keeps its own FDB and neighbour table (no lock on the fast
+//!   path), but the kernel spreads a port's traffic over the workers by flow hash, so the two
+//!   directions of a conversation are often received by different workers. Without sharing,
+//!   each would flood what only the other learned, forever, and a gateway would wait for ARP
+//!   replies another worker received.
+//! - A worker that shares (`Datapath::learned_out` is `Some`) records, while it processes a
+//!   burst, every MAC that is new or moved in an FDB, every MAC refreshed more than
+//!   [`RENEW_S`] seconds after its last sighting (so the others' copies do not age out while
+//!   the entry is alive), and every ARP its gateways see. The worker sends the records to its
+//!   peers after the burst; a peer applies them between two bursts with [`apply`], without
+//!   recording them again and without counting them as its own learning (counters are summed
+//!   over the workers on read). One worker alone records nothing (`None`): no cost.
+//! - Records carry datapath ids (bridge, port): every worker applies every configuration
+//!   change in the same order, so ids are the same on all of them.
+//! - Applying never fails: a record for a bridge or port that no longer exists is ignored, a
+//!   full table refuses it as it would a frame.
+
+use crate::datapath::Datapath;
+use crate::fdb::PortId;
+use crate::packet::Frames;
+use crate::wire::MacAddr;
+
+/// An FDB entry refreshed this long (seconds) after its last sighting is shared again.
+pub const RENEW_S: u32 = 10;
+
+/// One learned fact, to be applied by the other workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// `mac` on `vlan` of `bridge` was seen on `port`.
+    Mac {
+        /// Bridge id.
+        bridge: u16,
+        /// VLAN (0: untagged domain).
+        vlan: u16,
+        /// The MAC, as a 48-bit number.
+        mac: u64,
+        /// Port id.
+        port: PortId,
+    },
+    /// An ARP packet from `ip` at `mac` was seen by the gateway of `bridge` (see
+    /// `Neighbours::arp_seen`).
+    Arp {
+        /// Bridge id.
+        bridge: u16,
+        /// Sender address.
+        ip: [u8; 4],
+        /// Sender MAC.
+        mac: MacAddr,
+        /// A reply to the gateway (the entry becomes REACHABLE).
+        confirms: bool,
+        /// The sender may be added if unknown.
+        may_create: bool,
+    },
+}
+
+/// Record `l` if this worker shares what it learns.
+#[inline]
+pub fn record(dp: &mut Datapath, l: Learned) {
+    if let Some(out) = dp.learned_out.as_mut() {
+        out.push(l);
+    }
+}
+
+/// Apply what another worker learned. `now`: this worker's clock, seconds. Packets a
+/// neighbour entry held (waiting for this ARP) are sent.
+pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u32) {
+    for l in records {
+        match *l {
+            Learned::Mac {
+                bridge,
+                vlan,
+                mac,
+                port,
+            } => {
+                if dp.port(port).is_none_or(|p| p.bridge != bridge) {
+                    continue;
+                }
+                if let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) {
+                    let _ = b.fdb.learn(vlan, mac, port, now);
+                }
+            }
+            Learned::Arp {
+                bridge,
+                ip,
+                mac,
+                confirms,
+                may_create,
+            } => crate::pipeline::arp_learned(
+                dp,
+                frames,
+                bridge,
+                (ip, mac),
+                confirms,
+                may_create,
+                now,
+            ),
+        }
+    }
+}

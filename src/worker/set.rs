@@ -1,0 +1,350 @@
+//! Several workers: one pinned poll-mode thread per core, each a full replica of the datapath
+//! (its own frame region, ports' sockets, tables and pipeline), driven through worker 0's
+//! [`WorkerHandle`].
+//!
+//! Contract:
+//! - Configuration: every command that changes the configuration is applied by every worker,
+//!   worker 0 first, in the order the handle receives them (callers are serialised per
+//!   command); the answer is worker 0's. Worker 0 refusing a command stops it there; a later
+//!   worker refusing what worker 0 accepted (it should not: the replicas hold the same
+//!   configuration) is undone on the workers that applied it where an undo exists (ports,
+//!   bridges) and answered as an error naming the worker.
+//! - Ports: each worker opens its own socket on every port. AF_PACKET sockets join the
+//!   netdev's fanout group (`port::afpacket`): the kernel hands each received frame to one
+//!   worker by a symmetric flow hash, and each worker transmits on its own socket, so no
+//!   socket and no frame is shared between threads. In-memory ports (tests, benches) are
+//!   attached per worker with [`WorkerHandle::attach_each`]. AF_XDP and TAP ports need one
+//!   socket per worker and queue, not built yet: refused with a message naming the port.
+//! - Learned state (FDB, neighbours): each worker learns from what it receives and shares it
+//!   with the others (see `learned`), so a MAC learned by one is forwarded to, not flooded,
+//!   by all.
+//! - Reads: `stats` sums every worker's counters (ports, bridges, router, neighbours) and lists
+//!   each worker's loop figures under `workers`; tables and the running configuration are read
+//!   from worker 0 (they are replicas). Flow and node counters (`dump-flows`, `show-runtime`)
+//!   are worker 0's: summing them is not built yet.
+//! - Not available yet with several workers, refused with an error that says so: NAT rules
+//!   and `ct`/`meter`/`learn` flow actions (connection tracking, meters and learned flows are
+//!   per worker; a connection's two directions may reach different workers), OpenFlow
+//!   controller settings, captures and mirrors, the DNS service, PACKET_OUT.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Command, Worker, WorkerHandle, WorkerOptions, prepare, start};
+use crate::clock::Clock;
+use crate::flow::Flow;
+use crate::port::Port;
+
+/// Start one worker per entry of `cores` (None: unpinned), sharing what they learn. One entry
+/// (or none) starts one worker, exactly as [`super::spawn`].
+pub fn spawn_workers(
+    opts: WorkerOptions,
+    cores: &[Option<usize>],
+    clock: Arc<dyn Clock>,
+) -> std::io::Result<WorkerHandle> {
+    let n = cores.len().max(1);
+    if n == 1 {
+        let core = cores.first().copied().flatten();
+        return super::spawn(WorkerOptions { core, ..opts }, clock);
+    }
+    let mut built: Vec<(Worker, WorkerHandle)> = Vec::with_capacity(n);
+    for &core in cores {
+        let o = WorkerOptions {
+            core,
+            ..opts.clone()
+        };
+        built.push(prepare(o, clock.clone(), n)?);
+    }
+    // Wire the learned-state channels: worker i receives on its own, sends on every other's.
+    let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded()).collect();
+    let wakers: Vec<_> = built.iter().map(|(_, h)| h.waker.clone()).collect();
+    let events = built[0].0.dp.events.clone();
+    let names = built[0].1.dns_names.clone();
+    for (i, (w, h)) in built.iter_mut().enumerate() {
+        w.index = i;
+        w.learned_rx = Some(channels[i].1.clone());
+        w.dp.learned_out = Some(Vec::new());
+        w.peers = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| (channels[j].0.clone(), wakers[j].clone()))
+            .collect();
+        // One event stream and one DNS name registry for all.
+        w.dp.events = events.clone();
+        w.dns_names = names.clone();
+        h.dns_names = names.clone();
+    }
+    let mut handles = Vec::with_capacity(n);
+    for (i, (w, h)) in built.into_iter().enumerate() {
+        let name = if i == 0 {
+            "uvs-worker".to_string()
+        } else {
+            format!("uvs-worker{i}")
+        };
+        match start(w, h, name) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                for h in &handles {
+                    h.shutdown();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut first = handles.remove(0);
+    first.others = handles;
+    Ok(first)
+}
+
+/// Why `cmd` cannot run with several workers yet, if it cannot.
+fn single_worker_only(cmd: &Command) -> Option<&'static str> {
+    Some(match cmd {
+        Command::NatAdd(_) | Command::SetNatPorts(_) => {
+            "NAT (connection tracking is per worker, and a connection's two directions may \
+             reach different workers)"
+        }
+        Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
+        Command::MeterAdd { .. } => "meters (their rate would be split across the workers)",
+        Command::Openflow(_) => "OpenFlow controller settings",
+        Command::Observe(_) => "captures, mirrors and traffic counts",
+        Command::Dns(_) => "the DNS service",
+        Command::PacketOut { .. } => "PACKET_OUT",
+        Command::AttachPort { .. } => "attaching one port object (use attach_each)",
+        _ => return None,
+    })
+}
+
+/// Why a flow cannot run with several workers yet, if it cannot.
+fn flow_single_worker_only(f: &Flow) -> Option<&'static str> {
+    use crate::flow::Action;
+    fn walk(list: &[Action]) -> Option<&'static str> {
+        list.iter().find_map(|a| match a {
+            Action::Ct(_) => Some("the ct() action (connection tracking is per worker)"),
+            Action::Meter(_) => Some("the meter action (meters are per worker)"),
+            Action::Learn(_) => Some("the learn() action (learned flows are per worker)"),
+            Action::Clone(inner) => walk(inner),
+            _ => None,
+        })
+    }
+    walk(&f.actions)
+}
+
+/// A copy of `cmd` for another worker: the commands that change the configuration. None for
+/// reads and for commands that carry something only one worker can own.
+fn replicate(cmd: &Command) -> Option<Command> {
+    Some(match cmd {
+        Command::AddBridge(b) => Command::AddBridge(b.clone()),
+        Command::DelBridge(b) => Command::DelBridge(b.clone()),
+        Command::AddPort { bridge, spec } => Command::AddPort {
+            bridge: bridge.clone(),
+            spec: spec.clone(),
+        },
+        Command::DelPort(p) => Command::DelPort(p.clone()),
+        Command::FdbAdd {
+            bridge,
+            mac,
+            port,
+            vlan,
+            remote,
+        } => Command::FdbAdd {
+            bridge: bridge.clone(),
+            mac: *mac,
+            port: port.clone(),
+            vlan: *vlan,
+            remote: *remote,
+        },
+        Command::FdbFlush { bridge, port } => Command::FdbFlush {
+            bridge: bridge.clone(),
+            port: port.clone(),
+        },
+        Command::SetGateway { bridge, gateway } => Command::SetGateway {
+            bridge: bridge.clone(),
+            gateway: *gateway,
+        },
+        Command::SetBridgeOptions {
+            bridge,
+            isolated,
+            icc,
+            rp_filter,
+        } => Command::SetBridgeOptions {
+            bridge: bridge.clone(),
+            isolated: *isolated,
+            icc: *icc,
+            rp_filter: *rp_filter,
+        },
+        Command::RouteAdd(r) => Command::RouteAdd(r.clone()),
+        Command::RouteDel(r) => Command::RouteDel(r.clone()),
+        Command::NeighFlush(b) => Command::NeighFlush(b.clone()),
+        Command::NatDel(i) => Command::NatDel(*i),
+        Command::NatDelRule(r) => Command::NatDelRule(r.clone()),
+        Command::FlowAdd { bridge, flows } => Command::FlowAdd {
+            bridge: bridge.clone(),
+            flows: flows.clone(),
+        },
+        Command::FlowDel {
+            bridge,
+            filter,
+            strict,
+        } => Command::FlowDel {
+            bridge: bridge.clone(),
+            filter: filter.clone(),
+            strict: *strict,
+        },
+        Command::Overlay(ops) => Command::Overlay(ops.clone()),
+        _ => return None,
+    })
+}
+
+/// How to undo `cmd` on a worker that applied it, when a later worker refused it.
+fn undo(cmd: &Command) -> Option<Command> {
+    match cmd {
+        Command::AddBridge(b) => Some(Command::DelBridge(b.name.clone())),
+        Command::AddPort { spec, .. } => Some(Command::DelPort(spec.name.clone())),
+        _ => None,
+    }
+}
+
+impl WorkerHandle {
+    /// How many workers run (1: this one alone).
+    pub fn worker_count(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// [`WorkerHandle::call`] with several workers (see the module documentation).
+    pub(super) fn call_each(&self, cmd: Command) -> Result<Value, String> {
+        if let Some(what) = single_worker_only(&cmd) {
+            return Err(format!(
+                "{what} is not available with several workers yet ({} running); run with one \
+                 core (--cores N)",
+                self.worker_count()
+            ));
+        }
+        match cmd {
+            Command::Stats => self.stats_each(),
+            Command::Shutdown => {
+                self.shutdown();
+                Ok(Value::Null)
+            }
+            cmd => match replicate(&cmd) {
+                Some(copy) => self.apply_each(cmd, copy),
+                // Reads: the replicas hold the same tables.
+                None => self.call_one(cmd),
+            },
+        }
+    }
+
+    /// Apply a configuration command on worker 0, then on the others.
+    fn apply_each(&self, cmd: Command, copy: Command) -> Result<Value, String> {
+        let rollback = undo(&cmd);
+        // One command at a time over all workers, so every replica applies them in one order.
+        let _g = self.set_ops.lock().unwrap_or_else(|e| e.into_inner());
+        let answer = self.call_one(cmd)?;
+        let mut done: Vec<&WorkerHandle> = vec![self];
+        let mut next = Some(copy);
+        for (i, w) in self.others.iter().enumerate() {
+            let Some(c) = next.take() else { break };
+            next = replicate(&c);
+            if let Err(e) = w.call_one(c) {
+                if let Some(u) = &rollback {
+                    for d in &done {
+                        if let Some(u) = replicate(u) {
+                            let _ = d.call_one(u);
+                        }
+                    }
+                }
+                tracing::error!("worker {} refused what worker 0 accepted: {e}", i + 1);
+                return Err(format!("worker {}: {e}", i + 1));
+            }
+            done.push(w);
+        }
+        Ok(answer)
+    }
+
+    /// `stats`: every worker's counters summed, and each worker's loop figures.
+    fn stats_each(&self) -> Result<Value, String> {
+        let mut total = self.call_one(Command::Stats)?;
+        let mut workers = vec![total["worker"].clone()];
+        for w in &self.others {
+            let v = w.call_one(Command::Stats)?;
+            for key in ["ports", "bridges", "router", "neigh", "events"] {
+                sum_counters(&mut total[key], &v[key]);
+            }
+            workers.push(v["worker"].clone());
+        }
+        for (i, w) in workers.iter_mut().enumerate() {
+            w["index"] = Value::from(i);
+        }
+        total["workers"] = Value::Array(workers);
+        Ok(total)
+    }
+
+    /// Attach an in-memory port to `bridge` on every worker: `build(worker, id)` makes each
+    /// worker's copy (on that worker's thread). Returns worker 0's answer. All or nothing.
+    pub fn attach_each(
+        &self,
+        bridge: &str,
+        name: &str,
+        build: impl Fn(usize, u16) -> Box<dyn Port> + Send + Sync + 'static,
+    ) -> Result<Value, String> {
+        let build = Arc::new(build);
+        let _g = self.set_ops.lock().unwrap_or_else(|e| e.into_inner());
+        let all: Vec<&WorkerHandle> = std::iter::once(self).chain(self.others.iter()).collect();
+        let mut answer = Value::Null;
+        for (i, w) in all.iter().enumerate() {
+            let b = build.clone();
+            let r = w.call_one(Command::AttachPort {
+                bridge: bridge.to_string(),
+                name: name.to_string(),
+                build: Box::new(move |id| b(i, id)),
+            });
+            match r {
+                Ok(v) if i == 0 => answer = v,
+                Ok(_) => {}
+                Err(e) => {
+                    for d in &all[..i] {
+                        let _ = d.call_one(Command::DelPort(name.to_string()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// Add every counter of `from` into `into`, recursively by key. Numbers that are not counters
+/// (table sizes, frame counts, ids, MTUs) are left as worker 0 has them.
+pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
+    const NOT_COUNTERS: &[&str] = &[
+        "fdb_entries",
+        "frames",
+        "entries",
+        "held",
+        "id",
+        "mtu",
+        "ofport",
+        "capacity",
+    ];
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, bv) in b {
+                if NOT_COUNTERS.contains(&k.as_str()) {
+                    continue;
+                }
+                match a.get_mut(k) {
+                    Some(av) => sum_counters(av, bv),
+                    None if bv.is_number() => {
+                        a.insert(k.clone(), bv.clone());
+                    }
+                    None => {}
+                }
+            }
+        }
+        (a @ Value::Number(_), Value::Number(b)) => {
+            if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+                *a = Value::from(x.saturating_add(y));
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,208 @@
+//! Several workers, in memory (no root): configuration replicated on every worker, learned
+//! MACs shared between them, counters summed, and what is not available yet refused.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{frame, mac};
+use uvs::config::{BridgeSpec, NatSpec};
+use uvs::packet::{Desc, Frames};
+use uvs::port::{Port, PortKind, TxResult};
+use uvs::worker::{Command, WorkerHandle, WorkerOptions, spawn_workers};
+
+/// One worker's side of a test port: frames the test queues for it to receive, and frames it
+/// transmitted.
+#[derive(Default)]
+struct Pipe {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+type Shared = Arc<Mutex<Pipe>>;
+
+/// A port whose queues the test thread reads and writes while the worker owns the port.
+struct PipePort(Shared);
+
+impl Port for PipePort {
+    fn kind(&self) -> PortKind {
+        PortKind::Mem
+    }
+    fn rx_burst(&mut self, frames: &mut Frames, out: &mut Vec<Desc>, max: usize) -> usize {
+        let mut p = self.0.lock().unwrap();
+        let mut n = 0;
+        while n < max {
+            let Some(bytes) = p.rx.pop_front() else { break };
+            let Some(mut d) = frames.alloc() else { break };
+            d.len = bytes.len() as u32;
+            frames.data_mut(d).copy_from_slice(&bytes);
+            out.push(d);
+            n += 1;
+        }
+        n
+    }
+    fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+        let mut p = self.0.lock().unwrap();
+        let mut r = TxResult::default();
+        for d in batch.drain(..) {
+            p.tx.push(frames.data(d).to_vec());
+            frames.free(d.addr);
+            r.sent += 1;
+            r.bytes += u64::from(d.len);
+        }
+        r
+    }
+    fn service(&mut self, _: &mut Frames) {}
+    fn poll_fds(&self, _: &mut Vec<std::os::fd::RawFd>) {}
+    fn mtu(&self) -> u32 {
+        1500
+    }
+    fn close(&mut self, _: &mut Frames) {}
+}
+
+/// Two workers, bridge br0 with ports a, b, c; `pipes[port][worker]`.
+fn two_workers() -> (WorkerHandle, Vec<Vec<Shared>>) {
+    let clock = Arc::new(uvs::clock::MonotonicClock::default());
+    let opts = WorkerOptions {
+        core: None,
+        frames: 2048,
+    };
+    let w = spawn_workers(opts, &[None, None], clock).unwrap();
+    assert_eq!(w.worker_count(), 2);
+    w.call(Command::AddBridge(
+        BridgeSpec::from_args("br0", &[]).unwrap(),
+    ))
+    .unwrap();
+    let mut pipes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mine: Vec<Shared> = (0..2).map(|_| Shared::default()).collect();
+        let given = mine.clone();
+        w.attach_each("br0", name, move |worker, _id| {
+            Box::new(PipePort(given[worker].clone()))
+        })
+        .unwrap();
+        pipes.push(mine);
+    }
+    (w, pipes)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sent(p: &Shared) -> usize {
+    p.lock().unwrap().tx.len()
+}
+
+/// A MAC learned by worker 0 is known to worker 1: its reply goes to one port, not flooded.
+#[test]
+fn a_mac_learned_by_one_worker_is_forwarded_by_the_other() {
+    let (w, pipes) = two_workers();
+    let (a, b) = (mac(1), mac(2));
+    // Worker 0 receives a -> b (b unknown: flooded to b and c), and learns a on port a.
+    pipes[0][0].lock().unwrap().rx.push_back(frame(b, a, 1));
+    wait_for("the flood on worker 0", || {
+        sent(&pipes[1][0]) == 1 && sent(&pipes[2][0]) == 1
+    });
+    // Worker 1 receives b -> a on port b: a was learned by worker 0 only.
+    let reply = frame(a, b, 2);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        pipes[1][1].lock().unwrap().rx.push_back(reply.clone());
+        std::thread::sleep(Duration::from_millis(20));
+        if sent(&pipes[0][1]) > 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "worker 1 never forwarded to a");
+    }
+    assert_eq!(pipes[0][1].lock().unwrap().tx[0], reply);
+    assert_eq!(
+        sent(&pipes[2][1]),
+        0,
+        "worker 1 flooded to c a MAC worker 0 had learned"
+    );
+    // Worker 0 knows b now (learned by worker 1): a -> b goes to b alone.
+    pipes[0][0].lock().unwrap().rx.push_back(frame(b, a, 3));
+    wait_for("a -> b on worker 0", || sent(&pipes[1][0]) == 2);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        sent(&pipes[2][0]),
+        1,
+        "worker 0 flooded a MAC worker 1 had learned"
+    );
+    // Counters are the sum over the workers; each worker's loop is listed.
+    let v = w.call(Command::Stats).unwrap();
+    assert_eq!(v["ports"]["a"]["rx_packets"], 2, "{v}");
+    // Every reply worker 1 received went to a.
+    assert_eq!(
+        v["ports"]["b"]["rx_packets"],
+        sent(&pipes[0][1]) as u64,
+        "{v}"
+    );
+    assert_eq!(
+        v["ports"]["a"]["tx_packets"],
+        sent(&pipes[0][1]) as u64,
+        "{v}"
+    );
+    assert_eq!(v["bridges"]["br0"]["learned"], 2, "{v}");
+    assert_eq!(v["workers"].as_array().map(Vec::len), Some(2), "{v}");
+    w.shutdown();
+}
+
+/// Configuration reaches every worker: a port deleted on the handle is gone on both, a bridge
+/// added later forwards on both.
+#[test]
+fn configuration_is_applied_by_every_worker() {
+    let (w, pipes) = two_workers();
+    w.call(Command::DelPort("c".into())).unwrap();
+    let (a, b) = (mac(1), mac(2));
+    for worker in 0..2 {
+        pipes[0][worker]
+            .lock()
+            .unwrap()
+            .rx
+            .push_back(frame(b, a, 1));
+        wait_for("the flood", || sent(&pipes[1][worker]) == 1);
+        assert_eq!(
+            sent(&pipes[2][worker]),
+            0,
+            "c was deleted on worker {worker}"
+        );
+    }
+    let e = w.call(Command::DelPort("c".into())).unwrap_err();
+    assert!(e.contains('c'), "{e}");
+    w.shutdown();
+}
+
+/// What needs state per connection or per worker is refused, naming why.
+#[test]
+fn what_is_not_available_yet_is_refused() {
+    let (w, _pipes) = two_workers();
+    let args: Vec<String> = ["masquerade", "src=10.0.0.0/24", "out=br0"]
+        .map(String::from)
+        .into();
+    let nat = NatSpec::from_args(&args).unwrap();
+    let e = w.call(Command::NatAdd(nat)).unwrap_err();
+    assert!(e.contains("NAT") && e.contains("several workers"), "{e}");
+    let f = uvs::flow::parse_flow("priority=5,ip,actions=ct(commit),normal").unwrap();
+    let e = w
+        .call(Command::FlowAdd {
+            bridge: "br0".into(),
+            flows: vec![f],
+        })
+        .unwrap_err();
+    assert!(e.contains("ct()") && e.contains("several workers"), "{e}");
+    let f = uvs::flow::parse_flow("priority=5,ip,actions=normal").unwrap();
+    w.call(Command::FlowAdd {
+        bridge: "br0".into(),
+        flows: vec![f],
+    })
+    .unwrap();
+    w.shutdown();
+}
