@@ -38,10 +38,13 @@ enum Cmd {
         /// /var/lib/uvs/conf.db with the default socket; none with another --socket).
         #[arg(long)]
         db: Option<PathBuf>,
-        /// Core to pin the datapath worker to (e.g. `--cores 1`). Unpinned when omitted.
+        /// Cores to run datapath workers on, one pinned worker per core (`--cores 1`, or
+        /// `--cores 0,1` for two). One unpinned worker when omitted. With several workers,
+        /// AF_PACKET ports are shared by a fanout group; AF_XDP/TAP ports, NAT, ct flows,
+        /// captures and the DNS service need one worker for now.
         #[arg(long)]
         cores: Option<String>,
-        /// Frames in the shared frame region (2 KiB each).
+        /// Frames in each worker's frame region (2 KiB each).
         #[arg(long, default_value_t = uvs::packet::DEFAULT_FRAME_COUNT)]
         frames: u32,
         /// Serve Prometheus metrics on this address (e.g. `127.0.0.1:9477`, path /metrics).
@@ -183,22 +186,29 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-fn parse_core(cores: Option<String>) -> Result<Option<usize>, String> {
-    let Some(c) = cores else { return Ok(None) };
-    let first = c.split(',').next().unwrap_or_default().trim();
-    let id: usize = first
-        .parse()
-        .map_err(|_| format!("--cores: '{c}' is not a core id (e.g. --cores 1)"))?;
+/// `--cores 1` or `--cores 0,1,...`: one worker per core (none: one unpinned worker).
+fn parse_cores(cores: Option<String>) -> Result<Vec<Option<usize>>, String> {
+    let Some(c) = cores else {
+        return Ok(vec![None]);
+    };
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if id >= n {
-        return Err(format!(
-            "--cores: core {id} does not exist (this machine has {n})"
-        ));
+    let mut ids = Vec::new();
+    for part in c.split(',') {
+        let id: usize = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("--cores: '{part}' is not a core id (e.g. --cores 1 or 0,1)"))?;
+        if id >= n {
+            return Err(format!(
+                "--cores: core {id} does not exist (this machine has {n})"
+            ));
+        }
+        if ids.contains(&Some(id)) {
+            return Err(format!("--cores: core {id} is listed twice"));
+        }
+        ids.push(Some(id));
     }
-    if c.contains(',') {
-        warn!("one datapath worker per process for now; using core {id}");
-    }
-    Ok(Some(id))
+    Ok(ids)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -230,11 +240,12 @@ fn run(
         }
     };
     let config = initial_config(config_path.as_deref(), db.as_ref())?;
-    let core = parse_core(cores)?;
+    let cores = parse_cores(cores)?;
     let stop = uvs::port::wait::install_stop_handler();
     let hup = uvs::port::wait::install_hup_handler();
-    let w = worker::spawn(
-        WorkerOptions { core, frames },
+    let w = worker::spawn_workers(
+        WorkerOptions { core: None, frames },
+        &cores,
         Arc::new(MonotonicClock::default()),
     )
     .map_err(|e| format!("cannot start the worker: {e}"))?;
@@ -257,6 +268,13 @@ fn run(
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
     let dns = match dns_opts {
+        Some(_) if w.worker_count() > 1 => {
+            warn!(
+                "the DNS service is not available with several workers yet: running without it \
+                 (containers do not resolve each other by name)"
+            );
+            None
+        }
         Some(o) => Some(Arc::new(
             uvs::dns::start(&w, o).inspect_err(|_| w.shutdown())?,
         )),

@@ -563,17 +563,31 @@ fn render_stats(v: &Value) -> String {
             );
         }
     }
-    let w = &v["worker"];
-    let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);
-    let wall = w["wall_ns"].as_f64().unwrap_or(1.0).max(1.0);
-    let _ = writeln!(
-        s,
-        "worker: {} iterations ({} busy), {} sleeps, cpu {:.1}% of one core since start",
-        w["iterations"],
-        w["busy_iterations"],
-        w["sleeps"],
-        100.0 * cpu / wall
-    );
+    // Several workers list each one (`workers`); one worker has `worker` alone.
+    let workers = match v["workers"].as_array() {
+        Some(all) => all.clone(),
+        None => vec![v["worker"].clone()],
+    };
+    for (i, w) in workers.iter().enumerate() {
+        let cpu = w["cpu_ns"].as_f64().unwrap_or(0.0);
+        let wall = w["wall_ns"].as_f64().unwrap_or(1.0).max(1.0);
+        let which = if workers.len() > 1 {
+            format!("worker {i}")
+        } else {
+            "worker".to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{which}: rx {} tx {} frames, {} iterations ({} busy), {} sleeps, cpu {:.1}% of one \
+             core since start",
+            w["rx_packets"],
+            w["tx_packets"],
+            w["iterations"],
+            w["busy_iterations"],
+            w["sleeps"],
+            100.0 * cpu / wall
+        );
+    }
     let e = &v["events"];
     let _ = writeln!(
         s,

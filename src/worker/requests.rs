@@ -897,6 +897,9 @@ impl Worker {
             })
             .collect();
         let (cpu, wall) = self.cpu_and_wall_ns();
+        let (rx, tx) = self.dp.ports().fold((0u64, 0u64), |(r, t), (_, p)| {
+            (r + p.counters.rx_packets, t + p.counters.tx_packets)
+        });
         json!({
             "ports": ports,
             "bridges": bridges,
@@ -904,6 +907,9 @@ impl Worker {
             "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
             "events": self.dp.events.json(),
             "worker": {
+                "core": self.core,
+                "rx_packets": rx,
+                "tx_packets": tx,
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
                 "sleeps": self.stats.sleeps,

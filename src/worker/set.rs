@@ -221,6 +221,7 @@ impl WorkerHandle {
         }
         match cmd {
             Command::Stats => self.stats_each(),
+            Command::Show => self.show_each(),
             Command::Shutdown => {
                 self.shutdown();
                 Ok(Value::Null)
@@ -276,6 +277,17 @@ impl WorkerHandle {
         }
         total["workers"] = Value::Array(workers);
         Ok(total)
+    }
+
+    /// `show`: worker 0's description, and every worker's frame figures under `workers`.
+    fn show_each(&self) -> Result<Value, String> {
+        let mut v = self.call_one(Command::Show)?;
+        let mut workers = vec![v["worker"].clone()];
+        for w in &self.others {
+            workers.push(w.call_one(Command::Show)?["worker"].clone());
+        }
+        v["workers"] = Value::Array(workers);
+        Ok(v)
     }
 
     /// Attach an in-memory port to `bridge` on every worker: `build(worker, id)` makes each

@@ -261,6 +261,17 @@ impl Drop for Daemon {
 /// Run an iperf3 TCP test from `client_ns` to `server_ip` (server started in `server_ns`) for
 /// `secs` seconds; returns the receiver's bits per second. The server is stopped by PID.
 pub fn iperf3_tcp(server_ns: &str, client_ns: &str, server_ip: &str, secs: u32) -> f64 {
+    iperf3_tcp_streams(server_ns, client_ns, server_ip, secs, 1)
+}
+
+/// [`iperf3_tcp`] with `streams` parallel connections (`-P`): the total.
+pub fn iperf3_tcp_streams(
+    server_ns: &str,
+    client_ns: &str,
+    server_ip: &str,
+    secs: u32,
+    streams: u32,
+) -> f64 {
     let port = 20000 + (std::process::id() % 20000) as u16 + (server_ip.len() as u16);
     let pidfile = std::env::temp_dir().join(format!("uvs-iperf-{server_ns}.pid"));
     let _ = std::fs::remove_file(&pidfile);
@@ -293,6 +304,7 @@ pub fn iperf3_tcp(server_ns: &str, client_ns: &str, server_ip: &str, secs: u32) 
             "netns", "exec", client_ns, "timeout", "30", "iperf3", "-J", "-c", server_ip,
         ])
         .args(["-p", &port.to_string(), "-t", &secs.to_string()])
+        .args(["-P", &streams.to_string()])
         .output()
         .expect("iperf3");
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
