@@ -162,18 +162,13 @@ fn configuration_is_applied_by_every_worker() {
     let (w, pipes) = two_workers();
     w.call(Command::DelPort("c".into())).unwrap();
     let (a, b) = (mac(1), mac(2));
-    for worker in 0..2 {
-        pipes[0][worker]
-            .lock()
-            .unwrap()
-            .rx
-            .push_back(frame(b, a, 1));
-        wait_for("the flood", || sent(&pipes[1][worker]) == 1);
-        assert_eq!(
-            sent(&pipes[2][worker]),
-            0,
-            "c was deleted on worker {worker}"
-        );
+    let [pa, pb, pc] = &pipes[..] else {
+        unreachable!()
+    };
+    for (worker, ((a_in, b_out), c_out)) in pa.iter().zip(pb).zip(pc).enumerate() {
+        a_in.lock().unwrap().rx.push_back(frame(b, a, 1));
+        wait_for("the flood", || sent(b_out) == 1);
+        assert_eq!(sent(c_out), 0, "c was deleted on worker {worker}");
     }
     let e = w.call(Command::DelPort("c".into())).unwrap_err();
     assert!(e.contains('c'), "{e}");
