@@ -20,6 +20,37 @@ fn two_cores() -> bool {
     n >= 2
 }
 
+/// [`Topology::container`] with a veth of `queues` rx and tx queues.
+fn veth_with_queues(t: &mut Topology, ns: &str, host: &str, addr: &str, queues: u32) {
+    t.netns(ns);
+    let q = queues.to_string();
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        host,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "netns",
+        ns,
+    ]);
+    t.links.push(host.to_string());
+    sh(&["ip", "link", "set", host, "up"]);
+    sh(&["ip", "-n", ns, "addr", "add", addr, "dev", "eth0"]);
+    sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+}
+
 #[test]
 fn two_workers_share_afpacket_ports_and_both_carry_traffic() {
     if !root_or_skip("two_workers_share_afpacket_ports_and_both_carry_traffic") || !two_cores() {
@@ -132,12 +163,73 @@ fn two_workers_route_between_gateways() {
     // Both workers know the outside host's MAC (one of them may never have seen its ARP).
     let neigh = d.ctl(&["neigh-show"]);
     assert!(neigh.contains("10.251.9.2"), "{neigh}");
-    // AF_XDP needs one socket per worker and queue: refused, naming the port.
-    t.container(&n("x"), &n("px"), "10.251.9.3/24");
-    let out = d.ctl_raw(&["add-port", "ext", &n("px"), "type=afxdp"]);
+    // A TAP port would need one queue per worker: refused, naming the port.
+    let out = d.ctl_raw(&["add-port", "ext", &n("tx"), "type=tap"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains(&n("px")) && err.contains("several workers"),
+        !out.status.success() && err.contains(&n("tx")) && err.contains("several workers"),
         "{err}"
     );
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(n("tx"))
+            .exists()
+    );
+}
+
+/// AF_XDP ports: each worker binds its share of the veth's queues (veths here have one per
+/// CPU), under one XDP program; a veth with fewer queues than workers is refused.
+#[test]
+fn two_workers_share_afxdp_ports_by_queue() {
+    if !root_or_skip("two_workers_share_afxdp_ports_by_queue") || !two_cores() {
+        return;
+    }
+    let p = prefix("kx");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--cores", "0,1", "--dns-upstream", "off"]);
+    d.ctl(&["add-br", "br0"]);
+    for (c, ip) in [("n1", "10.79.1.1/24"), ("n2", "10.79.1.2/24")] {
+        veth_with_queues(&mut t, &n(c), &n(&format!("p{c}")), ip, 2);
+        d.ctl(&["add-port", "br0", &n(&format!("p{c}")), "type=afxdp"]);
+    }
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("queues=1"),
+        "each worker holds one of two queues: {show}"
+    );
+    assert!(
+        ping(&n("n1"), "10.79.1.2", 3),
+        "ping through two AF_XDP workers"
+    );
+    let bps = iperf3_tcp_streams(&n("n2"), &n("n1"), "10.79.1.2", 3, 8);
+    eprintln!(
+        "two workers, AF_XDP, 8 TCP connections: {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    let v = d.json(&["stats"]);
+    let workers = v["workers"].as_array().expect("stats lists the workers");
+    for (i, w) in workers.iter().enumerate() {
+        let (rx, tx) = (w["rx_packets"].as_u64(), w["tx_packets"].as_u64());
+        eprintln!("worker {i}: rx {rx:?} tx {tx:?} frames");
+        assert!(
+            rx > Some(100) && tx > Some(100),
+            "worker {i} carried nothing: {v}"
+        );
+    }
+    // Deleting the port on both workers detaches the shared program.
+    d.ctl(&["del-port", &n("pn1")]);
+    let link = sh(&["ip", "-d", "link", "show", &n("pn1")]);
+    assert!(!link.contains("prog/xdp"), "{link}");
+    // One queue, two workers: refused with the fix.
+    veth_with_queues(&mut t, &n("q1"), &n("pq"), "10.79.1.3/24", 1);
+    let out = d.ctl_raw(&["add-port", "br0", &n("pq"), "type=afxdp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("2 workers need at least 2 queues"),
+        "{err}"
+    );
+    let link = sh(&["ip", "-d", "link", "show", &n("pq")]);
+    assert!(!link.contains("prog/xdp"), "nothing left attached: {link}");
 }

@@ -134,6 +134,8 @@ pub struct WorkerHandle {
     others: Vec<WorkerHandle>,
     /// Serialises configuration commands across all workers (see `set`).
     set_ops: std::sync::Mutex<()>,
+    /// This worker's number (0: the first).
+    index: usize,
     /// How many workers share the ports (1: this one alone).
     workers: usize,
 }
@@ -221,7 +223,7 @@ impl WorkerHandle {
 
 /// Start a worker thread.
 pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<WorkerHandle> {
-    let (w, h) = prepare(opts, clock, 1)?;
+    let (w, h) = prepare(opts, clock, (0, 1))?;
     start(w, h, "uvs-worker".into())
 }
 
@@ -229,7 +231,7 @@ pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<Work
 fn prepare(
     opts: WorkerOptions,
     clock: Arc<dyn Clock>,
-    workers: usize,
+    (index, workers): (usize, usize),
 ) -> std::io::Result<(Worker, WorkerHandle)> {
     let frames = Frames::new(opts.frames)?;
     let region = (frames.region().base() as usize, frames.region().len());
@@ -241,11 +243,12 @@ fn prepare(
         let (tx, waker) = (tx.clone(), waker.clone());
         std::thread::Builder::new()
             .name("uvs-ports".into())
-            .spawn(move || open::janitor(job_rx, tx, waker, region, workers))?;
+            .spawn(move || open::janitor(job_rx, tx, waker, region, (index, workers)))?;
     }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     w.jobs = jobs;
     w.workers = workers;
+    w.index = index;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let h = WorkerHandle {
@@ -258,6 +261,7 @@ fn prepare(
         port_ops: std::sync::Mutex::new(()),
         others: Vec::new(),
         set_ops: std::sync::Mutex::new(()),
+        index,
         workers,
     };
     Ok((w, h))

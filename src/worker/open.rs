@@ -90,7 +90,7 @@ pub(super) fn janitor(
     worker: Sender<Request>,
     waker: Arc<crate::port::wait::Waker>,
     region: (usize, usize),
-    workers: usize,
+    share: (usize, usize),
 ) {
     for job in jobs {
         let cmd = match job {
@@ -108,7 +108,7 @@ pub(super) fn janitor(
             } => {
                 let fd = umem.as_ref().map(|f| f.as_raw_fd());
                 let u = Umem::shared_or_register(fd, region.0 as *mut u8, region.1);
-                let port = open_device(&spec, u, BUSY_WAIT, workers);
+                let port = open_device(&spec, u, BUSY_WAIT, share);
                 drop(umem);
                 Command::Reopened { id, seq, port }
             }
@@ -132,20 +132,23 @@ pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Open the kernel side of an AF_XDP, AF_PACKET or TAP port; AF_XDP binds to `umem` and
 /// retries an EBUSY bind for `busy_wait` (zero on the worker). The port is not attached yet
-/// (see [`crate::port::Port::attach`]). With several `workers` each opens its own socket:
-/// AF_PACKET sockets join the netdev's fanout group (the kernel spreads received frames by a
-/// symmetric flow hash); AF_XDP and TAP ports cannot be shared yet and are refused.
+/// (see [`crate::port::Port::attach`]). With several workers (`worker` of `workers`) each
+/// opens its own sockets: AF_PACKET sockets join the netdev's fanout group (the kernel spreads
+/// received frames by a symmetric flow hash); AF_XDP sockets bind this worker's share of the
+/// netdev's queues (the kernel's rx queue choice spreads frames) under one shared XDP program;
+/// TAP ports cannot be shared yet and are refused.
 pub(crate) fn open_device(
     spec: &PortSpec,
     umem: Umem,
     busy_wait: std::time::Duration,
-    workers: usize,
+    (worker, workers): (usize, usize),
 ) -> Result<Box<dyn Port>, String> {
-    if workers > 1 && matches!(spec.kind, PortKind::Afxdp | PortKind::Tap) {
+    if workers > 1 && spec.kind == PortKind::Tap {
         return Err(format!(
-            "port {}: type={} is not available with several workers yet (one socket per \
-             worker and queue is not built); use type=afpacket, or run with one core",
-            spec.name, spec.kind
+            "port {}: type=tap is not available with several workers yet (a multi-queue TAP \
+             per worker is not built); use type=afpacket or afxdp on a veth, or run with one \
+             core",
+            spec.name
         ));
     }
     match spec.kind {
@@ -157,6 +160,7 @@ pub(crate) fn open_device(
                     XdpModeSpec::Generic => XdpMode::Generic,
                 },
                 busy_wait,
+                share: (workers > 1).then_some((worker as u32, workers as u32)),
                 ..AfxdpOptions::default()
             };
             Ok(Box::new(
@@ -198,7 +202,7 @@ impl WorkerHandle {
         let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
         let fd = shared.as_ref().map(|f| f.as_raw_fd());
         let umem = Umem::shared_or_register(fd, self.region.0 as *mut u8, self.region.1);
-        let port = open_device(&spec, umem, BUSY_WAIT, self.workers);
+        let port = open_device(&spec, umem, BUSY_WAIT, (self.index, self.workers));
         drop(shared);
         self.call_raw(Command::AddOpened {
             bridge,
@@ -330,7 +334,12 @@ impl Worker {
         let region = self.frames.region();
         let fd = self.umem_fds.first().map(|(_, fd)| *fd);
         let umem = Umem::shared_or_register(fd, region.base(), region.len());
-        let mut p = open_device(spec, umem, std::time::Duration::ZERO, self.workers)?;
+        let mut p = open_device(
+            spec,
+            umem,
+            std::time::Duration::ZERO,
+            (self.index, self.workers),
+        )?;
         if let Err(e) = p.attach(id, &mut self.frames) {
             p.close(&mut self.frames);
             return Err(e);

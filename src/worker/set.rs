@@ -54,7 +54,7 @@ pub fn spawn_workers(
             core,
             ..opts.clone()
         };
-        built.push(prepare(o, clock.clone(), n)?);
+        built.push(prepare(o, clock.clone(), (built.len(), n))?);
     }
     // Wire the learned-state channels: worker i receives on its own, sends on every other's.
     let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded()).collect();
@@ -62,7 +62,6 @@ pub fn spawn_workers(
     let events = built[0].0.dp.events.clone();
     let names = built[0].1.dns_names.clone();
     for (i, (w, h)) in built.iter_mut().enumerate() {
-        w.index = i;
         w.learned_rx = Some(channels[i].1.clone());
         w.dp.learned_out = Some(Vec::new());
         w.peers = (0..n)

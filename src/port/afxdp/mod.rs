@@ -91,8 +91,9 @@ const TX_MIN: u32 = 64;
 
 /// An AF_XDP port on an existing netdev.
 pub struct AfxdpPort {
-    /// First field: dropped first, so the program detaches before the sockets close.
-    xdp: Option<XdpProgram>,
+    /// First field: dropped first, so the program detaches before the sockets close (when
+    /// several workers share it, when the last of their ports drops it).
+    xdp: Option<std::sync::Arc<XdpProgram>>,
     socks: Vec<XskSocket>,
     /// Receive target of each socket (same index as `socks`).
     targets: Vec<FillTarget>,
@@ -150,12 +151,28 @@ impl AfxdpPort {
         let mtu = netdev::read_mtu(ifname)?;
         check_mtu(ifname, mtu)?;
         let queues = netdev::rx_queues(ifname)?;
-        let xdp = XdpProgram::attach(ifname, ifindex, queues, opts.mode)?;
+        let (xdp, mine) = match opts.share {
+            None => (
+                std::sync::Arc::new(XdpProgram::attach(ifname, ifindex, queues, opts.mode)?),
+                (0..queues).collect::<Vec<u32>>(),
+            ),
+            Some((_, workers)) if queues < workers => {
+                return Err(AfxdpError::TooFewQueues {
+                    ifname: ifname.to_string(),
+                    queues,
+                    workers,
+                });
+            }
+            Some((worker, workers)) => (
+                XdpProgram::shared(ifname, ifindex, queues, opts.mode)?,
+                (0..queues).filter(|q| q % workers == worker).collect(),
+            ),
+        };
         let mut port = AfxdpPort {
             mode: xdp.mode,
             xdp: Some(xdp),
-            socks: Vec::with_capacity(queues as usize),
-            targets: Vec::with_capacity(queues as usize),
+            socks: Vec::with_capacity(mine.len()),
+            targets: Vec::with_capacity(mine.len()),
             ifname: ifname.to_string(),
             ifindex,
             port_id: None,
@@ -169,9 +186,9 @@ impl AfxdpPort {
             released_held: 0,
             now_ms: 0,
             fault: None,
-            fill_empty_seen: vec![0; queues as usize],
+            fill_empty_seen: vec![0; mine.len()],
         };
-        if let Err(e) = port.open_sockets(umem, opts, queues) {
+        if let Err(e) = port.open_sockets(umem, opts, &mine) {
             port.release();
             return Err(e);
         }
@@ -206,16 +223,16 @@ impl AfxdpPort {
         Ok(())
     }
 
-    /// Open one socket per queue: the first registers the UMEM unless `shared` names a socket
-    /// that has it.
+    /// Open one socket per queue of `queues`: the first registers the UMEM unless `shared`
+    /// names a socket that has it.
     fn open_sockets(
         &mut self,
         umem: Umem,
         opts: &AfxdpOptions,
-        queues: u32,
+        queues: &[u32],
     ) -> Result<(), AfxdpError> {
         let (ifname, ifindex) = (self.ifname.as_str(), self.ifindex);
-        for q in 0..queues {
+        for &q in queues {
             // Only the socket that registers the UMEM may try zero-copy; the others share it.
             let (u, try_zc) = match (umem, self.socks.first()) {
                 (Umem::Register { .. }, None) => (umem, self.mode == XdpMode::Native),
@@ -245,12 +262,17 @@ impl AfxdpPort {
         self.zero_copy
     }
 
+    /// The netdev queues this port has a socket on (all of them, or this worker's share).
+    pub fn queue_ids(&self) -> Vec<u32> {
+        self.socks.iter().map(|s| s.queue).collect()
+    }
+
     /// Number of queues (sockets).
     pub fn queues(&self) -> usize {
         self.socks.len()
     }
 
-    /// Frames received on each queue since open (index = queue id).
+    /// Frames received on each of this port's queues since open (in `queue_ids` order).
     pub fn rx_per_queue(&self, out: &mut Vec<u64>) {
         out.extend(self.socks.iter().map(|s| s.rx_packets));
     }

@@ -65,6 +65,11 @@ pub struct AfxdpOptions {
     /// which waits for the RTNL lock), so re-adding a port just deleted can meet it. Zero (the
     /// default) on the worker, which must not sleep; the off-worker open waits.
     pub busy_wait: std::time::Duration,
+    /// `(worker, workers)` when several workers share the netdev: this port binds the queues
+    /// `q` with `q % workers == worker`, shares the netdev's XDP program with the other
+    /// workers' ports (`XdpProgram::shared`) and transmits on its first queue. None: one
+    /// worker, every queue.
+    pub share: Option<(u32, u32)>,
 }
 
 impl Default for AfxdpOptions {
@@ -76,6 +81,7 @@ impl Default for AfxdpOptions {
             fill_min: 128,
             tx_max: 1024,
             busy_wait: std::time::Duration::ZERO,
+            share: None,
         }
     }
 }
@@ -110,6 +116,15 @@ pub enum AfxdpError {
         ifname: String,
         step: String,
         source: io::Error,
+    },
+    /// Fewer queues than workers sharing the netdev: a worker would have no queue of its own.
+    #[error(
+        "{ifname}: {workers} workers need at least {workers} queues, the netdev has {queues} (veth: ip link add ... numrxqueues {workers} numtxqueues {workers}; a NIC: ethtool -L {ifname} combined {workers})"
+    )]
+    TooFewQueues {
+        ifname: String,
+        queues: u32,
+        workers: u32,
     },
     /// The kernel refused the XDP program; `log` is the verifier's log.
     #[error("{ifname}: BPF_PROG_LOAD failed: {source}; verifier log: {log}")]

@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::{AfxdpError, XdpMode};
 
@@ -20,6 +21,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` value of BPF_XDP.
@@ -218,6 +220,68 @@ impl XdpProgram {
     pub fn link_fd(&self) -> RawFd {
         self.link.as_raw_fd()
     }
+
+    /// The ifindex the program is attached to now (None: detached, e.g. its netdev was
+    /// deleted; the kernel reports ifindex 0 then).
+    pub fn attached_ifindex(&self) -> Option<u32> {
+        let mut info = LinkInfo::default();
+        let mut attr = InfoByFdAttr {
+            bpf_fd: self.link.as_raw_fd() as u32,
+            info_len: size_of::<LinkInfo>() as u32,
+            info: &mut info as *mut LinkInfo as u64,
+        };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+        (info.ifindex != 0).then_some(info.ifindex)
+    }
+
+    /// The program attached by this process to `ifindex`, shared by every worker's port on
+    /// that netdev (each worker inserts its own queues' sockets in its map), or a new one
+    /// ([`XdpProgram::attach`]) if none is attached there. It detaches when the last port
+    /// holding it drops it. A program whose netdev went away (an ifindex can be reused by a
+    /// new netdev) is not handed out.
+    pub fn shared(
+        ifname: &str,
+        ifindex: u32,
+        queues: u32,
+        mode: XdpMode,
+    ) -> Result<Arc<XdpProgram>, AfxdpError> {
+        static ATTACHED: Mutex<Vec<(u32, Weak<XdpProgram>)>> = Mutex::new(Vec::new());
+        let mut all = ATTACHED.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(_, w)| w.strong_count() > 0);
+        let live = all
+            .iter()
+            .filter(|(i, _)| *i == ifindex)
+            .filter_map(|(_, w)| w.upgrade())
+            .find(|p| p.attached_ifindex() == Some(ifindex));
+        if let Some(p) = live {
+            return Ok(p);
+        }
+        let p = Arc::new(XdpProgram::attach(ifname, ifindex, queues, mode)?);
+        all.push((ifindex, Arc::downgrade(&p)));
+        Ok(p)
+    }
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD`'s part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_link_info` up to the XDP member of its union (at offset 16: the union holds
+/// 8-byte aligned members), with room for the union's larger members.
+#[repr(C, align(8))]
+#[derive(Default)]
+struct LinkInfo {
+    kind: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    _rest: [u32; 11],
 }
 
 fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {

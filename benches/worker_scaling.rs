@@ -1,0 +1,117 @@
+//! Worker scaling, in memory: aggregate frames/s forwarded by 1, 2, 4, ... workers.
+//!
+//!   cargo bench --bench worker_scaling                              # --workers 1,2
+//!   cargo bench --bench worker_scaling -- --workers 1,2,4,8,16 --seconds 3 --macs 1000
+//!
+//! Each run starts the workers with `uvs::worker::spawn_workers` (worker i pinned to core i
+//! while there are cores, unpinned beyond), adds bridge br0 and attaches on every worker an
+//! in-memory replay port `src` (64-byte frames from a per-worker source MAC to one of `--macs`
+//! static destinations, round-robin per frame burst) and a sink port `sink`. The workers run
+//! their real loop (requests, burst, pipeline, flush, shared learning); the bench reads `stats`
+//! (summed over the workers) after a warm-up and again `--seconds` later and prints frames/s,
+//! the ratio to the first row, and the CPU the workers used (cores). Every run takes about
+//! `seconds + 1` s: `--workers 1,2,4,8,16 --seconds 3` finishes in well under a minute.
+//! A ratio is only meaningful within one run of this program on an otherwise idle machine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::arg;
+use uvs::config::BridgeSpec;
+use uvs::port::mem::MemPort;
+use uvs::wire::MacAddr;
+use uvs::worker::{Command, WorkerOptions, spawn_workers};
+
+/// A 64-byte (60 without FCS) IPv4/UDP frame from `src` to `dst`.
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[
+        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00,
+        0x35, 0, 26, 0, 0,
+    ]);
+    f.resize(60, 0xab);
+    f
+}
+
+fn dst_mac(i: u32) -> [u8; 6] {
+    let b = i.to_be_bytes();
+    [0x02, 0xd0, b[0], b[1], b[2], b[3]]
+}
+
+/// Frames/s and CPU (cores) of `n` workers over `secs`.
+fn run(n: usize, secs: f64, macs: u32) -> (f64, f64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cores: Vec<Option<usize>> = (0..n).map(|i| (i < cpus).then_some(i)).collect();
+    let clock = Arc::new(uvs::clock::MonotonicClock::default());
+    let opts = WorkerOptions {
+        core: None,
+        frames: 4096,
+    };
+    let w = spawn_workers(opts, &cores, clock).expect("start the workers");
+    w.call(Command::AddBridge(
+        BridgeSpec::from_args("br0", &[]).unwrap(),
+    ))
+    .unwrap();
+    w.attach_each("br0", "sink", |_, id| Box::new(MemPort::sink(id)))
+        .unwrap();
+    for i in 0..macs {
+        w.call(Command::FdbAdd {
+            bridge: "br0".into(),
+            mac: MacAddr(dst_mac(i)),
+            port: "sink".into(),
+            vlan: 0,
+            remote: None,
+        })
+        .unwrap();
+    }
+    // One replay port per worker, each cycling through the destinations.
+    w.attach_each("br0", "src", move |worker, id| {
+        let src = [0x02, 0x5c, 0, 0, 0, worker as u8];
+        let mut p = MemPort::replay(id, &frame(dst_mac(worker as u32 % macs), src), u64::MAX);
+        p.set_replay_full_copy(false);
+        Box::new(p)
+    })
+    .unwrap();
+    let sample = || {
+        let v = w.call(Command::Stats).unwrap();
+        let tx = v["ports"]["sink"]["tx_packets"].as_u64().unwrap_or(0);
+        let cpu: u64 = v["workers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x["cpu_ns"].as_u64()).sum())
+            .unwrap_or_else(|| v["worker"]["cpu_ns"].as_u64().unwrap_or(0));
+        (tx, cpu, Instant::now())
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (tx0, cpu0, t0) = sample();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (tx1, cpu1, t1) = sample();
+    w.shutdown();
+    let wall = (t1 - t0).as_secs_f64();
+    ((tx1 - tx0) as f64 / wall, (cpu1 - cpu0) as f64 / 1e9 / wall)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let workers: Vec<usize> = arg(&args, "--workers")
+        .unwrap_or_else(|| "1,2".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("--workers 1,2,4"))
+        .collect();
+    let secs: f64 = arg(&args, "--seconds").map_or(3.0, |s| s.parse().expect("--seconds"));
+    let macs: u32 = arg(&args, "--macs").map_or(1, |s| s.parse().expect("--macs"));
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!("worker scaling, in memory: 64 B frames, L2 to {macs} static MACs, {cpus} CPUs");
+    println!("| workers | Mframes/s | vs first | CPU (cores) |");
+    println!("|---:|---:|---:|---:|");
+    let mut first = None;
+    for n in workers {
+        let (fps, cpu) = run(n, secs, macs.max(1));
+        let base = *first.get_or_insert(fps);
+        println!("| {n} | {:.2} | {:.2}x | {cpu:.2} |", fps / 1e6, fps / base);
+    }
+}
