@@ -77,6 +77,9 @@ pub struct Nat {
     dnat_ports: RangeInclusive<u16>,
     /// Where the next pick starts looking (just after the last port picked).
     dnat_next: u16,
+    /// This worker's share of every port pool (part, parts): see
+    /// [`PortAllocator::partitioned`]; (0, 1) with one worker.
+    share: (u16, u16),
 }
 
 /// The host ports `dnat ... port=0` picks from unless `set-nat port_range=` says otherwise
@@ -108,6 +111,7 @@ impl Default for Nat {
             hairpin: Vec::new(),
             dnat_ports: DEFAULT_DNAT_PORTS,
             dnat_next: *DEFAULT_DNAT_PORTS.start(),
+            share: (0, 1),
         }
     }
 }
@@ -142,6 +146,48 @@ impl Nat {
             hairpin: Vec::new(),
             dnat_ports: DEFAULT_DNAT_PORTS,
             dnat_next: *DEFAULT_DNAT_PORTS.start(),
+            share: (0, 1),
+        })
+    }
+
+    /// Make this table worker `part` of `parts`: the port pools made from now on hand out only
+    /// this worker's share of their ports. Set before any rule is added.
+    pub fn set_share(&mut self, part: u16, parts: u16) {
+        self.share = (part, parts.max(1));
+    }
+
+    /// The mapped host port of the `dnat` rule whose target is `to:to_port` (`proto`): the
+    /// answers of a mapped connection come from there.
+    #[inline]
+    pub fn mapped_port_of_target(&self, proto: u8, to: [u8; 4], to_port: u16) -> Option<u16> {
+        self.rules.iter().find_map(|r| match r {
+            NatRule::Dest {
+                proto: p,
+                port,
+                to: t,
+                to_port: tp,
+                ..
+            } if *p == proto && *t == to && *tp == to_port => Some(*port),
+            _ => None,
+        })
+    }
+
+    /// True if `ip` is an address source rules translate to (a `snat to=` address or, for
+    /// masquerade, the egress gateway's: `addr`).
+    #[inline]
+    pub fn is_translated_address(&self, ip: [u8; 4]) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r, NatRule::Source { addr, .. } if *addr == ip))
+    }
+
+    /// True if `ip` is inside the source prefix of a source rule.
+    #[inline]
+    pub fn is_translated_source(&self, ip: [u8; 4]) -> bool {
+        let a = u32::from_be_bytes(ip);
+        self.rules.iter().any(|r| match r {
+            NatRule::Source { src, len, .. } => a & crate::route::mask(*len) == *src,
+            NatRule::Dest { .. } => false,
         })
     }
 
@@ -247,7 +293,9 @@ impl Nat {
             } else {
                 DEFAULT_PORT_RANGE
             };
-            let p = PortAllocator::new(addr, proto, range).map_err(|e| e.to_string())?;
+            let p = PortAllocator::new(addr, proto, range)
+                .map_err(|e| e.to_string())?
+                .partitioned(self.share.0, self.share.1);
             pools[i] = self.ct.add_pool(p);
         }
         Ok(pools)

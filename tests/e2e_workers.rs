@@ -123,13 +123,96 @@ fn two_workers_share_afpacket_ports_and_both_carry_traffic() {
     );
 
     // Refused with several workers, nothing changed.
-    let out = d.ctl_raw(&["nat-add", "masquerade", "src=10.79.0.0/24", "out=br0"]);
+    let out = d.ctl_raw(&["add-flow", "br0", "priority=9,ip,actions=ct(commit),normal"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("several workers"),
         "{err}"
     );
-    assert!(!d.ctl(&["nat-show"]).contains("masquerade"));
+    assert!(!d.ctl(&["dump-flows", "br0"]).contains("ct("));
+}
+
+/// NAT with two workers: masquerade, a port mapping, hairpin and ICMP errors, each connection
+/// tracked by the worker that owns it; frames the kernel gave the other worker are handed over.
+#[test]
+fn two_workers_masquerade_and_map_ports() {
+    if !root_or_skip("two_workers_masquerade_and_map_ports") || !two_cores() {
+        return;
+    }
+    let p = prefix("kn");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--cores", "0,1", "--dns-upstream", "off"]);
+    inside_outside(&mut t, &d, &p, "afpacket", "172.31.77", "10.251.7");
+    // The outside host has no route back: only NAT lets answers return.
+    d.ctl(&["nat-add", "masquerade", "src=172.31.77.0/24", "out=ext"]);
+    assert!(
+        ping(&n("c1"), "10.251.7.2", 3),
+        "ICMP echo through masquerade"
+    );
+    let bps = iperf3_tcp_streams(&n("o"), &n("c1"), "10.251.7.2", 3, 8);
+    eprintln!(
+        "two workers, masquerade, 8 TCP connections: {:.2} Gbit/s",
+        bps / 1e9
+    );
+    assert!(bps > 10e6, "TCP through masquerade carried {bps} bit/s");
+    let inside = HttpServer::start(&n("c1"), "172.31.77.2", 80, "inside\n");
+    d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=ext",
+        "proto=tcp",
+        "port=8080",
+        "to=172.31.77.2:80",
+    ]);
+    for i in 0..8 {
+        assert_eq!(
+            curl(&n("o"), "http://10.251.7.1:8080/").as_deref(),
+            Some("inside\n"),
+            "port mapping, connection {i}"
+        );
+        assert_eq!(
+            curl(&n("c1"), "http://10.251.7.1:8080/").as_deref(),
+            Some("inside\n"),
+            "hairpin, connection {i}"
+        );
+    }
+    assert!(inside.requests().contains("10.251.7.2 - -"));
+    let probe = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('10.251.7.2',9))\ns.send(b'x')\ntry:\n    s.recv(10)\nexcept ConnectionRefusedError:\n    print('refused')\nexcept Exception as e:\n    print(e)\n";
+    for i in 0..4 {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &n("c1"), "python3", "-c", probe])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "refused",
+            "ICMP error translated back ({i})"
+        );
+    }
+    let v = d.json(&["stats"]);
+    let workers = v["workers"].as_array().unwrap();
+    let handed: u64 = workers
+        .iter()
+        .map(|w| w["handed_out"].as_u64().unwrap())
+        .sum();
+    let received: u64 = workers
+        .iter()
+        .map(|w| w["handed_in"].as_u64().unwrap())
+        .sum();
+    eprintln!("frames handed to the owning worker: {handed} (received {received})");
+    assert!(handed > 0, "some answers reached the other worker: {v}");
+    assert_eq!(handed, received, "{v}");
+    // Both workers' tables are listed.
+    let ct = d.json(&["ct-show"]);
+    let conns: Vec<String> = ct["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(conns.len() >= 8, "{ct}");
+    assert!(conns.iter().any(|c| c.contains("10.251.7.1")), "{ct}");
 }
 
 #[test]

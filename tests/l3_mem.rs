@@ -596,3 +596,76 @@ fn arp_requests_into_a_bridge_are_rate_limited() {
     n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, 1), (H_B, 2)));
     assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
 }
+
+/// Several workers: two replicas of one NAT configuration, each with its share of the port
+/// pools. Every frame goes to the replica `pipeline::steer` names; both directions of every
+/// connection (masqueraded, mapped, tracked untranslated) meet the same replica's table, which
+/// translates them.
+#[test]
+fn steering_sends_both_directions_of_a_connection_to_one_worker() {
+    use uvs::pipeline::steer::owner;
+    let mut w: Vec<Routed> = (0..2).map(|_| routed()).collect();
+    for (i, n) in w.iter_mut().enumerate() {
+        n.h.dp.nat.set_share(i as u16, 2);
+        resolved(n);
+        let b1 = n.h.dp.bridge_id("br1").unwrap();
+        n.h.dp
+            .nat
+            .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+            .unwrap();
+        n.h.dp.nat.add_dest(b1, 17, 8080, H_A, 80).unwrap();
+    }
+    let (gw0, gw1, a, b) = (w[0].gw0, w[0].gw1, w[0].a, w[0].b);
+    let mut used = [0usize; 2];
+    for sport in 1000..1064u16 {
+        // Masquerade: A -> B, answered by B to the translated address and port.
+        let out = udp_from(mac(2), gw0, (H_A, sport), (H_B, 53));
+        let o = owner(&w[0].h.dp, &out, gw0.0, 2).expect("A is translated: owned") as usize;
+        assert_eq!(
+            owner(&w[1].h.dp, &out, gw0.0, 2),
+            Some(o as u32),
+            "replicas agree"
+        );
+        used[o] += 1;
+        w[o].h.send(a, &out);
+        let sent = w[o].h.outputs();
+        let (ip, t) = ip_of(&sent[b as usize][0]);
+        assert_eq!(ip.source, GW1, "masqueraded");
+        let Some(TransportSlice::Udp(u)) = t else {
+            panic!("udp")
+        };
+        let public = u.source_port();
+        assert_eq!(public as usize % 2, o, "the owner's share of the pool");
+        let back = udp_from(mac(3), gw1, (H_B, 53), (GW1, public));
+        assert_eq!(owner(&w[1 - o].h.dp, &back, gw1.0, 2), Some(o as u32));
+        w[o].h.send(b, &back);
+        let got = w[o].h.outputs();
+        let (ip, t) = ip_of(&got[a as usize][0]);
+        assert_eq!(ip.destination, H_A, "answer translated back");
+        let Some(TransportSlice::Udp(u)) = t else {
+            panic!("udp")
+        };
+        assert_eq!(u.destination_port(), sport);
+        // Port mapping: B -> GW1:8080 (to A:80), answered by A.
+        let inbound = udp_from(mac(3), gw1, (H_B, 20000 + sport), (GW1, 8080));
+        let o = owner(&w[0].h.dp, &inbound, gw1.0, 2).expect("mapped: owned") as usize;
+        w[o].h.send(b, &inbound);
+        let got = w[o].h.outputs();
+        let (ip, _) = ip_of(&got[a as usize][0]);
+        assert_eq!(ip.destination, H_A, "mapped to A");
+        let reply = udp_from(mac(2), gw0, (H_A, 80), (H_B, 20000 + sport));
+        assert_eq!(owner(&w[1 - o].h.dp, &reply, gw0.0, 2), Some(o as u32));
+        w[o].h.send(a, &reply);
+        let got = w[o].h.outputs();
+        let (ip, t) = ip_of(&got[b as usize][0]);
+        assert_eq!(ip.source, GW1, "the answer leaves from the mapped address");
+        let Some(TransportSlice::Udp(u)) = t else {
+            panic!("udp")
+        };
+        assert_eq!(u.source_port(), 8080);
+    }
+    assert!(used[0] > 10 && used[1] > 10, "connections spread: {used:?}");
+    // Not to a gateway MAC, or without rules: no owner (stays where it arrived).
+    let l2 = udp_from(mac(2), MacAddr(mac(9)), (H_A, 1), (H_B, 2));
+    assert_eq!(owner(&w[0].h.dp, &l2, gw0.0, 2), None);
+}

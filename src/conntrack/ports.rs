@@ -36,6 +36,10 @@ pub struct PortAllocator {
     refs: Box<[u32]>,
     /// Ports with refs > 0.
     in_use: usize,
+    /// Hand out only ports `p` with `p % parts == part` (several workers: see
+    /// [`PortAllocator::partitioned`]); (0, 1): every port.
+    part: u16,
+    parts: u16,
 }
 
 impl PortAllocator {
@@ -58,7 +62,18 @@ impl PortAllocator {
             max_probes: DEFAULT_MAX_PROBES,
             refs: vec![0; size as usize].into_boxed_slice(),
             in_use: 0,
+            part: 0,
+            parts: 1,
         })
+    }
+
+    /// Hand out only the ports `p` of the range with `p % parts == part`: with several workers
+    /// each owns one share of every pool, so a reply's destination port names the worker that
+    /// holds its connection (VPP's NAT44-ED port partitioning; see `pipeline::steer`).
+    pub fn partitioned(mut self, part: u16, parts: u16) -> PortAllocator {
+        self.parts = parts.max(1);
+        self.part = part % self.parts;
+        self
     }
 
     /// Set the probe bound of one `alloc` (at least 1).
@@ -77,6 +92,8 @@ impl PortAllocator {
             max_probes: 0,
             refs: Box::new([]),
             in_use: 0,
+            part: 0,
+            parts: 1,
         }
     }
 
@@ -119,12 +136,18 @@ impl PortAllocator {
     /// until `release`d. `taken` tells whether the reply tuple that port would give is in use.
     #[inline]
     pub fn alloc(&mut self, hint: &FlowKey, mut taken: impl FnMut(u16) -> bool) -> Option<u16> {
-        if self.size == 0 {
+        // The ports of this share: first, first + parts, ... up to the range's end.
+        let parts = self.parts as u32;
+        let lo = self.lo as u32;
+        let first = lo + (self.part as u32 + parts - lo % parts) % parts;
+        let end = lo + self.size; // exclusive
+        if first >= end {
             return None;
         }
-        let start = (hash(hint.pack(), 0x5EED) % self.size as u64) as u32;
-        for i in 0..self.size.min(self.max_probes) {
-            let port = (self.lo as u32 + (start + i) % self.size) as u16;
+        let count = (end - 1 - first) / parts + 1;
+        let start = (hash(hint.pack(), 0x5EED) % count as u64) as u32;
+        for i in 0..count.min(self.max_probes) {
+            let port = (first + ((start + i) % count) * parts) as u16;
             if !taken(port) {
                 self.acquire(port);
                 return Some(port);
@@ -161,6 +184,31 @@ impl PortAllocator {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_partitioned_pool_hands_out_its_share_only() {
+        for (part, parts) in [(0u16, 2u16), (1, 2), (2, 3)] {
+            let mut p = PortAllocator::new([1, 2, 3, 4], 6, 1001..=1020)
+                .unwrap()
+                .partitioned(part, parts);
+            let mut used = HashSet::new();
+            for i in 0..40u16 {
+                let k = FlowKey::new(6, [10, 0, 0, 1], 2000 + i, [8, 8, 8, 8], 80);
+                if let Some(port) = p.alloc(&k, |port| used.contains(&port)) {
+                    assert_eq!(port % parts, part, "{port}");
+                    assert!(used.insert(port) && p.contains(port));
+                }
+            }
+            let share = (1001..=1020u16).filter(|q| q % parts == part).count();
+            assert_eq!(used.len(), share, "part {part} of {parts}");
+        }
+        // A share with no port in the range.
+        let mut p = PortAllocator::new([1, 2, 3, 4], 6, 10..=10)
+            .unwrap()
+            .partitioned(1, 2);
+        let k = FlowKey::new(6, [10, 0, 0, 1], 1, [8, 8, 8, 8], 80);
+        assert_eq!(p.alloc(&k, |_| false), None);
+    }
 
     #[test]
     fn alloc_respects_taken_and_exhausts() {

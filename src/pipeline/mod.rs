@@ -20,6 +20,7 @@ mod nat;
 mod output;
 pub mod ratelimit;
 pub mod runtime;
+pub mod steer;
 mod uso;
 mod vxlan;
 

@@ -139,6 +139,20 @@ pub(super) fn translate_icmp_error(ct: &mut Conntrack, ip: &mut [u8], hl: usize,
 
 /// Like `flow_key`, but for a quoted header: any ICMP type with an identifier is not needed,
 /// only echo; fragments' offset is not checked (a quote is the first fragment's header).
+/// The tuple an ICMP error (`ip`, header length `hl`) quotes: the packet that caused it, as it
+/// was sent (None when `ip` is not an ICMP error or quotes too little).
+pub(super) fn quoted_key(ip: &[u8], hl: usize) -> Option<FlowKey> {
+    if ip[9] != PROTO_ICMP || ip.len() < hl + 8 + 28 || !ICMP_ERRORS.contains(&ip[hl]) {
+        return None;
+    }
+    let q = hl + 8;
+    let qhl = ((ip[q] & 0x0f) as usize) * 4;
+    if qhl < 20 || ip.len() < q + qhl + 8 {
+        return None;
+    }
+    flow_key_any(&ip[q..], qhl).map(|(k, _)| k)
+}
+
 fn flow_key_any(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
     let mut first = [0u8; 60];
     let n = ip.len().min(60);

@@ -28,6 +28,7 @@ mod life;
 mod nat;
 mod open;
 mod overlay;
+mod peers;
 mod requests;
 mod running;
 mod runtime;
@@ -313,10 +314,8 @@ pub struct Worker {
     pub(crate) dns_names: Arc<std::sync::RwLock<crate::dns::Registry>>,
     /// Answers from the DNS service, to send from the gateways.
     pub(crate) dns_replies: Option<Receiver<crate::dns::punt::Reply>>,
-    /// What the other workers learned, to apply here (see `learned`); None: the only worker.
-    learned_rx: Option<Receiver<Vec<crate::learned::Learned>>>,
-    /// The other workers' channels for what this one learns, and their wakers.
-    peers: Vec<(Sender<Vec<crate::learned::Learned>>, Arc<Waker>)>,
+    /// Links to the other workers (see `peers`); None: the only worker.
+    pub(crate) peers: Option<peers::Peers>,
     /// How many workers share the ports (1: this one alone).
     pub(crate) workers: usize,
     /// This worker's number (0: the first).
@@ -356,8 +355,7 @@ impl Worker {
             observe: crate::observe::Observe::default(),
             dns_names: Arc::default(),
             dns_replies: None,
-            learned_rx: None,
-            peers: Vec::new(),
+            peers: None,
             workers: 1,
             index: 0,
         }
@@ -417,9 +415,9 @@ impl Worker {
             now_ms = self.clock.now_ms();
             now = now_ms / 1000;
             self.dp.now_ms = now_ms;
-            let moved = self.poll_once(&mut batch, now);
-            if self.learned_rx.is_some() {
-                self.exchange_learned(now);
+            let mut moved = self.poll_once(&mut batch, now);
+            if self.peers.is_some() {
+                moved += self.peer_messages(&mut batch, now);
             }
             if self.stats.iterations.is_multiple_of(1024) {
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
@@ -492,6 +490,9 @@ impl Worker {
             port.service(&mut self.frames);
             port.rx_burst(&mut self.frames, batch, BATCH);
             crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
+            if let Some(p) = self.peers.as_mut() {
+                moved += p.steer(&self.dp, &mut self.frames, id as u16, batch);
+            }
             let n = batch.len();
             if n > 0 {
                 moved += n;
@@ -507,28 +508,10 @@ impl Worker {
             self.observe.before_flush(&mut self.dp, &mut self.frames);
         }
         flush(&mut self.dp, &mut self.ports, &mut self.frames);
+        if let Some(p) = self.peers.as_mut() {
+            p.send_all(&mut self.dp);
+        }
         moved
-    }
-
-    /// Apply what the other workers learned; send them what this one learned.
-    fn exchange_learned(&mut self, now: u64) {
-        if let Some(rx) = &self.learned_rx {
-            for records in rx.try_iter() {
-                crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32);
-            }
-        }
-        let Some(out) = self.dp.learned_out.as_mut() else {
-            return;
-        };
-        if out.is_empty() {
-            return;
-        }
-        let records = std::mem::take(out);
-        for (tx, waker) in &self.peers {
-            if tx.send(records.clone()).is_ok() {
-                waker.wake();
-            }
-        }
     }
 
     /// Apply the next chunk of a bulk flow install; answer when it is complete.

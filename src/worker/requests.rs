@@ -910,6 +910,8 @@ impl Worker {
                 "core": self.core,
                 "rx_packets": rx,
                 "tx_packets": tx,
+                "handed_out": self.peers.as_ref().map_or(0, |p| p.handed_out),
+                "handed_in": self.peers.as_ref().map_or(0, |p| p.handed_in),
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
                 "sleeps": self.stats.sleeps,

@@ -22,10 +22,13 @@
 //!   each worker's loop figures under `workers`; tables and the running configuration are read
 //!   from worker 0 (they are replicas). Flow and node counters (`dump-flows`, `show-runtime`)
 //!   are worker 0's: summing them is not built yet.
-//! - Not available yet with several workers, refused with an error that says so: NAT rules
-//!   and `ct`/`meter`/`learn` flow actions (connection tracking, meters and learned flows are
-//!   per worker; a connection's two directions may reach different workers), OpenFlow
-//!   controller settings, captures and mirrors, the DNS service, PACKET_OUT.
+//! - NAT: each worker tracks the connections it owns in its own table; its port pools hand out
+//!   only its share of the ports, and a frame that reaches another worker is handed to the
+//!   owner (`pipeline::steer`, `peers`). `ct-show` pages through every worker's table.
+//! - Not available yet with several workers, refused with an error that says so:
+//!   `ct`/`meter`/`learn` flow actions (their connection tables, meters and learned flows are
+//!   per worker and not steered), OpenFlow controller settings, captures and mirrors, the DNS
+//!   service, PACKET_OUT.
 
 use std::sync::Arc;
 
@@ -56,18 +59,18 @@ pub fn spawn_workers(
         };
         built.push(prepare(o, clock.clone(), (built.len(), n))?);
     }
-    // Wire the learned-state channels: worker i receives on its own, sends on every other's.
+    // Wire the channels between workers: worker i receives on its own, sends on the others'.
     let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded()).collect();
     let wakers: Vec<_> = built.iter().map(|(_, h)| h.waker.clone()).collect();
     let events = built[0].0.dp.events.clone();
     let names = built[0].1.dns_names.clone();
     for (i, (w, h)) in built.iter_mut().enumerate() {
-        w.learned_rx = Some(channels[i].1.clone());
-        w.dp.learned_out = Some(Vec::new());
-        w.peers = (0..n)
-            .filter(|&j| j != i)
-            .map(|j| (channels[j].0.clone(), wakers[j].clone()))
+        let to = (0..n)
+            .map(|j| (j != i).then(|| (channels[j].0.clone(), wakers[j].clone())))
             .collect();
+        w.peers = Some(super::peers::Peers::new(i, channels[i].1.clone(), to));
+        w.dp.learned_out = Some(Vec::new());
+        w.dp.nat.set_share(i as u16, n as u16);
         // One event stream and one DNS name registry for all.
         w.dp.events = events.clone();
         w.dns_names = names.clone();
@@ -95,13 +98,12 @@ pub fn spawn_workers(
     Ok(first)
 }
 
+/// `ct-show` page positions with several workers: worker number above this bit, slot below.
+const CT_WORKER_SHIFT: usize = 40;
+
 /// Why `cmd` cannot run with several workers yet, if it cannot.
 fn single_worker_only(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
-        Command::NatAdd(_) | Command::SetNatPorts(_) => {
-            "NAT (connection tracking is per worker, and a connection's two directions may \
-             reach different workers)"
-        }
         Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
         Command::MeterAdd { .. } => "meters (their rate would be split across the workers)",
         Command::Openflow(_) => "OpenFlow controller settings",
@@ -174,6 +176,8 @@ fn replicate(cmd: &Command) -> Option<Command> {
         Command::RouteAdd(r) => Command::RouteAdd(r.clone()),
         Command::RouteDel(r) => Command::RouteDel(r.clone()),
         Command::NeighFlush(b) => Command::NeighFlush(b.clone()),
+        Command::NatAdd(n) => Command::NatAdd(n.clone()),
+        Command::SetNatPorts(r) => Command::SetNatPorts(r.clone()),
         Command::NatDel(i) => Command::NatDel(*i),
         Command::NatDelRule(r) => Command::NatDelRule(r.clone()),
         Command::FlowAdd { bridge, flows } => Command::FlowAdd {
@@ -221,6 +225,7 @@ impl WorkerHandle {
         match cmd {
             Command::Stats => self.stats_each(),
             Command::Show => self.show_each(),
+            Command::CtShow { from } => self.ct_show_each(from),
             Command::Shutdown => {
                 self.shutdown();
                 Ok(Value::Null)
@@ -276,6 +281,23 @@ impl WorkerHandle {
         }
         total["workers"] = Value::Array(workers);
         Ok(total)
+    }
+
+    /// `ct-show` pages over every worker's connection table: `from` carries the worker in its
+    /// high bits ([`CT_WORKER_SHIFT`]) and the slot in the rest.
+    fn ct_show_each(&self, from: usize) -> Result<Value, String> {
+        let (w, slot) = (from >> CT_WORKER_SHIFT, from & ((1 << CT_WORKER_SHIFT) - 1));
+        let all: Vec<&WorkerHandle> = std::iter::once(self).chain(self.others.iter()).collect();
+        let worker = all
+            .get(w)
+            .ok_or_else(|| format!("ct-show: no worker {w}"))?;
+        let mut v = worker.call_one(Command::CtShow { from: slot })?;
+        v["next"] = match v["next"].as_u64() {
+            Some(n) => Value::from((w << CT_WORKER_SHIFT) | n as usize),
+            None if w + 1 < all.len() => Value::from((w + 1) << CT_WORKER_SHIFT),
+            None => Value::Null,
+        };
+        Ok(v)
     }
 
     /// `show`: worker 0's description, and every worker's frame figures under `workers`.

@@ -1,0 +1,135 @@
+//! Steering with several workers: which worker owns the connection of a frame NAT may
+//! translate, so that both directions of a translated connection meet one conntrack table.
+//!
+//! Contract:
+//! - Each worker keeps its own connection table (no lock); its NAT port pools hand out only
+//!   its share of the ports (`PortAllocator::partitioned`: port % workers == worker). The
+//!   kernel spreads frames over workers by its own hash, so a frame may reach a worker that
+//!   does not hold its connection: [`split`] takes such frames out of a received burst, with
+//!   their owner, before the pipeline sees them; the worker hands them (copied) to the owner,
+//!   which runs them through its pipeline as received on the same port. Frames never cross
+//!   threads otherwise.
+//! - The owner is computed from the frame alone, the same way for both directions of a
+//!   connection (checked in order; the first that applies decides):
+//!   1. to a mapped port (`dnat`) of a gateway address: the worker of the mapped host port;
+//!   2. from a `dnat` target address and port (an answer of a mapped connection): the worker
+//!      of that rule's mapped host port;
+//!   3. to an address source rules translate to (masquerade/SNAT answers, hairpin answers):
+//!      the worker of the destination port (ICMP echo: the identifier), which that worker's
+//!      pool handed out;
+//!   4. to or from an address inside a source rule's prefix (a connection being translated,
+//!      or an outside host reaching a container by a route, tracked untranslated): a hash of
+//!      that inside address and its port.
+//!
+//!   ICMP errors are steered as the answer to the packet they quote. Anything else (no NAT
+//!   rule on this datapath, frames not sent to the bridge's gateway MAC, fragments after the
+//!   first, other protocols) stays on the worker that received it: it needs no connection.
+//! - One worker (`workers == 1`) or no NAT rule: nothing is examined.
+//! - Pure: reads the datapath and the frames, changes nothing.
+
+use crate::conntrack::{FlowKey, PROTO_ICMP};
+use crate::datapath::Datapath;
+use crate::fdb::PortId;
+use crate::packet::{Desc, Frames};
+use crate::wire::EtherType;
+
+/// Move the frames of `batch` that worker `me` of `workers` does not own to `away`, with
+/// their owner. Keeps the order of the rest.
+pub fn split(
+    dp: &Datapath,
+    frames: &Frames,
+    in_port: PortId,
+    batch: &mut Vec<Desc>,
+    (me, workers): (u32, u32),
+    away: &mut Vec<(u32, Desc)>,
+) {
+    if workers < 2 || dp.nat.rules.is_empty() {
+        return;
+    }
+    let Some(gw) = dp
+        .port(in_port)
+        .and_then(|p| dp.bridge(p.bridge))
+        .and_then(|b| b.gateway)
+    else {
+        return;
+    };
+    batch.retain(|&d| match owner(dp, frames.data(d), gw.mac.0, workers) {
+        Some(w) if w != me => {
+            away.push((w, d));
+            false
+        }
+        _ => true,
+    });
+}
+
+/// The worker that owns the connection of `frame` (see the module documentation), None when
+/// it needs none.
+pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Option<u32> {
+    if frame.len() < 14 + 20 || frame[0..6] != gw_mac {
+        return None;
+    }
+    let mut l3 = 12;
+    let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    while (ethertype == EtherType::VLAN || ethertype == EtherType::QINQ) && frame.len() > l3 + 6 {
+        l3 += 4;
+        ethertype = u16::from_be_bytes([frame[l3], frame[l3 + 1]]);
+    }
+    l3 += 2;
+    if ethertype != EtherType::IPV4 || frame.len() < l3 + 20 {
+        return None;
+    }
+    let ip = &frame[l3..];
+    let hl = ((ip[0] & 0x0f) as usize) * 4;
+    let total = (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len());
+    if hl < 20 || total < hl {
+        return None;
+    }
+    let ip = &ip[..total];
+    let key = match super::nat::flow_key(ip, hl) {
+        Some((k, _)) => k,
+        None => super::nat::quoted_key(ip, hl)?.reverse(),
+    };
+    key_owner(dp, &key, workers)
+}
+
+/// [`owner`] for a connection tuple.
+pub fn key_owner(dp: &Datapath, k: &FlowKey, workers: u32) -> Option<u32> {
+    let gateway_of = |b: u16| dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip);
+    if dp
+        .nat
+        .dest_for(k.proto, k.dst, k.dport, gateway_of)
+        .is_some()
+    {
+        return Some(k.dport as u32 % workers);
+    }
+    if let Some(port) = dp.nat.mapped_port_of_target(k.proto, k.src, k.sport) {
+        return Some(port as u32 % workers);
+    }
+    if dp.nat.is_translated_address(k.dst) {
+        let port = if k.proto == PROTO_ICMP {
+            k.sport
+        } else {
+            k.dport
+        };
+        return Some(port as u32 % workers);
+    }
+    if dp.nat.is_translated_source(k.src) {
+        return Some(spread(k.src, k.sport, workers));
+    }
+    if dp.nat.is_translated_source(k.dst) {
+        let port = if k.proto == PROTO_ICMP {
+            k.sport
+        } else {
+            k.dport
+        };
+        return Some(spread(k.dst, port, workers));
+    }
+    None
+}
+
+/// A worker for an (address, port) pair.
+#[inline]
+fn spread(ip: [u8; 4], port: u16, workers: u32) -> u32 {
+    let x = (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
+    ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as u32
+}

@@ -1,0 +1,201 @@
+//! What workers send each other when several run (see `set`): learned state (`learned`) and
+//! frames received by a worker that does not own their connection (`pipeline::steer`).
+//!
+//! Contract:
+//! - Each worker has one channel in; every other worker holds a sender to it and its waker.
+//!   Messages are applied between bursts, in the order each sender sent them.
+//! - A frame handed to another worker is copied (its bytes and offload state) and freed here:
+//!   frames never change pools. The owner allocates a frame (a large buffer for a super-frame),
+//!   and runs the frames of each port through its pipeline as a burst received on that port
+//!   (counted there: the sender counted nothing). No frame for it: dropped and counted as
+//!   `no-buffer` on the port.
+//! - Nothing here runs with one worker (`Worker::peers` is None).
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Worker;
+use crate::counters::DropReason;
+use crate::datapath::{BATCH, Datapath};
+use crate::learned::Learned;
+use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
+use crate::port::wait::Waker;
+
+/// A message to another worker.
+pub(crate) enum PeerMsg {
+    /// What the sender learned.
+    Learned(Vec<Learned>),
+    /// Frames the receiver owns.
+    Frames(Vec<Handoff>),
+}
+
+/// A frame handed to its owner.
+pub(crate) struct Handoff {
+    in_port: u16,
+    ol: Offload,
+    bytes: Vec<u8>,
+}
+
+/// A worker's links to the others.
+pub(crate) struct Peers {
+    /// This worker's number and the number of workers.
+    pub me: u32,
+    pub workers: u32,
+    /// Messages from the others.
+    pub rx: Receiver<PeerMsg>,
+    /// Sender and waker of each worker (None: this one).
+    pub to: Vec<Option<(Sender<PeerMsg>, Arc<Waker>)>>,
+    /// Frames waiting to go to each worker (sent after the pass over the ports).
+    out: Vec<Vec<Handoff>>,
+    /// Scratch for `pipeline::steer::split`.
+    away: Vec<(u32, Desc)>,
+    /// Frames handed to other workers, and received from them (for `stats`).
+    pub handed_out: u64,
+    pub handed_in: u64,
+}
+
+impl Peers {
+    /// Links for worker `me` of `to.len()`.
+    pub fn new(
+        me: usize,
+        rx: Receiver<PeerMsg>,
+        to: Vec<Option<(Sender<PeerMsg>, Arc<Waker>)>>,
+    ) -> Peers {
+        let n = to.len();
+        Peers {
+            me: me as u32,
+            workers: n as u32,
+            rx,
+            to,
+            out: (0..n).map(|_| Vec::new()).collect(),
+            away: Vec::new(),
+            handed_out: 0,
+            handed_in: 0,
+        }
+    }
+
+    /// Send `msg` to worker `w` and wake it.
+    fn send(&self, w: usize, msg: PeerMsg) {
+        if let Some(Some((tx, waker))) = self.to.get(w)
+            && tx.send(msg).is_ok()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Take the frames of `batch` (received on `in_port`) that another worker owns and queue
+    /// copies for it. Returns how many were taken.
+    pub fn steer(
+        &mut self,
+        dp: &Datapath,
+        frames: &mut Frames,
+        in_port: u16,
+        batch: &mut Vec<Desc>,
+    ) -> usize {
+        let share = (self.me, self.workers);
+        crate::pipeline::steer::split(dp, frames, in_port, batch, share, &mut self.away);
+        let n = self.away.len();
+        self.handed_out += n as u64;
+        for (w, d) in self.away.drain(..) {
+            self.out[w as usize].push(Handoff {
+                in_port,
+                ol: d.ol,
+                bytes: frames.data(d).to_vec(),
+            });
+            frames.free(d.addr);
+        }
+        n
+    }
+
+    /// Send the queued frames and what `dp` learned since the last call.
+    pub fn send_all(&mut self, dp: &mut Datapath) {
+        for w in 0..self.out.len() {
+            if !self.out[w].is_empty() {
+                let frames = std::mem::take(&mut self.out[w]);
+                self.send(w, PeerMsg::Frames(frames));
+            }
+        }
+        if let Some(out) = dp.learned_out.as_mut()
+            && !out.is_empty()
+        {
+            let records = std::mem::take(out);
+            for w in 0..self.to.len() {
+                if self.to[w].is_some() {
+                    self.send(w, PeerMsg::Learned(records.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Apply what the other workers sent: learned state, and frames this worker owns (run
+    /// through the pipeline and flushed). Returns the number of frames received.
+    pub(super) fn peer_messages(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
+        let Some(p) = &self.peers else { return 0 };
+        let msgs: Vec<PeerMsg> = p.rx.try_iter().collect();
+        let mut moved = 0;
+        for m in msgs {
+            match m {
+                PeerMsg::Learned(records) => {
+                    crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32)
+                }
+                PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),
+            }
+        }
+        if moved > 0 {
+            if let Some(p) = self.peers.as_mut() {
+                p.handed_in += moved as u64;
+            }
+            super::flush(&mut self.dp, &mut self.ports, &mut self.frames);
+        }
+        moved
+    }
+
+    /// Run frames handed over by another worker through the pipeline, a burst per port.
+    fn inject(&mut self, handed: Vec<Handoff>, batch: &mut Vec<Desc>, now: u64) -> usize {
+        let n = handed.len();
+        let mut it = handed.into_iter().peekable();
+        while let Some(first) = it.next() {
+            let port = first.in_port;
+            batch.clear();
+            let mut h = Some(first);
+            while let Some(f) = h.take() {
+                match self.copy_in(&f) {
+                    Some(d) => batch.push(d),
+                    None => {
+                        if let Some(st) = self.dp.port_mut(port) {
+                            st.counters.drop(DropReason::NoBuffer);
+                        }
+                    }
+                }
+                if batch.len() < BATCH && it.peek().is_some_and(|x| x.in_port == port) {
+                    h = it.next();
+                }
+            }
+            if self.dp.port(port).is_none() {
+                for d in batch.drain(..) {
+                    self.frames.free(d.addr);
+                }
+                continue;
+            }
+            self.pipeline
+                .process(&mut self.dp, &mut self.frames, port, batch, now);
+        }
+        n
+    }
+
+    /// A frame of this worker's pool holding `h`.
+    fn copy_in(&mut self, h: &Handoff) -> Option<Desc> {
+        let mut d = if h.bytes.len() <= MAX_FRAME_LEN {
+            self.frames.alloc()?
+        } else {
+            self.frames.alloc_big()?
+        };
+        d.len = h.bytes.len() as u32;
+        d.ol = h.ol;
+        self.frames.data_mut(d).copy_from_slice(&h.bytes);
+        Some(d)
+    }
+}
