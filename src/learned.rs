@@ -8,7 +8,7 @@
 //!   each would flood what only the other learned, forever, and a gateway would wait for ARP
 //!   replies another worker received.
 //! - A worker that shares (`Datapath::learned_out` is `Some`) records, while it processes a
-//!   burst, every MAC that is new or moved in an FDB, every MAC refreshed more than
+//!   burst, every MAC that is new or moved in an FDB or behind a VXLAN tunnel's remote VTEP, every MAC refreshed more than
 //!   [`RENEW_S`] seconds after its last sighting (so the others' copies do not age out while
 //!   the entry is alive), and every ARP its gateways see. The worker sends the records to its
 //!   peers after the burst; a peer applies them between two bursts with [`apply`], without
@@ -40,6 +40,17 @@ pub enum Learned {
         mac: u64,
         /// Port id.
         port: PortId,
+    },
+    /// `mac` on `vlan` is behind the remote VTEP `remote` of tunnel port `port`.
+    Remote {
+        /// The tunnel port.
+        port: PortId,
+        /// VLAN (0: untagged domain).
+        vlan: u16,
+        /// The MAC, as a 48-bit number.
+        mac: u64,
+        /// The remote VTEP's address.
+        remote: [u8; 4],
     },
     /// An ARP packet from `ip` at `mac` was seen by the gateway of `bridge` (see
     /// `Neighbours::arp_seen`).
@@ -81,6 +92,16 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                 }
                 if let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) {
                     let _ = b.fdb.learn(vlan, mac, port, now);
+                }
+            }
+            Learned::Remote {
+                port,
+                vlan,
+                mac,
+                remote,
+            } => {
+                if let Some(t) = dp.port_mut(port).and_then(|p| p.tunnel.as_mut()) {
+                    t.learn(vlan, mac, remote);
                 }
             }
             Learned::Arp {

@@ -181,23 +181,26 @@ impl Tunnel {
         self.remote_of.get(&mac_key(vlan, mac)).map(|(ip, _)| *ip)
     }
 
-    /// Learn that (vlan, mac) is behind `remote` (static entries are not overwritten).
+    /// Learn that (vlan, mac) is behind `remote` (static entries are not overwritten). True
+    /// if that is new (a new MAC, or one that moved to another remote).
     #[inline]
-    pub fn learn(&mut self, vlan: u16, mac: u64, remote: [u8; 4]) {
+    pub fn learn(&mut self, vlan: u16, mac: u64, remote: [u8; 4]) -> bool {
         let k = mac_key(vlan, mac);
         if self.last_learned == Some((k, remote)) {
-            return;
+            return false;
         }
         let room = self.remote_of.len() < MAX_REMOTE_MACS;
-        match self.remote_of.get_mut(&k) {
-            Some((_, true)) => {}
-            Some(e) => e.0 = remote,
+        let changed = match self.remote_of.get_mut(&k) {
+            Some((_, true)) => false,
+            Some(e) => std::mem::replace(&mut e.0, remote) != remote,
             None if room => {
                 self.remote_of.insert(k, (remote, false));
+                true
             }
-            None => return,
-        }
+            None => return false,
+        };
         self.last_learned = Some((k, remote));
+        changed
     }
 
     /// A static (vlan, mac) -> remote entry.

@@ -107,13 +107,14 @@ fn two_workers_share_afpacket_ports_and_both_carry_traffic() {
         .map(|w| w["rx_packets"].as_u64().unwrap())
         .sum();
     assert_eq!(port_rx, worker_rx, "{v}");
-    // Each container's MAC was learned once, by the worker that saw it first; the other
-    // worker took it from there (its copy is not counted), so the bridge floods only the
-    // first frames.
+    // A MAC is learned by the worker that sees it first and sent to the other, which then
+    // knows it without counting it: at most once per worker (twice only when both saw it
+    // before either's record arrived). The bridge floods only the first frames.
     let br = &v["bridges"]["br0"];
+    let (learned, entries) = (br["learned"].as_u64(), br["fdb_entries"].as_u64());
     assert!(
-        br["learned"].as_u64() <= Some(4),
-        "learned per worker: {br}"
+        learned <= entries.map(|e| 2 * e),
+        "learned {learned:?} of {entries:?}: {br}"
     );
     assert!(br["flooded"].as_u64() < Some(50), "flooded: {br}");
     let text = d.ctl(&["stats"]);

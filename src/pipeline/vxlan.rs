@@ -400,8 +400,16 @@ pub(super) fn decap(
     if !t.accepts(remote) {
         return Err(DropReason::VxlanUnknownVtep);
     }
-    if t.conf.learning {
-        t.learn(vlan, src, remote);
+    if t.conf.learning && t.learn(vlan, src, remote) {
+        crate::learned::record(
+            dp,
+            crate::learned::Learned::Remote {
+                port,
+                vlan,
+                mac: src,
+                remote,
+            },
+        );
     }
     Ok(Some((port, inner)))
 }
