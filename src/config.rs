@@ -76,6 +76,11 @@ pub struct Config {
     /// file at start; never part of the running configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<crate::etcd::EtcdSpec>,
+    /// Cores of the datapath workers, one worker per core (`"0,1"`): read from the `--config`
+    /// file at start (`--cores`, then the `UVS_CORES` environment variable, win); never part
+    /// of the running configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<String>,
 }
 
 /// A NAT rule: `kind` is masquerade | snat | dnat; the other fields as `nat-add` takes them.

@@ -39,7 +39,8 @@ enum Cmd {
         #[arg(long)]
         db: Option<PathBuf>,
         /// Cores to run datapath workers on, one pinned worker per core (`--cores 1`, or
-        /// `--cores 0,1` for two). One unpinned worker when omitted. With several workers,
+        /// `--cores 0,1` for two). Default: `UVS_CORES`, else `cores` in the --config file,
+        /// else one unpinned worker. With several workers,
         /// AF_PACKET ports are shared by a fanout group; AF_XDP/TAP ports, NAT, ct flows,
         /// captures and the DNS service need one worker for now.
         #[arg(long)]
@@ -240,7 +241,7 @@ fn run(
         }
     };
     let config = initial_config(config_path.as_deref(), db.as_ref())?;
-    let cores = parse_cores(cores)?;
+    let cores = parse_cores(cores.or_else(|| cores_from(config_path.as_deref())))?;
     let stop = uvs::port::wait::install_stop_handler();
     let hup = uvs::port::wait::install_hup_handler();
     let w = worker::spawn_workers(
@@ -324,6 +325,18 @@ fn run(
     drop(server);
     w.shutdown();
     Ok(())
+}
+
+/// The workers' cores when `--cores` is not given: `UVS_CORES`, else `cores` in the `--config`
+/// file.
+fn cores_from(file: Option<&std::path::Path>) -> Option<String> {
+    std::env::var("UVS_CORES")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .or_else(|| {
+            file.and_then(|p| Config::load(p).ok())
+                .and_then(|c| c.cores)
+        })
 }
 
 /// The DNS service's settings: `--dns-upstream`, else `dns_upstream` in the `--config` file,
