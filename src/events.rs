@@ -130,6 +130,9 @@ pub struct EventSink {
     tx: Option<Sender<Event>>,
     listeners: Arc<AtomicUsize>,
     counters: Arc<EventCounters>,
+    /// A second (third, ...) worker's sink: it sends the packet-ins of its own traffic, but
+    /// not the flow-removed and port-status events every worker would report alike.
+    replica: bool,
 }
 
 /// The control plane's end: the events, and the listener count it keeps up to date.
@@ -153,6 +156,7 @@ pub fn channel(capacity: usize) -> (EventSink, EventSource) {
             tx: Some(tx),
             listeners: listeners.clone(),
             counters: counters.clone(),
+            replica: false,
         },
         EventSource {
             rx,
@@ -169,9 +173,20 @@ impl EventSink {
         self.tx.is_some() && self.listeners.load(Relaxed) > 0
     }
 
+    /// This sink's copy for another worker (see `replica`).
+    pub fn for_replica(&self) -> EventSink {
+        EventSink {
+            replica: true,
+            ..self.clone()
+        }
+    }
+
     /// Queue `e` without blocking; false (and counted) when the channel is full or nobody
-    /// listens.
+    /// listens. A replica's flow-removed and port-status events are left to worker 0's.
     pub fn send(&self, e: Event) -> bool {
+        if self.replica && !matches!(e, Event::PacketIn(_)) {
+            return true;
+        }
         let Some(tx) = self.tx.as_ref().filter(|_| self.listening()) else {
             self.counters.no_listener.fetch_add(1, Relaxed);
             return false;

@@ -269,13 +269,6 @@ fn run(
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
     let dns = match dns_opts {
-        Some(_) if w.worker_count() > 1 => {
-            warn!(
-                "the DNS service is not available with several workers yet: running without it \
-                 (containers do not resolve each other by name)"
-            );
-            None
-        }
         Some(o) => Some(Arc::new(
             uvs::dns::start(&w, o).inspect_err(|_| w.shutdown())?,
         )),

@@ -187,6 +187,13 @@ pub trait Port: Send {
         None
     }
 
+    /// With several workers: the worker that transmits for this port, when this worker has
+    /// no socket of its own on it (an AF_XDP netdev with fewer queues than workers). The
+    /// worker then hands it the frames to send (see `worker::relay`).
+    fn tx_by_worker(&self) -> Option<usize> {
+        None
+    }
+
     /// Release every frame held by this port back to `frames` (after `release`; it calls it if
     /// needed).
     fn close(&mut self, frames: &mut Frames);

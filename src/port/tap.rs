@@ -63,6 +63,12 @@ pub struct TapOptions {
     pub mtu: Option<u32>,
     /// Open without `IFF_VNET_HDR` (no checksum or segmentation offload).
     pub no_vnet_hdr: bool,
+    /// Open one queue of a multi-queue TAP (`IFF_MULTI_QUEUE`): the first open creates the
+    /// device, each later open of the same name adds a queue (one per worker). The kernel
+    /// sends a flow's frames to the queue its frames were last written from (tun's automatic
+    /// flow steering), else spreads them by flow hash. The device goes when its last queue's
+    /// fd closes (unless it was made persistent outside uvs).
+    pub multi_queue: bool,
 }
 
 /// Why a TAP port could not be created. Every message names the device and, for system errors,
@@ -90,6 +96,14 @@ pub enum TapError {
         "cannot create TAP device {name}: a network device of that name exists and is not a TAP device"
     )]
     NotTap {
+        /// The device.
+        name: String,
+    },
+    /// Several workers need a multi-queue TAP; this one exists without it (or is not a TAP).
+    #[error(
+        "TAP device {name} exists without multi_queue (or is not a TAP): several workers open one queue each; make it with `ip tuntap add {name} mode tap multi_queue`, or let uvs create it"
+    )]
+    NotMultiQueue {
         /// The device.
         name: String,
     },
@@ -358,12 +372,21 @@ impl TapPort {
         } else {
             libc::IFF_VNET_HDR
         };
-        ifr.set_flags((libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short);
+        let mq = if opts.multi_queue {
+            libc::IFF_MULTI_QUEUE
+        } else {
+            0
+        };
+        ifr.set_flags((libc::IFF_TAP | libc::IFF_NO_PI | vnet | mq) as libc::c_short);
         if let Err(e) = ioctl_ifreq(&fd, libc::TUNSETIFF as libc::c_ulong, &mut ifr) {
-            // TUNSETIFF answers EINVAL when the name belongs to a device of another type.
+            // TUNSETIFF answers EINVAL when the name belongs to a device of another type, or
+            // (asking for a queue) to a TAP made without multi_queue.
             if e.raw_os_error() == Some(libc::EINVAL) && if_index(ifname) != 0 {
-                return Err(TapError::NotTap {
-                    name: ifname.to_string(),
+                let name = ifname.to_string();
+                return Err(if opts.multi_queue {
+                    TapError::NotMultiQueue { name }
+                } else {
+                    TapError::NotTap { name }
                 });
             }
             return Err(sys("TUNSETIFF")(e));

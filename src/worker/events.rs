@@ -38,7 +38,7 @@ impl Worker {
 }
 
 /// The OpenFlow requests to the worker (`Command::Openflow`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OfCommand {
     /// Change a bridge's OpenFlow settings (None: unchanged), kept in its spec so they are
     /// part of the running configuration.

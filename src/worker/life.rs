@@ -382,7 +382,7 @@ impl Worker {
                 if let Some(b) = bridge {
                     self.dp.update_l3_mtu(b);
                 }
-                self.ports[id as usize] = Some(p);
+                self.ports[id as usize] = Some(self.relayed(id, p));
                 if let Some(Some(l)) = self.life.get_mut(id as usize) {
                     l.ifindex = ifindex;
                     l.details = details;

@@ -29,6 +29,7 @@ mod nat;
 mod open;
 mod overlay;
 mod peers;
+mod relay;
 mod requests;
 mod running;
 mod runtime;

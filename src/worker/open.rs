@@ -136,21 +136,13 @@ pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// opens its own sockets: AF_PACKET sockets join the netdev's fanout group (the kernel spreads
 /// received frames by a symmetric flow hash); AF_XDP sockets bind this worker's share of the
 /// netdev's queues (the kernel's rx queue choice spreads frames) under one shared XDP program;
-/// TAP ports cannot be shared yet and are refused.
+/// TAP ports are multi-queue TAPs, one queue per worker (the first worker's open creates it).
 pub(crate) fn open_device(
     spec: &PortSpec,
     umem: Umem,
     busy_wait: std::time::Duration,
     (worker, workers): (usize, usize),
 ) -> Result<Box<dyn Port>, String> {
-    if workers > 1 && spec.kind == PortKind::Tap {
-        return Err(format!(
-            "port {}: type=tap is not available with several workers yet (a multi-queue TAP \
-             per worker is not built); use type=afpacket or afxdp on a veth, or run with one \
-             core",
-            spec.name
-        ));
-    }
     match spec.kind {
         PortKind::Afxdp => {
             let opts = AfxdpOptions {
@@ -177,6 +169,7 @@ pub(crate) fn open_device(
                 0,
                 &TapOptions {
                     mtu: spec.mtu,
+                    multi_queue: workers > 1,
                     ..TapOptions::default()
                 },
             )

@@ -20,14 +20,18 @@ use crate::counters::DropReason;
 use crate::datapath::{BATCH, Datapath};
 use crate::learned::Learned;
 use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
+use crate::port::Port;
 use crate::port::wait::Waker;
 
 /// A message to another worker.
 pub(crate) enum PeerMsg {
     /// What the sender learned.
     Learned(Vec<Learned>),
-    /// Frames the receiver owns.
+    /// Frames the receiver owns: run them through its pipeline from their ports.
     Frames(Vec<Handoff>),
+    /// Frames to send out of their ports (`Handoff::in_port` names the output port): the
+    /// sender has no socket there (see `relay`).
+    Transmit(Vec<Handoff>),
 }
 
 /// A frame handed to its owner.
@@ -35,6 +39,17 @@ pub(crate) struct Handoff {
     in_port: u16,
     ol: Offload,
     bytes: Vec<u8>,
+}
+
+impl Handoff {
+    /// A copy of a frame for port `port`.
+    pub fn new(port: u16, ol: Offload, bytes: Vec<u8>) -> Handoff {
+        Handoff {
+            in_port: port,
+            ol,
+            bytes,
+        }
+    }
 }
 
 /// A worker's links to the others.
@@ -142,6 +157,7 @@ impl Worker {
                     crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32)
                 }
                 PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),
+                PeerMsg::Transmit(handed) => moved += self.transmit(handed),
             }
         }
         if moved > 0 {
@@ -184,6 +200,42 @@ impl Worker {
                 .process(&mut self.dp, &mut self.frames, port, batch, now);
         }
         n
+    }
+
+    /// Queue frames another worker sends through this one's sockets (see `relay`).
+    fn transmit(&mut self, handed: Vec<Handoff>) -> usize {
+        let n = handed.len();
+        for h in handed {
+            let port = h.in_port;
+            if self.dp.port(port).is_none() || self.dp.out.len() <= port as usize {
+                continue;
+            }
+            match self.copy_in(&h) {
+                Some(d) => self.dp.out[port as usize].push(d),
+                None => {
+                    if let Some(st) = self.dp.port_mut(port) {
+                        st.counters.drop(DropReason::NoBuffer);
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// A port of this worker's, wrapped to send through another worker when it has no socket
+    /// of its own here (see `relay`).
+    pub(super) fn relayed(&self, id: u16, port: Box<dyn Port>) -> Box<dyn Port> {
+        let Some(w) = port.tx_by_worker() else {
+            return port;
+        };
+        match self
+            .peers
+            .as_ref()
+            .and_then(|p| p.to.get(w).cloned().flatten())
+        {
+            Some((tx, waker)) => Box::new(super::relay::RelayPort::new(port, id, tx, waker)),
+            None => port,
+        }
     }
 
     /// A frame of this worker's pool holding `h`.

@@ -740,7 +740,7 @@ impl Worker {
         if self.ports.len() <= i {
             self.ports.resize_with(i + 1, || None);
         }
-        self.ports[i] = port;
+        self.ports[i] = port.map(|p| self.relayed(id, p));
         if self.life.len() <= i {
             self.life.resize_with(i + 1, || None);
         }

@@ -19,7 +19,7 @@ impl Worker {
         }
         json!({
             "workers": [{
-                "worker": 0,
+                "worker": self.index,
                 "core": self.core,
                 "nodes": nodes,
             }],

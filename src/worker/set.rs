@@ -26,9 +26,13 @@
 //!   only its share of the ports, and a frame that reaches another worker is handed to the
 //!   owner (`pipeline::steer`, `peers`). `ct-show` pages through every worker's table.
 //! - Not available yet with several workers, refused with an error that says so:
-//!   `ct`/`meter`/`learn` flow actions (their connection tables, meters and learned flows are
-//!   per worker and not steered), OpenFlow controller settings, captures and mirrors, the DNS
-//!   service, PACKET_OUT.
+//!   `ct`/`meter`/`learn` flow actions and `idle_timeout` (their connection tables, meters,
+//!   learned flows and idle timers are per worker and not steered), captures and mirrors, the
+//!   PACKET_OUT is sent by worker 0 (its sockets reach every port).
+//! - DNS: the names are one registry (written through worker 0); every worker punts the
+//!   queries its gateways receive to the service, and worker 0 sends the answers.
+//! - OpenFlow: settings, groups and controller state are replicated; every worker's packet-ins
+//!   go to the one event stream, flow-removed and port-status events come from worker 0 only.
 
 use std::sync::Arc;
 
@@ -37,6 +41,7 @@ use serde_json::Value;
 use super::{Command, Worker, WorkerHandle, WorkerOptions, prepare, start};
 use crate::clock::Clock;
 use crate::flow::Flow;
+use crate::observe::ObserveCmd;
 use crate::port::Port;
 
 /// Start one worker per entry of `cores` (None: unpinned), sharing what they learn. One entry
@@ -72,7 +77,11 @@ pub fn spawn_workers(
         w.dp.learned_out = Some(Vec::new());
         w.dp.nat.set_share(i as u16, n as u16);
         // One event stream and one DNS name registry for all.
-        w.dp.events = events.clone();
+        w.dp.events = if i == 0 {
+            events.clone()
+        } else {
+            events.for_replica()
+        };
         w.dns_names = names.clone();
         h.dns_names = names.clone();
     }
@@ -106,10 +115,9 @@ fn single_worker_only(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
         Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
         Command::MeterAdd { .. } => "meters (their rate would be split across the workers)",
-        Command::Openflow(_) => "OpenFlow controller settings",
-        Command::Observe(_) => "captures, mirrors and traffic counts",
-        Command::Dns(_) => "the DNS service",
-        Command::PacketOut { .. } => "PACKET_OUT",
+        Command::Observe(ObserveCmd::CaptureStart(_) | ObserveCmd::CaptureStop(_)) => {
+            "captures (each worker sees part of a port's frames)"
+        }
         Command::AttachPort { .. } => "attaching one port object (use attach_each)",
         _ => return None,
     })
@@ -126,6 +134,9 @@ fn flow_single_worker_only(f: &Flow) -> Option<&'static str> {
             Action::Clone(inner) => walk(inner),
             _ => None,
         })
+    }
+    if f.idle_timeout != 0 {
+        return Some("idle_timeout (each worker would time the flow out on its own traffic)");
     }
     walk(&f.actions)
 }
@@ -194,6 +205,17 @@ fn replicate(cmd: &Command) -> Option<Command> {
             strict: *strict,
         },
         Command::Overlay(ops) => Command::Overlay(ops.clone()),
+        Command::Openflow(crate::worker::OfCommand::GroupDump { .. }) => return None,
+        Command::Observe(ObserveCmd::MirrorAdd(m)) => {
+            Command::Observe(ObserveCmd::MirrorAdd(m.clone()))
+        }
+        Command::Observe(ObserveCmd::MirrorDel { bridge, name }) => {
+            Command::Observe(ObserveCmd::MirrorDel {
+                bridge: bridge.clone(),
+                name: name.clone(),
+            })
+        }
+        Command::Openflow(c) => Command::Openflow(c.clone()),
         _ => return None,
     })
 }
@@ -223,9 +245,37 @@ impl WorkerHandle {
             ));
         }
         match cmd {
+            Command::Dns(crate::worker::DnsCmd::Connect { punted, replies }) => {
+                // Every worker punts queries to the service; answers come back to worker 0,
+                // whose sockets reach every port. The names are one registry for all.
+                for w in &self.others {
+                    w.call_one(Command::Dns(crate::worker::DnsCmd::Connect {
+                        punted: punted.clone(),
+                        replies: crossbeam_channel::never(),
+                    }))?;
+                }
+                self.call_one(Command::Dns(crate::worker::DnsCmd::Connect {
+                    punted,
+                    replies,
+                }))
+            }
             Command::Stats => self.stats_each(),
+            Command::Observe(ObserveCmd::Counts) => {
+                let mut total = self.call_one(Command::Observe(ObserveCmd::Counts))?;
+                for w in &self.others {
+                    let v = w.call_one(Command::Observe(ObserveCmd::Counts))?;
+                    sum_counters(&mut total, &v);
+                }
+                Ok(total)
+            }
             Command::Show => self.show_each(),
             Command::CtShow { from } => self.ct_show_each(from),
+            Command::Runtime { clear } => self.runtime_each(clear),
+            Command::FlowDump {
+                bridge,
+                filter,
+                names,
+            } => self.flow_dump_each(bridge, filter, names),
             Command::Shutdown => {
                 self.shutdown();
                 Ok(Value::Null)
@@ -271,7 +321,8 @@ impl WorkerHandle {
         let mut workers = vec![total["worker"].clone()];
         for w in &self.others {
             let v = w.call_one(Command::Stats)?;
-            for key in ["ports", "bridges", "router", "neigh", "events"] {
+            // (`events` counters are one set shared by the workers' sinks: not summed.)
+            for key in ["ports", "bridges", "router", "neigh"] {
                 sum_counters(&mut total[key], &v[key]);
             }
             workers.push(v["worker"].clone());
@@ -297,6 +348,67 @@ impl WorkerHandle {
             None if w + 1 < all.len() => Value::from((w + 1) << CT_WORKER_SHIFT),
             None => Value::Null,
         };
+        Ok(v)
+    }
+
+    /// `show-runtime`: every worker's nodes.
+    fn runtime_each(&self, clear: bool) -> Result<Value, String> {
+        let mut v = self.call_one(Command::Runtime { clear })?;
+        let mut all = v["workers"].as_array().cloned().unwrap_or_default();
+        for w in &self.others {
+            let o = w.call_one(Command::Runtime { clear })?;
+            all.extend(o["workers"].as_array().cloned().unwrap_or_default());
+        }
+        v["workers"] = Value::Array(all);
+        Ok(v)
+    }
+
+    /// `dump-flows`: worker 0's lines with every worker's packet and byte counts summed (the
+    /// replicas hold the same flows in the same order).
+    fn flow_dump_each(
+        &self,
+        bridge: String,
+        filter: Option<crate::flow::FlowFilter>,
+        names: bool,
+    ) -> Result<Value, String> {
+        let ask = |w: &WorkerHandle| {
+            w.call_one(Command::FlowDump {
+                bridge: bridge.clone(),
+                filter: filter.clone(),
+                names,
+            })
+        };
+        let mut v = ask(self)?;
+        let mut lines: Vec<String> = v["flows"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for w in &self.others {
+            let o = ask(w)?;
+            let theirs = o["flows"].as_array().cloned().unwrap_or_default();
+            if theirs.len() != lines.len() {
+                tracing::error!(
+                    "dump-flows: worker flow tables differ ({} vs {})",
+                    theirs.len(),
+                    lines.len()
+                );
+                continue;
+            }
+            for (line, other) in lines.iter_mut().zip(&theirs) {
+                let other = other.as_str().unwrap_or_default();
+                for key in ["n_packets=", "n_bytes="] {
+                    let add = counter_in(other, key).unwrap_or(0);
+                    if let Some(sum) = counter_in(line, key).map(|c| c + add) {
+                        *line = with_counter(line, key, sum);
+                    }
+                }
+            }
+        }
+        v["flows"] = lines.into_iter().map(Value::from).collect();
         Ok(v)
     }
 
@@ -343,6 +455,25 @@ impl WorkerHandle {
         }
         Ok(answer)
     }
+}
+
+/// The number after `key` in a `dump-flows` line.
+fn counter_in(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(key)? + key.len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// `line` with the number after `key` replaced by `value`.
+fn with_counter(line: &str, key: &str, value: u64) -> String {
+    let Some(at) = line.find(key).map(|i| i + key.len()) else {
+        return line.to_string();
+    };
+    let end = at + line[at..].chars().take_while(char::is_ascii_digit).count();
+    format!("{}{value}{}", &line[..at], &line[end..])
 }
 
 /// Add every counter of `from` into `into`, recursively by key. Numbers that are not counters

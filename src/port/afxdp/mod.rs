@@ -119,6 +119,9 @@ pub struct AfxdpPort {
     fault: Option<String>,
     /// `xsk_fill_ring_empty` summed at the last housekeeping, per socket.
     fill_empty_seen: Vec<u64>,
+    /// Several workers, fewer queues than workers, none for this one: the worker that owns
+    /// the queue this one's transmissions go through (see `Port::tx_by_worker`).
+    tx_worker: Option<usize>,
 }
 
 impl AfxdpPort {
@@ -156,13 +159,6 @@ impl AfxdpPort {
                 std::sync::Arc::new(XdpProgram::attach(ifname, ifindex, queues, opts.mode)?),
                 (0..queues).collect::<Vec<u32>>(),
             ),
-            Some((_, workers)) if queues < workers => {
-                return Err(AfxdpError::TooFewQueues {
-                    ifname: ifname.to_string(),
-                    queues,
-                    workers,
-                });
-            }
             Some((worker, workers)) => (
                 XdpProgram::shared(ifname, ifindex, queues, opts.mode)?,
                 (0..queues).filter(|q| q % workers == worker).collect(),
@@ -187,6 +183,13 @@ impl AfxdpPort {
             now_ms: 0,
             fault: None,
             fill_empty_seen: vec![0; mine.len()],
+            // Worker w without a queue sends through the worker of queue w % queues.
+            tx_worker: match opts.share {
+                Some((worker, _)) if mine.is_empty() && queues > 0 => {
+                    Some((worker % queues) as usize)
+                }
+                _ => None,
+            },
         };
         if let Err(e) = port.open_sockets(umem, opts, &mine) {
             port.release();
@@ -603,8 +606,12 @@ impl Port for AfxdpPort {
     }
 
     fn details(&self) -> String {
+        let relay = match self.tx_worker {
+            Some(w) => format!(" (no queue: sends through worker {w})"),
+            None => String::new(),
+        };
         format!(
-            "mode={} {} queues={} mtu={}",
+            "mode={} {} queues={}{relay} mtu={}",
             self.mode,
             if self.zero_copy { "zero-copy" } else { "copy" },
             self.socks.len(),
@@ -635,6 +642,10 @@ impl Port for AfxdpPort {
 
     fn shared_umem_fd(&self) -> Option<RawFd> {
         self.socks.first().map(|s| s.fd())
+    }
+
+    fn tx_by_worker(&self) -> Option<usize> {
+        self.tx_worker
     }
 
     fn attach(&mut self, id: u16, frames: &mut Frames) -> Result<(), String> {

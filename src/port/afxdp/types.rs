@@ -67,8 +67,10 @@ pub struct AfxdpOptions {
     pub busy_wait: std::time::Duration,
     /// `(worker, workers)` when several workers share the netdev: this port binds the queues
     /// `q` with `q % workers == worker`, shares the netdev's XDP program with the other
-    /// workers' ports (`XdpProgram::shared`) and transmits on its first queue. None: one
-    /// worker, every queue.
+    /// workers' ports (`XdpProgram::shared`) and transmits on its first queue; a worker left
+    /// without a queue (fewer queues than workers) binds none and has its frames sent by the
+    /// worker of queue `worker % queues` (`Port::tx_by_worker`). None: one worker, every
+    /// queue.
     pub share: Option<(u32, u32)>,
 }
 
@@ -116,15 +118,6 @@ pub enum AfxdpError {
         ifname: String,
         step: String,
         source: io::Error,
-    },
-    /// Fewer queues than workers sharing the netdev: a worker would have no queue of its own.
-    #[error(
-        "{ifname}: {workers} workers need at least {workers} queues, the netdev has {queues} (veth: ip link add ... numrxqueues {workers} numtxqueues {workers}; a NIC: ethtool -L {ifname} combined {workers})"
-    )]
-    TooFewQueues {
-        ifname: String,
-        queues: u32,
-        workers: u32,
     },
     /// The kernel refused the XDP program; `log` is the verifier's log.
     #[error("{ifname}: BPF_PROG_LOAD failed: {source}; verifier log: {log}")]
