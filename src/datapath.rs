@@ -335,6 +335,10 @@ pub struct Datapath {
     /// What this worker learned during the current burst, for the other workers (see
     /// `learned`); None: the only worker, nothing recorded.
     pub learned_out: Option<Vec<crate::learned::Learned>>,
+    /// False on every worker but the first when several run: flow timeouts are decided by
+    /// worker 0 alone (from every worker's use of the flows, see `learned`), which tells the
+    /// others what expired.
+    pub expires_flows: bool,
 }
 
 impl Default for Datapath {
@@ -354,6 +358,7 @@ impl Default for Datapath {
             neigh_aged_at: 0,
             events: crate::events::EventSink::default(),
             learned_out: None,
+            expires_flows: true,
         }
     }
 }
@@ -805,14 +810,36 @@ impl Datapath {
             self.neigh.age(now);
             self.neigh_aged_at = now;
             let now_ms = self.now_ms;
-            for b in self.bridges.iter_mut().flatten() {
-                let gone = if b.flows.active {
+            for (bid, b) in self.bridges.iter_mut().enumerate() {
+                let Some(b) = b.as_mut() else { continue };
+                let gone = if !b.flows.active {
+                    Vec::new()
+                } else if self.expires_flows {
                     b.flows.cls.expire_flows(now_ms)
                 } else {
+                    // Another worker decides timeouts: tell it which idle-timed flows this one
+                    // used in the last second.
+                    if let Some(out) = self.learned_out.as_mut() {
+                        let since = now_ms.saturating_sub(1000);
+                        out.extend(b.flows.cls.idle_used_since(since).map(|(id, used_ms)| {
+                            crate::learned::Learned::FlowUsed {
+                                bridge: bid as u16,
+                                id: id.0,
+                                used_ms,
+                            }
+                        }));
+                    }
                     Vec::new()
                 };
                 if !gone.is_empty() {
                     b.flows.refresh();
+                    if let Some(out) = self.learned_out.as_mut() {
+                        out.extend(gone.iter().map(|e| crate::learned::Learned::FlowExpired {
+                            bridge: bid as u16,
+                            id: e.id.0,
+                            flow: Box::new(e.flow.clone()),
+                        }));
+                    }
                     crate::events::flows_removed(&self.events, &b.name, gone, now_ms);
                 }
                 b.flows.ct.expire(now, 4096);

@@ -14,13 +14,18 @@
 //!   peers after the burst; a peer applies them between two bursts with [`apply`], without
 //!   recording them again and without counting them as its own learning (counters are summed
 //!   over the workers on read). One worker alone records nothing (`None`): no cost.
-//! - Records carry datapath ids (bridge, port): every worker applies every configuration
+//! - Flow timeouts: with several workers only worker 0 expires flows (idle and hard). The
+//!   others report, once a second, the idle-timed flows they hit (`FlowUsed`, credited to
+//!   worker 0's copy) and remove what worker 0 reports expired (`FlowExpired`). So a flow busy
+//!   on any worker stays, and every worker drops it at once.
+//! - Records carry datapath ids (bridge, port, flow): every worker applies every configuration
 //!   change in the same order, so ids are the same on all of them.
 //! - Applying never fails: a record for a bridge or port that no longer exists is ignored, a
 //!   full table refuses it as it would a frame.
 
 use crate::datapath::Datapath;
 use crate::fdb::PortId;
+use crate::flow::FlowId;
 use crate::packet::Frames;
 use crate::wire::MacAddr;
 
@@ -28,7 +33,7 @@ use crate::wire::MacAddr;
 pub const RENEW_S: u32 = 10;
 
 /// One learned fact, to be applied by the other workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {
     /// `mac` on `vlan` of `bridge` was seen on `port`.
     Mac {
@@ -51,6 +56,26 @@ pub enum Learned {
         mac: u64,
         /// The remote VTEP's address.
         remote: [u8; 4],
+    },
+    /// Flow `id` of `bridge` (an idle-timed one) was last hit at `used_ms` on the sender's
+    /// clock (workers share one monotonic clock): the worker that decides timeouts counts it.
+    FlowUsed {
+        /// Bridge id.
+        bridge: u16,
+        /// The flow's id (the same on every worker: they add and remove flows in one order).
+        id: u32,
+        /// Its last hit, ms.
+        used_ms: u64,
+    },
+    /// Flow `id` of `bridge` timed out on worker 0 (idle or hard): removed on every worker
+    /// (only if it is still `flow` there).
+    FlowExpired {
+        /// Bridge id.
+        bridge: u16,
+        /// The flow's id.
+        id: u32,
+        /// The flow, to check the id still names it.
+        flow: Box<crate::flow::Flow>,
     },
     /// An ARP packet from `ip` at `mac` was seen by the gateway of `bridge` (see
     /// `Neighbours::arp_seen`).
@@ -80,8 +105,8 @@ pub fn record(dp: &mut Datapath, l: Learned) {
 /// neighbour entry held (waiting for this ARP) are sent.
 pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u32) {
     for l in records {
-        match *l {
-            Learned::Mac {
+        match l {
+            &Learned::Mac {
                 bridge,
                 vlan,
                 mac,
@@ -94,7 +119,7 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                     let _ = b.fdb.learn(vlan, mac, port, now);
                 }
             }
-            Learned::Remote {
+            &Learned::Remote {
                 port,
                 vlan,
                 mac,
@@ -104,7 +129,7 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                     t.learn(vlan, mac, remote);
                 }
             }
-            Learned::Arp {
+            &Learned::Arp {
                 bridge,
                 ip,
                 mac,
@@ -119,6 +144,26 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                 may_create,
                 now,
             ),
+            &Learned::FlowUsed {
+                bridge,
+                id,
+                used_ms,
+            } => {
+                if let Some(b) = dp.bridges.get(bridge as usize).and_then(|b| b.as_ref()) {
+                    b.flows.cls.credit(FlowId(id), 0, 0, used_ms);
+                }
+            }
+            Learned::FlowExpired { bridge, id, flow } => {
+                if let Some(b) = dp
+                    .bridges
+                    .get_mut(*bridge as usize)
+                    .and_then(|b| b.as_mut())
+                    && b.flows.cls.get(FlowId(*id)) == Some(flow.as_ref())
+                {
+                    b.flows.cls.remove(FlowId(*id));
+                    b.flows.refresh();
+                }
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod port;
 pub mod route;
+pub mod tokens;
 pub mod vxlan;
 pub mod wire;
 pub mod worker;

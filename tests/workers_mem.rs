@@ -197,14 +197,26 @@ fn what_is_not_available_yet_is_refused() {
     w.call(Command::NatAdd(nat)).unwrap();
     let rules = w.call(Command::NatShow).unwrap();
     assert_eq!(rules["rules"].as_array().map(Vec::len), Some(1), "{rules}");
-    let f = uvs::flow::parse_flow("priority=5,ip,actions=ct(commit),normal").unwrap();
+    let f = uvs::flow::parse_flow(
+        "priority=5,actions=learn(table=10,eth_dst[]=eth_src[],load:in_port[]->reg0[0..15]),normal",
+    )
+    .unwrap();
     let e = w
         .call(Command::FlowAdd {
             bridge: "br0".into(),
             flows: vec![f],
         })
         .unwrap_err();
-    assert!(e.contains("ct()") && e.contains("several workers"), "{e}");
+    assert!(
+        e.contains("learn()") && e.contains("several workers"),
+        "{e}"
+    );
+    let f = uvs::flow::parse_flow("priority=5,ip,actions=ct(commit),normal").unwrap();
+    w.call(Command::FlowAdd {
+        bridge: "br0".into(),
+        flows: vec![f],
+    })
+    .unwrap();
     let f = uvs::flow::parse_flow("priority=5,ip,actions=normal").unwrap();
     w.call(Command::FlowAdd {
         bridge: "br0".into(),

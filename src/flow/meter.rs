@@ -16,6 +16,9 @@ pub struct Meter {
     pub passed: u64,
     /// Packets dropped by the band.
     pub dropped: u64,
+    /// The bucket every worker's copy of this meter draws from (several workers); None: the
+    /// fields above.
+    shared: Option<crate::tokens::SharedTokens>,
 }
 
 impl Meter {
@@ -28,12 +31,30 @@ impl Meter {
             last_ms: 0,
             passed: 0,
             dropped: 0,
+            shared: None,
         }
+    }
+
+    /// Draw from `bucket`, shared with the other workers' copies of this meter.
+    pub fn share(mut self, bucket: std::sync::Arc<crate::tokens::SharedBucket>) -> Meter {
+        self.shared = Some(crate::tokens::SharedTokens(bucket));
+        self
     }
 
     /// Account a packet of `bytes` at `now_ms`; false if it exceeds the rate (drop).
     #[inline]
     pub fn admit(&mut self, bytes: u32, now_ms: u64) -> bool {
+        if let Some(crate::tokens::SharedTokens(b)) = &self.shared {
+            let cap = (self.burst_kbits * 1000) as i64;
+            b.refill(self.rate_kbps, cap, now_ms);
+            let ok = b.take(i64::from(bytes) * 8, i64::MAX);
+            if ok {
+                self.passed += 1;
+            } else {
+                self.dropped += 1;
+            }
+            return ok;
+        }
         let cap = self.burst_kbits as f64 * 1000.0;
         let dt = now_ms.saturating_sub(self.last_ms) as f64;
         self.last_ms = now_ms.max(self.last_ms);

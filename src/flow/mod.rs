@@ -202,6 +202,18 @@ impl Flow {
         any(&self.actions, id)
     }
 
+    /// True if the flow tracks connections (`ct(...)`, also inside `clone(...)`).
+    pub fn uses_ct(&self) -> bool {
+        fn any(list: &[Action]) -> bool {
+            list.iter().any(|a| match a {
+                Action::Ct(_) => true,
+                Action::Clone(inner) => any(inner),
+                _ => false,
+            })
+        }
+        any(&self.actions)
+    }
+
     /// Every port reference of the flow (in_port, outputs), to rewrite them (names to numbers
     /// when a flow is added, numbers to names for `dump-flows --names`).
     pub fn ports_mut(&mut self) -> impl Iterator<Item = &mut PortRef> {

@@ -60,6 +60,10 @@ pub struct FlowTable {
     pub learned: Vec<Flow>,
     /// Groups by id (`group:N`).
     pub groups: std::collections::BTreeMap<u32, crate::flow::group::Group>,
+    /// A flow with a `ct(...)` action was added (never cleared): with several workers the
+    /// bridge's frames are steered so that both directions of a connection meet one worker's
+    /// table (see `pipeline::steer`).
+    pub ct_steered: bool,
 }
 
 impl Default for FlowTable {
@@ -76,6 +80,7 @@ impl Default for FlowTable {
             ct: Default::default(),
             learned: Vec::new(),
             groups: Default::default(),
+            ct_steered: false,
         }
     }
 }

@@ -19,9 +19,16 @@
 //!   ([`shape_tx`]). Both run every worker iteration, burst or not, so waiting frames leave on
 //!   time; the worker sleeps at most 1 ms while any wait ([`Datapath::rate_limited_waiting`]).
 //!   Removing the port frees its waiting frames.
+//! - With several workers each has its own shaper of a port direction (its own queue of
+//!   waiting frames) but they draw from one bucket ([`SharedBucket`], atomics), so the port's
+//!   rate is the configured one whichever workers its frames reach.
 //! - IO-free and deterministic: time comes in as milliseconds.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use crate::tokens::SharedBucket;
+use crate::tokens::SharedTokens;
 
 use crate::counters::DropReason;
 use crate::datapath::Datapath;
@@ -44,6 +51,9 @@ pub struct Shaper {
     /// Frames waiting for tokens, oldest first.
     waiting: VecDeque<Desc>,
     waiting_bytes: u64,
+    /// The bucket every worker's shaper of this port direction draws from (several workers);
+    /// None: `tokens` and `last_ms` above.
+    shared: Option<SharedTokens>,
 }
 
 impl Shaper {
@@ -56,7 +66,15 @@ impl Shaper {
             last_ms: 0,
             waiting: VecDeque::new(),
             waiting_bytes: 0,
+            shared: None,
         }
+    }
+
+    /// Draw from `bucket` (shared with other workers' shapers of this port direction) instead
+    /// of this shaper's own.
+    pub fn share(mut self, bucket: Arc<SharedBucket>) -> Shaper {
+        self.shared = Some(SharedTokens(bucket));
+        self
     }
 
     /// Parse `KBPS[/BURST_KBIT]` (rate 1 kbit/s to 100 Gbit/s; burst at least 16 kbit, one
@@ -99,6 +117,10 @@ impl Shaper {
 
     fn refill(&mut self, now_ms: u64) {
         let cap = (self.burst_kbits * 1000) as i64;
+        if let Some(SharedTokens(b)) = &self.shared {
+            b.refill(self.rate_kbps, cap, now_ms);
+            return;
+        }
         let dt = now_ms.saturating_sub(self.last_ms).min(1 << 20) as i64;
         self.last_ms = self.last_ms.max(now_ms);
         // kbit/s times ms is bits.
@@ -109,6 +131,9 @@ impl Shaper {
     fn take(&mut self, bytes: u32) -> bool {
         let cap = (self.burst_kbits * 1000) as i64;
         let need = i64::from(bytes) * 8;
+        if let Some(SharedTokens(b)) = &self.shared {
+            return b.take(need, cap);
+        }
         if self.tokens >= need.min(cap) {
             self.tokens -= need;
             true
@@ -219,6 +244,32 @@ mod tests {
 
     /// 1500-byte frames offered at 10x the rate for ten simulated seconds: what leaves is the
     /// rate plus one bucket; the queue stays within its bound (the excess is dropped).
+    /// Two workers' shapers of one port direction on one bucket: together they send what one
+    /// would.
+    #[test]
+    fn shapers_sharing_a_bucket_send_the_rate_together() {
+        let mut frames = Frames::new(4096).unwrap();
+        let bucket = Arc::new(SharedBucket::new(120_000));
+        let mut a = Shaper::new(1200, 120).share(bucket.clone());
+        let mut b = Shaper::new(1200, 120).share(bucket);
+        let (mut sent, mut alone) = (0, 0);
+        let mut one = Shaper::new(1200, 120);
+        for ms in 0..1000u64 {
+            for s in [&mut a, &mut b] {
+                sent += offer(s, &mut frames, 2, 1500, ms).0;
+            }
+            alone += offer(&mut one, &mut frames, 4, 1500, ms).0;
+        }
+        // 1.2 Mbit/s for a second plus the 120 kbit bucket: 110 frames of 1500 B.
+        assert!((105..=112).contains(&sent), "{sent}");
+        assert_eq!(sent, alone, "shared: the rate of one shaper");
+        for s in [&mut a, &mut b, &mut one] {
+            for d in s.drain() {
+                frames.free(d.addr);
+            }
+        }
+    }
+
     #[test]
     fn leaves_at_the_rate_plus_one_bucket() {
         let mut frames = Frames::new(1024).unwrap();

@@ -21,9 +21,12 @@
 //!      or an outside host reaching a container by a route, tracked untranslated): a hash of
 //!      that inside address and its port.
 //!
-//!   ICMP errors are steered as the answer to the packet they quote. Anything else (no NAT
-//!   rule on this datapath, frames not sent to the bridge's gateway MAC, fragments after the
-//!   first, other protocols) stays on the worker that received it: it needs no connection.
+//!   ICMP errors are steered as the answer to the packet they quote.
+//! - On a bridge where a `ct(...)` flow was added (`FlowTable::ct_steered`), a frame NAT does
+//!   not claim goes to the worker of a hash of its tuple that is the same in both directions
+//!   ([`ct_owner`]; an ICMP error: of the tuple it quotes).
+//! - Anything else (no NAT rule and no `ct` flow, frames not sent to the gateway's MAC,
+//!   fragments after the first, other protocols) stays on the worker that received it.
 //! - One worker (`workers == 1`) or no NAT rule: nothing is examined.
 //! - Pure: reads the datapath and the frames, changes nothing.
 
@@ -43,33 +46,59 @@ pub fn split(
     (me, workers): (u32, u32),
     away: &mut Vec<(u32, Desc)>,
 ) {
-    if workers < 2 || dp.nat.rules.is_empty() {
+    if workers < 2 {
         return;
     }
-    let Some(gw) = dp
-        .port(in_port)
-        .and_then(|p| dp.bridge(p.bridge))
-        .and_then(|b| b.gateway)
-    else {
+    let Some(b) = dp.port(in_port).and_then(|p| dp.bridge(p.bridge)) else {
         return;
     };
-    batch.retain(|&d| match owner(dp, frames.data(d), gw.mac.0, workers) {
-        Some(w) if w != me => {
-            away.push((w, d));
-            false
+    let nat_mac = b
+        .gateway
+        .filter(|_| !dp.nat.rules.is_empty())
+        .map(|g| g.mac.0);
+    let ct = b.flows.ct_steered;
+    if nat_mac.is_none() && !ct {
+        return;
+    }
+    batch.retain(|&d| {
+        let f = frames.data(d);
+        let w = nat_mac
+            .and_then(|mac| owner(dp, f, mac, workers))
+            .or_else(|| ct.then(|| ct_owner(f, workers)).flatten());
+        match w {
+            Some(w) if w != me => {
+                away.push((w, d));
+                false
+            }
+            _ => true,
         }
-        _ => true,
     });
 }
 
-/// The worker that owns the connection of `frame` (see the module documentation), None when
-/// it needs none.
-pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Option<u32> {
-    if frame.len() < 14 + 20 || frame[0..6] != gw_mac {
-        return None;
-    }
+/// The worker of a connection `ct()` flows track: a hash of its tuple that is the same for
+/// both directions (no NAT involved).
+pub fn ct_owner(frame: &[u8], workers: u32) -> Option<u32> {
+    let (ip, hl) = ipv4_of(frame)?;
+    let k = match super::nat::flow_key(ip, hl) {
+        Some((k, _)) => k,
+        None => super::nat::quoted_key(ip, hl)?,
+    };
+    // ICMP echo keys carry the identifier as the source "port" in both directions.
+    let dport = if k.proto == PROTO_ICMP { k.sport } else { k.dport };
+    let (a, b) = ((k.src, k.sport), (k.dst, dport));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let pack = |(ip, port): ([u8; 4], u16)| (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
+    let x = pack(lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ pack(hi).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ k.proto as u64;
+    Some(((x >> 32) % workers as u64) as u32)
+}
+
+/// The IPv4 header of an Ethernet frame (after any VLAN tags) and its length, trimmed to the
+/// packet's total length.
+fn ipv4_of(frame: &[u8]) -> Option<(&[u8], usize)> {
     let mut l3 = 12;
-    let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let mut ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     while (ethertype == EtherType::VLAN || ethertype == EtherType::QINQ) && frame.len() > l3 + 6 {
         l3 += 4;
         ethertype = u16::from_be_bytes([frame[l3], frame[l3 + 1]]);
@@ -84,7 +113,16 @@ pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Opti
     if hl < 20 || total < hl {
         return None;
     }
-    let ip = &ip[..total];
+    Some((&ip[..total], hl))
+}
+
+/// The worker that owns the connection of `frame` (see the module documentation), None when
+/// it needs none.
+pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Option<u32> {
+    if frame.len() < 14 + 20 || frame[0..6] != gw_mac {
+        return None;
+    }
+    let (ip, hl) = ipv4_of(frame)?;
     let key = match super::nat::flow_key(ip, hl) {
         Some((k, _)) => k,
         None => super::nat::quoted_key(ip, hl)?.reverse(),
@@ -125,6 +163,49 @@ pub fn key_owner(dp: &Datapath, k: &FlowKey, workers: u32) -> Option<u32> {
         return Some(spread(k.dst, port, workers));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both directions of a TCP connection and of an ICMP echo get one worker.
+    #[test]
+    fn ct_owner_is_the_same_both_ways() {
+        use etherparse::PacketBuilder;
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        for workers in [2u32, 3, 4, 16] {
+            for p in 1000..1100u16 {
+                let mut there = Vec::new();
+                PacketBuilder::ethernet2([2; 6], [4; 6])
+                    .ipv4(a, b, 64)
+                    .tcp(p, 80, 1, 1000)
+                    .write(&mut there, b"x")
+                    .unwrap();
+                let mut back = Vec::new();
+                PacketBuilder::ethernet2([4; 6], [2; 6])
+                    .ipv4(b, a, 64)
+                    .tcp(80, p, 1, 1000)
+                    .write(&mut back, b"x")
+                    .unwrap();
+                assert_eq!(ct_owner(&there, workers), ct_owner(&back, workers));
+                let mut echo = Vec::new();
+                PacketBuilder::ethernet2([2; 6], [4; 6])
+                    .ipv4(a, b, 64)
+                    .icmpv4_echo_request(p, 1)
+                    .write(&mut echo, b"x")
+                    .unwrap();
+                let mut reply = Vec::new();
+                PacketBuilder::ethernet2([4; 6], [2; 6])
+                    .ipv4(b, a, 64)
+                    .icmpv4_echo_reply(p, 1)
+                    .write(&mut reply, b"x")
+                    .unwrap();
+                assert_eq!(ct_owner(&echo, workers), ct_owner(&reply, workers), "id {p}");
+                assert!(ct_owner(&echo, workers).unwrap() < workers);
+            }
+        }
+    }
 }
 
 /// A worker for an (address, port) pair.

@@ -68,6 +68,7 @@ impl Worker {
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let (mut added, mut replaced) = (0, 0);
         for f in flows {
+            ft.ct_steered |= f.uses_ct();
             // Ports are numbers by now (flows_check).
             let r = ft
                 .cls
@@ -218,7 +219,12 @@ impl Worker {
     /// add-meter.
     pub(crate) fn meter_add(&mut self, bridge: &str, text: &str) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
-        let (id, meter) = parse_meter(text)?;
+        let (id, mut meter) = parse_meter(text)?;
+        if let Some(buckets) = &self.buckets {
+            let what = format!("meter {bridge} {id}");
+            let bucket = buckets.bucket(what, meter.rate_kbps, meter.burst_kbits);
+            meter = meter.share(bucket);
+        }
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let replaced = ft.meters.insert(id, meter).is_some();
         Ok(json!({"meter": id, "replaced": replaced}))

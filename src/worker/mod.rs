@@ -321,6 +321,8 @@ pub struct Worker {
     pub(crate) workers: usize,
     /// This worker's number (0: the first).
     pub(crate) index: usize,
+    /// Rate limits' buckets shared with the other workers (None: the only worker).
+    pub(crate) buckets: Option<Arc<set::SharedBuckets>>,
 }
 
 impl Worker {
@@ -359,6 +361,7 @@ impl Worker {
             peers: None,
             workers: 1,
             index: 0,
+            buckets: None,
         }
     }
 

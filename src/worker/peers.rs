@@ -2,8 +2,12 @@
 //! frames received by a worker that does not own their connection (`pipeline::steer`).
 //!
 //! Contract:
-//! - Each worker has one channel in; every other worker holds a sender to it and its waker.
-//!   Messages are applied between bursts, in the order each sender sent them.
+//! - Each worker has two channels in (learned state: unbounded, it is rare and must not be
+//!   lost; frames: at most [`FRAME_MESSAGES`] bursts waiting), and every other worker holds
+//!   senders to them and its waker. Messages are applied between bursts, in the order each
+//!   sender sent them. A full frame channel (the owner is overloaded) drops the burst at the
+//!   sender, counted (`handoff_dropped`; a relayed port's `tx-full`): a worker never blocks on
+//!   another, and no queue grows without bound.
 //! - A frame handed to another worker is copied (its bytes and offload state) and freed here:
 //!   frames never change pools. The owner allocates a frame (a large buffer for a super-frame),
 //!   and runs the frames of each port through its pipeline as a burst received on that port
@@ -22,6 +26,20 @@ use crate::learned::Learned;
 use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
 use crate::port::Port;
 use crate::port::wait::Waker;
+
+/// Frame messages (bursts) a worker's frame channel holds.
+pub(crate) const FRAME_MESSAGES: usize = 64;
+
+/// A worker's way to reach another: its channels and its waker.
+#[derive(Clone)]
+pub(crate) struct Link {
+    /// Learned state.
+    pub learned: Sender<PeerMsg>,
+    /// Frames (bounded).
+    pub frames: Sender<PeerMsg>,
+    /// Wakes it.
+    pub waker: Arc<Waker>,
+}
 
 /// A message to another worker.
 pub(crate) enum PeerMsg {
@@ -57,10 +75,12 @@ pub(crate) struct Peers {
     /// This worker's number and the number of workers.
     pub me: u32,
     pub workers: u32,
-    /// Messages from the others.
+    /// Learned state from the others.
     pub rx: Receiver<PeerMsg>,
-    /// Sender and waker of each worker (None: this one).
-    pub to: Vec<Option<(Sender<PeerMsg>, Arc<Waker>)>>,
+    /// Frames from the others.
+    pub frames_rx: Receiver<PeerMsg>,
+    /// Each worker's link (None: this one).
+    pub to: Vec<Option<Link>>,
     /// Frames waiting to go to each worker (sent after the pass over the ports).
     out: Vec<Vec<Handoff>>,
     /// Scratch for `pipeline::steer::split`.
@@ -68,34 +88,49 @@ pub(crate) struct Peers {
     /// Frames handed to other workers, and received from them (for `stats`).
     pub handed_out: u64,
     pub handed_in: u64,
+    /// Frames not handed over because the owner's channel was full.
+    pub handoff_dropped: u64,
 }
 
 impl Peers {
     /// Links for worker `me` of `to.len()`.
     pub fn new(
         me: usize,
-        rx: Receiver<PeerMsg>,
-        to: Vec<Option<(Sender<PeerMsg>, Arc<Waker>)>>,
+        (rx, frames_rx): (Receiver<PeerMsg>, Receiver<PeerMsg>),
+        to: Vec<Option<Link>>,
     ) -> Peers {
         let n = to.len();
         Peers {
             me: me as u32,
             workers: n as u32,
             rx,
+            frames_rx,
             to,
             out: (0..n).map(|_| Vec::new()).collect(),
             away: Vec::new(),
             handed_out: 0,
             handed_in: 0,
+            handoff_dropped: 0,
         }
     }
 
-    /// Send `msg` to worker `w` and wake it.
-    fn send(&self, w: usize, msg: PeerMsg) {
-        if let Some(Some((tx, waker))) = self.to.get(w)
-            && tx.send(msg).is_ok()
+    /// Send learned records to worker `w` and wake it.
+    fn send_learned(&self, w: usize, msg: PeerMsg) {
+        if let Some(Some(l)) = self.to.get(w)
+            && l.learned.send(msg).is_ok()
         {
-            waker.wake();
+            l.waker.wake();
+        }
+    }
+
+    /// Send frames to worker `w` and wake it; false (nothing sent) when its channel is full.
+    fn send_frames(&self, w: usize, msg: PeerMsg) -> bool {
+        match self.to.get(w) {
+            Some(Some(l)) if l.frames.try_send(msg).is_ok() => {
+                l.waker.wake();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -128,7 +163,11 @@ impl Peers {
         for w in 0..self.out.len() {
             if !self.out[w].is_empty() {
                 let frames = std::mem::take(&mut self.out[w]);
-                self.send(w, PeerMsg::Frames(frames));
+                let n = frames.len() as u64;
+                if !self.send_frames(w, PeerMsg::Frames(frames)) {
+                    self.handed_out -= n;
+                    self.handoff_dropped += n;
+                }
             }
         }
         if let Some(out) = dp.learned_out.as_mut()
@@ -137,7 +176,7 @@ impl Peers {
             let records = std::mem::take(out);
             for w in 0..self.to.len() {
                 if self.to[w].is_some() {
-                    self.send(w, PeerMsg::Learned(records.clone()));
+                    self.send_learned(w, PeerMsg::Learned(records.clone()));
                 }
             }
         }
@@ -149,7 +188,7 @@ impl Worker {
     /// through the pipeline and flushed). Returns the number of frames received.
     pub(super) fn peer_messages(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
         let Some(p) = &self.peers else { return 0 };
-        let msgs: Vec<PeerMsg> = p.rx.try_iter().collect();
+        let msgs: Vec<PeerMsg> = p.rx.try_iter().chain(p.frames_rx.try_iter()).collect();
         let mut moved = 0;
         for m in msgs {
             match m {
@@ -233,7 +272,7 @@ impl Worker {
             .as_ref()
             .and_then(|p| p.to.get(w).cloned().flatten())
         {
-            Some((tx, waker)) => Box::new(super::relay::RelayPort::new(port, id, tx, waker)),
+            Some(l) => Box::new(super::relay::RelayPort::new(port, id, l.frames, l.waker)),
             None => port,
         }
     }

@@ -7,7 +7,8 @@
 //!   details are the wrapped port's. `tx_burst` copies each frame into one
 //!   `PeerMsg::Transmit` per burst, frees it here and wakes the owner; it reports nothing
 //!   sent, the owner counts what its socket sends (so `stats`, summed over the workers, counts
-//!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for.
+//!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for;
+//!   a full channel to the owner drops the burst here (counted `tx-full` on the port).
 //! - Frames never change pools: the owner copies into its own.
 
 use std::os::fd::RawFd;
@@ -56,10 +57,21 @@ impl Port for RelayPort {
                 h
             })
             .collect();
-        if !handed.is_empty() && self.to.send(PeerMsg::Transmit(handed)).is_ok() {
-            self.waker.wake();
+        let n = handed.len() as u32;
+        if n == 0 {
+            return TxResult::default();
         }
-        TxResult::default()
+        match self.to.try_send(PeerMsg::Transmit(handed)) {
+            Ok(()) => {
+                self.waker.wake();
+                TxResult::default()
+            }
+            // The owner is overloaded: dropped here, counted as the port's tx-full.
+            Err(_) => TxResult {
+                dropped: n,
+                ..TxResult::default()
+            },
+        }
     }
     fn service(&mut self, frames: &mut Frames) {
         self.inner.service(frames)

@@ -712,10 +712,14 @@ impl Worker {
         ofport: u16,
     ) -> Result<(), String> {
         let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
-        let (rate_rx, rate_tx) = match &spec {
+        let (mut rate_rx, mut rate_tx) = match &spec {
             Some(s) => s.shapers()?,
             None => (None, None),
         };
+        if let Some(b) = &self.buckets {
+            rate_rx = rate_rx.map(|s| b.share(&name, true, s));
+            rate_tx = rate_tx.map(|s| b.share(&name, false, s));
+        }
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
             partial_csum_in: port.partial_csum_in(),
@@ -912,6 +916,7 @@ impl Worker {
                 "tx_packets": tx,
                 "handed_out": self.peers.as_ref().map_or(0, |p| p.handed_out),
                 "handed_in": self.peers.as_ref().map_or(0, |p| p.handed_in),
+                "handoff_dropped": self.peers.as_ref().map_or(0, |p| p.handoff_dropped),
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
                 "sleeps": self.stats.sleeps,

@@ -18,6 +18,9 @@
 //! - Learned state (FDB, neighbours): each worker learns from what it receives and shares it
 //!   with the others (see `learned`), so a MAC learned by one is forwarded to, not flooded,
 //!   by all.
+//! - Rate limits (`rate_rx`/`rate_tx`) and meters: each worker shapes or meters what it
+//!   handles, all drawing from one token bucket per port direction or meter (`SharedBuckets`,
+//!   `tokens`), so the configured rate holds in total; `dump-meters` sums the counts.
 //! - Reads: `stats` sums every worker's counters (ports, bridges, router, neighbours) and lists
 //!   each worker's loop figures under `workers`; tables and the running configuration are read
 //!   from worker 0 (they are replicas). Flow and node counters (`dump-flows`, `show-runtime`)
@@ -26,8 +29,7 @@
 //!   only its share of the ports, and a frame that reaches another worker is handed to the
 //!   owner (`pipeline::steer`, `peers`). `ct-show` pages through every worker's table.
 //! - Not available yet with several workers, refused with an error that says so:
-//!   `ct`/`meter`/`learn` flow actions and `idle_timeout` (their connection tables, meters,
-//!   learned flows and idle timers are per worker and not steered), captures and mirrors, the
+//!   `learn` flow actions (learned flows would differ per worker), captures and mirrors, the
 //!   PACKET_OUT is sent by worker 0 (its sockets reach every port).
 //! - DNS: the names are one registry (written through worker 0); every worker punts the
 //!   queries its gateways receive to the service, and worker 0 sends the answers.
@@ -42,6 +44,7 @@ use super::{Command, Worker, WorkerHandle, WorkerOptions, prepare, start};
 use crate::clock::Clock;
 use crate::flow::Flow;
 use crate::observe::ObserveCmd;
+use crate::pipeline::ratelimit::{Shaper, SharedBucket};
 use crate::port::Port;
 
 /// Start one worker per entry of `cores` (None: unpinned), sharing what they learn. One entry
@@ -66,16 +69,29 @@ pub fn spawn_workers(
     }
     // Wire the channels between workers: worker i receives on its own, sends on the others'.
     let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded()).collect();
+    let frame_channels: Vec<_> = (0..n)
+        .map(|_| crossbeam_channel::bounded(super::peers::FRAME_MESSAGES))
+        .collect();
     let wakers: Vec<_> = built.iter().map(|(_, h)| h.waker.clone()).collect();
     let events = built[0].0.dp.events.clone();
+    let buckets = Arc::new(SharedBuckets::default());
     let names = built[0].1.dns_names.clone();
     for (i, (w, h)) in built.iter_mut().enumerate() {
         let to = (0..n)
-            .map(|j| (j != i).then(|| (channels[j].0.clone(), wakers[j].clone())))
+            .map(|j| {
+                (j != i).then(|| super::peers::Link {
+                    learned: channels[j].0.clone(),
+                    frames: frame_channels[j].0.clone(),
+                    waker: wakers[j].clone(),
+                })
+            })
             .collect();
-        w.peers = Some(super::peers::Peers::new(i, channels[i].1.clone(), to));
+        let rx = (channels[i].1.clone(), frame_channels[i].1.clone());
+        w.peers = Some(super::peers::Peers::new(i, rx, to));
         w.dp.learned_out = Some(Vec::new());
+        w.dp.expires_flows = i == 0;
         w.dp.nat.set_share(i as u16, n as u16);
+        w.buckets = Some(buckets.clone());
         // One event stream and one DNS name registry for all.
         w.dp.events = if i == 0 {
             events.clone()
@@ -107,6 +123,41 @@ pub fn spawn_workers(
     Ok(first)
 }
 
+/// The token buckets the workers' copies of a rate limit or meter draw from (see `tokens`):
+/// one per (what, rate, burst) while some copy holds it.
+#[derive(Default)]
+pub(crate) struct SharedBuckets(std::sync::Mutex<Vec<BucketEntry>>);
+
+/// What is limited (`rx PORT`, `tx PORT`, `meter BRIDGE N`), its rate and burst, and its
+/// bucket while some copy holds it.
+type BucketEntry = ((String, u64, u64), std::sync::Weak<SharedBucket>);
+
+impl SharedBuckets {
+    /// The bucket of `what` at `rate_kbps` with `burst_kbits`.
+    pub fn bucket(&self, what: String, rate_kbps: u64, burst_kbits: u64) -> Arc<SharedBucket> {
+        let key = (what, rate_kbps, burst_kbits);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(b) = all
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return b;
+        }
+        let b = Arc::new(SharedBucket::new((burst_kbits * 1000) as i64));
+        all.push((key, Arc::downgrade(&b)));
+        b
+    }
+
+    /// `shaper` drawing from the bucket of `port` (`rx`: its received direction).
+    pub fn share(&self, port: &str, rx: bool, shaper: Shaper) -> Shaper {
+        let what = format!("{} {port}", if rx { "rx" } else { "tx" });
+        let b = self.bucket(what, shaper.rate_kbps, shaper.burst_kbits);
+        shaper.share(b)
+    }
+}
+
 /// `ct-show` page positions with several workers: worker number above this bit, slot below.
 const CT_WORKER_SHIFT: usize = 40;
 
@@ -114,7 +165,6 @@ const CT_WORKER_SHIFT: usize = 40;
 fn single_worker_only(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
         Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
-        Command::MeterAdd { .. } => "meters (their rate would be split across the workers)",
         Command::Observe(ObserveCmd::CaptureStart(_) | ObserveCmd::CaptureStop(_)) => {
             "captures (each worker sees part of a port's frames)"
         }
@@ -128,15 +178,10 @@ fn flow_single_worker_only(f: &Flow) -> Option<&'static str> {
     use crate::flow::Action;
     fn walk(list: &[Action]) -> Option<&'static str> {
         list.iter().find_map(|a| match a {
-            Action::Ct(_) => Some("the ct() action (connection tracking is per worker)"),
-            Action::Meter(_) => Some("the meter action (meters are per worker)"),
             Action::Learn(_) => Some("the learn() action (learned flows are per worker)"),
             Action::Clone(inner) => walk(inner),
             _ => None,
         })
-    }
-    if f.idle_timeout != 0 {
-        return Some("idle_timeout (each worker would time the flow out on its own traffic)");
     }
     walk(&f.actions)
 }
@@ -205,6 +250,10 @@ fn replicate(cmd: &Command) -> Option<Command> {
             strict: *strict,
         },
         Command::Overlay(ops) => Command::Overlay(ops.clone()),
+        Command::MeterAdd { bridge, spec } => Command::MeterAdd {
+            bridge: bridge.clone(),
+            spec: spec.clone(),
+        },
         Command::Openflow(crate::worker::OfCommand::GroupDump { .. }) => return None,
         Command::Observe(ObserveCmd::MirrorAdd(m)) => {
             Command::Observe(ObserveCmd::MirrorAdd(m.clone()))
@@ -218,6 +267,15 @@ fn replicate(cmd: &Command) -> Option<Command> {
         Command::Openflow(c) => Command::Openflow(c.clone()),
         _ => return None,
     })
+}
+
+/// For `add-port`: the port's name and a copy of the command, to replace a port worker 0
+/// replaced (down or gone there) on a worker that still has it.
+fn stale_port(cmd: &Command) -> Option<(String, Command)> {
+    match cmd {
+        Command::AddPort { spec, .. } => Some((spec.name.clone(), replicate(cmd)?)),
+        _ => None,
+    }
 }
 
 /// How to undo `cmd` on a worker that applied it, when a later worker refused it.
@@ -260,6 +318,14 @@ impl WorkerHandle {
                 }))
             }
             Command::Stats => self.stats_each(),
+            Command::MeterDump(b) => {
+                let mut total = self.call_one(Command::MeterDump(b.clone()))?;
+                for w in &self.others {
+                    let v = w.call_one(Command::MeterDump(b.clone()))?;
+                    sum_counters(&mut total, &v);
+                }
+                Ok(total)
+            }
             Command::Observe(ObserveCmd::Counts) => {
                 let mut total = self.call_one(Command::Observe(ObserveCmd::Counts))?;
                 for w in &self.others {
@@ -299,7 +365,17 @@ impl WorkerHandle {
         for (i, w) in self.others.iter().enumerate() {
             let Some(c) = next.take() else { break };
             next = replicate(&c);
-            if let Err(e) = w.call_one(c) {
+            let retry = stale_port(&c);
+            let mut r = w.call_one(c);
+            // Worker 0 replaced a port that was down or gone there; this worker may not have
+            // seen the netdev go yet (each follows link events on its own): replace it too.
+            if let (Err(e), Some((name, again))) = (&r, retry)
+                && e.contains("already exists")
+            {
+                let _ = w.call_one(Command::DelPort(name));
+                r = w.call_one(again);
+            }
+            if let Err(e) = r {
                 if let Some(u) = &rollback {
                     for d in &done {
                         if let Some(u) = replicate(u) {
@@ -480,6 +556,9 @@ fn with_counter(line: &str, key: &str, value: u64) -> String {
 /// (table sizes, frame counts, ids, MTUs) are left as worker 0 has them.
 pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
     const NOT_COUNTERS: &[&str] = &[
+        "meter",
+        "rate_kbps",
+        "burst_kbits",
         "fdb_entries",
         "frames",
         "entries",
@@ -502,6 +581,11 @@ pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
                     }
                     None => {}
                 }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (x, y) in a.iter_mut().zip(b) {
+                sum_counters(x, y);
             }
         }
         (a @ Value::Number(_), Value::Number(b)) => {
