@@ -165,6 +165,13 @@ pub fn key_owner(dp: &Datapath, k: &FlowKey, workers: u32) -> Option<u32> {
     None
 }
 
+/// A worker for an (address, port) pair.
+#[inline]
+fn spread(ip: [u8; 4], port: u16, workers: u32) -> u32 {
+    let x = (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
+    ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,11 +213,4 @@ mod tests {
             }
         }
     }
-}
-
-/// A worker for an (address, port) pair.
-#[inline]
-fn spread(ip: [u8; 4], port: u16, workers: u32) -> u32 {
-    let x = (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
-    ((x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % workers as u64) as u32
 }
