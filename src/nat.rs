@@ -151,9 +151,13 @@ impl Nat {
     }
 
     /// Make this table worker `part` of `parts`: the port pools made from now on hand out only
-    /// this worker's share of their ports. Set before any rule is added.
+    /// this worker's share of their ports, and a source may hold its share of the per-source
+    /// limit here (its connections spread over the workers' tables, so its total stays the
+    /// configured limit, as its ports do). Set before any rule is added.
     pub fn set_share(&mut self, part: u16, parts: u16) {
         self.share = (part, parts.max(1));
+        let per = self.ct.per_source() / self.share.1 as usize;
+        self.ct.set_per_source(per);
     }
 
     /// The mapped host port of the `dnat` rule whose target is `to:to_port` (`proto`): the

@@ -275,6 +275,11 @@ impl Conntrack {
         self.per_source
     }
 
+    /// Change the per-source limit (at least 1; connections over it stay until they end).
+    pub fn set_per_source(&mut self, per_source: usize) {
+        self.per_source = per_source.clamp(1, self.limit);
+    }
+
     /// Live connections whose original source is `src`.
     pub fn source_count(&self, src: [u8; 4]) -> usize {
         self.sources.get(&src).map_or(0, |n| *n as usize)

@@ -84,7 +84,11 @@ pub fn ct_owner(frame: &[u8], workers: u32) -> Option<u32> {
         None => super::nat::quoted_key(ip, hl)?,
     };
     // ICMP echo keys carry the identifier as the source "port" in both directions.
-    let dport = if k.proto == PROTO_ICMP { k.sport } else { k.dport };
+    let dport = if k.proto == PROTO_ICMP {
+        k.sport
+    } else {
+        k.dport
+    };
     let (a, b) = ((k.src, k.sport), (k.dst, dport));
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     let pack = |(ip, port): ([u8; 4], u16)| (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
@@ -208,7 +212,11 @@ mod tests {
                     .icmpv4_echo_reply(p, 1)
                     .write(&mut reply, b"x")
                     .unwrap();
-                assert_eq!(ct_owner(&echo, workers), ct_owner(&reply, workers), "id {p}");
+                assert_eq!(
+                    ct_owner(&echo, workers),
+                    ct_owner(&reply, workers),
+                    "id {p}"
+                );
                 assert!(ct_owner(&echo, workers).unwrap() < workers);
             }
         }

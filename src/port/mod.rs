@@ -28,6 +28,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod frameio;
 pub mod mem;
+pub mod queueless;
 pub mod rtnl;
 pub mod sys;
 pub mod tap;

@@ -58,7 +58,7 @@ use super::life::LinkState;
 use super::{Command, Request, Waker, Worker, WorkerHandle};
 use crate::config::{PortSpec, XdpModeSpec};
 use crate::port::afxdp::{AfxdpOptions, AfxdpPort, Umem, XdpMode};
-use crate::port::tap::{TapOptions, TapPort};
+use crate::port::tap::{TapError, TapOptions, TapPort};
 use crate::port::{Port, PortKind};
 
 /// A port taken out of the worker, to be released by the caller and closed by the worker (its
@@ -136,7 +136,8 @@ pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// opens its own sockets: AF_PACKET sockets join the netdev's fanout group (the kernel spreads
 /// received frames by a symmetric flow hash); AF_XDP sockets bind this worker's share of the
 /// netdev's queues (the kernel's rx queue choice spreads frames) under one shared XDP program;
-/// TAP ports are multi-queue TAPs, one queue per worker (the first worker's open creates it).
+/// TAP ports are multi-queue TAPs, one queue per worker (the first worker's open creates it);
+/// a single-queue TAP made outside uvs is held by worker 0, the others send through it.
 pub(crate) fn open_device(
     spec: &PortSpec,
     umem: Umem,
@@ -163,18 +164,34 @@ pub(crate) fn open_device(
             crate::port::afpacket::AfpacketPort::open_shared(&spec.name, 0, workers > 1)
                 .map_err(|e| e.to_string())?,
         )),
-        PortKind::Tap => Ok(Box::new(
-            TapPort::create(
-                &spec.name,
-                0,
-                &TapOptions {
-                    mtu: spec.mtu,
-                    multi_queue: workers > 1,
-                    ..TapOptions::default()
-                },
-            )
-            .map_err(|e| e.to_string())?,
-        )),
+        PortKind::Tap => {
+            let opts = TapOptions {
+                mtu: spec.mtu,
+                multi_queue: workers > 1,
+                ..TapOptions::default()
+            };
+            match TapPort::create(&spec.name, 0, &opts) {
+                Ok(p) => Ok(Box::new(p)),
+                // A single-queue TAP made outside uvs: worker 0 holds its one queue, the
+                // others send through worker 0.
+                Err(TapError::NotMultiQueue { .. }) if worker == 0 => {
+                    let single = TapOptions {
+                        multi_queue: false,
+                        ..opts
+                    };
+                    TapPort::create(&spec.name, 0, &single)
+                        .map(|p| Box::new(p) as Box<dyn Port>)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e @ TapError::NotMultiQueue { .. }) => {
+                    match crate::port::queueless::QueuelessPort::new(&spec.name, PortKind::Tap, 0) {
+                        Some(p) => Ok(Box::new(p)),
+                        None => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
         k => Err(format!("type {k}: no device to open")),
     }
 }
