@@ -116,6 +116,30 @@ pub struct TapSpec {
     pub tx: Sender<Captured>,
     /// Frames lost because the queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// With several workers: the frames still to capture, counted down by every worker's copy
+    /// of this capture (so `count` holds in total). None: `count` is this copy's own.
+    pub shared_count: Option<Arc<AtomicU64>>,
+}
+
+impl TapSpec {
+    /// A copy for another worker: the same stream, drop counter and (shared) count.
+    pub fn for_another_worker(&mut self) -> TapSpec {
+        if let (Some(c), None) = (self.count, &self.shared_count) {
+            self.shared_count = Some(Arc::new(AtomicU64::new(c)));
+        }
+        TapSpec {
+            id: self.id,
+            port: self.port.clone(),
+            dir: self.dir,
+            filter: self.filter.clone(),
+            count: self.count,
+            duration: self.duration,
+            snaplen: self.snaplen,
+            tx: self.tx.clone(),
+            dropped: self.dropped.clone(),
+            shared_count: self.shared_count.clone(),
+        }
+    }
 }
 
 /// A capture running in the worker.
@@ -129,7 +153,8 @@ pub struct Tap {
     /// Which frames.
     pub dir: Direction,
     filter: Filter,
-    remaining: Option<u64>,
+    /// Frames still to capture (shared with the other workers' copies when several run).
+    remaining: Option<Arc<AtomicU64>>,
     until_ms: Option<u64>,
     snaplen: usize,
     tx: Sender<Captured>,
@@ -155,7 +180,10 @@ impl Tap {
             port_name: spec.port,
             dir: spec.dir,
             filter: spec.filter,
-            remaining: spec.count,
+            remaining: spec.count.map(|c| {
+                spec.shared_count
+                    .unwrap_or_else(|| Arc::new(AtomicU64::new(c)))
+            }),
             until_ms: spec.duration.map(|d| dp.now_ms + d.as_millis() as u64),
             snaplen: spec.snaplen as usize,
             tx: spec.tx,
@@ -171,6 +199,13 @@ impl Tap {
         }
         if !self.filter.matches(data) {
             return true;
+        }
+        // Take one frame of the count first: with several workers the count is shared.
+        if let Some(r) = &self.remaining
+            && r.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return false;
         }
         let c = Captured {
             ts_ns,
@@ -188,15 +223,17 @@ impl Tap {
                 return false;
             }
         }
-        if let Some(n) = &mut self.remaining {
-            *n = n.saturating_sub(1);
-        }
         !self.finished(now_ms)
     }
 
     /// True when the count or deadline is reached or the reader went away.
     pub fn finished(&self, now_ms: u64) -> bool {
-        self.gone || self.remaining == Some(0) || self.until_ms.is_some_and(|t| now_ms >= t)
+        self.gone
+            || self
+                .remaining
+                .as_ref()
+                .is_some_and(|r| r.load(Ordering::Acquire) == 0)
+            || self.until_ms.is_some_and(|t| now_ms >= t)
     }
 }
 
@@ -298,6 +335,7 @@ impl Sessions {
             snaplen: a.snaplen,
             tx,
             dropped,
+            shared_count: None,
         };
         (id, spec)
     }

@@ -186,6 +186,15 @@ impl Observe {
         true
     }
 
+    /// Housekeeping: end the captures that finished without being offered a frame (a deadline
+    /// passed on a quiet port, or, with several workers, the shared count was reached by
+    /// another worker), so their stream closes.
+    pub fn housekeep(&mut self, dp: &Datapath) {
+        if self.taps.iter().any(|t| t.finished(dp.now_ms)) {
+            self.end_finished(dp);
+        }
+    }
+
     /// Drop taps that reached their count, deadline, or lost their reader.
     fn end_finished(&mut self, dp: &Datapath) {
         let now = dp.now_ms;

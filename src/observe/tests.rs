@@ -125,6 +125,7 @@ fn removed_ports_leave_mirrors_and_end_taps() {
         snaplen: 100,
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
+        shared_count: None,
     };
     obs.taps.push(Tap::start(spec, &dp).unwrap());
     obs.recompute();
@@ -165,6 +166,7 @@ fn tap_filters_counts_and_snaps() {
         snaplen: 20,
         tx,
         dropped: dropped.clone(),
+        shared_count: None,
     };
     obs.taps.push(Tap::start(spec, &dp).unwrap());
     obs.recompute();
@@ -204,6 +206,7 @@ fn vxlan_ports_are_refused() {
         snaplen: 1,
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
+        shared_count: None,
     };
     let e = Tap::start(spec, &dp).err().unwrap();
     assert!(e.contains("uplink"), "{e}");

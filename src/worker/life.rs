@@ -183,6 +183,7 @@ impl Worker {
     /// Housekeeping for ports: link events, faults, budgets. Called every 1024 iterations and
     /// after every sleep.
     pub(crate) fn housekeep_ports(&mut self, now_ms: u64) {
+        self.observe.housekeep(&self.dp);
         let mut evs = std::mem::take(&mut self.links.events);
         let overflow = match self.links.monitor.as_mut() {
             Some(m) => m.read(&mut evs),

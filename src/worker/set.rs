@@ -4,37 +4,39 @@
 //!
 //! Contract:
 //! - Configuration: every command that changes the configuration is applied by every worker,
-//!   worker 0 first, in the order the handle receives them (callers are serialised per
-//!   command); the answer is worker 0's. Worker 0 refusing a command stops it there; a later
-//!   worker refusing what worker 0 accepted (it should not: the replicas hold the same
-//!   configuration) is undone on the workers that applied it where an undo exists (ports,
-//!   bridges) and answered as an error naming the worker.
-//! - Ports: each worker opens its own socket on every port. AF_PACKET sockets join the
-//!   netdev's fanout group (`port::afpacket`): the kernel hands each received frame to one
-//!   worker by a symmetric flow hash, and each worker transmits on its own socket, so no
-//!   socket and no frame is shared between threads. In-memory ports (tests, benches) are
-//!   attached per worker with [`WorkerHandle::attach_each`]. AF_XDP and TAP ports need one
-//!   socket per worker and queue, not built yet: refused with a message naming the port.
-//! - Learned state (FDB, neighbours): each worker learns from what it receives and shares it
-//!   with the others (see `learned`), so a MAC learned by one is forwarded to, not flooded,
-//!   by all.
+//!   worker 0 first, one command at a time over all workers (`set_ops`), so the replicas apply
+//!   the same changes in the same order and give out the same ids; the answer is worker 0's.
+//!   Worker 0 refusing a command stops it there; a later worker refusing what worker 0
+//!   accepted (it should not) is undone where an undo exists (ports, bridges) and answered as
+//!   an error naming the worker. `add-port` replacing a port worker 0 saw down or gone also
+//!   replaces it on a worker that has not seen the netdev go yet.
+//! - Ports: each worker opens its own sockets and transmits on them (see `open::open_device`):
+//!   AF_PACKET fanout, AF_XDP queue shares, multi-queue TAPs. A worker without a queue on a
+//!   port (AF_XDP with fewer queues than workers, a single-queue TAP made outside uvs) hands
+//!   what it sends there to the worker that has one (`relay`). In-memory ports (tests,
+//!   benches) are attached per worker with [`WorkerHandle::attach_each`].
+//! - Learned state (FDB, VXLAN remotes, neighbours, flow use and timeouts) is shared (see
+//!   `learned`).
+//! - NAT and `ct()` flows: each worker tracks the connections it owns; NAT port pools hand out
+//!   only its share of ports, and a frame that reaches another worker is handed to the owner
+//!   (`pipeline::steer`, `peers`).
 //! - Rate limits (`rate_rx`/`rate_tx`) and meters: each worker shapes or meters what it
 //!   handles, all drawing from one token bucket per port direction or meter (`SharedBuckets`,
-//!   `tokens`), so the configured rate holds in total; `dump-meters` sums the counts.
-//! - Reads: `stats` sums every worker's counters (ports, bridges, router, neighbours) and lists
-//!   each worker's loop figures under `workers`; tables and the running configuration are read
-//!   from worker 0 (they are replicas). Flow and node counters (`dump-flows`, `show-runtime`)
-//!   are worker 0's: summing them is not built yet.
-//! - NAT: each worker tracks the connections it owns in its own table; its port pools hand out
-//!   only its share of the ports, and a frame that reaches another worker is handed to the
-//!   owner (`pipeline::steer`, `peers`). `ct-show` pages through every worker's table.
-//! - Not available yet with several workers, refused with an error that says so:
-//!   `learn` flow actions (learned flows would differ per worker), captures and mirrors, the
+//!   `tokens`), so the configured rate holds in total.
+//! - Captures: every worker captures what it handles of the port into the one stream (frames
+//!   of different workers interleave in arrival order), counting down one shared count.
+//!   Mirrors are replicated: each worker mirrors what it forwards.
+//! - OpenFlow: settings, groups and controller state are replicated; every worker's packet-ins
+//!   go to the one event stream, flow-removed and port-status events come from worker 0 only.
 //!   PACKET_OUT is sent by worker 0 (its sockets reach every port).
 //! - DNS: the names are one registry (written through worker 0); every worker punts the
 //!   queries its gateways receive to the service, and worker 0 sends the answers.
-//! - OpenFlow: settings, groups and controller state are replicated; every worker's packet-ins
-//!   go to the one event stream, flow-removed and port-status events come from worker 0 only.
+//! - Reads: `stats`, `dump-flows`, `dump-meters` and the metrics' counts sum every worker's
+//!   counters (table sizes are not summed) and `stats`/`show` list each worker;
+//!   `show-runtime` lists every worker's nodes; `ct-show` pages through every worker's table;
+//!   other tables and the running configuration are read from worker 0 (replicas).
+//! - Not available with several workers, refused with an error that says so: `learn()` flow
+//!   actions (learned flows would differ per worker).
 
 use std::sync::Arc;
 
@@ -165,9 +167,6 @@ const CT_WORKER_SHIFT: usize = 40;
 fn single_worker_only(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
         Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
-        Command::Observe(ObserveCmd::CaptureStart(_) | ObserveCmd::CaptureStop(_)) => {
-            "captures (each worker sees part of a port's frames)"
-        }
         Command::AttachPort { .. } => "attaching one port object (use attach_each)",
         _ => return None,
     })
@@ -255,6 +254,9 @@ fn replicate(cmd: &Command) -> Option<Command> {
             spec: spec.clone(),
         },
         Command::Openflow(crate::worker::OfCommand::GroupDump { .. }) => return None,
+        Command::Observe(ObserveCmd::CaptureStop(id)) => {
+            Command::Observe(ObserveCmd::CaptureStop(*id))
+        }
         Command::Observe(ObserveCmd::MirrorAdd(m)) => {
             Command::Observe(ObserveCmd::MirrorAdd(m.clone()))
         }
@@ -316,6 +318,20 @@ impl WorkerHandle {
                     punted,
                     replies,
                 }))
+            }
+            Command::Observe(ObserveCmd::CaptureStart(mut spec)) => {
+                // Every worker captures what it handles into the one stream, counting down one
+                // shared count.
+                let copies: Vec<_> = self
+                    .others
+                    .iter()
+                    .map(|_| spec.for_another_worker())
+                    .collect();
+                let answer = self.call_one(Command::Observe(ObserveCmd::CaptureStart(spec)))?;
+                for (w, c) in self.others.iter().zip(copies) {
+                    w.call_one(Command::Observe(ObserveCmd::CaptureStart(Box::new(c))))?;
+                }
+                Ok(answer)
             }
             Command::Stats => self.stats_each(),
             Command::MeterDump(b) => {
