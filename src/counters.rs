@@ -74,6 +74,7 @@ drop_reasons! {
     RateTx => "rate-tx", "queued toward a port beyond its rate_tx rate (the CNI bandwidth capability's ingressRate)";
     RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
     DnsQueueFull => "dns-queue-full", "DNS query to a gateway dropped: the DNS service's queue is full";
+    HandoffFull => "handoff-full", "several workers: the worker that owns the frame's connection was too busy to take it";
     DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";
 }
 

@@ -821,10 +821,11 @@ impl Datapath {
                     // used in the last second.
                     if let Some(out) = self.learned_out.as_mut() {
                         let since = now_ms.saturating_sub(1000);
-                        out.extend(b.flows.cls.idle_used_since(since).map(|(id, used_ms)| {
+                        out.extend(b.flows.cls.idle_used_since(since).map(|(id, f, used_ms)| {
                             crate::learned::Learned::FlowUsed {
                                 bridge: bid as u16,
                                 id: id.0,
+                                hash: crate::learned::flow_hash(f),
                                 used_ms,
                             }
                         }));

@@ -62,13 +62,16 @@ pub enum Learned {
     FlowUsed {
         /// Bridge id.
         bridge: u16,
-        /// The flow's id (the same on every worker: they add and remove flows in one order).
+        /// The flow's id on the sender (usually the same everywhere: workers add and remove
+        /// flows in one order, but an expiry and an add can cross).
         id: u32,
+        /// A hash of the flow, to find it where the id differs.
+        hash: u64,
         /// Its last hit, ms.
         used_ms: u64,
     },
     /// Flow `id` of `bridge` timed out on worker 0 (idle or hard): removed on every worker
-    /// (only if it is still `flow` there).
+    /// (the flow equal to `flow`, whatever its id there).
     FlowExpired {
         /// Bridge id.
         bridge: u16,
@@ -93,10 +96,21 @@ pub enum Learned {
     },
 }
 
-/// Record `l` if this worker shares what it learns.
+/// A hash of a flow (`FlowUsed` finds the flow by it where ids differ).
+pub fn flow_hash(f: &crate::flow::Flow) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.hash(&mut h);
+    h.finish()
+}
+
+/// Record `l` if this worker shares what it learns (not twice in a row: an ARP storm from
+/// one host is one record per burst).
 #[inline]
 pub fn record(dp: &mut Datapath, l: Learned) {
-    if let Some(out) = dp.learned_out.as_mut() {
+    if let Some(out) = dp.learned_out.as_mut()
+        && out.last() != Some(&l)
+    {
         out.push(l);
     }
 }
@@ -112,11 +126,12 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                 mac,
                 port,
             } => {
-                if dp.port(port).is_none_or(|p| p.bridge != bridge) {
-                    continue;
-                }
+                let limit = match dp.port(port) {
+                    Some(p) if p.bridge == bridge => p.mac_limit,
+                    _ => continue,
+                };
                 if let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) {
-                    let _ = b.fdb.learn(vlan, mac, port, now);
+                    let _ = b.fdb.learn_limited(vlan, mac, port, now, limit);
                 }
             }
             &Learned::Remote {
@@ -147,10 +162,21 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
             &Learned::FlowUsed {
                 bridge,
                 id,
+                hash,
                 used_ms,
             } => {
                 if let Some(b) = dp.bridges.get(bridge as usize).and_then(|b| b.as_ref()) {
-                    b.flows.cls.credit(FlowId(id), 0, 0, used_ms);
+                    let cls = &b.flows.cls;
+                    let found = match cls.get(FlowId(id)) {
+                        Some(f) if flow_hash(f) == hash => Some(FlowId(id)),
+                        _ => cls
+                            .iter()
+                            .find(|(_, f)| flow_hash(f) == hash)
+                            .map(|(i, _)| i),
+                    };
+                    if let Some(i) = found {
+                        cls.credit(i, 0, 0, used_ms);
+                    }
                 }
             }
             Learned::FlowExpired { bridge, id, flow } => {
@@ -158,10 +184,19 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
                     .bridges
                     .get_mut(*bridge as usize)
                     .and_then(|b| b.as_mut())
-                    && b.flows.cls.get(FlowId(*id)) == Some(flow.as_ref())
                 {
-                    b.flows.cls.remove(FlowId(*id));
-                    b.flows.refresh();
+                    let cls = &b.flows.cls;
+                    let found = match cls.get(FlowId(*id)) {
+                        Some(f) if f == flow.as_ref() => Some(FlowId(*id)),
+                        _ => cls
+                            .iter()
+                            .find(|(_, f)| *f == flow.as_ref())
+                            .map(|(i, _)| i),
+                    };
+                    if let Some(i) = found {
+                        b.flows.cls.remove(i);
+                        b.flows.refresh();
+                    }
                 }
             }
         }

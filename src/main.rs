@@ -39,10 +39,8 @@ enum Cmd {
         #[arg(long)]
         db: Option<PathBuf>,
         /// Cores to run datapath workers on, one pinned worker per core (`--cores 1`, or
-        /// `--cores 0,1` for two). Default: `UVS_CORES`, else `cores` in the --config file,
-        /// else one unpinned worker. With several workers,
-        /// AF_PACKET ports are shared by a fanout group; AF_XDP/TAP ports, NAT, ct flows,
-        /// captures and the DNS service need one worker for now.
+        /// `--cores 0,1` for two; see "Several workers" in the README). Default: `UVS_CORES`,
+        /// else `cores` in the --config file, else one unpinned worker.
         #[arg(long)]
         cores: Option<String>,
         /// Frames in each worker's frame region (2 KiB each).

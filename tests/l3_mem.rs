@@ -614,6 +614,7 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
             .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
             .unwrap();
         n.h.dp.nat.add_dest(b1, 17, 8080, H_A, 80).unwrap();
+        n.h.dp.nat.add_dest(b1, 17, 8081, H_A, 80).unwrap();
     }
     let (gw0, gw1, a, b) = (w[0].gw0, w[0].gw1, w[0].a, w[0].b);
     let mut used = [0usize; 2];
@@ -665,6 +666,30 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
         assert_eq!(u.source_port(), 8080);
     }
     assert!(used[0] > 10 && used[1] > 10, "connections spread: {used:?}");
+    // Two mappings to one target: a connection through the second one and its answer agree.
+    for sport in 3000..3016u16 {
+        let inbound = udp_from(mac(3), gw1, (H_B, sport), (GW1, 8081));
+        let reply = udp_from(mac(2), gw0, (H_A, 80), (H_B, sport));
+        assert_eq!(
+            owner(&w[0].h.dp, &inbound, gw1.0, 2),
+            owner(&w[0].h.dp, &reply, gw0.0, 2)
+        );
+    }
+    // Rules deleted: the connections they made still steer their answers to their worker.
+    let out = udp_from(mac(2), gw0, (H_A, 5555), (H_B, 53));
+    let o = owner(&w[0].h.dp, &out, gw0.0, 2).unwrap() as usize;
+    w[o].h.send(a, &out);
+    let sent = w[o].h.outputs();
+    let (_, t) = ip_of(&sent[b as usize][0]);
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    let public = u.source_port();
+    for n in w.iter_mut() {
+        while n.h.dp.nat.del(0).is_ok() {}
+    }
+    let back = udp_from(mac(3), gw1, (H_B, 53), (GW1, public));
+    assert_eq!(owner(&w[1 - o].h.dp, &back, gw1.0, 2), Some(o as u32));
     // Not to a gateway MAC, or without rules: no owner (stays where it arrived).
     let l2 = udp_from(mac(2), MacAddr(mac(9)), (H_A, 1), (H_B, 2));
     assert_eq!(owner(&w[0].h.dp, &l2, gw0.0, 2), None);

@@ -307,6 +307,14 @@ impl Conntrack {
     }
 
     /// A pool, for display.
+    /// True if `ip` is the address of one of the table's port pools (a translated address,
+    /// whether or not the rule that made the pool is still there).
+    pub fn is_pool_address(&self, ip: [u8; 4]) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.addr() == ip && p.range().end() >= p.range().start())
+    }
+
     pub fn pool(&self, id: PoolId) -> Option<&PortAllocator> {
         self.pools.get(id as usize)
     }

@@ -608,11 +608,14 @@ impl Classifier {
     }
 
     /// The flows with an idle timeout hit at or after `since_ms`, with their last hit.
-    pub fn idle_used_since(&self, since_ms: u64) -> impl Iterator<Item = (FlowId, u64)> + '_ {
+    pub fn idle_used_since(
+        &self,
+        since_ms: u64,
+    ) -> impl Iterator<Item = (FlowId, &Flow, u64)> + '_ {
         self.timed.iter().filter_map(move |&id| {
             let e = self.entries.get(id as usize)?.as_ref()?;
             let used = e.counters.used_ms.load(Relaxed);
-            (e.flow.idle_timeout != 0 && used >= since_ms).then_some((FlowId(id), used))
+            (e.flow.idle_timeout != 0 && used >= since_ms).then_some((FlowId(id), &e.flow, used))
         })
     }
 

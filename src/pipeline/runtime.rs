@@ -137,7 +137,7 @@ pub fn ticks_per_ns() -> f64 {
 pub fn node_of(r: DropReason) -> Node {
     use DropReason::*;
     match r {
-        Runt | SrcMulticast | SrcZero | VlanDenied | QinQ | NoBridge | RateRx => {
+        Runt | SrcMulticast | SrcZero | VlanDenied | QinQ | NoBridge | RateRx | HandoffFull => {
             Node::EthernetInput
         }
         FlowDrop => Node::Flows,

@@ -11,15 +11,16 @@
 //!   threads otherwise.
 //! - The owner is computed from the frame alone, the same way for both directions of a
 //!   connection (checked in order; the first that applies decides):
-//!   1. to a mapped port (`dnat`) of a gateway address: the worker of the mapped host port;
-//!   2. from a `dnat` target address and port (an answer of a mapped connection): the worker
-//!      of that rule's mapped host port;
-//!   3. to an address source rules translate to (masquerade/SNAT answers, hairpin answers):
-//!      the worker of the destination port (ICMP echo: the identifier), which that worker's
-//!      pool handed out;
+//!   1. to a mapped port (`dnat`) of a gateway address: a hash of the mapping's target
+//!      address and port;
+//!   2. from a `dnat` target address and port (an answer of a mapped connection, hairpin ones
+//!      included): the same hash of that address and port;
+//!   3. to the address of a NAT port pool (masquerade/SNAT answers, even after their rule was
+//!      deleted): the worker of the destination port (ICMP echo: the identifier), which that
+//!      worker's pool handed out;
 //!   4. to or from an address inside a source rule's prefix (a connection being translated,
 //!      or an outside host reaching a container by a route, tracked untranslated): a hash of
-//!      that inside address and its port.
+//!      the tuple that is the same both ways.
 //!
 //!   ICMP errors are steered as the answer to the packet they quote.
 //! - On a bridge where a `ct(...)` flow was added (`FlowTable::ct_steered`), a frame NAT does
@@ -27,7 +28,8 @@
 //!   ([`ct_owner`]; an ICMP error: of the tuple it quotes).
 //! - Anything else (no NAT rule and no `ct` flow, frames not sent to the gateway's MAC,
 //!   fragments after the first, other protocols) stays on the worker that received it.
-//! - One worker (`workers == 1`) or no NAT rule: nothing is examined.
+//! - One worker (`workers == 1`), or no NAT rule, tracked NAT connection or `ct` flow: nothing
+//!   is examined.
 //! - Pure: reads the datapath and the frames, changes nothing.
 
 use crate::conntrack::{FlowKey, PROTO_ICMP};
@@ -83,19 +85,7 @@ pub fn ct_owner(frame: &[u8], workers: u32) -> Option<u32> {
         Some((k, _)) => k,
         None => super::nat::quoted_key(ip, hl)?,
     };
-    // ICMP echo keys carry the identifier as the source "port" in both directions.
-    let dport = if k.proto == PROTO_ICMP {
-        k.sport
-    } else {
-        k.dport
-    };
-    let (a, b) = ((k.src, k.sport), (k.dst, dport));
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let pack = |(ip, port): ([u8; 4], u16)| (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
-    let x = pack(lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ pack(hi).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
-        ^ k.proto as u64;
-    Some(((x >> 32) % workers as u64) as u32)
+    Some(symmetric(&k, workers))
 }
 
 /// The IPv4 header of an Ethernet frame (after any VLAN tags) and its length, trimmed to the
@@ -137,36 +127,48 @@ pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Opti
 /// [`owner`] for a connection tuple.
 pub fn key_owner(dp: &Datapath, k: &FlowKey, workers: u32) -> Option<u32> {
     let gateway_of = |b: u16| dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip);
+    // A mapped port: the worker of the mapping's target (its answers come from there).
+    if let Some((to, to_port)) = dp.nat.dest_for(k.proto, k.dst, k.dport, gateway_of) {
+        return Some(spread(to, to_port, workers));
+    }
     if dp
         .nat
-        .dest_for(k.proto, k.dst, k.dport, gateway_of)
+        .mapped_port_of_target(k.proto, k.src, k.sport)
         .is_some()
     {
-        return Some(k.dport as u32 % workers);
-    }
-    if let Some(port) = dp.nat.mapped_port_of_target(k.proto, k.src, k.sport) {
-        return Some(port as u32 % workers);
-    }
-    if dp.nat.is_translated_address(k.dst) {
-        let port = if k.proto == PROTO_ICMP {
-            k.sport
-        } else {
-            k.dport
-        };
-        return Some(port as u32 % workers);
-    }
-    if dp.nat.is_translated_source(k.src) {
         return Some(spread(k.src, k.sport, workers));
     }
-    if dp.nat.is_translated_source(k.dst) {
+    // An answer to a translated address: the port (ICMP: identifier) that worker's pool gave.
+    if dp.nat.ct.is_pool_address(k.dst) {
         let port = if k.proto == PROTO_ICMP {
             k.sport
         } else {
             k.dport
         };
-        return Some(spread(k.dst, port, workers));
+        return Some(port as u32 % workers);
+    }
+    // To or from a translated prefix: a hash of the tuple, the same both ways.
+    if dp.nat.is_translated_source(k.src) || dp.nat.is_translated_source(k.dst) {
+        return Some(symmetric(k, workers));
     }
     None
+}
+
+/// A worker for a connection tuple, the same for both directions.
+fn symmetric(k: &FlowKey, workers: u32) -> u32 {
+    // ICMP echo keys carry the identifier as the source "port" in both directions.
+    let dport = if k.proto == PROTO_ICMP {
+        k.sport
+    } else {
+        k.dport
+    };
+    let (a, b) = ((k.src, k.sport), (k.dst, dport));
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let pack = |(ip, port): ([u8; 4], u16)| (u32::from_be_bytes(ip) as u64) << 16 | port as u64;
+    let x = pack(lo).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ pack(hi).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ k.proto as u64;
+    ((x >> 32) % workers as u64) as u32
 }
 
 /// A worker for an (address, port) pair.

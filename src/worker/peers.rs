@@ -158,15 +158,21 @@ impl Peers {
         n
     }
 
-    /// Send the queued frames and what `dp` learned since the last call.
+    /// Send the queued frames and what `dp` learned since the last call. Frames an owner
+    /// cannot take (its channel full) are dropped and counted on their ports (`handoff-full`).
     pub fn send_all(&mut self, dp: &mut Datapath) {
         for w in 0..self.out.len() {
             if !self.out[w].is_empty() {
                 let frames = std::mem::take(&mut self.out[w]);
-                let n = frames.len() as u64;
+                let ports: Vec<u16> = frames.iter().map(|h| h.in_port).collect();
                 if !self.send_frames(w, PeerMsg::Frames(frames)) {
-                    self.handed_out -= n;
-                    self.handoff_dropped += n;
+                    self.handed_out -= ports.len() as u64;
+                    self.handoff_dropped += ports.len() as u64;
+                    for p in ports {
+                        if let Some(st) = dp.port_mut(p) {
+                            st.counters.drop(DropReason::HandoffFull);
+                        }
+                    }
                 }
             }
         }
@@ -203,6 +209,9 @@ impl Worker {
             if let Some(p) = self.peers.as_mut() {
                 p.handed_in += moved as u64;
             }
+            if self.observe.tx_tapped() {
+                self.observe.before_flush(&mut self.dp, &mut self.frames);
+            }
             super::flush(&mut self.dp, &mut self.ports, &mut self.frames);
         }
         moved
@@ -235,27 +244,52 @@ impl Worker {
                 }
                 continue;
             }
+            // Captured and mirrored here, where they are received (the sender took them out
+            // of its burst before its own taps saw it).
+            if self.observe.rx_tapped(port) {
+                self.observe
+                    .on_rx(port, &mut self.dp, &mut self.frames, batch);
+            }
             self.pipeline
                 .process(&mut self.dp, &mut self.frames, port, batch, now);
         }
         n
     }
 
-    /// Queue frames another worker sends through this one's sockets (see `relay`).
+    /// Send frames another worker sends through this one's sockets (see `relay`): straight
+    /// to the port, counted as sent there. They were shaped (rate_tx) by the sender already.
     fn transmit(&mut self, handed: Vec<Handoff>) -> usize {
         let n = handed.len();
-        for h in handed {
-            let port = h.in_port;
-            if self.dp.port(port).is_none() || self.dp.out.len() <= port as usize {
-                continue;
-            }
-            match self.copy_in(&h) {
-                Some(d) => self.dp.out[port as usize].push(d),
-                None => {
-                    if let Some(st) = self.dp.port_mut(port) {
-                        st.counters.drop(DropReason::NoBuffer);
+        let mut batch: Vec<Desc> = Vec::new();
+        let mut it = handed.into_iter().peekable();
+        while let Some(first) = it.next() {
+            let port = first.in_port;
+            batch.clear();
+            let mut h = Some(first);
+            while let Some(f) = h.take() {
+                match self.copy_in(&f) {
+                    Some(d) => batch.push(d),
+                    None => {
+                        if let Some(st) = self.dp.port_mut(port) {
+                            st.counters.drop(DropReason::NoBuffer);
+                        }
                     }
                 }
+                if it.peek().is_some_and(|x| x.in_port == port) {
+                    h = it.next();
+                }
+            }
+            let Some(Some(p)) = self.ports.get_mut(port as usize) else {
+                for d in batch.drain(..) {
+                    self.frames.free(d.addr);
+                }
+                continue;
+            };
+            let r = p.tx_burst(&mut self.frames, &mut batch);
+            if let Some(st) = self.dp.port_mut(port) {
+                st.counters.tx_packets += r.sent as u64;
+                st.counters.tx_bytes += r.bytes;
+                st.counters.drops[DropReason::TxRingFull as usize] += r.dropped as u64;
             }
         }
         n

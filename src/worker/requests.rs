@@ -605,7 +605,8 @@ impl Worker {
     ) -> Result<Value, String> {
         spec.validate()?;
         let b = self.bridge_id(bridge)?;
-        self.replace_dead_port(&spec.name)?;
+        let device = opened.as_ref().map(|p| p.ifindex()).filter(|&i| i != 0);
+        self.replace_dead_port(&spec.name, device)?;
         self.check_port_name(&spec.name)?;
         let vlan = spec.vlan_mode()?;
         let id = self.free_port_id()?;
@@ -687,15 +688,17 @@ impl Worker {
     }
 
     /// `add-port` of a name whose port is down or gone replaces that port (a container
-    /// restarted and is handed its port again).
-    fn replace_dead_port(&mut self, name: &str) -> Result<(), String> {
+    /// restarted and is handed its port again). Also when the port is up again on `device`,
+    /// the netdev the caller just opened for this `add-port`: the lifecycle saw that netdev
+    /// appear while the caller was opening it and reattached the old port to it (a
+    /// multi-queue TAP takes both).
+    fn replace_dead_port(&mut self, name: &str, device: Option<u32>) -> Result<(), String> {
         let Some(id) = self.dp.port_id(name) else {
             return Ok(());
         };
-        if self
-            .life(id)
-            .is_some_and(|l| l.spec.is_some() && l.state != LinkState::Up)
-        {
+        if self.life(id).is_some_and(|l| {
+            l.spec.is_some() && (l.state != LinkState::Up || device == Some(l.ifindex))
+        }) {
             tracing::info!("port {name}: replaced by add-port while not up");
             self.remove_port(id)?;
         }

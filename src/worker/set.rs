@@ -178,6 +178,9 @@ fn flow_single_worker_only(f: &Flow) -> Option<&'static str> {
     fn walk(list: &[Action]) -> Option<&'static str> {
         list.iter().find_map(|a| match a {
             Action::Learn(_) => Some("the learn() action (learned flows are per worker)"),
+            Action::Ct(c) if c.nat.is_some() => {
+                Some("ct(nat(...)) (its NAT ports are not shared between the workers)")
+            }
             Action::Clone(inner) => walk(inner),
             _ => None,
         })
@@ -382,6 +385,7 @@ impl WorkerHandle {
             let Some(c) = next.take() else { break };
             next = replicate(&c);
             let retry = stale_port(&c);
+            let port_name = retry.as_ref().map(|(n, _)| n.clone());
             let mut r = w.call_one(c);
             // Worker 0 replaced a port that was down or gone there; this worker may not have
             // seen the netdev go yet (each follows link events on its own): replace it too.
@@ -390,6 +394,17 @@ impl WorkerHandle {
             {
                 let _ = w.call_one(Command::DelPort(name));
                 r = w.call_one(again);
+            }
+            // Port ids name ports in what the workers tell each other: they must agree.
+            if let (Ok(v), Some(name)) = (&r, &port_name)
+                && v["id"] != answer["id"]
+            {
+                let _ = w.call_one(Command::DelPort(name.clone()));
+                r = Err(format!(
+                    "port '{name}' got id {} here but {} on worker 0 (a port of that id is \
+                     still being released here); try again",
+                    v["id"], answer["id"]
+                ));
             }
             if let Err(e) = r {
                 if let Some(u) = &rollback {
@@ -572,6 +587,10 @@ fn with_counter(line: &str, key: &str, value: u64) -> String {
 /// (table sizes, frame counts, ids, MTUs) are left as worker 0 has them.
 pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
     const NOT_COUNTERS: &[&str] = &[
+        "nat_rules",
+        "captures",
+        "mirrors",
+        "netdev_rx_dropped",
         "meter",
         "rate_kbps",
         "burst_kbits",
