@@ -238,6 +238,8 @@ struct PerBridge {
     /// The second `sent` counts requests for.
     rate_at: u32,
     sent: u32,
+    /// Broadcast requests allowed per second (0: [`ARP_RATE`]).
+    rate: u32,
 }
 
 impl PerBridge {
@@ -247,7 +249,8 @@ impl PerBridge {
             self.rate_at = now;
             self.sent = 0;
         }
-        if self.sent >= ARP_RATE {
+        let cap = if self.rate == 0 { ARP_RATE } else { self.rate };
+        if self.sent >= cap {
             return false;
         }
         self.sent += 1;
@@ -270,6 +273,8 @@ pub struct Neighbours {
     held_bridge: Vec<u16>,
     dropped: Vec<Held>,
     due: Vec<Due>,
+    /// Each bridge's broadcast requests per second (0: [`ARP_RATE`]).
+    arp_rate: u32,
 }
 
 #[inline]
@@ -296,6 +301,16 @@ impl Neighbours {
             held_bridge: Vec::new(),
             dropped: Vec::with_capacity(QUEUE_TOTAL),
             due: Vec::new(),
+            arp_rate: 0,
+        }
+    }
+
+    /// Allow this table `1 / workers` of each bridge's [`ARP_RATE`] (several workers: each
+    /// resolves on its own, the bridge's total stays the rate). At least one a second.
+    pub fn share_arp_rate(&mut self, workers: u32) {
+        self.arp_rate = (ARP_RATE / workers.max(1)).max(1);
+        for b in &mut self.bridges {
+            b.rate = self.arp_rate;
         }
     }
 
@@ -320,7 +335,11 @@ impl Neighbours {
     fn per_bridge(&mut self, bridge: u16) -> &mut PerBridge {
         let b = bridge as usize;
         if self.bridges.len() <= b {
-            self.bridges.resize_with(b + 1, PerBridge::default);
+            let rate = self.arp_rate;
+            self.bridges.resize_with(b + 1, || PerBridge {
+                rate,
+                ..PerBridge::default()
+            });
         }
         &mut self.bridges[b]
     }

@@ -93,6 +93,7 @@ pub fn spawn_workers(
         w.dp.learned_out = Some(Vec::new());
         w.dp.expires_flows = i == 0;
         w.dp.nat.set_share(i as u16, n as u16);
+        w.dp.neigh.share_arp_rate(n as u32);
         w.buckets = Some(buckets.clone());
         // One event stream and one DNS name registry for all.
         w.dp.events = if i == 0 {
