@@ -48,7 +48,7 @@ tcp() { # -> Gbit/s
   ip netns exec "${P}b" iperf3 -s -1 -D -p 5201 -I "$TMP/iperf.pid" >/dev/null
   for _ in $(seq 50); do ip netns exec "${P}b" ss -Hltn | grep -q ':5201 ' && break; sleep 0.1; done
   ip netns exec "${P}a" timeout $((DUR + 20)) iperf3 -J -c 10.66.0.2 -P 8 -t "$DUR" >"$TMP/out.json" || true
-  kill "$(tr -d '\0' <"$TMP/iperf.pid")" 2>/dev/null || true
+  [ -f "$TMP/iperf.pid" ] && kill "$(tr -d '\0' <"$TMP/iperf.pid")" 2>/dev/null || true
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' "$TMP/out.json" 2>/dev/null || echo 0
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -105,8 +105,9 @@ pub fn flow_hash(f: &crate::flow::Flow) -> u64 {
 }
 
 /// Record `l` if this worker shares what it learns (not twice in a row: an ARP storm from
-/// one host is one record per burst).
-#[inline]
+/// one host is one record per burst). Out of line: off the hot loops' registers.
+#[cold]
+#[inline(never)]
 pub fn record(dp: &mut Datapath, l: Learned) {
     if let Some(out) = dp.learned_out.as_mut()
         && out.last() != Some(&l)

@@ -32,37 +32,19 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
             continue;
         }
         last = key;
-        let share = match b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit) {
-            Learn::Refreshed | Learn::Static => false,
-            Learn::Renewed => true,
-            Learn::New => {
-                b.counters.learned += 1;
-                true
-            }
-            Learn::Moved { .. } => {
-                b.counters.moves += 1;
-                true
-            }
-            Learn::Full => {
-                b.counters.fdb_full += 1;
-                false
-            }
-            Learn::Collision => {
-                b.counters.fdb_collisions += 1;
-                false
-            }
-            Learn::PortLimit => {
-                refused += 1;
-                false
-            }
-        };
-        if share && let Some(out) = dp.learned_out.as_mut() {
-            out.push(Learned::Mac {
-                bridge,
-                vlan: m.vlan,
-                mac: m.src,
-                port: in_port,
-            });
+        let r = b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit);
+        match r {
+            Learn::Refreshed | Learn::Static | Learn::Renewed => {}
+            Learn::New => b.counters.learned += 1,
+            Learn::Moved { .. } => b.counters.moves += 1,
+            Learn::Full => b.counters.fdb_full += 1,
+            Learn::Collision => b.counters.fdb_collisions += 1,
+            Learn::PortLimit => refused += 1,
+        }
+        if let Some(out) = dp.learned_out.as_mut()
+            && matches!(r, Learn::New | Learn::Moved { .. } | Learn::Renewed)
+        {
+            share(out, bridge, in_port, m);
         }
     }
     if refused != 0 {
@@ -71,6 +53,19 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
             p.counters.mac_limit_refused += refused;
         }
     }
+}
+
+/// Record a MAC this worker learned, for the other workers (see `learned`). Out of line: only
+/// several workers share, and only new, moved or renewed entries.
+#[cold]
+#[inline(never)]
+fn share(out: &mut Vec<Learned>, bridge: u16, port: PortId, m: &Meta) {
+    out.push(Learned::Mac {
+        bridge,
+        vlan: m.vlan,
+        mac: m.src,
+        port,
+    });
 }
 
 /// Set each frame's destination: flood for group and unknown destinations, the learned port
