@@ -26,17 +26,7 @@ const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 fn template() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&DST);
-    f.extend_from_slice(&SRC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    // IPv4/UDP header bytes and padding up to 64 bytes (60 without FCS).
-    f.extend_from_slice(&[
-        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00,
-        0x35, 0, 26, 0, 0,
-    ]);
-    f.resize(60, 0xab);
-    f
+    common::udp64(DST, SRC)
 }
 
 /// Forward `frames` frames with `macs` learned MACs; returns ns per frame. With `ports_only`

@@ -5,8 +5,8 @@
 //!
 //! Each run starts the workers with `uvs::worker::spawn_workers` (worker i pinned to core i
 //! while there are cores, unpinned beyond), adds bridge br0 and attaches on every worker an
-//! in-memory replay port `src` (64-byte frames from a per-worker source MAC to one of `--macs`
-//! static destinations, round-robin per frame burst) and a sink port `sink`. The workers run
+//! in-memory replay port `src` (64-byte frames from a per-worker source MAC to destination
+//! `worker % macs`; the FDB holds `--macs` static entries) and a sink port `sink`. The workers run
 //! their real loop (requests, burst, pipeline, flush, shared learning); the bench reads `stats`
 //! (summed over the workers) after a warm-up and again `--seconds` later and prints frames/s,
 //! the ratio to the first row, and the CPU the workers used (cores). Every run takes about
@@ -18,25 +18,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::arg;
+use common::{arg, udp64};
 use uvs::config::BridgeSpec;
 use uvs::port::mem::MemPort;
 use uvs::wire::MacAddr;
 use uvs::worker::{Command, WorkerOptions, spawn_workers};
-
-/// A 64-byte (60 without FCS) IPv4/UDP frame from `src` to `dst`.
-fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&[
-        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00,
-        0x35, 0, 26, 0, 0,
-    ]);
-    f.resize(60, 0xab);
-    f
-}
 
 fn dst_mac(i: u32) -> [u8; 6] {
     let b = i.to_be_bytes();
@@ -72,7 +58,7 @@ fn run(n: usize, secs: f64, macs: u32) -> (f64, f64) {
     // One replay port per worker, each cycling through the destinations.
     w.attach_each("br0", "src", move |worker, id| {
         let src = [0x02, 0x5c, 0, 0, 0, worker as u8];
-        let mut p = MemPort::replay(id, &frame(dst_mac(worker as u32 % macs), src), u64::MAX);
+        let mut p = MemPort::replay(id, &udp64(dst_mac(worker as u32 % macs), src), u64::MAX);
         p.set_replay_full_copy(false);
         Box::new(p)
     })

@@ -40,6 +40,21 @@ pub fn forward_all(
     ns
 }
 
+/// A 64-byte (60 without FCS) IPv4/UDP frame from `src` to `dst`.
+pub fn udp64(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    // IPv4/UDP header bytes and padding up to 64 bytes (60 without FCS).
+    f.extend_from_slice(&[
+        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00,
+        0x35, 0, 26, 0, 0,
+    ]);
+    f.resize(60, 0xab);
+    f
+}
+
 /// The value after `--key` on the command line.
 pub fn arg(args: &[String], key: &str) -> Option<String> {
     args.iter()

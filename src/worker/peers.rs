@@ -221,23 +221,7 @@ impl Worker {
     fn inject(&mut self, handed: Vec<Handoff>, batch: &mut Vec<Desc>, now: u64) -> usize {
         let n = handed.len();
         let mut it = handed.into_iter().peekable();
-        while let Some(first) = it.next() {
-            let port = first.in_port;
-            batch.clear();
-            let mut h = Some(first);
-            while let Some(f) = h.take() {
-                match self.copy_in(&f) {
-                    Some(d) => batch.push(d),
-                    None => {
-                        if let Some(st) = self.dp.port_mut(port) {
-                            st.counters.drop(DropReason::NoBuffer);
-                        }
-                    }
-                }
-                if batch.len() < BATCH && it.peek().is_some_and(|x| x.in_port == port) {
-                    h = it.next();
-                }
-            }
+        while let Some(port) = self.next_run(&mut it, batch, BATCH) {
             if self.dp.port(port).is_none() {
                 for d in batch.drain(..) {
                     self.frames.free(d.addr);
@@ -262,23 +246,7 @@ impl Worker {
         let n = handed.len();
         let mut batch: Vec<Desc> = Vec::new();
         let mut it = handed.into_iter().peekable();
-        while let Some(first) = it.next() {
-            let port = first.in_port;
-            batch.clear();
-            let mut h = Some(first);
-            while let Some(f) = h.take() {
-                match self.copy_in(&f) {
-                    Some(d) => batch.push(d),
-                    None => {
-                        if let Some(st) = self.dp.port_mut(port) {
-                            st.counters.drop(DropReason::NoBuffer);
-                        }
-                    }
-                }
-                if it.peek().is_some_and(|x| x.in_port == port) {
-                    h = it.next();
-                }
-            }
+        while let Some(port) = self.next_run(&mut it, &mut batch, usize::MAX) {
             let Some(Some(p)) = self.ports.get_mut(port as usize) else {
                 for d in batch.drain(..) {
                     self.frames.free(d.addr);
@@ -293,6 +261,35 @@ impl Worker {
             }
         }
         n
+    }
+
+    /// Copy the next run of handed frames of one port (at most `max`) into `batch` (cleared
+    /// first) from this worker's pool; returns their port, None when `it` is done. A frame
+    /// without a buffer is dropped, counted `no-buffer` on its port.
+    fn next_run(
+        &mut self,
+        it: &mut std::iter::Peekable<std::vec::IntoIter<Handoff>>,
+        batch: &mut Vec<Desc>,
+        max: usize,
+    ) -> Option<u16> {
+        let first = it.next()?;
+        let port = first.in_port;
+        batch.clear();
+        let mut h = Some(first);
+        while let Some(f) = h.take() {
+            match self.copy_in(&f) {
+                Some(d) => batch.push(d),
+                None => {
+                    if let Some(st) = self.dp.port_mut(port) {
+                        st.counters.drop(DropReason::NoBuffer);
+                    }
+                }
+            }
+            if batch.len() < max && it.peek().is_some_and(|x| x.in_port == port) {
+                h = it.next();
+            }
+        }
+        Some(port)
     }
 
     /// A port of this worker's, wrapped to send through another worker when it has no socket
