@@ -25,6 +25,8 @@
 //! The second form is one run, for `benches/callgrind.sh flows "--flows 1 --masks 1" ...`
 //! (instructions per frame = difference of an N and a 2N run, divided by N).
 
+mod common;
+
 use std::time::Instant;
 
 use uvs::datapath::{BridgeOptions, Datapath, PortState, VlanMode};
@@ -103,17 +105,8 @@ fn drop_flow(i: usize, k: u64) -> String {
 }
 
 fn template() -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&DST);
-    f.extend_from_slice(&SRC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    // IPv4/UDP 192.0.2.1:12345 -> 192.0.2.2:53 and padding up to 64 bytes (60 without FCS).
-    f.extend_from_slice(&[
-        0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2, 0x30, 0x39, 0x00,
-        0x35, 0, 26, 0, 0,
-    ]);
-    f.resize(60, 0xab);
-    f
+    // IPv4/UDP 192.0.2.1:12345 -> 192.0.2.2:53, 64 bytes.
+    common::udp64(DST, SRC)
 }
 
 fn state(name: &str, bridge: u16) -> PortState {

@@ -95,6 +95,20 @@ pub struct TxResult {
     pub dropped: u32,
 }
 
+impl TxResult {
+    /// Free every frame of `batch` as dropped (a port with nowhere to send them).
+    pub fn drop_all(frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+        let dropped = batch.len() as u32;
+        for d in batch.drain(..) {
+            frames.free(d.addr);
+        }
+        TxResult {
+            dropped,
+            ..TxResult::default()
+        }
+    }
+}
+
 /// A port's I/O. Implementations hold kernel resources; the datapath core never sees them.
 pub trait Port: Send {
     /// The port's kind.

@@ -43,14 +43,7 @@ impl Port for QueuelessPort {
         0
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
-        let dropped = batch.len() as u32;
-        for d in batch.drain(..) {
-            frames.free(d.addr);
-        }
-        TxResult {
-            dropped,
-            ..TxResult::default()
-        }
+        TxResult::drop_all(frames, batch)
     }
     fn service(&mut self, _: &mut Frames) {}
     fn poll_fds(&self, _: &mut Vec<RawFd>) {}

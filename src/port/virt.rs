@@ -22,14 +22,7 @@ impl Port for TunnelPort {
 
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
         // The pipeline drains tunnel queues itself; anything left here has nowhere to go.
-        let dropped = batch.len() as u32;
-        for d in batch.drain(..) {
-            frames.free(d.addr);
-        }
-        TxResult {
-            dropped,
-            ..TxResult::default()
-        }
+        TxResult::drop_all(frames, batch)
     }
 
     fn service(&mut self, _frames: &mut Frames) {}
