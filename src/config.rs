@@ -397,6 +397,10 @@ pub struct PortSpec {
     /// Police what the switch sends to this port: `KBPS[/BURST_KBIT]`. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_tx: Option<String>,
+    /// Rx queues pinned to worker cores (afxdp): `QUEUE:CORE[,QUEUE:CORE...]`, OVS's
+    /// `pmd-rxq-affinity` (see [`crate::port::afxdp::rxq`]). None: round-robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rxq_affinity: Option<String>,
 }
 
 impl BridgeSpec {
@@ -500,6 +504,7 @@ impl PortSpec {
             mac_limit: None,
             rate_rx: None,
             rate_tx: None,
+            rxq_affinity: None,
         };
         for (k, v) in kv_pairs(args)? {
             match k {
@@ -537,13 +542,14 @@ impl PortSpec {
                 "mac_limit" => p.mac_limit = Some(num(k, v)?),
                 "rate_rx" => p.rate_rx = Some(v.to_string()),
                 "rate_tx" => p.rate_tx = Some(v.to_string()),
+                "rxq_affinity" => p.rxq_affinity = Some(v.to_string()).filter(|v| !v.is_empty()),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -626,6 +632,16 @@ impl PortSpec {
         }
         self.shapers()
             .map_err(|e| format!("port '{}': {e}", self.name))?;
+        if let Some(a) = &self.rxq_affinity {
+            crate::port::afxdp::rxq::parse_affinity(a)
+                .map_err(|e| format!("port '{}': {e}", self.name))?;
+            if self.kind != PortKind::Afxdp {
+                return Err(format!(
+                    "port '{}': rxq_affinity: applies to type=afxdp ports only (they have rx queues to pin)",
+                    self.name
+                ));
+            }
+        }
         const TUNNEL_KEYS: [&str; 7] = [
             "vni",
             "local_ip",
@@ -641,7 +657,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

@@ -179,3 +179,27 @@ fn references_are_checked() {
         .unwrap_err();
     assert!(e.contains("no bridge named 'x'"), "{e}");
 }
+
+#[test]
+fn port_rxq_affinity_from_args_and_toml() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = PortSpec::from_args("p1", &a(&["rxq_affinity=0:1,1:0"])).unwrap();
+    assert_eq!(p.rxq_affinity.as_deref(), Some("0:1,1:0"));
+    let e = PortSpec::from_args("p1", &a(&["rxq_affinity=0-1"])).unwrap_err();
+    assert!(e.contains("rxq_affinity: '0-1' is not QUEUE:CORE"), "{e}");
+    let e = PortSpec::from_args("p1", &a(&["type=afpacket", "rxq_affinity=0:1"])).unwrap_err();
+    assert!(e.contains("applies to type=afxdp"), "{e}");
+    let c: Config = toml::from_str(
+        "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"p1\"\ntype = \"afxdp\"\nrxq_affinity = \"1:3\"\n",
+    )
+    .unwrap();
+    let p = &c.bridge[0].port[0];
+    assert_eq!(p.rxq_affinity.as_deref(), Some("1:3"));
+    assert!(p.tunnel.is_empty(), "not taken for a tunnel option");
+    p.validate().unwrap();
+    assert!(
+        toml::to_string(&c)
+            .unwrap()
+            .contains("rxq_affinity = \"1:3\"")
+    );
+}

@@ -473,3 +473,125 @@ fn two_workers_share_afxdp_ports_by_queue() {
     let tx = v["ports"][n("pq")]["tx_packets"].as_u64().unwrap_or(0);
     assert!(tx > 100, "{v}");
 }
+
+/// `rxq-show` as (worker, port) -> queues polled there.
+fn rxqs(d: &Daemon, port: &str) -> Vec<Vec<u64>> {
+    let v = d.json(&["rxq-show"]);
+    v.as_array()
+        .expect("rxq-show lists the workers")
+        .iter()
+        .map(|w| {
+            w["rxqs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["port"] == port)
+                .flat_map(|p| p["queues"].as_array().cloned().unwrap_or_default())
+                .map(|q| q["queue"].as_u64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// Frames received on `port`'s queues, per worker (from `rxq-show`).
+fn rxq_frames(d: &Daemon, port: &str) -> Vec<u64> {
+    let v = d.json(&["rxq-show"]);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["rxqs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["port"] == port)
+                .flat_map(|p| p["queues"].as_array().cloned().unwrap_or_default())
+                .map(|q| q["rx_packets"].as_u64().unwrap())
+                .sum()
+        })
+        .collect()
+}
+
+#[test]
+fn rxq_affinity_pins_afxdp_queues_to_workers() {
+    if !root_or_skip("rxq_affinity_pins_afxdp_queues_to_workers") || !two_cores() {
+        return;
+    }
+    let p = prefix("kq");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--cores", "0,1", "--dns-upstream", "off"]);
+    d.ctl(&["add-br", "br0"]);
+    veth_with_queues(&mut t, &n("n1"), &n("pn1"), "10.79.2.1/24", 2);
+    veth_with_queues(&mut t, &n("n2"), &n("pn2"), "10.79.2.2/24", 2);
+    // Both queues of pn1 on the worker of core 1; pn2 round-robin.
+    d.ctl(&[
+        "add-port",
+        "br0",
+        &n("pn1"),
+        "type=afxdp",
+        "rxq_affinity=0:1,1:1",
+    ]);
+    d.ctl(&["add-port", "br0", &n("pn2"), "type=afxdp"]);
+    assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
+    assert_eq!(rxqs(&d, &n("pn2")), vec![vec![0], vec![1]]);
+    let text = d.ctl(&["rxq-show"]);
+    assert!(text.contains("worker 1 (core 1):"), "{text}");
+    assert!(text.contains("no rx queue here"), "{text}");
+    assert!(ping(&n("n1"), "10.79.2.2", 3), "ping with pinned queues");
+    let bps = iperf3_tcp_streams(&n("n2"), &n("n1"), "10.79.2.2", 2, 8);
+    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    let f = rxq_frames(&d, &n("pn1"));
+    assert!(
+        f[0] == 0 && f[1] > 100,
+        "pn1 received on worker 1 only: {f:?}"
+    );
+
+    // Bad values change nothing and name the field.
+    for (args, want) in [
+        (
+            vec!["set-port", &n("pn1"), "rxq_affinity=0:7"],
+            "rxq_affinity: core 7",
+        ),
+        (
+            vec!["set-port", &n("pn1"), "rxq_affinity=0"],
+            "rxq_affinity:",
+        ),
+        (vec!["set-port", &n("pn1"), "mtu=9000"], "rxq_affinity"),
+        (
+            vec!["set-port", "nosuch", "rxq_affinity=0:1"],
+            "no port named",
+        ),
+    ] {
+        let out = d.ctl_raw(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
+    let out = d.ctl_raw(&["add-port", "br0", "x", "type=tap", "rxq_affinity=0:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rxq_affinity: applies to type=afxdp"));
+
+    // Live: queue 1 to core 0 (worker 0 then polls it alone), queue 0 stays with worker 1.
+    d.ctl(&["set-port", &n("pn1"), "rxq_affinity=1:0"]);
+    let moved = eventually(10, || rxqs(&d, &n("pn1")) == vec![vec![1], vec![0]]);
+    assert!(moved, "{}", d.ctl(&["rxq-show"]));
+    d.wait_state(&n("pn1"), "up", 10);
+    assert!(ping(&n("n1"), "10.79.2.2", 3), "ping after the move");
+    let bps = iperf3_tcp_streams(&n("n2"), &n("n1"), "10.79.2.2", 2, 8);
+    assert!(bps > 10e6, "TCP carried {bps} bit/s after the move");
+    let cfg = d.ctl(&["save-config"]);
+    assert!(cfg.contains("rxq_affinity = \"1:0\""), "{cfg}");
+    // Empty: round-robin again.
+    d.ctl(&["set-port", &n("pn1"), "rxq_affinity="]);
+    let back = eventually(10, || rxqs(&d, &n("pn1")) == vec![vec![0], vec![1]]);
+    assert!(back, "{}", d.ctl(&["rxq-show"]));
+    d.wait_state(&n("pn1"), "up", 10);
+    assert!(
+        ping(&n("n1"), "10.79.2.2", 3),
+        "ping after round-robin again"
+    );
+    assert!(!d.ctl(&["save-config"]).contains("rxq_affinity"));
+}

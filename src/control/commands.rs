@@ -384,6 +384,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     crate::observe::commands::register(reg, worker.clone());
     crate::openflow::control::register(reg, worker.clone());
     super::runtime::register(reg, worker.clone());
+    super::rxq::register(reg, worker.clone());
     let w = worker;
     reg.register("stats", "stats", 0, 0, move |_| {
         let v = ask(&w, Command::Stats)?;

@@ -38,6 +38,7 @@ pub mod db;
 pub mod jsonrpc;
 pub mod registry;
 pub mod runtime;
+pub mod rxq;
 pub mod server;
 pub mod store;
 pub mod sys;

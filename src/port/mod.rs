@@ -187,6 +187,12 @@ pub trait Port: Send {
         String::new()
     }
 
+    /// The netdev rx queues this port polls, with the frames received on each since it was
+    /// opened (`rxq-show`); empty for ports without rx queues of their own.
+    fn rx_queues(&self) -> Vec<(u32, u64)> {
+        Vec::new()
+    }
+
     /// Take port id `id` and the frames the port needs (the worker, once, before the first
     /// burst). On error no frame has moved and the port is released and closed.
     fn attach(&mut self, _id: u16, _frames: &mut Frames) -> Result<(), String> {

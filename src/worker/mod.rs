@@ -33,6 +33,7 @@ mod relay;
 mod requests;
 mod running;
 mod runtime;
+mod rxq;
 mod set;
 
 use std::os::fd::RawFd;
@@ -138,8 +139,9 @@ pub struct WorkerHandle {
     set_ops: std::sync::Mutex<()>,
     /// This worker's number (0: the first).
     index: usize,
-    /// How many workers share the ports (1: this one alone).
-    workers: usize,
+    /// The core of each worker (index = worker number; the length is the number of workers
+    /// sharing the ports), for `rxq_affinity`.
+    cores: Arc<[Option<usize>]>,
 }
 
 impl WorkerHandle {
@@ -225,16 +227,23 @@ impl WorkerHandle {
 
 /// Start a worker thread.
 pub fn spawn(opts: WorkerOptions, clock: Arc<dyn Clock>) -> std::io::Result<WorkerHandle> {
-    let (w, h) = prepare(opts, clock, (0, 1))?;
+    let cores: Arc<[Option<usize>]> = Arc::from(vec![opts.core]);
+    let (w, h) = prepare(opts, clock, 0, cores)?;
     start(w, h, "uvs-worker".into())
 }
 
-/// Build a worker (one of `workers`) and its handle, not started yet (see `set`).
+/// Build worker `index` (of the workers on `cores`) and its handle, not started yet (see `set`).
 fn prepare(
     opts: WorkerOptions,
     clock: Arc<dyn Clock>,
-    (index, workers): (usize, usize),
+    index: usize,
+    cores: Arc<[Option<usize>]>,
 ) -> std::io::Result<(Worker, WorkerHandle)> {
+    let workers = cores.len().max(1);
+    let share = open::Share {
+        index,
+        cores: cores.clone(),
+    };
     let frames = Frames::new(opts.frames)?;
     let region = (frames.region().base() as usize, frames.region().len());
     let waker = Arc::new(Waker::new()?);
@@ -242,15 +251,16 @@ fn prepare(
     let (sink, events) = crate::events::channel(crate::events::CAPACITY);
     let (jobs, job_rx) = crossbeam_channel::unbounded();
     {
-        let (tx, waker) = (tx.clone(), waker.clone());
+        let (tx, waker, share) = (tx.clone(), waker.clone(), share.clone());
         std::thread::Builder::new()
             .name("uvs-ports".into())
-            .spawn(move || open::janitor(job_rx, tx, waker, region, (index, workers)))?;
+            .spawn(move || open::janitor(job_rx, tx, waker, region, share))?;
     }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     w.jobs = jobs;
     w.workers = workers;
     w.index = index;
+    w.cores = cores.clone();
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let h = WorkerHandle {
@@ -264,7 +274,7 @@ fn prepare(
         others: Vec::new(),
         set_ops: std::sync::Mutex::new(()),
         index,
-        workers,
+        cores,
     };
     Ok((w, h))
 }
@@ -321,6 +331,8 @@ pub struct Worker {
     pub(crate) workers: usize,
     /// This worker's number (0: the first).
     pub(crate) index: usize,
+    /// The core of each worker (index = worker number), for `rxq_affinity`.
+    pub(crate) cores: Arc<[Option<usize>]>,
     /// Rate limits' buckets shared with the other workers (None: the only worker).
     pub(crate) buckets: Option<Arc<set::SharedBuckets>>,
 }
@@ -361,6 +373,7 @@ impl Worker {
             peers: None,
             workers: 1,
             index: 0,
+            cores: Arc::from(vec![core]),
             buckets: None,
         }
     }

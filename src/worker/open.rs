@@ -90,7 +90,7 @@ pub(super) fn janitor(
     worker: Sender<Request>,
     waker: Arc<crate::port::wait::Waker>,
     region: (usize, usize),
-    share: (usize, usize),
+    share: Share,
 ) {
     for job in jobs {
         let cmd = match job {
@@ -108,7 +108,7 @@ pub(super) fn janitor(
             } => {
                 let fd = umem.as_ref().map(|f| f.as_raw_fd());
                 let u = Umem::shared_or_register(fd, region.0 as *mut u8, region.1);
-                let port = open_device(&spec, u, BUSY_WAIT, share);
+                let port = open_device(&spec, u, BUSY_WAIT, &share);
                 drop(umem);
                 Command::Reopened { id, seq, port }
             }
@@ -123,6 +123,47 @@ pub(super) fn janitor(
             return;
         }
         waker.wake();
+    }
+}
+
+/// Which worker a device is opened for: its number and the core of every worker (index =
+/// worker number; the length is the number of workers).
+#[derive(Clone, Debug)]
+pub(crate) struct Share {
+    pub index: usize,
+    pub cores: Arc<[Option<usize>]>,
+}
+
+impl Share {
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.cores.len().max(1)
+    }
+
+    /// `spec`'s `rxq_affinity` with each core resolved to the worker running on it. Err names
+    /// the field and a core no worker runs on.
+    pub fn pins(&self, spec: &PortSpec) -> Result<Vec<crate::port::afxdp::rxq::Pin>, String> {
+        let Some(text) = spec.rxq_affinity.as_deref() else {
+            return Ok(Vec::new());
+        };
+        crate::port::afxdp::rxq::parse_affinity(text)?
+            .into_iter()
+            .map(|(q, core)| {
+                let w = self.cores.iter().position(|c| *c == Some(core));
+                w.map(|w| (q, w as u32)).ok_or_else(|| {
+                    let on: Vec<String> =
+                        self.cores.iter().flatten().map(|c| c.to_string()).collect();
+                    format!(
+                        "rxq_affinity: core {core} runs no worker (workers on cores: {})",
+                        if on.is_empty() {
+                            "none pinned".to_string()
+                        } else {
+                            on.join(",")
+                        }
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -142,8 +183,9 @@ pub(crate) fn open_device(
     spec: &PortSpec,
     umem: Umem,
     busy_wait: std::time::Duration,
-    (worker, workers): (usize, usize),
+    share: &Share,
 ) -> Result<Box<dyn Port>, String> {
+    let (worker, workers) = (share.index, share.workers());
     match spec.kind {
         PortKind::Afxdp => {
             let opts = AfxdpOptions {
@@ -154,6 +196,7 @@ pub(crate) fn open_device(
                 },
                 busy_wait,
                 share: (workers > 1).then_some((worker as u32, workers as u32)),
+                pinned: share.pins(spec)?,
                 ..AfxdpOptions::default()
             };
             Ok(Box::new(
@@ -197,6 +240,14 @@ pub(crate) fn open_device(
 }
 
 impl WorkerHandle {
+    /// This worker's [`Share`].
+    pub(crate) fn share(&self) -> Share {
+        Share {
+            index: self.index,
+            cores: self.cores.clone(),
+        }
+    }
+
     /// `add-port` of a port with a device: the three steps of the module documentation.
     pub(super) fn add_port_off_worker(
         &self,
@@ -212,7 +263,7 @@ impl WorkerHandle {
         let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
         let fd = shared.as_ref().map(|f| f.as_raw_fd());
         let umem = Umem::shared_or_register(fd, self.region.0 as *mut u8, self.region.1);
-        let port = open_device(&spec, umem, BUSY_WAIT, (self.index, self.workers));
+        let port = open_device(&spec, umem, BUSY_WAIT, &self.share());
         drop(shared);
         self.call_raw(Command::AddOpened {
             bridge,
@@ -287,6 +338,14 @@ fn give_back_via(tx: &Sender<Request>, waker: &Waker, mut ports: Vec<Retired>) {
 }
 
 impl Worker {
+    /// This worker's [`Share`].
+    pub(crate) fn share(&self) -> Share {
+        Share {
+            index: self.index,
+            cores: self.cores.clone(),
+        }
+    }
+
     /// Step 1 of an off-worker `add-port` (see the module documentation). Changes nothing.
     pub(super) fn port_check(
         &mut self,
@@ -344,12 +403,7 @@ impl Worker {
         let region = self.frames.region();
         let fd = self.umem_fds.first().map(|(_, fd)| *fd);
         let umem = Umem::shared_or_register(fd, region.base(), region.len());
-        let mut p = open_device(
-            spec,
-            umem,
-            std::time::Duration::ZERO,
-            (self.index, self.workers),
-        )?;
+        let mut p = open_device(spec, umem, std::time::Duration::ZERO, &self.share())?;
         if let Err(e) = p.attach(id, &mut self.frames) {
             p.close(&mut self.frames);
             return Err(e);

@@ -112,6 +112,9 @@ impl Port for RelayPort {
     fn details(&self) -> String {
         self.inner.details()
     }
+    fn rx_queues(&self) -> Vec<(u32, u64)> {
+        self.inner.rx_queues()
+    }
     fn attach(&mut self, id: u16, frames: &mut Frames) -> Result<(), String> {
         self.inner.attach(id, frames)
     }

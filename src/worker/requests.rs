@@ -121,6 +121,13 @@ pub enum Command {
         /// `rp_filter=strict|loose|off`.
         rp_filter: Option<crate::route::RpFilter>,
     },
+    /// Pin a port's rx queues to worker cores (`set-port PORT rxq_affinity=`; None: round-robin).
+    SetPortRxq {
+        /// Port name.
+        port: String,
+        /// `QUEUE:CORE[,QUEUE:CORE...]`.
+        affinity: Option<String>,
+    },
     /// OpenFlow settings and controller state (see `worker::events`).
     Openflow(super::events::OfCommand),
     /// Add a static route.
@@ -314,6 +321,7 @@ impl Worker {
                     "rp_filter": br.rp_filter.name()}),
                 )
             }
+            Command::SetPortRxq { port, affinity } => self.set_port_rxq(&port, affinity),
             Command::Openflow(c) => self.openflow(c),
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
@@ -861,6 +869,7 @@ impl Worker {
             "bridges": bridges,
             "worker": {
                 "core": self.core,
+                "rxqs": self.rxqs_json(),
                 "frames": self.frames.capacity(),
                 "frames_free": self.frames.free_count(),
                 "frames_in_use": self.frames.in_use(),

@@ -62,12 +62,13 @@ pub fn spawn_workers(
         return super::spawn(WorkerOptions { core, ..opts }, clock);
     }
     let mut built: Vec<(Worker, WorkerHandle)> = Vec::with_capacity(n);
+    let all: Arc<[Option<usize>]> = Arc::from(cores.to_vec());
     for &core in cores {
         let o = WorkerOptions {
             core,
             ..opts.clone()
         };
-        built.push(prepare(o, clock.clone(), (built.len(), n))?);
+        built.push(prepare(o, clock.clone(), built.len(), all.clone())?);
     }
     // Wire the channels between workers: worker i receives on its own, sends on the others'.
     let channels: Vec<_> = (0..n).map(|_| crossbeam_channel::unbounded()).collect();
@@ -231,6 +232,10 @@ fn replicate(cmd: &Command) -> Option<Command> {
             isolated: *isolated,
             icc: *icc,
             rp_filter: *rp_filter,
+        },
+        Command::SetPortRxq { port, affinity } => Command::SetPortRxq {
+            port: port.clone(),
+            affinity: affinity.clone(),
         },
         Command::RouteAdd(r) => Command::RouteAdd(r.clone()),
         Command::RouteDel(r) => Command::RouteDel(r.clone()),

@@ -67,6 +67,7 @@
 
 mod netdev;
 mod ring;
+pub mod rxq;
 pub mod socket;
 mod types;
 pub mod xdp;
@@ -161,7 +162,7 @@ impl AfxdpPort {
             ),
             Some((worker, workers)) => (
                 XdpProgram::shared(ifname, ifindex, queues, opts.mode)?,
-                (0..queues).filter(|q| q % workers == worker).collect(),
+                rxq::mine(queues, workers, &opts.pinned, worker),
             ),
         };
         let mut port = AfxdpPort {
@@ -183,10 +184,11 @@ impl AfxdpPort {
             now_ms: 0,
             fault: None,
             fill_empty_seen: vec![0; mine.len()],
-            // Worker w without a queue sends through the worker of queue w % queues.
+            // Worker w without a queue sends through the owner of queue w % queues.
             tx_worker: match opts.share {
-                Some((worker, _)) if mine.is_empty() && queues > 0 => {
-                    Some((worker % queues) as usize)
+                Some((worker, workers)) if mine.is_empty() && queues > 0 => {
+                    let owners = rxq::owners(queues, workers, &opts.pinned);
+                    Some(owners[(worker % queues) as usize] as usize)
                 }
                 _ => None,
             },
@@ -617,6 +619,10 @@ impl Port for AfxdpPort {
             self.socks.len(),
             self.mtu
         )
+    }
+
+    fn rx_queues(&self) -> Vec<(u32, u64)> {
+        self.socks.iter().map(|s| (s.queue, s.rx_packets)).collect()
     }
 
     fn close(&mut self, frames: &mut Frames) {

@@ -45,7 +45,7 @@ impl std::str::FromStr for XdpMode {
 }
 
 /// Options of an AF_XDP port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AfxdpOptions {
     /// XDP attach mode.
     pub mode: XdpMode,
@@ -66,12 +66,15 @@ pub struct AfxdpOptions {
     /// default) on the worker, which must not sleep; the off-worker open waits.
     pub busy_wait: std::time::Duration,
     /// `(worker, workers)` when several workers share the netdev: this port binds the queues
-    /// `q` with `q % workers == worker`, shares the netdev's XDP program with the other
+    /// [`super::rxq::owners`] gives `worker` (`q % workers` without pins), shares the netdev's XDP program with the other
     /// workers' ports (`XdpProgram::shared`) and transmits on its first queue; a worker left
     /// without a queue (fewer queues than workers) binds none and has its frames sent by the
-    /// worker of queue `worker % queues` (`Port::tx_by_worker`). None: one worker, every
+    /// owner of queue `worker % queues` (`Port::tx_by_worker`). None: one worker, every
     /// queue.
     pub share: Option<(u32, u32)>,
+    /// Queues pinned to workers (`rxq_affinity`, resolved to worker indexes): see
+    /// [`super::rxq`]. Used only with `share`.
+    pub pinned: Vec<super::rxq::Pin>,
 }
 
 impl Default for AfxdpOptions {
@@ -84,6 +87,7 @@ impl Default for AfxdpOptions {
             tx_max: 1024,
             busy_wait: std::time::Duration::ZERO,
             share: None,
+            pinned: Vec::new(),
         }
     }
 }

@@ -1,0 +1,129 @@
+//! Which worker polls which rx queue of a netdev (OVS's `pmd-rxq-assign`, `pmd-rxq-affinity`).
+//!
+//! Contract: [`owners`] is a pure function of the netdev's queue count, the number of workers
+//! and the pinned queues, so every worker computes the same assignment on its own and each
+//! binds exactly the queues it owns; no queue is bound by two workers, none is left unbound.
+//! - A pinned queue (`rxq_affinity=QUEUE:CORE`) goes to the worker on that core. Pins naming a
+//!   queue the netdev does not have are ignored (the queue count can change with the device).
+//! - The other queues go round-robin, in queue order, to the workers that have no pinned queue
+//!   (OVS's default `pmd-rxq-isolate=true`: a worker given a queue by hand polls only what it was
+//!   given); when every worker has a pinned queue, to all workers.
+//! - With no pin at all this is queue `q` -> worker `q % workers`.
+
+/// One pinned queue: `(queue, worker index)`.
+pub type Pin = (u32, u32);
+
+/// The worker of each of `queues` rx queues (index = queue), see the module documentation.
+pub fn owners(queues: u32, workers: u32, pinned: &[Pin]) -> Vec<u32> {
+    let workers = workers.max(1);
+    let pin_of = |q: u32| {
+        pinned
+            .iter()
+            .rev()
+            .find(|(pq, w)| *pq == q && *w < workers)
+            .map(|&(_, w)| w)
+    };
+    let isolated: Vec<bool> = (0..workers)
+        .map(|w| (0..queues).any(|q| pin_of(q) == Some(w)))
+        .collect();
+    let mut free: Vec<u32> = (0..workers).filter(|&w| !isolated[w as usize]).collect();
+    if free.is_empty() {
+        free = (0..workers).collect();
+    }
+    let mut next = 0usize;
+    (0..queues)
+        .map(|q| {
+            pin_of(q).unwrap_or_else(|| {
+                let w = free[next % free.len()];
+                next += 1;
+                w
+            })
+        })
+        .collect()
+}
+
+/// The queues `worker` owns, in queue order.
+pub fn mine(queues: u32, workers: u32, pinned: &[Pin], worker: u32) -> Vec<u32> {
+    owners(queues, workers, pinned)
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w == worker)
+        .map(|(q, _)| q as u32)
+        .collect()
+}
+
+/// Parse `QUEUE:CORE[,QUEUE:CORE...]` (OVS's `pmd-rxq-affinity` syntax); empty: no pin. Errors
+/// name the field and the bad item.
+pub fn parse_affinity(text: &str) -> Result<Vec<(u32, usize)>, String> {
+    let mut out: Vec<(u32, usize)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || format!("rxq_affinity: '{item}' is not QUEUE:CORE (for example 0:1,1:3)");
+        let (q, c) = item.split_once(':').ok_or_else(bad)?;
+        let q: u32 = q.trim().parse().map_err(|_| bad())?;
+        let c: usize = c.trim().parse().map_err(|_| bad())?;
+        if q >= 1024 {
+            return Err(format!("rxq_affinity: queue {q} out of range (0 to 1023)"));
+        }
+        if out.iter().any(|(pq, _)| *pq == q) {
+            return Err(format!("rxq_affinity: queue {q} pinned twice"));
+        }
+        out.push((q, c));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_pins_queue_q_goes_to_worker_q_mod_workers() {
+        assert_eq!(owners(4, 2, &[]), vec![0, 1, 0, 1]);
+        assert_eq!(owners(1, 2, &[]), vec![0]);
+        assert_eq!(owners(3, 1, &[]), vec![0, 0, 0]);
+        assert_eq!(mine(4, 2, &[], 1), vec![1, 3]);
+    }
+
+    #[test]
+    fn pinned_queues_isolate_their_worker() {
+        // Queue 0 pinned to worker 1: worker 1 polls queue 0 only, worker 0 the rest.
+        assert_eq!(owners(4, 2, &[(0, 1)]), vec![1, 0, 0, 0]);
+        // Both queues on worker 1: worker 0 polls nothing.
+        assert_eq!(owners(2, 2, &[(0, 1), (1, 1)]), vec![1, 1]);
+        assert!(mine(2, 2, &[(0, 1), (1, 1)], 0).is_empty());
+        // Every worker pinned: unpinned queues round-robin over all of them.
+        assert_eq!(owners(4, 2, &[(0, 1), (1, 0)]), vec![1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn every_queue_has_exactly_one_owner() {
+        let pins = [(5, 2), (1, 0), (9, 3)];
+        for queues in 0..12 {
+            for workers in 1..5 {
+                let o = owners(queues, workers, &pins);
+                assert_eq!(o.len(), queues as usize);
+                let bound: usize = (0..workers)
+                    .map(|w| mine(queues, workers, &pins, w).len())
+                    .sum();
+                assert_eq!(bound, queues as usize, "{queues} queues, {workers} workers");
+                assert!(o.iter().all(|w| *w < workers));
+            }
+        }
+    }
+
+    #[test]
+    fn pins_outside_the_device_or_the_workers_are_ignored() {
+        assert_eq!(owners(2, 2, &[(7, 1)]), vec![0, 1]);
+        assert_eq!(owners(2, 2, &[(0, 9)]), vec![0, 1]);
+    }
+
+    #[test]
+    fn affinity_text_parses_and_errors_name_the_field() {
+        assert_eq!(parse_affinity("0:1, 1:3").unwrap(), vec![(0, 1), (1, 3)]);
+        assert!(parse_affinity("").unwrap().is_empty());
+        for bad in ["0", "a:1", "0:x", "0:1,0:2", "5000:1"] {
+            let e = parse_affinity(bad).unwrap_err();
+            assert!(e.starts_with("rxq_affinity: "), "{bad}: {e}");
+        }
+    }
+}
