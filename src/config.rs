@@ -633,6 +633,12 @@ impl PortSpec {
         self.shapers()
             .map_err(|e| format!("port '{}': {e}", self.name))?;
         if let Some(a) = &self.rxq_affinity {
+            if a.trim().is_empty() {
+                return Err(format!(
+                    "port '{}': rxq_affinity: empty (leave the key out for round-robin)",
+                    self.name
+                ));
+            }
             crate::port::afxdp::rxq::parse_affinity(a)
                 .map_err(|e| format!("port '{}': {e}", self.name))?;
             if self.kind != PortKind::Afxdp {

@@ -557,7 +557,10 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
             vec!["set-port", &n("pn1"), "rxq_affinity=0"],
             "rxq_affinity:",
         ),
-        (vec!["set-port", &n("pn1"), "mtu=9000"], "rxq_affinity"),
+        (
+            vec!["set-port", &n("pn1"), "mtu=9000"],
+            "set-port takes rxq_affinity",
+        ),
         (
             vec!["set-port", "nosuch", "rxq_affinity=0:1"],
             "no port named",
@@ -571,6 +574,17 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
         );
     }
     assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
+    assert!(
+        d.ctl(&["save-config"])
+            .contains("rxq_affinity = \"0:1,1:1\"")
+    );
+    // The same affinity again moves nothing (the sockets keep their counts).
+    let before = rxq_frames(&d, &n("pn1"));
+    d.ctl(&["set-port", &n("pn1"), "rxq_affinity=0:1,1:1"]);
+    assert!(
+        rxq_frames(&d, &n("pn1"))[1] >= before[1],
+        "sockets reopened for nothing"
+    );
     let out = d.ctl_raw(&["add-port", "br0", "x", "type=tap", "rxq_affinity=0:1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("rxq_affinity: applies to type=afxdp"));
 
@@ -582,6 +596,9 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
     assert!(ping(&n("n1"), "10.79.2.2", 3), "ping after the move");
     let bps = iperf3_tcp_streams(&n("n2"), &n("n1"), "10.79.2.2", 2, 8);
     assert!(bps > 10e6, "TCP carried {bps} bit/s after the move");
+    let f = rxq_frames(&d, &n("pn1"));
+    eprintln!("pn1 rx frames per worker after the move: {f:?}");
+    assert!(f[0] + f[1] > 100, "pn1 received on its new sockets: {f:?}");
     let cfg = d.ctl(&["save-config"]);
     assert!(cfg.contains("rxq_affinity = \"1:0\""), "{cfg}");
     // Empty: round-robin again.
@@ -594,4 +611,78 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
         "ping after round-robin again"
     );
     assert!(!d.ctl(&["save-config"]).contains("rxq_affinity"));
+}
+
+/// A `--config` reload (SIGHUP) that changes only a port's `rxq_affinity` moves its queues live:
+/// the port keeps its OpenFlow number and its flows (it is not deleted and added again).
+#[test]
+fn rxq_affinity_reload_moves_queues_live() {
+    if !root_or_skip("rxq_affinity_reload_moves_queues_live") || !two_cores() {
+        return;
+    }
+    let p = prefix("kr");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    veth_with_queues(&mut t, &n("n1"), &n("pn1"), "10.79.3.1/24", 2);
+    let cfg = std::env::temp_dir().join(format!("uvs-{p}.toml"));
+    let write = |aff: &str| {
+        let text = format!(
+            "[[bridge]]\nname = \"br0\"\nflows = [\"priority=10,in_port={port},actions=NORMAL\"]\n\
+             [[bridge.port]]\nname = \"{port}\"\ntype = \"afxdp\"\n{aff}",
+            port = n("pn1")
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write("rxq_affinity = \"0:1,1:1\"\n");
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let d = Daemon::start(
+        &p,
+        &[
+            "--cores",
+            "0,1",
+            "--dns-upstream",
+            "off",
+            "--config",
+            &cfg_s,
+        ],
+    );
+    let placed = eventually(10, || rxqs(&d, &n("pn1")) == vec![vec![], vec![0, 1]]);
+    assert!(placed, "{}", d.ctl(&["rxq-show"]));
+    let ofport = d.port_show(&n("pn1"))["ofport"].clone();
+    // Frames received before the reload stay counted (a port added again starts from zero).
+    ping(&n("n1"), "10.79.3.9", 2);
+    let rx = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    assert!(rx >= 2, "ARP requests from n1 were received: {rx}");
+    write("rxq_affinity = \"0:0\"\n");
+    // SAFETY: kill(2) on our own child's PID.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    let moved = eventually(10, || rxqs(&d, &n("pn1")) == vec![vec![0], vec![1]]);
+    assert!(moved, "{}", d.ctl(&["rxq-show"]));
+    d.wait_state(&n("pn1"), "up", 10);
+    assert_eq!(
+        d.port_show(&n("pn1"))["ofport"],
+        ofport,
+        "the port was replaced"
+    );
+    let after = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    assert!(
+        after >= rx,
+        "counters reset: the port was replaced ({rx} -> {after})"
+    );
+    let flows = d.ctl(&["dump-flows", "br0"]);
+    assert!(flows.contains("priority=10"), "{flows}");
+    // Reloading the unchanged file changes nothing (it once re-added every port the file gave
+    // no ofport_request).
+    ping(&n("n1"), "10.79.3.9", 2);
+    let rx = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    // SAFETY: as above.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let again = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    assert!(
+        again >= rx && rx > after,
+        "an unchanged reload replaced the port ({rx} -> {again})"
+    );
+    assert_eq!(d.port_show(&n("pn1"))["state"], "up");
+    let _ = std::fs::remove_file(&cfg);
 }

@@ -80,7 +80,7 @@ pub fn render(v: &Value) -> String {
                     s,
                     "  port: {:<16} queue-id: {:>3}  rx frames: {}",
                     p["port"].as_str().unwrap_or(""),
-                    q["queue"],
+                    q["queue"].as_u64().unwrap_or(0),
                     q["rx_packets"]
                 );
             }

@@ -205,6 +205,20 @@ impl Store {
                 nb.fdb = find(&merged, &nb.name).and_then(|b| b.fdb.clone());
             }
         }
+        // A port the file gives no OpenFlow number keeps the one it has: without this, every
+        // such port compared unequal with the running one (which names its number) and a
+        // reload of an unchanged file deleted and re-added it (a TAP device deleted under its
+        // container).
+        for nb in &mut new.bridge {
+            let Some(ob) = find(&old, &nb.name) else {
+                continue;
+            };
+            for np in nb.port.iter_mut().filter(|np| np.ofport_request.is_none()) {
+                if let Some(op) = ob.port.iter().find(|op| op.name == np.name) {
+                    np.ofport_request = op.ofport_request;
+                }
+            }
+        }
         *p = Pending::default();
         self.apply_diff(p, &old, &new, &mut out);
         out
@@ -368,6 +382,9 @@ impl Store {
     /// Remove the ports of `old` that `new` lacks or changes.
     fn ports_del(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
         for s in old.port.iter().filter(|s| !new.port.contains(s)) {
+            if new.port.iter().any(|n| rxq_change(s, n)) {
+                continue; // changed live by `ports_add`
+            }
             let what = format!("- port {} (bridge {})", s.name, old.name);
             let before = p.ports.len();
             p.ports.retain(|(_, x)| x.name != s.name);
@@ -385,6 +402,17 @@ impl Store {
     /// Add the ports `new` adds or changes; one that cannot be opened stays pending.
     fn ports_add(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
         for s in new.port.iter().filter(|s| !old.port.contains(s)) {
+            if old.port.iter().any(|o| rxq_change(o, s))
+                && !p.ports.iter().any(|(_, x)| x.name == s.name)
+            {
+                let what = format!("~ port {} rxq_affinity (bridge {})", s.name, new.name);
+                let r = self.call(Command::SetPortRxq {
+                    port: s.name.clone(),
+                    affinity: s.rxq_affinity.clone(),
+                });
+                out.step(r, what);
+                continue;
+            }
             let what = format!("+ port {} (bridge {})", s.name, new.name);
             match self.call(Command::AddPort {
                 bridge: new.name.clone(),
@@ -539,6 +567,14 @@ impl Store {
 
 fn find<'a>(c: &'a Config, name: &str) -> Option<&'a BridgeSpec> {
     c.bridge.iter().find(|b| b.name == name)
+}
+
+/// True if port specs `old` and `new` differ in their `rxq_affinity` alone: applied live with
+/// `set-port` (the port keeps its id, flows and counters) instead of deleted and added again.
+fn rxq_change(old: &PortSpec, new: &PortSpec) -> bool {
+    let mut o = old.clone();
+    o.rxq_affinity = new.rxq_affinity.clone();
+    o == *new && old != new
 }
 
 /// A bridge spec without its ports and tables: what `AddBridge` is given.

@@ -146,6 +146,11 @@ impl Share {
         let Some(text) = spec.rxq_affinity.as_deref() else {
             return Ok(Vec::new());
         };
+        if self.workers() == 1 {
+            // One worker polls every queue: the pins choose nothing (and may name the cores
+            // of a configuration saved with several workers).
+            return Ok(Vec::new());
+        }
         crate::port::afxdp::rxq::parse_affinity(text)?
             .into_iter()
             .map(|(q, core)| {

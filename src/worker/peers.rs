@@ -247,9 +247,17 @@ impl Worker {
         let mut batch: Vec<Desc> = Vec::new();
         let mut it = handed.into_iter().peekable();
         while let Some(port) = self.next_run(&mut it, &mut batch, usize::MAX) {
-            let Some(Some(p)) = self.ports.get_mut(port as usize) else {
+            // A port this worker holds no socket of either (its queues moved while the sender
+            // still thought otherwise: `set-port rxq_affinity`) is not relayed on again, so a
+            // frame can never bounce between two workers: dropped, counted tx-full.
+            let relays = matches!(self.ports.get(port as usize), Some(Some(p)) if p.tx_by_worker().is_some());
+            let (Some(Some(p)), false) = (self.ports.get_mut(port as usize), relays) else {
+                let n = batch.len() as u64;
                 for d in batch.drain(..) {
                     self.frames.free(d.addr);
+                }
+                if let Some(st) = self.dp.port_mut(port).filter(|_| relays) {
+                    st.counters.drops[DropReason::TxRingFull as usize] += n;
                 }
                 continue;
             };

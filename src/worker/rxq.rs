@@ -11,7 +11,10 @@
 //!   netdev that came back is (`worker::life`): the port keeps its id, flows and counters, is
 //!   `down` ("rx queues reassigned") for the moment the sockets take to move, and MACs learned
 //!   on it are learned again. A queue another worker still holds is bound once that worker let
-//!   it go (the open retries EBUSY).
+//!   it go (the open retries EBUSY). An open already under way (a link flap, an earlier
+//!   `set-port`) is superseded: its answer is dropped and the port opens with the new share.
+//!   Setting the affinity it already has changes nothing; with one worker the pins are kept in
+//!   the configuration but move nothing (one worker polls every queue).
 
 use serde_json::{Value, json};
 
@@ -40,26 +43,38 @@ impl Worker {
                 spec.kind
             ));
         }
-        spec.rxq_affinity = affinity.filter(|a| !a.trim().is_empty());
+        let affinity = affinity.filter(|a| !a.trim().is_empty());
+        if spec.rxq_affinity == affinity {
+            return Ok(json!({"port": port, "rxq_affinity": affinity, "reopened": false}));
+        }
+        spec.rxq_affinity = affinity;
         spec.validate()?;
-        let pins = self.share().pins(&spec)?;
+        self.share().pins(&spec)?;
         self.specs.ports.insert(id, spec.clone());
-        let up = match self.life.get_mut(id as usize) {
+        // One worker polls every queue whatever the pins say: nothing to move.
+        let moves = self.workers > 1;
+        let (up, opening) = match self.life.get_mut(id as usize) {
             Some(Some(l)) => {
                 l.spec = Some(spec.clone());
-                l.state == LinkState::Up
+                (l.state == LinkState::Up, l.opening.is_some())
             }
-            _ => false,
+            _ => (false, false),
         };
-        if up {
+        if moves && up {
             self.set_state(id, LinkState::Down, "rx queues reassigned".into());
+            self.reopen(id);
+        } else if moves && opening {
+            // An open under way binds the old share: its answer is dropped (`reopened` wants
+            // the new attempt) and the port opens again with the new one.
+            if let Some(Some(l)) = self.life.get_mut(id as usize) {
+                l.opening = None;
+            }
             self.reopen(id);
         }
         Ok(json!({
             "port": port,
             "rxq_affinity": spec.rxq_affinity,
-            "pinned": pins.len(),
-            "reopened": up,
+            "reopened": moves && (up || opening),
         }))
     }
 
