@@ -686,3 +686,61 @@ fn rxq_affinity_reload_moves_queues_live() {
     assert_eq!(d.port_show(&n("pn1"))["state"], "up");
     let _ = std::fs::remove_file(&cfg);
 }
+
+/// `rxq-rebalance` measures each queue's load under traffic and spreads the queues: with every
+/// queue first pinned to one worker, the other worker takes the busiest queues' share.
+#[test]
+fn rxq_rebalance_spreads_loaded_queues() {
+    if !root_or_skip("rxq_rebalance_spreads_loaded_queues") || !two_cores() {
+        return;
+    }
+    let p = prefix("kb");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--cores", "0,1", "--dns-upstream", "off"]);
+    d.ctl(&["add-br", "br0"]);
+    veth_with_queues(&mut t, &n("n1"), &n("pn1"), "10.79.4.1/24", 2);
+    veth_with_queues(&mut t, &n("n2"), &n("pn2"), "10.79.4.2/24", 2);
+    for port in [n("pn1"), n("pn2")] {
+        d.ctl(&[
+            "add-port",
+            "br0",
+            &port,
+            "type=afxdp",
+            "rxq_affinity=0:1,1:1",
+        ]);
+    }
+    assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
+    let one = d.ctl_raw(&["rxq-rebalance", "0"]);
+    assert!(String::from_utf8_lossy(&one.stderr).contains("SECONDS: '0'"));
+    assert!(ping(&n("n1"), "10.79.4.2", 2));
+    let (a, b) = (n("n1"), n("n2"));
+    let load = std::thread::spawn(move || iperf3_tcp_streams(&b, &a, "10.79.4.2", 4, 8));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let v = d.json(&["rxq-rebalance", "1"]);
+    let bps = load.join().unwrap();
+    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    let rows = v["queues"]
+        .as_array()
+        .expect("rxq-rebalance lists the queues");
+    assert_eq!(rows.len(), 4, "{v}");
+    let busy: u64 = rows
+        .iter()
+        .map(|r| r["load"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(busy > 1000, "the load was measured: {v}");
+    let on0 = rows.iter().filter(|r| r["to"] == 0).count();
+    assert!(on0 >= 1, "worker 0 got no queue: {v}");
+    // Applied: every queue bound by exactly one worker, worker 0 polling its new share.
+    let applied = eventually(10, || {
+        let (q1, q2) = (rxqs(&d, &n("pn1")), rxqs(&d, &n("pn2")));
+        let count = |q: &Vec<Vec<u64>>| q.iter().map(Vec::len).sum::<usize>();
+        count(&q1) == 2 && count(&q2) == 2 && q1[0].len() + q2[0].len() == on0
+    });
+    assert!(applied, "{}", d.ctl(&["rxq-show"]));
+    d.wait_state(&n("pn1"), "up", 10);
+    d.wait_state(&n("pn2"), "up", 10);
+    assert!(ping(&n("n1"), "10.79.4.2", 3), "ping after the rebalance");
+    assert!(d.ctl(&["save-config"]).contains("rxq_affinity"));
+}

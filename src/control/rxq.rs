@@ -1,7 +1,11 @@
-//! `set-port PORT rxq_affinity=QUEUE:CORE[,...]` (OVS's `other_config:pmd-rxq-affinity`) and
+//! `set-port PORT rxq_affinity=QUEUE:CORE[,...]` (OVS's `other_config:pmd-rxq-affinity`),
 //! `rxq-show` (OVS's `dpif-netdev/pmd-rxq-show`): which worker polls which rx queue of each
-//! AF_XDP port, with the frames each queue received since its socket was opened. The
-//! assignment rules are `port::afxdp::rxq`; the worker side is `worker::rxq`.
+//! AF_XDP port, with the frames each queue received since its socket was opened, and
+//! `rxq-rebalance [SECONDS]` (OVS's `dpif-netdev/pmd-rxq-rebalance` with
+//! `pmd-rxq-assign=cycles`, measured in frames rather than cycles: uvs counts frames per queue,
+//! not cycles): the queues' loads over SECONDS decide a new assignment, kept as each moved
+//! port's `rxq_affinity` (shown by `save-config`; `set-port P rxq_affinity=` returns a port to
+//! round-robin). The assignment rules are `port::afxdp::rxq`; the worker side is `worker::rxq`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -38,22 +42,151 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(String::new(), v))
         },
     );
-    let w = worker;
+    let w = worker.clone();
     reg.register("rxq-show", "rxq-show", 0, 0, move |_| {
-        let v = w.call(Command::Show).map_err(CtlError::new)?;
-        let workers = match v["workers"].as_array() {
-            Some(all) => all.clone(),
-            None => vec![v["worker"].clone()],
-        };
-        let data: Vec<Value> = workers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| serde_json::json!({"worker": i, "core": w["core"], "rxqs": w["rxqs"]}))
-            .collect();
-        let data = Value::Array(data);
+        let data = snapshot(&w)?;
         Ok(Reply::new(render(&data), data))
     });
     reg.set_read_only(&["rxq-show"]);
+    let w = worker;
+    reg.register(
+        "rxq-rebalance",
+        "rxq-rebalance [SECONDS] (measure each queue's load for SECONDS, default 1, then reassign)",
+        0,
+        1,
+        move |a| {
+            let secs: f64 = match a.first() {
+                None => 1.0,
+                Some(s) => s
+                    .parse()
+                    .ok()
+                    .filter(|x: &f64| (0.1..=60.0).contains(x))
+                    .ok_or_else(|| {
+                        CtlError::new(format!("SECONDS: '{s}' (a number from 0.1 to 60)"))
+                    })?,
+            };
+            rebalance(&w, secs)
+        },
+    );
+}
+
+/// Each worker's core and rx queues (`rxq-show`'s data).
+fn snapshot(w: &WorkerHandle) -> Result<Value, CtlError> {
+    let v = w.call(Command::Show).map_err(CtlError::new)?;
+    let workers = match v["workers"].as_array() {
+        Some(all) => all.clone(),
+        None => vec![v["worker"].clone()],
+    };
+    let data: Vec<Value> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| serde_json::json!({"worker": i, "core": w["core"], "rxqs": w["rxqs"]}))
+        .collect();
+    Ok(Value::Array(data))
+}
+
+/// Every (port, queue, worker, frames received) in a snapshot.
+fn queues(v: &Value) -> Vec<(String, u32, usize, u64)> {
+    let mut out = Vec::new();
+    for (i, w) in v.as_array().into_iter().flatten().enumerate() {
+        for p in w["rxqs"].as_array().into_iter().flatten() {
+            let port = p["port"].as_str().unwrap_or("").to_string();
+            for q in p["queues"].as_array().into_iter().flatten() {
+                let (Some(queue), Some(n)) = (q["queue"].as_u64(), q["rx_packets"].as_u64()) else {
+                    continue;
+                };
+                out.push((port.clone(), queue as u32, i, n));
+            }
+        }
+    }
+    out
+}
+
+/// `rxq-rebalance`: OVS's `pmd-rxq-rebalance` with `pmd-rxq-assign=cycles`, by frames: sample
+/// every queue's receive count over `secs`, assign queues by [`crate::port::afxdp::rxq::balance`]
+/// and pin them (`set-port rxq_affinity`) on the ports whose assignment changes.
+fn rebalance(w: &WorkerHandle, secs: f64) -> Result<Reply, CtlError> {
+    let before = snapshot(w)?;
+    let cores: Vec<Option<u64>> = before
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w["core"].as_u64())
+        .collect();
+    if cores.len() < 2 {
+        return Err(CtlError::new(
+            "rxq-rebalance: one worker polls every queue; nothing to balance (run with --cores)",
+        ));
+    }
+    if cores.iter().any(Option::is_none) {
+        return Err(CtlError::new(
+            "rxq-rebalance: workers are not pinned to cores (rxq_affinity names cores)",
+        ));
+    }
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    let after = snapshot(w)?;
+    let old = queues(&before);
+    let now = queues(&after);
+    let loads: Vec<u64> = now
+        .iter()
+        .map(|(p, q, _, n)| {
+            let was = old.iter().find(|(op, oq, _, _)| op == p && oq == q);
+            // A socket reopened meanwhile counts from zero again.
+            match was {
+                Some((_, _, _, o)) if o <= n => n - o,
+                _ => *n,
+            }
+        })
+        .collect();
+    let to = crate::port::afxdp::rxq::balance(&loads, cores.len() as u32);
+    let mut ports: Vec<&str> = now.iter().map(|(p, ..)| p.as_str()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    for port in ports {
+        let mut mine: Vec<(u32, usize, usize, u64)> = now
+            .iter()
+            .zip(&to)
+            .zip(&loads)
+            .filter(|(((p, ..), _), _)| p == port)
+            .map(|(((_, q, from, _), w), l)| (*q, *from, *w as usize, *l))
+            .collect();
+        mine.sort_unstable();
+        let moved = mine.iter().any(|(_, from, w, _)| from != w);
+        for (q, from, w, l) in &mine {
+            let rate = *l as f64 / secs;
+            let _ = writeln!(
+                text,
+                "port: {port:<16} queue-id: {q:>3}  {rate:>12.0} frames/s  worker {from} -> {w}"
+            );
+            rows.push(
+                serde_json::json!({"port": port, "queue": q, "load": l, "from": from, "to": w}),
+            );
+        }
+        if moved {
+            let affinity: Vec<String> = mine
+                .iter()
+                .map(|(q, _, w, _)| format!("{q}:{}", cores[*w].expect("checked")))
+                .collect();
+            w_set(w, port, affinity.join(","))?;
+        }
+    }
+    if rows.is_empty() {
+        text.push_str("no AF_XDP rx queues to balance\n");
+    }
+    Ok(Reply::new(
+        text,
+        serde_json::json!({"seconds": secs, "queues": rows}),
+    ))
+}
+
+fn w_set(w: &WorkerHandle, port: &str, affinity: String) -> Result<Value, CtlError> {
+    w.call(Command::SetPortRxq {
+        port: port.to_string(),
+        affinity: Some(affinity),
+    })
+    .map_err(|e| CtlError::new(format!("rxq-rebalance: port {port}: {e}")))
 }
 
 /// One block per worker, one line per (port, queue); a port this worker has no queue of is

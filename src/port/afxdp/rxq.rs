@@ -52,6 +52,29 @@ pub fn mine(queues: u32, workers: u32, pinned: &[Pin], worker: u32) -> Vec<u32> 
         .collect()
 }
 
+/// OVS's `pmd-rxq-assign=cycles` for `rxq-rebalance`: given each queue's measured load (any
+/// unit: frames here), the worker of each queue, in input order. Queues go in order of
+/// decreasing load (ties: input order) to the worker with the least load so far (ties: the
+/// lowest number), so the busiest queues are spread first and the totals come out even.
+pub fn balance(loads: &[u64], workers: u32) -> Vec<u32> {
+    let workers = workers.max(1) as usize;
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(loads[i]));
+    let mut total = vec![0u64; workers];
+    let mut count = vec![0usize; workers];
+    let mut out = vec![0u32; loads.len()];
+    for i in order {
+        // Least load; among equals the fewest queues, so idle queues spread too.
+        let w = (0..workers)
+            .min_by_key(|&w| (total[w], count[w], w))
+            .expect("at least one worker");
+        total[w] += loads[i];
+        count[w] += 1;
+        out[i] = w as u32;
+    }
+    out
+}
+
 /// Parse `QUEUE:CORE[,QUEUE:CORE...]` (OVS's `pmd-rxq-affinity` syntax); empty: no pin. Errors
 /// name the field and the bad item.
 pub fn parse_affinity(text: &str) -> Result<Vec<(u32, usize)>, String> {
@@ -115,6 +138,27 @@ mod tests {
     fn pins_outside_the_device_or_the_workers_are_ignored() {
         assert_eq!(owners(2, 2, &[(7, 1)]), vec![0, 1]);
         assert_eq!(owners(2, 2, &[(0, 9)]), vec![0, 1]);
+    }
+
+    #[test]
+    fn balance_spreads_the_busiest_queues_first() {
+        // Two busy queues of one port land on different workers; the idle ones fill in.
+        assert_eq!(balance(&[900, 10, 800, 0], 2), vec![0, 1, 1, 1]);
+        let w = balance(&[100, 100, 0, 0], 2);
+        assert_ne!(w[0], w[1]);
+        assert_ne!(w[2], w[3]);
+        // No load at all: round-robin by count.
+        assert_eq!(balance(&[0, 0, 0, 0], 2), vec![0, 1, 0, 1]);
+        // The largest total on a worker is within the largest queue of the ideal.
+        let loads = [70, 60, 50, 40, 30, 20, 10];
+        let w = balance(&loads, 3);
+        let mut t = [0u64; 3];
+        for (i, l) in loads.iter().enumerate() {
+            t[w[i] as usize] += l;
+        }
+        let ideal = loads.iter().sum::<u64>() / 3;
+        assert!(*t.iter().max().unwrap() <= ideal + 70, "{t:?}");
+        assert_eq!(balance(&[5, 6], 1), vec![0, 0]);
     }
 
     #[test]
