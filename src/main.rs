@@ -43,6 +43,11 @@ enum Cmd {
         /// else `cores` in the --config file, else one unpinned worker.
         #[arg(long)]
         cores: Option<String>,
+        /// Workers never sleep (OVS's PMD): the lowest latency, every worker's core always
+        /// busy. Default: idle back-off (an idle worker sleeps; its first frame waits for the
+        /// wake-up). Also `UVS_BUSY_POLL=1`.
+        #[arg(long)]
+        busy_poll: bool,
         /// Frames in each worker's frame region (2 KiB each).
         #[arg(long, default_value_t = uvs::packet::DEFAULT_FRAME_COUNT)]
         frames: u32,
@@ -136,6 +141,7 @@ fn main() -> ExitCode {
             config,
             db,
             cores,
+            busy_poll,
             frames,
             metrics,
             etcd,
@@ -147,7 +153,10 @@ fn main() -> ExitCode {
             config,
             db,
             cores,
-            frames,
+            (
+                frames,
+                busy_poll || std::env::var("UVS_BUSY_POLL").is_ok_and(|v| v == "1"),
+            ),
             metrics,
             (etcd, etcd_prefix),
             (mgmt_dir, dns_upstream),
@@ -216,7 +225,7 @@ fn run(
     config_path: Option<PathBuf>,
     db: Option<PathBuf>,
     cores: Option<String>,
-    frames: u32,
+    (frames, busy_poll): (u32, bool),
     metrics: Option<String>,
     etcd: (Option<String>, Option<String>),
     (mgmt_dir, dns_upstream): (Option<PathBuf>, Option<String>),
@@ -243,7 +252,11 @@ fn run(
     let stop = uvs::port::wait::install_stop_handler();
     let hup = uvs::port::wait::install_hup_handler();
     let w = worker::spawn_workers(
-        WorkerOptions { core: None, frames },
+        WorkerOptions {
+            core: None,
+            frames,
+            busy_poll,
+        },
         &cores,
         Arc::new(MonotonicClock::default()),
     )

@@ -104,3 +104,40 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
         "idle daemon used {process_pct:.2}% of a core"
     );
 }
+
+/// `--busy-poll`: the worker never sleeps (OVS's PMD), so an idle switch keeps a core busy,
+/// and it still forwards and answers.
+#[test]
+fn busy_poll_worker_never_sleeps() {
+    if !root_or_skip("busy_poll_worker_never_sleeps") {
+        return;
+    }
+    let p = prefix("eb");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--busy-poll"]);
+    d.ctl(&["add-br", "br0", "gateway=10.232.0.1/24"]);
+    let ns = format!("{p}n0");
+    attach(
+        &mut t,
+        &d,
+        ("br0", &ns, &format!("{p}p0")),
+        "afxdp",
+        "10.232.0.2/24",
+        &[],
+    );
+    assert!(ping(&ns, "10.232.0.1", 2), "afxdp -> gateway");
+    let sleeps = |d: &Daemon| d.json(&["stats"])["worker"]["sleeps"].as_u64().unwrap();
+    let s0 = sleeps(&d);
+    let pid = d.child.id();
+    let (w0, _) = sample(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let (w1, _) = sample(pid);
+    let pct = (w1 - w0) as f64 / clk_tck() / t0.elapsed().as_secs_f64() * 100.0;
+    eprintln!("busy-poll worker, idle: {pct:.0}% of a core");
+    assert_eq!(sleeps(&d), s0, "a busy-polling worker slept");
+    assert!(
+        pct > 50.0,
+        "a busy-polling worker used only {pct:.1}% of a core"
+    );
+}

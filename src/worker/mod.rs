@@ -16,7 +16,9 @@
 //! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
 //!   after `SPIN_BEFORE_SLEEP` of them the worker sleeps in poll(2)
 //!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
-//!   for housekeeping), so an idle switch uses almost no CPU.
+//!   for housekeeping), so an idle switch uses almost no CPU. With `busy_poll` (`uvs run
+//!   --busy-poll`) it never sleeps: a frame never waits for a sleeping worker to be woken (the
+//!   lower latency OVS's PMDs get), at the price of a core always busy.
 //! - Housekeeping (every 1024 iterations and after every sleep) also runs the port lifecycle
 //!   (`life`): link events, fd faults, re-attach, frame-budget growth and shrink. A port whose
 //!   device is down or gone is closed there, so nothing dead is polled or kicked.
@@ -102,6 +104,9 @@ pub struct WorkerOptions {
     pub core: Option<usize>,
     /// Frames in the region.
     pub frames: u32,
+    /// Never sleep (OVS's PMD): the lowest latency, a whole core always busy. Off: idle
+    /// back-off (see the module documentation).
+    pub busy_poll: bool,
 }
 
 impl Default for WorkerOptions {
@@ -109,6 +114,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             core: None,
             frames: DEFAULT_FRAME_COUNT,
+            busy_poll: false,
         }
     }
 }
@@ -261,6 +267,7 @@ fn prepare(
     w.workers = workers;
     w.index = index;
     w.cores = cores.clone();
+    w.busy_poll = opts.busy_poll;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let h = WorkerHandle {
@@ -333,6 +340,8 @@ pub struct Worker {
     pub(crate) index: usize,
     /// The core of each worker (index = worker number), for `rxq_affinity`.
     pub(crate) cores: Arc<[Option<usize>]>,
+    /// Never sleep (see [`WorkerOptions::busy_poll`]).
+    busy_poll: bool,
     /// Rate limits' buckets shared with the other workers (None: the only worker).
     pub(crate) buckets: Option<Arc<set::SharedBuckets>>,
 }
@@ -374,6 +383,7 @@ impl Worker {
             workers: 1,
             index: 0,
             cores: Arc::from(vec![core]),
+            busy_poll: false,
             buckets: None,
         }
     }
@@ -456,7 +466,7 @@ impl Worker {
             } else {
                 SPIN_BEFORE_SLEEP
             };
-            if since.elapsed() < spin {
+            if self.busy_poll || since.elapsed() < spin {
                 // Give the core away if another thread wants it (a second switch, a VTEP peer,
                 // the application on a shared core): a spinning worker otherwise holds it for
                 // its whole slice while the frames it waits for cannot be produced. Alone on

@@ -519,6 +519,7 @@ mod tests {
         let opts = WorkerOptions {
             core: None,
             frames: 1024,
+            ..WorkerOptions::default()
         };
         let w = spawn(opts, clock).unwrap();
         let b = BridgeSpec::from_args("br0", &[]).unwrap();

@@ -980,6 +980,7 @@ mod tests {
             WorkerOptions {
                 core: None,
                 frames: 1024,
+                ..WorkerOptions::default()
             },
             clock,
         )

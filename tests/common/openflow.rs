@@ -41,6 +41,7 @@ impl Switch {
                 WorkerOptions {
                     core: None,
                     frames: 4096,
+                    ..WorkerOptions::default()
                 },
                 Arc::new(MonotonicClock::default()),
             )
