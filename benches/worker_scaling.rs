@@ -37,6 +37,7 @@ fn run(n: usize, secs: f64, macs: u32) -> (f64, f64) {
     let opts = WorkerOptions {
         core: None,
         frames: 4096,
+        ..Default::default()
     };
     let w = spawn_workers(opts, &cores, clock).expect("start the workers");
     w.call(Command::AddBridge(

@@ -128,6 +128,7 @@ fn show_runtime_over_the_control_socket() {
             uvs::worker::WorkerOptions {
                 core: None,
                 frames: 4096,
+                ..Default::default()
             },
             Arc::new(uvs::clock::MonotonicClock::default()),
         )

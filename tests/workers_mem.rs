@@ -68,6 +68,7 @@ fn two_workers() -> (WorkerHandle, Vec<Vec<Shared>>) {
     let opts = WorkerOptions {
         core: None,
         frames: 2048,
+        ..Default::default()
     };
     let w = spawn_workers(opts, &[None, None], clock).unwrap();
     assert_eq!(w.worker_count(), 2);
