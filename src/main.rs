@@ -45,7 +45,7 @@ enum Cmd {
         cores: Option<String>,
         /// Workers never sleep (OVS's PMD): the lowest latency, every worker's core always
         /// busy. Default: idle back-off (an idle worker sleeps; its first frame waits for the
-        /// wake-up). Also `UVS_BUSY_POLL=1`.
+        /// wake-up). Also `UVS_BUSY_POLL=1` (or true, yes, on).
         #[arg(long)]
         busy_poll: bool,
         /// Frames in each worker's frame region (2 KiB each).
@@ -155,7 +155,9 @@ fn main() -> ExitCode {
             cores,
             (
                 frames,
-                busy_poll || std::env::var("UVS_BUSY_POLL").is_ok_and(|v| v == "1"),
+                busy_poll
+                    || std::env::var("UVS_BUSY_POLL")
+                        .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on")),
             ),
             metrics,
             (etcd, etcd_prefix),

@@ -675,9 +675,12 @@ fn rxq_affinity_reload_moves_queues_live() {
     // no ofport_request).
     ping(&n("n1"), "10.79.3.9", 2);
     let rx = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    // The same file plus a bridge, so the reload can be seen to have happened.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}[[bridge]]\nname = \"br9\"\n")).unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(eventually(10, || d.ctl(&["show"]).contains("bridge br9")));
     let again = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
     assert!(
         again >= rx && rx > after,
@@ -713,6 +716,10 @@ fn rxq_rebalance_spreads_loaded_queues() {
     assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
     let one = d.ctl_raw(&["rxq-rebalance", "0"]);
     assert!(String::from_utf8_lossy(&one.stderr).contains("SECONDS: '0'"));
+    // No load: nothing to gain, nothing moves.
+    let idle = d.json(&["rxq-rebalance", "0.3"]);
+    assert_eq!(idle["applied"], false, "{idle}");
+    assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
     assert!(ping(&n("n1"), "10.79.4.2", 2));
     let (a, b) = (n("n1"), n("n2"));
     let load = std::thread::spawn(move || iperf3_tcp_streams(&b, &a, "10.79.4.2", 4, 8));
@@ -724,12 +731,19 @@ fn rxq_rebalance_spreads_loaded_queues() {
         .as_array()
         .expect("rxq-rebalance lists the queues");
     assert_eq!(rows.len(), 4, "{v}");
-    let busy: u64 = rows
-        .iter()
-        .map(|r| r["load"].as_u64().unwrap())
-        .max()
-        .unwrap();
+    assert_eq!(v["applied"], true, "{v}");
+    let mut by_load: Vec<&serde_json::Value> = rows.iter().collect();
+    by_load.sort_by_key(|r| std::cmp::Reverse(r["load"].as_u64().unwrap()));
+    let busy = by_load[0]["load"].as_u64().unwrap();
     assert!(busy > 1000, "the load was measured: {v}");
+    // Measured over the window, not since the sockets opened (iperf3 ran 1.5 s before it).
+    assert!(busy < by_load[0]["rx_total"].as_u64().unwrap(), "{v}");
+    if by_load[1]["load"].as_u64().unwrap() > 0 {
+        assert_ne!(
+            by_load[0]["to"], by_load[1]["to"],
+            "the two busiest queues share a worker: {v}"
+        );
+    }
     let on0 = rows.iter().filter(|r| r["to"] == 0).count();
     assert!(on0 >= 1, "worker 0 got no queue: {v}");
     // Applied: every queue bound by exactly one worker, worker 0 polling its new share.

@@ -1,11 +1,18 @@
 //! `set-port PORT rxq_affinity=QUEUE:CORE[,...]` (OVS's `other_config:pmd-rxq-affinity`),
-//! `rxq-show` (OVS's `dpif-netdev/pmd-rxq-show`): which worker polls which rx queue of each
-//! AF_XDP port, with the frames each queue received since its socket was opened, and
+//! `rxq-show` (OVS's `dpif-netdev/pmd-rxq-show`: which worker polls which rx queue of each
+//! AF_XDP port, with the frames each queue received since its socket was opened) and
 //! `rxq-rebalance [SECONDS]` (OVS's `dpif-netdev/pmd-rxq-rebalance` with
 //! `pmd-rxq-assign=cycles`, measured in frames rather than cycles: uvs counts frames per queue,
-//! not cycles): the queues' loads over SECONDS decide a new assignment, kept as each moved
-//! port's `rxq_affinity` (shown by `save-config`; `set-port P rxq_affinity=` returns a port to
-//! round-robin). The assignment rules are `port::afxdp::rxq`; the worker side is `worker::rxq`.
+//! not cycles).
+//!
+//! Contract of `rxq-rebalance`: the queues' loads over SECONDS (at most 5: the command is a
+//! configuration change and holds the configuration lock meanwhile) decide a new assignment,
+//! applied only if it lowers the busiest worker's load by 25 % (OVS's improvement threshold)
+//! and that worker receives at least 1000 frames/s. It is kept as each moved port's
+//! `rxq_affinity` (shown by `save-config`; `set-port P rxq_affinity=` returns a port to
+//! round-robin, and so does a `--config` reload of a file without the key). A port down on
+//! some worker shows only the queues the others hold. The assignment rules are
+//! `port::afxdp::rxq`; the worker side is `worker::rxq`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -60,9 +67,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 Some(s) => s
                     .parse()
                     .ok()
-                    .filter(|x: &f64| (0.1..=60.0).contains(x))
+                    .filter(|x: &f64| (0.1..=5.0).contains(x))
                     .ok_or_else(|| {
-                        CtlError::new(format!("SECONDS: '{s}' (a number from 0.1 to 60)"))
+                        CtlError::new(format!("SECONDS: '{s}' (a number from 0.1 to 5)"))
                     })?,
             };
             rebalance(&w, secs)
@@ -102,9 +109,19 @@ fn queues(v: &Value) -> Vec<(String, u32, usize, u64)> {
     out
 }
 
+/// Keep the current assignment unless the new one lowers the busiest worker's load by at least
+/// this share (OVS's `pmd-auto-lb-improvement-threshold`, 25 % by default): moving a queue
+/// reopens its port's sockets, which is not worth a few percent.
+const IMPROVEMENT_PCT: u64 = 25;
+/// Nor below this load on the busiest worker (frames/s): a nearly idle switch (a few neighbour
+/// solicitations) has nothing worth moving.
+const MIN_RATE: f64 = 1000.0;
+
 /// `rxq-rebalance`: OVS's `pmd-rxq-rebalance` with `pmd-rxq-assign=cycles`, by frames: sample
 /// every queue's receive count over `secs`, assign queues by [`crate::port::afxdp::rxq::balance`]
-/// and pin them (`set-port rxq_affinity`) on the ports whose assignment changes.
+/// and, if that lowers the busiest worker's load by [`IMPROVEMENT_PCT`], pin them (`set-port
+/// rxq_affinity`) on the ports whose assignment changes. A port that fails to move is reported
+/// and the others still move (the answer lists both).
 fn rebalance(w: &WorkerHandle, secs: f64) -> Result<Reply, CtlError> {
     let before = snapshot(w)?;
     let cores: Vec<Option<u64>> = before
@@ -123,61 +140,93 @@ fn rebalance(w: &WorkerHandle, secs: f64) -> Result<Reply, CtlError> {
             "rxq-rebalance: workers are not pinned to cores (rxq_affinity names cores)",
         ));
     }
+    let t0 = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     let after = snapshot(w)?;
+    let measured = t0.elapsed().as_secs_f64();
     let old = queues(&before);
     let now = queues(&after);
+    // The same socket in both samples: same port, queue and worker, and a count that did not go
+    // back. Otherwise the socket was opened during the window and all its count is in it.
     let loads: Vec<u64> = now
         .iter()
-        .map(|(p, q, _, n)| {
-            let was = old.iter().find(|(op, oq, _, _)| op == p && oq == q);
-            // A socket reopened meanwhile counts from zero again.
-            match was {
+        .map(|(p, q, wk, n)| {
+            match old
+                .iter()
+                .find(|(op, oq, ow, _)| op == p && oq == q && ow == wk)
+            {
                 Some((_, _, _, o)) if o <= n => n - o,
                 _ => *n,
             }
         })
         .collect();
     let to = crate::port::afxdp::rxq::balance(&loads, cores.len() as u32);
+    let busiest = |owner: &dyn Fn(usize) -> usize| {
+        let mut t = vec![0u64; cores.len()];
+        for (i, l) in loads.iter().enumerate() {
+            t[owner(i)] += l;
+        }
+        t.into_iter().max().unwrap_or(0)
+    };
+    let (was, will) = (busiest(&|i| now[i].2), busiest(&|i| to[i] as usize));
+    let busy = was as f64 / measured >= MIN_RATE;
+    let apply = busy && will * 100 <= was * (100 - IMPROVEMENT_PCT);
     let mut ports: Vec<&str> = now.iter().map(|(p, ..)| p.as_str()).collect();
     ports.sort_unstable();
     ports.dedup();
     let mut text = String::new();
     let mut rows = Vec::new();
+    let mut errors = Vec::new();
     for port in ports {
-        let mut mine: Vec<(u32, usize, usize, u64)> = now
+        let mut mine: Vec<(u32, usize, usize, u64, u64)> = now
             .iter()
             .zip(&to)
             .zip(&loads)
             .filter(|(((p, ..), _), _)| p == port)
-            .map(|(((_, q, from, _), w), l)| (*q, *from, *w as usize, *l))
+            .map(|(((_, q, from, n), w), l)| (*q, *from, *w as usize, *l, *n))
             .collect();
         mine.sort_unstable();
-        let moved = mine.iter().any(|(_, from, w, _)| from != w);
-        for (q, from, w, l) in &mine {
-            let rate = *l as f64 / secs;
+        for (q, from, w, l, n) in &mine {
+            let rate = *l as f64 / measured;
+            let w = if apply { *w } else { *from };
             let _ = writeln!(
                 text,
                 "port: {port:<16} queue-id: {q:>3}  {rate:>12.0} frames/s  worker {from} -> {w}"
             );
             rows.push(
-                serde_json::json!({"port": port, "queue": q, "load": l, "from": from, "to": w}),
+                serde_json::json!({"port": port, "queue": q, "load": l, "rx_total": n,
+                "from": from, "to": w}),
             );
         }
-        if moved {
+        if apply && mine.iter().any(|(_, from, w, ..)| from != w) {
             let affinity: Vec<String> = mine
                 .iter()
-                .map(|(q, _, w, _)| format!("{q}:{}", cores[*w].expect("checked")))
+                .map(|(q, _, w, ..)| format!("{q}:{}", cores[*w].expect("checked")))
                 .collect();
-            w_set(w, port, affinity.join(","))?;
+            if let Err(e) = w_set(w, port, affinity.join(",")) {
+                let _ = writeln!(text, "port {port} not moved: {e}");
+                errors.push(format!("{port}: {e}"));
+            }
         }
     }
     if rows.is_empty() {
         text.push_str("no AF_XDP rx queues to balance\n");
     }
+    let _ = writeln!(
+        text,
+        "busiest worker: {was} frames in {measured:.1} s now, {will} after: {}",
+        if apply {
+            "applied".to_string()
+        } else if !busy {
+            format!("kept (under {MIN_RATE} frames/s)")
+        } else {
+            format!("kept (less than {IMPROVEMENT_PCT}% better)")
+        }
+    );
     Ok(Reply::new(
         text,
-        serde_json::json!({"seconds": secs, "queues": rows}),
+        serde_json::json!({"seconds": measured, "queues": rows, "busiest_before": was,
+            "busiest_after": will, "applied": apply, "errors": errors}),
     ))
 }
 

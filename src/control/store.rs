@@ -209,12 +209,16 @@ impl Store {
         // such port compared unequal with the running one (which names its number) and a
         // reload of an unchanged file deleted and re-added it (a TAP device deleted under its
         // container).
+        // (Unless the file gives that number to another port: then this one is re-added.)
         for nb in &mut new.bridge {
             let Some(ob) = find(&old, &nb.name) else {
                 continue;
             };
+            let asked: Vec<u16> = nb.port.iter().filter_map(|x| x.ofport_request).collect();
             for np in nb.port.iter_mut().filter(|np| np.ofport_request.is_none()) {
-                if let Some(op) = ob.port.iter().find(|op| op.name == np.name) {
+                if let Some(op) = ob.port.iter().find(|op| op.name == np.name)
+                    && op.ofport_request.is_none_or(|n| !asked.contains(&n))
+                {
                     np.ofport_request = op.ofport_request;
                 }
             }
@@ -402,9 +406,7 @@ impl Store {
     /// Add the ports `new` adds or changes; one that cannot be opened stays pending.
     fn ports_add(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
         for s in new.port.iter().filter(|s| !old.port.contains(s)) {
-            if old.port.iter().any(|o| rxq_change(o, s))
-                && !p.ports.iter().any(|(_, x)| x.name == s.name)
-            {
+            if old.port.iter().any(|o| rxq_change(o, s)) {
                 let what = format!("~ port {} rxq_affinity (bridge {})", s.name, new.name);
                 let r = self.call(Command::SetPortRxq {
                     port: s.name.clone(),
