@@ -672,15 +672,38 @@ fn rxq_affinity_reload_moves_queues_live() {
     let flows = d.ctl(&["dump-flows", "br0"]);
     assert!(flows.contains("priority=10"), "{flows}");
     // Reloading the unchanged file changes nothing (it once re-added every port the file gave
-    // no ofport_request).
+    // no ofport_request, and replaced every flow table whose text was not spelled as
+    // `save-config` spells it): the port's and the flow's counters carry on.
     ping(&n("n1"), "10.79.3.9", 2);
     let rx = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
+    let hits = |d: &Daemon| {
+        let f = d.ctl(&["dump-flows", "br0"]);
+        let line = f
+            .lines()
+            .find(|l| l.contains("priority=10"))
+            .unwrap_or("")
+            .to_string();
+        let at = line
+            .find("n_packets=")
+            .map(|i| i + 10)
+            .unwrap_or(line.len());
+        line[at..]
+            .split(',')
+            .next()
+            .unwrap_or("0")
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let hits_before = hits(&d);
+    assert!(hits_before >= 2, "the flow matched n1's frames");
     // The same file plus a bridge, so the reload can be seen to have happened.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}[[bridge]]\nname = \"br9\"\n")).unwrap();
     // SAFETY: as above.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
     assert!(eventually(10, || d.ctl(&["show"]).contains("bridge br9")));
+    assert!(hits(&d) >= hits_before, "the flow table was replaced");
     let again = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
     assert!(
         again >= rx && rx > after,

@@ -474,6 +474,7 @@ impl Store {
         }
         if let Some(flows) = &new.flows
             && old.and_then(|o| o.flows.as_ref()) != Some(flows)
+            && !self.same_flows(b, old.and_then(|o| o.flows.as_deref()), flows)
         {
             self.replace_flows(p, b, flows, out);
         }
@@ -529,6 +530,27 @@ impl Store {
                 Err(e) => out.errors.push(format!("{what}: {e}")),
             }
         }
+    }
+
+    /// True if `flows` (a file's text) are the running flows `old` (the running configuration's
+    /// text), in any order and spelling (`in_port=NAME` or a number, `table=0`, spaces): then a
+    /// reload leaves the table, its counters and its flows' ages alone.
+    fn same_flows(&self, b: &str, old: Option<&[String]>, flows: &[String]) -> bool {
+        let Some(old) = old else { return false };
+        let parsed: Result<Vec<_>, _> = flows.iter().map(|f| crate::flow::parse_flow(f)).collect();
+        let Ok(parsed) = parsed else { return false };
+        let canonical = self.call(Command::FlowsCanonical {
+            bridge: b.to_string(),
+            flows: parsed,
+        });
+        let Ok(Value::Array(new)) = canonical else {
+            return false;
+        };
+        let mut new: Vec<&str> = new.iter().filter_map(Value::as_str).collect();
+        let mut old: Vec<&str> = old.iter().map(String::as_str).collect();
+        new.sort_unstable();
+        old.sort_unstable();
+        new == old
     }
 
     /// Replace bridge `b`'s flow table with `flows`; flows naming a pending port stay pending.

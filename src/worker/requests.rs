@@ -167,6 +167,15 @@ pub enum Command {
         /// Parsed flows.
         flows: Vec<crate::flow::Flow>,
     },
+    /// The flows as the running configuration writes them (`add-flow` text with port names
+    /// bound to numbers), for comparing a `--config` file's flows with the running ones. Reads
+    /// only.
+    FlowsCanonical {
+        /// Bridge name.
+        bridge: String,
+        /// Parsed flows.
+        flows: Vec<crate::flow::Flow>,
+    },
     /// Delete flows.
     FlowDel {
         /// Bridge name.
@@ -456,6 +465,12 @@ impl Worker {
                 Ok(json!({"bridge": bridge, "mac": mac.to_string(), "port": port}))
             }
             Command::FlowAdd { bridge, flows } => self.flows_add(&bridge, flows),
+            Command::FlowsCanonical { bridge, mut flows } => {
+                self.flows_check(&bridge, &mut flows)?;
+                Ok(json!(
+                    flows.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+                ))
+            }
             Command::FlowDel {
                 bridge,
                 filter,
