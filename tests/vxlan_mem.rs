@@ -207,3 +207,81 @@ fn runtime_counts_vxlan_nodes() {
     // Two bursts from a and uplink, one inner burst from vx0.
     assert_eq!(rt(&n.h, Node::EthernetInput), (3, 3));
 }
+
+/// With several workers, frames decapsulated from a tunnel are steered like received ones: a
+/// container behind a remote VTEP masqueraded by br0's gateway has its connection handled by
+/// the worker that owns its tuple, whichever worker decapsulated the outer frame.
+#[test]
+fn decapsulated_frames_are_steered_to_their_owner() {
+    use uvs::pipeline::steer;
+    const GW_BR0: [u8; 4] = [10, 9, 0, 1];
+    let mut w: Vec<Net> = (0..2).map(|_| net()).collect();
+    for (i, n) in w.iter_mut().enumerate() {
+        let br0 = n.h.dp.bridge_id("br0").unwrap();
+        let ul = n.h.dp.bridge_id("ul").unwrap();
+        let gw = Gateway {
+            ip: GW_BR0,
+            len: 24,
+            mac: Gateway::default_mac("br0"),
+        };
+        n.h.dp.set_gateway(br0, Some(gw)).unwrap();
+        n.h.dp.nat.set_share(i as u16, 2);
+        n.h.dp
+            .nat
+            .add_source(u32::from_be_bytes([10, 9, 0, 0]), 24, ul, None, LOCAL)
+            .unwrap();
+    }
+    let gw0 = Gateway::default_mac("br0");
+    let mut seen = [0usize; 2];
+    for sport in 1000..1032u16 {
+        let mut inner = Vec::new();
+        etherparse::PacketBuilder::ethernet2(mac(9), gw0.0)
+            .ipv4([10, 9, 0, 5], [10, 252, 0, 9], 64)
+            .udp(sport, 53)
+            .write(&mut inner, b"q")
+            .unwrap();
+        let o = steer::owner(&w[0].h.dp, &inner, gw0.0, 2).expect("masqueraded: owned");
+        assert_eq!(steer::owner(&w[1].h.dp, &inner, gw0.0, 2), Some(o));
+        // The outer frame reaches worker 0 whatever the owner.
+        let n = &mut w[0];
+        let outer = vxlan_pkt(n.gw, R2, 0x08, 42, &inner);
+        let ul = n.ul;
+        n.h.ports[ul as usize].inject(&outer);
+        let mut batch = Vec::new();
+        uvs::port::Port::rx_burst(&mut n.h.ports[ul as usize], &mut n.h.frames, &mut batch, 64);
+        let ct_before = n.h.dp.nat.ct.len();
+        let mut away: Vec<(u32, uvs::packet::Desc)> = Vec::new();
+        let mut take = |dp: &uvs::datapath::Datapath,
+                        frames: &mut uvs::packet::Frames,
+                        port: u16,
+                        b: &mut Vec<uvs::packet::Desc>| {
+            steer::split(dp, frames, port, b, (0, 2), &mut away);
+        };
+        n.h.pipeline.process_steered(
+            &mut n.h.dp,
+            &mut n.h.frames,
+            ul,
+            &mut batch,
+            n.h.now,
+            Some(&mut take),
+        );
+        if o == 0 {
+            assert!(away.is_empty(), "worker 0 owns it: kept");
+            assert_eq!(n.h.dp.nat.ct.len(), ct_before + 1, "tracked by worker 0");
+        } else {
+            assert_eq!(away.len(), 1, "handed to worker 1");
+            assert_eq!(away[0].0, 1);
+            assert_eq!(n.h.dp.nat.ct.len(), ct_before, "not tracked by worker 0");
+            let d = away[0].1;
+            assert_eq!(n.h.frames.data(d), &inner[..], "the inner frame, unchanged");
+            n.h.frames.free(d.addr);
+        }
+        seen[o as usize] += 1;
+        n.h.run();
+        n.h.outputs();
+    }
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "both owners exercised: {seen:?}"
+    );
+}

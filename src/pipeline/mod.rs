@@ -29,6 +29,10 @@ use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use runtime::{Node, Runtime};
 
+/// Takes, out of a burst of decapsulated inner frames from a tunnel port, the frames another
+/// worker owns (see [`Pipeline::process_steered`]).
+pub type SteerFn<'a> = dyn FnMut(&Datapath, &mut Frames, PortId, &mut Vec<Desc>) + 'a;
+
 /// Where a frame goes after the forwarding stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dest {
@@ -243,15 +247,37 @@ impl Pipeline {
         batch: &mut Vec<Desc>,
         now: u64,
     ) {
+        self.process_steered(dp, frames, in_port, batch, now, None);
+    }
+
+    /// [`Pipeline::process`] for one of several workers: `steer` takes, out of each burst of
+    /// decapsulated inner frames (as from their tunnel port), the frames another worker owns
+    /// (see [`steer`]), before they run here; what it leaves runs here.
+    pub fn process_steered(
+        &mut self,
+        dp: &mut Datapath,
+        frames: &mut Frames,
+        in_port: PortId,
+        batch: &mut Vec<Desc>,
+        now: u64,
+        steer: Option<&mut SteerFn>,
+    ) {
         neigh_timers(dp, frames);
         self.run(dp, frames, in_port, batch, now);
-        self.tunnels(dp, frames, now);
+        self.tunnels(dp, frames, now, steer);
     }
 
     /// After a burst: run decapsulated frames through the pipeline as bursts from their tunnel
-    /// ports (once: VXLAN found inside is dropped), then encapsulate what was queued on tunnel
-    /// ports and deliver the outer frames on their underlay bridges.
-    fn tunnels(&mut self, dp: &mut Datapath, frames: &mut Frames, now: u64) {
+    /// ports (once: VXLAN found inside is dropped; with `steer`, frames another worker owns go
+    /// to it instead), then encapsulate what was queued on tunnel ports and deliver the outer
+    /// frames on their underlay bridges.
+    fn tunnels(
+        &mut self,
+        dp: &mut Datapath,
+        frames: &mut Frames,
+        now: u64,
+        mut steer: Option<&mut SteerFn>,
+    ) {
         if dp.tunnels.is_empty() {
             return;
         }
@@ -274,6 +300,11 @@ impl Pipeline {
                     inner.push(d);
                 }
                 i += 1;
+            }
+            if let Some(steer) = steer.as_mut()
+                && !inner.is_empty()
+            {
+                steer(dp, frames, port, &mut inner);
             }
             if !inner.is_empty() {
                 let t = runtime::ticks();

@@ -527,8 +527,23 @@ impl Worker {
                     self.observe
                         .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
                 }
-                self.pipeline
-                    .process(&mut self.dp, &mut self.frames, id as u16, batch, now);
+                // Several workers: decapsulated frames are steered like received ones.
+                let mut steer = self.peers.as_mut().map(|p| {
+                    move |dp: &crate::datapath::Datapath,
+                          frames: &mut Frames,
+                          port: u16,
+                          inner: &mut Vec<Desc>| {
+                        p.steer(dp, frames, port, inner);
+                    }
+                });
+                self.pipeline.process_steered(
+                    &mut self.dp,
+                    &mut self.frames,
+                    id as u16,
+                    batch,
+                    now,
+                    steer.as_mut().map(|f| f as _),
+                );
             }
         }
         if self.observe.tx_tapped() {

@@ -229,8 +229,10 @@ impl Worker {
                 continue;
             }
             // Captured and mirrored here, where they are received (the sender took them out
-            // of its burst before its own taps saw it).
-            if self.observe.rx_tapped(port) {
+            // of its burst before its own taps saw it); not frames decapsulated from a tunnel
+            // port, which no tap sees on the worker that keeps them either.
+            let tunnel = self.dp.port(port).is_some_and(|p| p.tunnel.is_some());
+            if !tunnel && self.observe.rx_tapped(port) {
                 self.observe
                     .on_rx(port, &mut self.dp, &mut self.frames, batch);
             }
