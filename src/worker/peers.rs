@@ -46,27 +46,67 @@ pub(crate) enum PeerMsg {
     /// What the sender learned.
     Learned(Vec<Learned>),
     /// Frames the receiver owns: run them through its pipeline from their ports.
-    Frames(Vec<Handoff>),
-    /// Frames to send out of their ports (`Handoff::in_port` names the output port): the
-    /// sender has no socket there (see `relay`).
-    Transmit(Vec<Handoff>),
+    Frames(Handoffs),
+    /// Frames to send out of their ports (the port each names is the output port): the sender
+    /// has no socket there (see `relay`).
+    Transmit(Handoffs),
 }
 
-/// A frame handed to its owner.
-pub(crate) struct Handoff {
-    in_port: u16,
-    ol: Offload,
+/// Copies of frames handed to another worker: their bytes one after the other in one buffer,
+/// so a burst costs two allocations, not one per frame.
+#[derive(Default)]
+pub(crate) struct Handoffs {
     bytes: Vec<u8>,
+    items: Vec<Handoff>,
 }
 
-impl Handoff {
-    /// A copy of a frame for port `port`.
-    pub fn new(port: u16, ol: Offload, bytes: Vec<u8>) -> Handoff {
-        Handoff {
-            in_port: port,
-            ol,
-            bytes,
+/// One frame of [`Handoffs`]: its port, offload state and bytes `start .. start + len`.
+#[derive(Clone, Copy)]
+struct Handoff {
+    port: u16,
+    ol: Offload,
+    start: usize,
+    len: usize,
+}
+
+impl Handoffs {
+    /// Room for `n` frames of about 64 bytes.
+    pub fn with_capacity(n: usize) -> Handoffs {
+        Handoffs {
+            bytes: Vec::with_capacity(n * 64),
+            items: Vec::with_capacity(n),
         }
+    }
+
+    /// Append a copy of a frame for port `port`.
+    pub fn push(&mut self, port: u16, ol: Offload, bytes: &[u8]) {
+        self.items.push(Handoff {
+            port,
+            ol,
+            start: self.bytes.len(),
+            len: bytes.len(),
+        });
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// No frame.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The port of each frame, in order.
+    fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.items.iter().map(|h| h.port)
+    }
+
+    /// The bytes of frame `h`.
+    fn bytes(&self, h: &Handoff) -> &[u8] {
+        &self.bytes[h.start..h.start + h.len]
     }
 }
 
@@ -82,7 +122,7 @@ pub(crate) struct Peers {
     /// Each worker's link (None: this one).
     pub to: Vec<Option<Link>>,
     /// Frames waiting to go to each worker (sent after the pass over the ports).
-    out: Vec<Vec<Handoff>>,
+    out: Vec<Handoffs>,
     /// Scratch for `pipeline::steer::split`.
     away: Vec<(u32, Desc)>,
     /// Frames handed to other workers, and received from them (for `stats`).
@@ -106,7 +146,7 @@ impl Peers {
             rx,
             frames_rx,
             to,
-            out: (0..n).map(|_| Vec::new()).collect(),
+            out: (0..n).map(|_| Handoffs::default()).collect(),
             away: Vec::new(),
             handed_out: 0,
             handed_in: 0,
@@ -148,11 +188,7 @@ impl Peers {
         let n = self.away.len();
         self.handed_out += n as u64;
         for (w, d) in self.away.drain(..) {
-            self.out[w as usize].push(Handoff {
-                in_port,
-                ol: d.ol,
-                bytes: frames.data(d).to_vec(),
-            });
+            self.out[w as usize].push(in_port, d.ol, frames.data(d));
             frames.free(d.addr);
         }
         n
@@ -164,7 +200,7 @@ impl Peers {
         for w in 0..self.out.len() {
             if !self.out[w].is_empty() {
                 let frames = std::mem::take(&mut self.out[w]);
-                let ports: Vec<u16> = frames.iter().map(|h| h.in_port).collect();
+                let ports: Vec<u16> = frames.ports().collect();
                 if !self.send_frames(w, PeerMsg::Frames(frames)) {
                     self.handed_out -= ports.len() as u64;
                     self.handoff_dropped += ports.len() as u64;
@@ -218,10 +254,10 @@ impl Worker {
     }
 
     /// Run frames handed over by another worker through the pipeline, a burst per port.
-    fn inject(&mut self, handed: Vec<Handoff>, batch: &mut Vec<Desc>, now: u64) -> usize {
+    fn inject(&mut self, handed: Handoffs, batch: &mut Vec<Desc>, now: u64) -> usize {
         let n = handed.len();
-        let mut it = handed.into_iter().peekable();
-        while let Some(port) = self.next_run(&mut it, batch, BATCH) {
+        let mut at = 0;
+        while let Some(port) = self.next_run(&handed, &mut at, batch, BATCH) {
             if self.dp.port(port).is_none() {
                 for d in batch.drain(..) {
                     self.frames.free(d.addr);
@@ -244,11 +280,11 @@ impl Worker {
 
     /// Send frames another worker sends through this one's sockets (see `relay`): straight
     /// to the port, counted as sent there. They were shaped (rate_tx) by the sender already.
-    fn transmit(&mut self, handed: Vec<Handoff>) -> usize {
+    fn transmit(&mut self, handed: Handoffs) -> usize {
         let n = handed.len();
         let mut batch: Vec<Desc> = Vec::new();
-        let mut it = handed.into_iter().peekable();
-        while let Some(port) = self.next_run(&mut it, &mut batch, usize::MAX) {
+        let mut at = 0;
+        while let Some(port) = self.next_run(&handed, &mut at, &mut batch, usize::MAX) {
             // A port this worker holds no socket of either (its queues moved while the sender
             // still thought otherwise: `set-port rxq_affinity`) is not relayed on again, so a
             // frame can never bounce between two workers: dropped, counted tx-full.
@@ -278,25 +314,25 @@ impl Worker {
     /// without a buffer is dropped, counted `no-buffer` on its port.
     fn next_run(
         &mut self,
-        it: &mut std::iter::Peekable<std::vec::IntoIter<Handoff>>,
+        handed: &Handoffs,
+        at: &mut usize,
         batch: &mut Vec<Desc>,
         max: usize,
     ) -> Option<u16> {
-        let first = it.next()?;
-        let port = first.in_port;
+        let port = handed.items.get(*at)?.port;
         batch.clear();
-        let mut h = Some(first);
-        while let Some(f) = h.take() {
-            match self.copy_in(&f) {
+        while let Some(h) = handed.items.get(*at).filter(|h| h.port == port) {
+            if batch.len() >= max {
+                break;
+            }
+            *at += 1;
+            match self.copy_in(h.ol, handed.bytes(h)) {
                 Some(d) => batch.push(d),
                 None => {
                     if let Some(st) = self.dp.port_mut(port) {
                         st.counters.drop(DropReason::NoBuffer);
                     }
                 }
-            }
-            if batch.len() < max && it.peek().is_some_and(|x| x.in_port == port) {
-                h = it.next();
             }
         }
         Some(port)
@@ -318,16 +354,16 @@ impl Worker {
         }
     }
 
-    /// A frame of this worker's pool holding `h`.
-    fn copy_in(&mut self, h: &Handoff) -> Option<Desc> {
-        let mut d = if h.bytes.len() <= MAX_FRAME_LEN {
+    /// A frame of this worker's pool holding `bytes`.
+    fn copy_in(&mut self, ol: Offload, bytes: &[u8]) -> Option<Desc> {
+        let mut d = if bytes.len() <= MAX_FRAME_LEN {
             self.frames.alloc()?
         } else {
             self.frames.alloc_big()?
         };
-        d.len = h.bytes.len() as u32;
-        d.ol = h.ol;
-        self.frames.data_mut(d).copy_from_slice(&h.bytes);
+        d.len = bytes.len() as u32;
+        d.ol = ol;
+        self.frames.data_mut(d).copy_from_slice(bytes);
         Some(d)
     }
 }

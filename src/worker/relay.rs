@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use super::peers::{Handoff, PeerMsg};
+use super::peers::{Handoffs, PeerMsg};
 use crate::packet::{Desc, Frames};
 use crate::port::wait::Waker;
 use crate::port::{Port, PortKind, TxResult};
@@ -49,14 +49,11 @@ impl Port for RelayPort {
         self.inner.rx_burst(frames, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
-        let handed: Vec<Handoff> = batch
-            .drain(..)
-            .map(|d| {
-                let h = Handoff::new(self.port_id, d.ol, frames.data(d).to_vec());
-                frames.free(d.addr);
-                h
-            })
-            .collect();
+        let mut handed = Handoffs::with_capacity(batch.len());
+        for d in batch.drain(..) {
+            handed.push(self.port_id, d.ol, frames.data(d));
+            frames.free(d.addr);
+        }
         let n = handed.len() as u32;
         if n == 0 {
             return TxResult::default();
