@@ -474,8 +474,8 @@ fn two_workers_share_afxdp_ports_by_queue() {
     assert!(tx > 100, "{v}");
 }
 
-/// `rxq-show` as (worker, port) -> queues polled there.
-fn rxqs(d: &Daemon, port: &str) -> Vec<Vec<u64>> {
+/// `rxq-show` for `port`: per worker, (queue, frames received) of each queue it polls.
+fn rxq_table(d: &Daemon, port: &str) -> Vec<Vec<(u64, u64)>> {
     let v = d.json(&["rxq-show"]);
     v.as_array()
         .expect("rxq-show lists the workers")
@@ -487,29 +487,29 @@ fn rxqs(d: &Daemon, port: &str) -> Vec<Vec<u64>> {
                 .flatten()
                 .filter(|p| p["port"] == port)
                 .flat_map(|p| p["queues"].as_array().cloned().unwrap_or_default())
-                .map(|q| q["queue"].as_u64().unwrap())
+                .map(|q| {
+                    (
+                        q["queue"].as_u64().unwrap(),
+                        q["rx_packets"].as_u64().unwrap(),
+                    )
+                })
                 .collect()
         })
         .collect()
 }
 
-/// Frames received on `port`'s queues, per worker (from `rxq-show`).
-fn rxq_frames(d: &Daemon, port: &str) -> Vec<u64> {
-    let v = d.json(&["rxq-show"]);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            w["rxqs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["port"] == port)
-                .flat_map(|p| p["queues"].as_array().cloned().unwrap_or_default())
-                .map(|q| q["rx_packets"].as_u64().unwrap())
-                .sum()
-        })
+/// The queues each worker polls on `port`.
+fn rxqs(d: &Daemon, port: &str) -> Vec<Vec<u64>> {
+    let t = rxq_table(d, port);
+    t.iter()
+        .map(|w| w.iter().map(|(q, _)| *q).collect())
         .collect()
+}
+
+/// Frames received on `port`'s queues, per worker.
+fn rxq_frames(d: &Daemon, port: &str) -> Vec<u64> {
+    let t = rxq_table(d, port);
+    t.iter().map(|w| w.iter().map(|(_, n)| *n).sum()).collect()
 }
 
 #[test]
