@@ -275,8 +275,23 @@ fn decapsulated_frames_are_steered_to_their_owner() {
             let d = away[0].1;
             assert_eq!(n.h.frames.data(d), &inner[..], "the inner frame, unchanged");
             n.h.frames.free(d.addr);
+            // The owner runs it as received on the tunnel port (`Peers::inject`): tracked there.
+            let o1 = &mut w[1];
+            let mut b = Vec::new();
+            let mut c = o1.h.frames.alloc().unwrap();
+            c.len = inner.len() as u32;
+            o1.h.frames.data_mut(c).copy_from_slice(&inner);
+            b.push(c);
+            let before = o1.h.dp.nat.ct.len();
+            let vx = o1.vx;
+            o1.h.pipeline
+                .process_handed(&mut o1.h.dp, &mut o1.h.frames, vx, &mut b, 1, None);
+            assert_eq!(o1.h.dp.nat.ct.len(), before + 1, "tracked by worker 1");
+            o1.h.run();
+            o1.h.outputs();
         }
         seen[o as usize] += 1;
+        let n = &mut w[0];
         n.h.run();
         n.h.outputs();
     }

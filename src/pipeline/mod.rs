@@ -267,6 +267,34 @@ impl Pipeline {
         self.tunnels(dp, frames, now, steer);
     }
 
+    /// Run a burst another worker handed to this one as received on `in_port`
+    /// ([`Pipeline::process_steered`]); frames from a tunnel port are inner frames the other
+    /// worker decapsulated, so VXLAN found inside them is dropped as nested (as on the worker
+    /// that decapsulates and keeps them).
+    pub fn process_handed(
+        &mut self,
+        dp: &mut Datapath,
+        frames: &mut Frames,
+        in_port: PortId,
+        batch: &mut Vec<Desc>,
+        now: u64,
+        steer: Option<&mut SteerFn>,
+    ) {
+        if dp.port(in_port).is_none_or(|p| p.tunnel.is_none()) {
+            return self.process_steered(dp, frames, in_port, batch, now, steer);
+        }
+        // The sender dropped what `vxlan::is_nested` finds before it handed them over.
+        neigh_timers(dp, frames);
+        self.run(dp, frames, in_port, batch, now);
+        for (p, d) in self.decapped.drain(..) {
+            if let Some(s) = dp.port_mut(p) {
+                s.counters.drop(crate::counters::DropReason::VxlanNested);
+            }
+            frames.free(d.addr);
+        }
+        self.tunnels(dp, frames, now, None);
+    }
+
     /// After a burst: run decapsulated frames through the pipeline as bursts from their tunnel
     /// ports (once: VXLAN found inside is dropped; with `steer`, frames another worker owns go
     /// to it instead), then encapsulate what was queued on tunnel ports and deliver the outer

@@ -53,7 +53,7 @@ pub(crate) enum PeerMsg {
 }
 
 /// Copies of frames handed to another worker: their bytes one after the other in one buffer,
-/// so a burst costs two allocations, not one per frame.
+/// reserved for the whole burst, so a burst costs two allocations, not one per frame.
 #[derive(Default)]
 pub(crate) struct Handoffs {
     bytes: Vec<u8>,
@@ -70,12 +70,11 @@ struct Handoff {
 }
 
 impl Handoffs {
-    /// Room for `n` frames of about 64 bytes.
-    pub fn with_capacity(n: usize) -> Handoffs {
-        Handoffs {
-            bytes: Vec::with_capacity(n * 64),
-            items: Vec::with_capacity(n),
-        }
+    /// Room for `n` more frames of `bytes` bytes in all (reserved before a burst's copies, so
+    /// the burst costs one allocation per buffer).
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
+        self.items.reserve(n);
+        self.bytes.reserve(bytes);
     }
 
     /// Append a copy of a frame for port `port`.
@@ -163,14 +162,21 @@ impl Peers {
         }
     }
 
-    /// Send frames to worker `w` and wake it; false (nothing sent) when its channel is full.
-    fn send_frames(&self, w: usize, msg: PeerMsg) -> bool {
-        match self.to.get(w) {
-            Some(Some(l)) if l.frames.try_send(msg).is_ok() => {
+    /// Send frames to worker `w` and wake it; the frames back (nothing sent) when its channel
+    /// is full.
+    fn send_frames(&self, w: usize, frames: Handoffs) -> Result<(), Handoffs> {
+        let Some(Some(l)) = self.to.get(w) else {
+            return Err(frames);
+        };
+        match l.frames.try_send(PeerMsg::Frames(frames)) {
+            Ok(()) => {
                 l.waker.wake();
-                true
+                Ok(())
             }
-            _ => false,
+            Err(e) => match e.into_inner() {
+                PeerMsg::Frames(f) => Err(f),
+                _ => Err(Handoffs::default()),
+            },
         }
     }
 
@@ -187,6 +193,16 @@ impl Peers {
         crate::pipeline::steer::split(dp, frames, in_port, batch, share, &mut self.away);
         let n = self.away.len();
         self.handed_out += n as u64;
+        for (w, out) in self.out.iter_mut().enumerate() {
+            let (n, bytes) = self
+                .away
+                .iter()
+                .filter(|(to, _)| *to as usize == w)
+                .fold((0, 0), |(n, b), (_, d)| (n + 1, b + d.len as usize));
+            if n > 0 {
+                out.reserve(n, bytes);
+            }
+        }
         for (w, d) in self.away.drain(..) {
             self.out[w as usize].push(in_port, d.ol, frames.data(d));
             frames.free(d.addr);
@@ -197,21 +213,8 @@ impl Peers {
     /// Send the queued frames and what `dp` learned since the last call. Frames an owner
     /// cannot take (its channel full) are dropped and counted on their ports (`handoff-full`).
     pub fn send_all(&mut self, dp: &mut Datapath) {
-        for w in 0..self.out.len() {
-            if !self.out[w].is_empty() {
-                let frames = std::mem::take(&mut self.out[w]);
-                let ports: Vec<u16> = frames.ports().collect();
-                if !self.send_frames(w, PeerMsg::Frames(frames)) {
-                    self.handed_out -= ports.len() as u64;
-                    self.handoff_dropped += ports.len() as u64;
-                    for p in ports {
-                        if let Some(st) = dp.port_mut(p) {
-                            st.counters.drop(DropReason::HandoffFull);
-                        }
-                    }
-                }
-            }
-        }
+        // Learned state first: an owner applies it before the frames that depend on it (a
+        // remote VTEP learned while decapsulating the frames handed with it).
         if let Some(out) = dp.learned_out.as_mut()
             && !out.is_empty()
         {
@@ -219,6 +222,20 @@ impl Peers {
             for w in 0..self.to.len() {
                 if self.to[w].is_some() {
                     self.send_learned(w, PeerMsg::Learned(records.clone()));
+                }
+            }
+        }
+        for w in 0..self.out.len() {
+            if !self.out[w].is_empty() {
+                let frames = std::mem::take(&mut self.out[w]);
+                if let Err(lost) = self.send_frames(w, frames) {
+                    self.handed_out -= lost.len() as u64;
+                    self.handoff_dropped += lost.len() as u64;
+                    for p in lost.ports() {
+                        if let Some(st) = dp.port_mut(p) {
+                            st.counters.drop(DropReason::HandoffFull);
+                        }
+                    }
                 }
             }
         }
@@ -272,8 +289,19 @@ impl Worker {
                 self.observe
                     .on_rx(port, &mut self.dp, &mut self.frames, batch);
             }
-            self.pipeline
-                .process(&mut self.dp, &mut self.frames, port, batch, now);
+            let mut steer = self.peers.as_mut().map(|p| {
+                move |dp: &Datapath, frames: &mut Frames, port: u16, inner: &mut Vec<Desc>| {
+                    p.steer(dp, frames, port, inner);
+                }
+            });
+            self.pipeline.process_handed(
+                &mut self.dp,
+                &mut self.frames,
+                port,
+                batch,
+                now,
+                steer.as_mut().map(|f| f as _),
+            );
         }
         n
     }

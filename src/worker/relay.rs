@@ -49,7 +49,8 @@ impl Port for RelayPort {
         self.inner.rx_burst(frames, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
-        let mut handed = Handoffs::with_capacity(batch.len());
+        let mut handed = Handoffs::default();
+        handed.reserve(batch.len(), batch.iter().map(|d| d.len as usize).sum());
         for d in batch.drain(..) {
             handed.push(self.port_id, d.ol, frames.data(d));
             frames.free(d.addr);
