@@ -390,8 +390,12 @@ fn small_frame_region_refuses_the_port_it_cannot_serve() {
     let out = d.ctl_raw(&["add-port", "br0", &n("pd"), "type=afxdp"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "the 4th port was accepted");
+    // 64 are free unless an admitted port is borrowing for a burst it just had (IPv6 router
+    // solicitations of the new veths can be enough): then fewer, and the message says so.
     assert!(
-        err.contains("needs 128 frames") && err.contains("only 64 of 512"),
+        err.contains("needs 128 frames")
+            && err.contains("384 committed to other ports")
+            && (err.contains("only 64 of 512") || !err.contains(", 0 lent to busy ports")),
         "{err}"
     );
     // The refusal comes after the device was opened off the worker: it was released again.
