@@ -537,6 +537,17 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
     assert_eq!(rxqs(&d, &n("pn2")), vec![vec![0], vec![1]]);
     let text = d.ctl(&["rxq-show"]);
     assert!(text.contains("worker 1 (core 1):"), "{text}");
+    let show = d.ctl(&["show"]);
+    let want = format!("worker 1 rx queues: {}:0,1 {}:1", n("pn1"), n("pn2"));
+    assert!(show.contains(&want), "{show}");
+    assert!(
+        show.contains(&format!(
+            "worker 0 rx queues: {}:- {}:0",
+            n("pn1"),
+            n("pn2")
+        )),
+        "{show}"
+    );
     assert!(text.contains("no rx queue here"), "{text}");
     assert!(ping(&n("n1"), "10.79.2.2", 3), "ping with pinned queues");
     let bps = iperf3_tcp_streams(&n("n2"), &n("n1"), "10.79.2.2", 2, 8);

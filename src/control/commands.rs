@@ -480,6 +480,31 @@ fn render_show(v: &Value) -> String {
         "worker: {core}, frames {} ({} free)",
         w["frames"], w["frames_free"]
     );
+    // Several workers: which rx queues each polls (`rxq-show` has the counts).
+    for (i, w) in v["workers"].as_array().into_iter().flatten().enumerate() {
+        let rxqs: Vec<String> = w["rxqs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let qs: Vec<String> = p["queues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|q| q["queue"].to_string())
+                    .collect();
+                let qs = if qs.is_empty() {
+                    "-".to_string()
+                } else {
+                    qs.join(",")
+                };
+                format!("{}:{qs}", str_of(&p["port"]))
+            })
+            .collect();
+        if !rxqs.is_empty() {
+            let _ = writeln!(s, "worker {i} rx queues: {}", rxqs.join(" "));
+        }
+    }
     s
 }
 
