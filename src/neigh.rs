@@ -238,18 +238,15 @@ struct PerBridge {
     /// The second `sent` counts requests for.
     rate_at: u32,
     sent: u32,
-    /// Broadcast requests allowed per second (0: [`ARP_RATE`]).
-    rate: u32,
 }
 
 impl PerBridge {
-    /// Take one broadcast request out of this second's [`ARP_RATE`].
-    fn token(&mut self, now: u32) -> bool {
+    /// Take one broadcast request out of this second's `cap`.
+    fn token(&mut self, now: u32, cap: u32) -> bool {
         if self.rate_at != now {
             self.rate_at = now;
             self.sent = 0;
         }
-        let cap = if self.rate == 0 { ARP_RATE } else { self.rate };
         if self.sent >= cap {
             return false;
         }
@@ -273,7 +270,7 @@ pub struct Neighbours {
     held_bridge: Vec<u16>,
     dropped: Vec<Held>,
     due: Vec<Due>,
-    /// Each bridge's broadcast requests per second (0: [`ARP_RATE`]).
+    /// Each bridge's broadcast requests per second ([`ARP_RATE`], or this worker's share).
     arp_rate: u32,
 }
 
@@ -301,7 +298,7 @@ impl Neighbours {
             held_bridge: Vec::new(),
             dropped: Vec::with_capacity(QUEUE_TOTAL),
             due: Vec::new(),
-            arp_rate: 0,
+            arp_rate: ARP_RATE,
         }
     }
 
@@ -309,9 +306,6 @@ impl Neighbours {
     /// resolves on its own, the bridge's total stays the rate). At least one a second.
     pub fn share_arp_rate(&mut self, workers: u32) {
         self.arp_rate = (ARP_RATE / workers.max(1)).max(1);
-        for b in &mut self.bridges {
-            b.rate = self.arp_rate;
-        }
     }
 
     /// The same, with at most `limit` entries per bridge.
@@ -335,11 +329,7 @@ impl Neighbours {
     fn per_bridge(&mut self, bridge: u16) -> &mut PerBridge {
         let b = bridge as usize;
         if self.bridges.len() <= b {
-            let rate = self.arp_rate;
-            self.bridges.resize_with(b + 1, || PerBridge {
-                rate,
-                ..PerBridge::default()
-            });
+            self.bridges.resize_with(b + 1, PerBridge::default);
         }
         &mut self.bridges[b]
     }
@@ -453,7 +443,8 @@ impl Neighbours {
         let bridge = unkey(k).0;
         if !self.map.contains_key(&k) {
             // The rate first: a refused resolution must not evict anything.
-            if !self.per_bridge(bridge).token(now) {
+            let cap = self.arp_rate;
+            if !self.per_bridge(bridge).token(now, cap) {
                 self.counters.rate_limited += 1;
                 return Resolve::Refused;
             }
@@ -463,6 +454,7 @@ impl Neighbours {
             self.insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));
             return Resolve::SendRequest;
         }
+        let cap = self.arp_rate;
         let pb = &mut self.bridges[bridge as usize];
         let Some(e) = self.map.get_mut(&k) else {
             return Resolve::Refused;
@@ -493,7 +485,7 @@ impl Neighbours {
                 e.probes += 1;
                 Resolve::Probe(e.mac)
             }
-            State::Probe if !pb.token(now) => {
+            State::Probe if !pb.token(now, cap) => {
                 self.counters.rate_limited += 1;
                 Resolve::Mac(e.mac)
             }
@@ -503,7 +495,7 @@ impl Neighbours {
             }
             State::Incomplete if since < RETRANS_TIME => Resolve::Pending,
             State::Incomplete if e.probes < MCAST_PROBES => {
-                if !pb.token(now) {
+                if !pb.token(now, cap) {
                     self.counters.rate_limited += 1;
                     return Resolve::Pending;
                 }
@@ -516,7 +508,7 @@ impl Neighbours {
                 Resolve::Failed
             }
             State::Failed if since < FAILED_HOLD => Resolve::Failed,
-            State::Failed if !pb.token(now) => {
+            State::Failed if !pb.token(now, cap) => {
                 self.counters.rate_limited += 1;
                 Resolve::Refused
             }
@@ -688,10 +680,10 @@ impl Neighbours {
         let before = self.map.len();
         let aging = self.aging;
         let mut failed = Vec::new();
-        let bridges = &mut self.bridges;
+        let (bridges, cap) = (&mut self.bridges, self.arp_rate);
         let counters = &mut self.counters;
         let mut token = |b: u16| {
-            let ok = bridges.get_mut(b as usize).is_some_and(|pb| pb.token(now));
+            let ok = bridges.get_mut(b as usize).is_some_and(|pb| pb.token(now, cap));
             counters.rate_limited += u64::from(!ok);
             ok
         };
