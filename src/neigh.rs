@@ -683,7 +683,9 @@ impl Neighbours {
         let (bridges, cap) = (&mut self.bridges, self.arp_rate);
         let counters = &mut self.counters;
         let mut token = |b: u16| {
-            let ok = bridges.get_mut(b as usize).is_some_and(|pb| pb.token(now, cap));
+            let ok = bridges
+                .get_mut(b as usize)
+                .is_some_and(|pb| pb.token(now, cap));
             counters.rate_limited += u64::from(!ok);
             ok
         };

@@ -192,6 +192,9 @@ impl Peers {
         let share = (self.me, self.workers);
         crate::pipeline::steer::split(dp, frames, in_port, batch, share, &mut self.away);
         let n = self.away.len();
+        if n == 0 {
+            return 0;
+        }
         self.handed_out += n as u64;
         for (w, out) in self.out.iter_mut().enumerate() {
             let (n, bytes) = self
@@ -316,8 +319,9 @@ impl Worker {
             // A port this worker holds no socket of either (its queues moved while the sender
             // still thought otherwise: `set-port rxq_affinity`) is not relayed on again, so a
             // frame can never bounce between two workers: dropped, counted tx-full.
-            let relays = matches!(self.ports.get(port as usize), Some(Some(p)) if p.tx_by_worker().is_some());
-            let (Some(Some(p)), false) = (self.ports.get_mut(port as usize), relays) else {
+            let own = self.ports.get_mut(port as usize).and_then(|p| p.as_mut());
+            let Some(p) = own.filter(|p| p.tx_by_worker().is_none()) else {
+                let relays = self.ports.get(port as usize).is_some_and(|p| p.is_some());
                 let n = batch.len() as u64;
                 for d in batch.drain(..) {
                     self.frames.free(d.addr);
