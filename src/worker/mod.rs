@@ -528,14 +528,7 @@ impl Worker {
                         .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
                 }
                 // Several workers: decapsulated frames are steered like received ones.
-                let mut steer = self.peers.as_mut().map(|p| {
-                    move |dp: &crate::datapath::Datapath,
-                          frames: &mut Frames,
-                          port: u16,
-                          inner: &mut Vec<Desc>| {
-                        p.steer(dp, frames, port, inner);
-                    }
-                });
+                let mut steer = self.peers.as_mut().map(peers::Peers::steerer);
                 self.pipeline.process_steered(
                     &mut self.dp,
                     &mut self.frames,

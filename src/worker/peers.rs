@@ -213,6 +213,14 @@ impl Peers {
         n
     }
 
+    /// [`Peers::steer`] as the pipeline's hook for decapsulated frames
+    /// ([`crate::pipeline::Pipeline::process_steered`]).
+    pub fn steerer(&mut self) -> impl FnMut(&Datapath, &mut Frames, u16, &mut Vec<Desc>) + '_ {
+        move |dp, frames, port, inner| {
+            self.steer(dp, frames, port, inner);
+        }
+    }
+
     /// Send the queued frames and what `dp` learned since the last call. Frames an owner
     /// cannot take (its channel full) are dropped and counted on their ports (`handoff-full`).
     pub fn send_all(&mut self, dp: &mut Datapath) {
@@ -292,11 +300,7 @@ impl Worker {
                 self.observe
                     .on_rx(port, &mut self.dp, &mut self.frames, batch);
             }
-            let mut steer = self.peers.as_mut().map(|p| {
-                move |dp: &Datapath, frames: &mut Frames, port: u16, inner: &mut Vec<Desc>| {
-                    p.steer(dp, frames, port, inner);
-                }
-            });
+            let mut steer = self.peers.as_mut().map(Peers::steerer);
             self.pipeline.process_handed(
                 &mut self.dp,
                 &mut self.frames,
