@@ -96,6 +96,18 @@ pub enum Learned {
     },
 }
 
+impl Learned {
+    /// Whether a worker too busy to apply it may miss it (the sender drops it rather than
+    /// queue it without bound): a MAC or remote VTEP is shared again when refreshed
+    /// ([`RENEW_S`]), an ARP answer asked for again; flow timeouts are not repeated.
+    pub fn may_drop(&self) -> bool {
+        matches!(
+            self,
+            Learned::Mac { .. } | Learned::Remote { .. } | Learned::Arp { .. }
+        )
+    }
+}
+
 /// A hash of a flow (`FlowUsed` finds the flow by it where ids differ).
 pub fn flow_hash(f: &crate::flow::Flow) -> u64 {
     use std::hash::{Hash, Hasher};

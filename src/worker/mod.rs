@@ -476,7 +476,8 @@ impl Worker {
             }
             // Sleep until a port is readable, the control plane wakes us, or housekeeping.
             let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending())
-                || self.dp.rate_limited_waiting();
+                || self.dp.rate_limited_waiting()
+                || self.peers.as_ref().is_some_and(|p| p.waiting());
             fds.clear();
             fds.push(self.waker.fd());
             fds.extend(self.links.monitor.as_ref().map(|m| m.fd()));

@@ -5,9 +5,16 @@
 //! - Each worker has two channels in (learned state: unbounded, it is rare and must not be
 //!   lost; frames: at most [`FRAME_MESSAGES`] bursts waiting), and every other worker holds
 //!   senders to them and its waker. Messages are applied between bursts, in the order each
-//!   sender sent them. A full frame channel (the owner is overloaded) drops the burst at the
-//!   sender, counted (`handoff_dropped`; a relayed port's `tx-full`): a worker never blocks on
-//!   another, and no queue grows without bound.
+//!   sender sent them. A worker never blocks on another, and no queue grows without bound:
+//!   a relayed burst meeting a full channel is dropped (the port's `tx-full`); steered frames
+//!   wait (below).
+//! - Steered frames wait in an outbox per owner until its channel takes them (a full channel
+//!   keeps them for the next pass, it does not drop them). A port may have at most
+//!   [`PORT_SHARE`] frames waiting for one owner and the outbox at most [`OUTBOX_FRAMES`]:
+//!   beyond that a frame is dropped before it is copied, counted `handoff-full` on its port.
+//!   So a port flooding frames another worker owns loses its own excess, and the few frames
+//!   of other ports (a tenant's pings) still get through: no tenant degrades another through
+//!   the handoff.
 //! - A frame handed to another worker is copied (its bytes and offload state) and freed here:
 //!   frames never change pools. The owner allocates a frame (a large buffer for a super-frame),
 //!   and runs the frames of each port through its pipeline as a burst received on that port
@@ -16,6 +23,7 @@
 //! - Nothing here runs with one worker (`Worker::peers` is None).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -30,11 +38,29 @@ use crate::port::wait::Waker;
 /// Frame messages (bursts) a worker's frame channel holds.
 pub(crate) const FRAME_MESSAGES: usize = 64;
 
+/// Frames one port may have waiting in one owner's outbox: two bursts, more than a port
+/// steers in one pass (one rx burst, or one tunnel burst decapsulated), so only a port whose
+/// frames pile up behind a busy owner meets it.
+pub(crate) const PORT_SHARE: u32 = 2 * BATCH as u32;
+
+/// Frames one owner's outbox holds, all ports together.
+pub(crate) const OUTBOX_FRAMES: usize = 32 * BATCH;
+
+/// Learned records (of the kinds that may be lost, see [`Learned::may_drop`]) one worker may
+/// have waiting for it from all the others: a flood of new MACs or ARP senders on one worker
+/// must not bury another under records it applies before any frame (each costs about what
+/// learning it did). Beyond it they are dropped at the sender, counted `learned_dropped`: a
+/// lost MAC is shared again when refreshed ([`crate::learned::RENEW_S`]), a lost ARP answer
+/// is asked for again by the worker that waits for it.
+pub(crate) const LEARNED_BACKLOG: usize = 4096;
+
 /// A worker's way to reach another: its channels and its waker.
 #[derive(Clone)]
 pub(crate) struct Link {
     /// Learned state.
     pub learned: Sender<PeerMsg>,
+    /// Learned records sent to it and not yet applied (all senders together).
+    pub learned_backlog: Arc<AtomicUsize>,
     /// Frames (bounded).
     pub frames: Sender<PeerMsg>,
     /// Wakes it.
@@ -98,11 +124,6 @@ impl Handoffs {
         self.items.is_empty()
     }
 
-    /// The port of each frame, in order.
-    fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.items.iter().map(|h| h.port)
-    }
-
     /// The bytes of frame `h`.
     fn bytes(&self, h: &Handoff) -> &[u8] {
         &self.bytes[h.start..h.start + h.len]
@@ -116,18 +137,23 @@ pub(crate) struct Peers {
     pub workers: u32,
     /// Learned state from the others.
     pub rx: Receiver<PeerMsg>,
+    /// Learned records sent to this worker and not yet applied (see [`LEARNED_BACKLOG`]).
+    backlog: Arc<AtomicUsize>,
+    /// Learned records not sent because the receiver's backlog was full.
+    pub learned_dropped: u64,
     /// Frames from the others.
     pub frames_rx: Receiver<PeerMsg>,
     /// Each worker's link (None: this one).
     pub to: Vec<Option<Link>>,
     /// Frames waiting to go to each worker (sent after the pass over the ports).
-    out: Vec<Handoffs>,
+    out: Vec<Outbox>,
     /// Scratch for `pipeline::steer::split`.
     away: Vec<(u32, Desc)>,
     /// Frames handed to other workers, and received from them (for `stats`).
     pub handed_out: u64,
     pub handed_in: u64,
-    /// Frames not handed over because the owner's channel was full.
+    /// Frames not handed over: their port's share of the owner's outbox, or the outbox, was
+    /// full (the owner too busy to take them).
     pub handoff_dropped: u64,
 }
 
@@ -136,6 +162,7 @@ impl Peers {
     pub fn new(
         me: usize,
         (rx, frames_rx): (Receiver<PeerMsg>, Receiver<PeerMsg>),
+        backlog: Arc<AtomicUsize>,
         to: Vec<Option<Link>>,
     ) -> Peers {
         let n = to.len();
@@ -143,9 +170,11 @@ impl Peers {
             me: me as u32,
             workers: n as u32,
             rx,
+            backlog,
+            learned_dropped: 0,
             frames_rx,
             to,
-            out: (0..n).map(|_| Handoffs::default()).collect(),
+            out: (0..n).map(|_| Outbox::default()).collect(),
             away: Vec::new(),
             handed_out: 0,
             handed_in: 0,
@@ -153,30 +182,37 @@ impl Peers {
         }
     }
 
-    /// Send learned records to worker `w` and wake it.
-    fn send_learned(&self, w: usize, msg: PeerMsg) {
-        if let Some(Some(l)) = self.to.get(w)
-            && l.learned.send(msg).is_ok()
-        {
-            l.waker.wake();
-        }
-    }
-
-    /// Send frames to worker `w` and wake it; the frames back (nothing sent) when its channel
-    /// is full.
-    fn send_frames(&self, w: usize, frames: Handoffs) -> Result<(), Handoffs> {
+    /// Send learned `records` to worker `w` and wake it: those that may be lost only as far
+    /// as its backlog has room ([`LEARNED_BACKLOG`]), the others always.
+    fn send_learned(&mut self, w: usize, records: &[Learned]) {
         let Some(Some(l)) = self.to.get(w) else {
-            return Err(frames);
+            return;
         };
-        match l.frames.try_send(PeerMsg::Frames(frames)) {
-            Ok(()) => {
-                l.waker.wake();
-                Ok(())
-            }
-            Err(e) => match e.into_inner() {
-                PeerMsg::Frames(f) => Err(f),
-                _ => Err(Handoffs::default()),
-            },
+        let room = LEARNED_BACKLOG.saturating_sub(l.learned_backlog.load(Ordering::Relaxed));
+        let sent: Vec<Learned> = if records.len() <= room {
+            records.to_vec()
+        } else {
+            let mut left = room;
+            let kept: Vec<Learned> = records
+                .iter()
+                .filter(|r| {
+                    let keep = !r.may_drop() || left > 0;
+                    if keep && r.may_drop() {
+                        left -= 1;
+                    }
+                    keep
+                })
+                .cloned()
+                .collect();
+            self.learned_dropped += (records.len() - kept.len()) as u64;
+            kept
+        };
+        if sent.is_empty() {
+            return;
+        }
+        l.learned_backlog.fetch_add(sent.len(), Ordering::Relaxed);
+        if l.learned.send(PeerMsg::Learned(sent)).is_ok() {
+            l.waker.wake();
         }
     }
 
@@ -195,7 +231,6 @@ impl Peers {
         if n == 0 {
             return 0;
         }
-        self.handed_out += n as u64;
         for (w, out) in self.out.iter_mut().enumerate() {
             let (n, bytes) = self
                 .away
@@ -203,13 +238,17 @@ impl Peers {
                 .filter(|(to, _)| *to as usize == w)
                 .fold((0, 0), |(n, b), (_, d)| (n + 1, b + d.len as usize));
             if n > 0 {
-                out.reserve(n, bytes);
+                out.frames.reserve(n, bytes);
             }
         }
+        let mut handed = 0;
         for (w, d) in self.away.drain(..) {
-            self.out[w as usize].push(in_port, d.ol, frames.data(d));
+            if self.out[w as usize].offer(in_port, d.ol, frames.data(d)) {
+                handed += 1;
+            }
             frames.free(d.addr);
         }
+        self.handed_out += handed;
         n
     }
 
@@ -221,8 +260,9 @@ impl Peers {
         }
     }
 
-    /// Send the queued frames and what `dp` learned since the last call. Frames an owner
-    /// cannot take (its channel full) are dropped and counted on their ports (`handoff-full`).
+    /// Send the queued frames and what `dp` learned since the last call. Frames an owner's
+    /// channel cannot take now wait in its outbox; the drops `steer` counted are added to
+    /// their ports (`handoff-full`).
     pub fn send_all(&mut self, dp: &mut Datapath) {
         // Learned state first: an owner applies it before the frames that depend on it (a
         // remote VTEP learned while decapsulating the frames handed with it).
@@ -231,24 +271,103 @@ impl Peers {
         {
             let records = std::mem::take(out);
             for w in 0..self.to.len() {
-                if self.to[w].is_some() {
-                    self.send_learned(w, PeerMsg::Learned(records.clone()));
-                }
+                self.send_learned(w, &records);
             }
         }
         for w in 0..self.out.len() {
-            if !self.out[w].is_empty() {
-                let frames = std::mem::take(&mut self.out[w]);
-                if let Err(lost) = self.send_frames(w, frames) {
-                    self.handed_out -= lost.len() as u64;
-                    self.handoff_dropped += lost.len() as u64;
-                    for p in lost.ports() {
-                        if let Some(st) = dp.port_mut(p) {
-                            st.counters.drop(DropReason::HandoffFull);
-                        }
-                    }
+            let out = &mut self.out[w];
+            for share in out.ports.iter_mut().filter(|s| s.dropped > 0) {
+                self.handoff_dropped += share.dropped as u64;
+                if let Some(st) = dp.port_mut(share.port) {
+                    st.counters.drops[DropReason::HandoffFull as usize] += share.dropped as u64;
                 }
+                share.dropped = 0;
             }
+            if out.frames.is_empty() {
+                out.ports.clear();
+                continue;
+            }
+            let frames = std::mem::take(&mut out.frames);
+            match send_frames(&self.to, w, frames) {
+                Ok(()) => self.out[w].ports.clear(),
+                // The owner's channel is full: they wait for the next pass.
+                Err(kept) => self.out[w].frames = kept,
+            }
+        }
+    }
+
+    /// Frames wait in an outbox for an owner whose channel was full: the worker must pass
+    /// again soon rather than sleep.
+    pub fn waiting(&self) -> bool {
+        self.out.iter().any(|o| !o.frames.is_empty())
+    }
+}
+
+/// Send frames to worker `w` and wake it; the frames back (nothing sent) when its channel
+/// is full.
+fn send_frames(to: &[Option<Link>], w: usize, frames: Handoffs) -> Result<(), Handoffs> {
+    let Some(Some(l)) = to.get(w) else {
+        return Err(frames);
+    };
+    match l.frames.try_send(PeerMsg::Frames(frames)) {
+        Ok(()) => {
+            l.waker.wake();
+            Ok(())
+        }
+        Err(e) => match e.into_inner() {
+            PeerMsg::Frames(f) => Err(f),
+            _ => Err(Handoffs::default()),
+        },
+    }
+}
+
+/// Frames waiting for one owner, and how many each port has there (see the module
+/// documentation: [`PORT_SHARE`], [`OUTBOX_FRAMES`]).
+#[derive(Default)]
+struct Outbox {
+    frames: Handoffs,
+    ports: Vec<PortShare>,
+}
+
+/// One port's frames in an [`Outbox`]: waiting, and dropped since the last `send_all`.
+struct PortShare {
+    port: u16,
+    waiting: u32,
+    dropped: u32,
+}
+
+impl Outbox {
+    /// Queue a copy of a frame of `port` if it is within the port's share and the outbox's
+    /// size (true), else count it dropped.
+    fn offer(&mut self, port: u16, ol: Offload, bytes: &[u8]) -> bool {
+        let ok = self.admit(port);
+        if ok {
+            self.frames.push(port, ol, bytes);
+        }
+        ok
+    }
+
+    /// Whether a frame of `port` may join; counted either way.
+    fn admit(&mut self, port: u16) -> bool {
+        let full = self.frames.len() >= OUTBOX_FRAMES;
+        let i = match self.ports.iter().position(|s| s.port == port) {
+            Some(i) => i,
+            None => {
+                self.ports.push(PortShare {
+                    port,
+                    waiting: 0,
+                    dropped: 0,
+                });
+                self.ports.len() - 1
+            }
+        };
+        let s = &mut self.ports[i];
+        if full || s.waiting >= PORT_SHARE {
+            s.dropped += 1;
+            false
+        } else {
+            s.waiting += 1;
+            true
         }
     }
 }
@@ -263,7 +382,10 @@ impl Worker {
         for m in msgs {
             match m {
                 PeerMsg::Learned(records) => {
-                    crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32)
+                    crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32);
+                    if let Some(p) = &self.peers {
+                        p.backlog.fetch_sub(records.len(), Ordering::Relaxed);
+                    }
                 }
                 PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),
                 PeerMsg::Transmit(handed) => moved += self.transmit(handed),
@@ -401,5 +523,148 @@ impl Worker {
         d.ol = ol;
         self.frames.data_mut(d).copy_from_slice(bytes);
         Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::{BridgeOptions, PortState, VlanMode};
+    use crate::port::PortKind;
+
+    const FLOOD: u16 = 0;
+    const VICTIM: u16 = 1;
+
+    /// Worker 0 of two, with its link to worker 1: frame channel `cap` messages.
+    fn peers(
+        cap: usize,
+    ) -> (
+        Peers,
+        Receiver<PeerMsg>,
+        Receiver<PeerMsg>,
+        Arc<AtomicUsize>,
+    ) {
+        let (ltx, lrx) = crossbeam_channel::unbounded();
+        let (ftx, frx) = crossbeam_channel::bounded(cap);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let link = Link {
+            learned: ltx,
+            learned_backlog: backlog.clone(),
+            frames: ftx,
+            waker: Arc::new(Waker::new().unwrap()),
+        };
+        let own = (
+            crossbeam_channel::unbounded().1,
+            crossbeam_channel::unbounded().1,
+        );
+        let p = Peers::new(0, own, Arc::default(), vec![None, Some(link)]);
+        (p, lrx, frx, backlog)
+    }
+
+    fn datapath() -> Datapath {
+        let mut dp = Datapath::new();
+        let b = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+        for name in ["flood", "victim"] {
+            let st = PortState::new(name, PortKind::Mem, b, VlanMode::default_trunk(), 1500);
+            dp.add_port(dp.next_port_id().unwrap(), st).unwrap();
+        }
+        assert_eq!(
+            (dp.port_id("flood"), dp.port_id("victim")),
+            (Some(FLOOD), Some(VICTIM))
+        );
+        dp
+    }
+
+    fn frames_of(msg: PeerMsg) -> Vec<u16> {
+        match msg {
+            PeerMsg::Frames(h) => h.items.iter().map(|h| h.port).collect(),
+            _ => panic!("not frames"),
+        }
+    }
+
+    #[test]
+    fn a_flooding_port_loses_its_own_excess_not_the_others_frames() {
+        let (mut p, _l, frx, _) = peers(1);
+        let mut dp = datapath();
+        // The owner is busy: its one-message channel is full.
+        p.out[1].offer(FLOOD, Offload::default(), &[0; 60]);
+        p.send_all(&mut dp);
+        assert!(p.out[1].frames.is_empty());
+        // Ten passes: the flood port steers a full burst each, the victim one frame.
+        for _ in 0..10 {
+            for _ in 0..BATCH {
+                p.out[1].offer(FLOOD, Offload::default(), &[1; 60]);
+            }
+            assert!(p.out[1].offer(VICTIM, Offload::default(), &[2; 60]));
+            p.send_all(&mut dp);
+        }
+        let flood_dropped = (10 * BATCH) as u64 - PORT_SHARE as u64;
+        assert_eq!(p.handoff_dropped, flood_dropped);
+        let drops = |id| dp.port(id).unwrap().counters.drops[DropReason::HandoffFull as usize];
+        assert_eq!((drops(FLOOD), drops(VICTIM)), (flood_dropped, 0));
+        assert!(p.waiting(), "kept for the owner, not dropped");
+        // The owner takes its channel: the next pass sends everything that waited.
+        assert_eq!(frames_of(frx.try_recv().unwrap()), vec![FLOOD]);
+        p.send_all(&mut dp);
+        let sent = frames_of(frx.try_recv().unwrap());
+        assert_eq!(sent.iter().filter(|&&x| x == VICTIM).count(), 10);
+        assert_eq!(
+            sent.iter().filter(|&&x| x == FLOOD).count(),
+            PORT_SHARE as usize
+        );
+        assert!(!p.waiting());
+        // Shares start again once sent.
+        assert!(p.out[1].offer(FLOOD, Offload::default(), &[1; 60]));
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_for_all_ports_together() {
+        let (mut p, _l, _frx, _) = peers(1);
+        let mut admitted = 0;
+        for port in 0..(OUTBOX_FRAMES / PORT_SHARE as usize + 4) as u16 {
+            for _ in 0..PORT_SHARE {
+                admitted += p.out[1].offer(port, Offload::default(), &[0; 60]) as usize;
+            }
+        }
+        assert_eq!(admitted, OUTBOX_FRAMES);
+        assert_eq!(p.out[1].frames.len(), OUTBOX_FRAMES);
+    }
+
+    #[test]
+    fn learned_records_beyond_the_backlog_are_dropped_but_flow_timeouts_are_not() {
+        let (mut p, lrx, _frx, backlog) = peers(1);
+        let mut dp = datapath();
+        backlog.store(LEARNED_BACKLOG - 2, Ordering::Relaxed);
+        let mac = |m| Learned::Mac {
+            bridge: 0,
+            vlan: 0,
+            mac: m,
+            port: 1,
+        };
+        let used = Learned::FlowUsed {
+            bridge: 0,
+            id: 7,
+            hash: 9,
+            used_ms: 1,
+        };
+        let mut records: Vec<Learned> = (1..=5).map(mac).collect();
+        records.push(used.clone());
+        dp.learned_out = Some(records);
+        p.send_all(&mut dp);
+        match lrx.try_recv().unwrap() {
+            PeerMsg::Learned(r) => assert_eq!(r, vec![mac(1), mac(2), used]),
+            _ => panic!("not learned"),
+        }
+        assert_eq!(p.learned_dropped, 3);
+        assert_eq!(backlog.load(Ordering::Relaxed), LEARNED_BACKLOG + 1);
+        // Under the bound: all sent.
+        backlog.store(0, Ordering::Relaxed);
+        dp.learned_out = Some((1..=5).map(mac).collect());
+        p.send_all(&mut dp);
+        match lrx.try_recv().unwrap() {
+            PeerMsg::Learned(r) => assert_eq!(r.len(), 5),
+            _ => panic!("not learned"),
+        }
+        assert_eq!(p.learned_dropped, 3);
     }
 }

@@ -39,6 +39,7 @@
 //!   actions (learned flows would differ per worker).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde_json::Value;
 
@@ -76,6 +77,7 @@ pub fn spawn_workers(
         .map(|_| crossbeam_channel::bounded(super::peers::FRAME_MESSAGES))
         .collect();
     let wakers: Vec<_> = built.iter().map(|(_, h)| h.waker.clone()).collect();
+    let backlogs: Vec<Arc<AtomicUsize>> = (0..n).map(|_| Arc::default()).collect();
     let events = built[0].0.dp.events.clone();
     let buckets = Arc::new(SharedBuckets::default());
     let names = built[0].1.dns_names.clone();
@@ -84,13 +86,14 @@ pub fn spawn_workers(
             .map(|j| {
                 (j != i).then(|| super::peers::Link {
                     learned: channels[j].0.clone(),
+                    learned_backlog: backlogs[j].clone(),
                     frames: frame_channels[j].0.clone(),
                     waker: wakers[j].clone(),
                 })
             })
             .collect();
         let rx = (channels[i].1.clone(), frame_channels[i].1.clone());
-        w.peers = Some(super::peers::Peers::new(i, rx, to));
+        w.peers = Some(super::peers::Peers::new(i, rx, backlogs[i].clone(), to));
         w.dp.learned_out = Some(Vec::new());
         w.dp.expires_flows = i == 0;
         w.dp.nat.set_share(i as u16, n as u16);
