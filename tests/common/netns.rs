@@ -272,6 +272,39 @@ pub fn iperf3_tcp_streams(
     secs: u32,
     streams: u32,
 ) -> f64 {
+    let v = iperf3(
+        (server_ns, client_ns, server_ip),
+        secs,
+        &["-P", &streams.to_string()],
+    );
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// Offer UDP at `rate` (iperf3 `-b`, e.g. "50M") from `client_ns` to `server_ip` for `secs`
+/// seconds; `reverse`: from the server to the client instead (`-R`). Returns iperf3's JSON
+/// report.
+pub fn iperf3_udp(
+    (server_ns, client_ns, server_ip): (&str, &str, &str),
+    secs: u32,
+    rate: &str,
+    reverse: bool,
+) -> serde_json::Value {
+    let mut args = vec!["-u", "-b", rate];
+    if reverse {
+        args.push("-R");
+    }
+    iperf3((server_ns, client_ns, server_ip), secs, &args)
+}
+
+/// Run iperf3 with `args` from `client_ns` to `server_ip` (server started in `server_ns`, and
+/// stopped by PID) for `secs` seconds: its JSON report.
+fn iperf3(
+    (server_ns, client_ns, server_ip): (&str, &str, &str),
+    secs: u32,
+    args: &[&str],
+) -> serde_json::Value {
     let port = 20000 + (std::process::id() % 20000) as u16 + (server_ip.len() as u16);
     let pidfile = std::env::temp_dir().join(format!("uvs-iperf-{server_ns}.pid"));
     let _ = std::fs::remove_file(&pidfile);
@@ -304,7 +337,7 @@ pub fn iperf3_tcp_streams(
             "netns", "exec", client_ns, "timeout", "30", "iperf3", "-J", "-c", server_ip,
         ])
         .args(["-p", &port.to_string(), "-t", &secs.to_string()])
-        .args(["-P", &streams.to_string()])
+        .args(args)
         .output()
         .expect("iperf3");
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
@@ -316,10 +349,7 @@ pub fn iperf3_tcp_streams(
         }
         let _ = std::fs::remove_file(&pidfile);
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .unwrap_or(0.0)
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
 /// True if `ping -c COUNT` from `ns` to `ip` gets every reply.
