@@ -184,6 +184,31 @@ fn bad_vxlan_is_counted() {
     );
 }
 
+/// One burst mixing remote VTEPs and VNIs: each frame is checked on its own (the burst's
+/// cached tunnel is reused only for the same VTEP, VNI and address), so the unknown VTEP and
+/// the unknown VNI between two good frames are refused and the good ones delivered.
+#[test]
+fn a_burst_of_mixed_vteps_is_checked_frame_by_frame() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
+        vxlan_pkt(n.gw, [10, 252, 0, 9], 0x08, 42, &inner(2)),
+        vxlan_pkt(n.gw, R2, 0x08, 43, &inner(3)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4)),
+        vxlan_pkt(n.gw, R3, 0x08, 42, &inner(5)),
+    ];
+    for f in &burst {
+        n.h.ports[n.ul as usize].inject(f);
+    }
+    n.h.run();
+    let out = &n.h.outputs()[n.a as usize];
+    let srcs: Vec<u8> = out.iter().map(|f| f[11]).collect();
+    assert_eq!(srcs, vec![1, 4, 5], "the good frames, in order");
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVtep), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVni), 1);
+}
+
 /// `show-runtime`'s VXLAN nodes move: encapsulation counts the frames taken from the tunnel
 /// port's queue (one flooded frame, two outer copies), decapsulation the inner frames entering
 /// the bridge, and the outer packet is an `ip4-input` vector.

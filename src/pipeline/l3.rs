@@ -74,6 +74,7 @@ pub(super) fn run(
         last_rp: None,
         last_ct: None,
         last_fdb: None,
+        last_decap: None,
     };
     let mut handled = 0;
     for m in meta.iter_mut() {
@@ -130,6 +131,8 @@ struct Burst {
     last_ct: Option<(FlowKey, ConnId, Direction)>,
     /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
     last_fdb: Option<(u16, u64, Option<PortId>)>,
+    /// Last tunnel VXLAN was decapsulated for.
+    last_decap: Option<vxlan::DecapHit>,
 }
 
 impl Burst {
@@ -354,7 +357,8 @@ fn ip_in(
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
     if tracked.is_none() && dnat.is_none() && local {
         if !dp.tunnels.is_empty()
-            && let Some((port, inner)) = vxlan::decap(dp, frames, m, hl, total)?
+            && let Some((port, inner)) =
+                vxlan::decap(dp, frames, m, (hl, total), &mut burst.last_decap)?
         {
             m.desc = inner;
             m.dest = Dest::Decap(port);

@@ -352,15 +352,28 @@ impl Outer {
     }
 }
 
+/// The tunnel a burst last decapsulated for, and from which remote VTEP (accepted): the
+/// frames of a burst mostly come from one VTEP on one VNI, and tunnels do not change during a
+/// burst, so the next such frame skips the tunnel scans and the remote check.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct DecapHit {
+    local: [u8; 4],
+    dport: u16,
+    vni: u32,
+    remote: [u8; 4],
+    port: PortId,
+}
+
 /// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)
 /// is VXLAN for one of our tunnels, check it and return the tunnel port and the inner frame.
-/// Ok(None): not for a tunnel (the caller handles it as local traffic).
+/// Ok(None): not for a tunnel (the caller handles it as local traffic). `last`: the burst's
+/// last accepted tunnel (read and updated).
 pub(super) fn decap(
     dp: &mut Datapath,
     frames: &Frames,
     m: &Meta,
-    hl: usize,
-    total: usize,
+    (hl, total): (usize, usize),
+    last: &mut Option<DecapHit>,
 ) -> Result<Option<(PortId, Desc)>, DropReason> {
     let l3 = m.l3 as usize;
     let data = frames.data(m.desc);
@@ -372,8 +385,9 @@ pub(super) fn decap(
     let Ok(udp) = udp::Datagram::new_checked(&data[l3 + hl..l3 + total]) else {
         return Ok(None);
     };
-    let (local, dport) = (ip.dst(), udp.dst_port());
-    if !dp.tunnel_listens(local, dport) {
+    let (local, dport, remote) = (ip.dst(), udp.dst_port(), ip.src());
+    let hit = last.filter(|h| h.local == local && h.dport == dport && h.remote == remote);
+    if hit.is_none() && !dp.tunnel_listens(local, dport) {
         return Ok(None);
     }
     let udp_len = (udp.len() as usize).min(total - hl);
@@ -382,10 +396,13 @@ pub(super) fn decap(
     }
     let vx_at = l3 + hl + udp::HEADER_LEN;
     let vx = vxlan::Repr::parse(&data[vx_at..l3 + total]).map_err(|_| DropReason::VxlanBadFlags)?;
-    let port = dp
-        .tunnel_for(local, dport, vx.vni)
-        .ok_or(DropReason::VxlanUnknownVni)?;
-    let remote = ip.src();
+    let hit = hit.filter(|h| h.vni == vx.vni);
+    let port = match hit {
+        Some(h) => h.port,
+        None => dp
+            .tunnel_for(local, dport, vx.vni)
+            .ok_or(DropReason::VxlanUnknownVni)?,
+    };
     let inner_at = vx_at + vxlan::HEADER_LEN;
     let inner = Desc::new(
         m.desc.addr + inner_at as u64,
@@ -397,8 +414,17 @@ pub(super) fn decap(
     let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut()) else {
         return Err(DropReason::VxlanUnknownVni);
     };
-    if !t.accepts(remote) {
-        return Err(DropReason::VxlanUnknownVtep);
+    if hit.is_none() {
+        if !t.accepts(remote) {
+            return Err(DropReason::VxlanUnknownVtep);
+        }
+        *last = Some(DecapHit {
+            local,
+            dport,
+            vni: vx.vni,
+            remote,
+            port,
+        });
     }
     if t.conf.learning && t.learn(vlan, src, remote) {
         crate::learned::record(
