@@ -2,12 +2,13 @@
 //! frames received by a worker that does not own their connection (`pipeline::steer`).
 //!
 //! Contract:
-//! - Each worker has two channels in (learned state: unbounded, it is rare and must not be
-//!   lost; frames: at most [`FRAME_MESSAGES`] bursts waiting), and every other worker holds
-//!   senders to them and its waker. Messages are applied between bursts, in the order each
-//!   sender sent them. A worker never blocks on another, and no queue grows without bound:
-//!   a relayed burst meeting a full channel is dropped (the port's `tx-full`); steered frames
-//!   wait (below).
+//! - Each worker has two channels in (learned state and frames relayed for transmission:
+//!   unbounded, each sender bounds what it sends; steered frames: at most [`FRAME_MESSAGES`]
+//!   bursts waiting), and every other worker holds senders to them and its waker. Messages
+//!   are applied between bursts, in the order each sender sent them. A worker never blocks on
+//!   another, and no queue grows without bound: learned records beyond the receiver's
+//!   [`LEARNED_BACKLOG`] are dropped (those that may be), a relayed port's frames beyond its
+//!   share in flight too (see `relay`), steered frames wait (below).
 //! - Steered frames wait in an outbox per owner until its channel takes them (a full channel
 //!   keeps them for the next pass, it does not drop them). A port may have at most
 //!   [`PORT_SHARE`] frames waiting for one owner and the outbox at most [`OUTBOX_FRAMES`]:
@@ -23,7 +24,7 @@
 //! - Nothing here runs with one worker (`Worker::peers` is None).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -57,8 +58,9 @@ pub(crate) const LEARNED_BACKLOG: usize = 4096;
 /// A worker's way to reach another: its channels and its waker.
 #[derive(Clone)]
 pub(crate) struct Link {
-    /// Learned state.
-    pub learned: Sender<PeerMsg>,
+    /// Learned state and frames relayed for transmission (unbounded: each sender bounds what
+    /// it puts there, [`LEARNED_BACKLOG`] and `relay::RELAY_FRAMES` per port).
+    pub learned_and_relayed: Sender<PeerMsg>,
     /// Learned records sent to it and not yet applied (all senders together).
     pub learned_backlog: Arc<AtomicUsize>,
     /// Frames (bounded).
@@ -74,8 +76,9 @@ pub(crate) enum PeerMsg {
     /// Frames the receiver owns: run them through its pipeline from their ports.
     Frames(Handoffs),
     /// Frames to send out of their ports (the port each names is the output port): the sender
-    /// has no socket there (see `relay`).
-    Transmit(Handoffs),
+    /// has no socket there (see `relay`). The count is the relayed port's frames in flight:
+    /// the receiver takes these off it once it has sent (or dropped) them.
+    Transmit(Handoffs, Arc<AtomicU32>),
 }
 
 /// Copies of frames handed to another worker: their bytes one after the other in one buffer,
@@ -135,7 +138,7 @@ pub(crate) struct Peers {
     /// This worker's number and the number of workers.
     pub me: u32,
     pub workers: u32,
-    /// Learned state from the others.
+    /// Learned state and relayed frames from the others.
     pub rx: Receiver<PeerMsg>,
     /// Learned records sent to this worker and not yet applied (see [`LEARNED_BACKLOG`]).
     backlog: Arc<AtomicUsize>,
@@ -211,7 +214,7 @@ impl Peers {
             return;
         }
         l.learned_backlog.fetch_add(sent.len(), Ordering::Relaxed);
-        if l.learned.send(PeerMsg::Learned(sent)).is_ok() {
+        if l.learned_and_relayed.send(PeerMsg::Learned(sent)).is_ok() {
             l.waker.wake();
         }
     }
@@ -388,7 +391,11 @@ impl Worker {
                     }
                 }
                 PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),
-                PeerMsg::Transmit(handed) => moved += self.transmit(handed),
+                PeerMsg::Transmit(handed, in_flight) => {
+                    let n = self.transmit(handed);
+                    in_flight.fetch_sub(n as u32, Ordering::Relaxed);
+                    moved += n;
+                }
             }
         }
         if moved > 0 {
@@ -507,7 +514,12 @@ impl Worker {
             .as_ref()
             .and_then(|p| p.to.get(w).cloned().flatten())
         {
-            Some(l) => Box::new(super::relay::RelayPort::new(port, id, l.frames, l.waker)),
+            Some(l) => Box::new(super::relay::RelayPort::new(
+                port,
+                id,
+                l.learned_and_relayed,
+                l.waker,
+            )),
             None => port,
         }
     }
@@ -548,7 +560,7 @@ mod tests {
         let (ftx, frx) = crossbeam_channel::bounded(cap);
         let backlog = Arc::new(AtomicUsize::new(0));
         let link = Link {
-            learned: ltx,
+            learned_and_relayed: ltx,
             learned_backlog: backlog.clone(),
             frames: ftx,
             waker: Arc::new(Waker::new().unwrap()),

@@ -7,12 +7,18 @@
 //!   details are the wrapped port's. `tx_burst` copies each frame into one
 //!   `PeerMsg::Transmit` per burst, frees it here and wakes the owner; it reports nothing
 //!   sent, the owner counts what its socket sends (so `stats`, summed over the workers, counts
-//!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for;
-//!   a full channel to the owner drops the burst here (counted `tx-full` on the port).
+//!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for.
+//! - Bounded per port, not per channel: a port may have at most [`RELAY_FRAMES`] frames handed
+//!   to the owner and not yet sent (the owner gives them back as it sends them); beyond that
+//!   its frames are dropped here, counted `tx-full` on the port. So a port flooded through a
+//!   worker without a socket on it loses its own excess, and the other relayed ports' frames
+//!   still reach the owner (a channel shared by all, full of one port's bursts, would drop
+//!   theirs too).
 //! - Frames never change pools: the owner copies into its own.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crossbeam_channel::Sender;
 
@@ -21,12 +27,18 @@ use crate::packet::{Desc, Frames};
 use crate::port::wait::Waker;
 use crate::port::{Port, PortKind, TxResult};
 
+/// Frames one relayed port may have handed to its owner and not yet sent: four bursts, more
+/// than a port sends in one pass, so only a port whose owner cannot keep up meets it.
+pub(crate) const RELAY_FRAMES: u32 = 4 * crate::datapath::BATCH as u32;
+
 /// See the module documentation.
 pub(crate) struct RelayPort {
     inner: Box<dyn Port>,
     to: Sender<PeerMsg>,
     waker: Arc<Waker>,
     port_id: u16,
+    /// Frames handed to the owner and not yet sent by it.
+    in_flight: Arc<AtomicU32>,
 }
 
 impl RelayPort {
@@ -37,6 +49,7 @@ impl RelayPort {
             to,
             waker,
             port_id,
+            in_flight: Arc::default(),
         }
     }
 }
@@ -49,26 +62,35 @@ impl Port for RelayPort {
         self.inner.rx_burst(frames, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+        let room = RELAY_FRAMES.saturating_sub(self.in_flight.load(Ordering::Relaxed)) as usize;
+        let take = batch.len().min(room);
         let mut handed = Handoffs::default();
-        handed.reserve(batch.len(), batch.iter().map(|d| d.len as usize).sum());
-        for d in batch.drain(..) {
-            handed.push(self.port_id, d.ol, frames.data(d));
+        handed.reserve(take, batch[..take].iter().map(|d| d.len as usize).sum());
+        let mut dropped = 0;
+        for (i, d) in batch.drain(..).enumerate() {
+            if i < take {
+                handed.push(self.port_id, d.ol, frames.data(d));
+            } else {
+                // The owner has not sent this port's earlier frames yet: this port's excess.
+                dropped += 1;
+            }
             frames.free(d.addr);
         }
         let n = handed.len() as u32;
-        if n == 0 {
-            return TxResult::default();
-        }
-        match self.to.try_send(PeerMsg::Transmit(handed)) {
-            Ok(()) => {
+        if n > 0 {
+            self.in_flight.fetch_add(n, Ordering::Relaxed);
+            let msg = PeerMsg::Transmit(handed, self.in_flight.clone());
+            if self.to.send(msg).is_ok() {
                 self.waker.wake();
-                TxResult::default()
+            } else {
+                // The owner is gone (shutting down).
+                self.in_flight.fetch_sub(n, Ordering::Relaxed);
+                dropped += n;
             }
-            // The owner is overloaded: dropped here, counted as the port's tx-full.
-            Err(_) => TxResult {
-                dropped: n,
-                ..TxResult::default()
-            },
+        }
+        TxResult {
+            dropped,
+            ..TxResult::default()
         }
     }
     fn service(&mut self, frames: &mut Frames) {
@@ -127,5 +149,57 @@ impl Port for RelayPort {
     }
     fn close(&mut self, frames: &mut Frames) {
         self.inner.close(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::mem::MemPort;
+
+    fn burst(frames: &mut Frames, n: usize) -> Vec<Desc> {
+        (0..n)
+            .map(|_| {
+                let mut d = frames.alloc().unwrap();
+                d.len = 60;
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flooded_port_loses_its_own_excess_not_the_other_ports_frames() {
+        let mut frames = Frames::new(4096).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut flooded = RelayPort::new(Box::new(MemPort::new(1)), 1, tx.clone(), waker.clone());
+        let mut quiet = RelayPort::new(Box::new(MemPort::new(2)), 2, tx, waker);
+        // The owner is slow: four passes of a flood before it sends anything.
+        let mut dropped = 0;
+        for _ in 0..4 {
+            let mut b = burst(&mut frames, 2 * crate::datapath::BATCH);
+            dropped += flooded.tx_burst(&mut frames, &mut b).dropped;
+            assert!(b.is_empty());
+        }
+        let offered = 8 * crate::datapath::BATCH as u32;
+        assert_eq!(dropped, offered - RELAY_FRAMES, "the flooded port's excess");
+        let mut b = burst(&mut frames, 3);
+        assert_eq!(quiet.tx_burst(&mut frames, &mut b).dropped, 0);
+        assert_eq!(frames.free_count(), frames.capacity(), "copies sent, frames freed");
+        // What reached the owner: the flooded port's share, and the quiet port's three.
+        let mut per_port = [0u32; 3];
+        for m in rx.try_iter() {
+            let PeerMsg::Transmit(h, in_flight) = m else {
+                panic!("not a transmit")
+            };
+            per_port[if Arc::ptr_eq(&in_flight, &flooded.in_flight) { 1 } else { 2 }] +=
+                h.len() as u32;
+            // The owner sent them.
+            in_flight.fetch_sub(h.len() as u32, Ordering::Relaxed);
+        }
+        assert_eq!(per_port[1..], [RELAY_FRAMES, 3]);
+        // Sent: the flooded port has room again.
+        let mut b = burst(&mut frames, 5);
+        assert_eq!(flooded.tx_burst(&mut frames, &mut b).dropped, 0);
     }
 }

@@ -85,7 +85,7 @@ pub fn spawn_workers(
         let to = (0..n)
             .map(|j| {
                 (j != i).then(|| super::peers::Link {
-                    learned: channels[j].0.clone(),
+                    learned_and_relayed: channels[j].0.clone(),
                     learned_backlog: backlogs[j].clone(),
                     frames: frame_channels[j].0.clone(),
                     waker: wakers[j].clone(),
