@@ -185,15 +185,22 @@ mod tests {
         assert_eq!(dropped, offered - RELAY_FRAMES, "the flooded port's excess");
         let mut b = burst(&mut frames, 3);
         assert_eq!(quiet.tx_burst(&mut frames, &mut b).dropped, 0);
-        assert_eq!(frames.free_count(), frames.capacity(), "copies sent, frames freed");
+        assert_eq!(
+            frames.free_count(),
+            frames.capacity(),
+            "copies sent, frames freed"
+        );
         // What reached the owner: the flooded port's share, and the quiet port's three.
         let mut per_port = [0u32; 3];
         for m in rx.try_iter() {
             let PeerMsg::Transmit(h, in_flight) = m else {
                 panic!("not a transmit")
             };
-            per_port[if Arc::ptr_eq(&in_flight, &flooded.in_flight) { 1 } else { 2 }] +=
-                h.len() as u32;
+            per_port[if Arc::ptr_eq(&in_flight, &flooded.in_flight) {
+                1
+            } else {
+                2
+            }] += h.len() as u32;
             // The owner sent them.
             in_flight.fetch_sub(h.len() as u32, Ordering::Relaxed);
         }
