@@ -143,11 +143,8 @@ pub struct WorkerHandle {
     others: Vec<WorkerHandle>,
     /// Serialises configuration commands across all workers (see `set`).
     set_ops: std::sync::Mutex<()>,
-    /// This worker's number (0: the first).
-    index: usize,
-    /// The core of each worker (index = worker number; the length is the number of workers
-    /// sharing the ports), for `rxq_affinity`.
-    cores: Arc<[Option<usize>]>,
+    /// This worker's number and every worker's core (see [`open::Share`]).
+    share: open::Share,
 }
 
 impl WorkerHandle {
@@ -245,7 +242,6 @@ fn prepare(
     index: usize,
     cores: Arc<[Option<usize>]>,
 ) -> std::io::Result<(Worker, WorkerHandle)> {
-    let workers = cores.len().max(1);
     let share = open::Share {
         index,
         cores: cores.clone(),
@@ -264,9 +260,7 @@ fn prepare(
     }
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     w.jobs = jobs;
-    w.workers = workers;
-    w.index = index;
-    w.cores = cores.clone();
+    w.share = share.clone();
     w.busy_poll = opts.busy_poll;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
@@ -280,8 +274,7 @@ fn prepare(
         port_ops: std::sync::Mutex::new(()),
         others: Vec::new(),
         set_ops: std::sync::Mutex::new(()),
-        index,
-        cores,
+        share,
     };
     Ok((w, h))
 }
@@ -334,12 +327,8 @@ pub struct Worker {
     pub(crate) dns_replies: Option<Receiver<crate::dns::punt::Reply>>,
     /// Links to the other workers (see `peers`); None: the only worker.
     pub(crate) peers: Option<peers::Peers>,
-    /// How many workers share the ports (1: this one alone).
-    pub(crate) workers: usize,
-    /// This worker's number (0: the first).
-    pub(crate) index: usize,
-    /// The core of each worker (index = worker number), for `rxq_affinity`.
-    pub(crate) cores: Arc<[Option<usize>]>,
+    /// This worker's number and every worker's core, for `rxq_affinity` (see [`open::Share`]).
+    pub(crate) share: open::Share,
     /// Never sleep (see [`WorkerOptions::busy_poll`]).
     busy_poll: bool,
     /// Rate limits' buckets shared with the other workers (None: the only worker).
@@ -380,9 +369,10 @@ impl Worker {
             dns_names: Arc::default(),
             dns_replies: None,
             peers: None,
-            workers: 1,
-            index: 0,
-            cores: Arc::from(vec![core]),
+            share: open::Share {
+                index: 0,
+                cores: Arc::from(vec![core]),
+            },
             busy_poll: false,
             buckets: None,
         }

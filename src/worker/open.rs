@@ -245,14 +245,6 @@ pub(crate) fn open_device(
 }
 
 impl WorkerHandle {
-    /// This worker's [`Share`].
-    pub(crate) fn share(&self) -> Share {
-        Share {
-            index: self.index,
-            cores: self.cores.clone(),
-        }
-    }
-
     /// `add-port` of a port with a device: the three steps of the module documentation.
     pub(super) fn add_port_off_worker(
         &self,
@@ -268,7 +260,7 @@ impl WorkerHandle {
         let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
         let fd = shared.as_ref().map(|f| f.as_raw_fd());
         let umem = Umem::shared_or_register(fd, self.region.0 as *mut u8, self.region.1);
-        let port = open_device(&spec, umem, BUSY_WAIT, &self.share());
+        let port = open_device(&spec, umem, BUSY_WAIT, &self.share);
         drop(shared);
         self.call_raw(Command::AddOpened {
             bridge,
@@ -343,14 +335,6 @@ fn give_back_via(tx: &Sender<Request>, waker: &Waker, mut ports: Vec<Retired>) {
 }
 
 impl Worker {
-    /// This worker's [`Share`].
-    pub(crate) fn share(&self) -> Share {
-        Share {
-            index: self.index,
-            cores: self.cores.clone(),
-        }
-    }
-
     /// Step 1 of an off-worker `add-port` (see the module documentation). Changes nothing.
     pub(super) fn port_check(
         &mut self,
@@ -408,7 +392,7 @@ impl Worker {
         let region = self.frames.region();
         let fd = self.umem_fds.first().map(|(_, fd)| *fd);
         let umem = Umem::shared_or_register(fd, region.base(), region.len());
-        let mut p = open_device(spec, umem, std::time::Duration::ZERO, &self.share())?;
+        let mut p = open_device(spec, umem, std::time::Duration::ZERO, &self.share)?;
         if let Err(e) = p.attach(id, &mut self.frames) {
             p.close(&mut self.frames);
             return Err(e);

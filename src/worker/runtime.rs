@@ -19,7 +19,7 @@ impl Worker {
         }
         json!({
             "workers": [{
-                "worker": self.index,
+                "worker": self.share.index,
                 "core": self.core,
                 "nodes": nodes,
             }],

@@ -49,10 +49,10 @@ impl Worker {
         }
         spec.rxq_affinity = affinity;
         spec.validate()?;
-        self.share().pins(&spec)?;
+        self.share.pins(&spec)?;
         self.specs.ports.insert(id, spec.clone());
         // One worker polls every queue whatever the pins say: nothing to move.
-        let moves = self.workers > 1;
+        let moves = self.share.workers() > 1;
         let (up, opening) = match self.life.get_mut(id as usize) {
             Some(Some(l)) => {
                 l.spec = Some(spec.clone());
