@@ -37,6 +37,9 @@ pub const RENEW_S: u32 = 10;
 pub enum Learned {
     /// `mac` on `vlan` of `bridge` was seen on `port`.
     Mac {
+        /// New to the sender's FDB (not moved or renewed): a flood of new sources is what a
+        /// busy receiver may miss (see [`Learned::may_drop`]).
+        new: bool,
         /// Bridge id.
         bridge: u16,
         /// VLAN (0: untagged domain).
@@ -98,12 +101,19 @@ pub enum Learned {
 
 impl Learned {
     /// Whether a worker too busy to apply it may miss it (the sender drops it rather than
-    /// queue it without bound): a MAC or remote VTEP is shared again when refreshed
-    /// ([`RENEW_S`]), an ARP answer asked for again; flow timeouts are not repeated.
+    /// queue it without bound): a MAC new to the FDB (the receiver floods frames to it until
+    /// it sees the MAC itself or the entry is renewed after [`RENEW_S`] of silence: delivered,
+    /// with extra copies) and an ARP that confirms nothing (an unsolicited sender, what a
+    /// flood of senders is). Moved MACs (missing one would misdeliver), remote VTEPs (never
+    /// shared again), ARP answers to the gateway's requests and flow timeouts always go.
     pub fn may_drop(&self) -> bool {
         matches!(
             self,
-            Learned::Mac { .. } | Learned::Remote { .. } | Learned::Arp { .. }
+            Learned::Mac { new: true, .. }
+                | Learned::Arp {
+                    confirms: false,
+                    ..
+                }
         )
     }
 }
@@ -134,6 +144,7 @@ pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u
     for l in records {
         match l {
             &Learned::Mac {
+                new: _,
                 bridge,
                 vlan,
                 mac,

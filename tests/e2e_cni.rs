@@ -791,8 +791,13 @@ fn cni_bandwidth_limits_a_container() {
     );
     // TCP settles at the rate through the shapers' queues, often without a drop; UDP offered
     // at five times the rate overflows them: counted each way.
-    iperf3_udp((&lim, &outside, &lim_ip), 1, "50M", false);
-    iperf3_udp((&lim, &outside, &lim_ip), 1, "50M", true);
+    for reverse in [false, true] {
+        let r = iperf3_udp((&lim, &outside, &lim_ip), 1, "50M", reverse);
+        assert!(
+            r["end"]["sum"]["packets"].as_u64() > Some(0),
+            "iperf3 -u: {r}"
+        );
+    }
     let stats = d.json(&["stats"]);
     let host = lim_res["interfaces"][0]["name"].as_str().unwrap();
     let drops = &stats["ports"][host]["drops"];

@@ -44,7 +44,7 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
         if let Some(out) = dp.learned_out.as_mut()
             && matches!(r, Learn::New | Learn::Moved { .. } | Learn::Renewed)
         {
-            share(out, bridge, in_port, m);
+            share(out, (bridge, in_port), m, matches!(r, Learn::New));
         }
     }
     if refused != 0 {
@@ -59,8 +59,9 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
 /// several workers share, and only new, moved or renewed entries.
 #[cold]
 #[inline(never)]
-fn share(out: &mut Vec<Learned>, bridge: u16, port: PortId, m: &Meta) {
+fn share(out: &mut Vec<Learned>, (bridge, port): (u16, PortId), m: &Meta, new: bool) {
     out.push(Learned::Mac {
+        new,
         bridge,
         vlan: m.vlan,
         mac: m.src,

@@ -10,12 +10,16 @@
 //!   [`LEARNED_BACKLOG`] are dropped (those that may be), a relayed port's frames beyond its
 //!   share in flight too (see `relay`), steered frames wait (below).
 //! - Steered frames wait in an outbox per owner until its channel takes them (a full channel
-//!   keeps them for the next pass, it does not drop them). A port may have at most
-//!   [`PORT_SHARE`] frames waiting for one owner and the outbox at most [`OUTBOX_FRAMES`]:
-//!   beyond that a frame is dropped before it is copied, counted `handoff-full` on its port.
-//!   So a port flooding frames another worker owns loses its own excess, and the few frames
-//!   of other ports (a tenant's pings) still get through: no tenant degrades another through
-//!   the handoff.
+//!   keeps them for the next pass, it does not drop them). While the owner is behind (its
+//!   channel full, or an earlier burst not taken yet) a port may add frames up to
+//!   [`PORT_SHARE`] waiting, the outbox up to [`OUTBOX_FRAMES`]
+//!   and [`OUTBOX_BYTES`]: beyond that a frame is dropped before it is copied, counted
+//!   `handoff-full` on its port. So a port flooding frames another worker owns loses its own
+//!   excess first, and the few frames of other ports (a tenant's pings) still get through.
+//!   The share is a port's: tenants behind one port (NAT answers on an uplink, the inner
+//!   frames of one tunnel port) share it. A port deleted here has its waiting frames dropped
+//!   (its id may be given to another port). An owner that is gone (shutting down) gets
+//!   nothing: its frames are dropped.
 //! - A frame handed to another worker is copied (its bytes and offload state) and freed here:
 //!   frames never change pools. The owner allocates a frame (a large buffer for a super-frame),
 //!   and runs the frames of each port through its pipeline as a burst received on that port
@@ -39,13 +43,15 @@ use crate::port::wait::Waker;
 /// Frame messages (bursts) a worker's frame channel holds.
 pub(crate) const FRAME_MESSAGES: usize = 64;
 
-/// Frames one port may have waiting in one owner's outbox: two bursts, more than a port
-/// steers in one pass (one rx burst, or one tunnel burst decapsulated), so only a port whose
-/// frames pile up behind a busy owner meets it.
+/// Frames one port may have waiting in one owner's outbox while that owner is behind (two
+/// bursts). An owner that keeps up sets no limit: a pass hands over what it steered, however
+/// many (a burst of UDP GSO messages cut into datagrams, a tunnel's whole burst
+/// decapsulated).
 pub(crate) const PORT_SHARE: u32 = 2 * BATCH as u32;
 
-/// Frames one owner's outbox holds, all ports together.
+/// Frames, and bytes, one owner's outbox holds while it is behind, all ports together.
 pub(crate) const OUTBOX_FRAMES: usize = 32 * BATCH;
+pub(crate) const OUTBOX_BYTES: usize = 4 << 20;
 
 /// Learned records (of the kinds that may be lost, see [`Learned::may_drop`]) one worker may
 /// have waiting for it from all the others: a flood of new MACs or ARP senders on one worker
@@ -127,6 +133,24 @@ impl Handoffs {
         self.items.is_empty()
     }
 
+    /// Keep only the frames whose port passes `keep` (their bytes moved down); returns how
+    /// many were removed.
+    fn retain_ports(&mut self, keep: impl Fn(u16) -> bool) -> usize {
+        let before = self.items.len();
+        let mut at = 0;
+        let mut kept = Vec::with_capacity(before);
+        for h in &self.items {
+            if keep(h.port) {
+                self.bytes.copy_within(h.start..h.start + h.len, at);
+                kept.push(Handoff { start: at, ..*h });
+                at += h.len;
+            }
+        }
+        self.bytes.truncate(at);
+        self.items = kept;
+        before - self.items.len()
+    }
+
     /// The bytes of frame `h`.
     fn bytes(&self, h: &Handoff) -> &[u8] {
         &self.bytes[h.start..h.start + h.len]
@@ -192,12 +216,16 @@ impl Peers {
             return;
         };
         let room = LEARNED_BACKLOG.saturating_sub(l.learned_backlog.load(Ordering::Relaxed));
+        // Only worker 0 decides flow timeouts: the others have no use for flow hits.
+        let flow_used = |r: &Learned| w != 0 && matches!(r, Learned::FlowUsed { .. });
+        let records: Vec<&Learned> = records.iter().filter(|r| !flow_used(r)).collect();
         let sent: Vec<Learned> = if records.len() <= room {
-            records.to_vec()
+            records.into_iter().cloned().collect()
         } else {
             let mut left = room;
             let kept: Vec<Learned> = records
                 .iter()
+                .copied()
                 .filter(|r| {
                     let keep = !r.may_drop() || left > 0;
                     if keep && r.may_drop() {
@@ -291,11 +319,40 @@ impl Peers {
                 continue;
             }
             let frames = std::mem::take(&mut out.frames);
+            let n = frames.len() as u64;
             match send_frames(&self.to, w, frames) {
-                Ok(()) => self.out[w].ports.clear(),
-                // The owner's channel is full: they wait for the next pass.
-                Err(kept) => self.out[w].frames = kept,
+                // Taken: the shares apply to the next pass only if the owner is behind (it
+                // has not taken an earlier burst yet).
+                Ok(behind) => {
+                    self.out[w].ports.clear();
+                    self.out[w].blocked = behind;
+                }
+                // The owner's channel is full: they wait for the next pass, and the shares
+                // apply until it takes them.
+                Err(Some(kept)) => {
+                    self.out[w].frames = kept;
+                    self.out[w].blocked = true;
+                }
+                // The owner is gone.
+                Err(None) => {
+                    self.handed_out = self.handed_out.saturating_sub(n);
+                    self.handoff_dropped += n;
+                    self.out[w].ports.clear();
+                }
             }
+        }
+    }
+
+    /// Drop the frames of port `port` waiting in the outboxes (it was deleted: its id may name
+    /// another port by the time they would be sent).
+    pub fn forget_port(&mut self, port: u16) {
+        for out in &mut self.out {
+            if out.ports.iter().any(|s| s.port == port && s.waiting > 0) {
+                let n = out.frames.retain_ports(|p| p != port);
+                self.handed_out = self.handed_out.saturating_sub(n as u64);
+                self.handoff_dropped += n as u64;
+            }
+            out.ports.retain(|s| s.port != port);
         }
     }
 
@@ -306,21 +363,20 @@ impl Peers {
     }
 }
 
-/// Send frames to worker `w` and wake it; the frames back (nothing sent) when its channel
-/// is full.
-fn send_frames(to: &[Option<Link>], w: usize, frames: Handoffs) -> Result<(), Handoffs> {
+/// Send frames to worker `w` and wake it: Ok(true) if an earlier burst still waits there (the
+/// owner is behind). Err(Some): its channel is full, the frames back (nothing sent);
+/// Err(None): it is gone (or is this worker), they are dropped.
+fn send_frames(to: &[Option<Link>], w: usize, frames: Handoffs) -> Result<bool, Option<Handoffs>> {
     let Some(Some(l)) = to.get(w) else {
-        return Err(frames);
+        return Err(None);
     };
     match l.frames.try_send(PeerMsg::Frames(frames)) {
         Ok(()) => {
             l.waker.wake();
-            Ok(())
+            Ok(l.frames.len() > 1)
         }
-        Err(e) => match e.into_inner() {
-            PeerMsg::Frames(f) => Err(f),
-            _ => Err(Handoffs::default()),
-        },
+        Err(crossbeam_channel::TrySendError::Full(PeerMsg::Frames(f))) => Err(Some(f)),
+        Err(_) => Err(None),
     }
 }
 
@@ -330,6 +386,9 @@ fn send_frames(to: &[Option<Link>], w: usize, frames: Handoffs) -> Result<(), Ha
 struct Outbox {
     frames: Handoffs,
     ports: Vec<PortShare>,
+    /// The last send found the owner behind (its channel full, or an earlier burst not taken
+    /// yet): the shares apply.
+    blocked: bool,
 }
 
 /// One port's frames in an [`Outbox`]: waiting, and dropped since the last `send_all`.
@@ -352,7 +411,8 @@ impl Outbox {
 
     /// Whether a frame of `port` may join; counted either way.
     fn admit(&mut self, port: u16) -> bool {
-        let full = self.frames.len() >= OUTBOX_FRAMES;
+        let full = self.blocked
+            && (self.frames.len() >= OUTBOX_FRAMES || self.frames.bytes.len() >= OUTBOX_BYTES);
         let i = match self.ports.iter().position(|s| s.port == port) {
             Some(i) => i,
             None => {
@@ -365,7 +425,7 @@ impl Outbox {
             }
         };
         let s = &mut self.ports[i];
-        if full || s.waiting >= PORT_SHARE {
+        if full || (self.blocked && s.waiting >= PORT_SHARE) {
             s.dropped += 1;
             false
         } else {
@@ -547,15 +607,20 @@ mod tests {
     const FLOOD: u16 = 0;
     const VICTIM: u16 = 1;
 
-    /// Worker 0 of two, with its link to worker 1: frame channel `cap` messages.
-    fn peers(
-        cap: usize,
-    ) -> (
+    type Test = (
         Peers,
         Receiver<PeerMsg>,
         Receiver<PeerMsg>,
         Arc<AtomicUsize>,
-    ) {
+    );
+
+    /// Worker 0 of two, with its link to worker 1: frame channel `cap` messages.
+    fn peers(cap: usize) -> Test {
+        peers_of(0, cap)
+    }
+
+    /// Worker `me` of two, with its link to the other.
+    fn peers_of(me: usize, cap: usize) -> Test {
         let (ltx, lrx) = crossbeam_channel::unbounded();
         let (ftx, frx) = crossbeam_channel::bounded(cap);
         let backlog = Arc::new(AtomicUsize::new(0));
@@ -569,7 +634,12 @@ mod tests {
             crossbeam_channel::unbounded().1,
             crossbeam_channel::unbounded().1,
         );
-        let p = Peers::new(0, own, Arc::default(), vec![None, Some(link)]);
+        let to = if me == 0 {
+            vec![None, Some(link)]
+        } else {
+            vec![Some(link), None]
+        };
+        let p = Peers::new(me, own, Arc::default(), to);
         (p, lrx, frx, backlog)
     }
 
@@ -630,8 +700,56 @@ mod tests {
     }
 
     #[test]
+    fn an_owner_that_takes_its_frames_gets_the_whole_pass() {
+        let (mut p, _l, frx, _) = peers(4);
+        let mut dp = datapath();
+        let n = 3 * PORT_SHARE as usize;
+        for _ in 0..n {
+            assert!(p.out[1].offer(FLOOD, Offload::default(), &[1; 60]));
+        }
+        p.send_all(&mut dp);
+        assert_eq!(frames_of(frx.try_recv().unwrap()).len(), n);
+        assert_eq!(p.handoff_dropped, 0);
+    }
+
+    #[test]
+    fn a_deleted_ports_waiting_frames_are_dropped_the_others_kept() {
+        let (mut p, _l, frx, _) = peers(1);
+        let mut dp = datapath();
+        p.out[1].offer(FLOOD, Offload::default(), &[0; 60]);
+        p.send_all(&mut dp);
+        for i in 0..6u8 {
+            let port = if i % 2 == 0 { FLOOD } else { VICTIM };
+            p.out[1].offer(port, Offload::default(), &[i; 60]);
+        }
+        p.send_all(&mut dp);
+        assert!(p.waiting());
+        p.forget_port(FLOOD);
+        assert_eq!(p.handoff_dropped, 3);
+        frx.try_recv().unwrap();
+        p.send_all(&mut dp);
+        let PeerMsg::Frames(h) = frx.try_recv().unwrap() else {
+            panic!("not frames")
+        };
+        let got: Vec<(u16, u8)> = h.items.iter().map(|x| (x.port, h.bytes(x)[0])).collect();
+        assert_eq!(got, vec![(VICTIM, 1), (VICTIM, 3), (VICTIM, 5)]);
+    }
+
+    #[test]
+    fn frames_for_an_owner_that_is_gone_are_dropped_not_kept() {
+        let (mut p, _l, frx, _) = peers(1);
+        let mut dp = datapath();
+        drop(frx);
+        p.out[1].offer(FLOOD, Offload::default(), &[0; 60]);
+        p.send_all(&mut dp);
+        assert!(!p.waiting(), "nothing kept for a worker that is gone");
+        assert_eq!(p.handoff_dropped, 1);
+    }
+
+    #[test]
     fn the_outbox_is_bounded_for_all_ports_together() {
         let (mut p, _l, _frx, _) = peers(1);
+        p.out[1].blocked = true;
         let mut admitted = 0;
         for port in 0..(OUTBOX_FRAMES / PORT_SHARE as usize + 4) as u16 {
             for _ in 0..PORT_SHARE {
@@ -644,10 +762,12 @@ mod tests {
 
     #[test]
     fn learned_records_beyond_the_backlog_are_dropped_but_flow_timeouts_are_not() {
-        let (mut p, lrx, _frx, backlog) = peers(1);
+        // Worker 1 reporting to worker 0 (which decides flow timeouts).
+        let (mut p, lrx, _frx, backlog) = peers_of(1, 1);
         let mut dp = datapath();
         backlog.store(LEARNED_BACKLOG - 2, Ordering::Relaxed);
         let mac = |m| Learned::Mac {
+            new: true,
             bridge: 0,
             vlan: 0,
             mac: m,

@@ -8,9 +8,10 @@
 //!   `PeerMsg::Transmit` per burst, frees it here and wakes the owner; it reports nothing
 //!   sent, the owner counts what its socket sends (so `stats`, summed over the workers, counts
 //!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for.
-//! - Bounded per port, not per channel: a port may have at most [`RELAY_FRAMES`] frames handed
-//!   to the owner and not yet sent (the owner gives them back as it sends them); beyond that
-//!   its frames are dropped here, counted `tx-full` on the port. So a port flooded through a
+//! - Bounded per port, not per channel: while a port has frames handed to the owner and not
+//!   yet sent (the owner gives them back as it sends them), it may hand more only up to
+//!   [`RELAY_FRAMES`] in flight; beyond that its frames are dropped here, counted `tx-full` on
+//!   the port. With nothing in flight a burst goes whole. So a port flooded through a
 //!   worker without a socket on it loses its own excess, and the other relayed ports' frames
 //!   still reach the owner (a channel shared by all, full of one port's bursts, would drop
 //!   theirs too).
@@ -27,8 +28,9 @@ use crate::packet::{Desc, Frames};
 use crate::port::wait::Waker;
 use crate::port::{Port, PortKind, TxResult};
 
-/// Frames one relayed port may have handed to its owner and not yet sent: four bursts, more
-/// than a port sends in one pass, so only a port whose owner cannot keep up meets it.
+/// Frames one relayed port may have handed to its owner and not yet sent before its next
+/// burst is cut (four bursts): a port whose owner has sent everything hands its whole burst,
+/// however large, so only a port whose owner cannot keep up meets it.
 pub(crate) const RELAY_FRAMES: u32 = 4 * crate::datapath::BATCH as u32;
 
 /// See the module documentation.
@@ -62,8 +64,13 @@ impl Port for RelayPort {
         self.inner.rx_burst(frames, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
-        let room = RELAY_FRAMES.saturating_sub(self.in_flight.load(Ordering::Relaxed)) as usize;
-        let take = batch.len().min(room);
+        // Nothing in flight: the whole burst, however large (one flush may carry a pass's
+        // output, super-frames cut into many); else what the share has room for.
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let take = match in_flight {
+            0 => batch.len(),
+            n => batch.len().min(RELAY_FRAMES.saturating_sub(n) as usize),
+        };
         let mut handed = Handoffs::default();
         handed.reserve(take, batch[..take].iter().map(|d| d.len as usize).sum());
         let mut dropped = 0;
@@ -205,8 +212,9 @@ mod tests {
             in_flight.fetch_sub(h.len() as u32, Ordering::Relaxed);
         }
         assert_eq!(per_port[1..], [RELAY_FRAMES, 3]);
-        // Sent: the flooded port has room again.
-        let mut b = burst(&mut frames, 5);
+        // Sent: nothing in flight, so a burst goes whole, however large (a pass's output of
+        // super-frames cut to the MTU).
+        let mut b = burst(&mut frames, 3 * RELAY_FRAMES as usize);
         assert_eq!(flooded.tx_burst(&mut frames, &mut b).dropped, 0);
     }
 }

@@ -788,6 +788,9 @@ impl Worker {
         for d in queued {
             self.frames.free(d.addr);
         }
+        if let Some(p) = self.peers.as_mut() {
+            p.forget_port(id);
+        }
         if let Some(p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
             // Closed after the request: released by its caller, then reclaimed (`open`).
             self.retired.push((Some(id), p));
