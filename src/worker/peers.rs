@@ -11,7 +11,7 @@
 //!   share in flight too (see `relay`), steered frames wait (below).
 //! - Steered frames wait in an outbox per owner until its channel takes them (a full channel
 //!   keeps them for the next pass, it does not drop them). While the owner is behind (its
-//!   channel full, or an earlier burst not taken yet) a port may add frames up to
+//!   channel full, or an earlier burst, any worker's, not taken yet) a port may add frames up to
 //!   [`PORT_SHARE`] waiting, the outbox up to [`OUTBOX_FRAMES`]
 //!   and [`OUTBOX_BYTES`]: beyond that a frame is dropped before it is copied, counted
 //!   `handoff-full` on its port. So a port flooding frames another worker owns loses its own
@@ -56,10 +56,13 @@ pub(crate) const OUTBOX_BYTES: usize = 4 << 20;
 /// Learned records (of the kinds that may be lost, see [`Learned::may_drop`]) one worker may
 /// have waiting for it from all the others: a flood of new MACs or ARP senders on one worker
 /// must not bury another under records it applies before any frame (each costs about what
-/// learning it did). Beyond it they are dropped at the sender, counted `learned_dropped`: a
-/// lost MAC is shared again when refreshed ([`crate::learned::RENEW_S`]), a lost ARP answer
-/// is asked for again by the worker that waits for it.
+/// learning it did). Beyond it they are dropped at the sender, counted `learned_dropped`.
 pub(crate) const LEARNED_BACKLOG: usize = 4096;
+
+/// The backlog beyond which every record but a flow's expiry is dropped: the kinds that are
+/// otherwise always sent (a moved MAC, an ARP reply) can be flooded too (a MAC bouncing
+/// between two ports, unsolicited replies), and no queue may grow without bound.
+pub(crate) const LEARNED_HARD_CAP: usize = 4 * LEARNED_BACKLOG;
 
 /// A worker's way to reach another: its channels and its waker.
 #[derive(Clone)]
@@ -210,27 +213,35 @@ impl Peers {
     }
 
     /// Send learned `records` to worker `w` and wake it: those that may be lost only as far
-    /// as its backlog has room ([`LEARNED_BACKLOG`]), the others always.
+    /// as its backlog has room ([`LEARNED_BACKLOG`], counting the others first), the others
+    /// up to [`LEARNED_HARD_CAP`], a flow's expiry always.
     fn send_learned(&mut self, w: usize, records: &[Learned]) {
         let Some(Some(l)) = self.to.get(w) else {
             return;
         };
-        let room = LEARNED_BACKLOG.saturating_sub(l.learned_backlog.load(Ordering::Relaxed));
+        let backlog = l.learned_backlog.load(Ordering::Relaxed);
         // Only worker 0 decides flow timeouts: the others have no use for flow hits.
         let flow_used = |r: &Learned| w != 0 && matches!(r, Learned::FlowUsed { .. });
         let records: Vec<&Learned> = records.iter().filter(|r| !flow_used(r)).collect();
-        let sent: Vec<Learned> = if records.len() <= room {
+        let sent: Vec<Learned> = if backlog + records.len() <= LEARNED_BACKLOG {
             records.into_iter().cloned().collect()
         } else {
-            let mut left = room;
+            // Room left for the kinds that may be dropped, after those that may not.
+            let kept_always = |r: &Learned| {
+                !r.may_drop()
+                    && (backlog < LEARNED_HARD_CAP || matches!(r, Learned::FlowExpired { .. }))
+            };
+            let always = records.iter().filter(|r| kept_always(r)).count();
+            let mut left = LEARNED_BACKLOG.saturating_sub(backlog + always);
             let kept: Vec<Learned> = records
                 .iter()
                 .copied()
                 .filter(|r| {
-                    let keep = !r.may_drop() || left > 0;
-                    if keep && r.may_drop() {
-                        left -= 1;
+                    if kept_always(r) {
+                        return true;
                     }
+                    let keep = r.may_drop() && left > 0;
+                    left -= keep as usize;
                     keep
                 })
                 .cloned()
@@ -315,7 +326,9 @@ impl Peers {
                 share.dropped = 0;
             }
             if out.frames.is_empty() {
+                // Nothing for this owner this pass: the next pass is judged afresh.
                 out.ports.clear();
+                out.blocked = false;
                 continue;
             }
             let frames = std::mem::take(&mut out.frames);
@@ -352,6 +365,13 @@ impl Peers {
                 self.handed_out = self.handed_out.saturating_sub(n as u64);
                 self.handoff_dropped += n as u64;
             }
+            // Drops not yet added (the port's counters are gone with it).
+            self.handoff_dropped += out
+                .ports
+                .iter()
+                .filter(|s| s.port == port)
+                .map(|s| s.dropped as u64)
+                .sum::<u64>();
             out.ports.retain(|s| s.port != port);
         }
     }
@@ -386,8 +406,8 @@ fn send_frames(to: &[Option<Link>], w: usize, frames: Handoffs) -> Result<bool, 
 struct Outbox {
     frames: Handoffs,
     ports: Vec<PortShare>,
-    /// The last send found the owner behind (its channel full, or an earlier burst not taken
-    /// yet): the shares apply.
+    /// The last send found the owner behind (its channel full, or an earlier burst, any
+    /// worker's, not taken yet): the shares apply.
     blocked: bool,
 }
 
@@ -784,11 +804,40 @@ mod tests {
         dp.learned_out = Some(records);
         p.send_all(&mut dp);
         match lrx.try_recv().unwrap() {
-            PeerMsg::Learned(r) => assert_eq!(r, vec![mac(1), mac(2), used]),
+            PeerMsg::Learned(r) => assert_eq!(r, vec![mac(1), used.clone()]),
             _ => panic!("not learned"),
         }
-        assert_eq!(p.learned_dropped, 3);
-        assert_eq!(backlog.load(Ordering::Relaxed), LEARNED_BACKLOG + 1);
+        assert_eq!(p.learned_dropped, 4);
+        assert_eq!(
+            backlog.load(Ordering::Relaxed),
+            LEARNED_BACKLOG,
+            "filled, not past"
+        );
+        // A full backlog still takes a moved MAC and a flow hit; past the hard cap, not.
+        let moved = Learned::Mac {
+            new: false,
+            bridge: 0,
+            vlan: 0,
+            mac: 9,
+            port: 1,
+        };
+        dp.learned_out = Some(vec![mac(6), moved.clone(), used.clone()]);
+        p.send_all(&mut dp);
+        match lrx.try_recv().unwrap() {
+            PeerMsg::Learned(r) => assert_eq!(r, vec![moved.clone(), used.clone()]),
+            _ => panic!("not learned"),
+        }
+        assert_eq!(p.learned_dropped, 5);
+        backlog.store(LEARNED_HARD_CAP, Ordering::Relaxed);
+        dp.learned_out = Some(vec![moved, used.clone()]);
+        p.send_all(&mut dp);
+        assert!(lrx.try_recv().is_err(), "nothing sent past the hard cap");
+        assert_eq!(p.learned_dropped, 7);
+        // Worker 0 sends no flow hits: only it uses them.
+        let (mut p0, lrx0, _f, _) = peers(1);
+        dp.learned_out = Some(vec![used]);
+        p0.send_all(&mut dp);
+        assert!(lrx0.try_recv().is_err());
         // Under the bound: all sent.
         backlog.store(0, Ordering::Relaxed);
         dp.learned_out = Some((1..=5).map(mac).collect());
@@ -797,6 +846,6 @@ mod tests {
             PeerMsg::Learned(r) => assert_eq!(r.len(), 5),
             _ => panic!("not learned"),
         }
-        assert_eq!(p.learned_dropped, 3);
+        assert_eq!(p.learned_dropped, 7);
     }
 }
