@@ -269,8 +269,8 @@ impl Pipeline {
 
     /// Run a burst another worker handed to this one as received on `in_port`
     /// ([`Pipeline::process_steered`]); frames from a tunnel port are inner frames the other
-    /// worker decapsulated, so VXLAN found inside them is dropped as nested (as on the worker
-    /// that decapsulates and keeps them).
+    /// worker decapsulated: they run as a decapsulating worker runs the inner frames it keeps
+    /// (VXLAN found inside them dropped as nested), and are not steered again.
     pub fn process_handed(
         &mut self,
         dp: &mut Datapath,
@@ -283,15 +283,8 @@ impl Pipeline {
         if dp.port(in_port).is_none_or(|p| p.tunnel.is_none()) {
             return self.process_steered(dp, frames, in_port, batch, now, steer);
         }
-        // The sender dropped what `vxlan::is_nested` finds before it handed them over.
         neigh_timers(dp, frames);
-        self.run(dp, frames, in_port, batch, now);
-        for (p, d) in self.decapped.drain(..) {
-            if let Some(s) = dp.port_mut(p) {
-                s.counters.drop(crate::counters::DropReason::VxlanNested);
-            }
-            frames.free(d.addr);
-        }
+        self.decapped.extend(batch.drain(..).map(|d| (in_port, d)));
         self.tunnels(dp, frames, now, None);
     }
 

@@ -433,7 +433,8 @@ impl Outbox {
     fn admit(&mut self, port: u16) -> bool {
         let full = self.blocked
             && (self.frames.len() >= OUTBOX_FRAMES || self.frames.bytes.len() >= OUTBOX_BYTES);
-        let i = match self.ports.iter().position(|s| s.port == port) {
+        // From the end: a steered burst's frames share one port, the one added last.
+        let i = match self.ports.iter().rposition(|s| s.port == port) {
             Some(i) => i,
             None => {
                 self.ports.push(PortShare {
