@@ -105,7 +105,8 @@ impl Learned {
     /// it sees the MAC itself or the entry is renewed after [`RENEW_S`] of silence: delivered,
     /// with extra copies) and an ARP that confirms nothing (an unsolicited sender, what a
     /// flood of senders is). Moved MACs (missing one would misdeliver), remote VTEPs (never
-    /// shared again), ARP answers to the gateway's requests and flow timeouts always go.
+    /// shared again), ARP answers and flow hits go up to a hard cap (`peers`), a flow's
+    /// expiry always.
     pub fn may_drop(&self) -> bool {
         matches!(
             self,
