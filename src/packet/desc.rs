@@ -159,13 +159,18 @@ pub enum Owner {
     Port(u16),
 }
 
+/// Owner encodings: a port's id below `WORKER_FROM`; a frame the worker holds, received on port
+/// `p`, `WORKER_FROM | p`; one it holds from nowhere in particular (made here, a flood copy),
+/// `u16::MAX - 1`; a free one `u16::MAX`.
+const WORKER_FROM: u16 = 0x8000;
+
 impl Owner {
     pub(super) fn encode(self) -> u16 {
         match self {
             Owner::Free => u16::MAX,
             Owner::Worker => u16::MAX - 1,
             Owner::Port(p) => {
-                debug_assert!(p < u16::MAX - 1);
+                debug_assert!(p < WORKER_FROM);
                 p
             }
         }
@@ -174,9 +179,23 @@ impl Owner {
     pub(super) fn decode(v: u16) -> Owner {
         match v {
             u16::MAX => Owner::Free,
-            x if x == u16::MAX - 1 => Owner::Worker,
+            x if x >= WORKER_FROM => Owner::Worker,
             p => Owner::Port(p),
         }
+    }
+
+    /// Held by the worker, received on port `port` (which [`Owner::received_on`] tells).
+    pub(super) fn encode_received(port: u16) -> u16 {
+        if port < WORKER_FROM - 2 {
+            WORKER_FROM | port
+        } else {
+            Owner::Worker.encode()
+        }
+    }
+
+    /// The port a frame the worker holds was received on, if it was marked so.
+    pub(super) fn received_on(v: u16) -> Option<u16> {
+        (WORKER_FROM..u16::MAX - 1).contains(&v).then_some(v & !WORKER_FROM)
     }
 }
 

@@ -138,6 +138,28 @@ impl Frames {
         self.owner[idx] = owner.encode();
     }
 
+    /// The worker holds the frame containing `addr`, received on port `port`: a congested
+    /// output shares its room by the port frames came in on (`worker::relay`). Not kept for
+    /// large frames.
+    #[inline]
+    pub fn mark_received(&mut self, addr: u64, port: u16) {
+        if addr >= BIG_BASE {
+            return;
+        }
+        let idx = (addr / FRAME_SIZE as u64) as usize;
+        self.owner[idx] = Owner::encode_received(port);
+    }
+
+    /// The port a frame the worker holds was marked received on (see [`Frames::mark_received`]);
+    /// None for a frame made here (a flood copy, a reply) or a large one.
+    #[inline]
+    pub fn received_on(&self, addr: u64) -> Option<u16> {
+        if addr >= BIG_BASE {
+            return None;
+        }
+        Owner::received_on(self.owner[(addr / FRAME_SIZE as u64) as usize])
+    }
+
     /// Who holds the frame containing `addr`.
     pub fn owner_of(&self, addr: u64) -> Owner {
         if addr >= BIG_BASE {
@@ -281,6 +303,9 @@ impl Frames {
             ol: d.ol,
         };
         self.copy_bytes(d.addr, n.addr, d.len as usize);
+        if let Some(port) = self.received_on(d.addr) {
+            self.mark_received(n.addr, port);
+        }
         Some(n)
     }
 }
@@ -288,6 +313,38 @@ impl Frames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_received_frame_keeps_its_port_until_it_changes_hands() {
+        let mut f = Frames::new(8).unwrap();
+        let mut a = f.alloc().unwrap();
+        a.len = 60;
+        assert_eq!(f.received_on(a.addr), None, "made here");
+        f.mark_received(a.addr + 4, 1023);
+        assert_eq!(f.received_on(a.addr), Some(1023));
+        assert_eq!(f.owner_of(a.addr), Owner::Worker, "still the worker's");
+        let copy = f.clone_frame(a).unwrap();
+        assert_eq!(
+            f.received_on(copy.addr),
+            Some(1023),
+            "a flood copy keeps it"
+        );
+        f.set_owner(a.addr, Owner::Port(7));
+        assert_eq!(
+            (f.received_on(a.addr), f.owner_of(a.addr)),
+            (None, Owner::Port(7))
+        );
+        assert_eq!(f.reclaim(Owner::Port(7)), 1);
+        f.free(copy.addr);
+        assert_eq!(f.free_count(), 8);
+        // Ids beyond the encoding stay the worker's, unmarked.
+        let b = f.alloc().unwrap();
+        f.mark_received(b.addr, u16::MAX - 1);
+        assert_eq!(
+            (f.received_on(b.addr), f.owner_of(b.addr)),
+            (None, Owner::Worker)
+        );
+    }
 
     #[test]
     fn alloc_free_reclaim() {

@@ -509,6 +509,11 @@ impl Worker {
             port.rx_burst(&mut self.frames, batch, BATCH);
             crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
             if let Some(p) = self.peers.as_mut() {
+                // Several workers: where a frame came in decides its share of a congested
+                // output relayed to another worker (`relay`).
+                for d in batch.iter() {
+                    self.frames.mark_received(d.addr, id as u16);
+                }
                 moved += p.steer(&self.dp, &mut self.frames, id as u16, batch);
             }
             let n = batch.len();

@@ -28,7 +28,7 @@
 //! - Nothing here runs with one worker (`Worker::peers` is None).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -85,9 +85,9 @@ pub(crate) enum PeerMsg {
     /// Frames the receiver owns: run them through its pipeline from their ports.
     Frames(Handoffs),
     /// Frames to send out of their ports (the port each names is the output port): the sender
-    /// has no socket there (see `relay`). The count is the relayed port's frames in flight:
-    /// the receiver takes these off it once it has sent (or dropped) them.
-    Transmit(Handoffs, Arc<AtomicU32>),
+    /// has no socket there (see `relay`). The credit goes back to the relayed port's count of
+    /// frames in flight when the receiver drops it, once it has sent (or dropped) them.
+    Transmit(Handoffs, super::relay::Credit),
 }
 
 /// Copies of frames handed to another worker: their bytes one after the other in one buffer,
@@ -152,6 +152,12 @@ impl Handoffs {
         self.bytes.truncate(at);
         self.items = kept;
         before - self.items.len()
+    }
+
+    /// Each frame's port, in order.
+    #[cfg(test)]
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.items.iter().map(|h| h.port)
     }
 
     /// The bytes of frame `h`.
@@ -472,10 +478,9 @@ impl Worker {
                     }
                 }
                 PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),
-                PeerMsg::Transmit(handed, in_flight) => {
-                    let n = self.transmit(handed);
-                    in_flight.fetch_sub(n as u32, Ordering::Relaxed);
-                    moved += n;
+                PeerMsg::Transmit(handed, credit) => {
+                    moved += self.transmit(handed);
+                    drop(credit);
                 }
             }
         }
@@ -573,7 +578,12 @@ impl Worker {
             }
             *at += 1;
             match self.copy_in(h.ol, handed.bytes(h)) {
-                Some(d) => batch.push(d),
+                Some(d) => {
+                    // Handed frames name the port they came in on (relayed ones their output
+                    // port, which is what a relaying owner then holds them as).
+                    self.frames.mark_received(d.addr, port);
+                    batch.push(d)
+                }
                 None => {
                     if let Some(st) = self.dp.port_mut(port) {
                         st.counters.drop(DropReason::NoBuffer);

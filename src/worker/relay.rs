@@ -8,13 +8,16 @@
 //!   `PeerMsg::Transmit` per burst, frees it here and wakes the owner; it reports nothing
 //!   sent, the owner counts what its socket sends (so `stats`, summed over the workers, counts
 //!   each frame once). The owner drops (and counts `no-buffer`) a frame it has no buffer for.
-//! - Bounded per port, not per channel: while a port has frames handed to the owner and not
-//!   yet sent (the owner gives them back as it sends them), it may hand more only up to
-//!   [`RELAY_FRAMES`] in flight; beyond that its frames are dropped here, counted `tx-full` on
-//!   the port. With nothing in flight a burst goes whole. So a port flooded through a
-//!   worker without a socket on it loses its own excess, and the other relayed ports' frames
-//!   still reach the owner (a channel shared by all, full of one port's bursts, would drop
-//!   theirs too).
+//! - Bounded per port and, within it, per input port: frames handed to the owner and not yet
+//!   sent (the owner gives their credit back as it sends them) are counted by the port each
+//!   came in on (`Frames::received_on`, hashed into [`SOURCES`] buckets; frames made here
+//!   share one). A source with nothing in flight hands its whole burst; one with frames in
+//!   flight only up to [`RELAY_FRAMES`] of them, and only while the port has fewer than
+//!   [`RELAY_TOTAL`] in flight. Beyond that its frames are dropped here, counted `tx-full` on
+//!   the port. So a source flooding an output it shares with others loses its own excess:
+//!   a victim's frames through the same congested output still go (one tail-drop bound per
+//!   output dropped theirs with the flood's), and the other relayed ports' frames still
+//!   reach the owner (the channel is shared by all).
 //! - Frames never change pools: the owner copies into its own.
 
 use std::os::fd::RawFd;
@@ -28,10 +31,56 @@ use crate::packet::{Desc, Frames};
 use crate::port::wait::Waker;
 use crate::port::{Port, PortKind, TxResult};
 
-/// Frames one relayed port may have handed to its owner and not yet sent before its next
-/// burst is cut (four bursts): a port whose owner has sent everything hands its whole burst,
-/// however large, so only a port whose owner cannot keep up meets it.
+/// Frames one source (input port) may have handed to the owner through one relayed port and
+/// not yet sent before its next burst is cut (four bursts): a source whose frames were all sent
+/// hands its whole burst, however large, so only a source the owner cannot keep up with meets it.
 pub(crate) const RELAY_FRAMES: u32 = 4 * crate::datapath::BATCH as u32;
+
+/// Frames one relayed port may have in flight, all sources together, before only sources with
+/// nothing in flight may hand more.
+pub(crate) const RELAY_TOTAL: u32 = 4 * RELAY_FRAMES;
+
+/// Buckets the sources of a relayed port's frames are counted in: the input port's id modulo
+/// `SOURCES - 1`; the last bucket holds frames made here (flood copies keep their source).
+pub(crate) const SOURCES: usize = 64;
+
+/// What one relayed port has in flight at its owner, per source bucket and in all.
+pub(crate) struct InFlight {
+    per_source: [AtomicU32; SOURCES],
+    total: AtomicU32,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            per_source: std::array::from_fn(|_| AtomicU32::new(0)),
+            total: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The credit a `PeerMsg::Transmit` holds: given back to its port's [`InFlight`] when the owner
+/// has sent the frames, or when the message is dropped unsent (the owner gone).
+pub(crate) struct Credit {
+    to: Arc<InFlight>,
+    per_source: Vec<(u8, u32)>,
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        let mut total = 0;
+        for &(b, n) in &self.per_source {
+            self.to.per_source[b as usize].fetch_sub(n, Ordering::Relaxed);
+            total += n;
+        }
+        self.to.total.fetch_sub(total, Ordering::Relaxed);
+    }
+}
+
+/// The bucket of a frame received on `port` (None: made here).
+fn source(port: Option<u16>) -> usize {
+    port.map_or(SOURCES - 1, |p| p as usize % (SOURCES - 1))
+}
 
 /// See the module documentation.
 pub(crate) struct RelayPort {
@@ -40,7 +89,7 @@ pub(crate) struct RelayPort {
     waker: Arc<Waker>,
     port_id: u16,
     /// Frames handed to the owner and not yet sent by it.
-    in_flight: Arc<AtomicU32>,
+    in_flight: Arc<InFlight>,
 }
 
 impl RelayPort {
@@ -64,34 +113,55 @@ impl Port for RelayPort {
         self.inner.rx_burst(frames, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
-        // Nothing in flight: the whole burst, however large (one flush may carry a pass's
-        // output, super-frames cut into many); else what the share has room for.
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        let take = match in_flight {
-            0 => batch.len(),
-            n => batch.len().min(RELAY_FRAMES.saturating_sub(n) as usize),
-        };
+        let flight = &*self.in_flight;
+        let total = flight.total.load(Ordering::Relaxed);
+        // What each source hands in this burst: all of it with nothing in flight (one flush
+        // may carry a pass's output, super-frames cut into many), else what its share and
+        // the port's total have room for.
+        let mut taken = [0u32; SOURCES];
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut bytes = 0;
+        let mut room = RELAY_TOTAL.saturating_sub(total);
+        for d in batch.iter() {
+            let b = source(frames.received_on(d.addr));
+            let before = flight.per_source[b].load(Ordering::Relaxed);
+            let ok = before == 0 || (before + taken[b] < RELAY_FRAMES && room > 0);
+            if ok {
+                taken[b] += 1;
+                room = room.saturating_sub(1);
+                bytes += d.len as usize;
+            }
+            keep.push(ok);
+        }
+        let n: u32 = taken.iter().sum();
+        let offered = batch.len() as u32;
         let mut handed = Handoffs::default();
-        handed.reserve(take, batch[..take].iter().map(|d| d.len as usize).sum());
-        let mut dropped = 0;
-        for (i, d) in batch.drain(..).enumerate() {
-            if i < take {
+        handed.reserve(n as usize, bytes);
+        for (d, ok) in batch.drain(..).zip(keep) {
+            if ok {
                 handed.push(self.port_id, d.ol, frames.data(d));
-            } else {
-                // The owner has not sent this port's earlier frames yet: this port's excess.
-                dropped += 1;
             }
             frames.free(d.addr);
         }
-        let n = handed.len() as u32;
+        // The source's excess (or the port's): the owner has not sent its earlier frames yet.
+        let mut dropped = offered - n;
         if n > 0 {
-            self.in_flight.fetch_add(n, Ordering::Relaxed);
-            let msg = PeerMsg::Transmit(handed, self.in_flight.clone());
-            if self.to.send(msg).is_ok() {
+            let mut per_source = Vec::new();
+            for (b, &k) in taken.iter().enumerate() {
+                if k > 0 {
+                    flight.per_source[b].fetch_add(k, Ordering::Relaxed);
+                    per_source.push((b as u8, k));
+                }
+            }
+            flight.total.fetch_add(n, Ordering::Relaxed);
+            let credit = Credit {
+                to: self.in_flight.clone(),
+                per_source,
+            };
+            if self.to.send(PeerMsg::Transmit(handed, credit)).is_ok() {
                 self.waker.wake();
             } else {
-                // The owner is gone (shutting down).
-                self.in_flight.fetch_sub(n, Ordering::Relaxed);
+                // The owner is gone (shutting down); the credit went back with the message.
                 dropped += n;
             }
         }
@@ -164,57 +234,114 @@ mod tests {
     use super::*;
     use crate::port::mem::MemPort;
 
-    fn burst(frames: &mut Frames, n: usize) -> Vec<Desc> {
+    /// `n` frames received on `port` (None: made here).
+    fn burst(frames: &mut Frames, n: usize, port: Option<u16>) -> Vec<Desc> {
         (0..n)
             .map(|_| {
                 let mut d = frames.alloc().unwrap();
                 d.len = 60;
+                if let Some(p) = port {
+                    frames.mark_received(d.addr, p);
+                }
                 d
             })
             .collect()
     }
 
+    /// What reached the owner, per relayed port, with the credits held (the owner not done).
+    fn received(rx: &crossbeam_channel::Receiver<PeerMsg>) -> (Vec<u32>, Vec<Credit>) {
+        let mut per_port = vec![0u32; 4];
+        let mut credits = Vec::new();
+        for m in rx.try_iter() {
+            let PeerMsg::Transmit(h, credit) = m else {
+                panic!("not a transmit")
+            };
+            for port in h.ports() {
+                per_port[port as usize] += 1;
+            }
+            credits.push(credit);
+        }
+        (per_port, credits)
+    }
+
     #[test]
-    fn a_flooded_port_loses_its_own_excess_not_the_other_ports_frames() {
-        let mut frames = Frames::new(4096).unwrap();
+    fn a_flooding_source_loses_its_own_excess_not_a_victims_frames_through_the_same_port() {
+        let mut frames = Frames::new(8192).unwrap();
         let (tx, rx) = crossbeam_channel::unbounded();
         let waker = Arc::new(Waker::new().unwrap());
-        let mut flooded = RelayPort::new(Box::new(MemPort::new(1)), 1, tx.clone(), waker.clone());
-        let mut quiet = RelayPort::new(Box::new(MemPort::new(2)), 2, tx, waker);
-        // The owner is slow: four passes of a flood before it sends anything.
-        let mut dropped = 0;
-        for _ in 0..4 {
-            let mut b = burst(&mut frames, 2 * crate::datapath::BATCH);
-            dropped += flooded.tx_burst(&mut frames, &mut b).dropped;
+        let mut uplink = RelayPort::new(Box::new(MemPort::new(1)), 1, tx.clone(), waker.clone());
+        let mut other = RelayPort::new(Box::new(MemPort::new(2)), 2, tx, waker);
+        const FLOOD: Option<u16> = Some(5);
+        const VICTIM: Option<u16> = Some(6);
+        // The owner is slow: eight passes before it sends anything. Each pass the flood's
+        // output leaves by the uplink, and with it one frame of a victim's.
+        let (mut dropped, mut offered) = (0, 0);
+        for _ in 0..8 {
+            let mut b = burst(&mut frames, 2 * crate::datapath::BATCH, FLOOD);
+            b.extend(burst(&mut frames, 1, VICTIM));
+            offered += b.len() as u32;
+            dropped += uplink.tx_burst(&mut frames, &mut b).dropped;
             assert!(b.is_empty());
         }
-        let offered = 8 * crate::datapath::BATCH as u32;
-        assert_eq!(dropped, offered - RELAY_FRAMES, "the flooded port's excess");
-        let mut b = burst(&mut frames, 3);
-        assert_eq!(quiet.tx_burst(&mut frames, &mut b).dropped, 0);
+        // The flood had nothing in flight at first: its first burst went whole, then more up
+        // to its share; the victim's eight all went.
+        let flood_sent = RELAY_FRAMES;
+        assert_eq!(offered - dropped, flood_sent + 8);
+        // Frames made here (flood copies) count apart from both.
+        let mut b = burst(&mut frames, 3, None);
+        assert_eq!(uplink.tx_burst(&mut frames, &mut b).dropped, 0);
+        // Another relayed port's frames are not held back by the uplink's.
+        let mut b = burst(&mut frames, 3, FLOOD);
+        assert_eq!(other.tx_burst(&mut frames, &mut b).dropped, 0);
         assert_eq!(
             frames.free_count(),
             frames.capacity(),
             "copies sent, frames freed"
         );
-        // What reached the owner: the flooded port's share, and the quiet port's three.
-        let mut per_port = [0u32; 3];
-        for m in rx.try_iter() {
-            let PeerMsg::Transmit(h, in_flight) = m else {
-                panic!("not a transmit")
-            };
-            per_port[if Arc::ptr_eq(&in_flight, &flooded.in_flight) {
-                1
-            } else {
-                2
-            }] += h.len() as u32;
-            // The owner sent them.
-            in_flight.fetch_sub(h.len() as u32, Ordering::Relaxed);
+        let (per_port, credits) = received(&rx);
+        assert_eq!(per_port[1..3], [flood_sent + 8 + 3, 3]);
+        let total = uplink.in_flight.total.load(Ordering::Relaxed);
+        assert_eq!(total, flood_sent + 8 + 3);
+        // The owner sent them: every credit back, and a burst goes whole again, however large
+        // (a pass's output of super-frames cut to the MTU).
+        drop(credits);
+        assert_eq!(uplink.in_flight.total.load(Ordering::Relaxed), 0);
+        assert!(
+            uplink
+                .in_flight
+                .per_source
+                .iter()
+                .all(|s| s.load(Ordering::Relaxed) == 0)
+        );
+        let mut b = burst(&mut frames, 3 * RELAY_FRAMES as usize, FLOOD);
+        assert_eq!(uplink.tx_burst(&mut frames, &mut b).dropped, 0);
+    }
+
+    #[test]
+    fn the_port_total_bounds_many_busy_sources_but_not_a_quiet_one() {
+        let mut frames = Frames::new(16384).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut uplink = RelayPort::new(Box::new(MemPort::new(1)), 1, tx, waker);
+        // Ten sources, each with frames in flight, offer more and more: the port stops at its
+        // total, give or take the sources' first (whole) bursts.
+        for _ in 0..4 {
+            for src in 10..20 {
+                let mut b = burst(&mut frames, 200, Some(src));
+                uplink.tx_burst(&mut frames, &mut b);
+            }
         }
-        assert_eq!(per_port[1..], [RELAY_FRAMES, 3]);
-        // Sent: nothing in flight, so a burst goes whole, however large (a pass's output of
-        // super-frames cut to the MTU).
-        let mut b = burst(&mut frames, 3 * RELAY_FRAMES as usize);
-        assert_eq!(flooded.tx_burst(&mut frames, &mut b).dropped, 0);
+        let total = uplink.in_flight.total.load(Ordering::Relaxed);
+        assert!(total <= RELAY_TOTAL + 10 * 200, "{total}");
+        assert!(total >= RELAY_TOTAL, "{total}");
+        // A source with nothing in flight still hands its frames.
+        let mut b = burst(&mut frames, 2, Some(40));
+        assert_eq!(uplink.tx_burst(&mut frames, &mut b).dropped, 0);
+        // Gone owner: the frames are dropped and their credit comes back.
+        drop(rx);
+        let before = uplink.in_flight.total.load(Ordering::Relaxed);
+        let mut b = burst(&mut frames, 2, Some(41));
+        assert_eq!(uplink.tx_burst(&mut frames, &mut b).dropped, 2);
+        assert_eq!(uplink.in_flight.total.load(Ordering::Relaxed), before);
     }
 }
