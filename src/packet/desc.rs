@@ -195,7 +195,9 @@ impl Owner {
 
     /// The port a frame the worker holds was received on, if it was marked so.
     pub(super) fn received_on(v: u16) -> Option<u16> {
-        (WORKER_FROM..u16::MAX - 1).contains(&v).then_some(v & !WORKER_FROM)
+        (WORKER_FROM..u16::MAX - 1)
+            .contains(&v)
+            .then_some(v & !WORKER_FROM)
     }
 }
 

@@ -32,19 +32,7 @@ use crate::fdb::PortId;
 use crate::neigh::{Held, Released, Resolve};
 use crate::packet::{Desc, Frames};
 use crate::route::{Route, RouteKind, RouteTable, RpFilter};
-use crate::wire::checksum::{checksum, update16};
-use crate::wire::{EtherType, MacAddr, arp, ipv4};
-
-/// ICMP types and codes the router sends.
-mod icmp {
-    pub const ECHO_REPLY: u8 = 0;
-    pub const DEST_UNREACH: u8 = 3;
-    pub const ECHO_REQUEST: u8 = 8;
-    pub const TIME_EXCEEDED: u8 = 11;
-    pub const NET_UNREACH: u8 = 0;
-    pub const HOST_UNREACH: u8 = 1;
-    pub const FRAG_NEEDED: u8 = 4;
-}
+use crate::wire::{EtherType, IpProtocol, MacAddr, arp, ethernet, icmp, ipv4, transport};
 
 /// Run the L3 stage over `meta` (frames received on `in_port` of `bridge`). Returns the number
 /// of frames it handled (ARP, and frames sent to the router), for `show-runtime`.
@@ -298,7 +286,7 @@ fn ip_in(
         if !p.verify_checksum() {
             return Err(DropReason::IpBadChecksum);
         }
-        let df = data[l3 + 6] & 0x40 != 0;
+        let df = p.dont_frag();
         (
             p.dst(),
             p.ttl(),
@@ -329,7 +317,7 @@ fn ip_in(
         // An ICMP error about a translated packet goes back to its real sender.
         let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
         if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
-            dst = [ip[16], ip[17], ip[18], ip[19]];
+            dst = ipv4::Packet::new_unchecked(&*ip).dst();
         }
     }
     let tracked = key.and_then(|(k, flags)| {
@@ -381,7 +369,7 @@ fn ip_in(
             m,
             in_port,
             icmp::DEST_UNREACH,
-            icmp::NET_UNREACH,
+            icmp::unreach::NET,
             0,
             made,
         );
@@ -480,7 +468,7 @@ fn ip_in(
                 m,
                 in_port,
                 icmp::DEST_UNREACH,
-                icmp::FRAG_NEEDED,
+                icmp::unreach::FRAG_NEEDED,
                 mtu as u16,
                 made,
             );
@@ -536,13 +524,18 @@ fn to_next_hop(
     };
     let data = frames.data_mut(m.desc);
     dec_ttl(data, m.l3 as usize, ttl);
-    data[0..6].copy_from_slice(&mac.0);
-    data[6..12].copy_from_slice(&hop.gw.mac.0);
+    set_macs(data, mac, hop.gw.mac);
     m.dst = mac.to_u64();
     m.src = hop.gw.mac.to_u64();
     m.dest = Dest::Bridge(hop.bridge);
     dp.router.routed += 1;
     Ok(())
+}
+
+/// Address the frame `data` from `src` to `dst`.
+#[inline(always)]
+fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
+    ethernet::Frame::new_unchecked(data).set_addrs(dst, src);
 }
 
 /// TTL - 1 of the IPv4 header at `l3` (its checksum updated incrementally).
@@ -571,7 +564,7 @@ fn unresolved(
     }
     if r == Resolve::Failed {
         if let Some(gw) = dp.bridge(bridge_of(dp, in_port)).and_then(|b| b.gateway) {
-            let (ty, code) = (icmp::DEST_UNREACH, icmp::HOST_UNREACH);
+            let (ty, code) = (icmp::DEST_UNREACH, icmp::unreach::HOST);
             icmp_error(dp, frames, gw, m, in_port, ty, code, 0, made);
         }
         return Err(DropReason::ArpFailed);
@@ -613,9 +606,7 @@ pub(super) fn release(
         return;
     };
     for h in r.frames() {
-        let data = frames.data_mut(h.desc);
-        data[0..6].copy_from_slice(&r.mac.0);
-        data[6..12].copy_from_slice(&gw.mac.0);
+        set_macs(frames.data_mut(h.desc), r.mac, gw.mac);
         let mut g = generated(h.desc, r.mac, gw.mac, EtherType::IPV4, Dest::Bridge(bridge));
         g.l3 = h.l3;
         g.tagged = h.l3 as usize != 14;
@@ -635,29 +626,24 @@ fn local_in(
     in_port: PortId,
 ) -> Result<(), DropReason> {
     let data = frames.data_mut(m.desc);
-    let proto = data[l3 + 9];
-    let icmp_at = l3 + hl;
-    if proto != 1 || total < hl + 8 || data[icmp_at] != icmp::ECHO_REQUEST {
+    let (eth, ip) = data.split_at_mut(l3);
+    let (header, l4) = ip[..total].split_at_mut(hl);
+    let mut ip = ipv4::Packet::new_unchecked(header);
+    let mut echo = icmp::Message::new_checked(l4).map_err(|_| DropReason::LocalUnsupported)?;
+    if ip.ip_protocol() != IpProtocol::ICMP || echo.msg_type() != icmp::ECHO_REQUEST {
         return Err(DropReason::LocalUnsupported);
     }
-    // Echo reply: swap MACs and addresses, type 8 -> 0, TTL 64, checksums updated.
-    let (dmac, smac) = (
-        MacAddr::from_bytes(&data[0..6]),
-        MacAddr::from_bytes(&data[6..12]),
-    );
-    data[0..6].copy_from_slice(&smac.0);
-    data[6..12].copy_from_slice(&dmac.0);
-    let mut ip = ipv4::Packet::new_unchecked(&mut data[l3..l3 + hl]);
+    // Echo reply: swap MACs and addresses, type 8 -> 0, TTL 64, checksums updated (the
+    // request's header checksum was verified on the way in: the updates keep it right).
+    let mut f = ethernet::Frame::new_unchecked(eth);
+    let (dmac, smac) = (f.dst(), f.src());
+    f.set_dst(smac);
+    f.set_src(dmac);
     let (src, dst) = (ip.src(), ip.dst());
     ip.set_src(dst);
     ip.set_dst(src);
     ip.set_ttl(64);
-    // The request's header checksum was verified on the way in: the updates keep it right.
-    let old = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);
-    data[icmp_at] = icmp::ECHO_REPLY;
-    let new = u16::from_be_bytes([data[icmp_at], data[icmp_at + 1]]);
-    let c = u16::from_be_bytes([data[icmp_at + 2], data[icmp_at + 3]]);
-    data[icmp_at + 2..icmp_at + 4].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    echo.set_msg_type(icmp::ECHO_REPLY);
     m.dst = smac.to_u64();
     m.src = dmac.to_u64();
     m.dest = Dest::Port(in_port);
@@ -667,12 +653,12 @@ fn local_in(
 
 /// A whole (unfragmented) UDP or TCP packet to port 53.
 fn is_dns(data: &[u8], l3: usize, hl: usize, total: usize) -> bool {
-    let proto = data[l3 + 9];
-    let unfragmented = u16::from_be_bytes([data[l3 + 6], data[l3 + 7]]) & 0x3fff == 0;
-    (proto == PROTO_UDP || proto == PROTO_TCP)
-        && unfragmented
+    let ip = ipv4::Packet::new_unchecked(&data[l3..]);
+    let proto = ip.ip_protocol();
+    (proto == IpProtocol::UDP || proto == IpProtocol::TCP)
+        && !ip.is_fragment()
         && total >= hl + 4
-        && u16::from_be_bytes([data[l3 + hl + 2], data[l3 + hl + 3]]) == 53
+        && transport::Ports::new_unchecked(proto, &data[l3 + hl..]).dst_port() == 53
 }
 
 /// A DNS query to the ingress bridge's own gateway: copied to the DNS service (see
@@ -688,7 +674,7 @@ fn punt_dns(
 ) -> Result<(), DropReason> {
     let data = frames.data(m.desc);
     let ip = &data[l3..l3 + total];
-    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let src = ipv4::Packet::new_unchecked(ip).src();
     let p = crate::dns::punt::Punted {
         bridge,
         bridge_name: dp
@@ -696,7 +682,7 @@ fn punt_dns(
             .map(|b| b.name.clone())
             .unwrap_or_default(),
         in_port,
-        client_mac: MacAddr::from_bytes(&data[6..12]).0,
+        client_mac: ethernet::Frame::new_unchecked(data).src().0,
         gw_mac: gw.mac.0,
         gw_len: gw.len,
         packet: ip.to_vec(),
@@ -793,43 +779,39 @@ pub(super) fn icmp_error(
 ) {
     let l3 = m.l3 as usize;
     let (orig_src, quote) = {
-        let data = frames.data(m.desc);
-        let ip = &data[l3..];
-        let hl = ((ip[0] & 0x0f) as usize) * 4;
-        if ip[9] == 1 && ip.len() > hl && ![icmp::ECHO_REQUEST, icmp::ECHO_REPLY].contains(&ip[hl])
+        let ip = &frames.data(m.desc)[l3..];
+        let h = ipv4::Packet::new_unchecked(ip);
+        let hl = h.header_len();
+        if h.ip_protocol() == IpProtocol::ICMP
+            && icmp::Message::new_checked(&ip[hl..]).is_ok_and(|e| !e.is_echo())
         {
             return; // no error about an error
         }
+        // The offending packet's header and first 8 bytes of payload (RFC 792).
         let q = (hl + 8).min(ip.len());
         let mut quote = [0u8; 68];
         quote[..q].copy_from_slice(&ip[..q]);
-        ([ip[12], ip[13], ip[14], ip[15]], (quote, q))
+        (h.src(), (quote, q))
     };
     let Some(mut d) = frames.alloc() else { return };
     let (quote, qlen) = quote;
-    let ip_len = 20 + 8 + qlen;
+    let ip_len = 20 + icmp::HEADER_LEN + qlen;
     d.len = (14 + ip_len).max(60) as u32;
     let src_mac = MacAddr::from_u64(m.src);
     let b = frames.data_mut(d);
     b.fill(0);
-    b[0..6].copy_from_slice(&src_mac.0);
-    b[6..12].copy_from_slice(&gw.mac.0);
-    b[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
-    let ip = &mut b[14..14 + ip_len];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 1;
-    ip[12..16].copy_from_slice(&gw.ip);
-    ip[16..20].copy_from_slice(&orig_src);
-    let c = checksum(&ip[..20]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip[20] = ty;
-    ip[21] = code;
-    ip[26..28].copy_from_slice(&extra.to_be_bytes());
-    ip[28..28 + qlen].copy_from_slice(&quote[..qlen]);
-    let c = checksum(&ip[20..]);
-    ip[22..24].copy_from_slice(&c.to_be_bytes());
+    let mut f = ethernet::Frame::new_unchecked(&mut *b);
+    f.set_dst(src_mac);
+    f.set_src(gw.mac);
+    f.set_ethertype(EtherType::IPV4);
+    let (header, message) = b[14..14 + ip_len].split_at_mut(20);
+    let mut ip = ipv4::Packet::new_unchecked(header);
+    ip.set_header(IpProtocol::ICMP, gw.ip, orig_src, ip_len as u16);
+    ip.fill_checksum();
+    let mut e = icmp::Message::new_unchecked(message);
+    e.set_header(ty, code, extra as u32);
+    e.body_mut()[..qlen].copy_from_slice(&quote[..qlen]);
+    e.fill_checksum();
     dp.router.icmp_errors += 1;
     // Back out of the port the offending packet came in on: its sender is behind it.
     made.push(generated(
@@ -861,7 +843,7 @@ pub(super) fn unreachable(dp: &mut Datapath, frames: &mut Frames, h: Held, made:
             &m,
             h.in_port,
             icmp::DEST_UNREACH,
-            icmp::HOST_UNREACH,
+            icmp::unreach::HOST,
             0,
             made,
         );

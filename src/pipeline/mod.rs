@@ -175,9 +175,10 @@ pub fn send_reply(dp: &mut Datapath, frames: &mut Frames, r: &crate::dns::punt::
     d.len = (14 + r.packet.len()).max(60) as u32;
     let b = frames.data_mut(d);
     b.fill(0);
-    b[0..6].copy_from_slice(&r.dst_mac);
-    b[6..12].copy_from_slice(&r.src_mac);
-    b[12..14].copy_from_slice(&crate::wire::EtherType::IPV4.to_be_bytes());
+    let mut f = crate::wire::ethernet::Frame::new_unchecked(&mut *b);
+    f.set_dst(crate::wire::MacAddr(r.dst_mac));
+    f.set_src(crate::wire::MacAddr(r.src_mac));
+    f.set_ethertype(crate::wire::EtherType::IPV4);
     b[14..14 + r.packet.len()].copy_from_slice(&r.packet);
     let m = Meta {
         desc: d,

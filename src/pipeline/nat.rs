@@ -1,87 +1,49 @@
 //! NAT on the router path: find a packet's connection (or create one when a rule applies) and
-//! rewrite addresses, ports and checksums in place (incremental updates, RFC 1624).
+//! rewrite addresses, ports and checksums in place (incremental updates, RFC 1624), through the
+//! `wire` views (`ipv4::Packet`, `transport::Ports`, `icmp::Message`): no raw offsets here.
 
-use crate::conntrack::{Conntrack, Direction, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::wire::checksum::{checksum, update16, update32};
-
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_ECHO_REPLY: u8 = 0;
+use crate::conntrack::{Conntrack, Direction, FlowKey};
+use crate::wire::icmp;
+use crate::wire::ipv4::Packet;
+use crate::wire::transport::Ports;
 
 /// The packet's 5-tuple and TCP flags, for TCP, UDP and ICMP echo; None for other protocols,
 /// fragments and truncated L4 headers. `ip` is the IPv4 packet (header length `hl`, total
 /// length checked by the caller).
 #[inline]
 pub(super) fn flow_key(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
-        return None; // fragment
+    let h = Packet::new_unchecked(ip);
+    if h.is_fragment() {
+        return None;
     }
-    let proto = ip[9];
-    let src = [ip[12], ip[13], ip[14], ip[15]];
-    let dst = [ip[16], ip[17], ip[18], ip[19]];
-    let l4 = ip.get(hl..)?;
-    let port = |o: usize| u16::from_be_bytes([l4[o], l4[o + 1]]);
-    match proto {
-        PROTO_TCP if l4.len() >= 20 => {
-            Some((FlowKey::new(proto, src, port(0), dst, port(2)), l4[13]))
-        }
-        PROTO_UDP if l4.len() >= 8 => Some((FlowKey::new(proto, src, port(0), dst, port(2)), 0)),
-        PROTO_ICMP if l4.len() >= 8 && matches!(l4[0], ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) => {
-            Some((FlowKey::icmp_echo(src, dst, port(4)), 0))
-        }
-        _ => None,
-    }
+    let l4 = Ports::new_checked(h.ip_protocol(), ip.get(hl..)?).ok()?;
+    let (src, dst) = (h.src(), h.dst());
+    let key = FlowKey::new(h.protocol(), src, l4.src_port(), dst, l4.dst_port());
+    Some((key, l4.tcp_flags()))
 }
 
 /// Rewrite the packet from tuple `from` to tuple `to` (addresses, ports or ICMP identifier),
 /// keeping the IP and L4 checksums right.
 #[inline]
 pub(super) fn rewrite(ip: &mut [u8], hl: usize, from: &FlowKey, to: &FlowKey) {
-    let proto = from.proto;
-    // Offset of the L4 checksum; UDP checksum 0 means "none" and stays 0.
-    let csum_at = match proto {
-        PROTO_TCP => Some(hl + 16),
-        PROTO_UDP if ip[hl + 6..hl + 8] != [0, 0] => Some(hl + 6),
-        PROTO_ICMP => Some(hl + 2),
-        _ => None,
-    };
-    let pseudo = proto != PROTO_ICMP;
-    let mut ipc = u16::from_be_bytes([ip[10], ip[11]]);
-    let mut l4c = csum_at.map(|o| u16::from_be_bytes([ip[o], ip[o + 1]]));
+    let (header, l4) = ip.split_at_mut(hl);
+    let mut h = Packet::new_unchecked(header);
+    let mut l4 = Ports::new_unchecked(h.ip_protocol(), l4);
     if from.src != to.src {
-        ipc = update32(ipc, from.src, to.src);
-        if pseudo {
-            l4c = l4c.map(|c| update32(c, from.src, to.src));
-        }
-        ip[12..16].copy_from_slice(&to.src);
+        h.set_src(to.src);
+        l4.address_changed(from.src, to.src);
     }
     if from.dst != to.dst {
-        ipc = update32(ipc, from.dst, to.dst);
-        if pseudo {
-            l4c = l4c.map(|c| update32(c, from.dst, to.dst));
-        }
-        ip[16..20].copy_from_slice(&to.dst);
+        h.set_dst(to.dst);
+        l4.address_changed(from.dst, to.dst);
     }
-    // ICMP echo keeps its identifier in `sport`, at offset 4 of the ICMP header.
-    let sport_at = if proto == PROTO_ICMP { hl + 4 } else { hl };
     if from.sport != to.sport {
-        l4c = l4c.map(|c| update16(c, from.sport, to.sport));
-        ip[sport_at..sport_at + 2].copy_from_slice(&to.sport.to_be_bytes());
+        l4.set_src_port(to.sport);
     }
-    if proto != PROTO_ICMP && from.dport != to.dport {
-        l4c = l4c.map(|c| update16(c, from.dport, to.dport));
-        ip[hl + 2..hl + 4].copy_from_slice(&to.dport.to_be_bytes());
-    }
-    ip[10..12].copy_from_slice(&ipc.to_be_bytes());
-    if let (Some(o), Some(mut c)) = (csum_at, l4c) {
-        if proto == PROTO_UDP && c == 0 {
-            c = 0xffff;
-        }
-        ip[o..o + 2].copy_from_slice(&c.to_be_bytes());
+    if from.dport != to.dport {
+        l4.set_dst_port(to.dport);
     }
 }
-
-/// ICMP error types whose payload quotes the offending packet.
-const ICMP_ERRORS: [u8; 3] = [3, 11, 12];
 
 /// Translate an ICMP error about a packet of a translated connection: the quoted packet gets
 /// back its untranslated addresses and ports, the outer destination becomes the quoted packet's
@@ -89,15 +51,7 @@ const ICMP_ERRORS: [u8; 3] = [3, 11, 12];
 /// translated endpoint). Checksums are recomputed. Returns true if the packet was translated.
 /// `ip` is the whole IPv4 packet (header length `hl`).
 pub(super) fn translate_icmp_error(ct: &mut Conntrack, ip: &mut [u8], hl: usize, now: u32) -> bool {
-    if ip[9] != PROTO_ICMP || ip.len() < hl + 8 + 28 || !ICMP_ERRORS.contains(&ip[hl]) {
-        return false;
-    }
-    let q = hl + 8; // quoted IP header
-    let qhl = ((ip[q] & 0x0f) as usize) * 4;
-    if qhl < 20 || ip.len() < q + qhl + 8 {
-        return false;
-    }
-    let Some((quoted, _)) = flow_key_any(&ip[q..], qhl) else {
+    let Some((quoted, q, qhl)) = quote(ip, hl) else {
         return false;
     };
     // The quoted packet went out translated; its answer direction is what the table knows.
@@ -112,47 +66,50 @@ pub(super) fn translate_icmp_error(ct: &mut Conntrack, ip: &mut [u8], hl: usize,
         Direction::Reply => Direction::Original,
     };
     let orig = *conn.key(sent_dir);
-    // Rewrite the quoted header and ports, then the outer addresses.
-    ip[q + 12..q + 16].copy_from_slice(&orig.src);
-    ip[q + 16..q + 20].copy_from_slice(&orig.dst);
-    if orig.proto == PROTO_ICMP {
-        ip[q + qhl + 4..q + qhl + 6].copy_from_slice(&orig.sport.to_be_bytes());
-    } else {
-        ip[q + qhl..q + qhl + 2].copy_from_slice(&orig.sport.to_be_bytes());
-        ip[q + qhl + 2..q + qhl + 4].copy_from_slice(&orig.dport.to_be_bytes());
+    // Rewrite the quoted header and ports, then the outer addresses; every checksum anew.
+    let (header, message) = ip.split_at_mut(hl);
+    let (quoted_header, quoted_l4) = message[q - hl..].split_at_mut(qhl);
+    let mut qh = Packet::new_unchecked(quoted_header);
+    qh.set_src(orig.src);
+    qh.set_dst(orig.dst);
+    qh.fill_checksum();
+    Ports::new_unchecked(qh.ip_protocol(), quoted_l4).put_ports(orig.sport, orig.dport);
+    icmp::Message::new_unchecked(message).fill_checksum();
+    let mut h = Packet::new_unchecked(header);
+    if h.src() == quoted.dst {
+        h.set_src(orig.dst);
     }
-    ip[q + 10..q + 12].copy_from_slice(&[0, 0]);
-    let c = checksum(&ip[q..q + qhl]);
-    ip[q + 10..q + 12].copy_from_slice(&c.to_be_bytes());
-    if ip[12..16] == quoted.dst {
-        ip[12..16].copy_from_slice(&orig.dst);
-    }
-    ip[16..20].copy_from_slice(&orig.src);
-    ip[10..12].copy_from_slice(&[0, 0]);
-    let c = checksum(&ip[..hl]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip[hl + 2..hl + 4].copy_from_slice(&[0, 0]);
-    let c = checksum(&ip[hl..]);
-    ip[hl + 2..hl + 4].copy_from_slice(&c.to_be_bytes());
+    h.set_dst(orig.src);
+    h.fill_checksum();
     true
 }
 
-/// Like `flow_key`, but for a quoted header: any ICMP type with an identifier is not needed,
-/// only echo; fragments' offset is not checked (a quote is the first fragment's header).
 /// The tuple an ICMP error (`ip`, header length `hl`) quotes: the packet that caused it, as it
 /// was sent (None when `ip` is not an ICMP error or quotes too little).
 pub(super) fn quoted_key(ip: &[u8], hl: usize) -> Option<FlowKey> {
-    if ip[9] != PROTO_ICMP || ip.len() < hl + 8 + 28 || !ICMP_ERRORS.contains(&ip[hl]) {
+    quote(ip, hl).map(|(k, _, _)| k)
+}
+
+/// An ICMP error's quoted packet: its tuple, where its header starts in `ip` and its length
+/// (None when `ip` is not an ICMP error or quotes too little: a header and 8 bytes).
+fn quote(ip: &[u8], hl: usize) -> Option<(FlowKey, usize, usize)> {
+    let h = Packet::new_unchecked(ip);
+    if h.ip_protocol() != crate::wire::IpProtocol::ICMP || ip.len() < hl + icmp::HEADER_LEN + 28 {
         return None;
     }
-    let q = hl + 8;
-    let qhl = ((ip[q] & 0x0f) as usize) * 4;
+    if !icmp::Message::new_unchecked(&ip[hl..]).is_error() {
+        return None;
+    }
+    let q = hl + icmp::HEADER_LEN;
+    let qhl = Packet::new_unchecked(&ip[q..]).header_len();
     if qhl < 20 || ip.len() < q + qhl + 8 {
         return None;
     }
-    flow_key_any(&ip[q..], qhl).map(|(k, _)| k)
+    flow_key_any(&ip[q..], qhl).map(|(k, _)| (k, q, qhl))
 }
 
+/// Like `flow_key`, but for a quoted header: its fragment fields are ignored (a quote is the
+/// first fragment's header).
 fn flow_key_any(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
     let mut first = [0u8; 60];
     let n = ip.len().min(60);
@@ -165,6 +122,7 @@ fn flow_key_any(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conntrack::{PROTO_ICMP, PROTO_TCP};
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
     fn check(ip: &[u8]) {

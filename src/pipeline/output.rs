@@ -161,9 +161,7 @@ fn retag(
     if want_tag && m.tagged {
         // Keep the tag (and its PCP) but make sure it names the frame's VLAN: a priority tag
         // (VID 0) received on an access port leaves a trunk with the access VLAN.
-        let data = frames.data_mut(d);
-        let tci = (u16::from_be_bytes([data[14], data[15]]) & 0xf000) | m.vlan;
-        data[14..16].copy_from_slice(&tci.to_be_bytes());
+        crate::wire::vlan::set_vid(frames.data_mut(d), m.vlan);
     } else if want_tag != m.tagged {
         let chunk = frames.chunk_mut(d.chunk());
         let start = d.headroom();

@@ -170,6 +170,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&m.0);
     }
 
+    /// Set both addresses (one bounds check for the two: the router's rewrite).
+    #[inline]
+    pub fn set_addrs(&mut self, dst: MacAddr, src: MacAddr) {
+        let h = &mut self.buffer.as_mut()[..12];
+        h[..6].copy_from_slice(&dst.0);
+        h[6..].copy_from_slice(&src.0);
+    }
+
     /// Set the EtherType.
     pub fn set_ethertype(&mut self, t: u16) {
         self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&t.to_be_bytes());

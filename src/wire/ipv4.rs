@@ -202,6 +202,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.put_checksum(c);
     }
 
+    /// Write a new 20-byte header over the buffer's first 20 bytes: version 4, no options, TOS
+    /// 0, identification 0, no fragment flags, TTL 64, `protocol`, `src`, `dst`, `total_len`.
+    /// The checksum is left 0: [`Packet::fill_checksum`] after any further change.
+    #[inline]
+    pub fn set_header(&mut self, protocol: IpProtocol, src: [u8; 4], dst: [u8; 4], total_len: u16) {
+        let b = &mut self.buffer.as_mut()[..MIN_HEADER_LEN];
+        b.fill(0);
+        b[field::VER_IHL] = 0x45;
+        b[field::LENGTH].copy_from_slice(&total_len.to_be_bytes());
+        b[field::TTL] = 64;
+        b[field::PROTOCOL] = protocol.0;
+        b[field::SRC].copy_from_slice(&src);
+        b[field::DST].copy_from_slice(&dst);
+    }
+
     /// Recompute the header checksum from the whole header (after several changes, or for a
     /// header written from scratch).
     #[inline]
@@ -311,6 +326,22 @@ mod tests {
         assert!(p.verify_checksum());
         assert!(p.dont_frag());
         assert_eq!(p.ip_protocol(), IpProtocol::UDP);
+    }
+
+    #[test]
+    fn a_new_header_reads_back_as_etherparse_reads_it() {
+        let mut b = [0xaau8; 28];
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_header(IpProtocol::ICMP, [192, 0, 2, 1], [10, 0, 0, 9], 28);
+        p.fill_checksum();
+        let e = etherparse::Ipv4HeaderSlice::from_slice(&b)
+            .unwrap()
+            .to_header();
+        assert_eq!(e.calc_header_checksum(), e.header_checksum);
+        assert_eq!((e.source, e.destination), ([192, 0, 2, 1], [10, 0, 0, 9]));
+        assert_eq!((e.time_to_live, e.total_len, e.protocol.0), (64, 28, 1));
+        assert!(!e.dont_fragment && !e.more_fragments && e.options.is_empty());
+        assert_eq!(&b[20..], &[0xaa; 8], "the payload untouched");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
+pub mod transport;
 pub mod udp;
 pub mod vlan;
 pub mod vxlan;

@@ -19,6 +19,14 @@ pub fn tci(frame: &[u8]) -> Option<u16> {
     }
 }
 
+/// Set the VLAN id of a tagged frame's tag (`frame[14..16]`), keeping its priority and DEI
+/// bits. The caller checked that the frame is tagged.
+#[inline]
+pub fn set_vid(frame: &mut [u8], vid: u16) {
+    let tci = (u16::from_be_bytes([frame[14], frame[15]]) & 0xf000) | (vid & 0x0fff);
+    frame[14..16].copy_from_slice(&tci.to_be_bytes());
+}
+
 /// Remove the tag from `chunk[start..start+len]` by moving the MAC addresses 4 bytes forward.
 /// Returns the new start. The caller checked that the frame is tagged.
 #[inline]
@@ -42,6 +50,17 @@ pub fn push(chunk: &mut [u8], start: usize, tci: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_vid_keeps_the_priority() {
+        let mut f = [
+            1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x81, 0x00, 0xb0, 0x00, 0x08, 0x00,
+        ];
+        set_vid(&mut f, 10);
+        assert_eq!(tci(&f), Some(0xb00a));
+        set_vid(&mut f, 0xf123);
+        assert_eq!(tci(&f), Some(0xb123), "only 12 bits of id");
+    }
 
     const UNTAGGED: [u8; 16] = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x00, 0x45, 0x00];
     const TAGGED: [u8; 20] = [
