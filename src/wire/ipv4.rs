@@ -7,6 +7,7 @@ use super::{Result, WireError};
 mod field {
     use std::ops::Range;
     pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
     pub const LENGTH: Range<usize> = 2..4;
     pub const IDENT: Range<usize> = 4..6;
     pub const FLG_OFF: Range<usize> = 6..8;
@@ -79,6 +80,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn is_fragment(&self) -> bool {
         let b = &self.buffer.as_ref()[field::FLG_OFF];
         u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0
+    }
+
+    /// The fragment offset, in 8-byte units (0: the whole packet or its first fragment).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        super::be16(self.buffer.as_ref(), field::FLG_OFF.start) & 0x1fff
+    }
+
+    /// The buffer back.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
     }
 
     /// TTL.
@@ -162,6 +175,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let old = self.word(field::TTL);
         self.buffer.as_mut()[field::TTL] = ttl;
         let c = update16(self.checksum(), old, self.word(field::TTL));
+        self.put_checksum(c);
+    }
+
+    /// The ToS byte (DSCP in its top six bits, ECN in the low two).
+    #[inline]
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[field::TOS]
+    }
+
+    /// Set the `mask` bits of the ToS byte to those of `v` (DSCP: 0xfc, ECN: 0x03); the header
+    /// checksum follows (incremental).
+    #[inline]
+    pub fn set_tos_bits(&mut self, mask: u8, v: u8) {
+        let old = self.word(field::VER_IHL);
+        let b = self.buffer.as_mut();
+        b[field::TOS] = (b[field::TOS] & !mask) | (v & mask);
+        let c = update16(self.checksum(), old, self.word(field::VER_IHL));
         self.put_checksum(c);
     }
 
@@ -295,6 +325,7 @@ mod tests {
         assert_eq!(p.src(), [192, 0, 2, 1]);
         assert_eq!(p.dst(), [192, 0, 2, 2]);
         assert!(!p.is_fragment());
+        assert_eq!(p.frag_offset(), 0);
         assert!(p.verify_checksum());
         let e = etherparse::Ipv4HeaderSlice::from_slice(&PACKET).unwrap();
         assert_eq!(e.header_checksum(), p.checksum());
@@ -310,6 +341,9 @@ mod tests {
         p.set_src([10, 1, 2, 3]);
         p.set_dst([172, 16, 0, 9]);
         p.set_ident(0xfffe);
+        p.set_tos_bits(0xfc, 0xb8);
+        p.set_tos_bits(0x03, 0x01);
+        assert_eq!(p.tos(), 0xb9);
         assert!(p.verify_checksum());
         assert_eq!(p.ident(), 0xfffe);
         assert_eq!((p.ttl(), p.total_len()), (63, 28));

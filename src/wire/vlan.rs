@@ -19,12 +19,19 @@ pub fn tci(frame: &[u8]) -> Option<u16> {
     }
 }
 
-/// Set the VLAN id of a tagged frame's tag (`frame[14..16]`), keeping its priority and DEI
-/// bits. The caller checked that the frame is tagged.
+/// Set the TCI of a tagged frame's tag (`frame[14..16]`). The caller checked that the frame is
+/// tagged.
+#[inline]
+pub fn set_tci(frame: &mut [u8], tci: u16) {
+    frame[14..16].copy_from_slice(&tci.to_be_bytes());
+}
+
+/// Set the VLAN id of a tagged frame's tag, keeping its priority and DEI bits. The caller
+/// checked that the frame is tagged.
 #[inline]
 pub fn set_vid(frame: &mut [u8], vid: u16) {
     let tci = (u16::from_be_bytes([frame[14], frame[15]]) & 0xf000) | (vid & 0x0fff);
-    frame[14..16].copy_from_slice(&tci.to_be_bytes());
+    set_tci(frame, tci);
 }
 
 /// Remove the tag from `chunk[start..start+len]` by moving the MAC addresses 4 bytes forward.

@@ -1,7 +1,8 @@
 //! The header rewrites and register writes of the flow stage's actions (`super::run_actions`
 //! calls them): VLAN, MAC, IPv4 address and port rewrites with incremental checksums, ToS/ECN,
 //! TTL, MPLS push/pop/set, truncated copies, and `load`/`move`/`set_field` into registers.
-//! Actions whose headers the frame lacks leave it alone, as OVS does.
+//! Actions whose headers the frame lacks leave it alone, as OVS does. Header fields are
+//! written through the `wire` views (no raw offsets here).
 
 use super::{Emitted, Ingress, MPLS, MPLSM, Stack, packet_key};
 use crate::fdb::PortId;
@@ -10,8 +11,7 @@ use crate::flow::{
 };
 use crate::packet::Frames;
 use crate::pipeline::{Dest, Meta};
-use crate::wire::checksum::update16;
-use crate::wire::{EtherType, vlan};
+use crate::wire::{EtherType, IpProtocol, MacAddr, ethernet, ipv4, mpls, transport, vlan};
 
 /// Send a copy of the frame, cut to `max_len` bytes, to port `id` (`output(port,max_len)`).
 #[inline(never)]
@@ -99,11 +99,11 @@ fn pkt_field(k: &PacketKey, p: PktField) -> u128 {
 pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
     match a {
         Action::ModDlSrc(mac) | Action::SetField(SetField::DlSrc(mac)) => {
-            frames.data_mut(m.desc)[6..12].copy_from_slice(&mac.0);
+            ethernet::Frame::new_unchecked(frames.data_mut(m.desc)).set_src(MacAddr(mac.0));
             m.src = mac.to_u64();
         }
         Action::ModDlDst(mac) | Action::SetField(SetField::DlDst(mac)) => {
-            frames.data_mut(m.desc)[0..6].copy_from_slice(&mac.0);
+            ethernet::Frame::new_unchecked(frames.data_mut(m.desc)).set_dst(MacAddr(mac.0));
             m.dst = mac.to_u64();
         }
         Action::ModVlanVid(v) | Action::SetField(SetField::VlanVid(v)) => {
@@ -124,16 +124,16 @@ pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
             m.l3 -= vlan::TAG_LEN as u8;
         }
         Action::ModNwSrc(ip) | Action::SetField(SetField::NwSrc(ip)) => {
-            ip_field(frames, m, 12, Some(ip.octets()), None)
+            ip_field(frames, m, IpField::Src(ip.octets()))
         }
         Action::ModNwDst(ip) | Action::SetField(SetField::NwDst(ip)) => {
-            ip_field(frames, m, 16, Some(ip.octets()), None)
+            ip_field(frames, m, IpField::Dst(ip.octets()))
         }
         Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
-            ip_field(frames, m, 0, None, Some(*p))
+            ip_field(frames, m, IpField::SrcPort(*p))
         }
         Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
-            ip_field(frames, m, 2, None, Some(*p))
+            ip_field(frames, m, IpField::DstPort(*p))
         }
         Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => tos_bits(frames, m, 0xfc, *t),
         Action::ModNwEcn(e) => tos_bits(frames, m, 0x03, *e),
@@ -143,9 +143,8 @@ pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         Action::SetMplsTc(tc) => set_lse(frames, m, |x| (x & !0xe00) | (u32::from(*tc) << 9)),
         Action::SetMplsTtl(ttl) => set_lse(frames, m, |x| (x & !0xff) | u32::from(*ttl)),
         Action::DecMplsTtl if is_mpls(m) => {
-            let d = frames.data(m.desc);
-            let l3 = m.l3 as usize;
-            if d.len() < l3 + 4 || d[l3 + 3] <= 1 {
+            let top = frames.data(m.desc).get(m.l3 as usize..).and_then(mpls::lse);
+            if top.is_none_or(|e| mpls::ttl(e) <= 1) {
                 return false;
             }
             set_lse(frames, m, |x| x - 1);
@@ -154,16 +153,14 @@ pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
             if m.ethertype != EtherType::IPV4 {
                 return true;
             }
-            let l3 = m.l3 as usize;
-            let d = frames.data_mut(m.desc);
-            if d.len() < l3 + 20 || d[l3 + 8] <= 1 {
+            let Some(mut ip) = ipv4_of(frames, m) else {
+                return false;
+            };
+            let ttl = ip.ttl();
+            if ttl <= 1 {
                 return false;
             }
-            let old = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-            d[l3 + 8] -= 1;
-            let new = u16::from_be_bytes([d[l3 + 8], d[l3 + 9]]);
-            let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-            d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+            ip.set_ttl(ttl - 1);
         }
         // Refused when the flow is added (set_tunnel, ct); nothing to do here.
         _ => {}
@@ -177,11 +174,14 @@ fn is_mpls(m: &Meta) -> bool {
 
 /// Rewrite the top MPLS label stack entry of an MPLS frame with `f` (others: left alone).
 fn set_lse(frames: &mut Frames, m: &Meta, f: impl Fn(u32) -> u32) {
-    let l3 = m.l3 as usize;
-    let d = frames.data_mut(m.desc);
-    if is_mpls(m) && d.len() >= l3 + 4 {
-        let x = u32::from_be_bytes([d[l3], d[l3 + 1], d[l3 + 2], d[l3 + 3]]);
-        d[l3..l3 + 4].copy_from_slice(&f(x).to_be_bytes());
+    if !is_mpls(m) {
+        return;
+    }
+    let Some(top) = frames.data_mut(m.desc).get_mut(m.l3 as usize..) else {
+        return;
+    };
+    if let Some(x) = mpls::lse(top) {
+        mpls::set_lse(top, f(x));
     }
 }
 
@@ -218,8 +218,8 @@ fn push_mpls(frames: &mut Frames, m: &mut Meta, etype: u16) -> bool {
     let chunk = frames.chunk_mut(m.desc.chunk());
     chunk.copy_within(start..start + l3, start - 4);
     let at = start - 4 + l3;
-    chunk[at..at + 4].copy_from_slice(&lse.to_be_bytes());
-    chunk[at - 2..at].copy_from_slice(&etype.to_be_bytes());
+    mpls::set_lse(&mut chunk[at..], lse);
+    set_ethertype(&mut chunk[start - 4..at], etype);
     m.desc.addr -= 4;
     m.desc.len += 4;
     m.ethertype = etype;
@@ -236,8 +236,7 @@ fn pop_mpls(frames: &mut Frames, m: &mut Meta, etype: u16) {
     let start = m.desc.headroom();
     let chunk = frames.chunk_mut(m.desc.chunk());
     chunk.copy_within(start..start + l3, start + 4);
-    let at = start + 4 + l3;
-    chunk[at - 2..at].copy_from_slice(&etype.to_be_bytes());
+    set_ethertype(&mut chunk[start + 4..start + 4 + l3], etype);
     m.desc.addr += 4;
     m.desc.len -= 4;
     m.ethertype = etype;
@@ -246,18 +245,27 @@ fn pop_mpls(frames: &mut Frames, m: &mut Meta, etype: u16) {
 /// Set the `mask` bits of the IPv4 ToS byte (DSCP 0xfc, ECN 0x03) to `v`, updating the header
 /// checksum. Other frames are left alone.
 fn tos_bits(frames: &mut Frames, m: &Meta, mask: u8, v: u8) {
+    if let Some(mut ip) = ipv4_of(frames, m) {
+        ip.set_tos_bits(mask, v);
+    }
+}
+
+/// The IPv4 header of an IPv4 frame (None for other frames or a truncated header).
+fn ipv4_of<'a>(frames: &'a mut Frames, m: &Meta) -> Option<ipv4::Packet<&'a mut [u8]>> {
     if m.ethertype != EtherType::IPV4 {
-        return;
+        return None;
     }
-    let l3 = m.l3 as usize;
-    let d = frames.data_mut(m.desc);
-    if d.len() >= l3 + 20 {
-        let old = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-        d[l3 + 1] = (d[l3 + 1] & !mask) | (v & mask);
-        let new = u16::from_be_bytes([d[l3], d[l3 + 1]]);
-        let c = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-        d[l3 + 10..l3 + 12].copy_from_slice(&update16(c, old, new).to_be_bytes());
+    let l3 = frames.data_mut(m.desc).get_mut(m.l3 as usize..)?;
+    if l3.len() < ipv4::MIN_HEADER_LEN {
+        return None;
     }
+    Some(ipv4::Packet::new_unchecked(l3))
+}
+
+/// Set the EtherType that ends the link-layer header `l2` (after any VLAN tag).
+fn set_ethertype(l2: &mut [u8], etype: u16) {
+    let n = l2.len();
+    l2[n - 2..].copy_from_slice(&etype.to_be_bytes());
 }
 
 /// Set the VID and/or PCP, pushing a tag if the frame has none.
@@ -272,7 +280,7 @@ fn set_vlan(frames: &mut Frames, m: &mut Meta, vid: Option<u16>, pcp: Option<u8>
         m.l3 += vlan::TAG_LEN as u8;
     }
     let d = frames.data_mut(m.desc);
-    let mut tci = u16::from_be_bytes([d[14], d[15]]);
+    let mut tci = vlan::tci(d).unwrap_or_default();
     if let Some(v) = vid {
         tci = (tci & 0xf000) | v;
         m.vlan = v;
@@ -280,56 +288,60 @@ fn set_vlan(frames: &mut Frames, m: &mut Meta, vid: Option<u16>, pcp: Option<u8>
     if let Some(p) = pcp {
         tci = (tci & 0x1fff) | ((p as u16 & 7) << 13);
     }
-    d[14..16].copy_from_slice(&tci.to_be_bytes());
+    vlan::set_tci(d, tci);
 }
 
-/// Rewrite an IPv4 address (at `off` in the IP header) or a TCP/UDP port (at `off` in the L4
-/// header), updating the IP and L4 checksums. Frames that are not IPv4 (or not TCP/UDP for
-/// ports) are left alone, as OVS does for actions whose fields the packet lacks.
-fn ip_field(frames: &mut Frames, m: &Meta, off: usize, addr: Option<[u8; 4]>, port: Option<u16>) {
-    if m.ethertype != EtherType::IPV4 {
+/// A field `ip_field` rewrites.
+#[derive(Clone, Copy)]
+enum IpField {
+    Src([u8; 4]),
+    Dst([u8; 4]),
+    SrcPort(u16),
+    DstPort(u16),
+}
+
+/// Rewrite an IPv4 address or a TCP/UDP port, updating the IP and L4 checksums. Frames that
+/// are not IPv4 (or not TCP/UDP with a whole header, in the first fragment, for ports) are left
+/// alone, as OVS does for actions whose fields the packet lacks; an address of a later fragment
+/// (no L4 header) changes with the IP checksum only.
+fn ip_field(frames: &mut Frames, m: &Meta, f: IpField) {
+    let Some(ip) = ipv4_of(frames, m) else {
         return;
-    }
-    let l3 = m.l3 as usize;
-    let d = frames.data_mut(m.desc);
-    if d.len() < l3 + 20 {
-        return;
-    }
-    let hl = ((d[l3] & 0x0f) as usize) * 4;
-    let proto = d[l3 + 9];
-    let first = u16::from_be_bytes([d[l3 + 6], d[l3 + 7]]) & 0x1fff == 0;
-    let l4 = l3 + hl;
-    let csum_at = match proto {
-        6 if first && d.len() >= l4 + 18 => Some(l4 + 16),
-        17 if first && d.len() >= l4 + 8 && d[l4 + 6..l4 + 8] != [0, 0] => Some(l4 + 6),
-        _ => None,
     };
-    if let Some(a) = addr {
-        let old = [
-            d[l3 + off],
-            d[l3 + off + 1],
-            d[l3 + off + 2],
-            d[l3 + off + 3],
-        ];
-        let ipc = u16::from_be_bytes([d[l3 + 10], d[l3 + 11]]);
-        d[l3 + 10..l3 + 12]
-            .copy_from_slice(&crate::wire::checksum::update32(ipc, old, a).to_be_bytes());
-        if let Some(c) = csum_at {
-            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
-            d[c..c + 2]
-                .copy_from_slice(&crate::wire::checksum::update32(l4c, old, a).to_be_bytes());
+    let proto = ip.ip_protocol();
+    let first = ip.frag_offset() == 0;
+    let hl = ip.header_len().max(ipv4::MIN_HEADER_LEN);
+    let Some((header, l4)) = ip.into_inner().split_at_mut_checked(hl) else {
+        return;
+    };
+    let mut ip = ipv4::Packet::new_unchecked(header);
+    let mut l4 = (first && (proto == IpProtocol::TCP || proto == IpProtocol::UDP))
+        .then(|| transport::Ports::new_checked(proto, l4).ok())
+        .flatten();
+    match f {
+        IpField::Src(a) => {
+            let old = ip.src();
+            ip.set_src(a);
+            if let Some(l4) = l4.as_mut() {
+                l4.address_changed(old, a);
+            }
         }
-        d[l3 + off..l3 + off + 4].copy_from_slice(&a);
-    }
-    if let Some(p) = port {
-        if !(proto == 6 || proto == 17) || !first || d.len() < l4 + 4 {
-            return;
+        IpField::Dst(a) => {
+            let old = ip.dst();
+            ip.set_dst(a);
+            if let Some(l4) = l4.as_mut() {
+                l4.address_changed(old, a);
+            }
         }
-        let old = u16::from_be_bytes([d[l4 + off], d[l4 + off + 1]]);
-        if let Some(c) = csum_at {
-            let l4c = u16::from_be_bytes([d[c], d[c + 1]]);
-            d[c..c + 2].copy_from_slice(&update16(l4c, old, p).to_be_bytes());
+        IpField::SrcPort(p) => {
+            if let Some(l4) = l4.as_mut() {
+                l4.set_src_port(p);
+            }
         }
-        d[l4 + off..l4 + off + 2].copy_from_slice(&p.to_be_bytes());
+        IpField::DstPort(p) => {
+            if let Some(l4) = l4.as_mut() {
+                l4.set_dst_port(p);
+            }
+        }
     }
 }
