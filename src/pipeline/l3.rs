@@ -715,9 +715,9 @@ fn build_arp(frames: &mut Frames, dst: MacAddr, src: MacAddr, a: &arp::Repr) -> 
     d.len = 60; // minimum Ethernet frame (without FCS), zero padded
     let b = frames.data_mut(d);
     b.fill(0);
-    b[0..6].copy_from_slice(&dst.0);
-    b[6..12].copy_from_slice(&src.0);
-    b[12..14].copy_from_slice(&EtherType::ARP.to_be_bytes());
+    let mut f = ethernet::Frame::new_unchecked(&mut *b);
+    f.set_addrs(dst, src);
+    f.set_ethertype(EtherType::ARP);
     a.emit(&mut b[14..14 + arp::PACKET_LEN]);
     Some(d)
 }

@@ -12,8 +12,15 @@ use crate::wire::transport::Ports;
 /// length checked by the caller).
 #[inline]
 pub(super) fn flow_key(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
+    key_of(ip, hl, false)
+}
+
+/// [`flow_key`]; a `quoted` header's fragment fields are not looked at (a quote is the first
+/// fragment's header).
+#[inline(always)]
+fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
     let h = Packet::new_unchecked(ip);
-    if h.is_fragment() {
+    if !quoted && h.is_fragment() {
         return None;
     }
     let l4 = Ports::new_checked(h.ip_protocol(), ip.get(hl..)?).ok()?;
@@ -105,18 +112,7 @@ fn quote(ip: &[u8], hl: usize) -> Option<(FlowKey, usize, usize)> {
     if qhl < 20 || ip.len() < q + qhl + 8 {
         return None;
     }
-    flow_key_any(&ip[q..], qhl).map(|(k, _)| (k, q, qhl))
-}
-
-/// Like `flow_key`, but for a quoted header: its fragment fields are ignored (a quote is the
-/// first fragment's header).
-fn flow_key_any(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
-    let mut first = [0u8; 60];
-    let n = ip.len().min(60);
-    first[..n].copy_from_slice(&ip[..n]);
-    first[6] &= 0xc0; // ignore fragment fields of the quote
-    first[7] = 0;
-    flow_key(&first[..n], hl)
+    key_of(&ip[q..], qhl, true).map(|(k, _)| (k, q, qhl))
 }
 
 #[cfg(test)]

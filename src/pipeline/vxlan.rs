@@ -22,7 +22,7 @@ use crate::neigh::{Held, Resolve};
 use crate::packet::{Desc, Frames};
 use crate::wire::checksum::{fold, sum};
 use crate::wire::vxlan::{self, OVERHEAD};
-use crate::wire::{EtherType, IpProtocol, MacAddr, ipv4, udp};
+use crate::wire::{EtherType, IpProtocol, MacAddr, ethernet, ipv4, udp};
 
 /// Encapsulate every frame queued on a tunnel port; the outer frames are appended to `made`
 /// (to be delivered in their underlay bridge). `scratch` is reused between calls. Returns the
@@ -319,17 +319,15 @@ impl Outer {
         remote: [u8; 4],
     ) -> Outer {
         let mut hdr = [0u8; OVERHEAD];
-        hdr[0..6].copy_from_slice(&dst_mac.0);
-        hdr[6..12].copy_from_slice(&src_mac.0);
-        hdr[12..14].copy_from_slice(&EtherType::IPV4.to_be_bytes());
-        let ip = &mut hdr[14..34];
-        ip[0] = 0x45;
-        ip[6] = if df { 0x40 } else { 0 };
-        ip[8] = ttl;
-        ip[9] = IpProtocol::UDP.0;
-        ip[12..16].copy_from_slice(&local);
-        ip[16..20].copy_from_slice(&remote);
-        let ip_sum = sum(0, ip);
+        let mut eth = ethernet::Frame::new_unchecked(&mut hdr[..]);
+        eth.set_addrs(dst_mac, src_mac);
+        eth.set_ethertype(EtherType::IPV4);
+        // Total length and checksum 0: stamped per frame (`prepend`).
+        let mut ip = ipv4::Packet::new_unchecked(&mut hdr[14..34]);
+        ip.set_header(IpProtocol::UDP, local, remote, 0);
+        ip.set_dont_frag(df);
+        ip.set_ttl_raw(ttl);
+        let ip_sum = sum(0, &hdr[14..34]);
         udp::Datagram::new_unchecked(&mut hdr[34..42]).set_ports(0, dst_port);
         vxlan::Repr { vni }.emit(&mut hdr[42..50]);
         Outer { hdr, ip_sum }
@@ -342,9 +340,8 @@ impl Outer {
         let ip_len = (outer.len as usize - 14) as u16;
         let b = frames.data_mut(outer);
         b[..OVERHEAD].copy_from_slice(&self.hdr);
-        b[16..18].copy_from_slice(&ip_len.to_be_bytes());
         let c = !fold(self.ip_sum + u64::from(ip_len));
-        b[24..26].copy_from_slice(&c.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut b[14..34]).stamp_len(ip_len, c);
         let mut udp = udp::Datagram::new_unchecked(&mut b[34..42]);
         udp.set_src_port(sport);
         udp.set_len(ip_len - 20);

@@ -247,6 +247,27 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         b[field::DST].copy_from_slice(&dst);
     }
 
+    /// Set or clear DF, leaving the checksum (a header being written: `fill_checksum` after).
+    #[inline]
+    pub fn set_dont_frag(&mut self, df: bool) {
+        let b = &mut self.buffer.as_mut()[field::FLG_OFF.start];
+        *b = if df { *b | 0x40 } else { *b & !0x40 };
+    }
+
+    /// Set the TTL, leaving the checksum (a header being written: `fill_checksum` after).
+    #[inline]
+    pub fn set_ttl_raw(&mut self, ttl: u8) {
+        self.buffer.as_mut()[field::TTL] = ttl;
+    }
+
+    /// Stamp the total length and the checksum the caller computed for it (a header template
+    /// whose sum without the length was taken once: VXLAN encapsulation's outer header).
+    #[inline]
+    pub fn stamp_len(&mut self, len: u16, checksum: u16) {
+        self.buffer.as_mut()[field::LENGTH].copy_from_slice(&len.to_be_bytes());
+        self.put_checksum(checksum);
+    }
+
     /// Recompute the header checksum from the whole header (after several changes, or for a
     /// header written from scratch).
     #[inline]
@@ -376,6 +397,26 @@ mod tests {
         assert_eq!((e.time_to_live, e.total_len, e.protocol.0), (64, 28, 1));
         assert!(!e.dont_fragment && !e.more_fragments && e.options.is_empty());
         assert_eq!(&b[20..], &[0xaa; 8], "the payload untouched");
+    }
+
+    #[test]
+    fn a_stamped_template_is_a_valid_header() {
+        let mut b = [0u8; 20];
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_header(IpProtocol::UDP, [10, 0, 0, 1], [10, 0, 0, 2], 0);
+        p.set_dont_frag(true);
+        p.set_ttl_raw(7);
+        let s = crate::wire::checksum::sum(0, &b);
+        for len in [20u16, 1500, 65535] {
+            let c = !crate::wire::checksum::fold(s + u64::from(len));
+            let mut p = Packet::new_unchecked(&mut b[..]);
+            p.stamp_len(len, c);
+            assert!(p.verify_checksum(), "{len}");
+            assert!(p.dont_frag() && p.ttl() == 7 && p.total_len() == len);
+        }
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_dont_frag(false);
+        assert!(!p.dont_frag());
     }
 
     #[test]
