@@ -24,7 +24,7 @@ use crate::counters::DropReason;
 use crate::packet::{Desc, Frames, MAX_FRAME_LEN, Offload};
 use crate::wire::checksum::{fold, pseudo_v4, pseudo_v6, sum};
 use crate::wire::tcp::{self, Flags};
-use crate::wire::{EtherType, ipv4, udp};
+use crate::wire::{EtherType, ipv4, ipv6, udp};
 
 /// Where the headers of an offloadable frame are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,11 +44,21 @@ pub(crate) struct L4At {
 impl L4At {
     /// L4 bytes (header and payload) according to the IP header.
     fn l4_len(&self, data: &[u8]) -> usize {
+        let ip = &data[self.l3..];
         if self.v6 {
-            u16::from_be_bytes([data[self.l3 + 4], data[self.l3 + 5]]) as usize
+            ipv6::Packet::new_unchecked(ip).payload_len() as usize
         } else {
-            u16::from_be_bytes([data[self.l3 + 2], data[self.l3 + 3]]) as usize
-                - (self.l4 - self.l3)
+            ipv4::Packet::new_unchecked(ip).total_len() as usize - (self.l4 - self.l3)
+        }
+    }
+
+    /// Write the L4 checksum field.
+    fn put_checksum(&self, data: &mut [u8], c: u16) {
+        let l4 = &mut data[self.l4..];
+        if self.proto == 6 {
+            tcp::Segment::new_unchecked(l4).set_checksum(c);
+        } else {
+            udp::Datagram::new_unchecked(l4).set_checksum(c);
         }
     }
 
@@ -56,19 +66,11 @@ impl L4At {
     fn pseudo(&self, data: &[u8], l4_len: usize) -> u64 {
         let l3 = self.l3;
         if self.v6 {
-            pseudo_v6(
-                &data[l3 + 8..l3 + 24],
-                &data[l3 + 24..l3 + 40],
-                self.proto,
-                l4_len as u32,
-            )
+            let ip = ipv6::Packet::new_unchecked(&data[l3..]);
+            pseudo_v6(&ip.src(), &ip.dst(), self.proto, l4_len as u32)
         } else {
-            pseudo_v4(
-                &data[l3 + 12..l3 + 16],
-                &data[l3 + 16..l3 + 20],
-                self.proto,
-                l4_len as u16,
-            )
+            let ip = ipv4::Packet::new_unchecked(&data[l3..]);
+            pseudo_v4(&ip.src(), &ip.dst(), self.proto, l4_len as u16)
         }
     }
 }
@@ -124,20 +126,18 @@ pub(crate) fn locate(data: &[u8]) -> Option<L4At> {
 /// Set a partial checksum field to the pseudo-header sum of the header as it is now.
 pub(crate) fn refresh_partial(data: &mut [u8], at: &L4At) {
     let p = fold(at.pseudo(data, at.l4_len(data)));
-    let o = at.l4 + at.csum_off;
-    data[o..o + 2].copy_from_slice(&p.to_be_bytes());
+    at.put_checksum(data, p);
 }
 
 /// Compute the complete L4 checksum of the frame (whatever the field held).
 pub(crate) fn complete(data: &mut [u8], at: &L4At) {
     let len = at.l4_len(data);
-    let o = at.l4 + at.csum_off;
-    data[o..o + 2].fill(0);
+    at.put_checksum(data, 0);
     let mut c = !fold(sum(at.pseudo(data, len), &data[at.l4..at.l4 + len]));
     if at.proto == 17 && c == 0 {
         c = 0xffff;
     }
-    data[o..o + 2].copy_from_slice(&c.to_be_bytes());
+    at.put_checksum(data, c);
 }
 
 /// The L3 length of the largest segment a GSO frame makes (the MTU check's figure), or the
@@ -217,7 +217,7 @@ fn fix_segment(b: &mut [u8], at: &L4At, thl: usize, plen: usize, pos: (u32, bool
     let (i, first, last) = pos;
     let l3 = at.l3;
     if at.v6 {
-        b[l3 + 4..l3 + 6].copy_from_slice(&((thl + plen) as u16).to_be_bytes());
+        ipv6::Packet::new_unchecked(&mut b[l3..]).set_payload_len((thl + plen) as u16);
     } else {
         // The super-frame's header checksum may be anything (the sender's stack left it to
         // segmentation): lengths and id set, then the sum computed whole.
