@@ -5,8 +5,8 @@
 //! works, TCP never connects). The switch completes them in software: IPv4 and IPv6 (no
 //! extension headers), TCP and UDP, whole packets only (fragments carry no L4 header to fix).
 
-use crate::wire::EtherType;
 use crate::wire::checksum::{complete_partial, l4_csum_offset, pseudo_v6};
+use crate::wire::{EtherType, ipv6};
 
 /// Complete the checksum of the L3 packet `l3` with EtherType `ethertype` if it is partial.
 /// Returns true when the field was rewritten. Malformed packets are left alone.
@@ -46,19 +46,17 @@ fn complete_v4(l3: &mut [u8]) -> bool {
 }
 
 fn complete_v6(l3: &mut [u8]) -> bool {
-    if l3.len() < 40 || l3[0] >> 4 != 6 {
+    let Ok(ip) = ipv6::Packet::new_checked(&*l3) else {
         return false;
-    }
-    let next = l3[6];
+    };
+    let next = ip.next_header().0;
     let Some(off) = l4_csum_offset(next) else {
         return false;
     };
-    let plen = u16::from_be_bytes([l3[4], l3[5]]) as usize;
-    if l3.len() < 40 + plen {
-        return false;
-    }
-    let pseudo = pseudo_v6(&l3[8..24], &l3[24..40], next, plen as u32);
-    complete_partial(&mut l3[40..40 + plen], off, pseudo, next == 17)
+    let plen = usize::from(ip.payload_len());
+    let pseudo = pseudo_v6(&ip.src(), &ip.dst(), next, plen as u32);
+    let l4 = &mut l3[ipv6::HEADER_LEN..ipv6::HEADER_LEN + plen];
+    complete_partial(l4, off, pseudo, next == 17)
 }
 
 #[cfg(test)]

@@ -334,17 +334,17 @@ pub(crate) fn trace_l3(k: &PacketKey, ext: &crate::flow::ExtMatch) -> Vec<u8> {
             let l4: Vec<u8> = match k.nw_proto {
                 6 => {
                     let mut t = vec![0u8; 20];
-                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
-                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
-                    t[12] = 0x50;
-                    t[13] = 0x02;
+                    let mut seg = crate::wire::tcp::Segment::new_unchecked(&mut t[..]);
+                    seg.set_ports(k.tp_src, k.tp_dst);
+                    seg.set_header_len(20);
+                    seg.set_flags(crate::wire::tcp::Flags::SYN);
                     t
                 }
                 17 => {
                     let mut t = vec![0u8; 8];
-                    t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
-                    t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
-                    t[4..6].copy_from_slice(&8u16.to_be_bytes());
+                    let mut u = crate::wire::udp::Datagram::new_unchecked(&mut t[..]);
+                    u.set_ports(k.tp_src, k.tp_dst);
+                    u.set_len(8);
                     t
                 }
                 58 => {
@@ -357,13 +357,14 @@ pub(crate) fn trace_l3(k: &PacketKey, ext: &crate::flow::ExtMatch) -> Vec<u8> {
                 _ => Vec::new(),
             };
             let label = get(ExtField::Ipv6Label) as u32 & 0xf_ffff;
-            let first = (6u32 << 28) | (u32::from(k.nw_tos) << 20) | label;
-            let mut ip = Vec::with_capacity(40 + l4.len());
-            ip.extend_from_slice(&first.to_be_bytes());
-            ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            ip.extend_from_slice(&[k.nw_proto, 64]);
-            ip.extend_from_slice(&get(ExtField::Ipv6Src).to_be_bytes());
-            ip.extend_from_slice(&get(ExtField::Ipv6Dst).to_be_bytes());
+            let mut ip = vec![0u8; crate::wire::ipv6::HEADER_LEN];
+            crate::wire::ipv6::Packet::new_unchecked(&mut ip[..]).set_header(
+                (k.nw_tos, label),
+                crate::wire::IpProtocol(k.nw_proto),
+                get(ExtField::Ipv6Src).to_be_bytes(),
+                get(ExtField::Ipv6Dst).to_be_bytes(),
+                l4.len() as u16,
+            );
             ip.extend_from_slice(&l4);
             ip
         }
@@ -999,4 +1000,38 @@ fn run_clone<T: Tracer>(
         _ => frames.free(c.desc.addr),
     }
     r.kept || r.emitted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traced_ipv6_headers_parse_as_what_the_key_says() {
+        for (proto, len) in [(6u8, 20u16), (17, 8)] {
+            let k = PacketKey {
+                dl_type: EtherType::IPV6,
+                nw_proto: proto,
+                nw_tos: 0xb8,
+                tp_src: 1234,
+                tp_dst: 80,
+                ..PacketKey::default()
+            };
+            let b = trace_l3(&k, &crate::flow::ExtMatch::default());
+            let (ip, rest) = etherparse::Ipv6Header::from_slice(&b).unwrap();
+            assert_eq!(
+                (ip.next_header.0, ip.payload_length, ip.traffic_class),
+                (proto, len, 0xb8)
+            );
+            assert_eq!(rest.len(), len as usize);
+            if proto == 6 {
+                let (t, _) = etherparse::TcpHeader::from_slice(rest).unwrap();
+                assert_eq!((t.source_port, t.destination_port, t.syn), (1234, 80, true));
+                assert_eq!(t.header_len(), 20);
+            } else {
+                let (u, _) = etherparse::UdpHeader::from_slice(rest).unwrap();
+                assert_eq!((u.source_port, u.destination_port, u.length), (1234, 80, 8));
+            }
+        }
+    }
 }

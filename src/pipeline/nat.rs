@@ -17,7 +17,7 @@ pub(super) fn flow_key(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
 
 /// [`flow_key`]; a `quoted` header's fragment fields are not looked at (a quote is the first
 /// fragment's header).
-#[inline(always)]
+#[inline]
 fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
     let h = Packet::new_unchecked(ip);
     if !quoted && h.is_fragment() {
@@ -99,6 +99,8 @@ pub(super) fn quoted_key(ip: &[u8], hl: usize) -> Option<FlowKey> {
 
 /// An ICMP error's quoted packet: its tuple, where its header starts in `ip` and its length
 /// (None when `ip` is not an ICMP error or quotes too little: a header and 8 bytes).
+#[cold]
+#[inline(never)]
 fn quote(ip: &[u8], hl: usize) -> Option<(FlowKey, usize, usize)> {
     let h = Packet::new_unchecked(ip);
     if h.ip_protocol() != crate::wire::IpProtocol::ICMP || ip.len() < hl + icmp::HEADER_LEN + 28 {

@@ -141,6 +141,20 @@ impl<T: AsRef<[u8]>> Segment<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
+    /// Set the ports (the checksum is the caller's: a header being written).
+    #[inline]
+    pub fn set_ports(&mut self, src: u16, dst: u16) {
+        let b = self.buffer.as_mut();
+        b[field::SRC_PORT].copy_from_slice(&src.to_be_bytes());
+        b[field::DST_PORT].copy_from_slice(&dst.to_be_bytes());
+    }
+
+    /// Set the header length (a multiple of 4 from 20 to 60 bytes), clearing the reserved bits.
+    #[inline]
+    pub fn set_header_len(&mut self, len: usize) {
+        self.buffer.as_mut()[field::OFFSET] = ((len / 4) as u8) << 4;
+    }
+
     /// Set the sequence number.
     #[inline]
     pub fn set_seq(&mut self, seq: u32) {

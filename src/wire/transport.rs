@@ -22,13 +22,13 @@ pub struct Ports<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Ports<T> {
     /// Wrap the transport header (and what follows) of a `proto` packet, unchecked.
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(proto: IpProtocol, buffer: T) -> Ports<T> {
         Ports { buffer, proto }
     }
 
     /// Wrap, checking the protocol, the length and (ICMP) that it is an echo.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(proto: IpProtocol, buffer: T) -> Result<Ports<T>> {
         let b = buffer.as_ref();
         let ok = match proto {
@@ -46,20 +46,20 @@ impl<T: AsRef<[u8]>> Ports<T> {
     }
 
     /// The protocol.
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> IpProtocol {
         self.proto
     }
 
     /// The source port (an echo's identifier).
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         let at = if self.proto == IpProtocol::ICMP { 4 } else { 0 };
         be16(self.buffer.as_ref(), at)
     }
 
     /// The destination port (0 for an echo).
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         match self.proto {
             IpProtocol::ICMP => 0,
@@ -68,7 +68,7 @@ impl<T: AsRef<[u8]>> Ports<T> {
     }
 
     /// TCP's flag bits (0 for the others).
-    #[inline]
+    #[inline(always)]
     pub fn tcp_flags(&self) -> u8 {
         match self.proto {
             IpProtocol::TCP => self.buffer.as_ref()[13],
@@ -101,7 +101,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
     }
 
     /// Set the source port (an echo's identifier); the checksum follows.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, port: u16) {
         let old = self.src_port();
         let at = if self.proto == IpProtocol::ICMP { 4 } else { 0 };
@@ -110,7 +110,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
     }
 
     /// Set the destination port (nothing for an echo); the checksum follows.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, port: u16) {
         if self.proto == IpProtocol::ICMP {
             return;
@@ -122,7 +122,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
 
     /// An address of the pseudo-header changed from `old` to `new` (TCP, UDP; ICMP has no
     /// pseudo-header): the checksum follows.
-    #[inline]
+    #[inline(always)]
     pub fn address_changed(&mut self, old: [u8; 4], new: [u8; 4]) {
         if self.proto != IpProtocol::ICMP {
             self.update(|c| update32(c, old, new));
@@ -131,7 +131,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
 
     /// Write the ports (an echo's identifier: `src`) and leave the checksum as it is (a
     /// quoted, truncated header's cannot be kept anyway).
-    #[inline]
+    #[inline(always)]
     pub fn put_ports(&mut self, src: u16, dst: u16) {
         let b = self.buffer.as_mut();
         if self.proto == IpProtocol::ICMP {
