@@ -160,8 +160,9 @@ pub enum Owner {
 }
 
 /// Owner encodings: a port's id below `WORKER_FROM`; a frame the worker holds, received on port
-/// `p`, `WORKER_FROM | p`; one it holds from nowhere in particular (made here, a flood copy),
-/// `u16::MAX - 1`; a free one `u16::MAX`.
+/// `p`, `WORKER_FROM | p` (a flood copy keeps its original's); one it holds from nowhere in
+/// particular (made here: an ARP request, an ICMP error), `u16::MAX - 1`; a free one
+/// `u16::MAX`.
 const WORKER_FROM: u16 = 0x8000;
 
 impl Owner {

@@ -151,7 +151,9 @@ impl Frames {
     }
 
     /// The port a frame the worker holds was marked received on (see [`Frames::mark_received`]);
-    /// None for a frame made here (a flood copy, a reply) or a large one.
+    /// None for a frame made here (an ARP request, an ICMP error) or a large one. Flood copies
+    /// and TCP segments cut from a marked super-frame keep the mark; a reply written into the
+    /// request's frame (an echo reply) keeps it too.
     #[inline]
     pub fn received_on(&self, addr: u64) -> Option<u16> {
         if addr >= BIG_BASE {

@@ -203,6 +203,10 @@ fn segment_into(
         s.len = (hdr + plen) as u32;
         frames.copy_bytes(d.addr, s.addr, hdr);
         frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
+        // The segments come from where the super-frame came in (a relayed output's share).
+        if let Some(p) = frames.received_on(d.addr) {
+            frames.mark_received(s.addr, p);
+        }
         let b = frames.data_mut(s);
         tcp::Segment::new_unchecked(&mut b[at.l4..]).set_seq(seq0.wrapping_add(off as u32));
         fix_segment(b, &at, thl, plen, (i as u32, i == 0, i + 1 == n));

@@ -205,3 +205,19 @@ fn segment_size_for_the_mtu_check() {
     assert_eq!(seg_l3_len(&sup, d, 14), 20 + 32 + 1448);
     assert_eq!(seg_l3_len(&sup, Desc::new(0, 1), 14), sup.len() - 14);
 }
+
+#[test]
+fn segments_keep_the_port_their_super_frame_came_in_on() {
+    let mut frames = Frames::new(64).unwrap();
+    let sup = tcp_frame(false, 1, 1, (false, false, false), &payload(1200), true);
+    let mut d = frames.alloc().unwrap();
+    d.len = sup.len() as u32;
+    d.ol = Offload::gso(GsoType::Tcp4, 400);
+    frames.data_mut(d).copy_from_slice(&sup);
+    frames.mark_received(d.addr, 7);
+    let mut out = Vec::new();
+    assert_eq!(segment(&mut frames, d, 400, &mut out), Ok(3));
+    for s in &out {
+        assert_eq!(frames.received_on(s.addr), Some(7));
+    }
+}

@@ -2,7 +2,8 @@
 //! calls them): VLAN, MAC, IPv4 address and port rewrites with incremental checksums, ToS/ECN,
 //! TTL, MPLS push/pop/set, truncated copies, and `load`/`move`/`set_field` into registers.
 //! Actions whose headers the frame lacks leave it alone, as OVS does. Header fields are
-//! written through the `wire` views (no raw offsets here).
+//! written through the `wire` views; MPLS push/pop move the link-layer header by hand and
+//! write the EtherType that ends it.
 
 use super::{Emitted, Ingress, MPLS, MPLSM, Stack, packet_key};
 use crate::fdb::PortId;
