@@ -42,5 +42,12 @@ pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// Write the source and destination ports at the start of a TCP or UDP header `b`.
+#[inline(always)]
+pub(crate) fn put_ports(b: &mut [u8], src: u16, dst: u16) {
+    b[0..2].copy_from_slice(&src.to_be_bytes());
+    b[2..4].copy_from_slice(&dst.to_be_bytes());
+}
+
 /// Result of a wire parse.
 pub type Result<T> = core::result::Result<T, WireError>;

@@ -144,9 +144,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
     /// Set the ports (the checksum is the caller's: a header being written).
     #[inline]
     pub fn set_ports(&mut self, src: u16, dst: u16) {
-        let b = self.buffer.as_mut();
-        b[field::SRC_PORT].copy_from_slice(&src.to_be_bytes());
-        b[field::DST_PORT].copy_from_slice(&dst.to_be_bytes());
+        super::put_ports(self.buffer.as_mut(), src, dst);
     }
 
     /// Set the header length (a multiple of 4 from 20 to 60 bytes), clearing the reserved bits.

@@ -137,8 +137,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
         if self.proto == IpProtocol::ICMP {
             b[4..6].copy_from_slice(&src.to_be_bytes());
         } else {
-            b[0..2].copy_from_slice(&src.to_be_bytes());
-            b[2..4].copy_from_slice(&dst.to_be_bytes());
+            super::put_ports(b, src, dst);
         }
     }
 }

@@ -79,9 +79,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
     /// Set the ports.
     #[inline]
     pub fn set_ports(&mut self, src: u16, dst: u16) {
-        let b = self.buffer.as_mut();
-        b[field::SRC_PORT].copy_from_slice(&src.to_be_bytes());
-        b[field::DST_PORT].copy_from_slice(&dst.to_be_bytes());
+        super::put_ports(self.buffer.as_mut(), src, dst);
     }
 
     /// Set the source port.
