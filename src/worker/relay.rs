@@ -63,8 +63,6 @@ impl Default for InFlight {
 /// has sent the frames, or when the message is dropped unsent (the owner gone).
 pub(crate) struct Credit {
     to: Arc<InFlight>,
-    /// (bucket, frames) for each source with frames in the message (a burst mostly has one
-    /// or two; an array of all 64 would make every peer message 256 bytes larger).
     per_source: Vec<(u8, u32)>,
 }
 
@@ -121,27 +119,32 @@ impl Port for RelayPort {
         // may carry a pass's output, super-frames cut into many), else what its share and
         // the port's total have room for.
         let mut taken = [0u32; SOURCES];
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut bytes = 0;
         let mut room = RELAY_TOTAL.saturating_sub(total);
-        let (offered, bytes) = (batch.len(), batch.iter().map(|d| d.len as usize).sum());
-        let mut handed = Handoffs::default();
-        for d in batch.drain(..) {
+        for d in batch.iter() {
             let b = source(frames.received_on(d.addr));
             let before = flight.per_source[b].load(Ordering::Relaxed);
-            if before == 0 || (before + taken[b] < RELAY_FRAMES && room > 0) {
-                if handed.is_empty() {
-                    // At most the whole burst: one allocation per buffer, none for a burst
-                    // dropped whole.
-                    handed.reserve(offered, bytes);
-                }
+            let ok = before == 0 || (before + taken[b] < RELAY_FRAMES && room > 0);
+            if ok {
                 taken[b] += 1;
                 room = room.saturating_sub(1);
+                bytes += d.len as usize;
+            }
+            keep.push(ok);
+        }
+        let n: u32 = taken.iter().sum();
+        let offered = batch.len() as u32;
+        let mut handed = Handoffs::default();
+        handed.reserve(n as usize, bytes);
+        for (d, ok) in batch.drain(..).zip(keep) {
+            if ok {
                 handed.push(self.port_id, d.ol, frames.data(d));
             }
             frames.free(d.addr);
         }
-        let n = handed.len() as u32;
         // The source's excess (or the port's): the owner has not sent its earlier frames yet.
-        let mut dropped = offered as u32 - n;
+        let mut dropped = offered - n;
         if n > 0 {
             let mut per_source = Vec::new();
             for (b, &k) in taken.iter().enumerate() {
