@@ -285,3 +285,39 @@ fn partial_checksums_are_completed_from_flagged_ports() {
     assert_eq!(h.dp.port(p1).unwrap().counters.csum_completed, 1);
     assert_eq!(MacAddr(mac(2)).to_string(), "02:00:00:00:00:02");
 }
+
+#[test]
+fn every_frame_of_a_burst_gets_its_own_mtu_check_and_tag() {
+    // Output remembers the last port a frame left by untouched; the frames after it in the
+    // same burst toward that port must still be checked and tagged one by one.
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    h.dp.port_mut(p2).unwrap().mtu = 100;
+    h.send(p2, &frame(BCAST, mac(2), 1));
+    h.send(p2, &tagged(&frame(BCAST, mac(2), 1), 10));
+    h.outputs();
+    let sized = |tag: u8, l3: usize| {
+        let mut f = frame(mac(2), mac(1), tag);
+        f.resize(14 + l3, tag);
+        f
+    };
+    let burst = [
+        sized(1, 100),
+        sized(2, 101),
+        tagged(&sized(3, 60), 10),
+        sized(4, 46),
+        sized(5, 200),
+    ];
+    for f in &burst {
+        h.ports[p1 as usize].inject(f);
+    }
+    h.run();
+    let out = h.outputs();
+    assert_eq!(
+        out[p2 as usize],
+        vec![burst[0].clone(), burst[2].clone(), burst[3].clone()]
+    );
+    assert_eq!(h.drops(p2, DropReason::MtuExceeded), 2);
+}

@@ -70,14 +70,14 @@ fn parse_all<const FIX: bool>(
 #[inline(always)]
 fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, bool), DropReason> {
     let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
-    let src = eth.src();
-    if src.is_multicast() {
+    let src = eth.src_u64();
+    if is_group(src) {
         return Err(DropReason::SrcMulticast);
     }
-    if src.is_zero() {
+    if src == 0 {
         return Err(DropReason::SrcZero);
     }
-    let dst = eth.dst();
+    let dst = eth.dst_u64();
     let (tagged, vid, l3_off, ethertype) = match eth.ethertype() {
         EtherType::VLAN => {
             if data.len() < 18 {
@@ -108,8 +108,8 @@ fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, b
             desc: Desc::default(),
             vlan,
             tagged,
-            dst: dst.to_u64(),
-            src: src.to_u64(),
+            dst,
+            src,
             ethertype,
             l3: l3_off as u8,
             dest: Dest::Normal,

@@ -13,6 +13,9 @@ use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::vlan;
 
+/// Ethernet header bytes in front of the L3 packet the MTU limits (untagged frames).
+const ETH_HEADER_LEN: u32 = 14;
+
 /// No ingress port to skip (routed and generated frames).
 pub(super) const NO_PORT: PortId = PortId::MAX;
 
@@ -24,14 +27,34 @@ pub(super) fn run(
     in_port: PortId,
     meta: &[Meta],
 ) {
+    // One-entry cache of the last port a frame left by untouched (its untagged VLAN domain on
+    // an access port, or VLAN 0 on a trunk; no flow output) and the longest frame its MTU takes:
+    // the next frame of the burst toward that port and VLAN skips the port lookup and the tag
+    // decision. Ports and VLAN modes do not change during a burst.
+    let mut plain: Option<(PortId, u16, u32)> = None;
     for m in meta {
         match m.dest {
             Dest::Pending | Dest::Decap(_) => {}
             Dest::Router | Dest::Normal => frames.free(m.desc.addr),
+            Dest::Port(p)
+                if plain.is_some_and(|(lp, lv, max)| {
+                    lp == p
+                        && lv == m.vlan
+                        && !m.tagged
+                        && !m.raw
+                        && m.desc.ol.is_none()
+                        && m.desc.len <= max
+                }) =>
+            {
+                dp.out[p as usize].push(m.desc);
+            }
             // The common case, without touching the bridge.
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
                 // A flow's output (raw) may only reach its own bridge's ports.
                 Some(port) if !m.raw || port.bridge == bridge => {
+                    if !m.raw && !m.tagged && leaves_untagged(&port.vlan, m.vlan) {
+                        plain = Some((p, m.vlan, port.mtu.saturating_add(ETH_HEADER_LEN)));
+                    }
                     emit(frames, port, &mut dp.out[p as usize], m, m.desc)
                 }
                 Some(port) => {
@@ -108,6 +131,15 @@ fn deliver(
                 None => frames.free(m.desc.addr),
             }
         }
+    }
+}
+
+/// True if a frame of VLAN `v` leaves `mode`'s port untagged (and the port carries `v`).
+#[inline]
+fn leaves_untagged(mode: &VlanMode, v: u16) -> bool {
+    match mode {
+        VlanMode::Access(a) => *a == v,
+        VlanMode::Trunk(_) => v == 0,
     }
 }
 
