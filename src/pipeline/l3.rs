@@ -524,9 +524,9 @@ fn to_next_hop(
     };
     let data = frames.data_mut(m.desc);
     dec_ttl(data, m.l3 as usize, ttl);
-    set_macs(data, mac, hop.gw.mac);
     m.dst = mac.to_u64();
     m.src = hop.gw.mac.to_u64();
+    ethernet::Frame::new_unchecked(data).set_addrs_u64(m.dst, m.src);
     m.dest = Dest::Bridge(hop.bridge);
     dp.router.routed += 1;
     Ok(())
@@ -541,7 +541,8 @@ fn set_macs(data: &mut [u8], dst: MacAddr, src: MacAddr) {
 /// TTL - 1 of the IPv4 header at `l3` (its checksum updated incrementally).
 #[inline(always)]
 fn dec_ttl(data: &mut [u8], l3: usize, ttl: u8) {
-    ipv4::Packet::new_unchecked(&mut data[l3..]).set_ttl(ttl - 1);
+    debug_assert_eq!(data.get(l3 + 8), Some(&ttl));
+    ipv4::Packet::new_unchecked(&mut data[l3..]).decrement_ttl();
 }
 
 /// The next hop is not resolved (`r`): hold the packet (TTL already decremented, MACs written

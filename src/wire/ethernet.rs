@@ -193,6 +193,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         h[6..].copy_from_slice(&src.0);
     }
 
+    /// Set both addresses from their u64 forms (see [`Frame::dst_u64`]): two stores.
+    #[inline(always)]
+    pub fn set_addrs_u64(&mut self, dst: u64, src: u64) {
+        let h: &mut [u8; 12] = (&mut self.buffer.as_mut()[..12])
+            .try_into()
+            .expect("12 bytes");
+        h[..8].copy_from_slice(&(dst << 16 | (src >> 32 & 0xffff)).to_be_bytes());
+        h[8..].copy_from_slice(&(src as u32).to_be_bytes());
+    }
+
     /// Set the EtherType.
     pub fn set_ethertype(&mut self, t: u16) {
         self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&t.to_be_bytes());
@@ -273,6 +283,9 @@ mod tests {
         assert_eq!(f.src_u64(), f.src().to_u64());
         assert_eq!(f.dst_u64(), 0xff01_5e80_7ffe);
         assert_eq!(f.src_u64(), 0x01a2_03c4_05e6);
+        let mut out = [0u8; 14];
+        Frame::new_unchecked(&mut out[..]).set_addrs_u64(0xff01_5e80_7ffe, 0x01a2_03c4_05e6);
+        assert_eq!(out[..12], buf[..12]);
     }
 
     #[test]

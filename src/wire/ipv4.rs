@@ -178,6 +178,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.put_checksum(c);
     }
 
+    /// TTL - 1 (a router forwarding the packet; the TTL must be at least 1), the header checksum
+    /// updated incrementally: RFC 1624 eqn. 3 with m' = m - 0x0100, so ~m + m' is the constant
+    /// 0xfeff. One bounds check for TTL and checksum, no call: the routed fast path.
+    #[inline(always)]
+    pub fn decrement_ttl(&mut self) {
+        let h: &mut [u8; 4] = (&mut self.buffer.as_mut()[field::TTL..field::CHECKSUM.end])
+            .try_into()
+            .expect("TTL .. checksum is 4 bytes");
+        debug_assert!(h[0] >= 1, "TTL 0 is not forwarded");
+        h[0] = h[0].wrapping_sub(1);
+        let s = !u16::from_be_bytes([h[2], h[3]]) as u32 + 0xfeff;
+        let c = !(((s & 0xffff) + (s >> 16)) as u16);
+        h[2..].copy_from_slice(&c.to_be_bytes());
+    }
+
     /// The ToS byte (DSCP in its top six bits, ECN in the low two).
     #[inline]
     pub fn tos(&self) -> u8 {
@@ -350,6 +365,31 @@ mod tests {
         assert!(p.verify_checksum());
         let e = etherparse::Ipv4HeaderSlice::from_slice(&PACKET).unwrap();
         assert_eq!(e.header_checksum(), p.checksum());
+    }
+
+    /// `decrement_ttl` gives the same header as `set_ttl(ttl - 1)` for every TTL and checksum
+    /// (RFC 1624's corner cases: sums that end at 0x0000 / 0xffff).
+    #[test]
+    fn decrement_ttl_matches_the_general_update() {
+        for ttl in 1..=255u8 {
+            for csum in (0..=0xffffu32)
+                .step_by(97)
+                .chain([0, 0xfeff, 0xff00, 0xfffe, 0xffff])
+            {
+                let mut a = PACKET;
+                a[8] = ttl;
+                a[10..12].copy_from_slice(&(csum as u16).to_be_bytes());
+                let mut b = a;
+                Packet::new_unchecked(&mut a[..]).set_ttl(ttl - 1);
+                Packet::new_unchecked(&mut b[..]).decrement_ttl();
+                assert_eq!(a, b, "ttl {ttl} checksum {csum:04x}");
+            }
+        }
+        let mut b = PACKET;
+        Packet::new_unchecked(&mut b[..]).decrement_ttl();
+        let p = Packet::new_unchecked(&b[..]);
+        assert_eq!(p.ttl(), 63);
+        assert!(p.verify_checksum());
     }
 
     /// Every setter leaves a header whose checksum etherparse computes the same way.
