@@ -100,20 +100,13 @@ fn encap_one(
         frames.free(d.addr);
         return;
     };
-    let conf: Conf = (
-        t.conf.local_ip,
-        t.conf.vni,
-        t.conf.dst_port,
-        t.conf.ttl,
-        t.conf.df,
-    );
     match t.remote_of(vlan, dst) {
         // The common case: one known VTEP, no copy of the remote list.
         Some(r) if !super::ingress::is_group(dst) => {
             let sport = source_port(frames.data(d));
-            send_to(dp, frames, (p, d), r, (conf, sport), out, now);
+            send_to(dp, frames, (p, d), r, sport, out, now);
         }
-        _ => flood(dp, frames, p, d, conf, out, now),
+        _ => flood(dp, frames, p, d, out, now),
     }
 }
 
@@ -124,7 +117,6 @@ fn flood(
     frames: &mut Frames,
     p: PortId,
     d: Desc,
-    conf: Conf,
     out: &mut Encapped<'_>,
     now: u32,
 ) {
@@ -153,7 +145,7 @@ fn flood(
             count(dp, p, DropReason::NoBuffer);
             continue;
         };
-        send_to(dp, frames, (p, copy), *remote, (conf, sport), out, now);
+        send_to(dp, frames, (p, copy), *remote, sport, out, now);
     }
 }
 
@@ -165,13 +157,27 @@ fn send_to(
     frames: &mut Frames,
     (p, copy): (PortId, Desc),
     remote: [u8; 4],
-    (conf, sport): (Conf, u16),
+    sport: u16,
     out: &mut Encapped<'_>,
     now: u32,
 ) {
-    let resolved = match out.last {
-        Some(c) if c.port == p && c.remote == remote => Ok(c),
-        _ => underlay(dp, frames, remote, out.made, now).map(|u| {
+    // A hit borrows the cached headers: no copy of the template per frame.
+    if let Some(c) = out
+        .last
+        .as_ref()
+        .filter(|c| c.port == p && c.remote == remote)
+    {
+        return emit_outer(dp, frames, (p, copy), sport, c, out.made);
+    }
+    let Some(conf) = dp.port(p).and_then(|s| s.tunnel.as_ref()).map(|t| {
+        let c = &t.conf;
+        (c.local_ip, c.vni, c.dst_port, c.ttl, c.df)
+    }) else {
+        frames.free(copy.addr);
+        return;
+    };
+    match underlay(dp, frames, remote, out.made, now) {
+        Ok(u) => {
             let (_, src_mac, dst_mac, _, _) = u;
             let c = Cached {
                 port: p,
@@ -180,60 +186,65 @@ fn send_to(
                 dest: egress(dp, &u),
                 outer: Outer::new((src_mac, dst_mac.unwrap_or_default()), conf, remote),
             };
+            emit_outer(dp, frames, (p, copy), sport, &c, out.made);
             if dst_mac.is_some() {
                 out.last = Some(c);
             }
-            c
-        }),
-    };
-    match resolved {
-        Ok(Cached {
-            underlay: (bridge, src_mac, dst_mac, mtu, nh),
-            dest,
-            outer: hdr,
-            ..
-        }) => {
-            if copy.len as usize + OVERHEAD - 14 > mtu {
-                count(dp, p, DropReason::MtuExceeded);
-                frames.free(copy.addr);
-                return;
-            }
-            let outer = hdr.prepend(frames, copy, sport);
-            if let Some(s) = dp.port_mut(p) {
-                s.counters.tx_packets += 1;
-                s.counters.tx_bytes += outer.len as u64;
-            }
-            let Some(dst_mac) = dst_mac else {
-                // The VTEP's next hop is resolving: the outer packet waits for the reply
-                // (the release writes its destination MAC), like a routed packet.
-                let h = Held {
-                    desc: outer,
-                    l3: 14,
-                    in_port: p,
-                };
-                if dp.neigh.hold(bridge, nh, h).is_err() {
-                    count(dp, p, DropReason::ArpQueueFull);
-                    frames.free(outer.addr);
-                }
-                return;
-            };
-            out.made.push(Meta {
-                desc: outer,
-                vlan: 0,
-                tagged: false,
-                dst: dst_mac.to_u64(),
-                src: src_mac.to_u64(),
-                ethertype: EtherType::IPV4,
-                l3: 14,
-                dest,
-                raw: false,
-            });
         }
         Err(r) => {
             count(dp, p, r);
             frames.free(copy.addr);
         }
     }
+}
+
+/// Prepend `c`'s outer headers to frame `copy` of tunnel port `p` and queue the outer frame
+/// in `made` (or hold it while the underlay next hop resolves).
+#[inline(always)]
+fn emit_outer(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    (p, copy): (PortId, Desc),
+    sport: u16,
+    c: &Cached,
+    made: &mut Vec<Meta>,
+) {
+    let (bridge, src_mac, dst_mac, mtu, nh) = c.underlay;
+    if copy.len as usize + OVERHEAD - 14 > mtu {
+        count(dp, p, DropReason::MtuExceeded);
+        frames.free(copy.addr);
+        return;
+    }
+    let outer = c.outer.prepend(frames, copy, sport);
+    if let Some(s) = dp.port_mut(p) {
+        s.counters.tx_packets += 1;
+        s.counters.tx_bytes += outer.len as u64;
+    }
+    let Some(dst_mac) = dst_mac else {
+        // The VTEP's next hop is resolving: the outer packet waits for the reply (the release
+        // writes its destination MAC), like a routed packet.
+        let h = Held {
+            desc: outer,
+            l3: 14,
+            in_port: p,
+        };
+        if dp.neigh.hold(bridge, nh, h).is_err() {
+            count(dp, p, DropReason::ArpQueueFull);
+            frames.free(outer.addr);
+        }
+        return;
+    };
+    made.push(Meta {
+        desc: outer,
+        vlan: 0,
+        tagged: false,
+        dst: dst_mac.to_u64(),
+        src: src_mac.to_u64(),
+        ethertype: EtherType::IPV4,
+        l3: 14,
+        dest: c.dest,
+        raw: false,
+    });
 }
 
 /// The underlay route of an outer packet to `remote`.
@@ -334,7 +345,7 @@ impl Outer {
     }
 
     /// Prepend the headers to `inner` in its headroom. Returns the outer frame.
-    #[inline]
+    #[inline(always)]
     fn prepend(&self, frames: &mut Frames, inner: Desc, sport: u16) -> Desc {
         let outer = Desc::new(inner.addr - OVERHEAD as u64, inner.len + OVERHEAD as u32);
         let ip_len = (outer.len as usize - 14) as u16;
