@@ -35,7 +35,11 @@ pub(super) fn encap(
     now: u32,
 ) -> usize {
     let mut n = 0;
-    let mut out = Encapped { made, last: None };
+    let mut out = Encapped {
+        made,
+        last: None,
+        last_remote: None,
+    };
     for i in 0..dp.tunnels.len() {
         let p = dp.tunnels[i];
         if dp.out[p as usize].is_empty() {
@@ -59,6 +63,9 @@ struct Encapped<'a> {
     /// The last (tunnel port, remote) sent to: its resolved underlay, the destination the
     /// outer frames take, and their headers.
     last: Option<Cached>,
+    /// The last (tunnel port, VLAN << 48 | destination MAC) looked up in its tunnel's
+    /// MAC-to-VTEP table, and the remote found (the table does not change during the call).
+    last_remote: Option<(PortId, u64, [u8; 4])>,
 }
 
 /// A resolved (tunnel port, remote VTEP) pair (see [`Encapped`]).
@@ -94,13 +101,22 @@ fn encap_one(
     let (dst, vlan) = {
         let data = frames.data(d);
         let vlan = crate::wire::vlan::tci(data).map_or(0, |t| t & 0x0fff);
-        (MacAddr::from_bytes(&data[0..6]).to_u64(), vlan)
+        (ethernet::Frame::new_unchecked(data).dst_u64(), vlan)
     };
-    let Some(t) = dp.port(p).and_then(|s| s.tunnel.as_ref()) else {
-        frames.free(d.addr);
-        return;
+    let key = (vlan as u64) << 48 | dst;
+    let remote = match out.last_remote {
+        Some((lp, lk, r)) if lp == p && lk == key => Some(r),
+        _ => {
+            let Some(t) = dp.port(p).and_then(|s| s.tunnel.as_ref()) else {
+                frames.free(d.addr);
+                return;
+            };
+            let r = t.remote_of(vlan, dst);
+            out.last_remote = r.map(|r| (p, key, r));
+            r
+        }
     };
-    match t.remote_of(vlan, dst) {
+    match remote {
         // The common case: one known VTEP, no copy of the remote list.
         Some(r) if !super::ingress::is_group(dst) => {
             let sport = source_port(frames.data(d));
