@@ -35,21 +35,10 @@ fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
 pub(super) fn rewrite(ip: &mut [u8], hl: usize, from: &FlowKey, to: &FlowKey) {
     let (header, l4) = ip.split_at_mut(hl);
     let mut h = Packet::new_unchecked(header);
-    let mut l4 = Ports::new_unchecked(h.ip_protocol(), l4);
-    if from.src != to.src {
-        h.set_src(to.src);
-        l4.address_changed(from.src, to.src);
-    }
-    if from.dst != to.dst {
-        h.set_dst(to.dst);
-        l4.address_changed(from.dst, to.dst);
-    }
-    if from.sport != to.sport {
-        l4.set_src_port(to.sport);
-    }
-    if from.dport != to.dport {
-        l4.set_dst_port(to.dport);
-    }
+    debug_assert_eq!((h.src(), h.dst()), (from.src, from.dst));
+    // Each checksum is updated once for all the changes (RFC 1624's sums add up).
+    let addr_delta = h.set_addrs(to.src, to.dst);
+    Ports::new_unchecked(h.ip_protocol(), l4).set_ports_after(to.sport, to.dport, addr_delta);
 }
 
 /// Translate an ICMP error about a packet of a translated connection: the quoted packet gets

@@ -180,6 +180,32 @@ pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     !fold(s as u64)
 }
 
+/// The change a 16-bit field going from `old` to `new` makes to a sum (RFC 1624 eqn. 3's
+/// `~m + m'`): several fields' changes add up, and [`apply_delta`] folds them into a checksum
+/// at once, as chained [`update16`] calls would.
+#[inline(always)]
+pub fn delta16(old: u16, new: u16) -> u64 {
+    u64::from(!old) + u64::from(new)
+}
+
+/// [`delta16`] for a 32-bit field (an IPv4 address).
+#[inline(always)]
+pub fn delta32(old: [u8; 4], new: [u8; 4]) -> u64 {
+    delta16(
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    ) + delta16(
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+}
+
+/// The checksum `csum` (as stored) after the changes summed in `delta`.
+#[inline(always)]
+pub fn apply_delta(csum: u16, delta: u64) -> u16 {
+    !fold(u64::from(!csum) + delta)
+}
+
 /// Incremental update for a 32-bit field (e.g. an IPv4 address) changing from `old` to `new`.
 #[inline]
 pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
@@ -198,6 +224,29 @@ pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
 #[cfg(test)]
 mod incremental_tests {
     use super::*;
+
+    #[test]
+    fn summed_deltas_equal_chained_updates() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..100_000 {
+            let r = next();
+            let csum = [0, 0xffff, 0xfffe, 1, r as u16][(r >> 61) as usize % 5];
+            let (a, b, c, d) = (next() as u16, next() as u16, next() as u16, next() as u16);
+            let (o, n) = ((next() as u32).to_be_bytes(), (next() as u32).to_be_bytes());
+            let chained = update32(update16(update16(csum, a, b), c, d), o, n);
+            let summed = apply_delta(csum, delta16(a, b) + delta16(c, d) + delta32(o, n));
+            assert_eq!(
+                chained, summed,
+                "{csum:04x} {a:04x}->{b:04x} {c:04x}->{d:04x}"
+            );
+        }
+    }
 
     #[test]
     fn incremental_matches_full_recompute() {

@@ -1,7 +1,7 @@
 //! IPv4 header view: the fields the switch reads, and setters that keep the header checksum
 //! right (incrementally, RFC 1624, for one field; `fill_checksum` recomputes it whole).
 
-use super::checksum::{update16, update32};
+use super::checksum::{apply_delta, delta32, update16, update32};
 use super::{Result, WireError};
 
 mod field {
@@ -238,6 +238,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.put_checksum(c);
     }
 
+    /// Write both addresses and update the header checksum once; returns the change they
+    /// make to a sum (see `checksum::delta32`), for a pseudo-header checksum to follow
+    /// (`Ports::apply_delta`). Unchanged addresses add nothing.
+    #[inline(always)]
+    pub fn set_addrs(&mut self, src: [u8; 4], dst: [u8; 4]) -> u64 {
+        let (old_src, old_dst) = (self.src(), self.dst());
+        let mut delta = 0;
+        if old_src != src {
+            delta += delta32(old_src, src);
+        }
+        if old_dst != dst {
+            delta += delta32(old_dst, dst);
+        }
+        if delta != 0 {
+            let b = self.buffer.as_mut();
+            b[field::SRC].copy_from_slice(&src);
+            b[field::DST].copy_from_slice(&dst);
+            let c = apply_delta(self.checksum(), delta);
+            self.put_checksum(c);
+        }
+        delta
+    }
+
     /// Set the destination address; as [`Packet::set_src`].
     #[inline]
     pub fn set_dst(&mut self, a: [u8; 4]) {
@@ -402,6 +425,13 @@ mod tests {
         p.set_src([10, 1, 2, 3]);
         p.set_dst([172, 16, 0, 9]);
         p.set_ident(0xfffe);
+        assert_eq!(
+            p.set_addrs([10, 1, 2, 3], [172, 16, 0, 9]),
+            0,
+            "nothing changed"
+        );
+        assert_ne!(p.set_addrs([10, 9, 2, 3], [172, 16, 0, 8]), 0);
+        p.set_addrs([10, 1, 2, 3], [172, 16, 0, 9]);
         p.set_tos_bits(0xfc, 0xb8);
         p.set_tos_bits(0x03, 0x01);
         assert_eq!(p.tos(), 0xb9);

@@ -10,7 +10,7 @@
 //! sent as 0xffff (RFC 768). `put_ports` writes ports and leaves the checksum alone, for the
 //! truncated copy of a header an ICMP error quotes.
 
-use super::checksum::{update16, update32};
+use super::checksum::{apply_delta, delta16, update16, update32};
 use super::{IpProtocol, Result, WireError, be16, icmp};
 
 /// A view over the ports and checksum of a transport header.
@@ -118,6 +118,29 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
         let old = self.dst_port();
         self.buffer.as_mut()[2..4].copy_from_slice(&port.to_be_bytes());
         self.update(|c| update16(c, old, port));
+    }
+
+    /// Write the ports (an echo: its identifier) and update the checksum once for them and for
+    /// `addr_delta`, the change the addresses of the pseudo-header made (from
+    /// `ipv4::Packet::set_addrs`; ignored for ICMP, which has no pseudo-header).
+    #[inline(always)]
+    pub fn set_ports_after(&mut self, src: u16, dst: u16, addr_delta: u64) {
+        let (old_src, old_dst) = (self.src_port(), self.dst_port());
+        let mut delta = if self.proto == IpProtocol::ICMP {
+            0
+        } else {
+            addr_delta
+        };
+        if old_src != src {
+            delta += delta16(old_src, src);
+        }
+        if old_dst != dst && self.proto != IpProtocol::ICMP {
+            delta += delta16(old_dst, dst);
+        }
+        if delta != 0 {
+            self.put_ports(src, dst);
+            self.update(|c| apply_delta(c, delta));
+        }
     }
 
     /// An address of the pseudo-header changed from `old` to `new` (TCP, UDP; ICMP has no
