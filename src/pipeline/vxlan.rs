@@ -433,7 +433,7 @@ pub(super) fn decap(
         (udp_len - udp::HEADER_LEN - vxlan::HEADER_LEN) as u32,
     );
     let inner_bytes = &data[inner_at..inner_at + inner.len as usize];
-    let src = MacAddr::from_bytes(&inner_bytes[6..12]).to_u64();
+    let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
     let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
     let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut()) else {
         return Err(DropReason::VxlanUnknownVni);
