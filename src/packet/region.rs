@@ -76,8 +76,9 @@ impl Region {
     #[inline]
     pub fn bytes_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
         let start = addr as usize;
+        // One add with its carry and one compare (the hot path: every frame of every burst).
         assert!(
-            start <= self.len && len <= self.len - start,
+            start.checked_add(len).is_some_and(|end| end <= self.len),
             "frame outside region"
         );
         // SAFETY: the range was checked to lie inside the mapping, which lives as long as self;
@@ -111,7 +112,7 @@ impl Region {
     pub fn bytes(&self, addr: u64, len: usize) -> &[u8] {
         let start = addr as usize;
         assert!(
-            start <= self.len && len <= self.len - start,
+            start.checked_add(len).is_some_and(|end| end <= self.len),
             "frame outside region"
         );
         // SAFETY: as in `bytes_mut`; shared access only.
@@ -124,6 +125,42 @@ impl Drop for Region {
         // SAFETY: ptr/len are exactly what mmap returned; no slice outlives self.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::FRAME_SIZE;
+
+    #[test]
+    fn ranges_inside_the_mapping_are_handed_out() {
+        let mut r = Region::new(2).unwrap();
+        let end = 2 * FRAME_SIZE;
+        assert_eq!(r.bytes_mut(0, end).len(), end);
+        assert_eq!(r.bytes(end as u64 - 14, 14).len(), 14);
+        assert_eq!(r.bytes(end as u64, 0).len(), 0);
+    }
+
+    #[test]
+    fn ranges_past_the_end_or_wrapping_panic() {
+        let end = 2 * FRAME_SIZE;
+        for (addr, len) in [
+            (end as u64 - 13, 14),
+            (end as u64 + 1, 0),
+            (u64::MAX, 2),
+            (8, usize::MAX),
+        ] {
+            let mut r = Region::new(2).unwrap();
+            let mutable = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r.bytes_mut(addr, len);
+            }));
+            assert!(mutable.is_err(), "bytes_mut({addr}, {len})");
+            let shared = std::panic::catch_unwind(|| {
+                let _ = Region::new(2).unwrap().bytes(addr, len).len();
+            });
+            assert!(shared.is_err(), "bytes({addr}, {len})");
         }
     }
 }

@@ -49,9 +49,14 @@ fn parse_all<const FIX: bool>(
     meta: &mut Vec<Meta>,
 ) -> (u64, u64) {
     let (mut bytes, mut completed) = (0u64, 0u64);
+    // The VLAN of untagged (and priority-tagged) frames, read once per burst.
+    let untagged = match mode {
+        VlanMode::Access(v) => *v,
+        VlanMode::Trunk(_) => 0,
+    };
     for &d in batch {
         bytes += d.len as u64;
-        match classify(frames.data_mut(d), mode, FIX) {
+        match classify(frames.data_mut(d), mode, untagged, FIX) {
             Ok((m, fixed)) => {
                 completed += fixed as u64;
                 meta.push(Meta { desc: d, ..m });
@@ -68,7 +73,12 @@ fn parse_all<const FIX: bool>(
 /// Parse one frame. Returns its metadata (desc left default) and whether a checksum was
 /// completed.
 #[inline(always)]
-fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, bool), DropReason> {
+fn classify(
+    data: &mut [u8],
+    mode: &VlanMode,
+    untagged: u16,
+    fix_csum: bool,
+) -> Result<(Meta, bool), DropReason> {
     let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
     let src = eth.src_u64();
     if is_group(src) {
@@ -94,13 +104,14 @@ fn classify(data: &mut [u8], mode: &VlanMode, fix_csum: bool) -> Result<(Meta, b
         EtherType::QINQ => return Err(DropReason::QinQ),
         t => (false, 0, 14, t),
     };
-    let vlan = match mode {
-        // Untagged or priority-tagged frames join the access VLAN.
-        VlanMode::Access(v) if vid == 0 => *v,
-        VlanMode::Access(_) => return Err(DropReason::VlanDenied),
-        VlanMode::Trunk(_) if vid == 0 => 0,
-        VlanMode::Trunk(set) if set.contains(vid) => vid,
-        VlanMode::Trunk(_) => return Err(DropReason::VlanDenied),
+    // Untagged or priority-tagged frames join the access VLAN (a trunk's: VLAN 0).
+    let vlan = if vid == 0 {
+        untagged
+    } else {
+        match mode {
+            VlanMode::Trunk(set) if set.contains(vid) => vid,
+            _ => return Err(DropReason::VlanDenied),
+        }
     };
     let completed = fix_csum && csum::complete(ethertype, &mut data[l3_off..]);
     Ok((

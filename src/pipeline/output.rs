@@ -33,21 +33,19 @@ pub(super) fn run(
     // decision. Ports and VLAN modes do not change during a burst.
     let mut plain: Option<(PortId, u16, u32)> = None;
     for m in meta {
+        if let Some((lp, lv, max)) = plain
+            && m.dest == Dest::Port(lp)
+            && m.vlan == lv
+            && !(m.tagged | m.raw)
+            && m.desc.ol.is_none()
+            && m.desc.len <= max
+        {
+            dp.out[lp as usize].push(m.desc);
+            continue;
+        }
         match m.dest {
             Dest::Pending | Dest::Decap(_) => {}
             Dest::Router | Dest::Normal => frames.free(m.desc.addr),
-            Dest::Port(p)
-                if plain.is_some_and(|(lp, lv, max)| {
-                    lp == p
-                        && lv == m.vlan
-                        && !m.tagged
-                        && !m.raw
-                        && m.desc.ol.is_none()
-                        && m.desc.len <= max
-                }) =>
-            {
-                dp.out[p as usize].push(m.desc);
-            }
             // The common case, without touching the bridge.
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
                 // A flow's output (raw) may only reach its own bridge's ports.
