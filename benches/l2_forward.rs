@@ -6,6 +6,8 @@
 //!   cargo bench --bench l2_forward                      # ns/frame table for 10, 1k, 1M MACs
 //!   cargo bench --bench l2_forward -- --frames N --macs M --quiet   # one run (for callgrind)
 //!   ... --ports-only                                    # replay -> sink without the pipeline
+//!   ... --dsts K      # consecutive frames to K destinations in turn (default 1: a burst
+//!                     # shares one; K > 1 defeats the per-burst one-entry caches)
 //!
 //! `benches/callgrind.sh` runs the second form under callgrind twice (N and 2N frames) and
 //! reports instructions per frame as the difference divided by N, so setup cost cancels out.
@@ -31,7 +33,9 @@ fn template() -> Vec<u8> {
 
 /// Forward `frames` frames with `macs` learned MACs; returns ns per frame. With `ports_only`
 /// the pipeline is skipped (replay straight to sink): the mem ports' own cost, to subtract.
-fn run(frames_n: u64, macs: usize, ports_only: bool) -> f64 {
+/// `dsts`: frames go to that many destinations in turn (their last address byte rewritten
+/// after receive, in both modes, so the subtraction cancels it).
+fn run(frames_n: u64, macs: usize, ports_only: bool, dsts: u8) -> f64 {
     let mut frames = Frames::new(4096).unwrap();
     let mut dp = Datapath::new();
     let b = dp
@@ -48,6 +52,9 @@ fn run(frames_n: u64, macs: usize, ports_only: bool) -> f64 {
     let fdb = &mut dp.bridge_mut(b).unwrap().fdb;
     let dst = u64::from_be_bytes([0, 0, DST[0], DST[1], DST[2], DST[3], DST[4], DST[5]]);
     fdb.learn(0, dst, 1, 1);
+    for k in 0..dsts {
+        fdb.learn(0, dst & !0xff | u64::from(0x10 + k), 1, 1);
+    }
     let mut x: u64 = 0x1234_5678;
     for _ in 1..macs.saturating_sub(1) {
         x = x
@@ -64,6 +71,11 @@ fn run(frames_n: u64, macs: usize, ports_only: bool) -> f64 {
         let n = rx.rx_burst(&mut frames, &mut batch, BURST);
         if n == 0 {
             break;
+        }
+        if dsts > 1 {
+            for (i, d) in batch.iter().enumerate() {
+                frames.data_mut(*d)[5] = 0x10 + (i % dsts as usize) as u8;
+            }
         }
         if ports_only {
             sink.tx_burst(&mut frames, &mut batch);
@@ -88,13 +100,14 @@ fn main() {
     let quiet = args.iter().any(|a| a == "--quiet");
     let ports_only = args.iter().any(|a| a == "--ports-only");
     if let (Some(n), Some(m)) = (get("--frames"), get("--macs")) {
-        let ns = run(n, m as usize, ports_only);
+        let dsts = get("--dsts").unwrap_or(1).clamp(1, 200) as u8;
+        let ns = run(n, m as usize, ports_only, dsts);
         if !quiet {
             println!("{n} frames, {m} MACs: {ns:.1} ns/frame");
         }
         return;
     }
-    let median = |macs: usize, ports_only: bool| median5(|| run(2_000_000, macs, ports_only));
+    let median = |macs: usize, ports_only: bool| median5(|| run(2_000_000, macs, ports_only, 1));
     let io = median(10, true);
     println!("| learned MACs | ns/frame with mem ports | ns/frame pipeline only |");
     println!("|---|---|---|");

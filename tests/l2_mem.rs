@@ -321,3 +321,38 @@ fn every_frame_of_a_burst_gets_its_own_mtu_check_and_tag() {
     );
     assert_eq!(h.drops(p2, DropReason::MtuExceeded), 2);
 }
+
+#[test]
+fn a_burst_mixing_destinations_keeps_each_frames_decision() {
+    // Forward caches the last (VLAN, destination) decision of a burst: frames after it with
+    // another destination, or the same MAC in another VLAN, must get their own.
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let p1 = h.port(b, "p1", trunk());
+    let p2 = h.port(b, "p2", trunk());
+    let p3 = h.port(b, "p3", trunk());
+    h.send(p2, &frame(BCAST, mac(2), 1));
+    h.send(p1, &frame(BCAST, mac(1), 1));
+    h.send(p3, &tagged(&frame(BCAST, mac(2), 1), 10));
+    h.outputs();
+    let burst = [
+        frame(mac(2), mac(1), 1),              // to p2
+        frame(mac(1), mac(9), 2),              // back to its own port p1: dropped
+        frame(mac(1), mac(9), 3),              // again
+        frame(mac(2), mac(1), 4),              // to p2
+        tagged(&frame(mac(2), mac(1), 5), 10), // mac(2) in VLAN 10 sits on p3
+        frame(mac(7), mac(1), 6),              // unknown: flooded to p2 and p3
+    ];
+    for f in &burst {
+        h.ports[p1 as usize].inject(f);
+    }
+    h.run();
+    let out = h.outputs();
+    assert_eq!(
+        out[p2 as usize],
+        vec![burst[0].clone(), burst[3].clone(), burst[5].clone()]
+    );
+    assert_eq!(out[p3 as usize], vec![burst[4].clone(), burst[5].clone()]);
+    assert!(out[p1 as usize].is_empty());
+    assert_eq!(h.drops(p1, DropReason::SamePort), 2);
+}

@@ -86,42 +86,54 @@ pub(super) fn forward(
     };
     // Frames to the gateway's MAC go to the router (u64::MAX never matches a 48-bit MAC).
     let gw_mac = b.gateway.map_or(u64::MAX, |g| g.mac.to_u64());
-    let icc = b.icc;
     let mut same_port = 0u64;
     let mut icc_denied = 0u64;
-    // One-entry cache of the last lookup in this burst: the FDB does not change during it.
-    let mut last: (u64, Option<PortId>) = (u64::MAX, None);
-    for m in meta.iter_mut() {
-        if m.dest != Dest::Normal {
-            continue;
+    if b.icc {
+        // One-entry cache of the last (VLAN, destination) of this burst and the decision for
+        // it (the FDB does not change during a burst; its frames mostly share a destination).
+        // u64::MAX is never a key: VLANs take 12 bits above the 48 of the MAC.
+        let mut last: (u64, Dest) = (u64::MAX, Dest::Pending);
+        for m in meta.iter_mut() {
+            if m.dest != Dest::Normal {
+                continue;
+            }
+            let key = m.dst | (m.vlan as u64) << 48;
+            if key != last.0 {
+                let dest = if m.dst == gw_mac {
+                    Dest::Router
+                } else if is_group(m.dst) {
+                    Dest::Flood
+                } else {
+                    match b.fdb.lookup(m.vlan, m.dst) {
+                        // Its destination sits on the ingress port: dropped below.
+                        Some(p) if p == in_port => Dest::Pending,
+                        Some(p) => Dest::Port(p),
+                        None => Dest::Flood,
+                    }
+                };
+                last = (key, dest);
+            }
+            if matches!(last.1, Dest::Pending) {
+                frames.free(m.desc.addr);
+                same_port += 1;
+            }
+            m.dest = last.1;
         }
-        m.dest = if m.dst == gw_mac {
-            Dest::Router
-        } else if !icc {
-            if b.gateway.is_some() && m.dst == u64::MAX >> 16 && m.ethertype == EtherType::ARP {
+    } else {
+        for m in meta.iter_mut() {
+            if m.dest != Dest::Normal {
+                continue;
+            }
+            m.dest = if m.dst == gw_mac
+                || (b.gateway.is_some() && m.dst == u64::MAX >> 16 && m.ethertype == EtherType::ARP)
+            {
                 Dest::Router
             } else {
                 frames.free(m.desc.addr);
                 icc_denied += 1;
                 Dest::Pending
-            }
-        } else if is_group(m.dst) {
-            Dest::Flood
-        } else {
-            let key = m.dst | (m.vlan as u64) << 48;
-            if key != last.0 {
-                last = (key, b.fdb.lookup(m.vlan, m.dst));
-            }
-            match last.1 {
-                Some(p) if p == in_port => {
-                    frames.free(m.desc.addr);
-                    same_port += 1;
-                    Dest::Pending
-                }
-                Some(p) => Dest::Port(p),
-                None => Dest::Flood,
-            }
-        };
+            };
+        }
     }
     if same_port + icc_denied != 0
         && let Some(p) = dp.port_mut(in_port)
