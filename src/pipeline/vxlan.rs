@@ -76,6 +76,9 @@ struct Cached {
     underlay: Underlay,
     dest: Dest,
     outer: Outer,
+    /// The outer frames' MACs as the pipeline keys them (`Meta::dst`, `Meta::src`).
+    dst_mac: u64,
+    src_mac: u64,
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
@@ -201,6 +204,8 @@ fn send_to(
                 underlay: u,
                 dest: egress(dp, &u),
                 outer: Outer::new((src_mac, dst_mac.unwrap_or_default()), conf, remote),
+                dst_mac: dst_mac.unwrap_or_default().to_u64(),
+                src_mac: src_mac.to_u64(),
             };
             emit_outer(dp, frames, (p, copy), sport, &c, out.made);
             if dst_mac.is_some() {
@@ -225,7 +230,7 @@ fn emit_outer(
     c: &Cached,
     made: &mut Vec<Meta>,
 ) {
-    let (bridge, src_mac, dst_mac, mtu, nh) = c.underlay;
+    let (bridge, _, dst_mac, mtu, nh) = c.underlay;
     if copy.len as usize + OVERHEAD - 14 > mtu {
         count(dp, p, DropReason::MtuExceeded);
         frames.free(copy.addr);
@@ -236,7 +241,7 @@ fn emit_outer(
         s.counters.tx_packets += 1;
         s.counters.tx_bytes += outer.len as u64;
     }
-    let Some(dst_mac) = dst_mac else {
+    if dst_mac.is_none() {
         // The VTEP's next hop is resolving: the outer packet waits for the reply (the release
         // writes its destination MAC), like a routed packet.
         let h = Held {
@@ -254,8 +259,8 @@ fn emit_outer(
         desc: outer,
         vlan: 0,
         tagged: false,
-        dst: dst_mac.to_u64(),
-        src: src_mac.to_u64(),
+        dst: c.dst_mac,
+        src: c.src_mac,
         ethertype: EtherType::IPV4,
         l3: 14,
         dest: c.dest,
@@ -335,8 +340,9 @@ struct Outer {
     /// Ethernet, IPv4 (total length and checksum 0), UDP (source port, length 0; checksum 0:
     /// none, allowed over IPv4, RFC 7348), VXLAN.
     hdr: [u8; OVERHEAD],
-    /// The IPv4 header's one's-complement sum without its total length.
-    ip_sum: u64,
+    /// The IPv4 header's one's-complement sum without its total length, folded to 16 bits:
+    /// adding a 16-bit length then needs one fold, not four.
+    ip_sum: u32,
 }
 
 impl Outer {
@@ -354,7 +360,7 @@ impl Outer {
         ip.set_header(IpProtocol::UDP, local, remote, 0);
         ip.set_dont_frag(df);
         ip.set_ttl_raw(ttl);
-        let ip_sum = sum(0, &hdr[14..34]);
+        let ip_sum = u32::from(fold(sum(0, &hdr[14..34])));
         udp::Datagram::new_unchecked(&mut hdr[34..42]).set_ports(0, dst_port);
         vxlan::Repr { vni }.emit(&mut hdr[42..50]);
         Outer { hdr, ip_sum }
@@ -367,7 +373,10 @@ impl Outer {
         let ip_len = (outer.len as usize - 14) as u16;
         let b = frames.data_mut(outer);
         b[..OVERHEAD].copy_from_slice(&self.hdr);
-        let c = !fold(self.ip_sum + u64::from(ip_len));
+        // At most 0xffff + 0xffff: one fold leaves no carry (and equals folding the unfolded
+        // sum plus the length).
+        let s = self.ip_sum + u32::from(ip_len);
+        let c = !(((s & 0xffff) + (s >> 16)) as u16);
         ipv4::Packet::new_unchecked(&mut b[14..34]).stamp_len(ip_len, c);
         let mut udp = udp::Datagram::new_unchecked(&mut b[34..42]);
         udp.set_src_port(sport);
