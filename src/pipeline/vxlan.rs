@@ -39,6 +39,7 @@ pub(super) fn encap(
         made,
         last: None,
         last_remote: None,
+        sent: (0, 0),
     };
     for i in 0..dp.tunnels.len() {
         let p = dp.tunnels[i];
@@ -49,6 +50,11 @@ pub(super) fn encap(
         n += scratch.len();
         for d in scratch.drain(..) {
             encap_one(dp, frames, p, d, &mut out, now);
+        }
+        let (packets, bytes) = std::mem::take(&mut out.sent);
+        if let Some(s) = dp.port_mut(p) {
+            s.counters.tx_packets += packets;
+            s.counters.tx_bytes += bytes;
         }
     }
     n
@@ -66,6 +72,9 @@ struct Encapped<'a> {
     /// The last (tunnel port, VLAN << 48 | destination MAC) looked up in its tunnel's
     /// MAC-to-VTEP table, and the remote found (the table does not change during the call).
     last_remote: Option<(PortId, u64, [u8; 4])>,
+    /// Outer frames made (and their bytes) for the tunnel port being drained: its `tx`
+    /// counters, added once per port.
+    sent: (u64, u64),
 }
 
 /// A resolved (tunnel port, remote VTEP) pair (see [`Encapped`]).
@@ -101,10 +110,15 @@ fn encap_one(
     out: &mut Encapped<'_>,
     now: u32,
 ) {
-    let (dst, vlan) = {
+    // One look at the frame for all three (its outer UDP source port too).
+    let (dst, vlan, sport) = {
         let data = frames.data(d);
         let vlan = crate::wire::vlan::tci(data).map_or(0, |t| t & 0x0fff);
-        (ethernet::Frame::new_unchecked(data).dst_u64(), vlan)
+        (
+            ethernet::Frame::new_unchecked(data).dst_u64(),
+            vlan,
+            source_port(data),
+        )
     };
     let key = (vlan as u64) << 48 | dst;
     let remote = match out.last_remote {
@@ -122,10 +136,9 @@ fn encap_one(
     match remote {
         // The common case: one known VTEP, no copy of the remote list.
         Some(r) if !super::ingress::is_group(dst) => {
-            let sport = source_port(frames.data(d));
             send_to(dp, frames, (p, d), r, sport, out, now);
         }
-        _ => flood(dp, frames, p, d, out, now),
+        _ => flood(dp, frames, p, d, sport, out, now),
     }
 }
 
@@ -136,6 +149,7 @@ fn flood(
     frames: &mut Frames,
     p: PortId,
     d: Desc,
+    sport: u16,
     out: &mut Encapped<'_>,
     now: u32,
 ) {
@@ -153,7 +167,6 @@ fn flood(
         frames.free(d.addr);
         return;
     }
-    let sport = source_port(frames.data(d));
     for (i, remote) in remotes[..n].iter().enumerate() {
         let copy = if i + 1 == n {
             Some(d)
@@ -186,7 +199,7 @@ fn send_to(
         .as_ref()
         .filter(|c| c.port == p && c.remote == remote)
     {
-        return emit_outer(dp, frames, (p, copy), sport, c, out.made);
+        return emit_outer(dp, frames, (p, copy), sport, c, out.made, &mut out.sent);
     }
     let Some(conf) = dp.port(p).and_then(|s| s.tunnel.as_ref()).map(|t| {
         let c = &t.conf;
@@ -207,7 +220,7 @@ fn send_to(
                 dst_mac: dst_mac.unwrap_or_default().to_u64(),
                 src_mac: src_mac.to_u64(),
             };
-            emit_outer(dp, frames, (p, copy), sport, &c, out.made);
+            emit_outer(dp, frames, (p, copy), sport, &c, out.made, &mut out.sent);
             if dst_mac.is_some() {
                 out.last = Some(c);
             }
@@ -229,6 +242,7 @@ fn emit_outer(
     sport: u16,
     c: &Cached,
     made: &mut Vec<Meta>,
+    sent: &mut (u64, u64),
 ) {
     let (bridge, _, dst_mac, mtu, nh) = c.underlay;
     if copy.len as usize + OVERHEAD - 14 > mtu {
@@ -237,10 +251,8 @@ fn emit_outer(
         return;
     }
     let outer = c.outer.prepend(frames, copy, sport);
-    if let Some(s) = dp.port_mut(p) {
-        s.counters.tx_packets += 1;
-        s.counters.tx_bytes += outer.len as u64;
-    }
+    sent.0 += 1;
+    sent.1 += outer.len as u64;
     if dst_mac.is_none() {
         // The VTEP's next hop is resolving: the outer packet waits for the reply (the release
         // writes its destination MAC), like a routed packet.
