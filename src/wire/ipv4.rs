@@ -251,7 +251,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         if old_dst != dst {
             delta += delta32(old_dst, dst);
         }
-        if delta != 0 {
+        // A change can add 0 (0xffff -> 0x0000 is the same one's-complement value): written
+        // whenever an address differs, the checksum then unchanged.
+        if old_src != src || old_dst != dst {
             let b = self.buffer.as_mut();
             b[field::SRC].copy_from_slice(&src);
             b[field::DST].copy_from_slice(&dst);

@@ -131,14 +131,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
         } else {
             addr_delta
         };
-        if old_src != src {
+        let src_changed = old_src != src;
+        let dst_changed = old_dst != dst && self.proto != IpProtocol::ICMP;
+        if src_changed {
             delta += delta16(old_src, src);
         }
-        if old_dst != dst && self.proto != IpProtocol::ICMP {
+        if dst_changed {
             delta += delta16(old_dst, dst);
         }
-        if delta != 0 {
+        // A port going 0xffff -> 0 adds nothing to the sum: written on any change.
+        if src_changed || dst_changed {
             self.put_ports(src, dst);
+        }
+        if delta != 0 {
             self.update(|c| apply_delta(c, delta));
         }
     }
@@ -229,6 +234,42 @@ mod tests {
                 let want_dport = if proto == IpProtocol::ICMP { 0 } else { dport };
                 assert_eq!((p.src_port(), p.dst_port()), (sport, want_dport));
                 assert!(valid(proto, nat, d, &l4), "{proto:?} {sport} {dport}");
+            }
+        }
+        // The same through one summed update (NAT's path), from ports that make 0xffff -> 0
+        // changes (which add nothing to the sum but must still be written).
+        for proto in [IpProtocol::TCP, IpProtocol::UDP, IpProtocol::ICMP] {
+            for (sport, dport) in [(1, 2), (0, 0xffff), (40000, 443), (0x8000, 0x7fff)] {
+                let mut l4 = packet(proto, s, d);
+                let mut p = Ports::new_checked(proto, &mut l4[..]).unwrap();
+                p.put_ports(0xffff, 0);
+                // Checksum the start state right first.
+                let mut full = l4.clone();
+                let off = if proto == IpProtocol::TCP {
+                    16
+                } else if proto == IpProtocol::UDP {
+                    6
+                } else {
+                    2
+                };
+                full[off..off + 2].copy_from_slice(&[0, 0]);
+                let c = match proto {
+                    IpProtocol::ICMP => checksum(&full),
+                    _ => !fold(sum(pseudo_v4(&s, &d, proto.0, full.len() as u16), &full)),
+                };
+                l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+                assert!(valid(proto, s, d, &l4));
+                let delta = crate::wire::checksum::delta32(s, nat);
+                Ports::new_checked(proto, &mut l4[..])
+                    .unwrap()
+                    .set_ports_after(sport, dport, delta);
+                let p = Ports::new_checked(proto, &l4[..]).unwrap();
+                let want_dport = if proto == IpProtocol::ICMP { 0 } else { dport };
+                assert_eq!((p.src_port(), p.dst_port()), (sport, want_dport));
+                assert!(
+                    valid(proto, nat, d, &l4),
+                    "summed {proto:?} {sport} {dport}"
+                );
             }
         }
         // UDP without a checksum keeps none.
