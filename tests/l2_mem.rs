@@ -286,14 +286,30 @@ fn partial_checksums_are_completed_from_flagged_ports() {
     assert_eq!(MacAddr(mac(2)).to_string(), "02:00:00:00:00:02");
 }
 
+/// A bridge with `n` trunk ports (their ids in order).
+fn trunk_bridge(n: usize) -> (Harness, Vec<u16>) {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let ports = (1..=n)
+        .map(|i| h.port(b, &format!("p{i}"), trunk()))
+        .collect();
+    (h, ports)
+}
+
+/// Every frame of `burst` received on `p` in one burst through the pipeline.
+fn run_burst(h: &mut Harness, p: u16, burst: &[Vec<u8>]) {
+    for f in burst {
+        h.ports[p as usize].inject(f);
+    }
+    h.run();
+}
+
 #[test]
 fn every_frame_of_a_burst_gets_its_own_mtu_check_and_tag() {
     // Output remembers the last port a frame left by untouched; the frames after it in the
     // same burst toward that port must still be checked and tagged one by one.
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
+    let (mut h, p) = trunk_bridge(2);
+    let (p1, p2) = (p[0], p[1]);
     h.dp.port_mut(p2).unwrap().mtu = 100;
     h.send(p2, &frame(BCAST, mac(2), 1));
     h.send(p2, &tagged(&frame(BCAST, mac(2), 1), 10));
@@ -310,10 +326,7 @@ fn every_frame_of_a_burst_gets_its_own_mtu_check_and_tag() {
         sized(4, 46),
         sized(5, 200),
     ];
-    for f in &burst {
-        h.ports[p1 as usize].inject(f);
-    }
-    h.run();
+    run_burst(&mut h, p1, &burst);
     let out = h.outputs();
     assert_eq!(
         out[p2 as usize],
@@ -326,11 +339,8 @@ fn every_frame_of_a_burst_gets_its_own_mtu_check_and_tag() {
 fn a_burst_mixing_destinations_keeps_each_frames_decision() {
     // Forward caches the last (VLAN, destination) decision of a burst: frames after it with
     // another destination, or the same MAC in another VLAN, must get their own.
-    let mut h = Harness::new();
-    let b = h.bridge("br0");
-    let p1 = h.port(b, "p1", trunk());
-    let p2 = h.port(b, "p2", trunk());
-    let p3 = h.port(b, "p3", trunk());
+    let (mut h, p) = trunk_bridge(3);
+    let (p1, p2, p3) = (p[0], p[1], p[2]);
     h.send(p2, &frame(BCAST, mac(2), 1));
     h.send(p1, &frame(BCAST, mac(1), 1));
     h.send(p3, &tagged(&frame(BCAST, mac(2), 1), 10));
@@ -343,10 +353,7 @@ fn a_burst_mixing_destinations_keeps_each_frames_decision() {
         tagged(&frame(mac(2), mac(1), 5), 10), // mac(2) in VLAN 10 sits on p3
         frame(mac(7), mac(1), 6),              // unknown: flooded to p2 and p3
     ];
-    for f in &burst {
-        h.ports[p1 as usize].inject(f);
-    }
-    h.run();
+    run_burst(&mut h, p1, &burst);
     let out = h.outputs();
     assert_eq!(
         out[p2 as usize],
