@@ -433,6 +433,11 @@ mod tests {
             "nothing changed"
         );
         assert_ne!(p.set_addrs([10, 9, 2, 3], [172, 16, 0, 8]), 0);
+        // All-ones to all-zeros adds nothing to the sum but is still written.
+        p.set_addrs([255; 4], [172, 16, 0, 9]);
+        assert_eq!(p.set_addrs([0; 4], [172, 16, 0, 9]), 0);
+        assert_eq!(p.src(), [0; 4]);
+        assert!(p.verify_checksum());
         p.set_addrs([10, 1, 2, 3], [172, 16, 0, 9]);
         p.set_tos_bits(0xfc, 0xb8);
         p.set_tos_bits(0x03, 0x01);
