@@ -266,7 +266,7 @@ fn emit_outer(
             frames.free(outer.addr);
         }
         return;
-    };
+    }
     made.push(Meta {
         desc: outer,
         vlan: 0,

@@ -176,8 +176,7 @@ mod tests {
 #[inline]
 pub fn update16(csum: u16, old: u16, new: u16) -> u16 {
     // HC' = ~(~HC + ~m + m')
-    let s = (!csum as u32) + (!old as u32 & 0xffff) + new as u32;
-    !fold(s as u64)
+    apply_delta(csum, delta16(old, new))
 }
 
 /// The change a 16-bit field going from `old` to `new` makes to a sum (RFC 1624 eqn. 3's
@@ -209,16 +208,7 @@ pub fn apply_delta(csum: u16, delta: u64) -> u16 {
 /// Incremental update for a 32-bit field (e.g. an IPv4 address) changing from `old` to `new`.
 #[inline]
 pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
-    let c = update16(
-        csum,
-        u16::from_be_bytes([old[0], old[1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    );
-    update16(
-        c,
-        u16::from_be_bytes([old[2], old[3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    )
+    apply_delta(csum, delta32(old, new))
 }
 
 #[cfg(test)]
