@@ -60,7 +60,7 @@ drop_reasons! {
     VxlanBadFlags => "bad-vxlan-flags", "VXLAN header without the I (valid VNI) flag";
     VxlanUnknownVni => "vxlan-unknown-vni", "VXLAN packet for a VNI no tunnel port on that address carries";
     VxlanUnknownVtep => "vxlan-unknown-vtep", "VXLAN packet from a VTEP that is not one of the port's remotes";
-    VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame";
+    VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame, or fragmented (not reassembled)";
     VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
     FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";

@@ -210,8 +210,8 @@ fn a_burst_of_mixed_vteps_is_checked_frame_by_frame() {
 }
 
 /// `show-runtime`'s VXLAN nodes move: encapsulation counts the frames taken from the tunnel
-/// port's queue (one flooded frame, two outer copies), decapsulation the inner frames entering
-/// the bridge, and the outer packet is an `ip4-input` vector.
+/// port's queue (one flooded frame, two outer copies), decapsulation the outer packets it takes
+/// before the underlay bridge forwards them (the router never sees them: no `ip4-input`).
 #[test]
 fn runtime_counts_vxlan_nodes() {
     use uvs::pipeline::runtime::Node;
@@ -228,7 +228,11 @@ fn runtime_counts_vxlan_nodes() {
     n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &inner));
     assert_eq!(n.h.outputs()[n.a as usize], vec![inner]);
     assert_eq!(rt(&n.h, Node::Vxlan4Input), (1, 1));
-    assert_eq!(rt(&n.h, Node::Ip4Input), (1, 1), "the outer packet");
+    assert_eq!(
+        rt(&n.h, Node::Ip4Input),
+        (0, 0),
+        "the outer packet bypassed the router"
+    );
     // Two bursts from a and uplink, one inner burst from vx0.
     assert_eq!(rt(&n.h, Node::EthernetInput), (3, 3));
 }
@@ -324,4 +328,101 @@ fn decapsulated_frames_are_steered_to_their_owner() {
         seen[0] > 0 && seen[1] > 0,
         "both owners exercised: {seen:?}"
     );
+}
+
+/// VXLAN to the underlay gateway is decapsulated before the underlay bridge forwards it
+/// (`ip4-vxlan-bypass`), but the underlay still learns the peer VTEP's MAC (encapsulation's
+/// egress lookup needs it), and what the bypass does not take runs the router's path as before:
+/// in one burst, a bad outer checksum is counted, the first fragment of a VXLAN packet is
+/// dropped (not reassembled), a ping to the gateway is answered, and the good packets around
+/// them are delivered in order.
+#[test]
+fn vxlan_bypass_takes_only_plain_packets() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let mut bad_sum = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(2));
+    bad_sum[24] ^= 0x40; // the outer IPv4 checksum's first byte
+    let mut first_frag = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(3));
+    first_frag[20] |= 0x20; // MF
+    first_frag[24..26].copy_from_slice(&[0, 0]);
+    let c = uvs::wire::checksum::checksum(&first_frag[14..34]);
+    first_frag[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut ping = Vec::new();
+    etherparse::PacketBuilder::ethernet2(R2_MAC, n.gw.0)
+        .ipv4(R2, LOCAL, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"hi")
+        .unwrap();
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
+        bad_sum,
+        first_frag,
+        ping,
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4)),
+    ];
+    for f in &burst {
+        n.h.ports[n.ul as usize].inject(f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let srcs: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
+    assert_eq!(srcs, vec![1, 4], "the good packets, in order");
+    assert_eq!(n.h.drops(n.ul, DropReason::IpBadChecksum), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 1);
+    let replies: Vec<&Vec<u8>> = out[n.ul as usize]
+        .iter()
+        .filter(|f| f.len() > 34 && f[23] == 1 && f[34] == 0)
+        .collect();
+    assert_eq!(replies.len(), 1, "the echo reply from the gateway");
+    let ul = n.h.dp.bridge_id("ul").unwrap();
+    let rows = n.h.dp.fdb_rows(ul, 1);
+    assert!(
+        rows.iter()
+            .any(|r| r.mac == "02:00:00:00:ee:02" && r.port == "uplink"),
+        "the underlay learned the peer VTEP's MAC: {rows:?}"
+    );
+    assert_eq!(
+        n.h.frames.free_count(),
+        n.h.frames.capacity(),
+        "no frame leaked"
+    );
+}
+
+/// A MAC that moves between remote VTEPs within one burst ends up learned behind the VTEP
+/// of its last packet, and a new MAC behind the same VTEP is learned too (the bypass's
+/// per-burst learning shortcut hides neither).
+#[test]
+fn a_mac_moving_between_vteps_within_a_burst_is_learned() {
+    for (order, last) in [
+        ([R2, R2, R3, R3, R2, R2], R2),
+        ([R2, R2, R2, R3, R3, R3], R3),
+    ] {
+        let mut n = net();
+        let inner = frame(mac(1), mac(9), 1);
+        for r in order {
+            n.h.ports[n.ul as usize].inject(&vxlan_pkt(n.gw, r, 0x08, 42, &inner));
+        }
+        // And a new MAC behind the last VTEP, in the same burst.
+        let other = frame(mac(1), mac(10), 2);
+        n.h.ports[n.ul as usize].inject(&vxlan_pkt(n.gw, last, 0x08, 42, &other));
+        n.h.run();
+        assert_eq!(n.h.outputs()[n.a as usize].len(), 7);
+        let t = n.h.dp.port(n.vx).unwrap().tunnel.as_ref().unwrap();
+        let m = |n: u8| uvs::wire::MacAddr(mac(n)).to_u64();
+        assert_eq!(t.remote_of(0, m(9)), Some(last), "{order:?}");
+        assert_eq!(t.remote_of(0, m(10)), Some(last), "{order:?}");
+    }
+}
+
+/// A flow on the underlay bridge decides before the bypass: VXLAN it drops is not decapsulated.
+#[test]
+fn underlay_flows_decide_before_the_vxlan_bypass() {
+    let mut n = net();
+    let ul = n.h.dp.bridge_id("ul").unwrap();
+    n.h.add_flow(ul, "priority=10,udp,tp_dst=4789 actions=drop");
+    n.h.add_flow(ul, "priority=0 actions=NORMAL");
+    let inner = frame(mac(1), mac(9), 8);
+    n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &inner));
+    assert!(n.h.outputs()[n.a as usize].is_empty());
+    assert_eq!(n.h.drops(n.ul, DropReason::FlowDrop), 1);
 }

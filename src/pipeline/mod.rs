@@ -329,9 +329,11 @@ impl Pipeline {
                 steer(dp, frames, port, &mut inner);
             }
             if !inner.is_empty() {
+                // The frames were counted where they were decapsulated (`vxlan::bypass`, or
+                // the router): only the time spent queueing them is charged here.
                 let t = runtime::ticks();
                 self.runtime
-                    .add(Node::Vxlan4Input, inner.len(), t.wrapping_sub(t0));
+                    .add_ticks(Node::Vxlan4Input, t.wrapping_sub(t0));
                 self.run(dp, frames, port, &mut inner, now);
                 t0 = runtime::ticks();
             }
@@ -405,6 +407,20 @@ impl Pipeline {
         }
         l2::learn(dp, bridge, in_port, &self.meta, now);
         t = self.lap(Node::L2Learn, self.meta.len(), t);
+        if !dp.tunnels.is_empty() {
+            // VXLAN to this bridge's gateway is decapsulated here, before forwarding.
+            let n = vxlan::bypass(
+                dp,
+                frames,
+                bridge,
+                in_port,
+                &mut self.meta,
+                &mut self.decapped,
+            );
+            if n > 0 {
+                t = self.lap(Node::Vxlan4Input, n, t);
+            }
+        }
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
         t = self.lap(Node::L2Fwd, self.meta.len(), t);
         let routed = l3::run(

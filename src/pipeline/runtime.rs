@@ -50,9 +50,9 @@ nodes! {
     Flows => "flows", "the bridge's flow tables (only on bridges with flows other than the default NORMAL)";
     L2Learn => "l2-learn", "learn source MACs into the FDB";
     L2Fwd => "l2-fwd", "FDB lookup of the destination MAC: one port, flood, or the router";
-    Ip4Input => "ip4-input", "ARP and IPv4 for the gateway: routing, NAT, ICMP and VXLAN decapsulation (vectors: frames sent to the router, ARP included)";
+    Ip4Input => "ip4-input", "ARP and IPv4 for the gateway: routing, NAT, ICMP, and VXLAN decapsulation of what vxlan4-input did not take (vectors: frames sent to the router, ARP included)";
     Output => "interface-output", "egress VLAN tag, MTU check, per-port output queues, flood copies (vectors: the whole burst, frames dropped earlier included)";
-    Vxlan4Input => "vxlan4-input", "decapsulated inner frames entering their tunnel's bridge (ticks: queueing only; the inner frames' own pass counts in the nodes above)";
+    Vxlan4Input => "vxlan4-input", "VXLAN packets to a VTEP's gateway address, decapsulated before the underlay bridge forwards (ip4-vxlan-bypass); ticks include queueing the inner frames for their tunnel's bridge, whose own pass counts in the nodes above";
     Vxlan4Encap => "vxlan4-encap", "encapsulation of frames queued on tunnel ports (outer headers, underlay next hop)";
 }
 
@@ -83,6 +83,13 @@ impl Runtime {
             n.vectors += vectors as u64;
             n.ticks += ticks;
         }
+    }
+
+    /// Charge `node` time spent on frames another call of it already counted (no call, no
+    /// vectors).
+    #[inline(always)]
+    pub fn add_ticks(&mut self, node: Node, ticks: u64) {
+        self.nodes[node as usize].ticks += ticks;
     }
 
     /// Counters of `node`.

@@ -27,6 +27,14 @@ pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+/// True if the checksum of a header without options (`h`, its 20 bytes) verifies: five 32-bit
+/// words summed (they fold to the same ones'-complement sum as the ten 16-bit words).
+#[inline(always)]
+pub fn checksum_ok(h: &[u8; MIN_HEADER_LEN]) -> bool {
+    let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    super::checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Wrap without checks.
     pub fn new_unchecked(buffer: T) -> Packet<T> {
@@ -131,10 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if hl == MIN_HEADER_LEN
             && let Some(h) = b.first_chunk::<MIN_HEADER_LEN>()
         {
-            // The usual header, without options: five 32-bit words (their sum folds to the
-            // same ones'-complement sum as the ten 16-bit words).
-            let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-            return super::checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff;
+            return checksum_ok(h);
         }
         super::checksum::checksum(&b[..hl]) == 0
     }
