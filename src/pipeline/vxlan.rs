@@ -481,10 +481,18 @@ pub(super) fn decap(
             port,
         });
     }
-    if t.conf.learning && t.learn(vlan, src, remote) {
-        record_remote(dp, port, vlan, src, remote);
-    }
+    learn_remote(dp, port, vlan, src, remote);
     Ok(Some((port, inner)))
+}
+
+/// Tunnel `port` learns (`vlan`, `mac`) behind `remote` if it learns, and publishes it when new.
+fn learn_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [u8; 4]) {
+    if let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut())
+        && t.conf.learning
+        && t.learn(vlan, mac, remote)
+    {
+        record_remote(dp, port, vlan, mac, remote);
+    }
 }
 
 /// Publish a MAC a tunnel learned behind `remote` (for the other workers).
@@ -502,8 +510,7 @@ fn record_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [
 }
 
 /// The inner frame of `m` (whose bytes are `data`; IPv4 without options, `total` bytes, from
-/// `remote`) if it is
-/// VXLAN for the tunnel of `hit` (the burst's last accepted one: same UDP port, VNI and
+/// `remote`) if it is VXLAN for the tunnel of `hit` (the burst's last accepted one: same UDP port, VNI and
 /// remote), with a UDP length that is the IPv4 payload's, and the inner frame's (VLAN, source
 /// MAC) for learning. None: anything else, for [`decap`] to judge.
 #[inline(always)]
@@ -630,12 +637,7 @@ pub(super) fn bypass(
             let key = mac | u64::from(vlan) << 48;
             if learned != Some((h.port, key, src)) {
                 learned = Some((h.port, key, src));
-                if let Some(t) = dp.port_mut(h.port).and_then(|s| s.tunnel.as_mut())
-                    && t.conf.learning
-                    && t.learn(vlan, mac, src)
-                {
-                    record_remote(dp, h.port, vlan, mac, src);
-                }
+                learn_remote(dp, h.port, vlan, mac, src);
             }
             decapped.push((h.port, inner));
             return false;
