@@ -426,3 +426,41 @@ fn underlay_flows_decide_before_the_vxlan_bypass() {
     assert!(n.h.outputs()[n.a as usize].is_empty());
     assert_eq!(n.h.drops(n.ul, DropReason::FlowDrop), 1);
 }
+
+/// An inner frame's partial checksum (what a kernel VTEP on a veth leaves) is completed when
+/// the outer frame came in on a port whose frames may carry partial checksums, and only then
+/// looked for: behind a port that cannot carry them the field is left as it came.
+#[test]
+fn inner_partial_checksums_are_completed_behind_ports_that_carry_them() {
+    use uvs::wire::checksum::{fold, pseudo_v4};
+    let (src, dst) = ([192, 168, 42, 2], [192, 168, 42, 1]);
+    let mut complete = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(9), mac(1))
+        .ipv4(src, dst, 64)
+        .tcp(40000, 5201, 1000, 500)
+        .write(&mut complete, b"hello world")
+        .unwrap();
+    let mut partial = complete.clone();
+    let p = fold(pseudo_v4(&src, &dst, 6, 20 + 11));
+    partial[50..52].copy_from_slice(&p.to_be_bytes());
+    assert_ne!(partial, complete);
+    for underlay_partial in [true, false] {
+        let mut n = net();
+        n.h.dp.port_mut(n.ul).unwrap().partial_csum_in = underlay_partial;
+        let outer = vxlan_pkt(n.gw, R2, 0x08, 42, &partial);
+        n.h.ports[n.ul as usize].inject(&outer);
+        n.h.run();
+        let want = if underlay_partial {
+            &complete
+        } else {
+            &partial
+        };
+        assert_eq!(
+            n.h.outputs()[n.a as usize],
+            vec![want.clone()],
+            "underlay partial_csum_in={underlay_partial}"
+        );
+        let completed = n.h.dp.port(n.vx).unwrap().counters.csum_completed;
+        assert_eq!(completed, u64::from(underlay_partial));
+    }
+}

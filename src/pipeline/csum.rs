@@ -5,7 +5,7 @@
 //! works, TCP never connects). The switch completes them in software: IPv4 and IPv6 (no
 //! extension headers), TCP and UDP, whole packets only (fragments carry no L4 header to fix).
 
-use crate::wire::checksum::{complete_partial, l4_csum_offset, pseudo_v6};
+use crate::wire::checksum::{complete_partial, fold, l4_csum_offset, pseudo_v6};
 use crate::wire::{EtherType, ipv6};
 
 /// Complete the checksum of the L3 packet `l3` with EtherType `ethertype` if it is partial.
@@ -22,26 +22,36 @@ pub(crate) fn complete(ethertype: u16, l3: &mut [u8]) -> bool {
 fn complete_v4(l3: &mut [u8]) -> bool {
     // The header's fields read straight from its first 20 bytes (every frame of a port with
     // partial checksums comes through here: a tunnel's inner frames, a veth's): the checks of
-    // `ipv4::Packet::new_checked`, then the protocol and fragment tests.
+    // `ipv4::Packet::new_checked`, then the protocol and fragment tests, then the field itself
+    // before any sum: offload never leaves 0 there (the folded pseudo-header sum of a packet
+    // with a protocol number is not 0), and 0 is what a UDP packet without a checksum (such
+    // as most VXLAN) carries, so most complete packets are told apart without summing.
     let Some(h) = l3.first_chunk::<20>() else {
+        return false;
+    };
+    let proto = h[9];
+    let Some(off) = l4_csum_offset(proto) else {
         return false;
     };
     let (hl, tl) = (
         usize::from(h[0] & 0x0f) * 4,
         usize::from(u16::from_be_bytes([h[2], h[3]])),
     );
-    if h[0] >> 4 != 4 || hl < 20 || tl < hl || l3.len() < tl {
+    if h[0] >> 4 != 4 || hl < 20 || tl < hl + off + 2 || l3.len() < tl {
         return false;
     }
-    let proto = h[9];
-    let Some(off) = l4_csum_offset(proto) else {
+    if (h[6] & 0x3f) | h[7] != 0 {
         return false;
-    };
-    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+    }
+    let field = u16::from_be_bytes([l3[hl + off], l3[hl + off + 1]]);
+    if field == 0 {
         return false;
     }
     let word = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let pseudo = word(12) + word(16) + u64::from(proto) + (tl - hl) as u64;
+    if fold(pseudo) != field {
+        return false;
+    }
     complete_partial(&mut l3[hl..tl], off, pseudo, proto == 17)
 }
 
@@ -62,7 +72,7 @@ fn complete_v6(l3: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::checksum::{fold, pseudo_v4};
+    use crate::wire::checksum::pseudo_v4;
 
     fn tcp_v4_partial() -> Vec<u8> {
         let payload = b"hello world";
@@ -137,13 +147,18 @@ mod tests {
         for i in 0..5000 {
             let mut v = base.clone();
             // Mutate one or two header bytes (version/IHL, lengths, fragment bits, protocol,
-            // addresses) and sometimes truncate.
+            // addresses, the TCP checksum field) and sometimes truncate.
             for _ in 0..1 + i % 2 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let at = [0, 2, 3, 6, 7, 9, 12, 19][(seed % 8) as usize];
-                v[at] = (seed >> 24) as u8;
+                let at = [0, 2, 3, 6, 7, 9, 12, 19, 36, 37][(seed % 10) as usize];
+                // Zero sometimes: a zero checksum field is told apart before any sum.
+                v[at] = if seed.is_multiple_of(11) {
+                    0
+                } else {
+                    (seed >> 24) as u8
+                };
             }
             if i % 7 == 0 {
                 v.truncate((seed >> 40) as usize % base.len());

@@ -9,13 +9,15 @@ use crate::packet::{Desc, Frames};
 use crate::wire::{EtherType, ethernet};
 
 /// Parse `batch` into `meta`. Returns the port's bridge, or None (all frames dropped) when the
-/// port is unknown.
+/// port is unknown. `partial_csum`: whether to look for partial checksums to complete (None:
+/// if the port says its frames may carry them).
 pub(super) fn run(
     dp: &mut Datapath,
     frames: &mut Frames,
     in_port: PortId,
     batch: &mut Vec<Desc>,
     meta: &mut Vec<Meta>,
+    partial_csum: Option<bool>,
 ) -> Option<u16> {
     let Some(port) = dp.ports.get_mut(in_port as usize).and_then(|p| p.as_mut()) else {
         for d in batch.drain(..) {
@@ -26,7 +28,7 @@ pub(super) fn run(
     let bridge = port.bridge;
     let c = &mut port.counters;
     // Counted once per burst; the checksum flag is checked once per burst too.
-    let (bytes, completed) = if port.partial_csum_in {
+    let (bytes, completed) = if partial_csum.unwrap_or(port.partial_csum_in) {
         parse_all::<true>(frames, batch, &port.vlan, c, meta)
     } else {
         parse_all::<false>(frames, batch, &port.vlan, c, meta)

@@ -71,6 +71,12 @@ pub(crate) struct Meta {
     pub raw: bool,
 }
 
+/// An inner frame waiting for its tunnel port's pass: (tunnel port, whether the outer frame
+/// came in on a port whose frames may carry partial checksums, the inner frame). Only then can
+/// the inner frame's L4 checksum be partial (a peer kernel VTEP on a veth leaves it so), so
+/// only then does the inner pass look for one (`ingress`).
+pub(crate) type Decapped = (PortId, bool, Desc);
+
 /// Reusable per-worker scratch space for bursts.
 pub struct Pipeline {
     meta: Vec<Meta>,
@@ -81,7 +87,7 @@ pub struct Pipeline {
     /// Outer frames made by encapsulation.
     encapped: Vec<Meta>,
     /// Inner frames to run through the pipeline from their tunnel port.
-    decapped: Vec<(PortId, Desc)>,
+    decapped: Vec<Decapped>,
     /// Reused buffers.
     scratch: Vec<Desc>,
     inner_batch: Vec<Desc>,
@@ -264,7 +270,7 @@ impl Pipeline {
         steer: Option<&mut SteerFn>,
     ) {
         neigh_timers(dp, frames);
-        self.run(dp, frames, in_port, batch, now);
+        self.run(dp, frames, in_port, batch, now, None);
         self.tunnels(dp, frames, now, steer);
     }
 
@@ -285,7 +291,9 @@ impl Pipeline {
             return self.process_steered(dp, frames, in_port, batch, now, steer);
         }
         neigh_timers(dp, frames);
-        self.decapped.extend(batch.drain(..).map(|d| (in_port, d)));
+        // Where the outer frames came in is not handed over: look for partial checksums.
+        self.decapped
+            .extend(batch.drain(..).map(|d| (in_port, true, d)));
         self.tunnels(dp, frames, now, None);
     }
 
@@ -306,13 +314,13 @@ impl Pipeline {
         let mut t0 = runtime::ticks();
         let mut inner = std::mem::take(&mut self.inner_batch);
         let mut decapped = std::mem::take(&mut self.decapped);
-        decapped.sort_unstable_by_key(|(p, _)| *p);
+        decapped.sort_unstable_by_key(|&(p, partial, _)| (p, partial));
         let mut i = 0;
         while i < decapped.len() {
-            let port = decapped[i].0;
+            let (port, partial, _) = decapped[i];
             inner.clear();
-            while i < decapped.len() && decapped[i].0 == port {
-                let d = decapped[i].1;
+            while i < decapped.len() && (decapped[i].0, decapped[i].1) == (port, partial) {
+                let d = decapped[i].2;
                 if vxlan::is_nested(dp, frames, d) {
                     if let Some(s) = dp.port_mut(port) {
                         s.counters.drop(crate::counters::DropReason::VxlanNested);
@@ -334,12 +342,12 @@ impl Pipeline {
                 let t = runtime::ticks();
                 self.runtime
                     .add_ticks(Node::Vxlan4Input, t.wrapping_sub(t0));
-                self.run(dp, frames, port, &mut inner, now);
+                self.run(dp, frames, port, &mut inner, now, Some(partial));
                 t0 = runtime::ticks();
             }
         }
         // Frames decapsulated while running inner frames would be VXLAN in VXLAN.
-        for (p, d) in self.decapped.drain(..) {
+        for (p, _, d) in self.decapped.drain(..) {
             if let Some(s) = dp.port_mut(p) {
                 s.counters.drop(crate::counters::DropReason::VxlanNested);
             }
@@ -376,6 +384,9 @@ impl Pipeline {
         t
     }
 
+    /// Run one burst from `in_port`. `partial_csum`: whether its frames may carry partial
+    /// checksums (None: as the port says; inner frames: as the port their outer frames came
+    /// in on says).
     fn run(
         &mut self,
         dp: &mut Datapath,
@@ -383,11 +394,13 @@ impl Pipeline {
         in_port: PortId,
         batch: &mut Vec<Desc>,
         now: u64,
+        partial_csum: Option<bool>,
     ) {
         let t = runtime::ticks();
         let received = batch.len();
         self.meta.clear();
-        let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta) else {
+        let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta, partial_csum)
+        else {
             return;
         };
         let mut t = self.lap(Node::EthernetInput, received, t);
@@ -439,9 +452,10 @@ impl Pipeline {
         self.lap(Node::Output, n, t);
         // Only the router's VXLAN decapsulation makes `Dest::Decap`, and only with tunnels.
         if !dp.tunnels.is_empty() {
+            let partial = dp.port(in_port).is_none_or(|p| p.partial_csum_in);
             for m in self.meta.iter().chain(self.generated.iter()) {
                 if let Dest::Decap(p) = m.dest {
-                    self.decapped.push((p, m.desc));
+                    self.decapped.push((p, partial, m.desc));
                 }
             }
         }

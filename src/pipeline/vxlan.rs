@@ -567,7 +567,7 @@ pub(super) fn bypass(
     bridge: u16,
     in_port: PortId,
     meta: &mut Vec<Meta>,
-    decapped: &mut Vec<(PortId, Desc)>,
+    decapped: &mut Vec<super::Decapped>,
 ) -> usize {
     let Some(b) = dp.bridge(bridge) else {
         return 0;
@@ -589,7 +589,11 @@ pub(super) fn bypass(
     let mut last = None;
     let mut last_rp: Option<([u8; 4], bool)> = None;
     let mut learned: Option<(PortId, u64, [u8; 4])> = None;
-    meta.retain(|m| {
+    // Only an outer frame from such a port can hold an inner partial checksum.
+    let partial = dp.port(in_port).is_none_or(|p| p.partial_csum_in);
+    // True: the frame stays in the burst. A closure called from one place, so inlined into
+    // the loop below (`Vec::retain` called it out of line: ~20 instructions/frame).
+    let mut keep = |m: &Meta| -> bool {
         if m.dst != gw_mac || m.ethertype != EtherType::IPV4 || m.tagged || m.vlan != 0 {
             return true;
         }
@@ -639,7 +643,7 @@ pub(super) fn bypass(
                 learned = Some((h.port, key, src));
                 learn_remote(dp, h.port, vlan, mac, src);
             }
-            decapped.push((h.port, inner));
+            decapped.push((h.port, partial, inner));
             return false;
         }
         let dport = udp::Datagram::new_unchecked(&h[20..]).dst_port();
@@ -649,8 +653,8 @@ pub(super) fn bypass(
         // `decap` learns too: the burst's own record of what was learned no longer holds.
         learned = None;
         match decap(dp, frames, m, (ipv4::MIN_HEADER_LEN, total), &mut last) {
-            Ok(Some(inner)) => {
-                decapped.push(inner);
+            Ok(Some((port, inner))) => {
+                decapped.push((port, partial, inner));
                 false
             }
             Ok(None) => true,
@@ -660,8 +664,17 @@ pub(super) fn bypass(
                 false
             }
         }
-    });
-    before - meta.len()
+    };
+    let mut kept = 0;
+    for i in 0..before {
+        let m = meta[i];
+        if keep(&m) {
+            meta[kept] = m;
+            kept += 1;
+        }
+    }
+    meta.truncate(kept);
+    before - kept
 }
 
 /// True if the inner frame `d` is itself VXLAN to one of our tunnels (nested tunnels are
