@@ -497,3 +497,43 @@ fn inner_frames_keep_their_order_when_a_burst_mixes_tunnels() {
     assert_eq!(got(n.a), want[0], "VNI 42 in order");
     assert_eq!(got(b), want[1], "VNI 43 in order");
 }
+
+/// Outer frames to a VTEP whose underlay port is known go straight onto that port's queue;
+/// the port's own MTU still holds there (an outer frame that fits the underlay bridge's MTU
+/// but not the port's is counted and dropped on the port, as the output stage does).
+#[test]
+fn outer_frames_handed_to_the_underlay_port_respect_its_mtu() {
+    let mut n = net();
+    // mac(9) behind R2 (and R2's MAC on the uplink), learned from one packet.
+    n.h.send(
+        n.ul,
+        &vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(9), 1)),
+    );
+    n.h.outputs();
+    n.h.dp.port_mut(n.ul).unwrap().mtu = 1400;
+    let sized = |len: usize, tag: u8| {
+        let mut f = frame(mac(9), mac(1), tag);
+        f.resize(len, tag);
+        f
+    };
+    // Outer = inner + 50: 1414 bytes is the most a 1400-byte port MTU takes.
+    for (len, tag) in [(1365, 2), (1364, 3), (200, 4)] {
+        n.h.send(n.a, &sized(len, tag));
+    }
+    let out = n.h.outputs();
+    let sent: Vec<(usize, [u8; 4], u8)> = out[n.ul as usize]
+        .iter()
+        .map(|f| {
+            let (dst, _, inner) = outer(f);
+            (f.len(), dst, inner[14])
+        })
+        .collect();
+    assert_eq!(sent, vec![(1414, R2, 3), (250, R2, 4)]);
+    assert_eq!(n.h.drops(n.ul, DropReason::MtuExceeded), 1);
+    assert_eq!(n.h.drops(n.vx, DropReason::MtuExceeded), 0);
+    assert_eq!(
+        n.h.frames.free_count(),
+        n.h.frames.capacity(),
+        "no frame leaked"
+    );
+}

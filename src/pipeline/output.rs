@@ -74,6 +74,16 @@ pub(super) fn run(
     }
 }
 
+/// The longest frame (Ethernet header included) that port `p` takes as it is for a frame of
+/// VLAN `v` that arrives untagged, without offload state and not sent by a flow: one `run`
+/// would queue such a frame unchanged (the port leaves `v` untagged) if it is no longer. None:
+/// no such port, or it would tag the frame or refuse its VLAN. Ports and VLAN modes do not
+/// change during a burst.
+pub(super) fn plain_egress(dp: &Datapath, p: PortId, v: u16) -> Option<u32> {
+    let port = dp.ports.get(p as usize)?.as_ref()?;
+    leaves_untagged(&port.vlan, v).then(|| port.mtu.saturating_add(ETH_HEADER_LEN))
+}
+
 /// Queue one frame for one port or flood it over `bridge` (skipping `in_port`).
 #[inline]
 fn deliver(

@@ -88,6 +88,11 @@ struct Cached {
     /// The outer frames' MACs as the pipeline keys them (`Meta::dst`, `Meta::src`).
     dst_mac: u64,
     src_mac: u64,
+    /// When `dest` is one port that the (untagged) outer frames leave unchanged: that port and
+    /// the longest frame its MTU takes. Outer frames within it go straight onto the port's
+    /// queue (VPP's encap node hands its adjacency's interface the frame), not through
+    /// another output pass, which would only find the same (see `output::plain_egress`).
+    direct: Option<(PortId, u32)>,
 }
 
 fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
@@ -211,14 +216,20 @@ fn send_to(
     match underlay(dp, frames, remote, out.made, now) {
         Ok(u) => {
             let (_, src_mac, dst_mac, _, _) = u;
+            let dest = egress(dp, &u);
+            let direct = match dest {
+                Dest::Port(e) => super::output::plain_egress(dp, e, 0).map(|max| (e, max)),
+                _ => None,
+            };
             let c = Cached {
                 port: p,
                 remote,
                 underlay: u,
-                dest: egress(dp, &u),
+                dest,
                 outer: Outer::new((src_mac, dst_mac.unwrap_or_default()), conf, remote),
                 dst_mac: dst_mac.unwrap_or_default().to_u64(),
                 src_mac: src_mac.to_u64(),
+                direct,
             };
             emit_outer(dp, frames, (p, copy), sport, &c, out.made, &mut out.sent);
             if dst_mac.is_some() {
@@ -265,6 +276,12 @@ fn emit_outer(
             count(dp, p, DropReason::ArpQueueFull);
             frames.free(outer.addr);
         }
+        return;
+    }
+    if let Some((e, max)) = c.direct
+        && outer.len <= max
+    {
+        dp.out[e as usize].push(outer);
         return;
     }
     made.push(Meta {
