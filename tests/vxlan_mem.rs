@@ -485,7 +485,7 @@ fn inner_frames_keep_their_order_when_a_burst_mixes_tunnels() {
     // 64 frames (one burst), the VNIs in an irregular pattern.
     let mut want = [Vec::new(), Vec::new()];
     for seq in 0..64u8 {
-        let second = (seq * 7 + seq / 5) % 3 == 0;
+        let second = (u32::from(seq) * 7 + u32::from(seq) / 5) % 3 == 0;
         let vni = if second { 43 } else { 42 };
         let f = frame(mac(9), mac(1), seq);
         want[usize::from(second)].push(seq);
