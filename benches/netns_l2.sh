@@ -130,7 +130,13 @@ fi
 NCPU=$(nproc)
 if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     # Run one binary for the whole run, even if target/ is rebuilt meanwhile (shared checkouts).
-    UVS_INFO="$UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    # Run as `uvs bench l2` the script is a copy outside any checkout: no repo to name then.
+    if rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null); then
+      git -C "$REPO" diff --quiet HEAD 2>/dev/null || rev="$rev + uncommitted changes"
+    else
+      rev="unknown (script run from the binary)"
+    fi
+    UVS_INFO="$UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $rev"
 fi
 if [ "$NICE" != 0 ]; then
     renice -n "$NICE" -p $$ >/dev/null # children (switches, trafgen, iperf3, ping) inherit it
