@@ -359,11 +359,7 @@ fn unresolved_next_hop_holds_three_packets_then_fails_and_frees_them() {
         assert_eq!(&icmp.payload()[16..20], &H_B, "quotes the packet");
     }
     assert_eq!(n.h.dp.neigh.held(), 0);
-    assert_eq!(
-        n.h.frames.free_count(),
-        n.h.frames.capacity(),
-        "no frame leaked"
-    );
+    n.h.assert_no_frame_leaked();
     // While failed, new packets are dropped at once (no queue, no ARP storm).
     n.h.now = 4;
     n.h.send(n.a, &udp(n.gw0, H_A, H_B, 64));

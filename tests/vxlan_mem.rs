@@ -177,11 +177,7 @@ fn bad_vxlan_is_counted() {
     assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVtep), 1);
     assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 1);
     assert_eq!(n.h.drops(n.vx, DropReason::VxlanNested), 1);
-    assert_eq!(
-        n.h.frames.free_count(),
-        n.h.frames.capacity(),
-        "no frame leaked"
-    );
+    n.h.assert_no_frame_leaked();
 }
 
 /// One burst mixing remote VTEPs and VNIs: each frame is checked on its own (the burst's
@@ -381,11 +377,7 @@ fn vxlan_bypass_takes_only_plain_packets() {
             .any(|r| r.mac == "02:00:00:00:ee:02" && r.port == "uplink"),
         "the underlay learned the peer VTEP's MAC: {rows:?}"
     );
-    assert_eq!(
-        n.h.frames.free_count(),
-        n.h.frames.capacity(),
-        "no frame leaked"
-    );
+    n.h.assert_no_frame_leaked();
 }
 
 /// A MAC that moves between remote VTEPs within one burst ends up learned behind the VTEP
@@ -531,9 +523,5 @@ fn outer_frames_handed_to_the_underlay_port_respect_its_mtu() {
     assert_eq!(sent, vec![(1414, R2, 3), (250, R2, 4)]);
     assert_eq!(n.h.drops(n.ul, DropReason::MtuExceeded), 1);
     assert_eq!(n.h.drops(n.vx, DropReason::MtuExceeded), 0);
-    assert_eq!(
-        n.h.frames.free_count(),
-        n.h.frames.capacity(),
-        "no frame leaked"
-    );
+    n.h.assert_no_frame_leaked();
 }

@@ -114,6 +114,15 @@ impl Harness {
         self.dp.port(p).unwrap().counters.drops[reason as usize]
     }
 
+    /// Every frame of the pool is free again (nothing leaked, nothing left queued).
+    pub fn assert_no_frame_leaked(&self) {
+        assert_eq!(
+            self.frames.free_count(),
+            self.frames.capacity(),
+            "no frame leaked"
+        );
+    }
+
     /// Add flow `text` to bridge `b`'s table, its ports bound by their OpenFlow numbers;
     /// panics naming the flow when it is refused.
     pub fn add_flow(&mut self, b: u16, text: &str) {
