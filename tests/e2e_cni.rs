@@ -793,9 +793,14 @@ fn cni_bandwidth_limits_a_container() {
     // at five times the rate overflows them: counted each way.
     for reverse in [false, true] {
         let r = iperf3_udp((&lim, &outside, &lim_ip), 1, "50M", reverse);
+        // iperf3 3.12 does not resend its one UDP "connect" datagram: if that is lost the
+        // client waits until `timeout` kills it. The switch's counters then say where it went
+        // (this has failed now and then with two workers and the other CNI tests in parallel).
         assert!(
             r["end"]["sum"]["packets"].as_u64() > Some(0),
-            "iperf3 -u: {r}"
+            "iperf3 -u (reverse: {reverse}): {r}\nuvs stats: {}\nuvs show-runtime: {}",
+            d.ctl(&["stats"]),
+            d.ctl(&["show-runtime"])
         );
     }
     let stats = d.json(&["stats"]);
