@@ -50,8 +50,8 @@ pub(super) fn run(
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
                 // A flow's output (raw) may only reach its own bridge's ports.
                 Some(port) if !m.raw || port.bridge == bridge => {
-                    if !m.raw && !m.tagged && leaves_untagged(&port.vlan, m.vlan) {
-                        plain = Some((p, m.vlan, port.mtu.saturating_add(ETH_HEADER_LEN)));
+                    if !m.raw && !m.tagged {
+                        plain = plain_max(port, m.vlan).map(|max| (p, m.vlan, max));
                     }
                     emit(frames, port, &mut dp.out[p as usize], m, m.desc)
                 }
@@ -80,7 +80,12 @@ pub(super) fn run(
 /// no such port, or it would tag the frame or refuse its VLAN. Ports and VLAN modes do not
 /// change during a burst.
 pub(super) fn plain_egress(dp: &Datapath, p: PortId, v: u16) -> Option<u32> {
-    let port = dp.ports.get(p as usize)?.as_ref()?;
+    plain_max(dp.ports.get(p as usize)?.as_ref()?, v)
+}
+
+/// [`plain_egress`] for a port at hand (`run`'s one-entry cache uses the same rule).
+#[inline]
+fn plain_max(port: &PortState, v: u16) -> Option<u32> {
     leaves_untagged(&port.vlan, v).then(|| port.mtu.saturating_add(ETH_HEADER_LEN))
 }
 
