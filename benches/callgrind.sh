@@ -19,7 +19,11 @@ for l in sys.stdin:
 N=${FRAMES:-200000}
 count() { # args...: total Ir
   local out; out=$(mktemp)
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$@" --quiet >/dev/null 2>&1
+  if ! valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$@" --quiet >/dev/null 2>&1; then
+    echo "callgrind.sh: $bin $* --quiet failed:" >&2
+    "$bin" "$@" --quiet >&2 || true
+    rm -f "$out"; exit 1
+  fi
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}'
   rm -f "$out"
 }
