@@ -410,6 +410,31 @@ fn small_frame_region_refuses_the_port_it_cannot_serve() {
     assert_eq!(w["budget"]["committed"], 384, "{w}");
     assert!(w["frames_free"].as_u64().unwrap() >= 64, "{w}");
     assert!(d.ctl(&["show"]).contains("frames 512"));
+    // A burst makes c's socket borrow the last uncommitted frames (for up to 2 s): the other
+    // ports must still flood, i.e. a can still resolve b. (Until 2026-12-03 the copies' floor was
+    // the whole reserve, so with every frame committed or lent no flood copy was made, and this
+    // ARP request reached only the bridge's last port.)
+    let burst = "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n\
+                 for _ in range(3000): s.sendto(bytes(64), ('10.77.4.255', 9))\n";
+    sh(&["ip", "netns", "exec", &n("c"), "python3", "-c", burst]);
+    let budget = d.json(&["stats"])["worker"]["budget"].clone();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &n("a"),
+        "ip",
+        "neigh",
+        "flush",
+        "all",
+    ]);
+    assert!(
+        ping(&n("a"), "10.77.4.2", 3),
+        "a -> b after c's burst (budget then: {budget}); {}",
+        d.json(&["stats"])["worker"]
+    );
 }
 
 /// RTTs (ms) of every reply in `ping` output, and how many requests were sent.

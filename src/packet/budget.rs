@@ -3,10 +3,11 @@
 //! applies it (see `port::afxdp`).
 //!
 //! Contract:
-//! - A **reserve** (`total / 8`) is never handed to receive (fill) rings: frames the worker
-//!   allocates itself (TAP receive, flood copies, ARP/ICMP replies) and frames in flight toward
-//!   transmit rings always find a free frame. [`Frames::alloc_fill`](super::Frames::alloc_fill)
-//!   refuses once the free list is down to the reserve.
+//! - A **reserve** (`total / 8`) is never committed or lent to receive (fill) rings: frames the
+//!   worker allocates itself (TAP receive, flood copies, ARP/ICMP replies) and frames in flight
+//!   toward transmit rings always find a free frame. Its lower half is the **worker's floor**:
+//!   [`Frames::alloc_fill`](super::Frames::alloc_fill) refuses once the free list is down to
+//!   it (a safety net: the accounting below already keeps the rings out of the reserve).
 //! - Every AF_XDP port is **admitted** with a base of `queues * fill_min` frames. The sum of the
 //!   bases never exceeds `total - reserve`: a port that does not fit is refused with a
 //!   [`BudgetError`] naming the numbers, instead of being accepted and starving every port.
@@ -16,9 +17,14 @@
 //!   as the free list allows. Admission counts the elastic frames as taken, so an admitted
 //!   port's base is always there once the busy ports shrink (at most [`SHRINK_AFTER_MS`]).
 //! - Flood copies and frames in flight toward AF_XDP transmit rings stop at the **copy floor**:
-//!   the reserve plus the frames receive rings are owed ([`FrameBudget::debt`]), so a
+//!   half the reserve plus the frames receive rings are owed ([`FrameBudget::debt`]), so a
 //!   broadcast storm or a slow port can drop its own copies but never take the frames other
-//!   ports need to keep receiving.
+//!   ports need to keep receiving, nor the half of the reserve kept for the frames the worker
+//!   allocates one at a time (TAP receive, ARP/ICMP replies). The other half of the reserve is
+//!   the copies' own: with every base committed, every loan granted and every ring stocked,
+//!   the free list is the reserve, and flooding (ARP requests) still works. (Until
+//!   2026-12-03 the floor was the whole reserve: one busy socket's loan could stop every
+//!   port's flooding for up to [`SHRINK_AFTER_MS`].)
 
 use std::fmt;
 
@@ -76,10 +82,16 @@ impl FrameBudget {
         (self.committed + self.elastic).saturating_sub(self.held)
     }
 
-    /// How far the free list may fall for flood copies and transmit in flight: the reserve plus
-    /// what receive rings are owed.
+    /// The half of the reserve only the worker's one-at-a-time allocations take (TAP receive,
+    /// ARP/ICMP replies): receive rings and copies both stop above it.
+    pub fn worker_floor(&self) -> u32 {
+        self.reserve - self.reserve / 2
+    }
+
+    /// How far the free list may fall for flood copies and transmit in flight: the worker's
+    /// floor plus what receive rings are owed.
     pub fn copy_floor(&self) -> u32 {
-        self.reserve + self.debt()
+        self.worker_floor() + self.debt()
     }
 
     /// `n` frames entered receive rings.
@@ -274,12 +286,13 @@ mod tests {
     #[test]
     fn copies_leave_what_rings_are_owed() {
         let mut b = FrameBudget::new(1024);
-        assert_eq!(b.copy_floor(), 128);
+        // Half the reserve (128) is the copies' own, half the worker's.
+        assert_eq!(b.copy_floor(), 64);
         b.admit(256).unwrap();
         // Admitted, rings not stocked yet: copies must leave those 256 on the free list.
-        assert_eq!(b.copy_floor(), 128 + 256);
+        assert_eq!(b.copy_floor(), 64 + 256);
         b.ring_in(256);
-        assert_eq!(b.copy_floor(), 128);
+        assert_eq!(b.copy_floor(), 64);
         // 100 received and not yet refilled: owed again.
         b.ring_out(100);
         assert_eq!(b.debt(), 100);

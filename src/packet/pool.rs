@@ -76,10 +76,10 @@ impl Frames {
     }
 
     /// Take a free chunk for a receive (fill) ring of `owner`, unless the free list is down to
-    /// the budget's reserve (see [`FrameBudget`]).
+    /// the budget's worker floor (see [`FrameBudget`]).
     #[inline]
     pub fn alloc_fill(&mut self, owner: Owner) -> Option<u64> {
-        if self.free.len() <= self.budget.reserve() as usize {
+        if self.free.len() <= self.budget.worker_floor() as usize {
             return None;
         }
         let c = self.alloc_chunk(owner)?;
@@ -367,20 +367,45 @@ mod tests {
     }
 
     #[test]
-    fn fill_allocations_leave_the_reserve() {
+    fn fill_allocations_leave_the_workers_floor() {
         let mut f = Frames::new(64).unwrap();
         assert_eq!(f.budget.reserve(), 8);
+        assert_eq!(f.budget.worker_floor(), 4);
         let mut n = 0;
         while f.alloc_fill(Owner::Port(1)).is_some() {
             n += 1;
         }
-        assert_eq!(n, 56);
-        assert_eq!(f.in_use(), 56);
-        // Copies stop at the reserve too.
+        assert_eq!(n, 60);
+        assert_eq!(f.in_use(), 60);
+        // Copies stop at the floor too.
         assert_eq!(f.spare(), 0);
         // The worker still gets frames for itself.
         assert!(f.alloc().is_some());
-        assert_eq!(f.reclaim(Owner::Port(1)), 56);
+        assert_eq!(f.reclaim(Owner::Port(1)), 60);
+    }
+
+    #[test]
+    fn a_region_fully_committed_and_lent_still_floods() {
+        // 512 frames: reserve 64; three one-queue ports commit 384, a busy one is lent the last
+        // 64, and every ring is stocked. The free list is the reserve: copies (ARP requests
+        // flooded) must still find frames, and the worker's floor is left.
+        let mut f = Frames::new(512).unwrap();
+        for _ in 0..3 {
+            f.budget.admit(128).unwrap();
+        }
+        assert_eq!(f.budget.lend(128), 64);
+        assert_eq!(f.budget.available(), 0);
+        let ring: Vec<u64> = (0..448)
+            .filter_map(|_| f.alloc_fill(Owner::Port(1)))
+            .collect();
+        assert_eq!(ring.len(), 448);
+        assert_eq!(f.budget.debt(), 0);
+        let mut a = f.alloc().unwrap();
+        a.len = 60;
+        let copies: Vec<Desc> = std::iter::from_fn(|| f.clone_frame(a)).collect();
+        assert_eq!(copies.len(), 31, "63 free, 32 kept for the worker");
+        assert_eq!(f.free_count(), 32);
+        assert!(f.alloc().is_some(), "the worker still gets frames");
     }
 
     #[test]
@@ -389,16 +414,17 @@ mod tests {
         f.budget.admit(40).unwrap();
         let mut a = f.alloc().unwrap();
         a.len = 1;
-        // Floor: 8 (the reserve) + 40 owed; 63 free -> 15 copies, then refused.
+        // Floor: 4 (the worker's half of the reserve) + 40 owed; 63 free -> 19 copies, then
+        // refused.
         let copies: Vec<Desc> = std::iter::from_fn(|| f.clone_frame(a)).collect();
-        assert_eq!(copies.len(), 15);
-        assert_eq!(f.free_count(), 48);
+        assert_eq!(copies.len(), 19);
+        assert_eq!(f.free_count(), 44);
         // The rings get every frame they are owed, and the reserve is still there.
         let ring: Vec<u64> = (0..40)
             .filter_map(|_| f.alloc_fill(Owner::Port(1)))
             .collect();
         assert_eq!(ring.len(), 40);
-        assert_eq!(f.free_count(), 8);
+        assert_eq!(f.free_count(), 4);
         assert!(f.alloc().is_some(), "the worker still gets frames");
     }
 
