@@ -97,6 +97,12 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Learned records worker `i` has received from the others and applied (`stats`).
+fn learned_applied(w: &WorkerHandle, i: usize) -> u64 {
+    let v = w.call(Command::Stats).unwrap();
+    v["workers"][i]["learned_applied"].as_u64().unwrap()
+}
+
 fn sent(p: &Shared) -> usize {
     p.lock().unwrap().tx.len()
 }
@@ -111,24 +117,24 @@ fn a_mac_learned_by_one_worker_is_forwarded_by_the_other() {
     wait_for("the flood on worker 0", || {
         sent(&pipes[1][0]) == 1 && sent(&pipes[2][0]) == 1
     });
-    // Worker 1 receives b -> a on port b: a was learned by worker 0 only.
+    // Worker 1 receives b -> a on port b: a was learned by worker 0 only. Records are applied
+    // between bursts, so wait until worker 1 has applied worker 0's (the `stats` counter).
+    wait_for("worker 1 applying what worker 0 learned", || {
+        learned_applied(&w, 1) >= 1
+    });
     let reply = frame(a, b, 2);
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        pipes[1][1].lock().unwrap().rx.push_back(reply.clone());
-        std::thread::sleep(Duration::from_millis(20));
-        if sent(&pipes[0][1]) > 0 {
-            break;
-        }
-        assert!(Instant::now() < end, "worker 1 never forwarded to a");
-    }
+    pipes[1][1].lock().unwrap().rx.push_back(reply.clone());
+    wait_for("worker 1 forwarding to a", || sent(&pipes[0][1]) == 1);
     assert_eq!(pipes[0][1].lock().unwrap().tx[0], reply);
     assert_eq!(
         sent(&pipes[2][1]),
         0,
         "worker 1 flooded to c a MAC worker 0 had learned"
     );
-    // Worker 0 knows b now (learned by worker 1): a -> b goes to b alone.
+    // Worker 0 knows b once it applied worker 1's record: a -> b goes to b alone.
+    wait_for("worker 0 applying what worker 1 learned", || {
+        learned_applied(&w, 0) >= 1
+    });
     pipes[0][0].lock().unwrap().rx.push_back(frame(b, a, 3));
     wait_for("a -> b on worker 0", || sent(&pipes[1][0]) == 2);
     std::thread::sleep(Duration::from_millis(50));

@@ -177,6 +177,8 @@ pub(crate) struct Peers {
     backlog: Arc<AtomicUsize>,
     /// Learned records not sent because the receiver's backlog was full.
     pub learned_dropped: u64,
+    /// Learned records received from the others and applied.
+    pub learned_applied: u64,
     /// Frames from the others.
     pub frames_rx: Receiver<PeerMsg>,
     /// Each worker's link (None: this one).
@@ -208,6 +210,7 @@ impl Peers {
             rx,
             backlog,
             learned_dropped: 0,
+            learned_applied: 0,
             frames_rx,
             to,
             out: (0..n).map(|_| Outbox::default()).collect(),
@@ -473,8 +476,9 @@ impl Worker {
             match m {
                 PeerMsg::Learned(records) => {
                     crate::learned::apply(&mut self.dp, &mut self.frames, &records, now as u32);
-                    if let Some(p) = &self.peers {
+                    if let Some(p) = self.peers.as_mut() {
                         p.backlog.fetch_sub(records.len(), Ordering::Relaxed);
+                        p.learned_applied += records.len() as u64;
                     }
                 }
                 PeerMsg::Frames(handed) => moved += self.inject(handed, batch, now),

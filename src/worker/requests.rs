@@ -948,6 +948,7 @@ impl Worker {
                 "handed_in": self.peers.as_ref().map_or(0, |p| p.handed_in),
                 "handoff_dropped": self.peers.as_ref().map_or(0, |p| p.handoff_dropped),
                 "learned_dropped": self.peers.as_ref().map_or(0, |p| p.learned_dropped),
+                "learned_applied": self.peers.as_ref().map_or(0, |p| p.learned_applied),
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
                 "sleeps": self.stats.sleeps,
