@@ -16,6 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use common::netns::*;
 use serde_json::{Value, json};
@@ -791,7 +792,29 @@ fn cni_bandwidth_limits_a_container() {
     );
     // TCP settles at the rate through the shapers' queues, often without a drop; UDP offered
     // at five times the rate overflows them: counted each way.
+    let host = lim_res["interfaces"][0]["name"].as_str().unwrap();
     for reverse in [false, true] {
+        // The run before filled a shaper queue (~0.8 s of the rate). With two workers there is
+        // one queue per worker: iperf3's next control connection may pass on the other worker
+        // while its one UDP "connect" datagram lands on the full queue and is dropped (iperf3
+        // 3.12 never resends it). Start when both directions have drained.
+        let waited = Instant::now();
+        let mut backlog = Value::Null;
+        assert!(
+            eventually(5, || {
+                let b = d.json(&["stats"])["ports"][host]["shaper_backlog"].clone();
+                if backlog.is_null() {
+                    backlog = b.clone();
+                }
+                b["rx"] == 0 && b["tx"] == 0
+            }),
+            "shaper queues never drained: {}",
+            d.ctl(&["stats"])
+        );
+        eprintln!(
+            "UDP run {reverse}: backlog {backlog} drained in {:?}",
+            waited.elapsed()
+        );
         let r = iperf3_udp((&lim, &outside, &lim_ip), 1, "50M", reverse);
         // iperf3 3.12 does not resend its one UDP "connect" datagram: if that is lost the
         // client waits until `timeout` kills it. The switch's counters then say where it went
@@ -804,7 +827,6 @@ fn cni_bandwidth_limits_a_container() {
         );
     }
     let stats = d.json(&["stats"]);
-    let host = lim_res["interfaces"][0]["name"].as_str().unwrap();
     let drops = &stats["ports"][host]["drops"];
     assert!(
         drops["rate-tx"].as_u64() > Some(0) && drops["rate-rx"].as_u64() > Some(0),

@@ -21,7 +21,12 @@
 //!   Removing the port frees its waiting frames.
 //! - With several workers each has its own shaper of a port direction (its own queue of
 //!   waiting frames) but they draw from one bucket ([`SharedBucket`], atomics), so the port's
-//!   rate is the configured one whichever workers its frames reach.
+//!   rate is the configured one whichever workers its frames reach. A flow's frames reach one
+//!   worker, so they keep their order; but the queues are one per worker, not one FIFO: a new
+//!   flow on a worker with an empty queue passes while another worker's queue is full and
+//!   drops (one worker: it waits behind the full queue, and is dropped if it arrives while
+//!   that queue is full). `stats` shows each port's waiting bytes (`shaper_backlog`, summed
+//!   over the workers).
 //! - IO-free and deterministic: time comes in as milliseconds.
 
 use std::collections::VecDeque;
@@ -108,6 +113,11 @@ impl Shaper {
     #[inline]
     pub fn is_waiting(&self) -> bool {
         !self.waiting.is_empty()
+    }
+
+    /// Bytes waiting for tokens (`stats`' `shaper_backlog`, as `tc -s qdisc`'s backlog).
+    pub fn backlog_bytes(&self) -> u64 {
+        self.waiting_bytes
     }
 
     /// Most bytes that may wait.
@@ -288,12 +298,15 @@ mod tests {
         );
         // Bound: 25 ms of 1 Mbit/s plus the 100 kbit burst, 15625 bytes: 10 frames wait.
         assert_eq!(s.waiting.len(), 10);
+        assert_eq!(s.backlog_bytes(), 15_000);
         assert_eq!(passed as u64 + dropped + 10, 10_000);
         // The waiting frames leave as tokens come (one each 12 ms); a long gap does not let
         // more than a bucket (8 frames) out at once.
         assert_eq!(offer(&mut s, &mut frames, 0, 0, 10_500).0, 8);
+        assert_eq!(s.backlog_bytes(), 3_000);
         assert_eq!(offer(&mut s, &mut frames, 0, 0, 10_524).0, 2);
         assert!(!s.is_waiting());
+        assert_eq!(s.backlog_bytes(), 0);
     }
 
     /// A frame larger than the bucket leaves when the bucket is full and leaves a debt that

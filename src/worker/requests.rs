@@ -909,6 +909,13 @@ impl Worker {
                 v["state"] = json!(state);
                 v["reason"] = json!(reason);
                 v["frames"] = json!(held);
+                if p.rate_rx.is_some() || p.rate_tx.is_some() {
+                    let backlog = |s: &Option<crate::pipeline::ratelimit::Shaper>| {
+                        s.as_ref().map_or(0, |s| s.backlog_bytes())
+                    };
+                    v["shaper_backlog"] =
+                        json!({"rx": backlog(&p.rate_rx), "tx": backlog(&p.rate_tx)});
+                }
                 if let Some(Some(io)) = self.ports.get(id as usize) {
                     let k: serde_json::Map<String, Value> = io
                         .kernel_counters()
