@@ -126,18 +126,32 @@ fn busy_poll_worker_never_sleeps() {
         &[],
     );
     assert!(ping(&ns, "10.232.0.1", 2), "afxdp -> gateway");
-    let sleeps = |d: &Daemon| d.json(&["stats"])["worker"]["sleeps"].as_u64().unwrap();
-    let s0 = sleeps(&d);
+    let loop_figures = |d: &Daemon| {
+        let w = &d.json(&["stats"])["worker"];
+        (
+            w["sleeps"].as_u64().unwrap(),
+            w["iterations"].as_u64().unwrap(),
+        )
+    };
+    let (s0, i0) = loop_figures(&d);
     let pid = d.child.id();
     let (w0, _) = sample(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     let (w1, _) = sample(pid);
     let pct = (w1 - w0) as f64 / clk_tck() / t0.elapsed().as_secs_f64() * 100.0;
-    eprintln!("busy-poll worker, idle: {pct:.0}% of a core");
-    assert_eq!(sleeps(&d), s0, "a busy-polling worker slept");
+    let (s1, i1) = loop_figures(&d);
+    eprintln!(
+        "busy-poll worker, idle: {pct:.0}% of a core, {} iterations in 2 s",
+        i1 - i0
+    );
+    assert_eq!(s1, s0, "a busy-polling worker slept");
+    // It spins: a worker that sleeps makes at most a few hundred passes a second. (Its share
+    // of a core is not asserted: it yields to whatever else wants the core, and a loaded CI
+    // machine gave it 43%.)
     assert!(
-        pct > 50.0,
-        "a busy-polling worker used only {pct:.1}% of a core"
+        i1 - i0 > 20_000,
+        "a busy-polling worker made only {} passes in 2 s ({pct:.0}% of a core)",
+        i1 - i0
     );
 }
