@@ -690,3 +690,103 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
     let l2 = udp_from(mac(2), MacAddr(mac(9)), (H_A, 1), (H_B, 2));
     assert_eq!(owner(&w[0].h.dp, &l2, gw0.0, 2), None);
 }
+
+/// The router decides a destination once per burst and reuses the decision for the burst's
+/// other frames to it: what depends on the frame is still checked per frame. One burst on `a`:
+/// frames to B around a TTL-1 frame, a too-big DF frame, a bad header checksum, a frame to
+/// another destination and a spoofed source; each is treated as it would be alone.
+#[test]
+fn a_burst_to_one_destination_is_routed_frame_by_frame() {
+    let mut n = routed();
+    resolved(&mut n);
+    // br1's MTU: 1000 (port b's), so a 1200-byte packet with DF gets frag-needed.
+    n.h.dp.port_mut(n.b).unwrap().mtu = 1000;
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp.update_l3_mtu(b1);
+    let to_b = |ttl: u8, payload: &[u8]| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(mac(2), n.gw0.0)
+            .ipv4(H_A, H_B, ttl)
+            .udp(4000, 5000)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    };
+    let mut big = to_b(64, &[7u8; 1200]);
+    big[20] |= 0x40; // DF
+    let c = uvs::wire::checksum::checksum(&{
+        let mut h = big[14..34].to_vec();
+        h[10..12].fill(0);
+        h
+    });
+    big[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut bad_csum = to_b(64, b"bad");
+    bad_csum[24] ^= 0xff;
+    let elsewhere = udp(n.gw0, H_A, [192, 0, 2, 9], 64);
+    let mut spoofed = to_b(64, b"spoofed");
+    spoofed[26..30].copy_from_slice(&H_B); // B's own address, from a: br1 owns it
+    let c = uvs::wire::checksum::checksum(&{
+        let mut h = spoofed[14..34].to_vec();
+        h[10..12].fill(0);
+        h
+    });
+    spoofed[24..26].copy_from_slice(&c.to_be_bytes());
+    let burst = [
+        to_b(64, b"one"),
+        to_b(1, b"expired"),
+        to_b(9, b"two"),
+        big,
+        bad_csum,
+        to_b(64, b"three"),
+        elsewhere,
+        spoofed,
+        to_b(2, b"four"),
+    ];
+    for f in &burst {
+        n.h.ports[n.a as usize].inject(f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let got: Vec<(Vec<u8>, u8)> = out[n.b as usize]
+        .iter()
+        .map(|f| {
+            assert_eq!(&f[0..6], &mac(3), "to B's MAC");
+            assert_eq!(&f[6..12], &n.gw1.0, "from br1's gateway MAC");
+            let (ip, t) = ip_of(f);
+            assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+            let Some(TransportSlice::Udp(u)) = t else {
+                panic!("udp")
+            };
+            (u.payload().to_vec(), ip.time_to_live)
+        })
+        .collect();
+    let want: Vec<(Vec<u8>, u8)> = [("one", 63), ("two", 8), ("three", 63), ("four", 1)]
+        .iter()
+        .map(|(p, t)| (p.as_bytes().to_vec(), *t))
+        .collect();
+    assert_eq!(got, want);
+    // Back to a: time exceeded, frag needed (MTU 1000), net unreachable, in burst order.
+    let errors: Vec<(u8, u8)> = out[n.a as usize]
+        .iter()
+        .map(|f| {
+            let (ip, t) = ip_of(f);
+            assert_eq!((ip.source, ip.destination), (GW0, H_A));
+            let Some(TransportSlice::Icmpv4(icmp)) = t else {
+                panic!("icmp")
+            };
+            (icmp.type_u8(), icmp.code_u8())
+        })
+        .collect();
+    assert_eq!(errors, [(11, 0), (3, 4), (3, 0)]);
+    for (r, k) in [
+        (DropReason::TtlExpired, 1),
+        (DropReason::FragNeeded, 1),
+        (DropReason::IpBadChecksum, 1),
+        (DropReason::NoRoute, 1),
+        (DropReason::RpFilter, 1),
+    ] {
+        assert_eq!(n.h.drops(n.a, r), k, "{r:?}");
+    }
+    assert_eq!(n.h.dp.router.routed, 4);
+    n.h.assert_no_frame_leaked();
+}

@@ -63,6 +63,8 @@ pub(super) fn run(
         last_ct: None,
         last_fdb: None,
         last_decap: None,
+        nat_on: !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty(),
+        last_hop: None,
     };
     let mut handled = 0;
     for m in meta.iter_mut() {
@@ -121,6 +123,30 @@ struct Burst {
     last_fdb: Option<(u16, u64, Option<PortId>)>,
     /// Last tunnel VXLAN was decapsulated for.
     last_decap: Option<vxlan::DecapHit>,
+    /// NAT rules or tracked connections exist. Read once: without either at the start of the
+    /// burst, none is created during it (only a rule creates a connection here; flows' `ct`
+    /// ran before this stage).
+    nat_on: bool,
+    /// The burst's last plainly routed destination and everything decided for it (see
+    /// [`HopHit`]).
+    last_hop: Option<HopHit>,
+}
+
+/// What routing decided for a destination, without NAT, for the rest of the burst: the route,
+/// the egress bridge's facts (isolation, gateway, MTU), the next hop's resolved MAC and the
+/// egress port do not change while the router stage runs (nothing it does on this path
+/// changes the route table, the FDB or a resolved neighbour, and `now` is the burst's).
+/// Per frame what depends on the frame is still checked: header and checksum, the
+/// reverse-path filter (its own cache), TTL and the length against the MTU.
+#[derive(Clone, Copy)]
+struct HopHit {
+    dst: [u8; 4],
+    mtu: usize,
+    /// The next hop's MAC and the egress gateway's, as `Meta` holds them.
+    dst_mac: u64,
+    src_mac: u64,
+    /// The egress port, or the egress bridge (flooded there: its FDB does not know the MAC).
+    dest: Dest,
 }
 
 impl Burst {
@@ -303,10 +329,25 @@ fn ip_in(
     if !burst.rp_ok(&dp.routes, src) {
         return Err(DropReason::RpFilter);
     }
+    // The burst's last destination, decided already (no NAT): what is left is per frame.
+    if !burst.nat_on
+        && let Some(h) = burst.last_hop
+        && h.dst == dst
+        && ttl > 1
+        && m.desc.ol.gso_type().is_none()
+        && total <= h.mtu
+    {
+        let data = frames.data_mut(m.desc);
+        dec_ttl(data, l3, ttl);
+        ethernet::Frame::new_unchecked(data).set_addrs_u64(h.dst_mac, h.src_mac);
+        (m.dst, m.src, m.dest) = (h.dst_mac, h.src_mac, h.dest);
+        dp.router.routed += 1;
+        return Ok(());
+    }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
     // a port mapping (DNAT), applied once the route is known.
     // Without rules or tracked connections there is nothing to translate: skip the lookups.
-    let nat_on = !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty();
+    let nat_on = burst.nat_on;
     let key = if nat_on {
         nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl)
     } else {
@@ -482,13 +523,23 @@ fn ip_in(
         gw: out_gw,
         ip: next_hop,
     };
-    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)?;
+    let resolved = to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)?;
     // The egress port now, from the egress bridge's FDB through the burst's cache (output would
     // look the same MAC up for every frame otherwise); an unknown MAC floods there.
     if let Dest::Bridge(b) = m.dest
         && let Some(p) = burst.egress_port(dp, b, m.vlan, m.dst)
     {
         m.dest = Dest::Port(p);
+    }
+    // Plainly routed to a resolved neighbour: the rest of the burst's frames to `dst` reuse it.
+    if resolved && !nat_on {
+        burst.last_hop = Some(HopHit {
+            dst,
+            mtu,
+            dst_mac: m.dst,
+            src_mac: m.src,
+            dest: m.dest,
+        });
     }
     Ok(())
 }
@@ -502,6 +553,8 @@ struct NextHop {
 }
 
 /// Rewrite a routed packet for `hop` and send it there, or hold it while the next hop resolves.
+/// Ok(true): sent to a MAC the neighbour table holds as reachable (no probe due), which the
+/// rest of the burst may reuse.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn to_next_hop(
@@ -513,14 +566,17 @@ fn to_next_hop(
     in_port: PortId,
     made: &mut Vec<Meta>,
     now: u32,
-) -> Result<(), DropReason> {
-    let mac = match dp.neigh.resolve(hop.bridge, hop.ip, now) {
-        Resolve::Mac(mac) => mac,
+) -> Result<bool, DropReason> {
+    let (mac, resolved) = match dp.neigh.resolve(hop.bridge, hop.ip, now) {
+        Resolve::Mac(mac) => (mac, true),
         Resolve::Probe(mac) => {
             send_request(dp, frames, hop.bridge, hop.gw, (hop.ip, mac), made);
-            mac
+            (mac, false)
         }
-        r => return unresolved(dp, frames, m, ttl, hop, in_port, made, r),
+        r => {
+            unresolved(dp, frames, m, ttl, hop, in_port, made, r)?;
+            return Ok(false);
+        }
     };
     let data = frames.data_mut(m.desc);
     dec_ttl(data, m.l3 as usize, ttl);
@@ -529,7 +585,7 @@ fn to_next_hop(
     ethernet::Frame::new_unchecked(data).set_addrs_u64(m.dst, m.src);
     m.dest = Dest::Bridge(hop.bridge);
     dp.router.routed += 1;
-    Ok(())
+    Ok(resolved)
 }
 
 /// Address the frame `data` from `src` to `dst`.
