@@ -306,22 +306,17 @@ fn ip_in(
 ) -> Result<(), DropReason> {
     let (bridge, gw, in_port) = (burst.bridge, burst.gw, burst.in_port);
     let l3 = m.l3 as usize;
-    let (dst, ttl, hl, total, df, src) = {
-        let data = frames.data(m.desc);
-        let p = ipv4::Packet::new_checked(&data[l3..]).map_err(|_| DropReason::IpMalformed)?;
-        if !p.verify_checksum() {
-            return Err(DropReason::IpBadChecksum);
-        }
-        let df = p.dont_frag();
-        (
-            p.dst(),
-            p.ttl(),
-            p.header_len(),
-            p.total_len() as usize,
-            df,
-            p.src(),
-        )
-    };
+    let ipv4::Summary {
+        src,
+        dst,
+        ttl,
+        df,
+        header_len: hl,
+        total_len: total,
+    } = ipv4::summary(frames.data(m.desc).get(l3..).unwrap_or_default()).map_err(|f| match f {
+        ipv4::HeaderFault::Malformed => DropReason::IpMalformed,
+        ipv4::HeaderFault::BadChecksum => DropReason::IpBadChecksum,
+    })?;
     if dst[0] >= 224 || dst == [255; 4] || dst == [0; 4] {
         return Err(DropReason::IpNotUnicast);
     }
