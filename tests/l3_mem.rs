@@ -790,3 +790,68 @@ fn a_burst_to_one_destination_is_routed_frame_by_frame() {
     assert_eq!(n.h.dp.router.routed, 4);
     n.h.assert_no_frame_leaked();
 }
+
+/// A burst that mixes a tracked connection's packets with a new connection to the same
+/// destination: the tracked ones reuse the burst's routing decision after their translation,
+/// the new one still gets its own NAT decision (a port of its own), and a TTL-1 packet of the
+/// tracked connection is still answered.
+#[test]
+fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame_by_frame() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    let from_a = |sport: u16, ttl: u8, payload: &[u8]| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(mac(2), n.gw0.0)
+            .ipv4(H_A, H_B, ttl)
+            .udp(sport, 80)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    };
+    n.h.send(n.a, &from_a(4444, 64, b"open"));
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
+    assert_eq!(n.h.dp.nat.ct.len(), 1);
+    let burst = [
+        from_a(4444, 64, b"t1"),
+        from_a(5555, 64, b"new"),
+        from_a(4444, 1, b"expired"),
+        from_a(4444, 30, b"t2"),
+    ];
+    for f in &burst {
+        n.h.ports[n.a as usize].inject(f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let got: Vec<(Vec<u8>, u16, u8)> = out[n.b as usize]
+        .iter()
+        .map(|f| {
+            assert_eq!(&f[0..6], &mac(3), "to B's MAC");
+            let (ip, t) = ip_of(f);
+            assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
+            assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+            let Some(TransportSlice::Udp(u)) = t else {
+                panic!("udp")
+            };
+            let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum after translation");
+            (u.payload().to_vec(), u.source_port(), ip.time_to_live)
+        })
+        .collect();
+    let payloads: Vec<&[u8]> = got.iter().map(|g| g.0.as_slice()).collect();
+    assert_eq!(payloads, [&b"t1"[..], b"new", b"t2"]);
+    assert_eq!((got[0].2, got[1].2, got[2].2), (63, 63, 29));
+    assert_eq!(got[0].1, got[2].1, "one connection, one port");
+    assert_ne!(
+        got[0].1, got[1].1,
+        "the new connection got a port of its own"
+    );
+    assert_eq!(n.h.dp.nat.ct.len(), 2);
+    assert_eq!(n.h.drops(n.a, DropReason::TtlExpired), 1);
+    assert_eq!(out[n.a as usize].len(), 1, "time exceeded back to A");
+    n.h.assert_no_frame_leaked();
+}

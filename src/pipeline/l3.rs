@@ -127,12 +127,13 @@ struct Burst {
     /// burst, none is created during it (only a rule creates a connection here; flows' `ct`
     /// ran before this stage).
     nat_on: bool,
-    /// The burst's last plainly routed destination and everything decided for it (see
-    /// [`HopHit`]).
+    /// The burst's last routed destination (untranslated, or a tracked connection's after
+    /// translation) and everything decided for it (see [`HopHit`]).
     last_hop: Option<HopHit>,
 }
 
-/// What routing decided for a destination, without NAT, for the rest of the burst: the route,
+/// What routing decided for a destination (after any translation of a tracked connection's
+/// packet; a new connection's NAT decision is never reused) for the rest of the burst: the route,
 /// the egress bridge's facts (isolation, gateway, MTU), the next hop's resolved MAC and the
 /// egress port do not change while the router stage runs (nothing it does on this path
 /// changes the route table, the FDB or a resolved neighbour, and `now` is the burst's).
@@ -325,18 +326,7 @@ fn ip_in(
         return Err(DropReason::RpFilter);
     }
     // The burst's last destination, decided already (no NAT): what is left is per frame.
-    if !burst.nat_on
-        && let Some(h) = burst.last_hop
-        && h.dst == dst
-        && ttl > 1
-        && m.desc.ol.gso_type().is_none()
-        && total <= h.mtu
-    {
-        let data = frames.data_mut(m.desc);
-        dec_ttl(data, l3, ttl);
-        ethernet::Frame::new_unchecked(data).set_addrs_u64(h.dst_mac, h.src_mac);
-        (m.dst, m.src, m.dest) = (h.dst_mac, h.src_mac, h.dest);
-        dp.router.routed += 1;
+    if !burst.nat_on && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
         return Ok(());
     }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
@@ -376,6 +366,10 @@ fn ip_in(
         if let Some((to, _)) = dnat {
             dst = to;
         }
+    }
+    // A tracked connection's packet, translated: the rest is plain routing to `dst`.
+    if tracked.is_some() && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
+        return Ok(());
     }
     let (route, local) = burst.route(dp, dst);
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
@@ -526,8 +520,10 @@ fn ip_in(
     {
         m.dest = Dest::Port(p);
     }
-    // Plainly routed to a resolved neighbour: the rest of the burst's frames to `dst` reuse it.
-    if resolved && !nat_on {
+    // Routed to a resolved neighbour, untranslated or as a tracked connection's packet (a new
+    // connection's NAT decision is the frame's own): the rest of the burst's frames to `dst`
+    // that need no NAT decision either reuse it.
+    if resolved && (!nat_on || tracked.is_some()) {
         burst.last_hop = Some(HopHit {
             dst,
             mtu,
@@ -537,6 +533,29 @@ fn ip_in(
         });
     }
     Ok(())
+}
+
+/// Route `m` (IPv4 to `dst` with `ttl`, `total` bytes long) as the burst's last hop `h`
+/// decided, if `h` is for `dst` and the frame passes what is its own (TTL, no segmentation,
+/// the egress MTU); false: the frame takes the whole path (which answers the errors).
+#[inline(always)]
+fn hop_hit(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    h: Option<HopHit>,
+    m: &mut Meta,
+    (dst, ttl, total): ([u8; 4], u8, usize),
+) -> bool {
+    let Some(h) = h else { return false };
+    if h.dst != dst || ttl <= 1 || m.desc.ol.gso_type().is_some() || total > h.mtu {
+        return false;
+    }
+    let data = frames.data_mut(m.desc);
+    dec_ttl(data, m.l3 as usize, ttl);
+    ethernet::Frame::new_unchecked(data).set_addrs_u64(h.dst_mac, h.src_mac);
+    (m.dst, m.src, m.dest) = (h.dst_mac, h.src_mac, h.dest);
+    dp.router.routed += 1;
+    true
 }
 
 /// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.
