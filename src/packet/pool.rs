@@ -188,13 +188,13 @@ impl Frames {
     }
 
     /// The data bytes of a frame the caller owns.
-    #[inline]
+    #[inline(always)]
     pub fn data_mut(&mut self, d: Desc) -> &mut [u8] {
         self.bytes_mut(d.addr, d.len as usize)
     }
 
     /// The bytes `addr .. addr + len` of either mapping.
-    #[inline]
+    #[inline(always)]
     fn bytes_mut(&mut self, addr: u64, len: usize) -> &mut [u8] {
         if addr >= BIG_BASE {
             let big = self
