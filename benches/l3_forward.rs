@@ -2,7 +2,12 @@
 //! the gateways, one core, batch 32.
 //!
 //!   cargo bench --bench l3_forward            # ns/frame table: routes 1/1k/1M, NAT 1k/1M conns
-//!   cargo bench --bench l3_forward -- --frames N --routes R [--nat --conns C] --quiet
+//!   cargo bench --bench l3_forward -- --frames N --routes R [--nat --conns C] [--dsts D] --quiet
+//!
+//! `--dsts D` (D >= 1, routed only): frames cycle through D hosts on br1 (10.0.2.2 ..), each
+//! resolved and learned, so with D > 1 every frame goes to another destination than the one
+//! before it and the router's per-burst caches miss (the replay port's cycling costs a few
+//! instructions per frame more than one template).
 //!
 //! `benches/callgrind.sh l3_forward "--routes 1" "--routes 1000000" "--nat --conns 1000" ...`
 //! gives instructions per frame (setup cancels out: two runs, N and 2N frames).
@@ -20,6 +25,27 @@ use uvs::wire::MacAddr;
 
 const HOST_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const HOST_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x0b]);
+
+/// Host `i` of br1: 10.0.2.(2 + i), MAC 02:00:00:00:01:i (host 0 is `HOST_B`).
+fn host(i: usize) -> ([u8; 4], MacAddr) {
+    let mac = if i == 0 {
+        HOST_B
+    } else {
+        MacAddr([0x02, 0, 0, 0, 1, i as u8])
+    };
+    ([10, 0, 2, 2 + i as u8], mac)
+}
+
+/// The template to host `i` (see [`host`]).
+fn template_to(gw0: MacAddr, i: usize) -> Vec<u8> {
+    let mut f = template(gw0);
+    let ip = &mut f[14..34];
+    ip[16..20].copy_from_slice(&host(i).0);
+    ip[10..12].fill(0);
+    let c = uvs::wire::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f
+}
 
 fn template(gw0: MacAddr) -> Vec<u8> {
     let mut f = Vec::new();
@@ -47,7 +73,8 @@ impl Rng {
     }
 }
 
-fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
+fn run(frames_n: u64, routes: usize, nat: bool, conns: usize, dsts: usize) -> f64 {
+    assert!((1..=250).contains(&dsts), "--dsts: 1 to 250");
     let mut frames = Frames::new(4096).unwrap();
     let mut dp = Datapath::new();
     let b0 = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
@@ -74,11 +101,11 @@ fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
     .unwrap();
     dp.add_port(0, mem_port("in", b0)).unwrap();
     dp.add_port(1, mem_port("out", b1)).unwrap();
-    dp.neigh.learn(b1, [10, 0, 2, 2], HOST_B, 1);
-    dp.bridge_mut(b1)
-        .unwrap()
-        .fdb
-        .learn(0, HOST_B.to_u64(), 1, 1);
+    for i in 0..dsts {
+        let (ip, mac) = host(i);
+        dp.neigh.learn(b1, ip, mac, 1);
+        dp.bridge_mut(b1).unwrap().fdb.learn(0, mac.to_u64(), 1, 1);
+    }
     let mut r = Rng(0x9e37_79b9);
     let mut added = 2; // the two connected routes
     while added < routes {
@@ -122,7 +149,12 @@ fn run(frames_n: u64, routes: usize, nat: bool, conns: usize) -> f64 {
             let _ = dp.nat.ct.insert(k, 1);
         }
     }
-    let mut rx = MemPort::replay(0, &template(gw0), frames_n);
+    let mut rx = if dsts == 1 {
+        MemPort::replay(0, &template(gw0), frames_n)
+    } else {
+        let templates: Vec<Vec<u8>> = (0..dsts).map(|i| template_to(gw0, i)).collect();
+        MemPort::replay_cycle(0, &templates, frames_n)
+    };
     let mut sink = MemPort::sink(1);
     forward_all(&mut dp, &mut frames, &mut rx, &mut sink, (0, 1), frames_n)
 }
@@ -142,6 +174,7 @@ fn main() {
             get("--routes").unwrap_or(2) as usize,
             nat,
             get("--conns").unwrap_or(1) as usize,
+            get("--dsts").unwrap_or(1) as usize,
         );
         if !args.iter().any(|a| a == "--quiet") {
             println!("{ns:.1} ns/frame");
@@ -149,7 +182,7 @@ fn main() {
         return;
     }
     let median =
-        |routes: usize, nat: bool, conns: usize| median5(|| run(1_000_000, routes, nat, conns));
+        |routes: usize, nat: bool, conns: usize| median5(|| run(1_000_000, routes, nat, conns, 1));
     println!("| case | ns/frame (median of 5, 1M frames, mem ports included) |");
     println!("|---|---|");
     for routes in [2usize, 1_000, 1_000_000] {

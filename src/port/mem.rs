@@ -38,9 +38,13 @@ enum Mode {
         rx: VecDeque<Vec<u8>>,
         out: Vec<Vec<u8>>,
     },
-    /// Receive `remaining` copies of `template`; transmit like a sink.
+    /// Receive `remaining` copies of `template` (of the templates in turn); transmit like a
+    /// sink.
     Replay {
         template: Box<[u8]>,
+        /// Further templates (`replay_cycle`): frame `i` is `[template, others..][i % (1 + n)]`.
+        others: Vec<Box<[u8]>>,
+        next: usize,
         remaining: u64,
         /// One bit per chunk of the pool: set once this port has written the whole template
         /// into that chunk.
@@ -102,11 +106,36 @@ impl MemPort {
             port_id,
             Mode::Replay {
                 template: template.into(),
+                others: Vec::new(),
+                next: 0,
                 remaining: count,
                 filled: Vec::new(),
                 rewrite: REPLAY_REWRITE,
             },
         )
+    }
+
+    /// A replay port that receives `count` frames cycling through `templates` (for benches
+    /// where consecutive frames differ, e.g. go to other destinations). The templates must
+    /// have one length; when they differ beyond the first [`REPLAY_REWRITE`] bytes every frame
+    /// is copied whole.
+    ///
+    /// Panics if `templates` is empty, their lengths differ, or one exceeds [`MAX_FRAME_LEN`].
+    pub fn replay_cycle(port_id: u16, templates: &[Vec<u8>], count: u64) -> MemPort {
+        let (first, rest) = templates.split_first().expect("at least one template");
+        assert!(
+            rest.iter().all(|t| t.len() == first.len()),
+            "replay templates of different lengths"
+        );
+        let mut p = MemPort::replay(port_id, first, count);
+        let full = rest
+            .iter()
+            .any(|t| t.get(REPLAY_REWRITE..) != first.get(REPLAY_REWRITE..));
+        if let Mode::Replay { others, .. } = &mut p.mode {
+            *others = rest.iter().map(|t| t[..].into()).collect();
+        }
+        p.set_replay_full_copy(full);
+        p
     }
 
     /// A sink port: transmitted frames are counted and freed.
@@ -243,13 +272,26 @@ impl Port for MemPort {
             }
             Mode::Replay {
                 template,
+                others,
+                next,
                 remaining,
                 filled,
                 rewrite,
             } => {
                 while n < max && *remaining > 0 {
                     let Some(mut d) = frames.alloc() else { break };
-                    d.len = fill_replay(frames, d, template, filled, *rewrite);
+                    let t = if others.is_empty() {
+                        &template[..]
+                    } else {
+                        let i = *next;
+                        *next = if i == others.len() { 0 } else { i + 1 };
+                        if i == 0 {
+                            &template[..]
+                        } else {
+                            &others[i - 1][..]
+                        }
+                    };
+                    d.len = fill_replay(frames, d, t, filled, *rewrite);
                     self.rx_bytes += u64::from(d.len);
                     out.push(d);
                     *remaining -= 1;
@@ -377,6 +419,37 @@ mod tests {
         let mut out = Vec::new();
         p.rx_burst(&mut frames, &mut out, 1);
         assert_eq!(out[0].len as usize, MAX_FRAME_LEN);
+    }
+
+    /// Frames cycle through the templates, in order, whether the templates differ only in
+    /// their headers (the short rewrite) or further in (whole copies).
+    #[test]
+    fn replay_cycle_hands_out_the_templates_in_turn() {
+        let head_only: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                let mut t = frame(7, 300);
+                t[0] = i;
+                t
+            })
+            .collect();
+        let mut deep = head_only.clone();
+        deep[2][250] ^= 0xff;
+        for templates in [head_only, deep] {
+            let mut frames = Frames::new(4).unwrap();
+            let mut src = MemPort::replay_cycle(1, &templates, 11);
+            let mut sink = MemPort::sink(2);
+            let mut out = Vec::new();
+            let mut i = 0;
+            while src.rx_pending() > 0 {
+                assert!(src.rx_burst(&mut frames, &mut out, 2) > 0);
+                for d in &out {
+                    assert_eq!(frames.data(*d), &templates[i % 3][..], "frame {i}");
+                    i += 1;
+                }
+                sink.tx_burst(&mut frames, &mut out);
+            }
+            assert_eq!(i, 11);
+        }
     }
 
     #[test]
