@@ -441,9 +441,10 @@ impl Neighbours {
     #[inline(never)]
     fn resolve_entry(&mut self, k: u64, now: u32) -> Resolve {
         let bridge = unkey(k).0;
-        if !self.map.contains_key(&k) {
+        let cap = self.arp_rate;
+        // One probe of the map: a known next hop (the common case) goes on with its entry.
+        let Some(e) = self.map.get_mut(&k) else {
             // The rate first: a refused resolution must not evict anything.
-            let cap = self.arp_rate;
             if !self.per_bridge(bridge).token(now, cap) {
                 self.counters.rate_limited += 1;
                 return Resolve::Refused;
@@ -453,10 +454,8 @@ impl Neighbours {
             }
             self.insert(k, Entry::new(State::Incomplete, MacAddr::default(), now));
             return Resolve::SendRequest;
-        }
-        let cap = self.arp_rate;
-        let pb = &mut self.bridges[bridge as usize];
-        let Some(e) = self.map.get_mut(&k) else {
+        };
+        let Some(pb) = self.bridges.get_mut(bridge as usize) else {
             return Resolve::Refused;
         };
         e.used = now;
