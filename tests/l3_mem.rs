@@ -855,3 +855,45 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
     assert_eq!(out[n.a as usize].len(), 1, "time exceeded back to A");
     n.h.assert_no_frame_leaked();
 }
+
+/// An ARP in the middle of a burst that changes a neighbour's MAC: the burst's later frames to
+/// that neighbour go to the new MAC (the router forgets its burst decision on ARP). Host X and
+/// host A share port a (a trunk to a LAN); X's packets to A go through the gateway.
+#[test]
+fn an_arp_in_a_burst_moves_the_rest_of_the_burst_to_the_new_mac() {
+    let mut n = routed();
+    resolved(&mut n);
+    const H_X: [u8; 4] = [10, 0, 1, 5];
+    let x_to_a = |payload: &[u8]| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(mac(5), n.gw0.0)
+            .ipv4(H_X, H_A, 64)
+            .udp(4000, 5000)
+            .write(&mut f, payload)
+            .unwrap();
+        f
+    };
+    // A asks for the gateway from a new MAC: the gateway updates A's entry.
+    let moved = arp(1, mac(9), H_A, [0; 6], GW0, BCAST);
+    for f in [x_to_a(b"before"), moved, x_to_a(b"after")] {
+        n.h.ports[n.a as usize].inject(&f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let routed: Vec<([u8; 6], Vec<u8>)> = out[n.a as usize]
+        .iter()
+        .filter(|f| f[12..14] == [0x08, 0x00])
+        .map(|f| {
+            let (_, t) = ip_of(f);
+            let Some(TransportSlice::Udp(u)) = t else {
+                panic!("udp")
+            };
+            (f[0..6].try_into().unwrap(), u.payload().to_vec())
+        })
+        .collect();
+    assert_eq!(
+        routed,
+        [(mac(2), b"before".to_vec()), (mac(9), b"after".to_vec())]
+    );
+    n.h.assert_no_frame_leaked();
+}

@@ -73,6 +73,8 @@ pub(super) fn run(
         }
         if m.ethertype == EtherType::ARP {
             handled += 1;
+            // An ARP may change a neighbour the burst's routing decision holds.
+            burst.last_hop = None;
             if m.vlan == 0 {
                 arp_in(dp, frames, bridge, gw, in_port, m, made, now);
             }
@@ -136,7 +138,8 @@ struct Burst {
 /// packet; a new connection's NAT decision is never reused) for the rest of the burst: the route,
 /// the egress bridge's facts (isolation, gateway, MTU), the next hop's resolved MAC and the
 /// egress port do not change while the router stage runs (nothing it does on this path
-/// changes the route table, the FDB or a resolved neighbour, and `now` is the burst's).
+/// changes the route table, the FDB or a resolved neighbour, and `now` is the burst's; an ARP
+/// frame of the burst may change a neighbour, so it forgets the decision).
 /// Per frame what depends on the frame is still checked: header and checksum, the
 /// reverse-path filter (its own cache), TTL and the length against the MTU.
 #[derive(Clone, Copy)]
