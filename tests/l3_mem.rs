@@ -691,6 +691,13 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
     assert_eq!(owner(&w[0].h.dp, &l2, gw0.0, 2), None);
 }
 
+/// Recompute the IPv4 header checksum of untagged frame `f` (after editing its header).
+fn refill_ip_checksum(f: &mut [u8]) {
+    f[24..26].fill(0);
+    let c = uvs::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
 /// The router decides a destination once per burst and reuses the decision for the burst's
 /// other frames to it: what depends on the frame is still checked per frame. One burst on `a`:
 /// frames to B around a TTL-1 frame, a too-big DF frame, a bad header checksum, a frame to
@@ -714,23 +721,13 @@ fn a_burst_to_one_destination_is_routed_frame_by_frame() {
     };
     let mut big = to_b(64, &[7u8; 1200]);
     big[20] |= 0x40; // DF
-    let c = uvs::wire::checksum::checksum(&{
-        let mut h = big[14..34].to_vec();
-        h[10..12].fill(0);
-        h
-    });
-    big[24..26].copy_from_slice(&c.to_be_bytes());
+    refill_ip_checksum(&mut big);
     let mut bad_csum = to_b(64, b"bad");
     bad_csum[24] ^= 0xff;
     let elsewhere = udp(n.gw0, H_A, [192, 0, 2, 9], 64);
     let mut spoofed = to_b(64, b"spoofed");
     spoofed[26..30].copy_from_slice(&H_B); // B's own address, from a: br1 owns it
-    let c = uvs::wire::checksum::checksum(&{
-        let mut h = spoofed[14..34].to_vec();
-        h[10..12].fill(0);
-        h
-    });
-    spoofed[24..26].copy_from_slice(&c.to_be_bytes());
+    refill_ip_checksum(&mut spoofed);
     let burst = [
         to_b(64, b"one"),
         to_b(1, b"expired"),

@@ -95,14 +95,21 @@ fn summary_general(b: &[u8]) -> std::result::Result<Summary, HeaderFault> {
     if !p.verify_checksum() {
         return Err(HeaderFault::BadChecksum);
     }
-    Ok(Summary {
-        src: p.src(),
-        dst: p.dst(),
-        ttl: p.ttl(),
-        df: p.dont_frag(),
-        header_len: p.header_len(),
-        total_len: p.total_len() as usize,
-    })
+    Ok(Summary::of(&p))
+}
+
+impl Summary {
+    /// The fields of a packet already checked.
+    fn of<T: AsRef<[u8]>>(p: &Packet<T>) -> Summary {
+        Summary {
+            src: p.src(),
+            dst: p.dst(),
+            ttl: p.ttl(),
+            df: p.dont_frag(),
+            header_len: p.header_len(),
+            total_len: p.total_len() as usize,
+        }
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -450,14 +457,7 @@ mod tests {
                 let want = match Packet::new_checked(&b[..]) {
                     Err(_) => Err(HeaderFault::Malformed),
                     Ok(p) if !p.verify_checksum() => Err(HeaderFault::BadChecksum),
-                    Ok(p) => Ok(Summary {
-                        src: p.src(),
-                        dst: p.dst(),
-                        ttl: p.ttl(),
-                        df: p.dont_frag(),
-                        header_len: p.header_len(),
-                        total_len: p.total_len() as usize,
-                    }),
+                    Ok(p) => Ok(Summary::of(&p)),
                 };
                 let got = summary(&b);
                 assert_eq!(got, want, "{b:02x?}");
