@@ -11,6 +11,7 @@
 mod common;
 
 use common::netns::*;
+use serde_json::Value;
 
 fn two_cores() -> bool {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -361,18 +362,35 @@ fn two_workers_share_a_multi_queue_tap() {
         ping(&n("t1"), "10.79.2.2", 3),
         "ping from the TAP container"
     );
-    let bps = iperf3_tcp_streams(&n("c2"), &n("t1"), "10.79.2.2", 3, 8);
-    eprintln!(
-        "two workers, TAP -> afpacket, 8 TCP connections: {:.2} Gbit/s",
-        bps / 1e9
-    );
-    assert!(bps > 10e6, "TCP carried {bps} bit/s");
-    let v = d.json(&["stats"]);
+    // Which worker carries a connection is the AF_PACKET fanout hash of its flow (the worker
+    // that receives the answers writes them to the TAP on its own queue, and tun steers the
+    // flow's next packets to that queue). Nine flows (8 streams and iperf3's control) all on
+    // one worker happen about once in 256 runs (a CI run met it: 34 frames on worker 1): a
+    // run where one worker carried nothing is repeated with new connections, up to 3 runs.
+    let mut v = Value::Null;
+    for run in 1..=3 {
+        let bps = iperf3_tcp_streams(&n("c2"), &n("t1"), "10.79.2.2", 3, 8);
+        eprintln!(
+            "two workers, TAP -> afpacket, 8 TCP connections (run {run}): {:.2} Gbit/s",
+            bps / 1e9
+        );
+        assert!(bps > 10e6, "TCP carried {bps} bit/s");
+        v = d.json(&["stats"]);
+        let rx: Vec<u64> = v["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["rx_packets"].as_u64().unwrap_or(0))
+            .collect();
+        eprintln!("rx per worker: {rx:?}");
+        if rx.iter().all(|&r| r > 100) {
+            break;
+        }
+    }
     for (i, w) in v["workers"].as_array().unwrap().iter().enumerate() {
-        eprintln!("worker {i}: rx {} tx {}", w["rx_packets"], w["tx_packets"]);
         assert!(
             w["rx_packets"].as_u64() > Some(100),
-            "worker {i} carried nothing: {v}"
+            "worker {i} carried nothing in 3 runs: {v}"
         );
     }
     // Deleting the port closes every queue: the TAP goes.
