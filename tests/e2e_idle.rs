@@ -30,26 +30,41 @@ fn cpu_ticks(stat: &str) -> u64 {
 }
 
 /// (worker thread ticks, whole process ticks) of `pid`.
-fn sample(pid: u32) -> (u64, u64) {
+/// CPU ticks of every worker thread of `pid` (by thread id), and of the whole process.
+fn sample_threads(pid: u32) -> (std::collections::BTreeMap<String, u64>, u64) {
     let proc_stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let mut worker = 0;
+    let mut workers = std::collections::BTreeMap::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "uvs-worker" {
-            worker += cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap());
+        // Worker 0 is `uvs-worker`, the others `uvs-worker1`, ...
+        if comm.trim().starts_with("uvs-worker") {
+            let ticks = cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap());
+            workers.insert(t.file_name().to_string_lossy().into_owned(), ticks);
         }
     }
-    (worker, cpu_ticks(&proc_stat))
+    (workers, cpu_ticks(&proc_stat))
 }
+
+/// CPU ticks of all worker threads of `pid` together, and of the whole process.
+fn sample(pid: u32) -> (u64, u64) {
+    let (workers, process) = sample_threads(pid);
+    (workers.values().sum(), process)
+}
+
+/// The two tests of this file measure CPU: one must not run next to the other's busy-polling
+/// daemon (it spins on the same two cores; an idle measurement beside it read 1.4% for a
+/// worker and 2.4% for the process).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     if !root_or_skip("idle_worker_uses_under_one_percent") {
         return;
     }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let p = prefix("ei");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
@@ -85,23 +100,32 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     std::thread::sleep(Duration::from_millis(500));
     let pid = d.child.id();
     let hz = clk_tck();
-    let (w0, p0) = sample(pid);
+    let (w0, p0) = sample_threads(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
-    let (w1, p1) = sample(pid);
+    let (w1, p1) = sample_threads(pid);
     let secs = t0.elapsed().as_secs_f64();
-    let worker_pct = (w1 - w0) as f64 / hz / secs * 100.0;
+    // The target is per worker (with `UVS_CORES=0,1` there are two; only worker 0 was
+    // measured before).
+    let worker_pct = w1
+        .iter()
+        .map(|(tid, t)| (t - w0.get(tid).copied().unwrap_or(0)) as f64 / hz / secs * 100.0)
+        .fold(0.0, f64::max);
     let process_pct = (p1 - p0) as f64 / hz / secs * 100.0;
     eprintln!(
-        "idle over {secs:.1} s: worker {worker_pct:.2}% of a core, process {process_pct:.2}%"
+        "idle over {secs:.1} s: busiest of {} workers {worker_pct:.2}% of a core, process {process_pct:.2}%",
+        w1.len()
     );
+    assert!(!w1.is_empty(), "no worker thread found");
     assert!(
         worker_pct < 1.0,
         "idle worker used {worker_pct:.2}% of a core"
     );
+    // The workers' share plus 1% for the daemon's other threads (control, link monitor).
+    let process_max = 1.0 + w1.len() as f64;
     assert!(
-        process_pct < 2.0,
-        "idle daemon used {process_pct:.2}% of a core"
+        process_pct < process_max,
+        "idle daemon used {process_pct:.2}% of a core (bound {process_max:.0}%)"
     );
 }
 
@@ -112,6 +136,7 @@ fn busy_poll_worker_never_sleeps() {
     if !root_or_skip("busy_poll_worker_never_sleeps") {
         return;
     }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let p = prefix("eb");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &["--busy-poll"]);
