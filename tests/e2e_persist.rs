@@ -470,10 +470,14 @@ fn pending_port_opens_by_itself_when_its_netdev_appears() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // (Failed once in a full two-worker run: `show` listed the port, this listing did not
+    // have its flow yet. It now says what it saw.)
+    let flows = a.ctl(&["dump-flows", "--names", "br0"]);
     assert!(
-        a.ctl(&["dump-flows", "--names", "br0"])
-            .contains(&format!("in_port={late}")),
-        "its flow"
+        flows.contains(&format!("in_port={late}")),
+        "its flow: dump-flows said:\n{flows}\nshow:\n{}\nlog:\n{}",
+        a.ctl(&["show"]),
+        a.log_text()
     );
     assert!(
         a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:cd"),
