@@ -553,12 +553,26 @@ fn hop_hit(
     if h.dst != dst || ttl <= 1 || m.desc.ol.gso_type().is_some() || total > h.mtu {
         return false;
     }
+    forward_routed(dp, frames, m, ttl, (h.dst_mac, h.src_mac), h.dest);
+    true
+}
+
+/// The routed packet's rewrite, the same on the full path and the hit: TTL - 1 (checksum
+/// updated), the next hop's and the egress gateway's MACs, then on to `dest`; counted routed.
+#[inline(always)]
+fn forward_routed(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    ttl: u8,
+    (dst_mac, src_mac): (u64, u64),
+    dest: Dest,
+) {
     let data = frames.data_mut(m.desc);
     dec_ttl(data, m.l3 as usize, ttl);
-    ethernet::Frame::new_unchecked(data).set_addrs_u64(h.dst_mac, h.src_mac);
-    (m.dst, m.src, m.dest) = (h.dst_mac, h.src_mac, h.dest);
+    ethernet::Frame::new_unchecked(data).set_addrs_u64(dst_mac, src_mac);
+    (m.dst, m.src, m.dest) = (dst_mac, src_mac, dest);
     dp.router.routed += 1;
-    true
 }
 
 /// Where a routed packet leaves: egress bridge, its gateway, the next hop's address.
@@ -595,13 +609,8 @@ fn to_next_hop(
             return Ok(false);
         }
     };
-    let data = frames.data_mut(m.desc);
-    dec_ttl(data, m.l3 as usize, ttl);
-    m.dst = mac.to_u64();
-    m.src = hop.gw.mac.to_u64();
-    ethernet::Frame::new_unchecked(data).set_addrs_u64(m.dst, m.src);
-    m.dest = Dest::Bridge(hop.bridge);
-    dp.router.routed += 1;
+    let macs = (mac.to_u64(), hop.gw.mac.to_u64());
+    forward_routed(dp, frames, m, ttl, macs, Dest::Bridge(hop.bridge));
     Ok(resolved)
 }
 
