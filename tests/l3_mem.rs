@@ -24,14 +24,31 @@ fn arp(op: u16, smac: [u8; 6], sip: [u8; 4], tmac: [u8; 6], tip: [u8; 4], dst: [
     f
 }
 
-fn udp(dst_mac: MacAddr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+/// An Ethernet + IPv4 + UDP frame (the one builder of this file's UDP frames).
+fn udp4(
+    (src_mac, dst_mac): ([u8; 6], MacAddr),
+    (src, sport): ([u8; 4], u16),
+    (dst, dport): ([u8; 4], u16),
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::new();
-    PacketBuilder::ethernet2(mac(2), dst_mac.0)
+    PacketBuilder::ethernet2(src_mac, dst_mac.0)
         .ipv4(src, dst, ttl)
-        .udp(4000, 5000)
-        .write(&mut f, b"hello router")
+        .udp(sport, dport)
+        .write(&mut f, payload)
         .unwrap();
     f
+}
+
+fn udp(dst_mac: MacAddr, src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    udp4(
+        (mac(2), dst_mac),
+        (src, 4000),
+        (dst, 5000),
+        ttl,
+        b"hello router",
+    )
 }
 
 fn ip_of(f: &[u8]) -> (etherparse::Ipv4Header, Option<TransportSlice<'_>>) {
@@ -259,13 +276,13 @@ fn udp_from(
     (src, sport): ([u8; 4], u16),
     (dst, dport): ([u8; 4], u16),
 ) -> Vec<u8> {
-    let mut f = Vec::new();
-    PacketBuilder::ethernet2(src_mac, dst_mac.0)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport)
-        .write(&mut f, b"payload")
-        .unwrap();
-    f
+    udp4(
+        (src_mac, dst_mac),
+        (src, sport),
+        (dst, dport),
+        64,
+        b"payload",
+    )
 }
 
 /// Both hosts announce themselves to their gateways, so no packet waits for ARP.
@@ -710,15 +727,8 @@ fn a_burst_to_one_destination_is_routed_frame_by_frame() {
     n.h.dp.port_mut(n.b).unwrap().mtu = 1000;
     let b1 = n.h.dp.bridge_id("br1").unwrap();
     n.h.dp.update_l3_mtu(b1);
-    let to_b = |ttl: u8, payload: &[u8]| {
-        let mut f = Vec::new();
-        PacketBuilder::ethernet2(mac(2), n.gw0.0)
-            .ipv4(H_A, H_B, ttl)
-            .udp(4000, 5000)
-            .write(&mut f, payload)
-            .unwrap();
-        f
-    };
+    let to_b =
+        |ttl: u8, payload: &[u8]| udp4((mac(2), n.gw0), (H_A, 4000), (H_B, 5000), ttl, payload);
     let mut big = to_b(64, &[7u8; 1200]);
     big[20] |= 0x40; // DF
     refill_ip_checksum(&mut big);
@@ -802,13 +812,7 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
         .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
         .unwrap();
     let from_a = |sport: u16, ttl: u8, payload: &[u8]| {
-        let mut f = Vec::new();
-        PacketBuilder::ethernet2(mac(2), n.gw0.0)
-            .ipv4(H_A, H_B, ttl)
-            .udp(sport, 80)
-            .write(&mut f, payload)
-            .unwrap();
-        f
+        udp4((mac(2), n.gw0), (H_A, sport), (H_B, 80), ttl, payload)
     };
     n.h.send(n.a, &from_a(4444, 64, b"open"));
     assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
@@ -861,15 +865,7 @@ fn an_arp_in_a_burst_moves_the_rest_of_the_burst_to_the_new_mac() {
     let mut n = routed();
     resolved(&mut n);
     const H_X: [u8; 4] = [10, 0, 1, 5];
-    let x_to_a = |payload: &[u8]| {
-        let mut f = Vec::new();
-        PacketBuilder::ethernet2(mac(5), n.gw0.0)
-            .ipv4(H_X, H_A, 64)
-            .udp(4000, 5000)
-            .write(&mut f, payload)
-            .unwrap();
-        f
-    };
+    let x_to_a = |payload: &[u8]| udp4((mac(5), n.gw0), (H_X, 4000), (H_A, 5000), 64, payload);
     // A asks for the gateway from a new MAC: the gateway updates A's entry.
     let moved = arp(1, mac(9), H_A, [0; 6], GW0, BCAST);
     for f in [x_to_a(b"before"), moved, x_to_a(b"after")] {
