@@ -144,6 +144,11 @@ pub struct EventSource {
     pub listeners: Arc<AtomicUsize>,
     /// The sink's counters.
     pub counters: Arc<EventCounters>,
+    /// Commands that may have changed the configuration, taken by the workers so far
+    /// (`WorkerHandle::call` counts them): while it stays the same, so do the bridges and
+    /// their OpenFlow settings that `show` reports, and a watcher need not ask (asking wakes
+    /// every worker).
+    pub changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A bounded channel of `capacity` events.
@@ -162,6 +167,7 @@ pub fn channel(capacity: usize) -> (EventSink, EventSource) {
             rx,
             listeners,
             counters,
+            changes: Arc::default(),
         },
     )
 }

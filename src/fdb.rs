@@ -482,7 +482,8 @@ impl Fdb {
         let mut removed = 0;
         let epoch_flags = self.epoch << 1;
         let mut work = 0;
-        while work < budget.min(self.slots.len()) {
+        let budget = budget.min(self.slots.len());
+        while work < budget {
             work += 1;
             let i = self.age_cursor;
             let s = self.slots[i];

@@ -137,3 +137,37 @@ fn a_controller_that_stops_reading_does_not_stall_forwarding() {
         "EOF after the queued messages"
     );
 }
+
+/// The manager asks the workers for their bridges only after a command that may have changed
+/// them (an idle switch is not woken for nothing), and a change made behind the registry's
+/// back (as SIGHUP's reload and the etcd agent make them, straight on the worker) still gets
+/// its bridge a socket within the manager's poll. Reads do not count as changes.
+#[test]
+fn a_bridge_added_on_the_worker_directly_gets_its_socket() {
+    let s = Switch::start("direct");
+    let changes = s.w.events().changes;
+    let before = changes.load(std::sync::atomic::Ordering::SeqCst);
+    for cmd in [uvs::worker::Command::Show, uvs::worker::Command::Stats] {
+        s.w.call(cmd).unwrap();
+    }
+    s.ok(&["show"]);
+    assert_eq!(
+        changes.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "reads counted as changes"
+    );
+    s.w.call(uvs::worker::Command::AddBridge(
+        uvs::config::BridgeSpec::new("br0"),
+    ))
+    .unwrap();
+    assert!(changes.load(std::sync::atomic::Ordering::SeqCst) > before);
+    // Within a few of the manager's polls (500 ms), well before its 10 s resync.
+    let t = Instant::now();
+    while !s.sock().exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "no br0.mgmt 3 s after the bridge was added"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

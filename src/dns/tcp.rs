@@ -225,6 +225,17 @@ impl TcpDns {
         out
     }
 
+    /// Whether any bridge has a connection past listening (its timers need polls) or input
+    /// not yet run.
+    pub fn active(&self) -> bool {
+        self.endpoints.values().any(|e| {
+            !e.dev.rx.is_empty()
+                || e.sockets
+                    .iter()
+                    .any(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if !t.is_listening()))
+        })
+    }
+
     /// Open connections (listeners included) of every bridge.
     pub fn sockets(&self) -> usize {
         self.endpoints.values().map(|e| e.conns.len()).sum()

@@ -2,7 +2,8 @@
 //! bridges that exist, and `RegistrySwitch`, the `Switch` that acts through the control registry.
 //!
 //! Contract:
-//! - `Manager::start(dir, registry)` checks the bridges every `POLL` and opens or closes their
+//! - `Manager::start(dir, registry)` checks the bridges (within `POLL` of a command that may have
+//!   changed them, else every `RESYNC`) and opens or closes their
 //!   sockets (mode 0600, a stale socket file is replaced, a live one is left alone with a
 //!   warning). Dropping the manager closes the listeners and removes their files.
 //! - Each connection is served by its own thread (at most `MAX_CONNS` per bridge): HELLO first,
@@ -34,6 +35,10 @@ use crate::flow::{Flow, FlowFilter, parse_flow};
 
 /// How often the manager looks for new or removed bridges.
 pub const POLL: Duration = Duration::from_millis(500);
+/// The manager asks for `show` when the workers took a change command since it last did
+/// (`EventSource::changes`), and at least this often anyway: asking wakes every worker, and
+/// an idle switch should not be woken twice a second for nothing.
+pub const RESYNC: Duration = Duration::from_secs(10);
 /// Connections one bridge serves at a time.
 pub const MAX_CONNS: usize = 64;
 
@@ -442,6 +447,7 @@ impl Manager {
                 .as_ref()
                 .map_or_else(|| Arc::new(AtomicUsize::new(0)), |e| e.listeners.clone()),
         );
+        let changes = events.as_ref().map(|e| e.changes.clone());
         let events = match events {
             Some(src) => Some(super::hub::dispatch(hub.clone(), src, stop.clone())?),
             None => None,
@@ -450,7 +456,7 @@ impl Manager {
         let h = hub.clone();
         let thread = std::thread::Builder::new()
             .name("openflow".into())
-            .spawn(move || manage(dir.as_deref(), &reg, &h, &st))?;
+            .spawn(move || manage(dir.as_deref(), &reg, &h, &st, changes.as_deref()))?;
         Ok(Manager {
             stop,
             thread: Some(thread),
@@ -482,12 +488,31 @@ fn bridges(reg: &Registry) -> Option<Vec<Value>> {
     v["bridges"].as_array().cloned()
 }
 
-fn manage(dir: Option<&Path>, reg: &Arc<Registry>, hub: &Arc<Hub>, stop: &AtomicBool) {
+/// Keeps listeners and controller links in step with `show`'s bridges. With `changes` (the
+/// workers' change count), `show` is asked only when it moved, or every `RESYNC`; without,
+/// every `POLL`.
+fn manage(
+    dir: Option<&Path>,
+    reg: &Arc<Registry>,
+    hub: &Arc<Hub>,
+    stop: &AtomicBool,
+    changes: Option<&std::sync::atomic::AtomicU64>,
+) {
     let mut open: HashMap<String, Listener> = HashMap::new();
     let mut failed: HashMap<String, String> = HashMap::new();
     let mut controllers = super::connect::Controllers::default();
+    // The workers' change count at the last `show`, and when that was.
+    let mut seen: Option<(u64, std::time::Instant)> = None;
     while !stop.load(Ordering::SeqCst) {
+        let count = changes.map(|c| c.load(Ordering::SeqCst));
+        let current = count.is_some()
+            && seen.is_some_and(|(n, at)| Some(n) == count && at.elapsed() < RESYNC);
+        if current {
+            std::thread::sleep(POLL);
+            continue;
+        }
         if let Some(list) = bridges(reg) {
+            seen = count.map(|n| (n, std::time::Instant::now()));
             controllers.sync(&list, reg, hub);
             let names: Vec<String> = list
                 .iter()

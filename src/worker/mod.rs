@@ -14,7 +14,8 @@
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
 //! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
-//!   after `SPIN_BEFORE_SLEEP` of them the worker sleeps in poll(2)
+//!   after `SPIN_BEFORE_SLEEP` of them (`SPIN_WHEN_BUSY` while a flow is live, see
+//!   `RECENT_TRAFFIC`) the worker sleeps in poll(2)
 //!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
 //!   for housekeeping), so an idle switch uses almost no CPU. With `busy_poll` (`uvs run
 //!   --busy-poll`) it never sleeps: a frame never waits for a sleeping worker to be woken (the
@@ -61,12 +62,18 @@ use crate::port::wait::{Waker, thread_cpu_ns, wait_readable};
 
 /// How long the worker spins on empty iterations before sleeping, when it has been idle a while.
 pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-/// How long it spins while traffic is recent (within `RECENT_TRAFFIC`): a sleeping worker on a
-/// core shared with a CPU-bound task can wake milliseconds late, and a burst then overruns the
+/// How long it spins while a flow is live (see `RECENT_TRAFFIC`): a sleeping worker on a core
+/// shared with a CPU-bound task can wake milliseconds late, and a burst then overruns the
 /// kernel's rings; spinning a little longer between packets of a live flow avoids that.
 pub const SPIN_WHEN_BUSY: Duration = Duration::from_millis(2);
-/// Traffic this recent makes the worker spin `SPIN_WHEN_BUSY` before sleeping.
+/// A flow is live when the worker carried traffic within this time before its last sleep, or
+/// has carried traffic for over `LIVE_AFTER_MS` since it woke; then it spins `SPIN_WHEN_BUSY`.
+/// A lone packet after a quiet spell (a neighbour probe, a router solicitation, a ping) gets
+/// `SPIN_BEFORE_SLEEP`: its answer is back well within that, and 2 ms of spinning per such
+/// packet was most of an idle worker's CPU.
 pub const RECENT_TRAFFIC: Duration = Duration::from_millis(100);
+/// See `RECENT_TRAFFIC`.
+const LIVE_AFTER_MS: u64 = 1;
 /// Scheduler slice requested for the worker thread (see `request_short_slice`).
 const WORKER_SLICE_NS: u64 = 100_000;
 /// Longest sleep (housekeeping still runs this often when idle).
@@ -151,10 +158,19 @@ impl WorkerHandle {
     /// Send `cmd` and wait for the answer (at most 30 s). Ports are opened and released on
     /// this thread, not on the worker (see `open`).
     pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
-        if !self.others.is_empty() {
-            return self.call_each(cmd);
+        let change = !set::reads_only(&cmd);
+        let answer = if self.others.is_empty() {
+            self.call_one(cmd)
+        } else {
+            self.call_each(cmd)
+        };
+        if change {
+            // After the command: a watcher that sees the new count sees its effect.
+            self.events
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        self.call_one(cmd)
+        answer
     }
 
     /// [`WorkerHandle::call`] on this worker alone.
@@ -389,6 +405,8 @@ impl Worker {
         // One clock read per iteration (milliseconds); seconds for the tables derive from it.
         let recent_ms = RECENT_TRAFFIC.as_millis() as u64;
         let mut last_traffic_ms = 0u64;
+        // The last traffic before the last sleep, and the first since it.
+        let (mut traffic_before_sleep_ms, mut first_traffic_ms) = (0u64, None::<u64>);
         let mut batch: Vec<Desc> = Vec::with_capacity(BATCH);
         let mut fds: Vec<RawFd> = Vec::new();
         let mut pollfds = Vec::new();
@@ -445,13 +463,17 @@ impl Worker {
                 self.stats.busy_iterations += 1;
                 idle_since = None;
                 last_traffic_ms = now_ms;
+                first_traffic_ms.get_or_insert(now_ms);
                 continue;
             }
             if self.pending_flows.is_some() {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            let spin = if now_ms.saturating_sub(last_traffic_ms) < recent_ms {
+            let live = now_ms.saturating_sub(traffic_before_sleep_ms) < recent_ms
+                || first_traffic_ms
+                    .is_some_and(|t| last_traffic_ms.saturating_sub(t) > LIVE_AFTER_MS);
+            let spin = if live {
                 SPIN_WHEN_BUSY
             } else {
                 SPIN_BEFORE_SLEEP
@@ -476,6 +498,9 @@ impl Worker {
                 p.poll_fds(&mut fds);
             }
             self.stats.sleeps += 1;
+            if first_traffic_ms.take().is_some() {
+                traffic_before_sleep_ms = last_traffic_ms;
+            }
             wait_readable(
                 &fds,
                 &mut pollfds,

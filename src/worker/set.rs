@@ -193,6 +193,36 @@ fn flow_single_worker_only(f: &Flow) -> Option<&'static str> {
     walk(&f.actions)
 }
 
+/// Whether `cmd` only reads (shows, dumps, counters, checks): it cannot change the
+/// configuration. Anything not listed counts as a change ([`EventSource::changes`]), so a
+/// new read only costs a watcher one extra look.
+///
+/// [`EventSource::changes`]: crate::events::EventSource::changes
+pub(super) fn reads_only(cmd: &Command) -> bool {
+    use crate::observe::ObserveCmd as O;
+    use crate::worker::{DnsCmd, OfCommand};
+    matches!(
+        cmd,
+        Command::Show
+            | Command::FdbShow { .. }
+            | Command::RouteShow
+            | Command::NeighShow { .. }
+            | Command::NatShow
+            | Command::CtShow { .. }
+            | Command::FlowsCanonical { .. }
+            | Command::FlowDump { .. }
+            | Command::MeterDump(_)
+            | Command::Trace { .. }
+            | Command::Stats
+            | Command::Runtime { .. }
+            | Command::RunningConfig
+            | Command::PortCheck { .. }
+            | Command::Observe(O::MirrorShow | O::Counts)
+            | Command::Dns(DnsCmd::Show(_))
+            | Command::Openflow(OfCommand::GroupDump { .. })
+    )
+}
+
 /// A copy of `cmd` for another worker: the commands that change the configuration. None for
 /// reads and for commands that carry something only one worker can own.
 fn replicate(cmd: &Command) -> Option<Command> {
