@@ -110,23 +110,7 @@ fn template() -> Vec<u8> {
 }
 
 fn state(name: &str, bridge: u16) -> PortState {
-    PortState {
-        name: name.into(),
-        kind: PortKind::Mem,
-        bridge,
-        vlan: VlanMode::default_trunk(),
-        mtu: 1500,
-        partial_csum_in: false,
-        offload_out: false,
-        uso_out: false,
-        learn: true,
-        mac_limit: u32::MAX,
-        rate_rx: None,
-        rate_tx: None,
-        tunnel: None,
-        counters: Default::default(),
-        ofport: 0,
-    }
+    PortState::new(name, PortKind::Mem, bridge, VlanMode::default_trunk(), 1500)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -401,6 +401,11 @@ pub struct PortSpec {
     /// `pmd-rxq-affinity` (see [`crate::port::afxdp::rxq`]). None: round-robin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rxq_affinity: Option<String>,
+    /// Not configuration (never read or written): the store adds a port of a bridge with a
+    /// flow table *held* (it neither receives nor sends) until that table is installed, so no
+    /// frame crosses the port under the table it had before (`Command::ReleasePorts`).
+    #[serde(skip)]
+    pub hold: bool,
 }
 
 impl BridgeSpec {
@@ -505,6 +510,7 @@ impl PortSpec {
             rate_rx: None,
             rate_tx: None,
             rxq_affinity: None,
+            hold: false,
         };
         for (k, v) in kv_pairs(args)? {
             match k {

@@ -76,6 +76,7 @@ drop_reasons! {
     DnsQueueFull => "dns-queue-full", "DNS query to a gateway dropped: the DNS service's queue is full";
     HandoffFull => "handoff-full", "several workers: the worker that owns the frame's connection was too busy to take it";
     DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";
+    PortHeld => "port-held", "toward a port added by a reload or a pending port's retry while its bridge's flow table was being installed (milliseconds)";
 }
 
 /// Counters of one port.

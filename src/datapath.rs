@@ -168,6 +168,10 @@ pub struct PortState {
     /// OpenFlow port number in its bridge (see `ofport`); set by `Datapath::add_port`, which
     /// takes a non-zero value here as the `ofport_request`.
     pub ofport: u16,
+    /// Held until this time (ms, the worker's clock; 0: not held): the worker neither reads
+    /// the port nor sends to it (frames toward it are dropped as `port-held`). See
+    /// `PortSpec::hold`.
+    pub held_until_ms: u64,
 }
 
 impl PortState {
@@ -189,7 +193,14 @@ impl PortState {
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,
+            held_until_ms: 0,
         }
+    }
+
+    /// Whether the port is held at `now_ms` (see `held_until_ms`).
+    #[inline]
+    pub fn held(&self, now_ms: u64) -> bool {
+        self.held_until_ms > now_ms
     }
 }
 

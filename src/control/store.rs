@@ -47,6 +47,9 @@ pub struct Applied {
     pub changes: Vec<String>,
     /// Steps that failed and were not kept pending.
     pub errors: Vec<String>,
+    /// Bridges whose new ports were added held (`PortSpec::hold`), released once their
+    /// flow tables are in.
+    held: Vec<String>,
 }
 
 impl Applied {
@@ -293,6 +296,13 @@ impl Store {
         for nb in &new.bridge {
             let ob = now.bridge.iter().find(|b| b.name == nb.name);
             self.tables_diff(p, ob, nb, out);
+            if out.held.contains(&nb.name) {
+                // Whatever the table's steps did: a held port must not wait for its timeout.
+                if let Err(e) = self.call(Command::ReleasePorts(nb.name.clone())) {
+                    out.errors
+                        .push(format!("release the ports of bridge {}: {e}", nb.name));
+                }
+            }
         }
         self.dns_diff(&now, new, out);
     }
@@ -416,11 +426,19 @@ impl Store {
                 continue;
             }
             let what = format!("+ port {} (bridge {})", s.name, new.name);
+            // A bridge with a flow table: the port waits for the table (added below, in
+            // `tables_diff`) before it carries anything.
+            let hold = new.flows.as_ref().is_some_and(|f| !f.is_empty());
             match self.call(Command::AddPort {
                 bridge: new.name.clone(),
-                spec: s.clone(),
+                spec: PortSpec { hold, ..s.clone() },
             }) {
-                Ok(_) => out.changes.push(what),
+                Ok(_) => {
+                    if hold && !out.held.contains(&new.name) {
+                        out.held.push(new.name.clone());
+                    }
+                    out.changes.push(what)
+                }
                 Err(e) => {
                     warn!("{what}: {e}; kept in the configuration, pending");
                     p.ports.push((new.name.clone(), s.clone()));
@@ -553,39 +571,46 @@ impl Store {
         new == old
     }
 
-    /// Replace bridge `b`'s flow table with `flows`; flows naming a pending port stay pending.
+    /// Replace bridge `b`'s flow table with `flows` in one worker request
+    /// (`Command::FlowReplace`: no packet meets an empty or partial table); flows naming a
+    /// pending port stay pending.
     fn replace_flows(&self, p: &mut Pending, b: &str, flows: &[String], out: &mut Applied) {
-        let del = self.call(Command::FlowDel {
-            bridge: b.to_string(),
-            filter: None,
-            strict: false,
-        });
-        if let Err(e) = del {
-            out.errors.push(format!("~ flows (bridge {b}): {e}"));
-            return;
-        }
         p.flows.retain(|(x, _)| x != b);
-        let mut added = 0;
+        let waits = p.ports.iter().any(|(x, _)| x == b);
+        let mut refused = |f: &String, e: &str, out: &mut Applied| {
+            if waits {
+                warn!("flow '{f}' (bridge {b}): {e}; pending");
+                p.flows.push((b.to_string(), f.clone()));
+            } else {
+                out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}"));
+            }
+        };
+        // Texts that parse go to the worker; `sent[i]` is the text of the i-th.
+        let (mut parsed, mut sent) = (Vec::new(), Vec::new());
         for f in flows {
-            let r = crate::flow::parse_flow(f)
-                .map_err(|e| e.to_string())
-                .and_then(|flow| {
-                    self.call(Command::FlowAdd {
-                        bridge: b.to_string(),
-                        flows: vec![flow],
-                    })
-                });
-            match r {
-                Ok(_) => added += 1,
-                Err(e) if p.ports.iter().any(|(x, _)| x == b) => {
-                    warn!("flow '{f}' (bridge {b}): {e}; pending");
-                    p.flows.push((b.to_string(), f.clone()));
+            match crate::flow::parse_flow(f) {
+                Ok(flow) => {
+                    parsed.push(flow);
+                    sent.push(f);
                 }
-                Err(e) => out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}")),
+                Err(e) => refused(f, &e.to_string(), out),
+            }
+        }
+        let v = match self.call(Command::FlowReplace {
+            bridge: b.to_string(),
+            flows: parsed,
+        }) {
+            Ok(v) => v,
+            Err(e) => return out.errors.push(format!("~ flows (bridge {b}): {e}")),
+        };
+        for r in v["refused"].as_array().into_iter().flatten() {
+            let i = r[0].as_u64().unwrap_or(u64::MAX) as usize;
+            if let Some(f) = sent.get(i) {
+                refused(f, r[1].as_str().unwrap_or_default(), out);
             }
         }
         out.changes
-            .push(format!("~ flows (bridge {b}): {added} flows"));
+            .push(format!("~ flows (bridge {b}): {} flows", v["added"]));
     }
 }
 

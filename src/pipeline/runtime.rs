@@ -153,7 +153,7 @@ pub fn node_of(r: DropReason) -> Node {
             Node::Vxlan4Input
         }
         VxlanNoRemote => Node::Vxlan4Encap,
-        MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx => Node::Output,
+        MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx | PortHeld => Node::Output,
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
         | GatewayVlan | NoGateway | LocalUnsupported | FragNeeded | CtFull | NatPortsExhausted
         | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit | RpFilter | DnsQueueFull

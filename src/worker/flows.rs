@@ -12,7 +12,7 @@ use crate::ofport::OFPP_MAX;
 use crate::wire::MacAddr;
 
 impl Worker {
-    fn flow_bridge(&self, bridge: &str) -> Result<u16, String> {
+    pub(crate) fn flow_bridge(&self, bridge: &str) -> Result<u16, String> {
         self.dp
             .bridge_id(bridge)
             .ok_or_else(|| format!("no bridge named '{bridge}'"))
@@ -95,6 +95,27 @@ impl Worker {
         let (added, replaced) = self.flows_apply(b, flows.into_iter())?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
         Ok(json!({"added": added, "replaced": replaced, "flows": ft.cls.len()}))
+    }
+
+    /// Replace bridge `bridge`'s flow table with the flows of `flows` that pass
+    /// [`Worker::flows_check`], in this one request (see `Command::FlowReplace`). The old
+    /// flows go as a `del-flows` would take them (FLOW_REMOVED for `send_flow_rem` ones).
+    pub(crate) fn flows_replace(
+        &mut self,
+        bridge: &str,
+        flows: Vec<Flow>,
+    ) -> Result<Value, String> {
+        let b = self.flow_bridge(bridge)?;
+        let (mut good, mut refused) = (Vec::with_capacity(flows.len()), Vec::new());
+        for (i, mut f) in flows.into_iter().enumerate() {
+            match self.flows_check(bridge, std::slice::from_mut(&mut f)) {
+                Ok(_) => good.push(f),
+                Err(e) => refused.push(json!([i, e])),
+            }
+        }
+        self.flows_del(bridge, None, false)?;
+        let (added, _) = self.flows_apply(b, good.into_iter())?;
+        Ok(json!({"added": added, "refused": refused}))
     }
 
     /// Delete flows matching `filter` (all without one).

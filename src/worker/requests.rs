@@ -18,6 +18,10 @@ const NEIGH_PAGE: usize = 1024;
 /// Connection slots one `CtShow` page covers (each formatted on the worker: ~0.5 µs).
 pub const CT_PAGE_SLOTS: usize = 1024;
 
+/// Longest a port stays held (`PortSpec::hold`) when nobody releases it: a store that failed
+/// halfway never strands a port.
+pub const HOLD_MS: u64 = 5000;
+
 /// What the control plane can ask of the worker.
 pub enum Command {
     /// Create a bridge (and its ports, if the spec lists any).
@@ -162,6 +166,18 @@ pub enum Command {
     },
     /// Add flows to a bridge (all or nothing).
     FlowAdd {
+        /// Bridge name.
+        bridge: String,
+        /// Parsed flows.
+        flows: Vec<crate::flow::Flow>,
+    },
+    /// Release the held ports of a bridge (see `PortSpec::hold`). Answers `released`.
+    ReleasePorts(String),
+    /// Replace a bridge's whole flow table in one step (a reload, a pending port's retry):
+    /// every flow is checked first; those that pass replace the table at once, so no packet
+    /// meets an empty or half-built table. Answers `added` and `refused` ([index, reason]
+    /// pairs for the flows left out).
+    FlowReplace {
         /// Bridge name.
         bridge: String,
         /// Parsed flows.
@@ -465,6 +481,22 @@ impl Worker {
                 Ok(json!({"bridge": bridge, "mac": mac.to_string(), "port": port}))
             }
             Command::FlowAdd { bridge, flows } => self.flows_add(&bridge, flows),
+            Command::FlowReplace { bridge, flows } => self.flows_replace(&bridge, flows),
+            Command::ReleasePorts(bridge) => {
+                let b = self.flow_bridge(&bridge)?;
+                let mut released = 0;
+                for st in self.dp.ports.iter_mut().flatten() {
+                    if st.bridge == b && st.held_until_ms != 0 {
+                        st.held_until_ms = 0;
+                        released += 1;
+                    }
+                }
+                if released > 0 {
+                    // The gateway's announcement to the newcomers was held too.
+                    crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+                }
+                Ok(json!({"released": released}))
+            }
             Command::FlowsCanonical { bridge, mut flows } => {
                 self.flows_check(&bridge, &mut flows)?;
                 Ok(json!(
@@ -698,7 +730,20 @@ impl Worker {
             port,
             ofport,
         )?;
-        self.specs.ports.insert(id, spec.clone());
+        // (A hold is not part of the running configuration.)
+        self.specs.ports.insert(
+            id,
+            PortSpec {
+                hold: false,
+                ..spec.clone()
+            },
+        );
+        let until = self.dp.now_ms + HOLD_MS;
+        if spec.hold
+            && let Some(st) = self.dp.port_mut(id)
+        {
+            st.held_until_ms = until;
+        }
         self.check_initial_state(id, &spec.name);
         if let Some(t) = tunnel
             && let Some(st) = self.dp.port_mut(id)

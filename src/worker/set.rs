@@ -171,7 +171,9 @@ const CT_WORKER_SHIFT: usize = 40;
 /// Why `cmd` cannot run with several workers yet, if it cannot.
 fn single_worker_only(cmd: &Command) -> Option<&'static str> {
     Some(match cmd {
-        Command::FlowAdd { flows, .. } => return flows.iter().find_map(flow_single_worker_only),
+        Command::FlowAdd { flows, .. } | Command::FlowReplace { flows, .. } => {
+            return flows.iter().find_map(flow_single_worker_only);
+        }
         Command::AttachPort { .. } => "attaching one port object (use attach_each)",
         _ => return None,
     })
@@ -278,6 +280,11 @@ fn replicate(cmd: &Command) -> Option<Command> {
         Command::NatDel(i) => Command::NatDel(*i),
         Command::NatDelRule(r) => Command::NatDelRule(r.clone()),
         Command::FlowAdd { bridge, flows } => Command::FlowAdd {
+            bridge: bridge.clone(),
+            flows: flows.clone(),
+        },
+        Command::ReleasePorts(b) => Command::ReleasePorts(b.clone()),
+        Command::FlowReplace { bridge, flows } => Command::FlowReplace {
             bridge: bridge.clone(),
             flows: flows.clone(),
         },
