@@ -1093,4 +1093,64 @@ mod tests {
         assert!(e.contains("no NAT rule") && e.contains("RULE"), "{e}");
         w.shutdown();
     }
+
+    /// `FlowReplace` checks every flow, installs those that pass as the whole table in one
+    /// step and names each refused one by its index.
+    #[test]
+    fn a_flow_table_is_replaced_whole_with_the_refused_flows_named() {
+        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
+        let w = spawn(
+            WorkerOptions {
+                core: None,
+                frames: 1024,
+                ..WorkerOptions::default()
+            },
+            clock,
+        )
+        .unwrap();
+        w.call(Command::AddBridge(BridgeSpec::new("br0"))).unwrap();
+        let flows = |texts: &[&str]| -> Vec<crate::flow::Flow> {
+            texts
+                .iter()
+                .map(|t| crate::flow::parse_flow(t).unwrap())
+                .collect()
+        };
+        let replace = |texts: &[&str]| {
+            w.call(Command::FlowReplace {
+                bridge: "br0".into(),
+                flows: flows(texts),
+            })
+            .unwrap()
+        };
+        let dump = || {
+            let v = w
+                .call(Command::FlowDump {
+                    bridge: "br0".into(),
+                    filter: None,
+                    names: true,
+                })
+                .unwrap();
+            v["flows"].as_array().unwrap().len()
+        };
+        let v = replace(&["priority=5,udp actions=drop", "priority=1 actions=normal"]);
+        assert_eq!((v["added"].as_u64(), dump()), (Some(2), 2), "{v}");
+        let v = replace(&[
+            "priority=10,in_port=late actions=drop",
+            "priority=0 actions=normal",
+        ]);
+        assert_eq!(v["added"], 1, "{v}");
+        assert_eq!(v["refused"][0][0], 0, "{v}");
+        let why = v["refused"][0][1].as_str().unwrap();
+        assert!(why.contains("unknown port 'late'"), "{why}");
+        // The old two flows are gone, the one that passed is the table.
+        assert_eq!(dump(), 1);
+        let e = w
+            .call(Command::FlowReplace {
+                bridge: "nope".into(),
+                flows: flows(&["actions=drop"]),
+            })
+            .unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        w.shutdown();
+    }
 }
