@@ -24,7 +24,7 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
     // and re-learning the same key within one burst changes nothing.
     let mut last = u64::MAX;
     for m in meta {
-        if m.dest != Dest::Normal {
+        if !matches!(m.dest, Dest::Normal) {
             continue;
         }
         let key = m.src | (m.vlan as u64) << 48;
@@ -94,7 +94,7 @@ pub(super) fn forward(
         // u64::MAX is never a key: VLANs take 12 bits above the 48 of the MAC.
         let mut last: (u64, Dest) = (u64::MAX, Dest::Pending);
         for m in meta.iter_mut() {
-            if m.dest != Dest::Normal {
+            if !matches!(m.dest, Dest::Normal) {
                 continue;
             }
             let key = m.dst | (m.vlan as u64) << 48;
@@ -121,7 +121,7 @@ pub(super) fn forward(
         }
     } else {
         for m in meta.iter_mut() {
-            if m.dest != Dest::Normal {
+            if !matches!(m.dest, Dest::Normal) {
                 continue;
             }
             m.dest = if m.dst == gw_mac

@@ -68,7 +68,7 @@ pub(super) fn run(
     };
     let mut handled = 0;
     for m in meta.iter_mut() {
-        if m.raw || m.dest == Dest::Pending {
+        if m.raw || matches!(m.dest, Dest::Pending) {
             continue;
         }
         if m.ethertype == EtherType::ARP {
@@ -78,13 +78,13 @@ pub(super) fn run(
             if m.vlan == 0 {
                 arp_in(dp, frames, bridge, gw, in_port, m, made, now);
             }
-            if m.dest == Dest::Router {
+            if matches!(m.dest, Dest::Router) {
                 frames.free(m.desc.addr);
                 m.dest = Dest::Pending;
             }
             continue;
         }
-        if m.dest != Dest::Router {
+        if !matches!(m.dest, Dest::Router) {
             continue;
         }
         handled += 1;
@@ -308,7 +308,7 @@ fn ip_in(
     made: &mut Vec<Meta>,
     now: u32,
 ) -> Result<(), DropReason> {
-    let (bridge, gw, in_port) = (burst.bridge, burst.gw, burst.in_port);
+    let (bridge, in_port) = (burst.bridge, burst.in_port);
     let l3 = m.l3 as usize;
     let ipv4::Summary {
         src,
@@ -321,7 +321,8 @@ fn ip_in(
         ipv4::HeaderFault::Malformed => DropReason::IpMalformed,
         ipv4::HeaderFault::BadChecksum => DropReason::IpBadChecksum,
     })?;
-    if dst[0] >= 224 || dst == [255; 4] || dst == [0; 4] {
+    // (Class D and E, 255.255.255.255 among them, and 0.0.0.0.)
+    if dst[0] >= 224 || dst == [0; 4] {
         return Err(DropReason::IpNotUnicast);
     }
     // Reverse-path filter: a source another bridge owns (a spoofed address) is not routed.
@@ -385,20 +386,30 @@ fn ip_in(
             m.dest = Dest::Decap(port);
             return Ok(());
         }
-        if gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {
-            return punt_dns(dp, frames, bridge, gw, in_port, m, (l3, total));
+        if burst.gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {
+            return punt_dns(dp, frames, bridge, burst.gw, in_port, m, (l3, total));
         }
         return local_in(dp, frames, m, l3, hl, total, in_port);
     }
     if ttl <= 1 {
-        icmp_error(dp, frames, gw, m, in_port, icmp::TIME_EXCEEDED, 0, 0, made);
+        icmp_error(
+            dp,
+            frames,
+            burst.gw,
+            m,
+            in_port,
+            icmp::TIME_EXCEEDED,
+            0,
+            0,
+            made,
+        );
         return Err(DropReason::TtlExpired);
     }
     let Some(route) = route else {
         icmp_error(
             dp,
             frames,
-            gw,
+            burst.gw,
             m,
             in_port,
             icmp::DEST_UNREACH,
@@ -497,7 +508,7 @@ fn ip_in(
             icmp_error(
                 dp,
                 frames,
-                gw,
+                burst.gw,
                 m,
                 in_port,
                 icmp::DEST_UNREACH,
