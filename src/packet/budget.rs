@@ -12,7 +12,9 @@
 //!   bases never exceeds `total - reserve`: a port that does not fit is refused with a
 //!   [`BudgetError`] naming the numbers, instead of being accepted and starving every port.
 //! - Above its base, a busy socket **grows** its receive target (doubling, up to a cap) out of
-//!   the elastic pool, `total - reserve - committed - elastic`; an idle one shrinks back to its
+//!   the elastic pool, `total - reserve - committed - elastic`, but holds at most half of
+//!   `total - reserve - committed` (so a second busy socket still finds a loan; until session
+//!   14 one socket could take it all for up to [`SHRINK_AFTER_MS`]); an idle one shrinks back to its
 //!   base and returns the difference. A grant is accounting: the frames enter the fill ring only
 //!   as the free list allows. Admission counts the elastic frames as taken, so an admitted
 //!   port's base is always there once the busy ports shrink (at most [`SHRINK_AFTER_MS`]).
@@ -148,9 +150,13 @@ impl FrameBudget {
         self.elastic = self.elastic.saturating_sub(lent);
     }
 
-    /// Lend up to `want` frames; returns how many were lent.
-    pub fn lend(&mut self, want: u32) -> u32 {
-        let n = want.min(self.available());
+    /// Lend up to `want` frames to a socket that has `lent` already; returns how many were
+    /// lent. One socket holds at most half the frames above the bases (`total - reserve -
+    /// committed`), so a second busy socket finds a loan without waiting up to
+    /// [`SHRINK_AFTER_MS`] for the first to shrink.
+    pub fn lend(&mut self, want: u32, lent: u32) -> u32 {
+        let share = ((self.total - self.reserve - self.committed) / 2).saturating_sub(lent);
+        let n = want.min(self.available()).min(share);
         self.elastic += n;
         n
     }
@@ -198,7 +204,7 @@ impl FillTarget {
     pub fn need_more(&mut self, budget: &mut FrameBudget, now_ms: u64) {
         self.last_need_ms = now_ms;
         let want = self.target.min(self.cap - self.target);
-        self.target += budget.lend(want);
+        self.target += budget.lend(want, self.lent());
     }
 
     /// Housekeeping: a target that has not needed more for [`SHRINK_AFTER_MS`] halves toward
@@ -260,7 +266,12 @@ mod tests {
         for t in 0..20 {
             greedy.need_more(&mut b, t);
         }
-        assert_eq!(greedy.target, 4096, "grows up to its cap");
+        // Doubling from 128, up to half of what lies above the bases (8192 - 1024 - 128).
+        assert_eq!(
+            greedy.target,
+            128 + (8192 - 1024 - 128) / 2,
+            "grows to its share"
+        );
         // A second port still fits: the elastic grant came out of what was free.
         b.admit(128).unwrap();
         let mut hog = FillTarget::new(128, 1 << 20);
@@ -281,6 +292,28 @@ mod tests {
         let before = b.available();
         b.retire(greedy.base, greedy.lent());
         assert_eq!(b.available(), before + greedy.target);
+    }
+
+    #[test]
+    fn a_second_busy_socket_gets_a_loan_while_the_first_holds_its_own() {
+        // 512 frames: reserve 64, three one-queue ports at 128: 64 above the bases.
+        let mut b = FrameBudget::new(512);
+        for _ in 0..3 {
+            b.admit(128).unwrap();
+        }
+        let (mut first, mut second) = (FillTarget::new(128, 4096), FillTarget::new(128, 4096));
+        for t in 0..10 {
+            first.need_more(&mut b, t);
+        }
+        assert_eq!(first.lent(), 32, "half of the 64");
+        second.need_more(&mut b, 10);
+        assert_eq!(second.lent(), 32, "the other half, at once");
+        assert_eq!(b.available(), 0);
+        // One shrinks: the other may not take its half.
+        first.maybe_shrink(&mut b, 5000);
+        assert_eq!(first.lent(), 0);
+        second.need_more(&mut b, 5001);
+        assert_eq!(second.lent(), 32);
     }
 
     #[test]

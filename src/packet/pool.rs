@@ -386,14 +386,15 @@ mod tests {
 
     #[test]
     fn a_region_fully_committed_and_lent_still_floods() {
-        // 512 frames: reserve 64; three one-queue ports commit 384, a busy one is lent the last
-        // 64, and every ring is stocked. The free list is the reserve: copies (ARP requests
+        // 512 frames: reserve 64; three one-queue ports commit 384, two busy ones are lent the
+        // last 64 (32 each, a socket's share), and every ring is stocked. The free list is the reserve: copies (ARP requests
         // flooded) must still find frames, and the worker's floor is left.
         let mut f = Frames::new(512).unwrap();
         for _ in 0..3 {
             f.budget.admit(128).unwrap();
         }
-        assert_eq!(f.budget.lend(128), 64);
+        assert_eq!(f.budget.lend(128, 0), 32);
+        assert_eq!(f.budget.lend(128, 0), 32);
         assert_eq!(f.budget.available(), 0);
         let ring: Vec<u64> = (0..448)
             .filter_map(|_| f.alloc_fill(Owner::Port(1)))
