@@ -494,8 +494,16 @@ impl Worker {
             fds.push(self.waker.fd());
             fds.extend(self.links.monitor.as_ref().map(|m| m.fd()));
             let first_port = fds.len();
-            for p in self.ports.iter().flatten() {
-                p.poll_fds(&mut fds);
+            for (id, p) in self.ports.iter().enumerate() {
+                // A held port is not read (a readable one would wake the worker at once, for
+                // nothing); its release wakes the worker, its expiry the next timeout.
+                let held = self
+                    .dp
+                    .port(id as u16)
+                    .is_some_and(|s| s.held(self.dp.now_ms));
+                if let Some(p) = p.as_ref().filter(|_| !held) {
+                    p.poll_fds(&mut fds);
+                }
             }
             self.stats.sleeps += 1;
             if first_traffic_ms.take().is_some() {
