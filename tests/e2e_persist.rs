@@ -442,10 +442,13 @@ fn pending_port_opens_by_itself_when_its_netdev_appears() {
     let dir = Dir::new("selfretry");
     let p = prefix("pr");
     let late = format!("{p}late");
+    // A TAP member: nothing of `late`'s may ever reach it (the table drops all of it).
+    let tap = format!("{p}tap");
     let cfg = dir.path("c.toml");
     let text = format!(
         "[[bridge]]\nname = \"br0\"\n\
          flows = [\"priority=10,in_port={late} actions=drop\", \"priority=0 actions=NORMAL\"]\n\
+         [[bridge.port]]\nname = \"{tap}\"\ntype = \"tap\"\n\
          [[bridge.port]]\nname = \"{late}\"\ntype = \"afxdp\"\n\
          [[bridge.fdb]]\nmac = \"02:00:00:00:00:cd\"\nport = \"{late}\"\n"
     );
@@ -459,8 +462,31 @@ fn pending_port_opens_by_itself_when_its_netdev_appears() {
         "ip", "link", "add", &late, "type", "veth", "peer", "name", &peer
     ]));
     t.links.push(late.clone());
+    assert!(try_sh(&["ip", "link", "set", &tap, "up"]));
+    let tap_rx = || {
+        std::fs::read_to_string(format!("/sys/class/net/{tap}/statistics/rx_packets"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
     assert!(try_sh(&["ip", "link", "set", &late, "up"]));
     assert!(try_sh(&["ip", "link", "set", &peer, "up"]));
+    // Broadcast frames into `late` from before uvs opens it until after: were the port to
+    // forward before its flow is in, some would flood to the TAP.
+    let flood = format!(
+        "import socket, time\n\
+         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.bind(('{peer}', 0))\n\
+         f = b'\\xff' * 6 + bytes.fromhex('0200000000ab') + b'\\x08\\x00' + bytes(46)\n\
+         end = time.time() + 20\n\
+         while time.time() < end:\n    s.send(f)\n    time.sleep(0.0005)\n"
+    );
+    let mut sender = Command::new("python3")
+        .args(["-c", &flood])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tap_before = tap_rx();
     let t0 = std::time::Instant::now();
     while !a.ctl(&["show"]).contains(&format!("port {late}:")) {
         assert!(
@@ -487,6 +513,24 @@ fn pending_port_opens_by_itself_when_its_netdev_appears() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The port ran under its flow from its first frame: the drop rule counted them, and not
+    // one reached the TAP.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop_child(&mut sender);
+    let dump = a.ctl(&["dump-flows", "--names", "br0"]);
+    let dropped = dump
+        .lines()
+        .find(|l| l.contains(&format!("in_port={late}")))
+        .and_then(|l| l.split("n_packets=").nth(1))
+        .and_then(|x| x.split(',').next())
+        .and_then(|x| x.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "the drop rule saw nothing: {dump}");
+    assert_eq!(
+        tap_rx(),
+        tap_before,
+        "frames from {late} reached the TAP ({dropped} dropped by the flow)\n{dump}"
+    );
     assert!(
         a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:cd"),
         "its FDB entry"
