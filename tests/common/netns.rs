@@ -371,9 +371,10 @@ pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
 }
 
 /// A python3 HTTP server in a namespace serving `dir`, logging requests to `log`; killed by PID
-/// on drop.
+/// on drop, and its directory removed.
 pub struct HttpServer {
     child: Child,
+    dir: PathBuf,
     /// The request log (python's http.server writes one line per request to stderr).
     pub log: PathBuf,
 }
@@ -409,7 +410,7 @@ impl HttpServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        HttpServer { child, log }
+        HttpServer { child, dir, log }
     }
 
     /// What the log says so far.
@@ -422,6 +423,7 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
