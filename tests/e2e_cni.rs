@@ -699,6 +699,7 @@ fn cni_host_port_zero_is_picked_and_reachable() {
     );
     drop(d);
     let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(db.with_extension("db.lock"));
 }
 
 /// The `bandwidth` capability: a container limited to 10 Mbit/s each way (1 Mbit bursts)
@@ -884,4 +885,7 @@ fn cni_del_while_uvs_is_down_releases_the_lease() {
     assert!(!lease.exists(), "the lease of {ip} leaked");
     let links = sh(&["ip", "-o", "link", "show"]);
     assert!(!links.contains(&format!("{host}@")), "veth {host} left");
+    // The DEL above, after the daemon stopped, took the plugin's lock file again.
+    let lock = format!("uvs-cniw-{}.sock.cni-lock", std::process::id());
+    let _ = std::fs::remove_file(std::env::temp_dir().join(lock));
 }

@@ -295,6 +295,7 @@ fn gateways_answer_dns_by_name_udp_and_tcp() {
     assert!(!d.ctl(&["dns-show", "br0"]).contains("web"));
     drop(d);
     let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(db.with_extension("db.lock"));
 }
 
 /// `n` sequential UDP queries for `name` from namespace `ns` to `server`:53 (1 s timeout each):

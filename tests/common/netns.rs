@@ -255,6 +255,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         stop_child(&mut self.child);
+        // The CNI plugin's lock file next to the socket (uvs leaves lock files in place).
+        let mut lock = self.socket.clone().into_os_string();
+        lock.push(".cni-lock");
+        let _ = std::fs::remove_file(lock);
     }
 }
 
