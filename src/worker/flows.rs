@@ -97,14 +97,13 @@ impl Worker {
         Ok(json!({"added": added, "replaced": replaced, "flows": ft.cls.len()}))
     }
 
-    /// Replace bridge `bridge`'s flow table with the flows of `flows` that pass
-    /// [`Worker::flows_check`], in this one request (see `Command::FlowReplace`). The old
-    /// flows go as a `del-flows` would take them (FLOW_REMOVED for `send_flow_rem` ones).
-    pub(crate) fn flows_replace(
-        &mut self,
+    /// Check each of `flows` against bridge `bridge` on its own: (bridge id, the flows that
+    /// pass, bound to port numbers, and `[index, reason]` for each one refused).
+    pub(crate) fn flows_partition(
+        &self,
         bridge: &str,
         flows: Vec<Flow>,
-    ) -> Result<Value, String> {
+    ) -> Result<(u16, Vec<Flow>, Vec<Value>), String> {
         let b = self.flow_bridge(bridge)?;
         let (mut good, mut refused) = (Vec::with_capacity(flows.len()), Vec::new());
         for (i, mut f) in flows.into_iter().enumerate() {
@@ -113,9 +112,51 @@ impl Worker {
                 Err(e) => refused.push(json!([i, e])),
             }
         }
-        self.flows_del(bridge, None, false)?;
-        let (added, _) = self.flows_apply(b, good.into_iter())?;
+        Ok((b, good, refused))
+    }
+
+    /// Replace bridge `bridge`'s flow table with the flows of `flows` that pass
+    /// [`Worker::flows_check`], in this one request (see `Command::FlowReplace`; a table over
+    /// `FLOW_CHUNK` flows is built beside the running one by the worker loop and swapped in
+    /// with [`Worker::flows_swap`]).
+    pub(crate) fn flows_replace(
+        &mut self,
+        bridge: &str,
+        flows: Vec<Flow>,
+    ) -> Result<Value, String> {
+        let (b, good, refused) = self.flows_partition(bridge, flows)?;
+        let mut staged = crate::flow::Classifier::new();
+        let now = self.dp.now_ms;
+        let mut added = 0;
+        for f in good {
+            // Ports are numbers by now (flows_partition).
+            let r = staged
+                .add(f, now, |p| Some(p.num()))
+                .map_err(|e| format!("{e} (the running table is unchanged)"))?;
+            added += u64::from(!r.replaced);
+        }
+        self.flows_swap(b, staged)?;
         Ok(json!({"added": added, "refused": refused}))
+    }
+
+    /// Make `staged` bridge `b`'s flow table: the old flows go as a `del-flows` would take
+    /// them (FLOW_REMOVED for `send_flow_rem` ones), in this same step.
+    pub(crate) fn flows_swap(
+        &mut self,
+        b: u16,
+        staged: crate::flow::Classifier,
+    ) -> Result<(), String> {
+        let name = self
+            .dp
+            .bridge(b)
+            .map(|br| br.name.clone())
+            .ok_or_else(|| "the bridge went away".to_string())?;
+        self.flows_del(&name, None, false)?;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        ft.ct_steered |= staged.iter().any(|(_, f)| f.uses_ct());
+        ft.cls = staged;
+        ft.refresh();
+        Ok(())
     }
 
     /// Delete flows matching `filter` (all without one).

@@ -91,6 +91,9 @@ struct PendingFlows {
     added: u64,
     replaced: u64,
     reply: Sender<Result<serde_json::Value, String>>,
+    /// A `FlowReplace`: the new table built here beside the running one (which keeps
+    /// forwarding), swapped in once complete; and the flows its check refused.
+    staged: Option<(crate::flow::Classifier, Vec<serde_json::Value>)>,
 }
 
 /// A request to the worker and where to send the answer.
@@ -428,6 +431,24 @@ impl Worker {
                                     added: 0,
                                     replaced: 0,
                                     reply: req.reply,
+                                    staged: None,
+                                })
+                            }
+                            Err(e) => {
+                                let _ = req.reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Command::FlowReplace { bridge, flows } if flows.len() > FLOW_CHUNK => {
+                        match self.flows_partition(&bridge, flows) {
+                            Ok((b, good, refused)) => {
+                                self.pending_flows = Some(PendingFlows {
+                                    bridge: b,
+                                    flows: good.into_iter(),
+                                    added: 0,
+                                    replaced: 0,
+                                    reply: req.reply,
+                                    staged: Some((crate::flow::Classifier::new(), refused)),
                                 })
                             }
                             Err(e) => {
@@ -593,6 +614,34 @@ impl Worker {
         };
         let chunk: Vec<crate::flow::Flow> = p.flows.by_ref().take(FLOW_CHUNK).collect();
         let done = chunk.len() < FLOW_CHUNK || p.flows.len() == 0;
+        if let Some((mut staged, refused)) = p.staged.take() {
+            let now = self.dp.now_ms;
+            for f in chunk {
+                // Ports are numbers by now (checked when the request came).
+                match staged.add(f, now, |p| Some(p.num())) {
+                    Ok(r) if r.replaced => p.replaced += 1,
+                    Ok(_) => p.added += 1,
+                    Err(e) => {
+                        let _ = p.reply.send(Err(format!(
+                            "after {} flows: {e} (the running table is unchanged)",
+                            p.added + p.replaced
+                        )));
+                        return;
+                    }
+                }
+            }
+            if !done {
+                p.staged = Some((staged, refused));
+                self.pending_flows = Some(p);
+                return;
+            }
+            let added = p.added;
+            let answer = self
+                .flows_swap(p.bridge, staged)
+                .map(|()| serde_json::json!({"added": added, "refused": refused}));
+            let _ = p.reply.send(answer);
+            return;
+        }
         match self.flows_apply(p.bridge, chunk.into_iter()) {
             Ok((a, r)) => {
                 p.added += a;

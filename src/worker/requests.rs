@@ -174,7 +174,9 @@ pub enum Command {
     /// Release the held ports of a bridge (see `PortSpec::hold`). Answers `released`.
     ReleasePorts(String),
     /// Replace a bridge's whole flow table in one step (a reload, a pending port's retry):
-    /// every flow is checked first; those that pass replace the table at once, so no packet
+    /// every flow is checked first; those that pass are built into a new table beside the
+    /// running one (over several loop passes, `FLOW_CHUNK` flows each, when there are more,
+    /// with other requests waiting meanwhile) which then replaces it at once, so no packet
     /// meets an empty or half-built table. Answers `added` and `refused` ([index, reason]
     /// pairs for the flows left out).
     FlowReplace {
@@ -1151,6 +1153,26 @@ mod tests {
             })
             .unwrap_err();
         assert!(e.contains("nope"), "{e}");
+        // Over FLOW_CHUNK flows: built beside the running table over several loop passes,
+        // then swapped in whole; the refused one is named by its index all the same.
+        let mut texts: Vec<String> = (0..2500)
+            .map(|i| {
+                format!(
+                    "priority={},udp,tp_dst={} actions=drop",
+                    100 + i % 50,
+                    i + 1
+                )
+            })
+            .collect();
+        texts.insert(1234, "in_port=ghost actions=drop".into());
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let v = replace(&texts);
+        assert_eq!(v["added"], 2500, "{v}");
+        assert_eq!(v["refused"][0][0], 1234, "{v}");
+        assert_eq!(dump(), 2500);
+        // And back to a small table in one pass.
+        let v = replace(&["priority=0 actions=normal"]);
+        assert_eq!((v["added"].as_u64(), dump()), (Some(1), 1), "{v}");
         w.shutdown();
     }
 }
