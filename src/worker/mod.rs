@@ -712,6 +712,18 @@ pub fn flush(dp: &mut Datapath, ports: &mut [Option<Box<dyn Port>>], frames: &mu
     }
 }
 
+/// A worker of 1,024 frames on no particular core, for unit tests of requests.
+#[cfg(test)]
+pub(crate) fn spawn_for_tests() -> WorkerHandle {
+    let clock = Arc::new(crate::clock::MonotonicClock::default());
+    let opts = WorkerOptions {
+        core: None,
+        frames: 1024,
+        ..WorkerOptions::default()
+    };
+    spawn(opts, clock).expect("a test worker")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use crate::config::{BridgeSpec, NatSpec};
-    use crate::worker::{Command, WorkerOptions, spawn};
+    use crate::worker::Command;
 
     fn s(a: &[&str]) -> Vec<String> {
         a.iter().map(|x| x.to_string()).collect()
@@ -102,16 +102,7 @@ mod tests {
     /// `nat-show` and the running configuration; a full range is an error naming the range.
     #[test]
     fn dnat_port_zero_picks_a_free_host_port() {
-        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
-        let w = spawn(
-            WorkerOptions {
-                core: None,
-                frames: 1024,
-                ..WorkerOptions::default()
-            },
-            clock,
-        )
-        .unwrap();
+        let w = crate::worker::spawn_for_tests();
         for (name, gw) in [("ext", "10.250.0.1/24"), ("br0", "172.31.5.1/24")] {
             let b = BridgeSpec::from_args(name, &s(&[&format!("gateway={gw}")])).unwrap();
             w.call(Command::AddBridge(b)).unwrap();

@@ -274,7 +274,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::config::{BridgeSpec, PortSpec};
-    use crate::worker::{Command, WorkerOptions, spawn};
+    use crate::worker::Command;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -295,16 +295,7 @@ mod tests {
 
     #[test]
     fn derived_entries_are_programmed_replaced_removed_and_never_saved() {
-        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
-        let w = spawn(
-            WorkerOptions {
-                core: None,
-                frames: 1024,
-                ..WorkerOptions::default()
-            },
-            clock,
-        )
-        .unwrap();
+        let w = crate::worker::spawn_for_tests();
         let ul = BridgeSpec::from_args("ul", &s(&["gateway=10.252.0.1/24"])).unwrap();
         w.call(Command::AddBridge(ul)).unwrap();
         w.call(Command::AddBridge(

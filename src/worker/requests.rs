@@ -1039,7 +1039,6 @@ pub(crate) fn gateway_text(g: crate::datapath::Gateway) -> String {
 mod tests {
     use super::Command;
     use crate::config::{BridgeSpec, NatSpec};
-    use crate::worker::{WorkerOptions, spawn};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -1049,16 +1048,7 @@ mod tests {
     /// a text that names no rule is an error naming it.
     #[test]
     fn nat_rules_are_deleted_by_their_text() {
-        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
-        let w = spawn(
-            WorkerOptions {
-                core: None,
-                frames: 1024,
-                ..WorkerOptions::default()
-            },
-            clock,
-        )
-        .unwrap();
+        let w = crate::worker::spawn_for_tests();
         for (name, gw) in [("ext", "10.250.0.1/24"), ("br0", "172.31.5.1/24")] {
             let b = BridgeSpec::from_args(name, &s(&[&format!("gateway={gw}")])).unwrap();
             w.call(Command::AddBridge(b)).unwrap();
@@ -1100,16 +1090,7 @@ mod tests {
     /// step and names each refused one by its index.
     #[test]
     fn a_flow_table_is_replaced_whole_with_the_refused_flows_named() {
-        let clock = std::sync::Arc::new(crate::clock::MonotonicClock::default());
-        let w = spawn(
-            WorkerOptions {
-                core: None,
-                frames: 1024,
-                ..WorkerOptions::default()
-            },
-            clock,
-        )
-        .unwrap();
+        let w = crate::worker::spawn_for_tests();
         w.call(Command::AddBridge(BridgeSpec::new("br0"))).unwrap();
         let flows = |texts: &[&str]| -> Vec<crate::flow::Flow> {
             texts
