@@ -575,25 +575,16 @@ impl Store {
     /// (`Command::FlowReplace`: no packet meets an empty or partial table); flows naming a
     /// pending port stay pending.
     fn replace_flows(&self, p: &mut Pending, b: &str, flows: &[String], out: &mut Applied) {
-        p.flows.retain(|(x, _)| x != b);
-        let waits = p.ports.iter().any(|(x, _)| x == b);
-        let mut refused = |f: &String, e: &str, out: &mut Applied| {
-            if waits {
-                warn!("flow '{f}' (bridge {b}): {e}; pending");
-                p.flows.push((b.to_string(), f.clone()));
-            } else {
-                out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}"));
-            }
-        };
-        // Texts that parse go to the worker; `sent[i]` is the text of the i-th.
-        let (mut parsed, mut sent) = (Vec::new(), Vec::new());
+        // Texts that parse go to the worker (`sent[i]` is the text of the i-th); the others,
+        // and those the worker refuses, are refused with their reason.
+        let (mut parsed, mut sent, mut refused) = (Vec::new(), Vec::new(), Vec::new());
         for f in flows {
             match crate::flow::parse_flow(f) {
                 Ok(flow) => {
                     parsed.push(flow);
                     sent.push(f);
                 }
-                Err(e) => refused(f, &e.to_string(), out),
+                Err(e) => refused.push((f, e.to_string())),
             }
         }
         let v = match self.call(Command::FlowReplace {
@@ -601,12 +592,23 @@ impl Store {
             flows: parsed,
         }) {
             Ok(v) => v,
+            // The running table is unchanged, and so is what waits for a pending port.
             Err(e) => return out.errors.push(format!("~ flows (bridge {b}): {e}")),
         };
         for r in v["refused"].as_array().into_iter().flatten() {
             let i = r[0].as_u64().unwrap_or(u64::MAX) as usize;
             if let Some(f) = sent.get(i) {
-                refused(f, r[1].as_str().unwrap_or_default(), out);
+                refused.push((f, r[1].as_str().unwrap_or_default().to_string()));
+            }
+        }
+        p.flows.retain(|(x, _)| x != b);
+        let waits = p.ports.iter().any(|(x, _)| x == b);
+        for (f, e) in refused {
+            if waits {
+                warn!("flow '{f}' (bridge {b}): {e}; pending");
+                p.flows.push((b.to_string(), f.clone()));
+            } else {
+                out.errors.push(format!("+ flow '{f}' (bridge {b}): {e}"));
             }
         }
         out.changes
