@@ -11,6 +11,46 @@ use crate::flow::{Action, Flow, FlowFilter, PacketKey, PortRef};
 use crate::ofport::OFPP_MAX;
 use crate::wire::MacAddr;
 
+/// Add checked flows (ports already numbers) to a table being built; (added, replaced).
+pub(crate) fn stage(
+    staged: &mut crate::flow::Classifier,
+    flows: impl IntoIterator<Item = Flow>,
+    now_ms: u64,
+) -> Result<(u64, u64), String> {
+    let (mut added, mut replaced) = (0, 0);
+    for f in flows {
+        let r = staged
+            .add(f, now_ms, |p| Some(p.num()))
+            .map_err(|e| e.to_string())?;
+        if r.replaced {
+            replaced += 1;
+        } else {
+            added += 1;
+        }
+    }
+    Ok((added, replaced))
+}
+
+/// Tell listeners that `flow` (counters `st`) of `bridge` was deleted.
+fn deleted_event(
+    events: &crate::events::EventSink,
+    bridge: &str,
+    now_ms: u64,
+    flow: Flow,
+    st: crate::flow::FlowStats,
+) {
+    events.send(crate::events::Event::FlowRemoved(Box::new(
+        crate::events::FlowRemoved {
+            bridge: bridge.to_string(),
+            reason: crate::events::REMOVED_DELETE,
+            duration_ms: now_ms.saturating_sub(st.created_ms),
+            packets: st.n_packets,
+            bytes: st.n_bytes,
+            flow,
+        },
+    )));
+}
+
 impl Worker {
     pub(crate) fn flow_bridge(&self, bridge: &str) -> Result<u16, String> {
         self.dp
@@ -126,36 +166,37 @@ impl Worker {
     ) -> Result<Value, String> {
         let (b, good, refused) = self.flows_partition(bridge, flows)?;
         let mut staged = crate::flow::Classifier::new();
-        let now = self.dp.now_ms;
-        let mut added = 0;
-        for f in good {
-            // Ports are numbers by now (flows_partition).
-            let r = staged
-                .add(f, now, |p| Some(p.num()))
-                .map_err(|e| format!("{e} (the running table is unchanged)"))?;
-            added += u64::from(!r.replaced);
-        }
+        let (added, _) = stage(&mut staged, good, self.dp.now_ms)
+            .map_err(|e| format!("{e} (the running table is unchanged)"))?;
         self.flows_swap(b, staged)?;
         Ok(json!({"added": added, "refused": refused}))
     }
 
-    /// Make `staged` bridge `b`'s flow table: the old flows go as a `del-flows` would take
-    /// them (FLOW_REMOVED for `send_flow_rem` ones), in this same step.
+    /// Make `staged` bridge `b`'s flow table, in this same step. The old table is dropped
+    /// whole (not deleted flow by flow: that was O(flows) of removals in one request); its
+    /// `send_flow_rem` flows are announced as a `del-flows` would (FLOW_REMOVED, reason
+    /// delete) when someone listens.
     pub(crate) fn flows_swap(
         &mut self,
         b: u16,
         staged: crate::flow::Classifier,
     ) -> Result<(), String> {
-        let name = self
+        let (events, now_ms) = (self.dp.events.clone(), self.dp.now_ms);
+        let br = self
             .dp
-            .bridge(b)
-            .map(|br| br.name.clone())
+            .bridge_mut(b)
             .ok_or_else(|| "the bridge went away".to_string())?;
-        self.flows_del(&name, None, false)?;
-        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        let ft = &mut br.flows;
         ft.ct_steered |= staged.iter().any(|(_, f)| f.uses_ct());
-        ft.cls = staged;
+        let old = std::mem::replace(&mut ft.cls, staged);
         ft.refresh();
+        if events.listening() {
+            for (id, f) in old.iter().filter(|(_, f)| f.send_flow_rem) {
+                if let Some(st) = old.stats(id) {
+                    deleted_event(&events, &br.name, now_ms, f.clone(), st);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -194,16 +235,7 @@ impl Worker {
         ft.refresh();
         let (deleted, left) = (removed.len(), ft.cls.len());
         for (flow, st) in gone {
-            events.send(crate::events::Event::FlowRemoved(Box::new(
-                crate::events::FlowRemoved {
-                    bridge: bridge.to_string(),
-                    reason: crate::events::REMOVED_DELETE,
-                    duration_ms: now_ms.saturating_sub(st.created_ms),
-                    packets: st.n_packets,
-                    bytes: st.n_bytes,
-                    flow,
-                },
-            )));
+            deleted_event(&events, bridge, now_ms, flow, st);
         }
         Ok(json!({"deleted": deleted, "flows": left}))
     }

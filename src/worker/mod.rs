@@ -615,19 +615,17 @@ impl Worker {
         let chunk: Vec<crate::flow::Flow> = p.flows.by_ref().take(FLOW_CHUNK).collect();
         let done = chunk.len() < FLOW_CHUNK || p.flows.len() == 0;
         if let Some((mut staged, refused)) = p.staged.take() {
-            let now = self.dp.now_ms;
-            for f in chunk {
-                // Ports are numbers by now (checked when the request came).
-                match staged.add(f, now, |p| Some(p.num())) {
-                    Ok(r) if r.replaced => p.replaced += 1,
-                    Ok(_) => p.added += 1,
-                    Err(e) => {
-                        let _ = p.reply.send(Err(format!(
-                            "after {} flows: {e} (the running table is unchanged)",
-                            p.added + p.replaced
-                        )));
-                        return;
-                    }
+            match flows::stage(&mut staged, chunk, self.dp.now_ms) {
+                Ok((a, r)) => {
+                    p.added += a;
+                    p.replaced += r;
+                }
+                Err(e) => {
+                    let _ = p.reply.send(Err(format!(
+                        "after {} flows: {e} (the running table is unchanged)",
+                        p.added + p.replaced
+                    )));
+                    return;
                 }
             }
             if !done {
