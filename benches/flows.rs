@@ -11,6 +11,11 @@
 //!   cache never answers, and none of the F drop flows match: the classifier visits all M
 //!   subtables and ends in the default `priority=0,actions=NORMAL` flow (M+1 hash probes).
 //!
+//! - **EMC hit, interleaved** (`--keys K`, 2-256): as the EMC hit, but the frames cycle through
+//!   K IPv4 destinations (192.0.2.0 + i mod K), so no frame has the key of the one before it:
+//!   each is an exact-match cache hit (the flow stage's per-burst batching of same-key frames,
+//!   `pipeline/flows/batch.rs`, never applies). The default (K = 1) is the batched case.
+//!
 //! The bench loop writes the 4 nw_dst bytes of every frame in every mode (the same value for
 //! the EMC-hit and plain runs), so the harness cost is the same in all modes and cancels out.
 //!
@@ -20,7 +25,7 @@
 //!
 //!   cargo bench --bench flows                        # Markdown table, ns/frame, median of 5
 //!                                                    # (pinned to the last core)
-//!   cargo bench --bench flows -- --frames N --flows F --masks M [--emc-miss] [--plain] --quiet
+//!   cargo bench --bench flows -- --frames N --flows F --masks M [--keys K] [--emc-miss] [--plain] --quiet
 //!
 //! The second form is one run, for `benches/callgrind.sh flows "--flows 1 --masks 1" ...`
 //! (instructions per frame = difference of an N and a 2N run, divided by N).
@@ -200,7 +205,7 @@ fn setup(flows: usize, masks: usize, mode: Mode) -> Bench {
 }
 
 /// Forward `n` frames; returns ns per frame.
-fn run(bench: &mut Bench, n: u64, mode: Mode, vary: bool) -> f64 {
+fn run(bench: &mut Bench, n: u64, mode: Mode, vary: bool, keys: u32) -> f64 {
     let Bench {
         frames,
         dp,
@@ -211,8 +216,10 @@ fn run(bench: &mut Bench, n: u64, mode: Mode, vary: bool) -> f64 {
     } = bench;
     let mut rx = MemPort::replay(0, &template(), n);
     let mut sink = MemPort::sink(1);
-    // The counter goes into every frame; masked to a constant when frames must be identical.
+    // The counter goes into every frame; else 192.0.2.0 + counter mod `keys` (the same
+    // instructions for every `keys`).
     let vary_mask: u32 = if vary { !0 } else { 0 };
+    let keys = keys.clamp(1, 256);
     let t = Instant::now();
     loop {
         let got = rx.rx_burst(frames, batch, BURST);
@@ -221,7 +228,7 @@ fn run(bench: &mut Bench, n: u64, mode: Mode, vary: bool) -> f64 {
         }
         for d in batch.iter() {
             *ctr = ctr.wrapping_add(1);
-            let v = (*ctr & vary_mask) | (0xc000_0202 & !vary_mask); // else 192.0.2.2
+            let v = (*ctr & vary_mask) | ((0xc000_0200 | (*ctr % keys)) & !vary_mask);
             frames.data_mut(*d)[NW_DST_AT..NW_DST_AT + 4].copy_from_slice(&v.to_be_bytes());
         }
         pipeline.process(dp, frames, 0, batch, 1);
@@ -234,7 +241,18 @@ fn run(bench: &mut Bench, n: u64, mode: Mode, vary: bool) -> f64 {
         if mode == Mode::Miss {
             assert!(emc.hits < 64, "miss mode: {} EMC hits", emc.hits);
         } else {
-            assert!(emc.misses < 64, "hit mode: {} EMC misses", emc.misses);
+            assert!(
+                emc.misses < 64 * u64::from(keys),
+                "hit mode: {} EMC misses",
+                emc.misses
+            );
+            if keys > 1 {
+                assert!(
+                    emc.hits > n / 2,
+                    "interleaved: {} of {n} EMC hits",
+                    emc.hits
+                );
+            }
         }
     }
     ns
@@ -260,8 +278,9 @@ fn main() {
         } else {
             Mode::EmcHit
         };
+        let keys = get("--keys").unwrap_or(1) as u32;
         let mut b = setup(flows, masks, mode);
-        let ns = run(&mut b, n, mode, vary);
+        let ns = run(&mut b, n, mode, vary, keys);
         if !has("--quiet") {
             println!(
                 "{n} frames, {flows} flows, {masks} masks, {}: {ns:.1} ns/frame",
@@ -309,10 +328,10 @@ fn main() {
         let (mut plain, mut hit, mut miss, mut dhit, mut dmiss) =
             (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..REPS {
-            let p = run(&mut plain_b, N, Mode::Plain, false);
-            let h = run(&mut hit_b, N, Mode::EmcHit, false);
-            let pv = run(&mut plain_b, N, Mode::Plain, true);
-            let m = run(&mut miss_b, N, Mode::Miss, true);
+            let p = run(&mut plain_b, N, Mode::Plain, false, 1);
+            let h = run(&mut hit_b, N, Mode::EmcHit, false, 1);
+            let pv = run(&mut plain_b, N, Mode::Plain, true, 1);
+            let m = run(&mut miss_b, N, Mode::Miss, true, 1);
             plain.push(p);
             hit.push(h);
             miss.push(m);

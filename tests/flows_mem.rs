@@ -267,3 +267,151 @@ fn ct_nat_rewrites_both_directions() {
     };
     assert_eq!(t.destination_port(), 40000);
 }
+
+impl FlowNet {
+    /// Receive `frames` on `p` as one burst and run it.
+    fn burst(&mut self, p: u16, frames: &[Vec<u8>]) {
+        for f in frames {
+            self.h.ports[p as usize].inject(f);
+        }
+        self.h.run();
+    }
+
+    fn bytes(&self, needle: &str) -> u64 {
+        let ft = &self.h.dp.bridge(self.b).unwrap().flows;
+        ft.cls
+            .iter()
+            .find(|(_, f)| f.to_string().contains(needle))
+            .and_then(|(id, _)| ft.cls.stats(id))
+            .map_or(0, |s| s.n_bytes)
+    }
+}
+
+/// `udp(1, 2, dport)` with `extra` more payload bytes, IPv4 id `id` and TTL `ttl` (fields the
+/// flow key does not hold).
+fn udp_sized(dport: u16, extra: usize, id: u16, ttl: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    let payload = vec![0x5a; 4 + extra];
+    let mut ip = etherparse::Ipv4Header::new(
+        0,
+        ttl,
+        etherparse::IpNumber::UDP,
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+    )
+    .unwrap();
+    ip.identification = id;
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .udp(1000, dport)
+        .write(&mut v, &payload)
+        .unwrap();
+    v
+}
+
+/// Frames of one burst with the key of the frame before them take its decision without the
+/// cache and the action loop (`pipeline/flows/batch.rs`): each must still get what its own
+/// flow says, in order, and be counted with its own length.
+#[test]
+fn a_burst_of_one_flow_is_decided_per_run_and_counted_per_frame() {
+    let mut n = FlowNet::new();
+    n.add("priority=20,udp,tp_dst=80,actions=drop");
+    n.add("priority=10,udp,actions=output:p2");
+    // Runs of one key, broken by the other, with lengths, ids and TTLs that differ inside a run.
+    let pattern = [
+        81, 81, 81, 80, 80, 81, 80, 81, 81, 81, 81, 80, 80, 80, 81, 81,
+    ];
+    let burst: Vec<Vec<u8>> = pattern
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| udp_sized(d, i, i as u16, 64 - i as u8))
+        .collect();
+    n.burst(n.p[0], &burst);
+    let out = n.h.outputs();
+    let want: Vec<Vec<u8>> = burst
+        .iter()
+        .zip(pattern)
+        .filter(|(_, d)| *d == 81)
+        .map(|(f, _)| f.clone())
+        .collect();
+    assert_eq!(
+        out[n.p[1] as usize], want,
+        "the 81s, as they came, in order"
+    );
+    assert!(out[n.p[2] as usize].is_empty());
+    let drops = pattern.iter().filter(|&&d| d == 80).count() as u64;
+    assert_eq!(
+        n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop),
+        drops
+    );
+    assert_eq!(n.packets("tp_dst=80"), drops);
+    assert_eq!(n.packets("priority=10"), 16 - drops);
+    let len = |d: u16| -> u64 {
+        burst
+            .iter()
+            .zip(pattern)
+            .filter(|(_, p)| *p == d)
+            .map(|(f, _)| f.len() as u64)
+            .sum()
+    };
+    assert_eq!(n.bytes("tp_dst=80"), len(80), "each frame's own length");
+    assert_eq!(n.bytes("priority=10"), len(81));
+    n.h.assert_no_frame_leaked();
+}
+
+/// A flow whose actions change the frame or send copies is run for every frame of a run of
+/// one key (only single-decision flows are batched).
+#[test]
+fn a_burst_of_one_flow_that_rewrites_is_rewritten_frame_by_frame() {
+    let mut n = FlowNet::new();
+    n.add("priority=10,udp,tp_dst=53,actions=dec_ttl,output:p2");
+    n.add("priority=10,udp,tp_dst=54,actions=output:p2,output:p3");
+    let burst: Vec<Vec<u8>> = (0..8).map(|i| udp_sized(53, i, 7, 64)).collect();
+    n.burst(n.p[0], &burst);
+    let copies: Vec<Vec<u8>> = (0..8).map(|i| udp_sized(54, i, 7, 64)).collect();
+    n.burst(n.p[0], &copies);
+    let out = n.h.outputs();
+    assert_eq!(out[n.p[2] as usize], copies, "every frame copied to p3");
+    assert_eq!(out[n.p[1] as usize][8..], copies, "and to p2");
+    {
+        let p = 1;
+        let got = &out[n.p[p] as usize];
+        assert_eq!(got.len(), 16, "port {p}: every frame");
+        for f in &got[..8] {
+            let s = SlicedPacket::from_ethernet(f).unwrap();
+            let NetSlice::Ipv4(ip) = s.net.unwrap() else {
+                panic!()
+            };
+            assert_eq!(ip.header().ttl(), 63, "every frame's TTL decremented once");
+        }
+    }
+    assert_eq!(n.packets("dec_ttl"), 8);
+    assert_eq!(n.packets("tp_dst=54"), 8);
+    n.h.assert_no_frame_leaked();
+}
+
+/// A run of one key whose flow sends it back where it came from (skipped: dropped) and a run
+/// that matches no flow are dropped and counted frame by frame.
+#[test]
+fn a_burst_of_one_key_with_no_decision_is_dropped_frame_by_frame() {
+    let mut n = FlowNet::new();
+    n.add("priority=10,udp,tp_dst=53,actions=output:p1");
+    n.add("priority=5,udp,tp_dst=54,actions=output:p2");
+    // Remove the default NORMAL flow: tp_dst=55 matches nothing.
+    let ft = &mut n.h.dp.bridge_mut(n.b).unwrap().flows;
+    ft.cls
+        .del(&parse_filter("priority=0").unwrap(), true, |_| None)
+        .unwrap();
+    ft.refresh();
+    let burst: Vec<Vec<u8>> = [53, 53, 53, 55, 55, 55, 54]
+        .iter()
+        .map(|&d| udp_sized(d, 0, 1, 64))
+        .collect();
+    n.burst(n.p[0], &burst);
+    let out = n.h.outputs();
+    assert_eq!(out[n.p[1] as usize], vec![burst[6].clone()]);
+    assert!(out[n.p[0] as usize].is_empty() && out[n.p[2] as usize].is_empty());
+    assert_eq!(n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop), 6);
+    assert_eq!(n.packets("tp_dst=53"), 3);
+    n.h.assert_no_frame_leaked();
+}

@@ -483,11 +483,24 @@ impl Classifier {
         (id != NONE).then_some(FlowId(id))
     }
 
+    /// `lookup_ext` of a packed key.
+    #[inline]
+    pub(crate) fn lookup_words_ext(&self, table: u8, w: &Words, ext: &ExtKey) -> Option<FlowId> {
+        let id = self.lookup_words(table, w, ext);
+        (id != NONE).then_some(FlowId(id))
+    }
+
     /// Whether the exact-match cache (keyed on the packed key, ext fields taken as 0) may
     /// answer for `key`: not for IPv6 frames while flows match IPv6 ext fields.
     #[inline]
     pub fn cacheable(&self, key: &PacketKey) -> bool {
-        self.packet_ext == 0 || key.dl_type != ETH_IPV6
+        self.cacheable_type(key.dl_type)
+    }
+
+    /// `cacheable` for a frame of EtherType `dl_type`.
+    #[inline]
+    pub fn cacheable_type(&self, dl_type: u16) -> bool {
+        self.packet_ext == 0 || dl_type != ETH_IPV6
     }
 
     /// The first rule of the chain from `id` (rules with one packed key, best first) whose ext

@@ -82,7 +82,17 @@ impl Emc {
     /// `cls` (and then cached).
     #[inline]
     pub fn lookup(&mut self, cls: &Classifier, table: u8, key: &PacketKey) -> Option<FlowId> {
-        let words = key.words();
+        self.lookup_words(cls, table, key.words())
+    }
+
+    /// `lookup` of a packed key.
+    #[inline(always)]
+    pub(crate) fn lookup_words(
+        &mut self,
+        cls: &Classifier,
+        table: u8,
+        words: Words,
+    ) -> Option<FlowId> {
         let h = slot_hash(&words, table);
         let gen_now = cls.generation();
         let slot = &mut self.slots[h as usize & self.mask];

@@ -95,7 +95,7 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 pub(crate) const MAC48: u64 = 0xffff_ffff_ffff;
-const TCI_PRESENT: u64 = 0x1000;
+pub(crate) const TCI_PRESENT: u64 = 0x1000;
 
 /// The fields of one packet the classifier looks at. Fields absent from the packet are 0, except
 /// `vlan`, which is `NO_VLAN` for an untagged frame (`PacketKey::default()` is untagged).

@@ -12,11 +12,17 @@
 //!   send it as it is (no VLAN translation: what the actions made is what leaves; `output:P`
 //!   to the ingress port is skipped, as OpenFlow says: `IN_PORT` sends there). A frame with no
 //!   matching flow, an empty action list or `drop` is dropped and counted (`flow-drop`).
+//! - Within a burst, a frame with the packed key of the frame before it, whose flow makes one
+//!   decision and changes nothing (`NORMAL`, `output:P`, `FLOOD`, `IN_PORT` or drop), takes
+//!   that decision without the cache and the action loop, and is counted on that flow
+//!   (`batch`). The key itself is read straight from IPv4 frames (`words`).
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
 
+mod batch;
 mod groups;
 mod rewrite;
+mod words;
 
 use self::rewrite::{register_write, rewrite, truncated_copy};
 use super::{Dest, Meta};
@@ -26,6 +32,7 @@ use crate::fdb::PortId;
 use crate::flow::meter::Meters;
 use crate::flow::{
     Action, Actions, Classifier, Emc, ExtKey, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
+    Words,
 };
 use crate::ofport::{OFPP_MAX, OfPorts};
 use crate::packet::Frames;
@@ -289,20 +296,46 @@ pub(super) fn run(
         bridge: bridge_name,
         groups,
     };
+    let mut last: Option<batch::Verdict> = None;
     for m in meta.iter_mut() {
         if m.dest != Dest::Normal {
             continue;
         }
-        let r = execute_in(
+        let (words, cached) = first_key(&env, frames, m, &mut resubmits, &mut NoTrace);
+        if cached
+            && let Some(v) = &mut last
+            && v.applies(&words, env.cls)
+        {
+            // The same key as the frame before, whose flow decides every frame alike.
+            if let Some(id) = v.flow {
+                credit.add(env.cls, id, u64::from(m.desc.len), now_ms);
+            }
+            match v.dest {
+                Some(dest) => {
+                    m.dest = dest;
+                    m.raw = dest != Dest::Normal;
+                }
+                None => {
+                    frames.free(m.desc.addr);
+                    m.dest = Dest::Pending;
+                    drops += 1;
+                }
+            }
+            continue;
+        }
+        let first = first_flow(env.cls, emc, words, cached, &resubmits);
+        let r = run_first(
             &mut env,
-            emc,
             frames,
             m,
             out,
             &mut credit,
             &mut resubmits,
             &mut NoTrace,
+            first,
         );
+        last = (cached && !r.emitted)
+            .then(|| batch::Verdict::new(words, first, r.kept.then_some(m.dest)));
         if !r.kept {
             frames.free(m.desc.addr);
             m.dest = Dest::Pending;
@@ -619,6 +652,21 @@ fn execute_in<T: Tracer>(
     stack: &mut Stack,
     t: &mut T,
 ) -> Outcome {
+    let (words, cached) = first_key(env, frames, m, stack, t);
+    let first = first_flow(env.cls, emc, words, cached, stack);
+    run_first(env, frames, m, out, credit, stack, t, first)
+}
+
+/// The packed key of frame `m` for its table-0 lookup, and whether the exact-match cache may
+/// answer for it; resets the frame's ext fields first (IPv6 ones read from the frame).
+#[inline(always)]
+fn first_key<T: Tracer>(
+    env: &Env,
+    frames: &Frames,
+    m: &Meta,
+    stack: &mut Stack,
+    _: &mut T,
+) -> (Words, bool) {
     let (cls, port) = (env.cls, env.port);
     if stack.dirty {
         stack.ext = ExtKey::ZERO;
@@ -628,13 +676,40 @@ fn execute_in<T: Tracer>(
         ipv6_ext(frames.data(m.desc), m, &mut stack.ext);
         stack.dirty = true;
     }
-    let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, (0, 0));
-    let found = if T::DRY || !cls.cacheable(&key) {
-        cls.lookup_ext(0, &key, &stack.ext)
+    let words = words::frame_words(frames.data(m.desc), m, port.ofport, port.tun_id);
+    (words, !T::DRY && cls.cacheable_type(m.ethertype))
+}
+
+/// The flow of table 0 for key `words`: through the exact-match cache if `cached`.
+#[inline(always)]
+fn first_flow(
+    cls: &Classifier,
+    emc: &mut Emc,
+    words: Words,
+    cached: bool,
+    stack: &Stack,
+) -> Option<FlowId> {
+    if cached {
+        emc.lookup_words(cls, 0, words)
     } else {
-        emc.lookup(cls, 0, &key)
-    };
-    let Some(first) = found else {
+        cls.lookup_words_ext(0, &words, &stack.ext)
+    }
+}
+
+/// Run frame `m`'s actions from its table-0 flow `first` (None: no flow matched, dropped).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn run_first<T: Tracer>(
+    env: &mut Env,
+    frames: &mut Frames,
+    m: &mut Meta,
+    out: &mut Emitted,
+    credit: &mut Credit,
+    stack: &mut Stack,
+    t: &mut T,
+    first: Option<FlowId>,
+) -> Outcome {
+    let Some(first) = first else {
         t.line(|| "table 0: no matching flow -> drop".into());
         return Pending(None, false).finish(m, t);
     };
