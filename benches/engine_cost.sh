@@ -45,3 +45,4 @@ row "VXLAN decap, underlay with partial csums (as AF_XDP)" vxlan "--mode decap-p
 row "flows bench: plain (stage off)" flows "--plain"
 row "flow EMC hit, 1 flow" flows "--flows 1 --masks 1"
 row "flow EMC hit, 100k flows/20 masks" flows "--flows 100000 --masks 20"
+row "flow EMC hit, 100k flows/20 masks, 8 keys interleaved" flows "--flows 100000 --masks 20 --keys 8"
