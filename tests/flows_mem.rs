@@ -415,3 +415,32 @@ fn a_burst_of_one_key_with_no_decision_is_dropped_frame_by_frame() {
     assert_eq!(n.packets("tp_dst=53"), 3);
     n.h.assert_no_frame_leaked();
 }
+
+/// `FLOOD` and `IN_PORT` as a flow's one decision: every frame of a run of one key goes where
+/// the action loop would send it.
+#[test]
+fn one_decision_flows_flood_and_send_back_every_frame() {
+    let mut n = FlowNet::new();
+    n.add("priority=10,udp,tp_dst=53,actions=flood");
+    n.add("priority=10,udp,tp_dst=54,actions=in_port");
+    let burst: Vec<Vec<u8>> = [53, 53, 54, 54, 54, 53]
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| udp_sized(d, i, 1, 64))
+        .collect();
+    n.burst(n.p[0], &burst);
+    let out = n.h.outputs();
+    let of = |d: u16| -> Vec<Vec<u8>> {
+        burst
+            .iter()
+            .filter(|f| f[36..38] == d.to_be_bytes())
+            .cloned()
+            .collect()
+    };
+    assert_eq!(out[n.p[1] as usize], of(53), "flooded to p2");
+    assert_eq!(out[n.p[2] as usize], of(53), "and to p3");
+    assert_eq!(out[n.p[0] as usize], of(54), "sent back to p1");
+    assert_eq!(n.packets("tp_dst=53"), 3);
+    assert_eq!(n.packets("tp_dst=54"), 3);
+    n.h.assert_no_frame_leaked();
+}

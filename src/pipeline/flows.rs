@@ -12,10 +12,11 @@
 //!   send it as it is (no VLAN translation: what the actions made is what leaves; `output:P`
 //!   to the ingress port is skipped, as OpenFlow says: `IN_PORT` sends there). A frame with no
 //!   matching flow, an empty action list or `drop` is dropped and counted (`flow-drop`).
-//! - Within a burst, a frame with the packed key of the frame before it, whose flow makes one
-//!   decision and changes nothing (`NORMAL`, `output:P`, `FLOOD`, `IN_PORT` or drop), takes
-//!   that decision without the cache and the action loop, and is counted on that flow
-//!   (`batch`). The key itself is read straight from IPv4 frames (`words`).
+//! - A flow that makes one decision and changes nothing (`NORMAL`, `output:P`, `FLOOD`,
+//!   `IN_PORT` or drop) is decided without the action loop; within a burst, a frame with the
+//!   packed key of the frame before it that took such a decision takes it without the cache
+//!   too (`batch`). Either way the flow is counted per frame. The key itself is read straight
+//!   from IPv4 frames (`words`).
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
 
@@ -303,27 +304,32 @@ pub(super) fn run(
         }
         let (words, cached) = first_key(&env, frames, m, &mut resubmits, &mut NoTrace);
         if cached
-            && let Some(v) = &mut last
-            && v.applies(&words, env.cls)
+            && let Some(v) = &last
+            && v.applies(&words)
         {
-            // The same key as the frame before, whose flow decides every frame alike.
+            // The key of the frame before, which took one decision.
             if let Some(id) = v.flow {
                 credit.add(env.cls, id, u64::from(m.desc.len), now_ms);
             }
-            match v.dest {
-                Some(dest) => {
-                    m.dest = dest;
-                    m.raw = dest != Dest::Normal;
-                }
-                None => {
-                    frames.free(m.desc.addr);
-                    m.dest = Dest::Pending;
-                    drops += 1;
-                }
-            }
+            drops += u64::from(!batch::take(frames, m, v.dest));
             continue;
         }
         let first = first_flow(env.cls, emc, words, cached, &resubmits);
+        let decided = match first {
+            Some(id) => batch::decision(env.cls, env.ports, in_port, id),
+            None => Some(None),
+        };
+        last = decided
+            .filter(|_| cached)
+            .map(|dest| batch::Verdict::new(words, first, dest));
+        if let Some(dest) = decided {
+            // A flow with one decision (or none matched: drop).
+            if let Some(id) = first {
+                credit.add(env.cls, id, u64::from(m.desc.len), now_ms);
+            }
+            drops += u64::from(!batch::take(frames, m, dest));
+            continue;
+        }
         let r = run_first(
             &mut env,
             frames,
@@ -334,8 +340,6 @@ pub(super) fn run(
             &mut NoTrace,
             first,
         );
-        last = (cached && !r.emitted)
-            .then(|| batch::Verdict::new(words, first, r.kept.then_some(m.dest)));
         if !r.kept {
             frames.free(m.desc.addr);
             m.dest = Dest::Pending;

@@ -1,39 +1,69 @@
-//! Per-burst flow batching (OVS's `packet_batch_per_flow`, one flow deep): a frame with the
-//! packet key of the frame before it in its burst takes that frame's decision without the
-//! exact-match cache or the action loop.
+//! Flows that make one decision, and per-burst batching of frames with one key (OVS's
+//! `packet_batch_per_flow`, one flow deep).
 //!
 //! Contract:
-//! - Only frames the exact-match cache may answer for (`Classifier::cacheable`) are batched:
-//!   for them the first flow is a function of the packed key words alone, and the classifier
-//!   does not change while the flow stage runs a burst, so equal words give the same flow.
-//! - A [`Verdict`] is used only for flows whose actions cannot depend on the frame or change
-//!   anything but the flow's counters: no action, or one `NORMAL`, `output:P`, `FLOOD` or
-//!   `IN_PORT` (see [`simple`]), and only when the first frame sent no copies. The next frame
-//!   with the same words gets that decision and is credited to that flow (a packet and its own
-//!   bytes), as the full path would have done. A frame with other words takes the full path
-//!   and its decision becomes the one kept.
-//! - A batched frame is neither an exact-match cache hit nor a miss (`Emc::hits` counts only
+//! - [`decision`] is what the action loop would decide for a flow whose actions cannot depend
+//!   on the frame or change anything but the flow's counters: no action (drop), or one
+//!   `NORMAL`, `output:P` (to the ingress port or an unknown port: skipped, so dropped),
+//!   `FLOOD` or `IN_PORT`. The flow stage takes it without the action loop and credits the
+//!   flow as the loop would; anything else (None) runs the loop.
+//! - A [`Verdict`] keeps such a decision (or "no flow matched: drop") for a frame's packed key.
+//!   The next frame of the burst with the same key takes it without the exact-match cache.
+//!   Only frames the cache may answer for (`Classifier::cacheable`) are batched: for them the
+//!   first flow is a function of the key words alone, and the classifier does not change while
+//!   the flow stage runs a burst (flows that `learn` adds are added after it), so equal words
+//!   give the same flow. A frame with other words takes the full path and its decision, if it
+//!   is one, becomes the one kept.
+//! - A batched frame is neither an exact-match cache hit nor a miss (`Emc::hits` counts
 //!   lookups).
 
+use crate::fdb::PortId;
 use crate::flow::{Action, Classifier, FlowId, Words};
-use crate::pipeline::Dest;
+use crate::ofport::OfPorts;
+use crate::packet::Frames;
+use crate::pipeline::{Dest, Meta};
 
-/// Whether a flow with `actions` decides every frame alike and changes nothing but its own
-/// counters (see the module docs).
-#[inline]
-pub(crate) fn simple(actions: &[Action]) -> bool {
-    match actions {
-        [] => true,
-        [a] => matches!(
-            a,
-            Action::Normal | Action::Output(_) | Action::Flood | Action::InPort
-        ),
-        _ => false,
+/// The decision of flow `id` if it makes exactly one (see the module docs): Some(None) is a
+/// drop. `in_port` is the ingress port; `ports` the bridge's OpenFlow numbers.
+#[inline(always)]
+pub(super) fn decision(
+    cls: &Classifier,
+    ports: &OfPorts,
+    in_port: PortId,
+    id: FlowId,
+) -> Option<Option<Dest>> {
+    match cls.get(id)?.actions.as_slice() {
+        [] => Some(None),
+        [Action::Normal] => Some(Some(Dest::Normal)),
+        [Action::Flood] => Some(Some(Dest::Flood)),
+        [Action::InPort] => Some(Some(Dest::Port(in_port))),
+        [Action::Output(p)] => Some(match ports.port(p.num()) {
+            Some(out) if out != in_port => Some(Dest::Port(out)),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 
-/// The decision for the last frame of a burst that took the full path (through the cache)
-/// and sent no copies.
+/// Carry out decision `dest` on frame `m` (None: free it, as dropped). Returns whether the
+/// frame is kept.
+#[inline(always)]
+pub(super) fn take(frames: &mut Frames, m: &mut Meta, dest: Option<Dest>) -> bool {
+    match dest {
+        Some(dest) => {
+            m.dest = dest;
+            m.raw = dest != Dest::Normal;
+            true
+        }
+        None => {
+            frames.free(m.desc.addr);
+            m.dest = Dest::Pending;
+            false
+        }
+    }
+}
+
+/// The decision kept for the last frame of a burst that took one (see the module docs).
 #[derive(Clone, Copy)]
 pub(super) struct Verdict {
     /// Its packed key.
@@ -42,38 +72,23 @@ pub(super) struct Verdict {
     pub flow: Option<FlowId>,
     /// Where it went; None: dropped.
     pub dest: Option<Dest>,
-    /// Whether the flow is [`simple`]: looked at when a frame with the same key follows.
-    checked: Option<bool>,
 }
 
 impl Verdict {
-    /// The decision `dest` made by flow `flow` for a frame with key `words`.
+    /// The decision `dest` made by flow `flow` (None: no flow) for a frame with key `words`.
     #[inline(always)]
     pub fn new(words: Words, flow: Option<FlowId>, dest: Option<Dest>) -> Verdict {
-        Verdict {
-            words,
-            flow,
-            dest,
-            checked: None,
-        }
+        Verdict { words, flow, dest }
     }
 
-    /// Whether a frame with key `words` may take this decision: the same key (compared word
-    /// by word: `==` on the arrays is a `memcmp` call) and a [`simple`] flow (looked up once).
+    /// Whether a frame with key `words` takes this decision (compared word by word: `==` on
+    /// the arrays is a `memcmp` call).
     #[inline(always)]
-    pub fn applies(&mut self, words: &Words, cls: &Classifier) -> bool {
-        if self
-            .words
+    pub fn applies(&self, words: &Words) -> bool {
+        self.words
             .iter()
             .zip(words)
             .fold(0, |acc, (a, b)| acc | (a ^ b))
-            != 0
-        {
-            return false;
-        }
-        let flow = self.flow;
-        *self.checked.get_or_insert_with(|| {
-            flow.is_none_or(|id| cls.get(id).is_some_and(|f| simple(&f.actions)))
-        })
+            == 0
     }
 }
