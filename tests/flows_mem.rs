@@ -444,3 +444,29 @@ fn one_decision_flows_flood_and_send_back_every_frame() {
     assert_eq!(n.packets("tp_dst=54"), 3);
     n.h.assert_no_frame_leaked();
 }
+
+/// The exact-match cache keeps each flow's one decision in its slot: a flow whose actions are
+/// replaced (same match and priority) decides by its new actions from the next frame on.
+#[test]
+fn a_replaced_flow_decides_by_its_new_actions_at_once() {
+    let mut n = FlowNet::new();
+    n.add("priority=10,udp,tp_dst=53,actions=output:p2");
+    let f = udp_sized(53, 0, 1, 64);
+    n.burst(n.p[0], &[f.clone(), f.clone()]);
+    n.add("priority=10,udp,tp_dst=53,actions=output:p3");
+    n.burst(n.p[0], &[f.clone()]);
+    n.add("priority=10,udp,tp_dst=53,actions=drop");
+    n.burst(n.p[0], &[f.clone()]);
+    n.add("priority=10,udp,tp_dst=53,actions=mod_tp_dst:54,output:p2");
+    n.burst(n.p[0], &[f.clone()]);
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.p[1] as usize].len(),
+        3,
+        "two before, one rewritten after"
+    );
+    assert_eq!(out[n.p[1] as usize][2][36..38], 54u16.to_be_bytes());
+    assert_eq!(out[n.p[2] as usize], vec![f], "the replaced output");
+    assert_eq!(n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop), 1);
+    n.h.assert_no_frame_leaked();
+}

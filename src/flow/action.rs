@@ -636,3 +636,63 @@ impl fmt::Display for Actions<'_> {
         Ok(())
     }
 }
+
+/// What an action list decides when it decides every frame alike and changes nothing but its
+/// flow's counters: no action (drop), or exactly one `NORMAL`, `FLOOD`, `IN_PORT` or
+/// `output:P` (by number). Anything else is `Many` (the action loop runs it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Single {
+    /// Not one decision.
+    Many,
+    /// No action: drop.
+    Drop,
+    /// `NORMAL`.
+    Normal,
+    /// `FLOOD`.
+    Flood,
+    /// `IN_PORT`.
+    InPort,
+    /// `output:P`, the OpenFlow port number.
+    Output(u16),
+}
+
+impl Single {
+    /// The decision of `actions`.
+    #[inline]
+    pub fn of(actions: &[Action]) -> Single {
+        match actions {
+            [] => Single::Drop,
+            [Action::Normal] => Single::Normal,
+            [Action::Flood] => Single::Flood,
+            [Action::InPort] => Single::InPort,
+            [Action::Output(p)] => Single::Output(p.num()),
+            _ => Single::Many,
+        }
+    }
+
+    /// As two bytes' worth (kind, port) for a cache slot, and back.
+    #[inline(always)]
+    pub(crate) fn pack(self) -> (u8, u16) {
+        match self {
+            Single::Many => (0, 0),
+            Single::Drop => (1, 0),
+            Single::Normal => (2, 0),
+            Single::Flood => (3, 0),
+            Single::InPort => (4, 0),
+            Single::Output(p) => (5, p),
+        }
+    }
+
+    /// See [`Single::pack`].
+    #[inline(always)]
+    pub(crate) fn unpack((kind, port): (u8, u16)) -> Single {
+        match kind {
+            1 => Single::Drop,
+            2 => Single::Normal,
+            3 => Single::Flood,
+            4 => Single::InPort,
+            5 => Single::Output(port),
+            _ => Single::Many,
+        }
+    }
+}

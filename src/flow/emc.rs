@@ -13,9 +13,9 @@
 //! - Every packet is inserted on a miss (OVS inserts with a probability to resist thrashing
 //!   under many flows; not done here yet).
 
-use super::Classifier;
 use super::classifier::{FlowId, NONE};
 use super::match_::{PacketKey, Words};
+use super::{Classifier, Single};
 
 /// The slot hash: the key's words folded into two (rotations keep fields that trade places
 /// apart) and one 64x64->128 multiply, folded (wyhash's "mum"). Cheaper than the subtables'
@@ -39,6 +39,10 @@ struct Slot {
     generation: u64,
     flow: u32,
     table: u8,
+    /// The flow's [`Single`] decision, packed: a flow's actions change only with the
+    /// classifier's generation, so it holds as long as the slot does.
+    single: u8,
+    single_port: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
@@ -49,6 +53,8 @@ const EMPTY: Slot = Slot {
     generation: 0,
     flow: NONE,
     table: 0,
+    single: 0,
+    single_port: 0,
 };
 
 /// A per-worker exact-match cache.
@@ -93,30 +99,51 @@ impl Emc {
         table: u8,
         words: Words,
     ) -> Option<FlowId> {
+        self.lookup_single(cls, table, words).0
+    }
+
+    /// `lookup_words`, with the flow's [`Single`] decision (kept in the slot, so a hit does
+    /// not read the flow's actions).
+    #[inline(always)]
+    pub(crate) fn lookup_single(
+        &mut self,
+        cls: &Classifier,
+        table: u8,
+        words: Words,
+    ) -> (Option<FlowId>, Single) {
         let h = slot_hash(&words, table);
         let gen_now = cls.generation();
         let slot = &mut self.slots[h as usize & self.mask];
-        let flow = if slot.hash == h
+        let (flow, single) = if slot.hash == h
             && slot.generation == gen_now
             && slot.table == table
             // Word by word: `==` on the array compiles to a memcmp call.
             && slot.words.iter().zip(&words).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
         {
             self.hits += 1;
-            slot.flow
+            (slot.flow, Single::unpack((slot.single, slot.single_port)))
         } else {
             self.misses += 1;
             let flow = cls.lookup_words(table, &words, &super::ext::ExtKey::ZERO);
+            let single = if flow == NONE {
+                Single::Drop
+            } else {
+                cls.get(FlowId(flow))
+                    .map_or(Single::Many, |f| Single::of(&f.actions))
+            };
+            let (kind, port) = single.pack();
             *slot = Slot {
                 words,
                 hash: h,
                 generation: gen_now,
                 flow,
                 table,
+                single: kind,
+                single_port: port,
             };
-            flow
+            (flow, single)
         };
-        (flow != NONE).then_some(FlowId(flow))
+        ((flow != NONE).then_some(FlowId(flow)), single)
     }
 
     /// Forget everything.

@@ -35,8 +35,8 @@ mod tests_ovs;
 use std::fmt;
 
 pub use action::{
-    Action, Actions, REASON_ACTION, REASON_INVALID_TTL, REASON_NO_MATCH, SetField, ToController,
-    parse_actions,
+    Action, Actions, REASON_ACTION, REASON_INVALID_TTL, REASON_NO_MATCH, SetField, Single,
+    ToController, parse_actions,
 };
 pub use classifier::{Added, Classifier, Expired, FlowId, FlowStats};
 pub use ct::{CtAction, CtNat, ct_state};

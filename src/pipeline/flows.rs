@@ -33,7 +33,7 @@ use crate::fdb::PortId;
 use crate::flow::meter::Meters;
 use crate::flow::{
     Action, Actions, Classifier, Emc, ExtKey, Flow, FlowId, NO_VLAN, PacketKey, PortRef, SetField,
-    Words,
+    Single, Words,
 };
 use crate::ofport::{OFPP_MAX, OfPorts};
 use crate::packet::Frames;
@@ -314,11 +314,8 @@ pub(super) fn run(
             drops += u64::from(!batch::take(frames, m, v.dest));
             continue;
         }
-        let first = first_flow(env.cls, emc, words, cached, &resubmits);
-        let decided = match first {
-            Some(id) => batch::decision(env.cls, env.ports, in_port, id),
-            None => Some(None),
-        };
+        let (first, single) = first_flow(env.cls, emc, words, cached, &resubmits);
+        let decided = batch::decision(single, env.ports, in_port);
         last = decided
             .filter(|_| cached)
             .map(|dest| batch::Verdict::new(words, first, dest));
@@ -657,7 +654,7 @@ fn execute_in<T: Tracer>(
     t: &mut T,
 ) -> Outcome {
     let (words, cached) = first_key(env, frames, m, stack, t);
-    let first = first_flow(env.cls, emc, words, cached, stack);
+    let (first, _) = first_flow(env.cls, emc, words, cached, stack);
     run_first(env, frames, m, out, credit, stack, t, first)
 }
 
@@ -684,7 +681,8 @@ fn first_key<T: Tracer>(
     (words, !T::DRY && cls.cacheable_type(m.ethertype))
 }
 
-/// The flow of table 0 for key `words`: through the exact-match cache if `cached`.
+/// The flow of table 0 for key `words` (through the exact-match cache if `cached`) and its
+/// [`Single`] decision.
 #[inline(always)]
 fn first_flow(
     cls: &Classifier,
@@ -692,11 +690,15 @@ fn first_flow(
     words: Words,
     cached: bool,
     stack: &Stack,
-) -> Option<FlowId> {
+) -> (Option<FlowId>, Single) {
     if cached {
-        emc.lookup_words(cls, 0, words)
+        emc.lookup_single(cls, 0, words)
     } else {
-        cls.lookup_words_ext(0, &words, &stack.ext)
+        let first = cls.lookup_words_ext(0, &words, &stack.ext);
+        let single = first.map_or(Single::Drop, |id| {
+            cls.get(id).map_or(Single::Many, |f| Single::of(&f.actions))
+        });
+        (first, single)
     }
 }
 

@@ -3,10 +3,12 @@
 //!
 //! Contract:
 //! - [`decision`] is what the action loop would decide for a flow whose actions cannot depend
-//!   on the frame or change anything but the flow's counters: no action (drop), or one
-//!   `NORMAL`, `output:P` (to the ingress port or an unknown port: skipped, so dropped),
-//!   `FLOOD` or `IN_PORT`. The flow stage takes it without the action loop and credits the
-//!   flow as the loop would; anything else (None) runs the loop.
+//!   on the frame or change anything but the flow's counters (`flow::Single`: no action
+//!   (drop), or one `NORMAL`, `output:P` (to the ingress port or an unknown port: skipped, so
+//!   dropped), `FLOOD` or `IN_PORT`). The exact-match cache keeps each flow's `Single` in its
+//!   slot, so a hit does not read the flow's actions. The flow stage takes the decision
+//!   without the action loop and credits the flow as the loop would; anything else (None)
+//!   runs the loop.
 //! - A [`Verdict`] keeps such a decision (or "no flow matched: drop") for a frame's packed key.
 //!   The next frame of the burst with the same key takes it without the exact-match cache.
 //!   Only frames the cache may answer for (`Classifier::cacheable`) are batched: for them the
@@ -18,30 +20,26 @@
 //!   lookups).
 
 use crate::fdb::PortId;
-use crate::flow::{Action, Classifier, FlowId, Words};
+use crate::flow::{FlowId, Single, Words};
 use crate::ofport::OfPorts;
 use crate::packet::Frames;
 use crate::pipeline::{Dest, Meta};
 
-/// The decision of flow `id` if it makes exactly one (see the module docs): Some(None) is a
-/// drop. `in_port` is the ingress port; `ports` the bridge's OpenFlow numbers.
+/// The decision of a flow whose actions are `single` (see the module docs), if it makes
+/// exactly one: Some(None) is a drop (also for no flow, `Single::Drop`). `in_port` is the
+/// ingress port; `ports` the bridge's OpenFlow numbers.
 #[inline(always)]
-pub(super) fn decision(
-    cls: &Classifier,
-    ports: &OfPorts,
-    in_port: PortId,
-    id: FlowId,
-) -> Option<Option<Dest>> {
-    match cls.get(id)?.actions.as_slice() {
-        [] => Some(None),
-        [Action::Normal] => Some(Some(Dest::Normal)),
-        [Action::Flood] => Some(Some(Dest::Flood)),
-        [Action::InPort] => Some(Some(Dest::Port(in_port))),
-        [Action::Output(p)] => Some(match ports.port(p.num()) {
+pub(super) fn decision(single: Single, ports: &OfPorts, in_port: PortId) -> Option<Option<Dest>> {
+    match single {
+        Single::Many => None,
+        Single::Drop => Some(None),
+        Single::Normal => Some(Some(Dest::Normal)),
+        Single::Flood => Some(Some(Dest::Flood)),
+        Single::InPort => Some(Some(Dest::Port(in_port))),
+        Single::Output(num) => Some(match ports.port(num) {
             Some(out) if out != in_port => Some(Dest::Port(out)),
             _ => None,
         }),
-        _ => None,
     }
 }
 
