@@ -454,11 +454,11 @@ fn a_replaced_flow_decides_by_its_new_actions_at_once() {
     let f = udp_sized(53, 0, 1, 64);
     n.burst(n.p[0], &[f.clone(), f.clone()]);
     n.add("priority=10,udp,tp_dst=53,actions=output:p3");
-    n.burst(n.p[0], &[f.clone()]);
+    n.burst(n.p[0], std::slice::from_ref(&f));
     n.add("priority=10,udp,tp_dst=53,actions=drop");
-    n.burst(n.p[0], &[f.clone()]);
+    n.burst(n.p[0], std::slice::from_ref(&f));
     n.add("priority=10,udp,tp_dst=53,actions=mod_tp_dst:54,output:p2");
-    n.burst(n.p[0], &[f.clone()]);
+    n.burst(n.p[0], std::slice::from_ref(&f));
     let out = n.h.outputs();
     assert_eq!(
         out[n.p[1] as usize].len(),
