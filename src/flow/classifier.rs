@@ -479,8 +479,7 @@ impl Classifier {
     /// `lookup` with the ext fields (registers, metadata, IPv6) of `ext`.
     #[inline]
     pub fn lookup_ext(&self, table: u8, key: &PacketKey, ext: &ExtKey) -> Option<FlowId> {
-        let id = self.lookup_words(table, &key.words(), ext);
-        (id != NONE).then_some(FlowId(id))
+        self.lookup_words_ext(table, &key.words(), ext)
     }
 
     /// `lookup_ext` of a packed key.

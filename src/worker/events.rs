@@ -156,17 +156,9 @@ impl Worker {
             n
         };
         ft.emc.clear();
-        for (flow, st) in removed {
-            events.send(crate::events::Event::FlowRemoved(Box::new(
-                crate::events::FlowRemoved {
-                    bridge: bridge.to_string(),
-                    reason: crate::events::REMOVED_GROUP_DELETE,
-                    duration_ms: now_ms.saturating_sub(st.created_ms),
-                    packets: st.n_packets,
-                    bytes: st.n_bytes,
-                    flow,
-                },
-            )));
+        for removed in removed {
+            let reason = crate::events::REMOVED_GROUP_DELETE;
+            super::flows::removed_event(&events, bridge, now_ms, removed, reason);
         }
         Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
     }

@@ -39,10 +39,27 @@ fn deleted_event(
     flow: Flow,
     st: crate::flow::FlowStats,
 ) {
+    removed_event(
+        events,
+        bridge,
+        now_ms,
+        (flow, st),
+        crate::events::REMOVED_DELETE,
+    );
+}
+
+/// Tell listeners that `flow` (counters `st`) of `bridge` was removed for `reason`.
+pub(super) fn removed_event(
+    events: &crate::events::EventSink,
+    bridge: &str,
+    now_ms: u64,
+    (flow, st): (Flow, crate::flow::FlowStats),
+    reason: u8,
+) {
     events.send(crate::events::Event::FlowRemoved(Box::new(
         crate::events::FlowRemoved {
             bridge: bridge.to_string(),
-            reason: crate::events::REMOVED_DELETE,
+            reason,
             duration_ms: now_ms.saturating_sub(st.created_ms),
             packets: st.n_packets,
             bytes: st.n_bytes,
@@ -106,22 +123,12 @@ impl Worker {
     ) -> Result<(u64, u64), String> {
         let now = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
-        let (mut added, mut replaced) = (0, 0);
-        for f in flows {
-            ft.ct_steered |= f.uses_ct();
-            // Ports are numbers by now (flows_check).
-            let r = ft
-                .cls
-                .add(f, now, |p| Some(p.num()))
-                .map_err(|e| e.to_string())?;
-            if r.replaced {
-                replaced += 1;
-            } else {
-                added += 1;
-            }
-        }
+        let mut ct = false;
+        // Ports are numbers by now (flows_check).
+        let r = stage(&mut ft.cls, flows.inspect(|f| ct |= f.uses_ct()), now);
+        ft.ct_steered |= ct;
         ft.refresh();
-        Ok((added, replaced))
+        r
     }
 
     /// Add flows to a bridge at once (requests of at most `FLOW_CHUNK` flows; larger ones are
