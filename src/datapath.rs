@@ -335,6 +335,9 @@ pub struct Datapath {
     /// The tunnels' distinct UDP destination ports (for merging their datagrams at output:
     /// `pipeline::uso`), kept with `tunnels`.
     pub tunnel_udp_ports: Vec<u16>,
+    /// The tunnels' distinct local addresses (a bridge whose gateway has one is a VTEP's
+    /// underlay: `pipeline::vxlan_input`), kept with `tunnels`.
+    pub tunnel_locals: Vec<[u8; 4]>,
     /// DNS queries to gateways, handed to the DNS service (see `dns::punt`).
     pub punt: crate::dns::punt::Punt,
     /// Milliseconds on the worker's clock (flow counters, timeouts, meters), set before each
@@ -364,6 +367,7 @@ impl Default for Datapath {
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
             tunnel_udp_ports: Vec::new(),
+            tunnel_locals: Vec::new(),
             punt: Default::default(),
             now_ms: 0,
             neigh_aged_at: 0,
@@ -696,6 +700,13 @@ impl Datapath {
         udp.sort_unstable();
         udp.dedup();
         self.tunnel_udp_ports = udp;
+        let mut locals: Vec<[u8; 4]> = self
+            .ports()
+            .filter_map(|(_, p)| p.tunnel.as_ref().map(|t| t.conf.local_ip))
+            .collect();
+        locals.sort_unstable();
+        locals.dedup();
+        self.tunnel_locals = locals;
         self.update_all_l3_mtu();
     }
 

@@ -207,7 +207,7 @@ fn a_burst_of_mixed_vteps_is_checked_frame_by_frame() {
 
 /// `show-runtime`'s VXLAN nodes move: encapsulation counts the frames taken from the tunnel
 /// port's queue (one flooded frame, two outer copies), decapsulation the outer packets it takes
-/// before the underlay bridge forwards them (the router never sees them: no `ip4-input`).
+/// as they come off the underlay port (neither ethernet-input nor the router sees them).
 #[test]
 fn runtime_counts_vxlan_nodes() {
     use uvs::pipeline::runtime::Node;
@@ -229,8 +229,9 @@ fn runtime_counts_vxlan_nodes() {
         (0, 0),
         "the outer packet bypassed the router"
     );
-    // Two bursts from a and uplink, one inner burst from vx0.
-    assert_eq!(rt(&n.h, Node::EthernetInput), (3, 3));
+    // The burst from a and the inner burst from vx0: the uplink's burst (all VXLAN to the
+    // gateway) was taken whole by vxlan4-input, before ethernet-input.
+    assert_eq!(rt(&n.h, Node::EthernetInput), (2, 2));
 }
 
 /// With several workers, frames decapsulated from a tunnel are steered like received ones: a
@@ -524,4 +525,56 @@ fn outer_frames_handed_to_the_underlay_port_respect_its_mtu() {
     assert_eq!(n.h.drops(n.ul, DropReason::MtuExceeded), 1);
     assert_eq!(n.h.drops(n.vx, DropReason::MtuExceeded), 0);
     n.h.assert_no_frame_leaked();
+}
+
+/// VXLAN taken off the underlay port before `ethernet-input` is still counted as received on
+/// that port, its outer source MAC is checked (a group address is dropped as `ethernet-input`
+/// drops it, not decapsulated) and learned by the port's rules (not at all when the port does
+/// not learn), and a tagged inner frame is learned behind its VTEP in its own VLAN.
+#[test]
+fn vxlan_taken_off_the_port_is_counted_checked_and_learned_as_before() {
+    for learns in [true, false] {
+        let mut n = net();
+        n.h.dp.port_mut(n.ul).unwrap().learn = learns;
+        let plain = vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(9), 1));
+        let tagged_inner = tagged(&frame(mac(1), mac(10), 2), 5);
+        let in_vlan = vxlan_pkt(n.gw, R2, 0x08, 42, &tagged_inner);
+        let mut group_src = vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(11), 3));
+        group_src[6] |= 1;
+        let mut ping = Vec::new();
+        etherparse::PacketBuilder::ethernet2(R2_MAC, n.gw.0)
+            .ipv4(R2, LOCAL, 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut ping, b"hi")
+            .unwrap();
+        let burst = [plain.clone(), group_src, in_vlan, ping, plain];
+        for f in &burst {
+            n.h.ports[n.ul as usize].inject(f);
+        }
+        n.h.run();
+        let out = n.h.outputs();
+        let srcs: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
+        assert_eq!(srcs, vec![9, 10, 9], "learns={learns}");
+        assert_eq!(n.h.drops(n.ul, DropReason::SrcMulticast), 1);
+        let c = &n.h.dp.port(n.ul).unwrap().counters;
+        assert_eq!(c.rx_packets, burst.len() as u64);
+        let bytes: usize = burst.iter().map(|f| f.len()).sum();
+        assert_eq!(c.rx_bytes, bytes as u64);
+        let ul = n.h.dp.bridge_id("ul").unwrap();
+        let learned =
+            n.h.dp
+                .fdb_rows(ul, 1)
+                .iter()
+                .any(|r| r.mac == "02:00:00:00:ee:02" && r.port == "uplink");
+        assert_eq!(learned, learns, "the peer VTEP's MAC learned on the uplink");
+        let t = n.h.dp.port(n.vx).unwrap().tunnel.as_ref().unwrap();
+        let m = |n: u8| uvs::wire::MacAddr(mac(n)).to_u64();
+        assert_eq!(
+            t.remote_of(5, m(10)),
+            Some(R2),
+            "the tagged inner frame's VLAN"
+        );
+        assert_eq!(t.remote_of(0, m(10)), None);
+        n.h.assert_no_frame_leaked();
+    }
 }

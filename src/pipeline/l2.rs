@@ -8,8 +8,25 @@ use crate::learned::Learned;
 use crate::packet::Frames;
 use crate::wire::EtherType;
 
-/// Learn every frame's (VLAN, source MAC) on `in_port`.
+/// Learn every frame's (VLAN, source MAC) on `in_port` (frames still headed for NORMAL).
 pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
+    let keys = meta
+        .iter()
+        .filter(|m| matches!(m.dest, Dest::Normal))
+        .map(|m| (m.vlan, m.src));
+    learn_keys(dp, bridge, in_port, keys, now);
+}
+
+/// Learn each (VLAN, source MAC) of `keys` on `in_port` of `bridge`, honouring the port's
+/// learning switch and MAC limit.
+#[inline(always)]
+pub(super) fn learn_keys(
+    dp: &mut Datapath,
+    bridge: u16,
+    in_port: PortId,
+    keys: impl Iterator<Item = (u16, u64)>,
+    now: u64,
+) {
     let limit = match dp.port(in_port) {
         Some(p) if !p.learn => return,
         Some(p) => p.mac_limit,
@@ -23,16 +40,13 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
     // One-entry cache (VPP's l2-learn does the same): frames of a burst often share a source,
     // and re-learning the same key within one burst changes nothing.
     let mut last = u64::MAX;
-    for m in meta {
-        if !matches!(m.dest, Dest::Normal) {
-            continue;
-        }
-        let key = m.src | (m.vlan as u64) << 48;
+    for (vlan, src) in keys {
+        let key = src | (vlan as u64) << 48;
         if key == last {
             continue;
         }
         last = key;
-        let r = b.fdb.learn_limited(m.vlan, m.src, in_port, now, limit);
+        let r = b.fdb.learn_limited(vlan, src, in_port, now, limit);
         match r {
             Learn::Refreshed | Learn::Static | Learn::Renewed => {}
             Learn::New => b.counters.learned += 1,
@@ -44,7 +58,7 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
         if let Some(out) = dp.learned_out.as_mut()
             && matches!(r, Learn::New | Learn::Moved { .. } | Learn::Renewed)
         {
-            share(out, (bridge, in_port), m, matches!(r, Learn::New));
+            share(out, (bridge, in_port), (vlan, src), matches!(r, Learn::New));
         }
     }
     if refused != 0 {
@@ -59,12 +73,17 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
 /// several workers share, and only new, moved or renewed entries.
 #[cold]
 #[inline(never)]
-fn share(out: &mut Vec<Learned>, (bridge, port): (u16, PortId), m: &Meta, new: bool) {
+fn share(
+    out: &mut Vec<Learned>,
+    (bridge, port): (u16, PortId),
+    (vlan, mac): (u16, u64),
+    new: bool,
+) {
     out.push(Learned::Mac {
         new,
         bridge,
-        vlan: m.vlan,
-        mac: m.src,
+        vlan,
+        mac,
         port,
     });
 }

@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod steer;
 mod uso;
 mod vxlan;
+mod vxlan_input;
 
 use crate::datapath::{BATCH, Datapath};
 use crate::fdb::PortId;
@@ -400,7 +401,17 @@ impl Pipeline {
         now: u64,
         partial_csum: Option<bool>,
     ) {
-        let t = runtime::ticks();
+        let mut t = runtime::ticks();
+        if !dp.tunnels.is_empty() {
+            // VXLAN to a VTEP's gateway leaves the burst here, before ethernet-input.
+            let n = vxlan_input::run(dp, frames, in_port, batch, &mut self.decapped, now);
+            if n > 0 {
+                t = self.lap(Node::Vxlan4Input, n, t);
+                if batch.is_empty() {
+                    return;
+                }
+            }
+        }
         let received = batch.len();
         self.meta.clear();
         let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta, partial_csum)
@@ -424,20 +435,6 @@ impl Pipeline {
         }
         l2::learn(dp, bridge, in_port, &self.meta, now);
         t = self.lap(Node::L2Learn, self.meta.len(), t);
-        if !dp.tunnels.is_empty() {
-            // VXLAN to this bridge's gateway is decapsulated here, before forwarding.
-            let n = vxlan::bypass(
-                dp,
-                frames,
-                bridge,
-                in_port,
-                &mut self.meta,
-                &mut self.decapped,
-            );
-            if n > 0 {
-                t = self.lap(Node::Vxlan4Input, n, t);
-            }
-        }
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
         t = self.lap(Node::L2Fwd, self.meta.len(), t);
         let routed = l3::run(

@@ -95,7 +95,7 @@ struct Cached {
     direct: Option<(PortId, u32)>,
 }
 
-fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
+pub(super) fn count(dp: &mut Datapath, p: PortId, r: DropReason) {
     if let Some(s) = dp.port_mut(p) {
         s.counters.drop(r);
     }
@@ -419,11 +419,11 @@ impl Outer {
 /// burst, so the next such frame skips the tunnel scans and the remote check.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct DecapHit {
-    local: [u8; 4],
-    dport: u16,
-    vni: u32,
-    remote: [u8; 4],
-    port: PortId,
+    pub local: [u8; 4],
+    pub dport: u16,
+    pub vni: u32,
+    pub remote: [u8; 4],
+    pub port: PortId,
 }
 
 /// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)
@@ -503,7 +503,7 @@ pub(super) fn decap(
 }
 
 /// Tunnel `port` learns (`vlan`, `mac`) behind `remote` if it learns, and publishes it when new.
-fn learn_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [u8; 4]) {
+pub(super) fn learn_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [u8; 4]) {
     if let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut())
         && t.conf.learning
         && t.learn(vlan, mac, remote)
@@ -524,174 +524,6 @@ fn record_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [
             remote,
         },
     );
-}
-
-/// The inner frame of `m` (whose bytes are `data`; IPv4 without options, `total` bytes, from
-/// `remote`) if it is VXLAN for the tunnel of `hit` (the burst's last accepted one: same UDP port, VNI and
-/// remote), with a UDP length that is the IPv4 payload's, and the inner frame's (VLAN, source
-/// MAC) for learning. None: anything else, for [`decap`] to judge.
-#[inline(always)]
-fn decap_hit(
-    data: &[u8],
-    m: &Meta,
-    total: usize,
-    remote: [u8; 4],
-    hit: &DecapHit,
-) -> Option<(Desc, u16, u64)> {
-    const INNER_AT: usize = ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
-    if remote != hit.remote || total < INNER_AT + 14 {
-        return None;
-    }
-    let l3 = m.l3 as usize;
-    let b = data.get(l3 + ipv4::MIN_HEADER_LEN..)?;
-    let h = b.first_chunk::<{ udp::HEADER_LEN + vxlan::HEADER_LEN }>()?;
-    let udp = udp::Datagram::new_unchecked(&h[..udp::HEADER_LEN]);
-    if udp.dst_port() != hit.dport || usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN {
-        return None;
-    }
-    let vx = vxlan::Repr::parse(&h[udp::HEADER_LEN..]).ok()?;
-    if vx.vni != hit.vni {
-        return None;
-    }
-    let inner_bytes = data.get(l3 + INNER_AT..l3 + total)?;
-    let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
-    let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
-    let inner = Desc::new(
-        m.desc.addr + (l3 + INNER_AT) as u64,
-        (total - INNER_AT) as u32,
-    );
-    Some((inner, vlan, src))
-}
-
-/// VPP's `ip4-vxlan-bypass`: take out of a burst on a VTEP's underlay bridge (one whose gateway
-/// address is a tunnel's local address) the VXLAN packets addressed to that gateway and
-/// decapsulate them at once, so they skip forwarding and the router; their inner frames are
-/// appended to `decapped` (tunnel port, inner frame) for the burst's tunnel pass. Runs after
-/// learning, so the underlay FDB still learns the peer VTEP's MAC (encapsulation's egress
-/// lookup uses it).
-///
-/// Only the plain case is taken: a frame still headed for NORMAL processing, untagged, to the
-/// gateway's MAC, IPv4 without options or fragmentation, to the gateway's address, UDP to a
-/// tunnel's port, a good header checksum, a consistent total length and a source that passes
-/// the bridge's reverse-path filter. Anything else stays in the burst and the router handles it
-/// as before (and counts its drops there). Decapsulation errors (bad flags, unknown VNI or
-/// VTEP, truncated) are counted on `in_port` and the frame freed, as the router would. The
-/// tunnel's UDP port on its local address belongs to the tunnel: NAT never sees these packets.
-/// Returns how many frames were taken.
-pub(super) fn bypass(
-    dp: &mut Datapath,
-    frames: &mut Frames,
-    bridge: u16,
-    in_port: PortId,
-    meta: &mut Vec<Meta>,
-    decapped: &mut Vec<super::Decapped>,
-) -> usize {
-    let Some(b) = dp.bridge(bridge) else {
-        return 0;
-    };
-    let Some(gw) = b.gateway else {
-        return 0;
-    };
-    let rp = b.rp_filter;
-    let vtep = dp.tunnels.iter().any(|&p| {
-        dp.port(p)
-            .and_then(|s| s.tunnel.as_ref())
-            .is_some_and(|t| t.conf.local_ip == gw.ip)
-    });
-    if !vtep {
-        return 0;
-    }
-    let gw_mac = gw.mac.to_u64();
-    let before = meta.len();
-    let mut last = None;
-    let mut last_rp: Option<([u8; 4], bool)> = None;
-    let mut learned: Option<(PortId, u64, [u8; 4])> = None;
-    // Only an outer frame from such a port can hold an inner partial checksum.
-    let partial = dp.port(in_port).is_none_or(|p| p.partial_csum_in);
-    // True: the frame stays in the burst. A closure called from one place, so inlined into
-    // the loop below (`Vec::retain` called it out of line: ~20 instructions/frame).
-    let mut keep = |m: &Meta| -> bool {
-        if m.dst != gw_mac || m.ethertype != EtherType::IPV4 || m.tagged || m.vlan != 0 {
-            return true;
-        }
-        if m.raw || m.dest != Dest::Normal {
-            return true;
-        }
-        let l3 = m.l3 as usize;
-        let data = frames.data(m.desc);
-        let Some(h) = data.get(l3..).and_then(|b| b.first_chunk::<28>()) else {
-            return true;
-        };
-        let ip = ipv4::Packet::new_unchecked(&h[..]);
-        if ip.version() != 4
-            || ip.header_len() != ipv4::MIN_HEADER_LEN
-            || ip.ip_protocol() != IpProtocol::UDP
-            || ip.is_fragment()
-            || ip.dst() != gw.ip
-        {
-            return true;
-        }
-        let total = ip.total_len() as usize;
-        let Some(hdr) = h.first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else {
-            return true;
-        };
-        if total < 28 || total > data.len() - l3 || !ipv4::checksum_ok(hdr) {
-            return true;
-        }
-        let src = ip.src();
-        let rp_ok = match last_rp {
-            Some((s, ok)) if s == src => ok,
-            _ => {
-                let ok = dp.routes.rp_ok(rp, bridge, src);
-                last_rp = Some((src, ok));
-                ok
-            }
-        };
-        if !rp_ok {
-            return true;
-        }
-        if let Some(h) = &last
-            && let Some((inner, vlan, mac)) = decap_hit(data, m, total, src, h)
-        {
-            // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
-            // its own last-learned check across bursts.
-            let key = mac | u64::from(vlan) << 48;
-            if learned != Some((h.port, key, src)) {
-                learned = Some((h.port, key, src));
-                learn_remote(dp, h.port, vlan, mac, src);
-            }
-            decapped.push((h.port, partial, inner));
-            return false;
-        }
-        let dport = udp::Datagram::new_unchecked(&h[20..]).dst_port();
-        if !dp.tunnel_udp_ports.contains(&dport) {
-            return true;
-        }
-        // `decap` learns too: the burst's own record of what was learned no longer holds.
-        learned = None;
-        match decap(dp, frames, m, (ipv4::MIN_HEADER_LEN, total), &mut last) {
-            Ok(Some((port, inner))) => {
-                decapped.push((port, partial, inner));
-                false
-            }
-            Ok(None) => true,
-            Err(r) => {
-                count(dp, in_port, r);
-                frames.free(m.desc.addr);
-                false
-            }
-        }
-    };
-    let mut kept = 0;
-    for i in 0..before {
-        let m = meta[i];
-        if keep(&m) {
-            meta[kept] = m;
-            kept += 1;
-        }
-    }
-    meta.truncate(kept);
-    before - kept
 }
 
 /// True if the inner frame `d` is itself VXLAN to one of our tunnels (nested tunnels are

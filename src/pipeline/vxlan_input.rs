@@ -1,0 +1,241 @@
+//! `vxlan4-input`: VPP's `ip4-vxlan-bypass`, run on a burst as it comes off its port, before
+//! `ethernet-input`. On a VTEP's underlay bridge (one whose gateway address is a tunnel's local
+//! address, with no active flow table), the plain VXLAN packets to that gateway are taken out
+//! of the burst and decapsulated at once: they never become [`Meta`]s, skip the underlay
+//! bridge's forwarding and the router, and their inner frames are appended to `decapped`
+//! (tunnel port, partial-checksum flag, inner frame) for the burst's tunnel pass.
+//!
+//! Contract:
+//! - Taken: an untagged frame (on a port whose untagged VLAN is 0) to the gateway's MAC from a
+//!   valid source MAC, IPv4 with a 20-byte header, not a fragment, UDP, to the gateway's
+//!   address, a good header checksum, a total length the frame holds, a source that passes the
+//!   bridge's reverse-path filter, to a UDP port a tunnel listens on. Everything else stays in
+//!   the burst, in order, and runs the whole pipeline as before (the router decapsulates what
+//!   it finds addressed to a tunnel, and counts what is wrong with the rest).
+//! - The taken frames are counted as received on their port (`rx_packets`, `rx_bytes`, as
+//!   `ethernet-input` counts the rest), and the underlay bridge learns their source MAC on that
+//!   port (the peer VTEP's MAC, which encapsulation's egress lookup uses), once per source per
+//!   burst, honouring the port's learning switch and MAC limit.
+//! - A taken packet that is not good VXLAN for a tunnel (bad flags, unknown VNI or remote VTEP,
+//!   truncated) is counted on its port by reason and freed; one a tunnel does not listen for
+//!   (`vxlan::decap` says so) stays in the burst.
+//! - The underlay's flow table, when active, decides first: then nothing is taken here (the
+//!   router's path decapsulates after the flows, see tests/vxlan_mem.rs).
+
+use super::{Dest, Meta, l2, vxlan};
+use crate::datapath::{Datapath, VlanMode};
+use crate::fdb::PortId;
+use crate::packet::{Desc, Frames};
+use crate::wire::vxlan::HEADER_LEN as VXLAN_LEN;
+use crate::wire::{EtherType, IpProtocol, ethernet, ipv4, udp};
+
+/// Where the inner frame starts in an untagged outer frame with a 20-byte IPv4 header.
+const INNER_AT: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + udp::HEADER_LEN + VXLAN_LEN;
+/// The shortest outer frame that holds an inner Ethernet header.
+const MIN_OUTER: usize = INNER_AT + ethernet::HEADER_LEN;
+const L3: usize = ethernet::HEADER_LEN;
+
+/// What a burst's frames are checked against: the underlay bridge's gateway and filter.
+struct Underlay {
+    bridge: u16,
+    gw_mac: u64,
+    gw_ip: [u8; 4],
+    rp: crate::route::RpFilter,
+    /// Inner frames behind this port may carry partial checksums.
+    partial: bool,
+}
+
+/// The underlay `in_port`'s burst is checked against, if its frames can be taken here.
+fn underlay(dp: &Datapath, in_port: PortId) -> Option<Underlay> {
+    let port = dp.port(in_port)?;
+    let untagged_vlan = match &port.vlan {
+        VlanMode::Access(v) => *v,
+        VlanMode::Trunk(_) => 0,
+    };
+    if untagged_vlan != 0 {
+        return None;
+    }
+    let b = dp.bridge(port.bridge)?;
+    let gw = b.gateway?;
+    if (b.flows.active && !b.fail_open) || !dp.tunnel_locals.contains(&gw.ip) {
+        return None;
+    }
+    Some(Underlay {
+        bridge: port.bridge,
+        gw_mac: gw.mac.to_u64(),
+        gw_ip: gw.ip,
+        rp: b.rp_filter,
+        partial: port.partial_csum_in,
+    })
+}
+
+/// Take the plain VXLAN packets to the underlay's gateway out of `batch` (see the module
+/// docs); their inner frames are appended to `decapped`. Returns how many were taken.
+pub(super) fn run(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    in_port: PortId,
+    batch: &mut Vec<Desc>,
+    decapped: &mut Vec<super::Decapped>,
+    now: u64,
+) -> usize {
+    let Some(u) = underlay(dp, in_port) else {
+        return 0;
+    };
+    let mut last: Option<vxlan::DecapHit> = None;
+    let mut last_rp: Option<([u8; 4], bool)> = None;
+    // The outer source MAC last learned (and checked) in this burst.
+    let mut last_src = u64::MAX;
+    // The (tunnel port, VLAN | MAC, remote) the tunnel last learned in this burst.
+    let mut learned: Option<(PortId, u64, [u8; 4])> = None;
+    let (mut kept, mut bytes) = (0, 0u64);
+    for i in 0..batch.len() {
+        let d = batch[i];
+        let data = frames.data(d);
+        let Some(h) = data.first_chunk::<MIN_OUTER>() else {
+            batch[kept] = d;
+            kept += 1;
+            continue;
+        };
+        let eth = ethernet::Frame::new_unchecked(&h[..]);
+        let ip_h = h[L3..]
+            .first_chunk::<{ ipv4::MIN_HEADER_LEN }>()
+            .expect("fits");
+        let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
+        let total = usize::from(ip.total_len());
+        if eth.dst_u64() != u.gw_mac
+            || eth.ethertype() != EtherType::IPV4
+            || ip_h[0] != 0x45
+            || ip.ip_protocol() != IpProtocol::UDP
+            || ip.is_fragment()
+            || ip.dst() != u.gw_ip
+            || total < MIN_OUTER - L3
+            || total > data.len() - L3
+            || !ipv4::checksum_ok(ip_h)
+        {
+            batch[kept] = d;
+            kept += 1;
+            continue;
+        }
+        let src = eth.src_u64();
+        if src != last_src {
+            if super::ingress::is_group(src) || src == 0 {
+                // `ethernet-input` drops and counts it.
+                batch[kept] = d;
+                kept += 1;
+                continue;
+            }
+            l2::learn_keys(dp, u.bridge, in_port, std::iter::once((0, src)), now);
+            last_src = src;
+        }
+        let remote = ip.src();
+        let rp_ok = match last_rp {
+            Some((s, ok)) if s == remote => ok,
+            _ => {
+                let ok = dp.routes.rp_ok(u.rp, u.bridge, remote);
+                last_rp = Some((remote, ok));
+                ok
+            }
+        };
+        if !rp_ok {
+            batch[kept] = d;
+            kept += 1;
+            continue;
+        }
+        if let Some(hit) = &last
+            && let Some((inner, vlan, mac)) = decap_hit(data, d, total, remote, hit)
+        {
+            // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
+            // its own last-learned check across bursts.
+            let key = mac | u64::from(vlan) << 48;
+            if learned != Some((hit.port, key, remote)) {
+                learned = Some((hit.port, key, remote));
+                vxlan::learn_remote(dp, hit.port, vlan, mac, remote);
+            }
+            bytes += u64::from(d.len);
+            decapped.push((hit.port, u.partial, inner));
+            continue;
+        }
+        let dport = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]).dst_port();
+        if !dp.tunnel_udp_ports.contains(&dport) {
+            batch[kept] = d;
+            kept += 1;
+            continue;
+        }
+        // `decap` learns too: the burst's own record of what was learned no longer holds.
+        learned = None;
+        let m = outer_meta(d, src, eth.dst_u64());
+        match vxlan::decap(dp, frames, &m, (ipv4::MIN_HEADER_LEN, total), &mut last) {
+            Ok(Some((port, inner))) => {
+                bytes += u64::from(d.len);
+                decapped.push((port, u.partial, inner));
+            }
+            Ok(None) => {
+                batch[kept] = d;
+                kept += 1;
+            }
+            Err(r) => {
+                bytes += u64::from(d.len);
+                vxlan::count(dp, in_port, r);
+                frames.free(d.addr);
+            }
+        }
+    }
+    let taken = batch.len() - kept;
+    batch.truncate(kept);
+    if taken > 0
+        && let Some(p) = dp.port_mut(in_port)
+    {
+        p.counters.rx_packets += taken as u64;
+        p.counters.rx_bytes += bytes;
+    }
+    taken
+}
+
+/// The metadata `ethernet-input` would give an untagged IPv4 frame on the underlay.
+#[cold]
+fn outer_meta(desc: Desc, src: u64, dst: u64) -> Meta {
+    Meta {
+        desc,
+        vlan: 0,
+        tagged: false,
+        dst,
+        src,
+        ethertype: EtherType::IPV4,
+        l3: L3 as u8,
+        dest: Dest::Normal,
+        raw: false,
+    }
+}
+
+/// The inner frame of the outer frame `d` (whose bytes are `data`; IPv4 without options,
+/// `total` bytes, from `remote`) if it is VXLAN for the tunnel of `hit` (the burst's last
+/// accepted one: same UDP port, VNI and remote), with a UDP length that is the IPv4 payload's,
+/// and the inner frame's (VLAN, source MAC) for learning. None: anything else, for
+/// [`vxlan::decap`] to judge.
+#[inline(always)]
+fn decap_hit(
+    data: &[u8],
+    d: Desc,
+    total: usize,
+    remote: [u8; 4],
+    hit: &vxlan::DecapHit,
+) -> Option<(Desc, u16, u64)> {
+    let h = data.first_chunk::<MIN_OUTER>()?;
+    if remote != hit.remote {
+        return None;
+    }
+    let udp = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]);
+    if udp.dst_port() != hit.dport || usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN {
+        return None;
+    }
+    let vx = crate::wire::vxlan::Repr::parse(&h[INNER_AT - VXLAN_LEN..]).ok()?;
+    if vx.vni != hit.vni {
+        return None;
+    }
+    let inner_bytes = data.get(INNER_AT..L3 + total)?;
+    let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
+    let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
+    let inner = Desc::new(d.addr + INNER_AT as u64, (total + L3 - INNER_AT) as u32);
+    Some((inner, vlan, src))
+}
