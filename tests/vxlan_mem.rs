@@ -578,3 +578,53 @@ fn vxlan_taken_off_the_port_is_counted_checked_and_learned_as_before() {
         n.h.assert_no_frame_leaked();
     }
 }
+
+/// After a good packet, the burst's packets that share its outer headers take a short path
+/// (`vxlan4-input`'s template); each one that differs from it anywhere that matters is judged
+/// by the full check: the VXLAN I flag cleared, another VNI, a UDP length shorter than the IP
+/// payload (padding: still decapsulated, without the padding), an IPv4 total length the frame
+/// does not hold, a TTL change (a good packet: same verdict as the template's).
+#[test]
+fn packets_like_the_bursts_last_good_one_are_still_checked_one_by_one() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let fix_sum = |f: &mut Vec<u8>| {
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = uvs::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+    };
+    let no_flag = vxlan_pkt(n.gw, R2, 0x00, 42, &inner(2));
+    let other_vni = vxlan_pkt(n.gw, R2, 0x08, 43, &inner(3));
+    let mut padded = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4));
+    padded.extend_from_slice(&[0; 4]);
+    let total = u16::from_be_bytes([padded[16], padded[17]]) + 4;
+    padded[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_sum(&mut padded);
+    let mut too_long = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(5));
+    let total = u16::from_be_bytes([too_long[16], too_long[17]]) + 4;
+    too_long[16..18].copy_from_slice(&total.to_be_bytes());
+    fix_sum(&mut too_long);
+    let mut ttl = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(6));
+    ttl[22] = 3;
+    fix_sum(&mut ttl);
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
+        no_flag,
+        other_vni,
+        padded,
+        too_long,
+        ttl,
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(7)),
+    ];
+    for f in &burst {
+        n.h.ports[n.ul as usize].inject(f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let got: Vec<(u8, usize)> = out[n.a as usize].iter().map(|f| (f[11], f.len())).collect();
+    assert_eq!(got, vec![(1, 60), (4, 60), (6, 60), (7, 60)]);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanBadFlags), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVni), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::IpMalformed), 1);
+    n.h.assert_no_frame_leaked();
+}

@@ -82,103 +82,47 @@ pub(super) fn run(
     let Some(u) = underlay(dp, in_port) else {
         return 0;
     };
-    let mut last: Option<vxlan::DecapHit> = None;
-    let mut last_rp: Option<([u8; 4], bool)> = None;
-    // The outer source MAC last learned (and checked) in this burst.
-    let mut last_src = u64::MAX;
+    let mut burst = Burst {
+        in_port,
+        now,
+        last: None,
+        last_rp: None,
+        last_src: u64::MAX,
+    };
+    let mut short: Option<Template> = None;
     // The (tunnel port, VLAN | MAC, remote) the tunnel last learned in this burst.
-    let mut learned: Option<(PortId, u64, [u8; 4])> = None;
+    let mut learned: Option<(PortId, u64, u64)> = None;
     let (mut kept, mut bytes) = (0, 0u64);
     for i in 0..batch.len() {
         let d = batch[i];
         let data = frames.data(d);
-        let Some(h) = data.first_chunk::<MIN_OUTER>() else {
-            batch[kept] = d;
-            kept += 1;
-            continue;
-        };
-        let eth = ethernet::Frame::new_unchecked(&h[..]);
-        let ip_h = h[L3..]
-            .first_chunk::<{ ipv4::MIN_HEADER_LEN }>()
-            .expect("fits");
-        let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
-        let total = usize::from(ip.total_len());
-        if eth.dst_u64() != u.gw_mac
-            || eth.ethertype() != EtherType::IPV4
-            || ip_h[0] != 0x45
-            || ip.ip_protocol() != IpProtocol::UDP
-            || ip.is_fragment()
-            || ip.dst() != u.gw_ip
-            || total < MIN_OUTER - L3
-            || total > data.len() - L3
-            || !ipv4::checksum_ok(ip_h)
-        {
-            batch[kept] = d;
-            kept += 1;
-            continue;
-        }
-        let src = eth.src_u64();
-        if src != last_src {
-            if super::ingress::is_group(src) || src == 0 {
-                // `ethernet-input` drops and counts it.
-                batch[kept] = d;
-                kept += 1;
-                continue;
-            }
-            l2::learn_keys(dp, u.bridge, in_port, std::iter::once((0, src)), now);
-            last_src = src;
-        }
-        let remote = ip.src();
-        let rp_ok = match last_rp {
-            Some((s, ok)) if s == remote => ok,
-            _ => {
-                let ok = dp.routes.rp_ok(u.rp, u.bridge, remote);
-                last_rp = Some((remote, ok));
-                ok
-            }
-        };
-        if !rp_ok {
-            batch[kept] = d;
-            kept += 1;
-            continue;
-        }
-        if let Some(hit) = &last
-            && let Some((inner, vlan, mac)) = decap_hit(data, d, total, remote, hit)
+        if let Some(t) = &short
+            && let Some((inner, vlan, mac)) = t.take(data, d)
         {
             // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
             // its own last-learned check across bursts.
             let key = mac | u64::from(vlan) << 48;
-            if learned != Some((hit.port, key, remote)) {
-                learned = Some((hit.port, key, remote));
-                vxlan::learn_remote(dp, hit.port, vlan, mac, remote);
+            if learned != Some((t.port, key, t.ips)) {
+                learned = Some((t.port, key, t.ips));
+                vxlan::learn_remote(dp, t.port, vlan, mac, t.remote());
             }
             bytes += u64::from(d.len);
-            decapped.push((hit.port, u.partial, inner));
+            decapped.push((t.port, u.partial, inner));
             continue;
         }
-        let dport = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]).dst_port();
-        if !dp.tunnel_udp_ports.contains(&dport) {
-            batch[kept] = d;
-            kept += 1;
-            continue;
-        }
-        // `decap` learns too: the burst's own record of what was learned no longer holds.
-        learned = None;
-        let m = outer_meta(d, src, eth.dst_u64());
-        match vxlan::decap(dp, frames, &m, (ipv4::MIN_HEADER_LEN, total), &mut last) {
-            Ok(Some((port, inner))) => {
-                bytes += u64::from(d.len);
-                decapped.push((port, u.partial, inner));
-            }
-            Ok(None) => {
+        match full_check(dp, frames, &u, &mut burst, d) {
+            Full::Keep => {
                 batch[kept] = d;
                 kept += 1;
             }
-            Err(r) => {
+            Full::Taken(port, inner, t) => {
+                // `decap` learned the inner source.
+                learned = None;
+                short = Some(t);
                 bytes += u64::from(d.len);
-                vxlan::count(dp, in_port, r);
-                frames.free(d.addr);
+                decapped.push((port, u.partial, inner));
             }
+            Full::Dropped => bytes += u64::from(d.len),
         }
     }
     let taken = batch.len() - kept;
@@ -190,6 +134,185 @@ pub(super) fn run(
         p.counters.rx_bytes += bytes;
     }
     taken
+}
+
+/// What the full check remembers within a burst.
+struct Burst {
+    in_port: PortId,
+    now: u64,
+    /// The last tunnel `vxlan::decap` accepted.
+    last: Option<vxlan::DecapHit>,
+    /// The last source address the reverse-path filter judged, and its verdict.
+    last_rp: Option<([u8; 4], bool)>,
+    /// The outer source MAC last checked and learned.
+    last_src: u64,
+}
+
+/// The full check's verdict on one frame.
+enum Full {
+    /// Not taken: it stays in the burst.
+    Keep,
+    /// Decapsulated: (tunnel port, inner frame, what the next frames may be compared with).
+    Taken(PortId, Desc, Template),
+    /// Counted on the port by reason and freed.
+    Dropped,
+}
+
+/// Check every condition of the module docs on the frame `d`, learn its outer source MAC, and
+/// decapsulate it (`vxlan::decap`). Out of line: mostly once per burst, after which the
+/// burst's frames take [`Template::take`].
+#[inline(never)]
+fn full_check(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    u: &Underlay,
+    b: &mut Burst,
+    d: Desc,
+) -> Full {
+    let data = frames.data(d);
+    let Some(h) = data.first_chunk::<MIN_OUTER>() else {
+        return Full::Keep;
+    };
+    let eth = ethernet::Frame::new_unchecked(&h[..]);
+    let ip_h = h[L3..]
+        .first_chunk::<{ ipv4::MIN_HEADER_LEN }>()
+        .expect("fits");
+    let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
+    let total = usize::from(ip.total_len());
+    if eth.dst_u64() != u.gw_mac
+        || eth.ethertype() != EtherType::IPV4
+        || ip_h[0] != 0x45
+        || ip.ip_protocol() != IpProtocol::UDP
+        || ip.is_fragment()
+        || ip.dst() != u.gw_ip
+        || total < MIN_OUTER - L3
+        || total > data.len() - L3
+        || !ipv4::checksum_ok(ip_h)
+    {
+        return Full::Keep;
+    }
+    let src = eth.src_u64();
+    if src != b.last_src {
+        if super::ingress::is_group(src) || src == 0 {
+            // `ethernet-input` drops and counts it.
+            return Full::Keep;
+        }
+        l2::learn_keys(dp, u.bridge, b.in_port, std::iter::once((0, src)), b.now);
+        b.last_src = src;
+    }
+    let remote = ip.src();
+    let rp_ok = match b.last_rp {
+        Some((s, ok)) if s == remote => ok,
+        _ => {
+            let ok = dp.routes.rp_ok(u.rp, u.bridge, remote);
+            b.last_rp = Some((remote, ok));
+            ok
+        }
+    };
+    if !rp_ok {
+        return Full::Keep;
+    }
+    let dport = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]).dst_port();
+    if !dp.tunnel_udp_ports.contains(&dport) {
+        return Full::Keep;
+    }
+    let t = Template::of(h);
+    let m = outer_meta(d, src, eth.dst_u64());
+    match vxlan::decap(dp, frames, &m, (ipv4::MIN_HEADER_LEN, total), &mut b.last) {
+        Ok(Some((port, inner))) => Full::Taken(port, inner, Template { port, ..t }),
+        Ok(None) => Full::Keep,
+        Err(r) => {
+            vxlan::count(dp, b.in_port, r);
+            frames.free(d.addr);
+            Full::Dropped
+        }
+    }
+}
+
+/// The VXLAN flags byte's I bit and the VNI, within the 8 bytes of the VXLAN header read as
+/// one word: the reserved fields are ignored on receipt (RFC 7348).
+const VX_MASK: u64 = u64::from_ne_bytes([0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
+
+/// What a frame taken by the full check shares with the frames behind it in the burst from the
+/// same peer VTEP to the same tunnel: the Ethernet header (the gateway's MAC, a source MAC
+/// already checked and learned, IPv4), the IPv4 addresses (a remote the reverse-path filter
+/// and the tunnel accepted, the gateway's address), the UDP port and the VXLAN I flag and VNI.
+/// A frame that equals it there and has a plain, unfragmented 20-byte UDP header with a good
+/// checksum and consistent lengths passes every check the full one would make. Compared as
+/// whole words (native byte order: only equality matters).
+#[derive(Clone, Copy)]
+struct Template {
+    /// Bytes 0..8 and 6..14.
+    eth: [u64; 2],
+    /// Bytes 26..34: source and destination address.
+    ips: u64,
+    /// Bytes 36..38: the UDP destination port.
+    dport: [u8; 2],
+    /// Bytes 42..50 under [`VX_MASK`].
+    vx: u64,
+    port: PortId,
+}
+
+/// `N` bytes at `at` of `h` as a native-order word.
+#[inline(always)]
+fn word<const N: usize>(h: &[u8; MIN_OUTER], at: usize) -> [u8; N] {
+    *h[at..]
+        .first_chunk::<N>()
+        .expect("within the outer headers")
+}
+
+impl Template {
+    fn of(h: &[u8; MIN_OUTER]) -> Template {
+        Template {
+            eth: [
+                u64::from_ne_bytes(word(h, 0)),
+                u64::from_ne_bytes(word(h, 6)),
+            ],
+            ips: u64::from_ne_bytes(word(h, L3 + 12)),
+            dport: word(h, L3 + ipv4::MIN_HEADER_LEN + 2),
+            vx: u64::from_ne_bytes(word(h, INNER_AT - VXLAN_LEN)) & VX_MASK,
+            port: 0,
+        }
+    }
+
+    /// The peer VTEP's address.
+    fn remote(&self) -> [u8; 4] {
+        *self.ips.to_ne_bytes().first_chunk().expect("8 bytes")
+    }
+
+    /// The inner frame of the outer frame `d` (whose bytes are `data`), and its (VLAN, source
+    /// MAC) for learning, if it matches (see [`Template`]). None: for the full check.
+    #[inline(always)]
+    fn take(&self, data: &[u8], d: Desc) -> Option<(Desc, u16, u64)> {
+        let h = data.first_chunk::<MIN_OUTER>()?;
+        if u64::from_ne_bytes(word(h, 0)) != self.eth[0]
+            || u64::from_ne_bytes(word(h, 6)) != self.eth[1]
+            || u64::from_ne_bytes(word(h, L3 + 12)) != self.ips
+            || word::<2>(h, L3 + ipv4::MIN_HEADER_LEN + 2) != self.dport
+            || u64::from_ne_bytes(word(h, INNER_AT - VXLAN_LEN)) & VX_MASK != self.vx
+        {
+            return None;
+        }
+        let ip_h = word::<{ ipv4::MIN_HEADER_LEN }>(h, L3);
+        let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
+        let total = usize::from(ip.total_len());
+        let udp = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]);
+        if ip_h[0] != 0x45
+            || ip.ip_protocol() != IpProtocol::UDP
+            || ip.is_fragment()
+            || total < MIN_OUTER - L3
+            || total > data.len() - L3
+            || usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN
+            || !ipv4::checksum_ok(&ip_h)
+        {
+            return None;
+        }
+        let inner_bytes = data.get(INNER_AT..L3 + total)?;
+        let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
+        let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
+        let inner = Desc::new(d.addr + INNER_AT as u64, (total + L3 - INNER_AT) as u32);
+        Some((inner, vlan, src))
+    }
 }
 
 /// The metadata `ethernet-input` would give an untagged IPv4 frame on the underlay.
@@ -206,36 +329,4 @@ fn outer_meta(desc: Desc, src: u64, dst: u64) -> Meta {
         dest: Dest::Normal,
         raw: false,
     }
-}
-
-/// The inner frame of the outer frame `d` (whose bytes are `data`; IPv4 without options,
-/// `total` bytes, from `remote`) if it is VXLAN for the tunnel of `hit` (the burst's last
-/// accepted one: same UDP port, VNI and remote), with a UDP length that is the IPv4 payload's,
-/// and the inner frame's (VLAN, source MAC) for learning. None: anything else, for
-/// [`vxlan::decap`] to judge.
-#[inline(always)]
-fn decap_hit(
-    data: &[u8],
-    d: Desc,
-    total: usize,
-    remote: [u8; 4],
-    hit: &vxlan::DecapHit,
-) -> Option<(Desc, u16, u64)> {
-    let h = data.first_chunk::<MIN_OUTER>()?;
-    if remote != hit.remote {
-        return None;
-    }
-    let udp = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]);
-    if udp.dst_port() != hit.dport || usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN {
-        return None;
-    }
-    let vx = crate::wire::vxlan::Repr::parse(&h[INNER_AT - VXLAN_LEN..]).ok()?;
-    if vx.vni != hit.vni {
-        return None;
-    }
-    let inner_bytes = data.get(INNER_AT..L3 + total)?;
-    let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
-    let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
-    let inner = Desc::new(d.addr + INNER_AT as u64, (total + L3 - INNER_AT) as u32);
-    Some((inner, vlan, src))
 }
