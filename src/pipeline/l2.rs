@@ -10,61 +10,109 @@ use crate::wire::EtherType;
 
 /// Learn every frame's (VLAN, source MAC) on `in_port` (frames still headed for NORMAL).
 pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
-    let keys = meta
-        .iter()
-        .filter(|m| matches!(m.dest, Dest::Normal))
-        .map(|m| (m.vlan, m.src));
-    learn_keys(dp, bridge, in_port, keys, now);
-}
-
-/// Learn each (VLAN, source MAC) of `keys` on `in_port` of `bridge`, honouring the port's
-/// learning switch and MAC limit.
-#[inline(always)]
-pub(super) fn learn_keys(
-    dp: &mut Datapath,
-    bridge: u16,
-    in_port: PortId,
-    keys: impl Iterator<Item = (u16, u64)>,
-    now: u64,
-) {
-    let limit = match dp.port(in_port) {
-        Some(p) if !p.learn => return,
-        Some(p) => p.mac_limit,
-        None => u32::MAX,
-    };
-    let mut refused = 0u64;
-    let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
+    let Some(mut l) = Learner::new(dp, bridge, in_port, now) else {
         return;
     };
-    let now = now as u32;
     // One-entry cache (VPP's l2-learn does the same): frames of a burst often share a source,
     // and re-learning the same key within one burst changes nothing.
     let mut last = u64::MAX;
-    for (vlan, src) in keys {
-        let key = src | (vlan as u64) << 48;
+    for m in meta {
+        if !matches!(m.dest, Dest::Normal) {
+            continue;
+        }
+        let key = m.src | (m.vlan as u64) << 48;
         if key == last {
             continue;
         }
         last = key;
-        let r = b.fdb.learn_limited(vlan, src, in_port, now, limit);
+        l.learn(m.vlan, m.src);
+    }
+    l.finish();
+}
+
+/// Learn one (VLAN, source MAC) on `in_port` of `bridge` (see [`Learner`]).
+pub(super) fn learn_one(
+    dp: &mut Datapath,
+    bridge: u16,
+    in_port: PortId,
+    (vlan, src): (u16, u64),
+    now: u64,
+) {
+    if let Some(mut l) = Learner::new(dp, bridge, in_port, now) {
+        l.learn(vlan, src);
+        l.finish();
+    }
+}
+
+/// Learning on one port of one bridge for a burst: the port's learning switch and MAC limit,
+/// the bridge's counters, and the record of what other workers must learn too.
+struct Learner<'a> {
+    fdb_bridge: &'a mut crate::datapath::Bridge,
+    port: Option<&'a mut crate::datapath::PortState>,
+    learned_out: &'a mut Option<Vec<Learned>>,
+    bridge: u16,
+    in_port: PortId,
+    limit: u32,
+    now: u32,
+    refused: u64,
+}
+
+impl<'a> Learner<'a> {
+    /// None: nothing to learn (the port does not learn, or the bridge is gone).
+    #[inline(always)]
+    fn new(dp: &'a mut Datapath, bridge: u16, in_port: PortId, now: u64) -> Option<Learner<'a>> {
+        let port = dp.ports.get_mut(in_port as usize).and_then(|p| p.as_mut());
+        let limit = match &port {
+            Some(p) if !p.learn => return None,
+            Some(p) => p.mac_limit,
+            None => u32::MAX,
+        };
+        let fdb_bridge = dp.bridges.get_mut(bridge as usize)?.as_mut()?;
+        Some(Learner {
+            fdb_bridge,
+            port,
+            learned_out: &mut dp.learned_out,
+            bridge,
+            in_port,
+            limit,
+            now: now as u32,
+            refused: 0,
+        })
+    }
+
+    #[inline(always)]
+    fn learn(&mut self, vlan: u16, src: u64) {
+        let b = &mut *self.fdb_bridge;
+        let r = b
+            .fdb
+            .learn_limited(vlan, src, self.in_port, self.now, self.limit);
         match r {
             Learn::Refreshed | Learn::Static | Learn::Renewed => {}
             Learn::New => b.counters.learned += 1,
             Learn::Moved { .. } => b.counters.moves += 1,
             Learn::Full => b.counters.fdb_full += 1,
             Learn::Collision => b.counters.fdb_collisions += 1,
-            Learn::PortLimit => refused += 1,
+            Learn::PortLimit => self.refused += 1,
         }
-        if let Some(out) = dp.learned_out.as_mut()
+        if let Some(out) = self.learned_out.as_mut()
             && matches!(r, Learn::New | Learn::Moved { .. } | Learn::Renewed)
         {
-            share(out, (bridge, in_port), (vlan, src), matches!(r, Learn::New));
+            share(
+                out,
+                (self.bridge, self.in_port),
+                (vlan, src),
+                matches!(r, Learn::New),
+            );
         }
     }
-    if refused != 0 {
-        b.counters.mac_limit += refused;
-        if let Some(p) = dp.port_mut(in_port) {
-            p.counters.mac_limit_refused += refused;
+
+    #[inline(always)]
+    fn finish(self) {
+        if self.refused != 0 {
+            self.fdb_bridge.counters.mac_limit += self.refused;
+            if let Some(p) = self.port {
+                p.counters.mac_limit_refused += self.refused;
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The packet pipeline: one burst from one port runs through each stage before the next (VPP's
-//! vector processing): ingress (parse, VLAN, checksum completion) -> learn -> forward (FDB
+//! vector processing): with tunnels, `vxlan4-input` (VXLAN to a VTEP's gateway taken off the
+//! burst and decapsulated) -> ingress (parse, VLAN, checksum completion) -> learn -> forward (FDB
 //! lookup, or to the gateway) -> l3 (gateway ARP/ICMP, routing) -> output (egress VLAN, MTU,
 //! per-port queues).
 //!

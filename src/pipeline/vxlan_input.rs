@@ -197,7 +197,7 @@ fn full_check(
             // `ethernet-input` drops and counts it.
             return Full::Keep;
         }
-        l2::learn_keys(dp, u.bridge, b.in_port, std::iter::once((0, src)), b.now);
+        l2::learn_one(dp, u.bridge, b.in_port, (0, src), b.now);
         b.last_src = src;
     }
     let remote = ip.src();
