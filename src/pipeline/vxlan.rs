@@ -419,11 +419,11 @@ impl Outer {
 /// burst, so the next such frame skips the tunnel scans and the remote check.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct DecapHit {
-    pub local: [u8; 4],
-    pub dport: u16,
-    pub vni: u32,
-    pub remote: [u8; 4],
-    pub port: PortId,
+    local: [u8; 4],
+    dport: u16,
+    vni: u32,
+    remote: [u8; 4],
+    port: PortId,
 }
 
 /// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)
