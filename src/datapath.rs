@@ -693,20 +693,10 @@ impl Datapath {
             .filter(|(_, p)| p.tunnel.is_some())
             .map(|(id, _)| id)
             .collect();
-        let mut udp: Vec<u16> = self
-            .ports()
-            .filter_map(|(_, p)| p.tunnel.as_ref().map(|t| t.conf.dst_port))
-            .collect();
-        udp.sort_unstable();
-        udp.dedup();
-        self.tunnel_udp_ports = udp;
-        let mut locals: Vec<[u8; 4]> = self
-            .ports()
-            .filter_map(|(_, p)| p.tunnel.as_ref().map(|t| t.conf.local_ip))
-            .collect();
-        locals.sort_unstable();
-        locals.dedup();
-        self.tunnel_locals = locals;
+        let tunnels = || self.ports().filter_map(|(_, p)| p.tunnel.as_ref());
+        let udp = sorted_distinct(tunnels().map(|t| t.conf.dst_port));
+        let locals = sorted_distinct(tunnels().map(|t| t.conf.local_ip));
+        (self.tunnel_udp_ports, self.tunnel_locals) = (udp, locals);
         self.update_all_l3_mtu();
     }
 
@@ -913,6 +903,14 @@ pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The distinct items of `it`, sorted.
+fn sorted_distinct<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = it.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 #[cfg(test)]

@@ -58,6 +58,16 @@ fn net() -> Net {
     Net { h, ul, a, vx, gw }
 }
 
+impl Net {
+    /// Receive `burst` on the uplink as one burst and run it.
+    fn uplink_burst(&mut self, burst: &[Vec<u8>]) {
+        for f in burst {
+            self.h.ports[self.ul as usize].inject(f);
+        }
+        self.h.run();
+    }
+}
+
 /// An outer VXLAN packet from `src` to LOCAL carrying `inner`.
 fn vxlan_pkt(gw: MacAddr, src: [u8; 4], flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut payload = vec![flags, 0, 0, 0];
@@ -194,10 +204,7 @@ fn a_burst_of_mixed_vteps_is_checked_frame_by_frame() {
         vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4)),
         vxlan_pkt(n.gw, R3, 0x08, 42, &inner(5)),
     ];
-    for f in &burst {
-        n.h.ports[n.ul as usize].inject(f);
-    }
-    n.h.run();
+    n.uplink_burst(&burst);
     let out = &n.h.outputs()[n.a as usize];
     let srcs: Vec<u8> = out.iter().map(|f| f[11]).collect();
     assert_eq!(srcs, vec![1, 4, 5], "the good frames, in order");
@@ -357,10 +364,7 @@ fn vxlan_bypass_takes_only_plain_packets() {
         ping,
         vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4)),
     ];
-    for f in &burst {
-        n.h.ports[n.ul as usize].inject(f);
-    }
-    n.h.run();
+    n.uplink_burst(&burst);
     let out = n.h.outputs();
     let srcs: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
     assert_eq!(srcs, vec![1, 4], "the good packets, in order");
@@ -548,10 +552,7 @@ fn vxlan_taken_off_the_port_is_counted_checked_and_learned_as_before() {
             .write(&mut ping, b"hi")
             .unwrap();
         let burst = [plain.clone(), group_src, in_vlan, ping, plain];
-        for f in &burst {
-            n.h.ports[n.ul as usize].inject(f);
-        }
-        n.h.run();
+        n.uplink_burst(&burst);
         let out = n.h.outputs();
         let srcs: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
         assert_eq!(srcs, vec![9, 10, 9], "learns={learns}");
@@ -616,10 +617,7 @@ fn packets_like_the_bursts_last_good_one_are_still_checked_one_by_one() {
         ttl,
         vxlan_pkt(n.gw, R2, 0x08, 42, &inner(7)),
     ];
-    for f in &burst {
-        n.h.ports[n.ul as usize].inject(f);
-    }
-    n.h.run();
+    n.uplink_burst(&burst);
     let out = n.h.outputs();
     let got: Vec<(u8, usize)> = out[n.a as usize].iter().map(|f| (f[11], f.len())).collect();
     assert_eq!(got, vec![(1, 60), (4, 60), (6, 60), (7, 60)]);
