@@ -559,6 +559,15 @@ impl Classifier {
         self.entries.get(id.0 as usize)?.as_ref().map(|e| &e.flow)
     }
 
+    /// The [`super::Single`] decision of a lookup's answer: `Drop` when no flow matched.
+    #[inline]
+    pub fn single(&self, flow: Option<FlowId>) -> super::Single {
+        flow.map_or(super::Single::Drop, |id| {
+            self.get(id)
+                .map_or(super::Single::Many, |f| super::Single::of(&f.actions))
+        })
+    }
+
     /// Add `packets`/`bytes` to a flow's counters and mark it used at `now_ms`.
     #[inline]
     pub fn credit(&self, id: FlowId, packets: u64, bytes: u64, now_ms: u64) {

@@ -125,12 +125,7 @@ impl Emc {
         } else {
             self.misses += 1;
             let flow = cls.lookup_words(table, &words, &super::ext::ExtKey::ZERO);
-            let single = if flow == NONE {
-                Single::Drop
-            } else {
-                cls.get(FlowId(flow))
-                    .map_or(Single::Many, |f| Single::of(&f.actions))
-            };
+            let single = cls.single((flow != NONE).then_some(FlowId(flow)));
             let (kind, port) = single.pack();
             *slot = Slot {
                 words,

@@ -695,10 +695,7 @@ fn first_flow(
         emc.lookup_single(cls, 0, words)
     } else {
         let first = cls.lookup_words_ext(0, &words, &stack.ext);
-        let single = first.map_or(Single::Drop, |id| {
-            cls.get(id).map_or(Single::Many, |f| Single::of(&f.actions))
-        });
-        (first, single)
+        (first, cls.single(first))
     }
 }
 

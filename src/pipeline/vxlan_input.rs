@@ -174,23 +174,13 @@ fn full_check(
         return Full::Keep;
     };
     let eth = ethernet::Frame::new_unchecked(&h[..]);
-    let ip_h = h[L3..]
-        .first_chunk::<{ ipv4::MIN_HEADER_LEN }>()
-        .expect("fits");
-    let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
-    let total = usize::from(ip.total_len());
-    if eth.dst_u64() != u.gw_mac
-        || eth.ethertype() != EtherType::IPV4
-        || ip_h[0] != 0x45
-        || ip.ip_protocol() != IpProtocol::UDP
-        || ip.is_fragment()
-        || ip.dst() != u.gw_ip
-        || total < MIN_OUTER - L3
-        || total > data.len() - L3
-        || !ipv4::checksum_ok(ip_h)
-    {
+    let ip = ipv4::Packet::new_unchecked(&h[L3..L3 + ipv4::MIN_HEADER_LEN]);
+    if eth.dst_u64() != u.gw_mac || eth.ethertype() != EtherType::IPV4 || ip.dst() != u.gw_ip {
         return Full::Keep;
     }
+    let Some(total) = plain_udp(h, data.len()) else {
+        return Full::Keep;
+    };
     let src = eth.src_u64();
     if src != b.last_src {
         if super::ingress::is_group(src) || src == 0 {
@@ -293,18 +283,9 @@ impl Template {
         {
             return None;
         }
-        let ip_h = word::<{ ipv4::MIN_HEADER_LEN }>(h, L3);
-        let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
-        let total = usize::from(ip.total_len());
+        let total = plain_udp(h, data.len())?;
         let udp = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]);
-        if ip_h[0] != 0x45
-            || ip.ip_protocol() != IpProtocol::UDP
-            || ip.is_fragment()
-            || total < MIN_OUTER - L3
-            || total > data.len() - L3
-            || usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN
-            || !ipv4::checksum_ok(&ip_h)
-        {
+        if usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN {
             return None;
         }
         let inner_bytes = data.get(INNER_AT..L3 + total)?;
@@ -313,6 +294,23 @@ impl Template {
         let inner = Desc::new(d.addr + INNER_AT as u64, (total + L3 - INNER_AT) as u32);
         Some((inner, vlan, src))
     }
+}
+
+/// The IPv4 total length of the outer frame whose first bytes are `h` (`len` bytes in all), if
+/// its header is a plain one every taken packet needs: 20 bytes, UDP, not a fragment, a total
+/// length that holds an inner Ethernet header and that the frame holds, a good checksum.
+#[inline(always)]
+fn plain_udp(h: &[u8; MIN_OUTER], len: usize) -> Option<usize> {
+    let ip_h = word::<{ ipv4::MIN_HEADER_LEN }>(h, L3);
+    let ip = ipv4::Packet::new_unchecked(&ip_h[..]);
+    let total = usize::from(ip.total_len());
+    let plain = ip_h[0] == 0x45
+        && ip.ip_protocol() == IpProtocol::UDP
+        && !ip.is_fragment()
+        && total >= MIN_OUTER - L3
+        && total <= len - L3
+        && ipv4::checksum_ok(&ip_h);
+    plain.then_some(total)
 }
 
 /// The metadata `ethernet-input` would give an untagged IPv4 frame on the underlay.
