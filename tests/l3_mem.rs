@@ -857,6 +857,65 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
     n.h.assert_no_frame_leaked();
 }
 
+/// A translated connection removed in the middle of a burst (the full table early-drops it for
+/// a new one, which takes its slot): the burst's later packets of the removed connection are
+/// looked up again (and start a connection of their own), never translated by what the router
+/// kept for the slot's old connection. (Two things keep that so: the router forgets its kept
+/// connection on a lookup that finds none, and checks the table's removal count; dropping
+/// both fails this test.)
+#[test]
+fn a_connection_dropped_in_a_burst_is_looked_up_again_for_the_rest_of_it() {
+    let mut n = routed();
+    resolved(&mut n);
+    const H_X: [u8; 4] = [10, 0, 1, 5];
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    let one = uvs::conntrack::CtConfig {
+        limit: 1,
+        hash_seed: 7,
+        ..Default::default()
+    };
+    n.h.dp.nat = uvs::nat::Nat::with_config(one).unwrap();
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    let a = |payload: &[u8]| udp4((mac(2), n.gw0), (H_A, 4444), (H_B, 80), 64, payload);
+    let x = |payload: &[u8]| udp4((mac(5), n.gw0), (H_X, 4444), (H_B, 80), 64, payload);
+    n.h.send(n.a, &a(b"open"));
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1);
+    for f in [a(b"a1"), x(b"x1"), a(b"a2"), a(b"a3")] {
+        n.h.ports[n.a as usize].inject(&f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let sent: Vec<(Vec<u8>, u16)> = out[n.b as usize]
+        .iter()
+        .map(|f| {
+            let (ip, t) = ip_of(f);
+            assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
+            let Some(TransportSlice::Udp(u)) = t else {
+                panic!("udp")
+            };
+            let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum after translation");
+            (u.payload().to_vec(), u.source_port())
+        })
+        .collect();
+    let payloads: Vec<&[u8]> = sent.iter().map(|s| s.0.as_slice()).collect();
+    assert_eq!(payloads, [&b"a1"[..], b"x1", b"a2", b"a3"]);
+    let ct = &n.h.dp.nat.ct;
+    // A's first connection made room for X's, X's for A's second: two early drops.
+    assert_eq!(ct.stats().early_dropped, 2);
+    let now = n.h.now as u32;
+    let live: Vec<_> = ct.iter(now).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].orig.src, H_A, "A's packets made a connection again");
+    assert_eq!(live[0].packets[0], 2, "a2 and a3 counted on it");
+    let port = live[0].reply.dport;
+    assert_eq!((sent[2].1, sent[3].1), (port, port), "translated by it");
+    n.h.assert_no_frame_leaked();
+}
+
 /// An ARP in the middle of a burst that changes a neighbour's MAC: the burst's later frames to
 /// that neighbour go to the new MAC (the router forgets its burst decision on ARP). Host X and
 /// host A share port a (a trunk to a LAN); X's packets to A go through the gateway.

@@ -232,6 +232,8 @@ pub struct Conntrack {
     len: usize,
     cursor: usize,
     stats: CtStats,
+    /// Connections removed so far (wrapping): see [`Conntrack::removals`].
+    removals: u64,
 }
 
 impl Conntrack {
@@ -252,6 +254,7 @@ impl Conntrack {
             len: 0,
             cursor: 0,
             stats: CtStats::default(),
+            removals: 0,
         })
     }
 
@@ -343,13 +346,19 @@ impl Conntrack {
         Some((ConnId(slot), dir))
     }
 
-    /// True if connection `id` is live at `now` and holds `key` in direction `dir`: a caller
-    /// that kept an earlier `lookup` answer (a one-entry cache) may reuse it without hashing.
-    /// When false, `lookup` gives the answer (and removes an expired connection).
-    #[inline]
-    pub fn still_holds(&self, id: ConnId, dir: Direction, key: &FlowKey, now: u32) -> bool {
-        self.conn(id)
-            .is_some_and(|c| c.key(dir) == key && !self.expired(c, now))
+    /// How many connections were removed so far (wrapping). A slot's connection, its tuples and
+    /// its translation change only when it is removed, so an answer of [`Conntrack::lookup`]
+    /// kept while this is unchanged still names the same connection (whether it has expired
+    /// since is [`Conntrack::is_live_id`]'s answer).
+    #[inline(always)]
+    pub fn removals(&self) -> u64 {
+        self.removals
+    }
+
+    /// True if connection `id` is live and has not expired at `now`.
+    #[inline(always)]
+    pub fn is_live_id(&self, id: ConnId, now: u32) -> bool {
+        self.conn(id).is_some_and(|c| !self.expired(c, now))
     }
 
     /// The rare path of `lookup`, kept out of line.
@@ -486,6 +495,7 @@ impl Conntrack {
                 self.index.remove(orig.pack());
             }
             let c = self.conns[slot as usize].take();
+            self.removals = self.removals.wrapping_add(1);
             self.free.push(slot);
             self.release_nat(c.and_then(|c| c.nat).as_ref());
             self.stats.collisions += 1;
@@ -606,6 +616,7 @@ impl Conntrack {
         let Some(c) = self.conns.get_mut(id.index()).and_then(Option::take) else {
             return false;
         };
+        self.removals = self.removals.wrapping_add(1);
         self.index.remove(c.orig.pack());
         self.index.remove(c.reply.pack());
         self.release_nat(c.nat.as_ref());

@@ -119,8 +119,8 @@ struct Burst {
     last_route: Option<([u8; 4], Option<Route>, bool)>,
     /// Last source checked by the reverse-path filter, and the verdict.
     last_rp: Option<([u8; 4], bool)>,
-    /// Last tracked connection found: the packet's key, the connection and the direction.
-    last_ct: Option<(FlowKey, ConnId, Direction)>,
+    /// Last tracked connection found, and its translation (see [`CtHit`]).
+    last_ct: Option<CtHit>,
     /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
     last_fdb: Option<(u16, u64, Option<PortId>)>,
     /// Last tunnel VXLAN was decapsulated for.
@@ -132,6 +132,21 @@ struct Burst {
     /// The burst's last routed destination (untranslated, or a tracked connection's after
     /// translation) and everything decided for it (see [`HopHit`]).
     last_hop: Option<HopHit>,
+}
+
+/// A tracked connection `lookup` found for a packet's tuple, kept for the burst's next packets
+/// with that tuple: the connection's tuples never change while it lives, and its slot holds
+/// it until it is removed, so while the table counts no removal since (`Conntrack::removals`)
+/// and it has not expired, the answer and the translation (the new tuple and the checksum
+/// deltas, worked out once) are `lookup`'s.
+#[derive(Clone, Copy)]
+struct CtHit {
+    key: FlowKey,
+    id: ConnId,
+    dir: Direction,
+    removals: u64,
+    /// None: the packet leaves with its own tuple.
+    translation: Option<nat::Translation>,
 }
 
 /// What routing decided for a destination (after any translation of a tracked connection's
@@ -167,23 +182,28 @@ impl Burst {
         }
     }
 
-    /// `Conntrack::lookup` through the one-entry cache (re-checked with `still_holds`, so the
-    /// answer is the one `lookup` would give).
+    /// `Conntrack::lookup` through the one-entry cache, with the translation of the packet's
+    /// direction worked out once (see [`CtHit`]).
     #[inline(always)]
-    fn ct_lookup(
-        &mut self,
-        ct: &mut Conntrack,
-        k: &FlowKey,
-        now: u32,
-    ) -> Option<(ConnId, Direction)> {
-        if let Some((ck, id, dir)) = self.last_ct
-            && ck == *k
-            && ct.still_holds(id, dir, k, now)
+    fn ct_lookup(&mut self, ct: &mut Conntrack, k: &FlowKey, now: u32) -> Option<CtHit> {
+        if let Some(h) = self.last_ct
+            && h.key == *k
+            && h.removals == ct.removals()
+            && ct.is_live_id(h.id, now)
         {
-            return Some((id, dir));
+            return Some(h);
         }
-        let r = ct.lookup(k, now);
-        self.last_ct = r.map(|(id, dir)| (*k, id, dir));
+        let r = ct.lookup(k, now).map(|(id, dir)| {
+            let to = ct.conn(id).map_or(*k, |c| c.rewrite(dir));
+            CtHit {
+                key: *k,
+                id,
+                dir,
+                removals: ct.removals(),
+                translation: (to != *k).then(|| nat::Translation::new(k, &to)),
+            }
+        });
+        self.last_ct = r;
         r
     }
 
@@ -350,19 +370,15 @@ fn ip_in(
             dst = ipv4::Packet::new_unchecked(&*ip).dst();
         }
     }
-    let tracked = key.and_then(|(k, flags)| {
-        burst
-            .ct_lookup(&mut dp.nat.ct, &k, now)
-            .map(|(id, dir)| (k, flags, id, dir))
-    });
+    let tracked =
+        key.and_then(|(k, flags)| burst.ct_lookup(&mut dp.nat.ct, &k, now).map(|h| (h, flags)));
     let mut dnat = None;
-    if let Some((k, flags, id, dir)) = tracked {
-        let to = dp.nat.ct.conn(id).map(|c| c.rewrite(dir)).unwrap_or(k);
-        dp.nat.ct.update(id, dir, total as u32, flags, now);
-        if to != k {
-            nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &k, &to);
+    if let Some((h, flags)) = tracked {
+        dp.nat.ct.update(h.id, h.dir, total as u32, flags, now);
+        if let Some(t) = &h.translation {
+            t.apply(&mut frames.data_mut(m.desc)[l3..l3 + total], hl);
+            dst = t.to.dst;
         }
-        dst = to.dst;
     } else if let Some((k, _)) = key {
         dnat = dp.nat.dest_for(k.proto, k.dst, k.dport, |b| {
             dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip)

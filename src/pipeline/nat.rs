@@ -3,9 +3,9 @@
 //! `wire` views (`ipv4::Packet`, `transport::Ports`, `icmp::Message`): no raw offsets here.
 
 use crate::conntrack::{Conntrack, Direction, FlowKey};
-use crate::wire::icmp;
-use crate::wire::ipv4::Packet;
-use crate::wire::transport::Ports;
+use crate::wire::ipv4::{self, Packet};
+use crate::wire::transport::{self, Ports};
+use crate::wire::{IpProtocol, icmp};
 
 /// The packet's 5-tuple and TCP flags, for TCP, UDP and ICMP echo; None for other protocols,
 /// fragments and truncated L4 headers. `ip` is the IPv4 packet (header length `hl`, total
@@ -29,16 +29,68 @@ fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
     Some((key, l4.tcp_flags()))
 }
 
+/// How packets carrying one tuple are rewritten to another, worked out once (which fields
+/// change, the RFC 1624 checksum deltas) and applied to each packet that carries `from`: a
+/// connection's packets in one direction all take the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Translation {
+    /// The tuple the packet leaves with.
+    pub to: FlowKey,
+    /// An address changes: both are written, `ip_delta` added to the header checksum.
+    addrs: bool,
+    ip_delta: u64,
+    /// A port (an echo's identifier) changes: both are written.
+    ports: bool,
+    /// Added to the transport checksum (addresses of the pseudo-header and ports).
+    l4_delta: u64,
+}
+
+impl Translation {
+    /// The translation from tuple `from` to tuple `to` (same protocol).
+    #[inline]
+    pub fn new(from: &FlowKey, to: &FlowKey) -> Translation {
+        let (addrs, ip_delta) = ipv4::addrs_change((from.src, from.dst), (to.src, to.dst));
+        let (ports, l4_delta) = transport::ports_change(
+            IpProtocol(from.proto),
+            (from.sport, from.dport),
+            (to.sport, to.dport),
+            ip_delta,
+        );
+        Translation {
+            to: *to,
+            addrs,
+            ip_delta,
+            ports,
+            l4_delta,
+        }
+    }
+
+    /// Rewrite `ip` (an IPv4 packet with header length `hl` whose tuple is this translation's
+    /// `from`, as [`flow_key`] read it) to `to`, keeping the IP and transport checksums right.
+    #[inline(always)]
+    pub fn apply(&self, ip: &mut [u8], hl: usize) {
+        let (header, l4) = ip.split_at_mut(hl);
+        if self.addrs {
+            Packet::new_unchecked(header).put_addrs(self.to.src, self.to.dst, self.ip_delta);
+        }
+        let mut p = Ports::new_unchecked(IpProtocol(self.to.proto), l4);
+        if self.ports {
+            p.put_ports(self.to.sport, self.to.dport);
+        }
+        p.add_to_checksum(self.l4_delta);
+    }
+}
+
 /// Rewrite the packet from tuple `from` to tuple `to` (addresses, ports or ICMP identifier),
 /// keeping the IP and L4 checksums right.
 #[inline]
 pub(super) fn rewrite(ip: &mut [u8], hl: usize, from: &FlowKey, to: &FlowKey) {
-    let (header, l4) = ip.split_at_mut(hl);
-    let mut h = Packet::new_unchecked(header);
-    debug_assert_eq!((h.src(), h.dst()), (from.src, from.dst));
-    // Each checksum is updated once for all the changes (RFC 1624's sums add up).
-    let addr_delta = h.set_addrs(to.src, to.dst);
-    Ports::new_unchecked(h.ip_protocol(), l4).set_ports_after(to.sport, to.dport, addr_delta);
+    debug_assert_eq!(
+        flow_key(ip, hl).map(|(k, _)| k),
+        Some(*from),
+        "the packet carries `from`"
+    );
+    Translation::new(from, to).apply(ip, hl);
 }
 
 /// Translate an ICMP error about a packet of a translated connection: the quoted packet gets

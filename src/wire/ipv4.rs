@@ -35,6 +35,23 @@ pub fn checksum_ok(h: &[u8; MIN_HEADER_LEN]) -> bool {
     super::checksum::fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
 }
 
+/// What changing a header's addresses from (`old_src`, `old_dst`) to (`src`, `dst`) does:
+/// whether they must be written, and the change to a ones'-complement sum over them (RFC 1624,
+/// see `checksum::delta32`) for the header checksum and a pseudo-header checksum to follow.
+/// A change can add 0 (0xffff -> 0x0000 is the same ones'-complement value): the addresses
+/// are still written then, the checksums unchanged.
+#[inline(always)]
+pub fn addrs_change(old: ([u8; 4], [u8; 4]), new: ([u8; 4], [u8; 4])) -> (bool, u64) {
+    let mut delta = 0;
+    if old.0 != new.0 {
+        delta += delta32(old.0, new.0);
+    }
+    if old.1 != new.1 {
+        delta += delta32(old.1, new.1);
+    }
+    (old != new, delta)
+}
+
 /// What a router reads from an IPv4 header, after [`summary`] checked it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Summary {
@@ -320,29 +337,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.put_checksum(c);
     }
 
-    /// Write both addresses and update the header checksum once; returns the change they
-    /// make to a sum (see `checksum::delta32`), for a pseudo-header checksum to follow
-    /// (`Ports::apply_delta`). Unchanged addresses add nothing.
+    /// Write both addresses and add `delta` (from [`addrs_change`], for these addresses) to
+    /// the header checksum: one update for both.
     #[inline(always)]
-    pub fn set_addrs(&mut self, src: [u8; 4], dst: [u8; 4]) -> u64 {
-        let (old_src, old_dst) = (self.src(), self.dst());
-        let mut delta = 0;
-        if old_src != src {
-            delta += delta32(old_src, src);
-        }
-        if old_dst != dst {
-            delta += delta32(old_dst, dst);
-        }
-        // A change can add 0 (0xffff -> 0x0000 is the same one's-complement value): written
-        // whenever an address differs, the checksum then unchanged.
-        if old_src != src || old_dst != dst {
-            let b = self.buffer.as_mut();
-            b[field::SRC].copy_from_slice(&src);
-            b[field::DST].copy_from_slice(&dst);
-            let c = apply_delta(self.checksum(), delta);
-            self.put_checksum(c);
-        }
-        delta
+    pub fn put_addrs(&mut self, src: [u8; 4], dst: [u8; 4], delta: u64) {
+        let b = self.buffer.as_mut();
+        b[field::SRC].copy_from_slice(&src);
+        b[field::DST].copy_from_slice(&dst);
+        let c = apply_delta(self.checksum(), delta);
+        self.put_checksum(c);
     }
 
     /// Set the destination address; as [`Packet::set_src`].
@@ -552,18 +555,27 @@ mod tests {
         p.set_src([10, 1, 2, 3]);
         p.set_dst([172, 16, 0, 9]);
         p.set_ident(0xfffe);
+        // Through `addrs_change` and `put_addrs`, as NAT's translation writes them.
+        let set_addrs = |p: &mut Packet<&mut [u8]>, src, dst| {
+            let (write, delta) = addrs_change((p.src(), p.dst()), (src, dst));
+            if write {
+                p.put_addrs(src, dst, delta);
+            }
+            delta
+        };
         assert_eq!(
-            p.set_addrs([10, 1, 2, 3], [172, 16, 0, 9]),
+            set_addrs(&mut p, [10, 1, 2, 3], [172, 16, 0, 9]),
             0,
             "nothing changed"
         );
-        assert_ne!(p.set_addrs([10, 9, 2, 3], [172, 16, 0, 8]), 0);
+        assert_ne!(set_addrs(&mut p, [10, 9, 2, 3], [172, 16, 0, 8]), 0);
+        assert!(p.verify_checksum());
         // All-ones to all-zeros adds nothing to the sum but is still written.
-        p.set_addrs([255; 4], [172, 16, 0, 9]);
-        assert_eq!(p.set_addrs([0; 4], [172, 16, 0, 9]), 0);
+        set_addrs(&mut p, [255; 4], [172, 16, 0, 9]);
+        assert_eq!(set_addrs(&mut p, [0; 4], [172, 16, 0, 9]), 0);
         assert_eq!(p.src(), [0; 4]);
         assert!(p.verify_checksum());
-        p.set_addrs([10, 1, 2, 3], [172, 16, 0, 9]);
+        set_addrs(&mut p, [10, 1, 2, 3], [172, 16, 0, 9]);
         p.set_tos_bits(0xfc, 0xb8);
         p.set_tos_bits(0x03, 0x01);
         assert_eq!(p.tos(), 0xb9);

@@ -13,6 +13,31 @@
 use super::checksum::{apply_delta, delta16, update16, update32};
 use super::{IpProtocol, Result, WireError, be16, icmp};
 
+/// What changing a `proto` packet's ports from `old` to `new` (an echo: its identifier, the
+/// first of each pair; it has no destination port) does: whether they must be written, and the
+/// change to its checksum, counting `addr_delta`, what its addresses' change made to the
+/// pseudo-header's sum (`ipv4::addrs_change`; ignored for ICMP, which has none). A port going
+/// 0xffff -> 0 adds nothing to the sum but is still written.
+#[inline(always)]
+pub fn ports_change(
+    proto: IpProtocol,
+    old: (u16, u16),
+    new: (u16, u16),
+    addr_delta: u64,
+) -> (bool, u64) {
+    let icmp = proto == IpProtocol::ICMP;
+    let mut delta = if icmp { 0 } else { addr_delta };
+    let src_changed = old.0 != new.0;
+    let dst_changed = old.1 != new.1 && !icmp;
+    if src_changed {
+        delta += delta16(old.0, new.0);
+    }
+    if dst_changed {
+        delta += delta16(old.1, new.1);
+    }
+    (src_changed || dst_changed, delta)
+}
+
 /// A view over the ports and checksum of a transport header.
 #[derive(Debug, Clone)]
 pub struct Ports<T: AsRef<[u8]>> {
@@ -120,29 +145,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
         self.update(|c| update16(c, old, port));
     }
 
-    /// Write the ports (an echo: its identifier) and update the checksum once for them and for
-    /// `addr_delta`, the change the addresses of the pseudo-header made (from
-    /// `ipv4::Packet::set_addrs`; ignored for ICMP, which has no pseudo-header).
+    /// Add `delta` (see [`ports_change`]) to the checksum, if there is one (UDP's may be 0:
+    /// none); a delta of 0 leaves it as it is.
     #[inline(always)]
-    pub fn set_ports_after(&mut self, src: u16, dst: u16, addr_delta: u64) {
-        let (old_src, old_dst) = (self.src_port(), self.dst_port());
-        let mut delta = if self.proto == IpProtocol::ICMP {
-            0
-        } else {
-            addr_delta
-        };
-        let src_changed = old_src != src;
-        let dst_changed = old_dst != dst && self.proto != IpProtocol::ICMP;
-        if src_changed {
-            delta += delta16(old_src, src);
-        }
-        if dst_changed {
-            delta += delta16(old_dst, dst);
-        }
-        // A port going 0xffff -> 0 adds nothing to the sum: written on any change.
-        if src_changed || dst_changed {
-            self.put_ports(src, dst);
-        }
+    pub fn add_to_checksum(&mut self, delta: u64) {
         if delta != 0 {
             self.update(|c| apply_delta(c, delta));
         }
@@ -259,10 +265,14 @@ mod tests {
                 };
                 l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
                 assert!(valid(proto, s, d, &l4));
-                let delta = crate::wire::checksum::delta32(s, nat);
-                Ports::new_checked(proto, &mut l4[..])
-                    .unwrap()
-                    .set_ports_after(sport, dport, delta);
+                let (_, addr_delta) = crate::wire::ipv4::addrs_change((s, d), (nat, d));
+                let mut p = Ports::new_checked(proto, &mut l4[..]).unwrap();
+                let old = (p.src_port(), p.dst_port());
+                let (write, delta) = ports_change(proto, old, (sport, dport), addr_delta);
+                if write {
+                    p.put_ports(sport, dport);
+                }
+                p.add_to_checksum(delta);
                 let p = Ports::new_checked(proto, &l4[..]).unwrap();
                 let want_dport = if proto == IpProtocol::ICMP { 0 } else { dport };
                 assert_eq!((p.src_port(), p.dst_port()), (sport, want_dport));
