@@ -857,6 +857,109 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
     n.h.assert_no_frame_leaked();
 }
 
+/// One TCP connection's segments in one burst through masquerade: each translated with its own
+/// checksum, counted with its own length, and its flags moving the connection's state as they
+/// would alone (a FIN in the burst's middle starts closing it; the reply direction's segments
+/// in their own burst go back to the client).
+#[test]
+fn a_burst_of_one_tcp_connection_is_tracked_segment_by_segment() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    let (gw0, gw1) = (n.gw0, n.gw1);
+    let seg = |from_a: bool, flags: &str, port: u16, payload: &[u8]| {
+        let mut f = Vec::new();
+        let b = if from_a {
+            PacketBuilder::ethernet2(mac(2), gw0.0)
+                .ipv4(H_A, H_B, 64)
+                .tcp(40000, 443, 7, 1000)
+        } else {
+            PacketBuilder::ethernet2(mac(3), gw1.0)
+                .ipv4(H_B, GW1, 64)
+                .tcp(443, port, 9, 1000)
+        };
+        let b = match flags {
+            "S" => b.syn(),
+            "SA" => b.syn().ack(8),
+            "FA" => b.fin().ack(10),
+            "PA" => b.psh().ack(10),
+            _ => b.ack(10),
+        };
+        b.write(&mut f, payload).unwrap();
+        f
+    };
+    // Segments out of `port`: (payload, source port) after checking the translation.
+    let seen = |frames: &[Vec<u8>], to_b: bool| -> Vec<(Vec<u8>, u16, u16)> {
+        frames
+            .iter()
+            .map(|f| {
+                let (ip, t) = ip_of(f);
+                let want = if to_b { (GW1, H_B) } else { (H_B, H_A) };
+                assert_eq!((ip.source, ip.destination), want, "translated");
+                assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+                let Some(TransportSlice::Tcp(t)) = t else {
+                    panic!("tcp")
+                };
+                let sum = t.to_header().calc_checksum_ipv4(&ip, t.payload()).unwrap();
+                assert_eq!(t.checksum(), sum, "TCP checksum after translation");
+                (t.payload().to_vec(), t.source_port(), t.destination_port())
+            })
+            .collect()
+    };
+    n.h.send(n.a, &seg(true, "S", 0, b""));
+    let out = n.h.outputs();
+    let syn = seen(&out[n.b as usize], true);
+    let port = syn[0].1;
+    n.h.send(n.b, &seg(false, "SA", port, b""));
+    let out = n.h.outputs();
+    assert_eq!(
+        seen(&out[n.a as usize], false)[0].2,
+        40000,
+        "SYN-ACK back to A"
+    );
+    let burst = [
+        seg(true, "A", 0, b""),
+        seg(true, "PA", 0, b"one"),
+        seg(true, "FA", 0, b"two!"),
+        seg(true, "A", 0, b""),
+    ];
+    for f in &burst {
+        n.h.ports[n.a as usize].inject(f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let sent = seen(&out[n.b as usize], true);
+    let payloads: Vec<&[u8]> = sent.iter().map(|s| s.0.as_slice()).collect();
+    assert_eq!(payloads, [&b""[..], b"one", b"two!", b""]);
+    assert!(sent.iter().all(|s| (s.1, s.2) == (port, 443)), "{sent:?}");
+    let now = n.h.now as u32;
+    let live: Vec<_> = n.h.dp.nat.ct.iter(now).collect();
+    assert_eq!(live.len(), 1);
+    let c = &live[0];
+    assert_eq!(c.state, uvs::conntrack::State::FinWait, "the FIN was seen");
+    assert_eq!(c.packets, [5, 1]);
+    let ip_len = |f: &Vec<u8>| (f.len() - 14) as u64;
+    let sent_bytes: u64 = ip_len(&seg(true, "S", 0, b"")) + burst.iter().map(ip_len).sum::<u64>();
+    assert_eq!(
+        c.bytes[0], sent_bytes,
+        "each segment counted with its own length"
+    );
+    // The reply direction's burst, translated back to A.
+    for p in [&b"r1"[..], b"r22"] {
+        n.h.ports[n.b as usize].inject(&seg(false, "A", port, p));
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let back = seen(&out[n.a as usize], false);
+    let got: Vec<(&[u8], u16)> = back.iter().map(|s| (s.0.as_slice(), s.2)).collect();
+    assert_eq!(got, [(&b"r1"[..], 40000), (&b"r22"[..], 40000)]);
+    n.h.assert_no_frame_leaked();
+}
+
 /// A translated connection removed in the middle of a burst (the full table early-drops it for
 /// a new one, which takes its slot): the burst's later packets of the removed connection are
 /// looked up again (and start a connection of their own), never translated by what the router

@@ -328,7 +328,7 @@ impl Conntrack {
         self.conns.get(id.index())?.as_ref()
     }
 
-    #[inline]
+    #[inline(always)]
     fn expired(&self, c: &Conn, now: u32) -> bool {
         now.saturating_sub(c.last_seen) >= self.timeouts.of(c.orig.proto, c.state)
     }
@@ -358,7 +358,10 @@ impl Conntrack {
     /// True if connection `id` is live and has not expired at `now`.
     #[inline(always)]
     pub fn is_live_id(&self, id: ConnId, now: u32) -> bool {
-        self.conn(id).is_some_and(|c| !self.expired(c, now))
+        match self.conns.get(id.index()) {
+            Some(Some(c)) => !self.expired(c, now),
+            _ => false,
+        }
     }
 
     /// The rare path of `lookup`, kept out of line.

@@ -142,6 +142,8 @@ struct Burst {
 #[derive(Clone, Copy)]
 struct CtHit {
     key: FlowKey,
+    /// The packet's tuple bytes (TCP, UDP): the burst's next packets are compared by these.
+    bytes: Option<nat::TupleBytes>,
     id: ConnId,
     dir: Direction,
     removals: u64,
@@ -183,9 +185,15 @@ impl Burst {
     }
 
     /// `Conntrack::lookup` through the one-entry cache, with the translation of the packet's
-    /// direction worked out once (see [`CtHit`]).
+    /// direction worked out once (see [`CtHit`]). `bytes`: the packet's tuple bytes.
     #[inline(always)]
-    fn ct_lookup(&mut self, ct: &mut Conntrack, k: &FlowKey, now: u32) -> Option<CtHit> {
+    fn ct_lookup(
+        &mut self,
+        ct: &mut Conntrack,
+        k: &FlowKey,
+        bytes: Option<nat::TupleBytes>,
+        now: u32,
+    ) -> Option<CtHit> {
         if let Some(h) = self.last_ct
             && h.key == *k
             && h.removals == ct.removals()
@@ -197,6 +205,7 @@ impl Burst {
             let to = ct.conn(id).map_or(*k, |c| c.rewrite(dir));
             CtHit {
                 key: *k,
+                bytes,
                 id,
                 dir,
                 removals: ct.removals(),
@@ -357,29 +366,38 @@ fn ip_in(
     // a port mapping (DNAT), applied once the route is known.
     // Without rules or tracked connections there is nothing to translate: skip the lookups.
     let nat_on = burst.nat_on;
-    let key = if nat_on {
-        nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl)
-    } else {
-        None
-    };
     let mut dst = dst;
-    if nat_on && key.is_none() {
-        // An ICMP error about a translated packet goes back to its real sender.
-        let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
-        if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
-            dst = ipv4::Packet::new_unchecked(&*ip).dst();
+    let mut tracked = false;
+    let mut key = None;
+    if nat_on {
+        if let Some(to) = same_conn(dp, frames, burst, m, (l3, hl, total), now) {
+            tracked = true;
+            dst = to;
+        } else {
+            let ip = &frames.data(m.desc)[l3..l3 + total];
+            key = nat::flow_key(ip, hl);
+            let bytes = key.and_then(|_| nat::tuple_bytes(ip, hl)).map(|(b, _)| b);
+            if key.is_none() {
+                // An ICMP error about a translated packet goes back to its real sender.
+                let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+                if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
+                    dst = ipv4::Packet::new_unchecked(&*ip).dst();
+                }
+            }
+            if let Some((k, flags)) = key
+                && let Some(h) = burst.ct_lookup(&mut dp.nat.ct, &k, bytes, now)
+            {
+                tracked = true;
+                dp.nat.ct.update(h.id, h.dir, total as u32, flags, now);
+                if let Some(t) = &h.translation {
+                    t.apply(&mut frames.data_mut(m.desc)[l3..l3 + total], hl);
+                    dst = t.to.dst;
+                }
+            }
         }
     }
-    let tracked =
-        key.and_then(|(k, flags)| burst.ct_lookup(&mut dp.nat.ct, &k, now).map(|h| (h, flags)));
     let mut dnat = None;
-    if let Some((h, flags)) = tracked {
-        dp.nat.ct.update(h.id, h.dir, total as u32, flags, now);
-        if let Some(t) = &h.translation {
-            t.apply(&mut frames.data_mut(m.desc)[l3..l3 + total], hl);
-            dst = t.to.dst;
-        }
-    } else if let Some((k, _)) = key {
+    if !tracked && let Some((k, _)) = key {
         dnat = dp.nat.dest_for(k.proto, k.dst, k.dport, |b| {
             dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip)
         });
@@ -388,12 +406,12 @@ fn ip_in(
         }
     }
     // A tracked connection's packet, translated: the rest is plain routing to `dst`.
-    if tracked.is_some() && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
+    if tracked && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
         return Ok(());
     }
     let (route, local) = burst.route(dp, dst);
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
-    if tracked.is_none() && dnat.is_none() && local {
+    if !tracked && dnat.is_none() && local {
         if !dp.tunnels.is_empty()
             && let Some((port, inner)) =
                 vxlan::decap(dp, frames, m, (hl, total), &mut burst.last_decap)?
@@ -448,9 +466,7 @@ fn ip_in(
         return Err(DropReason::NoGateway);
     };
     // NAT, second half: a new connection that a rule translates is tracked and rewritten.
-    if tracked.is_none()
-        && let Some((k, flags)) = key
-    {
+    if !tracked && let Some((k, flags)) = key {
         let pool_of = |pools: [crate::conntrack::PoolId; 3]| match k.proto {
             PROTO_TCP => pools[0],
             PROTO_UDP => pools[1],
@@ -553,7 +569,7 @@ fn ip_in(
     // Routed to a resolved neighbour, untranslated or as a tracked connection's packet (a new
     // connection's NAT decision is the frame's own): the rest of the burst's frames to `dst`
     // that need no NAT decision either reuse it.
-    if resolved && (!nat_on || tracked.is_some()) {
+    if resolved && (!nat_on || tracked) {
         burst.last_hop = Some(HopHit {
             dst,
             mtu,
@@ -563,6 +579,37 @@ fn ip_in(
         });
     }
     Ok(())
+}
+
+/// A packet of the connection the burst's last tracked packet belonged to, in the same
+/// direction ([`CtHit`]), which its tuple bytes tell (`nat::tuple_bytes`: TCP and UDP, whole,
+/// not a fragment) without a key: counted on the connection and translated. Returns its
+/// destination after translation; None (nothing done): `flow_key` and `Burst::ct_lookup` tell.
+#[inline(always)]
+fn same_conn(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    burst: &Burst,
+    m: &Meta,
+    (l3, hl, total): (usize, usize, usize),
+    now: u32,
+) -> Option<[u8; 4]> {
+    let h = burst.last_ct.as_ref()?;
+    let want = h.bytes?;
+    let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+    let (b, flags) = nat::tuple_bytes(ip, hl)?;
+    let ct = &mut dp.nat.ct;
+    if b != want || h.removals != ct.removals() || !ct.is_live_id(h.id, now) {
+        return None;
+    }
+    ct.update(h.id, h.dir, total as u32, flags, now);
+    Some(match &h.translation {
+        Some(t) => {
+            t.apply(ip, hl);
+            t.to.dst
+        }
+        None => h.key.dst,
+    })
 }
 
 /// Route `m` (IPv4 to `dst` with `ttl`, `total` bytes long) as the burst's last hop `h`

@@ -29,6 +29,44 @@ fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
     Some((key, l4.tcp_flags()))
 }
 
+/// A TCP or UDP packet's tuple as its bytes sit in the packet: both addresses, both ports (the
+/// transport header's first four bytes) and the protocol, compared without building a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TupleBytes {
+    addrs: u64,
+    ports: u32,
+    proto: u8,
+}
+
+/// The tuple bytes and TCP flags of a TCP or UDP packet `ip` (header length `hl`, total length
+/// checked by the caller) that [`flow_key`] gives a key: not a fragment, its transport header
+/// whole (TCP 20 bytes, UDP 8). Two such packets with equal bytes have equal keys, and the
+/// flags are `flow_key`'s. None for anything else (ICMP among them, whose key is not a run of
+/// bytes), which then takes `flow_key`.
+#[inline(always)]
+pub(super) fn tuple_bytes(ip: &[u8], hl: usize) -> Option<(TupleBytes, u8)> {
+    let h = ip.first_chunk::<20>()?;
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let l4 = ip.get(hl..)?;
+    let flags = match IpProtocol(h[9]) {
+        IpProtocol::TCP if l4.len() >= 20 => l4[13],
+        IpProtocol::UDP if l4.len() >= 8 => 0,
+        _ => return None,
+    };
+    let addrs = u64::from_ne_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
+    let ports = u32::from_ne_bytes([l4[0], l4[1], l4[2], l4[3]]);
+    Some((
+        TupleBytes {
+            addrs,
+            ports,
+            proto: h[9],
+        },
+        flags,
+    ))
+}
+
 /// How packets carrying one tuple are rewritten to another, worked out once (which fields
 /// change, the RFC 1624 checksum deltas) and applied to each packet that carries `from`: a
 /// connection's packets in one direction all take the same one.
@@ -232,6 +270,68 @@ mod tests {
             check(&ip);
             assert_eq!(flow_key(&ip, 20).unwrap().0, to);
         }
+    }
+
+    /// `tuple_bytes` against `flow_key` on TCP, UDP and ICMP packets with and without options,
+    /// mutated (protocol, fragment bits, ports, addresses, flags) and cut short: bytes only where
+    /// `flow_key` gives a key and the packet is TCP or UDP, the flags `flow_key`'s, and equal
+    /// bytes only for equal keys.
+    #[test]
+    fn tuple_bytes_agree_with_flow_key() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seen: Vec<(TupleBytes, FlowKey)> = Vec::new();
+        for i in 0..20_000 {
+            let r = rnd();
+            let (src, dst) = ([10, 0, (r & 1) as u8, 2], [10, 0, 2, (r >> 1 & 1) as u8]);
+            let b = PacketBuilder::ipv4(src, dst, 64);
+            let mut ip = Vec::new();
+            let (sp, dp) = ((r >> 2 & 3) as u16 * 0x5555, (r >> 4 & 1) as u16 + 80);
+            match r >> 5 & 3 {
+                0 => b.tcp(sp, dp, 1, 100).write(&mut ip, b"data"),
+                1 => b.udp(sp, dp).write(&mut ip, b"data"),
+                _ => b.icmpv4_echo_request(sp, dp).write(&mut ip, b"data"),
+            }
+            .unwrap();
+            let mut hl = 20;
+            if r >> 7 & 3 == 0 {
+                // Four bytes of options (NOPs): the transport header moves.
+                ip.splice(20..20, [1, 1, 1, 1]);
+                ip[0] = 0x46;
+                hl = 24;
+            }
+            match r >> 9 & 7 {
+                0 => ip[6] |= 0x20,                                       // MF
+                1 => ip[7] |= (r >> 12) as u8 | 1,                        // an offset
+                2 => ip[9] = [6, 17, 1, 47][(r >> 12 & 3) as usize],      // another protocol
+                3 => ip.truncate(hl + (r >> 12) as usize % 21), // a short transport header
+                4 if ip.len() > hl + 13 => ip[hl + 13] = (r >> 12) as u8, // TCP flags
+                _ => {}
+            }
+            let key = flow_key(&ip, hl);
+            let bytes = tuple_bytes(&ip, hl);
+            match (bytes, key) {
+                (Some((b, flags)), Some((k, kflags))) => {
+                    assert!(matches!(k.proto, 6 | 17), "{i}: {k:?}");
+                    assert_eq!(flags, kflags, "{i}");
+                    for (ob, ok) in &seen {
+                        assert_eq!(*ob == b, *ok == k, "{i}: {k:?} and {ok:?}");
+                    }
+                    if seen.len() < 64 && !seen.iter().any(|(ob, _)| *ob == b) {
+                        seen.push((b, k));
+                    }
+                }
+                (None, Some((k, _))) => assert_eq!(k.proto, PROTO_ICMP, "{i}: {k:?}"),
+                (Some(_), None) => panic!("{i}: bytes without a key: {ip:?}"),
+                (None, None) => {}
+            }
+        }
+        assert!(seen.len() >= 32, "enough distinct tuples: {}", seen.len());
     }
 
     #[test]
