@@ -3,6 +3,7 @@
 //! `wire` views (`ipv4::Packet`, `transport::Ports`, `icmp::Message`): no raw offsets here.
 
 use crate::conntrack::{Conntrack, Direction, FlowKey};
+use crate::wire::checksum::fold;
 use crate::wire::ipv4::{self, Packet};
 use crate::wire::transport::{self, Ports};
 use crate::wire::{IpProtocol, icmp};
@@ -76,11 +77,12 @@ pub(super) struct Translation {
     pub to: FlowKey,
     /// An address changes: both are written, `ip_delta` added to the header checksum.
     addrs: bool,
-    ip_delta: u64,
+    /// (Deltas folded to 16 bits: `checksum::apply_folded` adds them in one step.)
+    ip_delta: u16,
     /// A port (an echo's identifier) changes: both are written.
     ports: bool,
     /// Added to the transport checksum (addresses of the pseudo-header and ports).
-    l4_delta: u64,
+    l4_delta: u16,
 }
 
 impl Translation {
@@ -97,9 +99,9 @@ impl Translation {
         Translation {
             to: *to,
             addrs,
-            ip_delta,
+            ip_delta: fold(ip_delta),
             ports,
-            l4_delta,
+            l4_delta: fold(l4_delta),
         }
     }
 

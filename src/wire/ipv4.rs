@@ -1,7 +1,7 @@
 //! IPv4 header view: the fields the switch reads, and setters that keep the header checksum
 //! right (incrementally, RFC 1624, for one field; `fill_checksum` recomputes it whole).
 
-use super::checksum::{apply_delta, delta32, update16, update32};
+use super::checksum::{apply_folded, delta32, update16, update32};
 use super::{Result, WireError};
 
 mod field {
@@ -337,14 +337,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.put_checksum(c);
     }
 
-    /// Write both addresses and add `delta` (from [`addrs_change`], for these addresses) to
-    /// the header checksum: one update for both.
+    /// Write both addresses and add `delta` (from [`addrs_change`], for these addresses, folded
+    /// to 16 bits: `checksum::fold`) to the header checksum: one update for both.
     #[inline(always)]
-    pub fn put_addrs(&mut self, src: [u8; 4], dst: [u8; 4], delta: u64) {
+    pub fn put_addrs(&mut self, src: [u8; 4], dst: [u8; 4], delta: u16) {
         let b = self.buffer.as_mut();
         b[field::SRC].copy_from_slice(&src);
         b[field::DST].copy_from_slice(&dst);
-        let c = apply_delta(self.checksum(), delta);
+        let c = apply_folded(self.checksum(), delta);
         self.put_checksum(c);
     }
 
@@ -559,7 +559,7 @@ mod tests {
         let set_addrs = |p: &mut Packet<&mut [u8]>, src, dst| {
             let (write, delta) = addrs_change((p.src(), p.dst()), (src, dst));
             if write {
-                p.put_addrs(src, dst, delta);
+                p.put_addrs(src, dst, crate::wire::checksum::fold(delta));
             }
             delta
         };

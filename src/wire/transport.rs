@@ -10,7 +10,7 @@
 //! sent as 0xffff (RFC 768). `put_ports` writes ports and leaves the checksum alone, for the
 //! truncated copy of a header an ICMP error quotes.
 
-use super::checksum::{apply_delta, delta16, update16, update32};
+use super::checksum::{apply_folded, delta16, update16, update32};
 use super::{IpProtocol, Result, WireError, be16, icmp};
 
 /// What changing a `proto` packet's ports from `old` to `new` (an echo: its identifier, the
@@ -145,12 +145,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ports<T> {
         self.update(|c| update16(c, old, port));
     }
 
-    /// Add `delta` (see [`ports_change`]) to the checksum, if there is one (UDP's may be 0:
-    /// none); a delta of 0 leaves it as it is.
+    /// Add `delta` (see [`ports_change`], folded to 16 bits: `checksum::fold`) to the
+    /// checksum, if there is one (UDP's may be 0: none); a delta of 0 leaves it as it is.
     #[inline(always)]
-    pub fn add_to_checksum(&mut self, delta: u64) {
+    pub fn add_to_checksum(&mut self, delta: u16) {
         if delta != 0 {
-            self.update(|c| apply_delta(c, delta));
+            self.update(|c| apply_folded(c, delta));
         }
     }
 
@@ -272,7 +272,7 @@ mod tests {
                 if write {
                     p.put_ports(sport, dport);
                 }
-                p.add_to_checksum(delta);
+                p.add_to_checksum(crate::wire::checksum::fold(delta));
                 let p = Ports::new_checked(proto, &l4[..]).unwrap();
                 let want_dport = if proto == IpProtocol::ICMP { 0 } else { dport };
                 assert_eq!((p.src_port(), p.dst_port()), (sport, want_dport));
