@@ -2,12 +2,16 @@
 //! the gateways, one core, batch 32.
 //!
 //!   cargo bench --bench l3_forward            # ns/frame table: routes 1/1k/1M, NAT 1k/1M conns
-//!   cargo bench --bench l3_forward -- --frames N --routes R [--nat --conns C] [--dsts D] --quiet
+//!   cargo bench --bench l3_forward -- --frames N --routes R [--nat --conns C [--flows F]] [--dsts D] --quiet
 //!
 //! `--dsts D` (D >= 1, routed only): frames cycle through D hosts on br1 (10.0.2.2 ..), each
 //! resolved and learned, so with D > 1 every frame goes to another destination than the one
 //! before it and the router's per-burst caches miss (the replay port's cycling costs a few
 //! instructions per frame more than one template).
+//!
+//! `--flows F` (F >= 1, with `--nat`): frames cycle through F UDP source ports of host A, so F
+//! masqueraded connections, and with F > 1 every frame belongs to another connection than the
+//! one before it (the router's per-burst connection cache misses).
 //!
 //! `benches/callgrind.sh l3_forward "--routes 1" "--routes 1000000" "--nat --conns 1000" ...`
 //! gives instructions per frame (setup cancels out: two runs, N and 2N frames).
@@ -73,8 +77,15 @@ impl Rng {
     }
 }
 
-fn run(frames_n: u64, routes: usize, nat: bool, conns: usize, dsts: usize) -> f64 {
+fn run(
+    frames_n: u64,
+    routes: usize,
+    nat: bool,
+    conns: usize,
+    (dsts, flows): (usize, usize),
+) -> f64 {
     assert!((1..=250).contains(&dsts), "--dsts: 1 to 250");
+    assert!((1..=10_000).contains(&flows), "--flows: 1 to 10000");
     let mut frames = Frames::new(4096).unwrap();
     let mut dp = Datapath::new();
     let b0 = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
@@ -149,7 +160,17 @@ fn run(frames_n: u64, routes: usize, nat: bool, conns: usize, dsts: usize) -> f6
             let _ = dp.nat.ct.insert(k, 1);
         }
     }
-    let mut rx = if dsts == 1 {
+    let mut rx = if flows > 1 {
+        let templates: Vec<Vec<u8>> = (0..flows)
+            .map(|i| {
+                // The UDP source port (the template carries no UDP checksum).
+                let mut f = template(gw0);
+                f[34..36].copy_from_slice(&(12345 + i as u16).to_be_bytes());
+                f
+            })
+            .collect();
+        MemPort::replay_cycle(0, &templates, frames_n)
+    } else if dsts == 1 {
         MemPort::replay(0, &template(gw0), frames_n)
     } else {
         let templates: Vec<Vec<u8>> = (0..dsts).map(|i| template_to(gw0, i)).collect();
@@ -174,15 +195,19 @@ fn main() {
             get("--routes").unwrap_or(2) as usize,
             nat,
             get("--conns").unwrap_or(1) as usize,
-            get("--dsts").unwrap_or(1) as usize,
+            (
+                get("--dsts").unwrap_or(1) as usize,
+                get("--flows").unwrap_or(1) as usize,
+            ),
         );
         if !args.iter().any(|a| a == "--quiet") {
             println!("{ns:.1} ns/frame");
         }
         return;
     }
-    let median =
-        |routes: usize, nat: bool, conns: usize| median5(|| run(1_000_000, routes, nat, conns, 1));
+    let median = |routes: usize, nat: bool, conns: usize| {
+        median5(|| run(1_000_000, routes, nat, conns, (1, 1)))
+    };
     println!("| case | ns/frame (median of 5, 1M frames, mem ports included) |");
     println!("|---|---|");
     for routes in [2usize, 1_000, 1_000_000] {

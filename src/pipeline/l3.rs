@@ -60,7 +60,7 @@ pub(super) fn run(
         isolated: b.isolated,
         last_route: None,
         last_rp: None,
-        last_ct: None,
+        conns: [None; CT_SLOTS],
         last_fdb: None,
         last_decap: None,
         nat_on: !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty(),
@@ -119,8 +119,10 @@ struct Burst {
     last_route: Option<([u8; 4], Option<Route>, bool)>,
     /// Last source checked by the reverse-path filter, and the verdict.
     last_rp: Option<([u8; 4], bool)>,
-    /// Last tracked connection found, and its translation (see [`CtHit`]).
-    last_ct: Option<CtHit>,
+    /// Tracked connections found for the burst's TCP and UDP packets, with their translations
+    /// (see [`CtHit`]), in [`CT_SLOTS`] slots chosen by the packets' tuple bytes: a burst of a
+    /// few interleaved connections finds each in its own slot.
+    conns: [Option<CtHit>; CT_SLOTS],
     /// Last next-hop MAC looked up in an egress bridge's FDB: (bridge, VLAN + MAC key, port).
     last_fdb: Option<(u16, u64, Option<PortId>)>,
     /// Last tunnel VXLAN was decapsulated for.
@@ -134,11 +136,20 @@ struct Burst {
     last_hop: Option<HopHit>,
 }
 
+/// Slots of the router's per-burst connection cache ([`Burst::ct_lookup`]).
+const CT_SLOTS: usize = 16;
+
+/// The slot of [`Burst`]'s connection cache for a packet with tuple bytes `b`.
+#[inline(always)]
+fn ct_slot(b: &nat::TupleBytes) -> usize {
+    (b.mix() >> (64 - CT_SLOTS.trailing_zeros())) as usize
+}
+
 /// A tracked connection `lookup` found for a packet's tuple, kept for the burst's next packets
-/// with that tuple: the connection's tuples never change while it lives, and its slot holds
-/// it until it is removed, so while the table counts no removal since (`Conntrack::removals`)
-/// and it has not expired, the answer and the translation (the new tuple and the checksum
-/// deltas, worked out once) are `lookup`'s.
+/// with that tuple: the connection's tuples never change while it lives, and its table slot
+/// holds it until it is removed, so while the table counts no removal since
+/// (`Conntrack::removals`) and it has not expired, the answer and the translation (the new
+/// tuple and the checksum deltas, worked out once) are `lookup`'s.
 #[derive(Clone, Copy)]
 struct CtHit {
     key: FlowKey,
@@ -184,8 +195,10 @@ impl Burst {
         }
     }
 
-    /// `Conntrack::lookup` through the one-entry cache, with the translation of the packet's
-    /// direction worked out once (see [`CtHit`]). `bytes`: the packet's tuple bytes.
+    /// `Conntrack::lookup`, with the translation of the packet's direction worked out once and
+    /// kept for the burst's next packets with the same tuple `bytes` (see [`CtHit`]; the slot's
+    /// earlier connection, if any, is forgotten). Packets without tuple bytes (ICMP) are not
+    /// kept.
     #[inline(always)]
     fn ct_lookup(
         &mut self,
@@ -194,26 +207,20 @@ impl Burst {
         bytes: Option<nat::TupleBytes>,
         now: u32,
     ) -> Option<CtHit> {
-        if let Some(h) = self.last_ct
-            && h.key == *k
-            && h.removals == ct.removals()
-            && ct.is_live_id(h.id, now)
-        {
-            return Some(h);
+        let (id, dir) = ct.lookup(k, now)?;
+        let to = ct.conn(id).map_or(*k, |c| c.rewrite(dir));
+        let h = CtHit {
+            key: *k,
+            bytes,
+            id,
+            dir,
+            removals: ct.removals(),
+            translation: (to != *k).then(|| nat::Translation::new(k, &to)),
+        };
+        if let Some(b) = bytes {
+            self.conns[ct_slot(&b)] = Some(h);
         }
-        let r = ct.lookup(k, now).map(|(id, dir)| {
-            let to = ct.conn(id).map_or(*k, |c| c.rewrite(dir));
-            CtHit {
-                key: *k,
-                bytes,
-                id,
-                dir,
-                removals: ct.removals(),
-                translation: (to != *k).then(|| nat::Translation::new(k, &to)),
-            }
-        });
-        self.last_ct = r;
-        r
+        Some(h)
     }
 
     /// The port of `bridge` that learned `mac` in `vlan` (None: unknown or a group address),
@@ -581,10 +588,11 @@ fn ip_in(
     Ok(())
 }
 
-/// A packet of the connection the burst's last tracked packet belonged to, in the same
-/// direction ([`CtHit`]), which its tuple bytes tell (`nat::tuple_bytes`: TCP and UDP, whole,
-/// not a fragment) without a key: counted on the connection and translated. Returns its
-/// destination after translation; None (nothing done): `flow_key` and `Burst::ct_lookup` tell.
+/// A packet of a connection an earlier packet of the burst found, in the same direction (the
+/// burst's cache slot for its tuple bytes holds it: [`CtHit`]), which its tuple bytes tell
+/// (`nat::tuple_bytes`: TCP and UDP, whole, not a fragment) without a key: counted on the
+/// connection and translated. Returns its destination after translation; None (nothing done):
+/// `flow_key` and `Burst::ct_lookup` tell.
 #[inline(always)]
 fn same_conn(
     dp: &mut Datapath,
@@ -594,12 +602,11 @@ fn same_conn(
     (l3, hl, total): (usize, usize, usize),
     now: u32,
 ) -> Option<[u8; 4]> {
-    let h = burst.last_ct.as_ref()?;
-    let want = h.bytes?;
     let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
     let (b, flags) = nat::tuple_bytes(ip, hl)?;
+    let h = burst.conns[ct_slot(&b)].as_ref()?;
     let ct = &mut dp.nat.ct;
-    if b != want || h.removals != ct.removals() || !ct.is_live_id(h.id, now) {
+    if h.bytes != Some(b) || h.removals != ct.removals() || !ct.is_live_id(h.id, now) {
         return None;
     }
     ct.update(h.id, h.dir, total as u32, flags, now);
