@@ -377,13 +377,16 @@ fn ip_in(
     let mut tracked = false;
     let mut key = None;
     if nat_on {
-        if let Some(to) = same_conn(dp, frames, burst, m, (l3, hl, total), now) {
+        let mut bytes = None;
+        if let Some(to) = same_conn(dp, frames, burst, m, (l3, hl, total), now, &mut bytes) {
             tracked = true;
             dst = to;
         } else {
-            let ip = &frames.data(m.desc)[l3..l3 + total];
-            key = nat::flow_key(ip, hl);
-            let bytes = key.and_then(|_| nat::tuple_bytes(ip, hl)).map(|(b, _)| b);
+            key = match bytes {
+                Some((b, flags)) => Some((b.key(), flags)),
+                None => nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl),
+            };
+            let bytes = bytes.map(|(b, _)| b);
             if key.is_none() {
                 // An ICMP error about a translated packet goes back to its real sender.
                 let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
@@ -592,7 +595,8 @@ fn ip_in(
 /// burst's cache slot for its tuple bytes holds it: [`CtHit`]), which its tuple bytes tell
 /// (`nat::tuple_bytes`: TCP and UDP, whole, not a fragment) without a key: counted on the
 /// connection and translated. Returns its destination after translation; None (nothing done):
-/// `flow_key` and `Burst::ct_lookup` tell.
+/// `miss` holds the packet's tuple bytes and TCP flags if it has them (its key is theirs), for
+/// `Burst::ct_lookup`; else `flow_key` tells.
 #[inline(always)]
 fn same_conn(
     dp: &mut Datapath,
@@ -601,14 +605,22 @@ fn same_conn(
     m: &Meta,
     (l3, hl, total): (usize, usize, usize),
     now: u32,
+    miss: &mut Option<(nat::TupleBytes, u8)>,
 ) -> Option<[u8; 4]> {
     let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
     let (b, flags) = nat::tuple_bytes(ip, hl)?;
-    let h = burst.conns[ct_slot(&b)].as_ref()?;
     let ct = &mut dp.nat.ct;
-    if h.bytes != Some(b) || h.removals != ct.removals() || !ct.is_live_id(h.id, now) {
-        return None;
-    }
+    let h = match &burst.conns[ct_slot(&b)] {
+        Some(h)
+            if h.bytes == Some(b) && h.removals == ct.removals() && ct.is_live_id(h.id, now) =>
+        {
+            h
+        }
+        _ => {
+            *miss = Some((b, flags));
+            return None;
+        }
+    };
     ct.update(h.id, h.dir, total as u32, flags, now);
     Some(match &h.translation {
         Some(t) => {

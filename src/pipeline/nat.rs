@@ -40,6 +40,20 @@ pub(super) struct TupleBytes {
 }
 
 impl TupleBytes {
+    /// The key [`flow_key`] gives the packet these bytes came from.
+    #[inline(always)]
+    pub fn key(&self) -> FlowKey {
+        let a = self.addrs.to_ne_bytes();
+        let p = self.ports.to_ne_bytes();
+        FlowKey::new(
+            self.proto,
+            [a[0], a[1], a[2], a[3]],
+            u16::from_be_bytes([p[0], p[1]]),
+            [a[4], a[5], a[6], a[7]],
+            u16::from_be_bytes([p[2], p[3]]),
+        )
+    }
+
     /// A cheap mix of the bytes (one multiply): callers take its top bits to spread tuples
     /// over a few cache slots.
     #[inline(always)]
@@ -331,6 +345,7 @@ mod tests {
                 (Some((b, flags)), Some((k, kflags))) => {
                     assert!(matches!(k.proto, 6 | 17), "{i}: {k:?}");
                     assert_eq!(flags, kflags, "{i}");
+                    assert_eq!(b.key(), k, "{i}");
                     for (ob, ok) in &seen {
                         assert_eq!(*ob == b, *ok == k, "{i}: {k:?} and {ok:?}");
                     }

@@ -187,16 +187,12 @@ pub fn delta16(old: u16, new: u16) -> u64 {
     u64::from(!old) + u64::from(new)
 }
 
-/// [`delta16`] for a 32-bit field (an IPv4 address).
+/// [`delta16`] for a 32-bit field (an IPv4 address): the field taken as one 32-bit word, which
+/// folds to the same ones'-complement value as its two 16-bit halves (and is 0 exactly when
+/// both halves' deltas are).
 #[inline(always)]
 pub fn delta32(old: [u8; 4], new: [u8; 4]) -> u64 {
-    delta16(
-        u16::from_be_bytes([old[0], old[1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    ) + delta16(
-        u16::from_be_bytes([old[2], old[3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    )
+    u64::from(!u32::from_be_bytes(old)) + u64::from(u32::from_be_bytes(new))
 }
 
 /// The checksum `csum` (as stored) after the changes summed in `delta`.
