@@ -798,19 +798,44 @@ fn a_burst_to_one_destination_is_routed_frame_by_frame() {
     n.h.assert_no_frame_leaked();
 }
 
+/// [`routed`] with both hosts resolved and br0's subnet masqueraded ([`masquerade`]).
+fn masquerading() -> Routed {
+    let mut n = routed();
+    resolved(&mut n);
+    masquerade(&mut n);
+    n
+}
+
+/// Masquerade br0's subnet behind GW1 on br1.
+fn masquerade(n: &mut Routed) {
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+}
+
+/// A UDP frame host A sent to B as it leaves masqueraded (from GW1, both checksums right):
+/// its payload, source port and TTL.
+fn masqueraded_udp(f: &[u8]) -> (Vec<u8>, u16, u8) {
+    let (ip, t) = ip_of(f);
+    assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+    assert_eq!(u.checksum(), want, "UDP checksum after translation");
+    (u.payload().to_vec(), u.source_port(), ip.time_to_live)
+}
+
 /// A burst that mixes a tracked connection's packets with a new connection to the same
 /// destination: the tracked ones reuse the burst's routing decision after their translation,
 /// the new one still gets its own NAT decision (a port of its own), and a TTL-1 packet of the
 /// tracked connection is still answered.
 #[test]
 fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame_by_frame() {
-    let mut n = routed();
-    resolved(&mut n);
-    let b1 = n.h.dp.bridge_id("br1").unwrap();
-    n.h.dp
-        .nat
-        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
-        .unwrap();
+    let mut n = masquerading();
     let from_a = |sport: u16, ttl: u8, payload: &[u8]| {
         udp4((mac(2), n.gw0), (H_A, sport), (H_B, 80), ttl, payload)
     };
@@ -832,15 +857,7 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
         .iter()
         .map(|f| {
             assert_eq!(&f[0..6], &mac(3), "to B's MAC");
-            let (ip, t) = ip_of(f);
-            assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum());
-            let Some(TransportSlice::Udp(u)) = t else {
-                panic!("udp")
-            };
-            let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
-            assert_eq!(u.checksum(), want, "UDP checksum after translation");
-            (u.payload().to_vec(), u.source_port(), ip.time_to_live)
+            masqueraded_udp(f)
         })
         .collect();
     let payloads: Vec<&[u8]> = got.iter().map(|g| g.0.as_slice()).collect();
@@ -863,13 +880,7 @@ fn a_burst_of_tracked_and_new_connections_to_one_destination_is_translated_frame
 /// in their own burst go back to the client).
 #[test]
 fn a_burst_of_one_tcp_connection_is_tracked_segment_by_segment() {
-    let mut n = routed();
-    resolved(&mut n);
-    let b1 = n.h.dp.bridge_id("br1").unwrap();
-    n.h.dp
-        .nat
-        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
-        .unwrap();
+    let mut n = masquerading();
     let (gw0, gw1) = (n.gw0, n.gw1);
     let seg = |from_a: bool, flags: &str, port: u16, payload: &[u8]| {
         let mut f = Vec::new();
@@ -965,13 +976,7 @@ fn a_burst_of_one_tcp_connection_is_tracked_segment_by_segment() {
 /// checksums, and is counted on its own connection.
 #[test]
 fn interleaved_connections_in_a_burst_are_each_translated_by_their_own() {
-    let mut n = routed();
-    resolved(&mut n);
-    let b1 = n.h.dp.bridge_id("br1").unwrap();
-    n.h.dp
-        .nat
-        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
-        .unwrap();
+    let mut n = masquerading();
     let from_a =
         |sport: u16, payload: &[u8]| udp4((mac(2), n.gw0), (H_A, sport), (H_B, 80), 64, payload);
     let sports: Vec<u16> = (0..12).map(|i| 1000 + i * 7).collect();
@@ -979,15 +984,8 @@ fn interleaved_connections_in_a_burst_are_each_translated_by_their_own() {
         h.outputs()[n.b as usize]
             .iter()
             .map(|f| {
-                let (ip, t) = ip_of(f);
-                assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
-                assert_eq!(ip.header_checksum, ip.calc_header_checksum());
-                let Some(TransportSlice::Udp(u)) = t else {
-                    panic!("udp")
-                };
-                let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
-                assert_eq!(u.checksum(), want, "UDP checksum after translation");
-                (u.payload().to_vec(), u.source_port())
+                let (payload, sport, _) = masqueraded_udp(f);
+                (payload, sport)
             })
             .collect()
     };
@@ -1026,17 +1024,13 @@ fn a_connection_dropped_in_a_burst_is_looked_up_again_for_the_rest_of_it() {
     let mut n = routed();
     resolved(&mut n);
     const H_X: [u8; 4] = [10, 0, 1, 5];
-    let b1 = n.h.dp.bridge_id("br1").unwrap();
     let one = uvs::conntrack::CtConfig {
         limit: 1,
         hash_seed: 7,
         ..Default::default()
     };
     n.h.dp.nat = uvs::nat::Nat::with_config(one).unwrap();
-    n.h.dp
-        .nat
-        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
-        .unwrap();
+    masquerade(&mut n);
     let a = |payload: &[u8]| udp4((mac(2), n.gw0), (H_A, 4444), (H_B, 80), 64, payload);
     let x = |payload: &[u8]| udp4((mac(5), n.gw0), (H_X, 4444), (H_B, 80), 64, payload);
     n.h.send(n.a, &a(b"open"));
@@ -1049,14 +1043,8 @@ fn a_connection_dropped_in_a_burst_is_looked_up_again_for_the_rest_of_it() {
     let sent: Vec<(Vec<u8>, u16)> = out[n.b as usize]
         .iter()
         .map(|f| {
-            let (ip, t) = ip_of(f);
-            assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
-            let Some(TransportSlice::Udp(u)) = t else {
-                panic!("udp")
-            };
-            let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
-            assert_eq!(u.checksum(), want, "UDP checksum after translation");
-            (u.payload().to_vec(), u.source_port())
+            let (payload, sport, _) = masqueraded_udp(f);
+            (payload, sport)
         })
         .collect();
     let payloads: Vec<&[u8]> = sent.iter().map(|s| s.0.as_slice()).collect();

@@ -220,15 +220,19 @@ pub fn update32(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
 mod incremental_tests {
     use super::*;
 
-    #[test]
-    fn summed_deltas_equal_chained_updates() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
+    /// A xorshift generator from `x` (not 0).
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn summed_deltas_equal_chained_updates() {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..100_000 {
             let r = next();
             let csum = [0, 0xffff, 0xfffe, 1, r as u16][(r >> 61) as usize % 5];
@@ -245,16 +249,26 @@ mod incremental_tests {
 
     #[test]
     fn a_folded_delta_updates_as_the_whole_one() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..200_000 {
             let r = next();
             let csum = [0, 0xffff, 0xfffe, 1, r as u16][(r >> 61) as usize % 5];
+            // An address's delta as one 32-bit word updates as its two halves do.
+            let (o, n) = ((next() as u32).to_be_bytes(), (next() as u32).to_be_bytes());
+            let (o, n) = match r >> 36 & 3 {
+                0 => ([0xff; 4], [0; 4]),
+                1 => (o, o),
+                _ => (o, n),
+            };
+            let halves = delta16(
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([n[0], n[1]]),
+            ) + delta16(
+                u16::from_be_bytes([o[2], o[3]]),
+                u16::from_be_bytes([n[2], n[3]]),
+            );
+            assert_eq!(apply_delta(csum, delta32(o, n)), apply_delta(csum, halves));
+            assert_eq!(delta32(o, n) == 0, halves == 0, "{o:?} -> {n:?}");
             // Sums of up to six 16-bit deltas, and the corners.
             let n = (r >> 40) as usize % 7;
             let mut delta: u64 = (0..n).map(|_| delta16(next() as u16, next() as u16)).sum();
