@@ -346,6 +346,9 @@ fn ip_in(
 ) -> Result<(), DropReason> {
     let (bridge, in_port) = (burst.bridge, burst.in_port);
     let l3 = m.l3 as usize;
+    // The frame's bytes, taken once for the fast paths (the hit of the burst's decision, a
+    // packet of a connection the burst found already).
+    let data = frames.data_mut(m.desc);
     let ipv4::Summary {
         src,
         dst,
@@ -353,7 +356,7 @@ fn ip_in(
         df,
         header_len: hl,
         total_len: total,
-    } = ipv4::summary(frames.data(m.desc).get(l3..).unwrap_or_default()).map_err(|f| match f {
+    } = ipv4::summary(data.get(l3..).unwrap_or_default()).map_err(|f| match f {
         ipv4::HeaderFault::Malformed => DropReason::IpMalformed,
         ipv4::HeaderFault::BadChecksum => DropReason::IpBadChecksum,
     })?;
@@ -366,7 +369,7 @@ fn ip_in(
         return Err(DropReason::RpFilter);
     }
     // The burst's last destination, decided already (no NAT): what is left is per frame.
-    if !burst.nat_on && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
+    if !burst.nat_on && hop_hit(dp, data, burst.last_hop, m, (dst, ttl, total)) {
         return Ok(());
     }
     // NAT, first half: a packet of a tracked connection is translated now; a new one may match
@@ -378,7 +381,11 @@ fn ip_in(
     let mut key = None;
     if nat_on {
         let mut bytes = None;
-        if let Some(to) = same_conn(dp, frames, burst, m, (l3, hl, total), now, &mut bytes) {
+        if let Some(to) = same_conn(dp, data, burst, (l3, hl, total), now, &mut bytes) {
+            // Translated: the rest is plain routing to `to`.
+            if hop_hit(dp, data, burst.last_hop, m, (to, ttl, total)) {
+                return Ok(());
+            }
             tracked = true;
             dst = to;
         } else {
@@ -416,7 +423,15 @@ fn ip_in(
         }
     }
     // A tracked connection's packet, translated: the rest is plain routing to `dst`.
-    if tracked && hop_hit(dp, frames, burst.last_hop, m, (dst, ttl, total)) {
+    if tracked
+        && hop_hit(
+            dp,
+            frames.data_mut(m.desc),
+            burst.last_hop,
+            m,
+            (dst, ttl, total),
+        )
+    {
         return Ok(());
     }
     let (route, local) = burst.route(dp, dst);
@@ -600,14 +615,13 @@ fn ip_in(
 #[inline(always)]
 fn same_conn(
     dp: &mut Datapath,
-    frames: &mut Frames,
+    data: &mut [u8],
     burst: &Burst,
-    m: &Meta,
     (l3, hl, total): (usize, usize, usize),
     now: u32,
     miss: &mut Option<(nat::TupleBytes, u8)>,
 ) -> Option<[u8; 4]> {
-    let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+    let ip = &mut data[l3..l3 + total];
     let (b, flags) = nat::tuple_bytes(ip, hl)?;
     let ct = &mut dp.nat.ct;
     let h = match &burst.conns[ct_slot(&b)] {
@@ -637,7 +651,7 @@ fn same_conn(
 #[inline(always)]
 fn hop_hit(
     dp: &mut Datapath,
-    frames: &mut Frames,
+    data: &mut [u8],
     h: Option<HopHit>,
     m: &mut Meta,
     (dst, ttl, total): ([u8; 4], u8, usize),
@@ -646,7 +660,7 @@ fn hop_hit(
     if h.dst != dst || ttl <= 1 || m.desc.ol.gso_type().is_some() || total > h.mtu {
         return false;
     }
-    forward_routed(dp, frames, m, ttl, (h.dst_mac, h.src_mac), h.dest);
+    forward_routed(dp, data, m, ttl, (h.dst_mac, h.src_mac), h.dest);
     true
 }
 
@@ -655,13 +669,12 @@ fn hop_hit(
 #[inline(always)]
 fn forward_routed(
     dp: &mut Datapath,
-    frames: &mut Frames,
+    data: &mut [u8],
     m: &mut Meta,
     ttl: u8,
     (dst_mac, src_mac): (u64, u64),
     dest: Dest,
 ) {
-    let data = frames.data_mut(m.desc);
     dec_ttl(data, m.l3 as usize, ttl);
     ethernet::Frame::new_unchecked(data).set_addrs_u64(dst_mac, src_mac);
     (m.dst, m.src, m.dest) = (dst_mac, src_mac, dest);
@@ -703,7 +716,14 @@ fn to_next_hop(
         }
     };
     let macs = (mac.to_u64(), hop.gw.mac.to_u64());
-    forward_routed(dp, frames, m, ttl, macs, Dest::Bridge(hop.bridge));
+    forward_routed(
+        dp,
+        frames.data_mut(m.desc),
+        m,
+        ttl,
+        macs,
+        Dest::Bridge(hop.bridge),
+    );
     Ok(resolved)
 }
 
