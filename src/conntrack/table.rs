@@ -236,6 +236,26 @@ pub struct Conntrack {
     removals: u64,
 }
 
+/// True if `c`'s timeout under `timeouts` has passed at `now`.
+#[inline(always)]
+fn expired_by(timeouts: &Timeouts, c: &Conn, now: u32) -> bool {
+    now.saturating_sub(c.last_seen) >= timeouts.of(c.orig.proto, c.state)
+}
+
+/// Account a packet of `len` bytes travelling in `dir` on `c`: counters, last-seen time and
+/// state (`tcp_flags` is ignored for other protocols).
+#[inline(always)]
+fn account(c: &mut Conn, dir: Direction, len: u32, tcp_flags: u8, now: u32) {
+    c.packets[dir.index()] += 1;
+    c.bytes[dir.index()] += len as u64;
+    c.last_seen = now;
+    c.state = if c.orig.proto == PROTO_TCP {
+        tcp_next(c.state, &mut c.memo, dir, tcp_flags)
+    } else {
+        other_next(c.state, dir)
+    };
+}
+
 impl Conntrack {
     /// A table for `cfg.limit` connections (slot array and index allocated here).
     pub fn new(cfg: CtConfig) -> Result<Conntrack, CtError> {
@@ -330,7 +350,7 @@ impl Conntrack {
 
     #[inline(always)]
     fn expired(&self, c: &Conn, now: u32) -> bool {
-        now.saturating_sub(c.last_seen) >= self.timeouts.of(c.orig.proto, c.state)
+        expired_by(&self.timeouts, c, now)
     }
 
     /// The connection `key` belongs to and the packet's direction. An expired connection found
@@ -349,17 +369,30 @@ impl Conntrack {
     /// How many connections were removed so far (wrapping). A slot's connection, its tuples and
     /// its translation change only when it is removed, so an answer of [`Conntrack::lookup`]
     /// kept while this is unchanged still names the same connection (whether it has expired
-    /// since is [`Conntrack::is_live_id`]'s answer).
+    /// since is [`Conntrack::update_live`]'s answer).
     #[inline(always)]
     pub fn removals(&self) -> u64 {
         self.removals
     }
 
-    /// True if connection `id` is live and has not expired at `now`.
+    /// If connection `id` is live and has not expired at `now`, account a packet of `len`
+    /// bytes travelling in `dir` as [`Conntrack::update`] does and return true; else change
+    /// nothing and return false (a kept `lookup` answer no longer holds: `lookup` again).
     #[inline(always)]
-    pub fn is_live_id(&self, id: ConnId, now: u32) -> bool {
-        match self.conns.get(id.index()) {
-            Some(Some(c)) => !self.expired(c, now),
+    pub fn update_live(
+        &mut self,
+        id: ConnId,
+        dir: Direction,
+        len: u32,
+        tcp_flags: u8,
+        now: u32,
+    ) -> bool {
+        let timeouts = &self.timeouts;
+        match self.conns.get_mut(id.index()) {
+            Some(Some(c)) if !expired_by(timeouts, c, now) => {
+                account(c, dir, len, tcp_flags, now);
+                true
+            }
             _ => false,
         }
     }
@@ -593,14 +626,7 @@ impl Conntrack {
         now: u32,
     ) -> Option<State> {
         let c = self.conns.get_mut(id.index())?.as_mut()?;
-        c.packets[dir.index()] += 1;
-        c.bytes[dir.index()] += len as u64;
-        c.last_seen = now;
-        c.state = if c.orig.proto == PROTO_TCP {
-            tcp_next(c.state, &mut c.memo, dir, tcp_flags)
-        } else {
-            other_next(c.state, dir)
-        };
+        account(c, dir, len, tcp_flags, now);
         Some(c.state)
     }
 

@@ -618,3 +618,30 @@ fn crafted_collisions_cost_bounded_probes() {
     assert!(ct.len() + ct.stats().collisions as usize == 4096);
     assert!(ct.stats().collisions < 8, "{:?}", ct.stats());
 }
+
+/// `update_live` accounts a packet exactly as `update` does while the connection lives, and
+/// changes nothing once it has expired or been removed; every removal moves `removals`.
+#[test]
+fn update_live_accounts_only_live_connections() {
+    let mut ct = table(16);
+    let k = udp(A, 5353, B, 53);
+    let id = ct.insert(k, 1).unwrap();
+    let other = ct.insert(udp(A, 5354, B, 53), 1).unwrap();
+    let removals = ct.removals();
+    assert!(ct.update_live(id, Direction::Original, 60, 0, 2));
+    assert!(ct.update_live(id, Direction::Reply, 70, 0, 3));
+    let c = ct.conn(id).unwrap();
+    assert_eq!((c.packets, c.bytes), ([1, 1], [60, 70]));
+    assert_eq!((c.state, c.last_seen), (State::Replied, 3));
+    // Past the replied timeout: nothing accounted, the connection left in place for `lookup`.
+    let late = 3 + Timeouts::default().udp_replied;
+    assert!(!ct.update_live(id, Direction::Original, 60, 0, late));
+    let c = ct.conn(id).unwrap();
+    assert_eq!((c.packets, c.last_seen), ([1, 1], 3));
+    assert_eq!(ct.removals(), removals);
+    assert!(ct.remove(other));
+    assert_eq!(ct.removals(), removals + 1);
+    assert!(!ct.update_live(other, Direction::Original, 60, 0, 3));
+    assert_eq!(ct.lookup(&k, late), None, "expired: removed by lookup");
+    assert_eq!(ct.removals(), removals + 2);
+}

@@ -626,7 +626,9 @@ fn same_conn(
     let ct = &mut dp.nat.ct;
     let h = match &burst.conns[ct_slot(&b)] {
         Some(h)
-            if h.bytes == Some(b) && h.removals == ct.removals() && ct.is_live_id(h.id, now) =>
+            if h.bytes == Some(b)
+                && h.removals == ct.removals()
+                && ct.update_live(h.id, h.dir, total as u32, flags, now) =>
         {
             h
         }
@@ -635,7 +637,6 @@ fn same_conn(
             return None;
         }
     };
-    ct.update(h.id, h.dir, total as u32, flags, now);
     Some(match &h.translation {
         Some(t) => {
             t.apply(ip, hl);
