@@ -38,6 +38,14 @@ row "routed, 2 routes" l3_forward "--routes 2"
 row "routed, 1M routes" l3_forward "--routes 1000000"
 row "NAT established, 1k conns" l3_forward "--nat --conns 1000"
 row "NAT established, 1M conns" l3_forward "--nat --conns 1000000"
+# (--flows: benches from session 17 on; an older saved binary ignores it, so gets a note.)
+for f in 8 64; do
+  if grep -q -- "--flows: 1 to" "${BIN[l3_forward]}"; then
+    row "NAT established, $f conns interleaved" l3_forward "--nat --conns 1000 --flows $f"
+  else
+    echo "| NAT established, $f conns interleaved | --nat --conns 1000 --flows $f | (bench without --flows) |"
+  fi
+done
 row "vxlan bench: plain L2" vxlan "--mode l2"
 row "VXLAN encap" vxlan "--mode encap"
 row "VXLAN decap" vxlan "--mode decap"
