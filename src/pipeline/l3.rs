@@ -162,6 +162,21 @@ struct CtHit {
     translation: Option<nat::Translation>,
 }
 
+impl CtHit {
+    /// Translate `ip` (header length `hl`), a packet with this connection's tuple in its
+    /// direction; returns its destination after translation.
+    #[inline(always)]
+    fn translate(&self, ip: &mut [u8], hl: usize) -> [u8; 4] {
+        match &self.translation {
+            Some(t) => {
+                t.apply(ip, hl);
+                t.to.dst
+            }
+            None => self.key.dst,
+        }
+    }
+}
+
 /// What routing decided for a destination (after any translation of a tracked connection's
 /// packet; a new connection's NAT decision is never reused) for the rest of the burst: the route,
 /// the egress bridge's facts (isolation, gateway, MTU), the next hop's resolved MAC and the
@@ -406,10 +421,7 @@ fn ip_in(
             {
                 tracked = true;
                 dp.nat.ct.update(h.id, h.dir, total as u32, flags, now);
-                if let Some(t) = &h.translation {
-                    t.apply(&mut frames.data_mut(m.desc)[l3..l3 + total], hl);
-                    dst = t.to.dst;
-                }
+                dst = h.translate(&mut frames.data_mut(m.desc)[l3..l3 + total], hl);
             }
         }
     }
@@ -637,13 +649,7 @@ fn same_conn(
             return None;
         }
     };
-    Some(match &h.translation {
-        Some(t) => {
-            t.apply(ip, hl);
-            t.to.dst
-        }
-        None => h.key.dst,
-    })
+    Some(h.translate(ip, hl))
 }
 
 /// Route `m` (IPv4 to `dst` with `ttl`, `total` bytes long) as the burst's last hop `h`
