@@ -21,7 +21,11 @@ for l in sys.stdin:
 }
 declare -A BIN
 for b in l2_forward l3_forward vxlan flows; do
-  BIN[$b]=$(bin_of "$b")
+  BIN[$b]=$(bin_of "$b" || true)
+  if [ -z "${BIN[$b]}" ] || [ ! -x "${BIN[$b]}" ]; then
+    echo "engine_cost.sh: no $b bench binary (the build failed? try: cargo bench --bench $b --no-run)" >&2
+    exit 1
+  fi
   if [ -n "$save" ]; then mkdir -p "$save"; cp "${BIN[$b]}" "$save/"; fi
 done
 row() { # label bench args...

@@ -190,6 +190,35 @@ fn bad_vxlan_is_counted() {
     n.h.assert_no_frame_leaked();
 }
 
+/// VXLAN inside VXLAN in the middle of a burst of good packets from the same VTEP (outer
+/// headers equal to theirs, so the burst's shortcut sees it): dropped where it is opened,
+/// counted on the tunnel port, its inner source not learned; the good ones around it are
+/// delivered in order.
+#[test]
+fn nested_vxlan_within_a_burst_is_dropped_where_it_is_opened() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let nested = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(7));
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &nested),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4)),
+    ];
+    n.uplink_burst(&burst);
+    let srcs: Vec<u8> = n.h.outputs()[n.a as usize].iter().map(|f| f[11]).collect();
+    assert_eq!(srcs, vec![1, 4], "the good frames, in order");
+    assert_eq!(n.h.drops(n.vx, DropReason::VxlanNested), 1);
+    let t = n.h.dp.port(n.vx).unwrap().tunnel.as_ref().unwrap();
+    assert_eq!(t.remote_of(0, MacAddr(mac(1)).to_u64()), Some(R2));
+    assert_eq!(
+        t.remote_of(0, MacAddr(R2_MAC).to_u64()),
+        None,
+        "the nested frame's inner source is not learned"
+    );
+    assert_eq!(n.h.dp.port(n.ul).unwrap().counters.rx_packets, 3);
+    n.h.assert_no_frame_leaked();
+}
+
 /// One burst mixing remote VTEPs and VNIs: each frame is checked on its own (the burst's
 /// cached tunnel is reused only for the same VTEP, VNI and address), so the unknown VTEP and
 /// the unknown VNI between two good frames are refused and the good ones delivered.

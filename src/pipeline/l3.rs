@@ -450,11 +450,18 @@ fn ip_in(
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
     if !tracked && dnat.is_none() && local {
         if !dp.tunnels.is_empty()
-            && let Some((port, inner)) =
-                vxlan::decap(dp, frames, m, (hl, total), &mut burst.last_decap)?
+            && let Some(opened) = vxlan::decap(dp, frames, m, (hl, total), &mut burst.last_decap)?
         {
-            m.desc = inner;
-            m.dest = Dest::Decap(port);
+            match opened {
+                vxlan::Opened::Inner(port, inner) => {
+                    m.desc = inner;
+                    m.dest = Dest::Decap(port);
+                }
+                vxlan::Opened::Nested => {
+                    frames.free(m.desc.addr);
+                    m.dest = Dest::Pending;
+                }
+            }
             return Ok(());
         }
         if burst.gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {

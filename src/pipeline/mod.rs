@@ -15,6 +15,7 @@ pub mod flows;
 pub mod gro;
 mod gso;
 mod ingress;
+mod inner;
 mod l2;
 mod l3;
 mod nat;
@@ -29,6 +30,7 @@ mod vxlan_input;
 use crate::datapath::{BATCH, Datapath};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
+use inner::InnerBursts;
 use runtime::{Node, Runtime};
 
 /// Takes, out of a burst of decapsulated inner frames from a tunnel port, the frames another
@@ -73,12 +75,6 @@ pub(crate) struct Meta {
     pub raw: bool,
 }
 
-/// An inner frame waiting for its tunnel port's pass: (tunnel port, whether the outer frame
-/// came in on a port whose frames may carry partial checksums, the inner frame). Only then can
-/// the inner frame's L4 checksum be partial (a peer kernel VTEP on a veth leaves it so), so
-/// only then does the inner pass look for one (`ingress`).
-pub(crate) type Decapped = (PortId, bool, Desc);
-
 /// Reusable per-worker scratch space for bursts.
 pub struct Pipeline {
     meta: Vec<Meta>,
@@ -88,11 +84,16 @@ pub struct Pipeline {
     normal: Vec<Meta>,
     /// Outer frames made by encapsulation.
     encapped: Vec<Meta>,
-    /// Inner frames to run through the pipeline from their tunnel port.
-    decapped: Vec<Decapped>,
-    /// Reused buffers.
+    /// Inner frames to run through the pipeline from their tunnel port, grouped by tunnel port
+    /// and by whether the outer frames came in on a port whose frames may carry partial
+    /// checksums (only then can an inner frame's L4 checksum be partial, as a peer kernel VTEP
+    /// on a veth leaves it, so only then does the inner pass look for one: `ingress`).
+    decapped: InnerBursts,
+    /// The groups being run while inner frames decapsulated during that pass collect in
+    /// `decapped` (kept for their capacity).
+    running: InnerBursts,
+    /// Reused buffer.
     scratch: Vec<Desc>,
-    inner_batch: Vec<Desc>,
     /// Per-node runtime counters (`show-runtime`).
     runtime: Runtime,
 }
@@ -104,9 +105,9 @@ impl Default for Pipeline {
             generated: Vec::with_capacity(BATCH * 2),
             normal: Vec::with_capacity(BATCH),
             encapped: Vec::with_capacity(BATCH * 2),
-            decapped: Vec::with_capacity(BATCH),
+            decapped: InnerBursts::default(),
+            running: InnerBursts::default(),
             scratch: Vec::with_capacity(BATCH * 2),
-            inner_batch: Vec::with_capacity(BATCH),
             runtime: Runtime::default(),
         }
     }
@@ -294,8 +295,9 @@ impl Pipeline {
         }
         neigh_timers(dp, frames);
         // Where the outer frames came in is not handed over: look for partial checksums.
-        self.decapped
-            .extend(batch.drain(..).map(|d| (in_port, true, d)));
+        for d in batch.drain(..) {
+            self.decapped.push(in_port, true, d);
+        }
         self.tunnels(dp, frames, now, None);
     }
 
@@ -314,54 +316,36 @@ impl Pipeline {
             return;
         }
         let mut t0 = runtime::ticks();
-        let mut inner = std::mem::take(&mut self.inner_batch);
-        let mut decapped = std::mem::take(&mut self.decapped);
-        // Mostly one tunnel port (and one underlay port) per burst: already in order, and
-        // checking that costs less than the sort's own pass over sorted input.
-        if !decapped.is_sorted_by_key(|&(p, partial, _)| (p, partial)) {
-            decapped.sort_by_key(|&(p, partial, _)| (p, partial));
-        }
-        let mut i = 0;
-        while i < decapped.len() {
-            let (port, partial, _) = decapped[i];
-            inner.clear();
-            while i < decapped.len() && (decapped[i].0, decapped[i].1) == (port, partial) {
-                let d = decapped[i].2;
-                if vxlan::is_nested(dp, frames, d) {
-                    if let Some(s) = dp.port_mut(port) {
-                        s.counters.drop(crate::counters::DropReason::VxlanNested);
-                    }
-                    frames.free(d.addr);
-                } else {
-                    inner.push(d);
-                }
-                i += 1;
+        // Inner frames decapsulated while these run would be VXLAN in VXLAN: they collect in
+        // the (empty) `decapped` and are dropped below.
+        std::mem::swap(&mut self.decapped, &mut self.running);
+        let mut running = std::mem::take(&mut self.running);
+        for g in running.groups_mut() {
+            // (Nested VXLAN was dropped where it was opened: `vxlan::decap`.)
+            if let Some(steer) = steer.as_mut() {
+                steer(dp, frames, g.port, &mut g.frames);
             }
-            if let Some(steer) = steer.as_mut()
-                && !inner.is_empty()
-            {
-                steer(dp, frames, port, &mut inner);
-            }
-            if !inner.is_empty() {
+            if !g.frames.is_empty() {
                 // The frames were counted where they were decapsulated (`vxlan::bypass`, or
                 // the router): only the time spent queueing them is charged here.
                 let t = runtime::ticks();
                 self.runtime
                     .add_ticks(Node::Vxlan4Input, t.wrapping_sub(t0));
-                self.run(dp, frames, port, &mut inner, now, Some(partial));
+                self.run(dp, frames, g.port, &mut g.frames, now, Some(g.partial));
                 t0 = runtime::ticks();
             }
         }
+        running.clear();
+        self.running = running;
         // Frames decapsulated while running inner frames would be VXLAN in VXLAN.
-        for (p, _, d) in self.decapped.drain(..) {
-            if let Some(s) = dp.port_mut(p) {
-                s.counters.drop(crate::counters::DropReason::VxlanNested);
+        if !self.decapped.is_empty() {
+            for (p, d) in self.decapped.drain() {
+                if let Some(s) = dp.port_mut(p) {
+                    s.counters.drop(crate::counters::DropReason::VxlanNested);
+                }
+                frames.free(d.addr);
             }
-            frames.free(d.addr);
         }
-        decapped.clear();
-        self.decapped = decapped;
-        self.inner_batch = inner;
         self.encapped.clear();
         let t0 = runtime::ticks();
         let n_encap = vxlan::encap(
@@ -457,7 +441,7 @@ impl Pipeline {
             let partial = dp.port(in_port).is_none_or(|p| p.partial_csum_in);
             for m in self.meta.iter().chain(self.generated.iter()) {
                 if let Dest::Decap(p) = m.dest {
-                    self.decapped.push((p, partial, m.desc));
+                    self.decapped.push(p, partial, m.desc);
                 }
             }
         }

@@ -2,8 +2,8 @@
 //! `ethernet-input`. On a VTEP's underlay bridge (one whose gateway address is a tunnel's local
 //! address, with no active flow table), the plain VXLAN packets to that gateway are taken out
 //! of the burst and decapsulated at once: they never become [`Meta`]s, skip the underlay
-//! bridge's forwarding and the router, and their inner frames are appended to `decapped`
-//! (tunnel port, partial-checksum flag, inner frame) for the burst's tunnel pass.
+//! bridge's forwarding and the router, and their inner frames are grouped in `decapped`
+//! ([`InnerBursts`]: by tunnel port and partial-checksum flag) for the burst's tunnel pass.
 //!
 //! Contract:
 //! - Taken: an untagged frame (on a port whose untagged VLAN is 0) to the gateway's MAC from a
@@ -17,11 +17,13 @@
 //!   port (the peer VTEP's MAC, which encapsulation's egress lookup uses), once per source per
 //!   burst, honouring the port's learning switch and MAC limit.
 //! - A taken packet that is not good VXLAN for a tunnel (bad flags, unknown VNI or remote VTEP,
-//!   truncated) is counted on its port by reason and freed; one a tunnel does not listen for
-//!   (`vxlan::decap` says so) stays in the burst.
+//!   truncated) is counted on its port by reason and freed; one whose inner frame is itself
+//!   VXLAN to one of our tunnels is counted `vxlan-nested` on the tunnel port and freed; one a
+//!   tunnel does not listen for (`vxlan::decap` says so) stays in the burst.
 //! - The underlay's flow table, when active, decides first: then nothing is taken here (the
 //!   router's path decapsulates after the flows, see tests/vxlan_mem.rs).
 
+use super::inner::InnerBursts;
 use super::{Dest, Meta, l2, vxlan};
 use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
@@ -76,7 +78,7 @@ pub(super) fn run(
     frames: &mut Frames,
     in_port: PortId,
     batch: &mut Vec<Desc>,
-    decapped: &mut Vec<super::Decapped>,
+    decapped: &mut InnerBursts,
     now: u64,
 ) -> usize {
     let Some(u) = underlay(dp, in_port) else {
@@ -97,7 +99,7 @@ pub(super) fn run(
         let d = batch[i];
         let data = frames.data(d);
         if let Some(t) = &short
-            && let Some((inner, vlan, mac)) = t.take(data, d)
+            && let Some((inner, vlan, mac)) = t.take(data, d, &dp.tunnel_udp_ports)
         {
             // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
             // its own last-learned check across bursts.
@@ -107,7 +109,7 @@ pub(super) fn run(
                 vxlan::learn_remote(dp, t.port, vlan, mac, t.remote());
             }
             bytes += u64::from(d.len);
-            decapped.push((t.port, u.partial, inner));
+            decapped.push(t.port, u.partial, inner);
             continue;
         }
         match full_check(dp, frames, &u, &mut burst, d) {
@@ -120,7 +122,7 @@ pub(super) fn run(
                 learned = None;
                 short = Some(t);
                 bytes += u64::from(d.len);
-                decapped.push((port, u.partial, inner));
+                decapped.push(port, u.partial, inner);
             }
             Full::Dropped => bytes += u64::from(d.len),
         }
@@ -209,7 +211,13 @@ fn full_check(
     let t = Template::of(h);
     let m = outer_meta(d, src, eth.dst_u64());
     match vxlan::decap(dp, frames, &m, (ipv4::MIN_HEADER_LEN, total), &mut b.last) {
-        Ok(Some((port, inner))) => Full::Taken(port, inner, Template { port, ..t }),
+        Ok(Some(vxlan::Opened::Inner(port, inner))) => {
+            Full::Taken(port, inner, Template { port, ..t })
+        }
+        Ok(Some(vxlan::Opened::Nested)) => {
+            frames.free(d.addr);
+            Full::Dropped
+        }
         Ok(None) => Full::Keep,
         Err(r) => {
             vxlan::count(dp, b.in_port, r);
@@ -271,9 +279,10 @@ impl Template {
     }
 
     /// The inner frame of the outer frame `d` (whose bytes are `data`), and its (VLAN, source
-    /// MAC) for learning, if it matches (see [`Template`]). None: for the full check.
+    /// MAC) for learning, if it matches (see [`Template`]) and is not itself VXLAN to one of
+    /// our tunnel UDP `ports` (`vxlan::nested`). None: for the full check.
     #[inline(always)]
-    fn take(&self, data: &[u8], d: Desc) -> Option<(Desc, u16, u64)> {
+    fn take(&self, data: &[u8], d: Desc, ports: &[u16]) -> Option<(Desc, u16, u64)> {
         let h = data.first_chunk::<MIN_OUTER>()?;
         if u64::from_ne_bytes(word(h, 0)) != self.eth[0]
             || u64::from_ne_bytes(word(h, 6)) != self.eth[1]
@@ -289,6 +298,10 @@ impl Template {
             return None;
         }
         let inner_bytes = data.get(INNER_AT..L3 + total)?;
+        if vxlan::nested(ports, inner_bytes) {
+            // The full check drops it (`vxlan::decap`).
+            return None;
+        }
         let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
         let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
         let inner = Desc::new(d.addr + INNER_AT as u64, (total + L3 - INNER_AT) as u32);

@@ -1,0 +1,168 @@
+//! Decapsulated inner frames waiting for their tunnel port's pass, grouped as they arrive.
+//!
+//! Contract: frames pushed with the same (tunnel port, partial-checksum flag) form one group and
+//! keep their order in it; groups come out in the order their first frame went in. A group is
+//! one burst of the inner pass (`Pipeline::tunnels`), so the pass needs no sort and no copy: the
+//! common burst (one tunnel port behind one underlay port) is one group, and a push is one
+//! compare with the last group and one store. The groups' vectors keep their capacity across
+//! bursts (no allocation once warm).
+
+use crate::fdb::PortId;
+use crate::packet::Desc;
+
+/// One group: the inner frames of one tunnel port whose outer frames came in on ports that
+/// may (or may not) carry partial checksums.
+#[derive(Default)]
+pub(crate) struct Group {
+    pub port: PortId,
+    /// The outer frames came in on a port whose frames may carry partial checksums: only
+    /// then can an inner frame's L4 checksum be partial (see `ingress`).
+    pub partial: bool,
+    pub frames: Vec<Desc>,
+}
+
+/// The groups of one burst (see the module docs).
+#[derive(Default)]
+pub(crate) struct InnerBursts {
+    groups: Vec<Group>,
+    /// Groups in use (the rest are kept for their capacity).
+    used: usize,
+}
+
+impl InnerBursts {
+    /// Append the inner frame `d` of tunnel port `port` to its group.
+    #[inline(always)]
+    pub fn push(&mut self, port: PortId, partial: bool, d: Desc) {
+        if let Some(g) = self.groups[..self.used].last_mut()
+            && g.port == port
+            && g.partial == partial
+        {
+            g.frames.push(d);
+            return;
+        }
+        self.push_new(port, partial, d);
+    }
+
+    /// `push` for a frame of another group than the last one.
+    #[cold]
+    #[inline(never)]
+    fn push_new(&mut self, port: PortId, partial: bool, d: Desc) {
+        let used = &mut self.groups[..self.used];
+        if let Some(g) = used
+            .iter_mut()
+            .find(|g| g.port == port && g.partial == partial)
+        {
+            g.frames.push(d);
+            return;
+        }
+        if self.used == self.groups.len() {
+            self.groups.push(Group::default());
+        }
+        let g = &mut self.groups[self.used];
+        (g.port, g.partial) = (port, partial);
+        // (A drain dropped early leaves frames behind: they were the caller's to free.)
+        g.frames.clear();
+        g.frames.push(d);
+        self.used += 1;
+    }
+
+    /// No frame waiting.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// The groups in use, in the order their first frame was pushed.
+    pub fn groups_mut(&mut self) -> &mut [Group] {
+        &mut self.groups[..self.used]
+    }
+
+    /// Every waiting frame with its tunnel port, emptying the groups.
+    pub fn drain(&mut self) -> impl Iterator<Item = (PortId, Desc)> + '_ {
+        let used = std::mem::take(&mut self.used);
+        self.groups[..used].iter_mut().flat_map(|g| {
+            let port = g.port;
+            g.frames.drain(..).map(move |d| (port, d))
+        })
+    }
+
+    /// Forget every group (their frames must have been taken or freed).
+    pub fn clear(&mut self) {
+        for g in &mut self.groups[..self.used] {
+            g.frames.clear();
+        }
+        self.used = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(i: u64) -> Desc {
+        Desc::new(i * 4096, 60)
+    }
+
+    fn contents(b: &mut InnerBursts) -> Vec<(PortId, bool, Vec<u64>)> {
+        b.groups_mut()
+            .iter()
+            .map(|g| {
+                (
+                    g.port,
+                    g.partial,
+                    g.frames.iter().map(|x| x.addr / 4096).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_are_grouped_by_port_and_flag_in_order_of_arrival() {
+        let mut b = InnerBursts::default();
+        assert!(b.is_empty());
+        // Port 3 first, then 2, then 3 with partial checksums, interleaved.
+        for (i, (p, partial)) in [
+            (3, false),
+            (3, false),
+            (2, false),
+            (3, false),
+            (3, true),
+            (2, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.push(p, partial, d(i as u64));
+        }
+        assert!(!b.is_empty());
+        assert_eq!(
+            contents(&mut b),
+            vec![
+                (3, false, vec![0, 1, 3]),
+                (2, false, vec![2, 5]),
+                (3, true, vec![4]),
+            ]
+        );
+        b.clear();
+        assert!(b.is_empty());
+        assert!(contents(&mut b).is_empty());
+        // Reused groups start empty, with the new burst's ports.
+        b.push(7, true, d(9));
+        assert_eq!(contents(&mut b), vec![(7, true, vec![9])]);
+    }
+
+    #[test]
+    fn drain_yields_every_frame_once_and_empties() {
+        let mut b = InnerBursts::default();
+        for i in 0..10u64 {
+            b.push((i % 3) as PortId, i % 2 == 0, d(i));
+        }
+        let mut got: Vec<(PortId, u64)> = b.drain().map(|(p, x)| (p, x.addr / 4096)).collect();
+        got.sort_by_key(|&(_, a)| a);
+        let want: Vec<(PortId, u64)> = (0..10u64).map(|i| ((i % 3) as PortId, i)).collect();
+        assert_eq!(got, want);
+        assert!(b.is_empty());
+        b.push(1, false, d(1));
+        assert_eq!(contents(&mut b), vec![(1, false, vec![1])]);
+    }
+}
