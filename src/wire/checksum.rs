@@ -10,16 +10,21 @@ pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
         let (s, carry) = acc.overflowing_add(v);
         acc = s + carry as u64;
     }
+    // The last (at most 7) bytes sum to less than 2^18, added with an end-around carry: the
+    // 8-byte words can leave `acc` anywhere up to 2^64 - 1 (all-ones data does), so a plain
+    // add could wrap and lose the carry.
     let rest = chunks.remainder();
+    let mut tail = 0u64;
     let mut i = 0;
     while i + 1 < rest.len() {
-        acc += u16::from_be_bytes([rest[i], rest[i + 1]]) as u64;
+        tail += u16::from_be_bytes([rest[i], rest[i + 1]]) as u64;
         i += 2;
     }
     if i < rest.len() {
-        acc += (rest[i] as u64) << 8;
+        tail += (rest[i] as u64) << 8;
     }
-    acc
+    let (s, carry) = acc.overflowing_add(tail);
+    s + carry as u64
 }
 
 /// Fold a sum to 16 bits (not complemented).
@@ -227,6 +232,44 @@ mod incremental_tests {
             x ^= x >> 7;
             x ^= x << 17;
             x
+        }
+    }
+
+    /// `sum` against a plain 16-bit-word sum with end-around carries, on data of every length
+    /// up to 64 bytes drawn mostly from 0xff (so the 8-byte words bring the accumulator near
+    /// 2^64 and the last bytes carry out of it), with accumulators near 2^64 too.
+    #[test]
+    fn sum_keeps_every_carry() {
+        fn reference(acc: u64, data: &[u8]) -> u16 {
+            let mut s = u32::from(fold(acc));
+            for c in data.chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        }
+        let mut next = xorshift(0x5851_f42d_4c95_7f2d);
+        for len in 0..=64usize {
+            for _ in 0..2_000 {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let r = next();
+                        if r.is_multiple_of(4) {
+                            (r >> 8) as u8
+                        } else {
+                            0xff
+                        }
+                    })
+                    .collect();
+                let r = next();
+                let acc = [0, u64::MAX, u64::MAX - 1, r][(r >> 62) as usize];
+                let got = fold(sum(acc, &data));
+                let want = reference(acc, &data);
+                // 0x0000 and 0xffff are the same ones'-complement value (only an all-zero
+                // sum gives 0x0000 from `fold`).
+                let norm = |v: u16| if v == 0 { 0xffff } else { v };
+                assert_eq!(norm(got), norm(want), "acc {acc:x} data {data:02x?}");
+            }
         }
     }
 
