@@ -202,8 +202,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
         let h: &mut [u8; 12] = (&mut self.buffer.as_mut()[..12])
             .try_into()
             .expect("12 bytes");
-        h[..8].copy_from_slice(&(dst << 16 | (src >> 32 & 0xffff)).to_be_bytes());
-        h[8..].copy_from_slice(&(src as u32).to_be_bytes());
+        *h = addr_bytes(dst, src);
     }
 
     /// Set the EtherType.
@@ -245,6 +244,16 @@ impl Repr {
         f.set_src(self.src);
         f.set_ethertype(self.ethertype);
     }
+}
+
+/// The first 12 bytes of a frame from `dst` to `src` given as packed addresses
+/// ([`MacAddr::to_u64`]: the address in the low 48 bits).
+#[inline(always)]
+pub fn addr_bytes(dst: u64, src: u64) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[..8].copy_from_slice(&(dst << 16 | (src >> 32 & 0xffff)).to_be_bytes());
+    h[8..].copy_from_slice(&(src as u32).to_be_bytes());
+    h
 }
 
 #[cfg(test)]

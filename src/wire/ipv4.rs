@@ -304,9 +304,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
             .expect("TTL .. checksum is 4 bytes");
         debug_assert!(h[0] >= 1, "TTL 0 is not forwarded");
         h[0] = h[0].wrapping_sub(1);
-        let s = !u16::from_be_bytes([h[2], h[3]]) as u32 + 0xfeff;
+        // RFC 1624 eqn. 3 with ~m + m' = -0x0100 = 0xfeff, in the machine's byte order (a
+        // ones'-complement sum over byte-swapped words is the byte-swapped sum): no swaps.
+        const MINUS_TTL_ONE: u16 = u16::from_ne_bytes(0xfeffu16.to_be_bytes());
+        let s = u32::from(!u16::from_ne_bytes([h[2], h[3]])) + u32::from(MINUS_TTL_ONE);
         let c = !(((s & 0xffff) + (s >> 16)) as u16);
-        h[2..].copy_from_slice(&c.to_be_bytes());
+        h[2..].copy_from_slice(&c.to_ne_bytes());
     }
 
     /// The ToS byte (DSCP in its top six bits, ECN in the low two).
