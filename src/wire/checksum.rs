@@ -23,8 +23,7 @@ pub fn sum(mut acc: u64, data: &[u8]) -> u64 {
     if i < rest.len() {
         tail += (rest[i] as u64) << 8;
     }
-    let (s, carry) = acc.overflowing_add(tail);
-    s + carry as u64
+    add_carry(acc, tail)
 }
 
 /// Fold a sum to 16 bits (not complemented).
@@ -47,16 +46,24 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(0, data))
 }
 
+/// `acc + v` with the end-around carry (a ones'-complement add): a sum from [`sum`] may lie
+/// anywhere up to 2^64 - 1 (all-ones addresses bring it there), so a plain add could wrap.
+#[inline(always)]
+fn add_carry(acc: u64, v: u64) -> u64 {
+    let (s, carry) = acc.overflowing_add(v);
+    s + carry as u64
+}
+
 /// Sum of the IPv4 pseudo-header.
 #[inline]
 pub fn pseudo_v4(src: &[u8], dst: &[u8], proto: u8, l4_len: u16) -> u64 {
-    sum(sum(0, src), dst) + proto as u64 + l4_len as u64
+    add_carry(sum(sum(0, src), dst), proto as u64 + l4_len as u64)
 }
 
 /// Sum of the IPv6 pseudo-header.
 #[inline]
 pub fn pseudo_v6(src: &[u8], dst: &[u8], next: u8, l4_len: u32) -> u64 {
-    sum(sum(0, src), dst) + next as u64 + l4_len as u64
+    add_carry(sum(sum(0, src), dst), next as u64 + l4_len as u64)
 }
 
 /// Offset of the checksum field inside a TCP (6) or UDP (17) header.
@@ -270,6 +277,39 @@ mod incremental_tests {
                 let norm = |v: u16| if v == 0 { 0xffff } else { v };
                 assert_eq!(norm(got), norm(want), "acc {acc:x} data {data:02x?}");
             }
+        }
+    }
+
+    /// The pseudo-header sums with all-ones and random addresses (an all-ones IPv6 address
+    /// pair brings the address sum to 2^64 - 1) against a plain 16-bit-word sum.
+    #[test]
+    fn pseudo_headers_keep_every_carry() {
+        fn reference(words: &[u8], tail: &[u16]) -> u16 {
+            let mut s = 0u32;
+            for c in words.chunks(2) {
+                s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+                s = (s & 0xffff) + (s >> 16);
+            }
+            for &t in tail {
+                s += u32::from(t);
+                s = (s & 0xffff) + (s >> 16);
+            }
+            s as u16
+        }
+        let norm = |v: u16| if v == 0 { 0xffff } else { v };
+        let mut next = xorshift(0x1405_7b7e_f767_814f);
+        for i in 0..20_000 {
+            let mut a = [0u8; 32];
+            for b in a.iter_mut() {
+                *b = if i % 3 == 0 { 0xff } else { next() as u8 };
+            }
+            let (proto, len) = (next() as u8, next() as u16);
+            let v6 = fold(pseudo_v6(&a[..16], &a[16..], proto, len.into()));
+            let want = reference(&a, &[u16::from(proto), len]);
+            assert_eq!(norm(v6), norm(want), "{a:02x?}");
+            let v4 = fold(pseudo_v4(&a[..4], &a[4..8], proto, len));
+            let want = reference(&a[..8], &[u16::from(proto), len]);
+            assert_eq!(norm(v4), norm(want), "{a:02x?}");
         }
     }
 
