@@ -687,8 +687,9 @@ fn hop_hit(
     true
 }
 
-/// The routed packet's rewrite, the same on the full path and the hit: TTL - 1 (checksum
-/// updated), the next hop's and the egress gateway's MACs, then on to `dest`; counted routed.
+/// The routed packet's rewrite on the full path: TTL - 1 (checksum updated), the next hop's
+/// and the egress gateway's MACs, then on to `dest`; counted routed. (`hop_hit` does the same
+/// with the MACs' bytes made once for the burst.)
 #[inline(always)]
 fn forward_routed(
     dp: &mut Datapath,

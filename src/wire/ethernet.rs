@@ -246,7 +246,7 @@ impl Repr {
     }
 }
 
-/// The first 12 bytes of a frame from `dst` to `src` given as packed addresses
+/// The first 12 bytes of a frame to `dst` from `src`, given as packed addresses
 /// ([`MacAddr::to_u64`]: the address in the low 48 bits).
 #[inline(always)]
 pub fn addr_bytes(dst: u64, src: u64) -> [u8; 12] {
