@@ -677,30 +677,28 @@ fn hop_hit(
     if h.dst != dst || ttl <= 1 || m.desc.ol.gso_type().is_some() || total > h.mtu {
         return false;
     }
-    // The rewrite of `forward_routed`, with the MACs' bytes made once for the burst.
-    dec_ttl(data, m.l3 as usize, ttl);
-    if let Some(macs) = data.first_chunk_mut::<12>() {
-        *macs = h.mac_bytes;
-    }
-    (m.dst, m.src, m.dest) = (h.dst_mac, h.src_mac, h.dest);
-    dp.router.routed += 1;
+    let macs = (h.dst_mac, h.src_mac, h.mac_bytes);
+    forward_routed(dp, data, m, ttl, macs, h.dest);
     true
 }
 
-/// The routed packet's rewrite on the full path: TTL - 1 (checksum updated), the next hop's
-/// and the egress gateway's MACs, then on to `dest`; counted routed. (`hop_hit` does the same
-/// with the MACs' bytes made once for the burst.)
+/// The routed packet's rewrite, the same on the full path and the hit: TTL - 1 (checksum
+/// updated), the next hop's and the egress gateway's MACs (packed as `Meta` holds them, and
+/// as the frame's first 12 bytes: the burst decision makes those once), then on to `dest`;
+/// counted routed.
 #[inline(always)]
 fn forward_routed(
     dp: &mut Datapath,
     data: &mut [u8],
     m: &mut Meta,
     ttl: u8,
-    (dst_mac, src_mac): (u64, u64),
+    (dst_mac, src_mac, bytes): (u64, u64, [u8; 12]),
     dest: Dest,
 ) {
     dec_ttl(data, m.l3 as usize, ttl);
-    ethernet::Frame::new_unchecked(data).set_addrs_u64(dst_mac, src_mac);
+    if let Some(h) = data.first_chunk_mut::<12>() {
+        *h = bytes;
+    }
     (m.dst, m.src, m.dest) = (dst_mac, src_mac, dest);
     dp.router.routed += 1;
 }
@@ -739,7 +737,8 @@ fn to_next_hop(
             return Ok(false);
         }
     };
-    let macs = (mac.to_u64(), hop.gw.mac.to_u64());
+    let (dst_mac, src_mac) = (mac.to_u64(), hop.gw.mac.to_u64());
+    let macs = (dst_mac, src_mac, ethernet::addr_bytes(dst_mac, src_mac));
     forward_routed(
         dp,
         frames.data_mut(m.desc),

@@ -49,7 +49,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// `acc + v` with the end-around carry (a ones'-complement add): a sum from [`sum`] may lie
 /// anywhere up to 2^64 - 1 (all-ones addresses bring it there), so a plain add could wrap.
 #[inline(always)]
-fn add_carry(acc: u64, v: u64) -> u64 {
+pub fn add_carry(acc: u64, v: u64) -> u64 {
     let (s, carry) = acc.overflowing_add(v);
     s + carry as u64
 }

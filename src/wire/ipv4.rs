@@ -42,11 +42,8 @@ pub fn checksum_ok(h: &[u8; MIN_HEADER_LEN]) -> bool {
     let a = u64::from_ne_bytes(a.try_into().expect("8 bytes"));
     let b = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
     let c = u64::from(u32::from_ne_bytes(c.try_into().expect("4 bytes")));
-    // End-around carries: a sum that wrapped is at most 2^64 - 2, so adding 1 cannot wrap.
-    let (s, carry) = a.overflowing_add(b);
-    let s = s + u64::from(carry);
-    let (s, carry) = s.overflowing_add(c);
-    let s = s + u64::from(carry);
+    let add = super::checksum::add_carry;
+    let s = add(add(a, b), c);
     let (s, carry) = (s as u32).overflowing_add((s >> 32) as u32);
     let s = s + u32::from(carry);
     (s.wrapping_add(s.rotate_left(16)) >> 16) == 0xffff
