@@ -37,6 +37,7 @@ fn l2_frames_move_ingress_learn_fwd_output() {
     }
     // The bridge has no gateway and no flows: those nodes never ran.
     for n in [
+        Node::GatewayInput,
         Node::Ip4Input,
         Node::Flows,
         Node::Vxlan4Encap,
@@ -60,7 +61,7 @@ fn l2_frames_move_ingress_learn_fwd_output() {
 }
 
 #[test]
-fn routed_frames_move_ip4_input() {
+fn routed_frames_move_gateway_input_or_ip4_input() {
     let mut h = Harness::new();
     let b0 = h.bridge("br0");
     let b1 = h.bridge("br1");
@@ -87,13 +88,27 @@ fn routed_frames_move_ip4_input() {
         h.ports[a as usize].inject(&f);
     }
     h.run();
-    let ip = stats(&h, Node::Ip4Input);
-    assert_eq!((ip.calls, ip.vectors), (1, 3));
+    // At the head of the burst: parsed, learned and routed by gateway-input alone.
+    let gw = stats(&h, Node::GatewayInput);
+    assert_eq!((gw.calls, gw.vectors), (1, 3));
+    assert_eq!(stats(&h, Node::EthernetInput), NodeStats::default());
+    assert_eq!(stats(&h, Node::Ip4Input), NodeStats::default());
     assert_eq!(h.dp.router.routed, 3);
     assert_eq!(h.outputs()[1].len(), 3, "routed out of br1's port");
-    // L2 frames on a bridge with a gateway are not charged to ip4-input.
+    // Behind a frame that is not for the gateway, routed frames take the whole pipeline.
+    h.ports[a as usize].inject(&frame(mac(7), mac(0x0a), 1));
+    h.ports[a as usize].inject(&f);
+    h.ports[a as usize].inject(&f);
+    h.run();
+    let ip = stats(&h, Node::Ip4Input);
+    assert_eq!((ip.calls, ip.vectors), (1, 2));
+    assert_eq!(stats(&h, Node::EthernetInput).vectors, 3);
+    assert_eq!(stats(&h, Node::GatewayInput).vectors, 3);
+    assert_eq!(h.dp.router.routed, 5);
+    // L2 frames on a bridge with a gateway are charged to neither.
     h.send(a, &frame(mac(7), mac(0x0a), 1));
-    assert_eq!(stats(&h, Node::Ip4Input).vectors, 3);
+    assert_eq!(stats(&h, Node::Ip4Input).vectors, 2);
+    assert_eq!(stats(&h, Node::GatewayInput).vectors, 3);
     assert_eq!(stats(&h, Node::EthernetInput).vectors, 4);
 }
 

@@ -45,27 +45,11 @@ pub(super) fn run(
     made: &mut Vec<Meta>,
     now: u32,
 ) -> usize {
-    let Some(b) = dp.bridge(bridge) else {
-        return 0;
-    };
-    let Some(gw) = b.gateway else {
+    let Some(mut burst) = Burst::new(dp, bridge, in_port) else {
         // No gateway on this bridge: nothing is addressed to a router.
         return 0;
     };
-    let mut burst = Burst {
-        bridge,
-        gw,
-        in_port,
-        rp: b.rp_filter,
-        isolated: b.isolated,
-        last_route: None,
-        last_rp: None,
-        conns: [None; CT_SLOTS],
-        last_fdb: None,
-        last_decap: None,
-        nat_on: !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty(),
-        last_hop: None,
-    };
+    let gw = burst.gw;
     let mut handled = 0;
     for m in meta.iter_mut() {
         if m.raw || matches!(m.dest, Dest::Pending) {
@@ -96,21 +80,44 @@ pub(super) fn run(
             ip_in(dp, frames, &mut burst, m, made, now)
         };
         if let Err(r) = verdict {
-            count_drop(dp, in_port, r);
-            frames.free(m.desc.addr);
-            m.dest = Dest::Pending;
+            drop_frame(dp, frames, in_port, m, r);
         }
     }
     handled
 }
 
+/// Route `m`, an untagged IPv4 frame of `burst` sent to its bridge's gateway MAC (VLAN 0,
+/// `Dest::Router`), as [`run`] routes such a frame: on return its destination is decided (a
+/// port, a bridge, `Dest::Decap`, or `Dest::Pending`: dropped and counted, or held).
+#[inline(always)]
+pub(super) fn route_ipv4(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    burst: &mut Burst,
+    m: &mut Meta,
+    made: &mut Vec<Meta>,
+    now: u32,
+) {
+    if let Err(r) = ip_in(dp, frames, burst, m, made, now) {
+        drop_frame(dp, frames, burst.in_port, m, r);
+    }
+}
+
+/// Count `r` on `in_port`, free the frame; nothing more is done with it.
+#[inline(always)]
+fn drop_frame(dp: &mut Datapath, frames: &mut Frames, in_port: PortId, m: &mut Meta, r: DropReason) {
+    count_drop(dp, in_port, r);
+    frames.free(m.desc.addr);
+    m.dest = Dest::Pending;
+}
+
 /// The ingress side of one burst, read once, and one-entry caches of the burst's last route
 /// and reverse-path lookups (VPP's last-hit caches): the route table does not change during a
 /// burst, and the frames of a burst mostly belong to a few flows.
-struct Burst {
-    bridge: u16,
-    gw: Gateway,
-    in_port: PortId,
+pub(super) struct Burst {
+    pub(super) bridge: u16,
+    pub(super) gw: Gateway,
+    pub(super) in_port: PortId,
     /// The ingress bridge's reverse-path filter mode.
     rp: RpFilter,
     /// The ingress bridge is isolated.
@@ -199,6 +206,28 @@ struct HopHit {
 }
 
 impl Burst {
+    /// The router's state for a burst received on `in_port` of `bridge`; None if the bridge
+    /// has no gateway (nothing is addressed to a router).
+    #[inline(always)]
+    pub(super) fn new(dp: &Datapath, bridge: u16, in_port: PortId) -> Option<Burst> {
+        let b = dp.bridge(bridge)?;
+        let gw = b.gateway?;
+        Some(Burst {
+            bridge,
+            gw,
+            in_port,
+            rp: b.rp_filter,
+            isolated: b.isolated,
+            last_route: None,
+            last_rp: None,
+            conns: [None; CT_SLOTS],
+            last_fdb: None,
+            last_decap: None,
+            nat_on: !dp.nat.rules.is_empty() || !dp.nat.ct.is_empty(),
+            last_hop: None,
+        })
+    }
+
     /// `Routes::rp_ok` for this burst's bridge, through the one-entry cache.
     #[inline(always)]
     fn rp_ok(&mut self, routes: &RouteTable, src: [u8; 4]) -> bool {

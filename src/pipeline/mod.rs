@@ -12,6 +12,7 @@ mod coalesce;
 mod csum;
 pub mod ct;
 pub mod flows;
+mod gateway_input;
 pub mod gro;
 mod gso;
 mod ingress;
@@ -397,14 +398,32 @@ impl Pipeline {
                 }
             }
         }
-        let received = batch.len();
         self.meta.clear();
+        self.generated.clear();
+        // Routed frames at the head of the burst are parsed, learned and routed in one pass.
+        let taken = gateway_input::run(
+            dp,
+            frames,
+            in_port,
+            batch,
+            &mut self.meta,
+            &mut self.generated,
+            partial_csum,
+            now,
+        );
+        if taken > 0 {
+            t = self.lap(Node::GatewayInput, taken, t);
+            if batch.is_empty() {
+                let bridge = dp.port(in_port).map_or(0, |p| p.bridge);
+                return self.finish(dp, frames, bridge, in_port, t);
+            }
+        }
+        let received = batch.len();
         let Some(bridge) = ingress::run(dp, frames, in_port, batch, &mut self.meta, partial_csum)
         else {
             return;
         };
         let mut t = self.lap(Node::EthernetInput, received, t);
-        self.generated.clear();
         if dp
             .bridge(bridge)
             .is_some_and(|b| b.flows.active && !b.fail_open)
@@ -432,6 +451,13 @@ impl Pipeline {
             now as u32,
         );
         t = self.lap(Node::Ip4Input, routed, t);
+        self.finish(dp, frames, bridge, in_port, t);
+    }
+
+    /// The end of a burst from `in_port` of `bridge` (the metadata's destinations decided):
+    /// output, then decapsulated inner frames queued for the tunnel pass.
+    #[inline(always)]
+    fn finish(&mut self, dp: &mut Datapath, frames: &mut Frames, bridge: u16, in_port: PortId, t: u64) {
         output::run(dp, frames, bridge, in_port, &self.meta);
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
         let n = self.meta.len() + self.generated.len();

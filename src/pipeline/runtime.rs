@@ -46,6 +46,7 @@ macro_rules! nodes {
 }
 
 nodes! {
+    GatewayInput => "gateway-input", "frames at the head of a burst sent to the bridge's gateway (untagged IPv4 on a bridge without an active flow table), parsed, learned and routed in one pass: what ethernet-input, l2-learn, l2-fwd and ip4-input do for them (their drops are listed under those nodes)";
     EthernetInput => "ethernet-input", "parse Ethernet and VLAN, classify into a VLAN, complete partial checksums (one call per received burst)";
     Flows => "flows", "the bridge's flow tables (only on bridges with flows other than the default NORMAL)";
     L2Learn => "l2-learn", "learn source MACs into the FDB";
