@@ -105,7 +105,13 @@ pub(super) fn route_ipv4(
 
 /// Count `r` on `in_port`, free the frame; nothing more is done with it.
 #[inline(always)]
-fn drop_frame(dp: &mut Datapath, frames: &mut Frames, in_port: PortId, m: &mut Meta, r: DropReason) {
+fn drop_frame(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    in_port: PortId,
+    m: &mut Meta,
+    r: DropReason,
+) {
     count_drop(dp, in_port, r);
     frames.free(m.desc.addr);
     m.dest = Dest::Pending;

@@ -457,7 +457,14 @@ impl Pipeline {
     /// The end of a burst from `in_port` of `bridge` (the metadata's destinations decided):
     /// output, then decapsulated inner frames queued for the tunnel pass.
     #[inline(always)]
-    fn finish(&mut self, dp: &mut Datapath, frames: &mut Frames, bridge: u16, in_port: PortId, t: u64) {
+    fn finish(
+        &mut self,
+        dp: &mut Datapath,
+        frames: &mut Frames,
+        bridge: u16,
+        in_port: PortId,
+        t: u64,
+    ) {
         output::run(dp, frames, bridge, in_port, &self.meta);
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
         let n = self.meta.len() + self.generated.len();
