@@ -388,6 +388,7 @@ fn arp_in(
 }
 
 /// Handle an IPv4 packet sent to the gateway MAC. Ok: the frame was consumed or re-targeted.
+#[inline(always)]
 fn ip_in(
     dp: &mut Datapath,
     frames: &mut Frames,
