@@ -119,6 +119,9 @@ pub struct Conn {
     /// Bytes per direction.
     pub bytes: [u64; 2],
     memo: TcpMemo,
+    /// The timeout of `state` under the table's timeouts (seconds), kept with the state: the
+    /// per-packet expiry check reads it instead of working it out from protocol and state.
+    timeout: u32,
 }
 
 impl Conn {
@@ -236,24 +239,34 @@ pub struct Conntrack {
     removals: u64,
 }
 
-/// True if `c`'s timeout under `timeouts` has passed at `now`.
+/// True if `c`'s timeout (that of its state under the table's timeouts) has passed at `now`.
 #[inline(always)]
-fn expired_by(timeouts: &Timeouts, c: &Conn, now: u32) -> bool {
-    now.saturating_sub(c.last_seen) >= timeouts.of(c.orig.proto, c.state)
+fn expired_by(c: &Conn, now: u32) -> bool {
+    now.saturating_sub(c.last_seen) >= c.timeout
+}
+
+/// Move `c` to `state`, its timeout with it (under `timeouts`).
+#[inline(always)]
+fn set_state(c: &mut Conn, state: State, timeouts: &Timeouts) {
+    if state != c.state {
+        c.state = state;
+        c.timeout = timeouts.of(c.orig.proto, state);
+    }
 }
 
 /// Account a packet of `len` bytes travelling in `dir` on `c`: counters, last-seen time and
 /// state (`tcp_flags` is ignored for other protocols).
 #[inline(always)]
-fn account(c: &mut Conn, dir: Direction, len: u32, tcp_flags: u8, now: u32) {
+fn account(c: &mut Conn, dir: Direction, len: u32, tcp_flags: u8, now: u32, timeouts: &Timeouts) {
     c.packets[dir.index()] += 1;
     c.bytes[dir.index()] += len as u64;
     c.last_seen = now;
-    c.state = if c.orig.proto == PROTO_TCP {
+    let state = if c.orig.proto == PROTO_TCP {
         tcp_next(c.state, &mut c.memo, dir, tcp_flags)
     } else {
         other_next(c.state, dir)
     };
+    set_state(c, state, timeouts);
 }
 
 impl Conntrack {
@@ -316,6 +329,9 @@ impl Conntrack {
     /// Change the timeouts; they apply to existing connections at once.
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
+        for c in self.conns.iter_mut().flatten() {
+            c.timeout = t.of(c.orig.proto, c.state);
+        }
     }
 
     /// Counters.
@@ -350,7 +366,7 @@ impl Conntrack {
 
     #[inline(always)]
     fn expired(&self, c: &Conn, now: u32) -> bool {
-        expired_by(&self.timeouts, c, now)
+        expired_by(c, now)
     }
 
     /// The connection `key` belongs to and the packet's direction. An expired connection found
@@ -389,8 +405,8 @@ impl Conntrack {
     ) -> bool {
         let timeouts = &self.timeouts;
         match self.conns.get_mut(id.index()) {
-            Some(Some(c)) if !expired_by(timeouts, c, now) => {
-                account(c, dir, len, tcp_flags, now);
+            Some(Some(c)) if !expired_by(c, now) => {
+                account(c, dir, len, tcp_flags, now, timeouts);
                 true
             }
             _ => false,
@@ -523,6 +539,7 @@ impl Conntrack {
             packets: [0; 2],
             bytes: [0; 2],
             memo: TcpMemo::default(),
+            timeout: self.timeouts.of(orig.proto, state),
         });
         let a = self.index.insert(orig.pack(), slot, Direction::Original);
         if !a || !self.index.insert(reply.pack(), slot, Direction::Reply) {
@@ -626,7 +643,7 @@ impl Conntrack {
         now: u32,
     ) -> Option<State> {
         let c = self.conns.get_mut(id.index())?.as_mut()?;
-        account(c, dir, len, tcp_flags, now);
+        account(c, dir, len, tcp_flags, now, &self.timeouts);
         Some(c.state)
     }
 
@@ -636,7 +653,8 @@ impl Conntrack {
     pub fn update_tcp(&mut self, id: ConnId, dir: Direction, flags: u8, now: u32) -> Option<State> {
         let c = self.conns.get_mut(id.index())?.as_mut()?;
         c.last_seen = now;
-        c.state = tcp_next(c.state, &mut c.memo, dir, flags);
+        let state = tcp_next(c.state, &mut c.memo, dir, flags);
+        set_state(c, state, &self.timeouts);
         Some(c.state)
     }
 
@@ -707,7 +725,7 @@ impl Conntrack {
 
     fn info(&self, i: usize, now: u32) -> Option<ConnInfo> {
         let c = self.conns[i].as_ref()?;
-        let timeout = self.timeouts.of(c.orig.proto, c.state);
+        let timeout = c.timeout;
         Some(ConnInfo {
             id: ConnId(i as u32),
             orig: c.orig,
