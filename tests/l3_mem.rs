@@ -1198,3 +1198,47 @@ fn gateway_input_honours_learning_and_the_access_vlan() {
     assert_eq!(n.h.drops(n.a, DropReason::GatewayVlan), 1);
     n.h.assert_no_frame_leaked();
 }
+
+/// `gateway-input` queues a routed frame on its port itself when the port would take it
+/// unchanged; what the burst routed before it (here a frame flooded into br1, whose FDB does
+/// not know its next hop) leaves first, and a frame longer than the port takes (its MTU
+/// lowered after the bridge's routing MTU was worked out) is still refused by the port.
+#[test]
+fn frames_gateway_input_queues_itself_keep_the_burst_order_and_the_port_mtu() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    const H_C: [u8; 4] = [10, 0, 2, 9];
+    n.h.dp.neigh.learn(b1, H_C, MacAddr(mac(9)), 1);
+    let to =
+        |dst: [u8; 4], payload: &[u8]| udp4((mac(2), n.gw0), (H_A, 4000), (dst, 5000), 64, payload);
+    n.h.dp.port_mut(n.b).unwrap().mtu = 1000;
+    let big = to(H_B, &[7u8; 1200]);
+    for f in [
+        to(H_C, b"c1"),
+        to(H_B, b"b1"),
+        big,
+        to(H_B, b"b2"),
+        to(H_C, b"c2"),
+    ] {
+        n.h.ports[n.a as usize].inject(&f);
+    }
+    n.h.run();
+    let out = n.h.outputs();
+    let got: Vec<([u8; 6], Vec<u8>)> = out[n.b as usize]
+        .iter()
+        .map(|f| {
+            (
+                f[0..6].try_into().unwrap(),
+                udp_payloads(std::slice::from_ref(f)).remove(0),
+            )
+        })
+        .collect();
+    let want: Vec<([u8; 6], Vec<u8>)> = [(9, "c1"), (3, "b1"), (3, "b2"), (9, "c2")]
+        .iter()
+        .map(|&(m, p)| (mac(m), p.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(n.h.drops(n.b, DropReason::MtuExceeded), 1);
+    n.h.assert_no_frame_leaked();
+}

@@ -218,3 +218,25 @@ fn super_frame_whose_segments_exceed_the_route_mtu_gets_frag_needed() {
     assert_eq!(out[n.a as usize].len(), 1, "ICMP frag needed");
     assert_eq!(n.h.drops(n.a, uvs::counters::DropReason::FragNeeded), 1);
 }
+
+/// A routed frame whose checksum is left partial (a TAP's small TCP segment) is finished by
+/// output for a port that does not take offloads, however it was routed (`gateway-input`
+/// queues frames without offload state on their port itself): it leaves with its checksum
+/// complete, and as it is (partial, refreshed) toward a port that takes offloads.
+#[test]
+fn a_routed_partial_checksum_is_completed_for_a_port_without_offloads() {
+    let mut n = net();
+    let data = payload(100);
+    let f = tcp_partial(n.gw0.0, H_A, H_B, &data);
+    inject(&mut n.h, n.a, &f, Offload::partial());
+    n.h.run();
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 1);
+    let (src, _, p) = check_segment(&out[n.b as usize][0]);
+    assert_eq!((src, p), (H_A, data.clone()));
+    n.h.dp.port_mut(n.b).unwrap().offload_out = true;
+    inject(&mut n.h, n.a, &f, Offload::partial());
+    let q = take_queued(&mut n.h, n.b);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].1.ol, Offload::partial());
+}

@@ -19,7 +19,11 @@
 //!   honoured), then it is routed as the router stage routes it (`l3::route_ipv4`: NAT, ICMP
 //!   errors, VXLAN to a tunnel, DNS to the gateway, held while ARP resolves; drops counted on
 //!   the port by reason). Its metadata, with its destination decided, is appended to `meta`
-//!   for `interface-output`; the frames the router made (ARP, ICMP) to `made`.
+//!   for `interface-output`; the frames the router made (ARP, ICMP) to `made`. A frame routed
+//!   to a port it leaves by untouched (untagged there, no offload state, within its MTU: what
+//!   `interface-output` would queue unchanged) is queued on that port here instead, once the
+//!   metadata before it has been output ([`Taken::output`] says how much of `meta` that is),
+//!   so the burst leaves in its order either way.
 //! - One difference from the whole pipeline, by design: there every source of the burst is
 //!   learned before any frame is forwarded; here a taken frame is routed once the frames
 //!   before it are learned. Only a routed frame whose next hop is on its own ingress bridge
@@ -27,16 +31,25 @@
 //!   it floods there instead of going to the one port (delivered either way).
 
 use super::l3::{self, Burst};
-use super::{Dest, Meta, csum, ingress::is_group, l2};
+use super::{Dest, Meta, csum, ingress::is_group, l2, output};
 use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::{EtherType, ethernet};
 
+/// What [`run`] did with a burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Taken {
+    /// Frames taken off the head of the burst.
+    pub frames: usize,
+    /// Entries at the head of `meta` already output (`output::run`): what is left starts here.
+    pub output: usize,
+}
+
 /// Route the frames at the head of `batch` that are sent to the gateway (see the module
-/// docs); they are removed from `batch`, their metadata appended to `meta`. `partial_csum`:
-/// whether to complete partial checksums (None: as the port says). Returns how many were
-/// taken.
+/// docs); they are removed from `batch`, their metadata appended to `meta` (which `run`
+/// expects empty) unless they were queued on their port here. `partial_csum`: whether to
+/// complete partial checksums (None: as the port says).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     dp: &mut Datapath,
@@ -47,9 +60,10 @@ pub(super) fn run(
     made: &mut Vec<Meta>,
     partial_csum: Option<bool>,
     now: u64,
-) -> usize {
+) -> Taken {
+    let none = Taken::default();
     let Some(port) = dp.port(in_port) else {
-        return 0;
+        return none;
     };
     let untagged_vlan = match &port.vlan {
         VlanMode::Access(v) => *v,
@@ -61,28 +75,28 @@ pub(super) fn run(
             .bridge(bridge)
             .is_none_or(|b| b.flows.active && !b.fail_open)
     {
-        return 0;
+        return none;
     }
     let Some(burst) = Burst::new(dp, bridge, in_port) else {
-        return 0;
+        return none;
     };
     let (taken, bytes, completed) = if fix {
         take::<true>(dp, frames, burst, batch, meta, made, now)
     } else {
         take::<false>(dp, frames, burst, batch, meta, made, now)
     };
-    if taken != 0 {
+    if taken.frames != 0 {
         if let Some(p) = dp.port_mut(in_port) {
-            p.counters.rx_packets += taken as u64;
+            p.counters.rx_packets += taken.frames as u64;
             p.counters.rx_bytes += bytes;
             p.counters.csum_completed += completed;
         }
-        batch.drain(..taken);
+        batch.drain(..taken.frames);
     }
     taken
 }
 
-/// [`run`]'s loop over the burst's head; returns the frames taken, their bytes and the
+/// [`run`]'s loop over the burst's head; returns what it took, the frames' bytes and the
 /// checksums completed. `FIX`: complete partial checksums.
 #[inline(always)]
 fn take<const FIX: bool>(
@@ -93,8 +107,12 @@ fn take<const FIX: bool>(
     meta: &mut Vec<Meta>,
     made: &mut Vec<Meta>,
     now: u64,
-) -> (usize, u64, u64) {
+) -> (Taken, u64, u64) {
     let (bridge, in_port) = (burst.bridge, burst.in_port);
+    // The port the burst's routed frames last left by untouched and the longest frame it
+    // takes so (see `output::plain_egress`): ports do not change during a burst.
+    let mut plain: Option<(PortId, u32)> = None;
+    let mut output_done = 0;
     let gw_mac = burst.gw.mac.to_u64();
     let (mut bytes, mut completed) = (0u64, 0u64);
     // The source learned last (u64::MAX is never a 48-bit MAC).
@@ -130,7 +148,29 @@ fn take<const FIX: bool>(
             raw: false,
         };
         l3::route_ipv4(dp, frames, &mut burst, &mut m, made, now as u32);
+        if let Dest::Port(p) = m.dest
+            && m.desc.ol.is_none()
+        {
+            if plain.is_none_or(|(lp, _)| lp != p) {
+                plain = output::plain_egress(dp, p, 0).map(|max| (p, max));
+            }
+            if let Some((_, max)) = plain
+                && m.desc.len <= max
+            {
+                // What came before it leaves first.
+                if meta.len() > output_done {
+                    output::run(dp, frames, bridge, in_port, &meta[output_done..]);
+                    output_done = meta.len();
+                }
+                dp.out[p as usize].push(m.desc);
+                continue;
+            }
+        }
         meta.push(m);
     }
+    let taken = Taken {
+        frames: taken,
+        output: output_done,
+    };
     (taken, bytes, completed)
 }

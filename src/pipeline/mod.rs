@@ -411,11 +411,11 @@ impl Pipeline {
             partial_csum,
             now,
         );
-        if taken > 0 {
-            t = self.lap(Node::GatewayInput, taken, t);
+        if taken.frames > 0 {
+            t = self.lap(Node::GatewayInput, taken.frames, t);
             if batch.is_empty() {
                 let bridge = dp.port(in_port).map_or(0, |p| p.bridge);
-                return self.finish(dp, frames, bridge, in_port, t);
+                return self.finish(dp, frames, (bridge, in_port), taken.output, t);
             }
         }
         let received = batch.len();
@@ -451,23 +451,25 @@ impl Pipeline {
             now as u32,
         );
         t = self.lap(Node::Ip4Input, routed, t);
-        self.finish(dp, frames, bridge, in_port, t);
+        self.finish(dp, frames, (bridge, in_port), taken.output, t);
     }
 
     /// The end of a burst from `in_port` of `bridge` (the metadata's destinations decided):
-    /// output, then decapsulated inner frames queued for the tunnel pass.
+    /// output (of the metadata from `output_done` on: `gateway-input` output what came
+    /// before), then decapsulated inner frames queued for the tunnel pass.
     #[inline(always)]
     fn finish(
         &mut self,
         dp: &mut Datapath,
         frames: &mut Frames,
-        bridge: u16,
-        in_port: PortId,
+        (bridge, in_port): (u16, PortId),
+        output_done: usize,
         t: u64,
     ) {
-        output::run(dp, frames, bridge, in_port, &self.meta);
+        let meta = &self.meta[output_done..];
+        output::run(dp, frames, bridge, in_port, meta);
         output::run(dp, frames, bridge, output::NO_PORT, &self.generated);
-        let n = self.meta.len() + self.generated.len();
+        let n = meta.len() + self.generated.len();
         self.lap(Node::Output, n, t);
         // Only the router's VXLAN decapsulation makes `Dest::Decap`, and only with tunnels.
         if !dp.tunnels.is_empty() {

@@ -52,7 +52,7 @@ nodes! {
     L2Learn => "l2-learn", "learn source MACs into the FDB";
     L2Fwd => "l2-fwd", "FDB lookup of the destination MAC: one port, flood, or the router";
     Ip4Input => "ip4-input", "ARP and IPv4 for the gateway: routing, NAT, ICMP, and VXLAN decapsulation of what vxlan4-input did not take (vectors: frames sent to the router, ARP included)";
-    Output => "interface-output", "egress VLAN tag, MTU check, per-port output queues, flood copies (vectors: the whole burst, frames dropped earlier included)";
+    Output => "interface-output", "egress VLAN tag, MTU check, per-port output queues, flood copies (vectors: the whole burst, frames dropped earlier included, except what gateway-input queued itself: routed frames a port takes unchanged, and the frames before them)";
     Vxlan4Input => "vxlan4-input", "VXLAN packets to a VTEP's gateway address, taken off the underlay port before ethernet-input and decapsulated (ip4-vxlan-bypass); ticks include queueing the inner frames for their tunnel's bridge, whose own pass counts in the nodes above";
     Vxlan4Encap => "vxlan4-encap", "encapsulation of frames queued on tunnel ports (outer headers, underlay next hop; outer frames to a known underlay port queued there directly)";
 }
