@@ -1242,3 +1242,46 @@ fn frames_gateway_input_queues_itself_keep_the_burst_order_and_the_port_mtu() {
     assert_eq!(n.h.drops(n.b, DropReason::MtuExceeded), 1);
     n.h.assert_no_frame_leaked();
 }
+
+/// NAT neither reassembles nor tracks IPv4 fragments: a fragment a source rule would translate
+/// is dropped (`nat-fragment`) rather than leaving with the container's own address; a whole
+/// packet of the same host is still translated, and a fragment no rule translates is routed.
+#[test]
+fn fragments_a_source_rule_would_translate_are_dropped_not_leaked() {
+    let mut n = masquerading();
+    let whole = udp4(
+        (mac(2), n.gw0),
+        (H_A, 4000),
+        (H_B, 53),
+        64,
+        b"whole datagram",
+    );
+    let mut first = whole.clone();
+    first[20] |= 0x20; // more fragments, offset 0
+    refill_ip_checksum(&mut first);
+    let mut last = whole.clone();
+    last[20..22].copy_from_slice(&[0x00, 0x03]); // offset 24 bytes, the last fragment
+    refill_ip_checksum(&mut last);
+    n.h.send(n.a, &first);
+    n.h.send(n.a, &last);
+    assert!(
+        n.h.outputs()[n.b as usize].is_empty(),
+        "nothing left untranslated"
+    );
+    assert_eq!(n.h.drops(n.a, DropReason::NatFragment), 2);
+    n.h.send(n.a, &whole);
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 1);
+    assert_eq!(masqueraded_udp(&out[n.b as usize][0]).0, b"whole datagram");
+    // From B toward A: no source rule translates it, so its fragment is routed as it is.
+    let mut from_b = udp4((mac(3), n.gw1), (H_B, 53), (H_A, 4000), 64, b"a fragment");
+    from_b[20] |= 0x20;
+    refill_ip_checksum(&mut from_b);
+    n.h.send(n.b, &from_b);
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1);
+    let (ip, _) = ip_of(&out[n.a as usize][0]);
+    assert_eq!((ip.source, ip.destination), (H_B, H_A));
+    assert_eq!(n.h.drops(n.b, DropReason::NatFragment), 0);
+    n.h.assert_no_frame_leaked();
+}

@@ -547,6 +547,17 @@ fn ip_in(
     let Some(out_gw) = out_gw else {
         return Err(DropReason::NoGateway);
     };
+    // A fragment has no key (no ports to track it by, no reassembly): one a source rule would
+    // translate is dropped rather than sent with its untranslated source address.
+    if nat_on
+        && !tracked
+        && key.is_none()
+        && dnat.is_none()
+        && ipv4::Packet::new_unchecked(&frames.data(m.desc)[l3..]).is_fragment()
+        && dp.nat.source_for(src, egress).is_some()
+    {
+        return Err(DropReason::NatFragment);
+    }
     // NAT, second half: a new connection that a rule translates is tracked and rewritten.
     if !tracked && let Some((k, flags)) = key {
         let pool_of = |pools: [crate::conntrack::PoolId; 3]| match k.proto {
