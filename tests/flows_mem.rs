@@ -359,6 +359,67 @@ fn a_burst_of_one_flow_is_decided_per_run_and_counted_per_frame() {
     n.h.assert_no_frame_leaked();
 }
 
+/// UDP from 10.0.0.`src`:`sport` to 10.0.0.2:81 with TOS byte `tos`.
+fn udp_key(src: u8, sport: u16, tos: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut ip = etherparse::Ipv4Header::new(
+        0,
+        64,
+        etherparse::IpNumber::UDP,
+        [10, 0, 0, src],
+        [10, 0, 0, 2],
+    )
+    .unwrap();
+    ip.dscp = etherparse::IpDscp::try_new(tos >> 2).unwrap();
+    ip.ecn = etherparse::IpEcn::try_new(tos & 3).unwrap();
+    PacketBuilder::ethernet2(mac(1), mac(2))
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .udp(sport, 81)
+        .write(&mut v, &[0x5a; 6])
+        .unwrap();
+    v
+}
+
+/// Inside a run of one key (compared by the bytes the key is read from after its second
+/// frame, `flows/words.rs::Raw`), a frame that differs in any one key field (TOS, source
+/// port, source address, protocol) is looked up on its own and gets its own flow's decision;
+/// the run goes on after it.
+#[test]
+fn a_frame_that_differs_in_one_key_field_breaks_a_run() {
+    let mut n = FlowNet::new();
+    n.add("priority=30,ip,nw_tos=32,actions=drop");
+    n.add("priority=25,udp,tp_src=1001,actions=drop");
+    n.add("priority=20,ip,nw_src=10.0.0.9,actions=drop");
+    n.add("priority=15,tcp,actions=drop");
+    n.add("priority=10,udp,actions=output:p2");
+    let base = udp_key(1, 1000, 0);
+    let mut tcp = base.clone();
+    tcp[14 + 9] = 6;
+    let odd = [
+        ("nw_tos=32", udp_key(1, 1000, 32)),
+        ("tp_src=1001", udp_key(1, 1001, 0)),
+        ("nw_src=10.0.0.9", udp_key(9, 1000, 0)),
+        ("tcp", tcp),
+    ];
+    let mut burst = vec![base.clone(); 3];
+    for (_, f) in &odd {
+        burst.push(f.clone());
+        burst.extend([base.clone(), base.clone(), base.clone()]);
+    }
+    n.burst(n.p[0], &burst);
+    let out = n.h.outputs();
+    assert_eq!(out[n.p[1] as usize], vec![base; 3 + 3 * odd.len()]);
+    for (flow, _) in &odd {
+        assert_eq!(n.packets(flow), 1, "{flow}");
+    }
+    assert_eq!(n.packets("priority=10"), 3 + 3 * odd.len() as u64);
+    assert_eq!(
+        n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop),
+        odd.len() as u64
+    );
+    n.h.assert_no_frame_leaked();
+}
+
 /// A flow whose actions change the frame or send copies is run for every frame of a run of
 /// one key (only single-decision flows are batched).
 #[test]

@@ -15,7 +15,8 @@
 //! - A flow that makes one decision and changes nothing (`NORMAL`, `output:P`, `FLOOD`,
 //!   `IN_PORT` or drop) is decided without the action loop; within a burst, a frame with the
 //!   packed key of the frame before it that took such a decision takes it without the cache
-//!   too (`batch`). Either way the flow is counted per frame. The key itself is read straight
+//!   too (`batch`; inside a run of one key, by comparing the bytes the key is made of,
+//!   `words::Raw`). Either way the flow is counted per frame. The key itself is read straight
 //!   from IPv4 frames (`words`).
 //! - Frames that leave by explicit outputs are not learned (as in OVS, learning is part of
 //!   NORMAL).
@@ -298,20 +299,40 @@ pub(super) fn run(
         groups,
     };
     let mut last: Option<batch::Verdict> = None;
-    for m in meta.iter_mut() {
+    let mut i = 0;
+    while let Some(m) = meta.get_mut(i) {
+        i += 1;
         if m.dest != Dest::Normal {
             continue;
         }
-        let (words, cached) = first_key(&env, frames, m, &mut resubmits, &mut NoTrace);
+        let data = frames.data(m.desc);
+        let (words, cached) = first_key(&env, data, m, &mut resubmits, &mut NoTrace);
         if cached
             && let Some(v) = &last
             && v.applies(&words)
         {
             // The key of the frame before, which took one decision.
+            let raw = words::Raw::read(data, m);
             if let Some(id) = v.flow {
                 credit.add(env.cls, id, u64::from(m.desc.len), now_ms);
             }
             drops += u64::from(!batch::take(frames, m, v.dest));
+            // A run of frames with one key: the frames right after this one with its raw key
+            // take the decision too, compared by the bytes their words would be packed from
+            // (read only now, so frames that start no run pay nothing for it).
+            if let Some(raw) = raw {
+                let (flow, dest) = (v.flow, v.dest);
+                while let Some(n) = meta.get_mut(i)
+                    && n.dest == Dest::Normal
+                    && raw.matches(frames.data(n.desc), n)
+                {
+                    i += 1;
+                    if flow.is_some() {
+                        credit.again(u64::from(n.desc.len));
+                    }
+                    drops += u64::from(!batch::take(frames, n, dest));
+                }
+            }
             continue;
         }
         let (first, single) = first_flow(env.cls, emc, words, cached, &resubmits);
@@ -439,6 +460,14 @@ impl Credit {
             self.flush(cls, now_ms);
             self.flow = Some(id);
         }
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    /// Credit one more frame of `bytes` to the flow credited last.
+    #[inline(always)]
+    fn again(&mut self, bytes: u64) {
+        debug_assert!(self.flow.is_some());
         self.packets += 1;
         self.bytes += bytes;
     }
@@ -653,17 +682,17 @@ fn execute_in<T: Tracer>(
     stack: &mut Stack,
     t: &mut T,
 ) -> Outcome {
-    let (words, cached) = first_key(env, frames, m, stack, t);
+    let (words, cached) = first_key(env, frames.data(m.desc), m, stack, t);
     let (first, _) = first_flow(env.cls, emc, words, cached, stack);
     run_first(env, frames, m, out, credit, stack, t, first)
 }
 
-/// The packed key of frame `m` for its table-0 lookup, and whether the exact-match cache may
-/// answer for it; resets the frame's ext fields first (IPv6 ones read from the frame).
+/// The packed key of frame `m` (bytes `data`) for its table-0 lookup, and whether the exact-match cache may answer for it; resets the frame's ext
+/// fields first (IPv6 ones read from the frame).
 #[inline(always)]
 fn first_key<T: Tracer>(
     env: &Env,
-    frames: &Frames,
+    data: &[u8],
     m: &Meta,
     stack: &mut Stack,
     _: &mut T,
@@ -674,10 +703,10 @@ fn first_key<T: Tracer>(
         stack.dirty = false;
     }
     if m.ethertype == EtherType::IPV6 {
-        ipv6_ext(frames.data(m.desc), m, &mut stack.ext);
+        ipv6_ext(data, m, &mut stack.ext);
         stack.dirty = true;
     }
-    let words = words::frame_words(frames.data(m.desc), m, port.ofport, port.tun_id);
+    let words = words::frame_words(data, m, port.ofport, port.tun_id);
     (words, !T::DRY && cls.cacheable_type(m.ethertype))
 }
 

@@ -16,6 +16,11 @@
 //!   the flow stage runs a burst (flows that `learn` adds are added after it), so equal words
 //!   give the same flow. A frame with other words takes the full path and its decision, if it
 //!   is one, becomes the one kept.
+//! - Within a run (a frame whose words equal the kept decision's), the frames right after it
+//!   are compared by the bytes their words are made of (`words::Raw`, read once from the
+//!   run's second frame; IPv4 with a 20-byte header, untagged or one tag) instead of by their
+//!   words; equal raw keys give equal words. The first frame that differs ends the run and
+//!   takes the whole path.
 //! - A batched frame is neither an exact-match cache hit nor a miss (`Emc::hits` counts
 //!   lookups).
 

@@ -6,6 +6,8 @@
 //! test compares them on random and mutated frames). Building a `PacketKey` field by field and
 //! packing it cost ~85 instructions a frame; IPv4 frames take a direct path here, everything
 //! else (IPv6, ARP, MPLS, short frames) the general one.
+//! - [`Raw`]: the bytes an IPv4 frame's words are made of, as loaded; frames of one burst with
+//!   equal `Raw`s have equal words (unit test), so a run of one key is compared by them.
 
 use super::packet_key;
 use crate::flow::Words;
@@ -23,6 +25,93 @@ pub(crate) fn frame_words(data: &[u8], m: &Meta, in_port: u16, tun_id: u64) -> W
         return w;
     }
     packet_key(data, m, in_port, tun_id, (0, 0)).words()
+}
+
+/// The bytes of an IPv4 frame its key is read from, as loaded (see [`Raw::read`]): two frames
+/// of one burst with equal `Raw`s have equal key words, so within a run of frames with one key
+/// the flow stage compares each frame's bytes with the run's `Raw` ([`Raw::matches`]) instead
+/// of packing its words.
+#[derive(Clone, Copy)]
+pub(crate) struct Raw {
+    /// The source MAC, with the L3 offset in bits 48..56.
+    src: u64,
+    /// The destination MAC.
+    dst: u64,
+    /// Frame bytes 8..16: the end of the source MAC, then the EtherType and IPv4 version/IHL
+    /// and TOS (untagged) or the tag's TPID and TCI (tagged; its EtherType, IPv4, is `m`'s).
+    eth: u64,
+    /// IPv4 header bytes 0..8 (version/IHL, TOS, fragment field; length and id masked out).
+    ip0: u64,
+    /// IPv4 header bytes 8..16 (protocol, source address; TTL and checksum masked out).
+    ip1: u64,
+    /// IPv4 header bytes 16..24 (destination address, then the L4 ports).
+    ip2: u64,
+}
+
+/// Little-endian loads: byte i of the header is bits 8i..8i+8.
+const IP0_KEPT: u64 = 0xffff_0000_0000_ffff;
+const IP1_KEPT: u64 = 0xffff_ffff_0000_ff00;
+
+/// The four loads of a `Raw` (unmasked: eth, ip0, ip1, ip2) of an IPv4 frame (by `m`) with
+/// its L3 header at 14 or 18 and 24 bytes from there; None for any other frame.
+#[inline(always)]
+fn loads(data: &[u8], m: &Meta) -> Option<[u64; 4]> {
+    let l3 = usize::from(m.l3);
+    if m.ethertype != EtherType::IPV4 || (l3 != 14 && l3 != 18) {
+        return None;
+    }
+    let ip: &[u8; 24] = data.get(l3..)?.first_chunk()?;
+    let eth: &[u8; 8] = data.get(8..)?.first_chunk()?;
+    Some([
+        u64::from_le_bytes(*eth),
+        le64(ip, 0),
+        le64(ip, 8),
+        le64(ip, 16),
+    ])
+}
+
+/// The 8 bytes of `b` at `i` (a constant), little-endian.
+#[inline(always)]
+fn le64(b: &[u8; 24], i: usize) -> u64 {
+    u64::from_le_bytes(*b[i..].first_chunk().expect("within the 24 bytes"))
+}
+
+impl Raw {
+    /// The raw key of an IPv4 frame with a 20-byte header (IHL 5) and the 4 bytes after it,
+    /// untagged (L3 at 14) or with one tag (L3 at 18); None for any other frame.
+    #[inline(always)]
+    pub fn read(data: &[u8], m: &Meta) -> Option<Raw> {
+        let [eth, ip0, ip1, ip2] = loads(data, m)?;
+        if ip0 & 0xff != 0x45 {
+            return None;
+        }
+        Some(Raw {
+            src: (m.src & MAC48) | u64::from(m.l3) << 48,
+            dst: m.dst,
+            eth,
+            ip0: ip0 & IP0_KEPT,
+            ip1: ip1 & IP1_KEPT,
+            ip2,
+        })
+    }
+
+    /// Whether frame `data` (metadata `m`) has this raw key, i.e. `Raw::read(data, m)` is
+    /// `Some(*self)` (so its key words are this key's), without building one.
+    #[inline(always)]
+    pub fn matches(&self, data: &[u8], m: &Meta) -> bool {
+        let Some([eth, ip0, ip1, ip2]) = loads(data, m) else {
+            return false;
+        };
+        // The IHL byte is kept in `ip0`: equal, it is 0x45 as `read` required; the L3 offset
+        // is in `src`.
+        ((m.src & MAC48 | u64::from(m.l3) << 48) ^ self.src)
+            | (m.dst ^ self.dst)
+            | (eth ^ self.eth)
+            | ((ip0 & IP0_KEPT) ^ self.ip0)
+            | ((ip1 & IP1_KEPT) ^ self.ip1)
+            | (ip2 ^ self.ip2)
+            == 0
+    }
 }
 
 /// `frame_words` of an IPv4 frame with at least 20 bytes from its L3 offset; None otherwise.
@@ -151,5 +240,85 @@ mod tests {
         }
         // Most cases took the direct path (the comparison is not only of the fallback).
         assert!(direct > 100_000, "{direct}");
+    }
+
+    /// A frame's Meta as ethernet-input builds it (addresses from the bytes, L3 after one
+    /// 0x8100 tag if there is one).
+    fn meta_of(b: &[u8]) -> Meta {
+        let at = |i: usize| b.get(i).copied().unwrap_or(0);
+        let mac = |o: usize| (0..6).fold(0u64, |a, k| a << 8 | u64::from(at(o + k)));
+        let tagged = at(12) == 0x81 && at(13) == 0;
+        let (l3, et) = if tagged { (18, 16) } else { (14, 12) };
+        Meta {
+            desc: Desc::new(0, b.len() as u32),
+            vlan: 0,
+            tagged,
+            dst: mac(0),
+            src: mac(6),
+            ethertype: u16::from_be_bytes([at(et), at(et + 1)]),
+            l3,
+            dest: Dest::Normal,
+            raw: false,
+        }
+    }
+
+    #[test]
+    fn frames_that_match_a_raw_key_have_its_words() {
+        let mut r = Mix(11);
+        let (mut same, mut differ, mut matched_other_bytes) = (0, 0, 0);
+        for i in 0..200_000u32 {
+            let tagged = r.next().is_multiple_of(3);
+            let ihl = r.pick(&[5, 5, 5, 5, 6]);
+            let ff = r.pick(&[0, 0, 0x4000, 0x2000, 0x0001, 0x2001]);
+            let proto = r.pick(&[6, 17, 1, 47]);
+            let len = r.pick(&[38, 41, 42, 46, 60, 64]);
+            let a = frame(&mut r, tagged, ihl, ff, proto, len);
+            let ma = meta_of(&a);
+            let (port, tun) = (r.next() as u16, r.next());
+            let Some(raw) = Raw::read(&a, &ma) else {
+                continue;
+            };
+            assert!(
+                raw.matches(&a, &ma),
+                "a frame matches its own raw key: {a:02x?}"
+            );
+            // Another frame: the same with one or two bytes changed (any byte: key fields,
+            // masked ones, the tag), sometimes shorter, sometimes with other metadata.
+            let mut b = a.clone();
+            for _ in 0..1 + r.next() % 2 {
+                let at = (r.next() % b.len() as u64) as usize;
+                b[at] = if r.next().is_multiple_of(2) {
+                    b[at] ^ 1 << (r.next() % 8)
+                } else {
+                    r.next() as u8
+                };
+            }
+            if i.is_multiple_of(9) {
+                b.truncate(r.pick(&[30, 37, 40, 41]));
+            }
+            let mut mb = meta_of(&b);
+            match i % 13 {
+                0 => mb.l3 = r.pick(&[14, 18, 22, 0]),
+                1 => mb.ethertype = r.pick(&[0x0800, 0x86dd]),
+                2 => mb.src ^= 1 << 40,
+                3 => mb.dst |= 1 << 50,
+                _ => {}
+            }
+            if raw.matches(&b, &mb) {
+                assert_eq!(
+                    frame_words(&b, &mb, port, tun),
+                    frame_words(&a, &ma, port, tun),
+                    "{a:02x?} / {b:02x?}"
+                );
+                same += 1;
+                matched_other_bytes += usize::from(a != b);
+            } else {
+                differ += 1;
+            }
+        }
+        // Both outcomes, and frames that differ in bytes outside the key (length, id, TTL,
+        // checksum, payload) still matched.
+        assert!(same > 10_000 && differ > 10_000, "{same} {differ}");
+        assert!(matched_other_bytes > 10_000, "{matched_other_bytes}");
     }
 }
