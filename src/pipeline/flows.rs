@@ -687,8 +687,9 @@ fn execute_in<T: Tracer>(
     run_first(env, frames, m, out, credit, stack, t, first)
 }
 
-/// The packed key of frame `m` (bytes `data`) for its table-0 lookup, and whether the exact-match cache may answer for it; resets the frame's ext
-/// fields first (IPv6 ones read from the frame).
+/// The packed key of frame `m` (bytes `data`) for its table-0 lookup, and whether the
+/// exact-match cache may answer for it; resets the frame's ext fields first (IPv6 ones read
+/// from the frame).
 #[inline(always)]
 fn first_key<T: Tracer>(
     env: &Env,
