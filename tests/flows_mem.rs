@@ -359,25 +359,9 @@ fn a_burst_of_one_flow_is_decided_per_run_and_counted_per_frame() {
     n.h.assert_no_frame_leaked();
 }
 
-/// UDP from 10.0.0.`src`:`sport` to 10.0.0.2:81 with TOS byte `tos`.
+/// UDP from 10.0.0.`src`:`sport` to 10.0.0.2:81 with TOS byte `tos` (source MAC 1 always).
 fn udp_key(src: u8, sport: u16, tos: u8) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut ip = etherparse::Ipv4Header::new(
-        0,
-        64,
-        etherparse::IpNumber::UDP,
-        [10, 0, 0, src],
-        [10, 0, 0, 2],
-    )
-    .unwrap();
-    ip.dscp = etherparse::IpDscp::try_new(tos >> 2).unwrap();
-    ip.ecn = etherparse::IpEcn::try_new(tos & 3).unwrap();
-    PacketBuilder::ethernet2(mac(1), mac(2))
-        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
-        .udp(sport, 81)
-        .write(&mut v, &[0x5a; 6])
-        .unwrap();
-    v
+    udp4_tos(1, src, sport, 81, tos, &[0x5a; 6])
 }
 
 /// Inside a run of one key (compared by the bytes the key is read from after its second

@@ -64,23 +64,7 @@ fn na(src: &str, target: &str) -> Vec<u8> {
 }
 
 fn udp4(src: u8, tos: u8) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut ip = etherparse::Ipv4Header::new(
-        12,
-        64,
-        etherparse::IpNumber::UDP,
-        [10, 0, 0, src],
-        [10, 0, 0, 2],
-    )
-    .unwrap();
-    ip.dscp = etherparse::IpDscp::try_new(tos >> 2).unwrap();
-    ip.ecn = etherparse::IpEcn::try_new(tos & 3).unwrap();
-    PacketBuilder::ethernet2(mac(src), mac(2))
-        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
-        .udp(1000, 53)
-        .write(&mut v, b"data")
-        .unwrap();
-    v
+    udp4_tos(src, src, 1000, 53, tos, b"data")
 }
 
 #[test]

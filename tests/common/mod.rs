@@ -214,6 +214,28 @@ pub fn tagged(f: &[u8], vid: u16) -> Vec<u8> {
 
 pub const BCAST: [u8; 6] = [0xff; 6];
 
+/// A UDP/IPv4 frame from `mac(src_mac)` to `mac(2)`, 10.0.0.`src`:`sport` -> 10.0.0.2:`dport`,
+/// TTL 64, TOS byte `tos` (DSCP and ECN), carrying `payload`.
+pub fn udp4_tos(src_mac: u8, src: u8, sport: u16, dport: u16, tos: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut ip = etherparse::Ipv4Header::new(
+        0,
+        64,
+        etherparse::IpNumber::UDP,
+        [10, 0, 0, src],
+        [10, 0, 0, 2],
+    )
+    .unwrap();
+    ip.dscp = etherparse::IpDscp::try_new(tos >> 2).unwrap();
+    ip.ecn = etherparse::IpEcn::try_new(tos & 3).unwrap();
+    etherparse::PacketBuilder::ethernet2(mac(src_mac), mac(2))
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .udp(sport, dport)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
 pub fn mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, n]
 }
