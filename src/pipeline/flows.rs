@@ -73,6 +73,10 @@ pub struct FlowTable {
     /// bridge's frames are steered so that both directions of a connection meet one worker's
     /// table (see `pipeline::steer`).
     pub ct_steered: bool,
+    /// The resubmit stack of this bridge's bursts, kept between them (a fresh one is ~45
+    /// stores): `first_key` resets its ext fields when they were set, and its frames are
+    /// written before they are read.
+    pub(crate) stack: Stack,
 }
 
 impl Default for FlowTable {
@@ -90,6 +94,7 @@ impl Default for FlowTable {
             learned: Vec::new(),
             groups: Default::default(),
             ct_steered: false,
+            stack: stack(),
         }
     }
 }
@@ -276,11 +281,11 @@ pub(super) fn run(
         ct: conntrack,
         learned,
         groups,
+        stack: resubmits,
         ..
     } = &mut b.flows;
     let mut drops = 0u64;
     let mut credit = Credit::default();
-    let mut resubmits = stack();
     let port = Ingress {
         id: in_port,
         ofport: in_ofport,
@@ -306,7 +311,7 @@ pub(super) fn run(
             continue;
         }
         let data = frames.data(m.desc);
-        let (words, cached) = first_key(&env, data, m, &mut resubmits, &mut NoTrace);
+        let (words, cached) = first_key(&env, data, m, resubmits, &mut NoTrace);
         if cached
             && let Some(v) = &last
             && v.applies(&words)
@@ -321,21 +326,23 @@ pub(super) fn run(
             // take the decision too, compared by the bytes their words would be packed from
             // (read only now, so frames that start no run pay nothing for it).
             if let Some(raw) = raw {
-                let (flow, dest) = (v.flow, v.dest);
-                while let Some(n) = meta.get_mut(i)
-                    && n.dest == Dest::Normal
-                    && raw.matches(frames.data(n.desc), n)
-                {
-                    i += 1;
-                    if flow.is_some() {
-                        credit.again(u64::from(n.desc.len));
-                    }
-                    drops += u64::from(!batch::take(frames, n, dest));
-                }
+                let run = Run {
+                    raw,
+                    credited: v.flow.is_some(),
+                    dest: v.dest,
+                };
+                let rest = &mut meta[i..];
+                let (n, dropped) = if raw.l3() == 14 {
+                    run.take::<14>(frames, rest, &mut credit)
+                } else {
+                    run.take::<18>(frames, rest, &mut credit)
+                };
+                i += n;
+                drops += dropped;
             }
             continue;
         }
-        let (first, single) = first_flow(env.cls, emc, words, cached, &resubmits);
+        let (first, single) = first_flow(env.cls, emc, words, cached, resubmits);
         let decided = batch::decision(single, env.ports, in_port);
         last = decided
             .filter(|_| cached)
@@ -354,7 +361,7 @@ pub(super) fn run(
             m,
             out,
             &mut credit,
-            &mut resubmits,
+            resubmits,
             &mut NoTrace,
             first,
         );
@@ -464,11 +471,11 @@ impl Credit {
         self.bytes += bytes;
     }
 
-    /// Credit one more frame of `bytes` to the flow credited last.
+    /// Credit `packets` more frames of `bytes` in all to the flow credited last.
     #[inline(always)]
-    fn again(&mut self, bytes: u64) {
+    fn again(&mut self, packets: u64, bytes: u64) {
         debug_assert!(self.flow.is_some());
-        self.packets += 1;
+        self.packets += packets;
         self.bytes += bytes;
     }
 
@@ -478,6 +485,45 @@ impl Credit {
         }
         self.packets = 0;
         self.bytes = 0;
+    }
+}
+
+/// A run of frames with one key (see `run`): the frames right after one that took a cached
+/// decision, compared by the bytes their key words would be packed from.
+struct Run {
+    raw: words::Raw,
+    /// The decision's flow is credited (a flow matched).
+    credited: bool,
+    dest: Option<Dest>,
+}
+
+impl Run {
+    /// Give the decision to the leading frames of `meta` that have the run's raw key (with
+    /// its L3 offset `L3`); returns how many took it and how many of them were dropped. Out
+    /// of line, so its loops keep the key and their state in registers: one that only reads
+    /// (how many frames, how many bytes), then one that carries out the decision.
+    #[inline(never)]
+    fn take<const L3: usize>(
+        &self,
+        frames: &mut Frames,
+        meta: &mut [Meta],
+        credit: &mut Credit,
+    ) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0u64);
+        for m in meta.iter() {
+            if m.dest != Dest::Normal || !self.raw.matches_at::<L3>(frames.data(m.desc), m) {
+                break;
+            }
+            n += 1;
+            bytes += u64::from(m.desc.len);
+        }
+        if self.credited {
+            credit.again(n as u64, bytes);
+        }
+        for m in &mut meta[..n] {
+            batch::take(frames, m, self.dest);
+        }
+        (n, if self.dest.is_none() { n as u64 } else { 0 })
     }
 }
 

@@ -33,7 +33,9 @@ pub(crate) fn frame_words(data: &[u8], m: &Meta, in_port: u16, tun_id: u64) -> W
 /// of packing its words.
 #[derive(Clone, Copy)]
 pub(crate) struct Raw {
-    /// The source MAC, with the L3 offset in bits 48..56.
+    /// The L3 offset (14 or 18).
+    l3: u8,
+    /// The source MAC (`Meta::src` as it is).
     src: u64,
     /// The destination MAC.
     dst: u64,
@@ -86,7 +88,8 @@ impl Raw {
             return None;
         }
         Some(Raw {
-            src: (m.src & MAC48) | u64::from(m.l3) << 48,
+            l3: m.l3,
+            src: m.src,
             dst: m.dst,
             eth,
             ip0: ip0 & IP0_KEPT,
@@ -95,22 +98,43 @@ impl Raw {
         })
     }
 
-    /// Whether frame `data` (metadata `m`) has this raw key, i.e. `Raw::read(data, m)` is
-    /// `Some(*self)` (so its key words are this key's), without building one.
+    /// The L3 offset of the frame the key was read from: 14 (untagged) or 18 (one tag).
     #[inline(always)]
+    pub fn l3(&self) -> u8 {
+        self.l3
+    }
+
+    /// Whether frame `data` (metadata `m`) has this raw key, i.e. `Raw::read(data, m)` is
+    /// `Some(*self)` (so its key words are this key's), without building one. (The flow
+    /// stage calls [`Raw::matches_at`] with the offset fixed for the whole run.)
+    #[cfg(test)]
     pub fn matches(&self, data: &[u8], m: &Meta) -> bool {
-        let Some([eth, ip0, ip1, ip2]) = loads(data, m) else {
+        if self.l3 == 14 {
+            self.matches_at::<14>(data, m)
+        } else {
+            self.matches_at::<18>(data, m)
+        }
+    }
+
+    /// [`Raw::matches`] for a key whose L3 offset is `L3` (`self.l3()`): the frame's bytes are
+    /// loaded at constant offsets after one length check, and compared word by word, the
+    /// first difference ending the comparison (a run of one key loops over this).
+    #[inline(always)]
+    pub fn matches_at<const L3: usize>(&self, data: &[u8], m: &Meta) -> bool {
+        debug_assert_eq!(usize::from(self.l3), L3);
+        let Some(h) = data.get(..L3 + 24) else {
             return false;
         };
-        // The IHL byte is kept in `ip0`: equal, it is 0x45 as `read` required; the L3 offset
-        // is in `src`.
-        ((m.src & MAC48 | u64::from(m.l3) << 48) ^ self.src)
-            | (m.dst ^ self.dst)
-            | (eth ^ self.eth)
-            | ((ip0 & IP0_KEPT) ^ self.ip0)
-            | ((ip1 & IP1_KEPT) ^ self.ip1)
-            | (ip2 ^ self.ip2)
-            == 0
+        let at = |i: usize| u64::from_le_bytes(*h[i..].first_chunk().expect("within L3 + 24"));
+        // The IHL byte is kept in `ip0`: equal, it is 0x45 as `read` required.
+        usize::from(m.l3) == L3
+            && m.ethertype == EtherType::IPV4
+            && m.src == self.src
+            && m.dst == self.dst
+            && at(L3 + 16) == self.ip2
+            && at(L3 + 8) & IP1_KEPT == self.ip1
+            && at(L3) & IP0_KEPT == self.ip0
+            && at(8) == self.eth
     }
 }
 
