@@ -42,10 +42,10 @@ pub(crate) struct Raw {
     /// Frame bytes 8..16: the end of the source MAC, then the EtherType and IPv4 version/IHL
     /// and TOS (untagged) or the tag's TPID and TCI (tagged; its EtherType, IPv4, is `m`'s).
     eth: u64,
-    /// IPv4 header bytes 0..8 (version/IHL, TOS, fragment field; length and id masked out).
-    ip0: u64,
-    /// IPv4 header bytes 8..16 (protocol, source address; TTL and checksum masked out).
-    ip1: u64,
+    /// IPv4 header bytes 0..16 as one little-endian word under [`IP_KEPT`]: version/IHL,
+    /// TOS, the fragment field, protocol and source address (length, id, TTL and checksum
+    /// masked out).
+    ip01: u128,
     /// IPv4 header bytes 16..24 (destination address, then the L4 ports).
     ip2: u64,
 }
@@ -53,6 +53,8 @@ pub(crate) struct Raw {
 /// Little-endian loads: byte i of the header is bits 8i..8i+8.
 const IP0_KEPT: u64 = 0xffff_0000_0000_ffff;
 const IP1_KEPT: u64 = 0xffff_ffff_0000_ff00;
+/// Both, for header bytes 0..16 loaded as one word.
+const IP_KEPT: u128 = (IP1_KEPT as u128) << 64 | IP0_KEPT as u128;
 
 /// The four loads of a `Raw` (unmasked: eth, ip0, ip1, ip2) of an IPv4 frame (by `m`) with
 /// its L3 header at 14 or 18 and 24 bytes from there; None for any other frame.
@@ -92,8 +94,7 @@ impl Raw {
             src: m.src,
             dst: m.dst,
             eth,
-            ip0: ip0 & IP0_KEPT,
-            ip1: ip1 & IP1_KEPT,
+            ip01: u128::from(ip1 & IP1_KEPT) << 64 | u128::from(ip0 & IP0_KEPT),
             ip2,
         })
     }
@@ -126,14 +127,14 @@ impl Raw {
             return false;
         };
         let at = |i: usize| u64::from_le_bytes(*h[i..].first_chunk().expect("within L3 + 24"));
-        // The IHL byte is kept in `ip0`: equal, it is 0x45 as `read` required.
+        // The IHL byte is kept in `ip01`: equal, it is 0x45 as `read` required.
         usize::from(m.l3) == L3
             && m.ethertype == EtherType::IPV4
             && m.src == self.src
             && m.dst == self.dst
             && at(L3 + 16) == self.ip2
-            && at(L3 + 8) & IP1_KEPT == self.ip1
-            && at(L3) & IP0_KEPT == self.ip0
+            && u128::from_le_bytes(*h[L3..].first_chunk().expect("within L3 + 24")) & IP_KEPT
+                == self.ip01
             && at(8) == self.eth
     }
 }
