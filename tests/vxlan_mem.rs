@@ -655,3 +655,36 @@ fn packets_like_the_bursts_last_good_one_are_still_checked_one_by_one() {
     assert_eq!(n.h.drops(n.ul, DropReason::IpMalformed), 1);
     n.h.assert_no_frame_leaked();
 }
+
+/// The burst shortcut ignores the outer TOS (it may follow the inner one) but compares the
+/// fragment field and the protocol: a packet like the burst's last good one with another TOS
+/// is decapsulated, one that is a fragment or not UDP is left to the whole path, which does not
+/// deliver it.
+#[test]
+fn packets_like_the_bursts_last_good_one_differ_in_tos_fragment_or_protocol() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let with = |src: u8, at: usize, v: u8| {
+        let mut f = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(src));
+        f[at] = v;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = uvs::wire::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
+        with(2, 15, 0xb8),
+        with(3, 20, 0x20),
+        with(4, 21, 0x01),
+        with(5, 23, 6),
+        with(6, 20, 0x40),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &inner(7)),
+    ];
+    n.uplink_burst(&burst);
+    let out = n.h.outputs();
+    let got: Vec<(u8, usize)> = out[n.a as usize].iter().map(|f| (f[11], f.len())).collect();
+    // (3: more fragments; 4: an offset; 5: TCP. 6: DF set, as OVS sends.)
+    assert_eq!(got, vec![(1, 60), (2, 60), (6, 60), (7, 60)]);
+    n.h.assert_no_frame_leaked();
+}

@@ -30,30 +30,40 @@ pub(crate) struct InnerBursts {
 }
 
 impl InnerBursts {
-    /// Append the inner frame `d` of tunnel port `port` to its group.
+    /// Append the inner frame `d` of tunnel port `port` to its group; returns the group's
+    /// index, which [`InnerBursts::push_to`] takes until the next `clear` or `drain`.
     #[inline(always)]
-    pub fn push(&mut self, port: PortId, partial: bool, d: Desc) {
-        if let Some(g) = self.groups[..self.used].last_mut()
+    pub fn push(&mut self, port: PortId, partial: bool, d: Desc) -> usize {
+        if let Some(last) = self.used.checked_sub(1)
+            && let g = &mut self.groups[last]
             && g.port == port
             && g.partial == partial
         {
             g.frames.push(d);
-            return;
+            return last;
         }
-        self.push_new(port, partial, d);
+        self.push_new(port, partial, d)
+    }
+
+    /// Append `d` to group `group`, an index `push` returned since the last `clear` or
+    /// `drain` (the frames of a burst from one tunnel port and peer: no compare).
+    #[inline(always)]
+    pub fn push_to(&mut self, group: usize, d: Desc) {
+        debug_assert!(group < self.used);
+        self.groups[group].frames.push(d);
     }
 
     /// `push` for a frame of another group than the last one.
     #[cold]
     #[inline(never)]
-    fn push_new(&mut self, port: PortId, partial: bool, d: Desc) {
+    fn push_new(&mut self, port: PortId, partial: bool, d: Desc) -> usize {
         let used = &mut self.groups[..self.used];
-        if let Some(g) = used
-            .iter_mut()
-            .find(|g| g.port == port && g.partial == partial)
+        if let Some(i) = used
+            .iter()
+            .position(|g| g.port == port && g.partial == partial)
         {
-            g.frames.push(d);
-            return;
+            used[i].frames.push(d);
+            return i;
         }
         if self.used == self.groups.len() {
             self.groups.push(Group::default());
@@ -64,6 +74,7 @@ impl InnerBursts {
         g.frames.clear();
         g.frames.push(d);
         self.used += 1;
+        self.used - 1
     }
 
     /// No frame waiting.
@@ -149,6 +160,23 @@ mod tests {
         // Reused groups start empty, with the new burst's ports.
         b.push(7, true, d(9));
         assert_eq!(contents(&mut b), vec![(7, true, vec![9])]);
+    }
+
+    #[test]
+    fn push_names_the_group_that_push_to_appends_to() {
+        let mut b = InnerBursts::default();
+        let g3 = b.push(3, false, d(0));
+        let g2 = b.push(2, false, d(1));
+        assert_eq!((g3, g2), (0, 1));
+        // An earlier group found again (not the last one), then appended to by index.
+        assert_eq!(b.push(3, false, d(2)), g3);
+        b.push_to(g3, d(3));
+        b.push_to(g2, d(4));
+        assert_eq!(b.push(2, false, d(5)), g2);
+        assert_eq!(
+            contents(&mut b),
+            vec![(3, false, vec![0, 2, 3]), (2, false, vec![1, 4, 5])]
+        );
     }
 
     #[test]

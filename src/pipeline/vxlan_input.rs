@@ -109,7 +109,7 @@ pub(super) fn run(
                 vxlan::learn_remote(dp, t.port, vlan, mac, t.remote());
             }
             bytes += u64::from(d.len);
-            decapped.push(t.port, u.partial, inner);
+            decapped.push_to(t.group, inner);
             continue;
         }
         match full_check(dp, frames, &u, &mut burst, d) {
@@ -120,9 +120,9 @@ pub(super) fn run(
             Full::Taken(port, inner, t) => {
                 // `decap` learned the inner source.
                 learned = None;
-                short = Some(t);
                 bytes += u64::from(d.len);
-                decapped.push(port, u.partial, inner);
+                let group = decapped.push(port, u.partial, inner);
+                short = Some(Template { group, ..t });
             }
             Full::Dropped => bytes += u64::from(d.len),
         }
@@ -234,13 +234,14 @@ const VX_MASK: u64 = u64::from_ne_bytes([0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
 /// What a frame taken by the full check shares with the frames behind it in the burst from the
 /// same peer VTEP to the same tunnel: the Ethernet header (the gateway's MAC, a source MAC
 /// already checked and learned, IPv4), the IPv4 addresses (a remote the reverse-path filter
-/// and the tunnel accepted, the gateway's address), the UDP port and the VXLAN I flag and VNI.
-/// A frame that equals it there and has a plain, unfragmented 20-byte UDP header with a good
-/// checksum and consistent lengths passes every check the full one would make. Compared as
-/// whole words (native byte order: only equality matters).
+/// and the tunnel accepted, the gateway's address), the UDP port and the VXLAN I flag and VNI,
+/// and the IPv4 version and header length (0x45: the word at byte 8 holds them, under
+/// [`NO_TOS`]). A frame that equals it there, is UDP and not a fragment ([`PLAIN_UDP`], a
+/// constant) and has a good checksum and consistent lengths passes every check the full one
+/// would make. Compared as whole words (native byte order: only equality matters).
 #[derive(Clone, Copy)]
 struct Template {
-    /// Bytes 0..8 and 6..14.
+    /// Bytes 0..8, and 8..16 under [`NO_TOS`].
     eth: [u64; 2],
     /// Bytes 26..34: source and destination address.
     ips: u64,
@@ -249,7 +250,17 @@ struct Template {
     /// Bytes 42..50 under [`VX_MASK`].
     vx: u64,
     port: PortId,
+    /// The `decapped` group its inner frames go to (`InnerBursts::push_to`).
+    group: usize,
 }
+
+/// Bytes 8..16 of an outer frame without the TOS byte (15): the TOS may change from packet to
+/// packet of one peer (`tos inherit`) and no check depends on it.
+const NO_TOS: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+/// Bytes 20..28 of an outer frame under [`FRAG_PROTO`] equal [`PLAIN_UDP`] when the packet is
+/// UDP and not a fragment (MF clear, offset 0; DF, the TTL and the checksum ignored).
+const FRAG_PROTO: u64 = u64::from_ne_bytes([0x3f, 0xff, 0, 0xff, 0, 0, 0, 0]);
+const PLAIN_UDP: u64 = u64::from_ne_bytes([0, 0, 0, 17, 0, 0, 0, 0]);
 
 /// `N` bytes at `at` of `h` as a native-order word.
 #[inline(always)]
@@ -264,12 +275,13 @@ impl Template {
         Template {
             eth: [
                 u64::from_ne_bytes(word(h, 0)),
-                u64::from_ne_bytes(word(h, 6)),
+                u64::from_ne_bytes(word(h, 8)) & NO_TOS,
             ],
             ips: u64::from_ne_bytes(word(h, L3 + 12)),
             dport: word(h, L3 + ipv4::MIN_HEADER_LEN + 2),
             vx: u64::from_ne_bytes(word(h, INNER_AT - VXLAN_LEN)) & VX_MASK,
             port: 0,
+            group: 0,
         }
     }
 
@@ -285,14 +297,21 @@ impl Template {
     fn take(&self, data: &[u8], d: Desc, ports: &[u16]) -> Option<(Desc, u16, u64)> {
         let h = data.first_chunk::<MIN_OUTER>()?;
         if u64::from_ne_bytes(word(h, 0)) != self.eth[0]
-            || u64::from_ne_bytes(word(h, 6)) != self.eth[1]
+            || u64::from_ne_bytes(word(h, 8)) & NO_TOS != self.eth[1]
             || u64::from_ne_bytes(word(h, L3 + 12)) != self.ips
             || word::<2>(h, L3 + ipv4::MIN_HEADER_LEN + 2) != self.dport
             || u64::from_ne_bytes(word(h, INNER_AT - VXLAN_LEN)) & VX_MASK != self.vx
+            || u64::from_ne_bytes(word(h, L3 + 6)) & FRAG_PROTO != PLAIN_UDP
         {
             return None;
         }
-        let total = plain_udp(h, data.len())?;
+        // Version and header length are the template's (0x45), the protocol UDP, no
+        // fragment: what `plain_udp` checks besides these.
+        let ip_h = word::<{ ipv4::MIN_HEADER_LEN }>(h, L3);
+        let total = usize::from(u16::from_be_bytes([ip_h[2], ip_h[3]]));
+        if total < MIN_OUTER - L3 || total > data.len() - L3 || !ipv4::checksum_ok(&ip_h) {
+            return None;
+        }
         let udp = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]);
         if usize::from(udp.len()) != total - ipv4::MIN_HEADER_LEN {
             return None;
