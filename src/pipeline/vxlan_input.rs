@@ -92,8 +92,9 @@ pub(super) fn run(
         last_src: u64::MAX,
     };
     let mut short: Option<Template> = None;
-    // The (tunnel port, VLAN | MAC, remote) the tunnel last learned in this burst.
-    let mut learned: Option<(PortId, u64, u64)> = None;
+    // The VLAN | MAC the template's tunnel last learned from its remote in this burst
+    // (`NOT_LEARNED`: none since the template was taken).
+    let mut learned = NOT_LEARNED;
     let (mut kept, mut bytes) = (0, 0u64);
     for i in 0..batch.len() {
         let d = batch[i];
@@ -104,8 +105,8 @@ pub(super) fn run(
             // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
             // its own last-learned check across bursts.
             let key = mac | u64::from(vlan) << 48;
-            if learned != Some((t.port, key, t.ips)) {
-                learned = Some((t.port, key, t.ips));
+            if learned != key {
+                learned = key;
                 vxlan::learn_remote(dp, t.port, vlan, mac, t.remote());
             }
             bytes += u64::from(d.len);
@@ -118,8 +119,8 @@ pub(super) fn run(
                 kept += 1;
             }
             Full::Taken(port, inner, t) => {
-                // `decap` learned the inner source.
-                learned = None;
+                // `decap` learned the inner source; the template's tunnel and remote are new.
+                learned = NOT_LEARNED;
                 bytes += u64::from(d.len);
                 let group = decapped.push(port, u.partial, inner);
                 short = Some(Template { group, ..t });
@@ -137,6 +138,9 @@ pub(super) fn run(
     }
     taken
 }
+
+/// No (VLAN, MAC) learned: a VLAN | MAC key is below 2^60.
+const NOT_LEARNED: u64 = u64::MAX;
 
 /// What the full check remembers within a burst.
 struct Burst {
