@@ -31,7 +31,7 @@ pub(crate) struct InnerBursts {
 
 impl InnerBursts {
     /// Append the inner frame `d` of tunnel port `port` to its group; returns the group's
-    /// index, which [`InnerBursts::push_to`] takes until the next `clear` or `drain`.
+    /// index, which [`InnerBursts::group_mut`] takes until the next `clear` or `drain`.
     #[inline(always)]
     pub fn push(&mut self, port: PortId, partial: bool, d: Desc) -> usize {
         if let Some(last) = self.used.checked_sub(1)
@@ -45,12 +45,12 @@ impl InnerBursts {
         self.push_new(port, partial, d)
     }
 
-    /// Append `d` to group `group`, an index `push` returned since the last `clear` or
-    /// `drain` (the frames of a burst from one tunnel port and peer: no compare).
+    /// The frames of group `group`, an index `push` returned since the last `clear` or
+    /// `drain`, to append to (the frames of a burst from one tunnel port and peer: no compare).
     #[inline(always)]
-    pub fn push_to(&mut self, group: usize, d: Desc) {
+    pub fn group_mut(&mut self, group: usize) -> &mut Vec<Desc> {
         debug_assert!(group < self.used);
-        self.groups[group].frames.push(d);
+        &mut self.groups[group].frames
     }
 
     /// `push` for a frame of another group than the last one.
@@ -163,15 +163,15 @@ mod tests {
     }
 
     #[test]
-    fn push_names_the_group_that_push_to_appends_to() {
+    fn push_names_the_group_that_group_mut_gives() {
         let mut b = InnerBursts::default();
         let g3 = b.push(3, false, d(0));
         let g2 = b.push(2, false, d(1));
         assert_eq!((g3, g2), (0, 1));
         // An earlier group found again (not the last one), then appended to by index.
         assert_eq!(b.push(3, false, d(2)), g3);
-        b.push_to(g3, d(3));
-        b.push_to(g2, d(4));
+        b.group_mut(g3).push(d(3));
+        b.group_mut(g2).push(d(4));
         assert_eq!(b.push(2, false, d(5)), g2);
         assert_eq!(
             contents(&mut b),

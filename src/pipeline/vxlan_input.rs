@@ -96,23 +96,24 @@ pub(super) fn run(
     // (`NOT_LEARNED`: none since the template was taken).
     let mut learned = NOT_LEARNED;
     let (mut kept, mut bytes) = (0, 0u64);
-    for i in 0..batch.len() {
-        let d = batch[i];
-        let data = frames.data(d);
-        if let Some(t) = &short
-            && let Some((inner, vlan, mac)) = t.take(data, d, &dp.tunnel_udp_ports)
-        {
-            // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
-            // its own last-learned check across bursts.
-            let key = mac | u64::from(vlan) << 48;
-            if learned != key {
-                learned = key;
-                vxlan::learn_remote(dp, t.port, vlan, mac, t.remote());
+    let mut i = 0;
+    while i < batch.len() {
+        if let Some(t) = &short {
+            let (n, b) = t.take_run(
+                dp,
+                frames,
+                &batch[i..],
+                decapped.group_mut(t.group),
+                &mut learned,
+            );
+            i += n;
+            bytes += b;
+            if i == batch.len() {
+                break;
             }
-            bytes += u64::from(d.len);
-            decapped.push_to(t.group, inner);
-            continue;
         }
+        let d = batch[i];
+        i += 1;
         match full_check(dp, frames, &u, &mut burst, d) {
             Full::Keep => {
                 batch[kept] = d;
@@ -254,7 +255,7 @@ struct Template {
     /// Bytes 42..50 under [`VX_MASK`].
     vx: u64,
     port: PortId,
-    /// The `decapped` group its inner frames go to (`InnerBursts::push_to`).
+    /// The `decapped` group its inner frames go to (`InnerBursts::group_mut`).
     group: usize,
 }
 
@@ -292,6 +293,40 @@ impl Template {
     /// The peer VTEP's address.
     fn remote(&self) -> [u8; 4] {
         *self.ips.to_ne_bytes().first_chunk().expect("8 bytes")
+    }
+
+    /// Decapsulate the frames at the head of `outer` that [`Template::take`] accepts: their
+    /// inner frames are appended to `group` (the template's), the tunnel learns each inner
+    /// (VLAN, MAC) that differs from `learned` (the last one it learned from this template's
+    /// remote). Returns how many outer frames were taken and their bytes. Out of line, so the
+    /// loop keeps the template in registers (the burst's other frames take the full check).
+    #[inline(never)]
+    fn take_run(
+        &self,
+        dp: &mut Datapath,
+        frames: &Frames,
+        outer: &[Desc],
+        group: &mut Vec<Desc>,
+        learned: &mut u64,
+    ) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0u64);
+        for &d in outer {
+            let Some((inner, vlan, mac)) = self.take(frames.data(d), d, &dp.tunnel_udp_ports)
+            else {
+                break;
+            };
+            // The tunnel learns each (VLAN, MAC) once per burst here; `Tunnel::learn` keeps
+            // its own last-learned check across bursts.
+            let key = mac | u64::from(vlan) << 48;
+            if *learned != key {
+                *learned = key;
+                vxlan::learn_remote(dp, self.port, vlan, mac, self.remote());
+            }
+            n += 1;
+            bytes += u64::from(d.len);
+            group.push(inner);
+        }
+        (n, bytes)
     }
 
     /// The inner frame of the outer frame `d` (whose bytes are `data`), and its (VLAN, source
