@@ -29,8 +29,8 @@ pub(crate) fn frame_words(data: &[u8], m: &Meta, in_port: u16, tun_id: u64) -> W
 
 /// The bytes of an IPv4 frame its key is read from, as loaded (see [`Raw::read`]): two frames
 /// of one burst with equal `Raw`s have equal key words, so within a run of frames with one key
-/// the flow stage compares each frame's bytes with the run's `Raw` ([`Raw::matches`]) instead
-/// of packing its words.
+/// the flow stage compares each frame's bytes with the run's `Raw` ([`Raw::matches_at`])
+/// instead of packing its words.
 #[derive(Clone, Copy)]
 pub(crate) struct Raw {
     /// The L3 offset (14 or 18).
@@ -117,9 +117,10 @@ impl Raw {
         }
     }
 
-    /// [`Raw::matches`] for a key whose L3 offset is `L3` (`self.l3()`): the frame's bytes are
-    /// loaded at constant offsets after one length check, and compared word by word, the
-    /// first difference ending the comparison (a run of one key loops over this).
+    /// Whether frame `data` (metadata `m`) has this raw key, for a key whose L3 offset is `L3`
+    /// (`self.l3()`): the frame's bytes are loaded at constant offsets after one length check
+    /// and compared word by word, the first difference ending the comparison (a run of one key
+    /// loops over this).
     #[inline(always)]
     pub fn matches_at<const L3: usize>(&self, data: &[u8], m: &Meta) -> bool {
         debug_assert_eq!(usize::from(self.l3), L3);
