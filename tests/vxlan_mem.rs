@@ -83,6 +83,13 @@ fn vxlan_pkt(gw: MacAddr, src: [u8; 4], flags: u8, vni: u32, inner: &[u8]) -> Ve
     f
 }
 
+/// Recompute the outer IPv4 header checksum of a VXLAN packet after a header byte changed.
+fn fix_outer_checksum(f: &mut [u8]) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = uvs::wire::checksum::checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
 /// (outer dst ip, VNI, inner frame) of an encapsulated packet, checking the outer checksums.
 fn outer(f: &[u8]) -> ([u8; 4], u32, Vec<u8>) {
     let s = SlicedPacket::from_ethernet(f).unwrap();
@@ -618,25 +625,20 @@ fn vxlan_taken_off_the_port_is_counted_checked_and_learned_as_before() {
 fn packets_like_the_bursts_last_good_one_are_still_checked_one_by_one() {
     let mut n = net();
     let inner = |src: u8| frame(mac(9), mac(src), src);
-    let fix_sum = |f: &mut Vec<u8>| {
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = uvs::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-    };
     let no_flag = vxlan_pkt(n.gw, R2, 0x00, 42, &inner(2));
     let other_vni = vxlan_pkt(n.gw, R2, 0x08, 43, &inner(3));
     let mut padded = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(4));
     padded.extend_from_slice(&[0; 4]);
     let total = u16::from_be_bytes([padded[16], padded[17]]) + 4;
     padded[16..18].copy_from_slice(&total.to_be_bytes());
-    fix_sum(&mut padded);
+    fix_outer_checksum(&mut padded);
     let mut too_long = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(5));
     let total = u16::from_be_bytes([too_long[16], too_long[17]]) + 4;
     too_long[16..18].copy_from_slice(&total.to_be_bytes());
-    fix_sum(&mut too_long);
+    fix_outer_checksum(&mut too_long);
     let mut ttl = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(6));
     ttl[22] = 3;
-    fix_sum(&mut ttl);
+    fix_outer_checksum(&mut ttl);
     let burst = [
         vxlan_pkt(n.gw, R2, 0x08, 42, &inner(1)),
         no_flag,
@@ -667,9 +669,7 @@ fn packets_like_the_bursts_last_good_one_differ_in_tos_fragment_or_protocol() {
     let with = |src: u8, at: usize, v: u8| {
         let mut f = vxlan_pkt(n.gw, R2, 0x08, 42, &inner(src));
         f[at] = v;
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = uvs::wire::checksum::checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
+        fix_outer_checksum(&mut f);
         f
     };
     let burst = [

@@ -50,34 +50,29 @@ pub(crate) struct Raw {
     ip2: u64,
 }
 
-/// Little-endian loads: byte i of the header is bits 8i..8i+8.
-const IP0_KEPT: u64 = 0xffff_0000_0000_ffff;
-const IP1_KEPT: u64 = 0xffff_ffff_0000_ff00;
-/// Both, for header bytes 0..16 loaded as one word.
-const IP_KEPT: u128 = (IP1_KEPT as u128) << 64 | IP0_KEPT as u128;
+/// IPv4 header bytes 0..16 loaded as one little-endian word (byte i is bits 8i..8i+8) keep
+/// version/IHL and TOS (0..2), the fragment field (6..8), the protocol (9) and the source
+/// address (12..16).
+const IP_KEPT: u128 = 0xffff_ffff_0000_ff00_ffff_0000_0000_ffff;
 
-/// The four loads of a `Raw` (unmasked: eth, ip0, ip1, ip2) of an IPv4 frame (by `m`) with
-/// its L3 header at 14 or 18 and 24 bytes from there; None for any other frame.
+/// The frame bytes a `Raw` is made of, for an L3 offset `L3`: `h` is the frame's first
+/// `L3 + 24` bytes. `read` and `matches_at` both load through these, so they read the same
+/// bytes the same way.
 #[inline(always)]
-fn loads(data: &[u8], m: &Meta) -> Option<[u64; 4]> {
-    let l3 = usize::from(m.l3);
-    if m.ethertype != EtherType::IPV4 || (l3 != 14 && l3 != 18) {
-        return None;
-    }
-    let ip: &[u8; 24] = data.get(l3..)?.first_chunk()?;
-    let eth: &[u8; 8] = data.get(8..)?.first_chunk()?;
-    Some([
-        u64::from_le_bytes(*eth),
-        le64(ip, 0),
-        le64(ip, 8),
-        le64(ip, 16),
-    ])
+fn eth_word(h: &[u8]) -> u64 {
+    u64::from_le_bytes(*h[8..].first_chunk().expect("16 bytes or more"))
 }
 
-/// The 8 bytes of `b` at `i` (a constant), little-endian.
+/// IPv4 header bytes 0..16 under [`IP_KEPT`].
 #[inline(always)]
-fn le64(b: &[u8; 24], i: usize) -> u64 {
-    u64::from_le_bytes(*b[i..].first_chunk().expect("within the 24 bytes"))
+fn ip01_word<const L3: usize>(h: &[u8]) -> u128 {
+    u128::from_le_bytes(*h[L3..].first_chunk().expect("L3 + 16 bytes or more")) & IP_KEPT
+}
+
+/// IPv4 header bytes 16..24: the destination address, then the L4 ports.
+#[inline(always)]
+fn ip2_word<const L3: usize>(h: &[u8]) -> u64 {
+    u64::from_le_bytes(*h[L3 + 16..].first_chunk().expect("L3 + 24 bytes or more"))
 }
 
 impl Raw {
@@ -85,17 +80,30 @@ impl Raw {
     /// untagged (L3 at 14) or with one tag (L3 at 18); None for any other frame.
     #[inline(always)]
     pub fn read(data: &[u8], m: &Meta) -> Option<Raw> {
-        let [eth, ip0, ip1, ip2] = loads(data, m)?;
-        if ip0 & 0xff != 0x45 {
+        if m.ethertype != EtherType::IPV4 {
+            return None;
+        }
+        match m.l3 {
+            14 => Raw::read_at::<14>(data, m),
+            18 => Raw::read_at::<18>(data, m),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn read_at<const L3: usize>(data: &[u8], m: &Meta) -> Option<Raw> {
+        let h = data.get(..L3 + 24)?;
+        // Version 4, IHL 5 (kept in `ip01`, so `matches_at` needs no check of its own).
+        if h[L3] != 0x45 {
             return None;
         }
         Some(Raw {
             l3: m.l3,
             src: m.src,
             dst: m.dst,
-            eth,
-            ip01: u128::from(ip1 & IP1_KEPT) << 64 | u128::from(ip0 & IP0_KEPT),
-            ip2,
+            eth: eth_word(h),
+            ip01: ip01_word::<L3>(h),
+            ip2: ip2_word::<L3>(h),
         })
     }
 
@@ -127,16 +135,14 @@ impl Raw {
         let Some(h) = data.get(..L3 + 24) else {
             return false;
         };
-        let at = |i: usize| u64::from_le_bytes(*h[i..].first_chunk().expect("within L3 + 24"));
         // The IHL byte is kept in `ip01`: equal, it is 0x45 as `read` required.
         usize::from(m.l3) == L3
             && m.ethertype == EtherType::IPV4
             && m.src == self.src
             && m.dst == self.dst
-            && at(L3 + 16) == self.ip2
-            && u128::from_le_bytes(*h[L3..].first_chunk().expect("within L3 + 24")) & IP_KEPT
-                == self.ip01
-            && at(8) == self.eth
+            && ip2_word::<L3>(h) == self.ip2
+            && ip01_word::<L3>(h) == self.ip01
+            && eth_word(h) == self.eth
     }
 }
 
