@@ -2,6 +2,7 @@
 //!
 //!   cargo bench --bench worker_scaling                              # --workers 1,2
 //!   cargo bench --bench worker_scaling -- --workers 1,2,4,8,16 --seconds 3 --macs 1000
+//!   cargo bench --bench worker_scaling -- --workers 1,8,16 --load-all
 //!
 //! Each run starts the workers with `uvs::worker::spawn_workers` (worker i pinned to core i
 //! while there are cores, unpinned beyond), adds bridge br0 and attaches on every worker an
@@ -12,8 +13,15 @@
 //! the ratio to the first row, and the CPU the workers used (cores). Every run takes about
 //! `seconds + 1` s: `--workers 1,2,4,8,16 --seconds 3` finishes in well under a minute.
 //! A ratio is only meaningful within one run of this program on an otherwise idle machine.
+//!
+//! `--load-all` keeps every CPU busy in every run: the cores no worker uses each run a spinning
+//! thread, so one worker is measured under the same clock and host sharing as sixteen. On a
+//! virtual machine one busy core runs faster than sixteen (all-core turbo, host SMT siblings):
+//! on the 16-core machine of session 22, one worker alone did 41.6 Mframes/s and beside 7 busy
+//! cores 31.7, so `--load-all` separates uvs's own scaling from the machine's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -29,10 +37,45 @@ fn dst_mac(i: u32) -> [u8; 6] {
     [0x02, 0xd0, b[0], b[1], b[2], b[3]]
 }
 
-/// Frames/s and CPU (cores) of `n` workers over `secs`.
-fn run(n: usize, secs: f64, macs: u32) -> (f64, f64) {
+/// Threads spinning on cores `from..cpus`, each pinned to one, until dropped.
+struct Spinners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start(from: usize, cpus: usize) -> Spinners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (from..cpus)
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Frames/s and CPU (cores) of `n` workers over `secs`; with `load_all`, the cores the workers
+/// leave idle spin meanwhile.
+fn run(n: usize, secs: f64, macs: u32, load_all: bool) -> (f64, f64) {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let cores: Vec<Option<usize>> = (0..n).map(|i| (i < cpus).then_some(i)).collect();
+    let _spinners = load_all.then(|| Spinners::start(n.min(cpus), cpus));
     let clock = Arc::new(uvs::clock::MonotonicClock::default());
     let opts = WorkerOptions {
         core: None,
@@ -40,8 +83,10 @@ fn run(n: usize, secs: f64, macs: u32) -> (f64, f64) {
         ..Default::default()
     };
     let w = spawn_workers(opts, &cores, clock).expect("start the workers");
+    // The FDB holds every static destination (the default capacity is 8192).
+    let capacity = format!("fdb_capacity={}", (macs as usize).max(8192) * 2);
     w.call(Command::AddBridge(
-        BridgeSpec::from_args("br0", &[]).unwrap(),
+        BridgeSpec::from_args("br0", &[capacity]).unwrap(),
     ))
     .unwrap();
     w.attach_each("br0", "sink", |_, id| Box::new(MemPort::sink(id)))
@@ -91,13 +136,21 @@ fn main() {
         .collect();
     let secs: f64 = arg(&args, "--seconds").map_or(3.0, |s| s.parse().expect("--seconds"));
     let macs: u32 = arg(&args, "--macs").map_or(1, |s| s.parse().expect("--macs"));
+    let load_all = args.iter().any(|a| a == "--load-all");
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    println!("worker scaling, in memory: 64 B frames, L2 to {macs} static MACs, {cpus} CPUs");
+    let idle = if load_all {
+        "the other CPUs spinning"
+    } else {
+        "the other CPUs idle"
+    };
+    println!(
+        "worker scaling, in memory: 64 B frames, L2 to {macs} static MACs, {cpus} CPUs, {idle}"
+    );
     println!("| workers | Mframes/s | vs first | CPU (cores) |");
     println!("|---:|---:|---:|---:|");
     let mut first = None;
     for n in workers {
-        let (fps, cpu) = run(n, secs, macs.max(1));
+        let (fps, cpu) = run(n, secs, macs.max(1), load_all);
         let base = *first.get_or_insert(fps);
         println!("| {n} | {:.2} | {:.2}x | {cpu:.2} |", fps / 1e6, fps / base);
     }
