@@ -206,6 +206,18 @@ impl Frames {
         self.region.bytes_mut(addr, len)
     }
 
+    /// The first `N` data bytes of a frame the caller owns in the standard pool, read-only;
+    /// None for a frame shorter than `N` or in a large buffer (its address, at or above
+    /// `BIG_BASE`, lies past the standard region). Cheaper than `data` in a loop: one length
+    /// and one address compare, no dispatch between the pools.
+    #[inline(always)]
+    pub fn head<const N: usize>(&self, d: Desc) -> Option<&[u8; N]> {
+        if (d.len as usize) < N {
+            return None;
+        }
+        self.region.head::<N>(d.addr)
+    }
+
     /// The data bytes of a frame the caller owns, read-only.
     #[inline]
     pub fn data(&self, d: Desc) -> &[u8] {
@@ -315,6 +327,22 @@ impl Frames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_a_standard_frame_of_at_least_its_length() {
+        let mut f = Frames::new(8).unwrap();
+        let mut a = f.alloc().unwrap();
+        a.len = 42;
+        f.data_mut(a).copy_from_slice(&[5; 42]);
+        assert_eq!(f.head::<42>(a), Some(&[5; 42]));
+        assert_eq!(f.head::<38>(a), Some(&[5; 38]));
+        assert!(f.head::<43>(a).is_none(), "shorter than the head");
+        // A large buffer's frame is refused, however long.
+        if let Some(mut big) = f.alloc_big() {
+            big.len = 100;
+            assert!(f.head::<38>(big).is_none());
+        }
+    }
 
     #[test]
     fn a_received_frame_keeps_its_port_until_it_changes_hands() {

@@ -107,6 +107,20 @@ impl Region {
         }
     }
 
+    /// Read-only view of the `N` bytes from `addr`; None if they leave the region (any `addr`
+    /// at or above the region's length is refused, a large buffer's among them). One compare
+    /// against a bound the caller's loop can keep in a register.
+    #[inline(always)]
+    pub fn head<const N: usize>(&self, addr: u64) -> Option<&[u8; N]> {
+        let last = self.len.checked_sub(N)?;
+        if addr > last as u64 {
+            return None;
+        }
+        // SAFETY: `addr + N <= len` (checked above), so the bytes lie inside the mapping;
+        // shared access, as in `bytes`.
+        Some(unsafe { &*self.ptr.as_ptr().add(addr as usize).cast::<[u8; N]>() })
+    }
+
     /// Read-only view of `addr .. addr + len`. Panics if the range leaves the region.
     #[inline]
     pub fn bytes(&self, addr: u64, len: usize) -> &[u8] {
@@ -141,6 +155,28 @@ mod tests {
         assert_eq!(r.bytes_mut(0, end).len(), end);
         assert_eq!(r.bytes(end as u64 - 14, 14).len(), 14);
         assert_eq!(r.bytes(end as u64, 0).len(), 0);
+    }
+
+    #[test]
+    fn a_head_is_handed_out_only_inside_the_mapping() {
+        let mut r = Region::new(2).unwrap();
+        let end = 2 * FRAME_SIZE as u64;
+        r.bytes_mut(end - 38, 38).copy_from_slice(&[7; 38]);
+        assert_eq!(r.head::<38>(end - 38), Some(&[7; 38]));
+        assert_eq!(r.head::<38>(0).map(|h| h.len()), Some(38));
+        for addr in [
+            end - 37,
+            end,
+            u64::MAX,
+            u64::MAX - 37,
+            crate::packet::BIG_BASE,
+        ] {
+            assert!(r.head::<38>(addr).is_none(), "head::<38>({addr})");
+        }
+        assert!(
+            r.head::<{ 2 * FRAME_SIZE + 1 }>(0).is_none(),
+            "longer than the mapping"
+        );
     }
 
     #[test]

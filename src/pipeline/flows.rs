@@ -333,9 +333,9 @@ pub(super) fn run(
                 };
                 let rest = &mut meta[i..];
                 let (n, dropped) = if raw.l3() == 14 {
-                    run.take::<14>(frames, rest, &mut credit)
+                    run.take::<14, 38>(frames, rest, &mut credit)
                 } else {
-                    run.take::<18>(frames, rest, &mut credit)
+                    run.take::<18, 42>(frames, rest, &mut credit)
                 };
                 i += n;
                 drops += dropped;
@@ -499,24 +499,17 @@ struct Run {
 
 impl Run {
     /// Give the decision to the leading frames of `meta` that have the run's raw key (with
-    /// its L3 offset `L3`); returns how many took it and how many of them were dropped. Out
-    /// of line, so its loops keep the key and their state in registers: one that only reads
-    /// (how many frames, how many bytes), then one that carries out the decision.
+    /// its L3 offset `L3`, read from the frame's first `H` = `L3 + 24` bytes); returns how
+    /// many took it and how many of them were dropped. `count` finds the run, then one
+    /// credit and one loop carry out the decision.
     #[inline(never)]
-    fn take<const L3: usize>(
+    fn take<const L3: usize, const H: usize>(
         &self,
         frames: &mut Frames,
         meta: &mut [Meta],
         credit: &mut Credit,
     ) -> (usize, u64) {
-        let (mut n, mut bytes) = (0, 0u64);
-        for m in meta.iter() {
-            if m.dest != Dest::Normal || !self.raw.matches_at::<L3>(frames.data(m.desc), m) {
-                break;
-            }
-            n += 1;
-            bytes += u64::from(m.desc.len);
-        }
+        let (n, bytes) = self.count::<L3, H>(frames, meta);
         if self.credited {
             credit.again(n as u64, bytes);
         }
@@ -524,6 +517,31 @@ impl Run {
             batch::take(frames, m, self.dest);
         }
         (n, if self.dest.is_none() { n as u64 } else { 0 })
+    }
+
+    /// How many leading frames of `meta` have the run's raw key, and their bytes. Out of
+    /// line and read-only, so its loop keeps the key, the region's bound and its own state
+    /// in registers (a large buffer's frame ends the run: it takes the general path).
+    #[inline(never)]
+    fn count<const L3: usize, const H: usize>(
+        &self,
+        frames: &Frames,
+        meta: &[Meta],
+    ) -> (usize, u64) {
+        const { assert!(H == L3 + 24) };
+        let raw = self.raw;
+        let mut bytes = 0u64;
+        for (i, m) in meta.iter().enumerate() {
+            let hit = m.dest == Dest::Normal
+                && frames
+                    .head::<H>(m.desc)
+                    .is_some_and(|h| raw.matches_at::<L3>(h, m));
+            if !hit {
+                return (i, bytes);
+            }
+            bytes += u64::from(m.desc.len);
+        }
+        (meta.len(), bytes)
     }
 }
 

@@ -42,37 +42,54 @@ pub(crate) struct Raw {
     /// Frame bytes 8..16: the end of the source MAC, then the EtherType and IPv4 version/IHL
     /// and TOS (untagged) or the tag's TPID and TCI (tagged; its EtherType, IPv4, is `m`'s).
     eth: u64,
-    /// IPv4 header bytes 0..16 as one little-endian word under [`IP_KEPT`]: version/IHL,
-    /// TOS, the fragment field, protocol and source address (length, id, TTL and checksum
-    /// masked out).
-    ip01: u128,
-    /// IPv4 header bytes 16..24 (destination address, then the L4 ports).
-    ip2: u64,
+    /// IPv4 header bytes 0..2: version/IHL and TOS (within `eth` when untagged).
+    head: u16,
+    /// IPv4 header bytes 6..10 as a little-endian word under [`FRAG_PROTO`]: the fragment
+    /// field and the protocol (the TTL masked out).
+    frag_proto: u32,
+    /// IPv4 header bytes 12..20: the source and destination addresses.
+    addrs: u64,
+    /// IPv4 header bytes 20..24: the L4 ports.
+    ports: u32,
 }
 
-/// IPv4 header bytes 0..16 loaded as one little-endian word (byte i is bits 8i..8i+8) keep
-/// version/IHL and TOS (0..2), the fragment field (6..8), the protocol (9) and the source
-/// address (12..16).
-const IP_KEPT: u128 = 0xffff_ffff_0000_ff00_ffff_0000_0000_ffff;
+/// IPv4 header bytes 6..10 loaded as a little-endian word (byte i is bits 8i..8i+8) keep the
+/// fragment field (6..8) and the protocol (9), not the TTL (8). A 32-bit mask is an immediate
+/// operand, so the run loop keeps no register for it.
+const FRAG_PROTO: u32 = 0xff00_ffff;
 
-/// The frame bytes a `Raw` is made of, for an L3 offset `L3`: `h` is the frame's first
+/// The frame words a `Raw` is made of, for an L3 offset `L3`: `h` is the frame's first
 /// `L3 + 24` bytes. `read` and `matches_at` both load through these, so they read the same
-/// bytes the same way.
+/// bytes the same way. The key's bytes are read as unmasked spans where they are contiguous
+/// (`eth`, `addrs`, `ports`) and one masked word (`frag_proto`): the bytes between (length,
+/// id, checksum) are never loaded.
 #[inline(always)]
 fn eth_word(h: &[u8]) -> u64 {
     u64::from_le_bytes(*h[8..].first_chunk().expect("16 bytes or more"))
 }
 
-/// IPv4 header bytes 0..16 under [`IP_KEPT`].
+/// IPv4 header bytes 0..2 (version/IHL, TOS).
 #[inline(always)]
-fn ip01_word<const L3: usize>(h: &[u8]) -> u128 {
-    u128::from_le_bytes(*h[L3..].first_chunk().expect("L3 + 16 bytes or more")) & IP_KEPT
+fn head_word<const L3: usize>(h: &[u8]) -> u16 {
+    u16::from_le_bytes(*h[L3..].first_chunk().expect("L3 + 2 bytes or more"))
 }
 
-/// IPv4 header bytes 16..24: the destination address, then the L4 ports.
+/// IPv4 header bytes 6..10 under [`FRAG_PROTO`].
 #[inline(always)]
-fn ip2_word<const L3: usize>(h: &[u8]) -> u64 {
-    u64::from_le_bytes(*h[L3 + 16..].first_chunk().expect("L3 + 24 bytes or more"))
+fn frag_proto_word<const L3: usize>(h: &[u8]) -> u32 {
+    u32::from_le_bytes(*h[L3 + 6..].first_chunk().expect("L3 + 10 bytes or more")) & FRAG_PROTO
+}
+
+/// IPv4 header bytes 12..20: the addresses.
+#[inline(always)]
+fn addrs_word<const L3: usize>(h: &[u8]) -> u64 {
+    u64::from_le_bytes(*h[L3 + 12..].first_chunk().expect("L3 + 20 bytes or more"))
+}
+
+/// IPv4 header bytes 20..24: the L4 ports.
+#[inline(always)]
+fn ports_word<const L3: usize>(h: &[u8]) -> u32 {
+    u32::from_le_bytes(*h[L3 + 20..].first_chunk().expect("L3 + 24 bytes or more"))
 }
 
 impl Raw {
@@ -93,7 +110,8 @@ impl Raw {
     #[inline(always)]
     fn read_at<const L3: usize>(data: &[u8], m: &Meta) -> Option<Raw> {
         let h = data.get(..L3 + 24)?;
-        // Version 4, IHL 5 (kept in `ip01`, so `matches_at` needs no check of its own).
+        // Version 4, IHL 5 (kept in `head`, and in `eth` when untagged, so `matches_at` needs
+        // no check of its own).
         if h[L3] != 0x45 {
             return None;
         }
@@ -102,8 +120,10 @@ impl Raw {
             src: m.src,
             dst: m.dst,
             eth: eth_word(h),
-            ip01: ip01_word::<L3>(h),
-            ip2: ip2_word::<L3>(h),
+            head: head_word::<L3>(h),
+            frag_proto: frag_proto_word::<L3>(h),
+            addrs: addrs_word::<L3>(h),
+            ports: ports_word::<L3>(h),
         })
     }
 
@@ -135,14 +155,17 @@ impl Raw {
         let Some(h) = data.get(..L3 + 24) else {
             return false;
         };
-        // The IHL byte is kept in `ip01`: equal, it is 0x45 as `read` required.
+        // Untagged, `eth` holds the IPv4 bytes 0..2 (`head`): equal, the IHL byte is 0x45 as
+        // `read` required. Tagged, `head` is compared on its own.
         usize::from(m.l3) == L3
             && m.ethertype == EtherType::IPV4
             && m.src == self.src
             && m.dst == self.dst
-            && ip2_word::<L3>(h) == self.ip2
-            && ip01_word::<L3>(h) == self.ip01
+            && ports_word::<L3>(h) == self.ports
+            && addrs_word::<L3>(h) == self.addrs
+            && frag_proto_word::<L3>(h) == self.frag_proto
             && eth_word(h) == self.eth
+            && (L3 + 2 <= 16 || head_word::<L3>(h) == self.head)
     }
 }
 
