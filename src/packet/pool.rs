@@ -218,6 +218,15 @@ impl Frames {
         self.region.head::<N>(d.addr)
     }
 
+    /// The data bytes of a frame the caller owns in the standard pool, read-only; None for a
+    /// frame in a large buffer (its address lies past the standard region). One bound to
+    /// compare against, no dispatch between the pools: for loops that send large frames the
+    /// general way.
+    #[inline(always)]
+    pub fn standard_data(&self, d: Desc) -> Option<&[u8]> {
+        self.region.get(d.addr, d.len as usize)
+    }
+
     /// The data bytes of a frame the caller owns, read-only.
     #[inline]
     pub fn data(&self, d: Desc) -> &[u8] {
@@ -337,10 +346,13 @@ mod tests {
         assert_eq!(f.head::<42>(a), Some(&[5; 42]));
         assert_eq!(f.head::<38>(a), Some(&[5; 38]));
         assert!(f.head::<43>(a).is_none(), "shorter than the head");
+        assert_eq!(f.standard_data(a), Some(&[5; 42][..]));
         // A large buffer's frame is refused, however long.
         if let Some(mut big) = f.alloc_big() {
             big.len = 100;
             assert!(f.head::<38>(big).is_none());
+            assert!(f.standard_data(big).is_none());
+            assert_eq!(f.data(big).len(), 100);
         }
     }
 

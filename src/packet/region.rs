@@ -121,6 +121,19 @@ impl Region {
         Some(unsafe { &*self.ptr.as_ptr().add(addr as usize).cast::<[u8; N]>() })
     }
 
+    /// Read-only view of `addr .. addr + len`; None if the range leaves the region (any `addr`
+    /// at or above the region's length is refused, a large buffer's among them).
+    #[inline(always)]
+    pub fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let last = self.len.checked_sub(len)?;
+        if addr > last as u64 {
+            return None;
+        }
+        // SAFETY: `addr + len <= self.len` (checked above), so the range lies inside the
+        // mapping; shared access, as in `bytes`.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(addr as usize), len) })
+    }
+
     /// Read-only view of `addr .. addr + len`. Panics if the range leaves the region.
     #[inline]
     pub fn bytes(&self, addr: u64, len: usize) -> &[u8] {
@@ -177,6 +190,11 @@ mod tests {
             r.head::<{ 2 * FRAME_SIZE + 1 }>(0).is_none(),
             "longer than the mapping"
         );
+        assert_eq!(r.get(end - 38, 38), Some(&[7; 38][..]));
+        assert_eq!(r.get(end, 0).map(<[u8]>::len), Some(0));
+        for (addr, len) in [(end - 37, 38), (end + 1, 0), (u64::MAX, 2), (0, usize::MAX)] {
+            assert!(r.get(addr, len).is_none(), "get({addr}, {len})");
+        }
     }
 
     #[test]

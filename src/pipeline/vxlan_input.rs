@@ -240,13 +240,14 @@ const VX_MASK: u64 = u64::from_ne_bytes([0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
 /// same peer VTEP to the same tunnel: the Ethernet header (the gateway's MAC, a source MAC
 /// already checked and learned, IPv4), the IPv4 addresses (a remote the reverse-path filter
 /// and the tunnel accepted, the gateway's address), the UDP port and the VXLAN I flag and VNI,
-/// and the IPv4 version and header length (0x45: the word at byte 8 holds them, under
-/// [`NO_TOS`]). A frame that equals it there, is UDP and not a fragment ([`PLAIN_UDP`], a
+/// and the IPv4 version and header length (0x45: the word at byte 7 holds them; it ends before
+/// the TOS, byte 15, which may change from packet to packet of one peer, `tos inherit`, and
+/// which no check depends on). A frame that equals it there, is UDP and not a fragment ([`PLAIN_UDP`], a
 /// constant) and has a good checksum and consistent lengths passes every check the full one
 /// would make. Compared as whole words (native byte order: only equality matters).
 #[derive(Clone, Copy)]
 struct Template {
-    /// Bytes 0..8, and 8..16 under [`NO_TOS`].
+    /// Bytes 0..8 and 7..15 (up to the IPv4 version/IHL; the TOS, byte 15, left out).
     eth: [u64; 2],
     /// Bytes 26..34: source and destination address.
     ips: u64,
@@ -259,9 +260,6 @@ struct Template {
     group: usize,
 }
 
-/// Bytes 8..16 of an outer frame without the TOS byte (15): the TOS may change from packet to
-/// packet of one peer (`tos inherit`) and no check depends on it.
-const NO_TOS: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
 /// Bytes 20..28 of an outer frame under [`FRAG_PROTO`] equal [`PLAIN_UDP`] when the packet is
 /// UDP and not a fragment (MF clear, offset 0; DF, the TTL and the checksum ignored).
 const FRAG_PROTO: u64 = u64::from_ne_bytes([0x3f, 0xff, 0, 0xff, 0, 0, 0, 0]);
@@ -280,7 +278,7 @@ impl Template {
         Template {
             eth: [
                 u64::from_ne_bytes(word(h, 0)),
-                u64::from_ne_bytes(word(h, 8)) & NO_TOS,
+                u64::from_ne_bytes(word(h, 7)),
             ],
             ips: u64::from_ne_bytes(word(h, L3 + 12)),
             dport: word(h, L3 + ipv4::MIN_HEADER_LEN + 2),
@@ -309,9 +307,18 @@ impl Template {
         group: &mut Vec<Desc>,
         learned: &mut u64,
     ) -> (usize, u64) {
+        // The inner frames are written straight into `group`'s spare capacity and its length
+        // set once at the end: `Vec::push` reloaded and stored the vector's length and checked
+        // its capacity on every frame (the learning call in the loop is opaque to the
+        // compiler), and a local array appended in chunks cost a `memcpy` a burst.
+        group.reserve(outer.len());
+        let spare = group.spare_capacity_mut();
         let (mut n, mut bytes) = (0, 0u64);
-        for &d in outer {
-            let Some((inner, vlan, mac)) = self.take(frames.data(d), d, &dp.tunnel_udp_ports)
+        for (slot, &d) in spare.iter_mut().zip(outer) {
+            // A large buffer's frame ends the run (the full check takes it).
+            let Some((inner, vlan, mac)) = frames
+                .standard_data(d)
+                .and_then(|data| self.take(data, d, &dp.tunnel_udp_ports))
             else {
                 break;
             };
@@ -322,10 +329,14 @@ impl Template {
                 *learned = key;
                 vxlan::learn_remote(dp, self.port, vlan, mac, self.remote());
             }
-            n += 1;
             bytes += u64::from(d.len);
-            group.push(inner);
+            slot.write(inner);
+            n += 1;
         }
+        // SAFETY: the loop initialised the first `n` slots of the spare capacity (each taken
+        // frame wrote its slot before `n` counted it), and `n <= outer.len()`, which
+        // `reserve` made room for.
+        unsafe { group.set_len(group.len() + n) };
         (n, bytes)
     }
 
@@ -336,7 +347,7 @@ impl Template {
     fn take(&self, data: &[u8], d: Desc, ports: &[u16]) -> Option<(Desc, u16, u64)> {
         let h = data.first_chunk::<MIN_OUTER>()?;
         if u64::from_ne_bytes(word(h, 0)) != self.eth[0]
-            || u64::from_ne_bytes(word(h, 8)) & NO_TOS != self.eth[1]
+            || u64::from_ne_bytes(word(h, 7)) != self.eth[1]
             || u64::from_ne_bytes(word(h, L3 + 12)) != self.ips
             || word::<2>(h, L3 + ipv4::MIN_HEADER_LEN + 2) != self.dport
             || u64::from_ne_bytes(word(h, INNER_AT - VXLAN_LEN)) & VX_MASK != self.vx
