@@ -107,22 +107,16 @@ impl Region {
         }
     }
 
-    /// Read-only view of the `N` bytes from `addr`; None if they leave the region (any `addr`
-    /// at or above the region's length is refused, a large buffer's among them). One compare
-    /// against a bound the caller's loop can keep in a register.
+    /// Read-only view of the `N` bytes from `addr`, as an array; None if they leave the
+    /// region (see [`Region::get`]).
     #[inline(always)]
     pub fn head<const N: usize>(&self, addr: u64) -> Option<&[u8; N]> {
-        let last = self.len.checked_sub(N)?;
-        if addr > last as u64 {
-            return None;
-        }
-        // SAFETY: `addr + N <= len` (checked above), so the bytes lie inside the mapping;
-        // shared access, as in `bytes`.
-        Some(unsafe { &*self.ptr.as_ptr().add(addr as usize).cast::<[u8; N]>() })
+        self.get(addr, N)?.first_chunk()
     }
 
     /// Read-only view of `addr .. addr + len`; None if the range leaves the region (any `addr`
-    /// at or above the region's length is refused, a large buffer's among them).
+    /// at or above the region's length is refused, a large buffer's among them). One compare
+    /// against a bound a caller's loop can keep in a register when `len` is a constant.
     #[inline(always)]
     pub fn get(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let last = self.len.checked_sub(len)?;
