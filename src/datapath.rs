@@ -334,7 +334,7 @@ pub struct Datapath {
     pub tunnels: Vec<PortId>,
     /// The tunnels' distinct UDP destination ports (for merging their datagrams at output:
     /// `pipeline::uso`), kept with `tunnels`.
-    pub tunnel_udp_ports: Vec<u16>,
+    pub tunnel_udp_ports: crate::udp_port_set::UdpPortSet,
     /// The tunnels' distinct local addresses (a bridge whose gateway has one is a VTEP's
     /// underlay: `pipeline::vxlan_input`), kept with `tunnels`.
     pub tunnel_locals: Vec<[u8; 4]>,
@@ -366,7 +366,7 @@ impl Default for Datapath {
             router: RouterCounters::default(),
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
-            tunnel_udp_ports: Vec::new(),
+            tunnel_udp_ports: Default::default(),
             tunnel_locals: Vec::new(),
             punt: Default::default(),
             now_ms: 0,
@@ -694,7 +694,7 @@ impl Datapath {
             .map(|(id, _)| id)
             .collect();
         let tunnels = || self.ports().filter_map(|(_, p)| p.tunnel.as_ref());
-        let udp = sorted_distinct(tunnels().map(|t| t.conf.dst_port));
+        let udp = crate::udp_port_set::UdpPortSet::new(tunnels().map(|t| t.conf.dst_port));
         let locals = sorted_distinct(tunnels().map(|t| t.conf.local_ip));
         (self.tunnel_udp_ports, self.tunnel_locals) = (udp, locals);
         self.update_all_l3_mtu();

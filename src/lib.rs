@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod port;
 pub mod route;
 pub mod tokens;
+pub mod udp_port_set;
 pub mod vxlan;
 pub mod wire;
 pub mod worker;

@@ -22,6 +22,7 @@
 
 use super::gso;
 use crate::packet::{Desc, Frames, GsoType, MAX_BIG_LEN, Offload};
+use crate::udp_port_set::UdpPortSet;
 use crate::wire::checksum::{fold, pseudo_v4, sum};
 use crate::wire::{ipv4, udp};
 
@@ -39,7 +40,7 @@ struct Dgram {
     csum: bool,
 }
 
-fn mergeable(data: &[u8], d: Desc, ports: &[u16]) -> Option<Dgram> {
+fn mergeable(data: &[u8], d: Desc, ports: &UdpPortSet) -> Option<Dgram> {
     if !d.ol.is_none() {
         return None;
     }
@@ -51,7 +52,7 @@ fn mergeable(data: &[u8], d: Desc, ports: &[u16]) -> Option<Dgram> {
     let dport = u16::from_be_bytes([u[2], u[3]]);
     let ulen = u16::from_be_bytes([u[4], u[5]]) as usize;
     let total = u16::from_be_bytes([data[at.l3 + 2], data[at.l3 + 3]]) as usize;
-    if !ports.contains(&dport) || ulen <= 8 || ulen != total - 20 {
+    if !ports.contains(dport) || ulen <= 8 || ulen != total - 20 {
         return None;
     }
     Some(Dgram {
@@ -88,7 +89,7 @@ fn continues(hb: &[u8], h: &Dgram, nb: &[u8], n: &Dgram, len: usize) -> bool {
 
 /// USO's rules for [`super::coalesce`]: VXLAN datagrams to one of `ports`.
 struct Vxlan<'a> {
-    ports: &'a [u16],
+    ports: &'a UdpPortSet,
 }
 
 impl super::coalesce::Merge for Vxlan<'_> {
@@ -131,7 +132,7 @@ impl super::coalesce::Merge for Vxlan<'_> {
 
 /// Merge runs of VXLAN datagrams (to one of `ports`) in `q` in place; returns the number of
 /// datagrams that went into UDP GSO frames.
-pub(crate) fn coalesce(frames: &mut Frames, q: &mut Vec<Desc>, ports: &[u16]) -> u64 {
+pub(crate) fn coalesce(frames: &mut Frames, q: &mut Vec<Desc>, ports: &UdpPortSet) -> u64 {
     super::coalesce::coalesce(&Vxlan { ports }, frames, q)
 }
 
@@ -177,7 +178,7 @@ mod tests {
             .map(|(i, n)| dgram(7 + i as u16, &body(i, *n), 50000))
             .collect();
         let mut q: Vec<Desc> = segs.iter().map(|s| put(&mut frames, s)).collect();
-        assert_eq!(coalesce(&mut frames, &mut q, &[4789]), 4);
+        assert_eq!(coalesce(&mut frames, &mut q, &UdpPortSet::new([4789])), 4);
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].ol, Offload::gso(GsoType::Udp4, 1000));
         // etherparse reads one UDP datagram holding all the payloads, with the partial sum.
@@ -225,7 +226,7 @@ mod tests {
         for second in [longer, other_flow, not_vxlan, bad_sum] {
             let segs = [a.clone(), second];
             let mut q: Vec<Desc> = segs.iter().map(|s| put(&mut frames, s)).collect();
-            assert_eq!(coalesce(&mut frames, &mut q, &[4789]), 0);
+            assert_eq!(coalesce(&mut frames, &mut q, &UdpPortSet::new([4789])), 0);
             let got: Vec<Vec<u8>> = q.iter().map(|d| frames.data(*d).to_vec()).collect();
             assert_eq!(got, segs);
             for d in q {
@@ -241,7 +242,7 @@ mod tests {
             dgram(3, &body(2, 1000), 50000),
         ];
         let mut q: Vec<Desc> = segs.iter().map(|s| put(&mut frames, s)).collect();
-        assert_eq!(coalesce(&mut frames, &mut q, &[4789]), 2);
+        assert_eq!(coalesce(&mut frames, &mut q, &UdpPortSet::new([4789])), 2);
         assert_eq!(frames.data(q[0]), &bad_head[..]);
         assert_eq!(q[1].ol, Offload::gso(GsoType::Udp4, 1000));
         for d in q {
@@ -254,7 +255,7 @@ mod tests {
             dgram(3, &body(2, 1000), 50000),
         ];
         let mut q: Vec<Desc> = segs.iter().map(|s| put(&mut frames, s)).collect();
-        assert_eq!(coalesce(&mut frames, &mut q, &[4789]), 2);
+        assert_eq!(coalesce(&mut frames, &mut q, &UdpPortSet::new([4789])), 2);
         assert_eq!(q.len(), 2);
         assert_eq!(frames.data(q[1]), &segs[2][..]);
     }

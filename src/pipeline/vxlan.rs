@@ -20,6 +20,7 @@ use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::neigh::{Held, Resolve};
 use crate::packet::{Desc, Frames};
+use crate::udp_port_set::UdpPortSet;
 use crate::wire::checksum::{fold, sum};
 use crate::wire::vxlan::{self, OVERHEAD};
 use crate::wire::{EtherType, IpProtocol, MacAddr, ethernet, ipv4, udp};
@@ -549,7 +550,7 @@ fn record_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [
 /// tunnels listens on (`ports`). Nested tunnels are not opened twice: `decap` drops such a
 /// frame (`vxlan-nested`, counted on its tunnel port).
 #[inline(always)]
-pub(super) fn nested(ports: &[u16], b: &[u8]) -> bool {
+pub(super) fn nested(ports: &UdpPortSet, b: &[u8]) -> bool {
     let Some(h) = b.first_chunk::<{ 14 + 20 + 8 }>() else {
         return false;
     };
@@ -566,19 +567,12 @@ pub(super) fn nested(ports: &[u16], b: &[u8]) -> bool {
             None => return false,
         }
     };
-    match ports {
-        // One port (the common case, 4789): one compare, no loop.
-        [p] => *p == dport,
-        // A loop, not `contains`: that is an out-of-line call (`SliceContains`, ~22
-        // instructions for a list of one port, measured with callgrind) where this inlines.
-        #[allow(clippy::manual_contains)]
-        _ => ports.iter().any(|&p| p == dport),
-    }
+    ports.contains(dport)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::nested;
+    use super::{UdpPortSet, nested};
 
     /// An untagged IPv4 frame with header length `ihl` words and protocol `proto`, whose
     /// L4 destination port is `dport`, cut to `len` bytes.
@@ -595,7 +589,7 @@ mod tests {
 
     #[test]
     fn nested_finds_udp_to_a_tunnel_port_with_and_without_options() {
-        let ports = [4789, 8472];
+        let ports = UdpPortSet::new([4789, 8472]);
         for ihl in [5, 6, 15] {
             assert!(nested(&ports, &inner(ihl, 17, 4789, 200)), "ihl {ihl}");
             assert!(nested(&ports, &inner(ihl, 17, 8472, 200)), "ihl {ihl}");
@@ -605,11 +599,11 @@ mod tests {
         // The port beyond the frame's end (options, short frame): not nested.
         assert!(!nested(&ports, &inner(15, 17, 4789, 64)));
         assert!(!nested(&ports, &inner(5, 17, 4789, 41)));
-        assert!(!nested(&[], &inner(5, 17, 4789, 64)));
-        // One port (compared without the loop).
-        assert!(nested(&[4789], &inner(5, 17, 4789, 64)));
-        assert!(nested(&[4789], &inner(6, 17, 4789, 64)));
-        assert!(!nested(&[4789], &inner(5, 17, 8472, 64)));
+        assert!(!nested(&UdpPortSet::default(), &inner(5, 17, 4789, 64)));
+        // One port.
+        assert!(nested(&UdpPortSet::new([4789]), &inner(5, 17, 4789, 64)));
+        assert!(nested(&UdpPortSet::new([4789]), &inner(6, 17, 4789, 64)));
+        assert!(!nested(&UdpPortSet::new([4789]), &inner(5, 17, 8472, 64)));
         // Not IPv4.
         let mut v6 = inner(5, 17, 4789, 64);
         v6[12..14].copy_from_slice(&[0x86, 0xdd]);

@@ -28,6 +28,7 @@ use super::{Dest, Meta, l2, vxlan};
 use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
+use crate::udp_port_set::UdpPortSet;
 use crate::wire::vxlan::HEADER_LEN as VXLAN_LEN;
 use crate::wire::{EtherType, IpProtocol, ethernet, ipv4, udp};
 
@@ -210,7 +211,7 @@ fn full_check(
         return Full::Keep;
     }
     let dport = udp::Datagram::new_unchecked(&h[L3 + ipv4::MIN_HEADER_LEN..]).dst_port();
-    if !dp.tunnel_udp_ports.contains(&dport) {
+    if !dp.tunnel_udp_ports.contains(dport) {
         return Full::Keep;
     }
     let t = Template::of(h);
@@ -242,9 +243,9 @@ const VX_MASK: u64 = u64::from_ne_bytes([0x08, 0, 0, 0, 0xff, 0xff, 0xff, 0]);
 /// and the tunnel accepted, the gateway's address), the UDP port and the VXLAN I flag and VNI,
 /// and the IPv4 version and header length (0x45: the word at byte 7 holds them; it ends before
 /// the TOS, byte 15, which may change from packet to packet of one peer, `tos inherit`, and
-/// which no check depends on). A frame that equals it there, is UDP and not a fragment ([`PLAIN_UDP`], a
-/// constant) and has a good checksum and consistent lengths passes every check the full one
-/// would make. Compared as whole words (native byte order: only equality matters).
+/// which no check depends on). A frame that equals it there, is UDP and not a fragment
+/// ([`PLAIN_UDP`], a constant) and has a good checksum and consistent lengths passes every
+/// check the full one would make. Compared as whole words (native byte order: only equality matters).
 #[derive(Clone, Copy)]
 struct Template {
     /// Bytes 0..8 and 7..15 (up to the IPv4 version/IHL; the TOS, byte 15, left out).
@@ -344,7 +345,7 @@ impl Template {
     /// MAC) for learning, if it matches (see [`Template`]) and is not itself VXLAN to one of
     /// our tunnel UDP `ports` (`vxlan::nested`). None: for the full check.
     #[inline(always)]
-    fn take(&self, data: &[u8], d: Desc, ports: &[u16]) -> Option<(Desc, u16, u64)> {
+    fn take(&self, data: &[u8], d: Desc, ports: &UdpPortSet) -> Option<(Desc, u16, u64)> {
         let h = data.first_chunk::<MIN_OUTER>()?;
         if u64::from_ne_bytes(word(h, 0)) != self.eth[0]
             || u64::from_ne_bytes(word(h, 7)) != self.eth[1]
