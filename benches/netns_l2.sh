@@ -6,7 +6,7 @@
 #   uvs-afpacket uvs with afpacket ports (AF_PACKET + PACKET_VNET_HDR) on the veths
 #   uvs-tap    uvs with TAP ports (uvs creates the TAPs; they are moved into c1/c2 as eth0)
 # and for each: 64-byte UDP pps delivered (trafgen in c1, counted in c2), delivered/sent, iperf3
-# TCP Gbit/s with the switch's CPU during it (and CPU % per Gbit/s), ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`) and the switch's CPU use during the pps test. Median of 3 repetitions.
+# TCP Gbit/s with the switch's CPU during it (and CPU % per Gbit/s), ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`), the switch's CPU use during the pps test, during the pings and idle (3 s with no traffic). Median of 3 repetitions.
 #
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
@@ -67,9 +67,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$QUICK" = 1 ]; then
-    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=200
+    DUR="${DUR:-2}"; REPS="${REPS:-1}"; PING_N=200; IDLE_S=1
 else
-    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000
+    DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000; IDLE_S=3
 fi
 ALL_SWITCHES="kernel ovs uvs-afxdp uvs-afpacket uvs-tap"
 SWITCHES=""
@@ -335,25 +335,38 @@ tcp_once() { # sets R_TCP (Gbit/s or nan) and R_TCPCPU (switch CPU % during it)
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, switch cpu $(fmt .0f "$R_TCPCPU")%"
 }
 
-ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
-    local out pct
+ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan,
+    # R_PINGCPU (the switch's CPU % during the pings) and R_IDLECPU (its CPU % over IDLE_S
+    # seconds with no traffic, a second after them)
+    local out pct c0 t0 c1 t1
+    c0=$(switch_ticks); t0=$(now_ns)
     out=$(nsx "$C1" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$IP2" 2>&1 || true)
+    t1=$(now_ns); c1=$(switch_ticks)
+    R_PINGCPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
+    sleep 1 # past the switch's post-traffic polling (uvs: --poll-linger-us)
+    c0=$(switch_ticks); t0=$(now_ns)
+    sleep "$IDLE_S"
+    t1=$(now_ns); c1=$(switch_ticks)
+    R_IDLECPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
     R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
     R_RTT=${R_RTT:-nan}
     pct=""
     if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
     read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
-    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?')), switch cpu $(fmt .0f "$R_PINGCPU")%; idle ${IDLE_S}s: switch cpu $(fmt .1f "$R_IDLECPU")%"
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-measure() { # NAME: run REPS x (pps, tcp, ping) and store medians
+declare -A RES_PINGCPU RES_IDLECPU
+measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
+    local pingcpu=() idlecpu=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU")
         tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
+        pingcpu+=("$R_PINGCPU"); idlecpu+=("$R_IDLECPU")
     done
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
@@ -364,6 +377,8 @@ measure() { # NAME: run REPS x (pps, tcp, ping) and store medians
     RES_P50[$name]=$(median "${p50[@]}")
     RES_P99[$name]=$(median "${p99[@]}")
     RES_P999[$name]=$(median "${p999[@]}")
+    RES_PINGCPU[$name]=$(median "${pingcpu[@]}")
+    RES_IDLECPU[$name]=$(median "${idlecpu[@]}")
 }
 
 check_idle() { # NAME: wait (bounded) for an idle machine; record the background load
@@ -585,17 +600,17 @@ if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
 fi
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
-echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | switch CPU % (ping) | switch CPU % (idle) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for s in $SWITCHES; do
     if [ -z "${RES_PPS[$s]:-}" ]; then
-        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     cpu="$(fmt .0f "${RES_CPU[$s]}")"
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; fi
     tcpcpu="$(fmt .0f "${RES_TCPCPU[$s]:-nan}") ($(python3 -c 'import sys,math; c,g=float(sys.argv[1]),float(sys.argv[2]); print("n/a" if math.isnan(c) or math.isnan(g) or g==0 else f"{c/g:.1f}")' "${RES_TCPCPU[$s]:-nan}" "${RES_TCP[$s]:-nan}"))"
-    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu |"
+    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .0f "${RES_PINGCPU[$s]:-nan}") | $(fmt .1f "${RES_IDLECPU[$s]:-nan}") |"
 done
 echo
 for s in $SWITCHES; do

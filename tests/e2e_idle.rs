@@ -200,3 +200,64 @@ fn busy_poll_worker_never_sleeps() {
         );
     }
 }
+
+/// (sleeps, loop passes) of every worker while `ns` pings `ip` 100 times, 10 ms apart.
+fn loops_during_pings(d: &Daemon, ns: &str, ip: &str) -> Vec<(u64, u64)> {
+    let before = loop_figures(d);
+    let out = sh(&[
+        "ip", "netns", "exec", ns, "ping", "-q", "-c", "100", "-i", "0.01", "-W", "1", ip,
+    ]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    let after = loop_figures(d);
+    before
+        .iter()
+        .zip(&after)
+        .map(|((s0, i0), (s1, i1))| (s1 - s0, i1 - i0))
+        .collect()
+}
+
+/// The linger (`--poll-linger-us`, default 20 ms): a flow of packets 10 ms apart keeps the
+/// worker that carries it polling (so no ping waits for a wake-up), and with the linger at 0
+/// the same worker sleeps between every two pings. (Idle CPU with the default is the test
+/// above.)
+#[test]
+fn a_live_flow_keeps_the_worker_polling_for_the_linger() {
+    if !root_or_skip("a_live_flow_keeps_the_worker_polling_for_the_linger") {
+        return;
+    }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen = Vec::new();
+    for (tag, extra) in [("el", &[][..]), ("ez", &["--poll-linger-us", "0"][..])] {
+        let p = prefix(tag);
+        let mut t = Topology::default();
+        let d = Daemon::start(&p, extra);
+        d.ctl(&["add-br", "br0", "gateway=10.233.0.1/24"]);
+        let ns = format!("{p}n0");
+        attach(
+            &mut t,
+            &d,
+            ("br0", &ns, &format!("{p}p0")),
+            "afxdp",
+            "10.233.0.2/24",
+            &[],
+        );
+        assert!(ping(&ns, "10.233.0.1", 2), "afxdp -> gateway");
+        let loops = loops_during_pings(&d, &ns, "10.233.0.1");
+        eprintln!("{extra:?}: (sleeps, passes) per worker during 100 pings 10 ms apart: {loops:?}");
+        seen.push(loops);
+    }
+    // With several workers the one without the flow sleeps too (100 ms timeouts). With the
+    // default the flow's worker is the one that polls (the most passes); with linger 0 it is
+    // the one woken for every ping (the most sleeps).
+    let (polled_sleeps, _) = *seen[0].iter().max_by_key(|(_, passes)| *passes).unwrap();
+    let (most_sleeps, _) = *seen[1].iter().max_by_key(|(sleeps, _)| *sleeps).unwrap();
+    assert!(
+        polled_sleeps <= 15,
+        "default linger: the flow's worker slept {polled_sleeps} times during 100 pings 10 ms apart"
+    );
+    assert!(
+        most_sleeps >= 60,
+        "--poll-linger-us 0: the flow's worker slept only {most_sleeps} times during 100 pings \
+         10 ms apart"
+    );
+}

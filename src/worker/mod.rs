@@ -14,8 +14,8 @@
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
 //! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
-//!   after `SPIN_BEFORE_SLEEP` of them (`SPIN_WHEN_BUSY` while a flow is live, see
-//!   `RECENT_TRAFFIC`) the worker sleeps in poll(2)
+//!   after `SPIN_BEFORE_SLEEP` of them (the linger, `WorkerOptions::linger`, default
+//!   `POLL_LINGER`, while a flow is live, see `RECENT_TRAFFIC`) the worker sleeps in poll(2)
 //!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
 //!   for housekeeping), so an idle switch uses almost no CPU. With `busy_poll` (`uvs run
 //!   --busy-poll`) it never sleeps: a frame never waits for a sleeping worker to be woken (the
@@ -62,12 +62,16 @@ use crate::port::wait::{Waker, thread_cpu_ns, wait_readable};
 
 /// How long the worker spins on empty iterations before sleeping, when it has been idle a while.
 pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-/// How long it spins while a flow is live (see `RECENT_TRAFFIC`): a sleeping worker on a core
-/// shared with a CPU-bound task can wake milliseconds late, and a burst then overruns the
-/// kernel's rings; spinning a little longer between packets of a live flow avoids that.
-pub const SPIN_WHEN_BUSY: Duration = Duration::from_millis(2);
+/// How long it spins by default while a flow is live (see `RECENT_TRAFFIC`), the linger. A
+/// sleeping worker's next frame waits for its core to be woken: on this 2-vCPU VM ~75 us after
+/// 10 ms asleep (the vCPU halts), where a spinning worker takes it at once; on a core shared
+/// with a CPU-bound task the wake can be milliseconds late and a burst then overruns the
+/// kernel's rings. So a flow whose packets come less than this apart (50 a second or more)
+/// keeps the worker polling, as OVS's PMD always does; sparser traffic and an idle switch
+/// sleep. `uvs run --poll-linger-us` sets it (0: sleep after `SPIN_BEFORE_SLEEP` always).
+pub const POLL_LINGER: Duration = Duration::from_millis(20);
 /// A flow is live when the worker carried traffic within this time before its last sleep, or
-/// has carried traffic for over `LIVE_AFTER_MS` since it woke; then it spins `SPIN_WHEN_BUSY`.
+/// has carried traffic for over `LIVE_AFTER_MS` since it woke; then it spins the linger.
 /// A lone packet after a quiet spell (a neighbour probe, a router solicitation, a ping) gets
 /// `SPIN_BEFORE_SLEEP`: its answer is back well within that, and 2 ms of spinning per such
 /// packet was most of an idle worker's CPU.
@@ -117,6 +121,9 @@ pub struct WorkerOptions {
     /// Never sleep (OVS's PMD): the lowest latency, a whole core always busy. Off: idle
     /// back-off (see the module documentation).
     pub busy_poll: bool,
+    /// How long to keep polling after a live flow's last frame before sleeping (see
+    /// [`POLL_LINGER`]).
+    pub linger: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -125,6 +132,7 @@ impl Default for WorkerOptions {
             core: None,
             frames: DEFAULT_FRAME_COUNT,
             busy_poll: false,
+            linger: POLL_LINGER,
         }
     }
 }
@@ -281,6 +289,7 @@ fn prepare(
     w.jobs = jobs;
     w.share = share.clone();
     w.busy_poll = opts.busy_poll;
+    w.linger = opts.linger;
     let dns_names = w.dns_names.clone();
     w.dp.events = sink;
     let h = WorkerHandle {
@@ -350,6 +359,8 @@ pub struct Worker {
     pub(crate) share: open::Share,
     /// Never sleep (see [`WorkerOptions::busy_poll`]).
     busy_poll: bool,
+    /// Polling after a live flow's last frame (see [`WorkerOptions::linger`]).
+    linger: Duration,
     /// Rate limits' buckets shared with the other workers (None: the only worker).
     pub(crate) buckets: Option<Arc<set::SharedBuckets>>,
 }
@@ -393,6 +404,7 @@ impl Worker {
                 cores: Arc::from(vec![core]),
             },
             busy_poll: false,
+            linger: POLL_LINGER,
             buckets: None,
         }
     }
@@ -414,6 +426,8 @@ impl Worker {
         let mut fds: Vec<RawFd> = Vec::new();
         let mut pollfds = Vec::new();
         let mut idle_since: Option<Instant> = None;
+        // A port woke the worker: the wake's housekeeping runs at the first empty iteration.
+        let mut housekeep_due = false;
         let mut now_ms = self.clock.now_ms();
         let mut now = now_ms / 1000;
         while !self.stop {
@@ -490,12 +504,15 @@ impl Worker {
             if self.pending_flows.is_some() {
                 continue;
             }
+            if std::mem::take(&mut housekeep_due) {
+                self.after_sleep();
+            }
             let since = *idle_since.get_or_insert_with(Instant::now);
             let live = now_ms.saturating_sub(traffic_before_sleep_ms) < recent_ms
                 || first_traffic_ms
                     .is_some_and(|t| last_traffic_ms.saturating_sub(t) > LIVE_AFTER_MS);
             let spin = if live {
-                SPIN_WHEN_BUSY
+                self.linger.max(SPIN_BEFORE_SLEEP)
             } else {
                 SPIN_BEFORE_SLEEP
             };
@@ -535,22 +552,33 @@ impl Worker {
                 &mut pollfds,
                 if pending_tx { 1 } else { MAX_SLEEP_MS },
             );
-            self.waker.drain();
-            now_ms = self.clock.now_ms();
-            now = now_ms / 1000;
-            self.dp.now_ms = now_ms;
-            self.dp.age_fdbs(now as u32, AGE_BUDGET);
-            self.housekeep_ports(now_ms);
-            // Woken by a port (or waiting on completions): spin again. Woken by a timeout, a
-            // link event or a control request: one pass over the ports, then straight back to
-            // sleep, so link-event storms (hundreds of veths elsewhere) cost no spinning.
+            // Woken by a port (or waiting on completions): forward first and spin again; the
+            // wake's housekeeping waits for the first empty iteration, so the frame that woke
+            // the worker does not wait for it. Woken by a timeout, a link event or a control
+            // request: housekeeping, one pass over the ports, then straight back to sleep, so
+            // link-event storms (hundreds of veths elsewhere) cost no spinning.
+            if pollfds[0].revents != 0 {
+                self.waker.drain();
+            }
             let port_ready = pollfds.iter().skip(first_port).any(|p| p.revents != 0);
             if port_ready || pending_tx {
                 idle_since = None;
+                housekeep_due = true;
+            } else {
+                self.after_sleep();
             }
-            crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
         }
         self.close_all();
+    }
+
+    /// Housekeeping owed after a sleep (the iteration counter does not move while asleep):
+    /// FDB aging, the port lifecycle and the neighbour timers, at the current time.
+    fn after_sleep(&mut self) {
+        let now_ms = self.clock.now_ms();
+        self.dp.now_ms = now_ms;
+        self.dp.age_fdbs((now_ms / 1000) as u32, AGE_BUDGET);
+        self.housekeep_ports(now_ms);
+        crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
     }
 
     /// One pass over every port: service, receive and process a burst, then flush outputs.
