@@ -353,6 +353,9 @@ pub struct Datapath {
     /// worker 0 alone (from every worker's use of the flows, see `learned`), which tells the
     /// others what expired.
     pub expires_flows: bool,
+    /// Bumped by [`Datapath::changed`]: what forwarding remembers across bursts is good only
+    /// while this holds.
+    epoch: u64,
 }
 
 impl Default for Datapath {
@@ -374,6 +377,7 @@ impl Default for Datapath {
             events: crate::events::EventSink::default(),
             learned_out: None,
             expires_flows: true,
+            epoch: 0,
         }
     }
 }
@@ -382,6 +386,20 @@ impl Datapath {
     /// An empty datapath.
     pub fn new() -> Datapath {
         Datapath::default()
+    }
+
+    /// Say that the datapath changed other than by forwarding frames: configuration (bridges,
+    /// ports, gateways, routes, tunnels, flows, NAT), tables changed from outside (FDB flushes,
+    /// aging, records learned by other workers). Whoever changes it so calls this (the worker
+    /// for every request and housekeeping pass, a test harness before every run); decisions
+    /// forwarding remembers across bursts (`vxlan4-input`'s template) are then made afresh.
+    pub fn changed(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// See [`Datapath::changed`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Set, change or remove (`None`) the gateway of bridge `id`: the connected route follows.
@@ -817,6 +835,7 @@ impl Datapath {
     /// Housekeeping: age every bridge's FDB by `budget` slots (fewer each with more than 8
     /// bridges), expire neighbours and tracked connections. Returns FDB entries removed.
     pub fn age_fdbs(&mut self, now: u32, budget: usize) -> usize {
+        self.changed();
         if now != self.neigh_aged_at {
             // Whole-table scans: once per second is plenty.
             self.neigh.age(now);

@@ -142,6 +142,7 @@ pub fn record(dp: &mut Datapath, l: Learned) {
 /// Apply what another worker learned. `now`: this worker's clock, seconds. Packets a
 /// neighbour entry held (waiting for this ARP) are sent.
 pub fn apply(dp: &mut Datapath, frames: &mut Frames, records: &[Learned], now: u32) {
+    dp.changed();
     for l in records {
         match l {
             &Learned::Mac {

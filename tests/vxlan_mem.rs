@@ -691,3 +691,90 @@ fn packets_like_the_bursts_last_good_one_differ_in_tos_fragment_protocol_or_head
     assert_eq!(got, vec![(1, 60), (2, 60), (6, 60), (7, 60)]);
     n.h.assert_no_frame_leaked();
 }
+
+/// Across bursts (nothing changed in between, the same second) a burst's first packet takes
+/// the last burst's template: the peer VTEP's MAC, which the full check learns on the uplink,
+/// is not learned again (the template had it learned this second). A change said with
+/// `Datapath::changed`, or the next second, sends the next burst's first packet through the
+/// full check again; and a first packet that differs from the template is judged by it.
+#[test]
+fn the_next_burst_reuses_the_template_until_the_datapath_changes_or_a_second_passes() {
+    let mut n = net();
+    let inner = |src: u8| frame(mac(9), mac(src), src);
+    let gw = n.gw;
+    let good = move |src: u8| vxlan_pkt(gw, R2, 0x08, 42, &inner(src));
+    let ul = n.h.dp.bridge_id("ul").unwrap();
+    let learned = |n: &Net| {
+        n.h.dp
+            .fdb_rows(ul, n.h.now as u32)
+            .iter()
+            .any(|r| r.mac == "02:00:00:00:ee:02" && r.port == "uplink")
+    };
+    let flush = |n: &mut Net| {
+        n.h.dp.bridge_mut(ul).unwrap().fdb.flush(None);
+    };
+    let next_burst = |n: &mut Net, burst: &[Vec<u8>]| {
+        for f in burst {
+            n.h.ports[n.ul as usize].inject(f);
+        }
+        n.h.run_next_burst();
+    };
+    n.uplink_burst(&[good(1), good(2)]);
+    assert!(learned(&n), "the full check learns the peer VTEP's MAC");
+    // Flushed behind forwarding's back: the next burst's template does not learn it again.
+    flush(&mut n);
+    next_burst(&mut n, &[good(3), good(4)]);
+    assert!(!learned(&n), "the next burst took the last one's template");
+    // The next second: the full check again.
+    n.h.now += 1;
+    next_burst(&mut n, &[good(5)]);
+    assert!(learned(&n), "a new second: the full check learned it again");
+    // A change said (as the worker says after every request): the full check again.
+    flush(&mut n);
+    n.h.dp.changed();
+    next_burst(&mut n, &[good(6)]);
+    assert!(
+        learned(&n),
+        "after Datapath::changed the full check learned it again"
+    );
+    // First packets that differ from the template: judged by the full check.
+    next_burst(&mut n, &[vxlan_pkt(gw, R2, 0x00, 42, &inner(7)), good(8)]);
+    next_burst(&mut n, &[vxlan_pkt(gw, R2, 0x08, 43, &inner(10)), good(11)]);
+    let mut bad_sum = good(12);
+    bad_sum[24] ^= 0xff;
+    next_burst(&mut n, &[bad_sum, good(13)]);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanBadFlags), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVni), 1);
+    let out = n.h.outputs();
+    let got: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
+    assert_eq!(got, vec![1, 2, 3, 4, 5, 6, 8, 11, 13]);
+    n.h.assert_no_frame_leaked();
+}
+
+/// A run of packets from one remote learns every inner (VLAN, source MAC) it carries on the
+/// tunnel, even where consecutive inner frames share the source MAC and differ only in the
+/// VLAN tag (the run compares the untagged frames' source bytes as one word, the tagged ones'
+/// keys one by one).
+#[test]
+fn a_run_learns_each_inner_vlan_and_source_once() {
+    let mut n = net();
+    let m = |x: u8| uvs::wire::MacAddr(mac(x)).to_u64();
+    let burst = [
+        vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(9), mac(1), 1)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(9), mac(1), 2)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &tagged(&frame(mac(9), mac(1), 3), 5)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &tagged(&frame(mac(9), mac(1), 4), 6)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &tagged(&frame(mac(9), mac(1), 5), 6)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(9), mac(2), 6)),
+        vxlan_pkt(n.gw, R2, 0x08, 42, &tagged(&frame(mac(9), mac(3), 7), 7)),
+    ];
+    n.uplink_burst(&burst);
+    let t = n.h.dp.port(n.vx).unwrap().tunnel.as_ref().unwrap();
+    for (vlan, src) in [(0, 1), (5, 1), (6, 1), (0, 2), (7, 3)] {
+        assert_eq!(t.remote_of(vlan, m(src)), Some(R2), "VLAN {vlan} MAC {src}");
+    }
+    assert_eq!(t.remote_of(7, m(1)), None);
+    assert_eq!(t.remote_of(0, m(3)), None);
+    n.h.outputs();
+    n.h.assert_no_frame_leaked();
+}

@@ -154,6 +154,10 @@ impl Sim {
 
     /// One operation, chosen by `op`, its arguments read from `inp`.
     fn step(&mut self, op: u8, inp: &mut Input) {
+        if op % 16 > 6 {
+            // Everything but sending changes the datapath from outside, as a worker's request.
+            self.dp.changed();
+        }
         match op % 16 {
             0..=6 => {
                 let p = inp.byte() as usize % PORTS;

@@ -1,5 +1,6 @@
 //! `uvs top`: a live terminal view (ratatui, crossterm backend) of per-port packet, bit and
-//! drop rates and the worker's load, refreshed every second from the `stats` command over the
+//! drop rates and every worker's load (one line each: its core, CPU, busy share, loop passes
+//! and sleeps per second; past eight workers the rest are summed on one line), refreshed every second from the `stats` command over the
 //! control socket. Works over ssh and in tmux (plain terminal escape sequences).
 //!
 //! Keys: `p` sort by packets/s (default), `b` by bit/s, `d` by drops/s, `n` by name, `r`
@@ -62,9 +63,13 @@ pub struct PortRow {
     pub drops: f64,
 }
 
-/// The worker's load over the last interval.
+/// One worker's load over the last interval.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerRow {
+    /// Its index (`stats`' `workers[].index`; 0 for a single worker).
+    pub index: usize,
+    /// The core it is pinned to (None: not pinned).
+    pub core: Option<u64>,
     /// CPU time used per wall time, in percent of one core.
     pub cpu_pct: f64,
     /// Share of loop iterations that received frames, in percent.
@@ -81,8 +86,8 @@ pub struct Rates {
     prev: Option<(Value, f64)>,
     /// Port rows, in the current order.
     pub ports: Vec<PortRow>,
-    /// The worker.
-    pub worker: WorkerRow,
+    /// Every worker, in index order.
+    pub workers: Vec<WorkerRow>,
     /// The table's order.
     pub sort: Option<SortKey>,
     /// Reverse the order.
@@ -130,23 +135,15 @@ impl Rates {
                 drops,
             });
         }
-        let w = &stats["worker"];
-        let ow = old.map(|v| &v["worker"]);
-        let d = |k: &str| {
-            let n = w[k].as_f64().unwrap_or(0.0);
-            (n - ow.and_then(|o| o[k].as_f64()).unwrap_or(n)).max(0.0)
-        };
-        let (cpu, wall, iters) = (d("cpu_ns"), d("wall_ns"), d("iterations"));
-        self.worker = WorkerRow {
-            cpu_pct: if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 },
-            busy_pct: if iters > 0.0 {
-                100.0 * d("busy_iterations") / iters
-            } else {
-                0.0
-            },
-            loops: if dt > 0.0 { iters / dt } else { 0.0 },
-            sleeps: if dt > 0.0 { d("sleeps") / dt } else { 0.0 },
-        };
+        self.workers = workers(&stats)
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let index = w["index"].as_u64().map_or(i, |x| x as usize);
+                let ow = old.and_then(|v| workers(v).into_iter().nth(i));
+                worker_row(index, w, ow, dt)
+            })
+            .collect();
         self.ports = rows;
         self.prev = Some((stats, t));
         self.order();
@@ -186,6 +183,70 @@ impl Rates {
     }
 }
 
+/// The workers of a `stats` answer: `workers` (several), else the one `worker`.
+fn workers(stats: &Value) -> Vec<&Value> {
+    match stats["workers"].as_array() {
+        Some(all) => all.iter().collect(),
+        None if stats["worker"].is_object() => vec![&stats["worker"]],
+        None => Vec::new(),
+    }
+}
+
+/// One worker's load between its `old` and `new` figures, `dt` seconds apart.
+fn worker_row(index: usize, new: &Value, old: Option<&Value>, dt: f64) -> WorkerRow {
+    let d = |k: &str| {
+        let n = new[k].as_f64().unwrap_or(0.0);
+        (n - old.and_then(|o| o[k].as_f64()).unwrap_or(n)).max(0.0)
+    };
+    let (cpu, wall, iters) = (d("cpu_ns"), d("wall_ns"), d("iterations"));
+    WorkerRow {
+        index,
+        core: new["core"].as_u64(),
+        cpu_pct: if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 },
+        busy_pct: if iters > 0.0 {
+            100.0 * d("busy_iterations") / iters
+        } else {
+            0.0
+        },
+        loops: if dt > 0.0 { iters / dt } else { 0.0 },
+        sleeps: if dt > 0.0 { d("sleeps") / dt } else { 0.0 },
+    }
+}
+
+/// Worker lines the header shows; more workers are summed on the last line.
+const WORKER_LINES: usize = 8;
+
+/// The header's lines: one per worker, the ones past `WORKER_LINES - 1` summed on the last.
+fn worker_lines(workers: &[WorkerRow]) -> Vec<String> {
+    let line = |w: &WorkerRow| {
+        let core = w
+            .core
+            .map_or("unpinned".to_string(), |c| format!("core {c}"));
+        format!(
+            "worker {} ({core}): cpu {:5.1}%  busy {:5.1}%  loops/s {:>8}  sleeps/s {:>6}",
+            w.index,
+            w.cpu_pct,
+            w.busy_pct,
+            si(w.loops),
+            si(w.sleeps)
+        )
+    };
+    if workers.len() <= WORKER_LINES {
+        return workers.iter().map(line).collect();
+    }
+    let (shown, rest) = workers.split_at(WORKER_LINES - 1);
+    let mut lines: Vec<String> = shown.iter().map(line).collect();
+    let cpu: f64 = rest.iter().map(|w| w.cpu_pct).sum();
+    let busy = rest.iter().map(|w| w.busy_pct).sum::<f64>() / rest.len() as f64;
+    lines.push(format!(
+        "workers {}-{} ({} more): cpu {cpu:5.1}% together  busy {busy:5.1}% on average",
+        rest[0].index,
+        rest[rest.len() - 1].index,
+        rest.len()
+    ));
+    lines
+}
+
 /// `1.23M`, `456k`, `12`.
 fn si(v: f64) -> String {
     match v {
@@ -198,25 +259,20 @@ fn si(v: f64) -> String {
 
 /// Draw one screen.
 pub fn draw(f: &mut Frame, r: &Rates, title: &str, error: Option<&str>) {
+    let lines = match error {
+        Some(e) => vec![format!("error: {e}")],
+        None if r.workers.is_empty() => vec!["no worker figures yet".to_string()],
+        None => worker_lines(&r.workers),
+    };
     let [head, table, foot] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(lines.len() as u16 + 2),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(f.area());
-    let w = &r.worker;
-    let head_text = match error {
-        Some(e) => format!("error: {e}"),
-        None => format!(
-            "worker 0: cpu {:5.1}%  busy {:5.1}%  loops/s {:>8}  sleeps/s {:>6}",
-            w.cpu_pct,
-            w.busy_pct,
-            si(w.loops),
-            si(w.sleeps)
-        ),
-    };
     f.render_widget(
-        Paragraph::new(head_text).block(Block::bordered().title(format!(" uvs top: {title} "))),
+        Paragraph::new(lines.join("\n"))
+            .block(Block::bordered().title(format!(" uvs top: {title} "))),
         head,
     );
     let bold = Style::default().add_modifier(Modifier::BOLD);
@@ -343,8 +399,9 @@ mod tests {
         assert_eq!(r.ports[0].rx_pps, 500.0);
         assert_eq!(r.ports[0].rx_bps, 256_000.0);
         assert_eq!(r.ports[1].drops, 3.0);
-        assert_eq!(r.worker.cpu_pct, 25.0);
-        assert_eq!(r.worker.busy_pct, 25.0);
+        assert_eq!(r.workers.len(), 1);
+        assert_eq!(r.workers[0].cpu_pct, 25.0);
+        assert_eq!(r.workers[0].busy_pct, 25.0);
         assert!(r.key('d'));
         assert_eq!(r.ports[0].port, "pa");
         assert!(r.key('n') && r.key('r'));
@@ -380,5 +437,64 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }
+    }
+
+    /// `stats` of `n` workers (as `stats_each` answers): worker i pinned to core i, having used
+    /// `cpu(i)` ns of CPU in `wall` ns.
+    fn stats_of(n: usize, cpu: impl Fn(usize) -> u64, wall: u64) -> Value {
+        let workers: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"index": i, "core": i, "cpu_ns": cpu(i), "wall_ns": wall,
+                       "iterations": wall / 1000, "busy_iterations": 0, "sleeps": i * 10})
+            })
+            .collect();
+        json!({"ports": {}, "worker": workers[0].clone(), "workers": workers})
+    }
+
+    fn screen(r: &Rates, height: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(110, height)).unwrap();
+        t.draw(|f| draw(f, r, "s", None)).unwrap();
+        let b = t.backend().buffer();
+        (0..height)
+            .map(|y| {
+                (0..110)
+                    .map(|x| b[(x, y)].symbol())
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string()
+                    + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_worker_has_its_line_and_many_are_summed() {
+        let mut r = Rates::default();
+        r.update(stats_of(2, |_| 0, 0), 0.0);
+        r.update(
+            stats_of(2, |i| (i as u64 + 1) * 250_000_000, 1_000_000_000),
+            1.0,
+        );
+        assert_eq!(r.workers.len(), 2);
+        assert_eq!((r.workers[1].index, r.workers[1].core), (1, Some(1)));
+        assert_eq!(r.workers[1].cpu_pct, 50.0);
+        assert_eq!(r.workers[1].sleeps, 0.0, "a counter that did not move");
+        let text = screen(&r, 14);
+        assert!(text.contains("worker 0 (core 0): cpu  25.0%"), "{text}");
+        assert!(text.contains("worker 1 (core 1): cpu  50.0%"), "{text}");
+
+        // Sixteen workers: seven lines, then workers 7-15 together (9 x 10%).
+        let mut r = Rates::default();
+        r.update(stats_of(16, |_| 0, 0), 0.0);
+        r.update(stats_of(16, |_| 100_000_000, 1_000_000_000), 1.0);
+        let text = screen(&r, 20);
+        assert!(text.contains("worker 6 (core 6): cpu  10.0%"), "{text}");
+        assert!(!text.contains("worker 7 (core 7)"), "{text}");
+        assert!(
+            text.contains("workers 7-15 (9 more): cpu  90.0% together"),
+            "{text}"
+        );
+        // The port table still has its header below the eight worker lines.
+        assert!(text.contains("rx pkt/s"), "{text}");
     }
 }

@@ -97,6 +97,8 @@ pub struct Pipeline {
     scratch: Vec<Desc>,
     /// Per-node runtime counters (`show-runtime`).
     runtime: Runtime,
+    /// `vxlan4-input`'s template from the last burst (see `vxlan_input::Memo`).
+    decap_memo: Option<vxlan_input::Memo>,
 }
 
 impl Default for Pipeline {
@@ -110,6 +112,7 @@ impl Default for Pipeline {
             running: InnerBursts::default(),
             scratch: Vec::with_capacity(BATCH * 2),
             runtime: Runtime::default(),
+            decap_memo: None,
         }
     }
 }
@@ -390,7 +393,14 @@ impl Pipeline {
         let mut t = runtime::ticks();
         if !dp.tunnels.is_empty() {
             // VXLAN to a VTEP's gateway leaves the burst here, before ethernet-input.
-            let n = vxlan_input::run(dp, frames, in_port, batch, &mut self.decapped, now);
+            let n = vxlan_input::run(
+                dp,
+                frames,
+                in_port,
+                batch,
+                (&mut self.decapped, &mut self.decap_memo),
+                now,
+            );
             if n > 0 {
                 t = self.lap(Node::Vxlan4Input, n, t);
                 if batch.is_empty() {

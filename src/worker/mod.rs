@@ -435,6 +435,7 @@ impl Worker {
             while self.pending_flows.is_none()
                 && let Ok(req) = self.rx.try_recv()
             {
+                self.dp.changed();
                 match req.cmd {
                     Command::FlowAdd { bridge, mut flows } if flows.len() > FLOW_CHUNK => {
                         match self.flows_check(&bridge, &mut flows) {
@@ -477,7 +478,10 @@ impl Worker {
                     }
                 }
             }
-            self.flows_step();
+            if self.pending_flows.is_some() {
+                self.dp.changed();
+                self.flows_step();
+            }
             if self.stop {
                 break;
             }
@@ -490,6 +494,7 @@ impl Worker {
                 moved += self.peer_messages(&mut batch, now);
             }
             if self.stats.iterations.is_multiple_of(1024) {
+                // (`age_fdbs` also says the datapath changed, for the port lifecycle too.)
                 self.dp.age_fdbs(now as u32, AGE_BUDGET);
                 self.housekeep_ports(now_ms);
                 crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);

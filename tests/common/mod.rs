@@ -73,8 +73,17 @@ impl Harness {
         self.run();
     }
 
-    /// Receive a burst on every port, process, flush.
+    /// Receive a burst on every port, process, flush. The tests change `dp` directly between
+    /// runs, so each run starts by saying so (`Datapath::changed`), as the worker does after
+    /// every request.
     pub fn run(&mut self) {
+        self.dp.changed();
+        self.run_next_burst();
+    }
+
+    /// `run` as the worker's next burst when nothing but forwarding happened since the last
+    /// one: without `Datapath::changed`, so what forwarding remembers across bursts is used.
+    pub fn run_next_burst(&mut self) {
         let mut batch = Vec::new();
         for id in 0..self.ports.len() {
             self.ports[id].rx_burst(&mut self.frames, &mut batch, 64);
