@@ -1,7 +1,8 @@
 //! `uvs top`: a live terminal view (ratatui, crossterm backend) of per-port packet, bit and
 //! drop rates and every worker's load (one line each: its core, CPU, busy share, loop passes
-//! and sleeps per second; past eight workers the rest are summed on one line), refreshed every second from the `stats` command over the
-//! control socket. Works over ssh and in tmux (plain terminal escape sequences).
+//! and sleeps per second; past eight workers the rest are summed on one line), refreshed every
+//! second from the `stats` command over the control socket. Works over ssh and in tmux (plain
+//! terminal escape sequences).
 //!
 //! Keys: `p` sort by packets/s (default), `b` by bit/s, `d` by drops/s, `n` by name, `r`
 //! reverse, `q` or Esc quit. Rates are differences between two `stats` answers divided by the
@@ -135,13 +136,13 @@ impl Rates {
                 drops,
             });
         }
+        let olds = old.map(workers).unwrap_or_default();
         self.workers = workers(&stats)
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let index = w["index"].as_u64().map_or(i, |x| x as usize);
-                let ow = old.and_then(|v| workers(v).into_iter().nth(i));
-                worker_row(index, w, ow, dt)
+                worker_row(index, w, olds.get(i).copied(), dt)
             })
             .collect();
         self.ports = rows;

@@ -387,8 +387,9 @@ impl Template {
     /// Decapsulate the frames at the head of `outer` that [`Template::take`] accepts: their
     /// inner frames are appended to `group` (the template's), the tunnel learns each inner
     /// (VLAN, MAC) that differs from `learned` (the last one it learned from this template's
-    /// remote, see [`LastLearned`]). Returns how many outer frames were taken and their bytes. Out of line, so the
-    /// loop keeps the template in registers (the burst's other frames take the full check).
+    /// remote, see [`LastLearned`]). Returns how many outer frames were taken and their
+    /// bytes. Out of line, so the loop keeps the template in registers (the burst's other
+    /// frames take the full check).
     #[inline(never)]
     fn take_run(
         &self,
