@@ -49,9 +49,9 @@ enum Cmd {
         /// wake-up). Also `UVS_BUSY_POLL=1` (or true, yes, on).
         #[arg(long)]
         busy_poll: bool,
-        /// Microseconds a worker keeps polling after a live flow's last frame before it sleeps
-        /// (default 20000: flows of 50 packets a second or more never wait for a wake-up; an
-        /// idle switch still sleeps). Lower saves CPU on sparse traffic at the price of
+        /// Microseconds a worker keeps polling after the last frame of a flow that keeps
+        /// coming back, before it sleeps (default 20000: flows of 50 packets a second or more
+        /// wait for a wake-up only for their first few packets; an idle switch still sleeps). Lower saves CPU on sparse traffic at the price of
         /// latency. Also `UVS_POLL_LINGER_US`.
         #[arg(long)]
         poll_linger_us: Option<u64>,

@@ -14,8 +14,9 @@
 //!   it and receive a burst and run it through the pipeline, then flush every output queue with
 //!   one tx burst per port. Every 1024 iterations: housekeeping (FDB aging).
 //! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
-//!   after `SPIN_BEFORE_SLEEP` of them (the linger, `WorkerOptions::linger`, default
-//!   `POLL_LINGER`, while a flow is live, see `RECENT_TRAFFIC`) the worker sleeps in poll(2)
+//!   after `SPIN_BEFORE_SLEEP` of them (`SPIN_WHEN_LIVE` while a flow is live, see
+//!   `RECENT_TRAFFIC`, and the linger, `WorkerOptions::linger`, default `POLL_LINGER`, once it
+//!   has woken the worker `LINGER_AFTER` times in a row) the worker sleeps in poll(2)
 //!   on every port's descriptors, the netlink link-event socket and the eventfd (at most 100 ms,
 //!   for housekeeping), so an idle switch uses almost no CPU. With `busy_poll` (`uvs run
 //!   --busy-poll`) it never sleeps: a frame never waits for a sleeping worker to be woken (the
@@ -62,16 +63,25 @@ use crate::port::wait::{Waker, thread_cpu_ns, wait_readable};
 
 /// How long the worker spins on empty iterations before sleeping, when it has been idle a while.
 pub const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
-/// How long it spins by default while a flow is live (see `RECENT_TRAFFIC`), the linger. A
-/// sleeping worker's next frame waits for its core to be woken: on this 2-vCPU VM ~75 us after
-/// 10 ms asleep (the vCPU halts), where a spinning worker takes it at once; on a core shared
-/// with a CPU-bound task the wake can be milliseconds late and a burst then overruns the
-/// kernel's rings. So a flow whose packets come less than this apart (50 a second or more)
-/// keeps the worker polling, as OVS's PMD always does; sparser traffic and an idle switch
-/// sleep. `uvs run --poll-linger-us` sets it (0: sleep after `SPIN_BEFORE_SLEEP` always).
+/// How long it spins by default once a flow has kept coming back (see `LINGER_AFTER`), the
+/// linger. A sleeping worker's next frame waits for its core to be woken: on this 2-vCPU VM
+/// ~75 us after 10 ms asleep (the vCPU halts), where a spinning worker takes it at once; on a
+/// core shared with a CPU-bound task the wake can be milliseconds late and a burst then
+/// overruns the kernel's rings. So a flow whose packets come less than this apart (50 a second
+/// or more) keeps the worker polling, as OVS's PMD always does; sparser traffic and an idle
+/// switch sleep. `uvs run --poll-linger-us` sets it (0: sleep after `SPIN_BEFORE_SLEEP`).
 pub const POLL_LINGER: Duration = Duration::from_millis(20);
+/// How long it spins while a flow is live (see `RECENT_TRAFFIC`) but has not yet woken the
+/// worker `LINGER_AFTER` times in a row: a few packets close together (a fresh interface's
+/// IPv6 router solicitations and MLD reports, an ARP exchange) cost 2 ms each, not the linger.
+const SPIN_WHEN_LIVE: Duration = Duration::from_millis(2);
+/// Sleeps in a row while a flow was live after which the worker spins the linger: a flow that
+/// woke it this often within `RECENT_TRAFFIC` of its last frame is coming back (a ping every
+/// 10 ms pays four wake-ups, then none).
+const LINGER_AFTER: u32 = 3;
 /// A flow is live when the worker carried traffic within this time before its last sleep, or
-/// has carried traffic for over `LIVE_AFTER_MS` since it woke; then it spins the linger.
+/// has carried traffic for over `LIVE_AFTER_MS` since it woke; then it spins `SPIN_WHEN_LIVE`,
+/// or the linger after `LINGER_AFTER` such sleeps in a row.
 /// A lone packet after a quiet spell (a neighbour probe, a router solicitation, a ping) gets
 /// `SPIN_BEFORE_SLEEP`: its answer is back well within that, and 2 ms of spinning per such
 /// packet was most of an idle worker's CPU.
@@ -422,6 +432,8 @@ impl Worker {
         let mut last_traffic_ms = 0u64;
         // The last traffic before the last sleep, and the first since it.
         let (mut traffic_before_sleep_ms, mut first_traffic_ms) = (0u64, None::<u64>);
+        // Sleeps in a row taken while a flow was live (see `LINGER_AFTER`).
+        let mut live_sleeps = 0u32;
         let mut batch: Vec<Desc> = Vec::with_capacity(BATCH);
         let mut fds: Vec<RawFd> = Vec::new();
         let mut pollfds = Vec::new();
@@ -516,10 +528,10 @@ impl Worker {
             let live = now_ms.saturating_sub(traffic_before_sleep_ms) < recent_ms
                 || first_traffic_ms
                     .is_some_and(|t| last_traffic_ms.saturating_sub(t) > LIVE_AFTER_MS);
-            let spin = if live {
-                self.linger.max(SPIN_BEFORE_SLEEP)
-            } else {
-                SPIN_BEFORE_SLEEP
+            let spin = match live {
+                true if live_sleeps >= LINGER_AFTER => self.linger.max(SPIN_BEFORE_SLEEP),
+                true => SPIN_WHEN_LIVE,
+                false => SPIN_BEFORE_SLEEP,
             };
             if self.busy_poll || since.elapsed() < spin {
                 // Give the core away if another thread wants it (a second switch, a VTEP peer,
@@ -549,6 +561,11 @@ impl Worker {
                 }
             }
             self.stats.sleeps += 1;
+            live_sleeps = if live {
+                live_sleeps.saturating_add(1)
+            } else {
+                0
+            };
             if first_traffic_ms.take().is_some() {
                 traffic_before_sleep_ms = last_traffic_ms;
             }
