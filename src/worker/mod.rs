@@ -131,7 +131,7 @@ pub struct WorkerOptions {
     /// Never sleep (OVS's PMD): the lowest latency, a whole core always busy. Off: idle
     /// back-off (see the module documentation).
     pub busy_poll: bool,
-    /// How long to keep polling after a live flow's last frame before sleeping (see
+    /// How long to keep polling after a returning flow's last frame before sleeping (see
     /// [`POLL_LINGER`]).
     pub linger: Duration,
 }
@@ -369,7 +369,7 @@ pub struct Worker {
     pub(crate) share: open::Share,
     /// Never sleep (see [`WorkerOptions::busy_poll`]).
     busy_poll: bool,
-    /// Polling after a live flow's last frame (see [`WorkerOptions::linger`]).
+    /// Polling after a returning flow's last frame (see [`WorkerOptions::linger`]).
     linger: Duration,
     /// Rate limits' buckets shared with the other workers (None: the only worker).
     pub(crate) buckets: Option<Arc<set::SharedBuckets>>,
