@@ -162,20 +162,7 @@ fn busy_poll_worker_never_sleeps() {
         return;
     }
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let p = prefix("eb");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &["--busy-poll"]);
-    d.ctl(&["add-br", "br0", "gateway=10.232.0.1/24"]);
-    let ns = format!("{p}n0");
-    attach(
-        &mut t,
-        &d,
-        ("br0", &ns, &format!("{p}p0")),
-        "afxdp",
-        "10.232.0.2/24",
-        &[],
-    );
-    assert!(ping(&ns, "10.232.0.1", 2), "afxdp -> gateway");
+    let (_t, d, _ns) = gateway_and_container("eb", &["--busy-poll"], 232);
     let before = loop_figures(&d);
     let pid = d.child.id();
     let (w0, _) = sample(pid);
@@ -199,6 +186,28 @@ fn busy_poll_worker_never_sleeps() {
             i1 - i0
         );
     }
+}
+
+/// A daemon (`uvs run` with `extra`) with bridge br0, gateway 10.`net`.0.1/24, and one AF_XDP
+/// container at .2 that has pinged the gateway: (topology, daemon, the container's namespace;
+/// bound in this order, the daemon stops before the topology goes).
+fn gateway_and_container(tag: &str, extra: &[&str], net: u8) -> (Topology, Daemon, String) {
+    let p = prefix(tag);
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, extra);
+    d.ctl(&["add-br", "br0", &format!("gateway=10.{net}.0.1/24")]);
+    let ns = format!("{p}n0");
+    let addr = format!("10.{net}.0.2/24");
+    attach(
+        &mut t,
+        &d,
+        ("br0", &ns, &format!("{p}p0")),
+        "afxdp",
+        &addr,
+        &[],
+    );
+    assert!(ping(&ns, &format!("10.{net}.0.1"), 2), "afxdp -> gateway");
+    (t, d, ns)
 }
 
 /// (sleeps, loop passes) of every worker while `ns` pings `ip` 100 times, 10 ms apart.
@@ -228,20 +237,7 @@ fn a_live_flow_keeps_the_worker_polling_for_the_linger() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = Vec::new();
     for (tag, extra) in [("el", &[][..]), ("ez", &["--poll-linger-us", "0"][..])] {
-        let p = prefix(tag);
-        let mut t = Topology::default();
-        let d = Daemon::start(&p, extra);
-        d.ctl(&["add-br", "br0", "gateway=10.233.0.1/24"]);
-        let ns = format!("{p}n0");
-        attach(
-            &mut t,
-            &d,
-            ("br0", &ns, &format!("{p}p0")),
-            "afxdp",
-            "10.233.0.2/24",
-            &[],
-        );
-        assert!(ping(&ns, "10.233.0.1", 2), "afxdp -> gateway");
+        let (_t, d, ns) = gateway_and_container(tag, extra, 233);
         let loops = loops_during_pings(&d, &ns, "10.233.0.1");
         eprintln!("{extra:?}: (sleeps, passes) per worker during 100 pings 10 ms apart: {loops:?}");
         seen.push(loops);

@@ -553,7 +553,8 @@ fn top_renders_rates_under_tmux() {
         "{screen}"
     );
     assert!(
-        screen.contains(&p2) && screen.contains("worker 0: cpu"),
+        // One line per worker, with its core ("unpinned" unless UVS_CORES pins it).
+        screen.contains(&p2) && screen.contains("worker 0 (") && screen.contains("): cpu "),
         "{screen}"
     );
     // Sort by name, then quit.
