@@ -506,10 +506,7 @@ impl Worker {
                 moved += self.peer_messages(&mut batch, now);
             }
             if self.stats.iterations.is_multiple_of(1024) {
-                // (`age_fdbs` also says the datapath changed, for the port lifecycle too.)
-                self.dp.age_fdbs(now as u32, AGE_BUDGET);
-                self.housekeep_ports(now_ms);
-                crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
+                self.housekeep(now_ms);
             }
             if moved > 0 {
                 self.stats.busy_iterations += 1;
@@ -522,7 +519,7 @@ impl Worker {
                 continue;
             }
             if std::mem::take(&mut housekeep_due) {
-                self.after_sleep();
+                self.housekeep(self.clock.now_ms());
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             let live = now_ms.saturating_sub(traffic_before_sleep_ms) < recent_ms
@@ -587,16 +584,16 @@ impl Worker {
                 idle_since = None;
                 housekeep_due = true;
             } else {
-                self.after_sleep();
+                self.housekeep(self.clock.now_ms());
             }
         }
         self.close_all();
     }
 
-    /// Housekeeping owed after a sleep (the iteration counter does not move while asleep):
-    /// FDB aging, the port lifecycle and the neighbour timers, at the current time.
-    fn after_sleep(&mut self) {
-        let now_ms = self.clock.now_ms();
+    /// Housekeeping at `now_ms`, every 1024 loop passes and after every sleep (the pass count
+    /// does not move while asleep): FDB aging (which also says the datapath changed, for the
+    /// port lifecycle too), the port lifecycle and the neighbour timers.
+    fn housekeep(&mut self, now_ms: u64) {
         self.dp.now_ms = now_ms;
         self.dp.age_fdbs((now_ms / 1000) as u32, AGE_BUDGET);
         self.housekeep_ports(now_ms);
