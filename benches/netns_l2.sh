@@ -11,11 +11,12 @@
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
 #                                 [--switch-cpu N] [--wait-idle S] [--nice N] [--ovs-xdp-mode M]
+#                                 [--uvs-xdp-mode M]
 # Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
 set -euo pipefail
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick          1 repetition, 2 s traffic (CI smoke run)
@@ -30,6 +31,8 @@ Options:
                    switch (default 0: do not wait, only warn)
   --ovs-xdp-mode M OVS afxdp options:xdp-mode to try first (native, generic, best-effort;
                    default native = driver mode with copy; falls back to generic)
+  --uvs-xdp-mode M uvs afxdp ports' xdp_mode (auto, native, generic; default auto = native on
+                   veth)
   --nice N         run everything (switches and traffic tools) at this nice value, e.g. -10 on a
                    machine shared with builds (default 0: unchanged)
 EOF
@@ -49,6 +52,7 @@ SW_CPU=1
 WAIT_IDLE=0
 NICE=0
 OVS_XDP_MODE=native
+UVS_XDP_MODE=auto
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
     --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
     --nice) NICE="${2:?}"; shift ;;
     --ovs-xdp-mode) OVS_XDP_MODE="${2:?}"; shift ;;
+    --uvs-xdp-mode) UVS_XDP_MODE="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -284,12 +289,33 @@ EOF
 
 # CPU counter of the switch: a PID's utime+stime, or (kernel) the softirq time of all CPUs.
 switch_ticks() { if [ -n "$CPU_PID" ]; then proc_ticks "$CPU_PID"; else softirq_ticks; fi; }
+# The switch's forwarding time (BUSY_KIND ovs: the PMD's processing cycles since
+# `pmd-stats-clear`; uvs: the workers' `busy_ns`, time in loop passes that moved frames).
+BUSY_KIND=""
+busy_mark() {
+    case "$BUSY_KIND" in
+    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true ;;
+    uvs) BUSY0=$(uvs_busy_ns) ;;
+    esac
+}
+busy_read() { # ELAPSED_S: prints the switch's busy % of one core since busy_mark, or nan
+    case "$BUSY_KIND" in
+    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
+        sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan ;;
+    uvs) python3 -c "print(100*($(uvs_busy_ns)-$BUSY0)/1e9/$1)" ;;
+    *) echo nan ;;
+    esac
+}
+uvs_busy_ns() { # every worker's busy_ns, summed
+    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(w.get("busy_ns",0) for w in v.get("workers",[v.get("worker",{})])))'
+}
 
 # One pps run: sets R_PPS R_PCT R_CPU and logs where packets were lost.
 pps_once() {
     local s0 d0 r0 c0 t0 s1 d1 r1 c1 t1 sent rcv el hd0 hd1
     s0=$(cnt "$C1" tx_packets); d0=$(cnt "$C1" tx_dropped); r0=$(cnt "$C2" rx_packets)
     hd0=$(host_rx_dropped)
+    busy_mark
     c0=$(switch_ticks); t0=$(now_ns)
     # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.
     nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
@@ -303,8 +329,9 @@ pps_once() {
     R_PPS=$(python3 -c "print($rcv/$el)")
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
     R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
+    R_BUSY=$(busy_read "$el")
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
-        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")%${hd0:+, host-veth rx_dropped $((hd1 - hd0))}"
+        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}"
     if [ "$sent" -eq 0 ]; then
         log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
     fi
@@ -357,13 +384,13 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-declare -A RES_PINGCPU RES_IDLECPU
+declare -A RES_PINGCPU RES_IDLECPU RES_BUSY
 measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
-    local pingcpu=() idlecpu=()
+    local pingcpu=() idlecpu=() busy=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
-        pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU")
+        pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU"); busy+=("$R_BUSY")
         tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
         pingcpu+=("$R_PINGCPU"); idlecpu+=("$R_IDLECPU")
@@ -371,6 +398,7 @@ measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     RES_PPS[$name]=$(median "${pps[@]}")
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_CPU[$name]=$(median "${cpu[@]}")
+    RES_BUSY[$name]=$(median "${busy[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
     RES_TCPCPU[$name]=$(median "${tcpcpu[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
@@ -408,7 +436,7 @@ run_kernel() {
         log "[kernel] note: br_netfilter is loaded (bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables))"
     fi
     wait_for 10 reachable || log "[kernel] c1 cannot reach c2"
-    CPU_PID=""
+    CPU_PID="" BUSY_KIND=""
     RES_NOTE[kernel]="CPU: softirq time of all CPUs (the bridge runs in softirq on the sender CPU)"
     measure kernel
     ip link del "$KBR"
@@ -480,7 +508,7 @@ run_ovs() {
     nsx "$C2" ethtool -K eth0 tx off >/dev/null
     log "[ovs] 'ethtool -K eth0 tx off' in c1 and c2 (needed for TCP through OVS AF_XDP)"
     wait_for 15 reachable || log "[ovs] c1 cannot reach c2"
-    CPU_PID=$OVSVS_PID
+    CPU_PID=$OVSVS_PID BUSY_KIND=ovs
     RES_NOTE[ovs]="afxdp xdp-mode=$OVS_MODE, PMD on core $SW_CPU; eth0 tx checksum offload OFF in c1, c2"
     measure ovs
     log "[ovs] pmd stats:"; timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null | sed 's/^/    /' | head -20 >&2 || true
@@ -508,14 +536,14 @@ run_uvs_afxdp() {
     make_veths
     if ! start_uvs; then RES_NOTE[uvs-afxdp]="uvs did not start"; del_veths; return 0; fi
     local ok=1
-    uvs_ctl add-port br0 "$H1" type=afxdp >&2 || ok=0
-    uvs_ctl add-port br0 "$H2" type=afxdp >&2 || ok=0
+    uvs_ctl add-port br0 "$H1" type=afxdp "xdp_mode=$UVS_XDP_MODE" >&2 || ok=0
+    uvs_ctl add-port br0 "$H2" type=afxdp "xdp_mode=$UVS_XDP_MODE" >&2 || ok=0
     if [ "$ok" = 0 ]; then
         RES_NOTE[uvs-afxdp]="add-port type=afxdp failed"; stop_uvs; del_veths; return 0
     fi
     wait_for 10 reachable || log "[uvs-afxdp] c1 cannot reach c2"
-    CPU_PID=$UVS_PID
-    RES_NOTE[uvs-afxdp]="worker on core $SW_CPU; default offloads in c1, c2"
+    CPU_PID=$UVS_PID BUSY_KIND=uvs
+    RES_NOTE[uvs-afxdp]="xdp_mode=$UVS_XDP_MODE, worker on core $SW_CPU; default offloads in c1, c2"
     measure uvs-afxdp
     stop_uvs
     del_veths
@@ -530,7 +558,7 @@ run_uvs_afpacket() {
         RES_NOTE[uvs-afpacket]="add-port type=afpacket failed"; stop_uvs; del_veths; return 0
     fi
     wait_for 10 reachable || log "[uvs-afpacket] c1 cannot reach c2"
-    CPU_PID=$UVS_PID
+    CPU_PID=$UVS_PID BUSY_KIND=uvs
     RES_NOTE[uvs-afpacket]="worker on core $SW_CPU; default offloads in c1, c2"
     measure uvs-afpacket
     stop_uvs
@@ -549,7 +577,7 @@ run_uvs_tap() {
     config_eth0 "$C1" "$MAC1" "$IP1"
     config_eth0 "$C2" "$MAC2" "$IP2"
     wait_for 10 reachable || log "[uvs-tap] c1 cannot reach c2"
-    CPU_PID=$UVS_PID
+    CPU_PID=$UVS_PID BUSY_KIND=uvs
     RES_NOTE[uvs-tap]="worker on core $SW_CPU; TAP moved into c1, c2 as eth0"
     measure uvs-tap
     stop_uvs # closing the fds removes the TAPs
@@ -600,17 +628,17 @@ if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
 fi
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
-echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | switch CPU % (ping) | switch CPU % (idle) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | forwarding % (pps) | switch CPU % (ping) | switch CPU % (idle) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for s in $SWITCHES; do
     if [ -z "${RES_PPS[$s]:-}" ]; then
-        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
+        echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
     fi
     cpu="$(fmt .0f "${RES_CPU[$s]}")"
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; fi
     tcpcpu="$(fmt .0f "${RES_TCPCPU[$s]:-nan}") ($(python3 -c 'import sys,math; c,g=float(sys.argv[1]),float(sys.argv[2]); print("n/a" if math.isnan(c) or math.isnan(g) or g==0 else f"{c/g:.1f}")' "${RES_TCPCPU[$s]:-nan}" "${RES_TCP[$s]:-nan}"))"
-    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .0f "${RES_PINGCPU[$s]:-nan}") | $(fmt .1f "${RES_IDLECPU[$s]:-nan}") |"
+    echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .1f "${RES_BUSY[$s]:-nan}") | $(fmt .0f "${RES_PINGCPU[$s]:-nan}") | $(fmt .1f "${RES_IDLECPU[$s]:-nan}") |"
 done
 echo
 for s in $SWITCHES; do
@@ -622,6 +650,8 @@ if want uvs-afpacket && want ovs; then
 fi
 if want uvs-afxdp && want ovs; then
     echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
+    # Forwarding time per frame: what each switch's core spent on one delivered frame.
+    echo "- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
 fi
 for u in uvs-afxdp uvs-afpacket uvs-tap; do
     if want "$u" && want kernel; then

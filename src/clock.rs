@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64 {
         self.now_secs() * 1000
     }
+
+    /// Nanoseconds since the same origin (`now_ms() * 1_000_000` at whole milliseconds).
+    fn now_ns(&self) -> u64 {
+        self.now_ms() * 1_000_000
+    }
 }
 
 /// The real monotonic clock.
@@ -38,6 +43,10 @@ impl Clock for MonotonicClock {
     fn now_ms(&self) -> u64 {
         // Start at 1 s so that 0 can mean "never" in tables.
         self.origin.elapsed().as_millis() as u64 + 1000
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64 + 1_000_000_000
     }
 }
 

@@ -66,6 +66,21 @@ fn loop_figures(d: &Daemon) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Every worker's time in passes that moved frames (`busy_ns`), summed, and its uptime.
+fn busy_and_wall_ns(d: &Daemon) -> (u64, u64) {
+    let v = d.json(&["stats"]);
+    let workers = match v["workers"].as_array() {
+        Some(all) => all.clone(),
+        None => vec![v["worker"].clone()],
+    };
+    workers.iter().fold((0, 0), |(b, w), x| {
+        (
+            b + x["busy_ns"].as_u64().expect("busy_ns"),
+            w + x["wall_ns"].as_u64().expect("wall_ns"),
+        )
+    })
+}
+
 /// The two tests of this file measure CPU: one must not run next to the other's busy-polling
 /// daemon (it spins on the same two cores; an idle measurement beside it read 1.4% for a
 /// worker and 2.4% for the process).
@@ -112,11 +127,28 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     std::thread::sleep(Duration::from_millis(500));
     let pid = d.child.id();
     let loops = loop_figures(&d);
+    // The pings above were forwarding time; an idle worker adds (almost) none.
+    let (busy0, wall0) = busy_and_wall_ns(&d);
+    assert!(
+        busy0 > 0 && busy0 < wall0,
+        "busy {busy0} ns of {wall0} ns after the pings"
+    );
+    assert!(
+        d.ctl(&["stats"]).contains("% forwarding)"),
+        "{}",
+        d.ctl(&["stats"])
+    );
     let (w0, p0) = sample_threads(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
     let (w1, p1) = sample_threads(pid);
     let secs = t0.elapsed().as_secs_f64();
+    let (busy1, _) = busy_and_wall_ns(&d);
+    assert!(
+        busy1 - busy0 < 50_000_000,
+        "an idle worker counted {} ms of forwarding in {secs:.1} s",
+        (busy1 - busy0) / 1_000_000
+    );
     let loops = loop_figures(&d)
         .iter()
         .zip(&loops)

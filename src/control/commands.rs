@@ -605,13 +605,14 @@ fn render_stats(v: &Value) -> String {
         let _ = writeln!(
             s,
             "{which}: rx {} tx {} frames, {} iterations ({} busy), {} sleeps, cpu {:.1}% of one \
-             core since start",
+             core since start ({:.1}% forwarding)",
             w["rx_packets"],
             w["tx_packets"],
             w["iterations"],
             w["busy_iterations"],
             w["sleeps"],
-            100.0 * cpu / wall
+            100.0 * cpu / wall,
+            100.0 * w["busy_ns"].as_f64().unwrap_or(0.0) / wall
         );
     }
     let e = &v["events"];

@@ -290,6 +290,13 @@ fn worker(b: &mut Builder, w: &Value, counts: &Value) {
     cpu.get_or_create(&Vec::new()).inc_by(secs(&w["cpu_ns"]));
     b.reg
         .register("uvs_worker_cpu_seconds", "CPU time used by the worker", cpu);
+    let busy = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    busy.get_or_create(&Vec::new()).inc_by(secs(&w["busy_ns"]));
+    b.reg.register(
+        "uvs_worker_busy_seconds",
+        "Time the worker spent in loop passes that moved frames (OVS: processing cycles)",
+        busy,
+    );
     let up = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     up.get_or_create(&Vec::new()).set(secs(&w["wall_ns"]));
     b.reg.register(

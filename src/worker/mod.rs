@@ -153,6 +153,9 @@ pub(crate) struct LoopStats {
     pub iterations: u64,
     pub busy_iterations: u64,
     pub sleeps: u64,
+    /// Time spent in passes that moved frames (from one pass's start to the next's): what
+    /// OVS's `pmd-stats-show` calls processing cycles.
+    pub busy_ns: u64,
 }
 
 /// The control plane's handle on a running worker.
@@ -442,6 +445,8 @@ impl Worker {
         let mut housekeep_due = false;
         let mut now_ms = self.clock.now_ms();
         let mut now = now_ms / 1000;
+        // The current pass's start, and whether the last pass moved frames (`busy_ns`).
+        let (mut pass_start_ns, mut pass_moved) = (0u64, false);
         while !self.stop {
             // Requests wait while a bulk flow install is in progress, so they apply in order.
             while self.pending_flows.is_none()
@@ -498,7 +503,12 @@ impl Worker {
                 break;
             }
             self.stats.iterations += 1;
-            now_ms = self.clock.now_ms();
+            let now_ns = self.clock.now_ns();
+            if pass_moved {
+                self.stats.busy_ns += now_ns.saturating_sub(pass_start_ns);
+            }
+            pass_start_ns = now_ns;
+            now_ms = now_ns / 1_000_000;
             now = now_ms / 1000;
             self.dp.now_ms = now_ms;
             let mut moved = self.poll_once(&mut batch, now);
@@ -508,6 +518,7 @@ impl Worker {
             if self.stats.iterations.is_multiple_of(1024) {
                 self.housekeep(now_ms);
             }
+            pass_moved = moved > 0;
             if moved > 0 {
                 self.stats.busy_iterations += 1;
                 idle_since = None;

@@ -1006,6 +1006,7 @@ impl Worker {
                 "iterations": self.stats.iterations,
                 "busy_iterations": self.stats.busy_iterations,
                 "sleeps": self.stats.sleeps,
+                "busy_ns": self.stats.busy_ns,
                 "cpu_ns": cpu,
                 "wall_ns": wall,
                 "frames": self.frames.capacity(),
