@@ -286,17 +286,22 @@ fn worker(b: &mut Builder, w: &Value, counts: &Value) {
         b.one_counter(&format!("uvs_worker_{k}"), help, &w[k]);
     }
     let secs = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e9;
-    let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
-    cpu.get_or_create(&Vec::new()).inc_by(secs(&w["cpu_ns"]));
-    b.reg
-        .register("uvs_worker_cpu_seconds", "CPU time used by the worker", cpu);
-    let busy = Family::<Labels, Counter<f64, AtomicU64>>::default();
-    busy.get_or_create(&Vec::new()).inc_by(secs(&w["busy_ns"]));
-    b.reg.register(
-        "uvs_worker_busy_seconds",
-        "Time the worker spent in loop passes that moved frames (OVS: processing cycles)",
-        busy,
-    );
+    for (name, help, key) in [
+        (
+            "uvs_worker_cpu_seconds",
+            "CPU time used by the worker",
+            "cpu_ns",
+        ),
+        (
+            "uvs_worker_busy_seconds",
+            "Time the worker spent in loop passes that moved frames (OVS: processing cycles)",
+            "busy_ns",
+        ),
+    ] {
+        let c = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        c.get_or_create(&Vec::new()).inc_by(secs(&w[key]));
+        b.reg.register(name, help, c);
+    }
     let up = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     up.get_or_create(&Vec::new()).set(secs(&w["wall_ns"]));
     b.reg.register(
@@ -429,7 +434,8 @@ mod tests {
             "router": {"routed": 9, "arp_replies": 1, "arp_requests": 0, "echo_replies": 4,
                 "icmp_errors": 0},
             "worker": {"iterations": 100, "busy_iterations": 10, "sleeps": 3,
-                "cpu_ns": 1_500_000_000u64, "wall_ns": 3_000_000_000u64, "frames_free": 10}
+                "cpu_ns": 1_500_000_000u64, "busy_ns": 250_000_000u64, "wall_ns": 3_000_000_000u64,
+                "frames_free": 10}
         });
         let counts = json!({"conntrack": {"connections": 3, "limit": 65536, "inserted": 5},
             "nat_rules": 1, "flow_conntrack": 0, "captures": 0, "mirrors": 1, "frames": 64});
@@ -450,6 +456,7 @@ mod tests {
             "uvs_conntrack_inserted_total 5",
             "uvs_worker_busy_iterations_total 10",
             "uvs_worker_cpu_seconds_total 1.5",
+            "uvs_worker_busy_seconds_total 0.25",
             "uvs_mirrors 1",
             "uvs_dns_queries_total 12",
             "uvs_dns_answered_local_total 9",
