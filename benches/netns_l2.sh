@@ -302,12 +302,12 @@ busy_read() { # ELAPSED_S: prints the switch's busy % of one core since busy_mar
     case "$BUSY_KIND" in
     ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
         sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan ;;
-    uvs) python3 -c "print(100*($(uvs_busy_ns)-$BUSY0)/1e9/$1)" ;;
+    uvs) python3 -c "import math; print(100*(float('$(uvs_busy_ns)')-float('$BUSY0'))/1e9/$1)" ;;
     *) echo nan ;;
     esac
 }
-uvs_busy_ns() { # every worker's busy_ns, summed
-    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(w.get("busy_ns",0) for w in v.get("workers",[v.get("worker",{})])))'
+uvs_busy_ns() { # every worker's busy_ns, summed (nan from a uvs without it, before session 24)
+    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(sum(w["busy_ns"] for w in ws) if all("busy_ns" in w for w in ws) else "nan")'
 }
 
 # One pps run: sets R_PPS R_PCT R_CPU and logs where packets were lost.
@@ -511,7 +511,7 @@ run_ovs() {
     CPU_PID=$OVSVS_PID BUSY_KIND=ovs
     RES_NOTE[ovs]="afxdp xdp-mode=$OVS_MODE, PMD on core $SW_CPU; eth0 tx checksum offload OFF in c1, c2"
     measure ovs
-    log "[ovs] pmd stats:"; timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null | sed 's/^/    /' | head -20 >&2 || true
+    log "[ovs] pmd stats (since the last pps test's pmd-stats-clear):"; timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null | sed 's/^/    /' | head -20 >&2 || true
     stop_ovs
     del_veths
 }
