@@ -51,8 +51,9 @@ enum Cmd {
         busy_poll: bool,
         /// Microseconds a worker keeps polling after the last frame of a flow that keeps
         /// coming back, before it sleeps (default 20000: flows of 50 packets a second or more
-        /// wait for a wake-up only for their first few packets; an idle switch still sleeps). Lower saves CPU on sparse traffic at the price of
-        /// latency. Also `UVS_POLL_LINGER_US`.
+        /// wait for a wake-up only for their first few packets; an idle switch still sleeps).
+        /// Lower saves CPU on sparse traffic at the price of latency. Also
+        /// `UVS_POLL_LINGER_US`.
         #[arg(long)]
         poll_linger_us: Option<u64>,
         /// Frames in each worker's frame region (2 KiB each).

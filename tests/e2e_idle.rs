@@ -48,14 +48,18 @@ fn sample(pid: u32) -> (u64, u64) {
     (workers.values().sum(), process)
 }
 
-/// (sleeps, loop passes) of every worker, from `stats`.
-fn loop_figures(d: &Daemon) -> Vec<(u64, u64)> {
+/// Every worker's loop figures from `stats` (`workers` with several, `worker` with one).
+fn worker_stats(d: &Daemon) -> Vec<serde_json::Value> {
     let v = d.json(&["stats"]);
-    let workers = match v["workers"].as_array() {
+    match v["workers"].as_array() {
         Some(all) => all.clone(),
         None => vec![v["worker"].clone()],
-    };
-    workers
+    }
+}
+
+/// (sleeps, loop passes) of every worker, from `stats`.
+fn loop_figures(d: &Daemon) -> Vec<(u64, u64)> {
+    worker_stats(d)
         .iter()
         .map(|w| {
             (
@@ -68,12 +72,7 @@ fn loop_figures(d: &Daemon) -> Vec<(u64, u64)> {
 
 /// Every worker's time in passes that moved frames (`busy_ns`), summed, and its uptime.
 fn busy_and_wall_ns(d: &Daemon) -> (u64, u64) {
-    let v = d.json(&["stats"]);
-    let workers = match v["workers"].as_array() {
-        Some(all) => all.clone(),
-        None => vec![v["worker"].clone()],
-    };
-    workers.iter().fold((0, 0), |(b, w), x| {
+    worker_stats(d).iter().fold((0, 0), |(b, w), x| {
         (
             b + x["busy_ns"].as_u64().expect("busy_ns"),
             w + x["wall_ns"].as_u64().expect("wall_ns"),
@@ -133,11 +132,8 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
         busy0 > 0 && busy0 < wall0,
         "busy {busy0} ns of {wall0} ns after the pings"
     );
-    assert!(
-        d.ctl(&["stats"]).contains("% forwarding)"),
-        "{}",
-        d.ctl(&["stats"])
-    );
+    let text = d.ctl(&["stats"]);
+    assert!(text.contains("% forwarding)"), "{text}");
     let (w0, p0) = sample_threads(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(5));
