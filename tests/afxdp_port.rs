@@ -324,3 +324,106 @@ fn afxdp_errors_name_interface_and_step() {
     assert!(e.to_string().contains("1792"), "{e}");
     assert_eq!(frames.free_count(), frames.capacity());
 }
+
+/// `rx_packets` of the namespace end of `end`'s veth pair.
+fn peer_rx_packets(topo: &Topo, ns: u8, end: &str) -> u64 {
+    let f = format!("/sys/class/net/{end}p/statistics/rx_packets");
+    let o = sh(&["ip", "netns", "exec", &topo.ns(ns), "cat", &f]);
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+/// `n` broadcast frames of 60 bytes (an unknown EtherType, which the peer counts and drops).
+fn broadcast_frames(frames: &mut Frames, n: usize) -> Vec<Desc> {
+    (0..n)
+        .map(|i| {
+            let mut d = frames.alloc().unwrap();
+            d.len = 60;
+            let b = frames.data_mut(d);
+            b[..6].fill(0xff);
+            b[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            b[12..14].copy_from_slice(&[0x88, 0xb5]);
+            b[14] = i as u8;
+            d
+        })
+        .collect()
+}
+
+/// Wait up to 2 s for the peer to count `want` frames.
+fn wait_rx(topo: &Topo, end: &str, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let got = peer_rx_packets(topo, 1, end);
+        if got >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `tx_queue` leaves the copy-mode doorbell for `tx_kick` (service does not ring it), until 32
+/// frames wait; `tx_burst` rings at once. Every frame arrives exactly once.
+#[test]
+fn afxdp_tx_queue_leaves_the_doorbell_for_tx_kick() {
+    if !is_root() {
+        println!("SKIP: needs root");
+        return;
+    }
+    let topo = Topo::new('k');
+    // Our end sends nothing of its own (IPv6 DAD, MLD), so the peer counts only our frames.
+    run(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{}.disable_ipv6=1", topo.a()),
+    ]);
+    let mut frames = Frames::new(4096).unwrap();
+    let mut pa =
+        AfxdpPort::open(&topo.a(), 1, &mut frames, None, &AfxdpOptions::default()).unwrap();
+    assert!(pa.details().contains("copy"), "{}", pa.details());
+    let a = topo.a();
+    // Let the namespace end's own start-up traffic (IPv6 DAD, router solicitations) pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let base = peer_rx_packets(&topo, 1, &a);
+
+    let mut batch = broadcast_frames(&mut frames, 5);
+    let r = pa.tx_queue(&mut frames, &mut batch);
+    assert_eq!((r.sent, r.dropped, r.kick_deferred), (5, 0, true));
+    for _ in 0..20 {
+        pa.service(&mut frames);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // No doorbell yet: nothing was sent.
+    assert_eq!(
+        peer_rx_packets(&topo, 1, &a),
+        base,
+        "sent before the doorbell"
+    );
+    assert!(pa.tx_kick(), "five frames waited");
+    assert!(!pa.tx_kick(), "nothing waits after the doorbell");
+    assert_eq!(wait_rx(&topo, &a, base + 5), base + 5);
+
+    // 40 frames: the port rings by itself at 32; the rest waits.
+    let mut batch = broadcast_frames(&mut frames, 40);
+    let r = pa.tx_queue(&mut frames, &mut batch);
+    assert_eq!(
+        (r.sent, r.kick_deferred),
+        (40, false),
+        "40 >= 32 rang at once"
+    );
+    assert_eq!(wait_rx(&topo, &a, base + 45), base + 45);
+    let mut batch = broadcast_frames(&mut frames, 3);
+    assert!(pa.tx_queue(&mut frames, &mut batch).kick_deferred);
+    let mut batch = broadcast_frames(&mut frames, 2);
+    let r = pa.tx_burst(&mut frames, &mut batch);
+    assert_eq!((r.sent, r.kick_deferred), (2, false), "tx_burst rings");
+    assert_eq!(wait_rx(&topo, &a, base + 50), base + 50);
+    assert!(!pa.tx_kick());
+
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pa.tx_pending() && Instant::now() < deadline {
+        pa.service(&mut frames);
+    }
+    assert!(!pa.tx_pending(), "completions outstanding");
+    pa.close(&mut frames);
+    drop(pa);
+    assert_eq!(frames.free_count(), frames.capacity());
+}

@@ -384,7 +384,8 @@ mod tests {
             TxResult {
                 sent: 3,
                 bytes: 60 + 1514 + 10,
-                dropped: 0
+                dropped: 0,
+                kick_deferred: false,
             }
         );
         assert_eq!(frames.free_count(), 8);

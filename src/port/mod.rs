@@ -7,6 +7,11 @@
 //! - `tx_burst` takes every descriptor in `frames` (the vector is drained): frames it queued for
 //!   transmission belong to the port until done, frames it could not send are returned to the
 //!   pool and counted in `TxResult::dropped`. It never blocks.
+//! - `tx_queue` is `tx_burst` for the worker's loop: a port may leave the kernel's transmit
+//!   doorbell (a `sendto` in AF_XDP copy mode) for later and say so in
+//!   `TxResult::kick_deferred`; the worker then calls `tx_kick` before it yields or sleeps, or
+//!   once the frames waited a bound (see `worker::kicks`). `tx_burst` always rings: callers
+//!   outside the loop (tests, the relay of another worker's frames) need nothing else.
 //! - `service` does periodic work that is not tied to a burst (completions, refilling rings,
 //!   kicking the kernel); the worker calls it once per loop iteration.
 //! - Threads: a port is opened (its kernel side: sockets, XDP program, TAP device) on any
@@ -93,6 +98,8 @@ pub struct TxResult {
     pub bytes: u64,
     /// Frames the port could not take (ring full, device gone): returned to the pool.
     pub dropped: u32,
+    /// `tx_queue` left queued frames waiting for `Port::tx_kick` (never set by `tx_burst`).
+    pub kick_deferred: bool,
 }
 
 impl TxResult {
@@ -119,6 +126,18 @@ pub trait Port: Send {
 
     /// Transmit and drain `batch`.
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult;
+
+    /// Queue and drain `batch` like `tx_burst`, possibly leaving the kernel's doorbell for
+    /// `tx_kick` (then `kick_deferred` is set in the result). Default: `tx_burst`.
+    fn tx_queue(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+        self.tx_burst(frames, batch)
+    }
+
+    /// Ring the doorbell for frames `tx_queue` left waiting; true if there were any (a
+    /// syscall was made). Default: nothing ever waits.
+    fn tx_kick(&mut self) -> bool {
+        false
+    }
 
     /// Per-iteration upkeep: reap completions, refill rx buffers, wake the kernel if needed.
     fn service(&mut self, frames: &mut Frames);

@@ -495,7 +495,12 @@ impl Worker {
             if self.observe.tx_tapped() {
                 self.observe.before_flush(&mut self.dp, &mut self.frames);
             }
-            super::flush(&mut self.dp, &mut self.ports, &mut self.frames);
+            super::flush(
+                &mut self.dp,
+                &mut self.ports,
+                &mut self.frames,
+                &mut self.kicks,
+            );
         }
         moved
     }

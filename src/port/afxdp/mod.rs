@@ -49,7 +49,10 @@
 //!   later port tries zero-copy too and fails to bind on devices that cannot (veth).
 //! - (source) Ring `mmap`s must happen before `bind`; after bind the kernel answers EBUSY.
 //! - (source) In copy mode one `sendto` transmits at most 32 descriptors (`TX_BATCH_SIZE`), so
-//!   `service` kicks again while the tx ring is not empty.
+//!   `service` kicks again while the tx ring holds frames whose doorbell was rung.
+//! - Transmit doorbells: `tx_burst` rings one per call; `tx_queue` (the worker's loop) leaves
+//!   it for `tx_kick` until `KICK_FRAMES` frames wait, so the worker rings once for the frames
+//!   of several passes (see `worker::kicks`).
 //! - (source) A tx descriptor the kernel finds invalid (zero length, crossing a chunk) is
 //!   consumed but never completed: it would leak the frame, so `tx_burst` drops such
 //!   descriptors itself.
@@ -90,6 +93,11 @@ use xdp::XdpProgram;
 /// Transmitted frames a port may always keep in flight, whatever the pool holds.
 const TX_MIN: u32 = 64;
 
+/// Frames `tx_queue` may leave waiting for their doorbell; with this many it rings at once
+/// (the kernel's copy-mode `TX_BATCH_SIZE`: one `sendto` moved 32 before `socket.rs` raised
+/// the budget, so a doorbell per 32 frames costs little against the copies).
+const KICK_FRAMES: u32 = 32;
+
 /// An AF_XDP port on an existing netdev.
 pub struct AfxdpPort {
     /// First field: dropped first, so the program detaches before the sockets close (when
@@ -111,6 +119,9 @@ pub struct AfxdpPort {
     tx_max: u32,
     rx_next: usize,
     tx_outstanding: u32,
+    /// Frames in the tx ring whose doorbell `tx_queue` left for `tx_kick` (0 when the kernel
+    /// needs none).
+    unkicked: u32,
     /// Frames the sockets held in their fill and rx rings when `release` closed them (for the
     /// budget's ring count at `close`).
     released_held: u32,
@@ -180,6 +191,7 @@ impl AfxdpPort {
             tx_max: opts.tx_max,
             rx_next: 0,
             tx_outstanding: 0,
+            unkicked: 0,
             released_held: 0,
             now_ms: 0,
             fault: None,
@@ -354,9 +366,23 @@ impl AfxdpPort {
             s.comp.release(n);
             self.tx_outstanding = self.tx_outstanding.saturating_sub(n);
         }
+        // Frames the kernel left in the ring after their doorbell (copy mode's budget, EAGAIN)
+        // get another; those still waiting for their first are `tx_kick`'s.
         if self.tx_outstanding > 0
-            && s.tx.in_flight() > 0
+            && s.tx.in_flight() > self.unkicked
             && (!self.zero_copy || s.tx.needs_wakeup())
+        {
+            self.unkicked = 0;
+            if let Some(errno) = s.kick_tx() {
+                note_fault(&mut self.fault, errno);
+            }
+        }
+    }
+
+    /// Ring the transmit doorbell for every frame in the tx ring.
+    fn kick(&mut self) {
+        self.unkicked = 0;
+        if let Some(s) = self.socks.first()
             && let Some(errno) = s.kick_tx()
         {
             note_fault(&mut self.fault, errno);
@@ -486,6 +512,15 @@ impl Port for AfxdpPort {
     }
 
     fn tx_burst(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
+        let mut res = self.tx_queue(frames, batch);
+        if res.kick_deferred {
+            self.kick();
+            res.kick_deferred = false;
+        }
+        res
+    }
+
+    fn tx_queue(&mut self, frames: &mut Frames, batch: &mut Vec<Desc>) -> TxResult {
         let mut res = TxResult::default();
         let (Some(id), Some(s)) = (self.port_id, self.socks.first_mut()) else {
             res.dropped = batch.len() as u32;
@@ -526,13 +561,24 @@ impl Port for AfxdpPort {
             s.tx.submit(k);
             self.tx_outstanding += k;
             res.sent = k;
-            if (!self.zero_copy || s.tx.needs_wakeup())
-                && let Some(errno) = s.kick_tx()
-            {
-                note_fault(&mut self.fault, errno);
+            // A zero-copy socket without NEED_WAKEUP is drained by the driver: no doorbell.
+            if !self.zero_copy || s.tx.needs_wakeup() {
+                self.unkicked += k;
+                if self.unkicked >= KICK_FRAMES {
+                    self.kick();
+                }
             }
         }
+        res.kick_deferred = self.unkicked > 0;
         res
+    }
+
+    fn tx_kick(&mut self) -> bool {
+        if self.unkicked == 0 {
+            return false;
+        }
+        self.kick();
+        true
     }
 
     fn service(&mut self, frames: &mut Frames) {
@@ -631,6 +677,7 @@ impl Port for AfxdpPort {
             .budget
             .ring_out(std::mem::take(&mut self.released_held));
         self.tx_outstanding = 0;
+        self.unkicked = 0;
         let lent = self.targets.iter().map(|t| t.lent()).sum();
         frames.budget.retire(self.base, lent);
         self.base = 0;
