@@ -102,6 +102,9 @@ for t in ip iperf3 trafgen ethtool ping python3 taskset timeout sysctl; do
         exit 0
     fi
 done
+# perf (optional): counts the transmit doorbells on the switch's core during the pps test.
+HAVE_PERF=1
+perf stat -e syscalls:sys_enter_sendto -- true >/dev/null 2>&1 || HAVE_PERF=0
 OVS_SCHEMA=/usr/share/openvswitch/vswitch.ovsschema
 if want ovs; then
     for t in ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl; do
@@ -316,11 +319,19 @@ pps_once() {
     s0=$(cnt "$C1" tx_packets); d0=$(cnt "$C1" tx_dropped); r0=$(cnt "$C2" rx_packets)
     hd0=$(host_rx_dropped)
     busy_mark
+    local perf_pid=""
+    rm -f "$TMP/perf.csv"
+    if [ "$HAVE_PERF" = 1 ]; then # transmit doorbells (sendto) on the switch's core meanwhile
+        perf stat -x, -o "$TMP/perf.csv" -C "$SW_CPU" -e syscalls:sys_enter_sendto \
+            -- sleep "$DUR" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     c0=$(switch_ticks); t0=$(now_ns)
     # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.
     nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
         trafgen -o eth0 -i "$TG_CFG" -P 1 -Q --no-sock-mem -C >"$TMP/trafgen.out" 2>&1 || true
     t1=$(now_ns); c1=$(switch_ticks)
+    if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     sleep 0.5 # let queued frames drain before reading the receiver
     s1=$(cnt "$C1" tx_packets); d1=$(cnt "$C1" tx_dropped); r1=$(cnt "$C2" rx_packets)
     hd1=$(host_rx_dropped)
@@ -330,8 +341,11 @@ pps_once() {
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
     R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
     R_BUSY=$(busy_read "$el")
+    local kicks
+    kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
+    R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/max(1,$rcv) if k.isdigit() else 'nan')" "${kicks:-}")
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
-        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}"
+        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}"
     if [ "$sent" -eq 0 ]; then
         log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
     fi
@@ -384,13 +398,14 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-declare -A RES_PINGCPU RES_IDLECPU RES_BUSY
+declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS
 measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
-    local pingcpu=() idlecpu=() busy=()
+    local pingcpu=() idlecpu=() busy=() kicks=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU"); busy+=("$R_BUSY")
+        kicks+=("$R_KICKS")
         tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
         pingcpu+=("$R_PINGCPU"); idlecpu+=("$R_IDLECPU")
@@ -399,6 +414,7 @@ measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     RES_PCT[$name]=$(median "${pct[@]}")
     RES_CPU[$name]=$(median "${cpu[@]}")
     RES_BUSY[$name]=$(median "${busy[@]}")
+    RES_KICKS[$name]=$(median "${kicks[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
     RES_TCPCPU[$name]=$(median "${tcpcpu[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
@@ -652,6 +668,11 @@ if want uvs-afxdp && want ovs; then
     echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
     # Forwarding time per frame: what each switch's core spent on one delivered frame.
     echo "- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
+fi
+if [ "$HAVE_PERF" = 1 ]; then
+    # Doorbells: each AF_XDP copy-mode transmit needs a sendto (see docs/design.md).
+    echo "- sendto calls on core $SW_CPU per delivered frame (pps test):$(for s in $SWITCHES; do
+        printf ' %s %s;' "$s" "$(fmt .2f "${RES_KICKS[$s]:-nan}")"; done)"
 fi
 for u in uvs-afxdp uvs-afpacket uvs-tap; do
     if want "$u" && want kernel; then
