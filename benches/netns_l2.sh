@@ -298,8 +298,15 @@ BUSY_KIND=""
 busy_mark() {
     case "$BUSY_KIND" in
     ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true ;;
-    uvs) BUSY0=$(uvs_busy_ns) ;;
+    uvs) BUSY0=$(uvs_busy_ns); PASSES0=$(uvs_passes) ;;
     esac
+}
+uvs_passes() { # every worker's "rx_packets busy_iterations", summed
+    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(*(sum(w.get(k,0) for w in ws) for k in ("rx_packets","busy_iterations")))'
+}
+frames_per_pass() { # frames received per busy loop pass since busy_mark (uvs), or nan
+    if [ "$BUSY_KIND" != uvs ]; then echo nan; return; fi
+    python3 -c 'import sys; a=list(map(int,sys.argv[1].split())); z=list(map(int,sys.argv[2].split())); d=[y-x for x,y in zip(a,z)]; print(d[0]/d[1] if d[1] else "nan")' "$PASSES0" "$(uvs_passes)"
 }
 busy_read() { # ELAPSED_S: prints the switch's busy % of one core since busy_mark, or nan
     case "$BUSY_KIND" in
@@ -341,11 +348,12 @@ pps_once() {
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
     R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
     R_BUSY=$(busy_read "$el")
+    R_FPP=$(frames_per_pass)
     local kicks
     kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
     R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/max(1,$rcv) if k.isdigit() else 'nan')" "${kicks:-}")
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
-        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}"
+        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%, $(fmt .1f "$R_FPP") frames a busy pass)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}"
     if [ "$sent" -eq 0 ]; then
         log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
     fi
@@ -398,14 +406,14 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS
+declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS RES_FPP
 measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
-    local pingcpu=() idlecpu=() busy=() kicks=()
+    local pingcpu=() idlecpu=() busy=() kicks=() fpp=()
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU"); busy+=("$R_BUSY")
-        kicks+=("$R_KICKS")
+        kicks+=("$R_KICKS"); fpp+=("$R_FPP")
         tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
         pingcpu+=("$R_PINGCPU"); idlecpu+=("$R_IDLECPU")
@@ -415,6 +423,7 @@ measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     RES_CPU[$name]=$(median "${cpu[@]}")
     RES_BUSY[$name]=$(median "${busy[@]}")
     RES_KICKS[$name]=$(median "${kicks[@]}")
+    RES_FPP[$name]=$(median "${fpp[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
     RES_TCPCPU[$name]=$(median "${tcpcpu[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
@@ -668,6 +677,9 @@ if want uvs-afxdp && want ovs; then
     echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
     # Forwarding time per frame: what each switch's core spent on one delivered frame.
     echo "- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
+fi
+if want uvs-afxdp; then
+    echo "- uvs-afxdp frames received per busy loop pass (pps test): $(fmt .1f "${RES_FPP[uvs-afxdp]:-nan}")"
 fi
 if [ "$HAVE_PERF" = 1 ]; then
     # Doorbells: each AF_XDP copy-mode transmit needs a sendto (see docs/design.md).
