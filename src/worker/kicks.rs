@@ -18,7 +18,9 @@
 //!   to share the call with, and the worker is about to yield or sleep) or when the oldest
 //!   waiting frame was queued `KICK_DELAY_NS` or more before this pass began. So a frame waits
 //!   at most one empty pass when traffic pauses, and about `KICK_DELAY_NS` plus one pass under
-//!   a steady trickle; the worker never sleeps with a doorbell unrung.
+//!   a steady trickle; the worker never sleeps with a doorbell unrung. It also rings them
+//!   before it applies a control request (which may close or reopen a port) and before it
+//!   stops, so queued frames are not dropped with their port.
 //! - IO-free and deterministic: time is the pass's clock reading, given by the worker.
 //!
 //! [`Port::tx_queue`]: crate::port::Port::tx_queue

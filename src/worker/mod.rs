@@ -461,6 +461,10 @@ impl Worker {
             while self.pending_flows.is_none()
                 && let Ok(req) = self.rx.try_recv()
             {
+                // A request may close or reopen a port: what it queued goes out first.
+                if self.kicks.waiting() {
+                    self.ring_kicks();
+                }
                 self.dp.changed();
                 match req.cmd {
                     Command::FlowAdd { bridge, mut flows } if flows.len() > FLOW_CHUNK => {
@@ -614,6 +618,7 @@ impl Worker {
                 self.housekeep(self.clock.now_ms());
             }
         }
+        self.ring_kicks();
         self.close_all();
     }
 

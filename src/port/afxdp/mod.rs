@@ -129,8 +129,14 @@ pub struct AfxdpPort {
     now_ms: u64,
     /// Why the device stopped working (a kick answered ENXIO, ...), if it did.
     fault: Option<String>,
-    /// `xsk_fill_ring_empty` summed at the last housekeeping, per socket.
-    fill_empty_seen: Vec<u64>,
+    /// `xsk_fill_ring_empty` at the last housekeeping, per socket; None until the first one
+    /// after the rings were stocked, which only takes the baseline: frames the program
+    /// redirected before `attach` stocked the fill rings (the netdev's first packets, while the
+    /// port was prepared off the worker) were counted as fill-ring-empty drops and are no sign
+    /// that the socket needs a larger target (they made new ports borrow frames for 2 s and
+    /// refused the next port on a small region: the CI failure of
+    /// `small_frame_region_refuses_the_port_it_cannot_serve`, session 25).
+    fill_empty_seen: Vec<Option<u64>>,
     /// Several workers, fewer queues than workers, none for this one: the worker that owns
     /// the queue this one's transmissions go through (see `Port::tx_by_worker`).
     tx_worker: Option<usize>,
@@ -195,7 +201,7 @@ impl AfxdpPort {
             released_held: 0,
             now_ms: 0,
             fault: None,
-            fill_empty_seen: vec![0; mine.len()],
+            fill_empty_seen: vec![None; mine.len()],
             // Worker w without a queue sends through the owner of queue w % queues.
             tx_worker: match opts.share {
                 Some((worker, workers)) if mine.is_empty() && queues > 0 => {
@@ -619,12 +625,11 @@ impl Port for AfxdpPort {
         for (i, s) in self.socks.iter().enumerate() {
             let empty = s.statistics().rx_fill_ring_empty_descs;
             let t = &mut self.targets[i];
-            if empty > self.fill_empty_seen[i] {
-                t.need_more(&mut frames.budget, now_ms);
-            } else {
-                t.maybe_shrink(&mut frames.budget, now_ms);
+            match self.fill_empty_seen[i] {
+                Some(seen) if empty > seen => t.need_more(&mut frames.budget, now_ms),
+                _ => t.maybe_shrink(&mut frames.budget, now_ms),
             }
-            self.fill_empty_seen[i] = empty;
+            self.fill_empty_seen[i] = Some(empty);
         }
     }
 
