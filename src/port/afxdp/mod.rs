@@ -24,9 +24,11 @@
 //!   and budget commitment; it calls `release` first if nobody did.
 //! - Receive targets: each socket holds at most its target in its fill and rx rings together,
 //!   `fill_min` when idle; it doubles (up to `fill_frames`, as the budget lends) when the kernel
-//!   emptied more than half its fill ring between two refills or reports `fill_ring_empty`, and
-//!   halves back after 2 s without need (`housekeep`). Fill rings never take the budget's
-//!   reserve. At most `tx_max` transmitted frames are in flight per port.
+//!   emptied more than half its fill ring between two refills or reports `fill_ring_empty`
+//!   (counted from the first housekeeping after `attach`: earlier drops only meant the rings
+//!   were not stocked yet), and halves back after 2 s without need (`housekeep`). Fill rings
+//!   never take the budget's reserve. At most `tx_max` transmitted frames are in flight per
+//!   port.
 //! - A kick answered ENXIO/ENODEV/EBADF(D) (the netdev went away and the kernel unbound the
 //!   socket) sets [`Port::fault`]; the worker then closes the port (see `worker::life`).
 //!   With `shared = None` the first socket registers the UMEM; otherwise every socket shares the
