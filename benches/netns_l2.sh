@@ -7,6 +7,9 @@
 #   uvs-tap    uvs with TAP ports (uvs creates the TAPs; they are moved into c1/c2 as eth0)
 # and for each: 64-byte UDP pps delivered (trafgen in c1, counted in c2), delivered/sent, iperf3
 # TCP Gbit/s with the switch's CPU during it (and CPU % per Gbit/s), ping avg RTT and p50/p99/p99.9 (1000 pings at 10 ms, HDR histogram via `uvs latency`), the switch's CPU use during the pps test, during the pings and idle (3 s with no traffic). Median of 3 repetitions.
+# During the pps test also: the userspace switches' forwarding time (OVS processing cycles, uvs
+# busy_ns) and per delivered frame, uvs's frames per busy loop pass, and (with perf) the sendto
+# calls on the switch's core per delivered frame (AF_XDP copy-mode transmit doorbells).
 #
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
@@ -16,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick          1 repetition, 2 s traffic (CI smoke run)
