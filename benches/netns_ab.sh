@@ -4,29 +4,26 @@
 # (p50 / p99 / avg), then trafgen for SECONDS (64-byte UDP, unthrottled) with the counters read
 # around it: frames a second, frames per busy pass, forwarding % of the core (`busy_ns`, where
 # the binary has it), ns of forwarding time per frame, CPU %, and (with perf) the transmit
-# doorbells: `sendto` calls on the worker's core per forwarded frame. --rate offers a fixed
-# load instead (trafgen -b, e.g. 300kpps), where the cost shows as forwarding % and CPU.
-# At the end, each binary's medians.
+# doorbells: `sendto` calls on the worker's core per forwarded frame. At the end, each binary's
+# medians.
 #
 # Why interleaved: on this VM round trips and rates move by up to 2x between minutes (docs/
 # design.md, "The switch's core in the netns path"); turns a few seconds apart see the same
 # machine, so a difference that holds across rounds is the binaries'.
 #
-# Usage: benches/netns_ab.sh [--rounds N] [--pings N] [--seconds S] [--cores C] [--rate R]
-#                            BIN_A BIN_B [...]
+# Usage: benches/netns_ab.sh [--rounds N] [--pings N] [--seconds S] [--cores C] BIN_A BIN_B [...]
 # (as root; traffic tools on CPU 0, the worker on --cores, default 1; binaries are told apart
 # by file name, so copy them to distinct names). Results to stdout.
 set -euo pipefail
 
-ROUNDS=3 PINGS=300 SECS=4 CORES=1 RATE=""
+ROUNDS=3 PINGS=300 SECS=4 CORES=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS="${2:?}"; shift ;;
     --pings) PINGS="${2:?}"; shift ;;
     --seconds) SECS="${2:?}"; shift ;;
     --cores) CORES="${2:?}"; shift ;;
-    --rate) RATE="${2:?}"; shift ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -96,8 +93,7 @@ for r in $(seq "$ROUNDS"); do
                 PERF=$!
             fi
             ip netns exec "$C1" timeout -s INT -k 3 "$SECS" taskset -c 0 \
-                trafgen -o eth0 -i "$TMP/udp64.cfg" -P 1 -Q --no-sock-mem -C ${RATE:+-b "$RATE"} \
-                >/dev/null 2>&1 || true
+                trafgen -o eth0 -i "$TMP/udp64.cfg" -P 1 -Q --no-sock-mem -C >/dev/null 2>&1 || true
             t1=$(date +%s%N); [ -n "$PERF" ] && wait "$PERF"; PERF=""; sleep 0.3; z=$(worker "$b")
             kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
             line="$line | $(python3 -c '
