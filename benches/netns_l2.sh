@@ -300,27 +300,33 @@ switch_ticks() { if [ -n "$CPU_PID" ]; then proc_ticks "$CPU_PID"; else softirq_
 BUSY_KIND=""
 busy_mark() {
     case "$BUSY_KIND" in
-    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true ;;
-    uvs) BUSY0=$(uvs_busy_ns); PASSES0=$(uvs_passes) ;;
+    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true
+        CLEAR_NS=$(now_ns) ;;
+    uvs) LOOP0=$(uvs_loop) ;;
     esac
 }
-uvs_passes() { # every worker's "rx_packets busy_iterations", summed
-    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(*(sum(w.get(k,0) for w in ws) for k in ("rx_packets","busy_iterations")))'
+# Every uvs worker's "busy_ns rx_packets busy_iterations" from one `stats`, summed (busy_ns nan
+# from a uvs without it, before session 24).
+uvs_loop() {
+    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(sum(w["busy_ns"] for w in ws) if all("busy_ns" in w for w in ws) else "nan", *(sum(w.get(k,0) for w in ws) for k in ("rx_packets","busy_iterations")))'
 }
-frames_per_pass() { # frames received per busy loop pass since busy_mark (uvs), or nan
-    if [ "$BUSY_KIND" != uvs ]; then echo nan; return; fi
-    python3 -c 'import sys; a=list(map(int,sys.argv[1].split())); z=list(map(int,sys.argv[2].split())); d=[y-x for x,y in zip(a,z)]; print(d[0]/d[1] if d[1] else "nan")' "$PASSES0" "$(uvs_passes)"
-}
-busy_read() { # ELAPSED_S: prints the switch's busy % of one core since busy_mark, or nan
+busy_read() { # ELAPSED_S: sets R_BUSY (the switch's busy % of one core since busy_mark) and, for
+    # uvs, R_FPP (frames received per busy loop pass); nan where unknown
+    R_BUSY=nan R_FPP=nan
     case "$BUSY_KIND" in
-    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
-        sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan ;;
-    uvs) python3 -c "import math; print(100*(float('$(uvs_busy_ns)')-float('$BUSY0'))/1e9/$1)" ;;
-    *) echo nan ;;
+    ovs) # The % is of every PMD cycle since the clear, which came before the traffic and is
+        # read after it (and after the drain): scale it to the traffic's time, as uvs's.
+        local pct since=$(($(now_ns) - CLEAR_NS))
+        pct=$(timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
+            sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan)
+        R_BUSY=$(python3 -c "print(float('$pct') * $since / 1e9 / $1)") ;;
+    uvs) read -r R_BUSY R_FPP <<<"$(python3 -c '
+import sys
+a, z = sys.argv[1].split(), sys.argv[2].split()
+busy = (float(z[0]) - float(a[0])) / 1e9 / float(sys.argv[3])
+rx, passes = (int(y) - int(x) for x, y in zip(a[1:], z[1:]))
+print(100 * busy, rx / passes if passes else "nan")' "$LOOP0" "$(uvs_loop)" "$1")" ;;
     esac
-}
-uvs_busy_ns() { # every worker's busy_ns, summed (nan from a uvs without it, before session 24)
-    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(sum(w["busy_ns"] for w in ws) if all("busy_ns" in w for w in ws) else "nan")'
 }
 
 # One pps run: sets R_PPS R_PCT R_CPU and logs where packets were lost.
@@ -350,8 +356,7 @@ pps_once() {
     R_PPS=$(python3 -c "print($rcv/$el)")
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
     R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
-    R_BUSY=$(busy_read "$el")
-    R_FPP=$(frames_per_pass)
+    busy_read "$el"
     local kicks
     kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
     R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/max(1,$rcv) if k.isdigit() else 'nan')" "${kicks:-}")
