@@ -94,6 +94,18 @@ fn prometheus_scrapes_port_rates() {
     );
     // The DNS service runs by default: its counters are there too.
     assert!(body.contains("uvs_dns_queries_total "), "{body}");
+    // Every worker's loop figures, one series each (the suite runs with 1 and with 2 workers).
+    let workers = d.json(&["stats"])["workers"]
+        .as_array()
+        .map_or(1, |w| w.len());
+    for i in 0..workers {
+        for name in ["uvs_worker_iterations_total", "uvs_worker_busy_seconds_total"] {
+            assert!(
+                body.contains(&format!("{name}{{worker=\"{i}\"}} ")),
+                "{name} of worker {i} (of {workers}) missing:\n{body}"
+            );
+        }
+    }
 
     let dir = std::env::temp_dir().join(format!("uvs-prom-{p}"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -19,8 +19,10 @@
 //!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
 //!   collisions}_total`; `uvs_flow_conntrack_connections`;
 //!   `uvs_nat_rules`.
-//! - `uvs_worker_{iterations,busy_iterations,sleeps}_total`, `uvs_worker_cpu_seconds_total`,
-//!   `uvs_worker_uptime_seconds`, `uvs_worker_frames`, `uvs_worker_frames_free`.
+//! - `uvs_worker_{iterations,busy_iterations,sleeps}_total{worker}`,
+//!   `uvs_worker_{cpu,busy}_seconds_total{worker}`, `uvs_worker_uptime_seconds{worker}`,
+//!   `uvs_worker_frames{worker}`, `uvs_worker_frames_free{worker}`: one series per worker
+//!   (`worker="0"`, `"1"`, ...), as `stats` lists them.
 //! - `uvs_captures`, `uvs_mirrors` (gauges).
 //! - With the DNS service running: `uvs_dns_{queries,answered_local,forwarded,relayed,nxdomain,
 //!   servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting` (gauge),
@@ -154,7 +156,7 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         &counts["captures"],
     );
     b.one_gauge("uvs_mirrors", "Port mirrors", &counts["mirrors"]);
-    worker(&mut b, &stats["worker"], counts);
+    workers(&mut b, stats, counts);
     if let Some(d) = dns {
         dns_service(&mut b, d);
     }
@@ -277,13 +279,28 @@ fn bridges(b: &mut Builder, stats: &Value) {
     }
 }
 
-fn worker(b: &mut Builder, w: &Value, counts: &Value) {
+/// The loop figures of every worker, labelled `worker="N"` (the `workers` list of a `stats`
+/// answer from several workers; a single worker's answer has only `worker`, which is worker 0).
+fn workers(b: &mut Builder, stats: &Value, counts: &Value) {
+    let list: Vec<(String, &Value)> = match stats["workers"].as_array() {
+        Some(ws) if !ws.is_empty() => ws
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w["index"].as_u64().unwrap_or(i as u64).to_string(), w))
+            .collect(),
+        _ => vec![("0".to_string(), &stats["worker"])],
+    };
+    let rows = |key: &str| -> Vec<(Labels, u64)> {
+        list.iter()
+            .map(|(i, w)| (labels(&[("worker", i)]), w[key].as_u64().unwrap_or(0)))
+            .collect()
+    };
     for (k, help) in [
         ("iterations", "Worker loop iterations"),
         ("busy_iterations", "Loop iterations that received frames"),
         ("sleeps", "Times the worker slept in poll(2)"),
     ] {
-        b.one_counter(&format!("uvs_worker_{k}"), help, &w[k]);
+        b.counter(&format!("uvs_worker_{k}"), help, rows(k));
     }
     let secs = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e9;
     for (name, help, key) in [
@@ -299,26 +316,42 @@ fn worker(b: &mut Builder, w: &Value, counts: &Value) {
         ),
     ] {
         let c = Family::<Labels, Counter<f64, AtomicU64>>::default();
-        c.get_or_create(&Vec::new()).inc_by(secs(&w[key]));
+        for (i, w) in &list {
+            c.get_or_create(&labels(&[("worker", i)]))
+                .inc_by(secs(&w[key]));
+        }
         b.reg.register(name, help, c);
     }
     let up = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-    up.get_or_create(&Vec::new()).set(secs(&w["wall_ns"]));
+    for (i, w) in &list {
+        up.get_or_create(&labels(&[("worker", i)]))
+            .set(secs(&w["wall_ns"]));
+    }
     b.reg.register(
         "uvs_worker_uptime_seconds",
         "Time since the worker started",
         up,
     );
-    b.one_gauge(
-        "uvs_worker_frames",
-        "Frames in the region",
-        &counts["frames"],
-    );
-    b.one_gauge(
-        "uvs_worker_frames_free",
-        "Frames free in the region",
-        &w["frames_free"],
-    );
+    // Each worker has its own frame region; an answer without a per-worker size (older
+    // workers) falls back to the observation counts' one region.
+    let frames = list
+        .iter()
+        .map(|(i, w)| {
+            let n = w["frames"].as_i64().or(counts["frames"].as_i64());
+            (labels(&[("worker", i)]), n.unwrap_or(0))
+        })
+        .collect();
+    b.gauge("uvs_worker_frames", "Frames in the region", frames);
+    let free = list
+        .iter()
+        .map(|(i, w)| {
+            (
+                labels(&[("worker", i)]),
+                w["frames_free"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    b.gauge("uvs_worker_frames_free", "Frames free in the region", free);
 }
 
 /// Ask the worker (and the DNS service, if it runs) and render.
@@ -454,9 +487,10 @@ mod tests {
             "uvs_conntrack_connections 3",
             "uvs_conntrack_limit 65536",
             "uvs_conntrack_inserted_total 5",
-            "uvs_worker_busy_iterations_total 10",
-            "uvs_worker_cpu_seconds_total 1.5",
-            "uvs_worker_busy_seconds_total 0.25",
+            "uvs_worker_busy_iterations_total{worker=\"0\"} 10",
+            "uvs_worker_cpu_seconds_total{worker=\"0\"} 1.5",
+            "uvs_worker_busy_seconds_total{worker=\"0\"} 0.25",
+            "uvs_worker_frames{worker=\"0\"} 64",
             "uvs_mirrors 1",
             "uvs_dns_queries_total 12",
             "uvs_dns_answered_local_total 9",
@@ -465,5 +499,29 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn every_worker_has_its_own_series() {
+        let w = |i: u64, iters: u64, busy: u64| {
+            json!({"index": i, "iterations": iters, "busy_iterations": 1, "sleeps": 0,
+                "cpu_ns": 1_000_000_000u64, "busy_ns": busy, "wall_ns": 2_000_000_000u64,
+                "frames": 4096, "frames_free": 4000 + i})
+        };
+        let stats = json!({"ports": {}, "bridges": {}, "router": {},
+            "worker": w(0, 100, 500_000_000), "workers": [w(0, 100, 500_000_000), w(1, 300, 750_000_000)]});
+        let counts = json!({"conntrack": {}, "frames": 4096});
+        let text = render(&stats, &counts, None);
+        for line in [
+            "uvs_worker_iterations_total{worker=\"0\"} 100",
+            "uvs_worker_iterations_total{worker=\"1\"} 300",
+            "uvs_worker_busy_seconds_total{worker=\"1\"} 0.75",
+            "uvs_worker_frames_free{worker=\"1\"} 4001",
+            "uvs_worker_uptime_seconds{worker=\"1\"} 2.0",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        // One series per worker: no unlabelled total beside them.
+        assert!(!text.contains("uvs_worker_iterations_total "), "{text}");
     }
 }
