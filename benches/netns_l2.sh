@@ -14,7 +14,7 @@
 # Usage: sudo benches/netns_l2.sh [--quick] [--only kernel,ovs,uvs-afxdp,uvs-afpacket,uvs-tap]
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
 #                                 [--switch-cpu N] [--wait-idle S] [--nice N] [--ovs-xdp-mode M]
-#                                 [--uvs-xdp-mode M]
+#                                 [--uvs-xdp-mode M] [--switch-share PCT] [--sink stack|drop]
 # Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
 set -euo pipefail
 
@@ -36,6 +36,13 @@ Options:
                    default native = driver mode with copy; falls back to generic)
   --uvs-xdp-mode M uvs afxdp ports' xdp_mode (auto, native, generic; default auto = native on
                    veth)
+  --switch-share PCT  during the pps test, share the switch's core with a CPU-bound process
+                   weighted (nice) so the switch gets about PCT% of it (default 100: no sharing).
+                   Below ~50 the switch, not the one trafgen core, is the bottleneck, so the pps
+                   delivered compare the switches' capacities (each at the same CPU share).
+  --sink MODE      what c2 does with the pps test's UDP frames: stack (default: its IP/UDP stack,
+                   which veth runs on the sender's core, i.e. the switch's) or drop (an nftables
+                   netdev ingress rule drops and counts them before the stack)
   --nice N         run everything (switches and traffic tools) at this nice value, e.g. -10 on a
                    machine shared with builds (default 0: unchanged)
 EOF
@@ -56,6 +63,8 @@ WAIT_IDLE=0
 NICE=0
 OVS_XDP_MODE=native
 UVS_XDP_MODE=auto
+SHARE=100
+SINK=stack
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -69,6 +78,8 @@ while [ $# -gt 0 ]; do
     --nice) NICE="${2:?}"; shift ;;
     --ovs-xdp-mode) OVS_XDP_MODE="${2:?}"; shift ;;
     --uvs-xdp-mode) UVS_XDP_MODE="${2:?}"; shift ;;
+    --switch-share) SHARE="${2:?}"; shift ;;
+    --sink) SINK="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -79,6 +90,14 @@ if [ "$QUICK" = 1 ]; then
 else
     DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000; IDLE_S=3
 fi
+case "$SHARE" in
+[1-9] | [1-9][0-9] | 100) ;;
+*) echo "netns_l2: --switch-share must be a percentage 1..100, not '$SHARE'" >&2; exit 2 ;;
+esac
+case "$SINK" in
+stack | drop) ;;
+*) echo "netns_l2: --sink must be stack or drop, not '$SINK'" >&2; exit 2 ;;
+esac
 ALL_SWITCHES="kernel ovs uvs-afxdp uvs-afpacket uvs-tap"
 SWITCHES=""
 for s in ${ONLY//,/ }; do
@@ -99,7 +118,10 @@ if [ "$(id -u)" != 0 ]; then
     echo "netns_l2: SKIP: needs root (network namespaces, veth, AF_XDP, TAP)" >&2
     exit 0
 fi
-for t in ip iperf3 trafgen ethtool ping python3 taskset timeout sysctl; do
+NEED="ip iperf3 trafgen ethtool ping python3 taskset timeout sysctl"
+if [ "$SINK" = drop ]; then NEED="$NEED nft"; fi
+if [ "$SHARE" != 100 ]; then NEED="$NEED nice"; fi
+for t in $NEED; do
     if ! command -v "$t" >/dev/null 2>&1; then
         echo "netns_l2: SKIP: required tool '$t' is not installed" >&2
         exit 0
@@ -329,11 +351,59 @@ print(100 * busy, rx / passes if passes else "nan")' "$LOOP0" "$(uvs_loop)" "$1"
     esac
 }
 
+# --switch-share: a CPU-bound competitor pinned to the switch's core, at the nice value whose
+# CFS weight leaves the switch about SHARE% of the core (1024 / (1024 + its weight)). Its own
+# time on the CPU is measured (schedstat, exact), so the log shows the share it left the switch
+# (the switch's own CPU column counts clock ticks, which can differ by a few points).
+HOG_PID="" HOG_NICE=0
+if [ "$SHARE" != 100 ]; then
+    HOG_NICE=$(python3 -c '
+import sys
+# sched_prio_to_weight (kernel/sched/core.c), nice -20 .. 19
+w = [88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100,
+     4904, 3906, 3121, 2501, 1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172,
+     137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15]
+want = float(sys.argv[1]) / 100
+print(min(range(-20, 20), key=lambda n: abs(1024 / (1024 + w[n + 20]) - want)))' "$SHARE")
+fi
+hog_ns() { awk '{print $1}' "/proc/$HOG_PID/schedstat"; } # its time on a CPU, ns (exact, not ticks)
+hog_start() {
+    [ "$SHARE" != 100 ] || return 0
+    taskset -c "$SW_CPU" nice -n "$HOG_NICE" bash -c 'while :; do :; done' &
+    HOG_PID=$!
+    PIDS+=("$HOG_PID")
+    HOG_T0=$(hog_ns); HOG_N0=$(now_ns)
+}
+hog_stop() { # sets R_SHARE: the % of the switch's core the competitor left
+    R_SHARE=nan
+    [ -n "$HOG_PID" ] || return 0
+    R_SHARE=$(python3 -c "print(100 - 100*($(hog_ns) - $HOG_T0)/($(now_ns) - $HOG_N0))")
+    kill_pid "$HOG_PID"
+    wait "$HOG_PID" 2>/dev/null || true
+    HOG_PID=""
+}
+# --sink drop: c2 drops the pps test's frames (UDP to port 9) at netdev ingress, before its IP
+# stack; the rule's counter is logged next to the interface's rx_packets.
+sink_setup() {
+    [ "$SINK" = drop ] || return 0
+    nsx "$C2" nft delete table netdev uvsbench_sink 2>/dev/null || true
+    nsx "$C2" nft -f - <<'NFT'
+table netdev uvsbench_sink {
+  chain in { type filter hook ingress device "eth0" priority 0; policy accept; udp dport 9 counter drop; }
+}
+NFT
+}
+sink_count() {
+    [ "$SINK" = drop ] || return 0
+    nsx "$C2" nft list chain netdev uvsbench_sink in 2>/dev/null | sed -n 's/.*counter packets \([0-9]*\).*/\1/p' | head -1
+}
+
 # One pps run: sets R_PPS R_PCT R_CPU and logs where packets were lost.
 pps_once() {
-    local s0 d0 r0 c0 t0 s1 d1 r1 c1 t1 sent rcv el hd0 hd1
+    local s0 d0 r0 c0 t0 s1 d1 r1 c1 t1 sent rcv el hd0 hd1 k0 k1
     s0=$(cnt "$C1" tx_packets); d0=$(cnt "$C1" tx_dropped); r0=$(cnt "$C2" rx_packets)
-    hd0=$(host_rx_dropped)
+    hd0=$(host_rx_dropped); k0=$(sink_count)
+    hog_start
     busy_mark
     local perf_pid=""
     rm -f "$TMP/perf.csv"
@@ -350,18 +420,19 @@ pps_once() {
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     sleep 0.5 # let queued frames drain before reading the receiver
     s1=$(cnt "$C1" tx_packets); d1=$(cnt "$C1" tx_dropped); r1=$(cnt "$C2" rx_packets)
-    hd1=$(host_rx_dropped)
+    hd1=$(host_rx_dropped); k1=$(sink_count)
     sent=$(((s1 - s0) + (d1 - d0))); rcv=$((r1 - r0))
     el=$(python3 -c "print(($t1-$t0)/1e9)")
     R_PPS=$(python3 -c "print($rcv/$el)")
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
     R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
     busy_read "$el"
+    hog_stop
     local kicks
     kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
     R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/max(1,$rcv) if k.isdigit() else 'nan')" "${kicks:-}")
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
-        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%, $(fmt .1f "$R_FPP") frames a busy pass)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}"
+        "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%, $(fmt .1f "$R_FPP") frames a busy pass)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}${k0:+, sink dropped $((k1 - k0))}$( [ "$R_SHARE" = nan ] || echo ", switch's share of core $SW_CPU $(fmt .0f "$R_SHARE")%")"
     if [ "$sent" -eq 0 ]; then
         log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
     fi
@@ -414,14 +485,15 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS RES_FPP
+declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS RES_FPP RES_SHARE
 measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
-    local pingcpu=() idlecpu=() busy=() kicks=() fpp=()
+    local pingcpu=() idlecpu=() busy=() kicks=() fpp=() share=()
+    sink_setup
     for i in $(seq "$REPS"); do
         log "[$name] repetition $i/$REPS"
         pps_once; pps+=("$R_PPS"); pct+=("$R_PCT"); cpu+=("$R_CPU"); busy+=("$R_BUSY")
-        kicks+=("$R_KICKS"); fpp+=("$R_FPP")
+        kicks+=("$R_KICKS"); fpp+=("$R_FPP"); share+=("$R_SHARE")
         tcp_once; tcp+=("$R_TCP"); tcpcpu+=("$R_TCPCPU")
         ping_once; rtt+=("$R_RTT"); p50+=("$R_P50"); p99+=("$R_P99"); p999+=("$R_P999")
         pingcpu+=("$R_PINGCPU"); idlecpu+=("$R_IDLECPU")
@@ -432,6 +504,7 @@ measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     RES_BUSY[$name]=$(median "${busy[@]}")
     RES_KICKS[$name]=$(median "${kicks[@]}")
     RES_FPP[$name]=$(median "${fpp[@]}")
+    RES_SHARE[$name]=$(median "${share[@]}")
     RES_TCP[$name]=$(median "${tcp[@]}")
     RES_TCPCPU[$name]=$(median "${tcpcpu[@]}")
     RES_RTT[$name]=$(median "${rtt[@]}")
@@ -656,6 +729,14 @@ ratio() { # A B: A/B formatted, or n/a
 }
 echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker / OVS PMD on core $SW_CPU; nice $NICE"
+if [ "$SHARE" != 100 ]; then
+    echo "pps test: the switch's core shared with a CPU-bound process at nice $HOG_NICE (switch's share" \
+        "asked $SHARE%, measured:$(for s in $SWITCHES; do printf ' %s %s%%;' "$s" "$(fmt .0f "${RES_SHARE[$s]:-nan}")"; done)" \
+        "the kernel bridge forwards in softirq on CPU $APP_CPU, which is not shared)"
+fi
+if [ "$SINK" = drop ]; then
+    echo "pps test: c2 drops the UDP frames at netdev ingress (nftables), before its IP stack"
+fi
 if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
     echo "uvs: $UVS_INFO"
 fi
