@@ -99,7 +99,10 @@ fn prometheus_scrapes_port_rates() {
         .as_array()
         .map_or(1, |w| w.len());
     for i in 0..workers {
-        for name in ["uvs_worker_iterations_total", "uvs_worker_busy_seconds_total"] {
+        for name in [
+            "uvs_worker_iterations_total",
+            "uvs_worker_busy_seconds_total",
+        ] {
             assert!(
                 body.contains(&format!("{name}{{worker=\"{i}\"}} ")),
                 "{name} of worker {i} (of {workers}) missing:\n{body}"
