@@ -15,7 +15,8 @@
 //!   one tx burst per port; ring the transmit doorbells those bursts left waiting when the
 //!   pass received nothing or the oldest waited `kicks::KICK_DELAY_NS` (see `kicks`). Every
 //!   1024 iterations: housekeeping (FDB aging).
-//! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread;
+//! - Idle back-off: empty iterations yield the core (`sched_yield`) to any other runnable thread
+//!   (at most every `YIELD_EVERY_NS`);
 //!   after `SPIN_BEFORE_SLEEP` of them (`SPIN_WHEN_LIVE` while a flow is live, see
 //!   `RECENT_TRAFFIC`, and the linger, `WorkerOptions::linger`, default `POLL_LINGER`, once it
 //!   has woken the worker `LINGER_AFTER` times in a row) the worker sleeps in poll(2)
@@ -91,6 +92,12 @@ const LINGER_AFTER: u32 = 3;
 pub const RECENT_TRAFFIC: Duration = Duration::from_millis(100);
 /// See `RECENT_TRAFFIC`.
 const LIVE_AFTER_MS: u64 = 1;
+/// While spinning, the worker yields its core (`sched_yield`) at most this often, so another
+/// thread that wants the core waits at most this long for it; between yields an empty pass
+/// costs a few hundred ns instead of a syscall and a pass through the scheduler (~1 us on this
+/// VM), which a frame arriving meanwhile would wait for (docs/design.md, "Yielding while
+/// spinning").
+const YIELD_EVERY_NS: u64 = 5_000;
 /// Scheduler slice requested for the worker thread (see `request_short_slice`).
 const WORKER_SLICE_NS: u64 = 100_000;
 /// Longest sleep (housekeeping still runs this often when idle).
@@ -456,6 +463,8 @@ impl Worker {
         let mut now = now_ms / 1000;
         // The current pass's start, and whether the last pass moved frames (`busy_ns`).
         let (mut pass_start_ns, mut pass_moved) = (0u64, false);
+        // When the spinning worker last yielded its core (see `YIELD_EVERY_NS`).
+        let mut yielded_ns = 0u64;
         while !self.stop {
             // Requests wait while a bulk flow install is in progress, so they apply in order.
             while self.pending_flows.is_none()
@@ -564,8 +573,14 @@ impl Worker {
                 // Give the core away if another thread wants it (a second switch, a VTEP peer,
                 // the application on a shared core): a spinning worker otherwise holds it for
                 // its whole slice while the frames it waits for cannot be produced. Alone on
-                // its core, this returns at once.
-                std::thread::yield_now();
+                // its core, this returns at once, but not for free: at most every
+                // `YIELD_EVERY_NS`.
+                if pass_start_ns.saturating_sub(yielded_ns) >= YIELD_EVERY_NS {
+                    std::thread::yield_now();
+                    yielded_ns = pass_start_ns;
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // Sleep until a port is readable, the control plane wakes us, or housekeeping.
