@@ -94,9 +94,9 @@ pub const RECENT_TRAFFIC: Duration = Duration::from_millis(100);
 const LIVE_AFTER_MS: u64 = 1;
 /// While spinning, the worker yields its core (`sched_yield`) at most this often, so another
 /// thread that wants the core waits at most this long for it; between yields an empty pass
-/// costs a few hundred ns instead of a syscall and a pass through the scheduler (~1 us on this
-/// VM), which a frame arriving meanwhile would wait for (docs/design.md, "Yielding while
-/// spinning").
+/// skips the syscall and the pass through the scheduler (~390 ns on this VM, more than the rest
+/// of the pass), which a frame arriving meanwhile would wait for (docs/design.md, "Yielding
+/// while spinning").
 const YIELD_EVERY_NS: u64 = 5_000;
 /// Scheduler slice requested for the worker thread (see `request_short_slice`).
 const WORKER_SLICE_NS: u64 = 100_000;
