@@ -192,3 +192,69 @@ fn ct_firewall_between_containers() {
         d.ctl(&["add-flow", "br0", line.trim()]);
     }
 }
+
+/// `ping -Q TOS` from namespace `ns`: true if all `count` echo requests were answered.
+fn ping_tos(ns: &str, ip: &str, tos: u8, count: u32) -> bool {
+    try_sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-Q",
+        &tos.to_string(),
+        ip,
+    ])
+}
+
+#[test]
+fn ecn_and_dscp_flows_match_real_frames() {
+    if !root_or_skip("ecn_and_dscp_flows_match_real_frames") {
+        return;
+    }
+    let p = prefix("en");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), "10.0.7.1/24");
+    t.container(&n("b"), &n("pb"), "10.0.7.2/24");
+    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    assert!(ping_tos(&n("a"), "10.0.7.2", 0, 2));
+    // Drop ECN "congestion experienced" (CE, 3) and, separately, DSCP EF (46) with ECT(0).
+    d.ctl(&["add-flow", "br0", "priority=100,icmp,nw_ecn=3,actions=drop"]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=90,icmp,ip_dscp=46,ip_ecn=2,actions=drop",
+    ]);
+    assert!(!ping_tos(&n("a"), "10.0.7.2", 3, 2), "CE dropped");
+    assert!(!ping_tos(&n("a"), "10.0.7.2", 0xbb, 2), "EF + CE dropped");
+    assert!(
+        !ping_tos(&n("a"), "10.0.7.2", 0xba, 2),
+        "EF + ECT(0) dropped"
+    );
+    assert!(ping_tos(&n("a"), "10.0.7.2", 2, 2), "ECT(0) passes");
+    assert!(ping_tos(&n("a"), "10.0.7.2", 0xb8, 2), "EF alone passes");
+    assert!(ping_tos(&n("a"), "10.0.7.2", 0xb9, 2), "EF + ECT(1) passes");
+    let dump = d.ctl(&["dump-flows", "br0"]);
+    let count = |needle: &str| {
+        dump.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in {dump}"))
+            .split("n_packets=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("n_packets in {dump}"))
+    };
+    assert_eq!(count("nw_ecn=3 "), 4, "{dump}");
+    assert_eq!(count("nw_tos=184,nw_ecn=2"), 2, "{dump}");
+}

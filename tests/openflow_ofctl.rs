@@ -410,3 +410,49 @@ fn ofctl_groups_openflow13() {
     assert!(!o13(&["dump-groups", &t]).contains("group_id"));
     assert!(!o13(&["dump-flows", &t]).contains("group:"));
 }
+
+#[test]
+fn ofctl_ecn_and_shifted_dscp_in_both_dialects() {
+    if !have_ofctl() {
+        return;
+    }
+    // NXM (OpenFlow 1.0, NXM_NX_IP_ECN) and OXM (OpenFlow 1.3, OXM_OF_IP_DSCP / IP_ECN).
+    for (name, proto) in [("ecn10", None), ("ecn13", Some("OpenFlow13"))] {
+        let s = Switch::with_br0(name);
+        let t = s.target();
+        let run = |args: &[&str]| {
+            let mut v: Vec<&str> = proto.map_or(vec![], |p| vec!["-O", p]);
+            v.extend_from_slice(args);
+            ok(&v)
+        };
+        run(&[
+            "add-flow",
+            &t,
+            "priority=7,ip,ip_dscp=46,nw_ecn=3,actions=drop",
+        ]);
+        run(&["add-flow", &t, "priority=6,ipv6,ip_ecn=1,actions=drop"]);
+        let ours = s.uvs_flows().join("\n");
+        assert!(ours.contains("ip,nw_tos=184,nw_ecn=3"), "{ours}");
+        assert!(ours.contains("ipv6,nw_ecn=1"), "{ours}");
+        let dump = run(&["dump-flows", &t]);
+        assert!(
+            dump.contains("nw_tos=184") && dump.contains("nw_ecn=3"),
+            "{dump}"
+        );
+        assert_eq!(
+            no_stats(flows_of(&dump)),
+            no_stats(flows_of(&ours)),
+            "{proto:?} ovs-ofctl:\n{dump}"
+        );
+        // A strict delete names the ECN too: without it nothing matches.
+        run(&["--strict", "del-flows", &t, "priority=7,ip,ip_dscp=46"]);
+        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 2);
+        run(&[
+            "--strict",
+            "del-flows",
+            &t,
+            "priority=7,ip,ip_dscp=46,nw_ecn=3",
+        ]);
+        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 1);
+    }
+}

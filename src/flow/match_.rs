@@ -16,7 +16,8 @@
 //! - MPLS (`mpls`, `mplsm`): the top label stack entry is matched in the packed key's `nw_src`
 //!   bits (an MPLS frame has no IPv4 header there; prerequisites keep `nw_src` and the
 //!   `mpls_*` fields in different flows).
-//! - `nw_tos` matches the DSCP bits only (mask 0xfc); the ECN bits are ignored, as in OVS.
+//! - `nw_tos` matches the DSCP bits only (mask 0xfc; `ip_dscp=D` is `nw_tos=4D`); `nw_ecn`
+//!   (`ip_ecn`) the two ECN bits (mask 0x03), as in OVS.
 //! - Conntrack: `ct_state` (flags of `ct_state::*`, with a mask) and `ct_zone` are set by the
 //!   datapath's `ct` action before a recirculation; they need no prerequisites. They share word
 //!   0 with `tun_id`, which is therefore at most 32 bits here (values and masks).
@@ -270,6 +271,8 @@ pub struct Match {
     pub nw_proto: Option<u8>,
     /// IP ToS with the ECN bits zero (a multiple of 4).
     pub nw_tos: Option<u8>,
+    /// The ECN bits of the IP ToS / traffic class (0-3).
+    pub nw_ecn: Option<u8>,
     /// TCP/UDP source port with mask; ICMP type (mask 0xffff).
     pub tp_src: Option<Masked<u16>>,
     /// TCP/UDP destination port with mask; ICMP code (mask 0xffff).
@@ -326,6 +329,7 @@ impl Match {
             mask: f.mask & 3,
         }));
         self.nw_tos = self.nw_tos.map(|t| t & 0xfc);
+        self.nw_ecn = self.nw_ecn.map(|e| e & 3);
         self.mpls = norm(self.mpls);
         self.vlan_tci = norm(self.vlan_tci);
         if let Some(t) = self.vlan_tci
@@ -425,6 +429,9 @@ impl Match {
         if let Some(t) = self.nw_tos {
             put(4, 0, u64::from(t), 0xfc);
         }
+        if let Some(e) = self.nw_ecn {
+            put(4, 0, u64::from(e), 0x03);
+        }
         Ok(Compiled { value: v, mask: m })
     }
 
@@ -468,6 +475,7 @@ impl Match {
             && m(self.nw_dst, key.nw_dst)
             && self.nw_proto.is_none_or(|p| p == key.nw_proto)
             && self.nw_tos.is_none_or(|t| t == key.nw_tos & 0xfc)
+            && self.nw_ecn.is_none_or(|e| e == key.nw_tos & 3)
             && m(self.tp_src, key.tp_src)
             && m(self.tp_dst, key.tp_dst)
             && m(self.tun_id, key.tun_id & TUN_ID_BITS)
@@ -635,6 +643,9 @@ impl fmt::Display for Match {
         }
         if let Some(t) = self.nw_tos {
             let _ = write!(s, ",nw_tos={t}");
+        }
+        if let Some(e) = self.nw_ecn {
+            let _ = write!(s, ",nw_ecn={e}");
         }
         if let Some(f) = self.nw_frag {
             let _ = write!(s, ",ip_frag={}", frag_name(f));

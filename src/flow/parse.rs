@@ -370,6 +370,16 @@ impl<'a> Fields<'a> {
                 set(&mut m.nw_tos, Some(t), tok, k)?;
                 self.need(k, IP_ANY, &[]);
             }
+            // OVS's MFF_IP_DSCP_SHIFTED: the DSCP as 0-63, held as nw_tos.
+            "ip_dscp" => {
+                let d: u8 = parse_num(k, v, 63)?;
+                set(&mut m.nw_tos, Some(d << 2), tok, "nw_tos")?;
+                self.need(k, IP_ANY, &[]);
+            }
+            "nw_ecn" | "ip_ecn" => {
+                set(&mut m.nw_ecn, Some(parse_num(k, v, 3)?), tok, "nw_ecn")?;
+                self.need(k, IP_ANY, &[]);
+            }
             "tp_src" | "tcp_src" | "udp_src" | "tp_dst" | "tcp_dst" | "udp_dst" => {
                 let p = parse_masked::<u16>(k, v, 0xffff)?;
                 let slot = if k.ends_with("src") {

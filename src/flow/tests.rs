@@ -511,6 +511,63 @@ fn test_classifier_vlan_and_tos() {
 }
 
 #[test]
+fn test_ecn_and_shifted_dscp() {
+    // ip_dscp is the DSCP as 0-63, held and shown as nw_tos; nw_ecn (ip_ecn) the ECN bits.
+    assert_eq!(
+        flow("ip,ip_dscp=46,actions=drop").to_string(),
+        "ip,nw_tos=184 actions=drop"
+    );
+    assert_eq!(
+        flow("ipv6,ip_ecn=3,nw_tos=8,actions=drop").to_string(),
+        "ipv6,nw_tos=8,nw_ecn=3 actions=drop"
+    );
+    assert_eq!(
+        flow("ip,nw_ecn=3,actions=drop"),
+        flow(&flow("ip,nw_ecn=3,actions=drop").to_string())
+    );
+    assert!(err("ip,nw_ecn=4,actions=drop").starts_with("nw_ecn: bad value '4'"));
+    assert!(err("ip,ip_dscp=64,actions=drop").starts_with("ip_dscp: bad value '64'"));
+    assert!(err("arp,nw_ecn=1,actions=drop").contains("prerequisite"));
+    assert!(err("ip,nw_ecn=1,ip_ecn=2,actions=drop").contains("nw_ecn"));
+
+    let ports = &|_: &PortRef| Some(1u16);
+    let mut c = Classifier::new();
+    let ce = c
+        .add(flow("priority=200,ip,nw_ecn=3,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let ef_ce = c
+        .add(
+            flow("priority=300,ip,ip_dscp=46,nw_ecn=3,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let any = c
+        .add(flow("priority=100,ip,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let mut k = PacketKey {
+        dl_type: 0x0800,
+        ..PacketKey::default()
+    };
+    for (tos, want) in [
+        (0x00, any),
+        (0x02, any),   // ECT(0)
+        (0x03, ce),    // CE
+        (0xb8, any),   // EF, not ECN-capable
+        (0xbb, ef_ce), // EF and CE
+        (0xba, any),   // EF and ECT(0)
+    ] {
+        k.nw_tos = tos;
+        assert_eq!(c.lookup(0, &k), Some(want), "tos {tos:#x}");
+        let f = c.get(want).expect("rule");
+        assert!(f.m.matches(&k, ports), "field-by-field match, tos {tos:#x}");
+    }
+}
+
+#[test]
 fn test_classifier_unknown_port() {
     let mut c = Classifier::new();
     let e = c

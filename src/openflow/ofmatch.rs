@@ -207,6 +207,7 @@ enum F {
     VlanPcp,
     IpTos,
     IpDscp,
+    IpEcn,
     IpProto,
     IpSrc,
     IpDst,
@@ -250,6 +251,7 @@ const TABLE: &[(Tlv, u16, u8, F, u8)] = &[
     (Tlv::Nxm, NXM_OF, 16, F::ArpSpa, 4),
     (Tlv::Nxm, NXM_OF, 17, F::ArpTpa, 4),
     (Tlv::Nxm, NXM_NX, 16, F::TunId, 8),
+    (Tlv::Nxm, NXM_NX, 28, F::IpEcn, 1),
     (Tlv::Nxm, NXM_NX, 30, F::Cookie, 8),
     (Tlv::Oxm, OXM_BASIC, 0, F::InPort, 4),
     (Tlv::Oxm, OXM_BASIC, 3, F::EthDst, 6),
@@ -258,6 +260,7 @@ const TABLE: &[(Tlv, u16, u8, F, u8)] = &[
     (Tlv::Oxm, OXM_BASIC, 6, F::VlanVid, 2),
     (Tlv::Oxm, OXM_BASIC, 7, F::VlanPcp, 1),
     (Tlv::Oxm, OXM_BASIC, 8, F::IpDscp, 1),
+    (Tlv::Oxm, OXM_BASIC, 9, F::IpEcn, 1),
     (Tlv::Oxm, OXM_BASIC, 10, F::IpProto, 1),
     (Tlv::Oxm, OXM_BASIC, 11, F::IpSrc, 4),
     (Tlv::Oxm, OXM_BASIC, 12, F::IpDst, 4),
@@ -393,6 +396,7 @@ impl TlvState {
             F::VlanPcp => set(&mut m.dl_vlan_pcp, (v & 7) as u8),
             F::IpTos => need_exact().and_then(|_| set(&mut m.nw_tos, (v & 0xfc) as u8)),
             F::IpDscp => need_exact().and_then(|_| set(&mut m.nw_tos, ((v & 0x3f) << 2) as u8)),
+            F::IpEcn => need_exact().and_then(|_| set(&mut m.nw_ecn, (v & 3) as u8)),
             F::IpProto => need_exact().and_then(|_| set(&mut m.nw_proto, v as u8)),
             F::ArpOp => {
                 need_exact()?;
@@ -480,6 +484,9 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
             Tlv::Nxm => put(w, d, F::IpTos, u64::from(t), None),
             Tlv::Oxm => put(w, d, F::IpDscp, u64::from(t >> 2), None),
         }
+    }
+    if let Some(e) = m.nw_ecn {
+        put(w, d, F::IpEcn, u64::from(e), None);
     }
     let (src, dst) = if arp {
         (F::ArpSpa, F::ArpTpa)
@@ -587,6 +594,7 @@ mod tests {
             roundtrip(d, "dl_vlan=5,dl_src=00:11:22:33:44:55/ff:ff:ff:00:00:00");
             roundtrip(d, "dl_vlan=0xffff,arp,arp_spa=10.0.0.1,arp_op=2");
             roundtrip(d, "icmp,icmp_type=8,icmp_code=0,nw_tos=16");
+            roundtrip(d, "udp,nw_tos=184,nw_ecn=3");
             roundtrip(d, "udp,tp_src=0x100/0xff00,dl_vlan_pcp=3");
         }
     }
