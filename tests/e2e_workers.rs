@@ -773,17 +773,34 @@ fn rxq_rebalance_spreads_loaded_queues() {
     assert_eq!(idle["applied"], false, "{idle}");
     assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]]);
     assert!(ping(&n("n1"), "10.79.4.2", 2));
-    let (a, b) = (n("n1"), n("n2"));
-    let load = std::thread::spawn(move || iperf3_tcp_streams(&b, &a, "10.79.4.2", 4, 8));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let v = d.json(&["rxq-rebalance", "1"]);
-    let bps = load.join().unwrap();
-    assert!(bps > 10e6, "TCP carried {bps} bit/s");
+    // The veth spreads the TCP streams over its two queues by their hash: when they all land on
+    // one queue (one time in eight with four streams), no placement lowers the busiest worker's
+    // load by the 25% a move needs, and keeping the queues is the right answer. Then the test
+    // checks that, and tries again with new streams (new ports, new hashes).
+    let mut tries = 0;
+    let v = loop {
+        tries += 1;
+        let (a, b) = (n("n1"), n("n2"));
+        let load = std::thread::spawn(move || iperf3_tcp_streams(&b, &a, "10.79.4.2", 4, 8));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let v = d.json(&["rxq-rebalance", "1"]);
+        let bps = load.join().unwrap();
+        assert!(bps > 10e6, "TCP carried {bps} bit/s");
+        if v["applied"] == true {
+            break v;
+        }
+        let (was, will) = (
+            v["busiest_before"].as_u64().unwrap(),
+            v["busiest_after"].as_u64().unwrap(),
+        );
+        assert!(will * 100 > was * 75, "a 25% gain was not applied: {v}");
+        assert_eq!(rxqs(&d, &n("pn1")), vec![vec![], vec![0, 1]], "{v}");
+        assert!(tries < 4, "the load never spread over the queues: {v}");
+    };
     let rows = v["queues"]
         .as_array()
         .expect("rxq-rebalance lists the queues");
     assert_eq!(rows.len(), 4, "{v}");
-    assert_eq!(v["applied"], true, "{v}");
     let mut by_load: Vec<&serde_json::Value> = rows.iter().collect();
     by_load.sort_by_key(|r| std::cmp::Reverse(r["load"].as_u64().unwrap()));
     let busy = by_load[0]["load"].as_u64().unwrap();
