@@ -193,26 +193,6 @@ fn ct_firewall_between_containers() {
     }
 }
 
-/// `ping -Q TOS` from namespace `ns`: true if all `count` echo requests were answered.
-fn ping_tos(ns: &str, ip: &str, tos: u8, count: u32) -> bool {
-    try_sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        "-Q",
-        &tos.to_string(),
-        ip,
-    ])
-}
-
 #[test]
 fn ecn_and_dscp_flows_match_real_frames() {
     if !root_or_skip("ecn_and_dscp_flows_match_real_frames") {

@@ -358,20 +358,22 @@ fn iperf3(
 
 /// True if `ping -c COUNT` from `ns` to `ip` gets every reply.
 pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
-    try_sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        ip,
-    ])
+    ping_with(ns, ip, count, &[])
+}
+
+/// `ping` with the echo requests' IP ToS byte set to `tos` (`ping -Q`: DSCP and ECN bits).
+pub fn ping_tos(ns: &str, ip: &str, tos: u8, count: u32) -> bool {
+    ping_with(ns, ip, count, &["-Q", &tos.to_string()])
+}
+
+fn ping_with(ns: &str, ip: &str, count: u32, extra: &[&str]) -> bool {
+    let count = count.to_string();
+    let mut args = vec![
+        "ip", "netns", "exec", ns, "ping", "-c", &count, "-i", "0.2", "-W", "1",
+    ];
+    args.extend_from_slice(extra);
+    args.push(ip);
+    try_sh(&args)
 }
 
 /// A python3 HTTP server in a namespace serving `dir`, logging requests to `log`; killed by PID
