@@ -13,7 +13,9 @@
 #
 # Usage: benches/netns_ab.sh [--rounds N] [--pings N] [--seconds S] [--cores C] BIN_A BIN_B [...]
 # (as root; traffic tools on CPU 0, the worker on --cores, default 1; binaries are told apart
-# by file name, so copy them to distinct names). Results to stdout.
+# by file name, so copy them to distinct names). The name `ovs` instead of a binary takes turns
+# with Open vSwitch's userspace datapath (afxdp ports, native/copy mode, PMD on --cores): its pps
+# is what c2's eth0 received, its CPU the whole ovs-vswitchd's. Results to stdout.
 set -euo pipefail
 
 ROUNDS=3 PINGS=300 SECS=4 CORES=1
@@ -31,15 +33,70 @@ while [ $# -gt 0 ]; do
 done
 [ $# -ge 1 ] || { echo "give one or more uvs binaries (see --help)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "netns_ab: SKIP: needs root" >&2; exit 0; }
-for b in "$@"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
+for b in "$@"; do [ "$b" = ovs ] || [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 2; }; done
+LAT="" # a uvs binary for `uvs latency` (percentiles of ping's output)
+for b in "$@"; do [ "$b" = ovs ] || { LAT=$b; break; }; done
+[ -n "$LAT" ] || { echo "give at least one uvs binary besides ovs" >&2; exit 2; }
+OVS_SCHEMA=/usr/share/openvswitch/vswitch.ovsschema
+for b in "$@"; do
+    if [ "$b" = ovs ]; then
+        for t in ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl; do
+            command -v "$t" >/dev/null || { echo "ovs turn: '$t' is not installed (scripts/setup.sh --bench)" >&2; exit 2; }
+        done
+        [ -r "$OVS_SCHEMA" ] || { echo "ovs turn: $OVS_SCHEMA not found" >&2; exit 2; }
+    fi
+done
+OVS_NETDEV_BEFORE=0
+ip link show ovs-netdev >/dev/null 2>&1 && OVS_NETDEV_BEFORE=1
 HAVE_PERF=1; perf stat -e syscalls:sys_enter_sendto -- true >/dev/null 2>&1 || HAVE_PERF=0
 HAVE_TG=1; command -v trafgen >/dev/null || { HAVE_TG=0; echo "no trafgen: pings only (scripts/setup.sh --bench)" >&2; }
 
 TMP=$(mktemp -d)
 C1="ab1$$" C2="ab2$$" H1="abh1$$" H2="abh2$$"
-PID="" PERF=""
+PID="" PERF="" OVSDB_PID=""
+stop_pid() { # PID: TERM, then KILL after 3 s
+    local i
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+    kill "$1" 2>/dev/null || true
+    for i in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+OVSDIR="$TMP/ovs"
+ovs_vsctl() { ovs-vsctl --db="unix:$OVSDIR/run/db.sock" --timeout=30 "$@"; }
+start_ovs() { # sets PID (ovs-vswitchd) and OVSDB_PID; a netdev bridge with both veths as afxdp ports
+    rm -rf "$OVSDIR"; mkdir -p "$OVSDIR/run" "$OVSDIR/db" "$OVSDIR/log" "$OVSDIR/etc"
+    export OVS_RUNDIR="$OVSDIR/run" OVS_DBDIR="$OVSDIR/db" OVS_LOGDIR="$OVSDIR/log" OVS_SYSCONFDIR="$OVSDIR/etc"
+    ovsdb-tool create "$OVSDIR/db/conf.db" "$OVS_SCHEMA"
+    ovsdb-server "$OVSDIR/db/conf.db" --remote="punix:$OVSDIR/run/db.sock" \
+        --unixctl="$OVSDIR/run/ovsdb-server.ctl" --log-file="$OVSDIR/log/ovsdb-server.log" --no-chdir >/dev/null 2>&1 &
+    OVSDB_PID=$!
+    for _ in $(seq 100); do [ -S "$OVSDIR/run/db.sock" ] && break; sleep 0.1; done
+    ovs_vsctl --no-wait init
+    local mask=0 c
+    for c in ${CORES//,/ }; do mask=$((mask | (1 << c))); done
+    ovs_vsctl --no-wait set Open_vSwitch . "other_config:pmd-cpu-mask=$(printf '0x%x' "$mask")"
+    ovs-vswitchd "unix:$OVSDIR/run/db.sock" --unixctl="$OVSDIR/run/ovs-vswitchd.ctl" \
+        --log-file="$OVSDIR/log/ovs-vswitchd.log" --no-chdir >/dev/null 2>&1 &
+    PID=$!
+    for _ in $(seq 100); do [ -S "$OVSDIR/run/ovs-vswitchd.ctl" ] && break; sleep 0.1; done
+    ovs_vsctl add-br abovs -- set bridge abovs datapath_type=netdev
+    local h
+    for h in "$H1" "$H2"; do
+        ovs_vsctl add-port abovs "$h" -- set interface "$h" type=afxdp options:xdp-mode=native
+        [ "$(ovs_vsctl get interface "$h" error)" = "[]" ] || { echo "ovs: afxdp port $h failed" >&2; return 1; }
+    done
+}
+stop_ovs() {
+    timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" exit --cleanup >/dev/null 2>&1 || true
+    stop_pid "$PID"; PID=""
+    timeout 10 ovs-appctl -t "$OVSDIR/run/ovsdb-server.ctl" exit >/dev/null 2>&1 || true
+    stop_pid "$OVSDB_PID"; OVSDB_PID=""
+}
 cleanup() {
-    if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
+    if [ -n "$OVSDB_PID" ]; then stop_ovs; fi
+    stop_pid "$PID"
+    if [ "$OVS_NETDEV_BEFORE" = 0 ] && ip link show ovs-netdev >/dev/null 2>&1; then ip link del ovs-netdev 2>/dev/null || true; fi
     ip link del "$H1" 2>/dev/null || true
     ip link del "$H2" 2>/dev/null || true
     ip netns del "$C1" 2>/dev/null || true
@@ -63,6 +120,13 @@ cat >"$TMP/udp64.cfg" <<EOF
 EOF
 
 worker() { # BIN: "rx busy_passes busy_ns cpu_ns wall_ns" of all workers summed
+    if [ "$1" = ovs ]; then # what c2 received; no busy figures; the daemon's CPU time
+        local rx ticks hz
+        rx=$(ip netns exec "$C2" cat /sys/class/net/eth0/statistics/rx_packets)
+        ticks=$(awk '{print $14 + $15}' "/proc/$PID/stat"); hz=$(getconf CLK_TCK)
+        echo "$rx 0 0 $((ticks * 1000000000 / hz)) 0"
+        return
+    fi
     "$1" ctl --socket "$TMP/s.sock" --json stats | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
@@ -72,16 +136,21 @@ print(*(sum(w.get(k, 0) for w in ws) for k in ("rx_packets", "busy_iterations", 
 
 for r in $(seq "$ROUNDS"); do
     for b in "$@"; do
-        rm -f "$TMP/s.sock"
-        "$b" run --socket "$TMP/s.sock" --cores "$CORES" >"$TMP/uvs.log" 2>&1 &
-        PID=$!
-        for _ in $(seq 50); do "$b" ctl --socket "$TMP/s.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-        "$b" ctl --socket "$TMP/s.sock" add-br br0 >/dev/null
-        "$b" ctl --socket "$TMP/s.sock" add-port br0 "$H1" type=afxdp >/dev/null
-        "$b" ctl --socket "$TMP/s.sock" add-port br0 "$H2" type=afxdp >/dev/null
+        if [ "$b" = ovs ]; then
+            start_ovs
+        else
+            rm -f "$TMP/s.sock"
+            "$b" run --socket "$TMP/s.sock" --cores "$CORES" >"$TMP/uvs.log" 2>&1 &
+            PID=$!
+            for _ in $(seq 50); do "$b" ctl --socket "$TMP/s.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+            "$b" ctl --socket "$TMP/s.sock" add-br br0 >/dev/null
+            "$b" ctl --socket "$TMP/s.sock" add-port br0 "$H1" type=afxdp >/dev/null
+            "$b" ctl --socket "$TMP/s.sock" add-port br0 "$H2" type=afxdp >/dev/null
+        fi
+        for _ in $(seq 50); do ip netns exec "$C1" ping -c 1 -W 0.2 -q 10.79.0.2 >/dev/null 2>&1 && break; done
         ip netns exec "$C1" ping -c 50 -i 0.01 -q 10.79.0.2 >/dev/null # learn, and reach the linger
         out=$(ip netns exec "$C1" taskset -c 0 ping -c "$PINGS" -i 0.01 10.79.0.2)
-        read -r p50 p99 _ <<<"$(echo "$out" | "$b" latency 2>/dev/null || echo "nan nan")"
+        read -r p50 p99 _ <<<"$(echo "$out" | "$LAT" latency 2>/dev/null || echo "nan nan")"
         avg=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
         line="ping p50 $p50 p99 $p99 avg ${avg:-nan} ms"
         if [ "$HAVE_TG" = 1 ]; then
@@ -104,10 +173,11 @@ el = (int(sys.argv[4]) - int(sys.argv[3])) / 1e9
 fwd = f"{100 * bns / 1e9 / el:.1f}% forwarding, {bns / max(rx, 1):.0f} ns/frame" if bns else "no busy_ns"
 k = sys.argv[5]
 kicks = f", {int(k) / max(rx, 1):.2f} sendto/frame" if k.isdigit() else ""
-print(f"{rx / el:.0f} pps, {rx / max(busy, 1):.1f} frames/busy pass, {fwd}, cpu {100 * cpu / 1e9 / el:.0f}%{kicks}")' "$a" "$z" "$t0" "$t1" "${kicks:-}")"
+fpp = f"{rx / busy:.1f} frames/busy pass, " if busy else ""
+print(f"{rx / el:.0f} pps, {fpp}{fwd}, cpu {100 * cpu / 1e9 / el:.0f}%{kicks}")' "$a" "$z" "$t0" "$t1" "${kicks:-}")"
         fi
         echo "$(basename "$b") round $r: $line" | tee -a "$TMP/results"
-        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+        if [ "$b" = ovs ]; then stop_ovs; else stop_pid "$PID"; PID=""; fi
     done
 done
 

@@ -17,6 +17,7 @@
 
 pub mod budget;
 mod desc;
+pub mod flow_hash;
 mod pool;
 mod region;
 

@@ -30,6 +30,7 @@
 
 mod dns;
 mod events;
+mod fair;
 mod flows;
 mod kicks;
 mod life;

@@ -14,8 +14,10 @@
 //!   channel full, or an earlier burst, any worker's, not taken yet) a port may add frames up to
 //!   [`PORT_SHARE`] waiting, the outbox up to [`OUTBOX_FRAMES`]
 //!   and [`OUTBOX_BYTES`]: beyond that a frame is dropped before it is copied, counted
-//!   `handoff-full` on its port. So a port flooding frames another worker owns loses its own
-//!   excess first, and the few frames of other ports (a tenant's pings) still get through.
+//!   `handoff-full` on its port, unless its flow keeps little waiting (`fair`: at most
+//!   `fair::LIGHT_SOURCE` such frames a port beyond these bounds). So a port flooding frames
+//!   another worker owns loses its own excess first, the few frames of other ports (a tenant's
+//!   pings) still get through, and so do a port's own light flows beside its bulk ones.
 //!   The share is a port's: tenants behind one port (NAT answers on an uplink, the inner
 //!   frames of one tunnel port) share it. A port deleted here has its waiting frames dropped
 //!   (its id may be given to another port). An owner that is gone (shutting down) gets
@@ -33,6 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Worker;
+use super::fair::{self, LightShare};
 use crate::counters::DropReason;
 use crate::datapath::{BATCH, Datapath};
 use crate::learned::Learned;
@@ -420,26 +423,29 @@ struct Outbox {
     blocked: bool,
 }
 
-/// One port's frames in an [`Outbox`]: waiting, and dropped since the last `send_all`.
+/// One port's frames in an [`Outbox`]: waiting (of them, light flows' over the share), and
+/// dropped since the last `send_all`.
 struct PortShare {
     port: u16,
     waiting: u32,
     dropped: u32,
+    light: LightShare,
 }
 
 impl Outbox {
     /// Queue a copy of a frame of `port` if it is within the port's share and the outbox's
     /// size (true), else count it dropped.
     fn offer(&mut self, port: u16, ol: Offload, bytes: &[u8]) -> bool {
-        let ok = self.admit(port);
+        let ok = self.admit(port, bytes);
         if ok {
             self.frames.push(port, ol, bytes);
         }
         ok
     }
 
-    /// Whether a frame of `port` may join; counted either way.
-    fn admit(&mut self, port: u16) -> bool {
+    /// Whether a frame of `port` may join; counted either way. Over the port's share (or the
+    /// outbox's size), a light flow's frame still may (`fair`).
+    fn admit(&mut self, port: u16, frame: &[u8]) -> bool {
         let full = self.blocked
             && (self.frames.len() >= OUTBOX_FRAMES || self.frames.bytes.len() >= OUTBOX_BYTES);
         // From the end: a steered burst's frames share one port, the one added last.
@@ -450,12 +456,15 @@ impl Outbox {
                     port,
                     waiting: 0,
                     dropped: 0,
+                    light: LightShare::default(),
                 });
                 self.ports.len() - 1
             }
         };
         let s = &mut self.ports[i];
-        if full || (self.blocked && s.waiting >= PORT_SHARE) {
+        if (full || (self.blocked && s.waiting >= PORT_SHARE))
+            && !s.light.admit(fair::bucket(port as usize, frame))
+        {
             s.dropped += 1;
             false
         } else {
@@ -720,7 +729,8 @@ mod tests {
             assert!(p.out[1].offer(VICTIM, Offload::default(), &[2; 60]));
             p.send_all(&mut dp);
         }
-        let flood_dropped = (10 * BATCH) as u64 - PORT_SHARE as u64;
+        // Over its share, the flood's one flow gains its light frames (`fair`), no more.
+        let flood_dropped = (10 * BATCH) as u64 - (PORT_SHARE + fair::LIGHT_FRAMES) as u64;
         assert_eq!(p.handoff_dropped, flood_dropped);
         let drops = |id| dp.port(id).unwrap().counters.drops[DropReason::HandoffFull as usize];
         assert_eq!((drops(FLOOD), drops(VICTIM)), (flood_dropped, 0));
@@ -732,7 +742,7 @@ mod tests {
         assert_eq!(sent.iter().filter(|&&x| x == VICTIM).count(), 10);
         assert_eq!(
             sent.iter().filter(|&&x| x == FLOOD).count(),
-            PORT_SHARE as usize
+            (PORT_SHARE + fair::LIGHT_FRAMES) as usize
         );
         assert!(!p.waiting());
         // Shares start again once sent.
@@ -796,8 +806,47 @@ mod tests {
                 admitted += p.out[1].offer(port, Offload::default(), &[0; 60]) as usize;
             }
         }
-        assert_eq!(admitted, OUTBOX_FRAMES);
-        assert_eq!(p.out[1].frames.len(), OUTBOX_FRAMES);
+        // Full, each further port's one flow gets its light frames (`fair`), no more.
+        let light = 4 * fair::LIGHT_FRAMES as usize;
+        assert_eq!(admitted, OUTBOX_FRAMES + light);
+        assert_eq!(p.out[1].frames.len(), OUTBOX_FRAMES + light);
+    }
+
+    /// Frames of one port's flows: `flow` picks the source MAC (non-IP frames hash by MACs).
+    fn frame_of_flow(flow: u16) -> [u8; 60] {
+        let mut f = [0u8; 60];
+        f[6..8].copy_from_slice(&flow.to_be_bytes());
+        f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_ports_light_flow_passes_beside_its_own_bulk_flow_and_the_port_stays_bounded() {
+        let (mut p, _l, frx, _) = peers(1);
+        let mut dp = datapath();
+        p.out[1].offer(FLOOD, Offload::default(), &[0; 60]);
+        p.send_all(&mut dp);
+        // The owner is behind; each pass the port steers a burst of its bulk flow and one
+        // frame of another flow (a ping beside an iperf3).
+        for _ in 0..3 {
+            for _ in 0..BATCH {
+                p.out[1].offer(VICTIM, Offload::default(), &frame_of_flow(1));
+            }
+            assert!(p.out[1].offer(VICTIM, Offload::default(), &frame_of_flow(2)));
+            p.send_all(&mut dp);
+        }
+        frx.try_recv().unwrap();
+        p.send_all(&mut dp);
+        let sent = frames_of(frx.try_recv().unwrap());
+        // The bulk flow: the share (less the first ping's place in it) and its light frames;
+        // the three pings all went (the last two as a light flow).
+        assert_eq!(sent.len(), (PORT_SHARE + fair::LIGHT_FRAMES) as usize + 2);
+        // A port making a new flow per frame: its share plus its light frames, no more.
+        p.out[1].blocked = true;
+        let admitted = (0..2000u16)
+            .filter(|&f| p.out[1].offer(FLOOD, Offload::default(), &frame_of_flow(1000 + f)))
+            .count();
+        assert_eq!(admitted, (PORT_SHARE + fair::LIGHT_SOURCE) as usize);
     }
 
     #[test]

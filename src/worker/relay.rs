@@ -14,7 +14,9 @@
 //!   share one). A source with nothing in flight hands its whole burst; one with frames in
 //!   flight only up to [`RELAY_FRAMES`] of them, and only while the port has fewer than
 //!   [`RELAY_TOTAL`] in flight. Beyond that its frames are dropped here, counted `tx-full` on
-//!   the port. So a source flooding an output it shares with others loses its own excess:
+//!   the port, unless their flow keeps little in flight (`fair`: a source's ping beside its own
+//!   bulk TCP passes; at most `fair::LIGHT_SOURCE` such frames a source, beyond its share and
+//!   the port's total). So a source flooding an output it shares with others loses its own excess:
 //!   a victim's frames through the same congested output still go (one tail-drop bound per
 //!   output dropped theirs with the flood's), and the other relayed ports' frames still
 //!   reach the owner (the channel is shared by all).
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crossbeam_channel::Sender;
 
+use super::fair::{self, FLOW_BUCKETS, LIGHT_FRAMES, LIGHT_SOURCE};
 use super::peers::{Handoffs, PeerMsg};
 use crate::packet::{Desc, Frames};
 use crate::port::wait::Waker;
@@ -44,10 +47,14 @@ pub(crate) const RELAY_TOTAL: u32 = 4 * RELAY_FRAMES;
 /// `SOURCES - 1`; the last bucket holds frames made here (flood copies keep their source).
 pub(crate) const SOURCES: usize = 64;
 
-/// What one relayed port has in flight at its owner, per source bucket and in all.
+/// What one relayed port has in flight at its owner, per source bucket and in all; and of
+/// that, what passed over its source's share as a light flow's (`fair`), per source and per
+/// flow bucket.
 pub(crate) struct InFlight {
     per_source: [AtomicU32; SOURCES],
     total: AtomicU32,
+    light_source: [AtomicU32; SOURCES],
+    light_flow: [AtomicU32; FLOW_BUCKETS],
 }
 
 impl Default for InFlight {
@@ -55,6 +62,8 @@ impl Default for InFlight {
         InFlight {
             per_source: std::array::from_fn(|_| AtomicU32::new(0)),
             total: AtomicU32::new(0),
+            light_source: std::array::from_fn(|_| AtomicU32::new(0)),
+            light_flow: std::array::from_fn(|_| AtomicU32::new(0)),
         }
     }
 }
@@ -64,6 +73,8 @@ impl Default for InFlight {
 pub(crate) struct Credit {
     to: Arc<InFlight>,
     per_source: Vec<(u8, u32)>,
+    /// Of those, light flows' frames: (source bucket, flow bucket, frames).
+    light: Vec<(u8, u16, u32)>,
 }
 
 impl Drop for Credit {
@@ -74,6 +85,10 @@ impl Drop for Credit {
             total += n;
         }
         self.to.total.fetch_sub(total, Ordering::Relaxed);
+        for &(b, f, n) in &self.light {
+            self.to.light_source[b as usize].fetch_sub(n, Ordering::Relaxed);
+            self.to.light_flow[f as usize].fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -119,13 +134,35 @@ impl Port for RelayPort {
         // may carry a pass's output, super-frames cut into many), else what its share and
         // the port's total have room for.
         let mut taken = [0u32; SOURCES];
+        // Light flows' frames taken over their source's share (`fair`), by (source, flow).
+        let mut light: Vec<(u8, u16, u32)> = Vec::new();
         let mut keep = Vec::with_capacity(batch.len());
         let mut bytes = 0;
         let mut room = RELAY_TOTAL.saturating_sub(total);
         for d in batch.iter() {
             let b = source(frames.received_on(d.addr));
             let before = flight.per_source[b].load(Ordering::Relaxed);
-            let ok = before == 0 || (before + taken[b] < RELAY_FRAMES && room > 0);
+            let mut ok = before == 0 || (before + taken[b] < RELAY_FRAMES && room > 0);
+            if !ok {
+                let f = fair::bucket(b, frames.data(*d)) as u16;
+                let (src, flow) = light.iter().fold((0, 0), |(s, l), &(lb, lf, n)| {
+                    (
+                        s + if lb as usize == b { n } else { 0 },
+                        l + if lf == f { n } else { 0 },
+                    )
+                });
+                ok = flight.light_source[b].load(Ordering::Relaxed) + src < LIGHT_SOURCE
+                    && flight.light_flow[f as usize].load(Ordering::Relaxed) + flow < LIGHT_FRAMES;
+                if ok {
+                    match light
+                        .iter_mut()
+                        .find(|(lb, lf, _)| *lb as usize == b && *lf == f)
+                    {
+                        Some(e) => e.2 += 1,
+                        None => light.push((b as u8, f, 1)),
+                    }
+                }
+            }
             if ok {
                 taken[b] += 1;
                 room = room.saturating_sub(1);
@@ -154,9 +191,14 @@ impl Port for RelayPort {
                 }
             }
             flight.total.fetch_add(n, Ordering::Relaxed);
+            for &(b, f, k) in &light {
+                flight.light_source[b as usize].fetch_add(k, Ordering::Relaxed);
+                flight.light_flow[f as usize].fetch_add(k, Ordering::Relaxed);
+            }
             let credit = Credit {
                 to: self.in_flight.clone(),
                 per_source,
+                light,
             };
             if self.to.send(PeerMsg::Transmit(handed, credit)).is_ok() {
                 self.waker.wake();
@@ -285,7 +327,7 @@ mod tests {
         }
         // The flood had nothing in flight at first: its first burst went whole, then more up
         // to its share; the victim's eight all went.
-        let flood_sent = RELAY_FRAMES;
+        let flood_sent = RELAY_FRAMES + LIGHT_FRAMES; // its one flow's light frames too
         assert_eq!(offered - dropped, flood_sent + 8);
         // Frames made here (flood copies) count apart from both.
         let mut b = burst(&mut frames, 3, None);
@@ -317,6 +359,60 @@ mod tests {
         assert_eq!(uplink.tx_burst(&mut frames, &mut b).dropped, 0);
     }
 
+    /// Frames received on `port` of flow `flow` (its source MAC; non-IP frames hash by MACs).
+    fn flow_burst(frames: &mut Frames, n: usize, port: u16, flow: u16) -> Vec<Desc> {
+        let b = burst(frames, n, Some(port));
+        for d in &b {
+            let f = frames.data_mut(*d);
+            f[6..8].copy_from_slice(&flow.to_be_bytes());
+            f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_sources_light_flow_passes_beside_its_own_bulk_flow_and_the_source_stays_bounded() {
+        let mut frames = Frames::new(8192).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let waker = Arc::new(Waker::new().unwrap());
+        let mut uplink = RelayPort::new(Box::new(MemPort::new(1)), 1, tx, waker);
+        // A slow owner; the source's bulk flow fills its share and one frame of another flow
+        // (a ping) comes each pass: it goes every time, the bulk flow's excess does not.
+        let pings = 4;
+        let mut dropped = 0;
+        for _ in 0..pings {
+            let mut b = flow_burst(&mut frames, 128, 7, 1);
+            b.extend(flow_burst(&mut frames, 1, 7, 2));
+            dropped += uplink.tx_burst(&mut frames, &mut b).dropped;
+        }
+        let (per_port, credits) = received(&rx);
+        // The bulk flow: the share and its light frames, less the first ping's place in the
+        // share; every ping went (the other three as a light flow).
+        assert_eq!(per_port[1], RELAY_FRAMES + LIGHT_FRAMES + pings - 1);
+        assert_eq!(dropped, pings * 129 - per_port[1]);
+        // The owner sends them: every count comes back.
+        drop(credits);
+        let f = &uplink.in_flight;
+        assert_eq!(f.total.load(Ordering::Relaxed), 0);
+        assert!(
+            f.light_source
+                .iter()
+                .all(|s| s.load(Ordering::Relaxed) == 0)
+        );
+        assert!(f.light_flow.iter().all(|s| s.load(Ordering::Relaxed) == 0));
+        // A source making a new flow per frame: its share plus LIGHT_SOURCE, no more.
+        let mut sent = 0;
+        for pass in 0..20u16 {
+            let mut b: Vec<Desc> = (0..64)
+                .flat_map(|i| flow_burst(&mut frames, 1, 9, 1000 + pass * 64 + i))
+                .collect();
+            let n = b.len() as u32;
+            sent += n - uplink.tx_burst(&mut frames, &mut b).dropped;
+        }
+        assert_eq!(sent, RELAY_FRAMES + LIGHT_SOURCE);
+        assert_eq!(frames.free_count(), frames.capacity());
+    }
+
     #[test]
     fn the_port_total_bounds_many_busy_sources_but_not_a_quiet_one() {
         let mut frames = Frames::new(16384).unwrap();
@@ -332,7 +428,7 @@ mod tests {
             }
         }
         let total = uplink.in_flight.total.load(Ordering::Relaxed);
-        assert!(total <= RELAY_TOTAL + 10 * 200, "{total}");
+        assert!(total <= RELAY_TOTAL + 10 * (200 + LIGHT_FRAMES), "{total}");
         assert!(total >= RELAY_TOTAL, "{total}");
         // A source with nothing in flight still hands its frames.
         let mut b = burst(&mut frames, 2, Some(40));
