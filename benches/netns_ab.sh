@@ -92,6 +92,9 @@ stop_ovs() {
     stop_pid "$PID"; PID=""
     timeout 10 ovs-appctl -t "$OVSDIR/run/ovsdb-server.ctl" exit >/dev/null 2>&1 || true
     stop_pid "$OVSDB_PID"; OVSDB_PID=""
+    # OVS leaves its XDP program on the veths; the next turn attaches its own.
+    local h
+    for h in "$H1" "$H2"; do ip link set dev "$h" xdp off 2>/dev/null || true; done
 }
 cleanup() {
     if [ -n "$OVSDB_PID" ]; then stop_ovs; fi
