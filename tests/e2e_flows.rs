@@ -238,3 +238,84 @@ fn ecn_and_dscp_flows_match_real_frames() {
     assert_eq!(count("nw_ecn=3 "), 4, "{dump}");
     assert_eq!(count("nw_tos=184,nw_ecn=2"), 2, "{dump}");
 }
+
+/// `tcp_flags` matches real TCP segments: a connection attempt to a closed port is one SYN
+/// (without ACK) and one RST back; a flow dropping such SYNs to that port makes the attempt
+/// time out instead of being refused.
+#[test]
+fn tcp_flags_flows_match_real_segments() {
+    if !root_or_skip("tcp_flags_flows_match_real_segments") {
+        return;
+    }
+    let p = prefix("tf");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), "10.0.8.1/24");
+    t.container(&n("b"), &n("pb"), "10.0.8.2/24");
+    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    assert!(ping(&n("a"), "10.0.8.2", 2));
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,tcp,tcp_flags=+syn-ack,actions=NORMAL",
+    ]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,tcp,tcp_flags=+rst,actions=NORMAL",
+    ]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,tcp,tcp_flags=+syn+ack,actions=NORMAL",
+    ]);
+    // Exit status of a connect from a to b's closed port 9 (124: timed out).
+    let connect = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &n("a"), "timeout", "2", "bash", "-c"])
+            .arg("exec 3<>/dev/tcp/10.0.8.2/9")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run bash")
+            .code()
+    };
+    assert_eq!(
+        connect(),
+        Some(1),
+        "refused: the SYN went, the RST came back"
+    );
+    let dump = d.ctl(&["dump-flows", "br0"]);
+    assert!(dump.contains("tcp_flags=+syn-ack"), "{dump}");
+    let count = |dump: &str, needle: &str| {
+        dump.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} in {dump}"))
+            .split("n_packets=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("n_packets in {dump}"))
+    };
+    assert_eq!(count(&dump, "tcp_flags=+syn-ack "), 1, "one SYN: {dump}");
+    assert_eq!(count(&dump, "tcp_flags=+rst "), 1, "one RST: {dump}");
+    assert_eq!(count(&dump, "tcp_flags=+syn+ack "), 0, "no SYN-ACK: {dump}");
+    // Drop SYNs to port 9: the attempt now times out; other TCP flags still pass.
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=400,tcp,tp_dst=9,tcp_flags=+syn-ack,actions=drop",
+    ]);
+    assert_eq!(connect(), Some(124), "timed out: the SYN was dropped");
+    let dump = d.ctl(&["dump-flows", "br0"]);
+    assert!(count(&dump, "tp_dst=9,tcp_flags") >= 1, "{dump}");
+    assert_eq!(
+        count(&dump, "tcp_flags=+rst "),
+        1,
+        "no RST this time: {dump}"
+    );
+    d.ctl(&["del-flows", "br0", "tcp,tp_dst=9"]);
+    assert_eq!(connect(), Some(1), "refused again once the drop is gone");
+}

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::ext::ExtKey;
-use super::match_::{Compiled, ETH_IPV6, PacketKey, PortRef, Words};
+use super::match_::{Compiled, ETH_IP, ETH_IPV6, PacketKey, PortRef, Words};
 use super::subtable::{Rule, Subtable, and, hash_words};
 use super::{DEFAULT_PRIORITY, Flow, FlowError, FlowFilter};
 
@@ -123,6 +123,9 @@ pub struct Classifier {
     /// target): the exact-match cache, which keys on the packed key only, is not used for IPv6
     /// frames while there are any.
     packet_ext: usize,
+    /// Rules matching TCP's flags (`tcp_flags`): while there are any, the flags are read from
+    /// TCP frames, and the exact-match cache is not used for IPv4 or IPv6 frames.
+    tcp_flags: usize,
 }
 
 impl Default for Classifier {
@@ -150,6 +153,7 @@ impl Classifier {
             len: 0,
             timed: BTreeSet::new(),
             packet_ext: 0,
+            tcp_flags: 0,
         }
     }
 
@@ -265,6 +269,7 @@ impl Classifier {
         }
         let ext = &entry.flow.m.ext;
         self.packet_ext += usize::from(ext.uses_packet());
+        self.tcp_flags += usize::from(ext.uses_tcp_flags());
         let rule = Rule {
             key: c.value,
             seq,
@@ -360,6 +365,7 @@ impl Classifier {
         self.free.push(id.0);
         self.timed.remove(&id.0);
         self.packet_ext -= usize::from(e.flow.m.ext.uses_packet());
+        self.tcp_flags -= usize::from(e.flow.m.ext.uses_tcp_flags());
         self.len -= 1;
         self.generation += 1;
         Some(e.flow)
@@ -499,7 +505,14 @@ impl Classifier {
     /// `cacheable` for a frame of EtherType `dl_type`.
     #[inline]
     pub fn cacheable_type(&self, dl_type: u16) -> bool {
-        self.packet_ext == 0 || dl_type != ETH_IPV6
+        (self.packet_ext == 0 || dl_type != ETH_IPV6)
+            && (self.tcp_flags == 0 || (dl_type != ETH_IP && dl_type != ETH_IPV6))
+    }
+
+    /// Whether some rule matches TCP's flags (they must then be read from each TCP frame).
+    #[inline]
+    pub fn matches_tcp_flags(&self) -> bool {
+        self.tcp_flags > 0
     }
 
     /// The first rule of the chain from `id` (rules with one packed key, best first) whose ext

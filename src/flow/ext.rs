@@ -1,6 +1,9 @@
 //! Fields beyond the packed classifier key: registers (`reg0`..`reg15`, `xreg0`..`xreg7`),
-//! `metadata`, the connection's `ct_mark`/`ct_label`, and the IPv6 addresses, flow label and
-//! ND target.
+//! `metadata`, the connection's `ct_mark`/`ct_label`, the IPv6 addresses, flow label and
+//! ND target, and TCP's flags (`tcp_flags`, 12 bits as OVS: the 9 flags and 3 reserved bits).
+//! - TCP flags come from the frame only while some flow of the table matches them
+//!   (`Classifier::tcp_flags`); TCP packets' exact-match cache and per-burst batching are off
+//!   meanwhile (a SYN and an ACK of one connection share a packed key).
 //!
 //! Contract:
 //! - `ExtKey` holds their values for one packet: the IPv6 ones come from the frame,
@@ -53,6 +56,101 @@ pub enum ExtField {
     Ipv6Label,
     /// `nd_target` (ICMPv6 neighbour solicitation/advertisement).
     NdTarget,
+    /// `tcp_flags` (12 bits: FIN 0x001 .. CWR 0x080, NS 0x100, three reserved bits).
+    TcpFlags,
+}
+
+/// TCP flag names by bit, as OVS writes them (`packet_tcp_flag_to_string`).
+pub const TCP_FLAG_NAMES: [(&str, u16); 12] = [
+    ("fin", 0x001),
+    ("syn", 0x002),
+    ("rst", 0x004),
+    ("psh", 0x008),
+    ("ack", 0x010),
+    ("urg", 0x020),
+    ("ece", 0x040),
+    ("cwr", 0x080),
+    ("ns", 0x100),
+    ("[200]", 0x200),
+    ("[400]", 0x400),
+    ("[800]", 0x800),
+];
+
+/// `tcp_flags=`: `+flag-flag...` (the named flags set or clear, the others wildcarded),
+/// `flag|flag` (exactly those set), or `VALUE[/MASK]` (12 bits).
+pub(crate) fn parse_tcp_flags(field: &str, s: &str) -> Result<Masked<u128>, FlowError> {
+    let bit = |name: &str| {
+        TCP_FLAG_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| u128::from(*b))
+            .ok_or_else(|| {
+                bad_value(
+                    field,
+                    name,
+                    "unknown TCP flag (fin, syn, rst, psh, ack, urg, ece, cwr, ns)",
+                )
+            })
+    };
+    if s.starts_with('+') || s.starts_with('-') {
+        let (mut value, mut mask) = (0u128, 0u128);
+        let mut rest = s;
+        while let Some(sign) = rest.chars().next() {
+            let body = &rest[1..];
+            let end = body.find(['+', '-']).unwrap_or(body.len());
+            let (name, tail) = body.split_at(end);
+            let b = bit(name)?;
+            if mask & b != 0 {
+                return Err(bad_value(field, s, format!("flag '{name}' given twice")));
+            }
+            mask |= b;
+            if sign == '+' {
+                value |= b;
+            }
+            rest = tail;
+        }
+        return Ok(Masked { value, mask });
+    }
+    if s.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '[')
+    {
+        let mut value = 0u128;
+        for name in s.split('|') {
+            value |= bit(name)?;
+        }
+        return Ok(Masked { value, mask: 0xfff });
+    }
+    parse_masked_bits(field, s, 12)
+}
+
+/// Write a `tcp_flags` match as OVS does: `flag|flag` (or `0`) with the whole field
+/// matched, else `+flag-flag` over the matched bits.
+fn write_tcp_flags(s: &mut String, m: Masked<u128>) {
+    let name = |b: u16| {
+        TCP_FLAG_NAMES
+            .iter()
+            .find(|(_, x)| *x == b)
+            .map_or("?", |(n, _)| n)
+    };
+    let (v, k) = (m.value as u16, m.mask as u16);
+    if k == 0xfff {
+        let set: Vec<&str> = (0..12)
+            .map(|i| 1u16 << i)
+            .filter(|b| v & b != 0)
+            .map(name)
+            .collect();
+        s.push_str(&if set.is_empty() {
+            "0".to_string()
+        } else {
+            set.join("|")
+        });
+        return;
+    }
+    for b in (0..12).map(|i| 1u16 << i).filter(|b| k & b != 0) {
+        s.push(if v & b != 0 { '+' } else { '-' });
+        s.push_str(name(b));
+    }
 }
 
 impl ExtField {
@@ -65,6 +163,7 @@ impl ExtField {
             ExtField::CtTpSrc | ExtField::CtTpDst => 16,
             ExtField::CtLabel => 128,
             ExtField::Ipv6Label => 20,
+            ExtField::TcpFlags => 12,
             ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::NdTarget => 128,
         }
     }
@@ -126,6 +225,7 @@ impl fmt::Display for ExtField {
             ExtField::Ipv6Dst => f.write_str("ipv6_dst"),
             ExtField::Ipv6Label => f.write_str("ipv6_label"),
             ExtField::NdTarget => f.write_str("nd_target"),
+            ExtField::TcpFlags => f.write_str("tcp_flags"),
         }
     }
 }
@@ -153,6 +253,8 @@ pub struct ExtKey {
     pub ipv6_label: u32,
     /// The target address of an ICMPv6 neighbour solicitation or advertisement.
     pub nd_target: u128,
+    /// TCP's flags (12 bits; 0 for other packets, and while no flow matches them).
+    pub tcp_flags: u16,
 }
 
 impl ExtKey {
@@ -167,6 +269,7 @@ impl ExtKey {
         ipv6_dst: 0,
         ipv6_label: 0,
         nd_target: 0,
+        tcp_flags: 0,
     };
 
     /// The value of `f`.
@@ -186,6 +289,7 @@ impl ExtKey {
             ExtField::Ipv6Dst => self.ipv6_dst,
             ExtField::Ipv6Label => u128::from(self.ipv6_label),
             ExtField::NdTarget => self.nd_target,
+            ExtField::TcpFlags => u128::from(self.tcp_flags),
         }
     }
 
@@ -207,6 +311,7 @@ impl ExtKey {
             ExtField::Ipv6Dst => self.ipv6_dst = v,
             ExtField::Ipv6Label => self.ipv6_label = (v & 0xf_ffff) as u32,
             ExtField::NdTarget => self.nd_target = v,
+            ExtField::TcpFlags => self.tcp_flags = (v & 0xfff) as u16,
         }
     }
 }
@@ -264,6 +369,11 @@ impl ExtMatch {
         self.0.iter().any(|(f, _)| f.from_packet())
     }
 
+    /// Whether TCP's flags are matched.
+    pub fn uses_tcp_flags(&self) -> bool {
+        self.get(ExtField::TcpFlags).is_some()
+    }
+
     /// Whether every packet `self` matches is matched by `wider` (for non-strict deletes):
     /// each field of `wider` is matched here at least as precisely, with the same bits.
     pub fn within(&self, wider: &ExtMatch) -> bool {
@@ -299,6 +409,7 @@ impl ExtMatch {
                         }
                     }
                 }
+                ExtField::TcpFlags => write_tcp_flags(s, *m),
                 ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst
                     if m.mask == f.full() =>
                 {

@@ -665,7 +665,9 @@ impl fmt::Display for Match {
         if let Some(p) = self.tp_dst {
             write_tp(&mut s, if icmp { "icmp_code" } else { "tp_dst" }, p);
         }
-        self.ext.write(&mut s, |f| f == ExtField::NdTarget);
+        self.ext.write(&mut s, |f| {
+            matches!(f, ExtField::NdTarget | ExtField::TcpFlags)
+        });
         f.write_str(s.strip_prefix(',').unwrap_or(&s))
     }
 }

@@ -444,6 +444,11 @@ impl<'a> Fields<'a> {
                     self.nd = Some(k);
                 }
             }
+            "tcp_flags" => {
+                m.ext
+                    .set(ExtField::TcpFlags, super::ext::parse_tcp_flags(k, v)?, tok)?;
+                self.need(k, IP_ANY, TCP);
+            }
             "ipv6_label" => {
                 m.ext
                     .set(ExtField::Ipv6Label, parse_masked_bits(k, v, 20)?, tok)?;

@@ -1136,3 +1136,81 @@ fn test_refuse_ct_action() {
         assert_eq!(err(&format!("actions={text}")), want, "{text}");
     }
 }
+
+#[test]
+fn test_tcp_flags_match() {
+    // The three spellings, written back as OVS writes them.
+    assert_eq!(
+        flow("tcp,tcp_flags=+syn-ack,actions=drop").to_string(),
+        "tcp,tcp_flags=+syn-ack actions=drop"
+    );
+    assert_eq!(
+        flow("tcp,tcp_flags=-ack+syn,actions=drop"),
+        flow("tcp,tcp_flags=0x002/0x012,actions=drop")
+    );
+    assert_eq!(
+        flow("tcp6,tcp_flags=syn|ack,actions=drop").to_string(),
+        "tcp6,tcp_flags=syn|ack actions=drop"
+    );
+    assert_eq!(
+        flow("tcp,tcp_flags=0,actions=drop").to_string(),
+        "tcp,tcp_flags=0 actions=drop"
+    );
+    assert_eq!(
+        flow("tcp,tcp_flags=+ns+[800],actions=drop").to_string(),
+        "tcp,tcp_flags=+ns+[800] actions=drop"
+    );
+    for f in [
+        "tcp,tcp_flags=+rst",
+        "tcp,tcp_flags=fin|psh|urg",
+        "tcp,tcp_flags=0x10/0x10",
+    ] {
+        let a = flow(&format!("{f},actions=drop"));
+        assert_eq!(a, flow(&a.to_string()), "{f} parses back");
+    }
+    assert!(err("tcp,tcp_flags=+syx,actions=drop").contains("unknown TCP flag"));
+    assert!(err("tcp,tcp_flags=+syn+syn,actions=drop").contains("twice"));
+    assert!(err("tcp,tcp_flags=0x1000,actions=drop").contains("12 bits"));
+    assert!(err("udp,tcp_flags=+syn,actions=drop").contains("prerequisite"));
+    assert!(err("ip,tcp_flags=+syn,actions=drop").contains("prerequisite"));
+
+    let ports = &|_: &PortRef| Some(1u16);
+    let mut c = Classifier::new();
+    assert!(c.cacheable_type(0x0800));
+    let syn = c
+        .add(
+            flow("priority=200,tcp,tcp_flags=+syn-ack,actions=drop"),
+            0,
+            ports,
+        )
+        .unwrap()
+        .id;
+    let any = c
+        .add(flow("priority=100,tcp,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    // TCP frames' flags are read and their packed key alone no longer decides.
+    assert!(c.matches_tcp_flags());
+    assert!(!c.cacheable_type(0x0800) && !c.cacheable_type(0x86dd));
+    assert!(c.cacheable_type(0x0806));
+    let k = PacketKey {
+        dl_type: 0x0800,
+        nw_proto: 6,
+        ..PacketKey::default()
+    };
+    for (flags, want) in [
+        (0x002, syn),
+        (0x012, any),
+        (0x010, any),
+        (0x102, syn),
+        (0, any),
+    ] {
+        let x = ExtKey {
+            tcp_flags: flags,
+            ..ExtKey::ZERO
+        };
+        assert_eq!(c.lookup_ext(0, &k, &x), Some(want), "flags {flags:#x}");
+    }
+    c.remove(syn);
+    assert!(!c.matches_tcp_flags() && c.cacheable_type(0x0800));
+}

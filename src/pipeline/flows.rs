@@ -253,6 +253,22 @@ fn ipv6_ext(data: &[u8], m: &Meta, x: &mut ExtKey) {
     }
 }
 
+/// TCP's flags (12 bits) of frame `data`: 0 unless it is IPv4 (the first or only fragment) or
+/// IPv6 (TCP as the first next-header) carrying a TCP header.
+#[inline(never)]
+fn tcp_flags(data: &[u8], m: &Meta) -> u16 {
+    let ip = data.get(m.l3 as usize..).unwrap_or_default();
+    let l4 = match m.ethertype {
+        EtherType::IPV4 if ip.len() >= 20 && ip[9] == 6 && (ip[6] & 0x1f) | ip[7] == 0 => {
+            usize::from(ip[0] & 0x0f) * 4
+        }
+        EtherType::IPV6 if ip.len() >= 40 && ip[6] == 6 => 40,
+        _ => return 0,
+    };
+    ip.get(l4 + 12..l4 + 14)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) & 0x0fff)
+}
+
 /// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
 /// actions send to NORMAL go to `normal` (the caller appends them to the burst for the learning
 /// switch); copies sent to ports go to `made`.
@@ -400,6 +416,10 @@ pub(crate) fn trace_l3(k: &PacketKey, ext: &crate::flow::ExtMatch) -> Vec<u8> {
                     seg.set_ports(k.tp_src, k.tp_dst);
                     seg.set_header_len(20);
                     seg.set_flags(crate::wire::tcp::Flags::SYN);
+                    if let Some(f) = ext.get(ExtField::TcpFlags) {
+                        t[12] |= (f.value >> 8) as u8 & 0x0f;
+                        t[13] = f.value as u8;
+                    }
                     t
                 }
                 17 => {
@@ -769,6 +789,10 @@ fn first_key<T: Tracer>(
     }
     if m.ethertype == EtherType::IPV6 {
         ipv6_ext(data, m, &mut stack.ext);
+        stack.dirty = true;
+    }
+    if cls.matches_tcp_flags() {
+        stack.ext.tcp_flags = tcp_flags(data, m);
         stack.dirty = true;
     }
     let words = words::frame_words(data, m, port.ofport, port.tun_id);

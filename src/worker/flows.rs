@@ -526,8 +526,12 @@ fn trace_frame(
                     let mut t = vec![0u8; 20];
                     t[0..2].copy_from_slice(&k.tp_src.to_be_bytes());
                     t[2..4].copy_from_slice(&k.tp_dst.to_be_bytes());
-                    t[12] = 0x50;
-                    t[13] = 0x02;
+                    // SYN, or the flags the traced match names.
+                    let flags = ext
+                        .get(crate::flow::ExtField::TcpFlags)
+                        .map_or(0x002, |f| f.value as u16);
+                    t[12] = 0x50 | (flags >> 8) as u8 & 0x0f;
+                    t[13] = flags as u8;
                     t
                 }
                 17 => {
