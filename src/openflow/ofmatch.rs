@@ -13,7 +13,7 @@
 //!   partial MAC masks are left out of an `ofp_match`.
 
 use super::codec::{OfErr, OfResult, Reader, Writer};
-use crate::flow::{Masked, Match, NO_VLAN, PortRef};
+use crate::flow::{ExtField, Masked, Match, NO_VLAN, PortRef};
 
 const ETH_IP: u16 = 0x0800;
 const ETH_ARP: u16 = 0x0806;
@@ -224,7 +224,15 @@ enum F {
     CtState,
     CtZone,
     Cookie,
+    TcpFlags,
 }
+
+/// The ONF experimenter id of OpenFlow 1.3's experimenter OXM fields (ONFOXM_ET_*), and the
+/// field of `tcp_flags` there (ONFOXM_ET_TCP_FLAGS, which OVS writes for OpenFlow 1.3).
+const ONF_EXPERIMENTER: u32 = 0x4f4e_4600;
+const ONF_TCP_FLAGS: u8 = 42;
+/// The class of experimenter OXM fields (an experimenter id follows the header).
+const OXM_EXPERIMENTER: u16 = 0xffff;
 
 const NXM_OF: u16 = 0x0000;
 const NXM_NX: u16 = 0x0001;
@@ -253,6 +261,8 @@ const TABLE: &[(Tlv, u16, u8, F, u8)] = &[
     (Tlv::Nxm, NXM_NX, 16, F::TunId, 8),
     (Tlv::Nxm, NXM_NX, 28, F::IpEcn, 1),
     (Tlv::Nxm, NXM_NX, 30, F::Cookie, 8),
+    (Tlv::Nxm, NXM_NX, 34, F::TcpFlags, 2),
+    (Tlv::Oxm, NXM_NX, 34, F::TcpFlags, 2),
     (Tlv::Oxm, OXM_BASIC, 0, F::InPort, 4),
     (Tlv::Oxm, OXM_BASIC, 3, F::EthDst, 6),
     (Tlv::Oxm, OXM_BASIC, 4, F::EthSrc, 6),
@@ -329,8 +339,19 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
         let fh = r.u8()?;
         let len = usize::from(r.u8()?);
         let (field, has_mask) = (fh >> 1, fh & 1 == 1);
-        let body = r.bytes(len).map_err(|_| OfErr::BadMatchLen)?;
-        let (f, vlen) = lookup(d, class, field).ok_or(OfErr::BadField)?;
+        let mut body = r.bytes(len).map_err(|_| OfErr::BadMatchLen)?;
+        let (f, vlen) = if class == OXM_EXPERIMENTER && d == Tlv::Oxm {
+            // An experimenter field: its id, then the value (and mask).
+            let id = body.get(..4).map(be).ok_or(OfErr::BadMatchLen)?;
+            body = &body[4..];
+            match (id as u32, field) {
+                (ONF_EXPERIMENTER, ONF_TCP_FLAGS) => (F::TcpFlags, 2),
+                _ => return Err(OfErr::BadField),
+            }
+        } else {
+            lookup(d, class, field).ok_or(OfErr::BadField)?
+        };
+        let len = body.len();
         let vlen = usize::from(vlen);
         if len != vlen * if has_mask { 2 } else { 1 } {
             return Err(OfErr::BadMatchLen);
@@ -415,6 +436,18 @@ impl TlvState {
             F::Cookie => set(&mut self.cookie, masked(v, mk)?),
             F::CtState => set(&mut m.ct_state, masked(v, mk)?),
             F::CtZone => need_exact().and_then(|_| set(&mut m.ct_zone, v as u16)),
+            F::TcpFlags => {
+                if m.ext.get(ExtField::TcpFlags).is_some() {
+                    return Err(OfErr::DupField);
+                }
+                let x = Masked {
+                    value: u128::from(v & mk),
+                    mask: u128::from(mk),
+                };
+                m.ext
+                    .set(ExtField::TcpFlags, x, "tcp_flags")
+                    .map_err(|_| OfErr::BadValue)
+            }
         }
     }
 }
@@ -537,6 +570,24 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
     if let Some(z) = m.ct_zone {
         put(w, d, F::CtZone, u64::from(z), None);
     }
+    if let Some(x) = m.ext.get(ExtField::TcpFlags) {
+        let (v, mk) = (x.value as u64, x.mask as u64);
+        match d {
+            Tlv::Nxm => put(w, d, F::TcpFlags, v, Some(mk)),
+            // As OVS writes it for OpenFlow 1.3: ONF's experimenter field.
+            Tlv::Oxm => {
+                let mask = (mk != 0xffff).then_some(mk);
+                w.u16(OXM_EXPERIMENTER);
+                w.u8((ONF_TCP_FLAGS << 1) | u8::from(mask.is_some()));
+                w.u8(4 + if mask.is_some() { 4 } else { 2 });
+                w.u32(ONF_EXPERIMENTER);
+                w.u16(v as u16);
+                if let Some(mk) = mask {
+                    w.u16(mk as u16);
+                }
+            }
+        }
+    }
     w.len() - start
 }
 
@@ -596,7 +647,46 @@ mod tests {
             roundtrip(d, "icmp,icmp_type=8,icmp_code=0,nw_tos=16");
             roundtrip(d, "udp,nw_tos=184,nw_ecn=3");
             roundtrip(d, "udp,tp_src=0x100/0xff00,dl_vlan_pcp=3");
+            roundtrip(d, "tcp,tcp_flags=+syn-ack");
+            roundtrip(d, "tcp6,tcp_flags=fin|ack,tp_dst=80");
         }
+    }
+
+    #[test]
+    fn tcp_flags_as_ovs_writes_them_for_openflow13() {
+        // tcp,tcp_flags=+syn-ack: ... ONFOXM_ET_TCP_FLAGS: class 0xffff, field 42, masked,
+        // length 8: experimenter 0x4f4e4600, value 0x0002, mask 0x0012.
+        let mut w = Writer::default();
+        encode_tlv(&mut w, Tlv::Oxm, &m("tcp,tcp_flags=+syn-ack"));
+        let tail = [
+            0xff,
+            0xff,
+            42 << 1 | 1,
+            8,
+            0x4f,
+            0x4e,
+            0x46,
+            0,
+            0,
+            2,
+            0,
+            0x12,
+        ];
+        assert!(w.buf.ends_with(&tail), "{:02x?}", w.buf);
+        // Another experimenter's field, or one cut short: refused, named.
+        let mut b = tail;
+        b[4] = 0x00;
+        assert_eq!(decode_tlv(Tlv::Oxm, Reader::new(&b)), Err(OfErr::BadField));
+        assert_eq!(
+            decode_tlv(Tlv::Oxm, Reader::new(&[0xff, 0xff, 42 << 1, 2, 0x4f, 0x4e])),
+            Err(OfErr::BadMatchLen)
+        );
+        // Given twice (NXM and ONF spellings).
+        let mut w = Writer::default();
+        encode_tlv(&mut w, Tlv::Oxm, &m("tcp,tcp_flags=+syn-ack"));
+        let mut b = w.buf.clone();
+        b.extend_from_slice(&[0, 1, 34 << 1, 2, 0, 2]);
+        assert_eq!(decode_tlv(Tlv::Oxm, Reader::new(&b)), Err(OfErr::DupField));
     }
 
     #[test]
