@@ -319,3 +319,62 @@ fn tcp_flags_flows_match_real_segments() {
     d.ctl(&["del-flows", "br0", "tcp,tp_dst=9"]);
     assert_eq!(connect(), Some(1), "refused again once the drop is gone");
 }
+
+/// `nw_ttl` matches the TTL a frame has at each lookup: `ping -t 1` is dropped by a flow for
+/// TTL 1, and after `dec_ttl` a resubmitted frame is matched by its new TTL.
+#[test]
+fn nw_ttl_flows_match_real_frames_before_and_after_dec_ttl() {
+    if !root_or_skip("nw_ttl_flows_match_real_frames_before_and_after_dec_ttl") {
+        return;
+    }
+    let p = prefix("tt");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), "10.0.9.1/24");
+    t.container(&n("b"), &n("pb"), "10.0.9.2/24");
+    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    assert!(ping(&n("a"), "10.0.9.2", 2));
+    let ping_ttl = |ttl: &str| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &n("a"),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-t",
+                ttl,
+            ])
+            .arg("10.0.9.2")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("ping")
+            .success()
+    };
+    d.ctl(&["add-flow", "br0", "priority=300,icmp,nw_ttl=1,actions=drop"]);
+    assert!(!ping_ttl("1"), "TTL 1 dropped");
+    assert!(ping_ttl("2"), "TTL 2 passes");
+    // Table 0 decrements and resubmits; table 1 drops what now has TTL 4.
+    d.ctl(&["del-flows", "br0"]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=300,icmp,actions=dec_ttl,resubmit(,1)",
+    ]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "table=1,priority=300,icmp,nw_ttl=4,actions=drop",
+    ]);
+    d.ctl(&["add-flow", "br0", "table=1,priority=0,actions=NORMAL"]);
+    d.ctl(&["add-flow", "br0", "priority=0,actions=NORMAL"]);
+    assert!(!ping_ttl("5"), "TTL 5 becomes 4: dropped");
+    assert!(ping_ttl("6"), "TTL 6 becomes 5: passes");
+    assert!(ping_ttl("4"), "TTL 4 becomes 3: passes");
+}

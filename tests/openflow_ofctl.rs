@@ -458,12 +458,13 @@ fn ofctl_ecn_and_shifted_dscp_in_both_dialects() {
 }
 
 #[test]
-fn ofctl_tcp_flags_in_both_dialects() {
+fn ofctl_tcp_flags_and_nw_ttl_in_both_dialects() {
     if !have_ofctl() {
         return;
     }
     // NXM_NX_TCP_FLAGS (OpenFlow 1.0 + NXM) and ONF's experimenter field (OpenFlow 1.3), which
-    // ovs-ofctl writes for each; both read back by ovs-ofctl as it wrote them.
+    // ovs-ofctl writes for each; both read back by ovs-ofctl as it wrote them. nw_ttl is
+    // NXM_NX_IP_TTL in both.
     for (name, proto) in [("tcpf10", None), ("tcpf13", Some("OpenFlow13"))] {
         let s = Switch::with_br0(name);
         let t = s.target();
@@ -487,6 +488,7 @@ fn ofctl_tcp_flags_in_both_dialects() {
             &t,
             "priority=5,tcp,tcp_flags=0x004/0x0f4,actions=drop",
         ]);
+        run(&["add-flow", &t, "priority=4,icmp,nw_ttl=1,actions=drop"]);
         let ours = s.uvs_flows().join("\n");
         assert!(ours.contains("tcp,tcp_flags=+syn-ack"), "{ours}");
         assert!(ours.contains("tcp6,tcp_flags=fin|ack"), "{ours}");
@@ -494,6 +496,7 @@ fn ofctl_tcp_flags_in_both_dialects() {
             ours.contains("tcp,tcp_flags=+rst-ack-urg-ece-cwr"),
             "{ours}"
         );
+        assert!(ours.contains("icmp,nw_ttl=1"), "{ours}");
         let dump = run(&["dump-flows", &t]);
         assert!(dump.contains("tcp_flags=+syn-ack"), "{dump}");
         assert_eq!(
@@ -503,13 +506,15 @@ fn ofctl_tcp_flags_in_both_dialects() {
         );
         // A strict delete names the flags too: without them nothing matches.
         run(&["--strict", "del-flows", &t, "priority=7,tcp"]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 3);
+        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 4);
         run(&[
             "--strict",
             "del-flows",
             &t,
             "priority=7,tcp,tcp_flags=+syn-ack",
         ]);
+        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 3);
+        run(&["del-flows", &t, "icmp,nw_ttl=1"]);
         assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 2);
     }
 }

@@ -123,9 +123,10 @@ pub struct Classifier {
     /// target): the exact-match cache, which keys on the packed key only, is not used for IPv6
     /// frames while there are any.
     packet_ext: usize,
-    /// Rules matching TCP's flags (`tcp_flags`): while there are any, the flags are read from
-    /// TCP frames, and the exact-match cache is not used for IPv4 or IPv6 frames.
-    tcp_flags: usize,
+    /// Rules matching fields read per frame from the IP or TCP header (`tcp_flags`, `nw_ttl`):
+    /// while there are any, they are read from IP frames, and the exact-match cache is not
+    /// used for IPv4 or IPv6 frames.
+    ip_fields: usize,
 }
 
 impl Default for Classifier {
@@ -153,7 +154,7 @@ impl Classifier {
             len: 0,
             timed: BTreeSet::new(),
             packet_ext: 0,
-            tcp_flags: 0,
+            ip_fields: 0,
         }
     }
 
@@ -269,7 +270,7 @@ impl Classifier {
         }
         let ext = &entry.flow.m.ext;
         self.packet_ext += usize::from(ext.uses_packet());
-        self.tcp_flags += usize::from(ext.uses_tcp_flags());
+        self.ip_fields += usize::from(ext.uses_ip_fields());
         let rule = Rule {
             key: c.value,
             seq,
@@ -365,7 +366,7 @@ impl Classifier {
         self.free.push(id.0);
         self.timed.remove(&id.0);
         self.packet_ext -= usize::from(e.flow.m.ext.uses_packet());
-        self.tcp_flags -= usize::from(e.flow.m.ext.uses_tcp_flags());
+        self.ip_fields -= usize::from(e.flow.m.ext.uses_ip_fields());
         self.len -= 1;
         self.generation += 1;
         Some(e.flow)
@@ -506,13 +507,14 @@ impl Classifier {
     #[inline]
     pub fn cacheable_type(&self, dl_type: u16) -> bool {
         (self.packet_ext == 0 || dl_type != ETH_IPV6)
-            && (self.tcp_flags == 0 || (dl_type != ETH_IP && dl_type != ETH_IPV6))
+            && (self.ip_fields == 0 || (dl_type != ETH_IP && dl_type != ETH_IPV6))
     }
 
-    /// Whether some rule matches TCP's flags (they must then be read from each TCP frame).
+    /// Whether some rule matches `tcp_flags` or `nw_ttl` (they must then be read from each IP
+    /// frame).
     #[inline]
-    pub fn matches_tcp_flags(&self) -> bool {
-        self.tcp_flags > 0
+    pub fn reads_ip_fields(&self) -> bool {
+        self.ip_fields > 0
     }
 
     /// The first rule of the chain from `id` (rules with one packed key, best first) whose ext

@@ -1,9 +1,11 @@
 //! Fields beyond the packed classifier key: registers (`reg0`..`reg15`, `xreg0`..`xreg7`),
 //! `metadata`, the connection's `ct_mark`/`ct_label`, the IPv6 addresses, flow label and
-//! ND target, and TCP's flags (`tcp_flags`, 12 bits as OVS: the 9 flags and 3 reserved bits).
-//! - TCP flags come from the frame only while some flow of the table matches them
-//!   (`Classifier::tcp_flags`); TCP packets' exact-match cache and per-burst batching are off
-//!   meanwhile (a SYN and an ACK of one connection share a packed key).
+//! ND target, TCP's flags (`tcp_flags`, 12 bits as OVS: the 9 flags and 3 reserved bits) and
+//! the IPv4 TTL or IPv6 hop limit (`nw_ttl`).
+//! - TCP flags and the TTL come from the frame only while some flow of the table matches one
+//!   of them (`Classifier::reads_ip_fields`); IP packets' exact-match cache and per-burst
+//!   batching are off meanwhile (a SYN and an ACK of one connection, or one flow's packets
+//!   before and after a router, share a packed key).
 //!
 //! Contract:
 //! - `ExtKey` holds their values for one packet: the IPv6 ones come from the frame,
@@ -58,6 +60,8 @@ pub enum ExtField {
     NdTarget,
     /// `tcp_flags` (12 bits: FIN 0x001 .. CWR 0x080, NS 0x100, three reserved bits).
     TcpFlags,
+    /// `nw_ttl`: the IPv4 TTL or IPv6 hop limit (8 bits).
+    NwTtl,
 }
 
 /// TCP flag names by bit, as OVS writes them (`packet_tcp_flag_to_string`).
@@ -164,6 +168,7 @@ impl ExtField {
             ExtField::CtLabel => 128,
             ExtField::Ipv6Label => 20,
             ExtField::TcpFlags => 12,
+            ExtField::NwTtl => 8,
             ExtField::Ipv6Src | ExtField::Ipv6Dst | ExtField::NdTarget => 128,
         }
     }
@@ -226,6 +231,7 @@ impl fmt::Display for ExtField {
             ExtField::Ipv6Label => f.write_str("ipv6_label"),
             ExtField::NdTarget => f.write_str("nd_target"),
             ExtField::TcpFlags => f.write_str("tcp_flags"),
+            ExtField::NwTtl => f.write_str("nw_ttl"),
         }
     }
 }
@@ -255,6 +261,8 @@ pub struct ExtKey {
     pub nd_target: u128,
     /// TCP's flags (12 bits; 0 for other packets, and while no flow matches them).
     pub tcp_flags: u16,
+    /// The IPv4 TTL or IPv6 hop limit (0 for other packets, and while no flow matches it).
+    pub nw_ttl: u8,
 }
 
 impl ExtKey {
@@ -270,6 +278,7 @@ impl ExtKey {
         ipv6_label: 0,
         nd_target: 0,
         tcp_flags: 0,
+        nw_ttl: 0,
     };
 
     /// The value of `f`.
@@ -290,6 +299,7 @@ impl ExtKey {
             ExtField::Ipv6Label => u128::from(self.ipv6_label),
             ExtField::NdTarget => self.nd_target,
             ExtField::TcpFlags => u128::from(self.tcp_flags),
+            ExtField::NwTtl => u128::from(self.nw_ttl),
         }
     }
 
@@ -312,6 +322,7 @@ impl ExtKey {
             ExtField::Ipv6Label => self.ipv6_label = (v & 0xf_ffff) as u32,
             ExtField::NdTarget => self.nd_target = v,
             ExtField::TcpFlags => self.tcp_flags = (v & 0xfff) as u16,
+            ExtField::NwTtl => self.nw_ttl = v as u8,
         }
     }
 }
@@ -369,9 +380,11 @@ impl ExtMatch {
         self.0.iter().any(|(f, _)| f.from_packet())
     }
 
-    /// Whether TCP's flags are matched.
-    pub fn uses_tcp_flags(&self) -> bool {
-        self.get(ExtField::TcpFlags).is_some()
+    /// Whether a field read from the IP or TCP header (`tcp_flags`, `nw_ttl`) is matched.
+    pub fn uses_ip_fields(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(f, _)| matches!(f, ExtField::TcpFlags | ExtField::NwTtl))
     }
 
     /// Whether every packet `self` matches is matched by `wider` (for non-strict deletes):
@@ -410,7 +423,7 @@ impl ExtMatch {
                     }
                 }
                 ExtField::TcpFlags => write_tcp_flags(s, *m),
-                ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst
+                ExtField::CtNwProto | ExtField::CtTpSrc | ExtField::CtTpDst | ExtField::NwTtl
                     if m.mask == f.full() =>
                 {
                     let _ = write!(s, "{}", m.value);

@@ -666,7 +666,7 @@ impl fmt::Display for Match {
             write_tp(&mut s, if icmp { "icmp_code" } else { "tp_dst" }, p);
         }
         self.ext.write(&mut s, |f| {
-            matches!(f, ExtField::NdTarget | ExtField::TcpFlags)
+            matches!(f, ExtField::NdTarget | ExtField::TcpFlags | ExtField::NwTtl)
         });
         f.write_str(s.strip_prefix(',').unwrap_or(&s))
     }

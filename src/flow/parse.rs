@@ -444,6 +444,18 @@ impl<'a> Fields<'a> {
                     self.nd = Some(k);
                 }
             }
+            "nw_ttl" => {
+                let t: u8 = parse_num(k, v, 0xff)?;
+                m.ext.set(
+                    ExtField::NwTtl,
+                    Masked {
+                        value: u128::from(t),
+                        mask: 0xff,
+                    },
+                    tok,
+                )?;
+                self.need(k, IP_ANY, &[]);
+            }
             "tcp_flags" => {
                 m.ext
                     .set(ExtField::TcpFlags, super::ext::parse_tcp_flags(k, v)?, tok)?;

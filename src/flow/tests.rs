@@ -1190,7 +1190,7 @@ fn test_tcp_flags_match() {
         .unwrap()
         .id;
     // TCP frames' flags are read and their packed key alone no longer decides.
-    assert!(c.matches_tcp_flags());
+    assert!(c.reads_ip_fields());
     assert!(!c.cacheable_type(0x0800) && !c.cacheable_type(0x86dd));
     assert!(c.cacheable_type(0x0806));
     let k = PacketKey {
@@ -1212,5 +1212,42 @@ fn test_tcp_flags_match() {
         assert_eq!(c.lookup_ext(0, &k, &x), Some(want), "flags {flags:#x}");
     }
     c.remove(syn);
-    assert!(!c.matches_tcp_flags() && c.cacheable_type(0x0800));
+    assert!(!c.reads_ip_fields() && c.cacheable_type(0x0800));
+}
+
+#[test]
+fn test_nw_ttl_match() {
+    assert_eq!(
+        flow("ip,nw_ttl=1,actions=drop").to_string(),
+        "ip,nw_ttl=1 actions=drop"
+    );
+    assert_eq!(
+        flow("ipv6,nw_ttl=255,actions=drop"),
+        flow(&flow("ipv6,nw_ttl=255,actions=drop").to_string())
+    );
+    assert!(err("ip,nw_ttl=256,actions=drop").starts_with("nw_ttl: bad value '256'"));
+    assert!(err("arp,nw_ttl=1,actions=drop").contains("prerequisite"));
+    assert!(err("nw_ttl=1,actions=drop").contains("prerequisite"));
+    let ports = &|_: &PortRef| Some(1u16);
+    let mut c = Classifier::new();
+    let last = c
+        .add(flow("priority=200,ip,nw_ttl=1,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    let any = c
+        .add(flow("priority=100,ip,actions=drop"), 0, ports)
+        .unwrap()
+        .id;
+    assert!(c.reads_ip_fields() && !c.cacheable_type(0x0800));
+    let k = PacketKey {
+        dl_type: 0x0800,
+        ..PacketKey::default()
+    };
+    for (ttl, want) in [(1, last), (0, any), (2, any), (64, any)] {
+        let x = ExtKey {
+            nw_ttl: ttl,
+            ..ExtKey::ZERO
+        };
+        assert_eq!(c.lookup_ext(0, &k, &x), Some(want), "ttl {ttl}");
+    }
 }

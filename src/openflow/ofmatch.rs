@@ -225,6 +225,7 @@ enum F {
     CtZone,
     Cookie,
     TcpFlags,
+    IpTtl,
 }
 
 /// The ONF experimenter id of OpenFlow 1.3's experimenter OXM fields (ONFOXM_ET_*), and the
@@ -263,6 +264,9 @@ const TABLE: &[(Tlv, u16, u8, F, u8)] = &[
     (Tlv::Nxm, NXM_NX, 30, F::Cookie, 8),
     (Tlv::Nxm, NXM_NX, 34, F::TcpFlags, 2),
     (Tlv::Oxm, NXM_NX, 34, F::TcpFlags, 2),
+    // NXM_NX_IP_TTL: OVS uses it in OpenFlow 1.3 too (there is no OXM_OF_ one).
+    (Tlv::Nxm, NXM_NX, 29, F::IpTtl, 1),
+    (Tlv::Oxm, NXM_NX, 29, F::IpTtl, 1),
     (Tlv::Oxm, OXM_BASIC, 0, F::InPort, 4),
     (Tlv::Oxm, OXM_BASIC, 3, F::EthDst, 6),
     (Tlv::Oxm, OXM_BASIC, 4, F::EthSrc, 6),
@@ -436,6 +440,19 @@ impl TlvState {
             F::Cookie => set(&mut self.cookie, masked(v, mk)?),
             F::CtState => set(&mut m.ct_state, masked(v, mk)?),
             F::CtZone => need_exact().and_then(|_| set(&mut m.ct_zone, v as u16)),
+            F::IpTtl => {
+                need_exact()?;
+                if m.ext.get(ExtField::NwTtl).is_some() {
+                    return Err(OfErr::DupField);
+                }
+                let x = Masked {
+                    value: u128::from(v),
+                    mask: 0xff,
+                };
+                m.ext
+                    .set(ExtField::NwTtl, x, "nw_ttl")
+                    .map_err(|_| OfErr::BadValue)
+            }
             F::TcpFlags => {
                 if m.ext.get(ExtField::TcpFlags).is_some() {
                     return Err(OfErr::DupField);
@@ -570,6 +587,9 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
     if let Some(z) = m.ct_zone {
         put(w, d, F::CtZone, u64::from(z), None);
     }
+    if let Some(t) = m.ext.get(ExtField::NwTtl) {
+        put(w, d, F::IpTtl, t.value as u64, None);
+    }
     if let Some(x) = m.ext.get(ExtField::TcpFlags) {
         let (v, mk) = (x.value as u64, x.mask as u64);
         match d {
@@ -649,6 +669,8 @@ mod tests {
             roundtrip(d, "udp,tp_src=0x100/0xff00,dl_vlan_pcp=3");
             roundtrip(d, "tcp,tcp_flags=+syn-ack");
             roundtrip(d, "tcp6,tcp_flags=fin|ack,tp_dst=80");
+            roundtrip(d, "ip,nw_ttl=1");
+            roundtrip(d, "tcp,nw_ttl=64,tcp_flags=+syn");
         }
     }
 

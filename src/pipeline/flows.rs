@@ -253,20 +253,24 @@ fn ipv6_ext(data: &[u8], m: &Meta, x: &mut ExtKey) {
     }
 }
 
-/// TCP's flags (12 bits) of frame `data`: 0 unless it is IPv4 (the first or only fragment) or
-/// IPv6 (TCP as the first next-header) carrying a TCP header.
+/// The fields `ExtField::NwTtl` and `ExtField::TcpFlags` of frame `data` into `x`: the IPv4
+/// TTL or IPv6 hop limit, and TCP's flags (12 bits) of IPv4 (the first or only fragment) or
+/// IPv6 (TCP as the first next-header); 0 where the frame has none.
 #[inline(never)]
-fn tcp_flags(data: &[u8], m: &Meta) -> u16 {
+fn ip_fields(data: &[u8], m: &Meta, x: &mut ExtKey) {
     let ip = data.get(m.l3 as usize..).unwrap_or_default();
-    let l4 = match m.ethertype {
-        EtherType::IPV4 if ip.len() >= 20 && ip[9] == 6 && (ip[6] & 0x1f) | ip[7] == 0 => {
-            usize::from(ip[0] & 0x0f) * 4
+    let (ttl, l4) = match m.ethertype {
+        EtherType::IPV4 if ip.len() >= 20 => {
+            let tcp = ip[9] == 6 && (ip[6] & 0x1f) | ip[7] == 0;
+            (ip[8], tcp.then(|| usize::from(ip[0] & 0x0f) * 4))
         }
-        EtherType::IPV6 if ip.len() >= 40 && ip[6] == 6 => 40,
-        _ => return 0,
+        EtherType::IPV6 if ip.len() >= 40 => (ip[7], (ip[6] == 6).then_some(40)),
+        _ => (0, None),
     };
-    ip.get(l4 + 12..l4 + 14)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) & 0x0fff)
+    x.nw_ttl = ttl;
+    x.tcp_flags = l4
+        .and_then(|l4| ip.get(l4 + 12..l4 + 14))
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) & 0x0fff);
 }
 
 /// Run the flow tables over `meta` (frames received on `in_port` of `bridge`). Copies that
@@ -791,8 +795,8 @@ fn first_key<T: Tracer>(
         ipv6_ext(data, m, &mut stack.ext);
         stack.dirty = true;
     }
-    if cls.matches_tcp_flags() {
-        stack.ext.tcp_flags = tcp_flags(data, m);
+    if cls.reads_ip_fields() {
+        ip_fields(data, m, &mut stack.ext);
         stack.dirty = true;
     }
     let words = words::frame_words(data, m, port.ofport, port.tun_id);
@@ -980,6 +984,10 @@ fn run_actions<T: Tracer>(
                         return pending.finish(m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                    if cls.reads_ip_fields() {
+                        // As the frame is now (a `dec_ttl` before the recirculation).
+                        ip_fields(frames.data(m.desc), m, &mut stack.ext);
+                    }
                     match cls.lookup_ext(tb, &key, &stack.ext) {
                         Some(id) => {
                             depth = base;
@@ -1000,6 +1008,10 @@ fn run_actions<T: Tracer>(
                     return pending.finish(m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
+                if cls.reads_ip_fields() {
+                    // As the frame is now (a `dec_ttl` before the resubmit).
+                    ip_fields(frames.data(m.desc), m, &mut stack.ext);
+                }
                 match (cls.lookup_ext(*tb, &key, &stack.ext), action) {
                     (Some(id), Action::Resubmit(_)) => {
                         stack.frames[depth] = cur;

@@ -548,7 +548,9 @@ fn trace_frame(
             ip[0] = 0x45;
             ip[1] = k.nw_tos;
             ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-            ip[8] = 64;
+            ip[8] = ext
+                .get(crate::flow::ExtField::NwTtl)
+                .map_or(64, |t| t.value as u8);
             ip[9] = k.nw_proto;
             // ip_frag: a first fragment has MF set, a later one an offset.
             ip[6] = if k.nw_frag & 2 != 0 {
