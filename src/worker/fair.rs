@@ -3,7 +3,7 @@
 //! (input port) has a bounded share, so a flood loses its own excess. A source's share is one
 //! FIFO, though: a container's bulk TCP fills it, and its own pings and DNS queries, arriving
 //! while it is full, were dropped with the excess (`tests/hostile.rs`: a victim's pings lost
-//! 7-10% beside its own iperf3 while another tenant's flood kept the uplink's worker busy).
+//! 4-10% beside its own iperf3 while another tenant's flood kept the uplink's worker busy).
 //!
 //! Contract:
 //! - A frame over its source's share still passes if its flow (a [`flow_hash`] bucket of
