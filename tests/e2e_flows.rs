@@ -225,18 +225,12 @@ fn ecn_and_dscp_flows_match_real_frames() {
     assert!(ping_tos(&n("a"), "10.0.7.2", 0xb8, 2), "EF alone passes");
     assert!(ping_tos(&n("a"), "10.0.7.2", 0xb9, 2), "EF + ECT(1) passes");
     let dump = d.ctl(&["dump-flows", "br0"]);
-    let count = |needle: &str| {
-        dump.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle} in {dump}"))
-            .split("n_packets=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("n_packets in {dump}"))
-    };
-    assert_eq!(count("nw_ecn=3 "), 4, "{dump}");
-    assert_eq!(count("nw_tos=184,nw_ecn=2"), 2, "{dump}");
+    assert_eq!(flow_packets(&dump, "nw_ecn=3 "), Some(4), "{dump}");
+    assert_eq!(
+        flow_packets(&dump, "nw_tos=184,nw_ecn=2"),
+        Some(2),
+        "{dump}"
+    );
 }
 
 /// `tcp_flags` matches real TCP segments: a connection attempt to a closed port is one SYN
@@ -289,19 +283,21 @@ fn tcp_flags_flows_match_real_segments() {
     );
     let dump = d.ctl(&["dump-flows", "br0"]);
     assert!(dump.contains("tcp_flags=+syn-ack"), "{dump}");
-    let count = |dump: &str, needle: &str| {
-        dump.lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no {needle} in {dump}"))
-            .split("n_packets=")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("n_packets in {dump}"))
-    };
-    assert_eq!(count(&dump, "tcp_flags=+syn-ack "), 1, "one SYN: {dump}");
-    assert_eq!(count(&dump, "tcp_flags=+rst "), 1, "one RST: {dump}");
-    assert_eq!(count(&dump, "tcp_flags=+syn+ack "), 0, "no SYN-ACK: {dump}");
+    assert_eq!(
+        flow_packets(&dump, "tcp_flags=+syn-ack "),
+        Some(1),
+        "one SYN: {dump}"
+    );
+    assert_eq!(
+        flow_packets(&dump, "tcp_flags=+rst "),
+        Some(1),
+        "one RST: {dump}"
+    );
+    assert_eq!(
+        flow_packets(&dump, "tcp_flags=+syn+ack "),
+        Some(0),
+        "no SYN-ACK: {dump}"
+    );
     // Drop SYNs to port 9: the attempt now times out; other TCP flags still pass.
     d.ctl(&[
         "add-flow",
@@ -310,10 +306,13 @@ fn tcp_flags_flows_match_real_segments() {
     ]);
     assert_eq!(connect(), Some(124), "timed out: the SYN was dropped");
     let dump = d.ctl(&["dump-flows", "br0"]);
-    assert!(count(&dump, "tp_dst=9,tcp_flags") >= 1, "{dump}");
+    assert!(
+        flow_packets(&dump, "tp_dst=9,tcp_flags").unwrap_or(0) >= 1,
+        "{dump}"
+    );
     assert_eq!(
-        count(&dump, "tcp_flags=+rst "),
-        1,
+        flow_packets(&dump, "tcp_flags=+rst "),
+        Some(1),
         "no RST this time: {dump}"
     );
     d.ctl(&["del-flows", "br0", "tcp,tp_dst=9"]);
@@ -337,29 +336,9 @@ fn nw_ttl_flows_match_real_frames_before_and_after_dec_ttl() {
     d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
     d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
     assert!(ping(&n("a"), "10.0.9.2", 2));
-    let ping_ttl = |ttl: &str| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &n("a"),
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "-t",
-                ttl,
-            ])
-            .arg("10.0.9.2")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("ping")
-            .success()
-    };
     d.ctl(&["add-flow", "br0", "priority=300,icmp,nw_ttl=1,actions=drop"]);
-    assert!(!ping_ttl("1"), "TTL 1 dropped");
-    assert!(ping_ttl("2"), "TTL 2 passes");
+    assert!(!ping_ttl(&n("a"), "10.0.9.2", 1, 1), "TTL 1 dropped");
+    assert!(ping_ttl(&n("a"), "10.0.9.2", 2, 1), "TTL 2 passes");
     // Table 0 decrements and resubmits; table 1 drops what now has TTL 4.
     d.ctl(&["del-flows", "br0"]);
     d.ctl(&[
@@ -374,7 +353,16 @@ fn nw_ttl_flows_match_real_frames_before_and_after_dec_ttl() {
     ]);
     d.ctl(&["add-flow", "br0", "table=1,priority=0,actions=NORMAL"]);
     d.ctl(&["add-flow", "br0", "priority=0,actions=NORMAL"]);
-    assert!(!ping_ttl("5"), "TTL 5 becomes 4: dropped");
-    assert!(ping_ttl("6"), "TTL 6 becomes 5: passes");
-    assert!(ping_ttl("4"), "TTL 4 becomes 3: passes");
+    assert!(
+        !ping_ttl(&n("a"), "10.0.9.2", 5, 1),
+        "TTL 5 becomes 4: dropped"
+    );
+    assert!(
+        ping_ttl(&n("a"), "10.0.9.2", 6, 1),
+        "TTL 6 becomes 5: passes"
+    );
+    assert!(
+        ping_ttl(&n("a"), "10.0.9.2", 4, 1),
+        "TTL 4 becomes 3: passes"
+    );
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Topology, prefix, root_or_skip, stop_child, try_sh};
+use common::netns::{Topology, flow_packets, prefix, root_or_skip, stop_child, try_sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_uvs");
 
@@ -518,13 +518,7 @@ fn pending_port_opens_by_itself_when_its_netdev_appears() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     stop_child(&mut sender);
     let dump = a.ctl(&["dump-flows", "--names", "br0"]);
-    let dropped = dump
-        .lines()
-        .find(|l| l.contains(&format!("in_port={late}")))
-        .and_then(|l| l.split("n_packets=").nth(1))
-        .and_then(|x| x.split(',').next())
-        .and_then(|x| x.parse::<u64>().ok())
-        .unwrap_or(0);
+    let dropped = flow_packets(&dump, &format!("in_port={late}")).unwrap_or(0);
     assert!(dropped > 0, "the drop rule saw nothing: {dump}");
     assert_eq!(
         tap_rx(),

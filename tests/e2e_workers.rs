@@ -189,17 +189,8 @@ fn two_workers_ct_firewall() {
     );
     // dump-flows sums both workers' hits.
     let dump = d.ctl(&["dump-flows", "br0"]);
-    let est = dump
-        .lines()
-        .find(|l| l.contains("+est"))
-        .expect("the +est flow");
-    let hits: u64 = est
-        .split("n_packets=")
-        .nth(1)
-        .and_then(|x| x.split(',').next())
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    assert!(hits > 1000, "{est}");
+    let hits = flow_packets(&dump, "+est").expect("the +est flow");
+    assert!(hits > 1000, "{dump}");
 }
 
 /// NAT with two workers: masquerade, a port mapping, hairpin and ICMP errors, each connection
@@ -705,25 +696,8 @@ fn rxq_affinity_reload_moves_queues_live() {
     // `save-config` spells it): the port's and the flow's counters carry on.
     ping(&n("n1"), "10.79.3.9", 2);
     let rx = d.port_stats(&n("pn1"))["rx_packets"].as_u64().unwrap_or(0);
-    let hits = |d: &Daemon| {
-        let f = d.ctl(&["dump-flows", "br0"]);
-        let line = f
-            .lines()
-            .find(|l| l.contains("priority=10"))
-            .unwrap_or("")
-            .to_string();
-        let at = line
-            .find("n_packets=")
-            .map(|i| i + 10)
-            .unwrap_or(line.len());
-        line[at..]
-            .split(',')
-            .next()
-            .unwrap_or("0")
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-    };
+    let hits =
+        |d: &Daemon| flow_packets(&d.ctl(&["dump-flows", "br0"]), "priority=10").unwrap_or(0);
     let hits_before = hits(&d);
     assert!(hits_before >= 2, "the flow matched n1's frames");
     // The same file plus a bridge, so the reload can be seen to have happened.

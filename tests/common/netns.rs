@@ -366,6 +366,25 @@ pub fn ping_tos(ns: &str, ip: &str, tos: u8, count: u32) -> bool {
     ping_with(ns, ip, count, &["-Q", &tos.to_string()])
 }
 
+/// `ping` with the echo requests' IP TTL set to `ttl` (`ping -t`).
+pub fn ping_ttl(ns: &str, ip: &str, ttl: u8, count: u32) -> bool {
+    ping_with(ns, ip, count, &["-t", &ttl.to_string()])
+}
+
+/// The `n_packets` of the first line of `dump-flows` output `dump` that contains `needle`;
+/// None if no line does (or it has no count).
+pub fn flow_packets(dump: &str, needle: &str) -> Option<u64> {
+    dump.lines()
+        .find(|l| l.contains(needle))?
+        .split("n_packets=")
+        .nth(1)?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn ping_with(ns: &str, ip: &str, count: u32, extra: &[&str]) -> bool {
     let count = count.to_string();
     let mut args = vec![
