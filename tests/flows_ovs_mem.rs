@@ -153,6 +153,27 @@ fn tos_and_ecn_rewrites_keep_the_checksum() {
 }
 
 #[test]
+fn ttl_rewrites_keep_the_checksum_and_later_tables_see_them() {
+    let mut n = FlowNet::new();
+    // set_field on the TTL and ECN bits is mod_nw_ttl / mod_nw_ecn (and written so).
+    n.add("priority=10,ip,actions=set_field:9->nw_ttl,set_field:1->ip_ecn,resubmit(,1)");
+    n.add("table=1,ip,nw_ttl=9,actions=output:p2");
+    n.add("table=1,priority=0,actions=output:p3");
+    let out = n.send(0, &udp4(1, 0x41));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 1, "table 1 matched the new TTL");
+    let s = SlicedPacket::from_ethernet(&out[0].1).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = s.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.time_to_live, 9);
+    assert_eq!(h.ecn.value(), 1);
+    assert_eq!(h.dscp.value(), 0x41 >> 2, "DSCP kept");
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+}
+
+#[test]
 fn ct_clear_forgets_the_ct_state() {
     let mut n = FlowNet::new();
     n.add("table=0,ip,actions=ct(table=1)");

@@ -518,3 +518,37 @@ fn ofctl_tcp_flags_and_nw_ttl_in_both_dialects() {
         assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 2);
     }
 }
+
+#[test]
+fn ofctl_mod_nw_ttl_and_ecn_in_openflow13() {
+    if !have_ofctl() {
+        return;
+    }
+    // OFPAT_SET_NW_TTL (23) and set_field OXM_OF_IP_ECN, as ovs-ofctl sends them.
+    let s = Switch::with_br0("ttl13");
+    let t = s.target();
+    let run = |args: &[&str]| {
+        let mut v = vec!["-O", "OpenFlow13"];
+        v.extend_from_slice(args);
+        ok(&v)
+    };
+    run(&[
+        "add-flow",
+        &t,
+        "priority=7,ip,actions=mod_nw_ttl:9,output:1",
+    ]);
+    run(&[
+        "add-flow",
+        &t,
+        "priority=6,ip,actions=set_field:2->ip_ecn,output:1",
+    ]);
+    let ours = s.uvs_flows().join("\n");
+    assert!(ours.contains("actions=mod_nw_ttl:9,output:1"), "{ours}");
+    assert!(ours.contains("actions=mod_nw_ecn:2,output:1"), "{ours}");
+    let dump = run(&["dump-flows", &t]);
+    assert!(dump.contains("mod_nw_ttl:9"), "{dump}");
+    assert!(
+        dump.contains("2->nw_ecn") || dump.contains("mod_nw_ecn:2"),
+        "{dump}"
+    );
+}

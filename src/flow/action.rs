@@ -111,6 +111,8 @@ pub enum Action {
     ModNwTos(u8),
     /// `mod_nw_ecn:ECN`: set the ECN bits of IPv4 (0-3; DSCP kept).
     ModNwEcn(u8),
+    /// `mod_nw_ttl:TTL`: set the IPv4 TTL (header checksum updated) or IPv6 hop limit.
+    ModNwTtl(u8),
     /// `note:HEX.HEX...`: does nothing (a comment for controllers).
     Note(Vec<u8>),
     /// `load:VALUE->DST[BITS]` (value already shifted into the destination's bits).
@@ -376,6 +378,7 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
             Action::ModNwTos(n)
         }
         "mod_nw_ecn" => Action::ModNwEcn(num(t, need_arg()?, 3)?),
+        "mod_nw_ttl" => Action::ModNwTtl(num(t, need_arg()?, 255)?),
         "note" => Action::Note(parse_note(t, arg)?),
         "controller" => Action::Controller(parse_controller(t, arg)?),
         "group" => Action::Group(num(t, need_arg()?, u64::from(super::group::GROUP_MAX))?),
@@ -440,7 +443,16 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
             let v = arg.rsplit_once("->").map_or("", |x| x.0).trim();
             Action::SetMplsTc(num(t, v, 7)?)
         }
-        "set_field" => Action::SetField(parse_set_field(t, need_arg()?)?),
+        "set_field" => {
+            let arg = need_arg()?;
+            // The IP TTL and ECN bits: the same actions as `mod_nw_ttl` / `mod_nw_ecn` (and
+            // written as those).
+            match arg.split_once("->").map(|(v, f)| (v.trim(), f.trim())) {
+                Some((v, "nw_ttl")) => Action::ModNwTtl(num(t, v, 255)?),
+                Some((v, "nw_ecn" | "ip_ecn")) => Action::ModNwEcn(num(t, v, 3)?),
+                _ => Action::SetField(parse_set_field(t, arg)?),
+            }
+        }
         "set_tunnel" | "set_tunnel64" => Action::SetTunnel(num(t, need_arg()?, u64::MAX)?),
         "goto_table" => Action::GotoTable(num(t, need_arg()?, 254)?),
         "meter" => {
@@ -587,6 +599,7 @@ impl fmt::Display for Action {
             Action::CtClear => f.write_str("ct_clear"),
             Action::ModNwTos(v) => write!(f, "mod_nw_tos:{v}"),
             Action::ModNwEcn(v) => write!(f, "mod_nw_ecn:{v}"),
+            Action::ModNwTtl(v) => write!(f, "mod_nw_ttl:{v}"),
             Action::Note(b) => {
                 f.write_str("note:")?;
                 for (i, x) in b.iter().enumerate() {

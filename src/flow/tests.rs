@@ -341,8 +341,8 @@ fn test_refuse_bad_action() {
         "push_vlan:0x0800: '0x0800' is not a VLAN TPID (0x8100 or 0x88a8)"
     );
     assert_eq!(
-        err("actions=set_field:1->nw_ttl"),
-        "set_field:1->nw_ttl: unknown or unsupported field 'nw_ttl'"
+        err("actions=set_field:1->ipv6_label"),
+        "set_field:1->ipv6_label: unknown or unsupported field 'ipv6_label'"
     );
     assert_eq!(err("actions=output:"), "output:: want output:VALUE");
     assert_eq!(
@@ -1226,6 +1226,17 @@ fn test_nw_ttl_match() {
         flow(&flow("ipv6,nw_ttl=255,actions=drop").to_string())
     );
     assert!(err("ip,nw_ttl=256,actions=drop").starts_with("nw_ttl: bad value '256'"));
+    // Setting it: mod_nw_ttl, and set_field on nw_ttl / nw_ecn written as the mod_ actions.
+    assert_eq!(
+        flow("ip,actions=set_field:5->nw_ttl,set_field:2->nw_ecn,output:1").to_string(),
+        "ip actions=mod_nw_ttl:5,mod_nw_ecn:2,output:1"
+    );
+    assert_eq!(
+        flow("ip,actions=mod_nw_ttl:5"),
+        flow(&flow("ip,actions=mod_nw_ttl:5").to_string())
+    );
+    assert!(err("ip,actions=mod_nw_ttl:256").contains("mod_nw_ttl"));
+    assert!(err("ip,actions=set_field:4->ip_ecn").contains("set_field"));
     assert!(err("arp,nw_ttl=1,actions=drop").contains("prerequisite"));
     assert!(err("nw_ttl=1,actions=drop").contains("prerequisite"));
     let ports = &|_: &PortRef| Some(1u16);

@@ -244,6 +244,10 @@ pub fn decode13_actions(mut r: Reader<'_>) -> OfResult<Vec<Action>> {
                 }
                 Action::Group(g)
             }
+            23 => {
+                check_len(len, 8)?;
+                Action::ModNwTtl(b.u8()?)
+            }
             24 => Action::DecTtl,
             25 => set_field(&mut b)?,
             0xffff => decode_nx(&mut b, len)?,
@@ -290,6 +294,11 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
         (0x8000, 8) => {
             want(1)?;
             SetField::NwTos(((n & 0x3f) << 2) as u8)
+        }
+        // OXM_OF_IP_ECN: uvs's mod_nw_ecn.
+        (0x8000, 9) => {
+            want(1)?;
+            return Ok(Action::ModNwEcn((n & 3) as u8));
         }
         (0x8000, 11) | (0x8000, 12) => {
             want(4)?;
@@ -494,6 +503,10 @@ fn encode13_action(w: &mut Writer, a: &Action) {
         Action::DecTtl => {
             w.u16(24).u16(8).zeros(4);
         }
+        Action::ModNwTtl(t) => {
+            w.u16(23).u16(8).u8(*t).zeros(3);
+        }
+        Action::ModNwEcn(e) => set_field13(w, 9, u64::from(*e), 1),
         Action::Resubmit(t) => nx_resubmit(w, *t),
         Action::Controller(c) => controller(w, c, true),
         Action::Group(g) => {

@@ -138,6 +138,19 @@ pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         }
         Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => tos_bits(frames, m, 0xfc, *t),
         Action::ModNwEcn(e) => tos_bits(frames, m, 0x03, *e),
+        Action::ModNwTtl(ttl) => match m.ethertype {
+            EtherType::IPV4 => {
+                if let Some(mut ip) = ipv4_of(frames, m) {
+                    ip.set_ttl(*ttl);
+                }
+            }
+            EtherType::IPV6 => {
+                if let Some(h) = frames.data_mut(m.desc).get_mut(m.l3 as usize + 7) {
+                    *h = *ttl;
+                }
+            }
+            _ => {}
+        },
         Action::PushMpls(e) => return push_mpls(frames, m, *e),
         Action::PopMpls(e) => pop_mpls(frames, m, *e),
         Action::SetMplsLabel(l) => set_lse(frames, m, |x| (x & 0xfff) | (l << 12)),
