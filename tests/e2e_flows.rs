@@ -305,6 +305,28 @@ fn tcp_flags_flows_match_real_segments() {
         "priority=400,tcp,tp_dst=9,tcp_flags=+syn-ack,actions=drop",
     ]);
     assert_eq!(connect(), Some(124), "timed out: the SYN was dropped");
+    // trace builds the segment with the flags its description names.
+    let (mac_a, mac_b, pa) = (t.mac(&n("a"), "eth0"), t.mac(&n("b"), "eth0"), n("pa"));
+    let trace = |flags: &str| {
+        d.ctl(&[
+            "trace",
+            "br0",
+            &format!(
+                "in_port={pa},tcp,dl_src={mac_a},dl_dst={mac_b},nw_src=10.0.8.1,\
+                 nw_dst=10.0.8.2,tp_dst=9,tcp_flags={flags}"
+            ),
+        ])
+    };
+    let syn = trace("+syn-ack");
+    assert!(
+        syn.contains("priority=400") && syn.contains("drop"),
+        "{syn}"
+    );
+    let ack = trace("+ack");
+    assert!(
+        !ack.contains("priority=400") && ack.contains("NORMAL"),
+        "{ack}"
+    );
     let dump = d.ctl(&["dump-flows", "br0"]);
     assert!(
         flow_packets(&dump, "tp_dst=9,tcp_flags").unwrap_or(0) >= 1,
