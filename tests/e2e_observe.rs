@@ -78,7 +78,7 @@ fn prometheus_scrapes_port_rates() {
     let mport = free_port();
     let maddr = format!("127.0.0.1:{mport}");
     let d = Daemon::start(&p, &["--metrics", &maddr]);
-    let (n1, _n2, p1, _p2) = two(&mut t, &d, &p, 1);
+    let (n1, _n2, p1, p2) = two(&mut t, &d, &p, 1);
     let _ping = pinging(&n1, "10.231.1.2", 60);
     // Our own endpoint first: OpenMetrics text with the port's counters.
     let body = curl_get(&format!("http://{maddr}/metrics"), "x=1");
@@ -109,6 +109,27 @@ fn prometheus_scrapes_port_rates() {
             );
         }
     }
+
+    // A port's state: its device set down, then up again, shows in the next scrapes.
+    let up = |v: u8| format!("uvs_port_up{{port=\"{p2}\",bridge=\"br0\"}} {v}");
+    assert!(body.contains(&up(1)), "{body}");
+    let scrape_until = |want: &str| {
+        let t0 = Instant::now();
+        loop {
+            let b = curl_get(&format!("http://{maddr}/metrics"), "x=1");
+            if b.contains(want) {
+                return b;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "no {want} in:\n{b}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(try_sh(&["ip", "link", "set", &p2, "down"]));
+    let b = scrape_until(&up(0));
+    let down = format!("uvs_port_state{{port=\"{p2}\",bridge=\"br0\",state=\"down\"}} 1");
+    assert!(b.contains(&down), "{b}");
+    assert!(try_sh(&["ip", "link", "set", &p2, "up"]));
+    scrape_until(&up(1));
 
     let dir = std::env::temp_dir().join(format!("uvs-prom-{p}"));
     let _ = std::fs::remove_dir_all(&dir);

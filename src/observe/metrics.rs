@@ -11,7 +11,10 @@
 //! - `uvs_build_info{version}`: 1.
 //! - `uvs_port_{rx,tx}_{packets,bytes}_total{port,bridge}`, `uvs_port_csum_completed_total`,
 //!   `uvs_port_drops_total{port,bridge,reason}` (reasons as `uvs ctl stats` names them),
-//!   `uvs_port_kernel_drops_total{port,bridge,counter}` (lost before uvs saw them).
+//!   `uvs_port_kernel_drops_total{port,bridge,counter}` (lost before uvs saw them);
+//!   `uvs_port_up{port,bridge}` (gauge: 1 while the port's device is present, up and open,
+//!   else 0) and `uvs_port_state{port,bridge,state}` (gauge, one series for each of `up`,
+//!   `down`, `gone`: 1 for the port's state, as `uvs ctl show` names it).
 //! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,aged,
 //!   flooded}_total{bridge}`.
 //! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors}_total`.
@@ -252,6 +255,35 @@ fn ports(b: &mut Builder, stats: &Value) {
         "Frames lost before uvs saw them (kernel counters)",
         by("kernel", "counter"),
     );
+    let state = |p: &Value| p["state"].as_str().unwrap_or("up").to_string();
+    b.gauge(
+        "uvs_port_up",
+        "1 while the port's device is present, up and open, else 0",
+        ports
+            .iter()
+            .map(|(n, p)| {
+                let br = p["bridge"].as_str().unwrap_or("");
+                (
+                    labels(&[("port", n), ("bridge", br)]),
+                    i64::from(state(p) == "up"),
+                )
+            })
+            .collect(),
+    );
+    let mut rows = Vec::new();
+    for (n, p) in ports {
+        let br = p["bridge"].as_str().unwrap_or("");
+        let now = state(p);
+        for s in ["up", "down", "gone"] {
+            let l = labels(&[("port", n), ("bridge", br), ("state", s)]);
+            rows.push((l, i64::from(now == s)));
+        }
+    }
+    b.gauge(
+        "uvs_port_state",
+        "The port's state (up, down: device administratively down, gone: device missing): 1 for the current one",
+        rows,
+    );
 }
 
 fn bridges(b: &mut Builder, stats: &Value) {
@@ -461,7 +493,8 @@ mod tests {
         let stats = json!({
             "ports": {"p1": {"bridge": "br0", "rx_packets": 7, "rx_bytes": 700, "tx_packets": 3,
                 "tx_bytes": 300, "csum_completed": 0, "drops": {"no-route": 2},
-                "kernel": {"rx_dropped": 1}}},
+                "kernel": {"rx_dropped": 1}, "state": "up"},
+                "p2": {"bridge": "br0", "state": "gone"}},
             "bridges": {"br0": {"fdb_entries": 2, "learned": 2, "moves": 0, "fdb_full": 0,
                 "aged": 0, "flooded": 5}},
             "router": {"routed": 9, "arp_replies": 1, "arp_requests": 0, "echo_replies": 4,
@@ -481,6 +514,10 @@ mod tests {
             "uvs_port_tx_bytes_total{port=\"p1\",bridge=\"br0\"} 300",
             "uvs_port_drops_total{port=\"p1\",bridge=\"br0\",reason=\"no-route\"} 2",
             "uvs_port_kernel_drops_total{port=\"p1\",bridge=\"br0\",counter=\"rx_dropped\"} 1",
+            "uvs_port_up{port=\"p1\",bridge=\"br0\"} 1",
+            "uvs_port_up{port=\"p2\",bridge=\"br0\"} 0",
+            "uvs_port_state{port=\"p2\",bridge=\"br0\",state=\"gone\"} 1",
+            "uvs_port_state{port=\"p2\",bridge=\"br0\",state=\"up\"} 0",
             "uvs_bridge_fdb_entries{bridge=\"br0\"} 2",
             "uvs_bridge_flooded_total{bridge=\"br0\"} 5",
             "uvs_router_routed_total 9",
