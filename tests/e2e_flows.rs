@@ -16,11 +16,7 @@ fn icmp_drop_flow_round_trip_and_trace() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    t.container(&n("a"), &n("pa"), "10.0.0.1/24");
-    t.container(&n("b"), &n("pb"), "10.0.0.2/24");
-    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
-    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    two_on_br0(&mut t, &d, &p, "10.0.0");
     assert!(ping(&n("a"), "10.0.0.2", 2));
 
     d.ctl(&[
@@ -152,11 +148,7 @@ fn ct_firewall_between_containers() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    t.container(&n("a"), &n("pa"), "10.0.0.1/24");
-    t.container(&n("b"), &n("pb"), "10.0.0.2/24");
-    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
-    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    two_on_br0(&mut t, &d, &p, "10.0.0");
     let pa = n("pa");
     for f in [
         "table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1)".to_string(),
@@ -202,11 +194,7 @@ fn ecn_and_dscp_flows_match_real_frames() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    t.container(&n("a"), &n("pa"), "10.0.7.1/24");
-    t.container(&n("b"), &n("pb"), "10.0.7.2/24");
-    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
-    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    two_on_br0(&mut t, &d, &p, "10.0.7");
     assert!(ping_tos(&n("a"), "10.0.7.2", 0, 2));
     // Drop ECN "congestion experienced" (CE, 3) and, separately, DSCP EF (46) with ECT(0).
     d.ctl(&["add-flow", "br0", "priority=100,icmp,nw_ecn=3,actions=drop"]);
@@ -245,11 +233,7 @@ fn tcp_flags_flows_match_real_segments() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    t.container(&n("a"), &n("pa"), "10.0.8.1/24");
-    t.container(&n("b"), &n("pb"), "10.0.8.2/24");
-    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
-    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    two_on_br0(&mut t, &d, &p, "10.0.8");
     assert!(ping(&n("a"), "10.0.8.2", 2));
     d.ctl(&[
         "add-flow",
@@ -352,11 +336,7 @@ fn nw_ttl_flows_match_real_frames_before_and_after_dec_ttl() {
     let n = |s: &str| format!("{p}{s}");
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    t.container(&n("a"), &n("pa"), "10.0.9.1/24");
-    t.container(&n("b"), &n("pb"), "10.0.9.2/24");
-    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
-    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    two_on_br0(&mut t, &d, &p, "10.0.9");
     assert!(ping(&n("a"), "10.0.9.2", 2));
     d.ctl(&["add-flow", "br0", "priority=300,icmp,nw_ttl=1,actions=drop"]);
     assert!(!ping_ttl(&n("a"), "10.0.9.2", 1, 1), "TTL 1 dropped");

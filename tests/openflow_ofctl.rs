@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::openflow::{Switch, have_ofctl, ofctl, ofctl_ok as ok, wait_for};
+use common::openflow::{Switch, have_ofctl, ofctl, ofctl_ok as ok, ofctl_ok_in, wait_for};
 use uvs::flow::{Flow, parse_flow};
 
 /// The flows of a dump-flows output, as uvs reads them (stats ignored).
@@ -420,11 +420,7 @@ fn ofctl_ecn_and_shifted_dscp_in_both_dialects() {
     for (name, proto) in [("ecn10", None), ("ecn13", Some("OpenFlow13"))] {
         let s = Switch::with_br0(name);
         let t = s.target();
-        let run = |args: &[&str]| {
-            let mut v: Vec<&str> = proto.map_or(vec![], |p| vec!["-O", p]);
-            v.extend_from_slice(args);
-            ok(&v)
-        };
+        let run = |args: &[&str]| ofctl_ok_in(proto, args);
         run(&[
             "add-flow",
             &t,
@@ -468,11 +464,7 @@ fn ofctl_tcp_flags_and_nw_ttl_in_both_dialects() {
     for (name, proto) in [("tcpf10", None), ("tcpf13", Some("OpenFlow13"))] {
         let s = Switch::with_br0(name);
         let t = s.target();
-        let run = |args: &[&str]| {
-            let mut v: Vec<&str> = proto.map_or(vec![], |p| vec!["-O", p]);
-            v.extend_from_slice(args);
-            ok(&v)
-        };
+        let run = |args: &[&str]| ofctl_ok_in(proto, args);
         run(&[
             "add-flow",
             &t,
@@ -527,11 +519,7 @@ fn ofctl_mod_nw_ttl_and_ecn_in_openflow13() {
     // OFPAT_SET_NW_TTL (23) and set_field OXM_OF_IP_ECN, as ovs-ofctl sends them.
     let s = Switch::with_br0("ttl13");
     let t = s.target();
-    let run = |args: &[&str]| {
-        let mut v = vec!["-O", "OpenFlow13"];
-        v.extend_from_slice(args);
-        ok(&v)
-    };
+    let run = |args: &[&str]| ofctl_ok_in(Some("OpenFlow13"), args);
     run(&[
         "add-flow",
         &t,

@@ -356,6 +356,19 @@ fn iperf3(
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
+/// Bridge br0 on daemon `d` with two containers on AF_XDP ports: namespaces `{p}a` and `{p}b`
+/// (host ends `{p}pa`, `{p}pb`) at `{net}.1/24` and `{net}.2/24`; returns `{net}.2`, b's
+/// address. The caller checks reachability (its own way: a plain ping, one with a ToS).
+pub fn two_on_br0(t: &mut Topology, d: &Daemon, p: &str, net: &str) -> String {
+    let n = |s: &str| format!("{p}{s}");
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("a"), &n("pa"), &format!("{net}.1/24"));
+    t.container(&n("b"), &n("pb"), &format!("{net}.2/24"));
+    d.ctl(&["add-port", "br0", &n("pa"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("pb"), "type=afxdp"]);
+    format!("{net}.2")
+}
+
 /// True if `ping -c COUNT` from `ns` to `ip` gets every reply.
 pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
     ping_with(ns, ip, count, &[])

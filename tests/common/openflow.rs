@@ -179,6 +179,14 @@ pub fn ofctl_ok(args: &[&str]) -> String {
     out
 }
 
+/// [`ofctl_ok`] speaking OpenFlow version `proto` (`-O OpenFlow13`; None: ovs-ofctl's
+/// default, OpenFlow 1.0 with NXM).
+pub fn ofctl_ok_in(proto: Option<&str>, args: &[&str]) -> String {
+    let mut v: Vec<&str> = proto.map_or(vec![], |p| vec!["-O", p]);
+    v.extend_from_slice(args);
+    ofctl_ok(&v)
+}
+
 /// Poll `ok` every 20 ms; panics naming `what` when it does not hold within 15 s.
 pub fn wait_for(ok: impl FnMut() -> bool, what: &str) {
     wait_for_showing(ok, what, String::new)
