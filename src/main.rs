@@ -73,9 +73,10 @@ enum Cmd {
         /// the default control socket; none with another --socket); `none`: no OpenFlow.
         #[arg(long)]
         mgmt_dir: Option<PathBuf>,
-        /// Where gateways forward DNS queries for names not registered (`ADDRESS[:PORT]`;
-        /// default: `dns_upstream` in --config, else the first nameserver of /etc/resolv.conf;
-        /// `none`: answer NXDOMAIN; `off`: no DNS service at all).
+        /// Where gateways forward DNS queries for names not registered (`ADDRESS[:PORT]`, or
+        /// several comma-separated, tried in order when one does not answer; default:
+        /// `dns_upstream` in --config, else the nameservers of /etc/resolv.conf; `none`:
+        /// answer NXDOMAIN; `off`: no DNS service at all).
         #[arg(long)]
         dns_upstream: Option<String>,
     },
@@ -388,9 +389,9 @@ fn dns_options(
     if spec.as_deref() == Some("off") {
         return Ok(None);
     }
-    let upstream = uvs::dns::service::upstream_from(spec.as_deref())?;
+    let upstreams = uvs::dns::service::upstreams_from(spec.as_deref())?;
     Ok(Some(uvs::dns::service::ServiceOptions {
-        upstream,
+        upstreams,
         timeout_ms: uvs::dns::answer::DEFAULT_UPSTREAM_TIMEOUT_MS,
     }))
 }

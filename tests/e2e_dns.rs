@@ -2,7 +2,8 @@
 //! answer DNS for the names registered on their bridge, over UDP (busybox nslookup, a real
 //! client) and TCP (a client socket made inside the namespace), forward other names to a
 //! test-owned upstream on loopback, never answer another bridge's names, follow a name that is
-//! re-registered with a new address, and keep the names across a restart (database).
+//! re-registered with a new address, and keep the names across a restart (database); with a
+//! silent first upstream, forwarded names still resolve through the second.
 
 mod common;
 
@@ -83,6 +84,67 @@ impl Drop for Upstream {
             let _ = t.join();
         }
     }
+}
+
+#[test]
+fn a_silent_first_upstream_hands_forwarded_names_to_the_second() {
+    if !root_or_skip("a_silent_first_upstream_hands_forwarded_names_to_the_second") {
+        return;
+    }
+    let p = prefix("eu");
+    let up = Upstream::start();
+    // The first upstream takes queries and never answers (a bound socket nobody reads).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let spec = format!("{},{}", silent.local_addr().unwrap(), up.addr);
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--dns-upstream", spec.as_str()]);
+    d.ctl(&["add-br", "br0", "gateway=10.63.0.1/24"]);
+    let c1 = format!("{p}c1");
+    attach(
+        &mut t,
+        &d,
+        ("br0", &c1, &format!("{p}p1")),
+        "afxdp",
+        "10.63.0.2/24",
+        &[],
+    );
+    // The first forwarded query waits out the silent upstream (2 s) before the second answers;
+    // busybox nslookup asks again meanwhile, so allow a few tries.
+    assert!(
+        eventually(15, || answers(&nslookup(&c1, OUTSIDE.0, "10.63.0.1"))
+            .contains(&OUTSIDE.1.to_string())),
+        "resolves through the second upstream: {}",
+        nslookup(&c1, OUTSIDE.0, "10.63.0.1")
+    );
+    // Now the second is preferred: the next name goes straight to it, the silent one is not
+    // asked again.
+    silent.set_nonblocking(true).unwrap();
+    let drain = || {
+        let mut buf = [0u8; 1500];
+        std::iter::from_fn(|| silent.recv_from(&mut buf).ok()).count()
+    };
+    assert!(drain() >= 1, "the silent upstream was asked first");
+    let before = up.queries.load(Ordering::SeqCst);
+    let out = nslookup(&c1, "nothing.uvs-test.", "10.63.0.1");
+    assert!(out.contains("NXDOMAIN"), "{out}");
+    assert!(up.queries.load(Ordering::SeqCst) > before);
+    assert_eq!(drain(), 0, "the silent upstream is no longer asked");
+    let show = d.ctl(&["dns-show"]);
+    assert!(
+        show.contains(&format!("upstream {spec} (asking {})", up.addr)),
+        "{show}"
+    );
+    let json = d.ctl(&["--json", "dns-show"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let data = if v.get("data").is_some() {
+        &v["data"]
+    } else {
+        &v
+    };
+    let c = &data["service"]["counters"];
+    assert!(c["retried"].as_u64().unwrap_or(0) >= 1, "{json}");
+    assert_eq!(c["servfail"].as_u64(), Some(0), "{json}");
+    drop(d);
 }
 
 /// `busybox nslookup NAME SERVER` in `ns` (bounded by `timeout`): its output.

@@ -9,8 +9,12 @@
 //!   not seen (the registry is asked per bridge).
 //! - Any other query is forwarded to the upstream resolver with a fresh message id
 //!   ([`Outcome::Forward`]); the upstream's answer goes back to the client with the client's
-//!   id ([`Core::upstream_reply`]); one not answered within the timeout gets SERVFAIL
-//!   ([`Core::expire`]). Without an upstream the answer is NXDOMAIN.
+//!   id ([`Core::upstream_reply`]). With several upstreams (resolv.conf's nameservers, in
+//!   order), a query goes to the preferred one ([`Core::upstream_of`]); one not answered
+//!   within the timeout, or that could not be sent, is sent again to the next upstream
+//!   ([`Next::Again`]), which becomes the preferred one for later queries, until every
+//!   upstream was tried once: then SERVFAIL ([`Core::expire`], [`Core::upstream_failed`]).
+//!   Without an upstream the answer is NXDOMAIN.
 //! - Bytes that do not parse as a DNS query are counted (`malformed`) and dropped, never
 //!   answered; a query with other than one question or another opcode gets FORMERR / NOTIMP.
 //! - At most [`MAX_PENDING`] forwarded queries wait at once; more get SERVFAIL at once.
@@ -60,8 +64,11 @@ pub struct DnsCounters {
     pub relayed: u64,
     /// Answered NXDOMAIN (no upstream).
     pub nxdomain: u64,
-    /// Answered SERVFAIL (upstream timeout, too many waiting, upstream unreachable).
+    /// Answered SERVFAIL (every upstream timed out or unreachable, too many waiting).
     pub servfail: u64,
+    /// Sent again to the next upstream (the one asked did not answer in time, or could not
+    /// be reached).
+    pub retried: u64,
     /// Bytes that were not a DNS query (dropped).
     pub malformed: u64,
     /// Upstream messages matching no waiting query (late, spoofed or malformed; dropped).
@@ -74,16 +81,33 @@ struct Pending<T> {
     query: Query,
     rd: bool,
     deadline_ms: u64,
+    /// The message as forwarded (to send it to the next upstream).
+    sent: Vec<u8>,
+    /// The upstream asked, and how many have been.
+    at: usize,
+    tried: usize,
+}
+
+/// What to do about a forwarded query that got no answer in time or could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// Send these bytes again, to the upstream [`Core::upstream_of`] now names.
+    Again(Vec<u8>),
+    /// Every upstream was tried: send this SERVFAIL to the client.
+    Fail(T, Vec<u8>),
 }
 
 /// See the module documentation.
 pub struct Core<T> {
     pending: HashMap<u16, Pending<T>>,
     next_id: u16,
-    /// Wait for the upstream before SERVFAIL (milliseconds).
+    /// Wait for an upstream before the next one, or SERVFAIL (milliseconds).
     pub timeout_ms: u64,
     /// Counters.
     pub counters: DnsCounters,
+    /// How many upstreams there are, and the one new queries go to.
+    upstreams: usize,
+    preferred: usize,
 }
 
 impl<T> Default for Core<T> {
@@ -94,6 +118,8 @@ impl<T> Default for Core<T> {
             next_id: 0x3c5a,
             timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
             counters: DnsCounters::default(),
+            upstreams: 1,
+            preferred: 0,
         }
     }
 }
@@ -105,6 +131,20 @@ impl<T> Core<T> {
             timeout_ms,
             ..Core::default()
         }
+    }
+
+    /// Set the number of upstreams (at least one is assumed when forwarding).
+    pub fn set_upstreams(&mut self, n: usize) {
+        self.upstreams = n.max(1);
+        self.preferred = 0;
+    }
+
+    /// The upstream (index) a forwarded message goes to: the one its query is at, else the
+    /// preferred one.
+    pub fn upstream_of(&self, forwarded: &[u8]) -> usize {
+        let id = forwarded.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        id.and_then(|id| self.pending.get(&id))
+            .map_or(self.preferred, |p| p.at)
     }
 
     /// Answer or forward `bytes`, a query from `client` on `bridge`; `upstream`: whether there
@@ -167,6 +207,9 @@ impl<T> Core<T> {
                 query: q.clone(),
                 rd: req.metadata.recursion_desired,
                 deadline_ms: now_ms + self.timeout_ms,
+                sent: out.clone(),
+                at: self.preferred,
+                tried: 1,
             },
         );
         self.counters.forwarded += 1;
@@ -199,32 +242,43 @@ impl<T> Core<T> {
         Some((p.client, out))
     }
 
-    /// The upstream could not be asked for the query sent as `forwarded`: SERVFAIL now.
-    pub fn upstream_failed(&mut self, forwarded: &[u8]) -> Option<(T, Vec<u8>)> {
+    /// The upstream could not be asked for the query sent as `forwarded` at `now_ms`: the
+    /// next upstream, or SERVFAIL when all were tried.
+    pub fn upstream_failed(&mut self, forwarded: &[u8], now_ms: u64) -> Option<Next<T>> {
         let id = u16::from_be_bytes([*forwarded.first()?, *forwarded.get(1)?]);
-        let p = self.pending.remove(&id)?;
-        self.counters.servfail += 1;
-        let b = servfail(&p);
-        Some((p.client, b))
+        self.next(id, now_ms)
     }
 
-    /// Queries whose upstream answer is overdue at `now_ms`: SERVFAIL for each.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<(T, Vec<u8>)> {
+    /// Queries whose upstream answer is overdue at `now_ms`: each goes to the next upstream,
+    /// or gets SERVFAIL when all were tried.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Next<T>> {
         let late: Vec<u16> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline_ms <= now_ms)
             .map(|(id, _)| *id)
             .collect();
-        let mut out = Vec::new();
-        for id in late {
-            if let Some(p) = self.pending.remove(&id) {
-                self.counters.servfail += 1;
-                let b = servfail(&p);
-                out.push((p.client, b));
-            }
+        late.into_iter()
+            .filter_map(|id| self.next(id, now_ms))
+            .collect()
+    }
+
+    /// Query `id` got nothing from its upstream: on to the next (which new queries then
+    /// prefer), or SERVFAIL.
+    fn next(&mut self, id: u16, now_ms: u64) -> Option<Next<T>> {
+        let p = self.pending.get_mut(&id)?;
+        if p.tried < self.upstreams {
+            p.tried += 1;
+            p.at = (p.at + 1) % self.upstreams;
+            p.deadline_ms = now_ms + self.timeout_ms;
+            self.preferred = p.at;
+            self.counters.retried += 1;
+            return Some(Next::Again(p.sent.clone()));
         }
-        out
+        let p = self.pending.remove(&id)?;
+        self.counters.servfail += 1;
+        let b = servfail(&p);
+        Some(Next::Fail(p.client, b))
     }
 
     /// Queries waiting for the upstream.

@@ -88,10 +88,21 @@ fn render(v: &Value) -> String {
     let svc = &v["service"];
     if let Some(up) = svc["upstream"].as_str() {
         let c = &svc["counters"];
+        // With several upstreams: the one new queries go to (after any that did not answer).
+        let preferred = match svc["preferred"].as_str() {
+            Some(p) if up.contains(',') => format!(" (asking {p})"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "service: upstream {up}, {} queries, {} local, {} forwarded, {} servfail, {} malformed",
-            c["queries"], c["answered_local"], c["forwarded"], c["servfail"], c["malformed"]
+            "service: upstream {up}{preferred}, {} queries, {} local, {} forwarded, {} retried, \
+             {} servfail, {} malformed",
+            c["queries"],
+            c["answered_local"],
+            c["forwarded"],
+            c["retried"],
+            c["servfail"],
+            c["malformed"]
         );
     } else {
         s.push_str("service: not running\n");

@@ -4,9 +4,13 @@
 //!
 //! Contract:
 //! - Control-plane side: this thread does socket IO (the upstream), never the worker.
-//! - One upstream (`--dns-upstream ADDR:PORT`, default the first `nameserver` of
-//!   /etc/resolv.conf; `none`: answer NXDOMAIN for names not registered). A nameserver on
-//!   loopback (systemd-resolved's 127.0.0.53) is used as it is: the daemon runs on the host.
+//! - Upstreams in order (`--dns-upstream ADDR[:PORT][,ADDR[:PORT]...]`, default the
+//!   `nameserver` lines of /etc/resolv.conf; `none`: answer NXDOMAIN for names not
+//!   registered). All of one address family (the first's; others are left out with a warning),
+//!   over one UDP socket; answers are taken from any of them. A query the preferred upstream
+//!   does not answer in time goes to the next, which becomes the preferred one (as glibc's
+//!   resolver moves on, but remembered). A nameserver on loopback (systemd-resolved's
+//!   127.0.0.53) is used as it is: the daemon runs on the host.
 //! - Counters are published after every batch for `dns-show`.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -21,7 +25,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr};
 use tracing::{info, warn};
 
-use super::answer::{Core, DnsCounters, Outcome};
+use super::answer::{Core, DnsCounters, Next, Outcome};
 use super::punt::{Punted, Reply};
 use super::registry::Registry;
 use super::tcp::{TcpClient, TcpDns};
@@ -57,17 +61,19 @@ pub struct UdpClient {
 /// Service settings.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// The upstream resolver (None: NXDOMAIN for names not registered).
-    pub upstream: Option<SocketAddr>,
-    /// Wait for the upstream before SERVFAIL (milliseconds).
+    /// The upstream resolvers, in order (empty: NXDOMAIN for names not registered).
+    pub upstreams: Vec<SocketAddr>,
+    /// Wait for an upstream before the next one, or SERVFAIL (milliseconds).
     pub timeout_ms: u64,
 }
 
 /// What `dns-show` prints of the service.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ServiceStatus {
-    /// The upstream, as text ("none" without).
+    /// The upstreams, as text ("a,b"; "none" without).
     pub upstream: String,
+    /// The upstream new queries go to now (after the ones that did not answer).
+    pub preferred: String,
     /// Counters.
     pub counters: DnsCounters,
     /// Forwarded queries waiting.
@@ -101,9 +107,10 @@ impl Drop for DnsService {
     }
 }
 
-/// The upstream named by `spec` (`ADDR[:PORT]`, `none`), or by /etc/resolv.conf's first
-/// `nameserver` when `spec` is None.
-pub fn upstream_from(spec: Option<&str>) -> Result<Option<SocketAddr>, String> {
+/// The upstreams named by `spec` (`ADDR[:PORT][,ADDR[:PORT]...]`, `none`), or by
+/// /etc/resolv.conf's `nameserver` lines when `spec` is None; only those of the first one's
+/// address family (one socket asks them all).
+pub fn upstreams_from(spec: Option<&str>) -> Result<Vec<SocketAddr>, String> {
     let parse = |s: &str| -> Result<SocketAddr, String> {
         s.parse::<SocketAddr>()
             .or_else(|_| {
@@ -112,22 +119,59 @@ pub fn upstream_from(spec: Option<&str>) -> Result<Option<SocketAddr>, String> {
             })
             .map_err(|_| format!("dns upstream: '{s}' is not ADDRESS[:PORT] or none"))
     };
-    match spec {
-        Some("none") => Ok(None),
-        Some(s) => parse(s).map(Some),
-        None => Ok(std::fs::read_to_string("/etc/resolv.conf")
-            .ok()
-            .and_then(|t| first_nameserver(&t))),
+    let all = match spec {
+        Some("none") => return Ok(Vec::new()),
+        Some(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse)
+            .collect::<Result<Vec<_>, _>>()?,
+        None => std::fs::read_to_string("/etc/resolv.conf")
+            .map(|t| nameservers(&t))
+            .unwrap_or_default(),
+    };
+    if spec.is_some() && all.is_empty() {
+        return Err("dns upstream: empty (give ADDRESS[:PORT][,...], none or off)".into());
     }
+    Ok(one_family(all))
 }
 
-/// The first `nameserver` line of a resolv.conf text.
-pub fn first_nameserver(text: &str) -> Option<SocketAddr> {
+/// The upstreams of the first one's address family, each once; the others are left out with
+/// a warning.
+fn one_family(all: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(v4) = all.first().map(SocketAddr::is_ipv4) else {
+        return all;
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in all {
+        if a.is_ipv4() != v4 {
+            warn!("dns: upstream {a} left out: the first upstream's address family is used");
+        } else if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The `nameserver` lines of a resolv.conf text, in order.
+pub fn nameservers(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("nameserver"))
         .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
         .map(|a| SocketAddr::new(a, 53))
-        .next()
+        .collect()
+}
+
+/// Upstreams as `dns-show` prints them.
+fn upstreams_text(a: &[SocketAddr]) -> String {
+    if a.is_empty() {
+        return "none".into();
+    }
+    a.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Start the service thread.
@@ -139,12 +183,14 @@ pub fn start(
     opts: ServiceOptions,
 ) -> std::io::Result<DnsService> {
     let stop = Arc::new(AtomicBool::new(false));
+    let upstreams = one_family(opts.upstreams.clone());
     let status = Arc::new(Mutex::new(ServiceStatus {
-        upstream: opts.upstream.map_or("none".into(), |a| a.to_string()),
+        upstream: upstreams_text(&upstreams),
+        preferred: upstreams_text(&upstreams[..upstreams.len().min(1)]),
         ..ServiceStatus::default()
     }));
     let (up_tx, up_rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
-    let sock = match opts.upstream {
+    let sock = match upstreams.first() {
         Some(a) => {
             let bind: SocketAddr = if a.is_ipv4() {
                 "0.0.0.0:0".parse().expect("literal")
@@ -152,24 +198,28 @@ pub fn start(
                 "[::]:0".parse().expect("literal")
             };
             // Not connected: an upstream that is unreachable now (no route yet) must not stop
-            // the daemon; each send says so, and its query gets SERVFAIL.
+            // the daemon; each send says so, and its query goes to the next upstream.
             let s = UdpSocket::bind(bind)?;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
             let r = s.try_clone()?;
             let st = stop.clone();
+            let from = upstreams.clone();
             std::thread::Builder::new()
                 .name("uvs-dns-up".into())
-                .spawn(move || upstream_reader(r, a, up_tx, st))?;
-            Some((s, a))
+                .spawn(move || upstream_reader(r, &from, up_tx, st))?;
+            Some(s)
         }
         None => None,
     };
     info!(
         "dns: answering on gateway addresses, upstream {}",
-        opts.upstream.map_or("none".into(), |a| a.to_string())
+        upstreams_text(&upstreams)
     );
+    let mut core = Core::with_timeout(opts.timeout_ms);
+    core.set_upstreams(upstreams.len());
     let mut svc = Service {
-        core: Core::with_timeout(opts.timeout_ms),
+        core,
+        upstreams,
         tcp: TcpDns::default(),
         registry,
         sock,
@@ -189,12 +239,17 @@ pub fn start(
     })
 }
 
-/// Reads the upstream's answers (from its address only) into `tx`.
-fn upstream_reader(s: UdpSocket, upstream: SocketAddr, tx: Sender<Vec<u8>>, stop: Arc<AtomicBool>) {
+/// Reads the upstreams' answers (from their addresses only) into `tx`.
+fn upstream_reader(
+    s: UdpSocket,
+    upstreams: &[SocketAddr],
+    tx: Sender<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+) {
     let mut buf = vec![0u8; 65_535];
     while !stop.load(Ordering::SeqCst) {
         match s.recv_from(&mut buf) {
-            Ok((n, from)) if from == upstream => {
+            Ok((n, from)) if upstreams.contains(&from) => {
                 let _ = tx.try_send(buf[..n].to_vec());
             }
             Ok(_) => {}
@@ -218,8 +273,9 @@ struct Service {
     core: Core<Client>,
     tcp: TcpDns,
     registry: Arc<RwLock<Registry>>,
-    /// The socket toward the upstream, and its address.
-    sock: Option<(UdpSocket, SocketAddr)>,
+    /// The upstreams, in order, and the socket toward them.
+    upstreams: Vec<SocketAddr>,
+    sock: Option<UdpSocket>,
     replies: Sender<Reply>,
     wake: Arc<dyn Fn() + Send + Sync>,
     started: Instant,
@@ -261,8 +317,8 @@ impl Service {
             }
             let now = self.now_ms();
             self.tcp_poll(now, &mut out);
-            for (c, b) in self.core.expire(now) {
-                self.answer(c, &b, now, &mut out);
+            for next in self.core.expire(now) {
+                self.next(next, now, &mut out);
             }
             self.send(out);
             if let Ok(mut s) = status.lock() {
@@ -270,6 +326,10 @@ impl Service {
                 s.waiting = self.core.waiting();
                 s.tcp_sockets = self.tcp.sockets();
                 s.reply_queue_full = self.reply_queue_full;
+                s.preferred = self
+                    .upstreams
+                    .get(self.core.upstream_of(&[]))
+                    .map_or("none".into(), |a| a.to_string());
             }
         }
     }
@@ -339,13 +399,26 @@ impl Service {
         }
     }
 
+    /// Send a forwarded query to the upstream the core names for it; one that cannot be sent
+    /// goes on to the next upstream, or gets SERVFAIL when every one failed.
     fn forward(&mut self, q: &[u8], now: u64, out: &mut Vec<Reply>) {
-        let sent = self
-            .sock
-            .as_ref()
-            .is_some_and(|(s, a)| s.send_to(q, a).is_ok());
-        if !sent && let Some((c, b)) = self.core.upstream_failed(q) {
-            self.answer(c, &b, now, out);
+        let at = self.core.upstream_of(q);
+        let sent = match (&self.sock, self.upstreams.get(at)) {
+            (Some(s), Some(a)) => s.send_to(q, a).is_ok(),
+            _ => false,
+        };
+        if !sent && let Some(next) = self.core.upstream_failed(q, now) {
+            self.next(next, now, out);
+        }
+    }
+
+    /// A query its upstream did not answer: ask the next one, or answer SERVFAIL.
+    fn next(&mut self, next: Next<Client>, now: u64, out: &mut Vec<Reply>) {
+        match next {
+            // Bounded: each failure moves the query on, and after the last upstream it is
+            // Fail.
+            Next::Again(q) => self.forward(&q, now, out),
+            Next::Fail(c, b) => self.answer(c, &b, now, out),
         }
     }
 

@@ -9,7 +9,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use smoltcp::wire::{Ipv4Packet, UdpPacket};
 
-use super::answer::{Core, Outcome};
+use super::answer::{Core, Next, Outcome};
 use super::punt::Punted;
 use super::registry::{DnsSpec, Registry};
 use super::service::{self, ServiceOptions};
@@ -163,8 +163,11 @@ fn forwarded_answers_are_relayed_and_timeouts_servfail() {
     assert!(core.expire(1000 + core.timeout_ms - 1).is_empty());
     let late = core.expire(1000 + core.timeout_ms);
     assert_eq!(late.len(), 1);
-    assert_eq!(late[0].0, 43);
-    let m = Message::from_vec(&late[0].1).unwrap();
+    let Next::Fail(client, b) = &late[0] else {
+        panic!("one upstream: nothing to try next")
+    };
+    assert_eq!(*client, 43);
+    let m = Message::from_vec(b).unwrap();
     assert_eq!(
         (m.metadata.id, m.metadata.response_code),
         (77, ResponseCode::ServFail)
@@ -212,22 +215,38 @@ fn malformed_queries_are_counted_and_dropped() {
 fn resolv_conf_and_upstream_flags_parse() {
     let t = "# comment\nsearch example\nnameserver 10.0.0.53\nnameserver 10.0.0.54\n";
     assert_eq!(
-        service::first_nameserver(t),
-        Some("10.0.0.53:53".parse().unwrap())
+        service::nameservers(t),
+        vec![
+            "10.0.0.53:53".parse().unwrap(),
+            "10.0.0.54:53".parse().unwrap()
+        ]
     );
-    assert_eq!(service::upstream_from(Some("none")), Ok(None));
+    assert_eq!(service::upstreams_from(Some("none")), Ok(vec![]));
     assert_eq!(
-        service::upstream_from(Some("127.0.0.1:5353")),
-        Ok(Some("127.0.0.1:5353".parse().unwrap()))
+        service::upstreams_from(Some("127.0.0.1:5353")),
+        Ok(vec!["127.0.0.1:5353".parse().unwrap()])
     );
     assert_eq!(
-        service::upstream_from(Some("10.0.0.1")),
-        Ok(Some("10.0.0.1:53".parse().unwrap()))
+        service::upstreams_from(Some("10.0.0.1")),
+        Ok(vec!["10.0.0.1:53".parse().unwrap()])
+    );
+    // Several, in order; the first's family only, each once.
+    assert_eq!(
+        service::upstreams_from(Some("10.0.0.1, 10.0.0.2:5353,[2001:db8::1]:53,10.0.0.1")),
+        Ok(vec![
+            "10.0.0.1:53".parse().unwrap(),
+            "10.0.0.2:5353".parse().unwrap()
+        ])
     );
     assert!(
-        service::upstream_from(Some("nope"))
+        service::upstreams_from(Some("10.0.0.1,nope"))
             .unwrap_err()
-            .contains("nope")
+            .contains("'nope'")
+    );
+    assert!(
+        service::upstreams_from(Some(","))
+            .unwrap_err()
+            .contains("empty")
     );
 }
 
@@ -293,7 +312,7 @@ fn service_answers_over_channels_and_forwards_to_a_fake_upstream() {
         }),
         Arc::new(RwLock::new(registry())),
         ServiceOptions {
-            upstream: Some(up_addr),
+            upstreams: vec![up_addr],
             timeout_ms: 300,
         },
     )
@@ -429,4 +448,136 @@ fn tcp_queries_are_answered_through_the_smoltcp_endpoint() {
     assert_eq!(m.metadata.id, 0x7777);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
     assert_eq!(core.counters.answered_local, 1);
+}
+
+#[test]
+fn a_silent_upstream_hands_its_queries_to_the_next_and_the_next_is_preferred() {
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    core.set_upstreams(3);
+    let t = core.timeout_ms;
+    let fwd = |o: Outcome| match o {
+        Outcome::Forward(b) => b,
+        o => panic!("not forwarded: {o:?}"),
+    };
+    let q1 = fwd(core.query(
+        &reg,
+        "br0",
+        &query(1, "a.example.", RecordType::A),
+        11,
+        0,
+        true,
+    ));
+    assert_eq!(core.upstream_of(&q1), 0);
+    // Upstream 0 is silent: the same message goes to upstream 1, which new queries prefer.
+    assert!(core.expire(t - 1).is_empty());
+    assert_eq!(core.expire(t), vec![Next::Again(q1.clone())]);
+    assert_eq!(core.upstream_of(&q1), 1);
+    assert_eq!(core.upstream_of(&[]), 1);
+    let q2 = fwd(core.query(
+        &reg,
+        "br0",
+        &query(2, "b.example.", RecordType::A),
+        12,
+        t,
+        true,
+    ));
+    assert_eq!(core.upstream_of(&q2), 1);
+    // Upstream 1 cannot be reached for q2: on to upstream 2 at once.
+    assert_eq!(
+        core.upstream_failed(&q2, t + 5),
+        Some(Next::Again(q2.clone()))
+    );
+    assert_eq!(core.upstream_of(&q2), 2);
+    // Upstream 2 answers q2; q1 is still waiting at upstream 1 (its deadline restarted).
+    let a2 = core.upstream_reply(&upstream_answer(&q2, Ipv4Addr::new(192, 0, 2, 2)));
+    let (c, b) = a2.expect("q2 relayed");
+    assert_eq!(c, 12);
+    assert_eq!(Message::from_vec(&b).unwrap().metadata.id, 2);
+    assert!(core.expire(2 * t - 1).is_empty());
+    assert_eq!(core.expire(2 * t), vec![Next::Again(q1.clone())]);
+    assert_eq!(core.upstream_of(&q1), 2);
+    // Every upstream was asked once: SERVFAIL with the client's id, nothing left waiting.
+    let late = core.expire(3 * t);
+    let [Next::Fail(c, b)] = &late[..] else {
+        panic!("expected one SERVFAIL, got {late:?}")
+    };
+    assert_eq!(*c, 11);
+    let m = Message::from_vec(b).unwrap();
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (1, ResponseCode::ServFail)
+    );
+    assert_eq!(core.waiting(), 0);
+    assert_eq!(
+        (
+            core.counters.retried,
+            core.counters.servfail,
+            core.counters.relayed
+        ),
+        (3, 1, 1)
+    );
+}
+
+#[test]
+fn service_moves_on_from_a_silent_upstream_and_stays_with_the_one_that_answers() {
+    // Upstream 1 never answers (a socket that only counts); upstream 2 answers everything.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    up.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        for _ in 0..3 {
+            let Ok((n, from)) = up.recv_from(&mut buf) else {
+                return;
+            };
+            let a = upstream_answer(&buf[..n], Ipv4Addr::new(198, 51, 100, 10));
+            up.send_to(&a, from).unwrap();
+        }
+    });
+    let (ptx, prx) = crossbeam_channel::bounded(16);
+    let (rtx, rrx) = crossbeam_channel::bounded(16);
+    let svc = service::start(
+        prx,
+        rtx,
+        Arc::new(|| {}),
+        Arc::new(RwLock::new(registry())),
+        ServiceOptions {
+            upstreams: vec![silent_addr, up_addr],
+            timeout_ms: 300,
+        },
+    )
+    .unwrap();
+    assert_eq!(svc.status().upstream, format!("{silent_addr},{up_addr}"));
+    let t = Duration::from_secs(5);
+    for id in 1..=3u16 {
+        ptx.send(punted_udp("br0", &query(id, "example.org.", RecordType::A)))
+            .unwrap();
+        let m = reply_payload(&rrx.recv_timeout(t).unwrap());
+        assert_eq!(
+            (m.metadata.id, m.metadata.response_code),
+            (id, ResponseCode::NoError)
+        );
+        assert_eq!(a_records(&m), vec![Ipv4Addr::new(198, 51, 100, 10)]);
+    }
+    fake.join().unwrap();
+    // Only the first query went to the silent upstream; the others went straight on.
+    let mut buf = [0u8; 1500];
+    let mut at_silent = 0;
+    while silent.recv_from(&mut buf).is_ok() {
+        at_silent += 1;
+    }
+    assert_eq!(at_silent, 1);
+    let s = svc.status();
+    assert_eq!(s.preferred, up_addr.to_string());
+    assert_eq!(
+        (s.counters.forwarded, s.counters.retried, s.counters.relayed),
+        (3, 1, 3)
+    );
+    assert_eq!(s.counters.servfail, 0);
 }

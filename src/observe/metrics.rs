@@ -28,8 +28,8 @@
 //!   (`worker="0"`, `"1"`, ...), as `stats` lists them.
 //! - `uvs_captures`, `uvs_mirrors` (gauges).
 //! - With the DNS service running: `uvs_dns_{queries,answered_local,forwarded,relayed,nxdomain,
-//!   servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting` (gauge),
-//!   as `uvs ctl dns-show` counts them.
+//!   retried,servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting`
+//!   (gauge), as `uvs ctl dns-show` counts them.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -181,8 +181,12 @@ fn dns_service(b: &mut Builder, d: &Value) {
         ("relayed", "Upstream DNS answers relayed to clients"),
         ("nxdomain", "DNS queries answered NXDOMAIN (no upstream)"),
         (
+            "retried",
+            "Forwarded DNS queries sent again to the next upstream (the one asked was silent or unreachable)",
+        ),
+        (
             "servfail",
-            "DNS queries answered SERVFAIL (upstream timeout or unreachable)",
+            "DNS queries answered SERVFAIL (every upstream timed out or unreachable)",
         ),
         (
             "malformed",
