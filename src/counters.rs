@@ -77,7 +77,7 @@ drop_reasons! {
     HandoffFull => "handoff-full", "several workers: the worker that owns the frame's connection was too busy to take it";
     DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";
     PortHeld => "port-held", "toward a port added by a reload or a pending port's retry while its bridge's flow table was being installed (milliseconds)";
-    NatFragment => "nat-fragment", "IPv4 fragment of a packet a source NAT rule would translate: fragments are not reassembled or tracked, so it is dropped rather than sent with its untranslated source address";
+    NatFragment => "nat-fragment", "IPv4 fragment after the first of a datagram a source NAT rule would translate, whose first fragment was not seen (not reassembled): dropped rather than sent with its untranslated source address";
 }
 
 /// Counters of one port.

@@ -11,8 +11,13 @@
 //! - Tracked: connections that a rule translates, and connections that arrive untranslated but
 //!   whose answers a source rule would match (an outside host reaching a container by address
 //!   through a route to its subnet): those are tracked untranslated so their answers are replies,
-//!   not new connections to masquerade. Other forwarding stays stateless. Fragments are not translated: a fragment that matches no
-//!   connection is routed as is, as the first packet of a flow it would carry no ports anyway.
+//!   not new connections to masquerade. Other forwarding stays stateless.
+//! - Fragments (VPP NAT44's shallow virtual reassembly, no buffering): a first fragment carries
+//!   the ports and is tracked and translated as a whole packet is; its datagram is remembered
+//!   ([`Nat::frags`]) so that the later fragments (same source, destination, protocol and
+//!   identification) get the same connection's addresses. A later fragment whose first was
+//!   not seen (reordered, lost, or its entry replaced) is dropped when a source rule would
+//!   translate it, else routed as is.
 //! - `dnat` with port 0 picks the host port: the next port of the DNAT port range (Docker's
 //!   32768-60999 by default; `set-nat port_range=A-B`) after the last one picked, wrapping,
 //!   that no other mapping of that protocol uses on the same gateway address. The rule keeps
@@ -27,8 +32,8 @@ use std::ops::RangeInclusive;
 use serde::Serialize;
 
 use crate::conntrack::{
-    Conntrack, CtConfig, DEFAULT_PORT_RANGE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PoolId,
-    PortAllocator,
+    Conntrack, CtConfig, DEFAULT_PORT_RANGE, DatagramTable, FlowKey, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, PoolId, PortAllocator,
 };
 
 /// One rule.
@@ -70,6 +75,9 @@ pub struct Nat {
     pub rules: Vec<NatRule>,
     /// Tracked (translated) connections.
     pub ct: Conntrack,
+    /// The connection each fragmented datagram's first fragment belonged to (its tuple as it
+    /// arrived), for its later fragments, which carry no ports.
+    pub frags: DatagramTable<FlowKey>,
     /// Port pools on each bridge's gateway address for hairpin connections (made when a port
     /// mapping targets a host on that bridge).
     hairpin: Vec<(u16, [PoolId; 3])>,
@@ -108,6 +116,7 @@ impl Default for Nat {
         Nat {
             rules: Vec::new(),
             ct: Conntrack::new(CtConfig::default()).expect("default conntrack config is valid"),
+            frags: DatagramTable::default(),
             hairpin: Vec::new(),
             dnat_ports: DEFAULT_DNAT_PORTS,
             dnat_next: *DEFAULT_DNAT_PORTS.start(),
@@ -143,6 +152,7 @@ impl Nat {
         Ok(Nat {
             rules: Vec::new(),
             ct: Conntrack::new(config).map_err(|e| e.to_string())?,
+            frags: DatagramTable::default(),
             hairpin: Vec::new(),
             dnat_ports: DEFAULT_DNAT_PORTS,
             dnat_next: *DEFAULT_DNAT_PORTS.start(),

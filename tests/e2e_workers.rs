@@ -251,6 +251,14 @@ fn two_workers_masquerade_and_map_ports() {
             "ICMP error translated back ({i})"
         );
     }
+    // Fragmented echoes: a first fragment goes to the owner of its connection, and the later
+    // ones follow it (each ping process has its own identifier, so its own owner).
+    for i in 0..4 {
+        assert!(
+            ping_size(&n("c1"), "10.251.7.2", 4000, 2),
+            "fragmented ICMP echo through masquerade ({i})"
+        );
+    }
     let v = d.json(&["stats"]);
     let workers = v["workers"].as_array().unwrap();
     let handed: u64 = workers

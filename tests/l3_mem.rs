@@ -1243,45 +1243,118 @@ fn frames_gateway_input_queues_itself_keep_the_burst_order_and_the_port_mtu() {
     n.h.assert_no_frame_leaked();
 }
 
-/// NAT neither reassembles nor tracks IPv4 fragments: a fragment a source rule would translate
-/// is dropped (`nat-fragment`) rather than leaving with the container's own address; a whole
-/// packet of the same host is still translated, and a fragment no rule translates is routed.
+/// Cut `frame`'s IPv4 packet (20-byte header) in two at byte `at` of its payload (a multiple
+/// of 8): the first fragment (offset 0, more fragments) and the last, both with id `ident`.
+fn fragments(frame: &[u8], at: usize, ident: u16) -> (Vec<u8>, Vec<u8>) {
+    let (head, payload) = frame.split_at(34);
+    let piece = |bytes: &[u8], offset: usize, more: bool| {
+        let mut f = head.to_vec();
+        f.extend_from_slice(bytes);
+        let total = (f.len() - 14) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&ident.to_be_bytes());
+        let flags = (u16::from(more) << 13) | (offset / 8) as u16;
+        f[20..22].copy_from_slice(&flags.to_be_bytes());
+        refill_ip_checksum(&mut f);
+        f
+    };
+    (
+        piece(&payload[..at], 0, true),
+        piece(&payload[at..], at, false),
+    )
+}
+
+/// The whole frame the IPv4 fragments `pieces` (any order, 20-byte headers) make up.
+fn reassemble(pieces: &[Vec<u8>]) -> Vec<u8> {
+    let offset = |f: &Vec<u8>| (u16::from_be_bytes([f[20], f[21]]) & 0x1fff) as usize * 8;
+    let mut v: Vec<&Vec<u8>> = pieces.iter().collect();
+    v.sort_by_key(|f| offset(f));
+    assert_eq!(offset(v[0]), 0, "a first fragment");
+    let mut f = v[0][..34].to_vec();
+    for p in &v {
+        assert_eq!(offset(p), f.len() - 34, "contiguous");
+        f.extend_from_slice(&p[34..]);
+    }
+    let total = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[20..22].fill(0);
+    refill_ip_checksum(&mut f);
+    f
+}
+
+/// NAT translates fragmented datagrams through their first fragment (shallow virtual
+/// reassembly, as VPP's NAT44): the first carries the ports and is translated as a whole packet
+/// is, the later ones get the same connection's addresses; the answer's fragments come back to
+/// the container. A later fragment whose first was not seen is dropped (`nat-fragment`) rather
+/// than leaving with the container's own address; one no rule translates is routed as is.
 #[test]
-fn fragments_a_source_rule_would_translate_are_dropped_not_leaked() {
+fn fragmented_datagrams_are_translated_through_their_first_fragment() {
     let mut n = masquerading();
-    let whole = udp4(
-        (mac(2), n.gw0),
-        (H_A, 4000),
-        (H_B, 53),
-        64,
-        b"whole datagram",
-    );
-    let mut first = whole.clone();
-    first[20] |= 0x20; // more fragments, offset 0
-    refill_ip_checksum(&mut first);
-    let mut last = whole.clone();
-    last[20..22].copy_from_slice(&[0x00, 0x03]); // offset 24 bytes, the last fragment
-    refill_ip_checksum(&mut last);
+    let payload: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+    let whole = udp4((mac(2), n.gw0), (H_A, 4000), (H_B, 53), 64, &payload);
+    let (first, last) = fragments(&whole, 64, 0x1111);
     n.h.send(n.a, &first);
+    n.h.send(n.a, &last);
+    let out = n.h.outputs();
+    let to_b = &out[n.b as usize];
+    assert_eq!(to_b.len(), 2, "both fragments leave");
+    for f in to_b {
+        let (ip, _) = ip_of(f);
+        assert_eq!((ip.source, ip.destination), (GW1, H_B), "masqueraded");
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert_eq!(ip.identification, 0x1111);
+    }
+    // Put together, the datagram's UDP checksum holds for its new source address and port.
+    let (got, sport, _) = masqueraded_udp(&reassemble(to_b));
+    assert_eq!(got, payload);
+    assert_ne!(sport, 0);
+
+    // The answer, fragmented as well, reaches A's address and port.
+    let answer: Vec<u8> = payload.iter().rev().copied().collect();
+    let back = udp4((mac(3), n.gw1), (H_B, 53), (GW1, sport), 64, &answer);
+    let (bf, bl) = fragments(&back, 48, 0x2222);
+    n.h.send(n.b, &bf);
+    n.h.send(n.b, &bl);
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 2, "both fragments of the answer");
+    let f = reassemble(&out[n.a as usize]);
+    let (ip, t) = ip_of(&f);
+    assert_eq!((ip.source, ip.destination), (H_B, H_A));
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    assert_eq!((u.source_port(), u.destination_port()), (53, 4000));
+    let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+    assert_eq!(u.checksum(), want, "UDP checksum after translation");
+    assert_eq!(u.payload(), &answer[..]);
+    let c: Vec<_> = n.h.dp.nat.ct.iter(n.h.now as u32).collect();
+    assert_eq!(c.len(), 1, "one connection");
+    assert_eq!(c[0].packets, [2, 2], "every fragment counted on it");
+
+    // A later fragment before its first: nothing knows its datagram, so it is dropped.
+    let (first, last) = fragments(&whole, 64, 0x3333);
     n.h.send(n.a, &last);
     assert!(
         n.h.outputs()[n.b as usize].is_empty(),
-        "nothing left untranslated"
+        "nothing untranslated"
     );
-    assert_eq!(n.h.drops(n.a, DropReason::NatFragment), 2);
-    n.h.send(n.a, &whole);
+    assert_eq!(n.h.drops(n.a, DropReason::NatFragment), 1);
+    n.h.send(n.a, &first);
     let out = n.h.outputs();
     assert_eq!(out[n.b as usize].len(), 1);
-    assert_eq!(masqueraded_udp(&out[n.b as usize][0]).0, b"whole datagram");
-    // From B toward A: no source rule translates it, so its fragment is routed as it is.
-    let mut from_b = udp4((mac(3), n.gw1), (H_B, 53), (H_A, 4000), 64, b"a fragment");
-    from_b[20] |= 0x20;
-    refill_ip_checksum(&mut from_b);
-    n.h.send(n.b, &from_b);
+    assert_eq!(ip_of(&out[n.b as usize][0]).0.source, GW1);
+
+    // From B toward A: no source rule translates it, so its fragments are routed as they are.
+    let from_b = udp4((mac(3), n.gw1), (H_B, 5353), (H_A, 4001), 64, &payload);
+    let (ff, fl) = fragments(&from_b, 128, 0x4444);
+    n.h.send(n.b, &ff);
+    n.h.send(n.b, &fl);
     let out = n.h.outputs();
-    assert_eq!(out[n.a as usize].len(), 1);
-    let (ip, _) = ip_of(&out[n.a as usize][0]);
-    assert_eq!((ip.source, ip.destination), (H_B, H_A));
+    assert_eq!(out[n.a as usize].len(), 2);
+    for f in &out[n.a as usize] {
+        let (ip, _) = ip_of(f);
+        assert_eq!((ip.source, ip.destination), (H_B, H_A));
+    }
     assert_eq!(n.h.drops(n.b, DropReason::NatFragment), 0);
     n.h.assert_no_frame_leaked();
 }

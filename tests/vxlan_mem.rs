@@ -320,11 +320,12 @@ fn decapsulated_frames_are_steered_to_their_owner() {
         uvs::port::Port::rx_burst(&mut n.h.ports[ul as usize], &mut n.h.frames, &mut batch, 64);
         let ct_before = n.h.dp.nat.ct.len();
         let mut away: Vec<(u32, uvs::packet::Desc)> = Vec::new();
+        let mut frags = uvs::conntrack::DatagramTable::default();
         let mut take = |dp: &uvs::datapath::Datapath,
                         frames: &mut uvs::packet::Frames,
                         port: u16,
                         b: &mut Vec<uvs::packet::Desc>| {
-            steer::split(dp, frames, port, b, (0, 2), &mut away);
+            steer::split(dp, frames, port, b, (0, 2), &mut away, &mut frags);
         };
         n.h.pipeline.process_steered(
             &mut n.h.dp,

@@ -23,6 +23,7 @@
 //! - One worker owns a table: no locks. Lookup, update and insert do not allocate (the slot array
 //!   and index are sized from `limit` at construction); only `add_pool` and `iter` may.
 
+pub mod fragments;
 mod index;
 mod key;
 mod ports;
@@ -32,6 +33,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use fragments::{DatagramId, DatagramTable, FragmentStats};
 pub use key::{FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 pub use ports::{DEFAULT_MAX_PROBES, DEFAULT_PORT_RANGE, PortAllocator};
 pub use state::{State, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Timeouts};

@@ -647,6 +647,19 @@ impl Conntrack {
         Some(c.state)
     }
 
+    /// Count a packet of `len` bytes in `dir` and refresh the connection's last-seen time,
+    /// without a state transition (a later fragment: its datagram's first fragment made that).
+    /// False if `id` is not live.
+    pub fn count(&mut self, id: ConnId, dir: Direction, len: u32, now: u32) -> bool {
+        let Some(c) = self.conns.get_mut(id.index()).and_then(Option::as_mut) else {
+            return false;
+        };
+        c.packets[dir.index()] += 1;
+        c.bytes[dir.index()] += len as u64;
+        c.last_seen = now;
+        true
+    }
+
     /// Advance a TCP connection's state for a segment with `flags` in `dir` and refresh its
     /// last-seen time (no counters). Returns the new state, or None if `id` is not live.
     #[inline]

@@ -448,10 +448,28 @@ fn ip_in(
             };
             let bytes = bytes.map(|(b, _)| b);
             if key.is_none() {
-                // An ICMP error about a translated packet goes back to its real sender.
                 let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
-                if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
-                    dst = ipv4::Packet::new_unchecked(&*ip).dst();
+                match nat::piece(ip) {
+                    // An ICMP error about a translated packet goes back to its real sender.
+                    nat::Piece::Whole => {
+                        if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
+                            dst = ipv4::Packet::new_unchecked(&*ip).dst();
+                        }
+                    }
+                    // A first fragment is its datagram's connection, as a whole packet would
+                    // be; its later fragments find that connection through the datagram.
+                    nat::Piece::First => {
+                        key = nat::first_fragment_key(ip, hl);
+                        if let Some((k, _)) = key {
+                            dp.nat.frags.remember(nat::datagram_id(ip), k);
+                        }
+                    }
+                    nat::Piece::Later => {
+                        if let Some(to) = later_fragment(dp, ip, total, now) {
+                            tracked = true;
+                            dst = to;
+                        }
+                    }
                 }
             }
             if let Some((k, flags)) = key
@@ -547,8 +565,9 @@ fn ip_in(
     let Some(out_gw) = out_gw else {
         return Err(DropReason::NoGateway);
     };
-    // A fragment has no key (no ports to track it by, no reassembly): one a source rule would
-    // translate is dropped rather than sent with its untranslated source address.
+    // A fragment with no key and no known datagram (a later fragment before its first, or a
+    // first too short for ports): one a source rule would translate is dropped rather than
+    // sent with its untranslated source address.
     if nat_on
         && !tracked
         && key.is_none()
@@ -673,6 +692,23 @@ fn ip_in(
         });
     }
     Ok(())
+}
+
+/// A later fragment (`ip`, `total` bytes) of a datagram whose first fragment belonged to a
+/// tracked connection: counted on it and given its addresses (no ports to translate: the
+/// first fragment carried them). Returns its destination; None when the datagram or its
+/// connection is not known (the caller's NAT checks then decide).
+#[cold]
+#[inline(never)]
+fn later_fragment(dp: &mut Datapath, ip: &mut [u8], total: usize, now: u32) -> Option<[u8; 4]> {
+    let k = dp.nat.frags.recall(&nat::datagram_id(ip))?;
+    let ct = &mut dp.nat.ct;
+    let (id, dir) = ct.lookup(&k, now)?;
+    let to = ct.conn(id)?.rewrite(dir);
+    // Counted only: the first fragment's header made any state transition.
+    ct.count(id, dir, total as u32, now);
+    nat::put_addrs(ip, to.src, to.dst);
+    Some(to.dst)
 }
 
 /// A packet of a connection an earlier packet of the burst found, in the same direction (the

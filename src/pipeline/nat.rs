@@ -2,7 +2,7 @@
 //! rewrite addresses, ports and checksums in place (incremental updates, RFC 1624), through the
 //! `wire` views (`ipv4::Packet`, `transport::Ports`, `icmp::Message`): no raw offsets here.
 
-use crate::conntrack::{Conntrack, Direction, FlowKey};
+use crate::conntrack::{Conntrack, DatagramId, Direction, FlowKey};
 use crate::wire::checksum::fold;
 use crate::wire::ipv4::{self, Packet};
 use crate::wire::transport::{self, Ports};
@@ -16,12 +16,64 @@ pub(super) fn flow_key(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
     key_of(ip, hl, false)
 }
 
-/// [`flow_key`]; a `quoted` header's fragment fields are not looked at (a quote is the first
-/// fragment's header).
+/// Where a packet sits in its datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Piece {
+    /// Not fragmented.
+    Whole,
+    /// The first fragment (offset 0, more fragments): it carries the transport header.
+    First,
+    /// A later fragment (an offset): no transport header.
+    Later,
+}
+
+/// Where IPv4 packet `ip` sits in its datagram.
 #[inline]
-fn key_of(ip: &[u8], hl: usize, quoted: bool) -> Option<(FlowKey, u8)> {
+pub(super) fn piece(ip: &[u8]) -> Piece {
     let h = Packet::new_unchecked(ip);
-    if !quoted && h.is_fragment() {
+    match (h.is_fragment(), h.frag_offset()) {
+        (false, _) => Piece::Whole,
+        (true, 0) => Piece::First,
+        (true, _) => Piece::Later,
+    }
+}
+
+/// What names the datagram IPv4 packet `ip` is a fragment of.
+#[inline]
+pub(super) fn datagram_id(ip: &[u8]) -> DatagramId {
+    let h = Packet::new_unchecked(ip);
+    DatagramId {
+        src: h.src(),
+        dst: h.dst(),
+        proto: h.protocol(),
+        id: h.ident(),
+    }
+}
+
+/// The 5-tuple and TCP flags a first fragment carries ([`flow_key`] for the datagram it
+/// starts); None when the fragment is too short to hold the transport header.
+#[inline]
+pub(super) fn first_fragment_key(ip: &[u8], hl: usize) -> Option<(FlowKey, u8)> {
+    key_of(ip, hl, true)
+}
+
+/// Write addresses `src` and `dst` into IPv4 packet `ip` (a later fragment: no transport
+/// header to fix), keeping the header checksum right.
+#[inline]
+pub(super) fn put_addrs(ip: &mut [u8], src: [u8; 4], dst: [u8; 4]) {
+    let mut h = Packet::new_unchecked(ip);
+    let (changed, delta) = ipv4::addrs_change((h.src(), h.dst()), (src, dst));
+    if changed {
+        h.put_addrs(src, dst, fold(delta));
+    }
+}
+
+/// [`flow_key`]; with `whole_header`, the fragment fields are not looked at (a quote is the
+/// first fragment's header, and a first fragment carries the transport header).
+#[inline]
+fn key_of(ip: &[u8], hl: usize, whole_header: bool) -> Option<(FlowKey, u8)> {
+    let h = Packet::new_unchecked(ip);
+    if !whole_header && h.is_fragment() {
         return None;
     }
     let l4 = Ports::new_checked(h.ip_protocol(), ip.get(hl..)?).ok()?;
@@ -150,7 +202,7 @@ impl Translation {
 #[inline]
 pub(super) fn rewrite(ip: &mut [u8], hl: usize, from: &FlowKey, to: &FlowKey) {
     debug_assert_eq!(
-        flow_key(ip, hl).map(|(k, _)| k),
+        key_of(ip, hl, true).map(|(k, _)| k),
         Some(*from),
         "the packet carries `from`"
     );

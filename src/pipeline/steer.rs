@@ -26,20 +26,28 @@
 //! - On a bridge where a `ct(...)` flow was added (`FlowTable::ct_steered`), a frame NAT does
 //!   not claim goes to the worker of a hash of its tuple that is the same in both directions
 //!   ([`ct_owner`]; an ICMP error: of the tuple it quotes).
+//! - Fragments: a first fragment is steered by the tuple it carries, as a whole packet; the
+//!   worker that received it remembers its owner for the datagram ([`DatagramTable`], per
+//!   receiving worker) and steers the later fragments (no ports) the same way. The kernel
+//!   hashes every fragment of a datagram alike (addresses only), so they reach one worker; a
+//!   later fragment whose first it did not see stays where it is.
 //! - Anything else (no NAT rule and no `ct` flow, frames not sent to the gateway's MAC,
-//!   fragments after the first, other protocols) stays on the worker that received it.
+//!   other protocols) stays on the worker that received it.
 //! - One worker (`workers == 1`), or no NAT rule, tracked NAT connection or `ct` flow: nothing
 //!   is examined.
-//! - Pure: reads the datapath and the frames, changes nothing.
+//! - Reads the datapath and the frames, changes nothing but the datagram table.
 
-use crate::conntrack::{FlowKey, PROTO_ICMP};
+use crate::conntrack::{DatagramTable, FlowKey, PROTO_ICMP};
 use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::EtherType;
 
+use super::nat::{self, Piece};
+
 /// Move the frames of `batch` that worker `me` of `workers` does not own to `away`, with
-/// their owner. Keeps the order of the rest.
+/// their owner. Keeps the order of the rest. `frags`: this worker's memory of the owners of
+/// fragmented datagrams.
 pub fn split(
     dp: &Datapath,
     frames: &Frames,
@@ -47,6 +55,7 @@ pub fn split(
     batch: &mut Vec<Desc>,
     (me, workers): (u32, u32),
     away: &mut Vec<(u32, Desc)>,
+    frags: &mut DatagramTable<u32>,
 ) {
     if workers < 2 {
         return;
@@ -65,7 +74,7 @@ pub fn split(
     batch.retain(|&d| {
         let f = frames.data(d);
         let w = nat_mac
-            .and_then(|mac| owner(dp, f, mac, workers))
+            .and_then(|mac| fragment_owner(dp, f, mac, workers, frags))
             .or_else(|| ct.then(|| ct_owner(f, workers)).flatten());
         match w {
             Some(w) if w != me => {
@@ -111,7 +120,7 @@ fn ipv4_of(frame: &[u8]) -> Option<(&[u8], usize)> {
 }
 
 /// The worker that owns the connection of `frame` (see the module documentation), None when
-/// it needs none.
+/// it needs none. A later fragment: None (see [`split`]).
 pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Option<u32> {
     if frame.len() < 14 + 20 || frame[0..6] != gw_mac {
         return None;
@@ -119,9 +128,35 @@ pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Opti
     let (ip, hl) = ipv4_of(frame)?;
     let key = match super::nat::flow_key(ip, hl) {
         Some((k, _)) => k,
+        None if nat::piece(ip) == Piece::First => nat::first_fragment_key(ip, hl)?.0,
         None => super::nat::quoted_key(ip, hl)?.reverse(),
     };
     key_owner(dp, &key, workers)
+}
+
+/// [`owner`], remembering a first fragment's owner in `frags` for its datagram's later
+/// fragments, which get it from there.
+fn fragment_owner(
+    dp: &Datapath,
+    frame: &[u8],
+    gw_mac: [u8; 6],
+    workers: u32,
+    frags: &mut DatagramTable<u32>,
+) -> Option<u32> {
+    let piece = match ipv4_of(frame) {
+        Some((ip, _)) if frame[0..6] == gw_mac => nat::piece(ip),
+        _ => Piece::Whole,
+    };
+    match piece {
+        Piece::Whole => owner(dp, frame, gw_mac, workers),
+        Piece::First => {
+            let w = owner(dp, frame, gw_mac, workers)?;
+            let (ip, _) = ipv4_of(frame)?;
+            frags.remember(nat::datagram_id(ip), w);
+            Some(w)
+        }
+        Piece::Later => frags.recall(&nat::datagram_id(ipv4_of(frame)?.0)),
+    }
 }
 
 /// [`owner`] for a connection tuple.

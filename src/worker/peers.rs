@@ -190,6 +190,8 @@ pub(crate) struct Peers {
     out: Vec<Outbox>,
     /// Scratch for `pipeline::steer::split`.
     away: Vec<(u32, Desc)>,
+    /// The owners of the fragmented datagrams this worker steered the first fragment of.
+    frag_owners: crate::conntrack::DatagramTable<u32>,
     /// Frames handed to other workers, and received from them (for `stats`).
     pub handed_out: u64,
     pub handed_in: u64,
@@ -218,6 +220,7 @@ impl Peers {
             to,
             out: (0..n).map(|_| Outbox::default()).collect(),
             away: Vec::new(),
+            frag_owners: Default::default(),
             handed_out: 0,
             handed_in: 0,
             handoff_dropped: 0,
@@ -280,7 +283,15 @@ impl Peers {
         batch: &mut Vec<Desc>,
     ) -> usize {
         let share = (self.me, self.workers);
-        crate::pipeline::steer::split(dp, frames, in_port, batch, share, &mut self.away);
+        crate::pipeline::steer::split(
+            dp,
+            frames,
+            in_port,
+            batch,
+            share,
+            &mut self.away,
+            &mut self.frag_owners,
+        );
         let n = self.away.len();
         if n == 0 {
             return 0;

@@ -384,6 +384,12 @@ pub fn ping_ttl(ns: &str, ip: &str, ttl: u8, count: u32) -> bool {
     ping_with(ns, ip, count, &["-t", &ttl.to_string()])
 }
 
+/// `ping` with `size` bytes of payload (`ping -s`; over the MTU the echo and its reply go as
+/// fragments: `-M dont` lets the sender fragment).
+pub fn ping_size(ns: &str, ip: &str, size: usize, count: u32) -> bool {
+    ping_with(ns, ip, count, &["-s", &size.to_string(), "-M", "dont"])
+}
+
 /// The `n_packets` of the first line of `dump-flows` output `dump` that contains `needle`;
 /// None if no line does (or it has no count).
 pub fn flow_packets(dump: &str, needle: &str) -> Option<u64> {
