@@ -42,7 +42,7 @@ drop_reasons! {
     QinQ => "qinq", "802.1ad (QinQ) frames are not supported";
     SamePort => "same-port", "destination MAC was learned on the ingress port (filtered, as a bridge does)";
     NoBridge => "no-bridge", "ingress port is not attached to a bridge";
-    MtuExceeded => "mtu-exceeded", "frame larger than the egress port's MTU";
+    MtuExceeded => "mtu-exceeded", "frame larger than the egress port's MTU (a routed packet without DF is fragmented unless it has IP options)";
     NoBuffer => "no-buffer", "frame pool empty when copying a flooded frame";
     TxRingFull => "tx-full", "egress port could not take the frame (ring full or device gone)";
     IpMalformed => "ip-malformed", "IPv4 header truncated, bad version/IHL or total length";
@@ -186,6 +186,10 @@ pub struct RouterCounters {
     pub echo_replies: u64,
     /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).
     pub icmp_errors: u64,
+    /// Packets over the egress MTU without DF, cut into fragments.
+    pub fragmented: u64,
+    /// Fragments those made (the first included).
+    pub fragments: u64,
 }
 
 /// Counters of one bridge's learning.

@@ -201,6 +201,26 @@ fn masquerade_and_port_mapping_like_docker() {
         "a 3,072-byte UDP datagram to a mapped port and back, fragmented both ways: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The outside link's MTU drops to 1,280: a container's 1,500-byte fragments (no DF) are
+    // cut again to fit it, translated, and the outside host puts the echo back together.
+    sh(&["ip", "link", "set", &n("po"), "mtu", "1280"]);
+    sh(&["ip", "-n", &n("o"), "link", "set", "eth0", "mtu", "1280"]);
+    let po_mtu = || {
+        d.ctl(&["show"])
+            .lines()
+            .any(|l| l.contains(&format!("port {}:", n("po"))) && l.contains("mtu=1280"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !po_mtu() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(po_mtu(), "{}", d.ctl(&["show"]));
+    assert!(
+        ping_size(&n("c1"), "10.250.0.2", 3000, 3),
+        "fragments cut again to the outside MTU"
+    );
+    let router = &d.json(&["stats"])["router"];
+    assert!(router["fragmented"].as_u64().unwrap_or(0) >= 3, "{router}");
     let ct = d.ctl(&["ct-show"]);
     assert!(
         ct.contains("172.31.5.2") && ct.contains("10.250.0.1"),

@@ -1358,3 +1358,99 @@ fn fragmented_datagrams_are_translated_through_their_first_fragment() {
     assert_eq!(n.h.drops(n.b, DropReason::NatFragment), 0);
     n.h.assert_no_frame_leaked();
 }
+
+/// A routed packet over the egress bridge's MTU without DF is cut into fragments (as a router
+/// must, RFC 1812) that fit it and go back together into the packet (TTL decremented); with
+/// DF it still gets ICMP fragmentation needed; under masquerade every fragment leaves
+/// translated. An unresolved next hop holds the fragments until ARP answers.
+#[test]
+fn routed_packets_over_the_mtu_without_df_are_fragmented() {
+    let mut n = routed();
+    resolved(&mut n);
+    n.h.dp.port_mut(n.b).unwrap().mtu = 1000;
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp.update_l3_mtu(b1);
+    let payload: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
+    // (etherparse sets DF: cleared.)
+    let no_df = |mut f: Vec<u8>| {
+        f[20] &= !0x40;
+        refill_ip_checksum(&mut f);
+        f
+    };
+    let whole = no_df(udp4(
+        (mac(2), n.gw0),
+        (H_A, 4000),
+        (H_B, 5000),
+        64,
+        &payload,
+    ));
+    n.h.send(n.a, &whole);
+    let out = n.h.outputs();
+    let to_b = &out[n.b as usize];
+    assert_eq!(to_b.len(), 2, "two fragments");
+    for f in to_b {
+        assert!(f.len() - 14 <= 1000, "a fragment fits the MTU: {}", f.len());
+        assert_eq!((&f[0..6], &f[6..12]), (&mac(3)[..], &n.gw1.0[..]));
+    }
+    let back = reassemble(to_b);
+    let (ip, t) = ip_of(&back);
+    assert_eq!((ip.source, ip.destination, ip.time_to_live), (H_A, H_B, 63));
+    let Some(TransportSlice::Udp(u)) = t else {
+        panic!("udp")
+    };
+    let want = u.to_header().calc_checksum_ipv4(&ip, u.payload()).unwrap();
+    assert_eq!(u.checksum(), want);
+    assert_eq!(u.payload(), &payload[..]);
+    assert_eq!((n.h.dp.router.fragmented, n.h.dp.router.fragments), (1, 2));
+
+    // DF: no fragments, ICMP fragmentation needed back to A.
+    let mut df = whole.clone();
+    df[20] |= 0x40;
+    refill_ip_checksum(&mut df);
+    n.h.send(n.a, &df);
+    let out = n.h.outputs();
+    assert!(out[n.b as usize].is_empty());
+    assert_eq!(out[n.a as usize].len(), 1, "ICMP fragmentation needed");
+    assert_eq!(n.h.drops(n.a, DropReason::FragNeeded), 1);
+
+    // Masqueraded: translated first, then cut; every fragment leaves from GW1.
+    masquerade(&mut n);
+    n.h.send(n.a, &whole);
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 2);
+    for f in &out[n.b as usize] {
+        assert_eq!(ip_of(f).0.source, GW1);
+    }
+    let (got, _, ttl) = masqueraded_udp(&reassemble(&out[n.b as usize]));
+    assert_eq!((got, ttl), (payload.clone(), 63));
+
+    // A next hop not resolved yet: the fragments wait for ARP, then leave.
+    const H_C: [u8; 4] = [10, 0, 2, 9];
+    let to_c = no_df(udp4(
+        (mac(2), n.gw0),
+        (H_A, 4001),
+        (H_C, 5000),
+        64,
+        &payload,
+    ));
+    n.h.send(n.a, &to_c);
+    let out = n.h.outputs();
+    assert!(
+        out[n.b as usize].iter().all(|f| f[12..14] == [0x08, 0x06]),
+        "only the ARP request"
+    );
+    n.h.send(n.b, &arp(2, mac(9), H_C, n.gw1.0, GW1, n.gw1.0));
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 2, "both fragments released");
+    let (got, _, _) = {
+        let back = reassemble(&out[n.b as usize]);
+        let (ip, t) = ip_of(&back);
+        assert_eq!((ip.source, ip.destination), (GW1, H_C));
+        let Some(TransportSlice::Udp(u)) = t else {
+            panic!("udp")
+        };
+        (u.payload().to_vec(), 0, 0)
+    };
+    assert_eq!(got, payload);
+    n.h.assert_no_frame_leaked();
+}

@@ -572,13 +572,16 @@ fn render_stats(v: &Value) -> String {
     if r.is_object() {
         let _ = writeln!(
             s,
-            "router: routed {}, arp replies {}, arp requests {}, arp queued {}, echo replies {}, icmp errors {}",
+            "router: routed {}, arp replies {}, arp requests {}, arp queued {}, echo replies {}, \
+             icmp errors {}, fragmented {} (into {})",
             r["routed"],
             r["arp_replies"],
             r["arp_requests"],
             r["arp_queued"],
             r["echo_replies"],
-            r["icmp_errors"]
+            r["icmp_errors"],
+            r["fragmented"],
+            r["fragments"]
         );
         let n = &v["neigh"];
         if n.is_object() {

@@ -114,6 +114,11 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         ("arp_requests", "ARP requests sent to resolve next hops"),
         ("echo_replies", "ICMP echo requests to a gateway answered"),
         ("icmp_errors", "ICMP errors sent"),
+        (
+            "fragmented",
+            "Routed packets over the egress MTU without DF, cut into fragments",
+        ),
+        ("fragments", "Fragments made of those packets"),
     ] {
         b.one_counter(&format!("uvs_router_{k}"), help, &r[k]);
     }

@@ -647,29 +647,29 @@ fn ip_in(
         Some(_) => super::gso::seg_l3_len(frames.data(m.desc), m.desc, l3),
         None => total,
     };
-    if total > mtu {
-        if df {
-            icmp_error(
-                dp,
-                frames,
-                burst.gw,
-                m,
-                in_port,
-                icmp::DEST_UNREACH,
-                icmp::unreach::FRAG_NEEDED,
-                mtu as u16,
-                made,
-            );
-            return Err(DropReason::FragNeeded);
-        }
-        // Fragmentation is not implemented: such packets are dropped like DF ones, counted.
-        return Err(DropReason::MtuExceeded);
+    if total > mtu && df {
+        icmp_error(
+            dp,
+            frames,
+            burst.gw,
+            m,
+            in_port,
+            icmp::DEST_UNREACH,
+            icmp::unreach::FRAG_NEEDED,
+            mtu as u16,
+            made,
+        );
+        return Err(DropReason::FragNeeded);
     }
     let hop = NextHop {
         bridge: egress,
         gw: out_gw,
         ip: next_hop,
     };
+    if total > mtu {
+        // Without DF a router fragments (`ip4-frag`).
+        return fragmented(dp, frames, m, (ttl, mtu), hop, in_port, made, now);
+    }
     let resolved = to_next_hop(dp, frames, m, ttl, hop, in_port, made, now)?;
     // The egress port now, from the egress bridge's FDB through the burst's cache (output would
     // look the same MAC up for every frame otherwise); an unknown MAC floods there.
@@ -692,6 +692,51 @@ fn ip_in(
         });
     }
     Ok(())
+}
+
+/// A routed packet over the egress MTU without DF: cut into fragments (see `fragment`), each
+/// sent to the next hop as the packet would have been. The first stays in `m`; the others go
+/// out after the burst (`made`). A piece that cannot be sent (its next hop's hold queue full)
+/// is counted on the ingress port and freed.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn fragmented(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    (ttl, mtu): (u8, usize),
+    hop: NextHop,
+    in_port: PortId,
+    made: &mut Vec<Meta>,
+    now: u32,
+) -> Result<(), DropReason> {
+    let l3 = m.l3 as usize;
+    // The L4 checksum covers the whole datagram: complete a partial one before cutting.
+    if m.desc.ol.is_partial() {
+        let data = frames.data_mut(m.desc);
+        let at = super::gso::locate(data).ok_or(DropReason::MtuExceeded)?;
+        super::gso::complete(data, &at);
+        m.desc.ol = crate::packet::Offload::NONE;
+    }
+    let mut pieces = Vec::new();
+    super::fragment::fragment(frames, &mut m.desc, l3, mtu, &mut pieces)?;
+    dp.router.fragmented += 1;
+    dp.router.fragments += 1 + pieces.len() as u64;
+    for d in pieces {
+        let mut p = Meta { desc: d, ..*m };
+        match to_next_hop(dp, frames, &mut p, ttl, hop, in_port, made, now) {
+            Ok(_) if p.dest == Dest::Pending => {}
+            Ok(_) => made.push(p),
+            Err(r) => {
+                frames.free(d.addr);
+                if let Some(port) = dp.port_mut(in_port) {
+                    port.counters.drops[r as usize] += 1;
+                }
+            }
+        }
+    }
+    to_next_hop(dp, frames, m, ttl, hop, in_port, made, now).map(|_| ())
 }
 
 /// A later fragment (`ip`, `total` bytes) of a datagram whose first fragment belonged to a

@@ -12,6 +12,7 @@ mod coalesce;
 mod csum;
 pub mod ct;
 pub mod flows;
+mod fragment;
 mod gateway_input;
 pub mod gro;
 mod gso;
