@@ -179,6 +179,25 @@ fn ct_firewall_between_containers() {
         ct.contains("bridge=br0 zone=0") && ct.contains("10.0.0.1"),
         "{ct}"
     );
+    // b's port unreachable about a's UDP datagram is neither +new nor +est: the firewall
+    // drops it until a `+rel` flow lets related errors through.
+    let probe = |ns: &str| {
+        let py = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('10.0.0.2',9))\ns.send(b'x')\ntry:\n    s.recv(10)\nexcept ConnectionRefusedError:\n    print('refused')\nexcept Exception as e:\n    print(e)\n";
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", py])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(probe(&n("a")), "timed out", "the error is dropped");
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "table=1,priority=100,ip,ct_state=+trk+rel,actions=NORMAL",
+    ]);
+    assert_eq!(probe(&n("a")), "refused", "+rel lets the error through");
+    let dump = d.ctl(&["dump-flows", "br0"]);
+    assert_eq!(flow_packets(&dump, "ct_state=+rel+trk"), Some(1), "{dump}");
     // Round trip of the ct flows.
     for line in dump.lines().filter(|l| l.contains("ct")) {
         d.ctl(&["add-flow", "br0", line.trim()]);

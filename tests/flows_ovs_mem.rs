@@ -607,3 +607,96 @@ fn ipv6_stateful_firewall() {
     let ct = &n.h.dp.bridge(n.b).unwrap().flows.ct;
     assert_eq!(ct.len(), 2, "{:?}", ct.rows(0));
 }
+
+/// An ICMP port unreachable from `src` to `dst` (hosts 10.0.0.N; `to` overrides the
+/// destination address) quoting the IP header and first 8 bytes of frame `quoted`.
+fn port_unreachable(src: u8, dst: u8, to: Option<[u8; 4]>, quoted: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(mac(src), mac(dst))
+        .ipv4([10, 0, 0, src], to.unwrap_or([10, 0, 0, dst]), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut v, &quoted[14..14 + 28])
+        .unwrap();
+    v
+}
+
+/// A stateful firewall's `+rel` flows: an ICMP error about a packet of a tracked connection
+/// is `+trk+rel` (`+rpl` when it goes back to the original sender) and carries the
+/// connection's mark; one about no connection is `+trk+inv`.
+#[test]
+fn icmp_errors_about_a_tracked_connection_are_related() {
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add(
+        "table=1,priority=20,in_port=p1,udp,ct_state=+trk+new,\
+         actions=ct(commit,exec(set_field:0x7->ct_mark)),output:p2",
+    );
+    n.add("table=1,priority=20,in_port=p2,ct_state=+trk+est+rpl,actions=output:p1");
+    n.add("table=1,priority=20,in_port=p2,ct_state=+trk+rel+rpl,ct_mark=7,actions=output:p1");
+    n.add("table=1,priority=20,in_port=p1,ct_state=+trk+rel-rpl,actions=output:p2");
+    n.add("table=1,priority=10,ct_state=+trk+inv,actions=output:p3");
+    n.add("table=1,priority=0,actions=drop");
+    let out = udp(1, 2, 1000, 53);
+    assert_eq!(n.ports(0, &out), vec![1], "committed");
+    // Host 2 has nothing on port 53: its error comes back related, to the sender.
+    assert_eq!(
+        n.ports(1, &port_unreachable(2, 1, None, &out)),
+        vec![0],
+        "+rel+rpl, ct_mark=7"
+    );
+    // An error about a packet of no connection: +inv.
+    assert_eq!(
+        n.ports(1, &port_unreachable(2, 1, None, &udp(1, 2, 1001, 54))),
+        vec![2]
+    );
+    // An answer, then an error about it from host 1: related, the original way.
+    let back = udp(2, 1, 53, 1000);
+    assert_eq!(n.ports(1, &back), vec![0], "+est+rpl");
+    assert_eq!(
+        n.ports(0, &port_unreachable(1, 2, None, &back)),
+        vec![1],
+        "+rel-rpl"
+    );
+    // Without a +rel flow a firewall drops it (the error is not +est or +new).
+    n.add("table=1,priority=20,in_port=p2,ct_state=+trk+rel+rpl,ct_mark=7,actions=drop");
+    assert!(n.ports(1, &port_unreachable(2, 1, None, &out)).is_empty());
+}
+
+/// With `ct(nat)`, a related ICMP error is translated back as its connection was: the outer
+/// destination and the quoted packet get the original sender's address and port again.
+#[test]
+fn related_icmp_errors_are_translated_back_with_nat() {
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,nat)");
+    n.add(
+        "table=1,priority=20,in_port=p1,udp,ct_state=+trk+new,\
+         actions=ct(commit,nat(src=10.0.0.100:5000-5010)),output:p2",
+    );
+    n.add("table=1,priority=20,in_port=p2,ct_state=+trk+rel+rpl+snat,actions=output:p1");
+    n.add("table=1,priority=10,ct_state=+trk+rel,actions=output:p3");
+    n.add("table=1,priority=0,actions=drop");
+    let sent = n.send(0, &udp(1, 2, 1000, 53));
+    assert_eq!(sent.len(), 1);
+    let (port, translated) = &sent[0];
+    assert_eq!(*port, 1);
+    assert_eq!(&translated[26..30], &[10, 0, 0, 100], "source translated");
+    let err = port_unreachable(2, 1, Some([10, 0, 0, 100]), translated);
+    let got = n.send(1, &err);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (port, f) = &got[0];
+    assert_eq!(*port, 0, "+rel+rpl+snat");
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = s.net else {
+        panic!("ipv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.destination, [10, 0, 0, 1], "back to the original sender");
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    let icmp = &f[34..];
+    assert_eq!(uvs::wire::checksum::checksum(icmp), 0, "ICMP checksum");
+    // The quoted packet is the one host 1 sent: its address and port.
+    assert_eq!(&icmp[8 + 12..8 + 16], &[10, 0, 0, 1]);
+    assert_eq!(&icmp[8 + 20..8 + 22], &1000u16.to_be_bytes());
+}

@@ -6,6 +6,12 @@
 //!   up and returns its `ct_state`: `+trk` always; `+inv` for packets it cannot track (not IPv4
 //!   TCP/UDP/ICMP echo, truncated, fragments); otherwise `+new` until the connection has seen a
 //!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
+//! - An IPv4 ICMP error (unreachable, time exceeded, ...) that quotes a packet of a tracked
+//!   connection of the zone is `+trk+rel` (with `+rpl` when it travels in the connection's
+//!   reply direction, toward the original sender), carries the connection's mark, label and
+//!   original tuple, and with `nat` is translated back as the connection was (outer addresses,
+//!   quoted packet, checksums). It creates nothing (`commit` does not apply) and is not
+//!   counted on the connection. One that quotes no tracked connection is `+trk+inv`, as OVS.
 //! - `commit` creates the connection if the packet is new (with `nat(src=...)`/`nat(dst=...)`
 //!   it is translated; from an address range, by a hash of the source address for SNAT, so a
 //!   host keeps one address, and of the source address and port for DNAT); `nat` alone applies the translation of an existing connection.
@@ -179,7 +185,8 @@ impl FlowConntrack {
             }
         };
         let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
-            return inv;
+            let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+            return self.related(ip, hl, a, now).unwrap_or(inv);
         };
         let own = {
             let l4 = &frames.data(m.desc)[l3 + hl..];
@@ -241,6 +248,46 @@ impl FlowConntrack {
     }
 }
 
+impl FlowConntrack {
+    /// `ct` for an ICMP error `ip` (header length `hl`): `+rel` when it quotes a packet of a
+    /// connection of `a`'s zone, None otherwise (see the module documentation).
+    fn related(&mut self, ip: &mut [u8], hl: usize, a: &CtAction, now: u32) -> Option<CtResult> {
+        let quoted = nat::quoted_key(ip, hl)?;
+        let zone = self.zones.get_mut(&a.zone)?;
+        // The quoted packet is one the connection carried, as it was sent (translated, if
+        // it was): reversed, it is the tuple of the other direction.
+        let (id, dir) = zone.ct.lookup(&quoted.reverse(), now)?;
+        let conn = zone.ct.conn(id)?;
+        let (ident, nat_kind) = ((conn.orig, conn.created), conn.nat.map(|n| n.kind));
+        let orig = match conn.orig.proto {
+            PROTO_ICMP => tuple(&conn.orig, 8, 0),
+            _ => tuple(&conn.orig, conn.orig.sport, conn.orig.dport),
+        };
+        // Found by its reply tuple: the quoted packet went the original way, so the error
+        // goes back the reply way.
+        let mut state = ct_state::TRK | ct_state::REL;
+        if dir == Direction::Reply {
+            state |= ct_state::RPL;
+        }
+        if a.nat.is_some()
+            && let Some(kind) = nat_kind
+            && nat::translate_icmp_error(&mut zone.ct, ip, hl, now)
+        {
+            state |= match kind {
+                NatKind::Snat => ct_state::SNAT,
+                NatKind::Dnat => ct_state::DNAT,
+            };
+        }
+        let (mark, label) = zone.current_marks(id, ident);
+        Some(CtResult {
+            state,
+            mark,
+            label,
+            orig,
+        })
+    }
+}
+
 /// The address of `first..=last` (just `first` without a range) for a connection whose
 /// `seed` is given: a hash of it, so the choice is spread and repeatable.
 fn pick(first: Ipv4Addr, last: Option<Ipv4Addr>, seed: u32) -> Ipv4Addr {
@@ -251,6 +298,18 @@ fn pick(first: Ipv4Addr, last: Option<Ipv4Addr>, seed: u32) -> Ipv4Addr {
 }
 
 impl Zone {
+    /// The mark and label connection `id` (identified by `orig` and `created`) carries now.
+    fn current_marks(
+        &self,
+        id: crate::conntrack::ConnId,
+        (orig, created): (FlowKey, u32),
+    ) -> (u32, u128) {
+        self.marks
+            .get(&id)
+            .filter(|m| m.orig == orig && m.created == created)
+            .map_or((0, 0), |m| (m.mark, m.label))
+    }
+
     /// The mark and label of connection `id` after `a`'s `exec(...)` (applied when `a`
     /// commits).
     fn marks(
