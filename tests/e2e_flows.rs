@@ -172,6 +172,11 @@ fn ct_firewall_between_containers() {
         !ping(&n("b"), "10.0.0.1", 2),
         "b -> a refused: new connections from b drop"
     );
+    // Fragmented echoes and answers: the later fragments share the first one's connection.
+    assert!(
+        ping_size(&n("a"), "10.0.0.2", 3000, 2),
+        "fragmented a -> b allowed (and its fragmented replies)"
+    );
     let bps = iperf3_tcp(&n("b"), &n("a"), "10.0.0.2", 1);
     assert!(bps > 1e6, "TCP a -> b through the firewall: {bps} bit/s");
     let ct = d.ctl(&["ct-show"]);

@@ -700,3 +700,71 @@ fn related_icmp_errors_are_translated_back_with_nat() {
     assert_eq!(&icmp[8 + 12..8 + 16], &[10, 0, 0, 1]);
     assert_eq!(&icmp[8 + 20..8 + 22], &1000u16.to_be_bytes());
 }
+
+/// `ct` on fragments (no reassembly): the first fragment is tracked by the ports it carries
+/// and the later ones share its connection's `ct_state`, so a `+est` flow passes a fragmented
+/// answer; a later fragment whose first was not seen is `+inv`; under `ct(nat)` the later
+/// fragments get the connection's addresses.
+#[test]
+fn fragments_share_their_first_fragments_connection() {
+    use common::fragments::{fragments, reassemble};
+    let big = |src: u8, dst: u8, sport: u16, dport: u16| {
+        let payload: Vec<u8> = (0..600u32).map(|i| i as u8).collect();
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(mac(src), mac(dst))
+            .ipv4([10, 0, 0, src], [10, 0, 0, dst], 64)
+            .udp(sport, dport)
+            .write(&mut v, &payload)
+            .unwrap();
+        v
+    };
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add("table=1,priority=20,in_port=p1,ip,ct_state=+trk+new,actions=ct(commit),output:p2");
+    n.add("table=1,priority=20,in_port=p1,ip,ct_state=+trk+est,actions=output:p2");
+    n.add("table=1,priority=20,in_port=p2,ip,ct_state=+trk+est+rpl,actions=output:p1");
+    n.add("table=1,priority=10,ct_state=+trk+inv,actions=output:p3");
+    n.add("table=1,priority=0,actions=drop");
+    assert_eq!(n.ports(0, &udp(1, 2, 1000, 53)), vec![1], "opened by p1");
+    // A fragmented answer: both pieces are +est+rpl.
+    let (first, last) = fragments(&big(2, 1, 53, 1000), 256, 0x77);
+    assert_eq!(n.ports(1, &first), vec![0]);
+    assert_eq!(n.ports(1, &last), vec![0], "the later fragment too");
+    // A later fragment of a datagram whose first was never seen: +inv.
+    let (_, orphan) = fragments(&big(2, 1, 53, 1000), 256, 0x78);
+    assert_eq!(n.ports(1, &orphan), vec![2]);
+    // A fragmented datagram p2 opens: neither piece passes (+new from p2 has no flow).
+    let (first, last) = fragments(&big(2, 1, 4000, 4001), 256, 0x79);
+    assert!(n.ports(1, &first).is_empty());
+    assert!(n.ports(1, &last).is_empty());
+
+    // Under ct(nat): every piece of a fragmented datagram leaves translated.
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=10,ip,ct_state=-trk,actions=ct(table=1,nat)");
+    n.add(
+        "table=1,priority=20,in_port=p1,ip,ct_state=+trk+new,\
+         actions=ct(commit,nat(src=10.0.0.100:5000-5010)),output:p2",
+    );
+    n.add("table=1,priority=20,in_port=p1,ip,ct_state=+trk+est,actions=output:p2");
+    n.add("table=1,priority=0,actions=drop");
+    let (first, last) = fragments(&big(1, 2, 1000, 53), 256, 0x80);
+    let mut out: Vec<Vec<u8>> = n.send(0, &first).into_iter().map(|(_, f)| f).collect();
+    out.extend(n.send(0, &last).into_iter().map(|(_, f)| f));
+    assert_eq!(out.len(), 2);
+    for f in &out {
+        assert_eq!(&f[26..30], &[10, 0, 0, 100], "translated source");
+    }
+    let whole = reassemble(&out);
+    let s = SlicedPacket::from_ethernet(&whole).unwrap();
+    let (Some(NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Udp(u))) = (s.net, s.transport)
+    else {
+        panic!("udp")
+    };
+    let h = ip.header().to_header();
+    assert!((5000..=5010).contains(&u.source_port()));
+    assert_eq!(
+        u.checksum(),
+        u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(),
+        "the datagram's UDP checksum holds after translation"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fragments::*;
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use uvs::counters::DropReason;
@@ -708,13 +709,6 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
     assert_eq!(owner(&w[0].h.dp, &l2, gw0.0, 2), None);
 }
 
-/// Recompute the IPv4 header checksum of untagged frame `f` (after editing its header).
-fn refill_ip_checksum(f: &mut [u8]) {
-    f[24..26].fill(0);
-    let c = uvs::wire::checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-}
-
 /// The router decides a destination once per burst and reuses the decision for the burst's
 /// other frames to it: what depends on the frame is still checked per frame. One burst on `a`:
 /// frames to B around a TTL-1 frame, a too-big DF frame, a bad header checksum, a frame to
@@ -1241,45 +1235,6 @@ fn frames_gateway_input_queues_itself_keep_the_burst_order_and_the_port_mtu() {
     assert_eq!(got, want);
     assert_eq!(n.h.drops(n.b, DropReason::MtuExceeded), 1);
     n.h.assert_no_frame_leaked();
-}
-
-/// Cut `frame`'s IPv4 packet (20-byte header) in two at byte `at` of its payload (a multiple
-/// of 8): the first fragment (offset 0, more fragments) and the last, both with id `ident`.
-fn fragments(frame: &[u8], at: usize, ident: u16) -> (Vec<u8>, Vec<u8>) {
-    let (head, payload) = frame.split_at(34);
-    let piece = |bytes: &[u8], offset: usize, more: bool| {
-        let mut f = head.to_vec();
-        f.extend_from_slice(bytes);
-        let total = (f.len() - 14) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[18..20].copy_from_slice(&ident.to_be_bytes());
-        let flags = (u16::from(more) << 13) | (offset / 8) as u16;
-        f[20..22].copy_from_slice(&flags.to_be_bytes());
-        refill_ip_checksum(&mut f);
-        f
-    };
-    (
-        piece(&payload[..at], 0, true),
-        piece(&payload[at..], at, false),
-    )
-}
-
-/// The whole frame the IPv4 fragments `pieces` (any order, 20-byte headers) make up.
-fn reassemble(pieces: &[Vec<u8>]) -> Vec<u8> {
-    let offset = |f: &Vec<u8>| (u16::from_be_bytes([f[20], f[21]]) & 0x1fff) as usize * 8;
-    let mut v: Vec<&Vec<u8>> = pieces.iter().collect();
-    v.sort_by_key(|f| offset(f));
-    assert_eq!(offset(v[0]), 0, "a first fragment");
-    let mut f = v[0][..34].to_vec();
-    for p in &v {
-        assert_eq!(offset(p), f.len() - 34, "contiguous");
-        f.extend_from_slice(&p[34..]);
-    }
-    let total = (f.len() - 14) as u16;
-    f[16..18].copy_from_slice(&total.to_be_bytes());
-    f[20..22].fill(0);
-    refill_ip_checksum(&mut f);
-    f
 }
 
 /// NAT translates fragmented datagrams through their first fragment (shallow virtual

@@ -4,7 +4,7 @@
 //! Contract:
 //! - Each bridge keeps one connection table per zone, made on first use. `ct` looks the packet
 //!   up and returns its `ct_state`: `+trk` always; `+inv` for packets it cannot track (not IPv4
-//!   TCP/UDP/ICMP echo, truncated, fragments); otherwise `+new` until the connection has seen a
+//!   TCP/UDP/ICMP echo, truncated, a later fragment whose first was not seen); otherwise `+new` until the connection has seen a
 //!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
 //! - An IPv4 ICMP error (unreachable, time exceeded, ...) that quotes a packet of a tracked
 //!   connection of the zone is `+trk+rel` (with `+rpl` when it travels in the connection's
@@ -20,6 +20,11 @@
 //!   uncommitted packets carry 0. They are kept here, beside the connection table, keyed by the
 //!   connection's slot and checked against its original tuple and creation time, so a slot
 //!   reused by another connection starts at 0.
+//! - IPv4 fragments (no reassembly, as the router's NAT): a first fragment is tracked by the
+//!   tuple it carries and its datagram remembered per zone; a later fragment gets its first
+//!   one's connection and `ct_state` (counted without a TCP state step; under `nat` only its
+//!   addresses are rewritten). Flows after `ct` still see a later fragment's own fields (no
+//!   ports: `nw_frag=later`), where OVS's reassembly would show the whole datagram's.
 //! - IPv6 is tracked by `v6.rs` with the same `ct_state` meaning (no NAT).
 //! - Time is seconds on the worker's clock; entries expire with the conntrack timeouts.
 
@@ -30,8 +35,8 @@ use std::net::Ipv4Addr;
 
 use super::{Meta, nat};
 use crate::conntrack::{
-    Conntrack, CtConfig, Direction, FlowKey, NatInfo, NatKind, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    PoolId, PortAllocator,
+    Conntrack, CtConfig, DatagramTable, Direction, FlowKey, NatInfo, NatKind, PROTO_ICMP,
+    PROTO_TCP, PROTO_UDP, PoolId, PortAllocator,
 };
 use crate::flow::{CtAction, CtNat, ct_state};
 use crate::packet::Frames;
@@ -100,6 +105,8 @@ struct Zone {
     pools: Vec<SnatPools>,
     /// Marks and labels of connections that have one.
     marks: std::collections::HashMap<crate::conntrack::ConnId, Marks>,
+    /// The tuple each fragmented datagram's first fragment carried, for the later ones.
+    frags: DatagramTable<FlowKey>,
     /// IPv6 connections.
     v6: v6::Table6,
 }
@@ -149,6 +156,7 @@ impl FlowConntrack {
                     ct,
                     pools: Vec::new(),
                     marks: Default::default(),
+                    frags: Default::default(),
                     v6: Default::default(),
                 }))
             }
@@ -184,13 +192,39 @@ impl FlowConntrack {
                 Err(_) => return inv,
             }
         };
-        let Some((key, flags)) = nat::flow_key(&frames.data(m.desc)[l3..l3 + total], hl) else {
-            let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
-            return self.related(ip, hl, a, now).unwrap_or(inv);
+        let ip = &frames.data(m.desc)[l3..l3 + total];
+        // A later fragment carries no ports: its datagram's first fragment named the tuple.
+        let (key, flags, later) = match nat::flow_key(ip, hl) {
+            Some((k, f)) => (k, f, false),
+            None => match nat::piece(ip) {
+                nat::Piece::First => {
+                    let Some((k, f)) = nat::first_fragment_key(ip, hl) else {
+                        return inv;
+                    };
+                    let d = nat::datagram_id(ip);
+                    let Some(zone) = self.zone(a.zone) else {
+                        return inv;
+                    };
+                    zone.frags.remember(d, k);
+                    (k, f, false)
+                }
+                nat::Piece::Later => {
+                    let d = nat::datagram_id(ip);
+                    match self.zones.get_mut(&a.zone).and_then(|z| z.frags.recall(&d)) {
+                        Some(k) => (k, 0, true),
+                        None => return inv,
+                    }
+                }
+                nat::Piece::Whole => {
+                    let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+                    return self.related(ip, hl, a, now).unwrap_or(inv);
+                }
+            },
         };
         let own = {
             let l4 = &frames.data(m.desc)[l3 + hl..];
             let (sp, dp) = match key.proto {
+                PROTO_ICMP if later => (8, 0),
                 PROTO_ICMP => (u16::from(l4[0]), u16::from(l4[1])),
                 _ => (key.sport, key.dport),
             };
@@ -213,7 +247,12 @@ impl FlowConntrack {
             },
             None => return new,
         };
-        zone.ct.update(id, dir, total as u32, flags, now);
+        if later {
+            // Counted only: the first fragment's header made any state transition.
+            zone.ct.count(id, dir, total as u32, now);
+        } else {
+            zone.ct.update(id, dir, total as u32, flags, now);
+        }
         let Some(conn) = zone.ct.conn(id) else {
             return new;
         };
@@ -232,7 +271,12 @@ impl FlowConntrack {
             && let Some(n) = conn.nat
         {
             let to = conn.rewrite(dir);
-            nat::rewrite(&mut frames.data_mut(m.desc)[l3..l3 + total], hl, &key, &to);
+            let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
+            if later {
+                nat::put_addrs(ip, to.src, to.dst);
+            } else {
+                nat::rewrite(ip, hl, &key, &to);
+            }
             st |= match n.kind {
                 NatKind::Snat => ct_state::SNAT,
                 NatKind::Dnat => ct_state::DNAT,

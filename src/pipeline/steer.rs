@@ -25,7 +25,7 @@
 //!   ICMP errors are steered as the answer to the packet they quote.
 //! - On a bridge where a `ct(...)` flow was added (`FlowTable::ct_steered`), a frame NAT does
 //!   not claim goes to the worker of a hash of its tuple that is the same in both directions
-//!   ([`ct_owner`]; an ICMP error: of the tuple it quotes).
+//!   ([`ct_owner`]; an ICMP error: of the tuple it quotes; fragments as below).
 //! - Fragments: a first fragment is steered by the tuple it carries, as a whole packet; the
 //!   worker that received it remembers its owner for the datagram ([`DatagramTable`], per
 //!   receiving worker) and steers the later fragments (no ports) the same way. The kernel
@@ -75,7 +75,7 @@ pub fn split(
         let f = frames.data(d);
         let w = nat_mac
             .and_then(|mac| fragment_owner(dp, f, mac, workers, frags))
-            .or_else(|| ct.then(|| ct_owner(f, workers)).flatten());
+            .or_else(|| ct.then(|| ct_fragment_owner(f, workers, frags)).flatten());
         match w {
             Some(w) if w != me => {
                 away.push((w, d));
@@ -132,6 +132,21 @@ pub fn owner(dp: &Datapath, frame: &[u8], gw_mac: [u8; 6], workers: u32) -> Opti
         None => super::nat::quoted_key(ip, hl)?.reverse(),
     };
     key_owner(dp, &key, workers)
+}
+
+/// [`ct_owner`], remembering a first fragment's owner in `frags` for its datagram's later
+/// fragments, which get it from there.
+fn ct_fragment_owner(frame: &[u8], workers: u32, frags: &mut DatagramTable<u32>) -> Option<u32> {
+    let (ip, hl) = ipv4_of(frame)?;
+    match nat::piece(ip) {
+        Piece::Whole => ct_owner(frame, workers),
+        Piece::First => {
+            let w = symmetric(&nat::first_fragment_key(ip, hl)?.0, workers);
+            frags.remember(nat::datagram_id(ip), w);
+            Some(w)
+        }
+        Piece::Later => frags.recall(&nat::datagram_id(ip)),
+    }
 }
 
 /// [`owner`], remembering a first fragment's owner in `frags` for its datagram's later
@@ -216,6 +231,43 @@ fn spread(ip: [u8; 4], port: u16, workers: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fragmented datagram's pieces go where a whole packet of its connection goes: the
+    /// first by the tuple it carries, the later ones after it (none before it).
+    #[test]
+    fn fragments_follow_their_first_to_the_connections_worker() {
+        use etherparse::PacketBuilder;
+        let mut frags = DatagramTable::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, sport) in (1000..1200u16).enumerate() {
+            let mut whole = Vec::new();
+            PacketBuilder::ethernet2([2; 6], [4; 6])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .udp(sport, 53)
+                .write(&mut whole, &[7u8; 64])
+                .unwrap();
+            let w = ct_owner(&whole, 4).expect("a tuple");
+            let mut first = whole.clone();
+            let ident = (i as u16).to_be_bytes();
+            first[18..20].copy_from_slice(&ident);
+            first[20] = 0x20; // more fragments, offset 0
+            let mut later = first[..34].to_vec();
+            later.extend_from_slice(&[9u8; 16]);
+            later[16..18].copy_from_slice(&36u16.to_be_bytes());
+            later[20..22].copy_from_slice(&[0x00, 0x09]); // offset 72, the last
+            assert_eq!(
+                ct_fragment_owner(&later, 4, &mut frags),
+                None,
+                "before its first"
+            );
+            assert_eq!(ct_fragment_owner(&first, 4, &mut frags), Some(w));
+            assert_eq!(ct_fragment_owner(&later, 4, &mut frags), Some(w));
+            // Without the memory, the later fragment has no owner of its own.
+            assert_eq!(ct_owner(&later, 4), None);
+            seen.insert(w);
+        }
+        assert_eq!(seen.len(), 4, "the tuples spread over the workers");
+    }
 
     /// Both directions of a TCP connection and of an ICMP echo get one worker.
     #[test]

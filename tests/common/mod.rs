@@ -2,6 +2,7 @@
 //! root/netns helpers for end-to-end tests, and an in-process OpenFlow switch.
 #![allow(dead_code)]
 
+pub mod fragments;
 pub mod netns;
 pub mod openflow;
 pub mod wire;
