@@ -768,3 +768,34 @@ fn fragments_share_their_first_fragments_connection() {
         "the datagram's UDP checksum holds after translation"
     );
 }
+
+/// IPv6 path MTU discovery through a stateful firewall: an ICMPv6 packet too big about a
+/// tracked connection's packet is `+trk+rel+rpl` (with the connection's mark), one about no
+/// connection is `+trk+inv`.
+#[test]
+fn icmpv6_packet_too_big_about_a_tracked_connection_is_related() {
+    let ptb = |src: &str, dst: &str, quoted: &[u8]| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(mac(2), mac(1))
+            .ipv6(v6(src), v6(dst), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut v, &quoted[14..])
+            .unwrap();
+        v
+    };
+    let mut n = FlowNet::new();
+    n.add("table=0,ipv6,ct_state=-trk,actions=ct(table=1,zone=3)");
+    n.add(
+        "table=1,priority=10,in_port=p1,tcp6,ct_state=+trk+new,\
+         actions=ct(commit,zone=3,exec(set_field:0x7->ct_mark)),output:p2",
+    );
+    n.add("table=1,priority=10,in_port=p2,ipv6,ct_state=+trk+rel+rpl,ct_mark=7,actions=output:p1");
+    n.add("table=1,priority=10,ipv6,ct_state=+trk+inv,actions=output:p3");
+    n.add("table=1,priority=0,actions=drop");
+    let syn = tcp6_ports("fc00::1", "fc00::2", 40000, 80);
+    assert_eq!(n.ports(0, &syn), vec![1]);
+    // A router on the way (fc00::fe) says the segment was too big.
+    assert_eq!(n.ports(1, &ptb("fc00::fe", "fc00::1", &syn)), vec![0]);
+    let stranger = tcp6_ports("fc00::1", "fc00::2", 40001, 80);
+    assert_eq!(n.ports(1, &ptb("fc00::fe", "fc00::1", &stranger)), vec![2]);
+}

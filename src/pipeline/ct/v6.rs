@@ -3,8 +3,10 @@
 //!
 //! Contract:
 //! - Tracked: TCP, UDP and ICMPv6 echo (the identifier is the port) whose header follows the
-//!   IPv6 header directly; anything else (other ICMPv6 types, extension headers, fragments,
-//!   truncated packets) is `+trk+inv`.
+//!   IPv6 header directly; an ICMPv6 error quoting a packet of a tracked connection is
+//!   `+trk+rel` (`+rpl` toward the original sender; packet too big among them, so path MTU
+//!   discovery passes a `+rel` flow); anything else (other ICMPv6 types, extension headers,
+//!   fragments, truncated packets) is `+trk+inv`.
 //! - A packet of no connection is `+new` (committed or not); a connection is `+new` until it
 //!   has seen a reply, `+est` after; reply-direction packets are `+rpl`. `commit` creates it,
 //!   with `exec(...)`'s mark and label.
@@ -138,7 +140,7 @@ impl Table6 {
             return inv;
         }
         let Some((key, flags, (tp_src, tp_dst))) = key6(ip) else {
-            return inv;
+            return self.related(ip, now).unwrap_or(inv);
         };
         let tuple = |k: &Key6, sp, dp| (0, 0, k.proto, sp, dp);
         let new = CtResult {
@@ -206,6 +208,36 @@ impl Table6 {
             label: c.label,
             orig: tuple(&orig, orig_tc.0, orig_tc.1),
         }
+    }
+
+    /// `+trk+rel` (and `+rpl` back toward the original sender) for an ICMPv6 error (destination
+    /// unreachable, packet too big, time exceeded, parameter problem) that quotes a packet of a
+    /// connection of this zone; None otherwise. Nothing is counted or changed.
+    fn related(&mut self, ip: &[u8], now: u32) -> Option<CtResult> {
+        if ip.len() < 48 || ip[6] != 58 || !(1..=4).contains(&ip[40]) {
+            return None;
+        }
+        // The quoted packet (as it was sent) starts after the 8-byte ICMPv6 header; it is one
+        // the connection carried, so reversed it is the other direction's tuple.
+        let (quoted, _, _) = key6(&ip[48..])?;
+        let (orig, quoted_was_reply) = self.find(&quoted.reverse(), now)?;
+        let c = &self.conns[&orig];
+        let mut state = ct_state::TRK | ct_state::REL;
+        // `find` says whether the reversed tuple is the reply direction: then the quoted
+        // packet went the original way and the error goes back the reply way.
+        if quoted_was_reply {
+            state |= ct_state::RPL;
+        }
+        let orig_tc = match orig.proto {
+            58 => (u16::from(ICMP6_ECHO_REQUEST), 0),
+            _ => (orig.sport, orig.dport),
+        };
+        Some(CtResult {
+            state,
+            mark: c.mark,
+            label: c.label,
+            orig: (0, 0, orig.proto, orig_tc.0, orig_tc.1),
+        })
     }
 
     /// The connection of `key` (its original tuple, and whether `key` is the reply
