@@ -60,7 +60,7 @@ drop_reasons! {
     VxlanBadFlags => "bad-vxlan-flags", "VXLAN header without the I (valid VNI) flag";
     VxlanUnknownVni => "vxlan-unknown-vni", "VXLAN packet for a VNI no tunnel port on that address carries";
     VxlanUnknownVtep => "vxlan-unknown-vtep", "VXLAN packet from a VTEP that is not one of the port's remotes";
-    VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame, or fragmented (not reassembled)";
+    VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame (fragments are put back together first)";
     VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
     FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
@@ -77,6 +77,7 @@ drop_reasons! {
     HandoffFull => "handoff-full", "several workers: the worker that owns the frame's connection was too busy to take it";
     DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";
     PortHeld => "port-held", "toward a port added by a reload or a pending port's retry while its bridge's flow table was being installed (milliseconds)";
+    FragReassembly => "frag-reassembly", "fragment of a datagram to the switch itself (VXLAN) that could not be put back together: overlapping, more than 8 fragments, larger than a pool frame, or the pool empty (incomplete ones are dropped after 1 s, counted in stats' reassembly)";
     NatFragment => "nat-fragment", "IPv4 fragment after the first of a datagram a source NAT rule would translate, whose first fragment was not seen (not reassembled): dropped rather than sent with its untranslated source address";
 }
 

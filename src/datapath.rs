@@ -340,6 +340,8 @@ pub struct Datapath {
     pub tunnel_locals: Vec<[u8; 4]>,
     /// DNS queries to gateways, handed to the DNS service (see `dns::punt`).
     pub punt: crate::dns::punt::Punt,
+    /// Fragmented datagrams to the switch's own addresses (VXLAN), put back together.
+    pub reassembly: crate::pipeline::reassembly::Reassembly,
     /// Milliseconds on the worker's clock (flow counters, timeouts, meters), set before each
     /// burst by the caller.
     pub now_ms: u64,
@@ -372,6 +374,7 @@ impl Default for Datapath {
             tunnel_udp_ports: Default::default(),
             tunnel_locals: Vec::new(),
             punt: Default::default(),
+            reassembly: Default::default(),
             now_ms: 0,
             neigh_aged_at: 0,
             events: crate::events::EventSink::default(),

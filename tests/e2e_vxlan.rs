@@ -79,6 +79,48 @@ fn interop_with_kernel_vxlan() {
     );
 }
 
+/// A kernel VTEP whose underlay path is smaller than its packets (its eth0 MTU lowered to
+/// 1,400 under a 1,450 overlay) fragments the outer packets (`df unset`, the kernel's
+/// default): uvs puts them back together and delivers the inner datagram.
+#[test]
+fn fragmented_vxlan_from_a_kernel_vtep_is_reassembled() {
+    if !root_or_skip("fragmented_vxlan_from_a_kernel_vtep_is_reassembled") {
+        return;
+    }
+    let p = prefix("ey");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
+    kernel_bridged_vtep(&mut t, &hb, &n("c2"));
+    assert!(ping(&n("c2"), "192.168.42.1", 3), "c2 -> c1 (learning)");
+    sh(&["ip", "-n", &hb, "link", "set", "eth0", "mtu", "1400"]);
+    // c1 receives; c2 sends 1,400-byte UDP datagrams without DF (inner 1,428 bytes, outer
+    // 1,478: over host B's 1,400).
+    let recv = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('192.168.42.1',9000))\ns.settimeout(8)\nd,a=s.recvfrom(65535)\nprint(len(d), d==bytes(range(200))*7)\n";
+    let receiver = std::process::Command::new("ip")
+        .args(["netns", "exec", &n("c1"), "python3", "-c", recv])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let send = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,10,0)\nfor i in range(5):\n    s.sendto(bytes(range(200))*7,('192.168.42.1',9000))\n    time.sleep(0.3)\n";
+    sh(&["ip", "netns", "exec", &n("c2"), "python3", "-c", send]);
+    let out = receiver.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1400 True",
+        "the inner datagram, whole"
+    );
+    let stats = d.json(&["stats"]);
+    assert!(
+        stats["reassembly"]["reassembled"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        stats["reassembly"]
+    );
+}
+
 #[test]
 fn two_uvs_vteps() {
     if !root_or_skip("two_uvs_vteps") {

@@ -406,7 +406,10 @@ fn vxlan_bypass_takes_only_plain_packets() {
     let srcs: Vec<u8> = out[n.a as usize].iter().map(|f| f[11]).collect();
     assert_eq!(srcs, vec![1, 4], "the good packets, in order");
     assert_eq!(n.h.drops(n.ul, DropReason::IpBadChecksum), 1);
-    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 1);
+    // The "first fragment" goes to reassembly, which refuses it: a fragment with more to come
+    // carries a multiple of 8 bytes, and this one does not.
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 0);
+    assert_eq!(n.h.drops(n.ul, DropReason::FragReassembly), 1);
     let replies: Vec<&Vec<u8>> = out[n.ul as usize]
         .iter()
         .filter(|f| f.len() > 34 && f[23] == 1 && f[34] == 0)
@@ -688,8 +691,11 @@ fn packets_like_the_bursts_last_good_one_differ_in_tos_fragment_protocol_or_head
     n.uplink_burst(&burst);
     let out = n.h.outputs();
     let got: Vec<(u8, usize)> = out[n.a as usize].iter().map(|f| (f[11], f.len())).collect();
-    // (3: more fragments; 4: an offset; 5: TCP; 8: IHL 6. 6: DF set, as OVS sends.)
+    // (3: more fragments; 4: an offset; 5: TCP; 8: IHL 6. 6: DF set, as OVS sends.) The two
+    // fragments wait for reassembly (they overlap: dropped) or expire.
     assert_eq!(got, vec![(1, 60), (2, 60), (6, 60), (7, 60)]);
+    let now = n.h.dp.now_ms;
+    n.h.housekeep(now + uvs::pipeline::reassembly::TIMEOUT_MS);
     n.h.assert_no_frame_leaked();
 }
 
@@ -777,5 +783,46 @@ fn a_run_learns_each_inner_vlan_and_source_once() {
     assert_eq!(t.remote_of(7, m(1)), None);
     assert_eq!(t.remote_of(0, m(3)), None);
     n.h.outputs();
+    n.h.assert_no_frame_leaked();
+}
+
+/// A peer whose underlay path fragments its VXLAN packets (Linux's vxlan with `df unset`):
+/// the fragments, in any order, are put back together and the inner frame is delivered once;
+/// a datagram that never completes is dropped after the timeout with its frames.
+#[test]
+fn fragmented_vxlan_packets_are_reassembled() {
+    use common::fragments::fragments;
+    let mut n = net();
+    // A full-size inner frame (1,514 bytes): its VXLAN packet is over a 1,500 path.
+    let mut inner = frame(mac(1), mac(9), 8);
+    inner.resize(1514, 0x5a);
+    let outer = vxlan_pkt(n.gw, R2, 0x08, 42, &inner);
+    let (first, last) = fragments(&outer, 1480, 0x1234);
+    n.h.send(n.ul, &last);
+    assert!(
+        n.h.outputs()[n.a as usize].is_empty(),
+        "waiting for the first"
+    );
+    n.h.send(n.ul, &first);
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.a as usize],
+        vec![inner.clone()],
+        "delivered once, whole"
+    );
+    assert_eq!(n.h.dp.reassembly.stats().reassembled, 1);
+    // In order too.
+    let (first, last) = fragments(&outer, 1480, 0x1235);
+    n.h.send(n.ul, &first);
+    n.h.send(n.ul, &last);
+    assert_eq!(n.h.outputs()[n.a as usize], vec![inner]);
+    // A first fragment alone: held, then dropped after the timeout, its frame freed.
+    let (first, _) = fragments(&outer, 1480, 0x1236);
+    n.h.send(n.ul, &first);
+    assert_eq!(n.h.dp.reassembly.waiting(), 1);
+    let now = n.h.dp.now_ms;
+    n.h.housekeep(now + uvs::pipeline::reassembly::TIMEOUT_MS);
+    assert_eq!(n.h.dp.reassembly.waiting(), 0);
+    assert_eq!(n.h.dp.reassembly.stats().timed_out, 1);
     n.h.assert_no_frame_leaked();
 }

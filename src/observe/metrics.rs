@@ -17,7 +17,8 @@
 //!   `down`, `gone`: 1 for the port's state, as `uvs ctl show` names it).
 //! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,aged,
 //!   flooded}_total{bridge}`.
-//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors}_total`.
+//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors,fragmented,
+//!   fragments}_total`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
 //! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
 //!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
 //!   collisions}_total`; `uvs_flow_conntrack_connections`;
@@ -121,6 +122,23 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         ("fragments", "Fragments made of those packets"),
     ] {
         b.one_counter(&format!("uvs_router_{k}"), help, &r[k]);
+    }
+    let ra = &stats["reassembly"];
+    for (k, help) in [
+        (
+            "reassembled",
+            "Fragmented datagrams to the switch (VXLAN) put back together",
+        ),
+        (
+            "timed_out",
+            "Fragmented datagrams to the switch dropped incomplete (1 s, or a full table)",
+        ),
+        (
+            "refused",
+            "Fragmented datagrams to the switch refused (overlapping, too many or too large)",
+        ),
+    ] {
+        b.one_counter(&format!("uvs_reassembly_{k}"), help, &ra[k]);
     }
     let ct = &counts["conntrack"];
     b.one_gauge(

@@ -505,6 +505,15 @@ fn ip_in(
     let (route, local) = burst.route(dp, dst);
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
     if !tracked && dnat.is_none() && local {
+        let mut total = total;
+        // A fragment of a datagram to us (VXLAN from a peer whose path fragments): put back
+        // together first, as the kernel's VTEP would.
+        if !dp.tunnels.is_empty() && is_udp_fragment(frames.data(m.desc), l3) {
+            match reassemble(dp, frames, m, in_port) {
+                Some(t) => total = t,
+                None => return Ok(()),
+            }
+        }
         if !dp.tunnels.is_empty()
             && let Some(opened) = vxlan::decap(dp, frames, m, (hl, total), &mut burst.last_decap)?
         {
@@ -692,6 +701,45 @@ fn ip_in(
         });
     }
     Ok(())
+}
+
+/// Whether the IPv4 packet at `l3` of `data` is a UDP fragment.
+fn is_udp_fragment(data: &[u8], l3: usize) -> bool {
+    let ip = ipv4::Packet::new_unchecked(&data[l3..]);
+    ip.ip_protocol() == IpProtocol::UDP && ip.is_fragment()
+}
+
+/// Offer the fragment in `m` to the reassembly table: the datagram's total length once it is
+/// complete (`m` then holds it); None when the fragment was taken (held, or dropped: counted
+/// on `in_port`), `m` being then `Pending` (its frame is the table's or freed).
+#[cold]
+#[inline(never)]
+fn reassemble(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    m: &mut Meta,
+    in_port: PortId,
+) -> Option<usize> {
+    use super::reassembly::Offer;
+    let l3 = m.l3 as usize;
+    let now_ms = dp.now_ms;
+    match dp.reassembly.offer(frames, m.desc, l3, now_ms) {
+        Offer::Done(whole) => {
+            m.desc = whole;
+            Some(whole.len as usize - l3)
+        }
+        Offer::Held => {
+            m.dest = Dest::Pending;
+            None
+        }
+        Offer::Dropped(_) => {
+            m.dest = Dest::Pending;
+            if let Some(p) = dp.port_mut(in_port) {
+                p.counters.drop(DropReason::FragReassembly);
+            }
+            None
+        }
+    }
 }
 
 /// A routed packet over the egress MTU without DF: cut into fragments (see `fragment`), each

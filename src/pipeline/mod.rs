@@ -23,6 +23,7 @@ mod l3;
 mod nat;
 mod output;
 pub mod ratelimit;
+pub mod reassembly;
 pub mod runtime;
 pub mod steer;
 mod uso;
@@ -131,6 +132,10 @@ pub fn announce_gateway(dp: &mut Datapath, frames: &mut Frames, bridge: u16) {
 /// on the bridges' ports for the next tx burst). Call after `Datapath::age_fdbs`; cheap when
 /// there is nothing to do.
 pub fn neigh_timers(dp: &mut Datapath, frames: &mut Frames) {
+    if dp.reassembly.waiting() > 0 {
+        let now_ms = dp.now_ms;
+        dp.reassembly.expire(frames, now_ms);
+    }
     if !dp.neigh.has_work() {
         return;
     }

@@ -993,6 +993,7 @@ impl Worker {
             "bridges": bridges,
             "router": serde_json::to_value(&self.dp.router).unwrap_or(Value::Null),
             "neigh": serde_json::to_value(self.dp.neigh.counters()).unwrap_or(Value::Null),
+            "reassembly": serde_json::to_value(self.dp.reassembly.stats()).unwrap_or(Value::Null),
             "events": self.dp.events.json(),
             "worker": {
                 "core": self.core,

@@ -475,7 +475,7 @@ impl WorkerHandle {
         for w in &self.others {
             let v = w.call_one(Command::Stats)?;
             // (`events` counters are one set shared by the workers' sinks: not summed.)
-            for key in ["ports", "bridges", "router", "neigh"] {
+            for key in ["ports", "bridges", "router", "neigh", "reassembly"] {
                 sum_counters(&mut total[key], &v[key]);
             }
             workers.push(v["worker"].clone());

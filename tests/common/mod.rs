@@ -74,6 +74,13 @@ impl Harness {
         self.run();
     }
 
+    /// The worker's timers at `now_ms` (the clock moved on): neighbour timers and the expiry
+    /// of incomplete reassemblies.
+    pub fn housekeep(&mut self, now_ms: u64) {
+        self.dp.now_ms = now_ms;
+        uvs::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
+    }
+
     /// Receive a burst on every port, process, flush. The tests change `dp` directly between
     /// runs, so each run starts by saying so (`Datapath::changed`), as the worker does after
     /// every request.
