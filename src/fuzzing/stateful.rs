@@ -6,7 +6,8 @@
 //! per bridge, 16 neighbours per bridge and 64 in all, 64 connections, 16 per source, mac_limit 4
 //! on odd ports) so the bounds are reached quickly. Each input byte picks an operation (a frame
 //! built from the following bytes, time passing, a gateway change, `neigh-flush`, `fdb-flush`,
-//! `rp_filter`/`isolated`/`icc`, a port moving bridges, NAT rules and routes).
+//! `rp_filter`/`isolated`/`icc`, a port moving bridges, NAT rules and routes); frames are
+//! sometimes IPv4 fragments (first, middle or last of two datagrams).
 //!
 //! Invariants after each step (a violation panics: a finding):
 //! - frame accounting: every frame buffer is free or held by the neighbour table, and every
@@ -480,11 +481,20 @@ fn frame(inp: &mut Input, b: Option<u16>) -> Vec<u8> {
     let total = 20 + l4 + 4;
     f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
     f.extend_from_slice(&(total as u16).to_be_bytes());
+    // Mostly whole packets; sometimes a first fragment (MF), a later one (an offset) or a
+    // middle one, of one of two datagrams (NAT and `ct` track fragments by their first).
+    let frag = inp.byte();
+    let (ident, flags) = match frag % 8 {
+        0..=4 => (1, [0, 0]),
+        5 => (frag >> 3 & 1, [0x20, 0]),
+        6 => (frag >> 3 & 1, [0, 4]),
+        _ => (frag >> 3 & 1, [0x20, 4]),
+    };
     f.extend_from_slice(&[
         0,
-        1,
-        0,
-        0,
+        ident,
+        flags[0],
+        flags[1],
         [64, 1, 2, 64][inp.byte() as usize % 4],
         proto,
         0,
