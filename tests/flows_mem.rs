@@ -161,6 +161,14 @@ fn meter_drops_excess() {
     }
     let passed = n.h.outputs()[n.p[1] as usize].len();
     assert!((100..250).contains(&passed), "meter passed {passed}");
+    // Counted in packets and bytes (OpenFlow's meter and band statistics).
+    let m = &n.h.dp.bridge(n.b).unwrap().flows.meters[&1];
+    let len = udp(1, 2, 53).len() as u64;
+    assert_eq!((m.passed, m.dropped), (passed as u64, 400 - passed as u64));
+    assert_eq!(
+        (m.passed_bytes, m.dropped_bytes),
+        (m.passed * len, m.dropped * len)
+    );
 }
 
 fn tcp(src: u8, dst: u8, sport: u16, dport: u16, syn: bool) -> Vec<u8> {

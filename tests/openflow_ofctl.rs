@@ -191,6 +191,29 @@ fn ofctl_openflow13_flows_show_and_ports() {
         "table=3,priority=1,actions=meter:1,output:2",
     ]);
     assert!(run(&["dump-flows", &t, "table=3"]).contains("meter:1,output:2"));
+    // The meter as ovs-ofctl reads it back: configuration, statistics, features.
+    let cfg = run(&["dump-meters", &t]);
+    assert!(
+        cfg.contains("meter=1 kbps burst stats bands=\ntype=drop rate=1000 burst_size=100"),
+        "{cfg}"
+    );
+    let st = run(&["meter-stats", &t]);
+    assert!(
+        st.contains("meter:1 flow_count:1 packet_in_count:0 byte_in_count:0")
+            && st.contains("0: packet_count:0 byte_count:0"),
+        "{st}"
+    );
+    let feat = run(&["meter-features", &t]);
+    assert!(
+        feat.contains("max_meter:65535 max_bands:1")
+            && feat.contains("band_types: drop")
+            && feat.contains("capabilities: kbps burst stats"),
+        "{feat}"
+    );
+    // Deleting the meter deletes the flow that uses it (as OVS does).
+    run(&["del-meter", &t, "meter=1"]);
+    assert!(!run(&["dump-flows", &t, "table=3"]).contains("meter:1"));
+    assert!(!run(&["dump-meters", &t]).contains("meter=1"));
     run(&["del-flows", &t, "table=3"]);
     let desc = run(&["dump-desc", &t]);
     assert!(desc.contains("Manufacturer: uvs"), "{desc}");

@@ -796,14 +796,48 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         },
     );
     let w = worker.clone();
+    reg.register(
+        "del-meters",
+        "del-meters BRIDGE [meter=N] (and the flows that use them)",
+        1,
+        2,
+        move |a| {
+            let id = match a.get(1).map(|s| s.split_once('=')) {
+                None => None,
+                Some(Some(("meter", "all"))) => None,
+                Some(Some(("meter", v))) => {
+                    Some(v.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        CtlError::new(format!("meter: '{v}' is not a meter id (1..) or all"))
+                    })?)
+                }
+                Some(_) => return Err(CtlError::new(format!("'{}': want meter=N", a[1]))),
+            };
+            let c = crate::worker::OfCommand::MeterDel {
+                bridge: a[0].clone(),
+                id,
+            };
+            let v = ask(&w, Command::Openflow(c))?;
+            let text = format!(
+                "deleted {} meter(s), {} flow(s)\n",
+                v["deleted"], v["flows_deleted"]
+            );
+            Ok(Reply::new(text, v))
+        },
+    );
+    let w = worker.clone();
     reg.register("dump-meters", "dump-meters BRIDGE", 1, 1, move |a| {
         let v = ask(&w, Command::MeterDump(a[0].clone()))?;
         let mut s = String::new();
         for m in v["meters"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
-                "meter={} kbps rate={} burst_size={} passed={} dropped={}",
-                m["meter"], m["rate_kbps"], m["burst_kbits"], m["passed"], m["dropped"]
+                "meter={} kbps rate={} burst_size={} flows={} passed={} dropped={}",
+                m["meter"],
+                m["rate_kbps"],
+                m["burst_kbits"],
+                m["flow_count"],
+                m["passed"],
+                m["dropped"]
             );
         }
         Ok(Reply::new(s, v))

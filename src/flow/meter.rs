@@ -16,6 +16,9 @@ pub struct Meter {
     pub passed: u64,
     /// Packets dropped by the band.
     pub dropped: u64,
+    /// Bytes of the packets passed and dropped (OpenFlow's meter and band statistics).
+    pub passed_bytes: u64,
+    pub dropped_bytes: u64,
     /// The bucket every worker's copy of this meter draws from (several workers); None: the
     /// fields above.
     shared: Option<crate::tokens::SharedTokens>,
@@ -31,6 +34,8 @@ impl Meter {
             last_ms: 0,
             passed: 0,
             dropped: 0,
+            passed_bytes: 0,
+            dropped_bytes: 0,
             shared: None,
         }
     }
@@ -48,11 +53,7 @@ impl Meter {
             let cap = (self.burst_kbits * 1000) as i64;
             b.refill(self.rate_kbps, cap, now_ms);
             let ok = b.take(i64::from(bytes) * 8, i64::MAX);
-            if ok {
-                self.passed += 1;
-            } else {
-                self.dropped += 1;
-            }
+            self.count(ok, bytes);
             return ok;
         }
         let cap = self.burst_kbits as f64 * 1000.0;
@@ -60,13 +61,22 @@ impl Meter {
         self.last_ms = now_ms.max(self.last_ms);
         self.tokens_bits = (self.tokens_bits + dt * self.rate_kbps as f64).min(cap);
         let need = bytes as f64 * 8.0;
-        if self.tokens_bits >= need {
+        let ok = self.tokens_bits >= need;
+        if ok {
             self.tokens_bits -= need;
+        }
+        self.count(ok, bytes);
+        ok
+    }
+
+    #[inline]
+    fn count(&mut self, passed: bool, bytes: u32) {
+        if passed {
             self.passed += 1;
-            true
+            self.passed_bytes += u64::from(bytes);
         } else {
             self.dropped += 1;
-            false
+            self.dropped_bytes += u64::from(bytes);
         }
     }
 }

@@ -203,6 +203,18 @@ impl Flow {
         any(&self.actions, id)
     }
 
+    /// True if the flow's actions use meter `id` (`meter:N`, also inside `clone(...)`).
+    pub fn uses_meter(&self, id: u32) -> bool {
+        fn any(list: &[Action], id: u32) -> bool {
+            list.iter().any(|a| match a {
+                Action::Meter(m) => *m == id,
+                Action::Clone(inner) => any(inner, id),
+                _ => false,
+            })
+        }
+        any(&self.actions, id)
+    }
+
     /// True if the flow tracks connections (`ct(...)`, also inside `clone(...)`).
     pub fn uses_ct(&self) -> bool {
         fn any(list: &[Action]) -> bool {

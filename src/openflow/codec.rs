@@ -79,7 +79,7 @@ pub enum OfErr {
     MeterBadFlags,
     /// A meter_mod whose bands are not one drop band.
     MeterBadBand,
-    /// A meter_mod command uvs does not carry out (delete).
+    /// A meter_mod command out of range.
     MeterBadCommand,
     /// A role request with a role that does not exist.
     BadRole,

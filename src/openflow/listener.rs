@@ -231,6 +231,32 @@ impl Switch for RegistrySwitch {
         self.call("del-groups", params).map(|_| ())
     }
 
+    fn del_meters(&self, id: Option<u32>) -> Result<(), String> {
+        let mut params = vec![self.bridge.clone()];
+        params.extend(id.map(|i| format!("meter={i}")));
+        self.call("del-meters", params).map(|_| ())
+    }
+
+    fn meters(&self) -> Result<Vec<super::MeterInfo>, String> {
+        let v = self.call("dump-meters", vec![self.bridge.clone()])?;
+        let n = |m: &serde_json::Value, k: &str| m[k].as_u64().unwrap_or(0);
+        Ok(v["meters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| super::MeterInfo {
+                id: n(m, "meter") as u32,
+                rate_kbps: n(m, "rate_kbps").min(u64::from(u32::MAX)) as u32,
+                burst_kbits: n(m, "burst_kbits").min(u64::from(u32::MAX)) as u32,
+                flow_count: n(m, "flow_count") as u32,
+                packets: n(m, "passed") + n(m, "dropped"),
+                bytes: n(m, "passed_bytes") + n(m, "dropped_bytes"),
+                band_packets: n(m, "dropped"),
+                band_bytes: n(m, "dropped_bytes"),
+            })
+            .collect())
+    }
+
     fn dump_groups(&self) -> Result<Vec<String>, String> {
         let v = self.call("dump-groups", vec![self.bridge.clone()])?;
         Ok(v["groups"]

@@ -117,6 +117,33 @@ pub trait Switch {
     fn dump_groups(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+    /// Remove meter `id` (None: every meter) and the flows that use it.
+    fn del_meters(&self, _id: Option<u32>) -> Result<(), String> {
+        Err("meters cannot be deleted here".into())
+    }
+    /// The meters, with their counters (summed over the workers).
+    fn meters(&self) -> Result<Vec<MeterInfo>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// A meter as OpenFlow's meter statistics and configuration show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterInfo {
+    /// Meter id.
+    pub id: u32,
+    /// Rate of its one drop band (kbit/s).
+    pub rate_kbps: u32,
+    /// Burst size (kbit).
+    pub burst_kbits: u32,
+    /// Flows that use it.
+    pub flow_count: u32,
+    /// Packets and bytes that reached it.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Of those, what its band dropped.
+    pub band_packets: u64,
+    pub band_bytes: u64,
 }
 
 /// The hardware address of netdev `name` (sysfs; 0 when it has none, e.g. a port that is not

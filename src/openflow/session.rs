@@ -289,12 +289,20 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     })
 }
 
-/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`.
+/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`;
+/// DELETE (of one meter, or `OFPM_ALL`) `del-meters`, which removes the flows that use them.
 fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     let cmd = r.u16()?;
     let flags = r.u16()?;
     let id = r.u32()?;
-    if cmd > 1 {
+    if cmd == 2 {
+        let which = (id != 0xffff_ffff).then_some(id);
+        return sw.del_meters(which).map_err(|e| {
+            tracing::warn!("openflow {}: meter delete: {e}", sw.bridge());
+            OfErr::MeterFailed
+        });
+    }
+    if cmd > 2 {
         return Err(OfErr::MeterBadCommand);
     }
     // OFPMF_KBPS required; PKTPS unsupported; BURST and STATS are fine.

@@ -166,6 +166,7 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
         }
         3 => Ok(replies(k, xid, table_stats(v, sw)?)),
         7 if v != OF10 => Ok(replies(k, xid, super::groups::desc(sw)?)),
+        9..=11 if v != OF10 => Ok(replies(k, xid, meter_reply(typ, &mut r, sw)?)),
         12 if v != OF10 => {
             if r.left() > 0 {
                 // Setting table features is not supported.
@@ -200,6 +201,50 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
         0xffff => nx_request(v, xid, r, sw),
         _ => Err(OfErr::BadStat),
     }
+}
+
+/// The meters one kbps drop band each, as OpenFlow 1.3 reports them: OFPMP_METER (9:
+/// statistics), OFPMP_METER_CONFIG (10) for the meter a request names (`OFPM_ALL`: every
+/// one), and OFPMP_METER_FEATURES (11). uvs keeps no meter age (durations are 0).
+fn meter_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
+    const OFPM_ALL: u32 = 0xffff_ffff;
+    const KBPS_BURST_STATS: u16 = 1 | 4 | 8;
+    if typ == 11 {
+        let mut w = Writer::default();
+        // max_meter, band_types (1 << OFPMBT_DROP), capabilities, max_bands, max_color.
+        w.u32(65_535)
+            .u32(1 << 1)
+            .u32(u32::from(KBPS_BURST_STATS))
+            .u8(1)
+            .u8(0)
+            .zeros(2);
+        return Ok(vec![w.buf]);
+    }
+    let want = r.u32()?;
+    let meters = sw.meters().map_err(|e| {
+        tracing::warn!("openflow {}: meters: {e}", sw.bridge());
+        OfErr::BadStat
+    })?;
+    Ok(meters
+        .iter()
+        .filter(|m| want == OFPM_ALL || m.id == want)
+        .map(|m| {
+            let mut w = Writer::default();
+            if typ == 9 {
+                w.u32(m.id).u16(56).zeros(6).u32(m.flow_count);
+                w.u64(m.packets).u64(m.bytes).u32(0).u32(0);
+                w.u64(m.band_packets).u64(m.band_bytes);
+            } else {
+                w.u16(24).u16(KBPS_BURST_STATS).u32(m.id);
+                w.u16(1)
+                    .u16(16)
+                    .u32(m.rate_kbps)
+                    .u32(m.burst_kbits)
+                    .zeros(4);
+            }
+            w.buf
+        })
+        .collect())
 }
 
 /// The ONF experimenter id (ONFST_FLOW_MONITOR in OpenFlow 1.3).

@@ -80,6 +80,14 @@ pub enum OfCommand {
         /// The group (None: all).
         id: Option<u32>,
     },
+    /// `del-meters BRIDGE [meter=N]`: remove one meter or all, and the flows that use them (as
+    /// OVS does; FLOW_REMOVED reason `delete` for those that asked).
+    MeterDel {
+        /// Bridge name.
+        bridge: String,
+        /// The meter (None: all).
+        id: Option<u32>,
+    },
     /// `dump-groups BRIDGE`.
     GroupDump {
         /// Bridge name.
@@ -163,6 +171,40 @@ impl Worker {
         Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
     }
 
+    /// `OfCommand::MeterDel`: remove meter `id` (None: all) and the flows that use it.
+    fn meter_del(&mut self, bridge: &str, id: Option<u32>) -> Result<serde_json::Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let events = self.dp.events.clone();
+        let now_ms = self.dp.now_ms;
+        let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
+        let gone: Vec<u32> = match id {
+            Some(id) => ft.meters.remove(&id).map(|_| id).into_iter().collect(),
+            None => std::mem::take(&mut ft.meters).into_keys().collect(),
+        };
+        let listening = events.listening();
+        let mut removed = Vec::new();
+        let flows = if gone.is_empty() {
+            0
+        } else {
+            let n = ft.cls.remove_where(
+                |f| gone.iter().any(|&m| f.uses_meter(m)),
+                |f, st| {
+                    if listening && f.send_flow_rem {
+                        removed.push((f, st));
+                    }
+                },
+            );
+            ft.refresh();
+            n
+        };
+        ft.emc.clear();
+        for removed in removed {
+            let reason = crate::events::REMOVED_DELETE;
+            super::flows::removed_event(&events, bridge, now_ms, removed, reason);
+        }
+        Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
+    }
+
     /// Carry out an `OfCommand`.
     pub(crate) fn openflow(&mut self, c: OfCommand) -> Result<serde_json::Value, String> {
         // Groups change what flows do: frames in flight are re-looked-up (EMC cleared above).
@@ -184,6 +226,7 @@ impl Worker {
                 write,
             } => self.group_add(&bridge, &group, write),
             OfCommand::GroupDel { bridge, id } => self.group_del(&bridge, id),
+            OfCommand::MeterDel { bridge, id } => self.meter_del(&bridge, id),
             OfCommand::GroupDump { bridge } => {
                 let b = self.bridge_id(&bridge)?;
                 let ft = &self.dp.bridge(b).expect("checked").flows;

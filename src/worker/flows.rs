@@ -339,8 +339,11 @@ impl Worker {
             .meters
             .iter()
             .map(|(id, m)| {
+                let flows = ft.cls.iter().filter(|(_, f)| f.uses_meter(*id)).count();
                 json!({"meter": id, "rate_kbps": m.rate_kbps, "burst_kbits": m.burst_kbits,
-                       "passed": m.passed, "dropped": m.dropped})
+                       "passed": m.passed, "dropped": m.dropped,
+                       "passed_bytes": m.passed_bytes, "dropped_bytes": m.dropped_bytes,
+                       "flow_count": flows})
             })
             .collect();
         Ok(json!({"meters": rows}))

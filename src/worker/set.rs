@@ -640,6 +640,7 @@ pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
         "meter",
         "rate_kbps",
         "burst_kbits",
+        "flow_count",
         "fdb_entries",
         "frames",
         "entries",
