@@ -55,6 +55,12 @@ fn all_group_copies_to_every_bucket_and_the_flow_goes_on() {
         "after the group: the frame unchanged"
     );
     assert!(out[0].is_empty());
+    // Counted on the group and on both buckets (OpenFlow's group statistics).
+    h.send(0, &f);
+    let st = &h.dp.bridge(b).unwrap().flows.group_stats[&1];
+    let len = f.len() as u64;
+    assert_eq!((st.packets, st.bytes), (2, 2 * len));
+    assert_eq!(st.buckets, vec![(2, 2 * len), (2, 2 * len)]);
 }
 
 #[test]

@@ -357,14 +357,36 @@ fn ofctl_groups_openflow13() {
         .unwrap()
         .data;
     assert_eq!(ours["groups"].as_array().unwrap().len(), 3, "{ours}");
-    // A flow through group 1 (all): the frames of a third port reach both.
-    o13(&["add-flow", &t, "priority=5,in_port=3,actions=group:1"]);
+    // A flow through group 1 (all): the frames of a third port reach both buckets' ports (p2
+    // is port 1, p3 port 2). (Until session 28 this flow said in_port=3, a number no port had:
+    // a port attached later does not take a number flows name, so p4 got 4 and its frames
+    // reached p2 and p3 by NORMAL's flooding; the group statistics below showed it.)
+    o13(&["add-flow", &t, "priority=5,udp,actions=group:1"]);
     let f = o13(&["dump-flows", &t]);
-    assert!(f.contains("in_port=3 actions=group:1"), "{f}");
+    assert!(f.contains("udp actions=group:1"), "{f}");
     s.attach("p4", 4);
     wait_for(
         || s.tx("p2") == 4 && s.tx("p3") == 4,
         "4 frames on each bucket's port",
+    );
+    // Through the group, not flooded: its statistics count them, each bucket too.
+    let st = o13(&["dump-group-stats", &t]);
+    let len = 60 * 4;
+    assert!(
+        st.contains(&format!(
+            "group_id=1,duration=0s,ref_count=1,packet_count=4,byte_count={len},\
+             bucket0:packet_count=4,byte_count={len},bucket1:packet_count=4,byte_count={len}"
+        )),
+        "{st}"
+    );
+    assert!(
+        st.contains("group_id=2,duration=0s,ref_count=0,packet_count=0"),
+        "{st}"
+    );
+    let feat = o13(&["dump-group-features", &t]);
+    assert!(
+        feat.contains("Types:  0x7") && feat.contains("select group:"),
+        "{feat}"
     );
     // Errors: fast failover is not a type uvs has.
     let (good, _, err) = ofctl(&[

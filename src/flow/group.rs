@@ -91,6 +91,27 @@ pub struct Group {
     pub buckets: Vec<Bucket>,
 }
 
+/// A group's counters: packets and bytes it took, and per bucket those each bucket ran on
+/// (OpenFlow's group statistics). Reset when the group is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Packets and bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// (packets, bytes) per bucket, in bucket order.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+impl GroupStats {
+    /// Zeroed counters for `g`.
+    pub fn of(g: &Group) -> GroupStats {
+        GroupStats {
+            buckets: vec![(0, 0); g.buckets.len()],
+            ..GroupStats::default()
+        }
+    }
+}
+
 /// Largest group id (OFPG_MAX).
 pub const GROUP_MAX: u32 = 0xffff_ff00;
 /// Buckets one group may have.

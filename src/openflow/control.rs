@@ -352,6 +352,39 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             .collect();
         Ok(Reply::new(text, v))
     });
+    let w = worker.clone();
+    reg.register(
+        "dump-group-stats",
+        "dump-group-stats BRIDGE",
+        1,
+        1,
+        move |a| {
+            let c = OfCommand::GroupStats {
+                bridge: a[0].clone(),
+            };
+            let v = ask(&w, Command::Openflow(c))?;
+            let mut text = String::new();
+            for g in v["stats"].as_array().into_iter().flatten() {
+                let buckets: Vec<String> = g["buckets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(i, b)| format!("bucket{i}:packet_count={},byte_count={}", b[0], b[1]))
+                    .collect();
+                text.push_str(&format!(
+                    " group_id={},ref_count={},packet_count={},byte_count={}{}{}\n",
+                    g["group_id"],
+                    g["ref_count"],
+                    g["packet_count"],
+                    g["byte_count"],
+                    if buckets.is_empty() { "" } else { ":" },
+                    buckets.join(",")
+                ));
+            }
+            Ok(Reply::new(text, v))
+        },
+    );
     let w = worker;
     reg.register(
         "controller-state",

@@ -231,6 +231,28 @@ impl Switch for RegistrySwitch {
         self.call("del-groups", params).map(|_| ())
     }
 
+    fn group_stats(&self) -> Result<Vec<super::GroupStatsInfo>, String> {
+        let v = self.call("dump-group-stats", vec![self.bridge.clone()])?;
+        let n = |m: &serde_json::Value, k: &str| m[k].as_u64().unwrap_or(0);
+        Ok(v["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| super::GroupStatsInfo {
+                id: n(g, "group_id") as u32,
+                ref_count: n(g, "ref_count") as u32,
+                packets: n(g, "packet_count"),
+                bytes: n(g, "byte_count"),
+                buckets: g["buckets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| (b[0].as_u64().unwrap_or(0), b[1].as_u64().unwrap_or(0)))
+                    .collect(),
+            })
+            .collect())
+    }
+
     fn del_meters(&self, id: Option<u32>) -> Result<(), String> {
         let mut params = vec![self.bridge.clone()];
         params.extend(id.map(|i| format!("meter={i}")));

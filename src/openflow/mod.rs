@@ -117,6 +117,10 @@ pub trait Switch {
     fn dump_groups(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+    /// Each group's counters.
+    fn group_stats(&self) -> Result<Vec<GroupStatsInfo>, String> {
+        Ok(Vec::new())
+    }
     /// Remove meter `id` (None: every meter) and the flows that use it.
     fn del_meters(&self, _id: Option<u32>) -> Result<(), String> {
         Err("meters cannot be deleted here".into())
@@ -125,6 +129,20 @@ pub trait Switch {
     fn meters(&self) -> Result<Vec<MeterInfo>, String> {
         Ok(Vec::new())
     }
+}
+
+/// A group's counters as OpenFlow's group statistics show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStatsInfo {
+    /// Group id.
+    pub id: u32,
+    /// Flows that send packets to it.
+    pub ref_count: u32,
+    /// Packets and bytes it took.
+    pub packets: u64,
+    pub bytes: u64,
+    /// (packets, bytes) per bucket.
+    pub buckets: Vec<(u64, u64)>,
 }
 
 /// A meter as OpenFlow's meter statistics and configuration show it.

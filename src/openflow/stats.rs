@@ -166,6 +166,7 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
         }
         3 => Ok(replies(k, xid, table_stats(v, sw)?)),
         7 if v != OF10 => Ok(replies(k, xid, super::groups::desc(sw)?)),
+        6 | 8 if v != OF10 => Ok(replies(k, xid, group_stats_reply(typ, &mut r, sw)?)),
         9..=11 if v != OF10 => Ok(replies(k, xid, meter_reply(typ, &mut r, sw)?)),
         12 if v != OF10 => {
             if r.left() > 0 {
@@ -201,6 +202,60 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
         0xffff => nx_request(v, xid, r, sw),
         _ => Err(OfErr::BadStat),
     }
+}
+
+/// OFPMP_GROUP (6: each group's counters and its buckets', for the group a request names or
+/// `OFPG_ALL`) and OFPMP_GROUP_FEATURES (8: all, select and indirect groups; weighted select;
+/// the actions a bucket may hold). Durations are 0 (no group age is kept).
+fn group_stats_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
+    const OFPG_ALL: u32 = 0xffff_fffc;
+    if typ == 8 {
+        // Actions (1 << OFPAT_*): output, copy/dec TTL, push/pop VLAN, group, set_nw_ttl,
+        // dec_nw_ttl, set_field.
+        let actions: u32 = (1 << 0)
+            | (1 << 11)
+            | (1 << 12)
+            | (1 << 17)
+            | (1 << 18)
+            | (1 << 22)
+            | (1 << 23)
+            | (1 << 24)
+            | (1 << 25);
+        let mut w = Writer::default();
+        // Types all, select, indirect; OFPGFC_SELECT_WEIGHT; then max groups and actions per
+        // type (all, select, indirect, fast failover).
+        w.u32(0b111).u32(1);
+        for kind in 0..4 {
+            w.u32(if kind < 3 { 0xffff_ff00 } else { 0 });
+        }
+        for kind in 0..4 {
+            w.u32(if kind < 3 { actions } else { 0 });
+        }
+        return Ok(vec![w.buf]);
+    }
+    let want = r.u32()?;
+    let groups = sw.group_stats().map_err(|e| {
+        tracing::warn!("openflow {}: group stats: {e}", sw.bridge());
+        OfErr::BadStat
+    })?;
+    Ok(groups
+        .iter()
+        .filter(|g| want == OFPG_ALL || g.id == want)
+        .map(|g| {
+            let mut w = Writer::default();
+            let len = 40 + 16 * g.buckets.len();
+            w.u16(len as u16)
+                .zeros(2)
+                .u32(g.id)
+                .u32(g.ref_count)
+                .zeros(4);
+            w.u64(g.packets).u64(g.bytes).u32(0).u32(0);
+            for &(p, b) in &g.buckets {
+                w.u64(p).u64(b);
+            }
+            w.buf
+        })
+        .collect())
 }
 
 /// The meters one kbps drop band each, as OpenFlow 1.3 reports them: OFPMP_METER (9:

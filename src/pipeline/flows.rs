@@ -69,6 +69,8 @@ pub struct FlowTable {
     pub learned: Vec<Flow>,
     /// Groups by id (`group:N`).
     pub groups: std::collections::BTreeMap<u32, crate::flow::group::Group>,
+    /// Their counters (an entry per group, written with it).
+    pub group_stats: std::collections::BTreeMap<u32, crate::flow::group::GroupStats>,
     /// A flow with a `ct(...)` action was added (never cleared): with several workers the
     /// bridge's frames are steered so that both directions of a connection meet one worker's
     /// table (see `pipeline::steer`).
@@ -93,6 +95,7 @@ impl Default for FlowTable {
             ct: Default::default(),
             learned: Vec::new(),
             groups: Default::default(),
+            group_stats: Default::default(),
             ct_steered: false,
             stack: stack(),
         }
@@ -301,6 +304,7 @@ pub(super) fn run(
         ct: conntrack,
         learned,
         groups,
+        group_stats,
         stack: resubmits,
         ..
     } = &mut b.flows;
@@ -322,6 +326,7 @@ pub(super) fn run(
         events,
         bridge: bridge_name,
         groups,
+        group_stats,
     };
     let mut last: Option<batch::Verdict> = None;
     let mut i = 0;
@@ -739,6 +744,7 @@ pub(crate) fn execute<T: Tracer>(
         ct: conntrack,
         learned,
         groups,
+        group_stats,
         ..
     } = ft;
     let events = crate::events::EventSink::default();
@@ -753,6 +759,7 @@ pub(crate) fn execute<T: Tracer>(
         events: &events,
         bridge: "",
         groups,
+        group_stats,
     };
     execute_in(&mut env, emc, frames, m, out, credit, stack, t)
 }
@@ -863,6 +870,8 @@ struct Env<'a> {
     bridge: &'a str,
     /// The bridge's groups.
     groups: &'a std::collections::BTreeMap<u32, crate::flow::group::Group>,
+    /// Their counters.
+    group_stats: &'a mut std::collections::BTreeMap<u32, crate::flow::group::GroupStats>,
 }
 
 /// `FlowId` of the action list `Start::list` (a `clone(...)`'s actions) in `run`'s cursor.

@@ -449,10 +449,28 @@ fn ip_in(
             let bytes = bytes.map(|(b, _)| b);
             if key.is_none() {
                 let ip = &mut frames.data_mut(m.desc)[l3..l3 + total];
-                let k = keyless(dp, ip, hl, now);
-                key = k.key;
-                tracked = k.tracked;
-                dst = k.dst.unwrap_or(dst);
+                match nat::piece(ip) {
+                    // An ICMP error about a translated packet goes back to its real sender.
+                    nat::Piece::Whole => {
+                        if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
+                            dst = ipv4::Packet::new_unchecked(&*ip).dst();
+                        }
+                    }
+                    // A first fragment is its datagram's connection, as a whole packet would
+                    // be; its later fragments find that connection through the datagram.
+                    nat::Piece::First => {
+                        key = nat::first_fragment_key(ip, hl);
+                        if let Some((k, _)) = key {
+                            dp.nat.frags.remember(nat::datagram_id(ip), k);
+                        }
+                    }
+                    nat::Piece::Later => {
+                        if let Some(to) = later_fragment(dp, ip, total, now) {
+                            tracked = true;
+                            dst = to;
+                        }
+                    }
+                }
             }
             if let Some((k, flags)) = key
                 && let Some(h) = burst.ct_lookup(&mut dp.nat.ct, &k, bytes, now)
@@ -767,52 +785,6 @@ fn fragmented(
         }
     }
     to_next_hop(dp, frames, m, ttl, hop, in_port, made, now).map(|_| ())
-}
-
-/// What NAT's first half makes of a packet without a key of its own ([`keyless`]).
-struct Keyless {
-    /// A first fragment's key.
-    key: Option<(crate::conntrack::FlowKey, u8)>,
-    /// Translated as a tracked connection's packet (a later fragment).
-    tracked: bool,
-    /// Its destination after translation, if it was translated.
-    dst: Option<[u8; 4]>,
-}
-
-/// NAT's first half for a packet `flow_key` gives no key (`ip`, header length `hl`): an
-/// ICMP error about a translated packet goes back to its real sender; a first fragment is its
-/// datagram's connection, as a whole packet would be (its datagram remembered); a later
-/// fragment finds that connection through its datagram. Out of line: the common packets have
-/// keys.
-#[cold]
-#[inline(never)]
-fn keyless(dp: &mut Datapath, ip: &mut [u8], hl: usize, now: u32) -> Keyless {
-    let mut k = Keyless {
-        key: None,
-        tracked: false,
-        dst: None,
-    };
-    match nat::piece(ip) {
-        nat::Piece::Whole => {
-            if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
-                k.dst = Some(ipv4::Packet::new_unchecked(&*ip).dst());
-            }
-        }
-        nat::Piece::First => {
-            k.key = nat::first_fragment_key(ip, hl);
-            if let Some((key, _)) = k.key {
-                dp.nat.frags.remember(nat::datagram_id(ip), key);
-            }
-        }
-        nat::Piece::Later => {
-            let total = ip.len();
-            if let Some(to) = later_fragment(dp, ip, total, now) {
-                k.tracked = true;
-                k.dst = Some(to);
-            }
-        }
-    }
-    k
 }
 
 /// A later fragment (`ip`, `total` bytes) of a datagram whose first fragment belonged to a

@@ -88,6 +88,11 @@ pub enum OfCommand {
         /// The meter (None: all).
         id: Option<u32>,
     },
+    /// `dump-group-stats BRIDGE`: each group's counters (summed over the workers).
+    GroupStats {
+        /// Bridge name.
+        bridge: String,
+    },
     /// `dump-groups BRIDGE`.
     GroupDump {
         /// Bridge name.
@@ -132,6 +137,8 @@ impl Worker {
                 .map_err(|(what, p)| format!("group {}: {what}: unknown port '{p}'", g.id))?;
             bucket.actions = f.actions;
         }
+        ft.group_stats
+            .insert(g.id, crate::flow::group::GroupStats::of(&g));
         let replaced = ft.groups.insert(g.id, g).is_some();
         ft.emc.clear();
         Ok(serde_json::json!({"bridge": bridge, "replaced": replaced, "groups": ft.groups.len()}))
@@ -147,6 +154,9 @@ impl Worker {
             Some(id) => ft.groups.remove(&id).map(|g| g.id).into_iter().collect(),
             None => std::mem::take(&mut ft.groups).into_keys().collect(),
         };
+        for g in &gone {
+            ft.group_stats.remove(g);
+        }
         let listening = events.listening();
         let mut removed = Vec::new();
         let flows = if gone.is_empty() {
@@ -227,6 +237,23 @@ impl Worker {
             } => self.group_add(&bridge, &group, write),
             OfCommand::GroupDel { bridge, id } => self.group_del(&bridge, id),
             OfCommand::MeterDel { bridge, id } => self.meter_del(&bridge, id),
+            OfCommand::GroupStats { bridge } => {
+                let b = self.bridge_id(&bridge)?;
+                let ft = &self.dp.bridge(b).expect("checked").flows;
+                let rows: Vec<serde_json::Value> = ft
+                    .group_stats
+                    .iter()
+                    .map(|(id, st)| {
+                        let refs = ft.cls.iter().filter(|(_, f)| f.uses_group(*id)).count();
+                        let buckets: Vec<[u64; 2]> =
+                            st.buckets.iter().map(|&(p, b)| [p, b]).collect();
+                        serde_json::json!({"group_id": id, "ref_count": refs,
+                            "packet_count": st.packets, "byte_count": st.bytes,
+                            "buckets": buckets})
+                    })
+                    .collect();
+                Ok(serde_json::json!({"bridge": bridge, "stats": rows}))
+            }
             OfCommand::GroupDump { bridge } => {
                 let b = self.bridge_id(&bridge)?;
                 let ft = &self.dp.bridge(b).expect("checked").flows;

@@ -222,6 +222,7 @@ pub(super) fn reads_only(cmd: &Command) -> bool {
             | Command::Observe(O::MirrorShow | O::Counts)
             | Command::Dns(DnsCmd::Show(_))
             | Command::Openflow(OfCommand::GroupDump { .. })
+            | Command::Openflow(OfCommand::GroupStats { .. })
     )
 }
 
@@ -303,6 +304,7 @@ fn replicate(cmd: &Command) -> Option<Command> {
             spec: spec.clone(),
         },
         Command::Openflow(crate::worker::OfCommand::GroupDump { .. }) => return None,
+        Command::Openflow(crate::worker::OfCommand::GroupStats { .. }) => return None,
         Command::Observe(ObserveCmd::CaptureStop(id)) => {
             Command::Observe(ObserveCmd::CaptureStop(*id))
         }
@@ -383,6 +385,19 @@ impl WorkerHandle {
                 Ok(answer)
             }
             Command::Stats => self.stats_each(),
+            Command::Openflow(crate::worker::OfCommand::GroupStats { bridge }) => {
+                let c = || {
+                    Command::Openflow(crate::worker::OfCommand::GroupStats {
+                        bridge: bridge.clone(),
+                    })
+                };
+                let mut total = self.call_one(c())?;
+                for w in &self.others {
+                    let v = w.call_one(c())?;
+                    sum_counters(&mut total, &v);
+                }
+                Ok(total)
+            }
             Command::MeterDump(b) => {
                 let mut total = self.call_one(Command::MeterDump(b.clone()))?;
                 for w in &self.others {
@@ -641,6 +656,8 @@ pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
         "rate_kbps",
         "burst_kbits",
         "flow_count",
+        "group_id",
+        "ref_count",
         "fdb_entries",
         "frames",
         "entries",

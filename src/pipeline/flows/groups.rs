@@ -46,16 +46,34 @@ pub(super) fn run<T: Tracer>(
         return false;
     };
     // A slice of the group's buckets: nothing is allocated per packet.
-    let buckets = match g.kind {
-        GroupType::All => &g.buckets[..],
-        GroupType::Indirect => &g.buckets[..g.buckets.len().min(1)],
+    let first = match g.kind {
+        GroupType::All | GroupType::Indirect => 0,
         GroupType::Select => {
             let port = env.port;
             let k = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
             g.select(flow_hash(&k))
-                .map_or(&[][..], std::slice::from_ref)
+                .and_then(|b| g.buckets.iter().position(|x| std::ptr::eq(x, b)))
+                .unwrap_or(g.buckets.len())
         }
     };
+    let n = match g.kind {
+        GroupType::All => g.buckets.len(),
+        _ => 1,
+    };
+    let buckets = &g.buckets[first.min(g.buckets.len())..(first + n).min(g.buckets.len())];
+    if !T::DRY {
+        let st = env
+            .group_stats
+            .entry(id)
+            .or_insert_with(|| crate::flow::group::GroupStats::of(g));
+        let len = u64::from(m.desc.len);
+        st.packets += 1;
+        st.bytes += len;
+        for b in st.buckets.iter_mut().skip(first).take(buckets.len()) {
+            b.0 += 1;
+            b.1 += len;
+        }
+    }
     t.line(|| {
         format!(
             "    group:{id} ({}, {} bucket(s))",
