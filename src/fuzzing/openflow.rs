@@ -116,6 +116,35 @@ impl Switch for Bridge {
         assert!(spec.starts_with("meter="), "meter spec {spec:?}");
         Ok(())
     }
+    fn del_meters(&self, _id: Option<u32>) -> Result<(), String> {
+        Ok(())
+    }
+    fn meters(&self) -> Result<Vec<crate::openflow::MeterInfo>, String> {
+        Ok(vec![crate::openflow::MeterInfo {
+            id: 1,
+            rate_kbps: 1000,
+            burst_kbits: 100,
+            flow_count: 1,
+            packets: 5,
+            bytes: 300,
+            band_packets: 2,
+            band_bytes: 120,
+        }])
+    }
+    fn group_stats(&self) -> Result<Vec<crate::openflow::GroupStatsInfo>, String> {
+        Ok(self
+            .groups
+            .borrow()
+            .iter()
+            .map(|(id, _)| crate::openflow::GroupStatsInfo {
+                id: *id,
+                ref_count: 0,
+                packets: 3,
+                bytes: 180,
+                buckets: vec![(3, 180), (1, 60)],
+            })
+            .collect())
+    }
     fn add_group(&self, spec: &str, _write: crate::flow::group::GroupWrite) -> Result<(), String> {
         let g = parse_group(spec).map_err(|e| e.to_string())?;
         let mut gs = self.groups.borrow_mut();
@@ -353,6 +382,21 @@ fn tiles(body: &[u8], min: usize) -> Vec<&[u8]> {
     out
 }
 
+/// OFPMP_METER entries: their length (after the meter id) covers 40 bytes and 16 per band.
+fn meter_stats(body: &[u8]) {
+    let mut r = Reader::new(body);
+    while r.left() > 0 {
+        let mut peek = r;
+        peek.skip(4).expect("meter id");
+        let len = usize::from(peek.u16().expect("an entry length"));
+        assert!(
+            len >= 40 && (len - 40) % 16 == 0,
+            "meter stats entry of {len}"
+        );
+        r.bytes(len).expect("entries tile the body");
+    }
+}
+
 fn fixed(body: &[u8], size: usize) {
     assert_eq!(body.len() % size, 0, "entries of {size} bytes");
 }
@@ -388,7 +432,16 @@ fn check_stats(v: u8, msg: &[u8]) {
         (2, _) | (0xffff, Some(1)) => assert_eq!(body.len(), 24, "aggregate"),
         (3, _) => fixed(body, if v == OF10 { 64 } else { 24 }),
         (4, _) => fixed(body, if v == OF10 { 104 } else { 112 }),
+        (6, _) => tiles(body, 40)
+            .into_iter()
+            .for_each(|e| assert_eq!((e.len() - 40) % 16, 0, "group stats buckets")),
         (7, _) => tiles(body, 8).into_iter().for_each(group_desc),
+        (8, _) => assert_eq!(body.len(), 40, "group features"),
+        (9, _) => meter_stats(body),
+        (10, _) => tiles(body, 8)
+            .into_iter()
+            .for_each(|e| assert_eq!((e.len() - 8) % 16, 0, "meter config bands")),
+        (11, _) => assert_eq!(body.len(), 16, "meter features"),
         (12, _) => assert_eq!(tiles(body, 64).len(), 255, "table features"),
         (13, _) => fixed(body, if v == OF10 { 48 } else { 64 }),
         (0xffff, Some(0)) => tiles(body, 48).into_iter().for_each(nx_flow_entry),
