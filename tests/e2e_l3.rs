@@ -183,23 +183,13 @@ fn masquerade_and_port_mapping_like_docker() {
         "port=7007",
         "to=172.31.5.2:7000",
     ]);
-    let server = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('172.31.5.2',7000))\ns.settimeout(15)\nwhile True:\n    d,a=s.recvfrom(65535)\n    s.sendto(d[::-1],a)\n";
-    let mut echo = std::process::Command::new("ip")
-        .args(["netns", "exec", &n("c1"), "python3", "-c", server])
-        .spawn()
-        .unwrap();
+    let echo = UdpEcho::start(&n("c1"), "172.31.5.2", 7000, true);
     let client = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\nd=bytes(range(256))*12\nfor i in range(5):\n    s.sendto(d,('10.250.0.1',7007))\n    try:\n        r,a=s.recvfrom(65535)\n        print('echo', r==d[::-1], a[0], a[1])\n        break\n    except socket.timeout:\n        pass\n";
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &n("o"), "python3", "-c", client])
-        .output()
-        .unwrap();
-    let _ = echo.kill();
-    let _ = echo.wait();
+    let (out, err) = python_in(&n("o"), client);
+    drop(echo);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "echo True 10.250.0.1 7007",
-        "a 3,072-byte UDP datagram to a mapped port and back, fragmented both ways: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out, "echo True 10.250.0.1 7007",
+        "a 3,072-byte UDP datagram to a mapped port and back, fragmented both ways: {err}"
     );
     // The outside link's MTU drops to 1,280: a container's 1,500-byte fragments (no DF) are
     // cut again to fit it, translated, and the outside host puts the echo back together.

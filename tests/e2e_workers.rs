@@ -181,24 +181,13 @@ fn two_workers_ct_firewall() {
     // kernel's per-CPU transmit queue choice puts a socket's packets on one queue whatever
     // their hash, so this passes without fragment steering too: a behaviour check, not a
     // regression test of the steering; `steer.rs`'s unit test is.)
-    let server = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.79.3.2',7000))\ns.settimeout(20)\nwhile True:\n    d,a=s.recvfrom(65535)\n    s.sendto(d,a)\n";
-    let mut echo = std::process::Command::new("ip")
-        .args(["netns", "exec", &n("b"), "python3", "-c", server])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let echo = UdpEcho::start(&n("b"), "10.79.3.2", 7000, false);
     let client = "import socket\nok=0\nfor i in range(8):\n    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n    s.settimeout(2)\n    s.bind(('10.79.3.1',41000+i))\n    got=set()\n    for t in range(3):\n        for d in (b'x'*10, b'y'*3000):\n            if len(d) not in got:\n                s.sendto(d,('10.79.3.2',7000))\n        try:\n            while len(got)<2:\n                r,a=s.recvfrom(65535)\n                got.add(len(r))\n        except socket.timeout:\n            pass\n        if len(got)==2:\n            break\n    ok+=len(got)==2\nprint(ok)\n";
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &n("a"), "python3", "-c", client])
-        .output()
-        .unwrap();
-    let _ = echo.kill();
-    let _ = echo.wait();
+    let (out, err) = python_in(&n("a"), client);
+    drop(echo);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "8",
-        "whole and fragmented datagrams of 8 UDP flows answered: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out, "8",
+        "whole and fragmented datagrams of 8 UDP flows answered: {err}"
     );
     let bps = iperf3_tcp_streams(&n("b"), &n("a"), "10.79.3.2", 2, 8);
     eprintln!(

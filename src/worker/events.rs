@@ -100,6 +100,51 @@ pub enum OfCommand {
     },
 }
 
+/// Flows a group or meter delete removed: how many, and those that asked for FLOW_REMOVED.
+struct RemovedFlows {
+    count: usize,
+    asked: Vec<(crate::flow::Flow, crate::flow::FlowStats)>,
+    reason: u8,
+}
+
+impl RemovedFlows {
+    /// Send the FLOW_REMOVED events; returns how many flows were removed.
+    fn report(self, events: &crate::events::EventSink, bridge: &str, now_ms: u64) -> usize {
+        for removed in self.asked {
+            super::flows::removed_event(events, bridge, now_ms, removed, self.reason);
+        }
+        self.count
+    }
+}
+
+/// Remove the flows of `ft` that use (`uses`) one of the ids `gone` (groups or meters just
+/// deleted), keeping those that asked for FLOW_REMOVED (`reason`) while a controller listens.
+fn remove_flows_using(
+    ft: &mut crate::pipeline::flows::FlowTable,
+    gone: &[u32],
+    uses: impl Fn(&crate::flow::Flow, u32) -> bool,
+    (listening, reason): (bool, u8),
+) -> RemovedFlows {
+    let mut out = RemovedFlows {
+        count: 0,
+        asked: Vec::new(),
+        reason,
+    };
+    if !gone.is_empty() {
+        out.count = ft.cls.remove_where(
+            |f| gone.iter().any(|&id| uses(f, id)),
+            |f, st| {
+                if listening && f.send_flow_rem {
+                    out.asked.push((f, st));
+                }
+            },
+        );
+        ft.refresh();
+    }
+    ft.emc.clear();
+    out
+}
+
 /// The groups of a bridge as `dump-groups` lines (id order).
 fn group_lines(ft: &crate::pipeline::flows::FlowTable) -> Vec<String> {
     ft.groups.values().map(|g| g.to_string()).collect()
@@ -157,27 +202,9 @@ impl Worker {
         for g in &gone {
             ft.group_stats.remove(g);
         }
-        let listening = events.listening();
-        let mut removed = Vec::new();
-        let flows = if gone.is_empty() {
-            0
-        } else {
-            let n = ft.cls.remove_where(
-                |f| gone.iter().any(|&g| f.uses_group(g)),
-                |f, st| {
-                    if listening && f.send_flow_rem {
-                        removed.push((f, st));
-                    }
-                },
-            );
-            ft.refresh();
-            n
-        };
-        ft.emc.clear();
-        for removed in removed {
-            let reason = crate::events::REMOVED_GROUP_DELETE;
-            super::flows::removed_event(&events, bridge, now_ms, removed, reason);
-        }
+        let uses = |f: &crate::flow::Flow, g: u32| f.uses_group(g);
+        let why = (events.listening(), crate::events::REMOVED_GROUP_DELETE);
+        let flows = remove_flows_using(ft, &gone, uses, why).report(&events, bridge, now_ms);
         Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
     }
 
@@ -191,27 +218,9 @@ impl Worker {
             Some(id) => ft.meters.remove(&id).map(|_| id).into_iter().collect(),
             None => std::mem::take(&mut ft.meters).into_keys().collect(),
         };
-        let listening = events.listening();
-        let mut removed = Vec::new();
-        let flows = if gone.is_empty() {
-            0
-        } else {
-            let n = ft.cls.remove_where(
-                |f| gone.iter().any(|&m| f.uses_meter(m)),
-                |f, st| {
-                    if listening && f.send_flow_rem {
-                        removed.push((f, st));
-                    }
-                },
-            );
-            ft.refresh();
-            n
-        };
-        ft.emc.clear();
-        for removed in removed {
-            let reason = crate::events::REMOVED_DELETE;
-            super::flows::removed_event(&events, bridge, now_ms, removed, reason);
-        }
+        let uses = |f: &crate::flow::Flow, m: u32| f.uses_meter(m);
+        let why = (events.listening(), crate::events::REMOVED_DELETE);
+        let flows = remove_flows_using(ft, &gone, uses, why).report(&events, bridge, now_ms);
         Ok(serde_json::json!({"bridge": bridge, "deleted": gone.len(), "flows_deleted": flows}))
     }
 

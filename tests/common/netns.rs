@@ -384,6 +384,46 @@ pub fn ping_ttl(ns: &str, ip: &str, ttl: u8, count: u32) -> bool {
     ping_with(ns, ip, count, &["-t", &ttl.to_string()])
 }
 
+/// A UDP echo server in namespace `ns` on `ip:port` (python3; each datagram goes back to its
+/// sender, reversed when `reversed`), given 300 ms to bind; killed (by PID) when dropped.
+pub struct UdpEcho(std::process::Child);
+
+impl UdpEcho {
+    pub fn start(ns: &str, ip: &str, port: u16, reversed: bool) -> UdpEcho {
+        let back = if reversed { "d[::-1]" } else { "d" };
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('{ip}',{port}))\ns.settimeout(30)\nwhile True:\n    \
+             d,a=s.recvfrom(65535)\n    s.sendto({back},a)\n"
+        );
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &script])
+            .spawn()
+            .expect("python3 UDP echo server");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        UdpEcho(child)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run python3 `script` in namespace `ns`: its stdout (trimmed) and stderr.
+pub fn python_in(ns: &str, script: &str) -> (String, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .output()
+        .expect("python3");
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `ping` with `size` bytes of payload (`ping -s`; over the MTU the echo and its reply go as
 /// fragments: `-M dont` lets the sender fragment).
 pub fn ping_size(ns: &str, ip: &str, size: usize, count: u32) -> bool {
