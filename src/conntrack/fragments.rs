@@ -3,10 +3,11 @@
 //!
 //! Contract:
 //! - A datagram is named by what every one of its fragments carries: source, destination,
-//!   protocol and IP identification ([`DatagramId`]). Its first fragment (offset 0) carries the
-//!   transport header, so its connection is known; the caller [`remember`](DatagramTable::remember)s
-//!   a value for it (the connection's tuple as the first fragment carried it, or the worker
-//!   that owns it) and [`recall`](DatagramTable::recall)s it for each later fragment.
+//!   protocol and IP identification ([`DatagramId`]). Its first fragment (offset 0) carries
+//!   the transport header, so its connection is known; the caller
+//!   [`remember`](DatagramTable::remember)s a value for it (the connection's tuple as the
+//!   first fragment carried it, or the worker that owns it) and
+//!   [`recall`](DatagramTable::recall)s it for each later fragment.
 //! - A later fragment that arrives before its first, or whose first was never seen, recalls
 //!   nothing: the caller decides (NAT drops it when a rule would translate it).
 //! - Fixed size: [`SLOTS`] entries, direct-mapped by a hash of the id, allocated on the first

@@ -4,8 +4,9 @@
 //! Contract:
 //! - Each bridge keeps one connection table per zone, made on first use. `ct` looks the packet
 //!   up and returns its `ct_state`: `+trk` always; `+inv` for packets it cannot track (not IPv4
-//!   TCP/UDP/ICMP echo, truncated, a later fragment whose first was not seen); otherwise `+new` until the connection has seen a
-//!   reply, `+est` after, `+rpl` for reply-direction packets, `+snat`/`+dnat` when translated.
+//!   TCP/UDP/ICMP echo, truncated, a later fragment whose first was not seen); otherwise
+//!   `+new` until the connection has seen a reply, `+est` after, `+rpl` for reply-direction
+//!   packets, `+snat`/`+dnat` when translated.
 //! - An IPv4 ICMP error (unreachable, time exceeded, ...) that quotes a packet of a tracked
 //!   connection of the zone is `+trk+rel` (with `+rpl` when it travels in the connection's
 //!   reply direction, toward the original sender), carries the connection's mark, label and
