@@ -11,7 +11,8 @@
 //!   are rewritten in every piece; identification, TTL, ToS and addresses are kept.
 //! - Refused, the frame unchanged: a header with options (their copy flags are not
 //!   interpreted), an MTU that leaves no 8 bytes of payload, DF set, a packet that fits.
-//!   When the pool runs dry the frames made so far are freed ([`DropReason::NoBuffer`]).
+//!   Pieces are taken only above the pool's copy floor, as flood copies are
+//!   ([`DropReason::NoBuffer`] otherwise, nothing taken).
 //! - Bytes after the IP total length (Ethernet padding) are not copied.
 //! - The L4 checksum is not touched: it covers the datagram, which the receiver puts back
 //!   together. The caller completes a partial checksum first.
@@ -48,40 +49,22 @@ pub(super) fn fragment(
     let chunk = (mtu - hl).min(MAX_FRAME_LEN - l3 - hl) & !7;
     let payload = total - hl;
     let (own_mf, offset) = (word & MF != 0, (word & 0x1fff) as usize * 8);
-    // The header every piece starts with: the L2 bytes and the IP header.
-    let mut head = [0u8; 64];
     let head_len = l3 + hl;
-    if head_len > head.len() {
-        return Err(DropReason::MtuExceeded);
+    // Every piece is a new frame: like flood copies, never below the copy floor (the frames
+    // receive rings need).
+    if frames.spare() < payload.div_ceil(chunk) - 1 {
+        return Err(DropReason::NoBuffer);
     }
-    head[..head_len].copy_from_slice(&data[..head_len]);
-    let first_out = out.len();
     let mut at = chunk;
     while at < payload {
         let len = chunk.min(payload - at);
-        let last = at + len == payload;
-        let Some(mut f) = frames.alloc() else {
-            for made in out.drain(first_out..) {
-                frames.free(made.addr);
-            }
-            return Err(DropReason::NoBuffer);
-        };
+        let mut f = frames.alloc().ok_or(DropReason::NoBuffer)?;
         f.len = (head_len + len) as u32;
-        // (Copy through the header buffer: the source and the new frame are both the pool's.)
-        let mut piece = [0u8; 256];
-        let src = l3 + hl + at;
-        {
-            let b = frames.data_mut(f);
-            b[..head_len].copy_from_slice(&head[..head_len]);
-        }
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(piece.len());
-            piece[..n].copy_from_slice(&frames.data(*d)[src + done..src + done + n]);
-            frames.data_mut(f)[head_len + done..head_len + done + n].copy_from_slice(&piece[..n]);
-            done += n;
-        }
-        let more = !last || own_mf;
+        // The L2 bytes and the IP header, then this piece of the payload.
+        frames.copy_bytes(d.addr, f.addr, head_len);
+        let src = d.addr + (head_len + at) as u64;
+        frames.copy_bytes(src, f.addr + head_len as u64, len);
+        let more = at + len < payload || own_mf;
         put_piece(&mut frames.data_mut(f)[l3..], hl + len, offset + at, more);
         out.push(f);
         at += len;

@@ -134,7 +134,8 @@ impl Reassembly {
         if p.total != Some(have) {
             return Offer::Held;
         }
-        let p = self.pending.swap_remove(i);
+        let mut p = self.pending.swap_remove(i);
+        p.pieces.sort_by_key(|&(o, _, _)| o);
         match join(frames, &p) {
             Some(whole) => {
                 free_all(frames, &p);
@@ -191,28 +192,22 @@ fn piece(data: &[u8], l3: usize) -> Option<(DatagramId, usize, usize, bool)> {
     Some((id, offset, len, more))
 }
 
-/// The datagram `p` (complete) as one new frame; None when the pool is empty.
+/// The datagram `p` (complete, its pieces in offset order) as one new frame; None when the
+/// pool has no frame above its copy floor.
 fn join(frames: &mut Frames, p: &Pending) -> Option<Desc> {
-    let mut order: Vec<(usize, usize, Desc)> = p.pieces.clone();
-    order.sort_by_key(|&(o, _, _)| o);
+    let order = &p.pieces;
     let head = p.l3 + 20;
     let total = p.total?;
+    if frames.spare() == 0 {
+        return None;
+    }
     let mut whole = frames.alloc()?;
     whole.len = (head + total) as u32;
-    let mut buf = [0u8; 256];
-    // The first fragment's L2 bytes and IP header.
-    let first = order.first()?.2;
-    buf[..head].copy_from_slice(&frames.data(first)[..head]);
-    frames.data_mut(whole)[..head].copy_from_slice(&buf[..head]);
-    for &(offset, len, d) in &order {
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len());
-            buf[..n].copy_from_slice(&frames.data(d)[head + done..head + done + n]);
-            let at = head + offset + done;
-            frames.data_mut(whole)[at..at + n].copy_from_slice(&buf[..n]);
-            done += n;
-        }
+    // The first fragment's L2 bytes and IP header, then each payload at its offset.
+    frames.copy_bytes(order.first()?.2.addr, whole.addr, head);
+    for &(offset, len, d) in order {
+        let src = d.addr + head as u64;
+        frames.copy_bytes(src, whole.addr + (head + offset) as u64, len);
     }
     let ip = &mut frames.data_mut(whole)[p.l3..];
     ip[2..4].copy_from_slice(&((20 + total) as u16).to_be_bytes());
