@@ -190,41 +190,32 @@ impl Flow {
             .chain(v)
     }
 
+    /// True if one of the flow's actions, or of the actions inside its `clone(...)`s, is one
+    /// `pick` says.
+    pub fn any_action(&self, mut pick: impl FnMut(&Action) -> bool) -> bool {
+        fn any(list: &[Action], pick: &mut dyn FnMut(&Action) -> bool) -> bool {
+            list.iter().any(|a| match a {
+                Action::Clone(inner) => any(inner, pick),
+                a => pick(a),
+            })
+        }
+        any(&self.actions, &mut pick)
+    }
+
     /// True if the flow sends packets to group `id` (`group:N`, also inside `clone(...)`):
     /// deleting the group deletes the flow, as OpenFlow and OVS do.
     pub fn uses_group(&self, id: u32) -> bool {
-        fn any(list: &[Action], id: u32) -> bool {
-            list.iter().any(|a| match a {
-                Action::Group(g) => *g == id,
-                Action::Clone(inner) => any(inner, id),
-                _ => false,
-            })
-        }
-        any(&self.actions, id)
+        self.any_action(|a| matches!(a, Action::Group(g) if *g == id))
     }
 
     /// True if the flow's actions use meter `id` (`meter:N`, also inside `clone(...)`).
     pub fn uses_meter(&self, id: u32) -> bool {
-        fn any(list: &[Action], id: u32) -> bool {
-            list.iter().any(|a| match a {
-                Action::Meter(m) => *m == id,
-                Action::Clone(inner) => any(inner, id),
-                _ => false,
-            })
-        }
-        any(&self.actions, id)
+        self.any_action(|a| matches!(a, Action::Meter(m) if *m == id))
     }
 
     /// True if the flow tracks connections (`ct(...)`, also inside `clone(...)`).
     pub fn uses_ct(&self) -> bool {
-        fn any(list: &[Action]) -> bool {
-            list.iter().any(|a| match a {
-                Action::Ct(_) => true,
-                Action::Clone(inner) => any(inner),
-                _ => false,
-            })
-        }
-        any(&self.actions)
+        self.any_action(|a| matches!(a, Action::Ct(_)))
     }
 
     /// Every port reference of the flow (in_port, outputs), to rewrite them (names to numbers

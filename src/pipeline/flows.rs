@@ -133,6 +133,29 @@ impl FlowTable {
         Ok(())
     }
 
+    /// How many flows use each id `id_of` reads from an action (a meter's, a group's): one
+    /// pass over the flows, a flow counted once per id.
+    pub fn flows_using(
+        &self,
+        id_of: impl Fn(&crate::flow::Action) -> Option<u32>,
+    ) -> std::collections::BTreeMap<u32, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut ids = Vec::new();
+        for (_, f) in self.cls.iter() {
+            ids.clear();
+            f.any_action(|a| {
+                ids.extend(id_of(a));
+                false
+            });
+            ids.sort_unstable();
+            ids.dedup();
+            for &id in &ids {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// The port numbers the flows of this bridge name (in_port or output).
     pub fn referenced(&self) -> std::collections::BTreeSet<u16> {
         self.cls

@@ -249,11 +249,15 @@ impl Worker {
             OfCommand::GroupStats { bridge } => {
                 let b = self.bridge_id(&bridge)?;
                 let ft = &self.dp.bridge(b).expect("checked").flows;
+                let users = ft.flows_using(|a| match a {
+                    crate::flow::Action::Group(g) => Some(*g),
+                    _ => None,
+                });
                 let rows: Vec<serde_json::Value> = ft
                     .group_stats
                     .iter()
                     .map(|(id, st)| {
-                        let refs = ft.cls.iter().filter(|(_, f)| f.uses_group(*id)).count();
+                        let refs = users.get(id).copied().unwrap_or(0);
                         let buckets: Vec<[u64; 2]> =
                             st.buckets.iter().map(|&(p, b)| [p, b]).collect();
                         serde_json::json!({"group_id": id, "ref_count": refs,

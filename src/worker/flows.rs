@@ -335,11 +335,15 @@ impl Worker {
     pub(crate) fn meters_dump(&self, bridge: &str) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
+        let users = ft.flows_using(|a| match a {
+            crate::flow::Action::Meter(m) => Some(*m),
+            _ => None,
+        });
         let rows: Vec<Value> = ft
             .meters
             .iter()
             .map(|(id, m)| {
-                let flows = ft.cls.iter().filter(|(_, f)| f.uses_meter(*id)).count();
+                let flows = users.get(id).copied().unwrap_or(0);
                 json!({"meter": id, "rate_kbps": m.rate_kbps, "burst_kbits": m.burst_kbits,
                        "passed": m.passed, "dropped": m.dropped,
                        "passed_bytes": m.passed_bytes, "dropped_bytes": m.dropped_bytes,
