@@ -456,6 +456,28 @@ fn ofctl_groups_openflow13() {
     assert!(!o13(&["dump-flows", &t]).contains("group:"));
 }
 
+/// Add `flows` to `s` with ovs-ofctl (`proto`: None for OpenFlow 1.0 with NXM) and check that
+/// ovs-ofctl's dump reads back what uvs holds; returns (uvs's flows, ovs-ofctl's dump).
+fn add_and_read_back(s: &Switch, proto: Option<&str>, flows: &[&str]) -> (String, String) {
+    let t = s.target();
+    for f in flows {
+        ofctl_ok_in(proto, &["add-flow", &t, f]);
+    }
+    let ours = s.uvs_flows().join("\n");
+    let dump = ofctl_ok_in(proto, &["dump-flows", &t]);
+    assert_eq!(
+        no_stats(flows_of(&dump)),
+        no_stats(flows_of(&ours)),
+        "{proto:?} ovs-ofctl:\n{dump}"
+    );
+    (ours, dump)
+}
+
+/// How many flows uvs holds, besides the default one.
+fn held(s: &Switch) -> usize {
+    no_stats(flows_of(&s.uvs_flows().join("\n"))).len()
+}
+
 #[test]
 fn ofctl_ecn_and_shifted_dscp_in_both_dialects() {
     if !have_ofctl() {
@@ -466,35 +488,30 @@ fn ofctl_ecn_and_shifted_dscp_in_both_dialects() {
         let s = Switch::with_br0(name);
         let t = s.target();
         let run = |args: &[&str]| ofctl_ok_in(proto, args);
-        run(&[
-            "add-flow",
-            &t,
-            "priority=7,ip,ip_dscp=46,nw_ecn=3,actions=drop",
-        ]);
-        run(&["add-flow", &t, "priority=6,ipv6,ip_ecn=1,actions=drop"]);
-        let ours = s.uvs_flows().join("\n");
+        let (ours, dump) = add_and_read_back(
+            &s,
+            proto,
+            &[
+                "priority=7,ip,ip_dscp=46,nw_ecn=3,actions=drop",
+                "priority=6,ipv6,ip_ecn=1,actions=drop",
+            ],
+        );
         assert!(ours.contains("ip,nw_tos=184,nw_ecn=3"), "{ours}");
         assert!(ours.contains("ipv6,nw_ecn=1"), "{ours}");
-        let dump = run(&["dump-flows", &t]);
         assert!(
             dump.contains("nw_tos=184") && dump.contains("nw_ecn=3"),
             "{dump}"
         );
-        assert_eq!(
-            no_stats(flows_of(&dump)),
-            no_stats(flows_of(&ours)),
-            "{proto:?} ovs-ofctl:\n{dump}"
-        );
         // A strict delete names the ECN too: without it nothing matches.
         run(&["--strict", "del-flows", &t, "priority=7,ip,ip_dscp=46"]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 2);
+        assert_eq!(held(&s), 2);
         run(&[
             "--strict",
             "del-flows",
             &t,
             "priority=7,ip,ip_dscp=46,nw_ecn=3",
         ]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 1);
+        assert_eq!(held(&s), 1);
     }
 }
 
@@ -510,23 +527,16 @@ fn ofctl_tcp_flags_and_nw_ttl_in_both_dialects() {
         let s = Switch::with_br0(name);
         let t = s.target();
         let run = |args: &[&str]| ofctl_ok_in(proto, args);
-        run(&[
-            "add-flow",
-            &t,
-            "priority=7,tcp,tcp_flags=+syn-ack,actions=drop",
-        ]);
-        run(&[
-            "add-flow",
-            &t,
-            "priority=6,tcp6,tcp_flags=fin|ack,actions=drop",
-        ]);
-        run(&[
-            "add-flow",
-            &t,
-            "priority=5,tcp,tcp_flags=0x004/0x0f4,actions=drop",
-        ]);
-        run(&["add-flow", &t, "priority=4,icmp,nw_ttl=1,actions=drop"]);
-        let ours = s.uvs_flows().join("\n");
+        let (ours, dump) = add_and_read_back(
+            &s,
+            proto,
+            &[
+                "priority=7,tcp,tcp_flags=+syn-ack,actions=drop",
+                "priority=6,tcp6,tcp_flags=fin|ack,actions=drop",
+                "priority=5,tcp,tcp_flags=0x004/0x0f4,actions=drop",
+                "priority=4,icmp,nw_ttl=1,actions=drop",
+            ],
+        );
         assert!(ours.contains("tcp,tcp_flags=+syn-ack"), "{ours}");
         assert!(ours.contains("tcp6,tcp_flags=fin|ack"), "{ours}");
         assert!(
@@ -534,25 +544,19 @@ fn ofctl_tcp_flags_and_nw_ttl_in_both_dialects() {
             "{ours}"
         );
         assert!(ours.contains("icmp,nw_ttl=1"), "{ours}");
-        let dump = run(&["dump-flows", &t]);
         assert!(dump.contains("tcp_flags=+syn-ack"), "{dump}");
-        assert_eq!(
-            no_stats(flows_of(&dump)),
-            no_stats(flows_of(&ours)),
-            "{proto:?} ovs-ofctl:\n{dump}"
-        );
         // A strict delete names the flags too: without them nothing matches.
         run(&["--strict", "del-flows", &t, "priority=7,tcp"]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 4);
+        assert_eq!(held(&s), 4);
         run(&[
             "--strict",
             "del-flows",
             &t,
             "priority=7,tcp,tcp_flags=+syn-ack",
         ]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 3);
+        assert_eq!(held(&s), 3);
         run(&["del-flows", &t, "icmp,nw_ttl=1"]);
-        assert_eq!(no_stats(flows_of(&s.uvs_flows().join("\n"))).len(), 2);
+        assert_eq!(held(&s), 2);
     }
 }
 
