@@ -8,6 +8,17 @@ mod common;
 use common::netns::*;
 use common::wire::{Wire, capture_during};
 
+/// uvs as host A's VTEP (container c1) and host B (namespace `{p}hb`) the kernel's vxlan 42 on
+/// a kernel bridge with container c2. (The daemon is dropped before the topology.)
+fn uvs_and_kernel_vtep(p: &str) -> (Topology, Daemon) {
+    let mut t = Topology::default();
+    let d = Daemon::start(p, &[]);
+    let hb = format!("{p}hb");
+    vxlan_uvs_side(&mut t, &d, p, &hb);
+    kernel_bridged_vtep(&mut t, &hb, &format!("{p}c2"));
+    (t, d)
+}
+
 #[test]
 fn interop_with_kernel_vxlan() {
     if !root_or_skip("interop_with_kernel_vxlan") {
@@ -15,12 +26,8 @@ fn interop_with_kernel_vxlan() {
     }
     let p = prefix("ex");
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
+    let (t, d) = uvs_and_kernel_vtep(&p);
     let hb = n("hb");
-    vxlan_uvs_side(&mut t, &d, &p, &hb);
-    // Host B: kernel vxlan 42 on a kernel bridge with container c2.
-    kernel_bridged_vtep(&mut t, &hb, &n("c2"));
 
     // Capture the underlay on host B while pinging: it must decode as VXLAN VNI 42.
     let cap = tshark(
@@ -89,11 +96,8 @@ fn fragmented_vxlan_from_a_kernel_vtep_is_reassembled() {
     }
     let p = prefix("ey");
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
+    let (_t, d) = uvs_and_kernel_vtep(&p);
     let hb = n("hb");
-    vxlan_uvs_side(&mut t, &d, &p, &hb);
-    kernel_bridged_vtep(&mut t, &hb, &n("c2"));
     assert!(ping(&n("c2"), "192.168.42.1", 3), "c2 -> c1 (learning)");
     sh(&["ip", "-n", &hb, "link", "set", "eth0", "mtu", "1400"]);
     // c1 receives; c2 sends 1,400-byte UDP datagrams without DF (inner 1,428 bytes, outer
