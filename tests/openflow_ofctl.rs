@@ -25,6 +25,25 @@ fn no_stats(mut v: Vec<Flow>) -> Vec<Flow> {
     v
 }
 
+/// `text` with the seconds after each `key` (`duration=1.234s`) taken out, and those seconds.
+fn durations(text: &str, key: &str) -> (String, Vec<f64>) {
+    let mut out = String::new();
+    let mut secs = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(key) {
+        let at = i + key.len();
+        out.push_str(&rest[..at]);
+        let n = rest[at..]
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len() - at);
+        secs.push(rest[at..at + n].parse::<f64>().expect("seconds"));
+        assert_eq!(&rest[at + n..at + n + 1], "s", "{text}");
+        rest = &rest[at + n + 1..];
+    }
+    out.push_str(rest);
+    (out, secs)
+}
+
 fn sock_exists(p: &Path) -> bool {
     p.exists()
 }
@@ -197,12 +216,13 @@ fn ofctl_openflow13_flows_show_and_ports() {
         cfg.contains("meter=1 kbps burst stats bands=\ntype=drop rate=1000 burst_size=100"),
         "{cfg}"
     );
-    let st = run(&["meter-stats", &t]);
+    let (st, age) = durations(&run(&["meter-stats", &t]), "duration:");
     assert!(
-        st.contains("meter:1 flow_count:1 packet_in_count:0 byte_in_count:0")
+        st.contains("meter:1 flow_count:1 packet_in_count:0 byte_in_count:0 duration:")
             && st.contains("0: packet_count:0 byte_count:0"),
         "{st}"
     );
+    assert!(age.len() == 1 && age[0] < 60.0, "{age:?}");
     let feat = run(&["meter-features", &t]);
     assert!(
         feat.contains("max_meter:65535 max_bands:1")
@@ -370,18 +390,29 @@ fn ofctl_groups_openflow13() {
         "4 frames on each bucket's port",
     );
     // Through the group, not flooded: its statistics count them, each bucket too.
-    let st = o13(&["dump-group-stats", &t]);
+    let (st, ages) = durations(&o13(&["dump-group-stats", &t]), "duration=");
     let len = 60 * 4;
     assert!(
         st.contains(&format!(
-            "group_id=1,duration=0s,ref_count=1,packet_count=4,byte_count={len},\
+            "group_id=1,duration=,ref_count=1,packet_count=4,byte_count={len},\
              bucket0:packet_count=4,byte_count={len},bucket1:packet_count=4,byte_count={len}"
         )),
         "{st}"
     );
     assert!(
-        st.contains("group_id=2,duration=0s,ref_count=0,packet_count=0"),
+        st.contains("group_id=2,duration=,ref_count=0,packet_count=0"),
         "{st}"
+    );
+    // Each group's age since it was written: under a minute, and growing.
+    assert!(
+        ages.len() == 3 && ages.iter().all(|&a| a < 60.0),
+        "{ages:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (_, later) = durations(&o13(&["dump-group-stats", &t]), "duration=");
+    assert!(
+        later.iter().zip(&ages).all(|(l, a)| l - a >= 1.0),
+        "{ages:?} then {later:?}"
     );
     let feat = o13(&["dump-group-features", &t]);
     assert!(

@@ -831,13 +831,14 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         for m in v["meters"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 s,
-                "meter={} kbps rate={} burst_size={} flows={} passed={} dropped={}",
+                "meter={} kbps rate={} burst_size={} flows={} passed={} dropped={} duration={}",
                 m["meter"],
                 m["rate_kbps"],
                 m["burst_kbits"],
                 m["flow_count"],
                 m["passed"],
-                m["dropped"]
+                m["dropped"],
+                crate::flow::Seconds(m["duration_ms"].as_u64().unwrap_or(0))
             );
         }
         Ok(Reply::new(s, v))

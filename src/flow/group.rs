@@ -95,6 +95,8 @@ pub struct Group {
 /// (OpenFlow's group statistics). Reset when the group is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupStats {
+    /// When the group was written (ms, the datapath's clock): its age is OpenFlow's duration.
+    pub created_ms: u64,
     /// Packets and bytes.
     pub packets: u64,
     pub bytes: u64,
@@ -103,9 +105,10 @@ pub struct GroupStats {
 }
 
 impl GroupStats {
-    /// Zeroed counters for `g`.
-    pub fn of(g: &Group) -> GroupStats {
+    /// Zeroed counters for `g`, written at `now_ms`.
+    pub fn of(g: &Group, now_ms: u64) -> GroupStats {
         GroupStats {
+            created_ms: now_ms,
             buckets: vec![(0, 0); g.buckets.len()],
             ..GroupStats::default()
         }

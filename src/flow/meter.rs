@@ -19,6 +19,8 @@ pub struct Meter {
     /// Bytes of the packets passed and dropped (OpenFlow's meter and band statistics).
     pub passed_bytes: u64,
     pub dropped_bytes: u64,
+    /// When it was written (ms, the datapath's clock): its age is OpenFlow's duration.
+    pub created_ms: u64,
     /// The bucket every worker's copy of this meter draws from (several workers); None: the
     /// fields above.
     shared: Option<crate::tokens::SharedTokens>,
@@ -36,6 +38,7 @@ impl Meter {
             dropped: 0,
             passed_bytes: 0,
             dropped_bytes: 0,
+            created_ms: 0,
             shared: None,
         }
     }

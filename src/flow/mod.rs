@@ -258,13 +258,11 @@ impl Flow {
         impl fmt::Display for D<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let (fl, st, now) = (self.0, self.1, self.2);
-                let dur = now.saturating_sub(st.created_ms);
                 write!(
                     f,
-                    "cookie={:#x}, duration={}.{:03}s, table={}, n_packets={}, n_bytes={}, ",
+                    "cookie={:#x}, duration={}, table={}, n_packets={}, n_bytes={}, ",
                     fl.cookie,
-                    dur / 1000,
-                    dur % 1000,
+                    Seconds(now.saturating_sub(st.created_ms)),
                     fl.table,
                     st.n_packets,
                     st.n_bytes
@@ -306,5 +304,15 @@ impl fmt::Display for Flow {
             f.write_str("send_flow_rem ")?;
         }
         self.write_body(f)
+    }
+}
+
+/// A duration in milliseconds as OVS prints one: seconds with three decimals (`1.234s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}s", self.0 / 1000, self.0 % 1000)
     }
 }

@@ -125,6 +125,7 @@ impl Switch for Bridge {
             rate_kbps: 1000,
             burst_kbits: 100,
             flow_count: 1,
+            duration_ms: 2_500,
             packets: 5,
             bytes: 300,
             band_packets: 2,
@@ -139,6 +140,7 @@ impl Switch for Bridge {
             .map(|(id, _)| crate::openflow::GroupStatsInfo {
                 id: *id,
                 ref_count: 0,
+                duration_ms: 1_250,
                 packets: 3,
                 bytes: 180,
                 buckets: vec![(3, 180), (1, 60)],

@@ -373,8 +373,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     .map(|(i, b)| format!("bucket{i}:packet_count={},byte_count={}", b[0], b[1]))
                     .collect();
                 text.push_str(&format!(
-                    " group_id={},ref_count={},packet_count={},byte_count={}{}{}\n",
+                    " group_id={},duration={},ref_count={},packet_count={},byte_count={}{}{}\n",
                     g["group_id"],
+                    crate::flow::Seconds(g["duration_ms"].as_u64().unwrap_or(0)),
                     g["ref_count"],
                     g["packet_count"],
                     g["byte_count"],

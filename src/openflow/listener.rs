@@ -241,6 +241,7 @@ impl Switch for RegistrySwitch {
             .map(|g| super::GroupStatsInfo {
                 id: n(g, "group_id") as u32,
                 ref_count: n(g, "ref_count") as u32,
+                duration_ms: n(g, "duration_ms"),
                 packets: n(g, "packet_count"),
                 bytes: n(g, "byte_count"),
                 buckets: g["buckets"]
@@ -271,6 +272,7 @@ impl Switch for RegistrySwitch {
                 rate_kbps: n(m, "rate_kbps").min(u64::from(u32::MAX)) as u32,
                 burst_kbits: n(m, "burst_kbits").min(u64::from(u32::MAX)) as u32,
                 flow_count: n(m, "flow_count") as u32,
+                duration_ms: n(m, "duration_ms"),
                 packets: n(m, "passed") + n(m, "dropped"),
                 bytes: n(m, "passed_bytes") + n(m, "dropped_bytes"),
                 band_packets: n(m, "dropped"),

@@ -138,6 +138,8 @@ pub struct GroupStatsInfo {
     pub id: u32,
     /// Flows that send packets to it.
     pub ref_count: u32,
+    /// Its age (ms since it was written).
+    pub duration_ms: u64,
     /// Packets and bytes it took.
     pub packets: u64,
     pub bytes: u64,
@@ -156,6 +158,8 @@ pub struct MeterInfo {
     pub burst_kbits: u32,
     /// Flows that use it.
     pub flow_count: u32,
+    /// Its age (ms since it was written).
+    pub duration_ms: u64,
     /// Packets and bytes that reached it.
     pub packets: u64,
     pub bytes: u64,

@@ -206,7 +206,7 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
 
 /// OFPMP_GROUP (6: each group's counters and its buckets', for the group a request names or
 /// `OFPG_ALL`) and OFPMP_GROUP_FEATURES (8: all, select and indirect groups; weighted select;
-/// the actions a bucket may hold). Durations are 0 (no group age is kept).
+/// the actions a bucket may hold). A group's duration is its age since it was last written.
 fn group_stats_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
     const OFPG_ALL: u32 = 0xffff_fffc;
     if typ == 8 {
@@ -249,7 +249,8 @@ fn group_stats_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<
                 .u32(g.id)
                 .u32(g.ref_count)
                 .zeros(4);
-            w.u64(g.packets).u64(g.bytes).u32(0).u32(0);
+            w.u64(g.packets).u64(g.bytes);
+            duration(&mut w, g.duration_ms);
             for &(p, b) in &g.buckets {
                 w.u64(p).u64(b);
             }
@@ -260,7 +261,8 @@ fn group_stats_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<
 
 /// The meters one kbps drop band each, as OpenFlow 1.3 reports them: OFPMP_METER (9:
 /// statistics), OFPMP_METER_CONFIG (10) for the meter a request names (`OFPM_ALL`: every
-/// one), and OFPMP_METER_FEATURES (11). uvs keeps no meter age (durations are 0).
+/// one), and OFPMP_METER_FEATURES (11). A meter's duration is its age since it was last
+/// written.
 fn meter_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
     const OFPM_ALL: u32 = 0xffff_ffff;
     const KBPS_BURST_STATS: u16 = 1 | 4 | 8;
@@ -287,7 +289,8 @@ fn meter_reply(typ: u16, r: &mut Reader<'_>, sw: &dyn Switch) -> OfResult<Vec<Ve
             let mut w = Writer::default();
             if typ == 9 {
                 w.u32(m.id).u16(56).zeros(6).u32(m.flow_count);
-                w.u64(m.packets).u64(m.bytes).u32(0).u32(0);
+                w.u64(m.packets).u64(m.bytes);
+                duration(&mut w, m.duration_ms);
                 w.u64(m.band_packets).u64(m.band_bytes);
             } else {
                 w.u16(24).u16(KBPS_BURST_STATS).u32(m.id);

@@ -160,6 +160,7 @@ impl Worker {
     ) -> Result<serde_json::Value, String> {
         let b = self.bridge_id(bridge)?;
         let mut g = crate::flow::group::parse_group(text).map_err(|e| e.to_string())?;
+        let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         match (write, ft.groups.contains_key(&g.id)) {
             (GroupWrite::Add, true) => {
@@ -182,8 +183,8 @@ impl Worker {
                 .map_err(|(what, p)| format!("group {}: {what}: unknown port '{p}'", g.id))?;
             bucket.actions = f.actions;
         }
-        ft.group_stats
-            .insert(g.id, crate::flow::group::GroupStats::of(&g));
+        let st = crate::flow::group::GroupStats::of(&g, now_ms);
+        ft.group_stats.insert(g.id, st);
         let replaced = ft.groups.insert(g.id, g).is_some();
         ft.emc.clear();
         Ok(serde_json::json!({"bridge": bridge, "replaced": replaced, "groups": ft.groups.len()}))
@@ -248,6 +249,7 @@ impl Worker {
             OfCommand::MeterDel { bridge, id } => self.meter_del(&bridge, id),
             OfCommand::GroupStats { bridge } => {
                 let b = self.bridge_id(&bridge)?;
+                let now_ms = self.dp.now_ms;
                 let ft = &self.dp.bridge(b).expect("checked").flows;
                 let users = ft.flows_using(|a| match a {
                     crate::flow::Action::Group(g) => Some(*g),
@@ -261,6 +263,7 @@ impl Worker {
                         let buckets: Vec<[u64; 2]> =
                             st.buckets.iter().map(|&(p, b)| [p, b]).collect();
                         serde_json::json!({"group_id": id, "ref_count": refs,
+                            "duration_ms": now_ms.saturating_sub(st.created_ms),
                             "packet_count": st.packets, "byte_count": st.bytes,
                             "buckets": buckets})
                     })

@@ -321,6 +321,7 @@ impl Worker {
     pub(crate) fn meter_add(&mut self, bridge: &str, text: &str) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
         let (id, mut meter) = parse_meter(text)?;
+        meter.created_ms = self.dp.now_ms;
         if let Some(buckets) = &self.buckets {
             let what = format!("meter {bridge} {id}");
             let bucket = buckets.bucket(what, meter.rate_kbps, meter.burst_kbits);
@@ -334,6 +335,7 @@ impl Worker {
     /// Meters with their counters.
     pub(crate) fn meters_dump(&self, bridge: &str) -> Result<Value, String> {
         let b = self.flow_bridge(bridge)?;
+        let now_ms = self.dp.now_ms;
         let ft = &self.dp.bridge(b).expect("checked").flows;
         let users = ft.flows_using(|a| match a {
             crate::flow::Action::Meter(m) => Some(*m),
@@ -347,7 +349,8 @@ impl Worker {
                 json!({"meter": id, "rate_kbps": m.rate_kbps, "burst_kbits": m.burst_kbits,
                        "passed": m.passed, "dropped": m.dropped,
                        "passed_bytes": m.passed_bytes, "dropped_bytes": m.dropped_bytes,
-                       "flow_count": flows})
+                       "flow_count": flows,
+                       "duration_ms": now_ms.saturating_sub(m.created_ms)})
             })
             .collect();
         Ok(json!({"meters": rows}))

@@ -658,6 +658,7 @@ pub(crate) fn sum_counters(into: &mut Value, from: &Value) {
         "flow_count",
         "group_id",
         "ref_count",
+        "duration_ms",
         "fdb_entries",
         "frames",
         "entries",

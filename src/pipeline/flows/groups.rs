@@ -65,7 +65,7 @@ pub(super) fn run<T: Tracer>(
         let st = env
             .group_stats
             .entry(id)
-            .or_insert_with(|| crate::flow::group::GroupStats::of(g));
+            .or_insert_with(|| crate::flow::group::GroupStats::of(g, env.now_ms));
         let len = u64::from(m.desc.len);
         st.packets += 1;
         st.bytes += len;
