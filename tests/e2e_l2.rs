@@ -167,6 +167,19 @@ fn bad_commands_get_errors_and_daemon_keeps_serving() {
     assert!(err(&["fdb-show"]).contains("usage"));
     assert!(err(&["frobnicate"]).contains("unknown command"));
     assert!(err(&["del-port", "nothere"]).contains("no port named"));
+    // A bridge named with del-port is checked (as ovs-vsctl): a typo removes nothing.
+    let tap = format!("{p}t");
+    d.ctl(&["add-port", "br0", &tap, "type=tap"]);
+    d.ctl(&["add-br", "br1"]);
+    assert!(err(&["del-port", "nobr", &tap]).contains("BRIDGE: no bridge named 'nobr'"));
+    assert!(
+        err(&["del-port", "br1", &tap])
+            .contains(&format!("PORT: port '{tap}' is in bridge 'br0', not 'br1'"))
+    );
+    assert!(err(&["del-port", "br1", "nothere"]).contains("has no port named 'nothere'"));
+    assert!(d.ctl(&["show"]).contains(&format!("port {tap}")));
+    d.ctl(&["del-port", "br0", &tap]);
+    d.ctl(&["del-br", "br1"]);
     // Still serving, and nothing half-made.
     let show = d.ctl(&["show"]);
     assert!(

@@ -64,6 +64,10 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     );
     let w = worker.clone();
     reg.register("del-port", "del-port [BRIDGE] PORT", 1, 2, move |a| {
+        if let [bridge, port] = a {
+            // As ovs-vsctl: a bridge named is checked, so a typo removes nothing.
+            port_in_bridge(&ask(&w, Command::Show)?, bridge, port)?;
+        }
         let v = ask(&w, Command::DelPort(a[a.len() - 1].clone()))?;
         Ok(Reply::new(String::new(), v))
     });
@@ -865,6 +869,33 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(s, v))
         },
     );
+}
+
+/// Whether `show` (its JSON) has port `port` in bridge `bridge`: an error naming the field
+/// that is wrong otherwise.
+fn port_in_bridge(show: &Value, bridge: &str, port: &str) -> Result<(), CtlError> {
+    let bridges = show["bridges"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let holds = |b: &Value| {
+        b["ports"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == port))
+    };
+    let Some(b) = bridges.iter().find(|b| b["name"] == bridge) else {
+        return Err(CtlError::new(format!("BRIDGE: no bridge named '{bridge}'")));
+    };
+    if holds(b) {
+        return Ok(());
+    }
+    Err(CtlError::new(
+        match bridges
+            .iter()
+            .find(|b| holds(b))
+            .map(|b| str_of(&b["name"]))
+        {
+            Some(other) => format!("PORT: port '{port}' is in bridge '{other}', not '{bridge}'"),
+            None => format!("PORT: bridge '{bridge}' has no port named '{port}'"),
+        },
+    ))
 }
 
 #[cfg(test)]

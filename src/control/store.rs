@@ -694,7 +694,10 @@ impl Journal for Store {
         // A pending port is not in the switch: deleting it only forgets it.
         if method == "del-port"
             && let Some(name) = params.last()
-            && let Some(i) = p.ports.iter().position(|(_, s)| &s.name == name)
+            && let Some(i) = p
+                .ports
+                .iter()
+                .position(|(b, s)| &s.name == name && (params.len() < 2 || params[0] == *b))
         {
             let (b, _) = p.ports.remove(i);
             info!("forgot pending port {name} (bridge {b})");
