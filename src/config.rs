@@ -14,7 +14,7 @@
 //! name = "veth1"          # netdev name (afxdp, afpacket: must exist; tap: uvs creates it)
 //! type = "afxdp"          # afxdp | afpacket (alias system) | tap
 //! vlan = 10               # access port in VLAN 10 (omit for a trunk)
-//! # trunks = [10, 20]     # trunk carrying these VLANs (omit both for a trunk of all VLANs)
+//! # trunks = [10, 20]     # trunk of these VLANs (0: untagged frames; omit both: all VLANs)
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
 //! # mtu = 1500            # tap only: set the device MTU
 //!

@@ -39,8 +39,10 @@ pub enum VlanMode {
     /// Untagged frames belong to VLAN `0`; tagged frames are dropped (priority tags, VID 0,
     /// are accepted as untagged). Frames leave untagged.
     Access(u16),
-    /// Tagged frames of the allowed VLANs are accepted; untagged frames belong to VLAN 0 (the
-    /// untagged domain). With `allowed` empty, every VLAN is allowed (OVS's default port).
+    /// Tagged frames of the allowed VLANs are accepted; untagged (and priority-tagged) frames
+    /// belong to VLAN 0 (the untagged domain), which a limited set carries only when it lists
+    /// 0 (as OVS: `trunks=10,20` takes and sends tagged frames only, `trunks=0,10` also
+    /// untagged ones). An unlimited set (OVS's default port) carries every VLAN and VLAN 0.
     Trunk(Box<VlanSet>),
 }
 
@@ -92,21 +94,32 @@ impl VlanMode {
         VlanMode::Trunk(Box::new(VlanSet::all()))
     }
 
-    /// Parse `vlan=N` / `trunks=N,M,...` option values.
+    /// The VLAN that untagged and priority-tagged frames from this port join; None when the
+    /// port does not carry them (a trunk whose list lacks VLAN 0).
+    #[inline]
+    pub fn untagged_vlan(&self) -> Option<u16> {
+        match self {
+            VlanMode::Access(v) => Some(*v),
+            VlanMode::Trunk(set) => set.contains(0).then_some(0),
+        }
+    }
+
+    /// Parse `vlan=N` / `trunks=N,M,...` option values (a trunk may list 0, the untagged
+    /// frames).
     pub fn parse(access: Option<&str>, trunks: Option<&str>) -> Result<VlanMode, String> {
-        let vid = |s: &str, field: &str| -> Result<u16, String> {
+        let vid = |s: &str, field: &str, low: u16| -> Result<u16, String> {
             match s.trim().parse::<u16>() {
-                Ok(v) if (1..=MAX_VID).contains(&v) => Ok(v),
-                _ => Err(format!("{field}: '{s}' is not a VLAN id (1-{MAX_VID})")),
+                Ok(v) if (low..=MAX_VID).contains(&v) => Ok(v),
+                _ => Err(format!("{field}: '{s}' is not a VLAN id ({low}-{MAX_VID})")),
             }
         };
         match (access, trunks) {
             (Some(_), Some(_)) => Err("vlan= and trunks= cannot both be set".into()),
-            (Some(a), None) => Ok(VlanMode::Access(vid(a, "vlan")?)),
+            (Some(a), None) => Ok(VlanMode::Access(vid(a, "vlan", 1)?)),
             (None, Some(t)) => {
                 let ids = t
                     .split(',')
-                    .map(|s| vid(s, "trunks"))
+                    .map(|s| vid(s, "trunks", 0))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(VlanMode::Trunk(Box::new(VlanSet::of(&ids))))
             }

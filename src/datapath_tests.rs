@@ -19,6 +19,22 @@ fn vlan_mode_parse() {
             .contains("trunks: 'x'")
     );
     assert_eq!(VlanMode::default_trunk().describe(), "trunk=all");
+    // A trunk may list VLAN 0 (untagged frames); an access port may not be VLAN 0.
+    let t0 = VlanMode::parse(None, Some("0,10")).unwrap();
+    assert_eq!(t0.describe(), "trunks=0,10");
+    assert_eq!(t0.untagged_vlan(), Some(0));
+    assert_eq!(
+        t.untagged_vlan(),
+        None,
+        "trunks=10,20 carries no untagged frames"
+    );
+    assert_eq!(VlanMode::default_trunk().untagged_vlan(), Some(0));
+    assert_eq!(VlanMode::Access(7).untagged_vlan(), Some(7));
+    assert!(
+        VlanMode::parse(None, Some("4095"))
+            .unwrap_err()
+            .contains("(0-4094)")
+    );
 }
 
 #[test]

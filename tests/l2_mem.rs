@@ -160,6 +160,29 @@ fn access_and_trunk_vlans() {
         uvs::wire::vlan::tci(&out[t as usize][0]).map(|c| c & 0xfff),
         Some(20)
     );
+
+    // VLAN 0 (untagged frames) as OVS has it: an all-VLAN trunk carries it, a trunk listing
+    // VLANs only if the list has 0. Untagged in from `plain` reaches `t0` (trunks=0,10) and
+    // no port of a list without 0; untagged (or priority-tagged) into `t` is dropped.
+    let t0 = h.port(b, "t0", VlanMode::parse(None, Some("0,10")).unwrap());
+    let n = frame(BCAST, mac(6), 2);
+    h.send(plain, &n);
+    let out = h.outputs();
+    assert_eq!(
+        out[t0 as usize],
+        vec![n.clone()],
+        "untagged out of trunks=0,10"
+    );
+    assert!(out[t as usize].is_empty() && out[t30 as usize].is_empty());
+    h.send(t, &n);
+    h.send(t, &tagged(&n, 0));
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(t, DropReason::VlanDenied), 3);
+    // Untagged in from t0 is VLAN 0 (reaches `plain`, untagged); tagged 10 leaves a10.
+    h.send(t0, &frame(BCAST, mac(7), 3));
+    assert_eq!(h.outputs()[plain as usize], vec![frame(BCAST, mac(7), 3)]);
+    h.send(t0, &tagged(&frame(BCAST, mac(7), 4), 10));
+    assert_eq!(h.outputs()[a10 as usize], vec![frame(BCAST, mac(7), 4)]);
 }
 
 #[test]

@@ -32,7 +32,7 @@
 
 use super::l3::{self, Burst};
 use super::{Dest, Meta, csum, ingress::is_group, l2, output};
-use crate::datapath::{Datapath, VlanMode};
+use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::{EtherType, ethernet};
@@ -65,12 +65,9 @@ pub(super) fn run(
     let Some(port) = dp.port(in_port) else {
         return none;
     };
-    let untagged_vlan = match &port.vlan {
-        VlanMode::Access(v) => *v,
-        VlanMode::Trunk(_) => 0,
-    };
+    let untagged_vlan = port.vlan.untagged_vlan();
     let (bridge, fix) = (port.bridge, partial_csum.unwrap_or(port.partial_csum_in));
-    if untagged_vlan != 0
+    if untagged_vlan != Some(0)
         || dp
             .bridge(bridge)
             .is_none_or(|b| b.flows.active && !b.fail_open)

@@ -52,10 +52,7 @@ fn parse_all<const FIX: bool>(
 ) -> (u64, u64) {
     let (mut bytes, mut completed) = (0u64, 0u64);
     // The VLAN of untagged (and priority-tagged) frames, read once per burst.
-    let untagged = match mode {
-        VlanMode::Access(v) => *v,
-        VlanMode::Trunk(_) => 0,
-    };
+    let untagged = mode.untagged_vlan();
     for &d in batch {
         bytes += d.len as u64;
         match classify(frames.data_mut(d), mode, untagged, FIX) {
@@ -78,7 +75,7 @@ fn parse_all<const FIX: bool>(
 fn classify(
     data: &mut [u8],
     mode: &VlanMode,
-    untagged: u16,
+    untagged: Option<u16>,
     fix_csum: bool,
 ) -> Result<(Meta, bool), DropReason> {
     let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
@@ -106,9 +103,10 @@ fn classify(
         EtherType::QINQ => return Err(DropReason::QinQ),
         t => (false, 0, 14, t),
     };
-    // Untagged or priority-tagged frames join the access VLAN (a trunk's: VLAN 0).
+    // Untagged or priority-tagged frames join the access VLAN (a trunk's: VLAN 0, if it
+    // carries it).
     let vlan = if vid == 0 {
-        untagged
+        untagged.ok_or(DropReason::VlanDenied)?
     } else {
         match mode {
             VlanMode::Trunk(set) if set.contains(vid) => vid,

@@ -161,7 +161,7 @@ fn leaves_untagged(mode: &VlanMode, v: u16) -> bool {
 fn carries(mode: &VlanMode, v: u16) -> bool {
     match mode {
         VlanMode::Access(a) => *a == v,
-        VlanMode::Trunk(set) => v == 0 || set.contains(v),
+        VlanMode::Trunk(set) => set.contains(v),
     }
 }
 

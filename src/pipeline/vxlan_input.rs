@@ -25,7 +25,7 @@
 
 use super::inner::InnerBursts;
 use super::{Dest, Meta, l2, vxlan};
-use crate::datapath::{Datapath, VlanMode};
+use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::udp_port_set::UdpPortSet;
@@ -51,11 +51,8 @@ struct Underlay {
 /// The underlay `in_port`'s burst is checked against, if its frames can be taken here.
 fn underlay(dp: &Datapath, in_port: PortId) -> Option<Underlay> {
     let port = dp.port(in_port)?;
-    let untagged_vlan = match &port.vlan {
-        VlanMode::Access(v) => *v,
-        VlanMode::Trunk(_) => 0,
-    };
-    if untagged_vlan != 0 {
+    let untagged_vlan = port.vlan.untagged_vlan();
+    if untagged_vlan != Some(0) {
         return None;
     }
     let b = dp.bridge(port.bridge)?;
