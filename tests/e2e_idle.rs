@@ -182,6 +182,42 @@ fn idle_worker_uses_under_one_percent_and_runtime_counts() {
     );
 }
 
+/// The DNS thread of a daemon with no upstream (`--dns-upstream none`: NXDOMAIN for names it
+/// does not know) sleeps like the rest; it spun on its upstream channel, closed because no
+/// upstream reader runs, at ~100% of a core (found trying uvs as a new user).
+#[test]
+fn the_dns_thread_sleeps_without_an_upstream() {
+    if !root_or_skip("the_dns_thread_sleeps_without_an_upstream") {
+        return;
+    }
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let p = prefix("eu");
+    let d = Daemon::start(&p, &["--dns-upstream", "none"]);
+    d.ctl(&["add-br", "br0", "gateway=10.232.0.1/24"]);
+    let dns_ns = || {
+        let pid = d.child.id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "uvs-dns")
+            })
+            .and_then(|t| run_ns(&t.path()))
+            .expect("a uvs-dns thread")
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (n0, t0) = (dns_ns(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let pct = (dns_ns() - n0) as f64 / 1e9 / t0.elapsed().as_secs_f64() * 100.0;
+    eprintln!("uvs-dns with no upstream: {pct:.2}% of a core");
+    assert!(pct < 1.0, "an idle DNS thread used {pct:.2}% of a core");
+    assert!(
+        d.ctl(&["dns-show"]).contains("upstream none"),
+        "{}",
+        d.ctl(&["dns-show"])
+    );
+}
+
 /// `--busy-poll`: the worker never sleeps (OVS's PMD), so an idle switch keeps a core busy,
 /// and it still forwards and answers.
 #[test]

@@ -290,6 +290,10 @@ impl Service {
         stop: &AtomicBool,
         status: &Mutex<ServiceStatus>,
     ) {
+        // With no upstream there is no reader thread, so `upstream` is disconnected from the
+        // start: a disconnected channel is always ready, and `select!` would spin on it.
+        let never = crossbeam_channel::never();
+        let mut up = upstream;
         while !stop.load(Ordering::SeqCst) {
             // Timers (a forwarded query's expiry, TCP's retransmits and closes) need a look
             // every `BUSY_TICK`; with none pending only `IDLE_TICK` (for `stop`): an idle
@@ -305,7 +309,10 @@ impl Service {
                     Ok(p) => self.packet(p, &mut out),
                     Err(_) => break,
                 },
-                recv(upstream) -> m => if let Ok(m) = m { self.upstream_answer(&m, &mut out) },
+                recv(up) -> m => match m {
+                    Ok(m) => self.upstream_answer(&m, &mut out),
+                    Err(_) => up = &never,
+                },
                 default(tick) => {}
             }
             // Take whatever else is queued, bounded, before answering.
