@@ -720,9 +720,18 @@ impl Config {
             if !bridges.insert(&b.name) {
                 return Err(format!("bridge '{}' defined twice", b.name));
             }
+            let mut numbers = std::collections::HashMap::new();
             for p in &b.port {
                 if !ports.insert(&p.name) {
                     return Err(format!("port '{}' defined twice", p.name));
+                }
+                if let Some(n) = p.ofport_request
+                    && let Some(other) = numbers.insert(n, &p.name)
+                {
+                    return Err(format!(
+                        "port '{}': ofport_request: {n} is also port '{other}'s (bridge '{}')",
+                        p.name, b.name
+                    ));
                 }
             }
         }

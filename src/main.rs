@@ -308,7 +308,11 @@ fn run(
         w.shutdown();
         return Err(e);
     }
-    info!("started with {} configuration steps", applied.changes.len());
+    info!(
+        "started with {} configuration steps, {} ports pending",
+        applied.changes.len(),
+        applied.pending.len()
+    );
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone());
@@ -571,10 +575,11 @@ fn reload(path: Option<&std::path::Path>, store: &Store) {
         warn!("reload: {e}");
     }
     info!(
-        "reloaded {}: {} changes, {} errors",
+        "reloaded {}: {} changes, {} errors, {} ports pending",
         path.display(),
         a.changes.len(),
-        a.errors.len()
+        a.errors.len(),
+        a.pending.len()
     );
 }
 

@@ -47,6 +47,9 @@ pub struct Applied {
     pub changes: Vec<String>,
     /// Steps that failed and were not kept pending.
     pub errors: Vec<String>,
+    /// Ports that could not be added and are kept pending (tried again at the next SIGHUP, or
+    /// when their netdev appears), with why.
+    pub pending: Vec<String>,
     /// Bridges whose new ports were added held (`PortSpec::hold`), released once their
     /// flow tables are in.
     held: Vec<String>,
@@ -413,9 +416,13 @@ impl Store {
         }
     }
 
-    /// Add the ports `new` adds or changes; one that cannot be opened stays pending.
+    /// Add the ports `new` adds or changes; one that cannot be opened stays pending. Those
+    /// that ask for an OpenFlow number go first, so a port that asks for none cannot take a
+    /// number the file gives another (OVS reserves requested numbers the same way).
     fn ports_add(&self, p: &mut Pending, old: &BridgeSpec, new: &BridgeSpec, out: &mut Applied) {
-        for s in new.port.iter().filter(|s| !old.port.contains(s)) {
+        let mut adds: Vec<&PortSpec> = new.port.iter().filter(|s| !old.port.contains(s)).collect();
+        adds.sort_by_key(|s| s.ofport_request.is_none());
+        for s in adds {
             if old.port.iter().any(|o| rxq_change(o, s)) {
                 let what = format!("~ port {} rxq_affinity (bridge {})", s.name, new.name);
                 let r = self.call(Command::SetPortRxq {
@@ -441,6 +448,7 @@ impl Store {
                 }
                 Err(e) => {
                     warn!("{what}: {e}; kept in the configuration, pending");
+                    out.pending.push(format!("{what}: {e}"));
                     p.ports.push((new.name.clone(), s.clone()));
                 }
             }
