@@ -816,12 +816,53 @@ impl BridgeSpec {
                 }
             }
         }
+        let mut meters = Vec::new();
         for (i, m) in self.meters.iter().flatten().enumerate() {
-            crate::flow::meter::parse_meter(m).map_err(|e| format!("meters[{i}]: {e}"))?;
+            let (id, _) =
+                crate::flow::meter::parse_meter(m).map_err(|e| format!("meters[{i}]: {e}"))?;
+            meters.push(id);
+        }
+        let mut groups = Vec::new();
+        for (i, g) in self.groups.iter().flatten().enumerate() {
+            let g = crate::flow::group::parse_group(g).map_err(|e| format!("groups[{i}]: {e}"))?;
+            groups.push(g.id);
+        }
+        // A file that lists the bridge's meters (groups) is the whole set: a flow's `meter:N`
+        // (`group:N`) must be one of them, as the switch checks when the flow is added.
+        for (i, f) in self.flows.iter().flatten().enumerate() {
+            let flow = crate::flow::parse_flow(f).map_err(|e| format!("flows[{i}]: {e}"))?;
+            let mut missing = None;
+            flow.any_action(|a| {
+                missing = match a {
+                    crate::flow::Action::Meter(m)
+                        if self.meters.is_some() && !meters.contains(m) =>
+                    {
+                        Some(format!("meter:{m}: no such meter in the bridge's meters"))
+                    }
+                    crate::flow::Action::Group(g)
+                        if self.groups.is_some() && !groups.contains(g) =>
+                    {
+                        Some(format!("group:{g}: no such group in the bridge's groups"))
+                    }
+                    _ => None,
+                };
+                missing.is_some()
+            });
+            if let Some(why) = missing {
+                return Err(format!("flows[{i}]: {why}"));
+            }
         }
         for (i, m) in self.mirrors.iter().flatten().enumerate() {
-            crate::observe::mirror::MirrorSpec::parse_text(&self.name, m)
+            let spec = crate::observe::mirror::MirrorSpec::parse_text(&self.name, m)
                 .map_err(|e| format!("mirrors[{i}]: {e}"))?;
+            let named = (spec.select_src.iter().map(|p| ("select_src", p)))
+                .chain(spec.select_dst.iter().map(|p| ("select_dst", p)))
+                .chain([("output", &spec.output)]);
+            for (what, p) in named {
+                if !has_port(p) {
+                    return Err(format!("mirrors[{i}]: {what}: no port '{p}' in the bridge"));
+                }
+            }
         }
         for e in self.fdb.iter().flatten() {
             e.parsed()?;
@@ -849,6 +890,18 @@ impl Config {
         for b in &self.bridge {
             if let Some(g) = b.gateway()? {
                 gateways.push((b.name.as_str(), g));
+            }
+        }
+        // Two bridges cannot share a gateway address or subnet (the connected route is one).
+        for (i, (a, g)) in gateways.iter().enumerate() {
+            for (b, h) in &gateways[..i] {
+                if g.ip == h.ip || g.subnet() == h.subnet() {
+                    let (net, len) = g.subnet();
+                    return Err(format!(
+                        "bridge '{a}': gateway: {} or its subnet {net}/{len} is already bridge '{b}''s",
+                        std::net::Ipv4Addr::from(g.ip)
+                    ));
+                }
             }
         }
         let on_subnet = |a: [u8; 4]| {
@@ -884,6 +937,37 @@ impl Config {
         };
         if let Some(r) = &self.nat_port_range {
             crate::nat::parse_port_range("nat_port_range", r)?;
+        }
+        // Rules the switch would refuse next to each other: a host port mapped twice on one
+        // bridge, source prefixes that overlap on one bridge.
+        for (i, n) in self.nat.iter().enumerate() {
+            for (j, o) in self.nat[..i].iter().enumerate() {
+                let clash = match (n.kind.as_str(), o.kind.as_str()) {
+                    ("dnat", "dnat") => {
+                        n.inb == o.inb
+                            && n.port == o.port
+                            && n.dnat_proto().ok() == o.dnat_proto().ok()
+                    }
+                    ("dnat", _) | (_, "dnat") => false,
+                    _ => {
+                        let prefix = |x: &NatSpec| {
+                            crate::route::parse_prefix(x.src.as_deref().unwrap_or_default()).ok()
+                        };
+                        n.out == o.out
+                            && prefix(n).zip(prefix(o)).is_some_and(|((a, l), (b, m))| {
+                                let common = crate::route::mask(l.min(m));
+                                u32::from(a) & common == u32::from(b) & common
+                            })
+                    }
+                };
+                if clash {
+                    let field = if n.kind == "dnat" { "port" } else { "src" };
+                    return Err(format!(
+                        "nat[{i}] ({}): {field}: clashes with nat[{j}] ({}) on the same bridge",
+                        n.kind, o.kind
+                    ));
+                }
+            }
         }
         for n in &self.nat {
             if n.kind == "dnat" && n.port.unwrap_or(0) == 0 {
