@@ -579,6 +579,50 @@ impl Datapath {
         })
     }
 
+    /// Why bridge `id`'s gateway may not become `new` now, naming what depends on the one it
+    /// has (as `del-br` refuses a bridge that carries static routes): a static route whose next
+    /// hop would leave the gateway's subnet, a masquerade rule translating to its address
+    /// (when the address goes or changes), a port mapping on it (when it goes).
+    pub fn gateway_change_refused(&self, id: u16, new: Option<Gateway>) -> Option<String> {
+        let b = self.bridge(id)?;
+        let old = b.gateway?;
+        let on_new = |ip: std::net::Ipv4Addr| {
+            new.is_some_and(|g| {
+                let m = crate::route::mask(g.len);
+                u32::from(ip) & m == u32::from_be_bytes(g.ip) & m
+            })
+        };
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| {
+                matches!(r.kind, RouteKind::Via { bridge, gateway } if bridge == id && !on_new(gateway))
+            })
+            .map(|r| r.to_string())
+            .collect();
+        if !routes.is_empty() {
+            return Some(format!(
+                "gateway: static routes use bridge '{}''s subnet ({}); delete them first",
+                b.name,
+                routes.join(", ")
+            ));
+        }
+        let nat = self.nat.rules.iter().filter(|r| match r {
+            crate::nat::NatRule::Source { out, to: None, .. } => {
+                *out == id && new.is_none_or(|g| g.ip != old.ip)
+            }
+            crate::nat::NatRule::Dest { inb, .. } => *inb == id && new.is_none(),
+            _ => false,
+        });
+        let n = nat.count();
+        (n > 0).then(|| {
+            format!(
+                "gateway: {n} NAT rule(s) use bridge '{}''s gateway address (nat-show); delete them first",
+                b.name
+            )
+        })
+    }
+
     /// Remove a bridge. Fails while it still has ports (the caller removes them first, since
     /// their kernel resources live elsewhere).
     pub fn del_bridge(&mut self, id: u16) -> Result<(), String> {

@@ -279,7 +279,7 @@ fn run(
             None
         }
     };
-    let config = initial_config(config_path.as_deref(), db.as_ref())?;
+    let (config, from_db) = initial_config(config_path.as_deref(), db.as_ref())?;
     let cores = parse_cores(cores.or_else(|| cores_from(config_path.as_deref())))?;
     let stop = uvs::port::wait::install_stop_handler();
     let hup = uvs::port::wait::install_hup_handler();
@@ -300,7 +300,14 @@ fn run(
     for c in &applied.changes {
         debug!("start: {c}");
     }
-    if let Some(e) = applied.errors.first() {
+    // A step of a --config file that fails stops the start (the user's file is wrong); one of
+    // the database, which uvs wrote, is logged and the rest runs: a switch that does not come
+    // back after a reboot because of one stale entry is worse than one without that entry.
+    if from_db {
+        for e in &applied.errors {
+            warn!("database: {e}; left out, the rest runs");
+        }
+    } else if let Some(e) = applied.errors.first() {
         w.shutdown();
         return Err(format!("config: {e}"));
     }
@@ -462,13 +469,17 @@ fn openflow(
 /// The configuration to start with: the database's if it has one (the `--config` file is then
 /// not applied; an invalid one only warns), else the `--config` file (an invalid one is an
 /// error), else nothing.
-fn initial_config(file: Option<&std::path::Path>, db: Option<&Db>) -> Result<Config, String> {
+/// The configuration to start with, and whether it came from the database.
+fn initial_config(
+    file: Option<&std::path::Path>,
+    db: Option<&Db>,
+) -> Result<(Config, bool), String> {
     let stored = match db {
         Some(d) => d.load()?,
         None => None,
     };
     let Some(stored) = stored else {
-        return file.map_or(Ok(Config::default()), Config::load);
+        return Ok((file.map_or(Ok(Config::default()), Config::load)?, false));
     };
     let db = db
         .map(|d| d.path().display().to_string())
@@ -483,7 +494,7 @@ fn initial_config(file: Option<&std::path::Path>, db: Option<&Db>) -> Result<Con
             Err(e) => warn!("--config: {e}; not applied (starting from the database)"),
         }
     }
-    Ok(stored)
+    Ok((stored, true))
 }
 
 /// The database path: `--db`, else the default one when the socket is the default one.

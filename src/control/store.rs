@@ -258,6 +258,24 @@ impl Store {
                 out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
             }
         }
+        // Likewise the NAT rules on the gateway address of a bridge whose gateway changes
+        // (masquerade translates to it, a port mapping listens on it): the switch refuses the
+        // change while they are there; they come back below, on the new address.
+        let moved = |name: &Option<String>| {
+            let name = name.as_deref().unwrap_or_default();
+            find(old, name)
+                .is_some_and(|b| find(new, name).is_none_or(|nb| nb.gateway != b.gateway))
+        };
+        for (i, n) in old.nat.iter().enumerate().rev() {
+            let uses = match n.kind.as_str() {
+                "masquerade" => moved(&n.out),
+                "dnat" => moved(&n.inb),
+                _ => false,
+            };
+            if uses {
+                out.step(self.call(Command::NatDel(i)), format!("- nat #{i}"));
+            }
+        }
         self.bridges_diff(p, old, new, out);
         // Removing or re-creating a bridge also removed its routes and NAT rules: compare
         // those (and the tables) with what runs now.

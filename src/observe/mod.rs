@@ -174,6 +174,15 @@ impl Observe {
         if !stale_tap && !stale_mirror {
             return false;
         }
+        self.prune(dp);
+        true
+    }
+
+    /// A port was removed: end its captures and take it out of the mirrors (a mirror whose
+    /// output goes, or that selects nothing any more, goes too), as OVS drops a deleted port
+    /// from its Mirror rows. At once, not at the next frame: the running configuration (and
+    /// the database written from it) must not name a port that is gone.
+    pub fn prune(&mut self, dp: &Datapath) {
         self.taps.retain(|t| {
             let keep = dp.port(t.port).is_some_and(|p| p.name == t.port_name);
             if !keep {
@@ -183,7 +192,6 @@ impl Observe {
         });
         self.mirrors.retain_mut(|m| m.prune(dp));
         self.recompute();
-        true
     }
 
     /// Housekeeping: end the captures that finished without being offered a frame (a deadline

@@ -328,6 +328,9 @@ impl Worker {
             }
             Command::SetGateway { bridge, gateway } => {
                 let b = self.bridge_id(&bridge)?;
+                if let Some(why) = self.dp.gateway_change_refused(b, gateway) {
+                    return Err(why);
+                }
                 self.dp.set_gateway(b, gateway)?;
                 crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
                 Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
@@ -847,6 +850,7 @@ impl Worker {
         if let Some(l) = self.life.get_mut(id as usize) {
             *l = None;
         }
+        self.observe.prune(&self.dp);
         Ok(())
     }
 
