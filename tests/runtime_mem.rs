@@ -56,8 +56,20 @@ fn l2_frames_move_ingress_learn_fwd_output() {
     let r = uvs::pipeline::runtime::report(h.pipeline.runtime(), drops.iter());
     assert_eq!(r[Node::EthernetInput as usize].drops.get("runt"), Some(&1));
     assert_eq!(r[Node::EthernetInput as usize].vectors_per_call, 7.0 / 3.0);
-    h.pipeline.clear_runtime();
+    h.pipeline.clear_runtime(drops.iter());
     assert_eq!(stats(&h, Node::EthernetInput), NodeStats::default());
+    // Drops too: the report counts from the clear, the port keeps its total.
+    let r = uvs::pipeline::runtime::report(h.pipeline.runtime(), drops.iter());
+    assert!(
+        r[Node::EthernetInput as usize].drops.is_empty(),
+        "{:?}",
+        r[0].drops
+    );
+    h.send(p0, &[0u8; 10]);
+    let drops = [h.dp.port(p0).unwrap().counters.drops];
+    let r = uvs::pipeline::runtime::report(h.pipeline.runtime(), drops.iter());
+    assert_eq!(r[Node::EthernetInput as usize].drops.get("runt"), Some(&1));
+    assert_eq!(h.drops(p0, uvs::counters::DropReason::Runt), 2);
 }
 
 #[test]

@@ -253,9 +253,13 @@ impl Pipeline {
         &self.runtime
     }
 
-    /// Zero the per-node runtime counters.
-    pub fn clear_runtime(&mut self) {
-        self.runtime.clear();
+    /// Zero the per-node runtime counters; `port_drops`: the ports' drop counters now (see
+    /// [`Runtime::clear`]).
+    pub fn clear_runtime<'a>(
+        &mut self,
+        port_drops: impl Iterator<Item = &'a [u64; crate::counters::DropReason::COUNT]>,
+    ) {
+        self.runtime.clear(port_drops);
     }
 
     /// Process one burst received on `in_port`; drains `batch`.

@@ -69,9 +69,34 @@ pub struct NodeStats {
 }
 
 /// One worker's per-node counters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Runtime {
     nodes: [NodeStats; Node::COUNT],
+    /// The ports' drop counters (summed) when the counters were last cleared: reports show
+    /// the drops since then.
+    drop_base: [u64; DropReason::COUNT],
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            nodes: Default::default(),
+            drop_base: [0; DropReason::COUNT],
+        }
+    }
+}
+
+/// The drop counters of every port, summed by reason.
+fn summed<'a>(
+    port_drops: impl Iterator<Item = &'a [u64; DropReason::COUNT]>,
+) -> [u64; DropReason::COUNT] {
+    let mut drops = [0u64; DropReason::COUNT];
+    for d in port_drops {
+        for (sum, n) in drops.iter_mut().zip(d) {
+            *sum += n;
+        }
+    }
+    drops
 }
 
 impl Runtime {
@@ -98,9 +123,12 @@ impl Runtime {
         self.nodes[node as usize]
     }
 
-    /// Zero every counter (`show-runtime clear`).
-    pub fn clear(&mut self) {
+    /// Zero every counter (`show-runtime clear`); the drops reported from then on are those
+    /// counted after `port_drops` (the ports' drop counters now, which `stats` keeps showing
+    /// whole).
+    pub fn clear<'a>(&mut self, port_drops: impl Iterator<Item = &'a [u64; DropReason::COUNT]>) {
         self.nodes = Default::default();
+        self.drop_base = summed(port_drops);
     }
 }
 
@@ -179,7 +207,7 @@ pub struct NodeReport {
     pub ticks_per_vector: f64,
     /// Nanoseconds per frame (ticks converted with [`ticks_per_ns`]).
     pub ns_per_vector: f64,
-    /// Drops counted in this node, by reason (summed over ports; not cleared by `clear`).
+    /// Drops counted in this node since the last `clear`, by reason (summed over ports).
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -188,11 +216,10 @@ pub fn report<'a>(
     rt: &Runtime,
     port_drops: impl Iterator<Item = &'a [u64; DropReason::COUNT]>,
 ) -> Vec<NodeReport> {
-    let mut drops = [0u64; DropReason::COUNT];
-    for d in port_drops {
-        for (sum, n) in drops.iter_mut().zip(d) {
-            *sum += n;
-        }
+    let mut drops = summed(port_drops);
+    // A port removed since the clear takes its drops along: never below zero.
+    for (d, base) in drops.iter_mut().zip(&rt.drop_base) {
+        *d = d.saturating_sub(*base);
     }
     let rate = ticks_per_ns();
     Node::ALL
@@ -247,7 +274,7 @@ mod tests {
                 ticks: 150
             }
         );
-        rt.clear();
+        rt.clear(std::iter::empty());
         assert_eq!(rt.get(Node::L2Fwd), NodeStats::default());
     }
 

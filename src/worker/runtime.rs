@@ -7,15 +7,17 @@ use super::Worker;
 use crate::pipeline::runtime;
 
 impl Worker {
-    /// This worker's per-node counters; with `clear`, zeroed after they are read (the drop
-    /// counters are the ports' and stay: `stats` shows them too).
+    /// This worker's per-node counters; with `clear`, zeroed after they are read (the drops
+    /// too: they are the ports' counters, which `stats` keeps showing whole, less what they
+    /// were at the clear).
     pub(crate) fn runtime_json(&mut self, clear: bool) -> Value {
         let nodes = runtime::report(
             self.pipeline.runtime(),
             self.dp.ports().map(|(_, p)| &p.counters.drops),
         );
         if clear {
-            self.pipeline.clear_runtime();
+            let drops = self.dp.ports().map(|(_, p)| &p.counters.drops);
+            self.pipeline.clear_runtime(drops);
         }
         json!({
             "workers": [{
