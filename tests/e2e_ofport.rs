@@ -149,3 +149,62 @@ fn normal_then_output_runs_both_and_trace_says_so() {
         .unwrap_or_else(|| panic!("{tr}"));
     assert!(out_line < normal_line, "in action order:\n{tr}");
 }
+
+/// `trace` admits the packet to a VLAN as ingress does before any table: an access port's
+/// VLAN for untagged frames, a trunk's listed VLANs; what the port does not carry is a
+/// `vlan-denied` drop; an `in_port` the bridge does not have is an error. (It traced every
+/// packet in VLAN 0 or its own tag; found trying uvs as a new user.)
+#[test]
+fn trace_admits_to_the_ingress_ports_vlan() {
+    if !root_or_skip("trace_admits_to_the_ingress_ports_vlan") {
+        return;
+    }
+    let p = prefix("ev");
+    let n = |s: &str| format!("{p}{s}");
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-port", "br0", &n("a"), "type=tap", "vlan=10"]);
+    d.ctl(&["add-port", "br0", &n("t"), "type=tap", "trunks=10,20"]);
+    d.ctl(&["fdb-add", "br0", "02:00:00:00:00:55", &n("t"), "vlan=10"]);
+    let trace = |m: &str| {
+        let o = d.ctl_raw(&["trace", "br0", m]);
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.success(), text)
+    };
+    let (ok, tr) = trace(&format!(
+        "in_port={},dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:55",
+        n("a")
+    ));
+    assert!(ok, "{tr}");
+    assert!(
+        tr.contains(&format!("ingress: port {} (vlan=10) -> VLAN 10", n("a"))),
+        "{tr}"
+    );
+    assert!(
+        tr.contains(&format!("learned on port {} (VLAN 10)", n("t"))),
+        "{tr}"
+    );
+    for (m, what) in [
+        (
+            "dl_vlan=30,",
+            "does not carry VLAN 30 -> drop (vlan-denied)",
+        ),
+        ("", "does not carry untagged frames -> drop (vlan-denied)"),
+    ] {
+        let (ok, tr) = trace(&format!(
+            "in_port={},{m}dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:55",
+            n("t")
+        ));
+        assert!(ok && tr.contains(what), "{tr}");
+        assert!(!tr.contains("normal:"), "{tr}");
+    }
+    let (ok, tr) = trace("in_port=99,dl_dst=02:00:00:00:00:55");
+    assert!(
+        !ok && tr.contains("in_port: no port 99 in bridge 'br0'"),
+        "{tr}"
+    );
+    for port in ["a", "t"] {
+        d.ctl(&["del-port", &n(port)]);
+    }
+}

@@ -373,11 +373,49 @@ impl Worker {
             .to_packet_key(&|r: &PortRef| ft.resolve(r))
             .map_err(|e| e.to_string())?;
         let in_id = ft.ports.port(key.in_port);
+        if in_id.is_none() && key.in_port != 0 {
+            return Err(format!(
+                "in_port: no port {} in bridge '{bridge}'",
+                key.in_port
+            ));
+        }
         let mut log = TraceLog::default();
         log.items.push(Item::Line(format!(
             "bridge {bridge}: {}",
             describe_key(&key, ft)
         )));
+        // Ingress (`ethernet-input`) admits the frame to a VLAN before any table sees it.
+        let tag = (key.vlan != crate::flow::NO_VLAN).then_some(key.vlan);
+        let vlan = match in_id.and_then(|p| self.dp.port(p)) {
+            Some(port) => match admitted_vlan(&port.vlan, tag) {
+                Some(v) => {
+                    log.items.push(Item::Line(format!(
+                        "ingress: port {} ({}) -> VLAN {v}",
+                        port.name,
+                        port.vlan.describe()
+                    )));
+                    v
+                }
+                None => {
+                    let what = tag.map_or("untagged frames".into(), |v| format!("VLAN {v}"));
+                    log.items.push(Item::Line(format!(
+                        "ingress: port {} ({}) does not carry {what} -> drop (vlan-denied)",
+                        port.name,
+                        port.vlan.describe()
+                    )));
+                    let lines: Vec<String> = log
+                        .items
+                        .into_iter()
+                        .filter_map(|it| match it {
+                            Item::Line(l) => Some(l),
+                            Item::Sent(_) => None,
+                        })
+                        .collect();
+                    return Ok(json!({"trace": lines}));
+                }
+            },
+            None => tag.unwrap_or(0),
+        };
         let (desc, mut meta) = trace_frame(&mut self.frames, &key, &m.ext)
             .ok_or_else(|| "trace: no free frame to build the packet in".to_string())?;
         let now_ms = self.dp.now_ms;
@@ -409,7 +447,7 @@ impl Worker {
             .into_iter()
             .map(|it| match it {
                 Item::Line(l) => l,
-                Item::Sent(d) => self.trace_dest(b, &key, in_id, d),
+                Item::Sent(d) => self.trace_dest(b, (&key, vlan), in_id, d),
             })
             .collect();
         Ok(json!({"trace": lines}))
@@ -419,13 +457,13 @@ impl Worker {
     fn trace_dest(
         &self,
         b: u16,
-        key: &PacketKey,
+        (key, vlan): (&PacketKey, u16),
         in_id: Option<u16>,
         d: crate::pipeline::Dest,
     ) -> String {
         use crate::pipeline::Dest;
         match d {
-            Dest::Normal => format!("    -> {}", self.trace_normal(b, key, in_id)),
+            Dest::Normal => format!("    -> {}", self.trace_normal(b, (key, vlan), in_id)),
             Dest::Port(p) if Some(p) == in_id => {
                 format!("    -> back out of the ingress port {}", self.port_name(p))
             }
@@ -439,13 +477,9 @@ impl Worker {
         }
     }
 
-    fn trace_normal(&self, b: u16, key: &PacketKey, in_id: Option<u16>) -> String {
+    /// Where NORMAL sends the traced packet, admitted to `vlan` at ingress.
+    fn trace_normal(&self, b: u16, (key, vlan): (&PacketKey, u16), in_id: Option<u16>) -> String {
         let br = self.dp.bridge(b).expect("checked");
-        let vlan = if key.vlan == crate::flow::NO_VLAN {
-            0
-        } else {
-            key.vlan
-        };
         if let Some(g) = br.gateway
             && g.mac.to_u64() == key.dl_dst
         {
@@ -488,6 +522,18 @@ impl Worker {
         self.dp
             .port(id)
             .map_or(format!("#{id}"), |p| p.name.clone())
+    }
+}
+
+/// The VLAN a port of mode `mode` admits a frame with 802.1Q tag `tag` to (None: untagged or
+/// priority-tagged), as `ethernet-input` does; None when it drops it (`vlan-denied`).
+fn admitted_vlan(mode: &crate::datapath::VlanMode, tag: Option<u16>) -> Option<u16> {
+    match tag.filter(|&v| v != 0) {
+        None => mode.untagged_vlan(),
+        Some(v) => match mode {
+            crate::datapath::VlanMode::Trunk(set) if set.contains(v) => Some(v),
+            _ => None,
+        },
     }
 }
 
