@@ -869,6 +869,10 @@ impl BridgeSpec {
             let Some(p) = self.port.iter().find(|p| p.name == e.port) else {
                 return Err(format!("fdb port: no port '{}' in the bridge", e.port));
             };
+            let (_, vlan, _) = e.parsed()?;
+            p.vlan_mode()?
+                .fdb_vlan(vlan)
+                .map_err(|err| format!("fdb {} port {}: {err}", e.mac, e.port))?;
             if (p.kind == PortKind::Vxlan) != e.remote_ip.is_some() {
                 return Err(format!(
                     "fdb {}: remote_ip is needed for, and only for, a vxlan port",

@@ -104,6 +104,20 @@ impl VlanMode {
         }
     }
 
+    /// The VLAN a static FDB entry for this port given VLAN `vlan` (0: none given) lives in:
+    /// an access port's own VLAN (given or not), a VLAN a trunk carries. An error naming the
+    /// field otherwise (the entry could never be used).
+    pub fn fdb_vlan(&self, vlan: u16) -> Result<u16, String> {
+        match self {
+            VlanMode::Access(a) if vlan == 0 || vlan == *a => Ok(*a),
+            VlanMode::Trunk(set) if set.contains(vlan) => Ok(vlan),
+            _ => Err(format!(
+                "vlan: the port ({}) does not carry VLAN {vlan}",
+                self.describe()
+            )),
+        }
+    }
+
     /// Parse `vlan=N` / `trunks=N,M,...` option values (a trunk may list 0, the untagged
     /// frames).
     pub fn parse(access: Option<&str>, trunks: Option<&str>) -> Result<VlanMode, String> {

@@ -118,8 +118,10 @@ pub struct Entry {
 /// A flush whose entries are hidden but not all removed yet.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
-    /// The port flushed (all its entries), or `None`: every dynamic entry.
+    /// The port flushed, or `None`: every dynamic entry.
     port: Option<PortId>,
+    /// With a port: its static entries are flushed too (the port is going).
+    statics: bool,
     /// Slots written before this epoch are flushed.
     epoch: u16,
     /// The flush is complete when the sweep has advanced past this many slots in all.
@@ -130,7 +132,7 @@ impl Pending {
     #[inline]
     fn hides(&self, s: &Slot) -> bool {
         let mine = match self.port {
-            Some(p) => s.port == p,
+            Some(p) => s.port == p && (self.statics || !s.is_static()),
             None => !s.is_static(),
         };
         // Written before the flush: epoch difference in 1..2^14 (modulo 2^15).
@@ -513,19 +515,30 @@ impl Fdb {
         removed
     }
 
-    /// Flush every entry on `port` (or every dynamic entry when `port` is None): they vanish
-    /// from lookups at once and are removed by later `age` calls. Static entries go only when
-    /// their port is flushed. Takes O(ports) time (O(table) only when [`MAX_PENDING`] flushes
-    /// are in progress already). Returns the number of entries flushed.
+    /// Flush every entry on `port`, static ones too (the port is going), or every dynamic
+    /// entry when `port` is None: they vanish from lookups at once and are removed by later
+    /// `age` calls. Takes O(ports) time (O(table) only when [`MAX_PENDING`] flushes are in
+    /// progress already). Returns the number of entries flushed.
     pub fn flush(&mut self, port: Option<PortId>) -> usize {
+        self.flush_where(port, true)
+    }
+
+    /// Flush the learned (dynamic) entries on `port` (every port: None), as `fdb-flush`
+    /// does; static entries stay (`remove` takes one out).
+    pub fn flush_learned(&mut self, port: Option<PortId>) -> usize {
+        self.flush_where(port, false)
+    }
+
+    fn flush_where(&mut self, port: Option<PortId>, statics: bool) -> usize {
         if self.pending.len() >= MAX_PENDING {
             self.finish_oldest_flush();
         }
         let n = match port {
-            Some(p) => {
+            Some(p) if statics => {
                 let c = std::mem::take(self.count(p));
                 (c.dynamic + c.statics) as usize
             }
+            Some(p) => std::mem::take(&mut self.count(p).dynamic) as usize,
             None => self
                 .per_port
                 .iter_mut()
@@ -540,6 +553,7 @@ impl Fdb {
             self.epoch = (self.epoch + 1) & EPOCH_MASK;
             self.pending.push(Pending {
                 port,
+                statics,
                 epoch: self.epoch,
                 until: self.swept + self.slots.len() as u64,
             });
@@ -771,6 +785,32 @@ mod tests {
         assert_eq!(f.slots.iter().filter(|s| s.key != 0).count(), 1);
         assert_eq!(f.lookup(0, 2 << 40), Some(3));
         println!("swept 100k flushed entries in {steps} steps of 4096 slots");
+    }
+
+    /// `fdb-flush BRIDGE PORT` forgets what the port learned and keeps its static entries
+    /// (as `fdb-flush BRIDGE` does for every port); removing the port takes both.
+    #[test]
+    fn a_learned_flush_of_a_port_keeps_its_static_entries() {
+        let mut f = Fdb::with_seed(64, 5);
+        for m in 1..=5u64 {
+            f.learn(0, m, 1, 0);
+        }
+        f.learn(0, 6, 2, 0);
+        f.add_static(7, 100, 1, 0).unwrap();
+        assert_eq!(f.flush_learned(Some(1)), 5);
+        assert_eq!((f.len(), f.learned_on(1)), (2, 0));
+        assert_eq!(f.lookup(0, 3), None, "learned: hidden at once");
+        assert_eq!(f.lookup(7, 100), Some(1), "static: kept");
+        assert_eq!(f.lookup(0, 6), Some(2), "another port's: kept");
+        f.complete_flushes();
+        assert_eq!((f.hidden, f.static_count()), (0, 1));
+        assert_eq!(f.slots.iter().filter(|s| s.key != 0).count(), 2);
+        // The port goes: its static entry with it.
+        assert_eq!(f.flush(Some(1)), 1);
+        assert_eq!(f.lookup(7, 100), None);
+        f.complete_flushes();
+        assert_eq!((f.len(), f.static_count()), (1, 0));
+        assert_eq!(f.slots.iter().filter(|s| s.key != 0).count(), 1);
     }
 
     #[test]

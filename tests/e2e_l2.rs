@@ -178,6 +178,42 @@ fn bad_commands_get_errors_and_daemon_keeps_serving() {
     );
     assert!(err(&["del-port", "br1", "nothere"]).contains("has no port named 'nothere'"));
     assert!(d.ctl(&["show"]).contains(&format!("port {tap}")));
+    // Static FDB entries: fdb-add puts one in a VLAN its port carries (an access port's
+    // own when none is given), fdb-flush (with or without a port) forgets learned entries
+    // only, fdb-del removes one.
+    let acc = format!("{p}v");
+    d.ctl(&["add-port", "br0", &acc, "type=tap", "vlan=20"]);
+    assert!(
+        err(&["fdb-add", "br0", "02:00:00:00:00:97", &acc, "vlan=30"])
+            .contains("vlan: the port (vlan=20) does not carry VLAN 30")
+    );
+    d.ctl(&["fdb-add", "br0", "02:00:00:00:00:98", &acc]);
+    d.ctl(&["fdb-add", "br0", "02:00:00:00:00:99", &tap]);
+    let statics = |fdb: &str| {
+        fdb.lines()
+            .any(|l| l.contains(&acc) && l.contains(" 20 ") && l.contains("02:00:00:00:00:98"))
+            && fdb
+                .lines()
+                .any(|l| l.contains(&tap) && l.contains("02:00:00:00:00:99"))
+    };
+    let fdb = d.ctl(&["fdb-show", "br0"]);
+    assert!(statics(&fdb), "{fdb}");
+    // (The TAP devices' own frames may have taught a learned entry or two: those go.)
+    d.ctl(&["fdb-flush", "br0", &acc]);
+    d.ctl(&["fdb-flush", "br0"]);
+    let fdb = d.ctl(&["fdb-show", "br0"]);
+    assert!(statics(&fdb), "static entries stay: {fdb}");
+    assert!(
+        err(&["fdb-del", "br0", "02:00:00:00:00:98"])
+            .contains("MAC: 02:00:00:00:00:98 is not in bridge 'br0''s FDB in VLAN 0")
+    );
+    d.ctl(&["fdb-del", "br0", "02:00:00:00:00:98", "vlan=20"]);
+    let after = d.ctl(&["fdb-show", "br0"]);
+    assert!(
+        !after.contains("02:00:00:00:00:98") && after.contains("02:00:00:00:00:99"),
+        "{after}"
+    );
+    d.ctl(&["del-port", "br0", &acc]);
     d.ctl(&["del-port", "br0", &tap]);
     d.ctl(&["del-br", "br1"]);
     // Still serving, and nothing half-made.

@@ -73,17 +73,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     reg.register("fdb-show", "fdb-show BRIDGE", 1, 1, move |a| {
-        // Page by page (bounded work per worker request), sorted here.
-        let mut rows = Vec::new();
-        let mut from = Some(0);
-        while let Some(f) = from {
-            let bridge = a[0].clone();
-            let mut v = ask(&w, Command::FdbShow { bridge, from: f })?;
-            from = v["next"].as_u64().map(|n| n as usize);
-            if let Value::Array(page) = v["entries"].take() {
-                rows.extend(page);
-            }
-        }
+        let mut rows = fdb_rows(&w, &a[0])?;
         let key = |r: &Value| {
             (
                 str_of(&r["port"]).to_string(),
@@ -94,6 +84,40 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         rows.sort_by_cached_key(key);
         let v = serde_json::json!({"bridge": a[0], "entries": rows});
         Ok(Reply::new(render_fdb(&v), v))
+    });
+    let w = worker.clone();
+    reg.register("fdb-del", "fdb-del BRIDGE MAC [vlan=N]", 2, 3, move |a| {
+        let mac: crate::wire::MacAddr = a[1]
+            .parse()
+            .map_err(|e: String| CtlError::new(format!("MAC: {e}")))?;
+        let vlan = match a.get(2).map(|kv| kv.split_once('=')) {
+            None => 0,
+            Some(Some(("vlan", v))) => v
+                .parse()
+                .ok()
+                .filter(|n| *n <= 4094)
+                .ok_or_else(|| CtlError::new(format!("vlan: '{v}' (0 to 4094)")))?,
+            Some(_) => {
+                return Err(CtlError::new(format!("'{}': fdb-del takes vlan=N", a[2])));
+            }
+        };
+        // The entry may be learned by any worker: look in the table they show together.
+        let text = mac.to_string();
+        let rows = fdb_rows(&w, &a[0])?;
+        let Some(row) = rows
+            .iter()
+            .find(|r| r["mac"] == text.as_str() && r["vlan"].as_u64() == Some(u64::from(vlan)))
+        else {
+            return Err(CtlError::new(format!(
+                "MAC: {text} is not in bridge '{}''s FDB in VLAN {vlan}",
+                a[0]
+            )));
+        };
+        let port = str_of(&row["port"]).to_string();
+        let bridge = a[0].clone();
+        ask(&w, Command::FdbDel { bridge, mac, vlan })?;
+        let v = serde_json::json!({"bridge": a[0], "mac": text, "vlan": vlan, "port": port});
+        Ok(Reply::new(String::new(), v))
     });
     let w = worker.clone();
     reg.register(
@@ -869,6 +893,22 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(s, v))
         },
     );
+}
+
+/// Every visible FDB entry of `bridge` (all workers'), fetched page by page (bounded work per
+/// worker request).
+fn fdb_rows(w: &WorkerHandle, bridge: &str) -> Result<Vec<Value>, CtlError> {
+    let mut rows = Vec::new();
+    let mut from = Some(0);
+    while let Some(f) = from {
+        let bridge = bridge.to_string();
+        let mut v = ask(w, Command::FdbShow { bridge, from: f })?;
+        from = v["next"].as_u64().map(|n| n as usize);
+        if let Value::Array(page) = v["entries"].take() {
+            rows.extend(page);
+        }
+    }
+    Ok(rows)
 }
 
 /// Whether `show` (its JSON) has port `port` in bridge `bridge`: an error naming the field

@@ -107,6 +107,15 @@ pub enum Command {
         /// Only this port's entries.
         port: Option<String>,
     },
+    /// `fdb-del BRIDGE MAC [vlan=N]`: remove one entry, static or learned.
+    FdbDel {
+        /// Bridge name.
+        bridge: String,
+        /// The address.
+        mac: crate::wire::MacAddr,
+        /// Its VLAN.
+        vlan: u16,
+    },
     /// Set or remove (None) a bridge's gateway.
     SetGateway {
         /// Bridge name.
@@ -323,8 +332,29 @@ impl Worker {
                     None => None,
                 };
                 let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
-                let n = fdb.flush(pid);
+                let n = fdb.flush_learned(pid);
                 Ok(json!({"bridge": bridge, "flushed": n}))
+            }
+            Command::FdbDel { bridge, mac, vlan } => {
+                let b = self.bridge_id(&bridge)?;
+                let key = mac.to_u64();
+                let fdb = &mut self.dp.bridge_mut(b).expect("checked").fdb;
+                // Learned entries are each worker's own: one that never saw it has nothing
+                // to remove (the control plane checked the bridge's table as a whole).
+                let Some(pid) = fdb.lookup(vlan, key) else {
+                    return Ok(json!({"bridge": bridge, "removed": false}));
+                };
+                fdb.remove(vlan, key);
+                self.specs.derived.fdb.remove(&(b, key));
+                if let Some(t) = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut()) {
+                    t.forget(vlan, key);
+                }
+                let port = self
+                    .dp
+                    .port(pid)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                Ok(json!({"bridge": bridge, "removed": true, "port": port}))
             }
             Command::SetGateway { bridge, gateway } => {
                 let b = self.bridge_id(&bridge)?;
@@ -466,6 +496,13 @@ impl Worker {
                 if mac.is_multicast() || mac.is_zero() {
                     return Err(format!("MAC: {mac} must be a unicast address"));
                 }
+                let vlan = match self.dp.port(pid) {
+                    Some(p) => p
+                        .vlan
+                        .fdb_vlan(vlan)
+                        .map_err(|e| format!("{e} ('{port}')"))?,
+                    None => vlan,
+                };
                 let is_tunnel = self.dp.port(pid).is_some_and(|s| s.tunnel.is_some());
                 match (remote, is_tunnel) {
                     (Some(_), false) => return Err("remote_ip: only for vxlan ports".into()),

@@ -254,6 +254,11 @@ fn replicate(cmd: &Command) -> Option<Command> {
             bridge: bridge.clone(),
             port: port.clone(),
         },
+        Command::FdbDel { bridge, mac, vlan } => Command::FdbDel {
+            bridge: bridge.clone(),
+            mac: *mac,
+            vlan: *vlan,
+        },
         Command::SetGateway { bridge, gateway } => Command::SetGateway {
             bridge: bridge.clone(),
             gateway: *gateway,
