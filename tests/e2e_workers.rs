@@ -456,9 +456,17 @@ fn two_workers_share_afxdp_ports_by_queue() {
     }
     let show = d.ctl(&["show"]);
     assert!(
-        show.contains("queues=1"),
+        show.contains("queues=1 of 2"),
         "each worker holds one of two queues: {show}"
     );
+    // A queue the device does not have is refused (it was taken, reopened the port and saved).
+    let o = d.ctl_raw(&["set-port", &n("pn2"), "rxq_affinity=7:1"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("rxq_affinity: queue 7:") && e.contains("has 2 rx queue"),
+        "{e}"
+    );
+    assert!(!d.ctl(&["save-config"]).contains("rxq_affinity"));
     assert!(
         ping(&n("n1"), "10.79.1.2", 3),
         "ping through two AF_XDP workers"

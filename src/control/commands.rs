@@ -51,6 +51,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         14,
         move |a| {
             let spec = PortSpec::from_args(&a[1], &a[2..]).map_err(CtlError::new)?;
+            super::rxq::check_queues(&spec.name, spec.rxq_affinity.as_deref())?;
             let v = ask(
                 &w,
                 Command::AddPort {

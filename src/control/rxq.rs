@@ -22,6 +22,25 @@ use serde_json::Value;
 use super::registry::{CtlError, Registry, Reply};
 use crate::worker::{Command, WorkerHandle};
 
+/// Whether every queue `affinity` pins exists on netdev `port` (its `rx-*` queues in sysfs,
+/// read here, off the workers). A port whose netdev is not there (pending) is not checked.
+pub fn check_queues(port: &str, affinity: Option<&str>) -> Result<(), CtlError> {
+    let Some(text) = affinity else {
+        return Ok(());
+    };
+    let pins = crate::port::afxdp::rxq::parse_affinity(text).map_err(CtlError::new)?;
+    let Ok(n) = crate::port::afxdp::rx_queues(port) else {
+        return Ok(());
+    };
+    match pins.iter().find(|(q, _)| *q >= n) {
+        Some((q, _)) => Err(CtlError::new(format!(
+            "rxq_affinity: queue {q}: '{port}' has {n} rx queue(s) (0 to {})",
+            n - 1
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Register `set-port` and `rxq-show`.
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
@@ -40,6 +59,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     )));
                 }
             };
+            check_queues(&a[0], affinity.as_deref())?;
             let v = w
                 .call(Command::SetPortRxq {
                     port: a[0].clone(),

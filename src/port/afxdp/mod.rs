@@ -71,6 +71,7 @@
 //!   program already attached through netlink makes `BPF_LINK_CREATE` fail with EBUSY.
 
 mod netdev;
+pub use netdev::rx_queues;
 mod ring;
 pub mod rxq;
 pub mod socket;
@@ -109,6 +110,8 @@ pub struct AfxdpPort {
     /// Receive target of each socket (same index as `socks`).
     targets: Vec<FillTarget>,
     ifname: String,
+    /// The netdev's rx queues (this port's sockets bind its share of them).
+    device_queues: u32,
     ifindex: u32,
     /// Set by `attach` (the worker half of opening); None while only the kernel half is open.
     port_id: Option<u16>,
@@ -190,6 +193,7 @@ impl AfxdpPort {
             socks: Vec::with_capacity(mine.len()),
             targets: Vec::with_capacity(mine.len()),
             ifname: ifname.to_string(),
+            device_queues: queues,
             ifindex,
             port_id: None,
             mtu,
@@ -665,8 +669,13 @@ impl Port for AfxdpPort {
             Some(w) => format!(" (no queue: sends through worker {w})"),
             None => String::new(),
         };
+        // With several workers each holds its share of the device's queues: say so.
+        let of = match self.device_queues as usize {
+            n if n != self.socks.len() => format!(" of {n}"),
+            _ => String::new(),
+        };
         format!(
-            "mode={} {} queues={}{relay} mtu={}",
+            "mode={} {} queues={}{of}{relay} mtu={}",
             self.mode,
             if self.zero_copy { "zero-copy" } else { "copy" },
             self.socks.len(),
