@@ -548,6 +548,18 @@ fn top_renders_rates_under_tmux() {
     let mut t = Topology::default();
     let d = Daemon::start(&p, &[]);
     let (n1, _n2, p1, p2) = two(&mut t, &d, &p, 4);
+    // Without a terminal: a clear error, not a panic (found trying uvs as a new user).
+    let o = Command::new(env!("CARGO_BIN_EXE_uvs"))
+        .args(["top", "--socket", d.socket.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && e.contains("top: needs a terminal"),
+        "{:?}: {e}",
+        o.status
+    );
     let _ping = pinging(&n1, "10.231.4.2", 30);
     let tmux = Tmux(format!("uvs-test-{p}"));
     let cmd = format!(

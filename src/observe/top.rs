@@ -320,7 +320,14 @@ pub fn run(socket: &Path, interval: Duration) -> Result<(), String> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
     // Fail before touching the terminal when the daemon is not there.
     crate::control::call(socket, "stats", &[]).map_err(|e| e.to_string())?;
-    let mut term = ratatui::init();
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(
+            "top: needs a terminal (in a script or pipe use `uvs ctl stats` or `uvs ctl --json stats`)"
+                .into(),
+        );
+    }
+    let mut term = ratatui::try_init().map_err(|e| format!("top: terminal: {e}"))?;
     let origin = Instant::now();
     let mut rates = Rates::default();
     let title = socket.display().to_string();
