@@ -544,7 +544,14 @@ impl PortSpec {
                     }
                 }
                 "mtu" => p.mtu = Some(num(k, v)?),
-                "ofport_request" => p.ofport_request = Some(num(k, v)?),
+                "ofport_request" => {
+                    let n: u32 = num(k, v)?;
+                    let max = u32::from(crate::ofport::OFPP_MAX);
+                    if !(1..=max).contains(&n) {
+                        return Err(crate::ofport::OfPortError::OutOfRange(n).to_string());
+                    }
+                    p.ofport_request = Some(n as u16);
+                }
                 "mac_limit" => p.mac_limit = Some(num(k, v)?),
                 "rate_rx" => p.rate_rx = Some(v.to_string()),
                 "rate_tx" => p.rate_tx = Some(v.to_string()),

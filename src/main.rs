@@ -618,13 +618,24 @@ fn latency() -> Result<(), String> {
     }
 }
 
-fn ctl(socket: Option<PathBuf>, json: bool, args: Vec<String>) -> Result<(), String> {
+fn ctl(socket: Option<PathBuf>, json: bool, mut args: Vec<String>) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     if args[0] == "capture" {
         return uvs::observe::capture::client(&path, &args[1..]);
     }
-    // Files are read here, never by the daemon.
-    let reply = if args[0] == "add-flows" && args.len() == 3 {
+    // `--json` after the command too (`uvs ctl stats --json`), as before it.
+    let json = json || {
+        let n = args.len();
+        args.retain(|a| a != "--json");
+        args.len() != n
+    };
+    if args.is_empty() {
+        return Err("ctl: no command (uvs ctl list-commands lists them)".into());
+    }
+    // Files are read here, never by the daemon: `add-flows BRIDGE FILE|-` (a third word that
+    // is neither `-` nor a file is a flow, as `add-flows BRIDGE FLOW...`).
+    let reads_file = |f: &str| f == "-" || std::path::Path::new(f).is_file() || !f.contains('=');
+    let reply = if args[0] == "add-flows" && args.len() == 3 && reads_file(&args[2]) {
         control::client::add_flows(&path, &args[1], &args[2])?
     } else {
         control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?

@@ -167,6 +167,21 @@ fn bad_commands_get_errors_and_daemon_keeps_serving() {
     assert!(err(&["fdb-show"]).contains("usage"));
     assert!(err(&["frobnicate"]).contains("unknown command"));
     assert!(err(&["del-port", "nothere"]).contains("no port named"));
+    // Options where ovs-ofctl users put them; unknown ones named.
+    let v: serde_json::Value = serde_json::from_str(&d.ctl(&["stats", "--json"])).unwrap();
+    assert!(v.is_object(), "{v}");
+    assert!(err(&["dump-flows", "--bogus", "br0"]).contains("unknown option '--bogus'"));
+    d.ctl(&["add-flows", "br0", "priority=5,udp,actions=drop"]);
+    assert!(
+        d.ctl(&["dump-flows", "br0"])
+            .contains("priority=5,udp actions=drop")
+    );
+    d.ctl(&["del-flows", "--strict", "br0", "priority=5,udp"]);
+    assert!(!d.ctl(&["dump-flows", "br0"]).contains("priority=5,udp"));
+    assert!(
+        err(&["add-port", "br0", "x", "type=tap", "ofport_request=70000"])
+            .contains("ofport_request: 70000 out of range (1 to 65279)")
+    );
     // A bridge named with del-port is checked (as ovs-vsctl): a typo removes nothing.
     let tap = format!("{p}t");
     d.ctl(&["add-port", "br0", &tap, "type=tap"]);

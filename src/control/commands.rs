@@ -29,9 +29,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off]",
+        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX]",
         1,
-        8,
+        9,
         move |a| {
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
@@ -745,16 +745,20 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "del-flows",
-        "del-flows BRIDGE [--strict] [MATCH]",
+        "del-flows [--strict] BRIDGE [MATCH]",
         1,
         UNLIMITED,
         move |a| {
+            // `--strict` anywhere (ovs-ofctl users write it first).
             let strict = a.iter().any(|x| x == "--strict");
-            let rest: Vec<&str> = a[1..]
-                .iter()
-                .filter(|x| *x != "--strict")
-                .map(String::as_str)
-                .collect();
+            let a: Vec<&String> = a.iter().filter(|x| *x != "--strict").collect();
+            if let Some(bad) = a.iter().find(|x| x.starts_with("--")) {
+                return Err(CtlError::new(format!("del-flows: unknown option '{bad}'")));
+            }
+            let Some(bridge) = a.first() else {
+                return Err(CtlError::new("usage: del-flows [--strict] BRIDGE [MATCH]"));
+            };
+            let rest: Vec<&str> = a[1..].iter().map(|s| s.as_str()).collect();
             let filter = if rest.is_empty() {
                 None
             } else {
@@ -763,7 +767,7 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             let v = ask(
                 &w,
                 Command::FlowDel {
-                    bridge: a[0].clone(),
+                    bridge: bridge.to_string(),
                     filter,
                     strict,
                 },
@@ -779,8 +783,8 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         UNLIMITED,
         move |a| {
             let names = a.iter().any(|x| x == "--names");
-            let a: Vec<&String> = a.iter().filter(|x| !x.starts_with("--")).collect();
-            if let Some(bad) = a.first().filter(|x| x.starts_with('-')) {
+            let a: Vec<&String> = a.iter().filter(|x| *x != "--names").collect();
+            if let Some(bad) = a.iter().find(|x| x.starts_with("--")) {
                 return Err(CtlError::new(format!("dump-flows: unknown option '{bad}'")));
             }
             let Some(bridge) = a.first() else {
