@@ -211,6 +211,30 @@ fn masquerade_and_port_mapping_like_docker() {
     );
     let router = &d.json(&["stats"])["router"];
     assert!(router["fragmented"].as_u64().unwrap_or(0) >= 3, "{router}");
+    // With DF: fragmentation needed, quoting the container's own packet (not the masqueraded
+    // one), so its kernel learns the path MTU (`ping -M do` reports it).
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &n("c1"),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+        ])
+        .args(["-s", "1400", "10.250.0.2"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("mtu = 1280") || text.contains("mtu=1280"),
+        "PMTUD through masquerade: {text}"
+    );
     let ct = d.ctl(&["ct-show"]);
     assert!(
         ct.contains("172.31.5.2") && ct.contains("10.250.0.1"),

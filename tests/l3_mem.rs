@@ -1314,6 +1314,81 @@ fn fragmented_datagrams_are_translated_through_their_first_fragment() {
     n.h.assert_no_frame_leaked();
 }
 
+/// ICMP fragmentation needed about a translated packet reaches its sender as its own: a
+/// masqueraded container gets it quoting its own address and port (not the gateway's it was
+/// translated to), a client of a port mapping gets it quoting the mapped address and port.
+/// Before, both quoted the translated packet and TCP over a smaller link stalled (PMTUD black
+/// hole; found trying uvs as a new user).
+#[test]
+fn fragmentation_needed_about_a_translated_packet_quotes_it_untranslated() {
+    let mut n = masquerading();
+    for (port, bridge) in [(n.b, "br1"), (n.a, "br0")] {
+        n.h.dp.port_mut(port).unwrap().mtu = 1000;
+        let b = n.h.dp.bridge_id(bridge).unwrap();
+        n.h.dp.update_l3_mtu(b);
+    }
+    let payload = vec![7u8; 1200];
+    let quoted = |f: &[u8]| {
+        let (ip, t) = ip_of(f);
+        let Some(TransportSlice::Icmpv4(icmp)) = t else {
+            panic!("icmp")
+        };
+        assert_eq!(
+            (icmp.type_u8(), icmp.code_u8()),
+            (3, 4),
+            "fragmentation needed"
+        );
+        // The ICMP checksum covers the rewritten quote: the whole message sums to 0.
+        let message = &f[14 + 20..14 + ip.total_len as usize];
+        let sum = message
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        assert_eq!((folded & 0xffff) + (folded >> 16), 0xffff, "ICMP checksum");
+        // The quote: the IP header and the first 8 bytes (the UDP ports) of the packet.
+        let quote = icmp.payload();
+        let q = etherparse::Ipv4HeaderSlice::from_slice(quote)
+            .unwrap()
+            .to_header();
+        assert_eq!(
+            q.header_checksum,
+            q.calc_header_checksum(),
+            "quoted header checksum"
+        );
+        let port = |at: usize| u16::from_be_bytes([quote[20 + at], quote[21 + at]]);
+        let addrs = (ip.source, ip.destination, q.source, q.destination);
+        (addrs, port(0), port(2))
+    };
+    // A (behind masquerade) sends 1,200 bytes with DF toward B: B's link is 1,000.
+    n.h.send(
+        n.a,
+        &udp4((mac(2), n.gw0), (H_A, 4000), (H_B, 5000), 64, &payload),
+    );
+    let out = n.h.outputs();
+    assert!(out[n.b as usize].is_empty());
+    assert_eq!(out[n.a as usize].len(), 1);
+    assert_eq!(
+        quoted(&out[n.a as usize][0]),
+        ((GW0, H_A, H_A, H_B), 4000, 5000)
+    );
+    // B reaches A through a port mapping on GW1: A's link is 1,000 too.
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp.nat.add_dest(b1, 17, 8080, H_A, 80).unwrap();
+    n.h.send(
+        n.b,
+        &udp4((mac(3), n.gw1), (H_B, 6000), (GW1, 8080), 64, &payload),
+    );
+    let out = n.h.outputs();
+    assert!(out[n.a as usize].is_empty());
+    assert_eq!(out[n.b as usize].len(), 1);
+    assert_eq!(
+        quoted(&out[n.b as usize][0]),
+        ((GW1, H_B, H_B, GW1), 6000, 8080)
+    );
+    n.h.assert_no_frame_leaked();
+}
+
 /// A routed packet over the egress bridge's MTU without DF is cut into fragments (as a router
 /// must, RFC 1812) that fit it and go back together into the packet (TTL decremented); with
 /// DF it still gets ICMP fragmentation needed; under masquerade every fragment leaves

@@ -1209,6 +1209,15 @@ pub(super) fn icmp_error(
     e.set_header(ty, code, extra as u32);
     e.body_mut()[..qlen].copy_from_slice(&quote[..qlen]);
     e.fill_checksum();
+    // About a translated packet (masquerade, a port mapping): it quotes the packet as it was
+    // translated, so it is translated back as an error from elsewhere would be: its sender
+    // must recognise its own packet (a container behind masquerade never learns the path MTU
+    // otherwise, and TCP stalls on a smaller link).
+    if !dp.nat.rules.is_empty() {
+        let now = (dp.now_ms / 1000) as u32;
+        let ip = &mut b[14..14 + ip_len];
+        nat::translate_icmp_error(&mut dp.nat.ct, ip, 20, now);
+    }
     dp.router.icmp_errors += 1;
     // Back out of the port the offending packet came in on: its sender is behind it.
     made.push(generated(
