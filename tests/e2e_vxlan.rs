@@ -86,6 +86,38 @@ fn interop_with_kernel_vxlan() {
     );
 }
 
+/// An `afpacket` underlay next to a kernel VXLAN device in another namespace of this host: the
+/// kernel hands TCP from that side over as UDP-tunnel super-frames (one VXLAN packet holding
+/// a whole inner TCP super-frame, described by its inner TCP alone), which the port cuts into
+/// VXLAN packets of one segment each. (Found trying uvs as a new user: they were refused as
+/// `rx_bad_vnet` and TCP from the kernel side stalled after ~200 KB.)
+#[test]
+fn kernel_vxlan_tcp_super_frames_on_an_afpacket_underlay_are_cut() {
+    if !root_or_skip("kernel_vxlan_tcp_super_frames_on_an_afpacket_underlay_are_cut") {
+        return;
+    }
+    let p = prefix("ez");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    vxlan_uvs_side_on(&mut t, &d, &p, &hb, "afpacket");
+    kernel_bridged_vtep(&mut t, &hb, &n("c2"));
+    assert!(ping(&n("c2"), "192.168.42.1", 3), "c2 -> c1");
+    let bps = iperf3_tcp(&n("c1"), &n("c2"), "192.168.42.1", 2);
+    let v = d.json(&["stats"]);
+    let ua = &v["ports"][n("ua").as_str()];
+    eprintln!(
+        "kernel -> uvs TCP over an afpacket underlay: {:.3} Gbit/s, port {ua}",
+        bps / 1e9
+    );
+    assert!(
+        bps > 100e6,
+        "TCP from the kernel VTEP carried {bps} bit/s: {ua}"
+    );
+    assert_eq!(ua["kernel"]["rx_bad_vnet"].as_u64().unwrap_or(0), 0, "{ua}");
+}
+
 /// A kernel VTEP whose underlay path is smaller than its packets (its eth0 MTU lowered to
 /// 1,400 under a 1,450 overlay) fragments the outer packets (`df unset`, the kernel's
 /// default): uvs puts them back together and delivers the inner datagram.

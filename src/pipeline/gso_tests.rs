@@ -221,3 +221,80 @@ fn segments_keep_the_port_their_super_frame_came_in_on() {
         assert_eq!(frames.received_on(s.addr), Some(7));
     }
 }
+
+/// `outer` (Ethernet + IPv4 + UDP + VXLAN, VNI 42) in front of the inner frame `inner`, with
+/// the outer lengths for it, IP id `id` and a zero UDP checksum.
+fn vxlan_frame(inner: &[u8], id: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    Ethernet2Header {
+        source: [2, 0, 0, 0, 0, 0x11],
+        destination: [2, 0, 0, 0, 0, 0x22],
+        ether_type: Et::IPV4,
+    }
+    .write(&mut v)
+    .unwrap();
+    let udp_len = 8 + 8 + inner.len();
+    let mut ip = Ipv4Header::new(
+        udp_len as u16,
+        64,
+        IpNumber::UDP,
+        [10, 252, 0, 2],
+        [10, 252, 0, 1],
+    )
+    .unwrap();
+    ip.identification = id;
+    ip.header_checksum = ip.calc_header_checksum();
+    ip.write(&mut v).unwrap();
+    v.extend_from_slice(&40000u16.to_be_bytes());
+    v.extend_from_slice(&4789u16.to_be_bytes());
+    v.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    v.extend_from_slice(&[0, 0]);
+    v.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 42, 0]);
+    v.extend_from_slice(inner);
+    v
+}
+
+/// A kernel VXLAN device's TCP super-frame, encapsulated whole (UDP-tunnel GSO): cut into
+/// VXLAN packets of one segment each, byte for byte what the sender's segments encapsulated
+/// one by one would be (outer id +1 each, zero UDP checksum), and `tunnel_l4_offsets` finds
+/// the inner TCP checksum the kernel's `csum_start` names.
+#[test]
+fn splits_a_udp_tunnel_super_frame_into_vxlan_segments() {
+    let mut frames = Frames::new(64).unwrap();
+    let data = payload(4000);
+    let inner = tcp_frame(false, 7, 100, (true, false, false), &data, true);
+    let sup = vxlan_frame(&inner, 900);
+    // Outer 14 + 20 + 8 + 8, inner 14 + 20: the TCP checksum at 84 + 16.
+    assert_eq!(super::super::tunnel_l4_offsets(&sup), Some((84, 16)));
+    assert_eq!(
+        super::super::tunnel_l4_offsets(&inner),
+        None,
+        "not a tunnel frame"
+    );
+    let d = big(&mut frames, &sup, Offload::NONE);
+    let mut out = Vec::new();
+    assert_eq!(split_tunnel(&mut frames, d, 1448, &mut out), Ok(3));
+    for (i, s) in out.iter().enumerate() {
+        let off = i * 1448;
+        let chunk = &data[off..(off + 1448).min(data.len())];
+        let last = i == 2;
+        let seg = tcp_frame(
+            false,
+            7 + off as u32,
+            100 + i as u16,
+            (last, false, false),
+            chunk,
+            false,
+        );
+        let want = vxlan_frame(&seg, 900 + i as u16);
+        assert_eq!(frames.data(*s), &want[..], "packet {i}");
+    }
+    assert_eq!(frames.big_free_count(), crate::packet::BIG_COUNT as usize);
+    // Not a VXLAN-encapsulated TCP frame: refused, freed.
+    let d = big(&mut frames, &inner, Offload::NONE);
+    assert_eq!(
+        split_tunnel(&mut frames, d, 1448, &mut out),
+        Err(DropReason::Runt)
+    );
+    assert_eq!(frames.big_free_count(), crate::packet::BIG_COUNT as usize);
+}

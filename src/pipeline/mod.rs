@@ -242,6 +242,25 @@ pub fn split_udp(
     gso::split_udp(frames, d, out)
 }
 
+/// The TCP checksum offsets (`csum_start`, `csum_offset` as a `virtio_net_hdr` gives them) of
+/// the inner frame of an IPv4 VXLAN packet carrying a TCP frame (see `gso::split_tunnel`).
+pub fn tunnel_l4_offsets(data: &[u8]) -> Option<(usize, usize)> {
+    gso::locate_tunnel(data).map(|(_, inner, at)| (inner + at.l4, at.csum_off))
+}
+
+/// Cut a received UDP-tunnel super-frame (an IPv4 VXLAN packet whose inner frame is a TCP
+/// super-frame, `mss` payload bytes a segment) into VXLAN packets of one segment each,
+/// appended to `out`; `d` is freed. For AF_PACKET ports on a veth whose peer is a kernel
+/// VXLAN device's underlay. Err: why nothing (or not everything) was made.
+pub fn split_tunnel(
+    frames: &mut Frames,
+    d: Desc,
+    mss: usize,
+    out: &mut Vec<Desc>,
+) -> Result<usize, crate::counters::DropReason> {
+    gso::split_tunnel(frames, d, mss, out)
+}
+
 impl Pipeline {
     /// A pipeline with preallocated scratch space.
     pub fn new() -> Pipeline {

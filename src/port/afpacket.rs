@@ -120,6 +120,8 @@ pub struct AfpacketPort {
     /// many messages as 64-datagram messages fit in the room left (at least one).
     uso_seen: bool,
     stats: DeviceStats,
+    /// The "frame the kernel cannot describe" warning was logged.
+    warned_undescribed: bool,
     fault: Option<String>,
 }
 
@@ -229,6 +231,7 @@ impl AfpacketPort {
             rx_want: 1,
             uso_seen: false,
             stats: DeviceStats::default(),
+            warned_undescribed: false,
             fault: None,
         })
     }
@@ -314,6 +317,17 @@ impl AfpacketPort {
             if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
                 self.stats.rx_errors += 1;
                 self.note_errno(&e, "recvmmsg");
+                // EINVAL: the kernel took a frame off the queue whose offloads
+                // `PACKET_VNET_HDR` cannot describe, and dropped it. Said once.
+                if e.raw_os_error() == Some(libc::EINVAL) && !self.warned_undescribed {
+                    self.warned_undescribed = true;
+                    tracing::warn!(
+                        "afpacket {}: the kernel dropped a received frame whose offloads a \
+                         packet socket cannot be told (counted in recv_errors); turning off \
+                         segmentation offloads on the sending device avoids it",
+                        self.ifname
+                    );
+                }
             }
             0
         } else {
@@ -329,10 +343,18 @@ impl AfpacketPort {
                 let (len, trunc) = (m.msg_len as usize, m.msg_hdr.msg_flags & libc::MSG_TRUNC);
                 let vlan = aux_vlan(&m.msg_hdr);
                 let big_i = big[i].take();
-                let Some(d) = self.finish(frames, i, small[i], big_i, len, trunc != 0, vlan) else {
+                let Some((d, tunnel_mss)) =
+                    self.finish(frames, i, small[i], big_i, len, trunc != 0, vlan)
+                else {
                     continue;
                 };
-                if d.ol.gso_type() == Some(GsoType::Udp4) {
+                if let Some(mss) = tunnel_mss {
+                    // A kernel VXLAN device's TCP super-frame, encapsulated whole: cut into
+                    // VXLAN packets of one segment each.
+                    if crate::pipeline::split_tunnel(frames, d, mss.into(), out).is_err() {
+                        self.stats.rx_bad_vnet += 1;
+                    }
+                } else if d.ol.gso_type() == Some(GsoType::Udp4) {
                     // A UDP GSO frame (a peer VTEP's concatenated datagrams): cut at once.
                     self.uso_seen = true;
                     if crate::pipeline::split_udp(frames, d, out).is_err() {
@@ -351,7 +373,9 @@ impl AfpacketPort {
         got
     }
 
-    /// Turn message `i`'s bytes into a descriptor (or drop it, counted, freeing both buffers).
+    /// Turn message `i`'s bytes into a descriptor (or drop it, counted, freeing both buffers),
+    /// with the segment size when it is a UDP-tunnel super-frame (its offload state is then
+    /// none: `pipeline::split_tunnel` cuts it).
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
@@ -362,7 +386,7 @@ impl AfpacketPort {
         n: usize,
         trunc: bool,
         vlan: Option<(u16, u16)>,
-    ) -> Option<Desc> {
+    ) -> Option<(Desc, Option<u16>)> {
         let len = n.saturating_sub(VNET_HDR_LEN);
         let mut h = virtio_net_hdr::from_bytes(&self.hdrs[i]);
         let fits = !trunc && len <= MAX_FRAME_LEN + big.map_or(0, |_| MAX_BIG_LEN - MAX_FRAME_LEN);
@@ -391,10 +415,17 @@ impl AfpacketPort {
             }
             self.stats.rx_vlan += 1;
         }
-        let d = self.stats.rx_offload(frames, &h, d)?;
+        let tunnel = h.tunnel_mss(frames.data(d));
+        let d = match tunnel {
+            Some(_) => {
+                self.stats.rx_gso += 1;
+                d
+            }
+            None => self.stats.rx_offload(frames, &h, d)?,
+        };
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += u64::from(d.len);
-        Some(d)
+        Some((d, tunnel))
     }
 
     /// One `sendmmsg` of `batch` (at most [`BATCH`] frames); frames are freed afterwards.
@@ -659,7 +690,12 @@ impl Port for AfpacketPort {
     }
 
     fn kernel_counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("socket_rcvbuf_drops", self.stats.kernel_drops)]
+        vec![
+            ("socket_rcvbuf_drops", self.stats.kernel_drops),
+            ("recv_errors", self.stats.rx_errors),
+            ("rx_bad_vnet", self.stats.rx_bad_vnet),
+            ("rx_oversize", self.stats.rx_oversize),
+        ]
     }
 
     fn details(&self) -> String {

@@ -33,6 +33,18 @@ const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
 impl virtio_net_hdr {
+    /// The segment size of a UDP-tunnel TCP super-frame `data` this header describes (the
+    /// kernel describes one by its inner TCP alone: a TCP GSO type and `csum_start` at the TCP
+    /// header behind the VXLAN header); None for any other frame.
+    pub(super) fn tunnel_mss(&self, data: &[u8]) -> Option<u16> {
+        let tcp = matches!(self.gso_type & !GSO_ECN, GSO_TCPV4 | GSO_TCPV6);
+        if !tcp || self.gso_size == 0 || self.flags & NEEDS_CSUM == 0 {
+            return None;
+        }
+        let at = (self.csum_start as usize, self.csum_offset as usize);
+        (crate::pipeline::tunnel_l4_offsets(data) == Some(at)).then_some(self.gso_size)
+    }
+
     /// Decode the wire bytes.
     pub fn from_bytes(b: &[u8; VNET_HDR_LEN]) -> virtio_net_hdr {
         let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
