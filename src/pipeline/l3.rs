@@ -1067,6 +1067,14 @@ fn punt_dns(
     m: &mut Meta,
     (l3, total): (usize, usize),
 ) -> Result<(), DropReason> {
+    // A container's veth leaves TCP/UDP checksums to offload: the DNS service's TCP stack
+    // checks them (it dropped every SYN from an afpacket or TAP port), so finish it here.
+    if m.desc.ol.is_partial() {
+        let data = frames.data_mut(m.desc);
+        if let Some(at) = super::gso::locate(data) {
+            super::gso::complete(data, &at);
+        }
+    }
     let data = frames.data(m.desc);
     let ip = &data[l3..l3 + total];
     let src = ipv4::Packet::new_unchecked(ip).src();
