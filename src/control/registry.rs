@@ -267,12 +267,11 @@ impl Registry {
             _ => self.call_checked(method, params),
         };
         let r = r.map_err(|e| CtlError::new(cap_message(e.message(), MAX_ERROR_CHARS)));
-        let cmd = quote(&format!("{method} {}", params.join(" ")), MAX_LOGGED);
+        let line = log_line(method, params, peer, r.as_ref().err());
         match &r {
-            Ok(_) if change => tracing::info!("ctl {} from {peer}: ok", cmd.trim_end()),
-            Err(e) if change => tracing::warn!("ctl {} from {peer}: error: {e}", cmd.trim_end()),
-            Ok(_) => tracing::debug!("ctl {} from {peer}: ok", cmd.trim_end()),
-            Err(e) => tracing::debug!("ctl {} from {peer}: error: {e}", cmd.trim_end()),
+            Ok(_) if change => tracing::info!("{line}"),
+            Err(_) if change => tracing::warn!("{line}"),
+            _ => tracing::debug!("{line}"),
         }
         r
     }
@@ -357,6 +356,18 @@ fn describe_bounds(min: usize, max: usize) -> String {
     }
 }
 
+/// The log line of a command from `peer` and its outcome. Everything a client sent is escaped
+/// (control characters), the error too, which may quote it: a name holding a newline cannot
+/// forge a log line.
+fn log_line(method: &str, params: &[String], peer: &str, err: Option<&CtlError>) -> String {
+    let cmd = quote(&format!("{method} {}", params.join(" ")), MAX_LOGGED);
+    let outcome = match err {
+        None => "ok".to_string(),
+        Some(e) => format!("error: {}", quote(e.message(), MAX_ERROR_CHARS)),
+    };
+    format!("ctl {} from {peer}: {outcome}", cmd.trim_end())
+}
+
 /// The command name as quoted in errors: control characters escaped, long names cut.
 fn quote_name(name: &str) -> String {
     quote(name, MAX_QUOTED_NAME)
@@ -395,6 +406,20 @@ fn quote(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_escape_what_the_client_sent_errors_included() {
+        let forged = "x\n2099-01-01T00:00:00Z  INFO ctl del-br prod: ok\0";
+        let e = CtlError::new(format!("bridge: '{forged}' is not a valid name"));
+        let line = log_line("add-br", &[forged.to_string()], "pid 1 uid 0", Some(&e));
+        assert!(!line.contains('\n') && !line.contains('\0'), "{line}");
+        assert!(line.ends_with("is not a valid name"), "{line}");
+        assert!(line.contains("error: bridge: 'x\\n2099"), "{line}");
+        assert_eq!(
+            log_line("show", &[], "internal", None),
+            "ctl show from internal: ok"
+        );
+    }
 
     #[test]
     fn long_errors_are_capped_keeping_both_ends() {
