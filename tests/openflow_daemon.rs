@@ -45,7 +45,9 @@ fn ofctl_flows_are_uvs_flows_and_persist() {
     let want = {
         let d = Daemon::start("ofd", &args);
         d.ctl(&["add-br", "br0"]);
-        wait_for(|| sock.exists(), "the br0.mgmt socket");
+        // As after `ovs-vsctl add-br`: the bridge's socket listens once add-br has answered
+        // (it appeared up to 500 ms later; found trying uvs as a new user).
+        assert!(sock.exists(), "br0.mgmt right after add-br");
         ofctl(&[
             "add-flow",
             &target,

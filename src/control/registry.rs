@@ -134,7 +134,13 @@ pub struct Registry {
     /// Commands that change nothing (not journalled, logged at debug level).
     read_only: BTreeSet<String>,
     journal: Option<Arc<dyn Journal>>,
+    /// Run after a change succeeded, before its answer goes out (see
+    /// [`Registry::set_after_change`]).
+    after_change: std::sync::OnceLock<AfterChange>,
 }
+
+/// See [`Registry::set_after_change`].
+pub type AfterChange = Box<dyn Fn(&str, &[String]) + Send + Sync>;
 
 impl Default for Registry {
     fn default() -> Self {
@@ -157,6 +163,7 @@ impl Registry {
             commands: BTreeMap::new(),
             read_only: ["list-commands", "version"].map(String::from).into(),
             journal: None,
+            after_change: std::sync::OnceLock::new(),
         };
         registry.insert("list-commands", "", 0, 0, Action::ListCommands);
         registry.insert("version", "", 0, 0, Action::Version);
@@ -231,6 +238,14 @@ impl Registry {
         self.journal = Some(journal);
     }
 
+    /// Run `f(method, params)` after every change that succeeded, before its answer is sent:
+    /// a component that follows the configuration (the OpenFlow listeners) is brought up to
+    /// date first, so a client's next step finds it (`add-br` then `ovs-ofctl` on the new
+    /// bridge's socket). Set once; false if a hook was set already.
+    pub fn set_after_change(&self, f: AfterChange) -> bool {
+        self.after_change.set(f).is_ok()
+    }
+
     /// Whether `name` is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.commands.contains_key(name)
@@ -267,6 +282,12 @@ impl Registry {
             _ => self.call_checked(method, params),
         };
         let r = r.map_err(|e| CtlError::new(cap_message(e.message(), MAX_ERROR_CHARS)));
+        if change
+            && r.is_ok()
+            && let Some(f) = self.after_change.get()
+        {
+            f(method, params);
+        }
         let line = log_line(method, params, peer, r.as_ref().err());
         match &r {
             Ok(_) if change => tracing::info!("{line}"),

@@ -504,9 +504,20 @@ impl Manager {
         };
         let st = stop.clone();
         let h = hub.clone();
+        // `add-br` answers once the new bridge's socket listens: the command's hook asks the
+        // manager for a look at once and waits for it (bounded).
+        let (wake, woken) = crossbeam_channel::unbounded::<crossbeam_channel::Sender<()>>();
+        reg.set_after_change(Box::new(move |method, _| {
+            if method == "add-br" {
+                let (done, wait) = crossbeam_channel::bounded(1);
+                if wake.send(done).is_ok() {
+                    let _ = wait.recv_timeout(Duration::from_secs(2));
+                }
+            }
+        }));
         let thread = std::thread::Builder::new()
             .name("openflow".into())
-            .spawn(move || manage(dir.as_deref(), &reg, &h, &st, changes.as_deref()))?;
+            .spawn(move || manage(dir.as_deref(), &reg, &h, &st, changes.as_deref(), &woken))?;
         Ok(Manager {
             stop,
             thread: Some(thread),
@@ -547,7 +558,16 @@ fn manage(
     hub: &Arc<Hub>,
     stop: &AtomicBool,
     changes: Option<&std::sync::atomic::AtomicU64>,
+    woken: &crossbeam_channel::Receiver<crossbeam_channel::Sender<()>>,
 ) {
+    // Sleep `POLL` unless a command asks for a look now (its sender is told when it is done).
+    let mut asked: Vec<crossbeam_channel::Sender<()>> = Vec::new();
+    let pause = |asked: &mut Vec<crossbeam_channel::Sender<()>>| {
+        if let Ok(s) = woken.recv_timeout(POLL) {
+            asked.push(s);
+            asked.extend(woken.try_iter());
+        }
+    };
     let mut open: HashMap<String, Listener> = HashMap::new();
     let mut failed: HashMap<String, String> = HashMap::new();
     let mut controllers = super::connect::Controllers::default();
@@ -557,8 +577,8 @@ fn manage(
         let count = changes.map(|c| c.load(Ordering::SeqCst));
         let current = count.is_some()
             && seen.is_some_and(|(n, at)| Some(n) == count && at.elapsed() < RESYNC);
-        if current {
-            std::thread::sleep(POLL);
+        if current && asked.is_empty() {
+            pause(&mut asked);
             continue;
         }
         if let Some(list) = bridges(reg) {
@@ -571,7 +591,8 @@ fn manage(
             open.retain(|b, _| names.contains(b));
             failed.retain(|b, _| names.contains(b));
             let Some(dir) = dir else {
-                std::thread::sleep(POLL);
+                asked.clear();
+                pause(&mut asked);
                 continue;
             };
             for b in names {
@@ -593,6 +614,8 @@ fn manage(
                 }
             }
         }
-        std::thread::sleep(POLL);
+        // Whoever asked for this look: done (dropping the sender answers too).
+        asked.clear();
+        pause(&mut asked);
     }
 }
