@@ -504,11 +504,20 @@ fn render_show(v: &Value) -> String {
     } else {
         format!("core {}", w["core"])
     };
-    let _ = writeln!(
+    let _ = write!(
         s,
         "worker: {core}, frames {} ({} free)",
         w["frames"], w["frames_free"]
     );
+    let b = &w["budget"];
+    if b.is_object() {
+        let _ = write!(
+            s,
+            ", budget: reserve {} committed {} lent {} available {}",
+            b["reserve"], b["committed"], b["lent"], b["available"]
+        );
+    }
+    s.push('\n');
     // Several workers: which rx queues each polls (`rxq-show` has the counts).
     for (i, w) in v["workers"].as_array().into_iter().flatten().enumerate() {
         let rxqs: Vec<String> = w["rxqs"]
@@ -646,6 +655,19 @@ fn render_stats(v: &Value) -> String {
             100.0 * cpu / wall,
             100.0 * w["busy_ns"].as_f64().unwrap_or(0.0) / wall
         );
+        let b = &w["budget"];
+        if b.is_object() {
+            let _ = writeln!(
+                s,
+                "    frames {} ({} in use), budget: reserve {} committed {} lent {} available {}",
+                w["frames"],
+                w["frames_in_use"],
+                b["reserve"],
+                b["committed"],
+                b["lent"],
+                b["available"]
+            );
+        }
     }
     let e = &v["events"];
     let _ = writeln!(
@@ -965,5 +987,31 @@ mod show_tests {
             "    port p1: ofport=1 type=afxdp trunk=all mtu=1500 mode=native copy queues=1"
         );
         assert_eq!(line("port p2").matches("mtu=").count(), 2, "{text}");
+    }
+
+    /// `show` and `stats` print the frame budget (it was only in `--json`).
+    #[test]
+    fn show_and_stats_print_the_frame_budget() {
+        let budget = json!({"reserve": 256, "committed": 384, "lent": 12, "available": 64880});
+        let v = json!({"bridges": [], "worker": {"core": null, "frames": 65536,
+            "frames_free": 65100, "budget": budget}});
+        assert!(
+            super::render_show(&v).contains(
+                "worker: unpinned, frames 65536 (65100 free), budget: reserve 256 committed 384 \
+                 lent 12 available 64880"
+            ),
+            "{}",
+            super::render_show(&v)
+        );
+        let v = json!({"worker": {"rx_packets": 1, "tx_packets": 1, "iterations": 5,
+            "busy_iterations": 1, "sleeps": 1, "cpu_ns": 1, "wall_ns": 10, "busy_ns": 1,
+            "frames": 65536, "frames_in_use": 436, "budget": budget}, "events": {}});
+        let text = super::render_stats(&v);
+        assert!(
+            text.contains(
+                "frames 65536 (436 in use), budget: reserve 256 committed 384 lent 12 available 64880"
+            ),
+            "{text}"
+        );
     }
 }
