@@ -140,6 +140,12 @@ impl State {
         loop {
             let t0 = Instant::now();
             let e = self.session().await.err().unwrap_or_default();
+            // A session that got as far as following the watch (it clears `last_error`) ended
+            // on a new problem: retry soon again, whatever the failures before it had grown the
+            // wait to (a subnet deleted right after etcd came back waited 4 s).
+            if self.last_error.is_none() || t0.elapsed() > Duration::from_secs(10) {
+                backoff = BACKOFF_MIN;
+            }
             self.connected = false;
             if let Some(o) = self.own.as_mut() {
                 o.renew_error.get_or_insert_with(|| e.clone());
@@ -147,9 +153,6 @@ impl State {
             warn!("etcd: {e}; keeping what is programmed, retrying in {backoff:?}");
             self.last_error = Some(e);
             self.publish();
-            if t0.elapsed() > Duration::from_secs(10) {
-                backoff = BACKOFF_MIN;
-            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
