@@ -633,7 +633,8 @@ impl PortSpec {
     /// Check the values.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name, "port")?;
-        self.vlan_mode()?;
+        self.vlan_mode()
+            .map_err(|e| format!("port '{}': {e}", self.name))?;
         if self.kind == PortKind::Mem {
             return Err(format!("port '{}': type mem is for tests only", self.name));
         }

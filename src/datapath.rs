@@ -466,7 +466,8 @@ impl Datapath {
                 && r.kind != (RouteKind::Connected { bridge: id })
             {
                 return Err(format!(
-                    "gateway: route {net}/{len} exists already ({r}); delete it first"
+                    "gateway: route {net}/{len} exists already ({}); delete it first",
+                    self.route_text(r)
                 ));
             }
         }
@@ -593,6 +594,25 @@ impl Datapath {
         })
     }
 
+    /// A route as users read it: `10.9.0.0/24 connected bridge br0`, `0.0.0.0/0 via
+    /// 198.18.0.254 bridge up` (the route table's own text names bridge ids).
+    pub fn route_text(&self, r: &Route) -> String {
+        let name = |b: u16| self.bridge(b).map_or(format!("#{b}"), |x| x.name.clone());
+        match r.kind {
+            RouteKind::Connected { bridge } => {
+                format!("{}/{} connected bridge {}", r.prefix, r.len, name(bridge))
+            }
+            RouteKind::Via { gateway, bridge } => {
+                format!(
+                    "{}/{} via {gateway} bridge {}",
+                    r.prefix,
+                    r.len,
+                    name(bridge)
+                )
+            }
+        }
+    }
+
     /// Why bridge `id`'s gateway may not become `new` now, naming what depends on the one it
     /// has (as `del-br` refuses a bridge that carries static routes): a static route whose next
     /// hop would leave the gateway's subnet, a masquerade rule translating to its address
@@ -612,7 +632,7 @@ impl Datapath {
             .filter(|r| {
                 matches!(r.kind, RouteKind::Via { bridge, gateway } if bridge == id && !on_new(gateway))
             })
-            .map(|r| r.to_string())
+            .map(|r| self.route_text(r))
             .collect();
         if !routes.is_empty() {
             return Some(format!(
@@ -648,7 +668,7 @@ impl Datapath {
             .routes
             .iter()
             .filter(|r| matches!(r.kind, RouteKind::Via { bridge, .. } if bridge == id))
-            .map(|r| r.to_string())
+            .map(|r| self.route_text(r))
             .collect();
         if !used.is_empty() {
             return Err(format!(

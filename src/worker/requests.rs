@@ -603,7 +603,17 @@ impl Worker {
                 bridge,
             },
         };
-        self.dp.routes.add(route).map_err(|e| e.to_string())?;
+        self.dp.routes.add(route).map_err(|e| match e {
+            crate::route::RouteError::Duplicate {
+                prefix,
+                len,
+                existing,
+            } => format!(
+                "route {prefix}/{len} already exists ({}); delete it first",
+                self.dp.route_text(&existing)
+            ),
+            e => e.to_string(),
+        })?;
         Ok(json!({"route": format!("{prefix}/{len}"), "via": via.to_string()}))
     }
 
