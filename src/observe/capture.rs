@@ -468,15 +468,21 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
         crate::control::client::call_with_timeout(socket, m, p, Duration::from_secs(10))
             .map_err(|e| e.to_string())
     };
-    let r = call("capture-start", &start)?;
-    let id = r.data["id"]
-        .as_u64()
-        .ok_or("capture-start: no session id")?;
+    // The file first: one that cannot be written must not leave a session running in the
+    // daemon (it ran until reaped).
     let out: Box<dyn Write> = if file == "-" {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?)
     };
+    let r = call("capture-start", &start).inspect_err(|_| {
+        if file != "-" {
+            let _ = std::fs::remove_file(file);
+        }
+    })?;
+    let id = r.data["id"]
+        .as_u64()
+        .ok_or("capture-start: no session id")?;
     // Ctrl-C ends the capture cleanly (the file stays complete, the session is stopped).
     let stop = crate::port::wait::install_stop_handler();
     let result = pump(out, port, snaplen, || {
