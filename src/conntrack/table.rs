@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::index::Index;
-use super::key::{FlowKey, PROTO_TCP};
+use super::key::{FlowKey, PROTO_ICMP, PROTO_TCP};
 use super::ports::PortAllocator;
 use super::state::{State, TcpMemo, Timeouts, other_next, tcp_next};
 use super::{CtConfig, CtError, Direction, EVICT_SCAN, MAX_LIMIT};
@@ -192,6 +192,15 @@ impl fmt::Display for ConnInfo {
                 NatKind::Dnat => "dnat",
             };
             write!(f, " {kind}={a}.{b}.{c}.{d}:{}", n.port)?;
+            // A hairpin connection is source-translated after a port mapping chose its
+            // destination (`snat_after`): the reply tuple holds that one.
+            let (r, o) = (&self.reply, self.orig.reverse());
+            if n.kind == NatKind::Snat
+                && (r.src != o.src || (r.proto != PROTO_ICMP && r.sport != o.sport))
+            {
+                let [a, b, c, d] = r.src;
+                write!(f, " dnat={a}.{b}.{c}.{d}:{}", r.sport)?;
+            }
         }
         Ok(())
     }

@@ -393,6 +393,24 @@ fn ct_show_lines() {
          bytes=60 src=93.184.216.34 dst=198.18.0.1 sport=443 dport=50000 packets=0 bytes=0 \
          age=5 snat=198.18.0.1:50000"
     );
+    // Hairpin: a port mapping chose the destination, then the source was translated: both
+    // show (the dnat part is in the reply tuple). A masqueraded ping shows only its snat.
+    let tcp_pool = ct.add_pool(PortAllocator::new(GW, PROTO_TCP, 1000..=1000).unwrap());
+    let line_of =
+        |ct: &Conntrack, k: FlowKey| ct.iter(105).find(|c| c.orig == k).unwrap().to_string();
+    let k = tcp(A, 40001, GW, 8080);
+    ct.snat_after(k, Some(([172, 30, 0, 9], 80)), tcp_pool, 100)
+        .unwrap();
+    let line = line_of(&ct, k);
+    assert!(
+        line.ends_with(" snat=198.18.0.1:1000 dnat=172.30.0.9:80"),
+        "{line}"
+    );
+    let icmp_pool = ct.add_pool(PortAllocator::new(GW, PROTO_ICMP, 7..=7).unwrap());
+    let k = FlowKey::icmp_echo(A, REMOTE, 3);
+    ct.snat(k, icmp_pool, 100).unwrap();
+    let line = line_of(&ct, k);
+    assert!(line.ends_with(" snat=198.18.0.1:7"), "{line}");
 }
 
 /// xorshift64*: deterministic randomness without a dependency.
