@@ -190,7 +190,14 @@ pub fn handle_connection_tracked<R: Read, W: Write>(
                 ),
                 Some(ConnectionEnd::TooLarge),
             ),
-            Some(Err(e)) if e.is_eof() => return ConnectionEnd::Truncated,
+            // The client stopped sending inside a request (it may still read: a half-close).
+            Some(Err(e)) if e.is_eof() => (
+                Response::err(
+                    Value::Null,
+                    format!("truncated JSON-RPC request: the connection ended inside it ({e})"),
+                ),
+                Some(ConnectionEnd::Truncated),
+            ),
             Some(Err(e)) if e.is_io() => return ConnectionEnd::Io(e.into()),
             Some(Err(e)) => (
                 Response::err(Value::Null, format!("malformed JSON-RPC request: {e}")),
@@ -680,10 +687,14 @@ mod tests {
         );
     }
 
+    /// A client that stops sending inside a request (a half-close) is told so before the
+    /// connection ends (it got nothing and could not tell why; found trying uvs as a new user).
     #[test]
-    fn truncated_request_is_quiet() {
+    fn truncated_request_is_answered_then_closed() {
         let (out, end) = run(br#"{"method":"ec"#);
-        assert!(out.is_empty());
+        assert_eq!(out.len(), 1);
+        let error = out[0]["error"].as_str().unwrap();
+        assert!(error.starts_with("truncated JSON-RPC request"), "{error}");
         assert!(matches!(end, ConnectionEnd::Truncated), "{end:?}");
     }
 
