@@ -638,6 +638,12 @@ impl PortSpec {
         if self.kind == PortKind::Mem {
             return Err(format!("port '{}': type mem is for tests only", self.name));
         }
+        if self.xdp_mode != XdpModeSpec::Auto && self.kind != PortKind::Afxdp {
+            return Err(format!(
+                "port '{}': xdp_mode: applies to type=afxdp ports only (this one is {})",
+                self.name, self.kind
+            ));
+        }
         if let Some(n) = self.mac_limit.filter(|n| !(1..=1 << 24).contains(n)) {
             return Err(format!(
                 "port '{}': mac_limit: {n} out of range (1 to 16777216)",

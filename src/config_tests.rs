@@ -85,6 +85,17 @@ fn parses_file_and_rejects_unknown_keys() {
 }
 
 #[test]
+fn xdp_mode_is_for_afxdp_ports_only() {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    PortSpec::from_args("p", &s(&["type=afxdp", "xdp_mode=generic"])).unwrap();
+    let e = PortSpec::from_args("p", &s(&["type=afpacket", "xdp_mode=native"])).unwrap_err();
+    assert!(
+        e.contains("port 'p': xdp_mode: applies to type=afxdp ports only"),
+        "{e}"
+    );
+}
+
+#[test]
 fn port_args() {
     let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let p = PortSpec::from_args("tap0", &a(&["type=tap", "vlan=5"])).unwrap();
