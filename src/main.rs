@@ -265,6 +265,12 @@ fn run(
     let path = control::socket_path(socket.as_deref());
     let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
     let dns_opts = dns_options(dns_upstream, config_path.as_deref())?;
+    // A metrics address that cannot be resolved is refused before anything starts (it was
+    // found only after the control socket listened).
+    if let Some(a) = &metrics {
+        std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
+            .map_err(|e| format!("--metrics {a}: {e} (give ADDRESS:PORT, e.g. 127.0.0.1:9477)"))?;
+    }
     // Before touching anything (TAPs, XDP programs): is a daemon already serving this socket?
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(format!(
