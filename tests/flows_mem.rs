@@ -105,6 +105,32 @@ fn output_strip_vlan_and_priority() {
     );
 }
 
+/// `push_vlan:0x88a8` sends an 802.1ad tag (it sent 0x8100; found trying uvs as a new user),
+/// `push_vlan:0x8100` an 802.1Q one, each with the VID set after it.
+#[test]
+fn push_vlan_uses_the_ethertype_it_names() {
+    let mut n = FlowNet::new();
+    n.add("priority=50,udp,tp_dst=9,actions=push_vlan:0x88a8,set_field:4196->vlan_vid,output:p3");
+    n.add("priority=40,udp,actions=push_vlan:0x8100,set_field:4196->vlan_vid,output:p2");
+    n.h.send(n.p[0], &udp(1, 2, 9));
+    n.h.send(n.p[0], &udp(1, 2, 10));
+    let out = n.h.outputs();
+    let tag = |f: &Vec<u8>| {
+        (
+            u16::from_be_bytes([f[12], f[13]]),
+            u16::from_be_bytes([f[14], f[15]]),
+        )
+    };
+    assert_eq!(
+        out[n.p[2] as usize].iter().map(tag).collect::<Vec<_>>(),
+        [(0x88a8, 100)]
+    );
+    assert_eq!(
+        out[n.p[1] as usize].iter().map(tag).collect::<Vec<_>>(),
+        [(0x8100, 100)]
+    );
+}
+
 #[test]
 fn rewrites_keep_checksums_valid() {
     let mut n = FlowNet::new();

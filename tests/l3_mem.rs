@@ -1314,6 +1314,48 @@ fn fragmented_datagrams_are_translated_through_their_first_fragment() {
     n.h.assert_no_frame_leaked();
 }
 
+/// Masquerade never lets a private source address out: a packet it cannot track (GRE, ESP,
+/// SCTP; a TCP header cut short) that a source rule would translate is dropped and counted
+/// (`nat-untranslatable`), while the same packets between two inside bridges, where no rule
+/// translates, are routed. (They left untranslated; found trying uvs as a new user.)
+#[test]
+fn masquerade_drops_what_it_cannot_translate_instead_of_leaking_it() {
+    let mut n = masquerading();
+    let with_proto = |proto: u8, keep: usize| {
+        let mut f = udp4(
+            (mac(2), n.gw0),
+            (H_A, 4000),
+            (H_B, 5000),
+            64,
+            b"0123456789abcdef",
+        );
+        f[23] = proto;
+        f.truncate(14 + 20 + keep);
+        let total = (20 + keep) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        refill_ip_checksum(&mut f);
+        f
+    };
+    for (proto, keep) in [(47, 24), (50, 24), (132, 24), (6, 4)] {
+        n.h.send(n.a, &with_proto(proto, keep));
+        let out = n.h.outputs();
+        assert!(
+            out[n.b as usize].is_empty(),
+            "protocol {proto} left untranslated"
+        );
+    }
+    assert_eq!(n.h.drops(n.a, DropReason::NatUntranslatable), 4);
+    // UDP and ICMP still go out translated.
+    n.h.send(
+        n.a,
+        &udp4((mac(2), n.gw0), (H_A, 4000), (H_B, 5000), 64, b"ok"),
+    );
+    let out = n.h.outputs();
+    assert_eq!(out[n.b as usize].len(), 1);
+    assert_eq!(masqueraded_udp(&out[n.b as usize][0]).0, b"ok");
+    n.h.assert_no_frame_leaked();
+}
+
 /// ICMP fragmentation needed about a translated packet reaches its sender as its own: a
 /// masqueraded container gets it quoting its own address and port (not the gateway's it was
 /// translated to), a client of a port mapping gets it quoting the mapped address and port.

@@ -431,6 +431,8 @@ fn ip_in(
     let nat_on = burst.nat_on;
     let mut dst = dst;
     let mut tracked = false;
+    // An ICMP error translated back (it has no key, and is the connection's own).
+    let mut error_translated = false;
     let mut key = None;
     if nat_on {
         let mut bytes = None;
@@ -454,6 +456,7 @@ fn ip_in(
                     nat::Piece::Whole => {
                         if nat::translate_icmp_error(&mut dp.nat.ct, ip, hl, now) {
                             dst = ipv4::Packet::new_unchecked(&*ip).dst();
+                            error_translated = true;
                         }
                     }
                     // A first fragment is its datagram's connection, as a whole packet would
@@ -574,17 +577,23 @@ fn ip_in(
     let Some(out_gw) = out_gw else {
         return Err(DropReason::NoGateway);
     };
-    // A fragment with no key and no known datagram (a later fragment before its first, or a
-    // first too short for ports): one a source rule would translate is dropped rather than
-    // sent with its untranslated source address.
+    // A packet with no key uvs can track (a later fragment before its first, a protocol other
+    // than TCP/UDP/ICMP such as GRE or ESP, a header cut short, an ICMP error about no tracked
+    // connection) that a source rule would translate is dropped rather than sent with its
+    // untranslated (private) source address.
     if nat_on
         && !tracked
+        && !error_translated
         && key.is_none()
         && dnat.is_none()
-        && ipv4::Packet::new_unchecked(&frames.data(m.desc)[l3..]).is_fragment()
         && dp.nat.source_for(src, egress).is_some()
     {
-        return Err(DropReason::NatFragment);
+        let ip = ipv4::Packet::new_unchecked(&frames.data(m.desc)[l3..]);
+        return Err(if ip.is_fragment() {
+            DropReason::NatFragment
+        } else {
+            DropReason::NatUntranslatable
+        });
     }
     // NAT, second half: a new connection that a rule translates is tracked and rewritten.
     if !tracked && let Some((k, flags)) = key {
@@ -1058,6 +1067,8 @@ fn is_dns(data: &[u8], l3: usize, hl: usize, total: usize) -> bool {
 
 /// A DNS query to the ingress bridge's own gateway: copied to the DNS service (see
 /// `dns::punt`), the frame freed.
+#[cold]
+#[inline(never)]
 fn punt_dns(
     dp: &mut Datapath,
     frames: &mut Frames,
@@ -1169,6 +1180,8 @@ pub(super) fn send_request(
 /// Send an ICMP error about the packet in `m` back to its sender, from `gw`'s address. `extra`
 /// is the next-hop MTU for fragmentation needed. Errors are never sent about ICMP errors.
 #[allow(clippy::too_many_arguments)]
+#[cold]
+#[inline(never)]
 pub(super) fn icmp_error(
     dp: &mut Datapath,
     frames: &mut Frames,

@@ -186,7 +186,7 @@ pub fn node_of(r: DropReason) -> Node {
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
         | GatewayVlan | NoGateway | LocalUnsupported | FragNeeded | CtFull | NatPortsExhausted
         | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit | RpFilter | DnsQueueFull
-        | DnsRateLimited | NatFragment | FragReassembly => Node::Ip4Input,
+        | DnsRateLimited | NatFragment | NatUntranslatable | FragReassembly => Node::Ip4Input,
     }
 }
 

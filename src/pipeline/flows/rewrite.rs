@@ -113,7 +113,11 @@ pub(super) fn rewrite(frames: &mut Frames, m: &mut Meta, a: &Action) -> bool {
         Action::ModVlanPcp(p) | Action::SetField(SetField::VlanPcp(p)) => {
             set_vlan(frames, m, None, Some(*p))
         }
-        Action::PushVlan(_) if !m.tagged => set_vlan(frames, m, Some(0), None),
+        Action::PushVlan(tpid) if !m.tagged => {
+            set_vlan(frames, m, Some(0), None);
+            // The tag's type as the action names it (802.1ad's 0x88a8 too, as OVS sends it).
+            frames.data_mut(m.desc)[12..14].copy_from_slice(&tpid.to_be_bytes());
+        }
         Action::StripVlan if m.tagged => {
             let chunk = frames.chunk_mut(m.desc.chunk());
             let start = m.desc.headroom();
