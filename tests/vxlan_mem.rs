@@ -188,11 +188,18 @@ fn bad_vxlan_is_counted() {
     // VXLAN inside VXLAN: the inner frame is itself VXLAN to our address.
     let nested = vxlan_pkt(n.gw, R2, 0x08, 42, &inner);
     n.h.send(n.ul, &vxlan_pkt(n.gw, R2, 0x08, 42, &nested));
+    // An outer UDP length beyond the IP payload (it was clamped and the inner frame delivered;
+    // found trying uvs as a new user). The UDP checksum is 0 (none), so only the length lies.
+    let mut long = vxlan_pkt(n.gw, R2, 0x08, 42, &inner);
+    let udp_len = u16::from_be_bytes([long[38], long[39]]);
+    long[38..40].copy_from_slice(&(udp_len + 100).to_be_bytes());
+    long[40..42].copy_from_slice(&[0, 0]);
+    n.h.send(n.ul, &long);
     assert!(n.h.outputs()[n.a as usize].is_empty());
     assert_eq!(n.h.drops(n.ul, DropReason::VxlanBadFlags), 1);
     assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVni), 1);
     assert_eq!(n.h.drops(n.ul, DropReason::VxlanUnknownVtep), 1);
-    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 1);
+    assert_eq!(n.h.drops(n.ul, DropReason::VxlanTruncated), 2);
     assert_eq!(n.h.drops(n.vx, DropReason::VxlanNested), 1);
     n.h.assert_no_frame_leaked();
 }

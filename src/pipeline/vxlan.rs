@@ -474,8 +474,10 @@ pub(super) fn decap(
     if hit.is_none() && !dp.tunnel_listens(local, dport) {
         return Ok(None);
     }
-    let udp_len = (udp.len() as usize).min(total - hl);
-    if udp_len < udp::HEADER_LEN + vxlan::HEADER_LEN + 14 {
+    // A UDP length beyond the IP payload is a lie (Linux drops it too); a shorter one
+    // leaves trailing bytes, which are not the inner frame's.
+    let udp_len = udp.len() as usize;
+    if udp_len > total - hl || udp_len < udp::HEADER_LEN + vxlan::HEADER_LEN + 14 {
         return Err(DropReason::VxlanTruncated);
     }
     let vx_at = l3 + hl + udp::HEADER_LEN;
