@@ -72,7 +72,7 @@ drop_reasons! {
     CtSourceLimit => "ct-source-limit", "new translated connection refused: its source address holds its per-source limit";
     RateRx => "rate-rx", "received from a port beyond its rate_rx rate (the CNI bandwidth capability's egressRate)";
     RateTx => "rate-tx", "queued toward a port beyond its rate_tx rate (the CNI bandwidth capability's ingressRate)";
-    RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter)";
+    RpFilter => "rp-filter", "routed packet whose source address is not reachable back through the bridge it came from (rp_filter), or a martian source (the gateway's own address, 0.0.0.0, multicast, class E)";
     DnsQueueFull => "dns-queue-full", "DNS query to a gateway dropped: the DNS service's queue is full";
     HandoffFull => "handoff-full", "several workers: the worker that owns the frame's connection was too busy to take it";
     DnsRateLimited => "dns-rate-limited", "DNS query to a gateway dropped: its source sent more than its rate (200/s, bursts of 400)";

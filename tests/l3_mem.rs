@@ -1314,6 +1314,34 @@ fn fragmented_datagrams_are_translated_through_their_first_fragment() {
     n.h.assert_no_frame_leaked();
 }
 
+/// A packet claiming the gateway's own address (or 0.0.0.0, or a multicast address) as its
+/// source is not routed, whatever rp_filter says (it was; found trying uvs as a new user).
+#[test]
+fn martian_sources_are_not_routed() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    n.h.dp.bridge_mut(b0).unwrap().rp_filter = uvs::route::RpFilter::Off;
+    for src in [GW0, [0, 0, 0, 0], [224, 0, 0, 5], [240, 0, 0, 1]] {
+        n.h.send(
+            n.a,
+            &udp4((mac(2), n.gw0), (src, 4000), (H_B, 5000), 64, b"x"),
+        );
+    }
+    assert!(n.h.outputs()[n.b as usize].is_empty());
+    assert_eq!(n.h.drops(n.a, DropReason::RpFilter), 4);
+    n.h.send(
+        n.a,
+        &udp4((mac(2), n.gw0), (H_A, 4000), (H_B, 5000), 64, b"x"),
+    );
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "a real source still is"
+    );
+    n.h.assert_no_frame_leaked();
+}
+
 /// Masquerade never lets a private source address out: a packet it cannot track (GRE, ESP,
 /// SCTP; a TCP header cut short) that a source rule would translate is dropped and counted
 /// (`nat-untranslatable`), while the same packets between two inside bridges, where no rule

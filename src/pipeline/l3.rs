@@ -234,13 +234,16 @@ impl Burst {
         })
     }
 
-    /// `Routes::rp_ok` for this burst's bridge, through the one-entry cache.
+    /// `Routes::rp_ok` for this burst's bridge, through the one-entry cache; a martian source
+    /// (the gateway's own address, 0.0.0.0, multicast or class E: spoofed or broken, as Linux
+    /// has it) is refused whatever the mode.
     #[inline(always)]
     fn rp_ok(&mut self, routes: &RouteTable, src: [u8; 4]) -> bool {
         match self.last_rp {
             Some((s, ok)) if s == src => ok,
             _ => {
-                let ok = routes.rp_ok(self.rp, self.bridge, src);
+                let martian = src == self.gw.ip || src == [0; 4] || src[0] >= 224;
+                let ok = !martian && routes.rp_ok(self.rp, self.bridge, src);
                 self.last_rp = Some((src, ok));
                 ok
             }
