@@ -152,7 +152,7 @@ fn deliver(
 fn leaves_untagged(mode: &VlanMode, v: u16) -> bool {
     match mode {
         VlanMode::Access(a) => *a == v,
-        VlanMode::Trunk(_) => v == 0,
+        VlanMode::Trunk(set) => v == 0 && set.contains(0),
     }
 }
 
