@@ -256,7 +256,14 @@ impl Fdb {
 
     #[inline]
     fn hidden_slot(&self, s: &Slot) -> bool {
-        !self.pending.is_empty() && self.pending.iter().any(|f| f.hides(s))
+        !self.pending.is_empty() && self.hidden_by_a_flush(s)
+    }
+
+    /// Out of line: only while a flush is being swept (lookups stay small enough to inline).
+    #[cold]
+    #[inline(never)]
+    fn hidden_by_a_flush(&self, s: &Slot) -> bool {
+        self.pending.iter().any(|f| f.hides(s))
     }
 
     /// `Ok(slot)` of `key`, or `Err(Some(free slot))` within [`MAX_PROBE`] of its home, or

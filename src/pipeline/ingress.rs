@@ -27,11 +27,23 @@ pub(super) fn run(
     };
     let bridge = port.bridge;
     let c = &mut port.counters;
+    // The VLAN of untagged (and priority-tagged) frames, read once per burst. A trunk whose
+    // list lacks VLAN 0 does not carry them: they are taken out first (rare, out of line), so
+    // the per-frame parse checks nothing more for it.
+    let untagged = match &port.vlan {
+        VlanMode::Access(v) => *v,
+        VlanMode::Trunk(set) => {
+            if !set.contains(0) {
+                drop_untagged(frames, batch, c);
+            }
+            0
+        }
+    };
     // Counted once per burst; the checksum flag is checked once per burst too.
     let (bytes, completed) = if partial_csum.unwrap_or(port.partial_csum_in) {
-        parse_all::<true>(frames, batch, &port.vlan, c, meta)
+        parse_all::<true>(frames, batch, &port.vlan, untagged, c, meta)
     } else {
-        parse_all::<false>(frames, batch, &port.vlan, c, meta)
+        parse_all::<false>(frames, batch, &port.vlan, untagged, c, meta)
     };
     c.rx_packets += batch.len() as u64;
     c.rx_bytes += bytes;
@@ -47,12 +59,11 @@ fn parse_all<const FIX: bool>(
     frames: &mut Frames,
     batch: &[Desc],
     mode: &VlanMode,
+    untagged: u16,
     c: &mut crate::counters::PortCounters,
     meta: &mut Vec<Meta>,
 ) -> (u64, u64) {
     let (mut bytes, mut completed) = (0u64, 0u64);
-    // The VLAN of untagged (and priority-tagged) frames, read once per burst.
-    let untagged = mode.untagged_vlan();
     for &d in batch {
         bytes += d.len as u64;
         match classify(frames.data_mut(d), mode, untagged, FIX) {
@@ -75,7 +86,7 @@ fn parse_all<const FIX: bool>(
 fn classify(
     data: &mut [u8],
     mode: &VlanMode,
-    untagged: Option<u16>,
+    untagged: u16,
     fix_csum: bool,
 ) -> Result<(Meta, bool), DropReason> {
     let eth = ethernet::Frame::new_checked(&*data).map_err(|_| DropReason::Runt)?;
@@ -106,7 +117,7 @@ fn classify(
     // Untagged or priority-tagged frames join the access VLAN (a trunk's: VLAN 0, if it
     // carries it).
     let vlan = if vid == 0 {
-        untagged.ok_or(DropReason::VlanDenied)?
+        untagged
     } else {
         match mode {
             VlanMode::Trunk(set) if set.contains(vid) => vid,
@@ -128,6 +139,31 @@ fn classify(
         },
         completed,
     ))
+}
+
+/// A port that does not carry untagged frames (a trunk whose list lacks VLAN 0): take its
+/// untagged and priority-tagged frames out of `batch`, counted as received and dropped
+/// (`vlan-denied`). Frames too short to tell are left to the parse (a runt).
+#[cold]
+#[inline(never)]
+fn drop_untagged(
+    frames: &mut Frames,
+    batch: &mut Vec<Desc>,
+    c: &mut crate::counters::PortCounters,
+) {
+    batch.retain(|&d| {
+        let data = frames.data(d);
+        let tagged = data.len() < 16
+            || (u16::from_be_bytes([data[12], data[13]]) == EtherType::VLAN
+                && u16::from_be_bytes([data[14], data[15]]) & 0x0fff != 0);
+        if !tagged {
+            c.rx_packets += 1;
+            c.rx_bytes += u64::from(d.len);
+            c.drop(DropReason::VlanDenied);
+            frames.free(d.addr);
+        }
+        tagged
+    });
 }
 
 /// True if `mac` (as u64) is a group address.
