@@ -270,9 +270,52 @@ fn ofctl_errors_name_the_problem() {
     let (good, _, err) = ofctl(&["add-flow", &t, "actions=LOCAL"]);
     assert!(!good);
     assert!(err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
+    // An OpenFlow 1.0 extension error (code 256 and up) goes out as a Nicira vendor error,
+    // which ovs-ofctl decodes (it printed "decode error"; found trying uvs as a new user).
+    let (good, _, err) = ofctl(&["add-flow", &t, "vlan_tci=0x0005/0x0fff,actions=drop"]);
+    assert!(!good && err.contains("OFPBMC_BAD_MASK"), "{err}");
     // Nothing was half-applied and the socket still serves.
     assert!(s.uvs_flows().iter().all(|l| l.contains("priority=0")));
     ok(&["dump-flows", &t]);
+}
+
+/// "Any tagged frame" (`vlan_vid=0x1000/0x1000` in OpenFlow 1.3, `vlan_tci=0x1000/0x1000` in
+/// 1.0's NXM) is taken over the wire and read back as it was written, in both dialects and by
+/// `uvs ctl` (it was refused with OFPBMC_BAD_MASK; found trying uvs as a new user).
+#[test]
+fn ofctl_any_vlan_match_in_both_dialects() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = Switch::with_br0("anyvlan");
+    let t = s.target();
+    ok(&[
+        "-O",
+        "OpenFlow13",
+        "add-flow",
+        &t,
+        "priority=7,vlan_vid=0x1000/0x1000,actions=drop",
+    ]);
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=8,vlan_tci=0x1000/0x1000,udp,actions=drop",
+    ]);
+    let d13 = ok(&["-O", "OpenFlow13", "dump-flows", &t]);
+    assert!(
+        d13.contains("priority=7,vlan_tci=0x1000/0x1000 actions=drop"),
+        "{d13}"
+    );
+    let d10 = ok(&["dump-flows", &t]);
+    assert!(
+        d10.contains("priority=8,udp,vlan_tci=0x1000/0x1000 actions=drop"),
+        "{d10}"
+    );
+    let ours = s.uvs_flows().join("\n");
+    assert!(
+        ours.contains("priority=7,vlan_tci=0x1000/0x1000 actions=drop"),
+        "{ours}"
+    );
 }
 
 #[test]

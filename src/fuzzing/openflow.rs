@@ -334,11 +334,22 @@ fn check_conversation(p: &Pipe) -> OfRun {
 /// An OFPT_ERROR: (type, code) one uvs defines; data echoes the request. Returns (type, code).
 fn check_error(msg: &[u8], req: &[u8]) -> (u16, u16) {
     assert!(msg.len() >= 12, "error too short: {msg:02x?}");
-    let t = u16::from_be_bytes([msg[8], msg[9]]);
-    let c = u16::from_be_bytes([msg[10], msg[11]]);
+    let mut t = u16::from_be_bytes([msg[8], msg[9]]);
+    let mut c = u16::from_be_bytes([msg[10], msg[11]]);
     if t == 0 {
         assert_eq!(c, 0, "HELLO_FAILED/INCOMPATIBLE");
         return (t, c);
+    }
+    // OpenFlow 1.0's Nicira vendor error (NXET_VENDOR, NXVC_VENDOR_ERROR): Nicira's id, then
+    // the extension error's type and code, then the echo.
+    let mut echo_at = 12;
+    if msg[0] == crate::openflow::codec::OF10 && t == 0xb0c2 {
+        assert!(msg.len() >= 20 && c == 0, "vendor error: {msg:02x?}");
+        assert_eq!(&msg[12..16], &0x2320u32.to_be_bytes(), "Nicira's vendor id");
+        t = u16::from_be_bytes([msg[16], msg[17]]);
+        c = u16::from_be_bytes([msg[18], msg[19]]);
+        assert!(c >= 256, "only extension codes are wrapped: ({t}, {c})");
+        echo_at = 20;
     }
     assert!(
         OfErr::ALL.iter().any(|e| e.code(msg[0]) == (t, c)),
@@ -346,7 +357,7 @@ fn check_error(msg: &[u8], req: &[u8]) -> (u16, u16) {
         msg[0]
     );
     assert_eq!(
-        &msg[12..],
+        &msg[echo_at..],
         &req[..req.len().min(64)],
         "error data echoes the request"
     );

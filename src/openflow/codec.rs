@@ -376,11 +376,20 @@ pub fn finish(mut w: Writer) -> Vec<u8> {
     w.buf
 }
 
-/// OFPT_ERROR for `err` about the message `req` (its first 64 bytes are echoed).
+/// OFPT_ERROR for `err` about the message `req` (its first 64 bytes are echoed). In OpenFlow
+/// 1.0 the codes from 256 up are Nicira extension errors: as OVS does, they go out as a vendor
+/// error (type `NXET_VENDOR`, code `NXVC_VENDOR_ERROR`, then the vendor id, type and code),
+/// which ovs-ofctl decodes (sent plainly, it printed a decode error).
 pub fn error_msg(version: u8, xid: u32, err: OfErr, req: &[u8]) -> Vec<u8> {
+    const NXET_VENDOR: u16 = 0xb0c2;
     let (t, c) = err.code(version);
     let mut w = start(version, 1, xid);
-    w.u16(t).u16(c).bytes(&req[..req.len().min(64)]);
+    if version == OF10 && c >= 256 {
+        w.u16(NXET_VENDOR).u16(0).u32(NX_VENDOR).u16(t).u16(c);
+    } else {
+        w.u16(t).u16(c);
+    }
+    w.bytes(&req[..req.len().min(64)]);
     finish(w)
 }
 
@@ -408,5 +417,15 @@ mod tests {
         );
         assert_eq!(OfErr::BadPrereq.code(OF13), (4, 9));
         assert_eq!(OfErr::BadPrereq.code(OF10), (1, 260));
+        // An extension error in OpenFlow 1.0: NXET_VENDOR, NXVC_VENDOR_ERROR, Nicira's id,
+        // then type 1 code 259 (OFPBMC_BAD_MASK as OVS encodes it there).
+        let e = error_msg(OF10, 7, OfErr::BadMask, &req);
+        assert_eq!(
+            e,
+            [
+                1, 1, 0, 28, 0, 0, 0, 7, 0xb0, 0xc2, 0, 0, 0, 0, 0x23, 0x20, 0, 1, 1, 3, 1, 99, 0,
+                8, 0, 0, 0, 7
+            ]
+        );
     }
 }

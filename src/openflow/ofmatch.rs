@@ -374,7 +374,14 @@ pub fn decode_tlv_cookie(d: Tlv, mut r: Reader<'_>) -> OfResult<(Match, Option<M
         apply_tci(&mut m, v, mk)?;
     }
     if st.any_tag && m.dl_vlan_pcp.is_none() {
-        return Err(OfErr::BadMask);
+        // Any tagged frame (OXM `vlan_vid=0x1000/0x1000`): the CFI bit of `vlan_tci`.
+        if m.vlan_tci.is_some() {
+            return Err(OfErr::DupField);
+        }
+        m.vlan_tci = Some(Masked {
+            value: 0x1000,
+            mask: 0x1000,
+        });
     }
     m.normalize();
     Ok((m, st.cookie))
@@ -485,7 +492,13 @@ fn apply_tci(m: &mut Match, v: u16, mk: u16) -> OfResult<()> {
             m.dl_vlan = Some(v & 0xfff);
             m.dl_vlan_pcp = Some((v >> 13) as u8);
         }
-        _ => return Err(OfErr::BadMask),
+        // Any other mask (`vlan_tci=0x1000/0x1000`: any tagged frame) as `vlan_tci` itself.
+        _ => {
+            m.vlan_tci = Some(Masked {
+                value: v & mk,
+                mask: mk,
+            })
+        }
     }
     Ok(())
 }
@@ -612,6 +625,29 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
 }
 
 fn encode_vlan(w: &mut Writer, d: Tlv, m: &Match) {
+    // A `vlan_tci` match the other fields cannot say (any tagged frame, partial masks).
+    if let Some(t) = m.vlan_tci {
+        match d {
+            Tlv::Nxm => put(
+                w,
+                d,
+                F::VlanTci,
+                u64::from(t.value),
+                Some(u64::from(t.mask)),
+            ),
+            Tlv::Oxm => {
+                let vid_mask = t.mask & 0x1fff;
+                if vid_mask != 0 {
+                    let v = u64::from(t.value & 0x1fff);
+                    put(w, d, F::VlanVid, v, Some(u64::from(vid_mask)));
+                }
+                if t.mask & 0xe000 == 0xe000 {
+                    put(w, d, F::VlanPcp, u64::from(t.value >> 13), None);
+                }
+            }
+        }
+        return;
+    }
     match (d, m.dl_vlan, m.dl_vlan_pcp) {
         (_, None, None) => {}
         (Tlv::Nxm, Some(NO_VLAN), _) => put(w, d, F::VlanTci, 0, None),
