@@ -27,23 +27,18 @@ pub(super) fn run(
     };
     let bridge = port.bridge;
     let c = &mut port.counters;
-    // The VLAN of untagged (and priority-tagged) frames, read once per burst. A trunk whose
-    // list lacks VLAN 0 does not carry them: they are taken out first (rare, out of line), so
-    // the per-frame parse checks nothing more for it.
-    let untagged = match &port.vlan {
-        VlanMode::Access(v) => *v,
-        VlanMode::Trunk(set) => {
-            if !set.contains(0) {
-                drop_untagged(frames, batch, c);
-            }
-            0
-        }
-    };
+    // A trunk whose list lacks VLAN 0 does not carry untagged frames: they are taken out
+    // first (rare, out of line), so the per-frame parse checks nothing more for it.
+    if let VlanMode::Trunk(set) = &port.vlan
+        && !set.contains(0)
+    {
+        drop_untagged(frames, batch, c);
+    }
     // Counted once per burst; the checksum flag is checked once per burst too.
     let (bytes, completed) = if partial_csum.unwrap_or(port.partial_csum_in) {
-        parse_all::<true>(frames, batch, &port.vlan, untagged, c, meta)
+        parse_all::<true>(frames, batch, &port.vlan, c, meta)
     } else {
-        parse_all::<false>(frames, batch, &port.vlan, untagged, c, meta)
+        parse_all::<false>(frames, batch, &port.vlan, c, meta)
     };
     c.rx_packets += batch.len() as u64;
     c.rx_bytes += bytes;
@@ -59,11 +54,16 @@ fn parse_all<const FIX: bool>(
     frames: &mut Frames,
     batch: &[Desc],
     mode: &VlanMode,
-    untagged: u16,
     c: &mut crate::counters::PortCounters,
     meta: &mut Vec<Meta>,
 ) -> (u64, u64) {
     let (mut bytes, mut completed) = (0u64, 0u64);
+    // The VLAN of untagged (and priority-tagged) frames, read once per burst (a trunk's: 0;
+    // one that does not carry them had them taken out already).
+    let untagged = match mode {
+        VlanMode::Access(v) => *v,
+        VlanMode::Trunk(_) => 0,
+    };
     for &d in batch {
         bytes += d.len as u64;
         match classify(frames.data_mut(d), mode, untagged, FIX) {
