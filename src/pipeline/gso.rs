@@ -175,14 +175,30 @@ fn segment_into(
     mss: usize,
     out: &mut Vec<Desc>,
 ) -> Result<usize, DropReason> {
-    let data = frames.data(d);
-    let at = locate(data)
+    let at = locate(frames.data(d))
         .filter(|a| a.proto == 6)
         .ok_or(DropReason::Runt)?;
-    let thl = tcp::Segment::new_unchecked(&data[at.l4..]).header_len();
-    let hdr = at.l4 + thl;
-    let end = at.l4 + at.l4_len(data);
-    if thl < 20 || end < hdr || mss == 0 {
+    cut_tcp(frames, d, (0, at), mss, out, |_, _| {})
+}
+
+/// Cut the TCP super-frame whose IP header starts at `inner` of `d` (its L4 at `at`, relative
+/// to `inner`) into segments of at most `mss` payload bytes, appended to `out`: every header
+/// in front of the TCP payload copied, the segment's own headers fixed (`fix_segment`), then
+/// `outer(frame, index)` for whatever encloses it (a tunnel's headers). `d` is not freed.
+fn cut_tcp(
+    frames: &mut Frames,
+    d: Desc,
+    (inner, at): (usize, L4At),
+    mss: usize,
+    out: &mut Vec<Desc>,
+    outer: impl Fn(&mut [u8], usize),
+) -> Result<usize, DropReason> {
+    let data = frames.data(d);
+    let seg = &data[inner..];
+    let thl = tcp::Segment::new_unchecked(&seg[at.l4..]).header_len();
+    let hdr = inner + at.l4 + thl;
+    let end = inner + at.l4 + at.l4_len(seg);
+    if thl < 20 || end < hdr || end > data.len() || mss == 0 {
         return Err(DropReason::Runt);
     }
     if hdr + mss.min(end - hdr) > MAX_FRAME_LEN {
@@ -193,7 +209,7 @@ fn segment_into(
     if frames.spare() < n {
         return Err(DropReason::NoBuffer);
     }
-    let seq0 = tcp::Segment::new_unchecked(&data[at.l4..]).seq();
+    let seq0 = tcp::Segment::new_unchecked(&seg[at.l4..]).seq();
     for i in 0..n {
         let off = i * mss;
         let plen = mss.min(payload - off);
@@ -208,8 +224,10 @@ fn segment_into(
             frames.mark_received(s.addr, p);
         }
         let b = frames.data_mut(s);
-        tcp::Segment::new_unchecked(&mut b[at.l4..]).set_seq(seq0.wrapping_add(off as u32));
-        fix_segment(b, &at, thl, plen, (i as u32, i == 0, i + 1 == n));
+        let segment = &mut b[inner..];
+        tcp::Segment::new_unchecked(&mut segment[at.l4..]).set_seq(seq0.wrapping_add(off as u32));
+        fix_segment(segment, &at, thl, plen, (i as u32, i == 0, i + 1 == n));
+        outer(b, i);
         out.push(s);
     }
     Ok(n)
@@ -335,40 +353,8 @@ fn split_tunnel_into(
     mss: usize,
     out: &mut Vec<Desc>,
 ) -> Result<usize, DropReason> {
-    let data = frames.data(d);
-    let (outer, inner, at) = locate_tunnel(data).ok_or(DropReason::Runt)?;
-    let seg = &data[inner..];
-    let thl = tcp::Segment::new_unchecked(&seg[at.l4..]).header_len();
-    let hdr = inner + at.l4 + thl;
-    let end = inner + at.l4 + at.l4_len(seg);
-    if thl < 20 || end < hdr || end > data.len() || mss == 0 {
-        return Err(DropReason::Runt);
-    }
-    if hdr + mss.min(end - hdr) > MAX_FRAME_LEN {
-        return Err(DropReason::MtuExceeded);
-    }
-    let payload = end - hdr;
-    let n = payload.div_ceil(mss).max(1);
-    if frames.spare() < n {
-        return Err(DropReason::NoBuffer);
-    }
-    let seq0 = tcp::Segment::new_unchecked(&seg[at.l4..]).seq();
-    for i in 0..n {
-        let off = i * mss;
-        let plen = mss.min(payload - off);
-        let Some(mut s) = frames.alloc() else {
-            return Err(DropReason::NoBuffer);
-        };
-        s.len = (hdr + plen) as u32;
-        frames.copy_bytes(d.addr, s.addr, hdr);
-        frames.copy_bytes(d.addr + (hdr + off) as u64, s.addr + hdr as u64, plen);
-        if let Some(p) = frames.received_on(d.addr) {
-            frames.mark_received(s.addr, p);
-        }
-        let b = frames.data_mut(s);
-        let inner_b = &mut b[inner..];
-        tcp::Segment::new_unchecked(&mut inner_b[at.l4..]).set_seq(seq0.wrapping_add(off as u32));
-        fix_segment(inner_b, &at, thl, plen, (i as u32, i == 0, i + 1 == n));
+    let (outer, inner, at) = locate_tunnel(frames.data(d)).ok_or(DropReason::Runt)?;
+    cut_tcp(frames, d, (inner, at), mss, out, |b, i| {
         let total = b.len();
         let mut ip = ipv4::Packet::new_unchecked(&mut b[outer.l3..outer.l4]);
         ip.set_total_len((total - outer.l3) as u16);
@@ -377,9 +363,7 @@ fn split_tunnel_into(
         let mut u = udp::Datagram::new_unchecked(&mut b[outer.l4..]);
         u.set_len((total - outer.l4) as u16);
         u.set_checksum(0);
-        out.push(s);
-    }
-    Ok(n)
+    })
 }
 
 #[cfg(test)]
