@@ -250,6 +250,46 @@ fn ct_stateful_firewall() {
     );
 }
 
+/// ICMP through the firewall: p1's echo request is new, p2's echo reply established; an echo
+/// reply nobody asked for, or one sent the request's way, is invalid (as Linux and OVS have it;
+/// it was taken as new, or as established; found trying uvs as a new user).
+#[test]
+fn ct_echo_replies_answer_requests_only() {
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=100,ip,ct_state=-trk,actions=ct(table=1)");
+    n.add("table=1,priority=100,ip,ct_state=+trk+new,actions=ct(commit),NORMAL");
+    n.add("table=1,priority=100,ip,ct_state=+trk+est,actions=NORMAL");
+    n.add("table=1,priority=50,ip,ct_state=+trk+inv,actions=drop");
+    n.add("table=1,priority=1,actions=drop");
+    let echo = |src: u8, dst: u8, reply: bool| {
+        let mut v = Vec::new();
+        let b =
+            PacketBuilder::ethernet2(mac(src), mac(dst)).ipv4([10, 0, 0, src], [10, 0, 0, dst], 64);
+        let b = if reply {
+            b.icmpv4_echo_reply(7, 1)
+        } else {
+            b.icmpv4_echo_request(7, 1)
+        };
+        b.write(&mut v, b"ping").unwrap();
+        v
+    };
+    let inv = |n: &FlowNet| n.packets("priority=50,");
+    // A lone echo reply: invalid, dropped, never committed.
+    n.h.send(n.p[1], &echo(2, 1, true));
+    assert!(n.h.outputs()[n.p[0] as usize].is_empty());
+    assert_eq!(inv(&n), 1);
+    assert_eq!(n.h.dp.bridge(n.b).unwrap().flows.ct.len(), 0);
+    // Request, then its reply: new, then established.
+    n.h.send(n.p[0], &echo(1, 2, false));
+    assert_eq!(n.h.outputs()[n.p[1] as usize].len(), 1);
+    n.h.send(n.p[1], &echo(2, 1, true));
+    assert_eq!(n.h.outputs()[n.p[0] as usize].len(), 1);
+    // An echo reply the request's way: invalid.
+    n.h.send(n.p[0], &echo(1, 2, true));
+    assert!(n.h.outputs()[n.p[1] as usize].is_empty());
+    assert_eq!(inv(&n), 2);
+}
+
 #[test]
 fn ct_nat_rewrites_both_directions() {
     let mut n = FlowNet::new();

@@ -41,7 +41,7 @@ use crate::conntrack::{
 };
 use crate::flow::{CtAction, CtNat, ct_state};
 use crate::packet::Frames;
-use crate::wire::{EtherType, ipv4};
+use crate::wire::{EtherType, icmp, ipv4};
 
 /// Connections per zone: at most this many per zone table.
 pub const ZONE_LIMIT: usize = 65536;
@@ -239,6 +239,16 @@ impl FlowConntrack {
             return inv;
         };
         let found = zone.ct.lookup(&key, now);
+        // An echo reply is valid only as the answer to a tracked echo request (as Linux and
+        // OVS have it): alone, or sent the request's way, it is invalid, not a new
+        // connection or part of the request's (an ICMP key holds no type to tell them apart).
+        if key.proto == PROTO_ICMP
+            && !later
+            && own.3 == u16::from(icmp::ECHO_REPLY)
+            && !matches!(found, Some((_, Direction::Reply)))
+        {
+            return inv;
+        }
         let (id, dir) = match found {
             Some(hit) => hit,
             None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
