@@ -820,16 +820,6 @@ impl BridgeSpec {
     /// this bridge.
     fn validate_tables(&self) -> Result<(), String> {
         let has_port = |n: &str| self.port.iter().any(|p| p.name == n);
-        for (i, f) in self.flows.iter().flatten().enumerate() {
-            let flow = crate::flow::parse_flow(f).map_err(|e| format!("flows[{i}]: {e}"))?;
-            for (what, p) in flow.ports() {
-                if let crate::flow::PortRef::Name(n) = p
-                    && !has_port(n)
-                {
-                    return Err(format!("flows[{i}]: {what}: no port '{n}' in the bridge"));
-                }
-            }
-        }
         let mut meters = Vec::new();
         for (i, m) in self.meters.iter().flatten().enumerate() {
             let (id, _) =
@@ -843,8 +833,16 @@ impl BridgeSpec {
         }
         // A file that lists the bridge's meters (groups) is the whole set: a flow's `meter:N`
         // (`group:N`) must be one of them, as the switch checks when the flow is added.
+        // Each flow parsed once: its port names, then its meter and group references.
         for (i, f) in self.flows.iter().flatten().enumerate() {
             let flow = crate::flow::parse_flow(f).map_err(|e| format!("flows[{i}]: {e}"))?;
+            for (what, p) in flow.ports() {
+                if let crate::flow::PortRef::Name(n) = p
+                    && !has_port(n)
+                {
+                    return Err(format!("flows[{i}]: {what}: no port '{n}' in the bridge"));
+                }
+            }
             let mut missing = None;
             flow.any_action(|a| {
                 missing = match a {
