@@ -41,6 +41,13 @@ impl virtio_net_hdr {
         if !tcp || self.gso_size == 0 || self.flags & NEEDS_CSUM == 0 {
             return None;
         }
+        // Behind Ethernet, IPv4, UDP, VXLAN and an inner Ethernet and IPv4 header, a tunnel's
+        // inner TCP starts at 84 at the least; a container's own TCP super-frame (the common
+        // GSO frame) ends the test here, without a parse.
+        const MIN_INNER_L4: u16 = 14 + 20 + 8 + 8 + 14 + 20;
+        if self.csum_start < MIN_INNER_L4 {
+            return None;
+        }
         let at = (self.csum_start as usize, self.csum_offset as usize);
         (crate::pipeline::tunnel_l4_offsets(data) == Some(at)).then_some(self.gso_size)
     }
