@@ -141,6 +141,7 @@ fn share(
 /// is left for them and the frame freed). With `icc` off only the gateway is reachable: frames
 /// to its MAC and ARP broadcasts (which the gateway answers) go to the router, every other
 /// frame is dropped and counted `icc-denied`.
+#[inline(never)]
 pub(super) fn forward(
     dp: &mut Datapath,
     frames: &mut Frames,
