@@ -157,6 +157,75 @@ fn fragmented_vxlan_from_a_kernel_vtep_is_reassembled() {
     );
 }
 
+/// ARP the gateway makes between bursts leaves through a VXLAN port: the gratuitous ARP when
+/// the overlay bridge gets its gateway, and the retries of a request nobody answers (3 in
+/// all, 1 s apart, as README says). Found trying uvs as a new user: only the first request
+/// (made in the burst of the packet that needed it) was sent; the others were counted
+/// `tx-full` on the tunnel port, so a routed flow into an overlay lost seconds of traffic each
+/// time its neighbour was re-checked.
+#[test]
+fn gateway_arp_between_bursts_leaves_through_a_vxlan_port() {
+    if !root_or_skip("gateway_arp_between_bursts_leaves_through_a_vxlan_port") {
+        return;
+    }
+    let p = prefix("ea");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let hb = n("hb");
+    vxlan_uvs_side(&mut t, &d, &p, &hb);
+    // A routed client on another bridge; host B's kernel VTEP takes the tunnel's packets.
+    d.ctl(&["add-br", "lan", "gateway=10.253.0.1/24"]);
+    attach(
+        &mut t,
+        &d,
+        ("lan", &n("c3"), &n("p3")),
+        "afxdp",
+        "10.253.0.2/24",
+        &[],
+    );
+    route_add(&n("c3"), "default", "10.253.0.1");
+    kernel_vtep(&hb);
+    sh(&["ip", "-n", &hb, "link", "set", "vx42", "up"]);
+    let cap = tshark(
+        &hb,
+        "eth0",
+        &[
+            "-a",
+            "duration:7",
+            "-f",
+            "udp port 4789",
+            "-Y",
+            "arp.opcode == 1",
+            "-T",
+            "fields",
+            "-e",
+            "arp.dst.proto_ipv4",
+        ],
+    );
+    // tshark says "Capturing on" a little before it sees the first frames.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.ctl(&["set-br", "br0", "gateway=192.168.42.254/24"]);
+    assert!(
+        !ping(&n("c3"), "192.168.42.99", 1),
+        "nobody has 192.168.42.99"
+    );
+    let out = cap.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let asked = |ip: &str| lines.lines().filter(|l| l.trim() == ip).count();
+    assert_eq!(
+        asked("192.168.42.99"),
+        3,
+        "ARP requests for 192.168.42.99 through the tunnel:\n{lines}"
+    );
+    assert!(
+        asked("192.168.42.254") >= 1,
+        "the gateway's gratuitous ARP through the tunnel:\n{lines}"
+    );
+    let vx = d.port_stats("vx0");
+    assert_eq!(vx["drops"]["tx-full"].as_u64().unwrap_or(0), 0, "{vx}");
+}
+
 #[test]
 fn two_uvs_vteps() {
     if !root_or_skip("two_uvs_vteps") {

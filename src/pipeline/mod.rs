@@ -127,6 +127,35 @@ pub fn announce_gateway(dp: &mut Datapath, frames: &mut Frames, bridge: u16) {
     }
 }
 
+/// Encapsulate what waits on tunnel ports' queues outside a burst: frames the switch makes
+/// between bursts (the neighbour timers' ARP retries and probes, a gratuitous ARP, DNS replies,
+/// packets a peer worker's ARP released) toward a VXLAN port. A burst encapsulates its own
+/// output (`Pipeline::tunnels`); a tunnel port has no device, so whatever reached the ports'
+/// transmit still queued on one was lost (found trying uvs as a new user: every ARP retry and
+/// probe toward a VXLAN port was counted `tx-full` and never sent). Call before the ports
+/// transmit (`worker::flush`); one check per tunnel port when nothing waits.
+pub fn encap_queued(dp: &mut Datapath, frames: &mut Frames) {
+    if !dp
+        .tunnels
+        .iter()
+        .any(|&p| dp.out.get(p as usize).is_some_and(|q| !q.is_empty()))
+    {
+        return;
+    }
+    encap_queued_slow(dp, frames);
+}
+
+#[cold]
+#[inline(never)]
+fn encap_queued_slow(dp: &mut Datapath, frames: &mut Frames) {
+    let (mut made, mut scratch) = (Vec::new(), Vec::new());
+    let now = (dp.now_ms / 1000) as u32;
+    vxlan::encap(dp, frames, &mut made, &mut scratch, now);
+    if !made.is_empty() {
+        output::run(dp, frames, 0, output::NO_PORT, &made);
+    }
+}
+
 /// Neighbour timers' output: answer and free the packets whose next hop failed to resolve
 /// (counted `arp-failed` on their ingress port, ICMP host unreachable to their senders) and send the ARP requests and probes that are due (queued
 /// on the bridges' ports for the next tx burst). Call after `Datapath::age_fdbs`; cheap when

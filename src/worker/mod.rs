@@ -798,6 +798,7 @@ pub fn flush(
     frames: &mut Frames,
     kicks: &mut kicks::TxKicks,
 ) {
+    crate::pipeline::encap_queued(dp, frames);
     crate::pipeline::ratelimit::shape_tx(dp, frames);
     crate::pipeline::gro::run(dp, frames);
     for (id, q) in dp.out.iter_mut().enumerate() {
