@@ -94,18 +94,27 @@ impl Worker {
                     format!("{at}{what}: port number {p} out of range (1 to {OFPP_MAX})")
                 }
             })?;
-            for a in &f.actions {
-                match a {
+            // Every action, those inside `clone(...)` too: a flow naming a
+            // meter or group the bridge lacks is refused as OVS does (a database holding one
+            // would not load again: found trying uvs as a new user, for `group:N`).
+            let mut refused = None;
+            f.any_action(|a| {
+                refused = match a {
                     Action::SetTunnel(_) | Action::SetField(crate::flow::SetField::TunId(_)) => {
-                        return Err(format!(
-                            "{at}set_tunnel: not supported (a vxlan port carries its own VNI)"
-                        ));
+                        Some("set_tunnel: not supported (a vxlan port carries its own VNI)".into())
                     }
                     Action::Meter(m) if !ft.meters.contains_key(m) => {
-                        return Err(format!("{at}meter:{m}: no such meter (add-meter first)"));
+                        Some(format!("meter:{m}: no such meter (add-meter first)"))
                     }
-                    _ => {}
-                }
+                    Action::Group(g) if !ft.groups.contains_key(g) => {
+                        Some(format!("group:{g}: no such group (add-group first)"))
+                    }
+                    _ => None,
+                };
+                refused.is_some()
+            });
+            if let Some(why) = refused {
+                return Err(format!("{at}{why}"));
             }
             if f.table == 255 {
                 return Err(format!("{at}table: 255 out of range (max 254)"));

@@ -1139,6 +1139,36 @@ mod tests {
         w.shutdown();
     }
 
+    /// A flow naming a group the bridge lacks is refused, inside `clone(...)` too, as OVS
+    /// does (OFPBAC_BAD_OUT_GROUP): the database would hold a flow it could not load again.
+    /// Once the group exists the flow is taken. (Found trying uvs as a new user.)
+    #[test]
+    fn a_flow_to_a_missing_group_is_refused() {
+        let w = crate::worker::spawn_for_tests();
+        w.call(Command::AddBridge(BridgeSpec::new("br0"))).unwrap();
+        let add = |text: &str| {
+            w.call(Command::FlowAdd {
+                bridge: "br0".into(),
+                flows: vec![crate::flow::parse_flow(text).unwrap()],
+            })
+        };
+        for text in ["actions=group:5", "actions=clone(group:5),normal"] {
+            let e = add(text).unwrap_err();
+            assert!(e.contains("group:5: no such group"), "{text}: {e}");
+        }
+        let e = add("actions=meter:2,normal").unwrap_err();
+        assert!(e.contains("meter:2: no such meter"), "{e}");
+        w.call(Command::Openflow(
+            super::super::events::OfCommand::GroupAdd {
+                bridge: "br0".into(),
+                group: "group_id=5,type=all,bucket=actions=drop".into(),
+                write: crate::flow::group::GroupWrite::Add,
+            },
+        ))
+        .unwrap();
+        add("actions=clone(group:5),normal").unwrap();
+    }
+
     /// `FlowReplace` checks every flow, installs those that pass as the whole table in one
     /// step and names each refused one by its index.
     #[test]
