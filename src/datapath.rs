@@ -620,6 +620,9 @@ impl Datapath {
     pub fn gateway_change_refused(&self, id: u16, new: Option<Gateway>) -> Option<String> {
         let b = self.bridge(id)?;
         let old = b.gateway?;
+        if let Some(why) = self.tunnels_refuse(id, new) {
+            return Some(why);
+        }
         let on_new = |ip: std::net::Ipv4Addr| {
             new.is_some_and(|g| {
                 let m = crate::route::mask(g.len);
@@ -657,13 +660,35 @@ impl Datapath {
         })
     }
 
-    /// Remove a bridge. Fails while it still has ports (the caller removes them first, since
-    /// their kernel resources live elsewhere).
-    pub fn del_bridge(&mut self, id: u16) -> Result<(), String> {
-        let b = self.bridge(id).ok_or_else(|| format!("no bridge #{id}"))?;
-        if !b.ports.is_empty() {
-            return Err(format!("bridge '{}' still has ports", b.name));
+    /// Why bridge `id`'s gateway may not become `new` (None: go, with its bridge or alone):
+    /// VXLAN ports elsewhere whose `local_ip` is its address (their underlay). Found trying uvs
+    /// as a new user: the change was taken, the tunnels were left up with no underlay
+    /// (`inner_mtu=0`), and the database they were saved in refused to start.
+    pub fn tunnels_refuse(&self, id: u16, new: Option<Gateway>) -> Option<String> {
+        let b = self.bridge(id)?;
+        let old = b.gateway?;
+        if new.is_some_and(|g| g.ip == old.ip) {
+            return None;
         }
+        let users: Vec<&str> = self
+            .ports()
+            .filter(|(_, p)| p.tunnel.as_ref().is_some_and(|t| t.conf.local_ip == old.ip))
+            .map(|(_, p)| p.name.as_str())
+            .collect();
+        (!users.is_empty()).then(|| {
+            format!(
+                "gateway: vxlan port(s) {} use bridge '{}''s address {} as local_ip (their underlay); delete them first",
+                users.join(", "),
+                b.name,
+                std::net::Ipv4Addr::from(old.ip)
+            )
+        })
+    }
+
+    /// Why bridge `id` may not be removed now, before anything of it is: static routes through
+    /// it, VXLAN ports elsewhere using its gateway as their underlay.
+    pub fn del_bridge_refused(&self, id: u16) -> Option<String> {
+        let b = self.bridge(id)?;
         let used: Vec<String> = self
             .routes
             .iter()
@@ -671,11 +696,24 @@ impl Datapath {
             .map(|r| self.route_text(r))
             .collect();
         if !used.is_empty() {
-            return Err(format!(
+            return Some(format!(
                 "bridge '{}' carries static routes ({}); delete them first",
                 b.name,
                 used.join(", ")
             ));
+        }
+        self.tunnels_refuse(id, None)
+    }
+
+    /// Remove a bridge. Fails while it still has ports (the caller removes them first, since
+    /// their kernel resources live elsewhere).
+    pub fn del_bridge(&mut self, id: u16) -> Result<(), String> {
+        let b = self.bridge(id).ok_or_else(|| format!("no bridge #{id}"))?;
+        if !b.ports.is_empty() {
+            return Err(format!("bridge '{}' still has ports", b.name));
+        }
+        if let Some(why) = self.del_bridge_refused(id) {
+            return Err(why);
         }
         self.set_gateway(id, None)?;
         self.nat.del_bridge(id);

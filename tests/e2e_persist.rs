@@ -921,6 +921,56 @@ fn sighup_moves_a_gateway_with_its_nat_rules() {
     );
 }
 
+/// A VXLAN port's underlay (the bridge whose gateway is its `local_ip`) keeps its address while
+/// the port uses it: `set-br` moving or removing that gateway and `del-br` of the underlay are
+/// refused, naming the port, and change nothing. (Found trying uvs as a new user: they were
+/// taken, the port was left with `inner_mtu=0`, and the database refused to start.) A reload
+/// that re-creates the underlay (an option changed) takes the port off first and puts it back.
+#[test]
+fn a_vxlan_port_keeps_its_underlay_gateway() {
+    let dir = Dir::new("vxul");
+    let cfg = dir.path("c.toml");
+    let file = |aging: u32| {
+        format!(
+            "[[bridge]]\nname = \"ul\"\ngateway = \"10.79.0.1/24\"\naging = {aging}\n\
+             [[bridge]]\nname = \"ov\"\n\
+             [[bridge.port]]\nname = \"vx0\"\ntype = \"vxlan\"\nvni = 5\n\
+             local_ip = \"10.79.0.1\"\nremote_ip = \"10.79.0.2\"\n"
+        )
+    };
+    std::fs::write(&cfg, file(300)).unwrap();
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
+    let inner = |a: &Uvs| {
+        let show = a.ctl(&["show"]);
+        assert!(show.contains("inner_mtu=1450"), "{show}");
+    };
+    inner(&a);
+    for args in [
+        &["set-br", "ul", "gateway=10.79.1.1/24"][..],
+        &["set-br", "ul", "gateway=none"],
+        &["del-br", "ul"],
+    ] {
+        let o = a.ctl_raw(args);
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && e.contains("vx0"), "{args:?}: {e}");
+    }
+    inner(&a);
+    std::fs::write(&cfg, file(100)).unwrap();
+    a.signal(libc::SIGHUP);
+    let l = a.wait_log("reloaded");
+    assert!(l.contains("0 errors"), "{l}");
+    inner(&a);
+    let saved = a.ctl(&["save-config"]);
+    assert!(
+        saved.contains("aging = 100") && saved.contains("vx0"),
+        "{saved}"
+    );
+    a.kill9();
+    let b = Uvs::start(&sock, &db, &log, &[]);
+    inner(&b);
+}
+
 /// A step of the database that fails at start (here a flow through a meter the database does
 /// not have) is logged and left out; the rest of the switch starts (it refused to start). A
 /// --config file's failing step still stops the start: that file is the user's to fix.

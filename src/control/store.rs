@@ -357,9 +357,41 @@ impl Store {
     /// change gateways in place, add what is new.
     fn bridges_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
         let kept = |a: &BridgeSpec, b: &BridgeSpec| bare(a) == bare(b) || same_but_gateway(a, b);
+        // VXLAN ports of kept bridges whose underlay (the bridge holding their `local_ip`) is
+        // re-created: a bridge is not removed while tunnels use its gateway, so they go first
+        // and come back with the rest of the ports, once the underlay is back.
+        let recreated: Vec<[u8; 4]> = old
+            .bridge
+            .iter()
+            .filter(|b| !find(new, &b.name).is_some_and(|nb| kept(b, nb)))
+            .filter_map(|b| b.gateway().ok().flatten().map(|g| g.ip))
+            .collect();
+        let rides = |s: &PortSpec| {
+            !recreated.is_empty()
+                && s.kind == crate::port::PortKind::Vxlan
+                && s.tunnel_conf()
+                    .is_ok_and(|t| recreated.contains(&t.local_ip))
+        };
+        let riders_out = |b: &BridgeSpec| BridgeSpec {
+            port: b.port.iter().filter(|s| !rides(s)).cloned().collect(),
+            ..b.clone()
+        };
+        // Kept bridges' ports first (riders among them), then the bridges that go.
         for b in &old.bridge {
+            if let Some(nb) = find(new, &b.name).filter(|nb| kept(b, nb)) {
+                self.ports_del(p, b, &riders_out(nb), out);
+            }
+        }
+        // Those holding tunnels before the underlays they ride.
+        let mut going: Vec<&BridgeSpec> = old.bridge.iter().collect();
+        going.sort_by_key(|b| {
+            !b.port
+                .iter()
+                .any(|s| s.kind == crate::port::PortKind::Vxlan)
+        });
+        for b in going {
             match find(new, &b.name) {
-                Some(nb) if kept(b, nb) => self.ports_del(p, b, nb, out),
+                Some(nb) if kept(b, nb) => {}
                 _ => {
                     let r = self.call(Command::DelBridge(b.name.clone()));
                     out.step(r, format!("- bridge {}", b.name));
@@ -372,7 +404,10 @@ impl Store {
         let empty = |n: &str| BridgeSpec::new(n);
         let mut base = Vec::new();
         for nb in &new.bridge {
-            match find(old, &nb.name).filter(|ob| kept(ob, nb)) {
+            let old_kept = find(old, &nb.name)
+                .filter(|ob| kept(ob, nb))
+                .map(riders_out);
+            match old_kept.as_ref() {
                 Some(ob) => {
                     if ob.gateway != nb.gateway || ob.gateway_mac != nb.gateway_mac {
                         let what = format!("~ bridge {} gateway {:?}", nb.name, nb.gateway);

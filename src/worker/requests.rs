@@ -684,6 +684,10 @@ impl Worker {
 
     fn del_bridge(&mut self, name: &str) -> Result<Value, String> {
         let b = self.bridge_id(name)?;
+        // Refused before any of its ports is removed (nothing half done).
+        if let Some(why) = self.dp.del_bridge_refused(b) {
+            return Err(why);
+        }
         let ports = self
             .dp
             .bridge(b)
