@@ -129,8 +129,10 @@ impl Endpoint {
         }
     }
 
-    /// Keep `SPARE_LISTENERS` sockets listening (within `MAX_CONNS`).
-    fn listen(&mut self) {
+    /// Keep `SPARE_LISTENERS` sockets listening (within `MAX_CONNS`); their idle clocks start
+    /// at `now_ms` (from 0, a SYN that reached a new listener before `serve` saw it listening
+    /// found it idle for the daemon's whole life, and the connection was reset at once).
+    fn listen(&mut self, now_ms: u64) {
         let listening = self
             .sockets
             .iter()
@@ -148,7 +150,13 @@ impl Endpoint {
                 break;
             }
             let h = self.sockets.add(s);
-            self.conns.insert(h, Conn::default());
+            self.conns.insert(
+                h,
+                Conn {
+                    buf: Vec::new(),
+                    last_ms: now_ms,
+                },
+            );
         }
     }
 }
@@ -176,7 +184,7 @@ impl TcpDns {
             .endpoints
             .entry(p.bridge)
             .or_insert_with(|| Endpoint::new(&p.bridge_name, gw, len, p.gw_mac, now));
-        ep.listen();
+        ep.listen(now_ms);
         if p.packet.len() >= 20 {
             let src = Ipv4Addr::new(p.packet[12], p.packet[13], p.packet[14], p.packet[15]);
             if ep.clients.len() < 4 * MAX_CONNS || ep.clients.contains_key(&src) {
@@ -203,7 +211,7 @@ impl TcpDns {
             for h in handles {
                 serve(ep, bridge, h, core, reg, upstream, now_ms, &mut out.1);
             }
-            ep.listen();
+            ep.listen(now_ms);
             ep.iface.poll(now, &mut ep.dev, &mut ep.sockets);
             drain(ep, bridge, &mut out.0);
         }

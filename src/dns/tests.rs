@@ -377,9 +377,12 @@ fn forwarded_queries_ask_for_answers_that_fit_a_frame() {
 
 /// A smoltcp client on 10.1.0.2 talks DNS over TCP to br0's gateway 10.1.0.1 through
 /// `TcpDns`, its segments carried as punted packets and replies: a registered name is answered,
-/// the connection is closed cleanly.
+/// the connection is closed cleanly. The clock reads an hour since start: the first connection
+/// to a new endpoint was reset at once when its listener's idle clock started at 0 (found
+/// trying uvs as a new user: every bridge's first TCP query after a start failed).
 #[test]
 fn tcp_queries_are_answered_through_the_smoltcp_endpoint() {
+    const T0: u64 = 3_600_000;
     use smoltcp::iface::{Config, Interface, SocketSet};
     use smoltcp::socket::tcp;
     use smoltcp::time::Instant as SInstant;
@@ -408,7 +411,7 @@ fn tcp_queries_are_answered_through_the_smoltcp_endpoint() {
     let q = query(0x7777, "www.", RecordType::A);
     let (mut sent, mut got) = (false, Vec::new());
     for step in 0..200u64 {
-        let now = step * 10;
+        let now = T0 + step * 10;
         iface.poll(SInstant::from_millis(now as i64), &mut dev, &mut sockets);
         let sock = sockets.get_mut::<tcp::Socket>(h);
         if sock.may_send() && !sent {
