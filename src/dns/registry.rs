@@ -222,8 +222,17 @@ impl Registry {
         if !found.is_empty() {
             return found;
         }
-        match qname.strip_suffix(bridge) {
-            Some(n) if n.ends_with('.') => zone.find(&n[..n.len() - 1]),
+        // DNS names are case-insensitive: `qname` is lower-case, a bridge name may not be
+        // (found trying uvs as a new user: `web.Net1` went to the upstream resolver).
+        let cut = qname.len().checked_sub(bridge.len());
+        match cut.filter(|&c| qname.is_char_boundary(c)) {
+            Some(c) if c > 0 && qname[c..].eq_ignore_ascii_case(bridge) => {
+                let n = &qname[..c];
+                match n.strip_suffix('.') {
+                    Some(name) => zone.find(name),
+                    None => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         }
     }
@@ -303,6 +312,18 @@ mod tests {
         assert!(r.lookup("br0", "web").is_empty());
         assert_eq!(r.del_bridge("br1"), 1);
         assert!(r.is_empty());
+    }
+
+    /// `NAME.BRIDGE` matches a bridge name with capitals (the query is lower-cased); a name
+    /// that only ends like the bridge, without the dot, does not.
+    #[test]
+    fn name_dot_bridge_ignores_the_bridge_names_case() {
+        let mut r = Registry::default();
+        r.add(&spec("Net1", "web", "10.1.0.2", &[])).unwrap();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(r.lookup("Net1", "web.net1"), vec![ip("10.1.0.2")]);
+        assert!(r.lookup("Net1", "webnet1").is_empty());
+        assert!(r.lookup("Net1", "net1").is_empty());
     }
 
     #[test]
