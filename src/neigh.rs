@@ -785,6 +785,33 @@ impl Neighbours {
         n
     }
 
+    /// `neigh-flush`: remove bridge `bridge`'s learned entries, keeping the permanent ones
+    /// (what the etcd overlay programs), as Linux's `ip neigh flush` does. Returns how many
+    /// went. (Found trying uvs as a new user: a flush removed the overlay's entries for good.)
+    pub fn flush_learned(&mut self, bridge: u16) -> usize {
+        self.last = None;
+        let Some(pb) = self.bridges.get(bridge as usize) else {
+            return 0;
+        };
+        let gone: Vec<u64> = pb
+            .keys
+            .iter()
+            .copied()
+            .filter(|k| self.map.get(k).is_some_and(|e| e.state != State::Permanent))
+            .collect();
+        for &k in &gone {
+            if let Some(e) = self.map.remove(&k) {
+                let n = e.qlen as usize;
+                self.dropped.extend_from_slice(&e.queue[..n]);
+                self.unheld(bridge, n);
+            }
+        }
+        if !gone.is_empty() {
+            self.rebuild_keys();
+        }
+        gone.len()
+    }
+
     /// All entries, sorted by bridge then address.
     /// At most `max` rows from position `from` (bridge in the high 32 bits, index in its key
     /// list in the low 32), unsorted, and where the next page starts (None: done). Bounded

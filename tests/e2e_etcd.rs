@@ -482,6 +482,15 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         "ca {ipa} -> cb {ipb} across the etcd overlay"
     );
     assert!(ping(&n("cb"), &ipa, 2), "cb -> ca");
+    // A neighbour flush (an operator debugging) leaves the overlay's permanent entries, as
+    // `ip neigh flush` leaves flanneld's: found trying uvs as a new user, it cut A off B.
+    da.ctl(&["neigh-flush"]);
+    assert!(
+        da.ctl(&["neigh-show"]).contains("PERMANENT"),
+        "{}",
+        da.ctl(&["neigh-show"])
+    );
+    assert!(ping(&n("ca"), &ipb, 2), "ca -> cb after neigh-flush");
     let bps = iperf3_tcp(&n("cb"), &n("ca"), &ipb, 2);
     eprintln!(
         "TCP over the etcd overlay (uvs -> uvs): {:.2} Gbit/s",

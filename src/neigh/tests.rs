@@ -316,3 +316,20 @@ fn pages_cover_every_entry_once_in_bounded_steps() {
     seen.dedup();
     assert_eq!(seen.len(), 2100, "every entry exactly once");
 }
+
+/// `neigh-flush` keeps permanent entries (the etcd overlay's), as `ip neigh flush` does; it
+/// removes the learned ones and drops what they held. Removing the bridge removes all.
+#[test]
+fn flush_keeps_permanent_entries() {
+    let mut n = Neighbours::new(16, 300);
+    assert!(n.set_permanent(1, [10, 5, 2, 0], M, 0));
+    assert!(n.learn(1, [10, 5, 1, 7], M, 0));
+    n.resolve(1, IP, 0);
+    n.hold(1, IP, held(4)).unwrap();
+    assert_eq!(n.flush_learned(1), 2);
+    assert_eq!(n.take_dropped(), vec![held(4)]);
+    assert_eq!(n.state(1, [10, 5, 2, 0]), Some(State::Permanent));
+    assert_eq!(n.bridge_len(1), 1);
+    assert_eq!(n.flush_bridge(1), 1);
+    assert!(n.is_empty());
+}

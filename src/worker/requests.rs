@@ -422,7 +422,7 @@ impl Worker {
                     Some(name) => vec![self.bridge_id(&name)?],
                     None => self.dp.bridges().map(|(id, _)| id).collect(),
                 };
-                let flushed: usize = ids.iter().map(|b| self.dp.neigh.flush_bridge(*b)).sum();
+                let flushed: usize = ids.iter().map(|b| self.dp.neigh.flush_learned(*b)).sum();
                 Ok(json!({"flushed": flushed}))
             }
             Command::NatAdd(spec) => self.nat_add(&spec),
