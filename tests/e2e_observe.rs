@@ -67,6 +67,41 @@ fn curl_get(url: &str, query: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A capture whose client went away (started, never read) is stopped after
+/// `capture::ABANDONED` (10 s) by itself, not only when the next capture starts: found trying
+/// uvs as a new user, the tap kept copying its port's frames (and `uvs_captures` stayed 1).
+#[test]
+fn an_abandoned_capture_ends_by_itself() {
+    let test = "an_abandoned_capture_ends_by_itself";
+    if !root_or_skip(test) || !have("curl", test) {
+        return;
+    }
+    let p = prefix("oa");
+    let mut t = Topology::default();
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let d = Daemon::start(&p, &["--metrics", &maddr]);
+    let (_n1, _n2, p1, _p2) = two(&mut t, &d, &p, 1);
+    let captures = || {
+        let body = curl_get(&format!("http://{maddr}/metrics"), "x=1");
+        body.lines()
+            .find_map(|l| l.strip_prefix("uvs_captures "))
+            .map(|v| v.trim().to_string())
+    };
+    let started = d.ctl(&["capture-start", &p1]);
+    assert!(started.starts_with("capture "), "{started}");
+    assert_eq!(captures().as_deref(), Some("1"));
+    let t0 = std::time::Instant::now();
+    assert!(
+        eventually(30, || captures().as_deref() == Some("0")),
+        "the abandoned capture still runs: uvs_captures {:?}",
+        captures()
+    );
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(8),
+        "not before it was abandoned"
+    );
+}
+
 #[test]
 fn prometheus_scrapes_port_rates() {
     let test = "prometheus_scrapes_port_rates";

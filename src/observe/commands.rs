@@ -26,9 +26,36 @@ fn session_id(s: &str) -> Result<u64, CtlError> {
         .map_err(|_| CtlError::new(format!("ID: '{s}' is not a capture session id")))
 }
 
+/// Stop sessions nobody reads for `capture::ABANDONED`, every second, while the registry
+/// lives (the thread ends once the sessions or the worker are gone). Reaping only when the
+/// next capture started left a dead client's tap copying its port's frames until then
+/// (found trying uvs as a new user).
+fn reap_abandoned(sessions: &Arc<Sessions>, worker: &Arc<WorkerHandle>) {
+    let (s, w) = (Arc::downgrade(sessions), Arc::downgrade(worker));
+    let spawned = std::thread::Builder::new()
+        .name("capture-reap".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let (Some(s), Some(w)) = (s.upgrade(), w.upgrade()) else {
+                    return;
+                };
+                for id in s.reap() {
+                    let _ = ask(&w, ObserveCmd::CaptureStop(id));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "capture: no reaper thread ({e}): abandoned sessions end at the next capture-start"
+        );
+    }
+}
+
 /// Register the capture and mirror commands.
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let sessions = Arc::new(Sessions::default());
+    reap_abandoned(&sessions, &worker);
     let (w, s) = (worker.clone(), sessions.clone());
     reg.register(
         "capture-start",
