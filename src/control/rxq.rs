@@ -33,7 +33,7 @@ pub fn check_queues(port: &str, affinity: Option<&str>) -> Result<(), CtlError> 
     // (where the pins choose nothing until a restart with several): found trying uvs as a new
     // user, core 7 of a 2-CPU machine was saved, and the port was left out at the next start.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some((_, core)) = pins.iter().find(|(_, c)| *c as usize >= cpus) {
+    if let Some((_, core)) = pins.iter().find(|(_, c)| *c >= cpus) {
         return Err(CtlError::new(format!(
             "rxq_affinity: core {core} does not exist (this machine has {cpus})"
         )));

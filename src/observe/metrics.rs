@@ -3,9 +3,13 @@
 //! its observation counts: the datapath is asked through its request channel, exactly as
 //! `uvs ctl stats` asks it, so the fast path is untouched.
 //!
-//! A plain HTTP/1.1 responder on a std `TcpListener` (one thread; one request per connection,
-//! then `Connection: close`); requests longer than 8 KiB or slower than 5 s are dropped. Any
-//! path other than `/metrics` (and `/`, a pointer to it) is a 404.
+//! A plain HTTP/1.1 responder on a std `TcpListener`: a thread per connection (at most
+//! [`MAX_CLIENTS`] at once; past that a client is answered 503 at once), one request per
+//! connection, then `Connection: close`. A request head longer than 8 KiB, or not complete
+//! [`REQUEST_DEADLINE`] after the connection was taken, is dropped: an idle or trickling
+//! client cannot hold up a scrape (found trying uvs as a new user: one thread answered
+//! connections in turn, and two idle ones made Prometheus' 10 s scrape time out). Any path
+//! other than `/metrics` (and `/`, a pointer to it) is a 404.
 //!
 //! Metrics (counters end in `_total`; labels in braces):
 //! - `uvs_build_info{version}`: 1.
@@ -446,6 +450,11 @@ impl Drop for MetricsServer {
     }
 }
 
+/// Connections answered at once; more are refused (503) until one ends.
+pub const MAX_CLIENTS: usize = 64;
+/// The most time a client has to send its request head, from when its connection is taken.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+
 /// Serve metrics for `worker` on `addr` (e.g. `127.0.0.1:9477`).
 pub fn serve(
     addr: &str,
@@ -459,12 +468,26 @@ pub fn serve(
     let thread = std::thread::Builder::new()
         .name("uvs-metrics".into())
         .spawn(move || {
+            let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(c) = conn {
-                    let _ = answer(c, &worker, dns.as_deref());
+                let Ok(c) = conn else { continue };
+                if busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    let _ = refuse(&c);
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::SeqCst);
+                let (w, d, b) = (worker.clone(), dns.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("uvs-metrics-conn".into())
+                    .spawn(move || {
+                        let _ = answer(c, &w, d.as_deref());
+                        b.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })?;
@@ -475,11 +498,43 @@ pub fn serve(
     })
 }
 
+/// Answer a client over [`MAX_CLIENTS`] at once.
+fn refuse(c: &TcpStream) -> io::Result<()> {
+    c.set_write_timeout(Some(Duration::from_secs(1)))?;
+    let mut w = c;
+    w.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+}
+
+/// A connection's reads, each given what is left until `until` (then `TimedOut`).
+struct Deadline<'a> {
+    c: &'a TcpStream,
+    until: std::time::Instant,
+}
+
+impl io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not complete in time",
+            ));
+        }
+        self.c.set_read_timeout(Some(left))?;
+        let mut c = self.c;
+        c.read(buf)
+    }
+}
+
 /// Read one request head and answer it.
 fn answer(c: TcpStream, worker: &WorkerHandle, dns: Option<&DnsService>) -> io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(5)))?;
     c.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut r = BufReader::new((&c).take(8192));
+    let until = std::time::Instant::now() + REQUEST_DEADLINE;
+    let mut r = BufReader::new(Deadline { c: &c, until }.take(8192));
     let mut line = String::new();
     r.read_line(&mut line)?;
     // Skip the headers up to the blank line.
@@ -514,6 +569,42 @@ fn answer(c: TcpStream, worker: &WorkerHandle, dns: Option<&DnsService>) -> io::
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Idle clients (connected, sending nothing) do not hold up a scrape: it is answered at
+    /// once beside them, and they are dropped after [`REQUEST_DEADLINE`].
+    #[test]
+    fn idle_clients_do_not_hold_up_a_scrape() {
+        use std::io::Read as _;
+        let w = Arc::new(crate::worker::spawn_for_tests());
+        let m = serve("127.0.0.1:0", w, None).unwrap();
+        let idle: Vec<TcpStream> = (0..12)
+            .map(|_| TcpStream::connect(m.addr()).unwrap())
+            .collect();
+        let t0 = std::time::Instant::now();
+        let mut c = TcpStream::connect(m.addr()).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+        // (Served in turn, each idle client ahead of it held the scrape up 5 s: 60 s here.)
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "scrape took {:?} beside idle clients",
+            t0.elapsed()
+        );
+        // The idle ones are closed once their deadline passed.
+        let mut first = &idle[0];
+        first
+            .set_read_timeout(Some(REQUEST_DEADLINE + Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            first.read(&mut buf).unwrap_or(0),
+            0,
+            "closed without an answer"
+        );
+    }
 
     #[test]
     fn render_names_and_labels() {
