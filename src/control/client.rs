@@ -62,8 +62,41 @@ pub fn call(path: &Path, method: &str, params: &[String]) -> Result<Reply, Clien
     call_with_timeout(path, method, params, CLIENT_TIMEOUT)
 }
 
-/// [`call`] with an explicit timeout.
+/// [`call`] with an explicit timeout. A request the daemon did not run because its control
+/// socket was full (refused at connect, or closed to admit a newer connection before it ran:
+/// `server::BUSY`) is sent again after a short random pause, until `timeout`: many clients at
+/// once (a CNI runtime starting dozens of containers) wait their turn instead of failing.
 pub fn call_with_timeout(
+    path: &Path,
+    method: &str,
+    params: &[String],
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    let start = std::time::Instant::now();
+    let mut pause_ms = 20u64;
+    loop {
+        match call_once(path, method, params, timeout) {
+            Err(ClientError::Remote(m))
+                if (m.starts_with("control socket busy")
+                    || m.starts_with("too many control connections"))
+                    && start.elapsed() + Duration::from_millis(pause_ms) < timeout =>
+            {
+                // Jitter from the clock, so waiting clients do not come back together.
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_micros()),
+                ) % pause_ms;
+                std::thread::sleep(Duration::from_millis(pause_ms + jitter));
+                pause_ms = (pause_ms * 2).min(500);
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One try of [`call_with_timeout`].
+fn call_once(
     path: &Path,
     method: &str,
     params: &[String],
@@ -92,7 +125,9 @@ pub fn call_with_timeout(
     stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
     let request = Request::new(method, params.to_vec(), json!(1));
-    (&stream).write_all(&request.to_line()).map_err(io_error)?;
+    // A failed write may follow the daemon's refusal (`server::BUSY`, sent before it closed):
+    // that answer is read below; only without one is the write error the result.
+    let sent = (&stream).write_all(&request.to_line());
 
     let protocol = |message: String| ClientError::Protocol {
         path: path.to_path_buf(),
@@ -101,6 +136,8 @@ pub fn call_with_timeout(
     let mut replies =
         serde_json::Deserializer::from_reader(BufReader::new(&stream)).into_iter::<Value>();
     let value = match replies.next() {
+        None if sent.is_err() => return Err(io_error(sent.unwrap_err())),
+        Some(Err(_)) if sent.is_err() => return Err(io_error(sent.unwrap_err())),
         None => return Err(protocol("connection closed before a reply arrived".into())),
         Some(Ok(value)) => value,
         Some(Err(e)) if e.is_io() => return Err(io_error(e.into())),

@@ -11,7 +11,10 @@
 //! - at most `max_connections` connections, at most `max_per_uid` of them from one user
 //!   (`SO_PEERCRED`); when either is reached, a new connection evicts the one of that user
 //!   (or of anyone) that has waited longest without a command running, so a new client always
-//!   gets in unless every connection is running a command;
+//!   gets in unless every connection is running a command; the evicted client is answered
+//!   [`BUSY`] and its request never runs (an eviction and the start of a request are ordered
+//!   under the connections' lock), so `client::call` sends it again after a pause, as it does
+//!   when a connection is refused;
 //! - a reaper thread checks the deadlines four times a second and shuts overdue connections.
 
 use std::cell::Cell;
@@ -74,6 +77,10 @@ impl Default for Limits {
     }
 }
 
+/// The answer of a connection closed to admit a newer one: its request did not run (the
+/// client library retries on it, see `client::call`).
+pub const BUSY: &str = "control socket busy: this connection was closed to admit a newer one before its request ran (try again)";
+
 /// What a connection is doing, for the reaper and for eviction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -108,7 +115,7 @@ struct Budgeted<'t, R> {
     exceeded: Rc<Cell<bool>>,
     /// True while a request is being read (set on the first read after a request completed).
     reading: Rc<Cell<bool>>,
-    track: &'t dyn Fn(Phase),
+    track: &'t dyn Fn(Phase) -> bool,
 }
 
 impl<R: Read> Read for Budgeted<'_, R> {
@@ -151,17 +158,18 @@ pub fn handle_connection_from<R: Read, W: Write>(
     registry: &Registry,
     peer: &str,
 ) -> ConnectionEnd {
-    handle_connection_tracked(reader, writer, registry, peer, &|_| {})
+    handle_connection_tracked(reader, writer, registry, peer, &|_| true)
 }
 
 /// [`handle_connection_from`] that reports each change of [`Phase`] to `track` (the server's
-/// reaper and eviction use it).
+/// reaper and eviction use it). `track(Phase::Running)` false: the connection was evicted
+/// before its request could run; the request does not run (its client was told so).
 pub fn handle_connection_tracked<R: Read, W: Write>(
     reader: R,
     mut writer: W,
     registry: &Registry,
     peer: &str,
-    track: &dyn Fn(Phase),
+    track: &dyn Fn(Phase) -> bool,
 ) -> ConnectionEnd {
     let budget = Rc::new(Cell::new(MAX_REQUEST_BYTES));
     let exceeded = Rc::new(Cell::new(false));
@@ -180,7 +188,11 @@ pub fn handle_connection_tracked<R: Read, W: Write>(
             Some(Ok(value)) => {
                 budget.set(MAX_REQUEST_BYTES);
                 reading.set(false);
-                track(Phase::Running);
+                if !track(Phase::Running) {
+                    return ConnectionEnd::Io(io::Error::other(
+                        "closed to admit another connection before the request ran",
+                    ));
+                }
                 (respond(&value, registry, peer), None)
             }
             Some(Err(_)) if exceeded.get() => (
@@ -517,10 +529,15 @@ fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
                 Ok(c) => c.to_string(),
                 Err(e) => format!("unknown peer ({e})"),
             };
-            let track = |phase: Phase| {
-                if let Some(c) = conn_shared.conns().get_mut(&id) {
+            // Under the connections' lock, so an eviction and the start of a request are
+            // ordered: an evicted connection's request never runs (found trying uvs as a new
+            // user: a client told its connection was closed had its bridge created).
+            let track = |phase: Phase| match conn_shared.conns().get_mut(&id) {
+                Some(c) if !c.closing => {
                     c.phase = phase;
+                    true
                 }
+                _ => false,
             };
             handle_connection_tracked(&stream, &stream, &conn_shared.registry, &peer, &track);
             finish_connection(&conn_shared, id);
@@ -566,6 +583,9 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
                 c.uid
             );
             c.closing = true;
+            // Its request (if one came) has not run and will not: the client may retry.
+            let _ = c.stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = (&c.stream).write_all(&Response::err(Value::Null, BUSY.to_string()).to_line());
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
