@@ -491,6 +491,35 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         da.ctl(&["neigh-show"])
     );
     assert!(ping(&n("ca"), &ipb, 2), "ca -> cb after neigh-flush");
+    // What an operator (or a reload) takes away from the overlay's programming is programmed
+    // again: B's route deleted by hand, then a SIGHUP that re-creates the containers' bridge
+    // (an option changed) without the leased gateway (found trying uvs as a new user: both
+    // cut A off for good while `overlay-show` said "programmed").
+    da.ctl(&["route-del", &sb]);
+    assert!(
+        eventually(10, || da.ctl(&["route-show"]).contains(&sb)),
+        "B's route programmed again:\n{}",
+        da.ctl(&["route-show"])
+    );
+    assert!(ping(&n("ca"), &ipb, 2), "ca -> cb after route-del");
+    let conf = std::fs::read_to_string(&ha.conf).unwrap();
+    let changed = conf.replacen("name = \"br0\"\n", "name = \"br0\"\naging = 100\n", 1);
+    assert_ne!(conf, changed);
+    std::fs::write(&ha.conf, changed).unwrap();
+    // SAFETY: kill(2) on the pid of the daemon this test started (still running).
+    unsafe { libc::kill(da.child.id() as i32, libc::SIGHUP) };
+    assert!(
+        eventually(10, || {
+            let show = da.ctl(&["show"]);
+            let br0 = show
+                .lines()
+                .find(|l| l.starts_with("bridge br0 "))
+                .unwrap_or("");
+            br0.contains("aging 100s") && br0.contains("gateway") && ping(&n("ca"), &ipb, 1)
+        }),
+        "A's containers reach B after the reload:\n{}",
+        da.ctl(&["show"])
+    );
     let bps = iperf3_tcp(&n("cb"), &n("ca"), &ipb, 2);
     eprintln!(
         "TCP over the etcd overlay (uvs -> uvs): {:.2} Gbit/s",

@@ -23,6 +23,8 @@ const OPS_PER_CALL: usize = 512;
 /// Back-off bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often the agent checks that what it programmed is still in the switch (`repair`).
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// What `overlay-show` reads: the agent's view, rewritten after every change.
 pub type Status = Arc<Mutex<Value>>;
@@ -65,6 +67,8 @@ struct State {
     revision: i64,
     last_error: Option<String>,
     resyncs: u64,
+    /// Times the programmed state was found removed and programmed again (`repair`).
+    repairs: u64,
     /// Our own key was deleted (by someone else): take it again.
     own_lost: bool,
 }
@@ -94,6 +98,7 @@ pub fn start(
         revision: 0,
         last_error: None,
         resyncs: 0,
+        repairs: 0,
         own_lost: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -198,17 +203,50 @@ impl State {
         let period = Duration::from_secs((self.spec.ttl / 3).max(1));
         // The first tick is at once: renewing confirms the lease at every (re)connect.
         let mut tick = tokio::time::interval(period);
+        let mut check = tokio::time::interval(CHECK_EVERY);
         self.last_error = None;
         self.publish();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.renew(&mut keeper, &mut acks).await?,
+                _ = check.tick() => self.repair(),
                 m = watch.message() => {
                     let m = m.map_err(|e| format!("watch: {e}"))?;
                     self.on_watch(m.ok_or("watch: closed by etcd")?)?;
                 }
             }
         }
+    }
+
+    /// Program our gateways and every peer again if the switch lost some of it (a reload
+    /// re-created a bridge, an operator deleted a route or FDB entry): see
+    /// `Worker::overlay_check`. Cheap when nothing was lost (one request to the worker).
+    fn repair(&mut self) {
+        let intact = self
+            .worker
+            .call(Command::OverlayIntact)
+            .map_or(true, |v| v["intact"] != false);
+        let (Some(cfg), Some(own)) = (self.cfg.clone(), self.own.as_ref()) else {
+            return;
+        };
+        if intact {
+            return;
+        }
+        let subnet = own.subnet;
+        warn!("etcd: programmed state was removed from the switch; programming it again");
+        self.repairs += 1;
+        if let Err(e) = self.program_own(&cfg, subnet) {
+            warn!("etcd: {e}");
+            self.last_error = Some(e);
+        }
+        let mut ops = Vec::new();
+        for p in self.peers.values().filter(|p| p.programmed) {
+            if let Ok(o) = peer_ops(&cfg, &self.spec, &p.lease) {
+                ops.extend(o);
+            }
+        }
+        self.apply(ops);
+        self.publish();
     }
 
     /// Renew our lease once (over the keep-alive stream).
@@ -597,6 +635,7 @@ impl State {
             "connected": self.connected,
             "revision": self.revision,
             "resyncs": self.resyncs,
+            "repairs": self.repairs,
             "config": cfg,
             "lease": own,
             "peers": peers,

@@ -122,6 +122,42 @@ impl Worker {
         json!({"applied": applied, "errors": errors, "gateway_macs": macs})
     }
 
+    /// Whether what the adapter programmed is all still there: each derived gateway's bridge
+    /// has a gateway, each derived route and static FDB entry exists. A reload that re-created
+    /// a bridge, `route-del` or `fdb-del` can take it away; the adapter then programs it all
+    /// again (`etcd::agent`; found trying uvs as a new user: a SIGHUP that changed the
+    /// container bridge left the host's containers without their gateway for good). Records
+    /// of what is gone are forgotten here (programming again records it anew); those of a
+    /// bridge that no longer exists are forgotten without counting as lost (nothing could
+    /// put them back).
+    pub(crate) fn overlay_check(&mut self) -> bool {
+        let dp = &self.dp;
+        let d = &mut self.specs.derived;
+        let mut intact = true;
+        d.gateways
+            .retain(|name| match dp.bridge_id(name).and_then(|b| dp.bridge(b)) {
+                None => false,
+                Some(b) => {
+                    intact &= b.gateway.is_some();
+                    b.gateway.is_some()
+                }
+            });
+        d.routes.retain(|&(prefix, len)| {
+            let there = dp.routes.get(Ipv4Addr::from(prefix), len).is_some();
+            intact &= there;
+            there
+        });
+        d.fdb.retain(|&(b, mac)| match dp.bridge(b) {
+            None => false,
+            Some(br) => {
+                let there = br.fdb.lookup(0, mac).is_some();
+                intact &= there;
+                there
+            }
+        });
+        intact
+    }
+
     fn overlay_op(&mut self, op: OverlayOp, now: u32) -> Result<Option<(String, MacAddr)>, String> {
         match op {
             OverlayOp::Gateway { bridge, ip, len } => {

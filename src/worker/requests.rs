@@ -259,6 +259,9 @@ pub enum Command {
     Observe(crate::observe::ObserveCmd),
     /// Program derived state for a control-plane adapter (the etcd overlay).
     Overlay(Vec<super::OverlayOp>),
+    /// Whether the derived state is all still there (`{"intact": bool}`; see
+    /// `Worker::overlay_check`).
+    OverlayIntact,
     /// DNS names and the DNS service's channels.
     Dns(super::DnsCmd),
     /// Close every port and stop.
@@ -400,6 +403,7 @@ impl Worker {
             }
             Command::RouteShow => Ok(self.route_rows()),
             Command::Overlay(ops) => Ok(self.overlay_apply(ops, now)),
+            Command::OverlayIntact => Ok(json!({"intact": self.overlay_check()})),
             Command::NeighShow { from } => {
                 let (rows, next) = self.dp.neigh.rows_page(from, NEIGH_PAGE, now as u32);
                 let rows: Vec<Value> = rows
