@@ -709,6 +709,19 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
     wait_for("A -> C after A's restart", 10, || {
         ping(&n("ca"), "10.5.100.2", 1)
     });
+
+    // A restarts while etcd is down: its containers keep their gateway (the state file's
+    // subnet), found trying uvs as a new user (they were cut off until etcd came back).
+    etcd.stop();
+    drop(da);
+    let da = ha.start();
+    let gw_a = host_in(&sa, 1);
+    wait_for(
+        "A's containers to reach their gateway with etcd down",
+        10,
+        || ping(&n("ca"), &gw_a, 1),
+    );
+    assert_eq!(overlay(&da)["connected"], false);
 }
 
 /// Resident memory of a process, in KiB.

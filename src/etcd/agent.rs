@@ -141,6 +141,7 @@ fn vxlan_local_ip(w: &WorkerHandle, spec: &EtcdSpec) -> Result<Ipv4Addr, String>
 
 impl State {
     async fn run(&mut self) {
+        self.program_saved();
         let mut backoff = BACKOFF_MIN;
         loop {
             let t0 = Instant::now();
@@ -446,6 +447,29 @@ impl State {
             .as_str()
             .unwrap_or_default()
             .to_string())
+    }
+
+    /// At start, before etcd answers: the gateways of the lease the state file records, so
+    /// this host's containers keep their gateway (and each other) through an etcd outage;
+    /// peers come with the first resync. (Found trying uvs as a new user: a host restarted
+    /// while etcd was down came up with its containers cut off.) The session that follows
+    /// takes the same subnet back when it can, or programs the one it gets.
+    fn program_saved(&mut self) {
+        let Some((cfg, subnet)) = std::fs::read_to_string(&self.state_file)
+            .ok()
+            .and_then(|t| schema::saved_config(&t))
+        else {
+            return;
+        };
+        let ops = own_gateway_ops(&cfg, &self.spec, subnet);
+        match self.worker.call(Command::Overlay(ops)) {
+            Ok(v) if v["errors"].as_array().is_none_or(|e| e.is_empty()) => info!(
+                "etcd: gateways of our last subnet {subnet}/{} (state file) programmed until etcd answers",
+                cfg.subnet_len
+            ),
+            Ok(v) => warn!("etcd: programming our last subnet: {}", v["errors"]),
+            Err(e) => warn!("etcd: programming our last subnet: {e}"),
+        }
     }
 
     fn saved_subnet(&self) -> Option<(Ipv4Addr, u8)> {

@@ -254,9 +254,50 @@ pub fn parse_subnet_env(text: &str) -> Option<(Ipv4Addr, u8)> {
     Some((Ipv4Addr::from(u32::from(ip) & mask(len)), len))
 }
 
+/// The network and our subnet as a `subnet.env` we wrote records them, for the gateways of
+/// our last lease while etcd does not answer (a start during an etcd outage). The backend is
+/// told by the MTU written with it (vxlan: below 1500; its VNI and port are not needed for
+/// our own gateways and are left at flannel's defaults).
+pub fn saved_config(text: &str) -> Option<(NetConfig, Ipv4Addr)> {
+    let field = |k: &str| text.lines().find_map(|l| l.trim().strip_prefix(k));
+    let (subnet, subnet_len) = parse_subnet_env(text)?;
+    let (ip, len) = field("FLANNEL_NETWORK=")?.split_once('/')?;
+    let network = (
+        ip.parse().ok()?,
+        len.parse().ok().filter(|l: &u8| *l <= subnet_len)?,
+    );
+    let mtu: u32 = field("FLANNEL_MTU=")?.parse().ok()?;
+    let backend = if mtu < 1500 {
+        Backend::Vxlan { vni: 1, port: 8472 }
+    } else {
+        Backend::HostGw
+    };
+    let cfg = NetConfig {
+        network,
+        subnet_len,
+        subnet_min: subnet,
+        subnet_max: subnet,
+        backend,
+    };
+    Some((cfg, subnet))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_config_gives_back_the_network_subnet_and_backend() {
+        let c =
+            NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        let (s, subnet) = saved_config(&subnet_env(&c, Ipv4Addr::new(10, 5, 7, 0), 1450)).unwrap();
+        assert_eq!((s.network, s.subnet_len), (c.network, 24));
+        assert_eq!(subnet, Ipv4Addr::new(10, 5, 7, 0));
+        assert!(matches!(s.backend, Backend::Vxlan { .. }));
+        let (h, _) = saved_config(&subnet_env(&c, Ipv4Addr::new(10, 5, 7, 0), 1500)).unwrap();
+        assert!(matches!(h.backend, Backend::HostGw));
+        assert!(saved_config("FLANNEL_SUBNET=10.5.7.1/24\n").is_none());
+    }
 
     #[test]
     fn flannel_config_with_defaults() {
