@@ -182,6 +182,21 @@ fn configuration_is_applied_by_every_worker() {
     w.shutdown();
 }
 
+/// The conntrack limits `ct-show` reports are the switch's (every worker's table summed), as
+/// the `uvs_conntrack_limit` metric (the summed counts) says: found trying uvs as a new user,
+/// they disagreed by a factor of two with two workers.
+#[test]
+fn conntrack_limits_are_reported_for_the_whole_switch() {
+    let (w, _pipes) = two_workers();
+    let ct = w.call(Command::CtShow { from: 0 }).unwrap();
+    let counts = w
+        .call(Command::Observe(uvs::observe::ObserveCmd::Counts))
+        .unwrap();
+    assert_eq!(ct["limit"], counts["conntrack"]["limit"], "{ct} / {counts}");
+    assert_eq!(ct["limit"], 2 * 65536, "{ct}");
+    w.shutdown();
+}
+
 /// What needs state per connection or per worker and is not steered is refused, naming why;
 /// NAT rules (steered, see `pipeline::steer`) are accepted by every worker.
 #[test]

@@ -516,6 +516,15 @@ impl WorkerHandle {
             .get(w)
             .ok_or_else(|| format!("ct-show: no worker {w}"))?;
         let mut v = worker.call_one(Command::CtShow { from: slot })?;
+        // Each worker has its own table of the same size, and a share of the per-source
+        // limit: the switch's limits are the sums, as `uvs_conntrack_limit` reports (found
+        // trying uvs as a new user: ct-show said one worker's 65536 beside a metric of 131072).
+        let n = all.len() as u64;
+        for k in ["limit", "per_source"] {
+            if let Some(x) = v[k].as_u64() {
+                v[k] = Value::from(x * n);
+            }
+        }
         v["next"] = match v["next"].as_u64() {
             Some(n) => Value::from((w << CT_WORKER_SHIFT) | n as usize),
             None if w + 1 < all.len() => Value::from((w + 1) << CT_WORKER_SHIFT),
