@@ -197,6 +197,33 @@ fn conntrack_limits_are_reported_for_the_whole_switch() {
     w.shutdown();
 }
 
+/// A gateway set on a bridge is announced once (one gratuitous ARP out of each port), not
+/// once per worker: found trying uvs as a new user, two workers sent two.
+#[test]
+fn a_gateway_is_announced_once_with_two_workers() {
+    let (w, pipes) = two_workers();
+    let total = |port: &Vec<Shared>| port.iter().map(sent).sum::<usize>();
+    let before: Vec<usize> = pipes.iter().map(total).collect();
+    let gw = uvs::datapath::Gateway {
+        ip: [10, 0, 0, 1],
+        len: 24,
+        mac: uvs::datapath::Gateway::default_mac("br0"),
+    };
+    w.call(Command::SetGateway {
+        bridge: "br0".into(),
+        gateway: Some(gw),
+    })
+    .unwrap();
+    wait_for("the announcement", || {
+        pipes.iter().zip(&before).all(|(p, b)| total(p) > *b)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, (p, b)) in pipes.iter().zip(&before).enumerate() {
+        assert_eq!(total(p) - b, 1, "gratuitous ARPs out of port {i}");
+    }
+    w.shutdown();
+}
+
 /// What needs state per connection or per worker and is not steered is refused, naming why;
 /// NAT rules (steered, see `pipeline::steer`) are accepted by every worker.
 #[test]

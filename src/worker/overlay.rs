@@ -255,7 +255,7 @@ impl Worker {
         };
         if br.gateway != Some(g) {
             self.dp.set_gateway(b, Some(g))?;
-            crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+            self.announce_gateway(b);
         }
         self.specs.derived.gateways.insert(bridge.to_string());
         Ok(mac)

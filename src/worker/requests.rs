@@ -365,7 +365,7 @@ impl Worker {
                     return Err(why);
                 }
                 self.dp.set_gateway(b, gateway)?;
-                crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+                self.announce_gateway(b);
                 Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
             }
             Command::SetBridgeOptions {
@@ -539,7 +539,7 @@ impl Worker {
                 }
                 if released > 0 {
                     // The gateway's announcement to the newcomers was held too.
-                    crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, b);
+                    self.announce_gateway(b);
                 }
                 Ok(json!({"released": released}))
             }
@@ -882,8 +882,17 @@ impl Worker {
         self.life[i] = Some(life);
         self.port_status(id, crate::events::PORT_ADD);
         // Tell the newcomer (and everyone) where the gateway is, as a host joining a LAN hears.
-        crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
+        self.announce_gateway(bridge);
         Ok(())
+    }
+
+    /// Flood a gratuitous ARP for `bridge`'s gateway (see `pipeline::announce_gateway`): by
+    /// the first worker only, every worker applying the same change (with two workers each
+    /// sent one: found trying uvs as a new user).
+    pub(crate) fn announce_gateway(&mut self, bridge: u16) {
+        if self.peers.as_ref().is_none_or(|p| p.me == 0) {
+            crate::pipeline::announce_gateway(&mut self.dp, &mut self.frames, bridge);
+        }
     }
 
     /// Detach and close port `id`, returning its frames to the pool.
