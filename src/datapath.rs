@@ -135,6 +135,9 @@ impl VlanMode {
                     .split(',')
                     .map(|s| vid(s, "trunks", 0))
                     .collect::<Result<Vec<_>, _>>()?;
+                if let Some((_, v)) = ids.iter().enumerate().find(|(i, v)| ids[..*i].contains(v)) {
+                    return Err(format!("trunks: VLAN {v} is listed twice"));
+                }
                 Ok(VlanMode::Trunk(Box::new(VlanSet::of(&ids))))
             }
             (None, None) => Ok(VlanMode::default_trunk()),
@@ -445,6 +448,23 @@ impl Datapath {
                 return Err(format!(
                     "gateway: prefix length /{} out of range (1 to 30)",
                     g.len
+                ));
+            }
+            // Addresses a host cannot be on a LAN with (Linux and Docker refuse them): the
+            // gateway would answer ARP for them on the wire (found trying uvs as a new user).
+            let o = g.ip;
+            if ip.is_multicast() || ip.is_loopback() || o[0] == 0 || o[0] >= 240 {
+                return Err(format!(
+                    "gateway: {ip} is not a unicast address a LAN can use ({})",
+                    if ip.is_multicast() {
+                        "multicast"
+                    } else if ip.is_loopback() {
+                        "loopback"
+                    } else if o[0] == 0 {
+                        "0.0.0.0/8"
+                    } else {
+                        "240.0.0.0/4"
+                    }
                 ));
             }
             let (net, len) = g.subnet();

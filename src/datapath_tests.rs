@@ -35,6 +35,39 @@ fn vlan_mode_parse() {
             .unwrap_err()
             .contains("(0-4094)")
     );
+    assert!(
+        VlanMode::parse(None, Some("10,20,10"))
+            .unwrap_err()
+            .contains("VLAN 10 is listed twice")
+    );
+}
+
+/// A gateway must be an address a LAN can use: multicast, loopback, 0.0.0.0/8 and class E are
+/// refused, naming the field (found trying uvs as a new user).
+#[test]
+fn gateways_a_lan_cannot_use_are_refused() {
+    let mut dp = Datapath::new();
+    let b = dp.add_bridge("br0", &BridgeOptions::default()).unwrap();
+    for (ip, why) in [
+        ([224, 0, 0, 1], "multicast"),
+        ([127, 0, 0, 1], "loopback"),
+        ([0, 0, 0, 1], "0.0.0.0/8"),
+        ([255, 255, 255, 1], "240.0.0.0/4"),
+    ] {
+        let g = Gateway {
+            ip,
+            len: 24,
+            mac: Gateway::default_mac("br0"),
+        };
+        let e = dp.set_gateway(b, Some(g)).unwrap_err();
+        assert!(e.starts_with("gateway: ") && e.contains(why), "{e}");
+    }
+    let ok = Gateway {
+        ip: [10, 0, 0, 1],
+        len: 24,
+        mac: Gateway::default_mac("br0"),
+    };
+    dp.set_gateway(b, Some(ok)).unwrap();
 }
 
 #[test]
