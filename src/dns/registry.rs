@@ -81,6 +81,9 @@ impl DnsSpec {
 /// Validate a DNS name and return it lower-case.
 pub fn check_name(name: &str) -> Result<String, String> {
     let n = name.to_ascii_lowercase();
+    if n.parse::<Ipv4Addr>().is_ok() {
+        return Err(format!("'{name}' is an IPv4 address, not a name"));
+    }
     if n.is_empty() || n.len() > 253 {
         return Err(format!("'{name}' must be 1 to 253 characters"));
     }
@@ -338,6 +341,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = |s: DnsSpec| s.validate().unwrap_err();
+        assert!(e(spec("b", "1.2.3.4", "10.0.0.4", &[])).starts_with("name: '1.2.3.4' is an IPv4"));
         assert!(e(spec("b", "x", "10.0.0.300", &[])).starts_with("ip:"));
         assert!(e(spec("b", "x", "0.0.0.0", &[])).starts_with("ip:"));
         assert!(e(spec("b", "bad name", "10.0.0.1", &[])).starts_with("name:"));

@@ -64,7 +64,15 @@ impl Worker {
                     .write()
                     .map_err(|e| e.to_string())?
                     .del(&bridge, &name, ip);
-                Ok(json!({"bridge": bridge, "name": name, "deleted": gone.map(|a| a.to_string())}))
+                // Nothing deleted is an error, as `ovs-vsctl del-port` of a missing port is
+                // (CNI's DEL ignores it); it answered success (found trying uvs as a new user).
+                let Some(gone) = gone else {
+                    return Err(match ip {
+                        Some(ip) => format!("name: no '{name}' at {ip} on bridge '{bridge}'"),
+                        None => format!("name: no '{name}' on bridge '{bridge}'"),
+                    });
+                };
+                Ok(json!({"bridge": bridge, "name": name, "deleted": gone.to_string()}))
             }
             DnsCmd::Show(bridge) => {
                 if let Some(b) = &bridge {
