@@ -1073,6 +1073,13 @@ pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
             "{what} name '{name}' may only contain letters, digits, '_', '.', '-'"
         ));
     }
+    // A leading '-' reads as an option on command lines; '.' and '..' name directories (the
+    // OpenFlow socket is BRIDGE.mgmt). Found trying uvs as a new user.
+    if name.starts_with('-') || name.bytes().all(|c| c == b'.') {
+        return Err(format!(
+            "{what} name '{name}' may not start with '-' or be only dots"
+        ));
+    }
     Ok(())
 }
 

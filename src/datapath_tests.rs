@@ -42,6 +42,20 @@ fn vlan_mode_parse() {
     );
 }
 
+#[test]
+fn names_that_read_as_options_or_directories_are_refused() {
+    for bad in ["-x", "--", ".", ".."] {
+        let e = validate_name(bad, "bridge").unwrap_err();
+        assert!(
+            e.contains("may not start with '-' or be only dots"),
+            "{bad}: {e}"
+        );
+    }
+    for good in ["br0", "a.b", "x-1", "_"] {
+        validate_name(good, "bridge").unwrap();
+    }
+}
+
 /// A gateway must be an address a LAN can use: multicast, loopback, 0.0.0.0/8 and class E are
 /// refused, naming the field (found trying uvs as a new user).
 #[test]

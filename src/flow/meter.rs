@@ -131,6 +131,10 @@ pub fn parse_meter(s: &str) -> Result<(u32, Meter), String> {
         }
     }
     let id = id.ok_or("meter: missing (meter=N)")?;
+    if id == 0 {
+        // A flow's `meter:N` cannot name 0 (found trying uvs as a new user: it was saved).
+        return Err("meter: ids start at 1".into());
+    }
     if !kbps {
         return Err("kbps: missing (only kbps meters are supported)".into());
     }
@@ -149,6 +153,10 @@ mod tests {
     fn parses_and_limits_rate() {
         let (id, mut m) = parse_meter("meter=1,kbps,band=type=drop,rate=800").unwrap();
         assert_eq!(id, 1);
+        assert_eq!(
+            parse_meter("meter=0,kbps,band=type=drop,rate=800").unwrap_err(),
+            "meter: ids start at 1"
+        );
         // Bucket: 800 kbit. 1000-byte packets are 8 kbit: 100 pass at once, then ~100/s.
         let passed = (0..200).filter(|_| m.admit(1000, 0)).count();
         assert_eq!(passed, 100);

@@ -591,13 +591,19 @@ impl Worker {
                 ));
             }
         };
-        if self
-            .dp
-            .bridge(bridge)
-            .and_then(|b| b.gateway)
-            .is_some_and(|g| g.ip == via.octets())
-        {
-            return Err(format!("via: {via} is the bridge's own gateway address"));
+        if let Some(g) = self.dp.bridge(bridge).and_then(|b| b.gateway) {
+            if g.ip == via.octets() {
+                return Err(format!("via: {via} is the bridge's own gateway address"));
+            }
+            // Nor the subnet's network or broadcast address (Linux: "Nexthop has invalid
+            // gateway"; found trying uvs as a new user).
+            let (net, len) = g.subnet();
+            let bcast = u32::from(net) | !crate::route::mask(len);
+            if u32::from(via) == u32::from(net) || u32::from(via) == bcast {
+                return Err(format!(
+                    "via: {via} is the network or broadcast address of {net}/{len}"
+                ));
+            }
         }
         let route = crate::route::Route {
             prefix,
@@ -1154,6 +1160,31 @@ mod tests {
         let e = w.call(Command::NatDelRule(texts[0].clone())).unwrap_err();
         assert!(e.contains("no NAT rule") && e.contains("RULE"), "{e}");
         w.shutdown();
+    }
+
+    /// A static route's next hop may be neither the gateway nor its subnet's network or
+    /// broadcast address (found trying uvs as a new user: the broadcast address was taken).
+    #[test]
+    fn a_route_via_the_subnets_broadcast_is_refused() {
+        let w = crate::worker::spawn_for_tests();
+        let mut b = BridgeSpec::new("br0");
+        b.gateway = Some("10.7.0.1/24".into());
+        w.call(Command::AddBridge(b)).unwrap();
+        let add = |via: &str| {
+            w.call(Command::RouteAdd(crate::config::RouteSpec {
+                prefix: "10.99.0.0/16".into(),
+                via: via.into(),
+            }))
+        };
+        for (via, why) in [
+            ("10.7.0.255", "broadcast"),
+            ("10.7.0.0", "network"),
+            ("10.7.0.1", "own gateway"),
+        ] {
+            let e = add(via).unwrap_err();
+            assert!(e.starts_with("via: ") && e.contains(why), "{via}: {e}");
+        }
+        add("10.7.0.2").unwrap();
     }
 
     /// A flow naming a group the bridge lacks is refused, inside `clone(...)` too, as OVS
