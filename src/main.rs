@@ -286,6 +286,11 @@ fn run(
         }
     };
     let (config, from_db) = initial_config(config_path.as_deref(), db.as_ref())?;
+    // What the overlay needs from the configuration, before anything is created (it was found
+    // only after the configuration was applied and the database written).
+    if let Some(spec) = &etcd_spec {
+        spec.check_against(&config)?;
+    }
     let cores = parse_cores(cores.or_else(|| cores_from(config_path.as_deref())))?;
     let stop = uvs::port::wait::install_stop_handler();
     let hup = uvs::port::wait::install_hup_handler();
@@ -328,7 +333,7 @@ fn run(
     );
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
-    control::commands::register_store(&mut reg, store.clone());
+    control::commands::register_store(&mut reg, store.clone(), etcd_spec.clone());
     let dns = match dns_opts {
         Some(o) => Some(Arc::new(
             uvs::dns::start(&w, o).inspect_err(|_| w.shutdown())?,

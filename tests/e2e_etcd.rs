@@ -594,6 +594,11 @@ fn two_uvs_hosts_share_a_flannel_overlay_through_etcd() {
         !saved.contains(&net_b) && !saved.contains(&mac_b),
         "{saved}"
     );
+    // ... but the file it writes starts the same daemon: the `[etcd]` table is in it.
+    assert!(
+        saved.contains("[etcd]") && saved.contains(&etcd.url()),
+        "{saved}"
+    );
 
     // etcd stopped: forwarding goes on with what is programmed; overlay-show says so. A ping
     // stream runs across the stop and the restart and loses nothing.

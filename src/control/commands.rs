@@ -438,11 +438,18 @@ pub const READ_ONLY: [&str; 11] = [
 ];
 
 /// Make `store` the journal of every change and register `save-config`, which prints the
-/// running configuration in the `--config` file format.
-pub fn register_store(reg: &mut Registry, store: Arc<crate::control::store::Store>) {
+/// running configuration in the `--config` file format, with the start-time `[etcd]` table
+/// the daemon runs with (not part of the running configuration, so not in the database; a
+/// saved file without it did not start the same daemon: found trying uvs as a new user).
+pub fn register_store(
+    reg: &mut Registry,
+    store: Arc<crate::control::store::Store>,
+    etcd: Option<crate::etcd::EtcdSpec>,
+) {
     reg.set_journal(store.clone());
     reg.register("save-config", "save-config", 0, 0, move |_| {
-        let c = store.running().map_err(CtlError::new)?;
+        let mut c = store.running().map_err(CtlError::new)?;
+        c.etcd.clone_from(&etcd);
         let text = c.to_toml().map_err(CtlError::new)?;
         let data = serde_json::to_value(&c).unwrap_or(Value::Null);
         Ok(Reply::new(text, data))

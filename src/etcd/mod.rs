@@ -89,6 +89,30 @@ pub struct EtcdSpec {
 }
 
 impl EtcdSpec {
+    /// What the overlay needs from the configuration it starts with: its containers' bridge,
+    /// and without `public_ip` its vxlan port (whose `local_ip` is this host's address).
+    pub fn check_against(&self, c: &crate::config::Config) -> Result<(), String> {
+        if !c.bridge.iter().any(|b| b.name == self.bridge) {
+            return Err(format!(
+                "etcd.bridge: no bridge '{}' in the configuration",
+                self.bridge
+            ));
+        }
+        let has_port = c.bridge.iter().any(|b| {
+            b.name == self.overlay_bridge
+                && b.port
+                    .iter()
+                    .any(|p| p.name == self.vxlan_port && p.kind == crate::port::PortKind::Vxlan)
+        });
+        if self.public_ip.is_none() && !has_port {
+            return Err(format!(
+                "etcd.public_ip: not set, and there is no vxlan port '{}' in bridge '{}' to take its local_ip from",
+                self.vxlan_port, self.overlay_bridge
+            ));
+        }
+        Ok(())
+    }
+
     /// A spec with defaults for `endpoint`.
     pub fn new(endpoint: &str) -> EtcdSpec {
         EtcdSpec {
@@ -343,6 +367,30 @@ fn render(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The overlay's settings are checked against the configuration before anything starts:
+    /// its bridge, and without public_ip its vxlan port.
+    #[test]
+    fn spec_is_checked_against_the_configuration() {
+        let spec = EtcdSpec::new("http://127.0.0.1:2379");
+        let cfg = |text: &str| crate::config::Config::parse(text).unwrap();
+        let none = cfg("");
+        assert!(
+            spec.check_against(&none)
+                .unwrap_err()
+                .starts_with("etcd.bridge: ")
+        );
+        let no_port = cfg("[[bridge]]\nname = \"cni0\"\n[[bridge]]\nname = \"flannel\"\n");
+        let mut s = spec.clone();
+        s.bridge = "cni0".into();
+        assert!(
+            s.check_against(&no_port)
+                .unwrap_err()
+                .starts_with("etcd.public_ip: ")
+        );
+        s.public_ip = Some(Ipv4Addr::new(10, 0, 0, 1));
+        s.check_against(&no_port).unwrap();
+    }
     use schema::BackendData;
 
     fn cfg(j: &str) -> NetConfig {
