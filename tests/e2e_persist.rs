@@ -971,6 +971,28 @@ fn a_vxlan_port_keeps_its_underlay_gateway() {
     inner(&b);
 }
 
+/// A SIGHUP with an unchanged file changes nothing: a meter written without its burst and a
+/// group are the same as the running ones (found trying uvs as a new user: every reload
+/// re-added them, logged phantom changes and zeroed their counters).
+#[test]
+fn sighup_with_the_same_meters_and_groups_changes_nothing() {
+    let dir = Dir::new("hupsame");
+    let cfg = dir.path("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[bridge]]\nname = \"br0\"\n\
+         meters = [\"meter=1,kbps,band=type=drop,rate=800\"]\n\
+         groups = [\"group_id=5,type=all,bucket=actions=drop\"]\n\
+         flows = [\"priority=5,actions=meter:1,group:5\"]\n",
+    )
+    .unwrap();
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
+    a.signal(libc::SIGHUP);
+    let l = a.wait_log("reloaded");
+    assert!(l.contains(": 0 changes, 0 errors"), "{l}");
+}
+
 /// A step of the database that fails at start (here a flow through a meter the database does
 /// not have) is logged and left out; the rest of the switch starts (it refused to start). A
 /// --config file's failing step still stops the start: that file is the user's to fix.

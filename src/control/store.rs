@@ -517,12 +517,23 @@ impl Store {
         out: &mut Applied,
     ) {
         let b = &new.name;
-        let old_meters = old.and_then(|o| o.meters.clone()).unwrap_or_default();
+        // Compared as the running configuration writes them (defaults spelled out): the same
+        // meter or group written another way is no change.
+        let canon_m = |t: &String| crate::flow::meter::canonical(t).unwrap_or_else(|| t.clone());
+        let canon_g = |t: &String| {
+            crate::flow::group::parse_group(t).map_or_else(|_| t.clone(), |g| g.to_string())
+        };
+        let old_meters: Vec<String> = old
+            .and_then(|o| o.meters.as_ref())
+            .into_iter()
+            .flatten()
+            .map(canon_m)
+            .collect();
         for m in new
             .meters
             .iter()
             .flatten()
-            .filter(|m| !old_meters.contains(m))
+            .filter(|m| !old_meters.contains(&canon_m(m)))
         {
             let what = format!("+ meter {m} (bridge {b})");
             match self.call(Command::MeterAdd {
@@ -533,12 +544,17 @@ impl Store {
                 Err(e) => out.errors.push(format!("{what}: {e}")),
             }
         }
-        let old_groups = old.and_then(|o| o.groups.clone()).unwrap_or_default();
+        let old_groups: Vec<String> = old
+            .and_then(|o| o.groups.as_ref())
+            .into_iter()
+            .flatten()
+            .map(canon_g)
+            .collect();
         for g in new
             .groups
             .iter()
             .flatten()
-            .filter(|g| !old_groups.contains(g))
+            .filter(|g| !old_groups.contains(&canon_g(g)))
         {
             let what = format!("+ group {g} (bridge {b})");
             let c = crate::worker::OfCommand::GroupAdd {

@@ -84,6 +84,18 @@ impl Meter {
     }
 }
 
+/// `text` as the running configuration writes it (defaults spelled out), or None when it
+/// does not parse: a reload compares meters in this form, so a file that leaves the burst at
+/// its default is not a change (found trying uvs as a new user: every SIGHUP re-added the
+/// meters and zeroed their counters).
+pub fn canonical(text: &str) -> Option<String> {
+    let (id, m) = parse_meter(text).ok()?;
+    Some(format!(
+        "meter={id},kbps,band=type=drop,rate={},burst_size={}",
+        m.rate_kbps, m.burst_kbits
+    ))
+}
+
 /// Parse `meter=N,kbps,band=type=drop,rate=R[,burst_size=B]` (ovs-ofctl add-meter syntax; only
 /// kbps drop bands). Returns the meter id and the meter.
 pub fn parse_meter(s: &str) -> Result<(u32, Meter), String> {
