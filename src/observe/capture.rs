@@ -511,39 +511,59 @@ pub fn pump(
     use pcap_file::pcapng::blocks::interface_description::{
         InterfaceDescriptionBlock, InterfaceDescriptionOption,
     };
-    let io = |e: pcap_file::PcapError| format!("writing pcapng: {e}");
-    let mut w = PcapNgWriter::new(out).map_err(io)?;
-    w.write_pcapng_block(InterfaceDescriptionBlock {
+    // pcap-file calls every IO error "Error reading bytes": name the real one.
+    let io = |e: pcap_file::PcapError| match e {
+        pcap_file::PcapError::IoError(e) => format!("writing pcapng: {e}"),
+        e => format!("writing pcapng: {e}"),
+    };
+    // The reader went away (`| head`, tshark -c N): the capture ends quietly, as a pipeline
+    // expects (it ended with "writing pcapng: Error reading bytes" and status 1: found trying
+    // uvs as a new user).
+    let closed = |e: &pcap_file::PcapError| matches!(e, pcap_file::PcapError::IoError(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+    let mut w = match PcapNgWriter::new(out) {
+        Ok(w) => w,
+        Err(e) if closed(&e) => return Ok((0, 0)),
+        Err(e) => return Err(io(e)),
+    };
+    let idb = w.write_pcapng_block(InterfaceDescriptionBlock {
         linktype: DataLink::ETHERNET,
         snaplen,
         options: vec![
             InterfaceDescriptionOption::IfName(port.to_string().into()),
             InterfaceDescriptionOption::IfTsResol(9),
         ],
-    })
-    .map_err(io)?;
-    w.get_mut()
-        .flush()
-        .map_err(|e| format!("writing pcapng: {e}"))?;
+    });
+    match idb.map(|_| w.get_mut().flush()) {
+        Ok(Ok(())) => {}
+        Err(e) if closed(&e) => return Ok((0, 0)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((0, 0)),
+        Err(e) => return Err(io(e)),
+        Ok(Err(e)) => return Err(format!("writing pcapng: {e}")),
+    }
     let (mut n, mut dropped) = (0u64, 0u64);
     loop {
         let v = read()?;
         for p in v["packets"].as_array().into_iter().flatten() {
             let data = unhex(p["data"].as_str().unwrap_or_default())?;
             let flags = if p["dir"] == "tx" { 2 } else { 1 };
-            w.write_pcapng_block(EnhancedPacketBlock {
+            let r = w.write_pcapng_block(EnhancedPacketBlock {
                 interface_id: 0,
                 timestamp: Duration::from_nanos(p["t"].as_u64().unwrap_or(0)),
                 original_len: p["len"].as_u64().unwrap_or(data.len() as u64) as u32,
                 data: data.into(),
                 options: vec![EnhancedPacketOption::Flags(flags)],
-            })
-            .map_err(io)?;
-            n += 1;
+            });
+            match r {
+                Ok(_) => n += 1,
+                Err(e) if closed(&e) => return Ok((n, dropped)),
+                Err(e) => return Err(io(e)),
+            }
         }
-        w.get_mut()
-            .flush()
-            .map_err(|e| format!("writing pcapng: {e}"))?;
+        match w.get_mut().flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((n, dropped)),
+            Err(e) => return Err(format!("writing pcapng: {e}")),
+        }
         dropped = v["dropped"].as_u64().unwrap_or(dropped);
         if v["done"].as_bool() == Some(true) {
             return Ok((n, dropped));
@@ -577,6 +597,32 @@ mod tests {
             let e = a(bad).err().unwrap();
             assert!(e.contains(key), "{bad:?}: {e}");
         }
+    }
+
+    /// A reader that went away (`| head`) ends the capture quietly with what was written.
+    #[test]
+    fn pump_ends_quietly_when_the_reader_goes() {
+        struct Head(usize);
+        impl Write for Head {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                self.0 -= 1;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let pkt = json!({"t": 1u64, "dir": "rx", "len": 14, "data": hex(&[0xaa; 14])});
+        let mut reads = 0;
+        let r = pump(Box::new(Head(40)), "p1", 65535, || {
+            reads += 1;
+            Ok(json!({"packets": [pkt.clone(), pkt.clone()], "dropped": 0, "done": reads > 50}))
+        });
+        let (n, _) = r.expect("no error once the reader is gone");
+        assert!(n > 0 && n < 100, "stopped writing: {n} packets");
     }
 
     #[test]
