@@ -129,8 +129,9 @@ enum Cmd {
     Bench {
         /// Which: l2, nat, encap.
         name: String,
-        /// Options for the script (`--quick`, `--only ...`, `--help`); `--plot FILE.svg` also
-        /// draws the results table as bar charts.
+        /// Options for the script (`--quick`, `--only ...`; `uvs bench l2 -- --help` lists
+        /// them all: a plain `--help` is this text); `--plot FILE.svg` also draws the results
+        /// table as bar charts.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
