@@ -195,6 +195,15 @@ impl Nat {
             .any(|r| matches!(r, NatRule::Source { addr, .. } if *addr == ip))
     }
 
+    /// True if `ip` is a `snat to=` address of a rule leaving by `bridge`: the gateway answers
+    /// ARP for it there (proxy ARP), as a host owning that address would; without it replies
+    /// to translated packets never came back (found checking the README's claims).
+    pub fn snat_address_on(&self, bridge: u16, ip: [u8; 4]) -> bool {
+        self.rules.iter().any(
+            |r| matches!(r, NatRule::Source { out, to: Some(t), .. } if *out == bridge && *t == ip),
+        )
+    }
+
     /// True if `ip` is inside the source prefix of a source rule.
     #[inline]
     pub fn is_translated_source(&self, ip: [u8; 4]) -> bool {

@@ -345,13 +345,16 @@ fn arp_in(
     let Ok(a) = arp::Repr::parse(&data[m.l3 as usize..]) else {
         return;
     };
+    // The gateway's address, or a `snat to=` address leaving by this bridge (proxy ARP).
+    let ours = a.target_ip == gw.ip
+        || (a.op == arp::Operation::Request && dp.nat.snat_address_on(bridge, a.target_ip));
     if a.sender_ip != [0; 4] && a.sender_ip != gw.ip {
         // Any ARP from a known sender updates it (a replaced host is followed at once); a reply
         // to us confirms; a new sender is learned only when it asks us and is on our subnet.
         let confirms = a.op == arp::Operation::Reply && a.target_ip == gw.ip;
         let mask = crate::route::mask(gw.len);
         let on_subnet = u32::from_be_bytes(a.sender_ip) & mask == u32::from_be_bytes(gw.ip) & mask;
-        let may_create = a.target_ip == gw.ip && on_subnet;
+        let may_create = ours && on_subnet;
         if let Some(r) =
             dp.neigh
                 .arp_seen(bridge, a.sender_ip, a.sender_mac, now, confirms, may_create)
@@ -369,11 +372,11 @@ fn arp_in(
             },
         );
     }
-    if a.op == arp::Operation::Request && a.target_ip == gw.ip && a.sender_ip != [0; 4] {
+    if a.op == arp::Operation::Request && ours && a.sender_ip != [0; 4] {
         let reply = arp::Repr {
             op: arp::Operation::Reply,
             sender_mac: gw.mac,
-            sender_ip: gw.ip,
+            sender_ip: a.target_ip,
             target_mac: a.sender_mac,
             target_ip: a.sender_ip,
         };
