@@ -665,7 +665,7 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
         n.h.dp.nat.add_dest(b1, 17, 8081, H_A, 80).unwrap();
     }
     let (gw0, gw1, a, b) = (w[0].gw0, w[0].gw1, w[0].a, w[0].b);
-    let mut used = [0usize; 2];
+    let (mut used, mut mapped_used) = ([0usize; 2], [0usize; 2]);
     for sport in 1000..1064u16 {
         // Masquerade: A -> B, answered by B to the translated address and port.
         let out = udp_from(mac(2), gw0, (H_A, sport), (H_B, 53));
@@ -698,6 +698,7 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
         // Port mapping: B -> GW1:8080 (to A:80), answered by A.
         let inbound = udp_from(mac(3), gw1, (H_B, 20000 + sport), (GW1, 8080));
         let o = owner(&w[0].h.dp, &inbound, gw1.0, 2).expect("mapped: owned") as usize;
+        mapped_used[o] += 1;
         w[o].h.send(b, &inbound);
         let got = w[o].h.outputs();
         let (ip, _) = ip_of(&got[a as usize][0]);
@@ -714,6 +715,11 @@ fn steering_sends_both_directions_of_a_connection_to_one_worker() {
         assert_eq!(u.source_port(), 8080);
     }
     assert!(used[0] > 10 && used[1] > 10, "connections spread: {used:?}");
+    // One mapping's connections spread over the workers too (by client, not by target).
+    assert!(
+        mapped_used[0] > 10 && mapped_used[1] > 10,
+        "mapped connections spread: {mapped_used:?}"
+    );
     // Two mappings to one target: a connection through the second one and its answer agree.
     for sport in 3000..3016u16 {
         let inbound = udp_from(mac(3), gw1, (H_B, sport), (GW1, 8081));

@@ -11,10 +11,11 @@
 //!   threads otherwise.
 //! - The owner is computed from the frame alone, the same way for both directions of a
 //!   connection (checked in order; the first that applies decides):
-//!   1. to a mapped port (`dnat`) of a gateway address: a hash of the mapping's target
-//!      address and port;
-//!   2. from a `dnat` target address and port (an answer of a mapped connection, hairpin ones
-//!      included): the same hash of that address and port;
+//!   1. to a mapped port (`dnat`) of a gateway address: a hash of the client's address and
+//!      port (so one mapping's connections spread over the workers);
+//!   2. from a `dnat` target address and port (an answer of a mapped connection): the same
+//!      hash of its destination, the client; a hairpin answer, to a pool address: the worker
+//!      of the pool port the client was translated to (its owner's share);
 //!   3. to the address of a NAT port pool (masquerade/SNAT answers, even after their rule was
 //!      deleted): the worker of the destination port (ICMP echo: the identifier), which that
 //!      worker's pool handed out;
@@ -177,16 +178,27 @@ fn fragment_owner(
 /// [`owner`] for a connection tuple.
 pub fn key_owner(dp: &Datapath, k: &FlowKey, workers: u32) -> Option<u32> {
     let gateway_of = |b: u16| dp.bridge(b).and_then(|b| b.gateway).map(|g| g.ip);
-    // A mapped port: the worker of the mapping's target (its answers come from there).
-    if let Some((to, to_port)) = dp.nat.dest_for(k.proto, k.dst, k.dport, gateway_of) {
-        return Some(spread(to, to_port, workers));
+    // A mapped port: the worker of the client's address and port, which the answers carry
+    // as their destination. (By the mapping's target, every connection of one mapping went
+    // to one worker, the others copying all they received to it: found trying uvs as a new
+    // user, `iperf3 -P8` into a mapped port lost throughput with two workers.)
+    if dp
+        .nat
+        .dest_for(k.proto, k.dst, k.dport, gateway_of)
+        .is_some()
+    {
+        return Some(spread(k.src, k.sport, workers));
     }
     if dp
         .nat
         .mapped_port_of_target(k.proto, k.src, k.sport)
         .is_some()
     {
-        return Some(spread(k.src, k.sport, workers));
+        // A hairpin connection's client was translated to a pool port of its owner's share.
+        if dp.nat.ct.is_pool_address(k.dst) {
+            return Some(k.dport as u32 % workers);
+        }
+        return Some(spread(k.dst, k.dport, workers));
     }
     // An answer to a translated address: the port (ICMP: identifier) that worker's pool gave.
     if dp.nat.ct.is_pool_address(k.dst) {
