@@ -137,8 +137,8 @@ fn share(
 }
 
 /// Set each frame's destination: flood for group and unknown destinations, the learned port
-/// otherwise; frames whose destination sits on the ingress port are dropped (`Dest::Pending`
-/// is left for them and the frame freed). With `icc` off only the gateway is reachable: frames
+/// otherwise; frames whose destination sits on the ingress port are dropped (`Dest::SamePort`:
+/// counted and freed by `output`). With `icc` off only the gateway is reachable: frames
 /// to its MAC and ARP broadcasts (which the gateway answers) go to the router, every other
 /// frame is dropped and counted `icc-denied`.
 #[inline(never)]
@@ -154,13 +154,12 @@ pub(super) fn forward(
     };
     // Frames to the gateway's MAC go to the router (u64::MAX never matches a 48-bit MAC).
     let gw_mac = b.gateway.map_or(u64::MAX, |g| g.mac.to_u64());
-    let mut same_port = 0u64;
     let mut icc_denied = 0u64;
     if b.icc {
         // One-entry cache of the last (VLAN, destination) of this burst and the decision for
         // it (the FDB does not change during a burst; its frames mostly share a destination).
         // u64::MAX is never a key: VLANs take 12 bits above the 48 of the MAC.
-        let mut last: (u64, Dest) = (u64::MAX, Dest::Pending);
+        let mut last: (u64, Dest) = (u64::MAX, Dest::SamePort);
         for m in meta.iter_mut() {
             if !matches!(m.dest, Dest::Normal) {
                 continue;
@@ -173,17 +172,13 @@ pub(super) fn forward(
                     Dest::Flood
                 } else {
                     match b.fdb.lookup(m.vlan, m.dst) {
-                        // Its destination sits on the ingress port: dropped below.
-                        Some(p) if p == in_port => Dest::Pending,
+                        // Its destination sits on the ingress port: dropped by `output`.
+                        Some(p) if p == in_port => Dest::SamePort,
                         Some(p) => Dest::Port(p),
                         None => Dest::Flood,
                     }
                 };
                 last = (key, dest);
-            }
-            if matches!(last.1, Dest::Pending) {
-                frames.free(m.desc.addr);
-                same_port += 1;
             }
             m.dest = last.1;
         }
@@ -203,10 +198,9 @@ pub(super) fn forward(
             };
         }
     }
-    if same_port + icc_denied != 0
+    if icc_denied != 0
         && let Some(p) = dp.port_mut(in_port)
     {
-        p.counters.drops[DropReason::SamePort as usize] += same_port;
         p.counters.drops[DropReason::IccDenied as usize] += icc_denied;
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn run(
     let gw = burst.gw;
     let mut handled = 0;
     for m in meta.iter_mut() {
-        if m.raw || matches!(m.dest, Dest::Pending) {
+        if m.raw || matches!(m.dest, Dest::Pending | Dest::SamePort) {
             continue;
         }
         if m.ethertype == EtherType::ARP {

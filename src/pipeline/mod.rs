@@ -57,6 +57,9 @@ pub(crate) enum Dest {
     Bridge(u16),
     /// Decapsulated: the inner frame enters its bridge through this tunnel port.
     Decap(PortId),
+    /// Its destination sits on its ingress port: counted and freed by `output` (doing that
+    /// in `l2-fwd` cost its per-frame loop a call's register pressure and a counter).
+    SamePort,
 }
 
 /// Per-frame metadata carried between stages.

@@ -32,6 +32,9 @@ pub(super) fn run(
     // the next frame of the burst toward that port and VLAN skips the port lookup and the tag
     // decision. Ports and VLAN modes do not change during a burst.
     let mut plain: Option<(PortId, u16, u32)> = None;
+    // Frames `l2-fwd` found addressed to their own ingress port (counted here, where they are
+    // freed: counting them there cost its per-frame loop).
+    let mut same_port = 0u64;
     for m in meta {
         if let Some((lp, lv, max)) = plain
             && m.dest == Dest::Port(lp)
@@ -46,6 +49,10 @@ pub(super) fn run(
         match m.dest {
             Dest::Pending | Dest::Decap(_) => {}
             Dest::Router | Dest::Normal => frames.free(m.desc.addr),
+            Dest::SamePort => {
+                frames.free(m.desc.addr);
+                same_port += 1;
+            }
             // The common case, without touching the bridge.
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
                 // A flow's output (raw) may only reach its own bridge's ports.
@@ -71,6 +78,17 @@ pub(super) fn run(
                 deliver(dp, frames, b, NO_PORT, m, dest);
             }
         }
+    }
+    if same_port != 0 {
+        count_same_port(dp, in_port, same_port);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_same_port(dp: &mut Datapath, in_port: PortId, n: u64) {
+    if let Some(p) = dp.port_mut(in_port) {
+        p.counters.drops[DropReason::SamePort as usize] += n;
     }
 }
 
