@@ -190,6 +190,12 @@ fn rebalance(w: &WorkerHandle, secs: f64) -> Result<Reply, CtlError> {
         })
         .collect();
     let to = crate::port::afxdp::rxq::balance(&loads, cores.len() as u32);
+    let from: Vec<u32> = now.iter().map(|(_, _, wk, _)| *wk as u32).collect();
+    let port_of: Vec<usize> = now
+        .iter()
+        .map(|(p, ..)| now.iter().position(|(x, ..)| x == p).unwrap_or(0))
+        .collect();
+    let to = crate::port::afxdp::rxq::sticky(&loads, &from, to, &port_of, cores.len() as u32);
     let busiest = |owner: &dyn Fn(usize) -> usize| {
         let mut t = vec![0u64; cores.len()];
         for (i, l) in loads.iter().enumerate() {

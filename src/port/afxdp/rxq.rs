@@ -75,6 +75,53 @@ pub fn balance(loads: &[u64], workers: u32) -> Vec<u32> {
     out
 }
 
+/// [`balance`]'s assignment `to`, with the ports whose move does not help left where they
+/// are (`from`): a port moved is reopened (down for a moment, its MACs learned again), so it
+/// moves only if keeping it costs the busiest worker more than 5 % over the balanced
+/// assignment. `port` names each queue's port (any id); ports are tried lightest first.
+/// (Found trying uvs as a new user: a port already one queue per worker had its queues
+/// swapped, reopened and pinned for nothing.)
+pub fn sticky(
+    loads: &[u64],
+    from: &[u32],
+    mut to: Vec<u32>,
+    port: &[usize],
+    workers: u32,
+) -> Vec<u32> {
+    let busiest = |a: &[u32]| {
+        let mut t = vec![0u64; workers.max(1) as usize];
+        for (i, l) in loads.iter().enumerate() {
+            t[a[i] as usize] += l;
+        }
+        t.into_iter().max().unwrap_or(0)
+    };
+    let bound = busiest(&to) * 105 / 100;
+    let mut ports: Vec<usize> = port.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let load_of = |p: usize| -> u64 {
+        (0..loads.len())
+            .filter(|&i| port[i] == p)
+            .map(|i| loads[i])
+            .sum()
+    };
+    ports.sort_by_key(|&p| load_of(p));
+    for p in ports {
+        let moved = (0..to.len()).any(|i| port[i] == p && to[i] != from[i]);
+        if !moved {
+            continue;
+        }
+        let mut trial = to.clone();
+        for i in (0..trial.len()).filter(|&i| port[i] == p) {
+            trial[i] = from[i];
+        }
+        if busiest(&trial) <= bound {
+            to = trial;
+        }
+    }
+    to
+}
+
 /// Parse `QUEUE:CORE[,QUEUE:CORE...]` (OVS's `pmd-rxq-affinity` syntax); empty: no pin. Errors
 /// name the field and the bad item.
 pub fn parse_affinity(text: &str) -> Result<Vec<(u32, usize)>, String> {
@@ -98,6 +145,23 @@ pub fn parse_affinity(text: &str) -> Result<Vec<(u32, usize)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The case found trying uvs as a new user: port 0's two busy queues both on worker 1,
+    /// port 1 already one queue per worker. Port 0 is split; port 1 stays as it is.
+    #[test]
+    fn a_balanced_port_is_not_moved() {
+        let loads = [80_341, 80_424, 20_336, 20_098];
+        let from = [1, 1, 0, 1];
+        let port = [0, 0, 1, 1];
+        let to = balance(&loads, 2);
+        assert_ne!(to[2..], from[2..], "balance alone swaps port 1: {to:?}");
+        let kept = sticky(&loads, &from, to, &port, 2);
+        assert_eq!(kept[2..], from[2..], "{kept:?}");
+        assert_ne!(kept[0], kept[1], "port 0 is split: {kept:?}");
+        // A port whose move is what balances the workers still moves.
+        let kept = sticky(&[100, 100], &[0, 0], balance(&[100, 100], 2), &[0, 0], 2);
+        assert_ne!(kept[0], kept[1]);
+    }
 
     #[test]
     fn without_pins_queue_q_goes_to_worker_q_mod_workers() {
