@@ -45,6 +45,10 @@ pub type SteerFn<'a> = dyn FnMut(&Datapath, &mut Frames, PortId, &mut Vec<Desc>)
 pub(crate) enum Dest {
     /// Consumed or dropped (the frame was freed or re-queued elsewhere).
     Pending,
+    /// Its destination sits on its ingress port: counted and freed by `output` (doing that
+    /// in `l2-fwd` cost its per-frame loop a call's register pressure and a counter). Next to
+    /// `Pending`, so "either of the two" is one comparison.
+    SamePort,
     /// Not decided yet: the learning switch and router decide (NORMAL).
     Normal,
     /// One port.
@@ -57,9 +61,6 @@ pub(crate) enum Dest {
     Bridge(u16),
     /// Decapsulated: the inner frame enters its bridge through this tunnel port.
     Decap(PortId),
-    /// Its destination sits on its ingress port: counted and freed by `output` (doing that
-    /// in `l2-fwd` cost its per-frame loop a call's register pressure and a counter).
-    SamePort,
 }
 
 /// Per-frame metadata carried between stages.
