@@ -1076,13 +1076,24 @@ pub fn on_off(field: &str, v: &str) -> Result<bool, String> {
 }
 
 fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
-    args.iter()
+    let pairs: Vec<(&str, &str)> = args
+        .iter()
         .map(|a| {
             a.split_once('=')
                 .filter(|(k, _)| !k.is_empty())
                 .ok_or_else(|| format!("'{a}' is not key=value"))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // A key given twice is refused, not decided by its last value (found trying uvs as a new
+    // user: `fdb_capacity=10 fdb_capacity=20` took 20 without a word).
+    if let Some((_, (k, _))) = pairs
+        .iter()
+        .enumerate()
+        .find(|(i, (k, _))| pairs[..*i].iter().any(|(x, _)| x == k))
+    {
+        return Err(format!("{k}: given twice"));
+    }
+    Ok(pairs)
 }
 
 fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {

@@ -21,6 +21,17 @@ fn port_mac_limit_from_args_and_toml() {
     assert!(text.contains("mac_limit = 4"), "{text}");
 }
 
+/// A key given twice is refused, naming it (it took the last value).
+#[test]
+fn a_key_given_twice_is_refused() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let e = BridgeSpec::from_args("b", &a(&["fdb_capacity=10", "fdb_capacity=20"])).unwrap_err();
+    assert_eq!(e, "fdb_capacity: given twice");
+    let e = PortSpec::from_args("p", &a(&["vlan=3", "mtu=1400", "vlan=4"])).unwrap_err();
+    assert_eq!(e, "vlan: given twice");
+    BridgeSpec::from_args("b", &a(&["fdb_capacity=10", "aging=20"])).unwrap();
+}
+
 #[test]
 fn bridge_rp_filter_option() {
     use crate::route::RpFilter;

@@ -287,12 +287,12 @@ impl Worker {
         fail_mode: Option<Option<String>>,
     ) -> Result<serde_json::Value, String> {
         let b = self.bridge_id(bridge)?;
-        let spec = self
+        let mut next = self
             .specs
             .bridges
-            .entry(bridge.to_string())
-            .or_insert_with(|| crate::config::BridgeSpec::new(bridge));
-        let mut next = spec.clone();
+            .get(bridge)
+            .cloned()
+            .unwrap_or_else(|| crate::config::BridgeSpec::new(bridge));
         if let Some(d) = datapath_id {
             next.datapath_id = d;
         }
@@ -303,6 +303,13 @@ impl Worker {
             next.fail_mode = f;
         }
         crate::openflow::control::validate_bridge(&next)?;
+        let next_dpid = next.datapath_id.clone();
+        self.dpid_taken(bridge, next_dpid.as_deref())?;
+        let spec = self
+            .specs
+            .bridges
+            .entry(bridge.to_string())
+            .or_insert_with(|| crate::config::BridgeSpec::new(bridge));
         *spec = next;
         if spec.controller.is_empty()
             && let Some(br) = self.dp.bridge_mut(b)

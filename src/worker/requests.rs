@@ -665,8 +665,24 @@ impl Worker {
         Ok(())
     }
 
+    /// Why bridge `bridge` may not take OpenFlow datapath id `dpid`: another bridge has it (a
+    /// controller could not tell them apart; found trying uvs as a new user).
+    pub(crate) fn dpid_taken(&self, bridge: &str, dpid: Option<&str>) -> Result<(), String> {
+        let Some(d) = dpid else { return Ok(()) };
+        match self
+            .specs
+            .bridges
+            .iter()
+            .find(|(n, s)| n.as_str() != bridge && s.datapath_id.as_deref() == Some(d))
+        {
+            Some((n, _)) => Err(format!("datapath_id: {d} is bridge '{n}''s already")),
+            None => Ok(()),
+        }
+    }
+
     fn add_bridge(&mut self, spec: BridgeSpec) -> Result<Value, String> {
         spec.validate()?;
+        self.dpid_taken(&spec.name, spec.datapath_id.as_deref())?;
         for p in &spec.port {
             self.check_port_name(&p.name)?;
         }
@@ -1160,6 +1176,35 @@ mod tests {
         let e = w.call(Command::NatDelRule(texts[0].clone())).unwrap_err();
         assert!(e.contains("no NAT rule") && e.contains("RULE"), "{e}");
         w.shutdown();
+    }
+
+    /// Two bridges cannot have one OpenFlow datapath id (add-br, or set later); the bridge
+    /// that has it may set it again.
+    #[test]
+    fn two_bridges_cannot_share_a_datapath_id() {
+        let w = crate::worker::spawn_for_tests();
+        let br = |name: &str, dpid: &str| {
+            let args = vec![format!("datapath_id={dpid}")];
+            BridgeSpec::from_args(name, &args).unwrap()
+        };
+        w.call(Command::AddBridge(br("a", "0x1"))).unwrap();
+        let e = w.call(Command::AddBridge(br("b", "0x1"))).unwrap_err();
+        assert!(e.contains("datapath_id") && e.contains("'a'"), "{e}");
+        w.call(Command::AddBridge(br("b", "0x2"))).unwrap();
+        let set = |bridge: &str, dpid: &str| {
+            w.call(Command::Openflow(super::super::events::OfCommand::Set {
+                bridge: bridge.into(),
+                datapath_id: Some(Some(format!(
+                    "{:#018x}",
+                    u64::from_str_radix(dpid, 16).unwrap()
+                ))),
+                controller: None,
+                fail_mode: None,
+            }))
+        };
+        assert!(set("b", "1").unwrap_err().contains("'a'"));
+        set("a", "1").unwrap();
+        set("b", "3").unwrap();
     }
 
     /// A static route's next hop may be neither the gateway nor its subnet's network or
