@@ -197,13 +197,8 @@ fn conntrack_limits_are_reported_for_the_whole_switch() {
     w.shutdown();
 }
 
-/// A gateway set on a bridge is announced once (one gratuitous ARP out of each port), not
-/// once per worker: found trying uvs as a new user, two workers sent two.
-#[test]
-fn a_gateway_is_announced_once_with_two_workers() {
-    let (w, pipes) = two_workers();
-    let total = |port: &Vec<Shared>| port.iter().map(sent).sum::<usize>();
-    let before: Vec<usize> = pipes.iter().map(total).collect();
+/// Give br0 the gateway 10.0.0.1/24.
+fn set_gateway(w: &WorkerHandle) {
     let gw = uvs::datapath::Gateway {
         ip: [10, 0, 0, 1],
         len: 24,
@@ -214,6 +209,16 @@ fn a_gateway_is_announced_once_with_two_workers() {
         gateway: Some(gw),
     })
     .unwrap();
+}
+
+/// A gateway set on a bridge is announced once (one gratuitous ARP out of each port), not
+/// once per worker: found trying uvs as a new user, two workers sent two.
+#[test]
+fn a_gateway_is_announced_once_with_two_workers() {
+    let (w, pipes) = two_workers();
+    let total = |port: &Vec<Shared>| port.iter().map(sent).sum::<usize>();
+    let before: Vec<usize> = pipes.iter().map(total).collect();
+    set_gateway(&w);
     wait_for("the announcement", || {
         pipes.iter().zip(&before).all(|(p, b)| total(p) > *b)
     });
@@ -229,16 +234,7 @@ fn a_gateway_is_announced_once_with_two_workers() {
 #[test]
 fn what_is_not_available_yet_is_refused() {
     let (w, _pipes) = two_workers();
-    let gw = uvs::datapath::Gateway {
-        ip: [10, 0, 0, 1],
-        len: 24,
-        mac: uvs::datapath::Gateway::default_mac("br0"),
-    };
-    w.call(Command::SetGateway {
-        bridge: "br0".into(),
-        gateway: Some(gw),
-    })
-    .unwrap();
+    set_gateway(&w);
     let args: Vec<String> = ["masquerade", "src=10.1.0.0/24", "out=br0"]
         .map(String::from)
         .into();
