@@ -865,6 +865,15 @@ fn the_database_stays_loadable_through_port_and_gateway_changes() {
         assert!(!o.status.success() && e.contains(want), "{args:?}: {e}");
     };
     refused(&["set-br", "br0", "gateway=none"], "10.99.0.0/16");
+    refused(
+        &[
+            "set-br",
+            "br0",
+            "gateway=none",
+            "gateway_mac=02:00:00:00:00:01",
+        ],
+        "gateway_mac: there is no gateway",
+    );
     refused(&["set-br", "br0", "gateway=10.90.0.1/24"], "static routes");
     // Within the subnet the next hop stays reachable: allowed.
     a.ctl(&["set-br", "br0", "gateway=10.77.0.1/24"]);

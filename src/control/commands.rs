@@ -215,6 +215,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             }
             let gateway = match gw.as_deref() {
                 None => None,
+                // A MAC for no gateway was dropped without a word (found trying uvs as a
+                // new user).
+                Some("none") if mac.is_some() => {
+                    return Err(CtlError::new("gateway_mac: there is no gateway with gateway=none"));
+                }
                 Some("none") => Some(None),
                 Some(g) => Some(parse_gateway(&a[0], Some(g), mac.as_deref()).map_err(CtlError::new)?),
             };
