@@ -270,6 +270,9 @@ fn ofctl_errors_name_the_problem() {
     let (good, _, err) = ofctl(&["add-flow", &t, "actions=LOCAL"]);
     assert!(!good);
     assert!(err.contains("OFPBAC_BAD_OUT_PORT"), "{err}");
+    // A flow to a group the bridge does not have: refused as OVS refuses it.
+    let (good, _, err) = ofctl(&["-O", "OpenFlow13", "add-flow", &t, "actions=group:9"]);
+    assert!(!good && err.contains("OFPBAC_BAD_OUT_GROUP"), "{err}");
     // An OpenFlow 1.0 extension error (code 256 and up) goes out as a Nicira vendor error,
     // which ovs-ofctl decodes (it printed "decode error"; found trying uvs as a new user).
     let (good, _, err) = ofctl(&["add-flow", &t, "vlan_tci=0x0005/0x0fff,actions=drop"]);

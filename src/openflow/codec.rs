@@ -93,11 +93,13 @@ pub enum OfErr {
     GroupExists,
     /// OFPGC_MODIFY of a group id that does not exist.
     GroupUnknown,
+    /// A flow's `group:N` action to a group the bridge does not have.
+    BadOutGroup,
 }
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 37] = [
+    pub const ALL: [OfErr; 38] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -135,6 +137,7 @@ impl OfErr {
         OfErr::GroupInvalid,
         OfErr::GroupExists,
         OfErr::GroupUnknown,
+        OfErr::BadOutGroup,
     ];
 
     /// (type, code) for `version`.
@@ -197,6 +200,9 @@ impl OfErr {
             GroupInvalid => (6, 1),
             GroupExists => (6, 0),
             GroupUnknown => (6, 8),
+            // OpenFlow 1.0 has no groups: the flow_mod failed.
+            BadOutGroup if v10 => (3, 2),
+            BadOutGroup => (2, 9),
         }
     }
 }

@@ -245,6 +245,10 @@ fn filter_of(fm: &FlowMod, strict: bool) -> FlowFilter {
 
 fn failed(sw: &dyn Switch, what: &str, e: String) -> OfErr {
     tracing::warn!("openflow {}: {what}: {e}", sw.bridge());
+    // A flow to a missing group: the error OVS sends (OFPBAC_BAD_OUT_GROUP).
+    if e.contains(": no such group") {
+        return OfErr::BadOutGroup;
+    }
     OfErr::FlowModFailed
 }
 
