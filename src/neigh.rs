@@ -768,48 +768,43 @@ impl Neighbours {
     /// Forget every neighbour of `bridge` (their held packets go to the dropped list); O(the
     /// bridge's entries). Returns how many were removed.
     pub fn flush_bridge(&mut self, bridge: u16) -> usize {
-        self.last = None;
-        let Some(pb) = self.bridges.get_mut(bridge as usize) else {
-            return 0;
-        };
-        let keys = std::mem::take(&mut pb.keys);
-        pb.cursor = 0;
-        let n = keys.len();
-        for k in keys {
-            if let Some(e) = self.map.remove(&k) {
-                let n = e.qlen as usize;
-                self.dropped.extend_from_slice(&e.queue[..n]);
-                self.unheld(bridge, n);
-            }
-        }
-        n
+        self.flush_where(bridge, |_| true)
     }
 
     /// `neigh-flush`: remove bridge `bridge`'s learned entries, keeping the permanent ones
     /// (what the etcd overlay programs), as Linux's `ip neigh flush` does. Returns how many
     /// went. (Found trying uvs as a new user: a flush removed the overlay's entries for good.)
     pub fn flush_learned(&mut self, bridge: u16) -> usize {
+        self.flush_where(bridge, |e| e.state != State::Permanent)
+    }
+
+    /// Remove `bridge`'s entries that `gone` picks (their held packets go to the dropped
+    /// list), O(the bridge's entries); returns how many.
+    fn flush_where(&mut self, bridge: u16, gone: impl Fn(&Entry) -> bool) -> usize {
         self.last = None;
-        let Some(pb) = self.bridges.get(bridge as usize) else {
+        let Some(pb) = self.bridges.get_mut(bridge as usize) else {
             return 0;
         };
-        let gone: Vec<u64> = pb
-            .keys
-            .iter()
-            .copied()
-            .filter(|k| self.map.get(k).is_some_and(|e| e.state != State::Permanent))
-            .collect();
-        for &k in &gone {
-            if let Some(e) = self.map.remove(&k) {
-                let n = e.qlen as usize;
-                self.dropped.extend_from_slice(&e.queue[..n]);
-                self.unheld(bridge, n);
+        let mut keys = std::mem::take(&mut pb.keys);
+        let before = keys.len();
+        keys.retain(|k| {
+            let Some(e) = self.map.get(k) else {
+                return false;
+            };
+            if !gone(e) {
+                return true;
             }
-        }
-        if !gone.is_empty() {
-            self.rebuild_keys();
-        }
-        gone.len()
+            let n = e.qlen as usize;
+            self.dropped.extend_from_slice(&e.queue[..n]);
+            self.map.remove(k);
+            self.unheld(bridge, n);
+            false
+        });
+        let n = before - keys.len();
+        let pb = &mut self.bridges[bridge as usize];
+        pb.keys = keys;
+        pb.cursor = 0;
+        n
     }
 
     /// All entries, sorted by bridge then address.
