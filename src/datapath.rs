@@ -275,6 +275,13 @@ impl Gateway {
             self.len,
         )
     }
+
+    /// True if `ip` is the subnet's network or broadcast address (no host has it).
+    pub fn is_subnet_edge(&self, ip: std::net::Ipv4Addr) -> bool {
+        let (net, len) = self.subnet();
+        let bcast = u32::from(net) | !crate::route::mask(len);
+        u32::from(ip) == u32::from(net) || u32::from(ip) == bcast
+    }
 }
 
 /// A bridge: an isolated L2 domain.
@@ -468,8 +475,7 @@ impl Datapath {
                 ));
             }
             let (net, len) = g.subnet();
-            let bcast = u32::from(net) | !crate::route::mask(len);
-            if u32::from(ip) == u32::from(net) || u32::from(ip) == bcast {
+            if g.is_subnet_edge(ip) {
                 return Err(format!(
                     "gateway: {ip}/{len} is the network or broadcast address"
                 ));

@@ -597,9 +597,8 @@ impl Worker {
             }
             // Nor the subnet's network or broadcast address (Linux: "Nexthop has invalid
             // gateway"; found trying uvs as a new user).
-            let (net, len) = g.subnet();
-            let bcast = u32::from(net) | !crate::route::mask(len);
-            if u32::from(via) == u32::from(net) || u32::from(via) == bcast {
+            if g.is_subnet_edge(via) {
+                let (net, len) = g.subnet();
                 return Err(format!(
                     "via: {via} is the network or broadcast address of {net}/{len}"
                 ));
