@@ -77,8 +77,7 @@ pub fn call_with_timeout(
     loop {
         match call_once(path, method, params, timeout) {
             Err(ClientError::Remote(m))
-                if (m.starts_with("control socket busy")
-                    || m.starts_with("too many control connections"))
+                if super::server::refused_for_room(&m)
                     && start.elapsed() + Duration::from_millis(pause_ms) < timeout =>
             {
                 // Jitter from the clock, so waiting clients do not come back together.

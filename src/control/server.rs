@@ -81,6 +81,16 @@ impl Default for Limits {
 /// client library retries on it, see `client::call`).
 pub const BUSY: &str = "control socket busy: this connection was closed to admit a newer one before its request ran (try again)";
 
+/// How a connection refused at the limits is answered (the start of the message; its request
+/// did not run: `client::call` retries it too).
+pub const TOO_MANY: &str = "too many control connections";
+
+/// True if `message` says a request did not run because the socket was full ([`BUSY`],
+/// [`TOO_MANY`]): the client may send it again.
+pub fn refused_for_room(message: &str) -> bool {
+    message == BUSY || message.starts_with(TOO_MANY)
+}
+
 /// What a connection is doing, for the reaper and for eviction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -590,11 +600,11 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
             Ok(())
         }
         None if same_user => Err(format!(
-            "too many control connections for {why} (limit {}), all running commands",
+            "{TOO_MANY} for {why} (limit {}), all running commands",
             limits.max_per_uid
         )),
         None => Err(format!(
-            "too many control connections (limit {}), all running commands",
+            "{TOO_MANY} (limit {}), all running commands",
             limits.max_connections
         )),
     }
