@@ -517,55 +517,28 @@ impl Store {
         out: &mut Applied,
     ) {
         let b = &new.name;
-        // Compared as the running configuration writes them (defaults spelled out): the same
-        // meter or group written another way is no change.
         let canon_m = |t: &String| crate::flow::meter::canonical(t).unwrap_or_else(|| t.clone());
         let canon_g = |t: &String| {
             crate::flow::group::parse_group(t).map_or_else(|_| t.clone(), |g| g.to_string())
         };
-        let old_meters: Vec<String> = old
-            .and_then(|o| o.meters.as_ref())
-            .into_iter()
-            .flatten()
-            .map(canon_m)
-            .collect();
-        for m in new
-            .meters
-            .iter()
-            .flatten()
-            .filter(|m| !old_meters.contains(&canon_m(m)))
-        {
+        let old_meters = old.and_then(|o| o.meters.as_deref());
+        for m in added(old_meters, new.meters.as_deref(), canon_m) {
             let what = format!("+ meter {m} (bridge {b})");
-            match self.call(Command::MeterAdd {
+            let r = self.call(Command::MeterAdd {
                 bridge: b.clone(),
                 spec: m.clone(),
-            }) {
-                Ok(_) => out.changes.push(what),
-                Err(e) => out.errors.push(format!("{what}: {e}")),
-            }
+            });
+            out.step(r, what);
         }
-        let old_groups: Vec<String> = old
-            .and_then(|o| o.groups.as_ref())
-            .into_iter()
-            .flatten()
-            .map(canon_g)
-            .collect();
-        for g in new
-            .groups
-            .iter()
-            .flatten()
-            .filter(|g| !old_groups.contains(&canon_g(g)))
-        {
+        let old_groups = old.and_then(|o| o.groups.as_deref());
+        for g in added(old_groups, new.groups.as_deref(), canon_g) {
             let what = format!("+ group {g} (bridge {b})");
             let c = crate::worker::OfCommand::GroupAdd {
                 bridge: b.clone(),
                 group: g.clone(),
                 write: crate::flow::group::GroupWrite::AddOrModify,
             };
-            match self.call(Command::Openflow(c)) {
-                Ok(_) => out.changes.push(what),
-                Err(e) => out.errors.push(format!("{what}: {e}")),
-            }
+            out.step(self.call(Command::Openflow(c)), what);
         }
         if let Some(flows) = &new.flows
             && old.and_then(|o| o.flows.as_ref()) != Some(flows)
@@ -792,4 +765,19 @@ impl Journal for Store {
         })?;
         Ok(reply)
     }
+}
+
+/// The items of `new` that `old` lacks, compared as `canon` writes them (meters and groups as
+/// the running configuration writes them, defaults spelled out: the same one written another
+/// way is no change).
+fn added<'a>(
+    old: Option<&[String]>,
+    new: Option<&'a [String]>,
+    canon: impl Fn(&String) -> String,
+) -> Vec<&'a String> {
+    let old: Vec<String> = old.into_iter().flatten().map(&canon).collect();
+    new.into_iter()
+        .flatten()
+        .filter(|x| !old.contains(&canon(x)))
+        .collect()
 }
