@@ -223,17 +223,17 @@ impl State {
     /// re-created a bridge, an operator deleted a route or FDB entry): see
     /// `Worker::overlay_check`. Cheap when nothing was lost (one request to the worker).
     fn repair(&mut self) {
+        // Nothing programmed yet (no lease): nothing to check, no request to the worker.
+        let Some(subnet) = self.own.as_ref().map(|o| o.subnet) else {
+            return;
+        };
         let intact = self
             .worker
             .call(Command::OverlayIntact)
             .map_or(true, |v| v["intact"] != false);
-        let (Some(cfg), Some(own)) = (self.cfg.clone(), self.own.as_ref()) else {
+        let Some(cfg) = self.cfg.clone().filter(|_| !intact) else {
             return;
         };
-        if intact {
-            return;
-        }
-        let subnet = own.subnet;
         warn!("etcd: programmed state was removed from the switch; programming it again");
         self.repairs += 1;
         if let Err(e) = self.program_own(&cfg, subnet) {
