@@ -204,6 +204,31 @@ fn ofctl_openflow13_flows_show_and_ports() {
         .unwrap()
         .text;
     assert!(m.contains("meter=1 kbps rate=1000 burst_size=100"), "{m}");
+    // add-meter of an existing id is refused (as OVS); mod-meter replaces one that exists and
+    // is refused for one that does not, on the wire and on the control socket.
+    let spec = "meter=1,kbps,burst,band=type=drop,rate=3000,burst_size=100";
+    let (good, _, err) = ofctl(&["-O", "OpenFlow13", "add-meter", &t, spec]);
+    assert!(!good && err.contains("OFPMMFC_METER_EXISTS"), "{err}");
+    let spec7 = spec.replace("meter=1", "meter=7");
+    let (good, _, err) = ofctl(&["-O", "OpenFlow13", "mod-meter", &t, &spec7]);
+    assert!(!good && err.contains("OFPMMFC_UNKNOWN_METER"), "{err}");
+    let ctl = |cmd: &str, spec: &str| s.reg.call(cmd, &["br0".to_string(), spec.to_string()]);
+    let e = ctl("add-meter", "meter=1,kbps,band=type=drop,rate=5").unwrap_err();
+    assert!(e.to_string().contains("meter 1 already exists"), "{e}");
+    assert!(ctl("mod-meter", "meter=7,kbps,band=type=drop,rate=5").is_err());
+    let m = s
+        .reg
+        .call("dump-meters", &["br0".to_string()])
+        .unwrap()
+        .text;
+    assert!(m.contains("rate=1000") && !m.contains("meter=7"), "{m}");
+    run(&["mod-meter", &t, spec]);
+    let m = s
+        .reg
+        .call("dump-meters", &["br0".to_string()])
+        .unwrap()
+        .text;
+    assert!(m.contains("meter=1 kbps rate=3000 burst_size=100"), "{m}");
     run(&[
         "add-flow",
         &t,
@@ -213,7 +238,7 @@ fn ofctl_openflow13_flows_show_and_ports() {
     // The meter as ovs-ofctl reads it back: configuration, statistics, features.
     let cfg = run(&["dump-meters", &t]);
     assert!(
-        cfg.contains("meter=1 kbps burst stats bands=\ntype=drop rate=1000 burst_size=100"),
+        cfg.contains("meter=1 kbps burst stats bands=\ntype=drop rate=3000 burst_size=100"),
         "{cfg}"
     );
     let (st, age) = durations(&run(&["meter-stats", &t]), "duration:");

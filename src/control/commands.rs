@@ -845,23 +845,24 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(s, v))
         },
     );
-    let w = worker.clone();
-    reg.register(
-        "add-meter",
-        "add-meter BRIDGE meter=N,kbps,band=type=drop,rate=R[,burst_size=B]",
-        2,
-        2,
-        move |a| {
+    for (name, write) in [
+        ("add-meter", crate::flow::EntryWrite::Add),
+        ("mod-meter", crate::flow::EntryWrite::Modify),
+    ] {
+        let w = worker.clone();
+        let usage = format!("{name} BRIDGE meter=N,kbps,band=type=drop,rate=R[,burst_size=B]");
+        reg.register(name, &usage, 2, 2, move |a| {
             let v = ask(
                 &w,
                 Command::MeterAdd {
                     bridge: a[0].clone(),
                     spec: a[1].clone(),
+                    write,
                 },
             )?;
             Ok(Reply::new(String::new(), v))
-        },
-    );
+        });
+    }
     let w = worker.clone();
     reg.register(
         "del-meters",

@@ -527,6 +527,7 @@ impl Store {
             let r = self.call(Command::MeterAdd {
                 bridge: b.clone(),
                 spec: m.clone(),
+                write: crate::flow::EntryWrite::AddOrModify,
             });
             out.step(r, what);
         }
@@ -536,7 +537,7 @@ impl Store {
             let c = crate::worker::OfCommand::GroupAdd {
                 bridge: b.clone(),
                 group: g.clone(),
-                write: crate::flow::group::GroupWrite::AddOrModify,
+                write: crate::flow::EntryWrite::AddOrModify,
             };
             out.step(self.call(Command::Openflow(c)), what);
         }

@@ -18,18 +18,6 @@ use super::FlowError;
 use super::action::{Action, Actions, parse_actions};
 use super::parse::parse_num;
 
-/// How a group is written (OpenFlow's GROUP_MOD commands, ovs-ofctl's `add-group`,
-/// `mod-group` and `--may-create mod-group`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupWrite {
-    /// OFPGC_ADD: refused when the id exists (OFPGMFC_GROUP_EXISTS).
-    Add,
-    /// OFPGC_MODIFY: refused when the id does not exist (OFPGMFC_UNKNOWN_GROUP).
-    Modify,
-    /// Add or replace (restoring the running configuration).
-    AddOrModify,
-}
-
 /// A group's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupType {

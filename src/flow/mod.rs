@@ -48,6 +48,19 @@ pub use match_::{DEFAULT_PRIORITY, Masked, Match, NO_VLAN, PacketKey, PortRef};
 pub use parse::{FlowFilter, parse_filter, parse_flow, parse_num, parse_port};
 pub use regs::{Field, PktField, Subfield};
 
+/// How a group or meter is written: OpenFlow's GROUP_MOD and METER_MOD commands, ovs-ofctl's
+/// `add-group`/`mod-group` and `add-meter`/`mod-meter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryWrite {
+    /// ADD: refused when the id exists (OFPGMFC_GROUP_EXISTS, OFPMMFC_METER_EXISTS).
+    Add,
+    /// MODIFY: refused when the id does not exist (OFPGMFC_UNKNOWN_GROUP,
+    /// OFPMMFC_UNKNOWN_METER).
+    Modify,
+    /// Add or replace (restoring the running configuration).
+    AddOrModify,
+}
+
 /// Why a flow (or a filter) was refused. Every message names the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlowError {

@@ -112,7 +112,7 @@ impl Switch for Bridge {
             None => Ok(()),
         }
     }
-    fn add_meter(&self, spec: &str) -> Result<(), String> {
+    fn add_meter(&self, spec: &str, _write: crate::flow::EntryWrite) -> Result<(), String> {
         assert!(spec.starts_with("meter="), "meter spec {spec:?}");
         Ok(())
     }
@@ -147,7 +147,7 @@ impl Switch for Bridge {
             })
             .collect())
     }
-    fn add_group(&self, spec: &str, _write: crate::flow::group::GroupWrite) -> Result<(), String> {
+    fn add_group(&self, spec: &str, _write: crate::flow::EntryWrite) -> Result<(), String> {
         let g = parse_group(spec).map_err(|e| e.to_string())?;
         let mut gs = self.groups.borrow_mut();
         gs.retain(|(id, _)| *id != g.id);

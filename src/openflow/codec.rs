@@ -81,6 +81,10 @@ pub enum OfErr {
     MeterBadBand,
     /// A meter_mod command out of range.
     MeterBadCommand,
+    /// OFPMC_ADD of a meter id that exists.
+    MeterExists,
+    /// OFPMC_MODIFY of a meter id that does not exist.
+    MeterUnknown,
     /// A role request with a role that does not exist.
     BadRole,
     /// A group_mod command out of range.
@@ -99,7 +103,7 @@ pub enum OfErr {
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 38] = [
+    pub const ALL: [OfErr; 40] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -131,6 +135,8 @@ impl OfErr {
         OfErr::MeterBadFlags,
         OfErr::MeterBadBand,
         OfErr::MeterBadCommand,
+        OfErr::MeterExists,
+        OfErr::MeterUnknown,
         OfErr::BadRole,
         OfErr::GroupBadCommand,
         OfErr::GroupBadType,
@@ -185,8 +191,15 @@ impl OfErr {
             FlowModFailed => (5, 0),
             BadCommand if v10 => (3, 4),
             BadCommand => (5, 6),
-            MeterFailed | MeterBadFlags | MeterBadBand | MeterBadCommand if v10 => (1, 1),
+            MeterFailed | MeterBadFlags | MeterBadBand | MeterBadCommand | MeterExists
+            | MeterUnknown
+                if v10 =>
+            {
+                (1, 1)
+            }
             MeterFailed => (12, 0),
+            MeterExists => (12, 1),
+            MeterUnknown => (12, 3),
             MeterBadCommand => (12, 4),
             MeterBadFlags => (12, 5),
             MeterBadBand => (12, 8),

@@ -13,7 +13,7 @@
 //! - The connections themselves belong to the OpenFlow manager (`listener::Manager`), which
 //!   reports them back with `OfCommand::ControllerState`.
 
-use crate::flow::group::GroupWrite;
+use crate::flow::EntryWrite;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -302,8 +302,8 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     });
     let w = worker.clone();
     for (name, usage, write) in [
-        ("add-group", "add-group BRIDGE GROUP", GroupWrite::Add),
-        ("mod-group", "mod-group BRIDGE GROUP", GroupWrite::Modify),
+        ("add-group", "add-group BRIDGE GROUP", EntryWrite::Add),
+        ("mod-group", "mod-group BRIDGE GROUP", EntryWrite::Modify),
     ] {
         let w = w.clone();
         reg.register(name, usage, 2, 2, move |a| {

@@ -15,7 +15,8 @@
 use super::Switch;
 use super::actions;
 use super::codec::{OfErr, OfResult, Reader, Writer};
-use crate::flow::group::{Bucket, Group, GroupType, GroupWrite, parse_group};
+use crate::flow::EntryWrite;
+use crate::flow::group::{Bucket, Group, GroupType, parse_group};
 
 /// OFPG_ALL.
 const ALL: u32 = 0xffff_fffc;
@@ -59,9 +60,9 @@ pub fn group_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     // The text goes through the same parser (and checks) as `uvs ctl add-group`.
     let text = g.to_string();
     let write = if cmd == 0 {
-        GroupWrite::Add
+        EntryWrite::Add
     } else {
-        GroupWrite::Modify
+        EntryWrite::Modify
     };
     // dump-groups lines start `group_id=N,`: the id is compared, the line not parsed.
     let prefix = format!("group_id={id},");
@@ -71,8 +72,8 @@ pub fn group_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
         .iter()
         .any(|l| l.starts_with(&prefix));
     match (write, exists) {
-        (GroupWrite::Add, true) => return Err(OfErr::GroupExists),
-        (GroupWrite::Modify, false) => return Err(OfErr::GroupUnknown),
+        (EntryWrite::Add, true) => return Err(OfErr::GroupExists),
+        (EntryWrite::Modify, false) => return Err(OfErr::GroupUnknown),
         _ => {}
     }
     sw.add_group(&text, write).map_err(|e| failed(sw, e))

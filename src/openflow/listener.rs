@@ -12,7 +12,7 @@
 //! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
 //!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
 
-use crate::flow::group::GroupWrite;
+use crate::flow::EntryWrite;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -207,17 +207,25 @@ impl Switch for RegistrySwitch {
         .map(|_| ())
     }
 
-    fn add_meter(&self, spec: &str) -> Result<(), String> {
-        self.call("add-meter", vec![self.bridge.clone(), spec.to_string()])
+    fn add_meter(&self, spec: &str, write: EntryWrite) -> Result<(), String> {
+        let method = match write {
+            EntryWrite::Add => "add-meter",
+            EntryWrite::Modify => "mod-meter",
+            // METER_MOD has no add-or-modify command; only the configuration restore uses it.
+            EntryWrite::AddOrModify => {
+                return Err("add-or-modify is not an OpenFlow command".into());
+            }
+        };
+        self.call(method, vec![self.bridge.clone(), spec.to_string()])
             .map(|_| ())
     }
 
-    fn add_group(&self, spec: &str, write: GroupWrite) -> Result<(), String> {
+    fn add_group(&self, spec: &str, write: EntryWrite) -> Result<(), String> {
         let method = match write {
-            GroupWrite::Add => "add-group",
-            GroupWrite::Modify => "mod-group",
+            EntryWrite::Add => "add-group",
+            EntryWrite::Modify => "mod-group",
             // GROUP_MOD has no add-or-modify command; only the configuration restore uses it.
-            GroupWrite::AddOrModify => {
+            EntryWrite::AddOrModify => {
                 return Err("add-or-modify is not an OpenFlow command".into());
             }
         };

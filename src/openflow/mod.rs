@@ -103,10 +103,11 @@ pub trait Switch {
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String>;
     /// Send `frame` out of the ports numbered `outputs`.
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
-    /// Add or replace a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`).
-    fn add_meter(&self, spec: &str) -> Result<(), String>;
+    /// Write a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`):
+    /// `add-meter` (Add) or `mod-meter` (Modify).
+    fn add_meter(&self, spec: &str, write: crate::flow::EntryWrite) -> Result<(), String>;
     /// Write a group, in `add-group` syntax: `add-group` (Add) or `mod-group` (Modify).
-    fn add_group(&self, _spec: &str, _write: crate::flow::group::GroupWrite) -> Result<(), String> {
+    fn add_group(&self, _spec: &str, _write: crate::flow::EntryWrite) -> Result<(), String> {
         Err("groups are not supported here".into())
     }
     /// Remove group `id` (None: every group).

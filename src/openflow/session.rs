@@ -11,6 +11,7 @@ use super::codec::{
     start,
 };
 use super::{Switch, actions, flowmod, stats};
+use crate::flow::EntryWrite;
 
 /// The versions uvs speaks, as a HELLO bitmap (bits 1 and 4).
 const BITMAP: u32 = (1 << OF10) | (1 << OF13);
@@ -289,8 +290,9 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     })
 }
 
-/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter`;
-/// DELETE (of one meter, or `OFPM_ALL`) `del-meters`, which removes the flows that use them.
+/// OFPT_METER_MOD: ADD and MODIFY of a kbps meter with one drop band become `add-meter` and
+/// `mod-meter` (ADD of an existing id: METER_EXISTS, MODIFY of a missing one: UNKNOWN_METER, as
+/// OVS); DELETE (of one meter, or `OFPM_ALL`) `del-meters`, which removes the flows that use them.
 fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     let cmd = r.u16()?;
     let flags = r.u16()?;
@@ -321,7 +323,25 @@ fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     if flags & 4 != 0 {
         spec.push_str(&format!(",burst_size={burst}"));
     }
-    sw.add_meter(&spec).map_err(|e| {
+    let write = if cmd == 0 {
+        EntryWrite::Add
+    } else {
+        EntryWrite::Modify
+    };
+    let exists = sw
+        .meters()
+        .map_err(|e| {
+            tracing::warn!("openflow {}: meters: {e}", sw.bridge());
+            OfErr::MeterFailed
+        })?
+        .iter()
+        .any(|m| m.id == id);
+    match (write, exists) {
+        (EntryWrite::Add, true) => return Err(OfErr::MeterExists),
+        (EntryWrite::Modify, false) => return Err(OfErr::MeterUnknown),
+        _ => {}
+    }
+    sw.add_meter(&spec, write).map_err(|e| {
         tracing::warn!("openflow {}: meter: {e}", sw.bridge());
         OfErr::MeterFailed
     })

@@ -53,9 +53,27 @@ impl Switch for Fake {
             .push((outputs.to_vec(), frame.to_vec()));
         Ok(())
     }
-    fn add_meter(&self, spec: &str) -> Result<(), String> {
+    fn add_meter(&self, spec: &str, _write: crate::flow::EntryWrite) -> Result<(), String> {
         self.meters.borrow_mut().push(spec.to_string());
         Ok(())
+    }
+    fn meters(&self) -> Result<Vec<super::MeterInfo>, String> {
+        let id = |s: &String| {
+            s["meter=".len()..]
+                .split(',')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let meters = self.meters.borrow();
+        Ok(meters
+            .iter()
+            .map(|s| super::MeterInfo {
+                id: id(s),
+                ..Default::default()
+            })
+            .collect())
     }
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String> {
         self.dumps.borrow_mut().push(filter.clone());
@@ -214,6 +232,20 @@ fn meter_mod_adds_a_drop_meter() {
     p[11] = 2;
     let (out, _) = s.handle(&p, &sw);
     assert_eq!(&out[0][8..12], &[0, 12, 0, 5]);
+    // ADD of meter 1 again: OFPMMFC_METER_EXISTS, nothing written.
+    let (out, _) = s.handle(&m, &sw);
+    assert_eq!(&out[0][8..12], &[0, 12, 0, 1]);
+    assert_eq!(sw.meters.borrow().len(), 1);
+    // MODIFY (command 1) of meter 2, which does not exist: OFPMMFC_UNKNOWN_METER.
+    let mut md = m.clone();
+    md[9] = 1;
+    md[15] = 2;
+    let (out, _) = s.handle(&md, &sw);
+    assert_eq!(&out[0][8..12], &[0, 12, 0, 3]);
+    // MODIFY of meter 1: written.
+    md[15] = 1;
+    assert_eq!(s.handle(&md, &sw), (vec![], false));
+    assert_eq!(sw.meters.borrow().len(), 2);
 }
 
 #[test]

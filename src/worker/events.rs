@@ -6,7 +6,7 @@
 
 use super::{LinkState, Worker};
 use crate::events::{Event, PortStatus};
-use crate::flow::group::GroupWrite;
+use crate::flow::EntryWrite;
 use crate::openflow::PortInfo;
 
 impl Worker {
@@ -70,7 +70,7 @@ pub enum OfCommand {
         /// The group in ovs-ofctl syntax.
         group: String,
         /// Add (the id must be free), modify (it must exist), or either.
-        write: crate::flow::group::GroupWrite,
+        write: crate::flow::EntryWrite,
     },
     /// `del-groups BRIDGE [group_id=N]`: remove one group or all, and the flows that send
     /// packets to them (FLOW_REMOVED reason `group_delete` for those that asked).
@@ -156,20 +156,20 @@ impl Worker {
         &mut self,
         bridge: &str,
         text: &str,
-        write: GroupWrite,
+        write: EntryWrite,
     ) -> Result<serde_json::Value, String> {
         let b = self.bridge_id(bridge)?;
         let mut g = crate::flow::group::parse_group(text).map_err(|e| e.to_string())?;
         let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         match (write, ft.groups.contains_key(&g.id)) {
-            (GroupWrite::Add, true) => {
+            (EntryWrite::Add, true) => {
                 return Err(format!(
                     "group_id: group {} already exists on bridge '{bridge}' (mod-group replaces it)",
                     g.id
                 ));
             }
-            (GroupWrite::Modify, false) => {
+            (EntryWrite::Modify, false) => {
                 return Err(format!("group_id: no group {} on bridge '{bridge}'", g.id));
             }
             _ => {}

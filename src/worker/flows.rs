@@ -326,10 +326,35 @@ impl Worker {
         Ok(json!({"sent": outputs.len()}))
     }
 
-    /// add-meter.
-    pub(crate) fn meter_add(&mut self, bridge: &str, text: &str) -> Result<Value, String> {
+    /// add-meter (`EntryWrite::Add`: refused when the id exists, as OVS's METER_EXISTS) and
+    /// mod-meter (`Modify`: refused when it does not). A written meter starts with zero counters.
+    pub(crate) fn meter_add(
+        &mut self,
+        bridge: &str,
+        text: &str,
+        write: crate::flow::EntryWrite,
+    ) -> Result<Value, String> {
+        use crate::flow::EntryWrite;
         let b = self.flow_bridge(bridge)?;
         let (id, mut meter) = parse_meter(text)?;
+        let exists = self
+            .dp
+            .bridge(b)
+            .expect("checked")
+            .flows
+            .meters
+            .contains_key(&id);
+        match (write, exists) {
+            (EntryWrite::Add, true) => {
+                return Err(format!(
+                    "meter: meter {id} already exists on bridge '{bridge}' (mod-meter replaces it)"
+                ));
+            }
+            (EntryWrite::Modify, false) => {
+                return Err(format!("meter: no meter {id} on bridge '{bridge}'"));
+            }
+            _ => {}
+        }
         meter.created_ms = self.dp.now_ms;
         if let Some(buckets) = &self.buckets {
             let what = format!("meter {bridge} {id}");

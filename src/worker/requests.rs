@@ -227,6 +227,8 @@ pub enum Command {
         bridge: String,
         /// `meter=N,kbps,band=type=drop,rate=R`.
         spec: String,
+        /// add-meter, mod-meter, or either (a configuration restore).
+        write: crate::flow::EntryWrite,
     },
     /// dump-meters.
     MeterDump(String),
@@ -559,7 +561,11 @@ impl Worker {
                 filter,
                 names,
             } => self.flows_dump(&bridge, filter, names),
-            Command::MeterAdd { bridge, spec } => self.meter_add(&bridge, &spec),
+            Command::MeterAdd {
+                bridge,
+                spec,
+                write,
+            } => self.meter_add(&bridge, &spec, write),
             Command::MeterDump(bridge) => self.meters_dump(&bridge),
             Command::Trace { bridge, packet } => self.trace(&bridge, &packet, now),
             Command::Stats => Ok(self.stats_json()),
@@ -1254,7 +1260,7 @@ mod tests {
             super::super::events::OfCommand::GroupAdd {
                 bridge: "br0".into(),
                 group: "group_id=5,type=all,bucket=actions=drop".into(),
-                write: crate::flow::group::GroupWrite::Add,
+                write: crate::flow::EntryWrite::Add,
             },
         ))
         .unwrap();

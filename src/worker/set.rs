@@ -304,9 +304,14 @@ fn replicate(cmd: &Command) -> Option<Command> {
             strict: *strict,
         },
         Command::Overlay(ops) => Command::Overlay(ops.clone()),
-        Command::MeterAdd { bridge, spec } => Command::MeterAdd {
+        Command::MeterAdd {
+            bridge,
+            spec,
+            write,
+        } => Command::MeterAdd {
             bridge: bridge.clone(),
             spec: spec.clone(),
+            write: *write,
         },
         Command::Openflow(crate::worker::OfCommand::GroupDump { .. }) => return None,
         Command::Openflow(crate::worker::OfCommand::GroupStats { .. }) => return None,
