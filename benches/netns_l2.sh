@@ -15,11 +15,12 @@
 #                                 [--uvs PATH] [--duration S] [--reps N] [--app-cpu CPUS]
 #                                 [--switch-cpu N] [--wait-idle S] [--nice N] [--ovs-xdp-mode M]
 #                                 [--uvs-xdp-mode M] [--switch-share PCT] [--sink stack|drop]
+#                                 [--gen trafgen|xdp]
 # Progress goes to stderr, the Markdown table to stdout. See docs/benchmarks.md.
 set -euo pipefail
 
 usage() {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 Options:
   --quick          1 repetition, 2 s traffic (CI smoke run)
@@ -43,6 +44,12 @@ Options:
   --sink MODE      what c2 does with the pps test's UDP frames: stack (default: its IP/UDP stack,
                    which veth runs on the sender's core, i.e. the switch's) or drop (an nftables
                    netdev ingress rule drops and counts them before the stack)
+  --gen G          the pps test's generator: trafgen (default: PF_PACKET from c1's stack, ~0.5
+                   Mpps on one core here, so it, not the switch, sets the figure) or xdp (`uvs
+                   bench gen`: XDP live frames redirected out of c1's eth0, no skb or syscall a
+                   frame, ~1.5-2.7 Mpps: the switch becomes the bottleneck at full CPU; the
+                   host ends get GRO on, which a veth needs to take XDP frames when its peer
+                   has no XDP program: kernel bridge, afpacket). Sent = frames offered.
   --nice N         run everything (switches and traffic tools) at this nice value, e.g. -10 on a
                    machine shared with builds (default 0: unchanged)
 EOF
@@ -65,6 +72,7 @@ OVS_XDP_MODE=native
 UVS_XDP_MODE=auto
 SHARE=100
 SINK=stack
+GEN=trafgen
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -80,6 +88,7 @@ while [ $# -gt 0 ]; do
     --uvs-xdp-mode) UVS_XDP_MODE="${2:?}"; shift ;;
     --switch-share) SHARE="${2:?}"; shift ;;
     --sink) SINK="${2:?}"; shift ;;
+    --gen) GEN="${2:?}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -97,6 +106,10 @@ esac
 case "$SINK" in
 stack | drop) ;;
 *) echo "netns_l2: --sink must be stack or drop, not '$SINK'" >&2; exit 2 ;;
+esac
+case "$GEN" in
+trafgen | xdp) ;;
+*) echo "netns_l2: --gen must be trafgen or xdp, not '$GEN'" >&2; exit 2 ;;
 esac
 ALL_SWITCHES="kernel ovs uvs-afxdp uvs-afpacket uvs-tap"
 SWITCHES=""
@@ -290,6 +303,9 @@ make_veths() {
         sysctl -qw "net.ipv6.conf.$h.disable_ipv6=1" || true
         ip link set "$h" up
     done
+    # --gen xdp: a veth takes XDP frames (ndo_xdp_xmit) only while its peer runs NAPI: with an
+    # XDP program (the AF_XDP switches) or with GRO on (the kernel bridge).
+    if [ "$GEN" = xdp ]; then ethtool -K "$H1" gro on >/dev/null; fi
     config_eth0 "$C1" "$MAC1" "$IP1"
     config_eth0 "$C2" "$MAC2" "$IP2"
     log "veth queues: $H1 rx=$(ls -d /sys/class/net/$H1/queues/rx-* | wc -l) tx=$(ls -d /sys/class/net/$H1/queues/tx-* | wc -l)"
@@ -306,6 +322,19 @@ reachable() { nsx "$C1" timeout 2 ping -c 1 -W 1 -q "$IP2"; }
 
 # trafgen config: 60-byte frames (64 on the wire with the FCS), UDP c1 -> c2 port 9 (discard).
 TG_CFG="$TMP/udp64.cfg"
+# The same frame in hex for --gen xdp (IPv4 header checksum computed, UDP checksum 0).
+GEN_FRAME=$(python3 - "$MAC2" "$MAC1" "$IP1" "$IP2" <<'PY'
+import socket, struct, sys
+da, sa, src, dst = sys.argv[1:5]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + 18, 0, 0x4000, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+c = sum(struct.unpack("!10H", ip)); c = (c & 0xFFFF) + (c >> 16); c = (c & 0xFFFF) + (c >> 16)
+ip = ip[:10] + struct.pack("!H", ~c & 0xFFFF) + ip[12:]
+udp = struct.pack("!HHHH", 40000, 9, 8 + 18, 0) + bytes(18)
+mac = lambda m: bytes.fromhex(m.replace(":", ""))
+print((mac(da) + mac(sa) + b"\x08\x00" + ip + udp).hex())
+PY
+)
 cat >"$TG_CFG" <<EOF
 {
   eth(da=$MAC2, sa=$MAC1),
@@ -413,15 +442,23 @@ pps_once() {
         perf_pid=$!
     fi
     c0=$(switch_ticks); t0=$(now_ns)
-    # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.
-    nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
-        trafgen -o eth0 -i "$TG_CFG" -P 1 -Q --no-sock-mem -C >"$TMP/trafgen.out" 2>&1 || true
+    if [ "$GEN" = xdp ]; then
+        nsx "$C1" timeout -k 3 $((DUR + 5)) taskset -c "$APP_CPU" "$UVS" bench gen --dev eth0 \
+            --frame "$GEN_FRAME" --seconds "$DUR" >"$TMP/trafgen.out" 2>&1 || true
+    else
+        # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.
+        nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
+            trafgen -o eth0 -i "$TG_CFG" -P 1 -Q --no-sock-mem -C >"$TMP/trafgen.out" 2>&1 || true
+    fi
     t1=$(now_ns); c1=$(switch_ticks)
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     sleep 0.5 # let queued frames drain before reading the receiver
     s1=$(cnt "$C1" tx_packets); d1=$(cnt "$C1" tx_dropped); r1=$(cnt "$C2" rx_packets)
     hd1=$(host_rx_dropped); k1=$(sink_count)
     sent=$(((s1 - s0) + (d1 - d0))); rcv=$((r1 - r0))
+    if [ "$GEN" = xdp ]; then # what the generator offered (a full peer ring drops silently)
+        sent=$(sed -n 's/^offered \([0-9]*\) frames.*/\1/p' "$TMP/trafgen.out"); sent=${sent:-0}
+    fi
     el=$(python3 -c "print(($t1-$t0)/1e9)")
     R_PPS=$(python3 -c "print($rcv/$el)")
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
@@ -434,7 +471,7 @@ pps_once() {
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
         "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%, $(fmt .1f "$R_FPP") frames a busy pass)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}${k0:+, sink dropped $((k1 - k0))}$( [ "$R_SHARE" = nan ] || echo ", switch's share of core $SW_CPU $(fmt .0f "$R_SHARE")%")"
     if [ "$sent" -eq 0 ]; then
-        log "  trafgen sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
+        log "  the generator ($GEN) sent nothing:"; sed 's/^/    /' "$TMP/trafgen.out" >&2
     fi
 }
 host_rx_dropped() { # drops on the veth host ends (XDP redirect failures show up here)

@@ -667,6 +667,9 @@ const BENCHES: [(&str, &str); 3] = [
 ];
 
 fn bench(name: &str, args: &[String]) -> Result<(), String> {
+    if name == "gen" {
+        return bench_gen(args);
+    }
     let Some((_, script)) = BENCHES.iter().find(|(n, _)| *n == name) else {
         let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
         return Err(format!(
@@ -702,6 +705,69 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
     if let Some(svg) = plot {
         plot_table(&out, &format!("uvs bench {name}"), &svg)?;
     }
+    Ok(())
+}
+
+/// `uvs bench gen --dev IF --frame HEX [--seconds S] [--batch N]`: offer copies of one frame
+/// out of netdev IF with XDP live frames (`uvs::port::afxdp::xdpgen`), the benchmarks' fast
+/// generator (`benches/netns_l2.sh --gen xdp`). Prints one line with the count and the rate.
+fn bench_gen(args: &[String]) -> Result<(), String> {
+    const USAGE: &str = "usage: uvs bench gen --dev IF --frame HEX [--seconds S] [--batch N]";
+    let (mut dev, mut frame, mut seconds, mut batch) = (None, None, 5.0f64, 64u32);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("bench gen: {what} needs a value ({USAGE})"))
+        };
+        match a.as_str() {
+            "--" => {}
+            "--dev" => dev = Some(val("--dev")?),
+            "--frame" => {
+                let h = val("--frame")?;
+                if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("bench gen: --frame: not an even number of hex digits".into());
+                }
+                let bytes = (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("checked hex"))
+                    .collect::<Vec<u8>>();
+                frame = Some(bytes);
+            }
+            "--seconds" => {
+                seconds = val("--seconds")?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+                    .ok_or("bench gen: --seconds: a number of seconds in (0, 3600]")?;
+            }
+            "--batch" => {
+                batch = val("--batch")?
+                    .parse()
+                    .ok()
+                    .filter(|b| (1..=256).contains(b))
+                    .ok_or("bench gen: --batch: 1..256")?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("bench gen: unknown argument '{other}' ({USAGE})")),
+        }
+    }
+    let dev = dev.ok_or_else(|| format!("bench gen: --dev is required ({USAGE})"))?;
+    let frame = frame.ok_or_else(|| format!("bench gen: --frame is required ({USAGE})"))?;
+    let g = uvs::port::afxdp::xdpgen::Generator::new(&dev, &frame)
+        .map_err(|e| format!("bench gen: {e}"))?;
+    let (sent, took) = g
+        .run(seconds, batch)
+        .map_err(|e| format!("bench gen: {e}"))?;
+    let secs = took.as_secs_f64();
+    println!(
+        "offered {sent} frames in {secs:.3} s = {:.0} pps",
+        sent as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

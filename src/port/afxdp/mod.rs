@@ -77,6 +77,7 @@ pub mod rxq;
 pub mod socket;
 mod types;
 pub mod xdp;
+pub mod xdpgen;
 
 use types::L2_OVERHEAD;
 pub use types::{AfxdpError, AfxdpOptions, AfxdpStats, XdpMode};

@@ -36,7 +36,7 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// `struct bpf_insn`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BpfInsn {
+pub(super) struct BpfInsn {
     code: u8,
     /// dst_reg in the low nibble, src_reg in the high nibble.
     regs: u8,
@@ -44,7 +44,7 @@ struct BpfInsn {
     imm: i32,
 }
 
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
+pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
     BpfInsn {
         code,
         regs: (src << 4) | dst,
@@ -108,7 +108,7 @@ struct LinkCreateAttr {
 }
 
 /// Call `bpf(cmd, attr, sizeof attr)`; returns the non-negative result or the errno.
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+pub(super) fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of `union bpf_attr`; the kernel
     // reads/writes at most size_of::<A>() bytes of it. Pointers inside it are valid for the call.
     let r = unsafe {
@@ -126,7 +126,7 @@ fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     }
 }
 
-fn owned(fd: libc::c_long) -> OwnedFd {
+pub(super) fn owned(fd: libc::c_long) -> OwnedFd {
     // SAFETY: `fd` was just returned by bpf() as a new file descriptor that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
@@ -313,15 +313,22 @@ fn load_prog(map_fd: RawFd) -> Result<OwnedFd, (io::Error, String)> {
         // exit (BPF_JMP | BPF_EXIT)
         insn(0x95, 0, 0, 0, 0),
     ];
+    load_xdp(&prog, "uvs_xsks")
+}
+
+/// Load XDP program `prog` named `name` (at most 15 bytes); on failure return the errno and
+/// the verifier log.
+pub(super) fn load_xdp(prog: &[BpfInsn], name: &str) -> Result<OwnedFd, (io::Error, String)> {
     let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..8].copy_from_slice(b"uvs_xsks");
+    let mut prog_name = [0u8; 16];
+    let n = name.len().min(15);
+    prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: prog.len() as u32,
         insns: prog.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        prog_name: name,
+        prog_name,
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
