@@ -490,6 +490,25 @@ fn ofctl_groups_openflow13() {
         feat.contains("Types:  0x7") && feat.contains("select group:"),
         "{feat}"
     );
+    // out_group selects the flows that send to that group (also inside clone), in dumps,
+    // aggregates and deletes, as OVS: the other flows stay.
+    // (clone is not on the wire: added through uvs ctl.)
+    let flow = "priority=6,tcp,actions=clone(group:2),output:p3";
+    s.reg
+        .call("add-flow", &["br0".to_string(), flow.to_string()])
+        .unwrap();
+    o13(&["add-flow", &t, "priority=7,icmp,actions=output:2"]);
+    let f = o13(&["dump-flows", &t, "out_group=2"]);
+    assert!(f.contains("tcp") && !f.contains("udp"), "{f}");
+    let a = o13(&["dump-aggregate", &t, "out_group=1"]);
+    assert!(a.contains("flow_count=1"), "{a}");
+    o13(&["del-flows", &t, "out_group=2"]);
+    let f = o13(&["dump-flows", &t]);
+    assert!(
+        !f.contains("tcp") && f.contains("udp actions=group:1") && f.contains("icmp"),
+        "{f}"
+    );
+    o13(&["del-flows", &t, "icmp"]);
     // Errors: fast failover is not a type uvs has.
     let (good, _, err) = ofctl(&[
         "-O",

@@ -5,7 +5,8 @@
 //!   it out through `Switch`: ADD adds (replacing a flow with the same match and priority),
 //!   MODIFY[_STRICT] replaces the actions of the flows selected (OpenFlow 1.0: adds when none is
 //!   selected, as the spec says; counters restart), DELETE[_STRICT] removes them (with an
-//!   out_port, only the flows that output there).
+//!   out_port or out_group, only the flows that output there / send to that group, also from
+//!   inside `clone(...)`).
 //! - Every flow is checked by the flow parser (`parse_flow` of its text) before it reaches the
 //!   bridge, so prerequisites and action order are the ones `uvs ctl add-flow` enforces
 //!   (missing prerequisite: BadPrereq).
@@ -19,6 +20,9 @@ use super::codec::{OF10, OfErr, OfResult, Reader};
 use super::ofmatch::{self, Tlv};
 use super::{Switch, any_flow};
 use crate::flow::{Flow, FlowError, FlowFilter, Masked, parse_flow};
+
+/// OFPG_ANY: no out_group filter.
+pub const ANY_GROUP: u32 = 0xffff_ffff;
 
 /// OFPFF_SEND_FLOW_REM.
 pub const SEND_FLOW_REM: u16 = 1;
@@ -36,6 +40,8 @@ pub struct FlowMod {
     pub cookie_mask: u64,
     /// Out port filter for delete (1.0 numbering; `port::NONE`: any).
     pub out_port: u32,
+    /// Out group filter for delete (1.3; `ANY_GROUP`: any): only flows that send to it.
+    pub out_group: u32,
     /// OFPFF_* flags.
     pub flags: u16,
 }
@@ -116,6 +122,7 @@ pub fn decode(version: u8, table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowM
             all_tables: table == 255 || (!table_ext && cmd >= 1),
             cookie_mask: 0,
             out_port,
+            out_group: ANY_GROUP,
             flags,
         });
     }
@@ -131,7 +138,7 @@ pub fn decode(version: u8, table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowM
     let prio = r.u16()?;
     let buffer = r.u32()?;
     let out_port = actions::port_from13(r.u32()?);
-    let _out_group = r.u32()?;
+    let out_group = r.u32()?;
     let flags = r.u16()?;
     r.skip(2)?;
     let m = decode_oxm_match(&mut r)?;
@@ -157,6 +164,7 @@ pub fn decode(version: u8, table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowM
         all_tables: table == 255,
         cookie_mask,
         out_port,
+        out_group,
         flags,
     })
 }
@@ -213,6 +221,7 @@ pub fn decode_nx(table_ext: bool, mut r: Reader<'_>) -> OfResult<FlowMod> {
         all_tables: table == 255 || (!table_ext && cmd >= 1),
         cookie_mask: if cmd == 0 { 0 } else { ck.mask },
         out_port,
+        out_group: ANY_GROUP,
         flags,
     })
 }
@@ -261,6 +270,7 @@ fn selected(fm: &FlowMod, strict: bool, sw: &dyn Switch) -> OfResult<Vec<Flow>> 
         .map(|e| e.flow)
         .filter(|f| !strict || (f.priority == fm.flow.priority && f.m == fm.flow.m))
         .filter(|f| fm.out_port == port::NONE || actions::outputs_to(&f.actions, fm.out_port))
+        .filter(|f| fm.out_group == ANY_GROUP || f.uses_group(fm.out_group))
         .collect())
 }
 
@@ -290,7 +300,7 @@ pub fn apply(version: u8, fm: &FlowMod, sw: &dyn Switch) -> OfResult<()> {
         }
         _ => {
             let strict = fm.command == 4;
-            if fm.out_port == port::NONE {
+            if fm.out_port == port::NONE && fm.out_group == ANY_GROUP {
                 return sw
                     .del_flows(&filter_of(fm, strict), strict)
                     .map_err(|e| failed(sw, "delete", e));

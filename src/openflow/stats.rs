@@ -108,6 +108,8 @@ fn replies(k: Kind, xid: u32, entries: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 struct FlowReq {
     filter: FlowFilter,
     out_port: u32,
+    /// 1.3's out_group (`flowmod::ANY_GROUP`: any).
+    out_group: u32,
 }
 
 impl FlowReq {
@@ -116,7 +118,11 @@ impl FlowReq {
         filter.table = (table != 255).then_some(table);
         filter.cookie = cookie.filter(|c| c.mask != 0);
         filter.m = m;
-        FlowReq { filter, out_port }
+        FlowReq {
+            filter,
+            out_port,
+            out_group: super::flowmod::ANY_GROUP,
+        }
     }
 
     fn rows(&self, sw: &dyn Switch) -> OfResult<Vec<FlowEntry>> {
@@ -125,6 +131,9 @@ impl FlowReq {
             .into_iter()
             .filter(|e| {
                 self.out_port == port::NONE || actions::outputs_to(&e.flow.actions, self.out_port)
+            })
+            .filter(|e| {
+                self.out_group == super::flowmod::ANY_GROUP || e.flow.uses_group(self.out_group)
             })
             .collect())
     }
@@ -154,13 +163,17 @@ pub fn request(v: u8, xid: u32, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<
                 let table = r.u8()?;
                 r.skip(3)?;
                 let out = actions::port_from13(r.u32()?);
-                r.skip(8)?;
+                let out_group = r.u32()?;
+                r.skip(4)?;
                 let cookie = Masked {
                     value: r.u64()?,
                     mask: r.u64()?,
                 };
                 let m = decode_oxm_match(&mut r)?;
-                FlowReq::new(table, out, m, Some(cookie))
+                FlowReq {
+                    out_group,
+                    ..FlowReq::new(table, out, m, Some(cookie))
+                }
             };
             flow_reply(k, xid, &req, sw)
         }
