@@ -171,3 +171,89 @@ fn a_bridge_added_on_the_worker_directly_gets_its_socket() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// OpenFlow 1.3 roles between two controllers of one bridge, as the spec and OVS have them: a
+/// new master makes the old one a slave, a slave's FLOW_MOD is refused (OFPBRC_IS_SLAVE) and
+/// changes nothing, and a role request with an older generation id is refused (OFPRRFC_STALE).
+#[test]
+fn a_new_master_demotes_the_old_one_and_slaves_cannot_write() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let s = Switch::with_br0("roles");
+    let connect = || {
+        let mut c = UnixStream::connect(s.sock()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut hello = [0u8; 16];
+        c.read_exact(&mut hello).unwrap();
+        c.write_all(&[4, 0, 0, 8, 0, 0, 0, 1]).unwrap();
+        c
+    };
+    let read = |c: &mut UnixStream| {
+        let mut m = vec![0u8; 8];
+        c.read_exact(&mut m).unwrap();
+        let len = usize::from(u16::from_be_bytes([m[2], m[3]]));
+        m.resize(len, 0);
+        c.read_exact(&mut m[8..]).unwrap();
+        m
+    };
+    // ROLE_REQUEST -> the reply's role, or the error's (type, code).
+    let role = |c: &mut UnixStream, role: u32, generation: u64| -> Result<u32, (u16, u16)> {
+        let mut m = vec![4, 24, 0, 24, 0, 0, 0, 7];
+        m.extend(role.to_be_bytes());
+        m.extend([0; 4]);
+        m.extend(generation.to_be_bytes());
+        c.write_all(&m).unwrap();
+        let r = read(c);
+        match r[1] {
+            25 => Ok(u32::from_be_bytes(r[8..12].try_into().unwrap())),
+            1 => Err((
+                u16::from_be_bytes([r[8], r[9]]),
+                u16::from_be_bytes([r[10], r[11]]),
+            )),
+            t => panic!("unexpected message type {t}"),
+        }
+    };
+    // FLOW_MOD (command 0 add in table 0 at priority 9, 3 delete in every table) then a
+    // BARRIER: None when applied, else the error's (type, code).
+    let flow_mod = |c: &mut UnixStream, command: u8| -> Option<(u16, u16)> {
+        let mut m = vec![4, 14, 0, 56, 0, 0, 0, 8];
+        m.extend([0; 16]); // cookie, cookie mask
+        m.extend([if command == 3 { 255 } else { 0 }, command]);
+        m.extend([0, 0, 0, 0, 0, 9]); // idle, hard, priority
+        m.extend([0xff; 12]); // buffer id, out_port, out_group: none / any
+        m.extend([0; 4]); // flags, pad
+        m.extend([0, 1, 0, 4, 0, 0, 0, 0]); // an empty OXM match
+        c.write_all(&m).unwrap();
+        c.write_all(&[4, 20, 0, 8, 0, 0, 0, 9]).unwrap();
+        let r = read(c);
+        match r[1] {
+            21 => None,
+            1 => {
+                let e = (
+                    u16::from_be_bytes([r[8], r[9]]),
+                    u16::from_be_bytes([r[10], r[11]]),
+                );
+                assert_eq!(read(c)[1], 21, "the barrier's reply");
+                Some(e)
+            }
+            t => panic!("unexpected message type {t}"),
+        }
+    };
+    let priority9 = || s.uvs_flows().iter().any(|f| f.contains("priority=9"));
+    let (mut a, mut b) = (connect(), connect());
+    assert_eq!(role(&mut a, 2, 5), Ok(2));
+    assert_eq!(flow_mod(&mut a, 0), None);
+    assert!(priority9());
+    assert_eq!(role(&mut b, 2, 6), Ok(2));
+    // a is a slave now: its delete is refused and the flow stays.
+    assert_eq!(role(&mut a, 0, 0), Ok(3));
+    assert_eq!(flow_mod(&mut a, 3), Some((1, 10)));
+    assert!(priority9());
+    // An older generation id is stale, whoever sends it; the roles stay.
+    assert_eq!(role(&mut a, 2, 4), Err((11, 0)));
+    assert_eq!(role(&mut b, 0, 0), Ok(2));
+    // EQUAL needs no generation and may write; the master may.
+    assert_eq!(role(&mut a, 1, 0), Ok(1));
+    assert_eq!(flow_mod(&mut b, 3), None);
+    assert!(!priority9());
+}

@@ -87,6 +87,10 @@ pub enum OfErr {
     MeterUnknown,
     /// A role request with a role that does not exist.
     BadRole,
+    /// A role request whose generation id is older than the newest seen (OFPRRFC_STALE).
+    RoleStale,
+    /// A slave connection sent a message that changes the switch (OFPBRC_IS_SLAVE).
+    IsSlave,
     /// A group_mod command out of range.
     GroupBadCommand,
     /// A group type uvs does not have (fast failover).
@@ -103,7 +107,7 @@ pub enum OfErr {
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 40] = [
+    pub const ALL: [OfErr; 42] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -138,6 +142,8 @@ impl OfErr {
         OfErr::MeterExists,
         OfErr::MeterUnknown,
         OfErr::BadRole,
+        OfErr::RoleStale,
+        OfErr::IsSlave,
         OfErr::GroupBadCommand,
         OfErr::GroupBadType,
         OfErr::GroupInvalid,
@@ -203,8 +209,10 @@ impl OfErr {
             MeterBadCommand => (12, 4),
             MeterBadFlags => (12, 5),
             MeterBadBand => (12, 8),
-            BadRole if v10 => (1, 1),
+            BadRole | RoleStale if v10 => (1, 1),
             BadRole => (11, 2),
+            RoleStale => (11, 0),
+            IsSlave => (1, 10),
             GroupBadCommand | GroupBadType | GroupInvalid | GroupExists | GroupUnknown if v10 => {
                 (1, 1)
             }

@@ -33,6 +33,9 @@ pub struct Conn {
     prefs: Mutex<Prefs>,
     dead: AtomicBool,
     shutdown: Option<ShutdownFn>,
+    /// The bridge's roles and this connection's id there: a master another connection has
+    /// replaced gets a slave's async messages.
+    roles: std::sync::OnceLock<(Arc<super::roles::Roles>, u64)>,
 }
 
 impl Conn {
@@ -46,7 +49,13 @@ impl Conn {
             prefs: Mutex::new(Prefs::new(0)),
             dead: AtomicBool::new(false),
             shutdown,
+            roles: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tie the connection to its session's place in the bridge's roles (once).
+    pub fn set_roles(&self, roles: Arc<super::roles::Roles>, id: u64) {
+        let _ = self.roles.set((roles, id));
     }
 
     /// Write one message whole; false (and the connection marked dead) on an error.
@@ -82,8 +91,13 @@ impl Conn {
         }
     }
 
+    /// What the session negotiated, with the role it has now.
     fn prefs(&self) -> Prefs {
-        self.prefs.lock().map(|g| *g).unwrap_or(Prefs::new(0))
+        let mut p = self.prefs.lock().map(|g| *g).unwrap_or(Prefs::new(0));
+        if let Some((t, id)) = self.roles.get() {
+            p.role = t.effective(*id, p.role);
+        }
+        p
     }
 }
 
@@ -91,6 +105,9 @@ impl Conn {
 pub struct Hub {
     conns: Mutex<Vec<Arc<Conn>>>,
     listeners: Arc<AtomicUsize>,
+    /// Each bridge's OpenFlow 1.3 controller roles (kept while uvs runs: generation ids
+    /// outlive connections).
+    roles: Mutex<std::collections::HashMap<String, Arc<super::roles::Roles>>>,
 }
 
 impl Hub {
@@ -99,7 +116,14 @@ impl Hub {
         Arc::new(Hub {
             conns: Mutex::new(Vec::new()),
             listeners,
+            roles: Mutex::default(),
         })
+    }
+
+    /// Bridge `bridge`'s controller roles, shared by its connections.
+    pub fn roles(&self, bridge: &str) -> Arc<super::roles::Roles> {
+        let mut m = self.roles.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(bridge.to_string()).or_default().clone()
     }
 
     /// Add a connection.

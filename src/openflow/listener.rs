@@ -320,7 +320,7 @@ impl Switch for RegistrySwitch {
 pub fn serve_connection<S: Read + Write>(s: S, sw: &dyn Switch) {
     let cell = RefCell::new(s);
     let send = |m: &[u8]| cell.borrow_mut().write_all(m).is_ok();
-    serve_loop(&mut CellRead(&cell), &send, sw, &|_| {});
+    serve_loop(Session::default(), &mut CellRead(&cell), &send, sw, &|_| {});
 }
 
 /// Serve a connection read from `r` and written through `conn`, which joins `hub` (and so
@@ -334,6 +334,7 @@ pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switc
                 version,
                 nxm: s.nxm,
                 miss_send_len: s.miss_send_len,
+                // The role asked for: `Conn` says which one it has when it sends.
                 role: s.role,
                 async_masks: s.async_masks,
             });
@@ -342,7 +343,11 @@ pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switc
             }
         }
     };
-    serve_loop(&mut r, &send, sw, &seen);
+    let session = Session::with_roles(hub.roles(&conn.bridge));
+    if let Some((t, id)) = &session.roles {
+        conn.set_roles(t.clone(), *id);
+    }
+    serve_loop(session, &mut r, &send, sw, &seen);
     if joined.get() {
         hub.leave(&conn);
     }
@@ -357,12 +362,23 @@ impl<S: Read> Read for CellRead<'_, S> {
 }
 
 fn serve_loop(
+    mut session: Session,
     r: &mut dyn Read,
     send: &dyn Fn(&[u8]) -> bool,
     sw: &dyn Switch,
     seen: &dyn Fn(&Session),
 ) {
-    let mut session = Session::default();
+    serve_session(&mut session, r, send, sw, seen);
+    session.close();
+}
+
+fn serve_session(
+    session: &mut Session,
+    r: &mut dyn Read,
+    send: &dyn Fn(&[u8]) -> bool,
+    sw: &dyn Switch,
+    seen: &dyn Fn(&Session),
+) {
     if !send(&Session::hello()) {
         return;
     }
@@ -378,7 +394,7 @@ fn serve_loop(
             return;
         }
         let (out, close) = session.handle(&buf[..len], sw);
-        seen(&session);
+        seen(session);
         for m in out {
             if !send(&m) {
                 return;

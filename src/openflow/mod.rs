@@ -28,6 +28,7 @@ mod groups;
 pub mod hub;
 pub mod listener;
 pub mod ofmatch;
+pub mod roles;
 mod session;
 mod stats;
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::codec::{
     self, HEADER_LEN, Header, NX_VENDOR, OF10, OF13, OfErr, OfResult, Reader, error_msg, finish,
     start,
 };
+use super::roles::{self, Roles};
 use super::{Switch, actions, flowmod, stats};
 use crate::flow::EntryWrite;
 
@@ -41,8 +42,12 @@ pub struct Session {
     pub config_flags: u16,
     /// OFPT_SET_CONFIG miss_send_len.
     pub miss_send_len: u16,
-    /// OpenFlow 1.3 role (OFPCR_ROLE_*: 1 equal, 2 master, 3 slave).
+    /// OpenFlow 1.3 role asked for (OFPCR_ROLE_*: 1 equal, 2 master, 3 slave); see
+    /// [`Session::current_role`] for the one it has.
     pub role: u32,
+    /// The bridge's roles shared with its other connections, and this connection's id there
+    /// (None: a connection on its own, e.g. tests and the fuzzer).
+    pub roles: Option<(std::sync::Arc<Roles>, u64)>,
     /// OpenFlow 1.3 async config: packet-in, port-status, flow-removed masks, each for
     /// (master/equal, slave), as OFPT_SET_ASYNC carries them.
     pub async_masks: [u32; 6],
@@ -61,6 +66,7 @@ impl Default for Session {
             config_flags: 0,
             miss_send_len: 128,
             role: 1,
+            roles: None,
             async_masks: DEFAULT_ASYNC,
         }
     }
@@ -70,6 +76,31 @@ impl Default for Session {
 pub type Outcome = (Vec<Vec<u8>>, bool);
 
 impl Session {
+    /// A session that shares `roles` with the bridge's other connections.
+    pub fn with_roles(roles: std::sync::Arc<Roles>) -> Self {
+        let id = roles.register();
+        Session {
+            roles: Some((roles, id)),
+            ..Session::default()
+        }
+    }
+
+    /// The role this connection has: the one it asked for, except a MASTER that another
+    /// connection has replaced since, which is a SLAVE.
+    pub fn current_role(&self) -> u32 {
+        match &self.roles {
+            Some((t, id)) => t.effective(*id, self.role),
+            None => self.role,
+        }
+    }
+
+    /// The connection closes: it gives up mastership.
+    pub fn close(&self) {
+        if let Some((t, id)) = &self.roles {
+            t.leave(*id);
+        }
+    }
+
     /// Our HELLO: version 1.3 with a bitmap of 1.0 and 1.3.
     pub fn hello() -> Vec<u8> {
         let mut w = start(OF13, HELLO, 0);
@@ -139,6 +170,12 @@ impl Session {
     fn dispatch(&mut self, h: Header, msg: &[u8], sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
         let v = h.version;
         let body = Reader::new(&msg[HEADER_LEN..]);
+        if v == OF13
+            && changes_the_switch(h.typ, &msg[HEADER_LEN..])
+            && self.current_role() == roles::SLAVE
+        {
+            return Err(OfErr::IsSlave);
+        }
         let one = |m: Vec<u8>| Ok(vec![m]);
         match (v, h.typ) {
             (_, HELLO) | (_, ERROR) | (_, ECHO_REPLY) => Ok(Vec::new()),
@@ -200,19 +237,25 @@ impl Session {
         }
     }
 
-    /// OFPT_ROLE_REQUEST: take the role asked for (NOCHANGE keeps it) and say which it is.
-    /// uvs keeps no generation id across connections, so none is stale.
+    /// OFPT_ROLE_REQUEST: take the role asked for (NOCHANGE keeps it) and say which it has.
+    /// MASTER demotes the bridge's other master; a MASTER or SLAVE request with a generation
+    /// id older than the newest seen on the bridge is refused (OFPRRFC_STALE), see `roles`.
     fn role_request(&mut self, xid: u32, mut r: Reader<'_>) -> OfResult<Vec<u8>> {
         let role = r.u32()?;
         r.skip(4)?;
         let generation = r.u64()?;
-        match role {
-            0 => {}
-            1..=3 => self.role = role,
-            _ => return Err(OfErr::BadRole),
+        if role > roles::SLAVE {
+            return Err(OfErr::BadRole);
+        }
+        if role != roles::NOCHANGE {
+            if let Some((t, id)) = &self.roles {
+                t.request(*id, role, generation)
+                    .map_err(|_| OfErr::RoleStale)?;
+            }
+            self.role = role;
         }
         let mut w = start(OF13, 25, xid);
-        w.u32(self.role).zeros(4).u64(generation);
+        w.u32(self.current_role()).zeros(4).u64(generation);
         Ok(finish(w))
     }
 
@@ -345,6 +388,19 @@ fn meter_mod(mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
         tracing::warn!("openflow {}: meter: {e}", sw.bridge());
         OfErr::MeterFailed
     })
+}
+
+/// Does a message of type `typ` (1.3) with body `body` change the switch (flows, groups,
+/// meters, ports, tables, or a packet sent)? A slave may not send those (OFPBRC_IS_SLAVE).
+fn changes_the_switch(typ: u8, body: &[u8]) -> bool {
+    match typ {
+        PACKET_OUT | FLOW_MOD => true,
+        // GROUP_MOD, PORT_MOD, TABLE_MOD, METER_MOD.
+        15..=17 | 29 => true,
+        // NXT_FLOW_MOD.
+        VENDOR => body.len() >= 8 && body[..8] == [0x00, 0x00, 0x23, 0x20, 0, 0, 0, 13],
+        _ => false,
+    }
 }
 
 /// The version to answer a peer with before negotiation: 1.3 for 1.3 and later, else 1.0.
