@@ -260,6 +260,16 @@ fn ofctl_openflow13_flows_show_and_ports() {
     assert!(!run(&["dump-flows", &t, "table=3"]).contains("meter:1"));
     assert!(!run(&["dump-meters", &t]).contains("meter=1"));
     run(&["del-flows", &t, "table=3"]);
+    // A UDP flow's port rewrite reads back as udp_dst (as OVS), not TCP's field, so the dump
+    // can be added back.
+    run(&[
+        "add-flow",
+        &t,
+        "table=4,priority=3,udp,tp_dst=2012,actions=set_field:55->udp_dst,output:2",
+    ]);
+    let d = run(&["dump-flows", &t, "table=4"]);
+    assert!(d.contains("actions=set_field:55->udp_dst,output:2"), "{d}");
+    run(&["del-flows", &t, "table=4"]);
     let desc = run(&["dump-desc", &t]);
     assert!(desc.contains("Manufacturer: uvs"), "{desc}");
     assert!(desc.contains("DP Description: br0"), "{desc}");

@@ -432,6 +432,12 @@ fn set_field13(w: &mut Writer, field: u8, v: u64, len: u8) {
 
 /// Encode actions as OpenFlow 1.3 instructions (METER, APPLY_ACTIONS, GOTO_TABLE).
 pub fn encode13(w: &mut Writer, actions: &[Action]) {
+    encode13_in(w, actions, None)
+}
+
+/// [`encode13`] for a flow whose match says IP protocol `l4`: its port rewrites are that
+/// protocol's set-fields (`udp_dst` on a `udp` flow, as OVS reads them back; TCP's otherwise).
+pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
     for a in actions {
         if let Action::Meter(m) = a {
             w.u16(6).u16(8).u32(*m);
@@ -445,7 +451,7 @@ pub fn encode13(w: &mut Writer, actions: &[Action]) {
         let start = w.len();
         w.u16(4).u16(0).zeros(4);
         for a in apply {
-            encode13_action(w, a);
+            encode13_action(w, a, l4);
         }
         let n = (w.len() - start) as u16;
         w.put_u16(start + 2, n);
@@ -459,10 +465,16 @@ pub fn encode13(w: &mut Writer, actions: &[Action]) {
 
 /// One OpenFlow 1.3 action (as in an apply_actions instruction or a group bucket).
 pub fn encode13_one(w: &mut Writer, a: &Action) {
-    encode13_action(w, a)
+    encode13_action(w, a, None)
 }
 
-fn encode13_action(w: &mut Writer, a: &Action) {
+fn encode13_action(w: &mut Writer, a: &Action, l4: Option<u8>) {
+    // OXM_OF_{TCP,UDP,SCTP}_SRC; _DST is one more.
+    let tp_src = match l4 {
+        Some(17) => 15,
+        Some(132) => 17,
+        _ => 13,
+    };
     if let Some(p) = out_port(a) {
         w.u16(0).u16(16).u32(port_to13(p)).u16(0xffff).zeros(6);
         return;
@@ -494,10 +506,10 @@ fn encode13_action(w: &mut Writer, a: &Action) {
         }
         Action::SetField(SetField::NwTos(t)) => set_field13(w, 8, u64::from(t >> 2), 1),
         Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
-            set_field13(w, 13, u64::from(*p), 2)
+            set_field13(w, tp_src, u64::from(*p), 2)
         }
         Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
-            set_field13(w, 14, u64::from(*p), 2)
+            set_field13(w, tp_src + 1, u64::from(*p), 2)
         }
         Action::SetTunnel(v) | Action::SetField(SetField::TunId(v)) => set_field13(w, 38, *v, 8),
         Action::DecTtl => {
@@ -526,12 +538,13 @@ pub fn decode(version: u8, r: Reader<'_>) -> OfResult<Vec<Action>> {
     }
 }
 
-/// Encode actions for a version (1.0: action list; 1.3: instructions).
-pub fn encode(version: u8, w: &mut Writer, actions: &[Action]) {
+/// Encode a flow's actions for a version (1.0: action list; 1.3: instructions, the port
+/// rewrites those of the match's IP protocol `l4`).
+pub fn encode(version: u8, w: &mut Writer, actions: &[Action], l4: Option<u8>) {
     if version == OF10 {
         encode10(w, actions)
     } else {
-        encode13(w, actions)
+        encode13_in(w, actions, l4)
     }
 }
 
