@@ -104,6 +104,17 @@ impl VlanMode {
         }
     }
 
+    /// The bridge VLAN of a frame this port takes in or sends out with 802.1Q id `tag` (0:
+    /// untagged): an access port's own VLAN (its frames are untagged on the wire), a trunk's
+    /// tag. The FDB and a tunnel's MAC -> VTEP table are keyed by it.
+    #[inline]
+    pub fn bridge_vlan(&self, tag: u16) -> u16 {
+        match self {
+            VlanMode::Access(v) => *v,
+            VlanMode::Trunk(_) => tag,
+        }
+    }
+
     /// The VLAN a static FDB entry for this port given VLAN `vlan` (0: none given) lives in:
     /// an access port's own VLAN (given or not), a VLAN a trunk carries. An error naming the
     /// field otherwise (the entry could never be used).

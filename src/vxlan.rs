@@ -5,13 +5,16 @@
 //!   address of an uplink bridge: the underlay is routed by uvs itself) and a list of remote
 //!   VTEPs, on UDP `dst_port` (default 4789).
 //! - Frames the bridge sends to the port are encapsulated: toward the remote VTEP learned or
-//!   configured for the destination MAC, or to every remote (head-end replication) for
-//!   broadcast, multicast and unknown unicast.
+//!   configured for the destination MAC while the bridge's FDB has that MAC on this port, or
+//!   to every remote (head-end replication) for broadcast, multicast and unknown unicast (a
+//!   MAC the FDB aged out or flushed is unknown again, as with Linux's vxlan).
+//! - Entries are keyed by the bridge VLAN (the FDB's): an access-mode port (`vlan=N`, the
+//!   VLAN-to-VNI mapping) keeps its MACs under N although its frames are untagged inside.
 //! - Frames received for (`local_ip`, `dst_port`, VNI) from a listed remote are decapsulated and
 //!   enter the bridge through the port; with `learning` on, the inner source MAC is learned
 //!   against the remote it came from (in the FDB, on this port, and here for its VTEP address).
-//! - The remote table is bounded (`MAX_REMOTE_MACS`); lookups hash a packed u64 and never
-//!   allocate.
+//! - The remote table is bounded (`MAX_REMOTE_MACS`); when full, learning first drops the
+//!   entries the FDB no longer has on the port. Lookups hash a packed u64 and never allocate.
 
 use crate::neigh::U64Map;
 use crate::wire::vxlan::{MAX_VNI, UDP_PORT};
@@ -203,13 +206,28 @@ impl Tunnel {
         changed
     }
 
+    /// True when the table holds `MAX_REMOTE_MACS` entries (learning adds no new MAC).
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.remote_of.len() >= MAX_REMOTE_MACS
+    }
+
+    /// Keep the static entries and the learned ones `keep(vlan, mac)` says.
+    pub fn retain(&mut self, mut keep: impl FnMut(u16, u64) -> bool) {
+        self.last_learned = None;
+        self.remote_of
+            .retain(|k, (_, fixed)| *fixed || keep((k >> 48) as u16, k & 0xffff_ffff_ffff));
+    }
+
     /// A static (vlan, mac) -> remote entry.
     pub fn add_static(&mut self, vlan: u16, mac: u64, remote: [u8; 4]) {
         self.last_learned = None;
         self.remote_of.insert(mac_key(vlan, mac), (remote, true));
     }
 
-    /// Forget a MAC (when the FDB ages it out, its VTEP goes too; stale entries are harmless).
+    /// Forget a MAC (`fdb-del`, the overlay). Entries the FDB has aged or flushed may stay:
+    /// encapsulation uses an entry only while the FDB has the MAC on the port, and a full table
+    /// drops them (`pipeline::vxlan::learn_remote`).
     pub fn forget(&mut self, vlan: u16, mac: u64) {
         self.last_learned = None;
         self.remote_of.remove(&mac_key(vlan, mac));

@@ -833,3 +833,91 @@ fn fragmented_vxlan_packets_are_reassembled() {
     assert_eq!(n.h.dp.reassembly.stats().timed_out, 1);
     n.h.assert_no_frame_leaked();
 }
+
+/// A MAC the bridge's FDB has forgotten (flushed, aged) is unknown unicast again: sent to every
+/// remote VTEP, not to the one the tunnel once learned it behind (a host that moved silently to
+/// another VTEP stays reachable, as with Linux's vxlan).
+#[test]
+fn a_mac_the_fdb_forgot_goes_to_every_remote_again() {
+    let mut n = net();
+    n.h.send(
+        n.ul,
+        &vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(9), 1)),
+    );
+    n.h.outputs();
+    n.h.send(n.a, &frame(mac(9), mac(1), 2));
+    let out = n.h.outputs();
+    assert_eq!(out[n.ul as usize].len(), 1, "known: to R2 only");
+    let br0 = n.h.dp.bridge_id("br0").unwrap();
+    n.h.dp.bridge_mut(br0).unwrap().fdb.flush_learned(None);
+    n.h.send(n.a, &frame(mac(9), mac(1), 3));
+    let out = n.h.outputs();
+    let mut dsts: Vec<[u8; 4]> = out[n.ul as usize].iter().map(|f| outer(f).0).collect();
+    dsts.sort();
+    assert_eq!(dsts, vec![R2, R3], "flushed: head-end replicated");
+    n.h.assert_no_frame_leaked();
+}
+
+/// A VXLAN port mapped to a VLAN (`vlan=10`: its frames are untagged in the tunnel) learns
+/// remotes under the bridge's VLAN, as the FDB and `fdb-show` have them, and sends known
+/// unicast to the learned VTEP and to a static entry's VTEP only.
+#[test]
+fn a_vlan_mapped_tunnel_port_keys_its_vteps_by_the_bridge_vlan() {
+    let mut n = net();
+    n.h.dp.port_mut(n.a).unwrap().vlan = VlanMode::Access(10);
+    n.h.dp.port_mut(n.vx).unwrap().vlan = VlanMode::Access(10);
+    n.h.send(
+        n.ul,
+        &vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(9), 1)),
+    );
+    n.h.outputs();
+    let br0 = n.h.dp.bridge_id("br0").unwrap();
+    let rows = n.h.dp.fdb_rows(br0, 1);
+    let r = rows.iter().find(|r| r.mac == "02:00:00:00:00:09").unwrap();
+    assert_eq!((r.vlan, r.remote.as_deref()), (10, Some("10.252.0.2")));
+    n.h.send(n.a, &frame(mac(9), mac(1), 2));
+    let out = n.h.outputs();
+    assert_eq!(out[n.ul as usize].len(), 1, "learned: to R2 only");
+    assert_eq!(outer(&out[n.ul as usize][0]).0, R2);
+    // A static entry (as `fdb-add ... remote_ip=` writes it: the FDB's VLAN).
+    let m7 = MacAddr(mac(7)).to_u64();
+    n.h.dp
+        .bridge_mut(br0)
+        .unwrap()
+        .fdb
+        .add_static(10, m7, n.vx, 1)
+        .unwrap();
+    let t = n.h.dp.port_mut(n.vx).unwrap().tunnel.as_mut().unwrap();
+    t.add_static(10, m7, R3);
+    n.h.send(n.a, &frame(mac(7), mac(1), 3));
+    let out = n.h.outputs();
+    assert_eq!(out[n.ul as usize].len(), 1, "static: to R3 only");
+    assert_eq!(outer(&out[n.ul as usize][0]).0, R3);
+    n.h.assert_no_frame_leaked();
+}
+
+/// A tunnel whose MAC -> VTEP table a remote's MAC flood filled (entries the FDB never kept
+/// or has aged out) still learns a new host: the full table drops what the FDB no longer has
+/// on the port, and unicast to the new host goes to its VTEP only.
+#[test]
+fn a_full_remote_table_makes_room_for_a_new_host() {
+    let mut n = net();
+    let t = n.h.dp.port_mut(n.vx).unwrap().tunnel.as_mut().unwrap();
+    for i in 0..uvs::vxlan::MAX_REMOTE_MACS as u64 {
+        t.learn(0, 0x0600_0000_0000 | i, R3);
+    }
+    assert!(t.is_full());
+    n.h.send(
+        n.ul,
+        &vxlan_pkt(n.gw, R2, 0x08, 42, &frame(mac(1), mac(9), 1)),
+    );
+    n.h.outputs();
+    let t = n.h.dp.port(n.vx).unwrap().tunnel.as_ref().unwrap();
+    assert_eq!(t.remote_of(0, MacAddr(mac(9)).to_u64()), Some(R2));
+    assert!(!t.is_full(), "the flood's entries are gone");
+    n.h.send(n.a, &frame(mac(9), mac(1), 2));
+    let out = n.h.outputs();
+    assert_eq!(out[n.ul as usize].len(), 1);
+    assert_eq!(outer(&out[n.ul as usize][0]).0, R2);
+    n.h.assert_no_frame_leaked();
+}

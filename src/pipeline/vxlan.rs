@@ -130,11 +130,21 @@ fn encap_one(
     let remote = match out.last_remote {
         Some((lp, lk, r)) if lp == p && lk == key => Some(r),
         _ => {
-            let Some(t) = dp.port(p).and_then(|s| s.tunnel.as_ref()) else {
+            let Some(s) = dp.port(p) else {
                 frames.free(d.addr);
                 return;
             };
-            let r = t.remote_of(vlan, dst);
+            let Some(t) = s.tunnel.as_ref() else {
+                frames.free(d.addr);
+                return;
+            };
+            // The table's VTEP only while the bridge's FDB still has the MAC on this port: a
+            // MAC aged out or flushed there is unknown unicast again, sent to every remote.
+            let bvlan = s.vlan.bridge_vlan(vlan);
+            let r = t.remote_of(bvlan, dst).filter(|_| {
+                dp.bridge(s.bridge)
+                    .is_some_and(|b| b.fdb.lookup(bvlan, dst) == Some(p))
+            });
             out.last_remote = r.map(|r| (p, key, r));
             r
         }
@@ -496,7 +506,7 @@ pub(super) fn decap(
     );
     let inner_bytes = &data[inner_at..inner_at + inner.len as usize];
     let src = ethernet::Frame::new_unchecked(inner_bytes).src_u64();
-    let vlan = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
+    let tag = crate::wire::vlan::tci(inner_bytes).map_or(0, |t| t & 0x0fff);
     let nested = nested(&dp.tunnel_udp_ports, inner_bytes);
     let Some(s) = dp.port_mut(port) else {
         return Err(DropReason::VxlanUnknownVni);
@@ -520,17 +530,51 @@ pub(super) fn decap(
             port,
         });
     }
-    learn_remote(dp, port, vlan, src, remote);
+    learn_remote(dp, port, tag, src, remote);
     Ok(Some(Opened::Inner(port, inner)))
 }
 
-/// Tunnel `port` learns (`vlan`, `mac`) behind `remote` if it learns, and publishes it when new.
-pub(super) fn learn_remote(dp: &mut Datapath, port: PortId, vlan: u16, mac: u64, remote: [u8; 4]) {
+/// Tunnel `port` learns `mac`, an inner frame's source with 802.1Q id `tag` (0: untagged),
+/// behind `remote` if it learns, and publishes it when new. The key is the bridge VLAN, as the
+/// FDB has it (an access port's own VLAN). A full table first drops what the bridge's FDB no
+/// longer has on the port (aged, flushed, never admitted: a remote's MAC flood cannot keep it
+/// full).
+pub(super) fn learn_remote(dp: &mut Datapath, port: PortId, tag: u16, mac: u64, remote: [u8; 4]) {
+    let Some(vlan) = dp.port(port).map(|s| s.vlan.bridge_vlan(tag)) else {
+        return;
+    };
+    if dp
+        .port(port)
+        .and_then(|s| s.tunnel.as_ref())
+        .is_some_and(|t| t.is_full() && t.remote_of(vlan, mac).is_none())
+    {
+        sweep_remotes(dp, port);
+    }
     if let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut())
         && t.conf.learning
         && t.learn(vlan, mac, remote)
     {
         record_remote(dp, port, vlan, mac, remote);
+    }
+}
+
+/// Keep only the static entries of tunnel `port`'s MAC -> VTEP table and those its bridge's
+/// FDB still has on the port.
+#[cold]
+#[inline(never)]
+fn sweep_remotes(dp: &mut Datapath, port: PortId) {
+    let Some(s) = dp.port_mut(port) else {
+        return;
+    };
+    let bridge = s.bridge;
+    let Some(mut t) = s.tunnel.take() else {
+        return;
+    };
+    if let Some(b) = dp.bridge(bridge) {
+        t.retain(|vlan, mac| b.fdb.lookup(vlan, mac) == Some(port));
+    }
+    if let Some(s) = dp.port_mut(port) {
+        s.tunnel = Some(t);
     }
 }
 
