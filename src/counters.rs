@@ -68,6 +68,7 @@ drop_reasons! {
     ArpQueueFull => "arp-queue-full", "next hop unresolved and its hold queue (3 packets; 64 per bridge, 256 in all) full";
     ArpFailed => "arp-failed", "next hop did not answer ARP (held packets dropped; new ones dropped for 3 s)";
     BridgeIsolated => "bridge-isolated", "routed between two bridges that are both isolated=on";
+    LinkLocal => "link-local", "frame to an IEEE 802.1D reserved address (01:80:c2:00:00:00-0f: STP, PAUSE, LACP, 802.1X, LLDP) that NORMAL switching does not forward (as OVS; a flow may output it)";
     IccDenied => "icc-denied", "port-to-port frame inside a bridge with icc=off (only the gateway is reachable)";
     CtSourceLimit => "ct-source-limit", "new translated connection refused: its source address holds its per-source limit";
     RateRx => "rate-rx", "received from a port beyond its rate_rx rate (the CNI bandwidth capability's egressRate)";

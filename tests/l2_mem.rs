@@ -91,6 +91,31 @@ fn broadcast_and_multicast_flood_to_all_others() {
     assert_eq!(h.dp.port(ports[0]).unwrap().counters.tx_packets, 2);
 }
 
+/// Frames to the IEEE 802.1D reserved addresses (01:80:c2:00:00:00-0f: STP, PAUSE, LACP,
+/// 802.1X, LLDP) are not switched (as OVS, whose NORMAL drops them), counted `link-local`;
+/// 01:80:c2:00:00:10 and above are ordinary multicast.
+#[test]
+fn reserved_link_local_frames_are_not_switched() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let ports: Vec<u16> = (0..3)
+        .map(|i| h.port(b, &format!("p{i}"), trunk()))
+        .collect();
+    for last in [0x00, 0x01, 0x02, 0x03, 0x0e, 0x0f] {
+        h.send(
+            ports[0],
+            &frame([0x01, 0x80, 0xc2, 0, 0, last], mac(9), last),
+        );
+    }
+    let other = frame([0x01, 0x80, 0xc2, 0, 0, 0x10], mac(9), 0x10);
+    h.send(ports[0], &other);
+    let out = h.outputs();
+    assert_eq!(out[ports[1] as usize], vec![other.clone()]);
+    assert_eq!(out[ports[2] as usize], vec![other]);
+    assert_eq!(h.drops(ports[0], DropReason::LinkLocal), 6);
+    h.assert_no_frame_leaked();
+}
+
 #[test]
 fn bridges_are_isolated() {
     let mut h = Harness::new();

@@ -136,7 +136,11 @@ fn share(
     });
 }
 
-/// Set each frame's destination: flood for group and unknown destinations, the learned port
+/// 01:80:c2:00:00:00, the first of the 16 IEEE 802.1D reserved link-local addresses.
+const LINK_LOCAL: u64 = 0x0180_c200_0000;
+
+/// Set each frame's destination: flood for group and unknown destinations (not the reserved
+/// link-local ones, 01:80:c2:00:00:0X: bridges do not forward those, `Dest::LinkLocal`), the learned port
 /// otherwise; frames whose destination sits on the ingress port are dropped (`Dest::SamePort`:
 /// counted and freed by `output`). With `icc` off only the gateway is reachable: frames
 /// to its MAC and ARP broadcasts (which the gateway answers) go to the router, every other
@@ -169,7 +173,11 @@ pub(super) fn forward(
                 let dest = if m.dst == gw_mac {
                     Dest::Router
                 } else if is_group(m.dst) {
-                    Dest::Flood
+                    if m.dst >> 4 == LINK_LOCAL >> 4 {
+                        Dest::LinkLocal
+                    } else {
+                        Dest::Flood
+                    }
                 } else {
                     match b.fdb.lookup(m.vlan, m.dst) {
                         // Its destination sits on the ingress port: dropped by `output`.

@@ -61,6 +61,9 @@ pub(crate) enum Dest {
     Bridge(u16),
     /// Decapsulated: the inner frame enters its bridge through this tunnel port.
     Decap(PortId),
+    /// To an IEEE 802.1D reserved address (01:80:c2:00:00:0X): not switched, counted
+    /// `link-local` and freed by `output`.
+    LinkLocal,
 }
 
 /// Per-frame metadata carried between stages.

@@ -53,6 +53,10 @@ pub(super) fn run(
                 frames.free(m.desc.addr);
                 same_port += 1;
             }
+            Dest::LinkLocal => {
+                frames.free(m.desc.addr);
+                count_link_local(dp, in_port);
+            }
             // The common case, without touching the bridge.
             Dest::Port(p) => match dp.ports.get_mut(p as usize).and_then(|x| x.as_mut()) {
                 // A flow's output (raw) may only reach its own bridge's ports.
@@ -81,6 +85,14 @@ pub(super) fn run(
     }
     if same_port != 0 {
         count_same_port(dp, in_port, same_port);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_link_local(dp: &mut Datapath, in_port: PortId) {
+    if let Some(p) = dp.port_mut(in_port) {
+        p.counters.drop(DropReason::LinkLocal);
     }
 }
 

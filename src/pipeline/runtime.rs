@@ -177,7 +177,7 @@ pub fn node_of(r: DropReason) -> Node {
             Node::EthernetInput
         }
         FlowDrop => Node::Flows,
-        SamePort | IccDenied => Node::L2Fwd,
+        SamePort | IccDenied | LinkLocal => Node::L2Fwd,
         VxlanBadFlags | VxlanUnknownVni | VxlanUnknownVtep | VxlanTruncated | VxlanNested => {
             Node::Vxlan4Input
         }
