@@ -921,3 +921,59 @@ fn a_full_remote_table_makes_room_for_a_new_host() {
     assert_eq!(outer(&out[n.ul as usize][0]).0, R2);
     n.h.assert_no_frame_leaked();
 }
+
+/// The outer UDP source port spreads inner flows (ECMP, the receiver's queues): IPv4 flows that
+/// differ only in the destination port, IPv6 flows, and VLAN-tagged flows each get many ports
+/// (RFC 7348 5.), and the packets of one flow keep one.
+#[test]
+fn the_outer_source_port_follows_the_inner_flow() {
+    let mut n = net();
+    let eth = |b: etherparse::PacketBuilderStep<etherparse::Ethernet2Header>| b;
+    let v4 = |dport: u16| {
+        let mut f = Vec::new();
+        eth(etherparse::PacketBuilder::ethernet2(mac(1), BCAST))
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1001, dport)
+            .write(&mut f, b"x")
+            .unwrap();
+        f
+    };
+    let v6 = |sport: u16| {
+        let mut f = Vec::new();
+        let (a, b) = ([0xfd; 16], [0xfe; 16]);
+        eth(etherparse::PacketBuilder::ethernet2(mac(1), BCAST))
+            .ipv6(a, b, 64)
+            .udp(sport, sport + 100)
+            .write(&mut f, b"x")
+            .unwrap();
+        f
+    };
+    let mut ports = |frames: Vec<Vec<u8>>| -> std::collections::BTreeSet<u16> {
+        let mut set = std::collections::BTreeSet::new();
+        for f in frames {
+            n.h.send(n.a, &f);
+            for o in &n.h.outputs()[n.ul as usize] {
+                let s = SlicedPacket::from_ethernet(o).unwrap();
+                let Some(TransportSlice::Udp(u)) = s.transport else {
+                    panic!("udp")
+                };
+                set.insert(u.source_port());
+            }
+        }
+        set
+    };
+    let by_dport = ports((2001..2017).map(v4).collect());
+    assert!(
+        by_dport.len() >= 10,
+        "16 IPv4 flows by destination port: {by_dport:?}"
+    );
+    let v6_flows = ports((3001..3017).map(v6).collect());
+    assert!(v6_flows.len() >= 10, "16 IPv6 flows: {v6_flows:?}");
+    let tagged_flows = ports((2001..2017).map(|p| tagged(&v4(p), 5)).collect());
+    assert!(
+        tagged_flows.len() >= 10,
+        "16 tagged flows: {tagged_flows:?}"
+    );
+    assert_eq!(ports(vec![v4(2001); 4]).len(), 1, "one flow, one port");
+    assert_eq!(ports(vec![v6(3001); 4]).len(), 1, "one flow, one port");
+}

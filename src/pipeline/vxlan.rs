@@ -357,19 +357,83 @@ fn egress(dp: &Datapath, u: &Underlay) -> Dest {
         .map_or(Dest::Bridge(bridge), Dest::Port)
 }
 
-/// 49152 + a hash of the inner Ethernet header and, when present, the next 24 bytes (IPv4
-/// addresses and ports for IPv4/TCP/UDP), so one inner flow keeps one outer source port.
+/// 49152 + a 14-bit hash of the inner flow, so one flow keeps one outer source port and
+/// flows spread over ECMP paths and the receiver's queues (RFC 7348 5.): the IPv4 or IPv6
+/// addresses and protocol, with the TCP/UDP/SCTP ports of unfragmented packets, after at most
+/// one VLAN tag; the Ethernet addresses and type for other frames. The top bits of a
+/// multiplication are kept: each depends on every input bit.
 #[inline]
 fn source_port(inner: &[u8]) -> u16 {
+    // The common case, untagged IPv4 without options, from one fixed-size read.
+    if let Some(f) = inner.first_chunk::<{ 14 + 20 + 4 }>()
+        && f[12..15] == [0x08, 0x00, 0x45]
+    {
+        let proto = f[23];
+        let whole = (f[20] & 0x3f) | f[21] == 0;
+        let ports = if whole && matches!(proto, 6 | 17 | 132) {
+            u64::from(u32::from_le_bytes([f[34], f[35], f[36], f[37]]))
+        } else {
+            0
+        };
+        let addrs = u64::from_le_bytes(f[26..34].try_into().expect("8 bytes"));
+        return mix(addrs ^ ports.rotate_left(29) ^ u64::from(proto) << 56);
+    }
+    source_port_other(inner)
+}
+
+/// 49152 + the top 14 bits of `h` multiplied (each depends on every bit of `h`).
+#[inline(always)]
+fn mix(h: u64) -> u16 {
+    let h = (h ^ h >> 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    49152 + (h >> 50) as u16
+}
+
+/// [`source_port`] of frames other than untagged IPv4 without options.
+#[inline(never)]
+fn source_port_other(inner: &[u8]) -> u16 {
     let word = |at: usize| -> u64 {
-        inner.get(at..at + 8).map_or(0, |b| {
-            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        inner
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let half = |at: usize| -> u64 {
+        inner.get(at..at + 4).map_or(0, |b| {
+            u64::from(u32::from_le_bytes(b.try_into().expect("4 bytes")))
         })
     };
-    let mut h = word(0) ^ word(6).rotate_left(21) ^ word(26).rotate_left(43) ^ word(30);
-    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    h ^= h >> 29;
-    49152 + (h as u16 & 0x3fff)
+    let be16 = |at: usize| {
+        inner
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let with_ports = |proto: u8| matches!(proto, 6 | 17 | 132);
+    let (mut l3, mut et) = (14, be16(12));
+    if et == 0x8100 || et == 0x88a8 {
+        (l3, et) = (18, be16(16));
+    }
+    let h = match et {
+        0x0800 if inner.len() >= l3 + 20 => {
+            let ihl = usize::from(inner[l3] & 0x0f) * 4;
+            let proto = inner[l3 + 9];
+            // Ports only when the packet is whole (no MF flag, offset 0): one flow, one port.
+            let whole = be16(l3 + 6) & 0x3fff == 0;
+            let ports = if whole && with_ports(proto) {
+                half(l3 + ihl)
+            } else {
+                0
+            };
+            word(l3 + 12) ^ ports.rotate_left(29) ^ u64::from(proto) << 56
+        }
+        0x86dd if inner.len() >= l3 + 40 => {
+            let next = inner[l3 + 6];
+            let ports = if with_ports(next) { half(l3 + 40) } else { 0 };
+            let src = word(l3 + 8) ^ word(l3 + 16).rotate_left(17);
+            let dst = word(l3 + 24).rotate_left(31) ^ word(l3 + 32).rotate_left(47);
+            src ^ dst ^ ports.rotate_left(7) ^ u64::from(next) << 56
+        }
+        _ => word(0) ^ word(6).rotate_left(21),
+    };
+    mix(h)
 }
 
 /// The outer headers toward one remote VTEP of one tunnel (OVS's tunnel push header): written
