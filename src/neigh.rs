@@ -778,6 +778,19 @@ impl Neighbours {
         self.flush_where(bridge, |e| e.state != State::Permanent)
     }
 
+    /// A port left `bridge`: forget the learned entries whose MAC was on it (`macs`, sorted),
+    /// so the next packet to such an address asks again instead of going to a MAC that is
+    /// gone (a container re-created with its address and a new MAC is reachable at once, not
+    /// after the entry ages). Permanent entries stay. Returns how many went.
+    pub fn forget_macs(&mut self, bridge: u16, macs: &[u64]) -> usize {
+        if macs.is_empty() {
+            return 0;
+        }
+        self.flush_where(bridge, |e| {
+            e.state != State::Permanent && macs.binary_search(&e.mac.to_u64()).is_ok()
+        })
+    }
+
     /// Remove `bridge`'s entries that `gone` picks (their held packets go to the dropped
     /// list), O(the bridge's entries); returns how many.
     fn flush_where(&mut self, bridge: u16, gone: impl Fn(&Entry) -> bool) -> usize {

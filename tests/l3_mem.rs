@@ -1594,3 +1594,29 @@ fn routed_packets_over_the_mtu_without_df_are_fragmented() {
     assert_eq!(got, payload);
     n.h.assert_no_frame_leaked();
 }
+
+/// A port leaving its bridge takes the gateway's neighbour entries for the MACs learned on it:
+/// a container re-created with its address and a new MAC (a fixed `--ip`, `podman restart`)
+/// is asked for again at once instead of receiving nothing until the old entry ages (30 s+).
+/// Entries of MACs on other ports stay.
+#[test]
+fn a_deleted_port_takes_its_neighbour_entries() {
+    let mut n = routed();
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    let a2 = n.h.port(b0, "a2", uvs::datapath::VlanMode::default_trunk());
+    n.h.send(n.a, &arp(1, mac(2), H_A, [0; 6], GW0, BCAST));
+    n.h.send(a2, &arp(1, mac(3), [10, 0, 1, 3], [0; 6], GW0, BCAST));
+    n.h.outputs();
+    let ips = |h: &Harness| -> Vec<std::net::Ipv4Addr> {
+        h.dp.neigh
+            .rows(1)
+            .iter()
+            .filter(|r| r.bridge == b0)
+            .map(|r| r.ip)
+            .collect()
+    };
+    assert_eq!(ips(&n.h).len(), 2, "both learned from their ARP requests");
+    let left = n.h.dp.del_port(n.a).unwrap();
+    assert!(left.is_empty());
+    assert_eq!(ips(&n.h), vec![std::net::Ipv4Addr::from([10, 0, 1, 3])]);
+}
