@@ -380,6 +380,21 @@ impl Nat {
         Ok(self.rules.remove(index))
     }
 
+    /// Remove the connections made to `gw:port` (`proto`), a port mapping's host side: when a
+    /// mapping is deleted or made, its (or an earlier mapping's) connections go too, so a
+    /// client that keeps sending (UDP refreshes its entry with every datagram) reaches the new
+    /// target instead of the old one for as long as it sends (as Docker and CNI's `portmap`
+    /// delete UDP conntrack entries). O(connections); a control-plane change. Returns how many.
+    pub fn forget_mapped(&mut self, gw: [u8; 4], proto: u8, port: u16) -> usize {
+        let ids: Vec<_> = self
+            .ct
+            .iter(0)
+            .filter(|c| c.orig.dst == gw && c.orig.proto == proto && c.orig.dport == port)
+            .map(|c| c.id)
+            .collect();
+        ids.into_iter().filter(|&id| self.ct.remove(id)).count()
+    }
+
     /// Remove every rule that names bridge `b` (the bridge is going away).
     pub fn del_bridge(&mut self, b: u16) {
         self.rules.retain(|r| match r {

@@ -270,3 +270,68 @@ fn what_is_not_available_yet_is_refused() {
     .unwrap();
     w.shutdown();
 }
+
+/// Deleting a port mapping removes the connections it made, on every worker: a UDP client
+/// that keeps sending (each datagram refreshes its entry) would otherwise reach the old target
+/// for as long as it sends, even after the mapping was replaced (found trying uvs as a new
+/// user: a container re-created behind a UDP mapping never got the stream).
+#[test]
+fn deleting_a_port_mapping_removes_its_connections() {
+    let (w, pipes) = two_workers();
+    set_gateway(&w);
+    let args: Vec<String> = ["dnat", "in=br0", "proto=udp", "port=9000", "to=10.0.0.3:53"]
+        .map(String::from)
+        .into();
+    w.call(Command::NatAdd(NatSpec::from_args(&args).unwrap()))
+        .unwrap();
+    let gw = uvs::datapath::Gateway::default_mac("br0");
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(2), gw.0)
+        .ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64)
+        .udp(40999, 9000)
+        .write(&mut f, b"x")
+        .unwrap();
+    // The target (10.0.0.3, behind b) asks for the gateway: its neighbour entry is made.
+    let mut arp = Vec::new();
+    etherparse::PacketBuilder::ethernet2(mac(3), [0xff; 6])
+        .arp(
+            etherparse::ArpPacket::new(
+                etherparse::ArpHardwareId::ETHERNET,
+                etherparse::EtherType::IPV4,
+                etherparse::ArpOperation::REQUEST,
+                &mac(3),
+                &[10, 0, 0, 3],
+                &[0; 6],
+                &[10, 0, 0, 1],
+            )
+            .unwrap(),
+        )
+        .write(&mut arp)
+        .unwrap();
+    for p in &pipes[1] {
+        p.lock().unwrap().rx.push_back(arp.clone());
+    }
+    wait_for("the ARP reply", || {
+        pipes[1].iter().map(sent).sum::<usize>() >= 3
+    });
+    for p in &pipes[0] {
+        p.lock().unwrap().rx.push_back(f.clone());
+    }
+    // Every worker's connections (`ct-show` pages through the workers).
+    let count = || {
+        let (mut n, mut from) = (0, Some(0));
+        while let Some(f) = from {
+            let v = w.call(Command::CtShow { from: f }).unwrap();
+            n += v["count"].as_u64().unwrap();
+            from = v["next"].as_u64().map(|x| x as usize);
+        }
+        n
+    };
+    wait_for("the mapping's connection", || count() >= 1);
+    w.call(Command::NatDelRule(
+        "dnat in=br0 proto=udp port=9000 to=10.0.0.3:53".into(),
+    ))
+    .unwrap();
+    assert_eq!(count(), 0);
+    w.shutdown();
+}

@@ -11,6 +11,17 @@ use super::Worker;
 use crate::config::NatSpec;
 
 impl Worker {
+    /// Rule `rule` was deleted: a port mapping's connections go with it (`Nat::forget_mapped`).
+    pub(super) fn nat_deleted(&mut self, rule: &crate::nat::NatRule) {
+        if let crate::nat::NatRule::Dest {
+            inb, proto, port, ..
+        } = *rule
+            && let Some(g) = self.dp.bridge(inb).and_then(|b| b.gateway)
+        {
+            self.dp.nat.forget_mapped(g.ip, proto, port);
+        }
+    }
+
     pub(super) fn nat_add(&mut self, spec: &NatSpec) -> Result<Value, String> {
         spec.check()?;
         let bridge = |name: &Option<String>, field: &str| -> Result<u16, String> {
@@ -48,7 +59,9 @@ impl Worker {
                     self.dp.nat.ensure_hairpin(r.bridge(), g.ip)?;
                 }
                 port = Some(host_port);
-                self.dp.nat.add_dest(inb, proto, host_port, to, to_port)?
+                let i = self.dp.nat.add_dest(inb, proto, host_port, to, to_port)?;
+                self.dp.nat.forget_mapped(gw.ip, proto, host_port);
+                i
             }
             kind => {
                 let out = bridge(&spec.out, "out")?;

@@ -434,7 +434,8 @@ impl Worker {
             Command::NatAdd(spec) => self.nat_add(&spec),
             Command::Dns(c) => self.dns_apply(c),
             Command::NatDel(i) => {
-                self.dp.nat.del(i)?;
+                let rule = self.dp.nat.del(i)?;
+                self.nat_deleted(&rule);
                 Ok(json!({"deleted": i}))
             }
             Command::NatDelRule(text) => {
@@ -453,7 +454,8 @@ impl Worker {
                     .find(|r| r.rule == want)
                     .map(|r| r.index)
                     .ok_or_else(|| format!("RULE: no NAT rule '{want}' (see nat-show)"))?;
-                self.dp.nat.del(i)?;
+                let rule = self.dp.nat.del(i)?;
+                self.nat_deleted(&rule);
                 Ok(json!({"deleted": i, "rule": want}))
             }
             Command::NatShow => {
