@@ -889,3 +889,73 @@ fn cni_del_while_uvs_is_down_releases_the_lease() {
     let lock = format!("uvs-cniw-{}.sock.cni-lock", std::process::id());
     let _ = std::fs::remove_file(std::env::temp_dir().join(lock));
 }
+
+/// A network re-created under the same name with another subnet (`podman network rm` leaves
+/// the uvs bridge): with no container attached, the next ADD moves the bridge's gateway to the
+/// new subnet and swaps the masquerade rule, and the container reaches its gateway; with one
+/// still attached on the old subnet, the ADD is refused naming both addresses. Options the
+/// configuration sets (`icc`) are applied to the existing bridge. (Found trying uvs as a new
+/// user: the container started with no gateway and no masquerade.)
+#[test]
+fn cni_recreated_network_brings_the_existing_bridge_in_line() {
+    let test = "cni_recreated_network_brings_the_existing_bridge_in_line";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("rn");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnirn", &[]);
+    d.ctl(&["add-br", "up", "gateway=10.237.250.1/24"]);
+    let (n1, n2) = (format!("{p}a"), format!("{p}b"));
+    t.netns(&n1);
+    t.netns(&n2);
+    let store = HostLocal::new("cnirn");
+    let conf = |subnet: &str, gw: &str, icc: bool| {
+        json!({
+            "cniVersion": "1.0.0", "name": "rnnet", "type": "uvs-cni", "bridge": "rnbr",
+            "uvs_socket": d.socket, "uplink": "up", "icc": icc,
+            "ipam": store.ipam(json!({"subnet": subnet, "gateway": gw})),
+        })
+    };
+    let old = conf("10.237.1.0/24", "10.237.1.1", true);
+    let ns1 = format!("/run/netns/{n1}");
+    assert_eq!(cni("ADD", "rn-one", &ns1, &old).0, 0);
+    assert!(
+        d.ctl(&["nat-show"])
+            .contains("masquerade src=10.237.1.0/24 out=up")
+    );
+    // The network is re-made with another subnet while rn-one is still attached: refused.
+    let new = conf("10.237.2.0/24", "10.237.2.1", false);
+    let ns2 = format!("/run/netns/{n2}");
+    let (rc, v) = cni("ADD", "rn-two", &ns2, &new);
+    let msg = v["msg"].as_str().unwrap_or_default().to_string()
+        + v["details"].as_str().unwrap_or_default();
+    assert!(
+        rc != 0 && msg.contains("10.237.1.1/24") && msg.contains("10.237.2.1/24"),
+        "{rc} {v}"
+    );
+    // Once it is gone, the ADD brings the bridge to the new subnet.
+    assert_eq!(cni("DEL", "rn-one", &ns1, &old).0, 0);
+    let (rc, v) = cni("ADD", "rn-two", &ns2, &new);
+    assert_eq!(rc, 0, "{v}");
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("10.237.2.1/24") && !show.contains("10.237.1.1/24"),
+        "{show}"
+    );
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        nat.contains("masquerade src=10.237.2.0/24 out=up")
+            && !nat.contains("masquerade src=10.237.1.0/24"),
+        "{nat}"
+    );
+    let v: Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let br = v["bridges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "rnbr");
+    assert_eq!(br.map(|b| b["icc"].clone()), Some(json!(false)), "{v}");
+    assert!(ping(&n2, "10.237.2.1", 2), "container -> its new gateway");
+    assert_eq!(cni("DEL", "rn-two", &ns2, &new).0, 0);
+}

@@ -51,25 +51,33 @@ fn find_bridge(show: &Value, name: &str) -> Option<Value> {
         .cloned()
 }
 
-/// Makes sure the bridge exists; returns its `show` entry.
+/// Makes sure the bridge exists as the network configuration says, and its masquerade rule;
+/// returns its `show` entry. An existing bridge (an earlier network of that name, one made by
+/// `uvs ctl add-br`, a first ADD that failed halfway) is brought in line: `isolated`/`icc` as
+/// the configuration sets them (when it does); its gateway moved to the IPAM's when no
+/// container is attached (the old subnet's masquerade rule goes), refused with both addresses
+/// named when some are (they use the old subnet). (Found trying uvs as a new
+/// user: a network re-created with another subnet left its containers with no gateway.)
 fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<Value, CniError> {
     let name = c.bridge();
-    if let Some(b) = find_bridge(&uvs(sock, "show", &[])?, name) {
-        return Ok(b);
-    }
-    let mut args = vec![
-        name.to_string(),
-        format!("gateway={}/{}", lease.gateway, lease.len),
-    ];
-    if c.isolated.unwrap_or(true) {
-        args.push("isolated=on".into());
-    }
-    if c.icc == Some(false) {
-        args.push("icc=off".into());
-    }
-    // A concurrent ADD may have created it first: that is fine.
-    if let Err(e) = uvs(sock, "add-br", &args) {
-        find_bridge(&uvs(sock, "show", &[])?, name).ok_or(e)?;
+    let want_gw = format!("{}/{}", lease.gateway, lease.len);
+    let isolated = c.isolated.unwrap_or(true);
+    let icc = c.icc != Some(false);
+    match find_bridge(&uvs(sock, "show", &[])?, name) {
+        Some(b) => reconcile_bridge(sock, &b, &want_gw, c)?,
+        None => {
+            let mut args = vec![name.to_string(), format!("gateway={want_gw}")];
+            if isolated {
+                args.push("isolated=on".into());
+            }
+            if !icc {
+                args.push("icc=off".into());
+            }
+            // A concurrent ADD may have created it first: that is fine.
+            if let Err(e) = uvs(sock, "add-br", &args) {
+                find_bridge(&uvs(sock, "show", &[])?, name).ok_or(e)?;
+            }
+        }
     }
     if let Some(up) = &c.uplink {
         let rule = format!(
@@ -87,6 +95,51 @@ fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<Value, CniEr
     }
     find_bridge(&uvs(sock, "show", &[])?, name)
         .ok_or_else(|| CniError::new(E_UVS, format!("bridge '{name}' vanished")))
+}
+
+/// Bring existing bridge `b` (its `show` entry) to gateway `want_gw` and the `isolated`/`icc`
+/// settings `c` gives; see [`ensure_bridge`].
+fn reconcile_bridge(sock: &Path, b: &Value, want_gw: &str, c: &NetConf) -> Result<(), CniError> {
+    let name = b["name"].as_str().unwrap_or_default();
+    let mut set = vec![name.to_string()];
+    let gw = b["gateway"].as_str();
+    if gw != Some(want_gw) {
+        let ports = b["ports"].as_array().map_or(0, Vec::len);
+        if ports > 0 {
+            return Err(CniError::new(
+                E_UVS,
+                format!(
+                    "bridge '{name}' has gateway {} but the network's IPAM gives {want_gw}, and \
+                     {ports} port(s) still use it: remove those containers (or `uvs ctl \
+                     set-br {name} gateway={want_gw}`) and try again",
+                    gw.unwrap_or("none")
+                ),
+            ));
+        }
+        set.push(format!("gateway={want_gw}"));
+        // The old subnet's masquerade rule (made by an earlier ADD) goes with it.
+        if let (Some(up), Some((ip, len))) = (&c.uplink, gw.and_then(parse_cidr)) {
+            let old = format!("masquerade src={}/{len} out={up}", network(ip, len));
+            if nat_index(sock, |r| r == old)?.is_some() {
+                uvs(sock, "nat-del", &[old])?;
+            }
+        }
+    }
+    let on_off = |v: bool| if v { "on" } else { "off" };
+    if let Some(want) = c.isolated
+        && b["isolated"].as_bool() != Some(want)
+    {
+        set.push(format!("isolated={}", on_off(want)));
+    }
+    if let Some(want) = c.icc
+        && b["icc"].as_bool() != Some(want)
+    {
+        set.push(format!("icc={}", on_off(want)));
+    }
+    if set.len() > 1 {
+        uvs(sock, "set-br", &set)?;
+    }
+    Ok(())
 }
 
 /// The index of the first NAT rule whose text satisfies `f`.
