@@ -587,7 +587,10 @@ fn reload(path: Option<&std::path::Path>, store: &Store) {
             return;
         }
     };
-    let a = store.apply(&c);
+    let (a, kept) = store.reload(&c);
+    for k in &kept {
+        info!("reload: kept {k} (the CNI plugin's containers; not in the file)");
+    }
     for ch in &a.changes {
         info!("reload: {ch}");
     }

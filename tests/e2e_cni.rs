@@ -959,3 +959,64 @@ fn cni_recreated_network_brings_the_existing_bridge_in_line() {
     assert!(ping(&n2, "10.237.2.1", 2), "container -> its new gateway");
     assert_eq!(cni("DEL", "rn-two", &ns2, &new).0, 0);
 }
+
+/// SIGHUP re-applies `--config`, whose file describes the host, not its containers: the CNI
+/// plugin's container port, its bridge, port mapping, masquerade rule and DNS name stay, and
+/// the container still reaches its gateway. (Found trying uvs as a new user: a reload removed
+/// every container's networking and rewrote the database.)
+#[test]
+fn cni_containers_survive_a_sighup_reload() {
+    let test = "cni_containers_survive_a_sighup_reload";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("hp");
+    let mut t = Topology::default();
+    let dir = std::env::temp_dir().join(format!("uvs-cni-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("uvs.toml");
+    let host = "[[bridge]]\nname = \"up\"\ngateway = \"10.238.250.1/24\"\n";
+    std::fs::write(&file, host).unwrap();
+    let d = Daemon::start("cnihup", &["--config", file.to_str().unwrap()]);
+    let n1 = format!("{p}a");
+    t.netns(&n1);
+    let store = HostLocal::new("cnihup");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "hpnet", "type": "uvs-cni", "bridge": "hpbr",
+        "uvs_socket": d.socket, "uplink": "up",
+        "ipam": store.ipam(json!({"subnet": "10.238.1.0/24", "gateway": "10.238.1.1"})),
+        "runtimeConfig": {"portMappings": [{"hostPort": 9191, "containerPort": 91, "protocol": "tcp"}]}
+    });
+    let ns1 = format!("/run/netns/{n1}");
+    let (rc, res) = cni("ADD", "hp-one", &ns1, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let before = (d.ctl(&["show"]), d.ctl(&["nat-show"]));
+    assert!(before.0.contains("port uv"), "{}", before.0);
+    // The file gains a bridge; the reload applies it.
+    std::fs::write(&file, format!("{host}[[bridge]]\nname = \"extra\"\n")).unwrap();
+    // SAFETY: kill takes a pid and a signal; the pid is our own child.
+    unsafe {
+        libc::kill(d.child.id() as i32, libc::SIGHUP);
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.ctl(&["show"]).contains("bridge extra") {
+        assert!(std::time::Instant::now() < end, "the reload did not apply");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.contains("bridge hpbr") && show.contains("port uv"),
+        "{show}"
+    );
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        nat.contains("masquerade src=10.238.1.0/24 out=up") && nat.contains("port=9191"),
+        "{nat}"
+    );
+    assert!(
+        ping(&n1, "10.238.1.1", 2),
+        "container -> gateway after the reload"
+    );
+    assert_eq!(cni("DEL", "hp-one", &ns1, &conf).0, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,6 +34,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod containers;
 pub mod db;
 pub mod jsonrpc;
 pub mod registry;

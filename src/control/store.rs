@@ -187,6 +187,23 @@ impl Store {
         self.apply_locked(&mut p, new)
     }
 
+    /// SIGHUP: [`Store::apply`] `file`, keeping what the CNI plugin's containers use when the
+    /// file does not name it ([`super::containers::keep_containers`]); also returns one line
+    /// per thing kept.
+    pub fn reload(&self, file: &Config) -> (Applied, Vec<String>) {
+        let mut p = self.lock();
+        let running = match self.running_locked(&p) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut out = Applied::default();
+                out.errors.push(e);
+                return (out, Vec::new());
+            }
+        };
+        let (new, kept) = super::containers::keep_containers(&running, file);
+        (self.apply_locked(&mut p, &new), kept)
+    }
+
     fn apply_locked(&self, p: &mut Pending, new: &Config) -> Applied {
         let mut out = Applied::default();
         let (merged, old) = match (
