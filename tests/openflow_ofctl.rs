@@ -103,10 +103,14 @@ fn ofctl_add_dump_del_openflow10_nxm() {
         "priority=100,in_port=1,ip,nw_dst=10.0.0.0/8",
     ]);
     assert_eq!(no_stats(flows_of(&ok(&["dump-flows", &t]))).len(), 1);
-    // mod-flows replaces actions.
-    ok(&["mod-flows", &t, "table=1,tcp,actions=drop"]);
+    // mod-flows replaces actions; in OpenFlow 1.0 without a cookie mask the message's cookie
+    // becomes the flows' (as OVS).
+    ok(&["mod-flows", &t, "table=1,cookie=0x99,tcp,actions=drop"]);
     let d = ok(&["dump-flows", &t, "table=1"]);
-    assert!(d.contains("actions=drop"), "{d}");
+    assert!(
+        d.contains("actions=drop") && d.contains("cookie=0x99,"),
+        "{d}"
+    );
     // add-flows from a file (ovs-ofctl reads it and sends one flow_mod per line).
     let file = s.dir.join("flows.txt");
     std::fs::write(
@@ -185,6 +189,25 @@ fn ofctl_openflow13_flows_show_and_ports() {
         &format!("in_port=1 {pkt} actions=output:2"),
     ]);
     wait_for(|| tx2() == Some(before + 2), "2 more frames sent on p2");
+    // An output to the packet's own in_port is skipped (as OVS); output:IN_PORT sends it there.
+    let tx1 = || s.reg.call("stats", &[]).unwrap().data["ports"]["p1"]["tx_packets"].as_u64();
+    let before1 = tx1().unwrap();
+    run(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=output:1,output:2"),
+    ]);
+    wait_for(|| tx2() == Some(before + 3), "a third frame on p2");
+    assert_eq!(tx1(), Some(before1), "nothing back out of in_port 1");
+    run(&[
+        "packet-out",
+        &t,
+        &format!("in_port=1 {pkt} actions=in_port"),
+    ]);
+    wait_for(
+        || tx1() == Some(before1 + 1),
+        "output:IN_PORT sends to port 1",
+    );
     // Output to a port the bridge does not have: refused.
     let (good, _, err) = ofctl(&[
         "packet-out",

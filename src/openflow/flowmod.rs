@@ -4,7 +4,8 @@
 //! - `decode*` turn the message body into a `FlowMod` or the `OfErr` to send; `apply` carries
 //!   it out through `Switch`: ADD adds (replacing a flow with the same match and priority),
 //!   MODIFY[_STRICT] replaces the actions of the flows selected (OpenFlow 1.0: adds when none is
-//!   selected, as the spec says; counters restart), DELETE[_STRICT] removes them (with an
+//!   selected, as the spec says, and without a cookie mask gives them the message's cookie, as
+//!   OVS; counters restart), DELETE[_STRICT] removes them (with an
 //!   out_port or out_group, only the flows that output there / send to that group, also from
 //!   inside `clone(...)`).
 //! - Every flow is checked by the flow parser (`parse_flow` of its text) before it reaches the
@@ -293,8 +294,14 @@ pub fn apply(version: u8, fm: &FlowMod, sw: &dyn Switch) -> OfResult<()> {
                 }
                 return Ok(());
             }
+            // OpenFlow 1.0 (and NXT_FLOW_MOD) without a cookie mask: the message's cookie is
+            // the flows' new cookie, as OVS does; 1.3's MODIFY never changes cookies.
+            let new_cookie = (version == OF10 && fm.cookie_mask == 0).then_some(fm.flow.cookie);
             for f in &mut flows {
                 f.actions = fm.flow.actions.clone();
+                if let Some(c) = new_cookie {
+                    f.cookie = c;
+                }
             }
             sw.add_flows(&flows).map_err(|e| failed(sw, "modify", e))
         }

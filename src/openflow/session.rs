@@ -297,10 +297,10 @@ impl Session {
 /// output actions name; other actions are refused (BadActionType / BadOutPort).
 fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     let buffer = r.u32()?;
-    let _in_port = if v == OF10 {
+    let in_port = if v == OF10 {
         u32::from(r.u16()?)
     } else {
-        r.u32()?
+        actions::port_from13(r.u32()?)
     };
     let alen = usize::from(r.u16()?);
     if v != OF10 {
@@ -319,12 +319,18 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     if frame.len() < 14 {
         return Err(OfErr::BadLen);
     }
+    // As a switch does (and OVS): an output to the packet's own in_port is skipped; only
+    // `output:IN_PORT` sends it back there.
     let outputs = acts
         .iter()
-        .map(|a| match a {
-            crate::flow::Action::Output(p) => Ok(p.num()),
-            crate::flow::Action::Controller(_) => Err(OfErr::BadOutPort),
-            _ => Err(OfErr::BadActionType),
+        .filter_map(|a| match a {
+            crate::flow::Action::Output(p) if u32::from(p.num()) == in_port => None,
+            crate::flow::Action::Output(p) => Some(Ok(p.num())),
+            // OFPP_MAX (0xff00): numbers below it are ports.
+            crate::flow::Action::InPort if in_port < 0xff00 => Some(Ok(in_port as u16)),
+            crate::flow::Action::InPort => Some(Err(OfErr::BadOutPort)),
+            crate::flow::Action::Controller(_) => Some(Err(OfErr::BadOutPort)),
+            _ => Some(Err(OfErr::BadActionType)),
         })
         .collect::<OfResult<Vec<u16>>>()?;
     sw.packet_out(&outputs, frame).map_err(|e| {
