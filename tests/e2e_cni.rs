@@ -985,9 +985,23 @@ fn cni_containers_survive_a_sighup_reload() {
         "cniVersion": "1.0.0", "name": "hpnet", "type": "uvs-cni", "bridge": "hpbr",
         "uvs_socket": d.socket, "uplink": "up",
         "ipam": store.ipam(json!({"subnet": "10.238.1.0/24", "gateway": "10.238.1.1"})),
-        "runtimeConfig": {"portMappings": [{"hostPort": 9191, "containerPort": 91, "protocol": "tcp"}]}
+        "runtimeConfig": {"portMappings": [{"hostPort": 9191, "containerPort": 91, "protocol": "tcp",
+                                             "hostIP": "10.238.250.1"}]}
     });
     let ns1 = format!("/run/netns/{n1}");
+    // `-p ADDRESS:9191:91`: only the uplink's gateway address is one uvs maps ports on; the
+    // refusal names it. (That address itself is accepted below.)
+    let mut local = conf.clone();
+    local["runtimeConfig"]["portMappings"][0]["hostIP"] = json!("127.0.0.1");
+    let (rc, v) = cni("ADD", "hp-local", &ns1, &local);
+    assert!(
+        rc != 0 && v.to_string().contains("10.238.250.1"),
+        "{rc} {v}"
+    );
+    assert!(
+        !d.ctl(&["show"]).contains("port uv"),
+        "the failed ADD left its port"
+    );
     let (rc, res) = cni("ADD", "hp-one", &ns1, &conf);
     assert_eq!(rc, 0, "ADD: {res}");
     let before = (d.ctl(&["show"]), d.ctl(&["nat-show"]));

@@ -302,11 +302,12 @@ impl NetConf {
                     format!("portMappings.protocol: '{}' is not tcp or udp", pm.protocol),
                 ));
             }
-            if !pm.host_ip.is_empty() && pm.host_ip != "0.0.0.0" {
+            // Which address is the uplink's gateway is known once uvs answers (`map_ports`).
+            if !pm.host_ip.is_empty() && pm.host_ip.parse::<Ipv4Addr>().is_err() {
                 return Err(CniError::new(
                     E_UNSUPPORTED_FIELD,
                     format!(
-                        "portMappings.hostIP: '{}': uvs maps ports on the uplink's gateway address only",
+                        "portMappings.hostIP: '{}' is not an IPv4 address (uvs maps ports on the uplink's gateway address: leave hostIP empty, 0.0.0.0 or that address)",
                         pm.host_ip
                     ),
                 ));

@@ -4,7 +4,10 @@
 //! registered on the network's bridge with `dns-add`; on DEL they are removed with `dns-del`
 //! (only while the name still has this container's address, so the DEL of a container that was
 //! replaced leaves its successor's name alone; errors are ignored: DEL is idempotent).
-//! Names that are not valid DNS names are skipped, not errors.
+//! Names that are not valid DNS names are skipped, not errors: a container whose name is not
+//! one (podman allows `web-`, 64+ characters) is registered under its first valid alias, and
+//! any container the runtime names gets the gateway as its nameserver, so it resolves the
+//! others (found trying uvs as a new user: such a container had no DNS at all).
 
 use std::net::Ipv4Addr;
 
@@ -32,27 +35,44 @@ pub fn aliases(c: &NetConf) -> Vec<String> {
         .collect()
 }
 
-/// ADD: register the name (if any) with `addr`. Returns whether a name was registered.
+/// The name to register and its aliases: the container's name, or when it is not a valid DNS
+/// name, its first valid alias.
+fn names(env: &Env, c: &NetConf) -> Option<(String, Vec<String>)> {
+    let mut aliases = aliases(c);
+    match name(env) {
+        Some(n) => Some((n, aliases)),
+        None if !aliases.is_empty() => {
+            let first = aliases.remove(0);
+            Some((first, aliases))
+        }
+        None => None,
+    }
+}
+
+/// ADD: register the name (if any) with `addr`. Returns whether the container uses the
+/// network's DNS: a name was registered, or the runtime named the container (even with a name
+/// that is not a DNS name), so the gateway becomes its nameserver.
 pub fn register(env: &Env, c: &NetConf, addr: Ipv4Addr) -> Result<bool, CniError> {
-    let Some(n) = name(env) else {
-        return Ok(false);
+    let named = env.arg("K8S_POD_NAME").is_some_and(|n| !n.is_empty());
+    let Some((n, aliases)) = names(env, c) else {
+        return Ok(named);
     };
     let mut args = vec![c.bridge().to_string(), n, addr.to_string()];
-    args.extend(aliases(c));
+    args.extend(aliases);
     uvs(&c.socket(), "dns-add", &args)?;
     Ok(true)
 }
 
 /// DEL: remove the name, only while it has `addr` (when known).
 pub fn unregister(env: &Env, c: &NetConf, addr: Option<Ipv4Addr>) {
-    let Some(n) = name(env) else { return };
+    let Some((n, _)) = names(env, c) else { return };
     let mut args = vec![c.bridge().to_string(), n];
     args.extend(addr.map(|a| a.to_string()));
     let _ = uvs(&c.socket(), "dns-del", &args);
 }
 
-/// The result's `dns`: the IPAM plugin's, else the gateway as the nameserver when a name was
-/// registered (the gateway answers DNS, as Docker's embedded DNS server).
+/// The result's `dns`: the IPAM plugin's, else the gateway as the nameserver when the container
+/// uses the network's DNS (`register`; the gateway answers DNS, as Docker's embedded DNS server).
 pub fn result_dns(ipam: &Value, gateway: Ipv4Addr, registered: bool) -> Value {
     match ipam.get("dns") {
         Some(d)
@@ -104,6 +124,16 @@ mod tests {
         let c = conf(json!({"aliases": {"n1": ["db", "no good", "cache"], "n2": ["x"]}}));
         assert_eq!(aliases(&c), ["db", "cache"], "this network's valid aliases");
         assert!(aliases(&conf(json!({}))).is_empty());
+        // A container name that is not a DNS name (podman allows `web-`): registered under
+        // its first valid alias, with the others.
+        let (n, rest) = names(&env("K8S_POD_NAME=web-"), &c).unwrap();
+        assert_eq!((n.as_str(), rest), ("db", vec!["cache".to_string()]));
+        assert!(names(&env("K8S_POD_NAME=web-"), &conf(json!({}))).is_none());
+        // Nothing to register, but a named container still uses the network's DNS (the
+        // gateway as nameserver); an unnamed one does not.
+        let a = Ipv4Addr::new(10, 9, 0, 2);
+        assert!(register(&env("K8S_POD_NAME=web-"), &conf(json!({})), a).unwrap());
+        assert!(!register(&env("IgnoreUnknown=1"), &conf(json!({})), a).unwrap());
     }
 
     #[test]

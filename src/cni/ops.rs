@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
 use super::netlink::Rtnl;
 use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
-use super::{CniError, E_CHECK, E_IO, E_IPAM, E_UVS};
+use super::{CniError, E_CHECK, E_IO, E_IPAM, E_UNSUPPORTED_FIELD, E_UVS};
 use crate::wire::MacAddr;
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
@@ -169,6 +169,31 @@ pub(super) fn is_mapping(c: &NetConf, p: &PortMapping, addr: Ipv4Addr, rule: &st
 /// The `portMappings` capability: one `dnat` rule per mapping (a host port of 0 lets uvs pick
 /// one from its DNAT port range). Returns the mappings with their host ports as made.
 fn map_ports(c: &NetConf, sock: &Path, addr: Ipv4Addr) -> Result<Vec<Value>, CniError> {
+    // A hostIP other than empty/0.0.0.0 must be the mapped bridge's gateway address (`-p
+    // 10.250.0.1:8080:80`): ports are mapped there only.
+    let pms = &c.runtime_config.port_mappings;
+    let named = |q: &&PortMapping| !q.host_ip.is_empty() && q.host_ip != "0.0.0.0";
+    if pms.iter().any(|q| named(&q)) {
+        let b = c.dnat_bridge();
+        let gw = find_bridge(&uvs(sock, "show", &[])?, b)
+            .and_then(|v| v["gateway"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let gw_ip = gw.split('/').next().unwrap_or_default().to_string();
+        if let Some(bad) = pms.iter().filter(named).find(|q| q.host_ip != gw_ip) {
+            return Err(CniError::new(
+                E_UNSUPPORTED_FIELD,
+                format!(
+                    "portMappings.hostIP: '{}': uvs maps ports on bridge '{b}''s gateway address{} only (leave hostIP empty or 0.0.0.0)",
+                    bad.host_ip,
+                    if gw_ip.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {gw_ip}")
+                    }
+                ),
+            ));
+        }
+    }
     let mut made = Vec::new();
     for p in &c.runtime_config.port_mappings {
         let mut args = vec![

@@ -89,7 +89,7 @@ fn config_errors_have_the_spec_codes() {
         {"hostPort": 1, "containerPort": 2, "protocol": "sctp"}]}});
     assert_eq!(code(&env("ADD"), &conf(sctp)), 2);
     let host_ip = json!({"runtimeConfig": {"portMappings": [
-        {"hostPort": 1, "containerPort": 2, "hostIP": "127.0.0.1"}]}});
+        {"hostPort": 1, "containerPort": 2, "hostIP": "::1"}]}});
     assert_eq!(code(&env("ADD"), &conf(host_ip)), 2);
     // The error reply carries the config's version.
     let (v, _) = invoke(
