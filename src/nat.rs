@@ -354,12 +354,23 @@ impl Nat {
         if port == 0 || to_port == 0 {
             return Err("port: must be 1 to 65535".into());
         }
-        if self.rules.iter().any(|r| {
-            matches!(r, NatRule::Dest { inb: b, proto: p, port: q, .. } if *b == inb && *p == proto && *q == port)
-        }) {
+        let held = self.rules.iter().enumerate().find_map(|(i, r)| match *r {
+            NatRule::Dest {
+                inb: b,
+                proto: p,
+                port: q,
+                to: t,
+                to_port: tp,
+            } if b == inb && p == proto && q == port => Some((i, t, tp)),
+            _ => None,
+        });
+        if let Some((i, t, tp)) = held {
+            // Named with its target and number: a leftover (a container removed while uvs was
+            // down) is told apart from a live mapping and deleted in one step.
             return Err(format!(
-                "port: {}/{port} on that bridge is already mapped; delete it first",
-                proto_name(proto)
+                "port: {}/{port} on that bridge is already mapped to {}:{tp} (rule #{i}); delete it first (nat-del {i})",
+                proto_name(proto),
+                std::net::Ipv4Addr::from(t)
             ));
         }
         self.rules.push(NatRule::Dest {
@@ -372,7 +383,8 @@ impl Nat {
         Ok(self.rules.len() - 1)
     }
 
-    /// Remove rule `index`. Existing connections keep their translation until they expire.
+    /// Remove rule `index`. Existing connections keep their translation until they expire (the
+    /// worker removes a port mapping's connections itself: [`Nat::forget_mapped`]).
     pub fn del(&mut self, index: usize) -> Result<NatRule, String> {
         if index >= self.rules.len() {
             return Err(format!("no NAT rule #{index} (nat-show lists them)"));

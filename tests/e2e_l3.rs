@@ -261,7 +261,7 @@ fn masquerade_and_port_mapping_like_docker() {
             "port=8080",
             "to=172.31.5.3:80"
         ])
-        .contains("already mapped")
+        .contains("port: tcp/8080 on bridge 'ext' is already mapped to 172.31.5.2:80 (rule #")
     );
     assert!(err(&["nat-add", "masquerade", "src=172.31.0.0/16", "out=ext"]).contains("overlaps"));
     assert!(

@@ -59,7 +59,12 @@ impl Worker {
                     self.dp.nat.ensure_hairpin(r.bridge(), g.ip)?;
                 }
                 port = Some(host_port);
-                let i = self.dp.nat.add_dest(inb, proto, host_port, to, to_port)?;
+                let name = spec.inb.as_deref().unwrap_or_default();
+                let i = self
+                    .dp
+                    .nat
+                    .add_dest(inb, proto, host_port, to, to_port)
+                    .map_err(|e| e.replace("that bridge", &format!("bridge '{name}'")))?;
                 self.dp.nat.forget_mapped(gw.ip, proto, host_port);
                 i
             }
