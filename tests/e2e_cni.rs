@@ -1034,3 +1034,64 @@ fn cni_containers_survive_a_sighup_reload() {
     assert_eq!(cni("DEL", "hp-one", &ns1, &conf).0, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A port mapping left behind by a container removed while uvs was down (its address no
+/// longer leased by host-local) is replaced by the next container asking for that host port;
+/// one whose address is still leased to another container is not (the ADD is refused naming
+/// it). (Found trying uvs as a new user: `podman run -p` failed on the leftover.)
+#[test]
+fn cni_a_leftover_mapping_is_replaced_by_the_next_container() {
+    let test = "cni_a_leftover_mapping_is_replaced_by_the_next_container";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("lm");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnilm", &[]);
+    d.ctl(&["add-br", "lmup", "gateway=10.239.250.1/24"]);
+    let (n1, n2, n3) = (format!("{p}a"), format!("{p}b"), format!("{p}c"));
+    for n in [&n1, &n2, &n3] {
+        t.netns(n);
+    }
+    let store = HostLocal::new("cnilm");
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "lmnet", "type": "uvs-cni", "bridge": "lmbr",
+        "uvs_socket": d.socket, "uplink": "lmup",
+        "ipam": store.ipam(json!({"subnet": "10.239.1.0/24", "gateway": "10.239.1.1"})),
+        "runtimeConfig": {"portMappings": [{"hostPort": 9292, "containerPort": 92, "protocol": "udp"}]}
+    });
+    let ns = |n: &str| format!("/run/netns/{n}");
+    let (rc, r1) = cni("ADD", "lm-one", &ns(&n1), &conf);
+    assert_eq!(rc, 0, "{r1}");
+    let ip1 = r1["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // Still leased to lm-one: a second container cannot take the port.
+    let (rc, v) = cni("ADD", "lm-two", &ns(&n2), &conf);
+    assert!(
+        rc != 0
+            && v.to_string()
+                .contains(&format!("already mapped to {ip1}:92")),
+        "{v}"
+    );
+    // lm-one goes while uvs is "down": its lease is released, its port and mapping stay.
+    std::fs::remove_file(store.0.join("lmnet").join(&ip1)).unwrap();
+    let (rc, r3) = cni("ADD", "lm-three", &ns(&n3), &conf);
+    assert_eq!(rc, 0, "{r3}");
+    let ip3 = r3["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let nat = d.ctl(&["nat-show"]);
+    assert!(
+        nat.contains(&format!("port=9292 to={ip3}:92")) && !nat.contains(&format!("to={ip1}:92")),
+        "{nat}"
+    );
+}

@@ -142,6 +142,39 @@ fn reconcile_bridge(sock: &Path, b: &Value, want_gw: &str, c: &NetConf) -> Resul
     Ok(())
 }
 
+/// Every NAT rule as (index, `nat-show` text).
+fn nat_rows(sock: &Path) -> Result<Vec<(u64, String)>, CniError> {
+    let v = uvs(sock, "nat-show", &[])?;
+    Ok(v["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let text = r["rule"].as_str().unwrap_or_default().to_string();
+            (r["index"].as_u64().unwrap_or(0), text)
+        })
+        .collect())
+}
+
+/// Is a port mapping to `to` a leftover, with host-local IPAM: `to` is leased to no container
+/// (its lease file in `dataDir`/NETWORK is gone) or to `container` itself? False for other
+/// IPAM plugins (nothing is known about their leases).
+fn stale_target(c: &NetConf, to: Ipv4Addr, container: &str) -> bool {
+    if c.ipam["type"] != "host-local" {
+        return false;
+    }
+    let dir = c.ipam["dataDir"]
+        .as_str()
+        .unwrap_or("/var/lib/cni/networks");
+    match std::fs::read_to_string(Path::new(dir).join(&c.name).join(to.to_string())) {
+        Ok(holder) => holder
+            .lines()
+            .next()
+            .is_some_and(|id| id.trim() == container),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
 /// The index of the first NAT rule whose text satisfies `f`.
 fn nat_index(sock: &Path, f: impl Fn(&str) -> bool) -> Result<Option<u64>, CniError> {
     let v = uvs(sock, "nat-show", &[])?;
@@ -168,7 +201,12 @@ pub(super) fn is_mapping(c: &NetConf, p: &PortMapping, addr: Ipv4Addr, rule: &st
 
 /// The `portMappings` capability: one `dnat` rule per mapping (a host port of 0 lets uvs pick
 /// one from its DNAT port range). Returns the mappings with their host ports as made.
-fn map_ports(c: &NetConf, sock: &Path, addr: Ipv4Addr) -> Result<Vec<Value>, CniError> {
+fn map_ports(
+    c: &NetConf,
+    sock: &Path,
+    addr: Ipv4Addr,
+    container: &str,
+) -> Result<Vec<Value>, CniError> {
     // A hostIP other than empty/0.0.0.0 must be the mapped bridge's gateway address (`-p
     // 10.250.0.1:8080:80`): ports are mapped there only.
     let pms = &c.runtime_config.port_mappings;
@@ -205,7 +243,38 @@ fn map_ports(c: &NetConf, sock: &Path, addr: Ipv4Addr) -> Result<Vec<Value>, Cni
         if p.host_port != 0 {
             args.push(format!("port={}", p.host_port));
         }
-        let v = uvs(sock, "nat-add", &args)?;
+        let v = match uvs(sock, "nat-add", &args) {
+            Ok(v) => v,
+            Err(e) if p.host_port != 0 => {
+                // The host port may hold a leftover: a mapping to an address host-local no
+                // longer leases (its container was removed while uvs was down) or leases to
+                // this very container (restarted meanwhile). Such a mapping is replaced.
+                let rule_of = |r: &str| {
+                    let head = format!(
+                        "dnat in={} proto={} port={} to=",
+                        c.dnat_bridge(),
+                        p.proto(),
+                        p.host_port
+                    );
+                    r.strip_prefix(&head)
+                        .and_then(|t| t.split(':').next()?.parse::<Ipv4Addr>().ok())
+                };
+                let stale = nat_rows(sock)?.into_iter().find_map(|(i, r)| {
+                    let to = rule_of(&r)?;
+                    stale_target(c, to, container).then_some((i, to))
+                });
+                let Some((i, to)) = stale else {
+                    return Err(e);
+                };
+                tracing::info!(
+                    "uvs-cni: replacing the stale mapping #{i} of port {} to {to}",
+                    p.host_port
+                );
+                uvs(sock, "nat-del", &[i.to_string()])?;
+                uvs(sock, "nat-add", &args)?
+            }
+            Err(e) => return Err(e),
+        };
         let host_port = v["port"].as_u64().unwrap_or(u64::from(p.host_port));
         made.push(
             json!({"hostPort": host_port, "containerPort": p.container_port,
@@ -270,7 +339,7 @@ fn add_with_lease(
         port_args.extend(b.port_options());
     }
     uvs(&sock, "add-port", &port_args)?;
-    let mapped = map_ports(c, &sock, lease.addr)?;
+    let mapped = map_ports(c, &sock, lease.addr, &env.container_id)?;
     let named = super::dns::register(env, c, lease.addr)?;
     let mac_of = |r: std::io::Result<Option<(u32, String)>>| r.ok().flatten().map(|l| l.1);
     let cmac = mac_of(cnl.link(ifn)).unwrap_or_default();
