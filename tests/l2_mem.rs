@@ -177,6 +177,25 @@ fn access_and_trunk_vlans() {
     assert_eq!(h.drops(a10, DropReason::VlanDenied), 1);
     assert_eq!(h.drops(t, DropReason::VlanDenied), 1);
 
+    // VID 4095 is reserved: not even an all-VLAN trunk carries it (nothing learned either).
+    h.send(plain, &tagged(&frame(BCAST, mac(7), 3), 4095));
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(plain, DropReason::VlanDenied), 1);
+    assert!(
+        !h.dp
+            .fdb_rows(b, 1)
+            .iter()
+            .any(|r| r.mac == "02:00:00:00:00:07")
+    );
+    // An 802.1ad (S-tagged) frame is `qinq` on a trunk without VLAN 0 too, as on every port.
+    let mut s_tagged = tagged(&frame(BCAST, mac(8), 4), 10);
+    s_tagged[12..14].copy_from_slice(&[0x88, 0xa8]);
+    h.send(t, &s_tagged);
+    h.send(plain, &s_tagged);
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(t, DropReason::QinQ), 1);
+    assert_eq!(h.drops(plain, DropReason::QinQ), 1);
+
     // Priority tag (VID 0) on an access port counts as untagged.
     h.send(a20, &tagged(&frame(BCAST, mac(5), 1), 0));
     let out = h.outputs();

@@ -130,7 +130,9 @@ fn classify(
         untagged
     } else {
         match mode {
-            VlanMode::Trunk(set) if set.contains(vid) => vid,
+            // VID 4095 is reserved (IEEE 802.1Q): no port carries it (the configuration
+            // refuses it too).
+            VlanMode::Trunk(set) if set.contains(vid) && vid != 4095 => vid,
             _ => return Err(DropReason::VlanDenied),
         }
     };
@@ -169,7 +171,13 @@ fn drop_untagged(
         if !tagged {
             c.rx_packets += 1;
             c.rx_bytes += u64::from(d.len);
-            c.drop(DropReason::VlanDenied);
+            // An 802.1ad frame is `qinq` here too, as on every other port.
+            let qinq = u16::from_be_bytes([data[12], data[13]]) == EtherType::QINQ;
+            c.drop(if qinq {
+                DropReason::QinQ
+            } else {
+                DropReason::VlanDenied
+            });
             frames.free(d.addr);
         }
         tagged
