@@ -388,8 +388,10 @@ impl Fdb {
         Learn::Moved { from }
     }
 
-    /// Add or replace a static entry. Fails when the table (or the key's neighbourhood) is
-    /// full.
+    /// Add or replace a static entry. A table full of learned entries makes room by forgetting
+    /// the one seen longest ago (an operator's entry outranks a learned one; a MAC flood must
+    /// not lock the operator out: found trying uvs as a new user). Fails when the table is
+    /// full of static entries, or the key's neighbourhood is full.
     pub fn add_static(
         &mut self,
         vlan: u16,
@@ -398,6 +400,18 @@ impl Fdb {
         now: u32,
     ) -> Result<(), FdbFull> {
         let key = make_key(vlan, mac);
+        if self.len >= self.capacity && self.find(key).is_err() {
+            // O(table), once per static entry added to a full table (a control command).
+            let oldest = (0..self.slots.len())
+                .filter(|&i| {
+                    let s = &self.slots[i];
+                    s.key != 0 && !s.is_static() && !self.hidden_slot(s)
+                })
+                .max_by_key(|&i| now.wrapping_sub(self.slots[i].stamp));
+            if let Some(i) = oldest {
+                self.remove_at(i);
+            }
+        }
         let i = match self.find(key) {
             Ok(i) if self.hidden_slot(&self.slots[i]) => {
                 if self.len >= self.capacity {
@@ -638,6 +652,23 @@ mod tests {
         assert_eq!(f.learn(0, 0xa, 2, 12), Learn::Moved { from: 1 });
         assert_eq!(f.lookup(0, 0xa), Some(2));
         assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_static_entry_takes_the_place_of_the_oldest_learned_one_in_a_full_table() {
+        let mut f = Fdb::new(3);
+        for (m, t) in [(1, 20), (2, 10), (3, 30)] {
+            assert_eq!(f.learn(0, m, 1, t), Learn::New);
+        }
+        assert_eq!(f.learn(0, 4, 1, 31), Learn::Full);
+        assert_eq!(f.add_static(0, 9, 2, 40), Ok(()));
+        assert_eq!(f.lookup(0, 9), Some(2));
+        assert_eq!(f.lookup(0, 2), None, "the one seen longest ago went");
+        assert_eq!((f.len(), f.static_count()), (3, 1));
+        // Full of static entries: refused.
+        let mut g = Fdb::new(1);
+        assert_eq!(g.add_static(0, 1, 1, 0), Ok(()));
+        assert_eq!(g.add_static(0, 2, 1, 0), Err(FdbFull::Full));
     }
 
     #[test]
