@@ -125,9 +125,10 @@ enum Cmd {
     /// Run a benchmark in network namespaces against the kernel (and OVS) on this machine, in
     /// one run, and print the table (needs root; see docs/benchmarks.md):
     /// `l2` (kernel bridge, OVS AF_XDP, uvs AF_XDP and TAP), `nat` (uvs masquerade vs iptables),
-    /// `encap` (VXLAN overhead: uvs and kernel VTEPs against their unencapsulated paths).
+    /// `encap` (VXLAN overhead: uvs and kernel VTEPs against their unencapsulated paths);
+    /// `gen` is the benchmarks' XDP live-frames generator (`uvs bench gen --help`).
     Bench {
-        /// Which: l2, nat, encap.
+        /// Which: l2, nat, encap, gen.
         name: String,
         /// Options for the script (`--quick`, `--only ...`; `uvs bench l2 -- --help` lists
         /// them all: a plain `--help` is this text); `--plot FILE.svg` also draws the results
