@@ -126,7 +126,7 @@ enum Cmd {
     /// one run, and print the table (needs root; see docs/benchmarks.md):
     /// `l2` (kernel bridge, OVS AF_XDP, uvs AF_XDP and TAP), `nat` (uvs masquerade vs iptables),
     /// `encap` (VXLAN overhead: uvs and kernel VTEPs against their unencapsulated paths);
-    /// `gen` is the benchmarks' XDP live-frames generator (`uvs bench gen --help`).
+    /// `gen` is the benchmarks' XDP live-frames generator (`uvs bench gen -- --help`).
     Bench {
         /// Which: l2, nat, encap, gen.
         name: String,
