@@ -589,3 +589,29 @@ fn a_replaced_flow_decides_by_its_new_actions_at_once() {
     assert_eq!(n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop), 1);
     n.h.assert_no_frame_leaked();
 }
+
+/// A flow's timeout is checked every tenth of a second, not at each second's turn: a hard
+/// timeout of 2 s on a flow added at 0.3 s ends by 2.4 s (it lasted to 3.0 s; found trying uvs
+/// as a new user against OVS, whose 1 s idle flows go after ~1.05 s).
+#[test]
+fn flow_timeouts_end_within_a_tenth_of_a_second() {
+    let mut n = FlowNet::new();
+    let ft = &mut n.h.dp.bridge_mut(n.b).unwrap().flows;
+    let f = uvs::flow::parse_flow("hard_timeout=2,priority=5,udp,actions=drop").unwrap();
+    ft.cls.add(f, 300, |r| Some(r.num())).unwrap();
+    ft.refresh();
+    let there = |n: &FlowNet| {
+        n.packets("hard_timeout=2") == 0 && {
+            let ft = &n.h.dp.bridge(n.b).unwrap().flows;
+            ft.cls.iter().any(|(_, f)| f.hard_timeout == 2)
+        }
+    };
+    for ms in [1_000, 2_000, 2_250] {
+        n.h.dp.now_ms = ms;
+        n.h.dp.age_fdbs((ms / 1000) as u32, 64);
+        assert!(there(&n), "gone at {ms} ms");
+    }
+    n.h.dp.now_ms = 2_350;
+    n.h.dp.age_fdbs(2, 64);
+    assert!(!there(&n), "still there at 2,350 ms");
+}
