@@ -293,6 +293,23 @@ fn ofctl_openflow13_flows_show_and_ports() {
     let d = run(&["dump-flows", &t, "table=4"]);
     assert!(d.contains("actions=set_field:55->udp_dst,output:2"), "{d}");
     run(&["del-flows", &t, "table=4"]);
+    // OpenFlow 1.0's mod_vlan_vid (which tags an untagged frame) reads back in 1.3 with its
+    // push_vlan, as OVS writes it, so the dump can be replayed (replace-flows).
+    ok(&[
+        "add-flow",
+        &t,
+        "table=5,priority=3,in_port=1,udp,actions=mod_vlan_vid:5,output:2",
+    ]);
+    let d = run(&["dump-flows", &t, "table=5"]);
+    assert!(
+        d.contains("actions=push_vlan:0x8100,set_field:4101->vlan_vid,output:2"),
+        "{d}"
+    );
+    let file = s.dir.join("rt.txt");
+    let flows = run(&["dump-flows", "--no-stats", &t]);
+    std::fs::write(&file, flows).unwrap();
+    run(&["replace-flows", &t, file.to_str().unwrap()]);
+    run(&["del-flows", &t, "table=5"]);
     let desc = run(&["dump-desc", &t]);
     assert!(desc.contains("Manufacturer: uvs"), "{desc}");
     assert!(desc.contains("DP Description: br0"), "{desc}");

@@ -432,12 +432,15 @@ fn set_field13(w: &mut Writer, field: u8, v: u64, len: u8) {
 
 /// Encode actions as OpenFlow 1.3 instructions (METER, APPLY_ACTIONS, GOTO_TABLE).
 pub fn encode13(w: &mut Writer, actions: &[Action]) {
-    encode13_in(w, actions, None)
+    encode13_in(w, actions, None, true)
 }
 
-/// [`encode13`] for a flow whose match says IP protocol `l4`: its port rewrites are that
-/// protocol's set-fields (`udp_dst` on a `udp` flow, as OVS reads them back; TCP's otherwise).
-pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
+/// [`encode13`] for a flow whose match says IP protocol `l4` and whether it only takes tagged
+/// frames (`tagged`): its port rewrites are that protocol's set-fields (`udp_dst` on a `udp`
+/// flow, as OVS reads them back; TCP's otherwise), and a `mod_vlan_vid` on a flow that may see
+/// untagged frames is `push_vlan:0x8100` before the `set_field` (what it does to an untagged
+/// frame; 1.3 has no implicit push, so without it the dump could not be added back).
+pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>, tagged: bool) {
     for a in actions {
         if let Action::Meter(m) = a {
             w.u16(6).u16(8).u32(*m);
@@ -451,6 +454,9 @@ pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
         let start = w.len();
         w.u16(4).u16(0).zeros(4);
         for a in apply {
+            if matches!(a, Action::ModVlanVid(_)) && !tagged {
+                w.u16(17).u16(8).u16(0x8100).u16(0);
+            }
             encode13_action(w, a, l4);
         }
         let n = (w.len() - start) as u16;
@@ -538,13 +544,14 @@ pub fn decode(version: u8, r: Reader<'_>) -> OfResult<Vec<Action>> {
     }
 }
 
-/// Encode a flow's actions for a version (1.0: action list; 1.3: instructions, the port
-/// rewrites those of the match's IP protocol `l4`).
-pub fn encode(version: u8, w: &mut Writer, actions: &[Action], l4: Option<u8>) {
+/// Encode a flow's actions for a version (1.0: action list; 1.3: instructions as its match
+/// `m` says, see [`encode13_in`]).
+pub fn encode(version: u8, w: &mut Writer, actions: &[Action], m: &crate::flow::Match) {
     if version == OF10 {
         encode10(w, actions)
     } else {
-        encode13_in(w, actions, l4)
+        let tagged = m.dl_vlan.is_some_and(|v| v != crate::flow::NO_VLAN);
+        encode13_in(w, actions, m.nw_proto, tagged)
     }
 }
 

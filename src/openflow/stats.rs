@@ -416,7 +416,7 @@ fn flow_stats(v: u8, e: &FlowEntry) -> Vec<u8> {
         w.u64(f.cookie).u64(e.n_packets).u64(e.n_bytes);
         encode_oxm_match(&mut w, &f.m);
     }
-    actions::encode(v, &mut w, &f.actions, f.m.nw_proto);
+    actions::encode(v, &mut w, &f.actions, &f.m);
     let n = w.len() as u16;
     w.put_u16(0, n);
     w.buf
