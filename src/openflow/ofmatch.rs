@@ -521,6 +521,51 @@ fn put(w: &mut Writer, d: Tlv, f: F, v: u64, mask: Option<u64>) {
     }
 }
 
+/// (class, field, length) of an ext field in a dialect, as OVS writes it (the NXM_NX_ and
+/// OXM_OF_ headers of nicira-ext.h / openflow-1.3.h); None for those written elsewhere
+/// (`tcp_flags`, `nw_ttl`).
+fn ext_header(d: Tlv, f: ExtField) -> Option<(u16, u8, u8)> {
+    let oxm = d == Tlv::Oxm;
+    Some(match f {
+        ExtField::Reg(n) if n < 16 => (NXM_NX, n, 4),
+        ExtField::Metadata => (OXM_BASIC, 2, 8),
+        ExtField::Ipv6Src if oxm => (OXM_BASIC, 26, 16),
+        ExtField::Ipv6Src => (NXM_NX, 19, 16),
+        ExtField::Ipv6Dst if oxm => (OXM_BASIC, 27, 16),
+        ExtField::Ipv6Dst => (NXM_NX, 20, 16),
+        ExtField::Ipv6Label if oxm => (OXM_BASIC, 28, 4),
+        ExtField::Ipv6Label => (NXM_NX, 27, 4),
+        ExtField::NdTarget if oxm => (OXM_BASIC, 31, 16),
+        ExtField::NdTarget => (NXM_NX, 23, 16),
+        ExtField::CtMark => (NXM_NX, 107, 4),
+        ExtField::CtLabel => (NXM_NX, 108, 16),
+        ExtField::CtNwProto => (NXM_NX, 119, 1),
+        ExtField::CtNwSrc => (NXM_NX, 120, 4),
+        ExtField::CtNwDst => (NXM_NX, 121, 4),
+        ExtField::CtTpSrc => (NXM_NX, 124, 2),
+        ExtField::CtTpDst => (NXM_NX, 125, 2),
+        _ => return None,
+    })
+}
+
+/// One TLV entry with a value of up to 16 bytes (`len`), masked unless the mask is all ones.
+fn put_raw(w: &mut Writer, (class, field, len): (u16, u8, u8), v: u128, mask: Option<u128>) {
+    let all = if len >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (u32::from(len) * 8)) - 1
+    };
+    let mask = mask.map(|m| m & all).filter(|m| *m != all);
+    w.u16(class);
+    w.u8((field << 1) | u8::from(mask.is_some()));
+    w.u8(len * if mask.is_some() { 2 } else { 1 });
+    let n = usize::from(len);
+    w.bytes(&(v & all).to_be_bytes()[16 - n..]);
+    if let Some(m) = mask {
+        w.bytes(&m.to_be_bytes()[16 - n..]);
+    }
+}
+
 /// Encode `m` as TLV entries (no padding). Returns the number of bytes written.
 pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
     let start = w.len();
@@ -599,6 +644,20 @@ pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
     }
     if let Some(z) = m.ct_zone {
         put(w, d, F::CtZone, u64::from(z), None);
+    }
+    if let Some(x) = m.nw_frag {
+        // NXM_NX_IP_FRAG (OVS writes it in OpenFlow 1.3 too): the `frag::` bits are its bits.
+        put_raw(
+            w,
+            (NXM_NX, 26, 1),
+            u128::from(x.value),
+            Some(u128::from(x.mask)),
+        );
+    }
+    for (f, x) in m.ext.iter() {
+        if let Some(h) = ext_header(d, f) {
+            put_raw(w, h, x.value, Some(x.mask));
+        }
     }
     if let Some(t) = m.ext.get(ExtField::NwTtl) {
         put(w, d, F::IpTtl, t.value as u64, None);
