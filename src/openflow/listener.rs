@@ -59,6 +59,23 @@ impl RegistrySwitch {
         }
     }
 
+    /// `add-KIND` (METER_MOD/GROUP_MOD ADD) or `mod-KIND` (MODIFY) of `spec`. They have no
+    /// add-or-modify command; only the configuration restore uses that.
+    fn write_entry(&self, kind: &str, spec: &str, write: EntryWrite) -> Result<(), String> {
+        let verb = match write {
+            EntryWrite::Add => "add",
+            EntryWrite::Modify => "mod",
+            EntryWrite::AddOrModify => {
+                return Err("add-or-modify is not an OpenFlow command".into());
+            }
+        };
+        self.call(
+            &format!("{verb}-{kind}"),
+            vec![self.bridge.clone(), spec.to_string()],
+        )
+        .map(|_| ())
+    }
+
     fn call(&self, method: &str, params: Vec<String>) -> Result<Value, String> {
         self.reg
             .call_from(method, &params, &self.peer)
@@ -208,29 +225,11 @@ impl Switch for RegistrySwitch {
     }
 
     fn add_meter(&self, spec: &str, write: EntryWrite) -> Result<(), String> {
-        let method = match write {
-            EntryWrite::Add => "add-meter",
-            EntryWrite::Modify => "mod-meter",
-            // METER_MOD has no add-or-modify command; only the configuration restore uses it.
-            EntryWrite::AddOrModify => {
-                return Err("add-or-modify is not an OpenFlow command".into());
-            }
-        };
-        self.call(method, vec![self.bridge.clone(), spec.to_string()])
-            .map(|_| ())
+        self.write_entry("meter", spec, write)
     }
 
     fn add_group(&self, spec: &str, write: EntryWrite) -> Result<(), String> {
-        let method = match write {
-            EntryWrite::Add => "add-group",
-            EntryWrite::Modify => "mod-group",
-            // GROUP_MOD has no add-or-modify command; only the configuration restore uses it.
-            EntryWrite::AddOrModify => {
-                return Err("add-or-modify is not an OpenFlow command".into());
-            }
-        };
-        self.call(method, vec![self.bridge.clone(), spec.to_string()])
-            .map(|_| ())
+        self.write_entry("group", spec, write)
     }
 
     fn del_groups(&self, id: Option<u32>) -> Result<(), String> {
