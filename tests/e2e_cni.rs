@@ -1078,6 +1078,22 @@ fn cni_a_leftover_mapping_is_replaced_by_the_next_container() {
                 .contains(&format!("already mapped to {ip1}:92")),
         "{v}"
     );
+    // A mapping made by hand to an address outside the network is never taken.
+    d.ctl(&[
+        "nat-add",
+        "dnat",
+        "in=lmup",
+        "proto=udp",
+        "port=9393",
+        "to=10.99.0.5:93",
+    ]);
+    let mut other = conf.clone();
+    other["runtimeConfig"]["portMappings"][0]["hostPort"] = json!(9393);
+    let (rc, v) = cni("ADD", "lm-two", &ns(&n2), &other);
+    assert!(
+        rc != 0 && v.to_string().contains("already mapped to 10.99.0.5:93"),
+        "{v}"
+    );
     // lm-one goes while uvs is "down": its lease is released, its port and mapping stay.
     std::fs::remove_file(store.0.join("lmnet").join(&ip1)).unwrap();
     let (rc, r3) = cni("ADD", "lm-three", &ns(&n3), &conf);

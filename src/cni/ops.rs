@@ -104,7 +104,16 @@ fn reconcile_bridge(sock: &Path, b: &Value, want_gw: &str, c: &NetConf) -> Resul
     let mut set = vec![name.to_string()];
     let gw = b["gateway"].as_str();
     if gw != Some(want_gw) {
-        let ports = b["ports"].as_array().map_or(0, Vec::len);
+        // Containers (the plugin's ports), not an uplink or VXLAN port someone added.
+        let ports = b["ports"].as_array().map_or(0, |v| {
+            v.iter()
+                .filter(|p| {
+                    crate::control::containers::is_container_port(
+                        p["name"].as_str().unwrap_or_default(),
+                    )
+                })
+                .count()
+        });
         if ports > 0 {
             return Err(CniError::new(
                 E_UVS,
@@ -156,21 +165,30 @@ fn nat_rows(sock: &Path) -> Result<Vec<(u64, String)>, CniError> {
         .collect())
 }
 
-/// Is a port mapping to `to` a leftover, with host-local IPAM: `to` is leased to no container
-/// (its lease file in `dataDir`/NETWORK is gone) or to `container` itself? False for other
-/// IPAM plugins (nothing is known about their leases).
-fn stale_target(c: &NetConf, to: Ipv4Addr, container: &str) -> bool {
-    if c.ipam["type"] != "host-local" {
+/// Is a port mapping to `to` a leftover of this network, with host-local IPAM: `to` is in
+/// this network's subnet (`lease`'s), the lease directory is the one this ADD's own lease is in
+/// (so it is the right store), and `to` is leased to no container (its file is gone) or to
+/// `container` itself? False otherwise, and for other IPAM plugins (nothing is known about
+/// their leases): a live mapping, one of another network or one made by hand is never taken.
+fn stale_target(c: &NetConf, lease: &Lease, to: Ipv4Addr, container: &str) -> bool {
+    if c.ipam["type"] != "host-local" || network(to, lease.len) != network(lease.addr, lease.len) {
         return false;
     }
-    let dir = c.ipam["dataDir"]
-        .as_str()
-        .unwrap_or("/var/lib/cni/networks");
-    match std::fs::read_to_string(Path::new(dir).join(&c.name).join(to.to_string())) {
-        Ok(holder) => holder
-            .lines()
-            .next()
-            .is_some_and(|id| id.trim() == container),
+    let dir = Path::new(
+        c.ipam["dataDir"]
+            .as_str()
+            .unwrap_or("/var/lib/cni/networks"),
+    )
+    .join(&c.name);
+    let holder = |ip: Ipv4Addr| {
+        std::fs::read_to_string(dir.join(ip.to_string()))
+            .map(|t| t.lines().next().unwrap_or_default().trim().to_string())
+    };
+    if holder(lease.addr).ok().as_deref() != Some(container) {
+        return false;
+    }
+    match holder(to) {
+        Ok(id) => id == container,
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
@@ -204,9 +222,10 @@ pub(super) fn is_mapping(c: &NetConf, p: &PortMapping, addr: Ipv4Addr, rule: &st
 fn map_ports(
     c: &NetConf,
     sock: &Path,
-    addr: Ipv4Addr,
+    lease: &Lease,
     container: &str,
 ) -> Result<Vec<Value>, CniError> {
+    let addr = lease.addr;
     // A hostIP other than empty/0.0.0.0 must be the mapped bridge's gateway address (`-p
     // 10.250.0.1:8080:80`): ports are mapped there only.
     let pms = &c.runtime_config.port_mappings;
@@ -259,18 +278,15 @@ fn map_ports(
                     r.strip_prefix(&head)
                         .and_then(|t| t.split(':').next()?.parse::<Ipv4Addr>().ok())
                 };
-                let stale = nat_rows(sock)?.into_iter().find_map(|(i, r)| {
+                let stale = nat_rows(sock)?.into_iter().find_map(|(_, r)| {
                     let to = rule_of(&r)?;
-                    stale_target(c, to, container).then_some((i, to))
+                    stale_target(c, lease, to, container).then_some(r)
                 });
-                let Some((i, to)) = stale else {
+                let Some(rule) = stale else {
                     return Err(e);
                 };
-                tracing::info!(
-                    "uvs-cni: replacing the stale mapping #{i} of port {} to {to}",
-                    p.host_port
-                );
-                uvs(sock, "nat-del", &[i.to_string()])?;
+                // By its text: found and removed in one step, whatever else changed meanwhile.
+                uvs(sock, "nat-del", &[rule])?;
                 uvs(sock, "nat-add", &args)?
             }
             Err(e) => return Err(e),
@@ -339,7 +355,7 @@ fn add_with_lease(
         port_args.extend(b.port_options());
     }
     uvs(&sock, "add-port", &port_args)?;
-    let mapped = map_ports(c, &sock, lease.addr, &env.container_id)?;
+    let mapped = map_ports(c, &sock, &lease, &env.container_id)?;
     let named = super::dns::register(env, c, lease.addr)?;
     let mac_of = |r: std::io::Result<Option<(u32, String)>>| r.ok().flatten().map(|l| l.1);
     let cmac = mac_of(cnl.link(ifn)).unwrap_or_default();
