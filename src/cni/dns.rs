@@ -5,7 +5,8 @@
 //! (only while the name still has this container's address, so the DEL of a container that was
 //! replaced leaves its successor's name alone; errors are ignored: DEL is idempotent).
 //! Names that are not valid DNS names are skipped, not errors: a container whose name is not
-//! one (podman allows `web-`, 64+ characters) is registered under its first valid alias, and
+//! one (podman allows `web-`, 64+ characters) is registered under its short container id with
+//! its valid aliases, and
 //! any container the runtime names gets the gateway as its nameserver, so it resolves the
 //! others (found trying uvs as a new user: such a container had no DNS at all).
 
@@ -36,14 +37,15 @@ pub fn aliases(c: &NetConf) -> Vec<String> {
 }
 
 /// The name to register and its aliases: the container's name, or when it is not a valid DNS
-/// name, its first valid alias.
+/// name (and it has aliases) its short container id, unique to it, so aliases that replicas
+/// share stay aliases (a record of the same name replaces the one before).
 fn names(env: &Env, c: &NetConf) -> Option<(String, Vec<String>)> {
-    let mut aliases = aliases(c);
+    let aliases = aliases(c);
     match name(env) {
         Some(n) => Some((n, aliases)),
         None if !aliases.is_empty() => {
-            let first = aliases.remove(0);
-            Some((first, aliases))
+            let id: String = env.container_id.chars().take(12).collect();
+            check_name(&id).ok().map(|id| (id, aliases))
         }
         None => None,
     }
@@ -125,9 +127,12 @@ mod tests {
         assert_eq!(aliases(&c), ["db", "cache"], "this network's valid aliases");
         assert!(aliases(&conf(json!({}))).is_empty());
         // A container name that is not a DNS name (podman allows `web-`): registered under
-        // its first valid alias, with the others.
+        // its short id, with its valid aliases.
         let (n, rest) = names(&env("K8S_POD_NAME=web-"), &c).unwrap();
-        assert_eq!((n.as_str(), rest), ("db", vec!["cache".to_string()]));
+        assert_eq!(
+            (n.as_str(), rest),
+            ("c0ffee", vec!["db".to_string(), "cache".to_string()])
+        );
         assert!(names(&env("K8S_POD_NAME=web-"), &conf(json!({}))).is_none());
         // Nothing to register, but a named container still uses the network's DNS (the
         // gateway as nameserver); an unnamed one does not.

@@ -439,7 +439,8 @@ pub fn encode13(w: &mut Writer, actions: &[Action]) {
 /// frames (`tagged`): its port rewrites are that protocol's set-fields (`udp_dst` on a `udp`
 /// flow, as OVS reads them back; TCP's otherwise), and a `mod_vlan_vid` on a flow that may see
 /// untagged frames is `push_vlan:0x8100` before the `set_field` (what it does to an untagged
-/// frame; 1.3 has no implicit push, so without it the dump could not be added back).
+/// frame; 1.3 has no implicit push, so without it the dump could not be added back), and so is
+/// a `mod_vlan_pcp`; the tag state follows the list (`push_vlan`, `strip_vlan`).
 pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>, tagged: bool) {
     for a in actions {
         if let Action::Meter(m) = a {
@@ -453,9 +454,17 @@ pub fn encode13_in(w: &mut Writer, actions: &[Action], l4: Option<u8>, tagged: b
     if !apply.is_empty() {
         let start = w.len();
         w.u16(4).u16(0).zeros(4);
+        // Whether the frame has a tag at this point of the list.
+        let mut tagged = tagged;
         for a in apply {
-            if matches!(a, Action::ModVlanVid(_)) && !tagged {
-                w.u16(17).u16(8).u16(0x8100).u16(0);
+            match a {
+                Action::ModVlanVid(_) | Action::ModVlanPcp(_) if !tagged => {
+                    w.u16(17).u16(8).u16(0x8100).u16(0);
+                    tagged = true;
+                }
+                Action::PushVlan(_) => tagged = true,
+                Action::StripVlan => tagged = false,
+                _ => {}
             }
             encode13_action(w, a, l4);
         }
@@ -550,7 +559,9 @@ pub fn encode(version: u8, w: &mut Writer, actions: &[Action], m: &crate::flow::
     if version == OF10 {
         encode10(w, actions)
     } else {
-        let tagged = m.dl_vlan.is_some_and(|v| v != crate::flow::NO_VLAN);
+        let tagged = m.dl_vlan.is_some_and(|v| v != crate::flow::NO_VLAN)
+            || m.dl_vlan_pcp.is_some()
+            || m.vlan_tci.is_some_and(|t| t.mask & t.value & 0x1000 != 0);
         encode13_in(w, actions, m.nw_proto, tagged)
     }
 }
@@ -595,6 +606,24 @@ mod tests {
         encode13(&mut w, &a);
         let got = decode13_instructions(Reader::new(&w.buf)).unwrap();
         assert_eq!(got, a);
+    }
+
+    #[test]
+    fn mod_vlan_vid_reads_back_with_the_push_it_needs_where_the_frame_has_no_tag() {
+        let pushes = |text: &str, tagged: bool| {
+            let mut w = Writer::default();
+            encode13_in(&mut w, &acts(text), None, tagged);
+            let got = decode13_instructions(Reader::new(&w.buf)).unwrap();
+            got.iter()
+                .filter(|a| matches!(a, Action::PushVlan(_)))
+                .count()
+        };
+        assert_eq!(pushes("mod_vlan_vid:5,output:2", false), 1);
+        assert_eq!(pushes("mod_vlan_vid:5,output:2", true), 0);
+        assert_eq!(pushes("mod_vlan_vid:5,mod_vlan_vid:6,output:2", false), 1);
+        assert_eq!(pushes("push_vlan:0x8100,mod_vlan_vid:5,output:2", false), 1);
+        assert_eq!(pushes("strip_vlan,mod_vlan_vid:5,output:2", true), 1);
+        assert_eq!(pushes("mod_vlan_pcp:3,output:2", false), 1);
     }
 
     #[test]
