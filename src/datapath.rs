@@ -394,9 +394,12 @@ pub struct Datapath {
     /// burst by the caller.
     pub now_ms: u64,
     neigh_aged_at: u32,
-    /// When flow timeouts were last checked (or, on a worker that does not decide them, their
-    /// use last reported): at most once a tenth of a second.
+    /// When flow timeouts were last checked (or, on a worker that does not decide them, the
+    /// use of short idle-timed flows last reported): at most once a tenth of a second.
     flows_checked_ms: u64,
+    /// When the use of every idle-timed flow was last reported (a worker that does not
+    /// decide timeouts): once a second.
+    flows_reported_ms: u64,
     /// Events for the control plane (packet-in, flow removed, port status).
     pub events: crate::events::EventSink,
     /// What this worker learned during the current burst, for the other workers (see
@@ -429,6 +432,7 @@ impl Default for Datapath {
             now_ms: 0,
             neigh_aged_at: 0,
             flows_checked_ms: 0,
+            flows_reported_ms: 0,
             events: crate::events::EventSink::default(),
             learned_out: None,
             expires_flows: true,
@@ -1038,9 +1042,9 @@ impl Datapath {
         }
     }
 
-    /// Another worker decides flow timeouts: tell it which idle-timed flows this one used
-    /// since `since_ms`.
-    fn report_flows_used(&mut self, since_ms: u64) {
+    /// Another worker decides flow timeouts: tell it which flows with an idle timeout under
+    /// `below` seconds this one used since `since_ms`.
+    fn report_flows_used(&mut self, since_ms: u64, below: u16) {
         let Some(out) = self.learned_out.as_mut() else {
             return;
         };
@@ -1052,6 +1056,7 @@ impl Datapath {
                 b.flows
                     .cls
                     .idle_used_since(since_ms)
+                    .filter(|(_, f, _)| f.idle_timeout < below)
                     .map(|(id, f, used_ms)| crate::learned::Learned::FlowUsed {
                         bridge: bid as u16,
                         id: id.0,
@@ -1068,12 +1073,13 @@ impl Datapath {
         self.changed();
         // Flow timeouts every tenth of a second (once a second left a 1 s idle_timeout flow
         // installed for up to 1.6 s: found trying uvs as a new user, against OVS's ~1.05 s);
-        // the workers that do not decide them report their idle-timed flows' use as often.
+        // the workers that do not decide them report the use of flows with short idle timeouts
+        // (under 10 s) as often, the others once a second.
         if self.now_ms / 100 != self.flows_checked_ms / 100 {
             if self.expires_flows {
                 self.expire_flows();
             } else {
-                self.report_flows_used(self.flows_checked_ms);
+                self.report_flows_used(self.flows_checked_ms, SHORT_IDLE_S);
             }
             self.flows_checked_ms = self.now_ms;
         }
@@ -1081,6 +1087,10 @@ impl Datapath {
             // Whole-table scans: once per second is plenty.
             self.neigh.age(now);
             self.neigh_aged_at = now;
+            if !self.expires_flows {
+                self.report_flows_used(self.flows_reported_ms, u16::MAX);
+                self.flows_reported_ms = self.now_ms;
+            }
             for b in self.bridges.iter_mut().flatten() {
                 b.flows.ct.expire(now, 4096);
             }
@@ -1099,6 +1109,10 @@ impl Datapath {
         n
     }
 }
+
+/// Idle timeouts below this many seconds are reported to the deciding worker every tenth of a
+/// second (where a second's lag matters), longer ones once a second.
+const SHORT_IDLE_S: u16 = 10;
 
 /// Sorts `fdb-show` rows by port, VLAN, MAC.
 pub fn sort_fdb_rows(rows: &mut [FdbRow]) {

@@ -160,6 +160,9 @@ pub struct Tunnel {
     /// The last (key, remote) `learn` found or put in `remote_of`: learning it again changes
     /// nothing, so the frames of one inner flow skip the map. Cleared by every other change.
     last_learned: Option<(u64, [u8; 4])>,
+    /// When a full table was last swept (`retain`, ms): at most once a second, so a table
+    /// full of entries the FDB still has is not swept for every new MAC.
+    swept_ms: Option<u64>,
 }
 
 #[inline]
@@ -175,6 +178,7 @@ impl Tunnel {
             remote_of: U64Map::default(),
             peers: Default::default(),
             last_learned: None,
+            swept_ms: None,
         }
     }
 
@@ -212,8 +216,19 @@ impl Tunnel {
         self.remote_of.len() >= MAX_REMOTE_MACS
     }
 
-    /// Keep the static entries and the learned ones `keep(vlan, mac)` says.
-    pub fn retain(&mut self, mut keep: impl FnMut(u16, u64) -> bool) {
+    /// True when the table is full and was not swept in the last second (at `now_ms`).
+    #[inline]
+    pub fn sweep_due(&self, now_ms: u64) -> bool {
+        self.is_full()
+            && self
+                .swept_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= 1000)
+    }
+
+    /// Keep the static entries and the learned ones `keep(vlan, mac)` says (a sweep at
+    /// `now_ms`).
+    pub fn retain(&mut self, now_ms: u64, mut keep: impl FnMut(u16, u64) -> bool) {
+        self.swept_ms = Some(now_ms);
         self.last_learned = None;
         self.remote_of
             .retain(|k, (_, fixed)| *fixed || keep((k >> 48) as u16, k & 0xffff_ffff_ffff));

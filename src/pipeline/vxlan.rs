@@ -602,15 +602,16 @@ pub(super) fn decap(
 /// behind `remote` if it learns, and publishes it when new. The key is the bridge VLAN, as the
 /// FDB has it (an access port's own VLAN). A full table first drops what the bridge's FDB no
 /// longer has on the port (aged, flushed, never admitted: a remote's MAC flood cannot keep it
-/// full).
+/// full), at most once a second.
 pub(super) fn learn_remote(dp: &mut Datapath, port: PortId, tag: u16, mac: u64, remote: [u8; 4]) {
     let Some(vlan) = dp.port(port).map(|s| s.vlan.bridge_vlan(tag)) else {
         return;
     };
+    let now_ms = dp.now_ms;
     if dp
         .port(port)
         .and_then(|s| s.tunnel.as_ref())
-        .is_some_and(|t| t.is_full() && t.remote_of(vlan, mac).is_none())
+        .is_some_and(|t| t.conf.learning && t.sweep_due(now_ms) && t.remote_of(vlan, mac).is_none())
     {
         sweep_remotes(dp, port);
     }
@@ -635,7 +636,7 @@ fn sweep_remotes(dp: &mut Datapath, port: PortId) {
         return;
     };
     if let Some(b) = dp.bridge(bridge) {
-        t.retain(|vlan, mac| b.fdb.lookup(vlan, mac) == Some(port));
+        t.retain(dp.now_ms, |vlan, mac| b.fdb.lookup(vlan, mac) == Some(port));
     }
     if let Some(s) = dp.port_mut(port) {
         s.tunnel = Some(t);
