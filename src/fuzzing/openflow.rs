@@ -120,8 +120,9 @@ impl Switch for Bridge {
         Ok(())
     }
     fn meters(&self) -> Result<Vec<crate::openflow::MeterInfo>, String> {
+        // Meter 7: the seeds add meter 1, which an existing one would refuse (METER_EXISTS).
         Ok(vec![crate::openflow::MeterInfo {
-            id: 1,
+            id: 7,
             rate_kbps: 1000,
             burst_kbits: 100,
             flow_count: 1,
