@@ -443,7 +443,7 @@ pps_once() {
     fi
     c0=$(switch_ticks); t0=$(now_ns)
     if [ "$GEN" = xdp ]; then
-        nsx "$C1" timeout -k 3 $((DUR + 5)) taskset -c "$APP_CPU" "$UVS" bench gen --dev eth0 \
+        nsx "$C1" timeout -k 3 $((${DUR%.*} + 5)) taskset -c "$APP_CPU" "$UVS" bench gen --dev eth0 \
             --frame "$GEN_FRAME" --seconds "$DUR" >"$TMP/trafgen.out" 2>&1 || true
     else
         # trafgen stops on SIGINT (prints its own count); -k bounds it if it does not.

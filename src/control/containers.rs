@@ -98,7 +98,9 @@ pub fn keep_containers(running: &Config, file: &Config) -> (Config, Vec<String>)
                         kept.push(format!("container port {} (bridge {})", p.name, rb.name));
                     }
                 }
-                nets.extend(fb.gateway.as_deref().and_then(subnet));
+                // The file's gateway, or the running one where the file gives none.
+                let gw = fb.gateway.as_deref().or(rb.gateway.as_deref());
+                nets.extend(gw.and_then(subnet));
             }
             None => {
                 out.bridge.push(rb.clone());
@@ -207,6 +209,13 @@ mod tests {
         let (out, _) = keep_containers(&running, &file);
         assert!(!out.bridge[0].icc);
         assert_eq!(out.bridge[0].port, running.bridge[1].port);
+        // A file naming the bridge without a gateway: its rules still go by the running one.
+        let file = cfg(r#"
+            [[bridge]]
+            name = "net1"
+        "#);
+        let (out, _) = keep_containers(&running, &file);
+        assert_eq!(out.nat, running.nat[..2].to_vec());
         // Without container ports nothing is kept.
         let (out, kept) = keep_containers(&file, &Config::default());
         assert_eq!((out, kept.len()), (Config::default(), 0));

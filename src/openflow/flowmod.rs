@@ -296,7 +296,9 @@ pub fn apply(version: u8, fm: &FlowMod, sw: &dyn Switch) -> OfResult<()> {
             }
             // OpenFlow 1.0 (and NXT_FLOW_MOD) without a cookie mask: the message's cookie is
             // the flows' new cookie, as OVS does; 1.3's MODIFY never changes cookies.
-            let new_cookie = (version == OF10 && fm.cookie_mask == 0).then_some(fm.flow.cookie);
+            // (A cookie of all ones means "leave it", as in OVS.)
+            let new_cookie = (version == OF10 && fm.cookie_mask == 0 && fm.flow.cookie != u64::MAX)
+                .then_some(fm.flow.cookie);
             for f in &mut flows {
                 f.actions = fm.flow.actions.clone();
                 if let Some(c) = new_cookie {
