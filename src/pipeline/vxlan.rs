@@ -604,42 +604,41 @@ pub(super) fn decap(
 /// longer has on the port (aged, flushed, never admitted: a remote's MAC flood cannot keep it
 /// full), at most once a second.
 pub(super) fn learn_remote(dp: &mut Datapath, port: PortId, tag: u16, mac: u64, remote: [u8; 4]) {
-    let Some(vlan) = dp.port(port).map(|s| s.vlan.bridge_vlan(tag)) else {
+    let now_ms = dp.now_ms;
+    // One port lookup a frame: the FDB (for a sweep) is a field apart from the ports.
+    let Datapath { ports, bridges, .. } = dp;
+    let Some(s) = ports.get_mut(port as usize).and_then(|p| p.as_mut()) else {
         return;
     };
-    let now_ms = dp.now_ms;
-    if dp
-        .port(port)
-        .and_then(|s| s.tunnel.as_ref())
-        .is_some_and(|t| t.conf.learning && t.sweep_due(now_ms) && t.remote_of(vlan, mac).is_none())
-    {
-        sweep_remotes(dp, port);
+    let (vlan, bridge) = (s.vlan.bridge_vlan(tag), s.bridge);
+    let Some(t) = s.tunnel.as_mut().filter(|t| t.conf.learning) else {
+        return;
+    };
+    if t.sweep_due(now_ms) && t.remote_of(vlan, mac).is_none() {
+        sweep_remotes(
+            t,
+            bridges.get(bridge as usize).and_then(|b| b.as_ref()),
+            port,
+            now_ms,
+        );
     }
-    if let Some(t) = dp.port_mut(port).and_then(|s| s.tunnel.as_mut())
-        && t.conf.learning
-        && t.learn(vlan, mac, remote)
-    {
+    if t.learn(vlan, mac, remote) {
         record_remote(dp, port, vlan, mac, remote);
     }
 }
 
-/// Keep only the static entries of tunnel `port`'s MAC -> VTEP table and those its bridge's
-/// FDB still has on the port.
+/// Keep only the static entries of tunnel `port`'s MAC -> VTEP table (`t`) and those its
+/// bridge's FDB still has on the port.
 #[cold]
 #[inline(never)]
-fn sweep_remotes(dp: &mut Datapath, port: PortId) {
-    let Some(s) = dp.port_mut(port) else {
-        return;
-    };
-    let bridge = s.bridge;
-    let Some(mut t) = s.tunnel.take() else {
-        return;
-    };
-    if let Some(b) = dp.bridge(bridge) {
-        t.retain(dp.now_ms, |vlan, mac| b.fdb.lookup(vlan, mac) == Some(port));
-    }
-    if let Some(s) = dp.port_mut(port) {
-        s.tunnel = Some(t);
+fn sweep_remotes(
+    t: &mut crate::vxlan::Tunnel,
+    b: Option<&crate::datapath::Bridge>,
+    port: PortId,
+    now_ms: u64,
+) {
+    if let Some(b) = b {
+        t.retain(now_ms, |vlan, mac| b.fdb.lookup(vlan, mac) == Some(port));
     }
 }
 
