@@ -847,15 +847,12 @@ impl Datapath {
             .get_mut(id as usize)
             .and_then(|p| p.take())
             .ok_or_else(|| format!("no port #{id}"))?;
-        let mut macs: Vec<u64> = self.bridge(p.bridge).map_or_else(Vec::new, |b| {
-            b.fdb
-                .iter()
-                .filter(|e| e.port == id)
-                .map(|e| e.mac)
-                .collect()
-        });
-        macs.sort_unstable();
-        self.neigh.forget_macs(p.bridge, &macs);
+        // The gateway's neighbours are untagged (VLAN 0): each one's MAC is looked up, not
+        // the whole FDB scanned.
+        if let Some(Some(b)) = self.bridges.get(p.bridge as usize) {
+            self.neigh
+                .forget_macs(p.bridge, |mac| b.fdb.lookup(0, mac) == Some(id));
+        }
         if let Some(b) = self.bridge_mut(p.bridge) {
             b.ports.retain(|&x| x != id);
             b.fdb.flush(Some(id));

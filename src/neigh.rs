@@ -778,16 +778,13 @@ impl Neighbours {
         self.flush_where(bridge, |e| e.state != State::Permanent)
     }
 
-    /// A port left `bridge`: forget the learned entries whose MAC was on it (`macs`, sorted),
-    /// so the next packet to such an address asks again instead of going to a MAC that is
-    /// gone (a container re-created with its address and a new MAC is reachable at once, not
-    /// after the entry ages). Permanent entries stay. Returns how many went.
-    pub fn forget_macs(&mut self, bridge: u16, macs: &[u64]) -> usize {
-        if macs.is_empty() {
-            return 0;
-        }
+    /// A port left `bridge`: forget the learned entries whose MAC `was_on_it` says, so the
+    /// next packet to such an address asks again instead of going to a MAC that is gone (a
+    /// container re-created with its address and a new MAC is reachable at once, not after the
+    /// entry ages). Permanent entries stay. O(the bridge's entries); returns how many went.
+    pub fn forget_macs(&mut self, bridge: u16, was_on_it: impl Fn(u64) -> bool) -> usize {
         self.flush_where(bridge, |e| {
-            e.state != State::Permanent && macs.binary_search(&e.mac.to_u64()).is_ok()
+            e.state != State::Permanent && was_on_it(e.mac.to_u64())
         })
     }
 
