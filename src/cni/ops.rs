@@ -195,10 +195,10 @@ fn stale_target(c: &NetConf, lease: &Lease, to: Ipv4Addr, container: &str) -> bo
 
 /// The index of the first NAT rule whose text satisfies `f`.
 fn nat_index(sock: &Path, f: impl Fn(&str) -> bool) -> Result<Option<u64>, CniError> {
-    let v = uvs(sock, "nat-show", &[])?;
-    Ok(v["rules"].as_array().into_iter().flatten().find_map(|r| {
-        f(r["rule"].as_str().unwrap_or_default()).then(|| r["index"].as_u64().unwrap_or(0))
-    }))
+    Ok(nat_rows(sock)?
+        .into_iter()
+        .find(|(_, r)| f(r))
+        .map(|(i, _)| i))
 }
 
 /// Whether `rule` (as `nat-show` prints it) is mapping `p` of the container at `addr`:
@@ -268,13 +268,13 @@ fn map_ports(
                 // The host port may hold a leftover: a mapping to an address host-local no
                 // longer leases (its container was removed while uvs was down) or leases to
                 // this very container (restarted meanwhile). Such a mapping is replaced.
+                let head = format!(
+                    "dnat in={} proto={} port={} to=",
+                    c.dnat_bridge(),
+                    p.proto(),
+                    p.host_port
+                );
                 let rule_of = |r: &str| {
-                    let head = format!(
-                        "dnat in={} proto={} port={} to=",
-                        c.dnat_bridge(),
-                        p.proto(),
-                        p.host_port
-                    );
                     r.strip_prefix(&head)
                         .and_then(|t| t.split(':').next()?.parse::<Ipv4Addr>().ok())
                 };
