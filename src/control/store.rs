@@ -192,19 +192,16 @@ impl Store {
     /// per thing kept.
     pub fn reload(&self, file: &Config) -> (Applied, Vec<String>) {
         let mut p = self.lock();
-        let running = match self.running_locked(&p) {
-            Ok(c) => c,
-            Err(e) => {
-                let mut out = Applied::default();
-                out.errors.push(e);
-                return (out, Vec::new());
-            }
-        };
-        let (new, kept) = super::containers::keep_containers(&running, file);
-        (self.apply_locked(&mut p, &new), kept)
+        self.apply_keeping(&mut p, file, true)
     }
 
     fn apply_locked(&self, p: &mut Pending, new: &Config) -> Applied {
+        self.apply_keeping(p, new, false).0
+    }
+
+    /// [`Store::apply`] `new`, with the CNI plugin's containers kept when `keep` (SIGHUP), the
+    /// running configuration read once for both.
+    fn apply_keeping(&self, p: &mut Pending, new: &Config, keep: bool) -> (Applied, Vec<String>) {
         let mut out = Applied::default();
         let (merged, old) = match (
             self.running_locked(p),
@@ -213,12 +210,16 @@ impl Store {
             (Ok(m), Ok(o)) => (m, o),
             (Err(e), _) | (_, Err(e)) => {
                 out.errors.push(e);
-                return out;
+                return (out, Vec::new());
             }
+        };
+        let (mut new, kept) = if keep {
+            super::containers::keep_containers(&merged, new)
+        } else {
+            (new.clone(), Vec::new())
         };
         // Pending parts are tried again: diff against what really runs; a bridge whose file
         // entry leaves its flows or FDB entries alone keeps them, pending ones included.
-        let mut new = new.clone();
         for nb in &mut new.bridge {
             let mine = |b: &String| *b == nb.name;
             if nb.flows.is_none() && p.flows.iter().any(|(b, _)| mine(b)) {
@@ -248,7 +249,7 @@ impl Store {
         }
         *p = Pending::default();
         self.apply_diff(p, &old, &new, &mut out);
-        out
+        (out, kept)
     }
 
     fn call(&self, cmd: Command) -> Result<Value, String> {
