@@ -54,6 +54,7 @@ drop_reasons! {
     GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
     LocalUnsupported => "local-unsupported", "packet to a gateway address that the switch does not answer (ICMP echo, and DNS on port 53 when the DNS service runs)";
+    LocalRefused => "local-refused", "UDP or other non-TCP packet to a gateway address with no service: ICMP port/protocol unreachable sent (rate limited)";
     FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
     CtFull => "ct-full", "connection table full: a new translated connection was refused";
     NatPortsExhausted => "nat-ports-exhausted", "no free NAT source port toward that destination";
@@ -189,6 +190,10 @@ pub struct RouterCounters {
     pub echo_replies: u64,
     /// ICMP errors sent (time exceeded, unreachable, fragmentation needed).
     pub icmp_errors: u64,
+    /// ICMP errors not sent: over the rate limit (`pipeline::local_refuse::IcmpLimit`).
+    pub icmp_rate_limited: u64,
+    /// TCP resets sent for segments to a gateway address with no service.
+    pub resets: u64,
     /// Packets over the egress MTU without DF, cut into fragments.
     pub fragmented: u64,
     /// Fragments those made (the first included).

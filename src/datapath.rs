@@ -376,6 +376,8 @@ pub struct Datapath {
     pub neigh: Neighbours,
     /// Router counters.
     pub router: RouterCounters,
+    /// The rate limit of the ICMP errors the router sends.
+    pub icmp_limit: crate::pipeline::local_refuse::IcmpLimit,
     /// NAT rules and tracked connections.
     pub nat: crate::nat::Nat,
     /// Ports that are VXLAN tunnels (the encapsulation stage drains their queues).
@@ -423,6 +425,7 @@ impl Default for Datapath {
             routes: RouteTable::new(),
             neigh: Neighbours::new(DEFAULT_NEIGH_CAPACITY, DEFAULT_NEIGH_AGING),
             router: RouterCounters::default(),
+            icmp_limit: Default::default(),
             nat: crate::nat::Nat::default(),
             tunnels: Vec::new(),
             tunnel_udp_ports: Default::default(),

@@ -33,12 +33,14 @@ fn only_port_53_on_the_own_gateway_is_punted() {
     assert_eq!(p.packet, q[14..], "the whole IPv4 packet");
     assert_eq!(n.h.drops(n.a, DropReason::LocalUnsupported), 0);
     assert!(n.h.outputs().iter().all(|o| o.is_empty()), "consumed");
-    // Another port on the gateway: refused as before.
+    // Another port on the gateway: refused (ICMP port unreachable).
     n.h.send(n.a, &udp(mac(2), n.gw0, [10, 0, 1, 2], GW0, 54));
-    assert_eq!(n.h.drops(n.a, DropReason::LocalUnsupported), 1);
-    // Another bridge's gateway (routed to br0's gateway from br1): not punted, not answered.
+    assert_eq!(n.h.drops(n.a, DropReason::LocalRefused), 1);
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 1, "port unreachable");
+    // Another bridge's gateway (routed to br0's gateway from br1): not punted, refused.
     n.h.send(n.b, &udp(mac(3), n.gw1, [10, 0, 2, 2], GW0, 53));
-    assert_eq!(n.h.drops(n.b, DropReason::LocalUnsupported), 1);
+    assert_eq!(n.h.drops(n.b, DropReason::LocalRefused), 1);
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 1, "port unreachable");
     assert!(rx.try_recv().is_err());
     // A full queue: counted on the ingress port.
     for _ in 0..3 {

@@ -1620,3 +1620,118 @@ fn a_deleted_port_takes_its_neighbour_entries() {
     assert!(left.is_empty());
     assert_eq!(ips(&n.h), vec![std::net::Ipv4Addr::from([10, 0, 1, 3])]);
 }
+
+/// A TCP segment (SYN, or with `ack` set an ACK) from the host behind `a` to `dst`:`dport`.
+fn tcp_to(n: &Routed, dst: [u8; 4], dport: u16, syn: bool, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    let b = PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, dst, 64)
+        .tcp(40001, dport, 1000, 64240);
+    let b = if syn { b.syn() } else { b.ack(777) };
+    b.write(&mut f, payload).unwrap();
+    f
+}
+
+/// A gateway address with nothing listening answers as a Linux host does: a SYN gets RST|ACK
+/// acknowledging it, a segment with ACK a RST at that sequence number, a reset nothing; the
+/// reset comes from the address asked (another bridge's gateway too) and carries valid
+/// checksums. (Clients timed out instead of "connection refused" before.)
+#[test]
+fn a_gateway_resets_tcp_to_a_port_it_does_not_serve() {
+    let mut n = routed();
+    for (dst, syn, payload, want_seq, want_ack) in [
+        (GW0, true, &b""[..], 0, Some(1001)),
+        (GW1, true, &b""[..], 0, Some(1001)),
+        (GW0, false, &b"data"[..], 777, None),
+    ] {
+        n.h.send(n.a, &tcp_to(&n, dst, 8080, syn, payload));
+        let out = n.h.outputs();
+        assert_eq!(out[n.a as usize].len(), 1, "one reset back to {dst:?}");
+        assert!(out[n.b as usize].is_empty());
+        let r = &out[n.a as usize][0];
+        assert_eq!((&r[0..6], &r[6..12]), (&mac(2)[..], &n.gw0.0[..]));
+        let (ip, t) = ip_of(r);
+        assert_eq!((ip.source, ip.destination), (dst, H_A));
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        let Some(TransportSlice::Tcp(t)) = t else {
+            panic!("tcp")
+        };
+        assert_eq!((t.source_port(), t.destination_port()), (8080, 40001));
+        assert!(t.rst());
+        assert_eq!(t.sequence_number(), want_seq);
+        assert_eq!(t.ack(), want_ack.is_some());
+        assert_eq!(t.acknowledgment_number(), want_ack.unwrap_or(0));
+        assert!(t.payload().is_empty());
+        let h = t.to_header();
+        assert_eq!(
+            h.checksum,
+            h.calc_checksum_ipv4_raw(dst, H_A, &[]).unwrap(),
+            "TCP checksum"
+        );
+    }
+    assert_eq!(n.h.dp.router.resets, 3);
+    // A reset is never answered.
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, GW0, 64)
+        .tcp(40001, 8080, 1000, 0)
+        .rst()
+        .write(&mut f, &[])
+        .unwrap();
+    n.h.send(n.a, &f);
+    assert!(n.h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(n.h.drops(n.a, DropReason::LocalUnsupported), 1);
+    n.h.assert_no_frame_leaked();
+}
+
+/// UDP to a gateway port with no service gets ICMP port unreachable from that address, quoting
+/// the datagram; another protocol (GRE) protocol unreachable; ICMP errors are rate limited
+/// (50 at once, 1,000 a second, as Linux's defaults).
+#[test]
+fn a_gateway_answers_udp_and_other_protocols_with_icmp_unreachable() {
+    let mut n = routed();
+    n.h.dp.now_ms = 5_000;
+    let d = udp(n.gw0, H_A, GW1, 64);
+    n.h.send(n.a, &d);
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1);
+    let (ip, t) = ip_of(&out[n.a as usize][0]);
+    assert_eq!((ip.source, ip.destination), (GW1, H_A));
+    let Some(TransportSlice::Icmpv4(icmp)) = t else {
+        panic!("icmp")
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 3));
+    assert_eq!(&icmp.payload()[..28], &d[14..42], "quotes the datagram");
+    assert_eq!(n.h.drops(n.a, DropReason::LocalRefused), 1);
+    // GRE (47): protocol unreachable.
+    let mut g = d.clone();
+    g[14 + 9] = 47;
+    g[24..26].copy_from_slice(&[0, 0]);
+    let c = etherparse::Ipv4HeaderSlice::from_slice(&g[14..])
+        .unwrap()
+        .to_header()
+        .calc_header_checksum();
+    g[24..26].copy_from_slice(&c.to_be_bytes());
+    n.h.send(n.a, &g);
+    let out = n.h.outputs();
+    let (_, t) = ip_of(&out[n.a as usize][0]);
+    let Some(TransportSlice::Icmpv4(icmp)) = t else {
+        panic!("icmp")
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 2));
+    // A flood at one instant: the rest of the burst of 50 is answered, then nothing.
+    for _ in 0..60 {
+        n.h.send(n.a, &d);
+    }
+    let answered = n.h.outputs()[n.a as usize].len();
+    assert_eq!(answered, 48);
+    assert_eq!(n.h.dp.router.icmp_rate_limited, 12);
+    assert_eq!(n.h.drops(n.a, DropReason::LocalRefused), 62);
+    // 20 ms later, 20 more.
+    n.h.dp.now_ms += 20;
+    for _ in 0..30 {
+        n.h.send(n.a, &d);
+    }
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 20);
+    n.h.assert_no_frame_leaked();
+}

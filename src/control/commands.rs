@@ -623,13 +623,15 @@ fn render_stats(v: &Value) -> String {
         let _ = writeln!(
             s,
             "router: routed {}, arp replies {}, arp requests {}, arp queued {}, echo replies {}, \
-             icmp errors {}, fragmented {} (into {})",
+             icmp errors {} (rate-limited {}), tcp resets {}, fragmented {} (into {})",
             r["routed"],
             r["arp_replies"],
             r["arp_requests"],
             r["arp_queued"],
             r["echo_replies"],
             r["icmp_errors"],
+            r["icmp_rate_limited"],
+            r["resets"],
             r["fragmented"],
             r["fragments"]
         );

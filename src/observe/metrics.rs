@@ -21,8 +21,8 @@
 //!   `down`, `gone`: 1 for the port's state, as `uvs ctl show` names it).
 //! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,aged,
 //!   flooded}_total{bridge}`.
-//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors,fragmented,
-//!   fragments}_total`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
+//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors,
+//!   icmp_rate_limited,resets,fragmented,fragments}_total`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
 //! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
 //!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
 //!   collisions}_total`; `uvs_flow_conntrack_connections`;
@@ -119,6 +119,14 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         ("arp_requests", "ARP requests sent to resolve next hops"),
         ("echo_replies", "ICMP echo requests to a gateway answered"),
         ("icmp_errors", "ICMP errors sent"),
+        (
+            "icmp_rate_limited",
+            "ICMP errors not sent: over the rate limit (1,000 a second, bursts of 50, per worker)",
+        ),
+        (
+            "resets",
+            "TCP resets sent for segments to a gateway address with no service",
+        ),
         (
             "fragmented",
             "Routed packets over the egress MTU without DF, cut into fragments",

@@ -541,7 +541,15 @@ fn ip_in(
         if burst.gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {
             return punt_dns(dp, frames, bridge, burst.gw, in_port, m, (l3, total));
         }
-        return local_in(dp, frames, m, l3, hl, total, in_port);
+        return local_in(
+            dp,
+            frames,
+            m,
+            (l3, hl, total),
+            (dst, burst.gw),
+            in_port,
+            made,
+        );
     }
     if ttl <= 1 {
         icmp_error(
@@ -1025,22 +1033,35 @@ pub(super) fn release(
     }
 }
 
-/// A packet for a gateway address: answer ICMP echo in place, refuse the rest.
+/// A packet for the gateway address `to` (`ingress`: the ingress bridge's gateway): answer ICMP
+/// echo in place, refuse the rest (`local_refuse`).
 fn local_in(
     dp: &mut Datapath,
     frames: &mut Frames,
     m: &mut Meta,
-    l3: usize,
-    hl: usize,
-    total: usize,
+    (l3, hl, total): (usize, usize, usize),
+    (to, ingress): ([u8; 4], Gateway),
     in_port: PortId,
+    made: &mut Vec<Meta>,
 ) -> Result<(), DropReason> {
     let data = frames.data_mut(m.desc);
     let (eth, ip) = data.split_at_mut(l3);
     let (header, l4) = ip[..total].split_at_mut(hl);
     let mut ip = ipv4::Packet::new_unchecked(header);
+    if ip.ip_protocol() != IpProtocol::ICMP {
+        let answering = super::local_refuse::answering(to, ingress);
+        return super::local_refuse::refuse(
+            dp,
+            frames,
+            m,
+            (l3, hl, total),
+            answering,
+            in_port,
+            made,
+        );
+    }
     let mut echo = icmp::Message::new_checked(l4).map_err(|_| DropReason::LocalUnsupported)?;
-    if ip.ip_protocol() != IpProtocol::ICMP || echo.msg_type() != icmp::ECHO_REQUEST {
+    if echo.msg_type() != icmp::ECHO_REQUEST {
         return Err(DropReason::LocalUnsupported);
     }
     // Echo reply: swap MACs and addresses, type 8 -> 0, TTL 64, checksums updated (the
@@ -1209,6 +1230,10 @@ pub(super) fn icmp_error(
         if h.ip_protocol() == IpProtocol::ICMP
             && ty.is_some_and(|t| !matches!(t, icmp::ECHO_REQUEST | icmp::ECHO_REPLY))
         {
+            return;
+        }
+        if !dp.icmp_limit.allow(dp.now_ms) {
+            dp.router.icmp_rate_limited += 1;
             return;
         }
         // The offending packet's header and first 8 bytes of payload (RFC 792).

@@ -20,6 +20,7 @@ mod ingress;
 mod inner;
 mod l2;
 mod l3;
+pub mod local_refuse;
 mod nat;
 mod output;
 pub mod ratelimit;

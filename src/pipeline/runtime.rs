@@ -184,9 +184,10 @@ pub fn node_of(r: DropReason) -> Node {
         VxlanNoRemote => Node::Vxlan4Encap,
         MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx | PortHeld => Node::Output,
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
-        | GatewayVlan | NoGateway | LocalUnsupported | FragNeeded | CtFull | NatPortsExhausted
-        | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit | RpFilter | DnsQueueFull
-        | DnsRateLimited | NatFragment | NatUntranslatable | FragReassembly => Node::Ip4Input,
+        | GatewayVlan | NoGateway | LocalUnsupported | LocalRefused | FragNeeded | CtFull
+        | NatPortsExhausted | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit
+        | RpFilter | DnsQueueFull | DnsRateLimited | NatFragment | NatUntranslatable
+        | FragReassembly => Node::Ip4Input,
     }
 }
 

@@ -159,6 +159,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
         self.buffer.as_mut()[field::SEQ].copy_from_slice(&seq.to_be_bytes());
     }
 
+    /// Set the acknowledgement number.
+    #[inline]
+    pub fn set_ack(&mut self, ack: u32) {
+        self.buffer.as_mut()[field::ACK].copy_from_slice(&ack.to_be_bytes());
+    }
+
     /// Set the flag bits.
     #[inline]
     pub fn set_flags(&mut self, flags: u8) {
@@ -196,10 +202,12 @@ mod tests {
         assert_eq!(s.flags(), Flags::ACK | Flags::PSH);
         assert_eq!(s.options().len(), h.header_len() - 20);
         s.set_seq(7);
+        s.set_ack(9);
         s.set_flags(Flags::ACK | Flags::FIN);
         s.set_checksum(0xbeef);
         let e = etherparse::TcpHeaderSlice::from_slice(&b).unwrap();
         assert_eq!(e.sequence_number(), 7);
+        assert_eq!(e.acknowledgment_number(), 9);
         assert!(e.fin() && e.ack() && !e.psh());
         assert_eq!(e.checksum(), 0xbeef);
     }
