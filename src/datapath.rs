@@ -1110,6 +1110,38 @@ impl Datapath {
     }
 }
 
+impl Datapath {
+    /// Give bridge `b`'s FDB room for `capacity` entries, keeping its entries (see
+    /// [`Fdb::resized`]). Refused out of range, beyond the bridges' total, or below the
+    /// bridge's static entries.
+    pub fn set_fdb_capacity(&mut self, b: u16, capacity: usize, now: u32) -> Result<(), String> {
+        if capacity == 0 || capacity > 16 << 20 {
+            return Err(format!(
+                "fdb_capacity: {capacity} out of range (1 to 16777216)"
+            ));
+        }
+        let others: usize = self
+            .bridges()
+            .filter(|(i, _)| *i != b)
+            .map(|(_, x)| x.fdb.capacity())
+            .sum();
+        check_fdb_total(others, capacity)?;
+        let br = self.bridge_mut(b).ok_or("no such bridge")?;
+        if br.fdb.capacity() == capacity {
+            return Ok(());
+        }
+        let statics = br.fdb.static_count();
+        if statics > capacity {
+            return Err(format!(
+                "fdb_capacity: {capacity} is below the bridge's {statics} static entries"
+            ));
+        }
+        br.fdb = br.fdb.resized(capacity, now);
+        self.changed();
+        Ok(())
+    }
+}
+
 /// Idle timeouts below this many seconds are reported to the deciding worker every tenth of a
 /// second (where a second's lag matters), longer ones once a second.
 const SHORT_IDLE_S: u16 = 10;

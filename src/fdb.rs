@@ -623,6 +623,30 @@ impl Fdb {
         (entries, (end < self.slots.len()).then_some(end))
     }
 
+    /// A table of `capacity` entries (a new hash key) holding this one's visible entries: the
+    /// static ones first, then the learned ones seen most recently (at `now`) while there is
+    /// room; each keeps its port and last-seen time. O(entries), with one allocation of the
+    /// new table (a control request: `set-br fdb_capacity=`).
+    pub fn resized(&self, capacity: usize, now: u32) -> Fdb {
+        let mut f = Fdb::new(capacity);
+        let mut learned: Vec<Entry> = Vec::new();
+        for e in self.iter() {
+            if e.is_static {
+                let _ = f.add_static(e.vlan, e.mac, e.port, e.stamp);
+            } else {
+                learned.push(e);
+            }
+        }
+        learned.sort_by_key(|e| now.wrapping_sub(e.stamp));
+        for e in learned {
+            if f.len >= f.capacity {
+                break;
+            }
+            f.learn(e.vlan, e.mac, e.port, e.stamp);
+        }
+        f
+    }
+
     /// All visible entries, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
         self.slots
@@ -641,6 +665,31 @@ impl Fdb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resized_keeps_statics_then_the_most_recent() {
+        let mut f = Fdb::new(8);
+        f.add_static(0, 0x1, 9, 5).unwrap();
+        for (mac, seen) in [(0xa, 10), (0xb, 30), (0xc, 20), (0xd, 40)] {
+            f.learn(7, mac, 1, seen);
+        }
+        let g = f.resized(3, 50);
+        assert_eq!((g.capacity(), g.len()), (3, 3));
+        assert_eq!(g.lookup(0, 0x1), Some(9), "the static entry");
+        assert_eq!(g.lookup(7, 0xd), Some(1), "seen last");
+        assert_eq!(g.lookup(7, 0xb), Some(1), "seen next");
+        assert_eq!(g.lookup(7, 0xc), None);
+        assert_eq!(g.static_count(), 1);
+        let stamps: Vec<u32> = g.iter().filter(|e| !e.is_static).map(|e| e.stamp).collect();
+        assert!(
+            stamps.contains(&40) && stamps.contains(&30),
+            "last-seen times kept"
+        );
+        // Larger: everything.
+        let h = f.resized(1000, 50);
+        assert_eq!(h.len(), 5);
+        assert_eq!(h.learned_on(1), 4);
+    }
 
     #[test]
     fn learn_lookup_move_refresh() {

@@ -638,8 +638,8 @@ fn sighup_reloads_the_config_file() {
     assert_eq!(a.ctl(&["save-config"]), before);
     assert_eq!(std::fs::read_to_string(&db).unwrap(), before);
 
-    // Changing a bridge's options re-creates it; the route through it comes back; a bridge
-    // made with ctl and absent from the file goes (the file is the whole configuration).
+    // Changing a bridge's aging changes it in place; a bridge made with ctl and absent from
+    // the file goes (the file is the whole configuration).
     a.ctl(&["add-br", "byctl"]);
     std::fs::write(
         &cfg,
@@ -665,6 +665,87 @@ fn sighup_reloads_the_config_file() {
     let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
     assert_eq!(a.ctl(&["save-config"]), state);
     a.wait_log("not applied");
+}
+
+/// A reload that changes a bridge's `aging` and `fdb_capacity` changes them in place, as
+/// `set-br` does: the bridge's ports are kept, a TAP moved into a container's namespace
+/// among them. (It re-created the bridge: the container's TAP vanished and a new one of its
+/// name appeared in the host's namespace; found trying uvs as a new user.)
+#[test]
+fn a_reload_changing_aging_keeps_the_bridge_and_its_ports() {
+    if !root_or_skip("a_reload_changing_aging_keeps_the_bridge_and_its_ports") {
+        return;
+    }
+    let dir = Dir::new("aging");
+    let p = prefix("ag");
+    let tap = format!("{p}t");
+    let ns = format!("{p}ns");
+    let cfg = dir.path("c.toml");
+    let text = |aging: u32, cap: u32| {
+        format!(
+            "[[bridge]]\nname = \"br0\"\naging = {aging}\nfdb_capacity = {cap}\n\
+             [[bridge.port]]\nname = \"{tap}\"\ntype = \"tap\"\n"
+        )
+    };
+    std::fs::write(&cfg, text(300, 8192)).unwrap();
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &["--config", cfg.to_str().unwrap()]);
+    a.ctl(&["fdb-add", "br0", "02:00:00:00:00:aa", &tap]);
+    let mut t = Topology::default();
+    t.netns(&ns);
+    let ifindex = || {
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-o", "link", "show", &tap])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(try_sh(&["ip", "link", "set", &tap, "netns", &ns]));
+    let before = ifindex();
+    assert!(!before.is_empty(), "the TAP is in the namespace");
+    std::fs::write(&cfg, text(45, 100)).unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log("reloaded");
+    let log_text = a.log_text();
+    assert!(
+        log_text.contains("reload: ~ bridge br0 options"),
+        "{log_text}"
+    );
+    assert!(!log_text.contains("reload: - bridge br0"), "{log_text}");
+    assert_eq!(ifindex(), before, "the container's TAP is still there");
+    assert!(
+        !link_exists(&tap),
+        "no new TAP of its name in the host's namespace"
+    );
+    let show = a.ctl(&["show"]);
+    assert!(show.contains("/100, aging 45s"), "{show}");
+    assert!(
+        a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:aa"),
+        "entries kept"
+    );
+    assert!(show.contains(&format!("port {tap}:")), "{show}");
+    let saved = a.ctl(&["save-config"]);
+    assert!(
+        saved.contains("aging = 45") && saved.contains("fdb_capacity = 100"),
+        "{saved}"
+    );
+    // set-br does the same live; a capacity below the static entries is refused.
+    a.ctl(&["set-br", "br0", "aging=60", "fdb_capacity=2"]);
+    let show = a.ctl(&["show"]);
+    assert!(show.contains("/2, aging 60s"), "{show}");
+    assert!(
+        a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:aa"),
+        "the static kept"
+    );
+    let bad = a.ctl_raw(&["set-br", "br0", "fdb_capacity=abc"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("fdb_capacity: 'abc'"));
+    drop(a);
 }
 
 /// Every change is logged once at info level with the command, the client's pid and uid,

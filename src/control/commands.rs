@@ -13,6 +13,13 @@ use super::registry::{CtlError, Registry, Reply, UNLIMITED};
 use crate::config::{BridgeSpec, NatSpec, PortSpec, RouteSpec, on_off, parse_gateway};
 use crate::worker::{Command, WorkerHandle};
 
+/// `field=v` as a number, or an error naming the field.
+fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, CtlError> {
+    v.trim()
+        .parse()
+        .map_err(|_| CtlError::new(format!("{field}: '{v}' is not a valid number")))
+}
+
 /// Register every datapath command on `reg`, answered by `worker`.
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
@@ -187,14 +194,17 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-br",
-        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX|default]",
+        "set-br BRIDGE [gateway=A.B.C.D/LEN|none [gateway_mac=MAC]] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [aging=SECONDS] [fdb_capacity=N] [datapath_id=0xHEX|default]",
         2,
-        7,
+        9,
         move |a| {
             let (mut gw, mut mac, mut isolated, mut icc) = (None, None, None, None);
             let (mut rp_filter, mut dpid) = (None, None);
+            let (mut aging, mut fdb_capacity) = (None, None);
             for kv in &a[1..] {
                 match kv.split_once('=') {
+                    Some((k @ "aging", v)) => aging = Some(number(k, v)?),
+                    Some((k @ "fdb_capacity", v)) => fdb_capacity = Some(number(k, v)?),
                     Some(("datapath_id", v)) => dpid = Some(v.to_string()),
                     Some(("gateway", v)) => gw = Some(v.to_string()),
                     Some(("gateway_mac", v)) => mac = Some(v.to_string()),
@@ -205,7 +215,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     }
                     _ => {
                         return Err(CtlError::new(format!(
-                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off datapath_id=0xHEX|default"
+                            "'{kv}': set-br takes gateway=A.B.C.D/LEN|none [gateway_mac=MAC] isolated=on|off icc=on|off rp_filter=strict|loose|off aging=SECONDS fdb_capacity=N datapath_id=0xHEX|default"
                         )));
                     }
                 }
@@ -227,7 +237,12 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             if let Some(d) = dpid {
                 v = crate::openflow::control::set_datapath_id(&w, &a[0], &d)?;
             }
-            if isolated.is_some() || icc.is_some() || rp_filter.is_some() {
+            if isolated.is_some()
+                || icc.is_some()
+                || rp_filter.is_some()
+                || aging.is_some()
+                || fdb_capacity.is_some()
+            {
                 v = ask(
                     &w,
                     Command::SetBridgeOptions {
@@ -235,6 +250,8 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                         isolated,
                         icc,
                         rp_filter,
+                        aging,
+                        fdb_capacity,
                     },
                 )?;
             }

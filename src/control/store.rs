@@ -257,7 +257,7 @@ impl Store {
     }
 
     fn apply_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
-        // A bridge that goes, is re-created or changes its gateway must first lose the static
+        // A bridge that goes or changes its gateway must first lose the static
         // routes through it (they come back below if the new configuration has them).
         for r in &old.route {
             let Ok((_, _, via)) = r.parsed() else {
@@ -270,7 +270,7 @@ impl Store {
                 })
             });
             if let Some(b) = through
-                && find(new, &b.name).is_none_or(|nb| without_openflow(nb) != without_openflow(b))
+                && find(new, &b.name).is_none_or(|nb| nb.gateway != b.gateway)
             {
                 let what = format!("- route {} via {}", r.prefix, r.via);
                 out.step(self.call(Command::RouteDel(r.prefix.clone())), what);
@@ -374,30 +374,11 @@ impl Store {
     /// Bridges and ports: remove what `new` lacks, re-create bridges whose options changed,
     /// change gateways in place, add what is new.
     fn bridges_diff(&self, p: &mut Pending, old: &Config, new: &Config, out: &mut Applied) {
-        let kept = |a: &BridgeSpec, b: &BridgeSpec| bare(a) == bare(b) || same_but_gateway(a, b);
-        // VXLAN ports of kept bridges whose underlay (the bridge holding their `local_ip`) is
-        // re-created: a bridge is not removed while tunnels use its gateway, so they go first
-        // and come back with the rest of the ports, once the underlay is back.
-        let recreated: Vec<[u8; 4]> = old
-            .bridge
-            .iter()
-            .filter(|b| !find(new, &b.name).is_some_and(|nb| kept(b, nb)))
-            .filter_map(|b| b.gateway().ok().flatten().map(|g| g.ip))
-            .collect();
-        let rides = |s: &PortSpec| {
-            !recreated.is_empty()
-                && s.kind == crate::port::PortKind::Vxlan
-                && s.tunnel_conf()
-                    .is_ok_and(|t| recreated.contains(&t.local_ip))
-        };
-        let riders_out = |b: &BridgeSpec| BridgeSpec {
-            port: b.port.iter().filter(|s| !rides(s)).cloned().collect(),
-            ..b.clone()
-        };
-        // Kept bridges' ports first (riders among them), then the bridges that go.
+        // A bridge the file keeps (by name) is changed in place, its options with `set-br`
+        // below: its ports that go or change go first, then the bridges that go.
         for b in &old.bridge {
-            if let Some(nb) = find(new, &b.name).filter(|nb| kept(b, nb)) {
-                self.ports_del(p, b, &riders_out(nb), out);
+            if let Some(nb) = find(new, &b.name) {
+                self.ports_del(p, b, nb, out);
             }
         }
         // Those holding tunnels before the underlays they ride.
@@ -409,8 +390,8 @@ impl Store {
         });
         for b in going {
             match find(new, &b.name) {
-                Some(nb) if kept(b, nb) => {}
-                _ => {
+                Some(_) => {}
+                None => {
                     let r = self.call(Command::DelBridge(b.name.clone()));
                     out.step(r, format!("- bridge {}", b.name));
                     p.ports.retain(|(x, _)| *x != b.name);
@@ -422,10 +403,7 @@ impl Store {
         let empty = |n: &str| BridgeSpec::new(n);
         let mut base = Vec::new();
         for nb in &new.bridge {
-            let old_kept = find(old, &nb.name)
-                .filter(|ob| kept(ob, nb))
-                .map(riders_out);
-            match old_kept.as_ref() {
+            match find(old, &nb.name) {
                 Some(ob) => {
                     if ob.gateway != nb.gateway || ob.gateway_mac != nb.gateway_mac {
                         let what = format!("~ bridge {} gateway {:?}", nb.name, nb.gateway);
@@ -437,13 +415,17 @@ impl Store {
                         });
                         out.step(r, what);
                     }
-                    if (ob.isolated, ob.icc, ob.rp_filter) != (nb.isolated, nb.icc, nb.rp_filter) {
+                    if (ob.isolated, ob.icc, ob.rp_filter, ob.aging, ob.fdb_capacity)
+                        != (nb.isolated, nb.icc, nb.rp_filter, nb.aging, nb.fdb_capacity)
+                    {
                         let what = format!("~ bridge {} options", nb.name);
                         let r = self.call(Command::SetBridgeOptions {
                             bridge: nb.name.clone(),
                             isolated: Some(nb.isolated),
                             icc: Some(nb.icc),
                             rp_filter: Some(nb.rp_filter),
+                            aging: Some(nb.aging),
+                            fdb_capacity: Some(nb.fdb_capacity),
                         });
                         out.step(r, what);
                     }
@@ -710,29 +692,6 @@ fn bare(b: &BridgeSpec) -> BridgeSpec {
     x.datapath_id = b.datapath_id.clone();
     x.controller = b.controller.clone();
     x.fail_mode = b.fail_mode.clone();
-    x
-}
-
-/// Whether two bridge specs differ at most in their gateway, isolation, icc, rp_filter and
-/// OpenFlow settings (changed in place with set-br / set-controller / set-fail-mode).
-fn same_but_gateway(a: &BridgeSpec, b: &BridgeSpec) -> bool {
-    let (mut a, mut b) = (without_openflow(a), without_openflow(b));
-    for x in [&mut a, &mut b] {
-        x.gateway = None;
-        x.gateway_mac = None;
-        x.isolated = false;
-        x.icc = true;
-        x.rp_filter = Default::default();
-    }
-    a == b
-}
-
-/// `bare(b)` without its OpenFlow settings (which change in place).
-fn without_openflow(b: &BridgeSpec) -> BridgeSpec {
-    let mut x = bare(b);
-    x.datapath_id = None;
-    x.controller.clear();
-    x.fail_mode = None;
     x
 }
 

@@ -133,6 +133,10 @@ pub enum Command {
         icc: Option<bool>,
         /// `rp_filter=strict|loose|off`.
         rp_filter: Option<crate::route::RpFilter>,
+        /// `aging=SECONDS`.
+        aging: Option<u32>,
+        /// `fdb_capacity=N` (the FDB is rebuilt with its entries).
+        fdb_capacity: Option<usize>,
     },
     /// Pin a port's rx queues to worker cores (`set-port PORT rxq_affinity=`; None: round-robin).
     SetPortRxq {
@@ -375,15 +379,22 @@ impl Worker {
                 isolated,
                 icc,
                 rp_filter,
+                aging,
+                fdb_capacity,
             } => {
                 let b = self.bridge_id(&bridge)?;
+                if let Some(c) = fdb_capacity {
+                    self.dp.set_fdb_capacity(b, c, now as u32)?;
+                }
                 let br = self.dp.bridge_mut(b).expect("checked");
                 br.isolated = isolated.unwrap_or(br.isolated);
                 br.icc = icc.unwrap_or(br.icc);
                 br.rp_filter = rp_filter.unwrap_or(br.rp_filter);
+                br.aging = aging.unwrap_or(br.aging);
                 Ok(
                     json!({"bridge": bridge, "isolated": br.isolated, "icc": br.icc,
-                    "rp_filter": br.rp_filter.name()}),
+                    "rp_filter": br.rp_filter.name(), "aging": br.aging,
+                    "fdb_capacity": br.fdb.capacity()}),
                 )
             }
             Command::SetPortRxq { port, affinity } => self.set_port_rxq(&port, affinity),

@@ -52,6 +52,7 @@ impl Worker {
                 .cloned()
                 .unwrap_or_else(|| BridgeSpec::new(&br.name));
             b.aging = br.aging;
+            b.fdb_capacity = br.fdb.capacity();
             b.isolated = br.isolated;
             b.icc = br.icc;
             b.rp_filter = br.rp_filter;

@@ -268,11 +268,15 @@ fn replicate(cmd: &Command) -> Option<Command> {
             isolated,
             icc,
             rp_filter,
+            aging,
+            fdb_capacity,
         } => Command::SetBridgeOptions {
             bridge: bridge.clone(),
             isolated: *isolated,
             icc: *icc,
             rp_filter: *rp_filter,
+            aging: *aging,
+            fdb_capacity: *fdb_capacity,
         },
         Command::SetPortRxq { port, affinity } => Command::SetPortRxq {
             port: port.clone(),
