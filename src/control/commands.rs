@@ -616,8 +616,17 @@ fn render_stats(v: &Value) -> String {
                 let list: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
                 let _ = writeln!(s, "    drops: {}", list.join(" "));
             }
-            if let Some(d) = p["kernel"].as_object().filter(|d| !d.is_empty()) {
-                let list: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            // (`--json` has every kernel counter the port has, zeros too: series from the
+            // start for the metrics; the text lists those that moved.)
+            let moved: Vec<String> = p["kernel"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| n.as_u64() != Some(0))
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            if !moved.is_empty() {
+                let list = moved;
                 let _ = writeln!(
                     s,
                     "    lost before uvs (kernel counters): {}",

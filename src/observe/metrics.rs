@@ -14,7 +14,8 @@
 //! Metrics (counters end in `_total`; labels in braces):
 //! - `uvs_build_info{version}`: 1.
 //! - `uvs_port_{rx,tx}_{packets,bytes}_total{port,bridge}`, `uvs_port_csum_completed_total`,
-//!   `uvs_port_drops_total{port,bridge,reason}` (reasons as `uvs ctl stats` names them),
+//!   `uvs_port_drops_total{port,bridge,reason}` (every reason `uvs ctl stats` names, zeros
+//!   included, so a series exists before its first drop),
 //!   `uvs_port_kernel_drops_total{port,bridge,counter}` (lost before uvs saw them);
 //!   `uvs_port_up{port,bridge}` (gauge: 1 while the port's device is present, up and open,
 //!   else 0) and `uvs_port_state{port,bridge,state}` (gauge, one series for each of `up`,
@@ -284,11 +285,18 @@ fn ports(b: &mut Builder, stats: &Value) {
         }
         rows
     };
-    b.counter(
-        "uvs_port_drops",
-        "Frames dropped, by reason",
-        by("drops", "reason"),
-    );
+    // Every reason of every port, zeros too: a series that appears with its first drops
+    // already counted is invisible to `increase()`/`rate()` (an alert on any drop never
+    // fired for the first ones).
+    let mut drops = Vec::new();
+    for (n, p) in ports {
+        let br = p["bridge"].as_str().unwrap_or("");
+        for r in crate::counters::DropReason::ALL {
+            let l = labels(&[("port", n), ("bridge", br), ("reason", r.name())]);
+            drops.push((l, p["drops"][r.name()].as_u64().unwrap_or(0)));
+        }
+    }
+    b.counter("uvs_port_drops", "Frames dropped, by reason", drops);
     b.counter(
         "uvs_port_kernel_drops",
         "Frames lost before uvs saw them (kernel counters)",
@@ -639,6 +647,9 @@ mod tests {
             "uvs_port_rx_packets_total{port=\"p1\",bridge=\"br0\"} 7",
             "uvs_port_tx_bytes_total{port=\"p1\",bridge=\"br0\"} 300",
             "uvs_port_drops_total{port=\"p1\",bridge=\"br0\",reason=\"no-route\"} 2",
+            // Every reason from the start, zeros too (increase() misses a series' first value).
+            "uvs_port_drops_total{port=\"p1\",bridge=\"br0\",reason=\"vlan-denied\"} 0",
+            "uvs_port_drops_total{port=\"p2\",bridge=\"br0\",reason=\"runt\"} 0",
             "uvs_port_kernel_drops_total{port=\"p1\",bridge=\"br0\",counter=\"rx_dropped\"} 1",
             "uvs_port_up{port=\"p1\",bridge=\"br0\"} 1",
             "uvs_port_up{port=\"p2\",bridge=\"br0\"} 0",

@@ -1075,7 +1075,6 @@ impl Worker {
                     let k: serde_json::Map<String, Value> = io
                         .kernel_counters()
                         .into_iter()
-                        .filter(|(_, n)| *n != 0)
                         .map(|(name, n)| (name.to_string(), json!(n)))
                         .collect();
                     v["kernel"] = Value::Object(k);
