@@ -38,6 +38,8 @@ struct Pending {
     flows: Vec<(String, String)>,
     /// (bridge, entry).
     fdb: Vec<(String, FdbSpec)>,
+    /// Why each pending port did not open (its last error), by name.
+    why: std::collections::HashMap<String, String>,
 }
 
 /// What [`Store::apply`] did.
@@ -145,8 +147,26 @@ impl Store {
         } else {
             running
         };
+        self.publish_pending(p);
         let Some(db) = &self.db else { return Ok(()) };
         db.save(&running.to_toml()?)
+    }
+
+    /// Tell the worker handle which ports are pending and why (`show`, `stats`, metrics).
+    fn publish_pending(&self, p: &mut Pending) {
+        p.why
+            .retain(|name, _| p.ports.iter().any(|(_, s)| s.name == *name));
+        let ports = p
+            .ports
+            .iter()
+            .map(|(b, s)| crate::worker::pending::PendingPort {
+                bridge: b.clone(),
+                name: s.name.clone(),
+                kind: s.kind.to_string(),
+                reason: p.why.get(&s.name).cloned().unwrap_or_default(),
+            })
+            .collect();
+        self.worker.set_pending(ports);
     }
 
     /// True when a pending port could open now: its netdev exists (AF_XDP, AF_PACKET ports;
@@ -249,6 +269,7 @@ impl Store {
         }
         *p = Pending::default();
         self.apply_diff(p, &old, &new, &mut out);
+        self.publish_pending(p);
         (out, kept)
     }
 
@@ -503,6 +524,7 @@ impl Store {
                     warn!("{what}: {e}; kept in the configuration, pending");
                     out.pending.push(format!("{what}: {e}"));
                     p.ports.push((new.name.clone(), s.clone()));
+                    p.why.insert(s.name.clone(), e);
                 }
             }
         }

@@ -321,7 +321,7 @@ fn ports(b: &mut Builder, stats: &Value) {
     for (n, p) in ports {
         let br = p["bridge"].as_str().unwrap_or("");
         let now = state(p);
-        for s in ["up", "down", "gone"] {
+        for s in ["up", "down", "gone", "pending"] {
             let l = labels(&[("port", n), ("bridge", br), ("state", s)]);
             rows.push((l, i64::from(now == s)));
         }

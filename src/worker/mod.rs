@@ -38,6 +38,7 @@ mod nat;
 mod open;
 mod overlay;
 mod peers;
+pub mod pending;
 mod relay;
 mod requests;
 mod running;
@@ -187,6 +188,8 @@ pub struct WorkerHandle {
     set_ops: std::sync::Mutex<()>,
     /// This worker's number and every worker's core (see [`open::Share`]).
     share: open::Share,
+    /// Ports the configuration keeps pending, listed by `show` and `stats` (see `pending`).
+    pending: std::sync::Mutex<Vec<pending::PendingPort>>,
 }
 
 impl WorkerHandle {
@@ -194,11 +197,19 @@ impl WorkerHandle {
     /// this thread, not on the worker (see `open`).
     pub fn call(&self, cmd: Command) -> Result<serde_json::Value, String> {
         let change = !set::reads_only(&cmd);
-        let answer = if self.others.is_empty() {
+        let merge: Option<fn(&mut serde_json::Value, &[pending::PendingPort])> = match cmd {
+            Command::Show => Some(pending::merge_show),
+            Command::Stats => Some(pending::merge_stats),
+            _ => None,
+        };
+        let mut answer = if self.others.is_empty() {
             self.call_one(cmd)
         } else {
             self.call_each(cmd)
         };
+        if let (Some(merge), Ok(v)) = (merge, answer.as_mut()) {
+            merge(v, &self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         if change {
             // After the command: a watcher that sees the new count sees its effect.
             self.events
@@ -206,6 +217,11 @@ impl WorkerHandle {
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         answer
+    }
+
+    /// Replace the ports `show` and `stats` list as pending (the store's, see `pending`).
+    pub fn set_pending(&self, ports: Vec<pending::PendingPort>) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = ports;
     }
 
     /// [`WorkerHandle::call`] on this worker alone.
@@ -327,6 +343,7 @@ fn prepare(
         others: Vec::new(),
         set_ops: std::sync::Mutex::new(()),
         share,
+        pending: Default::default(),
     };
     Ok((w, h))
 }
