@@ -110,3 +110,39 @@ aliases = ["www"]
     let e = uvs::config::Config::parse(&text.replace("10.0.1.2", "10.0.1")).unwrap_err();
     assert!(e.contains("ip:"), "{e}");
 }
+
+/// The gateway's DNS answers its own bridge's hosts (the connected subnet) only, as Docker's
+/// embedded DNS answers its containers: a query from a host routed to the bridge (the uplink's
+/// gateway, reached from beyond it) is refused with ICMP port unreachable, not forwarded (it
+/// was an open recursive resolver on the uplink address).
+#[test]
+fn dns_answers_the_bridges_own_subnet_only() {
+    let mut n = routed();
+    let (tx, rx) = crossbeam_channel::bounded::<Punted>(4);
+    n.h.dp.punt.connect(Some(tx));
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    n.h.dp
+        .routes
+        .add(uvs::route::Route {
+            prefix: [10, 9, 0, 0].into(),
+            len: 16,
+            kind: uvs::route::RouteKind::Via {
+                gateway: [10, 0, 1, 254].into(),
+                bridge: b0,
+            },
+        })
+        .unwrap();
+    n.h.send(n.a, &udp(mac(2), n.gw0, [10, 9, 0, 7], GW0, 53));
+    assert!(rx.try_recv().is_err(), "not punted");
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1, "port unreachable back");
+    let s = SlicedPacket::from_ethernet(&out[n.a as usize][0]).unwrap();
+    let Some(TransportSlice::Icmpv4(icmp)) = s.transport else {
+        panic!("icmp")
+    };
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (3, 3));
+    assert_eq!(n.h.drops(n.a, DropReason::LocalRefused), 1);
+    // A host of the bridge's own subnet still is.
+    n.h.send(n.a, &udp(mac(2), n.gw0, [10, 0, 1, 2], GW0, 53));
+    assert!(rx.try_recv().is_ok(), "punted");
+}

@@ -538,7 +538,14 @@ fn ip_in(
             }
             return Ok(());
         }
-        if burst.gw.ip == dst && dp.punt.enabled() && is_dns(frames.data(m.desc), l3, hl, total) {
+        // Only for the bridge's own hosts (its connected subnet), as Docker's embedded DNS
+        // answers its containers alone: the uplink's gateway was an open recursive resolver
+        // to any host routed to it. Others are refused as any port that serves nothing.
+        if burst.gw.ip == dst
+            && dp.punt.enabled()
+            && same_subnet(src, burst.gw)
+            && is_dns(frames.data(m.desc), l3, hl, total)
+        {
             return punt_dns(dp, frames, bridge, burst.gw, in_port, m, (l3, total));
         }
         return local_in(
@@ -1080,6 +1087,12 @@ fn local_in(
     m.dest = Dest::Port(in_port);
     dp.router.echo_replies += 1;
     Ok(())
+}
+
+/// Whether `ip` lies in `gw`'s connected subnet.
+fn same_subnet(ip: [u8; 4], gw: Gateway) -> bool {
+    let m = crate::route::mask(gw.len);
+    u32::from_be_bytes(ip) & m == u32::from_be_bytes(gw.ip) & m
 }
 
 /// A whole (unfragmented) UDP or TCP packet to port 53.
