@@ -36,7 +36,7 @@ mod tests;
 pub use fragments::{DatagramId, DatagramTable, FragmentStats};
 pub use key::{FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 pub use ports::{DEFAULT_MAX_PROBES, DEFAULT_PORT_RANGE, PortAllocator};
-pub use state::{State, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Timeouts};
+pub use state::{State, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Timeouts, UDP_STREAM_AFTER_S};
 pub use table::{Conn, ConnId, ConnInfo, Conntrack, CtStats, NatInfo, NatKind, PoolId};
 
 /// The largest `limit` a table accepts (2^22 = 4,194,304 connections: the index packs the slot

@@ -50,9 +50,17 @@ pub enum State {
     Close,
     /// UDP/ICMP/other: only the original direction seen.
     Unreplied,
-    /// UDP/ICMP/other: traffic seen in both directions.
+    /// UDP/ICMP/other: traffic seen in both directions (UDP: within 2 s of its first
+    /// packet; not assured).
     Replied,
+    /// UDP: traffic both ways and still active [`UDP_STREAM_AFTER_S`] after its first packet
+    /// (Linux's assured UDP stream; a lone query and its answer stay [`State::Replied`]).
+    Stream,
 }
+
+/// A replied UDP connection that sees a packet this many seconds after its first becomes a
+/// [`State::Stream`] (Linux: `stream_ts`, 2 s).
+pub const UDP_STREAM_AFTER_S: u32 = 2;
 
 impl State {
     /// Upper-case name, as conntrack-tools prints it.
@@ -68,22 +76,20 @@ impl State {
             State::Close => "CLOSE",
             State::Unreplied => "UNREPLIED",
             State::Replied => "REPLIED",
+            State::Stream => "ASSURED",
         }
     }
 }
 
 impl State {
     /// Not assured (Linux's !IPS_ASSURED): TCP before ESTABLISHED or after a reset or the
-    /// last ACK, UDP/ICMP/other without a reply. A full table may drop these early.
+    /// last ACK; UDP but a [`State::Stream`]; ICMP and other protocols (Linux assures neither).
+    /// A full table may drop these early, so one tenant's one-shot UDP exchanges (a query
+    /// and its answer) cannot hold the table against everyone's new connections.
     pub fn unassured(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            State::New
-                | State::SynSent
-                | State::SynRecv
-                | State::TimeWait
-                | State::Close
-                | State::Unreplied
+            State::Established | State::FinWait | State::LastAck | State::Stream
         )
     }
 }
@@ -115,9 +121,11 @@ pub struct Timeouts {
     pub tcp_time_wait: u32,
     /// TCP CLOSE (after RST). Default 10 s (Linux `nf_conntrack_tcp_timeout_close`).
     pub tcp_close: u32,
-    /// UDP with no reply yet. Default 30 s (Linux `nf_conntrack_udp_timeout`).
+    /// UDP with no reply yet, or replied within 2 s of its first packet. Default 30 s (Linux
+    /// `nf_conntrack_udp_timeout`).
     pub udp_unreplied: u32,
-    /// UDP seen both ways. Default 180 s (Linux before 5.x; RFC 4787 REQ-5 asks for >= 120 s).
+    /// UDP stream (seen both ways, active 2 s after its first packet). Default 180 s (Linux
+    /// before 5.x; 120 s since; RFC 4787 REQ-5 asks for >= 120 s).
     pub udp_replied: u32,
     /// ICMP (echo), either state. Default 30 s (Linux `nf_conntrack_icmp_timeout`).
     pub icmp: u32,
@@ -156,9 +164,9 @@ impl Timeouts {
             State::LastAck => self.tcp_last_ack,
             State::TimeWait => self.tcp_time_wait,
             State::Close => self.tcp_close,
+            State::Stream => self.udp_replied,
             State::Unreplied | State::Replied => match proto {
-                PROTO_UDP if state == State::Unreplied => self.udp_unreplied,
-                PROTO_UDP => self.udp_replied,
+                PROTO_UDP => self.udp_unreplied,
                 PROTO_ICMP => self.icmp,
                 _ => self.other,
             },
@@ -235,12 +243,15 @@ fn tcp_fin(state: State, memo: &mut TcpMemo, dir: Direction) -> State {
     }
 }
 
-/// The next state of a UDP/ICMP/other connection after a packet in `dir`.
+/// The next state of a UDP/ICMP/other connection after a packet in `dir`, `age` seconds after
+/// its first packet (`udp`: the connection is UDP).
 #[inline]
-pub(crate) fn other_next(state: State, dir: Direction) -> State {
-    match dir {
-        Direction::Reply => State::Replied,
-        Direction::Original => state,
+pub(crate) fn other_next(state: State, dir: Direction, udp: bool, age: u32) -> State {
+    match (state, dir) {
+        (State::Unreplied, Direction::Original) => State::Unreplied,
+        (State::Unreplied | State::Replied, _) if udp && age >= UDP_STREAM_AFTER_S => State::Stream,
+        (State::Unreplied, Direction::Reply) => State::Replied,
+        (s, _) => s,
     }
 }
 
@@ -305,7 +316,8 @@ mod tests {
         let t = Timeouts::default();
         assert_eq!(t.of(6, State::Established), 7440);
         assert_eq!(t.of(17, State::Unreplied), 30);
-        assert_eq!(t.of(17, State::Replied), 180);
+        assert_eq!(t.of(17, State::Replied), 30);
+        assert_eq!(t.of(17, State::Stream), 180);
         assert_eq!(t.of(1, State::Replied), 30);
         assert_eq!(t.of(47, State::Unreplied), 600);
     }

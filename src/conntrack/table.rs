@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::index::Index;
-use super::key::{FlowKey, PROTO_ICMP, PROTO_TCP};
+use super::key::{FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use super::ports::PortAllocator;
 use super::state::{State, TcpMemo, Timeouts, other_next, tcp_next};
 use super::{CtConfig, CtError, Direction, EVICT_SCAN, MAX_LIMIT};
@@ -273,7 +273,12 @@ fn account(c: &mut Conn, dir: Direction, len: u32, tcp_flags: u8, now: u32, time
     let state = if c.orig.proto == PROTO_TCP {
         tcp_next(c.state, &mut c.memo, dir, tcp_flags)
     } else {
-        other_next(c.state, dir)
+        other_next(
+            c.state,
+            dir,
+            c.orig.proto == PROTO_UDP,
+            now.wrapping_sub(c.created),
+        )
     };
     set_state(c, state, timeouts);
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::state::UDP_STREAM_AFTER_S;
 use super::*;
 
 const A: [u8; 4] = [172, 30, 0, 2];
@@ -211,7 +212,7 @@ fn every_timeout_expires_on_time() {
         ),
         (tcp(A, 1, B, 2), vec![syn, (R, TCP_RST)], State::Close, 10),
         (udp(A, 1, B, 53), vec![(O, 0)], State::Unreplied, 30),
-        (udp(A, 1, B, 53), vec![(O, 0), (R, 0)], State::Replied, 180),
+        (udp(A, 1, B, 53), vec![(O, 0), (R, 0)], State::Replied, 30),
         (
             FlowKey::icmp_echo(A, B, 9),
             vec![(O, 0)],
@@ -272,22 +273,22 @@ fn limit_table_full_then_evicts_an_expired_entry() {
     let id0 = ct.lookup(&udp(A, 0, B, 53), 0).unwrap().0;
     for i in 1..4 {
         let id = ct.lookup(&udp(A, i, B, 53), 0).unwrap().0;
-        ct.update(id, Direction::Reply, 1, 0, 20); // REPLIED: 180 s from t=20
+        ct.update(id, Direction::Reply, 1, 0, 20); // a stream: 180 s from t=20
     }
     // Full, nothing expired: the unreplied one is dropped early (Linux's early_drop).
     let id = ct.insert(udp(REMOTE, 9, B, 53), 10).unwrap();
     assert_eq!(id, id0, "slot reused");
     assert_eq!(ct.stats().early_dropped, 1);
     assert!(ct.lookup(&udp(A, 0, B, 53), 10).is_none());
-    ct.update(id, Direction::Reply, 1, 0, 10); // REPLIED until t=190
+    ct.update(id, Direction::Reply, 1, 0, 12); // a stream (2 s on) until t=192
     // Full of assured connections: refused.
     assert_eq!(
         ct.insert(udp(REMOTE, 10, B, 53), 30),
         Err(CtError::TableFull { limit: 4 })
     );
     assert_eq!(ct.stats().table_full, 1);
-    // At t=190 the first replied one has expired: insert evicts it.
-    ct.insert(udp(REMOTE, 10, B, 53), 190).unwrap();
+    // At t=192 the first stream has expired: insert evicts it.
+    ct.insert(udp(REMOTE, 10, B, 53), 192).unwrap();
     assert_eq!(ct.stats().evicted, 1);
     assert_eq!(ct.len(), 4);
     assert!(
@@ -458,8 +459,9 @@ fn randomized_against_reference() {
                 match res {
                     Ok(id) => {
                         assert!(!clash && !full, "step {step}");
-                        // Answered (assured): a full table refuses rather than drops early.
-                        ct.update(id, Direction::Reply, 1, 0, 0);
+                        // Answered 2 s on (an assured stream): a full table refuses rather
+                        // than drops early.
+                        ct.update(id, Direction::Reply, 1, 0, UDP_STREAM_AFTER_S);
                         reference.insert(k, (k, Direction::Original));
                         reference.insert(reply, (k, Direction::Reply));
                     }
@@ -469,7 +471,7 @@ fn randomized_against_reference() {
                 }
             }
             4..=5 => {
-                if let Some((id, _)) = ct.lookup(&k, 0) {
+                if let Some((id, _)) = ct.lookup(&k, UDP_STREAM_AFTER_S) {
                     let c = ct.conn(id).unwrap().clone();
                     assert!(ct.remove(id));
                     assert_eq!(
@@ -492,7 +494,7 @@ fn randomized_against_reference() {
         assert_eq!(ct.len() * 2, reference.len());
     }
     for (k, want) in &reference {
-        let (id, d) = ct.lookup(k, 0).unwrap();
+        let (id, d) = ct.lookup(k, UDP_STREAM_AFTER_S).unwrap();
         assert_eq!((ct.conn(id).unwrap().orig, d), *want);
     }
 }
@@ -571,29 +573,30 @@ fn per_source_limit_keeps_room_for_others() {
 #[test]
 fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
     let mut ct = table(64);
-    // The victim: 8 answered connections.
+    // The victim: 8 answered connections still active 2 s on (streams).
     let mut victims = Vec::new();
     for i in 0..8 {
         let k = udp(B, i, REMOTE, 53);
         let id = ct.insert(k, 0).unwrap();
-        ct.update(id, Direction::Reply, 1, 0, 0);
+        ct.update(id, Direction::Reply, 1, 0, UDP_STREAM_AFTER_S);
         victims.push(k);
     }
     // The attacker: a flood of new connections that are never answered.
     let mut ok = 0;
     for i in 0..10_000u16 {
-        ok += ct.insert(udp(A, i, REMOTE, 53), 1).is_ok() as usize;
+        ok += ct.insert(udp(A, i, REMOTE, 53), 3).is_ok() as usize;
     }
     assert!(ok > 9_000, "new connections still get in: {ok}");
     assert!(ct.stats().early_dropped >= 9_000);
     for k in &victims {
-        assert!(ct.lookup(k, 1).is_some(), "assured connection kept");
+        assert!(ct.lookup(k, 3).is_some(), "assured connection kept");
     }
     // Unanswered TCP leaves sooner than Linux's 120 s.
     let t = Timeouts::default();
     assert!(t.tcp_syn_sent <= 40 && t.tcp_syn_recv <= 30);
     assert!(State::SynSent.unassured() && !State::Established.unassured());
-    assert!(State::Unreplied.unassured() && !State::Replied.unassured());
+    assert!(State::Unreplied.unassured() && State::Replied.unassured());
+    assert!(!State::Stream.unassured());
 }
 
 #[test]
@@ -650,8 +653,8 @@ fn update_live_accounts_only_live_connections() {
     assert!(ct.update_live(id, Direction::Reply, 70, 0, 3));
     let c = ct.conn(id).unwrap();
     assert_eq!((c.packets, c.bytes), ([1, 1], [60, 70]));
-    assert_eq!((c.state, c.last_seen), (State::Replied, 3));
-    // Past the replied timeout: nothing accounted, the connection left in place for `lookup`.
+    assert_eq!((c.state, c.last_seen), (State::Stream, 3), "replied 2 s on");
+    // Past the stream's timeout: nothing accounted, the connection left in place for `lookup`.
     let late = 3 + Timeouts::default().udp_replied;
     assert!(!ct.update_live(id, Direction::Original, 60, 0, late));
     let c = ct.conn(id).unwrap();
@@ -662,4 +665,40 @@ fn update_live_accounts_only_live_connections() {
     assert!(!ct.update_live(other, Direction::Original, 60, 0, 3));
     assert_eq!(ct.lookup(&k, late), None, "expired: removed by lookup");
     assert_eq!(ct.removals(), removals + 2);
+}
+
+/// A UDP query and its answer stay unassured (REPLIED, 30 s: Linux's rule), so a table full of
+/// one tenant's one-shot exchanges is early-dropped for another's new connection; traffic 2 s
+/// after the first packet makes a stream (assured, 180 s). (A container's 4.7 s flood of
+/// answered UDP held the whole table for 180 s against every other container.)
+#[test]
+fn one_shot_udp_exchanges_stay_unassured_and_streams_are_assured() {
+    let mut ct = table(16);
+    for i in 0..16 {
+        let id = ct.insert(udp(A, i, REMOTE, 53), 10).unwrap();
+        ct.update(id, Direction::Reply, 1, 0, 11);
+        assert_eq!(ct.conn(id).unwrap().state, State::Replied);
+        assert_eq!(Timeouts::default().of(17, State::Replied), 30);
+    }
+    // Full of answered one-shot exchanges: a victim's new connection still gets in.
+    ct.insert(udp(B, 1, REMOTE, 53), 11).expect("early drop");
+    assert_eq!(ct.stats().early_dropped, 1);
+    // A flow still active 2 s after its first packet is a stream: kept against new ones.
+    let k = udp(B, 2, REMOTE, 123);
+    let id = ct.insert(k, 12).unwrap();
+    ct.update(id, Direction::Reply, 1, 0, 12);
+    ct.update(id, Direction::Original, 1, 0, 12 + UDP_STREAM_AFTER_S);
+    assert_eq!(ct.conn(id).unwrap().state, State::Stream);
+    assert_eq!(ct.iter(14).find(|i| i.orig == k).unwrap().timeout_left, 180);
+    // A reply later does not bring it back.
+    ct.update(id, Direction::Reply, 1, 0, 20);
+    assert_eq!(ct.conn(id).unwrap().state, State::Stream);
+    for i in 100..200 {
+        let _ = ct.insert(udp(A, i, REMOTE, 53), 20);
+    }
+    assert!(ct.lookup(&k, 20).is_some(), "the stream was kept");
+    // A first reply 2 s on makes a stream at once (Linux: the reply is past stream_ts).
+    let late = ct.insert(udp(B, 3, REMOTE, 53), 30).unwrap();
+    ct.update(late, Direction::Reply, 1, 0, 32);
+    assert_eq!(ct.conn(late).unwrap().state, State::Stream);
 }

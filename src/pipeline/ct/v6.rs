@@ -12,7 +12,7 @@
 //!   with `exec(...)`'s mark and label.
 //! - Timeouts are the conntrack ones (`Timeouts::default()`): TCP before a reply as SYN_SENT,
 //!   after as ESTABLISHED, after a RST as CLOSE, after FINs both ways as TIME_WAIT; UDP as
-//!   UNREPLIED/REPLIED; ICMPv6 as ICMP. Expired entries are removed when met and by `expire`.
+//!   UNREPLIED/REPLIED/ASSURED (a UDP stream, as in `conntrack::State::Stream`); ICMPv6 as ICMP. Expired entries are removed when met and by `expire`.
 //! - At most `ZONE_LIMIT` connections per zone: beyond, commits leave packets `+new`.
 //! - NAT of IPv6 is not done: a `ct` with `nat(src=...)`/`nat(dst=...)` on an IPv6 packet gives
 //!   `+trk+inv` (flows that say so for IPv6 are refused when added).
@@ -48,6 +48,8 @@ impl Key6 {
 struct Conn6 {
     state: State,
     replied: bool,
+    /// Seconds at the first packet (a replied UDP flow active 2 s on is a stream).
+    created: u32,
     fin: [bool; 2],
     last_seen: u32,
     mark: u32,
@@ -158,6 +160,7 @@ impl Table6 {
                 let c = Conn6 {
                     state,
                     replied: false,
+                    created: now,
                     fin: [false; 2],
                     last_seen: now,
                     mark: 0,
@@ -182,7 +185,14 @@ impl Table6 {
                 _ => State::SynSent,
             };
         } else if c.replied {
-            c.state = State::Replied;
+            let stream = orig.proto == 17
+                && (c.state == State::Stream
+                    || now.wrapping_sub(c.created) >= crate::conntrack::UDP_STREAM_AFTER_S);
+            c.state = if stream {
+                State::Stream
+            } else {
+                State::Replied
+            };
         }
         if a.commit {
             if let Some(m) = a.mark {
@@ -301,7 +311,7 @@ mod tests {
             t.apply(&udp(1, 2, 5, 53), &look, 20).state,
             ct_state::TRK | ct_state::EST
         );
-        // UDP seen both ways times out after 180 s without packets.
+        // UDP seen both ways 2 s on (a stream) times out after 180 s without packets.
         t.expire(199);
         assert_eq!(t.len(), 1);
         t.expire(200);
