@@ -481,19 +481,9 @@ impl Datapath {
             }
             // Addresses a host cannot be on a LAN with (Linux and Docker refuse them): the
             // gateway would answer ARP for them on the wire (found trying uvs as a new user).
-            let o = g.ip;
-            if ip.is_multicast() || ip.is_loopback() || o[0] == 0 || o[0] >= 240 {
+            if let Some(why) = not_lan_unicast(g.ip) {
                 return Err(format!(
-                    "gateway: {ip} is not a unicast address a LAN can use ({})",
-                    if ip.is_multicast() {
-                        "multicast"
-                    } else if ip.is_loopback() {
-                        "loopback"
-                    } else if o[0] == 0 {
-                        "0.0.0.0/8"
-                    } else {
-                        "240.0.0.0/4"
-                    }
+                    "gateway: {ip} is not a unicast address a LAN can use ({why})"
                 ));
             }
             let (net, len) = g.subnet();
@@ -1145,6 +1135,23 @@ impl Datapath {
 /// Idle timeouts below this many seconds are reported to the deciding worker every tenth of a
 /// second (where a second's lag matters), longer ones once a second.
 const SHORT_IDLE_S: u16 = 10;
+
+/// Why `ip` cannot be a host on a LAN (multicast, loopback, 0.0.0.0/8, 240.0.0.0/4 with the
+/// broadcast address), or None for a usable unicast address.
+pub fn not_lan_unicast(ip: [u8; 4]) -> Option<&'static str> {
+    let a = std::net::Ipv4Addr::from(ip);
+    if a.is_multicast() {
+        Some("multicast")
+    } else if a.is_loopback() {
+        Some("loopback")
+    } else if ip[0] == 0 {
+        Some("0.0.0.0/8")
+    } else if ip[0] >= 240 {
+        Some("240.0.0.0/4")
+    } else {
+        None
+    }
+}
 
 /// Sorts `fdb-show` rows by port, VLAN, MAC.
 pub fn sort_fdb_rows(rows: &mut [FdbRow]) {

@@ -38,6 +38,18 @@ impl Worker {
                     return Err("in: the bridge has no gateway address to map".into());
                 };
                 let (to, to_port) = spec.dnat_to()?;
+                // A gateway's own address (the mapping's, or another bridge's) is the switch:
+                // mapped there, packets would loop or answer nothing.
+                if self
+                    .dp
+                    .bridges()
+                    .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == to))
+                {
+                    return Err(format!(
+                        "to: {} is a gateway address of this switch, not a host",
+                        std::net::Ipv4Addr::from(to)
+                    ));
+                }
                 let proto = spec.dnat_proto()?;
                 let host_port = match spec.port.unwrap_or(0) {
                     0 => {
@@ -114,6 +126,48 @@ mod tests {
 
     fn s(a: &[&str]) -> Vec<String> {
         a.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// A mapping to an address no host can be (0.0.0.0, broadcast, multicast, loopback) or to
+    /// a gateway of the switch itself is refused naming `to` (they were accepted and
+    /// answered nothing, or looped).
+    #[test]
+    fn dnat_to_a_non_host_or_a_gateway_is_refused() {
+        let w = crate::worker::spawn_for_tests();
+        for (name, gw) in [("ext", "10.250.0.1/24"), ("br0", "172.31.5.1/24")] {
+            let b = BridgeSpec::from_args(name, &s(&[&format!("gateway={gw}")])).unwrap();
+            w.call(Command::AddBridge(b)).unwrap();
+        }
+        for (to, want) in [
+            ("0.0.0.0", "0.0.0.0/8"),
+            ("255.255.255.255", "240.0.0.0/4"),
+            ("224.0.0.5", "multicast"),
+            ("127.0.0.1", "loopback"),
+            ("10.250.0.1", "gateway address"),
+            ("172.31.5.1", "gateway address"),
+        ] {
+            let a = s(&[
+                "dnat",
+                "in=ext",
+                "proto=tcp",
+                "port=9100",
+                &format!("to={to}:80"),
+            ]);
+            let e = match NatSpec::from_args(&a) {
+                Err(e) => e,
+                Ok(spec) => w.call(Command::NatAdd(spec)).unwrap_err(),
+            };
+            assert!(e.starts_with("to: ") && e.contains(want), "{to}: {e}");
+        }
+        let a = s(&[
+            "dnat",
+            "in=ext",
+            "proto=tcp",
+            "port=9100",
+            "to=172.31.5.2:80",
+        ]);
+        w.call(Command::NatAdd(NatSpec::from_args(&a).unwrap()))
+            .unwrap();
     }
 
     /// `dnat ... port=0` picks the next free port of the range, answers it, keeps it in
