@@ -7,7 +7,9 @@
 //!   not used by a live connection. So one port serves many remotes (Linux's behaviour:
 //!   uniqueness is per reply tuple, not per port), and the table stays the single source of
 //!   truth.
-//! - The search starts at a point derived from a hash of the connection's key and probes
+//! - The connection's own source port (ICMP: echo identifier) is taken when it lies in this
+//!   pool's range and share and is free (Linux keeps it the same way); otherwise the search
+//!   starts at a point derived from a hash of the connection's key and probes
 //!   linearly, at most `max_probes` ports (default 256; Linux tries 128 then halves). When every
 //!   probed port is taken the pool is exhausted for that remote: `alloc` returns None.
 //! - Every handed-out port is counted until `release`d; the table releases a connection's port
@@ -144,6 +146,16 @@ impl PortAllocator {
         if first >= end {
             return None;
         }
+        // The connection's own port (ICMP: its echo identifier) first, when this share
+        // may hand it out and it is free, as Linux's NAT keeps a source port whose translated
+        // tuple is unique: most flows keep their port (a client's ephemeral ports lie in
+        // the default range), so protocols that expect theirs (NTP, IKE) work and a peer
+        // sees the port the container chose.
+        let own = hint.sport as u32;
+        if own >= first && own < end && (own - first).is_multiple_of(parts) && !taken(hint.sport) {
+            self.acquire(hint.sport);
+            return Some(hint.sport);
+        }
         let count = (end - 1 - first) / parts + 1;
         let start = (hash(hint.pack(), 0x5EED) % count as u64) as u32;
         for i in 0..count.min(self.max_probes) {
@@ -235,5 +247,32 @@ mod tests {
             PortAllocator::new([0; 4], 6, 0..=65535).unwrap().range(),
             0..=65535
         );
+    }
+
+    /// A connection keeps its own source port when it is free and this pool (and share) may
+    /// hand it out, as Linux's NAT does; otherwise the search picks another.
+    #[test]
+    fn the_own_port_is_kept_when_free() {
+        let mut p = PortAllocator::new([10, 0, 0, 1], 6, 32768..=60999).unwrap();
+        let mut used = HashSet::new();
+        let k = FlowKey::new(6, [10, 0, 0, 2], 40000, [8, 8, 8, 8], 80);
+        assert_eq!(p.alloc(&k, |port| used.contains(&port)), Some(40000));
+        used.insert(40000);
+        // Another container's flow with the same port to the same peer: another port.
+        let k2 = FlowKey::new(6, [10, 0, 0, 3], 40000, [8, 8, 8, 8], 80);
+        let other = p.alloc(&k2, |port| used.contains(&port)).unwrap();
+        assert_ne!(other, 40000);
+        // Outside the range (a privileged port): a port of the range.
+        let k3 = FlowKey::new(17, [10, 0, 0, 2], 123, [8, 8, 8, 8], 123);
+        let got = p.alloc(&k3, |_| false).unwrap();
+        assert!(p.contains(got));
+        // Another worker's share: not kept (its replies would reach the other worker).
+        let mut half = PortAllocator::new([10, 0, 0, 1], 6, 32768..=60999)
+            .unwrap()
+            .partitioned(1, 2);
+        let even = FlowKey::new(6, [10, 0, 0, 2], 40000, [8, 8, 8, 8], 80);
+        assert_eq!(half.alloc(&even, |_| false).unwrap() % 2, 1);
+        let odd = FlowKey::new(6, [10, 0, 0, 2], 40001, [8, 8, 8, 8], 80);
+        assert_eq!(half.alloc(&odd, |_| false), Some(40001));
     }
 }
