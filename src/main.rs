@@ -267,8 +267,7 @@ fn run(
     let path = control::socket_path(socket.as_deref());
     let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
     let dns_opts = dns_options(dns_upstream, config_path.as_deref())?;
-    // A metrics address that cannot be resolved is refused before anything starts (it was
-    // found only after the control socket listened).
+    // A metrics address that cannot be resolved is refused before anything starts.
     if let Some(a) = &metrics {
         std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
             .map_err(|e| format!("--metrics {a}: {e} (give ADDRESS:PORT, e.g. 127.0.0.1:9477)"))?;
@@ -280,6 +279,16 @@ fn run(
             path.display()
         ));
     }
+    // Nor one that cannot be bound (in use: it was found only after the daemon had listened
+    // and made its database).
+    let metrics = match metrics {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a.as_str())
+                .map_err(|e| format!("--metrics {a}: {e}; not starting (nothing was changed)"))?;
+            Some((a, l))
+        }
+        None => None,
+    };
     let db = match db_path(db, &path) {
         Some(p) => Some(Db::open(&p)?),
         None => {
@@ -364,11 +373,12 @@ fn run(
     info!("listening on {}", path.display());
     let _openflow = openflow(mgmt_dir, &path, reg, w.events());
     let _metrics = match metrics {
-        Some(a) => {
-            let m = uvs::observe::metrics::serve(&a, w.clone(), dns.clone()).map_err(|e| {
-                w.shutdown();
-                format!("--metrics {a}: {e}")
-            })?;
+        Some((a, listener)) => {
+            let m =
+                uvs::observe::metrics::serve(listener, w.clone(), dns.clone()).map_err(|e| {
+                    w.shutdown();
+                    format!("--metrics {a}: {e}")
+                })?;
             info!("metrics on http://{}/metrics", m.addr());
             Some(m)
         }

@@ -676,6 +676,40 @@ fn sighup_reloads_the_config_file() {
     a.wait_log("not applied");
 }
 
+/// A `--metrics` address in use is refused before anything starts: no control socket, no
+/// database (it was found after the daemon had listened and written its database).
+#[test]
+fn a_metrics_address_in_use_is_refused_before_anything_starts() {
+    let dir = Dir::new("metrics");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let (sock, db) = (dir.path("s.sock"), dir.path("conf.db"));
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "--metrics",
+            &addr,
+            "--mgmt-dir",
+            "none",
+            "--dns-upstream",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("--metrics {addr}")) && err.contains("not starting"),
+        "{err}"
+    );
+    assert!(!db.exists(), "a database was written");
+    assert!(!sock.exists(), "a control socket was made");
+}
+
 /// A reload that changes a bridge's `aging` and `fdb_capacity` changes them in place, as
 /// `set-br` does: the bridge's ports are kept, a TAP moved into a container's namespace
 /// among them. (It re-created the bridge: the container's TAP vanished and a new one of its

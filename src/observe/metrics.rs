@@ -473,11 +473,10 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Serve metrics for `worker` on `addr` (e.g. `127.0.0.1:9477`).
 pub fn serve(
-    addr: &str,
+    listener: TcpListener,
     worker: Arc<WorkerHandle>,
     dns: Option<Arc<DnsService>>,
 ) -> io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -592,7 +591,7 @@ mod tests {
     fn idle_clients_do_not_hold_up_a_scrape() {
         use std::io::Read as _;
         let w = Arc::new(crate::worker::spawn_for_tests());
-        let m = serve("127.0.0.1:0", w, None).unwrap();
+        let m = serve(TcpListener::bind("127.0.0.1:0").unwrap(), w, None).unwrap();
         let idle: Vec<TcpStream> = (0..12)
             .map(|_| TcpStream::connect(m.addr()).unwrap())
             .collect();
