@@ -591,6 +591,17 @@ fn reload(path: Option<&std::path::Path>, store: &Store) {
         warn!("SIGHUP: no --config file to reload; nothing changed");
         return;
     };
+    // A file of nothing (no byte but whitespace) is far likelier one being rewritten (`uvs
+    // ctl save-config > FILE` truncates it first) than a wish to delete everything: it
+    // removed every bridge, route and NAT rule. A file that says so in a comment is taken.
+    if std::fs::read_to_string(path).is_ok_and(|t| t.trim().is_empty()) {
+        warn!(
+            "SIGHUP: refusing {}: the file is empty (being rewritten?); nothing changed \
+             (a file holding only a comment removes everything)",
+            path.display()
+        );
+        return;
+    }
     let c = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

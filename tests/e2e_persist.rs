@@ -636,6 +636,13 @@ fn sighup_reloads_the_config_file() {
     let before = a.ctl(&["save-config"]);
     assert_eq!(std::fs::read_to_string(&db).unwrap(), before);
 
+    // An empty file (one being rewritten: `save-config > FILE` truncates it first) is refused;
+    // it removed everything.
+    std::fs::write(&cfg, "\n").unwrap();
+    a.signal(libc::SIGHUP);
+    a.wait_log("the file is empty");
+    assert_eq!(a.ctl(&["save-config"]), before);
+
     // A file that does not validate: refused, nothing changes, the daemon lives.
     std::fs::write(
         &cfg,
@@ -643,7 +650,7 @@ fn sighup_reloads_the_config_file() {
     )
     .unwrap();
     a.signal(libc::SIGHUP);
-    a.wait_log("refusing");
+    a.wait_log_n("refusing", 2);
     assert_eq!(a.ctl(&["save-config"]), before);
     assert_eq!(std::fs::read_to_string(&db).unwrap(), before);
 
