@@ -13,17 +13,19 @@
 //!
 //! Metrics (counters end in `_total`; labels in braces):
 //! - `uvs_build_info{version}`: 1.
-//! - `uvs_port_{rx,tx}_{packets,bytes}_total{port,bridge}`, `uvs_port_csum_completed_total`,
+//! - `uvs_port_{rx,tx}_{packets,bytes}_total{port,bridge}`, `uvs_port_{csum_completed,
+//!   gro_merged,mac_limit_refused}_total`,
 //!   `uvs_port_drops_total{port,bridge,reason}` (every reason `uvs ctl stats` names, zeros
 //!   included, so a series exists before its first drop),
 //!   `uvs_port_kernel_drops_total{port,bridge,counter}` (lost before uvs saw them);
 //!   `uvs_port_up{port,bridge}` (gauge: 1 while the port's device is present, up and open,
 //!   else 0) and `uvs_port_state{port,bridge,state}` (gauge, one series for each of `up`,
-//!   `down`, `gone`: 1 for the port's state, as `uvs ctl show` names it).
-//! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,aged,
-//!   flooded}_total{bridge}`.
-//! - `uvs_router_{routed,arp_replies,arp_requests,echo_replies,icmp_errors,
-//!   icmp_rate_limited,resets,fragmented,fragments}_total`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
+//!   `down`, `gone`, `pending`: 1 for the port's state, as `uvs ctl show` names it).
+//! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,
+//!   fdb_collisions,mac_limit,aged,flooded}_total{bridge}`.
+//! - `uvs_router_{routed,arp_replies,arp_requests,arp_queued,echo_replies,icmp_errors,
+//!   icmp_rate_limited,resets,fragmented,fragments}_total`, `uvs_neigh_{evicted,full,
+//!   rate_limited}_total`, `process_start_time_seconds`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
 //! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
 //!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
 //!   collisions}_total`; `uvs_flow_conntrack_connections`;
@@ -101,6 +103,14 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+/// When this process started (seconds since the Unix epoch), read at the first scrape's
+/// render or sooner: the daemon forces it at start ([`serve`]).
+static PROCESS_START: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+});
+
 /// Render the metrics from a `stats` answer and an observation `Counts` answer.
 pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
     let mut b = Builder {
@@ -118,6 +128,10 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         ("routed", "Packets routed"),
         ("arp_replies", "ARP requests for a gateway answered"),
         ("arp_requests", "ARP requests sent to resolve next hops"),
+        (
+            "arp_queued",
+            "Packets held while their next hop was resolved",
+        ),
         ("echo_replies", "ICMP echo requests to a gateway answered"),
         ("icmp_errors", "ICMP errors sent"),
         (
@@ -136,6 +150,29 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
     ] {
         b.one_counter(&format!("uvs_router_{k}"), help, &r[k]);
     }
+    let n = &stats["neigh"];
+    for (k, help) in [
+        (
+            "evicted",
+            "Neighbour entries evicted to make room (a bridge at its bound)",
+        ),
+        ("full", "Neighbour resolutions refused: table full"),
+        (
+            "rate_limited",
+            "ARP requests not sent: a bridge's broadcast budget spent",
+        ),
+    ] {
+        b.one_counter(&format!("uvs_neigh_{k}"), help, &n[k]);
+    }
+    // The daemon's start, for Prometheus to see counter resets across restarts (the
+    // standard `process_start_time_seconds`).
+    let start = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    start.get_or_create(&Vec::new()).set(*PROCESS_START);
+    b.reg.register(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds",
+        start,
+    );
     let ra = &stats["reassembly"];
     for (k, help) in [
         (
@@ -271,6 +308,11 @@ fn ports(b: &mut Builder, stats: &Value) {
             "csum_completed",
             "Partial L4 checksums completed in software",
         ),
+        ("gro_merged", "Frames merged into TCP super-frames (GRO)"),
+        (
+            "mac_limit_refused",
+            "Source MACs not learned: the port's mac_limit",
+        ),
     ] {
         b.counter(&format!("uvs_port_{k}"), help, per(k));
     }
@@ -351,6 +393,14 @@ fn bridges(b: &mut Builder, stats: &Value) {
         ("learned", "New MACs learned"),
         ("moves", "MACs that moved to another port"),
         ("fdb_full", "MACs not learned: FDB full"),
+        (
+            "fdb_collisions",
+            "MACs not learned: no free slot near their hash",
+        ),
+        (
+            "mac_limit",
+            "MACs not learned: their port held its mac_limit",
+        ),
         ("aged", "FDB entries aged out"),
         ("flooded", "Frames flooded"),
     ] {
@@ -478,6 +528,7 @@ pub fn serve(
     dns: Option<Arc<DnsService>>,
 ) -> io::Result<MetricsServer> {
     let addr = listener.local_addr()?;
+    std::sync::LazyLock::force(&PROCESS_START);
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let thread = std::thread::Builder::new()
@@ -657,6 +708,11 @@ mod tests {
             "uvs_bridge_fdb_entries{bridge=\"br0\"} 2",
             "uvs_bridge_flooded_total{bridge=\"br0\"} 5",
             "uvs_router_routed_total 9",
+            "uvs_router_arp_queued_total 0",
+            "uvs_neigh_rate_limited_total 0",
+            "uvs_port_mac_limit_refused_total{port=\"p1\",bridge=\"br0\"} 0",
+            "uvs_bridge_fdb_collisions_total{bridge=\"br0\"} 0",
+            "process_start_time_seconds ",
             "uvs_conntrack_connections 3",
             "uvs_conntrack_limit 65536",
             "uvs_conntrack_inserted_total 5",
