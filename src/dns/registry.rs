@@ -60,8 +60,8 @@ impl DnsSpec {
             .ip
             .parse()
             .map_err(|_| format!("ip: '{}' is not an IPv4 address", self.ip))?;
-        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
-            return Err(format!("ip: '{ip}' is not a unicast address"));
+        if let Some(why) = crate::datapath::not_lan_unicast(ip.octets()) {
+            return Err(format!("ip: '{ip}' is not a unicast address ({why})"));
         }
         let name = check_name(&self.name).map_err(|e| format!("name: {e}"))?;
         if self.aliases.len() > MAX_ALIASES {
@@ -86,6 +86,11 @@ pub fn check_name(name: &str) -> Result<String, String> {
     }
     if n.is_empty() || n.len() > 253 {
         return Err(format!("'{name}' must be 1 to 253 characters"));
+    }
+    // Every resolver means the host itself by it (RFC 6761 6.3): a record would send a
+    // container's `localhost` to another host.
+    if n == "localhost" || n.ends_with(".localhost") {
+        return Err(format!("'{name}' is reserved (RFC 6761: the host itself)"));
     }
     for label in n.split('.') {
         let ok = (1..=63).contains(&label.len())
@@ -327,6 +332,34 @@ mod tests {
         assert_eq!(r.lookup("Net1", "web.net1"), vec![ip("10.1.0.2")]);
         assert!(r.lookup("Net1", "webnet1").is_empty());
         assert!(r.lookup("Net1", "net1").is_empty());
+    }
+
+    /// Loopback and other non-host addresses, and `localhost`, are refused naming the field
+    /// (`127.0.0.1` was taken, and `localhost` then answered another host to every container).
+    #[test]
+    fn loopback_and_localhost_are_refused() {
+        let mut r = Registry::default();
+        for (name, ip, want) in [
+            (
+                "lo",
+                "127.0.0.1",
+                "ip: '127.0.0.1' is not a unicast address (loopback)",
+            ),
+            ("z", "0.0.0.0", "ip: '0.0.0.0'"),
+            ("b", "255.255.255.255", "ip: '255.255.255.255'"),
+            ("localhost", "10.1.0.2", "name: 'localhost' is reserved"),
+            (
+                "db.localhost",
+                "10.1.0.2",
+                "name: 'db.localhost' is reserved",
+            ),
+        ] {
+            let e = r.add(&spec("br0", name, ip, &[])).unwrap_err();
+            assert!(e.starts_with(want), "{e}");
+        }
+        let e = r.add(&spec("br0", "web", "10.1.0.2", &["localhost"]));
+        assert!(e.unwrap_err().starts_with("alias: 'localhost'"));
+        assert!(r.is_empty());
     }
 
     #[test]
