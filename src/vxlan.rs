@@ -263,6 +263,11 @@ impl Tunnel {
     pub fn remove_peer(&mut self, ip: [u8; 4]) {
         self.peers.remove(&ip);
     }
+
+    /// True if a static entry still sends to `ip` (its peer is then still in use).
+    pub fn static_uses(&self, ip: [u8; 4]) -> bool {
+        self.remote_of.values().any(|(r, fixed)| *fixed && *r == ip)
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ struct Peer {
     lease: PeerLease,
     /// When this value was first seen (unix seconds).
     since: u64,
+    /// Its etcd mod revision: of two leases with one VtepMAC, the newer one's PublicIP gets
+    /// the FDB entry (a host that came back with a new address, or without its state file).
+    rev: i64,
     /// What was programmed (None: nothing, see `error`).
     programmed: bool,
     error: Option<String>,
@@ -240,14 +243,23 @@ impl State {
             warn!("etcd: {e}");
             self.last_error = Some(e);
         }
+        let ops = self.all_peer_ops(&cfg, |p| p.programmed);
+        self.apply(ops);
+        self.publish();
+    }
+
+    /// What programs the peers `which` picks, oldest lease first, so that where two leases
+    /// share a VtepMAC the newer one's PublicIP ends up in the FDB.
+    fn all_peer_ops(&self, cfg: &NetConfig, which: impl Fn(&Peer) -> bool) -> Vec<OverlayOp> {
+        let mut peers: Vec<&Peer> = self.peers.values().filter(|p| which(p)).collect();
+        peers.sort_by_key(|p| p.rev);
         let mut ops = Vec::new();
-        for p in self.peers.values().filter(|p| p.programmed) {
-            if let Ok(o) = peer_ops(&cfg, &self.spec, &p.lease) {
+        for p in peers {
+            if let Ok(o) = peer_ops(cfg, &self.spec, &p.lease) {
                 ops.extend(o);
             }
         }
-        self.apply(ops);
-        self.publish();
+        ops
     }
 
     /// Renew our lease once (over the keep-alive stream).
@@ -292,7 +304,7 @@ impl State {
             let Some(kv) = ev.kv() else { continue };
             let k = kv.key_str().unwrap_or_default().to_string();
             match ev.event_type() {
-                EventType::Put => self.upsert(&k, kv.value(), &mut ops),
+                EventType::Put => self.upsert(&k, kv.value(), kv.mod_revision(), &mut ops),
                 EventType::Delete => self.remove(&k, &mut ops),
             }
             self.revision = self.revision.max(kv.mod_revision());
@@ -485,14 +497,28 @@ impl State {
             .await
             .map_err(|e| format!("list subnets: {e}"))?;
         let rev = r.header().map_or(0, |h| h.revision());
+        let kvs = r.kvs().iter().map(|kv| {
+            let k = kv.key_str().unwrap_or_default();
+            (k, kv.value(), kv.mod_revision())
+        });
+        self.sync_to(kvs);
+        self.revision = rev;
+        self.resyncs += 1;
+        info!("etcd: resync at revision {rev}: {} peers", self.peers.len());
+        Ok(rev)
+    }
+
+    /// Make the peers equal to `kvs` (every lease at one revision: key, value, mod revision),
+    /// then program every peer again, whatever this agent believes is programmed: a resync
+    /// also repairs what the switch lost without the repair check seeing it.
+    fn sync_to<'a>(&mut self, kvs: impl Iterator<Item = (&'a str, &'a [u8], i64)>) {
         let mut ops = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for kv in r.kvs() {
-            let k = kv.key_str().unwrap_or_default();
+        for (k, v, rev) in kvs {
             if let Some(s) = schema::parse_subnet_key(&self.spec.prefix, k) {
                 seen.insert(s);
             }
-            self.upsert(k, kv.value(), &mut ops);
+            self.upsert(k, v, rev, &mut ops);
         }
         let gone: Vec<(Ipv4Addr, u8)> = self
             .peers
@@ -503,15 +529,14 @@ impl State {
         for (s, l) in gone {
             self.remove(&schema::subnet_key(&self.spec.prefix, s, l), &mut ops);
         }
+        if let Some(cfg) = self.cfg.clone() {
+            ops.extend(self.all_peer_ops(&cfg, |p| p.error.is_none()));
+        }
         self.apply(ops);
-        self.revision = rev;
-        self.resyncs += 1;
-        info!("etcd: resync at revision {rev}: {} peers", self.peers.len());
-        Ok(rev)
     }
 
     /// A lease was written: program it (or replace what it had), unless it is ours.
-    fn upsert(&mut self, key: &str, value: &[u8], ops: &mut Vec<OverlayOp>) {
+    fn upsert(&mut self, key: &str, value: &[u8], rev: i64, ops: &mut Vec<OverlayOp>) {
         let (Some((subnet, len)), Some(cfg)) = (
             schema::parse_subnet_key(&self.spec.prefix, key),
             self.cfg.clone(),
@@ -538,14 +563,20 @@ impl State {
             }
         };
         let lease = PeerLease { subnet, len, attrs };
-        if let Some(p) = self.peers.get(&(subnet, len)) {
-            if p.lease == lease && p.programmed {
-                return;
-            }
-            if p.programmed {
-                ops.extend(peer_del_ops(&cfg, &self.spec, &p.lease));
-            }
+        if let Some(p) = self.peers.get_mut(&(subnet, len))
+            && p.lease == lease
+            && p.programmed
+        {
+            p.rev = rev;
+            return;
         }
+        if let Some(p) = self.peers.remove(&(subnet, len))
+            && p.programmed
+        {
+            ops.extend(peer_del_ops(&cfg, &self.spec, &p.lease));
+            self.repoint(&cfg, &p.lease, ops);
+        }
+        self.warn_shared_mac(key, &lease);
         let (programmed, error) = match peer_ops(&cfg, &self.spec, &lease) {
             Ok(o) => {
                 ops.extend(o);
@@ -562,6 +593,7 @@ impl State {
             Peer {
                 lease,
                 since: unix_now(),
+                rev,
                 programmed,
                 error,
             },
@@ -584,8 +616,48 @@ impl State {
         if let Some(p) = self.peers.remove(&k) {
             info!("etcd: peer {}/{} left", k.0, k.1);
             if p.programmed {
-                ops.extend(peer_del_ops(cfg, &self.spec, &p.lease));
+                let cfg = cfg.clone();
+                ops.extend(peer_del_ops(&cfg, &self.spec, &p.lease));
+                self.repoint(&cfg, &p.lease, ops);
             }
+        }
+    }
+
+    /// After `gone`'s entries were removed: program again the FDB entry (and with it the
+    /// accepted VTEP) of every remaining peer that shares its VtepMAC or PublicIP, oldest
+    /// first, so the newest remaining lease's PublicIP ends up behind the MAC. (Found by a
+    /// tester: a stale lease of a host that came back under a new address took the live
+    /// lease's FDB entry with it when it expired.)
+    fn repoint(&self, cfg: &NetConfig, gone: &PeerLease, ops: &mut Vec<OverlayOp>) {
+        let mac = gone.attrs.vtep_mac().ok();
+        let ip = gone.attrs.public_ip;
+        let shares = |p: &Peer| {
+            p.programmed
+                && (p.lease.attrs.public_ip == ip
+                    || (mac.is_some() && p.lease.attrs.vtep_mac().ok() == mac))
+        };
+        let fdb = self
+            .all_peer_ops(cfg, shares)
+            .into_iter()
+            .filter(|op| matches!(op, OverlayOp::Fdb { .. }));
+        ops.extend(fdb);
+    }
+
+    /// Log a lease whose VtepMAC another peer announces under another PublicIP (hosts with
+    /// one machine-id, or a host's stale lease): the newer lease gets the MAC's FDB entry.
+    fn warn_shared_mac(&self, key: &str, lease: &PeerLease) {
+        let Ok(mac) = lease.attrs.vtep_mac() else {
+            return;
+        };
+        let other = self.peers.values().find(|p| {
+            p.lease.attrs.vtep_mac().ok() == Some(mac)
+                && p.lease.attrs.public_ip != lease.attrs.public_ip
+        });
+        if let Some(p) = other {
+            warn!(
+                "etcd: {key}: VtepMAC {mac} is also announced by {}/{} at {}; it now goes to {}",
+                p.lease.subnet, p.lease.len, p.lease.attrs.public_ip, lease.attrs.public_ip
+            );
         }
     }
 
@@ -668,5 +740,113 @@ impl State {
         if let Ok(mut s) = self.status.lock() {
             *s = v;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::MacAddr;
+    use crate::worker::overlay_tests::{fdb_remote, overlay_worker};
+
+    /// An agent state on a test worker, holding 10.5.1.0/24 of 10.5.0.0/16 (vxlan) as
+    /// 10.252.0.1, its gateways programmed; no etcd.
+    fn state(w: Arc<WorkerHandle>) -> State {
+        let cfg =
+            NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        let mut st = State {
+            spec: EtcdSpec::new("http://127.0.0.1:2379"),
+            state_file: std::env::temp_dir().join("uvs-agent-unit.subnet.env"),
+            worker: w,
+            status: Arc::new(Mutex::new(json!({}))),
+            public_ip: Ipv4Addr::new(10, 252, 0, 1),
+            cfg: Some(cfg.clone()),
+            own: None,
+            peers: BTreeMap::new(),
+            connected: true,
+            revision: 0,
+            last_error: None,
+            resyncs: 0,
+            repairs: 0,
+            own_lost: false,
+        };
+        let subnet = Ipv4Addr::new(10, 5, 1, 0);
+        let vtep_mac = st.program_own(&cfg, subnet).unwrap();
+        st.own = Some(Own {
+            subnet,
+            len: 24,
+            lease_id: 1,
+            vtep_mac,
+            renewed: 0,
+            renew_error: None,
+        });
+        st
+    }
+
+    fn key(subnet: &str) -> String {
+        format!("/coreos.com/network/subnets/{subnet}")
+    }
+
+    fn value(ip: &str, mac: &str) -> Vec<u8> {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn put(st: &mut State, subnet: &str, ip: &str, mac: &str, rev: i64) {
+        let mut ops = Vec::new();
+        st.upsert(&key(subnet), &value(ip, mac), rev, &mut ops);
+        st.apply(ops);
+    }
+
+    fn del(st: &mut State, subnet: &str) {
+        let mut ops = Vec::new();
+        st.remove(&key(subnet), &mut ops);
+        st.apply(ops);
+    }
+
+    /// Two live leases with one VtepMAC (a host back under a new address, its old lease not
+    /// expired yet): removing either leaves the MAC behind the other one's PublicIP, and a
+    /// resync programs again an entry the switch lost. Found by a tester: the old lease's
+    /// expiry removed the live one's FDB entry, and nothing put it back.
+    #[test]
+    fn removing_a_lease_keeps_what_another_live_lease_uses() {
+        let w = Arc::new(overlay_worker());
+        let mut st = state(w.clone());
+        let m = "02:75:76:ef:da:bb";
+        let mac: MacAddr = m.parse().unwrap();
+        put(&mut st, "10.5.2.0-24", "10.252.0.2", m, 10);
+        put(&mut st, "10.5.3.0-24", "10.252.0.12", m, 11);
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
+        // The old lease expires: the new one keeps the MAC.
+        del(&mut st, "10.5.2.0-24");
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
+        // The other way round: the newer lease goes, the MAC goes back to the older one.
+        put(&mut st, "10.5.2.0-24", "10.252.0.2", m, 12);
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.2"));
+        put(&mut st, "10.5.4.0-24", "10.252.0.4", m, 13);
+        del(&mut st, "10.5.4.0-24");
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.2"));
+        // The entry lost (the switch's state went without the agent knowing): a resync
+        // programs it again although nothing changed in etcd.
+        let d = Command::FdbDel {
+            bridge: "flannel".into(),
+            mac,
+            vlan: 0,
+        };
+        w.call(d).unwrap();
+        assert_eq!(fdb_remote(&w, mac), None);
+        let (v2, v3) = (value("10.252.0.2", m), value("10.252.0.12", m));
+        let (k2, k3) = (key("10.5.2.0-24"), key("10.5.3.0-24"));
+        let kvs = [(k2.as_str(), &v2[..], 12), (k3.as_str(), &v3[..], 11)];
+        st.sync_to(kvs.into_iter());
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.2"));
+        assert!(st.peers.values().all(|p| p.programmed));
+        // Both gone: the entry goes.
+        del(&mut st, "10.5.2.0-24");
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
+        del(&mut st, "10.5.3.0-24");
+        assert_eq!(fdb_remote(&w, mac), None);
     }
 }

@@ -16,7 +16,11 @@
 //!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
 //!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
 //!   port, a route to the subnet via that address; host-gw: a route via PublicIP. A deleted or
-//!   expired lease removes them; a changed lease replaces them.
+//!   expired lease removes them; a changed lease replaces them. What leases share is removed
+//!   only with the last of them: of leases with one VtepMAC the newest (etcd mod revision)
+//!   gets the FDB entry, and when it goes the entry is pointed back at the newest remaining
+//!   one (flannel deletes FDB entries by MAC and address); the vxlan port accepts a PublicIP
+//!   while any FDB entry sends to it. Every (re)sync programs every peer again.
 //! - It lists the subnets (a revision R) and watches from R+1: no event is missed. On any error
 //!   (etcd down, watch cancelled, lease lost) what is programmed stays (forwarding continues),
 //!   the agent retries with back-off (0.5 s doubling to 30 s) and resyncs from a new list.

@@ -57,6 +57,8 @@ pub use dns::DnsCmd;
 pub use events::OfCommand;
 pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
+#[cfg(test)]
+pub(crate) use overlay::tests as overlay_tests;
 pub use requests::Command;
 pub use set::spawn_workers;
 

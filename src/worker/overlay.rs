@@ -78,7 +78,9 @@ pub enum OverlayOp {
         /// Remote VTEP.
         remote: Ipv4Addr,
     },
-    /// Remove a derived FDB entry (and stop accepting its VTEP when no other entry uses it).
+    /// Remove a derived FDB entry if it is still behind `remote` (flannel deletes by MAC and
+    /// address: a newer lease with the same VtepMAC keeps its entry), and stop accepting
+    /// `remote` when no other static entry sends to it.
     FdbDel {
         /// Bridge name.
         bridge: String,
@@ -224,18 +226,9 @@ impl Worker {
                 mac,
                 port,
                 remote,
-            } => {
-                let (b, pid) = self.tunnel_port(&bridge, &port)?;
-                if self.specs.derived.fdb.remove(&(b, mac.to_u64())) {
-                    let br = self.dp.bridge_mut(b).expect("checked");
-                    br.fdb.remove(0, mac.to_u64());
-                }
-                let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
-                let t = t.expect("checked tunnel");
-                t.forget(0, mac.to_u64());
-                t.remove_peer(remote.octets());
-                Ok(None)
-            }
+            } => self
+                .overlay_fdb_del(&bridge, mac, &port, remote)
+                .map(|_| None),
         }
     }
 
@@ -284,6 +277,34 @@ impl Worker {
         Ok(())
     }
 
+    /// Remove the derived FDB entry `mac` if it is still behind `remote` (flannel deletes by
+    /// MAC and address: another lease may have pointed the MAC elsewhere since), and stop
+    /// accepting `remote` once no static entry sends to it.
+    fn overlay_fdb_del(
+        &mut self,
+        bridge: &str,
+        mac: MacAddr,
+        port: &str,
+        remote: Ipv4Addr,
+    ) -> Result<(), String> {
+        let (b, pid) = self.tunnel_port(bridge, port)?;
+        let key = mac.to_u64();
+        let t = self.dp.port_mut(pid).and_then(|s| s.tunnel.as_mut());
+        let t = t.expect("checked tunnel");
+        let ours = t.remote_of(0, key).is_none_or(|r| r == remote.octets());
+        if ours {
+            t.forget(0, key);
+        }
+        if !t.static_uses(remote.octets()) {
+            t.remove_peer(remote.octets());
+        }
+        if ours && self.specs.derived.fdb.remove(&(b, key)) {
+            let br = self.dp.bridge_mut(b).expect("checked");
+            br.fdb.remove(0, key);
+        }
+        Ok(())
+    }
+
     fn bridge_id_of(&self, name: &str) -> Result<u16, String> {
         self.dp
             .bridge_id(name)
@@ -307,7 +328,7 @@ impl Worker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{BridgeSpec, PortSpec};
     use crate::worker::Command;
@@ -327,6 +348,83 @@ mod tests {
             all += &v["entries"].to_string();
         }
         all
+    }
+
+    /// The remote behind `mac` in the overlay bridge's FDB (None: no entry).
+    pub(crate) fn fdb_remote(w: &crate::worker::WorkerHandle, mac: MacAddr) -> Option<String> {
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let bridge = "flannel".to_string();
+            let v = w.call(Command::FdbShow { bridge, from: f }).unwrap();
+            from = v["next"].as_u64().map(|n| n as usize);
+            for e in v["entries"].as_array().into_iter().flatten() {
+                if e["mac"] == mac.to_string().as_str() {
+                    return e["remote"].as_str().map(str::to_string);
+                }
+            }
+        }
+        None
+    }
+
+    /// A worker with an underlay bridge `ul` (10.252.0.1/24), `br0` and the overlay bridge
+    /// `flannel` holding vxlan port `flannel.1` (VNI 1, port 8472).
+    pub(crate) fn overlay_worker() -> crate::worker::WorkerHandle {
+        let w = crate::worker::spawn_for_tests();
+        let ul = BridgeSpec::from_args("ul", &s(&["gateway=10.252.0.1/24"])).unwrap();
+        w.call(Command::AddBridge(ul)).unwrap();
+        for b in ["br0", "flannel"] {
+            let spec = BridgeSpec::from_args(b, &[]).unwrap();
+            w.call(Command::AddBridge(spec)).unwrap();
+        }
+        let vx = PortSpec::from_args(
+            "flannel.1",
+            &s(&[
+                "type=vxlan",
+                "vni=1",
+                "local_ip=10.252.0.1",
+                "dst_port=8472",
+            ]),
+        )
+        .unwrap();
+        let bridge = "flannel".into();
+        w.call(Command::AddPort { bridge, spec: vx }).unwrap();
+        w
+    }
+
+    /// Deleting the FDB entry of a lease whose VtepMAC a newer lease re-pointed leaves the
+    /// newer one's entry: flannel deletes by (MAC, address). Found by a tester: a host's stale
+    /// lease expiring cut the host off.
+    #[test]
+    fn fdb_del_removes_the_entry_only_behind_its_own_remote() {
+        let w = overlay_worker();
+        let mac: MacAddr = "02:00:00:00:00:42".parse().unwrap();
+        let fdb = |remote: &str| OverlayOp::Fdb {
+            bridge: "flannel".into(),
+            mac,
+            port: "flannel.1".into(),
+            remote: remote.parse().unwrap(),
+        };
+        let fdb_del = |remote: &str| OverlayOp::FdbDel {
+            bridge: "flannel".into(),
+            mac,
+            port: "flannel.1".into(),
+            remote: remote.parse().unwrap(),
+        };
+        let v = w.call(Command::Overlay(vec![
+            fdb("10.252.0.2"),
+            fdb("10.252.0.12"),
+        ]));
+        assert_eq!(v.unwrap()["applied"], 2);
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
+        w.call(Command::Overlay(vec![fdb_del("10.252.0.2")]))
+            .unwrap();
+        assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
+        let intact = w.call(Command::OverlayIntact).unwrap();
+        assert_eq!(intact["intact"], true, "{intact}");
+        w.call(Command::Overlay(vec![fdb_del("10.252.0.12")]))
+            .unwrap();
+        assert_eq!(fdb_remote(&w, mac), None);
+        w.shutdown();
     }
 
     #[test]
