@@ -83,7 +83,18 @@ impl Etcd {
         });
     }
 
+    /// Send `sig` to this etcd (SIGSTOP freezes it: its connections stay up, nothing answers).
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill takes a pid and a signal; the pid is the etcd this test started.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
     fn stop(&mut self) {
+        self.signal(libc::SIGCONT);
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill takes a pid and a signal; the pid is the etcd this test started.
             unsafe {
@@ -739,23 +750,11 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
-/// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
-/// growth; then deleting them all removes every route. Needs etcd, not root (no ports).
-#[test]
-fn a_thousand_leases_are_programmed_in_bounded_time_and_memory() {
-    const N: usize = 1000;
-    if !try_sh(&["etcd", "--version"]) {
-        eprintln!(
-            "SKIP a_thousand_leases_are_programmed_in_bounded_time_and_memory: needs etcd-server (scripts/setup.sh)"
-        );
-        return;
-    }
-    let p = prefix("es");
-    let etcd = Etcd::with_network(
-        &p,
-        r#"{"Network":"10.64.0.0/10","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#,
-    );
+/// The config file and state file of a uvs host without ports (no root needed): underlay
+/// `ul` 10.252.0.1/16 (the vxlan port's `local_ip`, the PublicIP), `br0`, and `flannel` with
+/// vxlan port `flannel.1` (VNI 1, port 8472), leasing from `etcd` with `ttl`. The state file
+/// is removed first.
+fn portless_host(p: &str, etcd: &Etcd, ttl: u64) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir();
     let conf = dir.join(format!("uvs-{p}.toml"));
     let state = dir.join(format!("uvs-{p}.subnet.env"));
@@ -779,7 +778,7 @@ dst_port = 8472
 learning = false
 [etcd]
 endpoints = ["{}"]
-ttl = 60
+ttl = {ttl}
 state_file = "{}"
 "#,
             etcd.url(),
@@ -787,6 +786,64 @@ state_file = "{}"
         ),
     )
     .unwrap();
+    (conf, state)
+}
+
+/// A silent etcd (SIGSTOPped: its TCP connection stays up, nothing answers) ends the session
+/// within the renewal timeout: `overlay-show` says DISCONNECTED and NOT RENEWED; once etcd
+/// answers again the agent reconnects and holds a lease. Found by a tester: the agent hung in
+/// the renewal, showing "connected, renewed" long after the TTL, and its lease expired.
+/// Needs etcd, not root.
+#[test]
+fn a_silent_etcd_ends_the_session_and_the_agent_reconnects() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_silent_etcd_ends_the_session_and_the_agent_reconnects: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("esi");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    // TTL 6: renewed every 2 s, each renewal waits at most 2 s.
+    let (conf, state) = portless_host(&p, &etcd, 6);
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    leased(&d, 0);
+    etcd.signal(libc::SIGSTOP);
+    wait_for("the session to end while etcd is frozen", 8, || {
+        let v = overlay(&d);
+        v["connected"] == false && v["lease"]["renew_error"].is_string()
+    });
+    etcd.signal(libc::SIGCONT);
+    wait_for("the agent to reconnect and hold a lease", 15, || {
+        let v = overlay(&d);
+        v["connected"] == true && v["lease"]["renew_error"].is_null()
+    });
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
+/// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
+/// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
+/// growth; then deleting them all removes every route. Needs etcd, not root (no ports).
+#[test]
+fn a_thousand_leases_are_programmed_in_bounded_time_and_memory() {
+    const N: usize = 1000;
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_thousand_leases_are_programmed_in_bounded_time_and_memory: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("es");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.64.0.0/10","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 60);
     let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
     leased(&d, 0);
     let rss0 = rss_kib(d.child.id());

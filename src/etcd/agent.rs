@@ -25,6 +25,43 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often the agent checks that what it programmed is still in the switch (`repair`).
 const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive ping interval on the etcd connection: a silent path (packets dropped,
+/// etcd frozen) fails the open streams (the watch) even while nothing is asked. etcd's
+/// servers refuse pings more often than every 5 s (`--grpc-keepalive-min-time`).
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+
+/// An etcd request that got no answer in time (a silent path or a frozen etcd: no error
+/// comes otherwise, and the session would wait forever).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: no answer from etcd in {after:?}")]
+pub struct Timeout {
+    /// The request.
+    pub what: String,
+    /// How long it waited.
+    pub after: Duration,
+}
+
+/// How long one etcd request (a renewal included) may take: a third of the TTL (so a
+/// renewal that hangs still ends the session before the lease expires), between 2 and 10 s.
+pub fn request_timeout(ttl: u64) -> Duration {
+    Duration::from_secs(ttl / 3).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// `f`, or a [`Timeout`] after `after`; errors are prefixed with `what`.
+async fn within<T, E: std::fmt::Display>(
+    after: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(after, f).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(Timeout {
+            what: what.to_string(),
+            after,
+        }
+        .to_string()),
+    }
+}
 
 /// What `overlay-show` reads: the agent's view, rewritten after every change.
 pub type Status = Arc<Mutex<Value>>;
@@ -169,17 +206,16 @@ impl State {
 
     /// Connect, (re)take our lease, resync, then renew and follow the watch until an error.
     async fn session(&mut self) -> Result<(), String> {
+        let t = request_timeout(self.spec.ttl);
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5));
-        let mut c = Client::connect(&self.spec.endpoints, Some(opts))
-            .await
-            .map_err(|e| format!("connect {:?}: {e}", self.spec.endpoints))?;
+            .with_timeout(t)
+            .with_keep_alive(KEEPALIVE_EVERY, t)
+            .with_keep_alive_while_idle(true);
+        let what = format!("connect {:?}", self.spec.endpoints);
+        let mut c = within(t, &what, Client::connect(&self.spec.endpoints, Some(opts))).await?;
         let key = format!("{}/config", self.spec.prefix.trim_end_matches('/'));
-        let r = c
-            .get(key.clone(), None)
-            .await
-            .map_err(|e| format!("get {key}: {e}"))?;
+        let r = within(t, &format!("get {key}"), c.get(key.clone(), None)).await?;
         let kv = r.kvs().first().ok_or_else(|| format!("{key}: missing"))?;
         let cfg = NetConfig::parse(kv.value())?;
         if self.cfg.as_ref().is_some_and(|old| *old != cfg) {
@@ -192,21 +228,17 @@ impl State {
         self.acquire(&mut c).await?;
         let rev = self.resync(&mut c).await?;
         let own = self.own.as_ref().expect("acquired");
-        let (mut keeper, mut acks) = c
-            .lease_keep_alive(own.lease_id)
-            .await
-            .map_err(|e| format!("keep-alive: {e}"))?;
+        let (mut keeper, mut acks) =
+            within(t, "keep-alive", c.lease_keep_alive(own.lease_id)).await?;
         let prefix = format!("{}/subnets/", self.spec.prefix.trim_end_matches('/'));
         let wopts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(rev + 1);
-        let mut watch = c
-            .watch(prefix, Some(wopts))
-            .await
-            .map_err(|e| format!("watch: {e}"))?;
+        let mut watch = within(t, "watch", c.watch(prefix, Some(wopts))).await?;
         let period = Duration::from_secs((self.spec.ttl / 3).max(1));
         // The first tick is at once: renewing confirms the lease at every (re)connect.
         let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check = tokio::time::interval(CHECK_EVERY);
         self.last_error = None;
         self.publish();
@@ -262,16 +294,19 @@ impl State {
         ops
     }
 
-    /// Renew our lease once (over the keep-alive stream).
+    /// Renew our lease once (over the keep-alive stream), waiting at most
+    /// [`request_timeout`] for etcd's answer.
     async fn renew(
         &mut self,
         keeper: &mut etcd_client::LeaseKeeper,
         acks: &mut etcd_client::LeaseKeepAliveStream,
     ) -> Result<(), String> {
-        let r = match keeper.keep_alive().await {
-            Ok(()) => acks.message().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let t = request_timeout(self.spec.ttl);
+        let r = within(t, "renewal", async {
+            keeper.keep_alive().await?;
+            acks.message().await
+        })
+        .await;
         let o = self.own.as_mut().expect("acquired");
         match r {
             Ok(Some(a)) if a.ttl() > 0 => {
@@ -284,7 +319,7 @@ impl State {
             }
             Err(e) => {
                 o.renew_error = Some(e.clone());
-                return Err(format!("lease renewal: {e}"));
+                return Err(format!("lease {e}"));
             }
         }
         self.publish();
@@ -322,11 +357,10 @@ impl State {
     async fn acquire(&mut self, c: &mut Client) -> Result<(), String> {
         let cfg = self.cfg.clone().expect("config read");
         let prefix = format!("{}/subnets/", self.spec.prefix.trim_end_matches('/'));
+        let t = request_timeout(self.spec.ttl);
         for _attempt in 0..16 {
-            let r = c
-                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(|e| format!("list subnets: {e}"))?;
+            let list = c.get(prefix.clone(), Some(GetOptions::new().with_prefix()));
+            let r = within(t, "list subnets", list).await?;
             let wanted = self
                 .own
                 .as_ref()
@@ -389,10 +423,8 @@ impl State {
         let len = cfg.subnet_len;
         let vtep_mac = self.program_own(cfg, subnet)?;
         let ttl = self.spec.ttl as i64;
-        let g = c
-            .lease_grant(ttl, None)
-            .await
-            .map_err(|e| format!("lease grant: {e}"))?;
+        let t = request_timeout(self.spec.ttl);
+        let g = within(t, "lease grant", c.lease_grant(ttl, None)).await?;
         let attrs = LeaseAttrs {
             public_ip: self.public_ip,
             backend_type: cfg.backend_type().into(),
@@ -410,12 +442,10 @@ impl State {
             attrs.to_json(),
             Some(PutOptions::new().with_lease(g.id())),
         );
-        let t = c
-            .txn(Txn::new().when(vec![cmp]).and_then(vec![put]))
-            .await
-            .map_err(|e| format!("lease txn: {e}"))?;
-        if !t.succeeded() {
-            let _ = c.lease_revoke(g.id()).await;
+        let txn = c.txn(Txn::new().when(vec![cmp]).and_then(vec![put]));
+        let r = within(t, "lease txn", txn).await?;
+        if !r.succeeded() {
+            let _ = within(t, "lease revoke", c.lease_revoke(g.id())).await;
             info!("etcd: {key} was taken meanwhile; trying another subnet");
             self.own = None;
             return Ok(false);
@@ -492,10 +522,8 @@ impl State {
     /// List every lease at one revision and make the programmed peers equal to it.
     async fn resync(&mut self, c: &mut Client) -> Result<i64, String> {
         let prefix = format!("{}/subnets/", self.spec.prefix.trim_end_matches('/'));
-        let r = c
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| format!("list subnets: {e}"))?;
+        let list = c.get(prefix, Some(GetOptions::new().with_prefix()));
+        let r = within(request_timeout(self.spec.ttl), "list subnets", list).await?;
         let rev = r.header().map_or(0, |h| h.revision());
         let kvs = r.kvs().iter().map(|kv| {
             let k = kv.key_str().unwrap_or_default();

@@ -22,7 +22,9 @@
 //!   one (flannel deletes FDB entries by MAC and address); the vxlan port accepts a PublicIP
 //!   while any FDB entry sends to it. Every (re)sync programs every peer again.
 //! - It lists the subnets (a revision R) and watches from R+1: no event is missed. On any error
-//!   (etcd down, watch cancelled, lease lost) what is programmed stays (forwarding continues),
+//!   (etcd down, watch cancelled, lease lost, a request or renewal unanswered for a third of
+//!   the TTL, 2 to 10 s, or an HTTP/2 keep-alive ping unanswered: a silent path or a frozen
+//!   etcd gives no error otherwise) what is programmed stays (forwarding continues),
 //!   the agent retries with back-off (0.5 s doubling to 30 s) and resyncs from a new list.
 //! - `uvs ctl overlay-show` shows the lease, its renewal state and every peer with its age and
 //!   what was programmed (or the error).
