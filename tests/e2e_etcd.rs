@@ -826,6 +826,68 @@ fn a_silent_etcd_ends_the_session_and_the_agent_reconnects() {
     let _ = std::fs::remove_file(&state);
 }
 
+/// A host restarted without its state file (a reboot, the default one being on /run) takes
+/// back the lease etcd still holds under its PublicIP, as flannel does (`findLeaseByIP`),
+/// instead of leasing a second subnet. Found by a tester: each such restart leaked a subnet
+/// whose expiry later cut the host off. Needs etcd, not root.
+#[test]
+fn a_restart_without_the_state_file_takes_back_the_lease_of_its_public_ip() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_restart_without_the_state_file_takes_back_the_lease_of_its_public_ip: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("eip");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    // The lease the host held before its restart (10.252.0.1 is its vxlan port's local_ip),
+    // and a peer's, neither first in the Network.
+    let id = etcd.ctl(&["lease", "grant", "60"]);
+    let id = id.split_whitespace().nth(1).unwrap().to_string();
+    let value = |ip: &str, mac: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    let subnets = "/coreos.com/network/subnets";
+    let ours = value("10.252.0.1", "02:00:00:00:07:01");
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &id,
+        &format!("{subnets}/10.5.7.0-24"),
+        &ours,
+    ]);
+    let peer = value("10.252.0.9", "02:00:00:00:09:01");
+    etcd.ctl(&[
+        "put",
+        "--lease",
+        &id,
+        &format!("{subnets}/10.5.9.0-24"),
+        &peer,
+    ]);
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    let mut subnet = String::new();
+    wait_for("a lease", 30, || {
+        subnet = overlay(&d)["lease"]["subnet"]
+            .as_str()
+            .unwrap_or_default()
+            .into();
+        !subnet.is_empty()
+    });
+    assert_eq!(subnet, "10.5.7.0/24", "a new subnet, not ours by PublicIP");
+    leased(&d, 1);
+    let keys = etcd.ctl(&["get", "--prefix", "--keys-only", subnets]);
+    assert_eq!(keys.split_whitespace().count(), 2, "{keys}");
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
 /// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
 /// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
 /// growth; then deleting them all removes every route. Needs etcd, not root (no ports).

@@ -353,7 +353,9 @@ impl State {
     }
 
     /// Make sure we hold a lease: ours if etcd still has it, else the subnet of the state file
-    /// (or of our last lease) if free or still ours by PublicIP, else the first free one.
+    /// (or of our last lease) if free or still ours by PublicIP, else a lease of the Network
+    /// etcd holds under our PublicIP and backend (flannel's `findLeaseByIP`: a restart that
+    /// lost the state file, e.g. a reboot with it on /run), else the first free one.
     async fn acquire(&mut self, c: &mut Client) -> Result<(), String> {
         let cfg = self.cfg.clone().expect("config read");
         let prefix = format!("{}/subnets/", self.spec.prefix.trim_end_matches('/'));
@@ -368,15 +370,21 @@ impl State {
                 .or_else(|| self.saved_subnet());
             let mut taken = Vec::new();
             let mut mine = None;
+            let mut by_ip = None;
             for kv in r.kvs() {
                 let key = kv.key_str().unwrap_or_default();
                 let Some((s, l)) = schema::parse_subnet_key(&self.spec.prefix, key) else {
                     continue;
                 };
                 taken.push(s);
+                let attrs = LeaseAttrs::parse(kv.value()).ok();
+                let ours = attrs.as_ref().is_some_and(|a| {
+                    a.public_ip == self.public_ip && a.backend_type == cfg.backend_type()
+                });
                 if wanted == Some((s, l)) {
-                    let attrs = LeaseAttrs::parse(kv.value()).ok();
                     mine = Some((kv.lease(), kv.mod_revision(), attrs));
+                } else if ours && by_ip.is_none() && cfg.owns(s, l) {
+                    by_ip = Some((s, kv.mod_revision()));
                 }
             }
             if let (Some(o), Some((lease, _, Some(a)))) = (&self.own, &mine)
@@ -397,12 +405,19 @@ impl State {
                 {
                     (s, Compare::mod_revision(key(s), CompareOp::Equal, *modrev))
                 }
-                _ => {
-                    let s = cfg
-                        .first_free(&taken)
-                        .ok_or("no free subnet left in the Network")?;
-                    (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
-                }
+                _ => match by_ip {
+                    // Not ours by the state file, but etcd holds one under our PublicIP.
+                    Some((s, modrev)) => {
+                        info!("etcd: {} holds our PublicIP: taking it back", key(s));
+                        (s, Compare::mod_revision(key(s), CompareOp::Equal, modrev))
+                    }
+                    None => {
+                        let s = cfg
+                            .first_free(&taken)
+                            .ok_or("no free subnet left in the Network")?;
+                        (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
+                    }
+                },
             };
             if self.take(c, &cfg, subnet, cmp).await? {
                 return Ok(());

@@ -11,7 +11,9 @@
 //!   VtepMAC}`; the subnet is written to `state_file` (flannel's `subnet.env` format) and asked
 //!   for again at the next start. Creating a lease is a transaction on the key's create revision
 //!   (two hosts never hold one subnet); taking back our own subnet is a transaction on its mod
-//!   revision and needs our `PublicIP` in it.
+//!   revision and needs our `PublicIP` in it. Without a subnet of our own (no state file),
+//!   a lease of the Network that etcd holds under our `PublicIP` and backend is taken back
+//!   (flannel's `findLeaseByIP`) before a free subnet is leased.
 //! - For every other lease it programs what flannel programs ([`peer_ops`]) as derived state
 //!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
 //!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
