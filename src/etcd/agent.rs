@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::schema::{self, BackendData, LeaseAttrs, NetConfig};
-use super::{EtcdSpec, PeerLease, own_gateway_ops, peer_del_ops, peer_ops};
+use super::{EtcdSpec, PeerLease, check_peer, own_gateway_ops, peer_del_ops, peer_ops};
 use crate::worker::{Command, OverlayOp, WorkerHandle};
 
 /// Ops per worker request (bounded work per request).
@@ -79,9 +79,38 @@ struct Peer {
     /// Its etcd mod revision: of two leases with one VtepMAC, the newer one's PublicIP gets
     /// the FDB entry (a host that came back with a new address, or without its state file).
     rev: i64,
-    /// What was programmed (None: nothing, see `error`).
+    /// Everything it needs was applied without an error (set by `apply`, not before).
     programmed: bool,
+    /// Why it is not programmed: refused (see `refused`) or an error applying it.
     error: Option<String>,
+    /// Refused before anything was tried ([`check_peer`], or a value this network cannot
+    /// program): not tried again until the lease changes.
+    refused: bool,
+}
+
+/// A subnet lease's key: (subnet, length).
+type Key = (Ipv4Addr, u8);
+
+/// Ops for the worker, each with the peer it programs (None: a removal, whose failure
+/// changes no peer's state), so that `apply` can tell which peers were programmed.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<OverlayOp>,
+    owner: Vec<Option<Key>>,
+}
+
+impl Batch {
+    fn add(&mut self, owner: Option<Key>, ops: impl IntoIterator<Item = OverlayOp>) {
+        for op in ops {
+            self.ops.push(op);
+            self.owner.push(owner);
+        }
+    }
+
+    fn append(&mut self, mut other: Batch) {
+        self.ops.append(&mut other.ops);
+        self.owner.append(&mut other.owner);
+    }
 }
 
 struct Own {
@@ -282,13 +311,13 @@ impl State {
 
     /// What programs the peers `which` picks, oldest lease first, so that where two leases
     /// share a VtepMAC the newer one's PublicIP ends up in the FDB.
-    fn all_peer_ops(&self, cfg: &NetConfig, which: impl Fn(&Peer) -> bool) -> Vec<OverlayOp> {
+    fn all_peer_ops(&self, cfg: &NetConfig, which: impl Fn(&Peer) -> bool) -> Batch {
         let mut peers: Vec<&Peer> = self.peers.values().filter(|p| which(p)).collect();
         peers.sort_by_key(|p| p.rev);
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         for p in peers {
             if let Ok(o) = peer_ops(cfg, &self.spec, &p.lease) {
-                ops.extend(o);
+                ops.add(Some((p.lease.subnet, p.lease.len)), o);
             }
         }
         ops
@@ -334,7 +363,7 @@ impl State {
                 m.compact_revision()
             ));
         }
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         for ev in m.events() {
             let Some(kv) = ev.kv() else { continue };
             let k = kv.key_str().unwrap_or_default().to_string();
@@ -555,7 +584,7 @@ impl State {
     /// then program every peer again, whatever this agent believes is programmed: a resync
     /// also repairs what the switch lost without the repair check seeing it.
     fn sync_to<'a>(&mut self, kvs: impl Iterator<Item = (&'a str, &'a [u8], i64)>) {
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         let mut seen = std::collections::HashSet::new();
         for (k, v, rev) in kvs {
             if let Some(s) = schema::parse_subnet_key(&self.spec.prefix, k) {
@@ -573,13 +602,14 @@ impl State {
             self.remove(&schema::subnet_key(&self.spec.prefix, s, l), &mut ops);
         }
         if let Some(cfg) = self.cfg.clone() {
-            ops.extend(self.all_peer_ops(&cfg, |p| p.error.is_none()));
+            ops.append(self.all_peer_ops(&cfg, |p| !p.refused));
         }
         self.apply(ops);
     }
 
-    /// A lease was written: program it (or replace what it had), unless it is ours.
-    fn upsert(&mut self, key: &str, value: &[u8], rev: i64, ops: &mut Vec<OverlayOp>) {
+    /// A lease was written: program it (or replace what it had), unless it is ours or
+    /// [`check_peer`] refuses it (then it is shown with the reason, and logged once).
+    fn upsert(&mut self, key: &str, value: &[u8], rev: i64, ops: &mut Batch) {
         let (Some((subnet, len)), Some(cfg)) = (
             schema::parse_subnet_key(&self.spec.prefix, key),
             self.cfg.clone(),
@@ -608,7 +638,7 @@ impl State {
         let lease = PeerLease { subnet, len, attrs };
         if let Some(p) = self.peers.get_mut(&(subnet, len))
             && p.lease == lease
-            && p.programmed
+            && (p.programmed || p.refused)
         {
             p.rev = rev;
             return;
@@ -616,35 +646,40 @@ impl State {
         if let Some(p) = self.peers.remove(&(subnet, len))
             && p.programmed
         {
-            ops.extend(peer_del_ops(&cfg, &self.spec, &p.lease));
+            ops.add(None, peer_del_ops(&cfg, &self.spec, &p.lease));
             self.repoint(&cfg, &p.lease, ops);
         }
-        self.warn_shared_mac(key, &lease);
-        let (programmed, error) = match peer_ops(&cfg, &self.spec, &lease) {
+        let own = self.own.as_ref().map(|o| (o.subnet, o.len));
+        let planned = check_peer(&cfg, own, self.public_ip, &lease)
+            .map_err(|e| e.to_string())
+            .and_then(|()| peer_ops(&cfg, &self.spec, &lease));
+        let error = match planned {
             Ok(o) => {
-                ops.extend(o);
-                (true, None)
+                self.warn_shared_mac(key, &lease);
+                ops.add(Some((subnet, len)), o);
+                info!("etcd: peer {subnet}/{len} at {}", lease.attrs.public_ip);
+                None
             }
             Err(e) => {
-                warn!("etcd: {key}: {e}");
-                (false, Some(e))
+                warn!("etcd: {key}: not programmed: {e}");
+                Some(e)
             }
         };
-        info!("etcd: peer {subnet}/{len} at {}", lease.attrs.public_ip);
         self.peers.insert(
             (subnet, len),
             Peer {
                 lease,
                 since: unix_now(),
                 rev,
-                programmed,
+                programmed: false,
+                refused: error.is_some(),
                 error,
             },
         );
     }
 
     /// A lease was deleted or expired: remove what it programmed.
-    fn remove(&mut self, key: &str, ops: &mut Vec<OverlayOp>) {
+    fn remove(&mut self, key: &str, ops: &mut Batch) {
         let (Some(k), Some(cfg)) = (
             schema::parse_subnet_key(&self.spec.prefix, key),
             self.cfg.as_ref(),
@@ -660,7 +695,7 @@ impl State {
             info!("etcd: peer {}/{} left", k.0, k.1);
             if p.programmed {
                 let cfg = cfg.clone();
-                ops.extend(peer_del_ops(&cfg, &self.spec, &p.lease));
+                ops.add(None, peer_del_ops(&cfg, &self.spec, &p.lease));
                 self.repoint(&cfg, &p.lease, ops);
             }
         }
@@ -671,7 +706,7 @@ impl State {
     /// first, so the newest remaining lease's PublicIP ends up behind the MAC. (Found by a
     /// tester: a stale lease of a host that came back under a new address took the live
     /// lease's FDB entry with it when it expired.)
-    fn repoint(&self, cfg: &NetConfig, gone: &PeerLease, ops: &mut Vec<OverlayOp>) {
+    fn repoint(&self, cfg: &NetConfig, gone: &PeerLease, ops: &mut Batch) {
         let mac = gone.attrs.vtep_mac().ok();
         let ip = gone.attrs.public_ip;
         let shares = |p: &Peer| {
@@ -679,11 +714,12 @@ impl State {
                 && (p.lease.attrs.public_ip == ip
                     || (mac.is_some() && p.lease.attrs.vtep_mac().ok() == mac))
         };
-        let fdb = self
-            .all_peer_ops(cfg, shares)
-            .into_iter()
-            .filter(|op| matches!(op, OverlayOp::Fdb { .. }));
-        ops.extend(fdb);
+        let all = self.all_peer_ops(cfg, shares);
+        for (op, owner) in all.ops.into_iter().zip(all.owner) {
+            if matches!(op, OverlayOp::Fdb { .. }) {
+                ops.add(owner, [op]);
+            }
+        }
     }
 
     /// Log a lease whose VtepMAC another peer announces under another PublicIP (hosts with
@@ -709,7 +745,7 @@ impl State {
     }
 
     fn drop_all_peers(&mut self) {
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         let keys: Vec<_> = self.peers.keys().copied().collect();
         for (s, l) in keys {
             self.remove(&schema::subnet_key(&self.spec.prefix, s, l), &mut ops);
@@ -717,18 +753,34 @@ impl State {
         self.apply(ops);
     }
 
-    /// Send ops to the worker in bounded batches; errors are logged.
-    fn apply(&mut self, ops: Vec<OverlayOp>) {
-        for chunk in ops.chunks(OPS_PER_CALL) {
-            match self.worker.call(Command::Overlay(chunk.to_vec())) {
-                Ok(v) => {
-                    for e in v["errors"].as_array().into_iter().flatten() {
-                        let i = e["op"].as_u64().unwrap_or(0) as usize;
-                        warn!("etcd: programming {:?}: {}", chunk.get(i), e["error"]);
-                        self.last_error = Some(format!("{:?}: {}", chunk.get(i), e["error"]));
-                    }
+    /// Send ops to the worker in bounded batches; errors are logged. Each peer with ops in
+    /// the batch is then `programmed` if all of them applied, else not, with the first error.
+    fn apply(&mut self, batch: Batch) {
+        let mut failed: BTreeMap<Key, String> = BTreeMap::new();
+        for (n, chunk) in batch.ops.chunks(OPS_PER_CALL).enumerate() {
+            let base = n * OPS_PER_CALL;
+            let errors = match self.worker.call(Command::Overlay(chunk.to_vec())) {
+                Ok(v) => v["errors"].as_array().cloned().unwrap_or_default(),
+                Err(e) => {
+                    warn!("etcd: worker: {e}");
+                    let all = (0..chunk.len()).map(|i| json!({"op": i, "error": e.clone()}));
+                    all.collect()
                 }
-                Err(e) => warn!("etcd: worker: {e}"),
+            };
+            for e in errors {
+                let i = e["op"].as_u64().unwrap_or(0) as usize;
+                let msg = format!("{:?}: {}", chunk.get(i), e["error"]);
+                warn!("etcd: programming {msg}");
+                if let Some(Some(k)) = batch.owner.get(base + i) {
+                    failed.entry(*k).or_insert_with(|| msg.clone());
+                }
+                self.last_error = Some(msg);
+            }
+        }
+        for k in batch.owner.iter().flatten() {
+            if let Some(p) = self.peers.get_mut(k) {
+                p.error = failed.get(k).cloned();
+                p.programmed = p.error.is_none();
             }
         }
     }
@@ -838,13 +890,13 @@ mod tests {
     }
 
     fn put(st: &mut State, subnet: &str, ip: &str, mac: &str, rev: i64) {
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         st.upsert(&key(subnet), &value(ip, mac), rev, &mut ops);
         st.apply(ops);
     }
 
     fn del(st: &mut State, subnet: &str) {
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         st.remove(&key(subnet), &mut ops);
         st.apply(ops);
     }
@@ -891,5 +943,68 @@ mod tests {
         assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
         del(&mut st, "10.5.3.0-24");
         assert_eq!(fdb_remote(&w, mac), None);
+    }
+
+    fn peer<'a>(st: &'a State, subnet: &str) -> &'a Peer {
+        let (ip, len) = subnet.split_once('-').unwrap();
+        &st.peers[&(ip.parse().unwrap(), len.parse().unwrap())]
+    }
+
+    /// Leases that are no SubnetLen subnet of the Network (one halving our own subnet) are
+    /// shown with the reason and get nothing; a peer is `programmed` only once the switch
+    /// applied all of it. Found by a tester: a /25 of our subnet was routed away, and leases
+    /// whose route failed were shown "programmed".
+    #[test]
+    fn refused_and_failed_leases_are_not_shown_programmed() {
+        let w = Arc::new(overlay_worker());
+        let mut st = state(w.clone());
+        let m = "02:00:00:00:28:01";
+        for (i, subnet) in ["10.5.1.128-25", "192.168.77.0-24", "10.5.50.0-26"]
+            .iter()
+            .enumerate()
+        {
+            put(&mut st, subnet, "10.252.0.7", m, 20 + i as i64);
+            let p = peer(&st, subnet);
+            assert!(!p.programmed, "{subnet}");
+            assert!(
+                p.error.as_deref().unwrap().starts_with("ignored: "),
+                "{subnet}"
+            );
+        }
+        put(&mut st, "10.5.3.0-24", "10.252.0.1", m, 30);
+        assert!(
+            peer(&st, "10.5.3.0-24")
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("ours")
+        );
+        let routes = w.call(Command::RouteShow).unwrap().to_string();
+        for r in [
+            "10.5.1.128/25",
+            "192.168.77.0/24",
+            "10.5.50.0/26",
+            "10.5.3.0/24",
+        ] {
+            assert!(!routes.contains(r), "{r}: {routes}");
+        }
+        // The switch refuses part of a valid lease (no such vxlan port here): not programmed.
+        st.spec.vxlan_port = "nope".into();
+        put(&mut st, "10.5.2.0-24", "10.252.0.2", m, 31);
+        let p = peer(&st, "10.5.2.0-24");
+        assert!(!p.programmed);
+        assert!(
+            p.error.as_deref().unwrap().contains("nope"),
+            "{:?}",
+            p.error
+        );
+        // Once it applies (the next resync), it is.
+        st.spec.vxlan_port = "flannel.1".into();
+        let v = value("10.252.0.2", m);
+        let k = key("10.5.2.0-24");
+        st.sync_to([(k.as_str(), &v[..], 31)].into_iter());
+        let p = peer(&st, "10.5.2.0-24");
+        assert!(p.programmed && p.error.is_none(), "{:?}", p.error);
+        assert!(st.peers.len() == 1, "the others were deleted by the resync");
     }
 }

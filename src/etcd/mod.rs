@@ -14,7 +14,9 @@
 //!   revision and needs our `PublicIP` in it. Without a subnet of our own (no state file),
 //!   a lease of the Network that etcd holds under our `PublicIP` and backend is taken back
 //!   (flannel's `findLeaseByIP`) before a free subnet is leased.
-//! - For every other lease it programs what flannel programs ([`peer_ops`]) as derived state
+//! - For every other lease that [`check_peer`] accepts (a `SubnetLen` subnet of the Network,
+//!   not overlapping ours, not under our own PublicIP; the others are shown with the reason
+//!   and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
 //!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
 //!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
 //!   port, a route to the subnet via that address; host-gw: a route via PublicIP. A deleted or
@@ -29,7 +31,8 @@
 //!   etcd gives no error otherwise) what is programmed stays (forwarding continues),
 //!   the agent retries with back-off (0.5 s doubling to 30 s) and resyncs from a new list.
 //! - `uvs ctl overlay-show` shows the lease, its renewal state and every peer with its age and
-//!   what was programmed (or the error).
+//!   whether it is programmed: all of its ops applied by the switch, or the refusal or the
+//!   switch's first error (retried at the next resync).
 
 pub mod agent;
 pub mod schema;
@@ -164,6 +167,86 @@ pub struct PeerLease {
     pub len: u8,
     /// Its value.
     pub attrs: LeaseAttrs,
+}
+
+/// Why a peer's lease is refused before anything is programmed for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefused {
+    /// Its key is not a `SubnetLen` subnet of the Network (a hand-written or foreign key):
+    /// routing it could take any address range, e.g. part of our own containers' subnet.
+    #[error(
+        "ignored: {subnet}/{len} is not a /{subnet_len} subnet of the Network {network}/{network_len}"
+    )]
+    NotOfTheNetwork {
+        /// The lease's subnet.
+        subnet: Ipv4Addr,
+        /// Its length.
+        len: u8,
+        /// The network's `SubnetLen`.
+        subnet_len: u8,
+        /// The Network.
+        network: Ipv4Addr,
+        /// The Network's length.
+        network_len: u8,
+    },
+    /// It overlaps the subnet we hold.
+    #[error("ignored: {subnet}/{len} overlaps our subnet {own}/{own_len}")]
+    OverlapsOurs {
+        /// The lease's subnet.
+        subnet: Ipv4Addr,
+        /// Its length.
+        len: u8,
+        /// Our subnet.
+        own: Ipv4Addr,
+        /// Its length.
+        own_len: u8,
+    },
+    /// Its PublicIP is ours: a lease this host left behind (before a Network change, or a
+    /// restart that leased another subnet), not a peer.
+    #[error("ignored: PublicIP {0} is ours (a lease this host left behind)")]
+    OurPublicIp(Ipv4Addr),
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - len) }
+}
+
+/// Whether a peer's lease may be programmed at all: its key is a `SubnetLen` subnet of the
+/// Network, it does not overlap `own` (our subnet) and its PublicIP is not `public_ip`
+/// (ours). flannel trusts every key; a stray or hand-written one could route away part of
+/// our own containers' subnet (found by a tester).
+pub fn check_peer(
+    cfg: &NetConfig,
+    own: Option<(Ipv4Addr, u8)>,
+    public_ip: Ipv4Addr,
+    p: &PeerLease,
+) -> Result<(), PeerRefused> {
+    let (net, net_len) = cfg.network;
+    let s = u32::from(p.subnet);
+    if p.len != cfg.subnet_len || s & mask(net_len) != u32::from(net) {
+        return Err(PeerRefused::NotOfTheNetwork {
+            subnet: p.subnet,
+            len: p.len,
+            subnet_len: cfg.subnet_len,
+            network: net,
+            network_len: net_len,
+        });
+    }
+    if let Some((o, ol)) = own {
+        let m = mask(ol.min(p.len));
+        if s & m == u32::from(o) & m {
+            return Err(PeerRefused::OverlapsOurs {
+                subnet: p.subnet,
+                len: p.len,
+                own: o,
+                own_len: ol,
+            });
+        }
+    }
+    if p.attrs.public_ip == public_ip {
+        return Err(PeerRefused::OurPublicIp(public_ip));
+    }
+    Ok(())
 }
 
 /// What flannel programs for a peer's lease (and what removes it: [`peer_del_ops`]).
@@ -478,6 +561,39 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Peers' leases outside the Network, of another length, overlapping ours or under our
+    /// own PublicIP are refused, each with its reason.
+    #[test]
+    fn peer_leases_are_checked_against_the_network_and_our_lease() {
+        let c = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        let own = Some((Ipv4Addr::new(10, 5, 1, 0), 24));
+        let me = Ipv4Addr::new(10, 252, 0, 1);
+        let at = |a: [u8; 4], len: u8| PeerLease {
+            subnet: Ipv4Addr::from(a),
+            len,
+            ..lease("vxlan", Some("02:00:00:00:00:42"))
+        };
+        check_peer(&c, own, me, &at([10, 5, 2, 0], 24)).unwrap();
+        let e = |p: &PeerLease| check_peer(&c, own, me, p).unwrap_err();
+        assert!(matches!(
+            e(&at([192, 168, 77, 0], 24)),
+            PeerRefused::NotOfTheNetwork { .. }
+        ));
+        assert!(matches!(
+            e(&at([10, 5, 50, 0], 26)),
+            PeerRefused::NotOfTheNetwork { .. }
+        ));
+        let m = e(&at([10, 5, 1, 128], 25)).to_string();
+        assert!(m.contains("10.5.1.128/25") && m.contains("/24"), "{m}");
+        let mut c26 = c.clone();
+        c26.subnet_len = 25;
+        let o = check_peer(&c26, own, me, &at([10, 5, 1, 128], 25)).unwrap_err();
+        assert!(matches!(o, PeerRefused::OverlapsOurs { .. }), "{o}");
+        let mut mine = at([10, 5, 3, 0], 24);
+        mine.attrs.public_ip = me;
+        assert_eq!(e(&mine), PeerRefused::OurPublicIp(me));
     }
 
     #[test]
