@@ -888,6 +888,48 @@ fn a_restart_without_the_state_file_takes_back_the_lease_of_its_public_ip() {
     let _ = std::fs::remove_file(&state);
 }
 
+/// A Network whose vxlan Backend (VNI, Port) differs from the vxlan port's `vni`/`dst_port`
+/// is refused, naming both, in `overlay-show`; nothing is leased. Found by a tester: uvs
+/// announced VNI 5 while its port used VNI 1. Needs etcd, not root.
+#[test]
+fn a_backend_that_differs_from_the_vxlan_port_is_refused() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_backend_that_differs_from_the_vxlan_port_is_refused: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("evn");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.7.0.0/16","Backend":{"Type":"vxlan","VNI":5,"Port":4789}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    let mut e = String::new();
+    wait_for("the mismatch reported", 10, || {
+        e = overlay(&d)["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .into();
+        !e.is_empty()
+    });
+    for part in ["VNI 5", "Port 4789", "vni=1", "dst_port=8472"] {
+        assert!(e.contains(part), "{part}: {e}");
+    }
+    assert!(overlay(&d)["lease"].is_null());
+    let keys = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/coreos.com/network/subnets",
+    ]);
+    assert!(keys.trim().is_empty(), "{keys}");
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
 /// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
 /// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
 /// growth; then deleting them all removes every route. Needs etcd, not root (no ports).

@@ -30,6 +30,27 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// servers refuse pings more often than every 5 s (`--grpc-keepalive-min-time`).
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
 
+/// The Network's vxlan Backend and our vxlan port disagree: leasing would announce a VNI
+/// and port this host does not use, and no packet would pass between it and its peers.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{key}: Backend VNI {vni} Port {port}, but vxlan port '{name}' has vni={port_vni} dst_port={port_dst}: not leasing until they match"
+)]
+pub struct BackendMismatch {
+    /// The configuration key.
+    pub key: String,
+    /// The Network's `Backend.VNI`.
+    pub vni: u32,
+    /// The Network's `Backend.Port`.
+    pub port: u16,
+    /// The vxlan port's name.
+    pub name: String,
+    /// Its `vni`.
+    pub port_vni: u32,
+    /// Its `dst_port`.
+    pub port_dst: u16,
+}
+
 /// An etcd request that got no answer in time (a silent path or a frozen etcd: no error
 /// comes otherwise, and the session would wait forever).
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +172,11 @@ pub fn start(
     spec.validate()?;
     let public_ip = match spec.public_ip {
         Some(ip) => ip,
-        None => vxlan_local_ip(&worker, &spec)?,
+        None => {
+            vxlan_port(&worker, &spec)
+                .map_err(|e| format!("etcd.public_ip: not set, and {e} to take its local_ip from"))?
+                .local_ip
+        }
     };
     let status: Status = Arc::new(Mutex::new(json!({"connected": false})));
     let mut st = State {
@@ -188,24 +213,35 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `local_ip` of the vxlan port (from `show`).
-fn vxlan_local_ip(w: &WorkerHandle, spec: &EtcdSpec) -> Result<Ipv4Addr, String> {
+/// The vxlan port's settings (from `show`) the overlay depends on.
+#[derive(Debug, Clone, Copy)]
+struct VxlanPort {
+    local_ip: Ipv4Addr,
+    vni: u32,
+    dst_port: u16,
+}
+
+/// The vxlan port `spec.vxlan_port`'s settings, as `show` describes them now.
+fn vxlan_port(w: &WorkerHandle, spec: &EtcdSpec) -> Result<VxlanPort, String> {
     let v = w.call(Command::Show)?;
     let ports = v["bridges"].as_array().into_iter().flatten();
     let port = ports
         .flat_map(|b| b["ports"].as_array().into_iter().flatten())
         .find(|p| p["name"] == spec.vxlan_port.as_str());
     let details = port.and_then(|p| p["details"].as_str()).unwrap_or_default();
-    details
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("local_ip="))
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "etcd.public_ip: not set, and there is no vxlan port '{}' to take its local_ip from",
-                spec.vxlan_port
-            )
+    let field = |k: &str| {
+        details
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+    };
+    let parsed = || {
+        Some(VxlanPort {
+            local_ip: field("local_ip")?.parse().ok()?,
+            vni: field("vni")?.parse().ok()?,
+            dst_port: field("dst_port")?.parse().ok()?,
         })
+    };
+    parsed().ok_or_else(|| format!("there is no vxlan port '{}'", spec.vxlan_port))
 }
 
 impl State {
@@ -247,6 +283,20 @@ impl State {
         let r = within(t, &format!("get {key}"), c.get(key.clone(), None)).await?;
         let kv = r.kvs().first().ok_or_else(|| format!("{key}: missing"))?;
         let cfg = NetConfig::parse(kv.value())?;
+        if let schema::Backend::Vxlan { vni, port } = cfg.backend {
+            let p = vxlan_port(&self.worker, &self.spec)?;
+            if (p.vni, p.dst_port) != (vni, port) {
+                return Err(BackendMismatch {
+                    key,
+                    vni,
+                    port,
+                    name: self.spec.vxlan_port.clone(),
+                    port_vni: p.vni,
+                    port_dst: p.dst_port,
+                }
+                .to_string());
+            }
+        }
         if self.cfg.as_ref().is_some_and(|old| *old != cfg) {
             warn!("etcd: {key} changed; taking a new lease");
             self.drop_all_peers();

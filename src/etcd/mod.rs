@@ -6,7 +6,9 @@
 //!   a current-thread tokio runtime ([`agent`]); it never runs on the datapath worker and talks
 //!   to it only through [`Command::Overlay`](crate::worker::Command::Overlay), like the control
 //!   socket does.
-//! - The agent reads `PREFIX/config`, leases a subnet `PREFIX/subnets/A.B.C.D-LEN` with an etcd
+//! - The agent reads `PREFIX/config` (with the vxlan backend, its `VNI` and `Port` must be the
+//!   vxlan port's `vni` and `dst_port`, or the session ends with an error naming both and
+//!   nothing is leased), leases a subnet `PREFIX/subnets/A.B.C.D-LEN` with an etcd
 //!   lease of `ttl` seconds renewed every `ttl/3`, holding `PublicIP` and `BackendData {VNI,
 //!   VtepMAC}`; the subnet is written to `state_file` (flannel's `subnet.env` format) and asked
 //!   for again at the next start. Creating a lease is a transaction on the key's create revision
@@ -83,8 +85,9 @@ pub struct EtcdSpec {
     /// the VtepMAC announced.
     #[serde(default = "default_overlay")]
     pub overlay_bridge: String,
-    /// vxlan backend: the vxlan port in `overlay_bridge` (`vni` and `dst_port` must match the
-    /// network's Backend).
+    /// vxlan backend: the vxlan port in `overlay_bridge`; its `vni` and `dst_port` must be the
+    /// Network's `Backend.VNI` and `Backend.Port` (checked at every session: nothing is leased
+    /// while they differ, and `overlay-show` names both).
     #[serde(default = "default_port")]
     pub vxlan_port: String,
     /// This host's underlay address (default: the vxlan port's `local_ip`).
