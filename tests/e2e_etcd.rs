@@ -930,6 +930,40 @@ fn a_backend_that_differs_from_the_vxlan_port_is_refused() {
     let _ = std::fs::remove_file(&state);
 }
 
+/// subnet.env's `FLANNEL_MTU` is the tunnel's inner MTU (underlay MTU - 50, as flannel
+/// writes it; CNI's flannel plugin gives it to the pods): an underlay of MTU 1400 (a TAP port
+/// on `ul`) gives 1350. Found by a tester: it was 1450 whatever the underlay. Needs root (the
+/// TAP port) and etcd.
+#[test]
+fn subnet_env_mtu_is_the_tunnels_inner_mtu() {
+    if !root_or_skip("subnet_env_mtu_is_the_tunnels_inner_mtu")
+        || !etcd_or_skip("subnet_env_mtu_is_the_tunnels_inner_mtu")
+    {
+        return;
+    }
+    let p = prefix("emt");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let text = std::fs::read_to_string(&conf).unwrap().replacen(
+        "gateway = \"10.252.0.1/16\"\n",
+        &format!("gateway = \"10.252.0.1/16\"\n[[bridge.port]]\nname = \"t{p}\"\ntype = \"tap\"\nmtu = 1400\n"),
+        1,
+    );
+    std::fs::write(&conf, text).unwrap();
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    leased(&d, 0);
+    let show = d.ctl(&["show"]);
+    assert!(show.contains("inner_mtu=1350"), "{show}");
+    let env = std::fs::read_to_string(&state).unwrap();
+    assert!(env.contains("FLANNEL_MTU=1350\n"), "{env}");
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
 /// Scale: 1,000 flannel-format leases written into etcd (in transactions of 100) are all
 /// programmed (a route, a neighbour and an FDB entry each) within a bound, with bounded memory
 /// growth; then deleting them all removes every route. Needs etcd, not root (no ports).

@@ -219,6 +219,8 @@ struct VxlanPort {
     local_ip: Ipv4Addr,
     vni: u32,
     dst_port: u16,
+    /// The MTU its inner frames can have (its underlay bridge's MTU - 50).
+    inner_mtu: u32,
 }
 
 /// The vxlan port `spec.vxlan_port`'s settings, as `show` describes them now.
@@ -239,6 +241,7 @@ fn vxlan_port(w: &WorkerHandle, spec: &EtcdSpec) -> Result<VxlanPort, String> {
             local_ip: field("local_ip")?.parse().ok()?,
             vni: field("vni")?.parse().ok()?,
             dst_port: field("dst_port")?.parse().ok()?,
+            inner_mtu: field("inner_mtu")?.parse().ok()?,
         })
     };
     parsed().ok_or_else(|| format!("there is no vxlan port '{}'", spec.vxlan_port))
@@ -549,8 +552,10 @@ impl State {
             g.id(),
             self.public_ip
         );
+        // What the containers' MTU must be (CNI's flannel plugin gives them FLANNEL_MTU):
+        // the tunnel's inner MTU, as flannel writes its underlay MTU - 50.
         let mtu = match cfg.backend {
-            schema::Backend::Vxlan { .. } => 1450,
+            schema::Backend::Vxlan { .. } => vxlan_port(&self.worker, &self.spec)?.inner_mtu,
             schema::Backend::HostGw => 1500,
         };
         if let Err(e) = std::fs::write(&self.state_file, schema::subnet_env(cfg, subnet, mtu)) {

@@ -10,7 +10,8 @@
 //!   vxlan port's `vni` and `dst_port`, or the session ends with an error naming both and
 //!   nothing is leased), leases a subnet `PREFIX/subnets/A.B.C.D-LEN` with an etcd
 //!   lease of `ttl` seconds renewed every `ttl/3`, holding `PublicIP` and `BackendData {VNI,
-//!   VtepMAC}`; the subnet is written to `state_file` (flannel's `subnet.env` format) and asked
+//!   VtepMAC}`; the subnet is written to `state_file` (flannel's `subnet.env` format, with
+//!   `FLANNEL_MTU` the vxlan port's inner MTU, plus our `UVS_BACKEND` line) and asked
 //!   for again at the next start. Creating a lease is a transaction on the key's create revision
 //!   (two hosts never hold one subnet); taking back our own subnet is a transaction on its mod
 //!   revision and needs our `PublicIP` in it. Without a subnet of our own (no state file),

@@ -232,14 +232,18 @@ impl LeaseAttrs {
 }
 
 /// flannel's `subnet.env` (`/run/flannel/subnet.env`): what CNI plugins read, and what uvs
-/// reads back at start to ask for the same subnet again.
+/// reads back at start to ask for the same subnet again. `mtu` is the containers' MTU (the
+/// tunnel's inner MTU with vxlan). One line is uvs's own, `UVS_BACKEND` (CNI's flannel plugin
+/// ignores keys it does not know): the MTU alone cannot tell vxlan from host-gw on a jumbo
+/// underlay.
 pub fn subnet_env(cfg: &NetConfig, subnet: Ipv4Addr, mtu: u32) -> String {
     format!(
-        "FLANNEL_NETWORK={}/{}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\n",
+        "FLANNEL_NETWORK={}/{}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=false\nUVS_BACKEND={}\n",
         cfg.network.0,
         cfg.network.1,
         Ipv4Addr::from(u32::from(subnet) + 1),
-        cfg.subnet_len
+        cfg.subnet_len,
+        cfg.backend_type()
     )
 }
 
@@ -256,8 +260,8 @@ pub fn parse_subnet_env(text: &str) -> Option<(Ipv4Addr, u8)> {
 
 /// The network and our subnet as a `subnet.env` we wrote records them, for the gateways of
 /// our last lease while etcd does not answer (a start during an etcd outage). The backend is
-/// told by the MTU written with it (vxlan: below 1500; its VNI and port are not needed for
-/// our own gateways and are left at flannel's defaults).
+/// `UVS_BACKEND`, or in a file written before it, told by the MTU (vxlan: below 1500); its VNI
+/// and port are not needed for our own gateways and are left at flannel's defaults.
 pub fn saved_config(text: &str) -> Option<(NetConfig, Ipv4Addr)> {
     let field = |k: &str| text.lines().find_map(|l| l.trim().strip_prefix(k));
     let (subnet, subnet_len) = parse_subnet_env(text)?;
@@ -267,10 +271,12 @@ pub fn saved_config(text: &str) -> Option<(NetConfig, Ipv4Addr)> {
         len.parse().ok().filter(|l: &u8| *l <= subnet_len)?,
     );
     let mtu: u32 = field("FLANNEL_MTU=")?.parse().ok()?;
-    let backend = if mtu < 1500 {
-        Backend::Vxlan { vni: 1, port: 8472 }
-    } else {
-        Backend::HostGw
+    let vxlan = Backend::Vxlan { vni: 1, port: 8472 };
+    let backend = match field("UVS_BACKEND=") {
+        Some("host-gw") => Backend::HostGw,
+        Some(_) => vxlan,
+        None if mtu < 1500 => vxlan,
+        None => Backend::HostGw,
     };
     let cfg = NetConfig {
         network,
@@ -294,8 +300,21 @@ mod tests {
         assert_eq!((s.network, s.subnet_len), (c.network, 24));
         assert_eq!(subnet, Ipv4Addr::new(10, 5, 7, 0));
         assert!(matches!(s.backend, Backend::Vxlan { .. }));
-        let (h, _) = saved_config(&subnet_env(&c, Ipv4Addr::new(10, 5, 7, 0), 1500)).unwrap();
-        assert!(matches!(h.backend, Backend::HostGw));
+        // A vxlan tunnel over a jumbo underlay: its MTU says nothing of the backend.
+        let (j, _) = saved_config(&subnet_env(&c, Ipv4Addr::new(10, 5, 7, 0), 8950)).unwrap();
+        assert!(matches!(j.backend, Backend::Vxlan { .. }));
+        let hg = NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let env = subnet_env(&hg.unwrap(), Ipv4Addr::new(10, 5, 7, 0), 1500);
+        assert!(matches!(
+            saved_config(&env).unwrap().0.backend,
+            Backend::HostGw
+        ));
+        // Written before UVS_BACKEND: told by the MTU.
+        let old = "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.7.1/24\nFLANNEL_MTU=1500\n";
+        assert!(matches!(
+            saved_config(old).unwrap().0.backend,
+            Backend::HostGw
+        ));
         assert!(saved_config("FLANNEL_SUBNET=10.5.7.1/24\n").is_none());
     }
 
