@@ -457,6 +457,22 @@ impl Nat {
     }
 
     /// Rows for `nat-show`; `bridge_name` maps ids to names.
+    /// The rules that name an address of the subnet `net`/`len` (a source prefix inside it, a
+    /// mapping's target in it), by index: what a deleted or moved bridge leaves behind.
+    pub fn naming_subnet(&self, net: u32, len: u8) -> Vec<usize> {
+        let m = crate::route::mask(len);
+        let inside = |a: u32| a & m == net & m;
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| match r {
+                NatRule::Source { src, len: l, .. } => *l >= len && inside(*src),
+                NatRule::Dest { to, .. } => inside(u32::from_be_bytes(*to)),
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     pub fn rows(&self, bridge_name: impl Fn(u16) -> String) -> Vec<NatRow> {
         self.rules
             .iter()

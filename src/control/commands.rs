@@ -48,7 +48,8 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("del-br", "del-br BRIDGE", 1, 1, move |a| {
         let v = ask(&w, Command::DelBridge(a[0].clone()))?;
-        Ok(Reply::new(String::new(), v))
+        let text = stale_nat_note(&v, "its subnet");
+        Ok(Reply::new(text, v))
     });
     let w = worker.clone();
     reg.register(
@@ -255,6 +256,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     },
                 )?;
             }
+            let mut text = String::new();
             if let Some(gateway) = gateway {
                 v = ask(
                     &w,
@@ -263,8 +265,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                         gateway,
                     },
                 )?;
+                text = stale_nat_note(&v, "the old subnet");
             }
-            Ok(Reply::new(String::new(), v))
+            Ok(Reply::new(text, v))
         },
     );
     let w = worker.clone();
@@ -477,6 +480,24 @@ pub fn register_store(
         Ok(Reply::new(text, data))
     });
     reg.set_read_only(&["save-config"]);
+}
+
+/// A note on the NAT rules a change left naming an address of a subnet that is gone (the
+/// `stale_nat` rows of the answer), or nothing.
+fn stale_nat_note(v: &Value, what: &str) -> String {
+    let rows: Vec<&str> = v["stale_nat"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "note: NAT rules still name {what} (kept; `nat-del N` removes one): {}\n",
+        rows.join("; ")
+    )
 }
 
 fn ask(w: &WorkerHandle, cmd: Command) -> Result<Value, CtlError> {

@@ -128,6 +128,54 @@ mod tests {
         a.iter().map(|x| x.to_string()).collect()
     }
 
+    /// Deleting a bridge, or moving its gateway to another subnet, answers the NAT rules that
+    /// still name its (old) subnet, which are kept (they were left behind without a word).
+    #[test]
+    fn a_deleted_or_moved_bridge_names_the_nat_rules_left_on_its_subnet() {
+        let w = crate::worker::spawn_for_tests();
+        for (name, gw) in [
+            ("ext", "10.250.0.1/24"),
+            ("br0", "172.31.51.1/24"),
+            ("br1", "172.31.52.1/24"),
+        ] {
+            let b = BridgeSpec::from_args(name, &s(&[&format!("gateway={gw}")])).unwrap();
+            w.call(Command::AddBridge(b)).unwrap();
+        }
+        for rule in [
+            vec!["masquerade", "src=172.31.51.0/24", "out=ext"],
+            vec![
+                "dnat",
+                "in=ext",
+                "proto=tcp",
+                "port=8080",
+                "to=172.31.51.2:80",
+            ],
+            vec!["masquerade", "src=172.31.52.0/24", "out=ext"],
+        ] {
+            w.call(Command::NatAdd(NatSpec::from_args(&s(&rule)).unwrap()))
+                .unwrap();
+        }
+        let v = w.call(Command::DelBridge("br0".into())).unwrap();
+        assert_eq!(
+            v["stale_nat"],
+            serde_json::json!([
+                "#0 masquerade src=172.31.51.0/24 out=ext",
+                "#1 dnat in=ext proto=tcp port=8080 to=172.31.51.2:80"
+            ])
+        );
+        let gw = crate::config::parse_gateway("br1", Some("172.31.60.1/24"), None).unwrap();
+        let v = w
+            .call(Command::SetGateway {
+                bridge: "br1".into(),
+                gateway: gw,
+            })
+            .unwrap();
+        assert_eq!(
+            v["stale_nat"],
+            serde_json::json!(["#2 masquerade src=172.31.52.0/24 out=ext"])
+        );
+    }
+
     /// A mapping to an address no host can be (0.0.0.0, broadcast, multicast, loopback) or to
     /// a gateway of the switch itself is refused naming `to` (they were accepted and
     /// answered nothing, or looped).

@@ -370,9 +370,18 @@ impl Worker {
                 if let Some(why) = self.dp.gateway_change_refused(b, gateway) {
                     return Err(why);
                 }
+                let old = self
+                    .dp
+                    .bridge(b)
+                    .and_then(|b| b.gateway)
+                    .map(|g| g.subnet());
                 self.dp.set_gateway(b, gateway)?;
                 self.announce_gateway(b);
-                Ok(json!({"bridge": bridge, "gateway": gateway.map(gateway_text)}))
+                let mut v = json!({"bridge": bridge, "gateway": gateway.map(gateway_text)});
+                if let Some(old) = old.filter(|o| Some(*o) != gateway.map(|g| g.subnet())) {
+                    v["stale_nat"] = self.nat_naming(old);
+                }
+                Ok(v)
             }
             Command::SetBridgeOptions {
                 bridge,
@@ -740,10 +749,36 @@ impl Worker {
         for p in ports {
             self.remove_port(p)?;
         }
+        let subnet = self
+            .dp
+            .bridge(b)
+            .and_then(|b| b.gateway)
+            .map(|g| g.subnet());
         self.dp.del_bridge(b)?;
         self.specs.bridges.remove(name);
         self.dns_forget_bridge(name);
-        Ok(json!({"deleted": name}))
+        let mut v = json!({"deleted": name});
+        if let Some(subnet) = subnet {
+            v["stale_nat"] = self.nat_naming(subnet);
+        }
+        Ok(v)
+    }
+
+    /// `nat-show`'s rows ("#N RULE") of the rules that still name an address of `subnet` (a
+    /// deleted bridge's or a moved gateway's): told to the user, who decides (they may serve
+    /// a network that comes back).
+    pub(super) fn nat_naming(&self, (net, len): (std::net::Ipv4Addr, u8)) -> Value {
+        let hit = self.dp.nat.naming_subnet(u32::from(net), len);
+        let rows = self.dp.nat.rows(|b| {
+            self.dp
+                .bridge(b)
+                .map(|b| b.name.clone())
+                .unwrap_or_default()
+        });
+        rows.iter()
+            .filter(|r| hit.contains(&r.index))
+            .map(|r| json!(format!("#{} {}", r.index, r.rule)))
+            .collect()
     }
 
     fn add_port(&mut self, bridge: &str, spec: &PortSpec) -> Result<Value, String> {
