@@ -261,6 +261,26 @@ fn podman_containers_on_uvs_networks() {
         !cports.is_empty() && cports.iter().all(|l| l.contains("type=afpacket")),
         "{show}"
     );
+    // One queue per worker on each veth (`UVS_CORES=0,1`: two), so that each worker polls
+    // one with `portType: afxdp`.
+    let js: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "show"])).unwrap();
+    let workers = js["workers"].as_array().map_or(1, |w| w.len().max(1));
+    for l in &cports {
+        let name = l
+            .trim()
+            .trim_start_matches("port ")
+            .split(':')
+            .next()
+            .unwrap();
+        let rx = std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            })
+            .count();
+        assert_eq!(rx, workers, "{name}: rx queues");
+    }
 
     assert_eq!(c2, "10.235.1.50", "--ip (the ips capability)");
     let link = pm.ok(&["exec", "c2", "ip", "link", "show", "eth0"]);

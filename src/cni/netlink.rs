@@ -38,6 +38,8 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_NUM_TX_QUEUES: u16 = 31;
+const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -223,11 +225,21 @@ impl Rtnl {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link named {name}")))
     }
 
-    /// A veth pair: `name` here, `peer` in the namespace `peer_ns`, both with `mtu`.
-    pub fn add_veth(&mut self, name: &str, peer: &str, mtu: u32, peer_ns: &File) -> io::Result<()> {
+    /// A veth pair: `name` here, `peer` in the namespace `peer_ns`, both with `mtu` and
+    /// `queues` receive and transmit queues (one per uvs worker, so each polls one).
+    pub fn add_veth(
+        &mut self,
+        name: &str,
+        peer: &str,
+        (mtu, queues): (u32, u32),
+        peer_ns: &File,
+    ) -> io::Result<()> {
+        let queues = queues.max(1);
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfo(0, 0, 0));
         m.attr(IFLA_IFNAME, &nul_name(name));
         m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+        m.attr(IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
+        m.attr(IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
         let info = m.nest(IFLA_LINKINFO);
         m.attr(IFLA_INFO_KIND, b"veth");
         let data = m.nest(IFLA_INFO_DATA);
@@ -235,6 +247,8 @@ impl Rtnl {
         m.raw(&ifinfo(0, 0, 0));
         m.attr(IFLA_IFNAME, &nul_name(peer));
         m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+        m.attr(IFLA_NUM_TX_QUEUES, &queues.to_ne_bytes());
+        m.attr(IFLA_NUM_RX_QUEUES, &queues.to_ne_bytes());
         m.attr(IFLA_NET_NS_FD, &(peer_ns.as_raw_fd() as u32).to_ne_bytes());
         m.end(p);
         m.end(data);

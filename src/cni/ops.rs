@@ -52,18 +52,23 @@ fn find_bridge(show: &Value, name: &str) -> Option<Value> {
 }
 
 /// Makes sure the bridge exists as the network configuration says, and its masquerade rule;
-/// returns its `show` entry. An existing bridge (an earlier network of that name, one made by
+/// returns its `show` entry and the number of workers the daemon runs. An existing bridge (an earlier network of that name, one made by
 /// `uvs ctl add-br`, a first ADD that failed halfway) is brought in line: `isolated`/`icc` as
 /// the configuration sets them (when it does); its gateway moved to the IPAM's when no
 /// container is attached (the old subnet's masquerade rule goes), refused with both addresses
 /// named when some are (they use the old subnet). (Found trying uvs as a new
 /// user: a network re-created with another subnet left its containers with no gateway.)
-fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<Value, CniError> {
+fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<(Value, u32), CniError> {
     let name = c.bridge();
     let want_gw = format!("{}/{}", lease.gateway, lease.len);
     let isolated = c.isolated.unwrap_or(true);
     let icc = c.icc != Some(false);
-    match find_bridge(&uvs(sock, "show", &[])?, name) {
+    let show = uvs(sock, "show", &[])?;
+    // One queue per worker (`show` lists several under `workers`), at most 16.
+    let workers = show["workers"]
+        .as_array()
+        .map_or(1, |w| w.len().clamp(1, 16) as u32);
+    match find_bridge(&show, name) {
         Some(b) => reconcile_bridge(sock, &b, &want_gw, c)?,
         None => {
             let mut args = vec![name.to_string(), format!("gateway={want_gw}")];
@@ -93,8 +98,9 @@ fn ensure_bridge(c: &NetConf, sock: &Path, lease: &Lease) -> Result<Value, CniEr
             }
         }
     }
-    find_bridge(&uvs(sock, "show", &[])?, name)
-        .ok_or_else(|| CniError::new(E_UVS, format!("bridge '{name}' vanished")))
+    let b = find_bridge(&uvs(sock, "show", &[])?, name)
+        .ok_or_else(|| CniError::new(E_UVS, format!("bridge '{name}' vanished")))?;
+    Ok((b, workers))
 }
 
 /// Bring existing bridge `b` (its `show` entry) to gateway `want_gw` and the `isolated`/`icc`
@@ -335,14 +341,14 @@ fn add_with_lease(
 ) -> Result<Value, CniError> {
     let lease = lease_of(ipam_result)?;
     let sock = c.socket();
-    let bridge = ensure_bridge(c, &sock, &lease)?;
+    let (bridge, queues) = ensure_bridge(c, &sock, &lease)?;
     let mtu = mtu_for(c, &bridge);
     let host = env.host_ifname();
     let mut hnl = rtnl()?;
     let mut cnl = rtnl_in(ns)?;
     nl(
         &format!("add veth {host} (peer {} in CNI_NETNS)", env.ifname),
-        hnl.add_veth(&host, &env.ifname, mtu, ns),
+        hnl.add_veth(&host, &env.ifname, (mtu, queues), ns),
     )?;
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
