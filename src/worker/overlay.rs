@@ -429,32 +429,7 @@ pub(crate) mod tests {
 
     #[test]
     fn derived_entries_are_programmed_replaced_removed_and_never_saved() {
-        let w = crate::worker::spawn_for_tests();
-        let ul = BridgeSpec::from_args("ul", &s(&["gateway=10.252.0.1/24"])).unwrap();
-        w.call(Command::AddBridge(ul)).unwrap();
-        w.call(Command::AddBridge(
-            BridgeSpec::from_args("br0", &[]).unwrap(),
-        ))
-        .unwrap();
-        w.call(Command::AddBridge(
-            BridgeSpec::from_args("flannel", &[]).unwrap(),
-        ))
-        .unwrap();
-        let vx = PortSpec::from_args(
-            "flannel.1",
-            &s(&[
-                "type=vxlan",
-                "vni=1",
-                "local_ip=10.252.0.1",
-                "dst_port=8472",
-            ]),
-        )
-        .unwrap();
-        w.call(Command::AddPort {
-            bridge: "flannel".into(),
-            spec: vx,
-        })
-        .unwrap();
+        let w = overlay_worker();
         let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
         let mac: MacAddr = "02:00:00:00:00:42".parse().unwrap();
         let mac2: MacAddr = "02:00:00:00:00:43".parse().unwrap();
