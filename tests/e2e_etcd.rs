@@ -12,6 +12,8 @@
 //! expires; host B gone and its lease deleted -> A's route, FDB and neighbour entries go; A
 //! restarted -> same subnet, peers programmed again.
 //! `host_gw_backend_routes_via_the_public_ip`: the host-gw backend between two uvs hosts.
+//! `a_reload_that_moves_the_vtep_address_announces_the_new_public_ip`: a SIGHUP moving the
+//! vxlan port's `local_ip` rewrites our lease's PublicIP (same subnet, same etcd lease).
 //! `a_thousand_leases_are_programmed_in_bounded_time_and_memory`: scale (no root needed).
 
 mod common;
@@ -883,6 +885,68 @@ fn a_restart_without_the_state_file_takes_back_the_lease_of_its_public_ip() {
     leased(&d, 1);
     let keys = etcd.ctl(&["get", "--prefix", "--keys-only", subnets]);
     assert_eq!(keys.split_whitespace().count(), 2, "{keys}");
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
+/// A SIGHUP that moves the VTEP address (the underlay gateway and the vxlan port's
+/// `local_ip`) makes our lease announce the new PublicIP: same subnet, same etcd lease (the
+/// key stays attached to the lease the agent renews). Found by a tester: the lease kept
+/// announcing the old PublicIP, renewed forever, and peers sent to an address nobody
+/// answered. Needs etcd, not root.
+#[test]
+fn a_reload_that_moves_the_vtep_address_announces_the_new_public_ip() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_reload_that_moves_the_vtep_address_announces_the_new_public_ip: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("erl");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    let subnet = leased(&d, 0);
+    let key = format!("/coreos.com/network/subnets/{}", subnet.replace('/', "-"));
+    let announced = |ip: &str| {
+        etcd.ctl(&["get", &key])
+            .contains(&format!(r#""PublicIP":"{ip}""#))
+    };
+    assert!(announced("10.252.0.1"));
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let moved = text
+        .replace("\"10.252.0.1/16\"", "\"10.252.0.12/16\"")
+        .replace("\"10.252.0.1\"", "\"10.252.0.12\"");
+    assert_eq!(moved.matches("10.252.0.12").count(), 2, "{moved}");
+    std::fs::write(&conf, moved).unwrap();
+    // SAFETY: kill(2) on the pid of the daemon this test started (still running).
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGHUP) };
+    wait_for("the reload to move the vxlan port", 10, || {
+        d.ctl(&["show"]).contains("local_ip=10.252.0.12")
+    });
+    wait_for("the lease to announce the new PublicIP", 10, || {
+        announced("10.252.0.12")
+    });
+    let v = overlay(&d);
+    assert_eq!(v["lease"]["subnet"], subnet.as_str(), "{v}");
+    assert_eq!(v["lease"]["public_ip"], "10.252.0.12", "{v}");
+    // Still the lease the agent renews, not a key left without one.
+    let got: serde_json::Value =
+        serde_json::from_str(&etcd.ctl(&["get", &key, "-w", "json"])).unwrap();
+    let held = got["kvs"][0]["lease"].as_i64().unwrap_or(0);
+    let renewed = i64::from_str_radix(v["lease"]["lease_id"].as_str().unwrap(), 16).unwrap();
+    assert_eq!(held, renewed, "{got}");
+    let keys = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/coreos.com/network/subnets",
+    ]);
+    assert_eq!(keys.split_whitespace().count(), 1, "{keys}");
     drop(d);
     let _ = std::fs::remove_file(&conf);
     let _ = std::fs::remove_file(&state);

@@ -170,14 +170,7 @@ pub fn start(
     worker: Arc<WorkerHandle>,
 ) -> Result<Agent, String> {
     spec.validate()?;
-    let public_ip = match spec.public_ip {
-        Some(ip) => ip,
-        None => {
-            vxlan_port(&worker, &spec)
-                .map_err(|e| format!("etcd.public_ip: not set, and {e} to take its local_ip from"))?
-                .local_ip
-        }
-    };
+    let public_ip = public_ip_of(&worker, &spec)?;
     let status: Status = Arc::new(Mutex::new(json!({"connected": false})));
     let mut st = State {
         spec,
@@ -247,6 +240,17 @@ fn vxlan_port(w: &WorkerHandle, spec: &EtcdSpec) -> Result<VxlanPort, String> {
     parsed().ok_or_else(|| format!("there is no vxlan port '{}'", spec.vxlan_port))
 }
 
+/// This host's PublicIP now: `etcd.public_ip`, else the vxlan port's `local_ip` (which a
+/// reload or `set-port` may move).
+fn public_ip_of(w: &WorkerHandle, spec: &EtcdSpec) -> Result<Ipv4Addr, String> {
+    match spec.public_ip {
+        Some(ip) => Ok(ip),
+        None => vxlan_port(w, spec)
+            .map(|p| p.local_ip)
+            .map_err(|e| format!("etcd.public_ip: not set, and {e} to take its local_ip from")),
+    }
+}
+
 impl State {
     async fn run(&mut self) {
         self.program_saved();
@@ -300,6 +304,14 @@ impl State {
                 .to_string());
             }
         }
+        let ip = public_ip_of(&self.worker, &self.spec)?;
+        if ip != self.public_ip {
+            warn!(
+                "etcd: PublicIP moved from {} to {ip} (the vxlan port's local_ip); announcing it",
+                self.public_ip
+            );
+            self.public_ip = ip;
+        }
         if self.cfg.as_ref().is_some_and(|old| *old != cfg) {
             warn!("etcd: {key} changed; taking a new lease");
             self.drop_all_peers();
@@ -327,12 +339,75 @@ impl State {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.renew(&mut keeper, &mut acks).await?,
-                _ = check.tick() => self.repair(),
+                _ = check.tick() => {
+                    self.repair();
+                    self.follow_public_ip(&mut c).await?;
+                }
                 m = watch.message() => {
                     let m = m.map_err(|e| format!("watch: {e}"))?;
                     self.on_watch(m.ok_or("watch: closed by etcd")?)?;
                 }
             }
+        }
+    }
+
+    /// A reload (or `set-port`) moved the vxlan port's `local_ip`: announce the new PublicIP
+    /// in our lease, same subnet and same etcd lease (a transaction that holds while the key
+    /// is still on our lease; else the session ends and `acquire` takes it again). Found by
+    /// a tester: the lease kept announcing the old address, renewed forever, and peers sent
+    /// to it. A `public_ip` set in `[etcd]` never moves.
+    async fn follow_public_ip(&mut self, c: &mut Client) -> Result<(), String> {
+        if self.spec.public_ip.is_some() {
+            return Ok(());
+        }
+        // No such port for now (a reload re-creating it): the next check looks again.
+        let Ok(ip) = public_ip_of(&self.worker, &self.spec) else {
+            return Ok(());
+        };
+        let (Some(cfg), Some(own)) = (self.cfg.clone(), self.own.as_ref()) else {
+            return Ok(());
+        };
+        if ip == self.public_ip {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut self.public_ip, ip);
+        let key = schema::subnet_key(&self.spec.prefix, own.subnet, own.len);
+        let value = self.own_attrs(&cfg, &own.vtep_mac).to_json();
+        let put = TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(own.lease_id)),
+        );
+        let held = Compare::lease(key.clone(), CompareOp::Equal, own.lease_id);
+        let txn = c.txn(Txn::new().when(vec![held]).and_then(vec![put]));
+        let t = request_timeout(self.spec.ttl);
+        if !within(t, "announcing our new PublicIP", txn)
+            .await?
+            .succeeded()
+        {
+            return Err(format!(
+                "{key} is no longer on our lease; leasing again as {ip}"
+            ));
+        }
+        warn!(
+            "etcd: PublicIP moved from {old} to {ip} (the vxlan port's local_ip): {key} announces it"
+        );
+        self.publish();
+        Ok(())
+    }
+
+    /// Our lease's value: PublicIP, backend and (vxlan) VNI and VtepMAC.
+    fn own_attrs(&self, cfg: &NetConfig, vtep_mac: &str) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: self.public_ip,
+            backend_type: cfg.backend_type().into(),
+            backend_data: match cfg.backend {
+                schema::Backend::Vxlan { vni, .. } => Some(BackendData {
+                    vni,
+                    vtep_mac: vtep_mac.to_string(),
+                }),
+                schema::Backend::HostGw => None,
+            },
         }
     }
 
@@ -481,9 +556,12 @@ impl State {
                 (Some((s, l)), None) if cfg.owns(s, l) => {
                     (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
                 }
-                // Our subnet, still held under our PublicIP (a lease before a restart).
-                (Some((s, l)), Some((_, modrev, Some(a))))
-                    if cfg.owns(s, l) && a.public_ip == self.public_ip =>
+                // Our subnet, still held under our PublicIP (a lease before a restart), or on
+                // the lease we hold under the PublicIP we had (moved by a reload meanwhile).
+                (Some((s, l)), Some((lease, modrev, Some(a))))
+                    if cfg.owns(s, l)
+                        && (a.public_ip == self.public_ip
+                            || self.own.as_ref().is_some_and(|o| o.lease_id == *lease)) =>
                 {
                     (s, Compare::mod_revision(key(s), CompareOp::Equal, *modrev))
                 }
@@ -522,17 +600,7 @@ impl State {
         let ttl = self.spec.ttl as i64;
         let t = request_timeout(self.spec.ttl);
         let g = within(t, "lease grant", c.lease_grant(ttl, None)).await?;
-        let attrs = LeaseAttrs {
-            public_ip: self.public_ip,
-            backend_type: cfg.backend_type().into(),
-            backend_data: match cfg.backend {
-                schema::Backend::Vxlan { vni, .. } => Some(BackendData {
-                    vni,
-                    vtep_mac: vtep_mac.clone(),
-                }),
-                schema::Backend::HostGw => None,
-            },
-        };
+        let attrs = self.own_attrs(cfg, &vtep_mac);
         let key = schema::subnet_key(&self.spec.prefix, subnet, len);
         let put = TxnOp::put(
             key.clone(),

@@ -17,6 +17,11 @@
 //!   revision and needs our `PublicIP` in it. Without a subnet of our own (no state file),
 //!   a lease of the Network that etcd holds under our `PublicIP` and backend is taken back
 //!   (flannel's `findLeaseByIP`) before a free subnet is leased.
+//! - Our `PublicIP` (without `public_ip` in `[etcd]`: the vxlan port's `local_ip`) is read
+//!   again at every session and every 2 s while connected: when a reload (or `set-port`) moved
+//!   it, our lease is rewritten with the new `PublicIP`, same subnet and same etcd lease (a
+//!   transaction on the key still being on our lease; else the session ends and the subnet is
+//!   taken again under the new address).
 //! - For every other lease that [`check_peer`] accepts (a `SubnetLen` subnet of the Network,
 //!   not overlapping ours, not under our own PublicIP; the others are shown with the reason
 //!   and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
