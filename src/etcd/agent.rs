@@ -289,7 +289,7 @@ impl State {
         let key = format!("{}/config", self.spec.prefix.trim_end_matches('/'));
         let r = within(t, &format!("get {key}"), c.get(key.clone(), None)).await?;
         let kv = r.kvs().first().ok_or_else(|| format!("{key}: missing"))?;
-        let cfg = NetConfig::parse(kv.value())?;
+        let cfg = NetConfig::parse(kv.value()).map_err(|e| format!("{key}: {e}"))?;
         if let schema::Backend::Vxlan { vni, port } = cfg.backend {
             let p = vxlan_port(&self.worker, &self.spec)?;
             if (p.vni, p.dst_port) != (vni, port) {
@@ -572,9 +572,14 @@ impl State {
                         (s, Compare::mod_revision(key(s), CompareOp::Equal, modrev))
                     }
                     None => {
-                        let s = cfg
-                            .first_free(&taken)
-                            .ok_or("no free subnet left in the Network")?;
+                        let s = cfg.first_free(&taken).ok_or_else(|| {
+                            format!(
+                                "no free subnet left from SubnetMin {} to SubnetMax {} ({} leases in etcd)",
+                                cfg.subnet_min,
+                                cfg.subnet_max,
+                                taken.len()
+                            )
+                        })?;
                         (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
                     }
                 },

@@ -2,9 +2,14 @@
 //! lease keys `PREFIX/subnets/A.B.C.D-LEN` and their JSON values, and subnet allocation.
 //!
 //! Field names and defaults are flannel's (`pkg/subnet/config.go`, `pkg/lease/lease.go`,
-//! `pkg/subnet/etcd/registry.go`): `Network`, `SubnetLen` (default 24), `SubnetMin`
-//! (default: the second subnet), `SubnetMax` (default: the last subnet),
-//! `Backend: {Type, VNI, Port}` (vxlan defaults: VNI 1, UDP 8472); a lease value is
+//! `pkg/subnet/etcd/registry.go`): `Network` (/28 or larger), `SubnetLen` (default, as
+//! flannel's `CheckNetworkConfig`: 24 for a Network of /22 or larger, else the Network's
+//! prefix + 2; one given must be at most 30 and fit four times into the Network), `SubnetMin`
+//! (default: the second subnet), `SubnetMax` (default: the last subnet; not below
+//! `SubnetMin`), `Backend: {Type, VNI, Port}` (vxlan defaults: VNI 1, UDP 8472; a VNI has 24
+//! bits). With vxlan the Network's first subnet is never handed out, even from a `SubnetMin`
+//! that names it (the overlay bridge would get the Network's own address, as flannel's
+//! comment on its default `SubnetMin` warns). A lease value is
 //! `{"PublicIP", "BackendType", "BackendData": {"VNI", "VtepMAC"}}`. Unknown fields are
 //! ignored, as flannel does (newer flannels add `PublicIPv6`, `EnableIPv6`, ...).
 
@@ -33,6 +38,63 @@ pub enum Backend {
     },
     /// No encapsulation: route via the peer's PublicIP (peers share an L2 underlay).
     HostGw,
+}
+
+/// The largest VXLAN VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// Why `PREFIX/config` is refused; each message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not JSON of flannel's shape.
+    #[error("config: not flannel JSON: {0}")]
+    Json(String),
+    /// No `Network`.
+    #[error("config: Network missing")]
+    NoNetwork,
+    /// `Network` is no prefix.
+    #[error("Network: {0}")]
+    Network(String),
+    /// `Network` is smaller than a /28.
+    #[error("Network: {0} is too small (flannel needs /28 or larger)")]
+    NetworkTooSmall(String),
+    /// `SubnetLen` above 30, or not leaving four subnets in the Network.
+    #[error(
+        "SubnetLen: {len} must be at most 30 and fit four times into the Network's /{network_len} (at least {})",
+        network_len + 2
+    )]
+    SubnetLen {
+        /// The SubnetLen given.
+        len: u8,
+        /// The Network's prefix length.
+        network_len: u8,
+    },
+    /// `SubnetMin` or `SubnetMax` is no `SubnetLen` subnet of the Network.
+    #[error("{field}: {value} is not a /{subnet_len} subnet of {network}")]
+    NotASubnet {
+        /// `SubnetMin` or `SubnetMax`.
+        field: &'static str,
+        /// Its value.
+        value: Ipv4Addr,
+        /// The SubnetLen.
+        subnet_len: u8,
+        /// The Network, as written.
+        network: String,
+    },
+    /// `SubnetMin` above `SubnetMax` (either may be the default): nothing to hand out.
+    #[error("SubnetMin: {min} is above SubnetMax {max}: no subnet to hand out")]
+    MinAboveMax {
+        /// SubnetMin.
+        min: Ipv4Addr,
+        /// SubnetMax.
+        max: Ipv4Addr,
+    },
+    /// `Backend.VNI` above 24 bits.
+    #[error("Backend.VNI: {0} does not fit in 24 bits (at most {MAX_VNI})")]
+    Vni(u32),
+    /// A backend uvs does not speak.
+    #[error("Backend.Type: '{0}' (uvs speaks vxlan, host-gw)")]
+    BackendType(String),
 }
 
 /// The network configuration at `PREFIX/config`, validated.
@@ -79,49 +141,57 @@ fn mask(len: u8) -> u32 {
 }
 
 impl NetConfig {
-    /// Parse and validate flannel's JSON. Errors name the field.
-    pub fn parse(json: &[u8]) -> Result<NetConfig, String> {
+    /// Parse and validate flannel's JSON (see the module contract for the defaults).
+    pub fn parse(json: &[u8]) -> Result<NetConfig, ConfigError> {
         let raw: RawConfig =
-            serde_json::from_slice(json).map_err(|e| format!("config: not flannel JSON: {e}"))?;
-        let net = raw.network.ok_or("config: Network missing")?;
-        let (addr, len) = crate::route::parse_prefix(&net).map_err(|e| format!("Network: {e}"))?;
+            serde_json::from_slice(json).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let net = raw.network.ok_or(ConfigError::NoNetwork)?;
+        let (addr, len) = crate::route::parse_prefix(&net).map_err(ConfigError::Network)?;
         if len > 28 {
-            return Err(format!(
-                "Network: {net} is too small (flannel needs /28 or larger)"
-            ));
+            return Err(ConfigError::NetworkTooSmall(net));
         }
-        let subnet_len = raw.subnet_len.unwrap_or(24);
-        if subnet_len <= len || subnet_len > 30 {
-            return Err(format!(
-                "SubnetLen: {subnet_len} must be longer than the Network's /{len} and at most 30"
-            ));
-        }
+        // flannel's CheckNetworkConfig: 0 is "not given".
+        let subnet_len = match raw.subnet_len.filter(|l| *l > 0) {
+            Some(l) if l > 30 || l < len + 2 => {
+                return Err(ConfigError::SubnetLen {
+                    len: l,
+                    network_len: len,
+                });
+            }
+            Some(l) => l,
+            None if len <= 22 => 24,
+            None => len + 2,
+        };
         let base = u32::from(addr) & mask(len);
         let step = 1u32 << (32 - subnet_len);
         let last = (base | !mask(len)) & mask(subnet_len);
         let min = raw.subnet_min.unwrap_or(Ipv4Addr::from(base + step));
         let max = raw.subnet_max.unwrap_or(Ipv4Addr::from(last));
-        for (f, v) in [("SubnetMin", min), ("SubnetMax", max)] {
-            let v = u32::from(v);
+        for (field, value) in [("SubnetMin", min), ("SubnetMax", max)] {
+            let v = u32::from(value);
             if v & mask(len) != base || v & !mask(subnet_len) != 0 {
-                return Err(format!(
-                    "{f}: {} is not a /{subnet_len} subnet of {net}",
-                    Ipv4Addr::from(v)
-                ));
+                return Err(ConfigError::NotASubnet {
+                    field,
+                    value,
+                    subnet_len,
+                    network: net,
+                });
             }
+        }
+        if min > max {
+            return Err(ConfigError::MinAboveMax { min, max });
         }
         let b = raw.backend.unwrap_or_default();
         let backend = match b.kind.as_deref().unwrap_or("udp") {
             "vxlan" => Backend::Vxlan {
-                vni: b.vni.unwrap_or(DEFAULT_VNI),
+                vni: match b.vni.unwrap_or(DEFAULT_VNI) {
+                    v if v > MAX_VNI => return Err(ConfigError::Vni(v)),
+                    v => v,
+                },
                 port: b.port.unwrap_or(DEFAULT_PORT),
             },
             "host-gw" => Backend::HostGw,
-            other => {
-                return Err(format!(
-                    "Backend.Type: '{other}' (uvs speaks vxlan, host-gw)"
-                ));
-            }
+            other => return Err(ConfigError::BackendType(other.into())),
         };
         Ok(NetConfig {
             network: (Ipv4Addr::from(base), len),
@@ -140,13 +210,20 @@ impl NetConfig {
         }
     }
 
-    /// The first free subnet from `SubnetMin` to `SubnetMax`, given the subnets taken.
+    /// Whether this host can use `subnet` (a subnet of the Network): with vxlan not the
+    /// Network's first one, whose network address the overlay bridge would get (the switch
+    /// refuses a gateway on a network address, and a lease of it was tried forever).
+    fn usable(&self, subnet: u32) -> bool {
+        !(matches!(self.backend, Backend::Vxlan { .. }) && subnet == u32::from(self.network.0))
+    }
+
+    /// The first free usable subnet from `SubnetMin` to `SubnetMax`, given the subnets taken.
     pub fn first_free(&self, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
         let step = 1u32 << (32 - self.subnet_len);
         let mut s = u32::from(self.subnet_min);
         let max = u32::from(self.subnet_max);
         while s <= max {
-            if !taken.iter().any(|t| u32::from(*t) == s) {
+            if self.usable(s) && !taken.iter().any(|t| u32::from(*t) == s) {
                 return Some(Ipv4Addr::from(s));
             }
             s = s.checked_add(step)?;
@@ -158,6 +235,7 @@ impl NetConfig {
     pub fn owns(&self, subnet: Ipv4Addr, len: u8) -> bool {
         let s = u32::from(subnet);
         len == self.subnet_len
+            && self.usable(s)
             && s >= u32::from(self.subnet_min)
             && s <= u32::from(self.subnet_max)
             && s & !mask(len) == 0
@@ -343,7 +421,7 @@ mod tests {
 
     #[test]
     fn bad_configs_name_the_field() {
-        let e = |j: &str| NetConfig::parse(j.as_bytes()).unwrap_err();
+        let e = |j: &str| NetConfig::parse(j.as_bytes()).unwrap_err().to_string();
         assert!(e(r#"{"SubnetLen":24}"#).contains("Network"));
         assert!(e(r#"{"Network":"10.5.0.0/16","SubnetLen":16}"#).contains("SubnetLen"));
         assert!(
@@ -354,6 +432,85 @@ mod tests {
                 .contains("SubnetMin")
         );
         assert!(e("not json").contains("config"));
+    }
+
+    fn parse(j: &str) -> Result<NetConfig, String> {
+        NetConfig::parse(j.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// SubnetLen defaults as flannel's (`CheckNetworkConfig`): 24 for a Network of /22 or
+    /// larger, else the Network's prefix + 2; one given must fit at least four times into the
+    /// Network. Found by a tester: uvs always took 24 and refused a /24 Network.
+    #[test]
+    fn subnet_len_defaults_as_flannels() {
+        let len = |net: &str| {
+            parse(&format!(
+                r#"{{"Network":"{net}","Backend":{{"Type":"vxlan"}}}}"#
+            ))
+            .map(|c| c.subnet_len)
+        };
+        assert_eq!(len("10.0.0.0/8"), Ok(24));
+        assert_eq!(len("10.7.0.0/22"), Ok(24));
+        assert_eq!(len("10.7.0.0/23"), Ok(25));
+        assert_eq!(len("10.7.0.0/24"), Ok(26));
+        assert_eq!(len("10.7.0.0/28"), Ok(30));
+        assert!(len("10.7.0.0/29").unwrap_err().contains("Network"));
+        let c = parse(r#"{"Network":"10.7.0.0/24","Backend":{"Type":"vxlan"}}"#).unwrap();
+        assert_eq!(
+            (c.subnet_min, c.subnet_max),
+            (Ipv4Addr::new(10, 7, 0, 64), Ipv4Addr::new(10, 7, 0, 192))
+        );
+        let e = parse(r#"{"Network":"10.7.0.0/23","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#)
+            .unwrap_err();
+        assert!(e.contains("SubnetLen") && e.contains("four"), "{e}");
+    }
+
+    /// With vxlan the Network's first subnet is never handed out, even when SubnetMin names
+    /// it: the overlay bridge would get the Network's own address. Found by a tester: uvs
+    /// leased it, failed to program it and tried the same subnet again forever.
+    #[test]
+    fn the_networks_first_subnet_is_skipped_with_vxlan() {
+        let s = |n: u8| Ipv4Addr::new(10, 7, n, 0);
+        let c = parse(
+            r#"{"Network":"10.7.0.0/16","SubnetMin":"10.7.0.0","SubnetMax":"10.7.2.0","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.first_free(&[]), Some(s(1)));
+        assert_eq!(c.first_free(&[s(1), s(2)]), None);
+        assert!(!c.owns(s(0), 24) && c.owns(s(1), 24));
+        // host-gw gives the subnet's .1 to the containers' bridge only: the first one works.
+        let h = parse(
+            r#"{"Network":"10.7.0.0/16","SubnetMin":"10.7.0.0","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        assert_eq!(h.first_free(&[]), Some(s(0)));
+    }
+
+    /// SubnetMin above SubnetMax is refused naming both (not "no free subnet" at lease
+    /// time), and so is a VNI above 24 bits (found by a tester: both were accepted).
+    #[test]
+    fn subnet_min_above_max_and_a_vni_above_24_bits_are_refused() {
+        let e = parse(
+            r#"{"Network":"10.5.0.0/16","SubnetMin":"10.5.9.0","SubnetMax":"10.5.3.0","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap_err();
+        for part in ["SubnetMin", "10.5.9.0", "SubnetMax", "10.5.3.0"] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let vni = |v: u32| {
+            parse(&format!(
+                r#"{{"Network":"10.5.0.0/16","Backend":{{"Type":"vxlan","VNI":{v}}}}}"#
+            ))
+        };
+        let e = vni(16_777_216).unwrap_err();
+        assert!(e.contains("Backend.VNI") && e.contains("16777216"), "{e}");
+        assert_eq!(
+            vni(16_777_215).unwrap().backend,
+            Backend::Vxlan {
+                vni: 16_777_215,
+                port: 8472
+            }
+        );
     }
 
     #[test]
