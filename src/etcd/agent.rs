@@ -778,7 +778,8 @@ impl State {
             self.repoint(&cfg, &p.lease, ops);
         }
         let own = self.own.as_ref().map(|o| (o.subnet, o.len));
-        let planned = check_peer(&cfg, own, self.public_ip, &lease)
+        let own_mac = self.own.as_ref().and_then(|o| o.vtep_mac.parse().ok());
+        let planned = check_peer(&cfg, own, self.public_ip, own_mac, &lease)
             .map_err(|e| e.to_string())
             .and_then(|()| peer_ops(&cfg, &self.spec, &lease));
         let error = match planned {
@@ -1070,6 +1071,24 @@ mod tests {
         del(&mut st, "10.5.2.0-24");
         assert_eq!(fdb_remote(&w, mac).as_deref(), Some("10.252.0.12"));
         del(&mut st, "10.5.3.0-24");
+        assert_eq!(fdb_remote(&w, mac), None);
+    }
+
+    /// A peer announcing our own VtepMAC (two hosts with one machine-id: cloned VMs, or
+    /// netns "hosts" on one machine) is refused and shown with the reason: its FDB entry
+    /// would send our own overlay MAC into the tunnel. Found by a tester: such hosts broke
+    /// each other silently (the duplicate was only logged between two peers).
+    #[test]
+    fn a_peer_announcing_our_own_vtep_mac_is_refused() {
+        let w = Arc::new(overlay_worker());
+        let mut st = state(w.clone());
+        let ours = st.own.as_ref().unwrap().vtep_mac.clone();
+        let mac: MacAddr = ours.parse().unwrap();
+        put(&mut st, "10.5.2.0-24", "10.252.0.2", &ours, 10);
+        let p = peer(&st, "10.5.2.0-24");
+        assert!(!p.programmed);
+        let e = p.error.as_deref().unwrap_or_default();
+        assert!(e.contains(&ours) && e.contains("machine-id"), "{e}");
         assert_eq!(fdb_remote(&w, mac), None);
     }
 

@@ -23,8 +23,8 @@
 //!   transaction on the key still being on our lease; else the session ends and the subnet is
 //!   taken again under the new address).
 //! - For every other lease that [`check_peer`] accepts (a `SubnetLen` subnet of the Network,
-//!   not overlapping ours, not under our own PublicIP; the others are shown with the reason
-//!   and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
+//!   not overlapping ours, not under our own PublicIP or VtepMAC; the others are shown with
+//!   the reason and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
 //!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
 //!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
 //!   port, a route to the subnet via that address; host-gw: a route via PublicIP. A deleted or
@@ -51,6 +51,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::wire::MacAddr;
 use crate::worker::OverlayOp;
 use schema::{Backend, LeaseAttrs, NetConfig};
 
@@ -214,6 +215,13 @@ pub enum PeerRefused {
     /// restart that leased another subnet), not a peer.
     #[error("ignored: PublicIP {0} is ours (a lease this host left behind)")]
     OurPublicIp(Ipv4Addr),
+    /// Its VtepMAC is ours: another host with our host id (one machine-id: a cloned VM, or
+    /// network namespaces playing hosts on one machine). Its FDB entry would send our own
+    /// overlay MAC into the tunnel; neither host can reach the other.
+    #[error(
+        "ignored: VtepMAC {0} is ours: that host has our host id (one machine-id?); give each host its own"
+    )]
+    OurVtepMac(MacAddr),
 }
 
 fn mask(len: u8) -> u32 {
@@ -221,13 +229,14 @@ fn mask(len: u8) -> u32 {
 }
 
 /// Whether a peer's lease may be programmed at all: its key is a `SubnetLen` subnet of the
-/// Network, it does not overlap `own` (our subnet) and its PublicIP is not `public_ip`
-/// (ours). flannel trusts every key; a stray or hand-written one could route away part of
-/// our own containers' subnet (found by a tester).
+/// Network, it does not overlap `own` (our subnet), its PublicIP is not `public_ip` (ours)
+/// and its VtepMAC is not `own_mac` (ours). flannel trusts every key; a stray or
+/// hand-written one could route away part of our own containers' subnet (found by a tester).
 pub fn check_peer(
     cfg: &NetConfig,
     own: Option<(Ipv4Addr, u8)>,
     public_ip: Ipv4Addr,
+    own_mac: Option<MacAddr>,
     p: &PeerLease,
 ) -> Result<(), PeerRefused> {
     let (net, net_len) = cfg.network;
@@ -254,6 +263,11 @@ pub fn check_peer(
     }
     if p.attrs.public_ip == public_ip {
         return Err(PeerRefused::OurPublicIp(public_ip));
+    }
+    if let (Some(m), Ok(theirs)) = (own_mac, p.attrs.vtep_mac())
+        && m == theirs
+    {
+        return Err(PeerRefused::OurVtepMac(m));
     }
     Ok(())
 }
@@ -584,8 +598,8 @@ mod tests {
             len,
             ..lease("vxlan", Some("02:00:00:00:00:42"))
         };
-        check_peer(&c, own, me, &at([10, 5, 2, 0], 24)).unwrap();
-        let e = |p: &PeerLease| check_peer(&c, own, me, p).unwrap_err();
+        check_peer(&c, own, me, None, &at([10, 5, 2, 0], 24)).unwrap();
+        let e = |p: &PeerLease| check_peer(&c, own, me, None, p).unwrap_err();
         assert!(matches!(
             e(&at([192, 168, 77, 0], 24)),
             PeerRefused::NotOfTheNetwork { .. }
@@ -598,7 +612,7 @@ mod tests {
         assert!(m.contains("10.5.1.128/25") && m.contains("/24"), "{m}");
         let mut c26 = c.clone();
         c26.subnet_len = 25;
-        let o = check_peer(&c26, own, me, &at([10, 5, 1, 128], 25)).unwrap_err();
+        let o = check_peer(&c26, own, me, None, &at([10, 5, 1, 128], 25)).unwrap_err();
         assert!(matches!(o, PeerRefused::OverlapsOurs { .. }), "{o}");
         let mut mine = at([10, 5, 3, 0], 24);
         mine.attrs.public_ip = me;
