@@ -14,6 +14,7 @@
 //! `host_gw_backend_routes_via_the_public_ip`: the host-gw backend between two uvs hosts.
 //! `a_reload_that_moves_the_vtep_address_announces_the_new_public_ip`: a SIGHUP moving the
 //! vxlan port's `local_ip` rewrites our lease's PublicIP (same subnet, same etcd lease).
+//! `a_network_change_revokes_our_lease_of_the_old_network`: the old Network's lease goes.
 //! `a_thousand_leases_are_programmed_in_bounded_time_and_memory`: scale (no root needed).
 
 mod common;
@@ -947,6 +948,54 @@ fn a_reload_that_moves_the_vtep_address_announces_the_new_public_ip() {
         "/coreos.com/network/subnets",
     ]);
     assert_eq!(keys.split_whitespace().count(), 1, "{keys}");
+    drop(d);
+    let _ = std::fs::remove_file(&conf);
+    let _ = std::fs::remove_file(&state);
+}
+
+/// A Network change (noticed at the next reconnect) makes the host lease in the new Network
+/// and revoke its lease of the old one, instead of leaving that key to expire with its TTL
+/// (24 h by default) while every host keeps routing the old subnet to it. Found by a tester.
+/// Needs etcd, not root.
+#[test]
+fn a_network_change_revokes_our_lease_of_the_old_network() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_network_change_revokes_our_lease_of_the_old_network: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("enc");
+    let mut etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let d = Daemon::start(&p, &["--config", conf.to_str().unwrap()]);
+    let old = leased(&d, 0);
+    assert!(old.starts_with("10.5."), "{old}");
+    etcd.ctl(&[
+        "put",
+        "/coreos.com/network/config",
+        r#"{"Network":"10.6.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    ]);
+    // The change is noticed at the next session: end this one.
+    etcd.stop();
+    etcd.restart();
+    wait_for("a lease in the new Network", 30, || {
+        overlay(&d)["lease"]["subnet"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("10.6."))
+    });
+    let keys = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/coreos.com/network/subnets",
+    ]);
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    assert_eq!(keys.len(), 1, "the old lease is left: {keys:?}");
+    assert!(keys[0].contains("/10.6."), "{keys:?}");
     drop(d);
     let _ = std::fs::remove_file(&conf);
     let _ = std::fs::remove_file(&state);

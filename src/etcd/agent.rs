@@ -315,7 +315,9 @@ impl State {
         if self.cfg.as_ref().is_some_and(|old| *old != cfg) {
             warn!("etcd: {key} changed; taking a new lease");
             self.drop_all_peers();
-            self.own = None;
+            if let Some(old) = self.own.take() {
+                self.revoke(&mut c, &old).await;
+            }
         }
         self.cfg = Some(cfg);
         self.connected = true;
@@ -348,6 +350,18 @@ impl State {
                     self.on_watch(m.ok_or("watch: closed by etcd")?)?;
                 }
             }
+        }
+    }
+
+    /// Revoke the etcd lease of a subnet we leave (the Network changed): its key goes at once
+    /// instead of with its TTL (24 h by default), during which every host kept routing the
+    /// old subnet to us (found by a tester). A failure is logged; the key then expires.
+    async fn revoke(&self, c: &mut Client, old: &Own) {
+        let key = schema::subnet_key(&self.spec.prefix, old.subnet, old.len);
+        let t = request_timeout(self.spec.ttl);
+        match within(t, "lease revoke", c.lease_revoke(old.lease_id)).await {
+            Ok(_) => info!("etcd: revoked our lease of {key}"),
+            Err(e) => warn!("etcd: {key}: {e}; it expires with its TTL"),
         }
     }
 

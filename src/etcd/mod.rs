@@ -33,6 +33,8 @@
 //!   gets the FDB entry, and when it goes the entry is pointed back at the newest remaining
 //!   one (flannel deletes FDB entries by MAC and address); the vxlan port accepts a PublicIP
 //!   while any FDB entry sends to it. Every (re)sync programs every peer again.
+//! - A changed `PREFIX/config`, noticed at the next session, drops every peer, revokes our
+//!   etcd lease (its key goes at once, not with its TTL) and leases in the new Network.
 //! - It lists the subnets (a revision R) and watches from R+1: no event is missed. On any error
 //!   (etcd down, watch cancelled, lease lost, a request or renewal unanswered for a third of
 //!   the TTL, 2 to 10 s, or an HTTP/2 keep-alive ping unanswered: a silent path or a frozen
