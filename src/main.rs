@@ -387,7 +387,7 @@ fn run(
     let mut pending = PendingRetry::default();
     while !stop.load(Ordering::SeqCst) {
         if hup.swap(false, Ordering::SeqCst) {
-            reload(config_path.as_deref(), &store);
+            reload(config_path.as_deref(), &store, &cores);
         }
         pending.tick(&store);
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -586,7 +586,7 @@ impl PendingRetry {
 
 /// SIGHUP: re-read the `--config` file; a file that does not validate is refused as a whole
 /// (nothing changes), a valid one becomes the running configuration (the difference applies).
-fn reload(path: Option<&std::path::Path>, store: &Store) {
+fn reload(path: Option<&std::path::Path>, store: &Store, running_cores: &[Option<usize>]) {
     let Some(path) = path else {
         warn!("SIGHUP: no --config file to reload; nothing changed");
         return;
@@ -609,6 +609,25 @@ fn reload(path: Option<&std::path::Path>, store: &Store) {
             return;
         }
     };
+    // The workers' cores are set at start: say so when the file asks for others (a reload
+    // with `cores = "0,99"` answered "0 changes, 0 errors").
+    if let Some(want) = &c.cores {
+        match parse_cores(Some(want.clone())) {
+            Err(e) => warn!(
+                "reload: cores = \"{want}\": {}; not applied",
+                e.trim_start_matches("--cores: ")
+            ),
+            Ok(list) if list != running_cores => warn!(
+                "reload: cores = \"{want}\" differs from the workers' cores ({}): a restart applies it",
+                running_cores
+                    .iter()
+                    .map(|c| c.map_or("unpinned".to_string(), |c| c.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Ok(_) => {}
+        }
+    }
     let (a, kept) = store.reload(&c);
     for k in &kept {
         info!("reload: kept {k} (the CNI plugin's containers; not in the file)");

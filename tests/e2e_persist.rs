@@ -649,6 +649,14 @@ fn sighup_reloads_the_config_file() {
     a.wait_log("the file is empty");
     assert_eq!(a.ctl(&["save-config"]), before);
 
+    // A file asking for other worker cores: said to need a restart (it answered "0 changes").
+    std::fs::write(&cfg, format!("cores = \"0,99\"\n{two}")).unwrap();
+    a.signal(libc::SIGHUP);
+    let l = a.wait_log("cores = \"0,99\"");
+    assert!(l.contains("core 99 does not exist"), "{l}");
+    a.wait_log_n("reloaded", 2);
+    assert_eq!(a.ctl(&["save-config"]), before);
+
     // A file that does not validate: refused, nothing changes, the daemon lives.
     std::fs::write(
         &cfg,
@@ -669,7 +677,7 @@ fn sighup_reloads_the_config_file() {
     )
     .unwrap();
     a.signal(libc::SIGHUP);
-    a.wait_log_n("reloaded", 2);
+    a.wait_log_n("reloaded", 3);
     let show = a.ctl(&["show"]);
     assert!(
         show.contains("bridge up (fdb 0/8192, aging 30s"),
