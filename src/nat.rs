@@ -32,8 +32,8 @@ use std::ops::RangeInclusive;
 use serde::Serialize;
 
 use crate::conntrack::{
-    Conntrack, CtConfig, DEFAULT_PORT_RANGE, DatagramTable, FlowKey, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, PoolId, PortAllocator,
+    Conntrack, CtConfig, DatagramTable, FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PoolId,
+    PortAllocator,
 };
 
 /// One rule.
@@ -93,6 +93,12 @@ pub struct Nat {
 /// The host ports `dnat ... port=0` picks from unless `set-nat port_range=` says otherwise
 /// (Docker's default, the kernel's ephemeral range).
 pub const DEFAULT_DNAT_PORTS: RangeInclusive<u16> = 32768..=60999;
+
+/// The source ports of translated TCP and UDP connections: Linux's MASQUERADE range for a
+/// source port above 1023 (`nf_nat_l4proto_unique_tuple`), ~64.5k per peer. It was the
+/// ephemeral range (28,232), and two containers within their per-source limit could take
+/// every port toward one destination.
+pub const SOURCE_NAT_PORTS: RangeInclusive<u16> = 1024..=65535;
 
 /// Parse a port range `A-B` (1 <= A <= B <= 65535); errors name `field`.
 pub fn parse_port_range(field: &str, s: &str) -> Result<RangeInclusive<u16>, String> {
@@ -314,7 +320,7 @@ impl Nat {
             let range = if proto == PROTO_ICMP {
                 1..=65535
             } else {
-                DEFAULT_PORT_RANGE
+                SOURCE_NAT_PORTS
             };
             let p = PortAllocator::new(addr, proto, range)
                 .map_err(|e| e.to_string())?
