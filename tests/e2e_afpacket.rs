@@ -157,3 +157,29 @@ fn wire_check_tells_a_right_partial_sum_from_a_wrong_one() {
     assert_eq!((w.frames, w.good, w.partial, w.bad.len()), (3, 1, 1, 1));
     assert_eq!(w.longest, 60074);
 }
+
+/// A port's netdev renamed (`ip link set X name Y`) is `gone (netdev renamed to Y)`, not
+/// `down (netdev set down)` while the device is up under its new name (found trying uvs as a
+/// new user); renaming it back attaches it again.
+#[test]
+fn a_renamed_netdev_is_gone_until_renamed_back() {
+    let Some((d, _t, p)) = two_on_one_bridge(("afxdp", "afpacket"), "obr", "10.78.0") else {
+        return;
+    };
+    let n = |s: &str| format!("{p}{s}");
+    for (port, new) in [(n("p1"), n("p1r")), (n("p2"), n("p2r"))] {
+        sh(&["ip", "link", "set", "dev", &port, "down"]);
+        d.wait_state(&port, "down", 10);
+        sh(&["ip", "link", "set", "dev", &port, "name", &new]);
+        sh(&["ip", "link", "set", "dev", &new, "up"]);
+        d.wait_state(&port, "gone", 10);
+        let reason = d.port_show(&port)["reason"].clone();
+        assert_eq!(reason, format!("netdev renamed to {new}"), "{port}");
+        // Renamed back (a rename needs the device down): up and forwarding again.
+        sh(&["ip", "link", "set", "dev", &new, "down"]);
+        sh(&["ip", "link", "set", "dev", &new, "name", &port]);
+        sh(&["ip", "link", "set", "dev", &port, "up"]);
+        d.wait_state(&port, "up", 10);
+    }
+    assert!(ping(&n("n1"), "10.78.0.2", 3), "n1 -> n2 after the renames");
+}

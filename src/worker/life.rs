@@ -10,7 +10,9 @@
 //!   netlink socket ([`LinkMonitor`]), a full reread of sysfs after the socket overflowed (or
 //!   every second if it could not be opened), and [`Port::fault`] (an fd error such as EBADFD on
 //!   a TAP whose namespace was deleted, ENXIO on an AF_XDP socket the kernel unbound).
-//! - AF_XDP and AF_PACKET (the same rules): `RTM_DELLINK` of the port's ifindex -> `gone`; `IFF_UP` cleared -> `down`; a
+//! - AF_XDP and AF_PACKET (the same rules): `RTM_DELLINK` of the port's ifindex -> `gone`;
+//!   `IFF_UP` cleared -> `down`; the port's ifindex under another name (`ip link set X name Y`)
+//!   -> `gone (netdev renamed to Y)`, as the device the port names no longer exists; a
 //!   netdev of the port's name that is up (a new ifindex: a container restarted with a new veth
 //!   of the same name, or the same one set up again) -> reopened (sockets and XDP on the new
 //!   ifindex) -> `up`. An MTU change is applied live; an MTU a frame cannot hold takes the port
@@ -128,6 +130,8 @@ impl Links {
 pub(crate) enum Step {
     /// Move to this state (closing the port unless it is `Up`), for this reason.
     State(LinkState, &'static str),
+    /// The device was renamed to the event's name: `gone`, with the new name in the reason.
+    Renamed,
     /// Open the port again on the device that now has its name.
     Reopen,
     /// The device's MTU is now this.
@@ -135,9 +139,28 @@ pub(crate) enum Step {
 }
 
 /// The lifecycle rules (see the module documentation), IO-free: what event `ev` on the device of
-/// a port of `kind` in `state`, opened on ifindex `known`, asks for, in order.
-pub(crate) fn decide(kind: PortKind, state: LinkState, known: u32, ev: &LinkEvent) -> Vec<Step> {
+/// a port named `name` of `kind` in `state`, opened on ifindex `known`, asks for, in order.
+/// `ev` is about the port's device when it carries the port's name or its ifindex.
+pub(crate) fn decide(
+    kind: PortKind,
+    state: LinkState,
+    (name, known): (&str, u32),
+    ev: &LinkEvent,
+) -> Vec<Step> {
     let mut steps = Vec::new();
+    if ev.name != name {
+        // Only the port's own device under a new name concerns it.
+        if let LinkChange::New { .. } = ev.change
+            && kind.on_netdev()
+            && ev.ifindex == known
+            && state != LinkState::Gone
+        {
+            steps.push(Step::Renamed);
+        }
+        if !(matches!(ev.change, LinkChange::Del) && ev.ifindex == known) {
+            return steps;
+        }
+    }
     match (kind, &ev.change) {
         (k, LinkChange::Del)
             if k.on_netdev() && ev.ifindex == known && state != LinkState::Gone =>
@@ -249,18 +272,39 @@ impl Worker {
         self.dp.port(id)
     }
 
-    /// Apply one link event to the port of that name, if any.
+    /// Apply one link event to the port of that name and to the port opened on that ifindex
+    /// under another name (renamed), if any.
     fn on_link(&mut self, ev: LinkEvent) {
-        let Some(id) = self.dp.port_id(&ev.name) else {
-            return;
-        };
+        let by_name = self.dp.port_id(&ev.name);
+        let by_ifindex = (ev.ifindex != 0)
+            .then(|| {
+                self.life.iter().position(|l| {
+                    l.as_ref().is_some_and(|l| {
+                        l.ifindex == ev.ifindex
+                            && l.spec.as_ref().is_some_and(|s| s.name != ev.name)
+                    })
+                })
+            })
+            .flatten()
+            .map(|i| i as u16);
+        for id in by_name.into_iter().chain(by_ifindex) {
+            self.on_link_of(id, &ev);
+        }
+    }
+
+    /// Apply link event `ev` to port `id`.
+    fn on_link_of(&mut self, id: u16, ev: &LinkEvent) {
         let Some(life) = self.life(id) else { return };
-        let Some(kind) = life.spec.as_ref().map(|s| s.kind) else {
+        let Some(spec) = life.spec.as_ref() else {
             return;
         };
-        for step in decide(kind, life.state, life.ifindex, &ev) {
+        for step in decide(spec.kind, life.state, (&spec.name, life.ifindex), ev) {
             match step {
                 Step::State(state, why) => self.set_state(id, state, why.into()),
+                Step::Renamed => {
+                    let why = format!("netdev renamed to {}", ev.name);
+                    self.set_state(id, LinkState::Gone, why);
+                }
                 Step::Reopen => self.reopen(id),
                 Step::Mtu(mtu) => self.apply_mtu(id, mtu),
             }
@@ -493,21 +537,24 @@ mod tests {
     fn afxdp_veth_deleted_then_recreated() {
         let k = PortKind::Afxdp;
         assert_eq!(
-            decide(k, Up, 7, &del(7)),
+            decide(k, Up, ("p", 7), &del(7)),
             [Step::State(Gone, "netdev deleted")]
         );
         // Another device's deletion, or a second one, changes nothing.
-        assert!(decide(k, Up, 7, &del(9)).is_empty());
-        assert!(decide(k, Gone, 7, &del(7)).is_empty());
+        assert!(decide(k, Up, ("p", 7), &del(9)).is_empty());
+        assert!(decide(k, Gone, ("p", 7), &del(7)).is_empty());
         // The new veth appears down, then is set up: reopen on it.
         assert_eq!(
-            decide(k, Gone, 7, &new(12, false, 1500)),
+            decide(k, Gone, ("p", 7), &new(12, false, 1500)),
             [Step::State(Down, "netdev is back but down")]
         );
-        assert_eq!(decide(k, Down, 7, &new(12, true, 1500)), [Step::Reopen]);
+        assert_eq!(
+            decide(k, Down, ("p", 7), &new(12, true, 1500)),
+            [Step::Reopen]
+        );
         // Replaced while we missed the deletion (netlink overflow): close, then reopen.
         assert_eq!(
-            decide(k, Up, 7, &new(12, true, 1500)),
+            decide(k, Up, ("p", 7), &new(12, true, 1500)),
             [Step::State(Gone, "netdev replaced"), Step::Reopen]
         );
     }
@@ -516,43 +563,100 @@ mod tests {
     fn afxdp_down_up_and_mtu() {
         let k = PortKind::Afxdp;
         assert_eq!(
-            decide(k, Up, 7, &new(7, false, 1500)),
+            decide(k, Up, ("p", 7), &new(7, false, 1500)),
             [Step::State(Down, "netdev set down")]
         );
-        assert!(decide(k, Down, 7, &new(7, false, 1500)).is_empty());
-        assert_eq!(decide(k, Down, 7, &new(7, true, 1500)), [Step::Reopen]);
-        assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
+        assert!(decide(k, Down, ("p", 7), &new(7, false, 1500)).is_empty());
+        assert_eq!(
+            decide(k, Down, ("p", 7), &new(7, true, 1500)),
+            [Step::Reopen]
+        );
+        assert_eq!(
+            decide(k, Up, ("p", 7), &new(7, true, 1400)),
+            [Step::Mtu(1400)]
+        );
     }
 
     #[test]
     fn afpacket_follows_its_netdev_like_afxdp() {
         let k = PortKind::Afpacket;
         assert_eq!(
-            decide(k, Up, 7, &del(7)),
+            decide(k, Up, ("p", 7), &del(7)),
             [Step::State(Gone, "netdev deleted")]
         );
-        assert_eq!(decide(k, Gone, 7, &new(12, true, 1500)), [Step::Reopen]);
         assert_eq!(
-            decide(k, Up, 7, &new(7, false, 1500)),
+            decide(k, Gone, ("p", 7), &new(12, true, 1500)),
+            [Step::Reopen]
+        );
+        assert_eq!(
+            decide(k, Up, ("p", 7), &new(7, false, 1500)),
             [Step::State(Down, "netdev set down")]
         );
-        assert_eq!(decide(k, Up, 7, &new(7, true, 1400)), [Step::Mtu(1400)]);
+        assert_eq!(
+            decide(k, Up, ("p", 7), &new(7, true, 1400)),
+            [Step::Mtu(1400)]
+        );
+    }
+
+    fn named(name: &str, ev: LinkEvent) -> LinkEvent {
+        LinkEvent {
+            name: name.into(),
+            ..ev
+        }
+    }
+
+    #[test]
+    fn a_renamed_netdev_is_gone_and_renaming_back_reattaches() {
+        for k in [PortKind::Afxdp, PortKind::Afpacket] {
+            // `ip link set p down; ip link set p name q; ip link set q up`.
+            assert_eq!(
+                decide(k, Up, ("p", 7), &new(7, false, 1500)),
+                [Step::State(Down, "netdev set down")]
+            );
+            let q = |up| named("q", new(7, up, 1500));
+            assert_eq!(decide(k, Down, ("p", 7), &q(false)), [Step::Renamed]);
+            // Renamed while up (live rename): gone too.
+            assert_eq!(decide(k, Up, ("p", 7), &q(true)), [Step::Renamed]);
+            // Once gone, the device's changes under its new name are not the port's.
+            assert!(decide(k, Gone, ("p", 7), &q(true)).is_empty());
+            assert!(decide(k, Gone, ("p", 7), &named("q", del(7))).is_empty());
+            // Another device of another name: not the port's.
+            assert!(decide(k, Up, ("p", 7), &named("q", new(9, true, 1500))).is_empty());
+            // Renamed back: reattached as any device of the port's name.
+            assert_eq!(
+                decide(k, Gone, ("p", 7), &new(7, false, 1500)),
+                [Step::State(Down, "netdev is back but down")]
+            );
+            assert_eq!(
+                decide(k, Down, ("p", 7), &new(7, true, 1500)),
+                [Step::Reopen]
+            );
+        }
+        // A TAP's fd follows the device whatever its name: not a rename here.
+        let tap = named("q", new(5, true, 1500));
+        assert!(decide(PortKind::Tap, Up, ("p", 5), &tap).is_empty());
     }
 
     #[test]
     fn tap_moves_are_not_deaths() {
         let k = PortKind::Tap;
         // Moving a TAP into a container's namespace looks like a deletion here.
-        assert!(decide(k, Up, 5, &del(5)).is_empty());
+        assert!(decide(k, Up, ("p", 5), &del(5)).is_empty());
         assert!(
-            decide(k, Up, 5, &new(5, false, 1500))
+            decide(k, Up, ("p", 5), &new(5, false, 1500))
                 .iter()
                 .all(|s| *s == Step::Mtu(1500))
         );
-        assert_eq!(decide(k, Up, 5, &new(5, true, 9000)), [Step::Mtu(9000)]);
+        assert_eq!(
+            decide(k, Up, ("p", 5), &new(5, true, 9000)),
+            [Step::Mtu(9000)]
+        );
         // A TAP of that name appearing after the port went: attach it.
-        assert_eq!(decide(k, Gone, 5, &new(8, true, 1500)), [Step::Reopen]);
+        assert_eq!(
+            decide(k, Gone, ("p", 5), &new(8, true, 1500)),
+            [Step::Reopen]
+        );
         // Another namespace's device of another ifindex while up: ignored.
-        assert!(decide(k, Up, 5, &new(8, true, 1500)).is_empty());
+        assert!(decide(k, Up, ("p", 5), &new(8, true, 1500)).is_empty());
     }
 }
