@@ -346,6 +346,72 @@ fn capture_icmp_read_by_tshark() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no port named 'nope'"));
 }
 
+/// The snaplen in the pcapng header and the daemon's snaplen: one parser for both. An out of
+/// range `--snaplen` was clamped by the daemon and replaced by the default in the header, and
+/// `--snaplen 10 --snaplen 20` gave a header of 10 and packets of 20 (found trying uvs as a new
+/// user). Both are refused now, by the client and by `capture-start`.
+#[test]
+fn capture_snaplen_is_parsed_once() {
+    let test = "capture_snaplen_is_parsed_once";
+    if !root_or_skip(test) {
+        return;
+    }
+    let p = prefix("obs");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let (n1, _n2, p1, _p2) = two(&mut t, &d, &p, 7);
+    let file = std::env::temp_dir().join(format!("uvs-cap-{p}.pcapng"));
+    let f = file.to_str().unwrap();
+    for bad in [&["4294967296"][..], &["0"], &["262145"], &["10", "20"]] {
+        let mut args = vec!["capture", "--duration", "1"];
+        for v in bad {
+            args.extend(["--snaplen", v]);
+        }
+        args.extend([p1.as_str(), f]);
+        let out = d.ctl_raw(&args);
+        let left = std::fs::remove_file(&file).is_ok();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?} accepted: {err}");
+        assert!(err.contains("--snaplen: "), "{bad:?}: {err}");
+        assert!(!left, "{bad:?} left {f}");
+    }
+    for bad in [&["snaplen=4294967296"][..], &["snaplen=10", "snaplen=20"]] {
+        let mut args = vec!["capture-start", p1.as_str()];
+        args.extend(bad);
+        let out = d.ctl_raw(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?} accepted: {err}");
+        assert!(err.contains("snaplen: "), "{bad:?}: {err}");
+    }
+    let args = [
+        "--snaplen",
+        "20",
+        "--count",
+        "4",
+        "--filter",
+        "icmp",
+        &p1,
+        f,
+    ];
+    capture_while_pinging(&d, &args, &n1, "10.231.7.2");
+    let bytes = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
+    let (mut snaplen, mut lens) = (None, Vec::new());
+    while let Some(b) = r.next_block() {
+        match b.unwrap() {
+            pcap_file::pcapng::Block::InterfaceDescription(i) => snaplen = Some(i.snaplen),
+            pcap_file::pcapng::Block::EnhancedPacket(e) => {
+                lens.push((e.data.len(), e.original_len))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(snaplen, Some(20));
+    assert_eq!(lens.len(), 4);
+    assert!(lens.iter().all(|&(c, o)| c == 20 && o > 20), "{lens:?}");
+}
+
 #[test]
 fn capture_shows_nat_translation() {
     let test = "capture_shows_nat_translation";

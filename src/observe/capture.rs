@@ -4,7 +4,8 @@
 //! How frames travel (the control socket answers one request with one response, so a capture
 //! is a poll loop, which needs no new protocol mode and works through any JSON-RPC client):
 //! 1. `capture-start PORT [direction=rx|tx|both] [count=N] [duration=S] [snaplen=N]
-//!    [filter=EXPR]` parses the filter, creates a bounded channel ([`QUEUE`] frames) and hands
+//!    [filter=EXPR]` (each key at most once, snaplen 1 to [`MAX_SNAPLEN`]; [`StartArgs::parse`],
+//!    which `uvs ctl capture` also runs on its options) parses the filter, creates a bounded channel ([`QUEUE`] frames) and hands
 //!    its sending end to the worker in a [`TapSpec`]; the answer is a session id and the port.
 //! 2. `capture-read ID` waits up to [`READ_WAIT`] for the first frame, then returns every frame
 //!    queued (at most [`READ_MAX`]), hex-encoded with its wall-clock timestamp, direction and
@@ -41,6 +42,42 @@ pub const READ_MAX: usize = 2048;
 pub const ABANDONED: Duration = Duration::from_secs(10);
 /// Default bytes kept of each frame.
 pub const DEFAULT_SNAPLEN: u32 = 262_144;
+/// Most bytes a capture may keep of each frame (tcpdump's MAXIMUM_SNAPLEN).
+pub const MAX_SNAPLEN: u32 = 262_144;
+/// The keys of `capture-start` (`uvs ctl capture`'s options without the `--`).
+pub const START_KEYS: [&str; 5] = ["direction", "count", "duration", "snaplen", "filter"];
+
+/// Why `capture-start`'s arguments (which are `uvs ctl capture`'s options) were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    /// Not `KEY=VALUE`.
+    #[error("'{0}': capture-start takes KEY=VALUE arguments")]
+    NotKeyValue(String),
+    /// A key that is not one of [`START_KEYS`].
+    #[error("'{0}': capture-start takes direction, count, duration, snaplen, filter")]
+    Unknown(String),
+    /// A key given twice (the client and the daemon once took different ones).
+    #[error("{0}: given more than once")]
+    Repeated(&'static str),
+    /// A value the key does not take.
+    #[error("{key}: {problem}")]
+    Bad {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with the value (naming it).
+        problem: String,
+    },
+}
+
+impl ArgError {
+    /// The message as `uvs ctl capture` words it: about the option `--KEY`.
+    pub fn as_option(&self) -> String {
+        match self {
+            ArgError::Repeated(_) | ArgError::Bad { .. } => format!("--{self}"),
+            e => e.to_string(),
+        }
+    }
+}
 
 /// Which frames of a port a capture takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +106,7 @@ impl Direction {
             "rx" | "in" => Ok(Direction::Rx),
             "tx" | "out" => Ok(Direction::Tx),
             "both" | "inout" => Ok(Direction::Both),
-            _ => Err(format!("direction: '{s}' (rx, tx or both)")),
+            _ => Err(format!("'{s}' (rx, tx or both)")),
         }
     }
 }
@@ -267,8 +304,10 @@ pub struct StartArgs {
 }
 
 impl StartArgs {
-    /// Parse `key=value` arguments; errors name the key.
-    pub fn parse(args: &[String]) -> Result<StartArgs, String> {
+    /// Parse `key=value` arguments ([`START_KEYS`], each at most once); errors name the key.
+    /// The daemon parses `capture-start`'s arguments with it and `uvs ctl capture` its
+    /// options, so both agree on every value (the pcapng header's snaplen is the daemon's).
+    pub fn parse(args: &[String]) -> Result<StartArgs, ArgError> {
         let mut s = StartArgs {
             dir: Direction::Both,
             count: None,
@@ -276,34 +315,45 @@ impl StartArgs {
             snaplen: DEFAULT_SNAPLEN,
             filter: Filter::All,
         };
+        let mut seen = [false; START_KEYS.len()];
         for kv in args {
             let (k, v) = kv
                 .split_once('=')
-                .ok_or_else(|| format!("'{kv}': capture-start takes KEY=VALUE arguments"))?;
-            let num = |what: &str| {
+                .ok_or_else(|| ArgError::NotKeyValue(kv.clone()))?;
+            let i = START_KEYS
+                .iter()
+                .position(|x| *x == k)
+                .ok_or_else(|| ArgError::Unknown(k.to_string()))?;
+            let key = START_KEYS[i];
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(ArgError::Repeated(key));
+            }
+            let bad = |problem: String| ArgError::Bad { key, problem };
+            let num = || {
                 v.parse::<u64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{what}: '{v}' is not a positive integer"))
+                    .ok_or_else(|| bad(format!("'{v}' is not a positive integer")))
             };
-            match k {
-                "direction" => s.dir = Direction::parse(v)?,
-                "count" => s.count = Some(num("count")?),
+            match key {
+                "direction" => s.dir = Direction::parse(v).map_err(bad)?,
+                "count" => s.count = Some(num()?),
                 "duration" => {
                     let secs: f64 = v
                         .parse()
                         .ok()
                         .filter(|x: &f64| *x > 0.0 && *x < 1e7)
-                        .ok_or_else(|| format!("duration: '{v}' is not a number of seconds"))?;
+                        .ok_or_else(|| bad(format!("'{v}' is not a number of seconds")))?;
                     s.duration = Some(Duration::from_secs_f64(secs));
                 }
-                "snaplen" => s.snaplen = num("snaplen")?.min(u32::MAX as u64) as u32,
-                "filter" => s.filter = Filter::parse(v).map_err(|e| e.to_string())?,
-                _ => {
-                    return Err(format!(
-                        "'{k}': capture-start takes direction, count, duration, snaplen, filter"
-                    ));
+                "snaplen" => {
+                    s.snaplen = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_SNAPLEN).contains(n))
+                        .ok_or_else(|| bad(format!("'{v}' is out of range (1 to {MAX_SNAPLEN})")))?
                 }
+                _ => s.filter = Filter::parse(v).map_err(|e| bad(e.problem().into()))?,
             }
         }
         Ok(s)
@@ -442,7 +492,7 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.strip_prefix("--") {
-            Some(k @ ("count" | "duration" | "direction" | "filter" | "snaplen")) => {
+            Some(k) if START_KEYS.contains(&k) => {
                 let v = it
                     .next()
                     .ok_or_else(|| format!("--{k}: a value is missing"))?;
@@ -457,11 +507,9 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     let [port, file] = pos.as_slice() else {
         return Err(USAGE.to_string());
     };
-    let snaplen = kv
-        .iter()
-        .find_map(|s| s.strip_prefix("snaplen="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_SNAPLEN);
+    // The daemon's parser: the header's snaplen is the one the daemon applies, and a bad or
+    // repeated option is refused before anything starts.
+    let snaplen = StartArgs::parse(&kv).map_err(|e| e.as_option())?.snaplen;
     let mut start = vec![port.clone()];
     start.extend(kv);
     let call = |m: &str, p: &[String]| {
@@ -589,13 +637,39 @@ mod tests {
         assert!(a(&["direction=rx", "count=3", "filter=icmp and host 10.0.0.1"]).is_ok());
         for (bad, key) in [
             (&["count=0"][..], "count"),
+            (&["snaplen=x"], "snaplen"),
             (&["direction=up"], "direction"),
             (&["duration=x"], "duration"),
             (&["filter=host x"], "filter"),
             (&["colour=red"], "colour"),
         ] {
             let e = a(bad).err().unwrap();
-            assert!(e.contains(key), "{bad:?}: {e}");
+            assert!(e.to_string().contains(key), "{bad:?}: {e}");
+            assert!(!e.to_string().contains("filter: filter"), "{e}");
+            assert!(e.as_option().contains(key), "{bad:?}: {e}");
+        }
+    }
+
+    /// `snaplen` out of range is refused (it was clamped to u32::MAX by the daemon while the
+    /// client wrote the default in the pcapng header), and so is any key given twice (the
+    /// client took the first snaplen, the daemon the last): found trying uvs as a new user.
+    #[test]
+    fn snaplen_out_of_range_and_repeated_keys_are_refused() {
+        let a = |v: &[&str]| StartArgs::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&["snaplen=20"]).unwrap().snaplen, 20);
+        assert_eq!(a(&["snaplen=262144"]).unwrap().snaplen, 262_144);
+        for bad in [
+            "snaplen=0",
+            "snaplen=262145",
+            "snaplen=4294967296",
+            "snaplen=-1",
+        ] {
+            let e = a(&[bad]).err().unwrap().to_string();
+            assert!(e.starts_with("snaplen: "), "{bad}: {e}");
+        }
+        for twice in [["snaplen=10", "snaplen=20"], ["count=1", "count=1"]] {
+            let e = a(&twice).err().unwrap().to_string();
+            assert!(e.contains("more than once"), "{twice:?}: {e}");
         }
     }
 

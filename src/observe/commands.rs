@@ -66,7 +66,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             for id in s.reap() {
                 let _ = ask(&w, ObserveCmd::CaptureStop(id));
             }
-            let args = StartArgs::parse(&a[1..]).map_err(CtlError::new)?;
+            let args = StartArgs::parse(&a[1..]).map_err(|e| CtlError::new(e.to_string()))?;
             let (id, spec) = s.open(&a[0], args);
             match ask(&w, ObserveCmd::CaptureStart(Box::new(spec))) {
                 Ok(v) => Ok(Reply::new(format!("capture {id}\n"), v)),

@@ -70,6 +70,13 @@ pub enum Filter {
 #[error("filter: {0}")]
 pub struct FilterError(String);
 
+impl FilterError {
+    /// What is wrong, without the `filter: ` the message starts with.
+    pub fn problem(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The header fields a filter looks at, read once per frame.
 #[derive(Debug, Default)]
 struct View {
