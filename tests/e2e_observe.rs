@@ -412,6 +412,96 @@ fn capture_snaplen_is_parsed_once() {
     assert!(lens.iter().all(|&(c, o)| c == 20 && o > 20), "{lens:?}");
 }
 
+/// `uvs ctl capture ARGS` started in the background, its stderr piped.
+fn capture_bg(d: &Daemon, args: &[&str]) -> Bg {
+    let c = Command::new(env!("CARGO_BIN_EXE_uvs"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("capture")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("uvs ctl capture");
+    Bg(c)
+}
+
+/// Wait (at most 15 s) for a background capture to end: its success and stderr.
+fn finish(mut c: Bg) -> (bool, String) {
+    let t0 = Instant::now();
+    while c.0.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the capture did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = c.0.stderr.take().unwrap().read_to_string(&mut err);
+    (c.0.wait().unwrap().success(), err)
+}
+
+/// A capture says why it ended: the client when its port is deleted or the daemon goes away
+/// (it said "captured N packets" with status 0, and "bad reply ... connection closed"), and the
+/// daemon's log, which showed only its start (found trying uvs as a new user).
+#[test]
+fn capture_says_why_it_ended() {
+    let test = "capture_says_why_it_ended";
+    if !root_or_skip(test) {
+        return;
+    }
+    let p = prefix("obe");
+    let mut t = Topology::default();
+    let log = std::env::temp_dir().join(format!("uvs-{p}.log"));
+    let mut d = Daemon::start_logged(&p, &[], &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (n1, _n2, p1, p2) = two(&mut t, &d, &p, 8);
+    let file = std::env::temp_dir().join(format!("uvs-cap-{p}.pcapng"));
+    let f = file.to_str().unwrap();
+    let logged = |what: &str| {
+        let ok = eventually(10, || text().contains(what));
+        assert!(ok, "not logged: {what}\n{}", text());
+    };
+
+    // Its duration passed: status 0, and the daemon logs both ends.
+    let c = capture_bg(&d, &["--duration", "1", &p2, f]);
+    let (ok, err) = finish(c);
+    assert!(ok && err.contains("captured "), "{err}");
+    logged(&format!("capture 1 on {p2} ended (its duration passed)"));
+
+    // The port is deleted under a running capture.
+    let _ping = pinging(&n1, "10.231.8.2", 20);
+    let c = capture_bg(&d, &[&p1, f]);
+    logged("capture started");
+    assert!(eventually(10, || text().matches("capture started").count() == 2));
+    d.ctl(&["del-port", &p1]);
+    let (ok, err) = finish(c);
+    assert!(!ok, "status 0 after the port was deleted: {err}");
+    assert!(
+        err.contains(&format!("capture on {p1} ended: the port was deleted (")),
+        "{err}"
+    );
+    logged(&format!("capture 2 on {p1} ended (the port was deleted)"));
+
+    // The daemon goes away.
+    let c = capture_bg(&d, &[&p2, f]);
+    assert!(eventually(10, || text().matches("capture started").count() == 3));
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let (ok, err) = finish(c);
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&d.socket);
+    let _ = std::fs::remove_file(&log);
+    assert!(!ok, "status 0 after the daemon went away: {err}");
+    assert!(
+        err.contains(&format!("capture on {p2} ended: the daemon went away (")),
+        "{err}"
+    );
+    assert!(!err.contains("bad reply"), "{err}");
+}
+
 #[test]
 fn capture_shows_nat_translation() {
     let test = "capture_shows_nat_translation";

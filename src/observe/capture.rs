@@ -10,13 +10,19 @@
 //! 2. `capture-read ID` waits up to [`READ_WAIT`] for the first frame, then returns every frame
 //!    queued (at most [`READ_MAX`]), hex-encoded with its wall-clock timestamp, direction and
 //!    original length, the number of frames the capture dropped because the queue was full, and
-//!    `done` once the count or duration is reached (or the port was removed).
+//!    `done` once the count or duration is reached (or the port was removed), with `ended`:
+//!    why ([`End`]: `count`, `duration`, `port-deleted`, `stopped`).
 //! 3. `capture-stop ID` ends it early. A session nobody reads for [`ABANDONED`] is stopped.
+//!    The daemon logs each capture's start (the worker) and end ([`Ended`], when the session
+//!    is stopped or reaped: the reason the capture recorded first, packets read, drops).
 //!
 //! The client (`uvs ctl capture ... FILE|-`) loops on `capture-read` and writes each frame as a
 //! pcapng Enhanced Packet Block with its direction flag (inbound/outbound), flushing after
 //! every read, so `uvs ctl capture p1 - | tshark -r -` shows packets live. The daemon never
-//! opens FILE.
+//! opens FILE. It ends with status 0 and `captured N packets` when the count or duration is
+//! reached, on Ctrl-C or when its output's reader goes; with status 1 and the reason when the
+//! port was deleted (as tcpdump when its interface goes) or the daemon went away, restarted or
+//! stopped answering (the file keeps what was captured, complete).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -76,6 +82,67 @@ impl ArgError {
             ArgError::Repeated(_) | ArgError::Bad { .. } => format!("--{self}"),
             e => e.to_string(),
         }
+    }
+}
+
+/// Why a capture ended, as `capture-read`'s `ended` and the daemon's log say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum End {
+    /// Its `count` of frames was taken.
+    Count = 1,
+    /// Its `duration` passed.
+    Duration = 2,
+    /// The captured port was deleted.
+    PortDeleted = 3,
+    /// Its client stopped it (`capture-stop`: the count or duration reached, Ctrl-C, the
+    /// reader of its output gone).
+    Stopped = 4,
+    /// Nobody read it for [`ABANDONED`] (its client went away).
+    Abandoned = 5,
+}
+
+impl End {
+    /// The word on the wire (`capture-read`'s `ended`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Count => "count",
+            End::Duration => "duration",
+            End::PortDeleted => "port-deleted",
+            End::Stopped => "stopped",
+            End::Abandoned => "abandoned",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<End> {
+        [
+            End::Count,
+            End::Duration,
+            End::PortDeleted,
+            End::Stopped,
+            End::Abandoned,
+        ]
+        .into_iter()
+        .find(|e| *e as u8 == v)
+    }
+}
+
+/// Where the first reason a capture ended is kept: shared by the session and every worker's
+/// copy of its tap; the first to record one wins.
+#[derive(Debug, Clone, Default)]
+pub struct EndSlot(Arc<std::sync::atomic::AtomicU8>);
+
+impl EndSlot {
+    /// Record `why` unless a reason is recorded already.
+    pub fn set(&self, why: End) {
+        let _ = self
+            .0
+            .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The recorded reason.
+    pub fn get(&self) -> Option<End> {
+        End::from_u8(self.0.load(Ordering::Acquire))
     }
 }
 
@@ -153,6 +220,8 @@ pub struct TapSpec {
     pub tx: Sender<Captured>,
     /// Frames lost because the queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// Why it ended (set by the tap, read by the session).
+    pub end: EndSlot,
     /// With several workers: the frames still to capture, counted down by every worker's copy
     /// of this capture (so `count` holds in total). None: `count` is this copy's own.
     pub shared_count: Option<Arc<AtomicU64>>,
@@ -174,6 +243,7 @@ impl TapSpec {
             snaplen: self.snaplen,
             tx: self.tx.clone(),
             dropped: self.dropped.clone(),
+            end: self.end.clone(),
             shared_count: self.shared_count.clone(),
         }
     }
@@ -196,6 +266,7 @@ pub struct Tap {
     snaplen: usize,
     tx: Sender<Captured>,
     dropped: Arc<AtomicU64>,
+    end: EndSlot,
     gone: bool,
 }
 
@@ -225,6 +296,7 @@ impl Tap {
             snaplen: spec.snaplen as usize,
             tx: spec.tx,
             dropped: spec.dropped,
+            end: spec.end,
             gone: false,
         })
     }
@@ -265,21 +337,76 @@ impl Tap {
 
     /// True when the count or deadline is reached or the reader went away.
     pub fn finished(&self, now_ms: u64) -> bool {
-        self.gone
-            || self
-                .remaining
-                .as_ref()
-                .is_some_and(|r| r.load(Ordering::Acquire) == 0)
-            || self.until_ms.is_some_and(|t| now_ms >= t)
+        self.why_finished(now_ms).is_some()
+    }
+
+    /// Why it is finished, if it is (the reader gone: stopped by its client).
+    fn why_finished(&self, now_ms: u64) -> Option<End> {
+        if self.gone {
+            Some(End::Stopped)
+        } else if self
+            .remaining
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::Acquire) == 0)
+        {
+            Some(End::Count)
+        } else if self.until_ms.is_some_and(|t| now_ms >= t) {
+            Some(End::Duration)
+        } else {
+            None
+        }
+    }
+
+    /// Record why the capture ended, when the worker drops the tap: `why`, or why it finished.
+    pub fn record_end(&self, why: Option<End>, now_ms: u64) {
+        if let Some(e) = why.or_else(|| self.why_finished(now_ms)) {
+            self.end.set(e);
+        }
     }
 }
 
 /// A capture as the control plane sees it.
 struct Session {
+    port: String,
     rx: Receiver<Captured>,
     dropped: Arc<AtomicU64>,
+    end: EndSlot,
     until: Option<Instant>,
     last_read: Instant,
+    /// Frames handed to the client so far.
+    read: u64,
+}
+
+/// A session that ended, for the daemon's log: `capture ID on PORT ended (REASON): ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Session id.
+    pub id: u64,
+    /// The port.
+    pub port: String,
+    /// Why.
+    pub why: End,
+    /// Frames the client read.
+    pub packets: u64,
+    /// Frames the queue dropped.
+    pub dropped: u64,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match self.why {
+            End::Count => "its count was reached",
+            End::Duration => "its duration passed",
+            End::PortDeleted => "the port was deleted",
+            End::Stopped => "stopped by its client",
+            End::Abandoned => "abandoned: not read for 10 s",
+        };
+        write!(
+            f,
+            "capture {} on {} ended ({why}): {} packets read, {} dropped by the capture queue",
+            self.id, self.port, self.packets, self.dropped
+        )
+    }
 }
 
 /// The daemon's capture sessions (shared by the control connections).
@@ -366,11 +493,15 @@ impl Sessions {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
+        let end = EndSlot::default();
         let session = Session {
+            port: port.to_string(),
             rx,
             dropped: dropped.clone(),
+            end: end.clone(),
             until: a.duration.map(|d| Instant::now() + d),
             last_read: Instant::now(),
+            read: 0,
         };
         if let Ok(mut m) = self.map.lock() {
             m.insert(id, session);
@@ -385,18 +516,31 @@ impl Sessions {
             snaplen: a.snaplen,
             tx,
             dropped,
+            end,
             shared_count: None,
         };
         (id, spec)
     }
 
-    /// Forget a session (its tap ends when the worker next sees the channel closed).
-    pub fn close(&self, id: u64) -> bool {
-        self.map.lock().is_ok_and(|mut m| m.remove(&id).is_some())
+    /// Forget a session (its tap ends when the worker next sees the channel closed) whose
+    /// start failed.
+    pub fn forget(&self, id: u64) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&id);
+        }
     }
 
-    /// Ids of sessions nobody read for [`ABANDONED`]; they are forgotten.
-    pub fn reap(&self) -> Vec<u64> {
+    /// End session `id` at its client's request (`capture-stop`); what to log (the reason
+    /// the capture recorded, if it ended by itself), None for a session not (or no longer)
+    /// known.
+    pub fn close(&self, id: u64) -> Option<Ended> {
+        let s = self.map.lock().ok()?.remove(&id)?;
+        Some(ended(id, s, End::Stopped))
+    }
+
+    /// Sessions nobody read for [`ABANDONED`]; they are forgotten (their taps are to be
+    /// stopped by id). What to log of each.
+    pub fn reap(&self) -> Vec<Ended> {
         let Ok(mut m) = self.map.lock() else {
             return Vec::new();
         };
@@ -405,21 +549,20 @@ impl Sessions {
             .filter(|(_, s)| s.last_read.elapsed() > ABANDONED)
             .map(|(id, _)| *id)
             .collect();
-        for id in &old {
-            m.remove(id);
-        }
-        old
+        old.into_iter()
+            .filter_map(|id| Some(ended(id, m.remove(&id)?, End::Abandoned)))
+            .collect()
     }
 
     /// The frames of session `id` queued so far (see the module documentation).
     pub fn read(&self, id: u64) -> Result<Value, String> {
-        let (rx, dropped, until) = {
+        let (rx, dropped, until, end) = {
             let mut m = self.map.lock().map_err(|_| "capture sessions poisoned")?;
             let s = m
                 .get_mut(&id)
                 .ok_or_else(|| format!("no capture session {id}"))?;
             s.last_read = Instant::now();
-            (s.rx.clone(), s.dropped.clone(), s.until)
+            (s.rx.clone(), s.dropped.clone(), s.until, s.end.clone())
         };
         let mut packets = Vec::new();
         let mut closed = false;
@@ -439,12 +582,35 @@ impl Sessions {
         }
         let expired = until.is_some_and(|t| Instant::now() >= t);
         let done = (closed || expired) && rx.is_empty();
+        if expired {
+            end.set(End::Duration);
+        }
+        if let Ok(mut m) = self.map.lock()
+            && let Some(s) = m.get_mut(&id)
+        {
+            s.read += packets.len() as u64;
+        }
         let rows: Vec<Value> = packets.iter().map(packet_json).collect();
-        Ok(json!({
+        let mut v = json!({
             "packets": rows,
             "dropped": dropped.load(Ordering::Relaxed),
             "done": done,
-        }))
+        });
+        if done {
+            v["ended"] = json!(end.get().unwrap_or(End::Stopped).as_str());
+        }
+        Ok(v)
+    }
+}
+
+/// What to log of session `id`, ended: the reason it recorded, or `by`.
+fn ended(id: u64, s: Session, by: End) -> Ended {
+    Ended {
+        id,
+        why: s.end.get().unwrap_or(by),
+        packets: s.read,
+        dropped: s.dropped.load(Ordering::Relaxed),
+        port: s.port,
     }
 }
 
@@ -514,7 +680,6 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     start.extend(kv);
     let call = |m: &str, p: &[String]| {
         crate::control::client::call_with_timeout(socket, m, p, Duration::from_secs(10))
-            .map_err(|e| e.to_string())
     };
     // The file first: one that cannot be written must not leave a session running in the
     // daemon (it ran until reaped).
@@ -523,36 +688,84 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     } else {
         Box::new(std::fs::File::create(file).map_err(|e| format!("{file}: {e}"))?)
     };
-    let r = call("capture-start", &start).inspect_err(|_| {
+    let r = call("capture-start", &start).map_err(|e| {
         if file != "-" {
             let _ = std::fs::remove_file(file);
         }
+        e.to_string()
     })?;
     let id = r.data["id"]
         .as_u64()
         .ok_or("capture-start: no session id")?;
     // Ctrl-C ends the capture cleanly (the file stays complete, the session is stopped).
     let stop = crate::port::wait::install_stop_handler();
+    let mut lost = None;
     let result = pump(out, port, snaplen, || {
         if stop.load(Ordering::SeqCst) {
             return Ok(json!({"packets": [], "done": true}));
         }
-        call("capture-read", &[id.to_string()]).map(|r| r.data)
+        match call("capture-read", &[id.to_string()]) {
+            Ok(r) => Ok(r.data),
+            Err(e) => match daemon_lost(&e) {
+                // Ends the file cleanly: what was captured stays readable.
+                Some(why) => {
+                    lost = Some(why);
+                    Ok(json!({"packets": [], "done": true}))
+                }
+                None => Err(e.to_string()),
+            },
+        }
     });
-    let _ = call("capture-stop", &[id.to_string()]);
-    let (n, dropped) = result?;
+    if lost.is_none() {
+        let _ = call("capture-stop", &[id.to_string()]);
+    }
+    let p = result?;
+    let (n, dropped) = (p.packets, p.dropped);
+    let counts = format!("{n} packets captured, {dropped} dropped by the capture queue");
+    if let Some(why) = lost {
+        return Err(format!("capture on {port} ended: {why} ({counts})"));
+    }
+    if p.ended.as_deref() == Some(End::PortDeleted.as_str()) {
+        return Err(format!(
+            "capture on {port} ended: the port was deleted ({counts})"
+        ));
+    }
     eprintln!("uvs: captured {n} packets on {port} ({dropped} dropped by the capture queue)");
     Ok(())
 }
 
-/// Write pcapng from successive `capture-read` answers until one says done; returns the
-/// number of packets written and the capture's drop count.
+/// Why `capture-read`'s error `e` means the daemon is gone (None: an error it answered).
+fn daemon_lost(e: &crate::control::client::ClientError) -> Option<&'static str> {
+    use crate::control::client::ClientError as E;
+    match e {
+        E::Connect { .. } | E::Io { .. } | E::Protocol { .. } => Some("the daemon went away"),
+        E::Timeout { .. } => Some("the daemon stopped answering"),
+        E::Remote(m) if m.starts_with("no capture session") => {
+            Some("the daemon restarted (it no longer knows this capture)")
+        }
+        E::Remote(_) => None,
+    }
+}
+
+/// What [`pump`] wrote, and why the capture ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pumped {
+    /// Packets written.
+    pub packets: u64,
+    /// The capture's drop count.
+    pub dropped: u64,
+    /// The last answer's `ended` ([`End::as_str`]); None when the output's reader went away
+    /// first.
+    pub ended: Option<String>,
+}
+
+/// Write pcapng from successive `capture-read` answers until one says done.
 pub fn pump(
     out: Box<dyn Write>,
     port: &str,
     snaplen: u32,
     mut read: impl FnMut() -> Result<Value, String>,
-) -> Result<(u64, u64), String> {
+) -> Result<Pumped, String> {
     use pcap_file::DataLink;
     use pcap_file::pcapng::PcapNgWriter;
     use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -568,9 +781,16 @@ pub fn pump(
     // expects (it ended with "writing pcapng: Error reading bytes" and status 1: found trying
     // uvs as a new user).
     let closed = |e: &pcap_file::PcapError| matches!(e, pcap_file::PcapError::IoError(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+    let quiet = |packets, dropped| {
+        Ok(Pumped {
+            packets,
+            dropped,
+            ended: None,
+        })
+    };
     let mut w = match PcapNgWriter::new(out) {
         Ok(w) => w,
-        Err(e) if closed(&e) => return Ok((0, 0)),
+        Err(e) if closed(&e) => return quiet(0, 0),
         Err(e) => return Err(io(e)),
     };
     let idb = w.write_pcapng_block(InterfaceDescriptionBlock {
@@ -583,8 +803,8 @@ pub fn pump(
     });
     match idb.map(|_| w.get_mut().flush()) {
         Ok(Ok(())) => {}
-        Err(e) if closed(&e) => return Ok((0, 0)),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((0, 0)),
+        Err(e) if closed(&e) => return quiet(0, 0),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return quiet(0, 0),
         Err(e) => return Err(io(e)),
         Ok(Err(e)) => return Err(format!("writing pcapng: {e}")),
     }
@@ -603,18 +823,23 @@ pub fn pump(
             });
             match r {
                 Ok(_) => n += 1,
-                Err(e) if closed(&e) => return Ok((n, dropped)),
+                Err(e) if closed(&e) => return quiet(n, dropped),
                 Err(e) => return Err(io(e)),
             }
         }
         match w.get_mut().flush() {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((n, dropped)),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return quiet(n, dropped),
             Err(e) => return Err(format!("writing pcapng: {e}")),
         }
         dropped = v["dropped"].as_u64().unwrap_or(dropped);
         if v["done"].as_bool() == Some(true) {
-            return Ok((n, dropped));
+            let ended = v["ended"].as_str().map(str::to_string);
+            return Ok(Pumped {
+                packets: n,
+                dropped,
+                ended,
+            });
         }
     }
 }
@@ -673,6 +898,33 @@ mod tests {
         }
     }
 
+    /// A session says why its capture ended, to its client (`ended`) and for the log.
+    #[test]
+    fn sessions_say_why_a_capture_ended() {
+        let s = Sessions::default();
+        let args = || StartArgs::parse(&[]).unwrap();
+        let (id, spec) = s.open("p1", args());
+        spec.end.set(End::PortDeleted);
+        spec.end.set(End::Stopped); // the first reason stays
+        drop(spec);
+        let v = s.read(id).unwrap();
+        assert_eq!(
+            (v["done"].clone(), v["ended"].clone()),
+            (json!(true), json!("port-deleted"))
+        );
+        let e = s.close(id).unwrap();
+        assert_eq!((e.id, e.port.as_str(), e.why), (id, "p1", End::PortDeleted));
+        assert!(
+            e.to_string().contains("on p1 ended (the port was deleted)"),
+            "{e}"
+        );
+        assert!(s.close(id).is_none());
+        // Stopped by its client while running: no reason recorded, no `ended` yet.
+        let (id, _spec) = s.open("p2", args());
+        assert!(s.read(id).unwrap().get("ended").is_none());
+        assert_eq!(s.close(id).unwrap().why, End::Stopped);
+    }
+
     /// A reader that went away (`| head`) ends the capture quietly with what was written.
     #[test]
     fn pump_ends_quietly_when_the_reader_goes() {
@@ -695,7 +947,7 @@ mod tests {
             reads += 1;
             Ok(json!({"packets": [pkt.clone(), pkt.clone()], "dropped": 0, "done": reads > 50}))
         });
-        let (n, _) = r.expect("no error once the reader is gone");
+        let n = r.expect("no error once the reader is gone").packets;
         assert!(n > 0 && n < 100, "stopped writing: {n} packets");
     }
 
@@ -719,11 +971,11 @@ mod tests {
                 {"t": 1_000_000_002u64, "dir": "tx", "len": 14, "data": hex(&[0xbb; 14])}
             ], "dropped": 1, "done": false}),
         ];
-        let (n, d) = pump(Box::new(Shared(buf.clone())), "p1", 64, || {
+        let p = pump(Box::new(Shared(buf.clone())), "p1", 64, || {
             Ok(answers.pop().unwrap())
         })
         .unwrap();
-        assert_eq!((n, d), (2, 1));
+        assert_eq!((p.packets, p.dropped), (2, 1));
         let bytes = buf.borrow().clone();
         let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
         let mut seen = Vec::new();

@@ -40,15 +40,21 @@ fn reap_abandoned(sessions: &Arc<Sessions>, worker: &Arc<WorkerHandle>) {
                 let (Some(s), Some(w)) = (s.upgrade(), w.upgrade()) else {
                     return;
                 };
-                for id in s.reap() {
-                    let _ = ask(&w, ObserveCmd::CaptureStop(id));
-                }
+                reap(&s, &w);
             }
         });
     if let Err(e) = spawned {
         tracing::warn!(
             "capture: no reaper thread ({e}): abandoned sessions end at the next capture-start"
         );
+    }
+}
+
+/// Stop the sessions nobody read for `capture::ABANDONED`, logging each.
+fn reap(s: &Sessions, w: &WorkerHandle) {
+    for e in s.reap() {
+        tracing::info!("{e}");
+        let _ = ask(w, ObserveCmd::CaptureStop(e.id));
     }
 }
 
@@ -63,15 +69,13 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         1,
         6,
         move |a| {
-            for id in s.reap() {
-                let _ = ask(&w, ObserveCmd::CaptureStop(id));
-            }
+            reap(&s, &w);
             let args = StartArgs::parse(&a[1..]).map_err(|e| CtlError::new(e.to_string()))?;
             let (id, spec) = s.open(&a[0], args);
             match ask(&w, ObserveCmd::CaptureStart(Box::new(spec))) {
                 Ok(v) => Ok(Reply::new(format!("capture {id}\n"), v)),
                 Err(e) => {
-                    s.close(id);
+                    s.forget(id);
                     Err(e)
                 }
             }
@@ -86,9 +90,12 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let (w, s) = (worker.clone(), sessions);
     reg.register("capture-stop", "capture-stop ID", 1, 1, move |a| {
         let id = session_id(&a[0])?;
-        let known = s.close(id);
+        let ended = s.close(id);
+        if let Some(e) = &ended {
+            tracing::info!("{e}");
+        }
         let v = ask(&w, ObserveCmd::CaptureStop(id))?;
-        if !known && v["stopped"] != true {
+        if ended.is_none() && v["stopped"] != true {
             return Err(CtlError::new(format!("no capture session {id}")));
         }
         Ok(Reply::new(String::new(), v))

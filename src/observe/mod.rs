@@ -186,7 +186,8 @@ impl Observe {
         self.taps.retain(|t| {
             let keep = dp.port(t.port).is_some_and(|p| p.name == t.port_name);
             if !keep {
-                tracing::info!(capture = t.id, port = %t.port_name, "capture ended: port removed");
+                // The session logs the end, with this reason, when its client stops it.
+                t.record_end(Some(capture::End::PortDeleted), dp.now_ms);
             }
             keep
         });
@@ -206,7 +207,10 @@ impl Observe {
     /// Drop taps that reached their count, deadline, or lost their reader.
     fn end_finished(&mut self, dp: &Datapath) {
         let now = dp.now_ms;
-        self.taps.retain(|t| !t.finished(now));
+        self.taps.retain(|t| {
+            t.record_end(None, now);
+            !t.finished(now)
+        });
         self.recompute();
     }
 

@@ -115,6 +115,7 @@ fn removed_ports_leave_mirrors_and_end_taps() {
     obs.mirrors
         .push(mirror(&dp, &["select=p0,p1", "output=p3"]));
     let (tx, rx) = crossbeam_channel::bounded(16);
+    let end = capture::EndSlot::default();
     let spec = TapSpec {
         id: 1,
         port: "p0".into(),
@@ -125,6 +126,7 @@ fn removed_ports_leave_mirrors_and_end_taps() {
         snaplen: 100,
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
+        end: end.clone(),
         shared_count: None,
     };
     obs.taps.push(Tap::start(spec, &dp).unwrap());
@@ -141,6 +143,7 @@ fn removed_ports_leave_mirrors_and_end_taps() {
     );
     assert!(dp.out[3].is_empty());
     assert!(obs.taps.is_empty());
+    assert_eq!(end.get(), Some(capture::End::PortDeleted));
     assert!(!obs.rx_tapped(0) && obs.rx_tapped(1));
     assert_eq!(obs.mirrors[0].src.len(), 1);
     // Removing the output removes the mirror.
@@ -156,6 +159,7 @@ fn tap_filters_counts_and_snaps() {
     let mut obs = Observe::default();
     let (tx, rx) = crossbeam_channel::bounded(2);
     let dropped = Arc::new(AtomicU64::new(0));
+    let end = capture::EndSlot::default();
     let spec = TapSpec {
         id: 7,
         port: "p2".into(),
@@ -166,6 +170,7 @@ fn tap_filters_counts_and_snaps() {
         snaplen: 20,
         tx,
         dropped: dropped.clone(),
+        end: end.clone(),
         shared_count: None,
     };
     obs.taps.push(Tap::start(spec, &dp).unwrap());
@@ -186,6 +191,7 @@ fn tap_filters_counts_and_snaps() {
     obs.before_flush(&mut dp, &mut frames);
     assert_eq!(rx.try_recv().unwrap().dir, capture::Dir::Tx);
     assert!(obs.taps.is_empty() && !obs.tx_tapped());
+    assert_eq!(end.get(), Some(capture::End::Count));
     assert_eq!(dp.out[2], vec![d], "capture leaves the queue as it was");
     assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
@@ -206,6 +212,7 @@ fn vxlan_ports_are_refused() {
         snaplen: 1,
         tx,
         dropped: Arc::new(AtomicU64::new(0)),
+        end: capture::EndSlot::default(),
         shared_count: None,
     };
     let e = Tap::start(spec, &dp).err().unwrap();

@@ -170,6 +170,16 @@ impl Daemon {
 
     /// `start` with extra environment variables for the daemon.
     pub fn start_env(tag: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_to(tag, extra, env, Stdio::inherit())
+    }
+
+    /// `start` with the daemon's log (stderr) written to `log`.
+    pub fn start_logged(tag: &str, extra: &[&str], log: &std::path::Path) -> Daemon {
+        let f = std::fs::File::create(log).expect("daemon log file");
+        Daemon::start_to(tag, extra, &[], Stdio::from(f))
+    }
+
+    fn start_to(tag: &str, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Daemon {
         let socket = std::env::temp_dir().join(format!("uvs-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(env!("CARGO_BIN_EXE_uvs"))
@@ -179,6 +189,7 @@ impl Daemon {
             .args(extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start uvs");
         let d = Daemon { child, socket };
