@@ -11,8 +11,9 @@
 //!          | proto (icmp|tcp|udp|N) | icmp | tcp | udp | ip | arp | vlan [N]
 //! ```
 //! Frames are matched on their outer headers, through at most one 802.1Q/802.1ad tag (`vlan`
-//! matches the tag whatever comes before it in the expression). `host` also matches the sender
-//! and target addresses of ARP packets, as tcpdump's does. Ports match TCP and UDP (first
+//! matches the tag whatever comes before it in the expression). `host` and `net` also match the
+//! sender and target addresses of ARP packets, as tcpdump's do; `net A/LEN` with bits set past
+//! LEN is refused, as tcpdump refuses it. Ports match TCP and UDP (first
 //! fragments only). An empty expression matches every frame.
 //!
 //! Evaluation never panics on any byte string (short frames simply do not match).
@@ -35,7 +36,7 @@ pub enum Side {
 pub enum Prim {
     /// An IPv4 (or ARP) address.
     Host(Side, u32),
-    /// An IPv4 prefix: address and mask.
+    /// An IPv4 (or ARP) prefix: address and mask (no bits set past the mask).
     Net(Side, u32, u32),
     /// A TCP or UDP port.
     Port(Side, u16),
@@ -156,21 +157,25 @@ fn side_matches(side: Side, src: u32, dst: u32, f: impl Fn(u32) -> bool) -> bool
     }
 }
 
+impl View {
+    /// The IPv4 source and destination, or ARP's sender and target addresses.
+    fn addrs(&self) -> Option<(u32, u32)> {
+        match (&self.ip, self.arp) {
+            (Some(ip), _) => Some((ip.src, ip.dst)),
+            (None, arp) => arp,
+        }
+    }
+}
+
 impl Prim {
     fn eval(&self, v: &View) -> bool {
         match *self {
-            Prim::Host(side, a) => {
-                let (s, d) = match (&v.ip, v.arp) {
-                    (Some(ip), _) => (ip.src, ip.dst),
-                    (None, Some(arp)) => arp,
-                    _ => return false,
-                };
-                side_matches(side, s, d, |x| x == a)
-            }
-            Prim::Net(side, a, m) => {
-                v.ip.as_ref()
-                    .is_some_and(|ip| side_matches(side, ip.src, ip.dst, |x| x & m == a))
-            }
+            Prim::Host(side, a) => v
+                .addrs()
+                .is_some_and(|(s, d)| side_matches(side, s, d, |x| x == a)),
+            Prim::Net(side, a, m) => v
+                .addrs()
+                .is_some_and(|(s, d)| side_matches(side, s, d, |x| x & m == a)),
             Prim::Port(side, p) => {
                 v.ip.as_ref()
                     .and_then(|ip| ip.ports)
@@ -329,7 +334,11 @@ impl Parser<'_> {
                     .parse()
                     .map_err(|_| FilterError(format!("net: '{v}' is not A.B.C.D/LEN")))?;
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                Ok(Prim::Net(side, u32::from(a) & mask, mask))
+                if u32::from(a) & !mask != 0 {
+                    // tcpdump's words.
+                    return Err(FilterError(format!("net: non-network bits set in '{v}'")));
+                }
+                Ok(Prim::Net(side, u32::from(a), mask))
             }
             "port" => {
                 let v = self.next("a port number")?;
@@ -449,6 +458,25 @@ mod tests {
         let a = arp([10, 0, 0, 9], [10, 0, 0, 1]);
         assert!(m("arp and host 10.0.0.9", &a));
         assert!(!m("ip", &a));
+    }
+
+    /// `net` is tcpdump's: it matches ARP's sender and target addresses as `host` does, and
+    /// refuses an address with host bits set (uvs matched IPv4 only and masked the bits
+    /// silently: found trying uvs as a new user).
+    #[test]
+    fn net_matches_arp_and_refuses_host_bits() {
+        let a = arp([10, 77, 0, 1], [10, 77, 0, 2]);
+        assert!(m("net 10.77.0.0/30", &a));
+        assert!(m("dst net 10.77.0.2/32", &a));
+        assert!(m("src net 10.77.0.0/31", &a));
+        assert!(!m("dst net 10.77.0.0/31", &a));
+        assert!(!m("net 10.78.0.0/16", &a));
+        for bad in ["net 10.77.0.5/24", "net 10.77.0.1/0"] {
+            let e = Filter::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("non-network bits set"), "{bad}: {e}");
+        }
+        assert!(Filter::parse("net 10.77.0.5").is_ok(), "/32 by default");
+        assert!(Filter::parse("net 0.0.0.0/0").is_ok());
     }
 
     #[test]
