@@ -502,6 +502,24 @@ fn capture_says_why_it_ended() {
     assert!(!err.contains("bad reply"), "{err}");
 }
 
+/// `list-commands` lists `capture`, the documented command, which `uvs ctl` runs (it listed
+/// only capture-start/read/stop: found trying uvs as a new user); the daemon, asked for it,
+/// says where it runs.
+#[test]
+fn list_commands_lists_capture() {
+    if !root_or_skip("list_commands_lists_capture") {
+        return;
+    }
+    let d = Daemon::start(&prefix("obl"), &[]);
+    let text = d.ctl(&["list-commands"]);
+    assert!(
+        text.contains("\n  capture PORT [--count N] [--duration S]"),
+        "{text}"
+    );
+    let err = uvs::control::call(&d.socket, "capture", &["p1".into(), "-".into()]).unwrap_err();
+    assert!(err.to_string().contains("uvs ctl capture"), "{err}");
+}
+
 #[test]
 fn capture_shows_nat_translation() {
     let test = "capture_shows_nat_translation";

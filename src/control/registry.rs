@@ -3,7 +3,9 @@
 //! A [`Registry`] maps a command name to a handler. [`Registry::call`] checks that the command
 //! exists and that the number of arguments is within bounds before it runs the handler, so
 //! handlers can index their arguments without checking the count again. A handler that panics
-//! is turned into an error reply; it never takes the connection or the daemon down.
+//! is turned into an error reply; it never takes the connection or the daemon down. A command
+//! `uvs ctl` runs itself (`capture`) is registered with [`Registry::register_client`]: listed,
+//! and refused with a pointer to `uvs ctl` when a client asks the daemon for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -106,6 +108,8 @@ enum Action {
     ListCommands,
     Version,
     Run(Handler),
+    /// Run by `uvs ctl` itself (listed, refused by the daemon).
+    Client,
 }
 
 struct Command {
@@ -196,6 +200,13 @@ impl Registry {
             max_args,
             Action::Run(Box::new(handler)),
         );
+    }
+
+    /// Lists `name`, a command `uvs ctl` runs itself on top of the daemon's (`capture`), in
+    /// `list-commands`; asked for it, the daemon answers that `uvs ctl` runs it.
+    pub fn register_client(&mut self, name: &str, usage: &str) {
+        self.insert(name, usage, 0, UNLIMITED, Action::Client);
+        self.read_only.insert(name.to_string());
     }
 
     fn insert(
@@ -316,6 +327,10 @@ impl Registry {
             Action::ListCommands => Ok(self.list_commands()),
             Action::Version => Ok(version()),
             Action::Run(handler) => run_guarded(method, handler, params),
+            Action::Client => Err(CtlError::new(format!(
+                "'{method}' is run by the client: uvs ctl {}",
+                command.full_usage(method)
+            ))),
         }
     }
 

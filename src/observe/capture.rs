@@ -652,7 +652,7 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
 /// `uvs ctl capture PORT [--count N] [--duration S] [--direction rx|tx|both] [--filter EXPR]
 /// [--snaplen N] FILE|-`: run a capture and write pcapng to FILE (or stdout for `-`).
 pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
-    const USAGE: &str = "usage: capture PORT [--count N] [--duration S] [--direction rx|tx|both] [--filter EXPR] [--snaplen N] FILE|-";
+    let usage = || format!("usage: {CLIENT_USAGE}");
     let mut kv = Vec::new();
     let mut pos = Vec::new();
     let mut it = args.iter();
@@ -665,13 +665,13 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
                 kv.push(format!("{k}={v}"));
             }
             Some(k) if !k.is_empty() => {
-                return Err(format!("capture: unknown option '--{k}'; {USAGE}"));
+                return Err(format!("capture: unknown option '--{k}'; {}", usage()));
             }
             _ => pos.push(a.clone()),
         }
     }
     let [port, file] = pos.as_slice() else {
-        return Err(USAGE.to_string());
+        return Err(usage());
     };
     // The daemon's parser: the header's snaplen is the one the daemon applies, and a bad or
     // repeated option is refused before anything starts.
@@ -733,6 +733,9 @@ pub fn client(socket: &Path, args: &[String]) -> Result<(), String> {
     eprintln!("uvs: captured {n} packets on {port} ({dropped} dropped by the capture queue)");
     Ok(())
 }
+
+/// `capture`'s usage line, as `list-commands` shows it.
+pub const CLIENT_USAGE: &str = "capture PORT [--count N] [--duration S] [--direction rx|tx|both] [--filter EXPR] [--snaplen N] FILE|-";
 
 /// Why `capture-read`'s error `e` means the daemon is gone (None: an error it answered).
 fn daemon_lost(e: &crate::control::client::ClientError) -> Option<&'static str> {

@@ -62,6 +62,7 @@ fn reap(s: &Sessions, w: &WorkerHandle) {
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let sessions = Arc::new(Sessions::default());
     reap_abandoned(&sessions, &worker);
+    reg.register_client("capture", super::capture::CLIENT_USAGE);
     let (w, s) = (worker.clone(), sessions.clone());
     reg.register(
         "capture-start",
