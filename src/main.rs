@@ -692,10 +692,17 @@ fn ctl(socket: Option<PathBuf>, json: bool, mut args: Vec<String>) -> Result<(),
     // is neither `-` nor a file is a flow, as `add-flows BRIDGE FLOW...`).
     let reads_file = |f: &str| f == "-" || std::path::Path::new(f).is_file() || !f.contains('=');
     let reply = if args[0] == "add-flows" && args.len() == 3 && reads_file(&args[2]) {
-        control::client::add_flows(&path, &args[1], &args[2])?
+        control::client::add_flows(&path, &args[1], &args[2])
     } else {
-        control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())?
+        control::call(&path, &args[0], &args[1..]).map_err(|e| e.to_string())
     };
+    // With `--json` an error is JSON on stdout too (`{"error": "..."}`, exit status 1), so a
+    // script reading stdout gets an object either way (stdout was empty).
+    let reply = reply.inspect_err(|e| {
+        if json {
+            println!("{}", serde_json::json!({ "error": e }));
+        }
+    })?;
     match control::client::print_reply(&mut std::io::stdout().lock(), &reply, json) {
         // `uvs ctl ... | head`: the reader left; that is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -809,6 +809,14 @@ fn a_reload_changing_aging_keeps_the_bridge_and_its_ports() {
     let bad = a.ctl_raw(&["set-br", "br0", "fdb_capacity=abc"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("fdb_capacity: 'abc'"));
+    // With --json the error is a JSON object on stdout too (stdout was empty).
+    let bad = a.ctl_raw(&["--json", "set-br", "br0", "fdb_capacity=abc"]);
+    assert!(!bad.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("fdb_capacity: 'abc'"),
+        "{v}"
+    );
     drop(a);
 }
 
