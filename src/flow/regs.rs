@@ -110,7 +110,8 @@ pub enum Field {
 }
 
 impl Field {
-    fn bits(self) -> u32 {
+    /// Width in bits.
+    pub fn bits(self) -> u32 {
         match self {
             Field::Ext(f) => f.bits(),
             Field::Pkt(p) => PKT.iter().find(|x| x.0 == p).map_or(0, |x| x.2),

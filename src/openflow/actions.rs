@@ -15,8 +15,11 @@
 use std::net::Ipv4Addr;
 
 use super::codec::{NX_VENDOR, OF10, OfErr, OfResult, Reader, Writer};
-use super::ofmatch::Tlv;
-use crate::flow::{Action, PortRef, REASON_ACTION, REASON_INVALID_TTL, SetField, ToController};
+use super::ofmatch::{self, Tlv};
+use crate::flow::{
+    Action, ExtField, Field, PortRef, REASON_ACTION, REASON_INVALID_TTL, SetField, Subfield,
+    ToController,
+};
 use crate::wire::MacAddr;
 
 /// Reserved port numbers (OpenFlow 1.0 values; 1.3 ones are 0xffff_ff00 higher).
@@ -147,7 +150,7 @@ fn decode_nx(b: &mut Reader<'_>, len: usize) -> OfResult<Action> {
     if b.u32()? != NX_VENDOR {
         return Err(OfErr::BadVendor);
     }
-    let sub = b.u16()?;
+    let sub = b.u16().map_err(|_| OfErr::BadActionLen)?;
     Ok(match sub {
         // NXAST_RESUBMIT_TABLE: in_port, table.
         14 => {
@@ -181,8 +184,72 @@ fn decode_nx(b: &mut Reader<'_>, len: usize) -> OfResult<Action> {
             b.skip(6)?;
             Action::SetTunnel(b.u64()?)
         }
+        // NXAST_REG_LOAD: ofs_nbits, dst header, value.
+        7 => {
+            check_len(len, 24)?;
+            let ofs_nbits = b.u16()?;
+            let dst = b.u32()?;
+            reg_load(ofs_nbits >> 6, (ofs_nbits & 0x3f) + 1, dst, b.u64()?)?
+        }
+        // NXAST_REG_MOVE: n_bits, src_ofs, dst_ofs, src header, dst header, zeros.
+        6 => {
+            if len < 24 {
+                return Err(OfErr::BadActionLen);
+            }
+            let (n_bits, src_ofs, dst_ofs) = (b.u16()?, b.u16()?, b.u16()?);
+            let (src, dst) = (b.u32()?, b.u32()?);
+            // OVS: NXBRC_MUST_BE_ZERO, which uvs does not have.
+            if b.rest().iter().any(|x| *x != 0) {
+                return Err(OfErr::BadActionArg);
+            }
+            reg_move(n_bits, (src, src_ofs), (dst, dst_ofs))?
+        }
+        // NXAST_NOTE: the bytes to the end, padding included (as OVS reads them).
+        8 => {
+            if len < 16 {
+                return Err(OfErr::BadActionLen);
+            }
+            Action::Note(b.rest().to_vec())
+        }
         _ => return Err(OfErr::BadActionExpType),
     })
+}
+
+/// `h[ofs..ofs + n_bits]` as a uvs subfield, checked as OVS checks it (unknown field:
+/// BadSetType, bits past its end: BadSetLen); `dst`: it must be writable (BadSetArg).
+fn subfield(h: u32, ofs: u16, n_bits: u16, dst: bool) -> OfResult<Subfield> {
+    let field = ofmatch::action_field(h).ok_or(OfErr::BadSetType)?;
+    let width = field.bits();
+    if n_bits == 0 || u32::from(ofs) + u32::from(n_bits) > width {
+        return Err(OfErr::BadSetLen);
+    }
+    if dst && !matches!(field, Field::Ext(e) if e.writable()) {
+        return Err(OfErr::BadSetArg);
+    }
+    // Both fit: widths are at most 128 bits.
+    Ok(Subfield {
+        field,
+        ofs: ofs as u8,
+        n_bits: n_bits as u8,
+    })
+}
+
+fn reg_load(ofs: u16, n_bits: u16, dst: u32, value: u64) -> OfResult<Action> {
+    let d = subfield(dst, ofs, n_bits, true)?;
+    if n_bits < 64 && value >> n_bits != 0 {
+        return Err(OfErr::BadActionArg);
+    }
+    Ok(Action::Load(u128::from(value) << d.ofs, d))
+}
+
+fn reg_move(
+    n_bits: u16,
+    (src, src_ofs): (u32, u16),
+    (dst, dst_ofs): (u32, u16),
+) -> OfResult<Action> {
+    let s = subfield(src, src_ofs, n_bits, false)?;
+    let d = subfield(dst, dst_ofs, n_bits, true)?;
+    Ok(Action::Move(s, d))
 }
 
 /// Decode OpenFlow 1.3 instructions into uvs actions.
@@ -266,6 +333,11 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
     }
     let v = b.bytes(len).map_err(|_| OfErr::BadActionLen)?;
     let n = v.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x));
+    // A register (NXM_NX_REGn) or metadata: OVS's `set_field:V->reg0`.
+    let oxm_len = u8::try_from(len).map_err(|_| OfErr::BadActionLen)?;
+    if let Some(e) = ofmatch::set_field_ext(class, fh >> 1, oxm_len) {
+        return Ok(Action::SetField(SetField::Ext(e, u128::from(n), e.full())));
+    }
     let want = |l: usize| {
         if len == l {
             Ok(())
@@ -368,13 +440,98 @@ fn controller(w: &mut Writer, c: &ToController, port13: bool) {
     }
 }
 
+/// NXAST_REG_LOAD of `v` into `n_bits` bits at `ofs` of the field with header `h`.
+fn put_reg_load(w: &mut Writer, h: u32, ofs: u8, n_bits: u8, v: u64) {
+    w.u16(0xffff).u16(24).u32(NX_VENDOR).u16(7);
+    w.u16((u16::from(ofs) << 6) | u16::from(n_bits - 1))
+        .u32(h)
+        .u64(v);
+}
+
+/// `set_field:V/MASK->F` (a register or metadata) as OVS writes it where it is not one
+/// OFPAT_SET_FIELD: an NXAST_REG_LOAD for each run of ones in the mask.
+fn ext_loads(w: &mut Writer, f: ExtField, v: u128, mask: u128) {
+    let Some(h) = ofmatch::action_header(Field::Ext(f), None) else {
+        tracing::debug!("openflow: no header for {f}");
+        return;
+    };
+    let mut ofs = 0u32;
+    while ofs < f.bits() {
+        if mask >> ofs & 1 == 0 {
+            ofs += 1;
+            continue;
+        }
+        let mut n = 0u32;
+        while ofs + n < f.bits() && n < 64 && mask >> (ofs + n) & 1 == 1 {
+            n += 1;
+        }
+        let bits = (v >> ofs) & (u128::MAX >> (128 - n));
+        put_reg_load(w, h, ofs as u8, n as u8, bits as u64);
+        ofs += n;
+    }
+}
+
+/// The Nicira actions both versions write alike (`load`, `move`, `note`); false if `a` is
+/// none of them. `l4`: the flow's IP protocol (which port headers a `move` names).
+fn nx_common(w: &mut Writer, a: &Action, l4: Option<u8>) -> bool {
+    match a {
+        Action::Load(v, d) => {
+            match ofmatch::action_header(d.field, l4) {
+                Some(h) if d.n_bits <= 64 => {
+                    put_reg_load(w, h, d.ofs, d.n_bits, ((v & d.mask()) >> d.ofs) as u64)
+                }
+                _ => tracing::debug!("openflow: no encoding for action {a}"),
+            }
+            true
+        }
+        Action::Move(s, d) => {
+            match (
+                ofmatch::action_header(s.field, l4),
+                ofmatch::action_header(d.field, l4),
+            ) {
+                (Some(hs), Some(hd)) => {
+                    w.u16(0xffff).u16(24).u32(NX_VENDOR).u16(6);
+                    w.u16(u16::from(d.n_bits))
+                        .u16(u16::from(s.ofs))
+                        .u16(u16::from(d.ofs));
+                    w.u32(hs).u32(hd);
+                }
+                _ => tracing::debug!("openflow: no encoding for action {a}"),
+            }
+            true
+        }
+        // Within an action's 16-bit length.
+        Action::Note(b) if b.len() <= 0xfff0 => {
+            let start = w.len();
+            w.u16(0xffff).u16(0).u32(NX_VENDOR).u16(8).bytes(b);
+            if w.len() - start < 16 {
+                w.zeros(16 - (w.len() - start));
+            }
+            w.pad8_from(start);
+            let n = (w.len() - start) as u16;
+            w.put_u16(start + 2, n);
+            true
+        }
+        _ => false,
+    }
+}
+
 fn nx_simple(w: &mut Writer, sub: u16) {
     w.u16(0xffff).u16(16).u32(NX_VENDOR).u16(sub).zeros(6);
 }
 
 /// Encode actions as an OpenFlow 1.0 (with Nicira extensions) action list.
 pub fn encode10(w: &mut Writer, actions: &[Action]) {
+    encode10_in(w, actions, None)
+}
+
+/// [`encode10`] for a flow whose match says IP protocol `l4` (a `move` of `tp_src` names
+/// UDP's port on a `udp` flow, as OVS reads it back).
+pub fn encode10_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
     for a in actions {
+        if nx_common(w, a, l4) {
+            continue;
+        }
         if let Some(p) = out_port(a) {
             w.u16(0).u16(8).u16(p as u16).u16(0xffff);
             continue;
@@ -416,6 +573,7 @@ pub fn encode10(w: &mut Writer, actions: &[Action]) {
             Action::SetTunnel(v) | Action::SetField(SetField::TunId(v)) => {
                 w.u16(0xffff).u16(24).u32(NX_VENDOR).u16(9).zeros(6).u64(*v);
             }
+            Action::SetField(SetField::Ext(f, v, mask)) => ext_loads(w, *f, *v, *mask),
             _ => tracing::debug!("openflow: no OpenFlow 1.0 encoding for action {a}"),
         }
     }
@@ -490,6 +648,9 @@ fn encode13_action(w: &mut Writer, a: &Action, l4: Option<u8>) {
         Some(132) => 17,
         _ => 13,
     };
+    if nx_common(w, a, l4) {
+        return;
+    }
     if let Some(p) = out_port(a) {
         w.u16(0).u16(16).u32(port_to13(p)).u16(0xffff).zeros(6);
         return;
@@ -539,6 +700,18 @@ fn encode13_action(w: &mut Writer, a: &Action, l4: Option<u8>) {
         Action::Group(g) => {
             w.u16(22).u16(8).u32(*g);
         }
+        // The whole field: OFPAT_SET_FIELD; some bits: NXAST_REG_LOAD (as OVS).
+        Action::SetField(SetField::Ext(f, v, mask)) => match ofmatch::set_field_header(*f) {
+            Some((class, field, len)) if *mask == f.full() => {
+                let start = w.len();
+                w.u16(25).u16(0).u16(class).u8(field << 1).u8(len);
+                w.bytes(&v.to_be_bytes()[16 - usize::from(len)..]);
+                w.pad8_from(start);
+                let n = (w.len() - start) as u16;
+                w.put_u16(start + 2, n);
+            }
+            _ => ext_loads(w, *f, *v, *mask),
+        },
         _ => tracing::debug!("openflow: no OpenFlow 1.3 encoding for action {a}"),
     }
 }
@@ -557,7 +730,7 @@ pub fn decode(version: u8, r: Reader<'_>) -> OfResult<Vec<Action>> {
 /// `m` says, see [`encode13_in`]).
 pub fn encode(version: u8, w: &mut Writer, actions: &[Action], m: &crate::flow::Match) {
     if version == OF10 {
-        encode10(w, actions)
+        encode10_in(w, actions, m.nw_proto)
     } else {
         let tagged = m.dl_vlan.is_some_and(|v| v != crate::flow::NO_VLAN)
             || m.dl_vlan_pcp.is_some()
@@ -672,6 +845,150 @@ mod tests {
             [
                 0, 4, 0, 24, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0
             ]
+        );
+    }
+
+    /// Nicira vendor action bytes: type 0xffff, `len`, NX_VENDOR, `sub`, then `body`.
+    fn nx(sub: u16, body: &[u8]) -> Vec<u8> {
+        let len = (10 + body.len()) as u16;
+        let mut v = vec![0xff, 0xff];
+        v.extend(len.to_be_bytes());
+        v.extend([0, 0, 0x23, 0x20]);
+        v.extend(sub.to_be_bytes());
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn reg_load_move_and_note_bytes_as_ovs_ofctl_sends_them() {
+        // NXAST_REG_LOAD `load:0x5->NXM_NX_REG2[8..15]`: ofs_nbits (8 << 6 | 7), NXM_NX_REG2
+        // (0x00010404), value 5.
+        let load = nx(7, &[0x02, 0x07, 0, 1, 4, 4, 0, 0, 0, 0, 0, 0, 0, 5]);
+        // NXAST_REG_MOVE `move:NXM_OF_ETH_SRC[0..31]->OXM_OF_METADATA[16..47]`: n_bits 32,
+        // src_ofs 0, dst_ofs 16, NXM_OF_ETH_SRC (0x00000406), OXM_OF_METADATA (0x80000408).
+        let mv = nx(6, &[0, 32, 0, 0, 0, 16, 0, 0, 4, 6, 0x80, 0, 4, 8]);
+        // NXAST_NOTE `note:01.02.03.04.05.06`.
+        let note = nx(8, &[1, 2, 3, 4, 5, 6]);
+        let want = acts(
+            "load:0x5->reg2[8..15],move:eth_src[0..31]->metadata[16..47],note:01.02.03.04.05.06",
+        );
+        let wire = [load, mv, note].concat();
+        assert_eq!(decode10(Reader::new(&wire)).unwrap(), want);
+        let mut w = Writer::default();
+        encode10(&mut w, &want);
+        assert_eq!(w.buf, wire);
+        // The same actions in an OpenFlow 1.3 apply_actions instruction.
+        let mut inst = vec![0, 4];
+        inst.extend(((8 + wire.len()) as u16).to_be_bytes());
+        inst.extend([0, 0, 0, 0]);
+        inst.extend(&wire);
+        assert_eq!(decode13_instructions(Reader::new(&inst)).unwrap(), want);
+        let mut w = Writer::default();
+        encode13(&mut w, &want);
+        assert_eq!(w.buf, inst);
+        // A note is padded to 8 bytes with zeros, which read back as part of it (as in OVS).
+        let mut w = Writer::default();
+        encode10(&mut w, &acts("note:ab"));
+        assert_eq!(w.buf, nx(8, &[0xab, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            decode10(Reader::new(&w.buf)).unwrap(),
+            acts("note:ab.00.00.00.00.00")
+        );
+    }
+
+    #[test]
+    fn set_field_of_a_register_and_metadata_in_openflow13() {
+        // `set_field:0x7->reg4` as ovs-ofctl -O OpenFlow13 sends it: OFPAT_SET_FIELD with
+        // NXM_NX_REG4 (0x00010804); metadata is OXM_OF_METADATA.
+        let reg4 = [0, 25, 0, 16, 0, 1, 8, 4, 0, 0, 0, 7, 0, 0, 0, 0];
+        let meta = [0, 25, 0, 16, 0x80, 0, 4, 8, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        let want = acts("set_field:0x7->reg4,set_field:0x1234->metadata");
+        assert_eq!(
+            decode13_actions(Reader::new(&[reg4, meta].concat())).unwrap(),
+            want
+        );
+        let mut w = Writer::default();
+        for a in &want {
+            encode13_one(&mut w, a);
+        }
+        assert_eq!(w.buf, [reg4, meta].concat());
+        // A masked one is NXAST_REG_LOAD, one per run of ones (1.0: always), as OVS writes it.
+        let mut w = Writer::default();
+        encode13_one(&mut w, &acts("set_field:0x10/0xf0->reg5")[0]);
+        assert_eq!(
+            w.buf,
+            nx(7, &[0x01, 0x03, 0, 1, 0x0a, 4, 0, 0, 0, 0, 0, 0, 0, 1])
+        );
+        let mut w = Writer::default();
+        encode10(&mut w, &acts("set_field:0x101/0xf0f->reg5"));
+        assert_eq!(
+            w.buf,
+            [
+                nx(7, &[0x00, 0x03, 0, 1, 0x0a, 4, 0, 0, 0, 0, 0, 0, 0, 1]),
+                nx(7, &[0x02, 0x03, 0, 1, 0x0a, 4, 0, 0, 0, 0, 0, 0, 0, 1])
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn reg_load_and_move_refusals_are_ovss() {
+        let load = |ofs_nbits: u16, hdr: u32, v: u64| {
+            let mut b = ofs_nbits.to_be_bytes().to_vec();
+            b.extend(hdr.to_be_bytes());
+            b.extend(v.to_be_bytes());
+            decode10(Reader::new(&nx(7, &b)))
+        };
+        // Unknown field: OFPBAC_BAD_SET_TYPE; past its end: BAD_SET_LEN; a value wider than
+        // the bits: BAD_ARGUMENT; a field uvs cannot write (eth_type): BAD_SET_ARGUMENT.
+        assert_eq!(load(31, 0x0001_7e04, 1), Err(OfErr::BadSetType));
+        assert_eq!(load(1 << 6 | 31, 0x0001_0004, 1), Err(OfErr::BadSetLen));
+        assert_eq!(load(7, 0x0001_0004, 0x100), Err(OfErr::BadActionArg));
+        assert_eq!(load(15, 0x0000_0602, 1), Err(OfErr::BadSetArg));
+        assert_eq!(load(31, 0x0001_0004, 1).unwrap(), acts("load:1->reg0[]"));
+        let mv = |n: u16, so: u16, doff: u16, src: u32, dst: u32, pad: &[u8]| {
+            let mut b = [n, so, doff]
+                .iter()
+                .flat_map(|x| x.to_be_bytes())
+                .collect::<Vec<_>>();
+            b.extend(src.to_be_bytes());
+            b.extend(dst.to_be_bytes());
+            b.extend(pad);
+            decode10(Reader::new(&nx(6, &b)))
+        };
+        assert_eq!(
+            mv(0, 0, 0, 0x0001_0004, 0x0001_0204, &[]),
+            Err(OfErr::BadSetLen)
+        );
+        assert_eq!(
+            mv(16, 0, 20, 0x0001_0004, 0x0001_0204, &[]),
+            Err(OfErr::BadSetLen)
+        );
+        assert_eq!(
+            mv(8, 0, 0, 0x0001_0004, 0x0000_0c01, &[]),
+            Err(OfErr::BadSetArg)
+        );
+        assert_eq!(
+            mv(8, 0, 0, 0x0001_7e04, 0x0001_0204, &[]),
+            Err(OfErr::BadSetType)
+        );
+        assert_eq!(
+            mv(8, 0, 0, 0x0001_0004, 0x0001_0204, &[0; 8]).unwrap(),
+            acts("move:reg0[0..7]->reg1[0..7]")
+        );
+        assert_eq!(
+            mv(8, 0, 0, 0x0001_0004, 0x0001_0204, &[0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(OfErr::BadActionArg)
+        );
+        // Too short for its headers.
+        assert_eq!(
+            decode10(Reader::new(&nx(6, &[0, 8, 0, 0, 0, 0]))),
+            Err(OfErr::BadActionLen)
+        );
+        // A vendor action too short for its subtype.
+        assert_eq!(
+            decode10(Reader::new(&[0xff, 0xff, 0, 8, 0, 0, 0x23, 0x20])),
+            Err(OfErr::BadActionLen)
         );
     }
 

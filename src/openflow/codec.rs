@@ -103,11 +103,18 @@ pub enum OfErr {
     GroupUnknown,
     /// A flow's `group:N` action to a group the bridge does not have.
     BadOutGroup,
+    /// An action names a field uvs does not know or support (OFPBAC_BAD_SET_TYPE).
+    BadSetType,
+    /// An action's bits go past the end of its field, or are none (OFPBAC_BAD_SET_LEN).
+    BadSetLen,
+    /// An action writes a field uvs cannot write, or a value it cannot set
+    /// (OFPBAC_BAD_SET_ARGUMENT).
+    BadSetArg,
 }
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 42] = [
+    pub const ALL: [OfErr; 45] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -150,6 +157,9 @@ impl OfErr {
         OfErr::GroupExists,
         OfErr::GroupUnknown,
         OfErr::BadOutGroup,
+        OfErr::BadSetType,
+        OfErr::BadSetLen,
+        OfErr::BadSetArg,
     ];
 
     /// (type, code) for `version`.
@@ -224,6 +234,13 @@ impl OfErr {
             // OpenFlow 1.0 has no groups: the flow_mod failed.
             BadOutGroup if v10 => (3, 2),
             BadOutGroup => (2, 9),
+            // Nicira's codes in 1.0 (they go out as vendor errors), OpenFlow 1.2's after.
+            BadSetType if v10 => (1, 523),
+            BadSetType => (2, 13),
+            BadSetLen if v10 => (1, 524),
+            BadSetLen => (2, 14),
+            BadSetArg if v10 => (1, 525),
+            BadSetArg => (2, 15),
         }
     }
 }

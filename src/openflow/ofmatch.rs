@@ -13,7 +13,7 @@
 //!   partial MAC masks are left out of an `ofp_match`.
 
 use super::codec::{OfErr, OfResult, Reader, Writer};
-use crate::flow::{ExtField, Masked, Match, NO_VLAN, PortRef};
+use crate::flow::{ExtField, Field, Masked, Match, NO_VLAN, PktField, PortRef};
 
 const ETH_IP: u16 = 0x0800;
 const ETH_ARP: u16 = 0x0806;
@@ -546,6 +546,126 @@ fn ext_header(d: Tlv, f: ExtField) -> Option<(u16, u8, u8)> {
         ExtField::CtTpDst => (NXM_NX, 125, 2),
         _ => return None,
     })
+}
+
+/// The packet fields an action can name (`move`'s sources), with their NXM headers as OVS
+/// writes them in actions (class, field, value length); TCP's ports stand for uvs's `tp_*`.
+const PKT_HEADERS: &[(PktField, u16, u8, u8)] = &[
+    (PktField::InPort, NXM_OF, 0, 2),
+    (PktField::EthDst, NXM_OF, 1, 6),
+    (PktField::EthSrc, NXM_OF, 2, 6),
+    (PktField::EthType, NXM_OF, 3, 2),
+    (PktField::VlanTci, NXM_OF, 4, 2),
+    (PktField::NwProto, NXM_OF, 6, 1),
+    (PktField::IpSrc, NXM_OF, 7, 4),
+    (PktField::IpDst, NXM_OF, 8, 4),
+    (PktField::TpSrc, NXM_OF, 9, 2),
+    (PktField::TpDst, NXM_OF, 10, 2),
+    (PktField::TunId, NXM_NX, 16, 8),
+];
+
+/// Other headers that name the same packet fields (UDP's and SCTP's ports, the OXM_OF_ forms
+/// of the same width), for decoding.
+const PKT_ALIASES: &[(PktField, u16, u8, u8)] = &[
+    (PktField::TpSrc, NXM_OF, 11, 2),
+    (PktField::TpDst, NXM_OF, 12, 2),
+    (PktField::EthDst, OXM_BASIC, 3, 6),
+    (PktField::EthSrc, OXM_BASIC, 4, 6),
+    (PktField::EthType, OXM_BASIC, 5, 2),
+    (PktField::NwProto, OXM_BASIC, 10, 1),
+    (PktField::IpSrc, OXM_BASIC, 11, 4),
+    (PktField::IpDst, OXM_BASIC, 12, 4),
+    (PktField::TpSrc, OXM_BASIC, 13, 2),
+    (PktField::TpDst, OXM_BASIC, 14, 2),
+    (PktField::TpSrc, OXM_BASIC, 15, 2),
+    (PktField::TpDst, OXM_BASIC, 16, 2),
+    (PktField::TpSrc, OXM_BASIC, 17, 2),
+    (PktField::TpDst, OXM_BASIC, 18, 2),
+    (PktField::TunId, OXM_BASIC, 38, 8),
+];
+
+fn nxm_header((class, field, len): (u16, u8, u8)) -> u32 {
+    (u32::from(class) << 16) | (u32::from(field) << 9) | u32::from(len)
+}
+
+/// The ext fields an action may name on the wire: those the flow syntax names (registers,
+/// metadata, the connection's fields), not the IPv6 ones, `tcp_flags` or `nw_ttl`.
+fn action_ext(f: ExtField) -> bool {
+    !matches!(
+        f,
+        ExtField::Ipv6Src
+            | ExtField::Ipv6Dst
+            | ExtField::Ipv6Label
+            | ExtField::NdTarget
+            | ExtField::TcpFlags
+            | ExtField::NwTtl
+    )
+}
+
+/// The 32-bit NXM/OXM header (no mask) of a field an action names (`load`'s destination,
+/// `move`'s source and destination), as OVS writes it there: NXM_OF_/NXM_NX_ where there is
+/// one, OXM_OF_METADATA; `l4` (the flow's IP protocol) picks UDP's or SCTP's port headers
+/// for `tp_src`/`tp_dst`.
+pub fn action_header(f: Field, l4: Option<u8>) -> Option<u32> {
+    match f {
+        Field::Ext(e) if action_ext(e) => ext_header(Tlv::Nxm, e).map(nxm_header),
+        Field::Ext(_) => None,
+        Field::Pkt(p @ (PktField::TpSrc | PktField::TpDst)) => {
+            let dst = u8::from(p == PktField::TpDst);
+            Some(nxm_header(match l4 {
+                Some(17) => (NXM_OF, 11 + dst, 2),
+                Some(132) => (OXM_BASIC, 17 + dst, 2),
+                _ => (NXM_OF, 9 + dst, 2),
+            }))
+        }
+        Field::Pkt(p) => PKT_HEADERS
+            .iter()
+            .find(|e| e.0 == p)
+            .map(|e| nxm_header((e.1, e.2, e.3))),
+    }
+}
+
+/// The field an action's NXM/OXM header names, if uvs has it (either dialect's header; no
+/// mask bit).
+pub fn action_field(h: u32) -> Option<Field> {
+    let ext = (0..16u8)
+        .map(ExtField::Reg)
+        .chain([
+            ExtField::Metadata,
+            ExtField::CtMark,
+            ExtField::CtLabel,
+            ExtField::CtNwSrc,
+            ExtField::CtNwDst,
+            ExtField::CtNwProto,
+            ExtField::CtTpSrc,
+            ExtField::CtTpDst,
+        ])
+        .find(|e| ext_header(Tlv::Nxm, *e).map(nxm_header) == Some(h));
+    if let Some(e) = ext {
+        return Some(Field::Ext(e));
+    }
+    PKT_HEADERS
+        .iter()
+        .chain(PKT_ALIASES)
+        .find(|e| nxm_header((e.1, e.2, e.3)) == h)
+        .map(|e| Field::Pkt(e.0))
+}
+
+/// The OXM header (class, field, length) of OpenFlow 1.3's set_field of a register or
+/// `metadata` (NXM_NX_REGn, OXM_OF_METADATA), as OVS writes it.
+pub fn set_field_header(f: ExtField) -> Option<(u16, u8, u8)> {
+    match f {
+        ExtField::Reg(_) | ExtField::Metadata => ext_header(Tlv::Oxm, f),
+        _ => None,
+    }
+}
+
+/// The register or `metadata` an OpenFlow 1.3 set_field's header names.
+pub fn set_field_ext(class: u16, field: u8, len: u8) -> Option<ExtField> {
+    (0..16u8)
+        .map(ExtField::Reg)
+        .chain([ExtField::Metadata])
+        .find(|e| set_field_header(*e) == Some((class, field, len)))
 }
 
 /// One TLV entry with a value of up to 16 bytes (`len`), masked unless the mask is all ones.

@@ -445,7 +445,7 @@ fn nx_flow_stats(e: &FlowEntry) -> Vec<u8> {
     w.u64(f.cookie).u64(e.n_packets).u64(e.n_bytes);
     let at = w.len();
     w.bytes(&m.buf).pad8_from(at);
-    actions::encode10(&mut w, &f.actions);
+    actions::encode10_in(&mut w, &f.actions, f.m.nw_proto);
     let n = w.len() as u16;
     w.put_u16(0, n);
     w.buf
