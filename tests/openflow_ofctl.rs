@@ -881,3 +881,46 @@ fn ofctl_load_move_and_note_round_trip_in_both_dialects() {
         );
     }
 }
+
+/// `mod_nw_ttl` and `mod_nw_ecn` over OpenFlow 1.0, which ovs-ofctl sends (and OVS dumps) as
+/// NXAST_REG_LOAD of NXM_NX_IP_TTL[] / NXM_NX_IP_ECN[]: taken as uvs's actions and dumped the
+/// same way; a flow added with `uvs ctl` shows them too (they were refused, and left out).
+#[test]
+fn ofctl_mod_nw_ttl_and_ecn_in_openflow10() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = Switch::with_br0("ttl10");
+    s.attach("p1", 0);
+    let t = s.target();
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=7,ip,actions=mod_nw_ttl:9,output:1",
+    ]);
+    ok(&[
+        "add-flow",
+        &t,
+        "priority=6,ip,actions=mod_nw_ecn:2,output:1",
+    ]);
+    s.reg
+        .call(
+            "add-flow",
+            &[
+                "br0".to_string(),
+                "priority=5,ip,actions=mod_nw_ttl:3,output:1".to_string(),
+            ],
+        )
+        .unwrap();
+    let ours = s.uvs_flows().join("\n");
+    assert!(ours.contains("actions=mod_nw_ttl:9,output:1"), "{ours}");
+    assert!(ours.contains("actions=mod_nw_ecn:2,output:1"), "{ours}");
+    let dump = ok(&["dump-flows", &t]);
+    for want in [
+        "priority=7,ip actions=load:0x9->NXM_NX_IP_TTL[],output:1",
+        "priority=6,ip actions=load:0x2->NXM_NX_IP_ECN[],output:1",
+        "priority=5,ip actions=load:0x3->NXM_NX_IP_TTL[],output:1",
+    ] {
+        assert!(dump.contains(want), "{want} not in\n{dump}");
+    }
+}

@@ -234,7 +234,20 @@ fn subfield(h: u32, ofs: u16, n_bits: u16, dst: bool) -> OfResult<Subfield> {
     })
 }
 
+/// NXM_NX_IP_TTL and NXM_NX_IP_ECN: where OVS's OpenFlow 1.0 `mod_nw_ttl` / `mod_nw_ecn` load
+/// (1.0 has no action for them).
+const NXM_NX_IP_TTL: u32 = 0x0001_3a01;
+const NXM_NX_IP_ECN: u32 = 0x0001_3801;
+
 fn reg_load(ofs: u16, n_bits: u16, dst: u32, value: u64) -> OfResult<Action> {
+    // The whole TTL / ECN field: uvs's own actions; some of their bits: none uvs has.
+    match (dst, ofs, n_bits) {
+        (NXM_NX_IP_TTL, 0, 8) if value < 256 => return Ok(Action::ModNwTtl(value as u8)),
+        (NXM_NX_IP_ECN, 0, 2) if value < 4 => return Ok(Action::ModNwEcn(value as u8)),
+        (NXM_NX_IP_TTL, 0, 8) | (NXM_NX_IP_ECN, 0, 2) => return Err(OfErr::BadActionArg),
+        (NXM_NX_IP_TTL | NXM_NX_IP_ECN, _, _) => return Err(OfErr::BadSetArg),
+        _ => {}
+    }
     let d = subfield(dst, ofs, n_bits, true)?;
     if n_bits < 64 && value >> n_bits != 0 {
         return Err(OfErr::BadActionArg);
@@ -337,6 +350,10 @@ fn set_field(b: &mut Reader<'_>) -> OfResult<Action> {
     let oxm_len = u8::try_from(len).map_err(|_| OfErr::BadActionLen)?;
     if let Some(e) = ofmatch::set_field_ext(class, fh >> 1, oxm_len) {
         return Ok(Action::SetField(SetField::Ext(e, u128::from(n), e.full())));
+    }
+    // NXM_NX_IP_TTL (`set_field:9->nw_ttl`): uvs's mod_nw_ttl.
+    if (class, fh >> 1, oxm_len) == (0x0001, 29, 1) {
+        return Ok(Action::ModNwTtl(n as u8));
     }
     let want = |l: usize| {
         if len == l {
@@ -574,6 +591,9 @@ pub fn encode10_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
                 w.u16(0xffff).u16(24).u32(NX_VENDOR).u16(9).zeros(6).u64(*v);
             }
             Action::SetField(SetField::Ext(f, v, mask)) => ext_loads(w, *f, *v, *mask),
+            // 1.0 has no actions for these: OVS loads the fields.
+            Action::ModNwTtl(t) => put_reg_load(w, NXM_NX_IP_TTL, 0, 8, u64::from(*t)),
+            Action::ModNwEcn(e) => put_reg_load(w, NXM_NX_IP_ECN, 0, 2, u64::from(*e & 3)),
             _ => tracing::debug!("openflow: no OpenFlow 1.0 encoding for action {a}"),
         }
     }
@@ -989,6 +1009,29 @@ mod tests {
         assert_eq!(
             decode10(Reader::new(&[0xff, 0xff, 0, 8, 0, 0, 0x23, 0x20])),
             Err(OfErr::BadActionLen)
+        );
+    }
+
+    #[test]
+    fn mod_nw_ttl_and_ecn_in_openflow10_are_reg_loads_as_ovs_writes_them() {
+        // OpenFlow 1.0 has no set_nw_ttl: OVS sends `mod_nw_ttl:9` as NXAST_REG_LOAD of
+        // NXM_NX_IP_TTL[] (0x00013a01) and `mod_nw_ecn:2` of NXM_NX_IP_ECN[] (0x00013801).
+        let ttl = nx(7, &[0, 7, 0, 1, 0x3a, 1, 0, 0, 0, 0, 0, 0, 0, 9]);
+        let ecn = nx(7, &[0, 1, 0, 1, 0x38, 1, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let want = acts("mod_nw_ttl:9,mod_nw_ecn:2");
+        let wire = [ttl, ecn].concat();
+        assert_eq!(decode10(Reader::new(&wire)).unwrap(), want);
+        let mut w = Writer::default();
+        encode10(&mut w, &want);
+        assert_eq!(w.buf, wire);
+        // Some of the TTL's bits: uvs has no such action.
+        let part = nx(7, &[0, 3, 0, 1, 0x3a, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(decode10(Reader::new(&part)), Err(OfErr::BadSetArg));
+        // OpenFlow 1.3's set_field of NXM_NX_IP_TTL (`set_field:9->nw_ttl`).
+        let sf = [0, 25, 0, 16, 0, 1, 0x3a, 1, 9, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            decode13_actions(Reader::new(&sf)).unwrap(),
+            acts("mod_nw_ttl:9")
         );
     }
 
