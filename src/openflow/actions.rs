@@ -575,7 +575,7 @@ pub fn encode10_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
             Action::ModNwDst(a) | Action::SetField(SetField::NwDst(a)) => {
                 w.u16(7).u16(8).u32(u32::from(*a));
             }
-            Action::SetField(SetField::NwTos(t)) => {
+            Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => {
                 w.u16(8).u16(8).u8(*t).zeros(3);
             }
             Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
@@ -700,7 +700,9 @@ fn encode13_action(w: &mut Writer, a: &Action, l4: Option<u8>) {
         Action::ModNwDst(a) | Action::SetField(SetField::NwDst(a)) => {
             set_field13(w, 12, u64::from(u32::from(*a)), 4)
         }
-        Action::SetField(SetField::NwTos(t)) => set_field13(w, 8, u64::from(t >> 2), 1),
+        Action::SetField(SetField::NwTos(t)) | Action::ModNwTos(t) => {
+            set_field13(w, 8, u64::from(t >> 2), 1)
+        }
         Action::ModTpSrc(p) | Action::SetField(SetField::TpSrc(p)) => {
             set_field13(w, tp_src, u64::from(*p), 2)
         }
@@ -1032,6 +1034,25 @@ mod tests {
         assert_eq!(
             decode13_actions(Reader::new(&sf)).unwrap(),
             acts("mod_nw_ttl:9")
+        );
+    }
+
+    #[test]
+    fn mod_nw_tos_is_written_as_set_nw_tos() {
+        // `mod_nw_tos:8` (uvs ctl's spelling) as OVS writes it: OFPAT10_SET_NW_TOS in 1.0,
+        // set_field OXM_OF_IP_DSCP (8 >> 2) in 1.3; it reads back as the same rewrite.
+        let mut w = Writer::default();
+        encode10(&mut w, &acts("mod_nw_tos:8"));
+        assert_eq!(w.buf, [0, 8, 0, 8, 8, 0, 0, 0]);
+        assert_eq!(
+            decode10(Reader::new(&w.buf)).unwrap(),
+            acts("set_field:8->nw_tos")
+        );
+        let mut w = Writer::default();
+        encode13_one(&mut w, &acts("mod_nw_tos:8")[0]);
+        assert_eq!(
+            w.buf,
+            [0, 25, 0, 16, 0x80, 0, 16, 1, 2, 0, 0, 0, 0, 0, 0, 0]
         );
     }
 
