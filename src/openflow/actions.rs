@@ -3,14 +3,32 @@
 //! Contract:
 //! - OpenFlow 1.0 (`ofp_action_*`, with Nicira vendor actions) and OpenFlow 1.3 (instructions
 //!   APPLY_ACTIONS, GOTO_TABLE, METER, CLEAR_ACTIONS; actions OUTPUT, PUSH/POP_VLAN, SET_FIELD,
-//!   DEC_NW_TTL, and Nicira experimenter actions) decode to a `Vec<Action>` in uvs's order:
-//!   `meter` first, `goto_table` last.
+//!   SET_NW_TTL, DEC_NW_TTL, GROUP, and Nicira experimenter actions) decode to a `Vec<Action>`
+//!   in uvs's order: `meter` first, `goto_table` last.
+//! - Nicira actions, alike in both versions: RESUBMIT_TABLE (in_port IN_PORT), DEC_TTL,
+//!   CONTROLLER, SET_TUNNEL(64), REG_LOAD, REG_MOVE and NOTE. The fields a load or move names
+//!   (`ofmatch::action_field`, NXM or OXM headers): registers and `metadata` as destinations;
+//!   move sources also the connection's fields (`ct_mark`, `ct_nw_src`, ...) and the packet
+//!   fields of `flow::PktField`. A load of the whole NXM_NX_IP_TTL / NXM_NX_IP_ECN is
+//!   `mod_nw_ttl` / `mod_nw_ecn` (how OVS sends those in 1.0). A note keeps its padding, as
+//!   OVS reads it. 1.3 SET_FIELD of NXM_NX_REGn or OXM_OF_METADATA is `SetField::Ext` (the whole
+//!   field), of NXM_NX_IP_TTL `mod_nw_ttl`.
 //! - What uvs cannot execute is refused with the error OVS uses (unknown type: BadActionType,
 //!   WRITE_ACTIONS: UnsupInst, output to LOCAL/ALL/TABLE: BadOutPort, a bad length:
-//!   BadActionLen). Output to CONTROLLER and NXAST_CONTROLLER are `Action::Controller`. Nothing is half-applied: the whole flow_mod is refused.
-//! - Encoding writes the same actions back. Actions with no OpenFlow encoding in the version
-//!   (`ct(...)`, and `meter`/`goto_table` in OpenFlow 1.0) are left out of stats replies; the
-//!   README lists them.
+//!   BadActionLen; a load/move field uvs does not know: BadSetType, bits past its end or none:
+//!   BadSetLen, a destination uvs cannot write or some bits of the TTL/ECN: BadSetArg, a load
+//!   value wider than its bits: BadActionArg). NXAST_RESUBMIT (`resubmit:N`: in_port N, the
+//!   current table) is BadActionExpType: uvs's `resubmit(,T)` keeps the in_port and names its
+//!   table. Output to CONTROLLER and NXAST_CONTROLLER are `Action::Controller`. Nothing is
+//!   half-applied: the whole flow_mod is refused.
+//! - Encoding writes the same actions back as OVS writes them: load/move/note as the Nicira
+//!   actions in both versions (a move of `tp_src`/`tp_dst` names the flow's `udp`/`sctp` header);
+//!   set_field of a whole register or metadata as SET_FIELD in 1.3, otherwise a REG_LOAD per run
+//!   of mask bits; `mod_nw_ttl`/`mod_nw_ecn` in 1.0 as loads (ovs-ofctl shows
+//!   `load:0x9->NXM_NX_IP_TTL[]`). Actions with no OpenFlow encoding in the version (`ct(...)`,
+//!   `ct_clear`, `learn`, `clone`, the MPLS actions, `output(port=..,max_len=..)`; in 1.0 also
+//!   `push_vlan`, `group`, `meter`, `goto_table`) are left out of stats replies; the README
+//!   lists them.
 
 use std::net::Ipv4Addr;
 

@@ -11,6 +11,10 @@
 //!   classes and field numbers (`Tlv`). ICMP type/code and ARP fields follow `dl_type` and
 //!   `nw_proto` as in the flow syntax. Fields OpenFlow 1.0 cannot express (tun_id, ct_*) and
 //!   partial MAC masks are left out of an `ofp_match`.
+//! - Actions name fields by the same headers: `action_header`/`action_field` map the fields a
+//!   `load`/`move` may name (registers, metadata, the connection's fields, `flow::PktField`)
+//!   to the NXM/OXM headers OVS writes in NXAST_REG_LOAD/REG_MOVE and back (either dialect's
+//!   header); `set_field_header`/`set_field_ext` the registers and metadata of 1.3's SET_FIELD.
 
 use super::codec::{OfErr, OfResult, Reader, Writer};
 use crate::flow::{ExtField, Field, Masked, Match, NO_VLAN, PktField, PortRef};
