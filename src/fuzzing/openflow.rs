@@ -470,7 +470,8 @@ fn flow_entry(v: u8, e: &[u8]) {
     if v == OF10 {
         r.skip(4).expect("length, table");
         ofmatch::decode_of10(&mut r).expect("the match decodes");
-        r.skip(48).expect("the fixed part");
+        // Durations, priority, timeouts, padding, cookie, counters.
+        r.skip(44).expect("the fixed part");
         actions::decode10(r).expect("the actions decode");
     } else {
         r.skip(48).expect("the fixed part");
