@@ -594,15 +594,21 @@ fn reload(path: Option<&std::path::Path>, store: &Store, running_cores: &[Option
     // A file of nothing (no byte but whitespace) is far likelier one being rewritten (`uvs
     // ctl save-config > FILE` truncates it first) than a wish to delete everything: it
     // removed every bridge, route and NAT rule. A file that says so in a comment is taken.
-    if std::fs::read_to_string(path).is_ok_and(|t| t.trim().is_empty()) {
-        warn!(
-            "SIGHUP: refusing {}: the file is empty (being rewritten?); nothing changed \
-             (a file holding only a comment removes everything)",
-            path.display()
-        );
-        return;
-    }
-    let c = match Config::load(path) {
+    // Read once: the check and the parse see the same text.
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            if t.trim().is_empty() {
+                Err(
+                    "the file is empty (being rewritten?) (a file holding only a comment \
+                     removes everything)"
+                        .into(),
+                )
+            } else {
+                Config::parse(&t)
+            }
+        });
+    let c = match parsed {
         Ok(c) => c,
         Err(e) => {
             warn!("SIGHUP: refusing {}: {e}; nothing changed", path.display());

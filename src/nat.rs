@@ -90,6 +90,15 @@ pub struct Nat {
     share: (u16, u16),
 }
 
+/// Whether a port mapping of `rules` for `proto` uses host port `port` (on any address: a
+/// pool leaves it alone, see `Conntrack::snat_reserving`).
+#[inline]
+pub fn mapped_port(rules: &[NatRule], proto: u8, port: u16) -> bool {
+    rules
+        .iter()
+        .any(|r| matches!(r, NatRule::Dest { proto: p, port: q, .. } if *p == proto && *q == port))
+}
+
 /// The host ports `dnat ... port=0` picks from unless `set-nat port_range=` says otherwise
 /// (Docker's default, the kernel's ephemeral range).
 pub const DEFAULT_DNAT_PORTS: RangeInclusive<u16> = 32768..=60999;

@@ -806,6 +806,11 @@ fn a_reload_changing_aging_keeps_the_bridge_and_its_ports() {
         a.ctl(&["fdb-show", "br0"]).contains("02:00:00:00:00:aa"),
         "the static kept"
     );
+    // aging=0 is refused as the configuration refuses it (it was saved, and the database
+    // then did not load at the next start).
+    let bad = a.ctl_raw(&["set-br", "br0", "aging=0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("aging: must be at least 1"));
     let bad = a.ctl_raw(&["set-br", "br0", "fdb_capacity=abc"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("fdb_capacity: 'abc'"));

@@ -1552,6 +1552,12 @@ fn routed_packets_over_the_mtu_without_df_are_fragmented() {
     assert!(out[n.b as usize].is_empty());
     assert_eq!(out[n.a as usize].len(), 1, "ICMP fragmentation needed");
     assert_eq!(n.h.drops(n.a, DropReason::FragNeeded), 1);
+    // Never rate limited (Linux exempts path MTU discovery): 60 at one instant, 60 answers.
+    for _ in 0..60 {
+        n.h.send(n.a, &df);
+    }
+    assert_eq!(n.h.outputs()[n.a as usize].len(), 60);
+    assert_eq!(n.h.dp.router.icmp_rate_limited, 0);
 
     // Masqueraded: translated first, then cut; every fragment leaves from GW1.
     masquerade(&mut n);
@@ -1779,4 +1785,34 @@ fn a_gateway_at_another_subnets_network_address_answers_ping() {
     assert_eq!((ip.source, ip.destination), ([10, 5, 1, 0], [10, 5, 1, 2]));
     assert!(matches!(t, Some(TransportSlice::Icmpv4(i)) if i.type_u8() == 0));
     assert_eq!(h.dp.router.echo_replies, 1);
+}
+
+/// Masquerade keeps a connection's own source port (as Linux's), but never one a port mapping
+/// uses on the way out: a reply to it would be taken for a new mapped connection (with
+/// several workers, steered to the mapping's worker and sent into the mapped container).
+#[test]
+fn masquerade_keeps_the_source_port_but_not_a_mapped_one() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b1 = n.h.dp.bridge_id("br1").unwrap();
+    n.h.dp
+        .nat
+        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
+        .unwrap();
+    n.h.dp.nat.add_dest(b1, 17, 8080, H_A, 80).unwrap();
+    let public = |n: &mut Routed, sport: u16| {
+        n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, sport), (H_B, 53)));
+        let out = n.h.outputs();
+        let (ip, t) = ip_of(&out[n.b as usize][0]);
+        assert_eq!(ip.source, GW1);
+        let Some(TransportSlice::Udp(u)) = t else {
+            panic!("udp")
+        };
+        u.source_port()
+    };
+    assert_eq!(public(&mut n, 40001), 40001, "its own port, free");
+    assert_eq!(public(&mut n, 8081), 8081);
+    let p = public(&mut n, 8080);
+    assert_ne!(p, 8080, "a mapped host port is left to the mapping");
+    assert!((1024..=65535).contains(&p));
 }

@@ -522,12 +522,13 @@ fn check_rates(c: &NetConf, show: &Value, host: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn has_port(bridge: &Value, port: &str) -> bool {
+pub(super) fn has_port(bridge: &Value, port: &str) -> bool {
     bridge["ports"]
         .as_array()
         .into_iter()
         .flatten()
-        .any(|p| p["name"] == port)
+        // A pending port (its veth missing, or not opened) is not attached.
+        .any(|p| p["name"] == port && p["state"] != "pending")
 }
 
 /// DEL: idempotent.

@@ -277,3 +277,16 @@ fn mac_strings_parse_as_mac_addr() {
     assert!("02:00:00:00:36".parse::<MacAddr>().is_err());
     assert!("zz:00:00:00:36:01".parse::<MacAddr>().is_err());
 }
+
+/// CHECK counts a container's port as attached only when it is open: a pending one (its veth
+/// missing or not opened, listed by `show` since session 32) is not.
+#[test]
+fn a_pending_port_is_not_attached() {
+    let b = json!({"name": "n1", "ports": [
+        {"name": "uv0123456789ab", "state": "up"},
+        {"name": "uvaaaaaaaaaaaa", "state": "pending"},
+    ]});
+    assert!(super::ops::has_port(&b, "uv0123456789ab"));
+    assert!(!super::ops::has_port(&b, "uvaaaaaaaaaaaa"));
+    assert!(!super::ops::has_port(&b, "uvbbbbbbbbbbbb"));
+}

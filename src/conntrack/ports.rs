@@ -1,8 +1,9 @@
 //! NAT port allocation for one (NAT address, protocol) pool.
 //!
 //! Contract:
-//! - Ports come from an inclusive range, default 32768..=60999 (Linux's
-//!   `ip_local_port_range`); ICMP pools hand out echo identifiers the same way.
+//! - Ports come from an inclusive range the caller gives (masquerade: 1024..=65535, Linux's
+//!   MASQUERADE range, see `nat::SOURCE_NAT_PORTS`); ICMP pools hand out echo identifiers
+//!   the same way.
 //! - A port is handed out only if the caller's `taken` test says the resulting reply tuple is
 //!   not used by a live connection. So one port serves many remotes (Linux's behaviour:
 //!   uniqueness is per reply tuple, not per port), and the table stays the single source of
@@ -21,7 +22,8 @@ use std::ops::RangeInclusive;
 use super::CtError;
 use super::key::{FlowKey, hash};
 
-/// Default port range (Linux's default `net.ipv4.ip_local_port_range`).
+/// Linux's default `net.ipv4.ip_local_port_range` (a pool's range when a test or bench names
+/// none; masquerade uses `nat::SOURCE_NAT_PORTS`).
 pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 32768..=60999;
 /// Default probe bound of one `alloc`.
 pub const DEFAULT_MAX_PROBES: u32 = 256;
@@ -146,11 +148,10 @@ impl PortAllocator {
         if first >= end {
             return None;
         }
-        // The connection's own port (ICMP: its echo identifier) first, when this share
-        // may hand it out and it is free, as Linux's NAT keeps a source port whose translated
-        // tuple is unique: most flows keep their port (a client's ephemeral ports lie in
-        // the default range), so protocols that expect theirs (NTP, IKE) work and a peer
-        // sees the port the container chose.
+        // The connection's own port (ICMP: its echo identifier) first, when it lies in the
+        // range and this share and is free, as Linux's NAT keeps a source port whose
+        // translated tuple is unique: a peer sees the port the container chose (with N
+        // workers, for the 1/N of ports in this worker's share).
         let own = hint.sport as u32;
         if own >= first && own < end && (own - first).is_multiple_of(parts) && !taken(hint.sport) {
             self.acquire(hint.sport);

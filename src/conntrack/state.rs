@@ -13,7 +13,9 @@
 //! ```
 //!
 //! UDP, ICMP and other protocols are `UNREPLIED` until a packet is seen in the reply direction,
-//! then `REPLIED` (Linux's "seen reply"/assured).
+//! then `REPLIED` (Linux's "seen reply", not assured); a replied UDP connection that sees a
+//! packet 2 s or more after its first becomes `ASSURED` ([`State::Stream`]: Linux's assured
+//! UDP stream, 180 s).
 
 use std::fmt;
 
@@ -58,7 +60,8 @@ pub enum State {
     Stream,
 }
 
-/// A replied UDP connection that sees a packet this many seconds after its first becomes a
+/// A replied UDP connection that sees a packet this many seconds after its first (after the
+/// reply) becomes a
 /// [`State::Stream`] (Linux: `stream_ts`, 2 s).
 pub const UDP_STREAM_AFTER_S: u32 = 2;
 
@@ -249,7 +252,9 @@ fn tcp_fin(state: State, memo: &mut TcpMemo, dir: Direction) -> State {
 pub(crate) fn other_next(state: State, dir: Direction, udp: bool, age: u32) -> State {
     match (state, dir) {
         (State::Unreplied, Direction::Original) => State::Unreplied,
-        (State::Unreplied | State::Replied, _) if udp && age >= UDP_STREAM_AFTER_S => State::Stream,
+        // A reply already seen and traffic 2 s on (Linux: IPS_SEEN_REPLY is set after the
+        // packet that brings it, so a first reply never assures, however late).
+        (State::Replied, _) if udp && age >= UDP_STREAM_AFTER_S => State::Stream,
         (State::Unreplied, Direction::Reply) => State::Replied,
         (s, _) => s,
     }

@@ -469,6 +469,20 @@ impl Conntrack {
         self.snat_after(orig, None, pool, now)
     }
 
+    /// [`Conntrack::snat_after`], never handing out a port `reserved` says the address's
+    /// other users hold (a port mapping's host port, a VXLAN UDP port): a reply to such a
+    /// port would be taken for theirs (and, with several workers, steered to another).
+    pub fn snat_reserving(
+        &mut self,
+        orig: FlowKey,
+        dnat: Option<([u8; 4], u16)>,
+        pool: PoolId,
+        now: u32,
+        reserved: impl Fn(u16) -> bool,
+    ) -> Result<ConnId, CtError> {
+        self.snat_with(orig, dnat, pool, now, reserved)
+    }
+
     /// Source NAT after an optional destination NAT to `dnat` (address, port): both
     /// translations on one connection, as hairpin NAT needs (a container reaching a port mapped
     /// to itself or a neighbour through the gateway address: without the source rewrite the
@@ -479,6 +493,17 @@ impl Conntrack {
         dnat: Option<([u8; 4], u16)>,
         pool: PoolId,
         now: u32,
+    ) -> Result<ConnId, CtError> {
+        self.snat_with(orig, dnat, pool, now, |_| false)
+    }
+
+    fn snat_with(
+        &mut self,
+        orig: FlowKey,
+        dnat: Option<([u8; 4], u16)>,
+        pool: PoolId,
+        now: u32,
+        reserved: impl Fn(u16) -> bool,
     ) -> Result<ConnId, CtError> {
         let mut target = orig;
         if let Some((a, p)) = dnat {
@@ -501,7 +526,7 @@ impl Conntrack {
         // owns an empty slice).
         let mut p = std::mem::replace(p, PortAllocator::placeholder());
         let port = p.alloc(&orig, |port| {
-            self.is_live(&NatInfo::snat(addr, port).reply_of(&target), now)
+            reserved(port) || self.is_live(&NatInfo::snat(addr, port).reply_of(&target), now)
         });
         self.pools[pool as usize] = p;
         let Some(port) = port else {

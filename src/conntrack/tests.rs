@@ -273,14 +273,16 @@ fn limit_table_full_then_evicts_an_expired_entry() {
     let id0 = ct.lookup(&udp(A, 0, B, 53), 0).unwrap().0;
     for i in 1..4 {
         let id = ct.lookup(&udp(A, i, B, 53), 0).unwrap().0;
-        ct.update(id, Direction::Reply, 1, 0, 20); // a stream: 180 s from t=20
+        ct.update(id, Direction::Reply, 1, 0, 19);
+        ct.update(id, Direction::Original, 1, 0, 20); // a stream: 180 s from t=20
     }
     // Full, nothing expired: the unreplied one is dropped early (Linux's early_drop).
     let id = ct.insert(udp(REMOTE, 9, B, 53), 10).unwrap();
     assert_eq!(id, id0, "slot reused");
     assert_eq!(ct.stats().early_dropped, 1);
     assert!(ct.lookup(&udp(A, 0, B, 53), 10).is_none());
-    ct.update(id, Direction::Reply, 1, 0, 12); // a stream (2 s on) until t=192
+    ct.update(id, Direction::Reply, 1, 0, 11);
+    ct.update(id, Direction::Original, 1, 0, 12); // a stream (2 s on) until t=192
     // Full of assured connections: refused.
     assert_eq!(
         ct.insert(udp(REMOTE, 10, B, 53), 30),
@@ -461,7 +463,8 @@ fn randomized_against_reference() {
                         assert!(!clash && !full, "step {step}");
                         // Answered 2 s on (an assured stream): a full table refuses rather
                         // than drops early.
-                        ct.update(id, Direction::Reply, 1, 0, UDP_STREAM_AFTER_S);
+                        ct.update(id, Direction::Reply, 1, 0, 0);
+                        ct.update(id, Direction::Original, 1, 0, UDP_STREAM_AFTER_S);
                         reference.insert(k, (k, Direction::Original));
                         reference.insert(reply, (k, Direction::Reply));
                     }
@@ -578,7 +581,8 @@ fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
     for i in 0..8 {
         let k = udp(B, i, REMOTE, 53);
         let id = ct.insert(k, 0).unwrap();
-        ct.update(id, Direction::Reply, 1, 0, UDP_STREAM_AFTER_S);
+        ct.update(id, Direction::Reply, 1, 0, 0);
+        ct.update(id, Direction::Original, 1, 0, UDP_STREAM_AFTER_S);
         victims.push(k);
     }
     // The attacker: a flood of new connections that are never answered.
@@ -653,9 +657,13 @@ fn update_live_accounts_only_live_connections() {
     assert!(ct.update_live(id, Direction::Reply, 70, 0, 3));
     let c = ct.conn(id).unwrap();
     assert_eq!((c.packets, c.bytes), ([1, 1], [60, 70]));
-    assert_eq!((c.state, c.last_seen), (State::Stream, 3), "replied 2 s on");
-    // Past the stream's timeout: nothing accounted, the connection left in place for `lookup`.
-    let late = 3 + Timeouts::default().udp_replied;
+    assert_eq!(
+        (c.state, c.last_seen),
+        (State::Replied, 3),
+        "a first reply: not a stream"
+    );
+    // Past the replied timeout: nothing accounted, the connection left in place for `lookup`.
+    let late = 3 + Timeouts::default().udp_unreplied;
     assert!(!ct.update_live(id, Direction::Original, 60, 0, late));
     let c = ct.conn(id).unwrap();
     assert_eq!((c.packets, c.last_seen), ([1, 1], 3));
@@ -697,8 +705,11 @@ fn one_shot_udp_exchanges_stay_unassured_and_streams_are_assured() {
         let _ = ct.insert(udp(A, i, REMOTE, 53), 20);
     }
     assert!(ct.lookup(&k, 20).is_some(), "the stream was kept");
-    // A first reply 2 s on makes a stream at once (Linux: the reply is past stream_ts).
+    // A first reply 2 s on is not yet a stream (Linux sets SEEN_REPLY after that packet): a
+    // flood of slowly answered queries stays unassured; the next packet makes it one.
     let late = ct.insert(udp(B, 3, REMOTE, 53), 30).unwrap();
     ct.update(late, Direction::Reply, 1, 0, 32);
+    assert_eq!(ct.conn(late).unwrap().state, State::Replied);
+    ct.update(late, Direction::Original, 1, 0, 33);
     assert_eq!(ct.conn(late).unwrap().state, State::Stream);
 }

@@ -161,6 +161,9 @@ impl Switch for RegistrySwitch {
             .as_array()
             .into_iter()
             .flatten()
+            // A port the configuration keeps pending has no OpenFlow number yet: not a port
+            // of the switch for a controller (it would read as port 0).
+            .filter(|p| p["ofport"].is_u64())
             .map(|p| PortInfo {
                 ofport: p["ofport"].as_u64().unwrap_or(0) as u16,
                 name: p["name"].as_str().unwrap_or("").to_string(),

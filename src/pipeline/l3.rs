@@ -636,11 +636,22 @@ fn ip_in(
             PROTO_UDP => pools[1],
             _ => pools[2],
         };
+        // Ports a translated connection must not take on the gateway address: port mappings'
+        // host ports (a reply to one would be taken for a new mapped connection, and with
+        // several workers steered to another worker) and the VXLAN UDP ports.
+        let (rules, tunnel_ports) = (&dp.nat.rules, &dp.tunnel_udp_ports);
+        let reserved = |port: u16| {
+            crate::nat::mapped_port(rules, k.proto, port)
+                || (k.proto == PROTO_UDP && tunnel_ports.contains(port))
+        };
         let created = match dnat {
             // Hairpin: the mapped target sits on the bridge the client came from, so its answer
             // would go straight back and bypass us: also rewrite the source to the gateway.
             Some(to) if egress == bridge => Some(match dp.nat.hairpin_pools(egress) {
-                Some(pools) => dp.nat.ct.snat_after(k, Some(to), pool_of(pools), now),
+                Some(pools) => dp
+                    .nat
+                    .ct
+                    .snat_reserving(k, Some(to), pool_of(pools), now, reserved),
                 None => Err(CtError::NoSuchPool { pool: u16::MAX }),
             }),
             Some((to, to_port)) => Some(dp.nat.ct.create_nat_conn(
@@ -649,7 +660,13 @@ fn ip_in(
                 now,
             )),
             None => match dp.nat.source_for(src, egress) {
-                Some(pools) => Some(dp.nat.ct.snat(k, pool_of(pools), now)),
+                Some(pools) => {
+                    Some(
+                        dp.nat
+                            .ct
+                            .snat_reserving(k, None, pool_of(pools), now, reserved),
+                    )
+                }
                 // Arrives untranslated, but its answers would match a source rule on the way
                 // back: track it untranslated so they are seen as replies and left alone (the
                 // first packet of a connection decides, as with Linux conntrack). Only such
@@ -1246,6 +1263,13 @@ pub(super) fn icmp_error(
     extra: u16,
     made: &mut Vec<Meta>,
 ) {
+    // Fragmentation needed is never limited (Linux: "don't limit PMTU discovery"): a sender
+    // that does not learn the path MTU stalls.
+    let pmtu = ty == icmp::DEST_UNREACH && code == icmp::unreach::FRAG_NEEDED;
+    if !pmtu && !dp.icmp_limit.allow(dp.now_ms) {
+        dp.router.icmp_rate_limited += 1;
+        return;
+    }
     let l3 = m.l3 as usize;
     let (orig_src, quote) = {
         let ip = &frames.data(m.desc)[l3..];
@@ -1256,10 +1280,6 @@ pub(super) fn icmp_error(
         if h.ip_protocol() == IpProtocol::ICMP
             && ty.is_some_and(|t| !matches!(t, icmp::ECHO_REQUEST | icmp::ECHO_REPLY))
         {
-            return;
-        }
-        if !dp.icmp_limit.allow(dp.now_ms) {
-            dp.router.icmp_rate_limited += 1;
             return;
         }
         // The offending packet's header and first 8 bytes of payload (RFC 792).

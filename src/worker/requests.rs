@@ -392,6 +392,10 @@ impl Worker {
                 fdb_capacity,
             } => {
                 let b = self.bridge_id(&bridge)?;
+                // As the configuration checks it (a database with 0 would not load again).
+                if aging == Some(0) {
+                    return Err("aging: must be at least 1 second".into());
+                }
                 if let Some(c) = fdb_capacity {
                     self.dp.set_fdb_capacity(b, c, now as u32)?;
                 }

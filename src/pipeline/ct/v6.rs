@@ -185,9 +185,11 @@ impl Table6 {
                 _ => State::SynSent,
             };
         } else if c.replied {
+            // (A reply already seen before this packet, as `conntrack::State::Stream`.)
             let stream = orig.proto == 17
                 && (c.state == State::Stream
-                    || now.wrapping_sub(c.created) >= crate::conntrack::UDP_STREAM_AFTER_S);
+                    || (c.state == State::Replied
+                        && now.wrapping_sub(c.created) >= crate::conntrack::UDP_STREAM_AFTER_S));
             c.state = if stream {
                 State::Stream
             } else {
