@@ -204,10 +204,6 @@ impl NatSpec {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("to: port '{p}' must be 1 to 65535"))?;
-        // A target no host can be (it was accepted and answered nothing, or net unreachable).
-        if let Some(why) = crate::datapath::not_lan_unicast(a.octets()) {
-            return Err(format!("to: {a} is not a host address ({why})"));
-        }
         Ok((a.octets(), p))
     }
 }

@@ -293,3 +293,19 @@ fn port_rxq_affinity_from_args_and_toml() {
             .contains("rxq_affinity = \"1:3\"")
     );
 }
+
+/// A database an older uvs wrote with a mapping to a non-host address or a `localhost` DNS
+/// record still parses (the checks added in session 32 run when a rule or record is added,
+/// which leaves that step out at start, logged), instead of refusing the whole database.
+#[test]
+fn an_older_database_with_now_refused_rules_still_parses() {
+    let text = "[[bridge]]\nname = \"ext\"\ngateway = \"10.250.0.1/24\"\n\
+                [[nat]]\nkind = \"dnat\"\nin = \"ext\"\nproto = \"tcp\"\nport = 80\nto = \"127.0.0.1:80\"\n\
+                [[dns]]\nbridge = \"ext\"\nname = \"localhost\"\nip = \"10.250.0.2\"\n";
+    let c = Config::parse(text).unwrap();
+    assert_eq!(c.nat.len(), 1);
+    // Adding them is refused, naming the field.
+    let mut r = crate::dns::registry::Registry::default();
+    let e = r.add(&c.dns[0]).unwrap_err();
+    assert!(e.starts_with("name: 'localhost' is reserved"), "{e}");
+}

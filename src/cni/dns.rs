@@ -17,11 +17,13 @@ use serde_json::Value;
 use super::CniError;
 use super::conf::{Env, NetConf};
 use super::sys::uvs;
-use crate::dns::registry::{MAX_ALIASES, check_name};
+use crate::dns::registry::{MAX_ALIASES, check_name, reserved};
 
 /// The container's name, if the runtime passed a valid one.
 pub fn name(env: &Env) -> Option<String> {
-    env.arg("K8S_POD_NAME").and_then(|n| check_name(&n).ok())
+    env.arg("K8S_POD_NAME")
+        .and_then(|n| check_name(&n).ok())
+        .filter(|n| !reserved(n))
 }
 
 /// The aliases of this network from the `aliases` capability (valid names only).
@@ -32,6 +34,7 @@ pub fn aliases(c: &NetConf) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|a| check_name(a).ok())
+        .filter(|a| !reserved(a))
         .take(MAX_ALIASES)
         .collect()
 }

@@ -60,8 +60,8 @@ impl DnsSpec {
             .ip
             .parse()
             .map_err(|_| format!("ip: '{}' is not an IPv4 address", self.ip))?;
-        if let Some(why) = crate::datapath::not_lan_unicast(ip.octets()) {
-            return Err(format!("ip: '{ip}' is not a unicast address ({why})"));
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(format!("ip: '{ip}' is not a unicast address"));
         }
         let name = check_name(&self.name).map_err(|e| format!("name: {e}"))?;
         if self.aliases.len() > MAX_ALIASES {
@@ -78,6 +78,13 @@ impl DnsSpec {
     }
 }
 
+/// Whether `name` (lower-case) is one no record may have: every resolver means the host
+/// itself by `localhost` (RFC 6761 6.3), so a record would send a container's `localhost` to
+/// another host.
+pub fn reserved(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
+}
+
 /// Validate a DNS name and return it lower-case.
 pub fn check_name(name: &str) -> Result<String, String> {
     let n = name.to_ascii_lowercase();
@@ -86,11 +93,6 @@ pub fn check_name(name: &str) -> Result<String, String> {
     }
     if n.is_empty() || n.len() > 253 {
         return Err(format!("'{name}' must be 1 to 253 characters"));
-    }
-    // Every resolver means the host itself by it (RFC 6761 6.3): a record would send a
-    // container's `localhost` to another host.
-    if n == "localhost" || n.ends_with(".localhost") {
-        return Err(format!("'{name}' is reserved (RFC 6761: the host itself)"));
     }
     for label in n.split('.') {
         let ok = (1..=63).contains(&label.len())
@@ -186,6 +188,21 @@ impl Registry {
     /// Register (or replace) `spec`. Returns the address it replaced, if any.
     pub fn add(&mut self, spec: &DnsSpec) -> Result<Option<Ipv4Addr>, String> {
         let (ip, name, aliases) = spec.validate()?;
+        // Checked when a record is added, not when a configuration is parsed: a database an
+        // older uvs wrote with such a record still loads (the record is left out, logged).
+        if let Some(why) = crate::datapath::not_lan_unicast(ip.octets()) {
+            return Err(format!("ip: '{ip}' is not a unicast address ({why})"));
+        }
+        if reserved(&name) {
+            return Err(format!(
+                "name: '{name}' is reserved (RFC 6761: the host itself)"
+            ));
+        }
+        if let Some(a) = aliases.iter().find(|a| reserved(a)) {
+            return Err(format!(
+                "alias: '{a}' is reserved (RFC 6761: the host itself)"
+            ));
+        }
         let zone = self.bridges.entry(spec.bridge.clone()).or_default();
         let exists = zone.names.contains_key(&name);
         if !exists && self.count >= MAX_RECORDS {

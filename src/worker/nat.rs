@@ -38,6 +38,16 @@ impl Worker {
                     return Err("in: the bridge has no gateway address to map".into());
                 };
                 let (to, to_port) = spec.dnat_to()?;
+                // A target no host can be (it was accepted and answered nothing, or net
+                // unreachable). Checked here, when a rule is added, not when a configuration
+                // is parsed: a database an older uvs wrote with one still loads (the rule is
+                // left out, logged).
+                if let Some(why) = crate::datapath::not_lan_unicast(to) {
+                    return Err(format!(
+                        "to: {} is not a host address ({why})",
+                        std::net::Ipv4Addr::from(to)
+                    ));
+                }
                 // A gateway's own address (the mapping's, or another bridge's) is the switch:
                 // mapped there, packets would loop or answer nothing.
                 if self
