@@ -303,3 +303,63 @@ fn masquerade_and_port_mapping_like_docker() {
         "a second delete names no rule"
     );
 }
+
+/// A gateway port that serves nothing refuses at once, as a Linux host with nothing listening
+/// does: a TCP connect gets "connection refused" (a reset), a UDP send ICMP port unreachable
+/// (the socket's next receive fails with ECONNREFUSED); on an AF_XDP and an AF_PACKET port.
+/// (Clients timed out before.)
+#[test]
+fn a_gateway_port_that_serves_nothing_refuses_at_once() {
+    if !root_or_skip("a_gateway_port_that_serves_nothing_refuses_at_once") {
+        return;
+    }
+    let p = prefix("rf");
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--dns-upstream", "off"]);
+    d.ctl(&["add-br", "br0", "gateway=172.31.97.1/24"]);
+    d.ctl(&["add-br", "br1", "gateway=172.31.96.1/24"]);
+    attach(
+        &mut t,
+        &d,
+        ("br0", &n("c1"), &n("p1")),
+        "afxdp",
+        "172.31.97.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br1", &n("c2"), &n("p2")),
+        "afpacket",
+        "172.31.96.2/24",
+        &[],
+    );
+    route_add(&n("c1"), "default", "172.31.97.1");
+    route_add(&n("c2"), "default", "172.31.96.1");
+    let probe = "import socket, sys\n\
+        g = sys.argv[1]\n\
+        s = socket.socket(); s.settimeout(3)\n\
+        try:\n    s.connect((g, 9)); print('tcp: connected')\n\
+        except ConnectionRefusedError: print('tcp: refused')\n\
+        except Exception as e: print('tcp:', e)\n\
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)\n\
+        u.connect((g, 9)); u.send(b'x')\n\
+        try:\n    u.recv(10); print('udp: data')\n\
+        except ConnectionRefusedError: print('udp: refused')\n\
+        except Exception as e: print('udp:', e)\n";
+    for (ns, gw) in [(n("c1"), "172.31.97.1"), (n("c2"), "172.31.96.1")] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", probe, gw])
+            .output()
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("tcp: refused") && text.contains("udp: refused"),
+            "{ns}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stats = d.ctl(&["stats"]);
+    assert!(stats.contains("tcp resets 2"), "{stats}");
+}

@@ -1676,6 +1676,16 @@ fn a_gateway_resets_tcp_to_a_port_it_does_not_serve() {
         );
     }
     assert_eq!(n.h.dp.router.resets, 3);
+    // A segment whose checksum does not verify is not answered (as Linux).
+    let mut bad = tcp_to(&n, GW0, 8080, true, b"");
+    let at = 14 + 20 + 16;
+    bad[at] ^= 0x55;
+    n.h.send(n.a, &bad);
+    assert!(
+        n.h.outputs()[n.a as usize].is_empty(),
+        "no reset to a corrupted SYN"
+    );
+    assert_eq!(n.h.dp.router.resets, 3);
     // A reset is never answered.
     let mut f = Vec::new();
     PacketBuilder::ethernet2(mac(2), n.gw0.0)
@@ -1686,7 +1696,7 @@ fn a_gateway_resets_tcp_to_a_port_it_does_not_serve() {
         .unwrap();
     n.h.send(n.a, &f);
     assert!(n.h.outputs().iter().all(|o| o.is_empty()));
-    assert_eq!(n.h.drops(n.a, DropReason::LocalUnsupported), 1);
+    assert_eq!(n.h.drops(n.a, DropReason::LocalUnsupported), 2);
     n.h.assert_no_frame_leaked();
 }
 

@@ -125,6 +125,15 @@ fn reset(
     };
     let seg = tcp::Segment::new_checked(&data[l3 + hl..l3 + total])
         .map_err(|_| DropReason::LocalUnsupported)?;
+    // A segment whose checksum does not verify is dropped, not answered (as Linux's
+    // `tcp_v4_rcv`): its sequence numbers cannot be trusted. One whose checksum a sender left
+    // to offload (partial) is taken as it is.
+    if !m.desc.ol.is_partial() {
+        let pseudo = checksum::pseudo_v4(&src, &dst, IpProtocol::TCP.0, (total - hl) as u16);
+        if checksum::fold(checksum::sum(pseudo, &data[l3 + hl..l3 + total])) != 0xffff {
+            return Err(DropReason::LocalUnsupported);
+        }
+    }
     let flags = seg.flags();
     // Never a reset for a reset (RFC 9293: "an incoming segment containing a RST is
     // discarded").
