@@ -1752,51 +1752,6 @@ fn a_gateway_answers_udp_and_other_protocols_with_icmp_unreachable() {
     n.h.assert_no_frame_leaked();
 }
 
-/// A gateway that is the network address of another bridge's longer connected subnet (the
-/// etcd overlay: the overlay bridge holds 10.5.1.0/16, the container bridge 10.5.1.1/24)
-/// answers ping, as flannel.1's address does; it was routed into the container bridge and
-/// ARPed for.
-#[test]
-fn a_gateway_at_another_subnets_network_address_answers_ping() {
-    let mut h = Harness::new();
-    let overlay = h.bridge("flannel");
-    let br0 = h.bridge("br0");
-    let a = h.port(br0, "a", VlanMode::default_trunk());
-    let gw0 = Gateway::default_mac("br0");
-    let fl = Gateway::default_mac("flannel");
-    h.dp.set_gateway(
-        overlay,
-        Some(Gateway {
-            ip: [10, 5, 1, 0],
-            len: 16,
-            mac: fl,
-        }),
-    )
-    .unwrap();
-    h.dp.set_gateway(
-        br0,
-        Some(Gateway {
-            ip: [10, 5, 1, 1],
-            len: 24,
-            mac: gw0,
-        }),
-    )
-    .unwrap();
-    let mut ping = Vec::new();
-    PacketBuilder::ethernet2(mac(2), gw0.0)
-        .ipv4([10, 5, 1, 2], [10, 5, 1, 0], 64)
-        .icmpv4_echo_request(7, 1)
-        .write(&mut ping, b"abcdefgh")
-        .unwrap();
-    h.send(a, &ping);
-    let out = h.outputs();
-    assert_eq!(out[a as usize].len(), 1, "{:?}", out[a as usize]);
-    let (ip, t) = ip_of(&out[a as usize][0]);
-    assert_eq!((ip.source, ip.destination), ([10, 5, 1, 0], [10, 5, 1, 2]));
-    assert!(matches!(t, Some(TransportSlice::Icmpv4(i)) if i.type_u8() == 0));
-    assert_eq!(h.dp.router.echo_replies, 1);
-}
-
 /// Masquerade keeps a connection's own source port (as Linux's), but never one a port mapping
 /// uses on the way out: a reply to it would be taken for a new mapped connection (with
 /// several workers, steered to the mapping's worker and sent into the mapped container).

@@ -308,28 +308,15 @@ impl Burst {
         }
         let r = dp.routes.lookup(dst).copied();
         let local = r.is_some_and(|r| match r.kind {
-            RouteKind::Connected { bridge: b } => {
-                dp.bridge(b)
-                    .and_then(|b| b.gateway)
-                    .is_some_and(|g| g.ip == dst)
-                    // The network address of a connected subnet that is another bridge's
-                    // gateway: the etcd overlay's bridge holds the subnet's `.0` (flannel.1's
-                    // address) inside the container bridge's longer route.
-                    || (u32::from(r.prefix) == u32::from_be_bytes(dst) && any_gateway(dp, dst))
-            }
+            RouteKind::Connected { bridge: b } => dp
+                .bridge(b)
+                .and_then(|b| b.gateway)
+                .is_some_and(|g| g.ip == dst),
             _ => false,
         });
         self.last_route = Some((dst, r, local));
         (r, local)
     }
-}
-
-/// Whether `ip` is some bridge's gateway address (a scan of the bridges: for the rare
-/// network-address case of `Burst::route`).
-#[cold]
-fn any_gateway(dp: &Datapath, ip: [u8; 4]) -> bool {
-    dp.bridges()
-        .any(|(_, b)| b.gateway.is_some_and(|g| g.ip == ip))
 }
 
 fn count_drop(dp: &mut Datapath, port: PortId, r: DropReason) {
