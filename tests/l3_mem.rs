@@ -1757,23 +1757,12 @@ fn a_gateway_answers_udp_and_other_protocols_with_icmp_unreachable() {
 /// several workers, steered to the mapping's worker and sent into the mapped container).
 #[test]
 fn masquerade_keeps_the_source_port_but_not_a_mapped_one() {
-    let mut n = routed();
-    resolved(&mut n);
+    let mut n = masquerading();
     let b1 = n.h.dp.bridge_id("br1").unwrap();
-    n.h.dp
-        .nat
-        .add_source(u32::from_be_bytes([10, 0, 1, 0]), 24, b1, None, GW1)
-        .unwrap();
     n.h.dp.nat.add_dest(b1, 17, 8080, H_A, 80).unwrap();
     let public = |n: &mut Routed, sport: u16| {
         n.h.send(n.a, &udp_from(mac(2), n.gw0, (H_A, sport), (H_B, 53)));
-        let out = n.h.outputs();
-        let (ip, t) = ip_of(&out[n.b as usize][0]);
-        assert_eq!(ip.source, GW1);
-        let Some(TransportSlice::Udp(u)) = t else {
-            panic!("udp")
-        };
-        u.source_port()
+        masqueraded_udp(&n.h.outputs()[n.b as usize][0]).1
     };
     assert_eq!(public(&mut n, 40001), 40001, "its own port, free");
     assert_eq!(public(&mut n, 8081), 8081);
