@@ -920,12 +920,7 @@ impl Config {
                 }
             }
         }
-        let on_subnet = |a: [u8; 4]| {
-            gateways.iter().find(|(_, g)| {
-                let m = crate::route::mask(g.len);
-                u32::from_be_bytes(a) & m == u32::from_be_bytes(g.ip) & m
-            })
-        };
+        let on_subnet = |a: [u8; 4]| gateways.iter().find(|(_, g)| g.on_subnet(a));
         for r in &self.route {
             let (_, _, via) = r.parsed()?;
             match on_subnet(via.octets()) {

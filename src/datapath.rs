@@ -278,6 +278,13 @@ impl Gateway {
         MacAddr([0x02, 0x75, 0x76, (h >> 16) as u8, (h >> 8) as u8, h as u8])
     }
 
+    /// Whether `ip` lies in the connected subnet.
+    #[inline]
+    pub fn on_subnet(&self, ip: [u8; 4]) -> bool {
+        let m = crate::route::mask(self.len);
+        u32::from_be_bytes(ip) & m == u32::from_be_bytes(self.ip) & m
+    }
+
     /// The subnet as `(network, len)`.
     pub fn subnet(&self) -> (std::net::Ipv4Addr, u8) {
         let m = crate::route::mask(self.len);
@@ -661,12 +668,7 @@ impl Datapath {
         if let Some(why) = self.tunnels_refuse(id, new) {
             return Some(why);
         }
-        let on_new = |ip: std::net::Ipv4Addr| {
-            new.is_some_and(|g| {
-                let m = crate::route::mask(g.len);
-                u32::from(ip) & m == u32::from_be_bytes(g.ip) & m
-            })
-        };
+        let on_new = |ip: std::net::Ipv4Addr| new.is_some_and(|g| g.on_subnet(ip.octets()));
         let routes: Vec<String> = self
             .routes
             .iter()

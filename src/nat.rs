@@ -91,7 +91,7 @@ pub struct Nat {
 }
 
 /// Whether a port mapping of `rules` for `proto` uses host port `port` (on any address: a
-/// pool leaves it alone, see `Conntrack::snat_reserving`).
+/// pool leaves it alone, see `Conntrack::snat_after`).
 #[inline]
 pub fn mapped_port(rules: &[NatRule], proto: u8, port: u16) -> bool {
     rules

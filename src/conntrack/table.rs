@@ -466,38 +466,16 @@ impl Conntrack {
     /// Masquerade: allocate a port from `pool` whose reply tuple is free and track the
     /// connection with source NAT to the pool's address and that port.
     pub fn snat(&mut self, orig: FlowKey, pool: PoolId, now: u32) -> Result<ConnId, CtError> {
-        self.snat_after(orig, None, pool, now)
-    }
-
-    /// [`Conntrack::snat_after`], never handing out a port `reserved` says the address's
-    /// other users hold (a port mapping's host port, a VXLAN UDP port): a reply to such a
-    /// port would be taken for theirs (and, with several workers, steered to another).
-    pub fn snat_reserving(
-        &mut self,
-        orig: FlowKey,
-        dnat: Option<([u8; 4], u16)>,
-        pool: PoolId,
-        now: u32,
-        reserved: impl Fn(u16) -> bool,
-    ) -> Result<ConnId, CtError> {
-        self.snat_with(orig, dnat, pool, now, reserved)
+        self.snat_after(orig, None, pool, now, |_| false)
     }
 
     /// Source NAT after an optional destination NAT to `dnat` (address, port): both
     /// translations on one connection, as hairpin NAT needs (a container reaching a port mapped
     /// to itself or a neighbour through the gateway address: without the source rewrite the
-    /// answer would bypass the router).
+    /// answer would bypass the router). Never hands out a port `reserved` says the address's
+    /// other users hold (a port mapping's host port, a VXLAN UDP port): a reply to such a port
+    /// would be taken for theirs (and, with several workers, steered to another).
     pub fn snat_after(
-        &mut self,
-        orig: FlowKey,
-        dnat: Option<([u8; 4], u16)>,
-        pool: PoolId,
-        now: u32,
-    ) -> Result<ConnId, CtError> {
-        self.snat_with(orig, dnat, pool, now, |_| false)
-    }
-
-    fn snat_with(
         &mut self,
         orig: FlowKey,
         dnat: Option<([u8; 4], u16)>,

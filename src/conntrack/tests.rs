@@ -402,7 +402,7 @@ fn ct_show_lines() {
     let line_of =
         |ct: &Conntrack, k: FlowKey| ct.iter(105).find(|c| c.orig == k).unwrap().to_string();
     let k = tcp(A, 40001, GW, 8080);
-    ct.snat_after(k, Some(([172, 30, 0, 9], 80)), tcp_pool, 100)
+    ct.snat_after(k, Some(([172, 30, 0, 9], 80)), tcp_pool, 100, |_| false)
         .unwrap();
     let line = line_of(&ct, k);
     assert!(

@@ -285,10 +285,10 @@ impl Store {
                 continue;
             };
             let through = old.bridge.iter().find(|b| {
-                b.gateway().ok().flatten().is_some_and(|g| {
-                    let m = crate::route::mask(g.len);
-                    u32::from(via) & m == u32::from_be_bytes(g.ip) & m
-                })
+                b.gateway()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| g.on_subnet(via.octets()))
             });
             if let Some(b) = through
                 && find(new, &b.name).is_none_or(|nb| nb.gateway != b.gateway)

@@ -352,8 +352,7 @@ fn arp_in(
         // Any ARP from a known sender updates it (a replaced host is followed at once); a reply
         // to us confirms; a new sender is learned only when it asks us and is on our subnet.
         let confirms = a.op == arp::Operation::Reply && a.target_ip == gw.ip;
-        let mask = crate::route::mask(gw.len);
-        let on_subnet = u32::from_be_bytes(a.sender_ip) & mask == u32::from_be_bytes(gw.ip) & mask;
+        let on_subnet = gw.on_subnet(a.sender_ip);
         let may_create = ours && on_subnet;
         if let Some(r) =
             dp.neigh
@@ -543,7 +542,7 @@ fn ip_in(
         // to any host routed to it. Others are refused as any port that serves nothing.
         if burst.gw.ip == dst
             && dp.punt.enabled()
-            && same_subnet(src, burst.gw)
+            && burst.gw.on_subnet(src)
             && is_dns(frames.data(m.desc), l3, hl, total)
         {
             return punt_dns(dp, frames, bridge, burst.gw, in_port, m, (l3, total));
@@ -638,7 +637,7 @@ fn ip_in(
                 Some(pools) => dp
                     .nat
                     .ct
-                    .snat_reserving(k, Some(to), pool_of(pools), now, reserved),
+                    .snat_after(k, Some(to), pool_of(pools), now, reserved),
                 None => Err(CtError::NoSuchPool { pool: u16::MAX }),
             }),
             Some((to, to_port)) => Some(dp.nat.ct.create_nat_conn(
@@ -647,13 +646,7 @@ fn ip_in(
                 now,
             )),
             None => match dp.nat.source_for(src, egress) {
-                Some(pools) => {
-                    Some(
-                        dp.nat
-                            .ct
-                            .snat_reserving(k, None, pool_of(pools), now, reserved),
-                    )
-                }
+                Some(pools) => Some(dp.nat.ct.snat_after(k, None, pool_of(pools), now, reserved)),
                 // Arrives untranslated, but its answers would match a source rule on the way
                 // back: track it untranslated so they are seen as replies and left alone (the
                 // first packet of a connection decides, as with Linux conntrack). Only such
@@ -1104,12 +1097,6 @@ fn local_in(
     m.dest = Dest::Port(in_port);
     dp.router.echo_replies += 1;
     Ok(())
-}
-
-/// Whether `ip` lies in `gw`'s connected subnet.
-fn same_subnet(ip: [u8; 4], gw: Gateway) -> bool {
-    let m = crate::route::mask(gw.len);
-    u32::from_be_bytes(ip) & m == u32::from_be_bytes(gw.ip) & m
 }
 
 /// A whole (unfragmented) UDP or TCP packet to port 53.
