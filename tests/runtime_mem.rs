@@ -147,32 +147,60 @@ fn flows_node_runs_only_with_flows() {
     assert_eq!(h.outputs()[1].len(), 2, "the dropped frame never left");
 }
 
-/// A daemon in-process: worker, registry, control socket; one replay port feeding a sink.
-#[test]
-fn show_runtime_over_the_control_socket() {
-    let w = Arc::new(
-        uvs::worker::spawn(
-            uvs::worker::WorkerOptions {
-                core: None,
-                frames: 4096,
-                ..Default::default()
-            },
-            Arc::new(uvs::clock::MonotonicClock::default()),
-        )
-        .unwrap(),
-    );
-    let mut reg = uvs::control::Registry::new();
-    uvs::control::commands::register(&mut reg, w.clone());
-    let reg = Arc::new(reg);
-    let dir = std::env::temp_dir().join(format!("uvs-rt-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let server = uvs::control::serve(&dir.join("uvs.sock"), reg.clone(), 0o600).unwrap();
-    let call = |args: &[&str]| {
+/// A daemon in-process: worker, registry with the datapath commands, control socket in a
+/// directory of its own (`tag` names it).
+struct Daemon {
+    w: Arc<uvs::worker::WorkerHandle>,
+    server: Option<uvs::control::ServerHandle>,
+    dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let w = Arc::new(
+            uvs::worker::spawn(
+                uvs::worker::WorkerOptions {
+                    core: None,
+                    frames: 4096,
+                    ..Default::default()
+                },
+                Arc::new(uvs::clock::MonotonicClock::default()),
+            )
+            .unwrap(),
+        );
+        let mut reg = uvs::control::Registry::new();
+        uvs::control::commands::register(&mut reg, w.clone());
+        let dir = std::env::temp_dir().join(format!("uvs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = uvs::control::serve(&dir.join("uvs.sock"), Arc::new(reg), 0o600).unwrap();
+        Daemon {
+            w,
+            server: Some(server),
+            dir,
+        }
+    }
+
+    fn call(&self, args: &[&str]) -> Result<uvs::control::Reply, uvs::control::ClientError> {
         let (cmd, rest) = args.split_first().unwrap();
         let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-        uvs::control::call(server.path(), cmd, &rest)
-    };
+        uvs::control::call(self.server.as_ref().unwrap().path(), cmd, &rest)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        self.w.shutdown();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One replay port feeding a sink, counted per node over the control socket.
+#[test]
+fn show_runtime_over_the_control_socket() {
+    let d = Daemon::start("rt");
+    let (w, call) = (&d.w, |args: &[&str]| d.call(args));
     call(&["add-br", "br0"]).unwrap();
     let f = frame(mac(2), mac(1), 7);
     for (name, n) in [("sink", 0u64), ("src", 1000)] {
@@ -223,7 +251,36 @@ fn show_runtime_over_the_control_socket() {
     assert_eq!(node(&v, "ethernet-input")["vectors"], 0);
     let e = call(&["show-runtime", "reset"]).unwrap_err().to_string();
     assert!(e.contains("'reset'"), "{e}");
-    drop(server);
-    w.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `list-br`, `list-ports` and `port-to-br` answer as ovs-vsctl's: one sorted name a line,
+/// an error naming the argument for a bridge or port that is not there.
+#[test]
+fn list_br_list_ports_and_port_to_br_as_ovs_vsctl() {
+    let d = Daemon::start("list");
+    assert_eq!(d.call(&["list-br"]).unwrap().text, "");
+    for br in ["zeta", "alpha"] {
+        d.call(&["add-br", br]).unwrap();
+    }
+    for (br, port) in [("alpha", "p2"), ("alpha", "p10"), ("zeta", "z1")] {
+        d.w.call(uvs::worker::Command::AttachPort {
+            bridge: br.into(),
+            name: port.into(),
+            build: Box::new(|id| Box::new(uvs::port::mem::MemPort::sink(id))),
+        })
+        .unwrap();
+    }
+    let r = d.call(&["list-br"]).unwrap();
+    assert_eq!(r.text, "alpha\nzeta\n");
+    assert_eq!(r.data["bridges"], serde_json::json!(["alpha", "zeta"]));
+    let r = d.call(&["list-ports", "alpha"]).unwrap();
+    assert_eq!(r.text, "p10\np2\n");
+    assert_eq!(d.call(&["list-ports", "zeta"]).unwrap().text, "z1\n");
+    let e = d.call(&["list-ports", "beta"]).unwrap_err().to_string();
+    assert!(e.contains("BRIDGE: no bridge named 'beta'"), "{e}");
+    assert_eq!(d.call(&["port-to-br", "z1"]).unwrap().text, "zeta\n");
+    let e = d.call(&["port-to-br", "z2"]).unwrap_err().to_string();
+    assert!(e.contains("PORT: no port named 'z2'"), "{e}");
+    d.call(&["del-br", "zeta"]).unwrap();
+    assert_eq!(d.call(&["list-br"]).unwrap().text, "alpha\n");
 }

@@ -81,6 +81,39 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         Ok(Reply::new(String::new(), v))
     });
     let w = worker.clone();
+    reg.register("list-br", "list-br", 0, 0, move |_| {
+        let names = sorted_names(ask(&w, Command::Show)?["bridges"].as_array());
+        Ok(Reply::new(
+            lines(&names),
+            serde_json::json!({ "bridges": names }),
+        ))
+    });
+    let w = worker.clone();
+    reg.register("list-ports", "list-ports BRIDGE", 1, 1, move |a| {
+        let show = ask(&w, Command::Show)?;
+        let Some(b) = bridge_of(&show, |b| b["name"] == a[0].as_str()) else {
+            return Err(CtlError::new(format!("BRIDGE: no bridge named '{}'", a[0])));
+        };
+        let names = sorted_names(b["ports"].as_array());
+        let v = serde_json::json!({ "bridge": a[0], "ports": names });
+        Ok(Reply::new(lines(&names), v))
+    });
+    let w = worker.clone();
+    reg.register("port-to-br", "port-to-br PORT", 1, 1, move |a| {
+        let show = ask(&w, Command::Show)?;
+        let holds = |b: &Value| {
+            b["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == a[0].as_str()))
+        };
+        let Some(b) = bridge_of(&show, holds) else {
+            return Err(CtlError::new(format!("PORT: no port named '{}'", a[0])));
+        };
+        let name = str_of(&b["name"]).to_string();
+        let v = serde_json::json!({ "port": a[0], "bridge": name });
+        Ok(Reply::new(format!("{name}\n"), v))
+    });
+    let w = worker.clone();
     reg.register("fdb-show", "fdb-show BRIDGE", 1, 1, move |a| {
         let mut rows = fdb_rows(&w, &a[0])?;
         let key = |r: &Value| {
@@ -448,8 +481,11 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
 }
 
 /// The commands that change nothing; every other one is a change (journalled and logged).
-pub const READ_ONLY: [&str; 11] = [
+pub const READ_ONLY: [&str; 14] = [
     "show",
+    "list-br",
+    "list-ports",
+    "port-to-br",
     "fdb-show",
     "route-show",
     "neigh-show",
@@ -1002,6 +1038,27 @@ fn fdb_rows(w: &WorkerHandle, bridge: &str) -> Result<Vec<Value>, CtlError> {
 
 /// Whether `show` (its JSON) has port `port` in bridge `bridge`: an error naming the field
 /// that is wrong otherwise.
+/// The `name`s of `items` (bridges or ports in `show`), sorted as ovs-vsctl lists them.
+fn sorted_names(items: Option<&Vec<Value>>) -> Vec<String> {
+    let mut names: Vec<String> = items
+        .into_iter()
+        .flatten()
+        .map(|i| str_of(&i["name"]).to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One name a line, as ovs-vsctl's `list-br` and `list-ports` print them.
+fn lines(names: &[String]) -> String {
+    names.iter().map(|n| format!("{n}\n")).collect()
+}
+
+/// The first bridge of `show` that `pick` accepts.
+fn bridge_of(show: &Value, pick: impl Fn(&Value) -> bool) -> Option<&Value> {
+    show["bridges"].as_array()?.iter().find(|b| pick(b))
+}
+
 fn port_in_bridge(show: &Value, bridge: &str, port: &str) -> Result<(), CtlError> {
     let bridges = show["bridges"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let holds = |b: &Value| {
