@@ -141,7 +141,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own narrative; its daemon logs only warnings unless asked.
-    init_logging(if matches!(cli.cmd, Cmd::Demo { .. }) {
+    let log_filter = init_logging(if matches!(cli.cmd, Cmd::Demo { .. }) {
         "warn"
     } else {
         "info"
@@ -181,6 +181,7 @@ fn main() -> ExitCode {
             metrics,
             (etcd, etcd_prefix),
             (mgmt_dir, dns_upstream),
+            log_filter,
         ),
         Cmd::Ctl { socket, json, args } => ctl(socket, json, args),
         Cmd::Top { socket, interval } => top(socket, interval),
@@ -199,20 +200,30 @@ fn main() -> ExitCode {
 }
 
 /// Log lines (control changes, port state changes) go to stderr, one line each, with a level;
-/// `UVS_LOG` (or `RUST_LOG`) filters them, e.g. `UVS_LOG=debug` (default `level`).
-fn init_logging(level: &str) {
+/// `UVS_LOG` (or `RUST_LOG`) filters them, e.g. `UVS_LOG=debug` (default `level`). The
+/// answer changes the filter while the daemon runs (`uvs ctl log-level`).
+fn init_logging(level: &str) -> Arc<control::log_filter::LogFilter> {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("UVS_LOG")
-        .ok()
-        .and_then(|s| EnvFilter::try_new(s).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let (filter, text) = [std::env::var("UVS_LOG"), std::env::var("RUST_LOG")]
+        .into_iter()
+        .flatten()
+        .find_map(|s| EnvFilter::try_new(&s).ok().map(|f| (f, s)))
+        .unwrap_or_else(|| (EnvFilter::new(level), level.to_string()));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .try_init();
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    let _ = builder.try_init();
+    control::log_filter::LogFilter::new(
+        text,
+        Box::new(move |t| {
+            let f = EnvFilter::try_new(t).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        }),
+    )
 }
 
 /// `--cores 1` or `--cores 0,1,...`: one worker per core (none: one unpinned worker).
@@ -263,6 +274,7 @@ fn run(
     metrics: Option<String>,
     etcd: (Option<String>, Option<String>),
     (mgmt_dir, dns_upstream): (Option<PathBuf>, Option<String>),
+    log_filter: Arc<control::log_filter::LogFilter>,
 ) -> Result<(), String> {
     let path = control::socket_path(socket.as_deref());
     let etcd_spec = etcd_spec(etcd, config_path.as_deref())?;
@@ -345,6 +357,7 @@ fn run(
     let mut reg = Registry::new();
     control::commands::register(&mut reg, w.clone());
     control::commands::register_store(&mut reg, store.clone(), etcd_spec.clone());
+    control::log_filter::register(&mut reg, log_filter);
     let dns = match dns_opts {
         Some(o) => Some(Arc::new(
             uvs::dns::start(&w, o).inspect_err(|_| w.shutdown())?,

@@ -861,6 +861,32 @@ fn changes_are_logged_with_the_client() {
     assert!(!l.contains("\x1b["), "no colour codes in a log file: {l}");
 }
 
+/// `set-log-level` changes what the running daemon logs (ovs-appctl vlog/set); a filter that
+/// does not parse is refused naming FILTER and the old one stays.
+#[test]
+fn the_log_level_changes_while_the_daemon_runs() {
+    let dir = Dir::new("loglevel");
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &[]);
+    assert_eq!(a.ctl(&["log-level"]), "info\n");
+    a.ctl(&["set-log-level", "warn"]);
+    a.ctl(&["add-br", "quiet"]);
+    let bad = a.ctl_raw(&["set-log-level", "uvs=loud"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("FILTER: 'uvs=loud' is not a log filter"),
+        "{err}"
+    );
+    assert_eq!(a.ctl(&["log-level"]), "warn\n");
+    a.ctl(&["set-log-level", "debug"]);
+    a.ctl(&["fdb-show", "quiet"]);
+    let l = a.wait_log("ctl fdb-show quiet");
+    assert!(!l.contains("ctl add-br quiet"), "logged at warn: {l}");
+    assert!(l.contains("uvs=loud"), "a refused change is a warning: {l}");
+    assert!(l.contains("ctl set-log-level debug from pid"), "{l}");
+}
+
 /// OpenFlow port numbers survive a restart, flows keep pointing at the same ports, mirrors
 /// are kept.
 #[test]

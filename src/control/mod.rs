@@ -37,6 +37,7 @@ pub mod commands;
 pub mod containers;
 pub mod db;
 pub mod jsonrpc;
+pub mod log_filter;
 pub mod registry;
 pub mod runtime;
 pub mod rxq;
