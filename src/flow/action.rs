@@ -382,10 +382,13 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "note" => Action::Note(parse_note(t, arg)?),
         "controller" => Action::Controller(parse_controller(t, arg)?),
         "group" => Action::Group(num(t, need_arg()?, u64::from(super::group::GROUP_MAX))?),
-        "load" => {
-            let (v, d) = parse_load(t, need_arg()?)?;
-            Action::Load(v, d)
-        }
+        "load" => match load_into_ip_bits(t, need_arg()?)? {
+            Some(a) => a,
+            None => {
+                let (v, d) = parse_load(t, arg)?;
+                Action::Load(v, d)
+            }
+        },
         "move" => {
             let (src, dst) = parse_move(t, need_arg()?)?;
             Action::Move(src, dst)
@@ -485,6 +488,25 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
             Action::Output(parse_port(t).map_err(|e| bad(t, e.to_string()))?)
         }
         _ => return Err(FlowError::UnknownAction(t.to_string())),
+    }))
+}
+
+/// A `load` into the whole IP TTL or ECN field (`load:0x9->NXM_NX_IP_TTL[]`, as ovs-ofctl's
+/// OpenFlow 1.0 dumps write `mod_nw_ttl:9`) is that `mod_nw_ttl` / `mod_nw_ecn`; `None` for
+/// any other destination.
+fn load_into_ip_bits(t: &str, arg: &str) -> Result<Option<Action>, FlowError> {
+    let Some((v, d)) = arg.split_once("->") else {
+        return Ok(None);
+    };
+    let (v, max) = (v.trim(), |bits: u32| (1u64 << bits) - 1);
+    Ok(Some(match d.trim() {
+        "NXM_NX_IP_TTL[]" | "nw_ttl[]" | "NXM_NX_IP_TTL[0..7]" | "nw_ttl[0..7]" => {
+            Action::ModNwTtl(num(t, v, max(8))?)
+        }
+        "NXM_NX_IP_ECN[]" | "nw_ecn[]" | "NXM_NX_IP_ECN[0..1]" | "nw_ecn[0..1]" => {
+            Action::ModNwEcn(num(t, v, max(2))?)
+        }
+        _ => return Ok(None),
     }))
 }
 

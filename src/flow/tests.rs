@@ -1262,3 +1262,22 @@ fn test_nw_ttl_match() {
         assert_eq!(c.lookup_ext(0, &k, &x), Some(want), "ttl {ttl}");
     }
 }
+
+/// ovs-ofctl's OpenFlow 1.0 dumps write `mod_nw_ttl:9` as `load:0x9->NXM_NX_IP_TTL[]` (and
+/// `mod_nw_ecn` as a load into `NXM_NX_IP_ECN[]`): such a dump line adds back as the same
+/// action; a value that does not fit is refused.
+#[test]
+fn a_load_into_the_ip_ttl_or_ecn_is_mod_nw_ttl_or_ecn() {
+    assert_eq!(
+        flow("ip,actions=load:0x9->NXM_NX_IP_TTL[],load:0x1->NXM_NX_IP_ECN[],NORMAL").to_string(),
+        "ip actions=mod_nw_ttl:9,mod_nw_ecn:1,NORMAL"
+    );
+    assert_eq!(
+        flow("ip,actions=load:200->nw_ttl[0..7]").to_string(),
+        "ip actions=mod_nw_ttl:200"
+    );
+    let e = parse_flow("ip,actions=load:0x100->NXM_NX_IP_TTL[]").unwrap_err();
+    assert!(e.to_string().contains("0x100"), "{e}");
+    let e = parse_flow("ip,actions=load:4->NXM_NX_IP_ECN[]").unwrap_err();
+    assert!(e.to_string().contains("'4'"), "{e}");
+}
