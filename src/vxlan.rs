@@ -120,7 +120,7 @@ impl TunnelConf {
             .map(|r| std::net::Ipv4Addr::from(*r).to_string())
             .collect();
         format!(
-            "vni={} local_ip={} remote_ip={} dst_port={} learning={} inner_mtu={inner_mtu}",
+            "vni={} local_ip={} remote_ip={} dst_port={} learning={} ttl={} df={} inner_mtu={inner_mtu}",
             self.vni,
             std::net::Ipv4Addr::from(self.local_ip),
             if remotes.is_empty() {
@@ -130,6 +130,8 @@ impl TunnelConf {
             },
             self.dst_port,
             if self.learning { "on" } else { "off" },
+            self.ttl,
+            if self.df { "on" } else { "off" },
         )
     }
 }
@@ -278,6 +280,21 @@ mod tests {
         s.split_whitespace()
             .map(|kv| kv.split_once('=').unwrap())
             .collect()
+    }
+
+    /// `show` prints every option of the tunnel, `ttl` and `df` too (`df=off` was set and not
+    /// shown: found in session 31).
+    #[test]
+    fn describe_names_every_option() {
+        let t = TunnelConf::from_pairs(
+            pairs("vni=7 local_ip=10.0.0.1 remote_ip=10.0.0.2 ttl=9 df=off").into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            t.describe(1450),
+            "vni=7 local_ip=10.0.0.1 remote_ip=10.0.0.2 dst_port=4789 learning=on ttl=9 df=off \
+             inner_mtu=1450"
+        );
     }
 
     #[test]

@@ -727,6 +727,18 @@ fn render_stats(v: &Value) -> String {
             );
         }
     }
+    let ra = &v["reassembly"];
+    if ra["reassembled"].as_u64().unwrap_or(0)
+        + ra["timed_out"].as_u64().unwrap_or(0)
+        + ra["refused"].as_u64().unwrap_or(0)
+        > 0
+    {
+        let _ = writeln!(
+            s,
+            "reassembly: datagrams reassembled {}, timed out {}, refused {}",
+            ra["reassembled"], ra["timed_out"], ra["refused"]
+        );
+    }
     // Several workers list each one (`workers`); one worker has `worker` alone.
     let workers = match v["workers"].as_array() {
         Some(all) => all.clone(),
@@ -1106,6 +1118,21 @@ mod show_tests {
             "    port p1: ofport=1 type=afxdp trunk=all mtu=1500 mode=native copy queues=1"
         );
         assert_eq!(line("port p2").matches("mtu=").count(), 2, "{text}");
+    }
+
+    /// `stats` prints the reassembly counters once a fragmented datagram was seen (they were
+    /// in `--json` and the metrics only).
+    #[test]
+    fn stats_print_reassembly_once_there_is_some() {
+        let mut v = json!({"worker": {}, "events": {},
+            "reassembly": {"reassembled": 0, "timed_out": 0, "refused": 0}});
+        assert!(!super::render_stats(&v).contains("reassembly"));
+        v["reassembly"] = json!({"reassembled": 3, "timed_out": 1, "refused": 2});
+        let text = super::render_stats(&v);
+        assert!(
+            text.contains("reassembly: datagrams reassembled 3, timed out 1, refused 2"),
+            "{text}"
+        );
     }
 
     /// `show` and `stats` print the frame budget (it was only in `--json`).
