@@ -63,7 +63,7 @@ drop_reasons! {
     VxlanUnknownVtep => "vxlan-unknown-vtep", "VXLAN packet from a VTEP that is not one of the port's remotes";
     VxlanTruncated => "vxlan-truncated", "VXLAN packet too short for its headers and an inner Ethernet frame (fragments are put back together first)";
     VxlanNested => "vxlan-in-vxlan", "VXLAN packet found inside a decapsulated frame";
-    FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0)";
+    FlowDrop => "flow-drop", "dropped by the flow table (drop action, no matching flow, meter, dec_ttl at 0, more than 64 nested resubmits or 4,096 lookups: `trace` says which)";
     VxlanNoRemote => "vxlan-no-remote", "frame for a tunnel port that has no remote VTEP to send it to";
     FlowOtherBridge => "flow-other-bridge", "frame a flow action sent to this port from another bridge (refused at output)";
     ArpQueueFull => "arp-queue-full", "next hop unresolved and its hold queue (3 packets; 64 per bridge, 256 in all) full";

@@ -175,6 +175,43 @@ fn resubmit_goto_and_multiple_outputs() {
     assert_eq!(out[n.p[2] as usize].len(), 1);
 }
 
+/// A pipeline of 40 goto_table steps and one of 40 nested resubmits forward as in OVS (which
+/// allows 64 nested resubmits; uvs stopped at 16 lookups of any kind, dropping the frame);
+/// a resubmit loop stops, its flow's earlier output still carried out.
+#[test]
+fn deep_pipelines_forward_and_a_resubmit_loop_stops() {
+    let mut n = FlowNet::new();
+    n.add("table=0,priority=10,udp,tp_dst=53,actions=goto_table:10");
+    for t in 10..50 {
+        n.add(&format!(
+            "table={t},priority=1,udp,actions=goto_table:{}",
+            t + 1
+        ));
+    }
+    n.add("table=50,priority=1,udp,actions=output:p2");
+    n.add("table=0,priority=10,udp,tp_dst=54,actions=resubmit(,100)");
+    for t in 100..140 {
+        n.add(&format!(
+            "table={t},priority=1,udp,actions=resubmit(,{})",
+            t + 1
+        ));
+    }
+    n.add("table=140,priority=1,udp,actions=output:p3");
+    n.add("table=0,priority=10,udp,tp_dst=55,actions=output:p2,resubmit(,0)");
+    n.h.send(n.p[0], &udp(1, 2, 53));
+    assert_eq!(n.h.outputs()[n.p[1] as usize], vec![udp(1, 2, 53)]);
+    n.h.send(n.p[0], &udp(1, 2, 54));
+    assert_eq!(n.h.outputs()[n.p[2] as usize], vec![udp(1, 2, 54)]);
+    n.h.send(n.p[0], &udp(1, 2, 55));
+    let out = n.h.outputs();
+    assert_eq!(
+        out[n.p[1] as usize].len(),
+        uvs::pipeline::flows::MAX_DEPTH,
+        "one copy a level"
+    );
+    assert!(out[n.p[2] as usize].is_empty());
+}
+
 #[test]
 fn meter_drops_excess() {
     let mut n = FlowNet::new();

@@ -45,8 +45,12 @@ const MPLS: u16 = 0x8847;
 /// EtherType MPLS multicast.
 const MPLSM: u16 = 0x8848;
 
-/// Most table lookups one frame may make (resubmit/goto chains).
-pub const MAX_DEPTH: usize = 16;
+/// Most resubmits (and clones) one frame may have nested at once, as OVS's 64: a flow whose
+/// translation goes deeper stops there, carrying out what it decided so far.
+pub const MAX_DEPTH: usize = 64;
+/// Most table lookups one frame may make in all (resubmit, goto_table and ct(table=) steps;
+/// OVS's 64 x 64 resubmits).
+pub const MAX_LOOKUPS: usize = 4096;
 /// Exact-match cache entries per bridge.
 pub const EMC_ENTRIES: usize = 8192;
 
@@ -745,6 +749,20 @@ impl Pending {
     }
 }
 
+/// The translation went deeper than `MAX_DEPTH` nested resubmits or `MAX_LOOKUPS` lookups (a
+/// loop in the tables, or a pipeline deeper than OVS allows): stop, saying so in a trace.
+#[cold]
+#[inline(never)]
+fn too_deep<T: Tracer>(pending: Pending, m: &mut Meta, t: &mut T) -> Outcome {
+    t.line(|| {
+        format!(
+            "    too deep: more than {MAX_DEPTH} nested resubmits or {MAX_LOOKUPS} table lookups \
+             -> stop"
+        )
+    });
+    pending.finish(m, t)
+}
+
 /// Run one frame through the tables and its flows' actions, in order (see `Pending`). The
 /// datapath (`NoTrace`) and `trace` both run this.
 #[allow(clippy::too_many_arguments)]
@@ -1012,8 +1030,8 @@ fn run_actions<T: Tracer>(
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
                     lookups += 1;
-                    if lookups > MAX_DEPTH {
-                        return pending.finish(m, t);
+                    if lookups > MAX_LOOKUPS {
+                        return too_deep(pending, m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                     if cls.reads_ip_fields() {
@@ -1036,8 +1054,8 @@ fn run_actions<T: Tracer>(
             }
             Action::Resubmit(tb) | Action::GotoTable(tb) => {
                 lookups += 1;
-                if lookups > MAX_DEPTH {
-                    return pending.finish(m, t);
+                if lookups > MAX_LOOKUPS {
+                    return too_deep(pending, m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                 if cls.reads_ip_fields() {
@@ -1067,7 +1085,7 @@ fn run_actions<T: Tracer>(
                     }
                 }
                 if depth >= MAX_DEPTH {
-                    return pending.finish(m, t);
+                    return too_deep(pending, m, t);
                 }
             }
             Action::Clone(list) => {
