@@ -199,6 +199,42 @@ fn trace_admits_to_the_ingress_ports_vlan() {
         assert!(ok && tr.contains(what), "{tr}");
         assert!(!tr.contains("normal:"), "{tr}");
     }
+    // NORMAL sees the frame as the actions left it (it traced the ingress VLAN and MAC): a
+    // rewritten destination is looked up in the FDB; a tag a flow put on a frame from the
+    // access port is refused, as OVS; a trunk frame retagged into a VLAN it carries floods
+    // there.
+    d.ctl(&["fdb-add", "br0", "02:00:00:00:00:66", &n("t"), "vlan=20"]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=9,dl_dst=02:00:00:00:00:77,actions=mod_dl_dst:02:00:00:00:00:55,NORMAL",
+    ]);
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=9,dl_dst=02:00:00:00:00:88,actions=mod_vlan_vid:20,NORMAL",
+    ]);
+    let (ok, tr) = trace(&format!(
+        "in_port={},dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:77",
+        n("a")
+    ));
+    assert!(
+        ok && tr.contains("02:00:00:00:00:55 learned on port"),
+        "{tr}"
+    );
+    let (ok, tr) = trace(&format!(
+        "in_port={},dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:88",
+        n("a")
+    ));
+    assert!(
+        ok && tr.contains("normal: port") && tr.contains("does not carry VLAN 20 -> drop"),
+        "{tr}"
+    );
+    let (ok, tr) = trace(&format!(
+        "in_port={},dl_vlan=10,dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:88",
+        n("t")
+    ));
+    assert!(ok && tr.contains("unknown in VLAN 20 -> flood"), "{tr}");
     let (ok, tr) = trace("in_port=99,dl_dst=02:00:00:00:00:55");
     assert!(
         !ok && tr.contains("in_port: no port 99 in bridge 'br0'"),

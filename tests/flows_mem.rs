@@ -212,6 +212,53 @@ fn deep_pipelines_forward_and_a_resubmit_loop_stops() {
     assert!(out[n.p[2] as usize].is_empty());
 }
 
+/// NORMAL after a flow changed a frame's tag admits the frame as it is now, as ingress would
+/// (OVS's `input_vid_is_valid`): tagged by a flow on an access port, it is dropped
+/// (`vlan-denied`, where uvs switched it into the new VLAN); retagged on a trunk into a VLAN
+/// the trunk carries, it is switched there; into one it does not carry, dropped.
+#[test]
+fn normal_after_a_retag_admits_the_frame_as_ingress_would() {
+    use uvs::counters::DropReason::VlanDenied;
+    use uvs::datapath::{VlanMode, VlanSet};
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let access = h.port(b, "a", VlanMode::Access(10));
+    let trunk = h.port(b, "t", VlanMode::Trunk(Box::new(VlanSet::of(&[10, 20]))));
+    let all = h.port(b, "all", VlanMode::default_trunk());
+    h.add_flow(b, "priority=9,udp,tp_dst=7,actions=mod_vlan_vid:20,NORMAL");
+    h.add_flow(b, "priority=9,udp,tp_dst=8,actions=mod_vlan_vid:30,NORMAL");
+    h.add_flow(
+        b,
+        "priority=9,udp,tp_dst=9,actions=mod_vlan_vid:20,output:all,NORMAL",
+    );
+    h.send(access, &udp(1, 2, 7));
+    assert!(
+        h.outputs().iter().all(|o| o.is_empty()),
+        "a flow's tag on an access port"
+    );
+    assert_eq!(h.drops(access, VlanDenied), 1);
+    h.send(trunk, &tagged(&udp(1, 2, 7), 10));
+    let out = h.outputs();
+    assert_eq!(
+        out[all as usize],
+        vec![tagged(&udp(1, 2, 7), 20)],
+        "flooded in VLAN 20"
+    );
+    assert!(out[access as usize].is_empty());
+    h.send(trunk, &tagged(&udp(1, 2, 8), 10));
+    assert!(
+        h.outputs().iter().all(|o| o.is_empty()),
+        "VLAN 30 is not the trunk's"
+    );
+    assert_eq!(h.drops(trunk, VlanDenied), 1);
+    // The output before NORMAL is carried out; the NORMAL copy is refused.
+    h.send(access, &udp(1, 2, 9));
+    let out = h.outputs();
+    assert_eq!(out[all as usize], vec![tagged(&udp(1, 2, 9), 20)]);
+    assert!(out[trunk as usize].is_empty());
+    assert_eq!(h.drops(access, VlanDenied), 2);
+}
+
 #[test]
 fn meter_drops_excess() {
     let mut n = FlowNet::new();

@@ -29,7 +29,7 @@ mod words;
 use self::rewrite::{register_write, rewrite, truncated_copy};
 use super::{Dest, Meta};
 use crate::counters::DropReason;
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
 use crate::flow::meter::Meters;
 use crate::flow::{
@@ -319,6 +319,14 @@ pub(super) fn run(
         (p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64), p.ofport)
     });
     let events = &dp.events;
+    let Some(in_mode) = dp
+        .ports
+        .get(in_port as usize)
+        .and_then(|p| p.as_ref())
+        .map(|p| &p.vlan)
+    else {
+        return;
+    };
     let Some(b) = dp.bridges.get_mut(bridge as usize).and_then(|b| b.as_mut()) else {
         return;
     };
@@ -335,7 +343,7 @@ pub(super) fn run(
         stack: resubmits,
         ..
     } = &mut b.flows;
-    let mut drops = 0u64;
+    let (mut drops, mut vlan_denied) = (0u64, 0u64);
     let mut credit = Credit::default();
     let port = Ingress {
         id: in_port,
@@ -407,6 +415,7 @@ pub(super) fn run(
             drops += u64::from(!batch::take(frames, m, dest));
             continue;
         }
+        let (before, normal_from) = ((m.vlan, m.tagged), out.normal.len());
         let r = run_first(
             &mut env,
             frames,
@@ -424,15 +433,20 @@ pub(super) fn run(
                 drops += 1;
             }
         }
+        if (r.kept && (m.vlan, m.tagged) != before) || out.normal.len() != normal_from {
+            let n = (&mut *out.normal, normal_from);
+            vlan_denied += readmit(in_mode, frames, (m, r.kept), n, before);
+        }
     }
     credit.flush(cls, now_ms);
     if !learned.is_empty() {
         learn_flows(&mut b.flows, now_ms);
     }
-    if drops != 0
+    if drops + vlan_denied != 0
         && let Some(p) = dp.port_mut(in_port)
     {
         p.counters.drops[DropReason::FlowDrop as usize] += drops;
+        p.counters.drops[DropReason::VlanDenied as usize] += vlan_denied;
     }
 }
 
@@ -655,8 +669,8 @@ pub(crate) trait Tracer {
     const DRY: bool;
     /// A line of the trace (built only when tracing).
     fn line(&mut self, f: impl FnOnce() -> String);
-    /// A decision was carried out: the frame, as it is now, goes to `dest`.
-    fn sent(&mut self, dest: Dest);
+    /// A decision was carried out: the frame, as it is now (`m` in `frames`), goes to `dest`.
+    fn sent(&mut self, dest: Dest, m: &Meta, frames: &Frames);
 }
 
 /// The datapath's tracer: does nothing.
@@ -667,7 +681,7 @@ impl Tracer for NoTrace {
     #[inline(always)]
     fn line(&mut self, _: impl FnOnce() -> String) {}
     #[inline(always)]
-    fn sent(&mut self, _: Dest) {}
+    fn sent(&mut self, _: Dest, _: &Meta, _: &Frames) {}
 }
 
 /// The decision waiting to be carried out (the last output or NORMAL seen) and whether a copy
@@ -689,7 +703,7 @@ impl Pending {
     /// Send a copy of the frame as it is now to `dest` (out of line: most flows decide once).
     #[inline(never)]
     fn copy<T: Tracer>(frames: &mut Frames, m: &Meta, out: &mut Emitted, t: &mut T, dest: Dest) {
-        t.sent(dest);
+        t.sent(dest, m, frames);
         if T::DRY {
             return;
         }
@@ -725,10 +739,10 @@ impl Pending {
 
     /// The actions are over: the waiting decision takes the frame itself.
     #[inline(always)]
-    fn finish<T: Tracer>(self, m: &mut Meta, t: &mut T) -> Outcome {
+    fn finish<T: Tracer>(self, frames: &Frames, m: &mut Meta, t: &mut T) -> Outcome {
         match self.0 {
             Some(dest) => {
-                t.sent(dest);
+                t.sent(dest, m, frames);
                 m.dest = dest;
                 m.raw = dest != Dest::Normal;
                 Outcome {
@@ -749,18 +763,83 @@ impl Pending {
     }
 }
 
+/// The VLAN a port of mode `mode` admits a frame with 802.1Q id `tag` to (None: untagged or
+/// priority-tagged), as `ethernet-input` does; None when it does not carry it (`vlan-denied`).
+/// NORMAL applies it again to a frame whose tag the flows changed (OVS's
+/// `input_vid_is_valid`: a frame a flow tagged on an access port is dropped).
+pub(crate) fn admitted_vlan(mode: &VlanMode, tag: Option<u16>) -> Option<u16> {
+    match tag.filter(|&v| v != 0) {
+        None => mode.untagged_vlan(),
+        Some(v) => match mode {
+            VlanMode::Trunk(set) if set.contains(v) && v != 4095 => Some(v),
+            _ => None,
+        },
+    }
+}
+
+/// The 802.1Q id of frame `m` as it is now (None: untagged).
+pub(crate) fn tag_of(frames: &Frames, m: &Meta) -> Option<u16> {
+    m.tagged
+        .then(|| vlan::tci(frames.data(m.desc)).map(|t| t & 0x0fff))
+        .flatten()
+}
+
+/// After the flows of a frame received as `before` (VLAN, tagged) ran: the frame itself (when
+/// `kept` for NORMAL) and its copies for NORMAL from `normal[from..]` whose tag the actions
+/// changed are admitted again as ingress would the frame as it is now (their VLAN set to the
+/// one admitted), or dropped. Returns how many were dropped (`vlan-denied`).
+#[cold]
+#[inline(never)]
+fn readmit(
+    mode: &VlanMode,
+    frames: &mut Frames,
+    (m, kept): (&mut Meta, bool),
+    (normal, from): (&mut Vec<Meta>, usize),
+    before: (u16, bool),
+) -> u64 {
+    let mut denied = 0;
+    let mut admit = |frames: &mut Frames, c: &mut Meta| -> bool {
+        if (c.vlan, c.tagged) == before {
+            return true;
+        }
+        match admitted_vlan(mode, tag_of(frames, c)) {
+            Some(v) => {
+                c.vlan = v;
+                true
+            }
+            None => {
+                frames.free(c.desc.addr);
+                denied += 1;
+                false
+            }
+        }
+    };
+    if kept && m.dest == Dest::Normal && !admit(frames, m) {
+        m.dest = Dest::Pending;
+    }
+    let mut i = from;
+    while i < normal.len() {
+        if admit(frames, &mut normal[i]) {
+            i += 1;
+        } else {
+            normal.remove(i);
+        }
+    }
+    denied
+}
+
 /// The translation went deeper than `MAX_DEPTH` nested resubmits or `MAX_LOOKUPS` lookups (a
 /// loop in the tables, or a pipeline deeper than OVS allows): stop, saying so in a trace.
 #[cold]
 #[inline(never)]
-fn too_deep<T: Tracer>(pending: Pending, m: &mut Meta, t: &mut T) -> Outcome {
+fn too_deep<T: Tracer>(pending: Pending, frames: &Frames, m: &mut Meta, t: &mut T) -> Outcome {
     t.line(|| {
         format!(
             "    too deep: more than {MAX_DEPTH} nested resubmits or {MAX_LOOKUPS} table lookups \
              -> stop"
         )
     });
-    pending.finish(m, t)
+    pending.finish(frames, m, t)
 }
 
 /// Run one frame through the tables and its flows' actions, in order (see `Pending`). The
@@ -884,7 +963,7 @@ fn run_first<T: Tracer>(
 ) -> Outcome {
     let Some(first) = first else {
         t.line(|| "table 0: no matching flow -> drop".into());
-        return Pending(None, false).finish(m, t);
+        return Pending(None, false).finish(frames, m, t);
     };
     let start = Start {
         prog: (first, 0),
@@ -979,7 +1058,7 @@ fn run_actions<T: Tracer>(
         let Some(action) = actions.get(cur.1) else {
             // This flow's actions are done: back to the flow that resubmitted, if any.
             if depth == base {
-                return pending.finish(m, t);
+                return pending.finish(frames, m, t);
             }
             depth -= 1;
             cur = stack.frames[depth];
@@ -1005,7 +1084,7 @@ fn run_actions<T: Tracer>(
                 Some(id) => {
                     pending.flush(frames, m, out, t);
                     pending.1 = true;
-                    t.sent(Dest::Port(id));
+                    t.sent(Dest::Port(id), m, frames);
                     if !T::DRY {
                         truncated_copy(frames, m, out, id, *max_len);
                     }
@@ -1020,7 +1099,7 @@ fn run_actions<T: Tracer>(
                         .get_mut(id)
                         .is_none_or(|meter| meter.admit(m.desc.len, now_ms));
                 if !admit {
-                    return pending.finish(m, t);
+                    return pending.finish(frames, m, t);
                 }
             }
             Action::Ct(a) => {
@@ -1031,7 +1110,7 @@ fn run_actions<T: Tracer>(
                     // follows ct(table=T) in this flow is not run (put it in table T).
                     lookups += 1;
                     if lookups > MAX_LOOKUPS {
-                        return too_deep(pending, m, t);
+                        return too_deep(pending, frames, m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                     if cls.reads_ip_fields() {
@@ -1047,7 +1126,7 @@ fn run_actions<T: Tracer>(
                         }
                         None => {
                             t.line(|| format!("table {tb}: no matching flow -> end"));
-                            return pending.finish(m, t);
+                            return pending.finish(frames, m, t);
                         }
                     }
                 }
@@ -1055,7 +1134,7 @@ fn run_actions<T: Tracer>(
             Action::Resubmit(tb) | Action::GotoTable(tb) => {
                 lookups += 1;
                 if lookups > MAX_LOOKUPS {
-                    return too_deep(pending, m, t);
+                    return too_deep(pending, frames, m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                 if cls.reads_ip_fields() {
@@ -1081,11 +1160,11 @@ fn run_actions<T: Tracer>(
                     }
                     (None, _) => {
                         t.line(|| format!("table {tb}: no matching flow -> end"));
-                        return pending.finish(m, t);
+                        return pending.finish(frames, m, t);
                     }
                 }
                 if depth >= MAX_DEPTH {
-                    return too_deep(pending, m, t);
+                    return too_deep(pending, frames, m, t);
                 }
             }
             Action::Clone(list) => {
@@ -1142,7 +1221,7 @@ fn run_actions<T: Tracer>(
                 }
                 if !rewrite(frames, m, other) {
                     t.line(|| "    dec_ttl: TTL expired -> stop".into());
-                    return pending.finish(m, t);
+                    return pending.finish(frames, m, t);
                 }
             }
         }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::Worker;
 use crate::flow::meter::parse_meter;
-use crate::flow::{Action, Flow, FlowFilter, PacketKey, PortRef};
+use crate::flow::{Action, Flow, FlowFilter, NO_VLAN, PacketKey, PortRef};
 use crate::ofport::OFPP_MAX;
 use crate::wire::MacAddr;
 
@@ -421,7 +421,7 @@ impl Worker {
         // Ingress (`ethernet-input`) admits the frame to a VLAN before any table sees it.
         let tag = (key.vlan != crate::flow::NO_VLAN).then_some(key.vlan);
         let vlan = match in_id.and_then(|p| self.dp.port(p)) {
-            Some(port) => match admitted_vlan(&port.vlan, tag) {
+            Some(port) => match crate::pipeline::flows::admitted_vlan(&port.vlan, tag) {
                 Some(v) => {
                     log.items.push(Item::Line(format!(
                         "ingress: port {} ({}) -> VLAN {v}",
@@ -442,7 +442,7 @@ impl Worker {
                         .into_iter()
                         .filter_map(|it| match it {
                             Item::Line(l) => Some(l),
-                            Item::Sent(_) => None,
+                            Item::Sent(..) => None,
                         })
                         .collect();
                     return Ok(json!({"trace": lines}));
@@ -452,6 +452,8 @@ impl Worker {
         };
         let (desc, mut meta) = trace_frame(&mut self.frames, &key, &m.ext)
             .ok_or_else(|| "trace: no free frame to build the packet in".to_string())?;
+        // As ingress leaves it: in the VLAN admitted above.
+        meta.vlan = vlan;
         let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let (mut made, mut extra) = (Vec::new(), Vec::new());
@@ -481,23 +483,51 @@ impl Worker {
             .into_iter()
             .map(|it| match it {
                 Item::Line(l) => l,
-                Item::Sent(d) => self.trace_dest(b, (&key, vlan), in_id, d),
+                Item::Sent(d, seen) => self.trace_dest(b, (&key, vlan, seen), in_id, d),
             })
             .collect();
         Ok(json!({"trace": lines}))
     }
 
-    /// A trace line for a decision carried out.
+    /// A trace line for a decision carried out on the frame as `seen` (the packet `key`,
+    /// admitted to `vlan` at ingress).
     fn trace_dest(
         &self,
         b: u16,
-        (key, vlan): (&PacketKey, u16),
+        (key, vlan, seen): (&PacketKey, u16, Seen),
         in_id: Option<u16>,
         d: crate::pipeline::Dest,
     ) -> String {
         use crate::pipeline::Dest;
         match d {
-            Dest::Normal => format!("    -> {}", self.trace_normal(b, (key, vlan), in_id)),
+            Dest::Normal => {
+                // As `readmit`: a tag the actions changed is admitted again, as at ingress.
+                let port = in_id.and_then(|p| self.dp.port(p));
+                let vlan = match port {
+                    Some(p) if (seen.vlan, seen.tagged) != (vlan, key.vlan != NO_VLAN) => {
+                        match crate::pipeline::flows::admitted_vlan(&p.vlan, seen.tag) {
+                            Some(v) => v,
+                            None => {
+                                let what = seen
+                                    .tag
+                                    .map_or("untagged frames".into(), |v| format!("VLAN {v}"));
+                                return format!(
+                                    "    -> normal: port {} ({}) does not carry {what} -> drop \
+                                     (vlan-denied)",
+                                    p.name,
+                                    p.vlan.describe()
+                                );
+                            }
+                        }
+                    }
+                    _ => seen.vlan,
+                };
+                let key = PacketKey {
+                    dl_dst: seen.dst,
+                    ..*key
+                };
+                format!("    -> {}", self.trace_normal(b, (&key, vlan), in_id))
+            }
             Dest::Port(p) if Some(p) == in_id => {
                 format!("    -> back out of the ingress port {}", self.port_name(p))
             }
@@ -559,18 +589,6 @@ impl Worker {
     }
 }
 
-/// The VLAN a port of mode `mode` admits a frame with 802.1Q tag `tag` to (None: untagged or
-/// priority-tagged), as `ethernet-input` does; None when it drops it (`vlan-denied`).
-fn admitted_vlan(mode: &crate::datapath::VlanMode, tag: Option<u16>) -> Option<u16> {
-    match tag.filter(|&v| v != 0) {
-        None => mode.untagged_vlan(),
-        Some(v) => match mode {
-            crate::datapath::VlanMode::Trunk(set) if set.contains(v) => Some(v),
-            _ => None,
-        },
-    }
-}
-
 /// What a trace run reports, in order.
 #[derive(Default)]
 struct TraceLog {
@@ -579,7 +597,19 @@ struct TraceLog {
 
 enum Item {
     Line(String),
-    Sent(crate::pipeline::Dest),
+    Sent(crate::pipeline::Dest, Seen),
+}
+
+/// The traced frame as it was when a decision was carried out (the actions may have changed
+/// its destination MAC or its tag since ingress).
+#[derive(Clone, Copy)]
+struct Seen {
+    dst: u64,
+    /// The VLAN and tag state the pipeline had for it (ingress's until an action changed it).
+    vlan: u16,
+    tagged: bool,
+    /// Its 802.1Q id as it is now (None: untagged).
+    tag: Option<u16>,
 }
 
 impl crate::pipeline::flows::Tracer for TraceLog {
@@ -587,8 +617,21 @@ impl crate::pipeline::flows::Tracer for TraceLog {
     fn line(&mut self, f: impl FnOnce() -> String) {
         self.items.push(Item::Line(f()));
     }
-    fn sent(&mut self, dest: crate::pipeline::Dest) {
-        self.items.push(Item::Sent(dest));
+    fn sent(
+        &mut self,
+        dest: crate::pipeline::Dest,
+        m: &crate::pipeline::Meta,
+        frames: &crate::packet::Frames,
+    ) {
+        let tag = crate::pipeline::flows::tag_of(frames, m);
+        let (dst, vlan, tagged) = (m.dst, m.vlan, m.tagged);
+        let seen = Seen {
+            dst,
+            vlan,
+            tagged,
+            tag,
+        };
+        self.items.push(Item::Sent(dest, seen));
     }
 }
 
