@@ -209,6 +209,9 @@ pub struct BridgeCounters {
     pub moves: u64,
     /// MACs not learned because the FDB was full.
     pub fdb_full: u64,
+    /// MACs learned into a full FDB in the place of an entry of the port holding the most
+    /// (see `fdb`).
+    pub fdb_replaced: u64,
     /// MACs not learned because no free slot was near their hash (see `fdb::MAX_PROBE`).
     pub fdb_collisions: u64,
     /// MACs not learned because their port held its `mac_limit` (summed over ports).

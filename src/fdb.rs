@@ -9,9 +9,15 @@
 //!   not collide on another (or on another bridge). No entry lies more than [`MAX_PROBE`] slots
 //!   from its home: a lookup reads at most that many slots, and a new key whose free slot would
 //!   be farther is refused (`Learn::Collision`) like a full table.
-//! - At most `capacity` entries: when full, `learn` refuses new MACs (`Learn::Full`) and the
-//!   caller floods; existing entries are still refreshed and moved. A per-port limit
-//!   (`learn_limited`) refuses new MACs of a port that holds that many (`Learn::PortLimit`).
+//! - At most `capacity` entries. When full, a new MAC takes the place of a learned entry near
+//!   its home slot (among the [`MAX_PROBE`] slots from it): one of the port that holds the most
+//!   learned entries, the one seen longest ago among those, and only if that port holds at
+//!   least as many as the learning one (`Learn::Replaced`). So a port flooding random MACs
+//!   churns its own entries and cannot push out another port's (OVS evicts by age alone: a
+//!   flood would push out everyone), while any other port's new MAC still gets in; when no
+//!   entry may go, `learn` refuses (`Learn::Full`) and the caller floods. Existing entries are
+//!   still refreshed and moved. A per-port limit (`learn_limited`) refuses new MACs of a port
+//!   that holds that many (`Learn::PortLimit`).
 //! - Time is passed in (seconds). Maintenance is incremental: `flush` takes O(ports) time
 //!   whatever the table's size. Flushed entries become invisible at once (a lookup, learn or
 //!   remove treats them as absent; each slot records the flush epoch it was written in, and a
@@ -78,7 +84,11 @@ pub enum Learn {
         /// The port it was on.
         from: PortId,
     },
-    /// Not learned: the table is full.
+    /// A new entry, in the place of a learned entry of a port holding at least as many (the
+    /// table was full).
+    Replaced,
+    /// Not learned: the table is full (of static entries, or of entries of ports holding
+    /// fewer than the learning port near the key's home).
     Full,
     /// Not learned: a static entry owns this key.
     Static,
@@ -326,22 +336,22 @@ impl Fdb {
         let i = match self.find(key) {
             Ok(i) if self.hidden_slot(&self.slots[i]) => {
                 // A flushed entry of this key: reuse its slot for the new one.
-                if self.len >= self.capacity {
-                    return Learn::Full;
-                }
                 if self.learned_on(port) >= limit as usize {
                     return Learn::PortLimit;
+                }
+                if self.len >= self.capacity {
+                    return self.learn_in_place(key, port, now, limit);
                 }
                 self.hidden -= 1;
                 i
             }
             Ok(i) => return self.refresh(i, port, now, limit),
             Err(Some(i)) => {
-                if self.len >= self.capacity {
-                    return Learn::Full;
-                }
                 if self.learned_on(port) >= limit as usize {
                     return Learn::PortLimit;
+                }
+                if self.len >= self.capacity {
+                    return self.learn_in_place(key, port, now, limit);
                 }
                 i
             }
@@ -356,6 +366,44 @@ impl Fdb {
         self.len += 1;
         self.count(port).dynamic += 1;
         Learn::New
+    }
+
+    /// The table is full and `port` has a new MAC (`key`): forget the learned entry near the
+    /// key's home that the contract names, then learn it (`Learn::Replaced`), or refuse
+    /// (`Learn::Full`). At most [`MAX_PROBE`] slots read: a MAC flood into a full table costs
+    /// that much a frame.
+    #[cold]
+    #[inline(never)]
+    fn learn_in_place(&mut self, key: u64, port: PortId, now: u32, limit: u32) -> Learn {
+        let mine = self.learned_on(port);
+        let mut best: Option<(usize, usize, u32)> = None;
+        let mut i = self.home(key);
+        for _ in 0..MAX_PROBE {
+            let s = self.slots[i];
+            if s.key != 0 && !s.is_static() && !self.hidden_slot(&s) {
+                let n = self.learned_on(s.port);
+                let age = now.wrapping_sub(s.stamp);
+                if n >= mine && best.is_none_or(|(_, bn, ba)| (n, age) > (bn, ba)) {
+                    best = Some((i, n, age));
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        let Some((victim, ..)) = best else {
+            return Learn::Full;
+        };
+        self.remove_at(victim);
+        // Below capacity now, so this learns it (or finds no slot near its home).
+        match self.learn_limited(
+            (key >> 48 & 0xfff) as u16,
+            key & 0xffff_ffff_ffff,
+            port,
+            now,
+            limit,
+        ) {
+            Learn::New => Learn::Replaced,
+            other => other,
+        }
     }
 
     #[inline]
@@ -709,7 +757,6 @@ mod tests {
         for (m, t) in [(1, 20), (2, 10), (3, 30)] {
             assert_eq!(f.learn(0, m, 1, t), Learn::New);
         }
-        assert_eq!(f.learn(0, 4, 1, 31), Learn::Full);
         assert_eq!(f.add_static(0, 9, 2, 40), Ok(()));
         assert_eq!(f.lookup(0, 9), Some(2));
         assert_eq!(f.lookup(0, 2), None, "the one seen longest ago went");
@@ -721,16 +768,53 @@ mod tests {
     }
 
     #[test]
-    fn capacity_limit_refuses_new_but_refreshes_old() {
+    fn a_full_table_refreshes_and_moves_old_entries() {
         let mut f = Fdb::new(3);
         for m in 1..=3 {
             assert_eq!(f.learn(0, m, 1, 0), Learn::New);
         }
-        assert_eq!(f.learn(0, 4, 1, 0), Learn::Full);
-        assert_eq!(f.lookup(0, 4), None);
         assert_eq!(f.learn(0, 2, 1, 5), Learn::Refreshed);
         assert_eq!(f.learn(0, 3, 2, 5), Learn::Moved { from: 1 });
         assert_eq!(f.len(), 3);
+    }
+
+    /// A full table (a MAC flood from one port, in any VLAN): the flooding port's new MACs take
+    /// the place of its own oldest entries, never another port's; another port's new MAC takes
+    /// the place of one of the port holding the most (it was refused and flooded for as long as
+    /// the flood lasted: found trying uvs as a tenant). Full of static entries, or of entries
+    /// of ports holding fewer than the learning port: refused.
+    #[test]
+    fn a_full_table_takes_new_macs_from_the_port_holding_the_most() {
+        let mut f = Fdb::new(100);
+        assert_eq!(f.learn(10, 0x77, 2, 0), Learn::New);
+        for m in 0..99u64 {
+            assert_eq!(f.learn(20, 0x1000 + m, 1, m as u32), Learn::New);
+        }
+        for m in 0..500u64 {
+            let r = f.learn(20, 0x5000 + m, 1, 200);
+            assert!(matches!(r, Learn::Replaced | Learn::Full), "{r:?}");
+        }
+        assert_eq!(f.len(), 100);
+        assert_eq!(f.lookup(10, 0x77), Some(2), "the other port's MAC stays");
+        assert_eq!(f.learned_on(1), 99);
+        // Another port's new MAC (a container that came back) gets in, in any VLAN.
+        assert_eq!(f.learn(10, 0x78, 3, 201), Learn::Replaced);
+        assert_eq!(f.lookup(10, 0x78), Some(3));
+        assert_eq!((f.learned_on(1), f.learned_on(3)), (98, 1));
+        // The flooding port replaces its oldest: an entry seen at 200, not one of port 2 or 3.
+        assert_eq!(f.learn(20, 0x9999, 1, 202), Learn::Replaced);
+        assert_eq!((f.learned_on(2), f.learned_on(3)), (1, 1));
+        // Ports holding fewer than the learner are not pushed out, even when older.
+        let mut g = Fdb::new(3);
+        assert_eq!(g.learn(0, 1, 2, 0), Learn::New);
+        assert_eq!(g.learn(0, 2, 1, 5), Learn::New);
+        assert_eq!(g.learn(0, 3, 1, 6), Learn::New);
+        assert_eq!(g.learn(0, 4, 1, 7), Learn::Replaced);
+        assert_eq!(g.lookup(0, 1), Some(2));
+        assert_eq!(g.lookup(0, 2), None, "port 1's oldest");
+        let mut h = Fdb::new(1);
+        h.add_static(0, 1, 1, 0).unwrap();
+        assert_eq!(h.learn(0, 2, 2, 0), Learn::Full);
     }
 
     #[test]

@@ -273,8 +273,12 @@ fn bad_frames_are_counted_not_forwarded() {
     h.assert_no_frame_leaked();
 }
 
+/// A full FDB: a port's new MACs take the place of its own oldest entries, and another
+/// port's new MAC one of the port holding the most, so a flooding port cannot keep another
+/// port's MAC out (it was refused and flooded to for as long as the table stayed full);
+/// full of static entries, new MACs are refused and traffic to them floods.
 #[test]
-fn full_fdb_stops_learning_but_traffic_floods() {
+fn a_full_fdb_takes_new_macs_from_the_port_holding_the_most() {
     let (mut h, b, p1, p2) = two_ports(BridgeOptions {
         fdb_capacity: 2,
         aging: 300,
@@ -282,19 +286,31 @@ fn full_fdb_stops_learning_but_traffic_floods() {
     for n in 1..=3 {
         h.send(p1, &frame(BCAST, mac(n), n));
     }
+    h.send(p2, &frame(BCAST, mac(9), 4));
     h.outputs();
     let br = h.dp.bridge(b).unwrap();
     assert_eq!(br.fdb.len(), 2);
-    assert_eq!(br.counters.fdb_full, 1);
-    // mac(3) was not learned: traffic to it floods and still arrives.
-    h.send(p2, &frame(mac(3), mac(9), 5));
+    assert_eq!((br.counters.fdb_full, br.counters.fdb_replaced), (0, 2));
+    assert_eq!(br.fdb.lookup(0, MacAddr(mac(9)).to_u64()), Some(p2));
+    // mac(9) was learned: traffic to it goes to p2 alone.
+    let p3 = h.port(b, "p3", trunk());
+    h.send(p1, &frame(mac(9), mac(3), 5));
     let out = h.outputs();
-    assert_eq!(out[p1 as usize].len(), 1);
-    assert_eq!(
-        h.dp.bridge(b).unwrap().counters.fdb_full,
-        2,
-        "mac(9) refused too"
-    );
+    assert_eq!(out[p2 as usize].len(), 1);
+    assert!(out[p3 as usize].is_empty(), "not flooded");
+    // Full of static entries: refused, and traffic to it floods.
+    let br = h.dp.bridge_mut(b).unwrap();
+    br.fdb.flush(None);
+    for n in [20, 21] {
+        br.fdb
+            .add_static(0, MacAddr(mac(n)).to_u64(), p3, 0)
+            .unwrap();
+    }
+    h.send(p1, &frame(BCAST, mac(30), 6));
+    h.send(p2, &frame(mac(30), mac(31), 7));
+    let out = h.outputs();
+    assert_eq!(out[p1 as usize].len(), 1, "mac(30) not learned: flooded");
+    assert_eq!(h.dp.bridge(b).unwrap().counters.fdb_full, 2);
 }
 
 #[test]

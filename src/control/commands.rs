@@ -696,8 +696,14 @@ fn render_stats(v: &Value) -> String {
         for (name, b) in bridges {
             let _ = writeln!(
                 s,
-                "bridge {name}: fdb {} entries, learned {}, moves {}, fdb-full {}, aged {}, flooded {}",
-                b["fdb_entries"], b["learned"], b["moves"], b["fdb_full"], b["aged"], b["flooded"]
+                "bridge {name}: fdb {} entries, learned {}, moves {}, fdb-full {}, replaced {}, aged {}, flooded {}",
+                b["fdb_entries"],
+                b["learned"],
+                b["moves"],
+                b["fdb_full"],
+                b["fdb_replaced"],
+                b["aged"],
+                b["flooded"]
             );
         }
     }

@@ -21,7 +21,7 @@
 //!   `uvs_port_up{port,bridge}` (gauge: 1 while the port's device is present, up and open,
 //!   else 0) and `uvs_port_state{port,bridge,state}` (gauge, one series for each of `up`,
 //!   `down`, `gone`, `pending`: 1 for the port's state, as `uvs ctl show` names it).
-//! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,
+//! - `uvs_bridge_fdb_entries{bridge}` (gauge), `uvs_bridge_{learned,moves,fdb_full,fdb_replaced,
 //!   fdb_collisions,mac_limit,aged,flooded}_total{bridge}`.
 //! - `uvs_router_{routed,arp_replies,arp_requests,arp_queued,echo_replies,icmp_errors,
 //!   icmp_rate_limited,resets,fragmented,fragments}_total`, `uvs_neigh_{evicted,full,
@@ -393,6 +393,10 @@ fn bridges(b: &mut Builder, stats: &Value) {
         ("learned", "New MACs learned"),
         ("moves", "MACs that moved to another port"),
         ("fdb_full", "MACs not learned: FDB full"),
+        (
+            "fdb_replaced",
+            "MACs learned into a full FDB in the place of an entry of the port holding the most",
+        ),
         (
             "fdb_collisions",
             "MACs not learned: no free slot near their hash",

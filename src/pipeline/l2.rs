@@ -89,19 +89,26 @@ impl<'a> Learner<'a> {
         match r {
             Learn::Refreshed | Learn::Static | Learn::Renewed => {}
             Learn::New => b.counters.learned += 1,
+            Learn::Replaced => {
+                b.counters.learned += 1;
+                b.counters.fdb_replaced += 1;
+            }
             Learn::Moved { .. } => b.counters.moves += 1,
             Learn::Full => b.counters.fdb_full += 1,
             Learn::Collision => b.counters.fdb_collisions += 1,
             Learn::PortLimit => self.refused += 1,
         }
         if let Some(out) = self.learned_out.as_mut()
-            && matches!(r, Learn::New | Learn::Moved { .. } | Learn::Renewed)
+            && matches!(
+                r,
+                Learn::New | Learn::Replaced | Learn::Moved { .. } | Learn::Renewed
+            )
         {
             share(
                 out,
                 (self.bridge, self.in_port),
                 (vlan, src),
-                matches!(r, Learn::New),
+                matches!(r, Learn::New | Learn::Replaced),
             );
         }
     }
