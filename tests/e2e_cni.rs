@@ -483,6 +483,19 @@ fn cni_add_check_del_direct() {
         "{link}"
     );
     assert!(ping(&n1, "10.236.1.1", 2), "container -> gateway");
+    // IPv6 off in the container, as Docker on a network without IPv6: no link-local address,
+    // no router advertisements taken from a neighbour.
+    let v6 = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &n1,
+        "cat",
+        "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+    ]);
+    assert_eq!(v6.trim(), "1");
+    let a6 = sh(&["ip", "-n", &n1, "-6", "addr", "show", "dev", "eth0"]);
+    assert!(!a6.contains("inet6"), "{a6}");
     let ip1 = addr.split('/').next().unwrap().to_string();
     assert!(
         d.ctl(&["nat-show"])

@@ -352,6 +352,7 @@ fn add_with_lease(
     )?;
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
+    no_ipv6_in_container(ns, ifn)?;
     let default_route = setup_container(&mut cnl, ifn, &lease, mac.as_deref())?;
     quiet_host_end(&host)?;
     nl(&format!("set {host} up"), hnl.set_up(&host, None))?;
@@ -424,6 +425,27 @@ fn setup_container(
         cnl.add_default_route(lease.gateway, ifn),
     )?;
     Ok(true)
+}
+
+/// Turns IPv6 off on the container's interface `ifn` (in namespace `ns`) before it is up, as
+/// Docker does on a network without IPv6 (uvs's CNI networks are IPv4 only): it left the
+/// container taking router advertisements, so one container's rogue RA gave its neighbours an
+/// IPv6 address and a default route through it (found trying uvs as a tenant). A kernel
+/// without IPv6 has nothing to turn off.
+fn no_ipv6_in_container(ns: &std::fs::File, ifn: &str) -> Result<(), CniError> {
+    use std::os::fd::AsFd;
+    let path = format!("/proc/sys/net/ipv6/conf/{ifn}/disable_ipv6");
+    // /proc/sys/net is the namespace of the thread that opens it: the helper's.
+    let r = crate::port::sys::in_netns(ns.as_fd(), || std::fs::write(&path, "1")).map_err(|e| {
+        CniError::new(E_IO, "enter CNI_NETNS").details(std::io::Error::from(e).to_string())
+    })?;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            Err(CniError::new(E_IO, format!("set {path} to 1 in CNI_NETNS")).details(e.to_string()))
+        }
+    }
 }
 
 /// Keeps the host's own stack off the veth's host end, which only uvs uses: no IPv6 (no
