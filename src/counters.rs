@@ -53,7 +53,7 @@ drop_reasons! {
     ArpPending => "arp-pending", "next hop unresolved and no ARP request may go out for it now (the egress bridge's neighbour bound or ARP rate limit reached)";
     GatewayVlan => "gateway-vlan", "frame to a gateway arrived on a VLAN other than 0 (gateways are untagged)";
     NoGateway => "no-gateway", "route's egress bridge has no gateway address";
-    LocalUnsupported => "local-unsupported", "packet to a gateway address left unanswered: ICMP other than echo, a TCP reset, a later fragment, a malformed TCP header";
+    LocalUnsupported => "local-unsupported", "packet to a gateway address left unanswered: ICMP other than echo, a TCP reset, a later fragment, a malformed TCP header; or IPv6 to a gateway's MAC (the router is IPv4 only)";
     LocalRefused => "local-refused", "UDP or other non-TCP packet to a gateway address with no service: ICMP port/protocol unreachable sent (rate limited)";
     FragNeeded => "frag-needed", "routed packet larger than the egress MTU with DF set (ICMP frag needed sent)";
     CtFull => "ct-full", "connection table full: a new translated connection was refused";

@@ -205,6 +205,13 @@ fn access_and_trunk_vlans() {
         Some(20)
     );
 
+    // A priority tag over a VLAN-10 tag on the VLAN-20 access port: dropped (it was taken as
+    // untagged and left the trunk tagged 20 then 10, the classic double-tag VLAN hop).
+    let hop = tagged(&tagged(&frame(BCAST, mac(5), 9), 10), 0);
+    h.send(a20, &hop);
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(a20, DropReason::VlanDenied), 1);
+
     // VLAN 0 (untagged frames) as OVS has it: an all-VLAN trunk carries it, a trunk listing
     // VLANs only if the list has 0. Untagged in from `plain` reaches `t0` (trunks=0,10) and
     // no port of a list without 0; untagged (or priority-tagged) into `t` is dropped.

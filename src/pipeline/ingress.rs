@@ -114,12 +114,16 @@ fn classify(
                 return Err(DropReason::Runt);
             }
             let tci = u16::from_be_bytes([data[14], data[15]]);
-            (
-                true,
-                tci & 0x0fff,
-                18,
-                u16::from_be_bytes([data[16], data[17]]),
-            )
+            let inner = u16::from_be_bytes([data[16], data[17]]);
+            // A priority tag over another tag does not get a tagged frame in through an access
+            // port (it did, and left a trunk double-tagged: the classic VLAN hop downstream).
+            if tci & 0x0fff == 0
+                && (inner == EtherType::VLAN || inner == EtherType::QINQ)
+                && matches!(mode, VlanMode::Access(_))
+            {
+                return Err(DropReason::VlanDenied);
+            }
+            (true, tci & 0x0fff, 18, inner)
         }
         EtherType::QINQ => return Err(DropReason::QinQ),
         t => (false, 0, 14, t),
