@@ -235,6 +235,15 @@ fn trace_admits_to_the_ingress_ports_vlan() {
         n("t")
     ));
     assert!(ok && tr.contains("unknown in VLAN 20 -> flood"), "{tr}");
+    // An IPv6 packet's addresses are printed as given (they read 0.0.0.0).
+    let (ok, tr) = trace(&format!(
+        "in_port={},icmp6,ipv6_src=2001:db8::1,ipv6_dst=2001:db8::2",
+        n("a")
+    ));
+    assert!(
+        ok && tr.contains("ipv6_src=2001:db8::1 ipv6_dst=2001:db8::2"),
+        "{tr}"
+    );
     let (ok, tr) = trace("in_port=99,dl_dst=02:00:00:00:00:55");
     assert!(
         !ok && tr.contains("in_port: no port 99 in bridge 'br0'"),

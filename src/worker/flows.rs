@@ -416,7 +416,7 @@ impl Worker {
         let mut log = TraceLog::default();
         log.items.push(Item::Line(format!(
             "bridge {bridge}: {}",
-            describe_key(&key, ft)
+            describe_key(&key, &m.ext, ft)
         )));
         // Ingress (`ethernet-input`) admits the frame to a VLAN before any table sees it.
         let tag = (key.vlan != crate::flow::NO_VLAN).then_some(key.vlan);
@@ -727,17 +727,33 @@ fn trace_frame(
     Some((d, m))
 }
 
-fn describe_key(k: &PacketKey, ft: &crate::pipeline::flows::FlowTable) -> String {
+fn describe_key(
+    k: &PacketKey,
+    ext: &crate::flow::ExtMatch,
+    ft: &crate::pipeline::flows::FlowTable,
+) -> String {
+    use crate::flow::ExtField;
+    // IPv6 addresses are in the match's ext fields (the key's IPv4 ones are 0 then).
+    let (src, dst) = if k.dl_type == crate::wire::EtherType::IPV6 {
+        let v6 = |f: ExtField| std::net::Ipv6Addr::from(ext.get(f).map_or(0, |m| m.value));
+        (
+            format!("ipv6_src={}", v6(ExtField::Ipv6Src)),
+            format!("ipv6_dst={}", v6(ExtField::Ipv6Dst)),
+        )
+    } else {
+        (
+            format!("nw_src={}", std::net::Ipv4Addr::from(k.nw_src)),
+            format!("nw_dst={}", std::net::Ipv4Addr::from(k.nw_dst)),
+        )
+    };
     format!(
-        "in_port={} dl_src={} dl_dst={} dl_type=0x{:04x} nw_src={} nw_dst={} nw_proto={} tp_src={} tp_dst={}",
+        "in_port={} dl_src={} dl_dst={} dl_type=0x{:04x} {src} {dst} nw_proto={} tp_src={} tp_dst={}",
         ft.ports
             .name_of(k.in_port)
             .map_or(k.in_port.to_string(), |n| format!("{}({n})", k.in_port)),
         MacAddr::from_u64(k.dl_src),
         MacAddr::from_u64(k.dl_dst),
         k.dl_type,
-        std::net::Ipv4Addr::from(k.nw_src),
-        std::net::Ipv4Addr::from(k.nw_dst),
         k.nw_proto,
         k.tp_src,
         k.tp_dst
