@@ -801,13 +801,23 @@ impl Datapath {
             .map_err(|e| e.to_string())
     }
 
+    /// The error for adding a port whose name port `id` has: names the bridge it is in (an
+    /// `add-port` onto another bridge did not say where the name was taken).
+    pub fn port_exists(&self, id: PortId) -> String {
+        let Some(p) = self.port(id) else {
+            return format!("port #{id} already exists");
+        };
+        let bridge = self.bridge(p.bridge).map_or("?", |b| b.name.as_str());
+        format!("port '{}' already exists (in bridge '{bridge}')", p.name)
+    }
+
     /// Attach a port (whose IO object the caller holds) under id `id` from `next_port_id`. It
     /// gets an OpenFlow port number in its bridge: `state.ofport` if non-zero (the request),
     /// else as `OfPorts::choose` decides. Returns nothing; `port(id).ofport` has the number.
     pub fn add_port(&mut self, id: PortId, mut state: PortState) -> Result<(), String> {
         validate_name(&state.name, "port")?;
-        if self.port_id(&state.name).is_some() {
-            return Err(format!("port '{}' already exists", state.name));
+        if let Some(old) = self.port_id(&state.name) {
+            return Err(self.port_exists(old));
         }
         let bridge = state.bridge;
         if self.bridge(bridge).is_none() {

@@ -160,6 +160,17 @@ fn bad_commands_get_errors_and_daemon_keeps_serving() {
     assert!(err(&["add-port", "nobr", "x"]).contains("no bridge named 'nobr'"));
     d.ctl(&["add-br", "br0"]);
     assert!(err(&["add-br", "br0"]).contains("already exists"));
+    // A port name taken on another bridge: the error says where.
+    let tp = format!("{p}tp");
+    d.ctl(&["add-port", "br0", &tp, "type=tap"]);
+    d.ctl(&["add-br", "brq"]);
+    let e = err(&["add-port", "brq", &tp, "type=tap"]);
+    assert!(
+        e.contains(&format!("port '{tp}' already exists (in bridge 'br0')")),
+        "{e}"
+    );
+    d.ctl(&["del-br", "brq"]);
+    d.ctl(&["del-port", &tp]);
     let missing = format!("{p}none");
     assert!(err(&["add-port", "br0", &missing, "type=afxdp"]).contains("does not exist"));
     assert!(err(&["add-port", "br0", "x", "type=gre"]).contains("type: 'gre'"));

@@ -256,7 +256,7 @@ fn show_runtime_over_the_control_socket() {
 /// `list-br`, `list-ports` and `port-to-br` answer as ovs-vsctl's: one sorted name a line,
 /// an error naming the argument for a bridge or port that is not there.
 #[test]
-fn list_br_list_ports_and_port_to_br_as_ovs_vsctl() {
+fn list_br_list_ports_port_to_br_and_show_bridge_as_ovs() {
     let d = Daemon::start("list");
     assert_eq!(d.call(&["list-br"]).unwrap().text, "");
     for br in ["zeta", "alpha"] {
@@ -281,6 +281,15 @@ fn list_br_list_ports_and_port_to_br_as_ovs_vsctl() {
     assert_eq!(d.call(&["port-to-br", "z1"]).unwrap().text, "zeta\n");
     let e = d.call(&["port-to-br", "z2"]).unwrap_err().to_string();
     assert!(e.contains("PORT: no port named 'z2'"), "{e}");
+    // `show BRIDGE`: that bridge alone.
+    let r = d.call(&["show", "zeta"]).unwrap();
+    assert!(
+        r.text.contains("bridge zeta") && !r.text.contains("bridge alpha"),
+        "{}",
+        r.text
+    );
+    let e = d.call(&["show", "beta"]).unwrap_err().to_string();
+    assert!(e.contains("BRIDGE: no bridge named 'beta'"), "{e}");
     d.call(&["del-br", "zeta"]).unwrap();
     assert_eq!(d.call(&["list-br"]).unwrap().text, "alpha\n");
 }

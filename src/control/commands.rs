@@ -23,8 +23,15 @@ fn number<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, CtlError> {
 /// Register every datapath command on `reg`, answered by `worker`.
 pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
-    reg.register("show", "show", 0, 0, move |_| {
+    reg.register("show", "show [BRIDGE]", 0, 1, move |a| {
         let mut v = ask(&w, Command::Show)?;
+        // `show BRIDGE` (as ovs-ofctl show BRIDGE): that bridge alone.
+        if let Some(name) = a.first() {
+            let b = bridge_of(&v, |b| b["name"] == name.as_str())
+                .cloned()
+                .ok_or_else(|| CtlError::new(format!("BRIDGE: no bridge named '{name}'")))?;
+            v["bridges"] = Value::Array(vec![b]);
+        }
         v["mirrors"] = crate::observe::commands::mirrors_json(&w);
         let mut text = render_show(&v) + &crate::observe::commands::render_mirrors(&v["mirrors"]);
         if let Some(line) = crate::etcd::show_line() {
@@ -54,7 +61,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
+        "add-port BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
         14,
         move |a| {

@@ -349,7 +349,7 @@ impl Worker {
                 .life(id)
                 .is_some_and(|l| l.spec.is_some() && l.state != LinkState::Up)
         {
-            return Err(format!("port '{}' already exists", spec.name));
+            return Err(self.dp.port_exists(id));
         }
         spec.vlan_mode()?;
         self.free_port_id()?;

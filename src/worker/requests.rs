@@ -690,8 +690,8 @@ impl Worker {
     }
 
     fn check_port_name(&self, name: &str) -> Result<(), String> {
-        if self.dp.port_id(name).is_some() {
-            return Err(format!("port '{name}' already exists"));
+        if let Some(id) = self.dp.port_id(name) {
+            return Err(self.dp.port_exists(id));
         }
         Ok(())
     }
