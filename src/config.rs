@@ -15,6 +15,7 @@
 //! type = "afxdp"          # afxdp | afpacket (alias system) | tap
 //! vlan = 10               # access port in VLAN 10 (omit for a trunk)
 //! # trunks = [10, 20]     # trunk of these VLANs (0: untagged frames; omit both: all VLANs)
+//! # vlan_mode = "native-untagged"  # with vlan and trunks: untagged frames are VLAN `vlan`
 //! # xdp_mode = "auto"     # afxdp only: auto | native | generic
 //! # mtu = 1500            # tap only: set the device MTU
 //!
@@ -373,6 +374,10 @@ pub struct PortSpec {
     /// Trunk VLANs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trunks: Option<Vec<u16>>,
+    /// OVS's `vlan_mode`: `access`, `trunk`, `native-untagged`, `native-tagged` (None: access
+    /// with `vlan`, else trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_mode: Option<String>,
     /// XDP attach mode (afxdp).
     #[serde(default, skip_serializing_if = "is_auto")]
     pub xdp_mode: XdpModeSpec,
@@ -502,6 +507,7 @@ impl PortSpec {
             kind: PortKind::Afxdp,
             vlan: None,
             trunks: None,
+            vlan_mode: None,
             xdp_mode: XdpModeSpec::Auto,
             mtu: None,
             ofport_request: None,
@@ -528,6 +534,7 @@ impl PortSpec {
                     }
                 }
                 "vlan" | "tag" => p.vlan = Some(num("vlan", v)?),
+                "vlan_mode" => p.vlan_mode = Some(v.to_string()),
                 "trunks" => {
                     p.trunks = Some(
                         v.split(',')
@@ -562,7 +569,7 @@ impl PortSpec {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -606,7 +613,7 @@ impl PortSpec {
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        VlanMode::parse(a.as_deref(), t.as_deref())
+        VlanMode::parse_mode(a.as_deref(), t.as_deref(), self.vlan_mode.as_deref())
     }
 
     /// The rx and tx shapers, parsed.
@@ -683,7 +690,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

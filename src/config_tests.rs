@@ -81,6 +81,12 @@ fn parses_file_and_rejects_unknown_keys() {
         name = "tap0"
         type = "tap"
         trunks = [10, 20]
+        [[bridge.port]]
+        name = "tap1"
+        type = "tap"
+        vlan = 10
+        trunks = [20]
+        vlan_mode = "native-untagged"
         "#,
     )
     .unwrap();
@@ -89,6 +95,18 @@ fn parses_file_and_rejects_unknown_keys() {
         c.bridge[0].port[1].vlan_mode().unwrap().describe(),
         "trunks=10,20"
     );
+    assert_eq!(
+        c.bridge[0].port[2].vlan_mode().unwrap().describe(),
+        "vlan=10 trunks=20 vlan_mode=native-untagged"
+    );
+    let back = Config::parse(&c.to_toml().unwrap()).unwrap();
+    assert_eq!(
+        back.bridge[0].port[2].vlan_mode,
+        Some("native-untagged".into())
+    );
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let e = PortSpec::from_args("p", &s(&["vlan=10", "vlan_mode=native"])).unwrap_err();
+    assert!(e.contains("vlan_mode: 'native'"), "{e}");
     let e = Config::parse("[[bridge]]\nname = \"b\"\ncolour = 1\n").unwrap_err();
     assert!(e.contains("colour"), "{e}");
     let e = Config::parse("[[bridge]]\nname=\"b\"\n[[bridge]]\nname=\"b\"\n").unwrap_err();

@@ -44,6 +44,18 @@ pub enum VlanMode {
     /// 0 (as OVS: `trunks=10,20` takes and sends tagged frames only, `trunks=0,10` also
     /// untagged ones). An unlimited set (OVS's default port) carries every VLAN and VLAN 0.
     Trunk(Box<VlanSet>),
+    /// A trunk with a native VLAN (OVS's `vlan_mode=native-untagged` / `native-tagged`):
+    /// untagged (and priority-tagged) frames belong to `vlan`, tagged ones of `vlan` or `set`
+    /// are accepted; frames of `vlan` leave untagged (native-untagged) or tagged
+    /// (`tagged`: native-tagged), the others tagged.
+    Native {
+        /// The native VLAN (1-4094).
+        vlan: u16,
+        /// The other VLANs carried (all: an unlimited set).
+        set: Box<VlanSet>,
+        /// Frames of `vlan` leave tagged (native-tagged).
+        tagged: bool,
+    },
 }
 
 /// A set of VLAN ids (bitmap); empty means "all".
@@ -99,8 +111,39 @@ impl VlanMode {
     #[inline]
     pub fn untagged_vlan(&self) -> Option<u16> {
         match self {
-            VlanMode::Access(v) => Some(*v),
+            VlanMode::Access(v) | VlanMode::Native { vlan: v, .. } => Some(*v),
             VlanMode::Trunk(set) => set.contains(0).then_some(0),
+        }
+    }
+
+    /// Whether a frame with 802.1Q id `vid` (1-4094) is taken in (an access port takes no
+    /// tagged frame).
+    #[inline]
+    pub fn carries_tag(&self, vid: u16) -> bool {
+        match self {
+            VlanMode::Access(_) => false,
+            VlanMode::Trunk(set) => set.contains(vid),
+            VlanMode::Native { vlan, set, .. } => vid == *vlan || set.contains(vid),
+        }
+    }
+
+    /// Whether the port carries bridge VLAN `v` (sends frames of it).
+    #[inline]
+    pub fn carries(&self, v: u16) -> bool {
+        match self {
+            VlanMode::Access(a) => *a == v,
+            VlanMode::Trunk(set) => set.contains(v),
+            VlanMode::Native { vlan, set, .. } => v == *vlan || (v != 0 && set.contains(v)),
+        }
+    }
+
+    /// Whether a frame of bridge VLAN `v` leaves this port untagged (and the port carries it).
+    #[inline]
+    pub fn leaves_untagged(&self, v: u16) -> bool {
+        match self {
+            VlanMode::Access(a) => *a == v,
+            VlanMode::Trunk(set) => v == 0 && set.contains(0),
+            VlanMode::Native { vlan, tagged, .. } => !tagged && v == *vlan,
         }
     }
 
@@ -112,6 +155,8 @@ impl VlanMode {
         match self {
             VlanMode::Access(v) => *v,
             VlanMode::Trunk(_) => tag,
+            VlanMode::Native { vlan, .. } if tag == 0 => *vlan,
+            VlanMode::Native { .. } => tag,
         }
     }
 
@@ -122,6 +167,8 @@ impl VlanMode {
         match self {
             VlanMode::Access(a) if vlan == 0 || vlan == *a => Ok(*a),
             VlanMode::Trunk(set) if set.contains(vlan) => Ok(vlan),
+            VlanMode::Native { vlan: n, .. } if vlan == 0 => Ok(*n),
+            VlanMode::Native { .. } if self.carries(vlan) => Ok(vlan),
             _ => Err(format!(
                 "vlan: the port ({}) does not carry VLAN {vlan}",
                 self.describe()
@@ -132,26 +179,75 @@ impl VlanMode {
     /// Parse `vlan=N` / `trunks=N,M,...` option values (a trunk may list 0, the untagged
     /// frames).
     pub fn parse(access: Option<&str>, trunks: Option<&str>) -> Result<VlanMode, String> {
+        VlanMode::parse_mode(access, trunks, None)
+    }
+
+    /// [`VlanMode::parse`] with OVS's `vlan_mode` (`access`, `trunk`, `native-untagged`,
+    /// `native-tagged`; None: access with `vlan=`, else trunk). A native mode takes `vlan=`
+    /// (the native VLAN, required) and `trunks=` (the other VLANs; none: all).
+    pub fn parse_mode(
+        access: Option<&str>,
+        trunks: Option<&str>,
+        mode: Option<&str>,
+    ) -> Result<VlanMode, String> {
         let vid = |s: &str, field: &str, low: u16| -> Result<u16, String> {
             match s.trim().parse::<u16>() {
                 Ok(v) if (low..=MAX_VID).contains(&v) => Ok(v),
                 _ => Err(format!("{field}: '{s}' is not a VLAN id ({low}-{MAX_VID})")),
             }
         };
-        match (access, trunks) {
-            (Some(_), Some(_)) => Err("vlan= and trunks= cannot both be set".into()),
-            (Some(a), None) => Ok(VlanMode::Access(vid(a, "vlan", 1)?)),
-            (None, Some(t)) => {
-                let ids = t
-                    .split(',')
-                    .map(|s| vid(s, "trunks", 0))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if let Some((_, v)) = ids.iter().enumerate().find(|(i, v)| ids[..*i].contains(v)) {
-                    return Err(format!("trunks: VLAN {v} is listed twice"));
-                }
-                Ok(VlanMode::Trunk(Box::new(VlanSet::of(&ids))))
+        let set = |t: Option<&str>, low: u16| -> Result<VlanSet, String> {
+            let Some(t) = t else {
+                return Ok(VlanSet::all());
+            };
+            let ids = t
+                .split(',')
+                .map(|s| vid(s, "trunks", low))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some((_, v)) = ids.iter().enumerate().find(|(i, v)| ids[..*i].contains(v)) {
+                return Err(format!("trunks: VLAN {v} is listed twice"));
             }
-            (None, None) => Ok(VlanMode::default_trunk()),
+            Ok(VlanSet::of(&ids))
+        };
+        match (mode, access, trunks) {
+            (Some("native-untagged" | "native-tagged"), Some(a), t) => Ok(VlanMode::Native {
+                vlan: vid(a, "vlan", 1)?,
+                // VLAN 0 is the native VLAN's here: a list of others starts at 1.
+                set: Box::new(set(t, 1)?),
+                tagged: mode == Some("native-tagged"),
+            }),
+            (Some(m @ ("native-untagged" | "native-tagged")), None, _) => Err(format!(
+                "vlan_mode: {m} needs vlan=N (the native VLAN)"
+            )),
+            (Some("access"), None, _) => Err("vlan_mode: access needs vlan=N".into()),
+            (Some("access"), Some(_), Some(_)) => {
+                Err("vlan_mode: an access port takes no trunks=".into())
+            }
+            (Some("trunk"), Some(_), _) => Err(
+                "vlan_mode: a trunk takes no vlan= (vlan_mode=native-untagged gives it a native VLAN)"
+                    .into(),
+            ),
+            (Some("access" | "trunk") | None, _, _) => match (access, trunks) {
+                (Some(_), Some(_)) => Err(
+                    "vlan= and trunks= cannot both be set without vlan_mode=native-untagged or native-tagged"
+                        .into(),
+                ),
+                (Some(a), None) => Ok(VlanMode::Access(vid(a, "vlan", 1)?)),
+                (None, t) => Ok(VlanMode::Trunk(Box::new(set(t, 0)?))),
+            },
+            (Some(m), _, _) => Err(format!(
+                "vlan_mode: '{m}' (access, trunk, native-untagged, native-tagged)"
+            )),
+        }
+    }
+
+    /// OVS's `vlan_mode` name of this mode.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            VlanMode::Access(_) => "access",
+            VlanMode::Trunk(_) => "trunk",
+            VlanMode::Native { tagged: false, .. } => "native-untagged",
+            VlanMode::Native { tagged: true, .. } => "native-tagged",
         }
     }
 
@@ -160,16 +256,26 @@ impl VlanMode {
         match self {
             VlanMode::Access(v) => format!("vlan={v}"),
             VlanMode::Trunk(s) if s.any => "trunk=all".into(),
-            VlanMode::Trunk(s) => format!(
-                "trunks={}",
-                s.ids()
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
+            VlanMode::Trunk(s) => format!("trunks={}", ids_text(s)),
+            VlanMode::Native { vlan, set, .. } => {
+                let others = if set.any {
+                    "all".to_string()
+                } else {
+                    ids_text(set)
+                };
+                format!("vlan={vlan} trunks={others} vlan_mode={}", self.mode_name())
+            }
         }
     }
+}
+
+/// `10,20,30`.
+fn ids_text(s: &VlanSet) -> String {
+    s.ids()
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A port as the datapath sees it.

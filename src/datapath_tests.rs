@@ -1,6 +1,60 @@
 //! Tests of `datapath` (bridges, ports, gateways, tunnels and their bookkeeping).
 use super::*;
 
+/// OVS's `vlan_mode`: native modes take the native VLAN and the others; wrong combinations
+/// are refused naming `vlan_mode` (or both fields).
+#[test]
+fn vlan_mode_native_parse() {
+    let p = |a, t, m| VlanMode::parse_mode(a, t, m);
+    let n = p(Some("10"), Some("20,30"), Some("native-untagged")).unwrap();
+    assert_eq!(
+        n.describe(),
+        "vlan=10 trunks=20,30 vlan_mode=native-untagged"
+    );
+    assert_eq!(n.untagged_vlan(), Some(10));
+    assert!(n.carries(10) && n.carries(20) && !n.carries(0) && !n.carries(40));
+    assert!(n.leaves_untagged(10) && !n.leaves_untagged(20));
+    assert_eq!((n.bridge_vlan(0), n.bridge_vlan(20)), (10, 20));
+    assert_eq!(n.fdb_vlan(0), Ok(10));
+    let t = p(Some("10"), None, Some("native-tagged")).unwrap();
+    assert_eq!(t.describe(), "vlan=10 trunks=all vlan_mode=native-tagged");
+    assert!(!t.leaves_untagged(10) && t.carries(4000));
+    assert_eq!(
+        p(Some("10"), None, Some("access")),
+        Ok(VlanMode::Access(10))
+    );
+    assert_eq!(
+        p(None, Some("5"), Some("trunk")),
+        VlanMode::parse(None, Some("5"))
+    );
+    for (a, tr, m, want) in [
+        (None, None, Some("native-untagged"), "needs vlan=N"),
+        (
+            Some("10"),
+            Some("0"),
+            Some("native-untagged"),
+            "trunks: '0'",
+        ),
+        (None, None, Some("access"), "access needs vlan=N"),
+        (Some("10"), None, Some("trunk"), "a trunk takes no vlan="),
+        (
+            None,
+            None,
+            Some("dot1q-tunnel"),
+            "vlan_mode: 'dot1q-tunnel'",
+        ),
+        (
+            Some("10"),
+            Some("20"),
+            None,
+            "without vlan_mode=native-untagged",
+        ),
+    ] {
+        let e = p(a, tr, m).unwrap_err();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
 #[test]
 fn vlan_mode_parse() {
     assert_eq!(VlanMode::parse(Some("10"), None), Ok(VlanMode::Access(10)));

@@ -280,6 +280,59 @@ fn bad_frames_are_counted_not_forwarded() {
     h.assert_no_frame_leaked();
 }
 
+/// A trunk with a native VLAN (OVS's `vlan_mode=native-untagged` / `native-tagged`, with
+/// `vlan=10 trunks=20`): untagged frames join VLAN 10 and leave it untagged (native-untagged)
+/// or tagged (native-tagged); VLAN 20 is tagged both ways; other VLANs are refused.
+#[test]
+fn native_vlan_ports_as_ovs() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let mode =
+        |m: &str, trunks: Option<&str>| VlanMode::parse_mode(Some("10"), trunks, Some(m)).unwrap();
+    let n = h.port(b, "n", mode("native-untagged", Some("20")));
+    let nt = h.port(b, "nt", mode("native-tagged", None));
+    let a10 = h.port(b, "a10", VlanMode::Access(10));
+    let t = h.port(b, "t", trunk());
+    let u = frame(BCAST, mac(1), 1);
+    h.send(n, &u);
+    let out = h.outputs();
+    assert_eq!(out[a10 as usize], vec![u.clone()]);
+    assert_eq!(out[t as usize], vec![tagged(&u, 10)]);
+    assert_eq!(
+        out[nt as usize],
+        vec![tagged(&u, 10)],
+        "native-tagged sends VLAN 10 tagged"
+    );
+    let u20 = tagged(&frame(BCAST, mac(2), 2), 20);
+    h.send(n, &u20);
+    let out = h.outputs();
+    assert_eq!(out[t as usize], vec![u20.clone()]);
+    assert_eq!(out[nt as usize], vec![u20.clone()]);
+    assert!(out[a10 as usize].is_empty());
+    // A tagged frame of the native VLAN is taken in too (as OVS).
+    h.send(n, &tagged(&frame(BCAST, mac(3), 3), 10));
+    assert_eq!(h.outputs()[a10 as usize].len(), 1);
+    h.send(n, &tagged(&frame(BCAST, mac(4), 4), 30));
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(n, DropReason::VlanDenied), 1);
+    // Toward the native port: VLAN 10 untagged, VLAN 20 tagged, VLAN 0 not at all.
+    let from_a = frame(BCAST, mac(5), 5);
+    h.send(a10, &from_a);
+    assert_eq!(h.outputs()[n as usize], vec![from_a]);
+    let t20 = tagged(&frame(BCAST, mac(6), 6), 20);
+    h.send(t, &t20);
+    assert_eq!(h.outputs()[n as usize], vec![t20]);
+    h.send(t, &frame(BCAST, mac(7), 7));
+    assert!(
+        h.outputs()[n as usize].is_empty(),
+        "VLAN 0 is not the native port's"
+    );
+    assert_eq!(
+        h.dp.port(n).unwrap().vlan.describe(),
+        "vlan=10 trunks=20 vlan_mode=native-untagged"
+    );
+}
+
 /// A full FDB: a port's new MACs take the place of its own oldest entries, and another
 /// port's new MAC one of the port holding the most, so a flooding port cannot keep another
 /// port's MAC out (it was refused and flooded to for as long as the table stayed full);

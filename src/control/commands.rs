@@ -61,7 +61,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
+        "add-port BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [vlan_mode=access|trunk|native-untagged|native-tagged] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
         14,
         move |a| {

@@ -771,7 +771,7 @@ pub(crate) fn admitted_vlan(mode: &VlanMode, tag: Option<u16>) -> Option<u16> {
     match tag.filter(|&v| v != 0) {
         None => mode.untagged_vlan(),
         Some(v) => match mode {
-            VlanMode::Trunk(set) if set.contains(v) && v != 4095 => Some(v),
+            _ if mode.carries_tag(v) && v != 4095 => Some(v),
             _ => None,
         },
     }

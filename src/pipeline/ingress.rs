@@ -60,10 +60,7 @@ fn parse_all<const FIX: bool>(
     let (mut bytes, mut completed) = (0u64, 0u64);
     // The VLAN of untagged (and priority-tagged) frames, read once per burst (a trunk's: 0;
     // one that does not carry them had them taken out already).
-    let untagged = match mode {
-        VlanMode::Access(v) => *v,
-        VlanMode::Trunk(_) => 0,
-    };
+    let untagged = mode.untagged_vlan().unwrap_or(0);
     // Written in place behind the vector's length, which is set once at the end: a `push` per
     // frame re-read and re-stored the length and checked the capacity (~5 instructions a frame).
     meta.reserve(batch.len());
@@ -116,10 +113,11 @@ fn classify(
             let tci = u16::from_be_bytes([data[14], data[15]]);
             let inner = u16::from_be_bytes([data[16], data[17]]);
             // A priority tag over another tag does not get a tagged frame in through an access
-            // port (it did, and left a trunk double-tagged: the classic VLAN hop downstream).
+            // port, or into a native VLAN (it did, and left a trunk double-tagged: the classic
+            // VLAN hop downstream).
             if tci & 0x0fff == 0
                 && (inner == EtherType::VLAN || inner == EtherType::QINQ)
-                && matches!(mode, VlanMode::Access(_))
+                && !matches!(mode, VlanMode::Trunk(_))
             {
                 return Err(DropReason::VlanDenied);
             }
@@ -137,6 +135,7 @@ fn classify(
             // VID 4095 is reserved (IEEE 802.1Q): no port carries it (the configuration
             // refuses it too).
             VlanMode::Trunk(set) if set.contains(vid) && vid != 4095 => vid,
+            VlanMode::Native { .. } if mode.carries_tag(vid) && vid != 4095 => vid,
             _ => return Err(DropReason::VlanDenied),
         }
     };

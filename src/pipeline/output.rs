@@ -116,7 +116,9 @@ pub(super) fn plain_egress(dp: &Datapath, p: PortId, v: u16) -> Option<u32> {
 /// [`plain_egress`] for a port at hand (`run`'s one-entry cache uses the same rule).
 #[inline]
 fn plain_max(port: &PortState, v: u16) -> Option<u32> {
-    leaves_untagged(&port.vlan, v).then(|| port.mtu.saturating_add(ETH_HEADER_LEN))
+    port.vlan
+        .leaves_untagged(v)
+        .then(|| port.mtu.saturating_add(ETH_HEADER_LEN))
 }
 
 /// Queue one frame for one port or flood it over `bridge` (skipping `in_port`).
@@ -154,7 +156,7 @@ fn deliver(
                 let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
                     continue;
                 };
-                if p == in_port || (!m.raw && !carries(&port.vlan, m.vlan)) {
+                if p == in_port || (!m.raw && !port.vlan.carries(m.vlan)) {
                     continue;
                 }
                 // Send a copy to the previous candidate; the last one gets the original.
@@ -174,24 +176,6 @@ fn deliver(
                 None => frames.free(m.desc.addr),
             }
         }
-    }
-}
-
-/// True if a frame of VLAN `v` leaves `mode`'s port untagged (and the port carries `v`).
-#[inline]
-fn leaves_untagged(mode: &VlanMode, v: u16) -> bool {
-    match mode {
-        VlanMode::Access(a) => *a == v,
-        VlanMode::Trunk(set) => v == 0 && set.contains(0),
-    }
-}
-
-/// True if a port carries VLAN `v`.
-#[inline]
-fn carries(mode: &VlanMode, v: u16) -> bool {
-    match mode {
-        VlanMode::Access(a) => *a == v,
-        VlanMode::Trunk(set) => set.contains(v),
     }
 }
 
@@ -227,12 +211,16 @@ fn retag(
         let l3_len = d.len as usize - 14 - if m.tagged { vlan::TAG_LEN } else { 0 };
         return Some((d, l3_len));
     }
-    if !carries(&port.vlan, m.vlan) {
+    if !port.vlan.carries(m.vlan) {
         port.counters.drop(DropReason::VlanDenied);
         frames.free(d.addr);
         return None;
     }
-    let want_tag = matches!(port.vlan, VlanMode::Trunk(_)) && m.vlan != 0;
+    let want_tag = match &port.vlan {
+        VlanMode::Trunk(_) => m.vlan != 0,
+        VlanMode::Access(_) => false,
+        VlanMode::Native { vlan, tagged, .. } => *tagged || m.vlan != *vlan,
+    };
     if want_tag && m.tagged {
         // Keep the tag (and its PCP) but make sure it names the frame's VLAN: a priority tag
         // (VID 0) received on an access port leaves a trunk with the access VLAN.

@@ -25,7 +25,7 @@
 
 use super::inner::InnerBursts;
 use super::{Dest, Meta, l2, vxlan};
-use crate::datapath::{Datapath, VlanMode};
+use crate::datapath::Datapath;
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::udp_port_set::UdpPortSet;
@@ -52,10 +52,7 @@ struct Underlay {
 fn underlay(dp: &Datapath, in_port: PortId) -> Option<Underlay> {
     let port = dp.port(in_port)?;
     // Untagged frames from this port are in VLAN 0 (where gateways live).
-    let untagged_in_0 = match &port.vlan {
-        VlanMode::Access(v) => *v == 0,
-        VlanMode::Trunk(set) => set.contains(0),
-    };
+    let untagged_in_0 = port.vlan.untagged_vlan() == Some(0);
     if !untagged_in_0 {
         return None;
     }
