@@ -924,3 +924,37 @@ fn ofctl_mod_nw_ttl_and_ecn_in_openflow10() {
         assert!(dump.contains(want), "{want} not in\n{dump}");
     }
 }
+
+/// `goto_table:N` in OpenFlow 1.0, which has no such instruction: OVS 3.1 writes it as the
+/// Nicira NXAST_RESUBMIT_TABLE action (its 1.0 dump reads `resubmit(,N)`), and so does uvs. (A
+/// flow added with `uvs ctl` whose only action was `goto_table:2` dumped as `actions=drop`.)
+#[test]
+fn ofctl_goto_table_in_openflow10_reads_as_resubmit() {
+    if !have_ofctl() {
+        return;
+    }
+    let s = Switch::with_br0("goto10");
+    s.attach("p1", 0);
+    let t = s.target();
+    for f in [
+        "priority=70,tcp,tp_dst=22 actions=goto_table:2",
+        "priority=60,ip actions=mod_nw_tos:8,goto_table:3",
+    ] {
+        s.reg
+            .call("add-flow", &["br0".to_string(), f.to_string()])
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    let dump = ok(&["dump-flows", "--no-stats", &t]);
+    for want in [
+        "priority=70,tcp,tp_dst=22 actions=resubmit(,2)",
+        "priority=60,ip actions=mod_nw_tos:8,resubmit(,3)",
+    ] {
+        assert!(dump.contains(want), "{want} not in\n{dump}");
+    }
+    // 1.3 still has the instruction.
+    let dump = ofctl_ok_in(Some("OpenFlow13"), &["dump-flows", "--no-stats", &t]);
+    assert!(
+        dump.contains("priority=70,tcp,tp_dst=22 actions=goto_table:2"),
+        "{dump}"
+    );
+}

@@ -27,8 +27,9 @@
 //!   of mask bits; `mod_nw_ttl`/`mod_nw_ecn` in 1.0 as loads (ovs-ofctl shows
 //!   `load:0x9->NXM_NX_IP_TTL[]`). Actions with no OpenFlow encoding in the version (`ct(...)`,
 //!   `ct_clear`, `learn`, `clone`, the MPLS actions, `output(port=..,max_len=..)`; in 1.0 also
-//!   `push_vlan`, `group`, `meter`, `goto_table`) are left out of stats replies; the README
-//!   lists them.
+//!   `push_vlan`, `group`, `meter`) are left out of stats replies; the README lists them. In
+//!   1.0 `goto_table:T` is NXAST_RESUBMIT_TABLE, as OVS writes it (read back as
+//!   `resubmit(,T)`).
 
 use std::net::Ipv4Addr;
 
@@ -602,7 +603,9 @@ pub fn encode10_in(w: &mut Writer, actions: &[Action], l4: Option<u8>) {
             Action::ModTpDst(p) | Action::SetField(SetField::TpDst(p)) => {
                 w.u16(10).u16(8).u16(*p).u16(0);
             }
-            Action::Resubmit(t) => nx_resubmit(w, *t),
+            // 1.0 has no goto_table instruction: OVS writes it as NXAST_RESUBMIT_TABLE (its
+            // dump reads `resubmit(,T)`); goto_table is last in the list, so the two agree.
+            Action::Resubmit(t) | Action::GotoTable(t) => nx_resubmit(w, *t),
             Action::Controller(c) => controller(w, c, false),
             Action::DecTtl => nx_simple(w, 18),
             Action::SetTunnel(v) | Action::SetField(SetField::TunId(v)) => {
