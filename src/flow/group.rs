@@ -5,7 +5,9 @@
 //! Contract:
 //! - `all` runs every bucket on its own copy of the packet; `select` runs one bucket chosen by a
 //!   hash of the packet's addresses and ports, weighted (weight 0 never chosen; default 1);
-//!   `indirect` has exactly one bucket. `fast_failover` is refused by name.
+//!   `indirect` has exactly one bucket. `fast_failover` is refused by name, and so are OVS's
+//!   `selection_method`, `selection_method_param` and `fields(...)` (OpenFlow 1.5 properties
+//!   choosing what a select group hashes: uvs's always hashes the same fields).
 //! - Bucket actions are flow actions without `goto_table`, `meter`, `group` or
 //!   `resubmit` (refused by name); ports are bound to the bridge's numbers when the group is
 //!   added, as a flow's are.
@@ -164,6 +166,18 @@ pub fn parse_group(s: &str) -> Result<Group, FlowError> {
     let head = parts.next().unwrap_or_default();
     let (mut id, mut kind) = (None, None);
     for kv in head.split([',', ' ']).filter(|t| !t.is_empty()) {
+        // OVS's selection method properties (`fields(F,F)` splits into several tokens).
+        let key = kv.split(['=', ':', '(']).next().unwrap_or(kv);
+        if matches!(
+            key,
+            "selection_method" | "selection_method_param" | "fields"
+        ) {
+            return Err(bad(
+                key,
+                "not supported (an OpenFlow 1.5 group property: uvs's select groups hash \
+                 addresses, protocol and ports, always)",
+            ));
+        }
         match kv.split_once('=') {
             Some(("group_id", v)) => {
                 let n = parse_group_id(v)?;
@@ -278,6 +292,29 @@ mod tests {
         );
         assert!(e("group_id=1,type=all,bucket=goto_table:2").contains("not allowed in a bucket"));
         assert!(e("group_id=1,type=all,bucket=watch_port:1,output:1").contains("watch_port"));
+        // OVS's selection method properties (OpenFlow 1.5): refused by name, never dropped.
+        for (g, name) in [
+            (
+                "group_id=1,type=select,selection_method=hash,fields(ip_src),bucket=output:1",
+                "selection_method",
+            ),
+            (
+                "group_id=1,type=select,fields(ip_src,ip_dst),bucket=output:1",
+                "fields",
+            ),
+            (
+                "group_id=1,type=select,fields=ip_src,bucket=output:1",
+                "fields",
+            ),
+            (
+                "group_id=1,type=select,selection_method_param=7,bucket=output:1",
+                "selection_method_param",
+            ),
+        ] {
+            let msg = e(g);
+            assert!(msg.starts_with(&format!("{name}: ")), "{g}: {msg}");
+            assert!(msg.contains("not supported"), "{g}: {msg}");
+        }
     }
 
     #[test]
