@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use uvs::datapath::VlanMode;
 use uvs::flow::parse_filter;
 
 impl FlowNet {
@@ -698,4 +699,44 @@ fn flow_timeouts_end_within_a_tenth_of_a_second() {
     n.h.dp.now_ms = 2_350;
     n.h.dp.age_fdbs(2, 64);
     assert!(!there(&n), "still there at 2,350 ms");
+}
+
+/// `ALL` (OpenFlow's OFPP_ALL): every port of the bridge but the ingress one, whatever VLAN the
+/// port carries (a port in access VLAN 20 gets the untagged frame as the actions left it), as
+/// one decision and inside the action loop. (It was refused: `unknown action 'ALL'`.)
+#[test]
+fn all_sends_to_every_other_port_and_not_back() {
+    let mut h = Harness::new();
+    let b = h.bridge("br0");
+    let mut p: Vec<u16> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|n| h.port(b, n, VlanMode::default_trunk()))
+        .collect();
+    p.push(h.port(b, "p4", VlanMode::Access(20)));
+    h.add_flow(b, "priority=10,udp,tp_dst=53,actions=ALL");
+    h.add_flow(
+        b,
+        "priority=10,udp,tp_dst=54,actions=mod_dl_dst:02:00:00:00:00:63,all",
+    );
+    let f53 = udp(1, 2, 53);
+    let f54 = udp(2, 1, 54);
+    h.send(p[0], &f53);
+    h.send(p[1], &f54);
+    let out = h.outputs();
+    let mut f54_out = f54.clone();
+    f54_out[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x63]);
+    assert_eq!(
+        out[p[0] as usize],
+        vec![f54_out.clone()],
+        "p1: only p2's frame"
+    );
+    assert_eq!(out[p[1] as usize], vec![f53.clone()], "p2: only p1's frame");
+    for &q in &p[2..] {
+        assert_eq!(
+            out[q as usize],
+            vec![f53.clone(), f54_out.clone()],
+            "port {q}"
+        );
+    }
+    h.assert_no_frame_leaked();
 }

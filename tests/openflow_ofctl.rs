@@ -958,3 +958,39 @@ fn ofctl_goto_table_in_openflow10_reads_as_resubmit() {
         "{dump}"
     );
 }
+
+/// `ALL` (OFPP_ALL: 0xfffc in 1.0, 0xfffffffc in 1.3) over the wire both ways, as FLOOD: taken
+/// from ovs-ofctl in both dialects, dumped back as `ALL`, and `trace` says where it sends the
+/// packet. (uvs refused it: OFPBAC_BAD_OUT_PORT, and `unknown action 'ALL'` in `uvs ctl`.)
+#[test]
+fn ofctl_output_to_all_in_both_dialects_and_trace() {
+    if !have_ofctl() {
+        return;
+    }
+    for (name, proto) in [("all10", None), ("all13", Some("OpenFlow13"))] {
+        let s = Switch::with_br0(name);
+        s.attach("p1", 0);
+        s.attach("p2", 0);
+        let (ours, dump) = add_and_read_back(
+            &s,
+            proto,
+            &[
+                "priority=9,udp,actions=ALL",
+                "priority=8,tcp,actions=dec_ttl,all",
+            ],
+        );
+        assert!(ours.contains("priority=9,udp actions=ALL"), "{ours}");
+        assert!(dump.contains("priority=9,udp actions=ALL"), "{dump}");
+        assert!(
+            dump.contains("priority=8,tcp actions=dec_ttl,ALL"),
+            "{dump}"
+        );
+        let tr = s.ok(&["trace", "br0", "in_port=p1,udp,tp_dst=53"]);
+        let text = tr["trace"].to_string();
+        assert!(
+            text.contains("ALL: every port of the bridge but the ingress one")
+                && text.contains("-> flood to every other port"),
+            "{text}"
+        );
+    }
+}

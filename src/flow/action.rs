@@ -65,6 +65,10 @@ pub enum Action {
     Normal,
     /// Every port of the bridge but the ingress one (`FLOOD`).
     Flood,
+    /// Every port of the bridge but the ingress one, whatever its configuration (`ALL`,
+    /// OpenFlow's OFPP_ALL). uvs ports have no no-flood setting, so from a flow it reaches the
+    /// same ports as `FLOOD`.
+    All,
     /// Back out of the ingress port (`IN_PORT`).
     InPort,
     /// `output:P`.
@@ -346,6 +350,7 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "drop" => return Err(bad(t, "drop takes no argument")),
         "normal" => return no_arg(Action::Normal),
         "flood" => return no_arg(Action::Flood),
+        "all" => return no_arg(Action::All),
         "in_port" => return no_arg(Action::InPort),
         "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
         "dec_ttl" => return no_arg(Action::DecTtl),
@@ -598,6 +603,7 @@ impl fmt::Display for Action {
         match self {
             Action::Normal => f.write_str("NORMAL"),
             Action::Flood => f.write_str("FLOOD"),
+            Action::All => f.write_str("ALL"),
             Action::InPort => f.write_str("IN_PORT"),
             Action::Output(p) => write!(f, "output:{p}"),
             Action::OutputTrunc(p, n) => write!(f, "output(port={p},max_len={n})"),
@@ -673,7 +679,7 @@ impl fmt::Display for Actions<'_> {
 }
 
 /// What an action list decides when it decides every frame alike and changes nothing but its
-/// flow's counters: no action (drop), or exactly one `NORMAL`, `FLOOD`, `IN_PORT` or
+/// flow's counters: no action (drop), or exactly one `NORMAL`, `FLOOD` (or `ALL`), `IN_PORT` or
 /// `output:P` (by number). Anything else is `Many` (the action loop runs it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Single {
@@ -683,7 +689,7 @@ pub enum Single {
     Drop,
     /// `NORMAL`.
     Normal,
-    /// `FLOOD`.
+    /// `FLOOD` or `ALL`.
     Flood,
     /// `IN_PORT`.
     InPort,
@@ -698,7 +704,8 @@ impl Single {
         match actions {
             [] => Single::Drop,
             [Action::Normal] => Single::Normal,
-            [Action::Flood] => Single::Flood,
+            // Both reach every port but the ingress one (uvs has no no-flood ports).
+            [Action::Flood | Action::All] => Single::Flood,
             [Action::InPort] => Single::InPort,
             [Action::Output(p)] => Single::Output(p.num()),
             _ => Single::Many,

@@ -14,7 +14,7 @@
 //!   OVS reads it. 1.3 SET_FIELD of NXM_NX_REGn or OXM_OF_METADATA is `SetField::Ext` (the whole
 //!   field), of NXM_NX_IP_TTL `mod_nw_ttl`.
 //! - What uvs cannot execute is refused with the error OVS uses (unknown type: BadActionType,
-//!   WRITE_ACTIONS: UnsupInst, output to LOCAL/ALL/TABLE: BadOutPort, a bad length:
+//!   WRITE_ACTIONS: UnsupInst, output to LOCAL/TABLE: BadOutPort, a bad length:
 //!   BadActionLen; a load/move field uvs does not know: BadSetType, bits past its end or none:
 //!   BadSetLen, a destination uvs cannot write or some bits of the TTL/ECN: BadSetArg, a load
 //!   value wider than its bits: BadActionArg). NXAST_RESUBMIT (`resubmit:N`: in_port N, the
@@ -80,6 +80,7 @@ fn output(p: u32, max_len: u16) -> OfResult<Action> {
         port::IN_PORT => Action::InPort,
         port::NORMAL => Action::Normal,
         port::FLOOD => Action::Flood,
+        port::ALL => Action::All,
         1..=0xfeff => Action::Output(PortRef::Num(p as u16)),
         _ => return Err(OfErr::BadOutPort),
     })
@@ -447,6 +448,7 @@ fn out_port(a: &Action) -> Option<u32> {
     Some(match a {
         Action::Normal => port::NORMAL,
         Action::Flood => port::FLOOD,
+        Action::All => port::ALL,
         Action::InPort => port::IN_PORT,
         Action::Output(p) => u32::from(p.num()),
         _ => return None,
@@ -889,6 +891,22 @@ mod tests {
                 0, 4, 0, 24, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, 2, 0xff, 0xff, 0, 0, 0, 0, 0, 0
             ]
         );
+    }
+
+    #[test]
+    fn output_to_all_is_ofpp_all_both_ways() {
+        // OFPP_ALL: 0xfffc in 1.0, 0xfffffffc in 1.3 (as FLOOD's 0xfffb / 0xfffffffb).
+        let all = acts("ALL");
+        assert_eq!(all, [Action::All]);
+        let mut w = Writer::default();
+        encode10(&mut w, &all);
+        assert_eq!(w.buf, [0, 0, 0, 8, 0xff, 0xfc, 0xff, 0xff]);
+        assert_eq!(decode10(Reader::new(&w.buf)).unwrap(), all);
+        let mut w = Writer::default();
+        encode13(&mut w, &all);
+        assert_eq!(w.buf[8..16], [0, 0, 0, 16, 0xff, 0xff, 0xff, 0xfc]);
+        assert_eq!(decode13_instructions(Reader::new(&w.buf)).unwrap(), all);
+        assert!(outputs_to(&all, port::ALL) && !outputs_to(&all, port::FLOOD));
     }
 
     /// Nicira vendor action bytes: type 0xffff, `len`, NX_VENDOR, `sub`, then `body`.

@@ -1077,6 +1077,12 @@ fn run_actions<T: Tracer>(
                 None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
             },
             Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
+            // OFPP_ALL: FLOOD's ports (a flow's flood skips only the ingress port: no VLANs,
+            // and uvs ports have no no-flood setting).
+            Action::All => {
+                t.line(|| "    ALL: every port of the bridge but the ingress one".into());
+                pending.decide(frames, m, out, t, Dest::Flood)
+            }
             Action::OutputTrunc(p, max_len) => match env.ports.port(p.num()) {
                 Some(id) if id == port.id => {
                     t.line(|| format!("    {action}: the ingress port, skipped (use in_port)"))
