@@ -1029,6 +1029,11 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         UNLIMITED,
         move |a| {
             let f = parse_filter(&a[1..].join(" ")).map_err(|e| CtlError::new(e.to_string()))?;
+            if f.out_port.is_some() {
+                return Err(CtlError::new(
+                    "out_port: not part of a packet (a dump-flows/del-flows filter)",
+                ));
+            }
             let v = ask(
                 &w,
                 Command::Trace {

@@ -378,14 +378,33 @@ impl Classifier {
             .is_none_or(|c| flow.cookie & c.mask == c.value)
     }
 
-    /// The flows `filter` selects, non-strict: at least as specific, any priority.
-    fn select(&self, filter: &FlowFilter, c: &Compiled) -> Vec<u32> {
+    /// The port number of `filter`'s `out_port`, if it has one (an unknown name is refused).
+    fn out_port(
+        filter: &FlowFilter,
+        resolve: impl Fn(&PortRef) -> Option<u16>,
+    ) -> Result<Option<u16>, FlowError> {
+        filter
+            .out_port
+            .as_ref()
+            .map(|p| {
+                resolve(p).ok_or_else(|| FlowError::UnknownPort {
+                    what: "out_port".into(),
+                    port: p.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// The flows `filter` selects, non-strict: at least as specific, any priority; with
+    /// `out_port` (resolved), only those that output there.
+    fn select(&self, filter: &FlowFilter, c: &Compiled, out_port: Option<u16>) -> Vec<u32> {
         let mut out = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             let Some(e) = e else { continue };
             let r = &self.rules[i];
             if filter.table.is_none_or(|t| t == r.table)
                 && Self::cookie_ok(filter, &e.flow)
+                && out_port.is_none_or(|p| e.flow.outputs_to(p))
                 && covers(c, &r.key, &e.mask)
                 && e.flow.m.ext.within(&filter.m.ext)
             {
@@ -414,6 +433,7 @@ impl Classifier {
         mut gone: impl FnMut(Flow, FlowStats),
     ) -> Result<Vec<FlowId>, FlowError> {
         let c = filter.m.compile(&resolve)?;
+        let out_port = Self::out_port(filter, &resolve)?;
         let ids = if strict {
             let prio = filter.priority.unwrap_or(DEFAULT_PRIORITY);
             let mut ids = Vec::new();
@@ -433,7 +453,9 @@ impl Classifier {
                     let e = self.entries[cur as usize].as_ref();
                     if self.rules[cur as usize].prio == prio
                         && e.is_some_and(|e| {
-                            Self::cookie_ok(filter, &e.flow) && e.flow.m.ext == filter.m.ext
+                            Self::cookie_ok(filter, &e.flow)
+                                && e.flow.m.ext == filter.m.ext
+                                && out_port.is_none_or(|p| e.flow.outputs_to(p))
                         })
                     {
                         ids.push(cur);
@@ -443,7 +465,7 @@ impl Classifier {
             }
             ids
         } else {
-            self.select(filter, &c)
+            self.select(filter, &c, out_port)
         };
         self.remove_ids(&ids, &mut gone);
         Ok(ids.into_iter().map(FlowId).collect())
@@ -671,7 +693,7 @@ impl Classifier {
         resolve: impl Fn(&PortRef) -> Option<u16>,
     ) -> Result<Vec<(FlowId, &Flow, FlowStats)>, FlowError> {
         let ids: Vec<u32> = match filter {
-            Some(f) => self.select(f, &f.m.compile(&resolve)?),
+            Some(f) => self.select(f, &f.m.compile(&resolve)?, Self::out_port(f, &resolve)?),
             None => self.iter().map(|(id, _)| id.0).collect(),
         };
         let mut out: Vec<(FlowId, &Flow, FlowStats)> = ids

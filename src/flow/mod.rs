@@ -215,6 +215,15 @@ impl Flow {
         any(&self.actions, &mut pick)
     }
 
+    /// True if the flow outputs to OpenFlow port `port` (`output:P`, `output(port=P,..)`, also
+    /// inside `clone(...)`): what ovs-ofctl's `out_port=P` selects. Ports are numbers once the
+    /// flow is in a bridge.
+    pub fn outputs_to(&self, port: u16) -> bool {
+        self.any_action(
+            |a| matches!(a, Action::Output(p) | Action::OutputTrunc(p, _) if p.num() == port),
+        )
+    }
+
     /// True if the flow sends packets to group `id` (`group:N`, also inside `clone(...)`):
     /// deleting the group deletes the flow, as OpenFlow and OVS do.
     pub fn uses_group(&self, id: u32) -> bool {

@@ -19,6 +19,8 @@
 //! - A field given twice with different values (also through a shorthand) is refused.
 //! - The stats keys of a dump-flows line (`duration, n_packets, n_bytes, idle_age, hard_age`)
 //!   are accepted and ignored, so a dump-flows line parses back to its flow.
+//! - `out_port=P` (a port number or name) is `parse_filter`'s only: the flows that output to P
+//!   (`FlowFilter::out_port`); `parse_flow` refuses it, naming it.
 //! - Every error names the offending text (`FlowError`).
 
 use std::net::Ipv4Addr;
@@ -44,6 +46,8 @@ pub struct FlowFilter {
     pub priority: Option<u16>,
     /// `cookie=V/M`: flows whose cookie & M == V (`-1` is an all-ones mask).
     pub cookie: Option<Masked<u64>>,
+    /// `out_port=P` (ovs-ofctl's): only flows with an output to port P (a number or a name).
+    pub out_port: Option<PortRef>,
     /// The fields.
     pub m: Match,
 }
@@ -207,6 +211,7 @@ struct Fields<'a> {
     idle: Option<u16>,
     hard: Option<u16>,
     send_flow_rem: bool,
+    out_port: Option<PortRef>,
     m: Match,
     needs: Vec<Need<'a>>,
     /// `nd_target` as written, if given (it needs icmp_type 135 or 136).
@@ -301,6 +306,19 @@ impl<'a> Fields<'a> {
             "idle_timeout" => set(&mut self.idle, Some(parse_num(k, v, 0xffff)?), tok, k)?,
             "hard_timeout" => set(&mut self.hard, Some(parse_num(k, v, 0xffff)?), tok, k)?,
             "duration" | "n_packets" | "n_bytes" | "idle_age" | "hard_age" => {}
+            "out_port" if filter => set(
+                &mut self.out_port,
+                Some(parse_port(v).map_err(|_| bad_value(k, v, "not a port name or number"))?),
+                tok,
+                k,
+            )?,
+            "out_port" => {
+                return Err(bad_value(
+                    k,
+                    v,
+                    "selects flows in del-flows and dump-flows; a flow has none",
+                ));
+            }
             "in_port" => set(
                 &mut m.in_port,
                 Some(parse_port(v).map_err(|_| bad_value(k, v, "not a port name or number"))?),
@@ -728,6 +746,7 @@ pub fn parse_filter(s: &str) -> Result<FlowFilter, FlowError> {
         table: f.table,
         priority: f.priority,
         cookie: f.cookie.filter(|c| c.mask != 0),
+        out_port: f.out_port,
         m: f.m,
     })
 }

@@ -640,6 +640,56 @@ fn test_classifier_del() {
     assert_eq!(c.lookup(0, &key(1, "10.0.0.1", "1.1.1.1", 6, 22)), None);
 }
 
+/// `out_port=P` in del-flows / dump-flows (ovs-ofctl's): only flows with an output to port P
+/// (a number, or a name the bridge resolves; also inside `clone(...)`), strict or not. (It was
+/// `unknown field 'out_port'`.)
+#[test]
+fn out_port_filters_select_flows_that_output_there() {
+    let mut c = Classifier::new();
+    let mut add = |s: &str| c.add(flow(s), 0, ports).unwrap().id;
+    let a = add("priority=1,ip,actions=output:2");
+    let b = add("priority=2,arp,actions=output:1,output:2");
+    let cl = add("priority=3,tcp,actions=clone(output:3)");
+    let n = add("priority=4,actions=NORMAL");
+    let ids = |f: &str, c: &Classifier| -> Vec<FlowId> {
+        let mut v: Vec<FlowId> = c
+            .dump(Some(&parse_filter(f).unwrap()), ports)
+            .unwrap()
+            .iter()
+            .map(|(id, _, _)| *id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        parse_filter("out_port=p2").unwrap().out_port,
+        Some(PortRef::Name("p2".into()))
+    );
+    assert_eq!(ids("out_port=2", &c), vec![a, b]);
+    assert_eq!(ids("out_port=p2,arp", &c), vec![b]);
+    assert_eq!(ids("out_port=p3", &c), vec![cl]);
+    assert_eq!(ids("out_port=4", &c), vec![]);
+    assert_eq!(ids("", &c), vec![a, b, cl, n]);
+    let e = c.dump(Some(&parse_filter("out_port=p9").unwrap()), ports);
+    assert_eq!(e.unwrap_err().to_string(), "out_port: unknown port 'p9'");
+    assert!(
+        parse_filter("out_port=x/y")
+            .unwrap_err()
+            .to_string()
+            .starts_with("out_port: "),
+        "bad port"
+    );
+    // A flow has no out_port: add-flow refuses it, naming it.
+    assert!(err("out_port=2,actions=drop").starts_with("out_port: "));
+    // Strict: priority and match, then the output.
+    let strict = |f: &str, c: &mut Classifier| c.del(&parse_filter(f).unwrap(), true, ports);
+    assert_eq!(strict("priority=1,ip,out_port=1", &mut c).unwrap(), vec![]);
+    assert_eq!(strict("priority=1,ip,out_port=2", &mut c).unwrap(), vec![a]);
+    let f = parse_filter("out_port=1").unwrap();
+    assert_eq!(c.del(&f, false, ports).unwrap(), vec![b]);
+    assert_eq!(ids("", &c), vec![cl, n]);
+}
+
 #[test]
 fn test_classifier_timeouts_and_counters() {
     let mut c = Classifier::new();

@@ -227,12 +227,7 @@ impl Worker {
         let events = self.dp.events.clone();
         let now_ms = self.dp.now_ms;
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
-        let filter = filter.unwrap_or(FlowFilter {
-            table: None,
-            priority: None,
-            cookie: None,
-            m: Default::default(),
-        });
+        let filter = filter.unwrap_or_default();
         let ports = ft.ports.clone();
         let resolve = |r: &PortRef| match r {
             PortRef::Name(n) => ports.by_name(n),
