@@ -37,6 +37,10 @@ fn rate_limits_hold_then_drop_beyond_bucket_and_rate_per_direction() {
     }
     assert_eq!(h.outputs()[p2 as usize].len(), 33);
     assert_eq!(h.drops(p0, DropReason::RateRx), 82);
+    // Dropped frames count as received in bytes as in packets (the bytes left them out).
+    let c = &h.dp.port(p0).unwrap().counters;
+    let len = frame(mac(2), mac(10), 1).len() as u64;
+    assert_eq!((c.rx_packets, c.rx_bytes), (33 + 82, (33 + 82) * len));
     assert!(h.dp.rate_limited_waiting());
     // 10 ms later the bucket holds 10 kbit plus the 160 bits left: 21 waiting frames leave.
     h.dp.now_ms += 10;

@@ -154,15 +154,16 @@ impl Shaper {
 
     /// Shape `batch` at `now_ms`: on return it holds the frames that may leave now (waiting
     /// ones first, in order); the others wait, or are freed when the queue is full. Returns the
-    /// number freed.
-    pub fn shape(&mut self, batch: &mut Vec<Desc>, now_ms: u64, frames: &mut Frames) -> u64 {
+    /// number freed and their bytes.
+    pub fn shape(&mut self, batch: &mut Vec<Desc>, now_ms: u64, frames: &mut Frames) -> (u64, u64) {
         self.refill(now_ms);
         let limit = self.limit_bytes();
-        let mut dropped = 0;
+        let (mut dropped, mut dropped_bytes) = (0, 0);
         for d in batch.drain(..) {
             if !self.waiting.is_empty() && self.waiting_bytes + u64::from(d.len) > limit {
                 frames.free(d.addr);
                 dropped += 1;
+                dropped_bytes += u64::from(d.len);
                 continue;
             }
             self.waiting_bytes += u64::from(d.len);
@@ -175,7 +176,7 @@ impl Shaper {
             self.waiting_bytes -= u64::from(d.len);
             batch.extend(self.waiting.pop_front());
         }
-        dropped
+        (dropped, dropped_bytes)
     }
 
     /// The waiting frames (the port is going away).
@@ -186,7 +187,7 @@ impl Shaper {
 }
 
 /// Shape what port `id` received (`batch`) by its `rate_rx` limit; frames freed for a full
-/// queue are counted as received and dropped (`rate-rx`).
+/// queue are counted as received (packets and bytes) and dropped (`rate-rx`).
 #[inline]
 pub fn shape_rx(dp: &mut Datapath, frames: &mut Frames, id: PortId, batch: &mut Vec<Desc>) {
     let now = dp.now_ms;
@@ -196,8 +197,9 @@ pub fn shape_rx(dp: &mut Datapath, frames: &mut Frames, id: PortId, batch: &mut 
     let Some(s) = port.rate_rx.as_mut() else {
         return;
     };
-    let dropped = s.shape(batch, now, frames);
+    let (dropped, bytes) = s.shape(batch, now, frames);
     port.counters.rx_packets += dropped;
+    port.counters.rx_bytes += bytes;
     port.counters.drops[DropReason::RateRx as usize] += dropped;
 }
 
@@ -214,7 +216,7 @@ pub fn shape_tx(dp: &mut Datapath, frames: &mut Frames) {
         if q.is_empty() && !s.is_waiting() {
             continue;
         }
-        let dropped = s.shape(q, now, frames);
+        let (dropped, _) = s.shape(q, now, frames);
         port.counters.drops[DropReason::RateTx as usize] += dropped;
     }
 }
@@ -244,7 +246,8 @@ mod tests {
                 d
             })
             .collect();
-        let dropped = s.shape(&mut batch, now, frames);
+        let (dropped, bytes) = s.shape(&mut batch, now, frames);
+        assert_eq!(bytes, dropped * u64::from(len));
         let passed = batch.len();
         for d in batch {
             frames.free(d.addr);
