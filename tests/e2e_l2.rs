@@ -143,6 +143,27 @@ fn vlan_access_and_trunk_carry_tags() {
             .any(|l| l.contains(&n("pt")) && l.contains(" 20 ")),
         "{fdb}"
     );
+    // `set-port` moves the access port to VLAN 20 in place (OVS's `set port P tag=20`): the
+    // two containers reach each other, the trunk's VLAN 10 no longer reaches it, and the
+    // change is the port's configuration.
+    d.ctl(&["set-port", &n("pa"), "vlan=20"]);
+    assert!(d.ctl(&["show"]).contains(&format!("port {}: ", n("pa"))));
+    assert!(ping(&n("a"), "192.0.2.2", 3), "both in VLAN 20 now");
+    assert!(arp("20", "192.0.2.1"), "trunk VLAN 20 reaches it");
+    assert!(!arp("10", "192.0.2.1"), "VLAN 10 no longer does");
+    let saved = d.ctl(&["save-config"]);
+    assert!(saved.contains("vlan = 20"), "{saved}");
+    let err = |args: &[&str]| String::from_utf8_lossy(&d.ctl_raw(args).stderr).into_owned();
+    assert!(err(&["set-port", &n("pa"), "vlan=x"]).contains("vlan: 'x'"));
+    let e = err(&["set-port", &n("pa"), "trunks=10"]);
+    assert!(e.contains("vlan= and trunks= cannot both be set"), "{e}");
+    assert!(err(&["set-port", "nosuch", "vlan=5"]).contains("no port named 'nosuch'"));
+    let show = d.ctl(&["show"]);
+    assert!(
+        show.lines()
+            .any(|l| l.contains(&n("pa")) && l.contains("vlan=20")),
+        "a refused change changes nothing: {show}"
+    );
 }
 
 #[test]

@@ -55,17 +55,28 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-port",
-        "set-port PORT rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
+        "set-port PORT [vlan=N|none] [trunks=N,M|all] [vlan_mode=MODE] [mac_limit=N|none] | rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
         2,
-        2,
+        5,
         move |a| {
             let affinity = match a[1].split_once('=') {
-                Some(("rxq_affinity", v)) => Some(v.to_string()),
+                Some(("rxq_affinity", v)) if a.len() == 2 => Some(v.to_string()),
+                Some(("rxq_affinity", _)) => {
+                    return Err(CtlError::new(
+                        "rxq_affinity: set it alone (it reopens the port)".to_string(),
+                    ));
+                }
                 _ => {
-                    return Err(CtlError::new(format!(
-                        "'{}': set-port takes rxq_affinity=QUEUE:CORE[,QUEUE:CORE...]",
-                        a[1]
-                    )));
+                    // VLAN configuration and MAC limit, changed in place.
+                    let options = crate::worker::PortOptions::parse(&a[1..])
+                        .map_err(CtlError::new)?;
+                    let v = w
+                        .call(Command::SetPortOptions {
+                            port: a[0].clone(),
+                            options,
+                        })
+                        .map_err(CtlError::new)?;
+                    return Ok(Reply::new(String::new(), v));
                 }
             };
             check_queues(&a[0], affinity.as_deref())?;

@@ -39,6 +39,7 @@ mod open;
 mod overlay;
 mod peers;
 pub mod pending;
+mod port_options;
 mod relay;
 mod requests;
 mod running;
@@ -59,6 +60,7 @@ pub use life::{LinkState, PortLife};
 pub use overlay::OverlayOp;
 #[cfg(test)]
 pub(crate) use overlay::tests as overlay_tests;
+pub use port_options::PortOptions;
 pub use requests::Command;
 pub use set::spawn_workers;
 

@@ -145,6 +145,13 @@ pub enum Command {
         /// `QUEUE:CORE[,QUEUE:CORE...]`.
         affinity: Option<String>,
     },
+    /// Change a port's VLAN configuration or MAC limit in place (`set-port PORT vlan=..`).
+    SetPortOptions {
+        /// Port name.
+        port: String,
+        /// The fields given.
+        options: super::PortOptions,
+    },
     /// OpenFlow settings and controller state (see `worker::events`).
     Openflow(super::events::OfCommand),
     /// Add a static route.
@@ -411,6 +418,7 @@ impl Worker {
                 )
             }
             Command::SetPortRxq { port, affinity } => self.set_port_rxq(&port, affinity),
+            Command::SetPortOptions { port, options } => self.set_port_options(&port, &options),
             Command::Openflow(c) => self.openflow(c),
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {

@@ -282,6 +282,10 @@ fn replicate(cmd: &Command) -> Option<Command> {
             port: port.clone(),
             affinity: affinity.clone(),
         },
+        Command::SetPortOptions { port, options } => Command::SetPortOptions {
+            port: port.clone(),
+            options: options.clone(),
+        },
         Command::RouteAdd(r) => Command::RouteAdd(r.clone()),
         Command::RouteDel(r) => Command::RouteDel(r.clone()),
         Command::NeighFlush(b) => Command::NeighFlush(b.clone()),

@@ -1,0 +1,175 @@
+//! `set-port PORT vlan=.. trunks=.. vlan_mode=.. mac_limit=..`: a port's VLAN configuration and
+//! MAC limit changed in place (OVS's `ovs-vsctl set port P tag=20`), without closing it.
+//!
+//! Contract:
+//! - Each given field replaces the port's (`none` clears `vlan`/`mac_limit`, `all` clears
+//!   `trunks`, `vlan_mode=` may be empty); the others are kept. The result is checked as
+//!   `add-port` checks it and changes nothing on an error, which names the field.
+//! - A new VLAN configuration takes effect from the next burst; the MACs learned on the port
+//!   are forgotten (they were keyed by the old VLANs) and learned again from its traffic;
+//!   static entries stay. A new `mac_limit` applies to MACs learned from then on.
+//! - The port keeps its id, OpenFlow number, flows and counters; the change is the port's
+//!   configuration (`save-config`, `--db`). Every worker applies it (see `set`).
+
+use serde_json::{Value, json};
+
+use super::Worker;
+use crate::config::PortSpec;
+
+/// The fields `set-port` changes here (each: None when not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortOptions {
+    /// `vlan=N|none`.
+    pub vlan: Option<Option<u16>>,
+    /// `trunks=N,M|all`.
+    pub trunks: Option<Option<Vec<u16>>>,
+    /// `vlan_mode=MODE` (empty: none).
+    pub vlan_mode: Option<Option<String>>,
+    /// `mac_limit=N|none`.
+    pub mac_limit: Option<Option<u32>>,
+}
+
+impl PortOptions {
+    /// Parse `key=value` arguments; an error names the field.
+    pub fn parse(args: &[String]) -> Result<PortOptions, String> {
+        let mut o = PortOptions::default();
+        let num = |k: &str, v: &str| -> Result<u32, String> {
+            v.parse()
+                .map_err(|_| format!("{k}: '{v}' is not a number (or none)"))
+        };
+        for a in args {
+            let Some((k, v)) = a.split_once('=') else {
+                return Err(format!("'{a}': set-port takes KEY=VALUE"));
+            };
+            match k {
+                "vlan" | "tag" => {
+                    o.vlan = Some(match v {
+                        "none" | "" => None,
+                        _ => Some(
+                            u16::try_from(num("vlan", v)?)
+                                .map_err(|_| format!("vlan: '{v}' is not a VLAN id"))?,
+                        ),
+                    })
+                }
+                "trunks" => {
+                    o.trunks = Some(match v {
+                        "all" | "" => None,
+                        _ => Some(
+                            v.split(',')
+                                .map(|x| {
+                                    x.trim()
+                                        .parse::<u16>()
+                                        .map_err(|_| format!("trunks: '{x}' is not a VLAN id"))
+                                })
+                                .collect::<Result<_, _>>()?,
+                        ),
+                    })
+                }
+                "vlan_mode" => o.vlan_mode = Some((!v.is_empty()).then(|| v.to_string())),
+                "mac_limit" => {
+                    o.mac_limit = Some(match v {
+                        "none" | "" => None,
+                        _ => Some(num("mac_limit", v)?),
+                    })
+                }
+                _ => {
+                    return Err(format!(
+                        "'{k}': set-port takes vlan, trunks, vlan_mode, mac_limit and rxq_affinity"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// `spec` with these fields applied.
+    fn apply(&self, spec: &PortSpec) -> PortSpec {
+        let mut s = spec.clone();
+        if let Some(v) = self.vlan {
+            s.vlan = v;
+        }
+        if let Some(t) = &self.trunks {
+            s.trunks = t.clone();
+        }
+        if let Some(m) = &self.vlan_mode {
+            s.vlan_mode = m.clone();
+        }
+        if let Some(l) = self.mac_limit {
+            s.mac_limit = l;
+        }
+        s
+    }
+}
+
+impl Worker {
+    /// `set-port PORT vlan=.. trunks=.. vlan_mode=.. mac_limit=..`. See the module
+    /// documentation.
+    pub(crate) fn set_port_options(
+        &mut self,
+        port: &str,
+        o: &PortOptions,
+    ) -> Result<Value, String> {
+        let id = self
+            .dp
+            .port_id(port)
+            .ok_or_else(|| format!("port: no port named '{port}'"))?;
+        let old = self.specs.ports.get(&id).cloned().ok_or_else(|| {
+            format!("port: '{port}' has no configuration to change (an in-memory port)")
+        })?;
+        let spec = o.apply(&old);
+        spec.validate()?;
+        let mode = spec.vlan_mode()?;
+        let p = self.dp.port_mut(id).expect("looked up above");
+        let vlan_changed = p.vlan != mode;
+        p.vlan = mode;
+        p.mac_limit = spec.mac_limit.unwrap_or(u32::MAX);
+        let (bridge, describe) = (p.bridge, p.vlan.describe());
+        let mut forgotten = 0;
+        if vlan_changed && let Some(b) = self.dp.bridge_mut(bridge) {
+            forgotten = b.fdb.flush_learned(Some(id));
+        }
+        if let Some(Some(l)) = self.life.get_mut(id as usize) {
+            l.spec = Some(spec.clone());
+        }
+        self.specs.ports.insert(id, spec.clone());
+        Ok(json!({
+            "port": port,
+            "vlan": describe,
+            "mac_limit": spec.mac_limit,
+            "forgotten": forgotten,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parse_names_the_field() {
+        let o = PortOptions::parse(&args(&["vlan=20", "trunks=all", "mac_limit=none"])).unwrap();
+        assert_eq!(
+            o,
+            PortOptions {
+                vlan: Some(Some(20)),
+                trunks: Some(None),
+                vlan_mode: None,
+                mac_limit: Some(None),
+            }
+        );
+        for (a, want) in [
+            ("vlan=x", "vlan: 'x'"),
+            ("trunks=1,y", "trunks: 'y'"),
+            ("mac_limit=-1", "mac_limit: '-1'"),
+            ("colour=red", "'colour'"),
+            ("vlan", "KEY=VALUE"),
+        ] {
+            let e = PortOptions::parse(&args(&[a])).unwrap_err();
+            assert!(e.contains(want), "{a}: {e}");
+        }
+    }
+}
