@@ -235,6 +235,21 @@ fn trace_admits_to_the_ingress_ports_vlan() {
         n("t")
     ));
     assert!(ok && tr.contains("unknown in VLAN 20 -> flood"), "{tr}");
+    // A flow of another table is printed once with its table (it read `table 3: table=3, ...`).
+    d.ctl(&[
+        "add-flow",
+        "br0",
+        "priority=9,dl_dst=02:00:00:00:00:99,actions=goto_table:3",
+    ]);
+    d.ctl(&["add-flow", "br0", "table=3,priority=10,actions=NORMAL"]);
+    let (ok, tr) = trace(&format!(
+        "in_port={},dl_src=02:00:00:00:00:03,dl_dst=02:00:00:00:00:99",
+        n("a")
+    ));
+    assert!(
+        ok && tr.contains("table 3: priority=10 actions=NORMAL") && !tr.contains("table=3"),
+        "{tr}"
+    );
     // An IPv6 packet's addresses are printed as given (they read 0.0.0.0).
     let (ok, tr) = trace(&format!(
         "in_port={},icmp6,ipv6_src=2001:db8::1,ipv6_dst=2001:db8::2",

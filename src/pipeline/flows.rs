@@ -1045,7 +1045,13 @@ fn run_actions<T: Tracer>(
             if !T::DRY {
                 credit.add(cls, id, u64::from(len), now_ms);
             }
-            t.line(|| format!("table {table}: {flow}"));
+            t.line(|| {
+                // The flow's text names its table too (`table=3, ...`): once is enough.
+                let text = flow.to_string();
+                let prefix = format!("table={table}, ");
+                let text = text.strip_prefix(&prefix).unwrap_or(&text);
+                format!("table {table}: {text}")
+            });
         }
         actions_of(id)
     };
