@@ -293,3 +293,48 @@ fn list_br_list_ports_port_to_br_and_show_bridge_as_ovs() {
     d.call(&["del-br", "zeta"]).unwrap();
     assert_eq!(d.call(&["list-br"]).unwrap().text, "alpha\n");
 }
+
+/// ovs-vsctl's `--may-exist` and `--if-exists`: what is already there (or already gone) is
+/// fine; a port of that name in another bridge is still an error; other options are named.
+#[test]
+fn may_exist_and_if_exists_as_ovs_vsctl() {
+    let d = Daemon::start("mayexist");
+    d.call(&["add-br", "br0"]).unwrap();
+    assert!(d.call(&["add-br", "br0"]).is_err());
+    d.call(&["add-br", "--may-exist", "br0"]).unwrap();
+    d.call(&["add-br", "br1", "--may-exist"]).unwrap();
+    assert_eq!(d.call(&["list-br"]).unwrap().text, "br0\nbr1\n");
+    d.w.call(uvs::worker::Command::AttachPort {
+        bridge: "br0".into(),
+        name: "p1".into(),
+        build: Box::new(|id| Box::new(uvs::port::mem::MemPort::sink(id))),
+    })
+    .unwrap();
+    d.call(&["add-port", "--may-exist", "br0", "p1"]).unwrap();
+    let e = d
+        .call(&["add-port", "--may-exist", "br1", "p1"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("port 'p1' already exists (in bridge 'br0')"),
+        "{e}"
+    );
+    d.call(&["del-port", "--if-exists", "br1", "p9"]).unwrap();
+    d.call(&["del-port", "--if-exists", "p9"]).unwrap();
+    assert!(d.call(&["del-port", "p9"]).is_err());
+    d.call(&["del-br", "--if-exists", "br9"]).unwrap();
+    assert!(d.call(&["del-br", "br9"]).is_err());
+    d.call(&["del-br", "--if-exists", "br1"]).unwrap();
+    assert_eq!(d.call(&["list-br"]).unwrap().text, "br0\n");
+    let e = d
+        .call(&["add-br", "--if-exists", "x"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown option '--if-exists'"), "{e}");
+    assert!(
+        d.call(&["add-br", "--may-exist"])
+            .unwrap_err()
+            .to_string()
+            .contains("usage")
+    );
+}

@@ -43,17 +43,36 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-br",
-        "add-br BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX]",
+        "add-br [--may-exist] BRIDGE [fdb_capacity=N] [aging=SECONDS] [gateway=A.B.C.D/LEN] [gateway_mac=MAC] [isolated=on|off] [icc=on|off] [rp_filter=strict|loose|off] [datapath_id=0xHEX]",
         1,
-        9,
+        10,
         move |a| {
+            let (may_exist, a) = flag(a, "--may-exist")?;
+            if a.is_empty() {
+                return Err(CtlError::new("usage: add-br [--may-exist] BRIDGE ...".to_string()));
+            }
+            if may_exist && bridge_of(&ask(&w, Command::Show)?, |b| b["name"] == a[0]).is_some() {
+                return Ok(Reply::new(String::new(), serde_json::json!({"exists": a[0]})));
+            }
             let spec = BridgeSpec::from_args(&a[0], &a[1..]).map_err(CtlError::new)?;
             let v = ask(&w, Command::AddBridge(spec))?;
             Ok(Reply::new(String::new(), v))
         },
     );
     let w = worker.clone();
-    reg.register("del-br", "del-br BRIDGE", 1, 1, move |a| {
+    reg.register("del-br", "del-br [--if-exists] BRIDGE", 1, 2, move |a| {
+        let (if_exists, a) = flag(a, "--if-exists")?;
+        if a.len() != 1 {
+            return Err(CtlError::new(
+                "usage: del-br [--if-exists] BRIDGE".to_string(),
+            ));
+        }
+        if if_exists && bridge_of(&ask(&w, Command::Show)?, |b| b["name"] == a[0]).is_none() {
+            return Ok(Reply::new(
+                String::new(),
+                serde_json::json!({"absent": a[0]}),
+            ));
+        }
         let v = ask(&w, Command::DelBridge(a[0].clone()))?;
         let text = stale_nat_note(&v, "its subnet");
         Ok(Reply::new(text, v))
@@ -61,10 +80,18 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [vlan_mode=access|trunk|native-untagged|native-tagged] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
+        "add-port [--may-exist] BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [vlan_mode=access|trunk|native-untagged|native-tagged] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
-        14,
+        15,
         move |a| {
+            let (may_exist, a) = flag(a, "--may-exist")?;
+            if a.len() < 2 {
+                return Err(CtlError::new("usage: add-port [--may-exist] BRIDGE PORT ...".to_string()));
+            }
+            // As ovs-vsctl: a port of that name in that bridge is fine, in another an error.
+            if may_exist && port_in_bridge(&ask(&w, Command::Show)?, &a[0], &a[1]).is_ok() {
+                return Ok(Reply::new(String::new(), serde_json::json!({"exists": a[1]})));
+            }
             let spec = PortSpec::from_args(&a[1], &a[2..]).map_err(CtlError::new)?;
             super::rxq::check_queues(&spec.name, spec.rxq_affinity.as_deref())?;
             let v = ask(
@@ -79,14 +106,46 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         },
     );
     let w = worker.clone();
-    reg.register("del-port", "del-port [BRIDGE] PORT", 1, 2, move |a| {
-        if let [bridge, port] = a {
-            // As ovs-vsctl: a bridge named is checked, so a typo removes nothing.
-            port_in_bridge(&ask(&w, Command::Show)?, bridge, port)?;
-        }
-        let v = ask(&w, Command::DelPort(a[a.len() - 1].clone()))?;
-        Ok(Reply::new(String::new(), v))
-    });
+    reg.register(
+        "del-port",
+        "del-port [--if-exists] [BRIDGE] PORT",
+        1,
+        3,
+        move |a| {
+            let (if_exists, a) = flag(a, "--if-exists")?;
+            let a = a.as_slice();
+            if a.is_empty() || a.len() > 2 {
+                return Err(CtlError::new(
+                    "usage: del-port [--if-exists] [BRIDGE] PORT".to_string(),
+                ));
+            }
+            if if_exists {
+                let show = ask(&w, Command::Show)?;
+                let port = &a[a.len() - 1];
+                let found = match a {
+                    [bridge, _] => port_in_bridge(&show, bridge, port).is_ok(),
+                    _ => bridge_of(&show, |b| {
+                        b["ports"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|p| p["name"] == port.as_str()))
+                    })
+                    .is_some(),
+                };
+                if !found {
+                    return Ok(Reply::new(
+                        String::new(),
+                        serde_json::json!({"absent": port}),
+                    ));
+                }
+            }
+            if let [bridge, port] = a {
+                // As ovs-vsctl: a bridge named is checked, so a typo removes nothing.
+                port_in_bridge(&ask(&w, Command::Show)?, bridge, port)?;
+            }
+            let v = ask(&w, Command::DelPort(a[a.len() - 1].clone()))?;
+            Ok(Reply::new(String::new(), v))
+        },
+    );
     let w = worker.clone();
     reg.register("list-br", "list-br", 0, 0, move |_| {
         let names = sorted_names(ask(&w, Command::Show)?["bridges"].as_array());
@@ -1068,6 +1127,18 @@ fn fdb_rows(w: &WorkerHandle, bridge: &str) -> Result<Vec<Value>, CtlError> {
 
 /// Whether `show` (its JSON) has port `port` in bridge `bridge`: an error naming the field
 /// that is wrong otherwise.
+/// `args` without the option `name` (ovs-vsctl's `--may-exist` / `--if-exists`, taken
+/// anywhere among them) and whether it was there; another `--` option is an error naming it.
+fn flag(args: &[String], name: &str) -> Result<(bool, Vec<String>), CtlError> {
+    if let Some(bad) = args.iter().find(|a| a.starts_with("--") && *a != name) {
+        return Err(CtlError::new(format!(
+            "unknown option '{bad}' (this command takes {name})"
+        )));
+    }
+    let rest: Vec<String> = args.iter().filter(|a| *a != name).cloned().collect();
+    Ok((rest.len() != args.len(), rest))
+}
+
 /// The `name`s of `items` (bridges or ports in `show`), sorted as ovs-vsctl lists them.
 fn sorted_names(items: Option<&Vec<Value>>) -> Vec<String> {
     let mut names: Vec<String> = items

@@ -742,12 +742,13 @@ impl Journal for Store {
         let mut p = self.lock();
         let reply;
         // A pending port is not in the switch: deleting it only forgets it.
+        let named: Vec<&String> = params.iter().filter(|a| *a != "--if-exists").collect();
         if method == "del-port"
-            && let Some(name) = params.last()
+            && let Some(name) = named.last()
             && let Some(i) = p
                 .ports
                 .iter()
-                .position(|(b, s)| &s.name == name && (params.len() < 2 || params[0] == *b))
+                .position(|(b, s)| &s.name == *name && (named.len() < 2 || *named[0] == *b))
         {
             let (b, _) = p.ports.remove(i);
             info!("forgot pending port {name} (bridge {b})");
