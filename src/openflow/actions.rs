@@ -791,8 +791,13 @@ pub fn tlv_of(version: u8) -> Tlv {
 
 /// Does `a` output to OpenFlow port `p` (1.0 numbering)? For out_port filters.
 pub fn outputs_to(actions: &[Action], p: u32) -> bool {
-    actions.iter().any(|a| {
-        out_port(a) == Some(p) || (p == port::CONTROLLER && matches!(a, Action::Controller(_)))
+    // As `Flow::outputs_to` (what `uvs ctl ... out_port=P` selects) for ports, and OVS: inside
+    // `clone(...)` and truncated outputs too; plus the reserved ports.
+    actions.iter().any(|a| match a {
+        Action::Clone(inner) => outputs_to(inner, p),
+        Action::OutputTrunc(q, _) => u32::from(q.num()) == p,
+        Action::Controller(_) => p == port::CONTROLLER,
+        _ => out_port(a) == Some(p),
     })
 }
 
@@ -907,6 +912,13 @@ mod tests {
         assert_eq!(w.buf[8..16], [0, 0, 0, 16, 0xff, 0xff, 0xff, 0xfc]);
         assert_eq!(decode13_instructions(Reader::new(&w.buf)).unwrap(), all);
         assert!(outputs_to(&all, port::ALL) && !outputs_to(&all, port::FLOOD));
+        // Inside clone and truncated, as `Flow::outputs_to` (uvs ctl's out_port=) selects.
+        for text in ["clone(output:4)", "output(port=4,max_len=64)"] {
+            let a = acts(text);
+            let f = crate::flow::parse_flow(&format!("actions={text}")).unwrap();
+            assert!(outputs_to(&a, 4) && f.outputs_to(4), "{text}");
+            assert!(!outputs_to(&a, 5) && !f.outputs_to(5), "{text}");
+        }
     }
 
     /// Nicira vendor action bytes: type 0xffff, `len`, NX_VENDOR, `sub`, then `body`.
