@@ -10,12 +10,13 @@
 //!   from its home: a lookup reads at most that many slots, and a new key whose free slot would
 //!   be farther is refused (`Learn::Collision`) like a full table.
 //! - At most `capacity` entries. When full, a new MAC takes the place of a learned entry near
-//!   its home slot (among the [`MAX_PROBE`] slots from it): one of the port that holds the most
-//!   learned entries, the one seen longest ago among those, and only if that port holds at
-//!   least as many as the learning one (`Learn::Replaced`). So a port flooding random MACs
-//!   churns its own entries and cannot push out another port's (OVS evicts by age alone: a
-//!   flood would push out everyone), while any other port's new MAC still gets in; when no
-//!   entry may go, `learn` refuses (`Learn::Full`) and the caller floods. Existing entries are
+//!   its home slot (among the [`MAX_PROBE`] slots from it): one of the learning port's own, or
+//!   of a port holding more learned entries than it; of those, one of the port holding the
+//!   most, seen longest ago (`Learn::Replaced`). So a port flooding random MACs churns its own
+//!   entries once it holds as many as any other port, and takes nothing from a port holding
+//!   fewer (OVS evicts by age alone: a flood pushes out everyone); any port's new MAC gets in
+//!   while some port holds more than it (max-min fair shares of the table). When no entry may
+//!   go, `learn` refuses (`Learn::Full`) and the caller floods. Existing entries are
 //!   still refreshed and moved. A per-port limit (`learn_limited`) refuses new MACs of a port
 //!   that holds that many (`Learn::PortLimit`).
 //! - Time is passed in (seconds). Maintenance is incremental: `flush` takes O(ports) time
@@ -84,11 +85,11 @@ pub enum Learn {
         /// The port it was on.
         from: PortId,
     },
-    /// A new entry, in the place of a learned entry of a port holding at least as many (the
-    /// table was full).
+    /// A new entry, in the place of one of the port's own or of a port holding more (the table
+    /// was full).
     Replaced,
-    /// Not learned: the table is full (of static entries, or of entries of ports holding
-    /// fewer than the learning port near the key's home).
+    /// Not learned: the table is full (of static entries, or near the key's home of entries of
+    /// other ports holding no more than the learning port).
     Full,
     /// Not learned: a static entry owns this key.
     Static,
@@ -383,7 +384,8 @@ impl Fdb {
             if s.key != 0 && !s.is_static() && !self.hidden_slot(&s) {
                 let n = self.learned_on(s.port);
                 let age = now.wrapping_sub(s.stamp);
-                if n >= mine && best.is_none_or(|(_, bn, ba)| (n, age) > (bn, ba)) {
+                let may_go = s.port == port || n > mine;
+                if may_go && best.is_none_or(|(_, bn, ba)| (n, age) > (bn, ba)) {
                     best = Some((i, n, age));
                 }
             }
@@ -815,6 +817,32 @@ mod tests {
         let mut h = Fdb::new(1);
         h.add_static(0, 1, 1, 0).unwrap();
         assert_eq!(h.learn(0, 2, 2, 0), Learn::Full);
+        // Two ports holding as many: neither takes the other's (it did when ties were broken
+        // by slot order: review finding).
+        let mut e = Fdb::new(2);
+        assert_eq!(e.learn(0, 1, 1, 0), Learn::New);
+        assert_eq!(e.learn(0, 2, 2, 0), Learn::New);
+        assert_eq!(e.learn(0, 3, 1, 0), Learn::Replaced);
+        assert_eq!((e.lookup(0, 2), e.lookup(0, 3)), (Some(2), Some(1)));
+    }
+
+    /// An uplink holding most of a full table and a port flooding random MACs: the flood takes
+    /// the uplink's entries only down to an equal share (max-min), then churns its own.
+    #[test]
+    fn a_flood_takes_no_more_than_an_equal_share() {
+        let mut f = Fdb::new(1000);
+        for m in 0..900u64 {
+            assert_eq!(f.learn(0, 0x1_0000 + m, 1, 0), Learn::New);
+        }
+        for m in 0..20_000u64 {
+            f.learn(0, 0x9_0000 + m, 2, 1);
+        }
+        let (uplink, flood) = (f.learned_on(1), f.learned_on(2));
+        assert_eq!(uplink + flood, 1000);
+        assert!(
+            (500..=510).contains(&uplink),
+            "uplink {uplink}, flood {flood}"
+        );
     }
 
     #[test]
