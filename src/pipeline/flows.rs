@@ -7,7 +7,7 @@
 //! - Otherwise every frame is looked up (per-bridge exact-match cache, then the tuple-space
 //!   classifier) in table 0, and its flow's actions run in order: header rewrites change the
 //!   frame in place (checksums updated incrementally), `resubmit(,T)`/`goto_table:T` continue in
-//!   table T (at most `MAX_DEPTH` lookups), `meter:N` drops what exceeds the meter's rate,
+//!   table T (at most `MAX_DEPTH` nested and `MAX_LOOKUPS` in all a frame; beyond, the frame is dropped whole, as OVS), `meter:N` drops what exceeds the meter's rate,
 //!   `NORMAL` hands the frame to the learning switch and router, `output:P`/`FLOOD`/`IN_PORT`
 //!   send it as it is (no VLAN translation: what the actions made is what leaves; `output:P`
 //!   to the ingress port is skipped, as OpenFlow says: `IN_PORT` sends there). A frame with no
@@ -415,7 +415,8 @@ pub(super) fn run(
             drops += u64::from(!batch::take(frames, m, dest));
             continue;
         }
-        let (before, normal_from) = ((m.vlan, m.tagged), out.normal.len());
+        let (before, normal_from, made_from) =
+            ((m.vlan, m.tagged), out.normal.len(), out.made.len());
         let r = run_first(
             &mut env,
             frames,
@@ -432,6 +433,9 @@ pub(super) fn run(
             if !r.emitted {
                 drops += 1;
             }
+        }
+        if resubmits.too_deep {
+            take_back(frames, out, made_from, normal_from);
         }
         if (r.kept && (m.vlan, m.tagged) != before) || out.normal.len() != normal_from {
             let n = (&mut *out.normal, normal_from);
@@ -642,6 +646,10 @@ pub(crate) struct Stack {
     ext: ExtKey,
     /// `ext` is not all zero.
     dirty: bool,
+    /// Table lookups the current frame made (its clones' and group buckets' included).
+    lookups: usize,
+    /// The current frame's translation went too deep: it is dropped whole (`too_deep`).
+    too_deep: bool,
 }
 
 /// A fresh `Stack`.
@@ -650,6 +658,8 @@ pub(crate) fn stack() -> Stack {
         frames: [(FlowId(0), 0usize); MAX_DEPTH],
         ext: ExtKey::ZERO,
         dirty: false,
+        lookups: 0,
+        too_deep: false,
     }
 }
 
@@ -828,18 +838,41 @@ fn readmit(
     denied
 }
 
-/// The translation went deeper than `MAX_DEPTH` nested resubmits or `MAX_LOOKUPS` lookups (a
-/// loop in the tables, or a pipeline deeper than OVS allows): stop, saying so in a trace.
+/// Free the copies a frame whose translation went too deep made (from `made_from` and
+/// `normal_from` on): OVS drops such a packet whole.
 #[cold]
 #[inline(never)]
-fn too_deep<T: Tracer>(pending: Pending, frames: &Frames, m: &mut Meta, t: &mut T) -> Outcome {
-    t.line(|| {
-        format!(
-            "    too deep: more than {MAX_DEPTH} nested resubmits or {MAX_LOOKUPS} table lookups \
-             -> stop"
-        )
-    });
-    pending.finish(frames, m, t)
+fn take_back(frames: &mut Frames, out: &mut Emitted, made_from: usize, normal_from: usize) {
+    for c in out
+        .made
+        .drain(made_from..)
+        .chain(out.normal.drain(normal_from..))
+    {
+        frames.free(c.desc.addr);
+    }
+}
+
+/// The translation went deeper than `MAX_DEPTH` nested resubmits or `MAX_LOOKUPS` lookups (a
+/// loop in the tables, or a pipeline deeper than OVS allows): as OVS, the frame is dropped
+/// whole, copies already made included (the caller takes them back when `stack.too_deep`),
+/// and `trace` says so.
+#[cold]
+#[inline(never)]
+fn too_deep<T: Tracer>(stack: &mut Stack, m: &mut Meta, t: &mut T) -> Outcome {
+    if !stack.too_deep {
+        t.line(|| {
+            format!(
+                "    too deep: more than {MAX_DEPTH} nested resubmits or {MAX_LOOKUPS} table \
+                 lookups -> drop (flow-drop)"
+            )
+        });
+    }
+    stack.too_deep = true;
+    m.dest = Dest::Pending;
+    Outcome {
+        kept: false,
+        emitted: false,
+    }
 }
 
 /// Run one frame through the tables and its flows' actions, in order (see `Pending`). The
@@ -972,6 +1005,7 @@ fn run_first<T: Tracer>(
         ct: (0, 0),
         base: 0,
     };
+    (stack.lookups, stack.too_deep) = (1, false);
     run_actions(env, frames, m, out, credit, stack, t, start)
 }
 
@@ -1028,7 +1062,6 @@ fn run_actions<T: Tracer>(
     let mut pending = Pending(None, false);
     let base = start.base;
     let mut depth = base;
-    let mut lookups = 1;
     let mut cur = start.prog;
     let mut table = start.table;
     // The actions of `cur.0` (a flow, or `start.list`); entering a flow credits it.
@@ -1120,9 +1153,9 @@ fn run_actions<T: Tracer>(
                 if let Some(tb) = a.table {
                     // Recirculate: the packet continues in table T with its ct_state; what
                     // follows ct(table=T) in this flow is not run (put it in table T).
-                    lookups += 1;
-                    if lookups > MAX_LOOKUPS {
-                        return too_deep(pending, frames, m, t);
+                    stack.lookups += 1;
+                    if stack.lookups > MAX_LOOKUPS {
+                        return too_deep(stack, m, t);
                     }
                     let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                     if cls.reads_ip_fields() {
@@ -1144,9 +1177,9 @@ fn run_actions<T: Tracer>(
                 }
             }
             Action::Resubmit(tb) | Action::GotoTable(tb) => {
-                lookups += 1;
-                if lookups > MAX_LOOKUPS {
-                    return too_deep(pending, frames, m, t);
+                stack.lookups += 1;
+                if stack.lookups > MAX_LOOKUPS {
+                    return too_deep(stack, m, t);
                 }
                 let key = packet_key(frames.data(m.desc), m, port.ofport, port.tun_id, ct);
                 if cls.reads_ip_fields() {
@@ -1176,7 +1209,7 @@ fn run_actions<T: Tracer>(
                     }
                 }
                 if depth >= MAX_DEPTH {
-                    return too_deep(pending, frames, m, t);
+                    return too_deep(stack, m, t);
                 }
             }
             Action::Clone(list) => {
@@ -1190,6 +1223,9 @@ fn run_actions<T: Tracer>(
                 };
                 if run_clone(env, frames, m, out, credit, stack, t, start) {
                     pending.1 = true;
+                }
+                if stack.too_deep {
+                    return too_deep(stack, m, t);
                 }
             }
             Action::CtClear => {

@@ -91,6 +91,9 @@ pub(super) fn run<T: Tracer>(
             base: depth + 1,
         };
         sent |= run_clone(env, frames, m, out, credit, stack, t, start);
+        if stack.too_deep {
+            break;
+        }
     }
     sent
 }
