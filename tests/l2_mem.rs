@@ -229,6 +229,12 @@ fn access_and_trunk_vlans() {
     h.send(t, &tagged(&n, 0));
     assert!(h.outputs().iter().all(|o| o.is_empty()));
     assert_eq!(h.drops(t, DropReason::VlanDenied), 3);
+    // A priority tag over a VLAN-30 tag on trunks=0,10: dropped too (taken as untagged, it
+    // reached the all-VLAN trunk as a VLAN-30 frame: review).
+    let hop30 = tagged(&tagged(&frame(BCAST, mac(5), 9), 30), 0);
+    h.send(t0, &hop30);
+    assert!(h.outputs().iter().all(|o| o.is_empty()));
+    assert_eq!(h.drops(t0, DropReason::VlanDenied), 1);
     // Untagged in from t0 is VLAN 0 (reaches `plain`, untagged); tagged 10 leaves a10.
     h.send(t0, &frame(BCAST, mac(7), 3));
     assert_eq!(h.outputs()[plain as usize], vec![frame(BCAST, mac(7), 3)]);

@@ -112,13 +112,10 @@ fn classify(
             }
             let tci = u16::from_be_bytes([data[14], data[15]]);
             let inner = u16::from_be_bytes([data[16], data[17]]);
-            // A priority tag over another tag does not get a tagged frame in through an access
-            // port, or into a native VLAN (it did, and left a trunk double-tagged: the classic
-            // VLAN hop downstream).
-            if tci & 0x0fff == 0
-                && (inner == EtherType::VLAN || inner == EtherType::QINQ)
-                && !matches!(mode, VlanMode::Trunk(_))
-            {
+            // A priority tag over another tag is refused on every port: taken as untagged, it
+            // got a tagged frame in through an access port, or a VLAN a limited trunk does
+            // not carry onto other trunks (the classic double-tag VLAN hop).
+            if tci & 0x0fff == 0 && (inner == EtherType::VLAN || inner == EtherType::QINQ) {
                 return Err(DropReason::VlanDenied);
             }
             (true, tci & 0x0fff, 18, inner)
