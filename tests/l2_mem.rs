@@ -333,6 +333,15 @@ fn native_vlan_ports_as_ovs() {
         h.outputs()[n as usize].is_empty(),
         "VLAN 0 is not the native port's"
     );
+    // Unicast to a MAC learned on the native port's untagged frames: there alone, untagged;
+    // a priority-tagged frame from it joins VLAN 10 too.
+    let uni = frame(mac(1), mac(8), 8);
+    h.send(a10, &uni);
+    let out = h.outputs();
+    assert_eq!(out[n as usize], vec![uni]);
+    assert!(out[t as usize].is_empty() && out[nt as usize].is_empty());
+    h.send(n, &tagged(&frame(BCAST, mac(9), 9), 0));
+    assert_eq!(h.outputs()[a10 as usize], vec![frame(BCAST, mac(9), 9)]);
     assert_eq!(
         h.dp.port(n).unwrap().vlan.describe(),
         "vlan=10 trunks=20 vlan_mode=native-untagged"

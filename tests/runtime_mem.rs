@@ -281,7 +281,16 @@ fn list_br_list_ports_port_to_br_and_show_bridge_as_ovs() {
     assert_eq!(d.call(&["port-to-br", "z1"]).unwrap().text, "zeta\n");
     let e = d.call(&["port-to-br", "z2"]).unwrap_err().to_string();
     assert!(e.contains("PORT: no port named 'z2'"), "{e}");
-    // `show BRIDGE`: that bridge alone.
+    // `show BRIDGE`: that bridge alone, its mirrors too.
+    d.call(&["add-mirror", "alpha", "m1", "select=p2", "output=p10"])
+        .unwrap();
+    assert!(d.call(&["show"]).unwrap().text.contains("mirror m1"));
+    assert!(
+        !d.call(&["show", "zeta"])
+            .unwrap()
+            .text
+            .contains("mirror m1")
+    );
     let r = d.call(&["show", "zeta"]).unwrap();
     assert!(
         r.text.contains("bridge zeta") && !r.text.contains("bridge alpha"),

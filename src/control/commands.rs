@@ -33,6 +33,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             v["bridges"] = Value::Array(vec![b]);
         }
         v["mirrors"] = crate::observe::commands::mirrors_json(&w);
+        if let (Some(name), Some(list)) = (a.first(), v["mirrors"].as_array_mut()) {
+            list.retain(|m| m["bridge"] == name.as_str());
+        }
         let mut text = render_show(&v) + &crate::observe::commands::render_mirrors(&v["mirrors"]);
         if let Some(line) = crate::etcd::show_line() {
             v["overlay"] = Value::String(line.trim_end().to_string());
