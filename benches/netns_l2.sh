@@ -66,6 +66,7 @@ DUR=""
 REPS=""
 APP_CPU=0
 SW_CPU=1
+SW_CPU_GIVEN=0
 WAIT_IDLE=0
 NICE=0
 OVS_XDP_MODE=native
@@ -73,22 +74,25 @@ UVS_XDP_MODE=auto
 SHARE=100
 SINK=stack
 GEN=trafgen
+need() { # OPTION [VALUE]: exit 2 naming the option when its value is missing
+    [ $# -ge 2 ] && [ -n "$2" ] || { echo "netns_l2: $1 needs a value (see --help)" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
-    --only) ONLY="${2:?--only needs a list}"; shift ;;
-    --uvs) UVS="${2:?--uvs needs a path}"; UVS_GIVEN=1; shift ;;
-    --duration) DUR="${2:?}"; shift ;;
-    --reps) REPS="${2:?}"; shift ;;
-    --app-cpu) APP_CPU="${2:?}"; shift ;;
-    --switch-cpu) SW_CPU="${2:?}"; shift ;;
-    --wait-idle) WAIT_IDLE="${2:?}"; shift ;;
-    --nice) NICE="${2:?}"; shift ;;
-    --ovs-xdp-mode) OVS_XDP_MODE="${2:?}"; shift ;;
-    --uvs-xdp-mode) UVS_XDP_MODE="${2:?}"; shift ;;
-    --switch-share) SHARE="${2:?}"; shift ;;
-    --sink) SINK="${2:?}"; shift ;;
-    --gen) GEN="${2:?}"; shift ;;
+    --only) need "$@"; ONLY="$2"; shift ;;
+    --uvs) need "$@"; UVS="$2"; UVS_GIVEN=1; shift ;;
+    --duration) need "$@"; DUR="$2"; shift ;;
+    --reps) need "$@"; REPS="$2"; shift ;;
+    --app-cpu) need "$@"; APP_CPU="$2"; shift ;;
+    --switch-cpu) need "$@"; SW_CPU="$2"; SW_CPU_GIVEN=1; shift ;;
+    --wait-idle) need "$@"; WAIT_IDLE="$2"; shift ;;
+    --nice) need "$@"; NICE="$2"; shift ;;
+    --ovs-xdp-mode) need "$@"; OVS_XDP_MODE="$2"; shift ;;
+    --uvs-xdp-mode) need "$@"; UVS_XDP_MODE="$2"; shift ;;
+    --switch-share) need "$@"; SHARE="$2"; shift ;;
+    --sink) need "$@"; SINK="$2"; shift ;;
+    --gen) need "$@"; GEN="$2"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "netns_l2: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -99,6 +103,35 @@ if [ "$QUICK" = 1 ]; then
 else
     DUR="${DUR:-5}"; REPS="${REPS:-3}"; PING_N=1000; IDLE_S=3
 fi
+# Every numeric option is checked here: `timeout 0` would mean "no timeout", a CPU that does not
+# exist makes taskset fail, and a bad count gives rows of nonsense with exit 0.
+NCPU=$(nproc)
+bad() { echo "netns_l2: $*" >&2; exit 2; }
+posint() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || bad "$1 must be a positive integer, not '$2'"; }
+cpu_ok() { # OPTION N: an existing CPU
+    [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -lt "$NCPU" ] ||
+        bad "$1: '$2' is not a CPU of this machine (0-$((NCPU - 1)))"
+}
+cpulist_ok() { # OPTION LIST: taskset -c syntax (0,2-3) of existing CPUs
+    local part lo hi
+    [ -n "$2" ] || bad "$1 needs a CPU list"
+    for part in ${2//,/ }; do
+        if [[ "$part" =~ ^([0-9]+)-([0-9]+)$ ]]; then
+            lo=${BASH_REMATCH[1]} hi=${BASH_REMATCH[2]}
+            cpu_ok "$1" "$lo"; cpu_ok "$1" "$hi"
+        else
+            cpu_ok "$1" "$part"
+        fi
+    done
+}
+posint --duration "$DUR"
+posint --reps "$REPS"
+[[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] || bad "--wait-idle must be a number of seconds (0 or more), not '$WAIT_IDLE'"
+[[ "$NICE" =~ ^-?[0-9]+$ ]] && [ "$NICE" -ge -20 ] && [ "$NICE" -le 19 ] ||
+    bad "--nice must be an integer from -20 to 19, not '$NICE'"
+cpulist_ok --app-cpu "$APP_CPU"
+# The default core 1 falls back to the last CPU on a 1-CPU machine (below); a given one must exist.
+if [ "$SW_CPU_GIVEN" = 1 ]; then cpu_ok --switch-cpu "$SW_CPU"; fi
 case "$SHARE" in
 [1-9] | [1-9][0-9] | 100) ;;
 *) echo "netns_l2: --switch-share must be a percentage 1..100, not '$SHARE'" >&2; exit 2 ;;
