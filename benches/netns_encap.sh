@@ -556,10 +556,26 @@ check_idle() { # NAME: wait (bounded) for an idle machine; record the background
     RES_BG[$name]=$b
 }
 
-connect_check() { # NAME: wait for c1 -> c2; false (and a log line) if it never works
+# A path whose setup fails (a uvs that does not start or take its configuration, c1 that cannot
+# reach c2) is not measured: it is reported as FAILED with the reason, left out of every ratio
+# and verdict, and the run exits 1 at the end. The uvs logs are copied out of $TMP (which the
+# EXIT trap deletes) to /tmp/netns_encap.<PID>.<path>.logs/, whose path is printed.
+declare -A RES_FAIL=()
+path_failed() { # NAME REASON
+    local name="$1" reason="$2" keep f logs=()
+    for f in "$TMP/uvsa.log" "$TMP/uvsb.log"; do [ ! -s "$f" ] || logs+=("$f"); done
+    if [ ${#logs[@]} -gt 0 ]; then
+        keep="/tmp/netns_encap.${ID}.${name}.logs"
+        mkdir -p "$keep"
+        cp "${logs[@]}" "$keep/" 2>/dev/null || true
+        reason="$reason (logs kept in $keep)"
+    fi
+    RES_FAIL[$name]="$reason"
+    log "[${NUM[$name]}/5] FAILED: $reason"
+}
+connect_check() { # NAME: wait for c1 -> c2; false (and the path FAILED) if it never works
     if wait_for 15 reachable; then return 0; fi
-    log "[${NUM[$1]}/5] c1 cannot reach c2 ($IP2): skipping the measurements of this path"
-    RES_NOTE[$1]="c1 could not reach c2; ${RES_NOTE[$1]:-}"
+    path_failed "$1" "c1 cannot reach c2 ($IP2)"
     return 1
 }
 
@@ -596,7 +612,8 @@ run_kvx() {
 run_uvs() {
     attach_container "" "$H1" "$C1" "$MAC1" "$IP1" 1500
     attach_container "" "$H2" "$C2" "$MAC2" "$IP2" 1500
-    if ! start_uvs_a; then RES_NOTE[uvs]="uvs did not start"; detach_containers; return 0; fi
+    rm -f "$TMP/uvsa.log" "$TMP/uvsb.log"
+    if ! start_uvs_a; then path_failed uvs "uvs did not start"; stop_uvs; detach_containers; return 0; fi
     local ok=1
     uvsa add-br br0 >&2 || ok=0
     uvsa add-port br0 "$H1" type=$PORT_TYPE >&2 || ok=0
@@ -606,7 +623,7 @@ run_uvs() {
     if [ "$ok" = 1 ]; then
         connect_check uvs && measure uvs
     else
-        RES_NOTE[uvs]="uvs ctl failed (see log); ${RES_NOTE[uvs]}"
+        path_failed uvs "uvs ctl failed (see the log above)"
     fi
     RES_DROPS[uvs]="A: $(uvs_stats_summary a)"
     stop_uvs
@@ -638,6 +655,7 @@ teardown_uvs_vtep() {
 
 run_uvsvx() {
     local ok=1
+    rm -f "$TMP/uvsa.log" "$TMP/uvsb.log"
     new_ns "$HB"
     uvs_host_a || ok=0
     if [ "$ok" = 1 ]; then
@@ -657,7 +675,7 @@ run_uvsvx() {
     if [ "$ok" = 1 ]; then
         connect_check uvsvx && measure uvsvx
     else
-        RES_NOTE[uvsvx]="setup failed (see log); ${RES_NOTE[uvsvx]}"
+        path_failed uvsvx "setup failed (see the log above)"
     fi
     RES_DROPS[uvsvx]="A: $(uvs_stats_summary a); B: $(uvs_stats_summary b)"
     teardown_uvs_vtep
@@ -665,6 +683,7 @@ run_uvsvx() {
 
 run_uvskvx() {
     local ok=1
+    rm -f "$TMP/uvsa.log" "$TMP/uvsb.log"
     new_ns "$HB"
     uvs_host_a || ok=0
     if [ "$ok" = 1 ]; then
@@ -676,7 +695,7 @@ run_uvskvx() {
     if [ "$ok" = 1 ]; then
         connect_check uvskvx && measure uvskvx
     else
-        RES_NOTE[uvskvx]="setup failed (see log); ${RES_NOTE[uvskvx]}"
+        path_failed uvskvx "setup failed (see the log above)"
     fi
     RES_DROPS[uvskvx]="A: $(uvs_stats_summary a)"
     teardown_uvs_vtep
@@ -721,6 +740,10 @@ pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}
 echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | CPU % (pps) | CPU % (TCP) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for s in $PATHS; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "| ${NUM[$s]} | ${TITLE[$s]} | FAILED | | | | | | |"
+        continue
+    fi
     if [ -z "${RES_PPS[$s]:-}" ]; then
         echo "| ${NUM[$s]} | ${TITLE[$s]} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
@@ -731,6 +754,10 @@ for s in $PATHS; do
 done
 echo
 for s in $PATHS; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "- ${NUM[$s]} ${TITLE[$s]}: FAILED, not measured: ${RES_FAIL[$s]}"
+        continue
+    fi
     echo "- ${NUM[$s]} ${TITLE[$s]}: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before${RES_DROPS[$s]:+; uvs counters: ${RES_DROPS[$s]}}"
 done
 echo
@@ -763,7 +790,7 @@ verdict() { # LABEL UVSRATIO KERNELRATIO
 import sys, math
 l, u, k = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 if math.isnan(u) or math.isnan(k):
-    print(f"- {l}: n/a (a path is missing)")
+    print(f"- {l}: n/a (a path is missing or FAILED)")
 else:
     v = "HOLDS" if u > k else "NOT met"
     print(f"- {l}: uvs keeps {u:.2f}x of its own plain path, the kernel {k:.2f}x: target {v}")
@@ -775,3 +802,9 @@ verdict "TCP, uvs VTEP pair" "${RT[u]}" "${RT[k]}"
 verdict "pps, uvs VTEP pair" "${RP[u]}" "${RP[k]}"
 verdict "TCP, uvs<->kernel" "${RT[x]}" "${RT[k]}"
 verdict "pps, uvs<->kernel" "${RP[x]}" "${RP[k]}"
+if [ ${#RES_FAIL[@]} -gt 0 ]; then
+    echo
+    echo "FAILED (not measured, left out of the ratios):$(for s in $PATHS; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s %s;' "${NUM[$s]}" "${TITLE[$s]}"; done) see the notes above"
+    log "FAILED paths:$(for s in $PATHS; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s (%s);' "${NUM[$s]}" "${RES_FAIL[$s]}"; done)"
+    exit 1
+fi

@@ -599,6 +599,32 @@ check_idle() { # NAME: wait (bounded) for an idle machine; record the background
     RES_BG[$name]=$b
 }
 
+# A row whose setup fails (a daemon that does not start, a port that cannot be added, c1 that
+# cannot reach c2) is not measured: it is reported as FAILED with the reason, left out of every
+# ratio, and the run exits 1 at the end. Its logs are copied out of $TMP (which the EXIT trap
+# deletes) to /tmp/netns_l2.<PID>.<row>.logs/, whose path is printed.
+declare -A RES_FAIL=()
+row_failed() { # NAME REASON [LOG...]
+    local name="$1" reason="$2" keep
+    shift 2
+    if [ $# -gt 0 ]; then
+        keep="/tmp/netns_l2.${ID}.${name}.logs"
+        mkdir -p "$keep"
+        cp -r "$@" "$keep/" 2>/dev/null || true
+        reason="$reason (logs kept in $keep)"
+    fi
+    RES_FAIL[$name]="$reason"
+    log "[$name] FAILED: $reason"
+}
+# Wait for c1 -> c2 through the row's switch; a row that never gets there FAILS.
+reach_or_fail() { # NAME TIMEOUT_S [LOG...]
+    local name="$1" t="$2"
+    shift 2
+    wait_for "$t" reachable && return 0
+    row_failed "$name" "c1 cannot reach c2 through the switch" "$@"
+    return 1
+}
+
 # ---------------------------------------------------------------------------------------------
 # Switches: setup, measure, teardown.
 
@@ -611,10 +637,9 @@ run_kernel() {
     if [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
         log "[kernel] note: br_netfilter is loaded (bridge-nf-call-iptables=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables))"
     fi
-    wait_for 10 reachable || log "[kernel] c1 cannot reach c2"
     CPU_PID="" BUSY_KIND=""
     RES_NOTE[kernel]="CPU: softirq time of all CPUs (the bridge runs in softirq on the sender CPU)"
-    measure kernel
+    if reach_or_fail kernel 10; then measure kernel; fi
     ip link del "$KBR"
     del_veths
 }
@@ -670,22 +695,22 @@ ovs_add_afxdp() { # PORT: add an afxdp port, native (copy) mode first, generic i
 run_ovs() {
     make_veths
     if ! start_ovs; then
-        RES_NOTE[ovs]="OVS did not start (see log)"; stop_ovs; del_veths; return 0
+        row_failed ovs "OVS did not start" "$OVSDIR/log"; stop_ovs; del_veths; return 0
     fi
     ovs_vsctl add-br "$OBR" -- set bridge "$OBR" datapath_type=netdev
     if ! ovs_add_afxdp "$H1" || ! ovs_add_afxdp "$H2"; then
         log "[ovs] could not add afxdp ports; tail of ovs-vswitchd.log:"
         tail -n 20 "$OVSDIR/log/ovs-vswitchd.log" >&2 || true
-        RES_NOTE[ovs]="afxdp ports failed"; stop_ovs; del_veths; return 0
+        row_failed ovs "OVS could not add its afxdp ports" "$OVSDIR/log"; stop_ovs; del_veths; return 0
     fi
     # OVS's userspace datapath forwards CHECKSUM_PARTIAL frames from the veths unchanged and the
     # receiver drops them (ARCHITECTURE.md section 7): turn TX checksum offload off, OVS only.
     nsx "$C1" ethtool -K eth0 tx off >/dev/null
     nsx "$C2" ethtool -K eth0 tx off >/dev/null
     log "[ovs] 'ethtool -K eth0 tx off' in c1 and c2 (needed for TCP through OVS AF_XDP)"
-    wait_for 15 reachable || log "[ovs] c1 cannot reach c2"
     CPU_PID=$OVSVS_PID BUSY_KIND=ovs
     RES_NOTE[ovs]="afxdp xdp-mode=$OVS_MODE, PMD on core $SW_CPU; eth0 tx checksum offload OFF in c1, c2"
+    if ! reach_or_fail ovs 15 "$OVSDIR/log"; then stop_ovs; del_veths; return 0; fi
     measure ovs
     log "[ovs] pmd stats (since the last pps test's pmd-stats-clear):"; timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null | sed 's/^/    /' | head -20 >&2 || true
     stop_ovs
@@ -710,52 +735,49 @@ stop_uvs() {
 }
 run_uvs_afxdp() {
     make_veths
-    if ! start_uvs; then RES_NOTE[uvs-afxdp]="uvs did not start"; del_veths; return 0; fi
+    if ! start_uvs; then row_failed uvs-afxdp "uvs did not start" "$TMP/uvs.log"; stop_uvs; del_veths; return 0; fi
     local ok=1
     uvs_ctl add-port br0 "$H1" type=afxdp "xdp_mode=$UVS_XDP_MODE" >&2 || ok=0
     uvs_ctl add-port br0 "$H2" type=afxdp "xdp_mode=$UVS_XDP_MODE" >&2 || ok=0
     if [ "$ok" = 0 ]; then
-        RES_NOTE[uvs-afxdp]="add-port type=afxdp failed"; stop_uvs; del_veths; return 0
+        row_failed uvs-afxdp "add-port type=afxdp failed" "$TMP/uvs.log"; stop_uvs; del_veths; return 0
     fi
-    wait_for 10 reachable || log "[uvs-afxdp] c1 cannot reach c2"
     CPU_PID=$UVS_PID BUSY_KIND=uvs
     RES_NOTE[uvs-afxdp]="xdp_mode=$UVS_XDP_MODE, worker on core $SW_CPU; default offloads in c1, c2"
-    measure uvs-afxdp
+    if reach_or_fail uvs-afxdp 10 "$TMP/uvs.log"; then measure uvs-afxdp; fi
     stop_uvs
     del_veths
 }
 run_uvs_afpacket() {
     make_veths
-    if ! start_uvs; then RES_NOTE[uvs-afpacket]="uvs did not start"; del_veths; return 0; fi
+    if ! start_uvs; then row_failed uvs-afpacket "uvs did not start" "$TMP/uvs.log"; stop_uvs; del_veths; return 0; fi
     local ok=1
     uvs_ctl add-port br0 "$H1" type=afpacket >&2 || ok=0
     uvs_ctl add-port br0 "$H2" type=afpacket >&2 || ok=0
     if [ "$ok" = 0 ]; then
-        RES_NOTE[uvs-afpacket]="add-port type=afpacket failed"; stop_uvs; del_veths; return 0
+        row_failed uvs-afpacket "add-port type=afpacket failed" "$TMP/uvs.log"; stop_uvs; del_veths; return 0
     fi
-    wait_for 10 reachable || log "[uvs-afpacket] c1 cannot reach c2"
     CPU_PID=$UVS_PID BUSY_KIND=uvs
     RES_NOTE[uvs-afpacket]="worker on core $SW_CPU; default offloads in c1, c2"
-    measure uvs-afpacket
+    if reach_or_fail uvs-afpacket 10 "$TMP/uvs.log"; then measure uvs-afpacket; fi
     stop_uvs
     del_veths
 }
 run_uvs_tap() {
-    if ! start_uvs; then RES_NOTE[uvs-tap]="uvs did not start"; return 0; fi
+    if ! start_uvs; then row_failed uvs-tap "uvs did not start" "$TMP/uvs.log"; stop_uvs; return 0; fi
     local ok=1
     uvs_ctl add-port br0 "$T1" type=tap >&2 || ok=0
     uvs_ctl add-port br0 "$T2" type=tap >&2 || ok=0
-    if [ "$ok" = 0 ]; then RES_NOTE[uvs-tap]="add-port type=tap failed"; stop_uvs; return 0; fi
+    if [ "$ok" = 0 ]; then row_failed uvs-tap "add-port type=tap failed" "$TMP/uvs.log"; stop_uvs; return 0; fi
     ip link set "$T1" netns "$C1"
     ip link set "$T2" netns "$C2"
     nsx "$C1" ip link set "$T1" name eth0
     nsx "$C2" ip link set "$T2" name eth0
     config_eth0 "$C1" "$MAC1" "$IP1"
     config_eth0 "$C2" "$MAC2" "$IP2"
-    wait_for 10 reachable || log "[uvs-tap] c1 cannot reach c2"
     CPU_PID=$UVS_PID BUSY_KIND=uvs
     RES_NOTE[uvs-tap]="worker on core $SW_CPU; TAP moved into c1, c2 as eth0"
-    measure uvs-tap
+    if reach_or_fail uvs-tap 10 "$TMP/uvs.log"; then measure uvs-tap; fi
     stop_uvs # closing the fds removes the TAPs
     nsx "$C1" ip link del eth0 2>/dev/null || true
     nsx "$C2" ip link del eth0 2>/dev/null || true
@@ -815,6 +837,10 @@ pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | forwarding % (pps) | switch CPU % (ping) | switch CPU % (idle) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for s in $SWITCHES; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "| $s | FAILED | | | | | | | | | |"
+        continue
+    fi
     if [ -z "${RES_PPS[$s]:-}" ]; then
         echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
@@ -826,27 +852,39 @@ for s in $SWITCHES; do
 done
 echo
 for s in $SWITCHES; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "- $s: FAILED, not measured: ${RES_FAIL[$s]}"
+        continue
+    fi
     echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
 done
 echo
-if want uvs-afpacket && want ovs; then
+# Ratios use measured rows only: a FAILED row is left out.
+ok_row() { want "$1" && [ -z "${RES_FAIL[$1]:-}" ]; }
+if ok_row uvs-afpacket && ok_row ovs; then
     echo "- uvs-afpacket / ovs: pps $(ratio "${RES_PPS[uvs-afpacket]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afpacket]:-}" "${RES_TCP[ovs]:-}")"
 fi
-if want uvs-afxdp && want ovs; then
+if ok_row uvs-afxdp && ok_row ovs; then
     echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")"
     # Forwarding time per frame: what each switch's core spent on one delivered frame.
     echo "- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
 fi
-if want uvs-afxdp; then
+if ok_row uvs-afxdp; then
     echo "- uvs-afxdp frames received per busy loop pass (pps test): $(fmt .1f "${RES_FPP[uvs-afxdp]:-nan}")"
 fi
-if [ "$HAVE_PERF" = 1 ]; then
+kicks=$(for s in $SWITCHES; do ok_row "$s" || continue; printf ' %s %s;' "$s" "$(fmt .2f "${RES_KICKS[$s]:-nan}")"; done)
+if [ "$HAVE_PERF" = 1 ] && [ -n "$kicks" ]; then
     # Doorbells: each AF_XDP copy-mode transmit needs a sendto (see docs/design.md).
-    echo "- sendto calls on core $SW_CPU per delivered frame (pps test):$(for s in $SWITCHES; do
-        printf ' %s %s;' "$s" "$(fmt .2f "${RES_KICKS[$s]:-nan}")"; done)"
+    echo "- sendto calls on core $SW_CPU per delivered frame (pps test):$kicks"
 fi
 for u in uvs-afxdp uvs-afpacket uvs-tap; do
-    if want "$u" && want kernel; then
+    if ok_row "$u" && ok_row kernel; then
         echo "- $u / kernel: pps $(ratio "${RES_PPS[$u]:-}" "${RES_PPS[kernel]:-}"), TCP $(ratio "${RES_TCP[$u]:-}" "${RES_TCP[kernel]:-}")"
     fi
 done
+if [ ${#RES_FAIL[@]} -gt 0 ]; then
+    echo
+    echo "FAILED (not measured, left out of the ratios):$(for s in $SWITCHES; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s;' "$s"; done) see the notes above"
+    log "FAILED rows:$(for s in $SWITCHES; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s (%s);' "$s" "${RES_FAIL[$s]}"; done)"
+    exit 1
+fi

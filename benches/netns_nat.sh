@@ -498,6 +498,31 @@ check_idle() { # NAME: wait (bounded) for an idle machine; record the background
     RES_BG[$name]=$b
 }
 
+# A row whose setup fails (uvs that does not start or take its configuration, c that cannot
+# reach o) is not measured: it is reported as FAILED with the reason, left out of the ratios,
+# and the run exits 1 at the end. Its logs are copied out of $TMP (which the EXIT trap deletes)
+# to /tmp/netns_nat.<PID>.<row>.logs/, whose path is printed.
+declare -A RES_FAIL=()
+row_failed() { # NAME REASON [LOG...]
+    local name="$1" reason="$2" keep
+    shift 2
+    if [ $# -gt 0 ]; then
+        keep="/tmp/netns_nat.${ID}.${name}.logs"
+        mkdir -p "$keep"
+        cp -r "$@" "$keep/" 2>/dev/null || true
+        reason="$reason (logs kept in $keep)"
+    fi
+    RES_FAIL[$name]="$reason"
+    log "[$name] FAILED: $reason"
+}
+reach_or_fail() { # NAME NS [LOG...]: wait for NS (c) -> o through the router; FAIL the row if never
+    local name="$1" ns="$2"
+    shift 2
+    wait_for 10 nsx "$ns" timeout 2 ping -c 1 -W 1 -q "$O_IP" && return 0
+    row_failed "$name" "c cannot reach o through the router" "$@"
+    return 1
+}
+
 # ---------------------------------------------------------------------------------------------
 # Routers: setup, measure, teardown.
 
@@ -516,9 +541,8 @@ run_kernel() {
     nsx "$KR" iptables -t nat -A POSTROUTING -s "$C_NET" -o "$RO" -j MASQUERADE
     config_c_o "$KC" "$KO"
     NS_C=$KC NS_O=$KO CPU_PID=""
-    wait_for 10 nsx "$KC" timeout 2 ping -c 1 -W 1 -q "$O_IP" || log "[kernel] c cannot reach o"
     RES_NOTE[kernel]="router namespace, ip_forward + iptables MASQUERADE ($(iptables -V | awk '{print $2, $3}')); CPU = softirq time of all CPUs: forwarding and NAT run in the sender's softirq context, so it also includes the endpoints' own receive processing"
-    measure kernel
+    if reach_or_fail kernel "$KC"; then measure kernel; fi
     log "[kernel] MASQUERADE rule counters: $(nsx "$KR" iptables -t nat -L POSTROUTING -v -n -x | awk '/MASQUERADE/{print $1 " pkts " $2 " bytes"}')"
     del_ns "$KC"; del_ns "$KO"; del_ns "$KR"
 }
@@ -538,7 +562,7 @@ run_uvs() {
     UVS_PID=$!; PIDS+=("$UVS_PID")
     if ! wait_for 10 uvs_ctl version; then
         log "[uvs] did not start:"; sed 's/^/    /' "$TMP/uvs.log" >&2
-        RES_NOTE[uvs]="uvs did not start"; UVS_PID=""; return 0
+        row_failed uvs "uvs did not start" "$TMP/uvs.log"; kill_pid "$UVS_PID"; UVS_PID=""; return 0
     fi
     uvs_ctl add-br br0 "gateway=$GW_C/24" >&2 || ok=0
     uvs_ctl add-br ext "gateway=$GW_O/24" >&2 || ok=0
@@ -546,14 +570,15 @@ run_uvs() {
     uvs_ctl add-port ext "$HO" type=$PORT_TYPE >&2 || ok=0
     uvs_ctl nat-add masquerade "src=$C_NET" out=ext >&2 || ok=0
     if [ "$ok" = 0 ]; then
-        RES_NOTE[uvs]="uvs configuration failed (see log)"; kill_pid "$UVS_PID"; UVS_PID=""; return 0
+        row_failed uvs "uvs configuration failed" "$TMP/uvs.log"; kill_pid "$UVS_PID"; UVS_PID=""; return 0
     fi
     NS_C=$UC NS_O=$UO CPU_PID=$UVS_PID
-    wait_for 10 nsx "$UC" timeout 2 ping -c 1 -W 1 -q "$O_IP" || log "[uvs] c cannot reach o"
     RES_NOTE[uvs]="$PORT_TYPE ports, worker on core $SW_CPU; CPU = uvs process (utime+stime; the worker busy-polls while frames flow and sleeps in poll(2) after 200 µs idle)"
-    measure uvs
-    RES_NAT[uvs]="${RES_NAT[uvs]}; ct-show $([ "$CT_SEEN" = 1 ] && echo "listed $C_IP <-> $GW_O during the test" || echo "did NOT list the connection")"
-    [ "$CT_SEEN" = 1 ] || RES_NATOK[uvs]=NO
+    if reach_or_fail uvs "$UC" "$TMP/uvs.log"; then
+        measure uvs
+        RES_NAT[uvs]="${RES_NAT[uvs]}; ct-show $([ "$CT_SEEN" = 1 ] && echo "listed $C_IP <-> $GW_O during the test" || echo "did NOT list the connection")"
+        [ "$CT_SEEN" = 1 ] || RES_NATOK[uvs]=NO
+    fi
     log "[uvs] stats at the end:"; uvs_ctl stats 2>&1 | sed 's/^/    /' >&2 || true
     log "[uvs] ct-show at the end: $(uvs_ctl ct-show 2>&1 | head -n 8 | tr -s ' ' | tr '\n' ';')"
     kill_pid "$UVS_PID"; wait "$UVS_PID" 2>/dev/null || true
@@ -589,6 +614,10 @@ pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}
 echo "| router | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 64B UDP pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | router CPU % (TCP 1 stream) | softirq % (TCP 1 stream) | NAT verified |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for s in $ROUTERS; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "| $s | FAILED | | | | | | | | |"
+        continue
+    fi
     if [ -z "${RES_TCP[$s]:-}" ]; then
         echo "| $s | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |"
         continue
@@ -597,11 +626,21 @@ for s in $ROUTERS; do
     if [ "$s" = kernel ]; then cpu="$cpu (softirq)"; else cpu="$cpu (process)"; fi
     echo "| $s | $(fmt .2f "${RES_TCP[$s]}") | $(fmt .2f "${RES_TCP4[$s]}") | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .0f "${RES_SIRQ[$s]}") | ${RES_NATOK[$s]:-?} |"
 done
-if want uvs && want kernel && [ -n "${RES_TCP[uvs]:-}" ] && [ -n "${RES_TCP[kernel]:-}" ]; then
+if want uvs && want kernel && [ -z "${RES_FAIL[uvs]:-}${RES_FAIL[kernel]:-}" ] && [ -n "${RES_TCP[uvs]:-}" ] && [ -n "${RES_TCP[kernel]:-}" ]; then
     echo "| uvs / kernel | $(ratio "${RES_TCP[uvs]}" "${RES_TCP[kernel]}") | $(ratio "${RES_TCP4[uvs]}" "${RES_TCP4[kernel]}") | $(ratio "${RES_PPS[uvs]}" "${RES_PPS[kernel]}") | | $(ratio "${RES_RTT[uvs]}" "${RES_RTT[kernel]}") | $(ratio "${RES_P99[uvs]}" "${RES_P99[kernel]}") (p99) | $(ratio "${RES_CPU[uvs]}" "${RES_CPU[kernel]}") | $(ratio "${RES_SIRQ[uvs]}" "${RES_SIRQ[kernel]}") | |"
 fi
 echo
 echo "CPU columns are % of one core over the 1-stream TCP test; softirq is summed over all CPUs."
 for s in $ROUTERS; do
+    if [ -n "${RES_FAIL[$s]:-}" ]; then
+        echo "- $s: FAILED, not measured: ${RES_FAIL[$s]}"
+        continue
+    fi
     echo "- $s: ${RES_NOTE[$s]:-}; NAT: ${RES_NAT[$s]:-not checked}; machine ${RES_BG[$s]:-?}% busy just before"
 done
+if [ ${#RES_FAIL[@]} -gt 0 ]; then
+    echo
+    echo "FAILED (not measured, left out of the ratios):$(for s in $ROUTERS; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s;' "$s"; done) see the notes above"
+    log "FAILED rows:$(for s in $ROUTERS; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s (%s);' "$s" "${RES_FAIL[$s]}"; done)"
+    exit 1
+fi
