@@ -368,6 +368,7 @@ def walk(o, path):
         p = ".".join(path)
         if any(w in p.lower() for w in ("drop", "err", "fail", "miss", "full", "empty", "invalid")):
             res.append(f"{p}={o}")
+walk(d, [])
 print(", ".join(res) if res else "no drops/errors")
 EOF
 }
