@@ -763,12 +763,16 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
     std::fs::write(&path, script).map_err(|e| format!("bench: {}: {e}", path.display()))?;
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(&path).arg("--uvs").arg(&exe).args(&args);
-    let result = match &plot {
-        None => cmd.status().map(|s| (s, String::new())),
-        Some(_) => tee_stdout(&mut cmd),
-    };
+    let result = run_script(&mut cmd, plot.is_some());
+    // Whatever happened (error, signal), the copy of the script goes.
     let _ = std::fs::remove_file(&path);
-    let (status, out) = result.map_err(|e| format!("bench {name}: cannot run bash: {e}"))?;
+    let (status, out, signalled) =
+        result.map_err(|e| format!("bench {name}: cannot run bash: {e}"))?;
+    if signalled {
+        return Err(format!(
+            "bench {name}: stopped by a signal; the script cleaned up and exited with {status}"
+        ));
+    }
     if !status.success() {
         return Err(format!("bench {name}: the script exited with {status}"));
     }
@@ -841,23 +845,55 @@ fn bench_gen(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Run `cmd`, copying its stdout to ours line by line, and return it too.
-fn tee_stdout(
+/// Run a benchmark script in its own process group and wait for it. SIGINT or SIGTERM to uvs
+/// (Ctrl-C, `kill`, `timeout`) is passed on to that whole group as SIGTERM, as a terminal's
+/// Ctrl-C would be, and uvs then waits for the script, whose EXIT trap deletes what it made.
+/// With `tee`, stdout is copied through and also returned. Returns the script's exit status,
+/// its stdout (if `tee`) and whether a signal stopped it.
+fn run_script(
     cmd: &mut std::process::Command,
-) -> std::io::Result<(std::process::ExitStatus, String)> {
+    tee: bool,
+) -> std::io::Result<(std::process::ExitStatus, String, bool)> {
     use std::io::{BufRead, Write};
-    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
-    let mut text = String::new();
-    if let Some(out) = child.stdout.take() {
-        for line in std::io::BufReader::new(out).lines() {
-            let line = line?;
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-            text.push_str(&line);
-            text.push('\n');
-        }
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::Ordering;
+    let stop = uvs::port::wait::install_stop_handler();
+    cmd.process_group(0).stdin(std::process::Stdio::null());
+    if tee {
+        cmd.stdout(std::process::Stdio::piped());
     }
-    Ok((child.wait()?, text))
+    let mut child = cmd.spawn()?;
+    let reader = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        })
+    });
+    let mut forwarded = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if stop.load(Ordering::SeqCst) && !forwarded {
+            forwarded = true;
+            eprintln!("uvs: signal received, stopping the benchmark (its cleanup runs first)");
+            // SAFETY: kill takes a process group id and a signal; the group leader is our
+            // child, not yet waited for, so its id (the group's) cannot have been reused.
+            unsafe {
+                libc::kill(-(child.id() as i32), libc::SIGTERM);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    Ok((status, text, forwarded))
 }
 
 fn plot_table(text: &str, title: &str, svg: &std::path::Path) -> Result<(), String> {
