@@ -500,7 +500,8 @@ pps_once() {
     hog_stop
     local kicks
     kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
-    R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/max(1,$rcv) if k.isdigit() else 'nan')" "${kicks:-}")
+    # Per delivered frame: nothing delivered gives no figure (n/a), not sendto calls / 1.
+    R_KICKS=$(python3 -c "import sys; k=sys.argv[1]; print(int(k)/$rcv if k.isdigit() and $rcv > 0 else 'nan')" "${kicks:-}")
     log "  pps: sent $sent (c1 tx_dropped $((d1 - d0))) delivered $rcv in ${el}s =" \
         "$(fmt .0f "$R_PPS") pps, $(fmt .1f "$R_PCT")%, switch cpu $(fmt .0f "$R_CPU")% (forwarding $(fmt .1f "$R_BUSY")%, $(fmt .1f "$R_FPP") frames a busy pass)${hd0:+, host-veth rx_dropped $((hd1 - hd0))}, sendto on core $SW_CPU ${kicks:-n/a}${k0:+, sink dropped $((k1 - k0))}$( [ "$R_SHARE" = nan ] || echo ", switch's share of core $SW_CPU $(fmt .0f "$R_SHARE")%")"
     if [ "$sent" -eq 0 ]; then
