@@ -556,7 +556,20 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
-declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS RES_FPP RES_SHARE
+declare -A RES_PINGCPU RES_IDLECPU RES_BUSY RES_KICKS RES_FPP RES_SHARE RES_SPREAD
+# The spread of a row's repetitions: "min-max (N%)" of the values, N = (max-min)/median, with
+# NOISY when N > 25 (two runs of that row would not agree); one repetition has no spread.
+spread() { # FORMAT VALUE...
+    python3 -c '
+import sys, statistics as st
+f, v = sys.argv[1], [float(x) for x in sys.argv[2:] if x not in ("", "nan")]
+if len(v) < 2:
+    print("n/a (%d rep.)" % len(v))
+else:
+    m, lo, hi = st.median(v), min(v), max(v)
+    d = 100 * (hi - lo) / m if m else float("nan")
+    print(f"{format(lo, f)}-{format(hi, f)} ({d:.0f}%)" + (" NOISY" if not d <= 25 else ""))' "$@"
+}
 measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     local name="$1" i pps=() pct=() cpu=() tcp=() tcpcpu=() rtt=() p50=() p99=() p999=()
     local pingcpu=() idlecpu=() busy=() kicks=() fpp=() share=()
@@ -584,6 +597,7 @@ measure() { # NAME: run REPS x (pps, tcp, ping, idle) and store medians
     RES_P999[$name]=$(median "${p999[@]}")
     RES_PINGCPU[$name]=$(median "${pingcpu[@]}")
     RES_IDLECPU[$name]=$(median "${idlecpu[@]}")
+    RES_SPREAD[$name]="| $name | $(fmt ,.0f "${RES_PPS[$name]}") | $(spread ,.0f "${pps[@]}") | $(fmt .2f "${RES_TCP[$name]}") | $(spread .2f "${tcp[@]}") | $(fmt .0f "${RES_CPU[$name]}") | $(spread .0f "${cpu[@]}") |"
 }
 
 check_idle() { # NAME: wait (bounded) for an idle machine; record the background load
@@ -860,6 +874,20 @@ for s in $SWITCHES; do
     echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
 done
 echo
+if [ "$REPS" -gt 1 ]; then
+    echo "Spread of the $REPS repetitions (the table gives each column's median, taken on its own):" \
+        "min-max and (max-min)/median; NOISY = over 25%: a second run could differ as much."
+    echo
+    echo "| switch | pps median | pps min-max | TCP median | TCP min-max | CPU % (pps) median | CPU % min-max |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for s in $SWITCHES; do [ -z "${RES_SPREAD[$s]:-}" ] || echo "${RES_SPREAD[$s]}"; done
+    noisy=$(for s in $SWITCHES; do case "${RES_SPREAD[$s]:-}" in *NOISY*) printf ' %s' "$s" ;; esac; done)
+    if [ -n "$noisy" ]; then
+        echo
+        echo "NOISY rows:$noisy: their repetitions differ by more than 25%; ratios with them are not reproducible."
+    fi
+    echo
+fi
 # Ratios use measured rows only: a FAILED row is left out.
 ok_row() { want "$1" && [ -z "${RES_FAIL[$1]:-}" ]; }
 if ok_row uvs-afpacket && ok_row ovs; then
