@@ -741,7 +741,8 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
         return bench_gen(args);
     }
     let Some((_, script)) = BENCHES.iter().find(|(n, _)| *n == name) else {
-        let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+        // Every name `uvs bench` takes: the scripts and `gen`.
+        let names: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).chain(["gen"]).collect();
         return Err(format!(
             "bench: '{name}' is not a benchmark ({})",
             names.join(", ")
