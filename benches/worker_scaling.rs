@@ -10,9 +10,12 @@
 //! `worker % macs`; the FDB holds `--macs` static entries) and a sink port `sink`. The workers run
 //! their real loop (requests, burst, pipeline, flush, shared learning); the bench reads `stats`
 //! (summed over the workers) after a warm-up and again `--seconds` later and prints frames/s,
-//! the ratio to the first row, and the CPU the workers used (cores). Every run takes about
-//! `seconds + 1` s: `--workers 1,2,4,8,16 --seconds 3` finishes in well under a minute.
-//! A ratio is only meaningful within one run of this program on an otherwise idle machine.
+//! the ratio to the first row, the CPU the workers used (cores) and each worker's share of a
+//! core. Every run takes about `seconds + 1` s: `--workers 1,2,4,8,16 --seconds 3` finishes in
+//! well under a minute. A ratio is only meaningful within one run of this program on an
+//! otherwise idle machine. The bench does not check that the machine is idle: it shows what
+//! each worker got, and a row where a worker got under 90% of a core is flagged (other
+//! processes took its core, or there are more workers than CPUs), since its ratio is then low.
 //!
 //! `--load-all` keeps every CPU busy in every run: the cores no worker uses each run a spinning
 //! thread, so one worker is measured under the same clock and host sharing as sixteen. On a
@@ -70,9 +73,9 @@ impl Drop for Spinners {
     }
 }
 
-/// Frames/s and CPU (cores) of `n` workers over `secs`; with `load_all`, the cores the workers
-/// leave idle spin meanwhile.
-fn run(n: usize, secs: f64, macs: u32, load_all: bool) -> (f64, f64) {
+/// Frames/s and CPU (cores) of each of the `n` workers over `secs`; with `load_all`, the cores
+/// the workers leave idle spin meanwhile.
+fn run(n: usize, secs: f64, macs: u32, load_all: bool) -> (f64, Vec<f64>) {
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     let cores: Vec<Option<usize>> = (0..n).map(|i| (i < cpus).then_some(i)).collect();
     let _spinners = load_all.then(|| Spinners::start(n.min(cpus), cpus));
@@ -112,10 +115,14 @@ fn run(n: usize, secs: f64, macs: u32, load_all: bool) -> (f64, f64) {
     let sample = || {
         let v = w.call(Command::Stats).unwrap();
         let tx = v["ports"]["sink"]["tx_packets"].as_u64().unwrap_or(0);
-        let cpu: u64 = v["workers"]
+        let cpu: Vec<u64> = v["workers"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x["cpu_ns"].as_u64()).sum())
-            .unwrap_or_else(|| v["worker"]["cpu_ns"].as_u64().unwrap_or(0));
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["cpu_ns"].as_u64().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![v["worker"]["cpu_ns"].as_u64().unwrap_or(0)]);
         (tx, cpu, Instant::now())
     };
     std::thread::sleep(Duration::from_millis(500));
@@ -124,7 +131,12 @@ fn run(n: usize, secs: f64, macs: u32, load_all: bool) -> (f64, f64) {
     let (tx1, cpu1, t1) = sample();
     w.shutdown();
     let wall = (t1 - t0).as_secs_f64();
-    ((tx1 - tx0) as f64 / wall, (cpu1 - cpu0) as f64 / 1e9 / wall)
+    let per_worker = cpu1
+        .iter()
+        .zip(&cpu0)
+        .map(|(c1, c0)| (c1 - c0) as f64 / 1e9 / wall)
+        .collect();
+    ((tx1 - tx0) as f64 / wall, per_worker)
 }
 
 fn main() {
@@ -138,20 +150,50 @@ fn main() {
     let macs: u32 = arg(&args, "--macs").map_or(1, |s| s.parse().expect("--macs"));
     let load_all = args.iter().any(|a| a == "--load-all");
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    // What this bench does to the CPUs no worker uses; whether they were idle is not checked
+    // (the per-worker CPU column shows what each worker got).
     let idle = if load_all {
         "the other CPUs spinning"
     } else {
-        "the other CPUs idle"
+        "nothing started on the other CPUs (idle not checked: see CPU per worker)"
     };
     println!(
         "worker scaling, in memory: 64 B frames, L2 to {macs} static MACs, {cpus} CPUs, {idle}"
     );
-    println!("| workers | Mframes/s | vs first | CPU (cores) |");
-    println!("|---:|---:|---:|---:|");
+    println!("| workers | Mframes/s | vs first | CPU (cores) | CPU per worker (cores) |");
+    println!("|---:|---:|---:|---:|---|");
     let mut first = None;
+    let mut short = Vec::new();
     for n in workers {
-        let (fps, cpu) = run(n, secs, macs.max(1), load_all);
+        let (fps, per_worker) = run(n, secs, macs.max(1), load_all);
         let base = *first.get_or_insert(fps);
-        println!("| {n} | {:.2} | {:.2}x | {cpu:.2} |", fps / 1e6, fps / base);
+        let cpu: f64 = per_worker.iter().sum();
+        let each: Vec<String> = per_worker.iter().map(|c| format!("{c:.2}")).collect();
+        let low = per_worker.iter().filter(|&&c| c < 0.9).count();
+        let mark = if low > 0 { " (!)" } else { "" };
+        println!(
+            "| {n} | {:.2} | {:.2}x | {cpu:.2} | {}{mark} |",
+            fps / 1e6,
+            fps / base,
+            each.join(" ")
+        );
+        if low > 0 {
+            short.push(format!(
+                "{n}-worker row: {low} of them under 0.90 of a core{}",
+                if n > cpus {
+                    " (more workers than CPUs)"
+                } else {
+                    " (other processes on their cores?)"
+                }
+            ));
+        }
+    }
+    if !short.is_empty() {
+        println!();
+        println!(
+            "(!) WARNING: a worker got under 90% of a core, so the row's frames/s and ratio \
+             are lower than the workers can do: {}",
+            short.join("; ")
+        );
     }
 }
