@@ -145,6 +145,23 @@ if [ "$(id -u)" != 0 ]; then
     echo "netns_encap: SKIP: needs root (network namespaces, veth, vxlan, AF_XDP)" >&2
     exit 0
 fi
+# One benchmark at a time: two runs at once share the CPUs and each would report as if it had
+# been alone. The lock (flock on /run/uvs-bench.lock, shared by netns_l2, netns_encap and
+# netns_nat) is held until this script and the processes it started have exited; the file
+# names the holder.
+LOCK_FILE=/run/uvs-bench.lock
+[ -d /run ] && [ -w /run ] || LOCK_FILE=/tmp/uvs-bench.lock
+if command -v flock >/dev/null 2>&1; then
+    exec 9>>"$LOCK_FILE"
+    if ! flock -n 9; then
+        echo "netns_encap: another benchmark is running ($(cat "$LOCK_FILE" 2>/dev/null || echo '?'); lock $LOCK_FILE):" \
+            "two at once share the CPUs and both would report as if alone. Run this one when it has finished." >&2
+        exit 1
+    fi
+    echo "netns_encap PID $$" >"$LOCK_FILE"
+else
+    echo "netns_encap: WARNING: no flock, so nothing stops a second benchmark from running at the same time" >&2
+fi
 for t in ip iperf3 trafgen ping python3 taskset timeout sysctl ss; do
     if ! command -v "$t" >/dev/null 2>&1; then
         echo "netns_encap: SKIP: required tool '$t' is not installed" >&2
