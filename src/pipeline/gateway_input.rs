@@ -32,7 +32,7 @@
 
 use super::l3::{self, Burst};
 use super::{Dest, Meta, csum, ingress::is_group, l2, output};
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, VlanMode};
 use crate::fdb::PortId;
 use crate::packet::{Desc, Frames};
 use crate::wire::{EtherType, ethernet};
@@ -66,7 +66,11 @@ pub(super) fn run(
         return none;
     };
     // Untagged frames from this port are in VLAN 0 (where gateways live).
-    let untagged_in_0 = port.vlan.untagged_vlan() == Some(0);
+    let untagged_in_0 = match &port.vlan {
+        VlanMode::Access(v) => *v == 0,
+        VlanMode::Trunk(set) => set.contains(0),
+        VlanMode::Native { .. } => false,
+    };
     let (bridge, fix) = (port.bridge, partial_csum.unwrap_or(port.partial_csum_in));
     if !untagged_in_0
         || dp
