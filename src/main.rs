@@ -704,6 +704,15 @@ fn ctl(socket: Option<PathBuf>, json: bool, mut args: Vec<String>) -> Result<(),
         args.retain(|a| a != "--json");
         args.len() != n
     };
+    // ovs-vsctl takes `--may-exist` / `--if-exists` before the command (`--may-exist add-br
+    // X`): move them after it, where the daemon takes them.
+    let lead = args
+        .iter()
+        .take_while(|a| *a == "--may-exist" || *a == "--if-exists")
+        .count();
+    if lead > 0 && lead < args.len() {
+        args[..=lead].rotate_left(lead);
+    }
     if args.is_empty() {
         return Err("ctl: no command (uvs ctl list-commands lists them)".into());
     }

@@ -227,7 +227,8 @@ fn trace_admits_to_the_ingress_ports_vlan() {
         n("a")
     ));
     assert!(
-        ok && tr.contains("normal: port") && tr.contains("does not carry VLAN 20 -> drop"),
+        ok && tr.contains("normal: a frame tagged (VLAN 20) from access port")
+            && tr.contains("-> drop (vlan-denied)"),
         "{tr}"
     );
     let (ok, tr) = trace(&format!(

@@ -887,6 +887,21 @@ fn the_log_level_changes_while_the_daemon_runs() {
     assert!(l.contains("ctl set-log-level debug from pid"), "{l}");
 }
 
+/// ovs-vsctl's options where ovs-vsctl takes them, before the command (only after it was
+/// accepted: found re-testing as an OVS user).
+#[test]
+fn ovs_vsctl_options_before_the_command() {
+    let dir = Dir::new("mayexist");
+    let (sock, db, log) = (dir.path("s.sock"), dir.path("conf.db"), dir.path("log"));
+    let a = Uvs::start(&sock, &db, &log, &[]);
+    a.ctl(&["add-br", "b1"]);
+    a.ctl(&["--may-exist", "add-br", "b1"]);
+    a.ctl(&["--if-exists", "del-br", "b9"]);
+    a.ctl(&["--if-exists", "del-br", "b1"]);
+    assert_eq!(a.ctl(&["list-br"]), "");
+    assert!(!a.ctl_raw(&["--if-exists", "add-br", "b2"]).status.success());
+}
+
 /// OpenFlow port numbers survive a restart, flows keep pointing at the same ports, mirrors
 /// are kept.
 #[test]

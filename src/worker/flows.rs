@@ -502,6 +502,16 @@ impl Worker {
                     Some(p) if (seen.vlan, seen.tagged) != (vlan, key.vlan != NO_VLAN) => {
                         match crate::pipeline::flows::admitted_vlan(&p.vlan, seen.tag) {
                             Some(v) => v,
+                            None if matches!(p.vlan, crate::datapath::VlanMode::Access(_)) => {
+                                // As OVS: any tag on an access port (its own VLAN's too).
+                                return format!(
+                                    "    -> normal: a frame tagged (VLAN {}) from access port {} \
+                                     ({}) -> drop (vlan-denied)",
+                                    seen.tag.unwrap_or(0),
+                                    p.name,
+                                    p.vlan.describe()
+                                );
+                            }
                             None => {
                                 let what = seen
                                     .tag

@@ -93,6 +93,13 @@ impl PortOptions {
         }
         if let Some(m) = &self.vlan_mode {
             s.vlan_mode = m.clone();
+            // A mode change drops what the new mode does not take, unless given with it
+            // (`vlan_mode=access` on a native port: its trunks; `trunk`: its VLAN).
+            match m.as_deref() {
+                Some("access") if self.trunks.is_none() => s.trunks = None,
+                Some("trunk") if self.vlan.is_none() => s.vlan = None,
+                _ => {}
+            }
         }
         if let Some(l) = self.mac_limit {
             s.mac_limit = l;
@@ -147,6 +154,22 @@ mod tests {
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A mode change drops the fields the new mode does not take (a native port back to
+    /// access needed `trunks=all` too: found re-testing as an OVS user).
+    #[test]
+    fn a_mode_change_drops_what_the_mode_does_not_take() {
+        let spec = crate::config::PortSpec::from_args(
+            "p",
+            &args(&["vlan=10", "trunks=20", "vlan_mode=native-untagged"]),
+        )
+        .unwrap();
+        let o = PortOptions::parse(&args(&["vlan_mode=access"])).unwrap();
+        let s = o.apply(&spec);
+        assert_eq!(s.vlan_mode().unwrap().describe(), "vlan=10");
+        let o = PortOptions::parse(&args(&["vlan_mode=trunk"])).unwrap();
+        assert_eq!(o.apply(&spec).vlan_mode().unwrap().describe(), "trunks=20");
     }
 
     #[test]
