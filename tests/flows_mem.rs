@@ -191,40 +191,57 @@ fn deep_pipelines_forward_and_a_resubmit_loop_stops() {
         ));
     }
     n.add("table=50,priority=1,udp,actions=output:p2");
-    n.add("table=0,priority=10,udp,tp_dst=54,actions=resubmit(,100)");
-    for t in 100..140 {
+    // 80 resubmits, each its flow's last action (no level to come back to: OVS forwards such
+    // chains through 253 tables; found re-testing).
+    n.add("table=0,priority=10,udp,tp_dst=54,actions=resubmit(,60)");
+    for t in 60..140 {
         n.add(&format!(
             "table={t},priority=1,udp,actions=resubmit(,{})",
             t + 1
         ));
     }
     n.add("table=140,priority=1,udp,actions=output:p3");
+    // 70 nested ones (each followed by an action): over OVS's 64, dropped.
+    n.add("table=0,priority=10,udp,tp_dst=57,actions=resubmit(,141)");
+    for t in 141..211 {
+        n.add(&format!(
+            "table={t},priority=1,udp,actions=resubmit(,{}),mod_nw_tos:4",
+            t + 1
+        ));
+    }
+    n.add("table=211,priority=1,udp,actions=output:p3");
     n.add("table=0,priority=10,udp,tp_dst=55,actions=output:p2,resubmit(,0)");
     n.h.send(n.p[0], &udp(1, 2, 53));
     assert_eq!(n.h.outputs()[n.p[1] as usize], vec![udp(1, 2, 53)]);
     n.h.send(n.p[0], &udp(1, 2, 54));
     assert_eq!(n.h.outputs()[n.p[2] as usize], vec![udp(1, 2, 54)]);
+    let drops = |n: &FlowNet| n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop);
+    n.h.send(n.p[0], &udp(1, 2, 57));
+    assert!(
+        n.h.outputs().iter().all(|o| o.is_empty()),
+        "70 nested: dropped"
+    );
+    assert_eq!(drops(&n), 1);
     n.h.send(n.p[0], &udp(1, 2, 55));
     assert!(
         n.h.outputs().iter().all(|o| o.is_empty()),
         "a loop: nothing"
     );
-    let drops = |n: &FlowNet| n.h.drops(n.p[0], uvs::counters::DropReason::FlowDrop);
-    assert_eq!(drops(&n), 1);
-    n.add("table=0,priority=10,udp,tp_dst=56,actions=output:p2,resubmit(,200)");
-    for t in 200..220 {
+    assert_eq!(drops(&n), 2);
+    n.add("table=0,priority=10,udp,tp_dst=56,actions=output:p2,resubmit(,230)");
+    for t in 230..250 {
         n.add(&format!(
             "table={t},priority=1,udp,actions=clone(resubmit(,{0})),clone(resubmit(,{0}))",
             t + 1
         ));
     }
-    n.add("table=220,priority=1,udp,actions=output:p3");
+    n.add("table=250,priority=1,udp,actions=output:p3");
     n.h.send(n.p[0], &udp(1, 2, 56));
     assert!(
         n.h.outputs().iter().all(|o| o.is_empty()),
         "a tree: nothing"
     );
-    assert_eq!(drops(&n), 2);
+    assert_eq!(drops(&n), 3);
     n.h.assert_no_frame_leaked();
 }
 

@@ -1188,8 +1188,12 @@ fn run_actions<T: Tracer>(
                 }
                 match (cls.lookup_ext(*tb, &key, &stack.ext), action) {
                     (Some(id), Action::Resubmit(_)) => {
-                        stack.frames[depth] = cur;
-                        depth += 1;
+                        // A resubmit that ends its flow has nothing to come back to: no
+                        // level (OVS forwards a 253-table chain of them; found re-testing).
+                        if cur.1 < actions.len() {
+                            stack.frames[depth] = cur;
+                            depth += 1;
+                        }
                         cur = (id, 0);
                         table = *tb;
                         actions = enter(id, *tb, m.desc.len, credit, t);
