@@ -127,12 +127,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                 let port = &a[a.len() - 1];
                 let found = match a {
                     [bridge, _] => port_in_bridge(&show, bridge, port).is_ok(),
-                    _ => bridge_of(&show, |b| {
-                        b["ports"]
-                            .as_array()
-                            .is_some_and(|ps| ps.iter().any(|p| p["name"] == port.as_str()))
-                    })
-                    .is_some(),
+                    _ => bridge_of(&show, |b| holds(b, port)).is_some(),
                 };
                 if !found {
                     return Ok(Reply::new(
@@ -170,12 +165,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register("port-to-br", "port-to-br PORT", 1, 1, move |a| {
         let show = ask(&w, Command::Show)?;
-        let holds = |b: &Value| {
-            b["ports"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["name"] == a[0].as_str()))
-        };
-        let Some(b) = bridge_of(&show, holds) else {
+        let Some(b) = bridge_of(&show, |b| holds(b, &a[0])) else {
             return Err(CtlError::new(format!("PORT: no port named '{}'", a[0])));
         };
         let name = str_of(&b["name"]).to_string();
@@ -956,11 +946,7 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         UNLIMITED,
         move |a| {
             // `--strict` anywhere (ovs-ofctl users write it first).
-            let strict = a.iter().any(|x| x == "--strict");
-            let a: Vec<&String> = a.iter().filter(|x| *x != "--strict").collect();
-            if let Some(bad) = a.iter().find(|x| x.starts_with("--")) {
-                return Err(CtlError::new(format!("del-flows: unknown option '{bad}'")));
-            }
+            let (strict, a) = flag(a, "--strict")?;
             let Some(bridge) = a.first() else {
                 return Err(CtlError::new("usage: del-flows [--strict] BRIDGE [MATCH]"));
             };
@@ -988,11 +974,7 @@ fn register_flows(reg: &mut Registry, worker: Arc<WorkerHandle>) {
         1,
         UNLIMITED,
         move |a| {
-            let names = a.iter().any(|x| x == "--names");
-            let a: Vec<&String> = a.iter().filter(|x| *x != "--names").collect();
-            if let Some(bad) = a.iter().find(|x| x.starts_with("--")) {
-                return Err(CtlError::new(format!("dump-flows: unknown option '{bad}'")));
-            }
+            let (names, a) = flag(a, "--names")?;
             let Some(bridge) = a.first() else {
                 return Err(CtlError::new("usage: dump-flows [--names] BRIDGE [MATCH]"));
             };
@@ -1158,30 +1140,27 @@ fn lines(names: &[String]) -> String {
     names.iter().map(|n| format!("{n}\n")).collect()
 }
 
+/// Whether bridge `b` of `show` has a port named `port`.
+fn holds(b: &Value, port: &str) -> bool {
+    b["ports"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["name"] == port))
+}
+
 /// The first bridge of `show` that `pick` accepts.
 fn bridge_of(show: &Value, pick: impl Fn(&Value) -> bool) -> Option<&Value> {
     show["bridges"].as_array()?.iter().find(|b| pick(b))
 }
 
 fn port_in_bridge(show: &Value, bridge: &str, port: &str) -> Result<(), CtlError> {
-    let bridges = show["bridges"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let holds = |b: &Value| {
-        b["ports"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["name"] == port))
-    };
-    let Some(b) = bridges.iter().find(|b| b["name"] == bridge) else {
+    let Some(b) = bridge_of(show, |b| b["name"] == bridge) else {
         return Err(CtlError::new(format!("BRIDGE: no bridge named '{bridge}'")));
     };
-    if holds(b) {
+    if holds(b, port) {
         return Ok(());
     }
     Err(CtlError::new(
-        match bridges
-            .iter()
-            .find(|b| holds(b))
-            .map(|b| str_of(&b["name"]))
-        {
+        match bridge_of(show, |b| holds(b, port)).map(|b| str_of(&b["name"])) {
             Some(other) => format!("PORT: port '{port}' is in bridge '{other}', not '{bridge}'"),
             None => format!("PORT: bridge '{bridge}' has no port named '{port}'"),
         },
