@@ -787,6 +787,22 @@ pub(crate) fn admitted_vlan(mode: &VlanMode, tag: Option<u16>) -> Option<u16> {
     }
 }
 
+/// The VLAN NORMAL switches a frame in whose (VLAN, tagged) state was `before` at ingress and
+/// is `now` after its actions: unchanged, `now`'s; changed, the one the input port's ingress
+/// admits its 802.1Q id (`tag`, read only then) to, or None (`vlan-denied`). The datapath
+/// (`readmit`) and `trace` both decide by this.
+pub(crate) fn normal_vlan(
+    mode: &VlanMode,
+    before: (u16, bool),
+    now: (u16, bool),
+    tag: impl FnOnce() -> Option<u16>,
+) -> Option<u16> {
+    if now == before {
+        return Some(now.0);
+    }
+    admitted_vlan(mode, tag())
+}
+
 /// The 802.1Q id of frame `m` as it is now (None: untagged).
 pub(crate) fn tag_of(frames: &Frames, m: &Meta) -> Option<u16> {
     m.tagged
@@ -809,10 +825,7 @@ fn readmit(
 ) -> u64 {
     let mut denied = 0;
     let mut admit = |frames: &mut Frames, c: &mut Meta| -> bool {
-        if (c.vlan, c.tagged) == before {
-            return true;
-        }
-        match admitted_vlan(mode, tag_of(frames, c)) {
+        match normal_vlan(mode, before, (c.vlan, c.tagged), || tag_of(frames, c)) {
             Some(v) => {
                 c.vlan = v;
                 true

@@ -498,9 +498,12 @@ impl Worker {
             Dest::Normal => {
                 // As `readmit`: a tag the actions changed is admitted again, as at ingress.
                 let port = in_id.and_then(|p| self.dp.port(p));
+                let before = (vlan, key.vlan != NO_VLAN);
                 let vlan = match port {
-                    Some(p) if (seen.vlan, seen.tagged) != (vlan, key.vlan != NO_VLAN) => {
-                        match crate::pipeline::flows::admitted_vlan(&p.vlan, seen.tag) {
+                    Some(p) => {
+                        let now = (seen.vlan, seen.tagged);
+                        match crate::pipeline::flows::normal_vlan(&p.vlan, before, now, || seen.tag)
+                        {
                             Some(v) => v,
                             None if matches!(p.vlan, crate::datapath::VlanMode::Access(_)) => {
                                 // As OVS: any tag on an access port (its own VLAN's too).
@@ -525,7 +528,7 @@ impl Worker {
                             }
                         }
                     }
-                    _ => seen.vlan,
+                    None => seen.vlan,
                 };
                 let key = PacketKey {
                     dl_dst: seen.dst,
