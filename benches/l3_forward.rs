@@ -157,7 +157,7 @@ fn run(
                 [10, 0, 2, 2],
                 53,
             );
-            let _ = dp.nat.ct.insert(k, 1);
+            let _ = dp.nat.ct.insert(0, k, 1);
         }
     }
     let mut rx = if flows > 1 {

@@ -1096,6 +1096,57 @@ fn a_connection_dropped_in_a_burst_is_looked_up_again_for_the_rest_of_it() {
     n.h.assert_no_frame_leaked();
 }
 
+/// Connections are charged to the port their first packet came in on, and a full table takes
+/// room from the port holding the most for one holding fewer (max-min sharing): a container
+/// that filled the table from many addresses of its subnet (which the per-source limit counts
+/// one by one) gives way to its neighbour on another port. Found trying uvs as a tenant: 5
+/// addresses held all 64,000 connections and the neighbours' connects failed `ct-full`.
+#[test]
+fn a_full_table_takes_room_from_the_port_holding_the_most_connections() {
+    let mut n = routed();
+    resolved(&mut n);
+    let b0 = n.h.dp.bridge_id("br0").unwrap();
+    let c = n.h.port(b0, "c", VlanMode::default_trunk());
+    let eight = uvs::conntrack::CtConfig {
+        limit: 8,
+        hash_seed: 7,
+        ..Default::default()
+    };
+    n.h.dp.nat = uvs::nat::Nat::with_config(eight).unwrap();
+    masquerade(&mut n);
+    // The hog: 8 flows from 4 addresses of the subnet behind port a.
+    for i in 0..8u8 {
+        let src = [10, 0, 1, 10 + i % 4];
+        let f = udp_from(
+            [2, 0, 0, 0, 0, 10 + i % 4],
+            n.gw0,
+            (src, 4000 + u16::from(i)),
+            (H_B, 53),
+        );
+        n.h.send(n.a, &f);
+    }
+    assert_eq!(n.h.outputs()[n.b as usize].len(), 8);
+    let ct = &n.h.dp.nat.ct;
+    assert_eq!((ct.len(), ct.owned(n.a), ct.owned(c)), (8, 8, 0));
+    // The neighbour on port c gets in, from the hog's share.
+    let f = udp_from(
+        [2, 0, 0, 0, 0, 99],
+        n.gw0,
+        ([10, 0, 1, 99], 5000),
+        (H_B, 53),
+    );
+    n.h.send(c, &f);
+    assert_eq!(
+        n.h.outputs()[n.b as usize].len(),
+        1,
+        "the neighbour's flow was translated"
+    );
+    let ct = &n.h.dp.nat.ct;
+    assert_eq!((ct.owned(n.a), ct.owned(c)), (7, 1));
+    assert_eq!(ct.stats().reclaimed, 1);
+    n.h.assert_no_frame_leaked();
+}
+
 /// An ARP in the middle of a burst that changes a neighbour's MAC: the burst's later frames to
 /// that neighbour go to the new MAC (the router forgets its burst decision on ARP). Host X and
 /// host A share port a (a trunk to a LAN); X's packets to A go through the gateway.

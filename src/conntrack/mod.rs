@@ -6,14 +6,25 @@
 //!   are entries of one hash index pointing at one connection slot, so a packet finds its
 //!   connection from either direction with one lookup ([`Conntrack::lookup`]).
 //! - At most [`CtConfig::limit`] connections. A full table makes `insert` look for one expired
-//!   connection among [`EVICT_SCAN`] slots, else drop the oldest unassured one among them
-//!   (Linux's early_drop: TCP not yet established or closing, UDP/ICMP without a reply), and
-//!   otherwise fail with [`CtError::TableFull`]; the caller counts a drop. Both index entries
+//!   connection among [`EVICT_SCAN`] slots, else drop the least recently seen unassured one
+//!   among them (Linux's early_drop: TCP not yet established or closing, UDP/ICMP without a
+//!   reply) that its owner may take (below), and otherwise fail with [`CtError::TableFull`];
+//!   the caller counts a drop. Both index entries
 //!   are inserted together or not at all (a tuple with no free index slot within
 //!   `MAX_PROBE` of its home fails with [`CtError::Collision`]).
 //! - At most [`CtConfig::per_source`] connections per original source address (Linux's
 //!   connlimit): one container cannot take the table or a peer's NAT ports
 //!   ([`CtError::SourceLimit`]). Counted per source in a map sized at construction.
+//! - Every connection is charged to an [`Owner`] (the caller passes the port its first packet
+//!   came in on) and the table counts connections per owner. A full table makes room for a new
+//!   connection by max-min sharing between owners: when an owner holds at least two more
+//!   connections than the one inserting, one of its connections goes (an expired one first,
+//!   then its least recently seen unassured one, then its least recently seen: `reclaimed`),
+//!   looked for among [`RECLAIM_SCAN`] slots; otherwise the inserting owner can only make room
+//!   from expired connections or its own unassured ones (early drop). So a port that holds the
+//!   table with established connections from many source addresses (which the per-source limit
+//!   cannot see) gives way to a port holding fewer, and no owner takes another's connections
+//!   while it holds as many.
 //! - Time is passed in (whole seconds). Each state has an idle timeout ([`Timeouts`]); an
 //!   expired connection is invisible to lookups (removed on sight) and [`Conntrack::expire`]
 //!   removes them `budget` slots at a time so the worker spreads the scan.
@@ -49,6 +60,14 @@ pub const DEFAULT_LIMIT: usize = 65_536;
 
 /// How many connection slots a full table's `insert` examines for an expired one to evict.
 pub const EVICT_SCAN: usize = 16;
+
+/// How many slots a full table's `insert` examines for a connection of an owner holding more
+/// than the inserting one (see the module contract).
+pub const RECLAIM_SCAN: usize = 256;
+
+/// Who a connection is charged to: the port its first packet came in on (max-min sharing of a
+/// full table, see the module contract).
+pub type Owner = u16;
 
 /// Default most connections per original source address (a quarter of [`DEFAULT_LIMIT`]).
 pub const DEFAULT_PER_SOURCE: usize = DEFAULT_LIMIT / 4;

@@ -8,7 +8,7 @@ use super::index::Index;
 use super::key::{FlowKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use super::ports::PortAllocator;
 use super::state::{State, TcpMemo, Timeouts, other_next, tcp_next};
-use super::{CtConfig, CtError, Direction, EVICT_SCAN, MAX_LIMIT};
+use super::{CtConfig, CtError, Direction, EVICT_SCAN, MAX_LIMIT, Owner, RECLAIM_SCAN};
 
 /// A connection's slot number. Valid until the connection is removed (`remove`, `flush`,
 /// `expire`, a lookup that finds it expired, or an `insert` that evicts it).
@@ -114,6 +114,8 @@ pub struct Conn {
     pub last_seen: u32,
     /// The translation, if any.
     pub nat: Option<NatInfo>,
+    /// Who it is charged to (the port its first packet came in on).
+    pub owner: Owner,
     /// Packets per direction (index: [`Direction::index`]).
     pub packets: [u64; 2],
     /// Bytes per direction.
@@ -228,6 +230,9 @@ pub struct CtStats {
     pub source_limited: u64,
     /// Inserts refused: no free index slot near a tuple's hash.
     pub collisions: u64,
+    /// Connections of an owner holding more removed by a full table's `insert` to make room
+    /// for an owner holding fewer (max-min sharing).
+    pub reclaimed: u64,
 }
 
 /// The connection table of one worker.
@@ -241,6 +246,8 @@ pub struct Conntrack {
     per_source: usize,
     /// Live connections per original source address.
     sources: HashMap<[u8; 4], u32>,
+    /// Live connections per owner (index: [`Owner`]; grown to the highest owner seen).
+    owners: Vec<u32>,
     len: usize,
     cursor: usize,
     stats: CtStats,
@@ -298,6 +305,7 @@ impl Conntrack {
             limit: cfg.limit,
             per_source: cfg.per_source.clamp(1, cfg.limit),
             sources: HashMap::with_capacity(cfg.limit.min(1 << 16)),
+            owners: Vec::new(),
             len: 0,
             cursor: 0,
             stats: CtStats::default(),
@@ -333,6 +341,11 @@ impl Conntrack {
     /// Live connections whose original source is `src`.
     pub fn source_count(&self, src: [u8; 4]) -> usize {
         self.sources.get(&src).map_or(0, |n| *n as usize)
+    }
+
+    /// Live connections charged to `owner`.
+    pub fn owned(&self, owner: Owner) -> usize {
+        self.owners.get(owner as usize).map_or(0, |n| *n as usize)
     }
 
     /// The timeouts in force.
@@ -447,26 +460,34 @@ impl Conntrack {
         }
     }
 
-    /// Track a new connection without NAT (reply tuple: `orig` reversed).
-    pub fn insert(&mut self, orig: FlowKey, now: u32) -> Result<ConnId, CtError> {
-        self.insert_conn(orig, orig.reverse(), None, now)
+    /// Track a new connection without NAT (reply tuple: `orig` reversed), charged to `owner`
+    /// (as are the connections of the calls below).
+    pub fn insert(&mut self, owner: Owner, orig: FlowKey, now: u32) -> Result<ConnId, CtError> {
+        self.insert_conn(owner, orig, orig.reverse(), None, now)
     }
 
     /// Track a new connection translated by `nat`: computes the reply tuple and inserts both
     /// index entries, or nothing on error.
     pub fn create_nat_conn(
         &mut self,
+        owner: Owner,
         orig: FlowKey,
         nat: NatInfo,
         now: u32,
     ) -> Result<ConnId, CtError> {
-        self.insert_conn(orig, nat.reply_of(&orig), Some(nat), now)
+        self.insert_conn(owner, orig, nat.reply_of(&orig), Some(nat), now)
     }
 
     /// Masquerade: allocate a port from `pool` whose reply tuple is free and track the
     /// connection with source NAT to the pool's address and that port.
-    pub fn snat(&mut self, orig: FlowKey, pool: PoolId, now: u32) -> Result<ConnId, CtError> {
-        self.snat_after(orig, None, pool, now, |_| false)
+    pub fn snat(
+        &mut self,
+        owner: Owner,
+        orig: FlowKey,
+        pool: PoolId,
+        now: u32,
+    ) -> Result<ConnId, CtError> {
+        self.snat_after(owner, orig, None, pool, now, |_| false)
     }
 
     /// Source NAT after an optional destination NAT to `dnat` (address, port): both
@@ -477,6 +498,7 @@ impl Conntrack {
     /// would be taken for theirs (and, with several workers, steered to another).
     pub fn snat_after(
         &mut self,
+        owner: Owner,
         orig: FlowKey,
         dnat: Option<([u8; 4], u16)>,
         pool: PoolId,
@@ -518,19 +540,20 @@ impl Conntrack {
         };
         let mut nat = NatInfo::snat(addr, port);
         nat.pool = Some(pool);
-        self.insert_conn(orig, nat.reply_of(&target), Some(nat), now)
+        self.insert_conn(owner, orig, nat.reply_of(&target), Some(nat), now)
     }
 
     /// Insert both tuples or nothing. A pooled port in `nat` is owned by this call: released
     /// on error, by the connection's removal otherwise.
     fn insert_conn(
         &mut self,
+        owner: Owner,
         orig: FlowKey,
         reply: FlowKey,
         nat: Option<NatInfo>,
         now: u32,
     ) -> Result<ConnId, CtError> {
-        if let Err(e) = self.make_room(&orig, &reply, now) {
+        if let Err(e) = self.make_room(owner, &orig, &reply, now) {
             self.release_nat(nat.as_ref());
             return Err(e);
         }
@@ -553,6 +576,7 @@ impl Conntrack {
             created: now,
             last_seen: now,
             nat,
+            owner,
             packets: [0; 2],
             bytes: [0; 2],
             memo: TcpMemo::default(),
@@ -573,14 +597,25 @@ impl Conntrack {
             return Err(CtError::Collision { key });
         }
         *self.sources.entry(orig.src).or_insert(0) += 1;
+        if self.owners.len() <= owner as usize {
+            // Once per new highest owner (a port number): no allocation on later inserts.
+            self.owners.resize(owner as usize + 1, 0);
+        }
+        self.owners[owner as usize] += 1;
         self.len += 1;
         self.stats.inserted += 1;
         Ok(ConnId(slot))
     }
 
     /// Check both tuples are free (removing expired holders) and that a slot is free
-    /// (evicting one expired connection if the table is full).
-    fn make_room(&mut self, orig: &FlowKey, reply: &FlowKey, now: u32) -> Result<(), CtError> {
+    /// (evicting a connection if the table is full: `evict_for`).
+    fn make_room(
+        &mut self,
+        owner: Owner,
+        orig: &FlowKey,
+        reply: &FlowKey,
+        now: u32,
+    ) -> Result<(), CtError> {
         for key in [orig, reply] {
             if self.lookup(key, now).is_some() {
                 self.stats.clashes += 1;
@@ -599,20 +634,41 @@ impl Conntrack {
                 limit: self.per_source,
             });
         }
-        if self.len >= self.limit && !self.evict_one(now) {
+        if self.len >= self.limit && !self.evict_for(owner, now) {
             self.stats.table_full += 1;
             return Err(CtError::TableFull { limit: self.limit });
         }
         Ok(())
     }
 
-    /// Remove the first expired connection among the next [`EVICT_SCAN`] slots from the
-    /// expiry cursor (which advances, so repeated attempts look at new slots); if none expired,
-    /// the least recently seen unassured one among them (early drop).
-    fn evict_one(&mut self, now: u32) -> bool {
+    /// Make room in a full table for a connection of `owner` (max-min sharing, see the module
+    /// contract): the victim owner is the one holding the most if it holds at least two more
+    /// than `owner` (it still holds at least as many afterwards, so two owners never take turns
+    /// evicting each other), else `owner` itself. Walks slots from the expiry cursor (which
+    /// advances, so repeated attempts look at new slots): the first expired connection found
+    /// goes, whoever holds it; otherwise, among the victim's connections seen (at most
+    /// [`EVICT_SCAN`] of them, within [`RECLAIM_SCAN`] slots, or [`EVICT_SCAN`] slots for
+    /// `owner`'s own), its least recently seen unassured one, or (another owner's only) its
+    /// least recently seen.
+    fn evict_for(&mut self, owner: Owner, now: u32) -> bool {
+        let mine = self.owned(owner);
+        let (top, most) = self
+            .owners
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, n)| **n)
+            .map_or((owner, 0), |(o, n)| (o as Owner, *n as usize));
+        let reclaim = most >= mine + 2;
+        let (victim, window) = if reclaim {
+            (top, RECLAIM_SCAN)
+        } else {
+            (owner, EVICT_SCAN)
+        };
         let n = self.conns.len();
-        let mut early: Option<(usize, u32)> = None;
-        for _ in 0..EVICT_SCAN.min(n) {
+        // (slot, unassured, last seen) of the best candidate so far.
+        let mut best: Option<(usize, bool, u32)> = None;
+        let mut seen = 0;
+        for _ in 0..window.min(n) {
             let i = self.cursor % n;
             self.cursor = (i + 1) % n;
             let Some(c) = &self.conns[i] else {
@@ -623,15 +679,32 @@ impl Conntrack {
                 self.stats.evicted += 1;
                 return true;
             }
-            if c.state.unassured() && early.is_none_or(|(_, t)| c.last_seen < t) {
-                early = Some((i, c.last_seen));
+            if c.owner != victim {
+                continue;
+            }
+            let unassured = c.state.unassured();
+            if unassured || reclaim {
+                let better = best.is_none_or(|(_, u, t)| {
+                    (unassured, std::cmp::Reverse(c.last_seen)) > (u, std::cmp::Reverse(t))
+                });
+                if better {
+                    best = Some((i, unassured, c.last_seen));
+                }
+            }
+            seen += 1;
+            if seen == EVICT_SCAN {
+                break;
             }
         }
-        let Some((i, _)) = early else {
+        let Some((i, _, _)) = best else {
             return false;
         };
         self.remove(ConnId(i as u32));
-        self.stats.early_dropped += 1;
+        if reclaim {
+            self.stats.reclaimed += 1;
+        } else {
+            self.stats.early_dropped += 1;
+        }
         true
     }
 
@@ -702,6 +775,9 @@ impl Conntrack {
             if *n == 0 {
                 self.sources.remove(&c.orig.src);
             }
+        }
+        if let Some(n) = self.owners.get_mut(c.owner as usize) {
+            *n -= 1;
         }
         self.free.push(id.0);
         self.len -= 1;

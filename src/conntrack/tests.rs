@@ -30,16 +30,16 @@ fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> FlowKey {
 fn lookup_from_both_directions() {
     let mut ct = table(16);
     let k = tcp(A, 40000, B, 80);
-    let id = ct.insert(k, 1).unwrap();
+    let id = ct.insert(0, k, 1).unwrap();
     assert_eq!(ct.lookup(&k, 1), Some((id, Direction::Original)));
     assert_eq!(ct.lookup(&k.reverse(), 1), Some((id, Direction::Reply)));
     assert_eq!(ct.lookup(&tcp(A, 40001, B, 80), 1), None);
     let c = ct.conn(id).unwrap();
     assert_eq!(c.rewrite(Direction::Original), k, "no NAT: identity");
     assert_eq!(c.rewrite(Direction::Reply), k.reverse());
-    assert_eq!(ct.insert(k, 2), Err(CtError::Exists { key: k }));
+    assert_eq!(ct.insert(0, k, 2), Err(CtError::Exists { key: k }));
     assert_eq!(
-        ct.insert(k.reverse(), 2),
+        ct.insert(0, k.reverse(), 2),
         Err(CtError::Exists { key: k.reverse() })
     );
     assert_eq!(ct.len(), 1);
@@ -50,7 +50,9 @@ fn snat_and_dnat_tuples_and_rewrites() {
     let mut ct = table(16);
     // Masquerade: A:40000 -> REMOTE:443 leaves as GW:50000.
     let k = tcp(A, 40000, REMOTE, 443);
-    let id = ct.create_nat_conn(k, NatInfo::snat(GW, 50000), 1).unwrap();
+    let id = ct
+        .create_nat_conn(0, k, NatInfo::snat(GW, 50000), 1)
+        .unwrap();
     let reply = tcp(REMOTE, 443, GW, 50000);
     assert_eq!(ct.conn(id).unwrap().reply, reply);
     assert_eq!(ct.lookup(&reply, 1), Some((id, Direction::Reply)));
@@ -60,7 +62,7 @@ fn snat_and_dnat_tuples_and_rewrites() {
 
     // Port mapping -p 8080:80: REMOTE:5555 -> GW:8080 goes to B:80.
     let k = tcp(REMOTE, 5555, GW, 8080);
-    let id = ct.create_nat_conn(k, NatInfo::dnat(B, 80), 1).unwrap();
+    let id = ct.create_nat_conn(0, k, NatInfo::dnat(B, 80), 1).unwrap();
     let reply = tcp(B, 80, REMOTE, 5555);
     assert_eq!(ct.lookup(&reply, 1), Some((id, Direction::Reply)));
     let c = ct.conn(id).unwrap();
@@ -71,7 +73,7 @@ fn snat_and_dnat_tuples_and_rewrites() {
     let mut ct = table(4);
     let pool = ct.add_pool(PortAllocator::new(GW, PROTO_ICMP, 0..=65535).unwrap());
     let e = FlowKey::icmp_echo(A, REMOTE, 7);
-    let id = ct.snat(e, pool, 1).unwrap();
+    let id = ct.snat(0, e, pool, 1).unwrap();
     let c = ct.conn(id).unwrap().clone();
     let ident = c.nat.unwrap().port;
     assert_eq!(c.reply, FlowKey::icmp_echo(REMOTE, GW, ident));
@@ -88,15 +90,15 @@ fn nat_insert_is_all_or_nothing() {
     let pool = ct.add_pool(PortAllocator::new(GW, PROTO_TCP, 1000..=1000).unwrap());
     // A connection already owns the reply tuple the pool's only port would give.
     let squatter = tcp(GW, 1000, REMOTE, 443);
-    ct.insert(squatter, 0).unwrap();
+    ct.insert(0, squatter, 0).unwrap();
     let k = tcp(A, 40000, REMOTE, 443);
     assert!(matches!(
-        ct.snat(k, pool, 0),
+        ct.snat(0, k, pool, 0),
         Err(CtError::PortsExhausted { .. })
     ));
     assert_eq!(ct.stats().ports_exhausted, 1);
     // Explicit translation onto a used reply tuple: nothing inserted.
-    let err = ct.create_nat_conn(k, NatInfo::snat(GW, 1000), 0);
+    let err = ct.create_nat_conn(0, k, NatInfo::snat(GW, 1000), 0);
     assert_eq!(
         err,
         Err(CtError::Exists {
@@ -109,15 +111,18 @@ fn nat_insert_is_all_or_nothing() {
     // The orig tuple already used: the allocated port is released again.
     let mut ct = table(16);
     let pool = ct.add_pool(PortAllocator::new(GW, PROTO_TCP, 1000..=1001).unwrap());
-    ct.snat(k, pool, 0).unwrap();
-    assert!(matches!(ct.snat(k, pool, 0), Err(CtError::Exists { .. })));
+    ct.snat(0, k, pool, 0).unwrap();
+    assert!(matches!(
+        ct.snat(0, k, pool, 0),
+        Err(CtError::Exists { .. })
+    ));
     assert_eq!(ct.pool(pool).unwrap().in_use(), 1);
     assert!(matches!(
-        ct.snat(udp(A, 1, REMOTE, 2), pool, 0),
+        ct.snat(0, udp(A, 1, REMOTE, 2), pool, 0),
         Err(CtError::PoolProto { .. })
     ));
     assert!(matches!(
-        ct.snat(k, 9, 0),
+        ct.snat(0, k, 9, 0),
         Err(CtError::NoSuchPool { pool: 9 })
     ));
 }
@@ -126,7 +131,7 @@ fn nat_insert_is_all_or_nothing() {
 fn tcp_handshake_fin_fin_and_rst_through_table() {
     let mut ct = table(16);
     let k = tcp(A, 40000, B, 80);
-    let id = ct.insert(k, 0).unwrap();
+    let id = ct.insert(0, k, 0).unwrap();
     let (o, r) = (Direction::Original, Direction::Reply);
     assert_eq!(ct.update(id, o, 60, TCP_SYN, 0), Some(State::SynSent));
     assert_eq!(
@@ -148,7 +153,7 @@ fn tcp_handshake_fin_fin_and_rst_through_table() {
     assert_eq!(c.bytes, [164, 60], "update_tcp does not count");
 
     let k2 = tcp(A, 40001, B, 80);
-    let id2 = ct.insert(k2, 0).unwrap();
+    let id2 = ct.insert(0, k2, 0).unwrap();
     ct.update(id2, o, 60, TCP_SYN, 0);
     assert_eq!(
         ct.update(id2, r, 40, TCP_RST | TCP_ACK, 0),
@@ -160,7 +165,7 @@ fn tcp_handshake_fin_fin_and_rst_through_table() {
 
 /// Drive a fresh connection of `key` into `state` at time 0 (packets in `steps`).
 fn conn_in(ct: &mut Conntrack, key: FlowKey, steps: &[(Direction, u8)]) -> ConnId {
-    let id = ct.insert(key, 0).unwrap();
+    let id = ct.insert(0, key, 0).unwrap();
     for &(d, f) in steps {
         ct.update(id, d, 40, f, 0);
     }
@@ -254,7 +259,7 @@ fn every_timeout_expires_on_time() {
 fn packets_restart_the_timer_and_timeouts_are_configurable() {
     let mut ct = table(4);
     let k = udp(A, 1, B, 53);
-    let id = ct.insert(k, 0).unwrap();
+    let id = ct.insert(0, k, 0).unwrap();
     ct.update(id, Direction::Original, 100, 0, 25);
     assert!(ct.lookup(&k, 54).is_some());
     ct.set_timeouts(Timeouts {
@@ -268,7 +273,7 @@ fn packets_restart_the_timer_and_timeouts_are_configurable() {
 fn limit_table_full_then_evicts_an_expired_entry() {
     let mut ct = table(4);
     for i in 0..4 {
-        ct.insert(udp(A, i, B, 53), 0).unwrap();
+        ct.insert(0, udp(A, i, B, 53), 0).unwrap();
     }
     let id0 = ct.lookup(&udp(A, 0, B, 53), 0).unwrap().0;
     for i in 1..4 {
@@ -277,7 +282,7 @@ fn limit_table_full_then_evicts_an_expired_entry() {
         ct.update(id, Direction::Original, 1, 0, 20); // a stream: 180 s from t=20
     }
     // Full, nothing expired: the unreplied one is dropped early (Linux's early_drop).
-    let id = ct.insert(udp(REMOTE, 9, B, 53), 10).unwrap();
+    let id = ct.insert(0, udp(REMOTE, 9, B, 53), 10).unwrap();
     assert_eq!(id, id0, "slot reused");
     assert_eq!(ct.stats().early_dropped, 1);
     assert!(ct.lookup(&udp(A, 0, B, 53), 10).is_none());
@@ -285,12 +290,12 @@ fn limit_table_full_then_evicts_an_expired_entry() {
     ct.update(id, Direction::Original, 1, 0, 12); // a stream (2 s on) until t=192
     // Full of assured connections: refused.
     assert_eq!(
-        ct.insert(udp(REMOTE, 10, B, 53), 30),
+        ct.insert(0, udp(REMOTE, 10, B, 53), 30),
         Err(CtError::TableFull { limit: 4 })
     );
     assert_eq!(ct.stats().table_full, 1);
     // At t=192 the first stream has expired: insert evicts it.
-    ct.insert(udp(REMOTE, 10, B, 53), 192).unwrap();
+    ct.insert(0, udp(REMOTE, 10, B, 53), 192).unwrap();
     assert_eq!(ct.stats().evicted, 1);
     assert_eq!(ct.len(), 4);
     assert!(
@@ -313,7 +318,7 @@ fn limit_table_full_then_evicts_an_expired_entry() {
 fn expire_with_budget_covers_whole_table() {
     let mut ct = table(1000);
     for i in 0..1000 {
-        ct.insert(udp(A, i, B, 53), i as u32 % 7).unwrap();
+        ct.insert(0, udp(A, i, B, 53), i as u32 % 7).unwrap();
     }
     // A few survivors refreshed late.
     for i in 0..10 {
@@ -338,7 +343,7 @@ fn port_allocation_under_pressure() {
     let mut ok = 0;
     for i in 0..1000u32 {
         let src = [10, 0, (i >> 8) as u8, i as u8];
-        match ct.snat(udp(src, 5000, REMOTE, 53), pool, 0) {
+        match ct.snat(0, udp(src, 5000, REMOTE, 53), pool, 0) {
             Ok(id) => {
                 ok += 1;
                 let port = ct.conn(id).unwrap().nat.unwrap().port;
@@ -352,7 +357,7 @@ fn port_allocation_under_pressure() {
     assert_eq!(ct.stats().ports_exhausted, 984);
     assert_eq!(ct.pool(pool).unwrap().in_use(), 16);
     // Another remote can reuse the same ports (uniqueness is per reply tuple).
-    let other = ct.snat(udp(A, 5000, [1, 1, 1, 1], 53), pool, 0).unwrap();
+    let other = ct.snat(0, udp(A, 5000, [1, 1, 1, 1], 53), pool, 0).unwrap();
     assert!(ports.contains(&ct.conn(other).unwrap().nat.unwrap().port));
     assert_eq!(
         ct.pool(pool)
@@ -366,13 +371,13 @@ fn port_allocation_under_pressure() {
     let mut again = HashSet::new();
     for i in 0..16u32 {
         let id = ct
-            .snat(udp([10, 1, 0, i as u8], 5000, REMOTE, 53), pool, 30)
+            .snat(0, udp([10, 1, 0, i as u8], 5000, REMOTE, 53), pool, 30)
             .unwrap();
         assert!(again.insert(ct.conn(id).unwrap().nat.unwrap().port));
     }
     // Expired-but-uncollected holders also give their port up (removed on sight).
     let id = ct
-        .snat(udp([10, 2, 0, 0], 5000, REMOTE, 53), pool, 60)
+        .snat(0, udp([10, 2, 0, 0], 5000, REMOTE, 53), pool, 60)
         .unwrap();
     assert!(ct.conn(id).is_some());
     assert_eq!(ct.pool(pool).unwrap().in_use(), 16);
@@ -386,7 +391,7 @@ fn port_allocation_under_pressure() {
 fn ct_show_lines() {
     let mut ct = table(4);
     let id = ct
-        .create_nat_conn(tcp(A, 40000, REMOTE, 443), NatInfo::snat(GW, 50000), 100)
+        .create_nat_conn(0, tcp(A, 40000, REMOTE, 443), NatInfo::snat(GW, 50000), 100)
         .unwrap();
     ct.update(id, Direction::Original, 60, TCP_SYN, 100);
     let line = ct.iter(105).next().unwrap().to_string();
@@ -402,7 +407,7 @@ fn ct_show_lines() {
     let line_of =
         |ct: &Conntrack, k: FlowKey| ct.iter(105).find(|c| c.orig == k).unwrap().to_string();
     let k = tcp(A, 40001, GW, 8080);
-    ct.snat_after(k, Some(([172, 30, 0, 9], 80)), tcp_pool, 100, |_| false)
+    ct.snat_after(0, k, Some(([172, 30, 0, 9], 80)), tcp_pool, 100, |_| false)
         .unwrap();
     let line = line_of(&ct, k);
     assert!(
@@ -411,7 +416,7 @@ fn ct_show_lines() {
     );
     let icmp_pool = ct.add_pool(PortAllocator::new(GW, PROTO_ICMP, 7..=7).unwrap());
     let k = FlowKey::icmp_echo(A, REMOTE, 3);
-    ct.snat(k, icmp_pool, 100).unwrap();
+    ct.snat(0, k, icmp_pool, 100).unwrap();
     let line = line_of(&ct, k);
     assert!(line.ends_with(" snat=198.18.0.1:7"), "{line}");
 }
@@ -453,8 +458,8 @@ fn randomized_against_reference() {
                 let nat = (rng.below(2) == 0).then(|| NatInfo::snat(GW, rng.below(64) as u16));
                 let reply = nat.map_or(k.reverse(), |n| n.reply_of(&k));
                 let res = match nat {
-                    Some(n) => ct.create_nat_conn(k, n, 0),
-                    None => ct.insert(k, 0),
+                    Some(n) => ct.create_nat_conn(0, k, n, 0),
+                    None => ct.insert(0, k, 0),
                 };
                 let clash = reference.contains_key(&k) || reference.contains_key(&reply);
                 let full = reference.len() / 2 >= 300;
@@ -517,7 +522,7 @@ fn bench_lookup() {
             })
             .collect();
         for k in &keys {
-            ct.insert(*k, 0).unwrap();
+            ct.insert(0, *k, 0).unwrap();
         }
         let lookups = 1_000_000u32;
         let pick = |rng: &mut Rng| {
@@ -558,19 +563,20 @@ fn per_source_limit_keeps_room_for_others() {
     })
     .unwrap();
     for i in 0..10 {
-        ct.insert(udp(A, i, REMOTE, 53), 0).unwrap();
+        ct.insert(0, udp(A, i, REMOTE, 53), 0).unwrap();
     }
     assert_eq!(
-        ct.insert(udp(A, 99, REMOTE, 53), 0),
+        ct.insert(0, udp(A, 99, REMOTE, 53), 0),
         Err(CtError::SourceLimit { src: A, limit: 10 })
     );
     assert_eq!(ct.stats().source_limited, 1);
     assert_eq!(ct.source_count(A), 10);
-    ct.insert(udp(B, 1, REMOTE, 53), 0).expect("another source");
+    ct.insert(0, udp(B, 1, REMOTE, 53), 0)
+        .expect("another source");
     // Removing one (here by expiry) gives the source room again.
     assert_eq!(ct.expire(30, 1000), 11);
     assert_eq!(ct.source_count(A), 0);
-    ct.insert(udp(A, 99, REMOTE, 53), 30).unwrap();
+    ct.insert(0, udp(A, 99, REMOTE, 53), 30).unwrap();
 }
 
 #[test]
@@ -580,7 +586,7 @@ fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
     let mut victims = Vec::new();
     for i in 0..8 {
         let k = udp(B, i, REMOTE, 53);
-        let id = ct.insert(k, 0).unwrap();
+        let id = ct.insert(0, k, 0).unwrap();
         ct.update(id, Direction::Reply, 1, 0, 0);
         ct.update(id, Direction::Original, 1, 0, UDP_STREAM_AFTER_S);
         victims.push(k);
@@ -588,7 +594,7 @@ fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
     // The attacker: a flood of new connections that are never answered.
     let mut ok = 0;
     for i in 0..10_000u16 {
-        ok += ct.insert(udp(A, i, REMOTE, 53), 3).is_ok() as usize;
+        ok += ct.insert(0, udp(A, i, REMOTE, 53), 3).is_ok() as usize;
     }
     assert!(ok > 9_000, "new connections still get in: {ok}");
     assert!(ct.stats().early_dropped >= 9_000);
@@ -607,7 +613,7 @@ fn full_table_drops_unassured_connections_early_and_keeps_assured_ones() {
 fn page_covers_the_table_in_bounded_steps() {
     let mut ct = table(1000);
     for i in 0..1000 {
-        ct.insert(udp(A, i, B, 53), 0).unwrap();
+        ct.insert(0, udp(A, i, B, 53), 0).unwrap();
     }
     let id = ct.lookup(&udp(A, 5, B, 53), 0).unwrap().0;
     ct.remove(id);
@@ -635,7 +641,7 @@ fn crafted_collisions_cost_bounded_probes() {
     })
     .unwrap();
     for i in 0..4096u16 {
-        match ct.insert(udp(A, i, B, 53), 0) {
+        match ct.insert(0, udp(A, i, B, 53), 0) {
             Ok(_) | Err(CtError::Collision { .. }) => {}
             Err(e) => panic!("{e}"),
         }
@@ -650,8 +656,8 @@ fn crafted_collisions_cost_bounded_probes() {
 fn update_live_accounts_only_live_connections() {
     let mut ct = table(16);
     let k = udp(A, 5353, B, 53);
-    let id = ct.insert(k, 1).unwrap();
-    let other = ct.insert(udp(A, 5354, B, 53), 1).unwrap();
+    let id = ct.insert(0, k, 1).unwrap();
+    let other = ct.insert(0, udp(A, 5354, B, 53), 1).unwrap();
     let removals = ct.removals();
     assert!(ct.update_live(id, Direction::Original, 60, 0, 2));
     assert!(ct.update_live(id, Direction::Reply, 70, 0, 3));
@@ -683,17 +689,17 @@ fn update_live_accounts_only_live_connections() {
 fn one_shot_udp_exchanges_stay_unassured_and_streams_are_assured() {
     let mut ct = table(16);
     for i in 0..16 {
-        let id = ct.insert(udp(A, i, REMOTE, 53), 10).unwrap();
+        let id = ct.insert(0, udp(A, i, REMOTE, 53), 10).unwrap();
         ct.update(id, Direction::Reply, 1, 0, 11);
         assert_eq!(ct.conn(id).unwrap().state, State::Replied);
         assert_eq!(Timeouts::default().of(17, State::Replied), 30);
     }
     // Full of answered one-shot exchanges: a victim's new connection still gets in.
-    ct.insert(udp(B, 1, REMOTE, 53), 11).expect("early drop");
+    ct.insert(0, udp(B, 1, REMOTE, 53), 11).expect("early drop");
     assert_eq!(ct.stats().early_dropped, 1);
     // A flow still active 2 s after its first packet is a stream: kept against new ones.
     let k = udp(B, 2, REMOTE, 123);
-    let id = ct.insert(k, 12).unwrap();
+    let id = ct.insert(0, k, 12).unwrap();
     ct.update(id, Direction::Reply, 1, 0, 12);
     ct.update(id, Direction::Original, 1, 0, 12 + UDP_STREAM_AFTER_S);
     assert_eq!(ct.conn(id).unwrap().state, State::Stream);
@@ -702,14 +708,123 @@ fn one_shot_udp_exchanges_stay_unassured_and_streams_are_assured() {
     ct.update(id, Direction::Reply, 1, 0, 20);
     assert_eq!(ct.conn(id).unwrap().state, State::Stream);
     for i in 100..200 {
-        let _ = ct.insert(udp(A, i, REMOTE, 53), 20);
+        let _ = ct.insert(0, udp(A, i, REMOTE, 53), 20);
     }
     assert!(ct.lookup(&k, 20).is_some(), "the stream was kept");
     // A first reply 2 s on is not yet a stream (Linux sets SEEN_REPLY after that packet): a
     // flood of slowly answered queries stays unassured; the next packet makes it one.
-    let late = ct.insert(udp(B, 3, REMOTE, 53), 30).unwrap();
+    let late = ct.insert(0, udp(B, 3, REMOTE, 53), 30).unwrap();
     ct.update(late, Direction::Reply, 1, 0, 32);
     assert_eq!(ct.conn(late).unwrap().state, State::Replied);
     ct.update(late, Direction::Original, 1, 0, 33);
     assert_eq!(ct.conn(late).unwrap().state, State::Stream);
+}
+
+/// An established TCP connection from `src:sport` charged to `owner` (assured).
+fn established(ct: &mut Conntrack, owner: Owner, src: [u8; 4], sport: u16, now: u32) -> ConnId {
+    let id = ct.insert(owner, tcp(src, sport, REMOTE, 443), now).unwrap();
+    ct.update(id, Direction::Original, 60, TCP_SYN, now);
+    ct.update(id, Direction::Reply, 60, TCP_SYN | TCP_ACK, now);
+    ct.update(id, Direction::Original, 52, TCP_ACK, now);
+    assert_eq!(ct.conn(id).unwrap().state, State::Established);
+    id
+}
+
+/// A port that filled the table with established connections from many source addresses (the
+/// per-source limit counts addresses, so it cannot see them: a helper trying uvs as a tenant
+/// held 64,000 assured connections from 5 addresses and its neighbours got `ct-full`) gives way
+/// to a port holding fewer: max-min sharing, the least recently seen of its connections first.
+#[test]
+fn a_full_table_takes_room_from_the_port_holding_the_most() {
+    let mut ct = table(64);
+    let (hog, victim) = (3, 7);
+    for i in 0..64u16 {
+        let src = [172, 30, 0, 10 + (i % 5) as u8];
+        let id = established(&mut ct, hog, src, 1000 + i, 10);
+        if i % 2 == 1 {
+            ct.update(id, Direction::Reply, 60, TCP_ACK, 20);
+        }
+    }
+    assert_eq!((ct.len(), ct.owned(hog)), (64, 64));
+    // The hog's least recently seen (those not seen since 10: even source ports) go first.
+    for i in 0..8u16 {
+        ct.insert(victim, udp(B, 5000 + i, REMOTE, 53), 30)
+            .expect("room taken from the port holding the most");
+    }
+    assert_eq!((ct.owned(hog), ct.owned(victim)), (56, 8));
+    assert_eq!(ct.stats().reclaimed, 8);
+    assert_eq!(ct.stats().table_full, 0);
+    assert!(
+        ct.iter(30)
+            .filter(|c| c.orig.proto == PROTO_TCP)
+            .filter(|c| c.orig.sport % 2 == 0)
+            .count()
+            == 24,
+        "the least recently seen went"
+    );
+    // The hog cannot take back from the victim: it holds more, so only its own unassured
+    // connections (none) or expired ones make room.
+    assert_eq!(
+        ct.insert(hog, tcp(A, 9, REMOTE, 443), 30),
+        Err(CtError::TableFull { limit: 64 })
+    );
+    assert_eq!(ct.owned(victim), 8);
+    // Two owners end within one connection of each other, and then neither evicts the other.
+    for i in 8..64u16 {
+        let _ = ct.insert(victim, udp(B, 5000 + i, REMOTE, 53), 31);
+    }
+    assert_eq!((ct.owned(hog), ct.owned(victim)), (32, 32));
+    assert!(
+        ct.insert(victim, udp(B, 6000, REMOTE, 53), 31).is_ok(),
+        "own unassured"
+    );
+    assert_eq!(
+        (ct.owned(hog), ct.owned(victim)),
+        (32, 32),
+        "early drop of its own"
+    );
+    // The hog holds as many: it may not take the victim's (unassured) ones, nor its own
+    // established ones.
+    assert_eq!(
+        ct.insert(hog, tcp(A, 10, REMOTE, 443), 31),
+        Err(CtError::TableFull { limit: 64 })
+    );
+    assert_eq!((ct.owned(hog), ct.owned(victim)), (32, 32));
+}
+
+/// Without a heavier owner, a full table early-drops only the inserting owner's own unassured
+/// connections: a port flooding new connections cannot push out another port's connections
+/// that are still being set up (before, any unassured one within the scan went).
+#[test]
+fn early_drop_takes_only_the_inserting_ports_own_connections() {
+    let mut ct = table(32);
+    for i in 0..16u16 {
+        ct.insert(1, udp(A, i, REMOTE, 53), 10).unwrap();
+        ct.insert(2, tcp(B, i, REMOTE, 80), 10).unwrap(); // SYN_SENT: unassured
+    }
+    for i in 100..400u16 {
+        let _ = ct.insert(1, udp(A, i, REMOTE, 53), 11);
+    }
+    assert_eq!(
+        (ct.owned(1), ct.owned(2)),
+        (16, 16),
+        "port 2's handshakes kept"
+    );
+    assert!(ct.stats().early_dropped > 0);
+    assert_eq!(ct.stats().reclaimed, 0);
+}
+
+/// Removal in every way keeps the per-owner counts (expiry, flush, remove).
+#[test]
+fn owner_counts_follow_removals() {
+    let mut ct = table(16);
+    let a = ct.insert(4, udp(A, 1, REMOTE, 53), 0).unwrap();
+    ct.insert(4, udp(A, 2, REMOTE, 53), 0).unwrap();
+    ct.insert(9, udp(B, 1, REMOTE, 53), 100).unwrap();
+    assert!(ct.remove(a));
+    assert_eq!((ct.owned(4), ct.owned(9)), (1, 1));
+    ct.expire(100, 16);
+    assert_eq!((ct.owned(4), ct.owned(9)), (0, 1));
+    ct.flush();
+    assert_eq!((ct.owned(4), ct.owned(9), ct.owned(60_000)), (0, 0, 0));
 }

@@ -28,7 +28,7 @@
 //!   rate_limited}_total`, `process_start_time_seconds`, `uvs_reassembly_{reassembled,timed_out,refused}_total`.
 //! - `uvs_conntrack_connections`, `uvs_conntrack_limit` (gauges), `uvs_conntrack_{inserted,
 //!   expired,evicted,table_full,clashes,ports_exhausted,early_dropped,source_limited,
-//!   collisions}_total`; `uvs_flow_conntrack_connections`;
+//!   collisions,reclaimed}_total`; `uvs_flow_conntrack_connections`;
 //!   `uvs_nat_rules`.
 //! - `uvs_worker_{iterations,busy_iterations,sleeps}_total{worker}`,
 //!   `uvs_worker_{cpu,busy}_seconds_total{worker}`, `uvs_worker_uptime_seconds{worker}`,
@@ -217,6 +217,10 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
         ),
         ("source_limited", "Connections refused: source at its limit"),
         ("collisions", "Connections refused: hash collision"),
+        (
+            "reclaimed",
+            "Connections of the port holding the most removed by a full table for a port holding fewer",
+        ),
     ] {
         b.one_counter(&format!("uvs_conntrack_{k}"), help, &ct[k]);
     }

@@ -322,6 +322,7 @@ impl Worker {
                 "early_dropped": s.early_dropped,
                 "source_limited": s.source_limited,
                 "collisions": s.collisions,
+                "reclaimed": s.reclaimed,
             },
             "flow_conntrack": flow_ct,
             "nat_rules": self.dp.nat.rules.len(),

@@ -36,7 +36,7 @@ use std::net::Ipv4Addr;
 
 use super::{Meta, nat};
 use crate::conntrack::{
-    Conntrack, CtConfig, DatagramTable, Direction, FlowKey, NatInfo, NatKind, PROTO_ICMP,
+    Conntrack, CtConfig, DatagramTable, Direction, FlowKey, NatInfo, NatKind, Owner, PROTO_ICMP,
     PROTO_TCP, PROTO_UDP, PoolId, PortAllocator,
 };
 use crate::flow::{CtAction, CtNat, ct_state};
@@ -164,11 +164,14 @@ impl FlowConntrack {
         }
     }
 
-    /// Run `a` for the frame in `m`; returns the packet's ct_state, mark and label.
+    /// Run `a` for the frame in `m`, received on port `owner` (a connection it commits is
+    /// charged to that port: see the conntrack module's max-min sharing); returns the packet's
+    /// ct_state, mark and label.
     pub(super) fn apply(
         &mut self,
         frames: &mut Frames,
         m: &Meta,
+        owner: Owner,
         a: &CtAction,
         now: u32,
     ) -> CtResult {
@@ -251,7 +254,7 @@ impl FlowConntrack {
         }
         let (id, dir) = match found {
             Some(hit) => hit,
-            None if a.commit => match zone.commit(key, a.nat.as_ref(), now) {
+            None if a.commit => match zone.commit(owner, key, a.nat.as_ref(), now) {
                 Some(id) => (id, Direction::Original),
                 // Table full or ports exhausted: the packet is new and stays untracked.
                 None => return new,
@@ -407,6 +410,7 @@ impl Zone {
     /// Create the connection for `key`, translated as `nat` says.
     fn commit(
         &mut self,
+        owner: Owner,
         key: FlowKey,
         nat: Option<&CtNat>,
         now: u32,
@@ -422,7 +426,7 @@ impl Zone {
                     PROTO_UDP => pools[1],
                     _ => pools[2],
                 };
-                self.ct.snat(key, pool, now).ok()
+                self.ct.snat(owner, key, pool, now).ok()
             }
             Some(CtNat::Dst { addr, last, port }) => {
                 let addr = &pick(
@@ -435,10 +439,10 @@ impl Zone {
                     _ => port.unwrap_or(key.dport),
                 };
                 self.ct
-                    .create_nat_conn(key, NatInfo::dnat(addr.octets(), port), now)
+                    .create_nat_conn(owner, key, NatInfo::dnat(addr.octets(), port), now)
                     .ok()
             }
-            Some(CtNat::Existing) | None => self.ct.insert(key, now).ok(),
+            Some(CtNat::Existing) | None => self.ct.insert(owner, key, now).ok(),
         }
     }
 

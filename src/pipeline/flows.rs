@@ -1354,7 +1354,7 @@ fn run_ct<T: Tracer>(
     };
     let r = env
         .conntrack
-        .apply(frames, m, a, (env.now_ms / 1000) as u32);
+        .apply(frames, m, env.port.id, a, (env.now_ms / 1000) as u32);
     stack.ext.ct_mark = r.mark;
     stack.ext.ct_label = r.label;
     stack.ext.ct_orig = r.orig;

@@ -634,25 +634,33 @@ fn ip_in(
             // Hairpin: the mapped target sits on the bridge the client came from, so its answer
             // would go straight back and bypass us: also rewrite the source to the gateway.
             Some(to) if egress == bridge => Some(match dp.nat.hairpin_pools(egress) {
-                Some(pools) => dp
-                    .nat
-                    .ct
-                    .snat_after(k, Some(to), pool_of(pools), now, reserved),
+                Some(pools) => {
+                    dp.nat
+                        .ct
+                        .snat_after(in_port, k, Some(to), pool_of(pools), now, reserved)
+                }
                 None => Err(CtError::NoSuchPool { pool: u16::MAX }),
             }),
             Some((to, to_port)) => Some(dp.nat.ct.create_nat_conn(
+                in_port,
                 k,
                 NatInfo::dnat(to, to_port),
                 now,
             )),
             None => match dp.nat.source_for(src, egress) {
-                Some(pools) => Some(dp.nat.ct.snat_after(k, None, pool_of(pools), now, reserved)),
+                Some(pools) => {
+                    Some(
+                        dp.nat
+                            .ct
+                            .snat_after(in_port, k, None, pool_of(pools), now, reserved),
+                    )
+                }
                 // Arrives untranslated, but its answers would match a source rule on the way
                 // back: track it untranslated so they are seen as replies and left alone (the
                 // first packet of a connection decides, as with Linux conntrack). Only such
                 // connections are tracked, so the table holds nothing for plain routing.
                 None if dp.nat.source_for(k.dst, bridge).is_some() => {
-                    Some(dp.nat.ct.insert(k, now))
+                    Some(dp.nat.ct.insert(in_port, k, now))
                 }
                 None => None,
             },
