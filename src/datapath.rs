@@ -438,6 +438,8 @@ pub struct Bridge {
     /// OpenFlow fail-open: the bridge has controllers, fail mode standalone and none is
     /// connected, so its flows are bypassed and it is a learning switch (NORMAL).
     pub fail_open: bool,
+    /// The second (datapath clock) of the last "FDB full" warning: at most one a second.
+    pub fdb_full_warned: u32,
 }
 
 /// Options for a new bridge.
@@ -731,6 +733,7 @@ impl Datapath {
             icc: true,
             rp_filter: Default::default(),
             fail_open: false,
+            fdb_full_warned: u32::MAX,
         };
         let slot = self.bridges.iter().position(|b| b.is_none());
         Ok(match slot {

@@ -388,6 +388,64 @@ fn a_full_fdb_takes_new_macs_from_the_port_holding_the_most() {
     assert_eq!(h.dp.bridge(b).unwrap().counters.fdb_full, 2);
 }
 
+/// A full FDB says so in the log, at most once a second per bridge (it said nothing: found
+/// trying uvs as a tenant, a MAC flood filled the table and only counters moved).
+#[test]
+fn a_full_fdb_is_logged_once_a_second() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Log::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let (mut h, b, p1, p2) = two_ports(BridgeOptions {
+        fdb_capacity: 2,
+        aging: 300,
+    });
+    let br = h.dp.bridge_mut(b).unwrap();
+    for n in [20, 21] {
+        br.fdb
+            .add_static(0, MacAddr(mac(n)).to_u64(), p2, 0)
+            .unwrap();
+    }
+    let lines = || -> Vec<String> {
+        String::from_utf8_lossy(&log.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    tracing::subscriber::with_default(subscriber, || {
+        for n in 1..=5 {
+            h.send(p1, &frame(BCAST, mac(n), n));
+        }
+        assert_eq!(lines().len(), 1, "{:?}", lines());
+        h.now += 1;
+        h.send(p1, &frame(BCAST, mac(6), 6));
+        h.send(p1, &frame(BCAST, mac(7), 7));
+    });
+    let l = lines();
+    assert_eq!(l.len(), 2, "{l:?}");
+    assert!(
+        l[0].contains("WARN")
+            && l[0].contains("bridge br0: FDB full; 02:00:00:00:00:01 not learned"),
+        "{l:?}"
+    );
+    assert!(l[1].contains("02:00:00:00:00:06"), "{l:?}");
+    assert_eq!(h.dp.bridge(b).unwrap().counters.fdb_full, 7);
+}
+
 #[test]
 fn entries_age_out_with_injected_time() {
     let (mut h, b, p1, _p2) = two_ports(BridgeOptions {

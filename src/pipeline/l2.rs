@@ -57,6 +57,31 @@ struct Learner<'a> {
     refused: u64,
 }
 
+/// A warning (at most one a second per bridge) that bridge `b`'s full FDB refused MAC `src`
+/// or made room for it by forgetting another (`replaced`): the counters say how often
+/// (`fdb_full`, `fdb_replaced`), the log says it started. Found trying uvs as a tenant: a MAC
+/// flood filled a bridge's table and nothing said so.
+#[cold]
+#[inline(never)]
+fn log_full(b: &mut crate::datapath::Bridge, now: u32, src: u64, replaced: bool) {
+    if std::mem::replace(&mut b.fdb_full_warned, now) == now {
+        return;
+    }
+    let bridge = &b.name;
+    let mac = crate::wire::MacAddr::from_u64(src);
+    if replaced {
+        tracing::warn!(
+            "bridge {bridge}: FDB full; learning {mac} forgot another MAC (a port flooding new \
+             MACs gives up its own first; see `fdb_replaced` in `uvs ctl stats`)"
+        );
+    } else {
+        tracing::warn!(
+            "bridge {bridge}: FDB full; {mac} not learned (frames to it are flooded; see \
+             `fdb_full` in `uvs ctl stats`, `set-br {bridge} fdb_capacity=N`)"
+        );
+    }
+}
+
 impl<'a> Learner<'a> {
     /// None: nothing to learn (the port does not learn, or the bridge is gone).
     #[inline(always)]
@@ -92,9 +117,13 @@ impl<'a> Learner<'a> {
             Learn::Replaced => {
                 b.counters.learned += 1;
                 b.counters.fdb_replaced += 1;
+                log_full(b, self.now, src, true);
             }
             Learn::Moved { .. } => b.counters.moves += 1,
-            Learn::Full => b.counters.fdb_full += 1,
+            Learn::Full => {
+                b.counters.fdb_full += 1;
+                log_full(b, self.now, src, false);
+            }
             Learn::Collision => b.counters.fdb_collisions += 1,
             Learn::PortLimit => self.refused += 1,
         }
