@@ -402,6 +402,10 @@ pub struct PortSpec {
     /// Police what the switch sends to this port: `KBPS[/BURST_KBIT]`. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_tx: Option<String>,
+    /// Storm control: flooded frames a second this port may send into its bridge,
+    /// `N[/BURST]` or `off` (see [`crate::pipeline::flood_limit`]). None: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood_rate: Option<String>,
     /// Rx queues pinned to worker cores (afxdp): `QUEUE:CORE[,QUEUE:CORE...]`, OVS's
     /// `pmd-rxq-affinity` (see [`crate::port::afxdp::rxq`]). None: round-robin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -514,6 +518,7 @@ impl PortSpec {
             tunnel: Default::default(),
             mac_limit: None,
             rate_rx: None,
+            flood_rate: None,
             rate_tx: None,
             rxq_affinity: None,
             hold: false,
@@ -562,6 +567,7 @@ impl PortSpec {
                 "mac_limit" => p.mac_limit = Some(num(k, v)?),
                 "rate_rx" => p.rate_rx = Some(v.to_string()),
                 "rate_tx" => p.rate_tx = Some(v.to_string()),
+                "flood_rate" => p.flood_rate = Some(v.to_string()),
                 "rxq_affinity" => p.rxq_affinity = Some(v.to_string()).filter(|v| !v.is_empty()),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
@@ -569,7 +575,7 @@ impl PortSpec {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -637,6 +643,14 @@ impl PortSpec {
         ))
     }
 
+    /// The port's flood budget (`flood_rate`, else the default).
+    pub fn flood_limit(&self) -> Result<crate::pipeline::flood_limit::FloodLimit, String> {
+        self.flood_rate.as_deref().map_or(
+            Ok(Default::default()),
+            crate::pipeline::flood_limit::FloodLimit::parse,
+        )
+    }
+
     /// Check the values.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name, "port")?;
@@ -658,6 +672,8 @@ impl PortSpec {
             ));
         }
         self.shapers()
+            .map_err(|e| format!("port '{}': {e}", self.name))?;
+        self.flood_limit()
             .map_err(|e| format!("port '{}': {e}", self.name))?;
         if let Some(a) = &self.rxq_affinity {
             if a.trim().is_empty() {
@@ -690,7 +706,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, rxq_affinity; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));

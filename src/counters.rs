@@ -81,6 +81,7 @@ drop_reasons! {
     PortHeld => "port-held", "toward a port added by a reload or a pending port's retry while its bridge's flow table was being installed (milliseconds)";
     FragReassembly => "frag-reassembly", "fragment of a datagram to the switch itself (VXLAN) that could not be put back together: overlapping, more than 8 fragments, larger than a pool frame, or the pool empty (incomplete ones are dropped after 1 s, counted in stats' reassembly)";
     NatFragment => "nat-fragment", "IPv4 fragment after the first of a datagram a source NAT rule would translate, whose first fragment was not seen (not reassembled): dropped rather than sent with its untranslated source address";
+    FloodLimit => "flood-limit", "flooded frame (broadcast, multicast, unknown unicast) from a port beyond its flood_rate (storm control; default 10,000 a second)";
     NatUntranslatable => "nat-untranslatable", "packet a source NAT rule would translate that uvs cannot track (a protocol other than TCP, UDP and ICMP, a header cut short, an ICMP error about no tracked connection): dropped rather than sent with its untranslated source address";
 }
 

@@ -308,6 +308,8 @@ pub struct PortState {
     pub tunnel: Option<Box<crate::vxlan::Tunnel>>,
     /// Shaper of the frames received from this port (`rate_rx=`).
     pub rate_rx: Option<crate::pipeline::ratelimit::Shaper>,
+    /// Budget of the frames NORMAL floods from this port (`flood_rate=`; storm control).
+    pub flood: crate::pipeline::flood_limit::FloodLimit,
     /// Shaper of the frames sent to this port (`rate_tx=`).
     pub rate_tx: Option<crate::pipeline::ratelimit::Shaper>,
     /// Counters.
@@ -337,6 +339,7 @@ impl PortState {
             mac_limit: u32::MAX,
             rate_rx: None,
             rate_tx: None,
+            flood: Default::default(),
             tunnel: None,
             counters: PortCounters::default(),
             ofport: 0,

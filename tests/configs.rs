@@ -102,3 +102,30 @@ fn bad_config_is_refused_at_start() {
     assert!(err.contains("bad.toml") && err.contains("vlan"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `flood_rate` in a config file: taken as `add-port` takes it, a bad value refused naming
+/// the port and the field.
+#[test]
+fn flood_rate_is_checked_in_config_files() {
+    let cfg = |v: &str| {
+        format!(
+            "[[bridge]]\nname = \"b\"\n[[bridge.port]]\nname = \"t\"\ntype = \"tap\"\nflood_rate = \"{v}\"\n"
+        )
+    };
+    let c = Config::parse(&cfg("500/50")).unwrap();
+    let p = &c.bridge[0].port[0];
+    assert_eq!(p.flood_limit().unwrap().describe(), "500/50");
+    assert_eq!(
+        uvs::config::PortSpec::from_args("t", &["type=tap".into(), "flood_rate=off".into()])
+            .unwrap()
+            .flood_limit()
+            .unwrap()
+            .describe(),
+        "off"
+    );
+    let e = Config::parse(&cfg("lots")).unwrap_err();
+    assert!(
+        e.contains("port 't'") && e.contains("flood_rate: 'lots'"),
+        "{e}"
+    );
+}

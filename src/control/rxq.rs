@@ -55,9 +55,9 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-port",
-        "set-port PORT [vlan=N|none] [trunks=N,M|all] [vlan_mode=MODE] [mac_limit=N|none] | rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
+        "set-port PORT [vlan=N|none] [trunks=N,M|all] [vlan_mode=MODE] [mac_limit=N|none] [flood_rate=N[/BURST]|off|default] | rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
         2,
-        5,
+        6,
         move |a| {
             let affinity = match a[1].split_once('=') {
                 Some(("rxq_affinity", v)) if a.len() == 2 => Some(v.to_string()),
@@ -67,7 +67,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
                     ));
                 }
                 _ => {
-                    // VLAN configuration and MAC limit, changed in place.
+                    // VLAN configuration, MAC limit and flood budget, changed in place.
                     let options = crate::worker::PortOptions::parse(&a[1..])
                         .map_err(CtlError::new)?;
                     let v = w

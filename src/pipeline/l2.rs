@@ -195,6 +195,7 @@ pub(super) fn forward(
     // Frames to the gateway's MAC go to the router (u64::MAX never matches a 48-bit MAC).
     let gw_mac = b.gateway.map_or(u64::MAX, |g| g.mac.to_u64());
     let mut icc_denied = 0u64;
+    let mut flood_limited = 0u64;
     if b.icc {
         // One-entry cache of the last (VLAN, destination) of this burst and the decision for
         // it (the FDB does not change during a burst; its frames mostly share a destination).
@@ -225,6 +226,18 @@ pub(super) fn forward(
                 last = (key, dest);
             }
             m.dest = last.1;
+            if matches!(m.dest, Dest::Flood)
+                && !dp
+                    .ports
+                    .get_mut(in_port as usize)
+                    .and_then(Option::as_mut)
+                    .is_none_or(|p| p.flood.take(dp.now_ms))
+            {
+                // Storm control: over the port's flood budget (see `flood_limit`).
+                frames.free(m.desc.addr);
+                m.dest = Dest::Pending;
+                flood_limited += 1;
+            }
         }
     } else {
         for m in meta.iter_mut() {
@@ -242,9 +255,10 @@ pub(super) fn forward(
             };
         }
     }
-    if icc_denied != 0
+    if icc_denied | flood_limited != 0
         && let Some(p) = dp.port_mut(in_port)
     {
         p.counters.drops[DropReason::IccDenied as usize] += icc_denied;
+        p.counters.drops[DropReason::FloodLimit as usize] += flood_limited;
     }
 }

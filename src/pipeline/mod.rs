@@ -11,6 +11,7 @@
 mod coalesce;
 mod csum;
 pub mod ct;
+pub mod flood_limit;
 pub mod flows;
 mod fragment;
 mod gateway_input;

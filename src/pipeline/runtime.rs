@@ -177,7 +177,7 @@ pub fn node_of(r: DropReason) -> Node {
             Node::EthernetInput
         }
         FlowDrop => Node::Flows,
-        SamePort | IccDenied | LinkLocal => Node::L2Fwd,
+        SamePort | IccDenied | LinkLocal | FloodLimit => Node::L2Fwd,
         VxlanBadFlags | VxlanUnknownVni | VxlanUnknownVtep | VxlanTruncated | VxlanNested => {
             Node::Vxlan4Input
         }

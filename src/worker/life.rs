@@ -368,7 +368,7 @@ impl Worker {
         let job = super::open::Job::Open {
             id,
             seq,
-            spec,
+            spec: Box::new(spec),
             umem,
         };
         if self.jobs.send(job).is_err() {

@@ -76,8 +76,8 @@ pub(crate) enum Job {
         id: u16,
         /// The attempt.
         seq: u64,
-        /// Its configuration.
-        spec: PortSpec,
+        /// Its configuration (boxed: the job channel carries small messages).
+        spec: Box<PortSpec>,
         /// A socket owning the UMEM (None: register the region).
         umem: Option<OwnedFd>,
     },

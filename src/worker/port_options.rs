@@ -1,5 +1,5 @@
-//! `set-port PORT vlan=.. trunks=.. vlan_mode=.. mac_limit=..`: a port's VLAN configuration and
-//! MAC limit changed in place (OVS's `ovs-vsctl set port P tag=20`), without closing it.
+//! `set-port PORT vlan=.. trunks=.. vlan_mode=.. mac_limit=.. flood_rate=..`: a port's VLAN
+//! configuration, MAC limit and flood budget changed in place (OVS's `ovs-vsctl set port P tag=20`), without closing it.
 //!
 //! Contract:
 //! - Each given field replaces the port's (`none` clears `vlan`/`mac_limit`, `all` clears
@@ -7,7 +7,8 @@
 //!   `add-port` checks it and changes nothing on an error, which names the field.
 //! - A new VLAN configuration takes effect from the next burst; the MACs learned on the port
 //!   are forgotten (they were keyed by the old VLANs) and learned again from its traffic;
-//!   static entries stay. A new `mac_limit` applies to MACs learned from then on.
+//!   static entries stay. A new `mac_limit` applies to MACs learned from then on; a new
+//!   `flood_rate` (`default`: back to the default) keeps the tokens the port has left.
 //! - The port keeps its id, OpenFlow number, flows and counters; the change is the port's
 //!   configuration (`save-config`, `--db`). Every worker applies it (see `set`).
 
@@ -27,6 +28,8 @@ pub struct PortOptions {
     pub vlan_mode: Option<Option<String>>,
     /// `mac_limit=N|none`.
     pub mac_limit: Option<Option<u32>>,
+    /// `flood_rate=N[/BURST]|off|default`.
+    pub flood_rate: Option<Option<String>>,
 }
 
 impl PortOptions {
@@ -72,9 +75,18 @@ impl PortOptions {
                         _ => Some(num("mac_limit", v)?),
                     })
                 }
+                "flood_rate" => {
+                    o.flood_rate = Some(match v {
+                        "default" | "" => None,
+                        _ => {
+                            crate::pipeline::flood_limit::FloodLimit::parse(v)?;
+                            Some(v.to_string())
+                        }
+                    })
+                }
                 _ => {
                     return Err(format!(
-                        "'{k}': set-port takes vlan, trunks, vlan_mode, mac_limit and rxq_affinity"
+                        "'{k}': set-port takes vlan, trunks, vlan_mode, mac_limit, flood_rate and rxq_affinity"
                     ));
                 }
             }
@@ -104,6 +116,9 @@ impl PortOptions {
         if let Some(l) = self.mac_limit {
             s.mac_limit = l;
         }
+        if let Some(f) = &self.flood_rate {
+            s.flood_rate = f.clone();
+        }
         s
     }
 }
@@ -130,7 +145,8 @@ impl Worker {
         let vlan_changed = p.vlan != mode;
         p.vlan = mode;
         p.mac_limit = spec.mac_limit.unwrap_or(u32::MAX);
-        let (bridge, describe) = (p.bridge, p.vlan.describe());
+        p.flood = spec.flood_limit()?.keeping(&p.flood);
+        let (bridge, describe, p_flood) = (p.bridge, p.vlan.describe(), p.flood.describe());
         let mut forgotten = 0;
         if vlan_changed && let Some(b) = self.dp.bridge_mut(bridge) {
             forgotten = b.fdb.flush_learned(Some(id));
@@ -143,6 +159,7 @@ impl Worker {
             "port": port,
             "vlan": describe,
             "mac_limit": spec.mac_limit,
+            "flood_rate": p_flood,
             "forgotten": forgotten,
         }))
     }
@@ -174,7 +191,13 @@ mod tests {
 
     #[test]
     fn parse_names_the_field() {
-        let o = PortOptions::parse(&args(&["vlan=20", "trunks=all", "mac_limit=none"])).unwrap();
+        let o = PortOptions::parse(&args(&[
+            "vlan=20",
+            "trunks=all",
+            "mac_limit=none",
+            "flood_rate=500/50",
+        ]))
+        .unwrap();
         assert_eq!(
             o,
             PortOptions {
@@ -182,10 +205,14 @@ mod tests {
                 trunks: Some(None),
                 vlan_mode: None,
                 mac_limit: Some(None),
+                flood_rate: Some(Some("500/50".into())),
             }
         );
+        let o = PortOptions::parse(&args(&["flood_rate=default"])).unwrap();
+        assert_eq!(o.flood_rate, Some(None));
         for (a, want) in [
             ("vlan=x", "vlan: 'x'"),
+            ("flood_rate=lots", "flood_rate: 'lots'"),
             ("trunks=1,y", "trunks: 'y'"),
             ("mac_limit=-1", "mac_limit: '-1'"),
             ("colour=red", "'colour'"),

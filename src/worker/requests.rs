@@ -930,6 +930,10 @@ impl Worker {
         ofport: u16,
     ) -> Result<(), String> {
         let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
+        let flood = match &spec {
+            Some(s) => s.flood_limit()?,
+            None => Default::default(),
+        };
         let (mut rate_rx, mut rate_tx) = match &spec {
             Some(s) => s.shapers()?,
             None => (None, None),
@@ -947,6 +951,7 @@ impl Worker {
             mac_limit,
             rate_rx,
             rate_tx,
+            flood,
             ..PortState::new(&name, port.kind(), bridge, vlan, port.mtu())
         };
         let mut port = Some(port);
@@ -1049,10 +1054,13 @@ impl Worker {
                             s.as_ref().map(|s| s.text())
                         };
                         let (rx, tx) = (rate(&st.rate_rx), rate(&st.rate_tx));
-                        let limits: String = [("rate_rx", &rx), ("rate_tx", &tx)]
-                            .iter()
-                            .filter_map(|(k, v)| Some(format!(" {k}={}", v.as_ref()?)))
-                            .collect();
+                        // The flood budget when it is not the default.
+                        let flood = (!st.flood.is_default()).then(|| st.flood.describe());
+                        let limits: String =
+                            [("rate_rx", &rx), ("rate_tx", &tx), ("flood_rate", &flood)]
+                                .iter()
+                                .filter_map(|(k, v)| Some(format!(" {k}={}", v.as_ref()?)))
+                                .collect();
                         Some(json!({
                             "name": st.name,
                             "id": p,
@@ -1065,6 +1073,7 @@ impl Worker {
                             "frames": held,
                             "rate_rx": rx,
                             "rate_tx": tx,
+                            "flood_rate": st.flood.describe(),
                             "details": format!("state={state}{why} frames={held} {details}{limits}"),
                         }))
                     })
