@@ -725,12 +725,17 @@ fn conntrack_exhaustion_and_spoofing_spare_the_victims() {
     let sent = a.join().unwrap();
     let s = d.json(&["stats"]);
     let limited = drops_of(&s, &n("pa"), "ct-source-limit");
-    println!("conntrack flood: {sent} new flows; ct-source-limit drops {limited}");
+    let held = d.json(&["ct-show"])["count"].as_u64().unwrap();
+    println!(
+        "conntrack flood: {sent} new flows; {held} connections held, ct-source-limit drops \
+         {limited}"
+    );
     check("conntrack flood", v, 1000.0);
     tcp.check("conntrack flood");
-    if sent > 20_000 {
-        assert!(limited > 0, "the per-source limit stopped the attacker");
-    }
+    // The attacker's unanswered flows replace each other within its per-source share (16,384,
+    // split between workers): the table never holds more of them than that (the victims' own
+    // connections are the slack).
+    assert!(held <= 16_384 + 100, "{held} connections held");
     // ct-show of the whole table while the victims ping: paged, the worker never stalls.
     let v = start_routed_victims(&n, 2);
     let t0 = Instant::now();

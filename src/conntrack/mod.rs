@@ -14,7 +14,13 @@
 //!   `MAX_PROBE` of its home fails with [`CtError::Collision`]).
 //! - At most [`CtConfig::per_source`] connections per original source address (Linux's
 //!   connlimit): one container cannot take the table or a peer's NAT ports
-//!   ([`CtError::SourceLimit`]). Counted per source in a map sized at construction.
+//!   ([`CtError::SourceLimit`]). Counted per source in a map sized at construction. A source
+//!   at its limit makes room from its own connections as a full table does (one of its expired
+//!   ones, else its least recently seen unassured one, such as a closed TCP connection in
+//!   TIME_WAIT, looked for among [`RECLAIM_SCAN`] slots): only a source whose connections are
+//!   all live and assured is refused. (A container closing 700 short connections a second
+//!   filled its share with TIME_WAIT entries in 23 s and was then refused everything, ping
+//!   included, for up to two minutes: found in a soak test.)
 //! - Every connection is charged to an [`Owner`] (the caller passes the port its first packet
 //!   came in on) and the table counts connections per owner. A full table makes room for a new
 //!   connection by max-min sharing between owners: when an owner holds at least two more
@@ -131,8 +137,9 @@ pub enum CtError {
         /// The requested limit.
         limit: usize,
     },
-    /// The source address holds its [`CtConfig::per_source`] connections.
-    #[error("{}.{}.{}.{} holds its {limit} connections", src[0], src[1], src[2], src[3])]
+    /// The source address holds its [`CtConfig::per_source`] connections, none of which could
+    /// make room (expired or unassured).
+    #[error("{}.{}.{}.{} holds its {limit} connections, all live and assured (the per-source limit; with several workers, this worker's share of it)", src[0], src[1], src[2], src[3])]
     SourceLimit {
         /// The source address.
         src: [u8; 4],

@@ -627,7 +627,8 @@ impl Conntrack {
             self.stats.clashes += 1;
             return Err(CtError::Exists { key: *orig });
         }
-        if self.source_count(orig.src) >= self.per_source {
+        if self.source_count(orig.src) >= self.per_source && !self.evict_from_source(orig.src, now)
+        {
             self.stats.source_limited += 1;
             return Err(CtError::SourceLimit {
                 src: orig.src,
@@ -705,6 +706,44 @@ impl Conntrack {
         } else {
             self.stats.early_dropped += 1;
         }
+        true
+    }
+
+    /// Make room for source `src` at its per-source limit from its own connections: the first
+    /// expired one found, else the least recently seen unassured one among the first
+    /// [`EVICT_SCAN`] of its connections found within [`RECLAIM_SCAN`] slots of the cursor.
+    #[cold]
+    fn evict_from_source(&mut self, src: [u8; 4], now: u32) -> bool {
+        let n = self.conns.len();
+        let mut best: Option<(usize, u32)> = None;
+        let mut seen = 0;
+        for _ in 0..RECLAIM_SCAN.min(n) {
+            let i = self.cursor % n;
+            self.cursor = (i + 1) % n;
+            let Some(c) = &self.conns[i] else {
+                continue;
+            };
+            if c.orig.src != src {
+                continue;
+            }
+            if self.expired(c, now) {
+                self.remove(ConnId(i as u32));
+                self.stats.evicted += 1;
+                return true;
+            }
+            if c.state.unassured() && best.is_none_or(|(_, t)| c.last_seen < t) {
+                best = Some((i, c.last_seen));
+            }
+            seen += 1;
+            if seen == EVICT_SCAN {
+                break;
+            }
+        }
+        let Some((i, _)) = best else {
+            return false;
+        };
+        self.remove(ConnId(i as u32));
+        self.stats.early_dropped += 1;
         true
     }
 
