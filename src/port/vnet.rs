@@ -32,13 +32,28 @@ const GSO_TCPV6: u8 = 4;
 const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
+/// The smallest segment size a received super-frame may ask for when it has more than one
+/// segment to give: 512, the TCP payload of Linux's smallest path MTU (`min_pmtu`, 552).
+/// Below it a sender is not describing a path but asking the switch to multiply its frames
+/// (a container's 20 KB super-frame with `gso_size` 1 became 20,000 one-byte segments and
+/// slowed every tenant a hundredfold: found trying uvs as a hostile tenant), so it is refused
+/// (`rx_bad_vnet`), as are the other headers uvs cannot honour.
+pub const MIN_GSO_SIZE: u16 = 512;
+
+/// True unless `h` asks for segments under [`MIN_GSO_SIZE`] and frame `data` holds more than
+/// one of them (its L4 bytes from `csum_start`, the TCP header's 60 bytes at most aside).
+fn segments_sane(h: &virtio_net_hdr, data: &[u8]) -> bool {
+    h.gso_size >= MIN_GSO_SIZE || data.len() <= h.csum_start as usize + 60 + h.gso_size as usize
+}
+
 impl virtio_net_hdr {
     /// The segment size of a UDP-tunnel TCP super-frame `data` this header describes (the
     /// kernel describes one by its inner TCP alone: a TCP GSO type and `csum_start` at the TCP
     /// header behind the VXLAN header); None for any other frame.
     pub(super) fn tunnel_mss(&self, data: &[u8]) -> Option<u16> {
         let tcp = matches!(self.gso_type & !GSO_ECN, GSO_TCPV4 | GSO_TCPV6);
-        if !tcp || self.gso_size == 0 || self.flags & NEEDS_CSUM == 0 {
+        if !tcp || self.gso_size == 0 || self.flags & NEEDS_CSUM == 0 || !segments_sane(self, data)
+        {
             return None;
         }
         // Behind Ethernet, IPv4, UDP, VXLAN and an inner Ethernet and IPv4 header, a tunnel's
@@ -127,6 +142,9 @@ pub(super) fn offload_of(h: &virtio_net_hdr, data: &mut [u8]) -> Option<Offload>
         GSO_UDP_L4 if crate::pipeline::is_udp4(data) => Some(GsoType::Udp4),
         _ => return None,
     };
+    if gso.is_some() && !segments_sane(h, data) {
+        return None;
+    }
     if h.flags & NEEDS_CSUM == 0 {
         return if gso.is_some() {
             None
@@ -237,6 +255,34 @@ mod tests {
         let mut g = f.clone();
         g[12..14].copy_from_slice(&[0x86, 0xdd]);
         assert_eq!(offload_of(&h, &mut g), None);
+    }
+
+    /// A super-frame asking for segments under 512 bytes is refused when it holds more than
+    /// one (a container's 20 KB super-frame with gso_size 1 became 20,000 segments: found
+    /// trying uvs as a hostile tenant); 512 (Linux's smallest path MTU) and a small frame that
+    /// needs no cutting are taken.
+    #[test]
+    fn tiny_segment_sizes_are_refused() {
+        let f = tcp4(20_000, 0);
+        for (gso_size, taken) in [
+            (1, false),
+            (88, false),
+            (511, false),
+            (512, true),
+            (1448, true),
+        ] {
+            let h = virtio_net_hdr::for_frame(&f, Offload::gso(GsoType::Tcp4, gso_size));
+            let mut g = f.clone();
+            assert_eq!(
+                offload_of(&h, &mut g).is_some(),
+                taken,
+                "gso_size {gso_size}"
+            );
+        }
+        // One segment's worth: nothing to multiply.
+        let small = tcp4(100, 0);
+        let h = virtio_net_hdr::for_frame(&small, Offload::gso(GsoType::Tcp4, 100));
+        assert!(offload_of(&h, &mut small.clone()).is_some());
     }
 
     #[test]
