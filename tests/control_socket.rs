@@ -419,6 +419,7 @@ fn slow_requests_cannot_lock_others_out() {
         idle_timeout: Duration::from_secs(30),
         max_connections: 4,
         max_per_uid: 4,
+        ..Default::default()
     };
     let (_dir, server) = start_limited("slowloris", limits);
     let t0 = std::time::Instant::now();
@@ -532,4 +533,117 @@ fn long_names_in_errors_are_capped() {
         "{} bytes",
         err.len()
     );
+}
+
+/// A registry whose `big` reply is `BIG_REPLY` bytes of text: far more than a unix socket
+/// buffers, so a client that never reads it leaves the server blocked writing.
+const BIG_REPLY: usize = 4 << 20;
+
+fn big_registry() -> Arc<Registry> {
+    let mut r = Registry::new();
+    r.register("echo", "echo A [B]", 1, 2, |args| {
+        Ok(Reply::new(args.join(" "), json!(args)))
+    });
+    r.register("big", "big", 0, 0, |_| {
+        Ok(Reply::new("x".repeat(BIG_REPLY), Value::Null))
+    });
+    Arc::new(r)
+}
+
+/// Sends `big` and reads nothing.
+fn unread_big(path: &Path) -> UnixStream {
+    let mut s = UnixStream::connect(path).unwrap();
+    s.write_all(br#"{"method":"big","params":[],"id":1}"#)
+        .unwrap();
+    s
+}
+
+/// Reads `stream` to its end (or for `within`): the bytes and whether the server closed it.
+fn drain(stream: &UnixStream, within: Duration) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(k) => out.extend_from_slice(&buf[..k]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (out, false);
+            }
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+/// Clients that send a request with a large reply and never read it do not lock the others
+/// out: a connection blocked writing its reply is evicted like an idle one (without a `BUSY`
+/// line in the middle of its reply: its request ran). Found trying uvs as a hostile client:
+/// 32 `dump-flows` nobody read counted as running commands and refused every `uvs ctl`.
+#[test]
+fn unread_replies_are_evicted_to_admit_others() {
+    let limits = control::server::Limits {
+        max_connections: 2,
+        max_per_uid: 2,
+        reply_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let dir = TempDir::new("unread");
+    let server = control::server::serve_with(&dir.sock(), big_registry(), 0o600, limits).unwrap();
+    let a = unread_big(server.path());
+    std::thread::sleep(Duration::from_millis(20));
+    let b = unread_big(server.path());
+    std::thread::sleep(Duration::from_millis(300));
+    // Refused connections are retried by the client; 8 s is far below the 60 s deadlines.
+    let reply = control::call_with_timeout(
+        server.path(),
+        "echo",
+        &args(&["got", "in"]),
+        Duration::from_secs(8),
+    )
+    .unwrap();
+    assert_eq!(reply.text, "got in");
+    // The one blocked longest (a) was closed: its reply is cut short, with nothing added.
+    let (bytes, closed) = drain(&a, Duration::from_secs(2));
+    assert!(closed, "the longest-blocked writer was closed");
+    assert!(bytes.len() < BIG_REPLY, "{} bytes", bytes.len());
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("busy"),
+        "no BUSY inside a reply whose request ran"
+    );
+    drop(b);
+}
+
+/// A reply nobody reads is given up at the reply deadline, as a request that never arrives is:
+/// the connection closes and the rendered reply is freed.
+#[test]
+fn unread_reply_is_given_up_at_its_deadline() {
+    let limits = control::server::Limits {
+        reply_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let dir = TempDir::new("unread-deadline");
+    let server = control::server::serve_with(&dir.sock(), big_registry(), 0o600, limits).unwrap();
+    let s = unread_big(server.path());
+    // Well past the deadline (and the reaper's 250 ms tick), read what was sent: the reply is
+    // cut short and the connection closed (before: the server waited on it 60 s per write).
+    std::thread::sleep(Duration::from_secs(3));
+    let (bytes, closed) = drain(&s, Duration::from_secs(2));
+    assert!(closed, "closed at the reply deadline");
+    assert!(
+        bytes.len() < BIG_REPLY,
+        "{} bytes: the whole reply",
+        bytes.len()
+    );
+    // Its thread ends (and frees the reply) once its write fails.
+    let t0 = std::time::Instant::now();
+    while server.connections() > 0 && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.connections(), 0);
+    assert_serves(server.path());
 }

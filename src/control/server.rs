@@ -7,14 +7,18 @@
 //! Limits (see [`Limits`]; a client cannot hold the socket against the others):
 //! - a request is at most [`MAX_REQUEST_BYTES`] and must arrive whole within
 //!   `request_timeout` of its first byte (a byte every few seconds does not keep it alive);
-//!   a connection idle between requests for `idle_timeout` is closed;
+//!   a connection idle between requests for `idle_timeout` is closed; a reply must be written
+//!   whole within `reply_timeout` of its first byte (a client that does not read its reply is
+//!   cut off and the reply freed, as a request that never arrives is);
 //! - at most `max_connections` connections, at most `max_per_uid` of them from one user
 //!   (`SO_PEERCRED`); when either is reached, a new connection evicts the one of that user
-//!   (or of anyone) that has waited longest without a command running, so a new client always
-//!   gets in unless every connection is running a command; the evicted client is answered
+//!   (or of anyone) that has waited longest without a command running (idle, reading a
+//!   request, or blocked writing a reply), so a new client always gets in unless every
+//!   connection is running a command; an evicted client that was idle or sending is answered
 //!   [`BUSY`] and its request never runs (an eviction and the start of a request are ordered
 //!   under the connections' lock), so `client::call` sends it again after a pause, as it does
-//!   when a connection is refused;
+//!   when a connection is refused; one evicted while its reply was being written just sees the
+//!   reply cut short (its command ran: nothing tells it to send it again);
 //! - a reaper thread checks the deadlines four times a second and shuts overdue connections.
 
 use std::cell::Cell;
@@ -38,7 +42,7 @@ use super::registry::Registry;
 /// The largest request accepted, in bytes; a larger one gets an error and the connection closes.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-/// A connection that sends nothing for this long is closed (also bounds a blocked reply write).
+/// A connection that sends nothing for this long between requests is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections served at once (see [`Limits`]).
@@ -49,6 +53,9 @@ pub const MAX_CONNECTIONS_PER_UID: usize = 32;
 
 /// A request must arrive whole within this time of its first byte.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reply must be written whole within this time (a client that does not read it is cut).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the reaper looks for overdue connections.
 const REAP_EVERY: Duration = Duration::from_millis(250);
@@ -64,6 +71,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one peer uid may hold at once.
     pub max_per_uid: usize,
+    /// A reply must be written whole within this time of its first byte.
+    pub reply_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +82,7 @@ impl Default for Limits {
             idle_timeout: IDLE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
             max_per_uid: MAX_CONNECTIONS_PER_UID,
+            reply_timeout: REPLY_TIMEOUT,
         }
     }
 }
@@ -98,8 +108,11 @@ pub enum Phase {
     Idle(Instant),
     /// Reading a request whose first byte came at the instant.
     Reading(Instant),
-    /// Running a command or writing its reply (never evicted; the write timeout bounds it).
+    /// Running a command (never evicted).
     Running,
+    /// Writing a reply since the instant (evicted like an idle connection; cut at
+    /// `reply_timeout`).
+    Writing(Instant),
 }
 
 /// How a connection ended (returned by [`handle_connection`], mostly for tests).
@@ -226,6 +239,10 @@ pub fn handle_connection_tracked<R: Read, W: Write>(
                 Some(ConnectionEnd::Malformed),
             ),
         };
+        // The reply may block on a client that does not read: it is evictable from now on.
+        if !track(Phase::Writing(Instant::now())) {
+            return ConnectionEnd::Io(io::Error::other("closed before its reply could be written"));
+        }
         if let Err(e) = writer
             .write_all(&response.to_line())
             .and_then(|()| writer.flush())
@@ -505,7 +522,8 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
 fn start_connection(stream: UnixStream, shared: &Arc<Shared>) {
     let limits = shared.limits;
     let _ = stream.set_read_timeout(Some(limits.idle_timeout));
-    let _ = stream.set_write_timeout(Some(limits.idle_timeout));
+    // The reaper cuts a reply at `reply_timeout` in all; no one write blocks longer either.
+    let _ = stream.set_write_timeout(Some(limits.reply_timeout));
     let cred = super::sys::peer_cred(&stream);
     let uid = cred.as_ref().ok().map(|c| c.uid);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -581,7 +599,7 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
         .iter_mut()
         .filter(|(_, c)| !c.closing && (!same_user || c.uid == uid))
         .filter_map(|(_, c)| match c.phase {
-            Phase::Idle(t) | Phase::Reading(t) => Some((t, c)),
+            Phase::Idle(t) | Phase::Reading(t) | Phase::Writing(t) => Some((t, c)),
             Phase::Running => None,
         })
         .min_by_key(|(t, _)| *t);
@@ -593,9 +611,14 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
                 c.uid
             );
             c.closing = true;
-            // Its request (if one came) has not run and will not: the client may retry.
-            let _ = c.stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = (&c.stream).write_all(&Response::err(Value::Null, BUSY.to_string()).to_line());
+            // Its request (if one came) has not run and will not: the client may retry. A
+            // reply being written is only cut (its request ran; BUSY inside it would be
+            // garbage, and would have the client run the command again).
+            if !matches!(c.phase, Phase::Writing(_)) {
+                let _ = c.stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ =
+                    (&c.stream).write_all(&Response::err(Value::Null, BUSY.to_string()).to_line());
+            }
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
             Ok(())
         }
@@ -610,30 +633,28 @@ fn admit(conns: &mut HashMap<u64, Conn>, uid: Option<u32>, limits: &Limits) -> R
     }
 }
 
-/// Shuts connections whose request is overdue or that idled too long, until the server stops.
+/// Shuts connections whose request or reply is overdue or that idled too long, until the
+/// server stops (the shutdown wakes a thread blocked writing: its write fails, it ends and
+/// frees the reply).
 fn reap_loop(shared: &Shared) {
     while !shared.stop.load(Ordering::SeqCst) {
         thread::sleep(REAP_EVERY);
         let limits = shared.limits;
         for c in shared.conns().values_mut().filter(|c| !c.closing) {
-            let overdue = match c.phase {
-                Phase::Reading(t) => t.elapsed() > limits.request_timeout,
-                Phase::Idle(t) => t.elapsed() > limits.idle_timeout,
-                Phase::Running => false,
+            let why = match c.phase {
+                Phase::Reading(t) if t.elapsed() > limits.request_timeout => {
+                    "request not complete in time"
+                }
+                Phase::Idle(t) if t.elapsed() > limits.idle_timeout => "idle",
+                Phase::Writing(t) if t.elapsed() > limits.reply_timeout => "reply not read in time",
+                _ => continue,
             };
-            if overdue {
-                tracing::debug!(
-                    "control socket: closing a connection (uid {:?}): {}",
-                    c.uid,
-                    if matches!(c.phase, Phase::Reading(_)) {
-                        "request not complete in time"
-                    } else {
-                        "idle"
-                    }
-                );
-                c.closing = true;
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
-            }
+            tracing::debug!(
+                "control socket: closing a connection (uid {:?}): {why}",
+                c.uid
+            );
+            c.closing = true;
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
     }
 }
