@@ -1,10 +1,14 @@
 //! Real `ovs-ofctl` (Debian's 3.1) against uvs's per-bridge OpenFlow socket, OpenFlow 1.0 with
 //! Nicira extensions (its default) and `-O OpenFlow13`. No root: the switch runs in-process with
-//! in-memory ports; skipped when `ovs-ofctl` is not installed.
+//! in-memory ports; skipped when `ovs-ofctl` is not installed. Also raw clients that try to hold
+//! the socket (silent, trickling, never sending HELLO), which need no `ovs-ofctl`.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::openflow::{Switch, have_ofctl, ofctl, ofctl_ok as ok, ofctl_ok_in, wait_for};
 use uvs::flow::{Flow, parse_flow};
@@ -1057,4 +1061,176 @@ fn ctl_out_port_filter_as_ovs_ofctl() {
     assert_eq!(prios(""), ["priority=0", "priority=7"]);
     s.ok(&["del-flows", "br0", "--strict", "priority=7,tcp,out_port=3"]);
     assert_eq!(prios(""), ["priority=0"]);
+}
+
+/// An OpenFlow 1.3 HELLO (or, with another type, a bare 8-byte message) with `xid`.
+fn msg(typ: u8, xid: u32) -> Vec<u8> {
+    let mut m = vec![4, typ, 0, 8];
+    m.extend_from_slice(&xid.to_be_bytes());
+    m
+}
+
+const HELLO: u8 = 0;
+const ECHO_REQUEST: u8 = 2;
+const ECHO_REPLY: u8 = 3;
+
+/// The next message on `s` (None: closed, or nothing within `within`).
+fn next_msg(s: &UnixStream, within: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut m = vec![0u8; 8];
+    (&*s).read_exact(&mut m).ok()?;
+    let len = usize::from(u16::from_be_bytes([m[2], m[3]])).max(8);
+    m.resize(len, 0);
+    (&*s).read_exact(&mut m[8..]).ok()?;
+    Some(m)
+}
+
+/// Whether the switch closed `s` within `within` (messages before the end are read and
+/// dropped).
+fn closed_within(s: &UnixStream, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        match (&*s).read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A new client gets a session: our HELLO, its HELLO, an echo answered.
+fn served(path: &Path) -> Result<(), String> {
+    let s = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
+    let hello = next_msg(&s, Duration::from_secs(5)).ok_or("no HELLO: refused")?;
+    assert_eq!(hello[1], HELLO);
+    let mut w = &s;
+    w.write_all(&msg(HELLO, 1)).map_err(|e| format!("{e}"))?;
+    w.write_all(&msg(ECHO_REQUEST, 7))
+        .map_err(|e| format!("{e}"))?;
+    let reply = next_msg(&s, Duration::from_secs(5)).ok_or("no ECHO_REPLY")?;
+    assert_eq!(
+        (reply[1], &reply[4..8]),
+        (ECHO_REPLY, &7u32.to_be_bytes()[..])
+    );
+    Ok(())
+}
+
+/// A bridge's socket full of connections that send nothing, a partial header, or a HELLO and
+/// then nothing still admits a new client (and `ovs-ofctl show`): the connection waiting
+/// longest for its HELLO makes room. Found trying uvs as a hostile client: 64 silent
+/// connections refused every other client for as long as they stayed.
+#[test]
+fn silent_connections_do_not_lock_a_bridge_out() {
+    let s = Switch::with_br0("oflock");
+    let max = uvs::openflow::listener::MAX_CONNS;
+    let held: Vec<UnixStream> = (0..max)
+        .map(|i| {
+            let c = UnixStream::connect(s.sock()).unwrap();
+            match i % 3 {
+                0 => {}
+                // A header announcing 1,000 bytes, then 10 of them.
+                1 => (&c)
+                    .write_all(&[1, 0, 0x03, 0xe8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .unwrap(),
+                _ => (&c).write_all(&msg(HELLO, 1)).unwrap(),
+            }
+            c
+        })
+        .collect();
+    // Let the switch read what they sent (a HELLO makes its connection negotiated).
+    std::thread::sleep(Duration::from_millis(300));
+    served(&s.sock()).expect("a new client on a full socket");
+    assert!(
+        closed_within(&held[0], Duration::from_secs(2)),
+        "the oldest connection without HELLO made room"
+    );
+    assert!(
+        !closed_within(&held[2], Duration::from_millis(200)),
+        "a negotiated one stays while one without HELLO is left"
+    );
+    if have_ofctl() {
+        ok(&["show", &s.target()]);
+    }
+}
+
+/// A connection that sends no HELLO is closed at the HELLO deadline; one that sends HELLO and
+/// then nothing, or only the bytes of a message that never completes, is sent an ECHO_REQUEST
+/// after the probe interval and closed one more interval later; one that answers the probes
+/// stays (OVS's inactivity probe). Default limits: 5 s each.
+#[test]
+fn silent_connections_are_probed_and_closed() {
+    let s = Switch::with_br0("ofprobe");
+    let path = s.sock();
+    let start = Instant::now();
+    let connect = |hello: bool| {
+        let c = UnixStream::connect(&path).unwrap();
+        assert_eq!(next_msg(&c, Duration::from_secs(5)).unwrap()[1], HELLO);
+        if hello {
+            (&c).write_all(&msg(HELLO, 1)).unwrap();
+        }
+        c
+    };
+    let (no_hello, silent, trickle, alive) =
+        (connect(false), connect(true), connect(true), connect(true));
+    let trickler = std::thread::spawn(move || {
+        // A header announcing 1,000 bytes, then a byte every half second.
+        let _ = (&trickle).write_all(&[4, 10, 0x03, 0xe8, 0, 0, 0, 2]);
+        while start.elapsed() < Duration::from_secs(15) {
+            if (&trickle).write_all(&[0]).is_err() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        start.elapsed()
+    });
+    let answerer = std::thread::spawn(move || {
+        // Answers every ECHO_REQUEST for 12 s: (probes seen, still open).
+        let mut probes = 0;
+        while start.elapsed() < Duration::from_secs(12) {
+            match next_msg(&alive, Duration::from_millis(200)) {
+                Some(m) if m[1] == ECHO_REQUEST => {
+                    probes += 1;
+                    let mut r = m.clone();
+                    r[1] = ECHO_REPLY;
+                    (&alive).write_all(&r).unwrap();
+                }
+                Some(_) => {}
+                None if closed_within(&alive, Duration::from_millis(1)) => return (probes, false),
+                None => {}
+            }
+        }
+        (probes, true)
+    });
+    assert!(
+        closed_within(&no_hello, Duration::from_secs(9)),
+        "no HELLO: closed"
+    );
+    let probe = next_msg(&silent, Duration::from_secs(9)).expect("an ECHO_REQUEST");
+    assert_eq!(probe[1], ECHO_REQUEST);
+    assert!(
+        closed_within(&silent, Duration::from_secs(9)),
+        "probe not answered: closed"
+    );
+    let trickled = trickler.join().unwrap();
+    assert!(
+        trickled < Duration::from_secs(15),
+        "a trickle is not activity"
+    );
+    let (probes, open) = answerer.join().unwrap();
+    assert!(
+        probes >= 1 && open,
+        "probes answered: {probes}, open {open}"
+    );
+    println!(
+        "closed: no HELLO, silent, trickle after {trickled:?}; answering one probed {probes} times, open"
+    );
 }

@@ -79,7 +79,16 @@ impl Conn {
         ok
     }
 
-    /// The connection is broken (a write failed).
+    /// Close the connection (its reader ends; nothing more is written to it).
+    pub fn close(&self) {
+        if !self.dead.swap(true, Ordering::Relaxed)
+            && let Some(f) = &self.shutdown
+        {
+            f();
+        }
+    }
+
+    /// The connection is broken (a write failed) or was closed.
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Relaxed)
     }

@@ -9,6 +9,13 @@
 //! - Each connection is served by its own thread (at most `MAX_CONNS` per bridge): HELLO first,
 //!   then one message at a time through `Session`. A length below 8 ends the connection (the
 //!   stream cannot be resynchronised).
+//! - Silent and stuck clients cannot hold a bridge's socket (`watch.rs`, `Manager::start_with`
+//!   takes other `Limits`): a HELLO must come within `HELLO_TIMEOUT`, a connection silent for
+//!   `PROBE_INTERVAL` gets an ECHO_REQUEST and is closed if it sends nothing in another
+//!   `PROBE_INTERVAL`, and a new connection to a full socket closes the oldest one without
+//!   HELLO, else the one silent longest (not one whose request is being served); refusals are
+//!   logged at most once a second with their count. One watcher thread per bridge checks the
+//!   deadlines. Connections out to controllers (`connect.rs`) are not watched.
 //! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
 //!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
 
@@ -19,16 +26,18 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::async_msg::Prefs;
 use super::codec::HEADER_LEN;
 use super::hub::{Conn, Hub, WRITE_TIMEOUT};
+pub use super::watch::{Limits, MAX_CONNS};
+use super::watch::{Liveness, RefusalLog, Verdict, pick_victim, verdict};
 use super::{FlowEntry, PortCounters, PortInfo, Session, Switch, datapath_id};
 use crate::control::Registry;
 use crate::flow::{Flow, FlowFilter, parse_flow};
@@ -39,8 +48,6 @@ pub const POLL: Duration = Duration::from_millis(500);
 /// (`EventSource::changes`), and at least this often anyway: asking wakes every worker, and
 /// an idle switch should not be woken twice a second for nothing.
 pub const RESYNC: Duration = Duration::from_secs(10);
-/// Connections one bridge serves at a time.
-pub const MAX_CONNS: usize = 64;
 
 /// The `Switch` of one bridge, acting through the control registry.
 pub struct RegistrySwitch {
@@ -322,12 +329,39 @@ impl Switch for RegistrySwitch {
 pub fn serve_connection<S: Read + Write>(s: S, sw: &dyn Switch) {
     let cell = RefCell::new(s);
     let send = |m: &[u8]| cell.borrow_mut().write_all(m).is_ok();
-    serve_loop(Session::default(), &mut CellRead(&cell), &send, sw, &|_| {});
+    serve_loop(
+        Session::default(),
+        &mut CellRead(&cell),
+        &send,
+        sw,
+        &|_| {},
+        &|_| {},
+    );
+}
+
+/// What a served connection did, for the listener's watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// A whole message arrived and is being handled.
+    Received,
+    /// It was handled and its replies written; the version negotiated so far.
+    Answered(Option<u8>),
 }
 
 /// Serve a connection read from `r` and written through `conn`, which joins `hub` (and so
 /// receives the bridge's events) once HELLO has negotiated a version.
-pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switch) {
+pub fn serve_joined(r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switch) {
+    serve_watched(r, conn, hub, sw, &|_| {});
+}
+
+/// [`serve_joined`] that reports each message to `activity`.
+pub fn serve_watched(
+    mut r: impl Read,
+    conn: Arc<Conn>,
+    hub: &Hub,
+    sw: &dyn Switch,
+    activity: &dyn Fn(Activity),
+) {
     let joined = Cell::new(false);
     let send = |m: &[u8]| conn.send(m);
     let seen = |s: &Session| {
@@ -349,7 +383,7 @@ pub fn serve_joined(mut r: impl Read, conn: Arc<Conn>, hub: &Hub, sw: &dyn Switc
     if let Some((t, id)) = &session.roles {
         conn.set_roles(t.clone(), *id);
     }
-    serve_loop(session, &mut r, &send, sw, &seen);
+    serve_loop(session, &mut r, &send, sw, &seen, activity);
     if joined.get() {
         hub.leave(&conn);
     }
@@ -369,8 +403,9 @@ fn serve_loop(
     send: &dyn Fn(&[u8]) -> bool,
     sw: &dyn Switch,
     seen: &dyn Fn(&Session),
+    activity: &dyn Fn(Activity),
 ) {
-    serve_session(&mut session, r, send, sw, seen);
+    serve_session(&mut session, r, send, sw, seen, activity);
     session.close();
 }
 
@@ -380,6 +415,7 @@ fn serve_session(
     send: &dyn Fn(&[u8]) -> bool,
     sw: &dyn Switch,
     seen: &dyn Fn(&Session),
+    activity: &dyn Fn(Activity),
 ) {
     if !send(&Session::hello()) {
         return;
@@ -395,6 +431,7 @@ fn serve_session(
         if r.read_exact(&mut buf[HEADER_LEN..len]).is_err() {
             return;
         }
+        activity(Activity::Received);
         let (out, close) = session.handle(&buf[..len], sw);
         seen(session);
         for m in out {
@@ -405,6 +442,7 @@ fn serve_session(
         if close {
             return;
         }
+        activity(Activity::Answered(session.version));
     }
 }
 
@@ -412,6 +450,24 @@ struct Listener {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Dropped to stop the watcher.
+    watch_stop: Option<crossbeam_channel::Sender<()>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// One accepted connection as the listener's watcher sees it.
+struct Watched {
+    live: Liveness,
+    conn: Arc<Conn>,
+    /// Closed by the watcher or to admit another; no longer counted.
+    closing: bool,
+}
+
+/// A bridge's accepted connections, by id.
+type Table = Arc<Mutex<HashMap<u64, Watched>>>;
+
+fn lock(t: &Table) -> std::sync::MutexGuard<'_, HashMap<u64, Watched>> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Listener {
@@ -420,6 +476,7 @@ impl Listener {
         bridge: &str,
         reg: Arc<Registry>,
         hub: Arc<Hub>,
+        limits: Limits,
     ) -> std::io::Result<Listener> {
         let path = dir.join(format!("{bridge}.mgmt"));
         if path.exists() {
@@ -431,21 +488,33 @@ impl Listener {
         let l = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let table: Table = Arc::default();
+        let (watch_stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (t, name) = (table.clone(), bridge.to_string());
+        let watcher = std::thread::Builder::new()
+            .name(format!("of-{bridge}-watch"))
+            .spawn(move || watch_loop(&name, &t, &limits, &stopped))?;
         let st = stop.clone();
         let bridge = bridge.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("of-{bridge}"))
-            .spawn(move || accept_loop(l, &bridge, reg, &hub, &st))?;
+            .spawn(move || accept_loop(l, &bridge, reg, &hub, &st, &table, &limits))?;
         Ok(Listener {
             path,
             stop,
             thread: Some(thread),
+            watch_stop: Some(watch_stop),
+            watcher: Some(watcher),
         })
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        self.watch_stop.take();
+        if let Some(t) = self.watcher.take() {
+            let _ = t.join();
+        }
         self.stop.store(true, Ordering::SeqCst);
         let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
@@ -461,17 +530,15 @@ fn accept_loop(
     reg: Arc<Registry>,
     hub: &Arc<Hub>,
     stop: &AtomicBool,
+    table: &Table,
+    limits: &Limits,
 ) {
-    let conns = Arc::new(AtomicUsize::new(0));
-    for s in l.incoming() {
+    let mut refusals = RefusalLog::default();
+    for (id, s) in (0u64..).zip(l.incoming()) {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(s) = s else { continue };
-        if conns.load(Ordering::SeqCst) >= MAX_CONNS {
-            tracing::warn!("openflow {bridge}: {MAX_CONNS} connections already; refusing one");
-            continue;
-        }
         let (Ok(w), Ok(k)) = (s.try_clone(), s.try_clone()) else {
             continue;
         };
@@ -479,19 +546,114 @@ fn accept_loop(
         let shut: super::hub::ShutdownFn = Arc::new(move || {
             let _ = k.shutdown(std::net::Shutdown::Both);
         });
-        conns.fetch_add(1, Ordering::SeqCst);
-        let sw = RegistrySwitch::new(reg.clone(), bridge);
-        let c = conns.clone();
         let conn = Arc::new(Conn::new(bridge, Box::new(w), Some(shut)));
+        let now = Instant::now();
+        {
+            let mut t = lock(table);
+            if !make_room(&mut t, bridge, limits.max_conns) {
+                drop(t);
+                if let Some(n) = refusals.refused(now) {
+                    tracing::warn!(
+                        "openflow {bridge}: {} connections, each with a request being served; \
+                         refused {n} connection(s) (logged at most once a second)",
+                        limits.max_conns
+                    );
+                }
+                continue;
+            }
+            t.insert(
+                id,
+                Watched {
+                    live: Liveness::new(now),
+                    conn: conn.clone(),
+                    closing: false,
+                },
+            );
+        }
+        let sw = RegistrySwitch::new(reg.clone(), bridge);
         let hub = hub.clone();
+        let t = table.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("of-{bridge}-conn"))
             .spawn(move || {
-                serve_joined(s, conn, &hub, &sw);
-                c.fetch_sub(1, Ordering::SeqCst);
+                let activity = |a: Activity| {
+                    if let Some(w) = lock(&t).get_mut(&id) {
+                        match a {
+                            Activity::Received => w.live.busy = true,
+                            Activity::Answered(version) => {
+                                w.live.busy = false;
+                                w.live.version = version;
+                                w.live.heard = Instant::now();
+                                w.live.probed = None;
+                            }
+                        }
+                    }
+                };
+                serve_watched(s, conn, &hub, &sw, &activity);
+                lock(&t).remove(&id);
             });
         if spawned.is_err() {
-            conns.fetch_sub(1, Ordering::SeqCst);
+            lock(table).remove(&id);
+        }
+    }
+}
+
+/// Room for one more connection in `t`: true when there is, or one was closed to make it.
+fn make_room(t: &mut HashMap<u64, Watched>, bridge: &str, max: usize) -> bool {
+    if t.values().filter(|w| !w.closing).count() < max {
+        return true;
+    }
+    let victim = pick_victim(
+        t.iter()
+            .filter(|(_, w)| !w.closing)
+            .map(|(id, w)| (*id, &w.live)),
+    );
+    let Some(w) = victim.and_then(|id| t.get_mut(&id)) else {
+        return false;
+    };
+    // Debug level: a client connecting in a loop must not flood the log.
+    tracing::debug!(
+        "openflow {bridge}: closing the connection {} to admit a new one",
+        if w.live.version.is_none() {
+            "waiting longest for its HELLO"
+        } else {
+            "silent longest"
+        }
+    );
+    w.closing = true;
+    w.conn.close();
+    true
+}
+
+/// Probes silent connections and closes those past a deadline (`watch::verdict`) every
+/// `limits.tick`, until `stopped` is dropped.
+fn watch_loop(
+    bridge: &str,
+    table: &Table,
+    limits: &Limits,
+    stopped: &crossbeam_channel::Receiver<()>,
+) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(limits.tick)
+    {
+        let now = Instant::now();
+        let mut probes = Vec::new();
+        for w in lock(table).values_mut().filter(|w| !w.closing) {
+            match verdict(&w.live, now, limits) {
+                Verdict::Keep => {}
+                Verdict::Probe(version) => {
+                    w.live.probed = Some(now);
+                    probes.push((w.conn.clone(), version));
+                }
+                Verdict::Close(why) => {
+                    tracing::debug!("openflow {bridge}: closing a connection: {why}");
+                    w.closing = true;
+                    w.conn.close();
+                }
+            }
+        }
+        // Outside the lock: a write may block (up to `WRITE_TIMEOUT`).
+        for (conn, version) in probes {
+            conn.send(&Session::echo_request(version));
         }
     }
 }
@@ -512,6 +674,16 @@ impl Manager {
         dir: impl Into<Option<PathBuf>>,
         reg: Arc<Registry>,
         events: Option<crate::events::EventSource>,
+    ) -> std::io::Result<Manager> {
+        Manager::start_with(dir, reg, events, Limits::default())
+    }
+
+    /// [`Manager::start`] with other limits on the bridges' sockets.
+    pub fn start_with(
+        dir: impl Into<Option<PathBuf>>,
+        reg: Arc<Registry>,
+        events: Option<crate::events::EventSource>,
+        limits: Limits,
     ) -> std::io::Result<Manager> {
         let dir: Option<PathBuf> = dir.into();
         if let Some(d) = &dir {
@@ -543,7 +715,10 @@ impl Manager {
         }));
         let thread = std::thread::Builder::new()
             .name("openflow".into())
-            .spawn(move || manage(dir.as_deref(), &reg, &h, &st, changes.as_deref(), &woken))?;
+            .spawn(move || {
+                let (d, c) = (dir.as_deref(), changes.as_deref());
+                manage(d, &reg, &h, &st, c, &woken, &limits);
+            })?;
         Ok(Manager {
             stop,
             thread: Some(thread),
@@ -585,6 +760,7 @@ fn manage(
     stop: &AtomicBool,
     changes: Option<&std::sync::atomic::AtomicU64>,
     woken: &crossbeam_channel::Receiver<crossbeam_channel::Sender<()>>,
+    limits: &Limits,
 ) {
     // Sleep `POLL` unless a command asks for a look now (its sender is told when it is done).
     let mut asked: Vec<crossbeam_channel::Sender<()>> = Vec::new();
@@ -625,7 +801,7 @@ fn manage(
                 if open.contains_key(&b) || failed.contains_key(&b) {
                     continue;
                 }
-                match Listener::open(dir, &b, reg.clone(), hub.clone()) {
+                match Listener::open(dir, &b, reg.clone(), hub.clone(), *limits) {
                     Ok(l) => {
                         tracing::info!("openflow: serving bridge {b} on {}", l.path.display());
                         open.insert(b, l);

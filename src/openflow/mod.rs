@@ -33,6 +33,7 @@ mod session;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 pub use listener::{Manager, RegistrySwitch};
 pub use session::Session;

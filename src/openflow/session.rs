@@ -108,6 +108,11 @@ impl Session {
         finish(w)
     }
 
+    /// An ECHO_REQUEST of `version` (the listener's inactivity probe; any reply is activity).
+    pub fn echo_request(version: u8) -> Vec<u8> {
+        finish(start(version, ECHO_REQUEST, 0))
+    }
+
     /// Handle one message. A header length below 8 (or fewer than 8 bytes) breaks the framing:
     /// OFPBRC_BAD_LEN and close. A header length that is not the message's length, or a message
     /// shorter than its type's fixed part (longer, for fixed-size types): OFPBRC_BAD_LEN, and
