@@ -80,6 +80,8 @@ pub struct ServiceStatus {
     pub waiting: usize,
     /// TCP sockets open.
     pub tcp_sockets: usize,
+    /// TCP connections closed to admit others (see `tcp::pick_victim`).
+    pub tcp: super::tcp::TcpCounters,
     /// Answers dropped because the worker's reply queue was full.
     pub reply_queue_full: u64,
 }
@@ -332,6 +334,7 @@ impl Service {
                 s.counters = self.core.counters.clone();
                 s.waiting = self.core.waiting();
                 s.tcp_sockets = self.tcp.sockets();
+                s.tcp = self.tcp.counters;
                 s.reply_queue_full = self.reply_queue_full;
                 s.preferred = self
                     .upstreams

@@ -5,6 +5,12 @@
 //! - Each bridge's endpoint listens on `GATEWAY:53` with a few spare listening sockets (several
 //!   clients may connect at once), at most [`MAX_CONNS`] sockets a bridge; a connection idle for
 //!   [`IDLE_MS`] is aborted.
+//! - No client address holds a bridge's sockets against the others ([`pick_victim`]): a new
+//!   connection (a SYN for a connection the endpoint does not have) from an address holding
+//!   [`MAX_PER_SOURCE`] closes that address's own connection idle longest
+//!   (`TcpCounters::source_limited`); one that finds no socket listening closes the connection
+//!   idle longest of the address holding the most (closing ones first; the newcomer's own on a
+//!   tie: `TcpCounters::evicted`), so a new client always gets in. The closed connection is reset.
 //! - A connection carries DNS messages with the two-byte length prefix of RFC 1035 4.2.2; each
 //!   is answered through the same [`Core`] as UDP queries (a forwarded one is answered when the
 //!   upstream answers, over UDP upstream). A malformed message closes the connection.
@@ -26,6 +32,8 @@ use crate::fdb::PortId;
 
 /// Most TCP sockets (connections and listeners) of one bridge.
 pub const MAX_CONNS: usize = 64;
+/// Most connections one client address holds on one bridge.
+pub const MAX_PER_SOURCE: usize = 16;
 /// Listening sockets kept ready per bridge.
 const SPARE_LISTENERS: usize = 4;
 /// A connection idle this long is aborted (milliseconds).
@@ -161,10 +169,132 @@ impl Endpoint {
     }
 }
 
+/// Connections closed to admit others, over every bridge (`dns-show --json`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TcpCounters {
+    /// A new connection found no socket free: the longest-idle one of the address holding the
+    /// most was closed.
+    pub evicted: u64,
+    /// A new connection from an address holding [`MAX_PER_SOURCE`]: its own longest-idle one
+    /// was closed.
+    pub source_limited: u64,
+}
+
 /// The TCP endpoints of every bridge (see the module documentation).
 #[derive(Default)]
 pub struct TcpDns {
     endpoints: HashMap<u16, Endpoint>,
+    /// Connections closed to admit others.
+    pub counters: TcpCounters,
+}
+
+/// Why a connection is closed to admit another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// The newcomer's address holds [`MAX_PER_SOURCE`]: one of its own goes.
+    SourceLimit,
+    /// No socket free: one of the address holding the most goes.
+    Full,
+}
+
+/// A connection as [`pick_victim`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held<K> {
+    /// Which connection.
+    pub key: K,
+    /// The client's address.
+    pub src: Ipv4Addr,
+    /// Past ESTABLISHED (closing, waiting out TIME_WAIT): serves no one.
+    pub closing: bool,
+    /// When it last received data (its open before any).
+    pub last_ms: u64,
+}
+
+/// The connection to close so a new one from `src` gets in: with `per_source` of `src`'s held,
+/// its own idle longest; else, when `full`, closing ones first, then the connection idle
+/// longest of the address holding the most (`src`'s own on a tie); else none.
+pub fn pick_victim<K: Copy>(
+    held: &[Held<K>],
+    src: Ipv4Addr,
+    full: bool,
+    per_source: usize,
+) -> Option<(K, Evict)> {
+    let count = |a: Ipv4Addr| held.iter().filter(|h| h.src == a).count();
+    let oldest = |it: &mut dyn Iterator<Item = &Held<K>>| {
+        it.min_by_key(|h| (!h.closing, h.last_ms)).map(|h| h.key)
+    };
+    if count(src) >= per_source {
+        let own = oldest(&mut held.iter().filter(|h| h.src == src))?;
+        return Some((own, Evict::SourceLimit));
+    }
+    if !full {
+        return None;
+    }
+    let victim = held.iter().min_by_key(|h| {
+        (
+            !h.closing,
+            std::cmp::Reverse(count(h.src)),
+            h.src != src,
+            h.last_ms,
+        )
+    })?;
+    Some((victim.key, Evict::Full))
+}
+
+/// The source address and port of `packet` when it is a TCP SYN (without ACK) to port 53.
+fn syn_to_53(packet: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    if packet.len() < ihl + 14 || packet[9] != 6 || ihl < 20 {
+        return None;
+    }
+    let tcp = &packet[ihl..];
+    let flags = tcp[13];
+    let dst = u16::from_be_bytes([tcp[2], tcp[3]]);
+    (flags & 0x12 == 0x02 && dst == 53).then(|| {
+        let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        (src, u16::from_be_bytes([tcp[0], tcp[1]]))
+    })
+}
+
+impl Endpoint {
+    /// Make room for a new connection from `src`:`port` (see [`pick_victim`]): the segments
+    /// queued so far run first, so the sockets' states are current; the victim is reset.
+    fn make_room(&mut self, src: Ipv4Addr, port: u16, now_ms: u64) -> Option<Evict> {
+        let now = Instant::from_millis(now_ms as i64);
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.listen(now_ms);
+        let mut held = Vec::new();
+        let mut listening = 0;
+        for &h in self.conns.keys() {
+            let t = self.sockets.get::<tcp::Socket>(h);
+            if t.is_listening() {
+                listening += 1;
+                continue;
+            }
+            let Some(remote) = t.remote_endpoint() else {
+                continue;
+            };
+            let IpAddress::Ipv4(a) = remote.addr;
+            if a == src && remote.port == port {
+                // A retransmitted SYN of a connection it has.
+                return None;
+            }
+            held.push(Held {
+                key: h,
+                src: a,
+                closing: !matches!(t.state(), tcp::State::SynReceived | tcp::State::Established),
+                last_ms: self.conns.get(&h).map_or(0, |c| c.last_ms),
+            });
+        }
+        let (victim, why) = pick_victim(&held, src, listening == 0, MAX_PER_SOURCE)?;
+        self.sockets.get_mut::<tcp::Socket>(victim).abort();
+        // Out goes its reset; then its socket makes room for a listener.
+        self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.sockets.remove(victim);
+        self.conns.remove(&victim);
+        self.listen(now_ms);
+        Some(why)
+    }
 }
 
 type Answers = (Vec<Reply>, Vec<Vec<u8>>);
@@ -189,6 +319,13 @@ impl TcpDns {
             let src = Ipv4Addr::new(p.packet[12], p.packet[13], p.packet[14], p.packet[15]);
             if ep.clients.len() < 4 * MAX_CONNS || ep.clients.contains_key(&src) {
                 ep.clients.insert(src, (p.client_mac, p.in_port));
+            }
+        }
+        if let Some((src, port)) = syn_to_53(&p.packet) {
+            match ep.make_room(src, port, now_ms) {
+                Some(Evict::Full) => self.counters.evicted += 1,
+                Some(Evict::SourceLimit) => self.counters.source_limited += 1,
+                None => {}
             }
         }
         ep.dev.rx.push_back(p.packet);
