@@ -1144,3 +1144,49 @@ fn cni_a_leftover_mapping_is_replaced_by_the_next_container() {
         "{nat}"
     );
 }
+
+/// A DEL retried once uvs is back (the runtime's answer to the code-100 DEL it got while uvs
+/// was down) removes the container's port, which the restarted daemon lists as `pending` (its
+/// veth went with the first DEL): it returned 0 and left the port for good. (Found trying uvs
+/// as a platform engineer.)
+#[test]
+fn cni_del_retried_after_uvs_returns_removes_the_pending_port() {
+    let test = "cni_del_retried_after_uvs_returns_removes_the_pending_port";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("cg");
+    let mut t = Topology::default();
+    let db = std::env::temp_dir().join(format!("uvs-cnig-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let args = ["--db", db.to_str().unwrap()];
+    let d = Daemon::start("cnig", &args);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    let store = HostLocal::new("cnig");
+    let mut conf = json!({
+        "cniVersion": "1.0.0", "name": "gn", "type": "uvs-cni", "uvs_socket": d.socket,
+        "ipam": store.ipam(json!({"subnet": "10.229.1.0/24"}))
+    });
+    let (rc, res) = cni("ADD", "cid-retry", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    drop(d);
+    conf["prevResult"] = res;
+    let (rc, v) = cni("DEL", "cid-retry", &nspath, &conf);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(100)), "{v}");
+
+    let d = Daemon::start("cnig", &args);
+    d.wait_state(&host, "pending", 10);
+    let (rc, v) = cni("DEL", "cid-retry", &nspath, &conf);
+    assert_eq!(rc, 0, "DEL retried: {v}");
+    assert!(
+        d.port_show(&host).is_null(),
+        "the retried DEL left port {host}:\n{}",
+        d.ctl(&["show"])
+    );
+    drop(d);
+    let _ = std::fs::remove_file(&db);
+    let _ = std::fs::remove_file(db.with_extension("db.lock"));
+}

@@ -25,7 +25,8 @@
 //!
 //! DEL is idempotent: a missing namespace, port, link or rule is success; it removes the port
 //! mappings (matched by their text in `nat-show`: `dnat in=B proto=P port=N to=ADDR:C`, any
-//! `N` for a picked port), the uvs port, the veth, and releases the IPAM lease. When uvs cannot
+//! `N` for a picked port), the uvs port (in any state: a `pending` one too, as a DEL retried
+//! after uvs was down finds it), the veth, and releases the IPAM lease. When uvs cannot
 //! be reached the veth and the lease still go, and the error (code 100) names the uvs port
 //! left behind and the `uvs ctl del-port` that removes it.
 //! CHECK verifies the interface, its address and default route in the namespace, and the uvs

@@ -508,7 +508,9 @@ fn teardown_uvs(c: &NetConf, host: &str, addr: Option<Ipv4Addr>) -> Result<(), C
         }
     }
     let show = uvs(&sock, "show", &[])?;
-    if find_bridge(&show, c.bridge()).is_some_and(|b| has_port(&b, host)) {
+    // In whatever state: a DEL retried once uvs is back finds the port `pending` (its veth
+    // went with the first DEL), and it is this DEL's to remove.
+    if find_bridge(&show, c.bridge()).is_some_and(|b| port_state(&b, host).is_some()) {
         uvs(&sock, "del-port", &[c.bridge().into(), host.to_string()])?;
     }
     Ok(())
@@ -542,6 +544,16 @@ fn check_rates(c: &NetConf, show: &Value, host: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The `show` state of port `port` of `bridge` (its `show` entry): `up`, `down`, `gone`,
+/// `pending`; None when the bridge does not list it.
+pub(super) fn port_state<'a>(bridge: &'a Value, port: &str) -> Option<&'a str> {
+    let p = bridge["ports"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == port)?;
+    Some(p["state"].as_str().unwrap_or("unknown"))
 }
 
 pub(super) fn has_port(bridge: &Value, port: &str) -> bool {

@@ -289,4 +289,10 @@ fn a_pending_port_is_not_attached() {
     assert!(super::ops::has_port(&b, "uv0123456789ab"));
     assert!(!super::ops::has_port(&b, "uvaaaaaaaaaaaa"));
     assert!(!super::ops::has_port(&b, "uvbbbbbbbbbbbb"));
+    // DEL removes a port it named in any state, a pending one too.
+    assert_eq!(
+        super::ops::port_state(&b, "uvaaaaaaaaaaaa"),
+        Some("pending")
+    );
+    assert_eq!(super::ops::port_state(&b, "uvbbbbbbbbbbbb"), None);
 }
