@@ -1190,3 +1190,67 @@ fn cni_del_retried_after_uvs_returns_removes_the_pending_port() {
     let _ = std::fs::remove_file(&db);
     let _ = std::fs::remove_file(db.with_extension("db.lock"));
 }
+
+/// A second ADD for a container and interface that are already attached fails before it
+/// changes anything (no lease taken, nothing rolled back): its rollback deleted the first
+/// ADD's veth (the host name comes from container id and interface) and uvs port, cutting a
+/// working container off. The same when only `CNI_IFNAME` is taken in the namespace. (Found
+/// trying uvs as a platform engineer.)
+#[test]
+fn cni_second_add_of_an_attached_interface_changes_nothing() {
+    let test = "cni_second_add_of_an_attached_interface_changes_nothing";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("ca");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnia", &[]);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    // Static IPAM gives the same address twice, so IPAM does not refuse the second ADD first.
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": "an", "type": "uvs-cni", "uvs_socket": d.socket,
+        "ipam": {"type": "static",
+                 "addresses": [{"address": "10.229.2.5/24", "gateway": "10.229.2.1"}]}
+    });
+    let (rc, res) = cni("ADD", "cid-twice", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert!(ping(&ns, "10.229.2.1", 2), "container -> gateway");
+    let (rc, v) = cni("ADD", "cid-twice", &nspath, &conf);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(4)), "{v}");
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("eth0") && msg.contains("already exists"),
+        "{v}"
+    );
+    assert!(d.port_show(&host)["state"] == "up", "{}", d.ctl(&["show"]));
+    assert!(
+        ping(&ns, "10.229.2.1", 2),
+        "the first ADD's eth0 was broken"
+    );
+
+    // Another container id, same namespace: eth0 is taken; host-local takes no lease.
+    let store = HostLocal::new("cnia");
+    let mut other = conf.clone();
+    other["ipam"] = store.ipam(json!({"subnet": "10.229.2.0/24"}));
+    let (rc, v) = cni("ADD", "cid-other", &nspath, &other);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(4)), "{v}");
+    assert!(
+        v["msg"].as_str().unwrap_or_default().contains("CNI_IFNAME"),
+        "{v}"
+    );
+    let leases: Vec<String> = std::fs::read_dir(store.0.join("an"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases taken: {leases:?}");
+    assert!(ping(&ns, "10.229.2.1", 2), "eth0 was broken");
+    assert_eq!(cni("DEL", "cid-twice", &nspath, &conf).0, 0);
+    assert!(!d.ctl(&["show"]).contains("port uv"));
+}

@@ -5,7 +5,10 @@
 //! (CHECK) or the supported versions (VERSION), or a [`CniError`] with one of the spec's codes,
 //! which the binary prints as the spec's error JSON on stdout before exiting with status 1.
 //!
-//! ADD: IPAM is delegated to the plugin the config's `ipam.type` names (Debian's `host-local`),
+//! ADD: first `CNI_IFNAME` must be free in `CNI_NETNS` and the host end's name in the host,
+//! else code 4 naming it (the reference bridge plugin: "container veth name provided (eth0)
+//! already exists") and nothing is changed: no lease is taken, and the interface of an earlier
+//! ADD (a runtime's repeated ADD) is left alone. IPAM is delegated to the plugin the config's `ipam.type` names (Debian's `host-local`),
 //! found in `CNI_PATH` and run with the same environment and stdin, as the reference bridge
 //! plugin does. A veth pair is made: the container end, named `CNI_IFNAME`, goes into
 //! `CNI_NETNS` with the address, MTU (the config's `mtu`, else 1500, at most 1450 when the

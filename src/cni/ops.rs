@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
 use super::netlink::Rtnl;
 use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
-use super::{CniError, E_CHECK, E_IO, E_IPAM, E_UNSUPPORTED_FIELD, E_UVS};
+use super::{CniError, E_CHECK, E_INVALID_ENV, E_IO, E_IPAM, E_UNSUPPORTED_FIELD, E_UVS};
 use crate::wire::MacAddr;
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
@@ -320,6 +320,7 @@ fn mtu_for(c: &NetConf, b: &Value) -> u32 {
 /// ADD: returns the CNI result.
 pub fn add(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
     let ns = open_netns(&env.netns)?;
+    names_free(env, &ns)?;
     let ipam_result = ipam(env, c.ipam_type(), "ADD", stdin)?;
     match add_with_lease(env, c, &ns, &ipam_result) {
         Ok(v) => Ok(v),
@@ -331,6 +332,39 @@ pub fn add(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<Value, CniError> {
             Err(e)
         }
     }
+}
+
+/// Before ADD makes anything (IPAM included): `CNI_IFNAME` is free in the namespace and the
+/// host end's name (from container id and interface) in the host; else code 4 naming it, and
+/// nothing changed. A second ADD for an attached interface failed later, and its rollback
+/// deleted the first ADD's veth and uvs port (found trying uvs as a platform engineer).
+fn names_free(env: &Env, ns: &File) -> Result<(), CniError> {
+    let ifn = env.ifname.as_str();
+    let again = "the container is attached already (a repeated ADD?): DEL it first, or use \
+                 another CNI_IFNAME";
+    if nl(&format!("look up {ifn}"), rtnl_in(ns)?.index(ifn))?.is_some() {
+        return Err(CniError::new(
+            E_INVALID_ENV,
+            format!(
+                "CNI_IFNAME: {ifn} already exists in CNI_NETNS {}",
+                env.netns
+            ),
+        )
+        .details(again));
+    }
+    let host = env.host_ifname();
+    if nl(&format!("look up {host}"), rtnl()?.index(&host))?.is_some() {
+        return Err(CniError::new(
+            E_INVALID_ENV,
+            format!(
+                "CNI_CONTAINERID/CNI_IFNAME: host interface {host} of container '{}' \
+                 interface {ifn} already exists",
+                env.container_id
+            ),
+        )
+        .details(again));
+    }
+    Ok(())
 }
 
 fn add_with_lease(

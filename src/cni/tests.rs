@@ -32,7 +32,8 @@ fn env(cmd: &str) -> Vec<(&str, &str)> {
         ("CNI_COMMAND", cmd),
         ("CNI_CONTAINERID", "c0ffee"),
         ("CNI_NETNS", "/proc/self/ns/net"),
-        ("CNI_IFNAME", "eth0"),
+        // Not a name of the host's (ADD refuses a CNI_IFNAME that exists in CNI_NETNS).
+        ("CNI_IFNAME", "uvsunit0"),
         ("CNI_PATH", "/nonexistent"),
     ]
 }
@@ -104,6 +105,21 @@ fn add_with_missing_netns_is_code_3() {
     let mut e = env("ADD");
     e[2] = ("CNI_NETNS", "/nonexistent/netns");
     assert_eq!(code(&e, &conf(json!({}))), 3);
+}
+
+/// ADD of a `CNI_IFNAME` the namespace has already (`lo` here) is refused first, code 4 naming
+/// it: before IPAM (which, missing, would be code 101) and before anything is made.
+#[test]
+fn add_of_an_existing_ifname_is_code_4_before_ipam() {
+    let mut e = env("ADD");
+    e[3] = ("CNI_IFNAME", "lo");
+    let (v, rc) = invoke(&e, &conf(json!({})));
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(4)), "{v}");
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("CNI_IFNAME") && msg.contains("lo already exists"),
+        "{v}"
+    );
 }
 
 #[test]
