@@ -1254,3 +1254,98 @@ fn cni_second_add_of_an_attached_interface_changes_nothing() {
     assert_eq!(cni("DEL", "cid-twice", &nspath, &conf).0, 0);
     assert!(!d.ctl(&["show"]).contains("port uv"));
 }
+
+/// The routes of the IPAM result (host-local's `routes`) are installed on the container's
+/// interface and returned in the result, a route without `gw` via the lease's gateway, and
+/// CHECK finds one missing; a result with more than one address (two ranges, an IPv6 range)
+/// is refused naming the extra address, and its leases are released. Both were dropped
+/// silently. (Found trying uvs as a platform engineer.)
+#[test]
+fn cni_ipam_routes_are_installed_and_extra_addresses_refused() {
+    let test = "cni_ipam_routes_are_installed_and_extra_addresses_refused";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("co");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnio", &[]);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    let store = HostLocal::new("cnio");
+    let mut ipam = store.ipam(json!({"subnet": "10.229.3.0/24"}));
+    ipam["routes"] = json!([{"dst": "0.0.0.0/0"},
+                            {"dst": "192.168.229.0/24", "gw": "10.229.3.254"},
+                            {"dst": "172.29.9.0/24"}]);
+    let mut conf = json!({
+        "cniVersion": "1.0.0", "name": "on", "type": "uvs-cni", "uvs_socket": d.socket,
+        "ipam": ipam
+    });
+    let (rc, res) = cni("ADD", "cid-routes", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let routes = res["routes"].as_array().cloned().unwrap_or_default();
+    for want in [
+        json!({"dst": "0.0.0.0/0", "gw": "10.229.3.1"}),
+        json!({"dst": "192.168.229.0/24", "gw": "10.229.3.254"}),
+        json!({"dst": "172.29.9.0/24", "gw": "10.229.3.1"}),
+    ] {
+        assert!(routes.contains(&want), "{want} not in {res}");
+    }
+    assert_eq!(routes.len(), 3, "{res}");
+    let table = sh(&["ip", "-n", &ns, "route", "show"]);
+    for want in [
+        "default via 10.229.3.1 dev eth0",
+        "192.168.229.0/24 via 10.229.3.254 dev eth0",
+        "172.29.9.0/24 via 10.229.3.1 dev eth0",
+    ] {
+        assert!(table.contains(want), "{want} not in:\n{table}");
+    }
+    conf["prevResult"] = res;
+    let (rc, v) = cni("CHECK", "cid-routes", &nspath, &conf);
+    assert_eq!(rc, 0, "CHECK: {v}");
+    sh(&["ip", "-n", &ns, "route", "del", "172.29.9.0/24"]);
+    let (rc, v) = cni("CHECK", "cid-routes", &nspath, &conf);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(102)), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("172.29.9.0/24"),
+        "{v}"
+    );
+    assert_eq!(cni("DEL", "cid-routes", &nspath, &conf).0, 0);
+
+    // Two IPv4 ranges, then an IPv4 and an IPv6 one: refused naming the second address.
+    for (name, second) in [("on2", "10.229.5.0/24"), ("on6", "fd29:229::/64")] {
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": name, "type": "uvs-cni", "uvs_socket": d.socket,
+            "ipam": {"type": "host-local", "dataDir": store.0,
+                     "ranges": [[{"subnet": "10.229.4.0/24"}], [{"subnet": second}]]}
+        });
+        let (rc, v) = cni("ADD", "cid-two", &nspath, &conf);
+        assert_eq!((rc, v["code"].as_u64()), (1, Some(7)), "{name}: {v}");
+        let extra = second
+            .split("0/24")
+            .next()
+            .unwrap()
+            .trim_end_matches("::/64");
+        assert!(
+            v["msg"].as_str().unwrap_or_default().contains(extra),
+            "{name}: {v}"
+        );
+        let leases: Vec<String> = std::fs::read_dir(store.0.join(name))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(leases.is_empty(), "{name}: leases kept: {leases:?}");
+        assert!(
+            !try_sh(&["ip", "-n", &ns, "link", "show", "eth0"]),
+            "{name}: eth0 left"
+        );
+    }
+    assert!(!d.ctl(&["show"]).contains("port uv"));
+}

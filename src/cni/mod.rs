@@ -12,7 +12,12 @@
 //! found in `CNI_PATH` and run with the same environment and stdin, as the reference bridge
 //! plugin does. A veth pair is made: the container end, named `CNI_IFNAME`, goes into
 //! `CNI_NETNS` with the address, MTU (the config's `mtu`, else 1500, at most 1450 when the
-//! bridge has a VXLAN port) and a default route via the gateway; the host end (`uv` + a hash of
+//! bridge has a VXLAN port) and routes: every route of the IPAM result (IPv4; one without `gw`
+//! via the lease's gateway) and a default route via the gateway when the result has none, the
+//! default one unless the namespace has a default route already; the result's `routes` lists
+//! those added. An IPAM result with more than one address (two ranges, an IPv6 range) or an
+//! IPv6 route is refused, code 7 naming them (uvs networks are one IPv4 subnet per bridge), and
+//! the lease released. The host end (`uv` + a hash of
 //! container id and interface) becomes a port of the uvs bridge (`type=afpacket`, or `afxdp` with
 //! `portType: "afxdp"`; IPv6 off and `arp_ignore=8` on it) (the config's `bridge`,
 //! else the network name) through the control socket (`uvs_socket`, default
@@ -32,8 +37,8 @@
 //! after uvs was down finds it), the veth, and releases the IPAM lease. When uvs cannot
 //! be reached the veth and the lease still go, and the error (code 100) names the uvs port
 //! left behind and the `uvs ctl del-port` that removes it.
-//! CHECK verifies the interface, its address and default route in the namespace, and the uvs
-//! port, then runs the IPAM plugin's CHECK.
+//! CHECK verifies the interface, its address and the result's IPv4 routes in the namespace,
+//! and the uvs port, then runs the IPAM plugin's CHECK.
 //!
 //! Invocations on one daemon are serialised by a lock file beside its socket ([`sys::lock`]).
 //! Links, addresses and routes are made with rtnetlink requests ([`netlink`]), for the

@@ -1,7 +1,8 @@
 //! The few rtnetlink requests the CNI plugin makes, on a `NETLINK_ROUTE` socket of the host's
 //! namespace ([`Rtnl::open`]) or of a container's ([`Rtnl::open_in`]): create a veth pair
 //! with its peer in another namespace, look links up, set them up / their MAC, delete them,
-//! add an IPv4 address and a default route, and list addresses and default routes.
+//! add an IPv4 address and a route (`dst/len` via a gateway out of a link; the default route
+//! is one), and list addresses and routes.
 //!
 //! Contract: every request asks for an acknowledgement and waits for it (or for the end of a
 //! dump), so when a call returns the kernel has applied it; a kernel error comes back as the
@@ -45,6 +46,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
@@ -130,6 +132,10 @@ fn nul_name(name: &str) -> Vec<u8> {
 fn ipv4(data: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(data).ok().map(Ipv4Addr::from)
 }
+
+/// A route as [`Rtnl::routes`] lists it: (destination and prefix length, gateway, output
+/// ifindex).
+pub type RouteEntry = ((Ipv4Addr, u8), Option<Ipv4Addr>, u32);
 
 /// A `NETLINK_ROUTE` socket.
 pub struct Rtnl {
@@ -315,44 +321,65 @@ impl Rtnl {
             .collect())
     }
 
-    /// A default route via `gw` out of link `name` (main table).
-    pub fn add_default_route(&mut self, gw: Ipv4Addr, name: &str) -> io::Result<()> {
+    /// A route to `dst/len` via `gw` out of link `name` (main table).
+    pub fn add_route(
+        &mut self,
+        (dst, len): (Ipv4Addr, u8),
+        gw: Ipv4Addr,
+        name: &str,
+    ) -> io::Result<()> {
         let i = self.need(name)?;
         // family, dst_len, src_len, tos, table, protocol (boot), scope (universe), type
         // (unicast), flags.
-        let fixed = [AF_INET, 0, 0, 0, RT_TABLE_MAIN, 3, 0, 1, 0, 0, 0, 0];
+        let fixed = [AF_INET, len, 0, 0, RT_TABLE_MAIN, 3, 0, 1, 0, 0, 0, 0];
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &fixed);
+        if len > 0 {
+            m.attr(RTA_DST, &dst.octets());
+        }
         m.attr(RTA_GATEWAY, &gw.octets());
         m.attr(RTA_OIF, &i.to_ne_bytes());
         self.request(m).map(drop)
     }
 
-    /// The IPv4 default routes of the main table: (gateway, output ifindex).
-    pub fn default_routes(&mut self) -> io::Result<Vec<(Option<Ipv4Addr>, u32)>> {
+    /// A default route via `gw` out of link `name` (main table).
+    pub fn add_default_route(&mut self, gw: Ipv4Addr, name: &str) -> io::Result<()> {
+        self.add_route((Ipv4Addr::UNSPECIFIED, 0), gw, name)
+    }
+
+    /// The IPv4 routes of the main table: (destination, prefix length, gateway, output
+    /// ifindex).
+    pub fn routes(&mut self) -> io::Result<Vec<RouteEntry>> {
         let fixed = [AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let replies = self.request(Msg::new(RTM_GETROUTE, NLM_F_DUMP, &fixed))?;
         Ok(replies
             .iter()
-            .filter(|(_, b)| b.len() >= 12 && b[1] == 0)
+            .filter(|(_, b)| b.len() >= 12)
             .filter_map(|(_, b)| {
                 let a = attrs(&b[12..]);
-                let table = a
-                    .iter()
-                    .find(|(k, _)| *k == RTA_TABLE)
-                    .and_then(|(_, d)| d.first().copied())
+                let find = |kind: u16| a.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d);
+                let table = find(RTA_TABLE)
+                    .and_then(|d| d.first().copied())
                     .unwrap_or(b[4]);
                 (table == RT_TABLE_MAIN).then_some(())?;
-                let gw = a
-                    .iter()
-                    .find(|(k, _)| *k == RTA_GATEWAY)
-                    .and_then(|(_, d)| ipv4(d));
-                let oif = a
-                    .iter()
-                    .find(|(k, _)| *k == RTA_OIF)
-                    .and_then(|(_, d)| Some(u32::from_ne_bytes((*d).try_into().ok()?)))
+                let dst = find(RTA_DST)
+                    .and_then(ipv4)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED);
+                let gw = find(RTA_GATEWAY).and_then(ipv4);
+                let oif = find(RTA_OIF)
+                    .and_then(|d| Some(u32::from_ne_bytes(d.try_into().ok()?)))
                     .unwrap_or(0);
-                Some((gw, oif))
+                Some(((dst, b[1]), gw, oif))
             })
+            .collect())
+    }
+
+    /// The IPv4 default routes of the main table: (gateway, output ifindex).
+    pub fn default_routes(&mut self) -> io::Result<Vec<(Option<Ipv4Addr>, u32)>> {
+        Ok(self
+            .routes()?
+            .into_iter()
+            .filter(|((_, len), _, _)| *len == 0)
+            .map(|(_, gw, oif)| (gw, oif))
             .collect())
     }
 }

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use super::conf::{Env, NetConf, PortMapping, network, parse_cidr};
 use super::netlink::Rtnl;
 use super::sys::{ipam, nl, open_netns, rtnl, rtnl_in, uvs};
-use super::{CniError, E_CHECK, E_INVALID_ENV, E_IO, E_IPAM, E_UNSUPPORTED_FIELD, E_UVS};
+use super::{
+    CniError, E_CHECK, E_INVALID_CONFIG, E_INVALID_ENV, E_IO, E_IPAM, E_UNSUPPORTED_FIELD, E_UVS,
+};
 use crate::wire::MacAddr;
 
 /// The inner MTU of a bridge with a VXLAN port (a 1500 underlay).
@@ -40,6 +42,115 @@ pub fn lease_of(result: &Value) -> Result<Lease, CniError> {
         return Ok(Lease { addr, len, gateway });
     }
     Err(CniError::new(E_IPAM, "ipam result has no IPv4 address").details(result.to_string()))
+}
+
+/// The IPAM result's one address as a [`Lease`]. A result with more (a second range, an IPv6
+/// range) is refused naming the others (code 7), so that ADD's rollback releases them: a uvs
+/// network gives a container one IPv4 address (one subnet per bridge, no IPv6), and the others
+/// were leased and dropped silently (found trying uvs as a platform engineer).
+pub fn single_lease(result: &Value) -> Result<Lease, CniError> {
+    let lease = lease_of(result)?;
+    let extra: Vec<&str> = result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["address"].as_str())
+        .filter(|a| parse_cidr(a) != Some((lease.addr, lease.len)))
+        .collect();
+    if !extra.is_empty() {
+        return Err(CniError::new(
+            E_INVALID_CONFIG,
+            format!(
+                "ipam: the result has addresses {} beside {}/{}: a uvs network gives a \
+                 container one IPv4 address (one subnet per bridge, no IPv6); configure one \
+                 IPv4 range",
+                extra.join(", "),
+                lease.addr,
+                lease.len
+            ),
+        )
+        .details(result.to_string()));
+    }
+    Ok(lease)
+}
+
+/// A route of the container: `dst/len` via `gw`, out of its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Destination (its network address).
+    pub dst: Ipv4Addr,
+    /// Prefix length (0: the default route).
+    pub len: u8,
+    /// Gateway.
+    pub gw: Ipv4Addr,
+}
+
+impl Route {
+    /// The default route (`0.0.0.0/0`)?
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `dst/len`.
+    pub fn dst_text(&self) -> String {
+        format!("{}/{}", self.dst, self.len)
+    }
+
+    /// As a result's `routes` carry it (with `gw` always).
+    pub fn to_json(&self) -> Value {
+        json!({"dst": self.dst_text(), "gw": self.gw.to_string()})
+    }
+}
+
+/// One entry of a result's `routes`: without `gw` it goes via the lease's gateway (as the
+/// reference plugins do). An IPv6 route is refused (code 7: uvs networks are IPv4); one that
+/// does not parse is an IPAM error (101) naming it.
+pub fn route_of(r: &Value, lease: &Lease) -> Result<Route, CniError> {
+    let dst = r["dst"].as_str().unwrap_or_default();
+    if dst.contains(':') {
+        return Err(CniError::new(
+            E_INVALID_CONFIG,
+            format!("ipam routes: '{dst}' is an IPv6 route: uvs networks are IPv4 only"),
+        ));
+    }
+    let bad = |what: String| CniError::new(E_IPAM, what).details(r.to_string());
+    let (a, len) = parse_cidr(dst)
+        .ok_or_else(|| bad(format!("ipam routes: dst '{dst}' is not an IPv4 prefix")))?;
+    let gw = match r["gw"].as_str() {
+        None | Some("") => lease.gateway,
+        Some(g) => g.parse().map_err(|_| {
+            bad(format!(
+                "ipam routes: {dst}: gw '{g}' is not an IPv4 address"
+            ))
+        })?,
+    };
+    Ok(Route {
+        dst: network(a, len),
+        len,
+        gw,
+    })
+}
+
+/// The routes ADD installs: the IPAM result's `routes` (see [`route_of`]; a destination listed
+/// twice once, the first), and a default route via the lease's gateway first when the result
+/// has none. They were dropped but for the default (found trying uvs as a platform engineer).
+pub fn routes_to_install(ipam_result: &Value, lease: &Lease) -> Result<Vec<Route>, CniError> {
+    let mut out: Vec<Route> = Vec::new();
+    for r in ipam_result["routes"].as_array().into_iter().flatten() {
+        let r = route_of(r, lease)?;
+        if !out.iter().any(|o| (o.dst, o.len) == (r.dst, r.len)) {
+            out.push(r);
+        }
+    }
+    if !out.iter().any(Route::is_default) {
+        let default = Route {
+            dst: Ipv4Addr::UNSPECIFIED,
+            len: 0,
+            gw: lease.gateway,
+        };
+        out.insert(0, default);
+    }
+    Ok(out)
 }
 
 /// The uvs bridge `name` from `show`, if it exists.
@@ -373,7 +484,8 @@ fn add_with_lease(
     ns: &File,
     ipam_result: &Value,
 ) -> Result<Value, CniError> {
-    let lease = lease_of(ipam_result)?;
+    let lease = single_lease(ipam_result)?;
+    let routes = routes_to_install(ipam_result, &lease)?;
     let sock = c.socket();
     let (bridge, queues) = ensure_bridge(c, &sock, &lease)?;
     let mtu = mtu_for(c, &bridge);
@@ -387,7 +499,7 @@ fn add_with_lease(
     let ifn = env.ifname.as_str();
     let mac = c.runtime_config.mac.clone().or_else(|| env.arg("MAC"));
     no_ipv6_in_container(ns, ifn)?;
-    let default_route = setup_container(&mut cnl, ifn, &lease, mac.as_deref())?;
+    let routes = setup_container(&mut cnl, ifn, &lease, &routes, mac.as_deref())?;
     quiet_host_end(&host)?;
     nl(&format!("set {host} up"), hnl.set_up(&host, None))?;
     let port_type = format!("type={}", c.port_type());
@@ -402,10 +514,7 @@ fn add_with_lease(
     let cmac = mac_of(cnl.link(ifn)).unwrap_or_default();
     let hmac = mac_of(hnl.link(&host)).unwrap_or_default();
     let cidr = format!("{}/{}", lease.addr, lease.len);
-    let routes: Vec<Value> = default_route
-        .then(|| json!({"dst": "0.0.0.0/0", "gw": lease.gateway.to_string()}))
-        .into_iter()
-        .collect();
+    let routes: Vec<Value> = routes.iter().map(Route::to_json).collect();
     let mut ipe = json!({"address": cidr, "gateway": lease.gateway.to_string(), "interface": 1});
     if c.cni_version != "1.0.0" {
         ipe["version"] = json!("4");
@@ -427,21 +536,19 @@ fn add_with_lease(
     Ok(result)
 }
 
-/// The container side: MAC, address, up, and the default route via the gateway unless the
-/// namespace has one already (a container on a second network keeps its first default route).
-/// Returns whether the default route was added.
+/// The container side: MAC, address, up, and `routes` (see [`routes_to_install`]), the default
+/// route unless the namespace has one already (a container on a second network keeps its first
+/// default route). Returns the routes added.
 fn setup_container(
     cnl: &mut Rtnl,
     ifn: &str,
     lease: &Lease,
+    routes: &[Route],
     mac: Option<&str>,
-) -> Result<bool, CniError> {
+) -> Result<Vec<Route>, CniError> {
     if let Some(m) = mac {
         let MacAddr(bytes) = m.parse().map_err(|_: String| {
-            CniError::new(
-                super::E_INVALID_CONFIG,
-                format!("mac: '{m}' is not a MAC address"),
-            )
+            CniError::new(E_INVALID_CONFIG, format!("mac: '{m}' is not a MAC address"))
         })?;
         nl(&format!("set {ifn} address {m}"), cnl.set_mac(ifn, bytes))?;
     }
@@ -451,14 +558,19 @@ fn setup_container(
         cnl.add_addr(ifn, lease.addr, lease.len),
     )?;
     nl(&format!("set {ifn} up"), cnl.set_up(ifn, None))?;
-    if !nl("list default routes", cnl.default_routes())?.is_empty() {
-        return Ok(false);
+    let has_default = !nl("list default routes", cnl.default_routes())?.is_empty();
+    let mut made = Vec::new();
+    for r in routes {
+        if r.is_default() && has_default {
+            continue;
+        }
+        nl(
+            &format!("add route {} via {} dev {ifn}", r.dst_text(), r.gw),
+            cnl.add_route((r.dst, r.len), r.gw, ifn),
+        )?;
+        made.push(*r);
     }
-    nl(
-        &format!("add default route via {} dev {ifn}", lease.gateway),
-        cnl.add_default_route(lease.gateway, ifn),
-    )?;
-    Ok(true)
+    Ok(made)
 }
 
 /// Turns IPv6 off on the container's interface `ifn` (in namespace `ns`) before it is up, as
@@ -613,12 +725,12 @@ pub fn del(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     released.map(|_| ())
 }
 
-/// CHECK: the container interface, address and default route, the uvs port, then IPAM.
+/// CHECK: the container interface, address and routes, the uvs port, then IPAM.
 pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let prev = c
         .prev_result
         .as_ref()
-        .ok_or_else(|| CniError::new(super::E_INVALID_CONFIG, "prevResult: required by CHECK"))?;
+        .ok_or_else(|| CniError::new(E_INVALID_CONFIG, "prevResult: required by CHECK"))?;
     let lease = lease_of(prev)?;
     let ns = open_netns(&env.netns)?;
     let ifn = env.ifname.as_str();
@@ -631,17 +743,21 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     if !addrs.contains(&(lease.addr, lease.len)) {
         return Err(fail(format!("{ifn} lacks {}/{}", lease.addr, lease.len)));
     }
-    let gw = lease.gateway;
-    let wants_route = prev["routes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|r| r["dst"] == "0.0.0.0/0");
-    let has_route = nl("list default routes", cnl.default_routes())?
-        .iter()
-        .any(|(g, oif)| *g == Some(gw) && *oif == index);
-    if wants_route && !has_route {
-        return Err(fail(format!("no default route via {gw} on {ifn}")));
+    // Every IPv4 route of the result, on this interface (IPv6 ones are a chained plugin's).
+    let table = nl("list routes", cnl.routes())?;
+    let ipv4 = |r: &&Value| !r["dst"].as_str().unwrap_or_default().contains(':');
+    for r in prev["routes"].as_array().into_iter().flatten().filter(ipv4) {
+        let r = route_of(r, &lease)?;
+        let there = table
+            .iter()
+            .any(|(d, g, oif)| *d == (r.dst, r.len) && *g == Some(r.gw) && *oif == index);
+        if !there {
+            return Err(fail(format!(
+                "no route {} via {} on {ifn}",
+                r.dst_text(),
+                r.gw
+            )));
+        }
     }
     let host = env.host_ifname();
     let show = uvs(&c.socket(), "show", &[])?;

@@ -169,6 +169,62 @@ fn lease_gateway_defaults_to_the_first_address() {
     assert!(ops::lease_of(&json!({"ips": []})).is_err());
 }
 
+/// ADD installs the IPAM result's routes, one without `gw` via the lease's gateway, and a
+/// default route via the gateway when the result has none; IPv6 routes are refused (code 7),
+/// a bad one is an IPAM error naming it. They were dropped but for the default route.
+#[test]
+fn ipam_routes_are_installed_with_the_lease_gateway() {
+    let lease = ops::lease_of(&json!({"ips": [{"address": "10.9.0.7/24"}]})).unwrap();
+    let texts = |r: &Value| {
+        ops::routes_to_install(r, &lease).map(|v| {
+            v.iter()
+                .map(|r| format!("{} via {}", r.dst_text(), r.gw))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(texts(&json!({})).unwrap(), ["0.0.0.0/0 via 10.9.0.1"]);
+    let r = json!({"routes": [{"dst": "192.168.7.0/24", "gw": "10.9.0.254"},
+                              {"dst": "172.30.9.1/24"}, {"dst": "192.168.7.0/24"}]});
+    assert_eq!(
+        texts(&r).unwrap(),
+        [
+            "0.0.0.0/0 via 10.9.0.1",
+            "192.168.7.0/24 via 10.9.0.254",
+            "172.30.9.0/24 via 10.9.0.1"
+        ]
+    );
+    let r = json!({"routes": [{"dst": "10.1.0.0/16"}, {"dst": "0.0.0.0/0", "gw": "10.9.0.9"}]});
+    assert_eq!(
+        texts(&r).unwrap(),
+        ["10.1.0.0/16 via 10.9.0.1", "0.0.0.0/0 via 10.9.0.9"]
+    );
+    let e = texts(&json!({"routes": [{"dst": "::/0"}]})).unwrap_err();
+    assert_eq!(e.code, E_INVALID_CONFIG);
+    assert!(e.msg.contains("'::/0'"), "{e}");
+    let e = texts(&json!({"routes": [{"dst": "10.1.0.0/40"}]})).unwrap_err();
+    assert_eq!(e.code, E_IPAM);
+    assert!(e.msg.contains("10.1.0.0/40"), "{e}");
+    let e = texts(&json!({"routes": [{"dst": "10.1.0.0/16", "gw": "nope"}]})).unwrap_err();
+    assert!(e.msg.contains("gw 'nope'"), "{e}");
+}
+
+/// An IPAM result with more than one address (a second range, an IPv6 one) is refused naming
+/// the extra ones (they were leased and dropped silently).
+#[test]
+fn an_ipam_result_with_two_addresses_is_refused() {
+    let one = json!({"ips": [{"address": "10.9.0.7/24"}]});
+    assert!(ops::single_lease(&one).is_ok());
+    for extra in ["10.9.1.7/24", "fd00::7/64"] {
+        let two = json!({"ips": [{"address": "10.9.0.7/24"}, {"address": extra}]});
+        let e = ops::single_lease(&two).unwrap_err();
+        assert_eq!(e.code, E_INVALID_CONFIG);
+        assert!(
+            e.msg.contains(extra) && e.msg.contains("10.9.0.7/24"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn runtime_config_capabilities_parse() {
     let c = NetConf::parse(&conf(json!({"runtimeConfig": {
