@@ -1349,3 +1349,85 @@ fn cni_ipam_routes_are_installed_and_extra_addresses_refused() {
     }
     assert!(!d.ctl(&["show"]).contains("port uv"));
 }
+
+/// CHECK fails (code 102) when the container is cut off although interface, address and
+/// routes are there: its uvs port `down` (the host end set down) or `gone` (eth0 replaced by
+/// an unrelated veth), or eth0's MAC no longer the one the result gave. All three passed.
+/// (Found trying uvs as a platform engineer.)
+#[test]
+fn cni_check_fails_when_the_port_is_not_up_or_the_mac_changed() {
+    let test = "cni_check_fails_when_the_port_is_not_up_or_the_mac_changed";
+    if !root_or_skip(test) || !tools_or_skip(test) {
+        return;
+    }
+    let p = prefix("cj");
+    let mut t = Topology::default();
+    let d = Daemon::start("cnij", &[]);
+    let ns = format!("{p}c");
+    t.netns(&ns);
+    let nspath = format!("/run/netns/{ns}");
+    let store = HostLocal::new("cnij");
+    let mut conf = json!({
+        "cniVersion": "1.0.0", "name": "jn", "type": "uvs-cni", "uvs_socket": d.socket,
+        "ipam": store.ipam(json!({"subnet": "10.229.9.0/24"}))
+    });
+    let (rc, res) = cni("ADD", "cid-check", &nspath, &conf);
+    assert_eq!(rc, 0, "ADD: {res}");
+    let host = res["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let mac = res["interfaces"][1]["mac"].as_str().unwrap().to_string();
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    conf["prevResult"] = res;
+    let check = || cni("CHECK", "cid-check", &nspath, &conf);
+    let fails_naming = |what: &str| {
+        let (rc, v) = check();
+        assert_eq!((rc, v["code"].as_u64()), (1, Some(102)), "{what}: {v}");
+        assert!(v["msg"].as_str().unwrap_or_default().contains(what), "{v}");
+    };
+    assert_eq!(check().0, 0, "CHECK: {:?}", check());
+
+    sh(&["ip", "link", "set", &host, "down"]);
+    d.wait_state(&host, "down", 10);
+    fails_naming("down");
+    sh(&["ip", "link", "set", &host, "up"]);
+    d.wait_state(&host, "up", 10);
+    assert_eq!(check().0, 0, "CHECK after up: {:?}", check());
+
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "link",
+        "set",
+        "eth0",
+        "address",
+        "02:00:00:00:29:09",
+    ]);
+    fails_naming("02:00:00:00:29:09");
+    sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
+    assert_eq!(check().0, 0, "CHECK with the MAC back: {:?}", check());
+
+    // eth0 replaced by a veth of someone else's, with the same MAC, address and route.
+    sh(&["ip", "-n", &ns, "link", "del", "eth0"]);
+    d.wait_state(&host, "gone", 10);
+    let other = format!("{p}x");
+    sh(&[
+        "ip", "link", "add", &other, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+    ]);
+    t.links.push(other.clone());
+    sh(&["ip", "link", "set", &other, "up"]);
+    sh(&["ip", "-n", &ns, "link", "set", "eth0", "address", &mac]);
+    sh(&["ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0"]);
+    sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.229.9.1",
+    ]);
+    fails_naming("gone");
+    assert_eq!(cni("DEL", "cid-check", &nspath, &conf).0, 0);
+}

@@ -37,8 +37,9 @@
 //! after uvs was down finds it), the veth, and releases the IPAM lease. When uvs cannot
 //! be reached the veth and the lease still go, and the error (code 100) names the uvs port
 //! left behind and the `uvs ctl del-port` that removes it.
-//! CHECK verifies the interface, its address and the result's IPv4 routes in the namespace,
-//! and the uvs port, then runs the IPAM plugin's CHECK.
+//! CHECK verifies the interface, its MAC (the result's sandbox interface `mac`), its address
+//! and the result's IPv4 routes in the namespace, and the uvs port in state `up` (not `down`,
+//! `gone` or `pending`), then runs the IPAM plugin's CHECK; a difference is code 102 naming it.
 //!
 //! Invocations on one daemon are serialised by a lock file beside its socket ([`sys::lock`]).
 //! Links, addresses and routes are made with rtnetlink requests ([`netlink`]), for the

@@ -702,13 +702,29 @@ pub(super) fn port_state<'a>(bridge: &'a Value, port: &str) -> Option<&'a str> {
     Some(p["state"].as_str().unwrap_or("unknown"))
 }
 
-pub(super) fn has_port(bridge: &Value, port: &str) -> bool {
-    bridge["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        // A pending port (its veth missing, or not opened) is not attached.
-        .any(|p| p["name"] == port && p["state"] != "pending")
+/// CHECK's verdict on the container's uvs port `host` of bridge `bridge` from its `show`
+/// state: only `up` forwards; `down` (the host end set down), `gone` (the veth deleted, even
+/// if eth0 was replaced by another) and `pending` (not opened) cut the container off, and
+/// passed (found trying uvs as a platform engineer).
+pub(super) fn port_is_up(bridge: &str, host: &str, state: Option<&str>) -> Result<(), String> {
+    match state {
+        Some("up") => Ok(()),
+        None => Err(format!("uvs bridge '{bridge}' has no port {host}")),
+        Some(s) => Err(format!(
+            "uvs port {host} of bridge '{bridge}' is {s}, not up"
+        )),
+    }
+}
+
+/// The MAC a result gives the container's interface `ifn` (its `interfaces` entry with a
+/// `sandbox`); None when it gives none.
+pub(super) fn sandbox_mac<'a>(result: &'a Value, ifn: &str) -> Option<&'a str> {
+    result["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["name"] == ifn && i["sandbox"].as_str().is_some_and(|s| !s.is_empty()))?["mac"]
+        .as_str()
+        .filter(|m| !m.is_empty())
 }
 
 /// DEL: idempotent.
@@ -725,7 +741,8 @@ pub fn del(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     released.map(|_| ())
 }
 
-/// CHECK: the container interface, address and routes, the uvs port, then IPAM.
+/// CHECK: the container interface and its MAC, address and routes, the uvs port and its
+/// state, then IPAM.
 pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let prev = c
         .prev_result
@@ -736,9 +753,16 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     let ifn = env.ifname.as_str();
     let fail = |m: String| CniError::new(E_CHECK, m);
     let mut cnl = rtnl_in(&ns)?;
-    let Some(index) = nl(&format!("look up {ifn}"), cnl.index(ifn))? else {
+    let Some((index, mac)) = nl(&format!("look up {ifn}"), cnl.link(ifn))? else {
         return Err(fail(format!("interface {ifn} missing in CNI_NETNS")));
     };
+    if let Some(want) = sandbox_mac(prev, ifn)
+        && !want.eq_ignore_ascii_case(&mac)
+    {
+        return Err(fail(format!(
+            "{ifn} has MAC {mac}, the result gave it {want}"
+        )));
+    }
     let addrs = nl(&format!("list addresses of {ifn}"), cnl.addrs(ifn))?;
     if !addrs.contains(&(lease.addr, lease.len)) {
         return Err(fail(format!("{ifn} lacks {}/{}", lease.addr, lease.len)));
@@ -761,13 +785,9 @@ pub fn check(env: &Env, c: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     }
     let host = env.host_ifname();
     let show = uvs(&c.socket(), "show", &[])?;
-    let port_ok = find_bridge(&show, c.bridge()).is_some_and(|b| has_port(&b, &host));
-    if !port_ok {
-        return Err(fail(format!(
-            "uvs bridge '{}' has no port {host}",
-            c.bridge()
-        )));
-    }
+    let bridge = find_bridge(&show, c.bridge());
+    let state = bridge.as_ref().and_then(|b| port_state(b, &host));
+    port_is_up(c.bridge(), &host, state).map_err(fail)?;
     check_rates(c, &show, &host).map_err(fail)?;
     for p in &c.runtime_config.port_mappings {
         if nat_index(&c.socket(), |r| is_mapping(c, p, lease.addr, r))?.is_none() {

@@ -350,21 +350,51 @@ fn mac_strings_parse_as_mac_addr() {
     assert!("zz:00:00:00:36:01".parse::<MacAddr>().is_err());
 }
 
-/// CHECK counts a container's port as attached only when it is open: a pending one (its veth
-/// missing or not opened, listed by `show` since session 32) is not.
+/// CHECK passes a container's port only when `show` says it is `up`: a pending one (its veth
+/// missing or not opened), a `down` or `gone` one cut the container off, and the error names
+/// the state. DEL removes a port it named in any state, a pending one too.
 #[test]
-fn a_pending_port_is_not_attached() {
+fn only_an_up_port_passes_check() {
     let b = json!({"name": "n1", "ports": [
         {"name": "uv0123456789ab", "state": "up"},
         {"name": "uvaaaaaaaaaaaa", "state": "pending"},
+        {"name": "uvcccccccccccc", "state": "down"},
+        {"name": "uvdddddddddddd", "state": "gone"},
     ]});
-    assert!(super::ops::has_port(&b, "uv0123456789ab"));
-    assert!(!super::ops::has_port(&b, "uvaaaaaaaaaaaa"));
-    assert!(!super::ops::has_port(&b, "uvbbbbbbbbbbbb"));
-    // DEL removes a port it named in any state, a pending one too.
+    let verdict = |p: &str| super::ops::port_is_up("n1", p, super::ops::port_state(&b, p));
+    assert_eq!(verdict("uv0123456789ab"), Ok(()));
+    for (p, s) in [
+        ("uvaaaaaaaaaaaa", "pending"),
+        ("uvcccccccccccc", "down"),
+        ("uvdddddddddddd", "gone"),
+    ] {
+        let e = verdict(p).unwrap_err();
+        assert!(e.contains(p) && e.contains(&format!("is {s}")), "{e}");
+    }
+    assert!(
+        verdict("uvbbbbbbbbbbbb")
+            .unwrap_err()
+            .contains("has no port")
+    );
     assert_eq!(
         super::ops::port_state(&b, "uvaaaaaaaaaaaa"),
         Some("pending")
     );
     assert_eq!(super::ops::port_state(&b, "uvbbbbbbbbbbbb"), None);
+}
+
+/// CHECK compares the container interface's MAC with the result's sandbox interface entry
+/// (not the host end's, of the same result).
+#[test]
+fn check_takes_the_mac_of_the_sandbox_interface() {
+    let r = json!({"interfaces": [
+        {"name": "uv0123456789ab", "mac": "02:00:00:00:00:01"},
+        {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/x"},
+    ]});
+    assert_eq!(
+        super::ops::sandbox_mac(&r, "eth0"),
+        Some("02:00:00:00:00:02")
+    );
+    assert_eq!(super::ops::sandbox_mac(&r, "uv0123456789ab"), None);
+    assert_eq!(super::ops::sandbox_mac(&r, "eth1"), None);
 }
