@@ -259,7 +259,7 @@ impl NetConf {
     /// Parses and checks stdin.
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         let c: NetConf = serde_json::from_slice(stdin).map_err(|e| {
-            CniError::new(E_DECODE, "network configuration is not valid").details(e.to_string())
+            CniError::failed(E_DECODE, "network configuration is not valid JSON", e)
         })?;
         if !SUPPORTED_VERSIONS.contains(&c.cni_version.as_str()) {
             return Err(CniError::new(

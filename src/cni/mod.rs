@@ -41,6 +41,13 @@
 //! and the result's IPv4 routes in the namespace, and the uvs port in state `up` (not `down`,
 //! `gone` or `pending`), then runs the IPAM plugin's CHECK; a difference is code 102 naming it.
 //!
+//! Errors: `msg` is a short sentence with the reason (`uvs nat-add: port: tcp/8080 ... already
+//! mapped`), `details` the longer story (the request, the daemon's or kernel's text, what to
+//! do), empty when there is nothing more (never a lone space). An IPAM plugin's own error is
+//! passed through with its code (the spec's delegation rule; host-local's are 999), prefixed
+//! `ipam TYPE COMMAND:`; code 101 is for a plugin that cannot be found or run, fails without
+//! the spec's error JSON, or answers no usable result.
+//!
 //! Invocations on one daemon are serialised by a lock file beside its socket ([`sys::lock`]).
 //! Links, addresses and routes are made with rtnetlink requests ([`netlink`]), for the
 //! container side on a socket opened by a helper thread that `setns`es into `CNI_NETNS`.
@@ -102,9 +109,17 @@ impl CniError {
         }
     }
 
-    /// The same error with `details`.
+    /// `what` failed for `reason`: the message says both (`what: reason`), the details keep
+    /// the reason. (The message was only `what`, an internal command line such as "uvs show ",
+    /// and the reason only in the details: found trying uvs as a platform engineer.)
+    pub fn failed(code: u32, what: &str, reason: impl std::fmt::Display) -> Self {
+        let reason = reason.to_string();
+        CniError::new(code, format!("{what}: {reason}")).details(reason)
+    }
+
+    /// The same error with `details` (trimmed: never a lone space).
     pub fn details(mut self, d: impl Into<String>) -> Self {
-        self.details = d.into();
+        self.details = d.into().trim().to_string();
         self
     }
 

@@ -582,15 +582,16 @@ fn no_ipv6_in_container(ns: &std::fs::File, ifn: &str) -> Result<(), CniError> {
     use std::os::fd::AsFd;
     let path = format!("/proc/sys/net/ipv6/conf/{ifn}/disable_ipv6");
     // /proc/sys/net is the namespace of the thread that opens it: the helper's.
-    let r = crate::port::sys::in_netns(ns.as_fd(), || std::fs::write(&path, "1")).map_err(|e| {
-        CniError::new(E_IO, "enter CNI_NETNS").details(std::io::Error::from(e).to_string())
-    })?;
+    let r = crate::port::sys::in_netns(ns.as_fd(), || std::fs::write(&path, "1"))
+        .map_err(|e| CniError::failed(E_IO, "enter CNI_NETNS", std::io::Error::from(e)))?;
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => {
-            Err(CniError::new(E_IO, format!("set {path} to 1 in CNI_NETNS")).details(e.to_string()))
-        }
+        Err(e) => Err(CniError::failed(
+            E_IO,
+            &format!("set {path} to 1 in CNI_NETNS"),
+            e,
+        )),
     }
 }
 
@@ -608,9 +609,7 @@ fn quiet_host_end(host: &str) -> Result<(), CniError> {
             // A kernel without IPv6 has no such file.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.contains("ipv6") => {}
             Err(e) => {
-                return Err(
-                    CniError::new(E_IO, format!("set {path} to {value}")).details(e.to_string())
-                );
+                return Err(CniError::failed(E_IO, &format!("set {path} to {value}"), e));
             }
         }
     }

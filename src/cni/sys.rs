@@ -18,11 +18,11 @@ use crate::control::client;
 /// Opens the container's namespace file.
 pub fn open_netns(path: &str) -> Result<File, CniError> {
     File::open(path).map_err(|e| {
-        CniError::new(
+        CniError::failed(
             E_UNKNOWN_CONTAINER,
-            format!("CNI_NETNS: cannot open '{path}'"),
+            &format!("CNI_NETNS: cannot open '{path}'"),
+            e,
         )
-        .details(e.to_string())
     })
 }
 
@@ -41,7 +41,7 @@ pub fn rtnl_in(ns: &File) -> Result<Rtnl, CniError> {
 
 /// A netlink failure of `what` as an I/O error (code 5) naming it.
 pub fn nl<T>(what: &str, r: std::io::Result<T>) -> Result<T, CniError> {
-    r.map_err(|e| CniError::new(E_IO, format!("netlink: {what}")).details(e.to_string()))
+    r.map_err(|e| CniError::failed(E_IO, &format!("netlink: {what}"), e))
 }
 
 /// Finds `name` in `CNI_PATH`.
@@ -78,43 +78,73 @@ pub fn ipam(env: &Env, plugin: &str, command: &str, stdin: &[u8]) -> Result<Valu
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            CniError::new(E_IPAM, format!("{}: cannot run", exe.display())).details(e.to_string())
+            CniError::failed(
+                E_IPAM,
+                &format!("ipam {plugin}: cannot run {}", exe.display()),
+                e,
+            )
         })?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(stdin);
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| CniError::new(E_IPAM, format!("{plugin} {command}")).details(e.to_string()))?;
+        .map_err(|e| CniError::failed(E_IPAM, &format!("ipam {plugin} {command}"), e))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        // The IPAM plugin's own error JSON: pass its code and message on.
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let code = v["code"].as_u64().unwrap_or(u64::from(E_IPAM)) as u32;
-        let msg = v["msg"].as_str().unwrap_or("failed");
-        return Err(
-            CniError::new(code, format!("ipam {plugin} {command}: {msg}")).details(format!(
-                "{} {}",
-                v["details"].as_str().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-        );
+        return Err(ipam_error(plugin, command, &text, &out.stderr, out.status));
     }
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
     serde_json::from_str(&text).map_err(|e| {
-        CniError::new(E_IPAM, format!("ipam {plugin}: result is not JSON")).details(e.to_string())
+        CniError::failed(
+            E_IPAM,
+            &format!("ipam {plugin} {command}: result is not JSON"),
+            e,
+        )
     })
 }
 
-/// One control request; the daemon's error becomes [`E_UVS`] naming the command.
+/// The error of IPAM plugin `plugin` that failed running `command` with `stdout`, `stderr` and
+/// `status`. Its own error JSON is passed on with its code (the spec: a delegated plugin's
+/// error is returned), its `msg` prefixed; without one it is code 101 with what it printed.
+/// The details are its `details` and stderr, whichever are there.
+pub fn ipam_error(
+    plugin: &str,
+    command: &str,
+    stdout: &str,
+    stderr: &[u8],
+    status: std::process::ExitStatus,
+) -> CniError {
+    let v: Value = serde_json::from_str(stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(stderr);
+    let stderr = stderr.trim();
+    let theirs = v["code"].as_u64().and_then(|c| u32::try_from(c).ok());
+    let (code, msg) = match (theirs, v["msg"].as_str()) {
+        (Some(c), m) => (c, m.unwrap_or("failed").to_string()),
+        (None, _) => {
+            let said = stderr.lines().chain(stdout.trim().lines()).next();
+            let said = said.unwrap_or("no error message");
+            (E_IPAM, format!("{said} ({status}, no error JSON)"))
+        }
+    };
+    let details: Vec<&str> = [v["details"].as_str().unwrap_or_default(), stderr]
+        .into_iter()
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    CniError::new(code, format!("ipam {plugin} {command}: {msg}")).details(details.join("; "))
+}
+
+/// One control request; the daemon's error becomes [`E_UVS`], its message `uvs METHOD: why`,
+/// its details the whole request.
 pub fn uvs(socket: &Path, method: &str, params: &[String]) -> Result<Value, CniError> {
     client::call(socket, method, params)
         .map(|r| r.data)
         .map_err(|e| {
-            CniError::new(E_UVS, format!("uvs {method} {}", params.join(" ")))
-                .details(e.to_string())
+            let request = format!("{method} {}", params.join(" "));
+            CniError::new(E_UVS, format!("uvs {method}: {e}"))
+                .details(format!("uvs ctl {}: {e}", request.trim_end()))
         })
 }
 
@@ -134,11 +164,11 @@ pub fn lock(socket: &Path) -> Result<File, CniError> {
         .write(true)
         .open(&path)
         .map_err(|e| {
-            CniError::new(
+            CniError::failed(
                 E_IO,
-                format!("cannot open lock file {}", Path::new(&path).display()),
+                &format!("cannot open lock file {}", Path::new(&path).display()),
+                e,
             )
-            .details(e.to_string())
         })?;
     let start = std::time::Instant::now();
     loop {

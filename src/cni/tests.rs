@@ -398,3 +398,63 @@ fn check_takes_the_mac_of_the_sandbox_interface() {
     assert_eq!(super::ops::sandbox_mac(&r, "uv0123456789ab"), None);
     assert_eq!(super::ops::sandbox_mac(&r, "eth1"), None);
 }
+
+/// An error's `msg` says what failed and why (it was the bare sub-command, "uvs show "),
+/// `details` keep the request; never a lone space.
+#[test]
+fn uvs_errors_say_why_in_msg() {
+    let mut e = env("DEL");
+    e.retain(|(k, _)| *k != "CNI_NETNS");
+    let (v, rc) = invoke(&e, &conf(json!({})));
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(u64::from(E_UVS))), "{v}");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(msg.starts_with("uvs show: cannot connect to "), "{v}");
+    let details = v["details"].as_str().unwrap();
+    assert!(details.starts_with("uvs ctl show: cannot connect"), "{v}");
+}
+
+/// An IPAM plugin's own error is passed through with its code (the spec's delegation rule:
+/// host-local's are 999), its message prefixed; one without error JSON is 101 with what it
+/// printed. The details are never a lone space.
+#[test]
+fn ipam_errors_pass_through_with_their_code() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("uvs-cni-unit-ipamerr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\nexit 1\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    plugin(
+        "full-ipam",
+        r#"echo '{"code": 999, "msg": "no IP addresses available"}'"#,
+    );
+    plugin(
+        "loud-ipam",
+        r#"echo '{"code": 11, "msg": "busy", "details": "d"}'; echo oops >&2"#,
+    );
+    plugin("mute-ipam", "echo boom >&2");
+    let path = dir.to_string_lossy().into_owned();
+    let mut e = env("ADD");
+    e[4] = ("CNI_PATH", &path);
+    let run = |t: &str| invoke(&e, &conf(json!({"ipam": {"type": t}}))).0;
+    let v = run("full-ipam");
+    assert_eq!(v["code"], 999, "{v}");
+    assert_eq!(
+        v["msg"], "ipam full-ipam ADD: no IP addresses available",
+        "{v}"
+    );
+    assert_eq!(v["details"], "", "{v}");
+    let v = run("loud-ipam");
+    assert_eq!(
+        (v["code"].as_u64(), v["details"].as_str()),
+        (Some(11), Some("d; oops")),
+        "{v}"
+    );
+    let v = run("mute-ipam");
+    assert_eq!(v["code"].as_u64(), Some(u64::from(E_IPAM)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("boom"), "{v}");
+    assert_eq!(v["details"], "boom", "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
