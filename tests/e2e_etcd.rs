@@ -16,6 +16,11 @@
 //! vxlan port's `local_ip` rewrites our lease's PublicIP (same subnet, same etcd lease).
 //! `a_network_change_revokes_our_lease_of_the_old_network`: the old Network's lease goes.
 //! `a_thousand_leases_are_programmed_in_bounded_time_and_memory`: scale (no root needed).
+//! `thousands_of_junk_leases_written_one_by_one_do_not_delay_a_peer`: 3,000 ignored leases,
+//! one write each, then a real peer: programmed within seconds (no root needed).
+//! `a_foreign_write_to_our_lease_never_renumbers_our_bridge`: another host writing our lease
+//! key gets ours written back; our subnet deleted and leased by another host: overlay DOWN,
+//! the bridge keeps its address, and the subnet is ours again once free.
 
 mod common;
 
@@ -1243,4 +1248,196 @@ fn host_gw_backend_routes_via_the_public_ip() {
         "nothing encapsulated: {vx}"
     );
     drop(db);
+}
+
+/// Another host writing our lease key (a buggy or hostile peer, a restored backup) gets ours
+/// written back, on our etcd lease, with an ERROR naming it; a lease under our PublicIP that
+/// appeared meanwhile is not adopted; the containers' bridge keeps its address. Our key
+/// deleted and leased by another host: the overlay is DOWN (overlay-show, the log), the bridge
+/// still keeps its address, and once that key goes the subnet is leased again. Found trying
+/// uvs as a hostile peer: one write moved the host to the subnet the writer chose and
+/// renumbered the gateway under its containers. Needs etcd, not root.
+#[test]
+fn a_foreign_write_to_our_lease_never_renumbers_our_bridge() {
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP a_foreign_write_to_our_lease_never_renumbers_our_bridge: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("efw");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 30);
+    let log = std::env::temp_dir().join(format!("uvs-{p}.log"));
+    let d = Daemon::start_logged(&p, &["--config", conf.to_str().unwrap()], &log);
+    let subnet = leased(&d, 0);
+    let gw = format!("{}/24", host_in(&subnet, 1));
+    let env = std::fs::read_to_string(&state).unwrap();
+    let subnets = "/coreos.com/network/subnets";
+    let key = format!("{subnets}/{}", subnet.replace('/', "-"));
+    let value = |ip: &str, mac: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    let bridge_keeps_its_gateway = |d: &Daemon| {
+        let show = d.ctl(&["show"]);
+        let br0 = show
+            .lines()
+            .find(|l| l.starts_with("bridge br0"))
+            .unwrap_or("");
+        assert!(br0.contains(&gw), "br0 lost {gw}: {br0}");
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), env);
+        assert!(
+            !d.ctl(&["route-show"]).contains(&format!("{subnet} via")),
+            "our subnet routed away"
+        );
+    };
+    let lease_id = |d: &Daemon| {
+        let v = overlay(d);
+        i64::from_str_radix(v["lease"]["lease_id"].as_str().unwrap_or("0"), 16).unwrap()
+    };
+    let held = |lease: i64| {
+        let got: serde_json::Value =
+            serde_json::from_str(&etcd.ctl(&["get", &key, "-w", "json"])).unwrap();
+        let v = etcd.ctl(&["get", "--print-value-only", &key]);
+        got["kvs"][0]["lease"].as_i64() == Some(lease) && v.contains(r#""PublicIP":"10.252.0.1""#)
+    };
+    let ours = lease_id(&d);
+    assert!(held(ours));
+    // A lease under our PublicIP appears (it would tell us where to go), then our key is
+    // overwritten.
+    etcd.ctl(&[
+        "put",
+        &format!("{subnets}/10.5.11.0-24"),
+        &value("10.252.0.1", "02:00:00:00:0b:0b"),
+    ]);
+    etcd.ctl(&["put", &key, &value("10.252.0.66", "02:00:00:00:66:66")]);
+    wait_for("our lease written back on our etcd lease", 10, || {
+        held(ours)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let v = overlay(&d);
+    assert_eq!(v["lease"]["subnet"], subnet.as_str(), "{v}");
+    assert!(v["down"].is_null(), "{v}");
+    bridge_keeps_its_gateway(&d);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains(&key) && l.contains("10.252.0.66")),
+        "{text}"
+    );
+    // Deleted, and leased by another host before we could take it again.
+    etcd.ctl(&["del", &format!("{subnets}/10.5.11.0-24")]);
+    etcd.ctl(&["del", &key]);
+    etcd.ctl(&["put", &key, &value("10.252.0.77", "02:00:00:00:77:77")]);
+    wait_for("the overlay shown DOWN", 15, || {
+        overlay(&d)["down"]
+            .as_str()
+            .is_some_and(|s| s.contains("10.252.0.77"))
+    });
+    bridge_keeps_its_gateway(&d);
+    assert!(d.ctl(&["overlay-show"]).contains("overlay DOWN"));
+    let keys = etcd.ctl(&["get", "--prefix", "--keys-only", subnets]);
+    assert_eq!(
+        keys.split_whitespace().count(),
+        1,
+        "no other subnet: {keys}"
+    );
+    // That host goes: the subnet is ours again.
+    etcd.ctl(&["del", &key]);
+    wait_for("our subnet leased again", 40, || {
+        let v = overlay(&d);
+        v["down"].is_null() && v["connected"] == true && held(lease_id(&d))
+    });
+    bridge_keeps_its_gateway(&d);
+    drop(d);
+    for f in [&conf, &state, &log] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// 3,000 well-formed leases outside the Network (ignored), each its own write and so its own
+/// watch event, then a real peer's lease: the peer is programmed within seconds of its write,
+/// and the ignored leases give a handful of WARN lines, not one each. Found trying uvs as a
+/// hostile peer: the agent rewrote overlay-show's status (every peer) at each event, ~50
+/// leases/s at 5,000, and a real peer waited 48 s behind them. Needs etcd, not root.
+#[test]
+fn thousands_of_junk_leases_written_one_by_one_do_not_delay_a_peer() {
+    const N: usize = 3000;
+    if !try_sh(&["etcd", "--version"]) {
+        eprintln!(
+            "SKIP thousands_of_junk_leases_written_one_by_one_do_not_delay_a_peer: needs etcd-server (scripts/setup.sh)"
+        );
+        return;
+    }
+    let p = prefix("ejk");
+    let etcd = Etcd::with_network(
+        &p,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    );
+    let (conf, state) = portless_host(&p, &etcd, 60);
+    let log = std::env::temp_dir().join(format!("uvs-{p}.log"));
+    let d = Daemon::start_logged(&p, &["--config", conf.to_str().unwrap()], &log);
+    leased(&d, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = etcd.url();
+    let value = |ip: String, mac: String| {
+        format!(
+            r#"{{"PublicIP":"{ip}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([url.as_str()], None)
+            .await
+            .unwrap();
+        for i in 0..N {
+            let key = format!(
+                "/coreos.com/network/subnets/10.{}.{}.0-24",
+                100 + i / 256,
+                i % 256
+            );
+            let v = value(
+                format!("10.253.{}.{}", i / 250, i % 250 + 1),
+                format!("02:aa:00:00:{:02x}:{:02x}", i / 256, i % 256),
+            );
+            c.put(key, v, None).await.unwrap();
+        }
+        let good = value("10.252.0.30".into(), "02:00:00:00:30:30".into());
+        c.put("/coreos.com/network/subnets/10.5.30.0-24", good, None)
+            .await
+            .unwrap();
+    });
+    let written = t0.elapsed();
+    wait_for("the real peer programmed behind the junk", 60, || {
+        d.ctl(&["route-show"]).contains("10.5.30.0/24")
+    });
+    let behind = t0.elapsed() - written;
+    wait_for("overlay-show listing them all", 10, || {
+        overlay(&d)["peers"].as_array().map_or(0, Vec::len) == N + 1
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warns = text
+        .lines()
+        .filter(|l| l.contains("not programmed"))
+        .count();
+    eprintln!(
+        "junk leases: {N} written one by one in {:.2} s; a real peer's lease programmed {:.2} s after its write; {warns} WARN lines",
+        written.as_secs_f64(),
+        behind.as_secs_f64()
+    );
+    assert!(behind < Duration::from_secs(5), "{behind:?}");
+    let most = written.as_secs() as usize + 3;
+    assert!(warns <= most, "{warns} WARN lines for {N} ignored leases");
+    drop(d);
+    for f in [&conf, &state, &log] {
+        let _ = std::fs::remove_file(f);
+    }
 }

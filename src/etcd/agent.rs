@@ -12,10 +12,12 @@ use etcd_client::{
     WatchOptions,
 };
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::schema::{self, BackendData, LeaseAttrs, NetConfig};
-use super::{EtcdSpec, PeerLease, check_peer, own_gateway_ops, peer_del_ops, peer_ops};
+use super::{
+    EtcdSpec, OwnKey, PeerLease, check_peer, own_gateway_ops, own_key, peer_del_ops, peer_ops,
+};
 use crate::worker::{Command, OverlayOp, WorkerHandle};
 
 /// Ops per worker request (bounded work per request).
@@ -29,6 +31,44 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// etcd frozen) fails the open streams (the watch) even while nothing is asked. etcd's
 /// servers refuse pings more often than every 5 s (`--grpc-keepalive-min-time`).
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+
+/// How often `overlay-show`'s status is rewritten while leases keep coming (each rewrite
+/// copies every peer: once per watch event, 5,000 leases written one by one cost minutes).
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// At most one log line a second for one kind of event; the events in between are counted,
+/// and the count goes with the next line (or with `flush`'s).
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    /// Some(events not logged since the last line) when this one may be logged at `now`.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.recent(now) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+
+    /// The events not logged, once a second has passed since the last line (None if none).
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        if self.held == 0 || self.recent(now) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+
+    fn recent(&self, now: Instant) -> bool {
+        self.last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+    }
+}
 
 /// The Network's vxlan Backend and our vxlan port disagree: leasing would announce a VNI
 /// and port this host does not use, and no packet would pass between it and its peers.
@@ -138,6 +178,9 @@ struct Own {
     subnet: Ipv4Addr,
     len: u8,
     lease_id: i64,
+    /// The key's etcd create revision when we took it: a write over the key keeps it (the
+    /// subnet is still ours: written back), a key deleted and created again changes it.
+    create_rev: i64,
     vtep_mac: String,
     /// Last successful renewal (unix seconds).
     renewed: u64,
@@ -161,6 +204,21 @@ struct State {
     repairs: u64,
     /// Our own key was deleted (by someone else): take it again.
     own_lost: bool,
+    /// Our own key was overwritten by another host (at this mod revision, with this value):
+    /// write ours back.
+    overwritten: Option<(i64, String)>,
+    /// The WARN lines for ignored leases and keys (a host writing thousands of them).
+    ignored_log: Throttle,
+    /// When `overlay-show`'s status was last rewritten, and when it is next due (None: up
+    /// to date): rewritten at most every [`PUBLISH_EVERY`] while leases keep coming.
+    published: Instant,
+    publish_due: Option<Instant>,
+    /// Why the overlay is down: our subnet was deleted and leased by another host while we
+    /// held it (see [`OwnKey::Taken`]); the bridges keep their addresses.
+    down: Option<String>,
+    /// Keys under `PREFIX/subnets/` that are no lease key (`garbage`, `10.5.300.0-24`), or
+    /// leases whose value is no flannel JSON: key -> why, shown by `overlay-show`.
+    bad_keys: BTreeMap<String, String>,
 }
 
 /// Start the agent thread. `state_file` is where the subnet is kept across restarts.
@@ -187,6 +245,12 @@ pub fn start(
         resyncs: 0,
         repairs: 0,
         own_lost: false,
+        overwritten: None,
+        ignored_log: Throttle::default(),
+        published: Instant::now(),
+        publish_due: None,
+        down: None,
+        bad_keys: BTreeMap::new(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -323,6 +387,7 @@ impl State {
         self.connected = true;
         self.acquire(&mut c).await?;
         let rev = self.resync(&mut c).await?;
+        self.write_back(&mut c).await?;
         let own = self.own.as_ref().expect("acquired");
         let (mut keeper, mut acks) =
             within(t, "keep-alive", c.lease_keep_alive(own.lease_id)).await?;
@@ -339,15 +404,22 @@ impl State {
         self.last_error = None;
         self.publish();
         loop {
+            let due = self.publish_due.map(tokio::time::Instant::from_std);
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 _ = tick.tick() => self.renew(&mut keeper, &mut acks).await?,
+                _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {
+                    self.publish();
+                }
                 _ = check.tick() => {
+                    self.flush_ignored();
                     self.repair();
                     self.follow_public_ip(&mut c).await?;
                 }
                 m = watch.message() => {
                     let m = m.map_err(|e| format!("watch: {e}"))?;
                     self.on_watch(m.ok_or("watch: closed by etcd")?)?;
+                    self.write_back(&mut c).await?;
                 }
             }
         }
@@ -510,6 +582,7 @@ impl State {
             let Some(kv) = ev.kv() else { continue };
             let k = kv.key_str().unwrap_or_default().to_string();
             match ev.event_type() {
+                EventType::Put if self.is_own_key(&k) => self.check_own(&k, Some(kv)),
                 EventType::Put => self.upsert(&k, kv.value(), kv.mod_revision(), &mut ops),
                 EventType::Delete => self.remove(&k, &mut ops),
             }
@@ -517,16 +590,17 @@ impl State {
         }
         self.apply(ops);
         if self.lost_own_subnet() {
-            return Err("our subnet's lease was deleted or taken; leasing again".into());
+            return Err("our subnet's lease was deleted or taken; leasing it again".into());
         }
-        self.publish();
+        self.publish_soon();
         Ok(())
     }
 
-    /// Make sure we hold a lease: ours if etcd still has it, else the subnet of the state file
-    /// (or of our last lease) if free or still ours by PublicIP, else a lease of the Network
-    /// etcd holds under our PublicIP and backend (flannel's `findLeaseByIP`: a restart that
-    /// lost the state file, e.g. a reboot with it on /run), else the first free one.
+    /// Make sure we hold a lease. Holding one already (this process leased it): that subnet
+    /// and no other (`keep`). Else the subnet of the state file if free or still ours by
+    /// PublicIP, else a lease of the Network etcd holds under our PublicIP and backend
+    /// (flannel's `findLeaseByIP`: a restart that lost the state file, e.g. a reboot with it
+    /// on /run), else the first free one.
     async fn acquire(&mut self, c: &mut Client) -> Result<(), String> {
         let cfg = self.cfg.clone().expect("config read");
         let prefix = format!("{}/subnets/", self.spec.prefix.trim_end_matches('/'));
@@ -534,6 +608,12 @@ impl State {
         for _attempt in 0..16 {
             let list = c.get(prefix.clone(), Some(GetOptions::new().with_prefix()));
             let r = within(t, "list subnets", list).await?;
+            if self.own.is_some() {
+                if self.keep(c, &cfg, r.kvs()).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             let wanted = self
                 .own
                 .as_ref()
@@ -553,37 +633,32 @@ impl State {
                     a.public_ip == self.public_ip && a.backend_type == cfg.backend_type()
                 });
                 if wanted == Some((s, l)) {
-                    mine = Some((kv.lease(), kv.mod_revision(), attrs));
+                    mine = Some((kv.mod_revision(), kv.create_revision(), attrs));
                 } else if ours && by_ip.is_none() && cfg.owns(s, l) {
-                    by_ip = Some((s, kv.mod_revision()));
+                    by_ip = Some((s, kv.mod_revision(), kv.create_revision()));
                 }
-            }
-            if let (Some(o), Some((lease, _, Some(a)))) = (&self.own, &mine)
-                && *lease == o.lease_id
-                && a.public_ip == self.public_ip
-            {
-                return Ok(()); // etcd kept our lease (it was only unreachable).
             }
             let key = |s| schema::subnet_key(&self.spec.prefix, s, cfg.subnet_len);
-            let (subnet, cmp) = match (wanted, &mine) {
+            let (subnet, cmp, crev) = match (wanted, &mine) {
                 // Our subnet, free: create it.
-                (Some((s, l)), None) if cfg.owns(s, l) => {
-                    (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
-                }
-                // Our subnet, still held under our PublicIP (a lease before a restart), or on
-                // the lease we hold under the PublicIP we had (moved by a reload meanwhile).
-                (Some((s, l)), Some((lease, modrev, Some(a))))
-                    if cfg.owns(s, l)
-                        && (a.public_ip == self.public_ip
-                            || self.own.as_ref().is_some_and(|o| o.lease_id == *lease)) =>
+                (Some((s, l)), None) if cfg.owns(s, l) => (
+                    s,
+                    Compare::create_revision(key(s), CompareOp::Equal, 0),
+                    None,
+                ),
+                // Our subnet, still held under our PublicIP (a lease before a restart).
+                (Some((s, l)), Some((modrev, crev, Some(a))))
+                    if cfg.owns(s, l) && a.public_ip == self.public_ip =>
                 {
-                    (s, Compare::mod_revision(key(s), CompareOp::Equal, *modrev))
+                    let cmp = Compare::mod_revision(key(s), CompareOp::Equal, *modrev);
+                    (s, cmp, Some(*crev))
                 }
                 _ => match by_ip {
                     // Not ours by the state file, but etcd holds one under our PublicIP.
-                    Some((s, modrev)) => {
+                    Some((s, modrev, crev)) => {
                         info!("etcd: {} holds our PublicIP: taking it back", key(s));
-                        (s, Compare::mod_revision(key(s), CompareOp::Equal, modrev))
+                        let cmp = Compare::mod_revision(key(s), CompareOp::Equal, modrev);
+                        (s, cmp, Some(crev))
                     }
                     None => {
                         let s = cfg.first_free(&taken).ok_or_else(|| {
@@ -594,15 +669,111 @@ impl State {
                                 taken.len()
                             )
                         })?;
-                        (s, Compare::create_revision(key(s), CompareOp::Equal, 0))
+                        (
+                            s,
+                            Compare::create_revision(key(s), CompareOp::Equal, 0),
+                            None,
+                        )
                     }
                 },
             };
-            if self.take(c, &cfg, subnet, cmp).await? {
+            if self.take(c, &cfg, subnet, cmp, crev).await? {
                 return Ok(());
             }
         }
         Err("could not lease a subnet after 16 attempts".into())
+    }
+
+    /// `acquire` while we hold a subnet (`kvs`: every lease now): keep it, whatever another
+    /// host wrote (see [`own_key`]). Ours: nothing; overwritten (also while we were away):
+    /// ours written back; gone (deleted, or expired during an outage): the same subnet
+    /// leased again if free; created again by another host: the overlay is DOWN, the bridges
+    /// keep their addresses, and the session ends with why (tried again with back-off).
+    /// Never another subnet: renumbering the containers' bridge cuts off every container on
+    /// it (found trying uvs as a hostile peer). False when a transaction lost a race.
+    async fn keep(
+        &mut self,
+        c: &mut Client,
+        cfg: &NetConfig,
+        kvs: &[etcd_client::KeyValue],
+    ) -> Result<bool, String> {
+        let o = self.own.as_ref().expect("held");
+        let (subnet, len) = (o.subnet, o.len);
+        let key = schema::subnet_key(&self.spec.prefix, subnet, len);
+        let kv = kvs.iter().find(|kv| kv.key() == key.as_bytes());
+        let attrs = kv.and_then(|kv| LeaseAttrs::parse(kv.value()).ok());
+        let ours = self.own_attrs(cfg, &o.vtep_mac);
+        let seen = kv.map(|kv| (kv.lease(), kv.create_revision(), attrs.as_ref()));
+        let theirs = || {
+            kv.map_or(String::new(), |kv| {
+                String::from_utf8_lossy(kv.value()).into()
+            })
+        };
+        let (cmp, crev) = match own_key(o.lease_id, o.create_rev, &ours, seen) {
+            // etcd kept our lease (it was only unreachable).
+            OwnKey::Ours => {
+                self.down = None;
+                return Ok(true);
+            }
+            OwnKey::Overwritten => {
+                let kv = kv.expect("a key");
+                let mine = kv.lease() == o.lease_id
+                    && attrs
+                        .as_ref()
+                        .is_some_and(|a| a.vtep_mac() == ours.vtep_mac());
+                if mine {
+                    info!(
+                        "etcd: {key} announces our old PublicIP: announcing {}",
+                        self.public_ip
+                    );
+                } else {
+                    error!(
+                        "etcd: {key}, our subnet, was overwritten by another host ({}); writing ours back: that host believes it holds our subnet",
+                        theirs()
+                    );
+                }
+                let modrev = kv.mod_revision();
+                let cmp = Compare::mod_revision(key.clone(), CompareOp::Equal, modrev);
+                (cmp, Some(kv.create_revision()))
+            }
+            OwnKey::Gone => {
+                warn!(
+                    "etcd: {key}, our subnet, is gone (deleted, or expired with our lease): leasing it again"
+                );
+                (
+                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    None,
+                )
+            }
+            // Created again under our PublicIP (by hand, or by our own earlier lease): ours.
+            OwnKey::Taken
+                if attrs
+                    .as_ref()
+                    .is_some_and(|a| a.public_ip == self.public_ip) =>
+            {
+                let kv = kv.expect("a key");
+                let cmp = Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision());
+                (cmp, Some(kv.create_revision()))
+            }
+            OwnKey::Taken => {
+                let gw = Ipv4Addr::from(u32::from(subnet) + 1);
+                let why = format!(
+                    "{key}, our subnet, was deleted and is now held by another host ({}): the overlay is DOWN; bridge {} keeps {gw}/{len} for its containers, and nothing is leased until that key goes (retried) or uvs restarts without its state file (a new subnet: re-address the containers)",
+                    theirs(),
+                    self.spec.bridge
+                );
+                if self.down.is_none() {
+                    error!("etcd: {why}");
+                }
+                self.down = Some(why.clone());
+                return Err(why);
+            }
+        };
+        let ok = self.take(c, cfg, subnet, cmp, crev).await?;
+        if ok {
+            self.down = None;
+        }
+        Ok(ok)
     }
 
     /// Program our gateways for `subnet` and write its lease if `cmp` holds; false when
@@ -613,6 +784,7 @@ impl State {
         cfg: &NetConfig,
         subnet: Ipv4Addr,
         cmp: Compare,
+        create_rev: Option<i64>,
     ) -> Result<bool, String> {
         let len = cfg.subnet_len;
         let vtep_mac = self.program_own(cfg, subnet)?;
@@ -630,10 +802,11 @@ impl State {
         let r = within(t, "lease txn", txn).await?;
         if !r.succeeded() {
             let _ = within(t, "lease revoke", c.lease_revoke(g.id())).await;
-            info!("etcd: {key} was taken meanwhile; trying another subnet");
-            self.own = None;
+            info!("etcd: {key} changed meanwhile; looking again");
             return Ok(false);
         }
+        // Created now: its create revision is our transaction's.
+        let create_rev = create_rev.unwrap_or_else(|| r.header().map_or(0, |h| h.revision()));
         info!(
             "etcd: leased {subnet}/{len} (lease {:x}, ttl {ttl}s) as {}",
             g.id(),
@@ -652,6 +825,7 @@ impl State {
             subnet,
             len,
             lease_id: g.id(),
+            create_rev,
             vtep_mac,
             renewed: unix_now(),
             renew_error: None,
@@ -711,6 +885,16 @@ impl State {
         let list = c.get(prefix, Some(GetOptions::new().with_prefix()));
         let r = within(request_timeout(self.spec.ttl), "list subnets", list).await?;
         let rev = r.header().map_or(0, |h| h.revision());
+        if let Some(o) = &self.own {
+            let own = schema::subnet_key(&self.spec.prefix, o.subnet, o.len);
+            let kv = r.kvs().iter().find(|kv| kv.key() == own.as_bytes());
+            self.check_own(&own, kv);
+            if self.lost_own_subnet() {
+                return Err(format!(
+                    "{own}: our lease went before the resync; leasing it again"
+                ));
+            }
+        }
         let kvs = r.kvs().iter().map(|kv| {
             let k = kv.key_str().unwrap_or_default();
             (k, kv.value(), kv.mod_revision())
@@ -728,12 +912,15 @@ impl State {
     fn sync_to<'a>(&mut self, kvs: impl Iterator<Item = (&'a str, &'a [u8], i64)>) {
         let mut ops = Batch::default();
         let mut seen = std::collections::HashSet::new();
+        let mut seen_keys = std::collections::HashSet::new();
         for (k, v, rev) in kvs {
             if let Some(s) = schema::parse_subnet_key(&self.spec.prefix, k) {
                 seen.insert(s);
             }
+            seen_keys.insert(k.to_string());
             self.upsert(k, v, rev, &mut ops);
         }
+        self.bad_keys.retain(|k, _| seen_keys.contains(k));
         let gone: Vec<(Ipv4Addr, u8)> = self
             .peers
             .keys()
@@ -752,10 +939,12 @@ impl State {
     /// A lease was written: program it (or replace what it had), unless it is ours or
     /// [`check_peer`] refuses it (then it is shown with the reason, and logged once).
     fn upsert(&mut self, key: &str, value: &[u8], rev: i64, ops: &mut Batch) {
-        let (Some((subnet, len)), Some(cfg)) = (
-            schema::parse_subnet_key(&self.spec.prefix, key),
-            self.cfg.clone(),
-        ) else {
+        let (subnet, len) = match schema::check_subnet_key(&self.spec.prefix, key) {
+            Ok(k) => k,
+            Err(e) => return self.ignore_key(key, format!("ignored: {e}")),
+        };
+        self.bad_keys.remove(key);
+        let Some(cfg) = self.cfg.clone() else {
             return;
         };
         if self
@@ -763,19 +952,11 @@ impl State {
             .as_ref()
             .is_some_and(|o| o.subnet == subnet && o.len == len)
         {
-            let ours = LeaseAttrs::parse(value).is_ok_and(|a| a.public_ip == self.public_ip);
-            if !ours {
-                warn!("etcd: {key}, our subnet, was written by another host");
-                self.own_lost = true;
-            }
-            return;
+            return; // see `check_own`
         }
         let attrs = match LeaseAttrs::parse(value) {
             Ok(a) => a,
-            Err(e) => {
-                warn!("etcd: {key}: {e}");
-                return;
-            }
+            Err(e) => return self.ignore_key(key, format!("ignored: {e}")),
         };
         let lease = PeerLease { subnet, len, attrs };
         if let Some(p) = self.peers.get_mut(&(subnet, len))
@@ -804,7 +985,7 @@ impl State {
                 None
             }
             Err(e) => {
-                warn!("etcd: {key}: not programmed: {e}");
+                self.warn_ignored(key, &e);
                 Some(e)
             }
         };
@@ -821,8 +1002,83 @@ impl State {
         );
     }
 
+    /// A key under `PREFIX/subnets/` that is no lease (`why`): shown by `overlay-show`,
+    /// logged when it is new or its reason changed.
+    fn ignore_key(&mut self, key: &str, why: String) {
+        if self.bad_keys.get(key) != Some(&why) {
+            self.warn_ignored(key, &why);
+            self.bad_keys.insert(key.to_string(), why);
+        }
+    }
+
+    fn is_own_key(&self, key: &str) -> bool {
+        self.own.as_ref().is_some_and(|o| {
+            schema::parse_subnet_key(&self.spec.prefix, key) == Some((o.subnet, o.len))
+        })
+    }
+
+    /// Our key as etcd shows it now (`kv`, None when it is gone), while we hold it: see
+    /// [`own_key`]. Overwritten: noted for `write_back`; gone or taken: the session ends
+    /// and `acquire` decides (the same subnet again, or the overlay down; never another).
+    fn check_own(&mut self, key: &str, kv: Option<&etcd_client::KeyValue>) {
+        let (Some(cfg), Some(o)) = (self.cfg.as_ref(), self.own.as_ref()) else {
+            return;
+        };
+        let ours = self.own_attrs(cfg, &o.vtep_mac);
+        let attrs = kv.and_then(|kv| LeaseAttrs::parse(kv.value()).ok());
+        let seen = kv.map(|kv| (kv.lease(), kv.create_revision(), attrs.as_ref()));
+        match own_key(o.lease_id, o.create_rev, &ours, seen) {
+            OwnKey::Ours => {}
+            OwnKey::Overwritten => {
+                let kv = kv.expect("a key");
+                let v = String::from_utf8_lossy(kv.value());
+                let v: String = v.chars().take(200).collect();
+                self.overwritten = Some((kv.mod_revision(), v));
+            }
+            OwnKey::Gone | OwnKey::Taken => {
+                warn!("etcd: our lease {key} was deleted or created again by another host");
+                self.own_lost = true;
+            }
+        }
+    }
+
+    /// Write our value back over our key after another host wrote it (a transaction on the
+    /// mod revision of that write: a newer one comes through the watch), on our etcd lease,
+    /// and log the writer (ERROR: two hosts then believe they hold one subnet).
+    async fn write_back(&mut self, c: &mut Client) -> Result<(), String> {
+        let Some((modrev, theirs)) = self.overwritten.take() else {
+            return Ok(());
+        };
+        let (Some(cfg), Some(o)) = (self.cfg.as_ref(), self.own.as_ref()) else {
+            return Ok(());
+        };
+        let key = schema::subnet_key(&self.spec.prefix, o.subnet, o.len);
+        let ours = self.own_attrs(cfg, &o.vtep_mac).to_json();
+        let put = TxnOp::put(
+            key.clone(),
+            ours.clone(),
+            Some(PutOptions::new().with_lease(o.lease_id)),
+        );
+        let same = Compare::mod_revision(key.clone(), CompareOp::Equal, modrev);
+        let txn = c.txn(Txn::new().when(vec![same]).and_then(vec![put]));
+        let t = request_timeout(self.spec.ttl);
+        if within(t, &format!("{key}: writing our lease back"), txn)
+            .await?
+            .succeeded()
+        {
+            error!(
+                "etcd: {key}, our subnet, was overwritten by another host ({theirs}); wrote ours back ({ours}, lease {:x}): that host believes it holds our subnet",
+                o.lease_id
+            );
+        } else {
+            info!("etcd: {key} was written again before we wrote ours back");
+        }
+        Ok(())
+    }
+
     /// A lease was deleted or expired: remove what it programmed.
     fn remove(&mut self, key: &str, ops: &mut Batch) {
+        self.bad_keys.remove(key);
         let (Some(k), Some(cfg)) = (
             schema::parse_subnet_key(&self.spec.prefix, key),
             self.cfg.as_ref(),
@@ -929,7 +1185,43 @@ impl State {
     }
 
     /// Rewrite the status `overlay-show` reads.
-    fn publish(&self) {
+    /// `publish` now if it was not done within [`PUBLISH_EVERY`], else when that is over.
+    fn publish_soon(&mut self) {
+        let due = self.published + PUBLISH_EVERY;
+        if Instant::now() >= due {
+            self.publish();
+        } else {
+            self.publish_due = Some(due);
+        }
+    }
+
+    /// Log an ignored lease or key, at most one line a second (with the count of those not
+    /// logged since); `overlay-show` lists them all.
+    fn warn_ignored(&mut self, key: &str, why: &str) {
+        if let Some(n) = self.ignored_log.admit(Instant::now()) {
+            let more = if n > 0 {
+                format!(
+                    " ({n} more leases or keys ignored since the last such line: overlay-show lists them)"
+                )
+            } else {
+                String::new()
+            };
+            warn!("etcd: {key}: not programmed: {why}{more}");
+        }
+    }
+
+    /// The count of ignored leases not logged yet, once their second is over.
+    fn flush_ignored(&mut self) {
+        if let Some(n) = self.ignored_log.flush(Instant::now()) {
+            warn!(
+                "etcd: {n} more leases or keys ignored, not logged one by one: overlay-show lists them"
+            );
+        }
+    }
+
+    fn publish(&mut self) {
+        self.published = Instant::now();
+        self.publish_due = None;
         let own = self.own.as_ref().map(|o| {
             json!({
                 "subnet": format!("{}/{}", o.subnet, o.len),
@@ -956,6 +1248,11 @@ impl State {
                 })
             })
             .collect();
+        let ignored: Vec<Value> = self
+            .bad_keys
+            .iter()
+            .map(|(k, e)| json!({"key": k, "error": e}))
+            .collect();
         let cfg = self.cfg.as_ref().map(|c| {
             json!({
                 "network": format!("{}/{}", c.network.0, c.network.1),
@@ -973,6 +1270,8 @@ impl State {
             "config": cfg,
             "lease": own,
             "peers": peers,
+            "ignored_keys": ignored,
+            "down": self.down,
             "last_error": self.last_error,
         });
         if let Ok(mut s) = self.status.lock() {
@@ -1007,6 +1306,12 @@ mod tests {
             resyncs: 0,
             repairs: 0,
             own_lost: false,
+            overwritten: None,
+            ignored_log: Throttle::default(),
+            published: Instant::now(),
+            publish_due: None,
+            down: None,
+            bad_keys: BTreeMap::new(),
         };
         let subnet = Ipv4Addr::new(10, 5, 1, 0);
         let vtep_mac = st.program_own(&cfg, subnet).unwrap();
@@ -1014,6 +1319,7 @@ mod tests {
             subnet,
             len: 24,
             lease_id: 1,
+            create_rev: 1,
             vtep_mac,
             renewed: 0,
             renew_error: None,
@@ -1104,6 +1410,75 @@ mod tests {
         let e = p.error.as_deref().unwrap_or_default();
         assert!(e.contains(&ours) && e.contains("machine-id"), "{e}");
         assert_eq!(fdb_remote(&w, mac), None);
+    }
+
+    /// Keys under subnets/ that are no lease key, and lease values that are no flannel JSON,
+    /// are listed by `overlay-show` with the reason (and logged), until deleted or resynced
+    /// away. Found trying uvs as a hostile peer: such keys were dropped without a word.
+    #[test]
+    fn keys_that_are_no_lease_are_shown_with_the_reason() {
+        let w = Arc::new(overlay_worker());
+        let mut st = state(w);
+        let v = value("10.252.0.9", "02:00:00:00:00:09");
+        for name in [
+            "garbage",
+            "10.5.300.0-24",
+            "10.5.1.0-16",
+            "10.5.1.0-24/extra",
+        ] {
+            let mut ops = Batch::default();
+            st.upsert(&key(name), &v, 5, &mut ops);
+        }
+        let mut ops = Batch::default();
+        st.upsert(&key("10.5.3.0-24"), b"{not json", 6, &mut ops);
+        st.publish();
+        let shown = st.status.lock().unwrap()["ignored_keys"].clone();
+        let all = shown.as_array().cloned().unwrap_or_default();
+        assert_eq!(all.len(), 5, "{shown}");
+        for p in &all {
+            let e = p["error"].as_str().unwrap_or_default();
+            assert!(e.starts_with("ignored: "), "{p}");
+        }
+        assert!(
+            shown
+                .to_string()
+                .contains("/coreos.com/network/subnets/garbage")
+        );
+        let mut shown = st.status.lock().unwrap().clone();
+        shown["lease"] = Value::Null; // as register() would complete it
+        let text = super::super::render(&shown);
+        assert!(
+            text.contains(
+                "key /coreos.com/network/subnets/10.5.300.0-24 not programmed: ignored: "
+            ),
+            "{text}"
+        );
+        let mut ops = Batch::default();
+        st.remove(&key("garbage"), &mut ops);
+        st.sync_to([(key("10.5.300.0-24").as_str(), &v[..], 7)].into_iter());
+        st.publish();
+        let shown = st.status.lock().unwrap()["ignored_keys"].clone();
+        assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
+    }
+
+    /// Ignored leases are logged at most once a second, the next line (or the closing one)
+    /// counting those not logged. Found trying uvs as a hostile peer: 5,000 junk leases
+    /// gave 5,000 WARN lines.
+    #[test]
+    fn ignored_leases_are_logged_at_most_once_a_second_with_a_count() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut t = Throttle::default();
+        assert_eq!(t.admit(ms(0)), Some(0));
+        for i in 1..=500 {
+            assert_eq!(t.admit(ms(i)), None);
+        }
+        assert_eq!(t.flush(ms(900)), None, "within the second");
+        assert_eq!(t.admit(ms(1000)), Some(500));
+        assert_eq!(t.admit(ms(1001)), None);
+        assert_eq!(t.flush(ms(2001)), Some(1));
+        assert_eq!(t.flush(ms(4000)), None, "nothing held");
+        assert_eq!(t.admit(ms(4001)), Some(0));
     }
 
     fn peer<'a>(st: &'a State, subnet: &str) -> &'a Peer {

@@ -22,9 +22,21 @@
 //!   it, our lease is rewritten with the new `PublicIP`, same subnet and same etcd lease (a
 //!   transaction on the key still being on our lease; else the session ends and the subnet is
 //!   taken again under the new address).
+//! - Our lease key stays ours while this process holds it ([`own_key`]): a write over it by
+//!   anybody else is written back at once (our value on our etcd lease, a transaction on that
+//!   write's mod revision) with an ERROR naming the value written, and is never a reason to
+//!   take another subnet or to adopt a lease under our PublicIP that appeared meanwhile.
+//!   Deleted (or expired with our etcd lease during an outage), the same subnet is leased
+//!   again while it is free. Deleted and leased by another host (its create revision
+//!   changed), it is lost: the bridges keep their addresses (renumbering the containers'
+//!   gateway cuts them all off), `overlay-show` says `overlay DOWN` with the holder's value,
+//!   the log says ERROR, and the agent retries with back-off until that key goes. Only a
+//!   changed `PREFIX/config`, or a restart that finds the state file's subnet held by
+//!   another host, leases another subnet (flanneld logs "lease has been revoked" and exits).
 //! - For every other lease that [`check_peer`] accepts (a `SubnetLen` subnet of the Network,
-//!   not overlapping ours, not under our own PublicIP or VtepMAC; the others are shown with
-//!   the reason and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
+//!   not overlapping ours, not under our own PublicIP or VtepMAC, its PublicIP a unicast
+//!   address outside the Network, its VtepMAC a unicast non-zero MAC; the others are shown
+//!   with the reason and logged once) it programs what flannel programs ([`peer_ops`]) as derived state
 //!   (left out of the database): vxlan: a PERMANENT neighbour for the subnet's first address to
 //!   the VtepMAC on the overlay bridge, a static FDB entry VtepMAC -> PublicIP on the vxlan
 //!   port, a route to the subnet via that address; host-gw: a route via PublicIP. A deleted or
@@ -42,7 +54,12 @@
 //!   the agent retries with back-off (0.5 s doubling to 30 s) and resyncs from a new list.
 //! - `uvs ctl overlay-show` shows the lease, its renewal state and every peer with its age and
 //!   whether it is programmed: all of its ops applied by the switch, or the refusal or the
-//!   switch's first error (retried at the next resync).
+//!   switch's first error (retried at the next resync); keys under `subnets/` that are no
+//!   lease key (`garbage`, `10.5.300.0-24`, `10.5.1.0-16`) and values that are no flannel
+//!   JSON are listed as `key KEY not programmed: ignored: WHY`. Refused leases and such keys
+//!   are logged (WARN) at most once a second, the next line counting those not logged. The
+//!   status it reads is rewritten at most every 200 ms while leases keep coming (rewriting
+//!   it copies every peer: per event, thousands of leases written one by one took minutes).
 
 pub mod agent;
 pub mod schema;
@@ -224,6 +241,52 @@ pub enum PeerRefused {
         "ignored: VtepMAC {0} is ours: that host has our host id (one machine-id?); give each host its own"
     )]
     OurVtepMac(MacAddr),
+    /// Its PublicIP cannot be a VTEP: unspecified, loopback, multicast, broadcast or
+    /// reserved (240/4). Its FDB entry would send the tunnel nowhere (or to ourselves).
+    #[error("ignored: PublicIP {ip} is not a unicast address ({why})")]
+    PublicIpNotUnicast {
+        /// The lease's PublicIP.
+        ip: Ipv4Addr,
+        /// What it is.
+        why: &'static str,
+    },
+    /// Its PublicIP is inside the overlay Network: a VTEP is an underlay address, and the
+    /// tunnel to it would itself be routed into the overlay.
+    #[error("ignored: PublicIP {ip} is inside the overlay Network {network}/{network_len}")]
+    PublicIpInNetwork {
+        /// The lease's PublicIP.
+        ip: Ipv4Addr,
+        /// The Network.
+        network: Ipv4Addr,
+        /// Its length.
+        network_len: u8,
+    },
+    /// Its VtepMAC (vxlan) is a group (broadcast, multicast) or all-zero address: not a
+    /// host's, and `fdb-add` refuses such a static entry.
+    #[error("ignored: VtepMAC {mac} is not a unicast address ({why})")]
+    VtepMacNotUnicast {
+        /// The lease's VtepMAC.
+        mac: MacAddr,
+        /// What it is.
+        why: &'static str,
+    },
+}
+
+/// Why `ip` cannot be a VTEP's underlay address, or None when it can.
+pub fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("unspecified")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_broadcast() {
+        Some("broadcast")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if ip.octets()[0] >= 240 {
+        Some("reserved")
+    } else {
+        None
+    }
 }
 
 fn mask(len: u8) -> u32 {
@@ -232,8 +295,10 @@ fn mask(len: u8) -> u32 {
 
 /// Whether a peer's lease may be programmed at all: its key is a `SubnetLen` subnet of the
 /// Network, it does not overlap `own` (our subnet), its PublicIP is not `public_ip` (ours)
-/// and its VtepMAC is not `own_mac` (ours). flannel trusts every key; a stray or
-/// hand-written one could route away part of our own containers' subnet (found by a tester).
+/// and its VtepMAC is not `own_mac` (ours); its PublicIP is a unicast address outside the
+/// Network and (vxlan) its VtepMAC a unicast, non-zero MAC. flannel trusts every key; a stray
+/// or hand-written one could route away part of our own containers' subnet (found by a
+/// tester), and impossible VTEPs were shown "programmed" (found trying uvs as a hostile peer).
 pub fn check_peer(
     cfg: &NetConfig,
     own: Option<(Ipv4Addr, u8)>,
@@ -263,15 +328,81 @@ pub fn check_peer(
             });
         }
     }
-    if p.attrs.public_ip == public_ip {
+    let ip = p.attrs.public_ip;
+    if ip == public_ip {
         return Err(PeerRefused::OurPublicIp(public_ip));
     }
-    if let (Some(m), Ok(theirs)) = (own_mac, p.attrs.vtep_mac())
-        && m == theirs
-    {
-        return Err(PeerRefused::OurVtepMac(m));
+    if let Some(why) = not_unicast(ip) {
+        return Err(PeerRefused::PublicIpNotUnicast { ip, why });
+    }
+    if u32::from(ip) & mask(net_len) == u32::from(net) {
+        return Err(PeerRefused::PublicIpInNetwork {
+            ip,
+            network: net,
+            network_len: net_len,
+        });
+    }
+    let Backend::Vxlan { .. } = cfg.backend else {
+        return Ok(());
+    };
+    if let Ok(theirs) = p.attrs.vtep_mac() {
+        if own_mac == Some(theirs) {
+            return Err(PeerRefused::OurVtepMac(theirs));
+        }
+        let why = if theirs.is_zero() {
+            Some("all zeros")
+        } else if theirs.is_multicast() {
+            Some(if theirs == MacAddr::BROADCAST {
+                "broadcast"
+            } else {
+                "multicast"
+            })
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(PeerRefused::VtepMacNotUnicast { mac: theirs, why });
+        }
     }
     Ok(())
+}
+
+/// What etcd holds at our own lease key, and so what the agent does (see [`own_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnKey {
+    /// Our value, on our etcd lease: nothing to do.
+    Ours,
+    /// Another value (another host's, or ours before our PublicIP moved) written over our
+    /// key without deleting it (its create revision is still ours): the subnet is still ours;
+    /// write our value back, on our etcd lease (a transaction on the key's mod revision).
+    Overwritten,
+    /// No such key (deleted, or expired with our etcd lease during an outage): lease the same
+    /// subnet again while it is free (a transaction on its create revision).
+    Gone,
+    /// Created again since we held it (deleted, then leased by another host): the subnet is
+    /// lost. The containers' bridge keeps its address (no renumbering under running
+    /// containers), the overlay is shown DOWN and nothing is leased until the key is free
+    /// again or uvs restarts.
+    Taken,
+}
+
+/// What a watch event or a list shows at our lease key (`kv`: its etcd lease, create
+/// revision and value, if it parses), against what we hold (`lease_id`, the key's
+/// `create_rev` when we wrote it, and `ours`, our value). A write by anybody else is never
+/// a reason to give the subnet up: only its deletion is (found trying uvs as a hostile peer:
+/// one foreign write moved the host to another subnet and renumbered its containers' gateway).
+pub fn own_key(
+    lease_id: i64,
+    create_rev: i64,
+    ours: &LeaseAttrs,
+    kv: Option<(i64, i64, Option<&LeaseAttrs>)>,
+) -> OwnKey {
+    match kv {
+        None => OwnKey::Gone,
+        Some((lease, _, Some(a))) if lease == lease_id && a == ours => OwnKey::Ours,
+        Some((_, c, _)) if c == create_rev => OwnKey::Overwritten,
+        Some(_) => OwnKey::Taken,
+    }
 }
 
 /// What flannel programs for a peer's lease (and what removes it: [`peer_del_ops`]).
@@ -377,7 +508,9 @@ pub fn show_line() -> Option<String> {
         },
         None => "no lease yet".into(),
     };
-    let conn = if v["connected"] == true {
+    let conn = if v["down"].is_string() {
+        "DOWN (our subnet is held by another host)"
+    } else if v["connected"] == true {
         "connected"
     } else {
         "DISCONNECTED"
@@ -460,6 +593,9 @@ fn render(v: &Value) -> String {
         }
         None => s.push_str("lease: none yet\n"),
     }
+    if let Some(d) = v["down"].as_str() {
+        let _ = writeln!(s, "overlay DOWN: {d}");
+    }
     for p in v["peers"].as_array().into_iter().flatten() {
         let what = match p["error"].as_str() {
             Some(e) => format!("not programmed: {e}"),
@@ -472,6 +608,14 @@ fn render(v: &Value) -> String {
             s_(&p["public_ip"]),
             p["vtep_mac"].as_str().unwrap_or("-"),
             p["age"]
+        );
+    }
+    for k in v["ignored_keys"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "  key {} not programmed: {}",
+            s_(&k["key"]),
+            s_(&k["error"])
         );
     }
     if let Some(e) = v["last_error"].as_str() {
@@ -619,6 +763,91 @@ mod tests {
         let mut mine = at([10, 5, 3, 0], 24);
         mine.attrs.public_ip = me;
         assert_eq!(e(&mine), PeerRefused::OurPublicIp(me));
+    }
+
+    /// Leases whose VTEP cannot be a host's are refused, each naming the address: a PublicIP
+    /// unspecified, loopback, multicast, broadcast, reserved or inside the overlay Network; a
+    /// VtepMAC broadcast, multicast or all-zero (vxlan only). Found trying uvs as a hostile
+    /// peer: all of them were shown "programmed", the MACs as static FDB entries.
+    #[test]
+    fn leases_with_impossible_vteps_are_refused() {
+        let c = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+        let own = Some((Ipv4Addr::new(10, 5, 1, 0), 24));
+        let me = Ipv4Addr::new(10, 252, 0, 1);
+        let with = |ip: &str, mac: &str| PeerLease {
+            attrs: LeaseAttrs {
+                public_ip: ip.parse().unwrap(),
+                ..lease("vxlan", Some(mac)).attrs
+            },
+            ..lease("vxlan", Some(mac))
+        };
+        let good = "02:00:00:00:00:42";
+        check_peer(&c, own, me, None, &with("10.252.0.2", good)).unwrap();
+        for (ip, why) in [
+            ("0.0.0.0", "unspecified"),
+            ("127.0.0.1", "loopback"),
+            ("224.0.0.1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("240.0.0.1", "reserved"),
+        ] {
+            let e = check_peer(&c, own, me, None, &with(ip, good)).unwrap_err();
+            let m = e.to_string();
+            assert!(m.starts_with("ignored: ") && m.contains(ip), "{m}");
+            assert!(
+                m.contains("not a unicast address") && m.contains(why),
+                "{m}"
+            );
+        }
+        let e = check_peer(&c, own, me, None, &with("10.5.12.1", good)).unwrap_err();
+        assert!(matches!(e, PeerRefused::PublicIpInNetwork { .. }), "{e}");
+        assert!(e.to_string().contains("10.5.12.1"), "{e}");
+        for (mac, why) in [
+            ("ff:ff:ff:ff:ff:ff", "broadcast"),
+            ("01:00:5e:00:00:01", "multicast"),
+            ("00:00:00:00:00:00", "all zeros"),
+        ] {
+            let e = check_peer(&c, own, me, None, &with("10.252.0.2", mac)).unwrap_err();
+            let m = e.to_string();
+            assert!(m.starts_with("ignored: VtepMAC ") && m.contains(mac), "{m}");
+            assert!(m.contains(why), "{m}");
+        }
+        // host-gw has no VtepMAC to check.
+        let h = cfg(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#);
+        let p = with("10.252.0.2", "ff:ff:ff:ff:ff:ff");
+        check_peer(&h, own, me, None, &p).unwrap();
+    }
+
+    /// A write over our lease key by anybody else keeps the subnet ours (written back); only
+    /// a key deleted, or created again by another host, is not ours any more. Found trying
+    /// uvs as a hostile peer: one foreign write made the agent lease another subnet.
+    #[test]
+    fn a_foreign_write_to_our_key_is_overwritten_not_obeyed() {
+        let ours = lease("vxlan", Some("02:00:00:00:00:01")).attrs;
+        let mut theirs = ours.clone();
+        theirs.public_ip = Ipv4Addr::new(10, 252, 0, 66);
+        let (id, crev) = (0x77, 40);
+        assert_eq!(
+            own_key(id, crev, &ours, Some((id, crev, Some(&ours)))),
+            OwnKey::Ours
+        );
+        // Another host's value, on no lease or on its own, or even on ours.
+        for lease in [0, 0x99, id] {
+            let kv = Some((lease, crev, Some(&theirs)));
+            assert_eq!(own_key(id, crev, &ours, kv), OwnKey::Overwritten);
+        }
+        // Our value on another lease (put by hand), or a value that is no lease at all.
+        assert_eq!(
+            own_key(id, crev, &ours, Some((0, crev, Some(&ours)))),
+            OwnKey::Overwritten
+        );
+        assert_eq!(
+            own_key(id, crev, &ours, Some((0, crev, None))),
+            OwnKey::Overwritten
+        );
+        assert_eq!(own_key(id, crev, &ours, None), OwnKey::Gone);
+        // Deleted and created again by another host.
+        let kv = Some((0x99, crev + 5, Some(&theirs)));
+        assert_eq!(own_key(id, crev, &ours, kv), OwnKey::Taken);
     }
 
     #[test]

@@ -249,12 +249,26 @@ pub fn subnet_key(prefix: &str, subnet: Ipv4Addr, len: u8) -> String {
 
 /// The subnet a lease key names, or None when the key is not one.
 pub fn parse_subnet_key(prefix: &str, key: &str) -> Option<(Ipv4Addr, u8)> {
-    let rest = key.strip_prefix(prefix.trim_end_matches('/'))?;
-    let name = rest.strip_prefix("/subnets/")?;
-    let (ip, len) = name.split_once('-')?;
-    let ip: Ipv4Addr = ip.parse().ok()?;
-    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
-    (u32::from(ip) & !mask(len) == 0).then_some((ip, len))
+    check_subnet_key(prefix, key).ok()
+}
+
+/// The subnet a lease key names, or why the key is none (`A.B.C.D-LEN` under
+/// `PREFIX/subnets/`, LEN at most 32, no host bits set).
+pub fn check_subnet_key(prefix: &str, key: &str) -> Result<(Ipv4Addr, u8), String> {
+    let name = key
+        .strip_prefix(prefix.trim_end_matches('/'))
+        .and_then(|r| r.strip_prefix("/subnets/"))
+        .ok_or("not under PREFIX/subnets/")?;
+    let bad = || format!("'{name}' is not a subnet lease key (A.B.C.D-LEN)");
+    let (ip, len) = name.split_once('-').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(bad)?;
+    if u32::from(ip) & !mask(len) != 0 {
+        return Err(format!(
+            "'{name}' is not a subnet lease key: {ip} has host bits set for /{len}"
+        ));
+    }
+    Ok((ip, len))
 }
 
 /// flannel's `BackendData` for vxlan.
@@ -533,6 +547,28 @@ mod tests {
             None
         );
         assert_eq!(parse_subnet_key("/other", &k), None);
+    }
+
+    /// A key under PREFIX/subnets/ that is no lease key says why, naming it (found trying
+    /// uvs as a hostile peer: such keys were dropped without a word).
+    #[test]
+    fn keys_that_are_no_lease_say_why() {
+        let p = "/n";
+        for name in [
+            "garbage",
+            "10.55.300.0-24",
+            "10.55.1.0-24/extra",
+            "10.55.1.0-33",
+        ] {
+            let e = check_subnet_key(p, &format!("/n/subnets/{name}")).unwrap_err();
+            assert!(e.contains(name) && e.contains("A.B.C.D-LEN"), "{e}");
+        }
+        let e = check_subnet_key(p, "/n/subnets/10.55.1.0-16").unwrap_err();
+        assert!(e.contains("10.55.1.0-16") && e.contains("host bits"), "{e}");
+        assert_eq!(
+            check_subnet_key(p, "/n/subnets/10.55.1.0-24"),
+            Ok((Ipv4Addr::new(10, 55, 1, 0), 24))
+        );
     }
 
     #[test]
