@@ -182,6 +182,32 @@ fn victims(t: &mut Topology, d: &Daemon, n: &dyn Fn(&str) -> String) {
     assert!(ping(&n("c3"), "10.92.0.14", 2), "victims on br1 ping");
 }
 
+/// What an attack on bridge `br0` starts with: the attack lock (see `one_attack_at_a_time`),
+/// the name prefix, a daemon with `br0` (made with `br0_args`) and the victims of `victims`
+/// attached. None, after a skip line, without root.
+struct Attack {
+    _alone: std::sync::MutexGuard<'static, ()>,
+    p: String,
+    t: Topology,
+    d: Daemon,
+}
+
+fn attack_on_br0(test: &str, tag: &str, br0_args: &[&str]) -> Option<Attack> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let _alone = one_attack_at_a_time();
+    let p = prefix(tag);
+    let n = |s: &str| format!("{p}{s}");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    let mut args = vec!["add-br", "br0"];
+    args.extend_from_slice(br0_args);
+    d.ctl(&args);
+    victims(&mut t, &d, &n);
+    Some(Attack { _alone, p, t, d })
+}
+
 fn start_victims(n: &dyn Fn(&str) -> String, secs: u32) -> [Victim; 2] {
     [
         Victim::start("br0 c1->c2", &n("c1"), "10.91.0.12", secs),
@@ -239,16 +265,20 @@ fn check(attack: &str, v: [Victim; 2], max_rtt_ms: f64) {
 
 #[test]
 fn mac_flood_and_crafted_collisions_spare_the_victims() {
-    if !root_or_skip("mac_flood_and_crafted_collisions_spare_the_victims") {
+    let Some(Attack {
+        _alone,
+        p,
+        mut t,
+        d,
+    }) = attack_on_br0(
+        "mac_flood_and_crafted_collisions_spare_the_victims",
+        "hm",
+        &[],
+    )
+    else {
         return;
-    }
-    let _alone = one_attack_at_a_time();
-    let p = prefix("hm");
+    };
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    victims(&mut t, &d, &n);
     // Attacker a: crafted collisions, no limit. Attacker b: a MAC flood on a limited port.
     member(&mut t, &d, &p, "br0", "a", "afxdp", "10.91.0.1/24");
     attach(
@@ -318,16 +348,16 @@ fn mac_flood_and_crafted_collisions_spare_the_victims() {
 /// ping to 3-4 ms.
 #[test]
 fn broadcast_storm_spares_the_victims() {
-    if !root_or_skip("broadcast_storm_spares_the_victims") {
+    let Some(Attack {
+        _alone,
+        p,
+        mut t,
+        d,
+    }) = attack_on_br0("broadcast_storm_spares_the_victims", "hb", &[])
+    else {
         return;
-    }
-    let _alone = one_attack_at_a_time();
-    let p = prefix("hb");
+    };
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    victims(&mut t, &d, &n);
     member(&mut t, &d, &p, "br0", "a", "afxdp", "10.91.0.1/24");
     let secs = 3;
     let storm = |what: &str| {
@@ -376,16 +406,16 @@ fn broadcast_storm_spares_the_victims() {
 /// before, 0.15 s after.)
 #[test]
 fn concurrent_flow_dumps_spare_the_victims() {
-    if !root_or_skip("concurrent_flow_dumps_spare_the_victims") {
+    let Some(Attack {
+        _alone,
+        p,
+        t: _t,
+        d,
+    }) = attack_on_br0("concurrent_flow_dumps_spare_the_victims", "hd", &[])
+    else {
         return;
-    }
-    let _alone = one_attack_at_a_time();
-    let p = prefix("hd");
+    };
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    victims(&mut t, &d, &n);
     d.ctl(&["add-br", "fz"]);
     let file = std::env::temp_dir().join(format!("{p}-flows.txt"));
     let flows: String = (0..5_000u32)
@@ -434,16 +464,20 @@ fn concurrent_flow_dumps_spare_the_victims() {
 
 #[test]
 fn flushing_a_large_fdb_does_not_stall_forwarding() {
-    if !root_or_skip("flushing_a_large_fdb_does_not_stall_forwarding") {
+    let Some(Attack {
+        _alone,
+        p,
+        mut t,
+        d,
+    }) = attack_on_br0(
+        "flushing_a_large_fdb_does_not_stall_forwarding",
+        "hf",
+        &["fdb_capacity=200000"],
+    )
+    else {
         return;
-    }
-    let _alone = one_attack_at_a_time();
-    let p = prefix("hf");
+    };
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0", "fdb_capacity=200000"]);
-    victims(&mut t, &d, &n);
     member(&mut t, &d, &p, "br0", "a", "afxdp", "10.91.0.1/24");
     // Fill the FDB from the attacker's port for up to 4 s.
     let a = blast(&n("a"), "eth0", 0, 4.0, |i, buf| {
@@ -490,16 +524,20 @@ fn flushing_a_large_fdb_does_not_stall_forwarding() {
 
 #[test]
 fn control_socket_attacks_fail_and_others_are_served() {
-    if !root_or_skip("control_socket_attacks_fail_and_others_are_served") {
+    let Some(Attack {
+        _alone,
+        p,
+        t: _t,
+        d,
+    }) = attack_on_br0(
+        "control_socket_attacks_fail_and_others_are_served",
+        "hc",
+        &[],
+    )
+    else {
         return;
-    }
-    let _alone = one_attack_at_a_time();
-    let p = prefix("hc");
+    };
     let n = |s: &str| format!("{p}{s}");
-    let mut t = Topology::default();
-    let d = Daemon::start(&p, &[]);
-    d.ctl(&["add-br", "br0"]);
-    victims(&mut t, &d, &n);
     let v = start_victims(&n, 4);
     let call_raw = |method: &str, params: &[&str]| -> Value {
         let mut s = UnixStream::connect(&d.socket).unwrap();
