@@ -110,6 +110,9 @@ fn a_controller_that_stops_reading_does_not_stall_forwarding() {
     s.ok(&["add-flow", "br0", "priority=0,actions=controller,NORMAL"]);
     let n = 200_000u64;
     s.attach("sink", 0);
+    // The sink never sends: its MAC is given, so the frames are switched to it rather than
+    // flooded (floods from one port draw from its 10,000-a-second budget, `flood_rate`).
+    s.ok(&["fdb-add", "br0", "02:00:00:00:00:02", "sink"]);
     let t = Instant::now();
     s.attach("p1", n);
     let tx = || s.tx("sink");
