@@ -221,6 +221,40 @@ struct State {
     bad_keys: BTreeMap<String, String>,
 }
 
+impl State {
+    /// A state with nothing leased, learned or connected yet.
+    fn new(
+        spec: EtcdSpec,
+        state_file: std::path::PathBuf,
+        worker: Arc<WorkerHandle>,
+        status: Status,
+        public_ip: Ipv4Addr,
+    ) -> State {
+        State {
+            spec,
+            state_file,
+            worker,
+            status,
+            public_ip,
+            cfg: None,
+            own: None,
+            peers: BTreeMap::new(),
+            connected: false,
+            revision: 0,
+            last_error: None,
+            resyncs: 0,
+            repairs: 0,
+            own_lost: false,
+            overwritten: None,
+            ignored_log: Throttle::default(),
+            published: Instant::now(),
+            publish_due: None,
+            down: None,
+            bad_keys: BTreeMap::new(),
+        }
+    }
+}
+
 /// Start the agent thread. `state_file` is where the subnet is kept across restarts.
 pub fn start(
     spec: EtcdSpec,
@@ -230,28 +264,7 @@ pub fn start(
     spec.validate()?;
     let public_ip = public_ip_of(&worker, &spec)?;
     let status: Status = Arc::new(Mutex::new(json!({"connected": false})));
-    let mut st = State {
-        spec,
-        state_file,
-        worker,
-        status: status.clone(),
-        public_ip,
-        cfg: None,
-        own: None,
-        peers: BTreeMap::new(),
-        connected: false,
-        revision: 0,
-        last_error: None,
-        resyncs: 0,
-        repairs: 0,
-        own_lost: false,
-        overwritten: None,
-        ignored_log: Throttle::default(),
-        published: Instant::now(),
-        publish_due: None,
-        down: None,
-        bad_keys: BTreeMap::new(),
-    };
+    let mut st = State::new(spec, state_file, worker, status.clone(), public_ip);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1291,28 +1304,15 @@ mod tests {
     fn state(w: Arc<WorkerHandle>) -> State {
         let cfg =
             NetConfig::parse(br#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
-        let mut st = State {
-            spec: EtcdSpec::new("http://127.0.0.1:2379"),
-            state_file: std::env::temp_dir().join("uvs-agent-unit.subnet.env"),
-            worker: w,
-            status: Arc::new(Mutex::new(json!({}))),
-            public_ip: Ipv4Addr::new(10, 252, 0, 1),
-            cfg: Some(cfg.clone()),
-            own: None,
-            peers: BTreeMap::new(),
-            connected: true,
-            revision: 0,
-            last_error: None,
-            resyncs: 0,
-            repairs: 0,
-            own_lost: false,
-            overwritten: None,
-            ignored_log: Throttle::default(),
-            published: Instant::now(),
-            publish_due: None,
-            down: None,
-            bad_keys: BTreeMap::new(),
-        };
+        let mut st = State::new(
+            EtcdSpec::new("http://127.0.0.1:2379"),
+            std::env::temp_dir().join("uvs-agent-unit.subnet.env"),
+            w,
+            Arc::new(Mutex::new(json!({}))),
+            Ipv4Addr::new(10, 252, 0, 1),
+        );
+        st.cfg = Some(cfg.clone());
+        st.connected = true;
         let subnet = Ipv4Addr::new(10, 5, 1, 0);
         let vtep_mac = st.program_own(&cfg, subnet).unwrap();
         st.own = Some(Own {
