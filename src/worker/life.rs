@@ -207,19 +207,7 @@ impl Worker {
     /// after every sleep.
     pub(crate) fn housekeep_ports(&mut self, now_ms: u64) {
         self.observe.housekeep(&self.dp);
-        let mut evs = std::mem::take(&mut self.links.events);
-        let overflow = match self.links.monitor.as_mut() {
-            Some(m) => m.read(&mut evs),
-            None => now_ms.saturating_sub(self.links.last_resync_ms) >= RESYNC_MS,
-        };
-        for ev in evs.drain(..) {
-            self.on_link(ev);
-        }
-        self.links.events = evs;
-        if overflow {
-            self.links.last_resync_ms = now_ms;
-            self.resync();
-        }
+        self.read_link_events(now_ms);
         if now_ms.saturating_sub(self.links.last_retry_ms) >= RETRY_MS {
             self.links.last_retry_ms = now_ms;
             let retry: Vec<u16> = (0..self.life.len() as u16)
@@ -239,6 +227,27 @@ impl Worker {
         }
         for p in self.ports.iter_mut().flatten() {
             p.housekeep(&mut self.frames, now_ms);
+        }
+    }
+
+    /// Apply the link events queued since the last read (or reread sysfs, see the module
+    /// documentation). Also called by `add-port` before it attaches a device: events queued
+    /// before the port existed describe the netdev's past (created down, then set up), and a
+    /// busy worker, which reads them only every 1,024 iterations, applied them to the new port
+    /// (down, then reopened: its first frames lost, with no counter; found under load).
+    pub(crate) fn read_link_events(&mut self, now_ms: u64) {
+        let mut evs = std::mem::take(&mut self.links.events);
+        let overflow = match self.links.monitor.as_mut() {
+            Some(m) => m.read(&mut evs),
+            None => now_ms.saturating_sub(self.links.last_resync_ms) >= RESYNC_MS,
+        };
+        for ev in evs.drain(..) {
+            self.on_link(ev);
+        }
+        self.links.events = evs;
+        if overflow {
+            self.links.last_resync_ms = now_ms;
+            self.resync();
         }
     }
 

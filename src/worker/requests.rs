@@ -807,6 +807,11 @@ impl Worker {
     ) -> Result<Value, String> {
         spec.validate()?;
         let b = self.bridge_id(bridge)?;
+        if spec.kind.has_device() {
+            // The netdev's past events first, so they are not taken as news about the new
+            // port; `check_initial_state` reads its present state once it is attached.
+            self.read_link_events(self.dp.now_ms);
+        }
         let device = opened.as_ref().map(|p| p.ifindex()).filter(|&i| i != 0);
         self.replace_dead_port(&spec.name, device)?;
         self.check_port_name(&spec.name)?;
