@@ -196,13 +196,13 @@ impl Mirror {
     }
 
     /// Drop removed ports from the selection; false when the mirror itself must go (its
-    /// output or its bridge is gone, or nothing is selected any more).
-    pub fn prune(&mut self, dp: &Datapath) -> bool {
+    /// output or its bridge is gone, or nothing is selected any more). `log`: say so.
+    pub fn prune(&mut self, dp: &Datapath, log: bool) -> bool {
         let alive = |(id, n): &(u16, String)| dp.port(*id).is_some_and(|p| p.name == *n);
         self.src.retain(alive);
         self.dst.retain(alive);
         let keep = alive(&self.out) && !(self.src.is_empty() && self.dst.is_empty());
-        if !keep {
+        if !keep && log {
             tracing::info!(mirror = %self.name, "mirror removed: its ports are gone");
         }
         keep

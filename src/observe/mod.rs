@@ -72,6 +72,9 @@ pub struct Observe {
     taps: Vec<Tap>,
     mirrors: Vec<Mirror>,
     scratch: Vec<Desc>,
+    /// Another worker's replica of the captures and mirrors (several workers): worker 0 logs
+    /// their starts and ends, once.
+    pub(crate) replica: bool,
 }
 
 /// Wall-clock nanoseconds since the epoch (capture timestamps).
@@ -191,7 +194,8 @@ impl Observe {
             }
             keep
         });
-        self.mirrors.retain_mut(|m| m.prune(dp));
+        let log = !self.replica;
+        self.mirrors.retain_mut(|m| m.prune(dp, log));
         self.recompute();
     }
 
@@ -261,7 +265,9 @@ impl Worker {
             ObserveCmd::CaptureStart(spec) => {
                 let tap = Tap::start(*spec, &self.dp)?;
                 let v = json!({"id": tap.id, "port": tap.port_name});
-                tracing::info!(capture = tap.id, port = %tap.port_name, "capture started");
+                if !obs.replica {
+                    tracing::info!(capture = tap.id, port = %tap.port_name, "capture started");
+                }
                 obs.taps.push(tap);
                 obs.recompute();
                 Ok(v)
@@ -282,7 +288,9 @@ impl Worker {
                     return Err(format!("mirror '{}' already exists on that bridge", m.name));
                 }
                 let row = m.row(&self.dp);
-                tracing::info!(mirror = %m.name, "mirror added");
+                if !obs.replica {
+                    tracing::info!(mirror = %m.name, "mirror added");
+                }
                 obs.mirrors.push(m);
                 obs.recompute();
                 Ok(row)

@@ -339,6 +339,7 @@ fn prepare(
     let mut w = Worker::new(frames, rx, waker.clone(), clock, opts.core);
     w.jobs = jobs;
     w.share = share.clone();
+    w.observe.replica = index != 0;
     w.busy_poll = opts.busy_poll;
     w.linger = opts.linger;
     let dns_names = w.dns_names.clone();
