@@ -335,3 +335,51 @@ fn deleting_a_port_mapping_removes_its_connections() {
     assert_eq!(count(), 0);
     w.shutdown();
 }
+
+/// Storm control holds for the port as a whole: a port whose frames reach two workers floods
+/// its budget once in total, not once per worker (each worker kept its own bucket: a storm
+/// through two workers got twice the configured budget). The clock stands still, so the
+/// bucket holds exactly its burst (the default: 10,000 frames).
+#[test]
+fn a_ports_flood_budget_holds_over_two_workers() {
+    let clock = Arc::new(uvs::clock::ManualClock::at(1_000));
+    let opts = WorkerOptions {
+        core: None,
+        frames: 2048,
+        ..Default::default()
+    };
+    let w = spawn_workers(opts, &[None, None], clock).unwrap();
+    w.call(Command::AddBridge(
+        BridgeSpec::from_args("br0", &[]).unwrap(),
+    ))
+    .unwrap();
+    let mut pipes = Vec::new();
+    for name in ["a", "b"] {
+        let mine: Vec<Shared> = (0..2).map(|_| Shared::default()).collect();
+        let given = mine.clone();
+        w.attach_each("br0", name, move |worker, _id| {
+            Box::new(PipePort(given[worker].clone()))
+        })
+        .unwrap();
+        pipes.push(mine);
+    }
+    let per_worker = 15_000;
+    for (i, pipe) in pipes[0].iter().enumerate() {
+        let mut p = pipe.lock().unwrap();
+        for n in 0..per_worker {
+            p.rx.push_back(frame([0xff; 6], mac(10 + i as u8), (n % 200) as u8));
+        }
+    }
+    wait_for("both workers receiving the storm", || {
+        let v = w.call(Command::Stats).unwrap();
+        v["ports"]["a"]["rx_packets"].as_u64() == Some(2 * per_worker)
+    });
+    let flooded: usize = pipes[1].iter().map(sent).sum();
+    let v = w.call(Command::Stats).unwrap();
+    assert_eq!(
+        flooded,
+        uvs::pipeline::flood_limit::DEFAULT_FLOOD_BURST as usize,
+        "flooded to b over both workers: {v}"
+    );
+    w.shutdown();
+}

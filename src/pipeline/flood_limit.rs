@@ -11,7 +11,15 @@
 //!   [`DEFAULT_FLOOD_BURST`]: far above what ARP, DHCP, ND and mDNS need, far below a storm
 //!   (a container's `trafgen`-style broadcast flood reaches ~250,000 frames a second here,
 //!   each copied to every port of the bridge). `flood_rate=0` (or `off`) lifts the limit.
-//! - Each worker keeps its own bucket for a port (frames of one rx queue reach one worker).
+//! - With several workers, every worker's copy of a port's limit draws from one shared bucket
+//!   (`tokens::SharedBucket`, the same arithmetic in thousandths of a frame), so a port whose
+//!   queues (or fanout share) several workers poll gets the configured budget in total, not
+//!   once per worker (it got twice the budget with two workers). One worker alone keeps the
+//!   bucket in the limit itself: no atomics.
+
+use std::sync::Arc;
+
+use crate::tokens::{SharedBucket, SharedTokens};
 
 /// Default flooded frames a second a port may send into its bridge.
 pub const DEFAULT_FLOOD_RATE: u32 = 10_000;
@@ -23,7 +31,7 @@ pub const DEFAULT_FLOOD_BURST: u32 = 10_000;
 pub const MAX_FLOOD_RATE: u32 = 100_000_000;
 
 /// One port's budget of flooded frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FloodLimit {
     /// Frames a second; 0: no limit.
     rate: u32,
@@ -33,6 +41,8 @@ pub struct FloodLimit {
     milli: u64,
     /// When `milli` was last filled (ms).
     at_ms: u64,
+    /// The bucket every worker's copy draws from (several workers), instead of `milli`.
+    shared: Option<SharedTokens>,
 }
 
 impl Default for FloodLimit {
@@ -50,6 +60,7 @@ impl FloodLimit {
             burst,
             milli: u64::from(burst) * 1000,
             at_ms: 0,
+            shared: None,
         }
     }
 
@@ -108,11 +119,22 @@ impl FloodLimit {
     }
 
     /// The same limit with the bucket's state of `old` kept (a `set-port` changing the rate
-    /// does not hand out a fresh burst), capped at the new burst.
+    /// does not hand out a fresh burst), capped at the new burst; a shared bucket stays
+    /// shared.
     pub fn keeping(self, old: &FloodLimit) -> FloodLimit {
         FloodLimit {
             milli: old.milli.min(u64::from(self.burst) * 1000),
             at_ms: old.at_ms,
+            shared: old.shared.clone(),
+            ..self
+        }
+    }
+
+    /// The same limit drawing from `bucket`, which the other workers' copies of this port's
+    /// limit draw from too.
+    pub fn shared(self, bucket: Arc<SharedBucket>) -> FloodLimit {
+        FloodLimit {
+            shared: Some(SharedTokens(bucket)),
             ..self
         }
     }
@@ -123,10 +145,15 @@ impl FloodLimit {
         if self.rate == 0 {
             return true;
         }
+        let full = u64::from(self.burst) * 1000;
+        if let Some(SharedTokens(b)) = &self.shared {
+            // Frames a second times milliseconds: thousandths of a frame, as below.
+            b.refill(u64::from(self.rate), full as i64, now_ms);
+            return b.take(1000, full as i64);
+        }
         // Filled on every take (time spent full must not count: a bucket that started full
         // and was emptied at once would otherwise be refilled whole).
         let elapsed = now_ms.saturating_sub(self.at_ms);
-        let full = u64::from(self.burst) * 1000;
         self.milli = (self.milli + elapsed.saturating_mul(u64::from(self.rate))).min(full);
         self.at_ms = self.at_ms.max(now_ms);
         if self.milli < 1000 {
@@ -175,6 +202,22 @@ mod tests {
             assert!(e.starts_with("flood_rate: '") && e.contains(bad), "{e}");
         }
         assert_eq!(FloodLimit::default().describe(), "10000/10000");
+    }
+
+    /// Two copies of a limit sharing a bucket hand out one budget between them.
+    #[test]
+    fn shared_copies_draw_from_one_bucket() {
+        let bucket = Arc::new(SharedBucket::new(100_000));
+        let mut a = FloodLimit::new(1000, 100).shared(bucket.clone());
+        let mut b = FloodLimit::new(1000, 100).shared(bucket);
+        let took = (0..100).filter(|_| a.take(5)).count() + (0..100).filter(|_| b.take(5)).count();
+        assert_eq!(took, 100, "one burst between the two");
+        assert!(
+            a.take(6) && !b.take(6),
+            "then one a millisecond between the two"
+        );
+        let mut c = FloodLimit::new(2000, 100).keeping(&b);
+        assert!(!c.take(6), "a new rate keeps the shared bucket");
     }
 
     #[test]

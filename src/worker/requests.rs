@@ -935,9 +935,9 @@ impl Worker {
         ofport: u16,
     ) -> Result<(), String> {
         let mac_limit = spec.as_ref().and_then(|s| s.mac_limit).unwrap_or(u32::MAX);
-        let flood = match &spec {
+        let mut flood = match &spec {
             Some(s) => s.flood_limit()?,
-            None => Default::default(),
+            None => crate::pipeline::flood_limit::FloodLimit::default(),
         };
         let (mut rate_rx, mut rate_tx) = match &spec {
             Some(s) => s.shapers()?,
@@ -946,6 +946,10 @@ impl Worker {
         if let Some(b) = &self.buckets {
             rate_rx = rate_rx.map(|s| b.share(&name, true, s));
             rate_tx = rate_tx.map(|s| b.share(&name, false, s));
+            // Thousandths of a frame, as the bucket counts bits: it starts full. A `set-port`
+            // of another rate keeps the bucket (`FloodLimit::keeping`).
+            let (rate, burst) = (u64::from(flood.rate()), u64::from(flood.burst()));
+            flood = flood.shared(b.bucket(format!("flood {name}"), rate, burst));
         }
         let life = PortLife::up(spec, port.ifindex(), port.details());
         let state = PortState {
