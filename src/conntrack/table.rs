@@ -235,6 +235,27 @@ pub struct CtStats {
     pub reclaimed: u64,
 }
 
+/// How far and for what [`Conntrack::scan_for_room`] looks (see there).
+struct Scan {
+    /// Slots walked at most.
+    window: usize,
+    /// An expired connection of anyone makes room (a full table), not only one of ours (a
+    /// source at its limit: another source's would not lower its count).
+    expired_anywhere: bool,
+    /// Established connections may go too, not only unassured ones.
+    any_state: bool,
+}
+
+/// What [`Conntrack::scan_for_room`] did.
+enum Room {
+    /// Removed an expired connection.
+    Expired,
+    /// Removed a live one (the caller counts it).
+    Taken,
+    /// Found nothing to remove.
+    Nothing,
+}
+
 /// The connection table of one worker.
 pub struct Conntrack {
     conns: Vec<Option<Conn>>,
@@ -665,26 +686,73 @@ impl Conntrack {
         } else {
             (owner, EVICT_SCAN)
         };
+        let scan = Scan {
+            window,
+            expired_anywhere: true,
+            any_state: reclaim,
+        };
+        match self.scan_for_room(scan, now, |c| c.owner == victim) {
+            Room::Expired => true,
+            Room::Nothing => false,
+            Room::Taken if reclaim => {
+                self.stats.reclaimed += 1;
+                true
+            }
+            Room::Taken => {
+                self.stats.early_dropped += 1;
+                true
+            }
+        }
+    }
+
+    /// Make room for source `src` at its per-source limit from its own connections: the first
+    /// expired one found, else the least recently seen unassured one among the first
+    /// [`EVICT_SCAN`] of its connections found within [`RECLAIM_SCAN`] slots of the cursor.
+    #[cold]
+    fn evict_from_source(&mut self, src: [u8; 4], now: u32) -> bool {
+        let scan = Scan {
+            window: RECLAIM_SCAN,
+            expired_anywhere: false,
+            any_state: false,
+        };
+        match self.scan_for_room(scan, now, |c| c.orig.src == src) {
+            Room::Expired => true,
+            Room::Nothing => false,
+            Room::Taken => {
+                self.stats.early_dropped += 1;
+                true
+            }
+        }
+    }
+
+    /// The bounded scan both evictions make: walk at most `scan.window` slots from the expiry
+    /// cursor (which advances, so repeated attempts look at new slots). The first expired
+    /// connection found goes at once (whoever holds it with `expired_anywhere`, else only one
+    /// of `ours`; counted `evicted`). Otherwise, among the first [`EVICT_SCAN`] connections of
+    /// `ours` seen, the least recently seen unassured one goes, or with `any_state` the least
+    /// recently seen of any state (unassured ones still first). The caller counts a `Taken`.
+    fn scan_for_room(&mut self, scan: Scan, now: u32, ours: impl Fn(&Conn) -> bool) -> Room {
         let n = self.conns.len();
         // (slot, unassured, last seen) of the best candidate so far.
         let mut best: Option<(usize, bool, u32)> = None;
         let mut seen = 0;
-        for _ in 0..window.min(n) {
+        for _ in 0..scan.window.min(n) {
             let i = self.cursor % n;
             self.cursor = (i + 1) % n;
             let Some(c) = &self.conns[i] else {
                 continue;
             };
-            if self.expired(c, now) {
+            let mine = ours(c);
+            if (mine || scan.expired_anywhere) && self.expired(c, now) {
                 self.remove(ConnId(i as u32));
                 self.stats.evicted += 1;
-                return true;
+                return Room::Expired;
             }
-            if c.owner != victim {
+            if !mine {
                 continue;
             }
             let unassured = c.state.unassured();
-            if unassured || reclaim {
+            if unassured || scan.any_state {
                 let better = best.is_none_or(|(_, u, t)| {
                     (unassured, std::cmp::Reverse(c.last_seen)) > (u, std::cmp::Reverse(t))
                 });
@@ -698,53 +766,10 @@ impl Conntrack {
             }
         }
         let Some((i, _, _)) = best else {
-            return false;
+            return Room::Nothing;
         };
         self.remove(ConnId(i as u32));
-        if reclaim {
-            self.stats.reclaimed += 1;
-        } else {
-            self.stats.early_dropped += 1;
-        }
-        true
-    }
-
-    /// Make room for source `src` at its per-source limit from its own connections: the first
-    /// expired one found, else the least recently seen unassured one among the first
-    /// [`EVICT_SCAN`] of its connections found within [`RECLAIM_SCAN`] slots of the cursor.
-    #[cold]
-    fn evict_from_source(&mut self, src: [u8; 4], now: u32) -> bool {
-        let n = self.conns.len();
-        let mut best: Option<(usize, u32)> = None;
-        let mut seen = 0;
-        for _ in 0..RECLAIM_SCAN.min(n) {
-            let i = self.cursor % n;
-            self.cursor = (i + 1) % n;
-            let Some(c) = &self.conns[i] else {
-                continue;
-            };
-            if c.orig.src != src {
-                continue;
-            }
-            if self.expired(c, now) {
-                self.remove(ConnId(i as u32));
-                self.stats.evicted += 1;
-                return true;
-            }
-            if c.state.unassured() && best.is_none_or(|(_, t)| c.last_seen < t) {
-                best = Some((i, c.last_seen));
-            }
-            seen += 1;
-            if seen == EVICT_SCAN {
-                break;
-            }
-        }
-        let Some((i, _)) = best else {
-            return false;
-        };
-        self.remove(ConnId(i as u32));
-        self.stats.early_dropped += 1;
-        true
+        Room::Taken
     }
 
     fn release_nat(&mut self, nat: Option<&NatInfo>) {
