@@ -21,6 +21,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod host;
 pub mod learned;
+pub mod log_limit;
 pub mod nat;
 pub mod neigh;
 pub mod observe;

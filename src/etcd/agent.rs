@@ -36,40 +36,6 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
 /// copies every peer: once per watch event, 5,000 leases written one by one cost minutes).
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
-/// At most one log line a second for one kind of event; the events in between are counted,
-/// and the count goes with the next line (or with `flush`'s).
-#[derive(Debug, Default)]
-struct Throttle {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    /// Some(events not logged since the last line) when this one may be logged at `now`.
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        if self.recent(now) {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-
-    /// The events not logged, once a second has passed since the last line (None if none).
-    fn flush(&mut self, now: Instant) -> Option<u64> {
-        if self.held == 0 || self.recent(now) {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-
-    fn recent(&self, now: Instant) -> bool {
-        self.last
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-    }
-}
-
 /// The Network's vxlan Backend and our vxlan port disagree: leasing would announce a VNI
 /// and port this host does not use, and no packet would pass between it and its peers.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +174,7 @@ struct State {
     /// write ours back.
     overwritten: Option<(i64, String)>,
     /// The WARN lines for ignored leases and keys (a host writing thousands of them).
-    ignored_log: Throttle,
+    ignored_log: crate::log_limit::LogLimit,
     /// When `overlay-show`'s status was last rewritten, and when it is next due (None: up
     /// to date): rewritten at most every [`PUBLISH_EVERY`] while leases keep coming.
     published: Instant,
@@ -246,7 +212,7 @@ impl State {
             repairs: 0,
             own_lost: false,
             overwritten: None,
-            ignored_log: Throttle::default(),
+            ignored_log: crate::log_limit::LogLimit::default(),
             published: Instant::now(),
             publish_due: None,
             down: None,
@@ -1459,26 +1425,6 @@ mod tests {
         st.publish();
         let shown = st.status.lock().unwrap()["ignored_keys"].clone();
         assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
-    }
-
-    /// Ignored leases are logged at most once a second, the next line (or the closing one)
-    /// counting those not logged. Found trying uvs as a hostile peer: 5,000 junk leases
-    /// gave 5,000 WARN lines.
-    #[test]
-    fn ignored_leases_are_logged_at_most_once_a_second_with_a_count() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut t = Throttle::default();
-        assert_eq!(t.admit(ms(0)), Some(0));
-        for i in 1..=500 {
-            assert_eq!(t.admit(ms(i)), None);
-        }
-        assert_eq!(t.flush(ms(900)), None, "within the second");
-        assert_eq!(t.admit(ms(1000)), Some(500));
-        assert_eq!(t.admit(ms(1001)), None);
-        assert_eq!(t.flush(ms(2001)), Some(1));
-        assert_eq!(t.flush(ms(4000)), None, "nothing held");
-        assert_eq!(t.admit(ms(4001)), Some(0));
     }
 
     fn peer<'a>(st: &'a State, subnet: &str) -> &'a Peer {

@@ -37,7 +37,7 @@ use super::async_msg::Prefs;
 use super::codec::HEADER_LEN;
 use super::hub::{Conn, Hub, WRITE_TIMEOUT};
 pub use super::watch::{Limits, MAX_CONNS};
-use super::watch::{Liveness, RefusalLog, Verdict, pick_victim, verdict};
+use super::watch::{Liveness, Verdict, pick_victim, verdict};
 use super::{FlowEntry, PortCounters, PortInfo, Session, Switch, datapath_id};
 use crate::control::Registry;
 use crate::flow::{Flow, FlowFilter, parse_flow};
@@ -533,7 +533,7 @@ fn accept_loop(
     table: &Table,
     limits: &Limits,
 ) {
-    let mut refusals = RefusalLog::default();
+    let mut refusals = crate::log_limit::LogLimit::default();
     for (id, s) in (0u64..).zip(l.incoming()) {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -552,11 +552,12 @@ fn accept_loop(
             let mut t = lock(table);
             if !make_room(&mut t, bridge, limits.max_conns) {
                 drop(t);
-                if let Some(n) = refusals.refused(now) {
+                if let Some(held) = refusals.admit(now) {
                     tracing::warn!(
                         "openflow {bridge}: {} connections, each with a request being served; \
-                         refused {n} connection(s) (logged at most once a second)",
-                        limits.max_conns
+                         refused {} connection(s) (logged at most once a second)",
+                        limits.max_conns,
+                        held + 1
                     );
                 }
                 continue;

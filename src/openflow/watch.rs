@@ -11,11 +11,11 @@
 //!   one that has not sent its HELLO yet, else the one silent longest (no whole message for the
 //!   longest time) that is not being served, so a new client gets in unless every connection
 //!   is in the middle of a request.
-//! - A refused connection is logged at most once per [`LOG_EVERY`], with the number refused
-//!   since the last line ([`RefusalLog`]).
+//! - A refused connection is logged at most once a second, with the number refused since the
+//!   last line (`crate::log_limit`).
 //!
-//! The policy ([`verdict`], [`pick_victim`], [`RefusalLog`]) takes the time as an argument, so
-//! its tests need no clock.
+//! The policy ([`verdict`], [`pick_victim`]) takes the time as an argument, so its tests need
+//! no clock.
 
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,6 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(250);
-/// At most one log line about refused connections this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// The limits of one bridge's socket; [`Limits::default`] uses the constants of this module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,28 +142,6 @@ pub fn pick_victim<'a, K: Copy + 'a>(
         .map(|(k, _)| k)
 }
 
-/// A log line about refused connections at most once per [`LOG_EVERY`].
-#[derive(Debug, Default)]
-pub struct RefusalLog {
-    last: Option<Instant>,
-    pending: u64,
-}
-
-impl RefusalLog {
-    /// One connection refused at `now`: Some(count refused since the last line, this one
-    /// included) when a line is due.
-    pub fn refused(&mut self, now: Instant) -> Option<u64> {
-        self.pending += 1;
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => None,
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.pending))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,21 +230,5 @@ mod tests {
         assert_eq!(pick_victim(all), Some(4));
         assert_eq!(pick_victim([all[0], all[1], all[4]]), Some(2));
         assert_eq!(pick_victim([all[0]]), Some(1));
-    }
-
-    #[test]
-    fn refusals_are_logged_once_a_second_with_their_count() {
-        let t0 = Instant::now();
-        let mut log = RefusalLog::default();
-        assert_eq!(log.refused(t0), Some(1));
-        let ms = Duration::from_millis(1);
-        let lines: Vec<_> = (1..=2958u32)
-            .filter_map(|i| log.refused(t0 + ms * (i / 10)))
-            .collect();
-        // 0.3 s of refusals after the first line: none logged until the second is up.
-        assert!(lines.is_empty(), "{lines:?}");
-        assert_eq!(log.refused(t0 + S), Some(2959));
-        assert_eq!(log.refused(t0 + S + ms), None);
-        assert_eq!(log.refused(t0 + 3 * S), Some(2));
     }
 }
