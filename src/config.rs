@@ -540,13 +540,7 @@ impl PortSpec {
                 }
                 "vlan" | "tag" => p.vlan = Some(num("vlan", v)?),
                 "vlan_mode" => p.vlan_mode = Some(v.to_string()),
-                "trunks" => {
-                    p.trunks = Some(
-                        v.split(',')
-                            .map(|x| num("trunks", x))
-                            .collect::<Result<_, _>>()?,
-                    )
-                }
+                "trunks" => p.trunks = Some(vid_list("trunks", v)?),
                 "xdp_mode" => {
                     p.xdp_mode = match v {
                         "auto" => XdpModeSpec::Auto,
@@ -1114,10 +1108,18 @@ fn kv_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
     Ok(pairs)
 }
 
-fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
+/// A number for `field`; the error names the field and the value. (`add-port`'s and
+/// `set-port`'s options are parsed with this and [`vid_list`] alike.)
+pub(crate) fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<T, String> {
     v.trim()
         .parse()
         .map_err(|_| format!("{field}: '{v}' is not a valid number"))
+}
+
+/// A comma-separated list of VLAN ids for `field` (`trunks=10,20`); ranges are checked with the
+/// VLAN mode.
+pub(crate) fn vid_list(field: &str, v: &str) -> Result<Vec<u16>, String> {
+    v.split(',').map(|x| num(field, x)).collect()
 }
 
 #[cfg(test)]

@@ -35,11 +35,8 @@ pub struct PortOptions {
 impl PortOptions {
     /// Parse `key=value` arguments; an error names the field.
     pub fn parse(args: &[String]) -> Result<PortOptions, String> {
+        use crate::config::{num, vid_list};
         let mut o = PortOptions::default();
-        let num = |k: &str, v: &str| -> Result<u32, String> {
-            v.parse()
-                .map_err(|_| format!("{k}: '{v}' is not a number (or none)"))
-        };
         for a in args {
             let Some((k, v)) = a.split_once('=') else {
                 return Err(format!("'{a}': set-port takes KEY=VALUE"));
@@ -48,24 +45,13 @@ impl PortOptions {
                 "vlan" | "tag" => {
                     o.vlan = Some(match v {
                         "none" | "" => None,
-                        _ => Some(
-                            u16::try_from(num("vlan", v)?)
-                                .map_err(|_| format!("vlan: '{v}' is not a VLAN id"))?,
-                        ),
+                        _ => Some(num("vlan", v)?),
                     })
                 }
                 "trunks" => {
                     o.trunks = Some(match v {
                         "all" | "" => None,
-                        _ => Some(
-                            v.split(',')
-                                .map(|x| {
-                                    x.trim()
-                                        .parse::<u16>()
-                                        .map_err(|_| format!("trunks: '{x}' is not a VLAN id"))
-                                })
-                                .collect::<Result<_, _>>()?,
-                        ),
+                        _ => Some(vid_list("trunks", v)?),
                     })
                 }
                 "vlan_mode" => o.vlan_mode = Some((!v.is_empty()).then(|| v.to_string())),
