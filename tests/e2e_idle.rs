@@ -218,6 +218,88 @@ fn the_dns_thread_sleeps_without_an_upstream() {
     );
 }
 
+/// A bridge's OpenFlow watcher thread sleeps while no connection is open: it looked at its
+/// (empty) connection table four times a second, on every bridge of an idle daemon.
+#[test]
+fn openflow_watchers_sleep_without_connections() {
+    if !root_or_skip("openflow_watchers_sleep_without_connections") {
+        return;
+    }
+    let p = prefix("ew");
+    let mgmt = std::env::temp_dir().join(format!("{p}-mgmt"));
+    let d = Daemon::start(
+        &p,
+        &[
+            "--dns-upstream",
+            "off",
+            "--mgmt-dir",
+            mgmt.to_str().unwrap(),
+        ],
+    );
+    for b in ["br0", "br1", "br2"] {
+        d.ctl(&["add-br", b]);
+    }
+    let watchers = || {
+        std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim().ends_with("-watch"))
+            })
+            .count()
+    };
+    assert!(
+        eventually(5, || watchers() == 3),
+        "one watcher thread per bridge's socket"
+    );
+    // Voluntary context switches (wake-ups) of every `of-*-watch` thread together.
+    let wakeups = || -> u64 {
+        let pid = d.child.id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim().ends_with("-watch"))
+            })
+            .map(|t| {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = wakeups();
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = wakeups() - before;
+    eprintln!("three idle OpenFlow watchers woke {woke} times in 2 s");
+    assert!(woke <= 1, "idle OpenFlow watchers woke {woke} times in 2 s");
+    // A connection wakes its bridge's watcher: one that never sends HELLO is closed at the
+    // deadline (5 s), as before.
+    let mut c = std::os::unix::net::UnixStream::connect(mgmt.join("br0.mgmt")).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(9),
+        "a silent connection closed after {waited:?}"
+    );
+    drop(d);
+    let _ = std::fs::remove_dir_all(&mgmt);
+}
+
 /// `--busy-poll`: the worker never sleeps (OVS's PMD), so an idle switch keeps a core busy,
 /// and it still forwards and answers.
 #[test]

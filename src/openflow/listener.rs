@@ -490,15 +490,17 @@ impl Listener {
         let stop = Arc::new(AtomicBool::new(false));
         let table: Table = Arc::default();
         let (watch_stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        // The accept loop's word to an idle watcher that a connection came.
+        let (wake, woken) = crossbeam_channel::bounded::<()>(1);
         let (t, name) = (table.clone(), bridge.to_string());
         let watcher = std::thread::Builder::new()
             .name(format!("of-{bridge}-watch"))
-            .spawn(move || watch_loop(&name, &t, &limits, &stopped))?;
+            .spawn(move || watch_loop(&name, &t, &limits, (&stopped, &woken)))?;
         let st = stop.clone();
         let bridge = bridge.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("of-{bridge}"))
-            .spawn(move || accept_loop(l, &bridge, reg, &hub, &st, &table, &limits))?;
+            .spawn(move || accept_loop(l, &bridge, reg, &hub, (&st, &wake), &table, &limits))?;
         Ok(Listener {
             path,
             stop,
@@ -529,7 +531,7 @@ fn accept_loop(
     bridge: &str,
     reg: Arc<Registry>,
     hub: &Arc<Hub>,
-    stop: &AtomicBool,
+    (stop, wake): (&AtomicBool, &crossbeam_channel::Sender<()>),
     table: &Table,
     limits: &Limits,
 ) {
@@ -571,6 +573,8 @@ fn accept_loop(
                 },
             );
         }
+        // Full already: the watcher is awake.
+        let _ = wake.try_send(());
         let sw = RegistrySwitch::new(reg.clone(), bridge);
         let hub = hub.clone();
         let t = table.clone();
@@ -627,15 +631,30 @@ fn make_room(t: &mut HashMap<u64, Watched>, bridge: &str, max: usize) -> bool {
 }
 
 /// Probes silent connections and closes those past a deadline (`watch::verdict`) every
-/// `limits.tick`, until `stopped` is dropped.
+/// `limits.tick`, until `stopped` is dropped. With no connection it sleeps until `woken` says
+/// one came (it ticked four times a second on every bridge of an idle daemon).
 fn watch_loop(
     bridge: &str,
     table: &Table,
     limits: &Limits,
-    stopped: &crossbeam_channel::Receiver<()>,
+    (stopped, woken): (
+        &crossbeam_channel::Receiver<()>,
+        &crossbeam_channel::Receiver<()>,
+    ),
 ) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(limits.tick)
-    {
+    loop {
+        if lock(table).is_empty() {
+            crossbeam_channel::select! {
+                recv(stopped) -> _ => return,
+                recv(woken) -> r => if r.is_err() { return },
+            }
+        }
+        if !matches!(
+            stopped.recv_timeout(limits.tick),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
         let now = Instant::now();
         let mut probes = Vec::new();
         for w in lock(table).values_mut().filter(|w| !w.closing) {
