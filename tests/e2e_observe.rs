@@ -3,7 +3,8 @@
 //! rate for a port carrying a ping; `uvs ctl capture` files (and a live pipe) are read back by
 //! tshark with the expected ICMP packets, directions, translated (NAT) addresses and VXLAN
 //! encapsulation; a mirror copies a port's traffic to a third namespace where tshark sees it;
-//! `uvs top` renders port rates under tmux.
+//! `uvs top` renders port rates under tmux; a client stalling every `--metrics` connection does
+//! not lock a scrape out.
 
 mod common;
 
@@ -100,6 +101,85 @@ fn an_abandoned_capture_ends_by_itself() {
         t0.elapsed() >= std::time::Duration::from_secs(8),
         "not before it was abandoned"
     );
+}
+
+/// A client holding every metrics connection with requests it never finishes (a byte every
+/// 100 ms, re-opening each one as it is closed) does not lock a scrape out: every curl of
+/// `/metrics` beside it gets 200 within 2 s, the evictions are counted
+/// (`uvs_metrics_evicted_total`) and logged at most once a second (found trying uvs as a
+/// hostile client: every scrape was answered 503 for as long as it went on).
+#[test]
+fn stalled_metrics_clients_cannot_lock_out_a_scrape() {
+    use std::io::Write as _;
+    use std::net::TcpStream;
+    let test = "stalled_metrics_clients_cannot_lock_out_a_scrape";
+    if !root_or_skip(test) || !have("curl", test) {
+        return;
+    }
+    let p = prefix("ol");
+    let maddr = format!("127.0.0.1:{}", free_port());
+    let log = std::env::temp_dir().join(format!("uvs-{p}.log"));
+    let d = Daemon::start_logged(&p, &["--metrics", &maddr], &log);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (a, s) = (maddr.clone(), stop.clone());
+    let attacker = std::thread::spawn(move || {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        let open = || TcpStream::connect(&a).ok();
+        let mut conns: Vec<(Option<TcpStream>, usize)> = (0..64).map(|_| (open(), 0)).collect();
+        let mut reopened = 0u64;
+        while !s.load(std::sync::atomic::Ordering::SeqCst) {
+            for (c, sent) in conns.iter_mut() {
+                let alive = c.as_mut().is_some_and(|c| {
+                    let b = head.get(*sent).copied().unwrap_or(b'a');
+                    c.write_all(&[b]).is_ok()
+                });
+                *sent += 1;
+                if !alive {
+                    (*c, *sent) = (open(), 0);
+                    reopened += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reopened
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut last = String::new();
+    for i in 0..10 {
+        let t0 = Instant::now();
+        let out = Command::new("curl")
+            .args(["-s", "-m", "2", "-w", "\n%{http_code}"])
+            .arg(format!("http://{maddr}/metrics"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.ends_with("# EOF\n\n200"),
+            "scrape {i} beside 64 stalled clients, after {:?}: {text}",
+            t0.elapsed()
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        last = text;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reopened = attacker.join().unwrap();
+    let evicted = last
+        .lines()
+        .find_map(|l| l.strip_prefix("uvs_metrics_evicted_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    eprintln!("{test}: attacker re-opened {reopened} connections, {evicted} evicted");
+    assert!(evicted >= 10, "{evicted} evictions counted:\n{last}");
+    drop(d);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("unfinished connection(s) to admit new ones"))
+        .count();
+    // About 5 s of evictions: a line a second at most.
+    assert!((1..=8).contains(&lines), "{lines} eviction lines:\n{text}");
 }
 
 #[test]

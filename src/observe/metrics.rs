@@ -3,13 +3,26 @@
 //! its observation counts: the datapath is asked through its request channel, exactly as
 //! `uvs ctl stats` asks it, so the fast path is untouched.
 //!
-//! A plain HTTP/1.1 responder on a std `TcpListener`: a thread per connection (at most
-//! [`MAX_CLIENTS`] at once; past that a client is answered 503 at once), one request per
+//! A plain HTTP/1.1 responder on a std `TcpListener`: a thread per connection, one request per
 //! connection, then `Connection: close`. A request head longer than 8 KiB, or not complete
 //! [`REQUEST_DEADLINE`] after the connection was taken, is dropped: an idle or trickling
 //! client cannot hold up a scrape (found trying uvs as a new user: one thread answered
 //! connections in turn, and two idle ones made Prometheus' 10 s scrape time out). Any path
 //! other than `/metrics` (and `/`, a pointer to it) is a 404.
+//!
+//! No client can lock the others out (found trying uvs as a hostile client: 64 connections
+//! that never finished their request, re-opened as they timed out, had every scrape answered
+//! 503). At most [`MAX_CLIENTS`] connections at once, at most [`MAX_PER_SOURCE`] of them from
+//! one source address; when either is reached, a new connection takes the place of one that
+//! has not finished its request: of that source's the one accepted first, or (all taken) of
+//! the source holding the most, the one accepted first; only when none is still reading its
+//! request, the one writing its answer the longest. A connection whose request is being
+//! scraped is never evicted; when every connection is, the newcomer is answered 503 at once.
+//! An evicted connection still reading is answered 503 (its request never runs); one writing
+//! is cut. A scrape sends its whole request at once, so it is served beside any number of
+//! stalled clients, from the same address (127.0.0.1) too. Evictions and refusals are counted
+//! (`uvs_metrics_evicted_total`, `uvs_metrics_refused_total`) and logged (warn) at most once
+//! per [`LOG_EVERY`] with the count since the last line.
 //!
 //! Metrics (counters end in `_total`; labels in braces):
 //! - `uvs_build_info{version}`: 1.
@@ -38,13 +51,16 @@
 //! - With the DNS service running: `uvs_dns_{queries,answered_local,forwarded,relayed,nxdomain,
 //!   retried,servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting`
 //!   (gauge), as `uvs ctl dns-show` counts them.
+//! - `uvs_metrics_{evicted,refused}_total`: this endpoint's own connections closed unfinished
+//!   to admit a new one, and answered 503 at once (see above).
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -112,7 +128,7 @@ static PROCESS_START: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
 });
 
 /// Render the metrics from a `stats` answer and an observation `Counts` answer.
-pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
+pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>, http: &HttpCounts) -> String {
     let mut b = Builder {
         reg: Registry::default(),
     };
@@ -240,6 +256,16 @@ pub fn render(stats: &Value, counts: &Value, dns: Option<&Value>) -> String {
     if let Some(d) = dns {
         dns_service(&mut b, d);
     }
+    b.counter(
+        "uvs_metrics_evicted",
+        "Connections to this endpoint closed unfinished to admit a new one (full, or their source at its limit)",
+        vec![(Vec::new(), http.evicted)],
+    );
+    b.counter(
+        "uvs_metrics_refused",
+        "Connections to this endpoint answered 503 at once (full, every connection being scraped)",
+        vec![(Vec::new(), http.refused)],
+    );
     let mut out = String::new();
     let _ = encode(&mut out, &b.reg);
     out
@@ -491,12 +517,17 @@ fn workers(b: &mut Builder, stats: &Value, counts: &Value) {
     b.gauge("uvs_worker_frames_free", "Frames free in the region", free);
 }
 
-/// Ask the worker (and the DNS service, if it runs) and render.
-pub fn scrape(w: &WorkerHandle, dns: Option<&DnsService>) -> Result<String, String> {
+/// Ask the worker (and the DNS service, if it runs) and render, with the server's own `http`
+/// counters.
+pub fn scrape(
+    w: &WorkerHandle,
+    dns: Option<&DnsService>,
+    http: &HttpCounts,
+) -> Result<String, String> {
     let stats = w.call(Command::Stats)?;
     let counts = w.call(Command::Observe(ObserveCmd::Counts))?;
     let dns = dns.and_then(|d| serde_json::to_value(d.status()).ok());
-    Ok(render(&stats, &counts, dns.as_ref()))
+    Ok(render(&stats, &counts, dns.as_ref(), http))
 }
 
 /// A running metrics listener; dropping it stops it.
@@ -524,10 +555,140 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Connections answered at once; more are refused (503) until one ends.
+/// Connections answered at once; when full, a new one takes the place of one that has not
+/// finished its request (see the module docs).
 pub const MAX_CLIENTS: usize = 64;
+/// Connections one source address may hold at once; past that, a new one from it takes the
+/// place of its own oldest unfinished one.
+pub const MAX_PER_SOURCE: usize = 32;
 /// The most time a client has to send its request head, from when its connection is taken.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+/// At most one log line about evicted or refused connections this often.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// What a connection is doing, for eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading its request head since it was accepted.
+    Reading(Instant),
+    /// Asking the worker for the metrics (never evicted: it is short and bounded).
+    Scraping,
+    /// Writing its answer since the instant (evicted only when no connection is reading).
+    Writing(Instant),
+}
+
+/// One connection being answered.
+struct Conn {
+    /// A clone of its socket, to shut it down on eviction.
+    stream: TcpStream,
+    source: IpAddr,
+    phase: Phase,
+    /// Evicted: its thread ends at its next step, and it no longer counts.
+    closing: bool,
+}
+
+/// What to do with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit<K> {
+    /// There is room.
+    Room,
+    /// Close this one, then take the new one.
+    Evict(K),
+    /// Every connection that could make room is asking the worker: answer 503.
+    Refuse,
+}
+
+/// Where a connection from `source` goes, given the live connections `(key, source, phase)`:
+/// - `source` holding `max_per_source`: the place of its own longest-waiting unfinished one;
+/// - all `max_clients` taken: the place of a connection still reading its request (the one
+///   of the source holding the most, then the one accepted first), else of one writing its
+///   answer (the longest writing);
+/// - a connection asking the worker is never evicted; when nothing else can go, `Refuse`.
+fn admit<K: Copy>(
+    conns: &[(K, IpAddr, Phase)],
+    source: IpAddr,
+    max_clients: usize,
+    max_per_source: usize,
+) -> Admit<K> {
+    let holding = |ip: IpAddr| conns.iter().filter(|(_, s, _)| *s == ip).count();
+    let own = holding(source) >= max_per_source;
+    if !own && conns.len() < max_clients {
+        return Admit::Room;
+    }
+    conns
+        .iter()
+        .filter(|(_, s, _)| !own || *s == source)
+        .filter_map(|&(k, s, p)| match p {
+            Phase::Reading(t) => Some(((false, std::cmp::Reverse(holding(s)), t), k)),
+            Phase::Writing(t) => Some(((true, std::cmp::Reverse(0), t), k)),
+            Phase::Scraping => None,
+        })
+        .min_by_key(|(key, _)| *key)
+        .map_or(Admit::Refuse, |(_, k)| Admit::Evict(k))
+}
+
+/// A log line at most once per [`LOG_EVERY`], with the count since the last one.
+#[derive(Debug, Default)]
+struct EveryLog {
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl EveryLog {
+    /// One more at `now`: Some(count since the last line, this one included) when a line is due.
+    fn add(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.pending))
+            }
+        }
+    }
+}
+
+/// The server's own counters, shown as `uvs_metrics_*` in every scrape.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpCounts {
+    /// Connections closed to admit a new one.
+    pub evicted: u64,
+    /// Connections answered 503 at once (nothing could be evicted).
+    pub refused: u64,
+}
+
+/// The connections being answered and the counters, shared by the accept thread and the
+/// connections' threads.
+#[derive(Default)]
+struct Shared {
+    conns: Mutex<HashMap<u64, Conn>>,
+    evicted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Shared {
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Conn>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn counts(&self) -> HttpCounts {
+        HttpCounts {
+            evicted: self.evicted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets connection `id`'s phase; false when it was evicted (it must end).
+    fn track(&self, id: u64, phase: Phase) -> bool {
+        match self.conns().get_mut(&id) {
+            Some(c) if !c.closing => {
+                c.phase = phase;
+                true
+            }
+            _ => false,
+        }
+    }
+}
 
 /// Serve metrics for `worker` on `addr` (e.g. `127.0.0.1:9477`).
 pub fn serve(
@@ -542,26 +703,74 @@ pub fn serve(
     let thread = std::thread::Builder::new()
         .name("uvs-metrics".into())
         .spawn(move || {
-            let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            for conn in listener.incoming() {
+            let shared = Arc::new(Shared::default());
+            let (mut evictions, mut refusals) = (EveryLog::default(), EveryLog::default());
+            for (id, conn) in (0u64..).zip(listener.incoming()) {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(c) = conn else { continue };
-                if busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                    let _ = refuse(&c);
-                    continue;
+                let Ok(clone) = c.try_clone() else { continue };
+                let source = c
+                    .peer_addr()
+                    .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                let now = Instant::now();
+                {
+                    let mut conns = shared.conns();
+                    let live: Vec<(u64, IpAddr, Phase)> = conns
+                        .iter()
+                        .filter(|(_, c)| !c.closing)
+                        .map(|(k, c)| (*k, c.source, c.phase))
+                        .collect();
+                    match admit(&live, source, MAX_CLIENTS, MAX_PER_SOURCE) {
+                        Admit::Room => {}
+                        Admit::Evict(k) => {
+                            if let Some(v) = conns.get_mut(&k) {
+                                evict(v);
+                            }
+                            shared.evicted.fetch_add(1, Ordering::Relaxed);
+                            if let Some(n) = evictions.add(now) {
+                                tracing::warn!(
+                                    "metrics: {MAX_CLIENTS} connections ({MAX_PER_SOURCE} a source); \
+                                     closed {n} unfinished connection(s) to admit new ones \
+                                     (logged at most once a second)"
+                                );
+                            }
+                        }
+                        Admit::Refuse => {
+                            drop(conns);
+                            shared.refused.fetch_add(1, Ordering::Relaxed);
+                            if let Some(n) = refusals.add(now) {
+                                tracing::warn!(
+                                    "metrics: {MAX_CLIENTS} connections, each being scraped; \
+                                     refused {n} connection(s) (logged at most once a second)"
+                                );
+                            }
+                            let _ = refuse(&c, Duration::from_secs(1));
+                            continue;
+                        }
+                    }
+                    conns.insert(
+                        id,
+                        Conn {
+                            stream: clone,
+                            source,
+                            phase: Phase::Reading(now),
+                            closing: false,
+                        },
+                    );
                 }
-                busy.fetch_add(1, Ordering::SeqCst);
-                let (w, d, b) = (worker.clone(), dns.clone(), busy.clone());
+                let (w, d, sh) = (worker.clone(), dns.clone(), shared.clone());
                 let spawned = std::thread::Builder::new()
                     .name("uvs-metrics-conn".into())
                     .spawn(move || {
-                        let _ = answer(c, &w, d.as_deref());
-                        b.fetch_sub(1, Ordering::SeqCst);
+                        let _ = answer(c, &w, d.as_deref(), &|p| sh.track(id, p), &|| {
+                            sh.counts()
+                        });
+                        sh.conns().remove(&id);
                     });
                 if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::SeqCst);
+                    shared.conns().remove(&id);
                 }
             }
         })?;
@@ -572,9 +781,19 @@ pub fn serve(
     })
 }
 
-/// Answer a client over [`MAX_CLIENTS`] at once.
-fn refuse(c: &TcpStream) -> io::Result<()> {
-    c.set_write_timeout(Some(Duration::from_secs(1)))?;
+/// Closes a connection to make room: one still reading its request is answered 503 first
+/// (its request never runs); one writing its answer is only cut.
+fn evict(v: &mut Conn) {
+    v.closing = true;
+    if matches!(v.phase, Phase::Reading(_)) {
+        let _ = refuse(&v.stream, Duration::from_millis(100));
+    }
+    let _ = v.stream.shutdown(Shutdown::Both);
+}
+
+/// Answer a client that cannot be taken, or that was evicted before its request was read.
+fn refuse(c: &TcpStream, timeout: Duration) -> io::Result<()> {
+    c.set_write_timeout(Some(timeout))?;
     let mut w = c;
     w.write_all(
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -584,14 +803,12 @@ fn refuse(c: &TcpStream) -> io::Result<()> {
 /// A connection's reads, each given what is left until `until` (then `TimedOut`).
 struct Deadline<'a> {
     c: &'a TcpStream,
-    until: std::time::Instant,
+    until: Instant,
 }
 
 impl io::Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self
-            .until
-            .saturating_duration_since(std::time::Instant::now());
+        let left = self.until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -604,10 +821,17 @@ impl io::Read for Deadline<'_> {
     }
 }
 
-/// Read one request head and answer it.
-fn answer(c: TcpStream, worker: &WorkerHandle, dns: Option<&DnsService>) -> io::Result<()> {
+/// Read one request head and answer it; `track` is told each phase and says false once the
+/// connection was evicted (it then ends without an answer).
+fn answer(
+    c: TcpStream,
+    worker: &WorkerHandle,
+    dns: Option<&DnsService>,
+    track: &dyn Fn(Phase) -> bool,
+    http: &dyn Fn() -> HttpCounts,
+) -> io::Result<()> {
     c.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let until = std::time::Instant::now() + REQUEST_DEADLINE;
+    let until = Instant::now() + REQUEST_DEADLINE;
     let mut r = BufReader::new(Deadline { c: &c, until }.take(8192));
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -616,17 +840,24 @@ fn answer(c: TcpStream, worker: &WorkerHandle, dns: Option<&DnsService>) -> io::
     while r.read_line(&mut h)? > 2 {
         h.clear();
     }
+    let evicted = || io::Error::new(io::ErrorKind::ConnectionAborted, "evicted");
+    if !track(Phase::Scraping) {
+        return Err(evicted());
+    }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => match scrape(worker, dns) {
+        ("GET" | "HEAD", "/metrics") => match scrape(worker, dns, &http()) {
             Ok(b) => ("200 OK", CONTENT_TYPE, b),
             Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
         },
         ("GET" | "HEAD", "/") => ("200 OK", "text/plain", "uvs: see /metrics\n".into()),
         _ => ("404 Not Found", "text/plain", "not found\n".into()),
     };
+    if !track(Phase::Writing(Instant::now())) {
+        return Err(evicted());
+    }
     let mut w = &c;
     write!(
         w,
@@ -654,7 +885,7 @@ mod tests {
         let idle: Vec<TcpStream> = (0..12)
             .map(|_| TcpStream::connect(m.addr()).unwrap())
             .collect();
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let mut c = TcpStream::connect(m.addr()).unwrap();
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
@@ -680,6 +911,101 @@ mod tests {
         );
     }
 
+    /// [`MAX_CLIENTS`] connections that never finish their request (silent, or a partial
+    /// request line), opened again as they are closed, do not lock a scrape out: it is answered
+    /// 200 within 2 s beside them (each took the place of the oldest one), again and again
+    /// (found trying uvs as a hostile client: every scrape was answered 503).
+    #[test]
+    fn stalled_clients_cannot_lock_out_a_scrape() {
+        use std::io::Read as _;
+        let w = Arc::new(crate::worker::spawn_for_tests());
+        let m = serve(TcpListener::bind("127.0.0.1:0").unwrap(), w, None).unwrap();
+        let stall = |i: usize| {
+            let mut c = TcpStream::connect(m.addr()).unwrap();
+            if i % 2 == 1 {
+                let _ = c.write_all(b"GET /metrics HT");
+            }
+            c
+        };
+        let mut stalled: Vec<TcpStream> = (0..MAX_CLIENTS).map(stall).collect();
+        for round in 0..3 {
+            let t0 = Instant::now();
+            let mut c = TcpStream::connect(m.addr()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            let read = c.read_to_string(&mut body);
+            assert!(
+                read.is_ok() && body.starts_with("HTTP/1.1 200 OK") && body.ends_with("# EOF\n"),
+                "round {round}: scrape beside {} stalled clients: {read:?} after {:?}: {body}",
+                MAX_CLIENTS,
+                t0.elapsed()
+            );
+            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+            if round > 0 {
+                let n = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("uvs_metrics_evicted_total "))
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert!(n.is_some_and(|n| n >= MAX_CLIENTS as u64), "{n:?}: {body}");
+            }
+            // The attacker opens as many again.
+            stalled.extend((0..MAX_CLIENTS).map(stall));
+        }
+        // The first one was closed to make room, told 503 (its request never ran).
+        let mut first = &stalled[0];
+        first
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut got = String::new();
+        let _ = first.read_to_string(&mut got);
+        assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
+        drop(stalled);
+    }
+
+    #[test]
+    fn admit_evicts_the_oldest_unfinished_of_the_heaviest_source() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let conns = [
+            (1, b, Phase::Reading(t0)),
+            (2, a, Phase::Reading(t0 + s)),
+            (3, a, Phase::Reading(t0 + 2 * s)),
+            (4, b, Phase::Scraping),
+            (5, c, Phase::Writing(t0)),
+        ];
+        assert_eq!(admit(&conns, c, 6, 3), Admit::Room);
+        // Full: the oldest still reading of the source holding the most (a: 2, b: 2 with one
+        // being scraped, so b's count is 2 too: then the one accepted first).
+        assert_eq!(admit(&conns, c, 5, 3), Admit::Evict(1));
+        assert_eq!(admit(&conns[1..], c, 4, 3), Admit::Evict(2));
+        // The source holding the most goes first, even when another's is older.
+        assert_eq!(admit(&conns[..3], c, 3, 3), Admit::Evict(2));
+        // Nothing reading: the longest writing; nothing but scrapes: refused.
+        assert_eq!(admit(&conns[3..], a, 2, 3), Admit::Evict(5));
+        assert_eq!(admit(&conns[3..4], a, 1, 3), Admit::Refuse);
+        // A source at its cap takes the place of its own oldest, never another's.
+        assert_eq!(admit(&conns, a, 64, 2), Admit::Evict(2));
+        assert_eq!(admit(&conns[3..], b, 64, 1), Admit::Refuse);
+    }
+
+    #[test]
+    fn evictions_are_logged_once_a_second_with_their_count() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut log = EveryLog::default();
+        assert_eq!(log.add(t0), Some(1));
+        assert!((1..=500u32).all(|i| log.add(t0 + ms * i).is_none()));
+        assert_eq!(log.add(t0 + 1000 * ms), Some(501));
+        assert_eq!(log.add(t0 + 3000 * ms), Some(1));
+    }
+
     #[test]
     fn render_names_and_labels() {
         let stats = json!({
@@ -699,7 +1025,11 @@ mod tests {
             "nat_rules": 1, "flow_conntrack": 0, "captures": 0, "mirrors": 1, "frames": 64});
         let dnsv = json!({"counters": {"queries": 12, "answered_local": 9, "forwarded": 3},
             "waiting": 1, "reply_queue_full": 0});
-        let text = render(&stats, &counts, Some(&dnsv));
+        let http = HttpCounts {
+            evicted: 4,
+            refused: 1,
+        };
+        let text = render(&stats, &counts, Some(&dnsv), &http);
         for line in [
             "uvs_build_info{version=\"",
             "uvs_port_rx_packets_total{port=\"p1\",bridge=\"br0\"} 7",
@@ -732,6 +1062,8 @@ mod tests {
             "uvs_dns_queries_total 12",
             "uvs_dns_answered_local_total 9",
             "uvs_dns_waiting 1",
+            "uvs_metrics_evicted_total 4",
+            "uvs_metrics_refused_total 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line} in:\n{text}");
@@ -748,7 +1080,7 @@ mod tests {
         let stats = json!({"ports": {}, "bridges": {}, "router": {},
             "worker": w(0, 100, 500_000_000), "workers": [w(0, 100, 500_000_000), w(1, 300, 750_000_000)]});
         let counts = json!({"conntrack": {}, "frames": 4096});
-        let text = render(&stats, &counts, None);
+        let text = render(&stats, &counts, None, &HttpCounts::default());
         for line in [
             "uvs_worker_iterations_total{worker=\"0\"} 100",
             "uvs_worker_iterations_total{worker=\"1\"} 300",
