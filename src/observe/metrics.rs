@@ -22,7 +22,7 @@
 //! is cut. A scrape sends its whole request at once, so it is served beside any number of
 //! stalled clients, from the same address (127.0.0.1) too. Evictions and refusals are counted
 //! (`uvs_metrics_evicted_total`, `uvs_metrics_refused_total`) and logged (warn) at most once
-//! per [`LOG_EVERY`] with the count since the last line.
+//! a second with the count since the last line (`crate::log_limit`).
 //!
 //! Metrics (counters end in `_total`; labels in braces):
 //! - `uvs_build_info{version}`: 1.
@@ -63,6 +63,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
+
+use crate::log_limit::LogLimit;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -563,8 +565,6 @@ pub const MAX_CLIENTS: usize = 64;
 pub const MAX_PER_SOURCE: usize = 32;
 /// The most time a client has to send its request head, from when its connection is taken.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
-/// At most one log line about evicted or refused connections this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// What a connection is doing, for eviction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -627,27 +627,6 @@ fn admit<K: Copy>(
         .map_or(Admit::Refuse, |(_, k)| Admit::Evict(k))
 }
 
-/// A log line at most once per [`LOG_EVERY`], with the count since the last one.
-#[derive(Debug, Default)]
-struct EveryLog {
-    last: Option<Instant>,
-    pending: u64,
-}
-
-impl EveryLog {
-    /// One more at `now`: Some(count since the last line, this one included) when a line is due.
-    fn add(&mut self, now: Instant) -> Option<u64> {
-        self.pending += 1;
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < LOG_EVERY => None,
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.pending))
-            }
-        }
-    }
-}
-
 /// The server's own counters, shown as `uvs_metrics_*` in every scrape.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HttpCounts {
@@ -704,7 +683,7 @@ pub fn serve(
         .name("uvs-metrics".into())
         .spawn(move || {
             let shared = Arc::new(Shared::default());
-            let (mut evictions, mut refusals) = (EveryLog::default(), EveryLog::default());
+            let (mut evictions, mut refusals) = (LogLimit::default(), LogLimit::default());
             for (id, conn) in (0u64..).zip(listener.incoming()) {
                 if s.load(Ordering::SeqCst) {
                     break;
@@ -729,21 +708,23 @@ pub fn serve(
                                 evict(v);
                             }
                             shared.evicted.fetch_add(1, Ordering::Relaxed);
-                            if let Some(n) = evictions.add(now) {
+                            if let Some(held) = evictions.admit(now) {
                                 tracing::warn!(
                                     "metrics: {MAX_CLIENTS} connections ({MAX_PER_SOURCE} a source); \
-                                     closed {n} unfinished connection(s) to admit new ones \
-                                     (logged at most once a second)"
+                                     closed {} unfinished connection(s) to admit new ones \
+                                     (logged at most once a second)",
+                                    held + 1
                                 );
                             }
                         }
                         Admit::Refuse => {
                             drop(conns);
                             shared.refused.fetch_add(1, Ordering::Relaxed);
-                            if let Some(n) = refusals.add(now) {
+                            if let Some(held) = refusals.admit(now) {
                                 tracing::warn!(
                                     "metrics: {MAX_CLIENTS} connections, each being scraped; \
-                                     refused {n} connection(s) (logged at most once a second)"
+                                     refused {} connection(s) (logged at most once a second)",
+                                    held + 1
                                 );
                             }
                             let _ = refuse(&c, Duration::from_secs(1));
@@ -993,17 +974,6 @@ mod tests {
         // A source at its cap takes the place of its own oldest, never another's.
         assert_eq!(admit(&conns, a, 64, 2), Admit::Evict(2));
         assert_eq!(admit(&conns[3..], b, 64, 1), Admit::Refuse);
-    }
-
-    #[test]
-    fn evictions_are_logged_once_a_second_with_their_count() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis(1);
-        let mut log = EveryLog::default();
-        assert_eq!(log.add(t0), Some(1));
-        assert!((1..=500u32).all(|i| log.add(t0 + ms * i).is_none()));
-        assert_eq!(log.add(t0 + 1000 * ms), Some(501));
-        assert_eq!(log.add(t0 + 3000 * ms), Some(1));
     }
 
     #[test]
