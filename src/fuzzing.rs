@@ -248,7 +248,8 @@ pub fn dns(data: &[u8]) {
         let chunk = &tail[..(len as usize).min(tail.len())];
         rest = &tail[chunk.len()..];
         i += 1;
-        match core.query(&reg, "br0", chunk, i, i as u64, mode & 1 == 1) {
+        let src = std::net::Ipv4Addr::new(10, 0, 0, (i % 4) as u8);
+        match core.query(&reg, "br0", src, chunk, i, i as u64, mode & 1 == 1) {
             Outcome::Answer(a) => {
                 let m = Message::from_vec(&a).expect("an answer parses");
                 assert_eq!(&a[..2], &chunk[..2], "the answer keeps the query's id");

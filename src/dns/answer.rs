@@ -17,11 +17,22 @@
 //!   Without an upstream the answer is NXDOMAIN.
 //! - Bytes that do not parse as a DNS query are counted (`malformed`) and dropped, never
 //!   answered; a query with other than one question or another opcode gets FORMERR / NOTIMP.
-//! - At most [`MAX_PENDING`] forwarded queries wait at once; more get SERVFAIL at once.
+//! - At most [`MAX_PENDING`] forwarded queries wait at once, shared between bridges and client
+//!   addresses so that no tenant holds the table against the others ([`Core::query`] takes the
+//!   asker's bridge and address): a query from an address with [`MAX_PENDING_PER_SOURCE`]
+//!   waiting (on its bridge) takes the place of that address's own oldest (`source_limited`);
+//!   a query that finds the table full takes the place of the oldest of the address holding
+//!   the most of the bridge holding the most (the asker's own bridge, then address, on a tie:
+//!   `evicted`). A tenant using many addresses of its subnet is one bridge, so other bridges
+//!   keep their queries; within a bridge, containers share it by address. The query pushed out
+//!   gets SERVFAIL (counted in `servfail` too; its upstream's late answer is
+//!   `upstream_unmatched`), handed out by the next [`Core::expire`]: the client's resolver
+//!   moves on at once instead of waiting out its timeout and asking again. So a new query is
+//!   always forwarded.
 //! - A forwarded query's EDNS buffer size is capped at [`MAX_UDP_PAYLOAD`], so the upstream's
 //!   answer fits one frame back to the client (a larger one comes back truncated).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -35,6 +46,8 @@ use super::registry::Registry;
 pub const TTL: u32 = 600;
 /// Most forwarded queries waiting for the upstream at once.
 pub const MAX_PENDING: usize = 1024;
+/// Most forwarded queries one client address (of one bridge) has waiting at once.
+pub const MAX_PENDING_PER_SOURCE: usize = 256;
 /// Largest UDP answer asked of the upstream (EDNS buffer size; DNS flag day 2020's value).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// Default wait for the upstream's answer before SERVFAIL (milliseconds).
@@ -64,8 +77,16 @@ pub struct DnsCounters {
     pub relayed: u64,
     /// Answered NXDOMAIN (no upstream).
     pub nxdomain: u64,
-    /// Answered SERVFAIL (every upstream timed out or unreachable, too many waiting).
+    /// Answered SERVFAIL (every upstream timed out or unreachable, or pushed out of the
+    /// forwarding table: `evicted`, `source_limited`).
     pub servfail: u64,
+    /// Forwarded queries answered SERVFAIL to make room for a query that found
+    /// [`MAX_PENDING`] waiting: the oldest of the address holding the most of the bridge
+    /// holding the most.
+    pub evicted: u64,
+    /// Forwarded queries answered SERVFAIL because their address asked another with
+    /// [`MAX_PENDING_PER_SOURCE`] waiting: its own oldest.
+    pub source_limited: u64,
     /// Sent again to the next upstream (the one asked did not answer in time, or could not
     /// be reached).
     pub retried: u64,
@@ -77,6 +98,9 @@ pub struct DnsCounters {
 
 struct Pending<T> {
     client: T,
+    /// Who asked: bridge (name) and client address (the forwarding table's shares).
+    bridge: String,
+    src: Ipv4Addr,
     id: u16,
     query: Query,
     rd: bool,
@@ -97,9 +121,31 @@ pub enum Next<T> {
     Fail(T, Vec<u8>),
 }
 
+/// One bridge's share of the forwarding table.
+#[derive(Default)]
+struct Share {
+    /// Queries waiting, over its addresses.
+    held: usize,
+    /// Per client address: its waiting queries' ids, oldest first.
+    sources: HashMap<Ipv4Addr, VecDeque<u16>>,
+}
+
+/// Why a waiting query is pushed out of the forwarding table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evict {
+    /// Its address asked another with [`MAX_PENDING_PER_SOURCE`] waiting.
+    SourceLimit,
+    /// The table was full.
+    Full,
+}
+
 /// See the module documentation.
 pub struct Core<T> {
     pending: HashMap<u16, Pending<T>>,
+    /// The pending queries by bridge and address (see [`Share`]).
+    shares: HashMap<String, Share>,
+    /// Pushed-out queries' SERVFAILs, handed out by the next `expire`.
+    pushed_out: Vec<Next<T>>,
     next_id: u16,
     /// Wait for an upstream before the next one, or SERVFAIL (milliseconds).
     pub timeout_ms: u64,
@@ -114,6 +160,8 @@ impl<T> Default for Core<T> {
     fn default() -> Self {
         Core {
             pending: HashMap::new(),
+            shares: HashMap::new(),
+            pushed_out: Vec::new(),
             // Not zero: ids start away from what a client is likely to use itself.
             next_id: 0x3c5a,
             timeout_ms: DEFAULT_UPSTREAM_TIMEOUT_MS,
@@ -147,12 +195,15 @@ impl<T> Core<T> {
             .map_or(self.preferred, |p| p.at)
     }
 
-    /// Answer or forward `bytes`, a query from `client` on `bridge`; `upstream`: whether there
-    /// is an upstream to forward to.
+    /// Answer or forward `bytes`, a query from `client` (address `src`) on `bridge`;
+    /// `upstream`: whether there is an upstream to forward to. Forwarding may push out another
+    /// waiting query (see the module documentation).
+    #[allow(clippy::too_many_arguments)]
     pub fn query(
         &mut self,
         reg: &Registry,
         bridge: &str,
+        src: Ipv4Addr,
         bytes: &[u8],
         client: T,
         now_ms: u64,
@@ -181,10 +232,6 @@ impl<T> Core<T> {
             self.counters.nxdomain += 1;
             return self.error(&req, ResponseCode::NXDomain);
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.counters.servfail += 1;
-            return self.error(&req, ResponseCode::ServFail);
-        }
         let new_id = self.fresh_id();
         let mut fwd = req.clone();
         fwd.metadata.id = new_id;
@@ -199,10 +246,20 @@ impl<T> Core<T> {
             self.counters.servfail += 1;
             return self.error(&req, ResponseCode::ServFail);
         };
+        if !self.make_room(bridge, src) {
+            // Not reached: a full table always has a query to push out.
+            self.counters.servfail += 1;
+            return self.error(&req, ResponseCode::ServFail);
+        }
+        let share = self.shares.entry(bridge.to_string()).or_default();
+        share.held += 1;
+        share.sources.entry(src).or_default().push_back(new_id);
         self.pending.insert(
             new_id,
             Pending {
                 client,
+                bridge: bridge.to_string(),
+                src,
                 id,
                 query: q.clone(),
                 rd: req.metadata.recursion_desired,
@@ -234,7 +291,7 @@ impl<T> Core<T> {
                 return None;
             }
         }
-        let p = self.pending.remove(&m.metadata.id)?;
+        let p = self.take(m.metadata.id)?;
         let mut out = bytes.to_vec();
         // The header's first two bytes are the message id (RFC 1035 4.1.1): the client's.
         out[0..2].copy_from_slice(&p.id.to_be_bytes());
@@ -249,8 +306,9 @@ impl<T> Core<T> {
         self.next(id, now_ms)
     }
 
-    /// Queries whose upstream answer is overdue at `now_ms`: each goes to the next upstream,
-    /// or gets SERVFAIL when all were tried.
+    /// The SERVFAILs of queries pushed out of the forwarding table since the last call, then
+    /// the queries whose upstream answer is overdue at `now_ms`: each goes to the next
+    /// upstream, or gets SERVFAIL when all were tried.
     pub fn expire(&mut self, now_ms: u64) -> Vec<Next<T>> {
         let late: Vec<u16> = self
             .pending
@@ -258,9 +316,74 @@ impl<T> Core<T> {
             .filter(|(_, p)| p.deadline_ms <= now_ms)
             .map(|(id, _)| *id)
             .collect();
-        late.into_iter()
-            .filter_map(|id| self.next(id, now_ms))
-            .collect()
+        let mut out = std::mem::take(&mut self.pushed_out);
+        out.extend(late.into_iter().filter_map(|id| self.next(id, now_ms)));
+        out
+    }
+
+    /// Make room for a query from `src` on `bridge` (see the module documentation): push out
+    /// the waiting query it displaces, if any. False only when the table is full and holds
+    /// nothing to push out (not reached).
+    fn make_room(&mut self, bridge: &str, src: Ipv4Addr) -> bool {
+        let Some((victim, why)) = self.victim(bridge, src) else {
+            return self.pending.len() < MAX_PENDING;
+        };
+        let Some(p) = self.take(victim) else {
+            return self.pending.len() < MAX_PENDING;
+        };
+        match why {
+            Evict::SourceLimit => self.counters.source_limited += 1,
+            Evict::Full => self.counters.evicted += 1,
+        }
+        self.counters.servfail += 1;
+        let b = servfail(&p);
+        self.pushed_out.push(Next::Fail(p.client, b));
+        self.pending.len() < MAX_PENDING
+    }
+
+    /// The waiting query a new one from `src` on `bridge` displaces: with
+    /// [`MAX_PENDING_PER_SOURCE`] of `src`'s waiting, its oldest; else, when the table is
+    /// full, the oldest of the address holding the most of the bridge holding the most (the
+    /// asker's own bridge, then address, on a tie); else none.
+    fn victim(&self, bridge: &str, src: Ipv4Addr) -> Option<(u16, Evict)> {
+        let own = self.shares.get(bridge).and_then(|s| s.sources.get(&src));
+        if let Some(q) = own
+            && q.len() >= MAX_PENDING_PER_SOURCE
+        {
+            return Some((*q.front()?, Evict::SourceLimit));
+        }
+        if self.pending.len() < MAX_PENDING {
+            return None;
+        }
+        let (name, share) = self
+            .shares
+            .iter()
+            .max_by_key(|(name, s)| (s.held, name.as_str() == bridge))?;
+        let (_, queue) = share
+            .sources
+            .iter()
+            .max_by_key(|(a, q)| (q.len(), name.as_str() == bridge && **a == src))?;
+        Some((*queue.front()?, Evict::Full))
+    }
+
+    /// Remove waiting query `id`, from the table and from its asker's share.
+    fn take(&mut self, id: u16) -> Option<Pending<T>> {
+        let p = self.pending.remove(&id)?;
+        if let Some(share) = self.shares.get_mut(&p.bridge) {
+            if let Some(q) = share.sources.get_mut(&p.src)
+                && let Some(at) = q.iter().position(|&i| i == id)
+            {
+                q.remove(at);
+                share.held = share.held.saturating_sub(1);
+                if q.is_empty() {
+                    share.sources.remove(&p.src);
+                }
+            }
+            if share.held == 0 {
+                self.shares.remove(&p.bridge);
+            }
+        }
+        Some(p)
     }
 
     /// Query `id` got nothing from its upstream: on to the next (which new queries then
@@ -275,7 +398,7 @@ impl<T> Core<T> {
             self.counters.retried += 1;
             return Some(Next::Again(p.sent.clone()));
         }
-        let p = self.pending.remove(&id)?;
+        let p = self.take(id)?;
         self.counters.servfail += 1;
         let b = servfail(&p);
         Some(Next::Fail(p.client, b))

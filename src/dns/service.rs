@@ -397,7 +397,7 @@ impl Service {
                     let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
                     let up = self.sock.is_some();
                     self.core
-                        .query(&reg, &p.bridge_name, udp.payload(), client, now, up)
+                        .query(&reg, &p.bridge_name, src, udp.payload(), client, now, up)
                 };
                 match outcome {
                     Outcome::Answer(b) => self.answer(client, &b, now, out),

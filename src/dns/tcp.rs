@@ -431,7 +431,14 @@ fn serve(
         }
         let msg: Vec<u8> = conn.buf.drain(..2 + len).skip(2).collect();
         let client = super::service::Client::Tcp(TcpClient { bridge, socket: h });
-        match core.query(reg, &ep.name, &msg, client, now_ms, upstream) {
+        let src = match s.remote_endpoint() {
+            Some(e) => {
+                let IpAddress::Ipv4(a) = e.addr;
+                a
+            }
+            None => Ipv4Addr::UNSPECIFIED,
+        };
+        match core.query(reg, &ep.name, src, &msg, client, now_ms, upstream) {
             Outcome::Answer(a) => send_msg(s, &a),
             Outcome::Forward(f) => forward.push(f),
             Outcome::Drop => {

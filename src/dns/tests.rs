@@ -14,6 +14,9 @@ use super::punt::Punted;
 use super::registry::{DnsSpec, Registry};
 use super::service::{self, ServiceOptions};
 
+/// A client address.
+const SRC: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+
 fn registry() -> Registry {
     let mut r = Registry::default();
     let add = |r: &mut Registry, b: &str, n: &str, ip: &str, al: &[&str]| {
@@ -58,19 +61,27 @@ fn a_records(m: &Message) -> Vec<Ipv4Addr> {
 fn registered_names_resolve_with_a_and_ptr() {
     let reg = registry();
     let mut core = Core::<u32>::default();
-    let m = answer(core.query(&reg, "br0", &query(7, "web.", RecordType::A), 1, 0, true));
+    let m = answer(core.query(
+        &reg,
+        "br0",
+        SRC,
+        &query(7, "web.", RecordType::A),
+        1,
+        0,
+        true,
+    ));
     assert_eq!(m.metadata.id, 7);
     assert_eq!(m.metadata.message_type, MessageType::Response);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)]);
     // Case-insensitive, aliases, NAME.BRIDGE.
     for n in ["WWW.", "web.br0."] {
-        let m = answer(core.query(&reg, "br0", &query(8, n, RecordType::A), 1, 0, true));
+        let m = answer(core.query(&reg, "br0", SRC, &query(8, n, RecordType::A), 1, 0, true));
         assert_eq!(a_records(&m), vec![Ipv4Addr::new(10, 1, 0, 2)], "{n}");
     }
     // PTR for a registered address.
     let q = query(9, "2.0.1.10.in-addr.arpa.", RecordType::PTR);
-    let m = answer(core.query(&reg, "br0", &q, 1, 0, true));
+    let m = answer(core.query(&reg, "br0", SRC, &q, 1, 0, true));
     match &m.answers[0].data {
         RData::PTR(p) => assert_eq!(p.0.to_ascii(), "web."),
         other => panic!("not a PTR: {other:?}"),
@@ -79,6 +90,7 @@ fn registered_names_resolve_with_a_and_ptr() {
     let m = answer(core.query(
         &reg,
         "br0",
+        SRC,
         &query(10, "web.", RecordType::AAAA),
         1,
         0,
@@ -94,14 +106,30 @@ fn another_bridge_names_are_not_answered() {
     let reg = registry();
     let mut core = Core::<u32>::default();
     // With an upstream: forwarded, not answered from br1's records.
-    let o = core.query(&reg, "br0", &query(1, "db.", RecordType::A), 1, 0, true);
+    let o = core.query(
+        &reg,
+        "br0",
+        SRC,
+        &query(1, "db.", RecordType::A),
+        1,
+        0,
+        true,
+    );
     assert!(matches!(o, Outcome::Forward(_)));
     // Without: NXDOMAIN.
-    let m = answer(core.query(&reg, "br0", &query(2, "db.", RecordType::A), 1, 0, false));
+    let m = answer(core.query(
+        &reg,
+        "br0",
+        SRC,
+        &query(2, "db.", RecordType::A),
+        1,
+        0,
+        false,
+    ));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     assert!(m.answers.is_empty());
     let q = query(3, "2.0.2.10.in-addr.arpa.", RecordType::PTR);
-    let m = answer(core.query(&reg, "br0", &q, 1, 0, false));
+    let m = answer(core.query(&reg, "br0", SRC, &q, 1, 0, false));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
 }
 
@@ -125,6 +153,7 @@ fn forwarded_answers_are_relayed_and_timeouts_servfail() {
     let Outcome::Forward(fwd) = core.query(
         &reg,
         "br0",
+        SRC,
         &query(0x1234, "example.org.", RecordType::A),
         42,
         0,
@@ -154,6 +183,7 @@ fn forwarded_answers_are_relayed_and_timeouts_servfail() {
     let o = core.query(
         &reg,
         "br0",
+        SRC,
         &query(77, "slow.example.", RecordType::A),
         43,
         1000,
@@ -187,7 +217,7 @@ fn malformed_queries_are_counted_and_dropped() {
     bad.push(q[..q.len() - 3].to_vec());
     bad.push(upstream_answer(&q, Ipv4Addr::LOCALHOST));
     for b in &bad {
-        assert_eq!(core.query(&reg, "br0", b, 1, 0, true), Outcome::Drop);
+        assert_eq!(core.query(&reg, "br0", SRC, b, 1, 0, true), Outcome::Drop);
     }
     assert_eq!(core.counters.malformed, bad.len() as u64);
     // Random bytes: never a panic; whatever parses gets some answer.
@@ -201,13 +231,13 @@ fn malformed_queries_are_counted_and_dropped() {
             let i = x as usize % b.len();
             b[i] = (x >> 8) as u8;
         }
-        let _ = core.query(&reg, "br0", &b, 1, 0, false);
+        let _ = core.query(&reg, "br0", SRC, &b, 1, 0, false);
     }
     // Two questions: FORMERR.
     let mut m = Message::new(9, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii("a.").unwrap(), RecordType::A));
     m.add_query(Query::query(Name::from_ascii("b.").unwrap(), RecordType::A));
-    let m = answer(core.query(&reg, "br0", &m.to_vec().unwrap(), 1, 0, true));
+    let m = answer(core.query(&reg, "br0", SRC, &m.to_vec().unwrap(), 1, 0, true));
     assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
 }
 
@@ -365,7 +395,8 @@ fn forwarded_queries_ask_for_answers_that_fit_a_frame() {
     let mut e = hickory_proto::op::Edns::new();
     e.set_max_payload(4096);
     m.set_edns(e);
-    let Outcome::Forward(fwd) = core.query(&reg, "br0", &m.to_vec().unwrap(), 1, 0, true) else {
+    let Outcome::Forward(fwd) = core.query(&reg, "br0", SRC, &m.to_vec().unwrap(), 1, 0, true)
+    else {
         panic!("not forwarded");
     };
     let sent = Message::from_vec(&fwd).unwrap();
@@ -466,6 +497,7 @@ fn a_silent_upstream_hands_its_queries_to_the_next_and_the_next_is_preferred() {
     let q1 = fwd(core.query(
         &reg,
         "br0",
+        SRC,
         &query(1, "a.example.", RecordType::A),
         11,
         0,
@@ -480,6 +512,7 @@ fn a_silent_upstream_hands_its_queries_to_the_next_and_the_next_is_preferred() {
     let q2 = fwd(core.query(
         &reg,
         "br0",
+        SRC,
         &query(2, "b.example.", RecordType::A),
         12,
         t,
@@ -759,4 +792,208 @@ fn tcp_dns_eviction_picks_the_biggest_holders_idle_longest() {
     let even = [h(1, a, false, 9), h(2, b, false, 1)];
     assert_eq!(pick_victim(&even, a, true, 16), Some((1, Evict::Full)));
     assert_eq!(pick_victim(&even, c, true, 16), Some((2, Evict::Full)));
+}
+
+/// A tenant whose names the upstream never answers fills the forwarding table from many
+/// addresses of its bridge: another bridge's queries are still forwarded and answered, each
+/// pushing out the tenant's oldest (SERVFAIL, counted).
+#[test]
+fn one_bridge_filling_the_forwarding_table_does_not_starve_another() {
+    use super::answer::MAX_PENDING;
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let hostile = |i: u32| Ipv4Addr::new(10, 2, 0, 10 + (i % 8) as u8);
+    for i in 0..MAX_PENDING as u32 {
+        let q = query(i as u16, &format!("n{i}.slow.example."), RecordType::A);
+        let o = core.query(&reg, "br1", hostile(i), &q, i, 0, true);
+        assert!(matches!(o, Outcome::Forward(_)), "{i}: {o:?}");
+    }
+    assert_eq!(core.waiting(), MAX_PENDING);
+    let q = query(0x5151, "example.org.", RecordType::A);
+    let o = core.query(&reg, "br0", SRC, &q, 100_000, 10, true);
+    let Outcome::Forward(fwd) = o else {
+        panic!("br0's query was not forwarded: {o:?}");
+    };
+    assert_eq!(core.waiting(), MAX_PENDING);
+    // The pushed-out query: the oldest of one of br1's addresses (they hold 128 each),
+    // answered SERVFAIL with its own id.
+    let out = core.expire(10);
+    let [Next::Fail(c, b)] = out.as_slice() else {
+        panic!("one query pushed out: {out:?}");
+    };
+    assert!(*c < 8, "an address's oldest: {c}");
+    let m = Message::from_vec(b).unwrap();
+    assert_eq!(
+        (m.metadata.id, m.metadata.response_code),
+        (*c as u16, ResponseCode::ServFail)
+    );
+    assert_eq!(
+        m.queries[0].name().to_ascii(),
+        format!("n{c}.slow.example.")
+    );
+    assert_eq!((core.counters.evicted, core.counters.servfail), (1, 1));
+    let (client, bytes) = core
+        .upstream_reply(&upstream_answer(&fwd, Ipv4Addr::new(198, 51, 100, 8)))
+        .expect("relayed");
+    assert_eq!(client, 100_000);
+    assert_eq!(Message::from_vec(&bytes).unwrap().metadata.id, 0x5151);
+    // br0 keeps asking while br1 holds more: every br0 query stays, br1's go.
+    let mut mine = Vec::new();
+    for i in 0..100u32 {
+        let q = query(i as u16, &format!("m{i}.example."), RecordType::A);
+        let a = Ipv4Addr::new(10, 1, 0, 20 + (i % 3) as u8);
+        match core.query(&reg, "br0", a, &q, 200_000 + i, 20, true) {
+            Outcome::Forward(f) => mine.push((200_000 + i, f)),
+            o => panic!("br0 query {i}: {o:?}"),
+        }
+    }
+    // The first took the slot the relayed answer freed; the 99 others each pushed one out.
+    let failed = core.expire(20);
+    assert_eq!(failed.len(), 99);
+    assert!(
+        failed
+            .iter()
+            .all(|n| matches!(n, Next::Fail(c, _) if *c < MAX_PENDING as u32)),
+        "only br1's queries were pushed out"
+    );
+    for (c, f) in mine {
+        let (client, _) = core
+            .upstream_reply(&upstream_answer(&f, Ipv4Addr::LOCALHOST))
+            .expect("still waiting");
+        assert_eq!(client, c);
+    }
+    assert_eq!(core.counters.evicted, 100);
+    assert_eq!(core.counters.source_limited, 0);
+}
+
+/// Within one bridge: an address with MAX_PENDING_PER_SOURCE waiting pushes out its own
+/// oldest; when the table is full, a neighbour's query pushes out the oldest of the address
+/// holding the most, not the neighbour's; the tenant's bridge alone may use the whole table.
+#[test]
+fn one_address_cannot_hold_its_bridges_share_of_the_forwarding_table() {
+    use super::answer::{MAX_PENDING, MAX_PENDING_PER_SOURCE};
+    let reg = registry();
+    let mut core = Core::<u32>::default();
+    let (hostile, neighbour) = (Ipv4Addr::new(10, 1, 0, 66), Ipv4Addr::new(10, 1, 0, 7));
+    let fwd = |core: &mut Core<u32>, a: Ipv4Addr, i: u32| {
+        let q = query(i as u16, &format!("n{i}.slow.example."), RecordType::A);
+        match core.query(&reg, "br0", a, &q, i, u64::from(i), true) {
+            Outcome::Forward(f) => f,
+            o => panic!("{i}: {o:?}"),
+        }
+    };
+    for i in 0..MAX_PENDING_PER_SOURCE as u32 + 1 {
+        fwd(&mut core, hostile, i);
+    }
+    assert_eq!(core.waiting(), MAX_PENDING_PER_SOURCE);
+    assert_eq!(core.counters.source_limited, 1);
+    let out = core.expire(1000);
+    assert!(matches!(out.as_slice(), [Next::Fail(0, _)]), "{out:?}");
+    // The neighbour's query is older than the other addresses' that fill the table.
+    let mine = fwd(&mut core, neighbour, 5000);
+    let mut i = 10_000;
+    while core.waiting() < MAX_PENDING {
+        let a = Ipv4Addr::new(10, 1, 1, (i % 200) as u8);
+        fwd(&mut core, a, i);
+        i += 1;
+    }
+    // A newcomer pushes out the hostile address's oldest (it holds the most): query 1.
+    fwd(&mut core, Ipv4Addr::new(10, 1, 0, 8), 6000);
+    let out = core.expire(2000);
+    assert!(matches!(out.as_slice(), [Next::Fail(1, _)]), "{out:?}");
+    assert_eq!(core.counters.evicted, 1);
+    assert_eq!(core.waiting(), MAX_PENDING);
+    // The neighbour's query still waits: its upstream answer is relayed.
+    let (c, _) = core
+        .upstream_reply(&upstream_answer(&mine, Ipv4Addr::LOCALHOST))
+        .expect("still waiting");
+    assert_eq!(c, 5000);
+}
+
+/// Through the service: a tenant's queries the upstream never answers fill the forwarding
+/// table from four addresses of bridge 4; a query from bridge 3 is still forwarded and its
+/// answer relayed, the tenant's pushed-out query gets SERVFAIL on its own bridge, and the
+/// status counts the eviction.
+#[test]
+fn service_keeps_forwarding_for_a_bridge_while_another_fills_the_table() {
+    use super::answer::MAX_PENDING;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let up = UdpSocket::bind("127.0.0.1:0").unwrap();
+    up.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    // Answers example.org. only; the tenant's names never.
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while !st.load(Ordering::SeqCst) {
+            let Ok((n, from)) = up.recv_from(&mut buf) else {
+                continue;
+            };
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            if q.queries[0].name().to_ascii() == "example.org." {
+                let a = upstream_answer(&buf[..n], Ipv4Addr::new(198, 51, 100, 11));
+                up.send_to(&a, from).unwrap();
+            }
+        }
+    });
+    let (ptx, prx) = crossbeam_channel::bounded(2 * MAX_PENDING);
+    let (rtx, rrx) = crossbeam_channel::bounded(2 * MAX_PENDING);
+    let svc = service::start(
+        prx,
+        rtx,
+        Arc::new(|| {}),
+        Arc::new(RwLock::new(registry())),
+        ServiceOptions {
+            upstreams: vec![up_addr],
+            timeout_ms: 60_000,
+        },
+    )
+    .unwrap();
+    for i in 0..MAX_PENDING {
+        let mut p = punted_udp(
+            "br1",
+            &query(i as u16, &format!("n{i}.slow.example."), RecordType::A),
+        );
+        p.bridge = 4;
+        // Source address 10.1.0.(10 + i % 4); the checksums are not checked.
+        p.packet[15] = 10 + (i % 4) as u8;
+        ptx.send(p).unwrap();
+    }
+    ptx.send(punted_udp(
+        "br0",
+        &query(0x6161, "example.org.", RecordType::A),
+    ))
+    .unwrap();
+    let t = Duration::from_secs(10);
+    let (mut ours, mut theirs) = (None, None);
+    while ours.is_none() || theirs.is_none() {
+        let r = rrx.recv_timeout(t).expect("two replies");
+        if r.bridge == 3 {
+            ours = Some(reply_payload(&r));
+        } else {
+            let ip = Ipv4Packet::new_checked(&r.packet[..]).unwrap();
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            theirs = Some((ip.dst_addr(), Message::from_vec(udp.payload()).unwrap()));
+        }
+    }
+    let m = ours.unwrap();
+    assert_eq!(m.metadata.id, 0x6161);
+    assert_eq!(a_records(&m), vec![Ipv4Addr::new(198, 51, 100, 11)]);
+    let (dst, m) = theirs.unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let first = usize::from(m.metadata.id);
+    assert!(first < 4, "an address's oldest: {first}");
+    assert_eq!(dst, Ipv4Addr::new(10, 1, 0, 10 + first as u8));
+    assert!(rrx.try_recv().is_err(), "nothing else answered");
+    let deadline = std::time::Instant::now() + t;
+    while svc.status().counters.evicted == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = svc.status();
+    assert_eq!((s.counters.evicted, s.counters.servfail), (1, 1));
+    assert_eq!(s.waiting, MAX_PENDING - 1);
+    stop.store(true, Ordering::SeqCst);
+    fake.join().unwrap();
 }
