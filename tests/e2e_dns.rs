@@ -3,7 +3,8 @@
 //! client) and TCP (a client socket made inside the namespace), forward other names to a
 //! test-owned upstream on loopback, never answer another bridge's names, follow a name that is
 //! re-registered with a new address, and keep the names across a restart (database); with a
-//! silent first upstream, forwarded names still resolve through the second.
+//! silent first upstream, forwarded names still resolve through the second; a tenant filling
+//! the forwarding table with names the upstream never answers does not starve another bridge.
 
 mod common;
 
@@ -22,7 +23,11 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 /// The name the upstream knows, and its address.
 const OUTSIDE: (&str, Ipv4Addr) = ("outside.uvs-test.", Ipv4Addr::new(198, 51, 100, 77));
 
-/// A resolver on loopback: `OUTSIDE` resolves, everything else is NXDOMAIN. Counts queries.
+/// Names under this the upstream never answers (a slow or dead authority).
+const SILENT: &str = ".silent.uvs-test.";
+
+/// A resolver on loopback: `OUTSIDE` resolves, names under `SILENT` are never answered,
+/// everything else is NXDOMAIN. Counts queries.
 struct Upstream {
     addr: SocketAddr,
     queries: Arc<AtomicUsize>,
@@ -51,6 +56,12 @@ impl Upstream {
                     continue;
                 };
                 q.fetch_add(1, Ordering::SeqCst);
+                if m.queries
+                    .first()
+                    .is_some_and(|q| q.name().to_ascii().ends_with(SILENT))
+                {
+                    continue;
+                }
                 let mut r = Message::response(m.metadata.id, OpCode::Query);
                 r.add_queries(m.queries.iter().cloned());
                 let qn = m
@@ -497,4 +508,110 @@ fn a_tenant_flooding_dns_does_not_starve_another() {
     );
     assert!(limited > 0, "the flooder was rate-limited ({sent} sent)");
     assert_eq!(victim_limited, 0);
+}
+
+/// A tenant on br0 asks, from 8 addresses of its subnet, for names the upstream never answers,
+/// faster than they time out (1,200 a second, 150 an address, within its punt rate): the
+/// forwarding table stays full. A container on br1 still gets its forwarded name answered,
+/// each time pushing out one of the tenant's queries (counted).
+#[test]
+fn a_tenant_filling_the_forwarding_table_does_not_starve_another_bridge() {
+    if !root_or_skip("a_tenant_filling_the_forwarding_table_does_not_starve_another_bridge") {
+        return;
+    }
+    let p = prefix("ep");
+    let n = |s: &str| format!("{p}{s}");
+    let up = Upstream::start();
+    let mut t = Topology::default();
+    let upstream = up.addr.to_string();
+    let d = Daemon::start(&p, &["--dns-upstream", upstream.as_str()]);
+    d.ctl(&["add-br", "br0", "gateway=10.64.0.1/24"]);
+    d.ctl(&["add-br", "br1", "gateway=10.65.0.1/24"]);
+    let (tenant, victim) = (n("c1"), n("c2"));
+    let eth = attach(
+        &mut t,
+        &d,
+        ("br0", &tenant, &n("p1")),
+        "afxdp",
+        "10.64.0.2/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br1", &victim, &n("p2")),
+        "afxdp",
+        "10.65.0.2/24",
+        &[],
+    );
+    let addrs: Vec<Ipv4Addr> = (10..18).map(|i| Ipv4Addr::new(10, 64, 0, i)).collect();
+    for a in &addrs {
+        let cidr = format!("{a}/24");
+        sh(&[
+            "ip", "netns", "exec", &tenant, "ip", "addr", "add", &cidr, "dev", &eth,
+        ]);
+    }
+    assert!(ping(&tenant, "10.64.0.1", 1), "br0's gateway answers ping");
+    assert!(ping(&victim, "10.65.0.1", 1), "br1's gateway answers ping");
+    let json = || -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&d.ctl(&["--json", "dns-show"])).unwrap();
+        let data = if v.get("data").is_some() {
+            v["data"].clone()
+        } else {
+            v
+        };
+        data["service"].clone()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let ns = tenant.clone();
+    let flood = std::thread::spawn(move || {
+        in_netns(&ns, move || {
+            let socks: Vec<UdpSocket> = addrs
+                .iter()
+                .map(|a| {
+                    let s = UdpSocket::bind((*a, 0)).unwrap();
+                    s.set_nonblocking(true).unwrap();
+                    s
+                })
+                .collect();
+            let gw = Ipv4Addr::new(10, 64, 0, 1);
+            let (mut sent, mut buf) = (0u32, [0u8; 1500]);
+            let t = Instant::now();
+            while !st.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(20) {
+                // 1,200 a second over the 8 addresses, caught up after a late wake-up.
+                let due = t.elapsed().as_millis() as u32 * 6 / 5;
+                while sent < due {
+                    let s = &socks[sent as usize % socks.len()];
+                    let name = format!("q{sent}{SILENT}");
+                    let mut q = Message::new(sent as u16, MessageType::Query, OpCode::Query);
+                    q.add_query(Query::query(
+                        Name::from_ascii(&name).unwrap(),
+                        RecordType::A,
+                    ));
+                    let _ = s.send_to(&q.to_vec().unwrap(), (gw, 53));
+                    sent += 1;
+                    while s.recv(&mut buf).is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    });
+    let full = eventually(10, || json()["waiting"].as_u64() == Some(1024));
+    let before = json();
+    let gw1 = Ipv4Addr::new(10, 65, 0, 1);
+    let answered = udp_rtts(&victim, gw1, OUTSIDE.0, 10).len();
+    let after = json();
+    stop.store(true, Ordering::SeqCst);
+    let sent = flood.join().unwrap();
+    assert!(full, "the tenant fills the table ({sent} sent): {before}");
+    assert_eq!(answered, 10, "br1's container: {answered} of 10 answered");
+    let evicted = |v: &serde_json::Value| v["counters"]["evicted"].as_u64().unwrap_or(0);
+    // At least the first found the table full (the others may find a slot an answer freed).
+    assert!(evicted(&after) > evicted(&before), "{before}\n{after}");
+    eprintln!(
+        "forwarding table: {sent} silent queries from 8 addresses; br1 answered {answered}/10; \
+         {after}"
+    );
 }
