@@ -49,8 +49,8 @@
 //!   (`worker="0"`, `"1"`, ...), as `stats` lists them.
 //! - `uvs_captures`, `uvs_mirrors` (gauges).
 //! - With the DNS service running: `uvs_dns_{queries,answered_local,forwarded,relayed,nxdomain,
-//!   retried,servfail,malformed,upstream_unmatched,reply_queue_full}_total`, `uvs_dns_waiting`
-//!   (gauge), as `uvs ctl dns-show` counts them.
+//!   retried,servfail,evicted,source_limited,malformed,upstream_unmatched,reply_queue_full}_total`,
+//!   `uvs_dns_waiting` (gauge), as `uvs ctl dns-show` counts them.
 //! - `uvs_metrics_{evicted,refused}_total`: this endpoint's own connections closed unfinished
 //!   to admit a new one, and answered 503 at once (see above).
 
@@ -291,7 +291,15 @@ fn dns_service(b: &mut Builder, d: &Value) {
         ),
         (
             "servfail",
-            "DNS queries answered SERVFAIL (every upstream timed out or unreachable)",
+            "DNS queries answered SERVFAIL (every upstream timed out or unreachable, or pushed out of the forwarding table)",
+        ),
+        (
+            "evicted",
+            "Forwarded DNS queries answered SERVFAIL to make room in a full forwarding table (the oldest of the address holding the most of the bridge holding the most)",
+        ),
+        (
+            "source_limited",
+            "Forwarded DNS queries answered SERVFAIL because their client address asked another with its limit waiting (its own oldest)",
         ),
         (
             "malformed",
@@ -993,7 +1001,8 @@ mod tests {
         });
         let counts = json!({"conntrack": {"connections": 3, "limit": 65536, "inserted": 5},
             "nat_rules": 1, "flow_conntrack": 0, "captures": 0, "mirrors": 1, "frames": 64});
-        let dnsv = json!({"counters": {"queries": 12, "answered_local": 9, "forwarded": 3},
+        let dnsv = json!({"counters": {"queries": 12, "answered_local": 9, "forwarded": 3,
+            "evicted": 4},
             "waiting": 1, "reply_queue_full": 0});
         let http = HttpCounts {
             evicted: 4,
@@ -1031,6 +1040,8 @@ mod tests {
             "uvs_mirrors 1",
             "uvs_dns_queries_total 12",
             "uvs_dns_answered_local_total 9",
+            "uvs_dns_evicted_total 4",
+            "uvs_dns_source_limited_total 0",
             "uvs_dns_waiting 1",
             "uvs_metrics_evicted_total 4",
             "uvs_metrics_refused_total 1",
