@@ -330,6 +330,9 @@ fn run(
     .map_err(|e| format!("cannot start the worker: {e}"))?;
     let w = Arc::new(w);
     let store = Arc::new(Store::new(w.clone(), db));
+    store
+        .start_flusher()
+        .map_err(|e| format!("cannot start the database flusher thread: {e}"))?;
     let applied = store.apply(&config);
     for c in &applied.changes {
         debug!("start: {c}");
@@ -407,6 +410,10 @@ fn run(
     }
     info!("stopping");
     drop(server);
+    // Changes an OpenFlow controller made since its last barrier.
+    if let Err(e) = uvs::control::Journal::sync(&*store) {
+        tracing::error!("the database could not be written at exit: {e}");
+    }
     w.shutdown();
     Ok(())
 }

@@ -102,7 +102,13 @@ impl Db {
         let dir = parent(&self.path);
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| err(&dir.display().to_string(), e))
+            .map_err(|e| err(&dir.display().to_string(), e))?;
+        tracing::debug!(
+            "database {} written ({} bytes)",
+            self.path.display(),
+            text.len()
+        );
+        Ok(())
     }
 }
 

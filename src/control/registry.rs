@@ -85,6 +85,23 @@ pub trait Journal: Send + Sync {
         params: &[String],
         run: &mut dyn FnMut() -> Result<Reply, CtlError>,
     ) -> Result<Reply, CtlError>;
+
+    /// [`Journal::change`] whose write may wait a short delay (or [`Journal::sync`]), coalesced
+    /// with the changes after it: for changes a client streams (an OpenFlow controller's
+    /// FLOW_MODs), each of which wrote the whole configuration. Default: at once.
+    fn change_deferred(
+        &self,
+        method: &str,
+        params: &[String],
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+    ) -> Result<Reply, CtlError> {
+        self.change(method, params, run)
+    }
+
+    /// Make every deferred change durable now.
+    fn sync(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A command handler. It receives the arguments (already checked against the bounds).
@@ -285,8 +302,32 @@ impl Registry {
         params: &[String],
         peer: &str,
     ) -> Result<Reply, CtlError> {
+        self.call_journalled(method, params, peer, false)
+    }
+
+    /// [`Registry::call_from`] for a change whose database write may wait for
+    /// [`Registry::sync`] (see [`Journal::change_deferred`]).
+    pub fn call_deferred_from(
+        &self,
+        method: &str,
+        params: &[String],
+        peer: &str,
+    ) -> Result<Reply, CtlError> {
+        self.call_journalled(method, params, peer, true)
+    }
+
+    fn call_journalled(
+        &self,
+        method: &str,
+        params: &[String],
+        peer: &str,
+        deferred: bool,
+    ) -> Result<Reply, CtlError> {
         let change = self.commands.contains_key(method) && !self.read_only.contains(method);
         let r = match &self.journal {
+            Some(j) if change && deferred => {
+                j.change_deferred(method, params, &mut || self.call_checked(method, params))
+            }
             Some(j) if change => {
                 j.change(method, params, &mut || self.call_checked(method, params))
             }

@@ -40,6 +40,8 @@ struct Pending {
     fdb: Vec<(String, FdbSpec)>,
     /// Why each pending port did not open (its last error), by name.
     why: std::collections::HashMap<String, String>,
+    /// Changes made with [`Journal::change_deferred`] not written to the database yet.
+    unsaved: bool,
 }
 
 /// What [`Store::apply`] did.
@@ -67,11 +69,17 @@ impl Applied {
     }
 }
 
+/// How long the flusher waits after a deferred change before it writes the database, so a
+/// controller's stream of FLOW_MODs is written once, not once per message.
+pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The single writer of the configuration.
 pub struct Store {
     worker: Arc<WorkerHandle>,
     db: Option<Db>,
     pending: Mutex<Pending>,
+    /// Wakes the flusher thread ([`Store::start_flusher`]) after a deferred change.
+    flusher: std::sync::OnceLock<crossbeam_channel::Sender<()>>,
 }
 
 impl Store {
@@ -81,7 +89,40 @@ impl Store {
             worker,
             db,
             pending: Mutex::new(Pending::default()),
+            flusher: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Start the thread that writes deferred changes ([`Journal::change_deferred`]) to the
+    /// database [`FLUSH_DELAY`] after the first of them (no-op without a database, or when
+    /// started already). Without it deferred changes are written at once. The thread ends
+    /// with the store.
+    pub fn start_flusher(self: &Arc<Self>) -> std::io::Result<()> {
+        if self.db.is_none() || self.flusher.get().is_some() {
+            return Ok(());
+        }
+        let (wake, woken) = crossbeam_channel::bounded::<()>(1);
+        let store = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("uvs-db-flush".into())
+            .spawn(move || {
+                let mut failed = crate::log_limit::LogLimit::default();
+                for () in woken.iter() {
+                    std::thread::sleep(FLUSH_DELAY);
+                    let Some(s) = store.upgrade() else { return };
+                    if let Err(e) = Journal::sync(&*s)
+                        && let Some(held) = failed.admit(std::time::Instant::now())
+                    {
+                        tracing::error!(
+                            "the database could not be written: {e} ({held} more failures \
+                             since the last line); the changes run and are written with the \
+                             next one"
+                        );
+                    }
+                }
+            })?;
+        let _ = self.flusher.set(wake);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -125,6 +166,13 @@ impl Store {
 
     /// Write the running configuration to the database (no-op without one).
     fn commit(&self, p: &mut Pending) -> Result<(), String> {
+        if self.db.is_none() && p.ports.is_empty() && p.flows.is_empty() && p.fdb.is_empty() {
+            // Nothing to prune or write: the running configuration (every flow as text,
+            // formatted on the worker) is not needed. It was asked for on every change, so a
+            // controller's FLOW_MODs one by one cost O(table) each.
+            self.publish_pending(p);
+            return Ok(());
+        }
         let running = self.running_locked(p)?;
         // Forget pending parts whose bridge is gone or whose port now runs.
         let has_bridge = |b: &str| running.bridge.iter().any(|x| x.name == b);
@@ -149,7 +197,9 @@ impl Store {
         };
         self.publish_pending(p);
         let Some(db) = &self.db else { return Ok(()) };
-        db.save(&running.to_toml()?)
+        db.save(&running.to_toml()?)?;
+        p.unsaved = false;
+        Ok(())
     }
 
     /// Tell the worker handle which ports are pending and why (`show`, `stats`, metrics).
@@ -739,6 +789,36 @@ impl Journal for Store {
         params: &[String],
         run: &mut dyn FnMut() -> Result<Reply, CtlError>,
     ) -> Result<Reply, CtlError> {
+        self.change_now_or_later(method, params, run, false)
+    }
+
+    fn change_deferred(
+        &self,
+        method: &str,
+        params: &[String],
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+    ) -> Result<Reply, CtlError> {
+        self.change_now_or_later(method, params, run, true)
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        let mut p = self.lock();
+        if p.unsaved {
+            self.commit(&mut p)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// [`Journal::change`]; `later`: leave the database write to the flusher, if it runs.
+    fn change_now_or_later(
+        &self,
+        method: &str,
+        params: &[String],
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
+        later: bool,
+    ) -> Result<Reply, CtlError> {
         let mut p = self.lock();
         let reply;
         // A pending port is not in the switch: deleting it only forgets it.
@@ -758,6 +838,14 @@ impl Journal for Store {
             if method == "del-flows" && params.len() == 1 {
                 p.flows.retain(|(b, _)| *b != params[0]);
             }
+        }
+        if later
+            && self.db.is_some()
+            && let Some(wake) = self.flusher.get()
+        {
+            p.unsaved = true;
+            let _ = wake.try_send(());
+            return Ok(reply);
         }
         self.commit(&mut p).map_err(|e| {
             CtlError::new(format!(

@@ -17,7 +17,9 @@
 //!   logged at most once a second with their count. One watcher thread per bridge checks the
 //!   deadlines. Connections out to controllers (`connect.rs`) are not watched.
 //! - Changes go through the registry as `add-flows` / `del-flows` commands, so they are
-//!   journalled (persisted with `--db`) and logged with the peer `openflow BRIDGE`.
+//!   journalled and logged with the peer `openflow BRIDGE`; with `--db` they are written to it
+//!   by the store's flusher, coalesced, within `store::FLUSH_DELAY` of the last one (each
+//!   FLOW_MOD wrote the whole configuration: O(table) each), and at a clean stop.
 
 use crate::flow::EntryWrite;
 use std::cell::{Cell, RefCell};
@@ -76,7 +78,7 @@ impl RegistrySwitch {
                 return Err("add-or-modify is not an OpenFlow command".into());
             }
         };
-        self.call(
+        self.change(
             &format!("{verb}-{kind}"),
             vec![self.bridge.clone(), spec.to_string()],
         )
@@ -86,6 +88,17 @@ impl RegistrySwitch {
     fn call(&self, method: &str, params: Vec<String>) -> Result<Value, String> {
         self.reg
             .call_from(method, &params, &self.peer)
+            .map(|r| r.data)
+            .map_err(|e| e.message().to_string())
+    }
+
+    /// [`RegistrySwitch::call`] of a change the database flusher writes, coalesced with the
+    /// changes that follow it (see [`crate::control::Journal::change_deferred`]). ovs-ofctl
+    /// sends a BARRIER after each FLOW_MOD, so a write per barrier would cost the same as one
+    /// per change: a barrier means "carried out", as OpenFlow says, not "on disk".
+    fn change(&self, method: &str, params: Vec<String>) -> Result<Value, String> {
+        self.reg
+            .call_deferred_from(method, &params, &self.peer)
             .map(|r| r.data)
             .map_err(|e| e.message().to_string())
     }
@@ -209,7 +222,7 @@ impl Switch for RegistrySwitch {
     fn add_flows(&self, flows: &[Flow]) -> Result<(), String> {
         let mut params = vec![self.bridge.clone()];
         params.extend(flows.iter().map(Flow::to_string));
-        self.call("add-flows", params).map(|_| ())
+        self.change("add-flows", params).map(|_| ())
     }
 
     fn del_flows(&self, filter: &FlowFilter, strict: bool) -> Result<(), String> {
@@ -221,7 +234,7 @@ impl Switch for RegistrySwitch {
         if !t.is_empty() {
             params.push(t);
         }
-        self.call("del-flows", params).map(|_| ())
+        self.change("del-flows", params).map(|_| ())
     }
 
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String> {
@@ -245,7 +258,7 @@ impl Switch for RegistrySwitch {
     fn del_groups(&self, id: Option<u32>) -> Result<(), String> {
         let mut params = vec![self.bridge.clone()];
         params.extend(id.map(|i| format!("group_id={i}")));
-        self.call("del-groups", params).map(|_| ())
+        self.change("del-groups", params).map(|_| ())
     }
 
     fn group_stats(&self) -> Result<Vec<super::GroupStatsInfo>, String> {
@@ -274,7 +287,7 @@ impl Switch for RegistrySwitch {
     fn del_meters(&self, id: Option<u32>) -> Result<(), String> {
         let mut params = vec![self.bridge.clone()];
         params.extend(id.map(|i| format!("meter={i}")));
-        self.call("del-meters", params).map(|_| ())
+        self.change("del-meters", params).map(|_| ())
     }
 
     fn meters(&self) -> Result<Vec<super::MeterInfo>, String> {
