@@ -161,6 +161,17 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
             ),
         ));
     }
+    // CHECK came with 0.4.0; an older configuration cannot ask for it (as the reference
+    // plugins' skeleton answers). Refused before anything is looked at.
+    if env.command == "CHECK" && conf.cni_version.starts_with("0.3.") {
+        return Err(CniError::new(
+            E_VERSION,
+            format!(
+                "cniVersion: '{}' does not allow CHECK (CHECK needs 0.4.0 or later)",
+                conf.cni_version
+            ),
+        ));
+    }
     let _lock = sys::lock(&conf.socket())?;
     match env.command.as_str() {
         "ADD" => ops::add(env, &conf, stdin).map(Some),

@@ -100,6 +100,20 @@ fn config_errors_have_the_spec_codes() {
     assert_eq!(v["cniVersion"], "0.4.0");
 }
 
+/// CHECK came with CNI 0.4.0: a 0.3.x configuration asking for it is refused up front with
+/// the incompatible-version code, as the reference plugins' skeleton answers (it went on to
+/// check the container).
+#[test]
+fn check_needs_cni_0_4_0() {
+    let (v, status) = invoke(&env("CHECK"), &conf(json!({"cniVersion": "0.3.1"})));
+    assert_eq!((v["code"].as_u64(), status), (Some(1), 1), "{v}");
+    let msg = v["msg"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("cniVersion: '0.3.1' does not allow CHECK"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn add_with_missing_netns_is_code_3() {
     let mut e = env("ADD");
