@@ -86,6 +86,9 @@ struct Entry {
     mask: Words,
     counters: Arc<Counters>,
     created_ms: u64,
+    /// The flow's text as the running configuration writes it, made at the first
+    /// [`Classifier::config_lines`] (a flow's text never changes: a modify replaces the entry).
+    text: std::sync::OnceLock<Box<str>>,
 }
 
 #[derive(Clone, Default)]
@@ -224,6 +227,7 @@ impl Classifier {
             }),
             created_ms: now_ms,
             flow,
+            text: std::sync::OnceLock::new(),
         };
         let timed = entry.flow.idle_timeout != 0 || entry.flow.hard_timeout != 0;
         let t = &mut self.tables[ti];
@@ -685,6 +689,30 @@ impl Classifier {
             .filter_map(|(i, e)| e.as_ref().map(|e| (FlowId(i as u32), &e.flow)))
     }
 
+    /// Every flow as the running configuration writes it (its text, no counters), in `dump`
+    /// order. Each flow's text is made once and kept with it: the configuration is built for
+    /// every database write, and formatting 12,000 flows each time took ~5 ms of the worker.
+    pub fn config_lines(&self) -> Vec<String> {
+        let mut ids: Vec<u32> = self.iter().map(|(id, _)| id.0).collect();
+        ids.sort_by_key(|&id| self.dump_rank(id));
+        ids.into_iter()
+            .filter_map(|id| {
+                let e = self.entries.get(id as usize)?.as_ref()?;
+                Some(e.text.get_or_init(|| e.flow.to_string().into()).to_string())
+            })
+            .collect()
+    }
+
+    /// Where flow `id` comes in a dump: table, then priority (highest first), then age.
+    fn dump_rank(&self, id: u32) -> (u8, std::cmp::Reverse<u16>, u64) {
+        let (table, prio) = self
+            .entries
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map_or((0, 0), |e| (e.flow.table, e.flow.priority));
+        (table, std::cmp::Reverse(prio), self.rules[id as usize].seq)
+    }
+
     /// `dump-flows [FILTER]`: matching flows (non-strict) with their counters, sorted by table,
     /// then priority (highest first), then age (oldest first).
     pub fn dump(
@@ -700,13 +728,7 @@ impl Classifier {
             .into_iter()
             .filter_map(|id| Some((FlowId(id), self.get(FlowId(id))?, self.stats(FlowId(id))?)))
             .collect();
-        out.sort_by_key(|(id, f, _)| {
-            (
-                f.table,
-                std::cmp::Reverse(f.priority),
-                self.rules[id.0 as usize].seq,
-            )
-        });
+        out.sort_by_key(|(id, _, _)| self.dump_rank(id.0));
         Ok(out)
     }
 }

@@ -1331,3 +1331,41 @@ fn a_load_into_the_ip_ttl_or_ecn_is_mod_nw_ttl_or_ecn() {
     let e = parse_flow("ip,actions=load:4->NXM_NX_IP_ECN[]").unwrap_err();
     assert!(e.to_string().contains("'4'"), "{e}");
 }
+
+/// The running configuration's flow lines (each flow's text made once and kept) are the flows
+/// as they are now, in dump order: a replaced flow's new actions, not the text kept for the
+/// flow it replaced; a deleted flow's id reused by another flow, that flow's text.
+#[test]
+fn config_lines_follow_replaces_and_deletes() {
+    let mut c = Classifier::new();
+    let lines = |c: &Classifier| -> Vec<String> {
+        let dumped: Vec<String> = c
+            .dump(None, ports)
+            .unwrap()
+            .iter()
+            .map(|(_, f, _)| f.to_string())
+            .collect();
+        let kept = c.config_lines();
+        assert_eq!(kept, dumped);
+        kept
+    };
+    c.add(flow("priority=10,ip,actions=drop"), 0, ports)
+        .unwrap();
+    c.add(flow("priority=20,tcp,actions=output:2"), 0, ports)
+        .unwrap();
+    assert_eq!(lines(&c).len(), 2);
+    // Replaced in place (same match and priority): its new actions.
+    c.add(flow("priority=10,ip,actions=output:3"), 1, ports)
+        .unwrap();
+    let now = lines(&c);
+    assert!(now.iter().any(|l| l.contains("output:3")), "{now:?}");
+    assert!(!now.iter().any(|l| l.contains("drop")), "{now:?}");
+    // Deleted, and its id taken by another flow: that flow's text.
+    c.del(&parse_filter("priority=20,tcp").unwrap(), true, ports)
+        .unwrap();
+    c.add(flow("priority=30,udp,actions=output:1"), 2, ports)
+        .unwrap();
+    let now = lines(&c);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now[0].contains("udp"), "highest priority first: {now:?}");
+}

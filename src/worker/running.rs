@@ -154,13 +154,6 @@ impl Worker {
         let Some(br) = self.dp.bridge(b) else {
             return Vec::new();
         };
-        let ft = &br.flows;
-        match ft.cls.dump(None, |r| ft.resolve(r)) {
-            Ok(rows) => rows.iter().map(|(_, f, _)| f.to_string()).collect(),
-            Err(e) => {
-                tracing::warn!("running config: flows of bridge '{}': {e}", br.name);
-                Vec::new()
-            }
-        }
+        br.flows.cls.config_lines()
     }
 }
