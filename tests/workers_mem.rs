@@ -64,7 +64,17 @@ impl Port for PipePort {
 
 /// Two workers, bridge br0 with ports a, b, c; `pipes[port][worker]`.
 fn two_workers() -> (WorkerHandle, Vec<Vec<Shared>>) {
-    let clock = Arc::new(uvs::clock::MonotonicClock::default());
+    two_workers_on(
+        Arc::new(uvs::clock::MonotonicClock::default()),
+        &["a", "b", "c"],
+    )
+}
+
+/// Two workers on `clock`, bridge br0 with `ports`; `pipes[port][worker]`.
+fn two_workers_on(
+    clock: Arc<dyn uvs::clock::Clock>,
+    ports: &[&str],
+) -> (WorkerHandle, Vec<Vec<Shared>>) {
     let opts = WorkerOptions {
         core: None,
         frames: 2048,
@@ -77,7 +87,7 @@ fn two_workers() -> (WorkerHandle, Vec<Vec<Shared>>) {
     ))
     .unwrap();
     let mut pipes = Vec::new();
-    for name in ["a", "b", "c"] {
+    for &name in ports {
         let mine: Vec<Shared> = (0..2).map(|_| Shared::default()).collect();
         let given = mine.clone();
         w.attach_each("br0", name, move |worker, _id| {
@@ -342,27 +352,7 @@ fn deleting_a_port_mapping_removes_its_connections() {
 /// bucket holds exactly its burst (the default: 10,000 frames).
 #[test]
 fn a_ports_flood_budget_holds_over_two_workers() {
-    let clock = Arc::new(uvs::clock::ManualClock::at(1_000));
-    let opts = WorkerOptions {
-        core: None,
-        frames: 2048,
-        ..Default::default()
-    };
-    let w = spawn_workers(opts, &[None, None], clock).unwrap();
-    w.call(Command::AddBridge(
-        BridgeSpec::from_args("br0", &[]).unwrap(),
-    ))
-    .unwrap();
-    let mut pipes = Vec::new();
-    for name in ["a", "b"] {
-        let mine: Vec<Shared> = (0..2).map(|_| Shared::default()).collect();
-        let given = mine.clone();
-        w.attach_each("br0", name, move |worker, _id| {
-            Box::new(PipePort(given[worker].clone()))
-        })
-        .unwrap();
-        pipes.push(mine);
-    }
+    let (w, pipes) = two_workers_on(Arc::new(uvs::clock::ManualClock::at(1_000)), &["a", "b"]);
     let per_worker = 15_000;
     for (i, pipe) in pipes[0].iter().enumerate() {
         let mut p = pipe.lock().unwrap();

@@ -79,24 +79,16 @@ impl From<&str> for CtlError {
 /// store implements it).
 pub trait Journal: Send + Sync {
     /// Run `run` (the change `method params`) and record its outcome; returns its result.
+    /// `later`: the record may wait a short delay (or [`Journal::sync`]), coalesced with the
+    /// changes after it: for changes a client streams (an OpenFlow controller's FLOW_MODs),
+    /// each of which wrote the whole configuration.
     fn change(
         &self,
         method: &str,
         params: &[String],
+        later: bool,
         run: &mut dyn FnMut() -> Result<Reply, CtlError>,
     ) -> Result<Reply, CtlError>;
-
-    /// [`Journal::change`] whose write may wait a short delay (or [`Journal::sync`]), coalesced
-    /// with the changes after it: for changes a client streams (an OpenFlow controller's
-    /// FLOW_MODs), each of which wrote the whole configuration. Default: at once.
-    fn change_deferred(
-        &self,
-        method: &str,
-        params: &[String],
-        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
-    ) -> Result<Reply, CtlError> {
-        self.change(method, params, run)
-    }
 
     /// Make every deferred change durable now.
     fn sync(&self) -> Result<(), String> {
@@ -305,8 +297,8 @@ impl Registry {
         self.call_journalled(method, params, peer, false)
     }
 
-    /// [`Registry::call_from`] for a change whose database write may wait for
-    /// [`Registry::sync`] (see [`Journal::change_deferred`]).
+    /// [`Registry::call_from`] for a change whose record may wait (`later` of
+    /// [`Journal::change`]).
     pub fn call_deferred_from(
         &self,
         method: &str,
@@ -325,12 +317,9 @@ impl Registry {
     ) -> Result<Reply, CtlError> {
         let change = self.commands.contains_key(method) && !self.read_only.contains(method);
         let r = match &self.journal {
-            Some(j) if change && deferred => {
-                j.change_deferred(method, params, &mut || self.call_checked(method, params))
-            }
-            Some(j) if change => {
-                j.change(method, params, &mut || self.call_checked(method, params))
-            }
+            Some(j) if change => j.change(method, params, deferred, &mut || {
+                self.call_checked(method, params)
+            }),
             _ => self.call_checked(method, params),
         };
         let r = r.map_err(|e| CtlError::new(cap_message(e.message(), MAX_ERROR_CHARS)));
@@ -642,6 +631,7 @@ mod tests {
             &self,
             method: &str,
             _params: &[String],
+            _later: bool,
             run: &mut dyn FnMut() -> Result<Reply, CtlError>,
         ) -> Result<Reply, CtlError> {
             let r = run();

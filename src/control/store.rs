@@ -40,7 +40,7 @@ struct Pending {
     fdb: Vec<(String, FdbSpec)>,
     /// Why each pending port did not open (its last error), by name.
     why: std::collections::HashMap<String, String>,
-    /// Changes made with [`Journal::change_deferred`] not written to the database yet.
+    /// Deferred changes (`later` of [`Journal::change`]) not written to the database yet.
     unsaved: bool,
 }
 
@@ -93,7 +93,7 @@ impl Store {
         }
     }
 
-    /// Start the thread that writes deferred changes ([`Journal::change_deferred`]) to the
+    /// Start the thread that writes deferred changes (`later` of [`Journal::change`]) to the
     /// database [`FLUSH_DELAY`] after the first of them (no-op without a database, or when
     /// started already). Without it deferred changes are written at once. The thread ends
     /// with the store.
@@ -783,24 +783,6 @@ fn openflow_change(old: &BridgeSpec, new: &BridgeSpec) -> Option<Command> {
 }
 
 impl Journal for Store {
-    fn change(
-        &self,
-        method: &str,
-        params: &[String],
-        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
-    ) -> Result<Reply, CtlError> {
-        self.change_now_or_later(method, params, run, false)
-    }
-
-    fn change_deferred(
-        &self,
-        method: &str,
-        params: &[String],
-        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
-    ) -> Result<Reply, CtlError> {
-        self.change_now_or_later(method, params, run, true)
-    }
-
     fn sync(&self) -> Result<(), String> {
         let mut p = self.lock();
         if p.unsaved {
@@ -808,16 +790,14 @@ impl Journal for Store {
         }
         Ok(())
     }
-}
 
-impl Store {
-    /// [`Journal::change`]; `later`: leave the database write to the flusher, if it runs.
-    fn change_now_or_later(
+    /// `later`: the database write is left to the flusher, if it runs.
+    fn change(
         &self,
         method: &str,
         params: &[String],
-        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
         later: bool,
+        run: &mut dyn FnMut() -> Result<Reply, CtlError>,
     ) -> Result<Reply, CtlError> {
         let mut p = self.lock();
         let reply;

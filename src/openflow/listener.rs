@@ -93,7 +93,7 @@ impl RegistrySwitch {
     }
 
     /// [`RegistrySwitch::call`] of a change the database flusher writes, coalesced with the
-    /// changes that follow it (see [`crate::control::Journal::change_deferred`]). ovs-ofctl
+    /// changes that follow it (`later` of [`crate::control::Journal::change`]). ovs-ofctl
     /// sends a BARRIER after each FLOW_MOD, so a write per barrier would cost the same as one
     /// per change: a barrier means "carried out", as OpenFlow says, not "on disk".
     fn change(&self, method: &str, params: Vec<String>) -> Result<Value, String> {
