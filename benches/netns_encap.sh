@@ -102,6 +102,10 @@ cpulist_ok() { # OPTION LIST: taskset -c syntax (0,2-3) of existing CPUs
     done
 }
 posint --duration "$DUR"
+case "$PORT_TYPE" in
+    afxdp | afpacket) ;;
+    *) bad "--port-type: '$PORT_TYPE' is not a port type for the veths (afxdp, afpacket)" ;;
+esac
 posint --reps "$REPS"
 [[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] || bad "--wait-idle must be a number of seconds (0 or more), not '$WAIT_IDLE'"
 [[ "$NICE" =~ ^-?[0-9]+$ ]] && [ "$NICE" -ge -20 ] && [ "$NICE" -le 19 ] ||
@@ -143,7 +147,7 @@ needs_uvs() { want uvs || want uvsvx || want uvskvx; }
 # Preconditions: root and tools (a missing one is a SKIP with exit 0, as CI may lack it).
 if [ "$(id -u)" != 0 ]; then
     echo "netns_encap: SKIP: needs root (network namespaces, veth, vxlan, AF_XDP)" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 # One benchmark at a time: two runs at once share the CPUs and each would report as if it had
 # been alone. The lock (flock on /run/uvs-bench.lock, shared by netns_l2, netns_encap and
@@ -165,7 +169,7 @@ fi
 for t in ip iperf3 trafgen ping python3 taskset timeout sysctl ss; do
     if ! command -v "$t" >/dev/null 2>&1; then
         echo "netns_encap: SKIP: required tool '$t' is not installed" >&2
-        exit 0
+        exit "${UVS_BENCH_SKIP_STATUS:-0}"
     fi
 done
 if ! ip link add "nechk$$" type vxlan id 1 dstport 4789 local 127.0.0.1 >/dev/null 2>&1; then
@@ -198,7 +202,7 @@ if needs_uvs; then
 fi
 if [ -z "${PATHS// /}" ]; then
     echo "netns_encap: SKIP: nothing left to measure" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 NCPU=$(nproc)
 if [ "$SW_CPU" -ge "$NCPU" ]; then
@@ -265,6 +269,8 @@ cleanup() {
     done
     for ns in "$HA" "$HB" "$C1" "$C2"; do del_ns "$ns"; done
     rm -rf "$TMP"
+    # Run as `uvs bench`, the script is a copy that goes with it (uvs may have died).
+    [ -n "${UVS_BENCH_SCRIPT:-}" ] && [ "$UVS_BENCH_SCRIPT" = "$0" ] && rm -f "$0"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -760,9 +766,17 @@ ratio_v() { # A B: A/B as a float or nan
 }
 rfmt() { fmt .2f "$1" | sed 's/$/x/; s/n\/ax/n\/a/'; }
 
+# How the uvs daemons of this run poll: the environment reaches them (`UVS_BUSY_POLL=1 uvs bench
+# ...` measures busy-polling), so the header says which, or a saved table could not tell.
+uvs_poll_mode() {
+    case "${UVS_BUSY_POLL:-}" in
+        1 | true | yes | on) echo "busy-poll (UVS_BUSY_POLL)" ;;
+        *) echo "sleeps after ${UVS_POLL_LINGER_US:-20000} us without traffic$([ -n "${UVS_POLL_LINGER_US:-}" ] && echo ' (UVS_POLL_LINGER_US)')" ;;
+    esac
+}
 echo "netns VXLAN encapsulation benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; tools on CPU $APP_CPU, uvs A on core $SW_CPU, uvs B on core $B_CPU; nice $NICE"
-[ -z "$UVS_INFO" ] || echo "uvs ($PORT_TYPE ports): $UVS_INFO"
+[ -z "$UVS_INFO" ] || echo "uvs ($PORT_TYPE ports): $UVS_INFO; $(uvs_poll_mode)"
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | CPU % (pps) | CPU % (TCP) |"

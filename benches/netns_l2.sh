@@ -162,7 +162,7 @@ drop_switch() { SWITCHES="$(echo " $SWITCHES " | sed "s/ $1 / /")"; }
 # exit 0. A missing OVS only drops the OVS row.
 if [ "$(id -u)" != 0 ]; then
     echo "netns_l2: SKIP: needs root (network namespaces, veth, AF_XDP, TAP)" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 # One benchmark at a time: two runs at once share the CPUs and each would report as if it had
 # been alone. The lock (flock on /run/uvs-bench.lock, shared by netns_l2, netns_encap and
@@ -187,7 +187,7 @@ if [ "$SHARE" != 100 ]; then NEED="$NEED nice"; fi
 for t in $NEED; do
     if ! command -v "$t" >/dev/null 2>&1; then
         echo "netns_l2: SKIP: required tool '$t' is not installed" >&2
-        exit 0
+        exit "${UVS_BENCH_SKIP_STATUS:-0}"
     fi
 done
 # perf (optional): counts the transmit doorbells on the switch's core during the pps test.
@@ -221,7 +221,7 @@ if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
 fi
 if [ -z "${SWITCHES// /}" ]; then
     echo "netns_l2: SKIP: nothing left to measure" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 NCPU=$(nproc)
 if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
@@ -298,6 +298,8 @@ cleanup() {
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$TMP"
+    # Run as `uvs bench`, the script is a copy that goes with it (uvs may have died).
+    [ -n "${UVS_BENCH_SCRIPT:-}" ] && [ "$UVS_BENCH_SCRIPT" = "$0" ] && rm -f "$0"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -848,6 +850,14 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Report
+# How the uvs daemons of this run poll: the environment reaches them (`UVS_BUSY_POLL=1 uvs bench
+# ...` measures busy-polling), so the header says which, or a saved table could not tell.
+uvs_poll_mode() {
+    case "${UVS_BUSY_POLL:-}" in
+        1 | true | yes | on) echo "busy-poll (UVS_BUSY_POLL)" ;;
+        *) echo "sleeps after ${UVS_POLL_LINGER_US:-20000} us without traffic$([ -n "${UVS_POLL_LINGER_US:-}" ] && echo ' (UVS_POLL_LINGER_US)')" ;;
+    esac
+}
 ratio() { # A B: A/B formatted, or n/a
     python3 -c 'import sys,math; a,b=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:3]); print("n/a" if math.isnan(a) or math.isnan(b) or b==0 else f"{a/b:.2f}x")' "${1:-nan}" "${2:-nan}"
 }
@@ -862,8 +872,9 @@ if [ "$SINK" = drop ]; then
     echo "pps test: c2 drops the UDP frames at netdev ingress (nftables), before its IP stack"
 fi
 if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
-    echo "uvs: $UVS_INFO"
+    echo "uvs: $UVS_INFO; $(uvs_poll_mode)"
 fi
+echo "pps test: generator $GEN"
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | forwarding % (pps) | switch CPU % (ping) | switch CPU % (idle) |"

@@ -97,6 +97,10 @@ cpulist_ok() { # OPTION LIST: taskset -c syntax (0,2-3) of existing CPUs
     done
 }
 posint --duration "$DUR"
+case "$PORT_TYPE" in
+    afxdp | afpacket) ;;
+    *) bad "--port-type: '$PORT_TYPE' is not a port type for the veths (afxdp, afpacket)" ;;
+esac
 posint --reps "$REPS"
 [[ "$WAIT_IDLE" =~ ^[0-9]+$ ]] || bad "--wait-idle must be a number of seconds (0 or more), not '$WAIT_IDLE'"
 [[ "$NICE" =~ ^-?[0-9]+$ ]] && [ "$NICE" -ge -20 ] && [ "$NICE" -le 19 ] ||
@@ -122,7 +126,7 @@ drop_router() { ROUTERS="$(echo " $ROUTERS " | sed "s/ $1 / /")"; }
 # exit 0.
 if [ "$(id -u)" != 0 ]; then
     echo "netns_nat: SKIP: needs root (network namespaces, veth, AF_XDP, iptables)" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 # One benchmark at a time: two runs at once share the CPUs and each would report as if it had
 # been alone. The lock (flock on /run/uvs-bench.lock, shared by netns_l2, netns_encap and
@@ -144,7 +148,7 @@ fi
 for t in ip iperf3 trafgen ping python3 ss ethtool taskset timeout sysctl getconf; do
     if ! command -v "$t" >/dev/null 2>&1; then
         echo "netns_nat: SKIP: required tool '$t' is not installed" >&2
-        exit 0
+        exit "${UVS_BENCH_SKIP_STATUS:-0}"
     fi
 done
 if want kernel && ! command -v iptables >/dev/null 2>&1; then
@@ -163,7 +167,7 @@ if want uvs; then
 fi
 if [ -z "${ROUTERS// /}" ]; then
     echo "netns_nat: SKIP: nothing left to measure" >&2
-    exit 0
+    exit "${UVS_BENCH_SKIP_STATUS:-0}"
 fi
 NCPU=$(nproc)
 if [ "$NICE" != 0 ]; then
@@ -224,6 +228,8 @@ cleanup() {
     done
     for ns in $ALL_NS; do del_ns "$ns"; done
     rm -rf "$TMP"
+    # Run as `uvs bench`, the script is a copy that goes with it (uvs may have died).
+    [ -n "${UVS_BENCH_SCRIPT:-}" ] && [ "$UVS_BENCH_SCRIPT" = "$0" ] && rm -f "$0"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -590,7 +596,7 @@ run_uvs() {
         row_failed uvs "uvs configuration failed" "$TMP/uvs.log"; kill_pid "$UVS_PID"; UVS_PID=""; return 0
     fi
     NS_C=$UC NS_O=$UO CPU_PID=$UVS_PID
-    RES_NOTE[uvs]="$PORT_TYPE ports, worker on core $SW_CPU; CPU = uvs process (utime+stime; the worker busy-polls while frames flow and sleeps in poll(2) after 200 µs idle)"
+    RES_NOTE[uvs]="$PORT_TYPE ports, worker on core $SW_CPU; CPU = uvs process (utime+stime; the worker busy-polls while frames flow and sleeps in poll(2) after its linger (20 ms by default) without traffic)"
     if reach_or_fail uvs "$UC" "$TMP/uvs.log"; then
         measure uvs
         RES_NAT[uvs]="${RES_NAT[uvs]}; ct-show $([ "$CT_SEEN" = 1 ] && echo "listed $C_IP <-> $GW_O during the test" || echo "did NOT list the connection")"
@@ -618,13 +624,27 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Report
+# How the uvs daemons of this run poll: the environment reaches them (`UVS_BUSY_POLL=1 uvs bench
+# ...` measures busy-polling), so the header says which, or a saved table could not tell.
+uvs_poll_mode() {
+    case "${UVS_BUSY_POLL:-}" in
+        1 | true | yes | on) echo "busy-poll (UVS_BUSY_POLL)" ;;
+        *) echo "sleeps after ${UVS_POLL_LINGER_US:-20000} us without traffic$([ -n "${UVS_POLL_LINGER_US:-}" ] && echo ' (UVS_POLL_LINGER_US)')" ;;
+    esac
+}
 ratio() { # A B: A/B formatted, or n/a
     python3 -c 'import sys,math; a,b=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:3]); print("n/a" if math.isnan(a) or math.isnan(b) or b==0 else f"{a/b:.2f}x")' "${1:-nan}" "${2:-nan}"
 }
 echo "netns NAT benchmark (c -> router with masquerade -> o), $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU CPUs;" \
     "median of $REPS x ${DUR}s; traffic tools on CPU $APP_CPU, uvs worker on core $SW_CPU; nice $NICE"
 if want uvs; then
-    echo "uvs ($PORT_TYPE ports): $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+    # Run as `uvs bench nat` the script is a copy outside any checkout: no repo to name then.
+    if rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null); then
+        git -C "$REPO" diff --quiet HEAD 2>/dev/null || rev="$rev + uncommitted changes"
+    else
+        rev="unknown (script run from the binary)"
+    fi
+    echo "uvs ($PORT_TYPE ports): $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $rev; $(uvs_poll_mode)"
 fi
 echo
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }

@@ -745,6 +745,10 @@ fn ctl(socket: Option<PathBuf>, json: bool, mut args: Vec<String>) -> Result<(),
     }
 }
 
+/// The status a benchmark script exits with when it measures nothing (`UVS_BENCH_SKIP_STATUS`;
+/// run by hand or in CI it exits 0 then).
+const SKIP_STATUS: i32 = 3;
+
 /// The netns benchmark scripts, built into the binary so `uvs bench` works from anywhere.
 const BENCHES: [(&str, &str); 3] = [
     ("l2", include_str!("../benches/netns_l2.sh")),
@@ -776,10 +780,18 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
         Some(_) => return Err("bench: --plot needs a file name (FILE.svg)".into()),
         None => None,
     };
+    // `uvs bench l2 -- --quick`: the README shows `-- --help`; the rest goes to the script.
+    if args.first().is_some_and(|a| a == "--") {
+        args.remove(0);
+    }
     let path = std::env::temp_dir().join(format!("uvs-bench-{name}-{}.sh", std::process::id()));
     std::fs::write(&path, script).map_err(|e| format!("bench: {}: {e}", path.display()))?;
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(&path).arg("--uvs").arg(&exe).args(&args);
+    // The script deletes this copy of itself on the way out (uvs may have been killed), and
+    // says a SKIP (not root, a tool missing) with this status: a user asked for figures.
+    cmd.env("UVS_BENCH_SCRIPT", &path)
+        .env("UVS_BENCH_SKIP_STATUS", SKIP_STATUS.to_string());
     let result = run_script(&mut cmd, plot.is_some());
     // Whatever happened (error, signal), the copy of the script goes.
     let _ = std::fs::remove_file(&path);
@@ -788,6 +800,12 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
     if signalled {
         return Err(format!(
             "bench {name}: stopped by a signal; the script cleaned up and exited with {status}"
+        ));
+    }
+    if status.code() == Some(SKIP_STATUS) {
+        return Err(format!(
+            "bench {name}: nothing measured (see the SKIP above): it needs root, and its tools \
+             are installed by `bash scripts/setup.sh --bench` (trafgen is Debian's netsniff-ng)"
         ));
     }
     if !status.success() {
@@ -875,7 +893,20 @@ fn run_script(
     use std::os::unix::process::CommandExt;
     use std::sync::atomic::Ordering;
     let stop = uvs::port::wait::install_stop_handler();
+    // A closed terminal stops the benchmark as Ctrl-C does (it ran on alone, printing to
+    // nobody).
+    let hup = uvs::port::wait::install_hup_handler();
     cmd.process_group(0).stdin(std::process::Stdio::null());
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe, runs: if uvs dies
+    // (SIGKILL), the script is sent SIGTERM and cleans up (it ran on alone).
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     if tee {
         cmd.stdout(std::process::Stdio::piped());
     }
@@ -898,7 +929,7 @@ fn run_script(
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if stop.load(Ordering::SeqCst) && !forwarded {
+        if (stop.load(Ordering::SeqCst) || hup.load(Ordering::SeqCst)) && !forwarded {
             forwarded = true;
             eprintln!("uvs: signal received, stopping the benchmark (its cleanup runs first)");
             // SAFETY: kill takes a process group id and a signal; the group leader is our
