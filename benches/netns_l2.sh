@@ -927,7 +927,7 @@ starved() {
     [ "$SHARE" = 100 ] && [ "$1" != kernel ] && ok_row "$1" &&
         python3 -c 'import sys,math; c,p=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:3]); sys.exit(0 if c < 85 and p < 99 else 1)' "${RES_CPU[$1]:-nan}" "${RES_PCT[$1]:-nan}"
 }
-STARVED=$(for s in $SWITCHES; do starved "$s" && printf ' %s' "$s"; done)
+STARVED=$(for s in $SWITCHES; do if starved "$s"; then printf ' %s' "$s"; fi; done)
 if [ -n "$STARVED" ]; then
     echo "STARVED rows:$STARVED: each lost frames in the pps test while it ran under 85% of its" \
         "core (other work on the machine took the rest); pps ratios with them measure that work," \
