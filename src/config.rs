@@ -410,6 +410,9 @@ pub struct PortSpec {
     /// `pmd-rxq-affinity` (see [`crate::port::afxdp::rxq`]). None: round-robin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rxq_affinity: Option<String>,
+    /// The other port of a `type=patch` pair (OVS's `options:peer=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Not configuration (never read or written): the store adds a port of a bridge with a
     /// flow table *held* (it neither receives nor sends) until that table is installed, so no
     /// frame crosses the port under the table it had before (`Command::ReleasePorts`).
@@ -521,6 +524,7 @@ impl PortSpec {
             flood_rate: None,
             rate_tx: None,
             rxq_affinity: None,
+            peer: None,
             hold: false,
         };
         for (k, v) in kv_pairs(args)? {
@@ -531,9 +535,10 @@ impl PortSpec {
                         "afpacket" | "system" => PortKind::Afpacket,
                         "tap" => PortKind::Tap,
                         "vxlan" => PortKind::Vxlan,
+                        "patch" => PortKind::Patch,
                         _ => {
                             return Err(format!(
-                                "type: '{v}' is not a port type (afxdp, afpacket, tap, vxlan)"
+                                "type: '{v}' is not a port type (afxdp, afpacket, tap, vxlan, patch)"
                             ));
                         }
                     }
@@ -563,13 +568,14 @@ impl PortSpec {
                 "rate_tx" => p.rate_tx = Some(v.to_string()),
                 "flood_rate" => p.flood_rate = Some(v.to_string()),
                 "rxq_affinity" => p.rxq_affinity = Some(v.to_string()).filter(|v| !v.is_empty()),
+                "peer" => p.peer = Some(v.to_string()),
                 "vni" | "local_ip" | "remote_ip" | "dst_port" | "learning" | "ttl" | "df" => {
                     p.tunnel
                         .insert(k.to_string(), toml::Value::String(v.to_string()));
                 }
                 _ => {
                     return Err(format!(
-                        "unknown port option '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
+                        "unknown port option '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; patch: peer; vxlan: vni, local_ip, remote_ip, dst_port, learning, ttl, df)"
                     ));
                 }
             }
@@ -700,7 +706,7 @@ impl PortSpec {
             .find(|k| !TUNNEL_KEYS.contains(&k.as_str()))
         {
             return Err(format!(
-                "port '{}': unknown field '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; vxlan: {})",
+                "port '{}': unknown field '{k}' (type, vlan, trunks, vlan_mode, xdp_mode, mtu, ofport_request, mac_limit, rate_rx, rate_tx, flood_rate, rxq_affinity; patch: peer; vxlan: {})",
                 self.name,
                 TUNNEL_KEYS.join(", ")
             ));
@@ -709,6 +715,30 @@ impl PortSpec {
             self.tunnel_conf()?;
         } else if let Some(k) = self.tunnel.keys().next() {
             return Err(format!("{k}: applies to type=vxlan ports only"));
+        }
+        match (&self.peer, self.kind) {
+            (None, PortKind::Patch) => {
+                return Err(format!(
+                    "port '{}': peer: a patch port needs peer=NAME (the other port of the pair)",
+                    self.name
+                ));
+            }
+            (Some(p), PortKind::Patch) => {
+                validate_name(p, "peer").map_err(|e| format!("port '{}': {e}", self.name))?;
+                if *p == self.name {
+                    return Err(format!(
+                        "port '{}': peer: a patch port cannot be its own peer",
+                        self.name
+                    ));
+                }
+            }
+            (Some(_), _) => {
+                return Err(format!(
+                    "port '{}': peer: applies to type=patch ports only (this one is {})",
+                    self.name, self.kind
+                ));
+            }
+            (None, _) => {}
         }
         if self.mtu.is_some() && self.kind != PortKind::Tap {
             return Err(format!(

@@ -327,3 +327,36 @@ fn an_older_database_with_now_refused_rules_still_parses() {
     let e = r.add(&c.dns[0]).unwrap_err();
     assert!(e.starts_with("name: 'localhost' is reserved"), "{e}");
 }
+
+#[test]
+fn patch_ports_from_args_and_toml() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = PortSpec::from_args("pa", &a(&["type=patch", "peer=pb", "trunks=10"])).unwrap();
+    assert_eq!((p.kind, p.peer.as_deref()), (PortKind::Patch, Some("pb")));
+    for (args, needle) in [
+        (&["type=patch"][..], "peer: a patch port needs peer=NAME"),
+        (&["type=patch", "peer=pa"][..], "cannot be its own peer"),
+        (&["type=patch", "peer=a/b"][..], "peer name 'a/b'"),
+        (
+            &["type=tap", "peer=pb"][..],
+            "peer: applies to type=patch ports only",
+        ),
+    ] {
+        let e = PortSpec::from_args("pa", &a(args)).unwrap_err();
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    let text = "[[bridge]]\nname = \"br0\"\n[[bridge.port]]\nname = \"pa\"\ntype = \"patch\"\npeer = \"pb\"\n\
+                [[bridge]]\nname = \"br1\"\n[[bridge.port]]\nname = \"pb\"\ntype = \"patch\"\npeer = \"pa\"\n";
+    let c = Config::parse(text).unwrap();
+    assert_eq!(c.bridge[1].port[0].peer.as_deref(), Some("pa"));
+    assert!(
+        c.bridge[1].port[0].tunnel.is_empty(),
+        "peer is not a tunnel key"
+    );
+    // Written back as it was read.
+    let again = toml::to_string(&c).unwrap();
+    assert!(again.contains("peer = \"pb\""), "{again}");
+    assert_eq!(Config::parse(&again).unwrap(), c);
+    let e = Config::parse(&text.replace("peer = \"pa\"\n", "")).unwrap_err();
+    assert!(e.contains("port 'pb': peer"), "{e}");
+}

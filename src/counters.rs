@@ -83,6 +83,7 @@ drop_reasons! {
     NatFragment => "nat-fragment", "IPv4 fragment after the first of a datagram a source NAT rule would translate, whose first fragment was not seen (not reassembled): dropped rather than sent with its untranslated source address";
     FloodLimit => "flood-limit", "flooded frame (broadcast, multicast, unknown unicast) from a port beyond its flood_rate (storm control; default 10,000 a second)";
     NatUntranslatable => "nat-untranslatable", "packet a source NAT rule would translate that uvs cannot track (a protocol other than TCP, UDP and ICMP, a header cut short, an ICMP error about no tracked connection): dropped rather than sent with its untranslated source address";
+    PatchNoPeer => "patch-no-peer", "toward a patch port whose peer does not exist or does not name it back (`peer=`)";
 }
 
 /// Counters of one port.

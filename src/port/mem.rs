@@ -386,6 +386,7 @@ mod tests {
                 bytes: 60 + 1514 + 10,
                 dropped: 0,
                 kick_deferred: false,
+                why: None,
             }
         );
         assert_eq!(frames.free_count(), 8);

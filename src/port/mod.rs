@@ -33,6 +33,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod frameio;
 pub mod mem;
+pub mod patch;
 pub mod queueless;
 pub mod rtnl;
 pub mod sys;
@@ -61,6 +62,8 @@ pub enum PortKind {
     Mem,
     /// A VXLAN tunnel port: no device; frames are encapsulated toward remote VTEPs.
     Vxlan,
+    /// One of two ports joined back to back inside the switch (OVS's patch ports).
+    Patch,
 }
 
 impl PortKind {
@@ -85,6 +88,7 @@ impl std::fmt::Display for PortKind {
             PortKind::Tap => "tap",
             PortKind::Mem => "mem",
             PortKind::Vxlan => "vxlan",
+            PortKind::Patch => "patch",
         })
     }
 }
@@ -100,6 +104,8 @@ pub struct TxResult {
     pub dropped: u32,
     /// `tx_queue` left queued frames waiting for `Port::tx_kick` (never set by `tx_burst`).
     pub kick_deferred: bool,
+    /// Why `dropped` were dropped when it is not a full ring (`tx-full`).
+    pub why: Option<crate::counters::DropReason>,
 }
 
 impl TxResult {
@@ -163,6 +169,12 @@ pub trait Port: Send {
 
     /// Why the device stopped working, once an fd error says it is gone; None while healthy.
     fn fault(&self) -> Option<&str> {
+        None
+    }
+
+    /// Why a port that is up as far as its device goes cannot carry frames now (a patch port
+    /// whose peer is missing); None when it can.
+    fn down_reason(&self) -> Option<String> {
         None
     }
 

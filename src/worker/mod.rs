@@ -381,6 +381,8 @@ pub struct Worker {
     links: life::Links,
     /// AF_XDP sockets that share the UMEM, for the next AF_XDP port to bind to.
     pub(crate) umem_fds: Vec<(u16, RawFd)>,
+    /// The inboxes of this worker's patch ports (`port::patch`).
+    pub(crate) patches: crate::port::patch::Inboxes,
     /// Ports the current request removed, for its caller to release (see `open`).
     pub(crate) retired: Vec<open::Retired>,
     /// Ids of ports being released by a caller or the port thread: not handed out (nor
@@ -438,6 +440,7 @@ impl Worker {
             life: Vec::new(),
             links: life::Links::open(),
             umem_fds: Vec::new(),
+            patches: Default::default(),
             retired: Vec::new(),
             closing: Vec::new(),
             // Replaced by `spawn`; until then (no port thread) sends fail and ports close here.
@@ -868,7 +871,8 @@ pub fn flush(
         if let Some(Some(st)) = dp.ports.get_mut(id) {
             st.counters.tx_packets += r.sent as u64;
             st.counters.tx_bytes += r.bytes;
-            st.counters.drops[crate::counters::DropReason::TxRingFull as usize] += r.dropped as u64;
+            let why = r.why.unwrap_or(crate::counters::DropReason::TxRingFull);
+            st.counters.drops[why as usize] += r.dropped as u64;
         }
     }
 }

@@ -871,6 +871,11 @@ impl Worker {
                 tunnel = Some(Box::new(crate::vxlan::Tunnel::new(conf)));
                 Box::new(crate::port::virt::TunnelPort)
             }
+            (PortKind::Patch, None) => Box::new(crate::port::patch::PatchPort::new(
+                &spec.name,
+                spec.peer.as_deref().unwrap_or_default(),
+                &mut self.patches,
+            )),
             (PortKind::Mem, None) => return Err("type mem is for tests only".into()),
         };
         let details = port.details();
@@ -1024,6 +1029,16 @@ impl Worker {
     fn port_life_json(&self, id: u16) -> (String, String, u32, String) {
         let io = self.ports.get(id as usize).and_then(|x| x.as_ref());
         let held = io.map_or(0, |p| p.frames_held());
+        if let Some(why) = io.and_then(|p| p.down_reason())
+            && self.life(id).is_none_or(|l| l.state == LinkState::Up)
+        {
+            return (
+                "down".into(),
+                why,
+                held,
+                io.map(|p| p.details()).unwrap_or_default(),
+            );
+        }
         match self.life(id) {
             Some(l) => (
                 l.state.to_string(),

@@ -1,0 +1,266 @@
+//! Patch ports end to end (root; an explicit skip otherwise): two bridges joined by a
+//! `type=patch` pair carry ping and TCP between containers on AF_XDP and TAP ports, learn each
+//! other's MACs on the patch ports, carry VLANs over a trunk pair, obey OpenFlow flows that
+//! match the patch port, stop (counted `patch-no-peer`) when the peer goes and work again when
+//! it comes back; a loop of two pairs is held by storm control and undone by deleting one.
+
+mod common;
+
+use common::netns::*;
+
+/// br0 {p}n1 (afxdp) <-> patch {p}ta/{p}tb <-> br1 {p}n2 (tap).
+fn joined(tag: &str) -> Option<(Daemon, Topology, String)> {
+    if !root_or_skip(tag) {
+        return None;
+    }
+    let p = prefix(tag);
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-br", "br1"]);
+    let (ta, tb) = (format!("{p}ta"), format!("{p}tb"));
+    attach(
+        &mut t,
+        &d,
+        ("br0", &format!("{p}n1"), &format!("{p}p1")),
+        "afxdp",
+        "192.0.2.1/24",
+        &[],
+    );
+    attach(
+        &mut t,
+        &d,
+        ("br1", &format!("{p}n2"), &format!("{p}p2")),
+        "tap",
+        "192.0.2.2/24",
+        &[],
+    );
+    d.ctl(&["add-port", "br0", &ta, "type=patch", &format!("peer={tb}")]);
+    d.ctl(&["add-port", "br1", &tb, "type=patch", &format!("peer={ta}")]);
+    Some((d, t, p))
+}
+
+#[test]
+fn a_patch_pair_joins_two_bridges() {
+    let Some((d, t, p)) = joined("xa") else {
+        return;
+    };
+    let (n1, n2, ta, tb) = (
+        format!("{p}n1"),
+        format!("{p}n2"),
+        format!("{p}ta"),
+        format!("{p}tb"),
+    );
+    assert!(
+        ping(&n1, "192.0.2.2", 3),
+        "ping br0 -> br1 over the patch pair"
+    );
+    assert!(
+        ping(&n2, "192.0.2.1", 3),
+        "ping br1 -> br0 over the patch pair"
+    );
+    let bps = iperf3_tcp(&n2, &n1, "192.0.2.2", 2);
+    eprintln!("patch: iperf3 TCP {:.2} Gbit/s", bps / 1e9);
+    assert!(bps > 10e6, "TCP over the patch pair carried {bps} bit/s");
+    // Each bridge learned the other side's MAC on its patch port.
+    let (m1, m2) = (t.mac(&n1, "eth0"), t.mac(&n2, &format!("{p}p2")));
+    let on = |br: &str, mac: &str| {
+        d.ctl(&["fdb-show", br])
+            .lines()
+            .find(|l| l.contains(mac))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        on("br0", &m2).contains(&ta),
+        "{m2} on {ta}: {}",
+        on("br0", &m2)
+    );
+    assert!(
+        on("br1", &m1).contains(&tb),
+        "{m1} on {tb}: {}",
+        on("br1", &m1)
+    );
+    // Counters move on both ends, in both directions.
+    for port in [&ta, &tb] {
+        let s = d.port_stats(port);
+        assert!(s["rx_packets"].as_u64().unwrap() > 100, "{port}: {s}");
+        assert!(s["tx_packets"].as_u64().unwrap() > 100, "{port}: {s}");
+    }
+    let show = d.port_show(&ta);
+    assert_eq!(show["type"], "patch", "{show}");
+    assert_eq!(show["state"], "up", "{show}");
+    assert!(
+        show["details"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("peer={tb}")),
+        "{show}"
+    );
+    // The pair is part of the running configuration.
+    let saved = d.ctl(&["save-config"]);
+    assert!(
+        saved.contains("type = \"patch\"") && saved.contains(&format!("peer = \"{tb}\"")),
+        "{saved}"
+    );
+}
+
+#[test]
+fn a_patch_port_without_its_peer_drops_and_says_why() {
+    let Some((d, _t, p)) = joined("xb") else {
+        return;
+    };
+    let (n1, ta, tb) = (format!("{p}n1"), format!("{p}ta"), format!("{p}tb"));
+    assert!(ping(&n1, "192.0.2.2", 2));
+    d.ctl(&["del-port", &tb]);
+    assert!(
+        !ping(&n1, "192.0.2.2", 2),
+        "br1 reached with the peer deleted"
+    );
+    let show = d.port_show(&ta);
+    assert_eq!(show["state"], "down", "{show}");
+    assert!(
+        show["reason"].as_str().unwrap().contains("no peer"),
+        "{show}"
+    );
+    let drops = d.port_stats(&ta)["drops"]["patch-no-peer"]
+        .as_u64()
+        .unwrap();
+    assert!(drops > 0, "{}", d.port_stats(&ta));
+    // A peer that names another port does not link either.
+    d.ctl(&["add-port", "br1", &tb, "type=patch", "peer=elsewhere"]);
+    assert!(
+        !ping(&n1, "192.0.2.2", 2),
+        "linked to a peer that names another port"
+    );
+    assert_eq!(d.port_show(&ta)["state"], "down");
+    d.ctl(&["del-port", &tb]);
+    d.ctl(&["add-port", "br1", &tb, "type=patch", &format!("peer={ta}")]);
+    assert!(ping(&n1, "192.0.2.2", 3), "not linked again by a new peer");
+    assert_eq!(d.port_show(&ta)["state"], "up");
+    // Bad specs are refused, naming the field.
+    for (args, needle) in [
+        (vec!["add-port", "br0", "zz1", "type=patch"], "peer"),
+        (
+            vec!["add-port", "br0", "zz1", "type=patch", "peer=zz1"],
+            "peer",
+        ),
+        (
+            vec!["add-port", "br0", "zz1", "type=tap", "peer=zz2"],
+            "peer",
+        ),
+    ] {
+        let out = d.ctl_raw(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn vlans_cross_a_trunk_pair_and_flows_match_the_patch_port() {
+    if !root_or_skip("vlans_cross_a_trunk_pair") {
+        return;
+    }
+    let p = prefix("xv");
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &[]);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-br", "br1"]);
+    let n = |s: &str| format!("{p}{s}");
+    for (br, name, kind, ip, vlan) in [
+        ("br0", "a", "afxdp", "192.0.2.1/24", "vlan=10"),
+        ("br0", "b", "afxdp", "198.51.100.1/24", "vlan=20"),
+        ("br1", "c", "tap", "192.0.2.2/24", "vlan=10"),
+        ("br1", "d", "afxdp", "198.51.100.2/24", "vlan=30"),
+    ] {
+        let (ns, pt) = (n(name), n(&format!("p{name}")));
+        attach(&mut t, &d, (br, &ns, &pt), kind, ip, &[vlan]);
+    }
+    let (ta, tb) = (n("ta"), n("tb"));
+    let peer = |x: &str| format!("peer={x}");
+    d.ctl(&[
+        "add-port",
+        "br0",
+        &ta,
+        "type=patch",
+        &peer(&tb),
+        "trunks=10,20",
+    ]);
+    d.ctl(&[
+        "add-port",
+        "br1",
+        &tb,
+        "type=patch",
+        &peer(&ta),
+        "trunks=10,20,30",
+    ]);
+    // VLAN 10 crosses; 20 (only in br0) and 30 (only in br1) do not meet.
+    assert!(
+        ping(&n("a"), "192.0.2.2", 3),
+        "VLAN 10 across the trunk pair"
+    );
+    assert!(!ping(&n("b"), "198.51.100.2", 2), "VLAN 20 reached VLAN 30");
+    // br1's MAC table has a's MAC in VLAN 10 on the patch port.
+    let fdb = d.ctl(&["fdb-show", "br1"]);
+    let ma = t.mac(&n("a"), "eth0");
+    let line = fdb.lines().find(|l| l.contains(&ma)).unwrap_or_default();
+    assert!(line.contains(&tb) && line.contains("10"), "{fdb}");
+    // A flow on the patch port's number: ICMP coming in over the pair is dropped.
+    let ofport = d.port_show(&tb)["ofport"].as_u64().unwrap();
+    d.ctl(&[
+        "add-flow",
+        "br1",
+        &format!("priority=100,icmp,in_port={ofport},actions=drop"),
+    ]);
+    d.ctl(&["add-flow", "br1", "priority=0,actions=NORMAL"]);
+    assert!(!ping(&n("a"), "192.0.2.2", 2), "the flow did not drop ICMP");
+    let dump = d.ctl(&["dump-flows", "br1"]);
+    assert!(
+        flow_packets(&dump, &format!("in_port={ofport}")).unwrap_or(0) > 0,
+        "{dump}"
+    );
+    d.ctl(&["del-flows", "br1", &format!("in_port={ofport}")]);
+    assert!(ping(&n("a"), "192.0.2.2", 3), "ICMP after the flow went");
+}
+
+#[test]
+fn a_loop_of_two_pairs_is_held_by_storm_control_and_undone() {
+    let Some((d, _t, p)) = joined("xl") else {
+        return;
+    };
+    let (n1, tc, td) = (format!("{p}n1"), format!("{p}tc"), format!("{p}td"));
+    // A second pair makes a loop: every flooded frame goes round.
+    d.ctl(&["add-port", "br0", &tc, "type=patch", &format!("peer={td}")]);
+    d.ctl(&["add-port", "br1", &td, "type=patch", &format!("peer={tc}")]);
+    // ARP broadcasts enter the loop (the kernel asks 3 times, a second apart) and go round
+    // until storm control (10,000 flooded frames a second per port, bursts of 10,000) stops
+    // them: however fast the worker runs, no port passes more than its budget.
+    let rx = |x: &str| d.port_stats(x)["rx_packets"].as_u64().unwrap_or(0);
+    let (ta, before) = (format!("{p}ta"), rx(&format!("{p}ta")));
+    let t0 = std::time::Instant::now();
+    let _ = ping(&n1, "192.0.2.77", 1);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let went = rx(&ta) - before;
+    let budget = 10_000 * (t0.elapsed().as_secs() + 1) + 10_000;
+    eprintln!(
+        "loop: {went} frames round {ta} in {:?} (budget {budget})",
+        t0.elapsed()
+    );
+    assert!(went > 100, "the broadcast did not go round: {went}");
+    assert!(
+        went <= budget,
+        "{went} frames round the loop, over the budget {budget}"
+    );
+    // The switch still answers and, with the loop cut, forwards again.
+    d.ctl(&["del-port", &td]);
+    d.ctl(&["fdb-flush", "br0"]);
+    d.ctl(&["fdb-flush", "br1"]);
+    assert!(
+        eventually(10, || ping(&n1, "192.0.2.2", 1)),
+        "no ping after the loop was cut:\n{}",
+        d.ctl(&["stats"])
+    );
+}
