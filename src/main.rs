@@ -780,6 +780,11 @@ fn bench(name: &str, args: &[String]) -> Result<(), String> {
         Some(_) => return Err("bench: --plot needs a file name (FILE.svg)".into()),
         None => None,
     };
+    // The plot is written after the run: a path it cannot be written to would fail only then,
+    // minutes later, with the figures drawn nowhere. Try it now.
+    if let Some(svg) = &plot {
+        plot_path_writable(svg)?;
+    }
     // `uvs bench l2 -- --quick`: the README shows `-- --help`; the rest goes to the script.
     if args.first().is_some_and(|a| a == "--") {
         args.remove(0);
@@ -942,6 +947,27 @@ fn run_script(
     };
     let text = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     Ok((status, text, forwarded))
+}
+
+/// Whether the `--plot` file can be written: opened for writing (created if missing, never
+/// truncated; a file created here is removed again), so a missing or read-only directory, or
+/// a directory given as the file, fails before the benchmark starts.
+fn plot_path_writable(svg: &std::path::Path) -> Result<(), String> {
+    let existed = svg.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(svg)
+        .map_err(|e| {
+            format!(
+                "bench: --plot {}: cannot write it: {e} (checked before the run)",
+                svg.display()
+            )
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(svg);
+    }
+    Ok(())
 }
 
 fn plot_table(text: &str, title: &str, svg: &std::path::Path) -> Result<(), String> {

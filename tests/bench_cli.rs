@@ -80,3 +80,41 @@ fn options_are_checked_up_front() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--reps must be a positive integer"), "{err}");
 }
+
+/// A `--plot` path that cannot be written (its directory missing, a directory given as the
+/// file) fails at once, naming the option: it failed only after the whole run (found trying
+/// `uvs bench` as a new user). As root the bench would otherwise start measuring: the time
+/// bound says it did not.
+#[test]
+fn a_bad_plot_path_fails_before_the_run() {
+    let dir = std::env::temp_dir().join(format!("uvs-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("no-such-dir").join("l2.svg");
+    let bad = [missing.to_str().unwrap(), dir.to_str().unwrap()];
+    for path in bad {
+        let t = std::time::Instant::now();
+        let (code, out, err) = run(&["bench", "l2", "--quick", "--plot", path]);
+        assert_eq!(code, 1, "{path}: {err}");
+        assert!(
+            err.contains(&format!("--plot {path}: cannot write it")),
+            "{path}: {err}"
+        );
+        assert!(out.is_empty(), "{path}: nothing measured: {out}");
+        assert!(t.elapsed().as_secs() < 10, "{path}: took {:?}", t.elapsed());
+    }
+    // A writable path is accepted (the run then goes on: --help ends it at once) and not left
+    // behind when it did not exist.
+    let ok = dir.join("l2.svg");
+    let (code, _, err) = run(&[
+        "bench",
+        "l2",
+        "--plot",
+        ok.to_str().unwrap(),
+        "--",
+        "--help",
+    ]);
+    assert_eq!(code, 1, "--help prints no table to plot: {err}");
+    assert!(err.contains("no table"), "{err}");
+    assert!(!ok.exists(), "the check's file was removed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
