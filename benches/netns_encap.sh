@@ -520,6 +520,7 @@ tcp_once() { # sets R_TCP (Gbit/s or nan), R_RETR, R_TA R_TB (uvs CPU % during t
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, $R_RETR retransmits; rx_dropped on the path: $(drops_delta "$x0" "$x1"); cpu: $(cpu_str)"
 }
 
+PCT_WITHHELD=0 # set when a repetition had too few replies for p99 or p99.9
 ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
     local out pct
     out=$(nsx "$C1" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$IP2" 2>&1 || true)
@@ -527,8 +528,14 @@ ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentil
     R_RTT=${R_RTT:-nan}
     pct=""
     if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
-    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
-    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    # `uvs latency` prints p50 p99 p99.9 max count. A percentile needs enough samples to
+    # stand for anything: p99 at least 100 (one in a hundred), p99.9 at least 1000 (from 200,
+    # --quick's count, it was only the largest sample): fewer, and it is withheld (nan).
+    read -r R_P50 R_P99 R_P999 _ R_PN _ <<<"${pct:-nan nan nan nan 0}"
+    [[ "${R_PN:-}" =~ ^[0-9]+$ ]] || R_PN=0
+    if [ "$R_PN" -lt 1000 ]; then R_P999=nan; PCT_WITHHELD=1; fi
+    if [ "$R_PN" -lt 100 ]; then R_P99=nan; fi
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms from $R_PN replies of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPUP RES_CPUT RES_NOTE RES_BG RES_REPS RES_DROPS
@@ -778,6 +785,12 @@ echo "netns VXLAN encapsulation benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $
     "median of $REPS x ${DUR}s; tools on CPU $APP_CPU, uvs A on core $SW_CPU, uvs B on core $B_CPU; nice $NICE"
 [ -z "$UVS_INFO" ] || echo "uvs ($PORT_TYPE ports): $UVS_INFO; $(uvs_poll_mode)"
 echo
+# Said under the table when a repetition had too few replies for a percentile (n/a there).
+pct_note() {
+    [ "$PCT_WITHHELD" = 1 ] || return 0
+    echo "Ping percentiles: p99 is given from 100 replies a repetition, p99.9 from 1000; with fewer" \
+        "(this run sent $PING_N pings a repetition$([ "$QUICK" = 1 ] && echo ', --quick')) they are n/a, not the largest samples."
+}
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| # | path | TCP Gbit/s | 64B pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | CPU % (pps) | CPU % (TCP) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -803,6 +816,7 @@ for s in $PATHS; do
     echo "- ${NUM[$s]} ${TITLE[$s]}: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before${RES_DROPS[$s]:+; uvs counters: ${RES_DROPS[$s]}}"
 done
 echo
+if [ "$PCT_WITHHELD" = 1 ]; then pct_note; echo; fi
 echo "Repetitions (TCP Gbit/s / pps / delivered / ping ms / CPU % during pps):"
 echo
 echo "| path | $(for i in $(seq "$REPS"); do printf 'rep %s | ' "$i"; done)"

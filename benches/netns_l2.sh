@@ -553,6 +553,7 @@ tcp_once() { # sets R_TCP (Gbit/s or nan) and R_TCPCPU (switch CPU % during it)
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, switch cpu $(fmt .0f "$R_TCPCPU")%"
 }
 
+PCT_WITHHELD=0 # set when a repetition had too few replies for p99 or p99.9
 ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan,
     # R_PINGCPU (the switch's CPU % during the pings) and R_IDLECPU (its CPU % over IDLE_S
     # seconds with no traffic, a second after them)
@@ -570,8 +571,14 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
     R_RTT=${R_RTT:-nan}
     pct=""
     if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
-    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
-    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?')), switch cpu $(fmt .0f "$R_PINGCPU")%; idle ${IDLE_S}s: switch cpu $(fmt .1f "$R_IDLECPU")%"
+    # `uvs latency` prints p50 p99 p99.9 max count. A percentile needs enough samples to
+    # stand for anything: p99 at least 100 (one in a hundred), p99.9 at least 1000 (from 200,
+    # --quick's count, it was only the largest sample): fewer, and it is withheld (nan).
+    read -r R_P50 R_P99 R_P999 _ R_PN _ <<<"${pct:-nan nan nan nan 0}"
+    [[ "${R_PN:-}" =~ ^[0-9]+$ ]] || R_PN=0
+    if [ "$R_PN" -lt 1000 ]; then R_P999=nan; PCT_WITHHELD=1; fi
+    if [ "$R_PN" -lt 100 ]; then R_P99=nan; fi
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms from $R_PN replies of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?')), switch cpu $(fmt .0f "$R_PINGCPU")%; idle ${IDLE_S}s: switch cpu $(fmt .1f "$R_IDLECPU")%"
 }
 
 declare -A RES_P50 RES_P99 RES_P999 RES_PPS RES_PCT RES_TCP RES_RTT RES_CPU RES_NOTE RES_BG RES_TCPCPU
@@ -876,6 +883,12 @@ if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
 fi
 echo "pps test: generator $GEN"
 echo
+# Said under the table when a repetition had too few replies for a percentile (n/a there).
+pct_note() {
+    [ "$PCT_WITHHELD" = 1 ] || return 0
+    echo "Ping percentiles: p99 is given from 100 replies a repetition, p99.9 from 1000; with fewer" \
+        "(this run sent $PING_N pings a repetition$([ "$QUICK" = 1 ] && echo ', --quick')) they are n/a, not the largest samples."
+}
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| switch | 64B pps delivered | delivered/sent | TCP Gbit/s | TCP switch CPU % (per Gbit/s) | ping avg ms | ping p50 / p99 / p99.9 ms | switch CPU % (pps) | forwarding % (pps) | switch CPU % (ping) | switch CPU % (idle) |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -902,6 +915,7 @@ for s in $SWITCHES; do
     echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
 done
 echo
+if [ "$PCT_WITHHELD" = 1 ]; then pct_note; echo; fi
 if [ "$REPS" -gt 1 ]; then
     echo "Spread of the $REPS repetitions (the table gives each column's median, taken on its own):" \
         "min-max and (max-min)/median; NOISY = over 25%: a second run could differ as much."

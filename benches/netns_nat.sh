@@ -439,6 +439,7 @@ pps_once() {
     [ -z "$v1" ] || log "  veth host-end drops (ethtool -S) during udp 64B: $(drops_delta "$v0" "$v1")"
 }
 
+PCT_WITHHELD=0 # set when a repetition had too few replies for p99 or p99.9
 ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentiles), ms or nan
     local out pct
     out=$(nsx "$NS_C" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$O_IP" 2>&1 || true)
@@ -446,8 +447,14 @@ ping_once() { # sets R_RTT (avg) and R_P50/R_P99/R_P999 (HDR histogram percentil
     R_RTT=${R_RTT:-nan}
     pct=""
     if [ -n "${UVS:-}" ] && [ -x "$UVS" ]; then pct=$(echo "$out" | "$UVS" latency 2>/dev/null || true); fi
-    read -r R_P50 R_P99 R_P999 _ <<<"${pct:-nan nan nan}"
-    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
+    # `uvs latency` prints p50 p99 p99.9 max count. A percentile needs enough samples to
+    # stand for anything: p99 at least 100 (one in a hundred), p99.9 at least 1000 (from 200,
+    # --quick's count, it was only the largest sample): fewer, and it is withheld (nan).
+    read -r R_P50 R_P99 R_P999 _ R_PN _ <<<"${pct:-nan nan nan nan 0}"
+    [[ "${R_PN:-}" =~ ^[0-9]+$ ]] || R_PN=0
+    if [ "$R_PN" -lt 1000 ]; then R_P999=nan; PCT_WITHHELD=1; fi
+    if [ "$R_PN" -lt 100 ]; then R_P99=nan; fi
+    log "  ping: avg $R_RTT ms, p50/p99/p99.9 $R_P50/$R_P99/$R_P999 ms from $R_PN replies of $PING_N ($(echo "$out" | grep -o '[0-9]*% packet loss' || echo '?'))"
 }
 
 # trafgen config for the current c: 60-byte frames (64 on the wire), UDP c:40000 -> o:9, sent to
@@ -647,6 +654,12 @@ if want uvs; then
     echo "uvs ($PORT_TYPE ports): $UVS (built $(date -u -r "$UVS" +%Y-%m-%dT%H:%MZ)), repo at $rev; $(uvs_poll_mode)"
 fi
 echo
+# Said under the table when a repetition had too few replies for a percentile (n/a there).
+pct_note() {
+    [ "$PCT_WITHHELD" = 1 ] || return 0
+    echo "Ping percentiles: p99 is given from 100 replies a repetition, p99.9 from 1000; with fewer" \
+        "(this run sent $PING_N pings a repetition$([ "$QUICK" = 1 ] && echo ', --quick')) they are n/a, not the largest samples."
+}
 pct3() { echo "$(fmt .3f "${RES_P50[$1]:-nan}") / $(fmt .3f "${RES_P99[$1]:-nan}") / $(fmt .3f "${RES_P999[$1]:-nan}")"; }
 echo "| router | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | 64B UDP pps delivered | delivered/sent | ping avg ms | ping p50 / p99 / p99.9 ms | router CPU % (TCP 1 stream) | softirq % (TCP 1 stream) | NAT verified |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -675,6 +688,7 @@ for s in $ROUTERS; do
     fi
     echo "- $s: ${RES_NOTE[$s]:-}; NAT: ${RES_NAT[$s]:-not checked}; machine ${RES_BG[$s]:-?}% busy just before"
 done
+if [ "$PCT_WITHHELD" = 1 ]; then echo; pct_note; fi
 if [ ${#RES_FAIL[@]} -gt 0 ]; then
     echo
     echo "FAILED (not measured, left out of the ratios):$(for s in $ROUTERS; do [ -z "${RES_FAIL[$s]:-}" ] || printf ' %s;' "$s"; done) see the notes above"
