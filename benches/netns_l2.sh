@@ -944,20 +944,31 @@ starved() {
 STARVED=$(for s in $SWITCHES; do if starved "$s"; then printf ' %s' "$s"; fi; done)
 if [ -n "$STARVED" ]; then
     echo "STARVED rows:$STARVED: each lost frames in the pps test while it ran under 85% of its" \
-        "core (other work on the machine took the rest); pps ratios with them measure that work," \
-        "not the switches. Run again with --nice -19 --wait-idle 120 (and --reps 3)."
+        "core (other work on the machine took the rest): their ratios are withheld below, as they" \
+        "would measure that work, not the switches. Run again with --nice -19 --wait-idle 120 (and --reps 3)."
     echo
 fi
-caveat() { # A B: a note when either row was starved
-    case " $STARVED " in *" $1 "* | *" $2 "*) echo " (a STARVED row: not a result)" ;; esac
+# A ratio line for rows A and B: LINE, or (either row STARVED) why it is withheld, with the
+# starved row's CPU and delivered share (the VXLAN bench withholds its verdict the same way).
+ratio_line() { # A B LINE
+    local q why=""
+    for q in "$1" "$2"; do
+        case " $STARVED " in
+        *" $q "*) why="$why${why:+; }$q STARVED (at $(fmt .0f "${RES_CPU[$q]:-nan}")% of its core, $(fmt .1f "${RES_PCT[$q]:-nan}")% delivered)" ;;
+        esac
+    done
+    if [ -n "$why" ]; then
+        echo "- $1 / $2: ratios withheld: $why; a ratio would measure the machine's other work, not the switches"
+    else
+        echo "$3"
+    fi
 }
 if ok_row uvs-afpacket && ok_row ovs; then
-    echo "- uvs-afpacket / ovs: pps $(ratio "${RES_PPS[uvs-afpacket]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afpacket]:-}" "${RES_TCP[ovs]:-}")$(caveat uvs-afpacket ovs)"
+    ratio_line uvs-afpacket ovs "- uvs-afpacket / ovs: pps $(ratio "${RES_PPS[uvs-afpacket]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afpacket]:-}" "${RES_TCP[ovs]:-}")"
 fi
 if ok_row uvs-afxdp && ok_row ovs; then
-    echo "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")$(caveat uvs-afxdp ovs)"
-    # Forwarding time per frame: what each switch's core spent on one delivered frame.
-    echo "- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
+    ratio_line uvs-afxdp ovs "- uvs-afxdp / ovs: pps $(ratio "${RES_PPS[uvs-afxdp]:-}" "${RES_PPS[ovs]:-}"), TCP $(ratio "${RES_TCP[uvs-afxdp]:-}" "${RES_TCP[ovs]:-}"), CPU $(ratio "${RES_CPU[uvs-afxdp]:-}" "${RES_CPU[ovs]:-}")
+- forwarding time per delivered frame, uvs-afxdp / ovs: $(python3 -c 'import sys,math; b1,p1,b2,p2=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:5]); r=(b1/p1)/(b2/p2) if p1 and p2 and b2 else math.nan; print("n/a" if math.isnan(r) else f"{r:.2f}x ({1e7*b1/p1:.0f} ns vs {1e7*b2/p2:.0f} ns)")' "${RES_BUSY[uvs-afxdp]:-nan}" "${RES_PPS[uvs-afxdp]:-nan}" "${RES_BUSY[ovs]:-nan}" "${RES_PPS[ovs]:-nan}")"
 fi
 if ok_row uvs-afxdp; then
     echo "- uvs-afxdp frames received per busy loop pass (pps test): $(fmt .1f "${RES_FPP[uvs-afxdp]:-nan}")"
@@ -969,7 +980,7 @@ if [ "$HAVE_PERF" = 1 ] && [ -n "$kicks" ]; then
 fi
 for u in uvs-afxdp uvs-afpacket uvs-tap; do
     if ok_row "$u" && ok_row kernel; then
-        echo "- $u / kernel: pps $(ratio "${RES_PPS[$u]:-}" "${RES_PPS[kernel]:-}"), TCP $(ratio "${RES_TCP[$u]:-}" "${RES_TCP[kernel]:-}")$(caveat "$u" kernel)"
+        ratio_line "$u" kernel "- $u / kernel: pps $(ratio "${RES_PPS[$u]:-}" "${RES_PPS[kernel]:-}"), TCP $(ratio "${RES_TCP[$u]:-}" "${RES_TCP[kernel]:-}")"
     fi
 done
 if [ ${#RES_FAIL[@]} -gt 0 ]; then
