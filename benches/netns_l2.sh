@@ -437,6 +437,7 @@ print(100 * busy, rx / passes if passes else "nan")' "$LOOP0" "$(uvs_loop)" "$1"
 # time on the CPU is measured (schedstat, exact), so the log shows the share it left the switch
 # (the switch's own CPU column counts clock ticks, which can differ by a few points).
 HOG_PID="" HOG_NICE=0
+SHARE_TOL=20 # %, relative: how far two switches' measured shares may differ for a ratio
 if [ "$SHARE" != 100 ]; then
     HOG_NICE=$(python3 -c '
 import sys
@@ -873,7 +874,8 @@ echo "netns L2 benchmark, $(date -u +%Y-%m-%dT%H:%MZ), kernel $(uname -r), $NCPU
 if [ "$SHARE" != 100 ]; then
     echo "pps test: the switch's core shared with a CPU-bound process at nice $HOG_NICE (switch's share" \
         "asked $SHARE%, measured:$(for s in $SWITCHES; do printf ' %s %s%%;' "$s" "$(fmt .0f "${RES_SHARE[$s]:-nan}")"; done)" \
-        "the kernel bridge forwards in softirq on CPU $APP_CPU, which is not shared)"
+        "the kernel bridge forwards in softirq on CPU $APP_CPU, which is not shared);" \
+        "a ratio of two switches is given only when their measured shares differ by at most $SHARE_TOL% (relative)"
 fi
 if [ "$SINK" = drop ]; then
     echo "pps test: c2 drops the UDP frames at netdev ingress (nftables), before its IP stack"
@@ -948,6 +950,16 @@ if [ -n "$STARVED" ]; then
         "would measure that work, not the switches. Run again with --nice -19 --wait-idle 120 (and --reps 3)."
     echo
 fi
+# --switch-share: two userspace switches' pps compare their capacities only at the same CPU
+# share. The share each got is measured (the competitor's exact time on the core): a ratio is
+# given when the two differ by at most SHARE_TOL% of the larger (found trying `uvs bench` as a
+# new user: a ratio printed from shares of 25% and 12%). The kernel bridge forwards on CPU
+# $APP_CPU, outside the shared core: its share is not compared.
+shares_match() { # A B
+    [ "$SHARE" != 100 ] && [ "$1" != kernel ] && [ "$2" != kernel ] || return 0
+    python3 -c 'import sys,math; a,b,t=(float(x) if x not in ("","nan") else math.nan for x in sys.argv[1:4]); sys.exit(0 if abs(a-b) <= t/100*max(a,b) else 1)' \
+        "${RES_SHARE[$1]:-nan}" "${RES_SHARE[$2]:-nan}" "$SHARE_TOL"
+}
 # A ratio line for rows A and B: LINE, or (either row STARVED) why it is withheld, with the
 # starved row's CPU and delivered share (the VXLAN bench withholds its verdict the same way).
 ratio_line() { # A B LINE
@@ -959,6 +971,9 @@ ratio_line() { # A B LINE
     done
     if [ -n "$why" ]; then
         echo "- $1 / $2: ratios withheld: $why; a ratio would measure the machine's other work, not the switches"
+    elif ! shares_match "$1" "$2"; then
+        echo "- $1 / $2: ratios withheld: the measured shares of core $SW_CPU differ, $1 $(fmt .0f "${RES_SHARE[$1]:-nan}")%" \
+            "and $2 $(fmt .0f "${RES_SHARE[$2]:-nan}")% (asked $SHARE%; tolerance $SHARE_TOL% relative): a ratio would compare different CPU shares"
     else
         echo "$3"
     fi
