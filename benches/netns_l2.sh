@@ -310,8 +310,11 @@ trap 'exit 130' INT TERM
 nsx() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
 cnt() { nsx "$1" cat "/sys/class/net/eth0/statistics/$2"; } # NS COUNTER
 now_ns() { date +%s%N; }
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime of a process
-softirq_ticks() { awk '/^cpu /{print $8}' /proc/stat; }   # all CPUs
+# A process's CPU time in ns: the sum of its threads' time on a CPU (schedstat, exact). Not
+# utime+stime: they count 10 ms clock ticks, scaled, and read up to 102% of a core over the
+# 1 s idle window of --quick for a switch that busy-polls it (OVS's PMD).
+proc_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%.0f\n", t}'; }
+softirq_ns() { awk -v hz="$CLK_TCK" '/^cpu /{printf "%.0f\n", $8 * 1e9 / hz}' /proc/stat; } # all CPUs
 busy_pct() { # busy % of all CPUs over 1 s
     local a b
     a=$(awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $5+$6}' /proc/stat)
@@ -396,46 +399,52 @@ cat >"$TG_CFG" <<EOF
 }
 EOF
 
-# CPU counter of the switch: a PID's utime+stime, or (kernel) the softirq time of all CPUs.
-switch_ticks() { if [ -n "$CPU_PID" ]; then proc_ticks "$CPU_PID"; else softirq_ticks; fi; }
+# CPU counter of the switch, ns: a PID's threads' CPU time, or (kernel) the softirq time of all CPUs.
+# Read inside the clock stamps (t0 before it, t1 after it): the window holds all time counted.
+switch_ns() { if [ -n "$CPU_PID" ]; then proc_ns "$CPU_PID"; else softirq_ns; fi; }
 # The switch's forwarding time (BUSY_KIND ovs: the PMD's processing cycles since
-# `pmd-stats-clear`; uvs: the workers' `busy_ns`, time in loop passes that moved frames).
+# `pmd-stats-clear`; uvs: the workers' `busy_ns`, time in loop passes that moved frames), as a
+# % of the window between busy_mark (before the traffic) and busy_read (as it ends, before the
+# drain). It was divided by the traffic's time alone while it counted until after the 0.5 s
+# drain (and OVS's from the clear): 101-102% for a switch busy all through (found trying
+# `uvs bench` as a new user). Now each end's clock is read beside its counter, outside it, so
+# the window holds every counted nanosecond and one worker cannot read over 100%.
 BUSY_KIND=""
 busy_mark() {
     case "$BUSY_KIND" in
-    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true
-        CLEAR_NS=$(now_ns) ;;
-    uvs) LOOP0=$(uvs_loop) ;;
+    ovs) timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-clear >/dev/null 2>&1 || true ;;
+    uvs) local j
+        BUSY_T0=$(now_ns); j=$(uvs_ctl --json stats)
+        LOOP0=$(uvs_loop <<<"$j") ;;
     esac
 }
-# Every uvs worker's "busy_ns rx_packets busy_iterations" from one `stats`, summed (busy_ns nan
-# from a uvs without it, before session 24).
+# Every uvs worker's "busy_ns rx_packets busy_iterations" from one `stats --json` on stdin,
+# summed (busy_ns nan from a uvs without it, before session 24).
 uvs_loop() {
-    uvs_ctl --json stats | python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(sum(w["busy_ns"] for w in ws) if all("busy_ns" in w for w in ws) else "nan", *(sum(w.get(k,0) for w in ws) for k in ("rx_packets","busy_iterations")))'
+    python3 -c 'import json,sys; v=json.load(sys.stdin); ws=v.get("workers",[v.get("worker",{})]); print(sum(w["busy_ns"] for w in ws) if all("busy_ns" in w for w in ws) else "nan", *(sum(w.get(k,0) for w in ws) for k in ("rx_packets","busy_iterations")))'
 }
-busy_read() { # ELAPSED_S: sets R_BUSY (the switch's busy % of one core since busy_mark) and, for
-    # uvs, R_FPP (frames received per busy loop pass); nan where unknown
+busy_read() { # sets R_BUSY (the switch's busy % of one core since busy_mark) and, for uvs,
+    # R_FPP (frames received per busy loop pass); nan where unknown
     R_BUSY=nan R_FPP=nan
     case "$BUSY_KIND" in
-    ovs) # The % is of every PMD cycle since the clear, which came before the traffic and is
-        # read after it (and after the drain): scale it to the traffic's time, as uvs's.
-        local pct since=$(($(now_ns) - CLEAR_NS))
-        pct=$(timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
-            sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan)
-        R_BUSY=$(python3 -c "print(float('$pct') * $since / 1e9 / $1)") ;;
-    uvs) read -r R_BUSY R_FPP <<<"$(python3 -c '
+    ovs) # The PMD's own share of its cycles since the clear: its window is exact.
+        R_BUSY=$(timeout 10 ovs-appctl -t "$OVSDIR/run/ovs-vswitchd.ctl" dpif-netdev/pmd-stats-show 2>/dev/null |
+            sed -n 's/.*processing cycles: [0-9]* (\([0-9.]*\)%).*/\1/p' | head -1 | grep . || echo nan) ;;
+    uvs) local j t
+        j=$(uvs_ctl --json stats); t=$(now_ns)
+        read -r R_BUSY R_FPP <<<"$(python3 -c '
 import sys
 a, z = sys.argv[1].split(), sys.argv[2].split()
-busy = (float(z[0]) - float(a[0])) / 1e9 / float(sys.argv[3])
+busy = (float(z[0]) - float(a[0])) / float(sys.argv[3])
 rx, passes = (int(y) - int(x) for x, y in zip(a[1:], z[1:]))
-print(100 * busy, rx / passes if passes else "nan")' "$LOOP0" "$(uvs_loop)" "$1")" ;;
+print(100 * busy, rx / passes if passes else "nan")' "$LOOP0" "$(uvs_loop <<<"$j")" "$((t - BUSY_T0))")" ;;
     esac
 }
 
 # --switch-share: a CPU-bound competitor pinned to the switch's core, at the nice value whose
 # CFS weight leaves the switch about SHARE% of the core (1024 / (1024 + its weight)). Its own
 # time on the CPU is measured (schedstat, exact), so the log shows the share it left the switch
-# (the switch's own CPU column counts clock ticks, which can differ by a few points).
+# (the switch's own CPU column counts all of its threads, on any core).
 HOG_PID="" HOG_NICE=0
 SHARE_TOL=20 # %, relative: how far two switches' measured shares may differ for a ratio
 if [ "$SHARE" != 100 ]; then
@@ -494,7 +503,7 @@ pps_once() {
             -- sleep "$DUR" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    c0=$(switch_ticks); t0=$(now_ns)
+    t0=$(now_ns); c0=$(switch_ns)
     if [ "$GEN" = xdp ]; then
         nsx "$C1" timeout -k 3 $((${DUR%.*} + 5)) taskset -c "$APP_CPU" "$UVS" bench gen --dev eth0 \
             --frame "$GEN_FRAME" --seconds "$DUR" >"$TMP/trafgen.out" 2>&1 || true
@@ -503,7 +512,8 @@ pps_once() {
         nsx "$C1" timeout -s INT -k 3 "$DUR" taskset -c "$APP_CPU" \
             trafgen -o eth0 -i "$TG_CFG" -P 1 -Q --no-sock-mem -C >"$TMP/trafgen.out" 2>&1 || true
     fi
-    t1=$(now_ns); c1=$(switch_ticks)
+    c1=$(switch_ns); t1=$(now_ns)
+    busy_read # as the traffic ends: the drain below is not traffic time
     if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     sleep 0.5 # let queued frames drain before reading the receiver
     s1=$(cnt "$C1" tx_packets); d1=$(cnt "$C1" tx_dropped); r1=$(cnt "$C2" rx_packets)
@@ -515,8 +525,7 @@ pps_once() {
     el=$(python3 -c "print(($t1-$t0)/1e9)")
     R_PPS=$(python3 -c "print($rcv/$el)")
     R_PCT=$(python3 -c "print(100*$rcv/max(1,$sent))")
-    R_CPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/$el)")
-    busy_read "$el"
+    R_CPU=$(python3 -c "print(100*($c1-$c0)/1e9/$el)")
     hog_stop
     local kicks
     kicks=$(awk -F, '/sendto/ {print $1}' "$TMP/perf.csv" 2>/dev/null || true)
@@ -539,7 +548,7 @@ tcp_once() { # sets R_TCP (Gbit/s or nan) and R_TCPCPU (switch CPU % during it)
     spid=$!
     PIDS+=("$spid")
     wait_for 5 nsx "$C2" sh -c "ss -ltn | grep -q ':$port '" || true
-    c0=$(switch_ticks); t0=$(now_ns)
+    t0=$(now_ns); c0=$(switch_ns)
     if nsx "$C1" timeout $((DUR + 15)) taskset -c "$APP_CPU" iperf3 -c "$IP2" -p "$port" \
         -t "$DUR" -J --connect-timeout 3000 >"$TMP/iperf3.json" 2>"$TMP/iperf3.err"; then
         R_TCP=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["end"]["sum_received"]["bits_per_second"]/1e9)' "$TMP/iperf3.json" 2>/dev/null || echo nan)
@@ -547,8 +556,8 @@ tcp_once() { # sets R_TCP (Gbit/s or nan) and R_TCPCPU (switch CPU % during it)
         R_TCP=nan
         log "  iperf3 failed: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("error",""))' "$TMP/iperf3.json" 2>/dev/null || true) $(head -c 300 "$TMP/iperf3.err")"
     fi
-    t1=$(now_ns); c1=$(switch_ticks)
-    R_TCPCPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
+    c1=$(switch_ns); t1=$(now_ns)
+    R_TCPCPU=$(python3 -c "print(100*($c1-$c0)/1e9/(($t1-$t0)/1e9))")
     kill_pid "$spid"
     wait "$spid" 2>/dev/null || true
     log "  tcp: $(fmt .2f "$R_TCP") Gbit/s, switch cpu $(fmt .0f "$R_TCPCPU")%"
@@ -559,15 +568,15 @@ ping_once() { # sets R_RTT (avg), R_P50/R_P99/R_P999 (HDR histogram percentiles)
     # R_PINGCPU (the switch's CPU % during the pings) and R_IDLECPU (its CPU % over IDLE_S
     # seconds with no traffic, a second after them)
     local out pct c0 t0 c1 t1
-    c0=$(switch_ticks); t0=$(now_ns)
+    t0=$(now_ns); c0=$(switch_ns)
     out=$(nsx "$C1" timeout 30 taskset -c "$APP_CPU" ping -c "$PING_N" -i 0.01 "$IP2" 2>&1 || true)
-    t1=$(now_ns); c1=$(switch_ticks)
-    R_PINGCPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
+    c1=$(switch_ns); t1=$(now_ns)
+    R_PINGCPU=$(python3 -c "print(100*($c1-$c0)/1e9/(($t1-$t0)/1e9))")
     sleep 1 # past the switch's post-traffic polling (uvs: --poll-linger-us)
-    c0=$(switch_ticks); t0=$(now_ns)
+    t0=$(now_ns); c0=$(switch_ns)
     sleep "$IDLE_S"
-    t1=$(now_ns); c1=$(switch_ticks)
-    R_IDLECPU=$(python3 -c "print(100*($c1-$c0)/$CLK_TCK/(($t1-$t0)/1e9))")
+    c1=$(switch_ns); t1=$(now_ns)
+    R_IDLECPU=$(python3 -c "print(100*($c1-$c0)/1e9/(($t1-$t0)/1e9))")
     R_RTT=$(echo "$out" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p')
     R_RTT=${R_RTT:-nan}
     pct=""
