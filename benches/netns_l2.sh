@@ -156,6 +156,17 @@ done
 log() { echo "[netns_l2 $(date +%T)] $*" >&2; }
 want() { case " $SWITCHES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 drop_switch() { SWITCHES="$(echo " $SWITCHES " | sed "s/ $1 / /")"; }
+# A switch asked for that cannot run here (its tools missing) is left out of the run, and said
+# in the result table on stdout too, not only in the log (a user reading the table saw no OVS
+# row and no reason).
+declare -A RES_SKIP=()
+SKIPPED=""
+skip_switch() { # NAME REASON
+    log "SKIP $1: $2"
+    drop_switch "$1"
+    RES_SKIP[$1]="$2"
+    SKIPPED="$SKIPPED $1"
+}
 
 # ---------------------------------------------------------------------------------------------
 # Preconditions: root and tools. A missing tool is not a failure (CI may lack it): say which and
@@ -197,14 +208,12 @@ OVS_SCHEMA=/usr/share/openvswitch/vswitch.ovsschema
 if want ovs; then
     for t in ovsdb-tool ovsdb-server ovs-vswitchd ovs-vsctl ovs-appctl; do
         if ! command -v "$t" >/dev/null 2>&1; then
-            log "SKIP ovs: tool '$t' is not installed"
-            drop_switch ovs
+            skip_switch ovs "tool '$t' is not installed (bash scripts/setup.sh --bench installs OVS)"
             break
         fi
     done
     if want ovs && [ ! -r "$OVS_SCHEMA" ]; then
-        log "SKIP ovs: $OVS_SCHEMA not found"
-        drop_switch ovs
+        skip_switch ovs "$OVS_SCHEMA not found (OVS's schema: is openvswitch-common installed?)"
     fi
 fi
 if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
@@ -213,10 +222,9 @@ if want uvs-afxdp || want uvs-afpacket || want uvs-tap; then
         (cd "$REPO" && cargo build --release >&2)
     fi
     if [ ! -x "$UVS" ]; then
-        log "SKIP uvs-afxdp, uvs-afpacket, uvs-tap: uvs binary '$UVS' not found (cargo build --release)"
-        drop_switch uvs-afxdp
-        drop_switch uvs-afpacket
-        drop_switch uvs-tap
+        for s in uvs-afxdp uvs-afpacket uvs-tap; do
+            if want "$s"; then skip_switch "$s" "uvs binary '$UVS' not found (cargo build --release)"; fi
+        done
     fi
 fi
 if [ -z "${SWITCHES// /}" ]; then
@@ -917,6 +925,7 @@ for s in $SWITCHES; do
     tcpcpu="$(fmt .0f "${RES_TCPCPU[$s]:-nan}") ($(python3 -c 'import sys,math; c,g=float(sys.argv[1]),float(sys.argv[2]); print("n/a" if math.isnan(c) or math.isnan(g) or g==0 else f"{c/g:.1f}")' "${RES_TCPCPU[$s]:-nan}" "${RES_TCP[$s]:-nan}"))"
     echo "| $s | $(fmt ,.0f "${RES_PPS[$s]}") | $(fmt .1f "${RES_PCT[$s]}")% | $(fmt .2f "${RES_TCP[$s]}") | $tcpcpu | $(fmt .3f "${RES_RTT[$s]}") | $(pct3 "$s") | $cpu | $(fmt .1f "${RES_BUSY[$s]:-nan}") | $(fmt .0f "${RES_PINGCPU[$s]:-nan}") | $(fmt .1f "${RES_IDLECPU[$s]:-nan}") |"
 done
+for s in $SKIPPED; do echo "| $s | SKIPPED | | | | | | | | | |"; done
 echo
 for s in $SWITCHES; do
     if [ -n "${RES_FAIL[$s]:-}" ]; then
@@ -925,6 +934,7 @@ for s in $SWITCHES; do
     fi
     echo "- $s: ${RES_NOTE[$s]:-}; machine ${RES_BG[$s]:-?}% busy just before"
 done
+for s in $SKIPPED; do echo "- $s: SKIPPED, not measured: ${RES_SKIP[$s]}"; done
 echo
 if [ "$PCT_WITHHELD" = 1 ]; then pct_note; echo; fi
 if [ "$REPS" -gt 1 ]; then
