@@ -533,12 +533,12 @@ impl PortSpec {
                     p.kind = match v {
                         "afxdp" => PortKind::Afxdp,
                         "afpacket" | "system" => PortKind::Afpacket,
-                        "tap" => PortKind::Tap,
+                        "tap" | "internal" => PortKind::Tap,
                         "vxlan" => PortKind::Vxlan,
                         "patch" => PortKind::Patch,
                         _ => {
                             return Err(format!(
-                                "type: '{v}' is not a port type (afxdp, afpacket, tap, vxlan, patch)"
+                                "type: '{v}' is not a port type (afxdp, afpacket, tap, internal, vxlan, patch)"
                             ));
                         }
                     }
@@ -582,6 +582,14 @@ impl PortSpec {
         }
         p.validate()?;
         Ok(p)
+    }
+
+    /// The OpenFlow number this port asks for on bridge `bridge`: its `ofport_request`, else
+    /// `LOCAL` for a TAP named as the bridge (OVS's bridge-local internal port).
+    pub fn ofport_wanted(&self, bridge: &str) -> Option<u16> {
+        self.ofport_request
+            .or((self.kind == PortKind::Tap && self.name == bridge)
+                .then_some(crate::ofport::OFPP_LOCAL))
     }
 
     /// The tunnel settings of a `type=vxlan` port.

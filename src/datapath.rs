@@ -907,6 +907,9 @@ impl Datapath {
             .bridge(bridge)
             .ok_or_else(|| format!("no bridge #{bridge}"))?
             .flows;
+        if request == Some(crate::ofport::OFPP_LOCAL) {
+            return ft.ports.choose_local().map_err(|e| e.to_string());
+        }
         let used = ft.referenced();
         ft.ports
             .choose(name, request.map(u32::from), &|n| used.contains(&n))

@@ -17,6 +17,9 @@ use crate::fdb::PortId;
 
 /// The highest OpenFlow port number a port can have (OFPP_MAX).
 pub const OFPP_MAX: u16 = 0xfeff;
+/// The bridge's local port (OFPP_LOCAL): its internal port named as the bridge (see
+/// [`OfPorts::choose_local`]).
+pub const OFPP_LOCAL: u16 = 0xfffe;
 /// Names whose last number a bridge remembers.
 pub const REMEMBERED: usize = 4096;
 /// No port at this number.
@@ -114,6 +117,18 @@ impl OfPorts {
             .ok_or(OfPortError::Exhausted)
     }
 
+    /// The number of the bridge's own internal port (a TAP named as the bridge, OVS's
+    /// `LOCAL`): [`OFPP_LOCAL`], unless a port has it.
+    pub fn choose_local(&self) -> Result<u16, OfPortError> {
+        match self.name_of(OFPP_LOCAL) {
+            Some(owner) => Err(OfPortError::Taken {
+                num: OFPP_LOCAL,
+                owner: owner.to_string(),
+            }),
+            None => Ok(OFPP_LOCAL),
+        }
+    }
+
     /// Give number `num` (from `choose`) to port `id` named `name`.
     pub fn insert(&mut self, name: &str, num: u16, id: PortId) {
         let i = num as usize;
@@ -176,6 +191,26 @@ mod tests {
         p.insert("a", 1, 0);
         let referenced = |n: u16| n == 2;
         assert_eq!(p.choose("x", None, &referenced).unwrap(), 3);
+    }
+
+    #[test]
+    fn local_is_one_port_s() {
+        let mut p = OfPorts::default();
+        assert_eq!(p.choose_local(), Ok(OFPP_LOCAL));
+        p.insert("br0", OFPP_LOCAL, 3);
+        assert_eq!(p.port(OFPP_LOCAL), Some(3));
+        assert_eq!(
+            p.choose_local(),
+            Err(OfPortError::Taken {
+                num: OFPP_LOCAL,
+                owner: "br0".into()
+            })
+        );
+        // Ordinary numbers are still handed out from 1.
+        assert_eq!(p.choose("a", None, &none), Ok(1));
+        p.remove("br0");
+        assert_eq!(p.port(OFPP_LOCAL), None);
+        assert_eq!(p.choose_local(), Ok(OFPP_LOCAL));
     }
 
     #[test]

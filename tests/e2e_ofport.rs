@@ -1,7 +1,8 @@
 //! End-to-end tests of OpenFlow port numbers and action lists in network namespaces (root; an
 //! explicit skip otherwise): flows by number stay in their bridge when ports come and go, a port
 //! that comes back gets its number again, `in_port=N` is accepted, `NORMAL,output:P` runs both
-//! actions and `trace` says so, `dump-flows --names` shows names.
+//! actions and `trace` says so, `dump-flows --names` shows names; an internal port named as
+//! its bridge is OpenFlow's `LOCAL` for uvs and for `ovs-ofctl` (1.0 and 1.3).
 
 mod common;
 
@@ -268,4 +269,85 @@ fn trace_admits_to_the_ingress_ports_vlan() {
     for port in ["a", "t"] {
         d.ctl(&["del-port", &n(port)]);
     }
+}
+
+#[test]
+fn an_internal_port_named_as_its_bridge_is_local() {
+    if !root_or_skip("an_internal_port_named_as_its_bridge_is_local") {
+        return;
+    }
+    if !common::openflow::have_ofctl() {
+        return;
+    }
+    let p = prefix("el");
+    let n = |s: &str| format!("{p}{s}");
+    let br = n("br");
+    let dir = std::env::temp_dir().join(format!("uvs-el-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--mgmt-dir", dir.to_str().unwrap()]);
+    d.ctl(&["add-br", &br]);
+    t.container(&n("h1"), &n("p1"), "10.0.61.2/24");
+    d.ctl(&["add-port", &br, &n("p1"), "type=afxdp"]);
+    d.ctl(&["add-port", &br, &br, "type=internal"]);
+    assert_eq!(
+        ofport(&d, &br),
+        65534,
+        "the bridge's own internal port is LOCAL"
+    );
+    assert_eq!(ofport(&d, &n("p1")), 1);
+    // The internal port is a TAP: the host side (here moved into a namespace) reaches h1.
+    t.netns(&n("lo"));
+    t.adopt(&n("lo"), &br, "10.0.61.1/24");
+    assert!(ping(&n("h1"), "10.0.61.1", 2), "h1 -> LOCAL");
+    let sock = dir.join(format!("{br}.mgmt"));
+    common::openflow::wait_for(|| sock.exists(), "the bridge's .mgmt socket");
+    let target = format!("unix:{}", sock.display());
+    let of = |proto: Option<&str>, args: &[&str]| {
+        let mut v = vec![args[0], target.as_str()];
+        v.extend_from_slice(&args[1..]);
+        common::openflow::ofctl_ok_in(proto, &v)
+    };
+    for proto in [None, Some("OpenFlow13")] {
+        let show = of(proto, &["show"]);
+        assert!(show.contains(&format!("LOCAL({br})")), "{proto:?}: {show}");
+    }
+    // A flow on in_port=LOCAL drops the replies the local port sends.
+    d.ctl(&[
+        "add-flow",
+        &br,
+        "priority=100,icmp,in_port=LOCAL,actions=drop",
+    ]);
+    d.ctl(&["add-flow", &br, "priority=0,actions=NORMAL"]);
+    assert!(
+        !ping(&n("h1"), "10.0.61.1", 1),
+        "in_port=LOCAL did not match"
+    );
+    let dump = d.ctl(&["dump-flows", &br]);
+    assert!(
+        flow_packets(&dump, "in_port=LOCAL").unwrap_or(0) > 0,
+        "{dump}"
+    );
+    for proto in [None, Some("OpenFlow13")] {
+        let dump = of(proto, &["dump-flows"]);
+        assert!(dump.contains("in_port=LOCAL"), "{proto:?}: {dump}");
+    }
+    // ovs-ofctl 1.3 replaces it: ICMP from p1 goes only to LOCAL (output:LOCAL), replies NORMAL.
+    of(Some("OpenFlow13"), &["del-flows", "in_port=LOCAL"]);
+    of(
+        Some("OpenFlow13"),
+        &["add-flow", "priority=100,icmp,in_port=1,actions=LOCAL"],
+    );
+    assert!(ping(&n("h1"), "10.0.61.1", 2), "output:LOCAL");
+    let dump = of(Some("OpenFlow13"), &["dump-flows"]);
+    let line = dump
+        .lines()
+        .find(|l| l.contains("in_port=1"))
+        .unwrap_or_default();
+    assert!(line.contains("actions=LOCAL"), "{dump}");
+    assert!(flow_packets(&dump, "in_port=1").unwrap_or(0) > 0, "{dump}");
+    // LOCAL is given by the name again: no request for it in the running configuration.
+    let saved = d.ctl(&["save-config"]);
+    assert!(!saved.contains("65534"), "{saved}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

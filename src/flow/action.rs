@@ -352,6 +352,9 @@ fn parse_one(t: &str) -> Result<Option<Action>, FlowError> {
         "flood" => return no_arg(Action::Flood),
         "all" => return no_arg(Action::All),
         "in_port" => return no_arg(Action::InPort),
+        "local" => {
+            return no_arg(Action::Output(PortRef::Num(crate::ofport::OFPP_LOCAL)));
+        }
         "strip_vlan" | "pop_vlan" => return no_arg(Action::StripVlan),
         "dec_ttl" => return no_arg(Action::DecTtl),
         "ct_clear" => return no_arg(Action::CtClear),
@@ -605,6 +608,8 @@ impl fmt::Display for Action {
             Action::Flood => f.write_str("FLOOD"),
             Action::All => f.write_str("ALL"),
             Action::InPort => f.write_str("IN_PORT"),
+            // As ovs-ofctl prints it.
+            Action::Output(PortRef::Num(crate::ofport::OFPP_LOCAL)) => f.write_str("LOCAL"),
             Action::Output(p) => write!(f, "output:{p}"),
             Action::OutputTrunc(p, n) => write!(f, "output(port={p},max_len={n})"),
             Action::ModVlanVid(v) => write!(f, "mod_vlan_vid:{v}"),

@@ -56,6 +56,7 @@ impl fmt::Display for PortRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PortRef::Name(n) => f.write_str(n),
+            PortRef::Num(crate::ofport::OFPP_LOCAL) => f.write_str("LOCAL"),
             PortRef::Num(n) => write!(f, "{n}"),
         }
     }

@@ -81,8 +81,12 @@ pub fn parse_num<T: TryFrom<u64>>(field: &str, s: &str, max: u64) -> Result<T, F
     T::try_from(n).map_err(|_| bad_value(field, s, "out of range"))
 }
 
-/// A port: all digits is a number, otherwise a name of `[A-Za-z0-9_.-]`, at most 64 bytes.
+/// A port: all digits is a number, `LOCAL` (any case, as ovs-ofctl) the bridge's local port,
+/// otherwise a name of `[A-Za-z0-9_.-]`, at most 64 bytes.
 pub fn parse_port(s: &str) -> Result<PortRef, FlowError> {
+    if s.eq_ignore_ascii_case("local") {
+        return Ok(PortRef::Num(crate::ofport::OFPP_LOCAL));
+    }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return parse_num("port", s, 0xffff).map(PortRef::Num);
     }

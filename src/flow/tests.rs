@@ -1369,3 +1369,21 @@ fn config_lines_follow_replaces_and_deletes() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert!(now[0].contains("udp"), "highest priority first: {now:?}");
 }
+
+#[test]
+fn local_is_the_bridge_local_port_number() {
+    for text in [
+        "in_port=LOCAL,actions=output:LOCAL",
+        "in_port=local,actions=LOCAL",
+    ] {
+        let f = flow(text);
+        assert_eq!(
+            f.m.in_port,
+            Some(PortRef::Num(crate::ofport::OFPP_LOCAL)),
+            "{text}"
+        );
+        let again = f.to_string();
+        assert!(again.contains("in_port=LOCAL"), "{again}");
+        assert_eq!(flow(&again), f, "{again}");
+    }
+}

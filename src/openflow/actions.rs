@@ -81,6 +81,7 @@ fn output(p: u32, max_len: u16) -> OfResult<Action> {
         port::NORMAL => Action::Normal,
         port::FLOOD => Action::Flood,
         port::ALL => Action::All,
+        port::LOCAL => Action::Output(PortRef::Num(crate::ofport::OFPP_LOCAL)),
         1..=0xfeff => Action::Output(PortRef::Num(p as u16)),
         _ => return Err(OfErr::BadOutPort),
     })
@@ -1109,9 +1110,17 @@ mod tests {
 
     #[test]
     fn refusals() {
-        // Output to LOCAL, unknown action type, bad length.
+        // Output to LOCAL is the local port's number; to NONE refused; unknown action type,
+        // bad length.
         let local = [0, 0, 0, 8, 0xff, 0xfe, 0, 0];
-        assert_eq!(decode10(Reader::new(&local)), Err(OfErr::BadOutPort));
+        assert_eq!(
+            decode10(Reader::new(&local)),
+            Ok(vec![Action::Output(PortRef::Num(
+                crate::ofport::OFPP_LOCAL
+            ))])
+        );
+        let none = [0, 0, 0, 8, 0xff, 0xff, 0, 0];
+        assert_eq!(decode10(Reader::new(&none)), Err(OfErr::BadOutPort));
         assert_eq!(
             decode10(Reader::new(&[0, 42, 0, 8, 0, 0, 0, 0])),
             Err(OfErr::BadActionType)

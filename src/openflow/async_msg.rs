@@ -99,7 +99,8 @@ fn packet_in(pi: &PacketIn, p: &Prefs) -> Vec<u8> {
         let at = w.len();
         w.u16(1).u16(0);
         // OXM in_port (class 0x8000, field 0, 4 bytes).
-        w.u32(0x8000_0004).u32(u32::from(pi.in_port));
+        w.u32(0x8000_0004)
+            .u32(super::actions::port_to13(u32::from(pi.in_port)));
         if pi.tun_id != 0 {
             // OXM tunnel_id (field 38, 8 bytes).
             w.u32(0x8000_4c08).u64(pi.tun_id);

@@ -127,7 +127,7 @@ pub fn decode_of10(r: &mut Reader<'_>) -> OfResult<Match> {
 }
 
 fn port10(p: u16) -> OfResult<PortRef> {
-    if p == 0 || p > crate::ofport::OFPP_MAX {
+    if p == 0 || (p > crate::ofport::OFPP_MAX && p != crate::ofport::OFPP_LOCAL) {
         return Err(OfErr::BadPort);
     }
     Ok(PortRef::Num(p))
@@ -408,7 +408,10 @@ impl TlvState {
         match f {
             F::InPort => {
                 need_exact()?;
-                let p = u16::try_from(v).map_err(|_| OfErr::BadPort)?;
+                // OXM's 32-bit reserved numbers (LOCAL) in 1.0 terms.
+                let p = u32::try_from(v).map_err(|_| OfErr::BadPort)?;
+                let p =
+                    u16::try_from(super::actions::port_from13(p)).map_err(|_| OfErr::BadPort)?;
                 set(&mut m.in_port, port10(p)?)
             }
             F::EthDst => set(&mut m.dl_dst, masked(v, mk)?),
@@ -694,7 +697,12 @@ fn put_raw(w: &mut Writer, (class, field, len): (u16, u8, u8), v: u128, mask: Op
 pub fn encode_tlv(w: &mut Writer, d: Tlv, m: &Match) -> usize {
     let start = w.len();
     if let Some(p) = &m.in_port {
-        put(w, d, F::InPort, u64::from(p.num()), None);
+        let n = u32::from(p.num());
+        let n = match d {
+            Tlv::Oxm => super::actions::port_to13(n),
+            Tlv::Nxm => n,
+        };
+        put(w, d, F::InPort, u64::from(n), None);
     }
     if let Some(x) = m.dl_dst {
         put(w, d, F::EthDst, x.value, Some(x.mask));
@@ -890,7 +898,23 @@ mod tests {
             roundtrip(d, "tcp6,tcp_flags=fin|ack,tp_dst=80");
             roundtrip(d, "ip,nw_ttl=1");
             roundtrip(d, "tcp,nw_ttl=64,tcp_flags=+syn");
+            roundtrip(d, "in_port=LOCAL,icmp");
         }
+        // LOCAL on the wire: NXM's 16-bit 0xfffe, OXM's 32-bit 0xfffffffe.
+        for (d, want) in [
+            (Tlv::Nxm, &[0xff, 0xfe][..]),
+            (Tlv::Oxm, &[0xff, 0xff, 0xff, 0xfe][..]),
+        ] {
+            let mut w = Writer::default();
+            encode_tlv(&mut w, d, &m("in_port=LOCAL"));
+            assert_eq!(&w.buf[4..], want, "{d:?}");
+        }
+        let mut w = Writer::default();
+        encode_of10(&mut w, &m("in_port=LOCAL"));
+        assert_eq!(
+            decode_of10(&mut Reader::new(&w.buf)).unwrap(),
+            m("in_port=LOCAL")
+        );
     }
 
     #[test]

@@ -332,7 +332,11 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
             crate::flow::Action::Output(p) if u32::from(p.num()) == in_port => None,
             crate::flow::Action::Output(p) => Some(Ok(p.num())),
             // OFPP_MAX (0xff00): numbers below it are ports.
-            crate::flow::Action::InPort if in_port < 0xff00 => Some(Ok(in_port as u16)),
+            crate::flow::Action::InPort
+                if in_port < 0xff00 || in_port == u32::from(crate::ofport::OFPP_LOCAL) =>
+            {
+                Some(Ok(in_port as u16))
+            }
             crate::flow::Action::InPort => Some(Err(OfErr::BadOutPort)),
             crate::flow::Action::Controller(_) => Some(Err(OfErr::BadOutPort)),
             _ => Some(Err(OfErr::BadActionType)),

@@ -45,7 +45,10 @@ pub(super) fn phy_port10(w: &mut Writer, p: &PortInfo) {
 }
 
 pub(super) fn port13(w: &mut Writer, p: &PortInfo) {
-    w.u32(u32::from(p.ofport)).zeros(4).mac(p.mac).zeros(2);
+    w.u32(super::actions::port_to13(u32::from(p.ofport)))
+        .zeros(4)
+        .mac(p.mac)
+        .zeros(2);
     w.str_field(&p.name, 16);
     let state = if p.up { 4 } else { 1 };
     w.u32(0).u32(state).zeros(24);
@@ -591,7 +594,8 @@ fn port_stats(v: u8, p: u32, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
             if v == OF10 {
                 w.u16(c.ofport).zeros(6);
             } else {
-                w.u32(u32::from(c.ofport)).zeros(4);
+                w.u32(super::actions::port_to13(u32::from(c.ofport)))
+                    .zeros(4);
             }
             w.u64(c.rx_packets)
                 .u64(c.tx_packets)

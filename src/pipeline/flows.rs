@@ -116,11 +116,14 @@ impl FlowTable {
     }
 
     /// The OpenFlow number a port reference means in this bridge: a number as it is (1 to
-    /// 0xfeff, whether or not a port has it now, as OVS allows), a name if a port has it.
+    /// 0xfeff or `LOCAL`, whether or not a port has it now, as OVS allows), a name if a port
+    /// has it.
     pub fn resolve(&self, r: &PortRef) -> Option<u16> {
         match r {
             PortRef::Name(n) => self.ports.by_name(n),
-            PortRef::Num(n) => (1..=OFPP_MAX).contains(n).then_some(*n),
+            PortRef::Num(n) => {
+                ((1..=OFPP_MAX).contains(n) || *n == crate::ofport::OFPP_LOCAL).then_some(*n)
+            }
         }
     }
 

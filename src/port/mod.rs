@@ -56,7 +56,9 @@ pub enum PortKind {
     /// ports): receives TCP super-frames from a veth.
     #[serde(alias = "system")]
     Afpacket,
-    /// A TAP device created by uvs.
+    /// A TAP device created by uvs (also OVS's `internal`: what its userspace datapath makes
+    /// of an internal port; one named as its bridge is the bridge's `LOCAL` port).
+    #[serde(alias = "internal")]
     Tap,
     /// An in-memory port (tests, benches, fuzzing).
     Mem,

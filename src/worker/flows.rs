@@ -91,7 +91,7 @@ impl Worker {
             ft.bind_ports(f).map_err(|(what, p)| match p {
                 PortRef::Name(_) => format!("{at}{what}: unknown port '{p}' in bridge '{bridge}'"),
                 PortRef::Num(_) => {
-                    format!("{at}{what}: port number {p} out of range (1 to {OFPP_MAX})")
+                    format!("{at}{what}: port number {p} out of range (1 to {OFPP_MAX}, or LOCAL)")
                 }
             })?;
             // Every action, those inside `clone(...)` too: a flow naming a

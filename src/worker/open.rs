@@ -353,7 +353,8 @@ impl Worker {
         }
         spec.vlan_mode()?;
         self.free_port_id()?;
-        self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
+        self.dp
+            .choose_ofport(b, &spec.name, spec.ofport_wanted(bridge))?;
         if spec.kind == PortKind::Afxdp
             && let Some(dup) = self.umem_dup()?
         {

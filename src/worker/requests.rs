@@ -818,7 +818,9 @@ impl Worker {
         let vlan = spec.vlan_mode()?;
         let id = self.free_port_id()?;
         // The number is checked before any kernel resource is opened.
-        let ofport = self.dp.choose_ofport(b, &spec.name, spec.ofport_request)?;
+        let ofport = self
+            .dp
+            .choose_ofport(b, &spec.name, spec.ofport_wanted(bridge))?;
         let mut tunnel = None;
         let port: Box<dyn Port> = match (spec.kind, opened.take()) {
             (_, Some(mut p)) => {

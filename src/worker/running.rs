@@ -75,7 +75,12 @@ impl Worker {
                 .filter_map(|p| {
                     // The port's number is part of its configuration: flows refer to it.
                     let mut spec = self.specs.ports.get(p).cloned()?;
-                    spec.ofport_request = self.dp.port(*p).map(|st| st.ofport);
+                    // LOCAL is given again by the port's name (and is no number to request).
+                    spec.ofport_request = self
+                        .dp
+                        .port(*p)
+                        .map(|st| st.ofport)
+                        .filter(|&n| n != crate::ofport::OFPP_LOCAL);
                     Some(spec)
                 })
                 .collect();
