@@ -84,6 +84,8 @@ drop_reasons! {
     FloodLimit => "flood-limit", "flooded frame (broadcast, multicast, unknown unicast) from a port beyond its flood_rate (storm control; default 10,000 a second)";
     NatUntranslatable => "nat-untranslatable", "packet a source NAT rule would translate that uvs cannot track (a protocol other than TCP, UDP and ICMP, a header cut short, an ICMP error about no tracked connection): dropped rather than sent with its untranslated source address";
     PatchNoPeer => "patch-no-peer", "toward a patch port whose peer does not exist or does not name it back (`peer=`)";
+    PortNoRecv => "port-no-recv", "received on a port set `down` or `no-receive` (`mod-port`, OpenFlow PORT_MOD)";
+    PortNoFwd => "port-no-fwd", "toward a port set `down` or `no-forward` (`mod-port`, OpenFlow PORT_MOD)";
 }
 
 /// Counters of one port.

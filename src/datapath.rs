@@ -321,6 +321,9 @@ pub struct PortState {
     /// the port nor sends to it (frames toward it are dropped as `port-held`). See
     /// `PortSpec::hold`.
     pub held_until_ms: u64,
+    /// OpenFlow configuration bits (`mod-port`: down, no-receive, no-forward, no-flood,
+    /// no-packet-in); clear when added.
+    pub config: crate::port_admin::PortConfig,
 }
 
 impl PortState {
@@ -344,6 +347,7 @@ impl PortState {
             counters: PortCounters::default(),
             ofport: 0,
             held_until_ms: 0,
+            config: Default::default(),
         }
     }
 

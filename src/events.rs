@@ -256,6 +256,7 @@ mod tests {
                 name: format!("p{n}"),
                 up: true,
                 mac: 0,
+                config: 0,
             },
         })
     }

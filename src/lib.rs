@@ -30,6 +30,7 @@ pub mod openflow;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
+pub mod port_admin;
 pub mod route;
 pub mod tokens;
 pub mod udp_port_set;

@@ -351,3 +351,82 @@ fn an_internal_port_named_as_its_bridge_is_local() {
     assert!(!saved.contains("65534"), "{saved}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mod_port_takes_a_port_down_and_out_of_floods() {
+    if !root_or_skip("mod_port_takes_a_port_down_and_out_of_floods") {
+        return;
+    }
+    let p = prefix("em");
+    let n = |s: &str| format!("{p}{s}");
+    let dir = std::env::temp_dir().join(format!("uvs-em-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut t = Topology::default();
+    let d = Daemon::start(&p, &["--mgmt-dir", dir.to_str().unwrap()]);
+    d.ctl(&["add-br", "br0"]);
+    t.container(&n("h1"), &n("p1"), "10.0.62.1/24");
+    t.container(&n("h2"), &n("p2"), "10.0.62.2/24");
+    d.ctl(&["add-port", "br0", &n("p1"), "type=afxdp"]);
+    d.ctl(&["add-port", "br0", &n("p2"), "type=afxdp"]);
+    assert!(ping(&n("h1"), "10.0.62.2", 2));
+    let drops = |reason: &str| {
+        d.port_stats(&n("p2"))["drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // down: nothing in, nothing out, counted; the link stays up.
+    let out = d.ctl(&["mod-port", "br0", &n("p2"), "down"]);
+    assert!(out.contains("down"), "{out}");
+    assert!(!ping(&n("h1"), "10.0.62.2", 2), "a down port forwarded");
+    assert!(drops("port-no-fwd") > 0 && drops("port-no-recv") > 0);
+    let show = d.port_show(&n("p2"));
+    assert_eq!(show["state"], "up", "{show}");
+    assert!(
+        show["details"].as_str().unwrap().contains("config=down"),
+        "{show}"
+    );
+    d.ctl(&["mod-port", "br0", "2", "up"]);
+    assert!(ping(&n("h1"), "10.0.62.2", 2), "up again");
+    // no-flood: frames to unknown destinations no longer reach p2; known ones do.
+    d.ctl(&["mod-port", "br0", &n("p2"), "no-flood"]);
+    d.ctl(&["fdb-flush", "br0"]);
+    assert!(
+        !ping(&n("h1"), "10.0.62.2", 1),
+        "flooded to a no-flood port"
+    );
+    d.ctl(&["mod-port", "br0", &n("p2"), "flood"]);
+    assert!(ping(&n("h1"), "10.0.62.2", 2));
+    // Words it does not know are refused, naming them.
+    let bad = d.ctl_raw(&["mod-port", "br0", &n("p2"), "no-stp"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no STP"));
+    let bad = d.ctl_raw(&["mod-port", "br0", "nosuch", "down"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no port 'nosuch'"));
+    // The same over OpenFlow 1.0 and 1.3 with ovs-ofctl (PORT_MOD, and PORT_DESC's config).
+    if common::openflow::have_ofctl() {
+        let sock = dir.join("br0.mgmt");
+        common::openflow::wait_for(|| sock.exists(), "the br0.mgmt socket");
+        let target = format!("unix:{}", sock.display());
+        let of = |proto: Option<&str>, args: &[&str]| {
+            let mut v = vec![args[0], target.as_str()];
+            v.extend_from_slice(&args[1..]);
+            common::openflow::ofctl_ok_in(proto, &v)
+        };
+        for proto in [None, Some("OpenFlow13")] {
+            of(proto, &["mod-port", &n("p2"), "down"]);
+            let desc = of(proto, &["show"]);
+            assert!(desc.contains("PORT_DOWN"), "{proto:?}: {desc}");
+            assert!(
+                !ping(&n("h1"), "10.0.62.2", 1),
+                "{proto:?}: down over OpenFlow"
+            );
+            of(proto, &["mod-port", &n("p2"), "up"]);
+            assert!(
+                ping(&n("h1"), "10.0.62.2", 2),
+                "{proto:?}: up over OpenFlow"
+            );
+        }
+        of(None, &["mod-port", &n("p2"), "no-flood"]);
+        assert!(of(None, &["show"]).contains("NO_FLOOD"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -859,6 +859,7 @@ fn str_of(v: &Value) -> &str {
 /// `packet-out BRIDGE PORT[,PORT...] HEX`: send a frame out of ports (OpenFlow PACKET_OUT uses
 /// it). It changes no configuration, so it is not journalled.
 fn register_packet_out(reg: &mut Registry, worker: Arc<WorkerHandle>) {
+    let w = worker.clone();
     reg.register(
         "packet-out",
         "packet-out BRIDGE PORT[,PORT...] HEX (OpenFlow port numbers; the frame in hex)",
@@ -893,7 +894,52 @@ fn register_packet_out(reg: &mut Registry, worker: Arc<WorkerHandle>) {
             Ok(Reply::new(String::new(), v))
         },
     );
-    reg.set_read_only(&["packet-out"]);
+    reg.register(
+        "mod-port",
+        "mod-port BRIDGE PORT ACTION... (ovs-ofctl's: up, down, receive, no-receive, forward, no-forward, flood, no-flood, packet-in, no-packet-in; PORT a name, a number or LOCAL)",
+        3,
+        UNLIMITED,
+        move |a| {
+            let (mut bits, mut mask) = (0u32, 0u32);
+            for word in &a[2..] {
+                let (b, m) = match word.strip_prefix("config=") {
+                    // OFPT_PORT_MOD's bits: config=BITS/MASK (hex or decimal).
+                    Some(v) => {
+                        let n = |s: &str| {
+                            crate::flow::parse_num::<u32>("config", s, u64::from(u32::MAX))
+                                .map_err(|e| CtlError::new(e.to_string()))
+                        };
+                        let (b, m) = v.split_once('/').unwrap_or((v, "0xffffffff"));
+                        (n(b)?, n(m)?)
+                    }
+                    None => crate::port_admin::PortConfig::parse_word(word)
+                        .map_err(|e| CtlError::new(format!("ACTION: {e}")))?,
+                };
+                bits = (bits & !m) | (b & m);
+                mask |= m;
+            }
+            let v = ask(
+                &w,
+                Command::ModPort {
+                    bridge: a[0].clone(),
+                    port: a[1].clone(),
+                    bits,
+                    mask,
+                },
+            )?;
+            let words = v["config"].as_array().map_or(String::new(), |c| {
+                c.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(",")
+            });
+            let text = format!(
+                "{}: {}\n",
+                v["port"].as_str().unwrap_or("?"),
+                if words.is_empty() { "up" } else { &words }
+            );
+            Ok(Reply::new(text, v))
+        },
+    );
+    // Not configuration (as in OVS): nothing to write to the database.
+    reg.set_read_only(&["packet-out", "mod-port"]);
 }
 
 /// The ovs-ofctl-like flow commands.

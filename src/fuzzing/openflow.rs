@@ -59,6 +59,7 @@ impl Switch for Bridge {
                 name: format!("p{p}"),
                 up: p != 3,
                 mac: 0x0200_0000_0000 | u64::from(p),
+                config: 0,
             })
             .collect())
     }

@@ -137,6 +137,7 @@ fn port_status_bytes() {
             name: "p1".into(),
             up: true,
             mac: 0x0200_0000_0001,
+            config: 0,
         },
     });
     let m = encode(&e, &prefs(OF10, false)).unwrap();

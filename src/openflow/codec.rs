@@ -110,11 +110,17 @@ pub enum OfErr {
     /// An action writes a field uvs cannot write, or a value it cannot set
     /// (OFPBAC_BAD_SET_ARGUMENT).
     BadSetArg,
+    /// A port_mod for a port the bridge does not have (OFPPMFC_BAD_PORT).
+    PortModBadPort,
+    /// A port_mod whose hardware address is not the port's (OFPPMFC_BAD_HW_ADDR).
+    PortModBadHwAddr,
+    /// A port_mod of configuration bits uvs does not keep (STP; OFPPMFC_BAD_CONFIG).
+    PortModBadConfig,
 }
 
 impl OfErr {
     /// Every error, for checks that a (type, code) pair on the wire is one uvs sends.
-    pub const ALL: [OfErr; 45] = [
+    pub const ALL: [OfErr; 48] = [
         OfErr::HelloIncompatible,
         OfErr::BadVersion,
         OfErr::BadType,
@@ -160,6 +166,9 @@ impl OfErr {
         OfErr::BadSetType,
         OfErr::BadSetLen,
         OfErr::BadSetArg,
+        OfErr::PortModBadPort,
+        OfErr::PortModBadHwAddr,
+        OfErr::PortModBadConfig,
     ];
 
     /// (type, code) for `version`.
@@ -241,6 +250,13 @@ impl OfErr {
             BadSetLen => (2, 14),
             BadSetArg if v10 => (1, 525),
             BadSetArg => (2, 15),
+            // OFPET_PORT_MOD_FAILED: 4 in 1.0 (no BAD_CONFIG there: EPERM), 7 in 1.3.
+            PortModBadPort if v10 => (4, 0),
+            PortModBadPort => (7, 0),
+            PortModBadHwAddr if v10 => (4, 1),
+            PortModBadHwAddr => (7, 1),
+            PortModBadConfig if v10 => (1, 5),
+            PortModBadConfig => (7, 2),
         }
     }
 }

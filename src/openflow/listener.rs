@@ -189,6 +189,7 @@ impl Switch for RegistrySwitch {
                 name: p["name"].as_str().unwrap_or("").to_string(),
                 up: p["state"] == "up",
                 mac: super::netdev_mac(p["name"].as_str().unwrap_or("")),
+                config: p["config_bits"].as_u64().unwrap_or(0) as u32,
             })
             .collect();
         ports.sort_by_key(|p| p.ofport);
@@ -243,6 +244,18 @@ impl Switch for RegistrySwitch {
         self.call(
             "packet-out",
             vec![self.bridge.clone(), ports.join(","), hex],
+        )
+        .map(|_| ())
+    }
+
+    fn mod_port(&self, ofport: u16, config: u32, mask: u32) -> Result<(), String> {
+        self.call(
+            "mod-port",
+            vec![
+                self.bridge.clone(),
+                ofport.to_string(),
+                format!("config={config:#x}/{mask:#x}"),
+            ],
         )
         .map(|_| ())
     }

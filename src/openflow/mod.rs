@@ -51,6 +51,8 @@ pub struct PortInfo {
     pub up: bool,
     /// Hardware address (low 48 bits; 0 when unknown).
     pub mac: u64,
+    /// OFPPC configuration bits (`mod-port`; see `port_admin`).
+    pub config: u32,
 }
 
 /// One port's counters (OFPST_PORT).
@@ -105,6 +107,11 @@ pub trait Switch {
     fn dump_flows(&self, filter: &FlowFilter) -> Result<Vec<FlowEntry>, String>;
     /// Send `frame` out of the ports numbered `outputs`.
     fn packet_out(&self, outputs: &[u16], frame: &[u8]) -> Result<(), String>;
+    /// Set port `ofport`'s configuration bits of `mask` to those of `config` (OFPT_PORT_MOD;
+    /// see `port_admin`).
+    fn mod_port(&self, _ofport: u16, _config: u32, _mask: u32) -> Result<(), String> {
+        Err("mod-port: not supported by this switch".into())
+    }
     /// Write a meter, in `add-meter` syntax (`meter=N,kbps,band=type=drop,rate=R`):
     /// `add-meter` (Add) or `mod-meter` (Modify).
     fn add_meter(&self, spec: &str, write: crate::flow::EntryWrite) -> Result<(), String>;

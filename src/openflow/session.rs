@@ -221,6 +221,10 @@ impl Session {
                 super::groups::group_mod(body, sw)?;
                 Ok(Vec::new())
             }
+            (OF10, 15) | (OF13, 16) => {
+                port_mod(v, body, sw)?;
+                Ok(Vec::new())
+            }
             (OF13, 24) => one(self.role_request(h.xid, body)?),
             (OF13, 26) => {
                 let mut w = start(v, 27, h.xid);
@@ -296,6 +300,44 @@ impl Session {
         }
         Ok(Vec::new())
     }
+}
+
+/// OFPT_PORT_MOD: a port's configuration bits (`ovs-ofctl mod-port`; see `port_admin`). The
+/// hardware address must be the port's, as OVS checks (a port without one takes any); the
+/// advertised features are ignored (uvs has no PHY to tell).
+fn port_mod(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+    let port = if v == OF10 {
+        u32::from(r.u16()?)
+    } else {
+        let p = actions::port_from13(r.u32()?);
+        r.skip(4)?;
+        p
+    };
+    let hw = r.mac()?;
+    if v != OF10 {
+        r.skip(2)?;
+    }
+    let (config, mask) = (r.u32()?, r.u32()?);
+    let ports = sw.ports().map_err(|_| OfErr::PortModBadPort)?;
+    let p = ports
+        .iter()
+        .find(|p| u32::from(p.ofport) == port)
+        .ok_or(OfErr::PortModBadPort)?;
+    if p.mac != 0 && p.mac != hw {
+        return Err(OfErr::PortModBadHwAddr);
+    }
+    // 1.3 has no NO_FLOOD bit: it is a reserved one there.
+    let supported = match v {
+        OF10 => crate::port_admin::SUPPORTED,
+        _ => crate::port_admin::SUPPORTED & !crate::port_admin::NO_FLOOD,
+    };
+    if mask & !supported != 0 {
+        return Err(OfErr::PortModBadConfig);
+    }
+    sw.mod_port(p.ofport, config, mask).map_err(|e| {
+        tracing::debug!("openflow {}: port-mod: {e}", sw.bridge());
+        OfErr::PortModBadConfig
+    })
 }
 
 /// OFPT_PACKET_OUT: a frame (no buffer ids: uvs buffers nothing) sent out of the ports its
@@ -443,6 +485,8 @@ pub(crate) fn fixed_part_fits(v: u8, typ: u8, len: usize) -> bool {
         (OF13, 18) => (16, false),
         (OF10, 18) | (OF13, 20) | (OF13, 26) => (HEADER_LEN, true),
         (OF13, 15 | 29) => (16, false),
+        (OF10, 15) => (32, true),
+        (OF13, 16) => (40, true),
         (OF13, 24) => (24, true),
         (OF13, 28) => (32, true),
         _ => (HEADER_LEN, false),

@@ -41,7 +41,7 @@ pub fn features_reply(v: u8, xid: u32, sw: &dyn Switch) -> OfResult<Vec<u8>> {
 
 pub(super) fn phy_port10(w: &mut Writer, p: &PortInfo) {
     w.u16(p.ofport).mac(p.mac).str_field(&p.name, 16);
-    w.u32(0).u32(u32::from(!p.up)).zeros(16);
+    w.u32(p.config).u32(u32::from(!p.up)).zeros(16);
 }
 
 pub(super) fn port13(w: &mut Writer, p: &PortInfo) {
@@ -51,7 +51,9 @@ pub(super) fn port13(w: &mut Writer, p: &PortInfo) {
         .zeros(2);
     w.str_field(&p.name, 16);
     let state = if p.up { 4 } else { 1 };
-    w.u32(0).u32(state).zeros(24);
+    // 1.3 has no NO_FLOOD bit.
+    let config = p.config & !crate::port_admin::NO_FLOOD;
+    w.u32(config).u32(state).zeros(24);
 }
 
 /// Which stats reply header to write.

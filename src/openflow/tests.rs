@@ -30,6 +30,7 @@ impl Switch for Fake {
             name: "p1".into(),
             up: true,
             mac: 0x0200_0000_0001,
+            config: 0,
         }])
     }
     fn port_stats(&self) -> Result<Vec<PortCounters>, String> {

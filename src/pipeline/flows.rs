@@ -318,8 +318,12 @@ pub(super) fn run(
     out: &mut Emitted,
 ) {
     let now_ms = dp.now_ms;
-    let (tun_id, in_ofport) = dp.port(in_port).map_or((0, 0), |p| {
-        (p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64), p.ofport)
+    let (tun_id, in_ofport, no_packet_in) = dp.port(in_port).map_or((0, 0, false), |p| {
+        (
+            p.tunnel.as_ref().map_or(0, |t| t.conf.vni as u64),
+            p.ofport,
+            p.config.no_packet_in(),
+        )
     });
     let events = &dp.events;
     let Some(in_mode) = dp
@@ -352,6 +356,7 @@ pub(super) fn run(
         id: in_port,
         ofport: in_ofport,
         tun_id,
+        no_packet_in,
     };
     let mut env = Env {
         cls,
@@ -631,6 +636,8 @@ pub(crate) struct Ingress {
     pub ofport: u16,
     /// Its tunnel's VNI (`tun_id`), 0 for other ports.
     pub tun_id: u64,
+    /// `mod-port no-packet-in`: no `controller` action sends its frames.
+    pub no_packet_in: bool,
 }
 
 /// Where copies made by actions go: to ports (`made`), or to NORMAL (`normal`, which the
@@ -1308,6 +1315,9 @@ fn to_controller(
 ) {
     if !env.events.listening() {
         env.events.unheard();
+        return;
+    }
+    if env.port.no_packet_in {
         return;
     }
     let data = frames.data(m.desc);

@@ -156,7 +156,8 @@ fn deliver(
                 let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
                     continue;
                 };
-                if p == in_port || (!m.raw && !port.vlan.carries(m.vlan)) {
+                if p == in_port || (!m.raw && !port.vlan.carries(m.vlan)) || port.config.no_flood()
+                {
                     continue;
                 }
                 // Send a copy to the previous candidate; the last one gets the original.

@@ -182,9 +182,9 @@ pub fn node_of(r: DropReason) -> Node {
             Node::Vxlan4Input
         }
         VxlanNoRemote => Node::Vxlan4Encap,
-        MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx | PortHeld | PatchNoPeer => {
-            Node::Output
-        }
+        MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx | PortHeld | PatchNoPeer
+        | PortNoFwd => Node::Output,
+        PortNoRecv => Node::EthernetInput,
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
         | GatewayVlan | NoGateway | LocalUnsupported | LocalRefused | FragNeeded | CtFull
         | NatPortsExhausted | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit

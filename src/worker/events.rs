@@ -32,6 +32,7 @@ impl Worker {
                 name: st.name.clone(),
                 up,
                 mac: 0,
+                config: st.config.bits(),
             },
         }));
     }

@@ -450,12 +450,16 @@ impl Worker {
         // As ingress leaves it: in the VLAN admitted above.
         meta.vlan = vlan;
         let now_ms = self.dp.now_ms;
+        let no_packet_in = in_id
+            .and_then(|i| self.dp.port(i))
+            .is_some_and(|p| p.config.no_packet_in());
         let ft = &mut self.dp.bridge_mut(b).expect("checked").flows;
         let (mut made, mut extra) = (Vec::new(), Vec::new());
         let port = Ingress {
             id: in_id.unwrap_or(crate::fdb::PortId::MAX),
             ofport: key.in_port,
             tun_id: key.tun_id,
+            no_packet_in,
         };
         let mut out = Emitted {
             made: &mut made,

@@ -720,6 +720,22 @@ impl Worker {
             }
             port.service(&mut self.frames);
             port.rx_burst(&mut self.frames, batch, BATCH);
+            if !batch.is_empty()
+                && let Some(st) = self.dp.port_mut(id as u16)
+                && st.config.drops_rx()
+            {
+                // `mod-port down|no-receive`: read (so nothing stale waits in the ring) and
+                // dropped.
+                let n = batch.len();
+                st.counters.rx_packets += n as u64;
+                st.counters.rx_bytes += batch.iter().map(|d| u64::from(d.len)).sum::<u64>();
+                st.counters.drops[crate::counters::DropReason::PortNoRecv as usize] += n as u64;
+                for d in batch.drain(..) {
+                    self.frames.free(d.addr);
+                }
+                moved += n;
+                continue;
+            }
             crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
             if let Some(p) = self.peers.as_mut() {
                 // Several workers: where a frame came in decides its share of a congested
@@ -856,9 +872,13 @@ pub fn flush(
             continue;
         };
         if let Some(Some(st)) = dp.ports.get_mut(id)
-            && st.held(dp.now_ms)
+            && (st.held(dp.now_ms) || st.config.drops_tx())
         {
-            st.counters.drops[crate::counters::DropReason::PortHeld as usize] += q.len() as u64;
+            let why = match st.config.drops_tx() {
+                true => crate::counters::DropReason::PortNoFwd,
+                false => crate::counters::DropReason::PortHeld,
+            };
+            st.counters.drops[why as usize] += q.len() as u64;
             for d in q.drain(..) {
                 frames.free(d.addr);
             }

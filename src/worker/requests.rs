@@ -152,6 +152,18 @@ pub enum Command {
         /// The fields given.
         options: super::PortOptions,
     },
+    /// Change a port's OpenFlow configuration bits (`mod-port`, OFPT_PORT_MOD): those of
+    /// `mask` taken from `bits` (see `port_admin`).
+    ModPort {
+        /// Bridge name.
+        bridge: String,
+        /// Port name, or its OpenFlow number.
+        port: String,
+        /// OFPPC bits.
+        bits: u32,
+        /// Which bits change.
+        mask: u32,
+    },
     /// OpenFlow settings and controller state (see `worker::events`).
     Openflow(super::events::OfCommand),
     /// Add a static route.
@@ -419,6 +431,12 @@ impl Worker {
             }
             Command::SetPortRxq { port, affinity } => self.set_port_rxq(&port, affinity),
             Command::SetPortOptions { port, options } => self.set_port_options(&port, &options),
+            Command::ModPort {
+                bridge,
+                port,
+                bits,
+                mask,
+            } => self.mod_port(&bridge, &port, bits, mask),
             Command::Openflow(c) => self.openflow(c),
             Command::RouteAdd(spec) => self.route_add(&spec),
             Command::RouteDel(prefix) => {
@@ -914,6 +932,40 @@ impl Worker {
         Ok(json!({"port": spec.name, "id": id, "ofport": ofport, "details": details}))
     }
 
+    /// `mod-port BRIDGE PORT WORD` / OFPT_PORT_MOD: the port's OpenFlow configuration bits.
+    fn mod_port(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        bits: u32,
+        mask: u32,
+    ) -> Result<Value, String> {
+        let b = self.bridge_id(bridge)?;
+        let ports = &self.dp.bridge(b).expect("looked up").flows.ports;
+        let ofport = match port.parse::<u16>() {
+            Ok(n) => Some(n).filter(|&n| ports.port(n).is_some()),
+            Err(_) => crate::flow::parse_port(port)
+                .ok()
+                .and_then(|r| match r {
+                    crate::flow::PortRef::Num(n) => Some(n),
+                    crate::flow::PortRef::Name(n) => ports.by_name(&n),
+                })
+                .filter(|&n| ports.port(n).is_some()),
+        }
+        .ok_or_else(|| format!("port: no port '{port}' in bridge '{bridge}'"))?;
+        let id = ports.port(ofport).expect("checked");
+        let st = self.dp.port_mut(id).expect("a numbered port");
+        let new = st.config.with(bits, mask)?;
+        let changed = new != st.config;
+        st.config = new;
+        let words = new.words();
+        let name = st.name.clone();
+        if changed {
+            self.port_status(id, crate::events::PORT_MODIFY);
+        }
+        Ok(json!({"port": name, "ofport": ofport, "config": words, "changed": changed}))
+    }
+
     /// `add-port` of a name whose port is down or gone replaces that port (a container
     /// restarted and is handed its port again). Also when the port is up again on `device`,
     /// the netdev the caller just opened for this `add-port`: the lifecycle saw that netdev
@@ -1082,11 +1134,16 @@ impl Worker {
                         let (rx, tx) = (rate(&st.rate_rx), rate(&st.rate_tx));
                         // The flood budget when it is not the default.
                         let flood = (!st.flood.is_default()).then(|| st.flood.describe());
-                        let limits: String =
-                            [("rate_rx", &rx), ("rate_tx", &tx), ("flood_rate", &flood)]
-                                .iter()
-                                .filter_map(|(k, v)| Some(format!(" {k}={}", v.as_ref()?)))
-                                .collect();
+                        let config = (!st.config.is_clear()).then(|| st.config.words().join(","));
+                        let limits: String = [
+                            ("rate_rx", &rx),
+                            ("rate_tx", &tx),
+                            ("flood_rate", &flood),
+                            ("config", &config),
+                        ]
+                        .iter()
+                        .filter_map(|(k, v)| Some(format!(" {k}={}", v.as_ref()?)))
+                        .collect();
                         Some(json!({
                             "name": st.name,
                             "id": p,
@@ -1100,6 +1157,8 @@ impl Worker {
                             "rate_rx": rx,
                             "rate_tx": tx,
                             "flood_rate": st.flood.describe(),
+                            "config": st.config.words(),
+                            "config_bits": st.config.bits(),
                             "details": format!("state={state}{why} frames={held} {details}{limits}"),
                         }))
                     })

@@ -286,6 +286,17 @@ fn replicate(cmd: &Command) -> Option<Command> {
             port: port.clone(),
             options: options.clone(),
         },
+        Command::ModPort {
+            bridge,
+            port,
+            bits,
+            mask,
+        } => Command::ModPort {
+            bridge: bridge.clone(),
+            port: port.clone(),
+            bits: *bits,
+            mask: *mask,
+        },
         Command::RouteAdd(r) => Command::RouteAdd(r.clone()),
         Command::RouteDel(r) => Command::RouteDel(r.clone()),
         Command::NeighFlush(b) => Command::NeighFlush(b.clone()),
