@@ -84,6 +84,7 @@ drop_reasons! {
     FloodLimit => "flood-limit", "flooded frame (broadcast, multicast, unknown unicast) from a port beyond its flood_rate (storm control; default 10,000 a second)";
     NatUntranslatable => "nat-untranslatable", "packet a source NAT rule would translate that uvs cannot track (a protocol other than TCP, UDP and ICMP, a header cut short, an ICMP error about no tracked connection): dropped rather than sent with its untranslated source address";
     PatchNoPeer => "patch-no-peer", "toward a patch port whose peer does not exist or does not name it back (`peer=`)";
+    PatchLoop => "patch-loop", "frame that would have crossed more than 64 patch ports in one pass of the worker: a loop of patch ports (OVS's translation depth)";
     PortNoRecv => "port-no-recv", "received on a port set `down` or `no-receive` (`mod-port`, OpenFlow PORT_MOD)";
     PortNoFwd => "port-no-fwd", "toward a port set `down` or `no-forward` (`mod-port`, OpenFlow PORT_MOD)";
 }

@@ -183,7 +183,7 @@ pub fn node_of(r: DropReason) -> Node {
         }
         VxlanNoRemote => Node::Vxlan4Encap,
         MtuExceeded | NoBuffer | TxRingFull | FlowOtherBridge | RateTx | PortHeld | PatchNoPeer
-        | PortNoFwd => Node::Output,
+        | PortNoFwd | PatchLoop => Node::Output,
         PortNoRecv => Node::EthernetInput,
         IpMalformed | IpBadChecksum | IpNotUnicast | TtlExpired | NoRoute | ArpPending
         | GatewayVlan | NoGateway | LocalUnsupported | LocalRefused | FragNeeded | CtFull

@@ -1,7 +1,9 @@
 //! Patch ports: two ports, usually on two bridges, joined back to back inside the switch (OVS's
 //! `type=patch` with `options:peer=`). A frame one of them transmits is received by the other
-//! on the worker's next pass, with its offload state (partial checksum, TCP super-frame) as it
-//! was: no copy, no kernel.
+//! in the same pass of the worker (`Worker::cross_patches`), with its offload state (partial
+//! checksum, TCP super-frame) in its descriptor as it was: no copy, no kernel, and no checksum
+//! work at the crossing (the frame went through its first bridge's ingress, which completed
+//! what a descriptor does not carry).
 //!
 //! Contract:
 //! - Each port of a pair has an inbox on its worker ([`Inboxes`], one per worker: each worker
@@ -14,13 +16,15 @@
 //!   are dropped as `tx-full`.
 //! - `close` returns the frames waiting in the port's own inbox to the pool and unlinks it.
 //! - No file descriptor, no frame held but what waits in the inbox (`frames_held`), and
-//!   `tx_pending` while something waits, so the worker does not sleep on it.
-//! - Loops: two bridges joined by two pairs forward a broadcast around for ever, as in OVS
-//!   (there is no STP); each port's storm control (`flood_rate`) bounds it, and the inbox bound
-//!   keeps it from taking the pool.
+//!   `tx_pending` while something waits, so the worker does not sleep on it. The worker reads
+//!   [`Inboxes::waiting`] after each pass's flush and, while frames wait, runs the patch ports
+//!   again, bridge after bridge, up to 64 crossings (OVS's translation depth): a frame in a
+//!   loop of patch ports is dropped there (`patch-loop`), so a broadcast goes round a loop 64
+//!   times, not until storm control stops it.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::{Port, PortKind, TxResult};
@@ -48,19 +52,28 @@ fn lock(inbox: &Shared) -> MutexGuard<'_, Inbox> {
     inbox.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One worker's patch inboxes by port name.
+/// One worker's patch inboxes by port name, and the frames waiting in them.
 #[derive(Debug, Default)]
-pub struct Inboxes(HashMap<String, Weak<Mutex<Inbox>>>);
+pub struct Inboxes {
+    by_name: HashMap<String, Weak<Mutex<Inbox>>>,
+    waiting: Arc<AtomicUsize>,
+}
 
 impl Inboxes {
     fn get(&mut self, name: &str) -> Shared {
-        self.0.retain(|_, w| w.strong_count() > 0);
-        if let Some(i) = self.0.get(name).and_then(Weak::upgrade) {
+        self.by_name.retain(|_, w| w.strong_count() > 0);
+        if let Some(i) = self.by_name.get(name).and_then(Weak::upgrade) {
             return i;
         }
         let i = Shared::default();
-        self.0.insert(name.to_string(), Arc::downgrade(&i));
+        self.by_name.insert(name.to_string(), Arc::downgrade(&i));
         i
+    }
+
+    /// Frames waiting in this worker's patch inboxes (one load: the worker asks every pass).
+    #[inline]
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -71,6 +84,7 @@ pub struct PatchPort {
     peer: String,
     own: Shared,
     to_peer: Shared,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl PatchPort {
@@ -88,6 +102,7 @@ impl PatchPort {
             peer: peer.to_string(),
             own,
             to_peer: inboxes.get(peer),
+            waiting: inboxes.waiting.clone(),
         }
     }
 
@@ -112,6 +127,7 @@ impl Port for PatchPort {
         let mut i = lock(&self.own);
         let n = i.frames.len().min(max);
         out.extend(i.frames.drain(..n));
+        self.waiting.fetch_sub(n, Ordering::Relaxed);
         n
     }
 
@@ -134,6 +150,7 @@ impl Port for PatchPort {
             p.frames.push_back(d);
         }
         drop(p);
+        self.waiting.fetch_add(room, Ordering::Relaxed);
         if !batch.is_empty() {
             r.dropped = TxResult::drop_all(frames, batch).dropped;
         }
@@ -157,11 +174,6 @@ impl Port for PatchPort {
         lock(&self.own).frames.len() as u32
     }
 
-    fn partial_csum_in(&self) -> bool {
-        // What the peer took with offload state still has it.
-        true
-    }
-
     fn offload_out(&self) -> bool {
         true
     }
@@ -182,6 +194,7 @@ impl Port for PatchPort {
     fn close(&mut self, frames: &mut Frames) {
         let mut i = lock(&self.own);
         i.open = false;
+        self.waiting.fetch_sub(i.frames.len(), Ordering::Relaxed);
         for d in i.frames.drain(..) {
             frames.free(d.addr);
         }
@@ -222,12 +235,14 @@ mod tests {
         assert_eq!((r.sent, r.dropped, r.bytes), (3, 0, 180));
         assert!(b.tx_pending());
         assert_eq!(b.frames_held(), 3);
+        assert_eq!(inboxes.waiting(), 3);
         let mut out = Vec::new();
         assert_eq!(b.rx_burst(&mut f, &mut out, 2), 2);
         assert_eq!(b.rx_burst(&mut f, &mut out, 32), 1);
         let got: Vec<u64> = out.iter().map(|d| d.addr).collect();
         assert_eq!(got, want);
         assert!(!b.tx_pending());
+        assert_eq!(inboxes.waiting(), 0);
     }
 
     #[test]
@@ -251,8 +266,10 @@ mod tests {
         let mut batch = frames_with(&mut f, 4);
         assert_eq!(a.tx_burst(&mut f, &mut batch).sent, 4);
         assert_eq!(f.free_count(), 60);
+        assert_eq!(inboxes.waiting(), 4);
         b.close(&mut f);
         assert_eq!(f.free_count(), 64);
+        assert_eq!(inboxes.waiting(), 0);
         assert!(!a.linked());
         let mut batch = frames_with(&mut f, 1);
         assert_eq!(a.tx_burst(&mut f, &mut batch).dropped, 1);

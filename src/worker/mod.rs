@@ -115,6 +115,9 @@ const WORKER_SLICE_NS: u64 = 100_000;
 const REQUEST_SLICE_NS: u64 = 2_000_000;
 /// Longest sleep (housekeeping still runs this often when idle).
 const MAX_SLEEP_MS: i32 = 100;
+/// Patch ports a frame may cross in one pass (OVS's translation depth, 64); beyond, it is in a
+/// loop of patch ports and dropped as `patch-loop` (see `Worker::cross_patches`).
+pub const PATCH_DEPTH: usize = 64;
 /// FDB slots aged per housekeeping pass per bridge.
 const AGE_BUDGET: usize = 4096;
 /// Flows added per loop iteration by a large `add-flows` (about a millisecond of work), so a
@@ -383,6 +386,8 @@ pub struct Worker {
     pub(crate) umem_fds: Vec<(u16, RawFd)>,
     /// The inboxes of this worker's patch ports (`port::patch`).
     pub(crate) patches: crate::port::patch::Inboxes,
+    /// The ids of its patch ports.
+    pub(crate) patch_ids: Vec<u16>,
     /// Ports the current request removed, for its caller to release (see `open`).
     pub(crate) retired: Vec<open::Retired>,
     /// Ids of ports being released by a caller or the port thread: not handed out (nor
@@ -441,6 +446,7 @@ impl Worker {
             links: life::Links::open(),
             umem_fds: Vec::new(),
             patches: Default::default(),
+            patch_ids: Vec::new(),
             retired: Vec::new(),
             closing: Vec::new(),
             // Replaced by `spawn`; until then (no port thread) sends fail and ports close here.
@@ -704,66 +710,86 @@ impl Worker {
         crate::pipeline::neigh_timers(&mut self.dp, &mut self.frames);
     }
 
-    /// One pass over every port: service, receive and process a burst, then flush outputs.
-    /// Returns the number of frames received.
+    /// One pass over every port: service, receive and process a burst, then flush outputs;
+    /// then what crossed patch ports, bridge after bridge (`cross_patches`). Returns the
+    /// number of frames received.
     fn poll_once(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
         let mut moved = self.dns_replies();
-        for (id, slot) in self.ports.iter_mut().enumerate() {
-            let Some(port) = slot else { continue };
-            if self
-                .dp
-                .port(id as u16)
-                .is_some_and(|s| s.held(self.dp.now_ms))
-            {
-                // Read once its bridge's flow table is in (`PortSpec::hold`).
-                continue;
-            }
-            port.service(&mut self.frames);
-            port.rx_burst(&mut self.frames, batch, BATCH);
-            if !batch.is_empty()
-                && let Some(st) = self.dp.port_mut(id as u16)
-                && st.config.drops_rx()
-            {
-                // `mod-port down|no-receive`: read (so nothing stale waits in the ring) and
-                // dropped.
-                let n = batch.len();
-                st.counters.rx_packets += n as u64;
-                st.counters.rx_bytes += batch.iter().map(|d| u64::from(d.len)).sum::<u64>();
-                st.counters.drops[crate::counters::DropReason::PortNoRecv as usize] += n as u64;
-                for d in batch.drain(..) {
-                    self.frames.free(d.addr);
-                }
-                moved += n;
-                continue;
-            }
-            crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
-            if let Some(p) = self.peers.as_mut() {
-                // Several workers: where a frame came in decides its share of a congested
-                // output relayed to another worker (`relay`).
-                for d in batch.iter() {
-                    self.frames.mark_received(d.addr, id as u16);
-                }
-                moved += p.steer(&self.dp, &mut self.frames, id as u16, batch);
-            }
-            let n = batch.len();
-            if n > 0 {
-                moved += n;
-                if self.observe.rx_tapped(id as u16) {
-                    self.observe
-                        .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
-                }
-                // Several workers: decapsulated frames are steered like received ones.
-                let mut steer = self.peers.as_mut().map(peers::Peers::steerer);
-                self.pipeline.process_steered(
-                    &mut self.dp,
-                    &mut self.frames,
-                    id as u16,
-                    batch,
-                    now,
-                    steer.as_mut().map(|f| f as _),
-                );
-            }
+        for id in 0..self.ports.len() {
+            moved += self.poll_port(id, batch, now);
         }
+        self.flush_pass();
+        if self.patches.waiting() > 0 {
+            moved += self.cross_patches(batch, now);
+        }
+        moved
+    }
+
+    /// Service port `id`, receive a burst from it and run it through the pipeline. Returns
+    /// the frames received.
+    #[inline]
+    fn poll_port(&mut self, id: usize, batch: &mut Vec<Desc>, now: u64) -> usize {
+        let Some(port) = self.ports[id].as_mut() else {
+            return 0;
+        };
+        if self
+            .dp
+            .port(id as u16)
+            .is_some_and(|s| s.held(self.dp.now_ms))
+        {
+            // Read once its bridge's flow table is in (`PortSpec::hold`).
+            return 0;
+        }
+        let mut moved = 0;
+        port.service(&mut self.frames);
+        port.rx_burst(&mut self.frames, batch, BATCH);
+        if !batch.is_empty()
+            && let Some(st) = self.dp.port_mut(id as u16)
+            && st.config.drops_rx()
+        {
+            // `mod-port down|no-receive`: read (so nothing stale waits in the ring) and
+            // dropped.
+            let n = batch.len();
+            st.counters.rx_packets += n as u64;
+            st.counters.rx_bytes += batch.iter().map(|d| u64::from(d.len)).sum::<u64>();
+            st.counters.drops[crate::counters::DropReason::PortNoRecv as usize] += n as u64;
+            for d in batch.drain(..) {
+                self.frames.free(d.addr);
+            }
+            return n;
+        }
+        crate::pipeline::ratelimit::shape_rx(&mut self.dp, &mut self.frames, id as u16, batch);
+        if let Some(p) = self.peers.as_mut() {
+            // Several workers: where a frame came in decides its share of a congested
+            // output relayed to another worker (`relay`).
+            for d in batch.iter() {
+                self.frames.mark_received(d.addr, id as u16);
+            }
+            moved += p.steer(&self.dp, &mut self.frames, id as u16, batch);
+        }
+        let n = batch.len();
+        if n > 0 {
+            moved += n;
+            if self.observe.rx_tapped(id as u16) {
+                self.observe
+                    .on_rx(id as u16, &mut self.dp, &mut self.frames, batch);
+            }
+            // Several workers: decapsulated frames are steered like received ones.
+            let mut steer = self.peers.as_mut().map(peers::Peers::steerer);
+            self.pipeline.process_steered(
+                &mut self.dp,
+                &mut self.frames,
+                id as u16,
+                batch,
+                now,
+                steer.as_mut().map(|f| f as _),
+            );
+        }
+        moved
+    }
+
+    /// Flush every output queue (and, with several workers, the hand-offs).
+    fn flush_pass(&mut self) {
         if self.observe.tx_tapped() {
             self.observe.before_flush(&mut self.dp, &mut self.frames);
         }
@@ -775,6 +801,46 @@ impl Worker {
         );
         if let Some(p) = self.peers.as_mut() {
             p.send_all(&mut self.dp);
+        }
+    }
+
+    /// Frames sent to patch ports in this pass cross into the peer bridges now, one bridge
+    /// per round, as OVS translates a patch port inside one lookup: a frame that would cross
+    /// more than [`PATCH_DEPTH`] patch ports in one pass is in a loop of them and is dropped
+    /// (`patch-loop`; OVS stops at its translation depth, 64, likewise). Returns the frames
+    /// received from patch ports.
+    fn cross_patches(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
+        let mut moved = 0;
+        for _ in 0..PATCH_DEPTH {
+            for i in 0..self.patch_ids.len() {
+                let id = usize::from(self.patch_ids[i]);
+                loop {
+                    let n = self.poll_port(id, batch, now);
+                    moved += n;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            self.flush_pass();
+            if self.patches.waiting() == 0 {
+                return moved;
+            }
+        }
+        for i in 0..self.patch_ids.len() {
+            let id = self.patch_ids[i];
+            let Some(port) = self.ports[usize::from(id)].as_mut() else {
+                continue;
+            };
+            while port.rx_burst(&mut self.frames, batch, BATCH) > 0 {
+                if let Some(st) = self.dp.port_mut(id) {
+                    st.counters.drops[crate::counters::DropReason::PatchLoop as usize] +=
+                        batch.len() as u64;
+                }
+                for d in batch.drain(..) {
+                    self.frames.free(d.addr);
+                }
+            }
         }
         moved
     }

@@ -907,6 +907,9 @@ impl Worker {
             port,
             ofport,
         )?;
+        if spec.kind == PortKind::Patch {
+            self.patch_ids.push(id);
+        }
         // (A hold is not part of the running configuration.)
         self.specs.ports.insert(
             id,
@@ -1070,12 +1073,32 @@ impl Worker {
             self.retired.push((Some(id), p));
         }
         self.umem_fds.retain(|(p, _)| *p != id);
+        self.patch_ids.retain(|&p| p != id);
         self.specs.ports.remove(&id);
         if let Some(l) = self.life.get_mut(id as usize) {
             *l = None;
         }
         self.observe.prune(&self.dp);
         Ok(())
+    }
+
+    /// Why patch port `id` is not linked, naming what its peer is instead.
+    fn unpaired_reason(&self, id: u16) -> Option<String> {
+        let spec = self.specs.ports.get(&id)?;
+        let (name, peer) = (&spec.name, spec.peer.as_deref()?);
+        let Some(other) = self.dp.port_id(peer) else {
+            return Some(format!("no peer: no port '{peer}'"));
+        };
+        let kind = self.dp.port(other)?.kind;
+        if kind != PortKind::Patch {
+            return Some(format!(
+                "no peer: port '{peer}' is a {kind} port, not a patch port"
+            ));
+        }
+        let theirs = self.specs.ports.get(&other)?.peer.as_deref()?;
+        Some(format!(
+            "no peer: patch port '{peer}' has peer={theirs}, not {name}"
+        ))
     }
 
     /// A port's state, why, the frames it holds, and its details (the last known ones while it
@@ -1088,7 +1111,7 @@ impl Worker {
         {
             return (
                 "down".into(),
-                why,
+                self.unpaired_reason(id).unwrap_or(why),
                 held,
                 io.map(|p| p.details()).unwrap_or_default(),
             );
