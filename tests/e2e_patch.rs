@@ -222,6 +222,29 @@ fn vlans_cross_a_trunk_pair_and_flows_match_the_patch_port() {
     let ma = t.mac(&n("a"), "eth0");
     let line = fdb.lines().find(|l| l.contains(&ma)).unwrap_or_default();
     assert!(line.contains(&tb) && line.contains("10"), "{fdb}");
+    // `trace` follows the frame across the pair into br1, tagged as the trunk sends it.
+    let mc = t.mac(&n("c"), &n("pc"));
+    let ofport_a = d.port_show(&n("pa"))["ofport"].as_u64().unwrap();
+    let trace = d.ctl(&[
+        "trace",
+        "br0",
+        &format!(
+            "in_port={ofport_a},icmp,dl_src={ma},dl_dst={mc},nw_src=192.0.2.1,nw_dst=192.0.2.2"
+        ),
+    ]);
+    assert!(
+        trace.contains(&format!("patch {ta} -> {tb} (bridge br1)")),
+        "{trace}"
+    );
+    let far = trace
+        .lines()
+        .skip_while(|l| !l.contains("(bridge br1)"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        far.contains("VLAN 10") && far.contains(&format!("learned on port {}", n("pc"))),
+        "{trace}"
+    );
     // A flow on the patch port's number: ICMP coming in over the pair is dropped.
     let ofport = d.port_show(&tb)["ofport"].as_u64().unwrap();
     d.ctl(&[
@@ -287,4 +310,34 @@ fn a_loop_of_two_pairs_is_cut_at_64_crossings_and_undone() {
         "no ping after the loop was cut:\n{}",
         d.ctl(&["stats"])
     );
+}
+
+#[test]
+fn controllers_see_a_patch_port_link_as_its_peer_comes_and_goes() {
+    if !root_or_skip("controllers_see_a_patch_port_link") || !common::openflow::have_ofctl() {
+        return;
+    }
+    // No namespace is needed: patch ports have no netdev.
+    let p = prefix("xs");
+    let dir = std::env::temp_dir().join(format!("uvs-xs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Daemon::start(&p, &["--mgmt-dir", dir.to_str().unwrap()]);
+    d.ctl(&["add-br", "br0"]);
+    d.ctl(&["add-br", "br1"]);
+    let sock = dir.join("br0.mgmt");
+    common::openflow::wait_for(|| sock.exists(), "the br0.mgmt socket");
+    let target = format!("unix:{}", sock.display());
+    let m = common::openflow::Monitor::start(&target, &dir, Some("OpenFlow13"), "xs");
+    let (ta, tb) = (format!("{p}ta"), format!("{p}tb"));
+    d.ctl(&["add-port", "br0", &ta, "type=patch", &format!("peer={tb}")]);
+    m.wait(&format!("ADD: 1({ta})"), 1);
+    m.wait("state:      LINK_DOWN", 1);
+    d.ctl(&["add-port", "br1", &tb, "type=patch", &format!("peer={ta}")]);
+    m.wait(&format!("MOD: 1({ta})"), 1);
+    m.wait("state:      LIVE", 1);
+    d.ctl(&["del-port", &tb]);
+    m.wait(&format!("MOD: 1({ta})"), 2);
+    m.wait("state:      LINK_DOWN", 2);
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -191,6 +191,11 @@ impl Port for PatchPort {
         })
     }
 
+    fn release(&mut self) {
+        // No kernel side: unlink (its peer stops sending), frames stay for `close`.
+        lock(&self.own).open = false;
+    }
+
     fn close(&mut self, frames: &mut Frames) {
         let mut i = lock(&self.own);
         i.open = false;

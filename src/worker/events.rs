@@ -17,7 +17,13 @@ impl Worker {
             return;
         }
         let Some(st) = self.dp.port(id) else { return };
+        let linked = self
+            .ports
+            .get(id as usize)
+            .and_then(|p| p.as_ref())
+            .is_none_or(|p| p.down_reason().is_none());
         let up = self.life(id).is_none_or(|l| l.state == LinkState::Up)
+            && linked
             && reason != crate::events::PORT_DELETE;
         let bridge = self
             .dp

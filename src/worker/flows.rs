@@ -395,6 +395,19 @@ impl Worker {
         m: &crate::flow::Match,
         _now: u64,
     ) -> Result<Value, String> {
+        Ok(json!({"trace": self.trace_lines(bridge, m, 0)?}))
+    }
+
+    /// `trace`'s lines for `m` entering `bridge`, `depth` patch crossings into the trace: a
+    /// frame sent to a patch port whose peer is linked is traced on into the peer's bridge
+    /// (as OVS's `ofproto/trace` goes on through patch ports), up to [`TRACE_PATCH_DEPTH`]
+    /// crossings.
+    fn trace_lines(
+        &mut self,
+        bridge: &str,
+        m: &crate::flow::Match,
+        depth: usize,
+    ) -> Result<Vec<String>, String> {
         use crate::pipeline::flows::{Credit, Emitted, Ingress, execute, stack};
         let b = self.flow_bridge(bridge)?;
         let ft = &self.dp.bridge(b).expect("checked").flows;
@@ -440,7 +453,7 @@ impl Worker {
                             Item::Sent(..) => None,
                         })
                         .collect();
-                    return Ok(json!({"trace": lines}));
+                    return Ok(lines);
                 }
             },
             None => tag.unwrap_or(0),
@@ -477,15 +490,88 @@ impl Worker {
             &mut log,
         );
         self.frames.free(desc.addr);
-        let lines: Vec<String> = log
-            .items
-            .into_iter()
-            .map(|it| match it {
-                Item::Line(l) => l,
-                Item::Sent(d, seen) => self.trace_dest(b, (&key, vlan, seen), in_id, d),
-            })
-            .collect();
-        Ok(json!({"trace": lines}))
+        let mut lines = Vec::new();
+        for it in log.items {
+            match it {
+                Item::Line(l) => lines.push(l),
+                Item::Sent(d, seen) => {
+                    lines.push(self.trace_dest(b, (&key, vlan, seen), in_id, d));
+                    let out = match d {
+                        crate::pipeline::Dest::Port(p) => Some(p),
+                        crate::pipeline::Dest::Normal => {
+                            let vlan = seen.vlan;
+                            self.dp
+                                .bridge(b)
+                                .and_then(|br| br.fdb.lookup(vlan, seen.dst))
+                        }
+                        _ => None,
+                    };
+                    if let Some(p) = out.filter(|&p| Some(p) != in_id) {
+                        lines.extend(self.trace_across(p, m, seen, depth)?);
+                    }
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    /// The trace on the far side of port `p` when it is a linked patch port: the frame enters
+    /// the peer's bridge as it left (destination MAC and tag as the actions and `p`'s VLAN
+    /// mode left them; other fields as traced), indented under the crossing.
+    fn trace_across(
+        &mut self,
+        p: u16,
+        m: &crate::flow::Match,
+        seen: Seen,
+        depth: usize,
+    ) -> Result<Vec<String>, String> {
+        let Some((peer, peer_bridge, peer_ofport, tag)) = self.patch_peer_of(p, seen.vlan) else {
+            return Ok(Vec::new());
+        };
+        if depth >= TRACE_PATCH_DEPTH {
+            return Ok(vec![format!(
+                "    patch {} -> {peer}: more than {TRACE_PATCH_DEPTH} crossings, not traced further",
+                self.port_name(p)
+            )]);
+        }
+        let m2 = crate::flow::Match {
+            in_port: Some(PortRef::Num(peer_ofport)),
+            dl_dst: Some(crate::flow::Masked {
+                value: seen.dst,
+                mask: crate::flow::match_::MAC48,
+            }),
+            dl_vlan: tag,
+            vlan_tci: None,
+            ..m.clone()
+        };
+        let mut lines = vec![format!(
+            "    patch {} -> {peer} (bridge {peer_bridge}):",
+            self.port_name(p)
+        )];
+        let inner = self.trace_lines(&peer_bridge, &m2, depth + 1)?;
+        lines.extend(inner.into_iter().map(|l| format!("        {l}")));
+        Ok(lines)
+    }
+
+    /// For a linked patch port `p`: its peer's name, bridge and OpenFlow number, and the tag a
+    /// frame of VLAN `vlan` leaves `p` with (None: untagged).
+    fn patch_peer_of(&self, p: u16, vlan: u16) -> Option<(String, String, u16, Option<u16>)> {
+        let st = self.dp.port(p)?;
+        if st.kind != crate::port::PortKind::Patch {
+            return None;
+        }
+        let spec = self.specs.ports.get(&p)?;
+        let peer = spec.peer.clone()?;
+        let q = self.dp.port_id(&peer)?;
+        let qs = self.dp.port(q)?;
+        if qs.kind != crate::port::PortKind::Patch
+            || self.specs.ports.get(&q)?.peer.as_deref() != Some(&spec.name)
+        {
+            return None;
+        }
+        let bridge = self.dp.bridge(qs.bridge)?.name.clone();
+        let tag = (!st.vlan.leaves_untagged(vlan)).then_some(vlan);
+        Some((peer, bridge, qs.ofport, tag))
     }
 
     /// A trace line for a decision carried out on the frame as `seen` (the packet `key`,
@@ -600,6 +686,9 @@ impl Worker {
             .map_or(format!("#{id}"), |p| p.name.clone())
     }
 }
+
+/// Patch ports a trace follows into the peer bridges (a loop of them is shown this deep).
+const TRACE_PATCH_DEPTH: usize = 8;
 
 /// What a trace run reports, in order.
 #[derive(Default)]

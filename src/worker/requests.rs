@@ -909,6 +909,10 @@ impl Worker {
         )?;
         if spec.kind == PortKind::Patch {
             self.patch_ids.push(id);
+            // Its peer's link comes up with it (PORT_STATUS, as its state in `show`).
+            if let Some(peer) = spec.peer.as_deref().and_then(|p| self.dp.port_id(p)) {
+                self.port_status(peer, crate::events::PORT_MODIFY);
+            }
         }
         // (A hold is not part of the running configuration.)
         self.specs.ports.insert(
@@ -1061,6 +1065,13 @@ impl Worker {
     /// Detach and close port `id`, returning its frames to the pool.
     pub(crate) fn remove_port(&mut self, id: u16) -> Result<(), String> {
         self.port_status(id, crate::events::PORT_DELETE);
+        let peer = self
+            .specs
+            .ports
+            .get(&id)
+            .filter(|s| s.kind == PortKind::Patch)
+            .and_then(|s| s.peer.as_deref())
+            .and_then(|p| self.dp.port_id(p));
         let queued = self.dp.del_port(id)?;
         for d in queued {
             self.frames.free(d.addr);
@@ -1068,7 +1079,11 @@ impl Worker {
         if let Some(p) = self.peers.as_mut() {
             p.forget_port(id);
         }
-        if let Some(p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
+        if let Some(mut p) = self.ports.get_mut(id as usize).and_then(|p| p.take()) {
+            if peer.is_some() {
+                // A patch port has no kernel side: released here, it unlinks at once.
+                p.release();
+            }
             // Closed after the request: released by its caller, then reclaimed (`open`).
             self.retired.push((Some(id), p));
         }
@@ -1079,6 +1094,11 @@ impl Worker {
             *l = None;
         }
         self.observe.prune(&self.dp);
+        if let Some(peer) = peer {
+            // A patch port's peer goes down with it. (Its own frames are closed out of the
+            // inbox with the port, after the request: `retired`.)
+            self.port_status(peer, crate::events::PORT_MODIFY);
+        }
         Ok(())
     }
 
