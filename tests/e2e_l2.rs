@@ -157,6 +157,10 @@ fn vlan_access_and_trunk_carry_tags() {
     assert!(err(&["set-port", &n("pa"), "vlan=x"]).contains("vlan: 'x'"));
     let e = err(&["set-port", &n("pa"), "trunks=10"]);
     assert!(e.contains("vlan= and trunks= cannot both be set"), "{e}");
+    assert!(
+        e.contains("vlan=none trunks=... makes this access port a trunk"),
+        "{e}"
+    );
     assert!(err(&["set-port", "nosuch", "vlan=5"]).contains("no port named 'nosuch'"));
     let show = d.ctl(&["show"]);
     assert!(

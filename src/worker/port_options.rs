@@ -125,8 +125,16 @@ impl Worker {
             format!("port: '{port}' has no configuration to change (an in-memory port)")
         })?;
         let spec = o.apply(&old);
-        spec.validate()?;
-        let mode = spec.vlan_mode()?;
+        let both = |e: String| match (old.vlan, spec.vlan, &spec.trunks) {
+            // An access port given trunks: say how to make it a trunk (found trying uvs as a
+            // new user: the message did not say).
+            (Some(_), Some(_), Some(_)) if spec.vlan_mode.is_none() => {
+                format!("{e} (vlan=none trunks=... makes this access port a trunk)")
+            }
+            _ => e,
+        };
+        spec.validate().map_err(both)?;
+        let mode = spec.vlan_mode().map_err(both)?;
         let p = self.dp.port_mut(id).expect("looked up above");
         let vlan_changed = p.vlan != mode;
         p.vlan = mode;
