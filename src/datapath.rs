@@ -324,6 +324,8 @@ pub struct PortState {
     /// OpenFlow configuration bits (`mod-port`: down, no-receive, no-forward, no-flood,
     /// no-packet-in); clear when added.
     pub config: crate::port_admin::PortConfig,
+    /// When it was added (ms, the worker's clock): OpenFlow port statistics' duration.
+    pub added_ms: u64,
 }
 
 impl PortState {
@@ -348,6 +350,7 @@ impl PortState {
             ofport: 0,
             held_until_ms: 0,
             config: Default::default(),
+            added_ms: 0,
         }
     }
 
@@ -948,6 +951,7 @@ impl Datapath {
         }
         let request = (state.ofport != 0).then_some(state.ofport);
         state.ofport = self.choose_ofport(bridge, &state.name, request)?;
+        state.added_ms = self.now_ms;
         if i == self.ports.len() {
             self.ports.push(None);
             self.out.push(Vec::with_capacity(BATCH * 2));

@@ -427,6 +427,14 @@ fn mod_port_takes_a_port_down_and_out_of_floods() {
         }
         of(None, &["mod-port", &n("p2"), "no-flood"]);
         assert!(of(None, &["show"]).contains("NO_FLOOD"));
+        // 1.3 port statistics say how long each port has been there (it read 0 s).
+        let ports = of(Some("OpenFlow13"), &["dump-ports"]);
+        let secs: Vec<f64> = ports
+            .split("duration=")
+            .skip(1)
+            .filter_map(|r| r.split('s').next()?.parse().ok())
+            .collect();
+        assert!(secs.len() == 2 && secs.iter().all(|&s| s > 2.0), "{ports}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

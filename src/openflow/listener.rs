@@ -198,6 +198,12 @@ impl Switch for RegistrySwitch {
 
     fn port_stats(&self) -> Result<Vec<PortCounters>, String> {
         let ports = self.ports()?;
+        let ages: std::collections::HashMap<String, u64> = self.bridge_json()?["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p["name"].as_str()?.to_string(), p["age_ms"].as_u64()?)))
+            .collect();
         let stats = self.call("stats", Vec::new())?;
         let n = |v: &Value| v.as_u64().unwrap_or(0);
         Ok(ports
@@ -215,6 +221,7 @@ impl Switch for RegistrySwitch {
                     tx_bytes: n(&s["tx_bytes"]),
                     rx_dropped: drops,
                     tx_dropped: 0,
+                    duration_ms: ages.get(&p.name).copied().unwrap_or(0),
                 }
             })
             .collect())

@@ -72,6 +72,8 @@ pub struct PortCounters {
     pub rx_dropped: u64,
     /// Packets that could not be sent.
     pub tx_dropped: u64,
+    /// Milliseconds since the port was added.
+    pub duration_ms: u64,
 }
 
 /// One flow with its statistics.

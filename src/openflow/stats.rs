@@ -607,7 +607,9 @@ fn port_stats(v: u8, p: u32, sw: &dyn Switch) -> OfResult<Vec<Vec<u8>>> {
             // rx/tx errors, frame, overrun, crc errors, collisions: uvs counts none of these.
             w.zeros(6 * 8);
             if v != OF10 {
-                w.u32(0).u32(0);
+                let ms = c.duration_ms;
+                w.u32((ms / 1000) as u32)
+                    .u32((ms % 1000) as u32 * 1_000_000);
             }
             w.buf
         })

@@ -1201,6 +1201,7 @@ impl Worker {
                             "rate_tx": tx,
                             "flood_rate": st.flood.describe(),
                             "config": st.config.words(),
+                            "age_ms": self.dp.now_ms.saturating_sub(st.added_ms),
                             "config_bits": st.config.bits(),
                             "details": format!("state={state}{why} frames={held} {details}{limits}"),
                         }))
