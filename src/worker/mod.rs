@@ -812,18 +812,21 @@ impl Worker {
     fn cross_patches(&mut self, batch: &mut Vec<Desc>, now: u64) -> usize {
         let mut moved = 0;
         for _ in 0..PATCH_DEPTH {
+            let mut round = 0;
             for i in 0..self.patch_ids.len() {
                 let id = usize::from(self.patch_ids[i]);
                 loop {
                     let n = self.poll_port(id, batch, now);
-                    moved += n;
+                    round += n;
                     if n == 0 {
                         break;
                     }
                 }
             }
+            moved += round;
             self.flush_pass();
-            if self.patches.waiting() == 0 {
+            // Nothing taken in a round: what waits is for a held port (read once released).
+            if self.patches.waiting() == 0 || round == 0 {
                 return moved;
             }
         }
