@@ -87,6 +87,8 @@ drop_reasons! {
     PatchLoop => "patch-loop", "frame that would have crossed more than 64 patch ports in one pass of the worker: a loop of patch ports (OVS's translation depth)";
     PortNoRecv => "port-no-recv", "received on a port set `down` or `no-receive` (`mod-port`, OpenFlow PORT_MOD)";
     PortNoFwd => "port-no-fwd", "toward a port set `down` or `no-forward` (`mod-port`, OpenFlow PORT_MOD)";
+    IpBadOptions => "ip-bad-options", "IPv4 packet to the gateway MAC whose options do not parse (a length below 2 or past the header, a bad Record Route/Timestamp pointer, a repeated option), as Linux drops it";
+    IpSourceRoute => "ip-source-route", "IPv4 packet to the gateway MAC with a loose or strict source route option (LSRR/SSRR), as Linux drops it by default (accept_source_route=0)";
 }
 
 /// Counters of one port.

@@ -18,7 +18,9 @@
 //! leave by the ingress bridge, loose wants some route back (counted `rp-filter`).
 //!
 //! Documented rules: gateways live in VLAN 0 (untagged); fragments are routed like any packet;
-//! IP options are kept (the header length is honoured); packets with a bad header checksum,
+//! IP options are kept (the header length is honoured) once they parse: options that do not
+//! (`ip-bad-options`) and source routes (`ip-source-route`) are dropped, as Linux with its
+//! default `accept_source_route=0` drops them; packets with a bad header checksum,
 //! broadcast/multicast destinations sent to the gateway MAC, and TTL 0/1 are counted drops.
 //! Frames the router creates (ARP, ICMP) are appended to `made` and delivered after the burst.
 
@@ -417,6 +419,8 @@ fn ip_in(
     } = ipv4::summary(data.get(l3..).unwrap_or_default()).map_err(|f| match f {
         ipv4::HeaderFault::Malformed => DropReason::IpMalformed,
         ipv4::HeaderFault::BadChecksum => DropReason::IpBadChecksum,
+        ipv4::HeaderFault::BadOptions => DropReason::IpBadOptions,
+        ipv4::HeaderFault::SourceRoute => DropReason::IpSourceRoute,
     })?;
     // (Class D and E, 255.255.255.255 among them, and 0.0.0.0.)
     if dst[0] >= 224 || dst == [0; 4] {

@@ -189,7 +189,7 @@ pub fn node_of(r: DropReason) -> Node {
         | GatewayVlan | NoGateway | LocalUnsupported | LocalRefused | FragNeeded | CtFull
         | NatPortsExhausted | ArpQueueFull | ArpFailed | BridgeIsolated | CtSourceLimit
         | RpFilter | DnsQueueFull | DnsRateLimited | NatFragment | NatUntranslatable
-        | FragReassembly => Node::Ip4Input,
+        | FragReassembly | IpBadOptions | IpSourceRoute => Node::Ip4Input,
     }
 }
 

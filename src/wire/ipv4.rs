@@ -4,6 +4,8 @@
 use super::checksum::{apply_folded, delta32, update16, update32};
 use super::{Result, WireError};
 
+pub mod options;
+
 mod field {
     use std::ops::Range;
     pub const VER_IHL: usize = 0;
@@ -88,12 +90,16 @@ pub enum HeaderFault {
     Malformed,
     /// The header checksum does not verify.
     BadChecksum,
+    /// The options do not parse ([`options::check`]).
+    BadOptions,
+    /// A loose or strict source route option ([`options::check`]).
+    SourceRoute,
 }
 
 /// Check the IPv4 header at the start of `b` as [`Packet::new_checked`] and
 /// [`Packet::verify_checksum`] do, and read the fields a router needs. The common header (20
 /// bytes, no options) is read as one 20-byte block with one bounds check; a header with
-/// options takes the general path.
+/// options takes the general path, which also checks the options ([`options::check`]).
 #[inline(always)]
 pub fn summary(b: &[u8]) -> std::result::Result<Summary, HeaderFault> {
     let Some(h) = b.first_chunk::<MIN_HEADER_LEN>() else {
@@ -126,6 +132,10 @@ fn summary_general(b: &[u8]) -> std::result::Result<Summary, HeaderFault> {
     if !p.verify_checksum() {
         return Err(HeaderFault::BadChecksum);
     }
+    options::check(&b[MIN_HEADER_LEN..p.header_len()]).map_err(|f| match f {
+        options::OptionFault::Malformed => HeaderFault::BadOptions,
+        options::OptionFault::SourceRoute => HeaderFault::SourceRoute,
+    })?;
     Ok(Summary::of(&p))
 }
 
@@ -447,10 +457,10 @@ mod tests {
         0x63, 0x64,
     ];
 
-    /// `summary` refuses exactly what `new_checked` and `verify_checksum` refuse, and reads
-    /// the same fields: headers of 20 and 24 bytes with a right checksum, then one bit flipped
-    /// anywhere in the first 24 bytes (version, IHL and lengths included), in buffers of
-    /// several lengths.
+    /// `summary` refuses exactly what `new_checked`, `verify_checksum` and `options::check`
+    /// refuse, and reads the same fields: headers of 20 and 24 bytes (random options, or a
+    /// Router Alert half the time) with a right checksum, then one bit flipped anywhere in the
+    /// first 24 bytes (version, IHL and lengths included), in buffers of several lengths.
     #[test]
     fn summary_agrees_with_the_packet_view() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -460,7 +470,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        let mut refused = [0usize; 2];
+        let mut refused = [0usize; 4];
         for hl in [20usize, 24] {
             for _ in 0..2000 {
                 let len = 16 + next() % 48;
@@ -468,6 +478,9 @@ mod tests {
                 b[0] = 0x40 | (hl / 4) as u8;
                 let tl = (hl + next() % 40) as u16;
                 b[2..4].copy_from_slice(&tl.to_be_bytes());
+                if hl == 24 && next() % 2 == 0 {
+                    b[20..24].copy_from_slice(&[options::ROUTER_ALERT, 4, 0, 0]);
+                }
                 Packet::new_unchecked(&mut b[..]).fill_checksum();
                 if next() % 2 == 0 {
                     let bit = next() % (hl * 8);
@@ -477,7 +490,11 @@ mod tests {
                 let want = match Packet::new_checked(&b[..]) {
                     Err(_) => Err(HeaderFault::Malformed),
                     Ok(p) if !p.verify_checksum() => Err(HeaderFault::BadChecksum),
-                    Ok(p) => Ok(Summary::of(&p)),
+                    Ok(p) => match options::check(&b[MIN_HEADER_LEN..p.header_len()]) {
+                        Err(options::OptionFault::Malformed) => Err(HeaderFault::BadOptions),
+                        Err(options::OptionFault::SourceRoute) => Err(HeaderFault::SourceRoute),
+                        Ok(()) => Ok(Summary::of(&p)),
+                    },
                 };
                 let got = summary(&b);
                 assert_eq!(got, want, "{b:02x?}");
@@ -486,8 +503,12 @@ mod tests {
                 }
             }
         }
-        // Both refusals happened (the cases are not all good ones).
-        assert!(refused[0] > 100 && refused[1] > 100, "{refused:?}");
+        // The header refusals happened (the cases are not all good ones), and options were
+        // refused too.
+        assert!(
+            refused[0] > 100 && refused[1] > 100 && refused[2] > 10,
+            "{refused:?}"
+        );
     }
 
     /// `checksum_ok` (word sums in the machine's byte order) against the plain 16-bit sum, on
