@@ -47,7 +47,7 @@ drop_reasons! {
     TxRingFull => "tx-full", "egress port could not take the frame (ring full or device gone)";
     IpMalformed => "ip-malformed", "IPv4 header truncated, bad version/IHL or total length";
     IpBadChecksum => "ip-bad-checksum", "IPv4 header checksum does not verify";
-    IpNotUnicast => "ip-not-unicast", "broadcast/multicast IPv4 destination sent to the gateway MAC";
+    IpNotUnicast => "ip-not-unicast", "broadcast/multicast IPv4 destination sent to the gateway MAC (255.255.255.255, multicast, 0.0.0.0, or a gateway subnet's directed broadcast such as 10.0.0.255 of a /24: not forwarded, not answered, never ARPed for)";
     TtlExpired => "ttl-expired", "TTL 0 or 1 on a packet to route (ICMP time exceeded sent)";
     NoRoute => "no-route", "no route to the destination (ICMP net unreachable sent)";
     ArpPending => "arp-pending", "next hop unresolved and no ARP request may go out for it now (the egress bridge's neighbour bound or ARP rate limit reached)";

@@ -410,6 +410,14 @@ impl Gateway {
         )
     }
 
+    /// True if `ip` is the subnet's directed broadcast address (its host bits all ones), which
+    /// Linux makes a broadcast route of for subnets up to /30 (/31 and /32 have none).
+    #[inline]
+    pub fn is_broadcast(&self, ip: [u8; 4]) -> bool {
+        let host = !crate::route::mask(self.len);
+        self.len < 31 && u32::from_be_bytes(ip) == u32::from_be_bytes(self.ip) | host
+    }
+
     /// True if `ip` is the subnet's network or broadcast address (no host has it).
     pub fn is_subnet_edge(&self, ip: std::net::Ipv4Addr) -> bool {
         let (net, len) = self.subnet();

@@ -1904,3 +1904,47 @@ fn ip_options_source_routes_and_bad_options_are_dropped() {
         assert_eq!(n.h.frames.free_count(), n.h.frames.capacity());
     }
 }
+
+/// A gateway subnet's directed broadcast (10.0.1.255 of br0's 10.0.1.1/24) is dropped as
+/// `ip-not-unicast` and never ARPed for, sent from inside the subnet to the gateway's MAC or
+/// routed from another bridge, as Linux does by default (`bc_forwarding=0`,
+/// `icmp_echo_ignore_broadcasts=1`): an echo request to it is not answered either. The
+/// subnet's other addresses are still routed. (Found in session 29: the gateway ARPed for it.)
+#[test]
+fn directed_broadcasts_are_dropped_without_arp() {
+    let mut n = routed();
+    let bcast0 = [10, 0, 1, 255];
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(mac(2), n.gw0.0)
+        .ipv4(H_A, bcast0, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut ping, b"abcdefgh")
+        .unwrap();
+    n.h.send(n.a, &ping);
+    n.h.send(n.a, &udp(n.gw0, H_A, bcast0, 64));
+    // Routed from br1 toward br0's broadcast, and toward br1's own from br0.
+    n.h.send(n.b, &udp4((mac(3), n.gw1), (H_B, 1), (bcast0, 2), 64, b"x"));
+    n.h.send(n.a, &udp(n.gw0, H_A, [10, 0, 2, 255], 64));
+    let out = n.h.outputs();
+    assert!(
+        out.iter().all(|o| o.is_empty()),
+        "no ARP, no reply: {out:?}"
+    );
+    assert_eq!(n.h.drops(n.a, DropReason::IpNotUnicast), 3);
+    assert_eq!(n.h.drops(n.b, DropReason::IpNotUnicast), 1);
+    assert_eq!(n.h.dp.router.echo_replies, 0);
+    assert_eq!(n.h.dp.neigh.held(), 0);
+    // The subnet's last host address is an address like any other: ARPed for.
+    n.h.send(
+        n.b,
+        &udp4((mac(3), n.gw1), (H_B, 1), ([10, 0, 1, 254], 2), 64, b"x"),
+    );
+    let out = n.h.outputs();
+    assert_eq!(out[n.a as usize].len(), 1, "ARP for 10.0.1.254");
+    assert_eq!(&out[n.a as usize][0][12..14], &[0x08, 0x06]);
+    assert_eq!(
+        n.h.frames.free_count() + 1,
+        n.h.frames.capacity(),
+        "one held"
+    );
+}

@@ -17,6 +17,10 @@
 //! else on a packet sent to the gateway MAC: strict wants the route back to the source to
 //! leave by the ingress bridge, loose wants some route back (counted `rp-filter`).
 //!
+//! A gateway subnet's directed broadcast address (10.0.0.255 of 10.0.0.1/24; none on /31 and
+//! /32) is dropped as `ip-not-unicast`, from its own bridge or routed from another, as Linux
+//! drops it by default (`bc_forwarding=0`, `icmp_echo_ignore_broadcasts=1`): never ARPed for.
+//!
 //! Documented rules: gateways live in VLAN 0 (untagged); fragments are routed like any packet;
 //! IP options are kept (the header length is honoured) once they parse: options that do not
 //! (`ip-bad-options`) and source routes (`ip-source-route`) are dropped, as Linux with its
@@ -130,8 +134,8 @@ pub(super) struct Burst {
     rp: RpFilter,
     /// The ingress bridge is isolated.
     isolated: bool,
-    /// Last destination looked up: its route, and whether it is a gateway's own address.
-    last_route: Option<([u8; 4], Option<Route>, bool)>,
+    /// Last destination looked up: its route, and what it is to the router.
+    last_route: Option<([u8; 4], Option<Route>, Addressed)>,
     /// Last source checked by the reverse-path filter, and the verdict.
     last_rp: Option<([u8; 4], bool)>,
     /// Tracked connections found for the burst's TCP and UDP packets, with their translations
@@ -149,6 +153,17 @@ pub(super) struct Burst {
     /// The burst's last routed destination (untranslated, or a tracked connection's after
     /// translation) and everything decided for it (see [`HopHit`]).
     last_hop: Option<HopHit>,
+}
+
+/// What a destination is to the router, besides its route ([`Burst::route`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Addressed {
+    /// A gateway's own address.
+    Gateway,
+    /// A gateway subnet's directed broadcast address (not routed: `ip-not-unicast`).
+    Broadcast,
+    /// Anything else.
+    Other,
 }
 
 /// Slots of the router's per-burst connection cache ([`Burst::ct_lookup`]).
@@ -299,25 +314,28 @@ impl Burst {
         p
     }
 
-    /// The route to `dst`, and whether `dst` is a gateway's own address (it lies in that
-    /// gateway's connected route), through the one-entry cache.
+    /// The route to `dst`, and whether `dst` is a gateway's own address or its subnet's
+    /// directed broadcast (either lies in that gateway's connected route), through the
+    /// one-entry cache.
     #[inline(always)]
-    fn route(&mut self, dp: &Datapath, dst: [u8; 4]) -> (Option<Route>, bool) {
-        if let Some((d, r, local)) = self.last_route
+    fn route(&mut self, dp: &Datapath, dst: [u8; 4]) -> (Option<Route>, Addressed) {
+        if let Some((d, r, to)) = self.last_route
             && d == dst
         {
-            return (r, local);
+            return (r, to);
         }
         let r = dp.routes.lookup(dst).copied();
-        let local = r.is_some_and(|r| match r.kind {
-            RouteKind::Connected { bridge: b } => dp
-                .bridge(b)
-                .and_then(|b| b.gateway)
-                .is_some_and(|g| g.ip == dst),
-            _ => false,
+        let gw = r.and_then(|r| match r.kind {
+            RouteKind::Connected { bridge: b } => dp.bridge(b).and_then(|b| b.gateway),
+            _ => None,
         });
-        self.last_route = Some((dst, r, local));
-        (r, local)
+        let to = match gw {
+            Some(g) if g.ip == dst => Addressed::Gateway,
+            Some(g) if g.is_broadcast(dst) => Addressed::Broadcast,
+            _ => Addressed::Other,
+        };
+        self.last_route = Some((dst, r, to));
+        (r, to)
     }
 }
 
@@ -514,7 +532,13 @@ fn ip_in(
     {
         return Ok(());
     }
-    let (route, local) = burst.route(dp, dst);
+    let (route, to) = burst.route(dp, dst);
+    // A subnet's directed broadcast is neither forwarded (Linux's `bc_forwarding=0`) nor
+    // answered (`icmp_echo_ignore_broadcasts=1`), whichever bridge it came from: no ARP for it.
+    if to == Addressed::Broadcast {
+        return Err(DropReason::IpNotUnicast);
+    }
+    let local = to == Addressed::Gateway;
     // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
     if !tracked && dnat.is_none() && local {
         let mut total = total;
