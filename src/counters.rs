@@ -89,6 +89,7 @@ drop_reasons! {
     PortNoFwd => "port-no-fwd", "toward a port set `down` or `no-forward` (`mod-port`, OpenFlow PORT_MOD)";
     IpBadOptions => "ip-bad-options", "IPv4 packet to the gateway MAC whose options do not parse (a length below 2 or past the header, a bad Record Route/Timestamp pointer, a repeated option), as Linux drops it";
     IpSourceRoute => "ip-source-route", "IPv4 packet to the gateway MAC with a loose or strict source route option (LSRR/SSRR), as Linux drops it by default (accept_source_route=0)";
+    SrcMacGateway => "src-mac-gateway", "source MAC is the bridge's gateway MAC, the switch's own address (not learned, so a port cannot take it in the FDB; Linux's bridge refuses to learn it too, but forwards the frame)";
 }
 
 /// Counters of one port.

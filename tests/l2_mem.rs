@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use uvs::counters::DropReason;
-use uvs::datapath::{BridgeOptions, VlanMode};
+use uvs::datapath::{BridgeOptions, Gateway, VlanMode};
 use uvs::wire::MacAddr;
 
 fn trunk() -> VlanMode {
@@ -618,4 +618,45 @@ fn a_burst_mixing_destinations_keeps_each_frames_decision() {
     assert_eq!(out[p3 as usize], vec![burst[4].clone(), burst[5].clone()]);
     assert!(out[p1 as usize].is_empty());
     assert_eq!(h.drops(p1, DropReason::SamePort), 2);
+}
+
+/// A frame whose source MAC is the bridge's gateway MAC (the switch's own address) is not
+/// learned and is dropped, counted `src-mac-gateway`, whatever it is sent to (broadcast,
+/// another port's station, the gateway itself, in any VLAN; several in one burst): a port
+/// cannot take the gateway's MAC in the FDB. The burst's other frames go on. Linux's bridge
+/// refuses to learn its own addresses too. (Found in session 29: such a frame was learned.)
+#[test]
+fn frames_from_the_gateway_mac_are_not_learned() {
+    let (mut h, b, p1, p2) = two_ports(BridgeOptions::default());
+    let gw = Gateway {
+        ip: [10, 0, 1, 1],
+        len: 24,
+        mac: Gateway::default_mac("br0"),
+    };
+    h.dp.set_gateway(b, Some(gw)).unwrap();
+    let g = gw.mac.0;
+    h.send(p2, &frame(BCAST, mac(2), 1));
+    h.outputs();
+    run_burst(
+        &mut h,
+        p1,
+        &[
+            frame(BCAST, g, 1),
+            frame(mac(2), g, 2),
+            frame(mac(2), mac(1), 3),
+            frame(g, g, 4),
+            frame(BCAST, g, 5),
+        ],
+    );
+    // Sent to the gateway, first in its burst (the routed frames' one-pass path).
+    h.send(p1, &frame(g, g, 6));
+    h.send(p1, &tagged(&frame(BCAST, g, 7), 10));
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize], vec![frame(mac(2), mac(1), 3)]);
+    assert_eq!(h.drops(p1, DropReason::SrcMacGateway), 6);
+    let br = h.dp.bridge(b).unwrap();
+    assert_eq!(br.fdb.lookup(0, gw.mac.to_u64()), None);
+    assert_eq!(br.fdb.lookup(10, gw.mac.to_u64()), None);
+    assert_eq!(br.counters.learned, 2, "mac(1) and mac(2) only");
+    h.assert_no_frame_leaked();
 }

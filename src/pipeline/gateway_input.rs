@@ -9,10 +9,10 @@
 //! - Runs on a port whose untagged VLAN is 0 of a bridge with a gateway and no active flow
 //!   table (the flows decide first: then everything takes the whole pipeline).
 //! - Takes the burst's frames in order while each is untagged IPv4 to the gateway's MAC from
-//!   a valid source MAC (not a group address, not zero); the first frame that is anything
-//!   else (ARP, another destination, tagged, a runt) and every frame after it stay in the
-//!   burst and run the whole pipeline as before, so the burst's frames are handled in their
-//!   order of arrival.
+//!   a valid source MAC (not a group address, not zero, not the gateway's own); the first
+//!   frame that is anything else (ARP, another destination, tagged, a runt) and every frame
+//!   after it stay in the burst and run the whole pipeline as before, so the burst's frames
+//!   are handled in their order of arrival.
 //! - A taken frame is counted received on its port (`rx_packets`, `rx_bytes`, a completed
 //!   partial checksum in `csum_completed`), exactly as `ethernet-input` counts; its source is
 //!   learned on the port (once per source per run, the port's learning switch and MAC limit
@@ -126,7 +126,13 @@ fn take<const FIX: bool>(
             break;
         };
         let (dst, src) = (eth.dst_u64(), eth.src_u64());
-        if dst != gw_mac || eth.ethertype() != EtherType::IPV4 || is_group(src) || src == 0 {
+        // (A frame from the gateway's own MAC is left to `l2-learn`, which drops it.)
+        if dst != gw_mac
+            || eth.ethertype() != EtherType::IPV4
+            || is_group(src)
+            || src == 0
+            || src == dst
+        {
             break;
         }
         if FIX {

@@ -1,4 +1,12 @@
 //! L2 stages: learn source MACs, then decide each frame's destination from the FDB.
+//!
+//! A frame whose source is its bridge's gateway MAC (the switch's own address) is not learned:
+//! it is dropped and counted (`src-mac-gateway`), so a port cannot take the gateway's MAC in
+//! the FDB. (Linux's bridge refuses to learn its own address too, logging "received packet on
+//! X with own address as source address", but forwards the frame; uvs drops it: a port
+//! sending from the switch's own address is spoofing it.) Checked only when the FDB does not
+//! already hold the source (a new or moved MAC, a full table, a port at its limit), so frames
+//! from known sources pay nothing for it. A port with learning off is not checked.
 
 use super::{Dest, Meta, ingress::is_group};
 use crate::counters::DropReason;
@@ -8,15 +16,23 @@ use crate::learned::Learned;
 use crate::packet::Frames;
 use crate::wire::EtherType;
 
-/// Learn every frame's (VLAN, source MAC) on `in_port` (frames still headed for NORMAL).
-pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
+/// Learn every frame's (VLAN, source MAC) on `in_port` (frames still headed for NORMAL);
+/// frames from the bridge's gateway MAC are dropped instead (see the module docs).
+pub(super) fn learn(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &mut [Meta],
+    now: u64,
+) {
     let Some(mut l) = Learner::new(dp, bridge, in_port, now) else {
         return;
     };
     // One-entry cache (VPP's l2-learn does the same): frames of a burst often share a source,
     // and re-learning the same key within one burst changes nothing.
     let mut last = u64::MAX;
-    for m in meta {
+    for m in meta.iter() {
         if !matches!(m.dest, Dest::Normal) {
             continue;
         }
@@ -27,10 +43,41 @@ pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Met
         last = key;
         l.learn(m.vlan, m.src);
     }
-    l.finish();
+    if l.finish() {
+        drop_own(dp, frames, bridge, in_port, meta);
+    }
 }
 
-/// Learn one (VLAN, source MAC) on `in_port` of `bridge` (see [`Learner`]).
+/// Drop (count `src-mac-gateway`, free) the frames of `meta` headed for NORMAL whose source
+/// is `bridge`'s gateway MAC: [`Learner`] refused one.
+#[cold]
+#[inline(never)]
+fn drop_own(
+    dp: &mut Datapath,
+    frames: &mut Frames,
+    bridge: u16,
+    in_port: PortId,
+    meta: &mut [Meta],
+) {
+    let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
+        return;
+    };
+    let gw = gw.mac.to_u64();
+    let mut n = 0;
+    for m in meta.iter_mut() {
+        if matches!(m.dest, Dest::Normal) && m.src == gw {
+            frames.free(m.desc.addr);
+            m.dest = Dest::Pending;
+            n += 1;
+        }
+    }
+    if let Some(p) = dp.port_mut(in_port) {
+        p.counters.drops[DropReason::SrcMacGateway as usize] += n;
+    }
+}
+
+/// Learn one (VLAN, source MAC) on `in_port` of `bridge` (see [`Learner`]; the bridge's gateway
+/// MAC is not learned: callers hand such frames to the whole pipeline, which drops them).
 pub(super) fn learn_one(
     dp: &mut Datapath,
     bridge: u16,
@@ -55,6 +102,8 @@ struct Learner<'a> {
     limit: u32,
     now: u32,
     refused: u64,
+    /// A source was the bridge's gateway MAC (refused: see [`own_mac`]).
+    own: bool,
 }
 
 /// A warning (at most one a second per bridge) that bridge `b`'s full FDB refused MAC `src`
@@ -102,6 +151,7 @@ impl<'a> Learner<'a> {
             limit,
             now: now as u32,
             refused: 0,
+            own: false,
         })
     }
 
@@ -113,6 +163,11 @@ impl<'a> Learner<'a> {
             .learn_limited(vlan, src, self.in_port, self.now, self.limit);
         match r {
             Learn::Refreshed | Learn::Static | Learn::Renewed => {}
+            // Only for a source the FDB did not hold on this port: known sources pay nothing.
+            _ if own_mac(b, vlan, src, r) => {
+                self.own = true;
+                return;
+            }
             Learn::New => b.counters.learned += 1,
             Learn::Replaced => {
                 b.counters.learned += 1;
@@ -142,15 +197,32 @@ impl<'a> Learner<'a> {
         }
     }
 
+    /// Count what the burst refused; true if a source was the gateway's MAC.
     #[inline(always)]
-    fn finish(self) {
+    fn finish(self) -> bool {
         if self.refused != 0 {
             self.fdb_bridge.counters.mac_limit += self.refused;
             if let Some(p) = self.port {
                 p.counters.mac_limit_refused += self.refused;
             }
         }
+        self.own
     }
+}
+
+/// Whether `src` is bridge `b`'s gateway MAC, which `learn_limited` just answered `r` for (not
+/// a hit): then whatever it learned of it is taken back (Linux's bridge refuses to learn its
+/// own addresses: "received packet on X with own address as source address").
+#[cold]
+#[inline(never)]
+fn own_mac(b: &mut crate::datapath::Bridge, vlan: u16, src: u64, r: Learn) -> bool {
+    if b.gateway.is_none_or(|g| g.mac.to_u64() != src) {
+        return false;
+    }
+    if matches!(r, Learn::New | Learn::Replaced | Learn::Moved { .. }) {
+        b.fdb.remove(vlan, src);
+    }
+    true
 }
 
 /// Record a MAC this worker learned, for the other workers (see `learned`). Out of line: only

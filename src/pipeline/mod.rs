@@ -514,7 +514,7 @@ impl Pipeline {
             self.meta.append(&mut self.normal);
             t = self.lap(Node::Flows, n, t);
         }
-        l2::learn(dp, bridge, in_port, &self.meta, now);
+        l2::learn(dp, frames, bridge, in_port, &mut self.meta, now);
         t = self.lap(Node::L2Learn, self.meta.len(), t);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
         t = self.lap(Node::L2Fwd, self.meta.len(), t);

@@ -279,8 +279,8 @@ fn full_check(
     };
     let src = eth.src_u64();
     if src != b.last_src {
-        if super::ingress::is_group(src) || src == 0 {
-            // `ethernet-input` drops and counts it.
+        if super::ingress::is_group(src) || src == 0 || src == u.gw_mac {
+            // `ethernet-input` (`l2-learn` for the gateway's MAC) drops and counts it.
             return Full::Keep;
         }
         l2::learn_one(dp, u.bridge, b.in_port, (0, src), b.now);
