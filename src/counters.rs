@@ -35,7 +35,7 @@ macro_rules! drop_reasons {
 }
 
 drop_reasons! {
-    Runt => "runt", "frame shorter than an Ethernet header (14 bytes, 18 if VLAN-tagged)";
+    Runt => "runt", "frame shorter than an Ethernet header (14 bytes), or a VLAN-tagged frame that ends right after its tag (18 bytes or fewer)";
     SrcMulticast => "src-mac-multicast", "source MAC is a group (multicast/broadcast) address";
     SrcZero => "src-mac-zero", "source MAC is 00:00:00:00:00:00";
     VlanDenied => "vlan-denied", "VLAN not carried by the ingress port (tag on an access port, VLAN not in trunks)";

@@ -660,3 +660,34 @@ fn frames_from_the_gateway_mac_are_not_learned() {
     assert_eq!(br.counters.learned, 2, "mac(1) and mac(2) only");
     h.assert_no_frame_leaked();
 }
+
+/// A tagged frame that ends right after its 802.1Q tag (its inner EtherType and nothing
+/// more: 18 bytes) is a runt: counted `runt`, not learned, not forwarded. One payload byte
+/// more and it is an ordinary frame. (Found in session 31: it was learned and forwarded, with no counter.)
+#[test]
+fn a_frame_ending_after_its_tag_is_a_runt() {
+    let (mut h, b, p1, p2) = two_ports(BridgeOptions::default());
+    let f = tagged(&frame(BCAST, mac(1), 1), 10);
+    h.send(p1, &f[..18]);
+    let out = h.outputs();
+    assert!(out[p2 as usize].is_empty(), "not forwarded");
+    assert_eq!(h.drops(p1, DropReason::Runt), 1);
+    assert_eq!(
+        h.dp.bridge(b)
+            .unwrap()
+            .fdb
+            .lookup(10, MacAddr(mac(1)).to_u64()),
+        None
+    );
+    h.send(p1, &f[..19]);
+    let out = h.outputs();
+    assert_eq!(out[p2 as usize], vec![f[..19].to_vec()]);
+    assert_eq!(
+        h.dp.bridge(b)
+            .unwrap()
+            .fdb
+            .lookup(10, MacAddr(mac(1)).to_u64()),
+        Some(p1)
+    );
+    h.assert_no_frame_leaked();
+}

@@ -107,7 +107,9 @@ fn classify(
     let dst = eth.dst_u64();
     let (tagged, vid, l3_off, ethertype) = match eth.ethertype() {
         EtherType::VLAN => {
-            if data.len() < 18 {
+            // A tag needs an inner EtherType and something after it: a frame that ends right
+            // after its tag is a runt (it was learned, then lost without a counter).
+            if data.len() <= 18 {
                 return Err(DropReason::Runt);
             }
             let tci = u16::from_be_bytes([data[14], data[15]]);
