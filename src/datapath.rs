@@ -414,7 +414,8 @@ impl Gateway {
     /// Linux makes a broadcast route of for subnets up to /30 (/31 and /32 have none).
     #[inline]
     pub fn is_broadcast(&self, ip: [u8; 4]) -> bool {
-        let host = !crate::route::mask(self.len);
+        // The host bits: `!mask(len)` without its branch for /0 (none for /32).
+        let host = u32::MAX.checked_shr(u32::from(self.len)).unwrap_or(0);
         self.len < 31 && u32::from_be_bytes(ip) == u32::from_be_bytes(self.ip) | host
     }
 

@@ -267,3 +267,23 @@ fn bridge_and_port_counts_are_bounded() {
         format!("too many ports (limit {MAX_PORTS})")
     );
 }
+
+/// A gateway's directed broadcast is its subnet's last address, for subnets up to /30 (as
+/// Linux's local table has it: /31 and /32 have none); /0 makes it 255.255.255.255.
+#[test]
+fn gateway_broadcast_is_the_subnets_last_address() {
+    let g = |ip: [u8; 4], len| Gateway {
+        ip,
+        len,
+        mac: MacAddr::default(),
+    };
+    assert!(g([10, 0, 1, 1], 24).is_broadcast([10, 0, 1, 255]));
+    assert!(!g([10, 0, 1, 1], 24).is_broadcast([10, 0, 1, 0]));
+    assert!(!g([10, 0, 1, 1], 24).is_broadcast([10, 0, 1, 254]));
+    assert!(!g([10, 0, 1, 1], 24).is_broadcast([10, 0, 2, 255]));
+    assert!(g([10, 0, 1, 1], 8).is_broadcast([10, 255, 255, 255]));
+    assert!(g([10, 0, 1, 1], 30).is_broadcast([10, 0, 1, 3]));
+    assert!(!g([10, 0, 1, 0], 31).is_broadcast([10, 0, 1, 1]));
+    assert!(!g([10, 0, 1, 1], 32).is_broadcast([10, 0, 1, 1]));
+    assert!(g([10, 0, 1, 1], 0).is_broadcast([255, 255, 255, 255]));
+}

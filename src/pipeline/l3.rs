@@ -533,14 +533,15 @@ fn ip_in(
         return Ok(());
     }
     let (route, to) = burst.route(dp, dst);
-    // A subnet's directed broadcast is neither forwarded (Linux's `bc_forwarding=0`) nor
-    // answered (`icmp_echo_ignore_broadcasts=1`), whichever bridge it came from: no ARP for it.
-    if to == Addressed::Broadcast {
-        return Err(DropReason::IpNotUnicast);
-    }
-    let local = to == Addressed::Gateway;
-    // Addressed to one of our gateways? (A gateway address lies in its own connected route.)
-    if !tracked && dnat.is_none() && local {
+    // Addressed to one of our gateways, or to a gateway subnet's directed broadcast? (Both lie
+    // in the gateway's connected route; one test on the routed path.)
+    if to != Addressed::Other && (to == Addressed::Broadcast || (!tracked && dnat.is_none())) {
+        // A subnet's directed broadcast is neither forwarded (Linux's `bc_forwarding=0`) nor
+        // answered (`icmp_echo_ignore_broadcasts=1`), whichever bridge it came from: no ARP
+        // for it.
+        if to == Addressed::Broadcast {
+            return Err(DropReason::IpNotUnicast);
+        }
         let mut total = total;
         // A fragment of a datagram to us (VXLAN from a peer whose path fragments): put back
         // together first, as the kernel's VTEP would.
