@@ -3,8 +3,9 @@
 //!
 //! Contract: bits in the bucket and the clock of the last refill are atomics. A refill adds
 //! `rate × elapsed ms` once per millisecond, whichever worker makes it (the one whose
-//! compare-exchange of the clock succeeds), capped at the bucket size in the same
-//! compare-exchange (never over it, even for an instant). `take` removes a
+//! compare-exchange of the clock succeeds), at most the room the bucket had before that
+//! worker claimed the time (takes by others meanwhile are not given back) and never past the
+//! bucket size (one compare-exchange). `take` removes a
 //! frame's bits if the bucket holds them (or the whole bucket, for a frame larger than it), by
 //! compare-exchange, so two workers never both spend the same bits. Lock-free; no allocation.
 
@@ -31,18 +32,39 @@ impl SharedBucket {
     /// up to `cap_bits`.
     #[inline]
     pub fn refill(&self, rate_kbps: u64, cap_bits: i64, now_ms: u64) {
+        if let Some(add) = self.claim(rate_kbps, cap_bits, now_ms) {
+            self.add(add, cap_bits);
+        }
+    }
+
+    /// Claim the refill of the time since the last one: the bits to add, or None when another
+    /// worker claimed it (or no time passed). What is added is bounded by the room the bucket
+    /// had *before* the claim: the others keep taking between the claim and the add, and an
+    /// add capped only at the bucket size would give back what they took meanwhile (found by
+    /// the two-worker storm test, 1 run in 60: the first refill, from time 0, claimed a whole
+    /// bucket's worth, the other worker spent 5,824 frames, the capped add filled the bucket
+    /// again: 15,824 floods passed a bucket of 10,000 with the clock stopped).
+    #[inline]
+    fn claim(&self, rate_kbps: u64, cap_bits: i64, now_ms: u64) -> Option<i64> {
+        let room = cap_bits.saturating_sub(self.tokens.load(Ordering::Acquire));
         let last = self.last_ms.load(Ordering::Acquire);
-        if now_ms > last
-            && self
+        if now_ms <= last
+            || self
                 .last_ms
                 .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_err()
         {
-            let add = (now_ms - last).min(1 << 20) as i64 * rate_kbps as i64;
-            // One capped add (compare-exchange): an add then a separate cap left the bucket
-            // over its size between the two, and a refiller preempted there let the other
-            // workers spend that excess (found by a storm test with two workers under load:
-            // 15,923 floods passed a bucket of 10,000 with the clock stopped).
+            return None;
+        }
+        let earned = (now_ms - last).min(1 << 20) as i64 * rate_kbps as i64;
+        Some(earned.min(room).max(0))
+    }
+
+    /// Add `add` bits (from `claim`), never past `cap_bits`: one compare-exchange, so the
+    /// bucket is never over its size, even for an instant.
+    #[inline]
+    fn add(&self, add: i64, cap_bits: i64) {
+        if add > 0 {
             let _ = self
                 .tokens
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
@@ -108,5 +130,24 @@ mod tests {
             "a frame larger than a full bucket takes it"
         );
         assert!(!b.take(1, 1000), "in debt");
+    }
+
+    /// A refill claimed by one worker and added after another took from the bucket does not
+    /// give back what was taken (the bucket was full when the time was claimed).
+    #[test]
+    fn takes_between_a_claim_and_its_add_are_not_given_back() {
+        let b = SharedBucket::new(1000);
+        let add = b.claim(100, 1000, 5).expect("the first claim");
+        assert!(b.take(600, 1000), "another worker takes meanwhile");
+        b.add(add, 1000);
+        assert!(
+            !b.take(600, 1000),
+            "only 400 left: nothing was earned while full"
+        );
+        // Time earned while not full is added as before.
+        let add = b.claim(100, 1000, 7).expect("a claim");
+        assert_eq!(add, 200);
+        b.add(add, 1000);
+        assert!(b.take(600, 1000));
     }
 }
