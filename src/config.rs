@@ -584,12 +584,14 @@ impl PortSpec {
         Ok(p)
     }
 
-    /// The OpenFlow number this port asks for on bridge `bridge`: its `ofport_request`, else
-    /// `LOCAL` for a TAP named as the bridge (OVS's bridge-local internal port).
+    /// The OpenFlow number this port asks for on bridge `bridge`: `LOCAL` for a TAP named as
+    /// the bridge (OVS's bridge-local internal port, whose `ofport_request` OVS ignores too),
+    /// else its `ofport_request`.
     pub fn ofport_wanted(&self, bridge: &str) -> Option<u16> {
+        if self.kind == PortKind::Tap && self.name == bridge {
+            return Some(crate::ofport::OFPP_LOCAL);
+        }
         self.ofport_request
-            .or((self.kind == PortKind::Tap && self.name == bridge)
-                .then_some(crate::ofport::OFPP_LOCAL))
     }
 
     /// The tunnel settings of a `type=vxlan` port.
@@ -662,6 +664,12 @@ impl PortSpec {
     /// Check the values.
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name, "port")?;
+        if self.name.eq_ignore_ascii_case("local") {
+            return Err(format!(
+                "port name '{}' is OpenFlow's LOCAL (the bridge's own port: add-port BRIDGE BRIDGE type=internal)",
+                self.name
+            ));
+        }
         self.vlan_mode()
             .map_err(|e| format!("port '{}': {e}", self.name))?;
         if self.kind == PortKind::Mem {

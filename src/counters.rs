@@ -89,7 +89,6 @@ drop_reasons! {
     PortNoFwd => "port-no-fwd", "toward a port set `down` or `no-forward` (`mod-port`, OpenFlow PORT_MOD)";
     IpBadOptions => "ip-bad-options", "IPv4 packet to the gateway MAC whose options do not parse (a length below 2 or past the header, a bad Record Route/Timestamp pointer, a repeated option), as Linux drops it";
     IpSourceRoute => "ip-source-route", "IPv4 packet to the gateway MAC with a loose or strict source route option (LSRR/SSRR), as Linux drops it by default (accept_source_route=0)";
-    SrcMacGateway => "src-mac-gateway", "source MAC is the bridge's gateway MAC, the switch's own address (not learned, so a port cannot take it in the FDB; Linux's bridge refuses to learn it too, but forwards the frame)";
 }
 
 /// Counters of one port.
@@ -109,6 +108,8 @@ pub struct PortCounters {
     pub gro_merged: u64,
     /// Source MACs not learned because the port holds its `mac_limit` (the frames still go on).
     pub mac_limit_refused: u64,
+    /// Frames from the bridge's own gateway MAC, whose source is not learned (they still go on).
+    pub gateway_mac_refused: u64,
     /// Drops charged to this port (ingress reasons on rx, egress reasons on tx), by reason.
     pub drops: [u64; DropReason::COUNT],
 }
@@ -124,6 +125,7 @@ impl Default for PortCounters {
             csum_completed: 0,
             gro_merged: 0,
             mac_limit_refused: 0,
+            gateway_mac_refused: 0,
             drops: [0; DropReason::COUNT],
         }
     }
@@ -151,6 +153,7 @@ impl PortCounters {
             csum_completed: self.csum_completed,
             gro_merged: self.gro_merged,
             mac_limit_refused: self.mac_limit_refused,
+            gateway_mac_refused: self.gateway_mac_refused,
             drops: DropReason::ALL
                 .iter()
                 .filter(|r| self.drops[**r as usize] != 0)
@@ -179,6 +182,9 @@ pub struct PortStats {
     /// Source MACs not learned because of the port's `mac_limit`.
     #[serde(default)]
     pub mac_limit_refused: u64,
+    /// Frames from the bridge's gateway MAC (source not learned).
+    #[serde(default)]
+    pub gateway_mac_refused: u64,
     /// Drops by reason name.
     pub drops: std::collections::BTreeMap<String, u64>,
 }

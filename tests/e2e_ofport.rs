@@ -295,6 +295,16 @@ fn an_internal_port_named_as_its_bridge_is_local() {
         65534,
         "the bridge's own internal port is LOCAL"
     );
+    // As OVS, the bridge's own port ignores ofport_request; a port named LOCAL is refused.
+    d.ctl(&["del-port", &br]);
+    d.ctl(&["add-port", &br, &br, "type=internal", "ofport_request=7"]);
+    assert_eq!(
+        ofport(&d, &br),
+        65534,
+        "ofport_request made it an ordinary port"
+    );
+    let bad = d.ctl_raw(&["add-port", &br, "LOCAL", "type=internal"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("OpenFlow's LOCAL"));
     assert_eq!(ofport(&d, &n("p1")), 1);
     // The internal port is a TAP: the host side (here moved into a namespace) reaches h1.
     t.netns(&n("lo"));
@@ -396,6 +406,44 @@ fn mod_port_takes_a_port_down_and_out_of_floods() {
     );
     d.ctl(&["mod-port", "br0", &n("p2"), "flood"]);
     assert!(ping(&n("h1"), "10.0.62.2", 2));
+    // A flow's ALL still reaches a no-flood port; its FLOOD does not (static neighbours: no
+    // ARP broadcast decides the outcome).
+    let (m1, m2) = (t.mac(&n("h1"), "eth0"), t.mac(&n("h2"), "eth0"));
+    for (ns, ip, mac) in [(n("h1"), "10.0.62.2", &m2), (n("h2"), "10.0.62.1", &m1)] {
+        assert!(t.exec_ok(
+            &ns,
+            &["ip", "neigh", "replace", ip, "lladdr", mac, "dev", "eth0"]
+        ));
+    }
+    d.ctl(&["mod-port", "br0", &n("p2"), "no-flood"]);
+    d.ctl(&["add-flow", "br0", "priority=10,icmp,actions=ALL"]);
+    assert!(
+        ping(&n("h1"), "10.0.62.2", 2),
+        "ALL left out a no-flood port"
+    );
+    d.ctl(&["add-flow", "br0", "priority=10,icmp,actions=FLOOD"]);
+    assert!(
+        !ping(&n("h1"), "10.0.62.2", 1),
+        "FLOOD reached a no-flood port"
+    );
+    d.ctl(&["del-flows", "br0", "icmp"]);
+    d.ctl(&["mod-port", "br0", &n("p2"), "flood"]);
+    // trace says what mod-port does to a frame.
+    d.ctl(&["mod-port", "br0", &n("p2"), "no-forward"]);
+    let to_h2 = format!("in_port=1,icmp,dl_src={m1},dl_dst={m2},nw_src=10.0.62.1,nw_dst=10.0.62.2");
+    let trace = d.ctl(&["trace", "br0", &to_h2]);
+    assert!(
+        trace.contains("no-forward -> drop (port-no-fwd)"),
+        "{trace}"
+    );
+    d.ctl(&["mod-port", "br0", &n("p1"), "no-receive"]);
+    let trace = d.ctl(&["trace", "br0", &to_h2]);
+    assert!(
+        trace.contains("no-receive -> drop (port-no-recv)"),
+        "{trace}"
+    );
+    d.ctl(&["mod-port", "br0", &n("p1"), "receive"]);
+    d.ctl(&["mod-port", "br0", &n("p2"), "forward"]);
     // Words it does not know are refused, naming them.
     let bad = d.ctl_raw(&["mod-port", "br0", &n("p2"), "no-stp"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no STP"));
@@ -415,6 +463,10 @@ fn mod_port_takes_a_port_down_and_out_of_floods() {
             of(proto, &["mod-port", &n("p2"), "down"]);
             let desc = of(proto, &["show"]);
             assert!(desc.contains("PORT_DOWN"), "{proto:?}: {desc}");
+            // As OVS (which sets the netdev down), the link reads down to a controller.
+            if proto.is_some() {
+                assert!(desc.contains("LINK_DOWN"), "{proto:?}: {desc}");
+            }
             assert!(
                 !ping(&n("h1"), "10.0.62.2", 1),
                 "{proto:?}: down over OpenFlow"

@@ -332,6 +332,13 @@ fn controllers_see_a_patch_port_link_as_its_peer_comes_and_goes() {
     d.ctl(&["add-port", "br0", &ta, "type=patch", &format!("peer={tb}")]);
     m.wait(&format!("ADD: 1({ta})"), 1);
     m.wait("state:      LINK_DOWN", 1);
+    // An address of its own (controllers send LLDP from it; all zeros is no source).
+    let mac = uvs::wire::MacAddr::from_u64(uvs::openflow::made_mac("br0", &ta));
+    assert!(
+        m.text().contains(&format!("ADD: 1({ta}): addr:{mac}")),
+        "{mac}: {}",
+        m.text()
+    );
     d.ctl(&["add-port", "br1", &tb, "type=patch", &format!("peer={ta}")]);
     m.wait(&format!("MOD: 1({ta})"), 1);
     m.wait("state:      LIVE", 1);

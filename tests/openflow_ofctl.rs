@@ -995,7 +995,7 @@ fn ofctl_output_to_all_in_both_dialects_and_trace() {
         let text = tr["trace"].to_string();
         assert!(
             text.contains("ALL: every port of the bridge but the ingress one")
-                && text.contains("-> flood to every other port"),
+                && text.contains("-> to every other port"),
             "{text}"
         );
     }

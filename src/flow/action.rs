@@ -66,8 +66,7 @@ pub enum Action {
     /// Every port of the bridge but the ingress one (`FLOOD`).
     Flood,
     /// Every port of the bridge but the ingress one, whatever its configuration (`ALL`,
-    /// OpenFlow's OFPP_ALL). uvs ports have no no-flood setting, so from a flow it reaches the
-    /// same ports as `FLOOD`.
+    /// OpenFlow's OFPP_ALL): `FLOOD`'s ports and those set `no-flood` (`mod-port`).
     All,
     /// Back out of the ingress port (`IN_PORT`).
     InPort,
@@ -694,8 +693,10 @@ pub enum Single {
     Drop,
     /// `NORMAL`.
     Normal,
-    /// `FLOOD` or `ALL`.
+    /// `FLOOD`.
     Flood,
+    /// `ALL` (`FLOOD`'s ports and the `no-flood` ones).
+    All,
     /// `IN_PORT`.
     InPort,
     /// `output:P`, the OpenFlow port number.
@@ -709,8 +710,8 @@ impl Single {
         match actions {
             [] => Single::Drop,
             [Action::Normal] => Single::Normal,
-            // Both reach every port but the ingress one (uvs has no no-flood ports).
-            [Action::Flood | Action::All] => Single::Flood,
+            [Action::Flood] => Single::Flood,
+            [Action::All] => Single::All,
             [Action::InPort] => Single::InPort,
             [Action::Output(p)] => Single::Output(p.num()),
             _ => Single::Many,
@@ -727,6 +728,7 @@ impl Single {
             Single::Flood => (3, 0),
             Single::InPort => (4, 0),
             Single::Output(p) => (5, p),
+            Single::All => (6, 0),
         }
     }
 
@@ -739,6 +741,7 @@ impl Single {
             3 => Single::Flood,
             4 => Single::InPort,
             5 => Single::Output(port),
+            6 => Single::All,
             _ => Single::Many,
         }
     }

@@ -169,7 +169,7 @@ impl Hub {
         let e = match e {
             Event::PortStatus(ps) if ps.port.mac == 0 => {
                 let mut ps = ps.clone();
-                ps.port.mac = super::netdev_mac(&ps.port.name);
+                ps.port.mac = super::port_mac(&ps.bridge, &ps.port.name, "");
                 filled = Event::PortStatus(ps);
                 &filled
             }

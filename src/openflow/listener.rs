@@ -187,8 +187,16 @@ impl Switch for RegistrySwitch {
             .map(|p| PortInfo {
                 ofport: p["ofport"].as_u64().unwrap_or(0) as u16,
                 name: p["name"].as_str().unwrap_or("").to_string(),
-                up: p["state"] == "up",
-                mac: super::netdev_mac(p["name"].as_str().unwrap_or("")),
+                // A port set `down` (mod-port) reads as down, as OVS's LINK_DOWN follows.
+                up: p["state"] == "up"
+                    && p["config_bits"].as_u64().unwrap_or(0)
+                        & u64::from(crate::port_admin::PORT_DOWN)
+                        == 0,
+                mac: super::port_mac(
+                    &self.bridge,
+                    p["name"].as_str().unwrap_or(""),
+                    p["type"].as_str().unwrap_or(""),
+                ),
                 config: p["config_bits"].as_u64().unwrap_or(0) as u32,
             })
             .collect();

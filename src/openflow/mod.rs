@@ -197,6 +197,30 @@ pub fn any_flow() -> FlowFilter {
     crate::flow::parse_filter("").expect("an empty filter parses")
 }
 
+/// The hardware address OpenFlow reports for port `name` of `bridge`, of kind `kind` (as
+/// `show` names it): its netdev's, read here (off the worker); for a port without a netdev in
+/// uvs's namespace (patch, vxlan, a TAP moved into a container) a locally administered
+/// address made from the bridge and port names (stable across restarts), as OVS gives its
+/// patch and tunnel ports an address of their own. Never all zeros: controllers send LLDP
+/// from the port's address (an all-zero source is dropped, `src-mac-zero`).
+pub fn port_mac(bridge: &str, name: &str, kind: &str) -> u64 {
+    let own = match kind {
+        "patch" | "vxlan" => 0,
+        _ => netdev_mac(name),
+    };
+    if own != 0 {
+        return own;
+    }
+    made_mac(bridge, name)
+}
+
+/// A locally administered unicast address for port `name` of `bridge` (see [`port_mac`]).
+pub fn made_mac(bridge: &str, name: &str) -> u64 {
+    let h = datapath_id(&format!("{bridge}/{name}"));
+    // 02:..: locally administered, unicast.
+    (h & 0x00ff_ffff_ffff) | 0x0200_0000_0000
+}
+
 /// A datapath id for a bridge name (48 bits of FNV-1a, stable across restarts).
 pub fn datapath_id(bridge: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

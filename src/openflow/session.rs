@@ -384,6 +384,10 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
             _ => Some(Err(OfErr::BadActionType)),
         })
         .collect::<OfResult<Vec<u16>>>()?;
+    if outputs.is_empty() {
+        // Nothing left to send (no action, or only the in_port): done, as OVS takes it.
+        return Ok(());
+    }
     sw.packet_out(&outputs, frame).map_err(|e| {
         tracing::debug!("openflow {}: packet-out: {e}", sw.bridge());
         OfErr::BadOutPort

@@ -267,6 +267,14 @@ fn packet_out_sends_the_frame_to_its_outputs() {
     let (out, _) = s.handle(&m, &sw);
     assert_eq!(&out[0][8..12], &[0, 2, 0, 4]);
     assert_eq!(sw.sent.borrow().len(), 1);
+    // Nothing left to send (output:1 is the in_port; or no action): taken, as OVS takes it.
+    let m = hex(&format!(
+        "010d0026000000acffffffff00010008000000080001ffff{frame}"
+    ));
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    let m = hex(&format!("010d001e000000adffffffff00010000{frame}"));
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(sw.sent.borrow().len(), 1, "nothing sent");
 }
 
 /// A small deterministic generator (xorshift).
@@ -396,4 +404,22 @@ fn framing_hello_echo_then_a_bad_length_closes() {
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Ports without a netdev get a stable, locally administered unicast address of their own.
+#[test]
+fn ports_without_a_netdev_get_an_address_of_their_own() {
+    let a = super::made_mac("br0", "patch-a");
+    assert_eq!(a, super::made_mac("br0", "patch-a"), "stable");
+    assert_ne!(a, super::made_mac("br1", "patch-a"), "per bridge");
+    assert_eq!(a >> 40 & 0x03, 0x02, "locally administered unicast: {a:x}");
+    // A patch port named like a netdev of the host does not take that netdev's address.
+    assert_eq!(
+        super::port_mac("br0", "lo", "patch"),
+        super::made_mac("br0", "lo")
+    );
+    assert_eq!(
+        super::port_mac("br0", "no-such-dev", "tap"),
+        super::made_mac("br0", "no-such-dev")
+    );
 }

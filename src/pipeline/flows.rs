@@ -1139,11 +1139,11 @@ fn run_actions<T: Tracer>(
                 None => t.line(|| format!("    output:{p}: no such port in this bridge, skipped")),
             },
             Action::Flood => pending.decide(frames, m, out, t, Dest::Flood),
-            // OFPP_ALL: FLOOD's ports (a flow's flood skips only the ingress port: no VLANs,
-            // and uvs ports have no no-flood setting).
+            // OFPP_ALL: FLOOD's ports and those set `no-flood` (a flow's flood skips only the
+            // ingress port: no VLANs).
             Action::All => {
                 t.line(|| "    ALL: every port of the bridge but the ingress one".into());
-                pending.decide(frames, m, out, t, Dest::Flood)
+                pending.decide(frames, m, out, t, Dest::All)
             }
             Action::OutputTrunc(p, max_len) => match env.ports.port(p.num()) {
                 Some(id) if id == port.id => {
@@ -1317,16 +1317,18 @@ fn to_controller(
         env.events.unheard();
         return;
     }
-    if env.port.no_packet_in {
-        return;
-    }
-    let data = frames.data(m.desc);
     let (cookie, table_miss) = env.cls.get(flow).map_or((0, false), |f| {
         (
             f.cookie,
             f.priority == 0 && f.m == crate::flow::Match::default(),
         )
     });
+    // `mod-port no-packet-in` holds back table misses only, as OVS does: an explicit
+    // `controller` action still sends.
+    if env.port.no_packet_in && table_miss {
+        return;
+    }
+    let data = frames.data(m.desc);
     let n = data.len().min(usize::from(c.max_len));
     env.events
         .send(crate::events::Event::PacketIn(crate::events::PacketIn {

@@ -126,7 +126,7 @@ fn take<const FIX: bool>(
             break;
         };
         let (dst, src) = (eth.dst_u64(), eth.src_u64());
-        // (A frame from the gateway's own MAC is left to `l2-learn`, which drops it.)
+        // (A frame from the gateway's own MAC is left to `l2-learn`, which does not learn it.)
         if dst != gw_mac
             || eth.ethertype() != EtherType::IPV4
             || is_group(src)

@@ -1,12 +1,13 @@
 //! L2 stages: learn source MACs, then decide each frame's destination from the FDB.
 //!
-//! A frame whose source is its bridge's gateway MAC (the switch's own address) is not learned:
-//! it is dropped and counted (`src-mac-gateway`), so a port cannot take the gateway's MAC in
-//! the FDB. (Linux's bridge refuses to learn its own address too, logging "received packet on
-//! X with own address as source address", but forwards the frame; uvs drops it: a port
-//! sending from the switch's own address is spoofing it.) Checked only when the FDB does not
-//! already hold the source (a new or moved MAC, a full table, a port at its limit), so frames
-//! from known sources pay nothing for it. A port with learning off is not checked.
+//! A frame whose source is its bridge's gateway MAC (the switch's own address) is not learned,
+//! so a port cannot take the gateway's MAC in the FDB, and goes on, counted
+//! (`gateway_mac_refused`), as Linux's bridge refuses to learn its own address ("received
+//! packet on X with own address as source address") and forwards the frame. (Dropping it
+//! broke two uvs whose underlay bridges share a gateway MAC: one host id, one bridge name.)
+//! Checked only when the FDB does not already hold the source (a new or moved MAC, a full
+//! table, a port at its limit), so frames from known sources pay nothing for it. A port with
+//! learning off is not checked.
 
 use super::{Dest, Meta, ingress::is_group};
 use crate::counters::DropReason;
@@ -17,15 +18,8 @@ use crate::packet::Frames;
 use crate::wire::EtherType;
 
 /// Learn every frame's (VLAN, source MAC) on `in_port` (frames still headed for NORMAL);
-/// frames from the bridge's gateway MAC are dropped instead (see the module docs).
-pub(super) fn learn(
-    dp: &mut Datapath,
-    frames: &mut Frames,
-    bridge: u16,
-    in_port: PortId,
-    meta: &mut [Meta],
-    now: u64,
-) {
+/// frames from the bridge's gateway MAC are not learned (see the module docs).
+pub(super) fn learn(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta], now: u64) {
     let Some(mut l) = Learner::new(dp, bridge, in_port, now) else {
         return;
     };
@@ -44,35 +38,28 @@ pub(super) fn learn(
         l.learn(m.vlan, m.src);
     }
     if l.finish() {
-        drop_own(dp, frames, bridge, in_port, meta);
+        count_own(dp, bridge, in_port, meta);
     }
 }
 
-/// Drop (count `src-mac-gateway`, free) the frames of `meta` headed for NORMAL whose source
-/// is `bridge`'s gateway MAC: [`Learner`] refused one.
+/// Count (`gateway_mac_refused` on `in_port`) the frames of `meta` headed for NORMAL whose
+/// source is `bridge`'s gateway MAC: [`Learner`] did not learn it. They go on, as Linux's
+/// bridge forwards them: two hosts whose bridges share a gateway MAC (cloned machines with one
+/// machine id, two uvs on one host, an "anycast" gateway stretched over VXLAN) still reach
+/// each other.
 #[cold]
 #[inline(never)]
-fn drop_own(
-    dp: &mut Datapath,
-    frames: &mut Frames,
-    bridge: u16,
-    in_port: PortId,
-    meta: &mut [Meta],
-) {
+fn count_own(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta]) {
     let Some(gw) = dp.bridge(bridge).and_then(|b| b.gateway) else {
         return;
     };
     let gw = gw.mac.to_u64();
-    let mut n = 0;
-    for m in meta.iter_mut() {
-        if matches!(m.dest, Dest::Normal) && m.src == gw {
-            frames.free(m.desc.addr);
-            m.dest = Dest::Pending;
-            n += 1;
-        }
-    }
+    let n = meta
+        .iter()
+        .filter(|m| matches!(m.dest, Dest::Normal) && m.src == gw)
+        .count() as u64;
     if let Some(p) = dp.port_mut(in_port) {
-        p.counters.drops[DropReason::SrcMacGateway as usize] += n;
+        p.counters.gateway_mac_refused += n;
     }
 }
 

@@ -55,8 +55,10 @@ pub(crate) enum Dest {
     Normal,
     /// One port.
     Port(PortId),
-    /// Every other port of the bridge carrying the VLAN.
+    /// Every other port of the bridge carrying the VLAN (but those set `no-flood`).
     Flood,
+    /// A flow's `ALL`: `Flood`'s ports and those set `no-flood`.
+    All,
     /// To the bridge's gateway (the router stage takes it).
     Router,
     /// Routed or generated: deliver within this bridge by its FDB (no ingress port to skip).
@@ -514,7 +516,7 @@ impl Pipeline {
             self.meta.append(&mut self.normal);
             t = self.lap(Node::Flows, n, t);
         }
-        l2::learn(dp, frames, bridge, in_port, &mut self.meta, now);
+        l2::learn(dp, bridge, in_port, &self.meta, now);
         t = self.lap(Node::L2Learn, self.meta.len(), t);
         l2::forward(dp, frames, bridge, in_port, &mut self.meta);
         t = self.lap(Node::L2Fwd, self.meta.len(), t);

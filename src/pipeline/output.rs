@@ -72,7 +72,7 @@ pub(super) fn run(
                 }
                 None => frames.free(m.desc.addr),
             },
-            Dest::Flood => deliver(dp, frames, bridge, in_port, m, m.dest),
+            Dest::Flood | Dest::All => deliver(dp, frames, bridge, in_port, m, m.dest),
             Dest::Bridge(b) => {
                 // Routed or generated: look the destination up in the egress bridge's FDB.
                 let dest = match dp.bridge(b).and_then(|br| br.fdb.lookup(m.vlan, m.dst)) {
@@ -156,7 +156,9 @@ fn deliver(
                 let Some(port) = ports.get(p as usize).and_then(|x| x.as_ref()) else {
                     continue;
                 };
-                if p == in_port || (!m.raw && !port.vlan.carries(m.vlan)) || port.config.no_flood()
+                if p == in_port
+                    || (!m.raw && !port.vlan.carries(m.vlan))
+                    || (port.config.no_flood() && dest != Dest::All)
                 {
                     continue;
                 }

@@ -177,7 +177,6 @@ pub fn node_of(r: DropReason) -> Node {
             Node::EthernetInput
         }
         FlowDrop => Node::Flows,
-        SrcMacGateway => Node::L2Learn,
         SamePort | IccDenied | LinkLocal | FloodLimit => Node::L2Fwd,
         VxlanBadFlags | VxlanUnknownVni | VxlanUnknownVtep | VxlanTruncated | VxlanNested => {
             Node::Vxlan4Input

@@ -22,7 +22,10 @@ impl Worker {
             .get(id as usize)
             .and_then(|p| p.as_ref())
             .is_none_or(|p| p.down_reason().is_none());
+        // A port set `down` (mod-port) reads as down to controllers too (OVS sets the netdev
+        // down: its LINK_DOWN follows), though its netdev stays up.
         let up = self.life(id).is_none_or(|l| l.state == LinkState::Up)
+            && st.config.bits() & crate::port_admin::PORT_DOWN == 0
             && linked
             && reason != crate::events::PORT_DELETE;
         let bridge = self
@@ -30,6 +33,14 @@ impl Worker {
             .bridge(st.bridge)
             .map(|b| b.name.clone())
             .unwrap_or_default();
+        // Ports without a netdev have an address made from their names (no IO); the others'
+        // is read off the worker (`openflow::port_mac`).
+        let mac = match st.kind {
+            crate::port::PortKind::Patch | crate::port::PortKind::Vxlan => {
+                crate::openflow::made_mac(&bridge, &st.name)
+            }
+            _ => 0,
+        };
         self.dp.events.send(Event::PortStatus(PortStatus {
             bridge,
             reason,
@@ -37,7 +48,7 @@ impl Worker {
                 ofport: st.ofport,
                 name: st.name.clone(),
                 up,
-                mac: 0,
+                mac,
                 config: st.config.bits(),
             },
         }));

@@ -269,6 +269,10 @@ impl Worker {
         let named = |f: &Flow| {
             let mut f = f.clone();
             for p in f.ports_mut() {
+                // LOCAL stays LOCAL, as ovs-ofctl's --names prints it.
+                if p.num() == crate::ofport::OFPP_LOCAL {
+                    continue;
+                }
                 if let Some(n) = ft.ports.name_of(p.num()) {
                     *p = PortRef::Name(n.to_string());
                 }
@@ -426,6 +430,25 @@ impl Worker {
             "bridge {bridge}: {}",
             describe_key(&key, &m.ext, ft)
         )));
+        // A port set `down` or `no-receive` (mod-port) takes nothing in.
+        if let Some(port) = in_id.and_then(|p| self.dp.port(p))
+            && port.config.drops_rx()
+        {
+            let mut lines: Vec<String> = log
+                .items
+                .into_iter()
+                .filter_map(|it| match it {
+                    Item::Line(l) => Some(l),
+                    Item::Sent(..) => None,
+                })
+                .collect();
+            lines.push(format!(
+                "ingress: port {} is set {} -> drop (port-no-recv)",
+                port.name,
+                port.config.words().join(",")
+            ));
+            return Ok(lines);
+        }
         // Ingress (`ethernet-input`) admits the frame to a VLAN before any table sees it.
         let tag = (key.vlan != crate::flow::NO_VLAN).then_some(key.vlan);
         let vlan = match in_id.and_then(|p| self.dp.port(p)) {
@@ -629,12 +652,22 @@ impl Worker {
             Dest::Port(p) if Some(p) == in_id => {
                 format!("    -> back out of the ingress port {}", self.port_name(p))
             }
-            Dest::Port(p) => format!(
-                "    -> output to port {} ({})",
-                self.dp.port(p).map_or(0, |s| s.ofport),
-                self.port_name(p)
-            ),
-            Dest::Flood => "    -> flood to every other port".into(),
+            Dest::Port(p) => {
+                let line = format!(
+                    "    -> output to port {} ({})",
+                    self.dp.port(p).map_or(0, |s| s.ofport),
+                    self.port_name(p)
+                );
+                match self.dp.port(p).filter(|s| s.config.drops_tx()) {
+                    Some(s) => format!(
+                        "{line}: set {} -> drop (port-no-fwd)",
+                        s.config.words().join(",")
+                    ),
+                    None => line,
+                }
+            }
+            Dest::Flood => "    -> flood to every other port (not those set no-flood)".into(),
+            Dest::All => "    -> to every other port".into(),
             other => format!("    -> {other:?}"),
         }
     }
@@ -667,12 +700,21 @@ impl Worker {
             Some(p) if Some(p) == in_id => {
                 "normal: destination learned on the ingress port -> drop".into()
             }
-            Some(p) => format!(
-                "normal: {} learned on port {} (VLAN {vlan}) -> output {}",
-                MacAddr::from_u64(key.dl_dst),
-                self.port_name(p),
-                self.port_name(p)
-            ),
+            Some(p) => {
+                let line = format!(
+                    "normal: {} learned on port {} (VLAN {vlan}) -> output {}",
+                    MacAddr::from_u64(key.dl_dst),
+                    self.port_name(p),
+                    self.port_name(p)
+                );
+                match self.dp.port(p).filter(|s| s.config.drops_tx()) {
+                    Some(s) => format!(
+                        "{line}: set {} -> drop (port-no-fwd)",
+                        s.config.words().join(",")
+                    ),
+                    None => line,
+                }
+            }
             None => format!(
                 "normal: {} unknown in VLAN {vlan} -> flood",
                 MacAddr::from_u64(key.dl_dst)

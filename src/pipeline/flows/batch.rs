@@ -40,6 +40,7 @@ pub(super) fn decision(single: Single, ports: &OfPorts, in_port: PortId) -> Opti
         Single::Drop => Some(None),
         Single::Normal => Some(Some(Dest::Normal)),
         Single::Flood => Some(Some(Dest::Flood)),
+        Single::All => Some(Some(Dest::All)),
         Single::InPort => Some(Some(Dest::Port(in_port))),
         Single::Output(num) => Some(match ports.port(num) {
             Some(out) if out != in_port => Some(Dest::Port(out)),
