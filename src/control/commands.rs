@@ -83,7 +83,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "add-port",
-        "add-port [--may-exist] BRIDGE PORT [type=afxdp|afpacket|tap|vxlan] [vlan=N (tag=N) | trunks=N,M,...] [vlan_mode=access|trunk|native-untagged|native-tagged] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [flood_rate=N[/BURST]|off] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
+        "add-port [--may-exist] BRIDGE PORT [type=afxdp|afpacket|tap|internal|vxlan|patch peer=PORT] [vlan=N (tag=N) | trunks=N,M,...] [vlan_mode=access|trunk|native-untagged|native-tagged] [xdp_mode=auto|native|generic] [mtu=N] [ofport_request=N] [mac_limit=N] [rate_rx=KBPS[/BURST]] [rate_tx=KBPS[/BURST]] [flood_rate=N[/BURST]|off] [rxq_affinity=QUEUE:CORE,...] [vni=N local_ip=A remote_ip=B[,C...] dst_port=N learning=on|off ttl=N df=on|off]",
         2,
         15,
         move |a| {
