@@ -313,11 +313,7 @@ fn an_internal_port_named_as_its_bridge_is_local() {
     let sock = dir.join(format!("{br}.mgmt"));
     common::openflow::wait_for(|| sock.exists(), "the bridge's .mgmt socket");
     let target = format!("unix:{}", sock.display());
-    let of = |proto: Option<&str>, args: &[&str]| {
-        let mut v = vec![args[0], target.as_str()];
-        v.extend_from_slice(&args[1..]);
-        common::openflow::ofctl_ok_in(proto, &v)
-    };
+    let of = |proto: Option<&str>, args: &[&str]| common::openflow::ofctl_at(&target, proto, args);
     for proto in [None, Some("OpenFlow13")] {
         let show = of(proto, &["show"]);
         assert!(show.contains(&format!("LOCAL({br})")), "{proto:?}: {show}");
@@ -454,11 +450,8 @@ fn mod_port_takes_a_port_down_and_out_of_floods() {
         let sock = dir.join("br0.mgmt");
         common::openflow::wait_for(|| sock.exists(), "the br0.mgmt socket");
         let target = format!("unix:{}", sock.display());
-        let of = |proto: Option<&str>, args: &[&str]| {
-            let mut v = vec![args[0], target.as_str()];
-            v.extend_from_slice(&args[1..]);
-            common::openflow::ofctl_ok_in(proto, &v)
-        };
+        let of =
+            |proto: Option<&str>, args: &[&str]| common::openflow::ofctl_at(&target, proto, args);
         for proto in [None, Some("OpenFlow13")] {
             of(proto, &["mod-port", &n("p2"), "down"]);
             let desc = of(proto, &["show"]);

@@ -652,20 +652,14 @@ impl Worker {
             Dest::Port(p) if Some(p) == in_id => {
                 format!("    -> back out of the ingress port {}", self.port_name(p))
             }
-            Dest::Port(p) => {
-                let line = format!(
+            Dest::Port(p) => self.unless_no_fwd(
+                p,
+                format!(
                     "    -> output to port {} ({})",
                     self.dp.port(p).map_or(0, |s| s.ofport),
                     self.port_name(p)
-                );
-                match self.dp.port(p).filter(|s| s.config.drops_tx()) {
-                    Some(s) => format!(
-                        "{line}: set {} -> drop (port-no-fwd)",
-                        s.config.words().join(",")
-                    ),
-                    None => line,
-                }
-            }
+                ),
+            ),
             Dest::Flood => "    -> flood to every other port (not those set no-flood)".into(),
             Dest::All => "    -> to every other port".into(),
             other => format!("    -> {other:?}"),
@@ -700,25 +694,31 @@ impl Worker {
             Some(p) if Some(p) == in_id => {
                 "normal: destination learned on the ingress port -> drop".into()
             }
-            Some(p) => {
-                let line = format!(
+            Some(p) => self.unless_no_fwd(
+                p,
+                format!(
                     "normal: {} learned on port {} (VLAN {vlan}) -> output {}",
                     MacAddr::from_u64(key.dl_dst),
                     self.port_name(p),
                     self.port_name(p)
-                );
-                match self.dp.port(p).filter(|s| s.config.drops_tx()) {
-                    Some(s) => format!(
-                        "{line}: set {} -> drop (port-no-fwd)",
-                        s.config.words().join(",")
-                    ),
-                    None => line,
-                }
-            }
+                ),
+            ),
             None => format!(
                 "normal: {} unknown in VLAN {vlan} -> flood",
                 MacAddr::from_u64(key.dl_dst)
             ),
+        }
+    }
+
+    /// A trace's output `line` to port `p`, with the drop when `mod-port` set it `down` or
+    /// `no-forward`.
+    fn unless_no_fwd(&self, p: u16, line: String) -> String {
+        match self.dp.port(p).filter(|s| s.config.drops_tx()) {
+            Some(s) => format!(
+                "{line}: set {} -> drop (port-no-fwd)",
+                s.config.words().join(",")
+            ),
+            None => line,
         }
     }
 

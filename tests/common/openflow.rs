@@ -187,6 +187,14 @@ pub fn ofctl_ok_in(proto: Option<&str>, args: &[&str]) -> String {
     ofctl_ok(&v)
 }
 
+/// `ovs-ofctl [-O PROTO] COMMAND TARGET ARGS...` (`args[0]` is the command), which must
+/// succeed: its stdout.
+pub fn ofctl_at(target: &str, proto: Option<&str>, args: &[&str]) -> String {
+    let mut v = vec![args[0], target];
+    v.extend_from_slice(&args[1..]);
+    ofctl_ok_in(proto, &v)
+}
+
 /// Poll `ok` every 20 ms; panics naming `what` when it does not hold within 15 s.
 pub fn wait_for(ok: impl FnMut() -> bool, what: &str) {
     wait_for_showing(ok, what, String::new)
