@@ -305,6 +305,10 @@ fn an_internal_port_named_as_its_bridge_is_local() {
     );
     let bad = d.ctl_raw(&["add-port", &br, "LOCAL", "type=internal"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("OpenFlow's LOCAL"));
+    // Its address is the same each time it is made (the host's neighbours keep it right).
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{br}/address")).unwrap();
+    let want = uvs::wire::MacAddr::from_u64(uvs::openflow::made_mac(&br, &br));
+    assert_eq!(mac.trim(), want.to_string());
     assert_eq!(ofport(&d, &n("p1")), 1);
     // The internal port is a TAP: the host side (here moved into a namespace) reaches h1.
     t.netns(&n("lo"));

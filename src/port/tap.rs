@@ -69,6 +69,9 @@ pub struct TapOptions {
     /// flow steering), else spreads them by flow hash. The device goes when its last queue's
     /// fd closes (unless it was made persistent outside uvs).
     pub multi_queue: bool,
+    /// Give the device this hardware address (`SIOCSIFHWADDR`) when uvs creates it (not when
+    /// it attaches one that existed); `None`: the kernel's random one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Why a TAP port could not be created. Every message names the device and, for system errors,
@@ -180,6 +183,12 @@ impl IfReq {
 
     fn set_int(&mut self, v: libc::c_int) {
         self.ifru[..4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// `ifr_hwaddr`: a `sockaddr` of family ARPHRD_ETHER holding `mac`.
+    fn set_hwaddr(&mut self, mac: [u8; 6]) {
+        self.ifru[..2].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
+        self.ifru[2..8].copy_from_slice(&mac);
     }
 
     fn name(&self) -> String {
@@ -417,6 +426,12 @@ impl TapPort {
             let mut r = IfReq::new(&name);
             r.set_int(mtu as libc::c_int);
             ioctl_ifreq(&sock, libc::SIOCSIFMTU, &mut r).map_err(sys("SIOCSIFMTU"))?;
+        }
+        if let Some(mac) = opts.mac.filter(|_| !existed) {
+            // Before the link goes up (a TAP takes a new address while down).
+            let mut r = IfReq::new(&name);
+            r.set_hwaddr(mac);
+            ioctl_ifreq(&sock, libc::SIOCSIFHWADDR, &mut r).map_err(sys("SIOCSIFHWADDR"))?;
         }
         let mut r = IfReq::new(&name);
         ioctl_ifreq(&sock, libc::SIOCGIFFLAGS, &mut r).map_err(sys("SIOCGIFFLAGS"))?;

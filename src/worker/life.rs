@@ -388,7 +388,8 @@ impl Worker {
             let Some(spec) = self.life(id).and_then(|l| l.spec.clone()) else {
                 return;
             };
-            let r = self.open_io(id, &spec);
+            // (Reopens are of AF_XDP and AF_PACKET ports: no TAP address to give.)
+            let r = self.open_io(id, &spec, "");
             self.reopen_done(id, &spec, r);
         }
     }

@@ -108,7 +108,7 @@ pub(super) fn janitor(
             } => {
                 let fd = umem.as_ref().map(|f| f.as_raw_fd());
                 let u = Umem::shared_or_register(fd, region.0 as *mut u8, region.1);
-                let port = open_device(&spec, u, BUSY_WAIT, &share);
+                let port = open_device(&spec, u, BUSY_WAIT, &share, None);
                 drop(umem);
                 Command::Reopened { id, seq, port }
             }
@@ -189,6 +189,7 @@ pub(crate) fn open_device(
     umem: Umem,
     busy_wait: std::time::Duration,
     share: &Share,
+    bridge: Option<&str>,
 ) -> Result<Box<dyn Port>, String> {
     let (worker, workers) = (share.index, share.workers());
     match spec.kind {
@@ -213,9 +214,15 @@ pub(crate) fn open_device(
                 .map_err(|e| e.to_string())?,
         )),
         PortKind::Tap => {
+            // The bridge's own (LOCAL) port keeps one address across restarts, as OVS keeps its
+            // bridge's: the host's neighbours' ARP entries for it stay right.
+            let mac = bridge.filter(|b| *b == spec.name).map(|b| {
+                crate::wire::MacAddr::from_u64(crate::openflow::made_mac(b, &spec.name)).0
+            });
             let opts = TapOptions {
                 mtu: spec.mtu,
                 multi_queue: workers > 1,
+                mac,
                 ..TapOptions::default()
             };
             match TapPort::create(&spec.name, 0, &opts) {
@@ -260,7 +267,7 @@ impl WorkerHandle {
         let shared: Option<OwnedFd> = umem_rx.try_recv().ok();
         let fd = shared.as_ref().map(|f| f.as_raw_fd());
         let umem = Umem::shared_or_register(fd, self.region.0 as *mut u8, self.region.1);
-        let port = open_device(&spec, umem, BUSY_WAIT, &self.share);
+        let port = open_device(&spec, umem, BUSY_WAIT, &self.share, Some(&bridge));
         drop(shared);
         self.call_raw(Command::AddOpened {
             bridge,
@@ -389,11 +396,22 @@ impl Worker {
     /// Open an AF_XDP, AF_PACKET or TAP port as port `id` on the worker itself (`add-br` with
     /// ports, a worker without a port thread): [`open_device`] and `attach`. AF_XDP ports
     /// register their socket for the next one to share the UMEM.
-    pub(crate) fn open_io(&mut self, id: u16, spec: &PortSpec) -> Result<Box<dyn Port>, String> {
+    pub(crate) fn open_io(
+        &mut self,
+        id: u16,
+        spec: &PortSpec,
+        bridge: &str,
+    ) -> Result<Box<dyn Port>, String> {
         let region = self.frames.region();
         let fd = self.umem_fds.first().map(|(_, fd)| *fd);
         let umem = Umem::shared_or_register(fd, region.base(), region.len());
-        let mut p = open_device(spec, umem, std::time::Duration::ZERO, &self.share)?;
+        let mut p = open_device(
+            spec,
+            umem,
+            std::time::Duration::ZERO,
+            &self.share,
+            Some(bridge),
+        )?;
         if let Err(e) = p.attach(id, &mut self.frames) {
             p.close(&mut self.frames);
             return Err(e);

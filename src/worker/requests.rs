@@ -852,7 +852,7 @@ impl Worker {
                 p
             }
             (PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap, None) => {
-                self.open_io(id, spec)?
+                self.open_io(id, spec, bridge)?
             }
             (PortKind::Vxlan, None) => {
                 let conf = spec.tunnel_conf()?;
