@@ -348,3 +348,56 @@ fn controllers_see_a_patch_port_link_as_its_peer_comes_and_goes() {
     drop(m);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn set_port_moves_a_patch_port_to_another_peer() {
+    let Some((d, mut t, p)) = joined("xp") else {
+        return;
+    };
+    let n = |s: &str| format!("{p}{s}");
+    assert!(ping(&n("n1"), "192.0.2.2", 2));
+    // A third bridge whose container has br1's container's address.
+    d.ctl(&["add-br", "br2"]);
+    attach(
+        &mut t,
+        &d,
+        ("br2", &n("n3"), &n("p3")),
+        "afxdp",
+        "192.0.2.2/24",
+        &[],
+    );
+    d.ctl(&[
+        "add-port",
+        "br2",
+        &n("tc"),
+        "type=patch",
+        &format!("peer={}", n("ta")),
+    ]);
+    assert_eq!(
+        d.port_show(&n("tc"))["state"],
+        "down",
+        "tc before ta names it"
+    );
+    // OVS's `set interface ta options:peer=tc`.
+    d.ctl(&["set-port", &n("ta"), &format!("peer={}", n("tc"))]);
+    assert_eq!(d.port_show(&n("tc"))["state"], "up");
+    let tb = d.port_show(&n("tb"));
+    assert_eq!(tb["state"], "down", "{tb}");
+    assert!(tb["reason"].as_str().unwrap().contains("has peer="), "{tb}");
+    assert!(t.exec_ok(&n("n1"), &["ip", "neigh", "flush", "all"]));
+    let before = d.port_stats(&n("p3"))["tx_packets"].as_u64().unwrap_or(0);
+    assert!(
+        ping(&n("n1"), "192.0.2.2", 2),
+        "br2's container over the new pair"
+    );
+    assert!(d.port_stats(&n("p3"))["tx_packets"].as_u64().unwrap_or(0) > before);
+    assert!(
+        d.ctl(&["save-config"])
+            .contains(&format!("peer = \"{}\"", n("tc")))
+    );
+    // A non-patch port takes no peer.
+    let bad = d.ctl_raw(&["set-port", &n("p3"), "peer=x"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("peer: applies to type=patch ports only")
+    );
+}

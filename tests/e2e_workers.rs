@@ -616,7 +616,7 @@ fn rxq_affinity_pins_afxdp_queues_to_workers() {
         ),
         (
             vec!["set-port", &n("pn1"), "mtu=9000"],
-            "'mtu': set-port takes vlan, trunks, vlan_mode, mac_limit, flood_rate and rxq_affinity",
+            "'mtu': set-port takes vlan, trunks, vlan_mode, mac_limit, flood_rate, peer and rxq_affinity",
         ),
         (
             vec!["set-port", "nosuch", "rxq_affinity=0:1"],

@@ -55,7 +55,7 @@ pub fn register(reg: &mut Registry, worker: Arc<WorkerHandle>) {
     let w = worker.clone();
     reg.register(
         "set-port",
-        "set-port PORT [vlan=N|none] [trunks=N,M|all] [vlan_mode=MODE] [mac_limit=N|none] [flood_rate=N[/BURST]|off|default] | rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
+        "set-port PORT [vlan=N|none] [trunks=N,M|all] [vlan_mode=MODE] [mac_limit=N|none] [flood_rate=N[/BURST]|off|default] [peer=PORT] | rxq_affinity=QUEUE:CORE[,QUEUE:CORE...] (empty: round-robin)",
         2,
         6,
         move |a| {

@@ -174,6 +174,10 @@ pub trait Port: Send {
         None
     }
 
+    /// A patch port (`port::patch`) named `name` joins `peer` instead of its peer; others
+    /// ignore it (`set-port` allows `peer=` on patch ports only).
+    fn set_peer(&mut self, _name: &str, _peer: &str, _inboxes: &mut patch::Inboxes) {}
+
     /// Why a port that is up as far as its device goes cannot carry frames now (a patch port
     /// whose peer is missing); None when it can.
     fn down_reason(&self) -> Option<String> {

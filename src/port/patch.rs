@@ -182,6 +182,13 @@ impl Port for PatchPort {
         format!("peer={}", self.peer)
     }
 
+    fn set_peer(&mut self, name: &str, peer: &str, inboxes: &mut Inboxes) {
+        lock(&self.own).from = peer.to_string();
+        self.name = name.to_string();
+        self.peer = peer.to_string();
+        self.to_peer = inboxes.get(peer);
+    }
+
     fn down_reason(&self) -> Option<String> {
         (!self.linked()).then(|| {
             format!(

@@ -9,6 +9,9 @@
 //!   are forgotten (they were keyed by the old VLANs) and learned again from its traffic;
 //!   static entries stay. A new `mac_limit` applies to MACs learned from then on; a new
 //!   `flood_rate` (`default`: back to the default) keeps the tokens the port has left.
+//! - `peer=NAME` (patch ports, OVS's `set interface P options:peer=`) joins the port to
+//!   another peer: its inbox is kept, what it sends goes to the new peer from the next pass;
+//!   the old and new peers' links change with it (PORT_STATUS).
 //! - The port keeps its id, OpenFlow number, flows and counters; the change is the port's
 //!   configuration (`save-config`, `--db`). Every worker applies it (see `set`).
 
@@ -30,6 +33,8 @@ pub struct PortOptions {
     pub mac_limit: Option<Option<u32>>,
     /// `flood_rate=N[/BURST]|off|default`.
     pub flood_rate: Option<Option<String>>,
+    /// `peer=NAME` (patch ports).
+    pub peer: Option<String>,
 }
 
 impl PortOptions {
@@ -70,9 +75,10 @@ impl PortOptions {
                         }
                     })
                 }
+                "peer" => o.peer = Some(v.to_string()),
                 _ => {
                     return Err(format!(
-                        "'{k}': set-port takes vlan, trunks, vlan_mode, mac_limit, flood_rate and rxq_affinity"
+                        "'{k}': set-port takes vlan, trunks, vlan_mode, mac_limit, flood_rate, peer and rxq_affinity"
                     ));
                 }
             }
@@ -105,6 +111,9 @@ impl PortOptions {
         if let Some(f) = &self.flood_rate {
             s.flood_rate = f.clone();
         }
+        if let Some(p) = &self.peer {
+            s.peer = Some(p.clone());
+        }
         s
     }
 }
@@ -135,6 +144,7 @@ impl Worker {
         };
         spec.validate().map_err(both)?;
         let mode = spec.vlan_mode().map_err(both)?;
+        let repeer = spec.peer != old.peer;
         let p = self.dp.port_mut(id).expect("looked up above");
         let vlan_changed = p.vlan != mode;
         p.vlan = mode;
@@ -149,6 +159,9 @@ impl Worker {
             l.spec = Some(spec.clone());
         }
         self.specs.ports.insert(id, spec.clone());
+        if repeer {
+            self.repeer(id, &spec.name, old.peer.as_deref(), spec.peer.as_deref());
+        }
         Ok(json!({
             "port": port,
             "vlan": describe,
@@ -156,6 +169,23 @@ impl Worker {
             "flood_rate": p_flood,
             "forgotten": forgotten,
         }))
+    }
+}
+
+impl Worker {
+    /// Patch port `id` (`name`) joined to `new` instead of `old`: its sending side follows,
+    /// and both peers' links change (PORT_STATUS).
+    fn repeer(&mut self, id: u16, name: &str, old: Option<&str>, new: Option<&str>) {
+        let Some(new) = new else { return };
+        if let Some(Some(p)) = self.ports.get_mut(id as usize) {
+            p.set_peer(name, new, &mut self.patches);
+        }
+        for peer in [old, Some(new)].into_iter().flatten() {
+            if let Some(q) = self.dp.port_id(peer) {
+                self.port_status(q, crate::events::PORT_MODIFY);
+            }
+        }
+        self.port_status(id, crate::events::PORT_MODIFY);
     }
 }
 
@@ -200,6 +230,7 @@ mod tests {
                 vlan_mode: None,
                 mac_limit: Some(None),
                 flood_rate: Some(Some("500/50".into())),
+                peer: None,
             }
         );
         let o = PortOptions::parse(&args(&["flood_rate=default"])).unwrap();
