@@ -326,12 +326,12 @@ fn port_mod(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     if p.mac != 0 && p.mac != hw {
         return Err(OfErr::PortModBadHwAddr);
     }
-    // 1.3 has no NO_FLOOD bit: it is a reserved one there.
-    let supported = match v {
-        OF10 => crate::port_admin::SUPPORTED,
-        _ => crate::port_admin::SUPPORTED & !crate::port_admin::NO_FLOOD,
+    // 1.3 has no NO_FLOOD bit: a reserved one there, ignored as OVS ignores it.
+    let mask = match v {
+        OF10 => mask,
+        _ => mask & !crate::port_admin::NO_FLOOD,
     };
-    if mask & !supported != 0 {
+    if mask & !crate::port_admin::SUPPORTED != 0 {
         return Err(OfErr::PortModBadConfig);
     }
     sw.mod_port(p.ofport, config, mask).map_err(|e| {
