@@ -15,9 +15,14 @@ struct Fake {
     dumps: RefCell<Vec<FlowFilter>>,
     meters: RefCell<Vec<String>>,
     sent: RefCell<Vec<(Vec<u16>, Vec<u8>)>>,
+    port_mods: RefCell<Vec<(u16, u32, u32)>>,
 }
 
 impl Switch for Fake {
+    fn mod_port(&self, ofport: u16, config: u32, mask: u32) -> Result<(), String> {
+        self.port_mods.borrow_mut().push((ofport, config, mask));
+        Ok(())
+    }
     fn bridge(&self) -> &str {
         "br0"
     }
@@ -422,4 +427,33 @@ fn ports_without_a_netdev_get_an_address_of_their_own() {
         super::port_mac("br0", "no-such-dev", "tap"),
         super::made_mac("br0", "no-such-dev")
     );
+}
+
+/// OFPT_PORT_MOD in both versions: the port's hardware address is checked, an unknown port or a
+/// bit uvs does not keep is refused, and 1.3's reserved no-flood bit is ignored (as OVS).
+#[test]
+fn port_mod_sets_bits_and_checks_what_it_is_sent() {
+    let sw = Fake::default();
+    // 1.0: port 1, hw 02:00:00:00:00:01, config PORT_DOWN, mask PORT_DOWN|NO_FLOOD.
+    let mut s = session(OF10);
+    let m = hex("010f002000000001000102000000000100000001000000110000000000000000");
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(*sw.port_mods.borrow(), vec![(1, 1, 0x11)]);
+    // A wrong hardware address: OFPPMFC_BAD_HW_ADDR (type 4, code 1 in 1.0).
+    let m = hex("010f002000000002000102000000000900000001000000010000000000000000");
+    let (out, _) = s.handle(&m, &sw);
+    assert_eq!(&out[0][8..12], &[0, 4, 0, 1]);
+    // No such port: OFPPMFC_BAD_PORT.
+    let m = hex("010f002000000003000702000000000100000001000000010000000000000000");
+    let (out, _) = s.handle(&m, &sw);
+    assert_eq!(&out[0][8..12], &[0, 4, 0, 0]);
+    // 1.3: NO_FLOOD (0x10) in the mask is a reserved bit there: ignored, the rest applied.
+    let mut s = session(OF13);
+    let m = hex("04100028000000040000000100000000020000000001000000000001000000110000000000000000");
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(sw.port_mods.borrow().last(), Some(&(1, 1, 0x01)));
+    // 1.3 NO_STP-like bit 1: not kept by uvs: OFPPMFC_BAD_CONFIG (type 7, code 2).
+    let m = hex("04100028000000050000000100000000020000000001000000000002000000020000000000000000");
+    let (out, _) = s.handle(&m, &sw);
+    assert_eq!(&out[0][8..12], &[0, 7, 0, 2]);
 }
