@@ -245,6 +245,21 @@ fn vlans_cross_a_trunk_pair_and_flows_match_the_patch_port() {
         far.contains("VLAN 10") && far.contains(&format!("learned on port {}", n("pc"))),
         "{trace}"
     );
+    // A broadcast is followed through the flood into br1 too.
+    let trace = d.ctl(&[
+        "trace",
+        "br0",
+        &format!("in_port={ofport_a},arp,dl_src={ma},dl_dst=ff:ff:ff:ff:ff:ff"),
+    ]);
+    let far = trace
+        .lines()
+        .skip_while(|l| !l.contains(&format!("patch {ta} -> {tb} (bridge br1)")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        far.contains("ingress: port") && far.contains("VLAN 10") && far.contains("flood"),
+        "{trace}"
+    );
     // A flow on the patch port's number: ICMP coming in over the pair is dropped.
     let ofport = d.port_show(&tb)["ofport"].as_u64().unwrap();
     d.ctl(&[
@@ -301,6 +316,10 @@ fn a_loop_of_two_pairs_is_cut_at_64_crossings_and_undone() {
     assert!(went > 10, "the broadcast did not go round: {went}");
     assert!(looped > 0, "nothing dropped as patch-loop");
     assert!(went < 5_000, "{went} frames round the loop");
+    // trace follows the loop a bounded way.
+    let tr = d.ctl(&["trace", "br0", "in_port=1,arp,dl_dst=ff:ff:ff:ff:ff:ff"]);
+    assert!(tr.contains("not traced further"), "{tr}");
+    assert!(tr.lines().count() < 2_000, "{} lines", tr.lines().count());
     // The switch still answers and, with the loop cut, forwards again.
     d.ctl(&["del-port", &td]);
     d.ctl(&["fdb-flush", "br0"]);

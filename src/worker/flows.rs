@@ -399,18 +399,20 @@ impl Worker {
         m: &crate::flow::Match,
         _now: u64,
     ) -> Result<Value, String> {
-        Ok(json!({"trace": self.trace_lines(bridge, m, 0)?}))
+        let mut budget = TRACE_PATCH_CROSSINGS;
+        Ok(json!({"trace": self.trace_lines(bridge, m, 0, &mut budget)?}))
     }
 
     /// `trace`'s lines for `m` entering `bridge`, `depth` patch crossings into the trace: a
     /// frame sent to a patch port whose peer is linked is traced on into the peer's bridge
-    /// (as OVS's `ofproto/trace` goes on through patch ports), up to [`TRACE_PATCH_DEPTH`]
-    /// crossings.
+    /// (as OVS's `ofproto/trace` goes on through patch ports; a flood into each patch port it
+    /// reaches), up to [`TRACE_PATCH_DEPTH`] crossings deep and `budget` in all.
     fn trace_lines(
         &mut self,
         bridge: &str,
         m: &crate::flow::Match,
         depth: usize,
+        budget: &mut usize,
     ) -> Result<Vec<String>, String> {
         use crate::pipeline::flows::{Credit, Emitted, Ingress, execute, stack};
         let b = self.flow_bridge(bridge)?;
@@ -519,18 +521,8 @@ impl Worker {
                 Item::Line(l) => lines.push(l),
                 Item::Sent(d, seen) => {
                     lines.push(self.trace_dest(b, (&key, vlan, seen), in_id, d));
-                    let out = match d {
-                        crate::pipeline::Dest::Port(p) => Some(p),
-                        crate::pipeline::Dest::Normal => {
-                            let vlan = seen.vlan;
-                            self.dp
-                                .bridge(b)
-                                .and_then(|br| br.fdb.lookup(vlan, seen.dst))
-                        }
-                        _ => None,
-                    };
-                    if let Some(p) = out.filter(|&p| Some(p) != in_id) {
-                        lines.extend(self.trace_across(p, m, seen, depth)?);
+                    for p in self.patch_outputs(b, in_id, d, seen) {
+                        lines.extend(self.trace_across(p, m, seen, depth, budget)?);
                     }
                 }
             }
@@ -547,16 +539,19 @@ impl Worker {
         m: &crate::flow::Match,
         seen: Seen,
         depth: usize,
+        budget: &mut usize,
     ) -> Result<Vec<String>, String> {
         let Some((peer, peer_bridge, peer_ofport, tag)) = self.patch_peer_of(p, seen.vlan) else {
             return Ok(Vec::new());
         };
-        if depth >= TRACE_PATCH_DEPTH {
+        if depth >= TRACE_PATCH_DEPTH || *budget == 0 {
             return Ok(vec![format!(
-                "    patch {} -> {peer}: more than {TRACE_PATCH_DEPTH} crossings, not traced further",
+                "    patch {} -> {peer}: not traced further ({TRACE_PATCH_DEPTH} crossings deep \
+                 or {TRACE_PATCH_CROSSINGS} in all)",
                 self.port_name(p)
             )]);
         }
+        *budget -= 1;
         let m2 = crate::flow::Match {
             in_port: Some(PortRef::Num(peer_ofport)),
             dl_dst: Some(crate::flow::Masked {
@@ -571,9 +566,56 @@ impl Worker {
             "    patch {} -> {peer} (bridge {peer_bridge}):",
             self.port_name(p)
         )];
-        let inner = self.trace_lines(&peer_bridge, &m2, depth + 1)?;
+        let inner = self.trace_lines(&peer_bridge, &m2, depth + 1, budget)?;
         lines.extend(inner.into_iter().map(|l| format!("        {l}")));
         Ok(lines)
+    }
+
+    /// The patch ports of bridge `b` a traced decision `d` sends the frame (`seen`) to: the
+    /// port it names or NORMAL learned, or, for a flood, every patch port but the ingress one
+    /// (NORMAL's and FLOOD's skip those set `no-flood`; NORMAL's only those carrying the VLAN).
+    fn patch_outputs(
+        &self,
+        b: u16,
+        in_id: Option<u16>,
+        d: crate::pipeline::Dest,
+        seen: Seen,
+    ) -> Vec<u16> {
+        use crate::pipeline::Dest;
+        let Some(br) = self.dp.bridge(b) else {
+            return Vec::new();
+        };
+        let flood = |vlan: Option<u16>, all: bool| -> Vec<u16> {
+            self.patch_ids
+                .iter()
+                .copied()
+                .filter(|&p| Some(p) != in_id)
+                .filter(|&p| {
+                    self.dp.port(p).is_some_and(|s| {
+                        s.bridge == b
+                            && (all || !s.config.no_flood())
+                            && vlan.is_none_or(|v| s.vlan.carries(v))
+                    })
+                })
+                .collect()
+        };
+        match d {
+            Dest::Port(p) if Some(p) != in_id => vec![p],
+            Dest::Normal if br.gateway.is_some_and(|g| g.mac.to_u64() == seen.dst) => Vec::new(),
+            Dest::Normal => match br.fdb.lookup(seen.vlan, seen.dst) {
+                Some(p) if !MacAddr::from_u64(seen.dst).is_multicast() => {
+                    if Some(p) == in_id {
+                        Vec::new()
+                    } else {
+                        vec![p]
+                    }
+                }
+                _ => flood(Some(seen.vlan), false),
+            },
+            Dest::Flood => flood(None, false),
+            Dest::All => flood(None, true),
+            _ => Vec::new(),
+        }
     }
 
     /// For a linked patch port `p`: its peer's name, bridge and OpenFlow number, and the tag a
@@ -731,6 +773,8 @@ impl Worker {
 
 /// Patch ports a trace follows into the peer bridges (a loop of them is shown this deep).
 const TRACE_PATCH_DEPTH: usize = 8;
+/// Patch crossings one trace follows in all (floods branch).
+const TRACE_PATCH_CROSSINGS: usize = 32;
 
 /// What a trace run reports, in order.
 #[derive(Default)]
