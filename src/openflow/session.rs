@@ -366,24 +366,38 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     if frame.len() < 14 {
         return Err(OfErr::BadLen);
     }
+    // FLOOD and ALL: every port but the in_port (FLOOD not those set no-flood), as OVS sends a
+    // controller's flood (a learning-switch controller floods a packet-in it cannot place).
+    let floods = |all: bool| -> OfResult<Vec<u16>> {
+        let ports = sw.ports().map_err(|_| OfErr::BadOutPort)?;
+        Ok(ports
+            .iter()
+            .filter(|p| u32::from(p.ofport) != in_port)
+            .filter(|p| all || p.config & crate::port_admin::NO_FLOOD == 0)
+            .map(|p| p.ofport)
+            .collect())
+    };
     // As a switch does (and OVS): an output to the packet's own in_port is skipped; only
-    // `output:IN_PORT` sends it back there.
-    let outputs = acts
-        .iter()
-        .filter_map(|a| match a {
-            crate::flow::Action::Output(p) if u32::from(p.num()) == in_port => None,
-            crate::flow::Action::Output(p) => Some(Ok(p.num())),
+    // `output:IN_PORT` sends it back there. Outputs in the actions' order.
+    let mut outputs = Vec::new();
+    for a in &acts {
+        match a {
+            crate::flow::Action::Flood => outputs.extend(floods(false)?),
+            crate::flow::Action::All => outputs.extend(floods(true)?),
+            crate::flow::Action::Output(p) if u32::from(p.num()) == in_port => {}
+            crate::flow::Action::Output(p) => outputs.push(p.num()),
             // OFPP_MAX (0xff00): numbers below it are ports.
             crate::flow::Action::InPort
                 if in_port < 0xff00 || in_port == u32::from(crate::ofport::OFPP_LOCAL) =>
             {
-                Some(Ok(in_port as u16))
+                outputs.push(in_port as u16)
             }
-            crate::flow::Action::InPort => Some(Err(OfErr::BadOutPort)),
-            crate::flow::Action::Controller(_) => Some(Err(OfErr::BadOutPort)),
-            _ => Some(Err(OfErr::BadActionType)),
-        })
-        .collect::<OfResult<Vec<u16>>>()?;
+            crate::flow::Action::InPort | crate::flow::Action::Controller(_) => {
+                return Err(OfErr::BadOutPort);
+            }
+            _ => return Err(OfErr::BadActionType),
+        }
+    }
     if outputs.is_empty() {
         // Nothing left to send (no action, or only the in_port): done, as OVS takes it.
         return Ok(());

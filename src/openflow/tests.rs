@@ -280,6 +280,18 @@ fn packet_out_sends_the_frame_to_its_outputs() {
     let m = hex(&format!("010d001e000000adffffffff00010000{frame}"));
     assert_eq!(s.handle(&m, &sw), (vec![], false));
     assert_eq!(sw.sent.borrow().len(), 1, "nothing sent");
+    // FLOOD from in_port NONE: every port (a learning-switch controller's flood).
+    let m = hex(&format!(
+        "010d0026000000aeffffffffffff000800000008fffbffff{frame}"
+    ));
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(sw.sent.borrow().last(), Some(&(vec![1], hex(frame))));
+    // From in_port 1, its only port: nothing left, taken.
+    let m = hex(&format!(
+        "010d0026000000afffffffff0001000800000008fffbffff{frame}"
+    ));
+    assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(sw.sent.borrow().len(), 2);
 }
 
 /// A small deterministic generator (xorshift).
