@@ -153,6 +153,11 @@ impl OfPorts {
             self.by_num.pop();
         }
         self.remembered.retain(|(s, _)| *s != name);
+        if num == OFPP_LOCAL {
+            // Given by being the bridge's own port, never by a name's memory: a port of
+            // another type with that name gets an ordinary number.
+            return;
+        }
         if self.remembered.len() >= REMEMBERED {
             self.remembered.remove(0);
         }
@@ -211,6 +216,8 @@ mod tests {
         p.remove("br0");
         assert_eq!(p.port(OFPP_LOCAL), None);
         assert_eq!(p.choose_local(), Ok(OFPP_LOCAL));
+        // The name does not keep LOCAL: another port called br0 gets an ordinary number.
+        assert_eq!(p.choose("br0", None, &none), Ok(1));
     }
 
     #[test]

@@ -84,6 +84,23 @@ fn interop_with_kernel_vxlan() {
         show.contains("vni=42") && show.contains("inner_mtu=1450"),
         "{show}"
     );
+    // `mod-port` on the tunnel port: no-forward stops what would be encapsulated,
+    // no-receive what is decapsulated, each counted on vx0.
+    let drops = |r: &str| d.port_stats("vx0")["drops"][r].as_u64().unwrap_or(0);
+    d.ctl(&["mod-port", "br0", "vx0", "no-forward"]);
+    assert!(
+        !ping(&n("c1"), "192.168.42.2", 1),
+        "sent through a no-forward tunnel"
+    );
+    assert!(drops("port-no-fwd") > 0, "{}", d.port_stats("vx0"));
+    d.ctl(&["mod-port", "br0", "vx0", "forward", "no-receive"]);
+    assert!(
+        !ping(&n("c2"), "192.168.42.1", 1),
+        "taken in by a no-receive tunnel"
+    );
+    assert!(drops("port-no-recv") > 0, "{}", d.port_stats("vx0"));
+    d.ctl(&["mod-port", "br0", "vx0", "receive"]);
+    assert!(ping(&n("c2"), "192.168.42.1", 2), "c2 -> c1 again");
 }
 
 /// An `afpacket` underlay next to a kernel VXLAN device in another namespace of this host: the

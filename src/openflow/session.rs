@@ -303,7 +303,7 @@ impl Session {
 }
 
 /// OFPT_PORT_MOD: a port's configuration bits (`ovs-ofctl mod-port`; see `port_admin`). The
-/// hardware address must be the port's, as OVS checks (a port without one takes any); the
+/// hardware address must be the one PORT_DESC gives the port (`port_mac`), as OVS checks; the
 /// advertised features are ignored (uvs has no PHY to tell).
 fn port_mod(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     let port = if v == OF10 {

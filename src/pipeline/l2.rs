@@ -5,9 +5,9 @@
 //! (`gateway_mac_refused`), as Linux's bridge refuses to learn its own address ("received
 //! packet on X with own address as source address") and forwards the frame. (Dropping it
 //! broke two uvs whose underlay bridges share a gateway MAC: one host id, one bridge name.)
-//! Checked only when the FDB does not already hold the source (a new or moved MAC, a full
-//! table, a port at its limit), so frames from known sources pay nothing for it. A port with
-//! learning off is not checked.
+//! Checked before the FDB sees the source, once per run of frames from one source (a full
+//! table would otherwise make room for a MAC it then does not keep). A port with learning off
+//! is not checked.
 
 use super::{Dest, Meta, ingress::is_group};
 use crate::counters::DropReason;
@@ -64,7 +64,7 @@ fn count_own(dp: &mut Datapath, bridge: u16, in_port: PortId, meta: &[Meta]) {
 }
 
 /// Learn one (VLAN, source MAC) on `in_port` of `bridge` (see [`Learner`]; the bridge's gateway
-/// MAC is not learned: callers hand such frames to the whole pipeline, which drops them).
+/// MAC is not learned: callers hand such frames to the whole pipeline, which counts them).
 pub(super) fn learn_one(
     dp: &mut Datapath,
     bridge: u16,
@@ -89,7 +89,7 @@ struct Learner<'a> {
     limit: u32,
     now: u32,
     refused: u64,
-    /// A source was the bridge's gateway MAC (refused: see [`own_mac`]).
+    /// A source was the bridge's gateway MAC (not learned: see the module docs).
     own: bool,
 }
 
@@ -145,16 +145,17 @@ impl<'a> Learner<'a> {
     #[inline(always)]
     fn learn(&mut self, vlan: u16, src: u64) {
         let b = &mut *self.fdb_bridge;
+        // Before the FDB sees it: a full table would make room for it first (a legitimate
+        // entry forgotten for a MAC that is then not learned). Once per run of one source.
+        if b.gateway.is_some_and(|g| g.mac.to_u64() == src) {
+            self.own = true;
+            return;
+        }
         let r = b
             .fdb
             .learn_limited(vlan, src, self.in_port, self.now, self.limit);
         match r {
             Learn::Refreshed | Learn::Static | Learn::Renewed => {}
-            // Only for a source the FDB did not hold on this port: known sources pay nothing.
-            _ if own_mac(b, vlan, src, r) => {
-                self.own = true;
-                return;
-            }
             Learn::New => b.counters.learned += 1,
             Learn::Replaced => {
                 b.counters.learned += 1;
@@ -195,21 +196,6 @@ impl<'a> Learner<'a> {
         }
         self.own
     }
-}
-
-/// Whether `src` is bridge `b`'s gateway MAC, which `learn_limited` just answered `r` for (not
-/// a hit): then whatever it learned of it is taken back (Linux's bridge refuses to learn its
-/// own addresses: "received packet on X with own address as source address").
-#[cold]
-#[inline(never)]
-fn own_mac(b: &mut crate::datapath::Bridge, vlan: u16, src: u64, r: Learn) -> bool {
-    if b.gateway.is_none_or(|g| g.mac.to_u64() != src) {
-        return false;
-    }
-    if matches!(r, Learn::New | Learn::Replaced | Learn::Moved { .. }) {
-        b.fdb.remove(vlan, src);
-    }
-    true
 }
 
 /// Record a MAC this worker learned, for the other workers (see `learned`). Out of line: only

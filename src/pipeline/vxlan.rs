@@ -47,6 +47,17 @@ pub(super) fn encap(
         if dp.out[p as usize].is_empty() {
             continue;
         }
+        if let Some(s) = dp.ports.get_mut(p as usize).and_then(|s| s.as_mut())
+            && s.config.drops_tx()
+        {
+            // `mod-port down|no-forward` on the tunnel port: nothing is encapsulated.
+            let q = &mut dp.out[p as usize];
+            s.counters.drops[DropReason::PortNoFwd as usize] += q.len() as u64;
+            for d in q.drain(..) {
+                frames.free(d.addr);
+            }
+            continue;
+        }
         std::mem::swap(&mut dp.out[p as usize], scratch);
         n += scratch.len();
         for d in scratch.drain(..) {
@@ -507,8 +518,9 @@ pub(super) enum Opened {
     /// The tunnel port and the inner frame (inside the outer frame's buffer), for the tunnel
     /// port's pass.
     Inner(PortId, Desc),
-    /// The inner frame is itself VXLAN to one of our tunnels ([`nested`]): counted
-    /// `vxlan-nested` on the tunnel port, nothing learned; the caller frees the outer frame.
+    /// Dropped, counted on the tunnel port (`vxlan-nested`: the inner frame is itself VXLAN to
+    /// one of our tunnels, [`nested`]; `port-no-recv`: the port is set `down`/`no-receive`),
+    /// nothing learned; the caller frees the outer frame.
     Nested,
 }
 
@@ -577,6 +589,13 @@ pub(super) fn decap(
     };
     if nested {
         s.counters.drop(DropReason::VxlanNested);
+        return Ok(Some(Opened::Nested));
+    }
+    if s.config.drops_rx() {
+        // `mod-port down|no-receive` on the tunnel port (the decapsulation fast path keeps no
+        // template across the change: `mod-port` bumps the datapath's epoch).
+        s.counters.rx_packets += 1;
+        s.counters.drop(DropReason::PortNoRecv);
         return Ok(Some(Opened::Nested));
     }
     let Some(t) = s.tunnel.as_mut() else {

@@ -43,6 +43,10 @@ struct Inbox {
     open: bool,
     /// The peer it accepts frames from (its `peer=`).
     from: String,
+    /// Which port of this name holds it: a port deleted and added again under its name shares
+    /// the inbox while the old one is still being closed, and only the holder opens, unlinks or
+    /// drains it (the old one's late `release`/`close` left the new one unlinked for good).
+    holder: u64,
 }
 
 type Shared = Arc<Mutex<Inbox>>;
@@ -57,6 +61,8 @@ fn lock(inbox: &Shared) -> MutexGuard<'_, Inbox> {
 pub struct Inboxes {
     by_name: HashMap<String, Weak<Mutex<Inbox>>>,
     waiting: Arc<AtomicUsize>,
+    /// The last [`Inbox::holder`] handed out.
+    holders: u64,
 }
 
 impl Inboxes {
@@ -85,6 +91,8 @@ pub struct PatchPort {
     own: Shared,
     to_peer: Shared,
     waiting: Arc<AtomicUsize>,
+    /// This port's [`Inbox::holder`] token.
+    holder: u64,
 }
 
 impl PatchPort {
@@ -92,10 +100,13 @@ impl PatchPort {
     /// receives from now on; it sends once `peer` names it back.
     pub fn new(name: &str, peer: &str, inboxes: &mut Inboxes) -> PatchPort {
         let own = inboxes.get(name);
+        inboxes.holders += 1;
+        let holder = inboxes.holders;
         {
             let mut i = lock(&own);
             i.open = true;
             i.from = peer.to_string();
+            i.holder = holder;
         }
         PatchPort {
             name: name.to_string(),
@@ -103,6 +114,7 @@ impl PatchPort {
             own,
             to_peer: inboxes.get(peer),
             waiting: inboxes.waiting.clone(),
+            holder,
         }
     }
 
@@ -200,11 +212,18 @@ impl Port for PatchPort {
 
     fn release(&mut self) {
         // No kernel side: unlink (its peer stops sending), frames stay for `close`.
-        lock(&self.own).open = false;
+        let mut i = lock(&self.own);
+        if i.holder == self.holder {
+            i.open = false;
+        }
     }
 
     fn close(&mut self, frames: &mut Frames) {
         let mut i = lock(&self.own);
+        if i.holder != self.holder {
+            // A port of this name added since holds the inbox (and what waits in it).
+            return;
+        }
         i.open = false;
         self.waiting.fetch_sub(i.frames.len(), Ordering::Relaxed);
         for d in i.frames.drain(..) {
@@ -288,6 +307,29 @@ mod tests {
         // A new b links again.
         let _b2 = PatchPort::new("b", "a", &mut inboxes);
         assert!(a.linked());
+    }
+
+    /// A port deleted and added again under its name while the old one is still being closed
+    /// (its `release` and `close` come after the new one opened): the new one stays linked
+    /// and keeps what waits for it.
+    #[test]
+    fn a_late_close_of_the_old_port_leaves_the_new_one_linked() {
+        let mut inboxes = Inboxes::default();
+        let mut f = Frames::new(64).expect("pool");
+        let mut a = PatchPort::new("a", "b", &mut inboxes);
+        let mut old_b = PatchPort::new("b", "a", &mut inboxes);
+        let new_b = PatchPort::new("b", "a", &mut inboxes);
+        old_b.release();
+        let mut batch = frames_with(&mut f, 2);
+        assert_eq!(
+            a.tx_burst(&mut f, &mut batch).sent,
+            2,
+            "still linked after release"
+        );
+        old_b.close(&mut f);
+        assert!(a.linked() && new_b.linked());
+        assert_eq!(new_b.frames_held(), 2, "the new port's frames were kept");
+        assert_eq!(inboxes.waiting(), 2);
     }
 
     #[test]

@@ -594,17 +594,19 @@ impl Worker {
                     self.dp.port(p).is_some_and(|s| {
                         s.bridge == b
                             && (all || !s.config.no_flood())
+                            && !s.config.drops_tx()
                             && vlan.is_none_or(|v| s.vlan.carries(v))
                     })
                 })
                 .collect()
         };
+        let sends = |p: u16| self.dp.port(p).is_some_and(|s| !s.config.drops_tx());
         match d {
-            Dest::Port(p) if Some(p) != in_id => vec![p],
+            Dest::Port(p) if Some(p) != in_id && sends(p) => vec![p],
             Dest::Normal if br.gateway.is_some_and(|g| g.mac.to_u64() == seen.dst) => Vec::new(),
             Dest::Normal => match br.fdb.lookup(seen.vlan, seen.dst) {
                 Some(p) if !MacAddr::from_u64(seen.dst).is_multicast() => {
-                    if Some(p) == in_id {
+                    if Some(p) == in_id || !sends(p) {
                         Vec::new()
                     } else {
                         vec![p]

@@ -635,7 +635,14 @@ impl Worker {
                 continue;
             }
             // Sleep until a port is readable, the control plane wakes us, or housekeeping.
-            let pending_tx = self.ports.iter().flatten().any(|p| p.tx_pending())
+            // (A held port's pending frames wait for its release, which wakes the worker.)
+            let now_ms = self.dp.now_ms;
+            let pending_tx = self
+                .ports
+                .iter()
+                .enumerate()
+                .filter(|(id, _)| !self.dp.port(*id as u16).is_some_and(|s| s.held(now_ms)))
+                .any(|(_, p)| p.as_ref().is_some_and(|p| p.tx_pending()))
                 || self.dp.rate_limited_waiting()
                 || self.peers.as_ref().is_some_and(|p| p.waiting());
             fds.clear();
@@ -832,6 +839,10 @@ impl Worker {
         }
         for i in 0..self.patch_ids.len() {
             let id = self.patch_ids[i];
+            if self.dp.port(id).is_some_and(|s| s.held(self.dp.now_ms)) {
+                // What waits for a held port is read once it is released.
+                continue;
+            }
             let Some(port) = self.ports[usize::from(id)].as_mut() else {
                 continue;
             };

@@ -968,6 +968,17 @@ impl Worker {
         let words = new.words();
         let name = st.name.clone();
         if changed {
+            // Cached decisions (the decapsulation template) are taken again.
+            self.dp.changed();
+            let said = if words.is_empty() {
+                "clear".to_string()
+            } else {
+                words.join(",")
+            };
+            if self.share.index == 0 {
+                // Once, not by every replica.
+                tracing::info!("port {name}: mod-port config {said}");
+            }
             self.port_status(id, crate::events::PORT_MODIFY);
         }
         Ok(json!({"port": name, "ofport": ofport, "config": words, "changed": changed}))
