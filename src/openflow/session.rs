@@ -51,7 +51,15 @@ pub struct Session {
     /// OpenFlow 1.3 async config: packet-in, port-status, flow-removed masks, each for
     /// (master/equal, slave), as OFPT_SET_ASYNC carries them.
     pub async_masks: [u32; 6],
+    /// The ports a PACKET_OUT to FLOOD or ALL went to, and when they were read: a learning
+    /// switch controller floods every packet it cannot place, and reading the bridge's ports
+    /// asks the worker for its whole `show` (see [`FLOOD_PORTS_FOR`]).
+    flood_ports: Option<(std::time::Instant, Vec<(u16, u32)>)>,
 }
+
+/// How long a session floods PACKET_OUTs to the ports it read (a port added since waits that
+/// long for its first controller flood).
+pub const FLOOD_PORTS_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// OpenFlow 1.3's default async config (packet-in no_match|action, every port status, every
 /// flow removed for master/equal; only port status for slaves).
@@ -68,6 +76,7 @@ impl Default for Session {
             role: 1,
             roles: None,
             async_masks: DEFAULT_ASYNC,
+            flood_ports: None,
         }
     }
 }
@@ -210,7 +219,7 @@ impl Session {
             (OF10, 16) | (OF13, 18) => stats::request(v, h.xid, body, sw),
             (OF10, 18) | (OF13, 20) => one(finish(start(v, h.typ + 1, h.xid))),
             (_, PACKET_OUT) => {
-                packet_out(v, body, sw)?;
+                packet_out(v, body, sw, &mut self.flood_ports)?;
                 Ok(Vec::new())
             }
             (OF13, 29) => {
@@ -342,7 +351,12 @@ fn port_mod(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
 
 /// OFPT_PACKET_OUT: a frame (no buffer ids: uvs buffers nothing) sent out of the ports its
 /// output actions name; other actions are refused (BadActionType / BadOutPort).
-fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
+fn packet_out(
+    v: u8,
+    mut r: Reader<'_>,
+    sw: &dyn Switch,
+    cache: &mut Option<(std::time::Instant, Vec<(u16, u32)>)>,
+) -> OfResult<()> {
     let buffer = r.u32()?;
     let in_port = if v == OF10 {
         u32::from(r.u16()?)
@@ -368,13 +382,21 @@ fn packet_out(v: u8, mut r: Reader<'_>, sw: &dyn Switch) -> OfResult<()> {
     }
     // FLOOD and ALL: every port but the in_port (FLOOD not those set no-flood), as OVS sends a
     // controller's flood (a learning-switch controller floods a packet-in it cannot place).
-    let floods = |all: bool| -> OfResult<Vec<u16>> {
-        let ports = sw.ports().map_err(|_| OfErr::BadOutPort)?;
+    let mut floods = |all: bool| -> OfResult<Vec<u16>> {
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < FLOOD_PORTS_FOR);
+        if !fresh {
+            let ports = sw.ports().map_err(|_| OfErr::BadOutPort)?;
+            let list = ports.iter().map(|p| (p.ofport, p.config)).collect();
+            *cache = Some((std::time::Instant::now(), list));
+        }
+        let ports = cache.as_ref().map_or(&[][..], |(_, l)| l.as_slice());
         Ok(ports
             .iter()
-            .filter(|p| u32::from(p.ofport) != in_port)
-            .filter(|p| all || p.config & crate::port_admin::NO_FLOOD == 0)
-            .map(|p| p.ofport)
+            .filter(|(n, _)| u32::from(*n) != in_port)
+            .filter(|(_, c)| all || c & crate::port_admin::NO_FLOOD == 0)
+            .map(|(n, _)| *n)
             .collect())
     };
     // As a switch does (and OVS): an output to the packet's own in_port is skipped; only

@@ -16,6 +16,7 @@ struct Fake {
     meters: RefCell<Vec<String>>,
     sent: RefCell<Vec<(Vec<u16>, Vec<u8>)>>,
     port_mods: RefCell<Vec<(u16, u32, u32)>>,
+    port_reads: std::cell::Cell<usize>,
 }
 
 impl Switch for Fake {
@@ -30,6 +31,7 @@ impl Switch for Fake {
         0x42
     }
     fn ports(&self) -> Result<Vec<PortInfo>, String> {
+        self.port_reads.set(self.port_reads.get() + 1);
         Ok(vec![PortInfo {
             ofport: 1,
             name: "p1".into(),
@@ -290,7 +292,13 @@ fn packet_out_sends_the_frame_to_its_outputs() {
     let m = hex(&format!(
         "010d0026000000afffffffff0001000800000008fffbffff{frame}"
     ));
+    let reads = sw.port_reads.get();
     assert_eq!(s.handle(&m, &sw), (vec![], false));
+    assert_eq!(
+        sw.port_reads.get(),
+        reads,
+        "a second flood within FLOOD_PORTS_FOR reads the ports again"
+    );
     assert_eq!(sw.sent.borrow().len(), 2);
 }
 
