@@ -559,7 +559,7 @@ fn ip_in(
                     m.desc = inner;
                     m.dest = Dest::Decap(port);
                 }
-                vxlan::Opened::Nested => {
+                vxlan::Opened::Dropped => {
                     frames.free(m.desc.addr);
                     m.dest = Dest::Pending;
                 }

@@ -521,7 +521,7 @@ pub(super) enum Opened {
     /// Dropped, counted on the tunnel port (`vxlan-nested`: the inner frame is itself VXLAN to
     /// one of our tunnels, [`nested`]; `port-no-recv`: the port is set `down`/`no-receive`),
     /// nothing learned; the caller frees the outer frame.
-    Nested,
+    Dropped,
 }
 
 /// If the IPv4 packet in `m` (header length `hl`, total length `total`, addressed to a gateway)
@@ -589,14 +589,14 @@ pub(super) fn decap(
     };
     if nested {
         s.counters.drop(DropReason::VxlanNested);
-        return Ok(Some(Opened::Nested));
+        return Ok(Some(Opened::Dropped));
     }
     if s.config.drops_rx() {
         // `mod-port down|no-receive` on the tunnel port (the decapsulation fast path keeps no
         // template across the change: `mod-port` bumps the datapath's epoch).
         s.counters.rx_packets += 1;
         s.counters.drop(DropReason::PortNoRecv);
-        return Ok(Some(Opened::Nested));
+        return Ok(Some(Opened::Dropped));
     }
     let Some(t) = s.tunnel.as_mut() else {
         return Err(DropReason::VxlanUnknownVni);

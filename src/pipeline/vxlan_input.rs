@@ -308,7 +308,7 @@ fn full_check(
         Ok(Some(vxlan::Opened::Inner(port, inner))) => {
             Full::Taken(port, inner, Template { port, ..t })
         }
-        Ok(Some(vxlan::Opened::Nested)) => {
+        Ok(Some(vxlan::Opened::Dropped)) => {
             frames.free(d.addr);
             Full::Dropped
         }

@@ -436,14 +436,7 @@ impl Worker {
         if let Some(port) = in_id.and_then(|p| self.dp.port(p))
             && port.config.drops_rx()
         {
-            let mut lines: Vec<String> = log
-                .items
-                .into_iter()
-                .filter_map(|it| match it {
-                    Item::Line(l) => Some(l),
-                    Item::Sent(..) => None,
-                })
-                .collect();
+            let mut lines = log.into_lines();
             lines.push(format!(
                 "ingress: port {} is set {} -> drop (port-no-recv)",
                 port.name,
@@ -470,15 +463,7 @@ impl Worker {
                         port.name,
                         port.vlan.describe()
                     )));
-                    let lines: Vec<String> = log
-                        .items
-                        .into_iter()
-                        .filter_map(|it| match it {
-                            Item::Line(l) => Some(l),
-                            Item::Sent(..) => None,
-                        })
-                        .collect();
-                    return Ok(lines);
+                    return Ok(log.into_lines());
                 }
             },
             None => tag.unwrap_or(0),
@@ -782,6 +767,19 @@ const TRACE_PATCH_CROSSINGS: usize = 32;
 #[derive(Default)]
 struct TraceLog {
     items: Vec<Item>,
+}
+
+impl TraceLog {
+    /// The lines so far, for a trace that ends before any decision is carried out.
+    fn into_lines(self) -> Vec<String> {
+        self.items
+            .into_iter()
+            .filter_map(|it| match it {
+                Item::Line(l) => Some(l),
+                Item::Sent(..) => None,
+            })
+            .collect()
+    }
 }
 
 enum Item {
